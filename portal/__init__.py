@@ -1,0 +1,1 @@
+"""Usage portal: ingest, live usage, catalog and the web pages."""

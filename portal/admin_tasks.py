@@ -1,0 +1,69 @@
+"""Operator tasks behind CLI commands, each one transaction."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from portal.broker import INGEST_QUEUE, MAINTENANCE_QUEUE, setup_broker
+from portal.db import create_engine, session_factory, transaction
+from portal.ingest.service import PERSIST_ACTOR
+from portal.jobs import enqueue_sync
+from portal.keys.service import Scope, create_key
+from portal.settings import Settings
+
+
+async def create_api_key(settings: Settings, *, scope: Scope, name: str) -> str:
+    assert settings.database_url
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with transaction(session_factory(engine)) as session:
+            _, token = await create_key(session, scope=scope, name=name or f"{scope} key")
+        return token
+    finally:
+        await engine.dispose()
+
+
+async def replay_failed(settings: Settings, *, ids: list[int] | None) -> int:
+    """Queue failed events again as new batches (one per original message) and mark them
+    replayed. Safe to repeat: the ledger admits each event once."""
+    from redis.asyncio import Redis
+    from sqlalchemy import text
+
+    from portal.live.keys import INFLIGHT_KEY
+
+    assert settings.database_url and settings.redis_url
+    setup_broker(settings)
+    engine = create_engine(settings.database_url, pool_size=1)
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        async with transaction(session_factory(engine)) as session:
+            rows = (await session.execute(text(
+                "SELECT id, message_id, event FROM failed_events WHERE status = 'failed' "
+                "AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(CAST(:ids AS bigint[]))) "
+                "ORDER BY id FOR UPDATE"), {"ids": ids})).all()
+            by_message: dict[str, list[Any]] = defaultdict(list)
+            for _, message_id, event in rows:
+                stored = event if isinstance(event, dict) else json.loads(event)
+                by_message[message_id].append(stored["wire"])
+            for events in by_message.values():
+                batch_id = uuid.uuid4().hex
+                accepted_ms = int(time.time() * 1000)
+                await redis.zadd(INFLIGHT_KEY, {batch_id: accepted_ms})
+                enqueue_sync(PERSIST_ACTOR, INGEST_QUEUE, {
+                    "id": batch_id, "acceptedAt": accepted_ms, "events": events, "conflicts": []})
+            await session.execute(text(
+                "UPDATE failed_events SET status = 'replayed', resolved_at = now() "
+                "WHERE id = ANY(CAST(:ids AS bigint[]))"), {"ids": [r[0] for r in rows]})
+        return len(rows)
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+
+
+def enqueue_reconcile(settings: Settings, *, full: bool) -> None:
+    setup_broker(settings)
+    enqueue_sync("reconcile_live", MAINTENANCE_QUEUE, full)

@@ -1,0 +1,56 @@
+"""The Litestar application: `create_app()` builds it from settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.response_cache import ResponseCacheConfig
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.static_files import create_static_files_router
+
+from portal.auth import api_key_guard
+from portal.broker import setup_broker
+from portal.catalog.routes import CustomerController, MeterController
+from portal.dependencies import provide_session, provide_state
+from portal.ingest.routes import EventController
+from portal.operations import OperationsController, healthz
+from portal.paths import STATIC_DIR
+from portal.settings import Settings, get_settings
+from portal.state import PortalState
+from portal.usage.routes import UsageController
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or get_settings()
+    settings.check()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        setup_broker(settings)
+        app.state.portal = PortalState.open(settings)
+        try:
+            yield
+        finally:
+            await app.state.portal.close()
+
+    from portal.pages.routes import page_handlers, template_config
+
+    return Litestar(
+        route_handlers=[
+            healthz, CustomerController, MeterController, EventController, UsageController,
+            OperationsController, *page_handlers,
+            create_static_files_router(path="/static", directories=[STATIC_DIR],
+                                       include_in_schema=False),
+        ],
+        dependencies={"db": Provide(provide_session), "portal": Provide(provide_state, sync_to_thread=False)},
+        guards=[api_key_guard],
+        lifespan=[lifespan],
+        template_config=template_config(),
+        openapi_config=OpenAPIConfig(title="Usage portal", version="0.1.0", path="/schema"),
+        response_cache_config=ResponseCacheConfig(),
+        request_max_body_size=5 * 1024 * 1024,
+        debug=False,
+    )

@@ -1,0 +1,54 @@
+"""The Dramatiq broker, set once per process before any actor is declared.
+
+Web processes use it only to enqueue messages by actor name (`portal.jobs`); worker
+processes import `workers.main`, which calls `setup_broker()` before declaring actors.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import AsyncIO, CurrentMessage
+
+from portal.settings import Settings
+
+INGEST_QUEUE = "ingest"
+MAINTENANCE_QUEUE = "maintenance"
+
+_broker: RedisBroker | None = None
+
+
+def setup_broker(settings: Settings) -> RedisBroker:
+    """Create the process's broker (idempotent) and make it Dramatiq's global broker."""
+    global _broker
+    if _broker is not None:
+        return _broker
+    url = settings.effective_broker_url
+    if not url:
+        raise RuntimeError("BROKER_URL or REDIS_URL must be set")
+    broker = RedisBroker(
+        url=url,
+        # Unacked messages of a worker that died (SIGKILL, OOM) are requeued once its
+        # heartbeat is this old; maintenance runs on ~1% of broker commands.
+        heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
+        maintenance_chance=10_000,
+    )
+    broker.add_middleware(AsyncIO())
+    broker.add_middleware(CurrentMessage())
+    dramatiq.set_broker(broker)
+    _broker = broker
+    return broker
+
+
+def get_broker() -> RedisBroker:
+    if _broker is None:
+        raise RuntimeError("setup_broker() has not been called in this process")
+    return _broker
+
+
+def reset_broker() -> None:
+    """Forget the broker (tests start several apps against different servers)."""
+    global _broker
+    if _broker is not None:
+        _broker.close()
+    _broker = None

@@ -1,0 +1,1 @@
+"""Customers and meters: what events may be counted against."""

@@ -1,0 +1,77 @@
+"""Catalog API: customers and meters (admin key)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, get, post
+from litestar.exceptions import ClientException, NotFoundException
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.catalog import service
+from portal.catalog.schemas import Customer, CustomerCreate, Meter, MeterCreate
+from portal.dependencies import Db, Portal
+from portal.state import PortalState
+
+ADMIN = {"scope": "admin"}
+
+
+class ConflictException(ClientException):
+    status_code = 409
+
+
+class CustomerController(Controller):
+    """Customers: the caller's own ids, used as `customerId` in events."""
+
+    path = "/v1/customers"
+    tags = ["catalog"]
+    opt = ADMIN
+
+    @post("/", status_code=201)
+    async def create(self, data: JSONBody[CustomerCreate], db: Db, portal: Portal) -> Customer:
+        """Create a customer; 409 if the id exists."""
+        try:
+            customer = await service.create_customer(db, data)
+        except service.AlreadyExists as exc:
+            raise ConflictException(str(exc)) from exc
+        portal.catalog.invalidate()
+        return customer
+
+    @get("/")
+    async def list_(
+        self, db: Db,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        after: FromQuery[str | None] = None,
+    ) -> list[Customer]:
+        """Customers ordered by id; page with `after=<last id>`."""
+        return await service.list_customers(db, limit=limit, after=after)
+
+    @get("/{customer_id:str}")
+    async def get_(self, customer_id: FromPath[str], db: Db) -> Customer:
+        customer = await service.get_customer(db, customer_id)
+        if customer is None:
+            raise NotFoundException(f"no customer {customer_id!r}")
+        return customer
+
+
+class MeterController(Controller):
+    """Meters: how the events of one metric are aggregated."""
+
+    path = "/v1/meters"
+    tags = ["catalog"]
+    opt = ADMIN
+
+    @post("/", status_code=201)
+    async def create(self, data: JSONBody[MeterCreate], db: Db, portal: Portal) -> Meter:
+        """Create a meter; 409 if the metric name exists."""
+        try:
+            meter = await service.create_meter(db, data)
+        except service.AlreadyExists as exc:
+            raise ConflictException(str(exc)) from exc
+        portal.catalog.invalidate()
+        return meter
+
+    @get("/")
+    async def list_(self, db: Db) -> list[Meter]:
+        return await service.list_meters(db)

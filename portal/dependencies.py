@@ -1,0 +1,34 @@
+"""Request dependencies: the per-request transaction and the process state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.state import PortalState
+
+
+def provide_state(state: State) -> PortalState:
+    portal: PortalState = state.portal
+    return portal
+
+
+async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed if the handler returns, else rolled back."""
+    portal: PortalState = state.portal
+    async with portal.sessions() as session:
+        async with session.begin():
+            yield session
+
+
+def request_id(request: Request) -> str:  # pragma: no cover - reserved for logging
+    return request.headers.get("x-request-id", "")
+
+
+# Handler parameter types: injected by name ("portal", "db").
+Portal = NamedDependency[PortalState]
+Db = NamedDependency[AsyncSession]

@@ -1,0 +1,50 @@
+"""An accepted event as the live view and the workers see it: validated, bucketed,
+fingerprinted. Shared by `portal.ingest` (which builds them) and `workers` (which
+persist them), so its wire form lives here too."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedEvent:
+    customer_id: str
+    event_id: str
+    metric_name: str
+    product_id: str
+    quantity: Decimal
+    event_time_us: int  # epoch microseconds, UTC
+    dimensions: dict[str, str]
+    metadata: dict[str, str]
+    fingerprint: str  # hex; equal fingerprints mean "the same event sent again"
+    aggregation: str
+    bucket: int  # start of the customer's local hour, epoch seconds
+    group_key: str  # canonical group-by values, "" when the meter has no groupBy
+    unique_value: str | None  # the uniqueBy dimension's value for unique_count meters
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.customer_id, self.event_id, self.metric_name, self.product_id,
+            format(self.quantity, "f"), self.event_time_us, self.dimensions, self.metadata,
+            self.fingerprint, self.aggregation, self.bucket, self.group_key, self.unique_value,
+        ]
+
+    @classmethod
+    def from_wire(cls, row: list[Any]) -> AcceptedEvent:
+        (customer_id, event_id, metric_name, product_id, quantity, event_time_us, dimensions,
+         metadata, fingerprint, aggregation, bucket, group_key, unique_value) = row
+        return cls(customer_id, event_id, metric_name, product_id, Decimal(quantity),
+                   int(event_time_us), dimensions, metadata, fingerprint, aggregation,
+                   int(bucket), group_key, unique_value)
+
+    def as_json(self) -> dict[str, Any]:
+        """The event in the public schema's shape (for failed-event and conflict records)."""
+        return {
+            "eventId": self.event_id, "customerId": self.customer_id,
+            "metricName": self.metric_name, "productId": self.product_id,
+            "quantity": format(self.quantity, "f"), "timestamp": self.event_time_us // 1000,
+            "dimensions": self.dimensions, "metadata": self.metadata,
+        }

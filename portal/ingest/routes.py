@@ -1,0 +1,82 @@
+"""Ingest API: `POST /v1/events` (one event) and `POST /v1/events/batch`."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Controller, Request, Response, post
+from litestar.exceptions import ClientException
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from portal.ingest.schemas import EventBatch, IngestResult
+from portal.ingest.service import CONFLICT_ERROR, IngestUnavailable
+from portal.dependencies import Db, Portal
+from portal.state import PortalState
+
+INGEST = {"scope": "ingest"}
+RETRY_AFTER_S = "2"
+
+
+class PayloadTooLarge(ClientException):
+    status_code = 413
+
+
+class ServiceUnavailable(ClientException):
+    # A ClientException so its message reaches the client; the status says "retry".
+    status_code = 503
+
+
+def _answer(result: IngestResult) -> Response[IngestResult]:
+    """202 when anything was accepted or was already known (a retry is a success);
+    409 when every event conflicted with an earlier one; 422 otherwise."""
+    if result.accepted or result.duplicates:
+        status = HTTP_202_ACCEPTED
+    elif result.rejected and all(r.error == CONFLICT_ERROR for r in result.rejected):
+        status = 409
+    else:
+        status = 422
+    return Response(result, status_code=status)
+
+
+async def _run(portal: Portal, raw_events: list[bytes] | list[msgspec.Raw]) -> Response[IngestResult]:
+    try:
+        result = await portal.ingestor.ingest(raw_events)
+    except IngestUnavailable as exc:
+        raise ServiceUnavailable(
+            f"{exc}; nothing was accepted, retry later",
+            headers={"Retry-After": RETRY_AFTER_S},
+        ) from exc
+    return _answer(result)
+
+
+class EventController(Controller):
+    """Usage events, with the ingest (or admin) key."""
+
+    path = "/v1/events"
+    tags = ["ingest"]
+    opt = INGEST
+
+    @post("/", request_max_body_size=64 * 1024, summary="Submit one usage event")
+    async def one(
+        self, request: Request[object, object, object], portal: Portal,
+    ) -> Response[IngestResult]:
+        """One event (the seed's UsageEvent). 202 when accepted or a duplicate; 422 with
+        the reason otherwise. The body is decoded by the same per-event rules as a batch."""
+        return await _run(portal, [await request.body()])
+
+    @post("/batch", summary="Submit up to 1000 usage events", request_max_body_size=5 * 1024 * 1024)
+    async def batch(
+        self, request: Request[object, object, object], portal: Portal,
+    ) -> Response[IngestResult]:
+        """`{"events": [...]}`, at most 1000 events and 5 MiB (413 beyond). Each event is
+        accepted, a duplicate, or rejected with its index and reason."""
+        body = await request.body()
+        try:
+            envelope = msgspec.json.decode(body, type=EventBatch)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise ClientException(f"body must be {{\"events\": [...]}}: {exc}") from exc
+        limit = portal.settings.max_batch_events
+        if len(envelope.events) > limit:
+            raise PayloadTooLarge(f"a batch holds at most {limit} events, got {len(envelope.events)}")
+        if not envelope.events:
+            raise ClientException("events: the batch is empty")
+        return await _run(portal, envelope.events)

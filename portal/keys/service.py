@@ -1,0 +1,75 @@
+"""API keys are random tokens shown once; only their SHA-256 is stored.
+
+A key looks like `up_ingest_<32 random url-safe chars>`: the scope in the prefix helps a
+person tell keys apart, but authority comes only from the stored row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+Scope = Literal["ingest", "admin"]
+SCOPES: tuple[Scope, ...] = ("ingest", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: int
+    name: str
+    scope: Scope
+
+
+def hash_key(token: str) -> bytes:
+    # Keys carry 190+ bits of randomness, so a fast hash is enough (no password stretching).
+    return hashlib.sha256(token.encode()).digest()
+
+
+def new_token(scope: Scope) -> str:
+    return f"up_{scope}_{secrets.token_urlsafe(24)}"
+
+
+async def create_key(session: AsyncSession, *, scope: Scope, name: str) -> tuple[ApiKey, str]:
+    """Store a new key; returns it with the token, which is never retrievable again."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    token = new_token(scope)
+    row = (await session.execute(
+        text("INSERT INTO api_keys (name, scope, prefix, key_hash) VALUES (:n, :s, :p, :h) "
+             "RETURNING id"),
+        {"n": name, "s": scope, "p": token[: len(f"up_{scope}_") + 4], "h": hash_key(token)},
+    )).scalar_one()
+    return ApiKey(id=row, name=name, scope=scope), token
+
+
+class KeyCache:
+    """Resolves tokens to keys, remembering answers for `ttl_s` (a revoked key stops
+    working within that time on every process)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], ttl_s: float = 30.0) -> None:
+        self._sessions = sessions
+        self._ttl_s = ttl_s
+        self._cache: dict[bytes, tuple[float, ApiKey | None]] = {}
+
+    async def resolve(self, token: str) -> ApiKey | None:
+        digest = hash_key(token)
+        hit = self._cache.get(digest)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self._ttl_s:
+            return hit[1]
+        async with self._sessions() as session:
+            row = (await session.execute(
+                text("SELECT id, name, scope FROM api_keys "
+                     "WHERE key_hash = :h AND revoked_at IS NULL"), {"h": digest}
+            )).first()
+        key = ApiKey(id=row[0], name=row[1], scope=row[2]) if row else None
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (now, key)
+        return key

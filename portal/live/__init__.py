@@ -1,0 +1,1 @@
+"""The live view: Redis hourly counters, dedup markers and the freshness watermark."""

@@ -1,0 +1,66 @@
+"""Every Redis key the live view uses, and how long it lives. Nothing else names keys.
+
+Keys of one customer share the hash tag `{customer}` so a Redis Cluster keeps them in one
+slot and a Lua script may touch them together.
+
+- `lu:{c}:<metric>:<bucket>` HASH, one per customer, metric and local hour (bucket =
+  epoch seconds of the hour's start). Fields: `=` the hour's value over all groups,
+  `g|<groupKey>` the value of one group-by combination; for `latest` meters `@=` and
+  `@g|<groupKey>` hold the event time (µs) of the value kept.
+- `ls:{c}:<metric>:<bucket>:<field>` SET of distinct values for `unique_count` meters.
+- `lk:{c}` ZSET of that customer's `lu:` keys scored by bucket: what reconcile compares.
+- `ld:{c}:<eventId>` STRING, the event's fingerprint: the edge's dedup marker.
+- `live:inflight` ZSET of batch ids queued but not yet in Postgres, scored by acceptance
+  time (ms): its minimum is the `completeThrough` watermark.
+- `live:built` STRING, present once a full reconcile has filled the live view; a flushed
+  Redis loses it, which makes the next reconcile rebuild everything.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+TOTAL_FIELD = "="
+GROUP_PREFIX = "g|"
+LATEST_PREFIX = "@"
+INFLIGHT_KEY = "live:inflight"
+BUILT_KEY = "live:built"
+RECONCILE_LOCK_KEY = "live:reconcile-lock"
+
+# A billing period is at most 31 days; live reads cover the current and the previous one.
+MAX_PERIOD = timedelta(days=31)
+
+
+def hour_key(customer_id: str, metric_name: str, bucket: int) -> str:
+    return f"lu:{{{customer_id}}}:{metric_name}:{bucket}"
+
+
+def unique_key(customer_id: str, metric_name: str, bucket: int, field: str) -> str:
+    return f"ls:{{{customer_id}}}:{metric_name}:{bucket}:{field}"
+
+
+def index_key(customer_id: str) -> str:
+    return f"lk:{{{customer_id}}}"
+
+
+def marker_key(customer_id: str, event_id: str) -> str:
+    return f"ld:{{{customer_id}}}:{event_id}"
+
+
+def scratch_key(customer_id: str, name: str) -> str:
+    return f"lt:{{{customer_id}}}:{name}"
+
+
+def group_field(group_key: str) -> str:
+    return GROUP_PREFIX + group_key if group_key else TOTAL_FIELD
+
+
+def live_horizon(accepted_lateness: timedelta) -> timedelta:
+    """How long an hour's keys must live after the hour starts: the current and previous
+    billing period are read from them, and late events may still update them."""
+    return 2 * MAX_PERIOD + accepted_lateness + timedelta(days=1)
+
+
+def hour_key_expires_at(bucket: int, accepted_lateness: timedelta) -> int:
+    """EXPIREAT (epoch seconds) for every key of the hour starting at `bucket`."""
+    return bucket + int(live_horizon(accepted_lateness).total_seconds())

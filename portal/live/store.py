@@ -1,0 +1,197 @@
+"""Reads and writes of the live view. Live numbers are approximate by design (Redis
+floats, in-flight batches); bills never read them."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from redis.asyncio import Redis
+
+from portal.ingest.events import AcceptedEvent
+from portal.live import keys, scripts
+
+
+@dataclass(slots=True)
+class _CustomerPlan:
+    """KEYS and ARGV for one APPLY_BATCH call."""
+
+    customer_id: str
+    key_list: list[str] = field(default_factory=list)
+    key_index: dict[str, int] = field(default_factory=dict)
+
+    def ref(self, key: str) -> str:
+        index = self.key_index.get(key)
+        if index is None:
+            self.key_list.append(key)
+            index = len(self.key_list)
+            self.key_index[key] = index
+        return str(index)
+
+
+def live_decimal(raw: str | bytes | None) -> Decimal:
+    """A Redis float as a decimal, with binary-float noise (1.0000000000000002) removed."""
+    if raw is None:
+        return Decimal(0)
+    value = Decimal(raw.decode() if isinstance(raw, bytes) else raw)
+    return value.quantize(Decimal("1e-9")).normalize() + Decimal(0)
+
+
+def _ops_for(plan: _CustomerPlan, events: list[AcceptedEvent], expire_after: timedelta) -> list[str]:
+    """Counter updates for `events` (one customer), aggregated per key and field so a
+    batch costs one Redis command per hour and group, not one per event."""
+    sums: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    maxima: dict[tuple[str, str], Decimal] = {}
+    latest: dict[tuple[str, str], tuple[int, str, Decimal]] = {}
+    uniques: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    buckets: dict[str, int] = {}
+    for event in events:
+        hkey = keys.hour_key(event.customer_id, event.metric_name, event.bucket)
+        buckets[hkey] = event.bucket
+        fields = [keys.TOTAL_FIELD]
+        if event.group_key:
+            fields.append(keys.group_field(event.group_key))
+        for fld in fields:
+            slot = (hkey, fld)
+            if event.aggregation == "sum":
+                sums[slot] += event.quantity
+            elif event.aggregation == "count":
+                counts[slot] += 1
+            elif event.aggregation == "max":
+                if slot not in maxima or event.quantity > maxima[slot]:
+                    maxima[slot] = event.quantity
+            elif event.aggregation == "latest":
+                candidate = (event.event_time_us, event.event_id, event.quantity)
+                if slot not in latest or candidate[:2] >= latest[slot][:2]:
+                    latest[slot] = candidate
+            elif event.aggregation == "unique_count" and event.unique_value is not None:
+                skey = keys.unique_key(event.customer_id, event.metric_name, event.bucket, fld)
+                uniques[(hkey, fld, skey)].add(event.unique_value)
+    args: list[str] = []
+    for (hkey, fld), amount in sums.items():
+        args += ["s", plan.ref(hkey), fld, format(amount, "f")]
+    for (hkey, fld), n in counts.items():
+        args += ["c", plan.ref(hkey), fld, str(n)]
+    for (hkey, fld), value in maxima.items():
+        args += ["m", plan.ref(hkey), fld, format(value, "f")]
+    for (hkey, fld), (micros, _, value) in latest.items():
+        args += ["l", plan.ref(hkey), fld, format(value, "f"), str(micros)]
+    lateness = expire_after
+    for (hkey, fld, skey), members in uniques.items():
+        args += ["u", plan.ref(hkey), fld, plan.ref(skey), str(len(members)), *sorted(members)]
+        args += ["x", plan.ref(skey), str(keys.hour_key_expires_at(buckets[hkey], lateness))]
+    for hkey, bucket in buckets.items():
+        args += ["e", plan.ref(hkey), str(keys.hour_key_expires_at(bucket, lateness)), str(bucket)]
+    return args
+
+
+class LiveStore:
+    """The live view over one Redis connection pool."""
+
+    def __init__(self, redis: Redis, *, accepted_lateness: timedelta, marker_ttl: timedelta) -> None:
+        self.redis = redis
+        self.accepted_lateness = accepted_lateness
+        self.marker_ttl_s = int(marker_ttl.total_seconds())
+        self._check = redis.register_script(scripts.CHECK_MARKERS)
+        self._apply = redis.register_script(scripts.APPLY_BATCH)
+        self._union = redis.register_script(scripts.UNION_COUNT)
+
+    async def check_and_hold(
+        self, events: list[AcceptedEvent], batch_id: str, accepted_ms: int
+    ) -> list[int]:
+        """Marker status of each event (0 new, 1 duplicate, 2 conflict), and the batch
+        registered as in flight, in one round trip."""
+        by_customer: dict[str, list[int]] = defaultdict(list)
+        for index, event in enumerate(events):
+            by_customer[event.customer_id].append(index)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for customer_id, indexes in by_customer.items():
+                await self._check(
+                    keys=[keys.marker_key(customer_id, events[i].event_id) for i in indexes],
+                    args=[events[i].fingerprint for i in indexes],
+                    client=pipe,
+                )
+            pipe.zadd(keys.INFLIGHT_KEY, {batch_id: accepted_ms})
+            replies = await pipe.execute()
+        status = [0] * len(events)
+        for (_, indexes), reply in zip(by_customer.items(), replies, strict=False):
+            for i, value in zip(indexes, reply, strict=True):
+                status[i] = int(value)
+        return status
+
+    async def release(self, batch_id: str) -> None:
+        """The batch is in Postgres (or given up on): it no longer holds back freshness."""
+        await self.redis.zrem(keys.INFLIGHT_KEY, batch_id)
+
+    async def apply(self, events: list[AcceptedEvent]) -> set[int]:
+        """Set the dedup markers and add `events` to the hourly counters.
+
+        Returns the indexes of events whose marker another request set first (between
+        our check and now); those were left out of the counters.
+        """
+        by_customer: dict[str, list[int]] = defaultdict(list)
+        for index, event in enumerate(events):
+            by_customer[event.customer_id].append(index)
+        taken: set[int] = set()
+        pending = dict(by_customer)
+        while pending:
+            calls: list[tuple[str, list[int]]] = []
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for customer_id, indexes in pending.items():
+                    plan = _CustomerPlan(customer_id)
+                    plan.ref(keys.index_key(customer_id))
+                    for i in indexes:  # markers are KEYS[2..M+1], in the order of `indexes`
+                        plan.ref(keys.marker_key(customer_id, events[i].event_id))
+                    ops = _ops_for(plan, [events[i] for i in indexes], self.accepted_lateness)
+                    args = [str(len(indexes)), str(self.marker_ttl_s),
+                            *(events[i].fingerprint for i in indexes), *ops]
+                    await self._apply(keys=plan.key_list, args=args, client=pipe)
+                    calls.append((customer_id, indexes))
+                replies = await pipe.execute()
+            pending = {}
+            for (customer_id, indexes), reply in zip(calls, replies, strict=True):
+                if reply:
+                    lost = {indexes[int(position) - 1] for position in reply}
+                    taken |= lost
+                    remaining = [i for i in indexes if i not in lost]
+                    if remaining:
+                        pending[customer_id] = remaining
+        return taken
+
+    async def watermark_ms(self) -> int:
+        """`completeThrough` in epoch ms: every event accepted before it is in Postgres."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrange(keys.INFLIGHT_KEY, 0, 0, withscores=True)
+            pipe.time()
+            oldest, (seconds, micros) = await pipe.execute()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        if oldest:
+            return min(int(oldest[0][1]), now_ms)
+        return now_ms
+
+    async def read_hours(
+        self, customer_id: str, metric_name: str, buckets: list[int]
+    ) -> list[dict[str, str]]:
+        """The raw hash of each hour (field -> value), {} for hours with no usage."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for bucket in buckets:
+                pipe.hgetall(keys.hour_key(customer_id, metric_name, bucket))
+            replies: list[dict[Any, Any]] = await pipe.execute()
+        return [{_s(k): _s(v) for k, v in reply.items()} for reply in replies]
+
+    async def unique_count(
+        self, customer_id: str, metric_name: str, buckets: list[int], fld: str = keys.TOTAL_FIELD
+    ) -> int:
+        """Distinct values across `buckets` (not the sum of hourly distinct counts)."""
+        set_keys = [keys.unique_key(customer_id, metric_name, b, fld) for b in buckets]
+        scratch = keys.scratch_key(customer_id, f"union:{time.monotonic_ns()}")
+        return int(await self._union(keys=[*set_keys, scratch], args=[]))
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,38 @@
+"""`usage-portal migrate`: Alembic to head, then the raw-event partitions for now."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+
+from portal.paths import MIGRATIONS_DIR, ROOT
+from portal.settings import Settings
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["database_url"] = database_url
+    return config
+
+
+def migrate(settings: Settings) -> None:
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL is not set")
+    command.upgrade(alembic_config(settings.database_url), "head")
+    asyncio.run(_partitions(settings.database_url, settings.accepted_lateness))
+
+
+async def _partitions(database_url: str, lateness: timedelta) -> None:
+    from workers.maintenance import maintain_partitions_now
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            await maintain_partitions_now(conn, lateness)
+    finally:
+        await conn.close()

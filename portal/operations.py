@@ -1,0 +1,97 @@
+"""Operational routes: health, failed events, drift between live and billed usage."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from litestar import Controller, Response, get
+from litestar.params import FromQuery, QueryParameter
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.schemas import CamelStruct
+from portal.dependencies import Db, Portal
+from portal.state import PortalState
+
+
+class FailedEventOut(CamelStruct):
+    id: int
+    message_id: str
+    customer_id: str
+    event_id: str
+    event: dict[str, Any]
+    received_at: datetime
+    reason: str
+    failed_at: datetime
+    status: str
+
+
+class DriftRow(CamelStruct):
+    customer_id: str
+    metric_name: str
+    live: str
+    billed: str
+    drift: str
+
+
+class DriftOut(CamelStruct):
+    checked_at: datetime | None
+    window_start: datetime | None
+    window_end: datetime | None
+    full_rebuild: bool
+    rows: list[DriftRow]
+
+
+@get("/healthz", tags=["operations"])
+async def healthz(portal: Portal) -> Response[dict[str, str]]:
+    """200 once this process can reach Postgres and Redis; 503 naming what is down."""
+    problems: dict[str, str] = {}
+    try:
+        async with portal.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        problems["postgres"] = type(exc).__name__
+    try:
+        await portal.redis.ping()
+    except Exception as exc:
+        problems["redis"] = type(exc).__name__
+    if problems:
+        return Response({"status": "unavailable", **problems}, status_code=503)
+    return Response({"status": "ok"})
+
+
+class OperationsController(Controller):
+    path = "/v1"
+    tags = ["operations"]
+    opt = {"scope": "admin"}
+
+    @get("/failed-events")
+    async def failed_events(
+        self, db: Db,
+        status: FromQuery[str] = "failed",
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> list[FailedEventOut]:
+        """Events a worker could not persist, newest first, with the reason."""
+        rows = await db.execute(text(
+            "SELECT id, message_id, customer_id, event_id, event, received_at, reason, "
+            "failed_at, status FROM failed_events WHERE status = :s "
+            "ORDER BY failed_at DESC, id DESC LIMIT :l"), {"s": status, "l": limit})
+        return [FailedEventOut(*row) for row in rows]
+
+    @get("/drift")
+    async def drift(self, db: Db) -> DriftOut:
+        """The last reconcile's drift: live (Redis) minus billed (Postgres), per customer
+        and metric, over the settled hours it checked. Only non-zero rows are listed."""
+        run = (await db.execute(text(
+            "SELECT id, finished_at, window_start, window_end, full_rebuild FROM reconcile_runs "
+            "ORDER BY id DESC LIMIT 1"))).first()
+        if run is None:
+            return DriftOut(None, None, None, False, [])
+        rows = await db.execute(text(
+            "SELECT customer_id, metric_name, live_value, billed_value, drift FROM live_drift "
+            "WHERE run_id = :r ORDER BY customer_id, metric_name"), {"r": run[0]})
+        from portal.usage.combine import exact
+
+        return DriftOut(run[1], run[2], run[3], run[4],
+                        [DriftRow(c, m, exact(lv), exact(bv), exact(d)) for c, m, lv, bv, d in rows])

@@ -1,0 +1,100 @@
+"""Settings: one typed object, read from the environment once.
+
+Every knob has a development default so `usage-portal up` needs no configuration; a
+placeholder secret refuses to start outside development.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+
+PLACEHOLDER_SECRET = "dev-only-secret-change-me"
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or unusable; the message names it."""
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    environment: str = "development"
+    secret_key: str = PLACEHOLDER_SECRET
+    data_dir: Path = Path(".portal-data")
+    # None means "start or find the embedded server under data_dir".
+    database_url: str | None = None
+    redis_url: str | None = None
+    broker_url: str | None = None
+    # Events older than this (by their own timestamp) are refused; it is also how long
+    # Postgres remembers an event id for dedup.
+    accepted_lateness: timedelta = timedelta(days=35)
+    future_tolerance: timedelta = timedelta(minutes=5)
+    max_batch_events: int = 1000
+    max_body_bytes: int = 5 * 1024 * 1024
+    max_dimensions: int = 20
+    max_dimension_key_chars: int = 64
+    max_dimension_value_chars: int = 256
+    max_event_id_chars: int = 128
+    # Redis dedup markers answer "duplicate" at the edge; Postgres is the real guard.
+    dedup_marker_ttl: timedelta = timedelta(days=35)
+    # How often the scheduler rewrites settled live hours from Postgres.
+    reconcile_interval: timedelta = timedelta(seconds=60)
+    # Settled hours further back than this are rewritten only by a full reconcile.
+    reconcile_window: timedelta = timedelta(hours=48)
+    # Worker retry policy for persisting a batch: bounded, short enough to notice.
+    persist_max_retries: int = 12
+    persist_min_backoff_ms: int = 500
+    persist_max_backoff_ms: int = 30_000
+    # A worker that stops heartbeating for this long has its unacked messages requeued.
+    broker_heartbeat_timeout_ms: int = 15_000
+    catalog_cache_seconds: float = 5.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def with_urls(self, *, database_url: str, redis_url: str, broker_url: str | None = None) -> Settings:
+        return replace(self, database_url=database_url, redis_url=redis_url, broker_url=broker_url)
+
+    @property
+    def effective_broker_url(self) -> str | None:
+        return self.broker_url or self.redis_url
+
+    def check(self) -> None:
+        if self.environment != "development" and self.secret_key == PLACEHOLDER_SECRET:
+            raise SettingsError("PORTAL_SECRET_KEY must be set outside development")
+
+
+def from_environment() -> Settings:
+    env = os.environ
+    return Settings(
+        environment=env.get("PORTAL_ENV", "development"),
+        secret_key=env.get("PORTAL_SECRET_KEY", PLACEHOLDER_SECRET),
+        data_dir=Path(env.get("PORTAL_DATA_DIR", ".portal-data")),
+        database_url=env.get("DATABASE_URL") or None,
+        redis_url=env.get("REDIS_URL") or None,
+        broker_url=env.get("BROKER_URL") or None,
+        accepted_lateness=timedelta(days=_int("PORTAL_ACCEPTED_LATENESS_DAYS", 35)),
+        dedup_marker_ttl=timedelta(days=_int("PORTAL_DEDUP_MARKER_DAYS", 35)),
+        reconcile_interval=timedelta(seconds=_int("PORTAL_RECONCILE_SECONDS", 60)),
+        persist_max_retries=_int("PORTAL_PERSIST_MAX_RETRIES", 12),
+        persist_min_backoff_ms=_int("PORTAL_PERSIST_MIN_BACKOFF_MS", 500),
+        persist_max_backoff_ms=_int("PORTAL_PERSIST_MAX_BACKOFF_MS", 30_000),
+        broker_heartbeat_timeout_ms=_int("PORTAL_BROKER_HEARTBEAT_MS", 15_000),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once. Tests build their own `Settings` instead."""
+    return from_environment()

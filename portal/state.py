@@ -1,0 +1,47 @@
+"""What a web process holds for its lifetime: pools, caches, the live store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from portal.catalog.service import CatalogCache
+from portal.db import create_engine, session_factory
+from portal.ingest.service import Ingestor
+from portal.keys.service import KeyCache
+from portal.live.store import LiveStore
+from portal.settings import Settings
+
+
+@dataclass(slots=True)
+class PortalState:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis
+    live: LiveStore
+    catalog: CatalogCache
+    keys: KeyCache
+    ingestor: Ingestor
+
+    @classmethod
+    def open(cls, settings: Settings) -> PortalState:
+        if not settings.database_url or not settings.redis_url:
+            raise RuntimeError("DATABASE_URL and REDIS_URL must be set (or run `usage-portal up`)")
+        engine = create_engine(settings.database_url)
+        sessions = session_factory(engine)
+        redis = Redis.from_url(settings.redis_url, decode_responses=False)
+        live = LiveStore(redis, accepted_lateness=settings.accepted_lateness,
+                         marker_ttl=settings.dedup_marker_ttl)
+        catalog = CatalogCache(sessions, settings.catalog_cache_seconds)
+        return cls(
+            settings=settings, engine=engine, sessions=sessions, redis=redis, live=live,
+            catalog=catalog, keys=KeyCache(sessions),
+            ingestor=Ingestor(settings=settings, catalog=catalog, live=live),
+        )
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.engine.dispose()

@@ -1,0 +1,30 @@
+"""How hourly values combine into days and totals, per aggregation. Pure functions.
+
+`unique_count` is absent on purpose: distinct counts do not add up, so callers count the
+union of distinct values instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+
+
+def combine(aggregation: str, values: Iterable[Decimal | None]) -> Decimal:
+    """Combine time-ordered hourly values (None = no usage that hour)."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return Decimal(0)
+    if aggregation in ("sum", "count"):
+        return sum(present, Decimal(0))
+    if aggregation == "max":
+        return max(present)
+    if aggregation == "latest":
+        return present[-1]  # hours are in time order; the last hour holds the latest event
+    raise ValueError(f"{aggregation} values do not combine by hour")
+
+
+def exact(value: Decimal) -> str:
+    """A decimal as the API shows it: no exponent, no trailing zeros."""
+    normal = value.normalize()
+    return format(normal if normal != 0 else Decimal(0), "f")

@@ -1,0 +1,81 @@
+"""`GET /v1/customers/{id}/usage`: a customer's usage of one meter."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from litestar import Controller, get
+from litestar.exceptions import NotFoundException, ValidationException
+from litestar.params import FromPath, FromQuery
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.catalog import service as catalog
+from portal.periods import period_for, to_datetime
+from portal.schemas import CamelStruct
+from portal.dependencies import Db, Portal
+from portal.state import PortalState
+from portal.usage.combine import exact
+from portal.usage.service import billed_usage, live_usage
+
+
+class UsagePointOut(CamelStruct):
+    start: datetime
+    value: str
+
+
+class UsageOut(CamelStruct):
+    customer_id: str
+    metric: str
+    source: str
+    granularity: str
+    start: datetime
+    end: datetime
+    complete_through: datetime
+    total: str
+    series: list[UsagePointOut]
+
+
+class UsageController(Controller):
+    path = "/v1/customers/{customer_id:str}/usage"
+    tags = ["usage"]
+    opt = {"scope": "admin"}
+
+    @get("/")
+    async def usage(
+        self, customer_id: FromPath[str], metric: FromQuery[str], db: Db, portal: Portal,
+        start: FromQuery[datetime | None] = None, end: FromQuery[datetime | None] = None,
+        granularity: FromQuery[Literal["hour", "day"]] = "hour",
+        source: FromQuery[Literal["live", "billed"]] = "live",
+    ) -> UsageOut:
+        """Usage of `metric` in [start, end) (default: the current billing period), as
+        exact decimals in strings. Hours are the customer's local hours; days its local
+        days. `completeThrough`: every event accepted before it is in Postgres."""
+        customer = await catalog.get_customer(db, customer_id)
+        if customer is None:
+            raise NotFoundException(f"no customer {customer_id!r}")
+        meter = await catalog.get_meter(db, metric)
+        if meter is None:
+            raise ValidationException(f"metric: unknown meter {metric!r}")
+        for name, value in (("start", start), ("end", end)):
+            if value is not None and value.tzinfo is None:
+                raise ValidationException(f"{name}: needs an offset (Z or ±hh:mm)")
+        period = period_for(datetime.now(UTC), customer.timezone)
+        start = start or period.start
+        end = end or period.end
+        if end <= start:
+            raise ValidationException("end: must be after start")
+        if (end - start).days > 400:
+            raise ValidationException("end: a range covers at most 400 days")
+        complete_through = to_datetime(await portal.live.watermark_ms() / 1000)
+        args = dict(customer_id=customer_id, tz_name=customer.timezone, meter=meter,
+                    start=start, end=end, granularity=granularity)
+        if source == "live":
+            usage = await live_usage(portal.live, **args)  # type: ignore[arg-type]
+        else:
+            usage = await billed_usage(db, **args)  # type: ignore[arg-type]
+        return UsageOut(
+            customer_id=customer_id, metric=metric, source=source, granularity=granularity,
+            start=start, end=end, complete_through=complete_through, total=exact(usage.total),
+            series=[UsagePointOut(p.start, exact(p.value)) for p in usage.series],
+        )

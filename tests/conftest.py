@@ -1,0 +1,203 @@
+"""Test fixtures: real Postgres and Redis-compatible servers (the embedded ones, or the
+ones TEST_DATABASE_URL / TEST_REDIS_URL name), the real migrations, and on request a real
+Dramatiq worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
+
+from portal.app import create_app
+from portal.broker import setup_broker
+from portal.db import create_engine, session_factory, transaction
+from portal.keys.service import create_key
+from portal.live import keys as live_keys
+from portal.migrate import migrate
+from portal.settings import Settings
+from workers.partitions import forget_known
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Retry quickly in tests; production defaults are in portal/settings.py.
+TEST_ENV = {
+    "PORTAL_PERSIST_MAX_RETRIES": "2",
+    "PORTAL_PERSIST_MIN_BACKOFF_MS": "100",
+    "PORTAL_PERSIST_MAX_BACKOFF_MS": "300",
+    "PORTAL_BROKER_HEARTBEAT_MS": "2000",
+    "PORTAL_RECONCILE_SECONDS": "3600",
+}
+
+
+@pytest.fixture(scope="session")
+def settings() -> Iterator[Settings]:
+    data_dir = Path(tempfile.mkdtemp(prefix="portal-test-"))
+    servers = None
+    database_url = os.environ.get("TEST_DATABASE_URL")
+    redis_url = os.environ.get("TEST_REDIS_URL")
+    if not (database_url and redis_url):
+        from portal.embedded import EmbeddedServers
+
+        servers = EmbeddedServers(data_dir)
+        urls = servers.start()
+        database_url, redis_url = urls.database_url, urls.redis_url
+    base = redis_url.rsplit("/", 1)[0]
+    for name, value in TEST_ENV.items():
+        os.environ[name] = value
+    configured = Settings(
+        data_dir=data_dir, database_url=database_url, redis_url=f"{base}/0",
+        broker_url=f"{base}/1", persist_max_retries=2, persist_min_backoff_ms=100,
+        persist_max_backoff_ms=300, broker_heartbeat_timeout_ms=2000,
+        catalog_cache_seconds=0.0,
+    )
+    migrate(configured)
+    setup_broker(configured)
+    yield configured
+    if servers is not None:
+        servers.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+TABLES = ("live_drift", "reconcile_runs", "event_conflicts", "failed_events",
+          "hourly_unique_values", "hourly_usage", "usage_events", "event_ledger", "api_keys",
+          "meters", "customers")
+
+
+@pytest.fixture(autouse=True)
+async def clean(settings: Settings) -> AsyncIterator[None]:
+    """Every test starts with empty tables, an empty live view and an empty broker."""
+    assert settings.database_url and settings.redis_url and settings.broker_url
+    conn = await asyncpg.connect(settings.database_url)
+    await conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
+    await conn.close()
+    for url in (settings.redis_url, settings.broker_url):
+        redis = Redis.from_url(url)
+        await redis.flushdb()
+        await redis.aclose()
+    # The live view starts "built": a test that wants a rebuild deletes the marker.
+    redis = Redis.from_url(settings.redis_url)
+    await redis.set(live_keys.BUILT_KEY, "test")
+    await redis.aclose()
+    forget_known()
+    yield
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(settings.redis_url or "", decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def pg(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(settings.database_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
+    async with AsyncTestClient(app=create_app(settings)) as test_client:
+        yield test_client
+
+
+async def _key(settings: Settings, scope: str) -> str:
+    assert settings.database_url
+    engine = create_engine(settings.database_url, pool_size=1)
+    async with transaction(session_factory(engine)) as session:
+        _, token = await create_key(session, scope=scope, name=f"test {scope}")  # type: ignore[arg-type]
+    await engine.dispose()
+    return token
+
+
+@pytest.fixture
+async def admin_key(settings: Settings) -> str:
+    return await _key(settings, "admin")
+
+
+@pytest.fixture
+async def ingest_key(settings: Settings) -> str:
+    return await _key(settings, "ingest")
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+class WorkerProcess:
+    """A real `dramatiq workers.main` process against the test servers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env.update(TEST_ENV)
+        env.update({
+            "DATABASE_URL": self.settings.database_url or "",
+            "REDIS_URL": self.settings.redis_url or "",
+            "BROKER_URL": self.settings.broker_url or "",
+        })
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dramatiq", "workers.main", "--processes", "1",
+             "--threads", "2", "--queues", "ingest", "maintenance"],
+            cwd=ROOT, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no cleanup, no acks."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def worker(settings: Settings) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(settings)
+    process.start()
+    yield process
+    process.stop()
+
+
+async def wait_until_persisted(redis: Redis, timeout: float = 30.0) -> None:
+    """Wait until no accepted batch is in flight (all of them are in Postgres)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await redis.zcard(live_keys.INFLIGHT_KEY) == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("accepted batches were not persisted in time")
+
+
+def short_lateness(settings: Settings) -> Settings:
+    return replace(settings, accepted_lateness=timedelta(days=35))

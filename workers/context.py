@@ -1,0 +1,51 @@
+"""Per-process resources of a worker, created lazily inside the worker's event loop
+(Dramatiq's AsyncIO middleware runs async actors on one loop thread per process)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from portal.db import create_engine, raw_connection, session_factory
+from portal.live.store import LiveStore
+from portal.settings import Settings, get_settings
+
+
+@dataclass(slots=True)
+class WorkerContext:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis
+    live: LiveStore
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        """The actor's unit of work: an asyncpg connection inside one transaction,
+        committed when the block exits normally."""
+        async with self.sessions() as session, session.begin():
+            yield await raw_connection(session)
+
+
+_context: WorkerContext | None = None
+
+
+def get_context() -> WorkerContext:
+    global _context
+    if _context is None:
+        settings = get_settings()
+        if not settings.database_url or not settings.redis_url:
+            raise RuntimeError("DATABASE_URL and REDIS_URL must be set for a worker")
+        engine = create_engine(settings.database_url, pool_size=4)
+        redis = Redis.from_url(settings.redis_url)
+        _context = WorkerContext(
+            settings=settings, engine=engine, sessions=session_factory(engine), redis=redis,
+            live=LiveStore(redis, accepted_lateness=settings.accepted_lateness,
+                           marker_ttl=settings.dedup_marker_ttl),
+        )
+    return _context

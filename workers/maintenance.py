@@ -1,0 +1,45 @@
+"""Scheduled maintenance actors: reconcile the live view, keep partitions ahead, prune
+the dedup ledger past the lateness window. Each is safe to run twice."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dramatiq
+
+from portal.broker import MAINTENANCE_QUEUE
+from workers.context import get_context
+from workers.partitions import ensure_partitions, month_start, months_between
+from workers.reconcile import reconcile
+
+# How far ahead monthly partitions exist, so the hot path rarely creates one.
+PARTITION_MONTHS_AHEAD = 3
+
+
+@dramatiq.actor(actor_name="reconcile_live", queue_name=MAINTENANCE_QUEUE, max_retries=0,
+                time_limit=600_000)
+async def reconcile_live(full: bool = False) -> None:
+    """Rewrite differing settled live hours from Postgres; record drift. Not retried:
+    the scheduler runs it again at the next tick."""
+    await reconcile(get_context(), full=full)
+
+
+async def maintain_partitions_now(conn: Any, lateness: timedelta, now: datetime | None = None) -> list[str]:
+    now = now or datetime.now(UTC)
+    first = month_start(now - lateness)
+    last = month_start(now + timedelta(days=31 * PARTITION_MONTHS_AHEAD))
+    return await ensure_partitions(conn, months_between(first, last))
+
+
+@dramatiq.actor(actor_name="maintain_storage", queue_name=MAINTENANCE_QUEUE, max_retries=3,
+                min_backoff=5_000, max_backoff=60_000, time_limit=600_000)
+async def maintain_storage() -> None:
+    """Create partitions ahead; forget ledger entries older than the lateness window
+    (events that old are refused at the edge, so their ids cannot come back)."""
+    ctx = get_context()
+    async with ctx.transaction() as conn:
+        await maintain_partitions_now(conn, ctx.settings.accepted_lateness)
+        await conn.execute(
+            "DELETE FROM event_ledger WHERE event_time < now() - $1::interval",
+            ctx.settings.accepted_lateness + timedelta(days=2))

@@ -1,0 +1,218 @@
+"""Reconcile: make the live view equal to Postgres for settled hours, and say how far
+apart they were (the drift report, DESIGN invariant 1).
+
+An hour is settled when it ended before the freshness watermark (every event accepted
+before the watermark is in Postgres). Only keys that differ are rewritten. A Redis that
+lost the `live:built` marker (flushed, replaced) gets a full rebuild of every hour the
+live view may be read for, up to now.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from portal.live import keys
+from portal.live.store import live_decimal
+from portal.periods import HOUR_S, to_datetime
+from portal.usage.combine import combine
+from workers.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+Desired = dict[str, str]  # hash field -> value, exactly as the live view stores it
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    window_start: datetime
+    window_end: datetime
+    full_rebuild: bool
+    keys_written: int
+    drift: dict[tuple[str, str], tuple[Decimal, Decimal]]  # (customer, metric) -> (live, billed)
+
+
+def _fmt(value: Decimal) -> str:
+    return format(value.normalize() + Decimal(0), "f")
+
+
+async def _desired_state(
+    conn: Any, start: datetime, end: datetime
+) -> tuple[dict[str, Desired], dict[str, dict[str, set[str]]], dict[str, tuple[str, str, int]]]:
+    """What each live key should hold, from Postgres, for hours in [start, end)."""
+    meters = {r["metric_name"]: r["aggregation"] for r in await conn.fetch(
+        "SELECT metric_name, aggregation FROM meters")}
+    rows = await conn.fetch(
+        "SELECT customer_id, metric_name, hour, group_key, value, latest_at, latest_event_id "
+        "FROM hourly_usage WHERE hour >= $1 AND hour < $2", start, end)
+    groups: dict[str, list[Any]] = defaultdict(list)
+    where: dict[str, tuple[str, str, int]] = {}
+    for r in rows:
+        bucket = int(r["hour"].timestamp())
+        hkey = keys.hour_key(r["customer_id"], r["metric_name"], bucket)
+        groups[hkey].append(r)
+        where[hkey] = (r["customer_id"], r["metric_name"], bucket)
+    sets: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for r in await conn.fetch(
+        "SELECT customer_id, metric_name, hour, group_key, value FROM hourly_unique_values "
+        "WHERE hour >= $1 AND hour < $2", start, end):
+        bucket = int(r["hour"].timestamp())
+        hkey = keys.hour_key(r["customer_id"], r["metric_name"], bucket)
+        sets[hkey][keys.TOTAL_FIELD].add(r["value"])
+        if r["group_key"]:
+            sets[hkey][keys.group_field(r["group_key"])].add(r["value"])
+    desired: dict[str, Desired] = {}
+    for hkey, members in groups.items():
+        aggregation = meters.get(members[0]["metric_name"], "sum")
+        state: Desired = {}
+        if aggregation == "unique_count":
+            for fld, values in sets[hkey].items():
+                state[fld] = str(len(values))
+        elif aggregation == "latest":
+            newest = max(members, key=lambda r: (r["latest_at"], r["latest_event_id"]))
+            state[keys.TOTAL_FIELD] = _fmt(newest["value"])
+            state[keys.LATEST_PREFIX + keys.TOTAL_FIELD] = str(
+                (newest["latest_at"] - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1))
+            for r in members:
+                if r["group_key"]:
+                    fld = keys.group_field(r["group_key"])
+                    state[fld] = _fmt(r["value"])
+                    state[keys.LATEST_PREFIX + fld] = str(
+                        (r["latest_at"] - datetime(1970, 1, 1, tzinfo=UTC))
+                        // timedelta(microseconds=1))
+        else:
+            state[keys.TOTAL_FIELD] = _fmt(combine(aggregation, (r["value"] for r in members)))
+            for r in members:
+                if r["group_key"]:
+                    state[keys.group_field(r["group_key"])] = _fmt(r["value"])
+        desired[hkey] = state
+    return desired, sets, where
+
+
+def _same(live: dict[str, str], want: Desired) -> bool:
+    if live.keys() != want.keys():
+        return False
+    for fld, value in want.items():
+        if fld.startswith(keys.LATEST_PREFIX):
+            if int(live[fld]) != int(value):
+                return False
+        elif live_decimal(live[fld]) != Decimal(value):
+            return False
+    return True
+
+
+def _parse_key(hkey: str) -> tuple[str, str, int]:
+    # lu:{customer}:metric:bucket
+    customer = hkey[hkey.index("{") + 1: hkey.index("}")]
+    rest = hkey[hkey.index("}") + 2:]
+    metric, _, bucket = rest.rpartition(":")
+    return customer, metric, int(bucket)
+
+
+async def reconcile(ctx: WorkerContext, *, full: bool = False, now: datetime | None = None) -> ReconcileReport | None:
+    """Rewrite differing settled hours from Postgres and record the drift found.
+
+    Returns None when another reconcile holds the lock.
+    """
+    redis = ctx.redis
+    settings = ctx.settings
+    if not await redis.set(keys.RECONCILE_LOCK_KEY, "1", nx=True, ex=600):
+        return None
+    try:
+        started = datetime.now(UTC)
+        now = now or started
+        full = full or not await redis.exists(keys.BUILT_KEY)
+        watermark = to_datetime(await ctx.live.watermark_ms() / 1000)
+        if full:
+            window_start = now - keys.live_horizon(settings.accepted_lateness)
+            window_end = now + timedelta(hours=1)  # the current hour too: Redis lost it
+        else:
+            window_start = now - settings.reconcile_window
+            window_end = watermark - timedelta(seconds=HOUR_S)  # hours ended before it
+        async with ctx.transaction() as conn:
+            desired, sets, where = await _desired_state(conn, window_start, window_end)
+            customers = [r["id"] for r in await conn.fetch("SELECT id FROM customers")]
+            aggregations = {r["metric_name"]: r["aggregation"] for r in await conn.fetch(
+                "SELECT metric_name, aggregation FROM meters")}
+        lo, hi = int(window_start.timestamp()), int(window_end.timestamp())
+        async with redis.pipeline(transaction=False) as pipe:
+            for customer in customers:
+                pipe.zrangebyscore(keys.index_key(customer), lo, f"({hi}")
+            indexed = await pipe.execute()
+        present = {k.decode() if isinstance(k, bytes) else k for ks in indexed for k in ks}
+        # Keys may be in the window but absent from the index (only after a flush).
+        candidates = sorted(present | {k for k, (_, _, b) in where.items() if lo <= b < hi})
+        async with redis.pipeline(transaction=False) as pipe:
+            for hkey in candidates:
+                pipe.hgetall(hkey)
+            current = await pipe.execute()
+        live_hours: dict[tuple[str, str], list[tuple[int, Decimal | None]]] = defaultdict(list)
+        billed_hours: dict[tuple[str, str], list[tuple[int, Decimal | None]]] = defaultdict(list)
+        written = 0
+        async with redis.pipeline(transaction=False) as pipe:
+            for hkey, raw in zip(candidates, current, strict=True):
+                live = {(k.decode() if isinstance(k, bytes) else k):
+                        (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()}
+                want = desired.get(hkey, {})
+                customer, metric, bucket = where.get(hkey) or _parse_key(hkey)
+                if not lo <= bucket < hi:
+                    continue
+                live_hours[(customer, metric)].append(
+                    (bucket, live_decimal(live[keys.TOTAL_FIELD]) if keys.TOTAL_FIELD in live else None))
+                billed_hours[(customer, metric)].append(
+                    (bucket, Decimal(want[keys.TOTAL_FIELD]) if keys.TOTAL_FIELD in want else None))
+                if _same(live, want):
+                    continue
+                written += 1
+                pipe.delete(hkey)
+                expire_at = keys.hour_key_expires_at(bucket, settings.accepted_lateness)
+                for fld in list(live) + list(want):
+                    if not fld.startswith(keys.LATEST_PREFIX):
+                        pipe.delete(keys.unique_key(customer, metric, bucket, fld))
+                if want:
+                    pipe.hset(hkey, mapping=want)
+                    pipe.expireat(hkey, expire_at)
+                    pipe.zadd(keys.index_key(customer), {hkey: bucket})
+                    for fld, values in sets.get(hkey, {}).items():
+                        skey = keys.unique_key(customer, metric, bucket, fld)
+                        pipe.sadd(skey, *sorted(values))
+                        pipe.expireat(skey, expire_at)
+                else:
+                    pipe.zrem(keys.index_key(customer), hkey)
+            if full:
+                pipe.set(keys.BUILT_KEY, started.isoformat())
+            await pipe.execute()
+
+        drift: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
+        for pair in set(live_hours) | set(billed_hours):
+            aggregation = aggregations.get(pair[1], "sum")
+            if aggregation == "unique_count":
+                aggregation = "sum"  # hourly distinct counts, compared hour by hour
+            live_total = combine(aggregation, (v for _, v in sorted(live_hours[pair])))
+            billed_total = combine(aggregation, (v for _, v in sorted(billed_hours[pair])))
+            if live_total != billed_total:
+                drift[pair] = (live_total, billed_total)
+        finished = datetime.now(UTC)
+        async with ctx.transaction() as conn:
+            run_id = await conn.fetchval(
+                "INSERT INTO reconcile_runs (started_at, finished_at, window_start, window_end, "
+                "full_rebuild, keys_written) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                started, finished, window_start, window_end, full, written)
+            if drift:
+                await conn.executemany(
+                    "INSERT INTO live_drift (run_id, customer_id, metric_name, live_value, "
+                    "billed_value, drift) VALUES ($1, $2, $3, $4, $5, $6)",
+                    [(run_id, c, m, lv, bv, lv - bv) for (c, m), (lv, bv) in sorted(drift.items())])
+            # Keep a week of runs; older ones say nothing the newer ones do not.
+            await conn.execute("DELETE FROM reconcile_runs WHERE finished_at < now() - interval '7 days'")
+        if drift:
+            log.warning("live drift found: %s", json.dumps(
+                {f"{c}/{m}": str(lv - bv) for (c, m), (lv, bv) in drift.items()}))
+        return ReconcileReport(window_start, window_end, full, written, drift)
+    finally:
+        await redis.delete(keys.RECONCILE_LOCK_KEY)
