@@ -20,9 +20,8 @@ def provide_state(state: State) -> PortalState:
 async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
     """One transaction per request: committed if the handler returns, else rolled back."""
     portal: PortalState = state.portal
-    async with portal.sessions() as session:
-        async with session.begin():
-            yield session
+    async with portal.sessions() as session, session.begin():
+        yield session
 
 
 def request_id(request: Request) -> str:  # pragma: no cover - reserved for logging

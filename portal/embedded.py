@@ -34,7 +34,17 @@ class ServerUrls:
     redis_url: str
 
 
-def _free_port() -> int:
+def _free_port(preferred: Path | None = None) -> int:
+    """A free loopback port: the one recorded in `preferred` if it is still free (so a
+    restarted server keeps its URL), else any."""
+    if preferred is not None:
+        try:
+            port = int(preferred.read_text().strip())
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", port))
+            return port
+        except (OSError, ValueError):
+            pass
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -138,7 +148,9 @@ class EmbeddedPostgres:
         if not (self.pgdata / "PG_VERSION").exists():
             self._run("initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
                       "--encoding=UTF8", "--locale=C")
-        port = _free_port()
+        portfile = self.pgdata.parent / "postgres.port"
+        port = _free_port(portfile)
+        portfile.write_text(str(port))
         options = (
             f"-p {port} -h 127.0.0.1 -c unix_socket_directories='' "
             "-c max_connections=200 -c shared_buffers=256MB"
@@ -192,7 +204,7 @@ class EmbeddedValkey:
         if port is not None:
             return port
         self.dir.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
+        port = _free_port(self.portfile)
         subprocess.run(
             [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.dir),
              "--appendonly", "yes", "--appendfsync", "always", "--save", "",

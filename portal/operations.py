@@ -8,11 +8,9 @@ from typing import Annotated, Any
 from litestar import Controller, Response, get
 from litestar.params import FromQuery, QueryParameter
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.schemas import CamelStruct
 from portal.dependencies import Db, Portal
-from portal.state import PortalState
+from portal.schemas import CamelStruct
 
 
 class FailedEventOut(CamelStruct):

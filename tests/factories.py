@@ -39,7 +39,7 @@ def event(*, customer: str = "acme", metric: str = "api_calls", quantity: Any = 
           event_id: str | None = None, timestamp: Any = None,
           dimensions: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "eventId": event_id or uuid.uuid4().hex,
+        "eventId": event_id if event_id is not None else uuid.uuid4().hex,
         "timestamp": timestamp if timestamp is not None else int(time.time() * 1000),
         "customerId": customer, "metricName": metric, "quantity": quantity,
         "dimensions": dimensions or {},

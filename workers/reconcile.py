@@ -114,7 +114,9 @@ def _parse_key(hkey: str) -> tuple[str, str, int]:
     return customer, metric, int(bucket)
 
 
-async def reconcile(ctx: WorkerContext, *, full: bool = False, now: datetime | None = None) -> ReconcileReport | None:
+async def reconcile(
+    ctx: WorkerContext, *, full: bool = False, now: datetime | None = None
+) -> ReconcileReport | None:
     """Rewrite differing settled hours from Postgres and record the drift found.
 
     Returns None when another reconcile holds the lock.

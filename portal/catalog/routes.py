@@ -7,12 +7,10 @@ from typing import Annotated
 from litestar import Controller, get, post
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.catalog import service
 from portal.catalog.schemas import Customer, CustomerCreate, Meter, MeterCreate
 from portal.dependencies import Db, Portal
-from portal.state import PortalState
 
 ADMIN = {"scope": "admin"}
 

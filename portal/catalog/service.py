@@ -129,11 +129,11 @@ class CatalogCache:
     ) -> tuple[dict[str, str], dict[str, MeterSpec]]:
         """Zones of the known customers and specs of the known meters among those asked."""
         await self._fresh()
-        if not customer_ids <= self._customers.keys() or not metric_names <= self._meters.keys():
-            # Unknown names may have been created since the last refresh (or on another
-            # process); misses refresh at most four times a second.
-            if time.monotonic() - self._loaded_at > 0.25:
-                await self._fresh(force=True)
+        missing = not customer_ids <= self._customers.keys() or not metric_names <= self._meters.keys()
+        # Unknown names may have been created since the last refresh (or on another
+        # process); misses refresh at most four times a second.
+        if missing and time.monotonic() - self._loaded_at > 0.25:
+            await self._fresh(force=True)
         zones = {c: self._customers[c] for c in customer_ids if c in self._customers}
         meters = {m: self._meters[m] for m in metric_names if m in self._meters}
         return zones, meters

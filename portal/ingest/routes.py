@@ -7,10 +7,9 @@ from litestar import Controller, Request, Response, post
 from litestar.exceptions import ClientException
 from litestar.status_codes import HTTP_202_ACCEPTED
 
+from portal.dependencies import Portal
 from portal.ingest.schemas import EventBatch, IngestResult
 from portal.ingest.service import CONFLICT_ERROR, IngestUnavailable
-from portal.dependencies import Db, Portal
-from portal.state import PortalState
 
 INGEST = {"scope": "ingest"}
 RETRY_AFTER_S = "2"

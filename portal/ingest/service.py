@@ -19,7 +19,7 @@ from portal.broker import INGEST_QUEUE
 from portal.catalog.service import CatalogCache
 from portal.ingest.events import AcceptedEvent
 from portal.ingest.schemas import IngestResult, Rejection, UsageEvent
-from portal.ingest.validation import EventError, Limits, decode_event, validate
+from portal.ingest.validation import EventError, Limits, decode_event, loose_event_id, validate
 from portal.jobs import QueueUnavailable, enqueue
 from portal.live.store import LiveStore
 from portal.settings import Settings
@@ -63,10 +63,11 @@ class Ingestor:
         rejected: list[Rejection] = []
         decoded: list[tuple[int, UsageEvent]] = []
         for index, raw in enumerate(raw_events):
+            body = bytes(raw)
             try:
-                decoded.append((index, decode_event(bytes(raw))))
+                decoded.append((index, decode_event(body)))
             except EventError as exc:
-                rejected.append(Rejection(index=index, event_id=None, error=str(exc)))
+                rejected.append(Rejection(index=index, event_id=loose_event_id(body), error=str(exc)))
 
         zones, meters = await self.catalog.lookup(
             {e.customer_id for _, e in decoded}, {e.metric_name for _, e in decoded}

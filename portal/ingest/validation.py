@@ -48,11 +48,23 @@ def decode_event(raw: bytes) -> UsageEvent:
         raise EventError(f"malformed JSON: {exc}") from exc
 
 
+def loose_event_id(raw: bytes) -> str | None:
+    """The eventId of an event that failed to decode, if one can be read, so the
+    rejection can name it."""
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    event_id = value.get("eventId") if isinstance(value, dict) else None
+    return event_id if isinstance(event_id, str) else None
+
+
 def _tidy(message: str) -> str:
     # "Expected `str`, got `int` - at `$.customerId`" -> "customerId: Expected `str`, got `int`"
     if " - at `$." in message:
         text, _, path = message.rpartition(" - at `$.")
-        return f"{path.rstrip('`')}: {text}"
+        # "dimensions[...]" is msgspec's "some value of this mapping"
+        return f"{path.rstrip('`').replace('[...]', '')}: {text}"
     return message
 
 

@@ -8,13 +8,11 @@ from typing import Literal
 from litestar import Controller, get
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import FromPath, FromQuery
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.catalog import service as catalog
+from portal.dependencies import Db, Portal
 from portal.periods import period_for, to_datetime
 from portal.schemas import CamelStruct
-from portal.dependencies import Db, Portal
-from portal.state import PortalState
 from portal.usage.combine import exact
 from portal.usage.service import billed_usage, live_usage
 
