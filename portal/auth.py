@@ -11,6 +11,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
+from portal.errors import ServiceUnavailable, StoreUnavailable
 from portal.keys.service import ApiKey
 from portal.state import PortalState
 
@@ -26,7 +27,10 @@ async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], handler:
     if scheme.lower() != "bearer" or not token.strip():
         raise NotAuthorizedException("missing API key: send 'Authorization: Bearer <key>'")
     state: PortalState = connection.app.state.portal
-    key: ApiKey | None = await state.keys.resolve(token.strip())
+    try:
+        key: ApiKey | None = await state.keys.resolve(token.strip())
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable(f"{exc}; retry later") from exc
     if key is None:
         raise NotAuthorizedException("unknown or revoked API key")
     if key.scope not in _ALLOWED[needed]:

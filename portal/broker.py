@@ -29,9 +29,9 @@ def setup_broker(settings: Settings) -> RedisBroker:
     broker = RedisBroker(
         url=url,
         # Unacked messages of a worker that died (SIGKILL, OOM) are requeued once its
-        # heartbeat is this old; maintenance runs on ~1% of broker commands.
+        # heartbeat is this old, by the maintenance that runs with some broker commands.
         heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
-        maintenance_chance=10_000,
+        maintenance_chance=settings.broker_maintenance_chance,
     )
     broker.add_middleware(AsyncIO())
     broker.add_middleware(CurrentMessage())

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
-
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
@@ -39,14 +37,3 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
     """One unit of work: commit on success, roll back on any exception."""
     async with sessions() as session, session.begin():
         yield session
-
-
-async def raw_connection(session: AsyncSession) -> Any:
-    """The asyncpg connection under `session`, inside the same transaction.
-
-    Used for COPY and array parameters on the hot path, where SQLAlchemy's per-row
-    overhead would dominate.
-    """
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    return raw.driver_connection

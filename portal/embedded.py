@@ -41,6 +41,8 @@ def _free_port(preferred: Path | None = None) -> int:
         try:
             port = int(preferred.read_text().strip())
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                # Servers bind with SO_REUSEADDR too, so a port in TIME_WAIT is reusable.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(("127.0.0.1", port))
             return port
         except (OSError, ValueError):

@@ -60,6 +60,8 @@ class Settings:
     persist_max_backoff_ms: int = 30_000
     # A worker that stops heartbeating for this long has its unacked messages requeued.
     broker_heartbeat_timeout_ms: int = 15_000
+    # Per million broker commands, how many also run the requeue-dead-workers check.
+    broker_maintenance_chance: int = 50_000
     catalog_cache_seconds: float = 5.0
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -91,6 +93,7 @@ def from_environment() -> Settings:
         persist_min_backoff_ms=_int("PORTAL_PERSIST_MIN_BACKOFF_MS", 500),
         persist_max_backoff_ms=_int("PORTAL_PERSIST_MAX_BACKOFF_MS", 30_000),
         broker_heartbeat_timeout_ms=_int("PORTAL_BROKER_HEARTBEAT_MS", 15_000),
+        broker_maintenance_chance=_int("PORTAL_BROKER_MAINTENANCE_CHANCE", 50_000),
     )
 
 

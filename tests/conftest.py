@@ -13,8 +13,6 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +38,12 @@ TEST_ENV = {
     "PORTAL_PERSIST_MIN_BACKOFF_MS": "100",
     "PORTAL_PERSIST_MAX_BACKOFF_MS": "300",
     "PORTAL_BROKER_HEARTBEAT_MS": "2000",
+    "PORTAL_BROKER_MAINTENANCE_CHANCE": "1000000",
     "PORTAL_RECONCILE_SECONDS": "3600",
 }
+
+
+EMBEDDED: dict[str, Any] = {}
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +56,7 @@ def settings() -> Iterator[Settings]:
         from portal.embedded import EmbeddedServers
 
         servers = EmbeddedServers(data_dir)
+        EMBEDDED["servers"] = servers
         urls = servers.start()
         database_url, redis_url = urls.database_url, urls.redis_url
     base = redis_url.rsplit("/", 1)[0]
@@ -63,6 +66,7 @@ def settings() -> Iterator[Settings]:
         data_dir=data_dir, database_url=database_url, redis_url=f"{base}/0",
         broker_url=f"{base}/1", persist_max_retries=2, persist_min_backoff_ms=100,
         persist_max_backoff_ms=300, broker_heartbeat_timeout_ms=2000,
+        broker_maintenance_chance=1_000_000,
         catalog_cache_seconds=0.0,
     )
     migrate(configured)
@@ -181,8 +185,25 @@ class WorkerProcess:
         return self.log.read_text(errors="replace")
 
 
+@pytest.fixture(scope="session")
+def shared_worker(settings: Settings) -> Iterator[WorkerProcess]:
+    """One worker for the tests that only need one running (starting one costs seconds)."""
+    process = WorkerProcess(settings)
+    process.start()
+    yield process
+    process.stop()
+
+
 @pytest.fixture
-def worker(settings: Settings) -> Iterator[WorkerProcess]:
+def worker(shared_worker: WorkerProcess) -> WorkerProcess:
+    if shared_worker.process is None or shared_worker.process.poll() is not None:
+        shared_worker.start()
+    return shared_worker
+
+
+@pytest.fixture
+def own_worker(settings: Settings) -> Iterator[WorkerProcess]:
+    """A worker this test may kill."""
     process = WorkerProcess(settings)
     process.start()
     yield process
@@ -199,5 +220,21 @@ async def wait_until_persisted(redis: Redis, timeout: float = 30.0) -> None:
     raise AssertionError("accepted batches were not persisted in time")
 
 
-def short_lateness(settings: Settings) -> Settings:
-    return replace(settings, accepted_lateness=timedelta(days=35))
+@pytest.fixture
+def embedded() -> Any:
+    """The embedded servers, for tests that stop and restart them."""
+    servers = EMBEDDED.get("servers")
+    if servers is None:
+        pytest.fail("this test stops servers; run it against the embedded ones")
+    return servers
+
+
+async def wait_for(predicate: Any, *, timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll an async predicate until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = await predicate()
+        if result:
+            return result
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -11,7 +11,9 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from portal.db import create_engine, raw_connection, session_factory
+import asyncpg
+
+from portal.db import create_engine, session_factory
 from portal.live.store import LiveStore
 from portal.settings import Settings, get_settings
 
@@ -24,18 +26,25 @@ class WorkerContext:
     redis: Redis
     live: LiveStore
 
+    pool: Any  # asyncpg.Pool
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:
         """The actor's unit of work: an asyncpg connection inside one transaction,
-        committed when the block exits normally."""
-        async with self.sessions() as session, session.begin():
-            yield await raw_connection(session)
+        committed when the block exits normally, rolled back otherwise.
+
+        Workers use asyncpg directly (not through a SQLAlchemy session): SQLAlchemy
+        begins its transaction lazily, so statements sent on the raw connection of a
+        fresh session would run in autocommit mode.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
 
 
 _context: WorkerContext | None = None
 
 
-def get_context() -> WorkerContext:
+async def get_context() -> WorkerContext:
     global _context
     if _context is None:
         settings = get_settings()
@@ -43,8 +52,10 @@ def get_context() -> WorkerContext:
             raise RuntimeError("DATABASE_URL and REDIS_URL must be set for a worker")
         engine = create_engine(settings.database_url, pool_size=4)
         redis = Redis.from_url(settings.redis_url)
+        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
         _context = WorkerContext(
             settings=settings, engine=engine, sessions=session_factory(engine), redis=redis,
+            pool=pool,
             live=LiveStore(redis, accepted_lateness=settings.accepted_lateness,
                            marker_ttl=settings.dedup_marker_ttl),
         )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
+import asyncpg
 import dramatiq
+import redis.exceptions
 from dramatiq.middleware import CurrentMessage
 
 from portal.broker import INGEST_QUEUE
@@ -17,18 +20,42 @@ from workers.persist import persist_batch, record_failed_batch
 log = logging.getLogger(__name__)
 _settings = get_settings()
 
+# Errors that mean "a store is unreachable", not "this batch is bad". Waiting them out is
+# always right (the broker holds the batch), so they never use up the batch's retries.
+UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+FAILURES_OPTION = "persist_failures"
 
-def _last_attempt() -> bool:
+
+def retry_when(retries: int, exception: BaseException) -> bool:
+    # The actor records a batch that keeps failing for a reason of its own and returns;
+    # whatever still raises is an outage, retried with capped backoff until it ends.
+    return True
+
+
+def _count_failure() -> int:
+    """Failures of this batch that were not outages, kept in the message across retries."""
     message = CurrentMessage.get_current_message()
     if message is None:
-        return True
-    return int(message.options.get("retries", 0)) >= _settings.persist_max_retries
+        return _settings.persist_max_retries + 1
+    failures = int(message.options.get(FAILURES_OPTION, 0)) + 1
+    message.options[FAILURES_OPTION] = failures
+    return failures
 
 
 @dramatiq.actor(
     actor_name="persist_events",
     queue_name=INGEST_QUEUE,
-    max_retries=_settings.persist_max_retries,
+    retry_when=retry_when,
     min_backoff=_settings.persist_min_backoff_ms,
     max_backoff=_settings.persist_max_backoff_ms,
     time_limit=120_000,
@@ -36,17 +63,20 @@ def _last_attempt() -> bool:
 async def persist_events(batch: dict[str, Any]) -> None:
     """Write an accepted batch to Postgres, exactly once, however often it is delivered.
 
-    On the last attempt a failure is not raised but recorded: every event of the batch
-    goes to `failed_events` with the reason, for an operator to replay. Only if even that
-    fails does the message go to the broker's dead-letter queue.
+    While Postgres or Redis is unreachable the batch waits in the broker. A batch that
+    fails for another reason more than `persist_max_retries` times is not raised but
+    kept: every event goes to `failed_events` with the reason, for an operator to replay.
     """
-    ctx = get_context()
+    ctx = await get_context()
     try:
         async with ctx.transaction() as conn:
             outcome = await persist_batch(conn, batch)
+    except UNAVAILABLE:
+        forget_known()
+        raise
     except Exception as exc:
         forget_known()
-        if not _last_attempt():
+        if _count_failure() <= _settings.persist_max_retries:
             raise
         reason = f"{type(exc).__name__}: {exc}"
         log.error("batch %s failed for good: %s", batch.get("id"), reason)

@@ -22,7 +22,7 @@ PARTITION_MONTHS_AHEAD = 3
 async def reconcile_live(full: bool = False) -> None:
     """Rewrite differing settled live hours from Postgres; record drift. Not retried:
     the scheduler runs it again at the next tick."""
-    await reconcile(get_context(), full=full)
+    await reconcile(await get_context(), full=full)
 
 
 async def maintain_partitions_now(conn: Any, lateness: timedelta, now: datetime | None = None) -> list[str]:
@@ -37,7 +37,7 @@ async def maintain_partitions_now(conn: Any, lateness: timedelta, now: datetime 
 async def maintain_storage() -> None:
     """Create partitions ahead; forget ledger entries older than the lateness window
     (events that old are refused at the edge, so their ids cannot come back)."""
-    ctx = get_context()
+    ctx = await get_context()
     async with ctx.transaction() as conn:
         await maintain_partitions_now(conn, ctx.settings.accepted_lateness)
         await conn.execute(

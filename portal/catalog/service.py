@@ -6,6 +6,7 @@ fixes how its hours are bucketed, and a meter's aggregation fixes what its numbe
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -14,6 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.catalog.schemas import Customer, CustomerCreate, Meter, MeterCreate
+from portal.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 
 class AlreadyExists(Exception):
@@ -121,8 +125,17 @@ class CatalogCache:
         self._loaded_at = time.monotonic()
 
     async def _fresh(self, force: bool = False) -> None:
-        if force or time.monotonic() - self._loaded_at > self._ttl_s:
+        if not force and time.monotonic() - self._loaded_at <= self._ttl_s:
+            return
+        try:
             await self._reload()
+        except Exception as exc:
+            if not self._loaded_at:
+                raise StoreUnavailable("the catalog cannot be read (Postgres unavailable)") from exc
+            # Postgres is down: keep serving the catalog we have (ingest must go on, the
+            # broker holds what it accepts) and try again in a second.
+            log.warning("catalog refresh failed, serving the cached catalog: %s", exc)
+            self._loaded_at = time.monotonic() - self._ttl_s + 1.0
 
     async def lookup(
         self, customer_ids: set[str], metric_names: set[str]

@@ -8,20 +8,15 @@ from litestar.exceptions import ClientException
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from portal.dependencies import Portal
+from portal.errors import ServiceUnavailable
 from portal.ingest.schemas import EventBatch, IngestResult
 from portal.ingest.service import CONFLICT_ERROR, IngestUnavailable
 
 INGEST = {"scope": "ingest"}
-RETRY_AFTER_S = "2"
 
 
 class PayloadTooLarge(ClientException):
     status_code = 413
-
-
-class ServiceUnavailable(ClientException):
-    # A ClientException so its message reaches the client; the status says "retry".
-    status_code = 503
 
 
 def _answer(result: IngestResult) -> Response[IngestResult]:
@@ -40,10 +35,7 @@ async def _run(portal: Portal, raw_events: list[bytes] | list[msgspec.Raw]) -> R
     try:
         result = await portal.ingestor.ingest(raw_events)
     except IngestUnavailable as exc:
-        raise ServiceUnavailable(
-            f"{exc}; nothing was accepted, retry later",
-            headers={"Retry-After": RETRY_AFTER_S},
-        ) from exc
+        raise ServiceUnavailable(f"{exc}; nothing was accepted, retry later") from exc
     return _answer(result)
 
 

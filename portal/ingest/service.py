@@ -17,6 +17,7 @@ import msgspec
 
 from portal.broker import INGEST_QUEUE
 from portal.catalog.service import CatalogCache
+from portal.errors import StoreUnavailable
 from portal.ingest.events import AcceptedEvent
 from portal.ingest.schemas import IngestResult, Rejection, UsageEvent
 from portal.ingest.validation import EventError, Limits, decode_event, loose_event_id, validate
@@ -69,9 +70,12 @@ class Ingestor:
             except EventError as exc:
                 rejected.append(Rejection(index=index, event_id=loose_event_id(body), error=str(exc)))
 
-        zones, meters = await self.catalog.lookup(
-            {e.customer_id for _, e in decoded}, {e.metric_name for _, e in decoded}
-        )
+        try:
+            zones, meters = await self.catalog.lookup(
+                {e.customer_id for _, e in decoded}, {e.metric_name for _, e in decoded}
+            )
+        except StoreUnavailable as exc:
+            raise IngestUnavailable(str(exc)) from exc
         limits = self._limits(now_s)
         candidates: list[tuple[int, AcceptedEvent]] = []
         first_in_batch: dict[tuple[str, str], AcceptedEvent] = {}

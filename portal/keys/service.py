@@ -15,6 +15,8 @@ from typing import Literal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from portal.errors import StoreUnavailable
+
 Scope = Literal["ingest", "admin"]
 SCOPES: tuple[Scope, ...] = ("ingest", "admin")
 
@@ -63,13 +65,20 @@ class KeyCache:
         now = time.monotonic()
         if hit is not None and now - hit[0] < self._ttl_s:
             return hit[1]
-        async with self._sessions() as session:
-            row = (await session.execute(
-                text("SELECT id, name, scope FROM api_keys "
-                     "WHERE key_hash = :h AND revoked_at IS NULL"), {"h": digest}
-            )).first()
+        try:
+            async with self._sessions() as session:
+                row = (await session.execute(
+                    text("SELECT id, name, scope FROM api_keys "
+                         "WHERE key_hash = :h AND revoked_at IS NULL"), {"h": digest}
+                )).first()
+        except Exception as exc:
+            # Postgres is down: a key we know stays valid, so ingest goes on.
+            if hit is not None and hit[1] is not None:
+                return hit[1]
+            raise StoreUnavailable("API keys cannot be checked (Postgres unavailable)") from exc
         key = ApiKey(id=row[0], name=row[1], scope=row[2]) if row else None
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (now, key)
+        # Unknown tokens are remembered briefly only: a key created a moment ago must work.
+        self._cache[digest] = (now if key else now - self._ttl_s + 1.0, key)
         return key

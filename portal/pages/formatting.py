@@ -1,0 +1,47 @@
+"""How instants and numbers read on a page: the customer's zone, named. Pure functions.
+
+Inside the system every instant is UTC; pages convert at the last moment and always show
+the zone's abbreviation next to a time, so that the repeated hour of a DST change
+(02:00 CEST, then 02:00 CET) reads as two different hours.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from portal.periods import zone
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+HOUR = timedelta(hours=1)
+
+
+def to_local(at: datetime, tz_name: str) -> datetime:
+    """`at` (timezone-aware) in the zone `tz_name`; raises ValueError for an unknown zone."""
+    return at.astimezone(zone(tz_name))
+
+
+def abbreviation(local: datetime) -> str:
+    """The zone's abbreviation at that moment ("CET", "IST"; "+0545" where it has none)."""
+    return local.tzname() or local.strftime("%z")
+
+
+def instant(at: datetime, tz_name: str) -> str:
+    """'24 Nov 2026 14:03 CET': a minute-precision instant in the customer's zone."""
+    local = to_local(at, tz_name)
+    return (f"{local.day} {_MONTHS[local.month - 1]} {local.year} "
+            f"{local:%H:%M} {abbreviation(local)}")
+
+
+def hour_range(start: datetime, tz_name: str) -> str:
+    """'Tue 24 Nov 14:00-15:00 CET' (with an en dash): the local hour starting at `start`.
+
+    Both ends carry the abbreviation when a DST change falls inside the hour
+    ('Sun 29 Mar 01:00 CET-03:00 CEST').
+    """
+    local = to_local(start, tz_name)
+    local_end = to_local(start + HOUR, tz_name)
+    head = f"{_WEEKDAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local:%H:%M}"
+    if abbreviation(local) == abbreviation(local_end):
+        return f"{head}–{local_end:%H:%M} {abbreviation(local)}"
+    return f"{head} {abbreviation(local)}–{local_end:%H:%M} {abbreviation(local_end)}"
