@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import Any
 
 from portal.broker import INGEST_QUEUE, MAINTENANCE_QUEUE, setup_broker
-from portal.db import create_engine, session_factory, transaction
+from portal.db import create_engine, session_factory, transaction, values
 from portal.ingest.service import PERSIST_ACTOR
 from portal.jobs import enqueue_sync
 from portal.keys.service import Scope, create_key
@@ -46,7 +46,7 @@ async def replay_failed(settings: Settings, *, ids: list[int] | None) -> int:
                 "AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(CAST(:ids AS bigint[]))) "
                 "ORDER BY id FOR UPDATE"), {"ids": ids})).all()
             by_message: dict[str, list[Any]] = defaultdict(list)
-            for _, message_id, event in rows:
+            for _, message_id, event in (values(r) for r in rows):
                 stored = event if isinstance(event, dict) else json.loads(event)
                 by_message[message_id].append(stored["wire"])
             for events in by_message.values():

@@ -26,7 +26,7 @@ def setup_broker(settings: Settings) -> RedisBroker:
     url = settings.effective_broker_url
     if not url:
         raise RuntimeError("BROKER_URL or REDIS_URL must be set")
-    broker = RedisBroker(
+    broker = RedisBroker(  # type: ignore[no-untyped-call]
         url=url,
         # Unacked messages of a worker that died (SIGKILL, OOM) are requeued once its
         # heartbeat is this old, by the maintenance that runs with some broker commands.

@@ -148,19 +148,22 @@ def cmd_up(args: argparse.Namespace) -> None:
 
         migrate(settings)
         me = [sys.executable, "-m", "portal.cli"]
-        children.append(subprocess.Popen([*me, "web", "--host", args.host, "--port", str(args.port)],
-                                         env=env))
-        children.append(subprocess.Popen([*me, "worker", "--processes", "1", "--threads", "4"],
-                                         env=env))
-        children.append(subprocess.Popen([*me, "scheduler"], env=env))
+
+        def spawn(*argv: str) -> None:
+            # Own sessions: Ctrl-C reaches only `up`, which stops each child once, in order
+            # (a second signal makes Dramatiq kill its workers instead of draining them).
+            children.append(subprocess.Popen([*me, *argv], env=env, start_new_session=True))
+
+        spawn("web", "--host", args.host, "--port", str(args.port))
+        spawn("worker", "--processes", "1", "--threads", "4")
+        spawn("scheduler")
         url = f"http://{args.host}:{args.port}"
         _wait_healthy(url)
         if args.demo:
             from portal.demo import print_demo_banner, seed_demo
 
             demo = asyncio.run(seed_demo(settings))
-            children.append(subprocess.Popen([*me, "demo-trickle", "--url", url, "--key",
-                                              demo.ingest_key], env=env))
+            spawn("demo-trickle", "--url", url, "--key", demo.ingest_key)
             print_demo_banner(url, demo)
         else:
             print(f"usage portal running at {url} (Ctrl-C to stop)", flush=True)

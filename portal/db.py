@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
@@ -37,3 +39,9 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
     """One unit of work: commit on success, roll back on any exception."""
     async with sessions() as session, session.begin():
         yield session
+
+
+def values(row: Any) -> tuple[Any, ...]:
+    """A result row as a plain tuple (SQLAlchemy's Row types its text() columns as
+    `object`; the SQL beside each call says what they are)."""
+    return tuple(row)

@@ -45,11 +45,11 @@ async def seed_demo(settings: Settings) -> DemoData:
     engine = create_engine(settings.database_url, pool_size=1)
     try:
         async with transaction(session_factory(engine)) as session:
-            have = set((await session.execute(text("SELECT id FROM customers"))).scalars())
+            have: set[str] = set((await session.execute(text("SELECT id FROM customers"))).scalars())
             for customer in DEMO_CUSTOMERS:
                 if customer.id not in have:
                     await create_customer(session, customer)
-            meters = set((await session.execute(text("SELECT metric_name FROM meters"))).scalars())
+            meters: set[str] = set((await session.execute(text("SELECT metric_name FROM meters"))).scalars())
             for meter in DEMO_METERS:
                 if meter.metric_name not in meters:
                     await create_meter(session, meter)
@@ -61,10 +61,12 @@ async def seed_demo(settings: Settings) -> DemoData:
 
 
 def print_demo_banner(url: str, demo: DemoData) -> None:
-    event = {"eventId": "demo-" + uuid.uuid4().hex[:8], "timestamp": "now",
-             "customerId": "acme", "metricName": "api_calls", "quantity": 250,
-             "dimensions": {"region": "eu"}}
-    body = json.dumps(event).replace('"now"', '"\'"$(date -u +%Y-%m-%dT%H:%M:%SZ)"\'"')
+    event = {"eventId": "ID", "timestamp": "NOW", "customerId": "acme",
+             "metricName": "api_calls", "quantity": 250, "dimensions": {"region": "eu"}}
+    # The shell fills in a fresh event id and the current time each time the line runs.
+    body = (json.dumps(event)
+            .replace('"ID"', '"curl-\'"$(date +%s%N)"\'"')
+            .replace('"NOW"', '"\'"$(date -u +%Y-%m-%dT%H:%M:%SZ)"\'"'))
     print(f"""
   Usage portal is running.
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,9 +22,6 @@ async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
     async with portal.sessions() as session, session.begin():
         yield session
 
-
-def request_id(request: Request) -> str:  # pragma: no cover - reserved for logging
-    return request.headers.get("x-request-id", "")
 
 
 # Handler parameter types: injected by name ("portal", "db").

@@ -9,6 +9,7 @@ from litestar import Controller, Response, get
 from litestar.params import FromQuery, QueryParameter
 from sqlalchemy import text
 
+from portal.db import values
 from portal.dependencies import Db, Portal
 from portal.schemas import CamelStruct
 
@@ -75,7 +76,7 @@ class OperationsController(Controller):
             "SELECT id, message_id, customer_id, event_id, event, received_at, reason, "
             "failed_at, status FROM failed_events WHERE status = :s "
             "ORDER BY failed_at DESC, id DESC LIMIT :l"), {"s": status, "l": limit})
-        return [FailedEventOut(*row) for row in rows]
+        return [FailedEventOut(*values(row)) for row in rows]
 
     @get("/drift")
     async def drift(self, db: Db) -> DriftOut:
@@ -92,4 +93,5 @@ class OperationsController(Controller):
         from portal.usage.combine import exact
 
         return DriftOut(run[1], run[2], run[3], run[4],
-                        [DriftRow(c, m, exact(lv), exact(bv), exact(d)) for c, m, lv, bv, d in rows])
+                        [DriftRow(c, m, exact(lv), exact(bv), exact(d))
+                         for c, m, lv, bv, d in (values(r) for r in rows)])

@@ -83,8 +83,13 @@ TABLES = ("live_drift", "reconcile_runs", "event_conflicts", "failed_events",
 
 
 @pytest.fixture(autouse=True)
-async def clean(settings: Settings) -> AsyncIterator[None]:
-    """Every test starts with empty tables, an empty live view and an empty broker."""
+async def clean(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Every test that uses the servers starts with empty tables, an empty live view and
+    an empty broker. Pure tests do not start the servers at all."""
+    if "settings" not in request.fixturenames:
+        yield
+        return
+    settings: Settings = request.getfixturevalue("settings")
     assert settings.database_url and settings.redis_url and settings.broker_url
     conn = await asyncpg.connect(settings.database_url)
     await conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")

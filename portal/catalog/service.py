@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.catalog.schemas import Customer, CustomerCreate, Meter, MeterCreate
+from portal.db import values
 from portal.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ async def create_customer(session: AsyncSession, data: CustomerCreate) -> Custom
             )).one()
     except IntegrityError as exc:
         raise AlreadyExists(f"customer {data.id!r} already exists") from exc
-    return Customer(*row)
+    return Customer(*values(row))
 
 
 async def list_customers(session: AsyncSession, *, limit: int, after: str | None) -> list[Customer]:
@@ -57,14 +59,14 @@ async def list_customers(session: AsyncSession, *, limit: int, after: str | None
              "ORDER BY id LIMIT :limit"),
         {"after": after, "limit": limit},
     )
-    return [Customer(*row) for row in rows]
+    return [Customer(*values(row)) for row in rows]
 
 
 async def get_customer(session: AsyncSession, customer_id: str) -> Customer | None:
     row = (await session.execute(
         text(f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE id = :id"), {"id": customer_id}
     )).first()
-    return Customer(*row) if row else None
+    return Customer(*values(row)) if row else None
 
 
 async def create_meter(session: AsyncSession, data: MeterCreate) -> Meter:
@@ -93,8 +95,8 @@ async def get_meter(session: AsyncSession, metric_name: str) -> Meter | None:
     return _meter(row) if row else None
 
 
-def _meter(row: object) -> Meter:
-    metric_name, aggregation, unit, group_by, unique_by, created_at = row  # type: ignore[misc]
+def _meter(row: Any) -> Meter:
+    metric_name, aggregation, unit, group_by, unique_by, created_at = tuple(row)
     return Meter(metric_name, aggregation, unit, list(group_by), unique_by, created_at)
 
 
@@ -120,7 +122,7 @@ class CatalogCache:
         async with self._sessions() as session:
             customers = await session.execute(text("SELECT id, timezone FROM customers"))
             meters = await list_meters(session)
-        self._customers = {cid: tz for cid, tz in customers}
+        self._customers = {str(cid): str(tz) for cid, tz in customers.tuples()}
         self._meters = {m.metric_name: meter_spec(m) for m in meters}
         self._loaded_at = time.monotonic()
 

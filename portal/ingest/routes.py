@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.exceptions import ClientException
@@ -48,7 +50,7 @@ class EventController(Controller):
 
     @post("/", request_max_body_size=64 * 1024, summary="Submit one usage event")
     async def one(
-        self, request: Request[object, object, object], portal: Portal,
+        self, request: Request[Any, Any, Any], portal: Portal,
     ) -> Response[IngestResult]:
         """One event (the seed's UsageEvent). 202 when accepted or a duplicate; 422 with
         the reason otherwise. The body is decoded by the same per-event rules as a batch."""
@@ -56,7 +58,7 @@ class EventController(Controller):
 
     @post("/batch", summary="Submit up to 1000 usage events", request_max_body_size=5 * 1024 * 1024)
     async def batch(
-        self, request: Request[object, object, object], portal: Portal,
+        self, request: Request[Any, Any, Any], portal: Portal,
     ) -> Response[IngestResult]:
         """`{"events": [...]}`, at most 1000 events and 5 MiB (413 beyond). Each event is
         accepted, a duplicate, or rejected with its index and reason."""

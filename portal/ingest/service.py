@@ -80,11 +80,11 @@ class Ingestor:
         candidates: list[tuple[int, AcceptedEvent]] = []
         first_in_batch: dict[tuple[str, str], AcceptedEvent] = {}
         duplicates = 0
-        for index, event in decoded:
+        for index, usage_event in decoded:
             try:
-                accepted = validate(event, zones=zones, meters=meters, limits=limits)
+                accepted = validate(usage_event, zones=zones, meters=meters, limits=limits)
             except EventError as exc:
-                rejected.append(Rejection(index=index, event_id=event.event_id, error=str(exc)))
+                rejected.append(Rejection(index=index, event_id=usage_event.event_id, error=str(exc)))
                 continue
             key = (accepted.customer_id, accepted.event_id)
             earlier = first_in_batch.get(key)
@@ -94,7 +94,7 @@ class Ingestor:
             elif earlier.fingerprint == accepted.fingerprint:
                 duplicates += 1
             else:
-                rejected.append(Rejection(index=index, event_id=event.event_id,
+                rejected.append(Rejection(index=index, event_id=usage_event.event_id,
                                           error=CONFLICT_ERROR))
 
         fresh: list[AcceptedEvent] = []

@@ -42,7 +42,7 @@ async def create_key(session: AsyncSession, *, scope: Scope, name: str) -> tuple
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     token = new_token(scope)
-    row = (await session.execute(
+    row: int = (await session.execute(
         text("INSERT INTO api_keys (name, scope, prefix, key_hash) VALUES (:n, :s, :p, :h) "
              "RETURNING id"),
         {"n": name, "s": scope, "p": token[: len(f"up_{scope}_") + 4], "h": hash_key(token)},

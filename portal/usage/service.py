@@ -82,7 +82,7 @@ async def billed_usage(
             "WHERE customer_id = :c AND metric_name = :m AND hour >= :lo AND hour < :hi"
         ), params)
         values_by_bucket: dict[int, set[str]] = {}
-        for hour, value in rows:
+        for hour, value in rows.tuples():
             values_by_bucket.setdefault(int(hour.timestamp()), set()).add(value)
         series = [UsagePoint(p, Decimal(len(set().union(*(values_by_bucket.get(b, set())
                                                           for b in bs)))))
@@ -95,14 +95,14 @@ async def billed_usage(
     ), params)
     per_hour: dict[int, Decimal] = {}
     latest_key: dict[int, tuple[datetime, str]] = {}
-    for hour, value, latest_at, latest_event_id in rows:
+    for hour, value, latest_at, latest_event_id in rows.tuples():
         b = int(hour.timestamp())
         if meter.aggregation in ("sum", "count"):
             per_hour[b] = per_hour.get(b, Decimal(0)) + value
         elif meter.aggregation == "max":
             per_hour[b] = max(per_hour.get(b, value), value)
         elif meter.aggregation == "latest":
-            candidate = (latest_at, latest_event_id)
+            candidate: tuple[datetime, str] = (latest_at, latest_event_id)
             if b not in latest_key or candidate > latest_key[b]:
                 latest_key[b] = candidate
                 per_hour[b] = value
