@@ -149,6 +149,9 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+RUNNING_WORKERS: set[WorkerProcess] = set()
+
+
 class WorkerProcess:
     """A real `dramatiq workers.main` process against the test servers."""
 
@@ -158,6 +161,7 @@ class WorkerProcess:
         self.log = Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
 
     def start(self) -> None:
+        RUNNING_WORKERS.add(self)
         env = dict(os.environ)
         env.update(TEST_ENV)
         env.update({
@@ -208,7 +212,9 @@ def worker(shared_worker: WorkerProcess) -> WorkerProcess:
 
 @pytest.fixture
 def own_worker(settings: Settings) -> Iterator[WorkerProcess]:
-    """A worker this test may kill."""
+    """A worker this test may kill, and the only one running while it does."""
+    for other in RUNNING_WORKERS:
+        other.stop()
     process = WorkerProcess(settings)
     process.start()
     yield process

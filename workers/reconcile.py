@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from portal.live import keys
 from portal.live.store import live_decimal
@@ -177,7 +178,7 @@ async def reconcile(
                     if not fld.startswith(keys.LATEST_PREFIX):
                         pipe.delete(keys.unique_key(customer, metric, bucket, fld))
                 if want:
-                    pipe.hset(hkey, mapping=want)
+                    pipe.hset(hkey, mapping=cast(Mapping[Any, Any], want))  # redis-py's Mapping is invariant
                     pipe.expireat(hkey, expire_at)
                     pipe.zadd(keys.index_key(customer), {hkey: bucket})
                     for fld, values in sets.get(hkey, {}).items():

@@ -122,7 +122,7 @@ class CatalogCache:
         async with self._sessions() as session:
             customers = await session.execute(text("SELECT id, timezone FROM customers"))
             meters = await list_meters(session)
-        self._customers = {str(cid): str(tz) for cid, tz in customers.tuples()}
+        self._customers = {str(cid): str(tz) for cid, tz in (values(r) for r in customers)}
         self._meters = {m.metric_name: meter_spec(m) for m in meters}
         self._loaded_at = time.monotonic()
 

@@ -34,8 +34,8 @@ from litestar.template.config import TemplateConfig
 from portal.catalog import service as catalog
 from portal.dependencies import Db, Portal
 from portal.pages import sessions
+from portal.pages.service import usage_panel
 from portal.pages.sessions import CSRF_COOKIE, SESSION_COOKIE, PageSession
-from portal.pages.views import usage_panel
 from portal.paths import STATIC_DIR, TEMPLATES_DIR
 from portal.settings import Settings
 from portal.state import PortalState
@@ -120,7 +120,7 @@ def _login_page(request: Request[Any, Any, Any], settings: Settings, *, status_c
     """The login form, reusing the visitor's CSRF token while it is valid (several tabs)."""
     cookie = request.cookies.get(CSRF_COOKIE)
     reuse = cookie is not None and sessions.csrf_token_valid(cookie, settings.secret_key)
-    token = cookie if cookie is not None and reuse else sessions.new_csrf_token(settings.secret_key)
+    token = cookie if cookie and reuse else sessions.new_csrf_token(settings.secret_key)
     template = Template(template_name="login.html", status_code=status_code, context={
         "error": error, "csrf_token": token, "session": None})
     if not reuse:
@@ -129,7 +129,7 @@ def _login_page(request: Request[Any, Any, Any], settings: Settings, *, status_c
 
 
 class LoginController(Controller):
-    """Signing in to the portal with an admin API key, and out again."""
+    """Signing in to the portal with an admin API key (signing out needs a session)."""
 
     path = "/portal"
     include_in_schema = False

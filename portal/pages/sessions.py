@@ -114,8 +114,8 @@ def csrf_token_valid(token: str | None, secret: str) -> bool:
 def same_token(expected: str, given: str | None) -> bool:
     """Constant-time equality of a non-empty expected token and a submitted one."""
     # Bytes, not str: compare_digest refuses non-ASCII str, which a forged field may hold.
-    return bool(expected) and given is not None and hmac.compare_digest(expected.encode(),
-                                                                        given.encode())
+    return bool(expected) and given is not None and hmac.compare_digest(
+        expected.encode(), given.encode("utf-8", "surrogatepass"))
 
 
 def csrf_matches(cookie: str | None, field: str | None, secret: str) -> bool:

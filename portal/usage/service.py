@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.catalog.schemas import Meter
+from portal.db import values
 from portal.live import keys
 from portal.live.store import LiveStore, live_decimal
 from portal.periods import hour_buckets, local_date, local_midnight, to_datetime
@@ -82,7 +83,7 @@ async def billed_usage(
             "WHERE customer_id = :c AND metric_name = :m AND hour >= :lo AND hour < :hi"
         ), params)
         values_by_bucket: dict[int, set[str]] = {}
-        for hour, value in rows.tuples():
+        for hour, value in (values(r) for r in rows):
             values_by_bucket.setdefault(int(hour.timestamp()), set()).add(value)
         series = [UsagePoint(p, Decimal(len(set().union(*(values_by_bucket.get(b, set())
                                                           for b in bs)))))
@@ -95,7 +96,7 @@ async def billed_usage(
     ), params)
     per_hour: dict[int, Decimal] = {}
     latest_key: dict[int, tuple[datetime, str]] = {}
-    for hour, value, latest_at, latest_event_id in rows.tuples():
+    for hour, value, latest_at, latest_event_id in (values(r) for r in rows):
         b = int(hour.timestamp())
         if meter.aggregation in ("sum", "count"):
             per_hour[b] = per_hour.get(b, Decimal(0)) + value
