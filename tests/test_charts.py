@@ -11,8 +11,8 @@ from portal.pages.charts import Bar, HourRow, Tick, hourly_bars
 from portal.pages.formatting import hour_range, instant
 
 
-def at(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(("start", "tz_name", "expected"), [

@@ -128,6 +128,13 @@ async def test_login_without_the_csrf_cookie_is_refused(client: Client, admin_ke
     assert client.cookies.get("portal_session") is None
 
 
+async def test_a_non_ascii_csrf_field_is_refused_not_an_error(client: Client, admin_key: str) -> None:
+    await login_form(client)
+    response = await client.post("/portal/login", data={"api_key": admin_key, "csrf_token": "tökén"},
+                                 follow_redirects=False)
+    assert response.status_code == 403
+
+
 async def test_a_planted_unsigned_csrf_pair_is_refused(client: Client, admin_key: str) -> None:
     client.cookies.set("portal_csrf", "chosen.by-attacker", path="/portal")
     response = await client.post(
@@ -207,6 +214,21 @@ async def test_customers_are_listed_with_links(client: Client, admin_key: str) -
                       r"<td>([^<]+)</td>\s*<td>([^<]+)</td>", page.text)
     assert rows == [("/portal/customers/acme", "acme", "Acme Inc", "Europe/Berlin"),
                     ("/portal/customers/globex", "globex", "Globex", "Asia/Kolkata")]
+
+
+async def test_customers_come_a_hundred_per_page(
+    client: Client, admin_key: str, pg: asyncpg.Connection,
+) -> None:
+    await pg.execute("INSERT INTO customers (id, name, timezone, currency) "
+                     "SELECT 'c' || lpad(n::text, 3, '0'), 'Customer ' || n, 'UTC', 'EUR' "
+                     "FROM generate_series(1, 101) AS n")
+    await sign_in(client, admin_key)
+    first = await client.get("/portal/customers")
+    assert first.text.count("<td><a href=") == 100
+    assert '<a href="/portal/customers?after=c100">Next customers →</a>' in first.text
+    second = await client.get("/portal/customers", params={"after": "c100"})
+    assert re.findall(r"<code>([^<]+)</code></a>", second.text) == ["c101"]
+    assert "Next customers" not in second.text
 
 
 async def test_customer_page_shows_the_customer_and_its_period(

@@ -55,7 +55,7 @@ async def create_customer(session: AsyncSession, data: CustomerCreate) -> Custom
 
 async def list_customers(session: AsyncSession, *, limit: int, after: str | None) -> list[Customer]:
     rows = await session.execute(
-        text(f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE (:after IS NULL OR id > :after) "
+        text(f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE (CAST(:after AS text) IS NULL OR id > :after) "
              "ORDER BY id LIMIT :limit"),
         {"after": after, "limit": limit},
     )
