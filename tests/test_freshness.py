@@ -1,0 +1,69 @@
+"""`completeThrough` tells the truth: every event accepted before it is in Postgres; and
+live keys outlive every read."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
+
+from portal.live import keys as live_keys
+from portal.settings import Settings
+from tests.conftest import WorkerProcess, wait_until_persisted
+from tests.factories import auth, event, make_customer, make_meter
+
+
+def _at(answer: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(answer["completeThrough"]).replace("Z", "+00:00"))
+
+
+async def test_complete_through_waits_for_unpersisted_batches(
+    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, redis: Redis,
+    settings: Settings,
+) -> None:
+    from tests.conftest import RUNNING_WORKERS
+
+    for running in RUNNING_WORKERS:
+        running.stop()  # nothing persists while no worker runs
+    await make_customer(client, admin_key)
+    await make_meter(client, admin_key)
+    response = await client.post("/v1/events", headers=auth(ingest_key), json=event(quantity=3))
+    assert response.status_code == 202
+    [(_, accepted_ms)] = await redis.zrange(live_keys.INFLIGHT_KEY, 0, -1, withscores=True)
+    url = "/v1/customers/acme/usage"
+    params = {"metric": "api_calls", "source": "billed"}
+    pending = (await client.get(url, headers=auth(admin_key), params=params)).json()
+    assert pending["total"] == "0"
+    assert _at(pending).timestamp() * 1000 <= accepted_ms  # the batch is not complete yet
+
+    worker = WorkerProcess(settings)
+    worker.start()
+    try:
+        await wait_until_persisted(redis)
+    finally:
+        worker.stop()
+    done = (await client.get(url, headers=auth(admin_key), params=params)).json()
+    assert done["total"] == "3"
+    assert _at(done).timestamp() * 1000 > accepted_ms
+
+
+async def test_live_keys_outlive_every_read(
+    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, worker: WorkerProcess,
+    redis: Redis, settings: Settings,
+) -> None:
+    await make_customer(client, admin_key)
+    await make_meter(client, admin_key, metric="seats", aggregation="unique_count", unique_by="user")
+    await client.post("/v1/events", headers=auth(ingest_key),
+                      json=event(metric="seats", dimensions={"user": "ann"}))
+    await wait_until_persisted(redis)
+    horizon = live_keys.live_horizon(settings.accepted_lateness).total_seconds()
+    counted = await redis.keys("lu:*") + await redis.keys("ls:*")
+    assert len(counted) == 2
+    for key in counted:
+        ttl = await redis.ttl(key)
+        # Expiry is anchored to the hour's start, so at most an hour of it has passed.
+        assert horizon - 3600 - 60 <= ttl <= horizon, key
+    for marker in await redis.keys("ld:*"):
+        assert await redis.ttl(marker) > settings.dedup_marker_ttl.total_seconds() - 60
