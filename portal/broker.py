@@ -7,7 +7,10 @@ processes import `workers.main`, which calls `setup_broker()` before declaring a
 from __future__ import annotations
 
 import dramatiq
+import msgspec
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.encoder import Encoder, MessageData
+from dramatiq.errors import DecodeError
 from dramatiq.middleware import AsyncIO, CurrentMessage
 
 from portal.settings import Settings
@@ -16,6 +19,22 @@ INGEST_QUEUE = "ingest"
 MAINTENANCE_QUEUE = "maintenance"
 
 _broker: RedisBroker | None = None
+
+
+class MsgspecJSONEncoder(Encoder):
+    """Dramatiq messages as JSON, encoded by msgspec: the same bytes as the default
+    encoder, several times faster on 1000-event batches (web encodes, workers decode)."""
+
+    def encode(self, data: MessageData) -> bytes:
+        return msgspec.json.encode(data)
+
+    def decode(self, data: bytes) -> MessageData:
+        try:
+            decoded: MessageData = msgspec.json.decode(data)
+        except msgspec.DecodeError as exc:
+            raise DecodeError(  # type: ignore[no-untyped-call]
+                f"failed to decode message {data[:200]!r}", data, exc) from None
+        return decoded
 
 
 def setup_broker(settings: Settings) -> RedisBroker:
@@ -35,6 +54,7 @@ def setup_broker(settings: Settings) -> RedisBroker:
     )
     broker.add_middleware(AsyncIO())
     broker.add_middleware(CurrentMessage())
+    dramatiq.set_encoder(MsgspecJSONEncoder())
     dramatiq.set_broker(broker)
     _broker = broker
     return broker

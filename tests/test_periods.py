@@ -24,7 +24,9 @@ def utc(*args: int) -> datetime:
     (utc(2026, 10, 25, 0, 30), "Europe/Berlin", utc(2026, 10, 25, 0, 0)),  # first 02:xx
     (utc(2026, 10, 25, 1, 30), "Europe/Berlin", utc(2026, 10, 25, 1, 0)),  # second 02:xx
 ])
-def test_hour_bucket_is_the_customers_local_hour(instant: datetime, zone: str, bucket_start: datetime) -> None:
+def test_hour_bucket_is_the_customers_local_hour(
+    instant: datetime, zone: str, bucket_start: datetime
+) -> None:
     assert to_datetime(hour_bucket(instant.timestamp(), zone)) == bucket_start
 
 

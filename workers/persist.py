@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from portal.ingest.events import AcceptedEvent
 from workers.partitions import ensure_partitions, month_start, months_between
 
@@ -29,6 +31,13 @@ EVENT_COLUMNS = [
 
 def micros_to_datetime(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
+
+
+def _json(value: Any) -> str:
+    return _encode(value).decode()
+
+
+_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +183,7 @@ async def persist_batch(conn: Any, batch: dict[str, Any]) -> PersistOutcome:
                             "ingest")
     if not events:
         return PersistOutcome(0, 0, 0)
+    event_times = {(e.customer_id, e.event_id): micros_to_datetime(e.event_time_us) for e in events}
 
     admitted_rows = await conn.fetch(
         "INSERT INTO event_ledger (customer_id, event_id, fingerprint, event_time, received_at) "
@@ -181,7 +191,7 @@ async def persist_batch(conn: Any, batch: dict[str, Any]) -> PersistOutcome:
         "$5::timestamptz[]) ON CONFLICT DO NOTHING RETURNING customer_id, event_id",
         [e.customer_id for e in events], [e.event_id for e in events],
         [bytes.fromhex(e.fingerprint) for e in events],
-        [micros_to_datetime(e.event_time_us) for e in events], [received_at] * len(events),
+        list(event_times.values()), [received_at] * len(events),
     )
     admitted_keys = {(r["customer_id"], r["event_id"]) for r in admitted_rows}
     admitted = [e for e in events if (e.customer_id, e.event_id) in admitted_keys]
@@ -205,14 +215,15 @@ async def persist_batch(conn: Any, batch: dict[str, Any]) -> PersistOutcome:
         first = micros_to_datetime(min(e.event_time_us for e in admitted))
         last = micros_to_datetime(max(e.event_time_us for e in admitted))
         await ensure_partitions(conn, months_between(month_start(first), month_start(last)))
+        hours: dict[int, datetime] = {}
         await conn.copy_records_to_table(
             "usage_events",
             columns=EVENT_COLUMNS,
             records=[
                 (e.customer_id, e.event_id, e.metric_name, e.product_id, e.quantity,
-                 micros_to_datetime(e.event_time_us), micros_to_datetime(e.bucket * 1_000_000),
-                 e.group_key, json.dumps(e.dimensions), json.dumps(e.metadata), received_at,
-                 message_id)
+                 event_times[(e.customer_id, e.event_id)],
+                 hours.get(e.bucket) or hours.setdefault(e.bucket, micros_to_datetime(e.bucket * 1_000_000)),
+                 e.group_key, _json(e.dimensions), _json(e.metadata), received_at, message_id)
                 for e in admitted
             ],
         )
