@@ -15,6 +15,7 @@ from portal.auth import api_key_guard
 from portal.broker import setup_broker
 from portal.catalog.routes import CustomerController, MeterController
 from portal.dependencies import provide_session, provide_state
+from portal.ingest.openapi import add_ingest_schemas
 from portal.ingest.routes import EventController
 from portal.operations import OperationsController, healthz
 from portal.paths import STATIC_DIR
@@ -38,7 +39,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     from portal.pages.routes import page_handlers, template_config
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             healthz, CustomerController, MeterController, EventController, UsageController,
             OperationsController, *page_handlers,
@@ -54,3 +55,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=5 * 1024 * 1024,
         debug=False,
     )
+    add_ingest_schemas(app)
+    return app

@@ -106,3 +106,14 @@ async def test_json_field_names_are_camel_case(client: AsyncTestClient[Any]) -> 
     names = {prop for component in schema["components"]["schemas"].values()
              for prop in component.get("properties", {})}
     assert names and all("_" not in name for name in names), sorted(n for n in names if "_" in n)
+
+
+async def test_ingest_bodies_are_documented(client: AsyncTestClient[Any]) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    single = schema["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
+    batch = schema["paths"]["/v1/events/batch"]["post"]["requestBody"]["content"]["application/json"]
+    assert single["schema"] == {"$ref": "#/components/schemas/UsageEvent"}
+    assert batch["schema"] == {"$ref": "#/components/schemas/EventBatchBody"}
+    event = schema["components"]["schemas"]["UsageEvent"]
+    assert set(event["required"]) == {"eventId", "timestamp", "customerId", "metricName", "quantity"}
+    assert set(event["properties"]) >= {"dimensions", "metadata", "productId"}

@@ -11,6 +11,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from portal.dependencies import Portal
 from portal.errors import ServiceUnavailable
+from portal.ingest.openapi import EventBatchOperation, SingleEventOperation
 from portal.ingest.schemas import EventBatch, IngestResult
 from portal.ingest.service import CONFLICT_ERROR, IngestUnavailable
 
@@ -48,7 +49,8 @@ class EventController(Controller):
     tags = ["ingest"]
     opt = INGEST
 
-    @post("/", request_max_body_size=64 * 1024, summary="Submit one usage event")
+    @post("/", request_max_body_size=64 * 1024, summary="Submit one usage event",
+          operation_class=SingleEventOperation)
     async def one(
         self, request: Request[Any, Any, Any], portal: Portal,
     ) -> Response[IngestResult]:
@@ -56,7 +58,8 @@ class EventController(Controller):
         the reason otherwise. The body is decoded by the same per-event rules as a batch."""
         return await _run(portal, [await request.body()])
 
-    @post("/batch", summary="Submit up to 1000 usage events", request_max_body_size=5 * 1024 * 1024)
+    @post("/batch", summary="Submit up to 1000 usage events", request_max_body_size=5 * 1024 * 1024,
+          operation_class=EventBatchOperation)
     async def batch(
         self, request: Request[Any, Any, Any], portal: Portal,
     ) -> Response[IngestResult]:
