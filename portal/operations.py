@@ -12,6 +12,7 @@ from sqlalchemy import text
 from portal.db import values
 from portal.dependencies import Db, Portal
 from portal.schemas import CamelStruct
+from portal.usage.combine import exact
 
 
 class FailedEventOut(CamelStruct):
@@ -90,8 +91,6 @@ class OperationsController(Controller):
         rows = await db.execute(text(
             "SELECT customer_id, metric_name, live_value, billed_value, drift FROM live_drift "
             "WHERE run_id = :r ORDER BY customer_id, metric_name"), {"r": run[0]})
-        from portal.usage.combine import exact
-
         return DriftOut(run[1], run[2], run[3], run[4],
                         [DriftRow(c, m, exact(lv), exact(bv), exact(d))
                          for c, m, lv, bv, d in (values(r) for r in rows)])

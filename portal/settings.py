@@ -7,7 +7,7 @@ placeholder secret refuses to start outside development.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -63,7 +63,6 @@ class Settings:
     # Per million broker commands, how many also run the requeue-dead-workers check.
     broker_maintenance_chance: int = 50_000
     catalog_cache_seconds: float = 5.0
-    extra: dict[str, str] = field(default_factory=dict)
 
     def with_urls(self, *, database_url: str, redis_url: str, broker_url: str | None = None) -> Settings:
         return replace(self, database_url=database_url, redis_url=redis_url, broker_url=broker_url)

@@ -71,8 +71,13 @@ async def test_postgres_down_loses_nothing_that_was_acknowledged(
 ) -> None:
     await send(client, ingest_key, [event(quantity=1)])
     await wait_until_persisted(redis)
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
     embedded.postgres.stop()
     try:
+        health = await client.get("/healthz")
+        assert health.status_code == 503
+        assert health.json()["postgres"]  # names what is down
+        assert "redis" not in health.json()
         # Ingest still answers 202: the batches are durable in the broker.
         for quantity in (10, 20, 30):
             answer = await send(client, ingest_key, [event(quantity=quantity)])
