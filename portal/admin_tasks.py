@@ -54,7 +54,8 @@ async def replay_failed(settings: Settings, *, ids: list[int] | None) -> int:
                 accepted_ms = int(time.time() * 1000)
                 await redis.zadd(INFLIGHT_KEY, {batch_id: accepted_ms})
                 enqueue_sync(PERSIST_ACTOR, INGEST_QUEUE, {
-                    "id": batch_id, "acceptedAt": accepted_ms, "events": events, "conflicts": []})
+                    "id": batch_id, "holds": [batch_id], "acceptedAt": accepted_ms,
+                    "events": events, "conflicts": []})
             await session.execute(text(
                 "UPDATE failed_events SET status = 'replayed', resolved_at = now() "
                 "WHERE id = ANY(CAST(:ids AS bigint[]))"), {"ids": [r[0] for r in rows]})

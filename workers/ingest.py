@@ -12,6 +12,7 @@ import redis.exceptions
 from dramatiq.middleware import CurrentMessage
 
 from portal.broker import INGEST_QUEUE
+from portal.ingest.handoff import holds
 from portal.settings import get_settings
 from workers.context import get_context
 from workers.partitions import forget_known
@@ -79,9 +80,9 @@ async def persist_events(batch: dict[str, Any]) -> None:
         if _count_failure() <= _settings.persist_max_retries:
             raise
         reason = f"{type(exc).__name__}: {exc}"
-        log.error("batch %s failed for good: %s", batch.get("id"), reason)
+        log.error("batch %s failed for good: %s", batch["id"], reason)
         async with ctx.transaction() as conn:
             await record_failed_batch(conn, batch, reason)
     else:
-        log.debug("batch %s: %s", batch.get("id"), outcome)
-    await ctx.live.release(str(batch["id"]))
+        log.debug("batch %s: %s", batch["id"], outcome)
+    await ctx.live.release(*holds(batch))

@@ -86,7 +86,6 @@ def upgrade() -> None:
             message_id   text NOT NULL
         ) PARTITION BY RANGE (event_time);
         CREATE INDEX usage_events_customer_time ON usage_events (customer_id, event_time);
-        CREATE INDEX usage_events_event_id ON usage_events (customer_id, event_id);
 
         -- The authoritative hourly aggregate. `hour` is the start of the customer's local
         -- hour (as an instant), so local days and billing periods are whole sums of hours

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -19,6 +20,7 @@ from portal.broker import INGEST_QUEUE
 from portal.catalog.service import CatalogCache
 from portal.errors import StoreUnavailable
 from portal.ingest.events import AcceptedEvent
+from portal.ingest.handoff import BatchHandoff
 from portal.ingest.schemas import IngestResult, Rejection, UsageEvent
 from portal.ingest.validation import EventError, Limits, decode_event, loose_event_id, validate
 from portal.jobs import QueueUnavailable, enqueue
@@ -35,11 +37,16 @@ class IngestUnavailable(Exception):
     """The batch could not be made durable; the client should retry (503)."""
 
 
+async def _enqueue_persist(batch: dict[str, Any]) -> None:
+    await enqueue(PERSIST_ACTOR, INGEST_QUEUE, batch)
+
+
 @dataclass(slots=True)
 class Ingestor:
     settings: Settings
     catalog: CatalogCache
     live: LiveStore
+    handoff: BatchHandoff = field(default_factory=lambda: BatchHandoff(_enqueue_persist))
 
     def _limits(self, now_s: float) -> Limits:
         now_us = int(now_s * 1_000_000)
@@ -138,14 +145,9 @@ class Ingestor:
         if not fresh and not conflicts:
             await self._release_quietly(batch_id)
             return
-        batch = {
-            "id": batch_id,
-            "acceptedAt": accepted_ms,
-            "events": [e.to_wire() for e in fresh],
-            "conflicts": [e.to_wire() for e in conflicts],
-        }
         try:
-            await enqueue(PERSIST_ACTOR, INGEST_QUEUE, batch)
+            await self.handoff.submit(batch_id, accepted_ms, [e.to_wire() for e in fresh],
+                                      [e.to_wire() for e in conflicts])
         except QueueUnavailable as exc:
             log.warning("broker refused batch %s: %s", batch_id, exc)
             await self._release_quietly(batch_id)

@@ -124,9 +124,10 @@ class LiveStore:
                 status[i] = int(value)
         return status
 
-    async def release(self, batch_id: str) -> None:
-        """The batch is in Postgres (or given up on): it no longer holds back freshness."""
-        await self.redis.zrem(keys.INFLIGHT_KEY, batch_id)
+    async def release(self, *batch_ids: str) -> None:
+        """The batches are in Postgres (or given up on): they no longer hold back freshness."""
+        if batch_ids:
+            await self.redis.zrem(keys.INFLIGHT_KEY, *batch_ids)
 
     async def apply(self, events: list[AcceptedEvent]) -> set[int]:
         """Set the dedup markers and add `events` to the hourly counters.
