@@ -43,8 +43,12 @@ def index_key(customer_id: str) -> str:
     return f"lk:{{{customer_id}}}"
 
 
+def marker_prefix(customer_id: str) -> str:
+    return f"ld:{{{customer_id}}}:"
+
+
 def marker_key(customer_id: str, event_id: str) -> str:
-    return f"ld:{{{customer_id}}}:{event_id}"
+    return marker_prefix(customer_id) + event_id
 
 
 def scratch_key(customer_id: str, name: str) -> str:

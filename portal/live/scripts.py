@@ -1,80 +1,78 @@
-"""Lua scripts for the live view. Each runs atomically on the keys of one customer."""
+"""Lua scripts for the live view. Each runs atomically on the keys of one customer.
+
+A batch's markers and counter updates travel as one MessagePack argument rather than
+thousands of separate ones: packing each argument costs the web process more than the
+script costs Redis. KEYS[1] is always the customer's index key, whose hash tag `{customer}`
+routes the call in a Redis Cluster; every other key the script touches carries the same
+tag, so it lives in the same slot.
+"""
 
 from __future__ import annotations
 
-# KEYS: dedup marker keys. ARGV: their fingerprints, in the same order.
-# Returns, per marker: 0 unknown, 1 same fingerprint (duplicate), 2 other fingerprint
-# (conflict).
+# KEYS[1]: the customer's index key (routing). ARGV[1]: the marker key prefix
+# (`ld:{customer}:`); ARGV[2]: msgpack [[eventId, fingerprint], ...].
+# Returns, per event: 0 unknown, 1 same fingerprint (duplicate), 2 other (conflict).
 CHECK_MARKERS = """
+local prefix = ARGV[1]
+local pairs_ = cmsgpack.unpack(ARGV[2])
 local out = {}
-for i, key in ipairs(KEYS) do
-  local seen = redis.call('GET', key)
-  if not seen then out[i] = 0 elseif seen == ARGV[i] then out[i] = 1 else out[i] = 2 end
+for i, pair in ipairs(pairs_) do
+  local seen = redis.call('GET', prefix .. pair[1])
+  if not seen then out[i] = 0 elseif seen == pair[2] then out[i] = 1 else out[i] = 2 end
 end
 return out
 """
 
-# KEYS: [1] the customer's key index, then marker keys, hash keys and set keys.
-# ARGV: [1] number of markers M, [2] marker TTL (s), [3..M+2] fingerprints, then ops.
+# KEYS[1]: the customer's index key. ARGV[1]: marker key prefix; ARGV[2]: marker TTL (s);
+# ARGV[3]: msgpack [[eventId, fingerprint], ...]; ARGV[4]: msgpack list of ops:
+#   {'s', key, field, amount} {'c', key, field, n} {'m', key, field, value}
+#   {'l', key, field, value, micros} {'u', key, field, setkey, {member, ...}}
+#   {'e', key, expireat, bucket}  (expire the hour key and index it)  {'x', key, expireat}
 # Markers are set first with NX; if any already exists (a concurrent request carried the
-# same event), nothing else is changed and the 1-based marker positions that were taken
-# are returned, so the caller can leave those events out of the counters.
-# Ops (flat): s key field amount | c key field n | m key field value |
-#             l key field value micros | u key field setkey n member… |
-#             e key expireat bucket          (key arguments are indexes into KEYS)
+# same event), the markers this call set are removed again, nothing else changes, and the
+# 1-based positions that were taken are returned so the caller can leave those events out.
 APPLY_BATCH = """
-local m = tonumber(ARGV[1])
+local prefix = ARGV[1]
 local ttl = tonumber(ARGV[2])
+local markers = cmsgpack.unpack(ARGV[3])
 local taken = {}
-for i = 1, m do
-  if not redis.call('SET', KEYS[1 + i], ARGV[2 + i], 'NX', 'EX', ttl) then
+local mine = {}
+for i, pair in ipairs(markers) do
+  local key = prefix .. pair[1]
+  if redis.call('SET', key, pair[2], 'NX', 'EX', ttl) then
+    mine[#mine + 1] = key
+  else
     taken[#taken + 1] = i
   end
 end
 if #taken > 0 then
-  for i = 1, m do
-    local mine = true
-    for _, t in ipairs(taken) do if t == i then mine = false end end
-    if mine then redis.call('DEL', KEYS[1 + i]) end
-  end
+  for _, key in ipairs(mine) do redis.call('DEL', key) end
   return taken
 end
-local a = m + 3
-local n = #ARGV
-while a <= n do
-  local op = ARGV[a]
-  local key = KEYS[tonumber(ARGV[a + 1])]
-  if op == 's' then
-    redis.call('HINCRBYFLOAT', key, ARGV[a + 2], ARGV[a + 3]); a = a + 4
-  elseif op == 'c' then
-    redis.call('HINCRBY', key, ARGV[a + 2], ARGV[a + 3]); a = a + 4
-  elseif op == 'm' then
-    local cur = redis.call('HGET', key, ARGV[a + 2])
-    if (not cur) or tonumber(ARGV[a + 3]) > tonumber(cur) then
-      redis.call('HSET', key, ARGV[a + 2], ARGV[a + 3])
+for _, op in ipairs(cmsgpack.unpack(ARGV[4])) do
+  local kind, key = op[1], op[2]
+  if kind == 's' then
+    redis.call('HINCRBYFLOAT', key, op[3], op[4])
+  elseif kind == 'c' then
+    redis.call('HINCRBY', key, op[3], op[4])
+  elseif kind == 'm' then
+    local cur = redis.call('HGET', key, op[3])
+    if (not cur) or tonumber(op[4]) > tonumber(cur) then redis.call('HSET', key, op[3], op[4]) end
+  elseif kind == 'l' then
+    local cur = redis.call('HGET', key, '@' .. op[3])
+    if (not cur) or tonumber(op[5]) >= tonumber(cur) then
+      redis.call('HSET', key, op[3], op[4], '@' .. op[3], op[5])
     end
-    a = a + 4
-  elseif op == 'l' then
-    local field = ARGV[a + 2]
-    local cur = redis.call('HGET', key, '@' .. field)
-    if (not cur) or tonumber(ARGV[a + 4]) >= tonumber(cur) then
-      redis.call('HSET', key, field, ARGV[a + 3], '@' .. field, ARGV[a + 4])
-    end
-    a = a + 5
-  elseif op == 'u' then
-    local setkey = KEYS[tonumber(ARGV[a + 3])]
-    local count = tonumber(ARGV[a + 4])
-    for j = 1, count do redis.call('SADD', setkey, ARGV[a + 4 + j]) end
-    redis.call('HSET', key, ARGV[a + 2], redis.call('SCARD', setkey))
-    a = a + 5 + count
-  elseif op == 'e' then
-    redis.call('EXPIREAT', key, ARGV[a + 2])
-    redis.call('ZADD', KEYS[1], ARGV[a + 3], key)
-    a = a + 4
-  elseif op == 'x' then
-    redis.call('EXPIREAT', key, ARGV[a + 2]); a = a + 3
+  elseif kind == 'u' then
+    for _, member in ipairs(op[5]) do redis.call('SADD', op[4], member) end
+    redis.call('HSET', key, op[3], redis.call('SCARD', op[4]))
+  elseif kind == 'e' then
+    redis.call('EXPIREAT', key, op[3])
+    redis.call('ZADD', KEYS[1], op[4], key)
+  elseif kind == 'x' then
+    redis.call('EXPIREAT', key, op[3])
   else
-    return redis.error_reply('unknown op ' .. tostring(op))
+    return redis.error_reply('unknown op ' .. tostring(kind))
   end
 end
 return {}

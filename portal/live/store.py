@@ -5,32 +5,15 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 
 from portal.ingest.events import AcceptedEvent
 from portal.live import keys, scripts
-
-
-@dataclass(slots=True)
-class _CustomerPlan:
-    """KEYS and ARGV for one APPLY_BATCH call."""
-
-    customer_id: str
-    key_list: list[str] = field(default_factory=list)
-    key_index: dict[str, int] = field(default_factory=dict)
-
-    def ref(self, key: str) -> str:
-        index = self.key_index.get(key)
-        if index is None:
-            self.key_list.append(key)
-            index = len(self.key_list)
-            self.key_index[key] = index
-        return str(index)
 
 
 def live_decimal(raw: str | bytes | None) -> Decimal:
@@ -41,7 +24,7 @@ def live_decimal(raw: str | bytes | None) -> Decimal:
     return value.quantize(Decimal("1e-9")).normalize() + Decimal(0)
 
 
-def _ops_for(plan: _CustomerPlan, events: list[AcceptedEvent], expire_after: timedelta) -> list[str]:
+def _ops_for(events: list[AcceptedEvent], lateness: timedelta) -> list[list[Any]]:
     """Counter updates for `events` (one customer), aggregated per key and field so a
     batch costs one Redis command per hour and group, not one per event."""
     sums: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
@@ -72,22 +55,21 @@ def _ops_for(plan: _CustomerPlan, events: list[AcceptedEvent], expire_after: tim
             elif event.aggregation == "unique_count" and event.unique_value is not None:
                 skey = keys.unique_key(event.customer_id, event.metric_name, event.bucket, fld)
                 uniques[(hkey, fld, skey)].add(event.unique_value)
-    args: list[str] = []
-    for (hkey, fld), amount in sums.items():
-        args += ["s", plan.ref(hkey), fld, format(amount, "f")]
-    for (hkey, fld), n in counts.items():
-        args += ["c", plan.ref(hkey), fld, str(n)]
-    for (hkey, fld), value in maxima.items():
-        args += ["m", plan.ref(hkey), fld, format(value, "f")]
-    for (hkey, fld), (micros, _, value) in latest.items():
-        args += ["l", plan.ref(hkey), fld, format(value, "f"), str(micros)]
-    lateness = expire_after
+    ops: list[list[Any]] = []
+    ops += (["s", hkey, fld, format(amount, "f")] for (hkey, fld), amount in sums.items())
+    ops += (["c", hkey, fld, n] for (hkey, fld), n in counts.items())
+    ops += (["m", hkey, fld, format(value, "f")] for (hkey, fld), value in maxima.items())
+    ops += (["l", hkey, fld, format(value, "f"), micros]
+            for (hkey, fld), (micros, _, value) in latest.items())
     for (hkey, fld, skey), members in uniques.items():
-        args += ["u", plan.ref(hkey), fld, plan.ref(skey), str(len(members)), *sorted(members)]
-        args += ["x", plan.ref(skey), str(keys.hour_key_expires_at(buckets[hkey], lateness))]
-    for hkey, bucket in buckets.items():
-        args += ["e", plan.ref(hkey), str(keys.hour_key_expires_at(bucket, lateness)), str(bucket)]
-    return args
+        ops.append(["u", hkey, fld, skey, sorted(members)])
+        ops.append(["x", skey, keys.hour_key_expires_at(buckets[hkey], lateness)])
+    ops += (["e", hkey, keys.hour_key_expires_at(bucket, lateness), bucket]
+            for hkey, bucket in buckets.items())
+    return ops
+
+
+_pack = msgspec.msgpack.Encoder().encode
 
 
 class LiveStore:
@@ -112,8 +94,9 @@ class LiveStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             for customer_id, indexes in by_customer.items():
                 await self._check(
-                    keys=[keys.marker_key(customer_id, events[i].event_id) for i in indexes],
-                    args=[events[i].fingerprint for i in indexes],
+                    keys=[keys.index_key(customer_id)],
+                    args=[keys.marker_prefix(customer_id),
+                          _pack([(events[i].event_id, events[i].fingerprint) for i in indexes])],
                     client=pipe,
                 )
             pipe.zadd(keys.INFLIGHT_KEY, {batch_id: accepted_ms})
@@ -144,14 +127,14 @@ class LiveStore:
             calls: list[tuple[str, list[int]]] = []
             async with self.redis.pipeline(transaction=False) as pipe:
                 for customer_id, indexes in pending.items():
-                    plan = _CustomerPlan(customer_id)
-                    plan.ref(keys.index_key(customer_id))
-                    for i in indexes:  # markers are KEYS[2..M+1], in the order of `indexes`
-                        plan.ref(keys.marker_key(customer_id, events[i].event_id))
-                    ops = _ops_for(plan, [events[i] for i in indexes], self.accepted_lateness)
-                    args = [str(len(indexes)), str(self.marker_ttl_s),
-                            *(events[i].fingerprint for i in indexes), *ops]
-                    await self._apply(keys=plan.key_list, args=args, client=pipe)
+                    batch = [events[i] for i in indexes]
+                    await self._apply(
+                        keys=[keys.index_key(customer_id)],
+                        args=[keys.marker_prefix(customer_id), self.marker_ttl_s,
+                              _pack([(e.event_id, e.fingerprint) for e in batch]),
+                              _pack(_ops_for(batch, self.accepted_lateness))],
+                        client=pipe,
+                    )
                     calls.append((customer_id, indexes))
                 replies = await pipe.execute()
             pending = {}
