@@ -22,11 +22,11 @@ run: $(STAMP) ## run the whole product without demo data
 	$(BIN)/usage-portal up
 
 lint: $(STAMP) ## ruff and mypy
-	$(BIN)/ruff check portal workers alerts tests bench migrations
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 test: $(STAMP) ## lint, type-check and run the whole test suite against real servers
-	$(BIN)/ruff check portal workers alerts tests bench migrations
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
