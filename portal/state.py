@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from portal.catalog.service import CatalogCache
@@ -32,7 +32,10 @@ class PortalState:
             raise RuntimeError("DATABASE_URL and REDIS_URL must be set (or run `usage-portal up`)")
         engine = create_engine(settings.database_url)
         sessions = session_factory(engine)
-        redis = Redis.from_url(settings.redis_url, decode_responses=False)
+        # A bounded pool that waits for a free connection: a burst of requests queues
+        # for Redis instead of failing with "too many connections".
+        redis = Redis(connection_pool=BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=64, timeout=10))
         live = LiveStore(redis, accepted_lateness=settings.accepted_lateness,
                          marker_ttl=settings.dedup_marker_ttl)
         catalog = CatalogCache(sessions, settings.catalog_cache_seconds)

@@ -25,3 +25,18 @@ async def test_event_flows_to_live_and_billed(
                                  params={"metric": "api_calls", "source": source})
         assert usage.status_code == 200, usage.text
         assert usage.json()["total"] == "5.5", (source, usage.json())
+
+
+async def test_ingest_survives_redis_forgetting_its_scripts(
+    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, redis: Redis,
+) -> None:
+    await make_customer(client, admin_key)
+    await make_meter(client, admin_key)
+    first = await client.post("/v1/events", headers=auth(ingest_key), json=event(quantity=1))
+    assert first.status_code == 202
+    await redis.script_flush()  # as after a Redis restart
+    again = await client.post("/v1/events", headers=auth(ingest_key), json=event(quantity=2))
+    assert again.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    live = await client.get("/v1/customers/acme/usage", headers=auth(admin_key),
+                            params={"metric": "api_calls"})
+    assert live.json()["total"] == "3"

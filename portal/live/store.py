@@ -3,14 +3,18 @@ floats, in-flight batches); bills never read them."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from portal.ingest.events import AcceptedEvent
 from portal.live import keys, scripts
@@ -72,6 +76,11 @@ def _ops_for(events: list[AcceptedEvent], lateness: timedelta) -> list[list[Any]
 _pack = msgspec.msgpack.Encoder().encode
 
 
+@lru_cache(maxsize=8)
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()  # what Redis names a script by
+
+
 class LiveStore:
     """The live view over one Redis connection pool."""
 
@@ -79,8 +88,6 @@ class LiveStore:
         self.redis = redis
         self.accepted_lateness = accepted_lateness
         self.marker_ttl_s = int(marker_ttl.total_seconds())
-        self._check = redis.register_script(scripts.CHECK_MARKERS)
-        self._apply = redis.register_script(scripts.APPLY_BATCH)
         self._union = redis.register_script(scripts.UNION_COUNT)
 
     async def check_and_hold(
@@ -91,21 +98,42 @@ class LiveStore:
         by_customer: dict[str, list[int]] = defaultdict(list)
         for index, event in enumerate(events):
             by_customer[event.customer_id].append(index)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for customer_id, indexes in by_customer.items():
-                await self._check(
-                    keys=[keys.index_key(customer_id)],
-                    args=[keys.marker_prefix(customer_id),
-                          _pack([(events[i].event_id, events[i].fingerprint) for i in indexes])],
-                    client=pipe,
-                )
-            pipe.zadd(keys.INFLIGHT_KEY, {batch_id: accepted_ms})
-            replies = await pipe.execute()
+        calls = [
+            (scripts.CHECK_MARKERS, keys.index_key(customer_id), keys.marker_prefix(customer_id),
+             _pack([(events[i].event_id, events[i].fingerprint) for i in indexes]))
+            for customer_id, indexes in by_customer.items()
+        ]
+        replies = await self._run_scripts(
+            calls, then=lambda pipe: pipe.zadd(keys.INFLIGHT_KEY, {batch_id: accepted_ms}))
         status = [0] * len(events)
         for (_, indexes), reply in zip(by_customer.items(), replies, strict=False):
             for i, value in zip(indexes, reply, strict=True):
                 status[i] = int(value)
         return status
+
+    async def _run_scripts(
+        self, calls: list[tuple[Any, ...]], then: Callable[[Any], Any] | None = None
+    ) -> list[Any]:
+        """Run one-key scripts `(script, key, *args)` in one pipelined round trip, by SHA.
+
+        redis-py's Script objects check `SCRIPT EXISTS` before every pipeline, a second
+        round trip per request; instead the scripts are loaded once, and again only when
+        Redis answers that it lost them (a restart or SCRIPT FLUSH).
+        """
+        for attempt in (1, 2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for script, key, *args in calls:
+                    pipe.evalsha(_sha(script), 1, key, *args)
+                if then is not None:
+                    then(pipe)
+                try:
+                    return list(await pipe.execute())
+                except NoScriptError:
+                    if attempt == 2:
+                        raise
+            for script in {call[0] for call in calls}:
+                await self.redis.script_load(script)
+        raise AssertionError("unreachable")
 
     async def release(self, *batch_ids: str) -> None:
         """The batches are in Postgres (or given up on): they no longer hold back freshness."""
@@ -124,21 +152,16 @@ class LiveStore:
         taken: set[int] = set()
         pending = dict(by_customer)
         while pending:
-            calls: list[tuple[str, list[int]]] = []
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for customer_id, indexes in pending.items():
-                    batch = [events[i] for i in indexes]
-                    await self._apply(
-                        keys=[keys.index_key(customer_id)],
-                        args=[keys.marker_prefix(customer_id), self.marker_ttl_s,
-                              _pack([(e.event_id, e.fingerprint) for e in batch]),
-                              _pack(_ops_for(batch, self.accepted_lateness))],
-                        client=pipe,
-                    )
-                    calls.append((customer_id, indexes))
-                replies = await pipe.execute()
+            order = list(pending.items())
+            replies = await self._run_scripts([
+                (scripts.APPLY_BATCH, keys.index_key(customer_id), keys.marker_prefix(customer_id),
+                 self.marker_ttl_s,
+                 _pack([(events[i].event_id, events[i].fingerprint) for i in indexes]),
+                 _pack(_ops_for([events[i] for i in indexes], self.accepted_lateness)))
+                for customer_id, indexes in order
+            ])
             pending = {}
-            for (customer_id, indexes), reply in zip(calls, replies, strict=True):
+            for (customer_id, indexes), reply in zip(order, replies, strict=True):
                 if reply:
                     lost = {indexes[int(position) - 1] for position in reply}
                     taken |= lost
