@@ -153,9 +153,13 @@ class EmbeddedPostgres:
         portfile = self.pgdata.parent / "postgres.port"
         port = _free_port(portfile)
         portfile.write_text(str(port))
+        # Sustained ingest writes WAL fast; with the default max_wal_size (1 GB) a
+        # checkpoint was forced every ~9 s and full-page images quadrupled the WAL per
+        # event (docs/performance.md). The space is only used under such load.
         options = (
             f"-p {port} -h 127.0.0.1 -c unix_socket_directories='' "
-            "-c max_connections=200 -c shared_buffers=256MB"
+            "-c max_connections=200 -c shared_buffers=256MB "
+            "-c max_wal_size=8GB -c checkpoint_timeout=15min"
         )
         self._run("pg_ctl", "-D", str(self.pgdata), "-l", str(self.logfile), "-w", "-t", "60",
                   "-o", options, "start")

@@ -20,6 +20,7 @@ MAX_QUANTITY = Decimal(10) ** 20  # numeric(32, 12): 20 integer digits
 MAX_FRACTION_DIGITS = 12
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _encode = msgspec.json.Encoder().encode  # compact JSON, keys in insertion order
+_group_keys: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
 _ID_RE = re.compile(r"^[A-Za-z0-9._:@+\-]+$")
 
 
@@ -115,7 +116,15 @@ def group_key(meter: MeterSpec, dimensions: dict[str, str]) -> str:
     A missing group-by dimension groups under the empty string."""
     if not meter.group_by:
         return ""
-    return _encode({d: dimensions.get(d, "") for d in meter.group_by}).decode()
+    values = tuple(dimensions.get(d, "") for d in meter.group_by)
+    key = (meter.group_by, values)
+    cached = _group_keys.get(key)
+    if cached is None:
+        # Group-by values repeat across a batch; encode each combination once.
+        if len(_group_keys) > 100_000:
+            _group_keys.clear()
+        cached = _group_keys[key] = _encode(dict(zip(meter.group_by, values, strict=True))).decode()
+    return cached
 
 
 def validate(

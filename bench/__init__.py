@@ -1,0 +1,5 @@
+"""Benchmarks. They print figures; nothing here asserts on wall-clock time.
+
+`python -m bench.ingest` (or `make bench`) measures the ingest pipeline end to end; see
+docs/performance.md for what is measured and the figures so far.
+"""
