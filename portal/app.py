@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.di import Provide
+from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
 
@@ -15,6 +16,7 @@ from portal.auth import api_key_guard
 from portal.broker import setup_broker
 from portal.catalog.routes import CustomerController, MeterController
 from portal.dependencies import provide_session, provide_state
+from portal.errors import unprocessable
 from portal.ingest.openapi import add_ingest_schemas
 from portal.ingest.routes import EventController
 from portal.operations import OperationsController, healthz
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=OpenAPIConfig(title="Usage portal", version="0.1.0", path="/schema"),
         response_cache_config=ResponseCacheConfig(),
         request_max_body_size=5 * 1024 * 1024,
+        exception_handlers={ValidationException: unprocessable},
         debug=False,
     )
     add_ingest_schemas(app)
