@@ -33,6 +33,7 @@ from litestar.template.config import TemplateConfig
 
 from portal.catalog import service as catalog
 from portal.dependencies import Db, Portal
+from portal.keys.service import key_is_active
 from portal.pages import sessions
 from portal.pages.service import usage_panel
 from portal.pages.sessions import CSRF_COOKIE, SESSION_COOKIE, PageSession
@@ -84,8 +85,8 @@ async def require_page_session(connection: ASGIConnection[Any, Any, Any, Any], _
     portal: PortalState = connection.app.state.portal
     cookie = connection.cookies.get(SESSION_COOKIE)
     session = await sessions.load_session(portal.redis, cookie)
-    if session is None or session.scope != "admin" or not await sessions.key_is_active(
-            portal.sessions, session.key_id):
+    if session is None or session.scope != "admin" or not await key_is_active(
+            portal.sessions, session.key_id, "admin"):
         if session is not None:
             await sessions.close_session(portal.redis, session.id)
         raise LoginRequired(stale_cookie=cookie is not None)

@@ -23,8 +23,6 @@ from datetime import timedelta
 
 from litestar.datastructures import Cookie
 from redis.asyncio import Redis
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.keys.service import ApiKey
 from portal.settings import Settings
@@ -77,16 +75,6 @@ async def load_session(redis: Redis, session_id: str | None) -> PageSession | No
 async def close_session(redis: Redis, session_id: str) -> None:
     if _SESSION_ID.match(session_id):
         await redis.delete(session_key(session_id))
-
-
-async def key_is_active(sessions: async_sessionmaker[AsyncSession], key_id: int) -> bool:
-    """Whether the admin key a session was opened with still exists and is not revoked."""
-    async with sessions() as db:
-        row = (await db.execute(
-            text("SELECT 1 FROM api_keys WHERE id = :id AND scope = 'admin' AND revoked_at IS NULL"),
-            {"id": key_id},
-        )).first()
-    return row is not None
 
 
 def session_cookie(session_id: str, settings: Settings) -> Cookie:
