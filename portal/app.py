@@ -13,6 +13,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
 
 from portal.auth import api_key_guard
+from portal.billing.errors import BillingError
+from portal.billing.routes import billing_error, billing_handlers
 from portal.broker import setup_broker
 from portal.catalog.routes import CustomerController, MeterController
 from portal.dependencies import provide_session, provide_state
@@ -44,7 +46,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             healthz, CustomerController, MeterController, EventController, UsageController,
-            OperationsController, *page_handlers,
+            OperationsController, *billing_handlers, *page_handlers,
             create_static_files_router(path="/static", directories=[STATIC_DIR],
                                        include_in_schema=False),
         ],
@@ -55,7 +57,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=OpenAPIConfig(title="Usage portal", version="0.1.0", path="/schema"),
         response_cache_config=ResponseCacheConfig(),
         request_max_body_size=5 * 1024 * 1024,
-        exception_handlers={ValidationException: unprocessable},
+        exception_handlers={ValidationException: unprocessable, BillingError: billing_error},
         debug=False,
     )
     add_ingest_schemas(app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import timedelta
 
 import asyncpg
@@ -11,6 +12,20 @@ from alembic.config import Config
 
 from portal.paths import MIGRATIONS_DIR, ROOT
 from portal.settings import Settings
+
+
+def execute_script(script: str) -> None:
+    """Run a migration's SQL script through Alembic, one statement per call.
+
+    asyncpg runs one statement per call, so the script is split at statement ends (a `;`
+    at the end of a line). Chunks holding only comments are skipped."""
+    from alembic import op
+
+    for statement in re.split(r";\s*\n", script):
+        if statement.strip() and not all(
+            line.strip().startswith("--") or not line.strip() for line in statement.splitlines()
+        ):
+            op.execute(statement)
 
 
 def alembic_config(database_url: str) -> Config:

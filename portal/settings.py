@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,6 +28,19 @@ def _int(name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _decimal(name: str, default: Decimal) -> Decimal:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = Decimal(raw)
+    except ArithmeticError as exc:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+    if not value.is_finite() or value <= 1:
+        raise SettingsError(f"{name} must be a number above 1, got {raw!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +77,12 @@ class Settings:
     # Per million broker commands, how many also run the requeue-dead-workers check.
     broker_maintenance_chance: int = 50_000
     catalog_cache_seconds: float = 5.0
+    # After a period ends, its draft waits this long for late events before it can be
+    # approved (it shows as awaiting review from then on).
+    invoice_grace: timedelta = timedelta(hours=24)
+    # The review queue flags an invoice whose total moved more than this factor (up or
+    # down) from the customer's previous period.
+    review_change_factor: Decimal = Decimal(3)
 
     def with_urls(self, *, database_url: str, redis_url: str, broker_url: str | None = None) -> Settings:
         return replace(self, database_url=database_url, redis_url=redis_url, broker_url=broker_url)
@@ -93,6 +113,8 @@ def from_environment() -> Settings:
         persist_max_backoff_ms=_int("PORTAL_PERSIST_MAX_BACKOFF_MS", 30_000),
         broker_heartbeat_timeout_ms=_int("PORTAL_BROKER_HEARTBEAT_MS", 15_000),
         broker_maintenance_chance=_int("PORTAL_BROKER_MAINTENANCE_CHANCE", 50_000),
+        invoice_grace=timedelta(hours=_int("PORTAL_INVOICE_GRACE_HOURS", 24)),
+        review_change_factor=_decimal("PORTAL_REVIEW_CHANGE_FACTOR", Decimal(3)),
     )
 
 

@@ -14,6 +14,7 @@ from dramatiq.middleware import CurrentMessage
 from portal.broker import INGEST_QUEUE
 from portal.ingest.handoff import holds
 from portal.settings import get_settings
+from workers.billing import settle_late_events_actor
 from workers.context import get_context
 from workers.partitions import forget_known
 from workers.persist import persist_batch, record_failed_batch
@@ -85,4 +86,8 @@ async def persist_events(batch: dict[str, Any]) -> None:
             await record_failed_batch(conn, batch, reason)
     else:
         log.debug("batch %s: %s", batch["id"], outcome)
+        for invoice_id in outcome.late_invoices:
+            # After the commit: the adjustment job must see the late events it settles.
+            # If this process dies first, the scheduler's late-event sweep settles them.
+            settle_late_events_actor.send(invoice_id)
     await ctx.live.release(*holds(batch))

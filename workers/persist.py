@@ -12,25 +12,20 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 
-from portal.ingest.events import AcceptedEvent
+from portal.ingest.events import AcceptedEvent, micros_to_datetime
+from workers.late_events import record_late_events
 from workers.partitions import ensure_partitions, month_start, months_between
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 EVENT_COLUMNS = [
     "customer_id", "event_id", "metric_name", "product_id", "quantity", "event_time", "hour",
     "group_key", "dimensions", "metadata", "received_at", "message_id",
 ]
-
-
-def micros_to_datetime(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
 
 
 def _json(value: Any) -> str:
@@ -45,6 +40,8 @@ class PersistOutcome:
     persisted: int
     duplicates: int
     conflicts: int
+    # Finalized invoices these events arrived late for: to be adjusted after commit.
+    late_invoices: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
@@ -233,9 +230,10 @@ async def persist_batch(conn: Any, batch: dict[str, Any]) -> PersistOutcome:
             deltas["unique_count"] = await _unique_deltas(conn, uniques)
         for aggregation in AGGREGATION_ORDER:
             await _upsert_hours(conn, aggregation, deltas.get(aggregation, {}))
+    late = await record_late_events(conn, admitted)
 
     return PersistOutcome(persisted=len(admitted), duplicates=len(refused) - len(conflicts),
-                          conflicts=len(conflicts))
+                          conflicts=len(conflicts), late_invoices=tuple(late))
 
 
 async def record_failed_batch(conn: Any, batch: dict[str, Any], reason: str) -> int:

@@ -5,18 +5,7 @@ Revises:
 Create Date: 2026-11-24
 """
 
-import re
-
-from alembic import op
-
-
-def _execute(script: str) -> None:
-    # asyncpg runs one statement per call; split the script at statement ends.
-    for statement in re.split(r";\s*\n", script):
-        if statement.strip() and not all(
-            line.strip().startswith("--") or not line.strip() for line in statement.splitlines()
-        ):
-            op.execute(statement)
+from portal.migrate import execute_script as _execute
 
 revision = "0001"
 down_revision = None

@@ -5,8 +5,16 @@ persist them), so its wire form lives here too."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def micros_to_datetime(micros: int) -> datetime:
+    """Epoch microseconds (UTC) as an aware datetime, exactly (no float on the way)."""
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,471 @@
+"""Invoice-run benchmark: `python -m bench.invoices [--customers 10000] [--meters 5]`.
+
+The issue's target: an invoice run for 10,000 customers with 5 metered charges each over a
+month of hourly usage in under 30 s on 2 cores.
+
+1. Starts embedded Postgres and Valkey in a fresh temp data dir and migrates it.
+2. Loads the data (bench/invoices_data.py): customers in four zones, sum meters m1..mN,
+   one plan with every charge model, a flat fee and a 10% discount (created through
+   `create_plan`), one subscription each from local midnight of 2026-10-01, and an
+   hourly_usage row per customer, meter and local hour of October 2026 (≈37M rows at the
+   default size), written hour after hour like production writes them (`--layout`).
+   Then VACUUM ANALYZE and a CHECKPOINT, so the run does not pay for the load.
+3. Times `portal.billing.run.run_invoices(month="2026-10", now=2026-11-20T00:00Z)` twice:
+   run 1 creates the drafts, run 2 refreshes them. CPU seconds of this process (the Python
+   side of the run) and of Postgres during each run say where the time went.
+4. Times the period's aggregate query alone (UTC customers' period) as Postgres' floor.
+
+Prints figures only; it never fails on a time. Stops the servers and deletes the data dir
+at the end, unless `--keep-data DIR` (the data then lives in DIR and the servers keep
+running; `usage-portal` with PORTAL_DATA_DIR=DIR finds them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import os
+import pstats
+import resource
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench import invoices_data as data
+from bench.config import log
+from bench.machine import machine_busy_fraction, machine_info
+from bench.procstat import Roles, snapshot, usage_between
+
+TARGET_S = 30.0
+
+
+@dataclass(slots=True)
+class Options:
+    customers: int
+    meters: int
+    keep_data: Path | None
+    layout: str
+    load_connections: int
+    pool_size: int
+    pg_stats: bool
+    profile: bool
+    pg_settings: tuple[str, ...]
+
+
+def parse_options(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench.invoices", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=10_000, help="customers (10000)")
+    parser.add_argument("--meters", type=int, default=5, help="metered charges per customer (5)")
+    parser.add_argument("--keep-data", type=Path, default=None, metavar="DIR",
+                        help="create the data in DIR (new or empty) and leave it and the servers "
+                             "running at the end")
+    parser.add_argument("--layout", choices=sorted(data.LAYOUTS), default="time",
+                        help="physical order of hourly_usage: time (hour after hour, as "
+                             "production writes it; default) or customer (each customer's rows "
+                             "together, the friendliest case for per-customer reads)")
+    parser.add_argument("--load-connections", type=int, default=2,
+                        help="connections generating usage rows in parallel (2)")
+    parser.add_argument("--pool-size", type=int, default=10,
+                        help="SQLAlchemy pool size of the engine handed to run_invoices (10)")
+    parser.add_argument("--pg-stats", action="store_true",
+                        help="load pg_stat_statements and print the statements that took the most "
+                             "time in each run (adds a little overhead)")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the measured runs, a third run (a refresh) under cProfile; "
+                             "prints the functions with the most cumulative time")
+    parser.add_argument("--pg-set", action="append", metavar="NAME=VALUE",
+                        help="ALTER SYSTEM SET for the embedded Postgres before the run "
+                             "(repeatable), e.g. --pg-set work_mem=64MB")
+    args = parser.parse_args(argv)
+    if args.customers < 1 or not 1 <= args.meters <= 50:
+        parser.error("--customers must be at least 1 and --meters 1-50")
+    return Options(args.customers, args.meters, args.keep_data, args.layout,
+                   args.load_connections, args.pool_size, args.pg_stats, args.profile,
+                   tuple(args.pg_set or ()))
+
+
+# --------------------------------------------------------------------------- servers
+
+
+@dataclass(slots=True)
+class Stack:
+    data_dir: Path
+    servers: Any = None  # portal.embedded.EmbeddedServers
+    database_url: str = ""
+    redis_url: str = ""
+
+    def postmaster_pid(self) -> int:
+        return int((self.data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+
+
+def new_stack(opts: Options) -> Stack:
+    if opts.keep_data is not None:
+        data_dir = opts.keep_data.resolve()
+        if data_dir.exists() and any(data_dir.iterdir()):
+            raise SystemExit(f"--keep-data {data_dir}: not empty (the benchmark needs fresh data)")
+        data_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        data_dir = Path(tempfile.mkdtemp(prefix="portal-bench-invoices-"))
+    return Stack(data_dir)
+
+
+def start_stack(stack: Stack, opts: Options) -> None:
+    from portal.embedded import EmbeddedServers
+    from portal.migrate import migrate
+    from portal.settings import Settings
+
+    log(f"starting embedded Postgres and Valkey in {stack.data_dir}")
+    stack.servers = EmbeddedServers(stack.data_dir)
+    urls = stack.servers.start()
+    if opts.pg_stats or opts.pg_settings:
+        asyncio.run(_alter_system(urls.database_url, opts))
+        stack.servers.postgres.stop()
+        urls = stack.servers.start()
+    stack.database_url, stack.redis_url = urls.database_url, urls.redis_url
+    log("migrating")
+    migrate(Settings(data_dir=stack.data_dir, database_url=stack.database_url,
+                     redis_url=stack.redis_url))
+    if opts.pg_stats:
+        asyncio.run(_create_pg_stats(stack.database_url))
+
+
+async def _alter_system(database_url: str, opts: Options) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        if opts.pg_stats:
+            await conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+        for item in opts.pg_settings:
+            name, _, value = item.partition("=")
+            log(f"postgres: ALTER SYSTEM SET {name} = {value!r}")
+            await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+    finally:
+        await conn.close()
+
+
+async def _create_pg_stats(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    finally:
+        await conn.close()
+
+
+def stop_stack(stack: Stack, opts: Options) -> None:
+    if opts.keep_data is not None:
+        log(f"data kept in {stack.data_dir}; Postgres and Valkey still running "
+            f"(DATABASE_URL={stack.database_url} REDIS_URL={stack.redis_url}); stop them with "
+            f".venv/bin/python -c \"from pathlib import Path; from portal.embedded import "
+            f"EmbeddedServers; EmbeddedServers(Path('{stack.data_dir}')).stop()\"")
+        return
+    if stack.servers is not None:
+        log("stopping embedded Postgres and Valkey")
+        stack.servers.stop()
+    shutil.rmtree(stack.data_dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(slots=True)
+class LoadFigures:
+    steps: dict[str, float] = field(default_factory=dict)  # step -> seconds
+    usage_rows: int = 0
+    total_s: float = 0.0
+    table_bytes: int = 0
+    zones: Counter[str] = field(default_factory=Counter)
+
+
+async def load_data(stack: Stack, opts: Options) -> LoadFigures:
+    figures = LoadFigures()
+    periods = {zone: data.period_hours(zone) for zone in data.ZONES}  # asserts the hours
+    meters = data.metric_names(opts.meters)
+    figures.zones = Counter(data.zone_of(i) for i in range(opts.customers))
+    expected = data.expected_rows(opts.customers, opts.meters, periods)
+    started = time.perf_counter()
+
+    async def step(name: str, work: Callable[[], Awaitable[Any]]) -> None:
+        t0 = time.perf_counter()
+        await work()
+        figures.steps[name] = time.perf_counter() - t0
+        log(f"{name}: {figures.steps[name]:.1f} s")
+
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        await step("customers + meters (COPY)",
+                   lambda: data.copy_catalog(conn, opts.customers, meters))
+        await step("plan (create_plan)", lambda: data.create_plan_via_service(stack.database_url, meters))
+        await step("subscriptions (COPY)", lambda: data.copy_subscriptions(conn, opts.customers, periods))
+        # The primary key is rebuilt after the load: one sort instead of 37M random index
+        # inserts (the rows come hour by hour, the key leads with the customer).
+        await conn.execute("ALTER TABLE hourly_usage DROP CONSTRAINT hourly_usage_pkey")
+        log(f"generating {expected:,} hourly_usage rows ({opts.layout} order, "
+            f"{opts.load_connections} connections)")
+
+        def report(chunks: int, rows: int, elapsed: float) -> None:
+            if chunks % 4 == 0 or rows >= expected:
+                log(f"  {rows:>12,} rows  {rows / expected:6.1%}  {elapsed:6.1f} s  "
+                    f"{rows / elapsed:,.0f} rows/s")
+
+        async def usage() -> None:
+            figures.usage_rows = await data.generate_usage(
+                stack.database_url, opts.customers, meters, periods, layout=opts.layout,
+                connections=opts.load_connections, report=report)
+
+        await step("hourly_usage rows (INSERT … SELECT)", usage)
+
+        async def primary_key() -> None:
+            await conn.execute("SET maintenance_work_mem = '2GB'")
+            await conn.execute("ALTER TABLE hourly_usage ADD CONSTRAINT hourly_usage_pkey "
+                               "PRIMARY KEY (customer_id, metric_name, hour, group_key)")
+
+        await step("hourly_usage primary key", primary_key)
+        await step("VACUUM ANALYZE", lambda: conn.execute("VACUUM (ANALYZE)"))
+        await step("CHECKPOINT", lambda: conn.execute("CHECKPOINT"))
+        figures.total_s = time.perf_counter() - started
+        count = await conn.fetchval("SELECT count(*) FROM hourly_usage")
+        if count != expected:
+            raise RuntimeError(f"hourly_usage has {count} rows, expected {expected}")
+        figures.table_bytes = await conn.fetchval("SELECT pg_total_relation_size('hourly_usage')")
+    finally:
+        await conn.close()
+    return figures
+
+
+# --------------------------------------------------------------------------- the runs
+
+
+@dataclass(slots=True)
+class RunFigures:
+    name: str
+    wall_s: float
+    summary: Any  # portal.billing.run.RunSummary
+    python_cpu_s: float
+    postgres_cpu_s: float
+    other_cpu_s: float
+    machine_busy: float
+    first_progress_s: float | None
+    progress_calls: int
+    invoices: int
+    lines: int
+    statuses: dict[str, int]
+    statements: list[tuple[str, int, float]] = field(default_factory=list)  # query, calls, ms
+
+
+def _cpu_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def invoice_run(stack: Stack, opts: Options, name: str, *,
+                      profiler: cProfile.Profile | None = None) -> RunFigures:
+    from portal.billing.run import run_invoices
+    from portal.db import create_engine, session_factory
+
+    engine = create_engine(stack.database_url, pool_size=opts.pool_size)
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        sessions = session_factory(engine)
+        if opts.pg_stats:
+            await conn.execute("SELECT pg_stat_statements_reset()")
+        calls: list[float] = []
+        last_logged = [0.0]
+        started = 0.0
+
+        def progress(done: int, total: int) -> None:
+            now = time.perf_counter()
+            calls.append(now - started)
+            if now - last_logged[0] >= 5 or done >= total:
+                last_logged[0] = now
+                log(f"  {name}: {done:,}/{total:,} customers after {now - started:.1f} s")
+
+        roles = Roles({stack.postmaster_pid(): "postgres"})
+        before, cpu_before = snapshot(roles), _cpu_self()
+        log(f"{name}: run_invoices(month={data.MONTH!r}, now={data.RUN_NOW.isoformat()})")
+        started = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
+        summary = await run_invoices(sessions, month=data.MONTH, now=data.RUN_NOW, progress=progress)
+        if profiler is not None:
+            profiler.disable()
+        wall = time.perf_counter() - started
+        cpu_self = _cpu_self() - cpu_before
+        usage = usage_between(before, snapshot(roles))
+        log(f"{name}: {wall:.2f} s")
+        statements: list[tuple[str, int, float]] = []
+        if opts.pg_stats:
+            rows = await conn.fetch(
+                "SELECT query, calls, total_exec_time FROM pg_stat_statements "
+                "WHERE query NOT LIKE '%pg_stat_statements%' "
+                "ORDER BY total_exec_time DESC LIMIT 8")
+            statements = [(r["query"], r["calls"], r["total_exec_time"]) for r in rows]
+        invoices = await conn.fetchval("SELECT count(*) FROM invoices")
+        lines = await conn.fetchval("SELECT count(*) FROM invoice_lines")
+        statuses = dict(await conn.fetch("SELECT status, count(*) FROM invoices GROUP BY 1"))
+    finally:
+        await conn.close()
+        await engine.dispose()
+    return RunFigures(
+        name=name, wall_s=wall, summary=summary, python_cpu_s=cpu_self,
+        postgres_cpu_s=usage.by_role.get("postgres", 0.0),
+        other_cpu_s=max(0.0, usage.machine_busy_s - cpu_self - usage.by_role.get("postgres", 0.0)),
+        machine_busy=usage.machine_busy_fraction,
+        first_progress_s=calls[0] if calls else None, progress_calls=len(calls),
+        invoices=invoices, lines=lines, statuses=statuses, statements=statements)
+
+
+async def aggregate_query(stack: Stack) -> list[tuple[float, int]]:
+    """The UTC customers' period aggregate, alone: (seconds, rows) for two executions."""
+    start, end = data.utc_period()
+    conn = await asyncpg.connect(stack.database_url)
+    out: list[tuple[float, int]] = []
+    try:
+        for _ in range(2):
+            t0 = time.perf_counter()
+            rows = await conn.fetch(
+                "SELECT customer_id, metric_name, group_key, sum(value), max(value) "
+                "FROM hourly_usage WHERE hour >= $1 AND hour < $2 GROUP BY 1, 2, 3", start, end)
+            out.append((time.perf_counter() - t0, len(rows)))
+    finally:
+        await conn.close()
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _summary_line(run: RunFigures) -> str:
+    s = run.summary
+    fields = ("customers", "created", "refreshed", "skipped_finalized", "without_subscription")
+    return "  ".join(f"{f}={getattr(s, f, '?')}" for f in fields)
+
+
+def print_report(opts: Options, machine: dict[str, Any], load: LoadFigures,
+                 runs: list[RunFigures], aggregate: list[tuple[float, int]] | None,
+                 profile_text: str | None, missing: str | None) -> None:
+    out: list[str] = []
+    add = out.append
+    add("")
+    add("=" * 78)
+    add("invoice run benchmark")
+    add("=" * 78)
+    add(f"machine        {os.cpu_count()} cores (os.cpu_count; {machine['nproc']} usable), "
+        f"{machine['cpu_model']}, {machine['memory_gb']} GB, Python {machine['python']}")
+    add(f"code           {machine['code']}; machine {machine['busy_before']:.0%} busy before the start")
+    zones = ", ".join(f"{z} {n:,}" for z, n in load.zones.most_common())
+    add(f"data           {opts.customers:,} customers ({zones}); {opts.meters} sum meters; "
+        f"1 plan, {opts.customers:,} subscriptions")
+    add(f"               {load.usage_rows:,} hourly_usage rows ({opts.layout} order), "
+        f"{load.table_bytes / 2**30:.2f} GiB with its index")
+    add(f"generation     {load.total_s:.1f} s in all")
+    for name, seconds in load.steps.items():
+        extra = ""
+        if name.startswith("hourly_usage rows") and seconds > 0:
+            extra = f"  ({load.usage_rows / seconds:,.0f} rows/s)"
+        add(f"                 {name:<38} {seconds:7.1f} s{extra}")
+    if missing is not None:
+        add(f"invoice runs   not measured: {missing}")
+    for run in runs:
+        s = run.summary
+        rate = s.customers / run.wall_s if run.wall_s > 0 else 0.0
+        add(f"{run.name:<17}{run.wall_s:.2f} s wall, {rate:,.0f} customers/s")
+        add(f"                 summary: {_summary_line(run)}")
+        totals = ", ".join(f"{cur} {amount:,}" for cur, amount in sorted(s.totals.items()))
+        add(f"                 totals: {totals or '-'}; errors: {len(s.errors)}")
+        for error in list(s.errors)[:5]:
+            add(f"                   ! {error}")
+        add(f"                 invoices {run.invoices:,} {run.statuses}; invoice_lines {run.lines:,}")
+        add(f"                 CPU: python (this process) {run.python_cpu_s:.1f} s, postgres "
+            f"{run.postgres_cpu_s:.1f} s, other {run.other_cpu_s:.1f} s; machine busy "
+            f"{run.machine_busy:.0%} of {machine['nproc']} cores")
+        if run.first_progress_s is not None:
+            add(f"                 first progress callback after {run.first_progress_s:.2f} s "
+                f"({run.progress_calls} calls)")
+        for query, calls, ms in run.statements:
+            text = " ".join(query.split())
+            add(f"                 pg {ms / 1000:7.2f} s {calls:>7,}×  {text[:90]}")
+    if runs:
+        first = runs[0]
+        verdict = "PASS" if first.wall_s < TARGET_S else "FAIL"
+        add(f"target         run 1 < {TARGET_S:.0f} s: {verdict} ({first.wall_s:.2f} s, "
+            f"{opts.customers:,} customers × {opts.meters} meters)")
+        if opts.customers != 10_000 or opts.meters != 5:
+            add("               (the target is for 10,000 customers × 5 meters)")
+    if aggregate:
+        times = ", ".join(f"{t:.2f} s" for t, _ in aggregate)
+        add(f"aggregate      UTC period SELECT … GROUP BY customer, metric, group_key alone: "
+            f"{times} ({aggregate[0][1]:,} rows)")
+    if profile_text:
+        add("profile        (a third run, a refresh, under cProfile; cumulative time)")
+        out.extend("  " + line for line in profile_text.splitlines())
+    print("\n".join(out), flush=True)
+
+
+def _profile_text(profiler: cProfile.Profile) -> str:
+    stream = io.StringIO()
+    stats = pstats.Stats(profiler, stream=stream)
+    stats.sort_stats("cumulative").print_stats(r"portal|sqlalchemy|asyncpg|msgspec|decimal", 35)
+    stats.sort_stats("tottime").print_stats(20)
+    return stream.getvalue()
+
+
+# --------------------------------------------------------------------------- main
+
+
+async def measure(stack: Stack, opts: Options) -> tuple[list[RunFigures], list[tuple[float, int]] | None,
+                                                        str | None, str | None]:
+    try:
+        import portal.billing.run  # noqa: F401
+    except ImportError as exc:
+        return [], None, None, f"portal.billing.run is not importable ({exc})"
+    runs = [await invoice_run(stack, opts, "run 1 (create)"),
+            await invoice_run(stack, opts, "run 2 (refresh)")]
+    aggregate = await aggregate_query(stack)
+    profile_text = None
+    if opts.profile:
+        profiler = cProfile.Profile()
+        await invoice_run(stack, opts, "run 3 (profiled)", profiler=profiler)
+        profile_text = _profile_text(profiler)
+    return runs, aggregate, profile_text, None
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_options(argv)
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    machine = machine_info()
+    machine["busy_before"] = machine_busy_fraction(1.0)
+    if machine["busy_before"] > 0.1:
+        log(f"warning: the machine is {machine['busy_before']:.0%} busy before the start; "
+            "the figures will be slower than on a quiet machine")
+    stack = new_stack(opts)
+    try:
+        start_stack(stack, opts)
+        load = asyncio.run(load_data(stack, opts))
+        runs, aggregate, profile_text, missing = asyncio.run(measure(stack, opts))
+        print_report(opts, machine, load, runs, aggregate, profile_text, missing)
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        stop_stack(stack, opts)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,1 @@
+"""Authoritative billing: plans, subscriptions, rating, invoices and adjustments."""

@@ -1,0 +1,99 @@
+"""Automatic adjustments: late events re-rate a finalized invoice, and the difference
+becomes a debit note (more is owed) or a credit note (less is owed).
+
+The finalized invoice never changes. What is true now = the invoice + its adjustments:
+each adjustment carries the per-line differences and links the late events behind it.
+Credits drawn by the invoice stay as they were; a note's amount is settled on its own.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.billing.invoices import PeriodToRate, line_rows, load_invoice, rate_periods
+from portal.billing.lifecycle import next_number
+from portal.billing.locks import lock_customer
+from portal.db import values
+
+LineKey = tuple[str, str, str]  # segment start, kind, charge key
+
+
+def _key(kind: str, charge_key: str | None, segment_start: datetime) -> LineKey:
+    return (segment_start.astimezone(UTC).isoformat(), kind, charge_key or "")
+
+
+def line_deltas(
+    invoiced: dict[LineKey, tuple[Decimal, Decimal, dict[str, Any]]],
+    now_true: dict[LineKey, tuple[Decimal, Decimal, dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """Per line, (quantity, amount) now true minus what has been invoiced so far (pure)."""
+    out = []
+    for key in sorted(invoiced.keys() | now_true.keys()):
+        old_q, old_a, meta = invoiced.get(key) or (Decimal(0), Decimal(0), now_true[key][2])
+        new_q, new_a, _ = now_true.get(key) or (Decimal(0), Decimal(0), meta)
+        if new_q != old_q or new_a != old_a:
+            out.append({**meta, "segmentStart": key[0], "quantityDelta": format(new_q - old_q, "f"),
+                        "amountDelta": format(new_a - old_a, "f")})
+    return out
+
+
+async def settle_late_events(session: AsyncSession, invoice_id: int, *, now: datetime) -> int | None:
+    """Re-rate a finalized invoice and record what changed as an adjustment; settle its
+    late events. Returns the adjustment id (None when nothing changed the amount or
+    the invoice is no longer finalized). Safe to run twice."""
+    invoice = await load_invoice(session, invoice_id)
+    await lock_customer(session, invoice.customer_id)
+    invoice = await load_invoice(session, invoice_id, for_update=True)
+    if invoice.status != "finalized":
+        return None
+    pending: int = (await session.execute(
+        text("SELECT count(*) FROM late_events WHERE invoice_id = :id AND settled_at IS NULL"),
+        {"id": invoice_id})).scalar_one()
+    if not pending:
+        return None
+    item = PeriodToRate(invoice.customer_id, invoice.currency, invoice.period, invoice.planned_segments(),
+                        invoice.credits_applied)
+    rating = (await rate_periods(session, [item]))[0]
+    now_true = {_key(r[2], r[3], r[14]): (r[6], r[12], {"kind": r[2], "chargeKey": r[3], "meter": r[4],
+                                                        "description": r[5]})
+                for r in line_rows(invoice.id, rating)}
+    invoiced: dict[LineKey, tuple[Decimal, Decimal, dict[str, Any]]] = {}
+    rows = await session.execute(text(
+        "SELECT kind, charge_key, meter, description, segment_start, quantity, amount FROM invoice_lines "
+        "WHERE invoice_id = :id"), {"id": invoice_id})
+    for kind, charge_key, meter, description, seg_start, quantity, amount in (values(r) for r in rows):
+        meta = {"kind": kind, "chargeKey": charge_key, "meter": meter, "description": description}
+        invoiced[_key(kind, charge_key, seg_start)] = (quantity, amount, meta)
+    previous = await session.execute(text("SELECT lines FROM adjustments WHERE invoice_id = :id"),
+                                     {"id": invoice_id})
+    for (lines,) in (values(r) for r in previous):
+        for line in lines:
+            key = (line["segmentStart"], line["kind"], line["chargeKey"] or "")
+            quantity, amount, meta = invoiced.get(key) or (Decimal(0), Decimal(0), line)
+            invoiced[key] = (quantity + Decimal(line["quantityDelta"]), amount + Decimal(line["amountDelta"]),
+                             meta)
+    deltas = line_deltas(invoiced, now_true)
+    amount = sum((Decimal(d["amountDelta"]) for d in deltas), Decimal(0))
+    subtotal_delta = sum((Decimal(d["amountDelta"]) for d in deltas if d["kind"] != "discount"), Decimal(0))
+    adjustment_id = None
+    if amount != 0:
+        kind = "debit" if amount > 0 else "credit"
+        number = await next_number(session, "DN" if kind == "debit" else "CN")
+        row = (await session.execute(text(
+            "INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, amount, "
+            "lines, reason) VALUES (:i, :n, :k, :s, :d, :a, CAST(:l AS jsonb), :r) RETURNING id"),
+            {"i": invoice_id, "n": number, "k": kind, "s": subtotal_delta, "d": -(amount - subtotal_delta),
+             "a": amount, "l": msgspec.json.encode(deltas).decode(),
+             "r": f"{pending} event(s) arrived after {invoice.number} was finalized"})).one()
+        adjustment_id = int(values(row)[0])
+    await session.execute(
+        text("UPDATE late_events SET settled_at = :now, adjustment_id = :a "
+             "WHERE invoice_id = :id AND settled_at IS NULL"),
+        {"now": now, "a": adjustment_id, "id": invoice_id})
+    return adjustment_id

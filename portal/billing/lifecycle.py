@@ -1,0 +1,91 @@
+"""Invoice lifecycle: approve (finalize, numbered, immutable) and void (and reissue).
+
+Each change holds the customer's billing lock (see locks.py) for its whole transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.billing.credits import draw_credit, release_credit
+from portal.billing.errors import Conflict
+from portal.billing.invoices import InvoiceRow, load_invoice, refresh_draft
+from portal.billing.locks import lock_customer
+from portal.catalog.service import get_customer
+from portal.db import values
+
+INVOICE_SERIES = "INV"
+
+
+async def next_number(session: AsyncSession, series: str) -> str:
+    """The next gapless number of a document series ("INV-000042"), taken inside the
+    caller's transaction: a rollback gives the number back."""
+    row = (await session.execute(
+        text("INSERT INTO document_numbers (series, last) VALUES (:s, 1) ON CONFLICT (series) "
+             "DO UPDATE SET last = document_numbers.last + 1 RETURNING last"), {"s": series})).one()
+    return f"{series}-{int(values(row)[0]):06d}"
+
+
+async def approve(session: AsyncSession, invoice_id: int, *, approved_by: str, now: datetime,
+                  grace: timedelta, complete_through: datetime | None) -> InvoiceRow:
+    """Finalize a draft awaiting review: re-rate it one last time, number it, draw
+    prepaid credit. Raises Conflict if it is not a draft or still in its grace period."""
+    invoice = await load_invoice(session, invoice_id)
+    await lock_customer(session, invoice.customer_id)
+    invoice = await load_invoice(session, invoice_id, for_update=True)
+    if invoice.status != "draft":
+        raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}; "
+                       "only drafts are approved")
+    review_after = invoice.period_end + grace
+    if now < review_after:
+        raise Conflict(f"invoice {invoice.id} is not ready for review until {review_after.isoformat()} "
+                       "(its period plus the grace period for late events)")
+    customer = await get_customer(session, invoice.customer_id)
+    assert customer is not None
+    # Under the lock, no event of this customer is being persisted: this rating sees
+    # every event persisted so far, and any later one will be recorded as late.
+    await refresh_draft(session, customer, invoice.period, complete_through=complete_through)
+    invoice = await load_invoice(session, invoice_id)
+    number = await next_number(session, INVOICE_SERIES)
+    if invoice.credits_applied > 0:
+        await draw_credit(session, invoice.customer_id, invoice.id, invoice.credits_applied,
+                          usable_at=invoice.period_end)
+    await session.execute(
+        text("UPDATE invoices SET status = 'finalized', number = :n, finalized_at = :now, approved_by = :by "
+             "WHERE id = :id"), {"n": number, "now": now, "by": approved_by, "id": invoice.id})
+    return await load_invoice(session, invoice_id)
+
+
+async def void(session: AsyncSession, invoice_id: int, *, reason: str, now: datetime,
+               complete_through: datetime | None) -> tuple[InvoiceRow, InvoiceRow | None]:
+    """Void a finalized invoice and reissue its period as a new draft, rated afresh.
+
+    Its credit is given back; its adjustments stay with it (the reissue includes their
+    usage). Returns (voided invoice, reissued draft or None if no plan covers the period)."""
+    invoice = await load_invoice(session, invoice_id)
+    await lock_customer(session, invoice.customer_id)
+    invoice = await load_invoice(session, invoice_id, for_update=True)
+    if invoice.status != "finalized":
+        raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}; only finalized "
+                       "invoices are voided (a draft is simply recomputed)")
+    if not reason.strip():
+        raise Conflict("reason: say why the invoice is voided")
+    await release_credit(session, invoice.id)
+    await session.execute(
+        text("UPDATE invoices SET status = 'void', voided_at = :now, void_reason = :r WHERE id = :id"),
+        {"now": now, "r": reason, "id": invoice.id})
+    await session.execute(
+        text("UPDATE late_events SET settled_at = :now WHERE invoice_id = :id AND settled_at IS NULL"),
+        {"now": now, "id": invoice.id})
+    customer = await get_customer(session, invoice.customer_id)
+    assert customer is not None
+    reissued_id = await refresh_draft(session, customer, invoice.period, complete_through=complete_through)
+    reissued = None
+    if reissued_id is not None:
+        await session.execute(text("UPDATE invoices SET replaces_id = :old WHERE id = :new"),
+                              {"old": invoice.id, "new": reissued_id})
+        reissued = await load_invoice(session, reissued_id)
+    return await load_invoice(session, invoice_id), reissued

@@ -1,0 +1,77 @@
+"""Plans: stored as their validated definition (JSON), immutable once created."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.billing.errors import Conflict, Invalid, NotFound
+from portal.billing.schemas import Plan, PlanCreate
+from portal.db import values
+
+
+def plan_from_definition(definition: Any) -> Plan:
+    """A stored definition (JSON object) as a Plan."""
+    if isinstance(definition, str | bytes):
+        return msgspec.json.decode(definition, type=Plan)
+    return msgspec.convert(definition, Plan)
+
+
+def definition_of(plan: PlanCreate | Plan) -> dict[str, Any]:
+    """The plan as stored: camelCase JSON with every field present."""
+    data: dict[str, Any] = msgspec.to_builtins(plan)
+    return data
+
+
+async def check_meters(session: AsyncSession, plan: PlanCreate) -> None:
+    """Every charged meter exists, and every charge dimension is one of its groupBy."""
+    rows = await session.execute(text("SELECT metric_name, group_by FROM meters"))
+    meters = {str(m): list(g) for m, g in (values(r) for r in rows)}
+    for charge in plan.charges:
+        if charge.meter is None:
+            continue
+        if charge.meter not in meters:
+            raise Invalid(f"charge {charge.key}.meter: no meter {charge.meter!r}")
+        for dimension in charge.dimensions:
+            if dimension not in meters[charge.meter]:
+                raise Invalid(
+                    f"charge {charge.key}.dimensions: {dimension!r} is not in meter "
+                    f"{charge.meter}'s groupBy {meters[charge.meter]} (prices can only depend on "
+                    "dimensions the meter groups by)")
+
+
+async def create_plan(session: AsyncSession, data: PlanCreate) -> tuple[Plan, bool]:
+    """Store a plan; (plan, created). Creating the same definition again is a no-op;
+    the same id with another definition is a Conflict (plans are immutable)."""
+    await check_meters(session, data)
+    definition = definition_of(data)
+    row = (await session.execute(
+        text("INSERT INTO plans (id, name, currency, definition) "
+             "VALUES (:id, :name, :cur, CAST(:definition AS jsonb)) "
+             "ON CONFLICT (id) DO NOTHING RETURNING id"),
+        {"id": data.id, "name": data.name, "cur": data.currency,
+         "definition": msgspec.json.encode(definition).decode()},
+    )).first()
+    if row is not None:
+        return plan_from_definition(definition), True
+    existing = await get_plan(session, data.id)
+    if definition_of(existing) != definition:
+        raise Conflict(f"plan {data.id!r} exists with another definition; plans are immutable "
+                       "(create a new plan id and move subscriptions to it)")
+    return existing, False
+
+
+async def get_plan(session: AsyncSession, plan_id: str) -> Plan:
+    row = (await session.execute(
+        text("SELECT definition FROM plans WHERE id = :id"), {"id": plan_id})).first()
+    if row is None:
+        raise NotFound(f"no plan {plan_id!r}")
+    return plan_from_definition(values(row)[0])
+
+
+async def list_plans(session: AsyncSession) -> list[Plan]:
+    rows = await session.execute(text("SELECT definition FROM plans ORDER BY id"))
+    return [plan_from_definition(values(r)[0]) for r in rows]

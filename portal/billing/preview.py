@@ -1,0 +1,76 @@
+"""Live cost: the current period's invoice so far, and projected to the period's end.
+
+Read from Postgres (the authoritative aggregates, a fraction of a second behind ingest),
+never from the Redis live view: the number a customer sees must be the one they are billed.
+The projection rates the projected quantities (so tiers apply to where usage is heading),
+not a scaled amount.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.billing.errors import NotFound
+from portal.billing.invoices import PeriodToRate, line_rows, period_to_rate, rate_periods
+from portal.billing.quantities import UsageWindow, charge_quantities, meter_aggregations
+from portal.billing.rating import Rating, Segment, projected_quantity, rate_invoice
+from portal.billing.subscriptions import list_subscriptions, period_of
+from portal.billing.views import (
+    InvoicePreviewTotals,
+    LineView,
+    PreviewView,
+    TierView,
+    money_text,
+    quantity_text,
+)
+from portal.catalog.service import get_customer
+
+
+def _totals(rating: Rating) -> InvoicePreviewTotals:
+    cur = rating.currency
+    return InvoicePreviewTotals(money_text(rating.subtotal, cur), money_text(rating.discount_total, cur),
+                                money_text(rating.credits_applied, cur), money_text(rating.total, cur))
+
+
+async def preview(session: AsyncSession, customer_id: str, *, now: datetime,
+                  complete_through: datetime | None) -> PreviewView:
+    """Raises NotFound for an unknown customer or one without a current subscription."""
+    customer = await get_customer(session, customer_id)
+    if customer is None:
+        raise NotFound(f"no customer {customer_id!r}")
+    subs = await list_subscriptions(session, customer_id)
+    if not subs:
+        raise NotFound(f"customer {customer_id} has no subscription")
+    period = period_of(customer, subs[-1].anchor_day, now)
+    item = await period_to_rate(session, customer, period)
+    if item is None:
+        raise NotFound(f"customer {customer_id} has no subscription in the current period")
+    so_far = (await rate_periods(session, [item]))[0]
+    projected = await _projected(session, item, now)
+    lines = [LineView(r[1], r[2], r[3], r[4], r[5], quantity_text(r[6]), quantity_text(r[7]),
+                      quantity_text(r[8]), None if r[9] is None else quantity_text(r[9]),
+                      msgspec.json.decode(r[10], type=list[TierView]),
+                      quantity_text(r[11]), money_text(r[12], customer.currency), r[13], r[14], r[15])
+             for r in line_rows(0, so_far)]
+    return PreviewView(customer.id, customer.currency, period.start, period.end, complete_through,
+                       _totals(so_far), _totals(projected), lines)
+
+
+async def _projected(session: AsyncSession, item: PeriodToRate, now: datetime) -> Rating:
+    aggregations = await meter_aggregations(session)
+    windows = [UsageWindow(j, item.customer_id, seg.start, seg.end, seg.plan)
+               for j, seg in enumerate(item.segments)]
+    quantities = await charge_quantities(session, windows, aggregations)
+    segments = []
+    for j, seg in enumerate(item.segments):
+        length = (seg.end - seg.start).total_seconds()
+        elapsed = min(max((now - seg.start).total_seconds(), 0.0), length)
+        meters = {c.key: aggregations.get(c.meter or "", "sum") for c in seg.plan.charges}
+        scaled = {key: projected_quantity(meters[key], q, elapsed_s=elapsed, period_s=length)
+                  for key, q in quantities.get(j, {}).items()}
+        segments.append(Segment(seg.plan, seg.start, seg.end, seg.fraction, scaled, seg.discounts))
+    return rate_invoice(segments, currency=item.currency, credit_available=item.credit_available)
+

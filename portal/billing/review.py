@@ -1,0 +1,100 @@
+"""The review queue: drafts whose period and grace period have passed, each with what an
+account manager should look at before approving it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.billing.invoices import INVOICE_COLUMNS, InvoiceRow, invoice_row, summary_of
+from portal.billing.views import ReviewItem, money_text
+from portal.db import values
+
+
+def change_flags(
+    total: Decimal, previous: Decimal | None, factor: Decimal,
+) -> tuple[Decimal | None, list[str]]:
+    """(total / previous, flags) for a period-over-period change (pure).
+
+    A change of more than `factor` times up or down is flagged; so is a first bill
+    after a zero one, since no ratio describes it."""
+    if previous is None:
+        return None, ["first_invoice"]
+    if previous == 0:
+        return None, (["large_change"] if total != 0 else [])
+    ratio = total / previous
+    flagged = ratio > factor or ratio < 1 / factor
+    return ratio, (["large_change"] if flagged else [])
+
+
+async def _previous_total(session: AsyncSession, invoice: InvoiceRow) -> Decimal | None:
+    """What the customer's previous finalized period came to, adjustments included."""
+    row = (await session.execute(text(
+        "SELECT i.total + COALESCE((SELECT sum(a.amount) FROM adjustments a "
+        "WHERE a.invoice_id = i.id), 0) FROM invoices i WHERE i.customer_id = :c "
+        "AND i.status = 'finalized' AND i.period_end <= :s ORDER BY i.period_end DESC LIMIT 1"),
+        {"c": invoice.customer_id, "s": invoice.period_start})).first()
+    return None if row is None else Decimal(values(row)[0])
+
+
+async def _count(session: AsyncSession, sql: str, **params: object) -> int:
+    return int((await session.execute(text(sql), params)).scalar_one())
+
+
+async def _data_health(session: AsyncSession, invoice: InvoiceRow) -> list[tuple[str, str]]:
+    """(flag, note) for what makes the period's usage doubtful."""
+    found = []
+    failed = await _count(
+        session, "SELECT count(*) FROM failed_events WHERE customer_id = :c AND status = 'failed' "
+        "AND to_timestamp((event->>'timestamp')::bigint / 1000.0) >= :s "
+        "AND to_timestamp((event->>'timestamp')::bigint / 1000.0) < :e",
+        c=invoice.customer_id, s=invoice.period_start, e=invoice.period_end)
+    if failed:
+        found.append(("failed_events", f"{failed} event(s) in this period failed to persist; "
+                                       "replay them before approving"))
+    drift = await _count(
+        session, "SELECT count(*) FROM live_drift WHERE customer_id = :c "
+        "AND run_id = (SELECT max(id) FROM reconcile_runs)", c=invoice.customer_id)
+    if drift:
+        found.append(("drift", f"the last reconcile found the live view off for {drift} meter(s) "
+                               "of this customer"))
+    conflicts = await _count(
+        session, "SELECT count(*) FROM event_conflicts WHERE customer_id = :c AND detected_at >= :s",
+        c=invoice.customer_id, s=invoice.period_start)
+    if conflicts:
+        found.append(("conflicts", f"{conflicts} event id(s) were re-sent with different content "
+                                   "and refused"))
+    return found
+
+
+async def review_queue(session: AsyncSession, *, now: datetime, grace: timedelta,
+                       change_factor: Decimal, limit: int = 200) -> list[ReviewItem]:
+    """Drafts awaiting review, oldest period first, with flags: large_change (more than
+    `change_factor` times up or down vs the customer's previous period), first_invoice,
+    failed_events (events of the period the workers could not persist), drift (the last
+    reconcile found the live view and Postgres apart for the customer), conflicts (event
+    ids re-used with other content)."""
+    rows = await session.execute(text(
+        f"SELECT {INVOICE_COLUMNS} FROM invoices WHERE status = 'draft' "
+        "AND period_end + CAST(:grace AS interval) <= :now ORDER BY period_end, customer_id LIMIT :limit"),
+        {"grace": grace, "now": now, "limit": limit})
+    out = []
+    for invoice in [invoice_row(r) for r in rows]:
+        cur = invoice.currency
+        previous = await _previous_total(session, invoice)
+        ratio, flags = change_flags(invoice.total, previous, change_factor)
+        notes = []
+        if "large_change" in flags:
+            notes.append(f"total {money_text(invoice.total, cur)} against "
+                         f"{money_text(previous or Decimal(0), cur)} last period")
+        for flag, note in await _data_health(session, invoice):
+            flags.append(flag)
+            notes.append(note)
+        out.append(ReviewItem(
+            summary_of(invoice, invoice.total, now=now, grace=grace),
+            None if previous is None else money_text(previous, cur),
+            None if ratio is None else format(ratio.quantize(Decimal("0.01")), "f"), flags, notes))
+    return out

@@ -1,0 +1,254 @@
+"""Billing API (admin key): plans, subscriptions, credits, invoices, adjustments, review."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from litestar import Controller, Request, Response, get, post
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from sqlalchemy import text
+
+from portal.billing import credits, export, invoices, lifecycle, plans, preview, review, subscriptions
+from portal.billing.errors import BillingError, Conflict, Invalid, NotFound
+from portal.billing.schemas import (
+    ApproveRequest,
+    CreditGrantCreate,
+    DraftRequest,
+    Plan,
+    PlanCreate,
+    SubscriptionCreate,
+    VoidRequest,
+)
+from portal.billing.subscriptions import Subscription
+from portal.billing.views import (
+    AdjustmentView,
+    InvoiceState,
+    InvoiceSummary,
+    InvoiceView,
+    PreviewView,
+    ReviewItem,
+)
+from portal.catalog.service import get_customer
+from portal.db import values
+from portal.dependencies import Db, Portal
+from portal.periods import period_for, to_datetime
+from portal.state import PortalState
+
+ADMIN = {"scope": "admin"}
+_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422}
+
+
+def billing_error(request: Request[Any, Any, Any], exc: BillingError) -> Response[Any]:
+    """NotFound → 404, Conflict → 409, Invalid → 422; the message names the problem."""
+    status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 400)
+    return Response({"status_code": status, "detail": str(exc)}, status_code=status)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _complete_through(portal: PortalState) -> datetime | None:
+    try:
+        return to_datetime(await portal.live.watermark_ms() / 1000)
+    except Exception:  # Redis down: the invoice is still right, its watermark unknown
+        return None
+
+
+class PlanController(Controller):
+    """Plans: currency and charges, as data. Immutable; a price change is a new plan."""
+
+    path = "/v1/plans"
+    tags = ["billing"]
+    opt = ADMIN
+
+    @post("/")
+    async def create(self, data: JSONBody[PlanCreate], db: Db) -> Response[Plan]:
+        """201 with the plan; 200 if the same plan exists already; 409 if the id is taken
+        by another definition; 422 naming the field for a bad charge."""
+        plan, created = await plans.create_plan(db, data)
+        return Response(plan, status_code=201 if created else 200)
+
+    @get("/")
+    async def list_(self, db: Db) -> list[Plan]:
+        return await plans.list_plans(db)
+
+    @get("/{plan_id:str}")
+    async def get_(self, plan_id: FromPath[str], db: Db) -> Plan:
+        return await plans.get_plan(db, plan_id)
+
+
+class CustomerBillingController(Controller):
+    """A customer's subscriptions, prepaid credit, live cost and drafts."""
+
+    path = "/v1/customers/{customer_id:str}"
+    tags = ["billing"]
+    opt = ADMIN
+
+    @get("/subscriptions")
+    async def subscriptions_(self, customer_id: FromPath[str], db: Db) -> list[Subscription]:
+        return await subscriptions.list_subscriptions(db, customer_id)
+
+    @post("/subscriptions", status_code=201)
+    async def subscribe(self, customer_id: FromPath[str], data: JSONBody[SubscriptionCreate],
+                        db: Db) -> Subscription:
+        """First subscription, or a plan change (next period by default)."""
+        return await subscriptions.subscribe(db, customer_id, data, now=_now())
+
+    @get("/credits")
+    async def credits_(self, customer_id: FromPath[str], db: Db) -> credits.CreditBalance:
+        customer = await get_customer(db, customer_id)
+        if customer is None:
+            raise NotFoundException(f"no customer {customer_id!r}")
+        return await credits.credit_balance(db, customer_id, currency=customer.currency, usable_at=_now())
+
+    @post("/credits", status_code=201)
+    async def grant(self, customer_id: FromPath[str], data: JSONBody[CreditGrantCreate],
+                    db: Db) -> credits.CreditGrant:
+        """Grant prepaid credit in the customer's currency."""
+        return await credits.grant_credit(db, customer_id, data)
+
+    @get("/invoices/preview")
+    async def preview_(self, customer_id: FromPath[str], db: Db, portal: Portal) -> PreviewView:
+        """The current period's cost so far and projected to its end (not stored)."""
+        return await preview.preview(db, customer_id, now=_now(),
+                                     complete_through=await _complete_through(portal))
+
+    @post("/invoices", status_code=200)
+    async def draft(self, customer_id: FromPath[str], data: JSONBody[DraftRequest], db: Db,
+                    portal: Portal) -> InvoiceView:
+        """Create or refresh the draft of a period (default: the current one)."""
+        customer = await get_customer(db, customer_id)
+        if customer is None:
+            raise NotFoundException(f"no customer {customer_id!r}")
+        subs = await subscriptions.list_subscriptions(db, customer_id)
+        if not subs:
+            raise NotFound(f"customer {customer_id} has no subscription")
+        anchor = subs[-1].anchor_day
+        period = (subscriptions.month_period(customer.timezone, anchor, data.period) if data.period
+                  else period_for(_now(), customer.timezone, anchor))
+        complete = await _complete_through(portal)
+        invoice_id = await invoices.refresh_draft(db, customer, period, complete_through=complete)
+        if invoice_id is None:
+            raise NotFound(f"customer {customer_id} has no subscription in the period starting "
+                           f"{period.start.isoformat()}")
+        return await invoices.get_invoice(db, invoice_id, now=_now(), grace=portal.settings.invoice_grace,
+                                          complete_through=complete)
+
+
+class InvoiceController(Controller):
+    """Invoices: drafts (re-rated whenever read), review, approval, voiding, export."""
+
+    path = "/v1/invoices"
+    tags = ["billing"]
+    opt = ADMIN
+
+    @get("/")
+    async def list_(
+        self, db: Db, portal: Portal,
+        customer_id: Annotated[str | None, QueryParameter(query="customerId")] = None,
+        state: FromQuery[InvoiceState | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        before: Annotated[int | None, QueryParameter(ge=1)] = None,
+    ) -> list[InvoiceSummary]:
+        """Newest first; page with `before=<last id>`."""
+        return await invoices.list_invoices(db, now=_now(), grace=portal.settings.invoice_grace,
+                                            customer_id=customer_id, state=state, limit=limit,
+                                            after_id=before)
+
+    @get("/{invoice_id:int}")
+    async def get_(self, invoice_id: FromPath[int], db: Db, portal: Portal) -> InvoiceView:
+        return await invoices.get_invoice(db, invoice_id, now=_now(), grace=portal.settings.invoice_grace,
+                                          complete_through=await _complete_through(portal))
+
+    @post("/{invoice_id:int}/approve", status_code=200)
+    async def approve(self, invoice_id: FromPath[int], data: JSONBody[ApproveRequest], db: Db,
+                      portal: Portal, request: Request[Any, Any, Any]) -> InvoiceView:
+        """Finalize a draft awaiting review: numbered, immutable, prepaid credit drawn."""
+        key = request.scope["state"].get("api_key")
+        approved_by = data.approved_by or (f"key:{key.name}" if key is not None else "unknown")
+        grace = portal.settings.invoice_grace
+        invoice = await lifecycle.approve(db, invoice_id, approved_by=approved_by, now=_now(), grace=grace,
+                                          complete_through=await _complete_through(portal))
+        return await invoices.invoice_view(db, invoice, now=_now(), grace=grace)
+
+    @post("/{invoice_id:int}/void", status_code=200)
+    async def void(self, invoice_id: FromPath[int], data: JSONBody[VoidRequest], db: Db,
+                   portal: Portal) -> InvoiceView:
+        """Void a finalized invoice; answers with the reissued draft of its period."""
+        grace = portal.settings.invoice_grace
+        voided, reissued = await lifecycle.void(db, invoice_id, reason=data.reason, now=_now(),
+                                                complete_through=await _complete_through(portal))
+        return await invoices.invoice_view(db, reissued or voided, now=_now(), grace=grace)
+
+    @get("/{invoice_id:int}/adjustments")
+    async def adjustments(self, invoice_id: FromPath[int], db: Db) -> list[AdjustmentView]:
+        invoice = await invoices.load_invoice(db, invoice_id)
+        return await invoices.adjustments_of(db, invoice)
+
+    @get("/export.csv", media_type="text/csv")
+    async def export_invoices(
+        self, db: Db,
+        customer_id: Annotated[str | None, QueryParameter(query="customerId")] = None,
+        status: FromQuery[Literal["draft", "finalized", "void"] | None] = None,
+        period_from: Annotated[datetime | None, QueryParameter(query="from")] = None,
+        period_to: Annotated[datetime | None, QueryParameter(query="to")] = None,
+    ) -> Response[str]:
+        """One row per invoice and per adjustment note; `from`/`to` bound the period start."""
+        body = await export.invoices_csv(db, customer_id=customer_id, status=status,
+                                         period_from=period_from, period_to=period_to)
+        return Response(body, media_type="text/csv",
+                        headers={"Content-Disposition": 'attachment; filename="invoices.csv"'})
+
+    @get("/lines.csv", media_type="text/csv")
+    async def export_lines(
+        self, db: Db,
+        customer_id: Annotated[str | None, QueryParameter(query="customerId")] = None,
+        status: FromQuery[Literal["draft", "finalized", "void"] | None] = None,
+        period_from: Annotated[datetime | None, QueryParameter(query="from")] = None,
+        period_to: Annotated[datetime | None, QueryParameter(query="to")] = None,
+    ) -> Response[str]:
+        """One row per invoice line and per adjustment line."""
+        body = await export.lines_csv(db, customer_id=customer_id, status=status,
+                                      period_from=period_from, period_to=period_to)
+        return Response(body, media_type="text/csv",
+                        headers={"Content-Disposition": 'attachment; filename="invoice-lines.csv"'})
+
+
+class ReviewController(Controller):
+    path = "/v1/review-queue"
+    tags = ["billing"]
+    opt = ADMIN
+
+    @get("/")
+    async def queue(self, db: Db, portal: Portal) -> list[ReviewItem]:
+        """Drafts awaiting approval, with what to check first."""
+        return await review.review_queue(db, now=_now(), grace=portal.settings.invoice_grace,
+                                         change_factor=portal.settings.review_change_factor)
+
+
+class AdjustmentController(Controller):
+    path = "/v1/adjustments"
+    tags = ["billing"]
+    opt = ADMIN
+
+    @get("/")
+    async def list_(
+        self, db: Db,
+        customer_id: Annotated[str | None, QueryParameter(query="customerId")] = None,
+    ) -> list[AdjustmentView]:
+        """Debit and credit notes, newest first."""
+        rows = await db.execute(text(
+            "SELECT DISTINCT a.invoice_id FROM adjustments a JOIN invoices i ON i.id = a.invoice_id "
+            "WHERE CAST(:c AS text) IS NULL OR i.customer_id = :c"), {"c": customer_id})
+        out: list[AdjustmentView] = []
+        for row in rows:
+            invoice_id: int = values(row)[0]
+            out += await invoices.adjustments_of(db, await invoices.load_invoice(db, invoice_id))
+        return sorted(out, key=lambda a: a.id, reverse=True)
+
+
+billing_handlers = [PlanController, CustomerBillingController, InvoiceController, ReviewController,
+                    AdjustmentController]

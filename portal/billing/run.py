@@ -1,0 +1,122 @@
+"""The invoice run: create or refresh every subscribed customer's draft for one month.
+
+"Period YYYY-MM" is, for each customer, the billing period that starts in that calendar
+month in its own zone on its anchor day. Customers are rated in chunks, each chunk in
+its own transaction (a few bulk queries each), so progress is visible and a failure
+loses one chunk, not the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from portal.billing.errors import Invalid
+from portal.billing.invoices import PeriodToRate, planned, plans_by_id, rate_periods, save_drafts
+from portal.billing.subscriptions import month_period, segments_in, subscriptions_by_customer
+from portal.db import transaction, values
+from portal.periods import BillingPeriod
+
+CHUNK = 500
+
+
+@dataclass(slots=True)
+class RunSummary:
+    month: str
+    customers: int = 0
+    created: int = 0
+    refreshed: int = 0
+    skipped_finalized: int = 0
+    without_subscription: int = 0
+    totals: dict[str, Decimal] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Customer:
+    id: str
+    timezone: str
+    currency: str
+    anchor_day: int | None
+
+
+async def _customers(session: AsyncSession) -> list[_Customer]:
+    rows = await session.execute(text(
+        "SELECT c.id, c.timezone, c.currency, (SELECT s.anchor_day FROM subscriptions s "
+        "WHERE s.customer_id = c.id ORDER BY s.starts_at DESC LIMIT 1) FROM customers c ORDER BY c.id"))
+    return [_Customer(str(i), str(tz), str(cur).strip(), a) for i, tz, cur, a in (values(r) for r in rows)]
+
+
+async def _credits(session: AsyncSession, customer_ids: list[str], usable_at: dict[str, datetime]
+                   ) -> dict[str, Decimal]:
+    rows = await session.execute(text(
+        "SELECT g.customer_id, g.expires_at, g.amount - COALESCE((SELECT sum(a.amount) FROM "
+        "credit_applications a WHERE a.grant_id = g.id AND a.released_at IS NULL), 0) "
+        "FROM credit_grants g WHERE g.customer_id = ANY(:ids)"), {"ids": customer_ids})
+    out: dict[str, Decimal] = {}
+    for customer_id, expires_at, remaining in (values(r) for r in rows):
+        if expires_at is None or expires_at >= usable_at[customer_id]:
+            out[customer_id] = out.get(customer_id, Decimal(0)) + remaining
+    return out
+
+
+async def _run_chunk(session: AsyncSession, chunk: list[_Customer], month: str, summary: RunSummary,
+                     complete_through: datetime | None) -> None:
+    periods: dict[str, BillingPeriod] = {}
+    for customer in chunk:
+        assert customer.anchor_day is not None
+        periods[customer.id] = month_period(customer.timezone, customer.anchor_day, month)
+    low = min(p.start for p in periods.values())
+    high = max(p.end for p in periods.values())
+    subs = await subscriptions_by_customer(session, list(periods), low, high)
+    bounds = {cid: segments_in(subs.get(cid, []), period) for cid, period in periods.items()}
+    summary.without_subscription += sum(1 for b in bounds.values() if not b)
+    plans = await plans_by_id(session, {b.subscription.plan_id for bs in bounds.values() for b in bs})
+    credits = await _credits(session, [c.id for c in chunk], {cid: p.end for cid, p in periods.items()})
+    items = [PeriodToRate(c.id, c.currency, periods[c.id], planned(bounds[c.id], plans),
+                          credits.get(c.id, Decimal(0)))
+             for c in chunk if bounds[c.id]]
+    ratings = await rate_periods(session, items)
+    written, created = await save_drafts(session, items, ratings, complete_through=complete_through)
+    summary.created += created
+    summary.refreshed += len(written) - created
+    summary.skipped_finalized += len(items) - len(written)
+    for item, rating in zip(items, ratings, strict=True):
+        if item.customer_id in written:
+            summary.totals[item.currency] = summary.totals.get(item.currency, Decimal(0)) + rating.total
+
+
+async def run_invoices(
+    sessions: async_sessionmaker[AsyncSession], *, month: str, now: datetime,
+    complete_through: datetime | None = None, progress: Callable[[int, int], None] | None = None,
+) -> RunSummary:
+    """Create or refresh the drafts of `month` for every customer with a subscription.
+
+    Finalized invoices are left alone (late events adjust them). Raises Invalid for a
+    malformed month; a failing chunk is recorded in `errors` and the run goes on."""
+    earliest = month_period("Pacific/Kiritimati", 1, month)  # validates YYYY-MM first
+    if earliest.start > now:
+        raise Invalid(f"period: {month} has not started yet anywhere")
+    summary = RunSummary(month=month)
+    async with sessions() as session:
+        customers = await _customers(session)
+    subscribed = [c for c in customers if c.anchor_day is not None]
+    summary.customers = len(customers)
+    summary.without_subscription = len(customers) - len(subscribed)
+    done = 0
+    for offset in range(0, len(subscribed), CHUNK):
+        chunk = subscribed[offset:offset + CHUNK]
+        try:
+            async with transaction(sessions) as session:
+                await _run_chunk(session, chunk, month, summary, complete_through)
+        except Exception as exc:
+            summary.errors.append(f"customers {chunk[0].id}..{chunk[-1].id}: {type(exc).__name__}: {exc}")
+        done += len(chunk)
+        if progress is not None:
+            progress(done, len(subscribed))
+    return summary

@@ -1,0 +1,191 @@
+"""Subscriptions: which plan a customer is on, over time, and how that splits a period."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.billing.errors import Conflict, Invalid, NotFound
+from portal.billing.locks import lock_customer
+from portal.billing.plans import get_plan
+from portal.billing.schemas import Discount, SubscriptionCreate
+from portal.catalog.schemas import Customer
+from portal.catalog.service import get_customer
+from portal.db import values
+from portal.periods import (
+    BillingPeriod,
+    anchor_date,
+    hour_bucket,
+    local_date,
+    local_midnight,
+    period_for,
+    to_datetime,
+)
+from portal.schemas import CamelStruct
+
+
+class Subscription(CamelStruct):
+    id: int
+    customer_id: str
+    plan_id: str
+    anchor_day: int
+    starts_at: datetime
+    ends_at: datetime | None
+    discounts: tuple[Discount, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentBounds:
+    """The part [start, end) of a period that one subscription covers."""
+
+    subscription: Subscription
+    start: datetime
+    end: datetime
+    fraction: Decimal
+
+
+def segments_in(subscriptions: list[Subscription], period: BillingPeriod) -> list[SegmentBounds]:
+    """The subscriptions' overlaps with `period`, in time order, each with its share of
+    the period's length (exact: seconds over seconds)."""
+    length = Decimal(int((period.end - period.start).total_seconds()))
+    out: list[SegmentBounds] = []
+    for sub in sorted(subscriptions, key=lambda s: s.starts_at):
+        start = max(sub.starts_at, period.start)
+        end = min(sub.ends_at or period.end, period.end)
+        if end > start:
+            seconds = Decimal(int((end - start).total_seconds()))
+            out.append(SegmentBounds(sub, start, end, seconds / length))
+    return out
+
+
+_COLUMNS = "id, customer_id, plan_id, anchor_day, starts_at, ends_at, discounts"
+
+
+def _subscription(row: Any) -> Subscription:
+    sid, customer_id, plan_id, anchor_day, starts_at, ends_at, discounts = values(row)
+    return Subscription(sid, customer_id, plan_id, anchor_day, starts_at, ends_at,
+                        msgspec.convert(discounts, tuple[Discount, ...]))
+
+
+async def list_subscriptions(session: AsyncSession, customer_id: str) -> list[Subscription]:
+    rows = await session.execute(
+        text(f"SELECT {_COLUMNS} FROM subscriptions WHERE customer_id = :c ORDER BY starts_at"),
+        {"c": customer_id})
+    return [_subscription(r) for r in rows]
+
+
+async def subscriptions_by_customer(
+    session: AsyncSession, customer_ids: list[str] | None, start: datetime, end: datetime,
+) -> dict[str, list[Subscription]]:
+    """Subscriptions overlapping [start, end), per customer (all customers if None)."""
+    rows = await session.execute(
+        text(f"SELECT {_COLUMNS} FROM subscriptions "
+             "WHERE starts_at < :end AND (ends_at IS NULL OR ends_at > :start) "
+             "AND (CAST(:ids AS text[]) IS NULL OR customer_id = ANY(:ids)) "
+             "ORDER BY customer_id, starts_at"),
+        {"start": start, "end": end, "ids": customer_ids})
+    out: dict[str, list[Subscription]] = {}
+    for row in rows:
+        sub = _subscription(row)
+        out.setdefault(sub.customer_id, []).append(sub)
+    return out
+
+
+def anchor_of(subscriptions: list[Subscription]) -> int | None:
+    return subscriptions[-1].anchor_day if subscriptions else None
+
+
+def period_of(customer: Customer, anchor_day: int, at: datetime) -> BillingPeriod:
+    return period_for(at, customer.timezone, anchor_day)
+
+
+def _effective_at(customer: Customer, current: Subscription, data: SubscriptionCreate,
+                  now: datetime, effective_at: datetime | None) -> datetime:
+    if effective_at is not None:
+        if effective_at.tzinfo is None:
+            raise Invalid("effectiveAt: needs a time zone offset (e.g. Z)")
+        if hour_bucket(effective_at.timestamp(), customer.timezone) != effective_at.timestamp():
+            raise Invalid("effectiveAt: must start one of the customer's hours (usage is metered "
+                          "hourly, so a plan change happens between hours)")
+        return effective_at.astimezone(UTC)
+    if data.effective == "immediate":
+        # From the next hour: every hour of usage then belongs to exactly one plan.
+        return to_datetime(hour_bucket(now.timestamp() + 3600, customer.timezone))
+    return period_for(now, customer.timezone, current.anchor_day).end
+
+
+async def subscribe(session: AsyncSession, customer_id: str, data: SubscriptionCreate, *,
+                    now: datetime) -> Subscription:
+    """Start a customer's first subscription, or change its plan (see SubscriptionCreate).
+
+    Raises NotFound (customer, plan), Invalid (currency, anchor, instant) or Conflict
+    (a change reaching into a finalized period, the same plan again)."""
+    customer = await get_customer(session, customer_id)
+    if customer is None:
+        raise NotFound(f"no customer {customer_id!r}")
+    plan = await get_plan(session, data.plan_id)
+    if plan.currency != customer.currency:
+        raise Invalid(f"planId: plan {plan.id} is priced in {plan.currency}, but customer "
+                      f"{customer.id} is billed in {customer.currency}")
+    await lock_customer(session, customer_id)
+    existing = await list_subscriptions(session, customer_id)
+    discounts = msgspec.json.encode(data.discounts).decode()
+    if not existing:
+        day = data.start_date or local_date(now.timestamp(), customer.timezone)
+        anchor = data.anchor_day or day.day
+        return await _insert(session, customer_id, plan.id, anchor, local_midnight(day, customer.timezone),
+                             discounts)
+    if data.start_date is not None:
+        raise Invalid("startDate: the customer is subscribed already; a plan change takes "
+                      "effect at the next period, or use effective=immediate or effectiveAt")
+    current = next((s for s in existing if s.starts_at <= now and (s.ends_at is None or s.ends_at > now)),
+                   existing[-1])
+    if data.anchor_day is not None and data.anchor_day != current.anchor_day:
+        raise Invalid(f"anchorDay: the billing anchor stays {current.anchor_day} across plan changes")
+    at = _effective_at(customer, current, data, now, data.effective_at)
+    if at <= existing[0].starts_at:
+        raise Invalid(f"effectiveAt: before the first subscription starts ({existing[0].starts_at})")
+    finalized = (await session.execute(
+        text("SELECT number FROM invoices WHERE customer_id = :c AND status = 'finalized' "
+             "AND period_end > :at ORDER BY period_end DESC LIMIT 1"), {"c": customer_id, "at": at},
+    )).first()
+    if finalized is not None:
+        raise Conflict(f"the change at {at.isoformat()} falls in a period already invoiced "
+                       f"({values(finalized)[0]}); void that invoice first")
+    on_plan = next((s for s in existing if s.starts_at <= at and (s.ends_at is None or s.ends_at > at)), None)
+    if on_plan is not None and on_plan.plan_id == plan.id and not data.discounts:
+        raise Conflict(f"customer {customer_id} is already on plan {plan.id} at {at.isoformat()}")
+    # A later change replaces changes scheduled after it.
+    await session.execute(text("DELETE FROM subscriptions WHERE customer_id = :c AND starts_at >= :at"),
+                          {"c": customer_id, "at": at})
+    await session.execute(
+        text("UPDATE subscriptions SET ends_at = :at WHERE customer_id = :c AND starts_at < :at "
+             "AND (ends_at IS NULL OR ends_at > :at)"), {"c": customer_id, "at": at})
+    return await _insert(session, customer_id, plan.id, current.anchor_day, at, discounts)
+
+
+async def _insert(session: AsyncSession, customer_id: str, plan_id: str, anchor_day: int,
+                  starts_at: datetime, discounts: str) -> Subscription:
+    row = (await session.execute(
+        text(f"INSERT INTO subscriptions (customer_id, plan_id, anchor_day, starts_at, discounts) "
+             f"VALUES (:c, :p, :a, :s, CAST(:d AS jsonb)) RETURNING {_COLUMNS}"),
+        {"c": customer_id, "p": plan_id, "a": anchor_day, "s": starts_at, "d": discounts},
+    )).one()
+    return _subscription(row)
+
+
+def month_period(customer_tz: str, anchor_day: int, month: str) -> BillingPeriod:
+    """The period that starts in calendar month `month` ("YYYY-MM") in the customer's zone
+    (on its anchor day). Raises Invalid when `month` is not YYYY-MM."""
+    try:
+        first = date.fromisoformat(f"{month}-01")
+    except ValueError as exc:
+        raise Invalid(f"period: expected YYYY-MM, got {month!r}") from exc
+    start = local_midnight(anchor_date(first.year, first.month, anchor_day), customer_tz)
+    return period_for(start, customer_tz, anchor_day)

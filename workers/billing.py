@@ -1,0 +1,41 @@
+"""Billing actors: turn late events into adjustments of finalized invoices."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dramatiq
+from sqlalchemy import text
+
+from portal.billing.adjustments import settle_late_events
+from portal.broker import MAINTENANCE_QUEUE
+from portal.db import transaction, values
+from workers.context import get_context
+
+SETTLE_ACTOR = "settle_late_events"
+
+
+@dramatiq.actor(actor_name=SETTLE_ACTOR, queue_name=MAINTENANCE_QUEUE, max_retries=10,
+                min_backoff=1_000, max_backoff=60_000, time_limit=300_000)
+async def settle_late_events_actor(invoice_id: int) -> None:
+    """Re-rate a finalized invoice that received late events; record the adjustment.
+    Safe to run twice: settled events are not counted again."""
+    ctx = await get_context()
+    async with transaction(ctx.sessions) as session:
+        await settle_late_events(session, invoice_id, now=datetime.now(UTC))
+
+
+@dramatiq.actor(actor_name="sweep_late_events", queue_name=MAINTENANCE_QUEUE, max_retries=0,
+                time_limit=300_000)
+async def sweep_late_events() -> None:
+    """Settle late events whose adjustment job was lost (e.g. a worker died between the
+    commit and the enqueue). Not retried: the scheduler runs it again."""
+    ctx = await get_context()
+    async with transaction(ctx.sessions) as session:
+        rows = await session.execute(text(
+            "SELECT DISTINCT invoice_id FROM late_events "
+            "WHERE settled_at IS NULL AND recorded_at < now() - interval '1 minute'"))
+        invoice_ids = [int(values(r)[0]) for r in rows]
+    for invoice_id in invoice_ids:
+        async with transaction(ctx.sessions) as session:
+            await settle_late_events(session, invoice_id, now=datetime.now(UTC))
