@@ -255,6 +255,7 @@ class RunFigures:
     postgres_cpu_s: float
     other_cpu_s: float
     machine_busy: float
+    foreign: list[tuple[str, float]]
     first_progress_s: float | None
     progress_calls: int
     invoices: int
@@ -320,7 +321,7 @@ async def invoice_run(stack: Stack, opts: Options, name: str, *,
         name=name, wall_s=wall, summary=summary, python_cpu_s=cpu_self,
         postgres_cpu_s=usage.by_role.get("postgres", 0.0),
         other_cpu_s=max(0.0, usage.machine_busy_s - cpu_self - usage.by_role.get("postgres", 0.0)),
-        machine_busy=usage.machine_busy_fraction,
+        machine_busy=usage.machine_busy_fraction, foreign=usage.foreign(),
         first_progress_s=calls[0] if calls else None, progress_calls=len(calls),
         invoices=invoices, lines=lines, statuses=statuses, statements=statements)
 
@@ -389,6 +390,9 @@ def print_report(opts: Options, machine: dict[str, Any], load: LoadFigures,
         add(f"                 CPU: python (this process) {run.python_cpu_s:.1f} s, postgres "
             f"{run.postgres_cpu_s:.1f} s, other {run.other_cpu_s:.1f} s; machine busy "
             f"{run.machine_busy:.0%} of {machine['nproc']} cores")
+        if run.foreign:
+            add("                 other processes: "
+                + ", ".join(f"{name} {cpu:.1f} s" for name, cpu in run.foreign))
         if run.first_progress_s is not None:
             add(f"                 first progress callback after {run.first_progress_s:.2f} s "
                 f"({run.progress_calls} calls)")

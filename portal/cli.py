@@ -249,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--full", action="store_true", help="rebuild every live hour")
     reconcile.set_defaults(func=cmd_reconcile)
 
+    from portal.billing.cli import register_billing_commands
+
+    register_billing_commands(sub, _settings)
+
     trickle = sub.add_parser("demo-trickle", help=argparse.SUPPRESS)
     trickle.add_argument("--url", required=True)
     trickle.add_argument("--key", required=True)

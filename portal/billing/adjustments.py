@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.billing.invoices import PeriodToRate, line_rows, load_invoice, rate_periods
 from portal.billing.lifecycle import next_number
 from portal.billing.locks import lock_customer
+from portal.billing.views import money_text, quantity_text
 from portal.db import values
 
 LineKey = tuple[str, str, str]  # segment start, kind, charge key
@@ -31,6 +32,7 @@ def _key(kind: str, charge_key: str | None, segment_start: datetime) -> LineKey:
 def line_deltas(
     invoiced: dict[LineKey, tuple[Decimal, Decimal, dict[str, Any]]],
     now_true: dict[LineKey, tuple[Decimal, Decimal, dict[str, Any]]],
+    currency: str,
 ) -> list[dict[str, Any]]:
     """Per line, (quantity, amount) now true minus what has been invoiced so far (pure)."""
     out = []
@@ -38,8 +40,8 @@ def line_deltas(
         old_q, old_a, meta = invoiced.get(key) or (Decimal(0), Decimal(0), now_true[key][2])
         new_q, new_a, _ = now_true.get(key) or (Decimal(0), Decimal(0), meta)
         if new_q != old_q or new_a != old_a:
-            out.append({**meta, "segmentStart": key[0], "quantityDelta": format(new_q - old_q, "f"),
-                        "amountDelta": format(new_a - old_a, "f")})
+            out.append({**meta, "segmentStart": key[0], "quantityDelta": quantity_text(new_q - old_q),
+                        "amountDelta": money_text(new_a - old_a, currency)})
     return out
 
 
@@ -78,7 +80,7 @@ async def settle_late_events(session: AsyncSession, invoice_id: int, *, now: dat
             quantity, amount, meta = invoiced.get(key) or (Decimal(0), Decimal(0), line)
             invoiced[key] = (quantity + Decimal(line["quantityDelta"]), amount + Decimal(line["amountDelta"]),
                              meta)
-    deltas = line_deltas(invoiced, now_true)
+    deltas = line_deltas(invoiced, now_true, invoice.currency)
     amount = sum((Decimal(d["amountDelta"]) for d in deltas), Decimal(0))
     subtotal_delta = sum((Decimal(d["amountDelta"]) for d in deltas if d["kind"] != "discount"), Decimal(0))
     adjustment_id = None

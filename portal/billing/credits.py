@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.billing.errors import Invalid, NotFound
 from portal.billing.rating import round_money
 from portal.billing.schemas import CreditGrantCreate
+from portal.billing.views import money_text
 from portal.catalog.service import get_customer
 from portal.db import values
 from portal.periods import local_midnight
@@ -69,8 +70,9 @@ async def grant_credit(session: AsyncSession, customer_id: str, data: CreditGran
 
 def _grant(row: Any) -> CreditGrant:
     gid, customer_id, amount, remaining, currency, description, expires_at, granted_at = values(row)
-    return CreditGrant(gid, customer_id, str(amount), str(remaining), str(currency), description,
-                       expires_at, granted_at)
+    cur = str(currency).strip()
+    return CreditGrant(gid, customer_id, money_text(amount, cur), money_text(remaining, cur), cur,
+                       description, expires_at, granted_at)
 
 
 async def credit_balance(session: AsyncSession, customer_id: str, *, currency: str,
@@ -81,7 +83,7 @@ async def credit_balance(session: AsyncSession, customer_id: str, *, currency: s
     grants = [_grant(r) for r in rows]
     balance = sum((Decimal(g.remaining) for g in grants
                    if usable_at is None or g.expires_at is None or g.expires_at > usable_at), Decimal(0))
-    return CreditBalance(customer_id, currency, str(balance), grants)
+    return CreditBalance(customer_id, currency, money_text(balance, currency), grants)
 
 
 async def available_credit(session: AsyncSession, customer_id: str, *, usable_at: datetime) -> Decimal:

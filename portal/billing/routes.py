@@ -148,14 +148,14 @@ class InvoiceController(Controller):
     @get("/")
     async def list_(
         self, db: Db, portal: Portal,
-        customer_id: Annotated[str | None, QueryParameter(query="customerId")] = None,
-        state: FromQuery[InvoiceState | None] = None,
+        customer_id: Annotated[str | None, QueryParameter(name="customerId")] = None,
+        invoice_state: Annotated[InvoiceState | None, QueryParameter(name="state")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         before: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> list[InvoiceSummary]:
         """Newest first; page with `before=<last id>`."""
         return await invoices.list_invoices(db, now=_now(), grace=portal.settings.invoice_grace,
-                                            customer_id=customer_id, state=state, limit=limit,
+                                            customer_id=customer_id, state=invoice_state, limit=limit,
                                             after_id=before)
 
     @get("/{invoice_id:int}")
@@ -191,10 +191,10 @@ class InvoiceController(Controller):
     @get("/export.csv", media_type="text/csv")
     async def export_invoices(
         self, db: Db,
-        customer_id: Annotated[str | None, QueryParameter(query="customerId")] = None,
+        customer_id: Annotated[str | None, QueryParameter(name="customerId")] = None,
         status: FromQuery[Literal["draft", "finalized", "void"] | None] = None,
-        period_from: Annotated[datetime | None, QueryParameter(query="from")] = None,
-        period_to: Annotated[datetime | None, QueryParameter(query="to")] = None,
+        period_from: Annotated[datetime | None, QueryParameter(name="from")] = None,
+        period_to: Annotated[datetime | None, QueryParameter(name="to")] = None,
     ) -> Response[str]:
         """One row per invoice and per adjustment note; `from`/`to` bound the period start."""
         body = await export.invoices_csv(db, customer_id=customer_id, status=status,
@@ -205,10 +205,10 @@ class InvoiceController(Controller):
     @get("/lines.csv", media_type="text/csv")
     async def export_lines(
         self, db: Db,
-        customer_id: Annotated[str | None, QueryParameter(query="customerId")] = None,
+        customer_id: Annotated[str | None, QueryParameter(name="customerId")] = None,
         status: FromQuery[Literal["draft", "finalized", "void"] | None] = None,
-        period_from: Annotated[datetime | None, QueryParameter(query="from")] = None,
-        period_to: Annotated[datetime | None, QueryParameter(query="to")] = None,
+        period_from: Annotated[datetime | None, QueryParameter(name="from")] = None,
+        period_to: Annotated[datetime | None, QueryParameter(name="to")] = None,
     ) -> Response[str]:
         """One row per invoice line and per adjustment line."""
         body = await export.lines_csv(db, customer_id=customer_id, status=status,
@@ -237,7 +237,7 @@ class AdjustmentController(Controller):
     @get("/")
     async def list_(
         self, db: Db,
-        customer_id: Annotated[str | None, QueryParameter(query="customerId")] = None,
+        customer_id: Annotated[str | None, QueryParameter(name="customerId")] = None,
     ) -> list[AdjustmentView]:
         """Debit and credit notes, newest first."""
         rows = await db.execute(text(
