@@ -77,10 +77,12 @@ def settings() -> Iterator[Settings]:
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
-TABLES = ("late_events", "adjustments", "credit_applications", "invoice_lines", "invoices",
-          "document_numbers", "credit_grants", "subscriptions", "plans", "live_drift", "reconcile_runs", "event_conflicts", "failed_events",
-          "hourly_unique_values", "hourly_usage", "usage_events", "event_ledger", "api_keys",
-          "meters", "customers")
+TABLES = (
+    "late_events", "adjustments", "credit_applications", "invoice_lines", "invoices", "document_numbers",
+    "credit_grants", "subscriptions", "plans", "live_drift", "reconcile_runs", "event_conflicts",
+    "failed_events", "hourly_unique_values", "hourly_usage", "usage_events", "event_ledger", "api_keys",
+    "meters", "customers",
+)
 
 
 @pytest.fixture(autouse=True)
