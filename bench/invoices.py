@@ -44,7 +44,7 @@ import asyncpg
 
 from bench import invoices_data as data
 from bench.config import log
-from bench.machine import machine_busy_fraction, machine_info
+from bench.machine import machine_info, wait_for_idle
 from bench.procstat import Roles, snapshot, usage_between
 
 TARGET_S = 30.0
@@ -61,6 +61,7 @@ class Options:
     pg_stats: bool
     profile: bool
     pg_settings: tuple[str, ...]
+    wait_idle: float
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -88,12 +89,15 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--pg-set", action="append", metavar="NAME=VALUE",
                         help="ALTER SYSTEM SET for the embedded Postgres before the run "
                              "(repeatable), e.g. --pg-set work_mem=64MB")
+    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                        help="before the load and again before run 1, wait up to this long for the "
+                             "machine to be idle (<10%% busy); it always warns if it is not")
     args = parser.parse_args(argv)
     if args.customers < 1 or not 1 <= args.meters <= 50:
         parser.error("--customers must be at least 1 and --meters 1-50")
     return Options(args.customers, args.meters, args.keep_data, args.layout,
                    args.load_connections, args.pool_size, args.pg_stats, args.profile,
-                   tuple(args.pg_set or ()))
+                   tuple(args.pg_set or ()), args.wait_idle)
 
 
 # --------------------------------------------------------------------------- servers
@@ -363,7 +367,9 @@ def print_report(opts: Options, machine: dict[str, Any], load: LoadFigures,
     add("=" * 78)
     add(f"machine        {os.cpu_count()} cores (os.cpu_count; {machine['nproc']} usable), "
         f"{machine['cpu_model']}, {machine['memory_gb']} GB, Python {machine['python']}")
-    add(f"code           {machine['code']}; machine {machine['busy_before']:.0%} busy before the start")
+    add(f"code           {machine['code']}")
+    add(f"quiet?         machine {machine['busy_before']:.0%} busy before the load, "
+        f"{machine.get('busy_before_runs', 0.0):.0%} before run 1 (other processes per run below)")
     zones = ", ".join(f"{z} {n:,}" for z, n in load.zones.most_common())
     add(f"data           {opts.customers:,} customers ({zones}); {opts.meters} sum meters; "
         f"1 plan, {opts.customers:,} subscriptions")
@@ -427,12 +433,13 @@ def _profile_text(profiler: cProfile.Profile) -> str:
 # --------------------------------------------------------------------------- main
 
 
-async def measure(stack: Stack, opts: Options) -> tuple[list[RunFigures], list[tuple[float, int]] | None,
+async def measure(stack: Stack, opts: Options, machine: dict[str, Any]) -> tuple[list[RunFigures], list[tuple[float, int]] | None,
                                                         str | None, str | None]:
     try:
         import portal.billing.run  # noqa: F401
     except ImportError as exc:
         return [], None, None, f"portal.billing.run is not importable ({exc})"
+    machine["busy_before_runs"] = await asyncio.to_thread(wait_for_idle, opts.wait_idle)
     runs = [await invoice_run(stack, opts, "run 1 (create)"),
             await invoice_run(stack, opts, "run 2 (refresh)")]
     aggregate = await aggregate_query(stack)
@@ -452,15 +459,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     machine = machine_info()
-    machine["busy_before"] = machine_busy_fraction(1.0)
-    if machine["busy_before"] > 0.1:
-        log(f"warning: the machine is {machine['busy_before']:.0%} busy before the start; "
-            "the figures will be slower than on a quiet machine")
+    machine["busy_before"] = wait_for_idle(opts.wait_idle)
     stack = new_stack(opts)
     try:
         start_stack(stack, opts)
         load = asyncio.run(load_data(stack, opts))
-        runs, aggregate, profile_text, missing = asyncio.run(measure(stack, opts))
+        runs, aggregate, profile_text, missing = asyncio.run(measure(stack, opts, machine))
         print_report(opts, machine, load, runs, aggregate, profile_text, missing)
     except KeyboardInterrupt:
         log("interrupted")

@@ -26,7 +26,8 @@ def _run(args: argparse.Namespace, work: Any) -> None:
     """Run one billing command with servers found or started; errors exit 1 with the message."""
     settings, started = args.settings_for(args)
     try:
-        print(asyncio.run(work(settings)))
+        output = asyncio.run(work(settings))
+        print(output, end="" if output.endswith("\n") else "\n")
     except (BillingError, CatalogFileError) as exc:
         sys.exit(f"error: {exc}")
     finally:

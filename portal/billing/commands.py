@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.billing import export, invoices, lifecycle
 from portal.billing.run import RunSummary, run_invoices
+from portal.billing.views import money_text
 from portal.catalog.file import ApplyReport, apply_catalog, read_catalog
 from portal.db import create_engine, session_factory, transaction
 from portal.live.store import LiveStore
@@ -118,7 +119,8 @@ async def approve_invoice(settings: Settings, invoice_id: int, *, approved_by: s
         invoice = await lifecycle.approve(session, invoice_id, approved_by=approved_by, now=datetime.now(UTC),
                                           grace=settings.invoice_grace,
                                           complete_through=await _complete_through(settings))
-        return f"{invoice.number}: finalized, total {invoice.total:f} {invoice.currency}"
+        total = money_text(invoice.total, invoice.currency)
+        return f"{invoice.number}: finalized, total {total} {invoice.currency}"
 
 
 async def void_invoice(settings: Settings, invoice_id: int, *, reason: str) -> str:
