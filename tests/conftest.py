@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+
+# Imported here, at a shallow stack: otherwise hypothesis' pytest plugin imports it at the
+# end of a run that had no property test, deep inside pluggy, where CPython 3.11.7's
+# parser fails ("AST constructor recursion depth mismatch") rewriting its modules.
+import hypothesis  # noqa: F401
 import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis

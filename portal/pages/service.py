@@ -1,4 +1,4 @@
-"""What the customer page shows, gathered from the catalog and the live view."""
+"""What the customer page shows: live usage from the Redis view, cost from Postgres."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.billing.errors import NotFound
+from portal.billing.preview import preview
 from portal.catalog import service as catalog
 from portal.catalog.schemas import Customer, Meter
 from portal.pages.charts import BarChart, hourly_bars
@@ -41,6 +43,15 @@ class MeterUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class CostSummary:
+    """What the period costs so far and where it is heading (from Postgres, not Redis)."""
+
+    currency: str
+    so_far: str
+    projected: str
+
+
+@dataclass(frozen=True, slots=True)
 class UsagePanel:
     customer_id: str
     tz_name: str
@@ -48,6 +59,7 @@ class UsagePanel:
     period_end: str
     complete_through: str
     meters: tuple[MeterUsage, ...]
+    cost: CostSummary | None = None
 
     @property
     def version(self) -> str:
@@ -74,15 +86,22 @@ async def usage_panel(portal: PortalState, db: AsyncSession, customer: Customer,
     later), so the totals equal the usage API's for the whole period. "Complete through" is
     shown to the minute, rounded down: every event accepted before it is in Postgres.
     """
-    period = period_for(now, customer.timezone)
+    watermark = to_datetime(await portal.live.watermark_ms() / 1000)
+    cost = None
+    try:
+        estimate = await preview(db, customer.id, now=now, complete_through=watermark)
+    except NotFound:  # no plan yet: usage without a price
+        period = period_for(now, customer.timezone)
+    else:
+        period = BillingPeriod(estimate.period_start, estimate.period_end)
+        cost = CostSummary(estimate.currency, estimate.so_far.total, estimate.projected.total)
     end = min(period.end, now + portal.settings.future_tolerance)
     meters = await catalog.list_meters(db)
     usages = await asyncio.gather(*(_meter_usage(portal, customer, meter, period, end)
                                     for meter in meters))
-    watermark = to_datetime(await portal.live.watermark_ms() / 1000)
     return UsagePanel(
         customer_id=customer.id, tz_name=customer.timezone,
         period_start=instant(period.start, customer.timezone),
         period_end=instant(period.end, customer.timezone),
-        complete_through=instant(watermark, customer.timezone), meters=tuple(usages),
+        complete_through=instant(watermark, customer.timezone), meters=tuple(usages), cost=cost,
     )
