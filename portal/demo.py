@@ -10,27 +10,18 @@ import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
-from sqlalchemy import text
+import msgspec
 
-from portal.catalog.schemas import CustomerCreate, MeterCreate
-from portal.catalog.service import create_customer, create_meter
+from portal.catalog.file import CatalogFile, apply_catalog, read_catalog
 from portal.db import create_engine, session_factory, transaction
 from portal.keys.service import create_key
+from portal.paths import ROOT
 from portal.settings import Settings
 
-DEMO_CUSTOMERS = [
-    CustomerCreate(id="acme", name="Acme Inc", timezone="Europe/Berlin", currency="EUR"),
-    CustomerCreate(id="globex", name="Globex Corporation", timezone="America/New_York",
-                   currency="USD"),
-    CustomerCreate(id="initech", name="Initech", timezone="Asia/Kolkata", currency="INR"),
-]
-DEMO_METERS = [
-    MeterCreate(metric_name="api_calls", aggregation="sum", unit="call", group_by=["region"]),
-    MeterCreate(metric_name="storage_gb", aggregation="max", unit="GB"),
-    MeterCreate(metric_name="active_users", aggregation="unique_count", unit="user",
-                unique_by="user"),
-]
+DEMO_CATALOG = ROOT / "docs" / "examples" / "catalog.yaml"
+DEMO_CUSTOMERS = ("acme", "globex", "initech")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,20 +30,22 @@ class DemoData:
     admin_key: str
 
 
+def demo_catalog(today: date) -> CatalogFile:
+    """The example catalog, with every subscription starting on the first of this month
+    (so the demo's first invoice covers a whole period)."""
+    catalog = read_catalog(DEMO_CATALOG)
+    first = today.replace(day=1)
+    catalog.subscriptions = [msgspec.structs.replace(s, start_date=first) for s in catalog.subscriptions]
+    return catalog
+
+
 async def seed_demo(settings: Settings) -> DemoData:
-    """Create what is missing of the demo catalog and two fresh keys (idempotent)."""
+    """Apply the example catalog and create two fresh keys (idempotent)."""
     assert settings.database_url
     engine = create_engine(settings.database_url, pool_size=1)
     try:
         async with transaction(session_factory(engine)) as session:
-            have: set[str] = set((await session.execute(text("SELECT id FROM customers"))).scalars())
-            for customer in DEMO_CUSTOMERS:
-                if customer.id not in have:
-                    await create_customer(session, customer)
-            meters: set[str] = set((await session.execute(text("SELECT metric_name FROM meters"))).scalars())
-            for meter in DEMO_METERS:
-                if meter.metric_name not in meters:
-                    await create_meter(session, meter)
+            await apply_catalog(session, demo_catalog(datetime.now(UTC).date()), now=datetime.now(UTC))
             _, ingest = await create_key(session, scope="ingest", name="demo ingest")
             _, admin = await create_key(session, scope="admin", name="demo admin")
         return DemoData(ingest_key=ingest, admin_key=admin)
@@ -89,18 +82,18 @@ def synthetic_batch(rng: random.Random, now_ms: int) -> list[dict[str, object]]:
     for customer in DEMO_CUSTOMERS:
         for _ in range(rng.randint(1, 4)):
             events.append({
-                "eventId": uuid.uuid4().hex, "timestamp": now_ms, "customerId": customer.id,
+                "eventId": uuid.uuid4().hex, "timestamp": now_ms, "customerId": customer,
                 "metricName": "api_calls", "quantity": rng.randint(1, 40),
                 "dimensions": {"region": rng.choice(["eu", "us", "apac"])},
                 "metadata": {"source": "demo", "version": "1"},
             })
         events.append({
-            "eventId": uuid.uuid4().hex, "timestamp": now_ms, "customerId": customer.id,
+            "eventId": uuid.uuid4().hex, "timestamp": now_ms, "customerId": customer,
             "metricName": "active_users", "quantity": 1,
             "dimensions": {"user": f"user-{rng.randint(1, 60)}"},
         })
         events.append({
-            "eventId": uuid.uuid4().hex, "timestamp": now_ms, "customerId": customer.id,
+            "eventId": uuid.uuid4().hex, "timestamp": now_ms, "customerId": customer,
             "metricName": "storage_gb", "quantity": round(rng.uniform(10, 120), 2),
         })
     return events
