@@ -29,6 +29,7 @@ def jobs(settings: Settings) -> list[Job]:
         Job("reconcile_live", max(5, int(settings.reconcile_interval.total_seconds()))),
         Job("maintain_storage", 3600),
         Job("sweep_late_events", 120),
+        Job("draft_ended_periods", 3600),
     ]
 
 

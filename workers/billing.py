@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 import dramatiq
 from sqlalchemy import text
 
 from portal.billing.adjustments import settle_late_events
+from portal.billing.run import run_ended_periods
 from portal.broker import MAINTENANCE_QUEUE
 from portal.db import transaction, values
 from workers.context import get_context
 
 SETTLE_ACTOR = "settle_late_events"
+log = logging.getLogger(__name__)
 
 
 @dramatiq.actor(actor_name=SETTLE_ACTOR, queue_name=MAINTENANCE_QUEUE, max_retries=10,
@@ -39,3 +42,14 @@ async def sweep_late_events() -> None:
     for invoice_id in invoice_ids:
         async with transaction(ctx.sessions) as session:
             await settle_late_events(session, invoice_id, now=datetime.now(UTC))
+
+
+@dramatiq.actor(actor_name="draft_ended_periods", queue_name=MAINTENANCE_QUEUE, max_retries=0,
+                time_limit=1_800_000)
+async def draft_ended_periods() -> None:
+    """Keep every customer's draft of its last ended period current, so the review queue
+    fills by itself when periods end. Not retried: the scheduler runs it again."""
+    ctx = await get_context()
+    summary = await run_ended_periods(ctx.sessions, now=datetime.now(UTC))
+    for error in summary.errors:
+        log.error("drafting ended periods: %s", error)

@@ -79,7 +79,7 @@ async def invoice_run(settings: Settings, month: str) -> RunSummary:
 def summary_lines(summary: RunSummary) -> list[str]:
     totals = ", ".join(f"{amount:f} {currency}" for currency, amount in sorted(summary.totals.items()))
     lines = [
-        f"invoice run {summary.month}: {summary.customers} customers",
+        f"invoice run {summary.period}: {summary.customers} customers",
         f"  drafts created    {summary.created}",
         f"  drafts refreshed  {summary.refreshed}",
         f"  already finalized {summary.skipped_finalized} (late events adjust them)",

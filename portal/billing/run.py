@@ -20,14 +20,14 @@ from portal.billing.errors import Invalid
 from portal.billing.invoices import PeriodToRate, planned, plans_by_id, rate_periods, save_drafts
 from portal.billing.subscriptions import month_period, segments_in, subscriptions_by_customer
 from portal.db import transaction, values
-from portal.periods import BillingPeriod
+from portal.periods import BillingPeriod, period_for, previous_period
 
 CHUNK = 500
 
 
 @dataclass(slots=True)
 class RunSummary:
-    month: str
+    period: str  # "YYYY-MM", or "last ended" for the scheduled run
     customers: int = 0
     created: int = 0
     refreshed: int = 0
@@ -65,12 +65,15 @@ async def _credits(session: AsyncSession, customer_ids: list[str], usable_at: di
     return out
 
 
-async def _run_chunk(session: AsyncSession, chunk: list[_Customer], month: str, summary: RunSummary,
-                     complete_through: datetime | None) -> None:
+PeriodChoice = Callable[[str, int], BillingPeriod]  # (zone, anchor day) -> the period to bill
+
+
+async def _run_chunk(session: AsyncSession, chunk: list[_Customer], choose: PeriodChoice,
+                     summary: RunSummary, complete_through: datetime | None) -> None:
     periods: dict[str, BillingPeriod] = {}
     for customer in chunk:
         assert customer.anchor_day is not None
-        periods[customer.id] = month_period(customer.timezone, customer.anchor_day, month)
+        periods[customer.id] = choose(customer.timezone, customer.anchor_day)
     low = min(p.start for p in periods.values())
     high = max(p.end for p in periods.values())
     subs = await subscriptions_by_customer(session, list(periods), low, high)
@@ -102,7 +105,27 @@ async def run_invoices(
     earliest = month_period("Pacific/Kiritimati", 1, month)  # validates YYYY-MM first
     if earliest.start > now:
         raise Invalid(f"period: {month} has not started yet anywhere")
-    summary = RunSummary(month=month)
+    return await _run(sessions, month, lambda tz, anchor: month_period(tz, anchor, month),
+                      complete_through, progress)
+
+
+async def run_ended_periods(
+    sessions: async_sessionmaker[AsyncSession], *, now: datetime, complete_through: datetime | None = None,
+) -> RunSummary:
+    """Create or refresh every customer's draft for its last period that has ended by
+    `now`, so that it is ready for review when its grace period is over (the scheduler
+    runs this hourly)."""
+
+    def last_ended(tz: str, anchor: int) -> BillingPeriod:
+        return previous_period(period_for(now, tz, anchor), tz, anchor)
+
+    return await _run(sessions, "last ended", last_ended, complete_through, None)
+
+
+async def _run(sessions: async_sessionmaker[AsyncSession], label: str, choose: PeriodChoice,
+               complete_through: datetime | None, progress: Callable[[int, int], None] | None,
+               ) -> RunSummary:
+    summary = RunSummary(period=label)
     async with sessions() as session:
         customers = await _customers(session)
     subscribed = [c for c in customers if c.anchor_day is not None]
@@ -113,7 +136,7 @@ async def run_invoices(
         chunk = subscribed[offset:offset + CHUNK]
         try:
             async with transaction(sessions) as session:
-                await _run_chunk(session, chunk, month, summary, complete_through)
+                await _run_chunk(session, chunk, choose, summary, complete_through)
         except Exception as exc:
             summary.errors.append(f"customers {chunk[0].id}..{chunk[-1].id}: {type(exc).__name__}: {exc}")
         done += len(chunk)
