@@ -16,9 +16,8 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.billing.invoices import PeriodToRate, line_rows, load_invoice, rate_periods
-from portal.billing.lifecycle import next_number
-from portal.billing.locks import lock_customer
+from portal.billing.invoices import PeriodToRate, line_rows, rate_periods
+from portal.billing.lifecycle import locked_invoice, next_number
 from portal.billing.views import money_text, quantity_text
 from portal.db import values
 
@@ -49,9 +48,7 @@ async def settle_late_events(session: AsyncSession, invoice_id: int, *, now: dat
     """Re-rate a finalized invoice and record what changed as an adjustment; settle its
     late events. Returns the adjustment id (None when nothing changed the amount or
     the invoice is no longer finalized). Safe to run twice."""
-    invoice = await load_invoice(session, invoice_id)
-    await lock_customer(session, invoice.customer_id)
-    invoice = await load_invoice(session, invoice_id, for_update=True)
+    invoice = await locked_invoice(session, invoice_id)
     if invoice.status != "finalized":
         return None
     pending: int = (await session.execute(

@@ -134,4 +134,4 @@ async def void_invoice(settings: Settings, invoice_id: int, *, reason: str) -> s
 async def export_csv(settings: Settings, *, lines: bool, customer_id: str | None) -> str:
     async with _sessions(settings) as sessions, transaction(sessions) as session:
         writer = export.lines_csv if lines else export.invoices_csv
-        return await writer(session, customer_id=customer_id, status=None, period_from=None, period_to=None)
+        return await writer(session, export.ExportFilter(customer_id=customer_id))

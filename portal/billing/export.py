@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,6 +33,21 @@ _FILTER = ("(CAST(:c AS text) IS NULL OR i.customer_id = :c) "
            "AND (CAST(:status AS text) IS NULL OR i.status = :status)")
 
 
+@dataclass(frozen=True, slots=True)
+class ExportFilter:
+    """Which invoices an export covers; None means any. `period_from`/`period_to` bound
+    the period start: [from, to)."""
+
+    customer_id: str | None = None
+    status: str | None = None
+    period_from: datetime | None = None
+    period_to: datetime | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {"c": self.customer_id, "status": self.status, "from_": self.period_from,
+                "to_": self.period_to}
+
+
 def _iso(value: datetime | None) -> str:
     return "" if value is None else value.isoformat()
 
@@ -43,9 +60,8 @@ def _csv(header: list[str], rows: list[list[str]]) -> str:
     return buffer.getvalue()
 
 
-async def invoices_csv(session: AsyncSession, *, customer_id: str | None, status: str | None,
-                       period_from: datetime | None, period_to: datetime | None) -> str:
-    params = {"c": customer_id, "status": status, "from_": period_from, "to_": period_to}
+async def invoices_csv(session: AsyncSession, selection: ExportFilter) -> str:
+    params = selection.params()
     rows = await session.execute(text(
         "SELECT i.id, i.number, i.customer_id, i.currency, i.status, i.period_start, i.period_end, "
         "i.subtotal, i.discount_total, i.credits_applied, i.total, COALESCE(i.finalized_at, i.computed_at) "
@@ -70,9 +86,8 @@ async def invoices_csv(session: AsyncSession, *, customer_id: str | None, status
     return _csv(INVOICE_HEADER, out)
 
 
-async def lines_csv(session: AsyncSession, *, customer_id: str | None, status: str | None,
-                    period_from: datetime | None, period_to: datetime | None) -> str:
-    params = {"c": customer_id, "status": status, "from_": period_from, "to_": period_to}
+async def lines_csv(session: AsyncSession, selection: ExportFilter) -> str:
+    params = selection.params()
     rows = await session.execute(text(
         "SELECT i.id, i.number, i.customer_id, i.currency, l.position, l.kind, l.charge_key, l.meter, "
         "l.description, l.quantity, l.unit_price, l.amount, l.plan_id, l.segment_start, l.segment_end "

@@ -29,13 +29,19 @@ async def next_number(session: AsyncSession, series: str) -> str:
     return f"{series}-{int(values(row)[0]):06d}"
 
 
+async def locked_invoice(session: AsyncSession, invoice_id: int) -> InvoiceRow:
+    """The invoice, read again after taking its customer's billing lock and its row lock,
+    so that what the caller checks stays true until it commits."""
+    invoice = await load_invoice(session, invoice_id)
+    await lock_customer(session, invoice.customer_id)
+    return await load_invoice(session, invoice_id, for_update=True)
+
+
 async def approve(session: AsyncSession, invoice_id: int, *, approved_by: str, now: datetime,
                   grace: timedelta, complete_through: datetime | None) -> InvoiceRow:
     """Finalize a draft awaiting review: re-rate it one last time, number it, draw
     prepaid credit. Raises Conflict if it is not a draft or still in its grace period."""
-    invoice = await load_invoice(session, invoice_id)
-    await lock_customer(session, invoice.customer_id)
-    invoice = await load_invoice(session, invoice_id, for_update=True)
+    invoice = await locked_invoice(session, invoice_id)
     if invoice.status != "draft":
         raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}; "
                        "only drafts are approved")
@@ -65,9 +71,7 @@ async def void(session: AsyncSession, invoice_id: int, *, reason: str, now: date
 
     Its credit is given back; its adjustments stay with it (the reissue includes their
     usage). Returns (voided invoice, reissued draft or None if no plan covers the period)."""
-    invoice = await load_invoice(session, invoice_id)
-    await lock_customer(session, invoice.customer_id)
-    invoice = await load_invoice(session, invoice_id, for_update=True)
+    invoice = await locked_invoice(session, invoice_id)
     if invoice.status != "finalized":
         raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}; only finalized "
                        "invoices are voided (a draft is simply recomputed)")

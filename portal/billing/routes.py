@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from sqlalchemy import text
@@ -44,6 +45,20 @@ def billing_error(request: Request[Any, Any, Any], exc: BillingError) -> Respons
     """NotFound → 404, Conflict → 409, Invalid → 422; the message names the problem."""
     status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 400)
     return Response({"status_code": status, "detail": str(exc)}, status_code=status)
+
+
+def export_filter(
+    customer_id: Annotated[str | None, QueryParameter(name="customerId")] = None,
+    status: FromQuery[Literal["draft", "finalized", "void"] | None] = None,
+    period_from: Annotated[datetime | None, QueryParameter(name="from")] = None,
+    period_to: Annotated[datetime | None, QueryParameter(name="to")] = None,
+) -> export.ExportFilter:
+    """The export's query parameters (shared by both CSV routes)."""
+    return export.ExportFilter(customer_id, status, period_from, period_to)
+
+
+Selection = NamedDependency[export.ExportFilter]
+EXPORT_FILTER = {"selection": Provide(export_filter, sync_to_thread=False)}
 
 
 def _now() -> datetime:
@@ -188,33 +203,20 @@ class InvoiceController(Controller):
         invoice = await invoices.load_invoice(db, invoice_id)
         return await invoices.adjustments_of(db, invoice)
 
-    @get("/export.csv", media_type="text/csv")
-    async def export_invoices(
-        self, db: Db,
-        customer_id: Annotated[str | None, QueryParameter(name="customerId")] = None,
-        status: FromQuery[Literal["draft", "finalized", "void"] | None] = None,
-        period_from: Annotated[datetime | None, QueryParameter(name="from")] = None,
-        period_to: Annotated[datetime | None, QueryParameter(name="to")] = None,
-    ) -> Response[str]:
+    @get("/export.csv", media_type="text/csv", dependencies=EXPORT_FILTER)
+    async def export_invoices(self, db: Db, selection: Selection) -> Response[str]:
         """One row per invoice and per adjustment note; `from`/`to` bound the period start."""
-        body = await export.invoices_csv(db, customer_id=customer_id, status=status,
-                                         period_from=period_from, period_to=period_to)
-        return Response(body, media_type="text/csv",
-                        headers={"Content-Disposition": 'attachment; filename="invoices.csv"'})
+        return _csv(await export.invoices_csv(db, selection), "invoices.csv")
 
-    @get("/lines.csv", media_type="text/csv")
-    async def export_lines(
-        self, db: Db,
-        customer_id: Annotated[str | None, QueryParameter(name="customerId")] = None,
-        status: FromQuery[Literal["draft", "finalized", "void"] | None] = None,
-        period_from: Annotated[datetime | None, QueryParameter(name="from")] = None,
-        period_to: Annotated[datetime | None, QueryParameter(name="to")] = None,
-    ) -> Response[str]:
+    @get("/lines.csv", media_type="text/csv", dependencies=EXPORT_FILTER)
+    async def export_lines(self, db: Db, selection: Selection) -> Response[str]:
         """One row per invoice line and per adjustment line."""
-        body = await export.lines_csv(db, customer_id=customer_id, status=status,
-                                      period_from=period_from, period_to=period_to)
-        return Response(body, media_type="text/csv",
-                        headers={"Content-Disposition": 'attachment; filename="invoice-lines.csv"'})
+        return _csv(await export.lines_csv(db, selection), "invoice-lines.csv")
+
+
+def _csv(body: str, filename: str) -> Response[str]:
+    return Response(body, media_type="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 class ReviewController(Controller):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Literal
 
 from portal.billing.rating import round_money
 from portal.schemas import CamelStruct
@@ -142,7 +142,3 @@ class ReviewItem(CamelStruct):
     change_ratio: str | None
     flags: list[str]
     notes: list[str]
-
-
-def tiers_json(tiers: Any) -> list[dict[str, Any]]:
-    return list(tiers or [])
