@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.credits import draw_credit, release_credit
-from portal.billing.errors import Conflict
+from portal.billing.errors import Conflict, Invalid
 from portal.billing.invoices import InvoiceRow, load_invoice, refresh_draft
 from portal.billing.locks import lock_customer
 from portal.catalog.service import get_customer
@@ -76,7 +76,7 @@ async def void(session: AsyncSession, invoice_id: int, *, reason: str, now: date
         raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}; only finalized "
                        "invoices are voided (a draft is simply recomputed)")
     if not reason.strip():
-        raise Conflict("reason: say why the invoice is voided")
+        raise Invalid("reason: say why the invoice is voided")
     await release_credit(session, invoice.id)
     await session.execute(
         text("UPDATE invoices SET status = 'void', voided_at = :now, void_reason = :r WHERE id = :id"),

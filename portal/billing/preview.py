@@ -9,6 +9,7 @@ not a scaled amount.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -60,17 +61,39 @@ async def preview(session: AsyncSession, customer_id: str, *, now: datetime,
 
 
 async def _projected(session: AsyncSession, item: PeriodToRate, now: datetime) -> Rating:
+    """Rate the period as if usage goes on to its end at the pace seen so far.
+
+    Each segment keeps what it metered, plus, for sum and count meters, the rest of its
+    time at the period's pace so far, measured with that segment's own charges (so a plan
+    starting later in the period is projected too, not left at zero). Max, latest and
+    unique counts are taken as they are (a segment that has not begun yet: the period's
+    so far)."""
     aggregations = await meter_aggregations(session)
-    windows = [UsageWindow(j, item.customer_id, seg.start, seg.end, seg.plan)
+    period = item.period
+    observed_end = min(max(now, period.start), period.end)
+    elapsed = (observed_end - period.start).total_seconds()
+    windows = [UsageWindow(("segment", j), item.customer_id, seg.start, seg.end, seg.plan)
                for j, seg in enumerate(item.segments)]
+    windows += [UsageWindow(("pace", j), item.customer_id, period.start, observed_end, seg.plan)
+                for j, seg in enumerate(item.segments)]
     quantities = await charge_quantities(session, windows, aggregations)
     segments = []
     for j, seg in enumerate(item.segments):
-        length = (seg.end - seg.start).total_seconds()
-        elapsed = min(max((now - seg.start).total_seconds(), 0.0), length)
-        meters = {c.key: aggregations.get(c.meter or "", "sum") for c in seg.plan.charges}
-        scaled = {key: projected_quantity(meters[key], q, elapsed_s=elapsed, period_s=length)
-                  for key, q in quantities.get(j, {}).items()}
-        segments.append(Segment(seg.plan, seg.start, seg.end, seg.fraction, scaled, seg.discounts))
+        metered = quantities.get(("segment", j), {})
+        so_far = quantities.get(("pace", j), {})
+        remaining = (seg.end - max(seg.start, observed_end)).total_seconds()
+        projected: dict[str, Decimal] = {}
+        for charge in seg.plan.charges:
+            if charge.meter is None:
+                continue
+            aggregation = aggregations.get(charge.meter, "sum")
+            mine = metered.get(charge.key, Decimal(0))
+            if aggregation in ("sum", "count"):
+                grows = projected_quantity(aggregation, so_far.get(charge.key, Decimal(0)),
+                                           elapsed_s=elapsed, period_s=elapsed + max(remaining, 0.0))
+                projected[charge.key] = mine + grows - so_far.get(charge.key, Decimal(0))
+            else:
+                started = seg.start < observed_end
+                projected[charge.key] = mine if started else so_far.get(charge.key, Decimal(0))
+        segments.append(Segment(seg.plan, seg.start, seg.end, seg.fraction, projected, seg.discounts))
     return rate_invoice(segments, currency=item.currency, credit_available=item.credit_available)
-

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy import text
 
 from portal.billing import credits, export, invoices, lifecycle, plans, preview, review, subscriptions
@@ -42,19 +42,54 @@ _STATUS = {NotFound: 404, Conflict: 409, Invalid: 422}
 
 
 def billing_error(request: Request[Any, Any, Any], exc: BillingError) -> Response[Any]:
-    """NotFound → 404, Conflict → 409, Invalid → 422; the message names the problem."""
+    """NotFound → 404, Conflict → 409, Invalid → 422; the message names the problem.
+
+    An Invalid message starts with the field it is about ("state: …"); like Litestar's own
+    422s, `extra` then names that field, as the caller spelled it."""
     status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 400)
-    return Response({"status_code": status, "detail": str(exc)}, status_code=status)
+    body: dict[str, Any] = {"status_code": status, "detail": str(exc)}
+    if isinstance(exc, Invalid):
+        field, _, problem = str(exc).partition(": ")
+        body["extra"] = [{"key": field, "message": problem}] if problem and " " not in field else []
+    return Response(body, status_code=status)
+
+
+STATES = ("draft", "awaiting_review", "finalized", "void")
+STATUSES = ("draft", "finalized", "void")
+STATE_HELP = ", ".join(STATES)
+ISO_INSTANT = "an ISO 8601 instant with its offset, e.g. 2026-11-01T00:00:00Z"
+
+
+def choice(name: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
+    """A query parameter that must be one of `allowed` (None when absent)."""
+    if value is not None and value not in allowed:
+        raise Invalid(f"{name}: must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+def instant(name: str, value: str | None) -> datetime | None:
+    """A query parameter holding an ISO 8601 instant with its offset (None when absent)."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise Invalid(f"{name}: expected an ISO 8601 instant with an offset, such as "
+                      f"2026-11-01T00:00:00Z; got {value!r}")
+    return parsed
 
 
 def export_filter(
     customer_id: Annotated[str | None, QueryParameter(name="customerId")] = None,
-    status: FromQuery[Literal["draft", "finalized", "void"] | None] = None,
-    period_from: Annotated[datetime | None, QueryParameter(name="from")] = None,
-    period_to: Annotated[datetime | None, QueryParameter(name="to")] = None,
+    status: Annotated[str | None, QueryParameter(name="status", description=", ".join(STATUSES))] = None,
+    period_from: Annotated[str | None, QueryParameter(name="from", description=ISO_INSTANT)] = None,
+    period_to: Annotated[str | None, QueryParameter(name="to", description=ISO_INSTANT)] = None,
 ) -> export.ExportFilter:
-    """The export's query parameters (shared by both CSV routes)."""
-    return export.ExportFilter(customer_id, status, period_from, period_to)
+    """The export's query parameters (shared by both CSV routes); errors name them as sent."""
+    return export.ExportFilter(customer_id, choice("status", status, STATUSES), instant("from", period_from),
+                               instant("to", period_to))
 
 
 Selection = NamedDependency[export.ExportFilter]
@@ -104,6 +139,8 @@ class CustomerBillingController(Controller):
 
     @get("/subscriptions")
     async def subscriptions_(self, customer_id: FromPath[str], db: Db) -> list[Subscription]:
+        if await get_customer(db, customer_id) is None:
+            raise NotFoundException(f"no customer {customer_id!r}")
         return await subscriptions.list_subscriptions(db, customer_id)
 
     @post("/subscriptions", status_code=201)
@@ -164,13 +201,14 @@ class InvoiceController(Controller):
     async def list_(
         self, db: Db, portal: Portal,
         customer_id: Annotated[str | None, QueryParameter(name="customerId")] = None,
-        invoice_state: Annotated[InvoiceState | None, QueryParameter(name="state")] = None,
+        invoice_state: Annotated[str | None, QueryParameter(name="state", description=STATE_HELP)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         before: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> list[InvoiceSummary]:
         """Newest first; page with `before=<last id>`."""
+        state = cast(InvoiceState | None, choice("state", invoice_state, STATES))
         return await invoices.list_invoices(db, now=_now(), grace=portal.settings.invoice_grace,
-                                            customer_id=customer_id, state=invoice_state, limit=limit,
+                                            customer_id=customer_id, state=state, limit=limit,
                                             after_id=before)
 
     @get("/{invoice_id:int}")

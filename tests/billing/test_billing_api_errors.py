@@ -238,6 +238,12 @@ async def test_a_change_into_an_invoiced_period_is_a_conflict(
     assert await _subscriptions(pg) == subs
     view = (await client.get(f"/v1/invoices/{invoice['id']}", headers=auth(admin_key))).json()
     assert (view["state"], view["number"], view["total"]) == ("finalized", "INV-000001", "10.00")
+    # The first instant after the invoiced period is not in it: a change from then is taken
+    after = await client.post("/v1/customers/acme/subscriptions", headers=auth(admin_key),
+                              json={"planId": "flat2", "effectiveAt": closed.period.end.isoformat()})
+    assert after.status_code == 201, after.text
+    assert [(plan_id, starts, ends) for plan_id, starts, ends in await _subscriptions(pg)] == [
+        ("flat", subs[0][1], closed.period.end), ("flat2", closed.period.end, None)]
 
 
 # --- credits ----------------------------------------------------------------------------------
@@ -251,7 +257,8 @@ async def test_a_change_into_an_invoiced_period_is_a_conflict(
     ("acme", "NaN", 422, ["amount"]),
     ("acme", "ten", 422, ["amount"]),
     ("nobody", "10.00", 404, ["no customer 'nobody'"]),
-], ids=["zero", "zero-cents", "negative", "three-decimals-for-usd", "nan", "not-a-number", "unknown-customer"])
+], ids=["zero", "zero-cents", "negative", "three-decimals-for-usd", "nan", "not-a-number",
+        "unknown-customer"])
 async def test_a_bad_credit_grant_is_refused(
     client: AsyncTestClient[Any], admin_key: str, pg: Any, customer: str, amount: str, status: int,
     fragments: list[str],
@@ -396,17 +403,27 @@ async def test_a_draft_for_a_month_without_a_subscription_or_customer_is_404(
     assert await pg.fetchval("SELECT count(*) FROM invoices") == 0
 
 
-@pytest.mark.parametrize(("query", "name"), [
-    ("state=bogus", "state"), ("state=Draft", "state"), ("limit=0", "limit"), ("limit=1001", "limit"),
-    ("before=0", "before"), ("before=abc", "before"),
-])
-async def test_listing_invoices_with_a_bad_filter_names_it(
-    client: AsyncTestClient[Any], admin_key: str, query: str, name: str,
+BAD_QUERIES = [
+    ("/v1/invoices", "state=bogus", "state"), ("/v1/invoices", "state=Draft", "state"),
+    ("/v1/invoices", "limit=0", "limit"), ("/v1/invoices", "limit=1001", "limit"),
+    ("/v1/invoices", "before=0", "before"), ("/v1/invoices", "before=abc", "before"),
+    ("/v1/invoices/export.csv", "status=bogus", "status"),
+    ("/v1/invoices/export.csv", "from=2026-01-01", "from"),
+    ("/v1/invoices/lines.csv", "to=garbage", "to"),
+]
+
+
+@pytest.mark.parametrize(("path", "query", "name"), BAD_QUERIES, ids=[f"{p} {q}" for p, q, _ in BAD_QUERIES])
+async def test_a_bad_query_parameter_is_named_as_the_caller_sent_it(
+    client: AsyncTestClient[Any], admin_key: str, path: str, query: str, name: str,
 ) -> None:
-    response = await client.get(f"/v1/invoices?{query}", headers=auth(admin_key))
-    assert 400 <= response.status_code < 500, response.text
-    # The field is named in the per-field errors (the detail repeats the URL, query included).
-    assert name in str(response.json().get("extra")), response.text
+    response = await client.get(f"{path}?{query}", headers=auth(admin_key))
+    # 422 like every other bad field (the app maps validation errors to 422)
+    assert response.status_code == 422, response.text
+    # The per-field error names the query parameter the caller sent ("state", "from"), not
+    # the handler's Python argument ("invoice_state", "period_from"): the detail only repeats
+    # the URL, so `key` is what tells the caller which parameter is wrong.
+    assert [error["key"] for error in response.json()["extra"]] == [name], response.text
 
 
 # --- keys -------------------------------------------------------------------------------------
