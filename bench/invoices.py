@@ -325,7 +325,9 @@ async def invoice_run(stack: Stack, opts: Options, name: str, *,
         name=name, wall_s=wall, summary=summary, python_cpu_s=cpu_self,
         postgres_cpu_s=usage.by_role.get("postgres", 0.0),
         other_cpu_s=max(0.0, usage.machine_busy_s - cpu_self - usage.by_role.get("postgres", 0.0)),
-        machine_busy=usage.machine_busy_fraction, foreign=usage.foreign(),
+        machine_busy=usage.machine_busy_fraction,
+        # A process that reaped a long-lived child shows the child's whole life: not this run's.
+        foreign=[(n, c) for n, c in usage.foreign() if c <= usage.machine_busy_s],
         first_progress_s=calls[0] if calls else None, progress_calls=len(calls),
         invoices=invoices, lines=lines, statuses=statuses, statements=statements)
 
@@ -356,9 +358,8 @@ def _summary_line(run: RunFigures) -> str:
     return "  ".join(f"{f}={getattr(s, f, '?')}" for f in fields)
 
 
-def print_report(opts: Options, machine: dict[str, Any], load: LoadFigures,
-                 runs: list[RunFigures], aggregate: list[tuple[float, int]] | None,
-                 profile_text: str | None, missing: str | None) -> None:
+def print_report(opts: Options, machine: dict[str, Any], load: LoadFigures, measured: Measured) -> None:
+    runs, aggregate, missing = measured.runs, measured.aggregate, measured.missing
     out: list[str] = []
     add = out.append
     add("")
@@ -416,9 +417,9 @@ def print_report(opts: Options, machine: dict[str, Any], load: LoadFigures,
         times = ", ".join(f"{t:.2f} s" for t, _ in aggregate)
         add(f"aggregate      UTC period SELECT … GROUP BY customer, metric, group_key alone: "
             f"{times} ({aggregate[0][1]:,} rows)")
-    if profile_text:
+    if measured.profile_text:
         add("profile        (a third run, a refresh, under cProfile; cumulative time)")
-        out.extend("  " + line for line in profile_text.splitlines())
+        out.extend("  " + line for line in measured.profile_text.splitlines())
     print("\n".join(out), flush=True)
 
 
@@ -433,22 +434,29 @@ def _profile_text(profiler: cProfile.Profile) -> str:
 # --------------------------------------------------------------------------- main
 
 
-async def measure(stack: Stack, opts: Options, machine: dict[str, Any]) -> tuple[list[RunFigures], list[tuple[float, int]] | None,
-                                                        str | None, str | None]:
+@dataclass(slots=True)
+class Measured:
+    runs: list[RunFigures] = field(default_factory=list)
+    aggregate: list[tuple[float, int]] = field(default_factory=list)
+    profile_text: str | None = None
+    missing: str | None = None
+
+
+async def measure(stack: Stack, opts: Options, machine: dict[str, Any]) -> Measured:
     try:
         import portal.billing.run  # noqa: F401
     except ImportError as exc:
-        return [], None, None, f"portal.billing.run is not importable ({exc})"
+        return Measured(missing=f"portal.billing.run is not importable ({exc})")
     machine["busy_before_runs"] = await asyncio.to_thread(wait_for_idle, opts.wait_idle)
-    runs = [await invoice_run(stack, opts, "run 1 (create)"),
-            await invoice_run(stack, opts, "run 2 (refresh)")]
-    aggregate = await aggregate_query(stack)
-    profile_text = None
+    out = Measured()
+    out.runs.append(await invoice_run(stack, opts, "run 1 (create)"))
+    out.runs.append(await invoice_run(stack, opts, "run 2 (refresh)"))
+    out.aggregate = await aggregate_query(stack)
     if opts.profile:
         profiler = cProfile.Profile()
         await invoice_run(stack, opts, "run 3 (profiled)", profiler=profiler)
-        profile_text = _profile_text(profiler)
-    return runs, aggregate, profile_text, None
+        out.profile_text = _profile_text(profiler)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -464,8 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         start_stack(stack, opts)
         load = asyncio.run(load_data(stack, opts))
-        runs, aggregate, profile_text, missing = asyncio.run(measure(stack, opts, machine))
-        print_report(opts, machine, load, runs, aggregate, profile_text, missing)
+        measured = asyncio.run(measure(stack, opts, machine))
+        print_report(opts, machine, load, measured)
     except KeyboardInterrupt:
         log("interrupted")
         return 130
