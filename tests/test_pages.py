@@ -304,6 +304,30 @@ async def test_partial_shows_the_exact_new_total(
     assert "<html" not in after.text  # a fragment, not a page
 
 
+async def test_partial_shows_the_cost_so_far_from_the_customers_plan(
+    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+) -> None:
+    await make_customer(client, admin_key, timezone="Europe/Berlin", currency="EUR")
+    await make_meter(client, admin_key, metric="api_calls", unit="call")
+    plan = {"id": "pay-as-you-go", "name": "PAYG", "currency": "EUR", "charges": [
+        {"key": "base", "model": "flat", "amount": "5.00"},
+        {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.25"}]}
+    assert (await client.post("/v1/plans", headers=auth(admin_key), json=plan)).status_code == 201
+    # Anchored on today's date, so the period began at local midnight today.
+    assert (await client.post("/v1/customers/acme/subscriptions", headers=auth(admin_key),
+                              json={"planId": "pay-as-you-go"})).status_code == 201
+    sent = await client.post("/v1/events/batch", headers=auth(ingest_key),
+                             json={"events": [event(quantity=2), event(quantity="3.5")]})
+    assert sent.status_code == 202, sent.text
+    await wait_until_persisted(redis)
+    await sign_in(client, admin_key)
+
+    panel = await client.get("/portal/customers/acme/usage", headers=HTMX)
+    so_far = re.search(r'<data class="total" id="cost-so-far" value="([^"]+)">', panel.text)
+    assert so_far is not None and so_far.group(1) == "6.38"  # 5.00 + 5.5 x 0.25 = 6.375, half up
+    assert 'id="cost-projected"' in panel.text and "EUR" in panel.text
+
+
 async def test_partial_answers_204_while_nothing_changed(
     client: Client, admin_key: str, ingest_key: str,
 ) -> None:
