@@ -348,8 +348,8 @@ async def get_invoice(session: AsyncSession, invoice_id: int, *, now: datetime, 
 async def list_invoices(session: AsyncSession, *, now: datetime, grace: timedelta,
                         customer_id: str | None = None, state: InvoiceState | None = None,
                         period_start_from: datetime | None = None, period_start_to: datetime | None = None,
-                        limit: int = 100, after_id: int | None = None) -> list[InvoiceSummary]:
-    """Invoices newest period first, filtered; `state` is evaluated at `now`."""
+                        limit: int = 100, before_id: int | None = None) -> list[InvoiceSummary]:
+    """Invoices, newest first (ids below `before_id` when paging); `state` is evaluated at `now`."""
     status = {"draft": "draft", "awaiting_review": "draft", "finalized": "finalized", "void": "void"}
     rows = await session.execute(text(
         f"SELECT {INVOICE_COLUMNS}, i.total + COALESCE((SELECT sum(amount) FROM adjustments a "
@@ -359,12 +359,12 @@ async def list_invoices(session: AsyncSession, *, now: datetime, grace: timedelt
         "AND (CAST(:due AS boolean) IS NULL OR (period_end + CAST(:grace AS interval) <= :now) = :due) "
         "AND (CAST(:from_ AS timestamptz) IS NULL OR period_start >= :from_) "
         "AND (CAST(:to_ AS timestamptz) IS NULL OR period_start < :to_) "
-        "AND (CAST(:after AS bigint) IS NULL OR id < :after) "
+        "AND (CAST(:before AS bigint) IS NULL OR id < :before) "
         "ORDER BY id DESC LIMIT :limit"),
         {"c": customer_id, "status": status.get(state) if state else None,
          "due": {"draft": False, "awaiting_review": True}.get(state) if state else None,
          "grace": grace, "now": now, "from_": period_start_from, "to_": period_start_to,
-         "after": after_id, "limit": limit})
+         "before": before_id, "limit": limit})
     out = []
     for row in rows:
         *head, adjusted = values(row)

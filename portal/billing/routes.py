@@ -209,7 +209,7 @@ class InvoiceController(Controller):
         state = cast(InvoiceState | None, choice("state", invoice_state, STATES))
         return await invoices.list_invoices(db, now=_now(), grace=portal.settings.invoice_grace,
                                             customer_id=customer_id, state=state, limit=limit,
-                                            after_id=before)
+                                            before_id=before)
 
     @get("/{invoice_id:int}")
     async def get_(self, invoice_id: FromPath[int], db: Db, portal: Portal) -> InvoiceView:
