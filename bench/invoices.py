@@ -46,6 +46,7 @@ from bench import invoices_data as data
 from bench.config import log
 from bench.machine import machine_info, wait_for_idle
 from bench.procstat import Roles, snapshot, usage_between
+from bench.stack import alter_system
 
 TARGET_S = 30.0
 
@@ -134,7 +135,7 @@ def start_stack(stack: Stack, opts: Options) -> None:
     stack.servers = EmbeddedServers(stack.data_dir)
     urls = stack.servers.start()
     if opts.pg_stats or opts.pg_settings:
-        asyncio.run(_alter_system(urls.database_url, opts))
+        asyncio.run(alter_system(urls.database_url, pg_stats=opts.pg_stats, pg_settings=opts.pg_settings))
         stack.servers.postgres.stop()
         urls = stack.servers.start()
     stack.database_url, stack.redis_url = urls.database_url, urls.redis_url
@@ -143,19 +144,6 @@ def start_stack(stack: Stack, opts: Options) -> None:
                      redis_url=stack.redis_url))
     if opts.pg_stats:
         asyncio.run(_create_pg_stats(stack.database_url))
-
-
-async def _alter_system(database_url: str, opts: Options) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        if opts.pg_stats:
-            await conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
-        for item in opts.pg_settings:
-            name, _, value = item.partition("=")
-            log(f"postgres: ALTER SYSTEM SET {name} = {value!r}")
-            await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
-    finally:
-        await conn.close()
 
 
 async def _create_pg_stats(database_url: str) -> None:

@@ -97,20 +97,23 @@ def start_servers(env: Environment, opts: Options) -> None:
         urls = env.servers.start()
         # Commit timestamps give the exact moment each batch became visible (persisted_at
         # is the transaction's start); both settings need a restart (which picks a new port).
-        asyncio.run(_alter_system(urls.database_url, opts))
+        asyncio.run(alter_system(urls.database_url, pg_stats=opts.pg_stats, pg_settings=opts.pg_settings,
+                                 extra={"track_commit_timestamp": "on"}))
         env.servers.postgres.stop()
         urls = env.servers.start()
         env.database_url, env.redis_url = urls.database_url, urls.redis_url
     env.broker_url = os.environ.get("BROKER_URL") or env.redis_url.rsplit("/", 1)[0] + "/1"
 
 
-async def _alter_system(database_url: str, opts: Options) -> None:
+async def alter_system(database_url: str, *, pg_stats: bool, pg_settings: list[str],
+                       extra: dict[str, str] | None = None) -> None:
+    """ALTER SYSTEM for a bench run (takes effect at the restart that follows):
+    pg_stat_statements if asked, `extra`, then each `--pg-set NAME=VALUE`."""
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.execute("ALTER SYSTEM SET track_commit_timestamp = on")
-        if opts.pg_stats:
+        if pg_stats:
             await conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
-        for item in opts.pg_settings:
+        for item in [f"{k}={v}" for k, v in (extra or {}).items()] + list(pg_settings):
             name, _, value = item.partition("=")
             log(f"postgres: ALTER SYSTEM SET {name} = {value!r}")
             await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")

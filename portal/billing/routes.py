@@ -10,6 +10,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing import credits, export, invoices, lifecycle, plans, preview, review, subscriptions
 from portal.billing.errors import BillingError, Conflict, Invalid, NotFound
@@ -31,6 +32,7 @@ from portal.billing.views import (
     PreviewView,
     ReviewItem,
 )
+from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
 from portal.db import values
 from portal.dependencies import Db, Portal
@@ -96,6 +98,13 @@ Selection = NamedDependency[export.ExportFilter]
 EXPORT_FILTER = {"selection": Provide(export_filter, sync_to_thread=False)}
 
 
+async def _customer(db: AsyncSession, customer_id: str) -> Customer:
+    customer = await get_customer(db, customer_id)
+    if customer is None:
+        raise NotFoundException(f"no customer {customer_id!r}")
+    return customer
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -139,8 +148,7 @@ class CustomerBillingController(Controller):
 
     @get("/subscriptions")
     async def subscriptions_(self, customer_id: FromPath[str], db: Db) -> list[Subscription]:
-        if await get_customer(db, customer_id) is None:
-            raise NotFoundException(f"no customer {customer_id!r}")
+        await _customer(db, customer_id)
         return await subscriptions.list_subscriptions(db, customer_id)
 
     @post("/subscriptions", status_code=201)
@@ -151,9 +159,7 @@ class CustomerBillingController(Controller):
 
     @get("/credits")
     async def credits_(self, customer_id: FromPath[str], db: Db) -> credits.CreditBalance:
-        customer = await get_customer(db, customer_id)
-        if customer is None:
-            raise NotFoundException(f"no customer {customer_id!r}")
+        customer = await _customer(db, customer_id)
         return await credits.credit_balance(db, customer_id, currency=customer.currency, usable_at=_now())
 
     @post("/credits", status_code=201)
@@ -172,9 +178,7 @@ class CustomerBillingController(Controller):
     async def draft(self, customer_id: FromPath[str], data: JSONBody[DraftRequest], db: Db,
                     portal: Portal) -> InvoiceView:
         """Create or refresh the draft of a period (default: the current one)."""
-        customer = await get_customer(db, customer_id)
-        if customer is None:
-            raise NotFoundException(f"no customer {customer_id!r}")
+        customer = await _customer(db, customer_id)
         subs = await subscriptions.list_subscriptions(db, customer_id)
         if not subs:
             raise NotFound(f"customer {customer_id} has no subscription")
