@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.billing import export, invoices, lifecycle
 from portal.billing.run import RunSummary, run_invoices
-from portal.billing.views import money_text
+from portal.billing.views import InvoiceState, money_text
 from portal.catalog.file import ApplyReport, apply_catalog, read_catalog
 from portal.db import create_engine, session_factory, transaction
 from portal.live.store import LiveStore
@@ -102,10 +102,10 @@ async def show_invoice(settings: Settings, invoice_id: int) -> str:
         return _json(view)
 
 
-async def list_invoices(settings: Settings, *, customer_id: str | None, state: str | None) -> str:
+async def list_invoices(settings: Settings, *, customer_id: str | None, state: InvoiceState | None) -> str:
     async with _sessions(settings) as sessions, transaction(sessions) as session:
         rows = await invoices.list_invoices(session, now=datetime.now(UTC), grace=settings.invoice_grace,
-                                            customer_id=customer_id, state=state,  # type: ignore[arg-type]
+                                            customer_id=customer_id, state=state,
                                             limit=1000)
     lines = [f"{'id':>6}  {'number':<11} {'customer':<20} {'period start':<25} {'state':<16} {'total':>12}"]
     for r in rows:
