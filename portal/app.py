@@ -12,17 +12,18 @@ from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
 
+from portal.alerting.routes import alert_handlers
 from portal.auth import api_key_guard
-from portal.billing.errors import BillingError
-from portal.billing.routes import billing_error, billing_handlers
+from portal.billing.routes import billing_handlers
 from portal.broker import setup_broker
 from portal.catalog.routes import CustomerController, MeterController
 from portal.dependencies import provide_session, provide_state
-from portal.errors import unprocessable
+from portal.errors import problem_response, unprocessable
 from portal.ingest.openapi import add_ingest_schemas
 from portal.ingest.routes import EventController
 from portal.operations import OperationsController, healthz
 from portal.paths import STATIC_DIR
+from portal.problems import Problem
 from portal.settings import Settings, get_settings
 from portal.state import PortalState
 from portal.usage.routes import UsageController
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             healthz, CustomerController, MeterController, EventController, UsageController,
-            OperationsController, *billing_handlers, *page_handlers,
+            OperationsController, *billing_handlers, *alert_handlers, *page_handlers,
             create_static_files_router(path="/static", directories=[STATIC_DIR],
                                        include_in_schema=False),
         ],
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=OpenAPIConfig(title="Usage portal", version="0.1.0", path="/schema"),
         response_cache_config=ResponseCacheConfig(),
         request_max_body_size=5 * 1024 * 1024,
-        exception_handlers={ValidationException: unprocessable, BillingError: billing_error},
+        exception_handlers={ValidationException: unprocessable, Problem: problem_response},
         debug=False,
     )
     add_ingest_schemas(app)

@@ -17,6 +17,8 @@ from portal.settings import Settings
 
 INGEST_QUEUE = "ingest"
 MAINTENANCE_QUEUE = "maintenance"
+# Alert evaluation and delivery: never stuck behind a backlog of ingest or maintenance.
+ALERTS_QUEUE = "alerts"
 
 _broker: RedisBroker | None = None
 

@@ -7,6 +7,8 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import ClientException, ValidationException
 
+from portal.problems import Conflict, Invalid, NotFound, Problem
+
 RETRY_AFTER_S = "2"
 
 
@@ -32,3 +34,19 @@ def unprocessable(request: Request[Any, Any, Any], exc: ValidationException) -> 
 
 class StoreUnavailable(Exception):
     """Raised by services when Postgres or Redis cannot be reached."""
+
+
+_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422}
+
+
+def problem_response(request: Request[Any, Any, Any], exc: Problem) -> Response[Any]:
+    """NotFound → 404, Conflict → 409, Invalid → 422; the message names the problem.
+
+    An Invalid message starts with the field it is about ("state: …"); like Litestar's own
+    422s, `extra` then names that field, as the caller spelled it."""
+    status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 400)
+    body: dict[str, Any] = {"status_code": status, "detail": str(exc)}
+    if isinstance(exc, Invalid):
+        field, _, problem = str(exc).partition(": ")
+        body["extra"] = [{"key": field, "message": problem}] if problem and " " not in field else []
+    return Response(body, status_code=status)

@@ -11,7 +11,7 @@ from typing import Any
 
 from redis import Redis
 
-from portal.broker import MAINTENANCE_QUEUE, setup_broker
+from portal.broker import ALERTS_QUEUE, MAINTENANCE_QUEUE, setup_broker
 from portal.jobs import enqueue_sync
 from portal.settings import Settings
 
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 class Job:
     actor_name: str
     every_s: int
+    queue: str = MAINTENANCE_QUEUE
 
 
 def jobs(settings: Settings) -> list[Job]:
@@ -30,6 +31,7 @@ def jobs(settings: Settings) -> list[Job]:
         Job("maintain_storage", 3600),
         Job("sweep_late_events", 120),
         Job("draft_ended_periods", 3600),
+        Job("sweep_alerts", 60, ALERTS_QUEUE),
     ]
 
 
@@ -55,7 +57,7 @@ def run_scheduler(settings: Settings) -> None:
         for job, tick in due_ticks(time.time(), schedule):
             if redis.set(f"sched:{job.actor_name}:{tick}", "1", nx=True, ex=job.every_s * 2):
                 try:
-                    enqueue_sync(job.actor_name, MAINTENANCE_QUEUE)
+                    enqueue_sync(job.actor_name, job.queue)
                 except Exception as exc:  # broker down: the next tick tries again
                     log.warning("could not queue %s: %s", job.actor_name, exc)
                     redis.delete(f"sched:{job.actor_name}:{tick}")

@@ -30,6 +30,16 @@ def _int(name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _ints(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return tuple(int(part) for part in raw.split(","))
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be integers separated by commas, got {raw!r}") from exc
+
+
 def _decimal(name: str, default: Decimal) -> Decimal:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -83,6 +93,22 @@ class Settings:
     # The review queue flags an invoice whose total moved more than this factor (up or
     # down) from the customer's previous period.
     review_change_factor: Decimal = Decimal(3)
+    # Alerts. The portal's address, for links in notices.
+    public_url: str = "http://127.0.0.1:8000"
+    # The SMTP server email notices go through: smtp://user:pass@host:port?from=…&mode=…
+    smtp_url: str | None = None
+    # Where slack:// notices are posted (an egress proxy, or a local receiver in tests).
+    slack_webhook_base: str = "https://hooks.slack.com/services"
+    # Ingest triggers an evaluation this long after a customer's first new usage, so a
+    # burst is evaluated once, within seconds of the crossing.
+    alert_debounce_ms: int = 500
+    # Delays between delivery attempts; after the last one a delivery is failed.
+    alert_retry_delays_ms: tuple[int, ...] = (5_000, 30_000, 120_000, 600_000)
+    # How long a worker owns a delivery it is sending; after that another may retry it.
+    alert_lease_seconds: int = 60
+    alert_send_timeout_s: float = 15.0
+    # Forecasts wait until this much of the period has passed.
+    forecast_min_elapsed: timedelta = timedelta(hours=1)
 
     def with_urls(self, *, database_url: str, redis_url: str, broker_url: str | None = None) -> Settings:
         return replace(self, database_url=database_url, redis_url=redis_url, broker_url=broker_url)
@@ -115,6 +141,13 @@ def from_environment() -> Settings:
         broker_maintenance_chance=_int("PORTAL_BROKER_MAINTENANCE_CHANCE", 50_000),
         invoice_grace=timedelta(hours=_int("PORTAL_INVOICE_GRACE_HOURS", 24)),
         review_change_factor=_decimal("PORTAL_REVIEW_CHANGE_FACTOR", Decimal(3)),
+        public_url=env.get("PORTAL_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+        smtp_url=env.get("PORTAL_SMTP_URL") or None,
+        slack_webhook_base=env.get("PORTAL_SLACK_WEBHOOK_BASE", "https://hooks.slack.com/services"),
+        alert_debounce_ms=_int("PORTAL_ALERT_DEBOUNCE_MS", 500),
+        alert_retry_delays_ms=_ints("PORTAL_ALERT_RETRY_DELAYS_MS", (5_000, 30_000, 120_000, 600_000)),
+        alert_lease_seconds=_int("PORTAL_ALERT_LEASE_SECONDS", 60),
+        forecast_min_elapsed=timedelta(minutes=_int("PORTAL_FORECAST_MIN_ELAPSED_MINUTES", 60)),
     )
 
 

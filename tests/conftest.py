@@ -83,7 +83,8 @@ def settings() -> Iterator[Settings]:
 
 
 TABLES = (
-    "late_events", "adjustments", "credit_applications", "invoice_lines", "invoices", "document_numbers",
+    "alert_delivery_attempts", "alert_deliveries", "alert_firings", "alert_rules", "plan_alert_rules",
+    "alert_channels", "late_events", "adjustments", "credit_applications", "invoice_lines", "invoices", "document_numbers",
     "credit_grants", "subscriptions", "plans", "live_drift", "reconcile_runs", "event_conflicts",
     "failed_events", "hourly_unique_values", "hourly_usage", "usage_events", "event_ledger", "api_keys",
     "meters", "customers",
@@ -179,7 +180,7 @@ class WorkerProcess:
         })
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dramatiq", "workers.main", "--processes", "1",
-             "--threads", "2", "--queues", "ingest", "maintenance"],
+             "--threads", "2", "--queues", "ingest", "maintenance", "alerts"],
             cwd=ROOT, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )

@@ -14,6 +14,7 @@ from dramatiq.middleware import CurrentMessage
 from portal.broker import INGEST_QUEUE
 from portal.ingest.handoff import holds
 from portal.settings import get_settings
+from workers.alerting import request_evaluation
 from workers.billing import settle_late_events_actor
 from workers.context import get_context
 from workers.partitions import forget_known
@@ -90,4 +91,6 @@ async def persist_events(batch: dict[str, Any]) -> None:
             # After the commit: the adjustment job must see the late events it settles.
             # If this process dies first, the scheduler's late-event sweep settles them.
             settle_late_events_actor.send(invoice_id)
+        if outcome.alert_customers:
+            await request_evaluation(ctx, list(outcome.alert_customers))
     await ctx.live.release(*holds(batch))

@@ -8,4 +8,4 @@ from portal.settings import get_settings
 
 setup_broker(get_settings())
 
-from workers import billing, ingest, maintenance  # noqa: E402,F401  (declares the actors)
+from workers import alerting, billing, ingest, maintenance  # noqa: E402,F401  (declares the actors)

@@ -42,6 +42,8 @@ class PersistOutcome:
     conflicts: int
     # Finalized invoices these events arrived late for: to be adjusted after commit.
     late_invoices: tuple[int, ...] = ()
+    # Customers of the batch with alert rules: to be evaluated after commit.
+    alert_customers: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -231,9 +233,13 @@ async def persist_batch(conn: Any, batch: dict[str, Any]) -> PersistOutcome:
         for aggregation in AGGREGATION_ORDER:
             await _upsert_hours(conn, aggregation, deltas.get(aggregation, {}))
     late = await record_late_events(conn, admitted)
+    watched = await conn.fetch(
+        "SELECT DISTINCT customer_id FROM alert_rules WHERE disabled_at IS NULL AND customer_id = ANY($1)",
+        sorted({e.customer_id for e in admitted})) if admitted else []
 
     return PersistOutcome(persisted=len(admitted), duplicates=len(refused) - len(conflicts),
-                          conflicts=len(conflicts), late_invoices=tuple(late))
+                          conflicts=len(conflicts), late_invoices=tuple(late),
+                          alert_customers=tuple(r["customer_id"] for r in watched))
 
 
 async def record_failed_batch(conn: Any, batch: dict[str, Any], reason: str) -> int:

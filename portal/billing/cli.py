@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from portal.billing.errors import BillingError
 from portal.catalog.file import CatalogFileError
+from portal.problems import Problem
 from portal.settings import Settings
 
 SettingsFor = Callable[[argparse.Namespace], tuple[Settings, Any]]
@@ -28,7 +28,7 @@ def _run(args: argparse.Namespace, work: Any) -> None:
     try:
         output = asyncio.run(work(settings))
         print(output, end="" if output.endswith("\n") else "\n")
-    except (BillingError, CatalogFileError) as exc:
+    except (Problem, CatalogFileError) as exc:
         sys.exit(f"error: {exc}")
     finally:
         if started:

@@ -9,13 +9,13 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.billing.errors import Invalid, NotFound
 from portal.billing.rating import round_money
 from portal.billing.schemas import CreditGrantCreate
 from portal.billing.views import money_text
 from portal.catalog.service import get_customer
 from portal.db import values
 from portal.periods import local_midnight
+from portal.problems import Invalid, NotFound
 from portal.schemas import CamelStruct
 
 

@@ -19,7 +19,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.credits import available_credit
-from portal.billing.errors import NotFound
 from portal.billing.plans import plan_from_definition
 from portal.billing.quantities import UsageWindow, charge_quantities, meter_aggregations
 from portal.billing.rating import LineItem, Rating, Segment, rate_invoice
@@ -40,6 +39,7 @@ from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
 from portal.db import values
 from portal.periods import BillingPeriod
+from portal.problems import NotFound
 
 
 @dataclass(frozen=True, slots=True)

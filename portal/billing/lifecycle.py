@@ -11,11 +11,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.credits import draw_credit, release_credit
-from portal.billing.errors import Conflict, Invalid
 from portal.billing.invoices import InvoiceRow, load_invoice, refresh_draft
 from portal.billing.locks import lock_customer
 from portal.catalog.service import get_customer
 from portal.db import values
+from portal.problems import Conflict, Invalid
 
 INVOICE_SERIES = "INV"
 

@@ -8,9 +8,9 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.billing.errors import Conflict, Invalid, NotFound
 from portal.billing.schemas import Plan, PlanCreate
 from portal.db import values
+from portal.problems import Conflict, Invalid, NotFound
 
 
 def plan_from_definition(definition: Any) -> Plan:

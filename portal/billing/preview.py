@@ -14,7 +14,6 @@ from decimal import Decimal
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.billing.errors import NotFound
 from portal.billing.invoices import PeriodToRate, line_rows, period_to_rate, rate_periods
 from portal.billing.quantities import UsageWindow, charge_quantities, meter_aggregations
 from portal.billing.rating import Rating, Segment, projected_quantity, rate_invoice
@@ -28,6 +27,7 @@ from portal.billing.views import (
     quantity_text,
 )
 from portal.catalog.service import get_customer
+from portal.problems import NotFound
 
 
 def _totals(rating: Rating) -> InvoicePreviewTotals:

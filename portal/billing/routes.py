@@ -13,7 +13,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing import credits, export, invoices, lifecycle, plans, preview, review, subscriptions
-from portal.billing.errors import BillingError, Conflict, Invalid, NotFound
 from portal.billing.schemas import (
     ApproveRequest,
     CreditGrantCreate,
@@ -37,23 +36,10 @@ from portal.catalog.service import get_customer
 from portal.db import values
 from portal.dependencies import Db, Portal
 from portal.periods import period_for, to_datetime
+from portal.problems import Invalid, NotFound
 from portal.state import PortalState
 
 ADMIN = {"scope": "admin"}
-_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422}
-
-
-def billing_error(request: Request[Any, Any, Any], exc: BillingError) -> Response[Any]:
-    """NotFound → 404, Conflict → 409, Invalid → 422; the message names the problem.
-
-    An Invalid message starts with the field it is about ("state: …"); like Litestar's own
-    422s, `extra` then names that field, as the caller spelled it."""
-    status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 400)
-    body: dict[str, Any] = {"status_code": status, "detail": str(exc)}
-    if isinstance(exc, Invalid):
-        field, _, problem = str(exc).partition(": ")
-        body["extra"] = [{"key": field, "message": problem}] if problem and " " not in field else []
-    return Response(body, status_code=status)
 
 
 STATES = ("draft", "awaiting_review", "finalized", "void")

@@ -17,11 +17,11 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from portal.billing.errors import Invalid
 from portal.billing.invoices import PeriodToRate, planned, plans_by_id, rate_periods, save_drafts
 from portal.billing.subscriptions import month_period, segments_in, subscriptions_by_customer
 from portal.db import transaction, values
 from portal.periods import BillingPeriod, period_for, previous_period
+from portal.problems import Invalid
 
 CHUNK = 500
 CONCURRENT_CHUNKS = 2

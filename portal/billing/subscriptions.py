@@ -11,7 +11,6 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.billing.errors import Conflict, Invalid, NotFound
 from portal.billing.locks import lock_customer
 from portal.billing.plans import get_plan
 from portal.billing.schemas import Discount, SubscriptionCreate
@@ -27,6 +26,7 @@ from portal.periods import (
     period_for,
     to_datetime,
 )
+from portal.problems import Conflict, Invalid, NotFound
 from portal.schemas import CamelStruct
 
 
@@ -177,6 +177,10 @@ async def _insert(session: AsyncSession, customer_id: str, plan_id: str, anchor_
              f"VALUES (:c, :p, :a, :s, CAST(:d AS jsonb)) RETURNING {_COLUMNS}"),
         {"c": customer_id, "p": plan_id, "a": anchor_day, "s": starts_at, "d": discounts},
     )).one()
+    # A plan's default alert rules become the subscriber's own.
+    from portal.alerting.rules import copy_plan_rules
+
+    await copy_plan_rules(session, customer_id, plan_id)
     return _subscription(row)
 
 

@@ -20,11 +20,11 @@ import yaml
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing import plans as plan_service
-from portal.billing.errors import BillingError
 from portal.billing.schemas import PlanCreate, SubscriptionCreate
 from portal.billing.subscriptions import list_subscriptions, subscribe
 from portal.catalog import service
 from portal.catalog.schemas import CustomerCreate, MeterCreate
+from portal.problems import Problem
 from portal.schemas import CamelStruct
 
 
@@ -114,7 +114,7 @@ async def apply_catalog(session: AsyncSession, catalog: CatalogFile, *, now: dat
     for i, plan in enumerate(catalog.plans):
         try:
             _, created = await plan_service.create_plan(session, plan)
-        except BillingError as exc:
+        except Problem as exc:
             raise CatalogFileError(f"plans[{i}] ({plan.id}): {exc}") from exc
         report.count("plans", "created" if created else "unchanged")
     for i, entry in enumerate(catalog.subscriptions):
@@ -127,7 +127,7 @@ async def apply_catalog(session: AsyncSession, catalog: CatalogFile, *, now: dat
         request = msgspec.structs.replace(entry, start_date=None) if current else entry
         try:
             await subscribe(session, entry.customer_id, request, now=now)
-        except BillingError as exc:
+        except Problem as exc:
             raise CatalogFileError(f"subscriptions[{i}] ({entry.customer_id}): {exc}") from exc
         report.count("subscriptions", "changed" if current else "created")
     return report

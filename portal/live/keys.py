@@ -55,6 +55,12 @@ def scratch_key(customer_id: str, name: str) -> str:
     return f"lt:{{{customer_id}}}:{name}"
 
 
+def alert_debounce_key(customer_id: str) -> str:
+    """Set while an alert evaluation of the customer is scheduled (expires by itself if
+    that evaluation is lost, so the next usage schedules another)."""
+    return f"alerts:debounce:{{{customer_id}}}"
+
+
 def group_field(group_key: str) -> str:
     return GROUP_PREFIX + group_key if group_key else TOTAL_FIELD
 

@@ -9,8 +9,9 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.billing.errors import NotFound
+from portal.alerting.deliveries import list_firings
 from portal.billing.preview import preview
+from portal.problems import NotFound
 from portal.catalog import service as catalog
 from portal.catalog.schemas import Customer, Meter
 from portal.pages.charts import BarChart, hourly_bars
@@ -52,6 +53,18 @@ class CostSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertRow:
+    """One recent notice, as the customer page lists it."""
+
+    fired_at: str
+    kind: str
+    rule: str
+    level: str
+    value: str
+    delivered: str
+
+
+@dataclass(frozen=True, slots=True)
 class UsagePanel:
     customer_id: str
     tz_name: str
@@ -60,6 +73,7 @@ class UsagePanel:
     complete_through: str
     meters: tuple[MeterUsage, ...]
     cost: CostSummary | None = None
+    alerts: tuple[AlertRow, ...] = ()
 
     @property
     def version(self) -> str:
@@ -104,4 +118,20 @@ async def usage_panel(portal: PortalState, db: AsyncSession, customer: Customer,
         period_start=instant(period.start, customer.timezone),
         period_end=instant(period.end, customer.timezone),
         complete_through=instant(watermark, customer.timezone), meters=tuple(usages), cost=cost,
+        alerts=await recent_alerts(db, customer),
     )
+
+
+KIND_LABELS = {"crossing": "Reached", "recovery": "Back below", "forecast": "Forecast to reach"}
+
+
+async def recent_alerts(db: AsyncSession, customer: Customer, limit: int = 10) -> tuple[AlertRow, ...]:
+    """The customer's latest notices with how their deliveries went."""
+    rows = []
+    for firing in await list_firings(db, customer.id, limit=limit):
+        sent = sum(1 for d in firing.deliveries if d.status == "sent")
+        failed = sum(1 for d in firing.deliveries if d.status == "failed")
+        delivered = f"{sent} of {len(firing.deliveries)} sent" + (f", {failed} failed" if failed else "")
+        rows.append(AlertRow(instant(firing.fired_at, customer.timezone), KIND_LABELS[firing.kind],
+                             firing.rule_name, firing.level, firing.value, delivered))
+    return tuple(rows)

@@ -1,24 +1,24 @@
-"""Billing errors: each says what is wrong in words an account manager can act on.
-
-Routes answer NotFound with 404, Conflict with 409 and Invalid with 422.
+"""Domain errors of the services (billing, alerting): each says what is wrong in words an
+account manager can act on. `problem_response` answers NotFound with 404, Conflict with
+409 and Invalid with 422, for every route.
 """
 
 from __future__ import annotations
 
 
-class BillingError(Exception):
+class Problem(Exception):
     """Base class; the message is shown to the caller as is."""
 
 
-class NotFound(BillingError):
+class NotFound(Problem):
     """The plan, customer, invoice or subscription does not exist."""
 
 
-class Conflict(BillingError):
+class Conflict(Problem):
     """The request is well-formed but contradicts the current state (e.g. approving a
     finalized invoice, or a plan id reused with another definition)."""
 
 
-class Invalid(BillingError):
+class Invalid(Problem):
     """The request names things that do not fit together (e.g. a plan in EUR for a
     customer billed in USD, a charge on an unknown meter)."""

@@ -1,0 +1,1 @@
+"""Alert rules, channels, evaluation and delivery records (the database side of alerts/)."""

@@ -1,0 +1,146 @@
+"""Alerts API (admin key): channels, rules, plan default rules, firings, deliveries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated
+
+from alerts.messages import Notice
+from litestar import Controller, delete, get, post
+from litestar.params import FromPath, JSONBody, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.alerting import channels, deliveries, rules
+from portal.alerting.schemas import (
+    Channel,
+    ChannelCreate,
+    Delivery,
+    Firing,
+    PlanRule,
+    Rule,
+    RuleBody,
+    RuleCreate,
+)
+from portal.broker import ALERTS_QUEUE
+from portal.catalog.schemas import Customer
+from portal.catalog.service import get_customer
+from portal.dependencies import Db, Portal
+from portal.jobs import enqueue
+from portal.problems import Invalid, NotFound
+
+ADMIN = {"scope": "admin"}
+DELIVERY_STATUSES = ("pending", "sent", "failed")
+STATUS_HELP = ", ".join(DELIVERY_STATUSES)
+
+
+class CustomerAlertController(Controller):
+    """A customer's channels, rules and the notices they produced."""
+
+    path = "/v1/customers/{customer_id:str}"
+    tags = ["alerts"]
+    opt = ADMIN
+
+    @post("/alert-channels", status_code=201)
+    async def create_channel(self, customer_id: FromPath[str], data: JSONBody[ChannelCreate], db: Db,
+                             portal: Portal) -> Channel:
+        """Checked now: a URL Apprise cannot use is a 422 naming it. Stored encrypted; shown
+        masked. A webhook channel's signing secret is in this answer only."""
+        return await channels.create_channel(db, customer_id, data, secret_key=portal.settings.secret_key)
+
+    @get("/alert-channels")
+    async def list_channels(self, customer_id: FromPath[str], db: Db) -> list[Channel]:
+        await _customer(db, customer_id)
+        return await channels.list_channels(db, customer_id)
+
+    @delete("/alert-channels/{channel_id:int}", status_code=204)
+    async def disable_channel(self, customer_id: FromPath[str], channel_id: FromPath[int], db: Db) -> None:
+        await channels.disable_channel(db, customer_id, channel_id)
+
+    @post("/alert-channels/{channel_id:int}/test", status_code=202)
+    async def test_channel(self, customer_id: FromPath[str], channel_id: FromPath[int], db: Db,
+                           portal: Portal) -> Delivery:
+        """Send a test notice through the channel; follow it at GET /v1/alert-deliveries/{id}."""
+        customer = await _customer(db, customer_id)
+        now = datetime.now(UTC)
+        notice = Notice(
+            kind="test", firing_id=None, customer_id=customer.id, customer_name=customer.name, rule_id=None,
+            rule_name="Test notice", metric_name=None, unit=customer.currency, level_label="test",
+            threshold=Decimal(0), value=Decimal(0), currency=customer.currency, cost_so_far=None,
+            period_start=now, period_end=now, forecast_at=None,
+            dashboard_url=f"{portal.settings.public_url}/portal/customers/{customer.id}", occurred_at=now)
+        delivery_id = await deliveries.create_test_delivery(db, customer_id, channel_id, notice)
+        # Queued before this request commits: the actor retries a delivery it cannot see yet.
+        await enqueue("deliver_alert", ALERTS_QUEUE, delivery_id)
+        return await deliveries.get_delivery(db, delivery_id)
+
+    @post("/alert-rules", status_code=201)
+    async def create_rule(self, customer_id: FromPath[str], data: JSONBody[RuleCreate], db: Db) -> Rule:
+        return await rules.create_rule(db, customer_id, data)
+
+    @get("/alert-rules")
+    async def list_rules(self, customer_id: FromPath[str], db: Db) -> list[Rule]:
+        await _customer(db, customer_id)
+        return await rules.list_rules(db, customer_id)
+
+    @delete("/alert-rules/{rule_id:int}", status_code=204)
+    async def disable_rule(self, customer_id: FromPath[str], rule_id: FromPath[int], db: Db) -> None:
+        await rules.disable_rule(db, customer_id, rule_id)
+
+    @get("/alert-firings")
+    async def firings(
+        self, customer_id: FromPath[str], db: Db,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+    ) -> list[Firing]:
+        """The customer's most recent notices, newest first, each with its deliveries."""
+        await _customer(db, customer_id)
+        return await deliveries.list_firings(db, customer_id, limit=limit)
+
+
+class PlanAlertController(Controller):
+    """Default rules of a plan: every subscriber gets its own copy."""
+
+    path = "/v1/plans/{plan_id:str}/alert-rules"
+    tags = ["alerts"]
+    opt = ADMIN
+
+    @post("/", status_code=201)
+    async def create(self, plan_id: FromPath[str], data: JSONBody[RuleBody], db: Db) -> PlanRule:
+        return await rules.create_plan_rule(db, plan_id, data)
+
+    @get("/")
+    async def list_(self, plan_id: FromPath[str], db: Db) -> list[PlanRule]:
+        return await rules.list_plan_rules(db, plan_id)
+
+
+class DeliveryController(Controller):
+    """Every delivery and its attempts: what was sent, what failed and why."""
+
+    path = "/v1/alert-deliveries"
+    tags = ["alerts"]
+    opt = ADMIN
+
+    @get("/")
+    async def list_(
+        self, db: Db,
+        customer_id: Annotated[str | None, QueryParameter(name="customerId")] = None,
+        status: Annotated[str | None, QueryParameter(name="status", description=STATUS_HELP)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> list[Delivery]:
+        if status is not None and status not in DELIVERY_STATUSES:
+            raise Invalid(f"status: must be one of {', '.join(DELIVERY_STATUSES)}; got {status!r}")
+        return await deliveries.list_deliveries(db, customer_id=customer_id, status=status, limit=limit)
+
+    @get("/{delivery_id:int}")
+    async def get_(self, delivery_id: FromPath[int], db: Db) -> Delivery:
+        return await deliveries.get_delivery(db, delivery_id)
+
+
+async def _customer(db: AsyncSession, customer_id: str) -> Customer:
+    customer = await get_customer(db, customer_id)
+    if customer is None:
+        raise NotFound(f"no customer {customer_id!r}")
+    return customer
+
+
+alert_handlers = [CustomerAlertController, PlanAlertController, DeliveryController]

@@ -1,0 +1,146 @@
+"""Alert request and response bodies (camelCase, validated at the edge)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+import msgspec
+from alerts.channels import ChannelKind
+
+from alerts.thresholds import Basis
+from portal.schemas import CamelStruct
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+MAX_LEVELS = 10
+
+
+class ChannelCreate(CamelStruct):
+    """A destination for notices: any Apprise URL (mailto://, slack://, json://, ...)."""
+
+    name: Name
+    destination: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+
+
+class Channel(CamelStruct):
+    id: int
+    customer_id: str
+    name: str
+    kind: ChannelKind
+    destination: str  # masked
+    created_at: datetime
+    # Only in the answer that creates a webhook channel: the key to verify signatures with.
+    signing_secret: str | None = None
+
+
+class RuleBody(CamelStruct):
+    """What to watch and when to notify.
+
+    `metricName` watches that meter's usage this period; without it the rule watches the
+    period's spend (before prepaid credit, in the customer's currency). `levels` are
+    amounts when `basis` is absolute, else percentages of the meter's included quantity
+    (`included`), the plan's minimum commitment (`commitment`) or `budget`."""
+
+    name: Name
+    levels: Annotated[list[Decimal], msgspec.Meta(min_length=1, max_length=MAX_LEVELS)]
+    metric_name: str | None = None
+    basis: Basis = "absolute"
+    budget: Decimal | None = None
+    notify_recovery: bool = False
+    notify_forecast: bool = False
+
+    def __post_init__(self) -> None:
+        for i, level in enumerate(self.levels):
+            if not level.is_finite() or level <= 0:
+                raise ValueError(f"levels[{i}]: must be a number greater than 0")
+        if len(set(self.levels)) != len(self.levels):
+            raise ValueError("levels: must not repeat")
+        if self.basis == "budget":
+            if self.budget is None or not self.budget.is_finite() or self.budget <= 0:
+                raise ValueError("budget: a budget rule needs a budget greater than 0")
+        elif self.budget is not None:
+            raise ValueError("budget: only for basis 'budget'")
+        if self.basis == "included" and self.metric_name is None:
+            raise ValueError("basis: 'included' is a quantity of a meter; give metricName")
+        if self.basis == "commitment" and self.metric_name is not None:
+            raise ValueError("basis: 'commitment' is an amount of money; a spend rule has no metricName")
+
+
+class RuleCreate(RuleBody):
+    # Channels to notify; empty means every channel of the customer.
+    channel_ids: list[int] = msgspec.field(default_factory=list)
+
+
+class Rule(CamelStruct):
+    id: int
+    customer_id: str
+    name: str
+    metric_name: str | None
+    basis: Basis
+    budget: str | None
+    levels: list[str]
+    notify_recovery: bool
+    notify_forecast: bool
+    channel_ids: list[int]
+    from_plan_rule_id: int | None
+    created_at: datetime
+    disabled_at: datetime | None
+
+
+class PlanRule(CamelStruct):
+    id: int
+    plan_id: str
+    name: str
+    metric_name: str | None
+    basis: Basis
+    budget: str | None
+    levels: list[str]
+    notify_recovery: bool
+    notify_forecast: bool
+    created_at: datetime
+
+
+DeliveryStatus = Literal["pending", "sent", "failed"]
+
+
+class Attempt(CamelStruct):
+    attempt: int
+    ok: bool
+    error: str | None
+    destination: str
+    started_at: datetime
+    finished_at: datetime
+
+
+class Delivery(CamelStruct):
+    id: int
+    firing_id: int | None
+    channel_id: int
+    channel_name: str
+    customer_id: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    destination: str
+    created_at: datetime
+    sent_at: datetime | None
+    failed_at: datetime | None
+    attempt_log: list[Attempt] = msgspec.field(default_factory=list)
+
+
+class Firing(CamelStruct):
+    id: int
+    rule_id: int
+    rule_name: str
+    customer_id: str
+    kind: Literal["crossing", "recovery", "forecast"]
+    level: str
+    threshold: str
+    value: str
+    period_start: datetime
+    period_end: datetime
+    forecast_at: datetime | None
+    fired_at: datetime
+    deliveries: list[Delivery]

@@ -1,0 +1,114 @@
+"""Alert actors: evaluate a customer's rules, deliver a notice, sweep for what was missed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+import dramatiq
+from alerts.delivery import Transport, send
+from sqlalchemy import text
+
+from portal.alerting import deliveries
+from portal.alerting.evaluate import evaluate_customer
+from portal.broker import ALERTS_QUEUE
+from portal.db import transaction, values
+from portal.live import keys as live_keys
+from portal.settings import get_settings
+from workers.context import WorkerContext, get_context
+
+log = logging.getLogger(__name__)
+_settings = get_settings()
+
+
+def transport() -> Transport:
+    return Transport(smtp_url=_settings.smtp_url, slack_webhook_base=_settings.slack_webhook_base,
+                     timeout_s=_settings.alert_send_timeout_s)
+
+
+async def request_evaluation(ctx: WorkerContext, customer_ids: list[str]) -> None:
+    """Ask for an evaluation of each customer's rules, debounced: the first new usage
+    schedules one `alert_debounce_ms` later; usage until it starts is covered by it."""
+    delay = ctx.settings.alert_debounce_ms
+    async with ctx.redis.pipeline(transaction=False) as pipe:
+        for customer_id in customer_ids:
+            pipe.set(live_keys.alert_debounce_key(customer_id), "1", nx=True, px=max(delay, 1) * 10)
+        claimed = await pipe.execute()
+    for customer_id, first in zip(customer_ids, claimed, strict=True):
+        if first:
+            evaluate_alerts.send_with_options(args=(customer_id,), delay=delay)
+
+
+@dramatiq.actor(actor_name="evaluate_alerts", queue_name=ALERTS_QUEUE, max_retries=5,
+                min_backoff=500, max_backoff=10_000, time_limit=120_000)
+async def evaluate_alerts(customer_id: str) -> None:
+    """Fire what the customer's rules owe and send it. Safe to run twice: firings are
+    unique per rule, level, kind and period."""
+    ctx = await get_context()
+    # Release the debounce first: usage persisted from now on schedules a new evaluation,
+    # usage persisted before is read below.
+    await ctx.redis.delete(live_keys.alert_debounce_key(customer_id))
+    async with transaction(ctx.sessions) as session:
+        ids = await evaluate_customer(session, customer_id, now=datetime.now(UTC), settings=ctx.settings)
+    for delivery_id in ids:
+        deliver_alert.send(delivery_id)
+
+
+@dramatiq.actor(actor_name="deliver_alert", queue_name=ALERTS_QUEUE, max_retries=3,
+                min_backoff=1_000, max_backoff=30_000, time_limit=120_000)
+async def deliver_alert(delivery_id: int) -> None:
+    """Send one delivery and record the attempt; schedule the retry if it failed.
+    A no-op if the delivery is settled, not due, or being sent by another worker."""
+    ctx = await get_context()
+    lease = timedelta(seconds=ctx.settings.alert_lease_seconds)
+    async with transaction(ctx.sessions) as session:
+        claimed = await deliveries.claim(session, delivery_id, now=datetime.now(UTC), lease=lease,
+                                         secret_key=ctx.settings.secret_key)
+    if claimed is None:
+        if not await _exists(ctx, delivery_id):
+            # Queued by a request that has not committed yet: Dramatiq retries shortly.
+            raise LookupError(f"delivery {delivery_id} is not visible yet")
+        return
+    started = datetime.now(UTC)
+    outcome = await asyncio.to_thread(send, claimed.destination.url, claimed.notice, transport=transport(),
+                                      webhook_secret=claimed.destination.signing_secret)
+    async with transaction(ctx.sessions) as session:
+        retry_ms = await deliveries.record(session, claimed, outcome, started_at=started,
+                                           now=datetime.now(UTC),
+                                           retry_delays_ms=ctx.settings.alert_retry_delays_ms)
+    if retry_ms is not None:
+        log.warning("delivery %s attempt %s failed (%s); retrying in %s ms", delivery_id, claimed.attempt,
+                    outcome.error, retry_ms)
+        deliver_alert.send_with_options(args=(delivery_id,), delay=retry_ms)
+
+
+async def _exists(ctx: WorkerContext, delivery_id: int) -> bool:
+    async with transaction(ctx.sessions) as session:
+        row = (await session.execute(text("SELECT 1 FROM alert_deliveries WHERE id = :id"),
+                                     {"id": delivery_id})).first()
+    return row is not None
+
+
+@dramatiq.actor(actor_name="sweep_alerts", queue_name=ALERTS_QUEUE, max_retries=0, time_limit=600_000)
+async def sweep_alerts() -> None:
+    """The safe path: evaluate every customer with rules from Postgres, and send every
+    due delivery nobody is sending (lost messages, expired leases). Not retried: the
+    scheduler runs it again."""
+    ctx = await get_context()
+    async with transaction(ctx.sessions) as session:
+        rows = await session.execute(text(
+            "SELECT DISTINCT customer_id FROM alert_rules WHERE disabled_at IS NULL ORDER BY 1"))
+        customers = [str(values(r)[0]) for r in rows]
+    ids: list[int] = []
+    for customer_id in customers:
+        try:
+            async with transaction(ctx.sessions) as session:
+                ids += await evaluate_customer(session, customer_id, now=datetime.now(UTC),
+                                               settings=ctx.settings)
+        except Exception:
+            log.exception("alert sweep: evaluating %s failed", customer_id)
+    async with transaction(ctx.sessions) as session:
+        ids += await deliveries.due_deliveries(session, now=datetime.now(UTC))
+    for delivery_id in sorted(set(ids)):
+        deliver_alert.send(delivery_id)
