@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from portal.billing.errors import Invalid
 from portal.billing.subscriptions import Subscription, month_period, segments_in
 from portal.periods import BillingPeriod, hour_buckets, period_for
+from portal.problems import Invalid
 
 
 def utc(*args: int) -> datetime:
