@@ -147,6 +147,7 @@ def from_environment() -> Settings:
         alert_debounce_ms=_int("PORTAL_ALERT_DEBOUNCE_MS", 500),
         alert_retry_delays_ms=_ints("PORTAL_ALERT_RETRY_DELAYS_MS", (5_000, 30_000, 120_000, 600_000)),
         alert_lease_seconds=_int("PORTAL_ALERT_LEASE_SECONDS", 60),
+        alert_send_timeout_s=float(_int("PORTAL_ALERT_SEND_TIMEOUT_S", 15)),
         forecast_min_elapsed=timedelta(minutes=_int("PORTAL_FORECAST_MIN_ELAPSED_MINUTES", 60)),
     )
 

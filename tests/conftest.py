@@ -8,6 +8,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,17 @@ from workers.partitions import forget_known
 ROOT = Path(__file__).resolve().parent.parent
 
 # Retry quickly in tests; production defaults are in portal/settings.py.
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# Alert notices from the test workers go to a local SMTP server and HTTP receiver on these
+# ports (started by tests/alerts/sinks.py when a test needs them).
+ALERT_SMTP_PORT = _free_port()
+ALERT_HTTP_PORT = _free_port()
+
 TEST_ENV = {
     "PORTAL_PERSIST_MAX_RETRIES": "2",
     "PORTAL_PERSIST_MIN_BACKOFF_MS": "100",
@@ -45,6 +57,14 @@ TEST_ENV = {
     "PORTAL_BROKER_HEARTBEAT_MS": "2000",
     "PORTAL_BROKER_MAINTENANCE_CHANCE": "1000000",
     "PORTAL_RECONCILE_SECONDS": "3600",
+    "PORTAL_SMTP_URL": f"smtp://127.0.0.1:{ALERT_SMTP_PORT}?from=alerts@usage-portal.test&mode=insecure",
+    "PORTAL_SLACK_WEBHOOK_BASE": f"http://127.0.0.1:{ALERT_HTTP_PORT}/slack",
+    "PORTAL_PUBLIC_URL": "http://portal.test",
+    "PORTAL_ALERT_DEBOUNCE_MS": "200",
+    "PORTAL_ALERT_RETRY_DELAYS_MS": "300,600",
+    "PORTAL_ALERT_LEASE_SECONDS": "3",
+    "PORTAL_ALERT_SEND_TIMEOUT_S": "10",
+    "PORTAL_FORECAST_MIN_ELAPSED_MINUTES": "0",
 }
 
 
@@ -84,10 +104,10 @@ def settings() -> Iterator[Settings]:
 
 TABLES = (
     "alert_delivery_attempts", "alert_deliveries", "alert_firings", "alert_rules", "plan_alert_rules",
-    "alert_channels", "late_events", "adjustments", "credit_applications", "invoice_lines", "invoices", "document_numbers",
-    "credit_grants", "subscriptions", "plans", "live_drift", "reconcile_runs", "event_conflicts",
-    "failed_events", "hourly_unique_values", "hourly_usage", "usage_events", "event_ledger", "api_keys",
-    "meters", "customers",
+    "alert_channels", "late_events", "adjustments", "credit_applications", "invoice_lines", "invoices",
+    "document_numbers", "credit_grants", "subscriptions", "plans", "live_drift", "reconcile_runs",
+    "event_conflicts", "failed_events", "hourly_unique_values", "hourly_usage", "usage_events",
+    "event_ledger", "api_keys", "meters", "customers",
 )
 
 

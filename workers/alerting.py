@@ -7,9 +7,9 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import dramatiq
-from alerts.delivery import Transport, send
 from sqlalchemy import text
 
+from alerts.delivery import Transport, send
 from portal.alerting import deliveries
 from portal.alerting.evaluate import evaluate_customer
 from portal.broker import ALERTS_QUEUE
@@ -66,9 +66,15 @@ async def deliver_alert(delivery_id: int) -> None:
         claimed = await deliveries.claim(session, delivery_id, now=datetime.now(UTC), lease=lease,
                                          secret_key=ctx.settings.secret_key)
     if claimed is None:
-        if not await _exists(ctx, delivery_id):
-            # Queued by a request that has not committed yet: Dramatiq retries shortly.
-            raise LookupError(f"delivery {delivery_id} is not visible yet")
+        # Settled, not due yet, or leased by a sender that may have died mid-send (this
+        # message can be its redelivery): look again when the lease or delay ends.
+        # A delivery not visible yet (queued before its request committed) raises
+        # NotFound, and Dramatiq retries shortly.
+        async with transaction(ctx.sessions) as session:
+            until = await deliveries.busy_until(session, delivery_id)
+        if until is not None:
+            wait_ms = max(int((until - datetime.now(UTC)).total_seconds() * 1000), 0) + 100
+            deliver_alert.send_with_options(args=(delivery_id,), delay=wait_ms)
         return
     started = datetime.now(UTC)
     outcome = await asyncio.to_thread(send, claimed.destination.url, claimed.notice, transport=transport(),
@@ -81,13 +87,6 @@ async def deliver_alert(delivery_id: int) -> None:
         log.warning("delivery %s attempt %s failed (%s); retrying in %s ms", delivery_id, claimed.attempt,
                     outcome.error, retry_ms)
         deliver_alert.send_with_options(args=(delivery_id,), delay=retry_ms)
-
-
-async def _exists(ctx: WorkerContext, delivery_id: int) -> bool:
-    async with transaction(ctx.sessions) as session:
-        row = (await session.execute(text("SELECT 1 FROM alert_deliveries WHERE id = :id"),
-                                     {"id": delivery_id})).first()
-    return row is not None
 
 
 @dramatiq.actor(actor_name="sweep_alerts", queue_name=ALERTS_QUEUE, max_retries=0, time_limit=600_000)

@@ -53,7 +53,8 @@ def upgrade() -> None:
             customer_id        text NOT NULL REFERENCES customers (id),
             name               text NOT NULL,
             metric_name        text REFERENCES meters (metric_name),
-            basis              text NOT NULL CHECK (basis IN ('absolute', 'included', 'commitment', 'budget')),
+            basis              text NOT NULL
+                CHECK (basis IN ('absolute', 'included', 'commitment', 'budget')),
             budget             numeric,
             levels             numeric[] NOT NULL,
             notify_recovery    boolean NOT NULL DEFAULT false,
@@ -97,7 +98,8 @@ def upgrade() -> None:
             channel_id         bigint NOT NULL REFERENCES alert_channels (id),
             customer_id        text NOT NULL,
             notice             jsonb NOT NULL,
-            status             text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
+            status             text NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'sent', 'failed')),
             attempts           integer NOT NULL DEFAULT 0,
             next_attempt_at    timestamptz NOT NULL DEFAULT now(),
             leased_until       timestamptz,

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from alerts.delivery import SendOutcome
-from alerts.messages import Notice
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from alerts.delivery import SendOutcome
+from alerts.messages import Notice
 from portal.alerting.channels import Destination, destination
 from portal.alerting.evaluate import notice_from_json, notice_json
 from portal.alerting.schemas import Attempt, Delivery, Firing
@@ -74,6 +74,21 @@ async def record(session: AsyncSession, claimed: Claimed, outcome: SendOutcome, 
         "WHERE id = :d"),
         {"d": claimed.delivery_id, "next": now + timedelta(milliseconds=delay), "e": outcome.error})
     return delay
+
+
+async def busy_until(session: AsyncSession, delivery_id: int) -> datetime | None:
+    """When another sender's lease on a pending delivery ends (None: not pending, or not
+    leased). Raises NotFound if the delivery does not exist (yet)."""
+    row = (await session.execute(text(
+        "SELECT status, leased_until, next_attempt_at FROM alert_deliveries WHERE id = :id"),
+        {"id": delivery_id})).first()
+    if row is None:
+        raise NotFound(f"no delivery {delivery_id}")
+    status, leased_until, next_attempt_at = values(row)
+    if status != "pending":
+        return None
+    times: list[datetime] = [t for t in (leased_until, next_attempt_at) if t is not None]
+    return max(times)
 
 
 async def due_deliveries(session: AsyncSession, *, now: datetime, limit: int = 1000) -> list[int]:

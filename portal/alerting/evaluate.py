@@ -16,10 +16,10 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
-from alerts.messages import Notice
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from alerts.messages import Notice
 from alerts.thresholds import Basis, Due, Level, notices_due, thresholds
 from portal.alerting.channels import active_channel_ids
 from portal.billing.invoices import period_to_rate, rate_periods
@@ -146,7 +146,7 @@ async def evaluate_customer(session: AsyncSession, customer_id: str, *, now: dat
             meter = meters.get(rule.metric_name or "")
             if rule.metric_name is not None and meter is None:
                 continue
-            value = state.usage.get(rule.metric_name, Decimal(0)) if meter else _spend(state.rating)
+            value = state.usage.get(meter.metric_name, Decimal(0)) if meter else _spend(state.rating)
             unit = meter.unit if meter else customer.currency
             grows = meter is None or meter.aggregation in ("sum", "count")
             levels = thresholds(rule.levels, rule.basis, _base(rule, state))

@@ -11,12 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.alerting.deliveries import list_firings
 from portal.billing.preview import preview
-from portal.problems import NotFound
 from portal.catalog import service as catalog
 from portal.catalog.schemas import Customer, Meter
 from portal.pages.charts import BarChart, hourly_bars
 from portal.pages.formatting import instant
 from portal.periods import BillingPeriod, period_for, to_datetime
+from portal.problems import NotFound
 from portal.state import PortalState
 from portal.usage.combine import exact
 from portal.usage.service import live_usage

@@ -1,0 +1,247 @@
+"""What an alert says: the notice (everything a message needs, stored with the firing) and
+its renderings, email (subject, text, HTML), Slack text, and the webhook payload.
+
+Sentences are built here, in typed code, and the templates under templates/alerts/ lay
+them out; the HTML one autoescapes, so a customer named `<script>` is shown, not run.
+Human numbers are grouped and exact ("8,000", "1,234.5 GB", "12.50 USD"); instants are
+shown in UTC. The webhook payload is the machine form: exact decimal strings and ISO 8601
+UTC instants, versioned (docs/webhooks.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, Inexact, localcontext
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+
+NoticeKind = Literal["crossing", "recovery", "forecast", "test"]
+NOTICE_KINDS: tuple[NoticeKind, ...] = ("crossing", "recovery", "forecast", "test")
+
+WEBHOOK_TYPE = "usage_portal.alert"
+WEBHOOK_VERSION = 1
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates" / "alerts"
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One notice, as stored with its firing (or test delivery) and sent to each channel.
+
+    `unit` is the meter's unit, or the currency for a spend rule (`metric_name` None);
+    `threshold` and `value` are in that unit. `level_label` is the level as configured:
+    "80%" (a percentage of the rule's base) or "1000 calls" (absolute). `value` is the usage
+    (or spend) when the notice was made; `forecast_at` is when the trend reaches the level
+    (forecast notices only). All datetimes are timezone-aware."""
+
+    kind: NoticeKind
+    firing_id: int | None
+    customer_id: str
+    customer_name: str
+    rule_id: int | None
+    rule_name: str
+    metric_name: str | None
+    unit: str
+    level_label: str
+    threshold: Decimal
+    value: Decimal
+    currency: str
+    cost_so_far: Decimal | None
+    period_start: datetime
+    period_end: datetime
+    forecast_at: datetime | None
+    dashboard_url: str
+    occurred_at: datetime
+
+    def __post_init__(self) -> None:
+        # Refused here, once, rather than rendered wrong in every message later.
+        if self.kind not in NOTICE_KINDS:
+            raise ValueError(f"kind: must be one of {', '.join(NOTICE_KINDS)}, not {self.kind!r}")
+        for name in ("period_start", "period_end", "occurred_at", "forecast_at"):
+            value = getattr(self, name)
+            if value is not None and value.utcoffset() is None:
+                raise ValueError(f"{name}: must be timezone-aware, got {value!r}")
+        for name in ("threshold", "value", "cost_so_far"):
+            number = getattr(self, name)
+            if number is not None and not number.is_finite():
+                raise ValueError(f"{name}: must be a finite number, got {number!r}")
+
+
+def render_email(notice: Notice) -> tuple[str, str, str]:
+    """(subject, plain text, HTML) for an email. The subject is one line (whitespace in
+    names is collapsed); the HTML escapes every value."""
+    view = _view(notice)
+    return (view["subject"], _env().get_template("email.txt").render(view),
+            _env().get_template("email.html").render(view))
+
+
+def render_slack(notice: Notice) -> str:
+    """Plain text for Slack, without a trailing newline (Apprise escapes `&`, `<`, `>` when
+    it sends it as text, and would strip the newline)."""
+    return _env().get_template("slack.txt").render(_view(notice)).rstrip("\n")
+
+
+def webhook_payload(notice: Notice) -> dict[str, Any]:
+    """The version 1 webhook body (docs/webhooks.md): numbers as exact decimal strings,
+    instants as ISO 8601 UTC with `Z`, `id` stable across deliveries and retries of the
+    same notice (receivers dedupe on it)."""
+    return {
+        "type": WEBHOOK_TYPE,
+        "version": WEBHOOK_VERSION,
+        "id": notice_id(notice),
+        "kind": notice.kind,
+        "occurredAt": _instant(notice.occurred_at),
+        "customer": {"id": notice.customer_id, "name": notice.customer_name},
+        "rule": {"id": notice.rule_id, "name": notice.rule_name},
+        "meter": None if notice.metric_name is None else {"name": notice.metric_name, "unit": notice.unit},
+        "level": {"label": notice.level_label, "threshold": _exact(notice.threshold)},
+        "value": _exact(notice.value),
+        "currency": notice.currency,
+        "costSoFar": None if notice.cost_so_far is None else {
+            "amount": _exact(notice.cost_so_far), "currency": notice.currency},
+        "period": {"start": _instant(notice.period_start), "end": _instant(notice.period_end)},
+        "forecastAt": None if notice.forecast_at is None else _instant(notice.forecast_at),
+        "dashboardUrl": notice.dashboard_url,
+    }
+
+
+def notice_id(notice: Notice) -> str:
+    """A delivery-independent id: `firing-<id>` for a recorded firing; otherwise a digest of
+    what makes the notice unique: `test-…` (customer, time) for a test notice, and
+    `<kind>-…` (customer, rule, level, period) for a firing not recorded yet."""
+    if notice.firing_id is not None:
+        return f"firing-{notice.firing_id}"
+    if notice.kind == "test":
+        parts = [notice.customer_id, _instant(notice.occurred_at)]
+    else:
+        parts = [notice.customer_id, str(notice.rule_id), notice.level_label, _instant(notice.period_start)]
+    return f"{notice.kind}-{hashlib.sha256(chr(31).join(parts).encode()).hexdigest()[:24]}"
+
+
+# --- sentences -------------------------------------------------------------------------
+
+
+def _view(n: Notice) -> dict[str, Any]:
+    """Everything the templates show, as ready strings."""
+    name = " ".join(n.customer_name.split()) or n.customer_id
+    spend = n.metric_name is None
+    amount = _money if spend else _number
+    unit = n.currency if spend else n.unit
+    value = f"{amount(n.value)} {unit}"
+    threshold = f"{amount(n.threshold)} {unit}"
+    base = _base(n)
+    when = _when(n.forecast_at) if n.forecast_at is not None else "before the period ends"
+    if n.kind == "test":
+        subject = f"Test notice for {name}"
+        headline = (f"This is a test notice from the usage portal for {name}. "
+                    "If you can read it, this channel works.")
+    elif base is not None:
+        # "80% of its api_calls budget: 8,000 of 10,000 calls": the level as a share of its base.
+        what = f"{n.level_label} of its {'spend' if spend else n.metric_name} budget"
+        share = f"{amount(n.value)} of {amount(base)} {unit}"
+        subject, headline = {
+            "crossing": (f"{name} reached {what}", f"{name} reached {what}: {share} this period"),
+            "recovery": (f"{name} fell back below {what}",
+                         f"{name} fell back below {what}: {share} this period"),
+            "forecast": (f"{name} is on track to reach {what}",
+                         f"{name} is on track to reach {what} ({amount(n.threshold)} of {amount(base)} "
+                         f"{unit}) around {when}: {value} so far this period"),
+        }[n.kind]
+    else:
+        # An absolute level: "api_calls usage reached 1,000 calls".
+        what = f"{name}'s spend" if spend else f"{name}'s {n.metric_name} usage"
+        subject, headline = {
+            "crossing": (f"{what} reached {threshold}", f"{what} reached {threshold}: {value} this period"),
+            "recovery": (f"{what} fell back below {threshold}",
+                         f"{what} fell back below {threshold}: {value} this period"),
+            "forecast": (f"{what} is on track to reach {threshold}",
+                         f"{what} is on track to reach {threshold} around {when}: "
+                         f"{value} so far this period"),
+        }[n.kind]
+    facts: list[tuple[str, str]] = [("Customer", f"{name} ({n.customer_id})")]
+    if n.kind == "test":
+        facts.append(("Sent at", _when(n.occurred_at)))
+    else:
+        facts += [
+            ("Rule", n.rule_name),
+            ("Measure", "spend" if spend else f"{n.metric_name} ({n.unit})"),
+            ("Level", threshold if base is None else f"{n.level_label} ({threshold})"),
+            ("Spend now" if spend else "Usage now", value),
+        ]
+        if n.forecast_at is not None:
+            facts.append(("Expected to reach the level", _when(n.forecast_at)))
+        if n.cost_so_far is not None:
+            facts.append(("Cost so far", f"{_money(n.cost_so_far)} {n.currency}"))
+        facts.append(("Billing period", f"{_when(n.period_start)} to {_when(n.period_end)}"))
+    return {
+        # One header line: a newline in a name would end the Subject header.
+        "subject": " ".join(subject.split()), "headline": headline, "facts": facts,
+        "dashboard_url": n.dashboard_url,
+        # Linked only when it is a web address: escaping does not stop a `javascript:` href.
+        "dashboard_link": re.match(r"https?://", n.dashboard_url, re.IGNORECASE) is not None,
+        "kind": n.kind, "customer_name": name,
+    }
+
+
+_PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*")
+
+
+def _base(n: Notice) -> Decimal | None:
+    """What a percentage level is a percentage of (threshold = base * level / 100), when the
+    label is a percentage and the division is exact; None otherwise."""
+    match = _PERCENT.fullmatch(n.level_label)
+    if match is None or Decimal(match.group(1)) <= 0:
+        return None
+    with localcontext() as ctx:
+        ctx.prec = 60
+        ctx.traps[Inexact] = True
+        try:
+            return n.threshold * 100 / Decimal(match.group(1))
+        except Inexact:
+            return None
+
+
+def _number(value: Decimal) -> str:
+    """Grouped and exact, without exponent or trailing fractional zeros: 8,000 · 1,234.5."""
+    text = f"{value:,f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+def _money(value: Decimal) -> str:
+    """Like _number, with cents kept as pairs: 12.5 → 12.50 (currencies without minor units
+    stay whole: 1,200)."""
+    text = _number(value)
+    if "." in text and len(text.rsplit(".", 1)[1]) == 1:
+        text += "0"
+    return text
+
+
+def _when(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _instant(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _exact(value: Decimal) -> str:
+    """The exact decimal as a string, never in exponent form: 1E+3 → "1000"."""
+    return format(value, "f")
+
+
+@functools.cache
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        # Only the .html template escapes: the text ones would show `&amp;` literally.
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+    )
