@@ -24,6 +24,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from tests.conftest import ALERT_HTTP_PORT, ALERT_SMTP_PORT
+
 
 def free_port() -> int:
     """A port nothing listens on right now (bound, read, released): also what a test uses
@@ -229,3 +231,27 @@ def http_receiver() -> Iterator[HttpReceiver]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# --- the sinks the test workers send to (ports fixed in tests/conftest.py) ----------------
+
+
+@pytest.fixture(scope="session")
+def mail_sink() -> Iterator[SmtpServer]:
+    server = SmtpServer(host="127.0.0.1", port=ALERT_SMTP_PORT)
+    controller = Controller(server, hostname=server.host, port=server.port, auth_required=False,
+                            auth_require_tls=False)
+    controller.start()
+    yield server
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def hook_sink() -> Iterator[HttpReceiver]:
+    receiver = HttpReceiver(host="127.0.0.1", port=ALERT_HTTP_PORT)
+    server = _QuietServer((receiver.host, receiver.port), _handler(receiver))
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield receiver
+    server.shutdown()
+    server.server_close()

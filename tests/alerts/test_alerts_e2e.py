@@ -7,12 +7,9 @@ both pointing at the sinks below (ports fixed for the session in tests/conftest.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-from aiosmtpd.controller import Controller
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
@@ -21,36 +18,13 @@ from portal.alerting.evaluate import evaluate_customer
 from portal.db import create_engine, session_factory, transaction
 from portal.periods import local_date, period_for, previous_period
 from portal.settings import Settings
-from tests.alerts.conftest import HttpReceiver, SmtpServer, _handler, _QuietServer
-from tests.conftest import ALERT_HTTP_PORT, ALERT_SMTP_PORT, WorkerProcess, wait_for, wait_until_persisted
+from tests.alerts.conftest import HttpReceiver, SmtpServer
+from tests.conftest import ALERT_HTTP_PORT, WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import auth, event, make_customer, make_meter
 
 SLACK = "slack://T000A/B000B/C0000000000000000000000C"
 PLAN = {"id": "metered-usd", "name": "Metered", "currency": "USD", "charges": [
     {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.10"}]}
-
-
-@pytest.fixture(scope="session")
-def mail_sink() -> Iterator[SmtpServer]:
-    server = SmtpServer(host="127.0.0.1", port=ALERT_SMTP_PORT)
-    controller = Controller(server, hostname=server.host, port=server.port, auth_required=False,
-                            auth_require_tls=False)
-    controller.start()
-    yield server
-    controller.stop()
-
-
-@pytest.fixture(scope="session")
-def hook_sink() -> Iterator[HttpReceiver]:
-    import threading
-
-    receiver = HttpReceiver(host="127.0.0.1", port=ALERT_HTTP_PORT)
-    server = _QuietServer((receiver.host, receiver.port), _handler(receiver))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield receiver
-    server.shutdown()
-    server.server_close()
 
 
 def mails_to(sink: SmtpServer, address: str) -> list[Any]:
