@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from alerts.channels import ChannelError, mask, validate_destination
-from alerts.secrets import decrypt, encrypt, webhook_secret
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from alerts.channels import ChannelError, mask, validate_destination
+from alerts.secrets import decrypt, encrypt, webhook_secret
 from portal.alerting.schemas import Channel, ChannelCreate
 from portal.catalog.service import get_customer
 from portal.db import values

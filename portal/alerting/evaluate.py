@@ -117,8 +117,9 @@ def _base(rule: RuleRow, state: PeriodState) -> Decimal | None:
 
 
 def _spend(rating: Rating | None) -> Decimal:
-    """A period's spend for alerts: charges less discounts, before prepaid credit."""
-    return Decimal(0) if rating is None else rating.subtotal - rating.discount_total
+    """A period's spend for alerts: what the customer owes for it so far, after discounts
+    and prepaid credit (so a credit can bring it back below a level: a recovery)."""
+    return Decimal(0) if rating is None else rating.total
 
 
 def _label(level: Level, rule: RuleRow, unit: str) -> str:

@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 
-from alerts.messages import Notice
 from litestar import Controller, delete, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from alerts.messages import Notice
 from portal.alerting import channels, deliveries, rules
 from portal.alerting.schemas import (
     Channel,

@@ -7,8 +7,8 @@ from decimal import Decimal
 from typing import Annotated, Literal
 
 import msgspec
-from alerts.channels import ChannelKind
 
+from alerts.channels import ChannelKind
 from alerts.thresholds import Basis
 from portal.schemas import CamelStruct
 

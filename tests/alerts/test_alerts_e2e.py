@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from alerts.signing import verify
 from portal.alerting.evaluate import evaluate_customer
 from portal.db import create_engine, session_factory, transaction
+from portal.jobs import enqueue
 from portal.periods import local_date, period_for, previous_period
 from portal.settings import Settings
 from tests.alerts.conftest import HttpReceiver, SmtpServer
@@ -214,3 +215,23 @@ async def test_a_forecast_arrives_before_the_crossing_for_a_steady_trend(
     assert kinds == ["forecast", "crossing"]
     forecast = posts_to(hook_sink, "/hooks/umbrella")[0].json()
     assert forecast["occurredAt"] < forecast["forecastAt"] < forecast["period"]["end"]
+
+
+async def test_a_credit_brings_spend_back_below_a_level_and_the_sweep_sends_the_recovery(
+    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    hook_sink: HttpReceiver,
+) -> None:
+    await setup_customer(client, admin_key, "stark")
+    await channel(client, admin_key, "stark", "hook", f"json://127.0.0.1:{ALERT_HTTP_PORT}/hooks/stark")
+    await rule(client, admin_key, "stark", name="Spend", basis="budget", budget="10.00", levels=["100"],
+               notifyRecovery=True)
+    await send(client, ingest_key, [event(customer="stark", quantity=150)], redis)  # 15.00
+    await settled(client, admin_key, "stark", 1)
+    granted = await client.post("/v1/customers/stark/credits", headers=auth(admin_key),
+                                json={"amount": "10.00"})
+    assert granted.status_code == 201
+    # A credit grant is no usage: nothing schedules an evaluation but the sweep.
+    await enqueue("sweep_alerts", "alerts")
+    await settled(client, admin_key, "stark", 2)
+    notices = [(r.json()["kind"], r.json()["value"]) for r in posts_to(hook_sink, "/hooks/stark")]
+    assert notices == [("crossing", "15.00"), ("recovery", "5.00")]
