@@ -33,6 +33,7 @@ test: $(STAMP) ## lint, type-check and run the whole test suite against real ser
 bench: $(STAMP) ## run the benchmarks (prints figures; see docs/performance.md)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.invoices
+	$(BIN)/python -m bench.alerts
 
 clean: ## remove the virtualenv and local data
 	rm -rf $(VENV) .portal-data
