@@ -22,6 +22,7 @@ from portal.alerting.evaluate import notice_from_json, notice_json
 from portal.alerting.schemas import Attempt, Delivery, Firing
 from portal.db import values
 from portal.problems import NotFound
+from portal.usage.combine import exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,11 +161,7 @@ async def list_firings(session: AsyncSession, customer_id: str, *, limit: int = 
         deliveries = await session.execute(text(
             f"SELECT {_DELIVERY} FROM alert_deliveries d JOIN alert_channels ch ON ch.id = d.channel_id "
             "WHERE d.firing_id = :f ORDER BY d.id"), {"f": fid})
-        firings.append(Firing(fid, rule_id, rule_name, cid, kind, _num(level), _num(threshold), _num(value),
-                              start, end, forecast_at, fired_at, [_delivery(d) for d in deliveries]))
+        firings.append(Firing(fid, rule_id, rule_name, cid, kind, exact(level), exact(threshold),
+                              exact(value), start, end, forecast_at, fired_at,
+                              [_delivery(d) for d in deliveries]))
     return firings
-
-
-def _num(value: Any) -> str:
-    out = format(value, "f")
-    return out.rstrip("0").rstrip(".") if "." in out else out

@@ -27,7 +27,8 @@ from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
 from portal.dependencies import Db, Portal
 from portal.jobs import enqueue
-from portal.problems import Invalid, NotFound
+from portal.problems import NotFound
+from portal.queryparams import choice
 
 ADMIN = {"scope": "admin"}
 DELIVERY_STATUSES = ("pending", "sent", "failed")
@@ -127,9 +128,8 @@ class DeliveryController(Controller):
         status: Annotated[str | None, QueryParameter(name="status", description=STATUS_HELP)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> list[Delivery]:
-        if status is not None and status not in DELIVERY_STATUSES:
-            raise Invalid(f"status: must be one of {', '.join(DELIVERY_STATUSES)}; got {status!r}")
-        return await deliveries.list_deliveries(db, customer_id=customer_id, status=status, limit=limit)
+        wanted = choice("status", status, DELIVERY_STATUSES)
+        return await deliveries.list_deliveries(db, customer_id=customer_id, status=wanted, limit=limit)
 
     @get("/{delivery_id:int}")
     async def get_(self, delivery_id: FromPath[int], db: Db) -> Delivery:

@@ -13,29 +13,27 @@ from portal.billing.plans import get_plan
 from portal.catalog.service import get_customer, get_meter
 from portal.db import values
 from portal.problems import Conflict, Invalid, NotFound
+from portal.usage.combine import exact
 
 _WATCH = "name, metric_name, basis, budget, levels, notify_recovery, notify_forecast"
 _RULE_COLUMNS = f"id, customer_id, {_WATCH}, channel_ids, from_plan_rule_id, created_at, disabled_at"
 _PLAN_RULE_COLUMNS = f"id, plan_id, {_WATCH}, created_at"
 
 
-def _text(value: Decimal | None) -> str | None:
-    if value is None:
-        return None
-    out = format(value, "f")
-    return out.rstrip("0").rstrip(".") if "." in out else out
+def _amount(value: Decimal | None) -> str | None:
+    return None if value is None else exact(value)
 
 
 def _rule(row: Any) -> Rule:
     (rid, customer_id, name, metric, basis, budget, levels, recovery, forecast, channels, from_plan,
      created_at, disabled_at) = values(row)
-    return Rule(rid, customer_id, name, metric, basis, _text(budget), [_text(v) or "0" for v in levels],
+    return Rule(rid, customer_id, name, metric, basis, _amount(budget), [exact(v) for v in levels],
                 recovery, forecast, list(channels), from_plan, created_at, disabled_at)
 
 
 def _plan_rule(row: Any) -> PlanRule:
     rid, plan_id, name, metric, basis, budget, levels, recovery, forecast, created_at = values(row)
-    return PlanRule(rid, plan_id, name, metric, basis, _text(budget), [_text(v) or "0" for v in levels],
+    return PlanRule(rid, plan_id, name, metric, basis, _amount(budget), [exact(v) for v in levels],
                     recovery, forecast, created_at)
 
 

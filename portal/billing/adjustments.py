@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.invoices import PeriodToRate, line_rows, rate_periods
 from portal.billing.lifecycle import locked_invoice, next_number
-from portal.billing.views import money_text, quantity_text
+from portal.billing.views import money_text
 from portal.db import values
+from portal.usage.combine import exact
 
 LineKey = tuple[str, str, str]  # segment start, kind, charge key
 
@@ -39,7 +40,7 @@ def line_deltas(
         old_q, old_a, meta = invoiced.get(key) or (Decimal(0), Decimal(0), now_true[key][2])
         new_q, new_a, _ = now_true.get(key) or (Decimal(0), Decimal(0), meta)
         if new_q != old_q or new_a != old_a:
-            out.append({**meta, "segmentStart": key[0], "quantityDelta": quantity_text(new_q - old_q),
+            out.append({**meta, "segmentStart": key[0], "quantityDelta": exact(new_q - old_q),
                         "amountDelta": money_text(new_a - old_a, currency)})
     return out
 

@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.billing.views import money_text, quantity_text
+from portal.billing.views import money_text
 from portal.db import values
+from portal.usage.combine import exact
 
 INVOICE_HEADER = ["document", "kind", "invoice_id", "invoice_number", "customer_id", "currency", "status",
                   "period_start", "period_end", "subtotal", "discount_total", "credits_applied", "total",
@@ -98,8 +99,8 @@ async def lines_csv(session: AsyncSession, selection: ExportFilter) -> str:
          plan_id, seg_start, seg_end) in (values(r) for r in rows):
         cur = str(cur).strip()
         out.append([str(iid), number or "", number or f"draft-{iid}", cid, cur, str(position), kind,
-                    key or "", meter or "", description, quantity_text(quantity),
-                    "" if unit_price is None else quantity_text(unit_price), money_text(amount, cur),
+                    key or "", meter or "", description, exact(quantity),
+                    "" if unit_price is None else exact(unit_price), money_text(amount, cur),
                     plan_id, _iso(seg_start), _iso(seg_end)])
     adjustments = await session.execute(text(
         "SELECT i.id, i.number, a.number, i.customer_id, i.currency, a.lines FROM adjustments a "

@@ -33,13 +33,13 @@ from portal.billing.views import (
     LineView,
     TierView,
     money_text,
-    quantity_text,
 )
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
 from portal.db import values
 from portal.periods import BillingPeriod
 from portal.problems import NotFound
+from portal.usage.combine import exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,9 +284,9 @@ async def _lines(session: AsyncSession, invoice: InvoiceRow) -> list[LineView]:
     for (position, kind, charge_key, meter, description, quantity, included, billable, unit_price, tiers,
          proration, amount, plan_id, seg_start, seg_end) in (values(r) for r in rows):
         out.append(LineView(
-            position, kind, charge_key, meter, description, quantity_text(quantity), quantity_text(included),
-            quantity_text(billable), None if unit_price is None else quantity_text(unit_price),
-            [msgspec.convert(t, TierView) for t in tiers], quantity_text(proration),
+            position, kind, charge_key, meter, description, exact(quantity), exact(included),
+            exact(billable), None if unit_price is None else exact(unit_price),
+            [msgspec.convert(t, TierView) for t in tiers], exact(proration),
             money_text(amount, invoice.currency), plan_id, seg_start, seg_end))
     return out
 

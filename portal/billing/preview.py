@@ -24,10 +24,10 @@ from portal.billing.views import (
     PreviewView,
     TierView,
     money_text,
-    quantity_text,
 )
 from portal.catalog.service import get_customer
 from portal.problems import NotFound
+from portal.usage.combine import exact
 
 
 def _totals(rating: Rating) -> InvoicePreviewTotals:
@@ -51,10 +51,10 @@ async def preview(session: AsyncSession, customer_id: str, *, now: datetime,
         raise NotFound(f"customer {customer_id} has no subscription in the current period")
     so_far = (await rate_periods(session, [item]))[0]
     projected = await _projected(session, item, now)
-    lines = [LineView(r[1], r[2], r[3], r[4], r[5], quantity_text(r[6]), quantity_text(r[7]),
-                      quantity_text(r[8]), None if r[9] is None else quantity_text(r[9]),
+    lines = [LineView(r[1], r[2], r[3], r[4], r[5], exact(r[6]), exact(r[7]),
+                      exact(r[8]), None if r[9] is None else exact(r[9]),
                       msgspec.json.decode(r[10], type=list[TierView]),
-                      quantity_text(r[11]), money_text(r[12], customer.currency), r[13], r[14], r[15])
+                      exact(r[11]), money_text(r[12], customer.currency), r[13], r[14], r[15])
              for r in line_rows(0, so_far)]
     return PreviewView(customer.id, customer.currency, period.start, period.end, complete_through,
                        _totals(so_far), _totals(projected), lines)

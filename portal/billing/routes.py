@@ -36,7 +36,8 @@ from portal.catalog.service import get_customer
 from portal.db import values
 from portal.dependencies import Db, Portal
 from portal.periods import period_for, to_datetime
-from portal.problems import Invalid, NotFound
+from portal.problems import NotFound
+from portal.queryparams import choice, instant
 from portal.state import PortalState
 
 ADMIN = {"scope": "admin"}
@@ -46,27 +47,6 @@ STATES = ("draft", "awaiting_review", "finalized", "void")
 STATUSES = ("draft", "finalized", "void")
 STATE_HELP = ", ".join(STATES)
 ISO_INSTANT = "an ISO 8601 instant with its offset, e.g. 2026-11-01T00:00:00Z"
-
-
-def choice(name: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
-    """A query parameter that must be one of `allowed` (None when absent)."""
-    if value is not None and value not in allowed:
-        raise Invalid(f"{name}: must be one of {', '.join(allowed)}; got {value!r}")
-    return value
-
-
-def instant(name: str, value: str | None) -> datetime | None:
-    """A query parameter holding an ISO 8601 instant with its offset (None when absent)."""
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise Invalid(f"{name}: expected an ISO 8601 instant with an offset, such as "
-                      f"2026-11-01T00:00:00Z; got {value!r}")
-    return parsed
 
 
 def export_filter(

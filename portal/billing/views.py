@@ -13,14 +13,6 @@ from portal.schemas import CamelStruct
 InvoiceState = Literal["draft", "awaiting_review", "finalized", "void"]
 
 
-def quantity_text(value: Decimal) -> str:
-    """An exact quantity without exponent or trailing zeros ("1000", "0.5")."""
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text or "0"
-
-
 def money_text(value: Decimal, currency: str) -> str:
     return format(round_money(value, currency), "f")
 

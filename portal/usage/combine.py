@@ -25,6 +25,10 @@ def combine(aggregation: str, values: Iterable[Decimal | None]) -> Decimal:
 
 
 def exact(value: Decimal) -> str:
-    """A decimal as the API shows it: no exponent, no trailing zeros."""
-    normal = value.normalize()
-    return format(normal if normal != 0 else Decimal(0), "f")
+    """A decimal as the API shows it: no exponent, no trailing zeros ("1000", "0.5").
+
+    Exact at any size: normalize() would round to the context's 28 digits."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
