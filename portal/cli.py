@@ -104,6 +104,14 @@ def cmd_reconcile(args: argparse.Namespace) -> None:
             started.stop()
 
 
+def cmd_status(args: argparse.Namespace) -> None:
+    # Status of what runs: it never starts servers of its own.
+    settings, _ = _settings(args, start_embedded=False)
+    from portal.status import gather_status, render
+
+    print(render(asyncio.run(gather_status(settings))))
+
+
 def cmd_web(args: argparse.Namespace) -> None:
     settings, _ = _settings(args)
     os.environ.update(_child_env(settings))
@@ -244,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay = failed_sub.add_parser("replay", help="queue failed events again (all, or --id)")
     replay.add_argument("--id", type=int, action="append", help="a failed event id (repeatable)")
     replay.set_defaults(func=cmd_failed_replay)
+
+    sub.add_parser("status", help="queue depths, lag, failed events, drift, the last reconcile").set_defaults(
+        func=cmd_status)
 
     reconcile = sub.add_parser("reconcile", help="queue a reconcile of the live view now")
     reconcile.add_argument("--full", action="store_true", help="rebuild every live hour")

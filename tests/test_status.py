@@ -1,0 +1,36 @@
+"""`usage-portal status` reports what the data says, exactly."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+
+from portal.settings import Settings
+from portal.status import gather_status, render
+
+
+async def test_status_counts_failed_events_drift_and_dead_letters(settings: Settings, pg: Any) -> None:
+    oldest = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+    for i, failed_at in enumerate((oldest, oldest + timedelta(hours=1))):
+        await pg.execute(
+            "INSERT INTO failed_events (message_id, customer_id, event_id, event, received_at, reason, "
+            "failed_at) VALUES ('m', 'acme', $1, '{}', now(), 'boom', $2)", f"e{i}", failed_at)
+    run = await pg.fetchval(
+        "INSERT INTO reconcile_runs (started_at, finished_at, window_start, window_end, full_rebuild, "
+        "keys_written) VALUES (now(), now(), now(), now(), false, 0) RETURNING id")
+    for metric in ("a", "b", "c"):
+        await pg.execute("INSERT INTO live_drift VALUES ($1, 'acme', $2, 2, 1, 1)", run, metric)
+    broker = Redis.from_url(settings.broker_url or "")
+    await broker.hset("dramatiq:alerts.XQ.msgs", "dead-1", json.dumps({"dead": True}))
+    await broker.aclose()
+
+    status = await gather_status(settings)
+    assert (status.failed_events, status.oldest_failed_at, status.drift_rows) == (2, oldest, 3)
+    assert [(q.name, q.dead) for q in status.queues] == [("ingest", 0), ("maintenance", 0), ("alerts", 1)]
+    assert (status.unsettled_late_events, status.deliveries_pending, status.deliveries_failed) == (0, 0, 0)
+    text = render(status)
+    assert "failed events   2 (oldest 2026-11-20T08:00:00+00:00" in text
+    assert "drift           3 customer/meter pair(s) off in the last reconcile" in text
