@@ -21,7 +21,7 @@ from portal.dependencies import provide_session, provide_state
 from portal.errors import problem_response, unprocessable
 from portal.ingest.openapi import add_ingest_schemas
 from portal.ingest.routes import EventController
-from portal.operations import OperationsController, healthz
+from portal.operations import OperationsController, healthz, readyz
 from portal.paths import STATIC_DIR
 from portal.problems import Problem
 from portal.settings import Settings, get_settings
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     app = Litestar(
         route_handlers=[
-            healthz, CustomerController, MeterController, EventController, UsageController,
+            healthz, readyz, CustomerController, MeterController, EventController, UsageController,
             OperationsController, *billing_handlers, *alert_handlers, *page_handlers,
             create_static_files_router(path="/static", directories=[STATIC_DIR],
                                        include_in_schema=False),

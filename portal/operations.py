@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated, Any
 
 from litestar import Controller, Response, get
@@ -11,7 +12,9 @@ from sqlalchemy import text
 
 from portal.db import values
 from portal.dependencies import Db, Portal
+from portal.paths import MIGRATIONS_DIR
 from portal.schemas import CamelStruct
+from portal.state import PortalState
 from portal.usage.combine import exact
 
 
@@ -46,6 +49,36 @@ class DriftOut(CamelStruct):
 @get("/healthz", tags=["operations"])
 async def healthz(portal: Portal) -> Response[dict[str, str]]:
     """200 once this process can reach Postgres and Redis; 503 naming what is down."""
+    problems = await _store_problems(portal)
+    if problems:
+        return Response({"status": "unavailable", **problems}, status_code=503)
+    return Response({"status": "ok"})
+
+
+@get("/readyz", tags=["operations"])
+async def readyz(portal: Portal) -> Response[dict[str, str]]:
+    """200 when this process can serve traffic: Postgres, Redis and the broker reachable
+    and the database migrated to this code's head; 503 naming each problem otherwise."""
+    problems = await _store_problems(portal)
+    try:
+        await portal.broker_redis.ping()
+    except Exception as exc:
+        problems["broker"] = type(exc).__name__
+    if "postgres" not in problems:
+        try:
+            async with portal.engine.connect() as conn:
+                current = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        except Exception as exc:
+            problems["migrations"] = type(exc).__name__
+        else:
+            if current != migration_head():
+                problems["migrations"] = f"database at {current}, code expects {migration_head()}"
+    if problems:
+        return Response({"status": "unavailable", **problems}, status_code=503)
+    return Response({"status": "ready"})
+
+
+async def _store_problems(portal: PortalState) -> dict[str, str]:
     problems: dict[str, str] = {}
     try:
         async with portal.engine.connect() as conn:
@@ -56,9 +89,16 @@ async def healthz(portal: Portal) -> Response[dict[str, str]]:
         await portal.redis.ping()
     except Exception as exc:
         problems["redis"] = type(exc).__name__
-    if problems:
-        return Response({"status": "unavailable", **problems}, status_code=503)
-    return Response({"status": "ok"})
+    return problems
+
+
+@lru_cache(maxsize=1)
+def migration_head() -> str:
+    """The newest migration this code ships (read from migrations/, once)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    return str(head)
 
 
 class OperationsController(Controller):

@@ -25,6 +25,8 @@ class PortalState:
     catalog: CatalogCache
     keys: KeyCache
     ingestor: Ingestor
+    # Only to check the broker is reachable (/readyz); Dramatiq has its own connections.
+    broker_redis: Redis
 
     @classmethod
     def open(cls, settings: Settings) -> PortalState:
@@ -43,8 +45,11 @@ class PortalState:
             settings=settings, engine=engine, sessions=sessions, redis=redis, live=live,
             catalog=catalog, keys=KeyCache(sessions),
             ingestor=Ingestor(settings=settings, catalog=catalog, live=live),
+            broker_redis=Redis.from_url(settings.effective_broker_url or settings.redis_url,
+                                        max_connections=2),
         )
 
     async def close(self) -> None:
         await self.redis.aclose()
+        await self.broker_redis.aclose()
         await self.engine.dispose()

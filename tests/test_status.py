@@ -34,3 +34,21 @@ async def test_status_counts_failed_events_drift_and_dead_letters(settings: Sett
     text = render(status)
     assert "failed events   2 (oldest 2026-11-20T08:00:00+00:00" in text
     assert "drift           3 customer/meter pair(s) off in the last reconcile" in text
+
+
+async def test_readyz_says_ready_when_stores_broker_and_migrations_are(client: Any) -> None:
+    from portal.operations import migration_head
+
+    response = await client.get("/readyz")
+    assert (response.status_code, response.json()) == (200, {"status": "ready"})
+    assert migration_head() == "0003"
+
+
+async def test_readyz_names_a_database_behind_the_code(client: Any, pg: Any) -> None:
+    await pg.execute("UPDATE alembic_version SET version_num = '0002'")
+    try:
+        response = await client.get("/readyz")
+    finally:
+        await pg.execute("UPDATE alembic_version SET version_num = '0003'")
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable", "migrations": "database at 0002, code expects 0003"}
