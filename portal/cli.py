@@ -199,7 +199,7 @@ def _wait_healthy(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:

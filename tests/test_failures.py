@@ -71,13 +71,15 @@ async def test_postgres_down_loses_nothing_that_was_acknowledged(
 ) -> None:
     await send(client, ingest_key, [event(quantity=1)])
     await wait_until_persisted(redis)
-    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert (await client.get("/readyz")).json() == {"status": "ready"}
     embedded.postgres.stop()
     try:
-        health = await client.get("/healthz")
+        health = await client.get("/readyz")
         assert health.status_code == 503
         assert health.json()["postgres"]  # names what is down
-        assert "redis" not in health.json()
+        assert "redis" not in health.json() and "broker" not in health.json()
+        # The process itself is up.
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
         # Ingest still answers 202: the batches are durable in the broker.
         for quantity in (10, 20, 30):
             answer = await send(client, ingest_key, [event(quantity=quantity)])
