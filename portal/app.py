@@ -17,11 +17,12 @@ from portal.auth import api_key_guard
 from portal.billing.routes import billing_handlers
 from portal.broker import setup_broker
 from portal.catalog.routes import CustomerController, MeterController
+from portal.compat.routes import compat_handlers
 from portal.dependencies import provide_session, provide_state
 from portal.errors import problem_response, unprocessable
 from portal.ingest.openapi import add_ingest_schemas
 from portal.ingest.routes import EventController
-from portal.operations import OperationsController, healthz, readyz
+from portal.operations import OperationsController, healthz, metrics_endpoint, readyz
 from portal.paths import STATIC_DIR
 from portal.problems import Problem
 from portal.settings import Settings, get_settings
@@ -46,8 +47,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     app = Litestar(
         route_handlers=[
-            healthz, readyz, CustomerController, MeterController, EventController, UsageController,
-            OperationsController, *billing_handlers, *alert_handlers, *page_handlers,
+            healthz, readyz, metrics_endpoint, CustomerController, MeterController, EventController,
+            UsageController, OperationsController, *billing_handlers, *alert_handlers, *page_handlers,
+            *compat_handlers,
             create_static_files_router(path="/static", directories=[STATIC_DIR],
                                        include_in_schema=False),
         ],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -142,6 +143,12 @@ def cmd_up(args: argparse.Namespace) -> None:
 
     servers = started or EmbeddedServers(settings.data_dir)
     env = _child_env(settings)
+    # Web and worker processes write their metrics here; /metrics sums them. Stale files
+    # of an earlier run would add dead processes' counts, so the folder starts empty.
+    metrics_dir = settings.data_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
     children: list[subprocess.Popen[bytes]] = []
     stopping = False
 

@@ -10,6 +10,7 @@ from litestar import Controller, Response, get
 from litestar.params import FromQuery, QueryParameter
 from sqlalchemy import text
 
+from portal import metrics
 from portal.db import values
 from portal.dependencies import Db, Portal
 from portal.paths import MIGRATIONS_DIR
@@ -51,6 +52,13 @@ def healthz() -> dict[str, str]:
     """200 while this process is up and serving (liveness). Whether it can do its job
     is /readyz."""
     return {"status": "ok"}
+
+
+@get("/metrics", tags=["operations"], sync_to_thread=False, media_type=metrics.CONTENT_TYPE)
+def metrics_endpoint() -> Response[bytes]:
+    """Prometheus exposition of this machine's processes (see portal/metrics.py). Like
+    /healthz it needs no key: serve it on the internal network only."""
+    return Response(metrics.scrape(), media_type=metrics.CONTENT_TYPE)
 
 
 @get("/readyz", tags=["operations"])

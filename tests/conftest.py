@@ -5,6 +5,7 @@ Dramatiq worker process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -120,6 +121,13 @@ async def clean(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         return
     settings: Settings = request.getfixturevalue("settings")
     assert settings.database_url and settings.redis_url and settings.broker_url
+    # A running worker may still hold batches of the previous test: let it finish them, or
+    # it would commit them into this test's fresh tables.
+    if any(w.process is not None and w.process.poll() is None for w in RUNNING_WORKERS):
+        redis = Redis.from_url(settings.redis_url)
+        with contextlib.suppress(AssertionError):
+            await wait_until_persisted(redis, timeout=10.0)
+        await redis.aclose()
     conn = await asyncpg.connect(settings.database_url)
     await conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
     await conn.close()

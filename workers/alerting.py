@@ -10,6 +10,7 @@ import dramatiq
 from sqlalchemy import text
 
 from alerts.delivery import Transport, send
+from portal import metrics
 from portal.alerting import deliveries
 from portal.alerting.evaluate import evaluate_customer
 from portal.broker import ALERTS_QUEUE
@@ -83,6 +84,13 @@ async def deliver_alert(delivery_id: int) -> None:
         retry_ms = await deliveries.record(session, claimed, outcome, started_at=started,
                                            now=datetime.now(UTC),
                                            retry_delays_ms=ctx.settings.alert_retry_delays_ms)
+    kind = claimed.destination.kind
+    if outcome.ok:
+        metrics.ALERT_DELIVERIES.labels(kind, "sent").inc()
+        metrics.ALERT_DELIVERY_SECONDS.labels(kind).observe(
+            max((datetime.now(UTC) - claimed.notice.occurred_at).total_seconds(), 0.0))
+    else:
+        metrics.ALERT_DELIVERIES.labels(kind, "retry" if retry_ms is not None else "failed").inc()
     if retry_ms is not None:
         log.warning("delivery %s attempt %s failed (%s); retrying in %s ms", delivery_id, claimed.attempt,
                     outcome.error, retry_ms)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import asyncpg
@@ -11,6 +12,7 @@ import dramatiq
 import redis.exceptions
 from dramatiq.middleware import CurrentMessage
 
+from portal import metrics
 from portal.broker import INGEST_QUEUE
 from portal.ingest.handoff import holds
 from portal.settings import get_settings
@@ -84,9 +86,12 @@ async def persist_events(batch: dict[str, Any]) -> None:
         reason = f"{type(exc).__name__}: {exc}"
         log.error("batch %s failed for good: %s", batch["id"], reason)
         async with ctx.transaction() as conn:
-            await record_failed_batch(conn, batch, reason)
+            kept = await record_failed_batch(conn, batch, reason)
+        metrics.FAILED_EVENTS.inc(kept)
     else:
         log.debug("batch %s: %s", batch["id"], outcome)
+        metrics.PERSISTED_EVENTS.inc(outcome.persisted)
+        metrics.PERSIST_LAG.observe(max(time.time() - int(batch["acceptedAt"]) / 1000, 0.0))
         for invoice_id in outcome.late_invoices:
             # After the commit: the adjustment job must see the late events it settles.
             # If this process dies first, the scheduler's late-event sweep settles them.

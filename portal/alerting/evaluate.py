@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.messages import Notice
 from alerts.thresholds import Basis, Due, Level, notices_due, thresholds
+from portal import metrics
 from portal.alerting.channels import active_channel_ids
 from portal.billing.invoices import period_to_rate, rate_periods
 from portal.billing.rating import Rating
@@ -197,6 +198,7 @@ async def _fire(session: AsyncSession, customer: Customer, rule: RuleRow, period
          "n": notice_json(notice)})).first()
     if row is None:
         return []
+    metrics.ALERT_FIRINGS.labels(due.kind).inc()
     firing_id = int(values(row)[0])
     notice = dataclasses.replace(notice, firing_id=firing_id)
     channels = rule.channel_ids or await active_channel_ids(session, customer.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
@@ -9,6 +10,7 @@ from litestar import Controller, Request, Response, post
 from litestar.exceptions import ClientException
 from litestar.status_codes import HTTP_202_ACCEPTED
 
+from portal import metrics
 from portal.dependencies import Portal
 from portal.errors import ServiceUnavailable
 from portal.ingest.openapi import EventBatchOperation, SingleEventOperation
@@ -35,11 +37,27 @@ def _answer(result: IngestResult) -> Response[IngestResult]:
 
 
 async def _run(portal: Portal, raw_events: list[bytes] | list[msgspec.Raw]) -> Response[IngestResult]:
+    started = time.perf_counter()
     try:
         result = await portal.ingestor.ingest(raw_events)
     except IngestUnavailable as exc:
+        metrics.INGEST_REQUESTS.labels("503").inc()
         raise ServiceUnavailable(f"{exc}; nothing was accepted, retry later") from exc
-    return _answer(result)
+    answer = _answer(result)
+    count(result, answer.status_code or 202, len(raw_events), time.perf_counter() - started)
+    return answer
+
+
+def count(result: IngestResult, status: int, events: int, seconds: float) -> None:
+    """Ingest metrics of one answered request (also used by the compatible endpoints)."""
+    metrics.INGEST_REQUESTS.labels(str(status)).inc()
+    metrics.INGEST_SECONDS.observe(seconds)
+    metrics.INGEST_BATCH_EVENTS.observe(events)
+    metrics.INGEST_EVENTS.labels("accepted").inc(result.accepted)
+    metrics.INGEST_EVENTS.labels("duplicate").inc(result.duplicates)
+    metrics.INGEST_EVENTS.labels("rejected").inc(len(result.rejected))
+    for rejection in result.rejected:
+        metrics.INGEST_REJECTIONS.labels(rejection.error.split(":", 1)[0][:40]).inc()
 
 
 class EventController(Controller):

@@ -1,0 +1,253 @@
+"""Shared pieces of the compatibility endpoints: turning foreign events into native
+`UsageEvent` bodies, and submitting them all-or-nothing through the same `Ingestor`.
+
+Every compat endpoint builds native JSON event bodies and hands them to
+`Ingestor.ingest`, so validation, dedup and durability are the native ones. Before that,
+each body is checked with the native rules (`decode_event` + `validate`) so that a request
+with one bad event is refused whole and nothing of it is counted, as the original APIs do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from typing import Any
+
+import msgspec
+
+from portal.catalog.service import MeterSpec
+from portal.errors import StoreUnavailable
+from portal.ingest.service import CONFLICT_ERROR, IngestUnavailable
+from portal.ingest.validation import EventError, decode_event, validate
+from portal.settings import SettingsError
+from portal.state import PortalState
+
+# Meters whose events need no value: each event counts as 1.
+VALUELESS = frozenset({"count", "unique_count"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_decoder = msgspec.json.Decoder(float_hook=Decimal)
+
+
+class MappingError(ValueError):
+    """A foreign event that cannot be expressed natively; `field` is in the foreign API's
+    terms."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def decode_json(body: bytes) -> Any:
+    """JSON with floats as Decimal, so 0.1 stays 0.1."""
+    return _decoder.decode(body)
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class MeterMapping:
+    """Where a meter's value and dimensions are found in a foreign event's data."""
+
+    value: tuple[str, ...] | None = None  # path inside data/properties/payload
+    dimensions: dict[str, tuple[str, ...]] | None = None
+    customer: str | None = None  # Stripe: payload key of the customer id
+
+
+def parse_path(text: str) -> tuple[str, ...]:
+    """`$.a.b`, `a.b` or `data.a.b` (the `data.` prefix is optional) as ('a', 'b')."""
+    path = text.strip()
+    if path.startswith("$"):
+        path = path[1:]
+    path = path.lstrip(".")
+    parts = tuple(p for p in path.split(".") if p)
+    if parts and parts[0] in ("data", "properties", "payload") and len(parts) > 1:
+        parts = parts[1:]
+    if not parts:
+        raise SettingsError(f"empty property path {text!r}")
+    return parts
+
+
+@lru_cache(maxsize=8)
+def _parse_mapping(name: str, raw: str) -> dict[str, MeterMapping]:
+    try:
+        config = json.loads(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a JSON object: {exc}") from exc
+    if not isinstance(config, dict):
+        raise SettingsError(f"{name} must be a JSON object of meter name to mapping")
+    mappings: dict[str, MeterMapping] = {}
+    for meter, spec in config.items():
+        if not isinstance(spec, dict):
+            raise SettingsError(f"{name}: the mapping of {meter!r} must be an object")
+        value = spec.get("value")
+        dims = spec.get("dimensions")
+        customer = spec.get("customer")
+        if dims is not None and not isinstance(dims, dict):
+            raise SettingsError(f"{name}: dimensions of {meter!r} must be an object")
+        mappings[str(meter)] = MeterMapping(
+            value=parse_path(str(value)) if value else None,
+            dimensions={str(k): parse_path(str(v)) for k, v in dims.items()} if dims else None,
+            customer=str(customer) if customer else None,
+        )
+    return mappings
+
+
+def meter_mappings(env_name: str) -> dict[str, MeterMapping]:
+    """The per-meter mapping in environment variable `env_name` (JSON), re-read when it
+    changes."""
+    raw = os.environ.get(env_name, "").strip()
+    return _parse_mapping(env_name, raw) if raw else {}
+
+
+# --- values --------------------------------------------------------------------------------
+
+def lookup(data: Any, path: tuple[str, ...]) -> Any:
+    node = data
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def quantity(value: Any, where: str) -> Decimal:
+    """A number or a numeric string as a Decimal."""
+    if isinstance(value, bool) or value is None:
+        raise MappingError(where, "must be a number")
+    if isinstance(value, (int, Decimal)):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation as exc:
+            raise MappingError(where, f"not a number: {value!r}") from exc
+        if not number.is_finite():
+            raise MappingError(where, "must be a finite number")
+        return number
+    raise MappingError(where, "must be a number")
+
+
+def dimension_text(value: Any) -> str | None:
+    """Dimension values are strings natively; numbers and booleans are spelled as JSON."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return format(value, "f") if value == value.to_integral_value() else str(value)
+    if isinstance(value, int | float):
+        return str(value)
+    return msgspec.json.encode(value).decode()
+
+
+def epoch_seconds_to_rfc3339(value: Any, where: str) -> str:
+    """Unix seconds (int, float or numeric string) as RFC 3339 with microseconds."""
+    seconds = quantity(value, where)
+    if seconds < 0:
+        raise MappingError(where, "must not be negative")
+    micros = int(seconds * 1_000_000)
+    return rfc3339(micros)
+
+
+def rfc3339(micros: int) -> str:
+    moment = _EPOCH + timedelta(microseconds=micros)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def native(*, event_id: str, timestamp: int | str, customer_id: str, metric: str,
+           value: Decimal, dimensions: dict[str, str], source: str, version: str = "") -> bytes:
+    body = {"eventId": event_id, "timestamp": timestamp, "customerId": customer_id,
+            "metricName": metric, "quantity": format(value, "f"), "dimensions": dimensions,
+            "metadata": {"source": source, "version": version}}
+    return msgspec.json.encode(body)
+
+
+async def meter_specs(state: PortalState, names: set[str]) -> dict[str, MeterSpec]:
+    try:
+        _, meters = await state.catalog.lookup(set(), names)
+    except StoreUnavailable as exc:
+        raise IngestUnavailable(str(exc)) from exc
+    return meters
+
+
+# --- submission ----------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to a request's events. `errors` maps an event's index to the native
+    message ("field: reason"); when it is not empty nothing was counted, except for
+    `errors` found only by the ingestor itself (a race), which `partial` flags."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    dropped: int = 0  # reused an id with other content: dropped like the original APIs do
+    errors: dict[int, str] = field(default_factory=dict)
+    conflicts: list[int] = field(default_factory=list)
+
+
+async def submit(state: PortalState, bodies: list[bytes], *, drop_conflicts: bool) -> Outcome:
+    """Check every body by the native rules; if all pass, ingest them together.
+
+    Raises IngestUnavailable (→ 503) when the stores or the broker are down.
+    `drop_conflicts`: an event id reused with other content is silently dropped (OpenMeter,
+    Stripe: the first event with an id wins) instead of being an error (Lago)."""
+    errors: dict[int, str] = {}
+    decoded = []
+    for index, body in enumerate(bodies):
+        try:
+            decoded.append((index, decode_event(body)))
+        except EventError as exc:
+            errors[index] = str(exc)
+    try:
+        zones, meters = await state.catalog.lookup(
+            {e.customer_id for _, e in decoded}, {e.metric_name for _, e in decoded})
+    except StoreUnavailable as exc:
+        raise IngestUnavailable(str(exc)) from exc
+    # The ingestor's own limits (lateness window, sizes): the same rules, the same clock.
+    limits = state.ingestor._limits(time.time())
+    for index, event in decoded:
+        try:
+            validate(event, zones=zones, meters=meters, limits=limits)
+        except EventError as exc:
+            errors[index] = str(exc)
+    if errors:
+        return Outcome(errors=errors)
+    result = await state.ingestor.ingest(bodies)
+    outcome = Outcome(accepted=result.accepted, duplicates=result.duplicates)
+    for rejection in result.rejected:
+        if rejection.error == CONFLICT_ERROR:
+            if drop_conflicts:
+                outcome.dropped += 1
+            else:
+                outcome.conflicts.append(rejection.index)
+                outcome.errors[rejection.index] = rejection.error
+        else:
+            outcome.errors[rejection.index] = rejection.error
+    return outcome
+
+
+def split_error(message: str) -> tuple[str, str]:
+    """"customerId: unknown customer 'x'" → ("customerId", "unknown customer 'x'")."""
+    name, sep, rest = message.partition(": ")
+    if sep and " " not in name:
+        return name.split(".", 1)[0].split("[", 1)[0], rest
+    return "", message

@@ -1,0 +1,169 @@
+"""Drop-in ingest endpoints of OpenMeter (CloudEvents), Lago and Stripe.
+
+`POST /api/v1/events` is shared by OpenMeter and Lago and dispatched by content type:
+CloudEvents media types → OpenMeter; JSON with an `event` object → Lago; JSON that looks
+like a CloudEvent (has `specversion`) or an array of them → OpenMeter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.exceptions import HTTPException
+
+from portal.compat import cloudevents, lago, stripe
+from portal.compat.mapping import MappingError, Outcome, decode_json, meter_specs, submit
+from portal.dependencies import Portal
+from portal.ingest.service import IngestUnavailable
+
+INGEST = {"scope": "ingest"}
+MAX_BODY = 5 * 1024 * 1024
+_OPENMETER_TYPES = (cloudevents.STRUCTURED, cloudevents.BATCH)
+
+
+def _media_type(request: Request[Any, Any, Any]) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _status_and_detail(exc: Exception) -> tuple[int, str, dict[str, str]]:
+    if isinstance(exc, HTTPException):
+        return exc.status_code, str(exc.detail), dict(exc.headers or {})
+    return 500, "internal error", {}
+
+
+def _shared_errors(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Errors before the handler ran (401, 403, 413, 503 from the key store) on the shared
+    path: problem details for CloudEvents media types; for plain JSON a body both Lago's
+    and OpenMeter's clients read (problem details plus Lago's `error`)."""
+    status, detail, headers = _status_and_detail(exc)
+    response = cloudevents.problem(status, detail, headers=headers or None)
+    if _media_type(request) not in _OPENMETER_TYPES:
+        assert isinstance(response.content, dict)
+        response.content["error"] = response.content["title"]
+    return response
+
+
+def _lago_errors(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    status, detail, headers = _status_and_detail(exc)
+    return lago.error(status, message=detail, headers=headers or None)
+
+
+def _stripe_errors(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    status, detail, headers = _status_and_detail(exc)
+    kind = "api_error" if status >= 500 else "invalid_request_error"
+    return stripe.error(status, detail, kind=kind, headers=headers or None)
+
+
+async def _cloudevents(state: Any, events: list[Any], *, batch: bool) -> Response[Any]:
+    if batch and not events:
+        return cloudevents.problem(400, "the batch is empty")
+    limit = state.settings.max_batch_events
+    if len(events) > limit:
+        return cloudevents.problem(413, f"a batch holds at most {limit} events, got {len(events)}")
+    try:
+        meters = await meter_specs(state, cloudevents.meter_names(events))
+        bodies: list[bytes] = []
+        errors: dict[int, str] = {}
+        for index, event in enumerate(events):
+            try:
+                bodies.append(cloudevents.to_native(event, meters))
+            except MappingError as exc:
+                errors[index] = str(exc)
+        outcome = Outcome(errors=errors) if errors else await submit(state, bodies, drop_conflicts=True)
+    except IngestUnavailable as exc:
+        return cloudevents.unavailable(str(exc))
+    return cloudevents.answer(outcome, batch=batch)
+
+
+async def _lago(state: Any, events: list[Any], *, batch: bool) -> Response[Any]:
+    limit = state.settings.max_batch_events
+    if batch and not events:
+        return lago.error(422, code="validation_errors", details={"events": ["no_events"]})
+    if len(events) > limit:
+        return lago.error(422, code="validation_errors", details={"events": ["too_many_events"]})
+    try:
+        meters = await meter_specs(state, lago.meter_names(events))
+        bodies: list[bytes] = []
+        errors: dict[int, str] = {}
+        for index, event in enumerate(events):
+            try:
+                bodies.append(lago.to_native(event, meters))
+            except MappingError as exc:
+                errors[index] = str(exc)
+        outcome = Outcome(errors=errors) if errors else await submit(state, bodies, drop_conflicts=False)
+    except IngestUnavailable as exc:
+        return lago.unavailable(str(exc))
+    return lago.answer(outcome, events, batch=batch)
+
+
+@post("/api/v1/events", opt=INGEST, request_max_body_size=MAX_BODY, tags=["compat"],
+      summary="OpenMeter (CloudEvents) and Lago compatible ingest",
+      exception_handlers={HTTPException: _shared_errors})
+async def shared_events(request: Request[Any, Any, Any], portal: Portal) -> Response[Any]:
+    """CloudEvents (one or a batch) answered like OpenMeter: 204, or 400 problem details;
+    `{"event": {...}}` answered like Lago: 200 with the event, or 422."""
+    media = _media_type(request)
+    body = await request.body()
+    try:
+        decoded = decode_json(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        if media in _OPENMETER_TYPES:
+            return cloudevents.problem(400, f"malformed JSON: {exc}")
+        return lago.bad_request(f"malformed JSON: {exc}")
+    if media == cloudevents.STRUCTURED:
+        return await _cloudevents(portal, [decoded], batch=False)
+    if media == cloudevents.BATCH:
+        if not isinstance(decoded, list):
+            return cloudevents.problem(400, "a CloudEvents batch must be a JSON array")
+        return await _cloudevents(portal, decoded, batch=True)
+    if isinstance(decoded, dict) and isinstance(decoded.get("event"), dict):
+        return await _lago(portal, [decoded["event"]], batch=False)
+    if cloudevents.is_cloudevent(decoded):
+        return await _cloudevents(portal, [decoded], batch=False)
+    if isinstance(decoded, list) and all(cloudevents.is_cloudevent(e) for e in decoded) and decoded:
+        return await _cloudevents(portal, decoded, batch=True)
+    if isinstance(decoded, dict) and "event" in decoded:
+        return lago.error(422, code="validation_errors", details={"event": ["value_is_invalid"]})
+    return lago.bad_request(
+        "param is missing or the value is empty: event (send {\"event\": {...}} for Lago, or a "
+        "CloudEvent with Content-Type application/cloudevents+json for OpenMeter)")
+
+
+@post("/api/v1/events/batch", opt=INGEST, request_max_body_size=MAX_BODY, tags=["compat"],
+      summary="Lago compatible batch ingest", exception_handlers={HTTPException: _lago_errors})
+async def lago_batch(request: Request[Any, Any, Any], portal: Portal) -> Response[Any]:
+    """`{"events": [...]}` answered like Lago: 200 with the events, or 422 naming each bad
+    event by its index (nothing counted)."""
+    try:
+        decoded = decode_json(await request.body())
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return lago.bad_request(f"malformed JSON: {exc}")
+    if not isinstance(decoded, dict) or not isinstance(decoded.get("events"), list):
+        return lago.bad_request("param is missing or the value is empty: events")
+    return await _lago(portal, decoded["events"], batch=True)
+
+
+@post("/v1/billing/meter_events", opt=INGEST, request_max_body_size=64 * 1024, tags=["compat"],
+      summary="Stripe compatible meter events", exception_handlers={HTTPException: _stripe_errors})
+async def stripe_meter_events(request: Request[Any, Any, Any], portal: Portal) -> Response[Any]:
+    """A form-encoded meter event answered like Stripe: 200 with the `billing.meter_event`,
+    or 400 `invalid_request_error` (nothing counted)."""
+    form = await request.form()
+    fields, payload = stripe.parse_form([(k, str(v)) for k, v in form.multi_items()])
+    try:
+        meters = await meter_specs(portal, {fields.get("event_name", "")})
+        try:
+            mapped = stripe.to_native(fields, payload, meters)
+        except MappingError as exc:
+            return stripe.error(400, exc.message, param=exc.field)
+        outcome = await submit(portal, [mapped.body], drop_conflicts=True)
+    except IngestUnavailable as exc:
+        return stripe.unavailable(str(exc))
+    if outcome.errors:
+        return stripe.answer_error(outcome.errors[0])
+    return stripe.meter_event(mapped)
+
+
+compat_handlers = [shared_events, lago_batch, stripe_meter_events]

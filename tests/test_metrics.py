@@ -1,0 +1,66 @@
+"""GET /metrics: the scrape shows exactly the traffic sent, and sums several processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+from litestar.testing import AsyncTestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import ROOT
+from tests.factories import auth, event, make_customer, make_meter
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+async def scrape(client: AsyncTestClient[Any]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = await client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return samples(response.text)
+
+
+def delta(before: dict[Any, float], after: dict[Any, float], name: str, **labels: str) -> float:
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+async def test_ingest_metrics_count_the_traffic_exactly(client: AsyncTestClient[Any], admin_key: str,
+                                                        ingest_key: str) -> None:
+    await make_customer(client, admin_key)
+    await make_meter(client, admin_key)
+    before = await scrape(client)
+    first = event(quantity=1)
+    batch = [first, event(quantity=2), event(quantity="-1"), event(metric="nope")]
+    assert (await client.post("/v1/events/batch", headers=auth(ingest_key),
+                              json={"events": batch})).status_code == 202
+    assert (await client.post("/v1/events", headers=auth(ingest_key), json=first)).status_code == 202
+    after = await scrape(client)
+
+    assert delta(before, after, "portal_ingest_requests_total", status="202") == 2
+    assert delta(before, after, "portal_ingest_events_total", outcome="accepted") == 2
+    assert delta(before, after, "portal_ingest_events_total", outcome="duplicate") == 1
+    assert delta(before, after, "portal_ingest_events_total", outcome="rejected") == 2
+    assert delta(before, after, "portal_ingest_rejections_total", field="quantity") == 1
+    assert delta(before, after, "portal_ingest_rejections_total", field="metricName") == 1
+    assert delta(before, after, "portal_ingest_batch_events_count") == 2
+    assert delta(before, after, "portal_ingest_batch_events_sum") == 5
+
+
+def test_one_scrape_sums_every_process_of_the_machine() -> None:
+    folder = tempfile.mkdtemp(prefix="portal-metrics-")
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=folder)
+    for count in (3, 4):  # two worker processes, each persisting some events, then exiting
+        subprocess.run([sys.executable, "-c",
+                        f"from portal import metrics; metrics.PERSISTED_EVENTS.inc({count})"],
+                       cwd=ROOT, env=env, check=True)
+    scraped = subprocess.run([sys.executable, "-c", "from portal import metrics; "
+                              "print(metrics.scrape().decode())"],
+                             cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
+    assert samples(scraped)[("portal_persisted_events_total", ())] == 7
