@@ -18,11 +18,12 @@ from portal.client.errors import (
     UsageClientError,
 )
 from portal.client.ids import new_event_id
+from portal.client.spool import SpoolInUse
 from portal.client.sync import UsageClient
 from portal.client.transport import Reply, RetryPolicy, Transport, UrllibTransport
 
 __all__ = [
     "AsyncUsageClient", "AuthenticationError", "BufferFull", "ClientStats", "DeliveryError",
-    "EventRejected", "Reply", "RetryPolicy", "Transport", "UrllibTransport", "UsageClient",
+    "EventRejected", "Reply", "RetryPolicy", "SpoolInUse", "Transport", "UrllibTransport", "UsageClient",
     "UsageClientError", "build_event", "new_event_id",
 ]

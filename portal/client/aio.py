@@ -43,11 +43,16 @@ class AsyncUsageClient:
         self.flush_interval = flush_interval
         self.block_timeout = block_timeout
         spool = Spool(spool_path, fsync=spool_fsync) if spool_path is not None else None
-        self._pipeline = Pipeline(
-            transport or UrllibTransport(base_url, api_key, timeout=timeout),
-            batch_size=batch_size, max_buffered=max_buffered, retry=retry, on_error=on_error,
-            spool=spool,
-        )
+        try:
+            self._pipeline = Pipeline(
+                transport or UrllibTransport(base_url, api_key, timeout=timeout),
+                batch_size=batch_size, max_buffered=max_buffered, retry=retry, on_error=on_error,
+                spool=spool,
+            )
+        except BaseException:
+            if spool is not None:
+                spool.close()
+            raise
         self._pipeline.batch_ready = self._on_batch_ready
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None

@@ -28,25 +28,40 @@ def _encode(value: int) -> str:
     return "".join(reversed(chars))
 
 
-def new_event_id(now_ms: int | None = None) -> str:
-    """A new id, greater than every id this process made before (monotonic)."""
-    global _last_ms, _last_random
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
-    with _lock:
-        if ms <= _last_ms:
-            # Same millisecond (or the clock stepped back): keep ordering by counting up.
-            ms = _last_ms
-            random_part = _last_random + 1
-            if random_part > _RANDOM_MAX:
-                ms += 1
+class IdGenerator:
+    """Monotonic ids for one process (thread-safe); `new_event_id` uses a shared one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = -1
+        self._last_random = 0
+
+    def new(self, now_ms: int | None = None) -> str:
+        """A new id, greater than every id this generator made before."""
+        ms = int(time.time() * 1000) if now_ms is None else now_ms
+        with self._lock:
+            if ms <= self._last_ms:
+                # Same millisecond (or the clock stepped back): keep ordering by counting up.
+                ms = self._last_ms
+                random_part = self._last_random + 1
+                if random_part > _RANDOM_MAX:
+                    ms += 1
+                    random_part = secrets.randbits(_RANDOM_BITS - 1)
+            else:
+                # One bit of headroom keeps increments within the millisecond from overflowing.
                 random_part = secrets.randbits(_RANDOM_BITS - 1)
-        else:
-            # One bit of headroom keeps increments within the millisecond from overflowing.
-            random_part = secrets.randbits(_RANDOM_BITS - 1)
-        _last_ms, _last_random = ms, random_part
-    if ms >= 1 << 48:
-        raise ValueError("timestamp does not fit in 48 bits")
-    return _encode((ms << _RANDOM_BITS) | random_part)
+            self._last_ms, self._last_random = ms, random_part
+        if ms >= 1 << 48:
+            raise ValueError("timestamp does not fit in 48 bits")
+        return _encode((ms << _RANDOM_BITS) | random_part)
+
+
+_default = IdGenerator()
+
+
+def new_event_id(now_ms: int | None = None) -> str:
+    """A new id, greater than every id `new_event_id` made before in this process."""
+    return _default.new(now_ms)
 
 
 def event_id_time_ms(event_id: str) -> int:

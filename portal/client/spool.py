@@ -11,6 +11,7 @@ A torn last line (the process died mid-write) is ignored: its `record` had not r
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -18,9 +19,15 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
+from portal.client.errors import UsageClientError
+
 log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
+
+
+class SpoolInUse(UsageClientError):
+    """Another client (in this or another process) holds the spool."""
 
 
 def _dump(obj: Any) -> bytes:
@@ -37,6 +44,13 @@ class Spool:
         self.compact_after = compact_after
         self._acked_lines = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One client per spool: a second one would resend and compact the first's events.
+        self._lock_fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self._lock_fd)
+            raise SpoolInUse(f"the spool {self.path} is used by another client") from exc
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def load(self) -> list[Event]:
@@ -101,3 +115,4 @@ class Spool:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+            os.close(self._lock_fd)  # releases the lock

@@ -1,0 +1,83 @@
+"""Anomalies in synthetic series whose anomalies are known (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from portal.anomalies import Anomaly, hourly_anomalies
+
+START = datetime(2026, 10, 5, tzinfo=UTC)  # a Monday
+HOUR = timedelta(hours=1)
+
+
+def business(at: datetime, week_growth: float = 0.0) -> Decimal:
+    """Busy 08-18 on weekdays, a little on weekend days, nothing at night; growing by
+    `week_growth` a week."""
+    weeks = (at - START).days / 7
+    if at.hour < 8 or at.hour >= 18:
+        return Decimal(0)
+    base = 20 if at.weekday() >= 5 else 100
+    return Decimal(round(base * (1 + week_growth) ** weeks))
+
+
+def series(weeks: int, week_growth: float = 0.0) -> dict[datetime, Decimal]:
+    hours = int(weeks * 7 * 24)
+    return {START + i * HOUR: business(START + i * HOUR, week_growth) for i in range(hours)}
+
+
+def last_week(values: dict[datetime, Decimal]) -> list[datetime]:
+    end = max(values) + HOUR
+    return [end - 7 * 24 * HOUR + i * HOUR for i in range(7 * 24)]
+
+
+def test_normal_weeks_with_nights_and_weekend_dips_have_no_anomalies() -> None:
+    values = series(5)
+    assert hourly_anomalies(values, last_week(values)) == []
+
+
+def test_steady_growth_is_not_an_anomaly() -> None:
+    values = series(6, week_growth=0.15)
+    assert hourly_anomalies(values, last_week(values)) == []
+
+
+def test_a_spike_is_flagged_once_with_what_was_expected() -> None:
+    values = series(5)
+    hour = last_week(values)[24 * 2 + 11]  # Wednesday 11:00
+    values[hour] = Decimal(1000)
+    assert hourly_anomalies(values, last_week(values)) == [
+        Anomaly("spike", hour, hour + HOUR, Decimal(1000), Decimal(100))]
+
+
+def test_a_busy_hour_dropping_to_zero_is_flagged() -> None:
+    values = series(5)
+    hour = last_week(values)[24 + 9]  # Tuesday 09:00
+    values[hour] = Decimal(0)
+    assert hourly_anomalies(values, last_week(values)) == [
+        Anomaly("drop_to_zero", hour, hour + HOUR, Decimal(0), Decimal(100))]
+
+
+def test_hours_of_silence_where_there_always_was_usage_are_one_span() -> None:
+    values = series(5)
+    week = last_week(values)
+    quiet = week[24 * 3 + 10: 24 * 3 + 15]  # Thursday 10:00-15:00
+    for hour in quiet:
+        values.pop(hour)
+    assert hourly_anomalies(values, week) == [
+        Anomaly("silence", quiet[0], quiet[-1] + HOUR, Decimal(0), Decimal(500))]
+
+
+def test_a_weekend_at_weekday_level_is_a_spike_only_when_far_above_its_own_history() -> None:
+    values = series(5)
+    saturday_noon = last_week(values)[24 * 5 + 12]
+    values[saturday_noon] = Decimal(50)  # 2.5x the usual 20: within normal variation
+    assert hourly_anomalies(values, last_week(values)) == []
+    values[saturday_noon] = Decimal(100)  # 5x
+    assert [a.kind for a in hourly_anomalies(values, last_week(values))] == ["spike"]
+
+
+def test_without_enough_history_nothing_is_judged() -> None:
+    values = series(0.5)
+    hour = max(values)
+    values[hour] = Decimal(10_000)
+    assert hourly_anomalies(values, [hour]) == []
