@@ -27,7 +27,7 @@ from portal.paths import STATIC_DIR
 from portal.problems import Problem
 from portal.settings import Settings, get_settings
 from portal.state import PortalState
-from portal.usage.routes import UsageController
+from portal.usage.routes import AnomalyController, UsageController
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -48,7 +48,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             healthz, readyz, metrics_endpoint, CustomerController, MeterController, EventController,
-            UsageController, OperationsController, *billing_handlers, *alert_handlers, *page_handlers,
+            UsageController, AnomalyController, OperationsController, *billing_handlers, *alert_handlers,
+            *page_handlers,
             *compat_handlers,
             create_static_files_router(path="/static", directories=[STATIC_DIR],
                                        include_in_schema=False),

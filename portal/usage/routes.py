@@ -13,6 +13,7 @@ from portal.catalog import service as catalog
 from portal.dependencies import Db, Portal
 from portal.periods import period_for, to_datetime
 from portal.schemas import CamelStruct
+from portal.usage.anomalies import AnomalyOut, recent_anomalies
 from portal.usage.combine import exact
 from portal.usage.service import billed_usage, live_usage
 
@@ -77,3 +78,18 @@ class UsageController(Controller):
             start=start, end=end, complete_through=complete_through, total=exact(usage.total),
             series=[UsagePointOut(p.start, exact(p.value)) for p in usage.series],
         )
+
+
+class AnomalyController(Controller):
+    path = "/v1/customers/{customer_id:str}/anomalies"
+    tags = ["usage"]
+    opt = {"scope": "admin"}
+
+    @get("/")
+    async def anomalies(self, customer_id: FromPath[str], db: Db) -> list[AnomalyOut]:
+        """Spikes, drops to zero and unusual silence in the last 48 settled hours of each
+        sum or count meter, against the same hours of earlier weeks (or days)."""
+        customer = await catalog.get_customer(db, customer_id)
+        if customer is None:
+            raise NotFoundException(f"no customer {customer_id!r}")
+        return await recent_anomalies(db, customer, await catalog.list_meters(db), now=datetime.now(UTC))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from portal.anomalies import Anomaly, hourly_anomalies
 
@@ -81,3 +82,20 @@ def test_without_enough_history_nothing_is_judged() -> None:
     hour = max(values)
     values[hour] = Decimal(10_000)
     assert hourly_anomalies(values, [hour]) == []
+
+
+async def test_the_api_flags_a_spike_in_a_customers_stored_usage(client: Any, admin_key: str,
+                                                                  pg: Any) -> None:
+    from tests.factories import auth, make_customer, make_meter
+
+    await make_customer(client, admin_key, id="acme")
+    await make_meter(client, admin_key, metric="api_calls")
+    now = datetime.now(UTC)
+    settled = now.replace(minute=0, second=0, microsecond=0) - HOUR  # the last settled hour
+    rows = [(settled - timedelta(weeks=w), Decimal(10)) for w in range(1, 5)] + [(settled, Decimal(400))]
+    for hour, value in rows:
+        await pg.execute("INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
+                         "VALUES ('acme', 'api_calls', $1, $2, 1)", hour, value)
+    found = (await client.get("/v1/customers/acme/anomalies", headers=auth(admin_key))).json()
+    assert [(a["metricName"], a["kind"], a["value"], a["expected"]) for a in found] == [
+        ("api_calls", "spike", "400", "10")]
