@@ -193,9 +193,10 @@ async def meter_specs(state: PortalState, names: set[str]) -> dict[str, MeterSpe
 
 @dataclass(slots=True)
 class Outcome:
-    """What happened to a request's events. `errors` maps an event's index to the native
-    message ("field: reason"); when it is not empty nothing was counted, except for
-    `errors` found only by the ingestor itself (a race), which `partial` flags."""
+    """What happened to a request's events. `errors` maps an event's index to its message
+    ("field: reason", native or foreign field names). When the checks before ingest found
+    errors, nothing was ingested; errors the ingestor itself reports (a reused id with other
+    content, `conflicts`) leave the request's other events counted."""
 
     accepted: int = 0
     duplicates: int = 0
@@ -204,15 +205,20 @@ class Outcome:
     conflicts: list[int] = field(default_factory=list)
 
 
-async def submit(state: PortalState, bodies: list[bytes], *, drop_conflicts: bool) -> Outcome:
+async def submit(state: PortalState, bodies: list[bytes | None], *, drop_conflicts: bool,
+                 errors: dict[int, str] | None = None) -> Outcome:
     """Check every body by the native rules; if all pass, ingest them together.
 
+    `errors` are the events that could not be mapped (their bodies are None): the others
+    are still checked, so the answer names every bad event; nothing is ingested then.
     Raises IngestUnavailable (→ 503) when the stores or the broker are down.
     `drop_conflicts`: an event id reused with other content is silently dropped (OpenMeter,
     Stripe: the first event with an id wins) instead of being an error (Lago)."""
-    errors: dict[int, str] = {}
+    errors = dict(errors or {})  # mapping errors, by index; their bodies are None
     decoded = []
     for index, body in enumerate(bodies):
+        if body is None:
+            continue
         try:
             decoded.append((index, decode_event(body)))
         except EventError as exc:
@@ -231,7 +237,7 @@ async def submit(state: PortalState, bodies: list[bytes], *, drop_conflicts: boo
             errors[index] = str(exc)
     if errors:
         return Outcome(errors=errors)
-    result = await state.ingestor.ingest(bodies)
+    result = await state.ingestor.ingest([b for b in bodies if b is not None])
     outcome = Outcome(accepted=result.accepted, duplicates=result.duplicates)
     for rejection in result.rejected:
         if rejection.error == CONFLICT_ERROR:
