@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -10,9 +10,10 @@ from litestar import Controller, Response, get
 from litestar.params import FromQuery, QueryParameter
 from sqlalchemy import text
 
-from portal import metrics
+from portal import health, metrics
 from portal.db import values
 from portal.dependencies import Db, Portal
+from portal.health import BillingHealth
 from portal.paths import MIGRATIONS_DIR
 from portal.schemas import CamelStruct
 from portal.state import PortalState
@@ -124,6 +125,14 @@ class OperationsController(Controller):
             "failed_at, status FROM failed_events WHERE status = :s "
             "ORDER BY failed_at DESC, id DESC LIMIT :l"), {"s": status, "l": limit})
         return [FailedEventOut(*values(row)) for row in rows]
+
+    @get("/billing-health")
+    async def billing_health(
+        self, db: Db, hours: Annotated[int, QueryParameter(ge=1, le=24 * 366)] = 24,
+    ) -> BillingHealth:
+        """Event processing latency, billing discrepancy rate and alert accuracy over the
+        last `hours` (see portal/health.py for what each counts)."""
+        return await health.billing_health(db, now=datetime.now(UTC), window=timedelta(hours=hours))
 
     @get("/drift")
     async def drift(self, db: Db) -> DriftOut:

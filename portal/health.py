@@ -1,0 +1,96 @@
+"""The billing-health measures, computed from the data (not from process counters).
+
+- event processing latency: from receipt (202) and from the event's own timestamp to the
+  commit that counted it (`persisted_at`, the start of the transaction that also updated the
+  hourly aggregates), p50 and p99 over the window;
+- billing discrepancy rate: the share of invoices finalized in the window that later needed
+  an adjustment, and the adjustments' amount per currency;
+- usage alert accuracy: the share of forecast notices (of periods that have ended or whose
+  level was crossed) that were followed by the crossing they predicted, and crossings no
+  channel was told about (no delivery sent).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.db import values
+from portal.schemas import CamelStruct
+from portal.usage.combine import exact
+
+
+class Latency(CamelStruct):
+    events: int
+    received_p50_s: float | None
+    received_p99_s: float | None
+    event_time_p50_s: float | None
+    event_time_p99_s: float | None
+
+
+class Discrepancy(CamelStruct):
+    finalized: int
+    adjusted: int
+    rate: str | None
+    adjustment_amounts: dict[str, str]
+
+
+class AlertAccuracy(CamelStruct):
+    forecasts_judged: int
+    forecasts_followed: int
+    forecast_accuracy: str | None
+    crossings: int
+    crossings_without_notice: int
+
+
+class BillingHealth(CamelStruct):
+    window_start: datetime
+    window_end: datetime
+    latency: Latency
+    discrepancy: Discrepancy
+    alerts: AlertAccuracy
+
+
+def _share(part: int, whole: int) -> str | None:
+    return None if whole == 0 else exact((Decimal(part) / Decimal(whole)).quantize(Decimal("0.0001")))
+
+
+async def billing_health(session: AsyncSession, *, now: datetime, window: timedelta) -> BillingHealth:
+    start = now - window
+    params = {"start": start, "end": now}
+    latency = values((await session.execute(text(
+        "SELECT count(*), "
+        "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - received_at)), "
+        "percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - received_at)), "
+        "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - event_time)), "
+        "percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - event_time)) "
+        "FROM usage_events WHERE persisted_at >= :start AND persisted_at < :end"), params)).one())
+    finalized, adjusted = values((await session.execute(text(
+        "SELECT count(*), count(*) FILTER (WHERE EXISTS (SELECT 1 FROM adjustments a "
+        "WHERE a.invoice_id = i.id)) FROM invoices i WHERE i.finalized_at >= :start "
+        "AND i.finalized_at < :end AND i.status IN ('finalized', 'void')"), params)).one())
+    amounts = await session.execute(text(
+        "SELECT i.currency, sum(a.amount) FROM adjustments a JOIN invoices i ON i.id = a.invoice_id "
+        "WHERE i.finalized_at >= :start AND i.finalized_at < :end GROUP BY i.currency ORDER BY 1"), params)
+    judged, followed = values((await session.execute(text(
+        "SELECT count(*), count(c.id) FROM alert_firings f LEFT JOIN alert_firings c "
+        "ON c.rule_id = f.rule_id AND c.period_start = f.period_start AND c.level = f.level "
+        "AND c.kind = 'crossing' WHERE f.kind = 'forecast' AND f.fired_at >= :start AND f.fired_at < :end "
+        "AND (c.id IS NOT NULL OR f.period_end <= :end)"), params)).one())
+    crossings, unnotified = values((await session.execute(text(
+        "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM alert_deliveries d "
+        "WHERE d.firing_id = f.id AND d.status = 'sent')) FROM alert_firings f "
+        "WHERE f.kind = 'crossing' AND f.fired_at >= :start AND f.fired_at < :end"), params)).one())
+    count, r50, r99, e50, e99 = latency
+    seconds = [None if v is None else round(float(v), 3) for v in (r50, r99, e50, e99)]
+    totals = {str(cur).strip(): exact(total) for cur, total in (values(r) for r in amounts)}
+    return BillingHealth(
+        window_start=start, window_end=now,
+        latency=Latency(int(count), *seconds),
+        discrepancy=Discrepancy(int(finalized), int(adjusted), _share(int(adjusted), int(finalized)), totals),
+        alerts=AlertAccuracy(int(judged), int(followed), _share(int(followed), int(judged)), int(crossings),
+                             int(unnotified)),
+    )

@@ -1,0 +1,68 @@
+"""The billing-health measures on constructed data: each number known in advance."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from litestar.testing import AsyncTestClient
+
+from tests.factories import auth, make_customer, make_meter
+
+
+async def test_billing_health_measures_constructed_data(client: AsyncTestClient[Any], admin_key: str,
+                                                        pg: Any) -> None:
+    await make_customer(client, admin_key, id="acme", currency="USD")
+    await make_meter(client, admin_key, metric="api_calls")
+    now = datetime.now(UTC)
+    # Latency: received 1, 2, 3, 4 s before the commit; event times 10 s earlier still.
+    for i, lag in enumerate((1, 2, 3, 4)):
+        committed = now - timedelta(minutes=5)
+        await pg.execute(
+            "INSERT INTO usage_events (customer_id, event_id, metric_name, quantity, event_time, hour, "
+            "received_at, persisted_at, message_id) "
+            "VALUES ('acme', $1, 'api_calls', 1, $2, $3, $4, $5, 'm')",
+            f"e{i}", committed - timedelta(seconds=lag + 10),
+            committed.replace(minute=0, second=0, microsecond=0), committed - timedelta(seconds=lag), committed)
+    # Discrepancy: 4 invoices finalized in the window, 1 of them adjusted by -8.73.
+    ids = []
+    for n in range(4):
+        start = now - timedelta(days=40 + 31 * n)
+        ids.append(await pg.fetchval(
+            "INSERT INTO invoices (customer_id, period_start, period_end, currency, status, number, "
+            "finalized_at) VALUES ('acme', $1, $2, 'USD', 'finalized', $3, $4) RETURNING id",
+            start, start + timedelta(days=31), f"INV-{n}", now - timedelta(hours=2)))
+    await pg.execute("INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, "
+                     "amount, lines, reason) VALUES ($1, 'CN-1', 'credit', -9.70, -0.97, -8.73, '[]', 'late')",
+                     ids[0])
+    # Alerts: two forecasts of ended periods, one followed by its crossing; one crossing
+    # with a sent delivery, one with none.
+    rule = await pg.fetchval("INSERT INTO alert_rules (customer_id, name, metric_name, basis, levels) "
+                             "VALUES ('acme', 'r', 'api_calls', 'absolute', '{10,20}') RETURNING id")
+    channel = await pg.fetchval(
+        "INSERT INTO alert_channels (customer_id, name, kind, destination_encrypted, destination_masked) "
+        "VALUES ('acme', 'c', 'webhook', '\\x00', 'json://x') RETURNING id")
+    period_start, period_end = now - timedelta(days=35), now - timedelta(days=4)
+    firings = {}
+    for level, kind in ((10, "forecast"), (10, "crossing"), (20, "forecast"), (20, "crossing")):
+        if (level, kind) == (20, "crossing"):
+            period = (now - timedelta(days=3), now + timedelta(days=27))  # another period
+        else:
+            period = (period_start, period_end)
+        firings[level, kind] = await pg.fetchval(
+            "INSERT INTO alert_firings (rule_id, customer_id, period_start, period_end, level, kind, "
+            "threshold, value, notice, fired_at) VALUES ($1, 'acme', $2, $3, $4, $5, $4, $4, '{}', $6) "
+            "RETURNING id",
+            rule, *period, level, kind, now - timedelta(hours=1))
+    await pg.execute("INSERT INTO alert_deliveries (firing_id, channel_id, customer_id, notice, status, "
+                     "masked_destination) VALUES ($1, $2, 'acme', $3, 'sent', 'json://x')",
+                     firings[10, "crossing"], channel, json.dumps({}))
+
+    health = (await client.get("/v1/billing-health?hours=24", headers=auth(admin_key))).json()
+    assert health["latency"] == {"events": 4, "receivedP50S": 2.5, "receivedP99S": 3.97,
+                                 "eventTimeP50S": 12.5, "eventTimeP99S": 13.97}
+    assert health["discrepancy"] == {"finalized": 4, "adjusted": 1, "rate": "0.25",
+                                     "adjustmentAmounts": {"USD": "-8.73"}}
+    assert health["alerts"] == {"forecastsJudged": 2, "forecastsFollowed": 1, "forecastAccuracy": "0.5",
+                                "crossings": 2, "crossingsWithoutNotice": 1}
