@@ -24,7 +24,8 @@ async def test_billing_health_measures_constructed_data(client: AsyncTestClient[
             "received_at, persisted_at, message_id) "
             "VALUES ('acme', $1, 'api_calls', 1, $2, $3, $4, $5, 'm')",
             f"e{i}", committed - timedelta(seconds=lag + 10),
-            committed.replace(minute=0, second=0, microsecond=0), committed - timedelta(seconds=lag), committed)
+            committed.replace(minute=0, second=0, microsecond=0), committed - timedelta(seconds=lag),
+            committed)
     # Discrepancy: 4 invoices finalized in the window, 1 of them adjusted by -8.73.
     ids = []
     for n in range(4):
@@ -34,7 +35,8 @@ async def test_billing_health_measures_constructed_data(client: AsyncTestClient[
             "finalized_at) VALUES ('acme', $1, $2, 'USD', 'finalized', $3, $4) RETURNING id",
             start, start + timedelta(days=31), f"INV-{n}", now - timedelta(hours=2)))
     await pg.execute("INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, "
-                     "amount, lines, reason) VALUES ($1, 'CN-1', 'credit', -9.70, -0.97, -8.73, '[]', 'late')",
+                     "amount, lines, reason) "
+                     "VALUES ($1, 'CN-1', 'credit', -9.70, -0.97, -8.73, '[]', 'late')",
                      ids[0])
     # Alerts: two forecasts of ended periods, one followed by its crossing; one crossing
     # with a sent delivery, one with none.
