@@ -7,7 +7,9 @@
   an adjustment, and the adjustments' amount per currency;
 - usage alert accuracy: the share of forecast notices (of periods that have ended or whose
   level was crossed) that were followed by the crossing they predicted, and crossings no
-  channel was told about (no delivery sent).
+  channel was told about (no delivery sent);
+- data quality: per ingest source (native, openmeter, lago, stripe), the share of events
+  accepted without rejection, and the rejections by the field at fault (portal/quality.py).
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal import quality
 from portal.db import values
+from portal.quality import days_between
 from portal.schemas import CamelStruct
 from portal.usage.combine import exact
 
@@ -46,19 +51,30 @@ class AlertAccuracy(CamelStruct):
     crossings_without_notice: int
 
 
+class SourceQualityOut(CamelStruct):
+    source: str
+    accepted: int
+    rejected: int
+    score: str | None
+    rejections_by_reason: dict[str, int]
+
+
 class BillingHealth(CamelStruct):
     window_start: datetime
     window_end: datetime
     latency: Latency
     discrepancy: Discrepancy
     alerts: AlertAccuracy
+    # Per ingest source, the UTC days the window touches (counted per day).
+    data_quality: list[SourceQualityOut]
 
 
 def _share(part: int, whole: int) -> str | None:
     return None if whole == 0 else exact((Decimal(part) / Decimal(whole)).quantize(Decimal("0.0001")))
 
 
-async def billing_health(session: AsyncSession, *, now: datetime, window: timedelta) -> BillingHealth:
+async def billing_health(session: AsyncSession, redis: Redis, *, now: datetime,
+                         window: timedelta) -> BillingHealth:
     start = now - window
     params = {"start": start, "end": now}
     latency = values((await session.execute(text(
@@ -84,6 +100,7 @@ async def billing_health(session: AsyncSession, *, now: datetime, window: timede
         "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM alert_deliveries d "
         "WHERE d.firing_id = f.id AND d.status = 'sent')) FROM alert_firings f "
         "WHERE f.kind = 'crossing' AND f.fired_at >= :start AND f.fired_at < :end"), params)).one())
+    sources = await quality.read(redis, days_between(start, now))
     count, r50, r99, e50, e99 = latency
     seconds = [None if v is None else round(float(v), 3) for v in (r50, r99, e50, e99)]
     totals = {str(cur).strip(): exact(total) for cur, total in (values(r) for r in amounts)}
@@ -93,4 +110,8 @@ async def billing_health(session: AsyncSession, *, now: datetime, window: timede
         discrepancy=Discrepancy(int(finalized), int(adjusted), _share(int(adjusted), int(finalized)), totals),
         alerts=AlertAccuracy(int(judged), int(followed), _share(int(followed), int(judged)), int(crossings),
                              int(unnotified)),
+        data_quality=[SourceQualityOut(source, q.accepted, q.rejected,
+                                       _share(q.accepted, q.accepted + q.rejected),
+                                       dict(sorted(q.reasons.items())))
+                      for source, q in sorted(sources.items())],
     )

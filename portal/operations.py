@@ -128,11 +128,12 @@ class OperationsController(Controller):
 
     @get("/billing-health")
     async def billing_health(
-        self, db: Db, hours: Annotated[int, QueryParameter(ge=1, le=24 * 366)] = 24,
+        self, db: Db, portal: Portal, hours: Annotated[int, QueryParameter(ge=1, le=24 * 366)] = 24,
     ) -> BillingHealth:
-        """Event processing latency, billing discrepancy rate and alert accuracy over the
-        last `hours` (see portal/health.py for what each counts)."""
-        return await health.billing_health(db, now=datetime.now(UTC), window=timedelta(hours=hours))
+        """The four billing-health measures over the last `hours`: processing latency,
+        billing discrepancy rate, alert accuracy, data quality (see portal/health.py)."""
+        return await health.billing_health(db, portal.redis, now=datetime.now(UTC),
+                                           window=timedelta(hours=hours))
 
     @get("/drift")
     async def drift(self, db: Db) -> DriftOut:

@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from portal import quality
 from portal.catalog.service import MeterSpec
 from portal.errors import StoreUnavailable
 from portal.ingest.service import CONFLICT_ERROR, IngestUnavailable
@@ -205,8 +206,19 @@ class Outcome:
     conflicts: list[int] = field(default_factory=list)
 
 
-async def submit(state: PortalState, bodies: list[bytes | None], *, drop_conflicts: bool,
+async def submit(state: PortalState, bodies: list[bytes | None], *, drop_conflicts: bool, source: str,
                  errors: dict[int, str] | None = None) -> Outcome:
+    outcome = await _submit(state, bodies, drop_conflicts=drop_conflicts, errors=errors)
+    # An event refused for reusing an id (and dropped as the original API would) is a
+    # data problem too; duplicates are not.
+    await quality.record(state.redis, source, accepted=outcome.accepted + outcome.duplicates,
+                         rejected=list(outcome.errors.values()) + ["eventId"] * outcome.dropped,
+                         now=datetime.now(UTC))
+    return outcome
+
+
+async def _submit(state: PortalState, bodies: list[bytes | None], *, drop_conflicts: bool,
+                  errors: dict[int, str] | None = None) -> Outcome:
     """Check every body by the native rules; if all pass, ingest them together.
 
     `errors` are the events that could not be mapped (their bodies are None): the others

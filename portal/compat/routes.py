@@ -72,7 +72,7 @@ async def _cloudevents(state: Any, events: list[Any], *, batch: bool) -> Respons
             except MappingError as exc:
                 bodies.append(None)
                 errors[index] = str(exc)
-        outcome = await submit(state, bodies, drop_conflicts=True, errors=errors)
+        outcome = await submit(state, bodies, drop_conflicts=True, source="openmeter", errors=errors)
     except IngestUnavailable as exc:
         return cloudevents.unavailable(str(exc))
     return cloudevents.answer(outcome, batch=batch)
@@ -94,7 +94,7 @@ async def _lago(state: Any, events: list[Any], *, batch: bool) -> Response[Any]:
             except MappingError as exc:
                 bodies.append(None)
                 errors[index] = str(exc)
-        outcome = await submit(state, bodies, drop_conflicts=False, errors=errors)
+        outcome = await submit(state, bodies, drop_conflicts=False, source="lago", errors=errors)
     except IngestUnavailable as exc:
         return lago.unavailable(str(exc))
     return lago.answer(outcome, events, batch=batch)
@@ -160,7 +160,7 @@ async def stripe_meter_events(request: Request[Any, Any, Any], portal: Portal) -
             mapped = stripe.to_native(fields, payload, meters)
         except MappingError as exc:
             return stripe.error(400, exc.message, param=exc.field)
-        outcome = await submit(portal, [mapped.body], drop_conflicts=True)
+        outcome = await submit(portal, [mapped.body], drop_conflicts=True, source="stripe")
     except IngestUnavailable as exc:
         return stripe.unavailable(str(exc))
     if outcome.errors:

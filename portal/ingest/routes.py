@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -10,7 +11,7 @@ from litestar import Controller, Request, Response, post
 from litestar.exceptions import ClientException
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from portal import metrics
+from portal import metrics, quality
 from portal.dependencies import Portal
 from portal.errors import ServiceUnavailable
 from portal.ingest.openapi import EventBatchOperation, SingleEventOperation
@@ -45,6 +46,8 @@ async def _run(portal: Portal, raw_events: list[bytes] | list[msgspec.Raw]) -> R
         raise ServiceUnavailable(f"{exc}; nothing was accepted, retry later") from exc
     answer = _answer(result)
     count(result, answer.status_code or 202, len(raw_events), time.perf_counter() - started)
+    await quality.record(portal.redis, "native", accepted=result.accepted + result.duplicates,
+                         rejected=[r.error for r in result.rejected], now=datetime.now(UTC))
     return answer
 
 

@@ -55,6 +55,15 @@ def scratch_key(customer_id: str, name: str) -> str:
     return f"lt:{{{customer_id}}}:{name}"
 
 
+QUALITY_TTL = timedelta(days=40)
+
+
+def quality_key(day: str) -> str:
+    """Per UTC day ("2026-11-24"): accepted and rejected event counts by ingest source and
+    rejection reason, for the data-quality measure. Kept `QUALITY_TTL`."""
+    return f"quality:{day}"
+
+
 def alert_debounce_key(customer_id: str) -> str:
     """Set while an alert evaluation of the customer is scheduled (expires by itself if
     that evaluation is lost, so the next usage schedules another)."""

@@ -68,3 +68,30 @@ async def test_billing_health_measures_constructed_data(client: AsyncTestClient[
                                      "adjustmentAmounts": {"USD": "-8.73"}}
     assert health["alerts"] == {"forecastsJudged": 2, "forecastsFollowed": 1, "forecastAccuracy": "0.5",
                                 "crossings": 2, "crossingsWithoutNotice": 1}
+
+
+async def test_data_quality_counts_each_sources_accepted_and_rejected_events(
+    client: AsyncTestClient[Any], admin_key: str, ingest_key: str,
+) -> None:
+    from tests.factories import event
+
+    await make_customer(client, admin_key, id="acme")
+    await make_meter(client, admin_key, metric="api_calls")
+    first = event(quantity=1)
+    batch = [first, event(quantity=2), event(quantity="-1"), event(metric="nope"), event(quantity="x")]
+    sent = await client.post("/v1/events/batch", headers=auth(ingest_key), json={"events": batch})
+    assert sent.status_code == 202
+    resent = await client.post("/v1/events", headers=auth(ingest_key), json=first)
+    assert resent.status_code == 202  # a resend: a duplicate, not a data problem
+    stripe = await client.post("/v1/billing/meter_events", headers=auth(ingest_key),
+                               data={"event_name": "api_calls", "payload[stripe_customer_id]": "nobody",
+                                     "payload[value]": "1"})
+    assert stripe.status_code == 400
+
+    health = (await client.get("/v1/billing-health", headers=auth(admin_key))).json()
+    assert health["dataQuality"] == [
+        {"source": "native", "accepted": 3, "rejected": 3, "score": "0.5",
+         "rejectionsByReason": {"metricName": 1, "quantity": 2}},
+        {"source": "stripe", "accepted": 0, "rejected": 1, "score": "0",
+         "rejectionsByReason": {"customerId": 1}},
+    ]
