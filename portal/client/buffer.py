@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 from portal.client.errors import (
@@ -300,3 +301,17 @@ class Pipeline:
         with self._lock:
             if self.spool is not None:
                 self.spool.close()
+
+
+def open_pipeline(transport: Transport, *, batch_size: int, max_buffered: int, retry: RetryPolicy | None,
+                  on_error: OnError | None, spool_path: str | Path | None, spool_fsync: bool) -> Pipeline:
+    """The pipeline both clients share, with its spool opened (and closed again if the
+    pipeline cannot be built, so the spool's lock is not left behind)."""
+    spool = Spool(spool_path, fsync=spool_fsync) if spool_path is not None else None
+    try:
+        return Pipeline(transport, batch_size=batch_size, max_buffered=max_buffered, retry=retry,
+                        on_error=on_error, spool=spool)
+    except BaseException:
+        if spool is not None:
+            spool.close()
+        raise

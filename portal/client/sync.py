@@ -13,9 +13,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from portal.client.buffer import ClientStats, OnError, Pipeline, Quantity, build_event
+from portal.client.buffer import ClientStats, OnError, Quantity, build_event, open_pipeline
 from portal.client.errors import AuthenticationError, UsageClientError
-from portal.client.spool import Spool
 from portal.client.transport import RetryPolicy, Transport, UrllibTransport
 
 log = logging.getLogger("portal.client")
@@ -45,17 +44,10 @@ class UsageClient:
                  transport: Transport | None = None) -> None:
         self.flush_interval = flush_interval
         self.block_timeout = block_timeout
-        spool = Spool(spool_path, fsync=spool_fsync) if spool_path is not None else None
-        try:
-            self._pipeline = Pipeline(
-                transport or UrllibTransport(base_url, api_key, timeout=timeout),
-                batch_size=batch_size, max_buffered=max_buffered, retry=retry, on_error=on_error,
-                spool=spool,
-            )
-        except BaseException:
-            if spool is not None:
-                spool.close()
-            raise
+        self._pipeline = open_pipeline(
+            transport or UrllibTransport(base_url, api_key, timeout=timeout), batch_size=batch_size,
+            max_buffered=max_buffered, retry=retry, on_error=on_error, spool_path=spool_path,
+            spool_fsync=spool_fsync)
         self._wake = threading.Condition()
         self._batch_ready = False
         self._stopping = False
