@@ -13,6 +13,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -204,6 +205,20 @@ class Outcome:
     dropped: int = 0  # reused an id with other content: dropped like the original APIs do
     errors: dict[int, str] = field(default_factory=dict)
     conflicts: list[int] = field(default_factory=list)
+
+
+def map_events(events: list[Any], to_native: Callable[[Any, Any], bytes], meters: Any,
+               ) -> tuple[list[bytes | None], dict[int, str]]:
+    """Each foreign event as a native body, or None with its mapping error by index."""
+    bodies: list[bytes | None] = []
+    errors: dict[int, str] = {}
+    for index, event in enumerate(events):
+        try:
+            bodies.append(to_native(event, meters))
+        except MappingError as exc:
+            bodies.append(None)
+            errors[index] = str(exc)
+    return bodies, errors
 
 
 async def submit(state: PortalState, bodies: list[bytes | None], *, drop_conflicts: bool, source: str,

@@ -14,7 +14,7 @@ from litestar import Request, Response, post
 from litestar.exceptions import HTTPException
 
 from portal.compat import cloudevents, lago, stripe
-from portal.compat.mapping import MappingError, decode_json, meter_specs, submit
+from portal.compat.mapping import MappingError, decode_json, map_events, meter_specs, submit
 from portal.dependencies import Portal
 from portal.ingest.service import IngestUnavailable
 
@@ -64,14 +64,7 @@ async def _cloudevents(state: Any, events: list[Any], *, batch: bool) -> Respons
         return cloudevents.problem(413, f"a batch holds at most {limit} events, got {len(events)}")
     try:
         meters = await meter_specs(state, cloudevents.meter_names(events))
-        bodies: list[bytes | None] = []
-        errors: dict[int, str] = {}
-        for index, event in enumerate(events):
-            try:
-                bodies.append(cloudevents.to_native(event, meters))
-            except MappingError as exc:
-                bodies.append(None)
-                errors[index] = str(exc)
+        bodies, errors = map_events(events, cloudevents.to_native, meters)
         outcome = await submit(state, bodies, drop_conflicts=True, source="openmeter", errors=errors)
     except IngestUnavailable as exc:
         return cloudevents.unavailable(str(exc))
@@ -86,14 +79,7 @@ async def _lago(state: Any, events: list[Any], *, batch: bool) -> Response[Any]:
         return lago.error(422, code="validation_errors", details={"events": ["too_many_events"]})
     try:
         meters = await meter_specs(state, lago.meter_names(events))
-        bodies: list[bytes | None] = []
-        errors: dict[int, str] = {}
-        for index, event in enumerate(events):
-            try:
-                bodies.append(lago.to_native(event, meters))
-            except MappingError as exc:
-                bodies.append(None)
-                errors[index] = str(exc)
+        bodies, errors = map_events(events, lago.to_native, meters)
         outcome = await submit(state, bodies, drop_conflicts=False, source="lago", errors=errors)
     except IngestUnavailable as exc:
         return lago.unavailable(str(exc))
