@@ -10,7 +10,7 @@ from litestar import Controller, Response, get
 from litestar.params import FromQuery, QueryParameter
 from sqlalchemy import text
 
-from portal import health, metrics
+from portal import health, metrics, metrics_data
 from portal.db import values
 from portal.dependencies import Db, Portal
 from portal.health import BillingHealth
@@ -55,11 +55,17 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/metrics", tags=["operations"], sync_to_thread=False, media_type=metrics.CONTENT_TYPE)
-def metrics_endpoint() -> Response[bytes]:
-    """Prometheus exposition of this machine's processes (see portal/metrics.py). Like
-    /healthz it needs no key: serve it on the internal network only."""
-    return Response(metrics.scrape(), media_type=metrics.CONTENT_TYPE)
+@get("/metrics", tags=["operations"], media_type=metrics.CONTENT_TYPE)
+async def metrics_endpoint(portal: Portal) -> Response[bytes]:
+    """Prometheus exposition of this machine's processes (see portal/metrics.py), and the
+    gauges of the stores (portal/metrics_data.py; left out, not failed, if a store is down).
+    Like /healthz it needs no key: serve it on the internal network only."""
+    body = metrics.scrape()
+    try:
+        body += await metrics_data.data_exposition(portal)
+    except Exception as exc:  # the process metrics still matter most when a store is down
+        body += f"# data gauges unavailable: {type(exc).__name__}\n".encode()
+    return Response(body, media_type=metrics.CONTENT_TYPE)
 
 
 @get("/readyz", tags=["operations"])

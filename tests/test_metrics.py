@@ -64,3 +64,35 @@ def test_one_scrape_sums_every_process_of_the_machine() -> None:
                               "print(metrics.scrape().decode())"],
                              cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
     assert samples(scraped)[("portal_persisted_events_total", ())] == 7
+
+
+async def test_the_scrape_carries_gauges_of_the_stored_data(client: AsyncTestClient[Any], admin_key: str,
+                                                             pg: Any) -> None:
+    await make_customer(client, admin_key, id="acme", currency="USD")
+    for i in range(2):
+        await pg.execute("INSERT INTO failed_events (message_id, customer_id, event_id, event, received_at, "
+                         "reason, failed_at) "
+                         "VALUES ('m', 'acme', $1, '{}', now(), 'x', now() - interval '1 hour')", f"e{i}")
+    run = await pg.fetchval(
+        "INSERT INTO reconcile_runs (started_at, finished_at, window_start, window_end, full_rebuild, "
+        "keys_written) VALUES (now(), now(), now(), now(), false, 0) RETURNING id")
+    await pg.execute("INSERT INTO live_drift VALUES ($1, 'acme', 'api_calls', 12, 10, 2), "
+                     "($1, 'globex', 'api_calls', 0, 1, -1)", run)
+    invoice = await pg.fetchval(
+        "INSERT INTO invoices (customer_id, period_start, period_end, currency, status, number, "
+        "finalized_at) VALUES ('acme', '2026-09-01', '2026-10-01', 'USD', 'finalized', 'INV-1', now()) RETURNING id")
+    await pg.execute("INSERT INTO invoices (customer_id, period_start, period_end, currency) "
+                     "VALUES ('acme', '2026-10-01', '2026-11-01', 'USD')")
+    await pg.execute("INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, "
+                     "amount, lines, reason) VALUES ($1, 'DN-1', 'debit', 2.70, 0, 2.70, '[]', 'late')", invoice)
+
+    found = await scrape(client)
+    assert found[("portal_failed_events", ())] == 2
+    assert 3590 <= found[("portal_failed_events_oldest_age_seconds", ())] <= 3700
+    assert found[("portal_live_drift", (("metric", "api_calls"),))] == 1
+    assert found[("portal_invoices", (("state", "finalized"),))] == 1
+    assert found[("portal_invoices", (("state", "awaiting_review"),))] == 1
+    assert found[("portal_adjustments", (("currency", "USD"), ("kind", "debit")))] == 1
+    assert found[("portal_adjustments_amount", (("currency", "USD"), ("kind", "debit")))] == 2.7
+    assert found[("portal_partitions_ahead", ())] >= 1
+    assert found[("portal_broker_queue_messages", (("queue", "alerts"), ("state", "dead")))] == 0
