@@ -80,11 +80,13 @@ async def test_the_scrape_carries_gauges_of_the_stored_data(client: AsyncTestCli
                      "($1, 'globex', 'api_calls', 0, 1, -1)", run)
     invoice = await pg.fetchval(
         "INSERT INTO invoices (customer_id, period_start, period_end, currency, status, number, "
-        "finalized_at) VALUES ('acme', '2026-09-01', '2026-10-01', 'USD', 'finalized', 'INV-1', now()) RETURNING id")
+        "finalized_at) VALUES ('acme', '2026-09-01', '2026-10-01', 'USD', 'finalized', 'INV-1', now()) "
+        "RETURNING id")
     await pg.execute("INSERT INTO invoices (customer_id, period_start, period_end, currency) "
                      "VALUES ('acme', '2026-10-01', '2026-11-01', 'USD')")
     await pg.execute("INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, "
-                     "amount, lines, reason) VALUES ($1, 'DN-1', 'debit', 2.70, 0, 2.70, '[]', 'late')", invoice)
+                     "amount, lines, reason) VALUES ($1, 'DN-1', 'debit', 2.70, 0, 2.70, '[]', 'late')",
+                     invoice)
 
     found = await scrape(client)
     assert found[("portal_failed_events", ())] == 2
