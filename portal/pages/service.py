@@ -18,6 +18,7 @@ from portal.pages.formatting import instant
 from portal.periods import BillingPeriod, period_for, to_datetime
 from portal.problems import NotFound
 from portal.state import PortalState
+from portal.usage.anomalies import recent_anomalies
 from portal.usage.combine import exact
 from portal.usage.service import live_usage
 
@@ -65,6 +66,17 @@ class AlertRow:
 
 
 @dataclass(frozen=True, slots=True)
+class AnomalyRow:
+    """An unusual settled hour of a meter, for account managers."""
+
+    metric_name: str
+    kind: str
+    hour: str
+    value: str
+    expected: str
+
+
+@dataclass(frozen=True, slots=True)
 class UsagePanel:
     customer_id: str
     tz_name: str
@@ -74,6 +86,7 @@ class UsagePanel:
     meters: tuple[MeterUsage, ...]
     cost: CostSummary | None = None
     alerts: tuple[AlertRow, ...] = ()
+    anomalies: tuple[AnomalyRow, ...] = ()
 
     @property
     def version(self) -> str:
@@ -119,7 +132,14 @@ async def usage_panel(portal: PortalState, db: AsyncSession, customer: Customer,
         period_end=instant(period.end, customer.timezone),
         complete_through=instant(watermark, customer.timezone), meters=tuple(usages), cost=cost,
         alerts=await recent_alerts(db, customer),
+        anomalies=tuple(
+            AnomalyRow(a.metric_name, ANOMALY_LABELS[a.kind], instant(a.start, customer.timezone), a.value,
+                       a.expected)
+            for a in await recent_anomalies(db, customer, meters, now=now)),
     )
+
+
+ANOMALY_LABELS = {"spike": "Spike", "drop_to_zero": "Dropped to zero", "silence": "Unusual silence"}
 
 
 KIND_LABELS = {"crossing": "Reached", "recovery": "Back below", "forecast": "Forecast to reach"}

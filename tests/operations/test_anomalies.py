@@ -99,3 +99,23 @@ async def test_the_api_flags_a_spike_in_a_customers_stored_usage(client: Any, ad
     found = (await client.get("/v1/customers/acme/anomalies", headers=auth(admin_key))).json()
     assert [(a["metricName"], a["kind"], a["value"], a["expected"]) for a in found] == [
         ("api_calls", "spike", "400", "10")]
+
+
+async def test_the_customer_page_shows_a_flagged_hour(client: Any, admin_key: str, pg: Any) -> None:
+    import re
+
+    from tests.factories import make_customer, make_meter
+    from tests.test_pages import HTMX, sign_in
+
+    await make_customer(client, admin_key, id="acme")
+    await make_meter(client, admin_key, metric="api_calls")
+    settled = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - HOUR
+    for hour, value in [(settled - timedelta(weeks=w), Decimal(10)) for w in range(1, 5)] + [(settled, 0)]:
+        if value:
+            await pg.execute("INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
+                             "VALUES ('acme', 'api_calls', $1, $2, 1)", hour, value)
+    await sign_in(client, admin_key)
+    panel = (await client.get("/portal/customers/acme/usage", headers=HTMX)).text
+    rows = re.findall(r"<tr><td>[^<]*</td><td>(api_calls)</td><td>([^<]*)</td>\s*"
+                      r'<td class="num">([^<]*)</td><td class="num">([^<]*)</td></tr>', panel)
+    assert rows == [("api_calls", "Dropped to zero", "0", "10")]
