@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,8 @@ from portal.dependencies import provide_session, provide_state
 from portal.errors import problem_response, unprocessable
 from portal.ingest.openapi import add_ingest_schemas
 from portal.ingest.routes import EventController
+from portal.logs import configure as configure_logs
+from portal.logs import request_ids
 from portal.operations import OperationsController, healthz, metrics_endpoint, readyz
 from portal.paths import STATIC_DIR
 from portal.problems import Problem
@@ -33,6 +36,9 @@ from portal.usage.routes import AnomalyController, UsageController
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     settings.check()
+    role = os.environ.get("PORTAL_LOG_ROLE")
+    if role:  # set by the CLI for the processes it starts; tests keep pytest's logging
+        configure_logs(role=role)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -61,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=OpenAPIConfig(title="Usage portal", version="0.1.0", path="/schema"),
         response_cache_config=ResponseCacheConfig(),
         request_max_body_size=5 * 1024 * 1024,
+        middleware=[request_ids],
         exception_handlers={ValidationException: unprocessable, Problem: problem_response},
         debug=False,
     )

@@ -116,10 +116,13 @@ def cmd_status(args: argparse.Namespace) -> None:
 def cmd_web(args: argparse.Namespace) -> None:
     settings, _ = _settings(args)
     os.environ.update(_child_env(settings))
+    # Each web process configures structured logs when create_app() runs (see portal/logs.py);
+    # uvicorn must not install its own handlers over them.
+    os.environ["PORTAL_LOG_ROLE"] = "web"
     import uvicorn
 
     uvicorn.run("portal.app:create_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="warning", access_log=False)
+                workers=args.workers, log_level="warning", access_log=False, log_config=None)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -132,7 +135,10 @@ def cmd_worker(args: argparse.Namespace) -> None:
 def cmd_scheduler(args: argparse.Namespace) -> None:
     settings, _ = _settings(args)
     os.environ.update(_child_env(settings))
+    from portal.logs import configure
     from portal.scheduler import run_scheduler
+
+    configure(role="scheduler")
 
     run_scheduler(settings)
 

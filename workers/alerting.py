@@ -7,6 +7,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import dramatiq
+import structlog
 from sqlalchemy import text
 
 from alerts.delivery import Transport, send
@@ -47,6 +48,7 @@ async def evaluate_alerts(customer_id: str) -> None:
     """Fire what the customer's rules owe and send it. Safe to run twice: firings are
     unique per rule, level, kind and period."""
     ctx = await get_context()
+    structlog.contextvars.bind_contextvars(customer_id=customer_id)
     # Release the debounce first: usage persisted from now on schedules a new evaluation,
     # usage persisted before is read below.
     await ctx.redis.delete(live_keys.alert_debounce_key(customer_id))
@@ -62,6 +64,7 @@ async def deliver_alert(delivery_id: int) -> None:
     """Send one delivery and record the attempt; schedule the retry if it failed.
     A no-op if the delivery is settled, not due, or being sent by another worker."""
     ctx = await get_context()
+    structlog.contextvars.bind_contextvars(delivery_id=delivery_id)
     lease = timedelta(seconds=ctx.settings.alert_lease_seconds)
     async with transaction(ctx.sessions) as session:
         claimed = await deliveries.claim(session, delivery_id, now=datetime.now(UTC), lease=lease,

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import dramatiq
 import redis.exceptions
+import structlog
 from dramatiq.middleware import CurrentMessage
 
 from portal import metrics
@@ -73,6 +74,7 @@ async def persist_events(batch: dict[str, Any]) -> None:
     kept: every event goes to `failed_events` with the reason, for an operator to replay.
     """
     ctx = await get_context()
+    structlog.contextvars.bind_contextvars(message_id=str(batch["id"]))
     try:
         async with ctx.transaction() as conn:
             outcome = await persist_batch(conn, batch)
