@@ -9,7 +9,7 @@ without a session is sent to the login page (303); an htmx partial answers 401 w
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -33,6 +33,7 @@ from litestar.template.config import TemplateConfig
 
 from portal.catalog import service as catalog
 from portal.dependencies import Db, Portal
+from portal.health import billing_health
 from portal.keys.service import key_is_active
 from portal.pages import sessions
 from portal.pages.service import usage_panel
@@ -197,6 +198,15 @@ class CustomerPagesController(Controller):
         response = Redirect(LOGIN_PATH, status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
+
+    @get("/health")
+    async def health(self, request: Request[Any, Any, Any], db: Db, portal: Portal) -> Template:
+        """The four billing-health measures over the last day and the last 30 days."""
+        now = datetime.now(UTC)
+        windows = [(label, await billing_health(db, portal.redis, now=now, window=timedelta(days=days)))
+                   for label, days in (("Last 24 hours", 1), ("Last 30 days", 30))]
+        return Template(template_name="health.html", context={
+            "windows": windows, "session": current_session(request)})
 
     @get("/customers")
     async def customers(self, request: Request[Any, Any, Any], db: Db,

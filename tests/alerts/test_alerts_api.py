@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from tests.alerts.conftest import HttpReceiver
 from tests.conftest import ALERT_HTTP_PORT, WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import auth, event, make_customer, make_meter
+from tests.test_pages import HTMX, sign_in
 
 PLAN = {"id": "basic", "name": "Basic", "currency": "USD", "charges": [
     {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.01",
@@ -134,8 +135,6 @@ async def test_the_customer_page_lists_recent_alerts(
     client: AsyncTestClient[Any], admin_key: str, ingest_key: str, acme: None, worker: WorkerProcess,
     redis: Redis,
 ) -> None:
-    from tests.test_pages import HTMX, sign_in
-
     await client.post("/v1/customers/acme/alert-rules", headers=auth(admin_key),
                       json={"name": "Calls watch", "metricName": "api_calls", "levels": ["5"]})
     sent = await client.post("/v1/events", headers=auth(ingest_key), json=event(quantity=7))

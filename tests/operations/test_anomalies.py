@@ -7,6 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 from portal.anomalies import Anomaly, hourly_anomalies
+from tests.factories import auth, make_customer, make_meter
+from tests.test_pages import HTMX, sign_in
 
 START = datetime(2026, 10, 5, tzinfo=UTC)  # a Monday
 HOUR = timedelta(hours=1)
@@ -86,8 +88,6 @@ def test_without_enough_history_nothing_is_judged() -> None:
 
 async def test_the_api_flags_a_spike_in_a_customers_stored_usage(client: Any, admin_key: str,
                                                                   pg: Any) -> None:
-    from tests.factories import auth, make_customer, make_meter
-
     await make_customer(client, admin_key, id="acme")
     await make_meter(client, admin_key, metric="api_calls")
     now = datetime.now(UTC)
@@ -103,9 +103,6 @@ async def test_the_api_flags_a_spike_in_a_customers_stored_usage(client: Any, ad
 
 async def test_the_customer_page_shows_a_flagged_hour(client: Any, admin_key: str, pg: Any) -> None:
     import re
-
-    from tests.factories import make_customer, make_meter
-    from tests.test_pages import HTMX, sign_in
 
     await make_customer(client, admin_key, id="acme")
     await make_meter(client, admin_key, metric="api_calls")

@@ -9,6 +9,7 @@ from typing import Any
 from litestar.testing import AsyncTestClient
 
 from tests.factories import auth, make_customer, make_meter
+from tests.test_pages import sign_in
 
 
 async def test_billing_health_measures_constructed_data(client: AsyncTestClient[Any], admin_key: str,
@@ -95,3 +96,22 @@ async def test_data_quality_counts_each_sources_accepted_and_rejected_events(
         {"source": "stripe", "accepted": 0, "rejected": 1, "score": "0",
          "rejectionsByReason": {"customerId": 1}},
     ]
+
+
+async def test_the_billing_health_page_shows_the_measures(client: AsyncTestClient[Any], admin_key: str,
+                                                           pg: Any) -> None:
+    await make_customer(client, admin_key, id="acme", currency="USD")
+    for n, adjusted in enumerate((True, False)):
+        invoice = await pg.fetchval(
+            "INSERT INTO invoices (customer_id, period_start, period_end, currency, status, number, "
+            "finalized_at) VALUES ('acme', $1, $2, 'USD', 'finalized', $3, now()) RETURNING id",
+            datetime(2026, 8 + n, 1, tzinfo=UTC), datetime(2026, 9 + n, 1, tzinfo=UTC), f"INV-{n}")
+        if adjusted:
+            await pg.execute("INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, "
+                             "discount_delta, amount, lines, reason) "
+                             "VALUES ($1, 'DN-1', 'debit', 1, 0, 1, '[]', 'late')", invoice)
+    await sign_in(client, admin_key)
+    page = await client.get("/portal/health")
+    assert page.status_code == 200
+    assert page.text.count('<td class="num" id="discrepancy-rate">0.5</td>') == 2  # both windows
+    assert "1 of 2 invoices" in page.text and "1.00 USD" not in page.text
