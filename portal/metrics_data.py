@@ -7,7 +7,7 @@ appended to the exposition.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import text
 
 from portal.db import values
+from portal.health import billing_health
 from portal.periods import to_datetime
 from portal.state import PortalState
 from portal.status import QUEUES
@@ -88,7 +89,38 @@ async def data_families(portal: PortalState, *, grace_hours: float) -> list[Fami
     for kind, currency, count, total in (values(r) for r in adjustment_rows):
         notes.add_metric([kind, str(currency).strip()], int(count))
         amounts.add_metric([kind, str(currency).strip()], float(total))
-    return [queue, lag, failed_count, failed_age, partitions, drift, invoices, notes, amounts]
+    return [queue, lag, failed_count, failed_age, partitions, drift, invoices, notes, amounts,
+            *await health_families(portal, now=now)]
+
+
+async def health_families(portal: PortalState, *, now: datetime) -> list[Family]:
+    """The billing-health measures over the last 24 hours (portal/health.py)."""
+    async with portal.sessions() as session:
+        h = await billing_health(session, portal.redis, now=now, window=timedelta(days=1))
+    latency = Family("portal_health_processing_latency_seconds",
+                     "Receipt or event time to the counting commit, last 24 h.", labels=["from", "quantile"])
+    for origin, p50, p99 in (("receipt", h.latency.received_p50_s, h.latency.received_p99_s),
+                             ("event_time", h.latency.event_time_p50_s, h.latency.event_time_p99_s)):
+        for quantile, value in (("0.5", p50), ("0.99", p99)):
+            if value is not None:
+                latency.add_metric([origin, quantile], value)
+    discrepancy = Family("portal_health_discrepancy_rate",
+                         "Share of invoices finalized in the last 24 h that needed an adjustment.")
+    if h.discrepancy.rate is not None:
+        discrepancy.add_metric([], float(h.discrepancy.rate))
+    forecasts = Family("portal_health_forecast_accuracy",
+                       "Share of forecast notices followed by their crossing, last 24 h.")
+    if h.alerts.forecast_accuracy is not None:
+        forecasts.add_metric([], float(h.alerts.forecast_accuracy))
+    unnotified = Family("portal_health_crossings_without_notice",
+                        "Crossings no channel was told about, last 24 h.")
+    unnotified.add_metric([], h.alerts.crossings_without_notice)
+    quality = Family("portal_health_data_quality", "Share of events accepted without rejection, by source, "
+                     "over the UTC days of the last 24 h.", labels=["source"])
+    for q in h.data_quality:
+        if q.score is not None:
+            quality.add_metric([q.source], float(q.score))
+    return [latency, discrepancy, forecasts, unnotified, quality]
 
 
 async def data_exposition(portal: PortalState) -> bytes:

@@ -98,3 +98,6 @@ async def test_the_scrape_carries_gauges_of_the_stored_data(client: AsyncTestCli
     assert found[("portal_adjustments_amount", (("currency", "USD"), ("kind", "debit")))] == 2.7
     assert found[("portal_partitions_ahead", ())] >= 1
     assert found[("portal_broker_queue_messages", (("queue", "alerts"), ("state", "dead")))] == 0
+    # The billing-health measures ride along: 1 finalized invoice today, adjusted.
+    assert found[("portal_health_discrepancy_rate", ())] == 1
+    assert found[("portal_health_crossings_without_notice", ())] == 0
