@@ -8,13 +8,14 @@ not a scaled amount.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from decimal import Decimal
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.billing.invoices import PeriodToRate, line_rows, period_to_rate, rate_periods
+from portal.billing.invoices import PeriodToRate, line_rows, period_to_rate
 from portal.billing.quantities import UsageWindow, charge_quantities, meter_aggregations
 from portal.billing.rating import Rating, Segment, projected_quantity, rate_invoice
 from portal.billing.subscriptions import list_subscriptions, period_of
@@ -49,8 +50,7 @@ async def preview(session: AsyncSession, customer_id: str, *, now: datetime,
     item = await period_to_rate(session, customer, period)
     if item is None:
         raise NotFound(f"customer {customer_id} has no subscription in the current period")
-    so_far = (await rate_periods(session, [item]))[0]
-    projected = await _projected(session, item, now)
+    so_far, projected = await _rate(session, item, now)
     lines = [LineView(r[1], r[2], r[3], r[4], r[5], exact(r[6]), exact(r[7]),
                       exact(r[8]), None if r[9] is None else exact(r[9]),
                       msgspec.json.decode(r[10], type=list[TierView]),
@@ -60,8 +60,9 @@ async def preview(session: AsyncSession, customer_id: str, *, now: datetime,
                        _totals(so_far), _totals(projected), lines)
 
 
-async def _projected(session: AsyncSession, item: PeriodToRate, now: datetime) -> Rating:
-    """Rate the period as if usage goes on to its end at the pace seen so far.
+async def _rate(session: AsyncSession, item: PeriodToRate, now: datetime) -> tuple[Rating, Rating]:
+    """The period rated as metered so far, and as if usage goes on to its end at the pace
+    seen so far, from one read of the aggregates (the dashboard asks every few seconds).
 
     Each segment keeps what it metered, plus, for sum and count meters, the rest of its
     time at the period's pace so far, measured with that segment's own charges (so a plan
@@ -77,7 +78,7 @@ async def _projected(session: AsyncSession, item: PeriodToRate, now: datetime) -
     windows += [UsageWindow(("pace", j), item.customer_id, period.start, observed_end, seg.plan)
                 for j, seg in enumerate(item.segments)]
     quantities = await charge_quantities(session, windows, aggregations)
-    segments = []
+    segments, metered_segments = [], []
     for j, seg in enumerate(item.segments):
         metered = quantities.get(("segment", j), {})
         so_far = quantities.get(("pace", j), {})
@@ -96,4 +97,6 @@ async def _projected(session: AsyncSession, item: PeriodToRate, now: datetime) -
                 started = seg.start < observed_end
                 projected[charge.key] = mine if started else so_far.get(charge.key, Decimal(0))
         segments.append(Segment(seg.plan, seg.start, seg.end, seg.fraction, projected, seg.discounts))
-    return rate_invoice(segments, currency=item.currency, credit_available=item.credit_available)
+        metered_segments.append(Segment(seg.plan, seg.start, seg.end, seg.fraction, metered, seg.discounts))
+    rate = functools.partial(rate_invoice, currency=item.currency, credit_available=item.credit_available)
+    return rate(metered_segments), rate(segments)
