@@ -132,11 +132,26 @@ async def usage_panel(portal: PortalState, db: AsyncSession, customer: Customer,
         period_end=instant(period.end, customer.timezone),
         complete_through=instant(watermark, customer.timezone), meters=tuple(usages), cost=cost,
         alerts=await recent_alerts(db, customer),
-        anomalies=tuple(
+        anomalies=await _anomalies(db, customer, meters, now),
+    )
+
+
+# Settled hours change at the hour (late events aside): the panel refreshes every few
+# seconds, so each web process judges a customer's hours once an hour, not at every poll.
+_anomaly_cache: dict[tuple[str, float, int], tuple[AnomalyRow, ...]] = {}
+
+
+async def _anomalies(db: AsyncSession, customer: Customer, meters: list[Meter],
+                     now: datetime) -> tuple[AnomalyRow, ...]:
+    key = (customer.id, customer.created_at.timestamp(), int(now.timestamp()) // 3600)
+    if key not in _anomaly_cache:
+        if len(_anomaly_cache) > 10_000:
+            _anomaly_cache.clear()
+        _anomaly_cache[key] = tuple(
             AnomalyRow(a.metric_name, ANOMALY_LABELS[a.kind], instant(a.start, customer.timezone), a.value,
                        a.expected)
-            for a in await recent_anomalies(db, customer, meters, now=now)),
-    )
+            for a in await recent_anomalies(db, customer, meters, now=now))
+    return _anomaly_cache[key]
 
 
 ANOMALY_LABELS = {"spike": "Spike", "drop_to_zero": "Dropped to zero", "silence": "Unusual silence"}
