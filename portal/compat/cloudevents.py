@@ -12,23 +12,21 @@ Mapping: `type` → meter, `subject` → customer id, `id` → event id, `time` 
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from litestar import Response
 
 from portal.catalog.service import MeterSpec
 from portal.compat.mapping import (
-    VALUELESS,
     MappingError,
     Outcome,
     decode_json,
     dimension_text,
     lookup,
     meter_mappings,
+    meter_value,
     native,
     now_ms,
-    quantity,
     split_error,
 )
 from portal.errors import RETRY_AFTER_S
@@ -37,7 +35,6 @@ MAPPING_ENV = "PORTAL_CLOUDEVENTS_MAPPING"
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 PROBLEM = "application/problem+json"
-DEFAULT_VALUE = ("value",)
 
 # Native field → CloudEvents attribute, for error messages.
 _FIELDS = {"eventId": "id", "customerId": "subject", "metricName": "type", "timestamp": "time",
@@ -109,15 +106,8 @@ def to_native(event: Any, meters: dict[str, MeterSpec]) -> bytes:
     data = data or {}
     spec = meters.get(meter_name)
     config = meter_mappings(MAPPING_ENV).get(meter_name)
-    value_path = (config.value if config else None) or DEFAULT_VALUE
-    raw_value = lookup(data, value_path)
-    if raw_value is None:
-        if spec is not None and spec.aggregation not in VALUELESS:
-            raise MappingError("data", f"{'.'.join(value_path)} is required by meter "
-                                       f"{meter_name!r} ({spec.aggregation})")
-        value = Decimal(1)
-    else:
-        value = quantity(raw_value, "data." + ".".join(value_path))
+    value = meter_value(data, meter_name, meters, mapping_env=MAPPING_ENV, field="data",
+                        required_by=lambda m: f"meter {meter_name!r} ({m.aggregation})")
     dimensions: dict[str, str] = {}
     if config and config.dimensions:
         paths = config.dimensions

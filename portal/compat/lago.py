@@ -17,16 +17,15 @@ from litestar import Response
 
 from portal.catalog.service import MeterSpec
 from portal.compat.mapping import (
-    VALUELESS,
     MappingError,
     Outcome,
     dimension_text,
     epoch_seconds_to_rfc3339,
     lookup,
     meter_mappings,
+    meter_value,
     native,
     now_ms,
-    quantity,
     rfc3339,
     split_error,
 )
@@ -97,17 +96,10 @@ def to_native(event: Any, meters: dict[str, MeterSpec]) -> bytes:
     properties = event.get("properties") or {}
     if not isinstance(properties, dict):
         raise MappingError("properties", "value_is_invalid")
-    spec = meters.get(code)
     config = meter_mappings(MAPPING_ENV).get(code)
     value_path = (config.value if config else None) or DEFAULT_VALUE
-    raw_value = lookup(properties, value_path)
-    if raw_value is None:
-        if spec is not None and spec.aggregation not in VALUELESS:
-            raise MappingError("properties", f"{'.'.join(value_path)} is required by "
-                                             f"billable metric {code!r}")
-        value = Decimal(1)
-    else:
-        value = quantity(raw_value, "properties")
+    value = meter_value(properties, code, meters, mapping_env=MAPPING_ENV, field="properties",
+                        required_by=lambda _: f"billable metric {code!r}", label="properties")
     dimensions: dict[str, str] = {}
     if config and config.dimensions:
         for name, path in config.dimensions.items():

@@ -138,6 +138,23 @@ def quantity(value: Any, where: str) -> Decimal:
     raise MappingError(where, "must be a number")
 
 
+
+def meter_value(payload: dict[str, Any], meter_name: str, meters: Any, *, mapping_env: str, field: str,
+                required_by: Callable[[Any], str], label: str | None = None) -> Decimal:
+    """The quantity of a foreign event: the value at the meter's configured path (default
+    `value`) in `payload`; 1 for count meters that carry none. A missing value for a meter
+    that needs one is a MappingError on `field` saying it is required by `required_by(spec)`;
+    a bad one names `label` (default `field.path`)."""
+    spec = meters.get(meter_name)
+    config = meter_mappings(mapping_env).get(meter_name)
+    path = (config.value if config else None) or ("value",)
+    raw = lookup(payload, path)
+    if raw is None:
+        if spec is not None and spec.aggregation not in VALUELESS:
+            raise MappingError(field, f"{'.'.join(path)} is required by {required_by(spec)}")
+        return Decimal(1)
+    return quantity(raw, label or f"{field}.{'.'.join(path)}")
+
 def dimension_text(value: Any) -> str | None:
     """Dimension values are strings natively; numbers and booleans are spelled as JSON."""
     if value is None:
