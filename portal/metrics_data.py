@@ -94,16 +94,10 @@ async def data_families(portal: PortalState, *, grace_hours: float) -> list[Fami
 
 
 async def health_families(portal: PortalState, *, now: datetime) -> list[Family]:
-    """The billing-health measures over the last 24 hours (portal/health.py)."""
+    """The billing-health measures over the last 24 hours (portal/health.py). Processing
+    latency is left out: each worker's `portal_persist_lag_seconds` histogram measures it."""
     async with portal.sessions() as session:
         h = await billing_health(session, portal.redis, now=now, window=timedelta(days=1))
-    latency = Family("portal_health_processing_latency_seconds",
-                     "Receipt or event time to the counting commit, last 24 h.", labels=["from", "quantile"])
-    for origin, p50, p99 in (("receipt", h.latency.received_p50_s, h.latency.received_p99_s),
-                             ("event_time", h.latency.event_time_p50_s, h.latency.event_time_p99_s)):
-        for quantile, value in (("0.5", p50), ("0.99", p99)):
-            if value is not None:
-                latency.add_metric([origin, quantile], value)
     discrepancy = Family("portal_health_discrepancy_rate",
                          "Share of invoices finalized in the last 24 h that needed an adjustment.")
     if h.discrepancy.rate is not None:
@@ -120,7 +114,7 @@ async def health_families(portal: PortalState, *, now: datetime) -> list[Family]
     for q in h.data_quality:
         if q.score is not None:
             quality.add_metric([q.source], float(q.score))
-    return [latency, discrepancy, forecasts, unnotified, quality]
+    return [discrepancy, forecasts, unnotified, quality]
 
 
 async def data_exposition(portal: PortalState) -> bytes:

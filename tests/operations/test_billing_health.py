@@ -27,6 +27,10 @@ async def test_billing_health_measures_constructed_data(client: AsyncTestClient[
             f"e{i}", committed - timedelta(seconds=lag + 10),
             committed.replace(minute=0, second=0, microsecond=0), committed - timedelta(seconds=lag),
             committed)
+        await pg.execute(
+            "INSERT INTO event_ledger (customer_id, event_id, fingerprint, event_time, received_at, "
+            "persisted_at) VALUES ('acme', $1, '\\x00', $2, $3, $4)",
+            f"e{i}", committed - timedelta(seconds=lag + 10), committed - timedelta(seconds=lag), committed)
     # Discrepancy: 4 invoices finalized in the window, 1 of them adjusted by -8.73.
     ids = []
     for n in range(4):
