@@ -104,6 +104,7 @@ def settings() -> Iterator[Settings]:
 
 
 TABLES = (
+    "audit_log", "password_tokens", "user_customers", "users",
     "alert_delivery_attempts", "alert_deliveries", "alert_firings", "alert_rules", "plan_alert_rules",
     "alert_channels", "late_events", "adjustments", "credit_applications", "invoice_lines", "invoices",
     "document_numbers", "credit_grants", "subscriptions", "plans", "live_drift", "reconcile_runs",
