@@ -27,6 +27,23 @@ async def create_api_key(settings: Settings, *, scope: Scope, name: str) -> str:
         await engine.dispose()
 
 
+async def create_user(settings: Settings, *, email: str, name: str, role: str, customer_id: str | None,
+                      all_customers: bool, assigned: list[str]) -> str:
+    """Create a user and email them a one-time link; returns what to print."""
+    from portal.accounts.invites import invite
+
+    assert settings.database_url
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        invitation = await invite(session_factory(engine), settings, email=email, name=name, role=role,
+                                  customer_id=customer_id, all_customers=all_customers, assigned=assigned)
+    finally:
+        await engine.dispose()
+    sent = ("emailed to " + invitation.user.email if invitation.email_error is None
+            else f"not emailed ({invitation.email_error})")
+    return f"user {invitation.user.id} created; password link {sent}:\n{invitation.link}"
+
+
 async def replay_failed(settings: Settings, *, ids: list[int] | None) -> int:
     """Queue failed events again as new batches (one per original message) and mark them
     replayed. Safe to repeat: the ledger admits each event once."""

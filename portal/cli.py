@@ -81,6 +81,24 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
             started.stop()
 
 
+def cmd_users_create(args: argparse.Namespace) -> None:
+    settings, started = _settings(args)
+    try:
+        from portal.admin_tasks import create_user
+        from portal.problems import Problem
+
+        try:
+            print(asyncio.run(create_user(
+                settings, email=args.email, name=args.name, role=args.role, customer_id=args.customer,
+                all_customers=args.all_customers,
+                assigned=[c for c in (args.assign or "").split(",") if c])))
+        except Problem as exc:
+            raise SystemExit(f"error: {exc}") from None
+    finally:
+        if started:
+            started.stop()
+
+
 def cmd_failed_replay(args: argparse.Namespace) -> None:
     settings, started = _settings(args)
     try:
@@ -259,6 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--scope", choices=["ingest", "admin"], required=True)
     create.add_argument("--name", default="")
     create.set_defaults(func=cmd_keys_create)
+
+    users = sub.add_parser("users", help="portal users").add_subparsers(dest="users_command", required=True)
+    user = users.add_parser("create", help="create a user and email them a link to set a password")
+    user.add_argument("--email", required=True)
+    user.add_argument("--name", required=True)
+    user.add_argument("--role", choices=["customer", "account_manager", "admin"], required=True)
+    user.add_argument("--customer", help="the customer a customer user belongs to")
+    user.add_argument("--all-customers", action="store_true", help="an account manager of every customer")
+    user.add_argument("--assign", help="comma-separated customers assigned to an account manager")
+    user.set_defaults(func=cmd_users_create)
 
     failed = sub.add_parser("failed", help="events the workers could not persist")
     failed_sub = failed.add_subparsers(dest="failed_command", required=True)

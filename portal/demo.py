@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import secrets
 import time
 import urllib.error
 import urllib.request
@@ -13,7 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.accounts import users
+from portal.accounts.passwords import hash_password
 from portal.catalog.file import CatalogFile, apply_catalog, read_catalog
 from portal.db import create_engine, session_factory, transaction
 from portal.keys.service import create_key
@@ -24,10 +28,19 @@ DEMO_CATALOG = ROOT / "docs" / "examples" / "catalog.yaml"
 DEMO_CUSTOMERS = ("acme", "globex", "initech")
 
 
+# Who can sign in to the demo (all with the password printed at start-up).
+DEMO_USERS = (
+    ("admin@demo.test", "Ada Admin", "admin", None),
+    ("manager@demo.test", "Max Manager", "account_manager", None),
+    ("user@acme.test", "Alice at Acme", "customer", "acme"),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class DemoData:
     ingest_key: str
     admin_key: str
+    password: str
 
 
 def demo_catalog(today: date) -> CatalogFile:
@@ -48,9 +61,22 @@ async def seed_demo(settings: Settings) -> DemoData:
             await apply_catalog(session, demo_catalog(datetime.now(UTC).date()), now=datetime.now(UTC))
             _, ingest = await create_key(session, scope="ingest", name="demo ingest")
             _, admin = await create_key(session, scope="admin", name="demo admin")
-        return DemoData(ingest_key=ingest, admin_key=admin)
+            password = secrets.token_urlsafe(12)
+            await _demo_users(session, password)
+        return DemoData(ingest_key=ingest, admin_key=admin, password=password)
     finally:
         await engine.dispose()
+
+
+async def _demo_users(session: AsyncSession, password: str) -> None:
+    """The demo's people, each run with a fresh password (the previous run's stops working)."""
+    for email, name, role, customer in DEMO_USERS:
+        user = await users.find_by_email(session, email)
+        if user is None:
+            await users.create_user(session, email=email, name=name, role=role, customer_id=customer,
+                                    all_customers=role == "account_manager", password=password)
+        else:
+            await users.set_password(session, user.id, hash_password(password))
 
 
 def print_demo_banner(url: str, demo: DemoData) -> None:
@@ -63,8 +89,9 @@ def print_demo_banner(url: str, demo: DemoData) -> None:
     print(f"""
   Usage portal is running.
 
-  Dashboard   {url}/portal/login   (sign in with the admin key below)
-              then {url}/portal/customers/acme
+  Portal      {url}/portal/login
+              sign in as {", ".join(email for email, *_ in DEMO_USERS)}
+              password {demo.password}
   API docs    {url}/schema
   Admin key   {demo.admin_key}
   Ingest key  {demo.ingest_key}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from jinja2 import Environment
+
 from portal.periods import zone
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -45,3 +47,25 @@ def hour_range(start: datetime, tz_name: str) -> str:
     if abbreviation(local) == abbreviation(local_end):
         return f"{head}–{local_end:%H:%M} {abbreviation(local)}"
     return f"{head} {abbreviation(local)}–{local_end:%H:%M} {abbreviation(local_end)}"
+
+
+def grouped(value: object) -> str:
+    """'12,345.5': an exact decimal (or its text) with thousands separators, never rounded."""
+    text = str(value)
+    sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
+    whole, dot, fraction = digits.partition(".")
+    if not whole.isdigit():
+        return text
+    return f"{sign}{int(whole):,}{dot}{fraction}"
+
+
+def money(amount: object, currency: str) -> str:
+    """'USD 1,234.50': the exact amount as stored (already in the currency's minor unit)."""
+    return f"{currency} {grouped(amount)}"
+
+
+def register_filters(environment: Environment) -> None:
+    """Jinja filters the templates use: `at | instant(tz)`, `n | grouped`, `x | money(cur)`."""
+    environment.filters["instant"] = lambda at, tz: instant(at, tz) if at is not None else "—"
+    environment.filters["grouped"] = grouped
+    environment.filters["money"] = money

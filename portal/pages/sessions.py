@@ -1,10 +1,12 @@
 """Portal sign-in: server-side sessions in Redis and the login form's CSRF token.
 
-A session is opened by presenting an admin API key once. The browser then holds only a
-random session id in the `portal_session` cookie (HttpOnly, SameSite=Strict); Redis holds
-`sess:<id>` -> the key's id, its scope and a CSRF token for the session's own forms, for
-12 hours from sign-in (not extended by use). Signing out deletes the Redis key; revoking
-the API key ends its sessions on their next request.
+Signing in with an email and password opens a session: the browser holds only a random
+id in the `portal_session` cookie (HttpOnly, SameSite=Strict, Secure outside development);
+Redis holds `sess:<id>` -> the user's id, role, customer binding and a CSRF token for the
+session's own forms and htmx requests, for 12 hours from sign-in (not extended by use).
+`user-sess:<user id>` lists a user's sessions, so that disabling a user or changing their
+password ends every one of them at once. Signing in always mints a new id (rotation): an
+id known before signing in is never promoted.
 
 The login form, which has no session yet, is protected by a signed double-submit token:
 the same random value in the `portal_csrf` cookie and in a hidden field, with an HMAC
@@ -24,13 +26,14 @@ from datetime import timedelta
 from litestar.datastructures import Cookie
 from redis.asyncio import Redis
 
-from portal.keys.service import ApiKey
+from portal.accounts.users import Role, User
 from portal.settings import Settings
 
 SESSION_COOKIE = "portal_session"
 CSRF_COOKIE = "portal_csrf"
 SESSION_TTL = timedelta(hours=12)
 SESSION_PREFIX = "sess:"
+USER_SESSIONS_PREFIX = "user-sess:"
 # secrets.token_urlsafe(32): 43 url-safe characters. Anything else is not looked up.
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _CSRF_CONTEXT = b"portal-login-csrf:"
@@ -38,22 +41,51 @@ _CSRF_CONTEXT = b"portal-login-csrf:"
 
 @dataclass(frozen=True, slots=True)
 class PageSession:
+    """A signed-in person, as every page and partial sees them."""
+
     id: str
-    key_id: int
-    scope: str
+    user_id: int
+    email: str
+    name: str
+    role: Role
+    customer_id: str | None
+    all_customers: bool
     csrf: str
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role != "customer"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def home(self) -> str:
+        """Where signing in lands: a customer user's own page, everyone else's customer list."""
+        if self.customer_id is not None:
+            return f"/portal/customers/{self.customer_id}"
+        return "/portal/customers"
 
 
 def session_key(session_id: str) -> str:
     return f"{SESSION_PREFIX}{session_id}"
 
 
-async def open_session(redis: Redis, key: ApiKey) -> PageSession:
-    """Store a new session for `key`; the caller sets its id as the cookie."""
-    session = PageSession(id=secrets.token_urlsafe(32), key_id=key.id, scope=key.scope,
-                          csrf=secrets.token_urlsafe(32))
-    record = json.dumps({"key_id": session.key_id, "scope": session.scope, "csrf": session.csrf})
-    await redis.set(session_key(session.id), record, ex=SESSION_TTL, nx=True)
+async def open_session(redis: Redis, user: User) -> PageSession:
+    """Store a new session for `user`; the caller sets its id as the cookie."""
+    session = PageSession(id=secrets.token_urlsafe(32), user_id=user.id, email=user.email,
+                          name=user.name, role=user.role, customer_id=user.customer_id,
+                          all_customers=user.all_customers, csrf=secrets.token_urlsafe(32))
+    record = json.dumps({"user_id": user.id, "email": user.email, "name": user.name, "role": user.role,
+                         "customer_id": user.customer_id, "all_customers": user.all_customers,
+                         "csrf": session.csrf})
+    index = f"{USER_SESSIONS_PREFIX}{user.id}"
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(session_key(session.id), record, ex=SESSION_TTL, nx=True)
+        pipe.sadd(index, session.id)
+        pipe.expire(index, SESSION_TTL)
+        await pipe.execute()
     return session
 
 
@@ -65,9 +97,10 @@ async def load_session(redis: Redis, session_id: str | None) -> PageSession | No
     if raw is None:
         return None
     try:
-        record = json.loads(raw)
-        return PageSession(id=session_id, key_id=int(record["key_id"]), scope=str(record["scope"]),
-                           csrf=str(record["csrf"]))
+        r = json.loads(raw)
+        return PageSession(id=session_id, user_id=int(r["user_id"]), email=str(r["email"]),
+                           name=str(r["name"]), role=r["role"], customer_id=r["customer_id"],
+                           all_customers=bool(r["all_customers"]), csrf=str(r["csrf"]))
     except (ValueError, KeyError, TypeError):
         return None
 
@@ -75,6 +108,15 @@ async def load_session(redis: Redis, session_id: str | None) -> PageSession | No
 async def close_session(redis: Redis, session_id: str) -> None:
     if _SESSION_ID.match(session_id):
         await redis.delete(session_key(session_id))
+
+
+async def close_user_sessions(redis: Redis, user_id: int) -> None:
+    """End every session of a user (disabled, password changed, role changed)."""
+    index = f"{USER_SESSIONS_PREFIX}{user_id}"
+    ids = [i.decode() if isinstance(i, bytes) else str(i) for i in await redis.smembers(index)]
+    if ids:
+        await redis.delete(*(session_key(i) for i in ids if _SESSION_ID.match(i)))
+    await redis.delete(index)
 
 
 def session_cookie(session_id: str, settings: Settings) -> Cookie:

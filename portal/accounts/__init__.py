@@ -1,0 +1,1 @@
+"""Portal accounts: people who sign in, their roles, what they may see, and the audit log."""

@@ -1,0 +1,175 @@
+"""Signing in and out, and setting a password through a one-time link."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath, URLEncodedBody
+from litestar.response import Redirect, Template
+from litestar.status_codes import HTTP_401_UNAUTHORIZED, HTTP_403_FORBIDDEN, HTTP_429_TOO_MANY_REQUESTS
+
+from portal.accounts import throttle
+from portal.accounts import users as accounts
+from portal.accounts.passwords import MIN_LENGTH, needs_rehash, password_problem, verify_password
+from portal.accounts.passwords import hash_password as _hash
+from portal.db import transaction
+from portal.dependencies import Portal
+from portal.pages import sessions
+from portal.pages.access import viewer
+from portal.pages.sessions import CSRF_COOKIE, SESSION_COOKIE
+from portal.pages.web import LOGIN_PATH, NO_STORE, SECURITY_HEADERS, PageController
+from portal.problems import Invalid, NotFound
+from portal.settings import Settings
+
+
+class LoginForm(msgspec.Struct):
+    # Defaults, so that a missing field is answered by the checks below (403/401), not 400.
+    email: str = ""
+    password: str = ""
+    csrf_token: str = ""
+
+
+class PasswordForm(msgspec.Struct):
+    password: str = ""
+    confirm: str = ""
+    csrf_token: str = ""
+
+
+def _client(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _form_token(request: Request[Any, Any, Any], settings: Settings) -> tuple[str, bool]:
+    """The visitor's signed CSRF token, reused while valid (several tabs); True if new."""
+    cookie = request.cookies.get(CSRF_COOKIE)
+    if cookie is not None and sessions.csrf_token_valid(cookie, settings.secret_key):
+        return cookie, False
+    return sessions.new_csrf_token(settings.secret_key), True
+
+
+def _signed_out_page(template_name: str, request: Request[Any, Any, Any], settings: Settings, *,
+                     status_code: int = 200, **context: Any) -> Template:
+    token, new = _form_token(request, settings)
+    template = Template(template_name=template_name, status_code=status_code,
+                        context={"csrf_token": token, "session": None, "error": None, **context})
+    if new:
+        template.set_cookie(sessions.csrf_cookie(token, settings))
+    return template
+
+
+_EXPIRED_FORM = "This form has expired or was sent from another site. Please try again."
+
+
+class LoginController(Controller):
+    """The pages a visitor without a session may open."""
+
+    path = "/portal"
+    include_in_schema = False
+    cache_control = NO_STORE
+    response_headers = SECURITY_HEADERS
+
+    @get("/login")
+    async def login_form(self, request: Request[Any, Any, Any], portal: Portal) -> Template:
+        return _signed_out_page("login.html", request, portal.settings, email="")
+
+    @post("/login", status_code=303)
+    async def login(self, request: Request[Any, Any, Any], portal: Portal,
+                    data: URLEncodedBody[LoginForm]) -> Response[Any]:
+        """Open a session for a right email and password; the form again with the reason
+        otherwise. The reason never says whether the address has an account."""
+        settings = portal.settings
+
+        def again(status: int, error: str) -> Template:
+            return _signed_out_page("login.html", request, settings, status_code=status, error=error,
+                                    email=data.email)
+
+        if not sessions.csrf_matches(request.cookies.get(CSRF_COOKIE), data.csrf_token, settings.secret_key):
+            return again(HTTP_403_FORBIDDEN, _EXPIRED_FORM)
+        if not data.email.strip() or not data.password:
+            return again(HTTP_401_UNAUTHORIZED, "Enter your email address and your password.")
+        client = _client(request)
+        lockout = await throttle.locked_out(portal.redis, data.email, client)
+        if lockout is not None:
+            minutes = -(-lockout.retry_after_s // 60)
+            return again(HTTP_429_TOO_MANY_REQUESTS,
+                         f"Too many failed sign-ins. Try again in {minutes} minute{'s' * (minutes != 1)}.")
+        async with transaction(portal.sessions) as db:
+            user = await accounts.find_by_email(db, data.email)
+            ok = verify_password(user.password_hash if user else None, data.password)
+            if ok and user is not None and user.password_hash and needs_rehash(user.password_hash):
+                await accounts.set_password(db, user.id, _hash(data.password))
+        if not ok or user is None or user.disabled_at is not None:
+            await throttle.record_failure(portal.redis, data.email, client)
+            return again(HTTP_401_UNAUTHORIZED, "That email address and password do not match an account.")
+        await throttle.record_success(portal.redis, data.email)
+        # A fresh id on every sign-in: an id known before signing in is never promoted.
+        previous = request.cookies.get(SESSION_COOKIE)
+        if previous:
+            await sessions.close_session(portal.redis, previous)
+        session = await sessions.open_session(portal.redis, user)
+        return Redirect(session.home, status_code=303,
+                        cookies=[sessions.session_cookie(session.id, settings)])
+
+    @get("/set-password/{token:str}")
+    async def password_form(self, request: Request[Any, Any, Any], portal: Portal,
+                            token: FromPath[str]) -> Template:
+        async with portal.sessions() as db:
+            user = await accounts.password_link_user(db, token, now=datetime.now(UTC))
+        if user is None:
+            return _signed_out_page("set_password.html", request, portal.settings, status_code=404,
+                                    user=None, token=token, min_length=MIN_LENGTH)
+        return _signed_out_page("set_password.html", request, portal.settings, user=user, token=token,
+                                min_length=MIN_LENGTH)
+
+    @post("/set-password/{token:str}", status_code=303)
+    async def set_password(self, request: Request[Any, Any, Any], portal: Portal, token: FromPath[str],
+                           data: URLEncodedBody[PasswordForm]) -> Response[Any]:
+        settings = portal.settings
+        now = datetime.now(UTC)
+        async with portal.sessions() as db:
+            user = await accounts.password_link_user(db, token, now=now)
+
+        def again(status: int, error: str) -> Template:
+            return _signed_out_page("set_password.html", request, settings, status_code=status,
+                                    error=error, user=user, token=token, min_length=MIN_LENGTH)
+
+        if not sessions.csrf_matches(request.cookies.get(CSRF_COOKIE), data.csrf_token, settings.secret_key):
+            return again(HTTP_403_FORBIDDEN, _EXPIRED_FORM)
+        if user is None:
+            return again(404, "This link has expired or was already used; ask for a new one.")
+        if problem := password_problem(data.password):
+            return again(422, f"Password: {problem}.")
+        if data.password != data.confirm:
+            return again(422, "The two passwords are not the same.")
+        try:
+            async with transaction(portal.sessions) as db:
+                user = await accounts.use_password_link(db, token, data.password, now=now)
+        except (NotFound, Invalid) as exc:
+            return again(422 if isinstance(exc, Invalid) else 404, str(exc))
+        # Whoever was signed in as this person before no longer is.
+        await sessions.close_user_sessions(portal.redis, user.id)
+        session = await sessions.open_session(portal.redis, user)
+        return Redirect(session.home, status_code=303,
+                        cookies=[sessions.session_cookie(session.id, settings)])
+
+
+class LogoutController(PageController):
+    @post("/logout", status_code=303)
+    async def logout(self, request: Request[Any, Any, Any], portal: Portal) -> Response[Any]:
+        await sessions.close_session(portal.redis, viewer(request).id)
+        response = Redirect(LOGIN_PATH, status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+
+@get("/portal", include_in_schema=False, cache_control=NO_STORE)
+async def portal_home(request: Request[Any, Any, Any], portal: Portal) -> Redirect:
+    session = await sessions.load_session(portal.redis, request.cookies.get(SESSION_COOKIE))
+    return Redirect(session.home if session else LOGIN_PATH, status_code=303)
+
+
+signin_handlers: list[Any] = [LoginController, LogoutController, portal_home]
+__all__ = ["signin_handlers"]

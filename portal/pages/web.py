@@ -1,0 +1,104 @@
+"""What every portal page shares: headers, error pages, the base controller and `page()`.
+
+Pages authenticate with a server-side session (`portal.pages.sessions`), never with an API
+key. A visitor without a session is sent to the login page (303); an htmx partial answers
+401 with `HX-Redirect`, which htmx follows even on an error status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response
+from litestar.datastructures import CacheControlHeader, ResponseHeader
+from litestar.exceptions import NotFoundException, PermissionDeniedException
+from litestar.response import Redirect, Template
+from litestar.status_codes import HTTP_401_UNAUTHORIZED, HTTP_403_FORBIDDEN, HTTP_404_NOT_FOUND
+
+from portal.pages.access import PAGE_GUARDS, LoginRequired, viewer, viewer_or_none
+from portal.pages.sessions import SESSION_COOKIE
+from portal.problems import Conflict, Invalid, NotFound
+
+LOGIN_PATH = "/portal/login"
+
+# Pages show customers' data: never cache them, never frame them, and run only our own
+# scripts (htmx runs with allowEval off, so no 'unsafe-eval' either).
+NO_STORE = CacheControlHeader(no_store=True)
+SECURITY_HEADERS = [
+    ResponseHeader(name="Content-Security-Policy", value=(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")),
+    ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
+    ResponseHeader(name="Referrer-Policy", value="same-origin"),
+]
+
+
+def is_htmx(request: Request[Any, Any, Any]) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def page(template_name: str, request: Request[Any, Any, Any], *, status_code: int = 200,
+         **context: Any) -> Template:
+    """A template with the viewer in its context (the layout needs them for the menu and the
+    CSRF token htmx sends)."""
+    return Template(template_name=template_name, status_code=status_code,
+                    context={"session": viewer_or_none(request), **context})
+
+
+def error_page(request: Request[Any, Any, Any], status_code: int, title: str, message: str) -> Response[Any]:
+    if is_htmx(request):
+        # A partial: a short message in place, not a whole page inside the panel.
+        return Template(template_name="partials/error.html", status_code=status_code,
+                        context={"title": title, "message": message})
+    return page("error.html", request, status_code=status_code, title=title, message=message)
+
+
+def login_required_response(request: Request[Any, Any, Any], exc: LoginRequired) -> Response[Any]:
+    response: Response[Any]
+    if is_htmx(request):
+        response = Response(content="", status_code=HTTP_401_UNAUTHORIZED, media_type="text/plain",
+                            headers={"HX-Redirect": LOGIN_PATH})
+    else:
+        response = Redirect(LOGIN_PATH, status_code=303)
+    if exc.stale_cookie:
+        response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+def not_found_page(request: Request[Any, Any, Any], exc: NotFoundException | NotFound) -> Response[Any]:
+    message = exc.detail if isinstance(exc, NotFoundException) else str(exc)
+    return error_page(request, HTTP_404_NOT_FOUND, "Not found", message)
+
+
+def forbidden_page(request: Request[Any, Any, Any], exc: PermissionDeniedException) -> Response[Any]:
+    return error_page(request, HTTP_403_FORBIDDEN, "Not allowed", str(exc.detail))
+
+
+def problem_page(request: Request[Any, Any, Any], exc: Invalid | Conflict) -> Response[Any]:
+    """A service refused a change: say why, on the page (forms normally catch these first)."""
+    return error_page(request, 409 if isinstance(exc, Conflict) else 422, "That did not work", str(exc))
+
+
+PAGE_EXCEPTION_HANDLERS: dict[Any, Any] = {
+    LoginRequired: login_required_response,
+    NotFoundException: not_found_page,
+    NotFound: not_found_page,
+    PermissionDeniedException: forbidden_page,
+    Invalid: problem_page,
+    Conflict: problem_page,
+}
+
+
+class PageController(Controller):
+    """Base of every signed-in page controller: no caching, security headers, error pages,
+    and the session + CSRF guards. Subclasses add `staff_only`/`admin_only` as needed."""
+
+    path = "/portal"
+    include_in_schema = False
+    cache_control = NO_STORE
+    response_headers = SECURITY_HEADERS
+    guards = PAGE_GUARDS
+    exception_handlers = PAGE_EXCEPTION_HANDLERS
+
+
+__all__ = ["PageController", "error_page", "is_htmx", "page", "viewer"]
