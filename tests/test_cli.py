@@ -3,6 +3,7 @@ curl line, a key created beside the running product, and a clean Ctrl-C."""
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -33,9 +35,20 @@ def _get(url: str, key: str) -> dict[str, object]:
         return dict(json.loads(response.read()))
 
 
+def _sign_in(base: str, email: str, password: str) -> str:
+    """Sign in through the real form; returns the URL the portal lands on."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    with opener.open(f"{base}/portal/login", timeout=10) as form:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.read().decode())
+    assert token is not None
+    body = urllib.parse.urlencode({"email": email, "password": password, "csrf_token": token.group(1)})
+    with opener.open(f"{base}/portal/login", data=body.encode(), timeout=10) as page:
+        return str(page.geturl())
+
+
 def _env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "REDIS_URL", "BROKER_URL")}
+           if k not in ("DATABASE_URL", "REDIS_URL", "BROKER_URL", "PORTAL_SMTP_URL")}
     env["PORTAL_DATA_DIR"] = str(data_dir)
     return env
 
@@ -72,6 +85,16 @@ def test_up_demo_runs_the_product_and_stops_cleanly() -> None:
                                  cwd=ROOT, env=env, capture_output=True, text=True, check=True)
         new_key = created.stdout.strip()
         assert re.fullmatch(r"up_admin_[A-Za-z0-9_\-]{32}", new_key)
+        # People sign in to the portal with the printed password; an admin adds another.
+        password = re.search(r"password\s+(\S+)", banner)
+        assert password is not None, banner
+        landed = _sign_in(f"http://127.0.0.1:{port}", "user@acme.test", password.group(1))
+        assert landed.endswith("/portal/customers/acme"), landed
+        invited = subprocess.run([*CLI, "users", "create", "--email", "bob@acme.test", "--name", "Bob",
+                                  "--role", "customer", "--customer", "acme"],
+                                 cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+        assert re.search(r"password link not emailed \(the portal has no SMTP server configured "
+                         r"\(PORTAL_SMTP_URL\)\):\nhttp://\S+/portal/set-password/\S+", invited.stdout)
         health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
         assert health.status == 200
         # The number moves: the curl event and the demo trickle reach the billed total.

@@ -74,6 +74,26 @@ async def csrf_checked(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRo
         raise CsrfRefused()
 
 
+async def customer_in_path(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: a `{customer_id}` in the path is one the viewer may see (404 otherwise).
+
+    It runs before the body is parsed, so a malformed form sent to another customer's page
+    is refused the same way as a well-formed one. Handlers still load the customer with
+    `visible_customer` (and check object ids against it)."""
+    customer_id = connection.path_params.get("customer_id")
+    if customer_id is None:
+        return
+    session: PageSession = connection.scope["state"][_SESSION_STATE]
+    portal: PortalState = connection.app.state.portal
+    if session.role == "customer":
+        visible = session.customer_id == customer_id
+    else:
+        async with portal.sessions() as db:
+            visible = await may_see(db, session, str(customer_id))
+    if not visible:
+        raise NotFoundException(f"There is no customer “{customer_id}” you can see.")
+
+
 async def staff_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     session: PageSession = connection.scope["state"][_SESSION_STATE]
     if not session.is_staff:
@@ -86,9 +106,9 @@ async def admin_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRout
         raise PermissionDeniedException("This page is for admins.")
 
 
-PAGE_GUARDS = [signed_in, csrf_checked]
-STAFF_GUARDS = [signed_in, csrf_checked, staff_only]
-ADMIN_GUARDS = [signed_in, csrf_checked, admin_only]
+PAGE_GUARDS = [signed_in, customer_in_path, csrf_checked]
+STAFF_GUARDS = [signed_in, staff_only, customer_in_path, csrf_checked]
+ADMIN_GUARDS = [signed_in, admin_only, csrf_checked]
 
 
 def viewer(request: Request[Any, Any, Any]) -> PageSession:
