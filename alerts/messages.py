@@ -15,19 +15,35 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, Inexact, localcontext
+from decimal import ROUND_HALF_UP, Decimal, Inexact, localcontext
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 
-NoticeKind = Literal["crossing", "recovery", "forecast", "test"]
-NOTICE_KINDS: tuple[NoticeKind, ...] = ("crossing", "recovery", "forecast", "test")
+NoticeKind = Literal["crossing", "recovery", "forecast", "anomaly", "test"]
+NOTICE_KINDS: tuple[NoticeKind, ...] = ("crossing", "recovery", "forecast", "anomaly", "test")
 
 WEBHOOK_TYPE = "usage_portal.alert"
 WEBHOOK_VERSION = 1
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates" / "alerts"
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyFacts:
+    """What was unusual (portal/anomalies.py): `kind` spike, drop_to_zero or silence, in
+    an hour (or a span of silent hours) or a whole local day (`granularity` hour or day) of
+    the customer's zone `time_zone`; [start, end) as UTC instants; `expected` the median of
+    its history. The used amount is the notice's `value`."""
+
+    kind: Literal["spike", "drop_to_zero", "silence"]
+    granularity: Literal["hour", "day"]
+    start: datetime
+    end: datetime
+    expected: Decimal
+    time_zone: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +74,23 @@ class Notice:
     forecast_at: datetime | None
     dashboard_url: str
     occurred_at: datetime
+    # Anomaly notices only (kind "anomaly"): then `period_start`/`period_end` are the
+    # anomaly's span, `value` what was used and `threshold` what was expected.
+    anomaly: AnomalyFacts | None = None
 
     def __post_init__(self) -> None:
         # Refused here, once, rather than rendered wrong in every message later.
         if self.kind not in NOTICE_KINDS:
             raise ValueError(f"kind: must be one of {', '.join(NOTICE_KINDS)}, not {self.kind!r}")
+        if (self.kind == "anomaly") != (self.anomaly is not None):
+            raise ValueError("anomaly: an anomaly notice needs its facts, and only it has them")
+        if self.anomaly is not None:
+            if self.metric_name is None:
+                raise ValueError("metric_name: an anomaly is a meter's")
+            for name in ("start", "end"):
+                if getattr(self.anomaly, name).utcoffset() is None:
+                    raise ValueError(f"anomaly.{name}: must be timezone-aware")
+            _zone(self.anomaly.time_zone)
         for name in ("period_start", "period_end", "occurred_at", "forecast_at"):
             value = getattr(self, name)
             if value is not None and value.utcoffset() is None:
@@ -108,6 +136,10 @@ def webhook_payload(notice: Notice) -> dict[str, Any]:
         "period": {"start": _instant(notice.period_start), "end": _instant(notice.period_end)},
         "forecastAt": None if notice.forecast_at is None else _instant(notice.forecast_at),
         "dashboardUrl": notice.dashboard_url,
+        "anomaly": None if notice.anomaly is None else {
+            "kind": notice.anomaly.kind, "granularity": notice.anomaly.granularity,
+            "start": _instant(notice.anomaly.start), "end": _instant(notice.anomaly.end),
+            "timeZone": notice.anomaly.time_zone, "expected": _exact(notice.anomaly.expected)},
     }
 
 
@@ -119,6 +151,10 @@ def notice_id(notice: Notice) -> str:
         return f"firing-{notice.firing_id}"
     if notice.kind == "test":
         parts = [notice.customer_id, _instant(notice.occurred_at)]
+    elif notice.anomaly is not None:
+        a = notice.anomaly
+        parts = [notice.customer_id, str(notice.rule_id), notice.metric_name or "", a.kind, a.granularity,
+                 _instant(a.start)]
     else:
         parts = [notice.customer_id, str(notice.rule_id), notice.level_label, _instant(notice.period_start)]
     return f"{notice.kind}-{hashlib.sha256(chr(31).join(parts).encode()).hexdigest()[:24]}"
@@ -130,6 +166,8 @@ def notice_id(notice: Notice) -> str:
 def _view(n: Notice) -> dict[str, Any]:
     """Everything the templates show, as ready strings."""
     name = " ".join(n.customer_name.split()) or n.customer_id
+    if n.anomaly is not None:
+        return _anomaly_view(n, n.anomaly, name)
     spend = n.metric_name is None
     amount = _money if spend else _number
     unit = n.currency if spend else n.unit
@@ -187,6 +225,67 @@ def _view(n: Notice) -> dict[str, Any]:
         "dashboard_link": re.match(r"https?://", n.dashboard_url, re.IGNORECASE) is not None,
         "kind": n.kind, "customer_name": name,
     }
+
+
+ANOMALY_WORDS = {"spike": "spike", "drop_to_zero": "dropped to zero", "silence": "silent"}
+
+
+def _anomaly_view(n: Notice, a: AnomalyFacts, name: str) -> dict[str, Any]:
+    """"api_calls: spike at 14:00-15:00 Europe/Paris on 2026-11-24: 5,000 against about
+    1,000 expected" (an en dash between the hours): the meter, what happened, when in the
+    customer's own clock, how much."""
+    when = _anomaly_when(a)
+    what = ANOMALY_WORDS[a.kind]
+    expected = _about(a.expected)
+    subject = f"Unusual usage for {name}: {n.metric_name} {what} {when}"
+    headline = f"{n.metric_name}: {what} {when}: {_number(n.value)} against about {expected} expected"
+    facts: list[tuple[str, str]] = [
+        ("Customer", f"{name} ({n.customer_id})"),
+        ("Rule", n.rule_name),
+        ("Measure", f"{n.metric_name} ({n.unit})"),
+        ("What", f"{what[0].upper()}{what[1:]} "
+                 f"({'in an hour' if a.granularity == 'hour' else 'over a day'})"),
+        ("When", f"{_when(a.start)} to {_when(a.end)}"),
+        ("Usage", f"{_number(n.value)} {n.unit}"),
+        ("Expected", f"about {expected} {n.unit} (the usual amount for this "
+                     f"{'hour' if a.granularity == 'hour' else 'day'} in recent weeks)"),
+    ]
+    return {
+        "subject": " ".join(subject.split()), "headline": headline, "facts": facts,
+        "dashboard_url": n.dashboard_url,
+        "dashboard_link": re.match(r"https?://", n.dashboard_url, re.IGNORECASE) is not None,
+        "kind": n.kind, "customer_name": name,
+    }
+
+
+def _anomaly_when(a: AnomalyFacts) -> str:
+    """In the customer's zone: "at 14:00-15:00 Europe/Paris on 2026-11-24", "from 22:00 on
+    2026-11-23 to 02:00 on 2026-11-24 Europe/Paris", "on Monday 2026-11-23 (Europe/Paris)"."""
+    tz = _zone(a.time_zone)
+    start, end = a.start.astimezone(tz), a.end.astimezone(tz)
+    if a.granularity == "day":
+        return f"on {start:%A %Y-%m-%d} ({a.time_zone})"
+    same_day = end.date() == start.date() or (end.hour == 0 and end.minute == 0
+                                              and (end - start).total_seconds() <= 86_400)
+    if a.kind == "silence":
+        if same_day:
+            return f"from {start:%H:%M} to {end:%H:%M} {a.time_zone} on {start:%Y-%m-%d}"
+        return f"from {start:%H:%M} on {start:%Y-%m-%d} to {end:%H:%M} on {end:%Y-%m-%d} {a.time_zone}"
+    return f"at {start:%H:%M}–{end:%H:%M} {a.time_zone} on {start:%Y-%m-%d}"
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"anomaly.time_zone: unknown IANA time zone {name!r}") from exc
+
+
+def _about(value: Decimal) -> str:
+    """An expected amount (a median) as people say it: whole from 10 up, else to the
+    hundredth: 1,012.5 → 1,013; 2.345 → 2.35."""
+    step = Decimal(1) if abs(value) >= 10 else Decimal("0.01")
+    return _number(value.quantize(step, rounding=ROUND_HALF_UP))
 
 
 _PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*")

@@ -6,7 +6,7 @@ import json
 import time
 import uuid
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portal.broker import INGEST_QUEUE, MAINTENANCE_QUEUE, setup_broker
 from portal.db import create_engine, session_factory, transaction, values
@@ -14,6 +14,10 @@ from portal.ingest.service import PERSIST_ACTOR
 from portal.jobs import enqueue_sync
 from portal.keys.service import Scope, create_key
 from portal.settings import Settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 
 async def create_api_key(settings: Settings, *, scope: Scope, name: str) -> str:
@@ -44,39 +48,47 @@ async def create_user(settings: Settings, *, email: str, name: str, role: str, c
     return f"user {invitation.user.id} created; password link {sent}:\n{invitation.link}"
 
 
-async def replay_failed(settings: Settings, *, ids: list[int] | None) -> int:
+async def replay_failed_events(session: AsyncSession, redis: Redis, *, ids: list[int] | None) -> int:
     """Queue failed events again as new batches (one per original message) and mark them
-    replayed. Safe to repeat: the ledger admits each event once."""
-    from redis.asyncio import Redis
+    replayed, in the caller's transaction; returns how many. Safe to repeat: the ledger
+    admits each event once. Used by the CLI and the portal's failed-events page."""
     from sqlalchemy import text
 
+    from portal.jobs import enqueue
     from portal.live.keys import INFLIGHT_KEY
+
+    rows = (await session.execute(text(
+        "SELECT id, message_id, event FROM failed_events WHERE status = 'failed' "
+        "AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(CAST(:ids AS bigint[]))) "
+        "ORDER BY id FOR UPDATE"), {"ids": ids})).all()
+    by_message: dict[str, list[Any]] = defaultdict(list)
+    for _, message_id, event in (values(r) for r in rows):
+        stored = event if isinstance(event, dict) else json.loads(event)
+        by_message[message_id].append(stored["wire"])
+    for events in by_message.values():
+        batch_id = uuid.uuid4().hex
+        accepted_ms = int(time.time() * 1000)
+        await redis.zadd(INFLIGHT_KEY, {batch_id: accepted_ms})
+        await enqueue(PERSIST_ACTOR, INGEST_QUEUE, {
+            "id": batch_id, "holds": [batch_id], "acceptedAt": accepted_ms,
+            "events": events, "conflicts": []})
+    await session.execute(text(
+        "UPDATE failed_events SET status = 'replayed', resolved_at = now() "
+        "WHERE id = ANY(CAST(:ids AS bigint[]))"), {"ids": [r[0] for r in rows]})
+    return len(rows)
+
+
+async def replay_failed(settings: Settings, *, ids: list[int] | None) -> int:
+    """The CLI's replay: `replay_failed_events` in its own transaction."""
+    from redis.asyncio import Redis as RedisClient
 
     assert settings.database_url and settings.redis_url
     setup_broker(settings)
     engine = create_engine(settings.database_url, pool_size=1)
-    redis = Redis.from_url(settings.redis_url)
+    redis = RedisClient.from_url(settings.redis_url)
     try:
         async with transaction(session_factory(engine)) as session:
-            rows = (await session.execute(text(
-                "SELECT id, message_id, event FROM failed_events WHERE status = 'failed' "
-                "AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(CAST(:ids AS bigint[]))) "
-                "ORDER BY id FOR UPDATE"), {"ids": ids})).all()
-            by_message: dict[str, list[Any]] = defaultdict(list)
-            for _, message_id, event in (values(r) for r in rows):
-                stored = event if isinstance(event, dict) else json.loads(event)
-                by_message[message_id].append(stored["wire"])
-            for events in by_message.values():
-                batch_id = uuid.uuid4().hex
-                accepted_ms = int(time.time() * 1000)
-                await redis.zadd(INFLIGHT_KEY, {batch_id: accepted_ms})
-                enqueue_sync(PERSIST_ACTOR, INGEST_QUEUE, {
-                    "id": batch_id, "holds": [batch_id], "acceptedAt": accepted_ms,
-                    "events": events, "conflicts": []})
-            await session.execute(text(
-                "UPDATE failed_events SET status = 'replayed', resolved_at = now() "
-                "WHERE id = ANY(CAST(:ids AS bigint[]))"), {"ids": [r[0] for r in rows]})
-        return len(rows)
+            return await replay_failed_events(session, redis, ids=ids)
     finally:
         await redis.aclose()
         await engine.dispose()

@@ -39,6 +39,9 @@ from workers.partitions import forget_known
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The SMTP server and HTTP receiver that deliveries go to (fixtures: mail_sink, hook_sink, …).
+pytest_plugins = ["tests.sinks"]
+
 # Retry quickly in tests; production defaults are in portal/settings.py.
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -94,6 +97,8 @@ def settings() -> Iterator[Settings]:
         persist_max_backoff_ms=300, broker_heartbeat_timeout_ms=2000,
         broker_maintenance_chance=1_000_000,
         catalog_cache_seconds=0.0,
+        # What the web process itself sends (password links) goes to the same sinks.
+        smtp_url=TEST_ENV["PORTAL_SMTP_URL"], public_url=TEST_ENV["PORTAL_PUBLIC_URL"],
     )
     migrate(configured)
     setup_broker(configured)

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from portal.pages.charts import Bar, HourRow, Tick, hourly_bars
+from portal.pages.charts import Bar, HourRow, Tick, daily_bars, day_label, hourly_bars
 from portal.pages.formatting import hour_range, instant
 
 
@@ -115,3 +115,13 @@ def test_bad_input_is_refused(points: list[tuple[datetime, Decimal]], width: int
                               tz_name: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         hourly_bars(points, width=width, height=height, tz_name=tz_name)
+
+
+def test_daily_bars_label_local_days_with_exact_values() -> None:
+    # Local midnights in Berlin (CET, UTC+1).
+    chart = daily_bars([(at(2026, 11, 22, 23), Decimal("0")), (at(2026, 11, 23, 23), Decimal("12.5"))],
+                       width=200, height=100, tz_name="Europe/Berlin", unit="call")
+    assert [row.hour for row in chart.rows] == ["Tue 24 Nov 2026"]
+    assert chart.bars[0].title == "Tue 24 Nov 2026: 12.5 call"
+    assert [tick.label for tick in chart.ticks] == ["23", "24"]
+    assert day_label(at(2026, 3, 28, 23), "Europe/Berlin") == "Sun 29 Mar 2026"

@@ -12,6 +12,10 @@ from redis.asyncio import Redis
 from portal.settings import Settings
 from portal.status import gather_status, render
 
+# The newest migration file's revision (files are named NNNN_what.py after their revision).
+NEWEST_MIGRATION = max(p.name[:4] for p in (Path(__file__).parent.parent / "migrations" / "versions")
+                       .glob("[0-9]*.py"))
+
 
 async def test_status_counts_failed_events_drift_and_dead_letters(settings: Settings, pg: Any) -> None:
     oldest = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -42,8 +46,7 @@ async def test_readyz_says_ready_when_stores_broker_and_migrations_are(client: A
 
     response = await client.get("/readyz")
     assert (response.status_code, response.json()) == (200, {"status": "ready"})
-    newest = max(p.name[:4] for p in Path("migrations/versions").glob("[0-9]*.py"))
-    assert migration_head() == newest
+    assert migration_head() == NEWEST_MIGRATION
 
 
 async def test_readyz_names_a_database_behind_the_code(client: Any, pg: Any) -> None:
@@ -51,6 +54,7 @@ async def test_readyz_names_a_database_behind_the_code(client: Any, pg: Any) -> 
     try:
         response = await client.get("/readyz")
     finally:
-        await pg.execute("UPDATE alembic_version SET version_num = '0003'")
+        await pg.execute("UPDATE alembic_version SET version_num = $1", NEWEST_MIGRATION)
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "migrations": "database at 0002, code expects 0003"}
+    assert response.json() == {"status": "unavailable",
+                               "migrations": f"database at 0002, code expects {NEWEST_MIGRATION}"}

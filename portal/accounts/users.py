@@ -185,3 +185,51 @@ async def use_password_link(db: AsyncSession, token: str, password: str, *, now:
     return user
 
 
+# --- Admin pages: the user list with assignments, and changing an account manager's customers.
+
+UserStatus = Literal["active", "invited", "disabled"]
+
+
+def user_status(user: User) -> UserStatus:
+    """Disabled people cannot sign in; invited ones have not set a password yet."""
+    if user.disabled_at is not None:
+        return "disabled"
+    return "invited" if user.password_hash is None else "active"
+
+
+async def list_users_with_assignments(db: AsyncSession) -> list[tuple[User, list[str]]]:
+    """Every user with the customers assigned to them (account managers), in one query."""
+    rows = await db.execute(text(
+        f"SELECT {', '.join('u.' + c.strip() for c in _COLUMNS.split(','))}, "
+        "coalesce(array_agg(uc.customer_id ORDER BY uc.customer_id) "
+        "FILTER (WHERE uc.customer_id IS NOT NULL), '{}') "
+        "FROM users u LEFT JOIN user_customers uc ON uc.user_id = u.id "
+        "GROUP BY u.id ORDER BY u.role, lower(u.email)"))
+    out: list[tuple[User, list[str]]] = []
+    for row in rows:
+        *columns, assigned = values(row)
+        out.append((User(*columns), list(assigned)))
+    return out
+
+
+async def set_assignments(db: AsyncSession, user_id: int, *, all_customers: bool,
+                          customer_ids: Sequence[str]) -> None:
+    """An account manager sees every customer, or exactly `customer_ids`.
+
+    Raises Invalid naming the field (`assigned`) for an unknown customer or a user who is
+    not an account manager."""
+    user = await require_user(db, user_id)
+    if user.role != "account_manager":
+        raise Invalid("assigned: only account managers are assigned customers")
+    wanted = sorted(set(customer_ids))
+    known = {r[0] for r in await db.execute(text("SELECT id FROM customers WHERE id = ANY(:ids)"),
+                                            {"ids": wanted})}
+    for customer_id in wanted:
+        if customer_id not in known:
+            raise Invalid(f"assigned: there is no customer {customer_id!r}")
+    await db.execute(text("UPDATE users SET all_customers = :all WHERE id = :id"),
+                     {"all": all_customers, "id": user_id})
+    await db.execute(text("DELETE FROM user_customers WHERE user_id = :u "
+                          "AND NOT customer_id = ANY(CAST(:ids AS text[]))"), {"u": user_id, "ids": wanted})
+    if wanted:
+        await assign(db, user_id, wanted)

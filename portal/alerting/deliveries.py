@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from alerts.delivery import SendOutcome
 from alerts.messages import Notice
 from portal.alerting.channels import Destination, destination
-from portal.alerting.evaluate import notice_from_json, notice_json
+from portal.alerting.firings import notice_from_json, notice_json
 from portal.alerting.schemas import Attempt, Delivery, Firing
 from portal.db import values
 from portal.problems import NotFound
@@ -151,17 +151,19 @@ async def list_firings(session: AsyncSession, customer_id: str, *, limit: int = 
     """The customer's most recent notices, each with its deliveries."""
     rows = await session.execute(text(
         "SELECT f.id, f.rule_id, r.name, f.customer_id, f.kind, f.level, f.threshold, f.value, "
-        "f.period_start, f.period_end, f.forecast_at, f.fired_at "
+        "f.period_start, f.period_end, f.forecast_at, f.fired_at, f.metric_name, f.anomaly_kind, "
+        "f.granularity "
         "FROM alert_firings f JOIN alert_rules r ON r.id = f.rule_id "
         "WHERE f.customer_id = :c ORDER BY f.fired_at DESC, f.id DESC LIMIT :limit"),
         {"c": customer_id, "limit": limit})
     firings = []
     for (fid, rule_id, rule_name, cid, kind, level, threshold, value, start, end, forecast_at,
-         fired_at) in (values(r) for r in rows):
+         fired_at, metric_name, anomaly_kind, granularity) in (values(r) for r in rows):
         deliveries = await session.execute(text(
             f"SELECT {_DELIVERY} FROM alert_deliveries d JOIN alert_channels ch ON ch.id = d.channel_id "
             "WHERE d.firing_id = :f ORDER BY d.id"), {"f": fid})
         firings.append(Firing(fid, rule_id, rule_name, cid, kind, exact(level), exact(threshold),
                               exact(value), start, end, forecast_at, fired_at,
-                              [_delivery(d) for d in deliveries]))
+                              [_delivery(d) for d in deliveries], metric_name, anomaly_kind,
+                              granularity))
     return firings

@@ -3,8 +3,9 @@
 Both paths run this: the fast one (ingest → debounce → `evaluate_alerts`) and the
 scheduled sweep. Usage and spend are read from Postgres, never from Redis (DESIGN
 invariant 1). A firing and its pending deliveries are written in the caller's
-transaction; the unique constraint on (rule, period, level, kind) makes a second
-evaluation, on any process, fire nothing new (invariant 7). Sending starts after commit.
+transaction; the unique index on (rule, period, level, kind) makes a second evaluation,
+on any process, fire nothing new (invariant 7). Sending starts after commit. Anomaly rules
+are judged here too, at most once per settled hour (portal/alerting/anomalies.py).
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.messages import Notice
 from alerts.thresholds import Basis, Due, Level, notices_due, thresholds
 from portal import metrics
-from portal.alerting.channels import active_channel_ids
+from portal.alerting.anomalies import evaluate_anomalies
+from portal.alerting.firings import fan_out, notice_from_json, notice_json
 from portal.billing.invoices import period_to_rate, rate_periods
 from portal.billing.rating import Rating
 from portal.billing.schemas import Plan
@@ -58,21 +59,14 @@ class PeriodState:
     usage: dict[str, Decimal]
 
 
-_encode = msgspec.json.Encoder(decimal_format="string").encode
-
-
-def notice_json(notice: Notice) -> str:
-    return _encode(notice).decode()
-
-
-def notice_from_json(data: Any) -> Notice:
-    return msgspec.convert(data, Notice, strict=False)
+__all__ = ["evaluate_customer", "notice_from_json", "notice_json"]
 
 
 async def active_rules(session: AsyncSession, customer_id: str) -> list[RuleRow]:
     rows = await session.execute(text(
         "SELECT id, name, metric_name, basis, budget, levels, notify_recovery, notify_forecast, channel_ids "
-        "FROM alert_rules WHERE customer_id = :c AND disabled_at IS NULL ORDER BY id"), {"c": customer_id})
+        "FROM alert_rules WHERE customer_id = :c AND kind = 'threshold' AND disabled_at IS NULL ORDER BY id"),
+        {"c": customer_id})
     return [RuleRow(*values(r)) for r in rows]
 
 
@@ -132,14 +126,16 @@ async def evaluate_customer(session: AsyncSession, customer_id: str, *, now: dat
                             settings: Settings) -> list[int]:
     """Fire what the customer's rules owe now; the ids of the deliveries to send."""
     customer = await get_customer(session, customer_id)
-    rules = await active_rules(session, customer_id)
-    if customer is None or not rules:
+    if customer is None:
         return []
+    deliveries = await evaluate_anomalies(session, customer, now=now, settings=settings)
+    rules = await active_rules(session, customer_id)
+    if not rules:
+        return deliveries
     subs = await list_subscriptions(session, customer_id)
     anchor = subs[-1].anchor_day if subs else 1
     meters = {m.metric_name: m for m in await list_meters(session)}
     metrics = {r.metric_name for r in rules if r.metric_name is not None}
-    deliveries: list[int] = []
     for period in _periods(customer, anchor, now, settings.invoice_grace):
         state = await _period_state(session, customer, period, meters, metrics, now,
                                     settings.future_tolerance)
@@ -165,7 +161,8 @@ async def evaluate_customer(session: AsyncSession, customer_id: str, *, now: dat
 async def _fired(session: AsyncSession, rule_ids: list[int], period: BillingPeriod,
                  ) -> dict[int, set[tuple[Decimal, Any]]]:
     rows = await session.execute(text(
-        "SELECT rule_id, level, kind FROM alert_firings WHERE rule_id = ANY(:ids) AND period_start = :s"),
+        "SELECT rule_id, level, kind FROM alert_firings WHERE rule_id = ANY(:ids) AND period_start = :s "
+        "AND kind <> 'anomaly'"),
         {"ids": rule_ids, "s": period.start})
     out: dict[int, set[tuple[Decimal, Any]]] = {}
     for rule_id, level, kind in (values(r) for r in rows):
@@ -192,7 +189,7 @@ async def _fire(session: AsyncSession, customer: Customer, rule: RuleRow, period
     row = (await session.execute(text(
         "INSERT INTO alert_firings (rule_id, customer_id, period_start, period_end, level, kind, threshold, "
         "value, forecast_at, notice) VALUES (:r, :c, :s, :e, :level, :kind, :t, :v, :f, CAST(:n AS jsonb)) "
-        "ON CONFLICT (rule_id, period_start, level, kind) DO NOTHING RETURNING id"),
+        "ON CONFLICT (rule_id, period_start, level, kind) WHERE kind <> 'anomaly' DO NOTHING RETURNING id"),
         {"r": rule.id, "c": customer.id, "s": period.start, "e": period.end, "level": due.level.level,
          "kind": due.kind, "t": due.level.threshold, "v": value, "f": due.forecast_at,
          "n": notice_json(notice)})).first()
@@ -200,11 +197,5 @@ async def _fire(session: AsyncSession, customer: Customer, rule: RuleRow, period
         return []
     metrics.ALERT_FIRINGS.labels(due.kind).inc()
     firing_id = int(values(row)[0])
-    notice = dataclasses.replace(notice, firing_id=firing_id)
-    channels = rule.channel_ids or await active_channel_ids(session, customer.id)
-    rows = await session.execute(text(
-        "INSERT INTO alert_deliveries (firing_id, channel_id, customer_id, notice, masked_destination) "
-        "SELECT :f, ch.id, :c, CAST(:n AS jsonb), ch.destination_masked FROM alert_channels ch "
-        "WHERE ch.id = ANY(:ids) AND ch.disabled_at IS NULL ORDER BY ch.id RETURNING id"),
-        {"f": firing_id, "c": customer.id, "n": notice_json(notice), "ids": channels})
-    return [int(values(r)[0]) for r in rows]
+    return await fan_out(session, customer.id, rule.channel_ids, firing_id,
+                         dataclasses.replace(notice, firing_id=firing_id))

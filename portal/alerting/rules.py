@@ -15,7 +15,7 @@ from portal.db import values
 from portal.problems import Conflict, Invalid, NotFound
 from portal.usage.combine import exact
 
-_WATCH = "name, metric_name, basis, budget, levels, notify_recovery, notify_forecast"
+_WATCH = "kind, name, metric_name, basis, budget, levels, notify_recovery, notify_forecast"
 _RULE_COLUMNS = f"id, customer_id, {_WATCH}, channel_ids, from_plan_rule_id, created_at, disabled_at"
 _PLAN_RULE_COLUMNS = f"id, plan_id, {_WATCH}, created_at"
 
@@ -25,21 +25,29 @@ def _amount(value: Decimal | None) -> str | None:
 
 
 def _rule(row: Any) -> Rule:
-    (rid, customer_id, name, metric, basis, budget, levels, recovery, forecast, channels, from_plan,
-     created_at, disabled_at) = values(row)
-    return Rule(rid, customer_id, name, metric, basis, _amount(budget), [exact(v) for v in levels],
+    (rid, customer_id, kind, name, metric, basis, budget, levels, recovery, forecast, channels,
+     from_plan, created_at, disabled_at) = values(row)
+    return Rule(rid, customer_id, kind, name, metric, basis, _amount(budget), [exact(v) for v in levels],
                 recovery, forecast, list(channels), from_plan, created_at, disabled_at)
 
 
 def _plan_rule(row: Any) -> PlanRule:
-    rid, plan_id, name, metric, basis, budget, levels, recovery, forecast, created_at = values(row)
-    return PlanRule(rid, plan_id, name, metric, basis, _amount(budget), [exact(v) for v in levels],
+    (rid, plan_id, kind, name, metric, basis, budget, levels, recovery, forecast,
+     created_at) = values(row)
+    return PlanRule(rid, plan_id, kind, name, metric, basis, _amount(budget), [exact(v) for v in levels],
                     recovery, forecast, created_at)
 
 
 async def _check_body(session: AsyncSession, body: RuleBody) -> None:
-    if body.metric_name is not None and await get_meter(session, body.metric_name) is None:
+    if body.metric_name is None:
+        return
+    meter = await get_meter(session, body.metric_name)
+    if meter is None:
         raise Invalid(f"metricName: no meter {body.metric_name!r}")
+    if body.kind == "anomaly" and meter.aggregation not in ("sum", "count"):
+        # Only volumes have a usual amount per hour (portal/anomalies.py).
+        raise Invalid(f"metricName: anomalies are judged for sum and count meters; "
+                      f"{meter.metric_name!r} is a {meter.aggregation} meter")
 
 
 async def create_rule(session: AsyncSession, customer_id: str, data: RuleCreate) -> Rule:
@@ -57,10 +65,11 @@ async def create_rule(session: AsyncSession, customer_id: str, data: RuleCreate)
             raise Invalid(f"channelIds: customer {customer_id} has no channel {missing[0]}")
     row = (await session.execute(text(
         f"INSERT INTO alert_rules (customer_id, {_WATCH}, channel_ids) "
-        "VALUES (:c, :n, :m, :b, :budget, :levels, :rec, :fc, :ch) "
+        "VALUES (:c, :k, :n, :m, :b, :budget, :levels, :rec, :fc, :ch) "
         f"RETURNING {_RULE_COLUMNS}"),
-        {"c": customer_id, "n": data.name, "m": data.metric_name, "b": data.basis, "budget": data.budget,
-         "levels": data.levels, "rec": data.notify_recovery, "fc": data.notify_forecast,
+        {"c": customer_id, "k": data.kind, "n": data.name, "m": data.metric_name, "b": data.basis,
+         "budget": data.budget, "levels": data.levels, "rec": data.notify_recovery,
+         "fc": data.notify_forecast,
          "ch": data.channel_ids})).one()
     return _rule(row)
 
@@ -88,10 +97,11 @@ async def create_plan_rule(session: AsyncSession, plan_id: str, data: RuleBody) 
     await _check_body(session, data)
     row = (await session.execute(text(
         f"INSERT INTO plan_alert_rules (plan_id, {_WATCH}) "
-        "VALUES (:p, :n, :m, :b, :budget, :levels, :rec, :fc) "
+        "VALUES (:p, :k, :n, :m, :b, :budget, :levels, :rec, :fc) "
         f"ON CONFLICT (plan_id, name) DO NOTHING RETURNING {_PLAN_RULE_COLUMNS}"),
-        {"p": plan_id, "n": data.name, "m": data.metric_name, "b": data.basis, "budget": data.budget,
-         "levels": data.levels, "rec": data.notify_recovery, "fc": data.notify_forecast})).first()
+        {"p": plan_id, "k": data.kind, "n": data.name, "m": data.metric_name, "b": data.basis,
+         "budget": data.budget, "levels": data.levels, "rec": data.notify_recovery,
+         "fc": data.notify_forecast})).first()
     if row is None:
         raise Conflict(f"name: plan {plan_id} already has an alert rule named {data.name!r}")
     subscribers = await session.execute(text(

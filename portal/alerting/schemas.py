@@ -34,23 +34,38 @@ class Channel(CamelStruct):
     signing_secret: str | None = None
 
 
+RuleKind = Literal["threshold", "anomaly"]
+
+
 class RuleBody(CamelStruct):
     """What to watch and when to notify.
 
-    `metricName` watches that meter's usage this period; without it the rule watches the
-    period's spend (before prepaid credit, in the customer's currency). `levels` are
-    amounts when `basis` is absolute, else percentages of the meter's included quantity
-    (`included`), the plan's minimum commitment (`commitment`) or `budget`."""
+    A `threshold` rule (the default): `metricName` watches that meter's usage this period;
+    without it the rule watches the period's spend (before prepaid credit, in the
+    customer's currency). `levels` are amounts when `basis` is absolute, else percentages
+    of the meter's included quantity (`included`), the plan's minimum commitment
+    (`commitment`) or `budget`.
+
+    An `anomaly` rule notifies once per unusual settled hour or day (a spike, a drop to
+    zero, a silence) of `metricName`, or of every sum and count meter without it; it has no
+    levels, basis, budget, recovery or forecast."""
 
     name: Name
-    levels: Annotated[list[Decimal], msgspec.Meta(min_length=1, max_length=MAX_LEVELS)]
+    levels: Annotated[list[Decimal], msgspec.Meta(max_length=MAX_LEVELS)] = msgspec.field(
+        default_factory=list)
     metric_name: str | None = None
     basis: Basis = "absolute"
     budget: Decimal | None = None
     notify_recovery: bool = False
     notify_forecast: bool = False
+    kind: RuleKind = "threshold"
 
     def __post_init__(self) -> None:
+        if self.kind == "anomaly":
+            self._check_anomaly()
+            return
+        if not self.levels:
+            raise ValueError("levels: a threshold rule needs at least one level")
         for i, level in enumerate(self.levels):
             if not level.is_finite() or level <= 0:
                 raise ValueError(f"levels[{i}]: must be a number greater than 0")
@@ -66,6 +81,15 @@ class RuleBody(CamelStruct):
         if self.basis == "commitment" and self.metric_name is not None:
             raise ValueError("basis: 'commitment' is an amount of money; a spend rule has no metricName")
 
+    def _check_anomaly(self) -> None:
+        # Refused rather than ignored: a caller who sends levels expects them to matter.
+        for field, given in (("levels", bool(self.levels)), ("basis", self.basis != "absolute"),
+                             ("budget", self.budget is not None), ("notifyRecovery", self.notify_recovery),
+                             ("notifyForecast", self.notify_forecast)):
+            if given:
+                raise ValueError(f"{field}: an anomaly rule has none (it notifies unusual usage, "
+                                 "not levels)")
+
 
 class RuleCreate(RuleBody):
     # Channels to notify; empty means every channel of the customer.
@@ -75,6 +99,7 @@ class RuleCreate(RuleBody):
 class Rule(CamelStruct):
     id: int
     customer_id: str
+    kind: RuleKind
     name: str
     metric_name: str | None
     basis: Basis
@@ -91,6 +116,7 @@ class Rule(CamelStruct):
 class PlanRule(CamelStruct):
     id: int
     plan_id: str
+    kind: RuleKind
     name: str
     metric_name: str | None
     basis: Basis
@@ -135,7 +161,7 @@ class Firing(CamelStruct):
     rule_id: int
     rule_name: str
     customer_id: str
-    kind: Literal["crossing", "recovery", "forecast"]
+    kind: Literal["crossing", "recovery", "forecast", "anomaly"]
     level: str
     threshold: str
     value: str
@@ -144,3 +170,9 @@ class Firing(CamelStruct):
     forecast_at: datetime | None
     fired_at: datetime
     deliveries: list[Delivery]
+    # Anomaly firings only: the meter, what was unusual, and whether an hour or a day. Their
+    # periodStart/periodEnd are the anomaly's span, value the usage, threshold the expected
+    # usage, level 0.
+    metric_name: str | None = None
+    anomaly_kind: Literal["spike", "drop_to_zero", "silence"] | None = None
+    granularity: Literal["hour", "day"] | None = None

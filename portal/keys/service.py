@@ -10,7 +10,8 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Literal
+from datetime import datetime
+from typing import Any, Literal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -93,3 +94,47 @@ class KeyCache:
         # Unknown tokens are remembered briefly only: a key created a moment ago must work.
         self._cache[digest] = (now if key else now - self._ttl_s + 1.0, key)
         return key
+
+
+# --- Admin pages: the list of keys and revoking one.
+
+@dataclass(frozen=True, slots=True)
+class KeyListing:
+    """A key as the admin pages show it: never its token (only the hash is stored)."""
+
+    id: int
+    name: str
+    scope: Scope
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+_LISTING_COLUMNS = "id, name, scope, prefix, created_at, revoked_at"
+
+
+def _listing(row: Any) -> KeyListing:
+    return KeyListing(*tuple(row))
+
+
+async def list_keys(session: AsyncSession) -> list[KeyListing]:
+    """Active keys first, newest first."""
+    rows = await session.execute(text(
+        f"SELECT {_LISTING_COLUMNS} FROM api_keys ORDER BY revoked_at IS NOT NULL, created_at DESC, id DESC"))
+    return [_listing(row) for row in rows]
+
+
+async def get_key(session: AsyncSession, key_id: int) -> KeyListing | None:
+    row = (await session.execute(text(f"SELECT {_LISTING_COLUMNS} FROM api_keys WHERE id = :id"),
+                                 {"id": key_id})).first()
+    return _listing(row) if row else None
+
+
+async def revoke_key(session: AsyncSession, key_id: int) -> KeyListing | None:
+    """Revoke a key (kept, with when it was revoked); revoking it again changes nothing.
+
+    Processes that checked the key in the last KeyCache TTL keep accepting it until then."""
+    row = (await session.execute(text(
+        f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = :id "
+        f"RETURNING {_LISTING_COLUMNS}"), {"id": key_id})).first()
+    return _listing(row) if row else None

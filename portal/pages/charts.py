@@ -1,13 +1,14 @@
-"""An hourly bar chart as geometry for an inline SVG. Pure functions, no I/O.
+"""Hourly and daily bar charts as geometry for an inline SVG. Pure functions, no I/O.
 
-The template draws what `hourly_bars` returns: one `<rect>` (with a `<title>` for hover)
-per hour with usage, a tick at the start of every local day, and the same numbers as
-table rows for people who do not see the chart. Values stay exact decimals in every text;
-only coordinates are floats.
+The template draws what `hourly_bars` / `daily_bars` return: one `<rect>` (with a `<title>`
+for hover) per hour or day with usage, a tick at the start of every local day, and the same
+numbers as table rows for people who do not see the chart. Values stay exact decimals in
+every text; only coordinates are floats.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -69,6 +70,17 @@ def _r(value: float) -> float:
     return round(value, 2)
 
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def day_label(start: datetime, tz_name: str) -> str:
+    """'Tue 24 Nov 2026': the local day starting at `start` (its zone is named elsewhere on
+    the page: a day has no single abbreviation across a DST change)."""
+    local = to_local(start, tz_name)
+    return f"{_WEEKDAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local.year}"
+
+
 def hourly_bars(
     points: list[tuple[datetime, Decimal]], *, width: int, height: int, tz_name: str,
     unit: str = "",
@@ -79,6 +91,22 @@ def hourly_bars(
     largest value. Hours with value 0 get no bar and no table row. Raises ValueError for
     an unknown zone or a negative value.
     """
+    return _bars(points, width=width, height=height, tz_name=tz_name, unit=unit, label=hour_range)
+
+
+def daily_bars(
+    points: list[tuple[datetime, Decimal]], *, width: int, height: int, tz_name: str,
+    unit: str = "",
+) -> BarChart:
+    """Bars for consecutive local days (`points`: UTC instants of local midnights), drawn
+    and tabled like `hourly_bars`."""
+    return _bars(points, width=width, height=height, tz_name=tz_name, unit=unit, label=day_label)
+
+
+def _bars(
+    points: list[tuple[datetime, Decimal]], *, width: int, height: int, tz_name: str,
+    unit: str, label: Callable[[datetime, str], str],
+) -> BarChart:
     if width <= 0 or height <= TOP_MARGIN + BOTTOM_MARGIN:
         raise ValueError(f"chart too small: {width}x{height}")
     if any(value < 0 for _, value in points):
@@ -106,11 +134,11 @@ def hourly_bars(
             previous_day = day
         if value == 0:
             continue
-        label = hour_range(start, tz_name)
+        text = label(start, tz_name)
         bar_height = max(MIN_BAR_HEIGHT, float(value / peak) * plot_height)
         bars.append(Bar(x=_r(x + gap / 2), y=_r(baseline - bar_height), width=_r(slot - gap),
-                        height=_r(bar_height), title=f"{label}: {exact(value)}{suffix}"))
-        rows.append(HourRow(hour=label, value=exact(value)))
+                        height=_r(bar_height), title=f"{text}: {exact(value)}{suffix}"))
+        rows.append(HourRow(hour=text, value=exact(value)))
     return BarChart(width=width, height=height, hours=len(points), top=TOP_MARGIN,
                     baseline=baseline, peak=exact(peak), bars=tuple(bars), ticks=tuple(ticks),
                     rows=tuple(rows))

@@ -53,11 +53,6 @@ class StaffPagesController(PageController):
 
     guards = STAFF_GUARDS
 
-    @get("/customers")
-    async def customers(self, request: Request[Any, Any, Any]) -> Template:
-        """Placeholder for the account managers' customers table (portal/pages/manager/)."""
-        return page("error.html", request, title="Customers", message="Coming soon.")
-
     @get("/health")
     async def health(self, request: Request[Any, Any, Any], db: Db, portal: Portal) -> Template:
         """The four billing-health measures over the last day and the last 30 days."""
@@ -69,7 +64,12 @@ class StaffPagesController(PageController):
 
 def _area_handlers() -> list[Any]:
     """The page areas, each in its own module (see portal/pages/README.md)."""
-    return []
+    from portal.pages.admin import admin_handlers
+    from portal.pages.alerts import alert_page_handlers
+    from portal.pages.invoices import invoice_handlers
+    from portal.pages.manager import manager_handlers
+    from portal.pages.meters import meter_handlers
+    return [*manager_handlers, *meter_handlers, *invoice_handlers, *admin_handlers, *alert_page_handlers]
 
 
 page_handlers: list[Any] = [*signin_handlers, CustomerOverviewController, StaffPagesController,

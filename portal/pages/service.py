@@ -6,15 +6,17 @@ import asyncio
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import ROUND_FLOOR, Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.alerting.deliveries import list_firings
 from portal.billing.preview import preview
+from portal.billing.views import LineView
 from portal.catalog import service as catalog
 from portal.catalog.schemas import Customer, Meter
 from portal.pages.charts import BarChart, hourly_bars
-from portal.pages.formatting import instant
+from portal.pages.formatting import grouped, instant
 from portal.periods import BillingPeriod, period_for, to_datetime
 from portal.problems import NotFound
 from portal.state import PortalState
@@ -54,6 +56,26 @@ class CostSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class ChargeProgress:
+    """One metered charge of the plan: usage so far against what the plan includes."""
+
+    metric_name: str
+    description: str
+    unit: str
+    quantity: str
+    included: str
+    billable: str
+    amount: str
+    percent: int | None  # of the included quantity, rounded down; None: nothing included
+    meter_value: str  # what the <progress> bar shows: the quantity, capped at the included
+    label: str  # "12,400 of 10,000 included — 124%"
+
+    @property
+    def over(self) -> bool:
+        return self.percent is not None and Decimal(self.quantity) > Decimal(self.included)
+
+
+@dataclass(frozen=True, slots=True)
 class AlertRow:
     """One recent notice, as the customer page lists it."""
 
@@ -85,6 +107,7 @@ class UsagePanel:
     complete_through: str
     meters: tuple[MeterUsage, ...]
     cost: CostSummary | None = None
+    charges: tuple[ChargeProgress, ...] = ()
     alerts: tuple[AlertRow, ...] = ()
     anomalies: tuple[AnomalyRow, ...] = ()
 
@@ -105,6 +128,24 @@ async def _meter_usage(portal: PortalState, customer: Customer, meter: Meter,
                       total=exact(usage.total), chart=chart)
 
 
+def charge_progress(line: LineView, unit: str) -> ChargeProgress:
+    """A usage line of the live preview as a progress row (pure)."""
+    quantity, included = Decimal(line.quantity), Decimal(line.included_quantity)
+    amount = line.amount
+    suffix = f" {unit}" if unit else ""
+    if included > 0:
+        # Rounded down, so that 100% is never shown before the included quantity is used up.
+        percent = int((quantity * 100 / included).to_integral_value(rounding=ROUND_FLOOR))
+        label = (f"{grouped(line.quantity)} of {grouped(line.included_quantity)}{suffix} included "
+                 f"— {percent}%")
+        shown = line.quantity if quantity <= included else line.included_quantity
+        return ChargeProgress(line.meter or "", line.description, unit, line.quantity, line.included_quantity,
+                              line.billable_quantity, amount, percent, shown, label)
+    label = f"{grouped(line.quantity)}{suffix} so far, none included: all of it is billable"
+    return ChargeProgress(line.meter or "", line.description, unit, line.quantity, line.included_quantity,
+                          line.billable_quantity, amount, None, line.quantity, label)
+
+
 async def usage_panel(portal: PortalState, db: AsyncSession, customer: Customer, *,
                       now: datetime) -> UsagePanel:
     """Period-to-date live usage of every meter for `customer` at instant `now` (UTC).
@@ -115,6 +156,7 @@ async def usage_panel(portal: PortalState, db: AsyncSession, customer: Customer,
     """
     watermark = to_datetime(await portal.live.watermark_ms() / 1000)
     cost = None
+    lines: list[LineView] = []
     try:
         estimate = await preview(db, customer.id, now=now, complete_through=watermark)
     except NotFound:  # no plan yet: usage without a price
@@ -122,8 +164,14 @@ async def usage_panel(portal: PortalState, db: AsyncSession, customer: Customer,
     else:
         period = BillingPeriod(estimate.period_start, estimate.period_end)
         cost = CostSummary(estimate.currency, estimate.so_far.total, estimate.projected.total)
+        lines = estimate.lines
     end = min(period.end, now + portal.settings.future_tolerance)
     meters = await catalog.list_meters(db)
+    units = {meter.metric_name: meter.unit for meter in meters}
+    # The preview already rated the plan's charges once: its usage lines carry the
+    # quantity and the included quantity, so the progress rows cost no further query.
+    charges = tuple(charge_progress(line, units.get(line.meter, ""))
+                    for line in lines if line.kind == "usage" and line.meter is not None)
     usages = await asyncio.gather(*(_meter_usage(portal, customer, meter, period, end)
                                     for meter in meters))
     return UsagePanel(
@@ -131,7 +179,7 @@ async def usage_panel(portal: PortalState, db: AsyncSession, customer: Customer,
         period_start=instant(period.start, customer.timezone),
         period_end=instant(period.end, customer.timezone),
         complete_through=instant(watermark, customer.timezone), meters=tuple(usages), cost=cost,
-        alerts=await recent_alerts(db, customer),
+        charges=charges, alerts=await recent_alerts(db, customer),
         anomalies=await _anomalies(db, customer, meters, now),
     )
 
@@ -150,14 +198,17 @@ async def _anomalies(db: AsyncSession, customer: Customer, meters: list[Meter],
         _anomaly_cache[key] = tuple(
             AnomalyRow(a.metric_name, ANOMALY_LABELS[a.kind], instant(a.start, customer.timezone), a.value,
                        a.expected)
-            for a in await recent_anomalies(db, customer, meters, now=now))
+            for a in await recent_anomalies(db, customer, meters, now=now)
+            # The panel's table is by hour (its template heads the column "Hour").
+            if a.granularity == "hour")
     return _anomaly_cache[key]
 
 
 ANOMALY_LABELS = {"spike": "Spike", "drop_to_zero": "Dropped to zero", "silence": "Unusual silence"}
 
 
-KIND_LABELS = {"crossing": "Reached", "recovery": "Back below", "forecast": "Forecast to reach"}
+KIND_LABELS = {"crossing": "Reached", "recovery": "Back below", "forecast": "Forecast to reach",
+               "anomaly": "Unusual usage"}
 
 
 async def recent_alerts(db: AsyncSession, customer: Customer, limit: int = 10) -> tuple[AlertRow, ...]:

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from tests.alerts.conftest import HttpReceiver
 from tests.conftest import ALERT_HTTP_PORT, WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import auth, event, make_customer, make_meter
-from tests.test_pages import HTMX, sign_in
+from tests.pages.helpers import HTMX, make_user, sign_in
 
 PLAN = {"id": "basic", "name": "Basic", "currency": "USD", "charges": [
     {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.01",
@@ -133,7 +133,7 @@ async def test_a_test_notice_goes_out_and_its_attempt_is_recorded(
 
 async def test_the_customer_page_lists_recent_alerts(
     client: AsyncTestClient[Any], admin_key: str, ingest_key: str, acme: None, worker: WorkerProcess,
-    redis: Redis,
+    redis: Redis, pg: Any,
 ) -> None:
     await client.post("/v1/customers/acme/alert-rules", headers=auth(admin_key),
                       json={"name": "Calls watch", "metricName": "api_calls", "levels": ["5"]})
@@ -145,7 +145,8 @@ async def test_the_customer_page_lists_recent_alerts(
         panel = (await client.get("/portal/customers/acme/usage", headers=HTMX)).text
         return panel if "Calls watch" in panel else None
 
-    await sign_in(client, admin_key)
+    await make_user(pg, "admin@portal.test", role="admin")
+    await sign_in(client, "admin@portal.test")
     panel = await wait_for(listed, what="the alert on the page")
     row = re.search(r'<table class="data" id="recent-alerts">.*?<tbody>\s*<tr>(.*?)</tr>', panel, re.S)
     assert row is not None

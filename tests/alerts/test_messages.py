@@ -151,6 +151,7 @@ def test_webhook_payload() -> None:
         "period": {"start": "2026-11-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"},
         "forecastAt": "2026-11-24T09:30:00.250000Z",
         "dashboardUrl": DASHBOARD,
+        "anomaly": None,
     }
 
 

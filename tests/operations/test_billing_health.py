@@ -9,7 +9,7 @@ from typing import Any
 from litestar.testing import AsyncTestClient
 
 from tests.factories import auth, make_customer, make_meter
-from tests.test_pages import sign_in
+from tests.pages.helpers import make_user, sign_in
 
 
 async def test_billing_health_measures_constructed_data(client: AsyncTestClient[Any], admin_key: str,
@@ -114,7 +114,8 @@ async def test_the_billing_health_page_shows_the_measures(client: AsyncTestClien
             await pg.execute("INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, "
                              "discount_delta, amount, lines, reason) "
                              "VALUES ($1, 'DN-1', 'debit', 1, 0, 1, '[]', 'late')", invoice)
-    await sign_in(client, admin_key)
+    await make_user(pg, "max@vendor.test", role="account_manager", all_customers=True)
+    await sign_in(client, "max@vendor.test")
     page = await client.get("/portal/health")
     assert page.status_code == 200
     assert page.text.count('<td class="num" id="discrepancy-rate">0.5</td>') == 2  # both windows

@@ -40,6 +40,7 @@ class Route:
     method: str
     path: str  # the format, e.g. /portal/customers/{customer_id}
     params: tuple[str, ...]
+    numeric: frozenset[str] = frozenset()  # parameters typed `:int` in the route
 
     def url(self, samples: dict[str, str]) -> str:
         return self.path.format(**{name: samples[name] for name in self.params})
@@ -53,8 +54,9 @@ def portal_routes(app: Litestar) -> Iterator[Route]:
         if not route.path.startswith("/portal"):
             continue
         params = tuple(p if isinstance(p, str) else p.name for p in route.path_parameters)
+        numeric = frozenset(name for name in params if f"{{{name}:int}}" in route.path)
         for method in sorted(route.methods - {"OPTIONS", "HEAD"}):
-            yield Route(method, route.path_format, params)
+            yield Route(method, route.path_format, params, numeric)
 
 
 def _settings_free_app() -> Litestar:
@@ -103,20 +105,14 @@ async def _acme_world(client: Client, pg: asyncpg.Connection, admin_key: str, in
     }
 
 
-# A fingerprint of everything a portal action could change: equal before and after means
-# the refused request changed nothing.
-FINGERPRINT = """
-SELECT md5(concat_ws('|',
-  (SELECT string_agg(id || status || coalesce(number, ''), ',' ORDER BY id) FROM invoices),
-  (SELECT count(*) FROM adjustments), (SELECT count(*) FROM audit_log),
-  (SELECT string_agg(id || coalesce(disabled_at::text, ''), ',' ORDER BY id) FROM alert_rules),
-  (SELECT string_agg(id || coalesce(disabled_at::text, ''), ',' ORDER BY id) FROM alert_channels),
-  (SELECT count(*) FROM alert_deliveries), (SELECT string_agg(id || status, ',' ORDER BY id) FROM failed_events),
-  (SELECT string_agg(id || coalesce(disabled_at::text, '') || coalesce(password_hash, ''), ',' ORDER BY id)
-     FROM users), (SELECT count(*) FROM user_customers),
-  (SELECT string_agg(id || coalesce(revoked_at::text, ''), ',' ORDER BY id) FROM api_keys),
-  (SELECT count(*) FROM customers), (SELECT count(*) FROM meters), (SELECT count(*) FROM plans)))
-"""
+# A fingerprint of everything a portal action could change (whole rows): equal before and
+# after means the refused requests changed nothing.
+WATCHED = ("invoices", "invoice_lines", "adjustments", "audit_log", "alert_rules", "alert_channels",
+           "alert_deliveries", "alert_firings", "failed_events", "users", "user_customers", "password_tokens",
+           "api_keys", "customers", "meters", "plans", "subscriptions", "credit_grants")
+FINGERPRINT = "SELECT md5(concat_ws('|', {}))".format(", ".join(
+    f"(SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM {table} t)"
+    for table in WATCHED))
 
 
 async def _request(client: Client, route: Route, samples: dict[str, str], *,
@@ -142,7 +138,7 @@ def test_the_route_table_is_not_empty() -> None:
 
 @pytest.mark.parametrize("route", PRIVATE, ids=str)
 async def test_anonymous_visitors_are_sent_to_login(client: Client, route: Route) -> None:
-    samples = {name: "acme" for name in route.params}
+    samples = {name: "1" if name in route.numeric else "acme" for name in route.params}
     page = await _request(client, route, samples, csrf=None)
     assert (page.status_code, page.headers.get("location")) == (303, "/portal/login"), route
     partial = await _request(client, route, samples, csrf=None, htmx=True)
@@ -166,6 +162,13 @@ async def test_people_of_another_customer_cannot_reach_acme(
             assert "Acme" not in response.text, (intruder, str(route))
             partial = await _request(client, route, samples, csrf=csrf, htmx=True)
             assert partial.status_code in (403, 404), (intruder, str(route), partial.status_code)
+        # Acme's objects under the intruder's own customer: ids are checked against the path.
+        own_path = dict(samples, customer_id="globex")
+        for route in WITH_IDS:
+            if "customer_id" in route.params and len(route.params) > 1 and route.params != (
+                    "customer_id", "metric_name"):
+                response = await _request(client, route, own_path, csrf=csrf)
+                assert response.status_code in (403, 404), (intruder, str(route), response.status_code)
     assert await pg.fetchval(FINGERPRINT) == before
 
 
@@ -182,7 +185,7 @@ async def test_customer_users_cannot_open_staff_or_admin_pages(
         response = await _request(client, route, own, csrf=csrf)
         assert response.status_code in (200, 303, 403), (str(route), response.status_code)
         if response.status_code == 200:
-            assert route.path in CUSTOMER_PAGES, f"{route} is open to customer users: add it to CUSTOMER_PAGES"
+            assert route.path in CUSTOMER_PAGES, f"{route} is open to customer users: list it"
 
 
 # Parameterless pages a customer user may open (everything else answers them 403).

@@ -179,3 +179,32 @@ async def test_vendored_htmx_matches_its_recorded_checksum(client: Client) -> No
     digest = hashlib.sha256(served.content).hexdigest()
     assert f"`{digest}`" in (STATIC_DIR / "VENDORED.md").read_text()
     assert b'version:"2.0.11"' in served.content
+
+
+# --- plan charges -------------------------------------------------------------------------
+
+async def test_panel_shows_usage_against_the_included_quantity(
+    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    pg: asyncpg.Connection,
+) -> None:
+    await make_customer(client, admin_key, timezone="Europe/Berlin", currency="EUR")
+    await make_meter(client, admin_key, metric="api_calls", unit="call")
+    plan = {"id": "included", "name": "Included", "currency": "EUR", "charges": [
+        {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.001",
+         "includedQuantity": "10000", "description": "API <b>calls</b>"}]}
+    assert (await client.post("/v1/plans", headers=auth(admin_key), json=plan)).status_code == 201
+    assert (await client.post("/v1/customers/acme/subscriptions", headers=auth(admin_key),
+                              json={"planId": "included"})).status_code == 201
+    sent = await client.post("/v1/events/batch", headers=auth(ingest_key),
+                             json={"events": [event(quantity=12400)]})
+    assert sent.status_code == 202, sent.text
+    await wait_until_persisted(redis)
+    await staff(pg, client)
+
+    panel = await client.get("/portal/customers/acme/usage", headers=HTMX)
+    assert '<progress id="charge-1" max="10000" value="10000"' in panel.text
+    assert "12,400 of 10,000 call included — 124%; 2,400 billable" in panel.text
+    assert "EUR 2.40 so far" in panel.text
+    assert "API &lt;b&gt;calls&lt;/b&gt;" in panel.text
+    assert 'href="/portal/customers/acme/meters/api_calls">' in panel.text
+    assert 'class="charge over"' in panel.text

@@ -14,7 +14,6 @@ from redis.asyncio import Redis
 
 from portal.app import create_app
 from portal.settings import Settings
-from tests.alerts.conftest import wait_for
 from tests.factories import make_customer
 from tests.pages.helpers import (
     HTMX,
@@ -26,6 +25,7 @@ from tests.pages.helpers import (
     sign_in,
     submit_login,
 )
+from tests.sinks import wait_for
 
 HTMX_PATH = "vendor/htmx-2.0.11/htmx.min.js"
 ADMIN = "ada@vendor.test"

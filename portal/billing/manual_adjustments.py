@@ -1,0 +1,70 @@
+"""Manual adjustments: a credit or debit note an account manager writes on a finalized invoice
+(a goodwill credit, a missed fee), with an amount and a reason.
+
+The note goes into the same `adjustments` table, numbered in the same gapless series
+(`CN-…` / `DN-…`) as the late-event notes, so it counts in the invoice's adjusted total and
+in `GET /v1/invoices/{id}/adjustments` like any other. It carries no lines: it corrects the
+amount, not the usage, and `settle_late_events` re-rates usage from the invoice lines plus
+earlier notes' line deltas, so an empty line list keeps a later re-rating from "undoing" it.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Literal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.billing.currencies import minor_units
+from portal.billing.lifecycle import locked_invoice, next_number
+from portal.db import values
+from portal.problems import Conflict, Invalid
+
+NoteKind = Literal["credit", "debit"]
+SERIES: dict[str, str] = {"credit": "CN", "debit": "DN"}
+# A note larger than this is almost surely a typo (an amount pasted twice, a missing point).
+MAX_AMOUNT = Decimal("1000000000")
+
+
+def parse_amount(raw: str, currency: str) -> Decimal:
+    """A positive amount in the currency's minor unit ("12.50" in EUR); Invalid otherwise."""
+    cleaned = raw.strip().replace(",", "")
+    try:
+        amount = Decimal(cleaned)
+    except InvalidOperation:
+        raise Invalid("amount: write a number such as 12.50") from None
+    if not amount.is_finite() or amount <= 0:
+        raise Invalid("amount: must be more than zero (choose credit or debit for the direction)")
+    if amount > MAX_AMOUNT:
+        raise Invalid(f"amount: more than {MAX_AMOUNT:,} {currency} cannot be right")
+    places = minor_units(currency)
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > places:
+        raise Invalid(f"amount: {currency} has {places} decimal place(s)")
+    return amount
+
+
+async def add_manual_adjustment(session: AsyncSession, invoice_id: int, *, kind: str, amount: str,
+                                reason: str) -> tuple[int, str, str]:
+    """Write a credit note (less is owed) or debit note (more is owed) on a finalized invoice.
+
+    Holds the customer's billing lock like every billing change. Returns (adjustment id,
+    note number, customer id). Raises Invalid for a bad kind, amount or an empty reason,
+    Conflict unless the invoice is finalized."""
+    if kind not in SERIES:
+        raise Invalid("kind: choose credit (less is owed) or debit (more is owed)")
+    if not reason.strip():
+        raise Invalid("reason: say why the invoice is adjusted")
+    invoice = await locked_invoice(session, invoice_id)
+    if invoice.status != "finalized":
+        raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}; only finalized "
+                       "invoices are adjusted (a draft is simply recomputed)")
+    value = parse_amount(amount, invoice.currency)
+    signed = value if kind == "debit" else -value
+    number = await next_number(session, SERIES[kind])
+    row = (await session.execute(text(
+        "INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, amount, lines, "
+        "reason) VALUES (:i, :n, :k, :a, 0, :a, CAST('[]' AS jsonb), :r) RETURNING id"),
+        {"i": invoice.id, "n": number, "k": kind, "a": signed, "r": reason.strip()})).one()
+    return int(values(row)[0]), number, invoice.customer_id

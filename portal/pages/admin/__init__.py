@@ -1,0 +1,17 @@
+"""Admin pages (/portal/admin): customers, meters, plans and catalog upload, users, API keys.
+Admins only (access.ADMIN_GUARDS); see portal/pages/README.md for the conventions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portal.pages.admin.catalog import CatalogPagesController
+from portal.pages.admin.home import AdminHomeController
+from portal.pages.admin.keys import KeyPagesController
+from portal.pages.admin.people import UserPagesController
+from portal.pages.admin.plans import PlanPagesController
+
+admin_handlers: list[Any] = [AdminHomeController, CatalogPagesController, PlanPagesController,
+                             UserPagesController, KeyPagesController]
+
+__all__ = ["admin_handlers"]

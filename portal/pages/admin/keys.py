@@ -1,0 +1,84 @@
+"""API keys: the list, creating one (its token shown once, on the answer to the form, and
+never stored), and revoking one after a confirmation page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get, post
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect, Template
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.dependencies import Db
+from portal.keys import service
+from portal.pages.admin.common import ADMIN_PATH, ADMIN_TZ, AdminController, numeric_id, record
+from portal.pages.admin.forms import UNPROCESSABLE, Form, read_form, text_of
+from portal.pages.web import page
+from portal.problems import NotFound
+
+KEY_LABELS = {"name": "Name", "scope": "Scope"}
+SCOPE_LABELS = {"ingest": "ingest: send usage events", "admin": "admin: the whole API"}
+MAX_NAME = 200
+# KeyCache's TTL (portal.state builds it with the default): how long a revoked key may
+# still be accepted by a process that checked it just before.
+REVOKE_DELAY_S = 30
+
+
+def key_form(values: dict[str, str] | None = None) -> Form:
+    return Form(labels=KEY_LABELS, values=values or {"name": "", "scope": "ingest"})
+
+
+class KeyPagesController(AdminController):
+    @get("/keys")
+    async def keys(self, request: Request[Any, Any, Any], db: Db,
+                   revoked: FromQuery[str | None] = None) -> Template:
+        return await _keys_page(request, db, key_form(), revoked=revoked)
+
+    @post("/keys", status_code=200)
+    async def create(self, request: Request[Any, Any, Any], db: Db) -> Template:
+        data = await read_form(request)
+        form = key_form({"name": text_of(data, "name"), "scope": text_of(data, "scope")})
+        if not form.values["name"] or len(form.values["name"]) > MAX_NAME:
+            form.fail("name", f"give the key a name of 1 to {MAX_NAME} characters (who or what uses it)")
+        scope = form.values["scope"]
+        if scope not in service.SCOPES:
+            form.fail("scope", "choose ingest or admin")
+        if not form.ok:
+            return await _keys_page(request, db, form, status_code=UNPROCESSABLE)
+        key, token = await service.create_key(db, scope=scope, name=form.values["name"])
+        await record(db, request, action="api_key.created", object_type="api_key", object_id=str(key.id),
+                     detail={"name": key.name, "scope": key.scope})
+        return page("admin/key_created.html", request, key=key, token=token)
+
+    @get("/keys/{key_id:str}/revoke")
+    async def confirm_revoke(self, request: Request[Any, Any, Any], db: Db,
+                             key_id: FromPath[str]) -> Template:
+        key = await _require_key(db, key_id)
+        return page("admin/key_revoke.html", request, key=key, tz=ADMIN_TZ, delay=REVOKE_DELAY_S)
+
+    @post("/keys/{key_id:str}/revoke", status_code=303)
+    async def revoke(self, request: Request[Any, Any, Any], db: Db, key_id: FromPath[str]) -> Response[Any]:
+        key = await _require_key(db, key_id)
+        if key.revoked_at is None:
+            await service.revoke_key(db, key.id)
+            await record(db, request, action="api_key.revoked", object_type="api_key", object_id=str(key.id),
+                         detail={"name": key.name, "scope": key.scope})
+        return Redirect(f"{ADMIN_PATH}/keys?revoked={key.id}", status_code=303)
+
+
+async def _require_key(db: AsyncSession, key_id: str) -> service.KeyListing:
+    """The key a path names; 404 for anything else (ids are numbers)."""
+    number = numeric_id(key_id)
+    key = await service.get_key(db, number) if number is not None else None
+    if key is None:
+        raise NotFound(f"There is no API key {key_id}.")
+    return key
+
+
+async def _keys_page(request: Request[Any, Any, Any], db: AsyncSession, form: Form, *,
+                     revoked: str | None = None, status_code: int = 200) -> Template:
+    keys = await service.list_keys(db)
+    revoked_key = next((k for k in keys if revoked is not None and str(k.id) == revoked), None)
+    return page("admin/keys.html", request, status_code=status_code, keys=keys, form=form,
+                scopes=SCOPE_LABELS, tz=ADMIN_TZ, revoked=revoked_key, delay=REVOKE_DELAY_S)

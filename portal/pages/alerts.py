@@ -1,0 +1,243 @@
+"""Alerts self-service: a customer's rules (and monthly budget), channels and the notices
+they produced, for everyone who may see the customer (its users, its account manager,
+admins).
+
+Each change runs in a savepoint of the request's transaction, so a refused change leaves
+nothing behind and the form comes back (422, field named, values kept). A successful one
+redirects to the alerts home (303) with a fixed message key, never user text in the URL.
+Every rule and channel id is looked up within the customer of the path: another
+customer's id is a 404, like an unknown one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+from litestar import Request, Response, get, post
+from litestar.params import FromPath
+from litestar.response import Redirect, Template
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from alerts.messages import Notice
+from portal.alerting import channels as channel_service
+from portal.alerting import deliveries as delivery_service
+from portal.alerting import editing
+from portal.alerting import rules as rule_service
+from portal.alerting.schemas import Channel, Rule
+from portal.broker import ALERTS_QUEUE
+from portal.catalog.schemas import Customer
+from portal.catalog.service import list_meters
+from portal.dependencies import Db, Portal
+from portal.jobs import enqueue
+from portal.pages.access import check_owner, visible_customer
+from portal.pages.alerts_forms import (
+    BASES,
+    CHANNEL_KINDS,
+    ChannelForm,
+    RuleForm,
+    channel_service_error,
+    level_id,
+    parse_channel_form,
+    parse_rule_form,
+    rule_service_error,
+)
+from portal.pages.alerts_view import BASIS_TEXT, alerts_home, shown_destination
+from portal.pages.web import PageController, page
+from portal.problems import Conflict, Invalid, NotFound
+
+DONE = {
+    "rule-created": "The rule was saved. It is checked within a minute and after new usage arrives.",
+    "budget-created": "Your monthly budget was saved. You will be notified as spend reaches each level.",
+    "rule-updated": "The rule was changed. New levels are checked within a minute.",
+    "rule-deleted": "The rule was deleted. Its past notices stay in the history.",
+    "channel-deleted": "The channel was deleted. Rules no longer send to it.",
+    "test-queued": "A test notice was queued. Reload this page to see whether it was sent.",
+}
+_TEMPLATES = "alerts_pages"
+
+
+def _home_url(customer_id: str, done: str | None = None) -> str:
+    url = f"/portal/customers/{quote(customer_id, safe='')}/alerts"
+    return f"{url}?done={done}#history" if done == "test-queued" else (f"{url}?done={done}" if done else url)
+
+
+async def _rule(request: Request[Any, Any, Any], db: AsyncSession, customer: Customer, rule_id: int) -> Rule:
+    """The customer's active rule, 404 otherwise (another customer's id included)."""
+    try:
+        rule: Rule | None = await editing.get_rule(db, customer.id, rule_id)
+    except NotFound:
+        rule = None
+    await check_owner(request, db, None if rule is None else rule.customer_id, "alert rule")
+    assert rule is not None
+    return rule
+
+
+async def _channel(request: Request[Any, Any, Any], db: AsyncSession, customer: Customer,
+                   channel_id: int) -> Channel:
+    channels = await channel_service.list_channels(db, customer.id)
+    found = next((c for c in channels if c.id == channel_id), None)
+    await check_owner(request, db, None if found is None else found.customer_id, "alert channel")
+    assert found is not None
+    return found
+
+
+async def _rule_page(request: Request[Any, Any, Any], db: AsyncSession, customer: Customer, form: RuleForm,
+                     *, rule: Rule | None = None, status_code: int = 200) -> Template:
+    meters = await list_meters(db)
+    channels = await channel_service.list_channels(db, customer.id)
+    return page(f"{_TEMPLATES}/rule_form.html", request, status_code=status_code, customer=customer,
+                form=form, rule=rule, meters=meters, channels=channels, bases=BASES, basis_text=BASIS_TEXT,
+                level_id=level_id)
+
+
+def _channel_page(request: Request[Any, Any, Any], customer: Customer, form: ChannelForm, *,
+                  status_code: int = 200) -> Template:
+    return page(f"{_TEMPLATES}/channel_form.html", request, status_code=status_code, customer=customer,
+                form=form, kinds=CHANNEL_KINDS)
+
+
+class AlertPagesController(PageController):
+    """The alerts home and its forms (default PAGE_GUARDS: signed in, customer visible, CSRF)."""
+
+    @get("/customers/{customer_id:str}/alerts")
+    async def home(self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db) -> Template:
+        customer = await visible_customer(request, db, customer_id)
+        home = await alerts_home(db, customer)
+        done = request.query_params.get("done")
+        return page(f"{_TEMPLATES}/home.html", request, customer=customer, home=home,
+                    notice=DONE.get(done or ""), shown_destination=shown_destination)
+
+    # --- rules -----------------------------------------------------------------------------
+
+    @get("/customers/{customer_id:str}/alerts/rules/new")
+    async def new_rule(self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db) -> Template:
+        """`?preset=budget` opens the form as a monthly budget (spend, 50/80/100 %)."""
+        customer = await visible_customer(request, db, customer_id)
+        preset = request.query_params.get("preset") == "budget"
+        return await _rule_page(request, db, customer, RuleForm.budget_preset() if preset else RuleForm())
+
+    @post("/customers/{customer_id:str}/alerts/rules/new")
+    async def create_rule(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
+                          db: Db) -> Response[Any]:
+        customer = await visible_customer(request, db, customer_id)
+        typed, body = parse_rule_form(await request.form())
+        if body is None:
+            return await _rule_page(request, db, customer, typed, status_code=422)
+        try:
+            async with db.begin_nested():
+                await rule_service.create_rule(db, customer.id, body)
+        except (Invalid, Conflict) as exc:
+            return await _rule_page(request, db, customer, rule_service_error(typed, str(exc)),
+                                    status_code=422)
+        done = "budget-created" if body.basis == "budget" and body.metric_name is None else "rule-created"
+        return Redirect(_home_url(customer.id, done), status_code=303)
+
+    @get("/customers/{customer_id:str}/alerts/rules/{rule_id:int}/edit")
+    async def edit_rule(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
+                        rule_id: FromPath[int], db: Db) -> Template:
+        customer = await visible_customer(request, db, customer_id)
+        rule = await _rule(request, db, customer, rule_id)
+        return await _rule_page(request, db, customer, RuleForm.of_rule(rule), rule=rule)
+
+    @post("/customers/{customer_id:str}/alerts/rules/{rule_id:int}/edit")
+    async def update_rule(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
+                          rule_id: FromPath[int], db: Db) -> Response[Any]:
+        customer = await visible_customer(request, db, customer_id)
+        rule = await _rule(request, db, customer, rule_id)
+        typed, body = parse_rule_form(await request.form(), fixed=rule)
+        if body is None:
+            return await _rule_page(request, db, customer, typed, rule=rule, status_code=422)
+        try:
+            async with db.begin_nested():
+                await editing.update_rule(db, customer.id, rule.id, body)
+        except (Invalid, Conflict) as exc:
+            return await _rule_page(request, db, customer, rule_service_error(typed, str(exc)), rule=rule,
+                                    status_code=422)
+        return Redirect(_home_url(customer.id, "rule-updated"), status_code=303)
+
+    @get("/customers/{customer_id:str}/alerts/rules/{rule_id:int}/delete")
+    async def confirm_delete_rule(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
+                                  rule_id: FromPath[int], db: Db) -> Template:
+        """The confirm step of deleting (the form posts to the same path)."""
+        customer = await visible_customer(request, db, customer_id)
+        rule = await _rule(request, db, customer, rule_id)
+        return page(f"{_TEMPLATES}/confirm_delete.html", request, customer=customer, what="rule",
+                    name=rule.name, action=f"{_home_url(customer.id)}/rules/{rule.id}/delete",
+                    consequence="Its past notices stay in the history; no new ones are sent.")
+
+    @post("/customers/{customer_id:str}/alerts/rules/{rule_id:int}/delete")
+    async def delete_rule(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
+                          rule_id: FromPath[int], db: Db) -> Redirect:
+        customer = await visible_customer(request, db, customer_id)
+        rule = await _rule(request, db, customer, rule_id)
+        await rule_service.disable_rule(db, customer.id, rule.id)
+        return Redirect(_home_url(customer.id, "rule-deleted"), status_code=303)
+
+    # --- channels --------------------------------------------------------------------------
+
+    @get("/customers/{customer_id:str}/alerts/channels/new")
+    async def new_channel(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
+                          db: Db) -> Template:
+        customer = await visible_customer(request, db, customer_id)
+        return _channel_page(request, customer, ChannelForm())
+
+    @post("/customers/{customer_id:str}/alerts/channels/new")
+    async def create_channel(self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db,
+                             portal: Portal) -> Template:
+        """Answers with the new channel itself rather than a redirect: a webhook's signing
+        secret is shown on this answer only (it is stored encrypted, never shown again)."""
+        customer = await visible_customer(request, db, customer_id)
+        typed, body = parse_channel_form(await request.form())
+        if body is None:
+            return _channel_page(request, customer, typed, status_code=422)
+        try:
+            async with db.begin_nested():
+                channel = await channel_service.create_channel(db, customer.id, body,
+                                                               secret_key=portal.settings.secret_key)
+        except (Invalid, Conflict) as exc:
+            return _channel_page(request, customer, channel_service_error(
+                typed, str(exc), conflict=isinstance(exc, Conflict)), status_code=422)
+        return page(f"{_TEMPLATES}/channel_created.html", request, status_code=201, customer=customer,
+                    channel=channel, destination=shown_destination(channel.destination))
+
+    @get("/customers/{customer_id:str}/alerts/channels/{channel_id:int}/delete")
+    async def confirm_delete_channel(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
+                                     channel_id: FromPath[int], db: Db) -> Template:
+        customer = await visible_customer(request, db, customer_id)
+        channel = await _channel(request, db, customer, channel_id)
+        return page(f"{_TEMPLATES}/confirm_delete.html", request, customer=customer, what="channel",
+                    name=channel.name, action=f"{_home_url(customer.id)}/channels/{channel.id}/delete",
+                    consequence="Rules stop sending to it; notices already sent stay in the history.")
+
+    @post("/customers/{customer_id:str}/alerts/channels/{channel_id:int}/delete")
+    async def delete_channel(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
+                             channel_id: FromPath[int], db: Db) -> Redirect:
+        customer = await visible_customer(request, db, customer_id)
+        channel = await _channel(request, db, customer, channel_id)
+        await channel_service.disable_channel(db, customer.id, channel.id)
+        return Redirect(_home_url(customer.id, "channel-deleted"), status_code=303)
+
+    @post("/customers/{customer_id:str}/alerts/channels/{channel_id:int}/test")
+    async def test_channel(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
+                           channel_id: FromPath[int], db: Db, portal: Portal) -> Redirect:
+        """A test notice through the channel, the way the API sends one: a pending delivery,
+        queued for the alert worker; the home's history shows its outcome."""
+        customer = await visible_customer(request, db, customer_id)
+        channel = await _channel(request, db, customer, channel_id)
+        now = datetime.now(UTC)
+        notice = Notice(
+            kind="test", firing_id=None, customer_id=customer.id, customer_name=customer.name, rule_id=None,
+            rule_name="Test notice", metric_name=None, unit=customer.currency, level_label="test",
+            threshold=Decimal(0), value=Decimal(0), currency=customer.currency, cost_so_far=None,
+            period_start=now, period_end=now, forecast_at=None,
+            dashboard_url=f"{portal.settings.public_url}/portal/customers/{customer.id}", occurred_at=now)
+        delivery_id = await delivery_service.create_test_delivery(db, customer.id, channel.id, notice)
+        # Queued before this request commits: the actor retries a delivery it cannot see yet.
+        await enqueue("deliver_alert", ALERTS_QUEUE, delivery_id)
+        return Redirect(_home_url(customer.id, "test-queued"), status_code=303)
+
+
+alert_page_handlers = [AlertPagesController]

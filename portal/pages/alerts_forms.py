@@ -1,0 +1,257 @@
+"""The alert forms as a customer fills them in: what was typed (kept on a 422), the request
+body it becomes (validated by the API's own msgspec schemas), and each mistake tied to the
+field it is about, in words a customer understands. Pure functions: no database."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import msgspec
+
+from alerts.thresholds import Basis
+from portal.alerting.schemas import ChannelCreate, Rule, RuleCreate
+
+LEVEL_INPUTS = 5  # empty ones are ignored; the schema allows up to 10
+BUDGET_LEVELS = ["50", "80", "100"]  # what "Set a monthly budget" suggests
+BASES: tuple[tuple[Basis, str], ...] = (
+    ("absolute", "Amounts (usage in the meter's unit, or money for spend)"),
+    ("budget", "Percent of a monthly budget"),
+    ("included", "Percent of the quantity included in the plan (meters only)"),
+    ("commitment", "Percent of the plan's minimum commitment (spend only)"),
+)
+CHANNEL_KINDS = (("email", "Email address"), ("slack", "Slack webhook URL"), ("webhook", "Webhook URL"))
+_EMAIL = re.compile(r"^[^@\s/?#:]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
+_SLACK_PREFIX = "https://hooks.slack.com/services/"
+_AT_PATH = re.compile(r"^(?P<message>.*) - at `\$\.(?P<path>[A-Za-z]+)(\[(?P<index>\d+)\])?`$")
+_PREFIXED = re.compile(r"^(?P<path>[A-Za-z]+)(\[(?P<index>\d+)\])?: (?P<message>.*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One mistake: the input it is about (its id, for the summary's link) and the sentence."""
+
+    field_id: str
+    message: str
+
+
+@dataclass(slots=True)
+class RuleForm:
+    """A rule form's values as typed (strings), so a refused form shows them again."""
+
+    name: str = ""
+    watch: str = ""  # a meter's name, or "" for spend
+    basis: str = "absolute"
+    budget: str = ""
+    levels: list[str] = field(default_factory=lambda: [""] * LEVEL_INPUTS)
+    channel_ids: list[str] = field(default_factory=list)
+    notify_recovery: bool = False
+    notify_forecast: bool = False
+    kind: str = "threshold"
+    errors: list[FieldError] = field(default_factory=list)
+
+    def error(self, field_id: str) -> str | None:
+        return next((e.message for e in self.errors if e.field_id == field_id), None)
+
+    @classmethod
+    def budget_preset(cls) -> RuleForm:
+        """What "Set a monthly budget" opens with: spend against a budget at 50/80/100 %."""
+        return cls(name="Monthly budget", basis="budget", levels=_padded(BUDGET_LEVELS))
+
+    @classmethod
+    def of_rule(cls, rule: Rule) -> RuleForm:
+        return cls(name=rule.name, watch=rule.metric_name or "", basis=rule.basis, budget=rule.budget or "",
+                   levels=_padded(rule.levels), channel_ids=[str(c) for c in rule.channel_ids],
+                   notify_recovery=rule.notify_recovery, notify_forecast=rule.notify_forecast, kind=rule.kind)
+
+
+@dataclass(slots=True)
+class ChannelForm:
+    name: str = ""
+    kind: str = "email"
+    destination: str = ""
+    errors: list[FieldError] = field(default_factory=list)
+
+    def error(self, field_id: str) -> str | None:
+        return next((e.message for e in self.errors if e.field_id == field_id), None)
+
+
+def _padded(levels: list[str]) -> list[str]:
+    return [*levels, *[""] * max(0, LEVEL_INPUTS - len(levels))]
+
+
+def _text(form: Any, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _all(form: Any, name: str) -> list[str]:
+    return [v.strip() for v in form.getall(name, []) if isinstance(v, str)]
+
+
+def _number(raw: str) -> Decimal | None:
+    """A number as people type it: "1,000", "80 %", "12.5". None if it is not one."""
+    cleaned = raw.replace(",", "").replace("%", "").replace(" ", "")
+    try:
+        value = Decimal(cleaned)
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() else None
+
+
+def level_id(index: int) -> str:
+    return f"rule-level-{index}"
+
+
+# The schema's field names → the input and the words the form uses for it.
+_RULE_FIELDS = {
+    "name": ("rule-name", "Rule name"),
+    "metricName": ("rule-watch", "What to watch"),
+    "basis": ("rule-basis", "Levels are"),
+    "budget": ("rule-budget", "Monthly budget"),
+    "levels": (level_id(0), "Levels"),
+    "channelIds": ("rule-channels", "Channels"),
+    "kind": ("rule-name", "Rule"),
+}
+
+
+def _rule_error(message: str, level_inputs: list[int]) -> FieldError:
+    """A schema or service message ("levels[0]: must be…", "Expected … - at `$.name`") as a
+    sentence about the form's field; `level_inputs[i]` is the input the i-th level came from."""
+    match = _AT_PATH.match(message) or _PREFIXED.match(message)
+    path, index, detail = (match["path"], match["index"], match["message"]) if match else ("", None, message)
+    if path == "levels" and index is not None:
+        position = level_inputs[int(index)] if int(index) < len(level_inputs) else 0
+        return FieldError(level_id(position), f"Level {position + 1}: {_plain(detail)}.")
+    field_id, label = _RULE_FIELDS.get(path, ("rule-name", "Rule"))
+    if path == "name":
+        detail = "give a name of 1 to 100 characters"
+    elif path == "basis" and "included" in detail:
+        detail = "a percentage of the included quantity needs a meter: choose one under What to watch"
+    elif path == "basis" and "commitment" in detail:
+        detail = "the minimum commitment is money: choose Spend under What to watch"
+    elif path == "budget" and "only for basis" in detail:
+        detail = ("a budget is only used when levels are a percent of a monthly budget; "
+                  "choose that or clear it")
+    elif path == "channelIds":
+        detail = "one of the chosen channels no longer exists; reload the page"
+    elif path == "metricName" and detail.startswith("no meter"):
+        detail = "there is no such meter"
+    return FieldError(field_id, f"{label}: {_plain(detail)}.")
+
+
+def _plain(detail: str) -> str:
+    detail = detail.rstrip(".").replace("metricName", "a meter")
+    return re.sub(r"Expected `str` of length >= 1", "must not be empty", detail)
+
+
+def parse_rule_form(form: Any, *, fixed: Rule | None = None) -> tuple[RuleForm, RuleCreate | None]:
+    """The typed values and, if they make a valid rule, the body to save. `fixed` is the
+    rule being edited: what it watches (kind, meter, basis) comes from it, not the form."""
+    typed = RuleForm(
+        name=_text(form, "name"), watch=_text(form, "watch"), basis=_text(form, "basis") or "absolute",
+        budget=_text(form, "budget"), levels=_padded(_all(form, "level")[:LEVEL_INPUTS]),
+        channel_ids=_all(form, "channel"), notify_recovery=_text(form, "notify_recovery") != "",
+        notify_forecast=_text(form, "notify_forecast") != "")
+    if fixed is not None:
+        typed.kind, typed.watch, typed.basis = fixed.kind, fixed.metric_name or "", fixed.basis
+    errors: list[FieldError] = []
+    levels: list[str] = []
+    level_inputs: list[int] = []
+    for position, raw in enumerate(typed.levels):
+        if not raw:
+            continue
+        number = _number(raw)
+        if number is None:
+            errors.append(FieldError(level_id(position), f"Level {position + 1}: “{raw}” is not a number."))
+            continue
+        if number <= 0:  # also checked by the schema; here so every mistake is listed at once
+            errors.append(FieldError(level_id(position),
+                                     f"Level {position + 1}: must be a number greater than 0."))
+            continue
+        levels.append(str(number))
+        level_inputs.append(position)
+    budget: str | None = None
+    if typed.budget:
+        number = _number(typed.budget)
+        if number is None:
+            errors.append(FieldError("rule-budget", f"Monthly budget: “{typed.budget}” is not an amount."))
+        budget = None if number is None else str(number)
+    elif typed.basis == "budget":
+        errors.append(FieldError("rule-budget", "Monthly budget: give the amount of your monthly budget."))
+    if typed.basis not in {b for b, _ in BASES}:
+        errors.append(FieldError("rule-basis", "Levels are: choose one of the options."))
+    channel_ids = [int(c) for c in typed.channel_ids if c.isdigit()]
+    if len(channel_ids) != len(typed.channel_ids):
+        errors.append(FieldError("rule-channels", "Channels: choose channels from the list."))
+    if errors:
+        typed.errors = errors
+        return typed, None
+    body: dict[str, Any] = {
+        "name": typed.name, "levels": levels, "metricName": typed.watch or None, "basis": typed.basis,
+        "budget": budget, "notifyRecovery": typed.notify_recovery, "notifyForecast": typed.notify_forecast,
+        "kind": typed.kind, "channelIds": channel_ids}
+    try:
+        return typed, msgspec.convert(body, RuleCreate)
+    except msgspec.ValidationError as exc:
+        typed.errors = [_rule_error(str(exc), level_inputs)]
+        return typed, None
+
+
+def rule_service_error(typed: RuleForm, message: str) -> RuleForm:
+    """The form again with a service's refusal (unknown meter or channel) on its field."""
+    level_inputs = [i for i, raw in enumerate(typed.levels) if raw]
+    typed.errors = [_rule_error(message, level_inputs)]
+    return typed
+
+
+def parse_channel_form(form: Any) -> tuple[ChannelForm, ChannelCreate | None]:
+    """The typed values and, if they are usable, the API body: an email address becomes a
+    mailto:// URL, a webhook URL a json(s):// one; a Slack webhook URL is used as is."""
+    typed = ChannelForm(name=_text(form, "name"), kind=_text(form, "kind") or "email",
+                        destination=_text(form, "destination"))
+    errors: list[FieldError] = []
+    if not typed.name or len(typed.name) > 100:
+        errors.append(FieldError("channel-name", "Channel name: give a name of 1 to 100 characters."))
+    url = ""
+    if typed.kind == "email":
+        if not _EMAIL.match(typed.destination):
+            errors.append(FieldError("channel-destination", f"Email address: “{typed.destination}” is not an "
+                                     "email address such as ops@example.com."))
+        url = f"mailto://{typed.destination}"
+    elif typed.kind == "slack":
+        if not typed.destination.startswith(_SLACK_PREFIX):
+            errors.append(FieldError("channel-destination", "Slack webhook URL: it starts with "
+                                     f"{_SLACK_PREFIX} (Slack shows it when you add an incoming webhook)."))
+        url = typed.destination
+    elif typed.kind == "webhook":
+        scheme, _, rest = typed.destination.partition("://")
+        if scheme not in ("http", "https") or not rest:
+            errors.append(FieldError("channel-destination", "Webhook URL: give an address starting with "
+                                     "https:// (or http://)."))
+        url = f"{'jsons' if scheme == 'https' else 'json'}://{rest}"
+    else:
+        errors.append(FieldError("channel-kind", "Send to: choose email, Slack or webhook."))
+    if errors:
+        typed.errors = errors
+        return typed, None
+    try:
+        return typed, msgspec.convert({"name": typed.name, "destination": url}, ChannelCreate)
+    except msgspec.ValidationError:
+        typed.errors = [FieldError("channel-destination", "Address: at most 2,000 characters.")]
+        return typed, None
+
+
+def channel_service_error(typed: ChannelForm, message: str, *, conflict: bool) -> ChannelForm:
+    """The form again with the service's refusal: a name in use, or an address the sender
+    cannot use (its reason, which never repeats the secret parts of the URL)."""
+    if conflict:
+        typed.errors = [FieldError("channel-name", f"Channel name: you already have a channel named "
+                                   f"“{typed.name}”; choose another name.")]
+        return typed
+    detail = message.split(": ", 1)[-1].rstrip(".")
+    label = dict(CHANNEL_KINDS).get(typed.kind, "Address")
+    typed.errors = [FieldError("channel-destination", f"{label}: it cannot be used ({detail}).")]
+    return typed

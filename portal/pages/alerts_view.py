@@ -1,0 +1,124 @@
+"""What the alerts home shows: the customer's rules in words, its channels, and the history
+(recent notices with their deliveries, and test notices). Reads through the alerting
+services the API uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.alerting import channels as channel_service
+from portal.alerting import deliveries as delivery_service
+from portal.alerting import rules as rule_service
+from portal.alerting.schemas import Channel, Delivery, Firing, Rule
+from portal.catalog.schemas import Customer, Meter
+from portal.catalog.service import list_meters
+from portal.pages.formatting import grouped, money
+
+HISTORY_SHOWN = 25
+TESTS_SHOWN = 10
+
+BASIS_TEXT = {
+    "absolute": "Amounts",
+    "budget": "% of monthly budget",
+    "included": "% of included quantity",
+    "commitment": "% of minimum commitment",
+}
+KIND_TEXT = {"crossing": "Reached", "recovery": "Back below", "forecast": "Forecast",
+             "anomaly": "Unusual usage"}
+
+
+@dataclass(frozen=True, slots=True)
+class RuleView:
+    rule: Rule
+    watches: str  # "api_calls" or "Spend"
+    basis: str
+    levels: list[str]  # as a customer reads them: "1,000 call", "EUR 500", "80%"
+    budget: str | None
+    channels: str
+    last_fired: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class FiringView:
+    firing: Firing
+    kind: str
+    level: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsHome:
+    rules: list[RuleView]
+    channels: list[Channel]
+    firings: list[FiringView]
+    tests: list[Delivery]
+
+
+def shown_destination(masked: str) -> str:
+    """The masked URL without Apprise's option query (retry=0&wait=0.5&…): noise to a customer."""
+    return masked.split("?", 1)[0]
+
+
+def amount(value: str, rule_basis: str, unit: str | None, currency: str) -> str:
+    """A level or value in the rule's own terms: a percentage, a quantity, or money."""
+    if rule_basis != "absolute":
+        return f"{grouped(value)}%"
+    return f"{grouped(value)} {unit}" if unit is not None else money(value, currency)
+
+
+def describe_rule(rule: Rule, meters: dict[str, Meter], channels: dict[int, str], currency: str,
+                  last_fired: datetime | None) -> RuleView:
+    unit = meters[rule.metric_name].unit if rule.metric_name in meters else None
+    if rule.kind == "anomaly":
+        watches = f"Unusual usage of {rule.metric_name or 'every meter'}"
+    else:
+        watches = rule.metric_name or "Spend"
+    names = [channels.get(c, f"channel {c}") for c in rule.channel_ids]
+    return RuleView(
+        rule=rule, watches=watches, basis=BASIS_TEXT.get(rule.basis, rule.basis),
+        levels=[amount(v, rule.basis, unit if rule.metric_name else None, currency) for v in rule.levels],
+        budget=None if rule.budget is None else money(rule.budget, currency),
+        channels=", ".join(names) if names else "All channels", last_fired=last_fired)
+
+
+def meter_units(meters: list[Meter]) -> dict[str, Meter]:
+    return {m.metric_name: m for m in meters}
+
+
+async def alerts_home(db: AsyncSession, customer: Customer) -> AlertsHome:
+    rules = await rule_service.list_rules(db, customer.id)
+    channels = await channel_service.list_channels(db, customer.id)
+    meters = meter_units(await list_meters(db))
+    firings = await delivery_service.list_firings(db, customer.id, limit=HISTORY_SHOWN)
+    last: dict[int, datetime] = {}
+    for f in firings:
+        last[f.rule_id] = max(last.get(f.rule_id, f.fired_at), f.fired_at)
+    names = {c.id: c.name for c in channels}
+    by_id = {r.id: r for r in rules}
+    views = [describe_rule(r, meters, names, customer.currency, last.get(r.id)) for r in rules]
+    history = [_firing(f, by_id.get(f.rule_id), meters, customer.currency) for f in firings]
+    recent = await delivery_service.list_deliveries(db, customer_id=customer.id, status=None, limit=200)
+    tests = [d for d in recent if d.firing_id is None][:TESTS_SHOWN]
+    return AlertsHome(views, channels, history, tests)
+
+
+def _firing(firing: Firing, rule: Rule | None, meters: dict[str, Meter], currency: str) -> FiringView:
+    kind = KIND_TEXT.get(firing.kind, firing.kind)
+    if firing.kind == "anomaly":
+        found = meters.get(firing.metric_name or "")
+        suffix = f" {found.unit}" if found is not None else ""
+        return FiringView(firing, f"{kind} ({(firing.anomaly_kind or '').replace('_', ' ')})",
+                          f"expected {grouped(firing.threshold)}{suffix}", f"{grouped(firing.value)}{suffix}")
+    if rule is None:  # deleted since: what it watched is no longer known, so plain numbers
+        return FiringView(firing, kind, grouped(firing.level), grouped(firing.value))
+    meter = meters.get(rule.metric_name or "")
+    unit = None if meter is None else meter.unit
+    basis = rule.basis
+    level = amount(firing.level, basis, unit, currency)
+    threshold = amount(firing.threshold, "absolute", unit, currency)
+    if basis != "absolute":
+        level = f"{level} ({threshold})"
+    return FiringView(firing, kind, level, amount(firing.value, "absolute", unit, currency))

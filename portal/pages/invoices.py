@@ -1,0 +1,135 @@
+"""A customer's invoices: the list, one invoice, its printable view and a CSV.
+
+Who sees what: customer users see the invoices that were issued to them (finalized, and
+voided ones marked void) plus the live "upcoming invoice" of the current period; drafts,
+including those awaiting review, are staff-only: their numbers still move until an
+account manager approves them, and approval is what makes them a bill. A customer user
+asking for a draft's id gets the same 404 as for an invoice of another customer.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from litestar import Request, Response, get
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, QueryParameter
+from litestar.response import Template
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.billing import export, invoices
+from portal.billing.preview import preview
+from portal.billing.views import InvoiceSummary, InvoiceView, PreviewView
+from portal.catalog.schemas import Customer
+from portal.catalog.service import get_customer
+from portal.dependencies import Db, Portal
+from portal.pages.access import check_owner, viewer, visible_customer
+from portal.pages.web import PageController, page
+from portal.periods import to_datetime
+from portal.problems import NotFound
+from portal.state import PortalState
+
+PAGE_SIZE = 50
+# States a customer user may see; staff see every state.
+ISSUED = frozenset({"finalized", "void"})
+STATE_LABELS = {"draft": "Draft", "awaiting_review": "Awaiting review", "finalized": "Finalized",
+                "void": "Void"}
+
+
+def sees_drafts(request: Request[Any, Any, Any]) -> bool:
+    return viewer(request).is_staff
+
+
+async def _complete_through(portal: PortalState) -> datetime:
+    return to_datetime(await portal.live.watermark_ms() / 1000)
+
+
+async def _upcoming(portal: PortalState, db: AsyncSession, customer: Customer) -> PreviewView | None:
+    try:
+        return await preview(db, customer.id, now=datetime.now(UTC),
+                             complete_through=await _complete_through(portal))
+    except NotFound:  # no plan: nothing is coming
+        return None
+
+
+async def visible_invoice(request: Request[Any, Any, Any], db: AsyncSession, portal: PortalState,
+                          invoice_id: int) -> tuple[InvoiceView, Customer]:
+    """The invoice (a draft re-rated first), if the viewer may see it; 404 otherwise."""
+    try:
+        row = await invoices.load_invoice(db, invoice_id)
+    except NotFound:
+        raise NotFoundException("There is no invoice you can see.") from None
+    await check_owner(request, db, row.customer_id, "invoice")
+    if row.status == "draft" and not sees_drafts(request):
+        raise NotFoundException("There is no invoice you can see.")
+    complete = await _complete_through(portal)
+    view = await invoices.get_invoice(db, invoice_id, now=datetime.now(UTC),
+                                      grace=portal.settings.invoice_grace, complete_through=complete)
+    customer = await get_customer(db, row.customer_id)
+    assert customer is not None  # invoices reference their customer
+    return view, customer
+
+
+class InvoicePagesController(PageController):
+    """Invoices for every role that may see the customer (drafts: staff only)."""
+
+    @get("/customers/{customer_id:str}/invoices")
+    async def list_(
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db, portal: Portal,
+        before: Annotated[int | None, QueryParameter(name="before", ge=1)] = None,
+    ) -> Template:
+        """Newest first, PAGE_SIZE a page; `before=<id>` for older ones."""
+        customer = await visible_customer(request, db, customer_id)
+        rows = await invoices.list_invoices(db, now=datetime.now(UTC), grace=portal.settings.invoice_grace,
+                                            customer_id=customer.id, limit=PAGE_SIZE + 1, before_id=before)
+        more = len(rows) > PAGE_SIZE
+        rows = rows[:PAGE_SIZE]
+        older = rows[-1].id if more else None
+        shown: list[InvoiceSummary] = [r for r in rows if sees_drafts(request) or r.state in ISSUED]
+        return page("customer/invoices.html", request, customer=customer, invoices=shown, older=older,
+                    upcoming=await _upcoming(portal, db, customer), states=STATE_LABELS,
+                    staff=sees_drafts(request))
+
+    @get("/customers/{customer_id:str}/invoices.csv", media_type="text/csv")
+    async def export_(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
+                      db: Db) -> Response[str]:
+        """The finance export's invoices.csv for this customer (drafts: staff only)."""
+        customer = await visible_customer(request, db, customer_id)
+        body = await export.invoices_csv(db, export.ExportFilter(customer_id=customer.id))
+        if not sees_drafts(request):
+            body = _issued_only(body)
+        return Response(body, media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{customer.id}-invoices.csv"'})
+
+    @get("/invoices/{invoice_id:int}")
+    async def detail(self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db,
+                     portal: Portal) -> Template:
+        invoice, customer = await visible_invoice(request, db, portal, invoice_id)
+        return page("customer/invoice.html", request, invoice=invoice, customer=customer, states=STATE_LABELS,
+                    staff=sees_drafts(request))
+
+    @get("/invoices/{invoice_id:int}/print")
+    async def print_(self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db,
+                     portal: Portal) -> Template:
+        """A standalone page without navigation, laid out for paper."""
+        invoice, customer = await visible_invoice(request, db, portal, invoice_id)
+        return page("customer/invoice_print.html", request, invoice=invoice, customer=customer,
+                    states=STATE_LABELS, staff=sees_drafts(request))
+
+
+def _issued_only(body: str) -> str:
+    """The export without draft rows (its `status` column), for customer users."""
+    rows = list(csv.reader(io.StringIO(body)))
+    header, rest = rows[0], rows[1:]
+    status = header.index("status")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(r for r in rest if r[status] != "draft")
+    return buffer.getvalue()
+
+
+invoice_handlers = [InvoicePagesController]

@@ -1,0 +1,16 @@
+"""Pages for account managers and admins: customers table, bill review, events, failed
+events, drift and the audit log (one controller per module)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portal.pages.manager.audit import AuditController
+from portal.pages.manager.customers import ManagerCustomersController
+from portal.pages.manager.drift import DriftController
+from portal.pages.manager.events import EventsController
+from portal.pages.manager.failed import FailedEventsController
+from portal.pages.manager.review import ReviewController
+
+manager_handlers: list[Any] = [ManagerCustomersController, ReviewController, EventsController,
+                               FailedEventsController, DriftController, AuditController]

@@ -1,0 +1,229 @@
+"""Bill review: drafts awaiting approval with what to check first, recently finalized
+invoices (void, manual credit or debit note), and who did what to each of them.
+
+Every change runs in a savepoint of the request's transaction with its audit entry, so a
+refused change leaves nothing behind and the page can answer with the reason in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from litestar import Request, Response, get, post
+from litestar.params import FromPath
+from litestar.response import Redirect, Template
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.accounts import audit
+from portal.accounts.audit import AuditEntry
+from portal.billing import lifecycle
+from portal.billing.invoices import INVOICE_COLUMNS, InvoiceRow, invoice_row, load_invoice
+from portal.billing.manual_adjustments import add_manual_adjustment
+from portal.billing.review import review_queue
+from portal.billing.views import ReviewItem, money_text
+from portal.db import values
+from portal.dependencies import Db, Portal
+from portal.pages.access import STAFF_GUARDS, check_owner, viewer
+from portal.pages.manager.common import audit_trail, customer_zones, visible_ids
+from portal.pages.web import PageController, page
+from portal.periods import to_datetime
+from portal.problems import Conflict, Invalid, NotFound
+from portal.state import PortalState
+
+FINALIZED_SHOWN = 20
+
+
+async def _complete_through(portal: PortalState) -> datetime | None:
+    """How far the stored usage is complete (as the billing API records it on invoices)."""
+    try:
+        return to_datetime(await portal.live.watermark_ms() / 1000)
+    except Exception:  # Redis down: the invoice is still right, its watermark unknown
+        return None
+
+# Each flag of portal/billing/review.py as a badge and the sentence that explains it.
+FLAGS = {
+    "large_change": ("Large change",
+                     "The total moved a lot against the previous period: check the usage behind it."),
+    "first_invoice": ("First invoice", "This customer has no earlier finalized invoice to compare with."),
+    "failed_events": ("Failed events", "Some events of this period could not be stored: replay them first."),
+    "drift": ("Live drift",
+              "The last reconcile found the live view and the stored usage apart for this customer."),
+    "conflicts": ("Conflicting events", "Event ids were re-sent with different content and refused."),
+}
+
+DONE = {
+    "approved": "Invoice {} was approved and numbered.",
+    "voided": "Invoice {} was voided; its period is reissued as a new draft.",
+    "adjusted": "A note was added to invoice {}.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FinalizedRow:
+    invoice: InvoiceRow
+    adjusted_total: str
+
+
+@dataclass(frozen=True, slots=True)
+class FormState:
+    """A refused form, shown again in place with its message and what was typed."""
+
+    invoice_id: int
+    action: str
+    message: str
+    values: dict[str, str]
+
+
+async def _finalized(db: AsyncSession, request: Request[Any, Any, Any]) -> list[FinalizedRow]:
+    visible, params = visible_ids(request)
+    rows = await db.execute(text(
+        f"SELECT {INVOICE_COLUMNS}, i.total + COALESCE((SELECT sum(a.amount) FROM adjustments a "
+        f"WHERE a.invoice_id = i.id), 0) FROM invoices i WHERE status = 'finalized' "
+        f"AND customer_id IN {visible} ORDER BY finalized_at DESC, id DESC LIMIT :limit"),
+        {**params, "limit": FINALIZED_SHOWN})
+    out = []
+    for row in rows:
+        *head, adjusted = values(row)
+        invoice = invoice_row(head)
+        out.append(FinalizedRow(invoice, money_text(adjusted, invoice.currency)))
+    return out
+
+
+async def _queue(db: AsyncSession, portal: PortalState, request: Request[Any, Any, Any],
+                 now: datetime) -> list[ReviewItem]:
+    visible, params = visible_ids(request)
+    allowed = {str(r[0]) for r in (await db.execute(text(f"SELECT customer_id FROM {visible} AS v"),
+                                                    params)).all()}
+    items = await review_queue(db, now=now, grace=portal.settings.invoice_grace,
+                               change_factor=portal.settings.review_change_factor, limit=1000)
+    return [item for item in items if item.invoice.customer_id in allowed]
+
+
+async def review_page(request: Request[Any, Any, Any], db: AsyncSession, portal: PortalState, *,
+                      status_code: int = 200, notice: str | None = None,
+                      form: FormState | None = None) -> Template:
+    now = datetime.now(UTC)
+    queue = await _queue(db, portal, request, now)
+    finalized = await _finalized(db, request)
+    ids = [str(i.invoice.id) for i in queue] + [str(f.invoice.id) for f in finalized]
+    trails: dict[str, list[AuditEntry]] = await audit_trail(db, "invoice", ids)
+    customers = await customer_zones(db, {i.invoice.customer_id for i in queue}
+                                     | {f.invoice.customer_id for f in finalized})
+    return page("manager/review.html", request, status_code=status_code, queue=queue, finalized=finalized,
+                trails=trails, customers=customers, flags=FLAGS, notice=notice, form=form)
+
+
+async def _invoice(request: Request[Any, Any, Any], db: AsyncSession, invoice_id: int) -> InvoiceRow:
+    """The invoice, if the viewer may see its customer (404 alike otherwise)."""
+    try:
+        invoice: InvoiceRow | None = await load_invoice(db, invoice_id)
+    except NotFound:
+        invoice = None
+    await check_owner(request, db, None if invoice is None else invoice.customer_id, "invoice")
+    assert invoice is not None
+    return invoice
+
+
+async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
+    form = await request.form()
+    return {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
+
+
+def _status(exc: Conflict | Invalid) -> int:
+    return 409 if isinstance(exc, Conflict) else 422
+
+
+def _sentence(exc: Exception) -> str:
+    """A service's message ("reason: say why…") as a sentence on the page."""
+    message = str(exc)
+    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
+
+
+def _done(what: str, invoice_id: int) -> Redirect:
+    return Redirect(f"/portal/review?done={what}&invoice={invoice_id}", status_code=303)
+
+
+class ReviewController(PageController):
+    guards = STAFF_GUARDS
+
+    @get("/review")
+    async def review(self, request: Request[Any, Any, Any], db: Db, portal: Portal) -> Template:
+        """The queue; `done`/`invoice` (set by the redirect after a change) say what was done."""
+        notice = None
+        done = request.query_params.get("done")
+        raw_id = request.query_params.get("invoice", "")
+        if done in DONE and raw_id.isdigit():
+            invoice = await _invoice(request, db, int(raw_id))
+            notice = DONE[done].format(invoice.number or invoice.id)
+        return await review_page(request, db, portal, notice=notice)
+
+    @post("/invoices/{invoice_id:int}/approve")
+    async def approve(self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db,
+                      portal: Portal) -> Response[Any]:
+        invoice = await _invoice(request, db, invoice_id)
+        session = viewer(request)
+        try:
+            async with db.begin_nested():
+                approved = await lifecycle.approve(
+                    db, invoice_id, approved_by=session.email, now=datetime.now(UTC),
+                    grace=portal.settings.invoice_grace, complete_through=await _complete_through(portal))
+                await audit.record(db, user_id=session.user_id, actor=session.email, action="invoice.approve",
+                                   object_type="invoice", object_id=str(invoice_id),
+                                   customer_id=invoice.customer_id,
+                                   detail={"number": approved.number, "total": money_text(approved.total,
+                                                                                          approved.currency)})
+        except (Conflict, Invalid) as exc:
+            return await review_page(request, db, portal, status_code=409,
+                                     form=FormState(invoice_id, "approve", _sentence(exc), {}))
+        return _done("approved", invoice_id)
+
+    @post("/invoices/{invoice_id:int}/void")
+    async def void(self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db,
+                   portal: Portal) -> Response[Any]:
+        """A reason is required (422 with the form again without one)."""
+        invoice = await _invoice(request, db, invoice_id)
+        session = viewer(request)
+        data = await _form(request)
+        reason = data.get("reason", "").strip()
+        if not reason:
+            return await review_page(request, db, portal, status_code=422, form=FormState(
+                invoice_id, "void", "Reason: say why the invoice is voided.", data))
+        try:
+            async with db.begin_nested():
+                _, reissued = await lifecycle.void(db, invoice_id, reason=reason, now=datetime.now(UTC),
+                                                   complete_through=await _complete_through(portal))
+                await audit.record(db, user_id=session.user_id, actor=session.email, action="invoice.void",
+                                   object_type="invoice", object_id=str(invoice_id),
+                                   customer_id=invoice.customer_id, reason=reason,
+                                   detail={"number": invoice.number,
+                                           "reissued_id": None if reissued is None else reissued.id})
+        except (Conflict, Invalid) as exc:
+            return await review_page(request, db, portal, status_code=_status(exc),
+                                     form=FormState(invoice_id, "void", _sentence(exc), data))
+        return _done("voided", invoice_id)
+
+    @post("/invoices/{invoice_id:int}/adjustments")
+    async def adjust(self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db,
+                     portal: Portal) -> Response[Any]:
+        """A manual credit or debit note: kind, amount and a required reason."""
+        invoice = await _invoice(request, db, invoice_id)
+        session = viewer(request)
+        data = await _form(request)
+        try:
+            async with db.begin_nested():
+                adjustment_id, number, customer_id = await add_manual_adjustment(
+                    db, invoice_id, kind=data.get("kind", ""), amount=data.get("amount", ""),
+                    reason=data.get("reason", ""))
+                await audit.record(db, user_id=session.user_id, actor=session.email, action="invoice.adjust",
+                                   object_type="invoice", object_id=str(invoice_id), customer_id=customer_id,
+                                   reason=data.get("reason", "").strip(),
+                                   detail={"adjustment_id": adjustment_id, "number": number,
+                                           "kind": data.get("kind"), "amount": data.get("amount", "").strip(),
+                                           "currency": invoice.currency})
+        except (Conflict, Invalid) as exc:
+            return await review_page(request, db, portal, status_code=_status(exc),
+                                     form=FormState(invoice_id, "adjust", _sentence(exc), data))
+        return _done("adjusted", invoice_id)

@@ -1,0 +1,222 @@
+"""A meter's usage for one customer: chart, table, breakdown by a dimension, CSV export.
+
+The numbers come from where the usage API reads them (`portal.usage.service`): the live
+view for ranges it still holds (the current and the previous period), Postgres beyond it;
+a breakdown by dimension always from Postgres (`usage_breakdown`). A range that is still
+running refreshes itself like the overview: the page polls with the version it shows and
+gets 204 while nothing changed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from litestar import Request, Response, get
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, QueryParameter
+from litestar.response import Template
+from litestar.status_codes import HTTP_204_NO_CONTENT, HTTP_422_UNPROCESSABLE_ENTITY
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.billing.subscriptions import list_subscriptions
+from portal.catalog import service as catalog
+from portal.catalog.schemas import Customer, Meter
+from portal.dependencies import Db, Portal
+from portal.live import keys
+from portal.pages.access import visible_customer
+from portal.pages.charts import BarChart, daily_bars, hourly_bars
+from portal.pages.formatting import instant, to_local
+from portal.pages.service import TOTAL_LABELS
+from portal.pages.usage_breakdown import usage_by_dimension
+from portal.pages.usage_selection import (
+    GRANULARITIES,
+    RANGES,
+    RawSelection,
+    Selection,
+    SelectionError,
+    select,
+)
+from portal.pages.web import PageController, is_htmx, page
+from portal.periods import local_midnight, to_datetime
+from portal.state import PortalState
+from portal.usage.combine import exact
+from portal.usage.service import Usage, UsagePoint, billed_usage, live_usage
+
+CHART_WIDTH = 960
+CHART_HEIGHT = 220
+GROUP_CHART_HEIGHT = 120
+# Charts drawn for a breakdown; the table lists every value and the CSV has every series.
+MAX_GROUP_CHARTS = 12
+CSV_SUFFIX = ".csv"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    value: str
+    total: str
+    chart: BarChart
+
+
+@dataclass(frozen=True, slots=True)
+class MeterView:
+    customer_id: str
+    tz_name: str
+    metric_name: str
+    unit: str
+    total_label: str
+    total: str
+    granularity: str
+    source: str
+    range_label: str
+    shows_from: str
+    shows_to: str
+    complete_through: str
+    chart: BarChart
+    group: str | None
+    groups: tuple[GroupView, ...]
+    group_totals: tuple[tuple[str, str], ...]
+
+    @property
+    def version(self) -> str:
+        """Changes whenever anything the view shows changes (the poll skips equal ones)."""
+        return hashlib.sha256(repr(self).encode()).hexdigest()[:20]
+
+
+def _chart(series: list[UsagePoint], granularity: str, tz_name: str, unit: str, height: int) -> BarChart:
+    draw = hourly_bars if granularity == "hour" else daily_bars
+    return draw([(p.start, p.value) for p in series], width=CHART_WIDTH, height=height, tz_name=tz_name,
+                unit=unit)
+
+
+async def _total_usage(portal: PortalState, db: AsyncSession, customer: Customer, meter: Meter,
+                       selection: Selection, now: datetime) -> tuple[Usage, str]:
+    args: dict[str, Any] = dict(customer_id=customer.id, tz_name=customer.timezone, meter=meter,
+                                start=selection.start, end=selection.end, granularity=selection.granularity)
+    # The live view keeps an hour's keys for two longest periods after it starts.
+    if selection.start >= now - 2 * keys.MAX_PERIOD:
+        return await live_usage(portal.live, **args), "live"
+    return await billed_usage(db, **args), "stored"
+
+
+async def meter_view(portal: PortalState, db: AsyncSession, customer: Customer, meter: Meter,
+                     selection: Selection, *, now: datetime) -> tuple[MeterView, Usage, list[Any]]:
+    """The page's numbers, plus the raw series and groups (for the CSV)."""
+    tz = customer.timezone
+    watermark = to_datetime(await portal.live.watermark_ms() / 1000)
+    usage, source = await _total_usage(portal, db, customer, meter, selection, now)
+    groups: list[Any] = []
+    if selection.group is not None:
+        groups = await usage_by_dimension(db, customer_id=customer.id, tz_name=tz, meter=meter,
+                                          dimension=selection.group, start=selection.start,
+                                          end=selection.end, granularity=selection.granularity)
+    view = MeterView(
+        customer_id=customer.id, tz_name=tz, metric_name=meter.metric_name, unit=meter.unit,
+        total_label=TOTAL_LABELS.get(meter.aggregation, "Total").replace("this period", "in this range"),
+        total=exact(usage.total), granularity=selection.granularity, source=source,
+        range_label=RANGES[selection.range], shows_from=instant(selection.start, tz),
+        shows_to=instant(selection.range_end, tz), complete_through=instant(watermark, tz),
+        chart=_chart(usage.series, selection.granularity, tz, meter.unit, CHART_HEIGHT),
+        group=selection.group,
+        groups=tuple(GroupView(g.value, exact(g.total),
+                               _chart(g.series, selection.granularity, tz, meter.unit, GROUP_CHART_HEIGHT))
+                     for g in groups[:MAX_GROUP_CHARTS]),
+        group_totals=tuple((g.value, exact(g.total)) for g in groups),
+    )
+    return view, usage, groups
+
+
+def _point_end(start: datetime, granularity: str, tz_name: str) -> datetime:
+    if granularity == "hour":
+        return start + timedelta(hours=1)
+    return local_midnight(to_local(start, tz_name).date() + timedelta(days=1), tz_name)
+
+
+def usage_csv(meter: Meter, selection: Selection, tz_name: str, usage: Usage, groups: list[Any]) -> str:
+    """One row per point (per point and dimension value with a breakdown): ISO instants
+    with the customer's offset, exact decimal values."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    head = ["start", "end", "meter"] + ([selection.group] if selection.group else []) + ["value", "unit"]
+    writer.writerow(head)
+
+    def iso(at: datetime) -> str:
+        return to_local(at, tz_name).isoformat()
+
+    if selection.group is None:
+        for p in usage.series:
+            end = _point_end(p.start, selection.granularity, tz_name)
+            writer.writerow([iso(p.start), iso(end), meter.metric_name, exact(p.value), meter.unit])
+    else:
+        for g in groups:
+            for p in g.series:
+                end = _point_end(p.start, selection.granularity, tz_name)
+                writer.writerow([iso(p.start), iso(end), meter.metric_name, g.value, exact(p.value),
+                                 meter.unit])
+    return buffer.getvalue()
+
+
+class MeterPagesController(PageController):
+    """A meter's usage for every role that may see the customer."""
+
+    @get("/customers/{customer_id:str}/meters/{metric_name:str}")
+    async def meter(
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], metric_name: FromPath[str],
+        db: Db, portal: Portal,
+        range_: Annotated[str, QueryParameter(name="range")] = "this_period",
+        granularity: Annotated[str, QueryParameter(name="granularity")] = "hour",
+        group: Annotated[str, QueryParameter(name="group")] = "",
+        from_: Annotated[str, QueryParameter(name="from")] = "",
+        to: Annotated[str, QueryParameter(name="to")] = "",
+        seen: Annotated[str | None, QueryParameter(name="seen")] = None,
+    ) -> Response[Any]:
+        """The page, its live partial (htmx), or its CSV (`<metric>.csv`)."""
+        customer = await visible_customer(request, db, customer_id)
+        meter, as_csv = await _meter_of(db, metric_name)
+        now = datetime.now(UTC)
+        subs = await list_subscriptions(db, customer.id)
+        raw = RawSelection(range_, granularity, group, from_, to)
+        try:
+            selection = select(raw, meter=meter, tz_name=customer.timezone,
+                               anchor_day=subs[-1].anchor_day if subs else 1, now=now,
+                               future_tolerance=portal.settings.future_tolerance)
+        except SelectionError as error:
+            if as_csv:
+                return Response(str(error), status_code=HTTP_422_UNPROCESSABLE_ENTITY,
+                                media_type="text/plain")
+            return page("customer/meter.html", request, status_code=HTTP_422_UNPROCESSABLE_ENTITY,
+                        customer=customer, meter=meter, raw=raw, error=error, view=None, selection=None,
+                        ranges=RANGES, granularities=GRANULARITIES)
+        view, usage, groups = await meter_view(portal, db, customer, meter, selection, now=now)
+        if as_csv:
+            filename = f"{customer.id}-{meter.metric_name}-{selection.first_day}-{selection.last_day}.csv"
+            body = usage_csv(meter, selection, customer.timezone, usage, groups)
+            return Response(body, media_type="text/csv",
+                            headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+        if is_htmx(request):
+            if seen is not None and seen == view.version:
+                return Response(content=None, status_code=HTTP_204_NO_CONTENT)
+            return Template(template_name="customer/meter_panel.html",
+                            context={"view": view, "selection": selection})
+        return page("customer/meter.html", request, customer=customer, meter=meter, raw=raw, error=None,
+                    view=view, selection=selection, ranges=RANGES, granularities=GRANULARITIES)
+
+
+async def _meter_of(db: AsyncSession, metric_name: str) -> tuple[Meter, bool]:
+    """The meter a path names, and whether its CSV is asked for (`api_calls.csv`). Metric
+    names may contain dots: a meter named exactly so wins over the export of another."""
+    meter = await catalog.get_meter(db, metric_name)
+    if meter is not None:
+        return meter, False
+    if metric_name.endswith(CSV_SUFFIX):
+        meter = await catalog.get_meter(db, metric_name[: -len(CSV_SUFFIX)])
+        if meter is not None:
+            return meter, True
+    raise NotFoundException(f"There is no meter “{metric_name}”.")
+
+
+meter_handlers = [MeterPagesController]

@@ -1,0 +1,168 @@
+"""The account managers' customers table: numbers, sort, filters, paging, bad parameters,
+and who sees which customers."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+
+from tests.factories import make_customer, make_meter
+from tests.pages.helpers import Client, make_user, sign_in
+
+ADMIN = "ada@vendor.test"
+
+
+def month_start(now: datetime) -> datetime:
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+async def invoice(pg: asyncpg.Connection, customer: str, start: datetime, end: datetime, total: str,
+                  status: str = "draft", number: str | None = None) -> int:
+    invoice_id: int = await pg.fetchval(
+        "INSERT INTO invoices (customer_id, period_start, period_end, currency, status, number, subtotal, "
+        "total, computed_at) VALUES ($1, $2, $3, 'EUR', $4, $5, $6, $6, $7) RETURNING id",
+        customer, start, end, status, number, Decimal(total), datetime(2026, 11, 24, 9, 30, tzinfo=UTC))
+    return invoice_id
+
+
+async def fire_alert(pg: asyncpg.Connection, customer: str, at: datetime) -> None:
+    rule = await pg.fetchval("INSERT INTO alert_rules (customer_id, name, basis, levels) "
+                             "VALUES ($1, 'spend', 'absolute', '{100}') RETURNING id", customer)
+    await pg.execute("INSERT INTO alert_firings (rule_id, customer_id, period_start, period_end, level, "
+                     "kind, threshold, value, notice, fired_at) VALUES ($1, $2, $3::timestamptz, "
+                     "$3::timestamptz + interval '1 month', 100, "
+                     "'crossing', 100, 120, '{}', $3::timestamptz + interval '1 hour')", rule, customer, at)
+
+
+async def world(client: Client, admin_key: str, pg: asyncpg.Connection) -> datetime:
+    """acme: spends EUR 120.50 this period against 100.00 + a 0.50 note last period, one
+    alert, 42 calls; globex: EUR 10.00 against 20.00; initech: nothing yet."""
+    now = datetime.now(UTC)
+    start = month_start(now)
+    previous = month_start(start - timedelta(days=1))
+    nxt = month_start(start + timedelta(days=32))
+    await make_customer(client, admin_key, id="acme", name="Acme Inc")
+    await make_customer(client, admin_key, id="globex", name="Globex")
+    await make_customer(client, admin_key, id="initech", name="<script>alert(1)</script>")
+    await make_meter(client, admin_key, metric="api_calls", unit="call")
+    await invoice(pg, "acme", start, nxt, "120.50")
+    old = await invoice(pg, "acme", previous, start, "100.00", "finalized", "INV-000001")
+    await pg.execute("INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, "
+                     "amount, lines, reason) VALUES ($1, 'DN-000001', 'debit', 0.5, 0, 0.5, '[]', 'late')",
+                     old)
+    await invoice(pg, "globex", start, nxt, "10.00")
+    await invoice(pg, "globex", previous, start, "20.00", "finalized", "INV-000002")
+    await fire_alert(pg, "acme", start)
+    await fire_alert(pg, "globex", previous)  # last period: not counted
+    await pg.execute("INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
+                     "VALUES ('acme', 'api_calls', $1::timestamptz, 40, 3), "
+                     "('acme', 'api_calls', $1::timestamptz + interval '1 hour', 2, 1), "
+                     "('acme', 'api_calls', $2, 1000, 1)", start, previous)
+    return now
+
+
+def customer_order(html: str) -> list[str]:
+    return re.findall(r'<a href="/portal/customers/([^"]+)">', html)
+
+
+async def test_table_shows_this_periods_numbers(client: Client, admin_key: str,
+                                                pg: asyncpg.Connection) -> None:
+    await world(client, admin_key, pg)
+    await make_user(pg, ADMIN, role="admin")
+    await sign_in(client, ADMIN)
+    page = await client.get("/portal/customers")
+    assert page.status_code == 200
+    assert customer_order(page.text) == ["initech", "acme", "globex"]  # by name: "<script…" sorts first
+    assert "api_calls: <strong>42</strong> call" in page.text
+    assert '<data value="120.50">EUR 120.50</data>' in page.text
+    assert "as of 24 Nov 2026 09:30 UTC" in page.text
+    assert "+19.9 %" in page.text  # 120.50 against 100.00 + 0.50
+    assert "-50.0 %" in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text and "<script>alert(1)" not in page.text
+    assert "No draft yet" in page.text and "No usage yet" in page.text
+
+
+async def test_sort_filter_and_search_are_in_the_url(client: Client, admin_key: str,
+                                                     pg: asyncpg.Connection) -> None:
+    await world(client, admin_key, pg)
+    await make_user(pg, ADMIN, role="admin")
+    await sign_in(client, ADMIN)
+    by_spend = await client.get("/portal/customers", params={"sort": "spend"})
+    assert customer_order(by_spend.text) == ["acme", "globex", "initech"]
+    ascending = await client.get("/portal/customers", params={"sort": "spend", "order": "asc"})
+    assert customer_order(ascending.text) == ["globex", "acme", "initech"]  # no spend: last either way
+    by_change = await client.get("/portal/customers", params={"sort": "change"})
+    assert customer_order(by_change.text) == ["acme", "globex", "initech"]
+    with_alerts = await client.get("/portal/customers", params={"alerts": "1"})
+    assert customer_order(with_alerts.text) == ["acme"]
+    search = await client.get("/portal/customers", params={"q": "GLOB"})
+    assert customer_order(search.text) == ["globex"]
+    wildcard = await client.get("/portal/customers", params={"q": "%"})
+    assert customer_order(wildcard.text) == []
+    assert "No customer matches these filters." in wildcard.text
+    # The spend header flips to ascending when it is already the sort.
+    assert 'href="/portal/customers?sort=spend&amp;order=asc"' in by_spend.text
+
+
+async def test_bad_parameters_are_named(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
+    await make_user(pg, ADMIN, role="admin")
+    await sign_in(client, ADMIN)
+    for params, named in (({"sort": "cost"}, "sort: “cost” is not one of name, spend, change, alerts"),
+                          ({"order": "up"}, "order: “up”"), ({"page": "0"}, "page: “0”"),
+                          ({"alerts": "yes"}, "alerts: “yes”"), ({"anomalies": "2"}, "anomalies: “2”")):
+        page = await client.get("/portal/customers", params=params)
+        assert page.status_code == 422, params
+        assert named in page.text
+
+
+async def test_paging_counts_every_customer(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
+    await pg.executemany("INSERT INTO customers (id, name, timezone, currency) VALUES ($1, $1, 'UTC', 'EUR')",
+                         [(f"c{i:03d}",) for i in range(60)])
+    await make_user(pg, ADMIN, role="admin")
+    await sign_in(client, ADMIN)
+    first = await client.get("/portal/customers")
+    assert len(customer_order(first.text)) == 50
+    assert "Page 1 of 2 (60 in all)" in first.text
+    assert 'href="/portal/customers?page=2"' in first.text
+    second = await client.get("/portal/customers", params={"page": "2"})
+    assert customer_order(second.text) == [f"c{i:03d}" for i in range(50, 60)]
+    beyond = await client.get("/portal/customers", params={"page": "3"})
+    assert "There is no page 3." in beyond.text
+
+
+async def test_anomaly_column_and_filter(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
+    await world(client, admin_key, pg)
+    # globex: 1 call an hour for eight days, then 100 in the last settled hour (a spike).
+    await pg.execute(
+        "INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
+        "SELECT 'globex', 'api_calls', h, CASE WHEN h = date_trunc('hour', now()) - interval '1 hour' "
+        "THEN 100 ELSE 1 END, 1 FROM generate_series(date_trunc('hour', now()) - interval '8 days', "
+        "date_trunc('hour', now()) - interval '1 hour', interval '1 hour') AS h")
+    await make_user(pg, ADMIN, role="admin")
+    await sign_in(client, ADMIN)
+    page = await client.get("/portal/customers", params={"anomalies": "1"})
+    assert page.status_code == 200
+    assert customer_order(page.text) == ["globex"]
+    assert re.search(r'<span class="badge warn">[1-9]\d*</span>', page.text)
+    assert 'name="anomalies" value="1" checked' in page.text
+
+
+async def test_account_manager_sees_only_assigned_customers(client: Client, admin_key: str,
+                                                            pg: asyncpg.Connection) -> None:
+    await world(client, admin_key, pg)
+    await make_user(pg, "max@vendor.test", role="account_manager", assigned=("globex",))
+    await sign_in(client, "max@vendor.test")
+    page = await client.get("/portal/customers", params={"sort": "spend"})
+    assert customer_order(page.text) == ["globex"]
+    assert "Acme" not in page.text
+    assert customer_order((await client.get("/portal/customers", params={"q": "acme"})).text) == []
+
+
+async def test_customer_user_gets_403(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
+    await make_customer(client, admin_key, id="acme")
+    await make_user(pg, "cu@acme.test", role="customer", customer_id="acme")
+    await sign_in(client, "cu@acme.test")
+    assert (await client.get("/portal/customers")).status_code == 403

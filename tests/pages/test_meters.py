@@ -1,0 +1,277 @@
+"""A meter's usage page: chart and table, range and granularity, breakdown, CSV, errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from portal.catalog.schemas import Meter
+from portal.pages.usage_selection import RawSelection, Selection, SelectionError, select
+from tests.conftest import WorkerProcess, wait_until_persisted
+from tests.factories import auth, event, make_customer, make_meter
+from tests.pages.helpers import HTMX, Client, hidden, make_user, sign_in
+
+PAGE = "/portal/customers/acme/meters/api_calls"
+
+
+async def usage_world(client: Client, admin_key: str, ingest_key: str, redis: Redis,
+                      tz: str = "Europe/Berlin") -> None:
+    """acme with api_calls grouped by region: eu 2, us 3.5 and an escaped region 1, now."""
+    await make_customer(client, admin_key, timezone=tz)
+    await make_meter(client, admin_key, group_by=["region", "tier"])
+    events = [event(quantity=2, dimensions={"region": "eu", "tier": "a"}),
+              event(quantity="3.5", dimensions={"region": "us", "tier": "a"}),
+              event(quantity=1, dimensions={"region": "<script>x</script>", "tier": "b"})]
+    sent = await client.post("/v1/events/batch", headers=auth(ingest_key), json={"events": events})
+    assert sent.status_code == 202, sent.text
+    await wait_until_persisted(redis)
+
+
+async def customer_user(pg: asyncpg.Connection, client: Client, customer: str = "acme") -> str:
+    email = f"user@{customer}.test"
+    await make_user(pg, email, customer_id=customer)
+    return await sign_in(client, email)
+
+
+def total_of(html: str) -> str:
+    match = re.search(r'<data class="total" id="meter-total" value="([^"]+)">', html)
+    assert match, html
+    return match.group(1)
+
+
+async def test_hourly_view_of_this_period_with_its_table(
+    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    pg: asyncpg.Connection,
+) -> None:
+    await usage_world(client, admin_key, ingest_key, redis)
+    await customer_user(pg, client)
+    page = await client.get(PAGE)
+    assert page.status_code == 200, page.text
+    assert "<h1>api_calls</h1>" in page.text
+    assert total_of(page.text) == "6.5"
+    bars = re.findall(r'<rect class="bar"[^>]*><title>([^<]+)</title></rect>', page.text)
+    assert len(bars) == 1 and bars[0].endswith(": 6.5 call"), bars
+    assert re.search(r'<td class="num">6.5</td>', page.text)  # the same number in the table
+    # Labels for every control, this period selected, a live refresh with a version.
+    for control in ("sel-range", "sel-from", "sel-to", "sel-granularity", "sel-group"):
+        assert f'<label for="{control}">' in page.text
+    assert '<option value="this_period" selected>' in page.text
+    assert 'hx-trigger="portal-refresh from:body"' in page.text
+    export = 'href="/portal/customers/acme/meters/api_calls.csv?range=this_period&amp;granularity=hour"'
+    assert export in page.text
+
+
+async def test_daily_view_of_the_last_7_days(
+    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    pg: asyncpg.Connection,
+) -> None:
+    await usage_world(client, admin_key, ingest_key, redis)
+    await customer_user(pg, client)
+    page = await client.get(PAGE, params={"range": "last_7_days", "granularity": "day"})
+    assert page.status_code == 200, page.text
+    today = datetime.now(ZoneInfo("Europe/Berlin"))
+    day = f"{today:%a} {today.day} {today:%b} {today.year}"
+    assert re.search(rf"<tr><td>{day}</td><td class=\"num\">6.5</td></tr>", page.text), page.text
+    assert len(re.findall(r'<line class="tick"', page.text)) == 7  # seven local days
+
+
+async def test_breakdown_by_a_dimension_with_escaped_values(
+    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    pg: asyncpg.Connection,
+) -> None:
+    await usage_world(client, admin_key, ingest_key, redis)
+    await customer_user(pg, client)
+    page = await client.get(PAGE, params={"group": "region"})
+    assert page.status_code == 200, page.text
+    rows = re.findall(r'<tr><th scope="row">([^<]*)</th><td class="num"><data value="([^"]+)">',
+                      page.text)
+    assert rows == [("us", "3.5"), ("eu", "2"), ("&lt;script&gt;x&lt;/script&gt;", "1")]
+    assert "<script>x</script>" not in page.text
+    assert '<option value="region" selected>' in page.text
+    assert '<option value="tier">' in page.text
+
+
+async def test_csv_has_the_same_selection_with_offsets_and_exact_values(
+    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    pg: asyncpg.Connection,
+) -> None:
+    await usage_world(client, admin_key, ingest_key, redis, tz="Asia/Kolkata")
+    await customer_user(pg, client)
+    plain = await client.get(f"{PAGE}.csv", params={"range": "last_7_days", "granularity": "day"})
+    assert plain.status_code == 200, plain.text
+    assert plain.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(plain.text)))
+    assert rows[0] == ["start", "end", "meter", "value", "unit"]
+    assert len(rows) == 8
+    today = datetime.now(ZoneInfo("Asia/Kolkata")).date()
+    assert rows[-1] == [f"{today}T00:00:00+05:30", f"{today + timedelta(days=1)}T00:00:00+05:30",
+                        "api_calls", "6.5", "call"]
+    assert [r[3] for r in rows[1:-1]] == ["0"] * 6
+
+    grouped = await client.get(f"{PAGE}.csv", params={"range": "last_7_days", "granularity": "day",
+                                                      "group": "region"})
+    rows = list(csv.reader(io.StringIO(grouped.text)))
+    assert rows[0] == ["start", "end", "meter", "region", "value", "unit"]
+    last = {r[3]: r[4] for r in rows[1:] if r[0].startswith(str(today))}
+    assert last == {"us": "3.5", "eu": "2", "<script>x</script>": "1"}
+
+
+async def test_bad_selections_answer_422_naming_the_field_and_keeping_values(
+    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    pg: asyncpg.Connection,
+) -> None:
+    await usage_world(client, admin_key, ingest_key, redis)
+    await customer_user(pg, client)
+    cases = [
+        ({"granularity": "minute"}, "Granularity: “minute” is not one of hour, day"),
+        ({"range": "custom", "from": "2026-03-10", "to": "2026-03-01"},
+         "To: must not be before “from” (2026-03-10)"),
+        ({"range": "custom", "from": "2024-01-01", "to": "2025-01-01", "granularity": "day"},
+         "To: a range covers at most 366 days"),
+        ({"range": "custom", "from": "2026-13-01", "to": "2026-03-01"}, "From: “2026-13-01” is not a date"),
+        ({"group": "planet"},
+         "Group: “planet” is not a dimension of api_calls (its dimensions: region, tier)"),
+        ({"range": "forever"}, "Range: “forever” is not one of"),
+    ]
+    for params, message in cases:
+        page = await client.get(PAGE, params=params)
+        assert page.status_code == 422, (params, page.text)
+        assert message in page.text, (params, page.text)
+        assert 'aria-invalid="true"' in page.text
+        assert "Download CSV" not in page.text
+    kept = await client.get(PAGE, params={"range": "custom", "from": "2026-03-10", "to": "2026-03-01"})
+    assert 'name="from" value="2026-03-10"' in kept.text and 'name="to" value="2026-03-01"' in kept.text
+    assert '<option value="custom" selected>' in kept.text
+    export = await client.get(f"{PAGE}.csv", params={"granularity": "minute"})
+    assert export.status_code == 422 and "granularity" in export.text
+    # A whole year by day is fine.
+    year = await client.get(PAGE, params={"range": "custom", "from": "2025-01-01", "to": "2025-12-31",
+                                          "granularity": "day"})
+    assert year.status_code == 200, year.text
+    assert total_of(year.text) == "0"
+
+
+async def test_live_partial_answers_204_while_unchanged(
+    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    pg: asyncpg.Connection,
+) -> None:
+    await usage_world(client, admin_key, ingest_key, redis)
+    await customer_user(pg, client)
+    seen = hidden((await client.get(PAGE, headers=HTMX)).text, "seen")
+    unchanged = await client.get(PAGE, headers=HTMX, params={"seen": seen})
+    if unchanged.status_code == 200:  # the "complete through" minute turned in between
+        seen = hidden(unchanged.text, "seen")
+        unchanged = await client.get(PAGE, headers=HTMX, params={"seen": seen})
+    assert unchanged.status_code == 204
+    sent = await client.post("/v1/events/batch", headers=auth(ingest_key),
+                             json={"events": [event(quantity=10, dimensions={"region": "eu", "tier": "a"})]})
+    assert sent.status_code == 202
+    changed = await client.get(PAGE, headers=HTMX, params={"seen": seen})
+    assert changed.status_code == 200
+    assert total_of(changed.text) == "16.5"
+    assert "<html" not in changed.text
+
+
+async def test_last_period_is_not_live(
+    client: Client, admin_key: str, pg: asyncpg.Connection,
+) -> None:
+    await make_customer(client, admin_key)
+    await make_meter(client, admin_key)
+    await customer_user(pg, client)
+    page = await client.get(PAGE, params={"range": "last_period"})
+    assert page.status_code == 200
+    assert "portal-refresh" not in page.text
+    assert "No usage in this range." in page.text
+    now = datetime.now(UTC)
+    first = now.replace(day=1) - timedelta(days=1)
+    assert f"<strong>1 {first:%b} {first.year} 00:00 UTC</strong>" in page.text
+
+
+async def test_unknown_meter_and_other_customers_are_404(
+    client: Client, admin_key: str, pg: asyncpg.Connection,
+) -> None:
+    await make_customer(client, admin_key)
+    await make_customer(client, admin_key, id="globex", name="Globex")
+    await make_meter(client, admin_key)
+    await customer_user(pg, client, "globex")
+    for path in (PAGE, f"{PAGE}.csv", "/portal/customers/globex/meters/nothing",
+                 "/portal/customers/globex/meters/nothing.csv"):
+        response = await client.get(path)
+        assert response.status_code == 404, path
+    assert (await client.get("/portal/customers/globex/meters/api_calls")).status_code == 200
+
+
+# --- the selection, pure ------------------------------------------------------------------
+
+METER = Meter("api_calls", "sum", "call", ["region"], None, datetime(2026, 1, 1, tzinfo=UTC))
+NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
+
+
+def choose(tz: str = "Europe/Berlin", anchor: int = 1, **raw: str) -> Selection:
+    return select(RawSelection(**raw), meter=METER, tz_name=tz, anchor_day=anchor, now=NOW,
+                  future_tolerance=timedelta(minutes=5))
+
+
+def test_this_period_follows_the_anchor_day_and_stops_at_now() -> None:
+    chosen = choose(anchor=15)
+    assert chosen.start == datetime(2026, 11, 14, 23, tzinfo=UTC)  # 15 Nov 00:00 CET
+    assert chosen.range_end == datetime(2026, 12, 14, 23, tzinfo=UTC)
+    assert chosen.end == NOW + timedelta(minutes=5) and chosen.open
+    assert (chosen.first_day, chosen.last_day) == (date(2026, 11, 15), date(2026, 12, 14))
+
+
+def test_last_period_and_a_custom_range_across_a_dst_change_are_closed() -> None:
+    last = choose(range="last_period")
+    assert last.start == datetime(2026, 9, 30, 22, tzinfo=UTC)
+    assert last.end == datetime(2026, 10, 31, 23, tzinfo=UTC)
+    assert not last.open
+    custom = choose(range="custom", from_="2026-10-25", to="2026-10-25", granularity="hour")
+    assert custom.end - custom.start == timedelta(hours=25)  # the day the clocks go back
+    assert custom.query() == "range=custom&granularity=hour&from=2026-10-25&to=2026-10-25"
+
+
+def test_last_7_days_are_whole_local_days() -> None:
+    chosen = choose(tz="Asia/Kolkata", range="last_7_days", granularity="day")
+    assert chosen.start == datetime(2026, 11, 17, 18, 30, tzinfo=UTC)
+    assert chosen.range_end == datetime(2026, 11, 24, 18, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    ({"granularity": "week"}, "granularity"),
+    ({"range": "custom", "from_": "2026-01-01", "to": "2026-06-30"}, "granularity"),  # hourly, 181 days
+    ({"range": "custom", "from_": "", "to": "2026-06-30"}, "from"),
+    ({"group": "tier"}, "group"),
+])
+def test_bad_selections_name_their_field(raw: dict[str, str], field: str) -> None:
+    with pytest.raises(SelectionError) as error:
+        choose(**raw)
+    assert error.value.field == field
+
+
+async def test_breakdown_of_a_unique_count_counts_distinct_values_per_dimension_value(
+    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    pg: asyncpg.Connection,
+) -> None:
+    await make_customer(client, admin_key)
+    await make_meter(client, admin_key, metric="users", aggregation="unique_count", unit="user",
+                     group_by=["region"], unique_by="user")
+    events = [event(metric="users", dimensions={"region": r, "user": u})
+              for r, u in (("eu", "a"), ("eu", "b"), ("eu", "a"), ("us", "a"))]
+    sent = await client.post("/v1/events/batch", headers=auth(ingest_key), json={"events": events})
+    assert sent.status_code == 202, sent.text
+    await wait_until_persisted(redis)
+    await customer_user(pg, client)
+    page = await client.get("/portal/customers/acme/meters/users", params={"group": "region",
+                                                                         "granularity": "day"})
+    assert page.status_code == 200, page.text
+    assert total_of(page.text) == "2"  # a and b: distinct over all regions
+    rows = re.findall(r'<tr><th scope="row">([^<]*)</th><td class="num"><data value="([^"]+)">',
+                      page.text)
+    assert rows == [("eu", "2"), ("us", "1")]
