@@ -26,6 +26,7 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/mypy
 
 test: $(STAMP) ## lint, type-check and run the whole test suite against real servers
+	bash scripts/ensure-chromium
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
@@ -34,6 +35,7 @@ bench: $(STAMP) ## run the benchmarks (prints figures; see docs/performance.md)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.invoices
 	$(BIN)/python -m bench.alerts
+	$(BIN)/python -m bench.dashboard
 
 clean: ## remove the virtualenv and local data
 	rm -rf $(VENV) .portal-data
