@@ -149,6 +149,7 @@ def from_environment() -> Settings:
         alert_lease_seconds=_int("PORTAL_ALERT_LEASE_SECONDS", 60),
         alert_send_timeout_s=float(_int("PORTAL_ALERT_SEND_TIMEOUT_S", 15)),
         forecast_min_elapsed=timedelta(minutes=_int("PORTAL_FORECAST_MIN_ELAPSED_MINUTES", 60)),
+        catalog_cache_seconds=float(_int("PORTAL_CATALOG_CACHE_SECONDS", 5)),
     )
 
 

@@ -64,6 +64,8 @@ TEST_ENV = {
     "PORTAL_SMTP_URL": f"smtp://127.0.0.1:{ALERT_SMTP_PORT}?from=alerts@usage-portal.test&mode=insecure",
     "PORTAL_SLACK_WEBHOOK_BASE": f"http://127.0.0.1:{ALERT_HTTP_PORT}/slack",
     "PORTAL_PUBLIC_URL": "http://portal.test",
+    # Processes the tests start see catalog changes at once, like the in-process app.
+    "PORTAL_CATALOG_CACHE_SECONDS": "0",
     "PORTAL_ALERT_DEBOUNCE_MS": "200",
     "PORTAL_ALERT_RETRY_DELAYS_MS": "300,600",
     "PORTAL_ALERT_LEASE_SECONDS": "3",

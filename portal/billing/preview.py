@@ -9,6 +9,7 @@ not a scaled amount.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -26,6 +27,7 @@ from portal.billing.views import (
     TierView,
     money_text,
 )
+from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
 from portal.problems import NotFound
 from portal.usage.combine import exact
@@ -37,8 +39,18 @@ def _totals(rating: Rating) -> InvoicePreviewTotals:
                                 money_text(rating.credits_applied, cur), money_text(rating.total, cur))
 
 
-async def preview(session: AsyncSession, customer_id: str, *, now: datetime,
-                  complete_through: datetime | None) -> PreviewView:
+@dataclass(frozen=True, slots=True)
+class RatingSetup:
+    """What a customer's current period is rated on: everything but the usage. It changes
+    only with the catalog (a plan change, a credit grant), so a dashboard polling every few
+    seconds may keep it a little while (see portal.pages.service)."""
+
+    customer: Customer
+    item: PeriodToRate
+    aggregations: dict[str, str]
+
+
+async def rating_setup(session: AsyncSession, customer_id: str, *, now: datetime) -> RatingSetup:
     """Raises NotFound for an unknown customer or one without a current subscription."""
     customer = await get_customer(session, customer_id)
     if customer is None:
@@ -50,17 +62,28 @@ async def preview(session: AsyncSession, customer_id: str, *, now: datetime,
     item = await period_to_rate(session, customer, period)
     if item is None:
         raise NotFound(f"customer {customer_id} has no subscription in the current period")
-    so_far, projected = await _rate(session, item, now)
+    return RatingSetup(customer, item, await meter_aggregations(session))
+
+
+async def preview(session: AsyncSession, customer_id: str, *, now: datetime,
+                  complete_through: datetime | None, setup: RatingSetup | None = None) -> PreviewView:
+    """The period so far and projected; one read of the aggregates when `setup` is given
+    (it must be for the period containing `now`). Raises NotFound like `rating_setup`."""
+    if setup is None:
+        setup = await rating_setup(session, customer_id, now=now)
+    customer, item = setup.customer, setup.item
+    so_far, projected = await _rate(session, item, now, setup.aggregations)
     lines = [LineView(r[1], r[2], r[3], r[4], r[5], exact(r[6]), exact(r[7]),
                       exact(r[8]), None if r[9] is None else exact(r[9]),
                       msgspec.json.decode(r[10], type=list[TierView]),
                       exact(r[11]), money_text(r[12], customer.currency), r[13], r[14], r[15])
              for r in line_rows(0, so_far)]
-    return PreviewView(customer.id, customer.currency, period.start, period.end, complete_through,
+    return PreviewView(customer.id, customer.currency, item.period.start, item.period.end, complete_through,
                        _totals(so_far), _totals(projected), lines)
 
 
-async def _rate(session: AsyncSession, item: PeriodToRate, now: datetime) -> tuple[Rating, Rating]:
+async def _rate(session: AsyncSession, item: PeriodToRate, now: datetime,
+                aggregations: dict[str, str]) -> tuple[Rating, Rating]:
     """The period rated as metered so far, and as if usage goes on to its end at the pace
     seen so far, from one read of the aggregates (the dashboard asks every few seconds).
 
@@ -69,7 +92,6 @@ async def _rate(session: AsyncSession, item: PeriodToRate, now: datetime) -> tup
     starting later in the period is projected too, not left at zero). Max, latest and
     unique counts are taken as they are (a segment that has not begun yet: the period's
     so far)."""
-    aggregations = await meter_aggregations(session)
     period = item.period
     observed_end = min(max(now, period.start), period.end)
     elapsed = (observed_end - period.start).total_seconds()

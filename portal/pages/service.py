@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
@@ -11,7 +12,7 @@ from decimal import ROUND_FLOOR, Decimal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.alerting.deliveries import list_firings
-from portal.billing.preview import preview
+from portal.billing.preview import RatingSetup, preview, rating_setup
 from portal.billing.views import LineView
 from portal.catalog import service as catalog
 from portal.catalog.schemas import Customer, Meter
@@ -154,34 +155,76 @@ async def usage_panel(portal: PortalState, db: AsyncSession, customer: Customer,
     later), so the totals equal the usage API's for the whole period. "Complete through" is
     shown to the minute, rounded down: every event accepted before it is in Postgres.
     """
-    watermark = to_datetime(await portal.live.watermark_ms() / 1000)
-    cost = None
-    lines: list[LineView] = []
-    try:
-        estimate = await preview(db, customer.id, now=now, complete_through=watermark)
-    except NotFound:  # no plan yet: usage without a price
-        period = period_for(now, customer.timezone)
-    else:
-        period = BillingPeriod(estimate.period_start, estimate.period_end)
-        cost = CostSummary(estimate.currency, estimate.so_far.total, estimate.projected.total)
-        lines = estimate.lines
+    ttl = portal.settings.catalog_cache_seconds
+    setup = await _rating_setup(db, customer, now, ttl)
+    period = (BillingPeriod(setup.item.period.start, setup.item.period.end) if setup is not None
+              else period_for(now, customer.timezone))
     end = min(period.end, now + portal.settings.future_tolerance)
-    meters = await catalog.list_meters(db)
-    units = {meter.metric_name: meter.unit for meter in meters}
-    # The preview already rated the plan's charges once: its usage lines carry the
-    # quantity and the included quantity, so the progress rows cost no further query.
-    charges = tuple(charge_progress(line, units.get(line.meter, ""))
-                    for line in lines if line.kind == "usage" and line.meter is not None)
-    usages = await asyncio.gather(*(_meter_usage(portal, customer, meter, period, end)
-                                    for meter in meters))
+    meters = await _meters(db, ttl)
+    # Redis (the watermark, live usage) runs while Postgres answers the cost and the alerts.
+    watermark_ms = asyncio.ensure_future(portal.live.watermark_ms())
+    live = asyncio.gather(*(_meter_usage(portal, customer, meter, period, end) for meter in meters))
+    try:
+        estimate = (await preview(db, customer.id, now=now, complete_through=None, setup=setup)
+                    if setup is not None else None)
+        alerts = await recent_alerts(db, customer)
+        anomalies = await _anomalies(db, customer, meters, now)
+    finally:
+        usages = await live
+        watermark = to_datetime(await watermark_ms / 1000)
+    cost = None
+    charges: tuple[ChargeProgress, ...] = ()
+    if estimate is not None:
+        cost = CostSummary(estimate.currency, estimate.so_far.total, estimate.projected.total)
+        units = {meter.metric_name: meter.unit for meter in meters}
+        # The preview already rated the plan's charges once: its usage lines carry the
+        # quantity and the included quantity, so the progress rows cost no further query.
+        charges = tuple(charge_progress(line, units.get(line.meter, ""))
+                        for line in estimate.lines if line.kind == "usage" and line.meter is not None)
     return UsagePanel(
         customer_id=customer.id, tz_name=customer.timezone,
         period_start=instant(period.start, customer.timezone),
         period_end=instant(period.end, customer.timezone),
         complete_through=instant(watermark, customer.timezone), meters=tuple(usages), cost=cost,
-        charges=charges, alerts=await recent_alerts(db, customer),
-        anomalies=await _anomalies(db, customer, meters, now),
+        charges=charges, alerts=alerts, anomalies=anomalies,
     )
+
+
+# The panel is polled every 2 s by every viewer; what it is rated on (subscription, plans,
+# credit, meter aggregations) and the meter list change only with the catalog. Each web
+# process keeps them as long as it keeps the catalog (settings.catalog_cache_seconds): a
+# plan change or a new meter shows within that time, while the usage and the cost are read
+# fresh at every poll. Keyed by the customer's creation too: an id reused is a new customer.
+_setup_cache: dict[tuple[str, datetime], tuple[float, RatingSetup | None]] = {}
+_meters_cache: list[tuple[float, list[Meter]]] = []
+
+
+async def _rating_setup(db: AsyncSession, customer: Customer, now: datetime,
+                        ttl_s: float) -> RatingSetup | None:
+    """The customer's rating setup for the period containing `now`; None without a plan."""
+    key = (customer.id, customer.created_at)
+    hit = _setup_cache.get(key)
+    clock = time.monotonic()
+    if hit is not None and clock - hit[0] < ttl_s and (
+            hit[1] is None or hit[1].item.period.start <= now < hit[1].item.period.end):
+        return hit[1]
+    try:
+        setup: RatingSetup | None = await rating_setup(db, customer.id, now=now)
+    except NotFound:  # no plan yet: usage without a price
+        setup = None
+    if len(_setup_cache) > 10_000:
+        _setup_cache.clear()
+    _setup_cache[key] = (clock, setup)
+    return setup
+
+
+async def _meters(db: AsyncSession, ttl_s: float) -> list[Meter]:
+    clock = time.monotonic()
+    if _meters_cache and clock - _meters_cache[0][0] < ttl_s:
+        return _meters_cache[0][1]
+    meters = await catalog.list_meters(db)
+    _meters_cache[:] = [(clock, meters)]
+    return meters
 
 
 # Settled hours change at the hour (late events aside): the panel refreshes every few
