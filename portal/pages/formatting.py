@@ -35,6 +35,12 @@ def instant(at: datetime, tz_name: str) -> str:
             f"{local:%H:%M} {abbreviation(local)}")
 
 
+def day_of(start: datetime, tz_name: str) -> str:
+    """'Tue 24 Nov 2026': the local day starting at `start`."""
+    local = to_local(start, tz_name)
+    return f"{_WEEKDAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local.year}"
+
+
 def hour_range(start: datetime, tz_name: str) -> str:
     """'Tue 24 Nov 14:00-15:00 CET' (with an en dash): the local hour starting at `start`.
 

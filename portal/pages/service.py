@@ -17,11 +17,11 @@ from portal.billing.views import LineView
 from portal.catalog import service as catalog
 from portal.catalog.schemas import Customer, Meter
 from portal.pages.charts import BarChart, hourly_bars
-from portal.pages.formatting import grouped, instant
+from portal.pages.formatting import HOUR, day_of, grouped, hour_range, instant
 from portal.periods import BillingPeriod, period_for, to_datetime
 from portal.problems import NotFound
 from portal.state import PortalState
-from portal.usage.anomalies import recent_anomalies
+from portal.usage.anomalies import AnomalyOut, recent_anomalies
 from portal.usage.combine import exact
 from portal.usage.service import live_usage
 
@@ -94,7 +94,7 @@ class AnomalyRow:
 
     metric_name: str
     kind: str
-    hour: str
+    when: str
     value: str
     expected: str
 
@@ -239,12 +239,19 @@ async def _anomalies(db: AsyncSession, customer: Customer, meters: list[Meter],
         if len(_anomaly_cache) > 10_000:
             _anomaly_cache.clear()
         _anomaly_cache[key] = tuple(
-            AnomalyRow(a.metric_name, ANOMALY_LABELS[a.kind], instant(a.start, customer.timezone), a.value,
+            AnomalyRow(a.metric_name, ANOMALY_LABELS[a.kind], _when(a, customer.timezone), a.value,
                        a.expected)
-            for a in await recent_anomalies(db, customer, meters, now=now)
-            # The panel's table is by hour (its template heads the column "Hour").
-            if a.granularity == "hour")
+            for a in await recent_anomalies(db, customer, meters, now=now))
     return _anomaly_cache[key]
+
+
+def _when(anomaly: AnomalyOut, tz_name: str) -> str:
+    """An hour as `hour_range` shows it; 'Tue 24 Nov 2026 (whole day)' for a day."""
+    if anomaly.granularity == "day":
+        return f"{day_of(anomaly.start, tz_name)} (whole day)"
+    if anomaly.end - anomaly.start > HOUR:  # a silence spans several hours
+        return f"{instant(anomaly.start, tz_name)} to {instant(anomaly.end, tz_name)}"
+    return hour_range(anomaly.start, tz_name)
 
 
 ANOMALY_LABELS = {"spike": "Spike", "drop_to_zero": "Dropped to zero", "silence": "Unusual silence"}

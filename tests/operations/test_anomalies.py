@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from portal.anomalies import Anomaly, hourly_anomalies
+from portal.pages.formatting import hour_range
 from tests.factories import auth, make_customer, make_meter
 from tests.pages.helpers import HTMX, make_user, sign_in
 
@@ -116,6 +117,6 @@ async def test_the_customer_page_shows_a_flagged_hour(client: Any, admin_key: st
     await make_user(pg, "admin@portal.test", role="admin")
     await sign_in(client, "admin@portal.test")
     panel = (await client.get("/portal/customers/acme/usage", headers=HTMX)).text
-    rows = re.findall(r"<tr><td>[^<]*</td><td>(api_calls)</td><td>([^<]*)</td>\s*"
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>(api_calls)</td><td>([^<]*)</td>\s*"
                       r'<td class="num">([^<]*)</td><td class="num">([^<]*)</td></tr>', panel)
-    assert rows == [("api_calls", "Dropped to zero", "0", "10")]
+    assert rows == [(hour_range(settled, "UTC"), "api_calls", "Dropped to zero", "0", "10")]
