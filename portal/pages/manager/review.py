@@ -64,6 +64,7 @@ DONE = {
 @dataclass(frozen=True, slots=True)
 class FinalizedRow:
     invoice: InvoiceRow
+    total: str  # as money text: the row's numeric column carries six decimal places
     adjusted_total: str
 
 
@@ -88,7 +89,8 @@ async def _finalized(db: AsyncSession, request: Request[Any, Any, Any]) -> list[
     for row in rows:
         *head, adjusted = values(row)
         invoice = invoice_row(head)
-        out.append(FinalizedRow(invoice, money_text(adjusted, invoice.currency)))
+        out.append(FinalizedRow(invoice, money_text(invoice.total, invoice.currency),
+                                money_text(adjusted, invoice.currency)))
     return out
 
 

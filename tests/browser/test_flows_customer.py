@@ -1,0 +1,194 @@
+"""A customer user in a real browser, end to end: sets up alerts (channels, a monthly
+budget, a meter rule) and receives the test notices for real (a webhook on the session's
+HTTP sink, an email through the SMTP sink the worker sends to); opens a finalized invoice,
+its lines and its printable view."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import asyncpg
+import httpx
+from playwright.async_api import Locator, Page, expect
+from redis.asyncio import Redis
+
+from alerts.signing import verify
+from tests.browser.helpers import (
+    SIMPLE_PLANS,
+    add_customer,
+    api_post,
+    closed_period_draft,
+    login,
+    page_text,
+    screenshot,
+)
+from tests.conftest import ALERT_HTTP_PORT
+from tests.factories import make_meter
+from tests.pages.helpers import make_user
+from tests.sinks import HttpReceiver, SmtpServer, wait_for
+
+CARA = "cara@acme.test"
+HOOK_PATH = "/hooks/acme-flows"
+
+
+async def acme_on_a_plan(api: httpx.AsyncClient, admin_key: str, pg: asyncpg.Connection,
+                         *, subscribe: bool = True) -> None:
+    await add_customer(api, admin_key, "acme")
+    await make_meter(api, admin_key, metric="api_calls", unit="call", group_by=["region"])  # type: ignore[arg-type]
+    await api_post(api, admin_key, "/v1/plans", SIMPLE_PLANS["EUR"])
+    if subscribe:
+        await api_post(api, admin_key, "/v1/customers/acme/subscriptions", {"planId": "simple-eur"})
+    await make_user(pg, CARA, customer_id="acme", name="Cara Schmidt")
+
+
+def portal_nav(page: Page) -> Locator:
+    return page.get_by_role("navigation", name="Portal")
+
+
+async def reload_until_visible(page: Page, locator: Locator, timeout: float = 15.0) -> None:
+    """The alerts history is not live: reload (as the page's notice says) until it shows."""
+    deadline = time.monotonic() + timeout
+    while await locator.count() == 0:
+        assert time.monotonic() < deadline, f"not shown after {timeout} s of reloads: {locator}"
+        await page.wait_for_timeout(300)
+        await page.reload()
+    await expect(locator).to_be_visible()
+
+
+async def test_customer_sets_up_alerts_and_receives_the_test_notices(
+    page: Page, api: httpx.AsyncClient, admin_key: str, pg: asyncpg.Connection,
+    mail_sink: SmtpServer, hook_sink: HttpReceiver,
+) -> None:
+    await acme_on_a_plan(api, admin_key, pg)
+    await login(page, CARA)
+    await portal_nav(page).get_by_role("link", name="Alerts").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Alerts")
+    await expect(page.get_by_text("No rules yet.")).to_be_visible()
+    await expect(page.get_by_text("No channels yet.")).to_be_visible()
+
+    # A webhook: its signing secret is shown once, on the answer to the form.
+    await page.get_by_role("link", name="Add a channel").click()
+    await page.get_by_label("Channel name").fill("Ops webhook")
+    await page.get_by_label("Webhook URL", exact=True).check()
+    await page.get_by_label("Address", exact=True).fill(f"http://127.0.0.1:{ALERT_HTTP_PORT}{HOOK_PATH}")
+    await page.get_by_role("button", name="Add channel").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Channel “Ops webhook” added")
+    await expect(page.get_by_role("status")).to_have_text(
+        f"Notices will go to json://127.0.0.1:{ALERT_HTTP_PORT}{HOOK_PATH}.")
+    secret = await page.get_by_role("textbox", name="Signing secret").input_value()
+    assert secret.startswith("whsec_"), secret
+    await expect(page.get_by_text("It is shown only once")).to_be_visible()
+    await screenshot(page, "flow-alerts-channel-created")
+
+    await page.get_by_role("button", name="Send a test notice").click()
+    await expect(page.locator(".alerts-notice")).to_have_text(
+        "A test notice was queued. Reload this page to see whether it was sent.")
+    received = wait_for(lambda: [r for r in hook_sink.requests if r.path.startswith(HOOK_PATH)],
+                        timeout=15, what="the test notice at the webhook")
+    assert len(received) == 1
+    hook = received[0]
+    assert verify(secret, hook.header("X-Usage-Portal-Timestamp") or "", hook.body,
+                  hook.header("X-Usage-Portal-Signature") or "", now=time.time())
+    assert hook.json()["customer"]["name"] == "Acme Inc", hook.json()
+    tests = page.locator(".alerts-tests li")
+    await reload_until_visible(page, tests.filter(has_text="Ops webhook: Sent"))
+    await expect(tests.filter(has_text="Ops webhook: Sent")).to_contain_text("(1 attempt)")
+
+    # An email address: no secret; the test notice goes through the portal's SMTP server.
+    await page.get_by_role("link", name="Add a channel").click()
+    await page.get_by_label("Channel name").fill("Finance team")
+    await page.get_by_label("Email address", exact=True).check()
+    await page.get_by_label("Address", exact=True).fill("finance@acme.test")
+    await page.get_by_role("button", name="Add channel").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Channel “Finance team” added")
+    await expect(page.get_by_role("textbox", name="Signing secret")).to_have_count(0)
+    await page.get_by_role("link", name="Back to alerts").click()
+    channels = page.locator("table.alerts-channels tbody tr")
+    await expect(channels).to_have_count(2)
+    await expect(channels.filter(has_text="Finance team")).to_contain_text("Finance team Email mailto://finance@acme.test")
+    await page.get_by_role("button", name="Send a test notice to Finance team").click()
+    mails = wait_for(lambda: [m for m in mail_sink.messages if "finance@acme.test" in m.rcpt_tos],
+                     timeout=15, what="the test notice by email")
+    assert len(mails) == 1
+    assert "Acme Inc" in str(mails[0].message["Subject"]), mails[0].message["Subject"]
+    await reload_until_visible(page, tests.filter(has_text="Finance team: Sent"))
+    await expect(tests).to_have_count(2)
+
+    # A monthly budget: the form opens with 50/80/100 % filled in.
+    await page.get_by_role("link", name="Set a monthly budget").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Set a monthly budget")
+    await expect(page.get_by_label("Rule name")).to_have_value("Monthly budget")
+    await expect(page.get_by_label("Level 3", exact=True)).to_have_value("100")
+    await page.get_by_label("Budget amount (EUR)").fill("500")
+    await page.get_by_role("button", name="Create rule").click()
+    await expect(page.locator(".alerts-notice")).to_have_text(
+        "Your monthly budget was saved. You will be notified as spend reaches each level.")
+
+    # A meter rule, first with a mistake: refused with the field named and the values kept.
+    await page.get_by_role("link", name="New rule").click()
+    await page.get_by_label("Rule name").fill("API calls over 20k")
+    await page.get_by_label("What to watch").select_option("api_calls")
+    await page.get_by_label("Level 1", exact=True).fill("20k")
+    await page.get_by_label("Ops webhook").check()
+    await page.get_by_role("button", name="Create rule").click()
+    await expect(page.locator("#rule-level-0-error")).to_contain_text("Level 1: “20k” is not a number.")
+    await expect(page.get_by_label("Rule name")).to_have_value("API calls over 20k")
+    await expect(page.get_by_label("Ops webhook")).to_be_checked()
+    await screenshot(page, "flow-alerts-rule-error")
+    await page.get_by_label("Level 1", exact=True).fill("20,000")
+    await page.get_by_label("Level 2", exact=True).fill("50000")
+    await page.get_by_role("button", name="Create rule").click()
+    await expect(page.locator(".alerts-notice")).to_have_text(
+        "The rule was saved. It is checked within a minute and after new usage arrives.")
+
+    rules = page.locator("table.alerts-rules tbody tr")
+    await expect(rules).to_have_count(2)
+    budget = rules.filter(has_text="Monthly budget")
+    assert " ".join((await budget.inner_text()).split()).startswith(
+        "Monthly budget Spend % of monthly budget: 50% 80% 100% EUR 500 All channels — Active")
+    calls = rules.filter(has_text="API calls over 20k")
+    assert " ".join((await calls.inner_text()).split()).startswith(
+        "API calls over 20k api_calls Amounts: 20,000 call 50,000 call — Ops webhook — Active")
+    assert "No notices yet." in await page_text(page, "#history")
+    await screenshot(page, "flow-alerts-home")
+
+
+async def test_customer_opens_a_finalized_invoice_and_its_printable_view(
+    page: Page, api: httpx.AsyncClient, admin_key: str, ingest_key: str, redis: Redis,
+    pg: asyncpg.Connection,
+) -> None:
+    await acme_on_a_plan(api, admin_key, pg, subscribe=False)
+    # 12,500 calls: 1,000 included, 11,500 x EUR 0.002 = EUR 23.00, plus the EUR 49.00 fee.
+    draft = await closed_period_draft(api, admin_key, ingest_key, redis, "acme",
+                                      [("eu", 4000), ("us", 6500), ("ap", 2000)])
+    await api_post(api, admin_key, f"/v1/invoices/{draft['id']}/approve", {}, expected=200)
+
+    await login(page, CARA)
+    await portal_nav(page).get_by_role("link", name="Invoices").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Invoices")
+    rows = page.locator("#invoices tbody tr")
+    await expect(rows).to_have_count(1)
+    await expect(rows.first.locator("td").nth(1)).to_have_text("Finalized")
+    await expect(rows.first.locator("td.num")).to_have_text(["EUR 72.00", "EUR 72.00"])
+
+    await rows.first.get_by_role("link", name="INV-000001").click()
+    await expect(page).to_have_url(re.compile(rf"/portal/invoices/{draft['id']}$"))
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Invoice INV-000001")
+    await expect(page.locator("#invoice-number")).to_have_text("INV-000001")
+    fee = page.locator("#invoice-lines tr.line-flat")
+    await expect(fee.get_by_role("rowheader")).to_have_text("Platform fee")
+    await expect(fee.locator("td.num").last).to_have_text("EUR 49.00")
+    usage = page.locator("#invoice-lines tr.line-usage")
+    await expect(usage.get_by_role("rowheader")).to_have_text("API calls")
+    await expect(usage.locator("td.num")).to_have_text(["12,500", "1,000", "11,500", "0.002", "EUR 23.00"])
+    await expect(page.locator("#invoice-total")).to_have_text("EUR 72.00")
+    totals = page.locator("#invoice-totals")
+    await expect(totals.get_by_role("row", name="Subtotal EUR 72.00")).to_be_visible()
+
+    await page.get_by_role("link", name="Printable view").click()
+    await expect(page).to_have_url(re.compile(rf"/portal/invoices/{draft['id']}/print$"))
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Invoice INV-000001")
+    await expect(page.get_by_role("navigation")).to_have_count(0)
+    await expect(page.locator("#invoice-total")).to_have_text("EUR 72.00")
+    await expect(page.locator("#invoice-lines tr.line-usage td.num").last).to_have_text("EUR 23.00")
