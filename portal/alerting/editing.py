@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.alerting.rules import check_channels
 from portal.alerting.schemas import Rule, RuleCreate
 from portal.db import values
 from portal.problems import Invalid, NotFound
@@ -64,14 +65,7 @@ async def update_rule(session: AsyncSession, customer_id: str, rule_id: int, dat
                               ("basis", current.basis, data.basis)):
         if was != given:
             raise Invalid(f"{field}: what a rule watches cannot change; create a new rule instead")
-    if data.channel_ids:
-        owned = {int(values(r)[0]) for r in await session.execute(text(
-            "SELECT id FROM alert_channels WHERE customer_id = :c AND disabled_at IS NULL "
-            "AND id = ANY(:ids)"),
-            {"c": customer_id, "ids": data.channel_ids})}
-        missing = sorted(set(data.channel_ids) - owned)
-        if missing:
-            raise Invalid(f"channelIds: customer {customer_id} has no channel {missing[0]}")
+    await check_channels(session, customer_id, data.channel_ids)
     row = (await session.execute(text(
         "UPDATE alert_rules SET name = :n, levels = :levels, budget = :budget, notify_recovery = :rec, "
         "notify_forecast = :fc, channel_ids = :ch WHERE id = :id AND customer_id = :c "

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Annotated
 
 from litestar import Controller, delete, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from alerts.messages import Notice
 from portal.alerting import channels, deliveries, rules
 from portal.alerting.schemas import (
     Channel,
@@ -22,11 +19,10 @@ from portal.alerting.schemas import (
     RuleBody,
     RuleCreate,
 )
-from portal.broker import ALERTS_QUEUE
+from portal.alerting.test_notices import send_test_notice
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
 from portal.dependencies import Db, Portal
-from portal.jobs import enqueue
 from portal.problems import NotFound
 from portal.queryparams import choice
 
@@ -63,16 +59,7 @@ class CustomerAlertController(Controller):
                            portal: Portal) -> Delivery:
         """Send a test notice through the channel; follow it at GET /v1/alert-deliveries/{id}."""
         customer = await _customer(db, customer_id)
-        now = datetime.now(UTC)
-        notice = Notice(
-            kind="test", firing_id=None, customer_id=customer.id, customer_name=customer.name, rule_id=None,
-            rule_name="Test notice", metric_name=None, unit=customer.currency, level_label="test",
-            threshold=Decimal(0), value=Decimal(0), currency=customer.currency, cost_so_far=None,
-            period_start=now, period_end=now, forecast_at=None,
-            dashboard_url=f"{portal.settings.public_url}/portal/customers/{customer.id}", occurred_at=now)
-        delivery_id = await deliveries.create_test_delivery(db, customer_id, channel_id, notice)
-        # Queued before this request commits: the actor retries a delivery it cannot see yet.
-        await enqueue("deliver_alert", ALERTS_QUEUE, delivery_id)
+        delivery_id = await send_test_notice(db, customer, channel_id, public_url=portal.settings.public_url)
         return await deliveries.get_delivery(db, delivery_id)
 
     @post("/alert-rules", status_code=201)

@@ -50,19 +50,24 @@ async def _check_body(session: AsyncSession, body: RuleBody) -> None:
                       f"{meter.metric_name!r} is a {meter.aggregation} meter")
 
 
+async def check_channels(session: AsyncSession, customer_id: str, channel_ids: list[int]) -> None:
+    """Invalid unless every channel id is an active channel of the customer."""
+    if not channel_ids:
+        return
+    owned = {int(values(r)[0]) for r in await session.execute(text(
+        "SELECT id FROM alert_channels WHERE customer_id = :c AND disabled_at IS NULL AND id = ANY(:ids)"),
+        {"c": customer_id, "ids": channel_ids})}
+    missing = sorted(set(channel_ids) - owned)
+    if missing:
+        raise Invalid(f"channelIds: customer {customer_id} has no channel {missing[0]}")
+
+
 async def create_rule(session: AsyncSession, customer_id: str, data: RuleCreate) -> Rule:
     """Raises NotFound (customer), Invalid (unknown meter or channel)."""
     if await get_customer(session, customer_id) is None:
         raise NotFound(f"no customer {customer_id!r}")
     await _check_body(session, data)
-    if data.channel_ids:
-        owned = {int(values(r)[0]) for r in await session.execute(text(
-            "SELECT id FROM alert_channels WHERE customer_id = :c AND disabled_at IS NULL "
-            "AND id = ANY(:ids)"),
-            {"c": customer_id, "ids": data.channel_ids})}
-        missing = sorted(set(data.channel_ids) - owned)
-        if missing:
-            raise Invalid(f"channelIds: customer {customer_id} has no channel {missing[0]}")
+    await check_channels(session, customer_id, data.channel_ids)
     row = (await session.execute(text(
         f"INSERT INTO alert_rules (customer_id, {_WATCH}, channel_ids) "
         "VALUES (:c, :k, :n, :m, :b, :budget, :levels, :rec, :fc, :ch) "

@@ -11,8 +11,6 @@ customer's id is a 404, like an unknown one.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -21,17 +19,14 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from alerts.messages import Notice
 from portal.alerting import channels as channel_service
-from portal.alerting import deliveries as delivery_service
 from portal.alerting import editing
 from portal.alerting import rules as rule_service
 from portal.alerting.schemas import Channel, Rule
-from portal.broker import ALERTS_QUEUE
+from portal.alerting.test_notices import send_test_notice
 from portal.catalog.schemas import Customer
 from portal.catalog.service import list_meters
 from portal.dependencies import Db, Portal
-from portal.jobs import enqueue
 from portal.pages.access import check_owner, visible_customer
 from portal.pages.alerts_forms import (
     BASES,
@@ -227,16 +222,7 @@ class AlertPagesController(PageController):
         queued for the alert worker; the home's history shows its outcome."""
         customer = await visible_customer(request, db, customer_id)
         channel = await _channel(request, db, customer, channel_id)
-        now = datetime.now(UTC)
-        notice = Notice(
-            kind="test", firing_id=None, customer_id=customer.id, customer_name=customer.name, rule_id=None,
-            rule_name="Test notice", metric_name=None, unit=customer.currency, level_label="test",
-            threshold=Decimal(0), value=Decimal(0), currency=customer.currency, cost_so_far=None,
-            period_start=now, period_end=now, forecast_at=None,
-            dashboard_url=f"{portal.settings.public_url}/portal/customers/{customer.id}", occurred_at=now)
-        delivery_id = await delivery_service.create_test_delivery(db, customer.id, channel.id, notice)
-        # Queued before this request commits: the actor retries a delivery it cannot see yet.
-        await enqueue("deliver_alert", ALERTS_QUEUE, delivery_id)
+        await send_test_notice(db, customer, channel.id, public_url=portal.settings.public_url)
         return Redirect(_home_url(customer.id, "test-queued"), status_code=303)
 
 

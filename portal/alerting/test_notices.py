@@ -1,0 +1,30 @@
+"""Test notices: what a person sends to a channel to see that it works (API and portal)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from alerts.messages import Notice
+from portal.alerting.deliveries import create_test_delivery
+from portal.broker import ALERTS_QUEUE
+from portal.catalog.schemas import Customer
+from portal.jobs import enqueue
+
+
+async def send_test_notice(db: AsyncSession, customer: Customer, channel_id: int, *, public_url: str) -> int:
+    """A pending test delivery to the channel, queued for the alert worker; its id."""
+    now = datetime.now(UTC)
+    notice = Notice(
+        kind="test", firing_id=None, customer_id=customer.id, customer_name=customer.name, rule_id=None,
+        rule_name="Test notice", metric_name=None, unit=customer.currency, level_label="test",
+        threshold=Decimal(0), value=Decimal(0), currency=customer.currency, cost_so_far=None,
+        period_start=now, period_end=now, forecast_at=None,
+        dashboard_url=f"{public_url}/portal/customers/{customer.id}", occurred_at=now)
+    delivery_id = await create_test_delivery(db, customer.id, channel_id, notice)
+    # Queued before the caller's transaction commits: the actor retries a delivery it cannot
+    # see yet.
+    await enqueue("deliver_alert", ALERTS_QUEUE, delivery_id)
+    return delivery_id
