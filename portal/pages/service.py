@@ -5,19 +5,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
+from functools import partial
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.alerting.deliveries import list_firings
 from portal.billing.preview import RatingSetup, preview, rating_setup
-from portal.billing.views import LineView
+from portal.billing.views import LineView, PreviewView, money_text
 from portal.catalog import service as catalog
 from portal.catalog.schemas import Customer, Meter
 from portal.pages.charts import BarChart, hourly_bars
-from portal.pages.formatting import HOUR, day_of, grouped, hour_range, instant
+from portal.pages.formatting import HOUR, day_of, grouped, hour_range, instant, money
 from portal.periods import BillingPeriod, period_for, to_datetime
 from portal.problems import NotFound
 from portal.state import PortalState
@@ -77,6 +80,29 @@ class ChargeProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetProgress:
+    """A budget the customer set (an alert rule on a budget): how much of it is used."""
+
+    name: str
+    percent: int  # rounded down
+    meter_value: str  # what the <progress> bar shows: the use, capped at the budget
+    budget: str
+    label: str  # "EUR 312.40 of the EUR 500.00 budget — 62%"
+
+    @property
+    def over(self) -> bool:
+        return Decimal(self.meter_value) >= Decimal(self.budget) and self.percent >= 100
+
+
+def budget_progress(name: str, used: Decimal, budget: Decimal,
+                    show: Callable[[Decimal], str]) -> BudgetProgress:
+    """Use against a budget (pure); `show` writes an amount (money or a meter's unit)."""
+    percent = int((used * 100 / budget).to_integral_value(rounding=ROUND_FLOOR)) if budget > 0 else 100
+    return BudgetProgress(name, percent, exact(min(used, budget)), exact(budget),
+                          f"{show(used)} of the {show(budget)} budget — {percent}%")
+
+
+@dataclass(frozen=True, slots=True)
 class AlertRow:
     """One recent notice, as the customer page lists it."""
 
@@ -109,6 +135,7 @@ class UsagePanel:
     meters: tuple[MeterUsage, ...]
     cost: CostSummary | None = None
     charges: tuple[ChargeProgress, ...] = ()
+    budgets: tuple[BudgetProgress, ...] = ()
     alerts: tuple[AlertRow, ...] = ()
     anomalies: tuple[AnomalyRow, ...] = ()
 
@@ -169,6 +196,7 @@ async def usage_panel(portal: PortalState, db: AsyncSession, customer: Customer,
                     if setup is not None else None)
         alerts = await recent_alerts(db, customer)
         anomalies = await _anomalies(db, customer, meters, now)
+        budget_rules = await _budget_rules(db, customer.id)
     finally:
         usages = await live
         watermark = to_datetime(await watermark_ms / 1000)
@@ -186,8 +214,42 @@ async def usage_panel(portal: PortalState, db: AsyncSession, customer: Customer,
         period_start=instant(period.start, customer.timezone),
         period_end=instant(period.end, customer.timezone),
         complete_through=instant(watermark, customer.timezone), meters=tuple(usages), cost=cost,
-        charges=charges, alerts=alerts, anomalies=anomalies,
+        charges=charges, budgets=_budgets(budget_rules, estimate, usages), alerts=alerts,
+        anomalies=anomalies,
     )
+
+
+async def _budget_rules(db: AsyncSession, customer_id: str) -> list[tuple[str, str | None, Decimal]]:
+    """The customer's budgets: (rule name, meter or None for spend, amount)."""
+    rows = await db.execute(text(
+        "SELECT name, metric_name, budget FROM alert_rules WHERE customer_id = :c AND basis = 'budget' "
+        "AND kind = 'threshold' AND disabled_at IS NULL ORDER BY id"), {"c": customer_id})
+    return [(str(r[0]), r[1], Decimal(r[2])) for r in rows]
+
+
+def _as_money(value: Decimal, *, currency: str) -> str:
+    return money(money_text(value, currency), currency)
+
+
+def _in_unit(value: Decimal, *, unit: str) -> str:
+    return f"{grouped(exact(value))} {unit}"
+
+
+def _budgets(rules: list[tuple[str, str | None, Decimal]], estimate: PreviewView | None,
+             usages: list[MeterUsage]) -> tuple[BudgetProgress, ...]:
+    """Spend budgets against the cost so far, meter budgets against the period's usage."""
+    totals = {u.metric_name: (Decimal(u.total), u.unit) for u in usages}
+    rows = []
+    for name, metric, budget in rules:
+        if metric is None:
+            if estimate is None:
+                continue  # no plan, no spend
+            rows.append(budget_progress(name, Decimal(estimate.so_far.total), budget,
+                                        partial(_as_money, currency=estimate.currency)))
+        elif metric in totals:
+            total, unit = totals[metric]
+            rows.append(budget_progress(name, total, budget, partial(_in_unit, unit=unit)))
+    return tuple(rows)
 
 
 # The panel is polled every 2 s by every viewer; what it is rated on (subscription, plans,

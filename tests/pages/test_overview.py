@@ -208,3 +208,34 @@ async def test_panel_shows_usage_against_the_included_quantity(
     assert "API &lt;b&gt;calls&lt;/b&gt;" in panel.text
     assert 'href="/portal/customers/acme/meters/api_calls">' in panel.text
     assert 'class="charge over"' in panel.text
+
+
+async def test_panel_shows_spend_and_meter_budgets_used_exactly(
+    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    pg: asyncpg.Connection,
+) -> None:
+    await make_customer(client, admin_key, timezone="Europe/Berlin", currency="EUR")
+    await make_meter(client, admin_key, metric="api_calls", unit="call")
+    plan = {"id": "pay-as-you-go", "name": "PAYG", "currency": "EUR", "charges": [
+        {"key": "base", "model": "flat", "amount": "5.00"},
+        {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.25"}]}
+    assert (await client.post("/v1/plans", headers=auth(admin_key), json=plan)).status_code == 201
+    assert (await client.post("/v1/customers/acme/subscriptions", headers=auth(admin_key),
+                              json={"planId": "pay-as-you-go"})).status_code == 201
+    for rule in ({"name": "Monthly spend", "basis": "budget", "budget": "8", "levels": ["100"]},
+                 {"name": "Calls <b>cap</b>", "metricName": "api_calls", "basis": "budget", "budget": "4",
+                  "levels": ["100"]}):
+        response = await client.post("/v1/customers/acme/alert-rules", headers=auth(admin_key), json=rule)
+        assert response.status_code == 201, response.text
+    sent = await client.post("/v1/events/batch", headers=auth(ingest_key),
+                             json={"events": [event(quantity=2), event(quantity="3.5")]})
+    assert sent.status_code == 202, sent.text
+    await wait_until_persisted(redis)
+    await staff(pg, client)
+
+    panel = (await client.get("/portal/customers/acme/usage", headers=HTMX)).text
+    labels = re.findall(r'<p class="charge-label" id="budget-\d-label">([^<]*)</p>', panel)
+    # Spend so far 6.38 (5.00 + 5.5 x 0.25, half up) of 8; 5.5 calls of 4: over, capped bar.
+    assert labels == ["EUR 6.38 of the EUR 8.00 budget — 79%", "5.5 call of the 4 call budget — 137%"]
+    assert '<progress id="budget-2" max="4" value="4"' in panel
+    assert "Calls &lt;b&gt;cap&lt;/b&gt;" in panel and "<b>cap</b>" not in panel
