@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.di import Provide
-from litestar.exceptions import ValidationException
+from litestar.exceptions import NotFoundException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
 
@@ -26,6 +26,7 @@ from portal.ingest.routes import EventController
 from portal.logs import configure as configure_logs
 from portal.logs import request_ids
 from portal.operations import OperationsController, healthz, metrics_endpoint, readyz
+from portal.pages.web import not_found_anywhere
 from portal.paths import STATIC_DIR
 from portal.problems import Problem
 from portal.settings import Settings, get_settings
@@ -68,7 +69,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         response_cache_config=ResponseCacheConfig(),
         request_max_body_size=5 * 1024 * 1024,
         middleware=[request_ids],
-        exception_handlers={ValidationException: unprocessable, Problem: problem_response},
+        exception_handlers={ValidationException: unprocessable, Problem: problem_response,
+                            NotFoundException: not_found_anywhere},
         debug=False,
     )
     add_ingest_schemas(app)

@@ -13,6 +13,7 @@ from portal.alerting import channels as channel_service
 from portal.alerting import deliveries as delivery_service
 from portal.alerting import rules as rule_service
 from portal.alerting.schemas import Channel, Delivery, Firing, Rule
+from portal.billing.currencies import minor_units
 from portal.catalog.schemas import Customer, Meter
 from portal.catalog.service import list_meters
 from portal.pages.formatting import grouped, money
@@ -62,11 +63,25 @@ def shown_destination(masked: str) -> str:
     return masked.split("?", 1)[0]
 
 
+def spend(value: object, currency: str) -> str:
+    """'EUR 500.00' for a budget typed as 500: padded to the currency's minor unit, as
+    invoices show amounts, and never rounded (a stored 12.345 stays 12.345)."""
+    text = str(value)
+    try:
+        decimals = minor_units(currency)
+    except ValueError:
+        return money(text, currency)
+    whole, dot, fraction = text.partition(".")
+    if whole.lstrip("-").isdigit() and len(fraction) < decimals and (fraction.isdigit() or not dot):
+        text = f"{whole}.{fraction.ljust(decimals, '0')}"
+    return money(text, currency)
+
+
 def amount(value: str, rule_basis: str, unit: str | None, currency: str) -> str:
     """A level or value in the rule's own terms: a percentage, a quantity, or money."""
     if rule_basis != "absolute":
         return f"{grouped(value)}%"
-    return f"{grouped(value)} {unit}" if unit is not None else money(value, currency)
+    return f"{grouped(value)} {unit}" if unit is not None else spend(value, currency)
 
 
 def describe_rule(rule: Rule, meters: dict[str, Meter], channels: dict[int, str], currency: str,
@@ -80,7 +95,7 @@ def describe_rule(rule: Rule, meters: dict[str, Meter], channels: dict[int, str]
     return RuleView(
         rule=rule, watches=watches, basis=BASIS_TEXT.get(rule.basis, rule.basis),
         levels=[amount(v, rule.basis, unit if rule.metric_name else None, currency) for v in rule.levels],
-        budget=None if rule.budget is None else money(rule.budget, currency),
+        budget=None if rule.budget is None else spend(rule.budget, currency),
         channels=", ".join(names) if names else "All channels", last_fired=last_fired)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from litestar import Controller, Request, Response
 from litestar.datastructures import CacheControlHeader, ResponseHeader
 from litestar.exceptions import NotFoundException, PermissionDeniedException
+from litestar.exceptions.responses import create_exception_response
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_401_UNAUTHORIZED, HTTP_403_FORBIDDEN, HTTP_404_NOT_FOUND
 
@@ -68,6 +69,15 @@ def login_required_response(request: Request[Any, Any, Any], exc: LoginRequired)
 def not_found_page(request: Request[Any, Any, Any], exc: NotFoundException | NotFound) -> Response[Any]:
     message = exc.detail if isinstance(exc, NotFoundException) else str(exc)
     return error_page(request, HTTP_404_NOT_FOUND, "Not found", message)
+
+
+def not_found_anywhere(request: Request[Any, Any, Any], exc: NotFoundException) -> Response[Any]:
+    """App-wide 404: an unknown /portal address gets the portal's error page (a person typed
+    or followed it); everything else keeps the API's JSON answer."""
+    if request.url.path.startswith("/portal"):
+        return error_page(request, HTTP_404_NOT_FOUND, "Not found",
+                          "There is no such page. Check the address, or start again from your start page.")
+    return create_exception_response(request, exc)
 
 
 def forbidden_page(request: Request[Any, Any, Any], exc: PermissionDeniedException) -> Response[Any]:

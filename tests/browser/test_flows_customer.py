@@ -42,8 +42,9 @@ async def acme_on_a_plan(api: httpx.AsyncClient, admin_key: str, pg: asyncpg.Con
     await make_user(pg, CARA, customer_id="acme", name="Cara Schmidt")
 
 
-def portal_nav(page: Page) -> Locator:
-    return page.get_by_role("navigation", name="Portal")
+def customer_tabs(page: Page) -> Locator:
+    """The customer's sections (Usage, Invoices, Alerts), named after the customer."""
+    return page.get_by_role("navigation", name="Acme Inc")
 
 
 async def reload_until_visible(page: Page, locator: Locator, timeout: float = 15.0) -> None:
@@ -62,7 +63,7 @@ async def test_customer_sets_up_alerts_and_receives_the_test_notices(
 ) -> None:
     await acme_on_a_plan(api, admin_key, pg)
     await login(page, CARA)
-    await portal_nav(page).get_by_role("link", name="Alerts").click()
+    await customer_tabs(page).get_by_role("link", name="Alerts").click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("Alerts")
     await expect(page.get_by_text("No rules yet.")).to_be_visible()
     await expect(page.get_by_text("No channels yet.")).to_be_visible()
@@ -146,7 +147,7 @@ async def test_customer_sets_up_alerts_and_receives_the_test_notices(
     await expect(rules).to_have_count(2)
     budget = rules.filter(has_text="Monthly budget")
     assert " ".join((await budget.inner_text()).split()).startswith(
-        "Monthly budget Spend % of monthly budget: 50% 80% 100% EUR 500 All channels — Active")
+        "Monthly budget Spend % of monthly budget: 50% 80% 100% EUR 500.00 All channels — Active")
     calls = rules.filter(has_text="API calls over 20k")
     assert " ".join((await calls.inner_text()).split()).startswith(
         "API calls over 20k api_calls Amounts: 20,000 call 50,000 call — Ops webhook — Active")
@@ -165,7 +166,7 @@ async def test_customer_opens_a_finalized_invoice_and_its_printable_view(
     await api_post(api, admin_key, f"/v1/invoices/{draft['id']}/approve", {}, expected=200)
 
     await login(page, CARA)
-    await portal_nav(page).get_by_role("link", name="Invoices").click()
+    await customer_tabs(page).get_by_role("link", name="Invoices").click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("Invoices")
     rows = page.locator("#invoices tbody tr")
     await expect(rows).to_have_count(1)

@@ -154,7 +154,7 @@ async def test_monthly_budget_through_the_form(client: Client, admin_key: str,
         "disabledAt": None}]
     home = await client.get(saved.headers["location"])
     assert "Your monthly budget was saved." in home.text
-    assert '<td class="num">EUR 1,500.5</td>' in home.text
+    assert '<td class="num">EUR 1,500.50</td>' in home.text
     assert '<li class="num">50%</li><li class="num">80%</li><li class="num">100%</li>' in home.text
 
 

@@ -281,3 +281,11 @@ async def test_an_invited_user_sets_a_password_by_the_emailed_link_once(
     assert again.status_code == 404 and "This link has expired or was already used." in again.text
     client.cookies.clear()
     assert (await submit_login(client, "bob@acme.test")).status_code == 303
+
+
+async def test_an_unknown_portal_address_gets_the_error_page_and_the_api_keeps_json(client: Client) -> None:
+    page = await client.get("/portal/no-such-page")
+    assert page.status_code == 404
+    assert "<h1>Not found</h1>" in page.text and "There is no such page." in page.text
+    api = await client.get("/v1/no-such-route")
+    assert (api.status_code, api.json()) == (404, {"status_code": 404, "detail": "Not Found"})
