@@ -31,6 +31,7 @@ def jobs(settings: Settings) -> list[Job]:
         Job("maintain_storage", 3600),
         Job("sweep_late_events", 120),
         Job("draft_ended_periods", 3600),
+        Job("draft_current_periods", 900),
         Job("sweep_alerts", 60, ALERTS_QUEUE),
     ]
 

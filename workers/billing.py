@@ -9,7 +9,7 @@ import dramatiq
 from sqlalchemy import text
 
 from portal.billing.adjustments import settle_late_events
-from portal.billing.run import run_ended_periods
+from portal.billing.run import run_current_periods, run_ended_periods
 from portal.broker import MAINTENANCE_QUEUE
 from portal.db import transaction, values
 from workers.context import get_context
@@ -42,6 +42,17 @@ async def sweep_late_events() -> None:
     for invoice_id in invoice_ids:
         async with transaction(ctx.sessions) as session:
             await settle_late_events(session, invoice_id, now=datetime.now(UTC))
+
+
+@dramatiq.actor(actor_name="draft_current_periods", queue_name=MAINTENANCE_QUEUE, max_retries=0,
+                time_limit=1_800_000)
+async def draft_current_periods() -> None:
+    """Keep every customer's draft of its running period current (spend so far for the
+    account managers' table). Not retried: the scheduler runs it again."""
+    ctx = await get_context()
+    summary = await run_current_periods(ctx.sessions, now=datetime.now(UTC))
+    for error in summary.errors:
+        log.error("drafting current periods: %s", error)
 
 
 @dramatiq.actor(actor_name="draft_ended_periods", queue_name=MAINTENANCE_QUEUE, max_retries=0,

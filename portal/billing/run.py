@@ -124,6 +124,16 @@ async def run_ended_periods(
     return await _run(sessions, "last ended", last_ended, complete_through, None)
 
 
+async def run_current_periods(
+    sessions: async_sessionmaker[AsyncSession], *, now: datetime, complete_through: datetime | None = None,
+) -> RunSummary:
+    """Create or refresh every customer's draft of the period running at `now`: what the
+    account managers' customers table shows as spend so far (the scheduler runs this every
+    15 minutes; a draft is re-rated anyway whenever one invoice is opened)."""
+    return await _run(sessions, "current", lambda tz, anchor: period_for(now, tz, anchor),
+                      complete_through, None)
+
+
 async def _run(sessions: async_sessionmaker[AsyncSession], label: str, choose: PeriodChoice,
                complete_through: datetime | None, progress: Callable[[int, int], None] | None,
                ) -> RunSummary:

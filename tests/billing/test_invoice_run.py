@@ -11,7 +11,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from portal.billing.run import run_ended_periods, run_invoices
+from portal.billing.run import run_current_periods, run_ended_periods, run_invoices
 from portal.db import create_engine, session_factory
 from portal.problems import Invalid
 from portal.settings import Settings
@@ -77,6 +77,25 @@ async def test_the_scheduled_run_drafts_each_customers_last_ended_period(
     queue = (await client.get("/v1/review-queue", headers=auth(admin_key))).json()
     assert [(item["invoice"]["customerId"], item["invoice"]["periodStart"], item["invoice"]["total"])
             for item in queue] == [("a", closed.period.start.isoformat().replace("+00:00", "Z"), "10.00")]
+
+
+async def test_the_scheduled_run_keeps_each_customers_running_period_drafted(
+    client: AsyncTestClient[Any], admin_key: str, sessions: async_sessionmaker[AsyncSession], pg: Any,
+) -> None:
+    await make_meter(client, admin_key, metric="api_calls")
+    await create_plan(client, admin_key, FLAT)
+    await make_customer(client, admin_key, id="a", timezone="UTC", currency="USD")
+    await subscribe(client, admin_key, "a", planId="flat")  # from today: the running period
+    now = datetime.now(UTC)
+    await pg.execute("INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
+                     "VALUES ('a', 'api_calls', $1, 300, 1)", now.replace(minute=0, second=0, microsecond=0))
+    first = await run_current_periods(sessions, now=now)
+    assert (first.created, first.refreshed, first.errors) == (1, 0, [])
+    assert first.totals == {"USD": Decimal("13.00")}  # 10.00 + 300 x 0.01
+    again = await run_current_periods(sessions, now=now)
+    assert (again.created, again.refreshed) == (0, 1)
+    row = await pg.fetchrow("SELECT status, period_start <= $1 AND period_end > $1 FROM invoices", now)
+    assert tuple(row) == ("draft", True)
 
 
 async def test_a_run_for_a_month_that_has_not_started_is_refused(
