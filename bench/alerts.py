@@ -43,6 +43,7 @@ from typing import Any
 
 import asyncpg
 
+from bench import figures
 from bench.alerts_sinks import CHANNELS, Sinks
 from bench.config import ROOT, SINGLE_PATH, Options, log
 from bench.httpclient import HttpConnection, HttpError
@@ -291,20 +292,8 @@ async def wait_for_notices(env: Environment, sinks: Sinks, phase: Phase, opts: A
 # --------------------------------------------------------------------------- figures
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
 def distribution(values: list[float]) -> dict[str, Any]:
-    return {"n": len(values), "p50": percentile(values, 0.5), "p90": percentile(values, 0.9),
-            "p99": percentile(values, 0.99), "max": max(values) if values else None}
+    return figures.distribution(values, (0.5, 0.9, 0.99))
 
 
 def channel_figures(sinks: Sinks, phase: Phase) -> dict[str, Any]:

@@ -56,6 +56,7 @@ import httpx
 from redis.asyncio import Redis
 
 from bench.config import BATCH_PATH, INFLIGHT_KEY, ROOT, ZONES, Options, log
+from bench.figures import distribution
 from bench.httpclient import HttpConnection, HttpError
 from bench.load import EventFactory, LoadStats, closed_loop, open_connections, open_loop
 from bench.machine import machine_info, wait_for_idle
@@ -504,20 +505,6 @@ def _settings(env: Environment) -> Any:
 # --------------------------------------------------------------------------- figures
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
-def distribution(values: list[float]) -> dict[str, Any]:
-    return {"n": len(values), "p50": percentile(values, 0.5), "p95": percentile(values, 0.95),
-            "p99": percentile(values, 0.99), "max": max(values) if values else None}
 
 
 def _ms(value: float | None) -> str:
