@@ -109,10 +109,13 @@ class AlertPagesController(PageController):
 
     @get("/customers/{customer_id:str}/alerts/rules/new")
     async def new_rule(self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db) -> Template:
-        """`?preset=budget` opens the form as a monthly budget (spend, 50/80/100 %)."""
+        """`?preset=budget` opens the form as a monthly budget (spend, 50/80/100 %);
+        `?preset=anomaly` as a rule on unusual usage (spikes, drops to zero, silence)."""
         customer = await visible_customer(request, db, customer_id)
-        preset = request.query_params.get("preset") == "budget"
-        return await _rule_page(request, db, customer, RuleForm.budget_preset() if preset else RuleForm())
+        preset = request.query_params.get("preset")
+        form = (RuleForm.budget_preset() if preset == "budget" else
+                RuleForm.anomaly_preset() if preset == "anomaly" else RuleForm())
+        return await _rule_page(request, db, customer, form)
 
     @post("/customers/{customer_id:str}/alerts/rules/new")
     async def create_rule(self, request: Request[Any, Any, Any], customer_id: FromPath[str],

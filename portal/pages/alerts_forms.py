@@ -61,6 +61,11 @@ class RuleForm:
         return cls(name="Monthly budget", basis="budget", levels=_padded(BUDGET_LEVELS))
 
     @classmethod
+    def anomaly_preset(cls) -> RuleForm:
+        """What "Watch for unusual usage" opens with: anomalies of every meter."""
+        return cls(name="Unusual usage", kind="anomaly")
+
+    @classmethod
     def of_rule(cls, rule: Rule) -> RuleForm:
         return cls(name=rule.name, watch=rule.metric_name or "", basis=rule.basis, budget=rule.budget or "",
                    levels=_padded(rule.levels), channel_ids=[str(c) for c in rule.channel_ids],
@@ -157,6 +162,10 @@ def parse_rule_form(form: Any, *, fixed: Rule | None = None) -> tuple[RuleForm, 
         notify_forecast=_text(form, "notify_forecast") != "")
     if fixed is not None:
         typed.kind, typed.watch, typed.basis = fixed.kind, fixed.metric_name or "", fixed.basis
+    elif _text(form, "kind") == "anomaly":
+        # Anomaly rules have no levels, basis or budget: whatever else was posted is ignored.
+        typed.kind, typed.basis, typed.budget = "anomaly", "absolute", ""
+        typed.levels, typed.notify_recovery, typed.notify_forecast = _padded([]), False, False
     errors: list[FieldError] = []
     levels: list[str] = []
     level_inputs: list[int] = []

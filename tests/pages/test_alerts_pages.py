@@ -158,6 +158,30 @@ async def test_monthly_budget_through_the_form(client: Client, admin_key: str,
     assert '<li class="num">50%</li><li class="num">80%</li><li class="num">100%</li>' in home.text
 
 
+async def test_an_anomaly_rule_through_the_form(client: Client, admin_key: str,
+                                                pg: asyncpg.Connection) -> None:
+    csrf = await acme_user(client, admin_key, pg)
+    await make_meter(client, admin_key, metric="api_calls", unit="call")
+    form = await client.get(f"{BASE}/rules/new?preset=anomaly")
+    assert form.status_code == 200
+    assert "<h1>Watch for unusual usage</h1>" in form.text
+    assert '<input type="hidden" name="kind" value="anomaly">' in form.text
+    assert "Levels are" not in form.text and "Monthly budget" not in form.text
+    # Levels or a budget posted anyway are ignored: an anomaly rule has none.
+    saved = await post_form(client, f"{BASE}/rules/new", rule_form(
+        csrf, kind="anomaly", name="Odd <calls>", watch="api_calls", basis="budget", budget="9",
+        level=["5", "", "", "", ""]))
+    assert saved.status_code == 303, saved.text
+    rules = await api_rules(client, admin_key)
+    assert rules == [{
+        "id": rules[0]["id"], "customerId": "acme", "kind": "anomaly", "name": "Odd <calls>",
+        "metricName": "api_calls", "basis": "absolute", "budget": None, "levels": [],
+        "notifyRecovery": False, "notifyForecast": False, "channelIds": [], "fromPlanRuleId": None,
+        "disabledAt": None}]
+    home = await client.get(saved.headers["location"])
+    assert "Odd &lt;calls&gt;" in home.text and "Odd <calls>" not in home.text
+
+
 async def test_create_then_edit_a_meter_rule(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
     csrf = await acme_user(client, admin_key, pg)
     await make_meter(client, admin_key, metric="api_calls", unit="call")
