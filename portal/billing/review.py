@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -71,16 +72,23 @@ async def _data_health(session: AsyncSession, invoice: InvoiceRow) -> list[tuple
 
 
 async def review_queue(session: AsyncSession, *, now: datetime, grace: timedelta,
-                       change_factor: Decimal, limit: int = 200) -> list[ReviewItem]:
+                       change_factor: Decimal, limit: int = 200,
+                       customers_sql: str | None = None, customers_params: dict[str, Any] | None = None,
+                       ) -> list[ReviewItem]:
     """Drafts awaiting review, oldest period first, with flags: large_change (more than
     `change_factor` times up or down vs the customer's previous period), first_invoice,
     failed_events (events of the period the workers could not persist), drift (the last
     reconcile found the live view and Postgres apart for the customer), conflicts (event
-    ids re-used with other content)."""
+    ids re-used with other content).
+
+    `customers_sql` (a subquery of customer ids, with `customers_params`) limits the queue
+    to the customers someone may see, before the limit applies."""
+    scope = f"AND customer_id IN {customers_sql} " if customers_sql else ""
     rows = await session.execute(text(
         f"SELECT {INVOICE_COLUMNS} FROM invoices WHERE status = 'draft' "
-        "AND period_end + CAST(:grace AS interval) <= :now ORDER BY period_end, customer_id LIMIT :limit"),
-        {"grace": grace, "now": now, "limit": limit})
+        f"AND period_end + CAST(:grace AS interval) <= :now {scope}"
+        "ORDER BY period_end, customer_id LIMIT :limit"),
+        {"grace": grace, "now": now, "limit": limit, **(customers_params or {})})
     out = []
     for invoice in [invoice_row(r) for r in rows]:
         cur = invoice.currency
