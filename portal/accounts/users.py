@@ -146,6 +146,10 @@ async def disable_user(db: AsyncSession, user_id: int) -> None:
                      {"id": user_id})
 
 
+async def enable_user(db: AsyncSession, user_id: int) -> None:
+    await db.execute(text("UPDATE users SET disabled_at = NULL WHERE id = :id"), {"id": user_id})
+
+
 def _token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 

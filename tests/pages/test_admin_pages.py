@@ -462,6 +462,24 @@ async def test_resend_link_and_disable(client: Client, pg: asyncpg.Connection, a
     assert again.status_code == 409
 
 
+async def test_a_disabled_user_is_enabled_again_and_signs_in(client: Client, pg: asyncpg.Connection,
+                                                             admin_key: str) -> None:
+    await make_customer(client, admin_key, id="acme")
+    carol = await make_user(pg, "carol@acme.test", customer_id="acme", name="Carol")
+    await pg.execute("UPDATE users SET disabled_at = now() WHERE id = $1", carol)
+    csrf = await admin(pg, client)
+    page = await client.get(f"/portal/admin/users/{carol}")
+    assert "Enable carol@acme.test" in page.text
+    response = await client.post(f"/portal/admin/users/{carol}/enable", data={"csrf_token": csrf},
+                                 follow_redirects=False)
+    assert response.status_code == 303
+    assert await pg.fetchval("SELECT disabled_at FROM users WHERE id = $1", carol) is None
+    audit = await pg.fetchval("SELECT action FROM audit_log WHERE object_id = $1", str(carol))
+    assert audit == "user.enabled"
+    client.cookies.clear()
+    await sign_in(client, "carol@acme.test")
+
+
 async def test_admin_cannot_disable_themselves(client: Client, pg: asyncpg.Connection) -> None:
     csrf = await admin(pg, client)
     me = await pg.fetchval("SELECT id FROM users WHERE email = $1", ADMIN)

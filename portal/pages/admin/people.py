@@ -162,6 +162,16 @@ class UserPagesController(AdminController):
         return Redirect(f"{ADMIN_PATH}/users/{user.id}", status_code=303)
 
 
+    @post("/users/{user_id:str}/enable", status_code=303)
+    async def enable(self, request: Request[Any, Any, Any], db: Db, user_id: FromPath[str]) -> Response[Any]:
+        user = await _require_user(db, user_id)
+        if user.disabled_at is not None:
+            await users.enable_user(db, user.id)
+            await record(db, request, action="user.enabled", object_type="user", object_id=str(user.id),
+                         customer_id=user.customer_id, detail={"email": user.email})
+        return Redirect(f"{ADMIN_PATH}/users/{user.id}", status_code=303)
+
+
 async def _require_user(db: AsyncSession, user_id: str) -> users.User:
     """The user a path names; 404 for anything else (ids are numbers)."""
     number = numeric_id(user_id)
