@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.accounts import users
 from portal.accounts.passwords import hash_password
+from portal.billing.run import run_current_periods
 from portal.catalog.file import CatalogFile, apply_catalog, read_catalog
 from portal.db import create_engine, session_factory, transaction
 from portal.keys.service import create_key
@@ -63,6 +64,9 @@ async def seed_demo(settings: Settings) -> DemoData:
             _, admin = await create_key(session, scope="admin", name="demo admin")
             password = secrets.token_urlsafe(12)
             await _demo_users(session, password)
+        # The running period's drafts now, not at the scheduler's next quarter hour: the
+        # account managers' table shows spend so far from the first look.
+        await run_current_periods(session_factory(engine), now=datetime.now(UTC))
         return DemoData(ingest_key=ingest, admin_key=admin, password=password)
     finally:
         await engine.dispose()

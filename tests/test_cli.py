@@ -35,15 +35,15 @@ def _get(url: str, key: str) -> dict[str, object]:
         return dict(json.loads(response.read()))
 
 
-def _sign_in(base: str, email: str, password: str) -> str:
-    """Sign in through the real form; returns the URL the portal lands on."""
+def _sign_in(base: str, email: str, password: str) -> tuple[urllib.request.OpenerDirector, str]:
+    """Sign in through the real form; returns the signed-in opener and where it landed."""
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
     with opener.open(f"{base}/portal/login", timeout=10) as form:
         token = re.search(r'name="csrf_token" value="([^"]+)"', form.read().decode())
     assert token is not None
     body = urllib.parse.urlencode({"email": email, "password": password, "csrf_token": token.group(1)})
     with opener.open(f"{base}/portal/login", data=body.encode(), timeout=10) as page:
-        return str(page.geturl())
+        return opener, str(page.geturl())
 
 
 def _env(data_dir: Path) -> dict[str, str]:
@@ -88,8 +88,13 @@ def test_up_demo_runs_the_product_and_stops_cleanly() -> None:
         # People sign in to the portal with the printed password; an admin adds another.
         password = re.search(r"password\s+(\S+)", banner)
         assert password is not None, banner
-        landed = _sign_in(f"http://127.0.0.1:{port}", "user@acme.test", password.group(1))
+        _, landed = _sign_in(f"http://127.0.0.1:{port}", "user@acme.test", password.group(1))
         assert landed.endswith("/portal/customers/acme"), landed
+        manager, _ = _sign_in(f"http://127.0.0.1:{port}", "manager@demo.test", password.group(1))
+        with manager.open(f"http://127.0.0.1:{port}/portal/customers", timeout=10) as table:
+            html = table.read().decode()
+        # The demo's running periods are drafted at start: spend so far shows at once.
+        assert "Acme Inc" in html and "No draft yet" not in html
         invited = subprocess.run([*CLI, "users", "create", "--email", "bob@acme.test", "--name", "Bob",
                                   "--role", "customer", "--customer", "acme"],
                                  cwd=ROOT, env=env, capture_output=True, text=True, check=True)
