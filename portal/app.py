@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -45,6 +46,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         setup_broker(settings)
         app.state.portal = PortalState.open(settings)
+        # Everything loaded so far lives as long as the process: keep it out of the cyclic
+        # collector, whose full passes over it paused every request sharing the loop; and
+        # collect the young generation less often (a 1000-event batch allocates a lot).
+        # Dashboard polls under ingest: p99 90-105 ms before, 36-46 ms after (bench/dashboard.py).
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
         try:
             yield
         finally:
