@@ -48,11 +48,30 @@ def screenshot_path(name: str) -> Path:
 
 
 async def screenshot(page: Page, name: str) -> Path:
-    """A full-page PNG at tests/screenshots/<name>.png (git-ignored), for people to look at."""
+    """A full-page PNG at tests/screenshots/<name>.png (git-ignored), for people to look at;
+    the page is also checked with axe-core (see `accessibility_problems`)."""
     path = screenshot_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(path), full_page=True)
+    ACCESSIBILITY[name] = await accessibility_problems(page)
     return path
+
+
+# axe-core from the npm registry (tests/browser/vendor/, recorded in static/VENDORED.md),
+# run through the DevTools protocol (page.evaluate), so the page's CSP stays as it is.
+AXE = (Path(__file__).parent / "vendor" / "axe-core-4.14.1" / "axe.min.js").read_text()
+# Per screenshot name: the WCAG 2.1 A/AA problems axe found there ("rule: target").
+ACCESSIBILITY: dict[str, list[str]] = {}
+
+
+async def accessibility_problems(page: Page) -> list[str]:
+    """What axe-core finds against WCAG 2.0/2.1 A and AA on the page as it is now."""
+    if not await page.evaluate("typeof window.axe !== 'undefined'"):
+        await page.evaluate(AXE)
+    result = await page.evaluate(
+        "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})")
+    return [f"{v['id']} ({v['impact']}): {', '.join(str(n['target']) for n in v['nodes'][:3])}"
+            for v in result["violations"]]
 
 
 # --- test data for the flows (tests/browser/test_flows*.py), through the live server's API ---

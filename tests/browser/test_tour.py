@@ -12,6 +12,7 @@ import hashlib
 import re
 import secrets
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,6 +21,7 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 from redis.asyncio import Redis
 
 from tests.browser.helpers import (
+    ACCESSIBILITY,
     SIMPLE_PLANS,
     TIMEOUT_MS,
     add_customer,
@@ -31,7 +33,7 @@ from tests.browser.helpers import (
     screenshot,
     send_events,
 )
-from tests.conftest import ALERT_HTTP_PORT, wait_for, wait_until_persisted
+from tests.conftest import ALERT_HTTP_PORT, ROOT, wait_for, wait_until_persisted
 from tests.factories import auth, event, make_meter
 from tests.pages.helpers import make_user
 from tests.sinks import HttpReceiver
@@ -297,3 +299,13 @@ async def test_tour_of_every_main_page(
     for tab in (staff, admin, phone):
         await tab.context.close()
     assert re.fullmatch(r"whsec_.*", hook["signingSecret"])
+    # Every page of the tour meets WCAG 2.1 A and AA as far as axe-core can tell.
+    problems = {name: found for name, found in ACCESSIBILITY.items()
+                if found and name.startswith(("tour-", "mobile-"))}
+    assert problems == {}, "\n".join(f"{name}: {p}" for name, found in problems.items() for p in found)
+
+
+def test_vendored_axe_matches_its_recorded_checksum() -> None:
+    vendored = Path(__file__).parent / "vendor" / "axe-core-4.14.1" / "axe.min.js"
+    digest = hashlib.sha256(vendored.read_bytes()).hexdigest()
+    assert f"`{digest}`" in (ROOT / "static" / "VENDORED.md").read_text()
