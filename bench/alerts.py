@@ -32,10 +32,8 @@ import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,12 +41,13 @@ from typing import Any
 
 import asyncpg
 
-from bench import figures
+from bench import figures, harness
 from bench.alerts_sinks import CHANNELS, Sinks
 from bench.config import ROOT, SINGLE_PATH, Options, log
+from bench.harness import add_run_options
 from bench.httpclient import HttpConnection, HttpError
-from bench.machine import machine_info, wait_for_idle
-from bench.stack import Environment, check_alive, start_servers, start_tiers, tail
+from bench.machine import machine_info
+from bench.stack import Environment, check_alive, start_tiers, tail
 from portal.settings import from_environment
 
 TARGET_P99_S = 5.0
@@ -105,14 +104,7 @@ def parse_options(argv: list[str] | None = None) -> AlertOptions:
                         help="PORTAL_ALERT_DEBOUNCE_MS for the tiers (default: the portal's, 500)")
     parser.add_argument("--setup-concurrency", type=int, default=8,
                         help="connections creating channels and rules (8)")
-    parser.add_argument("--keep-data", action="store_true",
-                        help="keep the temp data dir (and the tiers' logs) at the end")
-    parser.add_argument("--data-parent", default=None,
-                        help="where to create the temp data dir (default: the system temp dir)")
-    parser.add_argument("--json", dest="json_out", default=None,
-                        help="also write the results as JSON to this file")
-    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
-                        help="before starting, wait up to this long for the machine to be idle")
+    add_run_options(parser)
     args = parser.parse_args(argv)
     if args.crossings < 1 or args.rate <= 0 or args.burst_crossings < 0 or args.burst_rate <= 0:
         parser.error("--crossings must be at least 1, --burst-crossings at least 0, rates above 0")
@@ -529,39 +521,17 @@ def _alert_environment(opts: AlertOptions, sinks: Sinks) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_options(argv)
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    busy_before = wait_for_idle(opts.wait_idle)
     sinks = Sinks(re.compile(r"ab[0-9a-f]{6}-[sb]\d{4,}"))
-    data_dir = Path(tempfile.mkdtemp(prefix="portal-bench-alerts-", dir=opts.data_parent))
-    env = Environment(data_dir=data_dir)
+    sinks.start()
+    log(f"sinks: SMTP on {HOST}:{sinks.smtp_port}, webhooks on {HOST}:{sinks.http_port}")
+    _alert_environment(opts, sinks)
     try:
-        sinks.start()
-        log(f"sinks: SMTP on {HOST}:{sinks.smtp_port}, webhooks on {HOST}:{sinks.http_port}")
-        _alert_environment(opts, sinks)
-        start_servers(env, stack_options(opts))
-        from portal.migrate import migrate
-        from portal.settings import Settings
-
-        migrate(Settings(data_dir=data_dir, database_url=env.database_url,
-                         redis_url=env.redis_url, broker_url=env.broker_url))
-        result = asyncio.run(run_bench(opts, env, sinks, busy_before))
-        print_report(result)
-        if opts.json_out:
-            Path(opts.json_out).write_text(json.dumps(result, indent=2, default=str))
-            log(f"results written to {opts.json_out}")
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
+        return harness.run(opts, name="alerts", stack=stack_options(opts), report=print_report,
+                           uvloop=False,
+                           measure=lambda env, busy_before: run_bench(opts, env, sinks, busy_before))
     finally:
-        env.close(keep_data=opts.keep_data)
         with contextlib.suppress(Exception):
             sinks.stop()
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

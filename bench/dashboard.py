@@ -39,27 +39,26 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 from redis.asyncio import Redis
 
+from bench import harness
 from bench.config import BATCH_PATH, INFLIGHT_KEY, ROOT, ZONES, Options, log
 from bench.figures import distribution
+from bench.harness import add_run_options
 from bench.httpclient import HttpConnection, HttpError
 from bench.load import EventFactory, LoadStats, closed_loop, open_connections, open_loop
-from bench.machine import machine_info, wait_for_idle
+from bench.machine import machine_info
 from bench.procstat import ROLES, Roles, snapshot, usage_between
 from bench.serverstats import delta, valkey_commands
 from bench.stack import (
@@ -68,7 +67,6 @@ from bench.stack import (
     check_alive,
     create_catalog,
     postmaster_pid,
-    start_servers,
     start_tiers,
 )
 from bench.stack import _free_port as free_port
@@ -136,14 +134,7 @@ def parse_options(argv: list[str] | None = None) -> DashboardOptions:
                         help="Dramatiq worker processes (2)")
     parser.add_argument("--worker-threads", type=int, default=4,
                         help="Dramatiq threads per worker process (4)")
-    parser.add_argument("--keep-data", action="store_true",
-                        help="keep the temp data dir (and the tiers' logs) at the end")
-    parser.add_argument("--data-parent", default=None,
-                        help="where to create the temp data dir (default: the system temp dir)")
-    parser.add_argument("--json", dest="json_out", default=None,
-                        help="also write the results as JSON to this file")
-    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
-                        help="before starting, wait up to this long for the machine to be idle")
+    add_run_options(parser)
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.viewers < 1 or args.interval <= 0 or args.quiet_customers < 0:
         parser.error("--duration and --interval must be above 0, --viewers at least 1, "
@@ -279,54 +270,6 @@ async def wait_persisted(redis: Redis, timeout: float = 300.0) -> float:
 # --------------------------------------------------------------------------- viewers
 
 
-class PageConnection(HttpConnection):
-    """The benchmark's keep-alive client, with GET and an empty body for 204/304."""
-
-    async def get(self, path: str) -> tuple[int, bytes]:
-        head = f"GET {path} HTTP/1.1\r\n".encode() + self._fixed + b"\r\n"
-        for attempt in (0, 1):
-            if self._writer is None:
-                await self.connect()
-            assert self._reader is not None and self._writer is not None
-            try:
-                self._writer.write(head)
-                await self._writer.drain()
-                return await self._read_page()
-            except (ConnectionError, asyncio.IncompleteReadError, HttpError):
-                await self.close()
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
-
-    async def _read_page(self) -> tuple[int, bytes]:
-        assert self._reader is not None
-        raw = await self._reader.readuntil(b"\r\n\r\n")
-        lines = raw.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-            raise HttpError(f"bad status line {lines[0][:80]!r}")
-        status = int(parts[1])
-        length, chunked, close = 0, False, False
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding" and b"chunked" in value.lower():
-                chunked = True
-            elif name == b"connection" and value.strip().lower() == b"close":
-                close = True
-        if status in (204, 304):
-            body = b""
-        elif chunked:
-            body = await self._read_chunked()
-        else:
-            body = await self._reader.readexactly(length)
-        if close:
-            await self.close()
-        return status, body
-
-
 async def sign_in(port: int, email: str) -> str:
     """A session through the real login form; returns the session cookie's value."""
     from portal.pages.sessions import SESSION_COOKIE
@@ -356,7 +299,7 @@ class Poll:
 class Viewer:
     customer: str
     session: str
-    conn: PageConnection
+    conn: HttpConnection
     seen: str = ""
     polls: list[Poll] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -391,7 +334,7 @@ async def open_viewers(setup: Setup, n: int) -> list[Viewer]:
         session = await sign_in(setup.port, user_email(customer))
         from portal.pages.sessions import SESSION_COOKIE
 
-        conn = PageConnection(HOST, setup.port, {"Cookie": f"{SESSION_COOKIE}={session}",
+        conn = HttpConnection(HOST, setup.port, {"Cookie": f"{SESSION_COOKIE}={session}",
                                                  "HX-Request": "true", "Accept": "text/html"})
         await conn.connect()
         viewers.append(Viewer(customer, session, conn))
@@ -740,40 +683,8 @@ async def run_bench(opts: DashboardOptions, env: Environment, busy_before: float
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_options(argv)
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    busy_before = wait_for_idle(opts.wait_idle)
-    data_dir = Path(tempfile.mkdtemp(prefix="portal-bench-dashboard-", dir=opts.data_parent))
-    env = Environment(data_dir=data_dir)
-    try:
-        start_servers(env, stack_options(opts))
-        from portal.migrate import migrate
-        from portal.settings import Settings
-
-        migrate(Settings(data_dir=data_dir, database_url=env.database_url,
-                         redis_url=env.redis_url, broker_url=env.broker_url))
-        try:
-            import uvloop
-
-            loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-        except ImportError:  # pragma: no cover - uvicorn[standard] brings it
-            loop_factory = None
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            result = runner.run(run_bench(opts, env, busy_before))
-        print_report(result)
-        if opts.json_out:
-            Path(opts.json_out).write_text(json.dumps(result, indent=2, default=str))
-            log(f"results written to {opts.json_out}")
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        env.close(keep_data=opts.keep_data)
-    return 0
-
+    return harness.run(opts, name="dashboard", stack=stack_options(opts), report=print_report,
+                       measure=lambda env, busy_before: run_bench(opts, env, busy_before))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,7 +18,7 @@ class HttpError(Exception):
 
 
 class HttpConnection:
-    """One keep-alive connection; `post()` reconnects once if the server closed it."""
+    """One keep-alive connection; `post()` and `get()` reconnect once if the server closed it."""
 
     def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
         self.host = host
@@ -44,6 +44,14 @@ class HttpConnection:
         head = (f"POST {path} HTTP/1.1\r\n".encode() + self._fixed
                 + b"Content-Type: application/json\r\nContent-Length: "
                 + str(len(body)).encode() + b"\r\n\r\n")
+        return await self._exchange(head, body)
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        """GET `path` and return (status, response body; empty for 204 and 304)."""
+        return await self._exchange(f"GET {path} HTTP/1.1\r\n".encode() + self._fixed + b"\r\n", b"")
+
+    async def _exchange(self, head: bytes, body: bytes) -> tuple[int, bytes]:
+        """Send one request and read its answer, reconnecting once if the server closed."""
         for attempt in (0, 1):
             if self._writer is None:
                 await self.connect()
@@ -80,7 +88,9 @@ class HttpConnection:
                 chunked = True
             elif name == b"connection" and value.strip().lower() == b"close":
                 close = True
-        if chunked:
+        if status in (204, 304):  # no body, whatever the headers say
+            body = b""
+        elif chunked:
             body = await self._read_chunked()
         elif length >= 0:
             body = await self._reader.readexactly(length)

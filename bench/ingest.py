@@ -19,29 +19,25 @@ started (also on Ctrl-C) and deletes the temp data dir unless --keep-data.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
-import json
 import os
-import signal
 import sys
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
 
+from bench import harness
 from bench.config import TARGET_LAG_RATE, Options, log
+from bench.harness import add_run_options
 from bench.load import EventFactory
-from bench.machine import machine_info, wait_for_idle
+from bench.machine import machine_info
 from bench.measure import server_info
 from bench.phases import Bench
 from bench.procstat import Roles
 from bench.report import report
-from bench.stack import Environment, create_catalog, postmaster_pid, start_servers, start_tiers
+from bench.stack import Environment, create_catalog, postmaster_pid, start_tiers
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -76,15 +72,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--drain-timeout", type=float, default=300.0,
                         help="seconds to wait for the backlog to be persisted after a phase")
     parser.add_argument("--quick", action="store_true", help="short phases: a smoke run")
-    parser.add_argument("--keep-data", action="store_true",
-                        help="keep the temp data dir (and its logs) at the end")
-    parser.add_argument("--data-parent", default=None,
-                        help="where to create the temp data dir (default: the system temp dir)")
-    parser.add_argument("--json", dest="json_out", default=None,
-                        help="also write the results as JSON to this file")
-    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
-                        help="before starting, wait up to this long for the machine to be "
-                             "idle (<10%% busy); it always warns if it is not")
+    add_run_options(parser)
     parser.add_argument("--event-ids", choices=["random", "sequential"], default="random",
                         help="random (UUID-like, default) or sequential event ids")
     parser.add_argument("--pg-set", action="append", metavar="NAME=VALUE",
@@ -176,44 +164,10 @@ async def run_phases(opts: Options, env: Environment, busy_before: float) -> dic
         await pg.close()
 
 
-def _install_sigterm() -> None:
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-
-
 def main(argv: list[str] | None = None) -> int:
     opts = parse_options(argv)
-    _install_sigterm()
-    busy_before = wait_for_idle(opts.wait_idle)
-    data_dir = Path(tempfile.mkdtemp(prefix="portal-bench-", dir=opts.data_parent))
-    env = Environment(data_dir=data_dir)
-    try:
-        start_servers(env, opts)
-        from portal.migrate import migrate
-        from portal.settings import Settings
-
-        migrate(Settings(data_dir=data_dir, database_url=env.database_url,
-                         redis_url=env.redis_url, broker_url=env.broker_url))
-        try:
-            import uvloop
-
-            loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-        except ImportError:  # pragma: no cover - uvicorn[standard] brings it
-            loop_factory = None
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            result = runner.run(run_phases(opts, env, busy_before))
-        if opts.json_out:
-            Path(opts.json_out).write_text(json.dumps(result, indent=2, default=str))
-            log(f"results written to {opts.json_out}")
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        env.close(keep_data=opts.keep_data)
-    return 0
-
+    return harness.run(opts, name="ingest", stack=opts,
+                       measure=lambda env, busy_before: run_phases(opts, env, busy_before))
 
 if __name__ == "__main__":
     sys.exit(main())
