@@ -8,7 +8,6 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import asyncpg
-import httpx
 from redis.asyncio import Redis
 
 from portal.paths import STATIC_DIR
@@ -20,17 +19,19 @@ HTMX_PATH = "vendor/htmx-2.0.11/htmx.min.js"
 ADMIN = "ada@vendor.test"
 
 
-def cookie_attributes(response: httpx.Response, name: str) -> set[str]:
-    """The attributes of the Set-Cookie header for `name`, lower-cased, without its value."""
-    for header in response.headers.get_list("set-cookie"):
-        value, *attributes = (part.strip() for part in header.split(";"))
-        if value.startswith(f"{name}="):
-            return {attribute.lower() for attribute in attributes}
-    raise AssertionError(f"no {name} cookie set")
-
-
 def total(html: str, value: str) -> str:
     return f'<data class="total" value="{value}">{value}</data>'
+
+
+async def on_payg(client: Client, admin_key: str) -> None:
+    """Acme on a EUR 5.00 flat fee plus EUR 0.25 per call, anchored on today's date (so the
+    period began at local midnight today)."""
+    plan = {"id": "pay-as-you-go", "name": "PAYG", "currency": "EUR", "charges": [
+        {"key": "base", "model": "flat", "amount": "5.00"},
+        {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.25"}]}
+    assert (await client.post("/v1/plans", headers=auth(admin_key), json=plan)).status_code == 201
+    assert (await client.post("/v1/customers/acme/subscriptions", headers=auth(admin_key),
+                              json={"planId": "pay-as-you-go"})).status_code == 201
 
 
 async def staff(pg: asyncpg.Connection, client: Client) -> str:
@@ -128,13 +129,7 @@ async def test_partial_shows_the_cost_so_far_from_the_customers_plan(
 ) -> None:
     await make_customer(client, admin_key, timezone="Europe/Berlin", currency="EUR")
     await make_meter(client, admin_key, metric="api_calls", unit="call")
-    plan = {"id": "pay-as-you-go", "name": "PAYG", "currency": "EUR", "charges": [
-        {"key": "base", "model": "flat", "amount": "5.00"},
-        {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.25"}]}
-    assert (await client.post("/v1/plans", headers=auth(admin_key), json=plan)).status_code == 201
-    # Anchored on today's date, so the period began at local midnight today.
-    assert (await client.post("/v1/customers/acme/subscriptions", headers=auth(admin_key),
-                              json={"planId": "pay-as-you-go"})).status_code == 201
+    await on_payg(client, admin_key)
     sent = await client.post("/v1/events/batch", headers=auth(ingest_key),
                              json={"events": [event(quantity=2), event(quantity="3.5")]})
     assert sent.status_code == 202, sent.text
@@ -216,12 +211,7 @@ async def test_panel_shows_spend_and_meter_budgets_used_exactly(
 ) -> None:
     await make_customer(client, admin_key, timezone="Europe/Berlin", currency="EUR")
     await make_meter(client, admin_key, metric="api_calls", unit="call")
-    plan = {"id": "pay-as-you-go", "name": "PAYG", "currency": "EUR", "charges": [
-        {"key": "base", "model": "flat", "amount": "5.00"},
-        {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.25"}]}
-    assert (await client.post("/v1/plans", headers=auth(admin_key), json=plan)).status_code == 201
-    assert (await client.post("/v1/customers/acme/subscriptions", headers=auth(admin_key),
-                              json={"planId": "pay-as-you-go"})).status_code == 201
+    await on_payg(client, admin_key)
     for rule in ({"name": "Monthly spend", "basis": "budget", "budget": "8", "levels": ["100"]},
                  {"name": "Calls <b>cap</b>", "metricName": "api_calls", "basis": "budget", "budget": "4",
                   "levels": ["100"]}):

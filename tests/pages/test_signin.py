@@ -27,7 +27,6 @@ from tests.pages.helpers import (
 )
 from tests.sinks import wait_for
 
-HTMX_PATH = "vendor/htmx-2.0.11/htmx.min.js"
 ADMIN = "ada@vendor.test"
 
 
@@ -38,16 +37,6 @@ def cookie_attributes(response: httpx.Response, name: str) -> set[str]:
         if value.startswith(f"{name}="):
             return {attribute.lower() for attribute in attributes}
     raise AssertionError(f"no {name} cookie set")
-
-
-def total(html: str, value: str) -> str:
-    return f'<data class="total" value="{value}">{value}</data>'
-
-
-async def staff(pg: asyncpg.Connection, client: Client) -> str:
-    """An admin, signed in; returns the session's CSRF token."""
-    await make_user(pg, ADMIN, role="admin")
-    return await sign_in(client, ADMIN)
 
 
 # --- signing in -------------------------------------------------------------------------
