@@ -9,9 +9,7 @@ gets 204 while nothing changed.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -26,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.billing.subscriptions import list_subscriptions
 from portal.catalog import service as catalog
 from portal.catalog.schemas import Customer, Meter
+from portal.csv_cells import Cell, csv_text
 from portal.dependencies import Db, Portal
 from portal.live import keys
 from portal.pages.access import visible_customer
@@ -44,7 +43,7 @@ from portal.pages.usage_selection import (
 from portal.pages.web import PageController, is_htmx, page
 from portal.periods import local_midnight, to_datetime
 from portal.state import PortalState
-from portal.usage.combine import exact
+from portal.usage.combine import exact, trimmed
 from portal.usage.service import Usage, UsagePoint, billed_usage, live_usage
 
 CHART_WIDTH = 960
@@ -138,11 +137,10 @@ def _point_end(start: datetime, granularity: str, tz_name: str) -> datetime:
 
 def usage_csv(meter: Meter, selection: Selection, tz_name: str, usage: Usage, groups: list[Any]) -> str:
     """One row per point (per point and dimension value with a breakdown): ISO instants
-    with the customer's offset, exact decimal values."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    with the customer's offset, exact decimal values. Dimension values are the customer's
+    own text: `csv_text` keeps a spreadsheet from running them."""
     head = ["start", "end", "meter"] + ([selection.group] if selection.group else []) + ["value", "unit"]
-    writer.writerow(head)
+    rows: list[list[Cell]] = []
 
     def iso(at: datetime) -> str:
         return to_local(at, tz_name).isoformat()
@@ -150,14 +148,14 @@ def usage_csv(meter: Meter, selection: Selection, tz_name: str, usage: Usage, gr
     if selection.group is None:
         for p in usage.series:
             end = _point_end(p.start, selection.granularity, tz_name)
-            writer.writerow([iso(p.start), iso(end), meter.metric_name, exact(p.value), meter.unit])
+            rows.append([iso(p.start), iso(end), meter.metric_name, trimmed(p.value), meter.unit])
     else:
         for g in groups:
             for p in g.series:
                 end = _point_end(p.start, selection.granularity, tz_name)
-                writer.writerow([iso(p.start), iso(end), meter.metric_name, g.value, exact(p.value),
-                                 meter.unit])
-    return buffer.getvalue()
+                rows.append([iso(p.start), iso(end), meter.metric_name, g.value, trimmed(p.value),
+                             meter.unit])
+    return csv_text(head, rows)
 
 
 class MeterPagesController(PageController):

@@ -32,3 +32,9 @@ def exact(value: Decimal) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return "0" if text in ("", "-0") else text
+
+
+def trimmed(value: Decimal) -> Decimal:
+    """`value` as a Decimal whose plain text is `exact(value)` (for writers that format
+    numbers themselves, such as the CSV exports)."""
+    return Decimal(exact(value))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -121,6 +123,34 @@ async def test_csv_has_the_same_selection_with_offsets_and_exact_values(
     assert rows[0] == ["start", "end", "meter", "region", "value", "unit"]
     last = {r[3]: r[4] for r in rows[1:] if r[0].startswith(str(today))}
     assert last == {"us": "3.5", "eu": "2", "<script>x</script>": "1"}
+
+
+async def test_csv_writes_dimension_values_a_spreadsheet_would_run_as_text(
+    client: Client, admin_key: str, pg: asyncpg.Connection,
+) -> None:
+    # Given: usage stored under dimension values that are spreadsheet formulas (straight in
+    # Postgres: the export is what is tested, whatever the edge lets through)
+    await make_customer(client, admin_key)
+    await make_meter(client, admin_key, group_by=["region"])
+    hour = datetime(2026, 11, 2, 10, tzinfo=UTC)
+    written = {"=cmd|' /C calc'!A0": "'=cmd|' /C calc'!A0", "@SUM(1)": "'@SUM(1)", "+1": "'+1",
+               "-1+2": "'-1+2", "\t=1": "'\t=1", "\r=1": "'\r=1"}
+    values = [*((region, Decimal(i + 1)) for i, region in enumerate(written)), ("eu", Decimal("0.5"))]
+    for region, value in values:
+        await pg.execute("INSERT INTO hourly_usage (customer_id, metric_name, hour, group_key, value, "
+                         "event_count) VALUES ('acme', 'api_calls', $1, $2, $3, 1)",
+                         hour, json.dumps({"region": region}), value)
+    await customer_user(pg, client)
+    # When: the customer downloads the day's breakdown
+    export = await client.get(f"{PAGE}.csv", params={"range": "custom", "from": "2026-11-02",
+                                                     "to": "2026-11-02", "granularity": "day",
+                                                     "group": "region"})
+    # Then: every formula is text, and the values are numbers
+    assert export.status_code == 200, export.text
+    rows = list(csv.reader(io.StringIO(export.text)))
+    assert rows[0] == ["start", "end", "meter", "region", "value", "unit"]
+    assert sorted((r[3], r[4]) for r in rows[1:]) == sorted(
+        [(text, str(i + 1)) for i, text in enumerate(written.values())] + [("eu", "0.5")])
 
 
 async def test_bad_selections_answer_422_naming_the_field_and_keeping_values(
