@@ -12,14 +12,16 @@ from datetime import date, datetime, timedelta
 
 from redis.asyncio import Redis
 
+from portal.ingest.validation import rejection_reason
 from portal.live.keys import QUALITY_TTL, quality_key
 
 log = logging.getLogger(__name__)
 
 
 def reason_of(error: str) -> str:
-    """The field a rejection names ("quantity: must be …" → "quantity")."""
-    return error.split(":", 1)[0].strip()[:60] or "unknown"
+    """The field a rejection names ("quantity: must be …" → "quantity"), one of a fixed
+    set whatever the client sent, so the counters cannot grow without bound."""
+    return rejection_reason(error)
 
 
 async def record(redis: Redis, source: str, *, accepted: int, rejected: Iterable[str], now: datetime) -> None:

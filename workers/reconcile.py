@@ -19,9 +19,9 @@ from decimal import Decimal
 from typing import Any, cast
 
 from portal.live import keys
-from portal.live.store import live_decimal
+from portal.live.store import live_value, live_values, sum_fields
 from portal.periods import HOUR_S, to_datetime
-from portal.usage.combine import combine
+from portal.usage.combine import combine, exact
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,12 @@ class ReconcileReport:
 
 
 def _fmt(value: Decimal) -> str:
-    return format(value.normalize() + Decimal(0), "f")
+    return exact(value)
+
+
+def _value_fields(aggregation: str, fld: str, value: Decimal) -> dict[str, str]:
+    """Hash fields holding `value`: sums as the integer limbs the ingest adds to."""
+    return sum_fields(fld, value) if aggregation == "sum" else {fld: _fmt(value)}
 
 
 async def _desired_state(
@@ -87,24 +92,19 @@ async def _desired_state(
                         (r["latest_at"] - datetime(1970, 1, 1, tzinfo=UTC))
                         // timedelta(microseconds=1))
         else:
-            state[keys.TOTAL_FIELD] = _fmt(combine(aggregation, (r["value"] for r in members)))
+            state.update(_value_fields(aggregation, keys.TOTAL_FIELD,
+                                       combine(aggregation, (r["value"] for r in members))))
             for r in members:
                 if r["group_key"]:
-                    state[keys.group_field(r["group_key"])] = _fmt(r["value"])
+                    state.update(_value_fields(aggregation, keys.group_field(r["group_key"]),
+                                               r["value"]))
         desired[hkey] = state
     return desired, sets, where
 
 
 def _same(live: dict[str, str], want: Desired) -> bool:
-    if live.keys() != want.keys():
-        return False
-    for fld, value in want.items():
-        if fld.startswith(keys.LATEST_PREFIX):
-            if int(live[fld]) != int(value):
-                return False
-        elif live_decimal(live[fld]) != Decimal(value):
-            return False
-    return True
+    """Whether the hash holds the wanted values (limbs may split differently)."""
+    return live_values(live) == live_values(want)
 
 
 def _parse_key(hkey: str) -> tuple[str, str, int]:
@@ -165,16 +165,14 @@ async def reconcile(
                 customer, metric, bucket = where.get(hkey) or _parse_key(hkey)
                 if not lo <= bucket < hi:
                     continue
-                live_hours[(customer, metric)].append(
-                    (bucket, live_decimal(live[keys.TOTAL_FIELD]) if keys.TOTAL_FIELD in live else None))
-                billed_hours[(customer, metric)].append(
-                    (bucket, Decimal(want[keys.TOTAL_FIELD]) if keys.TOTAL_FIELD in want else None))
+                live_hours[(customer, metric)].append((bucket, live_value(live, keys.TOTAL_FIELD)))
+                billed_hours[(customer, metric)].append((bucket, live_value(want, keys.TOTAL_FIELD)))
                 if _same(live, want):
                     continue
                 written += 1
                 pipe.delete(hkey)
                 expire_at = keys.hour_key_expires_at(bucket, settings.accepted_lateness)
-                for fld in list(live) + list(want):
+                for fld in list(live_values(live)) + list(live_values(want)):
                     if not fld.startswith(keys.LATEST_PREFIX):
                         pipe.delete(keys.unique_key(customer, metric, bucket, fld))
                 if want:

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -26,14 +26,21 @@ from portal import quality
 from portal.catalog.service import MeterSpec
 from portal.errors import StoreUnavailable
 from portal.ingest.service import CONFLICT_ERROR, IngestUnavailable
-from portal.ingest.validation import EventError, decode_event, validate
+from portal.ingest.validation import (
+    EventError,
+    check_quantity,
+    decode_event,
+    decode_json_body,
+    epoch_seconds_us,
+    number_from_text,
+    validate,
+)
 from portal.settings import SettingsError
 from portal.state import PortalState
 
 # Meters whose events need no value: each event counts as 1.
 VALUELESS = frozenset({"count", "unique_count"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_decoder = msgspec.json.Decoder(float_hook=Decimal)
 
 
 class MappingError(ValueError):
@@ -47,8 +54,9 @@ class MappingError(ValueError):
 
 
 def decode_json(body: bytes) -> Any:
-    """JSON with floats as Decimal, so 0.1 stays 0.1."""
-    return _decoder.decode(body)
+    """JSON with floats as Decimal, so 0.1 stays 0.1. Raises BodyError (→ 400) for invalid
+    UTF-8, malformed JSON or nesting deeper than the documented limit."""
+    return decode_json_body(body)
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -119,8 +127,9 @@ def lookup(data: Any, path: tuple[str, ...]) -> Any:
     return node
 
 
-def quantity(value: Any, where: str) -> Decimal:
-    """A number or a numeric string as a Decimal."""
+def number(value: Any, where: str) -> Decimal:
+    """A JSON number or a numeric string as a Decimal, its text checked before it is
+    converted (length and shape); the range is the caller's to check."""
     if isinstance(value, bool) or value is None:
         raise MappingError(where, "must be a number")
     if isinstance(value, (int, Decimal)):
@@ -129,13 +138,19 @@ def quantity(value: Any, where: str) -> Decimal:
         return Decimal(repr(value))
     if isinstance(value, str):
         try:
-            number = Decimal(value.strip())
-        except InvalidOperation as exc:
-            raise MappingError(where, f"not a number: {value!r}") from exc
-        if not number.is_finite():
-            raise MappingError(where, "must be a finite number")
-        return number
+            return number_from_text(value, where)
+        except EventError as exc:
+            raise MappingError(where, str(exc).partition(": ")[2]) from None
     raise MappingError(where, "must be a number")
+
+
+def quantity(value: Any, where: str) -> Decimal:
+    """A quantity by the native rules (0 ≤ q < 10^20, at most 12 decimal places), checked
+    before anything formats it: a value like 1e1000000000 is refused, never expanded."""
+    try:
+        return check_quantity(number(value, where), where)
+    except EventError as exc:
+        raise MappingError(where, str(exc).partition(": ")[2]) from None
 
 
 
@@ -164,19 +179,23 @@ def dimension_text(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Decimal):
-        return format(value, "f") if value == value.to_integral_value() else str(value)
+        # Plain notation only for ordinary magnitudes: expanding 1e1000000000 would take
+        # seconds and gigabytes (a dimension value that long is refused anyway).
+        if value.is_finite() and -30 < value.adjusted() < 30 and value == value.to_integral_value():
+            return format(value, "f")
+        return str(value)
     if isinstance(value, int | float):
         return str(value)
     return msgspec.json.encode(value).decode()
 
 
 def epoch_seconds_to_rfc3339(value: Any, where: str) -> str:
-    """Unix seconds (int, float or numeric string) as RFC 3339 with microseconds."""
-    seconds = quantity(value, where)
-    if seconds < 0:
-        raise MappingError(where, "must not be negative")
-    micros = int(seconds * 1_000_000)
-    return rfc3339(micros)
+    """Unix seconds (int, float or numeric string) as RFC 3339 with microseconds; a
+    MappingError when not a time between 1970 and 9999."""
+    try:
+        return rfc3339(epoch_seconds_us(number(value, where), where))
+    except EventError as exc:
+        raise MappingError(where, str(exc).partition(": ")[2]) from None
 
 
 def rfc3339(micros: int) -> str:
@@ -197,7 +216,10 @@ def native(*, event_id: str, timestamp: int | str, customer_id: str, metric: str
     body = {"eventId": event_id, "timestamp": timestamp, "customerId": customer_id,
             "metricName": metric, "quantity": format(value, "f"), "dimensions": dimensions,
             "metadata": {"source": source, "version": version}}
-    return msgspec.json.encode(body)
+    try:
+        return msgspec.json.encode(body)
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 exists for it
+        raise MappingError("event", "contains a lone surrogate (not valid Unicode text)") from None
 
 
 async def meter_specs(state: PortalState, names: set[str]) -> dict[str, MeterSpec]:

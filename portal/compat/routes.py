@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from litestar import Request, Response, post
 from litestar.exceptions import HTTPException
 
@@ -17,6 +16,7 @@ from portal.compat import cloudevents, lago, stripe
 from portal.compat.mapping import MappingError, decode_json, map_events, meter_specs, submit
 from portal.dependencies import Portal
 from portal.ingest.service import IngestUnavailable
+from portal.ingest.validation import BodyError
 
 INGEST = {"scope": "ingest"}
 MAX_BODY = 5 * 1024 * 1024
@@ -96,10 +96,10 @@ async def shared_events(request: Request[Any, Any, Any], portal: Portal) -> Resp
     body = await request.body()
     try:
         decoded = decode_json(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except BodyError as exc:
         if media in _OPENMETER_TYPES:
-            return cloudevents.problem(400, f"malformed JSON: {exc}")
-        return lago.bad_request(f"malformed JSON: {exc}")
+            return cloudevents.problem(400, str(exc))
+        return lago.bad_request(str(exc))
     if media == cloudevents.STRUCTURED:
         return await _cloudevents(portal, [decoded], batch=False)
     if media == cloudevents.BATCH:
@@ -126,8 +126,8 @@ async def lago_batch(request: Request[Any, Any, Any], portal: Portal) -> Respons
     event by its index (nothing counted)."""
     try:
         decoded = decode_json(await request.body())
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        return lago.bad_request(f"malformed JSON: {exc}")
+    except BodyError as exc:
+        return lago.bad_request(str(exc))
     if not isinstance(decoded, dict) or not isinstance(decoded.get("events"), list):
         return lago.bad_request("param is missing or the value is empty: events")
     return await _lago(portal, decoded["events"], batch=True)

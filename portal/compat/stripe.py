@@ -28,6 +28,7 @@ from portal.compat.mapping import (
     split_error,
 )
 from portal.errors import RETRY_AFTER_S
+from portal.ingest.validation import MAX_NUMBER_CHARS, EventError, epoch_seconds_us
 
 MAPPING_ENV = "PORTAL_STRIPE_MAPPING"
 
@@ -97,10 +98,13 @@ def to_native(fields: dict[str, str], payload: dict[str, str],
         value = quantity(raw_value, f"payload[{value_key}]")
     raw_time = fields.get("timestamp", "").strip()
     if raw_time:
+        if len(raw_time) > MAX_NUMBER_CHARS or not raw_time.lstrip("-").isdecimal():
+            raise MappingError("timestamp", "Invalid integer: " + raw_time[:MAX_NUMBER_CHARS])
+        timestamp = int(raw_time)
         try:
-            timestamp = int(raw_time)
-        except ValueError as exc:
-            raise MappingError("timestamp", "Invalid integer: " + raw_time) from exc
+            epoch_seconds_us(timestamp)
+        except EventError as exc:
+            raise MappingError("timestamp", str(exc).partition(": ")[2]) from None
     else:
         timestamp = int(time.time())
     identifier = fields.get("identifier", "").strip() or new_id()

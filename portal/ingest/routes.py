@@ -17,6 +17,7 @@ from portal.errors import ServiceUnavailable
 from portal.ingest.openapi import EventBatchOperation, SingleEventOperation
 from portal.ingest.schemas import EventBatch, IngestResult
 from portal.ingest.service import CONFLICT_ERROR, IngestUnavailable
+from portal.ingest.validation import MAX_JSON_DEPTH, rejection_reason
 
 INGEST = {"scope": "ingest"}
 
@@ -60,7 +61,16 @@ def count(result: IngestResult, status: int, events: int, seconds: float) -> Non
     metrics.INGEST_EVENTS.labels("duplicate").inc(result.duplicates)
     metrics.INGEST_EVENTS.labels("rejected").inc(len(result.rejected))
     for rejection in result.rejected:
-        metrics.INGEST_REJECTIONS.labels(rejection.error.split(":", 1)[0][:40]).inc()
+        metrics.INGEST_REJECTIONS.labels(rejection_reason(rejection.error)).inc()
+
+
+def readable_body(body: bytes) -> bytes:
+    """The body, if it is UTF-8 at all (400 otherwise: no event of it can be read)."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClientException(f"the body is not valid UTF-8 (byte {exc.start})") from None
+    return body
 
 
 class EventController(Controller):
@@ -77,7 +87,7 @@ class EventController(Controller):
     ) -> Response[IngestResult]:
         """One event (the seed's UsageEvent). 202 when accepted or a duplicate; 422 with
         the reason otherwise. The body is decoded by the same per-event rules as a batch."""
-        return await _run(portal, [await request.body()])
+        return await _run(portal, [readable_body(await request.body())])
 
     @post("/batch", summary="Submit up to 1000 usage events", request_max_body_size=5 * 1024 * 1024,
           operation_class=EventBatchOperation)
@@ -86,11 +96,13 @@ class EventController(Controller):
     ) -> Response[IngestResult]:
         """`{"events": [...]}`, at most 1000 events and 5 MiB (413 beyond). Each event is
         accepted, a duplicate, or rejected with its index and reason."""
-        body = await request.body()
+        body = readable_body(await request.body())
         try:
             envelope = msgspec.json.decode(body, type=EventBatch)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise ClientException(f"body must be {{\"events\": [...]}}: {exc}") from exc
+        except RecursionError:
+            raise ClientException(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
         limit = portal.settings.max_batch_events
         if len(envelope.events) > limit:
             raise PayloadTooLarge(f"a batch holds at most {limit} events, got {len(envelope.events)}")

@@ -1,5 +1,13 @@
 """Per-event checks: pure functions from a decoded event and the catalog to an
-`AcceptedEvent` or an error that names the field and the rule."""
+`AcceptedEvent` or an error that names the field and the rule.
+
+This module is the one place that says what input is acceptable, for the native API and
+the three compatible ones alike: they map their events onto native bodies with the number
+and time helpers below and then pass the same `validate`. The rule behind every check:
+whatever is accepted must be storable (Postgres refuses NUL in text; a lone surrogate
+cannot be encoded) and showable everywhere downstream, and no check may cost more than
+the text it reads (numbers are judged by their exponent and digits, never expanded).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, Inexact, InvalidOperation, localcontext
+from typing import Any
 
 import msgspec
 
@@ -16,12 +25,40 @@ from portal.ingest.events import AcceptedEvent
 from portal.ingest.schemas import UsageEvent
 from portal.periods import hour_bucket
 
-MAX_QUANTITY = Decimal(10) ** 20  # numeric(32, 12): 20 integer digits
+MAX_QUANTITY_DIGITS = 20  # numeric(32, 12): 20 integer digits
+MAX_QUANTITY = Decimal(10) ** MAX_QUANTITY_DIGITS
 MAX_FRACTION_DIGITS = 12
+_FRACTION_STEP = Decimal(1).scaleb(-MAX_FRACTION_DIGITS)
+# Numbers sent as text (forms, JSON strings) longer than this are refused unread: no valid
+# quantity or timestamp needs more (20 + 12 digits, a sign, a point, an exponent).
+MAX_NUMBER_CHARS = 64
+# The last second a datetime (and so Postgres' timestamptz as we use it) can hold.
+MAX_EPOCH_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+MAX_TIMESTAMP_CHARS = 64
+# JSON bodies nested deeper than this are refused (400) before any event is read; no
+# accepted body needs more than a few levels (batch, event, dimensions or data).
+MAX_JSON_DEPTH = 64
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _encode = msgspec.json.Encoder().encode  # compact JSON, keys in insertion order
 _group_keys: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
 _ID_RE = re.compile(r"^[A-Za-z0-9._:@+\-]+$")
+# Text that cannot be stored or shown: C0 controls (Postgres refuses NUL in text and jsonb;
+# the others are invisible on a page and break CSV and logs), DEL, and lone surrogates
+# (no UTF-8 encoding exists for them).
+_UNSTORABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+_RFC3339_START = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+_NUMBER_TEXT = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d{1,6})?$")
+
+# Every rejection is counted under one of these (metrics labels, data-quality counters):
+# a fixed set, whatever field names a client invents.
+REJECTION_REASONS = frozenset({
+    "eventId", "timestamp", "customerId", "metricName", "quantity", "productId", "dimensions",
+    "metadata", "body", "conflict",
+    # the compatible APIs' own field names (portal/compat)
+    "event", "transaction_id", "code", "external_customer_id", "external_subscription_id",
+    "properties", "specversion", "id", "source", "type", "subject", "time", "data",
+    "data_base64", "event_name", "payload", "identifier",
+})
 
 
 class EventError(ValueError):
@@ -39,14 +76,127 @@ class Limits:
     max_event_id_chars: int
 
 
+def rejection_reason(error: str) -> str:
+    """The field a rejection message names, as one of `REJECTION_REASONS` ("body" for
+    anything that names no known field)."""
+    if error.startswith("eventId: already used"):
+        return "conflict"
+    head = error.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0].strip()
+    return head if head in REJECTION_REASONS else "body"
+
+
+def check_text(field: str, value: str) -> None:
+    """Refuse text that cannot be stored or shown (see `_UNSTORABLE`)."""
+    found = _UNSTORABLE.search(value)
+    if found is not None:
+        raise EventError(
+            f"{field}: contains the control character or lone surrogate U+{ord(found.group()):04X}; "
+            "C0 controls, DEL and lone surrogates are not allowed")
+
+
+def check_quantity(quantity: Decimal, field: str = "quantity") -> Decimal:
+    """`quantity` if it fits numeric(32, 12) (0 ≤ q < 10^20, at most 12 decimal places),
+    exactly (never rounded); EventError otherwise. Judged by exponent and digits, so a
+    value like 1e1000000000 costs nothing."""
+    if not quantity.is_finite():
+        raise EventError(f"{field}: must be a finite number")
+    if quantity.is_signed() and quantity != 0:
+        raise EventError(f"{field}: must not be negative")
+    if quantity and quantity.adjusted() >= MAX_QUANTITY_DIGITS:
+        raise EventError(f"{field}: must be less than 10^{MAX_QUANTITY_DIGITS}")
+    with localcontext() as ctx:
+        # Enough precision for every value that passed the magnitude check; Inexact
+        # means digits beyond the twelfth decimal place would be lost.
+        ctx.prec = MAX_QUANTITY_DIGITS + MAX_FRACTION_DIGITS + 2
+        ctx.traps[Inexact] = True
+        try:
+            quantity.quantize(_FRACTION_STEP)
+        except (Inexact, InvalidOperation):
+            raise EventError(f"{field}: at most {MAX_FRACTION_DIGITS} decimal places") from None
+        return abs(quantity).normalize() + Decimal(0)
+
+
+def number_from_text(text: str, field: str) -> Decimal:
+    """A number sent as text ("12.5", "1e3"): checked by length and shape before it is
+    converted. The caller checks the range."""
+    stripped = text.strip()
+    if len(stripped) > MAX_NUMBER_CHARS or not _NUMBER_TEXT.match(stripped):
+        raise EventError(f"{field}: not a number: {stripped[:MAX_NUMBER_CHARS]!r}")
+    return Decimal(stripped)
+
+
+def epoch_seconds_us(seconds: Decimal | int, field: str = "timestamp") -> int:
+    """Unix seconds (possibly fractional) as epoch microseconds, exactly; EventError when
+    outside 1970-01-01 .. 9999-12-31 (checked by magnitude before any arithmetic)."""
+    value = Decimal(seconds)
+    if not value.is_finite():
+        raise EventError(f"{field}: must be a finite number")
+    if value.is_signed() and value != 0:
+        raise EventError(f"{field}: must not be negative")
+    if value and (value.adjusted() > 11 or value > MAX_EPOCH_SECONDS):
+        raise EventError(f"{field}: after 9999-12-31T23:59:59Z")
+    if value and value.adjusted() < -7:
+        return 0  # below a microsecond
+    return int(value.scaleb(6).to_integral_value())
+
+
 def decode_event(raw: bytes) -> UsageEvent:
-    """Decode one event; msgspec's message already names the path (`$.quantity`)."""
+    """Decode one event; msgspec's message already names the path (`$.quantity`).
+    Invalid UTF-8 and runaway nesting are EventErrors like any other malformed JSON."""
     try:
         return msgspec.json.decode(raw, type=UsageEvent)
     except msgspec.ValidationError as exc:
         raise EventError(_tidy(str(exc))) from exc
     except msgspec.DecodeError as exc:
         raise EventError(f"malformed JSON: {exc}") from exc
+    except UnicodeDecodeError:
+        raise EventError("body: not valid UTF-8") from None
+    except RecursionError:
+        raise EventError(f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+
+
+class BodyError(ValueError):
+    """A request body that is not JSON we can read at all (400): invalid UTF-8, malformed,
+    or nested deeper than `MAX_JSON_DEPTH`."""
+
+
+_json_decoder = msgspec.json.Decoder(float_hook=Decimal)
+
+
+def decode_json_body(body: bytes) -> Any:
+    """Untyped JSON (numbers with a fraction as Decimal, so 0.1 stays 0.1), for bodies whose
+    shape is checked afterwards. Raises BodyError naming what is wrong."""
+    try:
+        value = _json_decoder.decode(body)
+    except UnicodeDecodeError:
+        raise BodyError("the body is not valid UTF-8") from None
+    except RecursionError:
+        raise BodyError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise BodyError(f"malformed JSON: {exc}") from None
+    if _depth_exceeds(value, MAX_JSON_DEPTH):
+        raise BodyError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _depth_exceeds(value: object, limit: int) -> bool:
+    """Whether `value` nests containers more than `limit` deep (iterative: no recursion
+    on hostile input; stops at the first branch that is too deep)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: list[object] | None = list(node.values())
+        elif isinstance(node, list):
+            children = node
+        else:
+            children = None
+        if children:
+            if depth >= limit:
+                return True
+            stack.extend((child, depth + 1) for child in children
+                         if isinstance(child, (dict, list)))
+    return False
 
 
 def loose_event_id(raw: bytes) -> str | None:
@@ -54,10 +204,12 @@ def loose_event_id(raw: bytes) -> str | None:
     rejection can name it."""
     try:
         value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     event_id = value.get("eventId") if isinstance(value, dict) else None
-    return event_id if isinstance(event_id, str) else None
+    if not isinstance(event_id, str) or _UNSTORABLE.search(event_id):
+        return None
+    return event_id[:MAX_TIMESTAMP_CHARS * 4]
 
 
 def _tidy(message: str) -> str:
@@ -74,31 +226,43 @@ def parse_timestamp_us(value: int | str) -> int:
     if isinstance(value, int):
         if value < 0:
             raise EventError("timestamp: must not be negative")
+        if value > MAX_EPOCH_SECONDS * 1000:
+            raise EventError("timestamp: after 9999-12-31T23:59:59Z")
         return value * 1000
     text = value.strip()
-    if not re.match(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}", text):
-        raise EventError(f"timestamp: not epoch milliseconds or RFC 3339: {value!r}")
+    if len(text) > MAX_TIMESTAMP_CHARS or not _RFC3339_START.match(text):
+        raise EventError(f"timestamp: not epoch milliseconds or RFC 3339: {text[:MAX_TIMESTAMP_CHARS]!r}")
     try:
         moment = datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError as exc:
-        raise EventError(f"timestamp: not a valid RFC 3339 time: {value!r}") from exc
+        raise EventError(f"timestamp: not a valid RFC 3339 time: {text!r}") from exc
     if moment.tzinfo is None:
         raise EventError("timestamp: RFC 3339 time needs an offset (Z or ±hh:mm)")
     # Integer arithmetic from the epoch keeps microseconds exact (float timestamps do not).
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
-def check_quantity(quantity: Decimal) -> Decimal:
-    if not quantity.is_finite():
-        raise EventError("quantity: must be a finite number")
-    if quantity < 0:
-        raise EventError("quantity: must not be negative")
-    if quantity >= MAX_QUANTITY:
-        raise EventError("quantity: must be less than 10^20")
-    exponent = quantity.normalize().as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -MAX_FRACTION_DIGITS:
-        raise EventError(f"quantity: at most {MAX_FRACTION_DIGITS} decimal places")
-    return quantity.normalize() + Decimal(0)
+def _check_texts(event: UsageEvent, limits: Limits) -> None:
+    """Every string of the event is storable and of bounded length (one regex pass over
+    all of them; the field is named only when something is found)."""
+    meta = event.metadata
+    texts = [("eventId", event.event_id), ("customerId", event.customer_id),
+             ("metricName", event.metric_name), ("productId", event.product_id),
+             ("metadata.source", meta.source), ("metadata.version", meta.version)]
+    if meta.request_id is not None:
+        texts.append(("metadata.requestId", meta.request_id))
+    for name, value in event.dimensions.items():
+        texts.append(("dimensions", name))
+        texts.append((f"dimensions.{name}", value))
+    if _UNSTORABLE.search("".join(text for _, text in texts)):
+        for field, text in texts:
+            if field.startswith("dimensions.") and _UNSTORABLE.search(field):
+                field = "dimensions"  # the key itself is at fault: do not echo it
+            check_text(field, text)
+    bounded = 7 if meta.request_id is not None else 6
+    for field, text in texts[3:bounded]:  # productId and metadata
+        if len(text) > limits.max_dimension_value_chars:
+            raise EventError(f"{field}: longer than {limits.max_dimension_value_chars} characters")
 
 
 def fingerprint(event: UsageEvent, quantity: Decimal, event_time_us: int) -> str:
@@ -135,6 +299,7 @@ def validate(
     limits: Limits,
 ) -> AcceptedEvent:
     """Every rule an event must pass to be counted. Raises EventError naming the field."""
+    _check_texts(event, limits)
     if not event.event_id:
         raise EventError("eventId: must not be empty")
     if len(event.event_id) > limits.max_event_id_chars:

@@ -6,13 +6,15 @@ slot and a Lua script may touch them together.
 - `lu:{c}:<metric>:<bucket>` HASH, one per customer, metric and local hour (bucket =
   epoch seconds of the hour's start). Fields: `=` the hour's value over all groups,
   `g|<groupKey>` the value of one group-by combination; for `latest` meters `@=` and
-  `@g|<groupKey>` hold the event time (µs) of the value kept.
+  `@g|<groupKey>` hold the event time (µs) of the value kept. A `sum` value is exact: it is
+  kept as integer limbs added with HINCRBY, `<field>` whole units, `<field>~f` units of
+  10^-12 and `<field>~h` units of 10^12 (no float anywhere; see `portal.live.store`).
 - `ls:{c}:<metric>:<bucket>:<field>` SET of distinct values for `unique_count` meters.
 - `lk:{c}` ZSET of that customer's `lu:` keys scored by bucket: what reconcile compares.
 - `ld:{c}:<eventId>` STRING, the event's fingerprint: the edge's dedup marker.
 - `live:inflight` ZSET of batch ids queued but not yet in Postgres, scored by acceptance
   time (ms): its minimum is the `completeThrough` watermark.
-- `live:built` STRING, present once a full reconcile has filled the live view; a flushed
+- `live:built:v2` STRING, present once a full reconcile has filled the live view; a flushed
   Redis loses it, which makes the next reconcile rebuild everything.
 """
 
@@ -24,7 +26,10 @@ TOTAL_FIELD = "="
 GROUP_PREFIX = "g|"
 LATEST_PREFIX = "@"
 INFLIGHT_KEY = "live:inflight"
-BUILT_KEY = "live:built"
+# v2: sums became integer limbs; a view built in the float format is rebuilt once.
+BUILT_KEY = "live:built:v2"
+FRACTION_LIMB = "~f"
+HIGH_LIMB = "~h"
 RECONCILE_LOCK_KEY = "live:reconcile-lock"
 
 # A billing period is at most 31 days; live reads cover the current and the previous one.

@@ -25,13 +25,37 @@ return out
 
 # KEYS[1]: the customer's index key. ARGV[1]: marker key prefix; ARGV[2]: marker TTL (s);
 # ARGV[3]: msgpack [[eventId, fingerprint], ...]; ARGV[4]: msgpack list of ops:
-#   {'s', key, field, amount} {'c', key, field, n} {'m', key, field, value}
+#   {'s', key, field, whole, fraction, high}  (an exact amount as integer limbs: whole
+#   units, 10^-12 units and 10^12 units, each below 10^12)
+#   {'c', key, field, n} {'m', key, field, value}
 #   {'l', key, field, value, micros} {'u', key, field, setkey, {member, ...}}
 #   {'e', key, expireat, bucket}  (expire the hour key and index it)  {'x', key, expireat}
 # Markers are set first with NX; if any already exists (a concurrent request carried the
 # same event), the markers this call set are removed again, nothing else changes, and the
 # 1-based positions that were taken are returned so the caller can leave those events out.
 APPLY_BATCH = """
+-- Lua numbers are doubles, exact below 2^53: a limb is carried into the next one once it
+-- passes 10^15, so every number this script handles stays exact.
+local LIMB, CARRY_AT = 1000000000000, 1000000000000000
+local function add_limb(key, fld, amount, always)
+  if amount == 0 and not always then return 0 end
+  local total = redis.call('HINCRBY', key, fld, amount)
+  if total < CARRY_AT then return 0 end
+  local carry = math.floor(total / LIMB)
+  redis.call('HINCRBY', key, fld, -carry * LIMB)
+  return carry
+end
+-- Non-negative plain decimals ("12.5") compared exactly, as text.
+local function dec_gt(a, b)
+  local ai, af = string.match(a, '^(%d*)%.?(%d*)$')
+  local bi, bf = string.match(b, '^(%d*)%.?(%d*)$')
+  ai = string.gsub(ai, '^0+', ''); bi = string.gsub(bi, '^0+', '')
+  if #ai ~= #bi then return #ai > #bi end
+  if ai ~= bi then return ai > bi end
+  local width = math.max(#af, #bf)
+  af = af .. string.rep('0', width - #af); bf = bf .. string.rep('0', width - #bf)
+  return af > bf
+end
 local prefix = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local markers = cmsgpack.unpack(ARGV[3])
@@ -52,12 +76,15 @@ end
 for _, op in ipairs(cmsgpack.unpack(ARGV[4])) do
   local kind, key = op[1], op[2]
   if kind == 's' then
-    redis.call('HINCRBYFLOAT', key, op[3], op[4])
+    local carry = add_limb(key, op[3] .. '~f', op[5], false)
+    -- the whole-units field is always written, so a sum of zeros still shows as 0
+    carry = add_limb(key, op[3], op[4] + carry, true)
+    if op[6] + carry ~= 0 then redis.call('HINCRBY', key, op[3] .. '~h', op[6] + carry) end
   elseif kind == 'c' then
     redis.call('HINCRBY', key, op[3], op[4])
   elseif kind == 'm' then
     local cur = redis.call('HGET', key, op[3])
-    if (not cur) or tonumber(op[4]) > tonumber(cur) then redis.call('HSET', key, op[3], op[4]) end
+    if (not cur) or dec_gt(op[4], cur) then redis.call('HSET', key, op[3], op[4]) end
   elseif kind == 'l' then
     local cur = redis.call('HGET', key, '@' .. op[3])
     if (not cur) or tonumber(op[5]) >= tonumber(cur) then

@@ -1,5 +1,6 @@
-"""Reads and writes of the live view. Live numbers are approximate by design (Redis
-floats, in-flight batches); bills never read them."""
+"""Reads and writes of the live view. Live numbers may lag (batches in flight) or be lost
+with Redis, and reconcile repairs them; but their arithmetic is exact (integer limbs, no
+float), so a settled hour equals Postgres to the last decimal. Bills never read them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import timedelta
-from decimal import Decimal
+from decimal import Context, Decimal, InvalidOperation, Overflow, localcontext
 from functools import lru_cache
 from typing import Any
 
@@ -19,18 +20,74 @@ from redis.exceptions import NoScriptError
 from portal.ingest.events import AcceptedEvent
 from portal.live import keys, scripts
 
+# Live values are exact decimals of any size the ingest accepts (quantities below 10^20
+# with 12 decimal places, summed over many events): arithmetic on them runs in this context.
+EXACT = Context(prec=80, traps=[InvalidOperation, Overflow])
+_LIMB = 10**12
 
-def live_decimal(raw: str | bytes | None) -> Decimal:
-    """A Redis float as a decimal, with binary-float noise (1.0000000000000002) removed."""
-    if raw is None:
-        return Decimal(0)
-    value = Decimal(raw.decode() if isinstance(raw, bytes) else raw)
-    return value.quantize(Decimal("1e-9")).normalize() + Decimal(0)
+
+def sum_limbs(amount: Decimal) -> tuple[int, int, int]:
+    """A non-negative amount with at most 12 decimal places as integer limbs (whole units
+    below 10^12, 10^-12 units below 10^12, 10^12 units), the form the live view adds with
+    HINCRBY: exact, unlike Redis' float increments."""
+    scaled = int(amount.scaleb(12, EXACT))
+    high, rest = divmod(scaled, _LIMB * _LIMB)
+    whole, fraction = divmod(rest, _LIMB)
+    return whole, fraction, high
+
+
+def sum_fields(fld: str, amount: Decimal) -> dict[str, str]:
+    """The hash fields that hold `amount` in field `fld` (for writers that set a sum)."""
+    whole, fraction, high = sum_limbs(amount)
+    fields = {fld: str(whole)}
+    if fraction:
+        fields[fld + keys.FRACTION_LIMB] = str(fraction)
+    if high:
+        fields[fld + keys.HIGH_LIMB] = str(high)
+    return fields
+
+
+def live_value(hour: dict[str, str], fld: str) -> Decimal | None:
+    """The exact value of field `fld` of an hour's hash (None when the hour has none),
+    adding up its limbs where it is a sum."""
+    whole = hour.get(fld)
+    fraction = hour.get(fld + keys.FRACTION_LIMB)
+    high = hour.get(fld + keys.HIGH_LIMB)
+    if whole is None and fraction is None and high is None:
+        return None
+    with localcontext(EXACT):
+        value = Decimal(whole or 0)
+        if fraction is not None:
+            value += Decimal(fraction).scaleb(-12)
+        if high is not None:
+            value += Decimal(high).scaleb(12)
+        return value.normalize() + Decimal(0)
+
+
+def live_values(hour: dict[str, str]) -> dict[str, Decimal | int]:
+    """Every logical field of an hour's hash: limbs added up, `@` event times as ints."""
+    out: dict[str, Decimal | int] = {}
+    for fld, raw in hour.items():
+        if fld.startswith(keys.LATEST_PREFIX):
+            out[fld] = int(raw)
+        elif not fld.endswith((keys.FRACTION_LIMB, keys.HIGH_LIMB)):
+            out[fld] = live_value(hour, fld) or Decimal(0)
+    for fld in hour:  # sums with only a fraction or high limb so far
+        if fld.endswith((keys.FRACTION_LIMB, keys.HIGH_LIMB)):
+            base = fld[:-len(keys.FRACTION_LIMB)]
+            if base not in out:
+                out[base] = live_value(hour, base) or Decimal(0)
+    return out
 
 
 def _ops_for(events: list[AcceptedEvent], lateness: timedelta) -> list[list[Any]]:
     """Counter updates for `events` (one customer), aggregated per key and field so a
     batch costs one Redis command per hour and group, not one per event."""
+    with localcontext(EXACT):  # sums of quantities up to 10^20 stay exact
+        return _aggregate_ops(events, lateness)
+
+
+def _aggregate_ops(events: list[AcceptedEvent], lateness: timedelta) -> list[list[Any]]:
     sums: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     counts: dict[tuple[str, str], int] = defaultdict(int)
     maxima: dict[tuple[str, str], Decimal] = {}
@@ -60,7 +117,7 @@ def _ops_for(events: list[AcceptedEvent], lateness: timedelta) -> list[list[Any]
                 skey = keys.unique_key(event.customer_id, event.metric_name, event.bucket, fld)
                 uniques[(hkey, fld, skey)].add(event.unique_value)
     ops: list[list[Any]] = []
-    ops += (["s", hkey, fld, format(amount, "f")] for (hkey, fld), amount in sums.items())
+    ops += (["s", hkey, fld, *sum_limbs(amount)] for (hkey, fld), amount in sums.items())
     ops += (["c", hkey, fld, n] for (hkey, fld), n in counts.items())
     ops += (["m", hkey, fld, format(value, "f")] for (hkey, fld), value in maxima.items())
     ops += (["l", hkey, fld, format(value, "f"), micros]

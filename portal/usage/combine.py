@@ -7,7 +7,14 @@ union of distinct values instead.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from decimal import Decimal
+from decimal import Decimal, localcontext
+
+
+def exact_sum(values: Iterable[Decimal]) -> Decimal:
+    """The exact sum: the default context keeps 28 digits, and sums of quantities up to
+    10^20 with 12 decimal places need more."""
+    with localcontext(prec=80):
+        return sum(values, Decimal(0))
 
 
 def combine(aggregation: str, values: Iterable[Decimal | None]) -> Decimal:
@@ -16,7 +23,7 @@ def combine(aggregation: str, values: Iterable[Decimal | None]) -> Decimal:
     if not present:
         return Decimal(0)
     if aggregation in ("sum", "count"):
-        return sum(present, Decimal(0))
+        return exact_sum(present)
     if aggregation == "max":
         return max(present)
     if aggregation == "latest":

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.catalog.schemas import Meter
 from portal.db import values
 from portal.live import keys
-from portal.live.store import LiveStore, live_decimal
+from portal.live.store import LiveStore, live_value
 from portal.periods import hour_buckets, local_date, local_midnight, to_datetime
-from portal.usage.combine import combine
+from portal.usage.combine import combine, exact_sum
 
 Source = Literal["live", "billed"]
 Granularity = Literal["hour", "day"]
@@ -59,7 +59,7 @@ async def live_usage(
         return Usage(total=total, series=series)
     hours = await live.read_hours(customer_id, meter.metric_name, buckets)
     by_bucket = {
-        b: (live_decimal(h[keys.TOTAL_FIELD]) if keys.TOTAL_FIELD in h else None)
+        b: live_value(h, keys.TOTAL_FIELD)
         for b, h in zip(buckets, hours, strict=True)
     }
     series = [UsagePoint(p, combine(meter.aggregation, (by_bucket[b] for b in bs)))
@@ -99,7 +99,7 @@ async def billed_usage(
     for hour, value, latest_at, latest_event_id in (values(r) for r in rows):
         b = int(hour.timestamp())
         if meter.aggregation in ("sum", "count"):
-            per_hour[b] = per_hour.get(b, Decimal(0)) + value
+            per_hour[b] = exact_sum((per_hour.get(b, Decimal(0)), value))
         elif meter.aggregation == "max":
             per_hour[b] = max(per_hour.get(b, value), value)
         elif meter.aggregation == "latest":
