@@ -34,6 +34,9 @@ PERSISTED_EVENTS = Counter("portal_persisted_events_total", "Events written to P
 PERSIST_LAG = Histogram("portal_persist_lag_seconds", "From acceptance (202) to the Postgres commit.",
                         buckets=_SECONDS)
 FAILED_EVENTS = Counter("portal_failed_events_total", "Events kept in failed_events after retries.")
+PERSIST_FAILURES = Counter("portal_persist_failures_total",
+                           "Persist messages that failed: outage or retry (delivered again), set_aside "
+                           "(some events kept in failed_events).", ["kind"])
 ALERT_FIRINGS = Counter("portal_alert_firings_total", "Alert notices fired, by kind.", ["kind"])
 ALERT_DELIVERIES = Counter("portal_alert_deliveries_total",
                            "Alert delivery attempts by channel kind and outcome.", ["channel", "outcome"])

@@ -17,6 +17,7 @@ from portal.health import BillingHealth
 from portal.paths import MIGRATIONS_DIR
 from portal.schemas import CamelStruct
 from portal.state import PortalState
+from portal.status import PERSIST_FAILURE_WINDOW_S, recent_persist_failures
 from portal.usage.combine import exact
 
 
@@ -71,8 +72,14 @@ async def metrics_endpoint(portal: Portal) -> Response[bytes]:
 @get("/readyz", tags=["operations"])
 async def readyz(portal: Portal) -> Response[dict[str, str]]:
     """200 when this process can serve traffic: Postgres, Redis and the broker reachable
-    and the database migrated to this code's head; 503 naming each problem otherwise."""
+    and the database migrated to this code's head; 503 naming each problem otherwise.
+
+    Persist failures in the last PERSIST_FAILURE_WINDOW_S seconds (a message retried, or
+    events set aside in failed_events) are named under "persist" with status "degraded":
+    still 200, because ingest goes on (the broker holds what the workers cannot write yet)
+    and taking every web process out of service would turn one bad batch into an outage."""
     problems = await _store_problems(portal)
+    persist = await _persist_problem(portal) if "redis" not in problems else None
     try:
         await portal.broker_redis.ping()
     except Exception as exc:
@@ -86,9 +93,23 @@ async def readyz(portal: Portal) -> Response[dict[str, str]]:
         else:
             if current != migration_head():
                 problems["migrations"] = f"database at {current}, code expects {migration_head()}"
+    named = {**problems, "persist": persist} if persist else problems
     if problems:
-        return Response({"status": "unavailable", **problems}, status_code=503)
+        return Response({"status": "unavailable", **named}, status_code=503)
+    if persist:
+        return Response({"status": "degraded", **named})
     return Response({"status": "ready"})
+
+
+async def _persist_problem(portal: PortalState) -> str | None:
+    try:
+        count, last = await recent_persist_failures(portal.redis)
+    except Exception as exc:
+        return f"persist failures unknown ({type(exc).__name__})"
+    if not count or last is None:
+        return None
+    return (f"{count} persist failure(s) in the last {PERSIST_FAILURE_WINDOW_S} s; "
+            f"last: {last.describe()}")
 
 
 async def _store_problems(portal: PortalState) -> dict[str, str]:

@@ -5,23 +5,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import dramatiq
+import msgspec
 import redis.exceptions
 import structlog
+from dramatiq.broker import MessageProxy
 from dramatiq.middleware import CurrentMessage
 
 from portal import metrics
 from portal.broker import INGEST_QUEUE
 from portal.ingest.handoff import holds
 from portal.settings import get_settings
+from portal.status import record_persist_failure
 from workers.alerting import request_evaluation
 from workers.billing import settle_late_events_actor
-from workers.context import get_context
+from workers.context import WorkerContext, get_context
+from workers.failed_events import key_safe
 from workers.partitions import forget_known
-from workers.persist import persist_batch, record_failed_batch
+from workers.persist import PersistOutcome, error_summary, persist_batch, persist_split
 
 log = logging.getLogger(__name__)
 _settings = get_settings()
@@ -39,13 +43,32 @@ UNAVAILABLE = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )
+# Errors that mean "these events cannot be stored as they are": Postgres refusing a value
+# (class 22 data exceptions: NUL bytes, numbers out of range, bad text; class 23: a
+# constraint), a value our code cannot encode or decode (UnicodeEncodeError is a
+# ValueError), a wire row of the wrong shape. Retrying cannot help, so the batch is split
+# at once. Checked after UNAVAILABLE.
+DATA_ERRORS = (
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.IntegrityConstraintViolationError,
+    ValueError,
+    TypeError,
+    LookupError,
+    ArithmeticError,
+    msgspec.MsgspecError,
+)
 FAILURES_OPTION = "persist_failures"
 
 
 def retry_when(retries: int, exception: BaseException) -> bool:
-    # The actor records a batch that keeps failing for a reason of its own and returns;
-    # whatever still raises is an outage, retried with capped backoff until it ends.
+    # The actor splits a batch that fails for a reason of its data, and sets aside what
+    # keeps failing for another reason; whatever it still raises is retried with capped
+    # backoff until it succeeds (an outage ends; recording a failure cannot fail on data).
     return True
+
+
+def is_data_error(exc: BaseException) -> bool:
+    return not isinstance(exc, UNAVAILABLE) and isinstance(exc, DATA_ERRORS)
 
 
 def _count_failure() -> int:
@@ -56,6 +79,46 @@ def _count_failure() -> int:
     failures = int(message.options.get(FAILURES_OPTION, 0)) + 1
     message.options[FAILURES_OPTION] = failures
     return failures
+
+
+def _event_count(batch: dict[str, Any]) -> int:
+    events = batch.get("events")
+    return len(events) if isinstance(events, list) else 0
+
+
+async def _note(ctx: WorkerContext, **failure: Any) -> None:
+    """Record a persist failure for /readyz and `usage-portal status` (best effort: when
+    Redis is the store that is down, readyz names Redis already)."""
+    metrics.PERSIST_FAILURES.labels(failure["kind"]).inc()
+    try:
+        await record_persist_failure(ctx.redis, **failure)
+    except Exception as exc:
+        log.warning("could not record the persist failure: %s", type(exc).__name__)
+
+
+def _where(exc: BaseException) -> str:
+    """" at workers/persist.py:123": the innermost frame of our code that raised `exc`
+    (a traceback's worth of debugging help in a few characters)."""
+    found = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        path = tb.tb_frame.f_code.co_filename
+        for root in ("/workers/", "/portal/"):
+            if root in path:
+                found = f" at {root[1:]}{path.rsplit(root, 1)[1]}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return found
+
+
+async def _retry(ctx: WorkerContext, batch: dict[str, Any], message_id: str, exc: Exception) -> NoReturn:
+    """Have Dramatiq deliver the message again after its backoff. Raised as `Retry`, which
+    Dramatiq does not log: its own line would print the whole message."""
+    kind = "outage" if isinstance(exc, UNAVAILABLE) else "retry"
+    reason = error_summary(exc)
+    log.warning("persist of message %s (%d event(s)) failed, retrying (%s): %s%s", message_id,
+                _event_count(batch), kind, reason, _where(exc))
+    await _note(ctx, kind=kind, message_id=message_id, events=_event_count(batch), reason=reason)
+    raise dramatiq.Retry(f"{kind}: {reason}") from None
 
 
 @dramatiq.actor(
@@ -70,34 +133,81 @@ async def persist_events(batch: dict[str, Any]) -> None:
     """Write an accepted batch to Postgres, exactly once, however often it is delivered.
 
     While Postgres or Redis is unreachable the batch waits in the broker. A batch that
-    fails for another reason more than `persist_max_retries` times is not raised but
-    kept: every event goes to `failed_events` with the reason, for an operator to replay.
+    fails for a reason of its data (Postgres refuses a value) is split at once: every
+    event that can be persisted is, and the others go to `failed_events` with the reason.
+    One that fails for another reason is retried `persist_max_retries` times, then split
+    the same way. Either way the message's holds on `completeThrough` are released.
     """
     ctx = await get_context()
-    structlog.contextvars.bind_contextvars(message_id=str(batch["id"]))
+    message_id = key_safe(batch.get("id"))[:100]
+    structlog.contextvars.bind_contextvars(message_id=message_id)
     try:
         async with ctx.transaction() as conn:
             outcome = await persist_batch(conn, batch)
-    except UNAVAILABLE:
-        forget_known()
-        raise
     except Exception as exc:
         forget_known()
-        if _count_failure() <= _settings.persist_max_retries:
-            raise
-        reason = f"{type(exc).__name__}: {exc}"
-        log.error("batch %s failed for good: %s", batch["id"], reason)
-        async with ctx.transaction() as conn:
-            kept = await record_failed_batch(conn, batch, reason)
-        metrics.FAILED_EVENTS.inc(kept)
+        outcome = await _split(ctx, batch, message_id, exc)
     else:
-        log.debug("batch %s: %s", batch["id"], outcome)
-        metrics.PERSISTED_EVENTS.inc(outcome.persisted)
-        metrics.PERSIST_LAG.observe(max(time.time() - int(batch["acceptedAt"]) / 1000, 0.0))
-        for invoice_id in outcome.late_invoices:
-            # After the commit: the adjustment job must see the late events it settles.
-            # If this process dies first, the scheduler's late-event sweep settles them.
-            settle_late_events_actor.send(invoice_id)
-        if outcome.alert_customers:
-            await request_evaluation(ctx, list(outcome.alert_customers))
+        log.debug("message %s: %d persisted, %d duplicate(s), %d conflict(s)", message_id,
+                  outcome.persisted, outcome.duplicates, outcome.conflicts)
+    metrics.PERSISTED_EVENTS.inc(outcome.persisted)
+    metrics.PERSIST_LAG.observe(max(time.time() - int(batch["acceptedAt"]) / 1000, 0.0))
+    for invoice_id in outcome.late_invoices:
+        # After the commit: the adjustment job must see the late events it settles.
+        # If this process dies first, the scheduler's late-event sweep settles them.
+        settle_late_events_actor.send(invoice_id)
+    if outcome.alert_customers:
+        await request_evaluation(ctx, list(outcome.alert_customers))
     await ctx.live.release(*holds(batch))
+
+
+async def _split(ctx: WorkerContext, batch: dict[str, Any], message_id: str,
+                 exc: Exception) -> PersistOutcome:
+    """After the whole batch failed: retry it later, or persist it in parts now."""
+    if isinstance(exc, UNAVAILABLE):
+        await _retry(ctx, batch, message_id, exc)
+    exhausted = False
+    if not is_data_error(exc):
+        if _count_failure() <= _settings.persist_max_retries:
+            await _retry(ctx, batch, message_id, exc)
+        exhausted = True  # an error of its own that retries did not cure: set it aside
+
+    def may_set_aside(error: Exception) -> bool:
+        return not isinstance(error, UNAVAILABLE) and (exhausted or is_data_error(error))
+
+    try:
+        split = await persist_split(ctx.transaction, batch, error=exc, may_set_aside=may_set_aside)
+    except Exception as again:  # an outage, or a part failing for another reason: later
+        forget_known()
+        if not isinstance(again, UNAVAILABLE):
+            _count_failure()
+        await _retry(ctx, batch, message_id, again)
+    if split.set_aside:
+        log.error("message %s: set aside %d of %d event(s) in failed_events, persisted %d (%s)",
+                  message_id, split.set_aside, split.events, split.persisted.persisted, split.reason)
+        metrics.FAILED_EVENTS.inc(split.set_aside)
+        await _note(ctx, kind="set_aside", message_id=message_id, events=split.events,
+                    set_aside=split.set_aside, reason=split.reason)
+    else:  # in parts, all went through (or what failed was set aside by an earlier delivery)
+        log.warning("message %s: persisted in parts after %s; %d of %d event(s) new, nothing "
+                    "(more) to set aside", message_id, error_summary(exc), split.persisted.persisted,
+                    split.events)
+    return split.persisted
+
+
+class _MessageIdsOnly(logging.Filter):
+    """Dramatiq names a message it logs by its arguments: a whole batch (lines of 40 KB
+    during an outage, customer data in the log). Its worker threads name it by id instead.
+    Installed when the actors are declared (workers/main.py imports this module)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+                isinstance(a, (dramatiq.Message, MessageProxy)) for a in record.args):
+            record.args = tuple(f"{a.actor_name}(message {a.message_id})"
+                                if isinstance(a, (dramatiq.Message, MessageProxy)) else a
+                                for a in record.args)
+        return True
+
+
+for _name in ("dramatiq.worker.WorkerThread", "dramatiq.worker._ConsumerThread"):
+    logging.getLogger(_name).addFilter(_MessageIdsOnly())

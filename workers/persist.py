@@ -5,22 +5,40 @@ admits each event once, whatever redelivers it; the raw rows and the aggregate d
 computed only from the events the ledger admitted, and all of it commits together.
 Rows are locked in a fixed order (ledger by key, aggregates by key) so concurrent
 batches cannot deadlock.
+
+A batch that fails for a reason of its data is split (`persist_split`): every event that
+can be persisted is, in parts of their own transactions, and only the events that fail
+alone are kept in failed_events (workers/failed_events.py).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 import msgspec
 
 from portal.ingest.events import AcceptedEvent, micros_to_datetime
+from workers.failed_events import (
+    already_failed,
+    decode_row,
+    failed_event_record,
+    failed_key,
+    received_at_of,
+    record_conflicts_safely,
+    record_failed_events,
+    text_safe,
+    unstorable,
+)
 from workers.late_events import record_late_events
-from workers.partitions import ensure_partitions, month_start, months_between
+from workers.partitions import ensure_partitions, forget_known, month_start, months_between
 
 EVENT_COLUMNS = [
     "customer_id", "event_id", "metric_name", "product_id", "quantity", "event_time", "hour",
@@ -65,6 +83,11 @@ def hourly_deltas(events: list[AcceptedEvent]) -> dict[str, dict[AggKey, HourDel
     unique_count is left out: its deltas depend on which values are new to the hour,
     which only the database knows.
     """
+    with localcontext(prec=80):  # sums of quantities up to 10^20 stay exact (default: 28 digits)
+        return _hourly_deltas(events)
+
+
+def _hourly_deltas(events: list[AcceptedEvent]) -> dict[str, dict[AggKey, HourDelta]]:
     out: dict[str, dict[AggKey, HourDelta]] = defaultdict(dict)
     for e in events:
         key: AggKey = (e.customer_id, e.metric_name, e.bucket, e.group_key)
@@ -174,23 +197,41 @@ async def _record_conflicts(conn: Any, events: list[AcceptedEvent], detected_by:
 
 async def persist_batch(conn: Any, batch: dict[str, Any]) -> PersistOutcome:
     """Write one accepted batch (asyncpg connection inside the caller's transaction)."""
-    message_id = str(batch["id"])
-    received_at = micros_to_datetime(int(batch["acceptedAt"]) * 1000)
-    events = sorted((AcceptedEvent.from_wire(row) for row in batch["events"]),
-                    key=lambda e: (e.customer_id, e.event_id))
-    await _record_conflicts(conn, [AcceptedEvent.from_wire(r) for r in batch.get("conflicts", [])],
-                            "ingest")
+    await _record_conflicts(
+        conn, [AcceptedEvent.from_wire(decode_row(r)) for r in batch.get("conflicts") or []], "ingest")
+    return await persist_rows(conn, str(batch["id"]), received_at_of(batch), batch["events"])
+
+
+def _first_of_each(events: list[AcceptedEvent]) -> tuple[list[AcceptedEvent], list[AcceptedEvent]]:
+    """Events sorted by key, split into the first of each (customer, event id) and the
+    repeats. One message can carry an event twice: two requests that sent it at once
+    both pass the live check, and the hand-off may merge them."""
+    ordered = sorted(events, key=lambda e: (e.customer_id, e.event_id))
+    first: list[AcceptedEvent] = []
+    repeats: list[AcceptedEvent] = []
+    for e in ordered:
+        if first and (first[-1].customer_id, first[-1].event_id) == (e.customer_id, e.event_id):
+            repeats.append(e)
+        else:
+            first.append(e)
+    return first, repeats
+
+
+async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: list[Any]) -> PersistOutcome:
+    """Write accepted events (wire rows) in the caller's transaction; the ledger admits
+    each (customer, event id) once, and only admitted events reach raw rows and aggregates."""
+    events, repeats = _first_of_each([AcceptedEvent.from_wire(decode_row(row)) for row in rows])
     if not events:
         return PersistOutcome(0, 0, 0)
-    event_times = {(e.customer_id, e.event_id): micros_to_datetime(e.event_time_us) for e in events}
+    event_times = [micros_to_datetime(e.event_time_us) for e in events]
+    time_of = {(e.customer_id, e.event_id): t for e, t in zip(events, event_times, strict=True)}
 
     admitted_rows = await conn.fetch(
         "INSERT INTO event_ledger (customer_id, event_id, fingerprint, event_time, received_at) "
         "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::timestamptz[], "
         "$5::timestamptz[]) ON CONFLICT DO NOTHING RETURNING customer_id, event_id",
         [e.customer_id for e in events], [e.event_id for e in events],
-        [bytes.fromhex(e.fingerprint) for e in events],
-        list(event_times.values()), [received_at] * len(events),
+        [bytes.fromhex(e.fingerprint) for e in events], event_times, [received_at] * len(events),
     )
     admitted_keys = {(r["customer_id"], r["event_id"]) for r in admitted_rows}
     admitted = [e for e in events if (e.customer_id, e.event_id) in admitted_keys]
@@ -208,7 +249,9 @@ async def persist_batch(conn: Any, batch: dict[str, Any]) -> PersistOutcome:
                         for r in known}
         conflicts = [e for e in refused
                      if fingerprints.get((e.customer_id, e.event_id)) != e.fingerprint]
-        await _record_conflicts(conn, conflicts, "worker")
+    first_print = {(e.customer_id, e.event_id): e.fingerprint for e in events}
+    conflicts += [e for e in repeats if first_print[(e.customer_id, e.event_id)] != e.fingerprint]
+    await _record_conflicts(conn, conflicts, "worker")
 
     if admitted:
         first = micros_to_datetime(min(e.event_time_us for e in admitted))
@@ -220,7 +263,7 @@ async def persist_batch(conn: Any, batch: dict[str, Any]) -> PersistOutcome:
             columns=EVENT_COLUMNS,
             records=[
                 (e.customer_id, e.event_id, e.metric_name, e.product_id, e.quantity,
-                 event_times[(e.customer_id, e.event_id)],
+                 time_of[(e.customer_id, e.event_id)],
                  hours.get(e.bucket) or hours.setdefault(e.bucket, micros_to_datetime(e.bucket * 1_000_000)),
                  e.group_key, _json(e.dimensions), _json(e.metadata), received_at, message_id)
                 for e in admitted
@@ -237,27 +280,121 @@ async def persist_batch(conn: Any, batch: dict[str, Any]) -> PersistOutcome:
         "SELECT DISTINCT customer_id FROM alert_rules WHERE disabled_at IS NULL AND customer_id = ANY($1)",
         sorted({e.customer_id for e in admitted})) if admitted else []
 
-    return PersistOutcome(persisted=len(admitted), duplicates=len(refused) - len(conflicts),
+    return PersistOutcome(persisted=len(admitted),
+                          duplicates=len(refused) + len(repeats) - len(conflicts),
                           conflicts=len(conflicts), late_invoices=tuple(late),
                           alert_customers=tuple(r["customer_id"] for r in watched))
 
 
-async def record_failed_batch(conn: Any, batch: dict[str, Any], reason: str) -> int:
-    """Keep every event of a batch that could not be persisted, with the reason.
+def combined(outcomes: list[PersistOutcome]) -> PersistOutcome:
+    """One outcome for the parts of a split batch."""
+    return PersistOutcome(
+        persisted=sum(o.persisted for o in outcomes), duplicates=sum(o.duplicates for o in outcomes),
+        conflicts=sum(o.conflicts for o in outcomes),
+        late_invoices=tuple(sorted({i for o in outcomes for i in o.late_invoices})),
+        alert_customers=tuple(sorted({c for o in outcomes for c in o.alert_customers})))
 
-    Idempotent per (message, event): recording the same failure twice keeps one row.
+
+@dataclass(frozen=True, slots=True)
+class SplitOutcome:
+    persisted: PersistOutcome  # what the parts that committed wrote
+    events: int  # events in the message
+    set_aside: int  # events kept in failed_events by this run
+    reason: str  # why the first of them failed ("" when none did)
+
+
+# Opens the unit of work: an asyncpg connection inside one transaction.
+Transaction = Callable[[], AbstractAsyncContextManager[Any]]
+# Events isolated by bisection are recorded in groups this size as the split goes, so a
+# run cut short (time limit, worker killed) leaves progress the next delivery keeps.
+RECORD_EVERY = 100
+
+
+async def persist_split(transaction: Transaction, batch: dict[str, Any], *, error: Exception,
+                        may_set_aside: Callable[[Exception], bool]) -> SplitOutcome:
+    """Persist every event of a batch that can be persisted, and keep the others in
+    failed_events with their reason, after the batch failed as a whole with `error`.
+
+    Events `unstorable` recognizes are set aside at once; the rest is tried in one
+    transaction, then, if that fails, in halves, each in its own transaction, down to the
+    single events that fail (an error `may_set_aside` refuses is raised instead: the
+    message is delivered again). Each part that commits does so once: when a redelivered
+    message runs this again, the ledger admits nothing twice (aggregates are written only
+    for what it admits, in the same transaction) and the events this message already set
+    aside are skipped. The message's conflicts are recorded with the failures, last.
     """
-    message_id = str(batch["id"])
-    received_at = micros_to_datetime(int(batch["acceptedAt"]) * 1000)
-    events = [AcceptedEvent.from_wire(row) for row in batch["events"]]
-    if not events:
-        return 0
-    await conn.executemany(
-        "INSERT INTO failed_events (message_id, customer_id, event_id, event, received_at, reason) "
-        "VALUES ($1, $2, $3, $4::jsonb, $5, $6) "
-        "ON CONFLICT (message_id, customer_id, event_id) DO NOTHING",
-        [(message_id, e.customer_id, e.event_id, json.dumps({"wire": e.to_wire(),
-                                                             **e.as_json()}),
-          received_at, reason[:2000]) for e in events],
-    )
-    return len(events)
+    message_id = str(batch.get("id"))
+    received_at = received_at_of(batch)
+    given = batch.get("events")
+    rows = [decode_row(row) for row in given] if isinstance(given, list) else []
+    conflicts = batch.get("conflicts")
+    conflicts = conflicts if isinstance(conflicts, list) else []
+    async with transaction() as conn:
+        skipped = await already_failed(conn, message_id)
+    pending = [row for row in rows if failed_key(row) not in skipped] if skipped else rows
+    failures: list[tuple[Any, str]] = []
+    good: list[Any] = []
+    for row in pending:
+        fault = unstorable(row)
+        if fault is None:
+            good.append(row)
+        else:
+            failures.append((row, fault))
+    outcomes: list[PersistOutcome] = []
+    isolated: list[tuple[Any, str]] = []
+    recorded = 0
+    first_reason = failures[0][1] if failures else ""
+
+    async def record(found: list[tuple[Any, str]]) -> None:
+        nonlocal recorded
+        async with transaction() as conn:
+            recorded += await record_failed_events(
+                conn, [failed_event_record(message_id, received_at, row, why) for row, why in found])
+
+    async def attempt(part: list[Any], known: Exception | None) -> None:
+        nonlocal first_reason
+        failed = known
+        if failed is None:
+            try:
+                async with transaction() as conn:
+                    outcomes.append(await persist_rows(conn, message_id, received_at, part))
+                return
+            except Exception as exc:
+                forget_known()  # partitions created in the rolled-back part are gone
+                if not may_set_aside(exc):
+                    raise
+                failed = exc
+        if len(part) == 1:
+            isolated.append((part[0], error_summary(failed)))
+            first_reason = first_reason or isolated[-1][1]
+            if len(isolated) >= RECORD_EVERY:  # progress a redelivery keeps
+                await record(isolated)
+                isolated.clear()
+            return
+        half = len(part) // 2
+        await attempt(part[:half], None)
+        await attempt(part[half:], None)
+
+    if good:
+        # The whole batch already failed with `error` if nothing was taken out of it.
+        await attempt(good, error if len(good) == len(rows) and not conflicts else None)
+    failures += isolated
+    async with transaction() as conn:
+        await record_conflicts_safely(conn, conflicts, "ingest")
+        recorded += await record_failed_events(
+            conn, [failed_event_record(message_id, received_at, row, why) for row, why in failures])
+    return SplitOutcome(combined(outcomes), len(rows), recorded, first_reason)
+
+
+_ARGUMENT_VALUE = re.compile(r"(invalid input for query argument \$\d+): .*? \((.*)\)$", re.S)
+
+
+def error_summary(exc: BaseException, limit: int = 300) -> str:
+    """"Type: first line of the message", short and storable: never the rows a statement
+    carried (asyncpg quotes an argument it cannot encode; that quote is dropped)."""
+    text = str(exc)
+    quoted = _ARGUMENT_VALUE.match(text)
+    if quoted:
+        text = f"{quoted.group(1)} ({quoted.group(2)})"
+    first = text.splitlines()[0] if text else ""
+    return text_safe(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)[:limit]
