@@ -13,6 +13,7 @@ from litestar.di import Provide
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from portal.alerting.routes import alert_handlers
 from portal.auth import api_key_guard
@@ -27,9 +28,10 @@ from portal.ingest.routes import EventController
 from portal.logs import configure as configure_logs
 from portal.logs import request_ids
 from portal.operations import OperationsController, healthz, metrics_endpoint, readyz
-from portal.pages.web import not_found_anywhere
+from portal.pages.web import failed_anywhere, not_found_anywhere
 from portal.paths import STATIC_DIR
 from portal.problems import Problem
+from portal.request_checks import fitting_address
 from portal.settings import Settings, get_settings
 from portal.state import PortalState
 from portal.usage.routes import AnomalyController, UsageController
@@ -70,7 +72,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                                        include_in_schema=False),
         ],
         dependencies={"db": Provide(provide_session), "portal": Provide(provide_state, sync_to_thread=False)},
-        guards=[api_key_guard],
+        # fitting_address first: no other guard or handler sees an unusable path or query.
+        guards=[fitting_address, api_key_guard],
         lifespan=[lifespan],
         template_config=template_config(),
         openapi_config=OpenAPIConfig(title="Usage portal", version="0.1.0", path="/schema"),
@@ -78,7 +81,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=5 * 1024 * 1024,
         middleware=[request_ids],
         exception_handlers={ValidationException: unprocessable, Problem: problem_response,
-                            NotFoundException: not_found_anywhere},
+                            NotFoundException: not_found_anywhere,
+                            HTTP_500_INTERNAL_SERVER_ERROR: failed_anywhere},
         debug=False,
     )
     add_ingest_schemas(app)

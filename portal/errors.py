@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import ClientException, ValidationException
+from litestar.exceptions import ClientException, HTTPException, InternalServerException, ValidationException
 
+from portal import metrics
+from portal.logs import current_request_id
 from portal.problems import Conflict, Invalid, NotFound, Problem
 
 RETRY_AFTER_S = "2"
@@ -50,3 +54,38 @@ def problem_response(request: Request[Any, Any, Any], exc: Problem) -> Response[
         field, _, problem = str(exc).partition(": ")
         body["extra"] = [{"key": field, "message": problem}] if problem and " " not in field else []
     return Response(body, status_code=status)
+
+
+log = logging.getLogger("portal.unhandled")
+INTERNAL_ERROR = "Internal server error"
+
+
+def report_unexpected(request: Request[Any, Any, Any], exc: Exception) -> str:
+    """Log an exception no handler expected (once, with its traceback and the request id) and
+    count it; returns the request id to quote in the answer. The query is not logged (it may
+    carry what a caller did not mean to leave in our logs)."""
+    request_id = current_request_id() or uuid.uuid4().hex
+    log.error("unhandled %s in %s %s (request %s)", type(exc).__name__, request.method,
+              request.url.path, request_id, exc_info=exc)
+    metrics.UNHANDLED_ERRORS.labels(type(exc).__name__).inc()
+    return request_id
+
+
+def internal_error_response(request: Request[Any, Any, Any], request_id: str) -> Response[Any]:
+    """A generic 500 that says nothing of the cause: in the route's own error shape when it
+    has one (the compatible endpoints), else the API's JSON with the request id."""
+    own = _own_http_exception_handler(request)
+    if own is not None:
+        response: Response[Any] = own(request, InternalServerException(INTERNAL_ERROR))
+        return response
+    return Response({"status_code": 500, "detail": INTERNAL_ERROR, "request_id": request_id},
+                    status_code=500)
+
+
+def _own_http_exception_handler(request: Request[Any, Any, Any]) -> Any:
+    route_handler = request.scope.get("route_handler")
+    if route_handler is None:  # failed before routing
+        return None
+    handlers = route_handler.resolve_exception_handlers()
+    kinds = (InternalServerException, HTTPException)
+    return next((handlers[kind] for kind in kinds if kind in handlers), None)

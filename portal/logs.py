@@ -75,6 +75,12 @@ def configure(*, role: str, stream: Any = None) -> None:
     structlog.contextvars.bind_contextvars(role=role)
 
 
+def current_request_id() -> str | None:
+    """The request id bound by `request_ids` for the request being served (None outside one)."""
+    value = structlog.contextvars.get_contextvars().get("request_id")
+    return value if isinstance(value, str) else None
+
+
 _CUSTOMER_PATH = re.compile(r"^/(?:v1|portal)/customers/([^/]+)")
 
 def request_ids(app: ASGIApp) -> ASGIApp:

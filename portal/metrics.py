@@ -42,6 +42,8 @@ ALERT_DELIVERIES = Counter("portal_alert_deliveries_total",
                            "Alert delivery attempts by channel kind and outcome.", ["channel", "outcome"])
 ALERT_DELIVERY_SECONDS = Histogram("portal_alert_delivery_seconds", "From firing to a successful delivery.",
                                    ["channel"], buckets=_SECONDS)
+UNHANDLED_ERRORS = Counter("portal_unhandled_errors_total",
+                           "Requests answered 500 by an unexpected exception, by its type.", ["exception"])
 
 
 def scrape() -> bytes:

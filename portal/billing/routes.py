@@ -38,6 +38,7 @@ from portal.dependencies import Db, Portal
 from portal.periods import period_for, to_datetime
 from portal.problems import NotFound
 from portal.queryparams import choice, instant
+from portal.request_checks import ID_MAX
 from portal.state import PortalState
 
 ADMIN = {"scope": "admin"}
@@ -173,7 +174,7 @@ class InvoiceController(Controller):
         customer_id: Annotated[str | None, QueryParameter(name="customerId")] = None,
         invoice_state: Annotated[str | None, QueryParameter(name="state", description=STATE_HELP)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-        before: Annotated[int | None, QueryParameter(ge=1)] = None,
+        before: Annotated[int | None, QueryParameter(ge=1, le=ID_MAX)] = None,
     ) -> list[InvoiceSummary]:
         """Newest first; page with `before=<last id>`."""
         state = cast(InvoiceState | None, choice("state", invoice_state, STATES))

@@ -11,14 +11,22 @@ from typing import Any
 
 from litestar import Controller, Request, Response
 from litestar.datastructures import CacheControlHeader, ResponseHeader
-from litestar.exceptions import NotFoundException, PermissionDeniedException
+from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
 from litestar.exceptions.responses import create_exception_response
 from litestar.response import Redirect, Template
-from litestar.status_codes import HTTP_401_UNAUTHORIZED, HTTP_403_FORBIDDEN, HTTP_404_NOT_FOUND
+from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_401_UNAUTHORIZED,
+    HTTP_403_FORBIDDEN,
+    HTTP_404_NOT_FOUND,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+)
 
+from portal.errors import internal_error_response, report_unexpected
 from portal.pages.access import PAGE_GUARDS, LoginRequired, viewer, viewer_or_none
 from portal.pages.sessions import SESSION_COOKIE
 from portal.problems import Conflict, Invalid, NotFound
+from portal.request_checks import UnfitAddress
 
 LOGIN_PATH = "/portal/login"
 
@@ -80,6 +88,29 @@ def not_found_anywhere(request: Request[Any, Any, Any], exc: NotFoundException) 
     return create_exception_response(request, exc)
 
 
+def bad_address_page(request: Request[Any, Any, Any],
+                     exc: UnfitAddress | ValidationException) -> Response[Any]:
+    """A path or query value no page can use (a control character, a number out of range):
+    a person typed or edited the address."""
+    names = sorted({str(e.get("key")) for e in exc.extra if isinstance(e, dict) and e.get("key")}
+                   ) if isinstance(exc, ValidationException) and isinstance(exc.extra, list) else []
+    where = f" ({', '.join(names)})" if names else ""
+    return error_page(request, HTTP_400_BAD_REQUEST, "Bad address",
+                      f"This address holds a value no page can use{where}. Check the address, or start "
+                      "again from your start page.")
+
+
+def failed_anywhere(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """App-wide 500: an exception no handler expected is logged and counted, and answered
+    without its cause: the portal's error page under /portal, the route's JSON elsewhere."""
+    request_id = report_unexpected(request, exc)
+    if request.url.path.startswith("/portal"):
+        return error_page(request, HTTP_500_INTERNAL_SERVER_ERROR, "Something went wrong",
+                          "The portal could not answer this request. Try again in a moment; if it "
+                          f"keeps happening, quote the reference {request_id} to your contact.")
+    return internal_error_response(request, request_id)
+
+
 def forbidden_page(request: Request[Any, Any, Any], exc: PermissionDeniedException) -> Response[Any]:
     return error_page(request, HTTP_403_FORBIDDEN, "Not allowed", str(exc.detail))
 
@@ -94,6 +125,8 @@ PAGE_EXCEPTION_HANDLERS: dict[Any, Any] = {
     NotFoundException: not_found_page,
     NotFound: not_found_page,
     PermissionDeniedException: forbidden_page,
+    UnfitAddress: bad_address_page,
+    ValidationException: bad_address_page,
     Invalid: problem_page,
     Conflict: problem_page,
 }
