@@ -35,12 +35,14 @@ async def create_user(settings: Settings, *, email: str, name: str, role: str, c
                       all_customers: bool, assigned: list[str]) -> str:
     """Create a user and email them a one-time link; returns what to print."""
     from portal.accounts.invites import invite
+    from portal.clock import system_clock
 
     assert settings.database_url
     engine = create_engine(settings.database_url, pool_size=1)
     try:
         invitation = await invite(session_factory(engine), settings, email=email, name=name, role=role,
-                                  customer_id=customer_id, all_customers=all_customers, assigned=assigned)
+                                  customer_id=customer_id, all_customers=all_customers, assigned=assigned,
+                                  now=system_clock())
     finally:
         await engine.dispose()
     sent = ("emailed to " + invitation.user.email if invitation.email_error is None

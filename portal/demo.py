@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +20,7 @@ from portal.accounts import users
 from portal.accounts.passwords import hash_password
 from portal.billing.run import run_current_periods
 from portal.catalog.file import CatalogFile, apply_catalog, read_catalog
+from portal.clock import system_clock
 from portal.db import create_engine, session_factory, transaction
 from portal.keys.service import create_key
 from portal.paths import ROOT
@@ -59,14 +60,14 @@ async def seed_demo(settings: Settings) -> DemoData:
     engine = create_engine(settings.database_url, pool_size=1)
     try:
         async with transaction(session_factory(engine)) as session:
-            await apply_catalog(session, demo_catalog(datetime.now(UTC).date()), now=datetime.now(UTC))
+            await apply_catalog(session, demo_catalog(system_clock().date()), now=system_clock())
             _, ingest = await create_key(session, scope="ingest", name="demo ingest")
             _, admin = await create_key(session, scope="admin", name="demo admin")
             password = secrets.token_urlsafe(12)
             await _demo_users(session, password)
         # The running period's drafts now, not at the scheduler's next quarter hour: the
         # account managers' table shows spend so far from the first look.
-        await run_current_periods(session_factory(engine), now=datetime.now(UTC))
+        await run_current_periods(session_factory(engine), now=system_clock())
         return DemoData(ingest_key=ingest, admin_key=admin, password=password)
     finally:
         await engine.dispose()

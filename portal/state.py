@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from portal.catalog.service import CatalogCache
+from portal.clock import Clock, checked_now, system_clock
 from portal.db import create_engine, session_factory
 from portal.ingest.service import Ingestor
 from portal.keys.service import KeyCache
@@ -27,6 +29,12 @@ class PortalState:
     ingestor: Ingestor
     # Only to check the broker is reachable (/readyz); Dramatiq has its own connections.
     broker_redis: Redis
+    # What handlers take as "now" (portal/clock.py); tests set it to run at a given instant.
+    clock: Clock = system_clock
+
+    def now(self) -> datetime:
+        """The current instant in UTC, by this process's clock."""
+        return checked_now(self.clock)
 
     @classmethod
     def open(cls, settings: Settings) -> PortalState:

@@ -59,7 +59,8 @@ class CustomerAlertController(Controller):
                            portal: Portal) -> Delivery:
         """Send a test notice through the channel; follow it at GET /v1/alert-deliveries/{id}."""
         customer = await _customer(db, customer_id)
-        delivery_id = await send_test_notice(db, customer, channel_id, public_url=portal.settings.public_url)
+        delivery_id = await send_test_notice(db, customer, channel_id, public_url=portal.settings.public_url,
+                                             now=portal.now())
         return await deliveries.get_delivery(db, delivery_id)
 
     @post("/alert-rules", status_code=201)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,9 +14,10 @@ from portal.catalog.schemas import Customer
 from portal.jobs import enqueue
 
 
-async def send_test_notice(db: AsyncSession, customer: Customer, channel_id: int, *, public_url: str) -> int:
-    """A pending test delivery to the channel, queued for the alert worker; its id."""
-    now = datetime.now(UTC)
+async def send_test_notice(db: AsyncSession, customer: Customer, channel_id: int, *, public_url: str,
+                           now: datetime) -> int:
+    """A pending test delivery to the channel, sent at `now` (UTC), queued for the alert
+    worker; its id."""
     notice = Notice(
         kind="test", firing_id=None, customer_id=customer.id, customer_name=customer.name, rule_id=None,
         rule_name="Test notice", metric_name=None, unit=customer.currency, level_label="test",

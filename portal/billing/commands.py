@@ -9,7 +9,7 @@ import json
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import msgspec
@@ -20,6 +20,7 @@ from portal.billing import export, invoices, lifecycle
 from portal.billing.run import RunSummary, run_invoices
 from portal.billing.views import InvoiceState, money_text
 from portal.catalog.file import ApplyReport, apply_catalog, read_catalog
+from portal.clock import system_clock
 from portal.db import create_engine, session_factory, transaction
 from portal.live.store import LiveStore
 from portal.periods import to_datetime
@@ -66,12 +67,12 @@ def progress_bar(width: int = 30) -> Callable[[int, int], None]:
 async def apply_catalog_file(settings: Settings, path: Path) -> ApplyReport:
     catalog = read_catalog(path)
     async with _sessions(settings) as sessions, transaction(sessions) as session:
-        return await apply_catalog(session, catalog, now=datetime.now(UTC))
+        return await apply_catalog(session, catalog, now=system_clock())
 
 
 async def invoice_run(settings: Settings, month: str) -> RunSummary:
     async with _sessions(settings) as sessions:
-        return await run_invoices(sessions, month=month, now=datetime.now(UTC),
+        return await run_invoices(sessions, month=month, now=system_clock(),
                                   complete_through=await _complete_through(settings),
                                   progress=progress_bar())
 
@@ -96,7 +97,7 @@ def _json(value: msgspec.Struct | list[msgspec.Struct]) -> str:
 
 async def show_invoice(settings: Settings, invoice_id: int) -> str:
     async with _sessions(settings) as sessions, transaction(sessions) as session:
-        view = await invoices.get_invoice(session, invoice_id, now=datetime.now(UTC),
+        view = await invoices.get_invoice(session, invoice_id, now=system_clock(),
                                           grace=settings.invoice_grace,
                                           complete_through=await _complete_through(settings))
         return _json(view)
@@ -104,7 +105,7 @@ async def show_invoice(settings: Settings, invoice_id: int) -> str:
 
 async def list_invoices(settings: Settings, *, customer_id: str | None, state: InvoiceState | None) -> str:
     async with _sessions(settings) as sessions, transaction(sessions) as session:
-        rows = await invoices.list_invoices(session, now=datetime.now(UTC), grace=settings.invoice_grace,
+        rows = await invoices.list_invoices(session, now=system_clock(), grace=settings.invoice_grace,
                                             customer_id=customer_id, state=state,
                                             limit=1000)
     lines = [f"{'id':>6}  {'number':<11} {'customer':<20} {'period start':<25} {'state':<16} {'total':>12}"]
@@ -116,7 +117,7 @@ async def list_invoices(settings: Settings, *, customer_id: str | None, state: I
 
 async def approve_invoice(settings: Settings, invoice_id: int, *, approved_by: str) -> str:
     async with _sessions(settings) as sessions, transaction(sessions) as session:
-        invoice = await lifecycle.approve(session, invoice_id, approved_by=approved_by, now=datetime.now(UTC),
+        invoice = await lifecycle.approve(session, invoice_id, approved_by=approved_by, now=system_clock(),
                                           grace=settings.invoice_grace,
                                           complete_through=await _complete_through(settings))
         total = money_text(invoice.total, invoice.currency)
@@ -125,7 +126,7 @@ async def approve_invoice(settings: Settings, invoice_id: int, *, approved_by: s
 
 async def void_invoice(settings: Settings, invoice_id: int, *, reason: str) -> str:
     async with _sessions(settings) as sessions, transaction(sessions) as session:
-        voided, reissued = await lifecycle.void(session, invoice_id, reason=reason, now=datetime.now(UTC),
+        voided, reissued = await lifecycle.void(session, invoice_id, reason=reason, now=system_clock(),
                                                 complete_through=await _complete_through(settings))
     again = f"; reissued as draft {reissued.id}" if reissued else ""
     return f"{voided.number}: void{again}"

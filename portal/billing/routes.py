@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, Response, get, post
@@ -38,7 +38,6 @@ from portal.dependencies import Db, Portal
 from portal.periods import period_for, to_datetime
 from portal.problems import NotFound
 from portal.queryparams import choice, instant
-from portal.request_checks import ID_MAX
 from portal.state import PortalState
 
 ADMIN = {"scope": "admin"}
@@ -70,10 +69,6 @@ async def _customer(db: AsyncSession, customer_id: str) -> Customer:
     if customer is None:
         raise NotFoundException(f"no customer {customer_id!r}")
     return customer
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def _complete_through(portal: PortalState) -> datetime | None:
@@ -120,14 +115,15 @@ class CustomerBillingController(Controller):
 
     @post("/subscriptions", status_code=201)
     async def subscribe(self, customer_id: FromPath[str], data: JSONBody[SubscriptionCreate],
-                        db: Db) -> Subscription:
+                        db: Db, portal: Portal) -> Subscription:
         """First subscription, or a plan change (next period by default)."""
-        return await subscriptions.subscribe(db, customer_id, data, now=_now())
+        return await subscriptions.subscribe(db, customer_id, data, now=portal.now())
 
     @get("/credits")
-    async def credits_(self, customer_id: FromPath[str], db: Db) -> credits.CreditBalance:
+    async def credits_(self, customer_id: FromPath[str], db: Db, portal: Portal) -> credits.CreditBalance:
         customer = await _customer(db, customer_id)
-        return await credits.credit_balance(db, customer_id, currency=customer.currency, usable_at=_now())
+        return await credits.credit_balance(db, customer_id, currency=customer.currency,
+                                            usable_at=portal.now())
 
     @post("/credits", status_code=201)
     async def grant(self, customer_id: FromPath[str], data: JSONBody[CreditGrantCreate],
@@ -138,7 +134,7 @@ class CustomerBillingController(Controller):
     @get("/invoices/preview")
     async def preview_(self, customer_id: FromPath[str], db: Db, portal: Portal) -> PreviewView:
         """The current period's cost so far and projected to its end (not stored)."""
-        return await preview.preview(db, customer_id, now=_now(),
+        return await preview.preview(db, customer_id, now=portal.now(),
                                      complete_through=await _complete_through(portal))
 
     @post("/invoices", status_code=200)
@@ -150,14 +146,15 @@ class CustomerBillingController(Controller):
         if not subs:
             raise NotFound(f"customer {customer_id} has no subscription")
         anchor = subs[-1].anchor_day
+        now = portal.now()
         period = (subscriptions.month_period(customer.timezone, anchor, data.period) if data.period
-                  else period_for(_now(), customer.timezone, anchor))
+                  else period_for(now, customer.timezone, anchor))
         complete = await _complete_through(portal)
         invoice_id = await invoices.refresh_draft(db, customer, period, complete_through=complete)
         if invoice_id is None:
             raise NotFound(f"customer {customer_id} has no subscription in the period starting "
                            f"{period.start.isoformat()}")
-        return await invoices.get_invoice(db, invoice_id, now=_now(), grace=portal.settings.invoice_grace,
+        return await invoices.get_invoice(db, invoice_id, now=now, grace=portal.settings.invoice_grace,
                                           complete_through=complete)
 
 
@@ -174,17 +171,18 @@ class InvoiceController(Controller):
         customer_id: Annotated[str | None, QueryParameter(name="customerId")] = None,
         invoice_state: Annotated[str | None, QueryParameter(name="state", description=STATE_HELP)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-        before: Annotated[int | None, QueryParameter(ge=1, le=ID_MAX)] = None,
+        before: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> list[InvoiceSummary]:
         """Newest first; page with `before=<last id>`."""
         state = cast(InvoiceState | None, choice("state", invoice_state, STATES))
-        return await invoices.list_invoices(db, now=_now(), grace=portal.settings.invoice_grace,
+        return await invoices.list_invoices(db, now=portal.now(), grace=portal.settings.invoice_grace,
                                             customer_id=customer_id, state=state, limit=limit,
                                             before_id=before)
 
     @get("/{invoice_id:int}")
     async def get_(self, invoice_id: FromPath[int], db: Db, portal: Portal) -> InvoiceView:
-        return await invoices.get_invoice(db, invoice_id, now=_now(), grace=portal.settings.invoice_grace,
+        return await invoices.get_invoice(db, invoice_id, now=portal.now(),
+                                          grace=portal.settings.invoice_grace,
                                           complete_through=await _complete_through(portal))
 
     @post("/{invoice_id:int}/approve", status_code=200)
@@ -193,19 +191,19 @@ class InvoiceController(Controller):
         """Finalize a draft awaiting review: numbered, immutable, prepaid credit drawn."""
         key = request.scope["state"].get("api_key")
         approved_by = data.approved_by or (f"key:{key.name}" if key is not None else "unknown")
-        grace = portal.settings.invoice_grace
-        invoice = await lifecycle.approve(db, invoice_id, approved_by=approved_by, now=_now(), grace=grace,
+        grace, now = portal.settings.invoice_grace, portal.now()
+        invoice = await lifecycle.approve(db, invoice_id, approved_by=approved_by, now=now, grace=grace,
                                           complete_through=await _complete_through(portal))
-        return await invoices.invoice_view(db, invoice, now=_now(), grace=grace)
+        return await invoices.invoice_view(db, invoice, now=now, grace=grace)
 
     @post("/{invoice_id:int}/void", status_code=200)
     async def void(self, invoice_id: FromPath[int], data: JSONBody[VoidRequest], db: Db,
                    portal: Portal) -> InvoiceView:
         """Void a finalized invoice; answers with the reissued draft of its period."""
-        grace = portal.settings.invoice_grace
-        voided, reissued = await lifecycle.void(db, invoice_id, reason=data.reason, now=_now(),
+        grace, now = portal.settings.invoice_grace, portal.now()
+        voided, reissued = await lifecycle.void(db, invoice_id, reason=data.reason, now=now,
                                                 complete_through=await _complete_through(portal))
-        return await invoices.invoice_view(db, reissued or voided, now=_now(), grace=grace)
+        return await invoices.invoice_view(db, reissued or voided, now=now, grace=grace)
 
     @get("/{invoice_id:int}/adjustments")
     async def adjustments(self, invoice_id: FromPath[int], db: Db) -> list[AdjustmentView]:
@@ -236,7 +234,7 @@ class ReviewController(Controller):
     @get("/")
     async def queue(self, db: Db, portal: Portal) -> list[ReviewItem]:
         """Drafts awaiting approval, with what to check first."""
-        return await review.review_queue(db, now=_now(), grace=portal.settings.invoice_grace,
+        return await review.review_queue(db, now=portal.now(), grace=portal.settings.invoice_grace,
                                          change_factor=portal.settings.review_change_factor)
 
 

@@ -225,7 +225,8 @@ class AlertPagesController(PageController):
         queued for the alert worker; the home's history shows its outcome."""
         customer = await visible_customer(request, db, customer_id)
         channel = await _channel(request, db, customer, channel_id)
-        await send_test_notice(db, customer, channel.id, public_url=portal.settings.public_url)
+        await send_test_notice(db, customer, channel.id, public_url=portal.settings.public_url,
+                               now=portal.now())
         return Redirect(_home_url(customer.id, "test-queued"), status_code=303)
 
 

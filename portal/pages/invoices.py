@@ -9,7 +9,7 @@ asking for a draft's id gets the same 404 as for an invoice of another customer.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Request, Response, get
@@ -48,7 +48,7 @@ async def _complete_through(portal: PortalState) -> datetime:
 
 async def _upcoming(portal: PortalState, db: AsyncSession, customer: Customer) -> PreviewView | None:
     try:
-        return await preview(db, customer.id, now=datetime.now(UTC),
+        return await preview(db, customer.id, now=portal.now(),
                              complete_through=await _complete_through(portal))
     except NotFound:  # no plan: nothing is coming
         return None
@@ -65,7 +65,7 @@ async def visible_invoice(request: Request[Any, Any, Any], db: AsyncSession, por
     if row.status == "draft" and not sees_drafts(request):
         raise NotFoundException("There is no invoice you can see.")
     complete = await _complete_through(portal)
-    view = await invoices.get_invoice(db, invoice_id, now=datetime.now(UTC),
+    view = await invoices.get_invoice(db, invoice_id, now=portal.now(),
                                       grace=portal.settings.invoice_grace, complete_through=complete)
     customer = await get_customer(db, row.customer_id)
     assert customer is not None  # invoices reference their customer
@@ -82,7 +82,7 @@ class InvoicePagesController(PageController):
     ) -> Template:
         """Newest first, PAGE_SIZE a page; `before=<id>` for older ones."""
         customer = await visible_customer(request, db, customer_id)
-        rows = await invoices.list_invoices(db, now=datetime.now(UTC), grace=portal.settings.invoice_grace,
+        rows = await invoices.list_invoices(db, now=portal.now(), grace=portal.settings.invoice_grace,
                                             customer_id=customer.id, limit=PAGE_SIZE + 1, before_id=before)
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]

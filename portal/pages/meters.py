@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from litestar import Request, Response, get
@@ -175,7 +175,7 @@ class MeterPagesController(PageController):
         """The page, its live partial (htmx), or its CSV (`<metric>.csv`)."""
         customer = await visible_customer(request, db, customer_id)
         meter, as_csv = await _meter_of(db, metric_name)
-        now = datetime.now(UTC)
+        now = portal.now()
         subs = await list_subscriptions(db, customer.id)
         raw = RawSelection(range_, granularity, group, from_, to)
         try:

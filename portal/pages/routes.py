@@ -4,7 +4,7 @@ health, and the assembly of every page controller and the template engine."""
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -34,7 +34,7 @@ class CustomerOverviewController(PageController):
                        portal: Portal) -> Template:
         """The usage panel is rendered once here, then refreshes itself."""
         customer = await visible_customer(request, db, customer_id)
-        panel = await usage_panel(portal, db, customer, now=datetime.now(UTC))
+        panel = await usage_panel(portal, db, customer, now=portal.now())
         return page("customer.html", request, customer=customer, panel=panel)
 
     @get("/customers/{customer_id:str}/usage")
@@ -42,7 +42,7 @@ class CustomerOverviewController(PageController):
                     portal: Portal, seen: FromQuery[str | None] = None) -> Response[Any]:
         """The usage panel alone; 204 when it would equal the version the page shows."""
         customer = await visible_customer(request, db, customer_id)
-        panel = await usage_panel(portal, db, customer, now=datetime.now(UTC))
+        panel = await usage_panel(portal, db, customer, now=portal.now())
         if seen is not None and seen == panel.version:
             return Response(content=None, status_code=HTTP_204_NO_CONTENT)
         return Template(template_name="partials/usage_panel.html", context={"panel": panel})
@@ -56,7 +56,7 @@ class StaffPagesController(PageController):
     @get("/health")
     async def health(self, request: Request[Any, Any, Any], db: Db, portal: Portal) -> Template:
         """The four billing-health measures over the last day and the last 30 days."""
-        now = datetime.now(UTC)
+        now = portal.now()
         windows = [(label, await billing_health(db, portal.redis, now=now, window=timedelta(days=days)))
                    for label, days in (("Last 24 hours", 1), ("Last 30 days", 30))]
         return page("health.html", request, windows=windows)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -117,7 +116,7 @@ class LoginController(Controller):
     async def password_form(self, request: Request[Any, Any, Any], portal: Portal,
                             token: FromPath[str]) -> Template:
         async with portal.sessions() as db:
-            user = await accounts.password_link_user(db, token, now=datetime.now(UTC))
+            user = await accounts.password_link_user(db, token, now=portal.now())
         if user is None:
             return _signed_out_page("set_password.html", request, portal.settings, status_code=404,
                                     user=None, token=token, min_length=MIN_LENGTH)
@@ -128,7 +127,7 @@ class LoginController(Controller):
     async def set_password(self, request: Request[Any, Any, Any], portal: Portal, token: FromPath[str],
                            data: URLEncodedBody[PasswordForm]) -> Response[Any]:
         settings = portal.settings
-        now = datetime.now(UTC)
+        now = portal.now()
         async with portal.sessions() as db:
             user = await accounts.password_link_user(db, token, now=now)
 

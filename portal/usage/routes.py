@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 from litestar import Controller, get
@@ -59,7 +59,7 @@ class UsageController(Controller):
         for name, value in (("start", start), ("end", end)):
             if value is not None and value.tzinfo is None:
                 raise ValidationException(f"{name}: needs an offset (Z or ±hh:mm)")
-        period = period_for(datetime.now(UTC), customer.timezone)
+        period = period_for(portal.now(), customer.timezone)
         start = start or period.start
         end = end or period.end
         if end <= start:
@@ -86,10 +86,10 @@ class AnomalyController(Controller):
     opt = {"scope": "admin"}
 
     @get("/")
-    async def anomalies(self, customer_id: FromPath[str], db: Db) -> list[AnomalyOut]:
+    async def anomalies(self, customer_id: FromPath[str], db: Db, portal: Portal) -> list[AnomalyOut]:
         """Spikes, drops to zero and unusual silence in the last 48 settled hours of each
         sum or count meter, against the same hours of earlier weeks (or days)."""
         customer = await catalog.get_customer(db, customer_id)
         if customer is None:
             raise NotFoundException(f"no customer {customer_id!r}")
-        return await recent_anomalies(db, customer, await catalog.list_meters(db), now=datetime.now(UTC))
+        return await recent_anomalies(db, customer, await catalog.list_meters(db), now=portal.now())

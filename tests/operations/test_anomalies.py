@@ -7,8 +7,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from portal.anomalies import Anomaly, hourly_anomalies
-from portal.pages.formatting import hour_range
+from portal.pages.formatting import day_of, hour_range
+from tests.clock import BOUNDARIES, Boundary, set_clock
 from tests.factories import auth, make_customer, make_meter
 from tests.pages.helpers import HTMX, make_user, sign_in
 
@@ -88,12 +91,18 @@ def test_without_enough_history_nothing_is_judged() -> None:
     assert hourly_anomalies(values, [hour]) == []
 
 
-async def test_the_api_flags_a_spike_in_a_customers_stored_usage(client: Any, admin_key: str,
-                                                                  pg: Any) -> None:
-    await make_customer(client, admin_key, id="acme")
+def last_settled_hour(boundary: Boundary) -> datetime:
+    """The start of the customer's last local hour that has ended, in UTC."""
+    return (boundary.local().replace(minute=0, second=0, microsecond=0) - HOUR).astimezone(UTC)
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+async def test_the_api_flags_a_spike_in_a_customers_stored_usage(client: Any, admin_key: str, pg: Any,
+                                                                  boundary: Boundary) -> None:
+    await make_customer(client, admin_key, id="acme", timezone=boundary.tz)
     await make_meter(client, admin_key, metric="api_calls")
-    now = datetime.now(UTC)
-    settled = now.replace(minute=0, second=0, microsecond=0) - HOUR  # the last settled hour
+    set_clock(client, boundary.at)
+    settled = last_settled_hour(boundary)
     rows = [(settled - timedelta(weeks=w), Decimal(10)) for w in range(1, 5)] + [(settled, Decimal(400))]
     for hour, value in rows:
         await pg.execute("INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
@@ -106,10 +115,13 @@ async def test_the_api_flags_a_spike_in_a_customers_stored_usage(client: Any, ad
         ("api_calls", "hour", "spike", settled.isoformat().replace("+00:00", "Z"), "400", "10")]
 
 
-async def test_the_customer_page_shows_a_flagged_hour(client: Any, admin_key: str, pg: Any) -> None:
-    await make_customer(client, admin_key, id="acme")
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+async def test_the_customer_page_shows_a_flagged_hour(client: Any, admin_key: str, pg: Any,
+                                                      boundary: Boundary) -> None:
+    await make_customer(client, admin_key, id="acme", timezone=boundary.tz)
     await make_meter(client, admin_key, metric="api_calls")
-    settled = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - HOUR
+    set_clock(client, boundary.at)
+    settled = last_settled_hour(boundary)
     for hour, value in [(settled - timedelta(weeks=w), Decimal(10)) for w in range(1, 5)] + [(settled, 0)]:
         if value:
             await pg.execute("INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
@@ -119,4 +131,10 @@ async def test_the_customer_page_shows_a_flagged_hour(client: Any, admin_key: st
     panel = (await client.get("/portal/customers/acme/usage", headers=HTMX)).text
     rows = re.findall(r"<tr><td>([^<]*)</td><td>(api_calls)</td><td>([^<]*)</td>\s*"
                       r'<td class="num">([^<]*)</td><td class="num">([^<]*)</td></tr>', panel)
-    assert rows == [(hour_range(settled, "UTC"), "api_calls", "Dropped to zero", "0", "10")]
+    shown = [(hour_range(settled, boundary.tz), "api_calls", "Dropped to zero", "0", "10")]
+    if boundary.local().hour == 0:
+        # The settled hour closed the customer's day, which went to zero against 10 on the
+        # same weekday of earlier weeks: the page lists that day too, after the hours.
+        shown.append((f"{day_of(settled, boundary.tz)} (whole day)", "api_calls", "Dropped to zero",
+                      "0", "10"))
+    assert rows == shown

@@ -232,13 +232,14 @@ async def test_an_invited_user_sets_a_password_by_the_emailed_link_once(
     client: Client, pg: asyncpg.Connection, settings: Settings, admin_key: str, mail_sink: Any,
 ) -> None:
     from portal.accounts.invites import invite
+    from portal.clock import system_clock
     from portal.db import create_engine, session_factory
 
     await make_customer(client, admin_key, id="acme", name="Acme Inc")
     engine = create_engine(settings.database_url or "", pool_size=1)
     try:
         invitation = await invite(session_factory(engine), settings, email="bob@acme.test", name="Bob",
-                                  role="customer", customer_id="acme")
+                                  role="customer", customer_id="acme", now=system_clock())
     finally:
         await engine.dispose()
     assert invitation.email_error is None

@@ -79,7 +79,7 @@ class UserPagesController(AdminController):
                 invitation = await invite(
                     portal.sessions, portal.settings, email=form.values["email"], name=form.values["name"],
                     role=role, customer_id=customer_id,
-                    all_customers=all_customers, assigned=assigned)
+                    all_customers=all_customers, assigned=assigned, now=portal.now())
             except (Invalid, Conflict) as exc:
                 form.fail(_field_of(str(exc), role), str(exc).partition(": ")[2] or str(exc))
             else:
@@ -135,7 +135,7 @@ class UserPagesController(AdminController):
         if user.disabled_at is not None:
             return error_page(request, 409, "Cannot send a link",
                               f"{user.email} is disabled: a link would not let them sign in.")
-        invitation = await resend(portal.sessions, portal.settings, user.id)
+        invitation = await resend(portal.sessions, portal.settings, user.id, now=portal.now())
         await record(db, request, action="user.link_resent", object_type="user", object_id=str(user.id),
                      customer_id=user.customer_id, detail={"emailed": invitation.email_error is None})
         return _link_page(request, invitation, created=False)

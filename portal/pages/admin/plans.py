@@ -9,7 +9,7 @@ so what it reports is exactly what applying would do now.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import PurePath
 from typing import Any
 
@@ -72,13 +72,13 @@ class Outcome:
 
 
 async def apply_upload(sessions: async_sessionmaker[AsyncSession], request: Request[Any, Any, Any],
-                       content: bytes, file_name: str, *, check_only: bool) -> ApplyReport:
+                       content: bytes, file_name: str, *, check_only: bool, now: datetime) -> ApplyReport:
     """Parse and apply the file in one transaction; raises CatalogFileError (nothing applied)."""
     catalog = parse_catalog(content, name=file_name)
     async with sessions() as db:
         transaction = await db.begin()
         try:
-            report = await apply_catalog(db, catalog, now=datetime.now(UTC))
+            report = await apply_catalog(db, catalog, now=now)
             if not check_only:
                 await record(db, request, action="catalog.applied", object_type="catalog",
                              object_id=file_name, detail={"created": report.created,
@@ -139,7 +139,7 @@ class PlanPagesController(AdminController):
             else:
                 try:
                     report = await apply_upload(portal.sessions, request, content, file_name,
-                                                check_only=check_only)
+                                                check_only=check_only, now=portal.now())
                 except CatalogFileError as exc:
                     form.fail("file", f"{exc} (nothing was applied)")
                 else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.billing.views import money_text
 from portal.catalog.schemas import Customer
 from portal.db import values
-from portal.dependencies import Db
+from portal.dependencies import Db, Portal
 from portal.pages.access import STAFF_GUARDS
 from portal.pages.manager.common import (
     PAGE_SIZE,
@@ -164,14 +164,14 @@ class ManagerCustomersController(PageController):
     guards = STAFF_GUARDS
 
     @get("/customers")
-    async def customers(self, request: Request[Any, Any, Any], db: Db,
+    async def customers(self, request: Request[Any, Any, Any], db: Db, portal: Portal,
                         q: FromQuery[str | None] = None, sort: FromQuery[str | None] = None,
                         order: FromQuery[str | None] = None, alerts: FromQuery[str | None] = None,
                         anomalies: FromQuery[str | None] = None) -> Template:
         """Every customer the viewer may see, with this period's numbers. Parameters (all
         bookmarkable): q, sort (name, spend, change, alerts), order (asc, desc), alerts=1,
         anomalies=1, page."""
-        now = datetime.now(UTC)
+        now = portal.now()
         search = text_param("q", q)
         sort_by = choice("sort", sort, SORTS, "name")
         direction = choice("order", order, ORDERS, DEFAULT_ORDER[sort_by])

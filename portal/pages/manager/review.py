@@ -8,7 +8,7 @@ refused change leaves nothing behind and the page can answer with the reason in 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -107,7 +107,7 @@ async def _queue(db: AsyncSession, portal: PortalState, request: Request[Any, An
 async def review_page(request: Request[Any, Any, Any], db: AsyncSession, portal: PortalState, *,
                       status_code: int = 200, notice: str | None = None,
                       form: FormState | None = None) -> Template:
-    now = datetime.now(UTC)
+    now = portal.now()
     queue = await _queue(db, portal, request, now)
     finalized = await _finalized(db, request)
     ids = [str(i.invoice.id) for i in queue] + [str(f.invoice.id) for f in finalized]
@@ -170,7 +170,7 @@ class ReviewController(PageController):
         try:
             async with db.begin_nested():
                 approved = await lifecycle.approve(
-                    db, invoice_id, approved_by=session.email, now=datetime.now(UTC),
+                    db, invoice_id, approved_by=session.email, now=portal.now(),
                     grace=portal.settings.invoice_grace, complete_through=await _complete_through(portal))
                 await audit.record(db, user_id=session.user_id, actor=session.email, action="invoice.approve",
                                    object_type="invoice", object_id=str(invoice_id),
@@ -195,7 +195,7 @@ class ReviewController(PageController):
                 invoice_id, "void", "Reason: say why the invoice is voided.", data))
         try:
             async with db.begin_nested():
-                _, reissued = await lifecycle.void(db, invoice_id, reason=reason, now=datetime.now(UTC),
+                _, reissued = await lifecycle.void(db, invoice_id, reason=reason, now=portal.now(),
                                                    complete_through=await _complete_through(portal))
                 await audit.record(db, user_id=session.user_id, actor=session.email, action="invoice.void",
                                    object_type="invoice", object_id=str(invoice_id),
