@@ -30,7 +30,7 @@ from portal.jobs import enqueue
 from portal.live import keys as live_keys
 from portal.settings import Settings
 from portal.status import gather_status, render
-from tests.conftest import WorkerProcess, wait_until_persisted
+from tests.conftest import WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import make_customer, make_meter
 from tests.test_pipeline import usage
 
@@ -333,3 +333,53 @@ async def test_a_lone_surrogate_no_broker_can_carry_is_set_aside_too(
     assert stored_wire(kept["event"]) == odd
     assert await pg.fetchval("SELECT event_id FROM event_conflicts") == kept["event_id"]
     assert await billed(client, admin_key, "acme") == "2"
+
+
+async def test_a_worker_killed_mid_split_loses_and_doubles_nothing(
+    client: AsyncTestClient[Any], admin_key: str, catalog: None, own_worker: WorkerProcess,
+    redis: Redis, pg: asyncpg.Connection,
+) -> None:
+    # Given Postgres refuses one of acme's events (a data error only Postgres knows), and
+    # one of globex's events waits for a lock this test holds...
+    await pg.execute(REFUSE_IDS.replace("{code}", "22023") + """
+        CREATE FUNCTION wait_for_test() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.event_id LIKE 'slow-%' THEN PERFORM pg_advisory_xact_lock(4242); END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER wait_for_test BEFORE INSERT ON event_ledger
+            FOR EACH ROW EXECUTE FUNCTION wait_for_test();
+    """)
+    await pg.execute("SELECT pg_advisory_lock(4242)")
+    try:
+        acme = [wire(customer="acme", quantity="1") for _ in range(4)]
+        globex = [wire(customer="globex", quantity="10") for _ in range(4)]
+        slow = wire(customer="globex", quantity="100", event_id="slow-1")
+        # ...the split commits acme's good events in parts (the first half, bisected),
+        # then blocks in the second half (globex's).
+        rows = [*acme[:2], wire(customer="acme", quantity="9", event_id="refused-1"), *acme[2:],
+                *globex, slow]
+        await hand_off(redis, rows)
+
+        async def split_blocked() -> bool:
+            return bool(await pg.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE 'INSERT INTO event_ledger%'"))
+
+        await wait_for(split_blocked, what="the split to block in its second half")
+        assert await pg.fetchval("SELECT count(*) FROM event_ledger") == 4  # acme's, committed
+        # When the worker dies there and another takes the message up again,
+        own_worker.kill()
+    finally:
+        await pg.execute("SELECT pg_advisory_unlock(4242)")
+    try:
+        own_worker.start()
+        await wait_until_persisted(redis, timeout=60)
+    finally:
+        await pg.execute(DROP_REFUSE_IDS + "; DROP TRIGGER wait_for_test ON event_ledger; "
+                         "DROP FUNCTION wait_for_test()")
+    # then every good event is counted once, and only the refused one is set aside.
+    assert [await billed(client, admin_key, c) for c in ("acme", "globex")] == ["4", "140"]
+    assert await pg.fetchval("SELECT sum(event_count) FROM hourly_usage") == 9
+    assert await pg.fetchval("SELECT count(*) FROM usage_events") == 9
+    assert [r["event_id"] for r in await failed_rows(pg)] == ["refused-1"]

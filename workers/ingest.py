@@ -12,7 +12,6 @@ import dramatiq
 import msgspec
 import redis.exceptions
 import structlog
-from dramatiq.broker import MessageProxy
 from dramatiq.middleware import CurrentMessage
 
 from portal import metrics
@@ -20,10 +19,11 @@ from portal.broker import INGEST_QUEUE
 from portal.ingest.handoff import holds
 from portal.settings import get_settings
 from portal.status import record_persist_failure
+from workers import log_filters
 from workers.alerting import request_evaluation
 from workers.billing import settle_late_events_actor
 from workers.context import WorkerContext, get_context
-from workers.failed_events import key_safe
+from workers.failed_events import key_safe, received_at_of
 from workers.partitions import forget_known
 from workers.persist import PersistOutcome, error_summary, persist_batch, persist_split
 
@@ -138,6 +138,9 @@ async def persist_events(batch: dict[str, Any]) -> None:
     One that fails for another reason is retried `persist_max_retries` times, then split
     the same way. Either way the message's holds on `completeThrough` are released.
     """
+    if not isinstance(batch, dict):  # nothing in it could be kept or released
+        log.error("persist message of type %s dropped: not a batch", type(batch).__name__)
+        return
     ctx = await get_context()
     message_id = key_safe(batch.get("id"))[:100]
     structlog.contextvars.bind_contextvars(message_id=message_id)
@@ -151,14 +154,18 @@ async def persist_events(batch: dict[str, Any]) -> None:
         log.debug("message %s: %d persisted, %d duplicate(s), %d conflict(s)", message_id,
                   outcome.persisted, outcome.duplicates, outcome.conflicts)
     metrics.PERSISTED_EVENTS.inc(outcome.persisted)
-    metrics.PERSIST_LAG.observe(max(time.time() - int(batch["acceptedAt"]) / 1000, 0.0))
+    metrics.PERSIST_LAG.observe(max(time.time() - received_at_of(batch).timestamp(), 0.0))
     for invoice_id in outcome.late_invoices:
         # After the commit: the adjustment job must see the late events it settles.
         # If this process dies first, the scheduler's late-event sweep settles them.
         settle_late_events_actor.send(invoice_id)
     if outcome.alert_customers:
         await request_evaluation(ctx, list(outcome.alert_customers))
-    await ctx.live.release(*holds(batch))
+    try:
+        held = holds(batch)
+    except (KeyError, TypeError):  # a message without id or holds holds nothing
+        held = []
+    await ctx.live.release(*held)
 
 
 async def _split(ctx: WorkerContext, batch: dict[str, Any], message_id: str,
@@ -195,19 +202,5 @@ async def _split(ctx: WorkerContext, batch: dict[str, Any], message_id: str,
     return split.persisted
 
 
-class _MessageIdsOnly(logging.Filter):
-    """Dramatiq names a message it logs by its arguments: a whole batch (lines of 40 KB
-    during an outage, customer data in the log). Its worker threads name it by id instead.
-    Installed when the actors are declared (workers/main.py imports this module)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(
-                isinstance(a, (dramatiq.Message, MessageProxy)) for a in record.args):
-            record.args = tuple(f"{a.actor_name}(message {a.message_id})"
-                                if isinstance(a, (dramatiq.Message, MessageProxy)) else a
-                                for a in record.args)
-        return True
-
-
-for _name in ("dramatiq.worker.WorkerThread", "dramatiq.worker._ConsumerThread"):
-    logging.getLogger(_name).addFilter(_MessageIdsOnly())
+# Dramatiq would log a failing persist message with its whole batch (see the module).
+log_filters.install()
