@@ -17,7 +17,7 @@ from portal.errors import ServiceUnavailable
 from portal.ingest.openapi import EventBatchOperation, SingleEventOperation
 from portal.ingest.schemas import EventBatch, IngestResult
 from portal.ingest.service import CONFLICT_ERROR, IngestUnavailable
-from portal.ingest.validation import MAX_JSON_DEPTH, rejection_reason
+from portal.ingest.validation import MAX_JSON_DEPTH, BodyError, rejection_reason
 
 INGEST = {"scope": "ingest"}
 
@@ -42,6 +42,9 @@ async def _run(portal: Portal, raw_events: list[bytes] | list[msgspec.Raw]) -> R
     started = time.perf_counter()
     try:
         result = await portal.ingestor.ingest(raw_events)
+    except BodyError as exc:
+        metrics.INGEST_REQUESTS.labels("400").inc()
+        raise ClientException(str(exc)) from None
     except IngestUnavailable as exc:
         metrics.INGEST_REQUESTS.labels("503").inc()
         raise ServiceUnavailable(f"{exc}; nothing was accepted, retry later") from exc

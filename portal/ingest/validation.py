@@ -179,6 +179,18 @@ def decode_json_body(body: bytes) -> Any:
     return value
 
 
+def nested_too_deep(raw: bytes) -> bool:
+    """Whether a JSON text nests deeper than MAX_JSON_DEPTH (for bodies that already
+    failed to decode: this decodes them once more, untyped)."""
+    try:
+        value = msgspec.json.decode(raw)
+    except RecursionError:
+        return True
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return False
+    return _depth_exceeds(value, MAX_JSON_DEPTH)
+
+
 def _depth_exceeds(value: object, limit: int) -> bool:
     """Whether `value` nests containers more than `limit` deep (iterative: no recursion
     on hostile input; stops at the first branch that is too deep)."""

@@ -8,6 +8,7 @@ the zone's abbreviation next to a time, so that the repeated hour of a DST chang
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from jinja2 import Environment
 
@@ -56,8 +57,9 @@ def hour_range(start: datetime, tz_name: str) -> str:
 
 
 def grouped(value: object) -> str:
-    """'12,345.5': an exact decimal (or its text) with thousands separators, never rounded."""
-    text = str(value)
+    """'12,345.5': an exact decimal (or its text) with thousands separators, never rounded
+    and never in exponent notation (a normalized 10^19 is Decimal('1E+19'))."""
+    text = format(value, "f") if isinstance(value, Decimal) else str(value)
     sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
     whole, dot, fraction = digits.partition(".")
     if not whole.isdigit():
