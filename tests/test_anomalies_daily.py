@@ -16,6 +16,7 @@ from portal.catalog.schemas import Customer
 from portal.db import create_engine, session_factory, transaction
 from portal.settings import Settings
 from portal.usage.anomalies import flagged_customers
+from tests.clock import BOUNDARIES, Boundary, set_clock
 from tests.factories import auth, make_customer, make_meter
 
 MONDAY = date(2026, 9, 28)
@@ -176,12 +177,15 @@ async def test_flagged_customers_counts_the_last_24_hours_and_the_last_day_in_tw
     assert one == 2 and len(statements) == 4  # the meters, then the usage of the whole page
 
 
-async def test_the_api_returns_daily_flags_with_their_granularity(client: Any, admin_key: str,
-                                                                  pg: Any) -> None:
-    await make_customer(client, admin_key, id="acme")
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+async def test_the_api_returns_daily_flags_with_their_granularity(client: Any, admin_key: str, pg: Any,
+                                                                  boundary: Boundary) -> None:
+    await make_customer(client, admin_key, id="acme", timezone=boundary.tz)
     await make_meter(client, admin_key, metric="api_calls")
-    now = datetime.now(UTC)
-    today = datetime(now.year, now.month, now.day, tzinfo=UTC)
+    now = boundary.at
+    set_clock(client, now)
+    local = boundary.local()
+    today = local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)  # local midnight
     yesterday = today - timedelta(days=1)
     rows = [(h, Decimal(1000 if yesterday <= h < today else 100))
             for h in hours(today - timedelta(days=36), now)]

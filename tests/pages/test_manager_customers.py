@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
+import pytest
 
+from tests.clock import BOUNDARIES, Boundary, set_clock
 from tests.factories import make_customer, make_meter
 from tests.pages.helpers import Client, make_user, sign_in
 
@@ -37,10 +39,16 @@ async def fire_alert(pg: asyncpg.Connection, customer: str, at: datetime) -> Non
                      "'crossing', 100, 120, '{}', $3::timestamptz + interval '1 hour')", rule, customer, at)
 
 
-async def world(client: Client, admin_key: str, pg: asyncpg.Connection) -> datetime:
-    """acme: spends EUR 120.50 this period against 100.00 + a 0.50 note last period, one
-    alert, 42 calls; globex: EUR 10.00 against 20.00; initech: nothing yet."""
-    now = datetime.now(UTC)
+# Where the world is built when a test does not say: mid-month, mid-day.
+MID_MONTH = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+async def world(client: Client, admin_key: str, pg: asyncpg.Connection,
+                now: datetime = MID_MONTH) -> datetime:
+    """At `now` (the app's clock is set to it): acme spends EUR 120.50 this period against
+    100.00 + a 0.50 note last period, one alert, 42 calls; globex: EUR 10.00 against 20.00;
+    initech: nothing yet."""
+    set_clock(client, now)
     start = month_start(now)
     previous = month_start(start - timedelta(days=1))
     nxt = month_start(start + timedelta(days=32))
@@ -68,9 +76,10 @@ def customer_order(html: str) -> list[str]:
     return re.findall(r'<a href="/portal/customers/([^"]+)">', html)
 
 
-async def test_table_shows_this_periods_numbers(client: Client, admin_key: str,
-                                                pg: asyncpg.Connection) -> None:
-    await world(client, admin_key, pg)
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+async def test_table_shows_this_periods_numbers(client: Client, admin_key: str, pg: asyncpg.Connection,
+                                                boundary: Boundary) -> None:
+    await world(client, admin_key, pg, boundary.at)
     await make_user(pg, ADMIN, role="admin")
     await sign_in(client, ADMIN)
     page = await client.get("/portal/customers")
@@ -83,6 +92,28 @@ async def test_table_shows_this_periods_numbers(client: Client, admin_key: str,
     assert "-50.0 %" in page.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text and "<script>alert(1)" not in page.text
     assert "No draft yet" in page.text and "No usage yet" in page.text
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+async def test_without_a_draft_the_period_is_the_customers_month_at_the_clock(
+        client: Client, admin_key: str, pg: asyncpg.Connection, boundary: Boundary) -> None:
+    # Given: no draft; 5 calls in the first hour of the customer's local month, 7 in the
+    # last hour of the month before
+    set_clock(client, boundary.at)
+    await make_customer(client, admin_key, id="acme", timezone=boundary.tz)
+    await make_meter(client, admin_key, metric="api_calls", unit="call")
+    first_hour = boundary.local().replace(day=1, hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+    await pg.executemany("INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
+                         "VALUES ('acme', 'api_calls', $1, $2, 1)",
+                         [(first_hour, Decimal(5)), (first_hour - timedelta(hours=1), Decimal(7))])
+    await make_user(pg, ADMIN, role="admin")
+    await sign_in(client, ADMIN)
+    # When: the table is shown
+    page = await client.get("/portal/customers")
+    # Then: this period is the local month of the clock's instant
+    assert page.status_code == 200
+    assert "api_calls: <strong>5</strong> call" in page.text
+    assert "No draft yet" in page.text
 
 
 async def test_sort_filter_and_search_are_in_the_url(client: Client, admin_key: str,
@@ -134,13 +165,15 @@ async def test_paging_counts_every_customer(client: Client, admin_key: str, pg: 
 
 
 async def test_anomaly_column_and_filter(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
-    await world(client, admin_key, pg)
+    now = await world(client, admin_key, pg)
     # globex: 1 call an hour for eight days, then 100 in the last settled hour (a spike).
+    settled = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     await pg.execute(
         "INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
-        "SELECT 'globex', 'api_calls', h, CASE WHEN h = date_trunc('hour', now()) - interval '1 hour' "
-        "THEN 100 ELSE 1 END, 1 FROM generate_series(date_trunc('hour', now()) - interval '8 days', "
-        "date_trunc('hour', now()) - interval '1 hour', interval '1 hour') AS h")
+        "SELECT 'globex', 'api_calls', h, CASE WHEN h = $1::timestamptz THEN 100 ELSE 1 END, 1 "
+        "FROM generate_series($1::timestamptz - interval '8 days' + interval '1 hour', $1::timestamptz, "
+        "interval '1 hour') AS h",
+        settled)
     await make_user(pg, ADMIN, role="admin")
     await sign_in(client, ADMIN)
     page = await client.get("/portal/customers", params={"anomalies": "1"})

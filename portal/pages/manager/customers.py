@@ -70,8 +70,9 @@ class CustomerRow:
     usage: tuple[MeterTotal, ...] = ()
 
 
-# Per visible customer: the current period (its draft's, else the local calendar month),
-# the draft's total, the previous live invoice's total with its adjustments, alerts fired
+# Per visible customer: the current period at :now (its draft's, else the local calendar
+# month; :now, not the database's clock, so the page is "as of" the request's instant), the
+# draft's total, the previous live invoice's total with its adjustments, alerts fired
 # since the period began.
 _ROWS = """
 WITH c AS (
@@ -80,7 +81,7 @@ WITH c AS (
       AND (CAST(:q AS text) IS NULL OR id ILIKE :pattern OR name ILIKE :pattern)
 ), d AS (
     SELECT c.*, cur.total AS spend, cur.computed_at AS spend_as_of,
-           COALESCE(cur.period_start, date_trunc('month', now() AT TIME ZONE c.timezone)
+           COALESCE(cur.period_start, date_trunc('month', CAST(:now AS timestamptz) AT TIME ZONE c.timezone)
                                       AT TIME ZONE c.timezone) AS period_start,
            prev.amount AS previous
     FROM c
