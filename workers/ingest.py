@@ -97,8 +97,8 @@ async def _note(ctx: WorkerContext, **failure: Any) -> None:
 
 
 def _where(exc: BaseException) -> str:
-    """" at workers/persist.py:123": the innermost frame of our code that raised `exc`
-    (a traceback's worth of debugging help in a few characters)."""
+    """Where our code raised `exc` (" at workers/persist.py:123", its innermost frame):
+    a traceback's worth of debugging help in a few characters."""
     found = ""
     tb = exc.__traceback__
     while tb is not None:
@@ -149,7 +149,7 @@ async def persist_events(batch: dict[str, Any]) -> None:
             outcome = await persist_batch(conn, batch)
     except Exception as exc:
         forget_known()
-        outcome = await _split(ctx, batch, message_id, exc)
+        outcome = await _recover(ctx, batch, message_id, exc)
     else:
         log.debug("message %s: %d persisted, %d duplicate(s), %d conflict(s)", message_id,
                   outcome.persisted, outcome.duplicates, outcome.conflicts)
@@ -168,8 +168,8 @@ async def persist_events(batch: dict[str, Any]) -> None:
     await ctx.live.release(*held)
 
 
-async def _split(ctx: WorkerContext, batch: dict[str, Any], message_id: str,
-                 exc: Exception) -> PersistOutcome:
+async def _recover(ctx: WorkerContext, batch: dict[str, Any], message_id: str,
+                   exc: Exception) -> PersistOutcome:
     """After the whole batch failed: retry it later, or persist it in parts now."""
     if isinstance(exc, UNAVAILABLE):
         await _retry(ctx, batch, message_id, exc)

@@ -390,8 +390,8 @@ _ARGUMENT_VALUE = re.compile(r"(invalid input for query argument \$\d+): .*? \((
 
 
 def error_summary(exc: BaseException, limit: int = 300) -> str:
-    """"Type: first line of the message", short and storable: never the rows a statement
-    carried (asyncpg quotes an argument it cannot encode; that quote is dropped)."""
+    """The error as "Type: first line of its message", short and storable; never the rows a
+    statement carried (asyncpg quotes an argument it cannot encode: that quote is dropped)."""
     text = str(exc)
     quoted = _ARGUMENT_VALUE.match(text)
     if quoted:
