@@ -97,7 +97,7 @@ BAD: dict[str, Callable[[], list[Any]]] = {
 
 async def test_bad_events_are_set_aside_and_everyone_elses_are_billed_exactly(
     client: AsyncTestClient[Any], admin_key: str, catalog: None, worker: WorkerProcess,
-    redis: Redis, pg: asyncpg.Connection, settings: Settings,
+    redis: Redis, pg: asyncpg.Connection,
 ) -> None:
     good = [wire(customer="acme", quantity=q) for q in ("1", "2", "3.5")] + [
         wire(customer="globex", quantity=q) for q in ("10", "20.25")]
