@@ -38,6 +38,15 @@ class RunSummary:
     totals: dict[str, Decimal] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
+    def add(self, part: RunSummary) -> None:
+        """Count a committed chunk's work."""
+        self.created += part.created
+        self.refreshed += part.refreshed
+        self.skipped_finalized += part.skipped_finalized
+        self.without_subscription += part.without_subscription
+        for currency, amount in part.totals.items():
+            self.totals[currency] = self.totals.get(currency, Decimal(0)) + amount
+
 
 @dataclass(frozen=True, slots=True)
 class _Customer:
@@ -148,14 +157,27 @@ async def _run(sessions: async_sessionmaker[AsyncSession], label: str, choose: P
     # Postgres, and Postgres uses both cores (bench/invoices.py).
     limit = asyncio.Semaphore(CONCURRENT_CHUNKS)
 
+    async def rate(chunk: list[_Customer]) -> None:
+        """Rate `chunk` in one transaction; counted only once it has committed."""
+        part = RunSummary(period=label)
+        async with transaction(sessions) as session:
+            await _run_chunk(session, chunk, choose, part, complete_through)
+        summary.add(part)
+
     async def one(chunk: list[_Customer]) -> None:
         nonlocal done
         async with limit:
             try:
-                async with transaction(sessions) as session:
-                    await _run_chunk(session, chunk, choose, summary, complete_through)
-            except Exception as exc:
-                summary.errors.append(f"customers {chunk[0].id}..{chunk[-1].id}: {type(exc).__name__}: {exc}")
+                await rate(chunk)
+            except Exception:
+                # One customer's failure must not hold the others' invoices hostage: the
+                # chunk is rated again customer by customer, and only those that fail
+                # again are reported.
+                for customer in chunk:
+                    try:
+                        await rate([customer])
+                    except Exception as exc:
+                        summary.errors.append(f"customer {customer.id}: {type(exc).__name__}: {exc}"[:500])
             done += len(chunk)
             if progress is not None:
                 progress(done, len(subscribed))

@@ -105,3 +105,27 @@ async def test_a_run_for_a_month_that_has_not_started_is_refused(
         await run_invoices(sessions, month="2999-01", now=datetime.now(UTC))
     with pytest.raises(Invalid, match="expected YYYY-MM"):
         await run_invoices(sessions, month="last month", now=datetime.now(UTC))
+
+
+async def test_the_largest_accepted_usage_is_billed_exactly_beside_other_customers(
+    client: AsyncTestClient[Any], admin_key: str, sessions: async_sessionmaker[AsyncSession], pg: Any,
+) -> None:
+    # Given a customer whose period holds usage far beyond 10^19 units at 1.00 a unit,
+    closed = closed_period("UTC")
+    await make_meter(client, admin_key, metric="api_calls")
+    await create_plan(client, admin_key, {**FLAT, "id": "dear", "charges": [
+        {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "1.00"}]})
+    await create_plan(client, admin_key, FLAT)
+    for customer, plan in (("a-huge", "dear"), ("b-small", "flat")):
+        await make_customer(client, admin_key, id=customer, currency="USD")
+        await subscribe(client, admin_key, customer, planId=plan, startDate=closed.start_date.isoformat(),
+                        anchorDay=closed.anchor_day)
+    await pg.execute("INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
+                     "VALUES ('a-huge', 'api_calls', $1, $2, 3)", closed.period.start + timedelta(hours=3),
+                     Decimal("299999999999999999999.999999999997"))
+    # When the run drafts both in one chunk,
+    summary = await run_invoices(sessions, month=month_of(closed.period, closed.tz), now=datetime.now(UTC))
+    # Then both are drafted, the huge one to the cent.
+    assert (summary.created, summary.errors) == (2, [])
+    totals = dict(await pg.fetch("SELECT customer_id, total FROM invoices"))
+    assert totals == {"a-huge": Decimal("300000000000000000000.00"), "b-small": Decimal("10.00")}
