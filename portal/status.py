@@ -17,18 +17,16 @@ from sqlalchemy import text
 
 from portal.broker import ALERTS_QUEUE, INGEST_QUEUE, MAINTENANCE_QUEUE
 from portal.db import create_engine, session_factory, transaction, values
+from portal.live import keys
 from portal.live.store import LiveStore
 from portal.periods import to_datetime
 from portal.settings import Settings
 
 QUEUES = (INGEST_QUEUE, MAINTENANCE_QUEUE, ALERTS_QUEUE)
 
-# Persist failures, newest last: a Redis stream the persist actor appends to whenever a
-# message fails (an outage or another error: it will be retried) or has events set aside
-# in failed_events. Bounded (about the last 1000) and gone after a quiet day.
-PERSIST_FAILURES_KEY = "ops:persist_failures"
+PERSIST_FAILURES_KEY = keys.PERSIST_FAILURES_KEY
 PERSIST_FAILURES_KEPT = 1000
-PERSIST_FAILURES_TTL_S = 86_400
+PERSIST_FAILURES_TTL_S = int(keys.PERSIST_FAILURES_TTL.total_seconds())
 # "Recent" for /readyz and status: a failure this young makes the pipeline degraded.
 PERSIST_FAILURE_WINDOW_S = 300
 PERSIST_FAILURE_KINDS = ("outage", "retry", "set_aside")

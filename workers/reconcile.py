@@ -211,9 +211,10 @@ async def reconcile(
                     [(run_id, c, m, lv, bv, lv - bv) for (c, m), (lv, bv) in sorted(drift.items())])
             # Keep a week of runs; older ones say nothing the newer ones do not.
             await conn.execute("DELETE FROM reconcile_runs WHERE finished_at < now() - interval '7 days'")
-        if drift:
-            log.warning("live drift found: %s", json.dumps(
-                {f"{c}/{m}": str(lv - bv) for (c, m), (lv, bv) in drift.items()}))
+        if drift:  # a count and the first few: the drift report (GET /v1/drift) has them all
+            first = sorted(drift)[:5]
+            log.warning("live drift found for %d customer meter(s), first %s; run %s", len(drift),
+                        json.dumps([f"{c}/{m}" for c, m in first]), run_id)
         return ReconcileReport(window_start, window_end, full, written, drift)
     finally:
         await redis.delete(keys.RECONCILE_LOCK_KEY)

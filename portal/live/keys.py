@@ -69,6 +69,14 @@ def quality_key(day: str) -> str:
     return f"quality:{day}"
 
 
+# Persist failures, newest last: a Redis stream the persist actor appends to whenever a
+# message fails (an outage or another error: it will be retried) or has events set aside
+# in failed_events (portal/status.py reads it). Bounded (about the last 1000 entries) and
+# gone after a quiet day.
+PERSIST_FAILURES_KEY = "ops:persist_failures"
+PERSIST_FAILURES_TTL = timedelta(days=1)
+
+
 def alert_debounce_key(customer_id: str) -> str:
     """Set while an alert evaluation of the customer is scheduled (expires by itself if
     that evaluation is lost, so the next usage schedules another)."""

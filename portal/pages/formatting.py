@@ -62,7 +62,7 @@ def grouped(value: object) -> str:
     text = format(value, "f") if isinstance(value, Decimal) else str(value)
     sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
     whole, dot, fraction = digits.partition(".")
-    if not whole.isdigit():
+    if not (whole.isascii() and whole.isdigit()):
         return text
     return f"{sign}{int(whole):,}{dot}{fraction}"
 
