@@ -71,15 +71,19 @@ def _latest(tz: str, day: date, wall: time, before: datetime) -> datetime:
     return at.astimezone(UTC)
 
 
-def recent_boundaries(now: datetime | None = None) -> list[Any]:
+def recent_boundaries(tz: str | None = None, now: datetime | None = None) -> list[Any]:
     """The BOUNDARIES' wall times, at their latest occurrence before `now` (the wall clock):
-    within ingest's lateness window, and never in the future."""
+    within ingest's lateness window, and never in the future. With `tz`, all three are wall
+    times in that zone (for a test whose customer lives there)."""
     now = now or datetime.now(UTC)
-    today = now.date()
-    last_month_end = now.astimezone(ZoneInfo("Asia/Kolkata")).date().replace(day=1) - timedelta(days=1)
+    day_zone, month_zone = tz or "UTC", tz or "Asia/Kolkata"
+    today = now.astimezone(ZoneInfo(day_zone)).date()
+    last_month_end = now.astimezone(ZoneInfo(month_zone)).date().replace(day=1) - timedelta(days=1)
     return [
-        pytest.param(Boundary(_latest("UTC", today, time(23, 59, 59), now), "UTC"), id="23:59:59-UTC"),
-        pytest.param(Boundary(_latest("UTC", today, time(0, 0, 1), now), "UTC"), id="00:00:01-UTC"),
-        pytest.param(Boundary(_latest("Asia/Kolkata", last_month_end, time(23, 59, 59), now), "Asia/Kolkata"),
-                     id="month-end-Asia/Kolkata"),
+        pytest.param(Boundary(_latest(day_zone, today, time(23, 59, 59), now), day_zone),
+                     id=f"23:59:59-{day_zone}"),
+        pytest.param(Boundary(_latest(day_zone, today, time(0, 0, 1), now), day_zone),
+                     id=f"00:00:01-{day_zone}"),
+        pytest.param(Boundary(_latest(month_zone, last_month_end, time(23, 59, 59), now), month_zone),
+                     id=f"month-end-{month_zone}"),
     ]

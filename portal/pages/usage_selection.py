@@ -50,11 +50,10 @@ class Selection:
     range_end: datetime  # UTC, exclusive: where the range ends on the calendar
     first_day: date  # the local dates the range covers, as the form shows them
     last_day: date
-
-    @property
-    def open(self) -> bool:
-        """The range is still running: its numbers change while the page is open."""
-        return self.end < self.range_end
+    # The range is still running at the selection's "now": its numbers change while the
+    # page is open. Judged by now, not by `end`: in a range's last minutes `end` (now plus
+    # the tolerance) already reaches `range_end`, and the range is still running.
+    open: bool = False
 
     def query(self, **override: str) -> str:
         """The selection as a query string (links, the CSV export, the live refresh)."""
@@ -127,7 +126,7 @@ def select(raw: RawSelection, *, meter: Meter, tz_name: str, anchor_day: int, no
         raise SelectionError("granularity", f"an hourly view covers at most {MAX_HOURLY_DAYS} days: "
                                             "choose day")
     end = max(start, min(range_end, now + future_tolerance))
-    return Selection(raw.range, granularity, group, start, end, range_end, first, last)
+    return Selection(raw.range, granularity, group, start, end, range_end, first, last, open=now < range_end)
 
 
 def _local_days(period: BillingPeriod, tz_name: str) -> tuple[date, date]:

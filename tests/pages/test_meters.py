@@ -8,7 +8,6 @@ import json
 import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -16,6 +15,7 @@ from redis.asyncio import Redis
 
 from portal.catalog.schemas import Meter
 from portal.pages.usage_selection import RawSelection, Selection, SelectionError, select
+from tests.clock import BOUNDARIES, Boundary, recent_boundaries, set_clock
 from tests.conftest import WorkerProcess, wait_until_persisted
 from tests.factories import auth, event, make_customer, make_meter
 from tests.pages.helpers import HTMX, Client, hidden, make_user, sign_in
@@ -24,13 +24,19 @@ PAGE = "/portal/customers/acme/meters/api_calls"
 
 
 async def usage_world(client: Client, admin_key: str, ingest_key: str, redis: Redis,
-                      tz: str = "Europe/Berlin") -> None:
-    """acme with api_calls grouped by region: eu 2, us 3.5 and an escaped region 1, now."""
+                      tz: str = "Europe/Berlin", at: datetime | None = None) -> None:
+    """acme with api_calls grouped by region: eu 2, us 3.5 and an escaped region 1, now (or
+    at `at`, which the app's clock is then set to)."""
+    timestamp = None
+    if at is not None:
+        set_clock(client, at)
+        timestamp = int(at.timestamp() * 1000)
     await make_customer(client, admin_key, timezone=tz)
     await make_meter(client, admin_key, group_by=["region", "tier"])
-    events = [event(quantity=2, dimensions={"region": "eu", "tier": "a"}),
-              event(quantity="3.5", dimensions={"region": "us", "tier": "a"}),
-              event(quantity=1, dimensions={"region": "<script>x</script>", "tier": "b"})]
+    events = [event(quantity=2, timestamp=timestamp, dimensions={"region": "eu", "tier": "a"}),
+              event(quantity="3.5", timestamp=timestamp, dimensions={"region": "us", "tier": "a"}),
+              event(quantity=1, timestamp=timestamp,
+                    dimensions={"region": "<script>x</script>", "tier": "b"})]
     sent = await client.post("/v1/events/batch", headers=auth(ingest_key), json={"events": events})
     assert sent.status_code == 202, sent.text
     await wait_until_persisted(redis)
@@ -48,11 +54,12 @@ def total_of(html: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.parametrize("boundary", recent_boundaries())
 async def test_hourly_view_of_this_period_with_its_table(
     client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
-    pg: asyncpg.Connection,
+    pg: asyncpg.Connection, boundary: Boundary,
 ) -> None:
-    await usage_world(client, admin_key, ingest_key, redis)
+    await usage_world(client, admin_key, ingest_key, redis, tz=boundary.tz, at=boundary.at)
     await customer_user(pg, client)
     page = await client.get(PAGE)
     assert page.status_code == 200, page.text
@@ -70,15 +77,16 @@ async def test_hourly_view_of_this_period_with_its_table(
     assert export in page.text
 
 
+@pytest.mark.parametrize("boundary", recent_boundaries())
 async def test_daily_view_of_the_last_7_days(
     client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
-    pg: asyncpg.Connection,
+    pg: asyncpg.Connection, boundary: Boundary,
 ) -> None:
-    await usage_world(client, admin_key, ingest_key, redis)
+    await usage_world(client, admin_key, ingest_key, redis, tz=boundary.tz, at=boundary.at)
     await customer_user(pg, client)
     page = await client.get(PAGE, params={"range": "last_7_days", "granularity": "day"})
     assert page.status_code == 200, page.text
-    today = datetime.now(ZoneInfo("Europe/Berlin"))
+    today = boundary.local()
     day = f"{today:%a} {today.day} {today:%b} {today.year}"
     assert re.search(rf"<tr><td>{day}</td><td class=\"num\">6.5</td></tr>", page.text), page.text
     assert len(re.findall(r'<line class="tick"', page.text)) == 7  # seven local days
@@ -100,11 +108,12 @@ async def test_breakdown_by_a_dimension_with_escaped_values(
     assert '<option value="tier">' in page.text
 
 
+@pytest.mark.parametrize("boundary", recent_boundaries("Asia/Kolkata"))
 async def test_csv_has_the_same_selection_with_offsets_and_exact_values(
     client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
-    pg: asyncpg.Connection,
+    pg: asyncpg.Connection, boundary: Boundary,
 ) -> None:
-    await usage_world(client, admin_key, ingest_key, redis, tz="Asia/Kolkata")
+    await usage_world(client, admin_key, ingest_key, redis, tz="Asia/Kolkata", at=boundary.at)
     await customer_user(pg, client)
     plain = await client.get(f"{PAGE}.csv", params={"range": "last_7_days", "granularity": "day"})
     assert plain.status_code == 200, plain.text
@@ -112,7 +121,7 @@ async def test_csv_has_the_same_selection_with_offsets_and_exact_values(
     rows = list(csv.reader(io.StringIO(plain.text)))
     assert rows[0] == ["start", "end", "meter", "value", "unit"]
     assert len(rows) == 8
-    today = datetime.now(ZoneInfo("Asia/Kolkata")).date()
+    today = boundary.local().date()
     assert rows[-1] == [f"{today}T00:00:00+05:30", f"{today + timedelta(days=1)}T00:00:00+05:30",
                         "api_calls", "6.5", "call"]
     assert [r[3] for r in rows[1:-1]] == ["0"] * 6
@@ -209,19 +218,21 @@ async def test_live_partial_answers_204_while_unchanged(
     assert "<html" not in changed.text
 
 
+@pytest.mark.parametrize("boundary", BOUNDARIES)
 async def test_last_period_is_not_live(
-    client: Client, admin_key: str, pg: asyncpg.Connection,
+    client: Client, admin_key: str, pg: asyncpg.Connection, boundary: Boundary,
 ) -> None:
-    await make_customer(client, admin_key)
+    await make_customer(client, admin_key, timezone=boundary.tz)
     await make_meter(client, admin_key)
     await customer_user(pg, client)
+    set_clock(client, boundary.at)
     page = await client.get(PAGE, params={"range": "last_period"})
     assert page.status_code == 200
     assert "portal-refresh" not in page.text
     assert "No usage in this range." in page.text
-    now = datetime.now(UTC)
-    first = now.replace(day=1) - timedelta(days=1)
-    assert f"<strong>1 {first:%b} {first.year} 00:00 UTC</strong>" in page.text
+    local = boundary.local()
+    first = local.replace(day=1) - timedelta(days=1)  # a day of the month before
+    assert f"<strong>1 {first:%b} {first.year} 00:00 {local.tzname()}</strong>" in page.text
 
 
 async def test_unknown_meter_and_other_customers_are_404(
@@ -244,8 +255,8 @@ METER = Meter("api_calls", "sum", "call", ["region"], None, datetime(2026, 1, 1,
 NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
 
 
-def choose(tz: str = "Europe/Berlin", anchor: int = 1, **raw: str) -> Selection:
-    return select(RawSelection(**raw), meter=METER, tz_name=tz, anchor_day=anchor, now=NOW,
+def choose(tz: str = "Europe/Berlin", anchor: int = 1, now: datetime = NOW, **raw: str) -> Selection:
+    return select(RawSelection(**raw), meter=METER, tz_name=tz, anchor_day=anchor, now=now,
                   future_tolerance=timedelta(minutes=5))
 
 
@@ -255,6 +266,18 @@ def test_this_period_follows_the_anchor_day_and_stops_at_now() -> None:
     assert chosen.range_end == datetime(2026, 12, 14, 23, tzinfo=UTC)
     assert chosen.end == NOW + timedelta(minutes=5) and chosen.open
     assert (chosen.first_day, chosen.last_day) == (date(2026, 11, 15), date(2026, 12, 14))
+
+
+def test_a_period_runs_until_its_last_second() -> None:
+    # A second before the period ends, its end (now + 5 minutes' tolerance) is already the
+    # period's end, yet the period runs: the page stays live.
+    last_second = datetime(2026, 11, 30, 18, 29, 59, tzinfo=UTC)  # 23:59:59 in Kolkata
+    chosen = choose(tz="Asia/Kolkata", now=last_second)
+    assert chosen.end == chosen.range_end == datetime(2026, 11, 30, 18, 30, tzinfo=UTC)
+    assert chosen.open
+    november = {"range": "custom", "from_": "2026-11-01", "to": "2026-11-30", "granularity": "day"}
+    assert choose(tz="Asia/Kolkata", now=last_second, **november).open
+    assert not choose(tz="Asia/Kolkata", now=last_second + timedelta(seconds=1), **november).open
 
 
 def test_last_period_and_a_custom_range_across_a_dst_change_are_closed() -> None:

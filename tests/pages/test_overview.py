@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 import asyncpg
+import pytest
 from redis.asyncio import Redis
 
 from portal.paths import STATIC_DIR
+from tests.clock import BOUNDARIES, Boundary, recent_boundaries, set_clock
 from tests.conftest import WorkerProcess, wait_until_persisted
 from tests.factories import auth, event, make_customer, make_meter
 from tests.pages.helpers import HTMX, Client, hidden, make_user, sign_in
@@ -23,9 +24,13 @@ def total(html: str, value: str) -> str:
     return f'<data class="total" value="{value}">{value}</data>'
 
 
+def ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
 async def on_payg(client: Client, admin_key: str) -> None:
-    """Acme on a EUR 5.00 flat fee plus EUR 0.25 per call, anchored on today's date (so the
-    period began at local midnight today)."""
+    """Acme on a EUR 5.00 flat fee plus EUR 0.25 per call, anchored on today's date by the
+    app's clock (so the period began at local midnight that day)."""
     plan = {"id": "pay-as-you-go", "name": "PAYG", "currency": "EUR", "charges": [
         {"key": "base", "model": "flat", "amount": "5.00"},
         {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.25"}]}
@@ -42,20 +47,25 @@ async def staff(pg: asyncpg.Connection, client: Client) -> str:
 
 # --- customers ----------------------------------------------------------------------------
 
+@pytest.mark.parametrize("boundary", BOUNDARIES)
 async def test_customer_page_shows_the_customer_and_its_period(
     client: Client, admin_key: str,
-    pg: asyncpg.Connection,
+    pg: asyncpg.Connection, boundary: Boundary,
 ) -> None:
-    await make_customer(client, admin_key, name="Acme Inc", timezone="Asia/Kolkata")
+    await make_customer(client, admin_key, name="Acme Inc", timezone=boundary.tz)
     await make_meter(client, admin_key, metric="api_calls", unit="call")
     await staff(pg, client)
+    set_clock(client, boundary.at)
     page = await client.get("/portal/customers/acme")
     assert page.status_code == 200
     assert "<h1>Acme Inc</h1>" in page.text
-    # The period starts at local midnight on the 1st, shown in the customer's zone.
-    today = datetime.now(ZoneInfo("Asia/Kolkata"))
-    assert f"<strong>1 {today:%b} {today.year} 00:00 IST</strong> to" in page.text
-    assert "(Asia/Kolkata)" in page.text
+    # The period is the local calendar month of the clock, shown in the customer's zone.
+    local = boundary.local()
+    first = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    after = first.replace(year=first.year + first.month // 12, month=first.month % 12 + 1)
+    zone = local.tzname()
+    assert re.search(rf"<strong>1 {first:%b} {first.year} 00:00 {zone}</strong> to\s*"
+                     rf"<strong>1 {after:%b} {after.year} 00:00 {zone}</strong> \({boundary.tz}\)", page.text)
     assert total(page.text, "0") in page.text
     assert "No usage yet this period." in page.text
     assert 'hx-get="/portal/customers/acme/usage"' in page.text
@@ -98,11 +108,13 @@ async def test_pages_are_not_cached_and_run_only_own_scripts(client: Client, adm
 
 # --- live usage ---------------------------------------------------------------------------
 
+@pytest.mark.parametrize("boundary", recent_boundaries())
 async def test_partial_shows_the_exact_new_total(
     client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
-    pg: asyncpg.Connection,
+    pg: asyncpg.Connection, boundary: Boundary,
 ) -> None:
-    await make_customer(client, admin_key, timezone="Europe/Berlin")
+    await make_customer(client, admin_key, timezone=boundary.tz)
+    set_clock(client, boundary.at)
     await make_meter(client, admin_key, metric="api_calls", unit="call")
     await staff(pg, client)
     before = await client.get("/portal/customers/acme/usage", headers=HTMX)
@@ -110,7 +122,8 @@ async def test_partial_shows_the_exact_new_total(
     assert total(before.text, "0") in before.text
 
     sent = await client.post("/v1/events/batch", headers=auth(ingest_key),
-                             json={"events": [event(quantity=2), event(quantity="3.5")]})
+                             json={"events": [event(quantity=2, timestamp=ms(boundary.at)),
+                                              event(quantity="3.5", timestamp=ms(boundary.at))]})
     assert sent.status_code == 202, sent.text
     await wait_until_persisted(redis)
 
@@ -123,15 +136,18 @@ async def test_partial_shows_the_exact_new_total(
     assert "<html" not in after.text  # a fragment, not a page
 
 
+@pytest.mark.parametrize("boundary", recent_boundaries())
 async def test_partial_shows_the_cost_so_far_from_the_customers_plan(
     client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
-    pg: asyncpg.Connection,
+    pg: asyncpg.Connection, boundary: Boundary,
 ) -> None:
-    await make_customer(client, admin_key, timezone="Europe/Berlin", currency="EUR")
+    await make_customer(client, admin_key, timezone=boundary.tz, currency="EUR")
+    set_clock(client, boundary.at)
     await make_meter(client, admin_key, metric="api_calls", unit="call")
     await on_payg(client, admin_key)
     sent = await client.post("/v1/events/batch", headers=auth(ingest_key),
-                             json={"events": [event(quantity=2), event(quantity="3.5")]})
+                             json={"events": [event(quantity=2, timestamp=ms(boundary.at)),
+                                              event(quantity="3.5", timestamp=ms(boundary.at))]})
     assert sent.status_code == 202, sent.text
     await wait_until_persisted(redis)
     await staff(pg, client)
@@ -178,11 +194,13 @@ async def test_vendored_htmx_matches_its_recorded_checksum(client: Client) -> No
 
 # --- plan charges -------------------------------------------------------------------------
 
+@pytest.mark.parametrize("boundary", recent_boundaries())
 async def test_panel_shows_usage_against_the_included_quantity(
     client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
-    pg: asyncpg.Connection,
+    pg: asyncpg.Connection, boundary: Boundary,
 ) -> None:
-    await make_customer(client, admin_key, timezone="Europe/Berlin", currency="EUR")
+    await make_customer(client, admin_key, timezone=boundary.tz, currency="EUR")
+    set_clock(client, boundary.at)
     await make_meter(client, admin_key, metric="api_calls", unit="call")
     plan = {"id": "included", "name": "Included", "currency": "EUR", "charges": [
         {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.001",
@@ -191,7 +209,7 @@ async def test_panel_shows_usage_against_the_included_quantity(
     assert (await client.post("/v1/customers/acme/subscriptions", headers=auth(admin_key),
                               json={"planId": "included"})).status_code == 201
     sent = await client.post("/v1/events/batch", headers=auth(ingest_key),
-                             json={"events": [event(quantity=12400)]})
+                             json={"events": [event(quantity=12400, timestamp=ms(boundary.at))]})
     assert sent.status_code == 202, sent.text
     await wait_until_persisted(redis)
     await staff(pg, client)
@@ -205,11 +223,13 @@ async def test_panel_shows_usage_against_the_included_quantity(
     assert 'class="charge over"' in panel.text
 
 
+@pytest.mark.parametrize("boundary", recent_boundaries())
 async def test_panel_shows_spend_and_meter_budgets_used_exactly(
     client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
-    pg: asyncpg.Connection,
+    pg: asyncpg.Connection, boundary: Boundary,
 ) -> None:
-    await make_customer(client, admin_key, timezone="Europe/Berlin", currency="EUR")
+    await make_customer(client, admin_key, timezone=boundary.tz, currency="EUR")
+    set_clock(client, boundary.at)
     await make_meter(client, admin_key, metric="api_calls", unit="call")
     await on_payg(client, admin_key)
     for rule in ({"name": "Monthly spend", "basis": "budget", "budget": "8", "levels": ["100"]},
@@ -218,7 +238,8 @@ async def test_panel_shows_spend_and_meter_budgets_used_exactly(
         response = await client.post("/v1/customers/acme/alert-rules", headers=auth(admin_key), json=rule)
         assert response.status_code == 201, response.text
     sent = await client.post("/v1/events/batch", headers=auth(ingest_key),
-                             json={"events": [event(quantity=2), event(quantity="3.5")]})
+                             json={"events": [event(quantity=2, timestamp=ms(boundary.at)),
+                                              event(quantity="3.5", timestamp=ms(boundary.at))]})
     assert sent.status_code == 202, sent.text
     await wait_until_persisted(redis)
     await staff(pg, client)
