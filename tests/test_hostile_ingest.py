@@ -280,3 +280,22 @@ async def test_invented_field_names_do_not_grow_the_metrics(
     labels = {line.split('field="', 1)[1].split('"', 1)[0] for line in scrape.splitlines()
               if line.startswith("portal_ingest_rejections_total{")}
     assert labels and labels <= REJECTION_REASONS
+
+
+@pytest.mark.parametrize("body", [
+    b"event_name=api_calls&payload[stripe_customer_id]=acme&payload[value]=1&identifier=%FF%FE",
+    b"event_name=api_calls&payload[stripe_customer_id]=acme&payload[value]=1&identifier=%ED%A0%80",
+    b"event_name=api_calls&payload[stripe_customer_id]=acme&payload[value]=1&identifier=\xff",
+    b"event_name=api_calls&payload[stripe_customer_id]=acme&payload[value]=1&payload[region]=%00",
+    b"event_name=api%00calls&payload[stripe_customer_id]=acme&payload[value]=1",
+    b"event_name=api_calls&payload[stripe_customer_id]=ac%01me&payload[value]=1",
+    b"\xff\xfe\x00=\x00",
+])
+async def test_stripe_forms_with_undecodable_or_control_bytes_are_400(
+    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, catalog: None, body: bytes,
+) -> None:
+    response = await client.post("/v1/billing/meter_events", content=body, headers={
+        **auth(ingest_key), "Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert await totals(client, admin_key, "acme") == ("0", "0")

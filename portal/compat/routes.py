@@ -138,8 +138,14 @@ async def lago_batch(request: Request[Any, Any, Any], portal: Portal) -> Respons
 async def stripe_meter_events(request: Request[Any, Any, Any], portal: Portal) -> Response[Any]:
     """A form-encoded meter event answered like Stripe: 200 with the `billing.meter_event`,
     or 400 `invalid_request_error` (nothing counted)."""
-    form = await request.form()
-    fields, payload = stripe.parse_form([(k, str(v)) for k, v in form.multi_items()])
+    if _media_type(request) == "application/x-www-form-urlencoded":
+        try:
+            items = stripe.form_items(await request.body())
+        except MappingError as exc:
+            return stripe.error(400, exc.message, param=exc.field)
+    else:  # multipart, which Stripe's API does not use but HTML forms may
+        items = [(k, str(v)) for k, v in (await request.form()).multi_items()]
+    fields, payload = stripe.parse_form(items)
     try:
         meters = await meter_specs(portal, {fields.get("event_name", "")})
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qsl
 
 from litestar import Response
 
@@ -47,6 +48,19 @@ def error(status: int, message: str, *, param: str | None = None, code: str | No
 def unavailable(detail: str) -> Response[Any]:
     return error(503, f"{detail}; nothing was recorded, retry later", kind="api_error",
                  headers={"Retry-After": RETRY_AFTER_S, "Stripe-Should-Retry": "true"})
+
+
+def form_items(body: bytes) -> list[tuple[str, str]]:
+    """The fields of a form-encoded body, strictly: bytes or %-escapes that are not UTF-8
+    are a MappingError (a lenient decoder would turn them into U+FFFD, so that two
+    different identifiers became the same one)."""
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, encoding="utf-8",
+                         errors="strict", max_num_fields=1000)
+    except UnicodeDecodeError:
+        raise MappingError("payload", "the body is not valid UTF-8 form data.") from None
+    except ValueError:
+        raise MappingError("payload", "the body holds too many fields.") from None
 
 
 def parse_form(items: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, str]]:
