@@ -7,7 +7,7 @@ credit grant, invoice or document number was written or changed.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from litestar.testing import AsyncTestClient
 
 from portal.periods import period_for
 from tests.billing.conftest import ClosedPeriod, closed_period, create_plan, draft, month_of, subscribe
+from tests.clock import BOUNDARIES, Boundary, set_clock
 from tests.factories import auth, make_customer, make_meter
 
 CALLS = {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.01"}
@@ -155,13 +156,16 @@ async def test_a_first_subscription_with_bad_input_is_refused(
     ("UTC", {"effectiveAt": timedelta(days=-400)}, ["effectiveAt", "before the first subscription"]),
 ], ids=["start-date-again", "other-anchor", "half-past", "one-second-past", "half-past-in-kolkata",
         "no-offset", "before-first"])
+@pytest.mark.parametrize("boundary", BOUNDARIES)
 async def test_a_plan_change_with_bad_input_is_refused_and_the_subscription_stays(
     client: AsyncTestClient[Any], admin_key: str, pg: Any, tz: str, body: dict[str, Any],
-    fragments: list[str],
+    fragments: list[str], boundary: Boundary,
 ) -> None:
-    # Given acme subscribed to basic from today, anchored on a day other than 15
+    # Given acme subscribed to basic from today (by the app's clock, a second from a day's
+    # turn in UTC or Kolkata), anchored on a day other than 15
     await _catalog(client, admin_key, tz=tz)
-    today = datetime.now(UTC).astimezone(UTC)
+    today = boundary.at
+    set_clock(client, today)
     anchor = 1 if today.day == 15 else 14 if today.day == 1 else today.day
     first = await subscribe(client, admin_key, "acme", planId="basic", anchorDay=anchor)
     before, subs = await counts(pg), await _subscriptions(pg)
