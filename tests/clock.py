@@ -5,7 +5,7 @@ Tests that store their data straight in Postgres run at fixed instants (`BOUNDAR
 the same every run, and far enough from today that a handler reading the wall clock
 instead of the injected one shows up as a failure. Tests that send events through ingest,
 whose lateness window is measured by the wall clock, run at the same wall times in the
-recent past (`recent_boundaries()`).
+recent past (`recent_boundaries()`, or `recent_boundaries(tz)` for all three in one zone).
 """
 
 from __future__ import annotations
