@@ -36,6 +36,7 @@ bench: $(STAMP) ## run the benchmarks (prints figures; see docs/performance.md)
 	$(BIN)/python -m bench.invoices
 	$(BIN)/python -m bench.alerts
 	$(BIN)/python -m bench.dashboard
+	$(BIN)/python -m bench.hostile
 
 clean: ## remove the virtualenv and local data
 	rm -rf $(VENV) .portal-data
