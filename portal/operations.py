@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -159,7 +159,7 @@ class OperationsController(Controller):
     ) -> BillingHealth:
         """The four billing-health measures over the last `hours`: processing latency,
         billing discrepancy rate, alert accuracy, data quality (see portal/health.py)."""
-        return await health.billing_health(db, portal.redis, now=datetime.now(UTC),
+        return await health.billing_health(db, portal.redis, now=portal.now(),
                                            window=timedelta(hours=hours))
 
     @get("/drift")
