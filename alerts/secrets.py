@@ -6,14 +6,19 @@ Derivation: HKDF-SHA256 over the UTF-8 secret key, no salt, info
 The info label keeps this key apart from anything else derived from the same secret
 (sessions, CSRF), and its `v1` lets a later derivation coexist during a migration. Fernet
 authenticates as well as encrypts, so a wrong key is detected rather than yielding garbage.
+
+Rotation (MultiFernet): `keys` may be one secret key or several, newest first. Encryption
+uses the newest; decryption tries each in turn, so values stored under a previous key stay
+readable while `usage-portal secrets rotate` re-encrypts them under the new one.
 """
 
 from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Sequence
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -21,6 +26,9 @@ _INFO = b"usage-portal/alerts/fernet/v1"
 
 # 32 random bytes, as Stripe-style `whsec_…` so a leaked one is recognisable in logs/scans.
 WEBHOOK_SECRET_PREFIX = "whsec_"
+
+# One secret key, or a key ring newest first (Settings.secret_keys).
+Keys = str | Sequence[str]
 
 
 def _fernet(secret_key: str) -> Fernet:
@@ -31,23 +39,49 @@ def _fernet(secret_key: str) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(raw))
 
 
-def encrypt(secret_key: str, plaintext: str) -> bytes:
-    """Encrypt `plaintext` (UTF-8) under a key derived from `secret_key`; returns a Fernet
-    token (ASCII bytes, timestamped, authenticated). Raises ValueError for an empty key."""
-    return _fernet(secret_key).encrypt(plaintext.encode("utf-8"))
+def _ring(keys: Keys) -> list[str]:
+    ring = [keys] if isinstance(keys, str) else list(keys)
+    if not ring:
+        raise ValueError("secret_key: no key given")
+    return ring
 
 
-def decrypt(secret_key: str, token: bytes) -> str:
-    """The plaintext `encrypt(secret_key, …)` produced. Raises ValueError when the token does
-    not authenticate under this key: the portal's secret key changed since it was stored, or
-    the token is corrupt (the two cannot be told apart). Tokens never expire."""
+def encrypt(secret_key: Keys, plaintext: str) -> bytes:
+    """Encrypt `plaintext` (UTF-8) under a key derived from `secret_key` (the newest of a
+    key ring); returns a Fernet token (ASCII bytes, timestamped, authenticated). Raises
+    ValueError for an empty key."""
+    return _fernet(_ring(secret_key)[0]).encrypt(plaintext.encode("utf-8"))
+
+
+def decrypt(secret_key: Keys, token: bytes) -> str:
+    """The plaintext `encrypt(…)` produced under `secret_key` or, for a key ring, under any
+    of its keys. Raises ValueError when the token authenticates under none of them: the
+    portal's secret key changed since it was stored (and the old one is not among the
+    previous keys), or the token is corrupt (the two cannot be told apart). Tokens never
+    expire."""
     try:
-        return _fernet(secret_key).decrypt(token).decode("utf-8")
+        return MultiFernet([_fernet(k) for k in _ring(secret_key)]).decrypt(token).decode("utf-8")
     except InvalidToken:
         raise ValueError(
             "cannot decrypt a stored alert secret: the portal secret key changed since it was "
-            "encrypted (or the stored value is corrupt); re-enter the channel's destination"
+            "encrypted and the old key is not in PORTAL_SECRET_KEY_PREVIOUS (or the stored value "
+            "is corrupt); add the old key there, or re-enter the channel's destination"
         ) from None
+
+
+def reencrypt(keys: Keys, token: bytes) -> bytes:
+    """`token` encrypted again under the newest key (the plaintext never leaves this call).
+    Raises ValueError like `decrypt` when no key of the ring reads it."""
+    return encrypt(keys, decrypt(keys, token))
+
+
+def readable_with_newest(keys: Keys, token: bytes) -> bool:
+    """Whether the newest key alone reads `token` (False: it still needs a previous key)."""
+    try:
+        _fernet(_ring(keys)[0]).decrypt(token)
+    except InvalidToken:
+        return False
+    return True
 
 
 def webhook_secret() -> str:

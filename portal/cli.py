@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -22,31 +22,49 @@ from typing import Any
 from portal.settings import Settings, from_environment
 
 
-def _settings(args: argparse.Namespace, *, start_embedded: bool = True) -> tuple[Settings, Any]:
-    """Settings with server URLs filled in; also the embedded servers if we started them."""
+def _base_settings(args: argparse.Namespace) -> Settings:
     settings = from_environment()
     if getattr(args, "data_dir", None):
         settings = replace(settings, data_dir=Path(args.data_dir))
+    if bool(settings.database_url) != bool(settings.redis_url):
+        sys.exit("set both DATABASE_URL and REDIS_URL, or neither (to use the embedded servers)")
+    return settings
+
+
+def _with_broker(settings: Settings, urls: Any) -> Settings:
+    broker = settings.broker_url or urls.redis_url.rsplit("/", 1)[0] + "/1"
+    return settings.with_urls(database_url=urls.database_url, redis_url=urls.redis_url,
+                              broker_url=broker)
+
+
+def _settings(args: argparse.Namespace, *, start_embedded: bool = True) -> tuple[Settings, Any]:
+    """Settings with server URLs filled in; also the embedded servers if we started them."""
+    settings = _base_settings(args)
     if settings.database_url and settings.redis_url:
         return settings, None
-    if settings.database_url or settings.redis_url:
-        sys.exit("set both DATABASE_URL and REDIS_URL, or neither (to use the embedded servers)")
     from portal.embedded import EmbeddedServers
+    from portal.supervisor import up_pid
 
     servers = EmbeddedServers(settings.data_dir)
     urls = servers.running()
     started = None
     if urls is None:
-        if not start_embedded:
-            sys.exit(f"no embedded servers are running for {settings.data_dir}")
-        urls = servers.start()
-        started = servers
-    broker = settings.broker_url or urls.redis_url.rsplit("/", 1)[0] + "/1"
-    return settings.with_urls(database_url=urls.database_url, redis_url=urls.redis_url,
-                              broker_url=broker), started
+        if up_pid(settings.data_dir) is not None or not start_embedded:
+            # `up` owns this data dir and restarts what is down: never start a second copy
+            # beside it. `status` reports what is down rather than nothing.
+            running = servers.postgres.running_pid() or servers.valkey.running_pid()
+            urls = servers.recorded() if running or up_pid(settings.data_dir) else None
+            if urls is None:
+                sys.exit(f"no embedded servers are running for {settings.data_dir}")
+        else:
+            urls = servers.start()
+            started = servers
+    return _with_broker(settings, urls), started
 
 
 def _child_env(settings: Settings) -> dict[str, str]:
+    """The environment of a role process: server URLs (with their passwords) go here, never
+    on a command line."""
     env = dict(os.environ)
     env.update({
         "DATABASE_URL": settings.database_url or "",
@@ -162,87 +180,126 @@ def cmd_scheduler(args: argparse.Namespace) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> None:
-    settings, started = _settings(args)
-    from portal.embedded import EmbeddedServers
+    """Everything on this machine, supervised (portal/supervisor.py): the embedded servers
+    (unless DATABASE_URL and REDIS_URL name others), migrations, web, worker, scheduler and
+    with --demo a trickle of demo events, each restarted when it dies, until Ctrl-C/SIGTERM."""
+    from portal.logs import configure
+    from portal.supervisor import UP_MARKER, AlreadyRunning, RoleSpec, Supervisor, UpLock, stop_leftovers
 
-    servers = started or EmbeddedServers(settings.data_dir)
-    env = _child_env(settings)
-    # Web and worker processes write their metrics here; /metrics sums them. Stale files
-    # of an earlier run would add dead processes' counts, so the folder starts empty.
-    metrics_dir = settings.data_dir / "metrics"
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
-    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
-    children: list[subprocess.Popen[bytes]] = []
-    stopping = False
-
-    def stop(*_: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    configure(role="up")
+    log = logging.getLogger("portal.up")
+    settings = _base_settings(args)
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = UpLock(data_dir)
     try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        sys.exit(str(exc))
+    # An earlier `up` that was killed may have left roles running (a Dramatiq consumer,
+    # say): they would run beside ours.
+    left = stop_leftovers(data_dir, grace_s=10)
+    if left:
+        log.warning("stopped %d process(es) an earlier `up` on %s left running: %s",
+                    len(left), data_dir, left)
+    servers = None
+    if not (settings.database_url and settings.redis_url):
+        from portal.embedded import EmbeddedServers
+
+        servers = EmbeddedServers(data_dir)
+    supervisor = Supervisor(data_dir=data_dir, servers=servers)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    try:
+        urls = supervisor.start_servers()
+        if urls is not None:
+            settings = _with_broker(settings, urls)
         from portal.migrate import migrate
 
-        migrate(settings)
+        if not supervisor.attempt("applying migrations", lambda: migrate(settings))[0]:
+            return
+        env = _child_env(settings)
+        env[UP_MARKER] = str(data_dir)
+        # Web and worker processes write their metrics here; /metrics sums them. Stale files
+        # of an earlier run would add dead processes' counts, so the folder starts empty.
+        metrics_dir = data_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         me = [sys.executable, "-m", "portal.cli"]
-
-        def spawn(*argv: str) -> None:
-            # Own sessions: Ctrl-C reaches only `up`, which stops each child once, in order
-            # (a second signal makes Dramatiq kill its workers instead of draining them).
-            children.append(subprocess.Popen([*me, *argv], env=env, start_new_session=True))
-
-        spawn("web", "--host", args.host, "--port", str(args.port))
-        spawn("worker", "--processes", "1", "--threads", "4")
-        spawn("scheduler")
+        supervisor.add_role(RoleSpec("web", [*me, "web", "--host", args.host, "--port", str(args.port)], env))
+        supervisor.add_role(RoleSpec("worker", [*me, "worker", "--processes", "1", "--threads", "4"], env))
+        supervisor.add_role(RoleSpec("scheduler", [*me, "scheduler"], env))
         url = f"http://{args.host}:{args.port}"
-        _wait_healthy(url)
+        if not _wait_healthy(url, supervisor):
+            return
         if args.demo:
             from portal.demo import print_demo_banner, seed_demo
 
-            demo = asyncio.run(seed_demo(settings))
-            spawn("demo-trickle", "--url", url, "--key", demo.ingest_key)
+            seeded, demo = supervisor.attempt("creating the demo data",
+                                              lambda: asyncio.run(seed_demo(settings)))
+            if not seeded or demo is None:
+                return
+            # The key travels in the environment: a command line is visible to every user.
+            supervisor.add_role(RoleSpec("demo-trickle", [*me, "demo-trickle", "--url", url],
+                                         {**env, DEMO_KEY_ENV: demo.ingest_key}, needs_servers=False))
             print_demo_banner(url, demo)
         else:
             print(f"usage portal running at {url} (Ctrl-C to stop)", flush=True)
-        while not stopping:
-            if any(child.poll() is not None for child in children):
-                print("a portal process exited; stopping", file=sys.stderr)
-                break
-            time.sleep(0.5)
+        supervisor.run_until(lambda: False)
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        servers.stop()
-        print("stopped", file=sys.stderr)
+        supervisor.shutdown()
+        lock.release()
+        if supervisor.failure:
+            print(f"usage-portal up: {supervisor.failure}", file=sys.stderr, flush=True)
+        print("stopped", file=sys.stderr, flush=True)
+    if supervisor.failure:
+        sys.exit(1)
 
 
-def _wait_healthy(url: str, timeout: float = 60) -> None:
+def _wait_healthy(url: str, supervisor: Any) -> bool:
+    """Supervise until the web process answers /readyz with 200 (True), or `up` stops or
+    gives up (False). Every 30 s without an answer, the log says what /readyz says."""
+    import urllib.error
     import urllib.request
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    log = logging.getLogger("portal.up")
+    started = time.monotonic()
+    next_poll, next_note = started, started + 30
+
+    def ready() -> bool:
+        nonlocal next_poll, next_note
+        now = time.monotonic()
+        if now < next_poll:
+            return False
+        next_poll = now + 0.3
         try:
             with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
                 if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"the web process did not become healthy at {url}")
+                    return True
+                answer = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            answer = f"HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}"
+        except OSError as exc:
+            answer = str(exc)
+        if now >= next_note:
+            next_note = now + 30
+            log.warning("%s/readyz is not ready after %.0f s: %s", url, now - started, answer)
+        return False
+
+    return bool(supervisor.run_until(ready))
+
+
+DEMO_KEY_ENV = "PORTAL_DEMO_INGEST_KEY"
 
 
 def cmd_demo_trickle(args: argparse.Namespace) -> None:
     from portal.demo import trickle
 
-    trickle(args.url, args.key)
+    key = os.environ.get(DEMO_KEY_ENV)
+    if not key:
+        sys.exit(f"{DEMO_KEY_ENV} must hold the ingest key")
+    trickle(args.url, key)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -305,16 +362,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_billing_commands(sub, _settings)
 
+    from portal.secret_rotation import register_secrets_commands
+
+    register_secrets_commands(sub, _settings)
+
     trickle = sub.add_parser("demo-trickle", help=argparse.SUPPRESS)
-    trickle.add_argument("--url", required=True)
-    trickle.add_argument("--key", required=True)
+    trickle.add_argument("--url", required=True)  # the ingest key comes in PORTAL_DEMO_INGEST_KEY
     trickle.set_defaults(func=cmd_demo_trickle)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
+    from portal.settings import SettingsError
+
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except SettingsError as exc:
+        # A refused setting (a short secret key…) is a message and exit status 1, not a traceback.
+        sys.exit(f"usage-portal: {exc}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
+from alerts.destinations import parse_networks
 from portal.app import create_app
 from portal.broker import setup_broker
 from portal.db import create_engine, session_factory, transaction
@@ -71,6 +72,9 @@ TEST_ENV = {
     "PORTAL_ALERT_LEASE_SECONDS": "3",
     "PORTAL_ALERT_SEND_TIMEOUT_S": "10",
     "PORTAL_FORECAST_MIN_ELAPSED_MINUTES": "0",
+    # The sinks above listen on the loopback, which alert destinations may not reach by
+    # default (alerts/destinations.py).
+    "PORTAL_DESTINATION_ALLOW_NETWORKS": "127.0.0.0/8,::1/128",
 }
 
 
@@ -101,6 +105,7 @@ def settings() -> Iterator[Settings]:
         catalog_cache_seconds=0.0,
         # What the web process itself sends (password links) goes to the same sinks.
         smtp_url=TEST_ENV["PORTAL_SMTP_URL"], public_url=TEST_ENV["PORTAL_PUBLIC_URL"],
+        destination_allow_networks=parse_networks(TEST_ENV["PORTAL_DESTINATION_ALLOW_NETWORKS"]),
     )
     migrate(configured)
     setup_broker(configured)
@@ -213,6 +218,9 @@ class WorkerProcess:
             "DATABASE_URL": self.settings.database_url or "",
             "REDIS_URL": self.settings.redis_url or "",
             "BROKER_URL": self.settings.broker_url or "",
+            # The data dir's generated secret key (portal/settings.py) decrypts what the
+            # tests' in-process app stored.
+            "PORTAL_DATA_DIR": str(self.settings.data_dir),
         })
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dramatiq", "workers.main", "--processes", "1",
