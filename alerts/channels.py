@@ -8,6 +8,10 @@ and only ever shown, logged or returned in the masked form Apprise builds with
 An email channel is either just an address (`mailto://alice@example.com`), sent through
 the portal's own SMTP server (see alerts.delivery.Transport), or a full Apprise mailto URL
 that names its own SMTP server and credentials.
+
+A destination must not point the portal at its own machine or network (alerts.destinations):
+the hosts it names (a webhook's host, a mailto URL's own SMTP server, the host of any Apprise
+service that takes one) are checked when it is saved and again at send time.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from urllib.parse import unquote
 import apprise
 from apprise.manager_plugins import NotificationManager
 
+from alerts import destinations, egress
 from alerts.signing import SIGNED_SCHEMES
 
 ChannelKind = Literal["email", "slack", "webhook", "other"]
@@ -53,17 +58,73 @@ class ChannelError(ValueError):
     URL only as its scheme (`'slack://…'`), since an invalid URL cannot be masked."""
 
 
-def validate_destination(url: str) -> ChannelKind:
+# Apprise services that act on the portal's own machine (its syslog, desktop, D-Bus, USB
+# light) rather than reach a destination: never a customer's channel.
+_LOCAL_PLUGINS = frozenset(("NotifySyslog", "NotifyDBus", "NotifyGnome", "NotifyGLib", "NotifyMacOSX",
+                            "NotifyWindows", "NotifyBlink1"))
+
+
+def validate_destination(url: str, *, allow_networks: tuple[destinations.Network, ...] = (),
+                         resolve: destinations.Resolver = egress.resolve) -> ChannelKind:
     """The kind of channel `url` (one Apprise URL) is: mailto/mailtos → "email", slack
     (including Slack's native https://hooks.slack.com/… URLs) → "slack", json/jsons/form/forms
     → "webhook", any other Apprise service → "other".
 
     Raises ChannelError for an empty string, a URL longer than MAX_DESTINATION_LENGTH
     characters, whitespace inside it (Apprise would read several URLs), the portal's
-    internal signed-webhook schemes, and anything Apprise cannot load (unknown scheme,
-    missing token, invalid address…), with Apprise's reason when it gives one."""
+    internal signed-webhook schemes, anything Apprise cannot load (unknown scheme,
+    missing token, invalid address…), with Apprise's reason when it gives one, and a
+    destination the portal must not send to (destination_refusal). Blocks while the
+    destination's host names are resolved (`resolve`, getaddrinfo by default)."""
     plugin = _load(url)
+    refusal = destination_refusal(plugin, url, allow_networks=allow_networks, resolve=resolve)
+    if refusal is not None:
+        raise ChannelError(f"destination: {refusal}")
     return kind_of(plugin)
+
+
+def destination_refusal(plugin: Any, url: str, *, allow_networks: tuple[destinations.Network, ...],
+                        resolve: destinations.Resolver = egress.resolve) -> str | None:
+    """Why the portal must not send through `plugin` (loaded from `url`), or None: a
+    service that acts on the portal's own machine, an invalid port, or a host that is or
+    resolves to an address alerts.destinations refuses (see network_hosts for which hosts
+    count). The reason names the host as written, never the rest of the URL."""
+    if type(plugin).__name__ in _LOCAL_PLUGINS:
+        return f"{scheme_of(plugin)}:// acts on the portal's own machine, not on a destination of yours"
+    for host, port in network_hosts(plugin, url):
+        refusal = destinations.host_refusal(host, port, allow_networks, resolve)
+        if refusal is not None:
+            if refusal.startswith("port "):
+                return refusal
+            return f"{refusal}; notices go only to public hosts"
+    return None
+
+
+def network_hosts(plugin: Any, url: str) -> list[tuple[str, Any]]:
+    """The (host, port) pairs a destination itself chooses to send to: a mailto URL's own
+    SMTP server (an address-only one goes through the operator's server: none), the host of
+    a service whose URL names one (json, form, xml, ntfy, gotify, matrix… any Apprise
+    service with a `host` token), none for Slack (posted to slack.com or the operator's
+    webhook base) nor for services at a fixed public address (Discord, Telegram…)."""
+    kind = kind_of(plugin)
+    if kind == "email":
+        if not names_own_server(plugin, url):
+            return []
+        return [(str(plugin.smtp_host), plugin.port)]
+    if kind == "slack" or "host" not in (getattr(type(plugin), "template_tokens", None) or {}):
+        return []
+    host = getattr(plugin, "host", None)
+    return [(str(host), getattr(plugin, "port", None))] if host else []
+
+
+def names_own_server(plugin: Any, url: str) -> bool:
+    """A mailto URL names an SMTP server of its own when it has a password, a port, or
+    `smtp=`; otherwise (`mailto://alice@example.com`, `?to=…`, `?cc=…` allowed) it is an
+    address only, sent through the portal's server. An unauthenticated relay is named with
+    an explicit port: `mailto://relay.internal:25/alice@example.com?from=…`."""
+    parsed = type(plugin).parse_url(url) or {}
+    qsd = parsed.get("qsd") or {}
+    return bool(parsed.get("password") or parsed.get("port") or qsd.get("smtp") or qsd.get("pass"))
 
 
 def kind_of(plugin: Any) -> ChannelKind:

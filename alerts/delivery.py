@@ -7,7 +7,7 @@ How each kind goes out:
   template would never be sent; the message is built here and handed to the SMTP server
   with smtplib, while Apprise still parses the mailto URL (recipients, provider defaults,
   SMTP host, port, mode, credentials). An address-only URL goes through the portal's SMTP
-  server (Transport.smtp_url); see `_names_own_server`.
+  server (Transport.smtp_url); see `channels.names_own_server`.
 - slack: Apprise's Slack plugin, plain text (render_slack); webhook-mode URLs are posted
   under Transport.slack_webhook_base instead of https://hooks.slack.com/services.
 - json/jsons: rewritten to alerts.signing's portaljson(s):// plugin: the v1 payload
@@ -15,12 +15,21 @@ How each kind goes out:
 - form/forms: Apprise's form plugin, unsigned (a form post has no raw body to sign the way
   receivers can check), with the subject as title and the text rendering as message.
 - any other Apprise service: subject as title, text rendering as body.
+
+What a destination itself names (a webhook's host, a mailto URL's own SMTP server, any
+Apprise service's host) is checked again here, after DNS resolution, and every connection
+the send then opens is checked as it is made (alerts.egress.guarded): an address the rules
+refuse (alerts.destinations) is never connected to, redirects are not followed, and the
+refusal is the attempt's error. The operator's own servers (Transport.smtp_url,
+Transport.slack_webhook_base) are configuration, not input, and are not restricted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import re
 import smtplib
 import ssl
@@ -33,7 +42,7 @@ from urllib.parse import unquote, urlsplit
 
 import apprise
 
-from alerts import channels
+from alerts import channels, destinations, egress
 from alerts.messages import Notice, notice_id, render_email, render_slack, webhook_payload
 from alerts.signing import signed_url
 
@@ -57,11 +66,25 @@ class Transport:
     defaults to the user when that is an address; `verify=no` skips the certificate check).
     None: address-only email channels fail with a clear error.
     `slack_webhook_base`: where Slack webhook URLs are posted (an egress proxy, or a local
-    receiver in tests). `timeout_s`: seconds allowed for each connect and each read."""
+    receiver in tests). `timeout_s`: seconds allowed for each connect and each read.
+    `allow_networks`: networks a destination may reach although they are not public
+    (the operator's PORTAL_DESTINATION_ALLOW_NETWORKS); None reads that variable from the
+    environment at each send (for callers that do not pass the portal's settings)."""
 
     smtp_url: str | None
     slack_webhook_base: str = SLACK_WEBHOOK_BASE
     timeout_s: float
+    allow_networks: tuple[destinations.Network, ...] | None = None
+
+    def allowed_networks(self) -> tuple[destinations.Network, ...]:
+        """`allow_networks`, or those of PORTAL_DESTINATION_ALLOW_NETWORKS when it is None
+        (an unreadable value allows nothing: refusing is the safe side)."""
+        if self.allow_networks is not None:
+            return self.allow_networks
+        try:
+            return destinations.parse_networks(os.environ.get(destinations.ALLOW_NETWORKS_SETTING, ""))
+        except ValueError:
+            return ()
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
@@ -88,8 +111,9 @@ def send(destination: str, notice: Notice, *, transport: Transport,
     retrying (the caller schedules retries). `webhook_secret` signs json:// and jsons://
     deliveries (None: sent unsigned); other kinds ignore it.
 
-    Every delivery failure (invalid or unsupported URL, unreachable host, refusal, non-2xx
-    answer, timeout, no portal SMTP server for an address-only email) is returned as
+    Every delivery failure (invalid or unsupported URL, a destination the portal must not
+    reach, unreachable host, refusal, non-2xx answer, timeout, no portal SMTP server for an
+    address-only email) is returned as
     SendOutcome(ok=False, error=…), never raised; neither the outcome nor the logs carry the
     clear destination. Blocks for up to about twice transport.timeout_s per connection."""
     asset = _asset(transport)
@@ -100,25 +124,55 @@ def send(destination: str, notice: Notice, *, transport: Transport,
     # Masked before the timeouts below change the plugin (they would show up as `rto=`).
     masked = str(plugin.url(privacy=True))
     plugin.socket_connect_timeout = plugin.socket_read_timeout = transport.timeout_s
+    # A redirect would take the notice somewhere nobody chose (and the guard below would
+    # refuse one into the portal's network anyway).
+    plugin.redirects = False
+    allow = transport.allowed_networks()
+    refusal = channels.destination_refusal(plugin, destination, allow_networks=allow)
+    if refusal is not None:
+        return SendOutcome(False, _clip(f"{_REFUSED}: {refusal}"), masked)
     kind = channels.kind_of(plugin)
     if kind == "email":
-        ok, error = _send_email(plugin, destination, notice, transport)
-        return SendOutcome(ok, _clip(error), masked)
+        own_server = channels.names_own_server(plugin, destination)
+        with _guard(own_server, allow) as refused:
+            ok, error = _send_email(plugin, destination, notice, transport)
+        return SendOutcome(ok and not refused, _clip(_refused_error(refused) or error), masked)
     if kind == "slack":
         # An instance attribute shadows the plugin's class-level webhook_url, which its
         # webhook mode formats as f"{webhook_url}/{token_a}/{token_b}/{token_c}".
+        # Slack URLs name no host: they go to slack.com or the operator's base, unguarded.
         plugin.webhook_url = transport.slack_webhook_base.rstrip("/")
         error = _notify(plugin, body=render_slack(notice), title="", transport=transport)
-    elif kind == "webhook" and channels.scheme_of(plugin) in ("json", "jsons"):
-        signed = apprise.Apprise.instantiate(signed_url(plugin, webhook_secret), asset=asset)
-        if signed is None:
-            raise RuntimeError("the portaljson Apprise plugin is not registered (alerts.signing)")
-        body = json.dumps(webhook_payload(notice), ensure_ascii=False, separators=(",", ":"))
-        error = _notify(signed, body=body, title="", transport=transport)
-    else:
-        subject, text, _ = render_email(notice)
-        error = _notify(plugin, body=text, title=subject, transport=transport)
+        return SendOutcome(error is None, _clip(error), masked)
+    with egress.guarded(allow) as refused:
+        if kind == "webhook" and channels.scheme_of(plugin) in ("json", "jsons"):
+            signed = apprise.Apprise.instantiate(signed_url(plugin, webhook_secret), asset=asset)
+            if signed is None:
+                raise RuntimeError("the portaljson Apprise plugin is not registered (alerts.signing)")
+            body = json.dumps(webhook_payload(notice), ensure_ascii=False, separators=(",", ":"))
+            error = _notify(signed, body=body, title="", transport=transport)
+        else:
+            subject, text, _ = render_email(notice)
+            error = _notify(plugin, body=text, title=subject, transport=transport)
+    error = _refused_error(refused) or error
     return SendOutcome(error is None, _clip(error), masked)
+
+
+_REFUSED = "refused by the portal's destination rules"
+
+
+def _guard(active: bool, allow: tuple[destinations.Network, ...]) -> Any:
+    """egress.guarded(allow) when `active`; else a block that refuses nothing (the
+    operator's own SMTP server is not restricted)."""
+    return egress.guarded(allow) if active else contextlib.nullcontext([])
+
+
+def _refused_error(refused: list[str]) -> str | None:
+    """The attempt's error when the guard refused a connection: the rules' reason, not the
+    client's rendering of it."""
+    if not refused:
+        return None
+    return f"{_REFUSED}: {'; '.join(dict.fromkeys(refused))}"
 
 
 # --- Apprise ---------------------------------------------------------------------------
@@ -127,7 +181,7 @@ def send(destination: str, notice: Notice, *, transport: Transport,
 def _asset(transport: Transport) -> Any:
     # app_id is what Apprise signs messages with (Slack's footer, an email's From name).
     return apprise.AppriseAsset(app_id="Usage portal", app_desc="Usage portal alerts",
-                                service_timeout=_service_timeout(transport))
+                                service_timeout=_service_timeout(transport), http_redirects=False)
 
 
 def _service_timeout(transport: Transport) -> float:
@@ -183,7 +237,7 @@ class _SmtpSettingsError(ValueError):
 
 def _send_email(plugin: Any, destination: str, notice: Notice,
                 transport: Transport) -> tuple[bool, str | None]:
-    if _names_own_server(plugin, destination):
+    if channels.names_own_server(plugin, destination):
         server = _Smtp(host=plugin.smtp_host, port=int(plugin.port), mode=plugin.secure_mode,
                        user=plugin.user or None, password=plugin.password or None,
                        sender=(_name(plugin.from_addr[0]), plugin.from_addr[1]),
@@ -204,16 +258,6 @@ def _send_email(plugin: Any, destination: str, notice: Notice,
     message = _message(notice, server.sender, to, cc, sorted(plugin.reply_to), dict(plugin.headers),
                        names=plugin.names)
     return _submit(server, message, [a for _, a in to] + cc + bcc, transport.timeout_s)
-
-
-def _names_own_server(plugin: Any, destination: str) -> bool:
-    """A mailto URL names an SMTP server of its own when it has a password, a port, or
-    `smtp=`; otherwise (`mailto://alice@example.com`, `?to=…`, `?cc=…` allowed) it is an
-    address only, sent through the portal's server. An unauthenticated relay is named with
-    an explicit port: `mailto://relay.internal:25/alice@example.com?from=…`."""
-    parsed = type(plugin).parse_url(destination) or {}
-    qsd = parsed.get("qsd") or {}
-    return bool(parsed.get("password") or parsed.get("port") or qsd.get("smtp") or qsd.get("pass"))
 
 
 def _name(value: Any) -> str:

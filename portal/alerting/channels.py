@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.channels import ChannelError, mask, validate_destination
+from alerts.destinations import Network
 from alerts.secrets import decrypt, encrypt, webhook_secret
 from portal.alerting.schemas import Channel, ChannelCreate
 from portal.catalog.service import get_customer
@@ -36,13 +38,16 @@ def _channel(row: Any) -> Channel:
 
 
 async def create_channel(session: AsyncSession, customer_id: str, data: ChannelCreate, *,
-                         secret_key: str) -> Channel:
+                         secret_key: str, allow_networks: tuple[Network, ...]) -> Channel:
     """Validate and store a destination. Webhook channels get a signing secret, returned
-    in this answer only. Raises NotFound, Invalid (a URL Apprise cannot use), Conflict."""
+    in this answer only. Raises NotFound, Invalid (a URL Apprise cannot use, or one that
+    is or resolves to an address the portal must not reach, outside `allow_networks`: the
+    reason is named), Conflict."""
     if await get_customer(session, customer_id) is None:
         raise NotFound(f"no customer {customer_id!r}")
     try:
-        kind = validate_destination(data.destination)
+        # In a thread: the destination's host names are resolved (DNS) to be judged.
+        kind = await asyncio.to_thread(validate_destination, data.destination, allow_networks=allow_networks)
     except ChannelError as exc:
         raise Invalid(str(exc)) from exc
     signing = webhook_secret() if kind == "webhook" else None

@@ -41,9 +41,13 @@ class CustomerAlertController(Controller):
     @post("/alert-channels", status_code=201)
     async def create_channel(self, customer_id: FromPath[str], data: JSONBody[ChannelCreate], db: Db,
                              portal: Portal) -> Channel:
-        """Checked now: a URL Apprise cannot use is a 422 naming it. Stored encrypted; shown
-        masked. A webhook channel's signing secret is in this answer only."""
-        return await channels.create_channel(db, customer_id, data, secret_key=portal.settings.secret_key)
+        """Checked now: a URL Apprise cannot use, or one whose host is or resolves to an
+        address the portal must not reach (loopback, private, link-local, metadata…), is a
+        422 naming the reason. Stored encrypted; shown masked. A webhook channel's signing
+        secret is in this answer only."""
+        return await channels.create_channel(
+            db, customer_id, data, secret_key=portal.settings.secret_key,
+            allow_networks=portal.settings.destination_allow_networks)
 
     @get("/alert-channels")
     async def list_channels(self, customer_id: FromPath[str], db: Db) -> list[Channel]:

@@ -193,8 +193,9 @@ class AlertPagesController(PageController):
             return _channel_page(request, customer, typed, status_code=422)
         try:
             async with db.begin_nested():
-                channel = await channel_service.create_channel(db, customer.id, body,
-                                                               secret_key=portal.settings.secret_key)
+                channel = await channel_service.create_channel(
+                    db, customer.id, body, secret_key=portal.settings.secret_key,
+                    allow_networks=portal.settings.destination_allow_networks)
         except (Invalid, Conflict) as exc:
             return _channel_page(request, customer, channel_service_error(
                 typed, str(exc), conflict=isinstance(exc, Conflict)), status_code=422)

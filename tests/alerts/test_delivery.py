@@ -14,12 +14,15 @@ import pytest
 
 from alerts.channels import mask
 from alerts.delivery import SendOutcome, Transport, send
+from alerts.destinations import parse_networks
 from alerts.messages import Notice, render_email, render_slack, webhook_payload
 from alerts.secrets import webhook_secret
 from alerts.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from tests.alerts.conftest import HttpReceiver, SmtpServer, free_port
 
 SLACK_TOKENS = "T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7"
+# The local servers listen on the loopback, which destinations may reach only when allowed.
+LOOPBACK = parse_networks("127.0.0.0/8")
 
 NOTICE = Notice(
     kind="crossing", firing_id=41, customer_id="acme", customer_name="Acme Inc", rule_id=7,
@@ -35,7 +38,7 @@ def transport(smtp: SmtpServer | None = None, http: HttpReceiver | None = None, 
     """The portal's transport, pointed at the local servers."""
     smtp_url = None if smtp is None else f"smtp://127.0.0.1:{smtp.port}?from=alerts@vendor.example&mode=insecure"
     slack = "https://hooks.slack.com/services" if http is None else f"{http.url}/services"
-    base = Transport(smtp_url=smtp_url, slack_webhook_base=slack, timeout_s=5.0)
+    base = Transport(smtp_url=smtp_url, slack_webhook_base=slack, timeout_s=5.0, allow_networks=LOOPBACK)
     return dataclasses.replace(base, **changes)
 
 
