@@ -1,12 +1,16 @@
 """Settings: one typed object, read from the environment once.
 
-Every knob has a development default so `usage-portal up` needs no configuration; a
-placeholder secret refuses to start outside development.
+Every knob has a development default so `usage-portal up` needs no configuration. The
+secret key is the exception: outside development it must be given (PORTAL_SECRET_KEY, at
+least 32 bytes) or nothing starts; in development a random one is generated once per data
+dir (`<data_dir>/secret_key`, mode 0600). No public constant ever signs or encrypts.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import secrets
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
@@ -15,7 +19,12 @@ from pathlib import Path
 
 from alerts.destinations import ALLOW_NETWORKS_SETTING, NO_NETWORKS, AllowedNetworks, parse_networks
 
+# The default of earlier versions, public in their source: refused wherever it is given.
 PLACEHOLDER_SECRET = "dev-only-secret-change-me"
+MIN_SECRET_KEY_BYTES = 32
+# In development, the generated key lives here, under the data dir.
+SECRET_KEY_FILE = "secret_key"
+_NEW_KEY_HINT = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
 class SettingsError(RuntimeError):
@@ -55,6 +64,71 @@ def _decimal(name: str, default: Decimal) -> Decimal:
     return value
 
 
+def _networks(name: str) -> tuple[str, ...]:
+    """Comma-separated IP addresses or CIDR networks (`10.0.0.0/8, ::1`), each checked and
+    written as a network (`::1/128`); empty: none."""
+    raw = os.environ.get(name, "")
+    found: list[str] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            found.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError as exc:
+            raise SettingsError(f"{name}: {part!r} is not an IP address or CIDR network") from exc
+    return tuple(found)
+
+
+def secret_key_problem(key: str, *, name: str = "PORTAL_SECRET_KEY") -> str | None:
+    """Why `key` cannot sign or encrypt anything, or None when it can."""
+    if not key:
+        return f"{name} is empty; {_NEW_KEY_HINT}"
+    if key == PLACEHOLDER_SECRET:
+        return f"{name} is the public placeholder {PLACEHOLDER_SECRET!r}; {_NEW_KEY_HINT}"
+    size = len(key.encode("utf-8"))
+    if size < MIN_SECRET_KEY_BYTES:
+        return f"{name} is {size} bytes long; it must be at least {MIN_SECRET_KEY_BYTES}; {_NEW_KEY_HINT}"
+    return None
+
+
+def _read_key_file(path: Path) -> str:
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        raise SettingsError(
+            f"{path} can be read by other users (mode {mode & 0o777:o}); run `chmod 600 {path}`")
+    key = path.read_text(encoding="utf-8").strip()
+    if problem := secret_key_problem(key, name=str(path)):
+        raise SettingsError(problem)
+    return key
+
+
+def development_secret_key(data_dir: Path) -> str:
+    """The data dir's own random key: read from `<data_dir>/secret_key`, or created there
+    (mode 0600) on first use. Processes starting together agree: the file is written
+    aside and hard-linked into place, so one of them wins and the others read its key."""
+    path = data_dir / SECRET_KEY_FILE
+    try:
+        return _read_key_file(path)
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    aside = data_dir / f".{SECRET_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(key + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            return _read_key_file(path)
+    finally:
+        aside.unlink(missing_ok=True)
+    return key
+
+
 def _destination_networks() -> AllowedNetworks:
     try:
         return parse_networks(os.environ.get(ALLOW_NETWORKS_SETTING, ""))
@@ -65,7 +139,13 @@ def _destination_networks() -> AllowedNetworks:
 @dataclass(frozen=True, slots=True)
 class Settings:
     environment: str = "development"
-    secret_key: str = PLACEHOLDER_SECRET
+    # Signs the login form's CSRF token and (derived) encrypts stored alert destinations.
+    # Empty: in development, the data dir's generated key (filled in at construction);
+    # outside development, refused.
+    secret_key: str = ""
+    # Older keys, newest first, still accepted for decrypting stored destinations while
+    # `usage-portal secrets rotate` re-encrypts them (never used to encrypt or sign).
+    previous_secret_keys: tuple[str, ...] = ()
     data_dir: Path = Path(".portal-data")
     # None means "start or find the embedded server under data_dir".
     database_url: str | None = None
@@ -121,6 +201,21 @@ class Settings:
     # Networks alert destinations may reach although they are not public (loopback,
     # private…): PORTAL_DESTINATION_ALLOW_NETWORKS, CIDRs separated by commas. Empty: none.
     destination_allow_networks: AllowedNetworks = NO_NETWORKS
+    # Reverse proxies whose X-Forwarded-For is believed (the sign-in limits count per
+    # client address), as CIDR networks. Empty: the TCP peer is the client, whatever the
+    # header says. (Strings, not ipaddress objects: Litestar's signature model reads this
+    # dataclass through the `portal` dependency and refuses unions of custom types.)
+    trusted_proxies: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.environment == "development" and not self.secret_key:
+            object.__setattr__(self, "secret_key", development_secret_key(self.data_dir))
+        self.check()
+
+    @property
+    def secret_keys(self) -> tuple[str, ...]:
+        """The current key, then the previous ones: decrypt with any, encrypt with the first."""
+        return (self.secret_key, *self.previous_secret_keys)
 
     def with_urls(self, *, database_url: str, redis_url: str, broker_url: str | None = None) -> Settings:
         return replace(self, database_url=database_url, redis_url=redis_url, broker_url=broker_url)
@@ -130,15 +225,21 @@ class Settings:
         return self.broker_url or self.redis_url
 
     def check(self) -> None:
-        if self.environment != "development" and self.secret_key == PLACEHOLDER_SECRET:
-            raise SettingsError("PORTAL_SECRET_KEY must be set outside development")
+        """Raise SettingsError (naming the setting and the fix) for a key nothing may be
+        signed with: empty, the old public placeholder, or shorter than 32 bytes. Outside
+        development (PORTAL_ENV other than `development`) the key must be given."""
+        if problem := secret_key_problem(self.secret_key):
+            raise SettingsError(f"refusing to start (PORTAL_ENV={self.environment}): {problem}")
 
 
 def from_environment() -> Settings:
     env = os.environ
     return Settings(
         environment=env.get("PORTAL_ENV", "development"),
-        secret_key=env.get("PORTAL_SECRET_KEY", PLACEHOLDER_SECRET),
+        secret_key=env.get("PORTAL_SECRET_KEY", ""),
+        previous_secret_keys=tuple(
+            k.strip() for k in env.get("PORTAL_SECRET_KEY_PREVIOUS", "").split(",") if k.strip()),
+        trusted_proxies=_networks("PORTAL_TRUSTED_PROXIES"),
         data_dir=Path(env.get("PORTAL_DATA_DIR", ".portal-data")),
         database_url=env.get("DATABASE_URL") or None,
         redis_url=env.get("REDIS_URL") or None,

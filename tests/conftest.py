@@ -218,6 +218,9 @@ class WorkerProcess:
             "DATABASE_URL": self.settings.database_url or "",
             "REDIS_URL": self.settings.redis_url or "",
             "BROKER_URL": self.settings.broker_url or "",
+            # The data dir's generated secret key (portal/settings.py) decrypts what the
+            # tests' in-process app stored.
+            "PORTAL_DATA_DIR": str(self.settings.data_dir),
         })
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dramatiq", "workers.main", "--processes", "1",
