@@ -2,25 +2,43 @@
 
 Web processes use it only to enqueue messages by actor name (`portal.jobs`); worker
 processes import `workers.main`, which calls `setup_broker()` before declaring actors.
+
+The broker is Dramatiq's Redis broker made to ride out a Redis that is down, restarting or
+loading its data (`ResilientRedisBroker`, below).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from typing import Any
+
 import dramatiq
 import msgspec
-from dramatiq.brokers.redis import RedisBroker
+import redis
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.encoder import Encoder, MessageData
-from dramatiq.errors import DecodeError
+from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.middleware import AsyncIO, CurrentMessage
 
 from portal.settings import Settings
+
+log = logging.getLogger(__name__)
 
 INGEST_QUEUE = "ingest"
 MAINTENANCE_QUEUE = "maintenance"
 # Alert evaluation and delivery: never stuck behind a backlog of ingest or maintenance.
 ALERTS_QUEUE = "alerts"
 
-_broker: RedisBroker | None = None
+_broker: ResilientRedisBroker | None = None
+
+# Redis errors that mean "the server is down, restarting or loading" (BusyLoadingError is a
+# ConnectionError), not "this command is wrong".
+REDIS_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError)
+# Dead letters are kept until replayed or cleared by us (portal/dead_letters.py), never
+# dropped by Dramatiq's own maintenance: an ingest message holds accepted events.
+DEAD_LETTERS_KEPT_MS = 100 * 365 * 86_400_000
 
 
 class MsgspecJSONEncoder(Encoder):
@@ -39,20 +57,130 @@ class MsgspecJSONEncoder(Encoder):
         return decoded
 
 
-def setup_broker(settings: Settings) -> RedisBroker:
-    """Create the process's broker (idempotent) and make it Dramatiq's global broker."""
+class _ResilientConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, with every outage reported as a lost connection.
+
+    Dramatiq (2.2) maps only `redis.ConnectionError` to `ConnectionClosed`, which its
+    consumer thread survives; a `redis.TimeoutError` went down its "unexpected error" path,
+    where a failing requeue escaped and ended the consumer thread: that queue was never
+    read again by the process (Dramatiq issue #894). And after a lost connection the thread
+    drops the delayed messages it held in memory, which stay fetched under this process's
+    id until the process dies (issue #527): a persist retry waiting in `ingest.DQ` while
+    Valkey restarted would never run. A new consumer of a delay queue gives those back.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._orphans_returned = not self.queue_name.endswith(".DQ")
+
+    def _return_orphans(self) -> None:
+        # A consumer of a delay queue holds its messages only in its thread's memory, and a
+        # new consumer starts after the old one's memory was dropped or given back: every
+        # message still fetched under this process for the queue is an orphan.
+        acks = f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
+        orphans = [m.decode() if isinstance(m, bytes) else m for m in self.broker.client.smembers(acks)]
+        if orphans:
+            self.broker.do_requeue(self.queue_name, *orphans)
+            log.warning("gave back %d delayed message(s) of %s held before a lost connection",
+                        len(orphans), self.queue_name)
+        self._orphans_returned = True
+
+    def __next__(self) -> Any:
+        try:
+            if not self._orphans_returned:
+                self._return_orphans()
+            return super().__next__()  # type: ignore[no-untyped-call]
+        except REDIS_UNAVAILABLE as exc:
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+
+    def ack(self, message: Any) -> None:
+        try:
+            super().ack(message)  # type: ignore[no-untyped-call]
+        except REDIS_UNAVAILABLE as exc:
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+
+    def nack(self, message: Any) -> None:
+        try:
+            super().nack(message)  # type: ignore[no-untyped-call]
+        except REDIS_UNAVAILABLE as exc:
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+
+    def requeue(self, messages: Any) -> None:
+        try:
+            super().requeue(messages)  # type: ignore[no-untyped-call]
+        except REDIS_UNAVAILABLE as exc:
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+
+
+class ResilientRedisBroker(RedisBroker):
+    """Dramatiq's Redis broker whose consumers survive outages (`_ResilientConsumer`) and
+    whose `enqueue` waits up to `enqueue_patience_s` for Redis to come back.
+
+    Patience matters in workers: Dramatiq schedules a retry by enqueueing it from the
+    worker thread, and when that enqueue failed the message was acknowledged anyway, with
+    no retry queued: an outage at that moment lost the message. The web and the scheduler
+    keep no patience (0): the web answers 503 at once, the scheduler skips a tick.
+    """
+
+    def __init__(self, *, enqueue_patience_s: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+        self.enqueue_patience_s = enqueue_patience_s
+        self._waiting_since: float | None = None
+        self._waiting_lock = threading.Lock()
+
+    @property
+    def consumer_class(self) -> type[_RedisConsumer]:
+        return _ResilientConsumer
+
+    def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
+        deadline = time.monotonic() + self.enqueue_patience_s
+        pause = 0.1
+        while True:
+            try:
+                sent: dramatiq.Message[Any] = super().enqueue(message, delay=delay)
+            except REDIS_UNAVAILABLE as exc:
+                if time.monotonic() + pause > deadline:
+                    raise
+                self._note_wait(exc)
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+                continue
+            if self._waiting_since is not None:
+                self._note_back()
+            return sent
+
+    def _note_wait(self, exc: Exception) -> None:
+        with self._waiting_lock:
+            if self._waiting_since is None:
+                self._waiting_since = time.monotonic()
+                log.warning("broker unavailable (%s); enqueues wait up to %.0f s for it",
+                            type(exc).__name__, self.enqueue_patience_s)
+
+    def _note_back(self) -> None:
+        with self._waiting_lock:
+            if self._waiting_since is not None:
+                log.warning("broker available again after %.1f s",
+                            time.monotonic() - self._waiting_since)
+                self._waiting_since = None
+
+
+def setup_broker(settings: Settings, *, enqueue_patience_s: float = 0.0) -> ResilientRedisBroker:
+    """Create the process's broker (idempotent) and make it Dramatiq's global broker.
+    `enqueue_patience_s`: how long an enqueue waits for an unavailable Redis (workers)."""
     global _broker
     if _broker is not None:
         return _broker
     url = settings.effective_broker_url
     if not url:
         raise RuntimeError("BROKER_URL or REDIS_URL must be set")
-    broker = RedisBroker(  # type: ignore[no-untyped-call]
+    broker = ResilientRedisBroker(
         url=url,
+        enqueue_patience_s=enqueue_patience_s,
         # Unacked messages of a worker that died (SIGKILL, OOM) are requeued once its
         # heartbeat is this old, by the maintenance that runs with some broker commands.
         heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
         maintenance_chance=settings.broker_maintenance_chance,
+        dead_message_ttl=DEAD_LETTERS_KEPT_MS,
     )
     broker.add_middleware(AsyncIO())
     broker.add_middleware(CurrentMessage())
@@ -62,7 +190,7 @@ def setup_broker(settings: Settings) -> RedisBroker:
     return broker
 
 
-def get_broker() -> RedisBroker:
+def get_broker() -> ResilientRedisBroker:
     if _broker is None:
         raise RuntimeError("setup_broker() has not been called in this process")
     return _broker

@@ -15,9 +15,18 @@ from portal.db import values
 from portal.dependencies import Db, Portal
 from portal.health import BillingHealth
 from portal.paths import MIGRATIONS_DIR
+from portal.roles import BACKGROUND_ROLES, RolesSeen, read_roles
 from portal.schemas import CamelStruct
 from portal.state import PortalState
-from portal.status import PERSIST_FAILURE_WINDOW_S, recent_persist_failures
+from portal.status import (
+    PERSIST_FAILURE_WINDOW_S,
+    InFlight,
+    in_flight,
+    persist_stall,
+    recent_persist_failures,
+    store_problem,
+    within,
+)
 from portal.usage.combine import exact
 
 
@@ -72,38 +81,64 @@ async def metrics_endpoint(portal: Portal) -> Response[bytes]:
 @get("/readyz", tags=["operations"])
 async def readyz(portal: Portal) -> Response[dict[str, str]]:
     """200 when this process can serve traffic: Postgres, Redis and the broker reachable
-    and the database migrated to this code's head; 503 naming each problem otherwise.
+    and the database migrated to this code's head; 503 naming each problem otherwise (a
+    store down, restarting or loading its data).
 
-    Persist failures in the last PERSIST_FAILURE_WINDOW_S seconds (a message retried, or
-    events set aside in failed_events) are named under "persist" with status "degraded":
-    still 200, because ingest goes on (the broker holds what the workers cannot write yet)
-    and taking every web process out of service would turn one bad batch into an outage."""
+    Still 200 but "degraded", naming each, when the pipeline behind ingest is not healthy:
+    persist failures in the last PERSIST_FAILURE_WINDOW_S seconds (a message retried,
+    events set aside in failed_events) or persisting stalled, under "persist"; a worker or
+    scheduler role seen before and alive no more (heartbeats, portal/roles.py), under its
+    role's name. Ingest goes on meanwhile (the broker holds what the workers cannot write
+    yet), and taking every web process out of service would turn one bad batch or one dead
+    worker into an outage. While Postgres is down "persist" also says persisting is stalled."""
     problems = await _store_problems(portal)
-    persist = await _persist_problem(portal) if "redis" not in problems else None
     try:
-        await portal.broker_redis.ping()
+        await within(portal.broker_redis.ping())
     except Exception as exc:
-        problems["broker"] = type(exc).__name__
+        problems["broker"] = store_problem(exc)
     if "postgres" not in problems:
         try:
-            async with portal.engine.connect() as conn:
-                current = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+            current = await within(_scalar(portal, "SELECT version_num FROM alembic_version"))
         except Exception as exc:
-            problems["migrations"] = type(exc).__name__
+            problems["migrations"] = store_problem(exc)
         else:
             if current != migration_head():
                 problems["migrations"] = f"database at {current}, code expects {migration_head()}"
-    named = {**problems, "persist": persist} if persist else problems
+    notes = {} if "redis" in problems else await _pipeline_notes(
+        portal, postgres_down="postgres" in problems)
+    named = {**problems, **notes}
     if problems:
         return Response({"status": "unavailable", **named}, status_code=503)
-    if persist:
+    if notes:
         return Response({"status": "degraded", **named})
     return Response({"status": "ready"})
 
 
+async def _pipeline_notes(portal: PortalState, *, postgres_down: bool) -> dict[str, str]:
+    """What is wrong behind ingest, by what Redis knows: "persist" (recent failures, a
+    stall) and each background role with no process alive."""
+    notes: dict[str, str] = {}
+    persist = await _persist_problem(portal)
+    try:
+        roles: RolesSeen | None = await within(read_roles(portal.redis))
+        waiting: InFlight | None = await within(in_flight(portal.redis))
+    except Exception as exc:
+        roles = waiting = None
+        notes["roles"] = f"unknown ({store_problem(exc)})"
+    stall = persist_stall(postgres_down=postgres_down, waiting=waiting, roles=roles)
+    persist = "; ".join(part for part in (persist, stall) if part) or None
+    if persist:
+        notes["persist"] = persist
+    for role in BACKGROUND_ROLES:
+        problem = roles.problem(role) if roles is not None else None
+        if problem:
+            notes[role] = problem
+    return notes
+
+
 async def _persist_problem(portal: PortalState) -> str | None:
     try:
-        count, last = await recent_persist_failures(portal.redis)
+        count, last = await within(recent_persist_failures(portal.redis))
     except Exception as exc:
         return f"persist failures unknown ({type(exc).__name__})"
     if not count or last is None:
@@ -112,17 +147,21 @@ async def _persist_problem(portal: PortalState) -> str | None:
             f"last: {last.describe()}")
 
 
+async def _scalar(portal: PortalState, sql: str) -> Any:
+    async with portal.engine.connect() as conn:
+        return (await conn.execute(text(sql))).scalar()
+
+
 async def _store_problems(portal: PortalState) -> dict[str, str]:
     problems: dict[str, str] = {}
     try:
-        async with portal.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await within(_scalar(portal, "SELECT 1"))
     except Exception as exc:
-        problems["postgres"] = type(exc).__name__
+        problems["postgres"] = store_problem(exc)
     try:
-        await portal.redis.ping()
+        await within(portal.redis.ping())
     except Exception as exc:
-        problems["redis"] = type(exc).__name__
+        problems["redis"] = store_problem(exc)
     return problems
 
 

@@ -1,7 +1,13 @@
-"""What a web process holds for its lifetime: pools, caches, the live store."""
+"""What a web process holds for its lifetime: pools, caches, the live store, its heartbeat.
+
+Opening it connects to nothing, so a web process starts while Postgres is down or Redis is
+loading its data: it answers /healthz at once and /readyz 503 naming the store until the
+store is back (portal/operations.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,6 +20,7 @@ from portal.db import create_engine, session_factory
 from portal.ingest.service import Ingestor
 from portal.keys.service import KeyCache
 from portal.live.store import LiveStore
+from portal.roles import HeartbeatTask, Identity
 from portal.settings import Settings
 
 
@@ -31,6 +38,8 @@ class PortalState:
     broker_redis: Redis
     # What handlers take as "now" (portal/clock.py); tests set it to run at a given instant.
     clock: Clock = system_clock
+    # This process's role heartbeat (portal/roles.py), when opened inside an event loop.
+    heartbeat: HeartbeatTask | None = None
 
     def now(self) -> datetime:
         """The current instant in UTC, by this process's clock."""
@@ -49,15 +58,24 @@ class PortalState:
         live = LiveStore(redis, accepted_lateness=settings.accepted_lateness,
                          marker_ttl=settings.dedup_marker_ttl)
         catalog = CatalogCache(sessions, settings.catalog_cache_seconds)
-        return cls(
+        state = cls(
             settings=settings, engine=engine, sessions=sessions, redis=redis, live=live,
             catalog=catalog, keys=KeyCache(sessions),
             ingestor=Ingestor(settings=settings, catalog=catalog, live=live),
             broker_redis=Redis.from_url(settings.effective_broker_url or settings.redis_url,
                                         max_connections=2),
         )
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # opened outside a loop (a script): no heartbeat
+            return state
+        state.heartbeat = HeartbeatTask(redis, Identity.of_this_process("web"))
+        state.heartbeat.start()
+        return state
 
     async def close(self) -> None:
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
         await self.redis.aclose()
         await self.broker_redis.aclose()
         await self.engine.dispose()

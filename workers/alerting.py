@@ -19,6 +19,7 @@ from portal.db import transaction, values
 from portal.live import keys as live_keys
 from portal.settings import get_settings
 from workers.context import WorkerContext, get_context
+from workers.outages import is_outage, periodic
 
 log = logging.getLogger(__name__)
 _settings = get_settings()
@@ -101,6 +102,7 @@ async def deliver_alert(delivery_id: int) -> None:
 
 
 @dramatiq.actor(actor_name="sweep_alerts", queue_name=ALERTS_QUEUE, max_retries=0, time_limit=600_000)
+@periodic
 async def sweep_alerts() -> None:
     """The safe path: evaluate every customer with rules from Postgres, and send every
     due delivery nobody is sending (lost messages, expired leases). Not retried: the
@@ -116,7 +118,9 @@ async def sweep_alerts() -> None:
             async with transaction(ctx.sessions) as session:
                 ids += await evaluate_customer(session, customer_id, now=datetime.now(UTC),
                                                settings=ctx.settings)
-        except Exception:
+        except Exception as exc:
+            if is_outage(exc):  # the whole sweep waits for the next tick
+                raise
             log.exception("alert sweep: evaluating %s failed", customer_id)
     async with transaction(ctx.sessions) as session:
         ids += await deliveries.due_deliveries(session, now=datetime.now(UTC))

@@ -13,6 +13,7 @@ from portal.billing.run import run_current_periods, run_ended_periods
 from portal.broker import MAINTENANCE_QUEUE
 from portal.db import transaction, values
 from workers.context import get_context
+from workers.outages import periodic
 
 SETTLE_ACTOR = "settle_late_events"
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ async def settle_late_events_actor(invoice_id: int) -> None:
 
 @dramatiq.actor(actor_name="sweep_late_events", queue_name=MAINTENANCE_QUEUE, max_retries=0,
                 time_limit=300_000)
+@periodic
 async def sweep_late_events() -> None:
     """Settle late events whose adjustment job was lost (e.g. a worker died between the
     commit and the enqueue). Not retried: the scheduler runs it again."""
@@ -46,6 +48,7 @@ async def sweep_late_events() -> None:
 
 @dramatiq.actor(actor_name="draft_current_periods", queue_name=MAINTENANCE_QUEUE, max_retries=0,
                 time_limit=1_800_000)
+@periodic
 async def draft_current_periods() -> None:
     """Keep every customer's draft of its running period current (spend so far for the
     account managers' table). Not retried: the scheduler runs it again."""
@@ -57,6 +60,7 @@ async def draft_current_periods() -> None:
 
 @dramatiq.actor(actor_name="draft_ended_periods", queue_name=MAINTENANCE_QUEUE, max_retries=0,
                 time_limit=1_800_000)
+@periodic
 async def draft_ended_periods() -> None:
     """Keep every customer's draft of its last ended period current, so the review queue
     fills by itself when periods end. Not retried: the scheduler runs it again."""

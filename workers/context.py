@@ -1,5 +1,9 @@
 """Per-process resources of a worker, created lazily inside the worker's event loop
-(Dramatiq's AsyncIO middleware runs async actors on one loop thread per process)."""
+(Dramatiq's AsyncIO middleware runs async actors on one loop thread per process).
+
+Creating them connects to nothing: a worker that starts while Postgres is down or Redis is
+loading its data gets its context all the same, and each actor's first query meets the
+outage, which the actor treats as one (waits, retries or skips a tick)."""
 
 from __future__ import annotations
 
@@ -51,7 +55,14 @@ async def get_context() -> WorkerContext:
             raise RuntimeError("DATABASE_URL and REDIS_URL must be set for a worker")
         engine = create_engine(settings.database_url, pool_size=4)
         redis = Redis.from_url(settings.redis_url)
-        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
+        # min_size=0: the pool opens connections when they are first needed (a pool with a
+        # minimum connects at creation, and failed there while Postgres was down).
+        pool = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=4)
+        if _context is not None:  # another actor of this loop made one meanwhile
+            await pool.close()
+            await redis.aclose()
+            await engine.dispose()
+            return _context
         _context = WorkerContext(
             settings=settings, engine=engine, sessions=session_factory(engine), redis=redis,
             pool=pool,

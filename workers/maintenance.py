@@ -10,6 +10,7 @@ import dramatiq
 
 from portal.broker import MAINTENANCE_QUEUE
 from workers.context import get_context
+from workers.outages import periodic
 from workers.partitions import ensure_partitions, month_start, months_between
 from workers.reconcile import reconcile
 
@@ -19,9 +20,10 @@ PARTITION_MONTHS_AHEAD = 3
 
 @dramatiq.actor(actor_name="reconcile_live", queue_name=MAINTENANCE_QUEUE, max_retries=0,
                 time_limit=600_000)
+@periodic
 async def reconcile_live(full: bool = False) -> None:
     """Rewrite differing settled live hours from Postgres; record drift. Not retried:
-    the scheduler runs it again at the next tick."""
+    the scheduler runs it again at the next tick (also after an outage: skipped)."""
     await reconcile(await get_context(), full=full)
 
 
@@ -34,6 +36,7 @@ async def maintain_partitions_now(conn: Any, lateness: timedelta, now: datetime 
 
 @dramatiq.actor(actor_name="maintain_storage", queue_name=MAINTENANCE_QUEUE, max_retries=3,
                 min_backoff=5_000, max_backoff=60_000, time_limit=600_000)
+@periodic
 async def maintain_storage() -> None:
     """Create partitions ahead; forget ledger entries older than the lateness window
     (events that old are refused at the edge, so their ids cannot come back)."""

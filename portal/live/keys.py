@@ -16,6 +16,18 @@ slot and a Lua script may touch them together.
   time (ms): its minimum is the `completeThrough` watermark.
 - `live:built:v2` STRING, present once a full reconcile has filled the live view; a flushed
   Redis loses it, which makes the next reconcile rebuild everything.
+
+Operations (not the live view; `ops:` keys, read by `/readyz` and `usage-portal status`):
+
+- `ops:persist_failures` STREAM, recent persist failures (below).
+- `ops:{roles}` HASH `<role>|<host>|<pid>` -> JSON of the process (role, host, pid,
+  started_at, beat interval, stopped), and `ops:{roles}:seen` ZSET of the same fields scored
+  by the last heartbeat (Redis clock, ms). Written by every web, worker and scheduler
+  process every few seconds (`portal/roles.py`); fields silent for a day are dropped.
+- `ops:job_success` HASH, in the broker's Redis: actor name -> when (ms, the worker's clock)
+  the last successful run of that periodic job started; that success also clears the dead
+  letters it makes moot (`portal/dead_letters.py`).
+- `sched:<actor>:<tick>` STRING, the scheduler's claim of one tick of a periodic job.
 """
 
 from __future__ import annotations
@@ -75,6 +87,21 @@ def quality_key(day: str) -> str:
 # gone after a quiet day.
 PERSIST_FAILURES_KEY = "ops:persist_failures"
 PERSIST_FAILURES_TTL = timedelta(days=1)
+
+
+# Role heartbeats (portal/roles.py). One hash tag: the heartbeat script touches both keys.
+ROLES_KEY = "ops:{roles}"
+ROLES_SEEN_KEY = "ops:{roles}:seen"
+ROLES_FORGET_AFTER = timedelta(days=1)
+
+# The last success of each actor (portal/dead_letters.py).
+JOB_SUCCESS_KEY = "ops:job_success"
+
+
+def schedule_claim_key(actor_name: str, tick: int) -> str:
+    """Set (NX) by the scheduler that queues `actor_name` for its `tick`-th period, so
+    several schedulers queue each tick once; expires after two periods."""
+    return f"sched:{actor_name}:{tick}"
 
 
 def alert_debounce_key(customer_id: str) -> str:

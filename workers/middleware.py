@@ -1,0 +1,81 @@
+"""Dramatiq middleware of the worker role (added by workers/main.py).
+
+- `RoleHeartbeat`: each worker process beats under `ops:{roles}` (portal/roles.py) from
+  boot to shutdown, so `/readyz` and `usage-portal status` know which workers are alive.
+- `JobOutcomes`: after a successful run of a periodic job, remember when it started and
+  drop the dead letters it makes moot; age out old ones (portal/dead_letters.py).
+
+Neither ever fails a message: when Redis is unavailable they skip their bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import Middleware
+
+from portal import dead_letters
+from portal.roles import HeartbeatThread, Identity
+from workers.outages import SKIPPED_OPTION
+
+log = logging.getLogger(__name__)
+
+
+class RoleHeartbeat(Middleware):
+    """Beats for this worker process while it runs."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.thread: HeartbeatThread | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self.thread = HeartbeatThread(client, Identity.of_this_process("worker"))
+        self.thread.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self.thread is not None:
+            self.thread.stop()
+            self.thread.client.close()
+            self.thread = None
+
+
+class JobOutcomes(Middleware):
+    """Records successful runs of the periodic jobs and clears what they make moot."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, int] = {}  # message id -> epoch ms its run started
+        self._lock = threading.Lock()
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        if message.actor_name in dead_letters.SUPERSEDING:
+            with self._lock:
+                self._started[message.message_id] = int(time.time() * 1000)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        with self._lock:
+            self._started.pop(message.message_id, None)
+
+    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *,
+                              result: Any = None, exception: BaseException | None = None) -> None:
+        with self._lock:
+            started_ms = self._started.pop(message.message_id, None)
+        if started_ms is None or exception is not None or message.options.get(SKIPPED_OPTION):
+            return
+        client: redis.Redis = broker.client  # type: ignore[attr-defined]
+        try:
+            dead_letters.record_success(client, message.actor_name, started_ms)
+            cleared = dead_letters.clear_superseded(client, message.actor_name, started_ms)
+            aged = dead_letters.age_out(client, int(time.time() * 1000))
+        except Exception as exc:  # Redis unavailable: the next success does it
+            log.info("job outcome of %s not recorded: %s", message.actor_name, type(exc).__name__)
+            return
+        if cleared or aged:
+            log.info("%s succeeded: cleared %d dead letter(s) it makes moot, aged out %d",
+                     message.actor_name, cleared, aged)
