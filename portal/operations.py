@@ -120,8 +120,8 @@ async def _pipeline_notes(portal: PortalState, *, postgres_down: bool) -> dict[s
     notes: dict[str, str] = {}
     persist = await _persist_problem(portal)
     try:
-        roles: RolesSeen | None = await within(read_roles(portal.redis))
-        waiting: InFlight | None = await within(in_flight(portal.redis))
+        roles: RolesSeen | None = await within(read_roles(portal.probe_redis))
+        waiting: InFlight | None = await within(in_flight(portal.probe_redis))
     except Exception as exc:
         roles = waiting = None
         notes["roles"] = f"unknown ({store_problem(exc)})"
@@ -138,7 +138,7 @@ async def _pipeline_notes(portal: PortalState, *, postgres_down: bool) -> dict[s
 
 async def _persist_problem(portal: PortalState) -> str | None:
     try:
-        count, last = await within(recent_persist_failures(portal.redis))
+        count, last = await within(recent_persist_failures(portal.probe_redis))
     except Exception as exc:
         return f"persist failures unknown ({type(exc).__name__})"
     if not count or last is None:
@@ -159,7 +159,7 @@ async def _store_problems(portal: PortalState) -> dict[str, str]:
     except Exception as exc:
         problems["postgres"] = store_problem(exc)
     try:
-        await within(portal.redis.ping())
+        await within(portal.probe_redis.ping())
     except Exception as exc:
         problems["redis"] = store_problem(exc)
     return problems

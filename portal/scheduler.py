@@ -20,6 +20,8 @@ from typing import Any
 
 import redis
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from portal.broker import ALERTS_QUEUE, MAINTENANCE_QUEUE, setup_broker
 from portal.jobs import enqueue_sync
@@ -113,13 +115,20 @@ class Scheduler:
         self.skipped = 0
 
 
+def scheduler_client(url: str) -> Redis:
+    """The scheduler's Redis client: it fails at once rather than retrying inside a tick
+    (redis-py retries a command for seconds by default, and then raised all the same when
+    Valkey loaded for longer); the next tick is the retry."""
+    return Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S,
+                          retry=Retry(NoBackoff(), 0))
+
+
 def run_scheduler(settings: Settings, stop: threading.Event | None = None) -> None:
     """Tick every second until SIGTERM/SIGINT (or `stop` is set, for callers that run it in
     a thread). Starts whether or not Redis is up yet."""
     assert settings.redis_url
     setup_broker(settings)
-    client = Redis.from_url(settings.redis_url, socket_timeout=REDIS_TIMEOUT_S,
-                            socket_connect_timeout=REDIS_TIMEOUT_S)
+    client = scheduler_client(settings.redis_url)
     stopping = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         def on_signal(*_: Any) -> None:

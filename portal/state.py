@@ -22,6 +22,7 @@ from portal.keys.service import KeyCache
 from portal.live.store import LiveStore
 from portal.roles import HeartbeatTask, Identity
 from portal.settings import Settings
+from portal.status import probe_client
 
 
 @dataclass(slots=True)
@@ -36,6 +37,8 @@ class PortalState:
     ingestor: Ingestor
     # Only to check the broker is reachable (/readyz); Dramatiq has its own connections.
     broker_redis: Redis
+    # For /readyz: answers "loading" or "down" at once, where `redis` retries for seconds.
+    probe_redis: Redis
     # What handlers take as "now" (portal/clock.py); tests set it to run at a given instant.
     clock: Clock = system_clock
     # This process's role heartbeat (portal/roles.py), when opened inside an event loop.
@@ -62,8 +65,9 @@ class PortalState:
             settings=settings, engine=engine, sessions=sessions, redis=redis, live=live,
             catalog=catalog, keys=KeyCache(sessions),
             ingestor=Ingestor(settings=settings, catalog=catalog, live=live),
-            broker_redis=Redis.from_url(settings.effective_broker_url or settings.redis_url,
-                                        max_connections=2),
+            broker_redis=probe_client(settings.effective_broker_url or settings.redis_url,
+                                      max_connections=2),
+            probe_redis=probe_client(settings.redis_url, max_connections=4),
         )
         try:
             asyncio.get_running_loop()
@@ -78,4 +82,5 @@ class PortalState:
             await self.heartbeat.stop()
         await self.redis.aclose()
         await self.broker_redis.aclose()
+        await self.probe_redis.aclose()
         await self.engine.dispose()

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import redis.exceptions
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from sqlalchemy import text
 
 from portal import dead_letters
@@ -126,6 +128,14 @@ def store_problem(exc: BaseException, *, detail: bool = False) -> str:
 
 async def within(awaitable: Awaitable[T], timeout_s: float = STORE_TIMEOUT_S) -> T:
     return await asyncio.wait_for(awaitable, timeout_s)
+
+
+def probe_client(url: str, *, max_connections: int | None = None) -> Redis:
+    """A Redis client for health checks: it reports an unavailable or loading server at
+    once (redis-py retries a command for seconds by default), and gives up on a server that
+    does not answer within STORE_TIMEOUT_S."""
+    return Redis.from_url(url, socket_timeout=STORE_TIMEOUT_S, socket_connect_timeout=STORE_TIMEOUT_S,
+                          retry=Retry(NoBackoff(), 0), max_connections=max_connections)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,10 +276,8 @@ async def gather_status(settings: Settings) -> Status:
     figures it holds are None. Never raises for an unavailable store."""
     assert settings.database_url and settings.redis_url
     down: dict[str, str] = {}
-    client = Redis.from_url(settings.redis_url, socket_timeout=STORE_TIMEOUT_S,
-                            socket_connect_timeout=STORE_TIMEOUT_S)
-    broker = Redis.from_url(settings.effective_broker_url or settings.redis_url,
-                            socket_timeout=STORE_TIMEOUT_S, socket_connect_timeout=STORE_TIMEOUT_S)
+    client = probe_client(settings.redis_url)
+    broker = probe_client(settings.effective_broker_url or settings.redis_url)
     try:
         try:
             from_redis: _FromRedis | None = await within(_from_redis(settings, client))
