@@ -513,6 +513,8 @@ async def run_bench(opts: AlertOptions, env: Environment, sinks: Sinks, busy_bef
 def _alert_environment(opts: AlertOptions, sinks: Sinks) -> None:
     """What the tiers read (bench.stack copies this process's environment into theirs)."""
     os.environ["PORTAL_SMTP_URL"] = sinks.smtp_url()
+    # The webhook sink listens on the loopback, which destinations may reach only when allowed.
+    os.environ.setdefault("PORTAL_DESTINATION_ALLOW_NETWORKS", "127.0.0.0/8")
     # Only links in the notices use it; the web port is not chosen yet.
     os.environ.setdefault("PORTAL_PUBLIC_URL", "http://portal.bench.test")
     if opts.debounce_ms is not None:
