@@ -113,9 +113,10 @@ def send(destination: str, notice: Notice, *, transport: Transport,
 
     Every delivery failure (invalid or unsupported URL, a destination the portal must not
     reach, unreachable host, refusal, non-2xx answer, timeout, no portal SMTP server for an
-    address-only email) is returned as
-    SendOutcome(ok=False, error=…), never raised; neither the outcome nor the logs carry the
-    clear destination. Blocks for up to about twice transport.timeout_s per connection."""
+    address-only email) is returned as SendOutcome(ok=False, error=…), never raised;
+    neither the outcome nor the logs carry the clear destination. Blocks for up to about
+    twice transport.timeout_s per connection, plus the DNS lookups of the destination's
+    hosts."""
     asset = _asset(transport)
     try:
         plugin = channels.load(destination, asset=asset)
