@@ -318,3 +318,17 @@ def test_without_an_allow_list_the_transport_reads_the_environment(monkeypatch: 
     assert base.allowed_networks() == ()  # unreadable: nothing is allowed
     assert Transport(smtp_url=None, timeout_s=1.0, allow_networks=LOOPBACK).allowed_networks() == LOOPBACK
 
+
+
+def test_the_setting_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from portal.settings import SettingsError, from_environment
+
+    monkeypatch.setenv("PORTAL_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("PORTAL_DESTINATION_ALLOW_NETWORKS", raising=False)
+    assert from_environment().destination_allow_networks == ()
+    monkeypatch.setenv("PORTAL_DESTINATION_ALLOW_NETWORKS", "127.0.0.0/8, ::1")
+    assert [str(n) for n in from_environment().destination_allow_networks] == ["127.0.0.0/8", "::1/128"]
+    monkeypatch.setenv("PORTAL_DESTINATION_ALLOW_NETWORKS", "127.0.0.0/8;10.0.0.0/8")
+    with pytest.raises(SettingsError) as caught:
+        from_environment()
+    assert str(caught.value).startswith("PORTAL_DESTINATION_ALLOW_NETWORKS: '127.0.0.0/8;10.0.0.0/8' is not")
