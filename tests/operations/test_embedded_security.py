@@ -160,3 +160,22 @@ def test_a_data_dir_made_before_passwords_is_secured_when_started(servers: Embed
     assert _redis_refuses(redis_port, None) == "AuthenticationError"
     assert _redis_refuses(redis_port, password) == "connected"
 
+
+
+def test_status_finds_the_servers_while_one_of_them_is_down(
+    servers: EmbeddedServers, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from argparse import Namespace
+
+    from portal.cli import _settings
+
+    for name in ("DATABASE_URL", "REDIS_URL", "BROKER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    urls = servers.start()
+    servers.postgres.stop()
+    # `status` starts nothing: it gets the URLs (to report Postgres down, Valkey up), not
+    # "no embedded servers are running".
+    settings, started = _settings(Namespace(data_dir=str(servers.data_dir)), start_embedded=False)
+    assert started is None
+    assert (settings.database_url, settings.redis_url) == (urls.database_url, urls.redis_url)
+    assert servers.postgres.running_port() is None
