@@ -27,7 +27,8 @@ _settings = get_settings()
 
 def transport() -> Transport:
     return Transport(smtp_url=_settings.smtp_url, slack_webhook_base=_settings.slack_webhook_base,
-                     timeout_s=_settings.alert_send_timeout_s)
+                     timeout_s=_settings.alert_send_timeout_s,
+                     allow_networks=_settings.destination_allow_networks)
 
 
 async def request_evaluation(ctx: WorkerContext, customer_ids: list[str]) -> None:

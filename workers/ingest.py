@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any, NoReturn
@@ -10,7 +9,6 @@ from typing import Any, NoReturn
 import asyncpg
 import dramatiq
 import msgspec
-import redis.exceptions
 import structlog
 from dramatiq.middleware import CurrentMessage
 
@@ -24,6 +22,7 @@ from workers.alerting import request_evaluation
 from workers.billing import settle_late_events_actor
 from workers.context import WorkerContext, get_context
 from workers.failed_events import key_safe, received_at_of
+from workers.outages import STORE_UNAVAILABLE
 from workers.partitions import forget_known
 from workers.persist import PersistOutcome, error_summary, persist_batch, persist_split
 
@@ -32,17 +31,7 @@ _settings = get_settings()
 
 # Errors that mean "a store is unreachable", not "this batch is bad". Waiting them out is
 # always right (the broker holds the batch), so they never use up the batch's retries.
-UNAVAILABLE = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.InterfaceError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
+UNAVAILABLE = STORE_UNAVAILABLE
 # Errors that mean "these events cannot be stored as they are": Postgres refusing a value
 # (class 22 data exceptions: NUL bytes, numbers out of range, bad text; class 23: a
 # constraint), a value our code cannot encode or decode (UnicodeEncodeError is a

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 
-# The same family as workers/ingest.py's UNAVAILABLE: a store unreachable, not a bad job.
+# A store unreachable, not a bad job (workers/ingest.py waits these out too).
 # redis.exceptions.BusyLoadingError (Valkey loading its data) is a ConnectionError.
 STORE_UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
