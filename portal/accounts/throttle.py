@@ -1,21 +1,40 @@
-"""Sign-in throttling: failed attempts counted in Redis per address and per client.
+"""Sign-in throttling that an attacker cannot turn against the people it protects.
 
-Five failures for one email address within 15 minutes lock that address out for the rest of
-the window (whoever tries); 30 from one client IP address lock that client out. A success
-clears the address's count. Counting failures only means a person who types their password
-right is never slowed down by someone else's guessing from another address... except on
-the address being guessed, which is the point.
+Failed attempts are counted in Redis for 15 minutes from the first one:
+
+- per (address, client): 5 failures for one email address from one client lock that
+  pair out for the rest of the window. Someone guessing a known user's password from
+  their own machine stops there; the user, from any other client, signs in as usual.
+- per client: 30 failures from one client, whatever the addresses, lock that client out
+  (one machine trying many accounts).
+
+A client is an IP address (portal/client_address.py: X-Forwarded-For only from
+PORTAL_TRUSTED_PROXIES); for IPv6 the /64 network, since one host commonly holds a whole /64.
+
+There is deliberately no lockout per address alone: any counter that strangers can fill
+locks the owner out (the attack this module replaced). Failures per address are still
+counted, and the 20th within a window is logged as a warning (`signin_address_targeted`)
+so that a guessing campaign spread over many clients is seen; the defence against it is
+the password rules (portal/accounts/passwords.py) and the argon2id cost of each guess.
+A success clears its own (address, client) count only: signing in to one's own account
+never resets the per-client count that slows guessing at others'.
 """
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 WINDOW_S = 15 * 60
-MAX_PER_EMAIL = 5
+MAX_PER_ADDRESS_AND_CLIENT = 5
 MAX_PER_CLIENT = 30
+# Failures for one address, from every client, that are logged as a campaign.
+ADDRESS_WARNING_AT = 20
+
+_PREFIX = "login-fail:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,27 +42,61 @@ class Lockout:
     retry_after_s: int
 
 
-def _keys(email: str, client: str) -> tuple[str, str]:
-    return f"login-fail:email:{email.strip().lower()}", f"login-fail:client:{client}"
+def _address(email: str) -> str:
+    return email.strip().lower()
+
+
+def _digest(*parts: str) -> str:
+    # Keys of a fixed size, whatever the form held (an address can be megabytes long).
+    return hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def client_bucket(client: str) -> str:
+    """What one client is counted as: its IPv4 address, its IPv6 /64 network, or the text
+    itself when it is not an address."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client[:100]
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def pair_key(email: str, client: str) -> str:
+    return f"{_PREFIX}pair:{_digest(_address(email), client_bucket(client))}"
+
+
+def client_key(client: str) -> str:
+    return f"{_PREFIX}client:{client_bucket(client)}"
+
+
+def address_key(email: str) -> str:
+    return f"{_PREFIX}address:{_digest(_address(email))}"
 
 
 async def locked_out(redis: Redis, email: str, client: str) -> Lockout | None:
-    email_key, client_key = _keys(email, client)
-    by_email, by_client = await redis.mget(email_key, client_key)
-    for key, count, limit in ((email_key, by_email, MAX_PER_EMAIL), (client_key, by_client, MAX_PER_CLIENT)):
+    """Whether this client may not try this address now (None: it may), and for how long."""
+    keys = (pair_key(email, client), client_key(client))
+    by_pair, by_client = await redis.mget(*keys)
+    for key, count, limit in ((keys[0], by_pair, MAX_PER_ADDRESS_AND_CLIENT),
+                              (keys[1], by_client, MAX_PER_CLIENT)):
         if count is not None and int(count) >= limit:
             ttl = await redis.ttl(key)
             return Lockout(retry_after_s=max(int(ttl), 1))
     return None
 
 
-async def record_failure(redis: Redis, email: str, client: str) -> None:
+async def record_failure(redis: Redis, email: str, client: str) -> int:
+    """Count a failed attempt; returns the failures for this address from every client in
+    its window (for the campaign warning, never for a lockout)."""
     async with redis.pipeline(transaction=True) as pipe:
-        for key in _keys(email, client):
+        for key in (pair_key(email, client), client_key(client), address_key(email)):
             pipe.incr(key)
             pipe.expire(key, WINDOW_S, nx=True)
-        await pipe.execute()
+        results = await pipe.execute()
+    return int(results[4])
 
 
-async def record_success(redis: Redis, email: str) -> None:
-    await redis.delete(_keys(email, "")[0])
+async def record_success(redis: Redis, email: str, client: str) -> None:
+    await redis.delete(pair_key(email, client))

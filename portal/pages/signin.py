@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
@@ -14,6 +15,7 @@ from portal.accounts import throttle
 from portal.accounts import users as accounts
 from portal.accounts.passwords import MIN_LENGTH, needs_rehash, password_problem, verify_password
 from portal.accounts.passwords import hash_password as _hash
+from portal.client_address import client_address
 from portal.db import transaction
 from portal.dependencies import Portal
 from portal.pages import sessions
@@ -22,6 +24,8 @@ from portal.pages.sessions import CSRF_COOKIE, SESSION_COOKIE
 from portal.pages.web import LOGIN_PATH, NO_STORE, SECURITY_HEADERS, PageController
 from portal.problems import Invalid, NotFound
 from portal.settings import Settings
+
+log = logging.getLogger("portal.signin")
 
 
 class LoginForm(msgspec.Struct):
@@ -35,10 +39,6 @@ class PasswordForm(msgspec.Struct):
     password: str = ""
     confirm: str = ""
     csrf_token: str = ""
-
-
-def _client(request: Request[Any, Any, Any]) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def _form_token(request: Request[Any, Any, Any], settings: Settings) -> tuple[str, bool]:
@@ -89,7 +89,7 @@ class LoginController(Controller):
             return again(HTTP_403_FORBIDDEN, _EXPIRED_FORM)
         if not data.email.strip() or not data.password:
             return again(HTTP_401_UNAUTHORIZED, "Enter your email address and your password.")
-        client = _client(request)
+        client = client_address(request, settings.trusted_proxies)
         lockout = await throttle.locked_out(portal.redis, data.email, client)
         if lockout is not None:
             minutes = -(-lockout.retry_after_s // 60)
@@ -101,9 +101,13 @@ class LoginController(Controller):
             if ok and user is not None and user.password_hash and needs_rehash(user.password_hash):
                 await accounts.set_password(db, user.id, _hash(data.password))
         if not ok or user is None or user.disabled_at is not None:
-            await throttle.record_failure(portal.redis, data.email, client)
+            failures = await throttle.record_failure(portal.redis, data.email, client)
+            if failures == throttle.ADDRESS_WARNING_AT:
+                log.warning("signin_address_targeted: %d failed sign-ins for %r from any client within "
+                            "%d minutes (the latest from %s)", failures, data.email.strip().lower()[:254],
+                            throttle.WINDOW_S // 60, client)
             return again(HTTP_401_UNAUTHORIZED, "That email address and password do not match an account.")
-        await throttle.record_success(portal.redis, data.email)
+        await throttle.record_success(portal.redis, data.email, client)
         # A fresh id on every sign-in: an id known before signing in is never promoted.
         previous = request.cookies.get(SESSION_COOKIE)
         if previous:
@@ -164,7 +168,7 @@ class LogoutController(PageController):
         return response
 
 
-@get("/portal", include_in_schema=False, cache_control=NO_STORE)
+@get(["/", "/portal"], include_in_schema=False, cache_control=NO_STORE)
 async def portal_home(request: Request[Any, Any, Any], portal: Portal) -> Redirect:
     session = await sessions.load_session(portal.redis, request.cookies.get(SESSION_COOKIE))
     return Redirect(session.home if session else LOGIN_PATH, status_code=303)
