@@ -63,7 +63,7 @@ class PortalState:
         catalog = CatalogCache(sessions, settings.catalog_cache_seconds)
         state = cls(
             settings=settings, engine=engine, sessions=sessions, redis=redis, live=live,
-            catalog=catalog, keys=KeyCache(sessions),
+            catalog=catalog, keys=KeyCache(sessions, redis),
             ingestor=Ingestor(settings=settings, catalog=catalog, live=live),
             broker_redis=probe_client(settings.effective_broker_url or settings.redis_url,
                                       max_connections=2),
@@ -78,6 +78,7 @@ class PortalState:
         return state
 
     async def close(self) -> None:
+        await self.keys.close()
         if self.heartbeat is not None:
             await self.heartbeat.stop()
         await self.redis.aclose()

@@ -3,6 +3,7 @@ never stored), and revoking one after a confirmation page."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -10,19 +11,19 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.dependencies import Db
+from portal.db import transaction
+from portal.dependencies import Db, Portal
 from portal.keys import service
 from portal.pages.admin.common import ADMIN_PATH, ADMIN_TZ, AdminController, numeric_id, record
 from portal.pages.admin.forms import UNPROCESSABLE, Form, read_form, text_of
 from portal.pages.web import page
 from portal.problems import NotFound
 
+log = logging.getLogger(__name__)
+
 KEY_LABELS = {"name": "Name", "scope": "Scope"}
 SCOPE_LABELS = {"ingest": "ingest: send usage events", "admin": "admin: the whole API"}
 MAX_NAME = 200
-# KeyCache's TTL (portal.state builds it with the default): how long a revoked key may
-# still be accepted by a process that checked it just before.
-REVOKE_DELAY_S = 30
 
 
 def key_form(values: dict[str, str] | None = None) -> Form:
@@ -32,8 +33,8 @@ def key_form(values: dict[str, str] | None = None) -> Form:
 class KeyPagesController(AdminController):
     @get("/keys")
     async def keys(self, request: Request[Any, Any, Any], db: Db,
-                   revoked: FromQuery[str | None] = None) -> Template:
-        return await _keys_page(request, db, key_form(), revoked=revoked)
+                   revoked: FromQuery[str | None] = None, unconfirmed: FromQuery[int] = 0) -> Template:
+        return await _keys_page(request, db, key_form(), revoked=revoked, unconfirmed=unconfirmed)
 
     @post("/keys", status_code=200)
     async def create(self, request: Request[Any, Any, Any], db: Db) -> Template:
@@ -55,16 +56,29 @@ class KeyPagesController(AdminController):
     async def confirm_revoke(self, request: Request[Any, Any, Any], db: Db,
                              key_id: FromPath[str]) -> Template:
         key = await _require_key(db, key_id)
-        return page("admin/key_revoke.html", request, key=key, tz=ADMIN_TZ, delay=REVOKE_DELAY_S)
+        return page("admin/key_revoke.html", request, key=key, tz=ADMIN_TZ)
 
     @post("/keys/{key_id:str}/revoke", status_code=303)
-    async def revoke(self, request: Request[Any, Any, Any], db: Db, key_id: FromPath[str]) -> Response[Any]:
+    async def revoke(self, request: Request[Any, Any, Any], db: Db, portal: Portal,
+                     key_id: FromPath[str]) -> Response[Any]:
+        """Revoke, commit, then have every web process drop its cached keys before answering:
+        once this page answers, the key is refused everywhere."""
         key = await _require_key(db, key_id)
+        unconfirmed = 0
         if key.revoked_at is None:
-            await service.revoke_key(db, key.id)
-            await record(db, request, action="api_key.revoked", object_type="api_key", object_id=str(key.id),
-                         detail={"name": key.name, "scope": key.scope})
-        return Redirect(f"{ADMIN_PATH}/keys?revoked={key.id}", status_code=303)
+            # Its own transaction: the notice must follow the commit (service.announce_revocation).
+            async with transaction(portal.sessions) as revoking:
+                await service.revoke_key(revoking, key.id)
+                await record(revoking, request, action="api_key.revoked", object_type="api_key",
+                             object_id=str(key.id), detail={"name": key.name, "scope": key.scope})
+            try:
+                unconfirmed = (await service.announce_revocation(portal.redis)).unconfirmed
+            except Exception as exc:  # Redis unreachable: processes that lose it cache nothing
+                log.warning("API key %s revoked, but the revocation notice could not be sent: %s",
+                            key.id, exc)
+                unconfirmed = -1
+        suffix = f"&unconfirmed={unconfirmed}" if unconfirmed else ""
+        return Redirect(f"{ADMIN_PATH}/keys?revoked={key.id}{suffix}", status_code=303)
 
 
 async def _require_key(db: AsyncSession, key_id: str) -> service.KeyListing:
@@ -77,8 +91,9 @@ async def _require_key(db: AsyncSession, key_id: str) -> service.KeyListing:
 
 
 async def _keys_page(request: Request[Any, Any, Any], db: AsyncSession, form: Form, *,
-                     revoked: str | None = None, status_code: int = 200) -> Template:
+                     revoked: str | None = None, unconfirmed: int = 0, status_code: int = 200) -> Template:
     keys = await service.list_keys(db)
     revoked_key = next((k for k in keys if revoked is not None and str(k.id) == revoked), None)
     return page("admin/keys.html", request, status_code=status_code, keys=keys, form=form,
-                scopes=SCOPE_LABELS, tz=ADMIN_TZ, revoked=revoked_key, delay=REVOKE_DELAY_S)
+                scopes=SCOPE_LABELS, tz=ADMIN_TZ, revoked=revoked_key, unconfirmed=unconfirmed,
+                notice_limit_s=int(service.POSITIVE_TTL_S))
