@@ -184,7 +184,7 @@ def cmd_up(args: argparse.Namespace) -> None:
     (unless DATABASE_URL and REDIS_URL name others), migrations, web, worker, scheduler and
     with --demo a trickle of demo events, each restarted when it dies, until Ctrl-C/SIGTERM."""
     from portal.logs import configure
-    from portal.supervisor import UP_MARKER, AlreadyRunning, RoleSpec, Supervisor, UpLock, stop_leftovers
+    from portal.supervisor import AlreadyRunning, Supervisor, UpLock, stop_leftovers
 
     configure(role="up")
     log = logging.getLogger("portal.up")
@@ -211,42 +211,7 @@ def cmd_up(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGINT, supervisor.request_stop)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     try:
-        urls = supervisor.start_servers()
-        if urls is not None:
-            settings = _with_broker(settings, urls)
-        from portal.migrate import migrate
-
-        if not supervisor.attempt("applying migrations", lambda: migrate(settings))[0]:
-            return
-        env = _child_env(settings)
-        env[UP_MARKER] = str(data_dir)
-        # Web and worker processes write their metrics here; /metrics sums them. Stale files
-        # of an earlier run would add dead processes' counts, so the folder starts empty.
-        metrics_dir = data_dir / "metrics"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        me = [sys.executable, "-m", "portal.cli"]
-        supervisor.add_role(RoleSpec("web", [*me, "web", "--host", args.host, "--port", str(args.port)], env))
-        supervisor.add_role(RoleSpec("worker", [*me, "worker", "--processes", "1", "--threads", "4"], env))
-        supervisor.add_role(RoleSpec("scheduler", [*me, "scheduler"], env))
-        url = f"http://{args.host}:{args.port}"
-        if not _wait_healthy(url, supervisor):
-            return
-        if args.demo:
-            from portal.demo import print_demo_banner, seed_demo
-
-            seeded, demo = supervisor.attempt("creating the demo data",
-                                              lambda: asyncio.run(seed_demo(settings)))
-            if not seeded or demo is None:
-                return
-            # The key travels in the environment: a command line is visible to every user.
-            supervisor.add_role(RoleSpec("demo-trickle", [*me, "demo-trickle", "--url", url],
-                                         {**env, DEMO_KEY_ENV: demo.ingest_key}, needs_servers=False))
-            print_demo_banner(url, demo)
-        else:
-            print(f"usage portal running at {url} (Ctrl-C to stop)", flush=True)
-        supervisor.run_until(lambda: False)
+        _run_up(args, settings, supervisor)
     finally:
         supervisor.shutdown()
         lock.release()
@@ -255,6 +220,49 @@ def cmd_up(args: argparse.Namespace) -> None:
         print("stopped", file=sys.stderr, flush=True)
     if supervisor.failure:
         sys.exit(1)
+
+
+def _run_up(args: argparse.Namespace, settings: Settings, supervisor: Any) -> None:
+    """`up` until Ctrl-C/SIGTERM or a crash loop: servers, migrations, roles, the banner."""
+    from portal.supervisor import UP_MARKER, RoleSpec
+
+    data_dir = supervisor.data_dir
+    urls = supervisor.start_servers()
+    if urls is not None:
+        settings = _with_broker(settings, urls)
+    from portal.migrate import migrate
+
+    if not supervisor.attempt("applying migrations", lambda: migrate(settings))[0]:
+        return
+    env = _child_env(settings)
+    env[UP_MARKER] = str(data_dir)
+    # Web and worker processes write their metrics here; /metrics sums them. Stale files
+    # of an earlier run would add dead processes' counts, so the folder starts empty.
+    metrics_dir = data_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    me = [sys.executable, "-m", "portal.cli"]
+    supervisor.add_role(RoleSpec("web", [*me, "web", "--host", args.host, "--port", str(args.port)], env))
+    supervisor.add_role(RoleSpec("worker", [*me, "worker", "--processes", "1", "--threads", "4"], env))
+    supervisor.add_role(RoleSpec("scheduler", [*me, "scheduler"], env))
+    url = f"http://{args.host}:{args.port}"
+    if not _wait_healthy(url, supervisor):
+        return
+    if args.demo:
+        from portal.demo import print_demo_banner, seed_demo
+
+        seeded, demo = supervisor.attempt("creating the demo data",
+                                          lambda: asyncio.run(seed_demo(settings)))
+        if not seeded or demo is None:
+            return
+        # The key travels in the environment: a command line is visible to every user.
+        supervisor.add_role(RoleSpec("demo-trickle", [*me, "demo-trickle", "--url", url],
+                                     {**env, DEMO_KEY_ENV: demo.ingest_key}, needs_servers=False))
+        print_demo_banner(url, demo)
+    else:
+        print(f"usage portal running at {url} (Ctrl-C to stop)", flush=True)
+    supervisor.run_until(lambda: False)
 
 
 def _wait_healthy(url: str, supervisor: Any) -> bool:
