@@ -492,27 +492,33 @@ class EmbeddedValkey:
 
     def secured(self, password: str, port: int) -> bool:
         """True unless the server on `port` answers without a password or refuses this one.
-        (redis-py quietly accepts a server that has no password, so ask without one.)"""
+        (redis-py quietly accepts a server that has no password, so ask without one first.
+        Valkey checks the password before it says -LOADING: LOADING to a client without a
+        password means it has none.)"""
         from redis import Redis
         from redis.exceptions import AuthenticationError, BusyLoadingError, RedisError, ResponseError
 
-        for secret in (None, password):
+        def ask(secret: str | None) -> str:
             client = Redis(host="127.0.0.1", port=port, password=secret, socket_timeout=2,
                            socket_connect_timeout=1, retry=_no_retry())
             try:
                 client.ping()
-                if secret is None:
-                    return False
+                return "answered"
             except BusyLoadingError:
-                pass
+                return "answered"  # past the password check
             except (AuthenticationError, ResponseError):
-                if secret is not None:
-                    return False
+                return "refused"
             except RedisError:
-                return True  # not answering: nothing to tell
+                return "silent"
             finally:
                 client.close()
-        return True
+
+        without = ask(None)
+        if without == "answered":
+            return False
+        if without == "silent":
+            return True  # not answering: nothing to tell
+        return ask(password) != "refused"
 
     def start(self, password: str | None = None) -> int:
         """Start the server in the background (or find it running) and wait until it has
