@@ -69,41 +69,54 @@ class _ResilientConsumer(_RedisConsumer):
     Valkey restarted would never run. A new consumer of a delay queue gives those back.
     """
 
+    broker: ResilientRedisBroker
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
-        self._orphans_returned = not self.queue_name.endswith(".DQ")
+        self._orphans_returned = False
 
     def _return_orphans(self) -> None:
-        # A consumer of a delay queue holds its messages only in its thread's memory, and a
-        # new consumer starts after the old one's memory was dropped or given back: every
-        # message still fetched under this process for the queue is an orphan.
+        # Every message fetched under this process's id for the queue that no worker thread
+        # holds is an orphan: fetched into a cache a lost connection dropped, or fetched by
+        # a script whose reply the lost connection never delivered. Dramatiq requeues such
+        # messages only once this process stops beating, which a live worker never does.
+        # A delay queue's messages wait in the consumer thread's memory, dropped with the
+        # connection: all of them are orphans.
         acks = f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
-        orphans = [m.decode() if isinstance(m, bytes) else m for m in self.broker.client.smembers(acks)]
+        fetched = {m.decode() if isinstance(m, bytes) else m for m in self.broker.client.smembers(acks)}
+        held = set() if self.queue_name.endswith(".DQ") else self.broker.in_hand(self.queue_name)
+        orphans = sorted(fetched - held)
         if orphans:
             self.broker.do_requeue(self.queue_name, *orphans)
-            log.warning("gave back %d delayed message(s) of %s held before a lost connection",
-                        len(orphans), self.queue_name)
+            kind = "delayed message(s)" if self.queue_name.endswith(".DQ") else "message(s)"
+            log.warning("gave back %d %s of %s fetched before a lost connection",
+                        len(orphans), kind, self.queue_name)
         self._orphans_returned = True
 
     def __next__(self) -> Any:
         try:
             if not self._orphans_returned:
                 self._return_orphans()
-            return super().__next__()  # type: ignore[no-untyped-call]
+            message = super().__next__()  # type: ignore[no-untyped-call]
         except REDIS_UNAVAILABLE as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+        if message is not None:
+            self.broker.hold(self.queue_name, message.options["redis_message_id"])
+        return message
 
     def ack(self, message: Any) -> None:
         try:
             super().ack(message)  # type: ignore[no-untyped-call]
         except REDIS_UNAVAILABLE as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+        self.broker.release_hold(self.queue_name, message.options["redis_message_id"])
 
     def nack(self, message: Any) -> None:
         try:
             super().nack(message)  # type: ignore[no-untyped-call]
         except REDIS_UNAVAILABLE as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+        self.broker.release_hold(self.queue_name, message.options["redis_message_id"])
 
     def requeue(self, messages: Any) -> None:
         try:
@@ -127,6 +140,22 @@ class ResilientRedisBroker(RedisBroker):
         self.enqueue_patience_s = enqueue_patience_s
         self._waiting_since: float | None = None
         self._waiting_lock = threading.Lock()
+        # Per queue, the ids of messages a consumer handed to this process's worker threads
+        # and that are not acknowledged yet: not orphans after a lost connection.
+        self._in_hand: dict[str, set[str]] = {}
+        self._in_hand_lock = threading.Lock()
+
+    def hold(self, queue_name: str, message_id: str) -> None:
+        with self._in_hand_lock:
+            self._in_hand.setdefault(queue_name, set()).add(message_id)
+
+    def release_hold(self, queue_name: str, message_id: str) -> None:
+        with self._in_hand_lock:
+            self._in_hand.get(queue_name, set()).discard(message_id)
+
+    def in_hand(self, queue_name: str) -> set[str]:
+        with self._in_hand_lock:
+            return set(self._in_hand.get(queue_name, ()))
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
