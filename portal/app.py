@@ -11,11 +11,11 @@ from litestar import Litestar
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.di import Provide
 from litestar.exceptions import NotFoundException, ValidationException
-from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from portal.alerting.routes import alert_handlers
+from portal.api_docs import api_docs_config
 from portal.auth import api_key_guard
 from portal.billing.routes import billing_handlers
 from portal.broker import setup_broker
@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         guards=[fitting_address, api_key_guard],
         lifespan=[lifespan],
         template_config=template_config(),
-        openapi_config=OpenAPIConfig(title="Usage portal", version="0.1.0", path="/schema"),
+        openapi_config=api_docs_config(title="Usage portal", version="0.1.0"),
         response_cache_config=ResponseCacheConfig(),
         request_max_body_size=5 * 1024 * 1024,
         middleware=[request_ids],
