@@ -9,7 +9,9 @@ authenticates as well as encrypts, so a wrong key is detected rather than yieldi
 
 Rotation (MultiFernet): `keys` may be one secret key or several, newest first. Encryption
 uses the newest; decryption tries each in turn, so values stored under a previous key stay
-readable while `usage-portal secrets rotate` re-encrypts them under the new one.
+readable while `usage-portal secrets rotate` re-encrypts them under the new one. A caller
+that passes one key (`settings.secret_key`) gets the previous keys the process's Settings
+registered for it (`register_previous_keys`), so every reader follows a rotation.
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ WEBHOOK_SECRET_PREFIX = "whsec_"
 # One secret key, or a key ring newest first (Settings.secret_keys).
 Keys = str | Sequence[str]
 
+# The previous keys each current key was configured with in this process.
+_PREVIOUS: dict[str, tuple[str, ...]] = {}
+
+
+def register_previous_keys(current: str, previous: Sequence[str]) -> None:
+    """Decrypting with `current` alone also tries `previous` (newest first) from now on in
+    this process. Settings calls it with PORTAL_SECRET_KEY_PREVIOUS."""
+    if previous:
+        _PREVIOUS[current] = tuple(previous)
+
 
 def _fernet(secret_key: str) -> Fernet:
     if not secret_key:
@@ -40,7 +52,7 @@ def _fernet(secret_key: str) -> Fernet:
 
 
 def _ring(keys: Keys) -> list[str]:
-    ring = [keys] if isinstance(keys, str) else list(keys)
+    ring = [keys, *_PREVIOUS.get(keys, ())] if isinstance(keys, str) else list(keys)
     if not ring:
         raise ValueError("secret_key: no key given")
     return ring

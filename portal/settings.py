@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from alerts.destinations import ALLOW_NETWORKS_SETTING, NO_NETWORKS, AllowedNetworks, parse_networks
+from alerts.secrets import register_previous_keys
 
 # The default of earlier versions, public in their source: refused wherever it is given.
 PLACEHOLDER_SECRET = "dev-only-secret-change-me"
@@ -211,6 +212,9 @@ class Settings:
         if self.environment == "development" and not self.secret_key:
             object.__setattr__(self, "secret_key", development_secret_key(self.data_dir))
         self.check()
+        # Readers handed only `secret_key` (alert channels, the workers) read values stored
+        # under a previous key too, while a rotation is under way.
+        register_previous_keys(self.secret_key, self.previous_secret_keys)
 
     @property
     def secret_keys(self) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from alerts.secrets import decrypt, encrypt
+from alerts.secrets import decrypt, encrypt, readable_with_newest
 from portal.alerting.channels import destination
 from portal.db import create_engine, session_factory
 from portal.secret_rotation import RotationRefused, rotate
@@ -158,14 +158,19 @@ async def test_rotation_keeps_every_channel_readable(settings: Settings, pg: asy
                                                      acme: None) -> None:
     # Given channels stored under key A
     ids = await _store_channels(pg, KEY_A)
+    # While rotating (processes restarted with B current and A previous)
     rotating = replace(settings, secret_key=KEY_B, previous_secret_keys=(KEY_A,))
-    # While rotating (B current, A previous), every value is readable through the ring
     stored = await pg.fetch("SELECT destination_encrypted FROM alert_channels ORDER BY id")
     assert [decrypt(rotating.secret_keys, row[0]) for row in stored] == [u for u, _ in DESTINATIONS.values()]
+    # every channel is read by the sender, which is handed `settings.secret_key` alone
+    for kind, (url, signing) in DESTINATIONS.items():
+        assert await _read(settings, ids[kind], rotating.secret_key) == (url, signing)
     # When they are rotated to B
     report = await rotate(rotating)
     assert (report.rotated, report.were_under_previous, report.unreadable_disabled) == (3, 3, [])
-    # Then B alone reads every channel, and A none
+    # Then B alone reads every stored value, and A none
+    for row in await pg.fetch("SELECT destination_encrypted, signing_secret_encrypted FROM alert_channels"):
+        assert all(readable_with_newest(KEY_B, value) for value in row if value is not None)
     for kind, (url, signing) in DESTINATIONS.items():
         assert await _read(settings, ids[kind], KEY_B) == (url, signing)
         with pytest.raises(ValueError, match="secret key changed"):
