@@ -15,7 +15,6 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,9 @@ from portal.settings import Settings, from_environment
 
 
 def _base_settings(args: argparse.Namespace) -> Settings:
-    settings = from_environment()
-    if getattr(args, "data_dir", None):
-        settings = replace(settings, data_dir=Path(args.data_dir))
+    # The data dir is known before Settings is built: in development it holds the key.
+    data_dir = getattr(args, "data_dir", None)
+    settings = from_environment(data_dir=Path(data_dir) if data_dir else None)
     if bool(settings.database_url) != bool(settings.redis_url):
         sys.exit("set both DATABASE_URL and REDIS_URL, or neither (to use the embedded servers)")
     return settings

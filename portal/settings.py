@@ -236,7 +236,9 @@ class Settings:
             raise SettingsError(f"refusing to start (PORTAL_ENV={self.environment}): {problem}")
 
 
-def from_environment() -> Settings:
+def from_environment(*, data_dir: Path | None = None) -> Settings:
+    """Settings from the environment; `data_dir` (a command's --data-dir) wins over
+    PORTAL_DATA_DIR, and is the data dir whose key development uses."""
     env = os.environ
     return Settings(
         environment=env.get("PORTAL_ENV", "development"),
@@ -244,7 +246,7 @@ def from_environment() -> Settings:
         previous_secret_keys=tuple(
             k.strip() for k in env.get("PORTAL_SECRET_KEY_PREVIOUS", "").split(",") if k.strip()),
         trusted_proxies=_networks("PORTAL_TRUSTED_PROXIES"),
-        data_dir=Path(env.get("PORTAL_DATA_DIR", ".portal-data")),
+        data_dir=data_dir or Path(env.get("PORTAL_DATA_DIR", ".portal-data")),
         database_url=env.get("DATABASE_URL") or None,
         redis_url=env.get("REDIS_URL") or None,
         broker_url=env.get("BROKER_URL") or None,

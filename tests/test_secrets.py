@@ -211,3 +211,18 @@ async def test_rotation_leaves_unreadable_disabled_channels_and_names_them(
     assert report.rotated == 3
     assert report.unreadable_disabled == sorted(lost.values())
     assert await _read(settings, active["slack"], KEY_B) == DESTINATIONS["slack"]
+
+
+def test_a_commands_data_dir_holds_its_key(tmp_path: Path) -> None:
+    # `--data-dir` is the data dir whose key the command (and the processes it starts) use;
+    # nothing is made in the working directory. (`status` starts no server: it exits 1.)
+    workdir, data = tmp_path / "cwd", tmp_path / "data"
+    workdir.mkdir()
+    unset = ("PORTAL_DATA_DIR", "PORTAL_SECRET_KEY", "PORTAL_ENV")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    done = subprocess.run([sys.executable, "-m", "portal.cli", "--data-dir", str(data), "status"],
+                          cwd=workdir, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=60)
+    assert "no embedded servers are running" in done.stderr
+    assert (data / "secret_key").read_text().strip() == Settings(data_dir=data).secret_key
+    assert list(workdir.iterdir()) == []
