@@ -161,7 +161,7 @@ class KeyCache:
 
     async def _listen(self, redis: Redis) -> None:
         channel = revocations_channel(redis)
-        delay = 0.1
+        delay, told = 0.1, False
         while not self._closed:
             pubsub = redis.pubsub()
             try:
@@ -170,8 +170,12 @@ class KeyCache:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("API key revocation notices unavailable (%s): keys are checked in "
-                            "Postgres on every request until they are back", exc)
+                if self._listening:  # it was working: a new outage
+                    delay, told = 0.1, False
+                if not told:  # once per outage, not at every retry
+                    log.warning("API key revocation notices unavailable (%s): keys are checked in "
+                                "Postgres on every request until they are back", exc)
+                    told = True
             finally:
                 self._listening = False
                 self.forget()
