@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.di import Provide
-from litestar.exceptions import NotFoundException, ValidationException
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
@@ -22,11 +22,12 @@ from portal.broker import setup_broker
 from portal.catalog.routes import CustomerController, MeterController
 from portal.compat.routes import compat_handlers
 from portal.dependencies import provide_session, provide_state
-from portal.errors import problem_response, unprocessable
+from portal.errors import api_error, problem_response, unprocessable
 from portal.ingest.openapi import add_ingest_schemas
 from portal.ingest.routes import EventController
 from portal.logs import configure as configure_logs
 from portal.logs import request_ids
+from portal.openapi_answers import document_answers
 from portal.operations import OperationsController, healthz, metrics_endpoint, readyz
 from portal.pages.web import failed_anywhere, not_found_anywhere
 from portal.paths import STATIC_DIR
@@ -81,9 +82,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=5 * 1024 * 1024,
         middleware=[request_ids],
         exception_handlers={ValidationException: unprocessable, Problem: problem_response,
-                            NotFoundException: not_found_anywhere,
+                            NotFoundException: not_found_anywhere, HTTPException: api_error,
                             HTTP_500_INTERNAL_SERVER_ERROR: failed_anywhere},
         debug=False,
     )
     add_ingest_schemas(app)
+    document_answers(app)
     return app

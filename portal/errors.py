@@ -6,8 +6,9 @@ import logging
 import uuid
 from typing import Any
 
-from litestar import Request, Response
+from litestar import MediaType, Request, Response
 from litestar.exceptions import ClientException, HTTPException, InternalServerException, ValidationException
+from litestar.exceptions.responses import create_exception_response
 
 from portal import metrics
 from portal.logs import current_request_id
@@ -25,6 +26,14 @@ class ServiceUnavailable(ClientException):
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, headers={"Retry-After": RETRY_AFTER_S})
+
+
+def api_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Litestar's error answer, always as JSON: a route's own media type (text/csv, the
+    Prometheus text) is the type of its success, not of its errors."""
+    response = create_exception_response(request, exc)
+    response.media_type = MediaType.JSON
+    return response
 
 
 def unprocessable(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
@@ -87,5 +96,5 @@ def _own_http_exception_handler(request: Request[Any, Any, Any]) -> Any:
     if route_handler is None:  # failed before routing
         return None
     handlers = route_handler.resolve_exception_handlers()
-    kinds = (InternalServerException, HTTPException)
-    return next((handlers[kind] for kind in kinds if kind in handlers), None)
+    own = [handlers[kind] for kind in (InternalServerException, HTTPException) if kind in handlers]
+    return next((handler for handler in own if handler is not api_error), None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from portal.problems import Invalid
+from portal.schemas import check_time
 
 
 def choice(name: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
@@ -16,7 +17,8 @@ def choice(name: str, value: str | None, allowed: tuple[str, ...]) -> str | None
 
 
 def instant(name: str, value: str | None) -> datetime | None:
-    """A query parameter holding an ISO 8601 instant with its offset (None when absent)."""
+    """A query parameter holding an ISO 8601 instant with its offset, from 1970 to 9998
+    (None when absent)."""
     if value is None:
         return None
     try:
@@ -26,4 +28,8 @@ def instant(name: str, value: str | None) -> datetime | None:
     if parsed is None or parsed.tzinfo is None:
         raise Invalid(f"{name}: expected an ISO 8601 instant with an offset, such as "
                       f"2026-11-01T00:00:00Z; got {value!r}")
+    try:
+        check_time(name, parsed)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
     return parsed

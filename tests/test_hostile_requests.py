@@ -213,3 +213,89 @@ async def test_an_unexpected_error_on_a_page_is_the_500_page(
     assert partial.status_code == 500 and partial.text.startswith('<p class="error" role="alert">')
     assert len([r for r in caplog.records if r.exc_info]) == 2
     assert _unhandled("Boom") == before + 2
+
+
+# --- bodies: values Postgres cannot store are 422s naming the field ---------------------------
+
+PLAN = {"id": "metered", "name": "Metered", "currency": "USD", "charges": [
+    {"key": "base", "model": "flat", "amount": "10.00"},
+    {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.01"}]}
+
+
+async def _billed_customer(client: Client, key: str) -> None:
+    await make_customer(client, key, currency="USD", timezone="Asia/Kolkata")
+    await make_meter(client, key)
+    for path, body in (("/v1/plans", PLAN), ("/v1/customers/acme/subscriptions", {"planId": "metered"})):
+        response = await client.post(path, headers=auth(key), json=body)
+        assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/customers", {"id": "x", "name": "a\u0000b"}, "name"),
+    ("/v1/customers", {"id": "x", "name": "x", "timezone": "UTC\u0000"}, "timezone"),
+    ("/v1/meters", {"metricName": "m", "aggregation": "sum", "unit": "\u0000"}, "unit"),
+    ("/v1/meters", {"metricName": "m", "aggregation": "sum", "unit": "u", "groupBy": ["a\u0000"]}, "groupBy"),
+    ("/v1/plans", {**PLAN, "id": "p", "name": "N\u0000"}, "name"),
+    ("/v1/plans", {**PLAN, "id": "p", "description": "\u0000"}, "description"),
+    ("/v1/plans", {**PLAN, "id": "p", "charges": [{**PLAN["charges"][1], "meter": "api\u0000"}]}, "meter"),
+    ("/v1/plans", {**PLAN, "id": "p", "charges": [{**PLAN["charges"][1], "dimensions": {"r": "\u0000"}}]},
+     "dimensions"),
+    ("/v1/customers/acme/credits", {"amount": "1", "description": "\u0000"}, "description"),
+    ("/v1/customers/acme/credits", {"amount": "1", "expiresOn": "9999-12-31"}, "expiresOn"),
+    ("/v1/customers/acme/subscriptions", {"planId": "metered", "effectiveAt": "0001-01-01T00:00:00+14:00"},
+     "effectiveAt"),
+    ("/v1/customers/acme/subscriptions", {"planId": "metered", "effectiveAt": "9999-12-31T23:00:00-12:00"},
+     "effectiveAt"),
+    ("/v1/customers/acme/subscriptions", {"planId": "metered", "startDate": "0001-01-01"}, "startDate"),
+    ("/v1/customers/acme/invoices", {"period": "9999-12"}, "period"),
+    ("/v1/customers/acme/invoices", {"period": "0001-01"}, "period"),
+    ("/v1/customers/acme/alert-rules", {"name": "r\u0000", "levels": ["1"]}, "name"),
+    ("/v1/customers/acme/alert-rules", {"name": "r", "metricName": "\u0000", "levels": ["1"]}, "metricName"),
+    ("/v1/customers/acme/alert-rules", {"name": "r", "levels": ["1"], "channelIds": [2**63]}, "channelIds"),
+    ("/v1/customers/acme/alert-rules", {"name": "r", "levels": ["1e999999999"]}, "levels[0]"),
+    ("/v1/customers/acme/alert-rules", {"name": "r", "levels": ["1e-999999999"]}, "levels[0]"),
+    ("/v1/customers/acme/alert-rules", {"name": "r", "levels": ["50"], "basis": "budget",
+                                        "budget": "1e999999"}, "budget"),
+    ("/v1/customers/acme/alert-channels", {"name": "c\u0000", "destination": "json://127.0.0.1:9/x"}, "name"),
+    ("/v1/plans/metered/alert-rules", {"name": "r", "levels": ["1"], "metricName": "a\u0000"}, "metricName"),
+])
+async def test_a_body_value_postgres_cannot_store_is_422_naming_the_field(
+    client: Client, admin_key: str, path: str, body: dict[str, Any], field: str,
+) -> None:
+    await _billed_customer(client, admin_key)
+    response = await client.post(path, headers=auth(admin_key), json=body)
+    assert response.status_code == 422, response.text
+    named = " ".join(f"{e['key']} {e['message']}" for e in response.json()["extra"])
+    assert field in named, response.text
+
+
+@pytest.mark.parametrize("query", [
+    "from=0001-01-01T00:00:00%2B14:00", "to=9999-12-31T23:59:59-14:00", "from=9999-01-01T00:00:00Z",
+])
+async def test_an_instant_out_of_range_in_an_export_query_is_422(
+    client: Client, admin_key: str, query: str,
+) -> None:
+    response = await client.get(f"/v1/invoices/export.csv?{query}", headers=auth(admin_key))
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["extra"][0]["key"] == query.split("=")[0]
+
+
+@pytest.mark.parametrize("query", [
+    "start=0001-01-01T00:00:00Z&end=0001-01-02T00:00:00Z",
+    "start=9998-12-31T00:00:00Z&end=9999-12-31T23:59:59-14:00",
+])
+async def test_an_instant_out_of_range_in_a_usage_query_is_422(
+    client: Client, admin_key: str, query: str,
+) -> None:
+    await _billed_customer(client, admin_key)
+    response = await client.get(f"/v1/customers/acme/usage?metric=api_calls&{query}", headers=auth(admin_key))
+    assert response.status_code == 422, response.text
+    assert "must lie from 1970-01-01 to 9998-12-31" in response.json()["detail"]
+
+
+async def test_an_error_of_a_csv_route_is_json(client: Client, ingest_key: str) -> None:
+    response = await client.get("/v1/invoices/export.csv", headers=auth(ingest_key))
+    assert response.status_code == 403
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["status_code"] == 403

@@ -23,6 +23,7 @@ from portal.alerting.test_notices import send_test_notice
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
 from portal.dependencies import Db, Portal
+from portal.openapi_answers import error_answers
 from portal.problems import NotFound
 from portal.queryparams import choice
 
@@ -38,7 +39,7 @@ class CustomerAlertController(Controller):
     tags = ["alerts"]
     opt = ADMIN
 
-    @post("/alert-channels", status_code=201)
+    @post("/alert-channels", status_code=201, responses=error_answers(409))
     async def create_channel(self, customer_id: FromPath[str], data: JSONBody[ChannelCreate], db: Db,
                              portal: Portal) -> Channel:
         """Checked now: a URL Apprise cannot use, or one whose host is or resolves to an
@@ -97,7 +98,7 @@ class PlanAlertController(Controller):
     tags = ["alerts"]
     opt = ADMIN
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, responses=error_answers(409))
     async def create(self, plan_id: FromPath[str], data: JSONBody[RuleBody], db: Db) -> PlanRule:
         return await rules.create_plan_rule(db, plan_id, data)
 
@@ -117,7 +118,8 @@ class DeliveryController(Controller):
     async def list_(
         self, db: Db,
         customer_id: Annotated[str | None, QueryParameter(name="customerId")] = None,
-        status: Annotated[str | None, QueryParameter(name="status", description=STATUS_HELP)] = None,
+        status: Annotated[str | None, QueryParameter(name="status", description=STATUS_HELP,
+                                                     schema_extra={"enum": list(DELIVERY_STATUSES)})] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> list[Delivery]:
         wanted = choice("status", status, DELIVERY_STATUSES)

@@ -10,10 +10,29 @@ import msgspec
 
 from alerts.channels import ChannelKind
 from alerts.thresholds import Basis
-from portal.schemas import CamelStruct
+from portal.request_checks import ID_MAX
+from portal.schemas import NO_NUL, CamelStruct
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
+ChannelId = Annotated[int, msgspec.Meta(ge=1, le=ID_MAX)]
 MAX_LEVELS = 10
+# Levels and budgets: as large and as fine as an event quantity may be (numeric(32, 12)).
+MAX_LEVEL_DIGITS = 20
+MAX_LEVEL_PLACES = 12
+
+
+def _check_level(field: str, value: Decimal) -> None:
+    """ValueError naming `field` unless 0 < value < 10^20 with at most 12 decimal places;
+    judged by exponent and digits, so a huge exponent costs nothing."""
+    if not value.is_finite() or value <= 0:
+        raise ValueError(f"{field}: must be a number greater than 0")
+    if value.adjusted() >= MAX_LEVEL_DIGITS:
+        raise ValueError(f"{field}: must be less than 10^{MAX_LEVEL_DIGITS}")
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    if -(exponent + trailing_zeros) > MAX_LEVEL_PLACES:
+        raise ValueError(f"{field}: at most {MAX_LEVEL_PLACES} decimal places")
 
 
 class ChannelCreate(CamelStruct):
@@ -53,7 +72,7 @@ class RuleBody(CamelStruct):
     name: Name
     levels: Annotated[list[Decimal], msgspec.Meta(max_length=MAX_LEVELS)] = msgspec.field(
         default_factory=list)
-    metric_name: str | None = None
+    metric_name: Annotated[str, msgspec.Meta(pattern=NO_NUL)] | None = None
     basis: Basis = "absolute"
     budget: Decimal | None = None
     notify_recovery: bool = False
@@ -67,13 +86,13 @@ class RuleBody(CamelStruct):
         if not self.levels:
             raise ValueError("levels: a threshold rule needs at least one level")
         for i, level in enumerate(self.levels):
-            if not level.is_finite() or level <= 0:
-                raise ValueError(f"levels[{i}]: must be a number greater than 0")
+            _check_level(f"levels[{i}]", level)
         if len(set(self.levels)) != len(self.levels):
             raise ValueError("levels: must not repeat")
         if self.basis == "budget":
             if self.budget is None or not self.budget.is_finite() or self.budget <= 0:
                 raise ValueError("budget: a budget rule needs a budget greater than 0")
+            _check_level("budget", self.budget)
         elif self.budget is not None:
             raise ValueError("budget: only for basis 'budget'")
         if self.basis == "included" and self.metric_name is None:
@@ -93,7 +112,7 @@ class RuleBody(CamelStruct):
 
 class RuleCreate(RuleBody):
     # Channels to notify; empty means every channel of the customer.
-    channel_ids: list[int] = msgspec.field(default_factory=list)
+    channel_ids: list[ChannelId] = msgspec.field(default_factory=list)
 
 
 class Rule(CamelStruct):

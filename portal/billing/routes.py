@@ -8,6 +8,7 @@ from typing import Annotated, Any, cast
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,9 +36,11 @@ from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
 from portal.db import values
 from portal.dependencies import Db, Portal
+from portal.openapi_answers import error_answers
 from portal.periods import period_for, to_datetime
 from portal.problems import NotFound
 from portal.queryparams import choice, instant
+from portal.request_checks import ID_MAX
 from portal.state import PortalState
 
 ADMIN = {"scope": "admin"}
@@ -85,7 +88,9 @@ class PlanController(Controller):
     tags = ["billing"]
     opt = ADMIN
 
-    @post("/")
+    @post("/", status_code=201, responses={
+        200: ResponseSpec(data_container=Plan, description="The same plan exists already: nothing changed."),
+        **error_answers(409)})
     async def create(self, data: JSONBody[PlanCreate], db: Db) -> Response[Plan]:
         """201 with the plan; 200 if the same plan exists already; 409 if the id is taken
         by another definition; 422 naming the field for a bad charge."""
@@ -113,7 +118,7 @@ class CustomerBillingController(Controller):
         await _customer(db, customer_id)
         return await subscriptions.list_subscriptions(db, customer_id)
 
-    @post("/subscriptions", status_code=201)
+    @post("/subscriptions", status_code=201, responses=error_answers(409))
     async def subscribe(self, customer_id: FromPath[str], data: JSONBody[SubscriptionCreate],
                         db: Db, portal: Portal) -> Subscription:
         """First subscription, or a plan change (next period by default)."""
@@ -169,9 +174,10 @@ class InvoiceController(Controller):
     async def list_(
         self, db: Db, portal: Portal,
         customer_id: Annotated[str | None, QueryParameter(name="customerId")] = None,
-        invoice_state: Annotated[str | None, QueryParameter(name="state", description=STATE_HELP)] = None,
+        invoice_state: Annotated[str | None, QueryParameter(name="state", description=STATE_HELP,
+                                                            schema_extra={"enum": list(STATES)})] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-        before: Annotated[int | None, QueryParameter(ge=1)] = None,
+        before: Annotated[int | None, QueryParameter(ge=1, le=ID_MAX)] = None,
     ) -> list[InvoiceSummary]:
         """Newest first; page with `before=<last id>`."""
         state = cast(InvoiceState | None, choice("state", invoice_state, STATES))
@@ -185,7 +191,7 @@ class InvoiceController(Controller):
                                           grace=portal.settings.invoice_grace,
                                           complete_through=await _complete_through(portal))
 
-    @post("/{invoice_id:int}/approve", status_code=200)
+    @post("/{invoice_id:int}/approve", status_code=200, responses=error_answers(409))
     async def approve(self, invoice_id: FromPath[int], data: JSONBody[ApproveRequest], db: Db,
                       portal: Portal, request: Request[Any, Any, Any]) -> InvoiceView:
         """Finalize a draft awaiting review: numbered, immutable, prepaid credit drawn."""
@@ -196,7 +202,7 @@ class InvoiceController(Controller):
                                           complete_through=await _complete_through(portal))
         return await invoices.invoice_view(db, invoice, now=now, grace=grace)
 
-    @post("/{invoice_id:int}/void", status_code=200)
+    @post("/{invoice_id:int}/void", status_code=200, responses=error_answers(409))
     async def void(self, invoice_id: FromPath[int], data: JSONBody[VoidRequest], db: Db,
                    portal: Portal) -> InvoiceView:
         """Void a finalized invoice; answers with the reissued draft of its period."""

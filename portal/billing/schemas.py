@@ -15,11 +15,12 @@ from typing import Annotated, Literal
 import msgspec
 
 from portal.billing.currencies import is_currency
-from portal.schemas import ID_PATTERN, CamelStruct
+from portal.schemas import ID_PATTERN, NO_NUL, CamelStruct, check_time
 
 PlanId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=ID_PATTERN)]
 ChargeKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=ID_PATTERN)]
-Text = Annotated[str, msgspec.Meta(max_length=200)]
+Text = Annotated[str, msgspec.Meta(max_length=200, pattern=NO_NUL)]
+Label = Annotated[str, msgspec.Meta(pattern=NO_NUL)]
 ChargeModel = Literal["per_unit", "graduated", "volume", "package", "flat"]
 # Prices carry up to 12 decimal places (a fraction of a cent per API call is common).
 MAX_PRICE_PLACES = 12
@@ -75,7 +76,7 @@ class Charge(CamelStruct):
 
     key: ChargeKey
     model: ChargeModel
-    meter: str | None = None
+    meter: Label | None = None
     description: Text = ""
     unit_price: Decimal | None = None
     tiers: tuple[Tier, ...] = ()
@@ -83,7 +84,7 @@ class Charge(CamelStruct):
     package_price: Decimal | None = None
     amount: Decimal | None = None
     included_quantity: Decimal = Decimal(0)
-    dimensions: dict[str, str] = msgspec.field(default_factory=dict)
+    dimensions: dict[Label, Label] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         path = f"charge {self.key}"
@@ -172,7 +173,7 @@ class PlanCreate(CamelStruct):
     """A plan: immutable once created (invoices keep a copy of what they were rated on)."""
 
     id: PlanId
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
     currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
     charges: tuple[Charge, ...]
     discounts: tuple[Discount, ...] = ()
@@ -227,6 +228,10 @@ class SubscriptionCreate(CamelStruct):
     effective_at: datetime | None = None
     discounts: tuple[Discount, ...] = ()
 
+    def __post_init__(self) -> None:
+        check_time("startDate", self.start_date)
+        check_time("effectiveAt", self.effective_at)
+
 
 class DraftRequest(CamelStruct):
     """Create or refresh a customer's draft for the period starting in `period`
@@ -234,15 +239,19 @@ class DraftRequest(CamelStruct):
 
     period: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] | None = None
 
+    def __post_init__(self) -> None:
+        if self.period is not None:
+            check_time("period", date(int(self.period[:4]), int(self.period[5:]), 1))
+
 
 class ApproveRequest(CamelStruct):
     """Who approves (defaults to the API key's name)."""
 
-    approved_by: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    approved_by: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)] | None = None
 
 
 class VoidRequest(CamelStruct):
-    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=NO_NUL)]
 
 
 class CreditGrantCreate(CamelStruct):
@@ -254,3 +263,4 @@ class CreditGrantCreate(CamelStruct):
 
     def __post_init__(self) -> None:
         _check_amount("amount", self.amount, positive=True)
+        check_time("expiresOn", self.expires_on)

@@ -11,6 +11,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from portal.catalog import service
 from portal.catalog.schemas import Customer, CustomerCreate, Meter, MeterCreate
 from portal.dependencies import Db, Portal
+from portal.openapi_answers import error_answers
 
 ADMIN = {"scope": "admin"}
 
@@ -26,7 +27,7 @@ class CustomerController(Controller):
     tags = ["catalog"]
     opt = ADMIN
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, responses=error_answers(409))
     async def create(self, data: JSONBody[CustomerCreate], db: Db, portal: Portal) -> Customer:
         """Create a customer; 409 if the id exists."""
         try:
@@ -60,7 +61,7 @@ class MeterController(Controller):
     tags = ["catalog"]
     opt = ADMIN
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, responses=error_answers(409))
     async def create(self, data: JSONBody[MeterCreate], db: Db, portal: Portal) -> Meter:
         """Create a meter; 409 if the metric name exists."""
         try:

@@ -8,19 +8,19 @@ from typing import Annotated, Literal
 import msgspec
 
 from portal.periods import zone
-from portal.schemas import ID_PATTERN, CamelStruct
+from portal.schemas import ID_PATTERN, NO_NUL, CamelStruct
 
 Aggregation = Literal["sum", "count", "max", "unique_count", "latest"]
 Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=ID_PATTERN)]
 MetricName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=ID_PATTERN)]
-DimensionName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+DimensionName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NO_NUL)]
 CurrencyCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
 
 
 class CustomerCreate(CamelStruct):
     id: Identifier
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    timezone: str = "UTC"
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+    timezone: Annotated[str, msgspec.Meta(pattern=NO_NUL)] = "UTC"
     currency: CurrencyCode = "USD"
 
     def __post_init__(self) -> None:
@@ -41,7 +41,7 @@ class Customer(CamelStruct):
 class MeterCreate(CamelStruct):
     metric_name: MetricName
     aggregation: Aggregation
-    unit: Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
+    unit: Annotated[str, msgspec.Meta(min_length=1, max_length=50, pattern=NO_NUL)]
     group_by: list[DimensionName] = msgspec.field(default_factory=list)
     unique_by: DimensionName | None = None
 

@@ -12,7 +12,6 @@ from typing import Any
 from litestar import Controller, Request, Response
 from litestar.datastructures import CacheControlHeader, ResponseHeader
 from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
-from litestar.exceptions.responses import create_exception_response
 from litestar.response import Redirect, Template
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
@@ -22,7 +21,7 @@ from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
 )
 
-from portal.errors import internal_error_response, report_unexpected
+from portal.errors import api_error, internal_error_response, report_unexpected
 from portal.pages.access import PAGE_GUARDS, LoginRequired, viewer, viewer_or_none
 from portal.pages.sessions import SESSION_COOKIE
 from portal.problems import Conflict, Invalid, NotFound
@@ -85,7 +84,7 @@ def not_found_anywhere(request: Request[Any, Any, Any], exc: NotFoundException) 
     if request.url.path.startswith("/portal"):
         return error_page(request, HTTP_404_NOT_FOUND, "Not found",
                           "There is no such page. Check the address, or start again from your start page.")
-    return create_exception_response(request, exc)
+    return api_error(request, exc)
 
 
 def bad_address_page(request: Request[Any, Any, Any],

@@ -12,7 +12,7 @@ from litestar.params import FromPath, FromQuery
 from portal.catalog import service as catalog
 from portal.dependencies import Db, Portal
 from portal.periods import period_for, to_datetime
-from portal.schemas import CamelStruct
+from portal.schemas import CamelStruct, check_time
 from portal.usage.anomalies import AnomalyOut, recent_anomalies
 from portal.usage.combine import exact
 from portal.usage.service import billed_usage, live_usage
@@ -59,6 +59,10 @@ class UsageController(Controller):
         for name, value in (("start", start), ("end", end)):
             if value is not None and value.tzinfo is None:
                 raise ValidationException(f"{name}: needs an offset (Z or ±hh:mm)")
+            try:
+                check_time(name, value)
+            except ValueError as exc:
+                raise ValidationException(str(exc)) from None
         period = period_for(portal.now(), customer.timezone)
         start = start or period.start
         end = end or period.end
