@@ -180,7 +180,7 @@ class KeyCache:
                 self._listening = False
                 self.forget()
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await asyncio.wait_for(pubsub.aclose(), timeout=1.0)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -206,10 +206,19 @@ class KeyCache:
 
     async def close(self) -> None:
         self._closed = True
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        listener, self._listener = self._listener, None
+        if listener is not None and not listener.done():
+            owner = listener.get_loop()
+            if owner is asyncio.get_running_loop():
+                listener.cancel()
+                # Bounded: a shutdown must never wait on a Redis that does not answer.
+                await asyncio.wait({listener}, timeout=2.0)
+            elif not owner.is_closed():
+                # The listener runs on the loop that served requests, which may not be the
+                # one closing the app (a test client runs the lifespan in its own thread,
+                # and blocks the requests' loop meanwhile): awaiting it from here would
+                # wait forever, so it is only told to stop.
+                owner.call_soon_threadsafe(listener.cancel)
         self._listening = False
         self.forget()
 
