@@ -144,12 +144,13 @@ class HeartbeatTask:
         self.identity = identity
         self.every_s = every_s or interval_s()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             await self._beat(stopped=False)
             await asyncio.sleep(self.every_s)
 
@@ -160,12 +161,19 @@ class HeartbeatTask:
                                               stopped=stopped), max(self.every_s, 1.0))
 
     async def stop(self) -> None:
-        if self._task is None:
+        task, self._task = self._task, None
+        if task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        self._stopping = True
+        task.cancel()
+        # Python 3.11's wait_for can swallow a cancellation that lands as its inner call
+        # finishes, and the loop then sleeps on: cancel again until the task ends (bounded;
+        # the `_stopping` flag ends the loop at its next turn anyway).
+        for _ in range(50):
+            done, _pending = await asyncio.wait({task}, timeout=0.1)
+            if done:
+                break
+            task.cancel()
         await self._beat(stopped=True)
 
 
