@@ -12,7 +12,9 @@ from litestar.testing import AsyncTestClient
 from prometheus_client import REGISTRY
 
 from tests.factories import auth, make_customer, make_meter
-from tests.pages.helpers import make_user, sign_in
+from tests.pages.helpers import login_form, make_user, sign_in
+from tests.pages.test_manager_review import SEPT, draft
+from tests.pages.test_manager_review import world as review_world
 
 Client = AsyncTestClient[Any]
 BEYOND_BIGINT = "9223372036854775808"  # 2**63: asyncpg cannot bind it as a Postgres bigint
@@ -299,3 +301,40 @@ async def test_an_error_of_a_csv_route_is_json(client: Client, ingest_key: str) 
     assert response.status_code == 403
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["status_code"] == 403
+
+
+# --- page forms: a NUL is refused with the form again, never a 500 ----------------------------
+
+async def test_a_nul_in_the_sign_in_form_is_a_wrong_sign_in(client: Client, pg: asyncpg.Connection) -> None:
+    await make_user(pg, "user@acme.test", customer_id=None, role="admin")
+    token = await login_form(client)
+    response = await client.post("/portal/login", data={
+        "email": "user@acme.test\u0000", "password": "x", "csrf_token": token}, follow_redirects=False)
+    assert response.status_code == 401, response.text
+    assert "That email address and password do not match an account." in response.text
+
+
+async def test_a_nul_in_an_api_key_name_is_refused_on_the_form(
+    client: Client, pg: asyncpg.Connection,
+) -> None:
+    await make_user(pg, "ada@vendor.test", role="admin")
+    csrf = await sign_in(client, "ada@vendor.test")
+    response = await client.post("/portal/admin/keys", data={
+        "name": "ci\u0000", "scope": "ingest", "csrf_token": csrf})
+    assert response.status_code == 422, response.text
+    assert await pg.fetchval("SELECT count(*) FROM api_keys") == 0
+
+
+@pytest.mark.parametrize(("action", "form"), [
+    ("void", {"reason": "wrong plan\u0000"}),
+    ("adjustments", {"kind": "credit", "amount": "1.00", "reason": "goodwill\u0000"}),
+])
+async def test_a_nul_in_a_review_reason_is_refused_on_the_form(
+    client: Client, admin_key: str, pg: asyncpg.Connection, action: str, form: dict[str, str],
+) -> None:
+    csrf = await review_world(client, admin_key, pg)
+    invoice_id = await draft(pg, start=SEPT[0], end=SEPT[1], status="finalized", number="INV-000007")
+    response = await client.post(f"/portal/invoices/{invoice_id}/{action}", data={**form, "csrf_token": csrf})
+    assert response.status_code == 422, response.text
+    assert "must not contain NUL characters" in response.text
+    assert await pg.fetchval("SELECT status FROM invoices WHERE id = $1", invoice_id) == "finalized"

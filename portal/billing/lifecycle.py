@@ -77,6 +77,8 @@ async def void(session: AsyncSession, invoice_id: int, *, reason: str, now: date
                        "invoices are voided (a draft is simply recomputed)")
     if not reason.strip():
         raise Invalid("reason: say why the invoice is voided")
+    if "\x00" in reason:
+        raise Invalid("reason: must not contain NUL characters")
     await release_credit(session, invoice.id)
     await session.execute(
         text("UPDATE invoices SET status = 'void', voided_at = :now, void_reason = :r WHERE id = :id"),

@@ -56,6 +56,8 @@ async def add_manual_adjustment(session: AsyncSession, invoice_id: int, *, kind:
         raise Invalid("kind: choose credit (less is owed) or debit (more is owed)")
     if not reason.strip():
         raise Invalid("reason: say why the invoice is adjusted")
+    if "\x00" in reason:
+        raise Invalid("reason: must not contain NUL characters")
     invoice = await locked_invoice(session, invoice_id)
     if invoice.status != "finalized":
         raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}; only finalized "

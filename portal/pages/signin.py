@@ -89,6 +89,8 @@ class LoginController(Controller):
             return again(HTTP_403_FORBIDDEN, _EXPIRED_FORM)
         if not data.email.strip() or not data.password:
             return again(HTTP_401_UNAUTHORIZED, "Enter your email address and your password.")
+        if "\x00" in data.email:  # no account has one (and Postgres refuses it in text)
+            return again(HTTP_401_UNAUTHORIZED, "That email address and password do not match an account.")
         client = client_address(request, settings.trusted_proxies)
         lockout = await throttle.locked_out(portal.redis, data.email, client)
         if lockout is not None:

@@ -40,7 +40,7 @@ class KeyPagesController(AdminController):
     async def create(self, request: Request[Any, Any, Any], db: Db) -> Template:
         data = await read_form(request)
         form = key_form({"name": text_of(data, "name"), "scope": text_of(data, "scope")})
-        if not form.values["name"] or len(form.values["name"]) > MAX_NAME:
+        if not form.values["name"] or len(form.values["name"]) > MAX_NAME or "\x00" in form.values["name"]:
             form.fail("name", f"give the key a name of 1 to {MAX_NAME} characters (who or what uses it)")
         scope = form.values["scope"]
         if scope not in service.SCOPES:
