@@ -104,10 +104,11 @@ def _document(operation: Operation, handler: Any, *, has_path_ids: bool) -> None
     if decoded_body or any(p.param_in == "query" for p in parameters):
         codes.add(422)
     # Routes with their own error shape (the compatible endpoints) are documented by code only.
-    own_shape = HTTPException in handler.resolve_exception_handlers()
+    own_shape = HTTPException in (handler.exception_handlers or {})
     responses = operation.responses if operation.responses is not None else {}
     for code in sorted(codes):
-        if code == 400 or str(code) not in responses:
+        # Litestar's own 400 (its validation error) is replaced, unless the route wrote its own.
+        if str(code) not in responses or (code == 400 and not own_shape):
             content = None if own_shape else {"application/json": OpenAPIMediaType(
                 schema=Reference(ref=f"#/components/schemas/{ErrorBody.__name__}"))}
             responses[str(code)] = OpenAPIResponse(description=MEANINGS[code], content=content)

@@ -7,6 +7,7 @@ from functools import lru_cache
 from typing import Annotated, Any
 
 from litestar import Controller, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery, QueryParameter
 from sqlalchemy import text
 
@@ -78,7 +79,9 @@ async def metrics_endpoint(portal: Portal) -> Response[bytes]:
     return Response(body, media_type=metrics.CONTENT_TYPE)
 
 
-@get("/readyz", tags=["operations"])
+@get("/readyz", tags=["operations"], responses={503: ResponseSpec(
+    dict[str, str], description="Not ready: each problem named (a store down, restarting or loading "
+    "its data, or the database not migrated to this code's head).", generate_examples=False)})
 async def readyz(portal: Portal) -> Response[dict[str, str]]:
     """200 when this process can serve traffic: Postgres, Redis and the broker reachable
     and the database migrated to this code's head; 503 naming each problem otherwise (a

@@ -14,6 +14,7 @@ from litestar.exceptions import HTTPException
 
 from portal.compat import cloudevents, lago, stripe
 from portal.compat.mapping import MappingError, decode_json, map_events, meter_specs, submit
+from portal.compat.openapi import LagoBatchOperation, SharedEventsOperation, StripeMeterEventsOperation
 from portal.dependencies import Portal
 from portal.ingest.service import IngestUnavailable
 from portal.ingest.validation import BodyError
@@ -87,8 +88,8 @@ async def _lago(state: Any, events: list[Any], *, batch: bool) -> Response[Any]:
 
 
 @post("/api/v1/events", opt=INGEST, request_max_body_size=MAX_BODY, tags=["compat"],
-      summary="OpenMeter (CloudEvents) and Lago compatible ingest",
-      exception_handlers={HTTPException: _shared_errors})
+      summary="OpenMeter (CloudEvents) and Lago compatible ingest", status_code=200,
+      operation_class=SharedEventsOperation, exception_handlers={HTTPException: _shared_errors})
 async def shared_events(request: Request[Any, Any, Any], portal: Portal) -> Response[Any]:
     """CloudEvents (one or a batch) answered like OpenMeter: 204, or 400 problem details;
     `{"event": {...}}` answered like Lago: 200 with the event, or 422."""
@@ -120,7 +121,8 @@ async def shared_events(request: Request[Any, Any, Any], portal: Portal) -> Resp
 
 
 @post("/api/v1/events/batch", opt=INGEST, request_max_body_size=MAX_BODY, tags=["compat"],
-      summary="Lago compatible batch ingest", exception_handlers={HTTPException: _lago_errors})
+      summary="Lago compatible batch ingest", status_code=200, operation_class=LagoBatchOperation,
+      exception_handlers={HTTPException: _lago_errors})
 async def lago_batch(request: Request[Any, Any, Any], portal: Portal) -> Response[Any]:
     """`{"events": [...]}` answered like Lago: 200 with the events, or 422 naming each bad
     event by its index (nothing counted)."""
@@ -134,7 +136,8 @@ async def lago_batch(request: Request[Any, Any, Any], portal: Portal) -> Respons
 
 
 @post("/v1/billing/meter_events", opt=INGEST, request_max_body_size=64 * 1024, tags=["compat"],
-      summary="Stripe compatible meter events", exception_handlers={HTTPException: _stripe_errors})
+      summary="Stripe compatible meter events", status_code=200, operation_class=StripeMeterEventsOperation,
+      exception_handlers={HTTPException: _stripe_errors})
 async def stripe_meter_events(request: Request[Any, Any, Any], portal: Portal) -> Response[Any]:
     """A form-encoded meter event answered like Stripe: 200 with the `billing.meter_event`,
     or 400 `invalid_request_error` (nothing counted)."""

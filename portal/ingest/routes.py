@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.exceptions import ClientException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from portal import metrics, quality
@@ -20,6 +21,14 @@ from portal.ingest.service import CONFLICT_ERROR, IngestUnavailable
 from portal.ingest.validation import MAX_JSON_DEPTH, BodyError, rejection_reason
 
 INGEST = {"scope": "ingest"}
+
+# What the document says besides the 202: the same per-event result, when nothing was taken.
+INGEST_ANSWERS = {
+    409: ResponseSpec(IngestResult, description="Every event conflicts with an earlier one of the same "
+                      "id and different content; `rejected` names each.", generate_examples=False),
+    422: ResponseSpec(IngestResult, description="No event was accepted; `rejected` gives each event's "
+                      "index and reason.", generate_examples=False),
+}
 
 
 class PayloadTooLarge(ClientException):
@@ -84,7 +93,7 @@ class EventController(Controller):
     opt = INGEST
 
     @post("/", request_max_body_size=64 * 1024, summary="Submit one usage event",
-          operation_class=SingleEventOperation)
+          status_code=HTTP_202_ACCEPTED, responses=INGEST_ANSWERS, operation_class=SingleEventOperation)
     async def one(
         self, request: Request[Any, Any, Any], portal: Portal,
     ) -> Response[IngestResult]:
@@ -93,7 +102,7 @@ class EventController(Controller):
         return await _run(portal, [readable_body(await request.body())])
 
     @post("/batch", summary="Submit up to 1000 usage events", request_max_body_size=5 * 1024 * 1024,
-          operation_class=EventBatchOperation)
+          status_code=HTTP_202_ACCEPTED, responses=INGEST_ANSWERS, operation_class=EventBatchOperation)
     async def batch(
         self, request: Request[Any, Any, Any], portal: Portal,
     ) -> Response[IngestResult]:
