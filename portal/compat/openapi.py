@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Reference, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 
 from portal.compat import cloudevents
@@ -21,7 +21,8 @@ _ARRAY = Schema(type=OpenAPIType.ARRAY, items=_OBJECT)
 
 
 def _object(*required: str, **properties: Schema) -> Schema:
-    return Schema(type=OpenAPIType.OBJECT, required=list(required) or None, properties=properties or None)
+    fields: dict[str, Schema | Reference] = dict(properties)
+    return Schema(type=OpenAPIType.OBJECT, required=list(required) or None, properties=fields or None)
 
 
 _TEXT = Schema(type=OpenAPIType.STRING)
