@@ -30,6 +30,7 @@ INGEST_QUEUE = "ingest"
 MAINTENANCE_QUEUE = "maintenance"
 # Alert evaluation and delivery: never stuck behind a backlog of ingest or maintenance.
 ALERTS_QUEUE = "alerts"
+QUEUES = (INGEST_QUEUE, MAINTENANCE_QUEUE, ALERTS_QUEUE)
 
 _broker: ResilientRedisBroker | None = None
 

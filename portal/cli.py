@@ -145,7 +145,40 @@ def cmd_status(args: argparse.Namespace) -> None:
     settings, _ = _settings(args, start_embedded=False)
     from portal.status import gather_status, render
 
-    print(render(asyncio.run(gather_status(settings))))
+    status = asyncio.run(gather_status(settings))
+    print(render(status))
+    # For monitors and scripts: 1 when something needs an operator (the first line says what).
+    if status.attention:
+        sys.exit(1)
+
+
+def cmd_dead_letters_list(args: argparse.Namespace) -> None:
+    settings, started = _settings(args)
+    try:
+        from portal import dead_letters
+
+        with dead_letters.broker_client(settings) as client:
+            letters = dead_letters.listing(client)
+        for letter in letters:
+            died = letter.died_at.isoformat(timespec="seconds")
+            print(f"{letter.queue:<12}{letter.message_id}  {letter.actor:<22}died {died}")
+        print(f"{len(letters)} dead letter(s)", file=sys.stderr)
+    finally:
+        if started:
+            started.stop()
+
+
+def cmd_dead_letters_replay(args: argparse.Namespace) -> None:
+    settings, started = _settings(args)
+    try:
+        from portal import dead_letters
+
+        with dead_letters.broker_client(settings) as client:
+            moved = dead_letters.requeue(client, args.queue, ids=args.id or None)
+        print(f"put {moved} dead letter(s) of {args.queue} back on their queue", file=sys.stderr)
+    finally:
+        if started:
+            started.stop()
 
 
 def cmd_web(args: argparse.Namespace) -> None:
@@ -358,8 +391,19 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--id", type=int, action="append", help="a failed event id (repeatable)")
     replay.set_defaults(func=cmd_failed_replay)
 
-    sub.add_parser("status", help="queue depths, lag, failed events, drift, the last reconcile").set_defaults(
-        func=cmd_status)
+    sub.add_parser("status", help="stores, roles, queue depths, lag, failed events, drift, the last "
+                   "reconcile; exits 1 when something needs an operator").set_defaults(func=cmd_status)
+
+    from portal.broker import INGEST_QUEUE, QUEUES
+
+    dead = sub.add_parser("dead-letters", help="messages the workers gave up on")
+    dead_sub = dead.add_subparsers(dest="dead_letters_command", required=True)
+    dead_sub.add_parser("list", help="every dead letter: queue, message id, job, when it died").set_defaults(
+        func=cmd_dead_letters_list)
+    requeue = dead_sub.add_parser("replay", help="put dead letters back on their queue (all, or --id)")
+    requeue.add_argument("--queue", choices=QUEUES, default=INGEST_QUEUE)
+    requeue.add_argument("--id", action="append", help="a message id from `dead-letters list` (repeatable)")
+    requeue.set_defaults(func=cmd_dead_letters_replay)
 
     reconcile = sub.add_parser("reconcile", help="queue a reconcile of the live view now")
     reconcile.add_argument("--full", action="store_true", help="rebuild every live hour")

@@ -22,13 +22,18 @@ drop ingest dead letters.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
-from portal.broker import ALERTS_QUEUE, INGEST_QUEUE, MAINTENANCE_QUEUE
+from portal.broker import ALERTS_QUEUE, INGEST_QUEUE, MAINTENANCE_QUEUE, QUEUES
 from portal.live import keys
+from portal.settings import Settings
 
 NAMESPACE = "dramatiq"
 DEAD_LETTER_DAYS = 7
@@ -151,3 +156,38 @@ def requeue(client: redis.Redis, queue: str = INGEST_QUEUE, ids: list[str] | Non
                                  f"{NAMESPACE}:{queue}.msgs", f"{NAMESPACE}:{queue}",
                                  message_id, json.dumps(message)))
     return moved
+
+
+@contextlib.contextmanager
+def broker_client(settings: Settings) -> Iterator[redis.Redis]:
+    """A client of the broker's Redis (the operator's commands)."""
+    client = redis.Redis.from_url(settings.effective_broker_url or settings.redis_url or "")
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    queue: str
+    message_id: str
+    actor: str
+    died_at: datetime
+
+
+def listing(client: redis.Redis) -> list[DeadLetter]:
+    """Every dead letter of every queue, oldest first within a queue."""
+    letters = []
+    for queue in QUEUES:
+        dead: list[tuple[bytes, float]] = client.zrange(dead_key(queue), 0, -1, withscores=True)  # type: ignore[assignment]
+        if not dead:
+            continue
+        messages = client.hmget(dead_messages_key(queue), [message_id for message_id, _ in dead])
+        for (message_id, died_ms), raw in zip(dead, messages, strict=True):
+            actor = _decode(raw).get("actor_name") if raw is not None else None
+            text_id = message_id.decode() if isinstance(message_id, bytes) else str(message_id)
+            letters.append(DeadLetter(
+                queue=queue, message_id=text_id, actor=actor if isinstance(actor, str) else "?",
+                died_at=datetime.fromtimestamp(died_ms / 1000, UTC)))
+    return letters

@@ -14,11 +14,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import text
 
+from portal.broker import QUEUES
 from portal.db import values
 from portal.health import billing_health
 from portal.periods import to_datetime
 from portal.state import PortalState
-from portal.status import QUEUES
 
 Family = GaugeMetricFamily
 

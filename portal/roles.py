@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 ROLES = ("web", "worker", "scheduler")
 # Roles /readyz watches: the web answering it is alive by definition.
 BACKGROUND_ROLES = ("worker", "scheduler")
-DEFAULT_INTERVAL_S = 5.0
 # A process is alive while its last beat is younger than this many of its intervals.
 ALIVE_BEATS = 3
 
@@ -53,14 +52,6 @@ for _, field in ipairs(gone) do
 end
 return now
 """
-
-
-def interval_s() -> float:
-    """Seconds between beats: `PORTAL_HEARTBEAT_SECONDS` (tests shorten it), default 5."""
-    try:
-        return max(float(os.environ.get("PORTAL_HEARTBEAT_SECONDS", DEFAULT_INTERVAL_S)), 0.1)
-    except ValueError:
-        return DEFAULT_INTERVAL_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +110,11 @@ class HeartbeatThread(threading.Thread):
     """Beats for a synchronous process (a worker process, the scheduler) until `stop()`,
     which writes a last beat saying the process stopped."""
 
-    def __init__(self, client: redis.Redis, identity: Identity, every_s: float | None = None) -> None:
+    def __init__(self, client: redis.Redis, identity: Identity, every_s: float) -> None:
         super().__init__(name=f"heartbeat-{identity.role}", daemon=True)
         self.client = client
         self.identity = identity
-        self.every_s = every_s or interval_s()
+        self.every_s = every_s  # Settings.heartbeat_seconds
         self._stopping = threading.Event()
 
     def run(self) -> None:
@@ -139,10 +130,10 @@ class HeartbeatThread(threading.Thread):
 class HeartbeatTask:
     """Beats for an asyncio process (a web process) until `stop()`."""
 
-    def __init__(self, client: AsyncRedis, identity: Identity, every_s: float | None = None) -> None:
+    def __init__(self, client: AsyncRedis, identity: Identity, every_s: float) -> None:
         self.client = client
         self.identity = identity
-        self.every_s = every_s or interval_s()
+        self.every_s = every_s  # Settings.heartbeat_seconds
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 

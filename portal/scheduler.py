@@ -136,7 +136,7 @@ def run_scheduler(settings: Settings, stop: threading.Event | None = None) -> No
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    heartbeat = HeartbeatThread(client, Identity.of_this_process("scheduler"))
+    heartbeat = HeartbeatThread(client, Identity.of_this_process("scheduler"), settings.heartbeat_seconds)
     heartbeat.start()
     scheduler = Scheduler(client, jobs(settings))
     try:

@@ -65,6 +65,19 @@ def _decimal(name: str, default: Decimal) -> Decimal:
     return value
 
 
+def _seconds(name: str, default: float, *, least: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if not least <= value < float("inf"):
+        raise SettingsError(f"{name} must be at least {least} seconds, got {raw!r}")
+    return value
+
+
 def _networks(name: str) -> tuple[str, ...]:
     """Comma-separated IP addresses or CIDR networks (`10.0.0.0/8, ::1`), each checked and
     written as a network (`::1/128`); empty: none."""
@@ -177,6 +190,8 @@ class Settings:
     # Per million broker commands, how many also run the requeue-dead-workers check.
     broker_maintenance_chance: int = 50_000
     catalog_cache_seconds: float = 5.0
+    # Every process beats this often (portal/roles.py); one silent for 3 beats is not alive.
+    heartbeat_seconds: float = 5.0
     # After a period ends, its draft waits this long for late events before it can be
     # approved (it shows as awaiting review from then on).
     invoice_grace: timedelta = timedelta(hours=24)
@@ -270,6 +285,7 @@ def from_environment(*, data_dir: Path | None = None) -> Settings:
         forecast_min_elapsed=timedelta(minutes=_int("PORTAL_FORECAST_MIN_ELAPSED_MINUTES", 60)),
         destination_allow_networks=_destination_networks(),
         catalog_cache_seconds=float(_int("PORTAL_CATALOG_CACHE_SECONDS", 5)),
+        heartbeat_seconds=_seconds("PORTAL_HEARTBEAT_SECONDS", 5.0, least=0.1),
     )
 
 

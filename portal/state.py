@@ -73,7 +73,7 @@ class PortalState:
             asyncio.get_running_loop()
         except RuntimeError:  # opened outside a loop (a script): no heartbeat
             return state
-        state.heartbeat = HeartbeatTask(redis, Identity.of_this_process("web"))
+        state.heartbeat = HeartbeatTask(redis, Identity.of_this_process("web"), settings.heartbeat_seconds)
         state.heartbeat.start()
         return state
 

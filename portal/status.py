@@ -25,7 +25,7 @@ from redis.backoff import NoBackoff
 from sqlalchemy import text
 
 from portal import dead_letters
-from portal.broker import ALERTS_QUEUE, INGEST_QUEUE, MAINTENANCE_QUEUE
+from portal.broker import INGEST_QUEUE, QUEUES
 from portal.db import create_engine, session_factory, transaction, values
 from portal.live import keys
 from portal.live.store import LiveStore
@@ -34,8 +34,6 @@ from portal.roles import BACKGROUND_ROLES, ROLES, RolesSeen, read_roles
 from portal.settings import Settings
 
 T = TypeVar("T")
-
-QUEUES = (INGEST_QUEUE, MAINTENANCE_QUEUE, ALERTS_QUEUE)
 
 PERSIST_FAILURES_KEY = keys.PERSIST_FAILURES_KEY
 PERSIST_FAILURES_KEPT = 1000
@@ -212,6 +210,22 @@ class Status:
         return persist_stall(postgres_down="postgres" in self.stores_down, waiting=self.waiting,
                              roles=self.roles)
 
+    @property
+    def attention(self) -> list[str]:
+        """What needs an operator now (`usage-portal status` exits 1 when anything does):
+        a store down, a background role seen before and alive no more, persisting stalled,
+        accepted events dead-lettered. Failed events and drift are shown but are the billing
+        health's business (/v1/billing/health), not an outage."""
+        problems = [f"{name} is down" for name in ("postgres", "redis", "broker") if name in self.stores_down]
+        if self.roles is not None:
+            problems += [p for p in (self.roles.problem(role) for role in BACKGROUND_ROLES) if p]
+        if (stall := self.persist_stall) is not None:
+            problems.append(f"persisting {stall}")
+        ingest_dead = next((q.dead for q in self.queues if q.name == INGEST_QUEUE), 0)
+        if ingest_dead:
+            problems.append(f"{ingest_dead} ingest message(s) dead-lettered")
+        return problems
+
 
 async def _queue(broker: Redis, name: str) -> QueueDepth:
     async with broker.pipeline(transaction=False) as pipe:
@@ -374,7 +388,7 @@ def _queue_lines(status: Status) -> list[str]:
     ingest_dead = next((q.dead for q in status.queues if q.name == INGEST_QUEUE), 0)
     if ingest_dead:
         lines.append(f"  {ingest_dead} ingest message(s) dead-lettered: accepted events not in "
-                     "Postgres, kept until replayed")
+                     "Postgres, kept until replayed (usage-portal dead-letters replay)")
     return lines
 
 
@@ -401,7 +415,9 @@ def render(status: Status) -> str:
     else:
         lag_line = "lag             unknown (Redis unavailable)"
     failed, reconcile, *others = _postgres_lines(status)
-    lines = [f"usage portal status at {now.isoformat(timespec='seconds')}", "",
+    attention = status.attention
+    verdict = ("NEEDS ATTENTION: " + "; ".join(attention)) if attention else "all well"
+    lines = [f"usage portal status at {now.isoformat(timespec='seconds')}: {verdict}", "",
              *_store_lines(status), "", *_role_lines(status), "", *_queue_lines(status), "",
              lag_line, failed, _persist_line(status), reconcile, *others]
     if status.job_successes:

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from portal import dead_letters
 from portal.admin_tasks import enqueue_reconcile
 from portal.broker import INGEST_QUEUE, MAINTENANCE_QUEUE, get_broker
+from portal.cli import main
 from portal.roles import read_roles
 from portal.scheduler import run_scheduler
 from portal.settings import Settings
@@ -121,6 +122,23 @@ async def test_status_names_an_unreachable_redis_and_broker_and_shows_what_postg
     assert "lag             unknown (Redis unavailable)" in text
     assert "persist         unknown (Redis unavailable)" in text
     assert "failed events   0 (oldest never)" in text
+    assert status.attention == ["redis is down", "broker is down"]
+    assert text.splitlines()[0].endswith(": NEEDS ATTENTION: redis is down; broker is down")
+
+
+def test_status_exits_1_only_when_something_needs_an_operator(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    operator_env(monkeypatch, settings)
+    main(["status"])  # everything up: exit status 0
+    assert capsys.readouterr().out.splitlines()[0].endswith(": all well")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{sock.getsockname()[1]}/0")
+    with pytest.raises(SystemExit) as exited:
+        main(["status"])
+    assert exited.value.code == 1
+    assert capsys.readouterr().out.splitlines()[0].endswith(": NEEDS ATTENTION: redis is down")
 
 
 async def test_status_says_valkey_is_loading(settings: Settings) -> None:
@@ -270,9 +288,16 @@ def test_which_success_makes_a_dead_letter_moot(actor: str, args: list[Any], suc
     assert dead_letters.covered({"actor_name": actor, "args": args}, succeeded) is moot
 
 
+def operator_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    """The environment an operator's `usage-portal` command runs in, on the test's servers."""
+    for name, url in (("DATABASE_URL", settings.database_url), ("REDIS_URL", settings.redis_url),
+                      ("BROKER_URL", settings.broker_url)):
+        monkeypatch.setenv(name, url or "")
+
+
 async def test_an_ingest_dead_letter_stays_in_status_until_replayed_then_counts_once(
     client: AsyncTestClient[Any], admin_key: str, ingest_key: str, catalog: None, settings: Settings,
-    redis: Redis,
+    redis: Redis, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     for other in RUNNING_WORKERS:
         other.stop()
@@ -290,11 +315,24 @@ async def test_an_ingest_dead_letter_stays_in_status_until_replayed_then_counts_
     # status shows it, and neither aging nor another job's success clears it,
     assert dead_letters.age_out(broker, int(time.time() * 1000)) == 0
     assert dead_letters.clear_superseded(broker, "reconcile_live", int(time.time() * 1000)) == 0
-    text = render(await gather_status(settings))
-    assert "  1 ingest message(s) dead-lettered: accepted events not in Postgres, kept until replayed" in text
-    # when it is replayed, a worker persists it once.
-    assert dead_letters.requeue(broker, INGEST_QUEUE) == 1
-    assert dead_letters.requeue(broker, INGEST_QUEUE) == 0
+    status = await gather_status(settings)
+    # (the worker this test stopped is named too, and the batch it did not persist)
+    assert status.attention[0].startswith("no worker alive; last: worker pid ")
+    assert status.attention[-1] == "1 ingest message(s) dead-lettered"
+    text = render(status)
+    assert text.splitlines()[0].endswith("; 1 ingest message(s) dead-lettered")
+    assert ("  1 ingest message(s) dead-lettered: accepted events not in Postgres, kept until replayed "
+            "(usage-portal dead-letters replay)") in text
+    # the operator lists it and replays it (twice: the second finds nothing),
+    operator_env(monkeypatch, settings)
+    main(["dead-letters", "list"])
+    listed = capsys.readouterr()
+    assert listed.out == f"ingest      {message_id}  persist_events        died 1970-01-01T00:00:00+00:00\n"
+    assert listed.err == "1 dead letter(s)\n"
+    for moved in (1, 0):
+        main(["dead-letters", "replay"])
+        assert capsys.readouterr().err == f"put {moved} dead letter(s) of ingest back on their queue\n"
+    # and a worker persists it once.
     worker = WorkerProcess(settings)
     worker.start()
     try:

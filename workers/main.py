@@ -20,6 +20,6 @@ _settings = get_settings()
 _broker = setup_broker(_settings, enqueue_patience_s=ENQUEUE_PATIENCE_S)
 _broker.add_middleware(JobOutcomes())
 if _settings.redis_url:
-    _broker.add_middleware(RoleHeartbeat(_settings.redis_url))
+    _broker.add_middleware(RoleHeartbeat(_settings.redis_url, _settings.heartbeat_seconds))
 
 from workers import alerting, billing, ingest, maintenance  # noqa: E402,F401  (declares the actors)

@@ -30,13 +30,14 @@ log = logging.getLogger(__name__)
 class RoleHeartbeat(Middleware):
     """Beats for this worker process while it runs."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, every_s: float) -> None:
         self.redis_url = redis_url
+        self.every_s = every_s
         self.thread: HeartbeatThread | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         client = redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        self.thread = HeartbeatThread(client, Identity.of_this_process("worker"))
+        self.thread = HeartbeatThread(client, Identity.of_this_process("worker"), self.every_s)
         self.thread.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
