@@ -23,11 +23,9 @@ from portal.catalog.routes import CustomerController, MeterController
 from portal.compat.routes import compat_handlers
 from portal.dependencies import provide_session, provide_state
 from portal.errors import api_error, problem_response, unprocessable
-from portal.ingest.openapi import add_ingest_schemas
 from portal.ingest.routes import EventController
 from portal.logs import configure as configure_logs
 from portal.logs import request_ids
-from portal.openapi_answers import document_answers
 from portal.operations import OperationsController, healthz, metrics_endpoint, readyz
 from portal.pages.web import failed_anywhere, not_found_anywhere
 from portal.paths import STATIC_DIR
@@ -86,6 +84,4 @@ def create_app(settings: Settings | None = None) -> Litestar:
                             HTTP_500_INTERNAL_SERVER_ERROR: failed_anywhere},
         debug=False,
     )
-    add_ingest_schemas(app)
-    document_answers(app)
     return app

@@ -21,7 +21,15 @@ import msgspec
 from litestar import Litestar, get
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Parameter, Reference, Schema
+from litestar.openapi.spec import (
+    OpenAPI,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Operation,
+    Parameter,
+    Reference,
+    Schema,
+)
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.routes import HTTPRoute
 
@@ -70,9 +78,8 @@ def _error_schema() -> Schema:
     return schema
 
 
-def document_answers(app: Litestar) -> None:
-    """Add the error answers each route can give to `app`'s OpenAPI document (see above)."""
-    document = app.openapi_schema
+def document_answers(app: Litestar, document: OpenAPI) -> None:
+    """Add the error answers each route of `app` can give to its OpenAPI `document` (see above)."""
     components = document.components
     components.schemas = {**(components.schemas or {}), ErrorBody.__name__: _error_schema()}
     for route in app.routes:

@@ -25,6 +25,7 @@ import asyncpg
 # parser fails ("AST constructor recursion depth mismatch") rewriting its modules.
 import hypothesis  # noqa: F401
 import pytest
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
@@ -170,9 +171,17 @@ async def pg(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     await conn.close()
 
 
+@pytest.fixture(scope="session")
+def app(settings: Settings) -> Litestar:
+    """One app for the session's tests: building one (registering every route) costs about
+    0.3 s. Each test's client runs its own lifespan, so its state (pools, caches, the key
+    cache, the clock) is new; the app holds nothing else between tests."""
+    return create_app(settings)
+
+
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(app=create_app(settings)) as test_client:
+async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Any]]:
+    async with AsyncTestClient(app=app) as test_client:
         yield test_client
 
 

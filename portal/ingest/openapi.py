@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import msgspec
 from litestar import Litestar, post
-from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody, Schema
+from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, Operation, Reference, RequestBody, Schema
 from litestar.params import JSONBody
 
 from portal.ingest.schemas import UsageEvent
@@ -36,9 +36,9 @@ def ingest_schemas() -> dict[str, Schema]:
     return {name: schema for name, schema in components.schemas.items() if isinstance(schema, Schema)}
 
 
-def add_ingest_schemas(app: Litestar) -> None:
-    """Add the ingest body schemas to `app`'s OpenAPI document (generated once, cached)."""
-    components = app.openapi_schema.components
+def add_ingest_schemas(document: OpenAPI) -> None:
+    """Add the ingest body schemas to an OpenAPI document (generated once, cached)."""
+    components = document.components
     components.schemas = {**(components.schemas or {}), **ingest_schemas()}
 
 
