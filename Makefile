@@ -21,13 +21,15 @@ demo: $(STAMP) ## run the whole product with demo data (embedded Postgres + Valk
 run: $(STAMP) ## run the whole product without demo data
 	$(BIN)/usage-portal up
 
-lint: $(STAMP) ## ruff and mypy
+lint: $(STAMP) ## ruff (lint and format) and mypy
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(STAMP) ## lint, type-check and run the whole test suite against real servers
+test: $(STAMP) ## lint, check formatting, type-check and run the whole test suite against real servers
 	bash scripts/ensure-chromium
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 

@@ -38,9 +38,13 @@ ChannelKind = Literal["email", "slack", "webhook", "other"]
 MAX_DESTINATION_LENGTH = 2048
 
 _KINDS: dict[str, ChannelKind] = {
-    "mailto": "email", "mailtos": "email",
+    "mailto": "email",
+    "mailtos": "email",
     "slack": "slack",
-    "json": "webhook", "jsons": "webhook", "form": "webhook", "forms": "webhook",
+    "json": "webhook",
+    "jsons": "webhook",
+    "form": "webhook",
+    "forms": "webhook",
 }
 
 # Apprise's registry of schemes (a singleton).
@@ -60,12 +64,25 @@ class ChannelError(ValueError):
 
 # Apprise services that act on the portal's own machine (its syslog, desktop, D-Bus, USB
 # light) rather than reach a destination: never a customer's channel.
-_LOCAL_PLUGINS = frozenset(("NotifySyslog", "NotifyDBus", "NotifyGnome", "NotifyGLib", "NotifyMacOSX",
-                            "NotifyWindows", "NotifyBlink1"))
+_LOCAL_PLUGINS = frozenset(
+    (
+        "NotifySyslog",
+        "NotifyDBus",
+        "NotifyGnome",
+        "NotifyGLib",
+        "NotifyMacOSX",
+        "NotifyWindows",
+        "NotifyBlink1",
+    )
+)
 
 
-def validate_destination(url: str, *, allow_networks: tuple[destinations.Network, ...] = (),
-                         resolve: destinations.Resolver = egress.resolve) -> ChannelKind:
+def validate_destination(
+    url: str,
+    *,
+    allow_networks: tuple[destinations.Network, ...] = (),
+    resolve: destinations.Resolver = egress.resolve,
+) -> ChannelKind:
     """The kind of channel `url` (one Apprise URL) is: mailto/mailtos → "email", slack
     (including Slack's native https://hooks.slack.com/… URLs) → "slack", json/jsons/form/forms
     → "webhook", any other Apprise service → "other".
@@ -83,8 +100,13 @@ def validate_destination(url: str, *, allow_networks: tuple[destinations.Network
     return kind_of(plugin)
 
 
-def destination_refusal(plugin: Any, url: str, *, allow_networks: tuple[destinations.Network, ...],
-                        resolve: destinations.Resolver = egress.resolve) -> str | None:
+def destination_refusal(
+    plugin: Any,
+    url: str,
+    *,
+    allow_networks: tuple[destinations.Network, ...],
+    resolve: destinations.Resolver = egress.resolve,
+) -> str | None:
     """Why the portal must not send through `plugin` (loaded from `url`), or None: a
     service that acts on the portal's own machine, an invalid port, or a host that is or
     resolves to an address alerts.destinations refuses (see network_hosts for which hosts
@@ -173,17 +195,20 @@ def _load(url: str, asset: Any = None, *, internal: bool = False) -> Any:
         raise ChannelError("destination: is empty; give an Apprise URL such as mailto://you@example.com")
     if len(url) > MAX_DESTINATION_LENGTH:
         raise ChannelError(
-            f"destination: is too long ({len(url)} characters; at most {MAX_DESTINATION_LENGTH})")
+            f"destination: is too long ({len(url)} characters; at most {MAX_DESTINATION_LENGTH})"
+        )
     if any(c.isspace() or not c.isprintable() for c in url):
         # Apprise splits a string on whitespace into several URLs; a channel is one.
         raise ChannelError(
             f"destination: '{_scheme_only(url)}' contains spaces or control characters; "
-            "give one URL, with spaces percent-encoded (%20)")
+            "give one URL, with spaces percent-encoded (%20)"
+        )
     scheme = _scheme(url)
     if scheme in SIGNED_SCHEMES and not internal:
         raise ChannelError(
             f"destination: {scheme}:// is the portal's internal signed-webhook scheme; "
-            "give a json:// or jsons:// URL and the portal signs what it sends")
+            "give a json:// or jsons:// URL and the portal signs what it sends"
+        )
     with apprise_messages() as messages:
         plugin = apprise.Apprise.instantiate(url, asset=asset)
     if plugin is None:

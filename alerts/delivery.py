@@ -105,8 +105,9 @@ class SendOutcome:
     masked_destination: str
 
 
-def send(destination: str, notice: Notice, *, transport: Transport,
-         webhook_secret: str | None) -> SendOutcome:
+def send(
+    destination: str, notice: Notice, *, transport: Transport, webhook_secret: str | None
+) -> SendOutcome:
     """Send `notice` to `destination` (an Apprise URL, see alerts.channels) once, without
     retrying (the caller schedules retries). `webhook_secret` signs json:// and jsons://
     deliveries (None: sent unsigned); other kinds ignore it.
@@ -181,8 +182,12 @@ def _refused_error(refused: list[str]) -> str | None:
 
 def _asset(transport: Transport) -> Any:
     # app_id is what Apprise signs messages with (Slack's footer, an email's From name).
-    return apprise.AppriseAsset(app_id="Usage portal", app_desc="Usage portal alerts",
-                                service_timeout=_service_timeout(transport), http_redirects=False)
+    return apprise.AppriseAsset(
+        app_id="Usage portal",
+        app_desc="Usage portal alerts",
+        service_timeout=_service_timeout(transport),
+        http_redirects=False,
+    )
 
 
 def _service_timeout(transport: Transport) -> float:
@@ -199,8 +204,9 @@ def _notify(plugin: Any, *, body: str, title: str, transport: Transport) -> str 
     with app.notify(body=body, title=title, body_format=apprise.NotifyFormat.TEXT) as result:
         if result:
             return None
-        messages = [entry.message for entry in result.logs()
-                    if entry.level in ("WARNING", "ERROR", "CRITICAL")]
+        messages = [
+            entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR", "CRITICAL")
+        ]
         specific = [m for m in messages if not _GENERIC.match(m)]
         reasons = list(dict.fromkeys(specific or messages))
         if result.status == apprise.AppriseResultStatus.TIMEOUT:
@@ -236,16 +242,23 @@ class _SmtpSettingsError(ValueError):
     """The portal's smtp_url cannot be used; the message never repeats the URL."""
 
 
-def _send_email(plugin: Any, destination: str, notice: Notice,
-                transport: Transport) -> tuple[bool, str | None]:
+def _send_email(
+    plugin: Any, destination: str, notice: Notice, transport: Transport
+) -> tuple[bool, str | None]:
     if channels.names_own_server(plugin, destination):
-        server = _Smtp(host=plugin.smtp_host, port=int(plugin.port), mode=plugin.secure_mode,
-                       user=plugin.user or None, password=plugin.password or None,
-                       sender=(_name(plugin.from_addr[0]), plugin.from_addr[1]),
-                       verify=bool(plugin.verify_certificate))
+        server = _Smtp(
+            host=plugin.smtp_host,
+            port=int(plugin.port),
+            mode=plugin.secure_mode,
+            user=plugin.user or None,
+            password=plugin.password or None,
+            sender=(_name(plugin.from_addr[0]), plugin.from_addr[1]),
+            verify=bool(plugin.verify_certificate),
+        )
     elif transport.smtp_url is None:
-        return False, ("this email channel is an address only, and the portal has no SMTP server "
-                       "configured (smtp_url)")
+        return False, (
+            "this email channel is an address only, and the portal has no SMTP server configured (smtp_url)"
+        )
     else:
         try:
             server = _portal_smtp(transport.smtp_url)
@@ -256,8 +269,9 @@ def _send_email(plugin: Any, destination: str, notice: Notice,
     bcc = sorted(set(plugin.bcc) - {address for _, address in to} - set(cc))
     if not to:
         return False, "the email channel has no valid recipient address"
-    message = _message(notice, server.sender, to, cc, sorted(plugin.reply_to), dict(plugin.headers),
-                       names=plugin.names)
+    message = _message(
+        notice, server.sender, to, cc, sorted(plugin.reply_to), dict(plugin.headers), names=plugin.names
+    )
     return _submit(server, message, [a for _, a in to] + cc + bcc, transport.timeout_s)
 
 
@@ -285,13 +299,27 @@ def _portal_smtp(smtp_url: str) -> _Smtp:
     name, address = parseaddr(query.get("from") or user or "")
     if "@" not in address:
         raise _SmtpSettingsError("no sender: add ?from=alerts@your-domain (or log in with an address)")
-    return _Smtp(host=split.hostname, port=port or _DEFAULT_PORTS[mode], mode=mode,  # type: ignore[arg-type]
-                 user=user, password=password, sender=(name or "Usage portal", address),
-                 verify=query.get("verify", "yes").lower() not in ("no", "false", "0"))
+    return _Smtp(
+        host=split.hostname,
+        port=port or _DEFAULT_PORTS[mode],
+        mode=mode,  # type: ignore[arg-type]
+        user=user,
+        password=password,
+        sender=(name or "Usage portal", address),
+        verify=query.get("verify", "yes").lower() not in ("no", "false", "0"),
+    )
 
 
-def _message(notice: Notice, sender: tuple[str, str], to: list[tuple[str, str]], cc: list[str],
-             reply_to: list[str], headers: dict[str, str], *, names: dict[str, Any]) -> EmailMessage:
+def _message(
+    notice: Notice,
+    sender: tuple[str, str],
+    to: list[tuple[str, str]],
+    cc: list[str],
+    reply_to: list[str],
+    headers: dict[str, str],
+    *,
+    names: dict[str, Any],
+) -> EmailMessage:
     subject, text, html = render_email(notice)
     message = EmailMessage()
     message["Subject"] = subject
@@ -315,8 +343,12 @@ def _message(notice: Notice, sender: tuple[str, str], to: list[tuple[str, str]],
     return message
 
 
-def _submit(server: _Smtp, message: EmailMessage, recipients: list[str], timeout_s: float,
-            ) -> tuple[bool, str | None]:
+def _submit(
+    server: _Smtp,
+    message: EmailMessage,
+    recipients: list[str],
+    timeout_s: float,
+) -> tuple[bool, str | None]:
     where = f"SMTP server {server.host}:{server.port}"
     context = ssl.create_default_context()
     if not server.verify:
@@ -325,7 +357,9 @@ def _submit(server: _Smtp, message: EmailMessage, recipients: list[str], timeout
     try:
         client: smtplib.SMTP = (
             smtplib.SMTP_SSL(server.host, server.port, timeout=timeout_s, context=context)
-            if server.mode == "ssl" else smtplib.SMTP(server.host, server.port, timeout=timeout_s))
+            if server.mode == "ssl"
+            else smtplib.SMTP(server.host, server.port, timeout=timeout_s)
+        )
         with client:
             if server.mode == "starttls":
                 client.starttls(context=context)
@@ -353,5 +387,6 @@ def _reply(exc: smtplib.SMTPResponseException) -> str:
 
 
 def _refusals(refused: dict[str, tuple[int, bytes]]) -> str:
-    return ", ".join(f"{address} ({code} {reply.decode('utf-8', 'replace')})"
-                     for address, (code, reply) in refused.items())
+    return ", ".join(
+        f"{address} ({code} {reply.decode('utf-8', 'replace')})" for address, (code, reply) in refused.items()
+    )

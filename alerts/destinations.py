@@ -41,17 +41,36 @@ _net = ipaddress.ip_network
 # OpenStack, DigitalOcean and Oracle (169.254.169.254), AWS ECS and EKS task credentials
 # (169.254.170.2, 169.254.170.23), AWS IPv6 (fd00:ec2::254, fd00:ec2::23), Alibaba
 # (100.100.100.200), Oracle's legacy one (192.0.0.192).
-METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
-    "169.254.169.254", "169.254.170.2", "169.254.170.23", "fd00:ec2::254", "fd00:ec2::23",
-    "100.100.100.200", "192.0.0.192"))
-METADATA_NAMES = frozenset((
-    "metadata", "metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal"))
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",
+        "169.254.170.2",
+        "169.254.170.23",
+        "fd00:ec2::254",
+        "fd00:ec2::23",
+        "100.100.100.200",
+        "192.0.0.192",
+    )
+)
+METADATA_NAMES = frozenset(
+    ("metadata", "metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal")
+)
 
 # Names that only mean something inside the portal's own network: RFC 6761's localhost,
 # ICANN's private-use .internal, mDNS .local, RFC 8375's home.arpa, and the suffixes
 # RFC 6762 (appendix G) lists as in private use.
-_INTERNAL_SUFFIXES = ("localhost", "internal", "local", "home.arpa", "intranet", "private", "corp", "home",
-                      "lan")
+_INTERNAL_SUFFIXES = (
+    "localhost",
+    "internal",
+    "local",
+    "home.arpa",
+    "intranet",
+    "private",
+    "corp",
+    "home",
+    "lan",
+)
 
 # The first network that holds an address names why it is refused (order matters: the
 # specific before the general). Anything else that is not global is refused by the rule
@@ -122,7 +141,8 @@ def parse_networks(text: str) -> AllowedNetworks:
             networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
             raise ValueError(
-                f"{item!r} is not a network in CIDR form (such as 127.0.0.0/8 or ::1/128)") from None
+                f"{item!r} is not a network in CIDR form (such as 127.0.0.0/8 or ::1/128)"
+            ) from None
     return AllowedNetworks(networks)
 
 

@@ -105,8 +105,11 @@ def render_email(notice: Notice) -> tuple[str, str, str]:
     """(subject, plain text, HTML) for an email. The subject is one line (whitespace in
     names is collapsed); the HTML escapes every value."""
     view = _view(notice)
-    return (view["subject"], _env().get_template("email.txt").render(view),
-            _env().get_template("email.html").render(view))
+    return (
+        view["subject"],
+        _env().get_template("email.txt").render(view),
+        _env().get_template("email.html").render(view),
+    )
 
 
 def render_slack(notice: Notice) -> str:
@@ -131,15 +134,22 @@ def webhook_payload(notice: Notice) -> dict[str, Any]:
         "level": {"label": notice.level_label, "threshold": _exact(notice.threshold)},
         "value": _exact(notice.value),
         "currency": notice.currency,
-        "costSoFar": None if notice.cost_so_far is None else {
-            "amount": _exact(notice.cost_so_far), "currency": notice.currency},
+        "costSoFar": None
+        if notice.cost_so_far is None
+        else {"amount": _exact(notice.cost_so_far), "currency": notice.currency},
         "period": {"start": _instant(notice.period_start), "end": _instant(notice.period_end)},
         "forecastAt": None if notice.forecast_at is None else _instant(notice.forecast_at),
         "dashboardUrl": notice.dashboard_url,
-        "anomaly": None if notice.anomaly is None else {
-            "kind": notice.anomaly.kind, "granularity": notice.anomaly.granularity,
-            "start": _instant(notice.anomaly.start), "end": _instant(notice.anomaly.end),
-            "timeZone": notice.anomaly.time_zone, "expected": _exact(notice.anomaly.expected)},
+        "anomaly": None
+        if notice.anomaly is None
+        else {
+            "kind": notice.anomaly.kind,
+            "granularity": notice.anomaly.granularity,
+            "start": _instant(notice.anomaly.start),
+            "end": _instant(notice.anomaly.end),
+            "timeZone": notice.anomaly.time_zone,
+            "expected": _exact(notice.anomaly.expected),
+        },
     }
 
 
@@ -153,8 +163,14 @@ def notice_id(notice: Notice) -> str:
         parts = [notice.customer_id, _instant(notice.occurred_at)]
     elif notice.anomaly is not None:
         a = notice.anomaly
-        parts = [notice.customer_id, str(notice.rule_id), notice.metric_name or "", a.kind, a.granularity,
-                 _instant(a.start)]
+        parts = [
+            notice.customer_id,
+            str(notice.rule_id),
+            notice.metric_name or "",
+            a.kind,
+            a.granularity,
+            _instant(a.start),
+        ]
     else:
         parts = [notice.customer_id, str(notice.rule_id), notice.level_label, _instant(notice.period_start)]
     return f"{notice.kind}-{hashlib.sha256(chr(31).join(parts).encode()).hexdigest()[:24]}"
@@ -177,30 +193,38 @@ def _view(n: Notice) -> dict[str, Any]:
     when = _when(n.forecast_at) if n.forecast_at is not None else "before the period ends"
     if n.kind == "test":
         subject = f"Test notice for {name}"
-        headline = (f"This is a test notice from the usage portal for {name}. "
-                    "If you can read it, this channel works.")
+        headline = (
+            f"This is a test notice from the usage portal for {name}. If you can read it, this channel works."
+        )
     elif base is not None:
         # "80% of its api_calls budget: 8,000 of 10,000 calls": the level as a share of its base.
         what = f"{n.level_label} of its {'spend' if spend else n.metric_name} budget"
         share = f"{amount(n.value)} of {amount(base)} {unit}"
         subject, headline = {
             "crossing": (f"{name} reached {what}", f"{name} reached {what}: {share} this period"),
-            "recovery": (f"{name} fell back below {what}",
-                         f"{name} fell back below {what}: {share} this period"),
-            "forecast": (f"{name} is on track to reach {what}",
-                         f"{name} is on track to reach {what} ({amount(n.threshold)} of {amount(base)} "
-                         f"{unit}) around {when}: {value} so far this period"),
+            "recovery": (
+                f"{name} fell back below {what}",
+                f"{name} fell back below {what}: {share} this period",
+            ),
+            "forecast": (
+                f"{name} is on track to reach {what}",
+                f"{name} is on track to reach {what} ({amount(n.threshold)} of {amount(base)} "
+                f"{unit}) around {when}: {value} so far this period",
+            ),
         }[n.kind]
     else:
         # An absolute level: "api_calls usage reached 1,000 calls".
         what = f"{name}'s spend" if spend else f"{name}'s {n.metric_name} usage"
         subject, headline = {
             "crossing": (f"{what} reached {threshold}", f"{what} reached {threshold}: {value} this period"),
-            "recovery": (f"{what} fell back below {threshold}",
-                         f"{what} fell back below {threshold}: {value} this period"),
-            "forecast": (f"{what} is on track to reach {threshold}",
-                         f"{what} is on track to reach {threshold} around {when}: "
-                         f"{value} so far this period"),
+            "recovery": (
+                f"{what} fell back below {threshold}",
+                f"{what} fell back below {threshold}: {value} this period",
+            ),
+            "forecast": (
+                f"{what} is on track to reach {threshold}",
+                f"{what} is on track to reach {threshold} around {when}: {value} so far this period",
+            ),
         }[n.kind]
     facts: list[tuple[str, str]] = [("Customer", f"{name} ({n.customer_id})")]
     if n.kind == "test":
@@ -219,11 +243,14 @@ def _view(n: Notice) -> dict[str, Any]:
         facts.append(("Billing period", f"{_when(n.period_start)} to {_when(n.period_end)}"))
     return {
         # One header line: a newline in a name would end the Subject header.
-        "subject": " ".join(subject.split()), "headline": headline, "facts": facts,
+        "subject": " ".join(subject.split()),
+        "headline": headline,
+        "facts": facts,
         "dashboard_url": n.dashboard_url,
         # Linked only when it is a web address: escaping does not stop a `javascript:` href.
         "dashboard_link": re.match(r"https?://", n.dashboard_url, re.IGNORECASE) is not None,
-        "kind": n.kind, "customer_name": name,
+        "kind": n.kind,
+        "customer_name": name,
     }
 
 
@@ -231,7 +258,7 @@ ANOMALY_WORDS = {"spike": "spike", "drop_to_zero": "dropped to zero", "silence":
 
 
 def _anomaly_view(n: Notice, a: AnomalyFacts, name: str) -> dict[str, Any]:
-    """"api_calls: spike at 14:00-15:00 Europe/Paris on 2026-11-24: 5,000 against about
+    """ "api_calls: spike at 14:00-15:00 Europe/Paris on 2026-11-24: 5,000 against about
     1,000 expected" (an en dash between the hours): the meter, what happened, when in the
     customer's own clock, how much."""
     when = _anomaly_when(a)
@@ -243,18 +270,26 @@ def _anomaly_view(n: Notice, a: AnomalyFacts, name: str) -> dict[str, Any]:
         ("Customer", f"{name} ({n.customer_id})"),
         ("Rule", n.rule_name),
         ("Measure", f"{n.metric_name} ({n.unit})"),
-        ("What", f"{what[0].upper()}{what[1:]} "
-                 f"({'in an hour' if a.granularity == 'hour' else 'over a day'})"),
+        (
+            "What",
+            f"{what[0].upper()}{what[1:]} ({'in an hour' if a.granularity == 'hour' else 'over a day'})",
+        ),
         ("When", f"{_when(a.start)} to {_when(a.end)}"),
         ("Usage", f"{_number(n.value)} {n.unit}"),
-        ("Expected", f"about {expected} {n.unit} (the usual amount for this "
-                     f"{'hour' if a.granularity == 'hour' else 'day'} in recent weeks)"),
+        (
+            "Expected",
+            f"about {expected} {n.unit} (the usual amount for this "
+            f"{'hour' if a.granularity == 'hour' else 'day'} in recent weeks)",
+        ),
     ]
     return {
-        "subject": " ".join(subject.split()), "headline": headline, "facts": facts,
+        "subject": " ".join(subject.split()),
+        "headline": headline,
+        "facts": facts,
         "dashboard_url": n.dashboard_url,
         "dashboard_link": re.match(r"https?://", n.dashboard_url, re.IGNORECASE) is not None,
-        "kind": n.kind, "customer_name": name,
+        "kind": n.kind,
+        "customer_name": name,
     }
 
 
@@ -265,8 +300,9 @@ def _anomaly_when(a: AnomalyFacts) -> str:
     start, end = a.start.astimezone(tz), a.end.astimezone(tz)
     if a.granularity == "day":
         return f"on {start:%A %Y-%m-%d} ({a.time_zone})"
-    same_day = end.date() == start.date() or (end.hour == 0 and end.minute == 0
-                                              and (end - start).total_seconds() <= 86_400)
+    same_day = end.date() == start.date() or (
+        end.hour == 0 and end.minute == 0 and (end - start).total_seconds() <= 86_400
+    )
     if a.kind == "silence":
         if same_day:
             return f"from {start:%H:%M} to {end:%H:%M} {a.time_zone} on {start:%Y-%m-%d}"
@@ -342,5 +378,8 @@ def _env() -> jinja2.Environment:
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         # Only the .html template escapes: the text ones would show `&amp;` literally.
         autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
     )

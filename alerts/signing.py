@@ -54,8 +54,9 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return f"{SIGNATURE_VERSION}={mac.hexdigest()}"
 
 
-def verify(secret: str, timestamp: str, body: bytes, signature: str, *, now: float,
-           tolerance_s: int = 300) -> bool:
+def verify(
+    secret: str, timestamp: str, body: bytes, signature: str, *, now: float, tolerance_s: int = 300
+) -> bool:
     """For receivers: True when `signature` (the X-Usage-Portal-Signature header) signs
     `body` (the raw request body bytes, before any JSON parsing) at `timestamp` (the
     X-Usage-Portal-Timestamp header) with `secret`, and `timestamp` is within `tolerance_s`
@@ -96,12 +97,15 @@ def signed_url(json_plugin: Any, secret: str | None) -> str:
         query.append(("+Authorization", "Basic " + base64.b64encode(pair).decode("ascii")))
     auth = f":{quote(secret, safe='')}@" if secret else ""
     port = f":{json_plugin.port}" if json_plugin.port else ""
-    return (f"{SIGNED_SCHEMES[1 if json_plugin.secure else 0]}://{auth}{json_plugin.host}{port}"
-            f"{json_plugin.fullpath or '/'}?{urlencode(query, quote_via=quote)}")
+    return (
+        f"{SIGNED_SCHEMES[1 if json_plugin.secure else 0]}://{auth}{json_plugin.host}{port}"
+        f"{json_plugin.fullpath or '/'}?{urlencode(query, quote_via=quote)}"
+    )
 
 
-def _post_signed(body: str, title: str, notify_type: str, *args: Any, meta: dict[str, Any],
-                 **kwargs: Any) -> bool:
+def _post_signed(
+    body: str, title: str, notify_type: str, *args: Any, meta: dict[str, Any], **kwargs: Any
+) -> bool:
     """The Apprise plugin: POST `body` (the JSON text, passed through unchanged) as is."""
     secure = meta.get("schema") == SIGNED_SCHEMES[1]
     host = str(meta.get("host") or "")
@@ -114,8 +118,11 @@ def _post_signed(body: str, title: str, notify_type: str, *args: Any, meta: dict
     # A `+Header=` in the URL adds a header but cannot replace one of ours (Apprise hands
     # the names over lowercased, hence the comparison).
     reserved = {name.lower() for name in (*own, SIGNATURE_HEADER)}
-    headers = {name[1:]: value for name, value in qsd.items()
-               if name.startswith("+") and name[1:].lower() not in reserved}
+    headers = {
+        name[1:]: value
+        for name, value in qsd.items()
+        if name.startswith("+") and name[1:].lower() not in reserved
+    }
     headers.update(own)
     secret = unquote(str(meta.get("password") or ""))
     if secret:
@@ -123,8 +130,15 @@ def _post_signed(body: str, title: str, notify_type: str, *args: Any, meta: dict
     params = {name[1:]: value for name, value in qsd.items() if name.startswith("-")}
     timeout = (_seconds(qsd.get("cto")), _seconds(qsd.get("rto")))
     try:
-        response = requests.post(url, data=raw, headers=headers, params=params or None, timeout=timeout,
-                                 verify=bool(meta.get("verify", True)), allow_redirects=False)
+        response = requests.post(
+            url,
+            data=raw,
+            headers=headers,
+            params=params or None,
+            timeout=timeout,
+            verify=bool(meta.get("verify", True)),
+            allow_redirects=False,
+        )
     except requests.Timeout as exc:
         _log.warning("webhook %s did not answer within %g s (%s)", where, max(timeout), type(exc).__name__)
         return False
@@ -172,5 +186,6 @@ with warnings.catch_warnings():
     NotificationManager().load_modules()  # type: ignore[no-untyped-call]
     for _scheme in SIGNED_SCHEMES:
         register = notify(  # type: ignore[no-untyped-call]
-            on=_scheme, name="Usage portal signed webhook", body_format=apprise.NotifyFormat.TEXT)
+            on=_scheme, name="Usage portal signed webhook", body_format=apprise.NotifyFormat.TEXT
+        )
         register(_post_signed)

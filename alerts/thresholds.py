@@ -54,9 +54,17 @@ def crossing_time(value: Decimal, threshold: Decimal, *, start: datetime, now: d
 
 
 def notices_due(
-    value: Decimal, levels: Sequence[Level], *, fired: set[tuple[Decimal, NoticeKind]],
-    notify_recovery: bool, notify_forecast: bool, grows: bool,
-    start: datetime, end: datetime, now: datetime, min_forecast_elapsed_s: float,
+    value: Decimal,
+    levels: Sequence[Level],
+    *,
+    fired: set[tuple[Decimal, NoticeKind]],
+    notify_recovery: bool,
+    notify_forecast: bool,
+    grows: bool,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    min_forecast_elapsed_s: float,
 ) -> list[Due]:
     """The notices owed for a period, given its usage `value` now (see module docstring).
 
@@ -74,8 +82,12 @@ def notices_due(
             if notify_recovery and (level.level, "recovery") not in fired:
                 due.append(Due("recovery", level))
             continue
-        if (notify_forecast and grows and (level.level, "forecast") not in fired
-                and (now - start).total_seconds() >= min_forecast_elapsed_s):
+        if (
+            notify_forecast
+            and grows
+            and (level.level, "forecast") not in fired
+            and (now - start).total_seconds() >= min_forecast_elapsed_s
+        ):
             at = crossing_time(value, level.threshold, start=start, now=now)
             if at is not None and at < end:
                 due.append(Due("forecast", level, at))

@@ -79,54 +79,104 @@ class AlertOptions:
 
 
 def parse_options(argv: list[str] | None = None) -> AlertOptions:
-    parser = argparse.ArgumentParser(prog="python -m bench.alerts", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--crossings", type=int, default=200,
-                        help="crossings (customers) in the steady phase (200)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.alerts",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--crossings", type=int, default=200, help="crossings (customers) in the steady phase (200)"
+    )
     parser.add_argument("--rate", type=float, default=5.0, help="steady phase crossings/s (5)")
-    parser.add_argument("--burst-crossings", type=int, default=100,
-                        help="crossings in the burst phase (100; 0 skips it)")
+    parser.add_argument(
+        "--burst-crossings", type=int, default=100, help="crossings in the burst phase (100; 0 skips it)"
+    )
     parser.add_argument("--burst-rate", type=float, default=20.0, help="burst phase crossings/s (20)")
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds to wait for notices after a phase's last send (60)")
-    parser.add_argument("--settle", type=float, default=6.0,
-                        help="seconds to keep listening after a phase's notices all arrived, to "
-                             "catch duplicates (6: past the first retry delay, 5 s by default)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for notices after a phase's last send (60)",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=6.0,
+        help="seconds to keep listening after a phase's notices all arrived, to "
+        "catch duplicates (6: past the first retry delay, 5 s by default)",
+    )
     parser.add_argument("--web-workers", type=int, default=1, help="web processes (1)")
-    parser.add_argument("--worker-processes", type=int, default=1,
-                        help="Dramatiq worker processes (1)")
-    parser.add_argument("--worker-threads", type=int, default=4,
-                        help="Dramatiq threads per worker process (4, the CLI's default)")
-    parser.add_argument("--scheduler", action="store_true",
-                        help="also run `usage-portal scheduler` (sweep_alerts every minute, as "
-                             "`usage-portal up` does); off by default to measure the fast path alone")
-    parser.add_argument("--debounce-ms", type=int, default=None,
-                        help="PORTAL_ALERT_DEBOUNCE_MS for the tiers (default: the portal's, 500)")
-    parser.add_argument("--setup-concurrency", type=int, default=8,
-                        help="connections creating channels and rules (8)")
+    parser.add_argument("--worker-processes", type=int, default=1, help="Dramatiq worker processes (1)")
+    parser.add_argument(
+        "--worker-threads",
+        type=int,
+        default=4,
+        help="Dramatiq threads per worker process (4, the CLI's default)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        action="store_true",
+        help="also run `usage-portal scheduler` (sweep_alerts every minute, as "
+        "`usage-portal up` does); off by default to measure the fast path alone",
+    )
+    parser.add_argument(
+        "--debounce-ms",
+        type=int,
+        default=None,
+        help="PORTAL_ALERT_DEBOUNCE_MS for the tiers (default: the portal's, 500)",
+    )
+    parser.add_argument(
+        "--setup-concurrency", type=int, default=8, help="connections creating channels and rules (8)"
+    )
     add_run_options(parser)
     args = parser.parse_args(argv)
     if args.crossings < 1 or args.rate <= 0 or args.burst_crossings < 0 or args.burst_rate <= 0:
         parser.error("--crossings must be at least 1, --burst-crossings at least 0, rates above 0")
     return AlertOptions(
-        crossings=args.crossings, rate=args.rate, burst_crossings=args.burst_crossings,
-        burst_rate=args.burst_rate, timeout=args.timeout, settle=args.settle,
-        web_workers=args.web_workers, worker_processes=args.worker_processes,
-        worker_threads=args.worker_threads, scheduler=args.scheduler, debounce_ms=args.debounce_ms,
-        setup_concurrency=max(1, args.setup_concurrency), keep_data=args.keep_data,
-        data_parent=args.data_parent, json_out=args.json_out, wait_idle=args.wait_idle,
+        crossings=args.crossings,
+        rate=args.rate,
+        burst_crossings=args.burst_crossings,
+        burst_rate=args.burst_rate,
+        timeout=args.timeout,
+        settle=args.settle,
+        web_workers=args.web_workers,
+        worker_processes=args.worker_processes,
+        worker_threads=args.worker_threads,
+        scheduler=args.scheduler,
+        debounce_ms=args.debounce_ms,
+        setup_concurrency=max(1, args.setup_concurrency),
+        keep_data=args.keep_data,
+        data_parent=args.data_parent,
+        json_out=args.json_out,
+        wait_idle=args.wait_idle,
     )
 
 
 def stack_options(opts: AlertOptions) -> Options:
     """The ingest benchmark's options, as bench.stack reads them (only the tiers matter)."""
     return Options(
-        phases=(), duration=0, single_duration=0, lag_duration=0, concurrency=1,
-        single_concurrency=1, batch_size=1, lag_rate=None, web_workers=opts.web_workers,
-        web_mode="workers", worker_processes=opts.worker_processes,
-        worker_threads=opts.worker_threads, drain_timeout=0, keep_data=opts.keep_data,
-        data_parent=opts.data_parent, json_out=None, quick=False, pg_stats=False,
-        wait_idle=opts.wait_idle, event_ids="random", pg_settings=(), valkey_settings=(),
+        phases=(),
+        duration=0,
+        single_duration=0,
+        lag_duration=0,
+        concurrency=1,
+        single_concurrency=1,
+        batch_size=1,
+        lag_rate=None,
+        web_workers=opts.web_workers,
+        web_mode="workers",
+        worker_processes=opts.worker_processes,
+        worker_threads=opts.worker_threads,
+        drain_timeout=0,
+        keep_data=opts.keep_data,
+        data_parent=opts.data_parent,
+        json_out=None,
+        quick=False,
+        pg_stats=False,
+        wait_idle=opts.wait_idle,
+        event_ids="random",
+        pg_settings=(),
+        valkey_settings=(),
     )
 
 
@@ -202,15 +252,28 @@ async def create_alerts(setup: Setup, sinks: Sinks, customers: list[str], concur
             while not queue.empty():
                 customer = queue.get_nowait()
                 base = f"/v1/customers/{customer}"
-                await post(conn, f"{base}/alert-channels",
-                           {"name": "email", "destination": f"mailto://ops+{customer}@bench.test"})
-                hook = await post(conn, f"{base}/alert-channels",
-                                  {"name": "webhook", "destination": sinks.webhook_url(customer)})
+                await post(
+                    conn,
+                    f"{base}/alert-channels",
+                    {"name": "email", "destination": f"mailto://ops+{customer}@bench.test"},
+                )
+                hook = await post(
+                    conn,
+                    f"{base}/alert-channels",
+                    {"name": "webhook", "destination": sinks.webhook_url(customer)},
+                )
                 if hook.get("signingSecret"):
                     sinks.secrets[customer] = hook["signingSecret"]
-                await post(conn, f"{base}/alert-rules",
-                           {"name": f"bench level {LEVEL}", "metricName": setup.meter,
-                            "basis": "absolute", "levels": [LEVEL]})
+                await post(
+                    conn,
+                    f"{base}/alert-rules",
+                    {
+                        "name": f"bench level {LEVEL}",
+                        "metricName": setup.meter,
+                        "basis": "absolute",
+                        "levels": [LEVEL],
+                    },
+                )
         finally:
             await conn.close()
 
@@ -230,11 +293,16 @@ async def send_crossings(setup: Setup, phase: Phase) -> None:
         else:
             conn = HttpConnection(HOST, setup.port, headers)
             opened.append(conn)
-        body = json.dumps({
-            "eventId": f"alert-{setup.run}-{customer}", "timestamp": int(time.time() * 1000),
-            "customerId": customer, "metricName": setup.meter, "quantity": LEVEL,
-            "metadata": {"source": "bench.alerts"},
-        }).encode()
+        body = json.dumps(
+            {
+                "eventId": f"alert-{setup.run}-{customer}",
+                "timestamp": int(time.time() * 1000),
+                "customerId": customer,
+                "metricName": setup.meter,
+                "quantity": LEVEL,
+                "metadata": {"source": "bench.alerts"},
+            }
+        ).encode()
         phase.sent[customer] = time.time()
         try:
             status, answer = await conn.post(SINGLE_PATH, body)
@@ -303,12 +371,15 @@ def channel_figures(sinks: Sinks, phase: Phase) -> dict[str, Any]:
             bad_signatures += sum(a.signature_ok is False for a in arrivals)
         figures = distribution(latencies)
         p99 = figures["p99"]
-        figures.update({
-            "duplicates": duplicates, "missing": missing,
-            "extra_messages": sum(max(0, len(sinks.recorder.of(channel, c)) - 1) for c in phase.accepted),
-            "target_p99_s": TARGET_P99_S,
-            "verdict": "PASS" if p99 is not None and p99 < TARGET_P99_S and not missing else "FAIL",
-        })
+        figures.update(
+            {
+                "duplicates": duplicates,
+                "missing": missing,
+                "extra_messages": sum(max(0, len(sinks.recorder.of(channel, c)) - 1) for c in phase.accepted),
+                "target_p99_s": TARGET_P99_S,
+                "verdict": "PASS" if p99 is not None and p99 < TARGET_P99_S and not missing else "FAIL",
+            }
+        )
         if channel == "webhook":
             figures["bad_signatures"] = bad_signatures
         out[channel] = figures
@@ -322,16 +393,25 @@ async def stage_figures(pg: asyncpg.Connection, sinks: Sinks, phase: Phase, run:
     customers = phase.accepted
     commit_ts = await pg.fetchval("SHOW track_commit_timestamp") == "on"
     committed = "pg_xact_commit_timestamp(xmin)" if commit_ts else "persisted_at"
-    events = {r["customer_id"]: r for r in await pg.fetch(
-        f"SELECT customer_id, extract(epoch FROM {committed})::float8 AS committed "
-        "FROM event_ledger WHERE customer_id = ANY($1::text[]) AND event_id LIKE $2",
-        customers, f"alert-{run}-%")}
+    events = {
+        r["customer_id"]: r
+        for r in await pg.fetch(
+            f"SELECT customer_id, extract(epoch FROM {committed})::float8 AS committed "
+            "FROM event_ledger WHERE customer_id = ANY($1::text[]) AND event_id LIKE $2",
+            customers,
+            f"alert-{run}-%",
+        )
+    }
     firing_committed = "pg_xact_commit_timestamp(xmin)" if commit_ts else "fired_at"
-    firings = {r["customer_id"]: r for r in await pg.fetch(
-        "SELECT customer_id, count(*) AS n, extract(epoch FROM min(fired_at))::float8 AS started, "
-        f"extract(epoch FROM min({firing_committed}))::float8 AS committed "
-        "FROM alert_firings WHERE customer_id = ANY($1::text[]) AND kind = 'crossing' GROUP BY 1",
-        customers)}
+    firings = {
+        r["customer_id"]: r
+        for r in await pg.fetch(
+            "SELECT customer_id, count(*) AS n, extract(epoch FROM min(fired_at))::float8 AS started, "
+            f"extract(epoch FROM min({firing_committed}))::float8 AS committed "
+            "FROM alert_firings WHERE customer_id = ANY($1::text[]) AND kind = 'crossing' GROUP BY 1",
+            customers,
+        )
+    }
     deliveries = await pg.fetch(
         "SELECT d.customer_id, c.kind, d.status, d.attempts, d.last_error, "
         "  (SELECT extract(epoch FROM min(a.started_at))::float8 FROM alert_delivery_attempts a "
@@ -339,10 +419,15 @@ async def stage_figures(pg: asyncpg.Connection, sinks: Sinks, phase: Phase, run:
         "  (SELECT extract(epoch FROM max(a.started_at))::float8 FROM alert_delivery_attempts a "
         "   WHERE a.delivery_id = d.id) AS last_start "
         "FROM alert_deliveries d JOIN alert_channels c ON c.id = d.channel_id "
-        "WHERE d.customer_id = ANY($1::text[]) AND d.firing_id IS NOT NULL", customers)
-    stages: dict[str, list[float]] = {"request → 202": [], "request → event committed": [],
-                                      "event committed → evaluation started": [],
-                                      "evaluation started → firing committed": []}
+        "WHERE d.customer_id = ANY($1::text[]) AND d.firing_id IS NOT NULL",
+        customers,
+    )
+    stages: dict[str, list[float]] = {
+        "request → 202": [],
+        "request → event committed": [],
+        "event committed → evaluation started": [],
+        "evaluation started → firing committed": [],
+    }
     for customer in customers:
         t0 = phase.sent[customer]
         stages["request → 202"].append(phase.acked[customer] - t0)
@@ -368,11 +453,13 @@ async def stage_figures(pg: asyncpg.Connection, sinks: Sinks, phase: Phase, run:
         firing = firings.get(row["customer_id"])
         if firing is not None and row["first_start"] is not None:
             stages.setdefault(f"firing committed → {channel} send started", []).append(
-                row["first_start"] - firing["committed"])
+                row["first_start"] - firing["committed"]
+            )
         arrivals = sinks.recorder.of(channel, row["customer_id"])
         if arrivals and row["last_start"] is not None:
             stages.setdefault(f"{channel} send started → arrival", []).append(
-                min(a.at for a in arrivals) - row["last_start"])
+                min(a.at for a in arrivals) - row["last_start"]
+            )
     return {
         "commit_timestamps": commit_ts,
         "events_persisted": len(events),
@@ -394,30 +481,42 @@ def print_report(result: dict[str, Any]) -> None:
     print()
     print("Alert latency: crossing request → notice received (seconds)")
     print(f"  level {LEVEL} (absolute) on a sum meter; one event of {LEVEL} per customer crosses it")
-    print(f"  tiers: web x{settings['web_workers']}, worker x{settings['worker_processes']} "
-          f"({settings['worker_threads']} threads), scheduler {'on' if settings['scheduler'] else 'off'}, "
-          f"debounce {settings['debounce_ms']} ms, retry delays {settings['retry_delays_ms']} ms")
+    print(
+        f"  tiers: web x{settings['web_workers']}, worker x{settings['worker_processes']} "
+        f"({settings['worker_threads']} threads), scheduler {'on' if settings['scheduler'] else 'off'}, "
+        f"debounce {settings['debounce_ms']} ms, retry delays {settings['retry_delays_ms']} ms"
+    )
     for phase in result["phases"]:
         print()
-        print(f"phase {phase['name']}: {phase['crossings']} crossings at {phase['rate']:g}/s "
-              f"(sent over {phase['send_s']:.1f} s, {phase['accepted']} accepted, "
-              f"{len(phase['errors'])} not accepted)")
+        print(
+            f"phase {phase['name']}: {phase['crossings']} crossings at {phase['rate']:g}/s "
+            f"(sent over {phase['send_s']:.1f} s, {phase['accepted']} accepted, "
+            f"{len(phase['errors'])} not accepted)"
+        )
         for customer, error in list(phase["errors"].items())[:3]:
             print(f"  not accepted: {customer}: {error}")
-        print(f"  {'channel':<9} {'n':>5} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  "
-              f"{'dup':>4} {'miss':>5}  target p99 < {TARGET_P99_S:g} s")
+        print(
+            f"  {'channel':<9} {'n':>5} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  "
+            f"{'dup':>4} {'miss':>5}  target p99 < {TARGET_P99_S:g} s"
+        )
         for channel, f in phase["channels"].items():
             extra = f"  bad signatures: {f['bad_signatures']}" if f.get("bad_signatures") else ""
-            print(f"  {channel:<9} {f['n']:>5} {_s(f['p50']):>8} {_s(f['p90']):>8} {_s(f['p99']):>8} "
-                  f"{_s(f['max']):>8}  {f['duplicates']:>4} {f['missing']:>5}  {f['verdict']}{extra}")
+            print(
+                f"  {channel:<9} {f['n']:>5} {_s(f['p50']):>8} {_s(f['p90']):>8} {_s(f['p99']):>8} "
+                f"{_s(f['max']):>8}  {f['duplicates']:>4} {f['missing']:>5}  {f['verdict']}{extra}"
+            )
         stages = phase.get("breakdown")
         if stages:
-            print(f"  where the time went ({stages['events_persisted']} events persisted, "
-                  f"{stages['firings']} crossing firings, deliveries {stages['deliveries']}, "
-                  f"retried {stages['deliveries_retried']}):")
+            print(
+                f"  where the time went ({stages['events_persisted']} events persisted, "
+                f"{stages['firings']} crossing firings, deliveries {stages['deliveries']}, "
+                f"retried {stages['deliveries_retried']}):"
+            )
             for name, d in stages["stages"].items():
-                print(f"    {name:<42} p50 {_s(d['p50']):>7}  p90 {_s(d['p90']):>7}  "
-                      f"p99 {_s(d['p99']):>7}  max {_s(d['max']):>7}  (n={d['n']})")
+                print(
+                    f"    {name:<42} p50 {_s(d['p50']):>7}  p90 {_s(d['p90']):>7}  "
+                    f"p99 {_s(d['p99']):>7}  max {_s(d['max']):>7}  (n={d['n']})"
+                )
             for channel, error in stages["last_errors"].items():
                 print(f"    last error ({channel}): {error[:300]}")
     unknown = result.get("unattributed_messages")
@@ -425,9 +524,11 @@ def print_report(result: dict[str, Any]) -> None:
         print(f"\nmessages the sinks could not attribute to a customer: {unknown}")
     m = result["machine"]
     print()
-    print(f"machine: {m.get('nproc')} CPUs ({m.get('cpu_model')}), {m.get('memory_gb')} GB, "
-          f"kernel {m.get('kernel')}, Python {m.get('python')}; code {m.get('code')}; "
-          f"busy before start {100 * result['busy_before_start']:.0f}%")
+    print(
+        f"machine: {m.get('nproc')} CPUs ({m.get('cpu_model')}), {m.get('memory_gb')} GB, "
+        f"kernel {m.get('kernel')}, Python {m.get('python')}; code {m.get('code')}; "
+        f"busy before start {100 * result['busy_before_start']:.0f}%"
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -442,8 +543,13 @@ def start_scheduler(env: Environment) -> None:
     logfile = (env.data_dir / "scheduler.log").open("ab")
     log("starting scheduler")
     env.processes["scheduler"] = subprocess.Popen(
-        [*_portal_command(), "scheduler"], cwd=ROOT, env=env.child_env(), stdout=logfile,
-        stderr=subprocess.STDOUT, start_new_session=True)
+        [*_portal_command(), "scheduler"],
+        cwd=ROOT,
+        env=env.child_env(),
+        stdout=logfile,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 async def run_bench(opts: AlertOptions, env: Environment, sinks: Sinks, busy_before: float) -> dict[str, Any]:
@@ -452,8 +558,9 @@ async def run_bench(opts: AlertOptions, env: Environment, sinks: Sinks, busy_bef
     steady = Phase("steady", opts.rate, [f"ab{run}-s{i:04d}" for i in range(opts.crossings)])
     phases = [steady]
     if opts.burst_crossings:
-        phases.append(Phase("burst", opts.burst_rate,
-                            [f"ab{run}-b{i:04d}" for i in range(opts.burst_crossings)]))
+        phases.append(
+            Phase("burst", opts.burst_rate, [f"ab{run}-b{i:04d}" for i in range(opts.burst_crossings)])
+        )
     customers = [c for p in phases for c in p.customers]
     meter, admin, ingest = await create_catalog(env, run, customers)
     log(f"catalog: {len(customers)} customers, meter {meter}, admin and ingest keys (run {run})")
@@ -463,28 +570,38 @@ async def run_bench(opts: AlertOptions, env: Environment, sinks: Sinks, busy_bef
     setup = Setup(run, meter, admin, ingest, env.ports[0])
     started = time.monotonic()
     await create_alerts(setup, sinks, customers, opts.setup_concurrency)
-    log(f"alerts: 2 channels and 1 rule for each of {len(customers)} customers "
-        f"in {time.monotonic() - started:.1f} s")
+    log(
+        f"alerts: 2 channels and 1 rule for each of {len(customers)} customers "
+        f"in {time.monotonic() - started:.1f} s"
+    )
     for phase in phases:
         log(f"{phase.name}: {len(phase.customers)} crossings at {phase.rate:g}/s")
         await send_crossings(setup, phase)
-        log(f"{phase.name}: sent in {phase.last_send - phase.first_send:.1f} s "
-            f"({len(phase.errors)} not accepted); waiting for the notices")
+        log(
+            f"{phase.name}: sent in {phase.last_send - phase.first_send:.1f} s "
+            f"({len(phase.errors)} not accepted); waiting for the notices"
+        )
         await wait_for_notices(env, sinks, phase, opts)
         check_alive(env)
     known = set(customers)
     tier_settings = from_environment()
     result: dict[str, Any] = {
         "settings": {
-            "crossings": opts.crossings, "rate": opts.rate, "burst_crossings": opts.burst_crossings,
-            "burst_rate": opts.burst_rate, "web_workers": opts.web_workers,
-            "worker_processes": opts.worker_processes, "worker_threads": opts.worker_threads,
+            "crossings": opts.crossings,
+            "rate": opts.rate,
+            "burst_crossings": opts.burst_crossings,
+            "burst_rate": opts.burst_rate,
+            "web_workers": opts.web_workers,
+            "worker_processes": opts.worker_processes,
+            "worker_threads": opts.worker_threads,
             "scheduler": opts.scheduler,
             # As the tiers read them: they inherit this process's environment.
             "debounce_ms": tier_settings.alert_debounce_ms,
             "retry_delays_ms": ",".join(str(d) for d in tier_settings.alert_retry_delays_ms),
         },
-        "machine": machine, "busy_before_start": busy_before, "phases": [],
+        "machine": machine,
+        "busy_before_start": busy_before,
+        "phases": [],
         "unattributed_messages": sum(a.customer_id not in known for a in sinks.recorder.all()),
         "smtp_sink_errors": sinks.smtp_errors,
     }
@@ -492,9 +609,13 @@ async def run_bench(opts: AlertOptions, env: Environment, sinks: Sinks, busy_bef
     try:
         for phase in phases:
             entry: dict[str, Any] = {
-                "name": phase.name, "rate": phase.rate, "crossings": len(phase.customers),
-                "accepted": len(phase.accepted), "errors": phase.errors,
-                "send_s": phase.last_send - phase.first_send, "all_arrived": phase.complete,
+                "name": phase.name,
+                "rate": phase.rate,
+                "crossings": len(phase.customers),
+                "accepted": len(phase.accepted),
+                "errors": phase.errors,
+                "send_s": phase.last_send - phase.first_send,
+                "all_arrived": phase.complete,
                 "channels": channel_figures(sinks, phase),
             }
             try:
@@ -505,8 +626,10 @@ async def run_bench(opts: AlertOptions, env: Environment, sinks: Sinks, busy_bef
     finally:
         await pg.close()
     if any(f["missing"] for p in result["phases"] for f in p["channels"].values()):
-        log("some notices never arrived; the worker's log ends with:\n"
-            + tail(env.data_dir / "worker.log", 20))
+        log(
+            "some notices never arrived; the worker's log ends with:\n"
+            + tail(env.data_dir / "worker.log", 20)
+        )
     return result
 
 
@@ -528,12 +651,18 @@ def main(argv: list[str] | None = None) -> int:
     log(f"sinks: SMTP on {HOST}:{sinks.smtp_port}, webhooks on {HOST}:{sinks.http_port}")
     _alert_environment(opts, sinks)
     try:
-        return harness.run(opts, name="alerts", stack=stack_options(opts), report=print_report,
-                           uvloop=False,
-                           measure=lambda env, busy_before: run_bench(opts, env, sinks, busy_before))
+        return harness.run(
+            opts,
+            name="alerts",
+            stack=stack_options(opts),
+            report=print_report,
+            uvloop=False,
+            measure=lambda env, busy_before: run_bench(opts, env, sinks, busy_before),
+        )
     finally:
         with contextlib.suppress(Exception):
             sinks.stop()
+
 
 if __name__ == "__main__":
     sys.exit(main())

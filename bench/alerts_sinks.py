@@ -71,8 +71,11 @@ def free_port() -> int:
 # --------------------------------------------------------------------------- email
 
 
-def email_customer(rcpt_tos: list[str], content: bytes, id_pattern: re.Pattern[str],
-                   ) -> tuple[str | None, str | None, str]:
+def email_customer(
+    rcpt_tos: list[str],
+    content: bytes,
+    id_pattern: re.Pattern[str],
+) -> tuple[str | None, str | None, str]:
     """(customer id, notice id, subject) of one email as it reached the SMTP server."""
     message = email.message_from_bytes(content, policy=email.policy.default)
     subject = str(message.get("Subject", ""))
@@ -117,9 +120,11 @@ class _SmtpHandler:
 # --------------------------------------------------------------------------- webhook
 
 
-def _webhook_handler(recorder: Recorder, secret_for: Callable[[str], str | None],
-                     verify: Callable[[str, str, bytes, str], bool] | None,
-                     ) -> type[BaseHTTPRequestHandler]:
+def _webhook_handler(
+    recorder: Recorder,
+    secret_for: Callable[[str], str | None],
+    verify: Callable[[str, str, bytes, str], bool] | None,
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -138,8 +143,12 @@ def _webhook_handler(recorder: Recorder, secret_for: Callable[[str], str | None]
             signature_ok: bool | None = None
             secret = secret_for(customer) if customer else None
             if verify is not None and secret is not None:
-                signature_ok = verify(secret, self.headers.get("X-Usage-Portal-Timestamp", ""), body,
-                                      self.headers.get("X-Usage-Portal-Signature", ""))
+                signature_ok = verify(
+                    secret,
+                    self.headers.get("X-Usage-Portal-Timestamp", ""),
+                    body,
+                    self.headers.get("X-Usage-Portal-Signature", ""),
+                )
             recorder.record(Arrival("webhook", customer, at, notice_id, kind, signature_ok))
             self.send_response(204)
             self.send_header("Content-Length", "0")
@@ -187,8 +196,9 @@ class Sinks:
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._http.daemon_threads = True
         self.http_port = int(self._http.server_address[1])
-        self._http_thread = threading.Thread(target=self._http.serve_forever, name="webhook-sink",
-                                             kwargs={"poll_interval": 0.1}, daemon=True)
+        self._http_thread = threading.Thread(
+            target=self._http.serve_forever, name="webhook-sink", kwargs={"poll_interval": 0.1}, daemon=True
+        )
         self._http_thread.start()
 
     @property

@@ -1,5 +1,4 @@
-"""Constants, the run's options and the log line shared by the ingest benchmark's modules.
-"""
+"""Constants, the run's options and the log line shared by the ingest benchmark's modules."""
 
 from __future__ import annotations
 
@@ -18,8 +17,15 @@ TARGET_LAG_P99_S = 2.0
 TARGET_LAG_RATE = TARGET_BATCH_EPS // 2
 
 ZONES = [
-    "UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu",
-    "Australia/Adelaide", "America/St_Johns", "Pacific/Chatham", "America/Los_Angeles",
+    "UTC",
+    "Europe/Berlin",
+    "America/New_York",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Australia/Adelaide",
+    "America/St_Johns",
+    "Pacific/Chatham",
+    "America/Los_Angeles",
     "Asia/Tokyo",
 ]
 REGIONS = ["eu-west", "us-east", "us-west", "ap-south"]

@@ -105,50 +105,91 @@ class DashboardOptions:
 
 
 def parse_options(argv: list[str] | None = None) -> DashboardOptions:
-    parser = argparse.ArgumentParser(prog="python -m bench.dashboard", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.dashboard",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds (60)")
     parser.add_argument("--viewers", type=int, default=50, help="signed-in sessions polling (50)")
-    parser.add_argument("--interval", type=float, default=2.0,
-                        help="seconds between one viewer's polls (2, as static/portal.js)")
-    parser.add_argument("--quiet-customers", type=int, default=10,
-                        help="customers that get no events during the run; their viewers "
-                             "mostly get 204 (10; the 10 busy ones get every event)")
-    parser.add_argument("--ingest-rate", type=float, default=None,
-                        help=f"events/s sent during the run (default {DEFAULT_INGEST_RATE:,.0f}, "
-                             "or half the maximum with --measure-max; 0: no ingest)")
-    parser.add_argument("--measure-max", type=float, default=0.0, metavar="SECONDS",
-                        help="first measure the batch ingest maximum for this long and run at "
-                             "half of it (0: off)")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        help="seconds between one viewer's polls (2, as static/portal.js)",
+    )
+    parser.add_argument(
+        "--quiet-customers",
+        type=int,
+        default=10,
+        help="customers that get no events during the run; their viewers "
+        "mostly get 204 (10; the 10 busy ones get every event)",
+    )
+    parser.add_argument(
+        "--ingest-rate",
+        type=float,
+        default=None,
+        help=f"events/s sent during the run (default {DEFAULT_INGEST_RATE:,.0f}, "
+        "or half the maximum with --measure-max; 0: no ingest)",
+    )
+    parser.add_argument(
+        "--measure-max",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first measure the batch ingest maximum for this long and run at half of it (0: off)",
+    )
     parser.add_argument("--batch-size", type=int, default=1000, help="events per batch (1000)")
-    parser.add_argument("--no-plan", action="store_true",
-                        help="no plan or subscriptions: the panel shows usage without a price")
-    parser.add_argument("--breakdown-duration", type=float, default=10.0,
-                        help="seconds of timing the panel's steps after the run (10; 0: skip)")
+    parser.add_argument(
+        "--no-plan",
+        action="store_true",
+        help="no plan or subscriptions: the panel shows usage without a price",
+    )
+    parser.add_argument(
+        "--breakdown-duration",
+        type=float,
+        default=10.0,
+        help="seconds of timing the panel's steps after the run (10; 0: skip)",
+    )
     parser.add_argument("--web-workers", type=int, default=2, help="web processes (2)")
-    parser.add_argument("--viewer-web", type=int, default=0, metavar="N",
-                        help="serve the viewers from a separate `usage-portal web --workers N` "
-                             "(0, the default: the same web tier as ingest, as `usage-portal up` "
-                             "runs it); shows what sharing the event loops with ingest costs")
-    parser.add_argument("--worker-processes", type=int, default=2,
-                        help="Dramatiq worker processes (2)")
-    parser.add_argument("--worker-threads", type=int, default=4,
-                        help="Dramatiq threads per worker process (4)")
+    parser.add_argument(
+        "--viewer-web",
+        type=int,
+        default=0,
+        metavar="N",
+        help="serve the viewers from a separate `usage-portal web --workers N` "
+        "(0, the default: the same web tier as ingest, as `usage-portal up` "
+        "runs it); shows what sharing the event loops with ingest costs",
+    )
+    parser.add_argument("--worker-processes", type=int, default=2, help="Dramatiq worker processes (2)")
+    parser.add_argument(
+        "--worker-threads", type=int, default=4, help="Dramatiq threads per worker process (4)"
+    )
     add_run_options(parser)
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.viewers < 1 or args.interval <= 0 or args.quiet_customers < 0:
-        parser.error("--duration and --interval must be above 0, --viewers at least 1, "
-                     "--quiet-customers at least 0")
+        parser.error(
+            "--duration and --interval must be above 0, --viewers at least 1, --quiet-customers at least 0"
+        )
     if args.ingest_rate is not None and args.ingest_rate < 0:
         parser.error("--ingest-rate must be at least 0")
     return DashboardOptions(
-        duration=args.duration, viewers=args.viewers, interval=args.interval,
-        quiet_customers=args.quiet_customers, ingest_rate=args.ingest_rate,
-        measure_max=args.measure_max, batch_size=args.batch_size, plan=not args.no_plan,
-        breakdown_duration=args.breakdown_duration, viewer_web=max(0, args.viewer_web),
+        duration=args.duration,
+        viewers=args.viewers,
+        interval=args.interval,
+        quiet_customers=args.quiet_customers,
+        ingest_rate=args.ingest_rate,
+        measure_max=args.measure_max,
+        batch_size=args.batch_size,
+        plan=not args.no_plan,
+        breakdown_duration=args.breakdown_duration,
+        viewer_web=max(0, args.viewer_web),
         web_workers=args.web_workers,
-        worker_processes=args.worker_processes, worker_threads=args.worker_threads,
-        keep_data=args.keep_data, data_parent=args.data_parent, json_out=args.json_out,
+        worker_processes=args.worker_processes,
+        worker_threads=args.worker_threads,
+        keep_data=args.keep_data,
+        data_parent=args.data_parent,
+        json_out=args.json_out,
         wait_idle=args.wait_idle,
     )
 
@@ -156,12 +197,28 @@ def parse_options(argv: list[str] | None = None) -> DashboardOptions:
 def stack_options(opts: DashboardOptions) -> Options:
     """The ingest benchmark's options, as bench.stack reads them (only the tiers matter)."""
     return Options(
-        phases=(), duration=0, single_duration=0, lag_duration=0, concurrency=1,
-        single_concurrency=1, batch_size=opts.batch_size, lag_rate=None,
-        web_workers=opts.web_workers, web_mode="workers", worker_processes=opts.worker_processes,
-        worker_threads=opts.worker_threads, drain_timeout=0, keep_data=opts.keep_data,
-        data_parent=opts.data_parent, json_out=None, quick=False, pg_stats=False,
-        wait_idle=opts.wait_idle, event_ids="random", pg_settings=(), valkey_settings=(),
+        phases=(),
+        duration=0,
+        single_duration=0,
+        lag_duration=0,
+        concurrency=1,
+        single_concurrency=1,
+        batch_size=opts.batch_size,
+        lag_rate=None,
+        web_workers=opts.web_workers,
+        web_mode="workers",
+        worker_processes=opts.worker_processes,
+        worker_threads=opts.worker_threads,
+        drain_timeout=0,
+        keep_data=opts.keep_data,
+        data_parent=opts.data_parent,
+        json_out=None,
+        quick=False,
+        pg_stats=False,
+        wait_idle=opts.wait_idle,
+        event_ids="random",
+        pg_settings=(),
+        valkey_settings=(),
     )
 
 
@@ -199,8 +256,12 @@ async def create_accounts(env: Environment, run: str, quiet: int) -> tuple[Catal
     try:
         async with transaction(session_factory(engine)) as session:
             for i, customer_id in enumerate(quiet_ids):
-                await create_customer(session, CustomerCreate(
-                    id=customer_id, name=f"Bench {customer_id}", timezone=ZONES[i % len(ZONES)]))
+                await create_customer(
+                    session,
+                    CustomerCreate(
+                        id=customer_id, name=f"Bench {customer_id}", timezone=ZONES[i % len(ZONES)]
+                    ),
+                )
             _, admin = await create_key(session, scope="admin", name=f"bench dashboard {run} admin")
     finally:
         await engine.dispose()
@@ -212,7 +273,8 @@ async def create_accounts(env: Environment, run: str, quiet: int) -> tuple[Catal
         await conn.executemany(
             "INSERT INTO users (email, name, role, customer_id, all_customers, password_hash) "
             "VALUES ($1, $2, 'customer', $3, false, $4)",
-            [(user_email(c), f"Viewer {c}", c, hashed) for c in [*catalog.customers, *quiet_ids]])
+            [(user_email(c), f"Viewer {c}", c, hashed) for c in [*catalog.customers, *quiet_ids]],
+        )
     finally:
         await conn.close()
     return catalog, quiet_ids, admin
@@ -222,20 +284,32 @@ async def subscribe_all(setup: Setup) -> None:
     """One plan through the admin API, every customer subscribed: the panel then also
     computes the cost so far (the live preview), as a customer with a plan sees it."""
     headers = {"Authorization": f"Bearer {setup.admin_key}"}
-    async with httpx.AsyncClient(base_url=f"http://{HOST}:{setup.port}", headers=headers,
-                                 timeout=30) as client:
-        plan = {"id": PLAN_ID, "name": "Bench pay as you go", "currency": "USD", "charges": [
-            {"key": "base", "model": "flat", "amount": "49.00"},
-            {"key": "calls", "model": "per_unit", "meter": setup.catalog.sum_meter,
-             "unitPrice": "0.0001"}]}
+    async with httpx.AsyncClient(
+        base_url=f"http://{HOST}:{setup.port}", headers=headers, timeout=30
+    ) as client:
+        plan = {
+            "id": PLAN_ID,
+            "name": "Bench pay as you go",
+            "currency": "USD",
+            "charges": [
+                {"key": "base", "model": "flat", "amount": "49.00"},
+                {
+                    "key": "calls",
+                    "model": "per_unit",
+                    "meter": setup.catalog.sum_meter,
+                    "unitPrice": "0.0001",
+                },
+            ],
+        }
         answer = await client.post("/v1/plans", json=plan)
         if answer.status_code != 201:
             raise RuntimeError(f"POST /v1/plans answered {answer.status_code}: {answer.text[:500]}")
         for customer in setup.customers:
             answer = await client.post(f"/v1/customers/{customer}/subscriptions", json={"planId": PLAN_ID})
             if answer.status_code != 201:
-                raise RuntimeError(f"subscribing {customer} answered {answer.status_code}: "
-                                   f"{answer.text[:500]}")
+                raise RuntimeError(
+                    f"subscribing {customer} answered {answer.status_code}: {answer.text[:500]}"
+                )
 
 
 async def seed_quiet(setup: Setup) -> None:
@@ -243,10 +317,18 @@ async def seed_quiet(setup: Setup) -> None:
     if not setup.quiet:
         return
     now_ms = int(time.time() * 1000)
-    events = [{"eventId": f"seed-{customer}-{i}", "timestamp": now_ms - i * 600_000,
-               "customerId": customer, "metricName": setup.catalog.sum_meter, "quantity": 10 + i,
-               "dimensions": {"region": "eu-west"}}
-              for customer in setup.quiet for i in range(6)]
+    events = [
+        {
+            "eventId": f"seed-{customer}-{i}",
+            "timestamp": now_ms - i * 600_000,
+            "customerId": customer,
+            "metricName": setup.catalog.sum_meter,
+            "quantity": 10 + i,
+            "dimensions": {"region": "eu-west"},
+        }
+        for customer in setup.quiet
+        for i in range(6)
+    ]
     conn = HttpConnection(HOST, setup.port, {"Authorization": f"Bearer {setup.catalog.ingest_key}"})
     try:
         status, answer = await conn.post(BATCH_PATH, json.dumps({"events": events}).encode())
@@ -279,8 +361,9 @@ async def sign_in(port: int, email: str) -> str:
         match = re.search(r'<input type="hidden" name="csrf_token" value="([^"]*)">', form.text)
         if form.status_code != 200 or match is None:
             raise RuntimeError(f"login form: {form.status_code} {form.text[:300]}")
-        answer = await client.post("/portal/login", data={
-            "email": email, "password": PASSWORD, "csrf_token": match.group(1)})
+        answer = await client.post(
+            "/portal/login", data={"email": email, "password": PASSWORD, "csrf_token": match.group(1)}
+        )
         session = answer.cookies.get(SESSION_COOKIE)
         if answer.status_code != 303 or not session:
             raise RuntimeError(f"sign-in of {email}: {answer.status_code} {answer.text[:300]}")
@@ -334,8 +417,11 @@ async def open_viewers(setup: Setup, n: int) -> list[Viewer]:
         session = await sign_in(setup.port, user_email(customer))
         from portal.pages.sessions import SESSION_COOKIE
 
-        conn = HttpConnection(HOST, setup.port, {"Cookie": f"{SESSION_COOKIE}={session}",
-                                                 "HX-Request": "true", "Accept": "text/html"})
+        conn = HttpConnection(
+            HOST,
+            setup.port,
+            {"Cookie": f"{SESSION_COOKIE}={session}", "HX-Request": "true", "Accept": "text/html"},
+        )
         await conn.connect()
         viewers.append(Viewer(customer, session, conn))
         # uvicorn's processes share one socket: spaced out, connections spread over them.
@@ -368,10 +454,19 @@ async def poll_loop(viewer: Viewer, interval: float, started: float, until: floa
 # --------------------------------------------------------------------------- breakdown
 
 
-STEPS = ("session (Redis)", "customer (Postgres)", "watermark (Redis)", "preview (Postgres)",
-         "meters (catalog)", "live usage (Redis, all meters)", "recent alerts (Postgres)",
-         "anomalies (Postgres, cached hourly)", "version hash", "template render",
-         "usage_panel total")
+STEPS = (
+    "session (Redis)",
+    "customer (Postgres)",
+    "watermark (Redis)",
+    "preview (Postgres)",
+    "meters (catalog)",
+    "live usage (Redis, all meters)",
+    "recent alerts (Postgres)",
+    "anomalies (Postgres, cached hourly)",
+    "version hash",
+    "template render",
+    "usage_panel total",
+)
 
 
 async def breakdown(env: Environment, viewers: list[Viewer], until: float) -> dict[str, list[float]]:
@@ -415,13 +510,16 @@ async def breakdown(env: Environment, viewers: list[Viewer], until: float) -> di
             watermark = datetime.fromtimestamp(watermark_ms / 1000, UTC)
             period = period_for(now, customer.timezone)
             with contextlib.suppress(NotFound):  # no plan (--no-plan): the panel skips it too
-                estimate = await timed("preview (Postgres)",
-                                       preview(db, customer.id, now=now, complete_through=watermark))
+                estimate = await timed(
+                    "preview (Postgres)", preview(db, customer.id, now=now, complete_through=watermark)
+                )
                 period = BillingPeriod(estimate.period_start, estimate.period_end)
             meters = await timed("meters (catalog)", catalog_service.list_meters(db))
             end = min(period.end, now + settings.future_tolerance)
-            await timed("live usage (Redis, all meters)", asyncio.gather(
-                *(service._meter_usage(portal, customer, m, period, end) for m in meters)))
+            await timed(
+                "live usage (Redis, all meters)",
+                asyncio.gather(*(service._meter_usage(portal, customer, m, period, end) for m in meters)),
+            )
             await timed("recent alerts (Postgres)", service.recent_alerts(db, customer))
             await timed("anomalies (Postgres, cached hourly)", service._anomalies(db, customer, meters, now))
             panel = await timed("usage_panel total", service.usage_panel(portal, db, customer, now=now))
@@ -441,13 +539,12 @@ async def breakdown(env: Environment, viewers: list[Viewer], until: float) -> di
 def _settings(env: Environment) -> Any:
     from portal.settings import from_environment
 
-    return from_environment().with_urls(database_url=env.database_url, redis_url=env.redis_url,
-                                        broker_url=env.broker_url)
+    return from_environment().with_urls(
+        database_url=env.database_url, redis_url=env.redis_url, broker_url=env.broker_url
+    )
 
 
 # --------------------------------------------------------------------------- figures
-
-
 
 
 def _ms(value: float | None) -> str:
@@ -459,78 +556,123 @@ def print_report(result: dict[str, Any]) -> None:
     polls = result["polls"]
     print()
     print("Dashboard benchmark: GET /portal/customers/{id}/usage?seen=<version> while ingesting")
-    print(f"  {s['viewers']} signed-in viewers over {s['customers']} customers ({s['busy_customers']} busy, "
-          f"{s['quiet_customers']} quiet), one poll each every {s['interval']:g} s, "
-          f"{s['duration']:g} s; plan: {'yes' if s['plan'] else 'no'}")
-    print(f"  tiers: web x{s['web_workers']}, worker x{s['worker_processes']} "
-          f"({s['worker_threads']} threads)"
-          + (f"; viewers on their own web tier x{s['viewer_web']}" if s["viewer_web"]
-             else "; viewers and ingest on the same web tier"))
+    print(
+        f"  {s['viewers']} signed-in viewers over {s['customers']} customers ({s['busy_customers']} busy, "
+        f"{s['quiet_customers']} quiet), one poll each every {s['interval']:g} s, "
+        f"{s['duration']:g} s; plan: {'yes' if s['plan'] else 'no'}"
+    )
+    print(
+        f"  tiers: web x{s['web_workers']}, worker x{s['worker_processes']} "
+        f"({s['worker_threads']} threads)"
+        + (
+            f"; viewers on their own web tier x{s['viewer_web']}"
+            if s["viewer_web"]
+            else "; viewers and ingest on the same web tier"
+        )
+    )
     if result.get("measured_max_eps") is not None:
-        print(f"  measured ingest maximum: {result['measured_max_eps']:,.0f} events/s accepted "
-              f"(closed loop, {s['measure_max']:g} s)")
+        print(
+            f"  measured ingest maximum: {result['measured_max_eps']:,.0f} events/s accepted "
+            f"(closed loop, {s['measure_max']:g} s)"
+        )
     ingest = result["ingest"]
-    print(f"  ingest: target {ingest['target_eps']:,.0f} events/s, achieved {ingest['accepted_eps']:,.0f} "
-          f"events/s accepted ({ingest['accepted']:,} events, {ingest['late_sends']} late sends, "
-          f"statuses {ingest['statuses']}), backlog persisted {ingest['drain_s']:.1f} s after the load")
+    print(
+        f"  ingest: target {ingest['target_eps']:,.0f} events/s, achieved {ingest['accepted_eps']:,.0f} "
+        f"events/s accepted ({ingest['accepted']:,} events, {ingest['late_sends']} late sends, "
+        f"statuses {ingest['statuses']}), backlog persisted {ingest['drain_s']:.1f} s after the load"
+    )
     batch = ingest["batch_latency"]
     if batch["n"]:
-        print(f"  ingest request latency ({s['batch_size']}-event batches): p50 {_ms(batch['p50'])} ms, "
-              f"p99 {_ms(batch['p99'])} ms, max {_ms(batch['max'])} ms")
+        print(
+            f"  ingest request latency ({s['batch_size']}-event batches): p50 {_ms(batch['p50'])} ms, "
+            f"p99 {_ms(batch['p99'])} ms, max {_ms(batch['max'])} ms"
+        )
     print()
     print(f"  {'answers':<10} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for name in ("all", "200", "204"):
         d = polls[name]
-        print(f"  {name:<10} {d['n']:>6} {_ms(d['p50']):>8} {_ms(d['p95']):>8} {_ms(d['p99']):>8} "
-              f"{_ms(d['max']):>8}")
-    print("  over time:  " + "  ".join(f"{w['from_s']:>3.0f}s p50 {_ms(w['p50'])} p99 {_ms(w['p99'])}"
-                                        for w in polls["timeline"][:4]))
+        print(
+            f"  {name:<10} {d['n']:>6} {_ms(d['p50']):>8} {_ms(d['p95']):>8} {_ms(d['p99']):>8} "
+            f"{_ms(d['max']):>8}"
+        )
+    print(
+        "  over time:  "
+        + "  ".join(
+            f"{w['from_s']:>3.0f}s p50 {_ms(w['p50'])} p99 {_ms(w['p99'])}" for w in polls["timeline"][:4]
+        )
+    )
     for i in range(4, len(polls["timeline"]), 4):
-        print("              " + "  ".join(f"{w['from_s']:>3.0f}s p50 {_ms(w['p50'])} p99 {_ms(w['p99'])}"
-                                          for w in polls["timeline"][i:i + 4]))
+        print(
+            "              "
+            + "  ".join(
+                f"{w['from_s']:>3.0f}s p50 {_ms(w['p50'])} p99 {_ms(w['p99'])}"
+                for w in polls["timeline"][i : i + 4]
+            )
+        )
     print(f"  statuses: {polls['statuses']}; errors: {polls['errors']}")
     for error in polls["sample_errors"]:
         print(f"    {error}")
     p99 = polls["all"]["p99"]
-    print(f"  target p99 < {TARGET_P99_S * 1000:g} ms: {result['verdict']}"
-          + ("" if p99 is None else f" (p99 {p99 * 1000:.1f} ms)"))
+    print(
+        f"  target p99 < {TARGET_P99_S * 1000:g} ms: {result['verdict']}"
+        + ("" if p99 is None else f" (p99 {p99 * 1000:.1f} ms)")
+    )
     cpu = result.get("cpu")
     if cpu:
         print()
-        print(f"  CPU during the run (% of the machine, {cpu['machine_busy_pct']:.0f}% busy): "
-              + ", ".join(f"{role} {pct:.0f}%" for role, pct in cpu["by_role_pct"].items()))
+        print(
+            f"  CPU during the run (% of the machine, {cpu['machine_busy_pct']:.0f}% busy): "
+            + ", ".join(f"{role} {pct:.0f}%" for role, pct in cpu["by_role_pct"].items())
+        )
     valkey = result.get("valkey")
     if valkey:
-        print("  Valkey's busiest commands (share of the run's time): " + ", ".join(
-            f"{v['command']} {v['calls']} calls x {v['usec_per_call'] / 1000:.2f} ms ({v['busy_pct']:.0f}%)"
-            for v in valkey["top"]))
+        print(
+            "  Valkey's busiest commands (share of the run's time): "
+            + ", ".join(
+                f"{v['command']} {v['calls']} calls x {v['usec_per_call'] / 1000:.2f} ms "
+                f"({v['busy_pct']:.0f}%)"
+                for v in valkey["top"]
+            )
+        )
     steps = result.get("breakdown")
     if steps:
         print()
-        print(f"  where a panel's time goes (timed in-process under the same load, "
-              f"{steps['usage_panel total']['n']} panels; ms):")
+        print(
+            f"  where a panel's time goes (timed in-process under the same load, "
+            f"{steps['usage_panel total']['n']} panels; ms):"
+        )
         print(f"    {'step':<38} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}")
         for name, d in steps.items():
-            print(f"    {name:<38} {_ms(d['p50']):>7} {_ms(d['p95']):>7} {_ms(d['p99']):>7} "
-                  f"{_ms(d['max']):>7}")
+            print(
+                f"    {name:<38} {_ms(d['p50']):>7} {_ms(d['p95']):>7} {_ms(d['p99']):>7} {_ms(d['max']):>7}"
+            )
     m = result["machine"]
     print()
-    print(f"machine: {m.get('nproc')} CPUs ({m.get('cpu_model')}), {m.get('memory_gb')} GB, "
-          f"kernel {m.get('kernel')}, Python {m.get('python')}; code {m.get('code')}; "
-          f"busy before start {100 * result['busy_before_start']:.0f}%")
+    print(
+        f"machine: {m.get('nproc')} CPUs ({m.get('cpu_model')}), {m.get('memory_gb')} GB, "
+        f"kernel {m.get('kernel')}, Python {m.get('python')}; code {m.get('code')}; "
+        f"busy before start {100 * result['busy_before_start']:.0f}%"
+    )
 
 
 # --------------------------------------------------------------------------- run
 
 
-async def measure_max(env: Environment, factory: EventFactory, opts: DashboardOptions, redis: Redis,
-                      key: str) -> float:
+async def measure_max(
+    env: Environment, factory: EventFactory, opts: DashboardOptions, redis: Redis, key: str
+) -> float:
     log(f"measuring the batch ingest maximum for {opts.measure_max:g} s")
     conns = await open_connections(env.ports, key, 8)
     stats = LoadStats()
     try:
-        await closed_loop(conns, BATCH_PATH, lambda: factory.batch("M", opts.batch_size),
-                          opts.batch_size, opts.measure_max, stats)
+        await closed_loop(
+            conns,
+            BATCH_PATH,
+            lambda: factory.batch("M", opts.batch_size),
+            opts.batch_size,
+            opts.measure_max,
+            stats,
+        )
     finally:
         await asyncio.gather(*(c.close() for c in conns))
     eps = stats.accepted / stats.elapsed if stats.elapsed else 0.0
@@ -545,8 +687,13 @@ def spawn_viewer_web(env: Environment, workers: int) -> int:
     argv = [*portal_command(), "web", "--port", str(port), "--workers", str(workers)]
     log(f"starting web-viewers: {' '.join(argv[1:])}")
     env.processes["web-viewers"] = subprocess.Popen(
-        argv, cwd=ROOT, env=env.child_env(), stdout=(env.data_dir / "web-viewers.log").open("ab"),
-        stderr=subprocess.STDOUT, start_new_session=True)
+        argv,
+        cwd=ROOT,
+        env=env.child_env(),
+        stdout=(env.data_dir / "web-viewers.log").open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     return port
 
 
@@ -566,8 +713,10 @@ async def run_bench(opts: DashboardOptions, env: Environment, busy_before: float
     run = os.urandom(3).hex()
     machine = machine_info()
     catalog, quiet, admin = await create_accounts(env, run, opts.quiet_customers)
-    log(f"catalog: {len(catalog.customers)} busy and {len(quiet)} quiet customers, 3 meters, "
-        f"one customer user each (run {run})")
+    log(
+        f"catalog: {len(catalog.customers)} busy and {len(quiet)} quiet customers, 3 meters, "
+        f"one customer user each (run {run})"
+    )
     start_tiers(env, stack_options(opts))
     viewer_port = await start_viewer_web(env, opts.viewer_web) if opts.viewer_web else env.ports[0]
     setup = Setup(catalog, quiet, admin, viewer_port)
@@ -593,18 +742,32 @@ async def run_bench(opts: DashboardOptions, env: Environment, busy_before: float
         log(f"signing in {opts.viewers} viewers")
         viewers = await open_viewers(setup, opts.viewers)
         total = opts.duration + opts.breakdown_duration
-        log(f"run: {opts.viewers} viewers polling every {opts.interval:g} s while ingesting "
+        log(
+            f"run: {opts.viewers} viewers polling every {opts.interval:g} s while ingesting "
             f"{rate:,.0f} events/s, {opts.duration:g} s measured"
-            + (f", then {opts.breakdown_duration:g} s timing the panel's steps"
-               if opts.breakdown_duration else ""))
+            + (
+                f", then {opts.breakdown_duration:g} s timing the panel's steps"
+                if opts.breakdown_duration
+                else ""
+            )
+        )
         stats = LoadStats()
         started = time.perf_counter()
         before = snapshot(roles)
         valkey_before = await valkey_commands(redis)
-        ingest: Awaitable[None] = (open_loop(env.ports, catalog.ingest_key,
-                                             lambda: factory.batch("D", opts.batch_size), opts.batch_size,
-                                             rate, total, stats)
-                                   if rate > 0 else asyncio.sleep(total))
+        ingest: Awaitable[None] = (
+            open_loop(
+                env.ports,
+                catalog.ingest_key,
+                lambda: factory.batch("D", opts.batch_size),
+                opts.batch_size,
+                rate,
+                total,
+                stats,
+            )
+            if rate > 0
+            else asyncio.sleep(total)
+        )
 
         async def measured_cpu() -> Any:
             await asyncio.sleep(opts.duration)
@@ -617,9 +780,14 @@ async def run_bench(opts: DashboardOptions, env: Environment, busy_before: float
             return await breakdown(env, viewers, started + total)
 
         gathered = await asyncio.gather(
-            ingest, measured_cpu(), profile(),
-            *(poll_loop(v, opts.interval, started, started + total, opts.interval * i / len(viewers))
-              for i, v in enumerate(viewers)))
+            ingest,
+            measured_cpu(),
+            profile(),
+            *(
+                poll_loop(v, opts.interval, started, started + total, opts.interval * i / len(viewers))
+                for i, v in enumerate(viewers)
+            ),
+        )
         cpu, valkey = gathered[1]
         steps: dict[str, list[float]] | None = gathered[2]
         check_alive(env)
@@ -639,43 +807,72 @@ async def run_bench(opts: DashboardOptions, env: Environment, busy_before: float
         "200": distribution([p.latency for p in polls if p.status == 200]),
         "204": distribution([p.latency for p in polls if p.status == 204]),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
-        "errors": len(errors), "sample_errors": errors[:3],
+        "errors": len(errors),
+        "sample_errors": errors[:3],
     }
     # Per 5 s of the run: a latency that keeps growing means the web tier is overloaded
     # (requests queue), not merely slow.
     step = 5.0
     figures["timeline"] = [
         {"from_s": k * step, **distribution([p.latency for p in polls if k * step <= p.at < (k + 1) * step])}
-        for k in range(int(-(-opts.duration // step)))]
+        for k in range(int(-(-opts.duration // step)))
+    ]
     p99 = figures["all"]["p99"]
     window_accepted = sum(n for t, n in stats.timeline if t < opts.duration)
     machine_total = cpu.machine_total_s or 1.0
     result: dict[str, Any] = {
         "settings": {
-            "duration": opts.duration, "viewers": opts.viewers, "interval": opts.interval,
-            "customers": len(setup.customers), "busy_customers": len(catalog.customers),
-            "quiet_customers": len(quiet), "plan": opts.plan, "measure_max": opts.measure_max,
-            "web_workers": opts.web_workers, "worker_processes": opts.worker_processes,
-            "worker_threads": opts.worker_threads, "batch_size": opts.batch_size,
+            "duration": opts.duration,
+            "viewers": opts.viewers,
+            "interval": opts.interval,
+            "customers": len(setup.customers),
+            "busy_customers": len(catalog.customers),
+            "quiet_customers": len(quiet),
+            "plan": opts.plan,
+            "measure_max": opts.measure_max,
+            "web_workers": opts.web_workers,
+            "worker_processes": opts.worker_processes,
+            "worker_threads": opts.worker_threads,
+            "batch_size": opts.batch_size,
             "viewer_web": opts.viewer_web,
         },
-        "machine": machine, "busy_before_start": busy_before,
+        "machine": machine,
+        "busy_before_start": busy_before,
         "measured_max_eps": measured_max,
-        "ingest": {"target_eps": rate, "accepted": window_accepted,
-                   "accepted_eps": window_accepted / opts.duration, "late_sends": stats.late_sends,
-                   "statuses": {str(k): v for k, v in stats.statuses.items()}, "drain_s": drain_s,
-                   "batch_latency": distribution(stats.latencies)},
+        "ingest": {
+            "target_eps": rate,
+            "accepted": window_accepted,
+            "accepted_eps": window_accepted / opts.duration,
+            "late_sends": stats.late_sends,
+            "statuses": {str(k): v for k, v in stats.statuses.items()},
+            "drain_s": drain_s,
+            "batch_latency": distribution(stats.latencies),
+        },
         "polls": figures,
         "verdict": "PASS" if p99 is not None and p99 < TARGET_P99_S and not errors else "FAIL",
-        "cpu": {"machine_busy_pct": 100 * cpu.machine_busy_fraction,
-                "by_role_pct": {role: 100 * cpu.by_role.get(role, 0.0) / machine_total
-                                for role in [*ROLES, "other"] if role in cpu.by_role}},
+        "cpu": {
+            "machine_busy_pct": 100 * cpu.machine_busy_fraction,
+            "by_role_pct": {
+                role: 100 * cpu.by_role.get(role, 0.0) / machine_total
+                for role in [*ROLES, "other"]
+                if role in cpu.by_role
+            },
+        },
         # Valkey runs one command at a time: a panel's reads queue behind long ones (ingest's
         # scripts). EVALSHA's time includes the commands its scripts run, which are also
         # counted under their own names: the shares do not add up.
-        "valkey": {"top": [{"command": v.label, "calls": v.calls, "usec_per_call": v.usec / v.calls,
-                            "busy_pct": 100 * v.usec / 1e6 / opts.duration}
-                           for v in valkey[:4] if v.calls]},
+        "valkey": {
+            "top": [
+                {
+                    "command": v.label,
+                    "calls": v.calls,
+                    "usec_per_call": v.usec / v.calls,
+                    "busy_pct": 100 * v.usec / 1e6 / opts.duration,
+                }
+                for v in valkey[:4]
+                if v.calls
+            ]
+        },
         "breakdown": {name: distribution(values) for name, values in steps.items()} if steps else None,
     }
     return result
@@ -683,8 +880,14 @@ async def run_bench(opts: DashboardOptions, env: Environment, busy_before: float
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_options(argv)
-    return harness.run(opts, name="dashboard", stack=stack_options(opts), report=print_report,
-                       measure=lambda env, busy_before: run_bench(opts, env, busy_before))
+    return harness.run(
+        opts,
+        name="dashboard",
+        stack=stack_options(opts),
+        report=print_report,
+        measure=lambda env, busy_before: run_bench(opts, env, busy_before),
+    )
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,20 +20,34 @@ from bench.stack import Environment, start_servers
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """--keep-data, --data-parent, --json and --wait-idle."""
-    parser.add_argument("--keep-data", action="store_true",
-                        help="keep the temp data dir (and the tiers' logs) at the end")
-    parser.add_argument("--data-parent", default=None,
-                        help="where to create the temp data dir (default: the system temp dir)")
-    parser.add_argument("--json", dest="json_out", default=None,
-                        help="also write the results as JSON to this file")
-    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
-                        help="before starting, wait up to this long for the machine to be "
-                             "idle (<10%% busy); it always warns if it is not")
+    parser.add_argument(
+        "--keep-data", action="store_true", help="keep the temp data dir (and the tiers' logs) at the end"
+    )
+    parser.add_argument(
+        "--data-parent", default=None, help="where to create the temp data dir (default: the system temp dir)"
+    )
+    parser.add_argument(
+        "--json", dest="json_out", default=None, help="also write the results as JSON to this file"
+    )
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before starting, wait up to this long for the machine to be "
+        "idle (<10%% busy); it always warns if it is not",
+    )
 
 
-def run(opts: Any, *, name: str, stack: Options,
-        measure: Callable[[Environment, float], Awaitable[dict[str, Any]]],
-        report: Callable[[dict[str, Any]], None] | None = None, uvloop: bool = True) -> int:
+def run(
+    opts: Any,
+    *,
+    name: str,
+    stack: Options,
+    measure: Callable[[Environment, float], Awaitable[dict[str, Any]]],
+    report: Callable[[dict[str, Any]], None] | None = None,
+    uvloop: bool = True,
+) -> int:
     """Start the servers under a fresh temp dir, migrate, run `measure(env, busy_before)`
     on an event loop, print and save its result; 130 when interrupted."""
 
@@ -49,8 +63,14 @@ def run(opts: Any, *, name: str, stack: Options,
         from portal.migrate import migrate
         from portal.settings import Settings
 
-        migrate(Settings(data_dir=data_dir, database_url=env.database_url,
-                         redis_url=env.redis_url, broker_url=env.broker_url))
+        migrate(
+            Settings(
+                data_dir=data_dir,
+                database_url=env.database_url,
+                redis_url=env.redis_url,
+                broker_url=env.broker_url,
+            )
+        )
         with asyncio.Runner(loop_factory=_loop_factory() if uvloop else None) as runner:
             result = runner.run(measure(env, busy_before))
         if report is not None:

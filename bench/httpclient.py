@@ -23,14 +23,14 @@ class HttpConnection:
     def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
         self.host = host
         self.port = port
-        self._fixed = "".join(f"{k}: {v}\r\n" for k, v in
-                              {"Host": f"{host}:{port}", **headers}.items()).encode()
+        self._fixed = "".join(
+            f"{k}: {v}\r\n" for k, v in {"Host": f"{host}:{port}", **headers}.items()
+        ).encode()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
     async def connect(self) -> None:
-        self._reader, self._writer = await asyncio.open_connection(
-            self.host, self.port, limit=1 << 20)
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -41,9 +41,13 @@ class HttpConnection:
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         """POST `body` (JSON) and return (status, response body)."""
-        head = (f"POST {path} HTTP/1.1\r\n".encode() + self._fixed
-                + b"Content-Type: application/json\r\nContent-Length: "
-                + str(len(body)).encode() + b"\r\n\r\n")
+        head = (
+            f"POST {path} HTTP/1.1\r\n".encode()
+            + self._fixed
+            + b"Content-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+        )
         return await self._exchange(head, body)
 
     async def get(self, path: str) -> tuple[int, bytes]:

@@ -41,49 +41,94 @@ from bench.stack import Environment, create_catalog, postmaster_pid, start_tiers
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
-    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--phase", action="append", choices=["all", "batch", "single", "lag"],
-                        help="phase(s) to run (repeatable; default all)")
-    parser.add_argument("--duration", type=float, default=None,
-                        help="batch phase seconds (default 60; 10 with --quick)")
-    parser.add_argument("--single-duration", type=float, default=None,
-                        help="single-event phase seconds (default 20; 5 with --quick)")
-    parser.add_argument("--lag-duration", type=float, default=None,
-                        help="lag phase seconds (default 30; 10 with --quick)")
-    parser.add_argument("--concurrency", type=int, default=8,
-                        help="connections sending batches (closed loop; default 8)")
-    parser.add_argument("--single-concurrency", type=int, default=32,
-                        help="connections sending single events (closed loop; default 32)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ingest",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--phase",
+        action="append",
+        choices=["all", "batch", "single", "lag"],
+        help="phase(s) to run (repeatable; default all)",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, help="batch phase seconds (default 60; 10 with --quick)"
+    )
+    parser.add_argument(
+        "--single-duration",
+        type=float,
+        default=None,
+        help="single-event phase seconds (default 20; 5 with --quick)",
+    )
+    parser.add_argument(
+        "--lag-duration", type=float, default=None, help="lag phase seconds (default 30; 10 with --quick)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="connections sending batches (closed loop; default 8)"
+    )
+    parser.add_argument(
+        "--single-concurrency",
+        type=int,
+        default=32,
+        help="connections sending single events (closed loop; default 32)",
+    )
     parser.add_argument("--batch-size", type=int, default=1000, help="events per batch (1000)")
-    parser.add_argument("--lag-rate", type=float, default=None,
-                        help="events/s of the lag phase (default: half the batch phase's "
-                             f"sustained rate, or {TARGET_LAG_RATE} if that phase is not run)")
+    parser.add_argument(
+        "--lag-rate",
+        type=float,
+        default=None,
+        help="events/s of the lag phase (default: half the batch phase's "
+        f"sustained rate, or {TARGET_LAG_RATE} if that phase is not run)",
+    )
     parser.add_argument("--web-workers", type=int, default=2, help="web processes (2)")
-    parser.add_argument("--web-mode", choices=["workers", "ports"], default="workers",
-                        help="workers: one `usage-portal web --workers N` (uvicorn processes "
-                             "sharing one socket; default); ports: N single-process web "
-                             "servers on N ports, connections spread evenly, as behind a "
-                             "load balancer")
-    parser.add_argument("--worker-processes", type=int, default=2,
-                        help="Dramatiq worker processes (2)")
-    parser.add_argument("--worker-threads", type=int, default=4,
-                        help="Dramatiq threads per worker process (4)")
-    parser.add_argument("--drain-timeout", type=float, default=300.0,
-                        help="seconds to wait for the backlog to be persisted after a phase")
+    parser.add_argument(
+        "--web-mode",
+        choices=["workers", "ports"],
+        default="workers",
+        help="workers: one `usage-portal web --workers N` (uvicorn processes "
+        "sharing one socket; default); ports: N single-process web "
+        "servers on N ports, connections spread evenly, as behind a "
+        "load balancer",
+    )
+    parser.add_argument("--worker-processes", type=int, default=2, help="Dramatiq worker processes (2)")
+    parser.add_argument(
+        "--worker-threads", type=int, default=4, help="Dramatiq threads per worker process (4)"
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=300.0,
+        help="seconds to wait for the backlog to be persisted after a phase",
+    )
     parser.add_argument("--quick", action="store_true", help="short phases: a smoke run")
     add_run_options(parser)
-    parser.add_argument("--event-ids", choices=["random", "sequential"], default="random",
-                        help="random (UUID-like, default) or sequential event ids")
-    parser.add_argument("--pg-set", action="append", metavar="NAME=VALUE",
-                        help="ALTER SYSTEM SET for the embedded Postgres before the run, to try "
-                             "a setting (repeatable), e.g. --pg-set max_wal_size=16GB")
-    parser.add_argument("--valkey-set", action="append", metavar="NAME=VALUE",
-                        help="CONFIG SET on Valkey before the run (repeatable), e.g. "
-                             "--valkey-set auto-aof-rewrite-percentage=0")
-    parser.add_argument("--pg-stats", action="store_true",
-                        help="load pg_stat_statements into the embedded Postgres and print "
-                             "the statements that took the most time (adds a little overhead)")
+    parser.add_argument(
+        "--event-ids",
+        choices=["random", "sequential"],
+        default="random",
+        help="random (UUID-like, default) or sequential event ids",
+    )
+    parser.add_argument(
+        "--pg-set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="ALTER SYSTEM SET for the embedded Postgres before the run, to try "
+        "a setting (repeatable), e.g. --pg-set max_wal_size=16GB",
+    )
+    parser.add_argument(
+        "--valkey-set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="CONFIG SET on Valkey before the run (repeatable), e.g. "
+        "--valkey-set auto-aof-rewrite-percentage=0",
+    )
+    parser.add_argument(
+        "--pg-stats",
+        action="store_true",
+        help="load pg_stat_statements into the embedded Postgres and print "
+        "the statements that took the most time (adds a little overhead)",
+    )
     args = parser.parse_args(argv)
     phases = tuple(args.phase or ["all"])
     if "all" in phases:
@@ -125,8 +170,7 @@ async def run_phases(opts: Options, env: Environment, busy_before: float) -> dic
     catalog = await create_catalog(env, run)
     log(f"catalog: {len(catalog.customers)} customers, 3 meters, ingest key (run {run})")
     start_tiers(env, opts)
-    roles = Roles({p.pid: "worker" if name == "worker" else "web"
-                   for name, p in env.processes.items()})
+    roles = Roles({p.pid: "worker" if name == "worker" else "web" for name, p in env.processes.items()})
     if env.servers is not None:
         roles.roots[postmaster_pid(env)] = "postgres"
         roles.roots[int((env.data_dir / "valkey" / "valkey.pid").read_text())] = "valkey"
@@ -166,8 +210,10 @@ async def run_phases(opts: Options, env: Environment, busy_before: float) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_options(argv)
-    return harness.run(opts, name="ingest", stack=opts,
-                       measure=lambda env, busy_before: run_phases(opts, env, busy_before))
+    return harness.run(
+        opts, name="ingest", stack=opts, measure=lambda env, busy_before: run_phases(opts, env, busy_before)
+    )
+
 
 if __name__ == "__main__":
     sys.exit(main())

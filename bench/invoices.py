@@ -66,39 +66,79 @@ class Options:
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
-    parser = argparse.ArgumentParser(prog="python -m bench.invoices", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.invoices",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--customers", type=int, default=10_000, help="customers (10000)")
     parser.add_argument("--meters", type=int, default=5, help="metered charges per customer (5)")
-    parser.add_argument("--keep-data", type=Path, default=None, metavar="DIR",
-                        help="create the data in DIR (new or empty) and leave it and the servers "
-                             "running at the end")
-    parser.add_argument("--layout", choices=sorted(data.LAYOUTS), default="time",
-                        help="physical order of hourly_usage: time (hour after hour, as "
-                             "production writes it; default) or customer (each customer's rows "
-                             "together, the friendliest case for per-customer reads)")
-    parser.add_argument("--load-connections", type=int, default=2,
-                        help="connections generating usage rows in parallel (2)")
-    parser.add_argument("--pool-size", type=int, default=10,
-                        help="SQLAlchemy pool size of the engine handed to run_invoices (10)")
-    parser.add_argument("--pg-stats", action="store_true",
-                        help="load pg_stat_statements and print the statements that took the most "
-                             "time in each run (adds a little overhead)")
-    parser.add_argument("--profile", action="store_true",
-                        help="after the measured runs, a third run (a refresh) under cProfile; "
-                             "prints the functions with the most cumulative time")
-    parser.add_argument("--pg-set", action="append", metavar="NAME=VALUE",
-                        help="ALTER SYSTEM SET for the embedded Postgres before the run "
-                             "(repeatable), e.g. --pg-set work_mem=64MB")
-    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
-                        help="before the load and again before run 1, wait up to this long for the "
-                             "machine to be idle (<10%% busy); it always warns if it is not")
+    parser.add_argument(
+        "--keep-data",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="create the data in DIR (new or empty) and leave it and the servers running at the end",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=sorted(data.LAYOUTS),
+        default="time",
+        help="physical order of hourly_usage: time (hour after hour, as "
+        "production writes it; default) or customer (each customer's rows "
+        "together, the friendliest case for per-customer reads)",
+    )
+    parser.add_argument(
+        "--load-connections", type=int, default=2, help="connections generating usage rows in parallel (2)"
+    )
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=10,
+        help="SQLAlchemy pool size of the engine handed to run_invoices (10)",
+    )
+    parser.add_argument(
+        "--pg-stats",
+        action="store_true",
+        help="load pg_stat_statements and print the statements that took the most "
+        "time in each run (adds a little overhead)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the measured runs, a third run (a refresh) under cProfile; "
+        "prints the functions with the most cumulative time",
+    )
+    parser.add_argument(
+        "--pg-set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="ALTER SYSTEM SET for the embedded Postgres before the run "
+        "(repeatable), e.g. --pg-set work_mem=64MB",
+    )
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before the load and again before run 1, wait up to this long for the "
+        "machine to be idle (<10%% busy); it always warns if it is not",
+    )
     args = parser.parse_args(argv)
     if args.customers < 1 or not 1 <= args.meters <= 50:
         parser.error("--customers must be at least 1 and --meters 1-50")
-    return Options(args.customers, args.meters, args.keep_data, args.layout,
-                   args.load_connections, args.pool_size, args.pg_stats, args.profile,
-                   tuple(args.pg_set or ()), args.wait_idle)
+    return Options(
+        args.customers,
+        args.meters,
+        args.keep_data,
+        args.layout,
+        args.load_connections,
+        args.pool_size,
+        args.pg_stats,
+        args.profile,
+        tuple(args.pg_set or ()),
+        args.wait_idle,
+    )
 
 
 # --------------------------------------------------------------------------- servers
@@ -140,8 +180,7 @@ def start_stack(stack: Stack, opts: Options) -> None:
         urls = stack.servers.start()
     stack.database_url, stack.redis_url = urls.database_url, urls.redis_url
     log("migrating")
-    migrate(Settings(data_dir=stack.data_dir, database_url=stack.database_url,
-                     redis_url=stack.redis_url))
+    migrate(Settings(data_dir=stack.data_dir, database_url=stack.database_url, redis_url=stack.redis_url))
     if opts.pg_stats:
         asyncio.run(_create_pg_stats(stack.database_url))
 
@@ -156,10 +195,12 @@ async def _create_pg_stats(database_url: str) -> None:
 
 def stop_stack(stack: Stack, opts: Options) -> None:
     if opts.keep_data is not None:
-        log(f"data kept in {stack.data_dir}; Postgres and Valkey still running "
+        log(
+            f"data kept in {stack.data_dir}; Postgres and Valkey still running "
             f"(DATABASE_URL={stack.database_url} REDIS_URL={stack.redis_url}); stop them with "
-            f".venv/bin/python -c \"from pathlib import Path; from portal.embedded import "
-            f"EmbeddedServers; EmbeddedServers(Path('{stack.data_dir}')).stop()\"")
+            f'.venv/bin/python -c "from pathlib import Path; from portal.embedded import '
+            f"EmbeddedServers; EmbeddedServers(Path('{stack.data_dir}')).stop()\""
+        )
         return
     if stack.servers is not None:
         log("stopping embedded Postgres and Valkey")
@@ -195,32 +236,43 @@ async def load_data(stack: Stack, opts: Options) -> LoadFigures:
 
     conn = await asyncpg.connect(stack.database_url)
     try:
-        await step("customers + meters (COPY)",
-                   lambda: data.copy_catalog(conn, opts.customers, meters))
+        await step("customers + meters (COPY)", lambda: data.copy_catalog(conn, opts.customers, meters))
         await step("plan (create_plan)", lambda: data.create_plan_via_service(stack.database_url, meters))
         await step("subscriptions (COPY)", lambda: data.copy_subscriptions(conn, opts.customers, periods))
         # The primary key is rebuilt after the load: one sort instead of 37M random index
         # inserts (the rows come hour by hour, the key leads with the customer).
         await conn.execute("ALTER TABLE hourly_usage DROP CONSTRAINT hourly_usage_pkey")
-        log(f"generating {expected:,} hourly_usage rows ({opts.layout} order, "
-            f"{opts.load_connections} connections)")
+        log(
+            f"generating {expected:,} hourly_usage rows ({opts.layout} order, "
+            f"{opts.load_connections} connections)"
+        )
 
         def report(chunks: int, rows: int, elapsed: float) -> None:
             if chunks % 4 == 0 or rows >= expected:
-                log(f"  {rows:>12,} rows  {rows / expected:6.1%}  {elapsed:6.1f} s  "
-                    f"{rows / elapsed:,.0f} rows/s")
+                log(
+                    f"  {rows:>12,} rows  {rows / expected:6.1%}  {elapsed:6.1f} s  "
+                    f"{rows / elapsed:,.0f} rows/s"
+                )
 
         async def usage() -> None:
             figures.usage_rows = await data.generate_usage(
-                stack.database_url, opts.customers, meters, periods, layout=opts.layout,
-                connections=opts.load_connections, report=report)
+                stack.database_url,
+                opts.customers,
+                meters,
+                periods,
+                layout=opts.layout,
+                connections=opts.load_connections,
+                report=report,
+            )
 
         await step("hourly_usage rows (INSERT … SELECT)", usage)
 
         async def primary_key() -> None:
             await conn.execute("SET maintenance_work_mem = '2GB'")
-            await conn.execute("ALTER TABLE hourly_usage ADD CONSTRAINT hourly_usage_pkey "
-                               "PRIMARY KEY (customer_id, metric_name, hour, group_key)")
+            await conn.execute(
+                "ALTER TABLE hourly_usage ADD CONSTRAINT hourly_usage_pkey "
+                "PRIMARY KEY (customer_id, metric_name, hour, group_key)"
+            )
 
         await step("hourly_usage primary key", primary_key)
         await step("VACUUM ANALYZE", lambda: conn.execute("VACUUM (ANALYZE)"))
@@ -261,8 +313,9 @@ def _cpu_self() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def invoice_run(stack: Stack, opts: Options, name: str, *,
-                      profiler: cProfile.Profile | None = None) -> RunFigures:
+async def invoice_run(
+    stack: Stack, opts: Options, name: str, *, profiler: cProfile.Profile | None = None
+) -> RunFigures:
     from portal.billing.run import run_invoices
     from portal.db import create_engine, session_factory
 
@@ -301,7 +354,8 @@ async def invoice_run(stack: Stack, opts: Options, name: str, *,
             rows = await conn.fetch(
                 "SELECT query, calls, total_exec_time FROM pg_stat_statements "
                 "WHERE query NOT LIKE '%pg_stat_statements%' "
-                "ORDER BY total_exec_time DESC LIMIT 8")
+                "ORDER BY total_exec_time DESC LIMIT 8"
+            )
             statements = [(r["query"], r["calls"], r["total_exec_time"]) for r in rows]
         invoices = await conn.fetchval("SELECT count(*) FROM invoices")
         lines = await conn.fetchval("SELECT count(*) FROM invoice_lines")
@@ -310,14 +364,22 @@ async def invoice_run(stack: Stack, opts: Options, name: str, *,
         await conn.close()
         await engine.dispose()
     return RunFigures(
-        name=name, wall_s=wall, summary=summary, python_cpu_s=cpu_self,
+        name=name,
+        wall_s=wall,
+        summary=summary,
+        python_cpu_s=cpu_self,
         postgres_cpu_s=usage.by_role.get("postgres", 0.0),
         other_cpu_s=max(0.0, usage.machine_busy_s - cpu_self - usage.by_role.get("postgres", 0.0)),
         machine_busy=usage.machine_busy_fraction,
         # A process that reaped a long-lived child shows the child's whole life: not this run's.
         foreign=[(n, c) for n, c in usage.foreign() if c <= usage.machine_busy_s],
-        first_progress_s=calls[0] if calls else None, progress_calls=len(calls),
-        invoices=invoices, lines=lines, statuses=statuses, statements=statements)
+        first_progress_s=calls[0] if calls else None,
+        progress_calls=len(calls),
+        invoices=invoices,
+        lines=lines,
+        statuses=statuses,
+        statements=statements,
+    )
 
 
 async def aggregate_query(stack: Stack) -> list[tuple[float, int]]:
@@ -330,7 +392,10 @@ async def aggregate_query(stack: Stack) -> list[tuple[float, int]]:
             t0 = time.perf_counter()
             rows = await conn.fetch(
                 "SELECT customer_id, metric_name, group_key, sum(value), max(value) "
-                "FROM hourly_usage WHERE hour >= $1 AND hour < $2 GROUP BY 1, 2, 3", start, end)
+                "FROM hourly_usage WHERE hour >= $1 AND hour < $2 GROUP BY 1, 2, 3",
+                start,
+                end,
+            )
             out.append((time.perf_counter() - t0, len(rows)))
     finally:
         await conn.close()
@@ -354,16 +419,24 @@ def print_report(opts: Options, machine: dict[str, Any], load: LoadFigures, meas
     add("=" * 78)
     add("invoice run benchmark")
     add("=" * 78)
-    add(f"machine        {os.cpu_count()} cores (os.cpu_count; {machine['nproc']} usable), "
-        f"{machine['cpu_model']}, {machine['memory_gb']} GB, Python {machine['python']}")
+    add(
+        f"machine        {os.cpu_count()} cores (os.cpu_count; {machine['nproc']} usable), "
+        f"{machine['cpu_model']}, {machine['memory_gb']} GB, Python {machine['python']}"
+    )
     add(f"code           {machine['code']}")
-    add(f"quiet?         machine {machine['busy_before']:.0%} busy before the load, "
-        f"{machine.get('busy_before_runs', 0.0):.0%} before run 1 (other processes per run below)")
+    add(
+        f"quiet?         machine {machine['busy_before']:.0%} busy before the load, "
+        f"{machine.get('busy_before_runs', 0.0):.0%} before run 1 (other processes per run below)"
+    )
     zones = ", ".join(f"{z} {n:,}" for z, n in load.zones.most_common())
-    add(f"data           {opts.customers:,} customers ({zones}); {opts.meters} sum meters; "
-        f"1 plan, {opts.customers:,} subscriptions")
-    add(f"               {load.usage_rows:,} hourly_usage rows ({opts.layout} order), "
-        f"{load.table_bytes / 2**30:.2f} GiB with its index")
+    add(
+        f"data           {opts.customers:,} customers ({zones}); {opts.meters} sum meters; "
+        f"1 plan, {opts.customers:,} subscriptions"
+    )
+    add(
+        f"               {load.usage_rows:,} hourly_usage rows ({opts.layout} order), "
+        f"{load.table_bytes / 2**30:.2f} GiB with its index"
+    )
     add(f"generation     {load.total_s:.1f} s in all")
     for name, seconds in load.steps.items():
         extra = ""
@@ -382,29 +455,39 @@ def print_report(opts: Options, machine: dict[str, Any], load: LoadFigures, meas
         for error in list(s.errors)[:5]:
             add(f"                   ! {error}")
         add(f"                 invoices {run.invoices:,} {run.statuses}; invoice_lines {run.lines:,}")
-        add(f"                 CPU: python (this process) {run.python_cpu_s:.1f} s, postgres "
+        add(
+            f"                 CPU: python (this process) {run.python_cpu_s:.1f} s, postgres "
             f"{run.postgres_cpu_s:.1f} s, other {run.other_cpu_s:.1f} s; machine busy "
-            f"{run.machine_busy:.0%} of {machine['nproc']} cores")
+            f"{run.machine_busy:.0%} of {machine['nproc']} cores"
+        )
         if run.foreign:
-            add("                 other processes: "
-                + ", ".join(f"{name} {cpu:.1f} s" for name, cpu in run.foreign))
+            add(
+                "                 other processes: "
+                + ", ".join(f"{name} {cpu:.1f} s" for name, cpu in run.foreign)
+            )
         if run.first_progress_s is not None:
-            add(f"                 first progress callback after {run.first_progress_s:.2f} s "
-                f"({run.progress_calls} calls)")
+            add(
+                f"                 first progress callback after {run.first_progress_s:.2f} s "
+                f"({run.progress_calls} calls)"
+            )
         for query, calls, ms in run.statements:
             text = " ".join(query.split())
             add(f"                 pg {ms / 1000:7.2f} s {calls:>7,}×  {text[:90]}")
     if runs:
         first = runs[0]
         verdict = "PASS" if first.wall_s < TARGET_S else "FAIL"
-        add(f"target         run 1 < {TARGET_S:.0f} s: {verdict} ({first.wall_s:.2f} s, "
-            f"{opts.customers:,} customers × {opts.meters} meters)")
+        add(
+            f"target         run 1 < {TARGET_S:.0f} s: {verdict} ({first.wall_s:.2f} s, "
+            f"{opts.customers:,} customers × {opts.meters} meters)"
+        )
         if opts.customers != 10_000 or opts.meters != 5:
             add("               (the target is for 10,000 customers × 5 meters)")
     if aggregate:
         times = ", ".join(f"{t:.2f} s" for t, _ in aggregate)
-        add(f"aggregate      UTC period SELECT … GROUP BY customer, metric, group_key alone: "
-            f"{times} ({aggregate[0][1]:,} rows)")
+        add(
+            f"aggregate      UTC period SELECT … GROUP BY customer, metric, group_key alone: "
+            f"{times} ({aggregate[0][1]:,} rows)"
+        )
     if measured.profile_text:
         add("profile        (a third run, a refresh, under cProfile; cumulative time)")
         out.extend("  " + line for line in measured.profile_text.splitlines())
@@ -472,4 +555,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -90,30 +90,64 @@ def plan_create(meters: Sequence[str]) -> object:
         key = f"usage-{meter}"
         kind = index % 5
         if kind == 0:
-            return Charge(key=key, model="per_unit", meter=meter, description=f"{meter} per unit",
-                          unit_price=d("0.0001"))
+            return Charge(
+                key=key,
+                model="per_unit",
+                meter=meter,
+                description=f"{meter} per unit",
+                unit_price=d("0.0001"),
+            )
         if kind == 1:
-            return Charge(key=key, model="graduated", meter=meter, description=f"{meter} graduated",
-                          tiers=(Tier(up_to=d(100_000), unit_price=d("0.0003")),
-                                 Tier(up_to=d(370_000), unit_price=d("0.0002"), flat_fee=d(5)),
-                                 Tier(unit_price=d("0.0001"))))
+            return Charge(
+                key=key,
+                model="graduated",
+                meter=meter,
+                description=f"{meter} graduated",
+                tiers=(
+                    Tier(up_to=d(100_000), unit_price=d("0.0003")),
+                    Tier(up_to=d(370_000), unit_price=d("0.0002"), flat_fee=d(5)),
+                    Tier(unit_price=d("0.0001")),
+                ),
+            )
         if kind == 2:
-            return Charge(key=key, model="volume", meter=meter, description=f"{meter} volume",
-                          tiers=(Tier(up_to=d(200_000), unit_price=d("0.0004")),
-                                 Tier(up_to=d(372_000), unit_price=d("0.0003")),
-                                 Tier(unit_price=d("0.00025"), flat_fee=d(10))))
+            return Charge(
+                key=key,
+                model="volume",
+                meter=meter,
+                description=f"{meter} volume",
+                tiers=(
+                    Tier(up_to=d(200_000), unit_price=d("0.0004")),
+                    Tier(up_to=d(372_000), unit_price=d("0.0003")),
+                    Tier(unit_price=d("0.00025"), flat_fee=d(10)),
+                ),
+            )
         if kind == 3:
-            return Charge(key=key, model="package", meter=meter, description=f"{meter} per 1,000",
-                          package_size=d(1000), package_price=d("0.25"))
-        return Charge(key=key, model="per_unit", meter=meter, description=f"{meter} over 100k",
-                      unit_price=d("0.00005"), included_quantity=d(100_000))
+            return Charge(
+                key=key,
+                model="package",
+                meter=meter,
+                description=f"{meter} per 1,000",
+                package_size=d(1000),
+                package_price=d("0.25"),
+            )
+        return Charge(
+            key=key,
+            model="per_unit",
+            meter=meter,
+            description=f"{meter} over 100k",
+            unit_price=d("0.00005"),
+            included_quantity=d(100_000),
+        )
 
     charges = [charge(i, m) for i, m in enumerate(meters)]
     charges.append(Charge(key="platform", model="flat", description="Platform fee", amount=d(49)))
-    return PlanCreate(id=PLAN_ID, name="Bench invoice plan", currency=CURRENCY,
-                      charges=tuple(charges),
-                      discounts=(Discount(kind="percentage", percent=d(10),
-                                          description="Launch discount"),))
+    return PlanCreate(
+        id=PLAN_ID,
+        name="Bench invoice plan",
+        currency=CURRENCY,
+        charges=tuple(charges),
+        discounts=(Discount(kind="percentage", percent=d(10), description="Launch discount"),),
+    )
 
 
 async def create_plan_via_service(database_url: str, meters: Sequence[str]) -> None:
@@ -138,20 +172,23 @@ async def create_plan_via_service(database_url: str, meters: Sequence[str]) -> N
 async def copy_catalog(conn: asyncpg.Connection, customers: int, meters: Sequence[str]) -> None:
     """Customers and meters (the plan needs the meters; subscriptions need the plan)."""
     await conn.copy_records_to_table(
-        "customers", columns=["id", "name", "timezone", "currency"],
-        records=[(customer_id(i), f"Bench customer {i}", zone_of(i), CURRENCY)
-                 for i in range(customers)])
+        "customers",
+        columns=["id", "name", "timezone", "currency"],
+        records=[(customer_id(i), f"Bench customer {i}", zone_of(i), CURRENCY) for i in range(customers)],
+    )
     await conn.copy_records_to_table(
-        "meters", columns=["metric_name", "aggregation", "unit"],
-        records=[(m, "sum", "unit") for m in meters])
+        "meters", columns=["metric_name", "aggregation", "unit"], records=[(m, "sum", "unit") for m in meters]
+    )
 
 
-async def copy_subscriptions(conn: asyncpg.Connection, customers: int,
-                             periods: dict[str, ZonePeriod]) -> None:
+async def copy_subscriptions(
+    conn: asyncpg.Connection, customers: int, periods: dict[str, ZonePeriod]
+) -> None:
     await conn.copy_records_to_table(
-        "subscriptions", columns=["customer_id", "plan_id", "anchor_day", "starts_at"],
-        records=[(customer_id(i), PLAN_ID, 1, periods[zone_of(i)].period.start)
-                 for i in range(customers)])
+        "subscriptions",
+        columns=["customer_id", "plan_id", "anchor_day", "starts_at"],
+        records=[(customer_id(i), PLAN_ID, 1, periods[zone_of(i)].period.start) for i in range(customers)],
+    )
 
 
 # Deterministic "random" values from the customer number n, the meter k and the hour i:
@@ -183,25 +220,40 @@ class Chunk:
     customers: int  # customers finished when this chunk is written (for the rate)
 
 
-def chunks_for(layout: str, customers: int, hours: int, *, customer_chunk: int = 200,
-               hour_chunk: int = 24) -> list[Chunk]:
+def chunks_for(
+    layout: str, customers: int, hours: int, *, customer_chunk: int = 200, hour_chunk: int = 24
+) -> list[Chunk]:
     if layout == "customer":
-        return [Chunk(customer_id(lo), customer_id(min(lo + customer_chunk, customers)), 0, hours,
-                      min(lo + customer_chunk, customers) - lo)
-                for lo in range(0, customers, customer_chunk)]
-    return [Chunk(customer_id(0), customer_id(customers), lo, min(lo + hour_chunk, hours), 0)
-            for lo in range(0, hours, hour_chunk)]
+        return [
+            Chunk(
+                customer_id(lo),
+                customer_id(min(lo + customer_chunk, customers)),
+                0,
+                hours,
+                min(lo + customer_chunk, customers) - lo,
+            )
+            for lo in range(0, customers, customer_chunk)
+        ]
+    return [
+        Chunk(customer_id(0), customer_id(customers), lo, min(lo + hour_chunk, hours), 0)
+        for lo in range(0, hours, hour_chunk)
+    ]
 
 
-async def generate_usage(database_url: str, customers: int, meters: Sequence[str],
-                         periods: dict[str, ZonePeriod], *, layout: str = "time",
-                         connections: int = 2,
-                         report: Callable[[int, int, float], None] | None = None) -> int:
+async def generate_usage(
+    database_url: str,
+    customers: int,
+    meters: Sequence[str],
+    periods: dict[str, ZonePeriod],
+    *,
+    layout: str = "time",
+    connections: int = 2,
+    report: Callable[[int, int, float], None] | None = None,
+) -> int:
     """hourly_usage for every customer, meter and hour of its period, in `layout` order;
     returns the rows written. `report(chunks_done, rows_done, elapsed_s)` after each chunk."""
     zones = list(periods.values())
-    args = ([z.zone for z in zones], [z.period.start for z in zones], [z.hours for z in zones],
-            list(meters))
+    args = ([z.zone for z in zones], [z.period.start for z in zones], [z.hours for z in zones], list(meters))
     sql = _USAGE_SQL.format(order=LAYOUTS[layout])
     queue: asyncio.Queue[Chunk] = asyncio.Queue()
     for item in chunks_for(layout, customers, max(z.hours for z in zones)):
@@ -216,8 +268,9 @@ async def generate_usage(database_url: str, customers: int, meters: Sequence[str
             await conn.execute("SET work_mem = '512MB'")  # the ORDER BY of a chunk, in memory
             while not queue.empty():
                 chunk = queue.get_nowait()
-                status = await conn.execute(sql, *args, chunk.id_lo, chunk.id_hi,
-                                            chunk.hour_lo, chunk.hour_hi)
+                status = await conn.execute(
+                    sql, *args, chunk.id_lo, chunk.id_hi, chunk.hour_lo, chunk.hour_hi
+                )
                 done["rows"] += int(status.split()[-1])
                 done["chunks"] += 1
                 if report is not None:

@@ -37,8 +37,7 @@ class EventFactory:
         self.random_ids = random_ids
         self._heads: list[str] = []
         for customer in catalog.customers:
-            for metric, weight in ((catalog.sum_meter, 6), (catalog.count_meter, 3),
-                                   (catalog.max_meter, 1)):
+            for metric, weight in ((catalog.sum_meter, 6), (catalog.count_meter, 3), (catalog.max_meter, 1)):
                 self._heads += [f'"customerId":"{customer}","metricName":"{metric}",'] * weight
 
     def prefix(self, tag: str) -> str:
@@ -51,11 +50,10 @@ class EventFactory:
         heads = self._heads
         for _ in range(n):
             self.seq += 1
-            unique = (f"{rng.getrandbits(64):016x}{self.seq:08x}" if self.random_ids
-                      else f"{self.seq:09d}")
+            unique = f"{rng.getrandbits(64):016x}{self.seq:08x}" if self.random_ids else f"{self.seq:09d}"
             yield (
                 f'{{"eventId":"{prefix}{unique}","timestamp":'
-                f'{now_ms - int(rng.random() * 7_200_000)},{heads[int(rng.random() * len(heads))]}'
+                f"{now_ms - int(rng.random() * 7_200_000)},{heads[int(rng.random() * len(heads))]}"
                 f'"quantity":{int(rng.random() * 5000) / 100},'
                 f'"dimensions":{{"region":"{REGIONS[self.seq & 3]}","tier":"pro"}},'
                 f'"metadata":{{"source":"bench","version":"1"}}}}'
@@ -112,8 +110,9 @@ class LoadStats:
         self.loadgen_cpu_s = time.process_time() - self._cpu0
 
 
-async def send(conn: HttpConnection, path: str, body: bytes, events: int, stats: LoadStats,
-               give_up_at: float) -> None:
+async def send(
+    conn: HttpConnection, path: str, body: bytes, events: int, stats: LoadStats, give_up_at: float
+) -> None:
     """One request; a 503 is retried (as a client must) until `give_up_at`."""
     while True:
         started = time.perf_counter()
@@ -164,8 +163,14 @@ async def open_connections(ports: list[int], key: str, n: int) -> list[HttpConne
     return conns
 
 
-async def closed_loop(conns: list[HttpConnection], path: str, make_body: Callable[[], bytes],
-                      events_per_body: int, duration: float, stats: LoadStats) -> None:
+async def closed_loop(
+    conns: list[HttpConnection],
+    path: str,
+    make_body: Callable[[], bytes],
+    events_per_body: int,
+    duration: float,
+    stats: LoadStats,
+) -> None:
     """Each connection sends its next request as soon as the previous one is answered."""
     stats.begin()
     deadline = time.monotonic() + duration
@@ -178,8 +183,15 @@ async def closed_loop(conns: list[HttpConnection], path: str, make_body: Callabl
     stats.end()
 
 
-async def open_loop(ports: list[int], key: str, make_body: Callable[[], bytes], events_per_body: int,
-                    rate: float, duration: float, stats: LoadStats) -> None:
+async def open_loop(
+    ports: list[int],
+    key: str,
+    make_body: Callable[[], bytes],
+    events_per_body: int,
+    rate: float,
+    duration: float,
+    stats: LoadStats,
+) -> None:
     """Requests on a fixed schedule (`rate` events/s) whatever the answers take; a free
     connection is taken from a pool, or a new one opened if all are busy."""
     pool: list[HttpConnection] = await open_connections(ports, key, 4)

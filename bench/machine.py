@@ -20,10 +20,16 @@ def code_version() -> str:
     """The commit measured, and whether the tree had changes outside bench/ (the figures
     then describe uncommitted code)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
-                              capture_output=True, text=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!bench"], cwd=ROOT,
-                                check=True, capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", ".", ":!bench"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return head + (f" + uncommitted changes in {len(status.splitlines())} files" if status else "")
@@ -66,6 +72,8 @@ def wait_for_idle(max_wait: float) -> float:
         log(f"machine {100 * busy:.0f}% busy; waiting for it to be idle")
         busy = machine_busy_fraction(5.0)
     if busy > 0.1:
-        log(f"WARNING: the machine is {100 * busy:.0f}% busy before the run: something else "
-            "is running, and the figures will be pessimistic")
+        log(
+            f"WARNING: the machine is {100 * busy:.0f}% busy before the run: something else "
+            "is running, and the figures will be pessimistic"
+        )
     return busy

@@ -39,8 +39,9 @@ class Persisted:
     failed_events: int = 0
 
 
-async def wait_drained(pg: asyncpg.Connection, redis: Redis, catalog: Catalog, prefix: str,
-                       expected: int, timeout: float) -> bool:
+async def wait_drained(
+    pg: asyncpg.Connection, redis: Redis, catalog: Catalog, prefix: str, expected: int, timeout: float
+) -> bool:
     """Wait until every accepted event of the phase is in `event_ledger`.
 
     Polls the (cheap) in-flight set of the live view and counts the ledger only when it is
@@ -59,13 +60,18 @@ async def wait_drained(pg: asyncpg.Connection, redis: Redis, catalog: Catalog, p
 
 
 async def count_persisted(pg: asyncpg.Connection, catalog: Catalog, prefix: str) -> int:
-    return int(await pg.fetchval(
-        "SELECT count(*) FROM event_ledger WHERE customer_id = ANY($1::text[]) "
-        "AND event_id LIKE $2", catalog.customers, prefix + "%"))
+    return int(
+        await pg.fetchval(
+            "SELECT count(*) FROM event_ledger WHERE customer_id = ANY($1::text[]) AND event_id LIKE $2",
+            catalog.customers,
+            prefix + "%",
+        )
+    )
 
 
-async def measure_persisted(pg: asyncpg.Connection, catalog: Catalog, prefix: str,
-                            stats: LoadStats, drained: bool) -> Persisted:
+async def measure_persisted(
+    pg: asyncpg.Connection, catalog: Catalog, prefix: str, stats: LoadStats, drained: bool
+) -> Persisted:
     start = datetime.fromtimestamp(stats.started_wall, UTC)
     end = datetime.fromtimestamp(stats.ended_wall, UTC)
     row = await pg.fetchrow(
@@ -76,7 +82,10 @@ async def measure_persisted(pg: asyncpg.Connection, catalog: Catalog, prefix: st
         "  (ORDER BY extract(epoch FROM persisted_at - received_at)) AS lag, "
         "extract(epoch FROM max(persisted_at - received_at)) AS lag_max "
         "FROM event_ledger WHERE customer_id = ANY($1::text[]) AND event_id LIKE $2",
-        catalog.customers, prefix + "%", end)
+        catalog.customers,
+        prefix + "%",
+        end,
+    )
     assert row is not None
     out = Persisted(total=int(row["total"]), in_window=int(row["in_window"]), drained=drained)
     if out.total:
@@ -88,7 +97,10 @@ async def measure_persisted(pg: asyncpg.Connection, catalog: Catalog, prefix: st
         "SELECT floor(extract(epoch FROM persisted_at - $3::timestamptz))::int AS s, "
         "count(*) AS n FROM event_ledger WHERE customer_id = ANY($1::text[]) "
         "AND event_id LIKE $2 GROUP BY 1 ORDER BY 1",
-        catalog.customers, prefix + "%", start)
+        catalog.customers,
+        prefix + "%",
+        start,
+    )
     out.per_second = {int(r["s"]): int(r["n"]) for r in rows}
     if out.total and await pg.fetchval("SHOW track_commit_timestamp") == "on":
         lag = await pg.fetchrow(
@@ -96,13 +108,19 @@ async def measure_persisted(pg: asyncpg.Connection, catalog: Catalog, prefix: st
             "  extract(epoch FROM pg_xact_commit_timestamp(xmin) - received_at)) AS lag, "
             "extract(epoch FROM max(pg_xact_commit_timestamp(xmin) - received_at)) AS lag_max "
             "FROM event_ledger WHERE customer_id = ANY($1::text[]) AND event_id LIKE $2",
-            catalog.customers, prefix + "%")
+            catalog.customers,
+            prefix + "%",
+        )
         if lag is not None and lag["lag"] is not None:
             out.commit_lag_p50_s, out.commit_lag_p99_s = (float(v) for v in lag["lag"])
             out.commit_lag_max_s = float(lag["lag_max"])
-    out.failed_events = int(await pg.fetchval(
-        "SELECT count(*) FROM failed_events WHERE customer_id = ANY($1::text[]) "
-        "AND event_id LIKE $2", catalog.customers, prefix + "%"))
+    out.failed_events = int(
+        await pg.fetchval(
+            "SELECT count(*) FROM failed_events WHERE customer_id = ANY($1::text[]) AND event_id LIKE $2",
+            catalog.customers,
+            prefix + "%",
+        )
+    )
     return out
 
 

@@ -36,8 +36,8 @@ def _read_procs() -> dict[int, _Proc]:
         except OSError:
             continue
         # comm may contain spaces and parentheses: split at the last ')'.
-        comm = raw[raw.index("(") + 1:raw.rindex(")")]
-        fields = raw[raw.rindex(")") + 2:].split()
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
         # fields[0] is state (field 3); utime, stime, cutime, cstime are fields 14-17.
         # Reaped children count for their parent (Postgres autovacuum workers, a Valkey
         # AOF rewrite), so their CPU stays with the role that caused it.
@@ -83,8 +83,7 @@ class Roles:
                     seen += 1
             if role is None and "postgres" not in rooted and proc.comm == "postgres":
                 role = "postgres"
-            if role is None and "valkey" not in rooted and proc.comm.startswith(
-                    ("valkey", "redis-")):
+            if role is None and "valkey" not in rooted and proc.comm.startswith(("valkey", "redis-")):
                 role = "valkey"
             if role is not None:
                 out[proc.pid] = role
@@ -104,8 +103,12 @@ def snapshot(roles: Roles) -> Snapshot:
     classified = roles.classify(procs)
     busy, total, steal = machine_times()
     # Unclassified processes are kept as "?<name>" to show what else used the machine.
-    return Snapshot({pid: (classified.get(pid, "?" + proc.comm), proc.cpu_s, proc.sys_s)
-                     for pid, proc in procs.items()}, busy, total, steal)
+    return Snapshot(
+        {pid: (classified.get(pid, "?" + proc.comm), proc.cpu_s, proc.sys_s) for pid, proc in procs.items()},
+        busy,
+        total,
+        steal,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +133,9 @@ class CpuUsage:
         for role, cpu in self.by_pid.values():
             if role.startswith("?"):
                 totals[role[1:]] += cpu
-        return sorted(((n, c) for n, c in totals.items() if c >= 0.05),
-                      key=lambda item: item[1], reverse=True)[:top]
+        return sorted(
+            ((n, c) for n, c in totals.items() if c >= 0.05), key=lambda item: item[1], reverse=True
+        )[:top]
 
 
 def usage_between(before: Snapshot, after: Snapshot) -> CpuUsage:

@@ -50,100 +50,154 @@ def timeline_rows(result: PhaseResult, step: int = 10) -> list[str]:
         a, p = accepted.get(bucket, 0), persisted.get(bucket, 0)
         if a == 0 and p == 0:
             continue
-        rows.append(f"    {bucket * step:>4}-{bucket * step + step:<4} s   accepted {a / step:>9,.0f}/s"
-                    f"   persisted {p / step:>9,.0f}/s")
+        rows.append(
+            f"    {bucket * step:>4}-{bucket * step + step:<4} s   accepted {a / step:>9,.0f}/s"
+            f"   persisted {p / step:>9,.0f}/s"
+        )
     return rows
 
 
 def _commit_lag(persisted: Persisted) -> list[str]:
     if persisted.commit_lag_p99_s is None:
         return []
-    return [f"   lag to commit p50 {fmt_s(persisted.commit_lag_p50_s)}, "
-            f"p99 {fmt_s(persisted.commit_lag_p99_s)}, max {fmt_s(persisted.commit_lag_max_s)}   "
-            "(commit timestamp - received_at: when the rows became visible)"]
+    return [
+        f"   lag to commit p50 {fmt_s(persisted.commit_lag_p50_s)}, "
+        f"p99 {fmt_s(persisted.commit_lag_p99_s)}, max {fmt_s(persisted.commit_lag_max_s)}   "
+        "(commit timestamp - received_at: when the rows became visible)"
+    ]
 
 
 def report(bench: Bench, machine: dict[str, Any], servers: dict[str, Any]) -> dict[str, Any]:
     opts = bench.opts
-    out: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
-                           "machine": machine, "servers": servers, "phases": {}}
+    out: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "servers": servers,
+        "phases": {},
+    }
     lines = ["", "=" * 78, "Ingest benchmark", "=" * 78]
     lines.append(f"date      {out['date']}")
     lines.append(f"code      {machine['code']}")
-    lines.append(f"machine   {machine['nproc']} CPUs ({machine['cpu_model']}), "
-                 f"{machine['memory_gb']} GB, Linux {machine['kernel']}, Python {machine['python']}")
-    lines.append(f"servers   Postgres {servers['postgres']} (fsync={servers['postgres_fsync']}, "
-                 f"synchronous_commit={servers['postgres_synchronous_commit']}), "
-                 f"Valkey {servers['valkey']} (appendfsync={servers['valkey_appendfsync']})")
-    lines.append(f"idle      machine {100 * servers['busy_before_start']:.0f}% busy in the 2 s "
-                 "before the run (should be ~0)")
-    web = (f"`usage-portal web --workers {opts.web_workers}`" if opts.web_mode == "workers"
-           else f"{opts.web_workers} x `usage-portal web` on their own ports")
-    lines.append(f"settings  web {web}, Dramatiq {opts.worker_processes} "
-                 f"processes x {opts.worker_threads} threads, batch size {opts.batch_size}, "
-                 f"{opts.event_ids} event ids, "
-                 + "".join(f"postgres {x}, " for x in opts.pg_settings)
-                 + "".join(f"valkey {x}, " for x in opts.valkey_settings)
-                 + "everything incl. the load generator on this machine")
+    lines.append(
+        f"machine   {machine['nproc']} CPUs ({machine['cpu_model']}), "
+        f"{machine['memory_gb']} GB, Linux {machine['kernel']}, Python {machine['python']}"
+    )
+    lines.append(
+        f"servers   Postgres {servers['postgres']} (fsync={servers['postgres_fsync']}, "
+        f"synchronous_commit={servers['postgres_synchronous_commit']}), "
+        f"Valkey {servers['valkey']} (appendfsync={servers['valkey_appendfsync']})"
+    )
+    lines.append(
+        f"idle      machine {100 * servers['busy_before_start']:.0f}% busy in the 2 s "
+        "before the run (should be ~0)"
+    )
+    web = (
+        f"`usage-portal web --workers {opts.web_workers}`"
+        if opts.web_mode == "workers"
+        else f"{opts.web_workers} x `usage-portal web` on their own ports"
+    )
+    lines.append(
+        f"settings  web {web}, Dramatiq {opts.worker_processes} "
+        f"processes x {opts.worker_threads} threads, batch size {opts.batch_size}, "
+        f"{opts.event_ids} event ids, "
+        + "".join(f"postgres {x}, " for x in opts.pg_settings)
+        + "".join(f"valkey {x}, " for x in opts.valkey_settings)
+        + "everything incl. the load generator on this machine"
+    )
     targets: list[str] = []
 
     batch = bench.results.get("batch")
     if batch:
         lb = batch.load
-        lines += ["", f"1. Batch ingest ({opts.batch_size}-event batches, {opts.concurrency} "
-                  f"connections, closed loop, {lb.elapsed:.1f} s)"]
-        lines.append(f"   accepted      {batch.accepted_eps:>10,.0f} events/s   "
-                     f"({lb.accepted:,} events, {lb.requests:,} requests)")
-        lines.append(f"   persisted     {batch.persisted_eps:>10,.0f} events/s   "
-                     f"(ledger rows with persisted_at in the same window)")
-        lines.append(f"   end to end    {batch.end_to_end_eps or 0:>10,.0f} events/s   "
-                     f"(all {batch.persisted.total:,} persisted / first send to last persist)")
-        lines.append(f"   backlog drain {fmt_s(batch.drain_s):>10}     after the load stopped"
-                     + ("" if batch.persisted.drained else "  (NOT fully drained)"))
-        lines.append(f"   batch latency p50 {fmt_ms(pct(lb.latencies, 0.5))}, "
-                     f"p99 {fmt_ms(pct(lb.latencies, 0.99))}")
-        lines.append(f"   lag (closed loop at full speed) p50 {fmt_s(batch.persisted.lag_p50_s)}, "
-                     f"p99 {fmt_s(batch.persisted.lag_p99_s)}")
+        lines += [
+            "",
+            f"1. Batch ingest ({opts.batch_size}-event batches, {opts.concurrency} "
+            f"connections, closed loop, {lb.elapsed:.1f} s)",
+        ]
+        lines.append(
+            f"   accepted      {batch.accepted_eps:>10,.0f} events/s   "
+            f"({lb.accepted:,} events, {lb.requests:,} requests)"
+        )
+        lines.append(
+            f"   persisted     {batch.persisted_eps:>10,.0f} events/s   "
+            f"(ledger rows with persisted_at in the same window)"
+        )
+        lines.append(
+            f"   end to end    {batch.end_to_end_eps or 0:>10,.0f} events/s   "
+            f"(all {batch.persisted.total:,} persisted / first send to last persist)"
+        )
+        lines.append(
+            f"   backlog drain {fmt_s(batch.drain_s):>10}     after the load stopped"
+            + ("" if batch.persisted.drained else "  (NOT fully drained)")
+        )
+        lines.append(
+            f"   batch latency p50 {fmt_ms(pct(lb.latencies, 0.5))}, p99 {fmt_ms(pct(lb.latencies, 0.99))}"
+        )
+        lines.append(
+            f"   lag (closed loop at full speed) p50 {fmt_s(batch.persisted.lag_p50_s)}, "
+            f"p99 {fmt_s(batch.persisted.lag_p99_s)}"
+        )
         lines += _commit_lag(batch.persisted)
         lines += ["   timeline:", *timeline_rows(batch)]
         sustained = min(batch.accepted_eps, batch.persisted_eps)
-        targets.append(f"batch ingest >= {TARGET_BATCH_EPS:,} events/s accepted and persisted: "
-                       f"{sustained:,.0f}  {verdict(sustained >= TARGET_BATCH_EPS)}")
+        targets.append(
+            f"batch ingest >= {TARGET_BATCH_EPS:,} events/s accepted and persisted: "
+            f"{sustained:,.0f}  {verdict(sustained >= TARGET_BATCH_EPS)}"
+        )
 
     single = bench.results.get("single")
     if single:
         ls = single.load
         rps = ls.requests / ls.elapsed if ls.elapsed else 0.0
-        lines += ["", f"2. Single-event requests ({opts.single_concurrency} connections, "
-                  f"closed loop, {ls.elapsed:.1f} s)"]
-        lines.append(f"   requests      {rps:>10,.0f} /s   ({ls.requests:,} requests, "
-                     f"{ls.accepted:,} accepted)")
-        lines.append(f"   latency       p50 {fmt_ms(pct(ls.latencies, 0.5))}, "
-                     f"p99 {fmt_ms(pct(ls.latencies, 0.99))}, "
-                     f"max {fmt_ms(max(ls.latencies) if ls.latencies else None)}")
-        lines.append(f"   persisted     {single.persisted_eps:>10,.0f} events/s in the window; "
-                     f"backlog drain {fmt_s(single.drain_s)}"
-                     + ("" if single.persisted.drained else "  (NOT fully drained)"))
+        lines += [
+            "",
+            f"2. Single-event requests ({opts.single_concurrency} connections, "
+            f"closed loop, {ls.elapsed:.1f} s)",
+        ]
+        lines.append(
+            f"   requests      {rps:>10,.0f} /s   ({ls.requests:,} requests, {ls.accepted:,} accepted)"
+        )
+        lines.append(
+            f"   latency       p50 {fmt_ms(pct(ls.latencies, 0.5))}, "
+            f"p99 {fmt_ms(pct(ls.latencies, 0.99))}, "
+            f"max {fmt_ms(max(ls.latencies) if ls.latencies else None)}"
+        )
+        lines.append(
+            f"   persisted     {single.persisted_eps:>10,.0f} events/s in the window; "
+            f"backlog drain {fmt_s(single.drain_s)}"
+            + ("" if single.persisted.drained else "  (NOT fully drained)")
+        )
         lines += ["   timeline:", *timeline_rows(single, step=5)]
 
     lag_results = [r for n, r in bench.results.items() if n.startswith("lag")]
     for lag in lag_results:
         ll = lag.load
         rate = float(lag.settings["rate_eps"])
-        why = ("the rate the target names" if lag.name == "lag@target"
-               else "half the batch phase's sustained rate" if opts.lag_rate is None
-               and "batch" in bench.results else "as asked")
-        lines += ["", f"3. Accepted-to-persisted lag (open loop at {rate:,.0f} events/s: {why}; "
-                  f"{ll.elapsed:.1f} s)"]
-        lines.append(f"   accepted      {lag.accepted_eps:>10,.0f} events/s   "
-                     f"({ll.accepted:,} events; {ll.late_sends} sends late, "
-                     f"{ll.extra_connections} extra connections)")
-        lines.append(f"   lag           p50 {fmt_s(lag.persisted.lag_p50_s)}, "
-                     f"p99 {fmt_s(lag.persisted.lag_p99_s)}, p99.9 {fmt_s(lag.persisted.lag_p999_s)}, "
-                     f"max {fmt_s(lag.persisted.lag_max_s)}   (persisted_at - received_at)")
+        why = (
+            "the rate the target names"
+            if lag.name == "lag@target"
+            else "half the batch phase's sustained rate"
+            if opts.lag_rate is None and "batch" in bench.results
+            else "as asked"
+        )
+        lines += [
+            "",
+            f"3. Accepted-to-persisted lag (open loop at {rate:,.0f} events/s: {why}; {ll.elapsed:.1f} s)",
+        ]
+        lines.append(
+            f"   accepted      {lag.accepted_eps:>10,.0f} events/s   "
+            f"({ll.accepted:,} events; {ll.late_sends} sends late, "
+            f"{ll.extra_connections} extra connections)"
+        )
+        lines.append(
+            f"   lag           p50 {fmt_s(lag.persisted.lag_p50_s)}, "
+            f"p99 {fmt_s(lag.persisted.lag_p99_s)}, p99.9 {fmt_s(lag.persisted.lag_p999_s)}, "
+            f"max {fmt_s(lag.persisted.lag_max_s)}   (persisted_at - received_at)"
+        )
         lines += _commit_lag(lag.persisted)
-        lines.append(f"   batch latency p50 {fmt_ms(pct(ll.latencies, 0.5))}, "
-                     f"p99 {fmt_ms(pct(ll.latencies, 0.99))}")
+        lines.append(
+            f"   batch latency p50 {fmt_ms(pct(ll.latencies, 0.5))}, p99 {fmt_ms(pct(ll.latencies, 0.99))}"
+        )
         if not lag.persisted.drained:
             lines.append("   (backlog NOT fully drained: the lag figures cover persisted events only)")
 
@@ -152,13 +206,17 @@ def report(bench: Bench, machine: dict[str, Any], servers: dict[str, Any]) -> di
         rate = float(judged.settings["rate_eps"])
         p99 = judged.persisted.lag_p99_s
         ok = p99 is not None and p99 < TARGET_LAG_P99_S and rate >= TARGET_LAG_RATE * 0.99
-        note = "" if rate >= TARGET_LAG_RATE * 0.99 else (
-            f" (measured at {rate:,.0f} events/s, below the {TARGET_LAG_RATE:,} the target names)")
-        targets.append(f"lag p99 < {TARGET_LAG_P99_S:.0f} s at {TARGET_LAG_RATE:,} events/s: "
-                       f"{fmt_s(p99)}{note}  {verdict(ok)}")
+        note = (
+            ""
+            if rate >= TARGET_LAG_RATE * 0.99
+            else (f" (measured at {rate:,.0f} events/s, below the {TARGET_LAG_RATE:,} the target names)")
+        )
+        targets.append(
+            f"lag p99 < {TARGET_LAG_P99_S:.0f} s at {TARGET_LAG_RATE:,} events/s: "
+            f"{fmt_s(p99)}{note}  {verdict(ok)}"
+        )
 
-    lines += ["", "CPU per role during each load window (s of CPU; % of the machine; "
-              "µs per accepted event)"]
+    lines += ["", "CPU per role during each load window (s of CPU; % of the machine; µs per accepted event)"]
     header = f"   {'phase':<10}" + "".join(f"{r:>17}" for r in ROLES) + f"{'machine busy':>15}"
     lines.append(header)
     for name, result in bench.results.items():
@@ -169,16 +227,22 @@ def report(bench: Bench, machine: dict[str, Any], servers: dict[str, Any]) -> di
             cpu = result.cpu.by_role.get(role, 0.0)
             cells += f"{cpu:>6.1f}s {100 * cpu / capacity:>3.0f}% {cpu * per_event:>4.0f}"
         steal = result.cpu.machine_steal_s / capacity
-        lines.append(f"   {name:<10}{cells}{100 * result.cpu.machine_busy_fraction:>14.0f}%"
-                     + (f" (steal {100 * steal:.0f}%)" if steal >= 0.005 else ""))
+        lines.append(
+            f"   {name:<10}{cells}{100 * result.cpu.machine_busy_fraction:>14.0f}%"
+            + (f" (steal {100 * steal:.0f}%)" if steal >= 0.005 else "")
+        )
     for name, result in bench.results.items():
-        kernel = [f"{role} {100 * result.cpu.sys_by_role.get(role, 0) / cpu:.0f}%"
-                  for role in ROLES if (cpu := result.cpu.by_role.get(role, 0)) > 0.1
-                  and role in result.cpu.sys_by_role]
+        kernel = [
+            f"{role} {100 * result.cpu.sys_by_role.get(role, 0) / cpu:.0f}%"
+            for role in ROLES
+            if (cpu := result.cpu.by_role.get(role, 0)) > 0.1 and role in result.cpu.sys_by_role
+        ]
         lines.append(f"   {name}: share of that CPU spent in the kernel: {', '.join(kernel)}")
-    lines.append("   (loadgen = this process: building bodies, sending, parsing answers; other = busy "
-                 "CPU outside our processes: kernel work such as fsync and TCP, and anything "
-                 "else running on the machine)")
+    lines.append(
+        "   (loadgen = this process: building bodies, sending, parsing answers; other = busy "
+        "CPU outside our processes: kernel work such as fsync and TCP, and anything "
+        "else running on the machine)"
+    )
     for name, result in bench.results.items():
         splits = []
         for role in ("web", "worker"):
@@ -190,23 +254,34 @@ def report(bench: Bench, machine: dict[str, Any], servers: dict[str, Any]) -> di
     for name, result in bench.results.items():
         foreign = result.cpu.foreign()
         if foreign:
-            lines.append(f"   {name}: other processes " + ", ".join(
-                f"{comm} {cpu:.1f}s" for comm, cpu in foreign))
-    busy_elsewhere = [name for name, r in bench.results.items() if r.cpu.machine_total_s
-                      and r.cpu.by_role.get("other", 0) / r.cpu.machine_total_s > 0.1]
+            lines.append(
+                f"   {name}: other processes " + ", ".join(f"{comm} {cpu:.1f}s" for comm, cpu in foreign)
+            )
+    busy_elsewhere = [
+        name
+        for name, r in bench.results.items()
+        if r.cpu.machine_total_s and r.cpu.by_role.get("other", 0) / r.cpu.machine_total_s > 0.1
+    ]
     if busy_elsewhere:
-        lines.append(f"   WARNING: >10% of the machine went to 'other' during {', '.join(busy_elsewhere)}: "
-                     "was something else running? The figures are then pessimistic.")
-    errors = {name: (dict(r.load.statuses), r.load.sample_errors, r.persisted.failed_events)
-              for name, r in bench.results.items()
-              if set(r.load.statuses) - {202} or r.load.rejected or r.persisted.failed_events}
+        lines.append(
+            f"   WARNING: >10% of the machine went to 'other' during {', '.join(busy_elsewhere)}: "
+            "was something else running? The figures are then pessimistic."
+        )
+    errors = {
+        name: (dict(r.load.statuses), r.load.sample_errors, r.persisted.failed_events)
+        for name, r in bench.results.items()
+        if set(r.load.statuses) - {202} or r.load.rejected or r.persisted.failed_events
+    }
     if errors:
         lines += ["", "Non-202 answers / rejections / failed events:"]
         for name, (statuses, samples, failed) in errors.items():
             lines.append(f"   {name}: statuses {statuses}, failed_events {failed}; {samples}")
     for name, result in bench.results.items():
-        lines += ["", f"Valkey commands during {name} (time inside Valkey; EVALSHA includes the "
-                  "commands its script runs, which are also listed on their own)"]
+        lines += [
+            "",
+            f"Valkey commands during {name} (time inside Valkey; EVALSHA includes the "
+            "commands its script runs, which are also listed on their own)",
+        ]
         lines += serverstats.table(result.valkey, result.load.accepted)
         lines += serverstats.counter_lines(*result.counters, result.load.accepted)
         if result.statements:

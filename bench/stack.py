@@ -40,12 +40,14 @@ class Environment:
 
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({
-            "DATABASE_URL": self.database_url,
-            "REDIS_URL": self.redis_url,
-            "BROKER_URL": self.broker_url,
-            "PORTAL_DATA_DIR": str(self.data_dir),
-        })
+        env.update(
+            {
+                "DATABASE_URL": self.database_url,
+                "REDIS_URL": self.redis_url,
+                "BROKER_URL": self.broker_url,
+                "PORTAL_DATA_DIR": str(self.data_dir),
+            }
+        )
         return env
 
     def close(self, *, keep_data: bool) -> None:
@@ -97,16 +99,23 @@ def start_servers(env: Environment, opts: Options) -> None:
         urls = env.servers.start()
         # Commit timestamps give the exact moment each batch became visible (persisted_at
         # is the transaction's start); both settings need a restart (which picks a new port).
-        asyncio.run(alter_system(urls.database_url, pg_stats=opts.pg_stats, pg_settings=opts.pg_settings,
-                                 extra={"track_commit_timestamp": "on"}))
+        asyncio.run(
+            alter_system(
+                urls.database_url,
+                pg_stats=opts.pg_stats,
+                pg_settings=opts.pg_settings,
+                extra={"track_commit_timestamp": "on"},
+            )
+        )
         env.servers.postgres.stop()
         urls = env.servers.start()
         env.database_url, env.redis_url = urls.database_url, urls.redis_url
     env.broker_url = os.environ.get("BROKER_URL") or env.redis_url.rsplit("/", 1)[0] + "/1"
 
 
-async def alter_system(database_url: str, *, pg_stats: bool, pg_settings: list[str],
-                       extra: dict[str, str] | None = None) -> None:
+async def alter_system(
+    database_url: str, *, pg_stats: bool, pg_settings: list[str], extra: dict[str, str] | None = None
+) -> None:
     """ALTER SYSTEM for a bench run (takes effect at the restart that follows):
     pg_stat_statements if asked, `extra`, then each `--pg-set NAME=VALUE`."""
     conn = await asyncpg.connect(database_url)
@@ -136,20 +145,25 @@ def start_tiers(env: Environment, opts: Options) -> None:
     tiers: dict[str, list[str]] = {}
     if opts.web_mode == "workers":
         env.ports = [_free_port()]
-        tiers["web"] = [*command, "web", "--port", str(env.ports[0]),
-                        "--workers", str(opts.web_workers)]
+        tiers["web"] = [*command, "web", "--port", str(env.ports[0]), "--workers", str(opts.web_workers)]
     else:  # one single-process web server per port, as behind a load balancer
         env.ports = [_free_port() for _ in range(opts.web_workers)]
         for i, port in enumerate(env.ports):
             tiers[f"web{i}"] = [*command, "web", "--port", str(port), "--workers", "1"]
-    tiers["worker"] = [*command, "worker", "--processes", str(opts.worker_processes),
-                       "--threads", str(opts.worker_threads)]
+    tiers["worker"] = [
+        *command,
+        "worker",
+        "--processes",
+        str(opts.worker_processes),
+        "--threads",
+        str(opts.worker_threads),
+    ]
     for name, argv in tiers.items():
         logfile = (env.data_dir / f"{name}.log").open("ab")
         log(f"starting {name}: {' '.join(argv[1:])}")
         env.processes[name] = subprocess.Popen(
-            argv, cwd=ROOT, env=child_env, stdout=logfile, stderr=subprocess.STDOUT,
-            start_new_session=True)  # own process group: stopped as a whole, immune to Ctrl-C
+            argv, cwd=ROOT, env=child_env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True
+        )  # own process group: stopped as a whole, immune to Ctrl-C
     _wait_healthy(env)
 
 
@@ -159,8 +173,9 @@ def _wait_healthy(env: Environment, timeout: float = 90) -> None:
     while time.monotonic() < deadline:
         for name, process in env.processes.items():
             if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}:\n"
-                                   + tail(env.data_dir / f"{name}.log"))
+                raise RuntimeError(
+                    f"{name} exited with {process.returncode}:\n" + tail(env.data_dir / f"{name}.log")
+                )
         try:
             url = f"http://127.0.0.1:{pending[0]}/healthz"
             with urllib.request.urlopen(url, timeout=2) as response:
@@ -185,8 +200,10 @@ def tail(path: Path, lines: int = 30) -> str:
 def check_alive(env: Environment) -> None:
     for name, process in env.processes.items():
         if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode} during the run:\n"
-                               + tail(env.data_dir / f"{name}.log"))
+            raise RuntimeError(
+                f"{name} exited with {process.returncode} during the run:\n"
+                + tail(env.data_dir / f"{name}.log")
+            )
 
 
 # --------------------------------------------------------------------------- catalog
@@ -212,22 +229,29 @@ async def create_catalog(env: Environment, run: str) -> Catalog:
 
     customers = [f"bench-{run}-c{i:02d}" for i in range(len(ZONES))]
     meters = {
-        "sum": MeterCreate(metric_name=f"bench_{run}_api_calls", aggregation="sum", unit="call",
-                           group_by=["region"]),
-        "count": MeterCreate(metric_name=f"bench_{run}_requests", aggregation="count",
-                             unit="request"),
+        "sum": MeterCreate(
+            metric_name=f"bench_{run}_api_calls", aggregation="sum", unit="call", group_by=["region"]
+        ),
+        "count": MeterCreate(metric_name=f"bench_{run}_requests", aggregation="count", unit="request"),
         "max": MeterCreate(metric_name=f"bench_{run}_storage_gb", aggregation="max", unit="GB"),
     }
     engine = create_engine(env.database_url, pool_size=1)
     try:
         async with transaction(session_factory(engine)) as session:
             for customer_id, zone in zip(customers, ZONES, strict=True):
-                await create_customer(session, CustomerCreate(
-                    id=customer_id, name=f"Bench {customer_id}", timezone=zone))
+                await create_customer(
+                    session, CustomerCreate(id=customer_id, name=f"Bench {customer_id}", timezone=zone)
+                )
             for meter in meters.values():
                 await create_meter(session, meter)
             _, token = await create_key(session, scope="ingest", name=f"bench {run}")
     finally:
         await engine.dispose()
-    return Catalog(run, customers, meters["sum"].metric_name, meters["count"].metric_name,
-                   meters["max"].metric_name, token)
+    return Catalog(
+        run,
+        customers,
+        meters["sum"].metric_name,
+        meters["count"].metric_name,
+        meters["max"].metric_name,
+        token,
+    )

@@ -31,8 +31,16 @@ async def create_api_key(settings: Settings, *, scope: Scope, name: str) -> str:
         await engine.dispose()
 
 
-async def create_user(settings: Settings, *, email: str, name: str, role: str, customer_id: str | None,
-                      all_customers: bool, assigned: list[str]) -> str:
+async def create_user(
+    settings: Settings,
+    *,
+    email: str,
+    name: str,
+    role: str,
+    customer_id: str | None,
+    all_customers: bool,
+    assigned: list[str],
+) -> str:
     """Create a user and email them a one-time link; returns what to print."""
     from portal.accounts.invites import invite
     from portal.clock import system_clock
@@ -40,13 +48,24 @@ async def create_user(settings: Settings, *, email: str, name: str, role: str, c
     assert settings.database_url
     engine = create_engine(settings.database_url, pool_size=1)
     try:
-        invitation = await invite(session_factory(engine), settings, email=email, name=name, role=role,
-                                  customer_id=customer_id, all_customers=all_customers, assigned=assigned,
-                                  now=system_clock())
+        invitation = await invite(
+            session_factory(engine),
+            settings,
+            email=email,
+            name=name,
+            role=role,
+            customer_id=customer_id,
+            all_customers=all_customers,
+            assigned=assigned,
+            now=system_clock(),
+        )
     finally:
         await engine.dispose()
-    sent = ("emailed to " + invitation.user.email if invitation.email_error is None
-            else f"not emailed ({invitation.email_error})")
+    sent = (
+        "emailed to " + invitation.user.email
+        if invitation.email_error is None
+        else f"not emailed ({invitation.email_error})"
+    )
     return f"user {invitation.user.id} created; password link {sent}:\n{invitation.link}"
 
 
@@ -59,10 +78,16 @@ async def replay_failed_events(session: AsyncSession, redis: Redis, *, ids: list
     from portal.jobs import enqueue
     from portal.live.keys import INFLIGHT_KEY
 
-    rows = (await session.execute(text(
-        "SELECT id, message_id, event FROM failed_events WHERE status = 'failed' "
-        "AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(CAST(:ids AS bigint[]))) "
-        "ORDER BY id FOR UPDATE"), {"ids": ids})).all()
+    rows = (
+        await session.execute(
+            text(
+                "SELECT id, message_id, event FROM failed_events WHERE status = 'failed' "
+                "AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(CAST(:ids AS bigint[]))) "
+                "ORDER BY id FOR UPDATE"
+            ),
+            {"ids": ids},
+        )
+    ).all()
     by_message: dict[str, list[Any]] = defaultdict(list)
     for _, message_id, event in (values(r) for r in rows):
         stored = event if isinstance(event, dict) else json.loads(event)
@@ -71,12 +96,24 @@ async def replay_failed_events(session: AsyncSession, redis: Redis, *, ids: list
         batch_id = uuid.uuid4().hex
         accepted_ms = int(time.time() * 1000)
         await redis.zadd(INFLIGHT_KEY, {batch_id: accepted_ms})
-        await enqueue(PERSIST_ACTOR, INGEST_QUEUE, {
-            "id": batch_id, "holds": [batch_id], "acceptedAt": accepted_ms,
-            "events": events, "conflicts": []})
-    await session.execute(text(
-        "UPDATE failed_events SET status = 'replayed', resolved_at = now() "
-        "WHERE id = ANY(CAST(:ids AS bigint[]))"), {"ids": [r[0] for r in rows]})
+        await enqueue(
+            PERSIST_ACTOR,
+            INGEST_QUEUE,
+            {
+                "id": batch_id,
+                "holds": [batch_id],
+                "acceptedAt": accepted_ms,
+                "events": events,
+                "conflicts": [],
+            },
+        )
+    await session.execute(
+        text(
+            "UPDATE failed_events SET status = 'replayed', resolved_at = now() "
+            "WHERE id = ANY(CAST(:ids AS bigint[]))"
+        ),
+        {"ids": [r[0] for r in rows]},
+    )
     return len(rows)
 
 

@@ -93,9 +93,13 @@ def _judge(value: Decimal, past: list[Decimal], s: Sensitivity) -> tuple[Anomaly
     return None
 
 
-def hourly_anomalies(values: Mapping[datetime, Decimal], hours: Sequence[datetime],
-                     sensitivity: Sensitivity | None = None, *,
-                     known_from: datetime | None = None) -> list[Anomaly]:
+def hourly_anomalies(
+    values: Mapping[datetime, Decimal],
+    hours: Sequence[datetime],
+    sensitivity: Sensitivity | None = None,
+    *,
+    known_from: datetime | None = None,
+) -> list[Anomaly]:
     """Anomalies among `hours` (settled hour starts, in order) of a series that maps hour
     starts to usage (hours without usage may be absent)."""
     s = sensitivity or Sensitivity()
@@ -127,9 +131,14 @@ def hourly_anomalies(values: Mapping[datetime, Decimal], hours: Sequence[datetim
     return found
 
 
-def daily_anomalies(values: Mapping[date, Decimal], days: Sequence[date], tz_name: str,
-                    sensitivity: Sensitivity | None = None, *,
-                    known_from: date | None = None) -> list[Anomaly]:
+def daily_anomalies(
+    values: Mapping[date, Decimal],
+    days: Sequence[date],
+    tz_name: str,
+    sensitivity: Sensitivity | None = None,
+    *,
+    known_from: date | None = None,
+) -> list[Anomaly]:
     """Anomalies among `days` (settled local days, in order) of a series that maps the
     customer's local days to usage (days without usage may be absent). Each anomaly spans
     the day's local midnights in `tz_name` (23 or 25 hours across a DST change)."""
@@ -140,6 +149,14 @@ def daily_anomalies(values: Mapping[date, Decimal], days: Sequence[date], tz_nam
         value = values.get(day, Decimal(0))
         verdict = _judge(value, past, s) if past else None
         if verdict is not None:
-            found.append(Anomaly(verdict[0], local_midnight(day, tz_name),
-                                 local_midnight(day + DAY, tz_name), value, verdict[1], "day"))
+            found.append(
+                Anomaly(
+                    verdict[0],
+                    local_midnight(day, tz_name),
+                    local_midnight(day + DAY, tz_name),
+                    value,
+                    verdict[1],
+                    "day",
+                )
+            )
     return found

@@ -48,12 +48,12 @@ class OfflineSwaggerPlugin(OpenAPIRenderPlugin):
         css, bundle, start = ASSETS
         schema_url = escape(self.get_openapi_json_route(request))
         return (
-            "<!doctype html>\n<html lang=\"en\">\n<head>\n  <meta charset=\"utf-8\">\n"
-            "  <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"  <title>{title}</title>\n  <link rel=\"icon\" href=\"data:,\">\n"
-            f"  <link rel=\"stylesheet\" href=\"{css}\">\n</head>\n<body>\n"
-            f"  <div id=\"swagger-ui\" data-schema-url=\"{schema_url}\"></div>\n"
-            f"  <script src=\"{bundle}\"></script>\n  <script src=\"{start}\"></script>\n"
+            '<!doctype html>\n<html lang="en">\n<head>\n  <meta charset="utf-8">\n'
+            '  <meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f'  <title>{title}</title>\n  <link rel="icon" href="data:,">\n'
+            f'  <link rel="stylesheet" href="{css}">\n</head>\n<body>\n'
+            f'  <div id="swagger-ui" data-schema-url="{schema_url}"></div>\n'
+            f'  <script src="{bundle}"></script>\n  <script src="{start}"></script>\n'
             "</body>\n</html>\n"
         ).encode()
 
@@ -79,8 +79,14 @@ async def finish_the_document(request: Request[Any, Any, Any]) -> None:
 def api_docs_config(*, title: str, version: str) -> OpenAPIConfig:
     """The OpenAPI config of the app: the document, and the offline page that shows it."""
     return OpenAPIConfig(
-        title=title, version=version,
+        title=title,
+        version=version,
         render_plugins=[OfflineSwaggerPlugin(), YamlRenderPlugin()],
-        openapi_router=Router(DOCS_PATH, route_handlers=[], include_in_schema=False,
-                              response_headers=SECURITY_HEADERS, before_request=finish_the_document),
+        openapi_router=Router(
+            DOCS_PATH,
+            route_handlers=[],
+            include_in_schema=False,
+            response_headers=SECURITY_HEADERS,
+            before_request=finish_the_document,
+        ),
     )

@@ -63,12 +63,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     app = Litestar(
         route_handlers=[
-            healthz, readyz, metrics_endpoint, CustomerController, MeterController, EventController,
-            UsageController, AnomalyController, OperationsController, *billing_handlers, *alert_handlers,
+            healthz,
+            readyz,
+            metrics_endpoint,
+            CustomerController,
+            MeterController,
+            EventController,
+            UsageController,
+            AnomalyController,
+            OperationsController,
+            *billing_handlers,
+            *alert_handlers,
             *page_handlers,
             *compat_handlers,
-            create_static_files_router(path="/static", directories=[STATIC_DIR],
-                                       include_in_schema=False),
+            create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
         ],
         dependencies={"db": Provide(provide_session), "portal": Provide(provide_state, sync_to_thread=False)},
         # fitting_address first: no other guard or handler sees an unusable path or query.
@@ -79,9 +87,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         response_cache_config=ResponseCacheConfig(),
         request_max_body_size=5 * 1024 * 1024,
         middleware=[request_ids],
-        exception_handlers={ValidationException: unprocessable, Problem: problem_response,
-                            NotFoundException: not_found_anywhere, HTTPException: api_error,
-                            HTTP_500_INTERNAL_SERVER_ERROR: failed_anywhere},
+        exception_handlers={
+            ValidationException: unprocessable,
+            Problem: problem_response,
+            NotFoundException: not_found_anywhere,
+            HTTPException: api_error,
+            HTTP_500_INTERNAL_SERVER_ERROR: failed_anywhere,
+        },
         debug=False,
     )
     return app

@@ -54,7 +54,8 @@ class MsgspecJSONEncoder(Encoder):
             decoded: MessageData = msgspec.json.decode(data)
         except msgspec.DecodeError as exc:
             raise DecodeError(  # type: ignore[no-untyped-call]
-                f"failed to decode message {data[:200]!r}", data, exc) from None
+                f"failed to decode message {data[:200]!r}", data, exc
+            ) from None
         return decoded
 
 
@@ -90,8 +91,9 @@ class _ResilientConsumer(_RedisConsumer):
         if orphans:
             self.broker.do_requeue(self.queue_name, *orphans)
             kind = "delayed message(s)" if self.queue_name.endswith(".DQ") else "message(s)"
-            log.warning("gave back %d %s of %s fetched before a lost connection",
-                        len(orphans), kind, self.queue_name)
+            log.warning(
+                "gave back %d %s of %s fetched before a lost connection", len(orphans), kind, self.queue_name
+            )
         self._orphans_returned = True
 
     def __next__(self) -> Any:
@@ -183,14 +185,16 @@ class ResilientRedisBroker(RedisBroker):
         with self._waiting_lock:
             if self._waiting_since is None:
                 self._waiting_since = time.monotonic()
-                log.warning("broker unavailable (%s); enqueues wait up to %.0f s for it",
-                            type(exc).__name__, self.enqueue_patience_s)
+                log.warning(
+                    "broker unavailable (%s); enqueues wait up to %.0f s for it",
+                    type(exc).__name__,
+                    self.enqueue_patience_s,
+                )
 
     def _note_back(self) -> None:
         with self._waiting_lock:
             if self._waiting_since is not None:
-                log.warning("broker available again after %.1f s",
-                            time.monotonic() - self._waiting_since)
+                log.warning("broker available again after %.1f s", time.monotonic() - self._waiting_since)
                 self._waiting_since = None
 
 

@@ -32,8 +32,7 @@ def _base_settings(args: argparse.Namespace) -> Settings:
 
 def _with_broker(settings: Settings, urls: Any) -> Settings:
     broker = settings.broker_url or urls.redis_url.rsplit("/", 1)[0] + "/1"
-    return settings.with_urls(database_url=urls.database_url, redis_url=urls.redis_url,
-                              broker_url=broker)
+    return settings.with_urls(database_url=urls.database_url, redis_url=urls.redis_url, broker_url=broker)
 
 
 def _settings(args: argparse.Namespace, *, start_embedded: bool = True) -> tuple[Settings, Any]:
@@ -65,12 +64,14 @@ def _child_env(settings: Settings) -> dict[str, str]:
     """The environment of a role process: server URLs (with their passwords) go here, never
     on a command line."""
     env = dict(os.environ)
-    env.update({
-        "DATABASE_URL": settings.database_url or "",
-        "REDIS_URL": settings.redis_url or "",
-        "BROKER_URL": settings.effective_broker_url or "",
-        "PORTAL_DATA_DIR": str(settings.data_dir),
-    })
+    env.update(
+        {
+            "DATABASE_URL": settings.database_url or "",
+            "REDIS_URL": settings.redis_url or "",
+            "BROKER_URL": settings.effective_broker_url or "",
+            "PORTAL_DATA_DIR": str(settings.data_dir),
+        }
+    )
     return env
 
 
@@ -105,10 +106,19 @@ def cmd_users_create(args: argparse.Namespace) -> None:
         from portal.problems import Problem
 
         try:
-            print(asyncio.run(create_user(
-                settings, email=args.email, name=args.name, role=args.role, customer_id=args.customer,
-                all_customers=args.all_customers,
-                assigned=[c for c in (args.assign or "").split(",") if c])))
+            print(
+                asyncio.run(
+                    create_user(
+                        settings,
+                        email=args.email,
+                        name=args.name,
+                        role=args.role,
+                        customer_id=args.customer,
+                        all_customers=args.all_customers,
+                        assigned=[c for c in (args.assign or "").split(",") if c],
+                    )
+                )
+            )
         except Problem as exc:
             raise SystemExit(f"error: {exc}") from None
     finally:
@@ -189,14 +199,30 @@ def cmd_web(args: argparse.Namespace) -> None:
     os.environ["PORTAL_LOG_ROLE"] = "web"
     import uvicorn
 
-    uvicorn.run("portal.app:create_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="warning", access_log=False, log_config=None)
+    uvicorn.run(
+        "portal.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
     settings, _ = _settings(args)
-    argv = [sys.executable, "-m", "dramatiq", "workers.main", "--processes", str(args.processes),
-            "--threads", str(args.threads)]
+    argv = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "workers.main",
+        "--processes",
+        str(args.processes),
+        "--threads",
+        str(args.threads),
+    ]
     os.execve(sys.executable, argv, _child_env(settings))
 
 
@@ -232,8 +258,9 @@ def cmd_up(args: argparse.Namespace) -> None:
     # say): they would run beside ours.
     left = stop_leftovers(data_dir, grace_s=10)
     if left:
-        log.warning("stopped %d process(es) an earlier `up` on %s left running: %s",
-                    len(left), data_dir, left)
+        log.warning(
+            "stopped %d process(es) an earlier `up` on %s left running: %s", len(left), data_dir, left
+        )
     servers = None
     if not (settings.database_url and settings.redis_url):
         from portal.embedded import EmbeddedServers
@@ -284,13 +311,18 @@ def _run_up(args: argparse.Namespace, settings: Settings, supervisor: Any) -> No
     if args.demo:
         from portal.demo import print_demo_banner, seed_demo
 
-        seeded, demo = supervisor.attempt("creating the demo data",
-                                          lambda: asyncio.run(seed_demo(settings)))
+        seeded, demo = supervisor.attempt("creating the demo data", lambda: asyncio.run(seed_demo(settings)))
         if not seeded or demo is None:
             return
         # The key travels in the environment: a command line is visible to every user.
-        supervisor.add_role(RoleSpec("demo-trickle", [*me, "demo-trickle", "--url", url],
-                                     {**env, DEMO_KEY_ENV: demo.ingest_key}, needs_servers=False))
+        supervisor.add_role(
+            RoleSpec(
+                "demo-trickle",
+                [*me, "demo-trickle", "--url", url],
+                {**env, DEMO_KEY_ENV: demo.ingest_key},
+                needs_servers=False,
+            )
+        )
         print_demo_banner(url, demo)
     else:
         print(f"usage portal running at {url} (Ctrl-C to stop)", flush=True)
@@ -365,8 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--threads", type=int, default=4)
     worker.set_defaults(func=cmd_worker)
 
-    sub.add_parser("scheduler", help="the periodic job scheduler alone").set_defaults(
-        func=cmd_scheduler)
+    sub.add_parser("scheduler", help="the periodic job scheduler alone").set_defaults(func=cmd_scheduler)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
@@ -391,15 +422,19 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--id", type=int, action="append", help="a failed event id (repeatable)")
     replay.set_defaults(func=cmd_failed_replay)
 
-    sub.add_parser("status", help="stores, roles, queue depths, lag, failed events, drift, the last "
-                   "reconcile; exits 1 when something needs an operator").set_defaults(func=cmd_status)
+    sub.add_parser(
+        "status",
+        help="stores, roles, queue depths, lag, failed events, drift, the last "
+        "reconcile; exits 1 when something needs an operator",
+    ).set_defaults(func=cmd_status)
 
     from portal.broker import INGEST_QUEUE, QUEUES
 
     dead = sub.add_parser("dead-letters", help="messages the workers gave up on")
     dead_sub = dead.add_subparsers(dest="dead_letters_command", required=True)
     dead_sub.add_parser("list", help="every dead letter: queue, message id, job, when it died").set_defaults(
-        func=cmd_dead_letters_list)
+        func=cmd_dead_letters_list
+    )
     requeue = dead_sub.add_parser("replay", help="put dead letters back on their queue (all, or --id)")
     requeue.add_argument("--queue", choices=QUEUES, default=INGEST_QUEUE)
     requeue.add_argument("--id", action="append", help="a message id from `dead-letters list` (repeatable)")

@@ -17,7 +17,7 @@ def sqlalchemy_url(database_url: str) -> str:
     """`postgresql://…` (what operators write) as the asyncpg dialect URL SQLAlchemy wants."""
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
         if database_url.startswith(prefix):
-            return "postgresql+asyncpg://" + database_url[len(prefix):]
+            return "postgresql+asyncpg://" + database_url[len(prefix) :]
     raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {database_url.split(':')[0]}")
 
 

@@ -106,8 +106,9 @@ def clear_superseded(client: redis.Redis, succeeded: str, started_ms: int) -> in
         if not ids:
             continue
         messages = client.hmget(dead_messages_key(queue), ids)
-        moot = [i for i, raw in zip(ids, messages, strict=True)
-                if raw is None or covered(_decode(raw), succeeded)]
+        moot = [
+            i for i, raw in zip(ids, messages, strict=True) if raw is None or covered(_decode(raw), succeeded)
+        ]
         dropped += _drop(client, queue, moot)
     return dropped
 
@@ -138,8 +139,11 @@ return 1
 def requeue(client: redis.Redis, queue: str = INGEST_QUEUE, ids: list[str] | None = None) -> int:
     """Put dead letters of `queue` (all, or those `ids`) back on it, with their retry count
     reset, for the workers to run again. Returns how many were put back."""
-    chosen = ids if ids is not None else [
-        i.decode() if isinstance(i, bytes) else str(i) for i in client.zrange(dead_key(queue), 0, -1)]
+    chosen = (
+        ids
+        if ids is not None
+        else [i.decode() if isinstance(i, bytes) else str(i) for i in client.zrange(dead_key(queue), 0, -1)]
+    )
     moved = 0
     for message_id in chosen:
         raw = client.hget(dead_messages_key(queue), message_id)
@@ -152,9 +156,18 @@ def requeue(client: redis.Redis, queue: str = INGEST_QUEUE, ids: list[str] | Non
         if isinstance(options, dict):
             for option in ("retries", "traceback", "requeue_timestamp"):
                 options.pop(option, None)
-        moved += int(client.eval(_REQUEUE_SCRIPT, 4, dead_key(queue), dead_messages_key(queue),
-                                 f"{NAMESPACE}:{queue}.msgs", f"{NAMESPACE}:{queue}",
-                                 message_id, json.dumps(message)))
+        moved += int(
+            client.eval(
+                _REQUEUE_SCRIPT,
+                4,
+                dead_key(queue),
+                dead_messages_key(queue),
+                f"{NAMESPACE}:{queue}.msgs",
+                f"{NAMESPACE}:{queue}",
+                message_id,
+                json.dumps(message),
+            )
+        )
     return moved
 
 
@@ -187,7 +200,12 @@ def listing(client: redis.Redis) -> list[DeadLetter]:
         for (message_id, died_ms), raw in zip(dead, messages, strict=True):
             actor = _decode(raw).get("actor_name") if raw is not None else None
             text_id = message_id.decode() if isinstance(message_id, bytes) else str(message_id)
-            letters.append(DeadLetter(
-                queue=queue, message_id=text_id, actor=actor if isinstance(actor, str) else "?",
-                died_at=datetime.fromtimestamp(died_ms / 1000, UTC)))
+            letters.append(
+                DeadLetter(
+                    queue=queue,
+                    message_id=text_id,
+                    actor=actor if isinstance(actor, str) else "?",
+                    died_at=datetime.fromtimestamp(died_ms / 1000, UTC),
+                )
+            )
     return letters

@@ -78,20 +78,36 @@ async def _demo_users(session: AsyncSession, password: str) -> None:
     for email, name, role, customer in DEMO_USERS:
         user = await users.find_by_email(session, email)
         if user is None:
-            await users.create_user(session, email=email, name=name, role=role, customer_id=customer,
-                                    all_customers=role == "account_manager", password=password)
+            await users.create_user(
+                session,
+                email=email,
+                name=name,
+                role=role,
+                customer_id=customer,
+                all_customers=role == "account_manager",
+                password=password,
+            )
         else:
             await users.set_password(session, user.id, hash_password(password))
 
 
 def print_demo_banner(url: str, demo: DemoData) -> None:
-    event = {"eventId": "ID", "timestamp": "NOW", "customerId": "acme",
-             "metricName": "api_calls", "quantity": 250, "dimensions": {"region": "eu"}}
+    event = {
+        "eventId": "ID",
+        "timestamp": "NOW",
+        "customerId": "acme",
+        "metricName": "api_calls",
+        "quantity": 250,
+        "dimensions": {"region": "eu"},
+    }
     # The shell fills in a fresh event id and the current time each time the line runs.
-    body = (json.dumps(event)
-            .replace('"ID"', '"curl-\'"$(date +%s%N)"\'"')
-            .replace('"NOW"', '"\'"$(date -u +%Y-%m-%dT%H:%M:%SZ)"\'"'))
-    print(f"""
+    body = (
+        json.dumps(event)
+        .replace('"ID"', '"curl-\'"$(date +%s%N)"\'"')
+        .replace('"NOW"', '"\'"$(date -u +%Y-%m-%dT%H:%M:%SZ)"\'"')
+    )
+    print(
+        f"""
   Usage portal is running.
 
   Portal      {url}/portal/login
@@ -106,28 +122,45 @@ def print_demo_banner(url: str, demo: DemoData) -> None:
        -H 'Content-Type: application/json' -d '{body}'
 
   Ctrl-C stops everything.
-""", flush=True)
+""",
+        flush=True,
+    )
 
 
 def synthetic_batch(rng: random.Random, now_ms: int) -> list[dict[str, object]]:
     events: list[dict[str, object]] = []
     for customer in DEMO_CUSTOMERS:
         for _ in range(rng.randint(1, 4)):
-            events.append({
-                "eventId": uuid.uuid4().hex, "timestamp": now_ms, "customerId": customer,
-                "metricName": "api_calls", "quantity": rng.randint(1, 40),
-                "dimensions": {"region": rng.choice(["eu", "us", "apac"])},
-                "metadata": {"source": "demo", "version": "1"},
-            })
-        events.append({
-            "eventId": uuid.uuid4().hex, "timestamp": now_ms, "customerId": customer,
-            "metricName": "active_users", "quantity": 1,
-            "dimensions": {"user": f"user-{rng.randint(1, 60)}"},
-        })
-        events.append({
-            "eventId": uuid.uuid4().hex, "timestamp": now_ms, "customerId": customer,
-            "metricName": "storage_gb", "quantity": round(rng.uniform(10, 120), 2),
-        })
+            events.append(
+                {
+                    "eventId": uuid.uuid4().hex,
+                    "timestamp": now_ms,
+                    "customerId": customer,
+                    "metricName": "api_calls",
+                    "quantity": rng.randint(1, 40),
+                    "dimensions": {"region": rng.choice(["eu", "us", "apac"])},
+                    "metadata": {"source": "demo", "version": "1"},
+                }
+            )
+        events.append(
+            {
+                "eventId": uuid.uuid4().hex,
+                "timestamp": now_ms,
+                "customerId": customer,
+                "metricName": "active_users",
+                "quantity": 1,
+                "dimensions": {"user": f"user-{rng.randint(1, 60)}"},
+            }
+        )
+        events.append(
+            {
+                "eventId": uuid.uuid4().hex,
+                "timestamp": now_ms,
+                "customerId": customer,
+                "metricName": "storage_gb",
+                "quantity": round(rng.uniform(10, 120), 2),
+            }
+        )
     return events
 
 
@@ -140,9 +173,11 @@ def trickle(url: str, key: str, interval_s: float = 1.0) -> None:
         if not pending:
             pending = synthetic_batch(rng, int(time.time() * 1000))
         request = urllib.request.Request(
-            f"{url}/v1/events/batch", data=json.dumps({"events": pending}).encode(),
+            f"{url}/v1/events/batch",
+            data=json.dumps({"events": pending}).encode(),
             headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-            method="POST")
+            method="POST",
+        )
         try:
             with urllib.request.urlopen(request, timeout=10):
                 pending = []

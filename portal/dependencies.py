@@ -23,7 +23,6 @@ async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-
 # Handler parameter types: injected by name ("portal", "db").
 Portal = NamedDependency[PortalState]
 Db = NamedDependency[AsyncSession]

@@ -208,8 +208,9 @@ def tail(path: Path, lines: int = 20) -> list[str]:
         return []
 
 
-def _wait_ready(server: EmbeddedPostgres | EmbeddedValkey, password: str, port: int,
-                running_pid: Callable[[], int | None]) -> None:
+def _wait_ready(
+    server: EmbeddedPostgres | EmbeddedValkey, password: str, port: int, running_pid: Callable[[], int | None]
+) -> None:
     started = time.monotonic()
     while not server.ready(password, port):
         waited = time.monotonic() - started
@@ -247,10 +248,14 @@ class EmbeddedPostgres:
     def _run(self, *args: str, stdin: str | None = None) -> None:
         try:
             subprocess.run(
-                [str(self.bin / args[0]), *args[1:]], check=True, **self._as_server_user(),
+                [str(self.bin / args[0]), *args[1:]],
+                check=True,
+                **self._as_server_user(),
                 input=stdin.encode() if stdin is not None else None,
                 stdin=None if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                timeout=120,
             )
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"{args[0]} failed: {exc.stderr.decode(errors='replace').strip()}") from None
@@ -259,15 +264,19 @@ class EmbeddedPostgres:
         try:
             entry = pwd.getpwnam(PG_SYSTEM_USER)
         except KeyError:
-            subprocess.run(["useradd", "--system", "--no-create-home", PG_SYSTEM_USER],
-                           check=True, capture_output=True)
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", PG_SYSTEM_USER], check=True, capture_output=True
+            )
             entry = pwd.getpwnam(PG_SYSTEM_USER)
         # The server user must traverse to the binaries and to its data directory.
         for path in (self.bin.parent, self.pgdata.parent):
             _allow_traversal(path)
         for path in self.bin.parent.rglob("*"):
-            path.chmod(path.stat().st_mode | 0o055 if path.is_dir() or os.access(path, os.X_OK)
-                       else path.stat().st_mode | 0o044)
+            path.chmod(
+                path.stat().st_mode | 0o055
+                if path.is_dir() or os.access(path, os.X_OK)
+                else path.stat().st_mode | 0o044
+            )
         for path in (self.pgdata, self.logfile):
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
@@ -306,17 +315,36 @@ class EmbeddedPostgres:
         if not (self.pgdata / "PG_VERSION").exists():
             # initdb's trust lines are replaced below, before any server runs: the
             # password and pg_hba.conf are always in place first.
-            self._run("initdb", "-D", str(self.pgdata), "-U", PG_SUPERUSER, "--auth=trust",
-                      "--encoding=UTF8", "--locale=C")
+            self._run(
+                "initdb",
+                "-D",
+                str(self.pgdata),
+                "-U",
+                PG_SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+            )
         if not self.secured(password):
             hba = self.pgdata / "pg_hba.conf"
             hba.write_text(PG_HBA)
             hba.chmod(0o600)
             # Single-user mode reads the statement from stdin; only the verifier is sent.
             # (exit_on_error: single-user mode otherwise exits 0 after a failed statement.)
-            self._run("postgres", "--single", "-D", str(self.pgdata), "-c", "exit_on_error=on",
-                      "-c", "unix_socket_directories=", "-c", "listen_addresses=", "postgres",
-                      stdin=f"ALTER ROLE {PG_SUPERUSER} WITH PASSWORD '{scram_verifier(password)}'\n")
+            self._run(
+                "postgres",
+                "--single",
+                "-D",
+                str(self.pgdata),
+                "-c",
+                "exit_on_error=on",
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "listen_addresses=",
+                "postgres",
+                stdin=f"ALTER ROLE {PG_SUPERUSER} WITH PASSWORD '{scram_verifier(password)}'\n",
+            )
             self.password_mark.write_text(hashlib.sha256(password.encode()).hexdigest() + "\n")
             if self._run_as:
                 entry = pwd.getpwnam(PG_SYSTEM_USER)
@@ -335,11 +363,26 @@ class EmbeddedPostgres:
         # months of hourly usage by sequential scan where the primary key finds one chunk
         # of customers in a tenth of the time (invoice run, docs/performance.md).
         return [
-            "-p", str(port), "-h", "127.0.0.1", "-c", "unix_socket_directories=",
-            "-c", "password_encryption=scram-sha-256",
-            "-c", "max_connections=200", "-c", "shared_buffers=256MB",
-            "-c", "max_wal_size=8GB", "-c", "checkpoint_timeout=15min",
-            "-c", "random_page_cost=1.1", "-c", f"effective_cache_size={_cache_mb()}MB",
+            "-p",
+            str(port),
+            "-h",
+            "127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "password_encryption=scram-sha-256",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=256MB",
+            "-c",
+            "max_wal_size=8GB",
+            "-c",
+            "checkpoint_timeout=15min",
+            "-c",
+            "random_page_cost=1.1",
+            "-c",
+            f"effective_cache_size={_cache_mb()}MB",
         ]
 
     def launch(self, password: str, *, port: int | None = None) -> tuple[int, subprocess.Popen[bytes]]:
@@ -351,16 +394,20 @@ class EmbeddedPostgres:
         with self.logfile.open("ab") as logfile:
             process = subprocess.Popen(
                 [str(self.bin / "postgres"), "-D", str(self.pgdata), *self._options(port)],
-                **self._as_server_user(), stdin=subprocess.DEVNULL, stdout=logfile,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                **self._as_server_user(),
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         return port, process
 
     def ready(self, password: str, port: int) -> bool:
         """True once the server accepts password connections and the portal database exists."""
         try:
-            exists = self._psql(password, port, "postgres",
-                                f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'")
+            exists = self._psql(
+                password, port, "postgres", f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'"
+            )
             if exists != "1":
                 self._psql(password, port, "postgres", f"CREATE DATABASE {PG_DATABASE}")
         except (RuntimeError, subprocess.TimeoutExpired):
@@ -370,9 +417,26 @@ class EmbeddedPostgres:
     def _psql(self, password: str, port: int, database: str, sql: str) -> str:
         env = {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "2"}
         answer = subprocess.run(
-            [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", PG_SUPERUSER,
-             "-d", database, "-tAX", "-c", sql],
-            env=env, capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+            [
+                str(self.bin / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                PG_SUPERUSER,
+                "-d",
+                database,
+                "-tAX",
+                "-c",
+                sql,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+        )
         if answer.returncode != 0:
             raise RuntimeError(answer.stderr.strip())
         return answer.stdout.strip()
@@ -389,8 +453,17 @@ class EmbeddedPostgres:
         if port is None:
             port = self._prepare(password, None)
             # pg_ctl detaches the server from us (it must outlive this command).
-            self._run("pg_ctl", "-D", str(self.pgdata), "-l", str(self.logfile), "-W",
-                      "-o", shlex.join(self._options(port)), "start")
+            self._run(
+                "pg_ctl",
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(self.logfile),
+                "-W",
+                "-o",
+                shlex.join(self._options(port)),
+                "start",
+            )
         _wait_ready(self, password, port, self.running_pid)
         return port
 
@@ -446,21 +519,26 @@ class EmbeddedValkey:
         port = port if port is not None else _free_port(self.portfile)
         self.portfile.write_text(str(port))
         # The password is in this file (0600), never on valkey-server's command line.
-        write_private(self.config, "\n".join([
-            "# Written by usage-portal (portal/embedded.py) at every start. Mode 0600: it holds",
-            "# the password.",
-            f"port {port}",
-            "bind 127.0.0.1",
-            "protected-mode yes",
-            f'requirepass "{password}"',
-            f'dir "{self.dir}"',
-            "appendonly yes",
-            "appendfsync always",
-            'save ""',
-            f'pidfile "{self.pidfile}"',
-            f'logfile "{self.logfile}"',
-            "",
-        ]))
+        write_private(
+            self.config,
+            "\n".join(
+                [
+                    "# Written by usage-portal (portal/embedded.py) at every start. Mode 0600: it holds",
+                    "# the password.",
+                    f"port {port}",
+                    "bind 127.0.0.1",
+                    "protected-mode yes",
+                    f'requirepass "{password}"',
+                    f'dir "{self.dir}"',
+                    "appendonly yes",
+                    "appendfsync always",
+                    'save ""',
+                    f'pidfile "{self.pidfile}"',
+                    f'logfile "{self.logfile}"',
+                    "",
+                ]
+            ),
+        )
         with contextlib.suppress(FileNotFoundError):
             self.pidfile.unlink()
         return port
@@ -471,8 +549,13 @@ class EmbeddedValkey:
         port = self._prepare(password, port)
         # Errors before the log file is open (a bad config line) go to stderr: into the log.
         with self.logfile.open("ab") as logfile:
-            process = subprocess.Popen([self.binary, str(self.config)], stdin=subprocess.DEVNULL,
-                                       stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                [self.binary, str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return port, process
 
     def ready(self, password: str, port: int) -> bool:
@@ -481,8 +564,14 @@ class EmbeddedValkey:
         from redis import Redis
         from redis.exceptions import RedisError
 
-        client = Redis(host="127.0.0.1", port=port, password=password, socket_timeout=2,
-                       socket_connect_timeout=1, retry=_no_retry())
+        client = Redis(
+            host="127.0.0.1",
+            port=port,
+            password=password,
+            socket_timeout=2,
+            socket_connect_timeout=1,
+            retry=_no_retry(),
+        )
         try:
             return bool(client.ping())
         except RedisError:
@@ -499,8 +588,14 @@ class EmbeddedValkey:
         from redis.exceptions import AuthenticationError, BusyLoadingError, RedisError, ResponseError
 
         def ask(secret: str | None) -> str:
-            client = Redis(host="127.0.0.1", port=port, password=secret, socket_timeout=2,
-                           socket_connect_timeout=1, retry=_no_retry())
+            client = Redis(
+                host="127.0.0.1",
+                port=port,
+                password=secret,
+                socket_timeout=2,
+                socket_connect_timeout=1,
+                retry=_no_retry(),
+            )
             try:
                 client.ping()
                 return "answered"
@@ -531,8 +626,9 @@ class EmbeddedValkey:
             port = None
         if port is None:
             port = self._prepare(password, None)
-            subprocess.run([self.binary, str(self.config), "--daemonize", "yes"], check=True,
-                           stdin=subprocess.DEVNULL)
+            subprocess.run(
+                [self.binary, str(self.config), "--daemonize", "yes"], check=True, stdin=subprocess.DEVNULL
+            )
         _wait_ready(self, password, port, self.running_pid)
         return port
 
@@ -575,8 +671,10 @@ class EmbeddedServers:
     def record(self, urls: ServerUrls) -> None:
         """servers.json: the URLs, for operators. It holds the password, so it is 0600 like
         the password file."""
-        write_private(self.data_dir / STATE_FILE, json.dumps(
-            {"databaseUrl": urls.database_url, "redisUrl": urls.redis_url}, indent=2) + "\n")
+        write_private(
+            self.data_dir / STATE_FILE,
+            json.dumps({"databaseUrl": urls.database_url, "redisUrl": urls.redis_url}, indent=2) + "\n",
+        )
 
     def running(self) -> ServerUrls | None:
         """The URLs of servers already running for this data dir, or None."""

@@ -74,8 +74,14 @@ def report_unexpected(request: Request[Any, Any, Any], exc: Exception) -> str:
     count it; returns the request id to quote in the answer. The query is not logged (it may
     carry what a caller did not mean to leave in our logs)."""
     request_id = current_request_id() or uuid.uuid4().hex
-    log.error("unhandled %s in %s %s (request %s)", type(exc).__name__, request.method,
-              request.url.path, request_id, exc_info=exc)
+    log.error(
+        "unhandled %s in %s %s (request %s)",
+        type(exc).__name__,
+        request.method,
+        request.url.path,
+        request_id,
+        exc_info=exc,
+    )
     metrics.UNHANDLED_ERRORS.labels(type(exc).__name__).inc()
     return request_id
 
@@ -87,8 +93,7 @@ def internal_error_response(request: Request[Any, Any, Any], request_id: str) ->
     if own is not None:
         response: Response[Any] = own(request, InternalServerException(INTERNAL_ERROR))
         return response
-    return Response({"status_code": 500, "detail": INTERNAL_ERROR, "request_id": request_id},
-                    status_code=500)
+    return Response({"status_code": 500, "detail": INTERNAL_ERROR, "request_id": request_id}, status_code=500)
 
 
 def _own_http_exception_handler(request: Request[Any, Any, Any]) -> Any:

@@ -77,49 +77,100 @@ def _share(part: int, whole: int) -> str | None:
     return None if whole == 0 else exact((Decimal(part) / Decimal(whole)).quantize(Decimal("0.0001")))
 
 
-async def billing_health(session: AsyncSession, redis: Redis, *, now: datetime,
-                         window: timedelta) -> BillingHealth:
+async def billing_health(
+    session: AsyncSession, redis: Redis, *, now: datetime, window: timedelta
+) -> BillingHealth:
     start = now - window
     params = {"start": start, "end": now}
     # The ledger (unpartitioned, indexed by event time) holds the same three instants as the
     # raw events; reading at most LATENCY_SAMPLE of the newest keeps this bounded at any rate.
-    latency = values((await session.execute(text(
-        "SELECT count(*), "
-        "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - received_at)), "
-        "percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - received_at)), "
-        "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - event_time)), "
-        "percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - event_time)) "
-        "FROM (SELECT * FROM event_ledger WHERE event_time >= CAST(:start AS timestamptz) - interval '1 day' "
-        "AND event_time < :end ORDER BY event_time DESC LIMIT :sample) recent "
-        "WHERE persisted_at >= :start AND persisted_at < :end"), {**params, "sample": LATENCY_SAMPLE})).one())
-    finalized, adjusted = values((await session.execute(text(
-        "SELECT count(*), count(*) FILTER (WHERE EXISTS (SELECT 1 FROM adjustments a "
-        "WHERE a.invoice_id = i.id)) FROM invoices i WHERE i.finalized_at >= :start "
-        "AND i.finalized_at < :end AND i.status IN ('finalized', 'void')"), params)).one())
-    amounts = await session.execute(text(
-        "SELECT i.currency, sum(a.amount) FROM adjustments a JOIN invoices i ON i.id = a.invoice_id "
-        "WHERE i.finalized_at >= :start AND i.finalized_at < :end GROUP BY i.currency ORDER BY 1"), params)
-    judged, followed = values((await session.execute(text(
-        "SELECT count(*), count(c.id) FROM alert_firings f LEFT JOIN alert_firings c "
-        "ON c.rule_id = f.rule_id AND c.period_start = f.period_start AND c.level = f.level "
-        "AND c.kind = 'crossing' WHERE f.kind = 'forecast' AND f.fired_at >= :start AND f.fired_at < :end "
-        "AND (c.id IS NOT NULL OR f.period_end <= :end)"), params)).one())
-    crossings, unnotified = values((await session.execute(text(
-        "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM alert_deliveries d "
-        "WHERE d.firing_id = f.id AND d.status = 'sent')) FROM alert_firings f "
-        "WHERE f.kind = 'crossing' AND f.fired_at >= :start AND f.fired_at < :end"), params)).one())
+    latency = values(
+        (
+            await session.execute(
+                text(
+                    "SELECT count(*), "
+                    "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - "
+                    "received_at)), "
+                    "percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - "
+                    "received_at)), "
+                    "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - "
+                    "event_time)), "
+                    "percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - "
+                    "event_time)) "
+                    "FROM (SELECT * FROM event_ledger WHERE event_time >= CAST(:start AS timestamptz) - "
+                    "interval '1 day' "
+                    "AND event_time < :end ORDER BY event_time DESC LIMIT :sample) recent "
+                    "WHERE persisted_at >= :start AND persisted_at < :end"
+                ),
+                {**params, "sample": LATENCY_SAMPLE},
+            )
+        ).one()
+    )
+    finalized, adjusted = values(
+        (
+            await session.execute(
+                text(
+                    "SELECT count(*), count(*) FILTER (WHERE EXISTS (SELECT 1 FROM adjustments a "
+                    "WHERE a.invoice_id = i.id)) FROM invoices i WHERE i.finalized_at >= :start "
+                    "AND i.finalized_at < :end AND i.status IN ('finalized', 'void')"
+                ),
+                params,
+            )
+        ).one()
+    )
+    amounts = await session.execute(
+        text(
+            "SELECT i.currency, sum(a.amount) FROM adjustments a JOIN invoices i ON i.id = a.invoice_id "
+            "WHERE i.finalized_at >= :start AND i.finalized_at < :end GROUP BY i.currency ORDER BY 1"
+        ),
+        params,
+    )
+    judged, followed = values(
+        (
+            await session.execute(
+                text(
+                    "SELECT count(*), count(c.id) FROM alert_firings f LEFT JOIN alert_firings c "
+                    "ON c.rule_id = f.rule_id AND c.period_start = f.period_start AND c.level = f.level "
+                    "AND c.kind = 'crossing' WHERE f.kind = 'forecast' AND f.fired_at >= :start AND "
+                    "f.fired_at < :end "
+                    "AND (c.id IS NOT NULL OR f.period_end <= :end)"
+                ),
+                params,
+            )
+        ).one()
+    )
+    crossings, unnotified = values(
+        (
+            await session.execute(
+                text(
+                    "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM alert_deliveries d "
+                    "WHERE d.firing_id = f.id AND d.status = 'sent')) FROM alert_firings f "
+                    "WHERE f.kind = 'crossing' AND f.fired_at >= :start AND f.fired_at < :end"
+                ),
+                params,
+            )
+        ).one()
+    )
     sources = await quality.read(redis, days_between(start, now))
     count, r50, r99, e50, e99 = latency
     seconds = [None if v is None else round(float(v), 3) for v in (r50, r99, e50, e99)]
     totals = {str(cur).strip(): exact(total) for cur, total in (values(r) for r in amounts)}
     return BillingHealth(
-        window_start=start, window_end=now,
+        window_start=start,
+        window_end=now,
         latency=Latency(int(count), *seconds),
         discrepancy=Discrepancy(int(finalized), int(adjusted), _share(int(adjusted), int(finalized)), totals),
-        alerts=AlertAccuracy(int(judged), int(followed), _share(int(followed), int(judged)), int(crossings),
-                             int(unnotified)),
-        data_quality=[SourceQualityOut(source, q.accepted, q.rejected,
-                                       _share(q.accepted, q.accepted + q.rejected),
-                                       dict(sorted(q.reasons.items())))
-                      for source, q in sorted(sources.items())],
+        alerts=AlertAccuracy(
+            int(judged), int(followed), _share(int(followed), int(judged)), int(crossings), int(unnotified)
+        ),
+        data_quality=[
+            SourceQualityOut(
+                source,
+                q.accepted,
+                q.rejected,
+                _share(q.accepted, q.accepted + q.rejected),
+                dict(sorted(q.reasons.items())),
+            )
+            for source, q in sorted(sources.items())
+        ],
     )

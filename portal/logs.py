@@ -65,9 +65,12 @@ def configure(*, role: str, stream: Any = None) -> None:
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=processors(), processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=processors(),
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("PORTAL_LOG_LEVEL", "INFO").upper())
@@ -82,6 +85,7 @@ def current_request_id() -> str | None:
 
 
 _CUSTOMER_PATH = re.compile(r"^/(?:v1|portal)/customers/([^/]+)")
+
 
 def request_ids(app: ASGIApp) -> ASGIApp:
     """ASGI middleware: bind a request id (the caller's X-Request-ID, or a new one) and the

@@ -25,25 +25,38 @@ _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 
 INGEST_REQUESTS = Counter("portal_ingest_requests_total", "Ingest requests by HTTP status.", ["status"])
 INGEST_EVENTS = Counter("portal_ingest_events_total", "Events in ingest requests by outcome.", ["outcome"])
-INGEST_REJECTIONS = Counter("portal_ingest_rejections_total", "Rejected events by the field at fault.",
-                            ["field"])
+INGEST_REJECTIONS = Counter(
+    "portal_ingest_rejections_total", "Rejected events by the field at fault.", ["field"]
+)
 INGEST_SECONDS = Histogram("portal_ingest_request_seconds", "Ingest request latency.", buckets=_SECONDS)
-INGEST_BATCH_EVENTS = Histogram("portal_ingest_batch_events", "Events per ingest request.",
-                                buckets=(1, 10, 50, 100, 250, 500, 1000))
+INGEST_BATCH_EVENTS = Histogram(
+    "portal_ingest_batch_events", "Events per ingest request.", buckets=(1, 10, 50, 100, 250, 500, 1000)
+)
 PERSISTED_EVENTS = Counter("portal_persisted_events_total", "Events written to Postgres (exactly once).")
-PERSIST_LAG = Histogram("portal_persist_lag_seconds", "From acceptance (202) to the Postgres commit.",
-                        buckets=_SECONDS)
+PERSIST_LAG = Histogram(
+    "portal_persist_lag_seconds", "From acceptance (202) to the Postgres commit.", buckets=_SECONDS
+)
 FAILED_EVENTS = Counter("portal_failed_events_total", "Events kept in failed_events after retries.")
-PERSIST_FAILURES = Counter("portal_persist_failures_total",
-                           "Persist messages that failed: outage or retry (delivered again), set_aside "
-                           "(some events kept in failed_events).", ["kind"])
+PERSIST_FAILURES = Counter(
+    "portal_persist_failures_total",
+    "Persist messages that failed: outage or retry (delivered again), set_aside "
+    "(some events kept in failed_events).",
+    ["kind"],
+)
 ALERT_FIRINGS = Counter("portal_alert_firings_total", "Alert notices fired, by kind.", ["kind"])
-ALERT_DELIVERIES = Counter("portal_alert_deliveries_total",
-                           "Alert delivery attempts by channel kind and outcome.", ["channel", "outcome"])
-ALERT_DELIVERY_SECONDS = Histogram("portal_alert_delivery_seconds", "From firing to a successful delivery.",
-                                   ["channel"], buckets=_SECONDS)
-UNHANDLED_ERRORS = Counter("portal_unhandled_errors_total",
-                           "Requests answered 500 by an unexpected exception, by its type.", ["exception"])
+ALERT_DELIVERIES = Counter(
+    "portal_alert_deliveries_total",
+    "Alert delivery attempts by channel kind and outcome.",
+    ["channel", "outcome"],
+)
+ALERT_DELIVERY_SECONDS = Histogram(
+    "portal_alert_delivery_seconds", "From firing to a successful delivery.", ["channel"], buckets=_SECONDS
+)
+UNHANDLED_ERRORS = Counter(
+    "portal_unhandled_errors_total",
+    "Requests answered 500 by an unexpected exception, by its type.",
+    ["exception"],
+)
 
 
 def scrape() -> bytes:

@@ -33,8 +33,9 @@ class _Fixed(Collector):
 
 async def data_families(portal: PortalState, *, grace_hours: float) -> list[Family]:
     now = datetime.now(UTC)
-    queue = Family("portal_broker_queue_messages", "Broker messages by queue and state.",
-                   labels=["queue", "state"])
+    queue = Family(
+        "portal_broker_queue_messages", "Broker messages by queue and state.", labels=["queue", "state"]
+    )
     async with portal.broker_redis.pipeline(transaction=False) as pipe:
         for name in QUEUES:
             pipe.llen(f"dramatiq:{name}")
@@ -43,54 +44,93 @@ async def data_families(portal: PortalState, *, grace_hours: float) -> list[Fami
             pipe.hlen(f"dramatiq:{name}.XQ.msgs")
         counts = await pipe.execute()
     for i, name in enumerate(QUEUES):
-        waiting, unacked, delayed, dead = (int(c) for c in counts[i * 4:i * 4 + 4])
-        for state, value in (("waiting", waiting), ("in_flight", unacked - waiting), ("delayed", delayed),
-                             ("dead", dead)):
+        waiting, unacked, delayed, dead = (int(c) for c in counts[i * 4 : i * 4 + 4])
+        for state, value in (
+            ("waiting", waiting),
+            ("in_flight", unacked - waiting),
+            ("delayed", delayed),
+            ("dead", dead),
+        ):
             queue.add_metric([name, state], value)
     lag = Family("portal_completeness_lag_seconds", "How far Postgres is behind what ingest accepted.")
     lag.add_metric([], max((now - to_datetime(await portal.live.watermark_ms() / 1000)).total_seconds(), 0.0))
 
     async with portal.sessions() as session:
-        failed, oldest = values((await session.execute(text(
-            "SELECT count(*), min(failed_at) FROM failed_events WHERE status = 'failed'"))).one())
-        ahead: int = (await session.execute(text(
-            "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent = 'usage_events'::regclass AND c.relname > :current"),
-            {"current": f"usage_events_p{now:%Y%m}"})).scalar_one()
-        drift_rows = await session.execute(text(
-            "SELECT metric_name, sum(drift) FROM live_drift "
-            "WHERE run_id = (SELECT max(id) FROM reconcile_runs) GROUP BY metric_name ORDER BY 1"))
-        invoice_rows = await session.execute(text(
-            "SELECT CASE WHEN status = 'draft' AND period_end + make_interval(hours => :g) <= now() "
-            "THEN 'awaiting_review' ELSE status END, count(*) FROM invoices GROUP BY 1 ORDER BY 1"),
-            {"g": grace_hours})
-        adjustment_rows = await session.execute(text(
-            "SELECT a.kind, i.currency, count(*), sum(a.amount) FROM adjustments a "
-            "JOIN invoices i ON i.id = a.invoice_id GROUP BY 1, 2 ORDER BY 1, 2"))
+        failed, oldest = values(
+            (
+                await session.execute(
+                    text("SELECT count(*), min(failed_at) FROM failed_events WHERE status = 'failed'")
+                )
+            ).one()
+        )
+        ahead: int = (
+            await session.execute(
+                text(
+                    "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "WHERE i.inhparent = 'usage_events'::regclass AND c.relname > :current"
+                ),
+                {"current": f"usage_events_p{now:%Y%m}"},
+            )
+        ).scalar_one()
+        drift_rows = await session.execute(
+            text(
+                "SELECT metric_name, sum(drift) FROM live_drift "
+                "WHERE run_id = (SELECT max(id) FROM reconcile_runs) GROUP BY metric_name ORDER BY 1"
+            )
+        )
+        invoice_rows = await session.execute(
+            text(
+                "SELECT CASE WHEN status = 'draft' AND period_end + make_interval(hours => :g) <= now() "
+                "THEN 'awaiting_review' ELSE status END, count(*) FROM invoices GROUP BY 1 ORDER BY 1"
+            ),
+            {"g": grace_hours},
+        )
+        adjustment_rows = await session.execute(
+            text(
+                "SELECT a.kind, i.currency, count(*), sum(a.amount) FROM adjustments a "
+                "JOIN invoices i ON i.id = a.invoice_id GROUP BY 1, 2 ORDER BY 1, 2"
+            )
+        )
 
     failed_count = Family("portal_failed_events", "Events kept in failed_events, not yet replayed.")
     failed_count.add_metric([], int(failed))
-    failed_age = Family("portal_failed_events_oldest_age_seconds",
-                        "Age of the oldest failed event (0: none).")
+    failed_age = Family(
+        "portal_failed_events_oldest_age_seconds", "Age of the oldest failed event (0: none)."
+    )
     failed_age.add_metric([], 0.0 if oldest is None else (now - oldest).total_seconds())
     partitions = Family("portal_partitions_ahead", "Monthly raw-event partitions after the current month.")
     partitions.add_metric([], int(ahead))
-    drift = Family("portal_live_drift", "Live minus billed usage per meter in the last reconcile.",
-                   labels=["metric"])
+    drift = Family(
+        "portal_live_drift", "Live minus billed usage per meter in the last reconcile.", labels=["metric"]
+    )
     for metric, total in (values(r) for r in drift_rows):
         drift.add_metric([metric], float(total))
     invoices = Family("portal_invoices", "Invoices by state.", labels=["state"])
     for state, count in (values(r) for r in invoice_rows):
         invoices.add_metric([state], int(count))
-    notes = Family("portal_adjustments", "Debit and credit notes by kind and currency.",
-                   labels=["kind", "currency"])
-    amounts = Family("portal_adjustments_amount", "Sum of debit and credit notes by kind and currency.",
-                     labels=["kind", "currency"])
+    notes = Family(
+        "portal_adjustments", "Debit and credit notes by kind and currency.", labels=["kind", "currency"]
+    )
+    amounts = Family(
+        "portal_adjustments_amount",
+        "Sum of debit and credit notes by kind and currency.",
+        labels=["kind", "currency"],
+    )
     for kind, currency, count, total in (values(r) for r in adjustment_rows):
         notes.add_metric([kind, str(currency).strip()], int(count))
         amounts.add_metric([kind, str(currency).strip()], float(total))
-    return [queue, lag, failed_count, failed_age, partitions, drift, invoices, notes, amounts,
-            *await health_families(portal, now=now)]
+    return [
+        queue,
+        lag,
+        failed_count,
+        failed_age,
+        partitions,
+        drift,
+        invoices,
+        notes,
+        amounts,
+        *await health_families(portal, now=now),
+    ]
 
 
 async def health_families(portal: PortalState, *, now: datetime) -> list[Family]:
@@ -98,19 +138,26 @@ async def health_families(portal: PortalState, *, now: datetime) -> list[Family]
     latency is left out: each worker's `portal_persist_lag_seconds` histogram measures it."""
     async with portal.sessions() as session:
         h = await billing_health(session, portal.redis, now=now, window=timedelta(days=1))
-    discrepancy = Family("portal_health_discrepancy_rate",
-                         "Share of invoices finalized in the last 24 h that needed an adjustment.")
+    discrepancy = Family(
+        "portal_health_discrepancy_rate",
+        "Share of invoices finalized in the last 24 h that needed an adjustment.",
+    )
     if h.discrepancy.rate is not None:
         discrepancy.add_metric([], float(h.discrepancy.rate))
-    forecasts = Family("portal_health_forecast_accuracy",
-                       "Share of forecast notices followed by their crossing, last 24 h.")
+    forecasts = Family(
+        "portal_health_forecast_accuracy", "Share of forecast notices followed by their crossing, last 24 h."
+    )
     if h.alerts.forecast_accuracy is not None:
         forecasts.add_metric([], float(h.alerts.forecast_accuracy))
-    unnotified = Family("portal_health_crossings_without_notice",
-                        "Crossings no channel was told about, last 24 h.")
+    unnotified = Family(
+        "portal_health_crossings_without_notice", "Crossings no channel was told about, last 24 h."
+    )
     unnotified.add_metric([], h.alerts.crossings_without_notice)
-    quality = Family("portal_health_data_quality", "Share of events accepted without rejection, by source, "
-                     "over the UTC days of the last 24 h.", labels=["source"])
+    quality = Family(
+        "portal_health_data_quality",
+        "Share of events accepted without rejection, by source, over the UTC days of the last 24 h.",
+        labels=["source"],
+    )
     for q in h.data_quality:
         if q.score is not None:
             quality.add_metric([q.source], float(q.score))

@@ -40,7 +40,7 @@ NO_CONTROL_CHARACTERS = "^[^\\x00-\\x1f\\x7f]*$"
 
 MEANINGS = {
     400: "Malformed request: a control character in the path or query, or a body that is not "
-         "the JSON this route reads.",
+    "the JSON this route reads.",
     401: "No API key, or an unknown or revoked one (`Authorization: Bearer <key>`).",
     403: "The key's scope does not allow this route: it needs an admin key.",
     404: "Nothing has this id (an id beyond 64 bits never exists).",
@@ -62,8 +62,10 @@ class ErrorBody(msgspec.Struct):
 
 def error_answers(*codes: int) -> dict[int, ResponseSpec]:
     """`responses=` for the error answers only this route gives, in the API's error shape."""
-    return {code: ResponseSpec(data_container=ErrorBody, description=MEANINGS[code], generate_examples=False)
-            for code in codes}
+    return {
+        code: ResponseSpec(data_container=ErrorBody, description=MEANINGS[code], generate_examples=False)
+        for code in codes
+    }
 
 
 @lru_cache(maxsize=1)
@@ -116,8 +118,15 @@ def _document(operation: Operation, handler: Any, *, has_path_ids: bool) -> None
     for code in sorted(codes):
         # Litestar's own 400 (its validation error) is replaced, unless the route wrote its own.
         if str(code) not in responses or (code == 400 and not own_shape):
-            content = None if own_shape else {"application/json": OpenAPIMediaType(
-                schema=Reference(ref=f"#/components/schemas/{ErrorBody.__name__}"))}
+            content = (
+                None
+                if own_shape
+                else {
+                    "application/json": OpenAPIMediaType(
+                        schema=Reference(ref=f"#/components/schemas/{ErrorBody.__name__}")
+                    )
+                }
+            )
             responses[str(code)] = OpenAPIResponse(description=MEANINGS[code], content=content)
     operation.responses = responses
 

@@ -79,9 +79,18 @@ async def metrics_endpoint(portal: Portal) -> Response[bytes]:
     return Response(body, media_type=metrics.CONTENT_TYPE)
 
 
-@get("/readyz", tags=["operations"], responses={503: ResponseSpec(
-    dict[str, str], description="Not ready: each problem named (a store down, restarting or loading "
-    "its data, or the database not migrated to this code's head).", generate_examples=False)})
+@get(
+    "/readyz",
+    tags=["operations"],
+    responses={
+        503: ResponseSpec(
+            dict[str, str],
+            description="Not ready: each problem named (a store down, restarting or loading "
+            "its data, or the database not migrated to this code's head).",
+            generate_examples=False,
+        )
+    },
+)
 async def readyz(portal: Portal) -> Response[dict[str, str]]:
     """200 when this process can serve traffic: Postgres, Redis and the broker reachable
     and the database migrated to this code's head; 503 naming each problem otherwise (a
@@ -107,8 +116,7 @@ async def readyz(portal: Portal) -> Response[dict[str, str]]:
         else:
             if current != migration_head():
                 problems["migrations"] = f"database at {current}, code expects {migration_head()}"
-    notes = {} if "redis" in problems else await _pipeline_notes(
-        portal, postgres_down="postgres" in problems)
+    notes = {} if "redis" in problems else await _pipeline_notes(portal, postgres_down="postgres" in problems)
     named = {**problems, **notes}
     if problems:
         return Response({"status": "unavailable", **named}, status_code=503)
@@ -146,8 +154,7 @@ async def _persist_problem(portal: PortalState) -> str | None:
         return f"persist failures unknown ({type(exc).__name__})"
     if not count or last is None:
         return None
-    return (f"{count} persist failure(s) in the last {PERSIST_FAILURE_WINDOW_S} s; "
-            f"last: {last.describe()}")
+    return f"{count} persist failure(s) in the last {PERSIST_FAILURE_WINDOW_S} s; last: {last.describe()}"
 
 
 async def _scalar(portal: PortalState, sql: str) -> Any:
@@ -184,38 +191,58 @@ class OperationsController(Controller):
 
     @get("/failed-events")
     async def failed_events(
-        self, db: Db,
+        self,
+        db: Db,
         status: FromQuery[str] = "failed",
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> list[FailedEventOut]:
         """Events a worker could not persist, newest first, with the reason."""
-        rows = await db.execute(text(
-            "SELECT id, message_id, customer_id, event_id, event, received_at, reason, "
-            "failed_at, status FROM failed_events WHERE status = :s "
-            "ORDER BY failed_at DESC, id DESC LIMIT :l"), {"s": status, "l": limit})
+        rows = await db.execute(
+            text(
+                "SELECT id, message_id, customer_id, event_id, event, received_at, reason, "
+                "failed_at, status FROM failed_events WHERE status = :s "
+                "ORDER BY failed_at DESC, id DESC LIMIT :l"
+            ),
+            {"s": status, "l": limit},
+        )
         return [FailedEventOut(*values(row)) for row in rows]
 
     @get("/billing-health")
     async def billing_health(
-        self, db: Db, portal: Portal, hours: Annotated[int, QueryParameter(ge=1, le=24 * 366)] = 24,
+        self,
+        db: Db,
+        portal: Portal,
+        hours: Annotated[int, QueryParameter(ge=1, le=24 * 366)] = 24,
     ) -> BillingHealth:
         """The four billing-health measures over the last `hours`: processing latency,
         billing discrepancy rate, alert accuracy, data quality (see portal/health.py)."""
-        return await health.billing_health(db, portal.redis, now=portal.now(),
-                                           window=timedelta(hours=hours))
+        return await health.billing_health(db, portal.redis, now=portal.now(), window=timedelta(hours=hours))
 
     @get("/drift")
     async def drift(self, db: Db) -> DriftOut:
         """The last reconcile's drift: live (Redis) minus billed (Postgres), per customer
         and metric, over the settled hours it checked. Only non-zero rows are listed."""
-        run = (await db.execute(text(
-            "SELECT id, finished_at, window_start, window_end, full_rebuild FROM reconcile_runs "
-            "ORDER BY id DESC LIMIT 1"))).first()
+        run = (
+            await db.execute(
+                text(
+                    "SELECT id, finished_at, window_start, window_end, full_rebuild FROM reconcile_runs "
+                    "ORDER BY id DESC LIMIT 1"
+                )
+            )
+        ).first()
         if run is None:
             return DriftOut(None, None, None, False, [])
-        rows = await db.execute(text(
-            "SELECT customer_id, metric_name, live_value, billed_value, drift FROM live_drift "
-            "WHERE run_id = :r ORDER BY customer_id, metric_name"), {"r": run[0]})
-        return DriftOut(run[1], run[2], run[3], run[4],
-                        [DriftRow(c, m, exact(lv), exact(bv), exact(d))
-                         for c, m, lv, bv, d in (values(r) for r in rows)])
+        rows = await db.execute(
+            text(
+                "SELECT customer_id, metric_name, live_value, billed_value, drift FROM live_drift "
+                "WHERE run_id = :r ORDER BY customer_id, metric_name"
+            ),
+            {"r": run[0]},
+        )
+        return DriftOut(
+            run[1],
+            run[2],
+            run[3],
+            run[4],
+            [DriftRow(c, m, exact(lv), exact(bv), exact(d)) for c, m, lv, bv, d in (values(r) for r in rows)],
+        )

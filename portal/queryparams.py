@@ -26,8 +26,10 @@ def instant(name: str, value: str | None) -> datetime | None:
     except ValueError:
         parsed = None
     if parsed is None or parsed.tzinfo is None:
-        raise Invalid(f"{name}: expected an ISO 8601 instant with an offset, such as "
-                      f"2026-11-01T00:00:00Z; got {value!r}")
+        raise Invalid(
+            f"{name}: expected an ISO 8601 instant with an offset, such as "
+            f"2026-11-01T00:00:00Z; got {value!r}"
+        )
     try:
         check_time(name, parsed)
     except ValueError as exc:

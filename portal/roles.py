@@ -72,9 +72,16 @@ class Identity:
         return f"{self.role}|{self.host}|{self.pid}"
 
     def payload(self, *, every_s: float, stopped: bool) -> str:
-        return json.dumps({"role": self.role, "host": self.host, "pid": self.pid,
-                           "startedAt": self.started_at.timestamp(), "every": every_s,
-                           "stopped": stopped})
+        return json.dumps(
+            {
+                "role": self.role,
+                "host": self.host,
+                "pid": self.pid,
+                "startedAt": self.started_at.timestamp(),
+                "every": every_s,
+                "stopped": stopped,
+            }
+        )
 
 
 def _beat_args(identity: Identity, every_s: float, stopped: bool) -> list[Any]:
@@ -86,20 +93,23 @@ def beat(client: redis.Redis, identity: Identity, *, every_s: float, stopped: bo
     """Write one heartbeat (synchronous client). False, and nothing raised, if Redis
     could not take it."""
     try:
-        client.eval(_BEAT_SCRIPT, 2, keys.ROLES_KEY, keys.ROLES_SEEN_KEY,
-                    *_beat_args(identity, every_s, stopped))
+        client.eval(
+            _BEAT_SCRIPT, 2, keys.ROLES_KEY, keys.ROLES_SEEN_KEY, *_beat_args(identity, every_s, stopped)
+        )
     except Exception as exc:  # Redis down or loading: reported elsewhere, try next time
         log.debug("heartbeat of %s not written: %s", identity.field, type(exc).__name__)
         return False
     return True
 
 
-async def beat_async(client: AsyncRedis, identity: Identity, *, every_s: float,
-                     stopped: bool = False) -> bool:
+async def beat_async(
+    client: AsyncRedis, identity: Identity, *, every_s: float, stopped: bool = False
+) -> bool:
     """`beat` for an asyncio client."""
     try:
-        await client.eval(_BEAT_SCRIPT, 2, keys.ROLES_KEY, keys.ROLES_SEEN_KEY,
-                          *_beat_args(identity, every_s, stopped))
+        await client.eval(
+            _BEAT_SCRIPT, 2, keys.ROLES_KEY, keys.ROLES_SEEN_KEY, *_beat_args(identity, every_s, stopped)
+        )
     except Exception as exc:
         log.debug("heartbeat of %s not written: %s", identity.field, type(exc).__name__)
         return False
@@ -148,8 +158,10 @@ class HeartbeatTask:
     async def _beat(self, *, stopped: bool) -> None:
         # A Redis that does not answer must not hold the loop's shutdown nor pile up beats.
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(beat_async(self.client, self.identity, every_s=self.every_s,
-                                              stopped=stopped), max(self.every_s, 1.0))
+            await asyncio.wait_for(
+                beat_async(self.client, self.identity, every_s=self.every_s, stopped=stopped),
+                max(self.every_s, 1.0),
+            )
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -188,9 +200,11 @@ class RoleProcess:
 
     def describe(self, now: datetime) -> str:
         ago = max(int((now - self.seen_at).total_seconds()), 0)
-        return (f"{self.role} pid {self.pid} on {self.host}: {self.state(now)}, last seen "
-                f"{self.seen_at.isoformat(timespec='seconds')} ({ago} s ago), started "
-                f"{self.started_at.isoformat(timespec='seconds')}")
+        return (
+            f"{self.role} pid {self.pid} on {self.host}: {self.state(now)}, last seen "
+            f"{self.seen_at.isoformat(timespec='seconds')} ({ago} s ago), started "
+            f"{self.started_at.isoformat(timespec='seconds')}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,9 +255,17 @@ async def read_roles(client: AsyncRedis) -> RolesSeen:
             continue
         try:
             got = json.loads(_text(raw))
-            processes.append(RoleProcess(
-                str(got["role"]), str(got["host"]), int(got["pid"]), to_datetime(float(got["startedAt"])),
-                to_datetime(at / 1000), float(got["every"]), bool(got["stopped"])))
+            processes.append(
+                RoleProcess(
+                    str(got["role"]),
+                    str(got["host"]),
+                    int(got["pid"]),
+                    to_datetime(float(got["startedAt"])),
+                    to_datetime(at / 1000),
+                    float(got["every"]),
+                    bool(got["stopped"]),
+                )
+            )
         except (ValueError, KeyError, TypeError):
             continue  # a record of another version: ignore it rather than fail the report
     processes.sort(key=lambda p: (ROLES.index(p.role) if p.role in ROLES else len(ROLES), p.host, p.pid))

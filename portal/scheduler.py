@@ -62,8 +62,9 @@ def due_ticks(now_s: float, schedule: list[Job]) -> list[tuple[Job, int]]:
 class Scheduler:
     """Claims and queues the due ticks of `schedule`, one `tick()` at a time."""
 
-    def __init__(self, client: Redis, schedule: list[Job],
-                 enqueue: Callable[[str, str], Any] = enqueue_sync) -> None:
+    def __init__(
+        self, client: Redis, schedule: list[Job], enqueue: Callable[[str, str], Any] = enqueue_sync
+    ) -> None:
         self.client = client
         self.schedule = schedule
         self.enqueue = enqueue
@@ -101,16 +102,22 @@ class Scheduler:
             return
         self.outage_since = now_s
         if isinstance(exc, redis.RedisError):
-            log.warning("scheduler: Redis or the broker is unavailable (%s: %s); skipping ticks "
-                        "until it is back", type(exc).__name__, exc)
+            log.warning(
+                "scheduler: Redis or the broker is unavailable (%s: %s); skipping ticks until it is back",
+                type(exc).__name__,
+                exc,
+            )
         else:  # not an outage we know: say where, once, and keep going
             log.exception("scheduler: a tick failed; skipping ticks until one succeeds")
 
     def _ran(self, now_s: float) -> None:
         if self.outage_since is None:
             return
-        log.warning("scheduler: ticking again after %.1f s (%d tick(s) skipped)",
-                    now_s - self.outage_since, self.skipped)
+        log.warning(
+            "scheduler: ticking again after %.1f s (%d tick(s) skipped)",
+            now_s - self.outage_since,
+            self.skipped,
+        )
         self.outage_since = None
         self.skipped = 0
 
@@ -119,8 +126,12 @@ def scheduler_client(url: str) -> Redis:
     """The scheduler's Redis client: it fails at once rather than retrying inside a tick
     (redis-py retries a command for seconds by default, and then raised all the same when
     Valkey loaded for longer); the next tick is the retry."""
-    return Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S,
-                          retry=Retry(NoBackoff(), 0))
+    return Redis.from_url(
+        url,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 def run_scheduler(settings: Settings, stop: threading.Event | None = None) -> None:
@@ -131,6 +142,7 @@ def run_scheduler(settings: Settings, stop: threading.Event | None = None) -> No
     client = scheduler_client(settings.redis_url)
     stopping = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
+
         def on_signal(*_: Any) -> None:
             stopping.set()
 

@@ -35,8 +35,11 @@ def check_time(field: str, value: datetime | date | None) -> None:
     if value is None:
         return
     if isinstance(value, datetime):
-        inside = (EARLIEST <= value < LATEST if value.tzinfo is not None
-                  else EARLIEST.replace(tzinfo=None) <= value < LATEST.replace(tzinfo=None))
+        inside = (
+            EARLIEST <= value < LATEST
+            if value.tzinfo is not None
+            else EARLIEST.replace(tzinfo=None) <= value < LATEST.replace(tzinfo=None)
+        )
     else:
         inside = EARLIEST.date() <= value < LATEST.date()
     if not inside:

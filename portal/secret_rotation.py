@@ -51,13 +51,17 @@ class RotationReport:
     unreadable_disabled: list[int] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = [f"re-encrypted {self.rotated} stored alert channel secrets under the current key "
-               f"({self.were_under_previous} were under a previous key)"]
+        out = [
+            f"re-encrypted {self.rotated} stored alert channel secrets under the current key "
+            f"({self.were_under_previous} were under a previous key)"
+        ]
         if self.unreadable_disabled:
             ids = ", ".join(str(i) for i in self.unreadable_disabled)
             out.append(f"left as they are: disabled channels no key reads: {ids}")
-        out.append("every stored secret now reads with PORTAL_SECRET_KEY alone: "
-                   "PORTAL_SECRET_KEY_PREVIOUS can be removed")
+        out.append(
+            "every stored secret now reads with PORTAL_SECRET_KEY alone: "
+            "PORTAL_SECRET_KEY_PREVIOUS can be removed"
+        )
         return out
 
 
@@ -72,9 +76,12 @@ async def rotate_channel_secrets(session: AsyncSession, keys: Keys) -> RotationR
     """Re-encrypt every channel's destination and signing secret under the newest of
     `keys`. Raises RotationRefused (naming the channels) when an active channel reads
     with none of them; the caller's transaction then changes nothing."""
-    rows = await session.execute(text(
-        "SELECT id, customer_id, name, disabled_at IS NOT NULL, destination_encrypted, "
-        "signing_secret_encrypted FROM alert_channels ORDER BY id FOR UPDATE"))
+    rows = await session.execute(
+        text(
+            "SELECT id, customer_id, name, disabled_at IS NOT NULL, destination_encrypted, "
+            "signing_secret_encrypted FROM alert_channels ORDER BY id FOR UPDATE"
+        )
+    )
     report = RotationReport()
     updates: list[dict[str, Any]] = []
     unreadable: list[str] = []
@@ -96,11 +103,16 @@ async def rotate_channel_secrets(session: AsyncSession, keys: Keys) -> RotationR
         raise RotationRefused(
             "no configured key reads the stored secrets of active channels "
             f"{', '.join(unreadable)}: add the key they were stored under to "
-            "PORTAL_SECRET_KEY_PREVIOUS (or re-enter those channels); nothing was changed")
+            "PORTAL_SECRET_KEY_PREVIOUS (or re-enter those channels); nothing was changed"
+        )
     if updates:
-        await session.execute(text(
-            "UPDATE alert_channels SET destination_encrypted = :d, signing_secret_encrypted = :s "
-            "WHERE id = :id"), updates)
+        await session.execute(
+            text(
+                "UPDATE alert_channels SET destination_encrypted = :d, signing_secret_encrypted = :s "
+                "WHERE id = :id"
+            ),
+            updates,
+        )
     return report
 
 
@@ -132,6 +144,8 @@ def register_secrets_commands(sub: Any, settings_for: SettingsFor) -> None:
     secrets = sub.add_parser("secrets", help="the secret key protecting stored alert destinations")
     secrets_sub = secrets.add_subparsers(dest="secrets_command", required=True)
     rotate_parser = secrets_sub.add_parser(
-        "rotate", help="re-encrypt stored destinations under PORTAL_SECRET_KEY "
-                       "(PORTAL_SECRET_KEY_PREVIOUS: the old keys, comma-separated)")
+        "rotate",
+        help="re-encrypt stored destinations under PORTAL_SECRET_KEY "
+        "(PORTAL_SECRET_KEY_PREVIOUS: the old keys, comma-separated)",
+    )
     rotate_parser.set_defaults(func=cmd_secrets_rotate, settings_for=settings_for)

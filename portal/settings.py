@@ -109,7 +109,8 @@ def _read_key_file(path: Path) -> str:
     mode = path.stat().st_mode
     if mode & 0o077:
         raise SettingsError(
-            f"{path} can be read by other users (mode {mode & 0o777:o}); run `chmod 600 {path}`")
+            f"{path} can be read by other users (mode {mode & 0o777:o}); run `chmod 600 {path}`"
+        )
     key = path.read_text(encoding="utf-8").strip()
     if problem := secret_key_problem(key, name=str(path)):
         raise SettingsError(problem)
@@ -259,7 +260,8 @@ def from_environment(*, data_dir: Path | None = None) -> Settings:
         environment=env.get("PORTAL_ENV", "development"),
         secret_key=env.get("PORTAL_SECRET_KEY", ""),
         previous_secret_keys=tuple(
-            k.strip() for k in env.get("PORTAL_SECRET_KEY_PREVIOUS", "").split(",") if k.strip()),
+            k.strip() for k in env.get("PORTAL_SECRET_KEY_PREVIOUS", "").split(",") if k.strip()
+        ),
         trusted_proxies=_networks("PORTAL_TRUSTED_PROXIES"),
         data_dir=data_dir or Path(env.get("PORTAL_DATA_DIR", ".portal-data")),
         database_url=env.get("DATABASE_URL") or None,

@@ -56,17 +56,25 @@ class PortalState:
         sessions = session_factory(engine)
         # A bounded pool that waits for a free connection: a burst of requests queues
         # for Redis instead of failing with "too many connections".
-        redis = Redis(connection_pool=BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=64, timeout=10))
-        live = LiveStore(redis, accepted_lateness=settings.accepted_lateness,
-                         marker_ttl=settings.dedup_marker_ttl)
+        redis = Redis(
+            connection_pool=BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=64, timeout=10
+            )
+        )
+        live = LiveStore(
+            redis, accepted_lateness=settings.accepted_lateness, marker_ttl=settings.dedup_marker_ttl
+        )
         catalog = CatalogCache(sessions, settings.catalog_cache_seconds)
         state = cls(
-            settings=settings, engine=engine, sessions=sessions, redis=redis, live=live,
-            catalog=catalog, keys=KeyCache(sessions, redis),
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            redis=redis,
+            live=live,
+            catalog=catalog,
+            keys=KeyCache(sessions, redis),
             ingestor=Ingestor(settings=settings, catalog=catalog, live=live),
-            broker_redis=probe_client(settings.effective_broker_url or settings.redis_url,
-                                      max_connections=2),
+            broker_redis=probe_client(settings.effective_broker_url or settings.redis_url, max_connections=2),
             probe_redis=probe_client(settings.redis_url, max_connections=4),
         )
         try:

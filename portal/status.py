@@ -62,13 +62,23 @@ class PersistFailure:
         return f"{what}: {self.reason}"
 
 
-async def record_persist_failure(redis: Redis, *, kind: str, message_id: str, events: int,
-                                 set_aside: int = 0, reason: str = "") -> None:
+async def record_persist_failure(
+    redis: Redis, *, kind: str, message_id: str, events: int, set_aside: int = 0, reason: str = ""
+) -> None:
     """Append one persist failure to the record (ids, counts and a short reason only)."""
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.xadd(PERSIST_FAILURES_KEY, {
-            "kind": kind, "message_id": message_id[:100], "events": events, "set_aside": set_aside,
-            "reason": reason[:300]}, maxlen=PERSIST_FAILURES_KEPT, approximate=True)
+        pipe.xadd(
+            PERSIST_FAILURES_KEY,
+            {
+                "kind": kind,
+                "message_id": message_id[:100],
+                "events": events,
+                "set_aside": set_aside,
+                "reason": reason[:300],
+            },
+            maxlen=PERSIST_FAILURES_KEPT,
+            approximate=True,
+        )
         pipe.expire(PERSIST_FAILURES_KEY, PERSIST_FAILURES_TTL_S)
         await pipe.execute()
 
@@ -80,12 +90,21 @@ def _text(value: Any) -> str:
 def _failure(entry_id: Any, fields: dict[Any, Any]) -> PersistFailure:
     got = {_text(k): _text(v) for k, v in fields.items()}
     at = to_datetime(int(_text(entry_id).split("-", 1)[0]) / 1000)
-    return PersistFailure(at, got.get("kind", ""), got.get("message_id", ""), int(got.get("events", 0)),
-                          int(got.get("set_aside", 0)), got.get("reason", ""))
+    return PersistFailure(
+        at,
+        got.get("kind", ""),
+        got.get("message_id", ""),
+        int(got.get("events", 0)),
+        int(got.get("set_aside", 0)),
+        got.get("reason", ""),
+    )
 
 
-async def recent_persist_failures(redis: Redis, *, window_s: int = PERSIST_FAILURE_WINDOW_S,
-                                  ) -> tuple[int, PersistFailure | None]:
+async def recent_persist_failures(
+    redis: Redis,
+    *,
+    window_s: int = PERSIST_FAILURE_WINDOW_S,
+) -> tuple[int, PersistFailure | None]:
     """How many persist failures the last `window_s` seconds (Redis's clock) saw, and the
     newest failure ever recorded (None if there is none)."""
     seconds, micros = await redis.time()
@@ -132,8 +151,13 @@ def probe_client(url: str, *, max_connections: int | None = None) -> Redis:
     """A Redis client for health checks: it reports an unavailable or loading server at
     once (redis-py retries a command for seconds by default), and gives up on a server that
     does not answer within STORE_TIMEOUT_S."""
-    return Redis.from_url(url, socket_timeout=STORE_TIMEOUT_S, socket_connect_timeout=STORE_TIMEOUT_S,
-                          retry=Retry(NoBackoff(), 0), max_connections=max_connections)
+    return Redis.from_url(
+        url,
+        socket_timeout=STORE_TIMEOUT_S,
+        socket_connect_timeout=STORE_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+        max_connections=max_connections,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +188,11 @@ def persist_stall(*, postgres_down: bool, waiting: InFlight | None, roles: Roles
     if waiting and waiting.batches:
         count += f", the oldest for {waiting.oldest_age_s:.0f} s"
     if postgres_down:
-        return f"stalled: Postgres is down; {count}" if not waiting or waiting.batches else (
-            "stalled: Postgres is down; nothing accepted is waiting yet")
+        return (
+            f"stalled: Postgres is down; {count}"
+            if not waiting or waiting.batches
+            else ("stalled: Postgres is down; nothing accepted is waiting yet")
+        )
     if not waiting or not waiting.batches:
         return None
     if roles is not None and roles.problem("worker") is not None:
@@ -207,8 +234,9 @@ class Status:
 
     @property
     def persist_stall(self) -> str | None:
-        return persist_stall(postgres_down="postgres" in self.stores_down, waiting=self.waiting,
-                             roles=self.roles)
+        return persist_stall(
+            postgres_down="postgres" in self.stores_down, waiting=self.waiting, roles=self.roles
+        )
 
     @property
     def attention(self) -> list[str]:
@@ -251,8 +279,9 @@ class _FromRedis:
 
 
 async def _from_redis(settings: Settings, client: Redis) -> _FromRedis:
-    live = LiveStore(client, accepted_lateness=settings.accepted_lateness,
-                     marker_ttl=settings.dedup_marker_ttl)
+    live = LiveStore(
+        client, accepted_lateness=settings.accepted_lateness, marker_ttl=settings.dedup_marker_ttl
+    )
     complete = to_datetime(await live.watermark_ms() / 1000)
     failures, last = await recent_persist_failures(client)
     return _FromRedis(complete, failures, last, await read_roles(client), await in_flight(client))
@@ -261,8 +290,9 @@ async def _from_redis(settings: Settings, client: Redis) -> _FromRedis:
 async def _from_broker(broker: Redis) -> tuple[tuple[QueueDepth, ...], dict[str, datetime]]:
     queues = tuple([await _queue(broker, name) for name in QUEUES])
     raw = await broker.hgetall(keys.JOB_SUCCESS_KEY)
-    successes = {(k.decode() if isinstance(k, bytes) else str(k)): to_datetime(int(v) / 1000)
-                 for k, v in raw.items()}
+    successes = {
+        (k.decode() if isinstance(k, bytes) else str(k)): to_datetime(int(v) / 1000) for k, v in raw.items()
+    }
     return queues, successes
 
 
@@ -272,14 +302,19 @@ async def _from_postgres(settings: Settings) -> tuple[Any, ...]:
     try:
         async with transaction(session_factory(engine)) as session:
             failed, oldest = await _count(
-                session, "SELECT count(*), min(failed_at) FROM failed_events WHERE status = 'failed'")
+                session, "SELECT count(*), min(failed_at) FROM failed_events WHERE status = 'failed'"
+            )
             last_run, drift = await _count(
-                session, "SELECT max(finished_at), (SELECT count(*) FROM live_drift "
-                "WHERE run_id = (SELECT max(id) FROM reconcile_runs)) FROM reconcile_runs")
+                session,
+                "SELECT max(finished_at), (SELECT count(*) FROM live_drift "
+                "WHERE run_id = (SELECT max(id) FROM reconcile_runs)) FROM reconcile_runs",
+            )
             (late,) = await _count(session, "SELECT count(*) FROM late_events WHERE settled_at IS NULL")
             pending, failed_deliveries = await _count(
-                session, "SELECT count(*) FILTER (WHERE status = 'pending'), "
-                "count(*) FILTER (WHERE status = 'failed') FROM alert_deliveries")
+                session,
+                "SELECT count(*) FILTER (WHERE status = 'pending'), "
+                "count(*) FILTER (WHERE status = 'failed') FROM alert_deliveries",
+            )
     finally:
         await engine.dispose()
     return int(failed), oldest, last_run, int(drift), int(late), int(pending), int(failed_deliveries)
@@ -313,14 +348,22 @@ async def gather_status(settings: Settings) -> Status:
         down["postgres"] = store_problem(exc, detail=True)
     failed, oldest, last_run, drift, late, pending, failed_deliveries = counts
     return Status(
-        checked_at=datetime.now(UTC), queues=queues,
+        checked_at=datetime.now(UTC),
+        queues=queues,
         complete_through=from_redis.complete_through if from_redis else None,
-        failed_events=failed, oldest_failed_at=oldest, last_reconcile_at=last_run, drift_rows=drift,
-        unsettled_late_events=late, deliveries_pending=pending, deliveries_failed=failed_deliveries,
+        failed_events=failed,
+        oldest_failed_at=oldest,
+        last_reconcile_at=last_run,
+        drift_rows=drift,
+        unsettled_late_events=late,
+        deliveries_pending=pending,
+        deliveries_failed=failed_deliveries,
         persist_failures=from_redis.persist_failures if from_redis else 0,
         last_persist_failure=from_redis.last_persist_failure if from_redis else None,
-        stores_down=down, roles=from_redis.roles if from_redis else None,
-        waiting=from_redis.waiting if from_redis else None, job_successes=successes,
+        stores_down=down,
+        roles=from_redis.roles if from_redis else None,
+        waiting=from_redis.waiting if from_redis else None,
+        job_successes=successes,
     )
 
 
@@ -335,7 +378,7 @@ def _persist_line(status: Status) -> str:
     if "redis" in status.stores_down:
         return "persist         unknown (Redis unavailable)"
     last = status.last_persist_failure
-    counted = (f"{status.persist_failures} failure(s)" if status.persist_failures else "no failures")
+    counted = f"{status.persist_failures} failure(s)" if status.persist_failures else "no failures"
     line = f"persist         {counted} in the last {PERSIST_FAILURE_WINDOW_S} s"
     if last is not None:
         line += f" (last {_ago(last.at, status.checked_at)}: {last.describe()})"
@@ -364,11 +407,14 @@ def _role_lines(status: Status) -> list[str]:
         if alive:
             text_ = f"{len(alive)} alive: " + ", ".join(
                 f"pid {p.pid} on {p.host} (up since {p.started_at.isoformat(timespec='seconds')})"
-                for p in alive)
+                for p in alive
+            )
             if gone:
                 last = max(gone, key=lambda p: p.seen_at)
-                text_ += (f"; {len(gone)} gone, the last {last.state(roles.now)} since "
-                          f"{_ago(last.seen_at, roles.now)}")
+                text_ += (
+                    f"; {len(gone)} gone, the last {last.state(roles.now)} since "
+                    f"{_ago(last.seen_at, roles.now)}"
+                )
         elif gone:
             problem = roles.problem(role) or ""
             text_ = "NONE ALIVE: " + problem.split("; last: ", 1)[-1]
@@ -387,8 +433,10 @@ def _queue_lines(status: Status) -> list[str]:
         lines.append(f"{q.name:<13}{q.waiting:>9}{in_flight_:>11}{q.delayed:>9}{q.dead:>6}")
     ingest_dead = next((q.dead for q in status.queues if q.name == INGEST_QUEUE), 0)
     if ingest_dead:
-        lines.append(f"  {ingest_dead} ingest message(s) dead-lettered: accepted events not in "
-                     "Postgres, kept until replayed (usage-portal dead-letters replay)")
+        lines.append(
+            f"  {ingest_dead} ingest message(s) dead-lettered: accepted events not in "
+            "Postgres, kept until replayed (usage-portal dead-letters replay)"
+        )
     return lines
 
 
@@ -417,11 +465,27 @@ def render(status: Status) -> str:
     failed, reconcile, *others = _postgres_lines(status)
     attention = status.attention
     verdict = ("NEEDS ATTENTION: " + "; ".join(attention)) if attention else "all well"
-    lines = [f"usage portal status at {now.isoformat(timespec='seconds')}: {verdict}", "",
-             *_store_lines(status), "", *_role_lines(status), "", *_queue_lines(status), "",
-             lag_line, failed, _persist_line(status), reconcile, *others]
+    lines = [
+        f"usage portal status at {now.isoformat(timespec='seconds')}: {verdict}",
+        "",
+        *_store_lines(status),
+        "",
+        *_role_lines(status),
+        "",
+        *_queue_lines(status),
+        "",
+        lag_line,
+        failed,
+        _persist_line(status),
+        reconcile,
+        *others,
+    ]
     if status.job_successes:
-        lines.append("last success    " + ", ".join(
-            f"{name} {int((now - at).total_seconds())} s ago"
-            for name, at in sorted(status.job_successes.items())))
+        lines.append(
+            "last success    "
+            + ", ".join(
+                f"{name} {int((now - at).total_seconds())} s ago"
+                for name, at in sorted(status.job_successes.items())
+            )
+        )
     return "\n".join(lines)

@@ -156,6 +156,7 @@ class _Server:
 
 # ---------------------------------------------------------------------------- processes
 
+
 def _prctl() -> Any:
     try:
         return ctypes.CDLL(None, use_errno=True).prctl
@@ -257,6 +258,7 @@ def stop_leftovers(data_dir: Path, *, grace_s: float) -> list[int]:
 
 # ---------------------------------------------------------------------------- the lock
 
+
 class AlreadyRunning(Exception):
     pass
 
@@ -277,7 +279,8 @@ class UpLock:
             os.close(fd)
             raise AlreadyRunning(
                 f"another `usage-portal up` (pid {up_pid(self.path.parent) or '?'}) runs on "
-                f"{self.path.parent}") from None
+                f"{self.path.parent}"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
@@ -309,6 +312,7 @@ def up_pid(data_dir: Path) -> int | None:
 
 # ---------------------------------------------------------------------------- supervisor
 
+
 def _after(seconds: float) -> Callable[[], bool]:
     until = time.monotonic() + seconds
     return lambda: time.monotonic() >= until
@@ -317,8 +321,9 @@ def _after(seconds: float) -> Callable[[], bool]:
 class Supervisor:
     """Starts, watches and restarts the children of one `up` (see the module docstring)."""
 
-    def __init__(self, *, data_dir: Path, servers: EmbeddedServers | None,
-                 policy: Policy | None = None) -> None:
+    def __init__(
+        self, *, data_dir: Path, servers: EmbeddedServers | None, policy: Policy | None = None
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.policy = policy or Policy()
         self.servers = servers
@@ -357,8 +362,7 @@ class Supervisor:
                     watched.pgid = os.getpgid(pid)
                 log.info("%s (pid %d) already runs on 127.0.0.1:%d; watching it", server.name, pid, port)
                 return
-            log.warning("%s (pid %d) runs without this data dir's password; restarting it",
-                        server.name, pid)
+            log.warning("%s (pid %d) runs without this data dir's password; restarting it", server.name, pid)
             server.stop()
         self._launch(watched)
 
@@ -398,15 +402,23 @@ class Supervisor:
             watched.next_poll = now + self.policy.ready_poll_s
             if watched.server.ready(self.password, watched.port):
                 watched.state = "ready"
-                log.info("%s is ready on 127.0.0.1:%d (%.1f s after its start)", watched.name,
-                         watched.port, time.monotonic() - watched.started_at)
+                log.info(
+                    "%s is ready on 127.0.0.1:%d (%.1f s after its start)",
+                    watched.name,
+                    watched.port,
+                    time.monotonic() - watched.started_at,
+                )
             elif now >= watched.next_wait_note:
                 watched.next_wait_note = now + 30
-                log.info("%s is not ready yet after %.0f s (loading or recovering its data)",
-                         watched.name, now - watched.started_at)
+                log.info(
+                    "%s is not ready yet after %.0f s (loading or recovering its data)",
+                    watched.name,
+                    now - watched.started_at,
+                )
 
-    def _server_died(self, watched: _Server, returncode: int | None, *, ran_for: float,
-                     how: str | None = None) -> None:
+    def _server_died(
+        self, watched: _Server, returncode: int | None, *, ran_for: float, how: str | None = None
+    ) -> None:
         now = time.monotonic()
         pid = watched.pid
         # What is left of it (Postgres backends, a Valkey rewrite child) goes too: the new
@@ -419,8 +431,14 @@ class Supervisor:
             self._crash_loop(watched.name, what, tail(watched.server.logfile, TAIL_LINES))
             return
         watched.next_start = now + delay
-        log.error("%s%s %s after %.1f s; starting it again in %.1f s", watched.name,
-                  f" (pid {pid})" if pid else "", what, ran_for, delay)
+        log.error(
+            "%s%s %s after %.1f s; starting it again in %.1f s",
+            watched.name,
+            f" (pid {pid})" if pid else "",
+            what,
+            ran_for,
+            delay,
+        )
 
     # -- roles
 
@@ -430,8 +448,14 @@ class Supervisor:
     def _spawn(self, role: _Role, now: float) -> None:
         try:
             process = subprocess.Popen(
-                role.spec.argv, env=role.spec.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_die_with(os.getpid()))
+                role.spec.argv,
+                env=role.spec.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=_die_with(os.getpid()),
+            )
         except OSError as exc:
             log.error("could not start %s: %s", role.spec.name, exc)
             self._role_died(role, None, ran_for=0.0, how=f"did not start ({exc})")
@@ -463,8 +487,9 @@ class Supervisor:
             return
         self._spawn(role, now)
 
-    def _role_died(self, role: _Role, returncode: int | None, *, ran_for: float,
-                   how: str | None = None) -> None:
+    def _role_died(
+        self, role: _Role, returncode: int | None, *, ran_for: float, how: str | None = None
+    ) -> None:
         now = time.monotonic()
         pid = role.process.pid if role.process is not None else None
         role.process = None
@@ -484,8 +509,15 @@ class Supervisor:
             return
         role.next_start = now + delay
         waits = " (once Postgres and Valkey are ready)" if role.spec.needs_servers and self._servers else ""
-        log.error("%s%s %s after %.1f s; starting it again in %.1f s%s", role.spec.name,
-                  f" (pid {pid})" if pid else "", what, ran_for, delay, waits)
+        log.error(
+            "%s%s %s after %.1f s; starting it again in %.1f s%s",
+            role.spec.name,
+            f" (pid {pid})" if pid else "",
+            what,
+            ran_for,
+            delay,
+            waits,
+        )
 
     # -- output
 
@@ -520,10 +552,17 @@ class Supervisor:
     def _crash_loop(self, name: str, what: str, lines: list[str]) -> None:
         window = self.policy.crash_loop_window_s
         shown = "\n".join(f"    {line}" for line in lines[-TAIL_LINES:]) or "    (no output)"
-        self.failure = (f"giving up: {name} died {self.policy.crash_loop_deaths} times within "
-                        f"{window:.0f} s (a crash loop; the last time it {what}). Its last lines:\n{shown}")
-        log.critical("giving up: %s is crash-looping (%d deaths within %.0f s; the last time it %s)",
-                     name, self.policy.crash_loop_deaths, window, what)
+        self.failure = (
+            f"giving up: {name} died {self.policy.crash_loop_deaths} times within "
+            f"{window:.0f} s (a crash loop; the last time it {what}). Its last lines:\n{shown}"
+        )
+        log.critical(
+            "giving up: %s is crash-looping (%d deaths within %.0f s; the last time it %s)",
+            name,
+            self.policy.crash_loop_deaths,
+            window,
+            what,
+        )
 
     def tick(self) -> None:
         """One round: relay output, notice deaths, start what is due."""
@@ -591,8 +630,9 @@ class Supervisor:
                 break
             if not killed and (self.hurry or time.monotonic() >= deadline):
                 for role in alive:
-                    log.warning("%s did not stop within %.0f s: SIGKILL", role.spec.name,
-                                self.policy.stop_grace_s)
+                    log.warning(
+                        "%s did not stop within %.0f s: SIGKILL", role.spec.name, self.policy.stop_grace_s
+                    )
                     signal_group(role.pgid, signal.SIGKILL)
                 killed, deadline = True, time.monotonic() + 5
             elif killed and time.monotonic() >= deadline:

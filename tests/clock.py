@@ -58,8 +58,10 @@ class Boundary:
 BOUNDARIES = [
     pytest.param(Boundary(datetime(2026, 3, 10, 23, 59, 59, tzinfo=UTC), "UTC"), id="23:59:59-UTC"),
     pytest.param(Boundary(datetime(2026, 3, 11, 0, 0, 1, tzinfo=UTC), "UTC"), id="00:00:01-UTC"),
-    pytest.param(Boundary(datetime(2026, 4, 30, 23, 59, 59, tzinfo=ZoneInfo("Asia/Kolkata")),
-                          "Asia/Kolkata"), id="month-end-Asia/Kolkata"),
+    pytest.param(
+        Boundary(datetime(2026, 4, 30, 23, 59, 59, tzinfo=ZoneInfo("Asia/Kolkata")), "Asia/Kolkata"),
+        id="month-end-Asia/Kolkata",
+    ),
 ]
 
 
@@ -80,10 +82,14 @@ def recent_boundaries(tz: str | None = None, now: datetime | None = None) -> lis
     today = now.astimezone(ZoneInfo(day_zone)).date()
     last_month_end = now.astimezone(ZoneInfo(month_zone)).date().replace(day=1) - timedelta(days=1)
     return [
-        pytest.param(Boundary(_latest(day_zone, today, time(23, 59, 59), now), day_zone),
-                     id=f"23:59:59-{day_zone}"),
-        pytest.param(Boundary(_latest(day_zone, today, time(0, 0, 1), now), day_zone),
-                     id=f"00:00:01-{day_zone}"),
-        pytest.param(Boundary(_latest(month_zone, last_month_end, time(23, 59, 59), now), month_zone),
-                     id=f"month-end-{month_zone}"),
+        pytest.param(
+            Boundary(_latest(day_zone, today, time(23, 59, 59), now), day_zone), id=f"23:59:59-{day_zone}"
+        ),
+        pytest.param(
+            Boundary(_latest(day_zone, today, time(0, 0, 1), now), day_zone), id=f"00:00:01-{day_zone}"
+        ),
+        pytest.param(
+            Boundary(_latest(month_zone, last_month_end, time(23, 59, 59), now), month_zone),
+            id=f"month-end-{month_zone}",
+        ),
     ]

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The SMTP server and HTTP receiver that deliveries go to (fixtures: mail_sink, hook_sink, …).
 pytest_plugins = ["tests.sinks"]
 
+
 # Retry quickly in tests; production defaults are in portal/settings.py.
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -99,13 +100,19 @@ def settings() -> Iterator[Settings]:
     for name, value in TEST_ENV.items():
         os.environ[name] = value
     configured = Settings(
-        data_dir=data_dir, database_url=database_url, redis_url=f"{base}/0",
-        broker_url=f"{base}/1", persist_max_retries=2, persist_min_backoff_ms=100,
-        persist_max_backoff_ms=300, broker_heartbeat_timeout_ms=2000,
+        data_dir=data_dir,
+        database_url=database_url,
+        redis_url=f"{base}/0",
+        broker_url=f"{base}/1",
+        persist_max_retries=2,
+        persist_min_backoff_ms=100,
+        persist_max_backoff_ms=300,
+        broker_heartbeat_timeout_ms=2000,
         broker_maintenance_chance=1_000_000,
         catalog_cache_seconds=0.0,
         # What the web process itself sends (password links) goes to the same sinks.
-        smtp_url=TEST_ENV["PORTAL_SMTP_URL"], public_url=TEST_ENV["PORTAL_PUBLIC_URL"],
+        smtp_url=TEST_ENV["PORTAL_SMTP_URL"],
+        public_url=TEST_ENV["PORTAL_PUBLIC_URL"],
         destination_allow_networks=parse_networks(TEST_ENV["PORTAL_DESTINATION_ALLOW_NETWORKS"]),
     )
     migrate(configured)
@@ -117,12 +124,36 @@ def settings() -> Iterator[Settings]:
 
 
 TABLES = (
-    "audit_log", "password_tokens", "user_customers", "users",
-    "alert_delivery_attempts", "alert_deliveries", "alert_firings", "alert_rules", "plan_alert_rules",
-    "alert_channels", "late_events", "adjustments", "credit_applications", "invoice_lines", "invoices",
-    "document_numbers", "credit_grants", "subscriptions", "plans", "live_drift", "reconcile_runs",
-    "event_conflicts", "failed_events", "hourly_unique_values", "hourly_usage", "usage_events",
-    "event_ledger", "api_keys", "meters", "customers",
+    "audit_log",
+    "password_tokens",
+    "user_customers",
+    "users",
+    "alert_delivery_attempts",
+    "alert_deliveries",
+    "alert_firings",
+    "alert_rules",
+    "plan_alert_rules",
+    "alert_channels",
+    "late_events",
+    "adjustments",
+    "credit_applications",
+    "invoice_lines",
+    "invoices",
+    "document_numbers",
+    "credit_grants",
+    "subscriptions",
+    "plans",
+    "live_drift",
+    "reconcile_runs",
+    "event_conflicts",
+    "failed_events",
+    "hourly_unique_values",
+    "hourly_usage",
+    "usage_events",
+    "event_ledger",
+    "api_keys",
+    "meters",
+    "customers",
 )
 
 
@@ -223,18 +254,35 @@ class WorkerProcess:
         RUNNING_WORKERS.add(self)
         env = dict(os.environ)
         env.update(TEST_ENV)
-        env.update({
-            "DATABASE_URL": self.settings.database_url or "",
-            "REDIS_URL": self.settings.redis_url or "",
-            "BROKER_URL": self.settings.broker_url or "",
-            # The data dir's generated secret key (portal/settings.py) decrypts what the
-            # tests' in-process app stored.
-            "PORTAL_DATA_DIR": str(self.settings.data_dir),
-        })
+        env.update(
+            {
+                "DATABASE_URL": self.settings.database_url or "",
+                "REDIS_URL": self.settings.redis_url or "",
+                "BROKER_URL": self.settings.broker_url or "",
+                # The data dir's generated secret key (portal/settings.py) decrypts what the
+                # tests' in-process app stored.
+                "PORTAL_DATA_DIR": str(self.settings.data_dir),
+            }
+        )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "workers.main", "--processes", "1",
-             "--threads", "2", "--queues", "ingest", "maintenance", "alerts"],
-            cwd=ROOT, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "dramatiq",
+                "workers.main",
+                "--processes",
+                "1",
+                "--threads",
+                "2",
+                "--queues",
+                "ingest",
+                "maintenance",
+                "alerts",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 

@@ -49,13 +49,33 @@ class LoadingValkey:
         """Start the server (loading its data, if it has any) and return once it accepts
         connections."""
         self.process = subprocess.Popen(
-            [str(valkey_binary()), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "always",
-             "--save", "", "--key-load-delay", str(self.delay_us),
-             # Answer clients (with -LOADING) every KB of data loaded.
-             "--loading-process-events-interval-bytes", "1024",
-             "--enable-debug-command", "local", "--logfile", str(self.dir / "valkey.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                str(valkey_binary()),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--key-load-delay",
+                str(self.delay_us),
+                # Answer clients (with -LOADING) every KB of data loaded.
+                "--loading-process-events-interval-bytes",
+                "1024",
+                "--enable-debug-command",
+                "local",
+                "--logfile",
+                str(self.dir / "valkey.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

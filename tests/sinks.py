@@ -93,8 +93,9 @@ class SmtpServer:
         return self.messages
 
     # aiosmtpd handler hooks
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
-                          rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
         if address in self.refuse:
             return "550 5.1.1 No such user here"
         envelope.rcpt_tos.append(address)
@@ -103,12 +104,14 @@ class SmtpServer:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         with self._lock:
-            self._messages.append(ReceivedMail(str(envelope.mail_from), list(envelope.rcpt_tos),
-                                               bytes(content)))
+            self._messages.append(
+                ReceivedMail(str(envelope.mail_from), list(envelope.rcpt_tos), bytes(content))
+            )
         return "250 Message accepted for delivery"
 
-    def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
-                     auth_data: Any) -> AuthResult:
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         if not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)
         user, password = auth_data.login.decode(), auth_data.password.decode()
@@ -123,8 +126,14 @@ class SmtpServer:
 @pytest.fixture
 def smtp_server() -> Iterator[SmtpServer]:
     server = SmtpServer(host="127.0.0.1", port=free_port())
-    controller = Controller(server, hostname=server.host, port=server.port, authenticator=server.authenticate,
-                            auth_required=False, auth_require_tls=False)
+    controller = Controller(
+        server,
+        hostname=server.host,
+        port=server.port,
+        authenticator=server.authenticate,
+        auth_required=False,
+        auth_require_tls=False,
+    )
     controller.start()
     try:
         yield server
@@ -239,8 +248,9 @@ def http_receiver() -> Iterator[HttpReceiver]:
 @pytest.fixture(scope="session")
 def mail_sink() -> Iterator[SmtpServer]:
     server = SmtpServer(host="127.0.0.1", port=ALERT_SMTP_PORT)
-    controller = Controller(server, hostname=server.host, port=server.port, auth_required=False,
-                            auth_require_tls=False)
+    controller = Controller(
+        server, hostname=server.host, port=server.port, auth_required=False, auth_require_tls=False
+    )
     controller.start()
     yield server
     controller.stop()

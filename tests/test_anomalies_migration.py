@@ -14,8 +14,9 @@ from portal.settings import Settings
 from tests.factories import auth, make_customer, make_meter
 
 
-async def test_0005_goes_down_and_up_keeping_threshold_rules(client: Any, admin_key: str, settings: Settings,
-                                                              pg: Any) -> None:
+async def test_0005_goes_down_and_up_keeping_threshold_rules(
+    client: Any, admin_key: str, settings: Settings, pg: Any
+) -> None:
     await make_customer(client, admin_key, id="acme")
     await make_meter(client, admin_key, metric="api_calls")
     for body in ({"name": "Unusual", "kind": "anomaly"}, {"name": "Calls", "levels": ["5"]}):

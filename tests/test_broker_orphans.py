@@ -22,8 +22,11 @@ def broker(settings: Settings) -> Iterator[ResilientRedisBroker]:
     broker = ResilientRedisBroker(url=settings.broker_url)
     broker.declare_queue(QUEUE)
     yield broker
-    broker.client.delete(f"{broker.namespace}:{QUEUE}", f"{broker.namespace}:{QUEUE}.msgs",
-                         f"{broker.namespace}:__acks__.{broker.broker_id}.{QUEUE}")
+    broker.client.delete(
+        f"{broker.namespace}:{QUEUE}",
+        f"{broker.namespace}:{QUEUE}.msgs",
+        f"{broker.namespace}:__acks__.{broker.broker_id}.{QUEUE}",
+    )
     broker.close()
 
 
@@ -41,8 +44,9 @@ def _take(consumer: Any, n: int, polls: int = 50) -> list[Any]:
 def _send(broker: ResilientRedisBroker, n: int) -> list[str]:
     ids = []
     for i in range(n):
-        message = broker.enqueue(dramatiq.Message(queue_name=QUEUE, actor_name="noop", args=(i,),
-                                                  kwargs={}, options={}))
+        message = broker.enqueue(
+            dramatiq.Message(queue_name=QUEUE, actor_name="noop", args=(i,), kwargs={}, options={})
+        )
         ids.append(message.options["redis_message_id"])
     return ids
 
@@ -62,7 +66,8 @@ def test_messages_fetched_but_never_handed_over_go_back_to_the_queue(broker: Res
     again = _take(second, 2)
     # Then the two orphans are delivered again, and the held message is not.
     assert sorted(m.options["redis_message_id"] for m in again) == sorted(
-        i for i in sent if i != held.options["redis_message_id"])
+        i for i in sent if i != held.options["redis_message_id"]
+    )
     second.ack(held)
     for message in again:
         second.ack(message)

@@ -13,10 +13,15 @@ from tests.factories import auth, make_customer, make_meter
 
 
 async def test_customer_round_trip(client: AsyncTestClient[Any], admin_key: str) -> None:
-    created = await make_customer(client, admin_key, id="acme", name="Acme Inc",
-                                  timezone="Europe/Berlin", currency="EUR")
+    created = await make_customer(
+        client, admin_key, id="acme", name="Acme Inc", timezone="Europe/Berlin", currency="EUR"
+    )
     assert {k: v for k, v in created.items() if k != "createdAt"} == {
-        "id": "acme", "name": "Acme Inc", "timezone": "Europe/Berlin", "currency": "EUR"}
+        "id": "acme",
+        "name": "Acme Inc",
+        "timezone": "Europe/Berlin",
+        "currency": "EUR",
+    }
     got = await client.get("/v1/customers/acme", headers=auth(admin_key))
     assert got.json() == created
     await make_customer(client, admin_key, id="beta")
@@ -28,8 +33,7 @@ async def test_customer_round_trip(client: AsyncTestClient[Any], admin_key: str)
 
 async def test_existing_customer_is_409(client: AsyncTestClient[Any], admin_key: str) -> None:
     await make_customer(client, admin_key, id="acme")
-    again = await client.post("/v1/customers", headers=auth(admin_key),
-                              json={"id": "acme", "name": "Other"})
+    again = await client.post("/v1/customers", headers=auth(admin_key), json={"id": "acme", "name": "Other"})
     assert again.status_code == 409
     assert again.json()["detail"] == "customer 'acme' already exists"
 
@@ -39,17 +43,23 @@ async def test_unknown_customer_is_404(client: AsyncTestClient[Any], admin_key: 
     assert response.status_code == 404
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"id": "acme", "name": "A", "timezone": "Mars/Olympus"}, "timezone"),
-    ({"id": "acme", "name": "A", "currency": "euro"}, "currency"),
-    ({"id": "a c", "name": "A"}, "id"),
-    ({"id": "a{b}", "name": "A"}, "id"),
-    ({"id": "acme"}, "name"),
-    ({"id": "acme", "name": "A", "tz": "UTC"}, "tz"),
-    ({"id": "acme", "name": ""}, "name"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"id": "acme", "name": "A", "timezone": "Mars/Olympus"}, "timezone"),
+        ({"id": "acme", "name": "A", "currency": "euro"}, "currency"),
+        ({"id": "a c", "name": "A"}, "id"),
+        ({"id": "a{b}", "name": "A"}, "id"),
+        ({"id": "acme"}, "name"),
+        ({"id": "acme", "name": "A", "tz": "UTC"}, "tz"),
+        ({"id": "acme", "name": ""}, "name"),
+    ],
+)
 async def test_bad_customer_fields_are_named(
-    client: AsyncTestClient[Any], admin_key: str, body: dict[str, Any], field: str,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    body: dict[str, Any],
+    field: str,
 ) -> None:
     response = await client.post("/v1/customers", headers=auth(admin_key), json=body)
     assert response.status_code == 422, response.text
@@ -59,28 +69,48 @@ async def test_bad_customer_fields_are_named(
 
 
 async def test_meter_round_trip_and_409(client: AsyncTestClient[Any], admin_key: str) -> None:
-    meter = await make_meter(client, admin_key, metric="active_users", aggregation="unique_count",
-                             unit="user", unique_by="user", group_by=["region"])
+    meter = await make_meter(
+        client,
+        admin_key,
+        metric="active_users",
+        aggregation="unique_count",
+        unit="user",
+        unique_by="user",
+        group_by=["region"],
+    )
     assert {k: v for k, v in meter.items() if k != "createdAt"} == {
-        "metricName": "active_users", "aggregation": "unique_count", "unit": "user",
-        "groupBy": ["region"], "uniqueBy": "user"}
-    again = await client.post("/v1/meters", headers=auth(admin_key), json={
-        "metricName": "active_users", "aggregation": "sum", "unit": "x"})
+        "metricName": "active_users",
+        "aggregation": "unique_count",
+        "unit": "user",
+        "groupBy": ["region"],
+        "uniqueBy": "user",
+    }
+    again = await client.post(
+        "/v1/meters",
+        headers=auth(admin_key),
+        json={"metricName": "active_users", "aggregation": "sum", "unit": "x"},
+    )
     assert again.status_code == 409
     listed = await client.get("/v1/meters", headers=auth(admin_key))
     assert [m["metricName"] for m in listed.json()] == ["active_users"]
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"metricName": "m", "aggregation": "avg", "unit": "x"}, "aggregation"),
-    ({"metricName": "m", "aggregation": "unique_count", "unit": "x"}, "uniqueBy"),
-    ({"metricName": "m", "aggregation": "sum", "unit": "x", "uniqueBy": "u"}, "uniqueBy"),
-    ({"metricName": "m", "aggregation": "sum", "unit": "x", "groupBy": ["a", "a"]}, "groupBy"),
-    ({"metricName": "m m", "aggregation": "sum", "unit": "x"}, "metricName"),
-    ({"metricName": "m", "aggregation": "sum"}, "unit"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"metricName": "m", "aggregation": "avg", "unit": "x"}, "aggregation"),
+        ({"metricName": "m", "aggregation": "unique_count", "unit": "x"}, "uniqueBy"),
+        ({"metricName": "m", "aggregation": "sum", "unit": "x", "uniqueBy": "u"}, "uniqueBy"),
+        ({"metricName": "m", "aggregation": "sum", "unit": "x", "groupBy": ["a", "a"]}, "groupBy"),
+        ({"metricName": "m m", "aggregation": "sum", "unit": "x"}, "metricName"),
+        ({"metricName": "m", "aggregation": "sum"}, "unit"),
+    ],
+)
 async def test_bad_meter_fields_are_named(
-    client: AsyncTestClient[Any], admin_key: str, body: dict[str, Any], field: str,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    body: dict[str, Any],
+    field: str,
 ) -> None:
     response = await client.post("/v1/meters", headers=auth(admin_key), json=body)
     assert response.status_code == 422, response.text
@@ -105,8 +135,12 @@ async def test_every_api_route_is_in_the_openapi_schema(client: AsyncTestClient[
 async def test_json_field_names_are_camel_case(client: AsyncTestClient[Any]) -> None:
     schema = (await client.get("/schema/openapi.json")).json()
     # ErrorBody is Litestar's error shape ({"status_code", "detail", "extra"}), kept as it is.
-    names = {prop for name, component in schema["components"]["schemas"].items() if name != "ErrorBody"
-             for prop in component.get("properties", {})}
+    names = {
+        prop
+        for name, component in schema["components"]["schemas"].items()
+        if name != "ErrorBody"
+        for prop in component.get("properties", {})
+    }
     assert names and all("_" not in name for name in names), sorted(n for n in names if "_" in n)
 
 

@@ -47,8 +47,11 @@ def _sign_in(base: str, email: str, password: str) -> tuple[urllib.request.Opene
 
 
 def _env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "REDIS_URL", "BROKER_URL", "PORTAL_SMTP_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "BROKER_URL", "PORTAL_SMTP_URL")
+    }
     env["PORTAL_DATA_DIR"] = str(data_dir)
     return env
 
@@ -57,8 +60,14 @@ def test_up_demo_runs_the_product_and_stops_cleanly() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="portal-up-"))
     port = _free_port()
     env = _env(data_dir)
-    up = subprocess.Popen([*CLI, "up", "--demo", "--port", str(port)], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    up = subprocess.Popen(
+        [*CLI, "up", "--demo", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         banner = ""
         assert up.stdout is not None
@@ -76,13 +85,20 @@ def test_up_demo_runs_the_product_and_stops_cleanly() -> None:
         # The printed curl line is accepted as it stands (exact totals after many sends
         # are covered by tests/test_pipeline.py; here the demo trickle moves them too).
         assert _get(usage_url, admin.group(1))["customerId"] == "acme"
-        sent = subprocess.run(["bash", "-c", curl.group(1).replace("\\\n", " ")],
-                              capture_output=True, text=True, check=True)
+        sent = subprocess.run(
+            ["bash", "-c", curl.group(1).replace("\\\n", " ")], capture_output=True, text=True, check=True
+        )
         assert json.loads(sent.stdout) == {"accepted": 1, "duplicates": 0, "rejected": []}
 
         # Another command finds the running servers through the data dir.
-        created = subprocess.run([*CLI, "keys", "create", "--scope", "admin", "--name", "ops"],
-                                 cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+        created = subprocess.run(
+            [*CLI, "keys", "create", "--scope", "admin", "--name", "ops"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         new_key = created.stdout.strip()
         assert re.fullmatch(r"up_admin_[A-Za-z0-9_\-]{32}", new_key)
         # People sign in to the portal with the printed password; an admin adds another.
@@ -95,11 +111,31 @@ def test_up_demo_runs_the_product_and_stops_cleanly() -> None:
             html = table.read().decode()
         # The demo's running periods are drafted at start: spend so far shows at once.
         assert "Acme Inc" in html and "No draft yet" not in html
-        invited = subprocess.run([*CLI, "users", "create", "--email", "bob@acme.test", "--name", "Bob",
-                                  "--role", "customer", "--customer", "acme"],
-                                 cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-        assert re.search(r"password link not emailed \(the portal has no SMTP server configured "
-                         r"\(PORTAL_SMTP_URL\)\):\nhttp://\S+/portal/set-password/\S+", invited.stdout)
+        invited = subprocess.run(
+            [
+                *CLI,
+                "users",
+                "create",
+                "--email",
+                "bob@acme.test",
+                "--name",
+                "Bob",
+                "--role",
+                "customer",
+                "--customer",
+                "acme",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert re.search(
+            r"password link not emailed \(the portal has no SMTP server configured "
+            r"\(PORTAL_SMTP_URL\)\):\nhttp://\S+/portal/set-password/\S+",
+            invited.stdout,
+        )
         health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
         assert health.status == 200
         # The number moves: the curl event and the demo trickle reach the billed total.

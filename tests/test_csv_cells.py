@@ -21,19 +21,22 @@ FORMULAS = [
 ]
 
 
-@pytest.mark.parametrize(("value", "written"), [
-    *FORMULAS,
-    ("-1", "'-1"),  # text that looks like a number is still text
-    ("eu-west", "eu-west"),
-    ("a=b", "a=b"),  # only the first character matters
-    (" =1", " =1"),
-    ("", ""),
-    (None, ""),
-    (Decimal("-12.50"), "-12.50"),  # a credit stays a number a spreadsheet adds up
-    (Decimal("0.000001"), "0.000001"),
-    (Decimal("1E+3"), "1000"),  # never an exponent
-    (-3, "-3"),
-])
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        *FORMULAS,
+        ("-1", "'-1"),  # text that looks like a number is still text
+        ("eu-west", "eu-west"),
+        ("a=b", "a=b"),  # only the first character matters
+        (" =1", " =1"),
+        ("", ""),
+        (None, ""),
+        (Decimal("-12.50"), "-12.50"),  # a credit stays a number a spreadsheet adds up
+        (Decimal("0.000001"), "0.000001"),
+        (Decimal("1E+3"), "1000"),  # never an exponent
+        (-3, "-3"),
+    ],
+)
 def test_a_cell_is_written_as(value: Cell, written: str) -> None:
     assert cell_text(value) == written
 
@@ -48,4 +51,6 @@ def test_a_file_reads_back_as_the_neutralised_text_and_the_numbers() -> None:
     rows: list[list[Cell]] = [[value, Decimal("-12.50"), 7] for value, _ in FORMULAS]
     text = csv_text(["dimension", "amount", "count"], rows)
     assert list(csv.reader(io.StringIO(text))) == [
-        ["dimension", "amount", "count"], *([written, "-12.50", "7"] for _, written in FORMULAS)]
+        ["dimension", "amount", "count"],
+        *([written, "-12.50", "7"] for _, written in FORMULAS),
+    ]

@@ -33,8 +33,13 @@ async def totals(client: AsyncTestClient[Any], key: str) -> tuple[str, str]:
 
 
 async def test_worker_killed_mid_batch_then_restarted_counts_everything_once(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, catalog: None,
-    own_worker: WorkerProcess, redis: Redis, pg: asyncpg.Connection,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    catalog: None,
+    own_worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
 ) -> None:
     # Given the aggregate table is locked, the worker blocks mid-transaction: raw rows
     # and ledger rows written, aggregates not yet.
@@ -46,9 +51,12 @@ async def test_worker_killed_mid_batch_then_restarted_counts_everything_once(
     async def worker_blocked() -> bool:
         waiting = await asyncpg.connect(own_worker.settings.database_url)
         try:
-            return bool(await waiting.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE 'INSERT INTO hourly_usage%'"))
+            return bool(
+                await waiting.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE 'INSERT INTO hourly_usage%'"
+                )
+            )
         finally:
             await waiting.close()
 
@@ -66,8 +74,14 @@ async def test_worker_killed_mid_batch_then_restarted_counts_everything_once(
 
 
 async def test_postgres_down_loses_nothing_that_was_acknowledged(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, catalog: None,
-    worker: WorkerProcess, redis: Redis, embedded: Any, settings: Settings,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    embedded: Any,
+    settings: Settings,
 ) -> None:
     await send(client, ingest_key, [event(quantity=1)])
     await wait_until_persisted(redis)
@@ -93,31 +107,47 @@ async def test_postgres_down_loses_nothing_that_was_acknowledged(
 
 
 async def test_flushed_live_view_is_rebuilt_by_reconcile(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, catalog: None,
-    worker: WorkerProcess, redis: Redis, pg: asyncpg.Connection, settings: Settings,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
+    settings: Settings,
 ) -> None:
     now = int(time.time() * 1000)
-    await send(client, ingest_key, [
-        event(quantity=5, dimensions={"region": "eu"}, timestamp=now - 30 * 3_600_000),
-        event(quantity=7, dimensions={"region": "us"}),
-    ])
+    await send(
+        client,
+        ingest_key,
+        [
+            event(quantity=5, dimensions={"region": "eu"}, timestamp=now - 30 * 3_600_000),
+            event(quantity=7, dimensions={"region": "us"}),
+        ],
+    )
     await wait_until_persisted(redis)
     await redis.flushdb()
     assert (await totals(client, admin_key)) == ("0", "12")
     enqueue_reconcile(settings, full=False)  # the marker is gone, so this rebuilds all
-    await wait_for(lambda: pg.fetchval("SELECT count(*) FROM reconcile_runs"),
-                   what="the reconcile run")
+    await wait_for(lambda: pg.fetchval("SELECT count(*) FROM reconcile_runs"), what="the reconcile run")
     assert await totals(client, admin_key) == ("12", "12")
     drift = await client.get("/v1/drift", headers=auth(admin_key))
     assert drift.json()["fullRebuild"] is True
     # The drift found was the whole flushed usage: live 0 against billed 12.
     assert [(r["customerId"], r["live"], r["billed"], r["drift"]) for r in drift.json()["rows"]] == [
-        ("acme", "0", "12", "-12")]
+        ("acme", "0", "12", "-12")
+    ]
 
 
 async def test_reconcile_reports_and_repairs_live_drift(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, catalog: None,
-    worker: WorkerProcess, redis: Redis, pg: asyncpg.Connection, settings: Settings,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
+    settings: Settings,
 ) -> None:
     two_hours_ago = int(time.time() * 1000) - 2 * 3_600_000
     await send(client, ingest_key, [event(quantity=40, timestamp=two_hours_ago)])
@@ -127,8 +157,7 @@ async def test_reconcile_reports_and_repairs_live_drift(
     await redis.hincrbyfloat(hour_key, live_keys.TOTAL_FIELD, 2.5)
     assert (await totals(client, admin_key)) == ("42.5", "40")
     enqueue_reconcile(settings, full=False)
-    await wait_for(lambda: pg.fetchval("SELECT count(*) FROM reconcile_runs"),
-                   what="the reconcile run")
+    await wait_for(lambda: pg.fetchval("SELECT count(*) FROM reconcile_runs"), what="the reconcile run")
     drift = (await client.get("/v1/drift", headers=auth(admin_key))).json()
     assert drift["fullRebuild"] is False
     assert [(r["live"], r["billed"], r["drift"]) for r in drift["rows"]] == [("42.5", "40", "2.5")]
@@ -136,16 +165,26 @@ async def test_reconcile_reports_and_repairs_live_drift(
 
 
 async def test_reused_event_id_with_other_content_is_refused_and_recorded(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, catalog: None,
-    worker: WorkerProcess, redis: Redis, pg: asyncpg.Connection,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
 ) -> None:
     original = event(event_id="evt-1", quantity=3)
     await send(client, ingest_key, [original])
     changed = {**original, "quantity": 300}
     response = await client.post("/v1/events", headers=auth(ingest_key), json=changed)
     assert response.status_code == 409
-    assert response.json()["rejected"] == [{"index": 0, "eventId": "evt-1", "error":
-        "eventId: already used by a different event (conflict); not counted"}]
+    assert response.json()["rejected"] == [
+        {
+            "index": 0,
+            "eventId": "evt-1",
+            "error": "eventId: already used by a different event (conflict); not counted",
+        }
+    ]
     await wait_until_persisted(redis)
     # Even when the edge has forgotten the id (markers lost), Postgres refuses it.
     await redis.delete(live_keys.marker_key("acme", "evt-1"))
@@ -153,15 +192,24 @@ async def test_reused_event_id_with_other_content_is_refused_and_recorded(
     assert again.status_code == 202  # the edge cannot know any more...
     await wait_until_persisted(redis)
     assert (await totals(client, admin_key))[1] == "3"  # ...but the bill counts it once
-    recorded = await pg.fetch("SELECT event_id, detected_by, event->>'quantity' AS q "
-                              "FROM event_conflicts ORDER BY id")
+    recorded = await pg.fetch(
+        "SELECT event_id, detected_by, event->>'quantity' AS q FROM event_conflicts ORDER BY id"
+    )
     assert [(r["event_id"], r["detected_by"], r["q"]) for r in recorded] == [
-        ("evt-1", "ingest", "300"), ("evt-1", "worker", "30")]
+        ("evt-1", "ingest", "300"),
+        ("evt-1", "worker", "30"),
+    ]
 
 
 async def test_a_batch_that_keeps_failing_is_kept_and_can_be_replayed(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, catalog: None,
-    worker: WorkerProcess, redis: Redis, pg: asyncpg.Connection, settings: Settings,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
+    settings: Settings,
 ) -> None:
     # Postgres refuses this customer's ledger rows (a real failure inside the worker).
     await pg.execute("""
@@ -185,8 +233,7 @@ async def test_a_batch_that_keeps_failing_is_kept_and_can_be_replayed(
     await wait_until_persisted(redis)
     assert (await totals(client, admin_key))[1] == "5"
     assert (await client.get("/v1/failed-events", headers=auth(admin_key))).json() == []
-    replayed = await client.get("/v1/failed-events", headers=auth(admin_key),
-                                params={"status": "replayed"})
+    replayed = await client.get("/v1/failed-events", headers=auth(admin_key), params={"status": "replayed"})
     assert len(replayed.json()) == 2
     # Replaying again finds nothing left to replay.
     assert await replay_failed(settings, ids=None) == 0

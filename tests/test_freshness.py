@@ -20,7 +20,10 @@ def _at(answer: dict[str, Any]) -> datetime:
 
 
 async def test_complete_through_waits_for_unpersisted_batches(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, redis: Redis,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    redis: Redis,
     settings: Settings,
 ) -> None:
     from tests.conftest import RUNNING_WORKERS
@@ -50,13 +53,18 @@ async def test_complete_through_waits_for_unpersisted_batches(
 
 
 async def test_live_keys_outlive_every_read(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, worker: WorkerProcess,
-    redis: Redis, settings: Settings,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
+    settings: Settings,
 ) -> None:
     await make_customer(client, admin_key)
     await make_meter(client, admin_key, metric="seats", aggregation="unique_count", unique_by="user")
-    await client.post("/v1/events", headers=auth(ingest_key),
-                      json=event(metric="seats", dimensions={"user": "ann"}))
+    await client.post(
+        "/v1/events", headers=auth(ingest_key), json=event(metric="seats", dimensions={"user": "ann"})
+    )
     await wait_until_persisted(redis)
     horizon = live_keys.live_horizon(settings.accepted_lateness).total_seconds()
     counted = await redis.keys("lu:*") + await redis.keys("ls:*")

@@ -39,10 +39,21 @@ CHECKS = [
 ]
 
 WORLD = {"customer_id": "acme", "plan_id": "metered", "metric_name": "api_calls"}
-PLAN = {"id": "metered", "name": "Metered", "currency": "USD", "charges": [
-    {"key": "base", "model": "flat", "amount": "10.00"},
-    {"key": "calls", "model": "graduated", "meter": "api_calls", "includedQuantity": "100",
-     "tiers": [{"upTo": "1000", "unitPrice": "0.01"}, {"upTo": None, "unitPrice": "0.005"}]}]}
+PLAN = {
+    "id": "metered",
+    "name": "Metered",
+    "currency": "USD",
+    "charges": [
+        {"key": "base", "model": "flat", "amount": "10.00"},
+        {
+            "key": "calls",
+            "model": "graduated",
+            "meter": "api_calls",
+            "includedQuantity": "100",
+            "tiers": [{"upTo": "1000", "unitPrice": "0.01"}, {"upTo": None, "unitPrice": "0.005"}],
+        },
+    ],
+}
 
 
 def served_schema() -> dict[str, Any]:
@@ -54,8 +65,9 @@ def served_schema() -> dict[str, Any]:
 
 
 schema = schemathesis.openapi.from_dict(served_schema())
-FUZZ = hypothesis_settings(max_examples=15, deadline=None, derandomize=True,
-                           suppress_health_check=list(HealthCheck))
+FUZZ = hypothesis_settings(
+    max_examples=15, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 
 
 @schema.hook
@@ -71,8 +83,9 @@ def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> An
 def flatmap_query(context: Any, query: dict[str, Any] | None) -> Any:
     if not query:
         return st.just(query)
-    known = {name: value for name, value in (("customerId", "acme"), ("metric", "api_calls"))
-             if name in query}
+    known = {
+        name: value for name, value in (("customerId", "acme"), ("metric", "api_calls")) if name in query
+    }
     return st.sampled_from([query, {**query, **known}])
 
 
@@ -99,10 +112,13 @@ def world(app: Litestar, admin_key: str) -> None:
         post("/v1/plans", PLAN)
         post("/v1/customers/acme/subscriptions", {"planId": "metered"})
         post("/v1/customers/acme/invoices", {})
-        channel = post("/v1/customers/acme/alert-channels",
-                       {"name": "ops", "destination": "json://127.0.0.1:9/hook"})
-        post("/v1/customers/acme/alert-rules",
-             {"name": "calls", "metricName": "api_calls", "levels": ["100"], "channelIds": [channel["id"]]})
+        channel = post(
+            "/v1/customers/acme/alert-channels", {"name": "ops", "destination": "json://127.0.0.1:9/hook"}
+        )
+        post(
+            "/v1/customers/acme/alert-rules",
+            {"name": "calls", "metricName": "api_calls", "levels": ["100"], "channelIds": [channel["id"]]},
+        )
         post("/v1/plans/metered/alert-rules", {"name": "spend", "levels": ["50"]})
 
 
@@ -120,4 +136,3 @@ def test_with_the_admin_key(case: Any, app: Litestar, admin_key: str, world: Non
 @FUZZ
 def test_with_the_ingest_key(case: Any, app: Litestar, ingest_key: str) -> None:
     call(case, app, ingest_key)
-

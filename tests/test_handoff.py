@@ -28,8 +28,7 @@ async def test_requests_arriving_during_a_write_share_the_next_message() -> None
     handoff = BatchHandoff(broker, max_writers=1)
     first = asyncio.create_task(handoff.submit("a", 10, [["e1"]], []))
     await asyncio.sleep(0)
-    later = [asyncio.create_task(handoff.submit(h, ms, [[f"e-{h}"]], [])) for h, ms in
-             (("b", 12), ("c", 11))]
+    later = [asyncio.create_task(handoff.submit(h, ms, [[f"e-{h}"]], [])) for h, ms in (("b", 12), ("c", 11))]
     await asyncio.sleep(0)
     broker.gate.set()
     await asyncio.gather(first, *later)

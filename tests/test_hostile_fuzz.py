@@ -34,11 +34,17 @@ Request = tuple[str, str, dict[str, str], bytes, dict[str, Decimal], int]
 def sync_client(settings: Settings, admin_key: str) -> Iterator[TestClient[Any]]:
     with TestClient(app=create_app(settings)) as client:
         for customer in CUSTOMERS:
-            response = client.post("/v1/customers", headers=auth(admin_key), json={
-                "id": customer, "name": customer, "timezone": "Asia/Kolkata", "currency": "EUR"})
+            response = client.post(
+                "/v1/customers",
+                headers=auth(admin_key),
+                json={"id": customer, "name": customer, "timezone": "Asia/Kolkata", "currency": "EUR"},
+            )
             assert response.status_code == 201, response.text
-        response = client.post("/v1/meters", headers=auth(admin_key), json={
-            "metricName": "api_calls", "aggregation": "sum", "unit": "call", "groupBy": ["region"]})
+        response = client.post(
+            "/v1/meters",
+            headers=auth(admin_key),
+            json={"metricName": "api_calls", "aggregation": "sum", "unit": "call", "groupBy": ["region"]},
+        )
         assert response.status_code == 201, response.text
         yield client
 
@@ -49,8 +55,14 @@ controls = st.sampled_from([chr(c) for c in (*range(0x20), 0x7F)])
 deep = st.integers(min_value=65, max_value=5_000)
 huge_exponent = st.integers(min_value=20, max_value=10**12).map(lambda n: f"1e{n}")
 bad_numbers = st.one_of(
-    huge_exponent, st.just("-1"), st.just("1e-13"), st.just("0.0000000000001"),
-    st.integers(min_value=10**20, max_value=10**40).map(str), st.just("NaN"), st.just("Infinity"))
+    huge_exponent,
+    st.just("-1"),
+    st.just("1e-13"),
+    st.just("0.0000000000001"),
+    st.integers(min_value=10**20, max_value=10**40).map(str),
+    st.just("NaN"),
+    st.just("Infinity"),
+)
 
 
 def _now_ms() -> int:
@@ -58,8 +70,14 @@ def _now_ms() -> int:
 
 
 def _native(customer: str, quantity: Any, **extra: Any) -> dict[str, Any]:
-    body = {"eventId": uuid.uuid4().hex, "timestamp": _now_ms(), "customerId": customer,
-            "metricName": "api_calls", "quantity": str(quantity), "dimensions": {"region": "eu"}}
+    body = {
+        "eventId": uuid.uuid4().hex,
+        "timestamp": _now_ms(),
+        "customerId": customer,
+        "metricName": "api_calls",
+        "quantity": str(quantity),
+        "dimensions": {"region": "eu"},
+    }
     body.update(extra)
     return body
 
@@ -90,8 +108,9 @@ def native_events(draw: st.DrawFn) -> tuple[dict[str, Any], Decimal | None, str]
     elif kind == "number":
         event["quantity"] = draw(bad_numbers)
     elif kind == "timestamp":
-        event["timestamp"] = draw(st.sampled_from(
-            [-1, 253402300800000, "10000-01-01T00:00:00Z", "1970-01-01T00:00:00", "x" * 100]))
+        event["timestamp"] = draw(
+            st.sampled_from([-1, 253402300800000, "10000-01-01T00:00:00Z", "1970-01-01T00:00:00", "x" * 100])
+        )
     else:
         event["quantity"] = draw(st.sampled_from([[1], {"a": 1}, None, True]))
     return event, None, customer
@@ -103,13 +122,16 @@ def requests(draw: st.DrawFn) -> Request:
     api = draw(st.sampled_from(["native", "batch", "lago", "cloudevents", "stripe", "garbage"]))
     json_headers = {"Content-Type": "application/json"}
     if api == "garbage":
-        path = draw(st.sampled_from(["/v1/events", "/v1/events/batch", "/api/v1/events",
-                                     "/api/v1/events/batch"]))
-        body = draw(st.one_of(
-            st.binary(max_size=64).map(lambda b: b"\xff" + b),  # never UTF-8
-            deep.map(lambda d: b'{"events": ' + b"[" * d + b"]" * d + b"}"),
-            deep.map(lambda d: b'{"event": ' + b"{\"a\":" * d + b"1" + b"}" * d + b"}"),
-        ))
+        path = draw(
+            st.sampled_from(["/v1/events", "/v1/events/batch", "/api/v1/events", "/api/v1/events/batch"])
+        )
+        body = draw(
+            st.one_of(
+                st.binary(max_size=64).map(lambda b: b"\xff" + b),  # never UTF-8
+                deep.map(lambda d: b'{"events": ' + b"[" * d + b"]" * d + b"}"),
+                deep.map(lambda d: b'{"event": ' + b'{"a":' * d + b"1" + b"}" * d + b"}"),
+            )
+        )
         return api, path, json_headers, body, {}, 0
     if api in ("native", "batch"):
         events = draw(st.lists(native_events(), min_size=1, max_size=5 if api == "batch" else 1))
@@ -136,21 +158,52 @@ def requests(draw: st.DrawFn) -> Request:
     good = {} if hostile else {customer: quantity}
     if api == "lago":
         number = str(value).encode()
-        raw = (b'{"event": {"transaction_id": %s, "external_customer_id": "%s", "code": "api_calls",'
-               b' "timestamp": %d, "properties": {"value": %s, "region": "eu"}}}' % (
-                   msgspec.json.encode(event_id), customer.encode(), int(time.time()),
-                   number if _is_json_number(number) else msgspec.json.encode(str(value))))
+        raw = (
+            b'{"event": {"transaction_id": %s, "external_customer_id": "%s", "code": "api_calls",'
+            b' "timestamp": %d, "properties": {"value": %s, "region": "eu"}}}'
+            % (
+                msgspec.json.encode(event_id),
+                customer.encode(),
+                int(time.time()),
+                number if _is_json_number(number) else msgspec.json.encode(str(value)),
+            )
+        )
         return api, "/api/v1/events", json_headers, raw, good, len(good)
     if api == "cloudevents":
-        event = {"specversion": "1.0", "id": event_id, "source": "fuzz", "type": "api_calls",
-                 "subject": customer, "data": {"value": str(value), "region": "eu"}}
-        return (api, "/api/v1/events", {"Content-Type": "application/cloudevents+json"},
-                msgspec.json.encode(event), good, len(good))
-    form = urlencode({"event_name": "api_calls", "payload[stripe_customer_id]": customer,
-                      "payload[value]": str(value), "payload[region]": "eu",
-                      "identifier": event_id, "timestamp": str(int(time.time()))}).encode()
-    return (api, "/v1/billing/meter_events", {"Content-Type": "application/x-www-form-urlencoded"},
-            form, good, len(good))
+        event = {
+            "specversion": "1.0",
+            "id": event_id,
+            "source": "fuzz",
+            "type": "api_calls",
+            "subject": customer,
+            "data": {"value": str(value), "region": "eu"},
+        }
+        return (
+            api,
+            "/api/v1/events",
+            {"Content-Type": "application/cloudevents+json"},
+            msgspec.json.encode(event),
+            good,
+            len(good),
+        )
+    form = urlencode(
+        {
+            "event_name": "api_calls",
+            "payload[stripe_customer_id]": customer,
+            "payload[value]": str(value),
+            "payload[region]": "eu",
+            "identifier": event_id,
+            "timestamp": str(int(time.time())),
+        }
+    ).encode()
+    return (
+        api,
+        "/v1/billing/meter_events",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        form,
+        good,
+        len(good),
+    )
 
 
 def _is_json_number(text: bytes) -> bool:
@@ -168,21 +221,26 @@ def _wait_persisted(redis: Redis, timeout: float = 30.0) -> None:
 
 
 def _total(client: TestClient[Any], key: str, customer: str, source: str) -> Decimal:
-    response = client.get(f"/v1/customers/{customer}/usage", headers=auth(key),
-                          params={"metric": "api_calls", "source": source})
+    response = client.get(
+        f"/v1/customers/{customer}/usage", headers=auth(key), params={"metric": "api_calls", "source": source}
+    )
     assert response.status_code == 200, response.text
     return Decimal(response.json()["total"])
 
 
 def test_hostile_bodies_never_cost_a_5xx_or_a_good_event(
-    sync_client: TestClient[Any], settings: Settings, admin_key: str, ingest_key: str,
+    sync_client: TestClient[Any],
+    settings: Settings,
+    admin_key: str,
+    ingest_key: str,
     worker: WorkerProcess,
 ) -> None:
     redis = Redis.from_url(settings.redis_url or "")
     expected = dict.fromkeys(CUSTOMERS, Decimal(0))
 
-    @hypothesis_settings(max_examples=40, deadline=None, database=None,
-               suppress_health_check=list(HealthCheck))
+    @hypothesis_settings(
+        max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     @given(st.lists(requests(), min_size=1, max_size=6))
     def send(batch: list[Request]) -> None:
         for api, path, headers, body, good, valid in batch:
@@ -209,4 +267,3 @@ def test_hostile_bodies_never_cost_a_5xx_or_a_good_event(
         send()
     finally:
         redis.close()
-

@@ -23,24 +23,32 @@ BELOW_BIGINT = "-9223372036854775809"
 
 # --- ids beyond 64 bits in paths: 404 ---------------------------------------------------------
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("GET", f"/v1/invoices/{BEYOND_BIGINT}"),
-    ("GET", f"/v1/invoices/{BELOW_BIGINT}"),
-    ("GET", f"/v1/invoices/{BEYOND_BIGINT}/adjustments"),
-    ("POST", f"/v1/invoices/{BEYOND_BIGINT}/approve"),
-    ("POST", f"/v1/invoices/{BEYOND_BIGINT}/void"),
-    ("GET", f"/v1/alert-deliveries/{BEYOND_BIGINT}"),
-    ("DELETE", f"/v1/customers/acme/alert-channels/{BEYOND_BIGINT}"),
-    ("POST", f"/v1/customers/acme/alert-channels/{BEYOND_BIGINT}/test"),
-    ("DELETE", f"/v1/customers/acme/alert-rules/{BEYOND_BIGINT}"),
-])
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", f"/v1/invoices/{BEYOND_BIGINT}"),
+        ("GET", f"/v1/invoices/{BELOW_BIGINT}"),
+        ("GET", f"/v1/invoices/{BEYOND_BIGINT}/adjustments"),
+        ("POST", f"/v1/invoices/{BEYOND_BIGINT}/approve"),
+        ("POST", f"/v1/invoices/{BEYOND_BIGINT}/void"),
+        ("GET", f"/v1/alert-deliveries/{BEYOND_BIGINT}"),
+        ("DELETE", f"/v1/customers/acme/alert-channels/{BEYOND_BIGINT}"),
+        ("POST", f"/v1/customers/acme/alert-channels/{BEYOND_BIGINT}/test"),
+        ("DELETE", f"/v1/customers/acme/alert-rules/{BEYOND_BIGINT}"),
+    ],
+)
 async def test_an_id_beyond_64_bits_in_an_api_path_is_404(
-    client: Client, admin_key: str, method: str, path: str,
+    client: Client,
+    admin_key: str,
+    method: str,
+    path: str,
 ) -> None:
     await make_customer(client, admin_key)
     body = {"reason": "typo"} if path.endswith("/void") else {}
-    response = await client.request(method, path, headers=auth(admin_key),
-                                    json=body if method == "POST" else None)
+    response = await client.request(
+        method, path, headers=auth(admin_key), json=body if method == "POST" else None
+    )
     assert response.status_code == 404, response.text
     assert response.json()["status_code"] == 404
 
@@ -58,26 +66,32 @@ async def test_a_page_number_beyond_64_bits_in_a_query_is_422(client: Client, ad
 
 # --- control characters in paths and queries: 400 ---------------------------------------------
 
-@pytest.mark.parametrize("path", [
-    "/v1/customers/a%00b",
-    "/v1/customers/a%01b/credits",
-    "/v1/plans/a%00b",
-    "/v1/plans/a%1fb/alert-rules",
-    "/v1/customers/a%7fb/usage?metric=api_calls",
-    "/v1/alert-deliveries?status=%00",
-    "/v1/alert-deliveries?customerId=acme%00",
-    "/v1/customers/acme/usage?metric=api%00calls",
-    "/v1/invoices?customerId=%00",
-    "/v1/invoices?state=%0a",
-    "/v1/adjustments?customerId=a%00",
-    "/v1/customers?after=%00",
-    "/v1/invoices/export.csv?customerId=%00",
-    "/v1/invoices/lines.csv?status=draft%00",
-    "/v1/failed-events?status=%00",
-    "/v1/customers?%00=1",
-])
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/customers/a%00b",
+        "/v1/customers/a%01b/credits",
+        "/v1/plans/a%00b",
+        "/v1/plans/a%1fb/alert-rules",
+        "/v1/customers/a%7fb/usage?metric=api_calls",
+        "/v1/alert-deliveries?status=%00",
+        "/v1/alert-deliveries?customerId=acme%00",
+        "/v1/customers/acme/usage?metric=api%00calls",
+        "/v1/invoices?customerId=%00",
+        "/v1/invoices?state=%0a",
+        "/v1/adjustments?customerId=a%00",
+        "/v1/customers?after=%00",
+        "/v1/invoices/export.csv?customerId=%00",
+        "/v1/invoices/lines.csv?status=draft%00",
+        "/v1/failed-events?status=%00",
+        "/v1/customers?%00=1",
+    ],
+)
 async def test_a_control_character_in_an_api_path_or_query_is_400(
-    client: Client, admin_key: str, path: str,
+    client: Client,
+    admin_key: str,
+    path: str,
 ) -> None:
     await make_customer(client, admin_key)
     response = await client.get(path, headers=auth(admin_key))
@@ -102,6 +116,7 @@ async def test_a_control_character_is_refused_before_the_key_is_checked(client: 
 
 # --- the same on portal pages: the HTML error page --------------------------------------------
 
+
 async def _customer_user(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
     await make_customer(client, admin_key)
     await make_meter(client, admin_key)
@@ -109,15 +124,21 @@ async def _customer_user(client: Client, admin_key: str, pg: asyncpg.Connection)
     await sign_in(client, "user@acme.test")
 
 
-@pytest.mark.parametrize("path", [
-    f"/portal/invoices/{BEYOND_BIGINT}",
-    f"/portal/invoices/{BEYOND_BIGINT}/print",
-    f"/portal/customers/acme/alerts/rules/{BEYOND_BIGINT}/edit",
-    f"/portal/customers/acme/alerts/rules/{BEYOND_BIGINT}/delete",
-    f"/portal/customers/acme/alerts/channels/{BELOW_BIGINT}/delete",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/portal/invoices/{BEYOND_BIGINT}",
+        f"/portal/invoices/{BEYOND_BIGINT}/print",
+        f"/portal/customers/acme/alerts/rules/{BEYOND_BIGINT}/edit",
+        f"/portal/customers/acme/alerts/rules/{BEYOND_BIGINT}/delete",
+        f"/portal/customers/acme/alerts/channels/{BELOW_BIGINT}/delete",
+    ],
+)
 async def test_an_id_beyond_64_bits_in_a_page_address_is_the_404_page(
-    client: Client, admin_key: str, pg: asyncpg.Connection, path: str,
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
+    path: str,
 ) -> None:
     await _customer_user(client, admin_key, pg)
     response = await client.get(path)
@@ -126,14 +147,20 @@ async def test_an_id_beyond_64_bits_in_a_page_address_is_the_404_page(
     assert "<h1>Not found</h1>" in response.text
 
 
-@pytest.mark.parametrize("path", [
-    "/portal/customers/acme/meters/api%00",
-    "/portal/customers/ac%00me",
-    "/portal/customers/acme/meters/api_calls?group=%00",
-    "/portal/customers/acme/usage?seen=%01",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/portal/customers/acme/meters/api%00",
+        "/portal/customers/ac%00me",
+        "/portal/customers/acme/meters/api_calls?group=%00",
+        "/portal/customers/acme/usage?seen=%01",
+    ],
+)
 async def test_a_control_character_in_a_page_address_is_the_400_page(
-    client: Client, admin_key: str, pg: asyncpg.Connection, path: str,
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
+    path: str,
 ) -> None:
     await _customer_user(client, admin_key, pg)
     response = await client.get(path)
@@ -143,7 +170,9 @@ async def test_a_control_character_in_a_page_address_is_the_400_page(
 
 
 async def test_a_page_number_beyond_64_bits_on_a_page_is_the_400_page(
-    client: Client, admin_key: str, pg: asyncpg.Connection,
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
 ) -> None:
     await _customer_user(client, admin_key, pg)
     response = await client.get(f"/portal/customers/acme/invoices?before={BEYOND_BIGINT}")
@@ -152,7 +181,9 @@ async def test_a_page_number_beyond_64_bits_on_a_page_is_the_400_page(
 
 
 async def test_a_control_character_in_a_partial_is_a_short_message(
-    client: Client, admin_key: str, pg: asyncpg.Connection,
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
 ) -> None:
     await _customer_user(client, admin_key, pg)
     response = await client.get("/portal/customers/acme/usage?seen=%00", headers={"HX-Request": "true"})
@@ -161,6 +192,7 @@ async def test_a_control_character_in_a_partial_is_a_short_message(
 
 
 # --- unexpected errors: logged once, counted, a generic 500 -----------------------------------
+
 
 def _unhandled(exception: str) -> float:
     value = REGISTRY.get_sample_value("portal_unhandled_errors_total", {"exception": exception})
@@ -172,7 +204,10 @@ class Boom(RuntimeError):
 
 
 async def test_an_unexpected_error_in_the_api_is_a_logged_counted_500(
-    client: Client, admin_key: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    client: Client,
+    admin_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def broken(*_: Any, **__: Any) -> Any:
         raise Boom("the meters table went away")
@@ -182,8 +217,11 @@ async def test_an_unexpected_error_in_the_api_is_a_logged_counted_500(
     with caplog.at_level(logging.ERROR):
         response = await client.get("/v1/meters", headers={**auth(admin_key), "X-Request-ID": "trace-500"})
     assert response.status_code == 500
-    assert response.json() == {"status_code": 500, "detail": "Internal server error",
-                               "request_id": "trace-500"}
+    assert response.json() == {
+        "status_code": 500,
+        "detail": "Internal server error",
+        "request_id": "trace-500",
+    }
     assert "went away" not in response.text
     assert response.headers["x-request-id"] == "trace-500"
     logged = [r for r in caplog.records if r.exc_info]
@@ -195,7 +233,10 @@ async def test_an_unexpected_error_in_the_api_is_a_logged_counted_500(
 
 
 async def test_an_unexpected_error_on_a_page_is_the_500_page(
-    client: Client, admin_key: str, pg: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch,
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     await _customer_user(client, admin_key, pg)
@@ -219,9 +260,15 @@ async def test_an_unexpected_error_on_a_page_is_the_500_page(
 
 # --- bodies: values Postgres cannot store are 422s naming the field ---------------------------
 
-PLAN = {"id": "metered", "name": "Metered", "currency": "USD", "charges": [
-    {"key": "base", "model": "flat", "amount": "10.00"},
-    {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.01"}]}
+PLAN = {
+    "id": "metered",
+    "name": "Metered",
+    "currency": "USD",
+    "charges": [
+        {"key": "base", "model": "flat", "amount": "10.00"},
+        {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.01"},
+    ],
+}
 
 
 async def _billed_customer(client: Client, key: str) -> None:
@@ -232,37 +279,80 @@ async def _billed_customer(client: Client, key: str) -> None:
         assert response.status_code == 201, response.text
 
 
-@pytest.mark.parametrize(("path", "body", "field"), [
-    ("/v1/customers", {"id": "x", "name": "a\u0000b"}, "name"),
-    ("/v1/customers", {"id": "x", "name": "x", "timezone": "UTC\u0000"}, "timezone"),
-    ("/v1/meters", {"metricName": "m", "aggregation": "sum", "unit": "\u0000"}, "unit"),
-    ("/v1/meters", {"metricName": "m", "aggregation": "sum", "unit": "u", "groupBy": ["a\u0000"]}, "groupBy"),
-    ("/v1/plans", {**PLAN, "id": "p", "name": "N\u0000"}, "name"),
-    ("/v1/plans", {**PLAN, "id": "p", "description": "\u0000"}, "description"),
-    ("/v1/plans", {**PLAN, "id": "p", "charges": [{**PLAN["charges"][1], "meter": "api\u0000"}]}, "meter"),
-    ("/v1/plans", {**PLAN, "id": "p", "charges": [{**PLAN["charges"][1], "dimensions": {"r": "\u0000"}}]},
-     "dimensions"),
-    ("/v1/customers/acme/credits", {"amount": "1", "description": "\u0000"}, "description"),
-    ("/v1/customers/acme/credits", {"amount": "1", "expiresOn": "9999-12-31"}, "expiresOn"),
-    ("/v1/customers/acme/subscriptions", {"planId": "metered", "effectiveAt": "0001-01-01T00:00:00+14:00"},
-     "effectiveAt"),
-    ("/v1/customers/acme/subscriptions", {"planId": "metered", "effectiveAt": "9999-12-31T23:00:00-12:00"},
-     "effectiveAt"),
-    ("/v1/customers/acme/subscriptions", {"planId": "metered", "startDate": "0001-01-01"}, "startDate"),
-    ("/v1/customers/acme/invoices", {"period": "9999-12"}, "period"),
-    ("/v1/customers/acme/invoices", {"period": "0001-01"}, "period"),
-    ("/v1/customers/acme/alert-rules", {"name": "r\u0000", "levels": ["1"]}, "name"),
-    ("/v1/customers/acme/alert-rules", {"name": "r", "metricName": "\u0000", "levels": ["1"]}, "metricName"),
-    ("/v1/customers/acme/alert-rules", {"name": "r", "levels": ["1"], "channelIds": [2**63]}, "channelIds"),
-    ("/v1/customers/acme/alert-rules", {"name": "r", "levels": ["1e999999999"]}, "levels[0]"),
-    ("/v1/customers/acme/alert-rules", {"name": "r", "levels": ["1e-999999999"]}, "levels[0]"),
-    ("/v1/customers/acme/alert-rules", {"name": "r", "levels": ["50"], "basis": "budget",
-                                        "budget": "1e999999"}, "budget"),
-    ("/v1/customers/acme/alert-channels", {"name": "c\u0000", "destination": "json://127.0.0.1:9/x"}, "name"),
-    ("/v1/plans/metered/alert-rules", {"name": "r", "levels": ["1"], "metricName": "a\u0000"}, "metricName"),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/customers", {"id": "x", "name": "a\u0000b"}, "name"),
+        ("/v1/customers", {"id": "x", "name": "x", "timezone": "UTC\u0000"}, "timezone"),
+        ("/v1/meters", {"metricName": "m", "aggregation": "sum", "unit": "\u0000"}, "unit"),
+        (
+            "/v1/meters",
+            {"metricName": "m", "aggregation": "sum", "unit": "u", "groupBy": ["a\u0000"]},
+            "groupBy",
+        ),
+        ("/v1/plans", {**PLAN, "id": "p", "name": "N\u0000"}, "name"),
+        ("/v1/plans", {**PLAN, "id": "p", "description": "\u0000"}, "description"),
+        (
+            "/v1/plans",
+            {**PLAN, "id": "p", "charges": [{**PLAN["charges"][1], "meter": "api\u0000"}]},
+            "meter",
+        ),
+        (
+            "/v1/plans",
+            {**PLAN, "id": "p", "charges": [{**PLAN["charges"][1], "dimensions": {"r": "\u0000"}}]},
+            "dimensions",
+        ),
+        ("/v1/customers/acme/credits", {"amount": "1", "description": "\u0000"}, "description"),
+        ("/v1/customers/acme/credits", {"amount": "1", "expiresOn": "9999-12-31"}, "expiresOn"),
+        (
+            "/v1/customers/acme/subscriptions",
+            {"planId": "metered", "effectiveAt": "0001-01-01T00:00:00+14:00"},
+            "effectiveAt",
+        ),
+        (
+            "/v1/customers/acme/subscriptions",
+            {"planId": "metered", "effectiveAt": "9999-12-31T23:00:00-12:00"},
+            "effectiveAt",
+        ),
+        ("/v1/customers/acme/subscriptions", {"planId": "metered", "startDate": "0001-01-01"}, "startDate"),
+        ("/v1/customers/acme/invoices", {"period": "9999-12"}, "period"),
+        ("/v1/customers/acme/invoices", {"period": "0001-01"}, "period"),
+        ("/v1/customers/acme/alert-rules", {"name": "r\u0000", "levels": ["1"]}, "name"),
+        (
+            "/v1/customers/acme/alert-rules",
+            {"name": "r", "metricName": "\u0000", "levels": ["1"]},
+            "metricName",
+        ),
+        (
+            "/v1/customers/acme/alert-rules",
+            {"name": "r", "levels": ["1"], "channelIds": [2**63]},
+            "channelIds",
+        ),
+        ("/v1/customers/acme/alert-rules", {"name": "r", "levels": ["1e999999999"]}, "levels[0]"),
+        ("/v1/customers/acme/alert-rules", {"name": "r", "levels": ["1e-999999999"]}, "levels[0]"),
+        (
+            "/v1/customers/acme/alert-rules",
+            {"name": "r", "levels": ["50"], "basis": "budget", "budget": "1e999999"},
+            "budget",
+        ),
+        (
+            "/v1/customers/acme/alert-channels",
+            {"name": "c\u0000", "destination": "json://127.0.0.1:9/x"},
+            "name",
+        ),
+        (
+            "/v1/plans/metered/alert-rules",
+            {"name": "r", "levels": ["1"], "metricName": "a\u0000"},
+            "metricName",
+        ),
+    ],
+)
 async def test_a_body_value_postgres_cannot_store_is_422_naming_the_field(
-    client: Client, admin_key: str, path: str, body: dict[str, Any], field: str,
+    client: Client,
+    admin_key: str,
+    path: str,
+    body: dict[str, Any],
+    field: str,
 ) -> None:
     await _billed_customer(client, admin_key)
     response = await client.post(path, headers=auth(admin_key), json=body)
@@ -271,11 +361,18 @@ async def test_a_body_value_postgres_cannot_store_is_422_naming_the_field(
     assert field in named, response.text
 
 
-@pytest.mark.parametrize("query", [
-    "from=0001-01-01T00:00:00%2B14:00", "to=9999-12-31T23:59:59-14:00", "from=9999-01-01T00:00:00Z",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "from=0001-01-01T00:00:00%2B14:00",
+        "to=9999-12-31T23:59:59-14:00",
+        "from=9999-01-01T00:00:00Z",
+    ],
+)
 async def test_an_instant_out_of_range_in_an_export_query_is_422(
-    client: Client, admin_key: str, query: str,
+    client: Client,
+    admin_key: str,
+    query: str,
 ) -> None:
     response = await client.get(f"/v1/invoices/export.csv?{query}", headers=auth(admin_key))
     assert response.status_code == 422, response.text
@@ -283,12 +380,17 @@ async def test_an_instant_out_of_range_in_an_export_query_is_422(
     assert response.json()["extra"][0]["key"] == query.split("=")[0]
 
 
-@pytest.mark.parametrize("query", [
-    "start=0001-01-01T00:00:00Z&end=0001-01-02T00:00:00Z",
-    "start=9998-12-31T00:00:00Z&end=9999-12-31T23:59:59-14:00",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "start=0001-01-01T00:00:00Z&end=0001-01-02T00:00:00Z",
+        "start=9998-12-31T00:00:00Z&end=9999-12-31T23:59:59-14:00",
+    ],
+)
 async def test_an_instant_out_of_range_in_a_usage_query_is_422(
-    client: Client, admin_key: str, query: str,
+    client: Client,
+    admin_key: str,
+    query: str,
 ) -> None:
     await _billed_customer(client, admin_key)
     response = await client.get(f"/v1/customers/acme/usage?metric=api_calls&{query}", headers=auth(admin_key))
@@ -305,32 +407,45 @@ async def test_an_error_of_a_csv_route_is_json(client: Client, ingest_key: str) 
 
 # --- page forms: a NUL is refused with the form again, never a 500 ----------------------------
 
+
 async def test_a_nul_in_the_sign_in_form_is_a_wrong_sign_in(client: Client, pg: asyncpg.Connection) -> None:
     await make_user(pg, "user@acme.test", customer_id=None, role="admin")
     token = await login_form(client)
-    response = await client.post("/portal/login", data={
-        "email": "user@acme.test\u0000", "password": "x", "csrf_token": token}, follow_redirects=False)
+    response = await client.post(
+        "/portal/login",
+        data={"email": "user@acme.test\u0000", "password": "x", "csrf_token": token},
+        follow_redirects=False,
+    )
     assert response.status_code == 401, response.text
     assert "That email address and password do not match an account." in response.text
 
 
 async def test_a_nul_in_an_api_key_name_is_refused_on_the_form(
-    client: Client, pg: asyncpg.Connection,
+    client: Client,
+    pg: asyncpg.Connection,
 ) -> None:
     await make_user(pg, "ada@vendor.test", role="admin")
     csrf = await sign_in(client, "ada@vendor.test")
-    response = await client.post("/portal/admin/keys", data={
-        "name": "ci\u0000", "scope": "ingest", "csrf_token": csrf})
+    response = await client.post(
+        "/portal/admin/keys", data={"name": "ci\u0000", "scope": "ingest", "csrf_token": csrf}
+    )
     assert response.status_code == 422, response.text
     assert await pg.fetchval("SELECT count(*) FROM api_keys") == 0
 
 
-@pytest.mark.parametrize(("action", "form"), [
-    ("void", {"reason": "wrong plan\u0000"}),
-    ("adjustments", {"kind": "credit", "amount": "1.00", "reason": "goodwill\u0000"}),
-])
+@pytest.mark.parametrize(
+    ("action", "form"),
+    [
+        ("void", {"reason": "wrong plan\u0000"}),
+        ("adjustments", {"kind": "credit", "amount": "1.00", "reason": "goodwill\u0000"}),
+    ],
+)
 async def test_a_nul_in_a_review_reason_is_refused_on_the_form(
-    client: Client, admin_key: str, pg: asyncpg.Connection, action: str, form: dict[str, str],
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
+    action: str,
+    form: dict[str, str],
 ) -> None:
     csrf = await review_world(client, admin_key, pg)
     invoice_id = await draft(pg, start=SEPT[0], end=SEPT[1], status="finalized", number="INV-000007")

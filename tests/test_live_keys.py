@@ -10,8 +10,13 @@ from portal.periods import period_for, previous_period
 
 
 def test_keys_of_one_customer_share_a_hash_tag() -> None:
-    tagged = [keys.hour_key("acme", "api_calls", 3600), keys.unique_key("acme", "u", 0, "="),
-              keys.index_key("acme"), keys.marker_key("acme", "evt-1"), keys.scratch_key("acme", "x")]
+    tagged = [
+        keys.hour_key("acme", "api_calls", 3600),
+        keys.unique_key("acme", "u", 0, "="),
+        keys.index_key("acme"),
+        keys.marker_key("acme", "evt-1"),
+        keys.scratch_key("acme", "x"),
+    ]
     assert all("{acme}" in key for key in tagged)
 
 

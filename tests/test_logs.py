@@ -31,11 +31,16 @@ def test_a_log_line_is_json_with_the_bound_ids_and_no_secrets(log_stream: io.Str
     with structlog.contextvars.bound_contextvars(request_id="r-1", customer_id="acme", message_id="m-9"):
         logging.getLogger("portal.test").warning(
             "sending to %s with Bearer up_admin_abcdefghijklmnopqrstuvwxyz012345",
-            "json://user:hunter2@hooks.example/x")
+            "json://user:hunter2@hooks.example/x",
+        )
         structlog.get_logger("portal.test").info("delivered", destination="mailto://a:pw@b", attempt=2)
     first, second = (json.loads(line) for line in log_stream.getvalue().splitlines())
     assert (first["request_id"], first["customer_id"], first["message_id"], first["role"]) == (
-        "r-1", "acme", "m-9", "web")
+        "r-1",
+        "acme",
+        "m-9",
+        "web",
+    )
     assert first["level"] == "warning" and first["logger"] == "portal.test"
     assert "hunter2" not in first["event"] and "abcdefghij" not in first["event"]
     assert first["event"] == "sending to json://user:***@hooks.example/x with Bearer ***"

@@ -16,8 +16,11 @@ from tests.factories import auth, event, make_customer, make_meter
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 async def scrape(client: AsyncTestClient[Any]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -31,15 +34,17 @@ def delta(before: dict[Any, float], after: dict[Any, float], name: str, **labels
     return after.get(key, 0.0) - before.get(key, 0.0)
 
 
-async def test_ingest_metrics_count_the_traffic_exactly(client: AsyncTestClient[Any], admin_key: str,
-                                                        ingest_key: str) -> None:
+async def test_ingest_metrics_count_the_traffic_exactly(
+    client: AsyncTestClient[Any], admin_key: str, ingest_key: str
+) -> None:
     await make_customer(client, admin_key)
     await make_meter(client, admin_key)
     before = await scrape(client)
     first = event(quantity=1)
     batch = [first, event(quantity=2), event(quantity="-1"), event(metric="nope")]
-    assert (await client.post("/v1/events/batch", headers=auth(ingest_key),
-                              json={"events": batch})).status_code == 202
+    assert (
+        await client.post("/v1/events/batch", headers=auth(ingest_key), json={"events": batch})
+    ).status_code == 202
     assert (await client.post("/v1/events", headers=auth(ingest_key), json=first)).status_code == 202
     after = await scrape(client)
 
@@ -57,36 +62,57 @@ def test_one_scrape_sums_every_process_of_the_machine() -> None:
     folder = tempfile.mkdtemp(prefix="portal-metrics-")
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=folder)
     for count in (3, 4):  # two worker processes, each persisting some events, then exiting
-        subprocess.run([sys.executable, "-c",
-                        f"from portal import metrics; metrics.PERSISTED_EVENTS.inc({count})"],
-                       cwd=ROOT, env=env, check=True)
-    scraped = subprocess.run([sys.executable, "-c", "from portal import metrics; "
-                              "print(metrics.scrape().decode())"],
-                             cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
+        subprocess.run(
+            [sys.executable, "-c", f"from portal import metrics; metrics.PERSISTED_EVENTS.inc({count})"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
+    scraped = subprocess.run(
+        [sys.executable, "-c", "from portal import metrics; print(metrics.scrape().decode())"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert samples(scraped)[("portal_persisted_events_total", ())] == 7
 
 
-async def test_the_scrape_carries_gauges_of_the_stored_data(client: AsyncTestClient[Any], admin_key: str,
-                                                             pg: Any) -> None:
+async def test_the_scrape_carries_gauges_of_the_stored_data(
+    client: AsyncTestClient[Any], admin_key: str, pg: Any
+) -> None:
     await make_customer(client, admin_key, id="acme", currency="USD")
     for i in range(2):
-        await pg.execute("INSERT INTO failed_events (message_id, customer_id, event_id, event, received_at, "
-                         "reason, failed_at) "
-                         "VALUES ('m', 'acme', $1, '{}', now(), 'x', now() - interval '1 hour')", f"e{i}")
+        await pg.execute(
+            "INSERT INTO failed_events (message_id, customer_id, event_id, event, received_at, "
+            "reason, failed_at) "
+            "VALUES ('m', 'acme', $1, '{}', now(), 'x', now() - interval '1 hour')",
+            f"e{i}",
+        )
     run = await pg.fetchval(
         "INSERT INTO reconcile_runs (started_at, finished_at, window_start, window_end, full_rebuild, "
-        "keys_written) VALUES (now(), now(), now(), now(), false, 0) RETURNING id")
-    await pg.execute("INSERT INTO live_drift VALUES ($1, 'acme', 'api_calls', 12, 10, 2), "
-                     "($1, 'globex', 'api_calls', 0, 1, -1)", run)
+        "keys_written) VALUES (now(), now(), now(), now(), false, 0) RETURNING id"
+    )
+    await pg.execute(
+        "INSERT INTO live_drift VALUES ($1, 'acme', 'api_calls', 12, 10, 2), "
+        "($1, 'globex', 'api_calls', 0, 1, -1)",
+        run,
+    )
     invoice = await pg.fetchval(
         "INSERT INTO invoices (customer_id, period_start, period_end, currency, status, number, "
         "finalized_at) VALUES ('acme', '2026-09-01', '2026-10-01', 'USD', 'finalized', 'INV-1', now()) "
-        "RETURNING id")
-    await pg.execute("INSERT INTO invoices (customer_id, period_start, period_end, currency) "
-                     "VALUES ('acme', '2026-10-01', '2026-11-01', 'USD')")
-    await pg.execute("INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, "
-                     "amount, lines, reason) VALUES ($1, 'DN-1', 'debit', 2.70, 0, 2.70, '[]', 'late')",
-                     invoice)
+        "RETURNING id"
+    )
+    await pg.execute(
+        "INSERT INTO invoices (customer_id, period_start, period_end, currency) "
+        "VALUES ('acme', '2026-10-01', '2026-11-01', 'USD')"
+    )
+    await pg.execute(
+        "INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, "
+        "amount, lines, reason) VALUES ($1, 'DN-1', 'debit', 2.70, 0, 2.70, '[]', 'late')",
+        invoice,
+    )
 
     found = await scrape(client)
     assert found[("portal_failed_events", ())] == 2

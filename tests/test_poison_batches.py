@@ -42,28 +42,49 @@ async def catalog(client: AsyncTestClient[Any], admin_key: str) -> None:
     await make_meter(client, admin_key, metric="api_calls", aggregation="sum", group_by=["region"])
 
 
-def wire(*, customer: str, quantity: str, event_id: str | None = None, region: str = "eu",
-         product_id: str = "", metadata: dict[str, str] | None = None) -> list[Any]:
+def wire(
+    *,
+    customer: str,
+    quantity: str,
+    event_id: str | None = None,
+    region: str = "eu",
+    product_id: str = "",
+    metadata: dict[str, str] | None = None,
+) -> list[Any]:
     """An accepted event's wire row as the web builds it (UTC customers, meter api_calls:
     sum grouped by region)."""
     now_us = int(time.time() * 1_000_000)
     return AcceptedEvent(
-        customer_id=customer, event_id=event_id or uuid.uuid4().hex, metric_name="api_calls",
-        product_id=product_id, quantity=Decimal(quantity), event_time_us=now_us,
-        dimensions={"region": region}, metadata=metadata or {"source": "api", "version": "1"},
-        fingerprint=uuid.uuid4().hex, aggregation="sum", bucket=now_us // 3_600_000_000 * 3600,
-        group_key=msgspec.json.encode({"region": region}).decode(), unique_value=None,
+        customer_id=customer,
+        event_id=event_id or uuid.uuid4().hex,
+        metric_name="api_calls",
+        product_id=product_id,
+        quantity=Decimal(quantity),
+        event_time_us=now_us,
+        dimensions={"region": region},
+        metadata=metadata or {"source": "api", "version": "1"},
+        fingerprint=uuid.uuid4().hex,
+        aggregation="sum",
+        bucket=now_us // 3_600_000_000 * 3600,
+        group_key=msgspec.json.encode({"region": region}).decode(),
+        unique_value=None,
     ).to_wire()
 
 
-async def hand_off(redis: Redis, events: list[list[Any]], *, holds: int = 2,
-                   message_id: str | None = None) -> dict[str, Any]:
+async def hand_off(
+    redis: Redis, events: list[list[Any]], *, holds: int = 2, message_id: str | None = None
+) -> dict[str, Any]:
     """Queue one coalesced persist message holding `completeThrough` like the web does."""
     accepted_ms = int(time.time() * 1000)
     hold_ids = [uuid.uuid4().hex for _ in range(holds)]
     await redis.zadd(live_keys.INFLIGHT_KEY, dict.fromkeys(hold_ids, accepted_ms))
-    message = {"id": message_id or uuid.uuid4().hex, "holds": hold_ids, "acceptedAt": accepted_ms,
-               "events": events, "conflicts": []}
+    message = {
+        "id": message_id or uuid.uuid4().hex,
+        "holds": hold_ids,
+        "acceptedAt": accepted_ms,
+        "events": events,
+        "conflicts": [],
+    }
     await enqueue(PERSIST_ACTOR, INGEST_QUEUE, message)
     return message
 
@@ -73,8 +94,11 @@ async def billed(client: AsyncTestClient[Any], key: str, customer: str) -> str:
 
 
 async def failed_rows(pg: asyncpg.Connection) -> list[asyncpg.Record]:
-    return list(await pg.fetch(
-        "SELECT message_id, customer_id, event_id, event, reason FROM failed_events ORDER BY id"))
+    return list(
+        await pg.fetch(
+            "SELECT message_id, customer_id, event_id, event, reason FROM failed_events ORDER BY id"
+        )
+    )
 
 
 def stored_wire(event: str) -> list[Any]:
@@ -88,22 +112,39 @@ BAD: dict[str, Callable[[], list[Any]]] = {
     "eventId": lambda: wire(customer="acme", quantity="100", event_id="evt\x00nul"),
     "productId": lambda: wire(customer="globex", quantity="200", product_id="pro\x00duct"),
     "dimensions.region": lambda: wire(customer="acme", quantity="300", region="e\x00u"),
-    "metadata.source": lambda: wire(customer="globex", quantity="400",
-                                    metadata={"source": "api\x00", "version": "1"}),
+    "metadata.source": lambda: wire(
+        customer="globex", quantity="400", metadata={"source": "api\x00", "version": "1"}
+    ),
     "quantity": lambda: wire(customer="acme", quantity="1" + "0" * 24),  # beyond numeric(32, 12)
     "quantity (NaN)": lambda: wire(customer="globex", quantity="NaN"),  # would poison a sum
 }
 
 
 async def test_bad_events_are_set_aside_and_everyone_elses_are_billed_exactly(
-    client: AsyncTestClient[Any], admin_key: str, catalog: None, worker: WorkerProcess,
-    redis: Redis, pg: asyncpg.Connection,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
 ) -> None:
     good = [wire(customer="acme", quantity=q) for q in ("1", "2", "3.5")] + [
-        wire(customer="globex", quantity=q) for q in ("10", "20.25")]
+        wire(customer="globex", quantity=q) for q in ("10", "20.25")
+    ]
     bad = {field: make() for field, make in BAD.items()}
-    rows = [good[0], bad["eventId"], good[3], bad["productId"], good[1], bad["dimensions.region"],
-            bad["metadata.source"], good[2], bad["quantity"], bad["quantity (NaN)"], good[4]]
+    rows = [
+        good[0],
+        bad["eventId"],
+        good[3],
+        bad["productId"],
+        good[1],
+        bad["dimensions.region"],
+        bad["metadata.source"],
+        good[2],
+        bad["quantity"],
+        bad["quantity (NaN)"],
+        good[4],
+    ]
 
     message = await hand_off(redis, rows)
 
@@ -121,8 +162,12 @@ async def test_bad_events_are_set_aside_and_everyone_elses_are_billed_exactly(
 
 
 async def test_a_poison_message_is_not_retried_and_logs_no_events(
-    client: AsyncTestClient[Any], admin_key: str, catalog: None, worker: WorkerProcess,
-    redis: Redis, settings: Settings,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    settings: Settings,
 ) -> None:
     log_start = len(worker.output())
     good = [wire(customer="globex", quantity="5") for _ in range(50)]
@@ -146,8 +191,12 @@ async def test_a_poison_message_is_not_retried_and_logs_no_events(
 
 
 async def test_readyz_and_status_report_the_set_aside_persist(
-    client: AsyncTestClient[Any], admin_key: str, catalog: None, worker: WorkerProcess,
-    redis: Redis, settings: Settings,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    settings: Settings,
 ) -> None:
     assert (await client.get("/readyz")).json() == {"status": "ready"}
     message = await hand_off(redis, [wire(customer="acme", quantity="1"), BAD["productId"]()])
@@ -171,8 +220,12 @@ async def test_readyz_and_status_report_the_set_aside_persist(
 
 
 async def test_a_message_of_bad_events_only_is_set_aside_whole(
-    client: AsyncTestClient[Any], admin_key: str, catalog: None, worker: WorkerProcess,
-    redis: Redis, pg: asyncpg.Connection,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
 ) -> None:
     bad = [make() for make in BAD.values()]
     await hand_off(redis, bad, holds=3)
@@ -184,8 +237,12 @@ async def test_a_message_of_bad_events_only_is_set_aside_whole(
 
 
 async def test_a_redelivered_poison_message_counts_nothing_twice(
-    client: AsyncTestClient[Any], admin_key: str, catalog: None, worker: WorkerProcess,
-    redis: Redis, pg: asyncpg.Connection,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
 ) -> None:
     # Given a poison message whose good part committed (as if the worker died after
     # that commit, before the acknowledgement)...
@@ -203,8 +260,12 @@ async def test_a_redelivered_poison_message_counts_nothing_twice(
 
 
 async def test_the_same_event_twice_in_one_message_counts_once(
-    client: AsyncTestClient[Any], admin_key: str, catalog: None, worker: WorkerProcess,
-    redis: Redis, pg: asyncpg.Connection,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
 ) -> None:
     # Two concurrent requests carrying one event both pass the live check and can be
     # coalesced into one message.
@@ -229,16 +290,25 @@ DROP_REFUSE_IDS = "DROP TRIGGER refuse_ids ON event_ledger; DROP FUNCTION refuse
 
 
 async def test_a_data_error_the_worker_cannot_foresee_is_isolated_by_bisection(
-    client: AsyncTestClient[Any], admin_key: str, catalog: None, worker: WorkerProcess,
-    redis: Redis, pg: asyncpg.Connection,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
 ) -> None:
     # Given Postgres refuses two events for a data reason no screening knows (22023).
     await pg.execute(REFUSE_IDS.replace("{code}", "22023"))
     try:
         log_start = len(worker.output())
         good = [wire(customer="acme" if i % 3 else "globex", quantity="1") for i in range(40)]
-        rows = [*good[:7], wire(customer="acme", quantity="9", event_id="refused-1"), *good[7:29],
-                wire(customer="globex", quantity="9", event_id="refused-2"), *good[29:]]
+        rows = [
+            *good[:7],
+            wire(customer="acme", quantity="9", event_id="refused-1"),
+            *good[7:29],
+            wire(customer="globex", quantity="9", event_id="refused-2"),
+            *good[29:],
+        ]
         message = await hand_off(redis, rows)
         await wait_until_persisted(redis)
     finally:
@@ -253,16 +323,22 @@ async def test_a_data_error_the_worker_cannot_foresee_is_isolated_by_bisection(
 
 
 async def test_an_unknown_error_is_retried_then_only_its_events_are_set_aside(
-    client: AsyncTestClient[Any], admin_key: str, catalog: None, worker: WorkerProcess,
-    redis: Redis, pg: asyncpg.Connection,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
 ) -> None:
     # Given Postgres refuses one event with an error that says nothing about data (P0001).
     await pg.execute(REFUSE_IDS.replace("{code}", "P0001"))
     try:
         log_start = len(worker.output())
-        rows = [wire(customer="acme", quantity="2"),
-                wire(customer="globex", quantity="3", event_id="refused-1"),
-                wire(customer="globex", quantity="4")]
+        rows = [
+            wire(customer="acme", quantity="2"),
+            wire(customer="globex", quantity="3", event_id="refused-1"),
+            wire(customer="globex", quantity="4"),
+        ]
         message = await hand_off(redis, rows)
         await wait_until_persisted(redis)
     finally:
@@ -277,8 +353,13 @@ async def test_an_unknown_error_is_retried_then_only_its_events_are_set_aside(
 
 
 async def test_a_set_aside_event_replays_exactly_and_good_ones_stay_counted_once(
-    client: AsyncTestClient[Any], admin_key: str, catalog: None, worker: WorkerProcess,
-    redis: Redis, pg: asyncpg.Connection, settings: Settings,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
+    settings: Settings,
 ) -> None:
     from portal.admin_tasks import replay_failed
 
@@ -288,8 +369,10 @@ async def test_a_set_aside_event_replays_exactly_and_good_ones_stay_counted_once
     response = await client.get("/v1/failed-events", headers={"Authorization": f"Bearer {admin_key}"})
     assert response.status_code == 200
     [shown] = response.json()
-    assert (shown["customerId"], shown["event"]["metadata"]) == ("globex", {"source": "api\\u0000",
-                                                                          "version": "1"})
+    assert (shown["customerId"], shown["event"]["metadata"]) == (
+        "globex",
+        {"source": "api\\u0000", "version": "1"},
+    )
 
     assert await replay_failed(settings, ids=None) == 1
     await wait_until_persisted(redis)
@@ -301,7 +384,10 @@ async def test_a_set_aside_event_replays_exactly_and_good_ones_stay_counted_once
 
 
 async def test_a_lone_surrogate_no_broker_can_carry_is_set_aside_too(
-    client: AsyncTestClient[Any], admin_key: str, catalog: None, pg: asyncpg.Connection,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    catalog: None,
+    pg: asyncpg.Connection,
     settings: Settings,
 ) -> None:
     # The broker's JSON refuses lone surrogates both ways, so no message carries one; the
@@ -319,11 +405,20 @@ async def test_a_lone_surrogate_no_broker_can_carry_is_set_aside_too(
             yield conn
 
     odd = wire(customer="acme", quantity="5", event_id="lone-\ud800")
-    batch = {"id": "m-1", "holds": ["h"], "acceptedAt": int(time.time() * 1000),
-             "events": [wire(customer="acme", quantity="2"), odd], "conflicts": [odd]}
+    batch = {
+        "id": "m-1",
+        "holds": ["h"],
+        "acceptedAt": int(time.time() * 1000),
+        "events": [wire(customer="acme", quantity="2"), odd],
+        "conflicts": [odd],
+    }
     try:
-        split = await persist_split(transaction, batch, error=UnicodeEncodeError("utf-8", "", 0, 1, "x"),
-                                    may_set_aside=lambda exc: True)
+        split = await persist_split(
+            transaction,
+            batch,
+            error=UnicodeEncodeError("utf-8", "", 0, 1, "x"),
+            may_set_aside=lambda exc: True,
+        )
     finally:
         await pool.close()
     assert (split.events, split.set_aside, split.persisted.persisted) == (2, 1, 1)
@@ -336,12 +431,18 @@ async def test_a_lone_surrogate_no_broker_can_carry_is_set_aside_too(
 
 
 async def test_a_worker_killed_mid_split_loses_and_doubles_nothing(
-    client: AsyncTestClient[Any], admin_key: str, catalog: None, own_worker: WorkerProcess,
-    redis: Redis, pg: asyncpg.Connection,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    catalog: None,
+    own_worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
 ) -> None:
     # Given Postgres refuses one of acme's events (a data error only Postgres knows), and
     # one of globex's events waits for a lock this test holds...
-    await pg.execute(REFUSE_IDS.replace("{code}", "22023") + """
+    await pg.execute(
+        REFUSE_IDS.replace("{code}", "22023")
+        + """
         CREATE FUNCTION wait_for_test() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             IF NEW.event_id LIKE 'slow-%' THEN PERFORM pg_advisory_xact_lock(4242); END IF;
@@ -349,7 +450,8 @@ async def test_a_worker_killed_mid_split_loses_and_doubles_nothing(
         END $$;
         CREATE TRIGGER wait_for_test BEFORE INSERT ON event_ledger
             FOR EACH ROW EXECUTE FUNCTION wait_for_test();
-    """)
+    """
+    )
     await pg.execute("SELECT pg_advisory_lock(4242)")
     try:
         acme = [wire(customer="acme", quantity="1") for _ in range(4)]
@@ -357,14 +459,22 @@ async def test_a_worker_killed_mid_split_loses_and_doubles_nothing(
         slow = wire(customer="globex", quantity="100", event_id="slow-1")
         # ...the split commits acme's good events in parts (the first half, bisected),
         # then blocks in the second half (globex's).
-        rows = [*acme[:2], wire(customer="acme", quantity="9", event_id="refused-1"), *acme[2:],
-                *globex, slow]
+        rows = [
+            *acme[:2],
+            wire(customer="acme", quantity="9", event_id="refused-1"),
+            *acme[2:],
+            *globex,
+            slow,
+        ]
         await hand_off(redis, rows)
 
         async def split_blocked() -> bool:
-            return bool(await pg.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE 'INSERT INTO event_ledger%'"))
+            return bool(
+                await pg.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE 'INSERT INTO event_ledger%'"
+                )
+            )
 
         await wait_for(split_blocked, what="the split to block in its second half")
         assert await pg.fetchval("SELECT count(*) FROM event_ledger") == 4  # acme's, committed
@@ -376,8 +486,9 @@ async def test_a_worker_killed_mid_split_loses_and_doubles_nothing(
         own_worker.start()
         await wait_until_persisted(redis, timeout=60)
     finally:
-        await pg.execute(DROP_REFUSE_IDS + "; DROP TRIGGER wait_for_test ON event_ledger; "
-                         "DROP FUNCTION wait_for_test()")
+        await pg.execute(
+            DROP_REFUSE_IDS + "; DROP TRIGGER wait_for_test ON event_ledger; DROP FUNCTION wait_for_test()"
+        )
     # then every good event is counted once, and only the refused one is set aside.
     assert [await billed(client, admin_key, c) for c in ("acme", "globex")] == ["4", "140"]
     assert await pg.fetchval("SELECT sum(event_count) FROM hourly_usage") == 9

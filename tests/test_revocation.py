@@ -60,8 +60,9 @@ async def _revoke_through_the_admin_page(client: Client, pg: asyncpg.Connection,
     await make_user(pg, "root@vendor.test", role="admin")
     csrf = await sign_in(client, "root@vendor.test")
     key_id = await pg.fetchval("SELECT id FROM api_keys WHERE name = $1", name)
-    response = await client.post(f"/portal/admin/keys/{key_id}/revoke", data={"csrf_token": csrf},
-                                 follow_redirects=False)
+    response = await client.post(
+        f"/portal/admin/keys/{key_id}/revoke", data={"csrf_token": csrf}, follow_redirects=False
+    )
     assert response.status_code == 303
     page = await client.get(response.headers["location"])
     notice = re.search(r'id="revoked-notice">(.*?)</p>', page.text, re.DOTALL)
@@ -70,7 +71,11 @@ async def _revoke_through_the_admin_page(client: Client, pg: asyncpg.Connection,
 
 
 async def test_a_key_revoked_in_one_process_is_refused_by_the_other_at_once(
-    first: Client, second: Client, admin_key: str, ingest_key: str, pg: asyncpg.Connection,
+    first: Client,
+    second: Client,
+    admin_key: str,
+    ingest_key: str,
+    pg: asyncpg.Connection,
 ) -> None:
     # Given both processes accepted (and cached) the ingest key
     await make_customer(first, admin_key)
@@ -92,39 +97,50 @@ async def test_a_key_revoked_in_one_process_is_refused_by_the_other_at_once(
 
 
 async def test_revoking_waits_for_every_listening_process(
-    first: Client, second: Client, admin_key: str, redis: Redis,
+    first: Client,
+    second: Client,
+    admin_key: str,
+    redis: Redis,
 ) -> None:
     for client in (first, second):
         assert (await client.get("/v1/customers", headers=auth(admin_key))).status_code == 200
     await _listening(first, second)
     # Other web processes of the session (a browser test's live server) may listen too:
     # every one of them must be counted and must confirm.
-    (_, listeners), = await redis.pubsub_numsub(revocations_channel(redis))
+    ((_, listeners),) = await redis.pubsub_numsub(revocations_channel(redis))
     assert listeners >= 2
     announced = await announce_revocation(redis)
     assert (announced.processes, announced.confirmed) == (listeners, listeners)
 
 
 async def test_an_unconfirmed_process_is_named_on_the_page(
-    first: Client, admin_key: str, pg: asyncpg.Connection, redis: Redis,
+    first: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
+    redis: Redis,
 ) -> None:
     # A subscriber that never acknowledges (a process whose loop is stuck)
     stuck = redis.pubsub()
     await stuck.subscribe(revocations_channel(redis))
     try:
-        await pg.execute("INSERT INTO api_keys (name, scope, prefix, key_hash) VALUES ('x', 'ingest', 'up_', "
-                         "'\\x00'::bytea)")
+        await pg.execute(
+            "INSERT INTO api_keys (name, scope, prefix, key_hash) VALUES ('x', 'ingest', 'up_', "
+            "'\\x00'::bytea)"
+        )
         started = asyncio.get_running_loop().time()
         notice = await _revoke_through_the_admin_page(first, pg, "x")
         assert asyncio.get_running_loop().time() - started >= service.ACK_WAIT_S
-        assert notice.endswith("is revoked. 1 web process did not confirm in time; they refuse it as soon as "
-                               "they read the notice, and within 60 seconds at most.")
+        assert notice.endswith(
+            "is revoked. 1 web process did not confirm in time; they refuse it as soon as "
+            "they read the notice, and within 60 seconds at most."
+        )
     finally:
         await stuck.aclose()
 
 
-async def test_a_process_not_listening_caches_nothing(settings: Settings, ingest_key: str,
-                                                      pg: asyncpg.Connection) -> None:
+async def test_a_process_not_listening_caches_nothing(
+    settings: Settings, ingest_key: str, pg: asyncpg.Connection
+) -> None:
     state = PortalState.open(settings)
     try:
         uncached = KeyCache(state.sessions)  # no Redis: no notices, so no cache
@@ -135,8 +151,9 @@ async def test_a_process_not_listening_caches_nothing(settings: Settings, ingest
         await state.close()
 
 
-async def test_losing_the_notices_drops_the_cache(first: Client, admin_key: str, redis: Redis,
-                                                  pg: asyncpg.Connection) -> None:
+async def test_losing_the_notices_drops_the_cache(
+    first: Client, admin_key: str, redis: Redis, pg: asyncpg.Connection
+) -> None:
     # Given a process that cached the key while listening
     assert (await first.get("/v1/customers", headers=auth(admin_key))).status_code == 200
     await _listening(first)

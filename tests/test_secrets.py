@@ -29,12 +29,16 @@ KEY_B = "B" * 20 + "-second-key-of-the-portal-32+"
 
 # --- refusing weak keys -------------------------------------------------------------------
 
-@pytest.mark.parametrize(("key", "reason"), [
-    ("", "PORTAL_SECRET_KEY is empty"),
-    (PLACEHOLDER_SECRET, "PORTAL_SECRET_KEY is the public placeholder"),
-    ("x" * 31, "PORTAL_SECRET_KEY is 31 bytes long; it must be at least 32"),
-    ("é" * 15 + "x", "PORTAL_SECRET_KEY is 31 bytes long"),  # bytes, not characters
-])
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("", "PORTAL_SECRET_KEY is empty"),
+        (PLACEHOLDER_SECRET, "PORTAL_SECRET_KEY is the public placeholder"),
+        ("x" * 31, "PORTAL_SECRET_KEY is 31 bytes long; it must be at least 32"),
+        ("é" * 15 + "x", "PORTAL_SECRET_KEY is 31 bytes long"),  # bytes, not characters
+    ],
+)
 def test_a_weak_key_refuses_to_start_in_production(tmp_path: Path, key: str, reason: str) -> None:
     with pytest.raises(SettingsError, match=reason):
         Settings(environment="production", secret_key=key, data_dir=tmp_path)
@@ -56,25 +60,38 @@ def test_an_explicit_key_is_held_to_the_same_rule_in_development(tmp_path: Path)
 
 
 def _cli(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "portal.cli", *argv], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "portal.cli", *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
-@pytest.mark.parametrize("command", [["web"], ["worker"], ["scheduler"], ["migrate"], ["secrets", "rotate"],
-                                     ["up"]])
+@pytest.mark.parametrize(
+    "command", [["web"], ["worker"], ["scheduler"], ["migrate"], ["secrets", "rotate"], ["up"]]
+)
 def test_every_role_exits_non_zero_with_the_message(tmp_path: Path, command: list[str]) -> None:
-    env = {**os.environ, "PORTAL_ENV": "production", "PORTAL_SECRET_KEY": "too-short",
-           "PORTAL_DATA_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "PORTAL_ENV": "production",
+        "PORTAL_SECRET_KEY": "too-short",
+        "PORTAL_DATA_DIR": str(tmp_path),
+    }
     done = _cli(*command, env=env)
     assert done.returncode == 1
     assert done.stderr == (
         "usage-portal: refusing to start (PORTAL_ENV=production): PORTAL_SECRET_KEY is 9 bytes long; "
         "it must be at least 32; generate one with: "
-        "python -c 'import secrets; print(secrets.token_urlsafe(48))'\n")
+        "python -c 'import secrets; print(secrets.token_urlsafe(48))'\n"
+    )
     assert list(tmp_path.iterdir()) == []  # refused before starting any server
 
 
 # --- development: one random key per data dir ----------------------------------------------
+
 
 def test_development_generates_a_private_key_once_per_data_dir(tmp_path: Path) -> None:
     first = Settings(data_dir=tmp_path / "data")
@@ -132,8 +149,12 @@ async def _store_channels(pg: asyncpg.Connection, key: str, *, disabled: bool = 
             "INSERT INTO alert_channels (customer_id, name, kind, destination_encrypted, destination_masked, "
             "signing_secret_encrypted, disabled_at) VALUES ('acme', $1, $2, $3, 'masked', $4, "
             "CASE WHEN $5 THEN now() END) RETURNING id",
-            f"{kind}{' (disabled)' if disabled else ''}", kind, encrypt(key, url),
-            None if signing is None else encrypt(key, signing), disabled)
+            f"{kind}{' (disabled)' if disabled else ''}",
+            kind,
+            encrypt(key, url),
+            None if signing is None else encrypt(key, signing),
+            disabled,
+        )
     return ids
 
 
@@ -154,8 +175,9 @@ async def acme(client: AsyncTestClient[Any], admin_key: str) -> None:
     await make_customer(client, admin_key)
 
 
-async def test_rotation_keeps_every_channel_readable(settings: Settings, pg: asyncpg.Connection,
-                                                     acme: None) -> None:
+async def test_rotation_keeps_every_channel_readable(
+    settings: Settings, pg: asyncpg.Connection, acme: None
+) -> None:
     # Given channels stored under key A
     ids = await _store_channels(pg, KEY_A)
     # While rotating (processes restarted with B current and A previous)
@@ -181,18 +203,26 @@ async def test_rotation_keeps_every_channel_readable(settings: Settings, pg: asy
 
 async def test_rotation_through_the_cli(settings: Settings, pg: asyncpg.Connection, acme: None) -> None:
     ids = await _store_channels(pg, KEY_A)
-    env = {**os.environ, "PORTAL_ENV": "production", "PORTAL_SECRET_KEY": KEY_B,
-           "PORTAL_SECRET_KEY_PREVIOUS": KEY_A, "DATABASE_URL": settings.database_url or "",
-           "REDIS_URL": settings.redis_url or ""}
+    env = {
+        **os.environ,
+        "PORTAL_ENV": "production",
+        "PORTAL_SECRET_KEY": KEY_B,
+        "PORTAL_SECRET_KEY_PREVIOUS": KEY_A,
+        "DATABASE_URL": settings.database_url or "",
+        "REDIS_URL": settings.redis_url or "",
+    }
     done = _cli("secrets", "rotate", env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == (
-        "re-encrypted 3 stored alert channel secrets under the current key (3 were under a previous key)")
+        "re-encrypted 3 stored alert channel secrets under the current key (3 were under a previous key)"
+    )
     assert await _read(settings, ids["webhook"], KEY_B) == DESTINATIONS["webhook"]
 
 
 async def test_rotation_refuses_when_an_active_channel_reads_with_no_key(
-    settings: Settings, pg: asyncpg.Connection, acme: None,
+    settings: Settings,
+    pg: asyncpg.Connection,
+    acme: None,
 ) -> None:
     await _store_channels(pg, KEY_A)
     before = await pg.fetch("SELECT id, destination_encrypted FROM alert_channels ORDER BY id")
@@ -203,7 +233,9 @@ async def test_rotation_refuses_when_an_active_channel_reads_with_no_key(
 
 
 async def test_rotation_leaves_unreadable_disabled_channels_and_names_them(
-    settings: Settings, pg: asyncpg.Connection, acme: None,
+    settings: Settings,
+    pg: asyncpg.Connection,
+    acme: None,
 ) -> None:
     active = await _store_channels(pg, KEY_A)
     lost = await _store_channels(pg, "C" * 40, disabled=True)
@@ -220,9 +252,14 @@ def test_a_commands_data_dir_holds_its_key(tmp_path: Path) -> None:
     workdir.mkdir()
     unset = ("PORTAL_DATA_DIR", "PORTAL_SECRET_KEY", "PORTAL_ENV")
     env = {k: v for k, v in os.environ.items() if k not in unset}
-    done = subprocess.run([sys.executable, "-m", "portal.cli", "--data-dir", str(data), "status"],
-                          cwd=workdir, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "portal.cli", "--data-dir", str(data), "status"],
+        cwd=workdir,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "no embedded servers are running" in done.stderr
     assert (data / "secret_key").read_text().strip() == Settings(data_dir=data).secret_key
     assert list(workdir.iterdir()) == []

@@ -10,25 +10,37 @@ from tests.factories import auth, event, make_customer, make_meter
 
 
 async def test_event_flows_to_live_and_billed(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, worker: WorkerProcess,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
     redis: Redis,
 ) -> None:
     await make_customer(client, admin_key)
     await make_meter(client, admin_key)
-    response = await client.post("/v1/events/batch", headers=auth(ingest_key),
-                                 json={"events": [event(quantity=2), event(quantity="3.5")]})
+    response = await client.post(
+        "/v1/events/batch",
+        headers=auth(ingest_key),
+        json={"events": [event(quantity=2), event(quantity="3.5")]},
+    )
     assert response.status_code == 202, response.text
     assert response.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
     await wait_until_persisted(redis)
     for source in ("live", "billed"):
-        usage = await client.get("/v1/customers/acme/usage", headers=auth(admin_key),
-                                 params={"metric": "api_calls", "source": source})
+        usage = await client.get(
+            "/v1/customers/acme/usage",
+            headers=auth(admin_key),
+            params={"metric": "api_calls", "source": source},
+        )
         assert usage.status_code == 200, usage.text
         assert usage.json()["total"] == "5.5", (source, usage.json())
 
 
 async def test_ingest_survives_redis_forgetting_its_scripts(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, redis: Redis,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    redis: Redis,
 ) -> None:
     await make_customer(client, admin_key)
     await make_meter(client, admin_key)
@@ -37,6 +49,7 @@ async def test_ingest_survives_redis_forgetting_its_scripts(
     await redis.script_flush()  # as after a Redis restart
     again = await client.post("/v1/events", headers=auth(ingest_key), json=event(quantity=2))
     assert again.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
-    live = await client.get("/v1/customers/acme/usage", headers=auth(admin_key),
-                            params={"metric": "api_calls"})
+    live = await client.get(
+        "/v1/customers/acme/usage", headers=auth(admin_key), params={"metric": "api_calls"}
+    )
     assert live.json()["total"] == "3"

@@ -13,8 +13,9 @@ from portal.settings import Settings
 from portal.status import gather_status, render
 
 # The newest migration file's revision (files are named NNNN_what.py after their revision).
-NEWEST_MIGRATION = max(p.name[:4] for p in (Path(__file__).parent.parent / "migrations" / "versions")
-                       .glob("[0-9]*.py"))
+NEWEST_MIGRATION = max(
+    p.name[:4] for p in (Path(__file__).parent.parent / "migrations" / "versions").glob("[0-9]*.py")
+)
 
 
 async def test_status_counts_failed_events_drift_and_dead_letters(settings: Settings, pg: Any) -> None:
@@ -22,10 +23,14 @@ async def test_status_counts_failed_events_drift_and_dead_letters(settings: Sett
     for i, failed_at in enumerate((oldest, oldest + timedelta(hours=1))):
         await pg.execute(
             "INSERT INTO failed_events (message_id, customer_id, event_id, event, received_at, reason, "
-            "failed_at) VALUES ('m', 'acme', $1, '{}', now(), 'boom', $2)", f"e{i}", failed_at)
+            "failed_at) VALUES ('m', 'acme', $1, '{}', now(), 'boom', $2)",
+            f"e{i}",
+            failed_at,
+        )
     run = await pg.fetchval(
         "INSERT INTO reconcile_runs (started_at, finished_at, window_start, window_end, full_rebuild, "
-        "keys_written) VALUES (now(), now(), now(), now(), false, 0) RETURNING id")
+        "keys_written) VALUES (now(), now(), now(), now(), false, 0) RETURNING id"
+    )
     for metric in ("a", "b", "c"):
         await pg.execute("INSERT INTO live_drift VALUES ($1, 'acme', $2, 2, 1, 1)", run, metric)
     broker = Redis.from_url(settings.broker_url or "")
@@ -56,5 +61,7 @@ async def test_readyz_names_a_database_behind_the_code(client: Any, pg: Any) -> 
     finally:
         await pg.execute("UPDATE alembic_version SET version_num = $1", NEWEST_MIGRATION)
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable",
-                               "migrations": f"database at 0002, code expects {NEWEST_MIGRATION}"}
+    assert response.json() == {
+        "status": "unavailable",
+        "migrations": f"database at 0002, code expects {NEWEST_MIGRATION}",
+    }

@@ -58,9 +58,11 @@ def lone_worker(settings: Settings, quick_beats: None) -> Any:
 async def the_worker(client: Redis) -> int:
     """The pid of the one worker process alive by its heartbeat (Dramatiq's worker process,
     a child of the process the test started), once it beats."""
+
     async def beating() -> int | None:
         alive = (await read_roles(client)).alive("worker")
         return alive[0].pid if len(alive) == 1 else None
+
     pid: int = await wait_for(beating, what="the worker's heartbeat")
     return pid
 
@@ -69,8 +71,14 @@ async def the_worker(client: Redis) -> int:
 
 
 async def test_postgres_down_is_named_with_the_stalled_persist_by_readyz_and_status(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, catalog: None,
-    lone_worker: WorkerProcess, redis: Redis, embedded: Any, settings: Settings,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    catalog: None,
+    lone_worker: WorkerProcess,
+    redis: Redis,
+    embedded: Any,
+    settings: Settings,
 ) -> None:
     pid = await the_worker(redis)
     await send(client, ingest_key, [event(quantity=10)])  # the key is known before the outage
@@ -127,7 +135,9 @@ async def test_status_names_an_unreachable_redis_and_broker_and_shows_what_postg
 
 
 def test_status_exits_1_only_when_something_needs_an_operator(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     operator_env(monkeypatch, settings)
     main(["status"])  # everything up: exit status 0
@@ -160,7 +170,10 @@ async def test_status_says_valkey_is_loading(settings: Settings) -> None:
 
 
 async def test_a_killed_worker_is_named_by_readyz_and_status(
-    client: AsyncTestClient[Any], lone_worker: WorkerProcess, redis: Redis, settings: Settings,
+    client: AsyncTestClient[Any],
+    lone_worker: WorkerProcess,
+    redis: Redis,
+    settings: Settings,
 ) -> None:
     pid = await the_worker(redis)
     assert (await client.get("/readyz")).json() == {"status": "ready"}
@@ -179,7 +192,10 @@ async def test_a_killed_worker_is_named_by_readyz_and_status(
 
 
 async def test_a_stopped_scheduler_is_named_stopped(
-    client: AsyncTestClient[Any], redis: Redis, settings: Settings, quick_beats: None,
+    client: AsyncTestClient[Any],
+    redis: Redis,
+    settings: Settings,
+    quick_beats: None,
 ) -> None:
     stop = threading.Event()
     scheduler = threading.Thread(target=run_scheduler, args=(settings, stop), daemon=True)
@@ -203,12 +219,15 @@ async def test_a_stopped_scheduler_is_named_stopped(
 
 
 def _run(actor: str, *args: Any) -> None:
-    get_broker().enqueue(dramatiq.Message(queue_name=MAINTENANCE_QUEUE, actor_name=actor, args=args,
-                                          kwargs={}, options={}))
+    get_broker().enqueue(
+        dramatiq.Message(queue_name=MAINTENANCE_QUEUE, actor_name=actor, args=args, kwargs={}, options={})
+    )
 
 
 async def test_a_periodic_jobs_dead_letters_are_cleared_by_its_next_success(
-    worker: WorkerProcess, pg: asyncpg.Connection, settings: Settings,
+    worker: WorkerProcess,
+    pg: asyncpg.Connection,
+    settings: Settings,
 ) -> None:
     broker = redis.Redis.from_url(settings.broker_url or "")
 
@@ -232,7 +251,10 @@ async def test_a_periodic_jobs_dead_letters_are_cleared_by_its_next_success(
     finally:
         await pg.execute("DROP TRIGGER refuse_runs ON reconcile_runs; DROP FUNCTION refuse_runs()")
     assert [(q.name, q.dead) for q in (await gather_status(settings)).queues] == [
-        ("ingest", 0), ("maintenance", 3), ("alerts", 0)]
+        ("ingest", 0),
+        ("maintenance", 3),
+        ("alerts", 0),
+    ]
     # When a later run succeeds,
     _run("reconcile_live")
     await wait_for(lambda: dead(1), what="the moot dead letters to be cleared")
@@ -247,9 +269,22 @@ async def test_a_periodic_jobs_dead_letters_are_cleared_by_its_next_success(
 
 def _dead_letter(client: redis.Redis, queue: str, message_id: str, at_ms: int, **message: Any) -> None:
     client.zadd(dead_letters.dead_key(queue), {message_id: at_ms})
-    client.hset(dead_letters.dead_messages_key(queue), message_id, json.dumps(
-        {"queue_name": queue, "actor_name": "reconcile_live", "args": [], "kwargs": {}, "options": {},
-         "message_id": message_id, "message_timestamp": at_ms, **message}))
+    client.hset(
+        dead_letters.dead_messages_key(queue),
+        message_id,
+        json.dumps(
+            {
+                "queue_name": queue,
+                "actor_name": "reconcile_live",
+                "args": [],
+                "kwargs": {},
+                "options": {},
+                "message_id": message_id,
+                "message_timestamp": at_ms,
+                **message,
+            }
+        ),
+    )
 
 
 async def test_old_dead_letters_age_out_except_ingests(settings: Settings) -> None:
@@ -272,32 +307,45 @@ async def test_old_dead_letters_age_out_except_ingests(settings: Settings) -> No
     assert client.zcard(dead_letters.dead_key(INGEST_QUEUE)) == 1
 
 
-@pytest.mark.parametrize(("actor", "args", "succeeded", "moot"), [
-    ("reconcile_live", [], "reconcile_live", True),
-    ("reconcile_live", [False], "reconcile_live", True),
-    ("reconcile_live", [True], "reconcile_live", False),  # a full rebuild is not done by a periodic run
-    ("settle_late_events", [12], "sweep_late_events", True),
-    ("evaluate_alerts", ["acme"], "sweep_alerts", True),
-    ("deliver_alert", [3], "sweep_alerts", True),
-    ("deliver_alert", [3], "reconcile_live", False),
-    ("persist_events", [{"id": "b"}], "reconcile_live", False),
-    ("persist_events", [{"id": "b"}], "sweep_alerts", False),
-])
-def test_which_success_makes_a_dead_letter_moot(actor: str, args: list[Any], succeeded: str,
-                                                moot: bool) -> None:
+@pytest.mark.parametrize(
+    ("actor", "args", "succeeded", "moot"),
+    [
+        ("reconcile_live", [], "reconcile_live", True),
+        ("reconcile_live", [False], "reconcile_live", True),
+        ("reconcile_live", [True], "reconcile_live", False),  # a full rebuild is not done by a periodic run
+        ("settle_late_events", [12], "sweep_late_events", True),
+        ("evaluate_alerts", ["acme"], "sweep_alerts", True),
+        ("deliver_alert", [3], "sweep_alerts", True),
+        ("deliver_alert", [3], "reconcile_live", False),
+        ("persist_events", [{"id": "b"}], "reconcile_live", False),
+        ("persist_events", [{"id": "b"}], "sweep_alerts", False),
+    ],
+)
+def test_which_success_makes_a_dead_letter_moot(
+    actor: str, args: list[Any], succeeded: str, moot: bool
+) -> None:
     assert dead_letters.covered({"actor_name": actor, "args": args}, succeeded) is moot
 
 
 def operator_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
     """The environment an operator's `usage-portal` command runs in, on the test's servers."""
-    for name, url in (("DATABASE_URL", settings.database_url), ("REDIS_URL", settings.redis_url),
-                      ("BROKER_URL", settings.broker_url)):
+    for name, url in (
+        ("DATABASE_URL", settings.database_url),
+        ("REDIS_URL", settings.redis_url),
+        ("BROKER_URL", settings.broker_url),
+    ):
         monkeypatch.setenv(name, url or "")
 
 
 async def test_an_ingest_dead_letter_stays_in_status_until_replayed_then_counts_once(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, catalog: None, settings: Settings,
-    redis: Redis, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    catalog: None,
+    settings: Settings,
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     for other in RUNNING_WORKERS:
         other.stop()
@@ -321,8 +369,10 @@ async def test_an_ingest_dead_letter_stays_in_status_until_replayed_then_counts_
     assert status.attention[-1] == "1 ingest message(s) dead-lettered"
     text = render(status)
     assert text.splitlines()[0].endswith("; 1 ingest message(s) dead-lettered")
-    assert ("  1 ingest message(s) dead-lettered: accepted events not in Postgres, kept until replayed "
-            "(usage-portal dead-letters replay)") in text
+    assert (
+        "  1 ingest message(s) dead-lettered: accepted events not in Postgres, kept until replayed "
+        "(usage-portal dead-letters replay)"
+    ) in text
     # the operator lists it and replays it (twice: the second finds nothing),
     operator_env(monkeypatch, settings)
     main(["dead-letters", "list"])

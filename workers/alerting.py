@@ -26,9 +26,12 @@ _settings = get_settings()
 
 
 def transport() -> Transport:
-    return Transport(smtp_url=_settings.smtp_url, slack_webhook_base=_settings.slack_webhook_base,
-                     timeout_s=_settings.alert_send_timeout_s,
-                     allow_networks=_settings.destination_allow_networks)
+    return Transport(
+        smtp_url=_settings.smtp_url,
+        slack_webhook_base=_settings.slack_webhook_base,
+        timeout_s=_settings.alert_send_timeout_s,
+        allow_networks=_settings.destination_allow_networks,
+    )
 
 
 async def request_evaluation(ctx: WorkerContext, customer_ids: list[str]) -> None:
@@ -44,8 +47,14 @@ async def request_evaluation(ctx: WorkerContext, customer_ids: list[str]) -> Non
             evaluate_alerts.send_with_options(args=(customer_id,), delay=delay)
 
 
-@dramatiq.actor(actor_name="evaluate_alerts", queue_name=ALERTS_QUEUE, max_retries=5,
-                min_backoff=500, max_backoff=10_000, time_limit=120_000)
+@dramatiq.actor(
+    actor_name="evaluate_alerts",
+    queue_name=ALERTS_QUEUE,
+    max_retries=5,
+    min_backoff=500,
+    max_backoff=10_000,
+    time_limit=120_000,
+)
 async def evaluate_alerts(customer_id: str) -> None:
     """Fire what the customer's rules owe and send it. Safe to run twice: firings are
     unique per rule, level, kind and period."""
@@ -60,8 +69,14 @@ async def evaluate_alerts(customer_id: str) -> None:
         deliver_alert.send(delivery_id)
 
 
-@dramatiq.actor(actor_name="deliver_alert", queue_name=ALERTS_QUEUE, max_retries=3,
-                min_backoff=1_000, max_backoff=30_000, time_limit=120_000)
+@dramatiq.actor(
+    actor_name="deliver_alert",
+    queue_name=ALERTS_QUEUE,
+    max_retries=3,
+    min_backoff=1_000,
+    max_backoff=30_000,
+    time_limit=120_000,
+)
 async def deliver_alert(delivery_id: int) -> None:
     """Send one delivery and record the attempt; schedule the retry if it failed.
     A no-op if the delivery is settled, not due, or being sent by another worker."""
@@ -69,8 +84,9 @@ async def deliver_alert(delivery_id: int) -> None:
     structlog.contextvars.bind_contextvars(delivery_id=delivery_id)
     lease = timedelta(seconds=ctx.settings.alert_lease_seconds)
     async with transaction(ctx.sessions) as session:
-        claimed = await deliveries.claim(session, delivery_id, now=datetime.now(UTC), lease=lease,
-                                         secret_key=ctx.settings.secret_key)
+        claimed = await deliveries.claim(
+            session, delivery_id, now=datetime.now(UTC), lease=lease, secret_key=ctx.settings.secret_key
+        )
     if claimed is None:
         # Settled, not due yet, or leased by a sender that may have died mid-send (this
         # message can be its redelivery): look again when the lease or delay ends.
@@ -83,22 +99,38 @@ async def deliver_alert(delivery_id: int) -> None:
             deliver_alert.send_with_options(args=(delivery_id,), delay=wait_ms)
         return
     started = datetime.now(UTC)
-    outcome = await asyncio.to_thread(send, claimed.destination.url, claimed.notice, transport=transport(),
-                                      webhook_secret=claimed.destination.signing_secret)
+    outcome = await asyncio.to_thread(
+        send,
+        claimed.destination.url,
+        claimed.notice,
+        transport=transport(),
+        webhook_secret=claimed.destination.signing_secret,
+    )
     async with transaction(ctx.sessions) as session:
-        retry_ms = await deliveries.record(session, claimed, outcome, started_at=started,
-                                           now=datetime.now(UTC),
-                                           retry_delays_ms=ctx.settings.alert_retry_delays_ms)
+        retry_ms = await deliveries.record(
+            session,
+            claimed,
+            outcome,
+            started_at=started,
+            now=datetime.now(UTC),
+            retry_delays_ms=ctx.settings.alert_retry_delays_ms,
+        )
     kind = claimed.destination.kind
     if outcome.ok:
         metrics.ALERT_DELIVERIES.labels(kind, "sent").inc()
         metrics.ALERT_DELIVERY_SECONDS.labels(kind).observe(
-            max((datetime.now(UTC) - claimed.notice.occurred_at).total_seconds(), 0.0))
+            max((datetime.now(UTC) - claimed.notice.occurred_at).total_seconds(), 0.0)
+        )
     else:
         metrics.ALERT_DELIVERIES.labels(kind, "retry" if retry_ms is not None else "failed").inc()
     if retry_ms is not None:
-        log.warning("delivery %s attempt %s failed (%s); retrying in %s ms", delivery_id, claimed.attempt,
-                    outcome.error, retry_ms)
+        log.warning(
+            "delivery %s attempt %s failed (%s); retrying in %s ms",
+            delivery_id,
+            claimed.attempt,
+            outcome.error,
+            retry_ms,
+        )
         deliver_alert.send_with_options(args=(delivery_id,), delay=retry_ms)
 
 
@@ -110,15 +142,17 @@ async def sweep_alerts() -> None:
     scheduler runs it again."""
     ctx = await get_context()
     async with transaction(ctx.sessions) as session:
-        rows = await session.execute(text(
-            "SELECT DISTINCT customer_id FROM alert_rules WHERE disabled_at IS NULL ORDER BY 1"))
+        rows = await session.execute(
+            text("SELECT DISTINCT customer_id FROM alert_rules WHERE disabled_at IS NULL ORDER BY 1")
+        )
         customers = [str(values(r)[0]) for r in rows]
     ids: list[int] = []
     for customer_id in customers:
         try:
             async with transaction(ctx.sessions) as session:
-                ids += await evaluate_customer(session, customer_id, now=datetime.now(UTC),
-                                               settings=ctx.settings)
+                ids += await evaluate_customer(
+                    session, customer_id, now=datetime.now(UTC), settings=ctx.settings
+                )
         except Exception as exc:
             if is_outage(exc):  # the whole sweep waits for the next tick
                 raise

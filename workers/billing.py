@@ -19,8 +19,14 @@ SETTLE_ACTOR = "settle_late_events"
 log = logging.getLogger(__name__)
 
 
-@dramatiq.actor(actor_name=SETTLE_ACTOR, queue_name=MAINTENANCE_QUEUE, max_retries=10,
-                min_backoff=1_000, max_backoff=60_000, time_limit=300_000)
+@dramatiq.actor(
+    actor_name=SETTLE_ACTOR,
+    queue_name=MAINTENANCE_QUEUE,
+    max_retries=10,
+    min_backoff=1_000,
+    max_backoff=60_000,
+    time_limit=300_000,
+)
 async def settle_late_events_actor(invoice_id: int) -> None:
     """Re-rate a finalized invoice that received late events; record the adjustment.
     Safe to run twice: settled events are not counted again."""
@@ -29,25 +35,30 @@ async def settle_late_events_actor(invoice_id: int) -> None:
         await settle_late_events(session, invoice_id, now=datetime.now(UTC))
 
 
-@dramatiq.actor(actor_name="sweep_late_events", queue_name=MAINTENANCE_QUEUE, max_retries=0,
-                time_limit=300_000)
+@dramatiq.actor(
+    actor_name="sweep_late_events", queue_name=MAINTENANCE_QUEUE, max_retries=0, time_limit=300_000
+)
 @periodic
 async def sweep_late_events() -> None:
     """Settle late events whose adjustment job was lost (e.g. a worker died between the
     commit and the enqueue). Not retried: the scheduler runs it again."""
     ctx = await get_context()
     async with transaction(ctx.sessions) as session:
-        rows = await session.execute(text(
-            "SELECT DISTINCT invoice_id FROM late_events "
-            "WHERE settled_at IS NULL AND recorded_at < now() - interval '1 minute'"))
+        rows = await session.execute(
+            text(
+                "SELECT DISTINCT invoice_id FROM late_events "
+                "WHERE settled_at IS NULL AND recorded_at < now() - interval '1 minute'"
+            )
+        )
         invoice_ids = [int(values(r)[0]) for r in rows]
     for invoice_id in invoice_ids:
         async with transaction(ctx.sessions) as session:
             await settle_late_events(session, invoice_id, now=datetime.now(UTC))
 
 
-@dramatiq.actor(actor_name="draft_current_periods", queue_name=MAINTENANCE_QUEUE, max_retries=0,
-                time_limit=1_800_000)
+@dramatiq.actor(
+    actor_name="draft_current_periods", queue_name=MAINTENANCE_QUEUE, max_retries=0, time_limit=1_800_000
+)
 @periodic
 async def draft_current_periods() -> None:
     """Keep every customer's draft of its running period current (spend so far for the
@@ -58,8 +69,9 @@ async def draft_current_periods() -> None:
         log.error("drafting current periods: %s", error)
 
 
-@dramatiq.actor(actor_name="draft_ended_periods", queue_name=MAINTENANCE_QUEUE, max_retries=0,
-                time_limit=1_800_000)
+@dramatiq.actor(
+    actor_name="draft_ended_periods", queue_name=MAINTENANCE_QUEUE, max_retries=0, time_limit=1_800_000
+)
 @periodic
 async def draft_ended_periods() -> None:
     """Keep every customer's draft of its last ended period current, so the review queue

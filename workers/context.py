@@ -64,9 +64,13 @@ async def get_context() -> WorkerContext:
             await engine.dispose()
             return _context
         _context = WorkerContext(
-            settings=settings, engine=engine, sessions=session_factory(engine), redis=redis,
+            settings=settings,
+            engine=engine,
+            sessions=session_factory(engine),
+            redis=redis,
             pool=pool,
-            live=LiveStore(redis, accepted_lateness=settings.accepted_lateness,
-                           marker_ttl=settings.dedup_marker_ttl),
+            live=LiveStore(
+                redis, accepted_lateness=settings.accepted_lateness, marker_ttl=settings.dedup_marker_ttl
+            ),
         )
     return _context

@@ -128,10 +128,28 @@ def unstorable(row: Any) -> str | None:
     huge number's text costs nothing here)."""
     if not isinstance(row, list) or len(row) != WIRE_FIELDS:
         return "event: not an accepted event's wire row"
-    (customer_id, event_id, metric_name, product_id, quantity, event_time_us, dimensions,
-     metadata, fingerprint, aggregation, bucket, group_key, unique_value) = row
-    texts = [("customerId", customer_id), ("eventId", event_id), ("metricName", metric_name),
-             ("productId", product_id), ("groupKey", group_key)]
+    (
+        customer_id,
+        event_id,
+        metric_name,
+        product_id,
+        quantity,
+        event_time_us,
+        dimensions,
+        metadata,
+        fingerprint,
+        aggregation,
+        bucket,
+        group_key,
+        unique_value,
+    ) = row
+    texts = [
+        ("customerId", customer_id),
+        ("eventId", event_id),
+        ("metricName", metric_name),
+        ("productId", product_id),
+        ("groupKey", group_key),
+    ]
     if unique_value is not None:
         texts.append(("uniqueValue", unique_value))
     for field, value in texts:
@@ -148,8 +166,11 @@ def unstorable(row: Any) -> str | None:
         return "fingerprint: not hex"
     if isinstance(event_time_us, int) and event_time_us < 0:
         return "timestamp: out of range"
-    return (_quantity_fault(quantity) or _micros_fault("timestamp", event_time_us)
-            or _micros_fault("bucket", bucket * 1_000_000 if isinstance(bucket, int) else None))
+    return (
+        _quantity_fault(quantity)
+        or _micros_fault("timestamp", event_time_us)
+        or _micros_fault("bucket", bucket * 1_000_000 if isinstance(bucket, int) else None)
+    )
 
 
 def decode_row(row: Any) -> Any:
@@ -176,8 +197,9 @@ def _json_storable(value: Any) -> bool:
     if isinstance(value, list):
         return all(_json_storable(item) for item in value)
     if isinstance(value, dict):
-        return all(isinstance(k, str) and unsafe_char(k) is None and _json_storable(v)
-                   for k, v in value.items())
+        return all(
+            isinstance(k, str) and unsafe_char(k) is None and _json_storable(v) for k, v in value.items()
+        )
     return False
 
 
@@ -217,26 +239,39 @@ def event_shown(row: Any) -> dict[str, Any]:
 
     quantity, event_time_us = at(4), at(5)
     return {
-        "eventId": key_safe(at(1)), "customerId": key_safe(at(0)),
+        "eventId": key_safe(at(1)),
+        "customerId": key_safe(at(0)),
         "metricName": text_safe(at(2)) if isinstance(at(2), str) else "",
         "productId": text_safe(at(3)) if isinstance(at(3), str) else "",
-        "quantity": (text_safe(quantity[:MAX_QUANTITY_CHARS]) if isinstance(quantity, str)
-                     else _short_repr(quantity)),
-        "timestamp": (event_time_us // 1000 if isinstance(event_time_us, int)
-                      and not isinstance(event_time_us, bool) and abs(event_time_us) < 10**18 else None),
+        "quantity": (
+            text_safe(quantity[:MAX_QUANTITY_CHARS]) if isinstance(quantity, str) else _short_repr(quantity)
+        ),
+        "timestamp": (
+            event_time_us // 1000
+            if isinstance(event_time_us, int)
+            and not isinstance(event_time_us, bool)
+            and abs(event_time_us) < 10**18
+            else None
+        ),
         "dimensions": _shown(at(6)) if isinstance(at(6), dict) else {},
         "metadata": _shown(at(7)) if isinstance(at(7), dict) else {},
     }
 
 
-def failed_event_record(message_id: str, received_at: datetime, row: Any,
-                        reason: str) -> tuple[str, str, str, str, datetime, str]:
+def failed_event_record(
+    message_id: str, received_at: datetime, row: Any, reason: str
+) -> tuple[str, str, str, str, datetime, str]:
     """A failed_events row (message_id, customer_id, event_id, event, received_at, reason)
     for a wire row of any shape: every text storable, the exact row kept for replay."""
     event = {**event_shown(row), "wire": kept_wire(row)}
-    return (key_safe(message_id), event["customerId"], event["eventId"],
-            json.dumps(event, ensure_ascii=False), received_at,
-            text_safe(reason)[:MAX_REASON_CHARS])
+    return (
+        key_safe(message_id),
+        event["customerId"],
+        event["eventId"],
+        json.dumps(event, ensure_ascii=False),
+        received_at,
+        text_safe(reason)[:MAX_REASON_CHARS],
+    )
 
 
 def failed_key(row: Any) -> tuple[str, str]:
@@ -261,7 +296,9 @@ async def record_failed_events(conn: Any, records: list[tuple[str, str, str, str
         await conn.executemany(
             "INSERT INTO failed_events (message_id, customer_id, event_id, event, received_at, reason) "
             "VALUES ($1, $2, $3, $4::jsonb, $5, $6) "
-            "ON CONFLICT (message_id, customer_id, event_id) DO NOTHING", records)
+            "ON CONFLICT (message_id, customer_id, event_id) DO NOTHING",
+            records,
+        )
     return len(records)
 
 
@@ -269,7 +306,8 @@ async def already_failed(conn: Any, message_id: str) -> set[tuple[str, str]]:
     """(customer_id, event_id) of the events this message already set aside (see
     `failed_key`): a redelivered message skips them."""
     found = await conn.fetch(
-        "SELECT customer_id, event_id FROM failed_events WHERE message_id = $1", key_safe(message_id))
+        "SELECT customer_id, event_id FROM failed_events WHERE message_id = $1", key_safe(message_id)
+    )
     return {(r["customer_id"], r["event_id"]) for r in found}
 
 
@@ -280,4 +318,5 @@ async def record_conflicts_safely(conn: Any, rows: list[Any], detected_by: str) 
         await conn.executemany(
             "INSERT INTO event_conflicts (customer_id, event_id, event, detected_by) "
             "VALUES ($1, $2, $3::jsonb, $4)",
-            [(e["customerId"], e["eventId"], json.dumps(e, ensure_ascii=False), detected_by) for e in shown])
+            [(e["customerId"], e["eventId"], json.dumps(e, ensure_ascii=False), detected_by) for e in shown],
+        )

@@ -104,8 +104,14 @@ async def _retry(ctx: WorkerContext, batch: dict[str, Any], message_id: str, exc
     Dramatiq does not log: its own line would print the whole message."""
     kind = "outage" if isinstance(exc, UNAVAILABLE) else "retry"
     reason = error_summary(exc)
-    log.warning("persist of message %s (%d event(s)) failed, retrying (%s): %s%s", message_id,
-                _event_count(batch), kind, reason, _where(exc))
+    log.warning(
+        "persist of message %s (%d event(s)) failed, retrying (%s): %s%s",
+        message_id,
+        _event_count(batch),
+        kind,
+        reason,
+        _where(exc),
+    )
     await _note(ctx, kind=kind, message_id=message_id, events=_event_count(batch), reason=reason)
     raise dramatiq.Retry(f"{kind}: {reason}") from None
 
@@ -140,8 +146,13 @@ async def persist_events(batch: dict[str, Any]) -> None:
         forget_known()
         outcome = await _recover(ctx, batch, message_id, exc)
     else:
-        log.debug("message %s: %d persisted, %d duplicate(s), %d conflict(s)", message_id,
-                  outcome.persisted, outcome.duplicates, outcome.conflicts)
+        log.debug(
+            "message %s: %d persisted, %d duplicate(s), %d conflict(s)",
+            message_id,
+            outcome.persisted,
+            outcome.duplicates,
+            outcome.conflicts,
+        )
     metrics.PERSISTED_EVENTS.inc(outcome.persisted)
     metrics.PERSIST_LAG.observe(max(time.time() - received_at_of(batch).timestamp(), 0.0))
     for invoice_id in outcome.late_invoices:
@@ -157,8 +168,9 @@ async def persist_events(batch: dict[str, Any]) -> None:
     await ctx.live.release(*held)
 
 
-async def _recover(ctx: WorkerContext, batch: dict[str, Any], message_id: str,
-                   exc: Exception) -> PersistOutcome:
+async def _recover(
+    ctx: WorkerContext, batch: dict[str, Any], message_id: str, exc: Exception
+) -> PersistOutcome:
     """After the whole batch failed: retry it later, or persist it in parts now."""
     if isinstance(exc, UNAVAILABLE):
         await _retry(ctx, batch, message_id, exc)
@@ -179,15 +191,31 @@ async def _recover(ctx: WorkerContext, batch: dict[str, Any], message_id: str,
             _count_failure()
         await _retry(ctx, batch, message_id, again)
     if split.set_aside:
-        log.error("message %s: set aside %d of %d event(s) in failed_events, persisted %d (%s)",
-                  message_id, split.set_aside, split.events, split.persisted.persisted, split.reason)
+        log.error(
+            "message %s: set aside %d of %d event(s) in failed_events, persisted %d (%s)",
+            message_id,
+            split.set_aside,
+            split.events,
+            split.persisted.persisted,
+            split.reason,
+        )
         metrics.FAILED_EVENTS.inc(split.set_aside)
-        await _note(ctx, kind="set_aside", message_id=message_id, events=split.events,
-                    set_aside=split.set_aside, reason=split.reason)
+        await _note(
+            ctx,
+            kind="set_aside",
+            message_id=message_id,
+            events=split.events,
+            set_aside=split.set_aside,
+            reason=split.reason,
+        )
     else:  # in parts, all went through (or what failed was set aside by an earlier delivery)
-        log.warning("message %s: persisted in parts after %s; %d of %d event(s) new, nothing "
-                    "(more) to set aside", message_id, error_summary(exc), split.persisted.persisted,
-                    split.events)
+        log.warning(
+            "message %s: persisted in parts after %s; %d of %d event(s) new, nothing (more) to set aside",
+            message_id,
+            error_summary(exc),
+            split.persisted.persisted,
+            split.events,
+        )
     return split.persisted
 
 

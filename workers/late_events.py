@@ -24,7 +24,9 @@ async def record_late_events(conn: Any, events: list[AcceptedEvent]) -> list[int
     invoices = await conn.fetch(
         "SELECT id, customer_id, period_start, period_end FROM invoices "
         "WHERE status = 'finalized' AND customer_id = ANY($1) AND period_end > $2",
-        customers, earliest)
+        customers,
+        earliest,
+    )
     if not invoices:
         return []
     periods: dict[str, list[tuple[datetime, datetime, int]]] = {}
@@ -35,10 +37,20 @@ async def record_late_events(conn: Any, events: list[AcceptedEvent]) -> list[int
         hour = micros_to_datetime(e.bucket * 1_000_000)
         for start, end, invoice_id in periods.get(e.customer_id, ()):
             if start <= hour < end:
-                late.append((invoice_id, e.customer_id, e.event_id, e.metric_name, e.quantity,
-                             micros_to_datetime(e.event_time_us)))
+                late.append(
+                    (
+                        invoice_id,
+                        e.customer_id,
+                        e.event_id,
+                        e.metric_name,
+                        e.quantity,
+                        micros_to_datetime(e.event_time_us),
+                    )
+                )
     if late:
         await conn.executemany(
             "INSERT INTO late_events (invoice_id, customer_id, event_id, metric_name, quantity, event_time) "
-            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING", late)
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            late,
+        )
     return sorted({row[0] for row in late})

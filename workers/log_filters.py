@@ -22,10 +22,14 @@ class MessageIdsOnly(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and any(
-                isinstance(a, (dramatiq.Message, MessageProxy)) for a in record.args):
-            record.args = tuple(f"{a.actor_name}(message {a.message_id})"
-                                if isinstance(a, (dramatiq.Message, MessageProxy)) else a
-                                for a in record.args)
+            isinstance(a, (dramatiq.Message, MessageProxy)) for a in record.args
+        ):
+            record.args = tuple(
+                f"{a.actor_name}(message {a.message_id})"
+                if isinstance(a, (dramatiq.Message, MessageProxy))
+                else a
+                for a in record.args
+            )
         return True
 
 

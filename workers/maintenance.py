@@ -18,8 +18,7 @@ from workers.reconcile import reconcile
 PARTITION_MONTHS_AHEAD = 3
 
 
-@dramatiq.actor(actor_name="reconcile_live", queue_name=MAINTENANCE_QUEUE, max_retries=0,
-                time_limit=600_000)
+@dramatiq.actor(actor_name="reconcile_live", queue_name=MAINTENANCE_QUEUE, max_retries=0, time_limit=600_000)
 @periodic
 async def reconcile_live(full: bool = False) -> None:
     """Rewrite differing settled live hours from Postgres; record drift. Not retried:
@@ -34,8 +33,14 @@ async def maintain_partitions_now(conn: Any, lateness: timedelta, now: datetime 
     return await ensure_partitions(conn, months_between(first, last))
 
 
-@dramatiq.actor(actor_name="maintain_storage", queue_name=MAINTENANCE_QUEUE, max_retries=3,
-                min_backoff=5_000, max_backoff=60_000, time_limit=600_000)
+@dramatiq.actor(
+    actor_name="maintain_storage",
+    queue_name=MAINTENANCE_QUEUE,
+    max_retries=3,
+    min_backoff=5_000,
+    max_backoff=60_000,
+    time_limit=600_000,
+)
 @periodic
 async def maintain_storage() -> None:
     """Create partitions ahead; forget ledger entries older than the lateness window
@@ -45,4 +50,5 @@ async def maintain_storage() -> None:
         await maintain_partitions_now(conn, ctx.settings.accepted_lateness)
         await conn.execute(
             "DELETE FROM event_ledger WHERE event_time < now() - $1::interval",
-            ctx.settings.accepted_lateness + timedelta(days=2))
+            ctx.settings.accepted_lateness + timedelta(days=2),
+        )

@@ -63,8 +63,14 @@ class JobOutcomes(Middleware):
         with self._lock:
             self._started.pop(message.message_id, None)
 
-    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *,
-                              result: Any = None, exception: BaseException | None = None) -> None:
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
         with self._lock:
             started_ms = self._started.pop(message.message_id, None)
         if started_ms is None or exception is not None or message.options.get(SKIPPED_OPTION):
@@ -78,5 +84,9 @@ class JobOutcomes(Middleware):
             log.info("job outcome of %s not recorded: %s", message.actor_name, type(exc).__name__)
             return
         if cleared or aged:
-            log.info("%s succeeded: cleared %d dead letter(s) it makes moot, aged out %d",
-                     message.actor_name, cleared, aged)
+            log.info(
+                "%s succeeded: cleared %d dead letter(s) it makes moot, aged out %d",
+                message.actor_name,
+                cleared,
+                aged,
+            )

@@ -77,8 +77,9 @@ def _skipped(job: str, exc: BaseException) -> None:
         if first:
             _outages[job] = time.monotonic()
     if first:
-        log.warning("%s skipped: a store is unavailable (%s); it runs again at its next tick",
-                    job, type(exc).__name__)
+        log.warning(
+            "%s skipped: a store is unavailable (%s); it runs again at its next tick", job, type(exc).__name__
+        )
 
 
 def _ran(job: str) -> None:

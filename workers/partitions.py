@@ -42,9 +42,11 @@ async def ensure_partitions(conn: Any, months: list[date]) -> list[str]:
         return []
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _DDL_LOCK)
     existing = {
-        r["relname"] for r in await conn.fetch(
+        r["relname"]
+        for r in await conn.fetch(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent = 'usage_events'::regclass")
+            "WHERE i.inhparent = 'usage_events'::regclass"
+        )
     }
     created = []
     for month in missing:
@@ -55,7 +57,8 @@ async def ensure_partitions(conn: Any, months: list[date]) -> list[str]:
             end = datetime(end_month.year, end_month.month, 1, tzinfo=UTC)
             await conn.execute(
                 f"CREATE TABLE {name} PARTITION OF usage_events "
-                f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')")
+                f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+            )
             created.append(name)
     # Only remember months once the transaction that created them is known to commit;
     # callers commit right after, and a rollback just means one more check next time.

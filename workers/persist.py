@@ -41,8 +41,18 @@ from workers.late_events import record_late_events
 from workers.partitions import ensure_partitions, forget_known, month_start, months_between
 
 EVENT_COLUMNS = [
-    "customer_id", "event_id", "metric_name", "product_id", "quantity", "event_time", "hour",
-    "group_key", "dimensions", "metadata", "received_at", "message_id",
+    "customer_id",
+    "event_id",
+    "metric_name",
+    "product_id",
+    "quantity",
+    "event_time",
+    "hour",
+    "group_key",
+    "dimensions",
+    "metadata",
+    "received_at",
+    "message_id",
 ]
 
 
@@ -119,25 +129,22 @@ def _hourly_deltas(events: list[AcceptedEvent]) -> dict[str, dict[AggKey, HourDe
                 current.event_count += 1
                 assert current.latest_at is not None and current.latest_event_id is not None
                 if (at, e.event_id) > (current.latest_at, current.latest_event_id):
-                    current.value, current.latest_at, current.latest_event_id = (
-                        e.quantity, at, e.event_id)
+                    current.value, current.latest_at, current.latest_event_id = (e.quantity, at, e.event_id)
     return out
 
 
 _UPSERT = {
     "sum": "value = h.value + EXCLUDED.value, event_count = h.event_count + EXCLUDED.event_count",
     "count": "value = h.value + EXCLUDED.value, event_count = h.event_count + EXCLUDED.event_count",
-    "unique_count": "value = h.value + EXCLUDED.value, "
-                    "event_count = h.event_count + EXCLUDED.event_count",
-    "max": "value = GREATEST(h.value, EXCLUDED.value), "
-           "event_count = h.event_count + EXCLUDED.event_count",
+    "unique_count": "value = h.value + EXCLUDED.value, event_count = h.event_count + EXCLUDED.event_count",
+    "max": "value = GREATEST(h.value, EXCLUDED.value), event_count = h.event_count + EXCLUDED.event_count",
     "latest": "value = CASE WHEN (EXCLUDED.latest_at, EXCLUDED.latest_event_id) "
-              "> (h.latest_at, h.latest_event_id) THEN EXCLUDED.value ELSE h.value END, "
-              "latest_event_id = CASE WHEN (EXCLUDED.latest_at, EXCLUDED.latest_event_id) "
-              "> (h.latest_at, h.latest_event_id) THEN EXCLUDED.latest_event_id "
-              "ELSE h.latest_event_id END, "
-              "latest_at = GREATEST(h.latest_at, EXCLUDED.latest_at), "
-              "event_count = h.event_count + EXCLUDED.event_count",
+    "> (h.latest_at, h.latest_event_id) THEN EXCLUDED.value ELSE h.value END, "
+    "latest_event_id = CASE WHEN (EXCLUDED.latest_at, EXCLUDED.latest_event_id) "
+    "> (h.latest_at, h.latest_event_id) THEN EXCLUDED.latest_event_id "
+    "ELSE h.latest_event_id END, "
+    "latest_at = GREATEST(h.latest_at, EXCLUDED.latest_at), "
+    "event_count = h.event_count + EXCLUDED.event_count",
 }
 # Fixed statement order keeps lock order fixed across concurrent batches.
 AGGREGATION_ORDER = ("sum", "count", "max", "latest", "unique_count")
@@ -154,17 +161,22 @@ async def _upsert_hours(conn: Any, aggregation: str, rows: dict[AggKey, HourDelt
         "$5::numeric[], $6::bigint[], $7::timestamptz[], $8::text[]) "
         "ON CONFLICT (customer_id, metric_name, hour, group_key) DO UPDATE SET "
         f"{_UPSERT[aggregation]}, updated_at = now()",
-        [k[0] for k, _ in ordered], [k[1] for k, _ in ordered],
-        [micros_to_datetime(k[2] * 1_000_000) for k, _ in ordered], [k[3] for k, _ in ordered],
-        [d.value for _, d in ordered], [d.event_count for _, d in ordered],
-        [d.latest_at for _, d in ordered], [d.latest_event_id for _, d in ordered],
+        [k[0] for k, _ in ordered],
+        [k[1] for k, _ in ordered],
+        [micros_to_datetime(k[2] * 1_000_000) for k, _ in ordered],
+        [k[3] for k, _ in ordered],
+        [d.value for _, d in ordered],
+        [d.event_count for _, d in ordered],
+        [d.latest_at for _, d in ordered],
+        [d.latest_event_id for _, d in ordered],
     )
 
 
 async def _unique_deltas(conn: Any, events: list[AcceptedEvent]) -> dict[AggKey, HourDelta]:
     """Insert unique_count values; each value new to its hour adds one to the count."""
-    distinct = sorted({(e.customer_id, e.metric_name, e.bucket, e.group_key, e.unique_value or "")
-                       for e in events})
+    distinct = sorted(
+        {(e.customer_id, e.metric_name, e.bucket, e.group_key, e.unique_value or "") for e in events}
+    )
     counts: dict[AggKey, HourDelta] = {}
     for e in events:
         key = (e.customer_id, e.metric_name, e.bucket, e.group_key)
@@ -175,8 +187,10 @@ async def _unique_deltas(conn: Any, events: list[AcceptedEvent]) -> dict[AggKey,
         "INSERT INTO hourly_unique_values (customer_id, metric_name, hour, group_key, value) "
         "SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[]) "
         "ON CONFLICT DO NOTHING RETURNING customer_id, metric_name, hour, group_key",
-        [d[0] for d in distinct], [d[1] for d in distinct],
-        [micros_to_datetime(d[2] * 1_000_000) for d in distinct], [d[3] for d in distinct],
+        [d[0] for d in distinct],
+        [d[1] for d in distinct],
+        [micros_to_datetime(d[2] * 1_000_000) for d in distinct],
+        [d[3] for d in distinct],
         [d[4] for d in distinct],
     )
     for row in new:
@@ -198,7 +212,8 @@ async def _record_conflicts(conn: Any, events: list[AcceptedEvent], detected_by:
 async def persist_batch(conn: Any, batch: dict[str, Any]) -> PersistOutcome:
     """Write one accepted batch (asyncpg connection inside the caller's transaction)."""
     await _record_conflicts(
-        conn, [AcceptedEvent.from_wire(decode_row(r)) for r in batch.get("conflicts") or []], "ingest")
+        conn, [AcceptedEvent.from_wire(decode_row(r)) for r in batch.get("conflicts") or []], "ingest"
+    )
     return await persist_rows(conn, str(batch["id"]), received_at_of(batch), batch["events"])
 
 
@@ -230,8 +245,11 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
         "INSERT INTO event_ledger (customer_id, event_id, fingerprint, event_time, received_at) "
         "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::timestamptz[], "
         "$5::timestamptz[]) ON CONFLICT DO NOTHING RETURNING customer_id, event_id",
-        [e.customer_id for e in events], [e.event_id for e in events],
-        [bytes.fromhex(e.fingerprint) for e in events], event_times, [received_at] * len(events),
+        [e.customer_id for e in events],
+        [e.event_id for e in events],
+        [bytes.fromhex(e.fingerprint) for e in events],
+        event_times,
+        [received_at] * len(events),
     )
     admitted_keys = {(r["customer_id"], r["event_id"]) for r in admitted_rows}
     admitted = [e for e in events if (e.customer_id, e.event_id) in admitted_keys]
@@ -243,12 +261,11 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
             "SELECT l.customer_id, l.event_id, l.fingerprint FROM event_ledger l "
             "JOIN unnest($1::text[], $2::text[]) AS k(customer_id, event_id) "
             "USING (customer_id, event_id)",
-            [e.customer_id for e in refused], [e.event_id for e in refused],
+            [e.customer_id for e in refused],
+            [e.event_id for e in refused],
         )
-        fingerprints = {(r["customer_id"], r["event_id"]): bytes(r["fingerprint"]).hex()
-                        for r in known}
-        conflicts = [e for e in refused
-                     if fingerprints.get((e.customer_id, e.event_id)) != e.fingerprint]
+        fingerprints = {(r["customer_id"], r["event_id"]): bytes(r["fingerprint"]).hex() for r in known}
+        conflicts = [e for e in refused if fingerprints.get((e.customer_id, e.event_id)) != e.fingerprint]
     first_print = {(e.customer_id, e.event_id): e.fingerprint for e in events}
     conflicts += [e for e in repeats if first_print[(e.customer_id, e.event_id)] != e.fingerprint]
     await _record_conflicts(conn, conflicts, "worker")
@@ -262,10 +279,21 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
             "usage_events",
             columns=EVENT_COLUMNS,
             records=[
-                (e.customer_id, e.event_id, e.metric_name, e.product_id, e.quantity,
-                 time_of[(e.customer_id, e.event_id)],
-                 hours.get(e.bucket) or hours.setdefault(e.bucket, micros_to_datetime(e.bucket * 1_000_000)),
-                 e.group_key, _json(e.dimensions), _json(e.metadata), received_at, message_id)
+                (
+                    e.customer_id,
+                    e.event_id,
+                    e.metric_name,
+                    e.product_id,
+                    e.quantity,
+                    time_of[(e.customer_id, e.event_id)],
+                    hours.get(e.bucket)
+                    or hours.setdefault(e.bucket, micros_to_datetime(e.bucket * 1_000_000)),
+                    e.group_key,
+                    _json(e.dimensions),
+                    _json(e.metadata),
+                    received_at,
+                    message_id,
+                )
                 for e in admitted
             ],
         )
@@ -276,23 +304,34 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
         for aggregation in AGGREGATION_ORDER:
             await _upsert_hours(conn, aggregation, deltas.get(aggregation, {}))
     late = await record_late_events(conn, admitted)
-    watched = await conn.fetch(
-        "SELECT DISTINCT customer_id FROM alert_rules WHERE disabled_at IS NULL AND customer_id = ANY($1)",
-        sorted({e.customer_id for e in admitted})) if admitted else []
+    watched = (
+        await conn.fetch(
+            "SELECT DISTINCT customer_id FROM alert_rules WHERE disabled_at IS NULL AND customer_id = "
+            "ANY($1)",
+            sorted({e.customer_id for e in admitted}),
+        )
+        if admitted
+        else []
+    )
 
-    return PersistOutcome(persisted=len(admitted),
-                          duplicates=len(refused) + len(repeats) - len(conflicts),
-                          conflicts=len(conflicts), late_invoices=tuple(late),
-                          alert_customers=tuple(r["customer_id"] for r in watched))
+    return PersistOutcome(
+        persisted=len(admitted),
+        duplicates=len(refused) + len(repeats) - len(conflicts),
+        conflicts=len(conflicts),
+        late_invoices=tuple(late),
+        alert_customers=tuple(r["customer_id"] for r in watched),
+    )
 
 
 def combined(outcomes: list[PersistOutcome]) -> PersistOutcome:
     """One outcome for the parts of a split batch."""
     return PersistOutcome(
-        persisted=sum(o.persisted for o in outcomes), duplicates=sum(o.duplicates for o in outcomes),
+        persisted=sum(o.persisted for o in outcomes),
+        duplicates=sum(o.duplicates for o in outcomes),
         conflicts=sum(o.conflicts for o in outcomes),
         late_invoices=tuple(sorted({i for o in outcomes for i in o.late_invoices})),
-        alert_customers=tuple(sorted({c for o in outcomes for c in o.alert_customers})))
+        alert_customers=tuple(sorted({c for o in outcomes for c in o.alert_customers})),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,8 +349,13 @@ Transaction = Callable[[], AbstractAsyncContextManager[Any]]
 RECORD_EVERY = 100
 
 
-async def persist_split(transaction: Transaction, batch: dict[str, Any], *, error: Exception,
-                        may_set_aside: Callable[[Exception], bool]) -> SplitOutcome:
+async def persist_split(
+    transaction: Transaction,
+    batch: dict[str, Any],
+    *,
+    error: Exception,
+    may_set_aside: Callable[[Exception], bool],
+) -> SplitOutcome:
     """Persist every event of a batch that can be persisted, and keep the others in
     failed_events with their reason, after the batch failed as a whole with `error`.
 
@@ -349,7 +393,8 @@ async def persist_split(transaction: Transaction, batch: dict[str, Any], *, erro
         nonlocal recorded
         async with transaction() as conn:
             recorded += await record_failed_events(
-                conn, [failed_event_record(message_id, received_at, row, why) for row, why in found])
+                conn, [failed_event_record(message_id, received_at, row, why) for row, why in found]
+            )
 
     async def attempt(part: list[Any], known: Exception | None) -> None:
         nonlocal first_reason
@@ -382,7 +427,8 @@ async def persist_split(transaction: Transaction, batch: dict[str, Any], *, erro
     async with transaction() as conn:
         await record_conflicts_safely(conn, conflicts, "ingest")
         recorded += await record_failed_events(
-            conn, [failed_event_record(message_id, received_at, row, why) for row, why in failures])
+            conn, [failed_event_record(message_id, received_at, row, why) for row, why in failures]
+        )
     return SplitOutcome(combined(outcomes), len(rows), recorded, first_reason)
 
 

@@ -51,11 +51,16 @@ async def _desired_state(
     conn: Any, start: datetime, end: datetime
 ) -> tuple[dict[str, Desired], dict[str, dict[str, set[str]]], dict[str, tuple[str, str, int]]]:
     """What each live key should hold, from Postgres, for hours in [start, end)."""
-    meters = {r["metric_name"]: r["aggregation"] for r in await conn.fetch(
-        "SELECT metric_name, aggregation FROM meters")}
+    meters = {
+        r["metric_name"]: r["aggregation"]
+        for r in await conn.fetch("SELECT metric_name, aggregation FROM meters")
+    }
     rows = await conn.fetch(
         "SELECT customer_id, metric_name, hour, group_key, value, latest_at, latest_event_id "
-        "FROM hourly_usage WHERE hour >= $1 AND hour < $2", start, end)
+        "FROM hourly_usage WHERE hour >= $1 AND hour < $2",
+        start,
+        end,
+    )
     groups: dict[str, list[Any]] = defaultdict(list)
     where: dict[str, tuple[str, str, int]] = {}
     for r in rows:
@@ -66,7 +71,10 @@ async def _desired_state(
     sets: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for r in await conn.fetch(
         "SELECT customer_id, metric_name, hour, group_key, value FROM hourly_unique_values "
-        "WHERE hour >= $1 AND hour < $2", start, end):
+        "WHERE hour >= $1 AND hour < $2",
+        start,
+        end,
+    ):
         bucket = int(r["hour"].timestamp())
         hkey = keys.hour_key(r["customer_id"], r["metric_name"], bucket)
         sets[hkey][keys.TOTAL_FIELD].add(r["value"])
@@ -83,21 +91,24 @@ async def _desired_state(
             newest = max(members, key=lambda r: (r["latest_at"], r["latest_event_id"]))
             state[keys.TOTAL_FIELD] = _fmt(newest["value"])
             state[keys.LATEST_PREFIX + keys.TOTAL_FIELD] = str(
-                (newest["latest_at"] - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1))
+                (newest["latest_at"] - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+            )
             for r in members:
                 if r["group_key"]:
                     fld = keys.group_field(r["group_key"])
                     state[fld] = _fmt(r["value"])
                     state[keys.LATEST_PREFIX + fld] = str(
-                        (r["latest_at"] - datetime(1970, 1, 1, tzinfo=UTC))
-                        // timedelta(microseconds=1))
+                        (r["latest_at"] - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+                    )
         else:
-            state.update(_value_fields(aggregation, keys.TOTAL_FIELD,
-                                       combine(aggregation, (r["value"] for r in members))))
+            state.update(
+                _value_fields(
+                    aggregation, keys.TOTAL_FIELD, combine(aggregation, (r["value"] for r in members))
+                )
+            )
             for r in members:
                 if r["group_key"]:
-                    state.update(_value_fields(aggregation, keys.group_field(r["group_key"]),
-                                               r["value"]))
+                    state.update(_value_fields(aggregation, keys.group_field(r["group_key"]), r["value"]))
         desired[hkey] = state
     return desired, sets, where
 
@@ -109,8 +120,8 @@ def _same(live: dict[str, str], want: Desired) -> bool:
 
 def _parse_key(hkey: str) -> tuple[str, str, int]:
     # lu:{customer}:metric:bucket
-    customer = hkey[hkey.index("{") + 1: hkey.index("}")]
-    rest = hkey[hkey.index("}") + 2:]
+    customer = hkey[hkey.index("{") + 1 : hkey.index("}")]
+    rest = hkey[hkey.index("}") + 2 :]
     metric, _, bucket = rest.rpartition(":")
     return customer, metric, int(bucket)
 
@@ -140,8 +151,10 @@ async def reconcile(
         async with ctx.transaction() as conn:
             desired, sets, where = await _desired_state(conn, window_start, window_end)
             customers = [r["id"] for r in await conn.fetch("SELECT id FROM customers")]
-            aggregations = {r["metric_name"]: r["aggregation"] for r in await conn.fetch(
-                "SELECT metric_name, aggregation FROM meters")}
+            aggregations = {
+                r["metric_name"]: r["aggregation"]
+                for r in await conn.fetch("SELECT metric_name, aggregation FROM meters")
+            }
         lo, hi = int(window_start.timestamp()), int(window_end.timestamp())
         async with redis.pipeline(transaction=False) as pipe:
             for customer in customers:
@@ -159,8 +172,10 @@ async def reconcile(
         written = 0
         async with redis.pipeline(transaction=False) as pipe:
             for hkey, raw in zip(candidates, current, strict=True):
-                live = {(k.decode() if isinstance(k, bytes) else k):
-                        (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()}
+                live = {
+                    (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                    for k, v in raw.items()
+                }
                 want = desired.get(hkey, {})
                 customer, metric, bucket = where.get(hkey) or _parse_key(hkey)
                 if not lo <= bucket < hi:
@@ -203,18 +218,29 @@ async def reconcile(
             run_id = await conn.fetchval(
                 "INSERT INTO reconcile_runs (started_at, finished_at, window_start, window_end, "
                 "full_rebuild, keys_written) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-                started, finished, window_start, window_end, full, written)
+                started,
+                finished,
+                window_start,
+                window_end,
+                full,
+                written,
+            )
             if drift:
                 await conn.executemany(
                     "INSERT INTO live_drift (run_id, customer_id, metric_name, live_value, "
                     "billed_value, drift) VALUES ($1, $2, $3, $4, $5, $6)",
-                    [(run_id, c, m, lv, bv, lv - bv) for (c, m), (lv, bv) in sorted(drift.items())])
+                    [(run_id, c, m, lv, bv, lv - bv) for (c, m), (lv, bv) in sorted(drift.items())],
+                )
             # Keep a week of runs; older ones say nothing the newer ones do not.
             await conn.execute("DELETE FROM reconcile_runs WHERE finished_at < now() - interval '7 days'")
         if drift:  # a count and the first few: the drift report (GET /v1/drift) has them all
             first = sorted(drift)[:5]
-            log.warning("live drift found for %d customer meter(s), first %s; run %s", len(drift),
-                        json.dumps([f"{c}/{m}" for c, m in first]), run_id)
+            log.warning(
+                "live drift found for %d customer meter(s), first %s; run %s",
+                len(drift),
+                json.dumps([f"{c}/{m}" for c, m in first]),
+                run_id,
+            )
         return ReconcileReport(window_start, window_end, full, written, drift)
     finally:
         await redis.delete(keys.RECONCILE_LOCK_KEY)

@@ -28,10 +28,14 @@ AMOUNTS = {
 
 
 def _alter(type_: str) -> None:
-    _execute("\n".join(
-        f"ALTER TABLE {table} " + ", ".join(f"ALTER COLUMN {column} TYPE {type_}" for column in columns)
-        + ";\n"
-        for table, columns in AMOUNTS.items()))
+    _execute(
+        "\n".join(
+            f"ALTER TABLE {table} "
+            + ", ".join(f"ALTER COLUMN {column} TYPE {type_}" for column in columns)
+            + ";\n"
+            for table, columns in AMOUNTS.items()
+        )
+    )
 
 
 def upgrade() -> None:

@@ -25,20 +25,37 @@ class Invitation:
     email_error: str | None  # None: the SMTP server accepted the email
 
 
-async def invite(sessions: async_sessionmaker[AsyncSession], settings: Settings, *, email: str, name: str,
-                 role: str, customer_id: str | None = None, all_customers: bool = False,
-                 assigned: Sequence[str] = (), now: datetime) -> Invitation:
+async def invite(
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    email: str,
+    name: str,
+    role: str,
+    customer_id: str | None = None,
+    all_customers: bool = False,
+    assigned: Sequence[str] = (),
+    now: datetime,
+) -> Invitation:
     """Create the user and email them a one-time link issued at `now` (UTC)."""
     async with transaction(sessions) as db:
-        user = await users.create_user(db, email=email, name=name, role=role, customer_id=customer_id,
-                                       all_customers=all_customers, assigned=assigned)
+        user = await users.create_user(
+            db,
+            email=email,
+            name=name,
+            role=role,
+            customer_id=customer_id,
+            all_customers=all_customers,
+            assigned=assigned,
+        )
         token = await users.issue_password_link(db, user.id, now=now)
     error = await send_password_link(settings, user, token)
     return Invitation(user=user, link=password_link_url(settings, token), email_error=error)
 
 
-async def resend(sessions: async_sessionmaker[AsyncSession], settings: Settings, user_id: int, *,
-                 now: datetime) -> Invitation:
+async def resend(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, user_id: int, *, now: datetime
+) -> Invitation:
     """A new link issued at `now` (UTC; the earlier ones stop working), emailed again."""
     async with transaction(sessions) as db:
         user = await users.require_user(db, user_id)

@@ -29,7 +29,8 @@ def password_link_message(user: User, url: str, sender: tuple[str, str]) -> Emai
     message.set_content(
         f"Hello {user.name},\n\n"
         f"An account was made for you on the usage portal. Choose your password here:\n\n{url}\n\n"
-        f"The link works once and for {hours} hours. If you did not expect this email, ignore it.\n")
+        f"The link works once and for {hours} hours. If you did not expect this email, ignore it.\n"
+    )
     return message
 
 
@@ -40,8 +41,7 @@ def _send(settings: Settings, user: User, url: str) -> str | None:
         server = _portal_smtp(settings.smtp_url)
     except _SmtpSettingsError as exc:
         return f"the portal's SMTP settings (smtp_url): {exc}"
-    ok, error = _submit(server, password_link_message(user, url, server.sender), [user.email],
-                        timeout_s=10.0)
+    ok, error = _submit(server, password_link_message(user, url, server.sender), [user.email], timeout_s=10.0)
     return None if ok else error
 
 

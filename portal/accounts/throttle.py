@@ -79,8 +79,10 @@ async def locked_out(redis: Redis, email: str, client: str) -> Lockout | None:
     """Whether this client may not try this address now (None: it may), and for how long."""
     keys = (pair_key(email, client), client_key(client))
     by_pair, by_client = await redis.mget(*keys)
-    for key, count, limit in ((keys[0], by_pair, MAX_PER_ADDRESS_AND_CLIENT),
-                              (keys[1], by_client, MAX_PER_CLIENT)):
+    for key, count, limit in (
+        (keys[0], by_pair, MAX_PER_ADDRESS_AND_CLIENT),
+        (keys[1], by_client, MAX_PER_CLIENT),
+    ):
         if count is not None and int(count) >= limit:
             ttl = await redis.ttl(key)
             return Lockout(retry_after_s=max(int(ttl), 1))

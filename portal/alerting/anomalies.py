@@ -52,37 +52,55 @@ class AnomalyRule:
 
 
 async def anomaly_rules(session: AsyncSession, customer_id: str) -> list[AnomalyRule]:
-    rows = await session.execute(text(
-        "SELECT id, name, metric_name, channel_ids, anomalies_judged_through FROM alert_rules "
-        "WHERE customer_id = :c AND kind = 'anomaly' AND disabled_at IS NULL ORDER BY id"),
-        {"c": customer_id})
+    rows = await session.execute(
+        text(
+            "SELECT id, name, metric_name, channel_ids, anomalies_judged_through FROM alert_rules "
+            "WHERE customer_id = :c AND kind = 'anomaly' AND disabled_at IS NULL ORDER BY id"
+        ),
+        {"c": customer_id},
+    )
     return [AnomalyRule(*values(r)) for r in rows]
 
 
-async def evaluate_anomalies(session: AsyncSession, customer: Customer, *, now: datetime,
-                             settings: Settings) -> list[int]:
+async def evaluate_anomalies(
+    session: AsyncSession, customer: Customer, *, now: datetime, settings: Settings
+) -> list[int]:
     """Fire each anomaly the customer's anomaly rules have not notified yet; the ids of the
     deliveries to send. A no-op for rules already judged through the last settled hour."""
     as_of = now - SETTLE_DELAY
     settled_end = to_datetime(hour_bucket(as_of.timestamp(), customer.timezone))
-    due = [r for r in await anomaly_rules(session, customer.id)
-           if r.judged_through is None or r.judged_through < settled_end]
+    due = [
+        r
+        for r in await anomaly_rules(session, customer.id)
+        if r.judged_through is None or r.judged_through < settled_end
+    ]
     if not due:
         return []
     meters = {m.metric_name: m for m in await list_meters(session)}
     watched = [m for m in meters.values() if any(r.metric_name in (None, m.metric_name) for r in due)]
     judged = await detect(session, [customer], watched, now=as_of, hours=JUDGED_HOURS, days=ALERT_DAYS)
-    found = [f for f in final_anomalies(judged, settled_end)
-             if f.anomaly.granularity == "day" or f.anomaly.start >= settled_end - ALERT_HOURS]
+    found = [
+        f
+        for f in final_anomalies(judged, settled_end)
+        if f.anomaly.granularity == "day" or f.anomaly.start >= settled_end - ALERT_HOURS
+    ]
     deliveries: list[int] = []
     for rule in due:
         for flagged in found:
             if rule.metric_name in (None, flagged.metric_name):
-                deliveries += await _fire(session, customer, rule, meters[flagged.metric_name],
-                                          flagged.anomaly, now=now, settings=settings)
-    await session.execute(text(
-        "UPDATE alert_rules SET anomalies_judged_through = :t WHERE id = ANY(:ids)"),
-        {"t": settled_end, "ids": [r.id for r in due]})
+                deliveries += await _fire(
+                    session,
+                    customer,
+                    rule,
+                    meters[flagged.metric_name],
+                    flagged.anomaly,
+                    now=now,
+                    settings=settings,
+                )
+    await session.execute(
+        text("UPDATE alert_rules SET anomalies_judged_through = :t WHERE id = ANY(:ids)"),
+        {"t": settled_end, "ids": [r.id for r in due]},
+    )
     return deliveries
 
 
@@ -91,8 +109,11 @@ def final_anomalies(found: list[Flagged], settled_end: datetime) -> list[Flagged
     the last settled hour wait for the next one, because one or two empty hours more make
     them a single silence (one notice, not one per hour and then one for the silence)."""
     pending: set[tuple[str, str, datetime]] = set()
-    ends = {(f.customer_id, f.metric_name, f.anomaly.end) for f in found
-            if f.anomaly.granularity == "hour" and f.anomaly.kind == "drop_to_zero"}
+    ends = {
+        (f.customer_id, f.metric_name, f.anomaly.end)
+        for f in found
+        if f.anomaly.granularity == "hour" and f.anomaly.kind == "drop_to_zero"
+    }
     # Walk each run back from the last settled hour.
     for customer_id, metric, end in ends:
         if end == settled_end:
@@ -100,42 +121,92 @@ def final_anomalies(found: list[Flagged], settled_end: datetime) -> list[Flagged
             while (customer_id, metric, at) in ends:
                 pending.add((customer_id, metric, at))
                 at -= timedelta(hours=1)
-    return [f for f in found if (f.customer_id, f.metric_name, f.anomaly.end) not in pending
-            or f.anomaly.granularity != "hour" or f.anomaly.kind != "drop_to_zero"]
+    return [
+        f
+        for f in found
+        if (f.customer_id, f.metric_name, f.anomaly.end) not in pending
+        or f.anomaly.granularity != "hour"
+        or f.anomaly.kind != "drop_to_zero"
+    ]
 
 
-def anomaly_notice(customer: Customer, rule: AnomalyRule, meter: Meter, anomaly: Anomaly, *, now: datetime,
-                   settings: Settings) -> Notice:
+def anomaly_notice(
+    customer: Customer,
+    rule: AnomalyRule,
+    meter: Meter,
+    anomaly: Anomaly,
+    *,
+    now: datetime,
+    settings: Settings,
+) -> Notice:
     """The notice: `value` what was used, `threshold` what was expected, the period the
     anomaly's span; `level_label` names it ("hour spike", "day drop_to_zero")."""
     return Notice(
-        kind="anomaly", firing_id=None, customer_id=customer.id, customer_name=customer.name,
-        rule_id=rule.id, rule_name=rule.name, metric_name=meter.metric_name, unit=meter.unit,
-        level_label=f"{anomaly.granularity} {anomaly.kind}", threshold=anomaly.expected, value=anomaly.value,
-        currency=customer.currency, cost_so_far=None, period_start=anomaly.start, period_end=anomaly.end,
-        forecast_at=None, dashboard_url=f"{settings.public_url}/portal/customers/{customer.id}",
+        kind="anomaly",
+        firing_id=None,
+        customer_id=customer.id,
+        customer_name=customer.name,
+        rule_id=rule.id,
+        rule_name=rule.name,
+        metric_name=meter.metric_name,
+        unit=meter.unit,
+        level_label=f"{anomaly.granularity} {anomaly.kind}",
+        threshold=anomaly.expected,
+        value=anomaly.value,
+        currency=customer.currency,
+        cost_so_far=None,
+        period_start=anomaly.start,
+        period_end=anomaly.end,
+        forecast_at=None,
+        dashboard_url=f"{settings.public_url}/portal/customers/{customer.id}",
         occurred_at=now,
-        anomaly=AnomalyFacts(anomaly.kind, anomaly.granularity, anomaly.start, anomaly.end, anomaly.expected,
-                             customer.timezone),
+        anomaly=AnomalyFacts(
+            anomaly.kind, anomaly.granularity, anomaly.start, anomaly.end, anomaly.expected, customer.timezone
+        ),
     )
 
 
-async def _fire(session: AsyncSession, customer: Customer, rule: AnomalyRule, meter: Meter, anomaly: Anomaly,
-                *, now: datetime, settings: Settings) -> list[int]:
+async def _fire(
+    session: AsyncSession,
+    customer: Customer,
+    rule: AnomalyRule,
+    meter: Meter,
+    anomaly: Anomaly,
+    *,
+    now: datetime,
+    settings: Settings,
+) -> list[int]:
     """Record the anomaly's firing (if no evaluation did yet) and its pending deliveries."""
     notice = anomaly_notice(customer, rule, meter, anomaly, now=now, settings=settings)
-    row = (await session.execute(text(
-        "INSERT INTO alert_firings (rule_id, customer_id, period_start, period_end, level, kind, threshold, "
-        "value, notice, metric_name, anomaly_kind, granularity) "
-        "VALUES (:r, :c, :s, :e, 0, 'anomaly', :t, :v, CAST(:n AS jsonb), :m, :ak, :g) "
-        "ON CONFLICT (rule_id, metric_name, anomaly_kind, granularity, period_start) WHERE kind = 'anomaly' "
-        "DO NOTHING RETURNING id"),
-        {"r": rule.id, "c": customer.id, "s": anomaly.start, "e": anomaly.end, "t": anomaly.expected,
-         "v": anomaly.value, "n": notice_json(notice), "m": meter.metric_name, "ak": anomaly.kind,
-         "g": anomaly.granularity})).first()
+    row = (
+        await session.execute(
+            text(
+                "INSERT INTO alert_firings (rule_id, customer_id, period_start, period_end, level, kind, "
+                "threshold, "
+                "value, notice, metric_name, anomaly_kind, granularity) "
+                "VALUES (:r, :c, :s, :e, 0, 'anomaly', :t, :v, CAST(:n AS jsonb), :m, :ak, :g) "
+                "ON CONFLICT (rule_id, metric_name, anomaly_kind, granularity, period_start) WHERE kind = "
+                "'anomaly' "
+                "DO NOTHING RETURNING id"
+            ),
+            {
+                "r": rule.id,
+                "c": customer.id,
+                "s": anomaly.start,
+                "e": anomaly.end,
+                "t": anomaly.expected,
+                "v": anomaly.value,
+                "n": notice_json(notice),
+                "m": meter.metric_name,
+                "ak": anomaly.kind,
+                "g": anomaly.granularity,
+            },
+        )
+    ).first()
     if row is None:
         return []
     metrics.ALERT_FIRINGS.labels("anomaly").inc()
     firing_id = int(values(row)[0])
-    return await fan_out(session, customer.id, rule.channel_ids, firing_id,
-                         dataclasses.replace(notice, firing_id=firing_id))
+    return await fan_out(
+        session, customer.id, rule.channel_ids, firing_id, dataclasses.replace(notice, firing_id=firing_id)
+    )

@@ -37,8 +37,14 @@ def _channel(row: Any) -> Channel:
     return Channel(cid, customer_id, name, kind, masked, created_at)
 
 
-async def create_channel(session: AsyncSession, customer_id: str, data: ChannelCreate, *,
-                         secret_key: str, allow_networks: tuple[Network, ...]) -> Channel:
+async def create_channel(
+    session: AsyncSession,
+    customer_id: str,
+    data: ChannelCreate,
+    *,
+    secret_key: str,
+    allow_networks: tuple[Network, ...],
+) -> Channel:
     """Validate and store a destination. Webhook channels get a signing secret, returned
     in this answer only. Raises NotFound, Invalid (a URL Apprise cannot use, or one that
     is or resolves to an address the portal must not reach, outside `allow_networks`: the
@@ -51,13 +57,24 @@ async def create_channel(session: AsyncSession, customer_id: str, data: ChannelC
     except ChannelError as exc:
         raise Invalid(str(exc)) from exc
     signing = webhook_secret() if kind == "webhook" else None
-    row = (await session.execute(text(
-        "INSERT INTO alert_channels (customer_id, name, kind, destination_encrypted, destination_masked, "
-        "signing_secret_encrypted) VALUES (:c, :n, :k, :d, :m, :s) "
-        f"ON CONFLICT (customer_id, name) DO NOTHING RETURNING {_COLUMNS}"),
-        {"c": customer_id, "n": data.name, "k": kind, "d": encrypt(secret_key, data.destination),
-         "m": mask(data.destination), "s": None if signing is None else encrypt(secret_key, signing)},
-    )).first()
+    row = (
+        await session.execute(
+            text(
+                "INSERT INTO alert_channels (customer_id, name, kind, destination_encrypted, "
+                "destination_masked, "
+                "signing_secret_encrypted) VALUES (:c, :n, :k, :d, :m, :s) "
+                f"ON CONFLICT (customer_id, name) DO NOTHING RETURNING {_COLUMNS}"
+            ),
+            {
+                "c": customer_id,
+                "n": data.name,
+                "k": kind,
+                "d": encrypt(secret_key, data.destination),
+                "m": mask(data.destination),
+                "s": None if signing is None else encrypt(secret_key, signing),
+            },
+        )
+    ).first()
     if row is None:
         raise Conflict(f"name: customer {customer_id} already has a channel named {data.name!r}")
     channel = _channel(row)
@@ -66,33 +83,56 @@ async def create_channel(session: AsyncSession, customer_id: str, data: ChannelC
 
 
 async def list_channels(session: AsyncSession, customer_id: str) -> list[Channel]:
-    rows = await session.execute(text(
-        f"SELECT {_COLUMNS} FROM alert_channels WHERE customer_id = :c AND disabled_at IS NULL ORDER BY id"),
-        {"c": customer_id})
+    rows = await session.execute(
+        text(
+            f"SELECT {_COLUMNS} FROM alert_channels WHERE customer_id = :c AND disabled_at IS NULL ORDER BY "
+            "id"
+        ),
+        {"c": customer_id},
+    )
     return [_channel(r) for r in rows]
 
 
 async def disable_channel(session: AsyncSession, customer_id: str, channel_id: int) -> None:
-    done = (await session.execute(text(
-        "UPDATE alert_channels SET disabled_at = now() WHERE id = :id AND customer_id = :c "
-        "AND disabled_at IS NULL RETURNING id"), {"id": channel_id, "c": customer_id})).first()
+    done = (
+        await session.execute(
+            text(
+                "UPDATE alert_channels SET disabled_at = now() WHERE id = :id AND customer_id = :c "
+                "AND disabled_at IS NULL RETURNING id"
+            ),
+            {"id": channel_id, "c": customer_id},
+        )
+    ).first()
     if done is None:
         raise NotFound(f"no channel {channel_id} for customer {customer_id}")
 
 
 async def active_channel_ids(session: AsyncSession, customer_id: str) -> list[int]:
-    rows = await session.execute(text(
-        "SELECT id FROM alert_channels WHERE customer_id = :c AND disabled_at IS NULL ORDER BY id"),
-        {"c": customer_id})
+    rows = await session.execute(
+        text("SELECT id FROM alert_channels WHERE customer_id = :c AND disabled_at IS NULL ORDER BY id"),
+        {"c": customer_id},
+    )
     return [int(values(r)[0]) for r in rows]
 
 
 async def destination(session: AsyncSession, channel_id: int, *, secret_key: str) -> Destination:
-    row = (await session.execute(text(
-        "SELECT id, name, kind, destination_encrypted, destination_masked, signing_secret_encrypted "
-        "FROM alert_channels WHERE id = :id"), {"id": channel_id})).first()
+    row = (
+        await session.execute(
+            text(
+                "SELECT id, name, kind, destination_encrypted, destination_masked, signing_secret_encrypted "
+                "FROM alert_channels WHERE id = :id"
+            ),
+            {"id": channel_id},
+        )
+    ).first()
     if row is None:
         raise NotFound(f"no channel {channel_id}")
     cid, name, kind, encrypted, masked, signing = values(row)
-    return Destination(int(cid), name, kind, decrypt(secret_key, bytes(encrypted)), masked,
-                       None if signing is None else decrypt(secret_key, bytes(signing)))
+    return Destination(
+        int(cid),
+        name,
+        kind,
+        decrypt(secret_key, bytes(encrypted)),
+        masked,
+        None if signing is None else decrypt(secret_key, bytes(signing)),
+    )

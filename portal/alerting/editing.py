@@ -33,23 +33,58 @@ from portal.db import values
 from portal.problems import Invalid, NotFound
 from portal.usage.combine import exact
 
-_COLUMNS = ("id, customer_id, kind, name, metric_name, basis, budget, levels, notify_recovery, "
-            "notify_forecast, channel_ids, from_plan_rule_id, created_at, disabled_at")
+_COLUMNS = (
+    "id, customer_id, kind, name, metric_name, basis, budget, levels, notify_recovery, "
+    "notify_forecast, channel_ids, from_plan_rule_id, created_at, disabled_at"
+)
 
 
 def _rule(row: Any) -> Rule:
-    (rid, customer_id, kind, name, metric, basis, budget, levels, recovery, forecast, channels,
-     from_plan, created_at, disabled_at) = values(row)
-    return Rule(rid, customer_id, kind, name, metric, basis, None if budget is None else exact(budget),
-                [exact(v) for v in levels], recovery, forecast, [int(c) for c in channels], from_plan,
-                created_at, disabled_at)
+    (
+        rid,
+        customer_id,
+        kind,
+        name,
+        metric,
+        basis,
+        budget,
+        levels,
+        recovery,
+        forecast,
+        channels,
+        from_plan,
+        created_at,
+        disabled_at,
+    ) = values(row)
+    return Rule(
+        rid,
+        customer_id,
+        kind,
+        name,
+        metric,
+        basis,
+        None if budget is None else exact(budget),
+        [exact(v) for v in levels],
+        recovery,
+        forecast,
+        [int(c) for c in channels],
+        from_plan,
+        created_at,
+        disabled_at,
+    )
 
 
 async def get_rule(session: AsyncSession, customer_id: str, rule_id: int, *, lock: bool = False) -> Rule:
     """The customer's active rule; NotFound for another customer's, a disabled or unknown one."""
-    row = (await session.execute(text(
-        f"SELECT {_COLUMNS} FROM alert_rules WHERE id = :id AND customer_id = :c AND disabled_at IS NULL"
-        + (" FOR UPDATE" if lock else "")), {"id": rule_id, "c": customer_id})).first()
+    row = (
+        await session.execute(
+            text(
+                f"SELECT {_COLUMNS} FROM alert_rules WHERE id = :id AND customer_id = :c AND disabled_at IS "
+                "NULL" + (" FOR UPDATE" if lock else "")
+            ),
+            {"id": rule_id, "c": customer_id},
+        )
+    ).first()
     if row is None:
         raise NotFound(f"no alert rule {rule_id} for customer {customer_id}")
     return _rule(row)
@@ -60,16 +95,32 @@ async def update_rule(session: AsyncSession, customer_id: str, rule_id: int, dat
     schema). Raises NotFound (rule), Invalid (a change of what is watched, an unknown
     channel)."""
     current = await get_rule(session, customer_id, rule_id, lock=True)
-    for field, was, given in (("kind", current.kind, data.kind),
-                              ("metricName", current.metric_name, data.metric_name),
-                              ("basis", current.basis, data.basis)):
+    for field, was, given in (
+        ("kind", current.kind, data.kind),
+        ("metricName", current.metric_name, data.metric_name),
+        ("basis", current.basis, data.basis),
+    ):
         if was != given:
             raise Invalid(f"{field}: what a rule watches cannot change; create a new rule instead")
     await check_channels(session, customer_id, data.channel_ids)
-    row = (await session.execute(text(
-        "UPDATE alert_rules SET name = :n, levels = :levels, budget = :budget, notify_recovery = :rec, "
-        "notify_forecast = :fc, channel_ids = :ch WHERE id = :id AND customer_id = :c "
-        f"RETURNING {_COLUMNS}"),
-        {"id": rule_id, "c": customer_id, "n": data.name, "levels": data.levels, "budget": data.budget,
-         "rec": data.notify_recovery, "fc": data.notify_forecast, "ch": data.channel_ids})).one()
+    row = (
+        await session.execute(
+            text(
+                "UPDATE alert_rules SET name = :n, levels = :levels, budget = :budget, notify_recovery = "
+                ":rec, "
+                "notify_forecast = :fc, channel_ids = :ch WHERE id = :id AND customer_id = :c "
+                f"RETURNING {_COLUMNS}"
+            ),
+            {
+                "id": rule_id,
+                "c": customer_id,
+                "n": data.name,
+                "levels": data.levels,
+                "budget": data.budget,
+                "rec": data.notify_recovery,
+                "fc": data.notify_forecast,
+                "ch": data.channel_ids,
+            },
+        )
+    ).one()
     return _rule(row)

@@ -63,10 +63,15 @@ __all__ = ["evaluate_customer", "notice_from_json", "notice_json"]
 
 
 async def active_rules(session: AsyncSession, customer_id: str) -> list[RuleRow]:
-    rows = await session.execute(text(
-        "SELECT id, name, metric_name, basis, budget, levels, notify_recovery, notify_forecast, channel_ids "
-        "FROM alert_rules WHERE customer_id = :c AND kind = 'threshold' AND disabled_at IS NULL ORDER BY id"),
-        {"c": customer_id})
+    rows = await session.execute(
+        text(
+            "SELECT id, name, metric_name, basis, budget, levels, notify_recovery, notify_forecast, "
+            "channel_ids "
+            "FROM alert_rules WHERE customer_id = :c AND kind = 'threshold' AND disabled_at IS NULL ORDER BY "
+            "id"
+        ),
+        {"c": customer_id},
+    )
     return [RuleRow(*values(r)) for r in rows]
 
 
@@ -77,9 +82,15 @@ def _periods(customer: Customer, anchor: int, now: datetime, grace: timedelta) -
     return [current, previous] if now < previous.end + grace else [current]
 
 
-async def _period_state(session: AsyncSession, customer: Customer, period: BillingPeriod,
-                        meters: dict[str, Meter], metrics: set[str], now: datetime,
-                        future_tolerance: timedelta) -> PeriodState:
+async def _period_state(
+    session: AsyncSession,
+    customer: Customer,
+    period: BillingPeriod,
+    meters: dict[str, Meter],
+    metrics: set[str],
+    now: datetime,
+    future_tolerance: timedelta,
+) -> PeriodState:
     rating: Rating | None = None
     plan: Plan | None = None
     item = await period_to_rate(session, customer, period)
@@ -91,8 +102,15 @@ async def _period_state(session: AsyncSession, customer: Customer, period: Billi
     usage = {}
     for metric in sorted(metrics):
         if metric in meters:
-            found = await billed_usage(session, customer_id=customer.id, tz_name=customer.timezone,
-                                       meter=meters[metric], start=period.start, end=end, granularity="day")
+            found = await billed_usage(
+                session,
+                customer_id=customer.id,
+                tz_name=customer.timezone,
+                meter=meters[metric],
+                start=period.start,
+                end=end,
+                granularity="day",
+            )
             usage[metric] = found.total
     return PeriodState(period, rating, plan, usage)
 
@@ -122,8 +140,9 @@ def _label(level: Level, rule: RuleRow, unit: str) -> str:
     return f"{amount}%" if rule.basis != "absolute" else f"{amount} {unit}"
 
 
-async def evaluate_customer(session: AsyncSession, customer_id: str, *, now: datetime,
-                            settings: Settings) -> list[int]:
+async def evaluate_customer(
+    session: AsyncSession, customer_id: str, *, now: datetime, settings: Settings
+) -> list[int]:
     """Fire what the customer's rules owe now; the ids of the deliveries to send."""
     customer = await get_customer(session, customer_id)
     if customer is None:
@@ -137,8 +156,9 @@ async def evaluate_customer(session: AsyncSession, customer_id: str, *, now: dat
     meters = {m.metric_name: m for m in await list_meters(session)}
     metrics = {r.metric_name for r in rules if r.metric_name is not None}
     for period in _periods(customer, anchor, now, settings.invoice_grace):
-        state = await _period_state(session, customer, period, meters, metrics, now,
-                                    settings.future_tolerance)
+        state = await _period_state(
+            session, customer, period, meters, metrics, now, settings.future_tolerance
+        )
         fired = await _fired(session, [r.id for r in rules], period)
         for rule in rules:
             meter = meters.get(rule.metric_name or "")
@@ -148,54 +168,114 @@ async def evaluate_customer(session: AsyncSession, customer_id: str, *, now: dat
             unit = meter.unit if meter else customer.currency
             grows = meter is None or meter.aggregation in ("sum", "count")
             levels = thresholds(rule.levels, rule.basis, _base(rule, state))
-            due = notices_due(value, levels, fired=fired.get(rule.id, set()),
-                              notify_recovery=rule.notify_recovery, notify_forecast=rule.notify_forecast,
-                              grows=grows, start=period.start, end=period.end, now=min(now, period.end),
-                              min_forecast_elapsed_s=settings.forecast_min_elapsed.total_seconds())
+            due = notices_due(
+                value,
+                levels,
+                fired=fired.get(rule.id, set()),
+                notify_recovery=rule.notify_recovery,
+                notify_forecast=rule.notify_forecast,
+                grows=grows,
+                start=period.start,
+                end=period.end,
+                now=min(now, period.end),
+                min_forecast_elapsed_s=settings.forecast_min_elapsed.total_seconds(),
+            )
             for notice_due in due:
                 notice = _notice(customer, rule, meter, unit, notice_due, value, state, now, settings)
                 deliveries += await _fire(session, customer, rule, period, notice_due, value, notice)
     return deliveries
 
 
-async def _fired(session: AsyncSession, rule_ids: list[int], period: BillingPeriod,
-                 ) -> dict[int, set[tuple[Decimal, Any]]]:
-    rows = await session.execute(text(
-        "SELECT rule_id, level, kind FROM alert_firings WHERE rule_id = ANY(:ids) AND period_start = :s "
-        "AND kind <> 'anomaly'"),
-        {"ids": rule_ids, "s": period.start})
+async def _fired(
+    session: AsyncSession,
+    rule_ids: list[int],
+    period: BillingPeriod,
+) -> dict[int, set[tuple[Decimal, Any]]]:
+    rows = await session.execute(
+        text(
+            "SELECT rule_id, level, kind FROM alert_firings WHERE rule_id = ANY(:ids) AND period_start = :s "
+            "AND kind <> 'anomaly'"
+        ),
+        {"ids": rule_ids, "s": period.start},
+    )
     out: dict[int, set[tuple[Decimal, Any]]] = {}
     for rule_id, level, kind in (values(r) for r in rows):
         out.setdefault(rule_id, set()).add((level, kind))
     return out
 
 
-def _notice(customer: Customer, rule: RuleRow, meter: Meter | None, unit: str, due: Due, value: Decimal,
-            state: PeriodState, now: datetime, settings: Settings) -> Notice:
+def _notice(
+    customer: Customer,
+    rule: RuleRow,
+    meter: Meter | None,
+    unit: str,
+    due: Due,
+    value: Decimal,
+    state: PeriodState,
+    now: datetime,
+    settings: Settings,
+) -> Notice:
     cost = None if state.rating is None else state.rating.total
     return Notice(
-        kind=due.kind, firing_id=None, customer_id=customer.id, customer_name=customer.name,
-        rule_id=rule.id, rule_name=rule.name, metric_name=rule.metric_name, unit=unit,
-        level_label=_label(due.level, rule, unit), threshold=due.level.threshold, value=value,
-        currency=customer.currency, cost_so_far=cost, period_start=state.period.start,
-        period_end=state.period.end, forecast_at=due.forecast_at,
-        dashboard_url=f"{settings.public_url}/portal/customers/{customer.id}", occurred_at=now,
+        kind=due.kind,
+        firing_id=None,
+        customer_id=customer.id,
+        customer_name=customer.name,
+        rule_id=rule.id,
+        rule_name=rule.name,
+        metric_name=rule.metric_name,
+        unit=unit,
+        level_label=_label(due.level, rule, unit),
+        threshold=due.level.threshold,
+        value=value,
+        currency=customer.currency,
+        cost_so_far=cost,
+        period_start=state.period.start,
+        period_end=state.period.end,
+        forecast_at=due.forecast_at,
+        dashboard_url=f"{settings.public_url}/portal/customers/{customer.id}",
+        occurred_at=now,
     )
 
 
-async def _fire(session: AsyncSession, customer: Customer, rule: RuleRow, period: BillingPeriod, due: Due,
-                value: Decimal, notice: Notice) -> list[int]:
+async def _fire(
+    session: AsyncSession,
+    customer: Customer,
+    rule: RuleRow,
+    period: BillingPeriod,
+    due: Due,
+    value: Decimal,
+    notice: Notice,
+) -> list[int]:
     """Record one firing (if no other evaluation did) and a pending delivery per channel."""
-    row = (await session.execute(text(
-        "INSERT INTO alert_firings (rule_id, customer_id, period_start, period_end, level, kind, threshold, "
-        "value, forecast_at, notice) VALUES (:r, :c, :s, :e, :level, :kind, :t, :v, :f, CAST(:n AS jsonb)) "
-        "ON CONFLICT (rule_id, period_start, level, kind) WHERE kind <> 'anomaly' DO NOTHING RETURNING id"),
-        {"r": rule.id, "c": customer.id, "s": period.start, "e": period.end, "level": due.level.level,
-         "kind": due.kind, "t": due.level.threshold, "v": value, "f": due.forecast_at,
-         "n": notice_json(notice)})).first()
+    row = (
+        await session.execute(
+            text(
+                "INSERT INTO alert_firings (rule_id, customer_id, period_start, period_end, level, kind, "
+                "threshold, "
+                "value, forecast_at, notice) VALUES (:r, :c, :s, :e, :level, :kind, :t, :v, :f, CAST(:n AS "
+                "jsonb)) "
+                "ON CONFLICT (rule_id, period_start, level, kind) WHERE kind <> 'anomaly' DO NOTHING "
+                "RETURNING id"
+            ),
+            {
+                "r": rule.id,
+                "c": customer.id,
+                "s": period.start,
+                "e": period.end,
+                "level": due.level.level,
+                "kind": due.kind,
+                "t": due.level.threshold,
+                "v": value,
+                "f": due.forecast_at,
+                "n": notice_json(notice),
+            },
+        )
+    ).first()
     if row is None:
         return []
     metrics.ALERT_FIRINGS.labels(due.kind).inc()
     firing_id = int(values(row)[0])
-    return await fan_out(session, customer.id, rule.channel_ids, firing_id,
-                         dataclasses.replace(notice, firing_id=firing_id))
+    return await fan_out(
+        session, customer.id, rule.channel_ids, firing_id, dataclasses.replace(notice, firing_id=firing_id)
+    )

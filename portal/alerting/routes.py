@@ -40,15 +40,20 @@ class CustomerAlertController(Controller):
     opt = ADMIN
 
     @post("/alert-channels", status_code=201, responses=error_answers(409))
-    async def create_channel(self, customer_id: FromPath[str], data: JSONBody[ChannelCreate], db: Db,
-                             portal: Portal) -> Channel:
+    async def create_channel(
+        self, customer_id: FromPath[str], data: JSONBody[ChannelCreate], db: Db, portal: Portal
+    ) -> Channel:
         """Checked now: a URL Apprise cannot use, or one whose host is or resolves to an
         address the portal must not reach (loopback, private, link-local, metadata…), is a
         422 naming the reason. Stored encrypted; shown masked. A webhook channel's signing
         secret is in this answer only."""
         return await channels.create_channel(
-            db, customer_id, data, secret_key=portal.settings.secret_key,
-            allow_networks=portal.settings.destination_allow_networks)
+            db,
+            customer_id,
+            data,
+            secret_key=portal.settings.secret_key,
+            allow_networks=portal.settings.destination_allow_networks,
+        )
 
     @get("/alert-channels")
     async def list_channels(self, customer_id: FromPath[str], db: Db) -> list[Channel]:
@@ -60,12 +65,14 @@ class CustomerAlertController(Controller):
         await channels.disable_channel(db, customer_id, channel_id)
 
     @post("/alert-channels/{channel_id:int}/test", status_code=202)
-    async def test_channel(self, customer_id: FromPath[str], channel_id: FromPath[int], db: Db,
-                           portal: Portal) -> Delivery:
+    async def test_channel(
+        self, customer_id: FromPath[str], channel_id: FromPath[int], db: Db, portal: Portal
+    ) -> Delivery:
         """Send a test notice through the channel; follow it at GET /v1/alert-deliveries/{id}."""
         customer = await _customer(db, customer_id)
-        delivery_id = await send_test_notice(db, customer, channel_id, public_url=portal.settings.public_url,
-                                             now=portal.now())
+        delivery_id = await send_test_notice(
+            db, customer, channel_id, public_url=portal.settings.public_url, now=portal.now()
+        )
         return await deliveries.get_delivery(db, delivery_id)
 
     @post("/alert-rules", status_code=201)
@@ -83,7 +90,9 @@ class CustomerAlertController(Controller):
 
     @get("/alert-firings")
     async def firings(
-        self, customer_id: FromPath[str], db: Db,
+        self,
+        customer_id: FromPath[str],
+        db: Db,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> list[Firing]:
         """The customer's most recent notices, newest first, each with its deliveries."""
@@ -116,10 +125,15 @@ class DeliveryController(Controller):
 
     @get("/")
     async def list_(
-        self, db: Db,
+        self,
+        db: Db,
         customer_id: Annotated[str | None, QueryParameter(name="customerId")] = None,
-        status: Annotated[str | None, QueryParameter(name="status", description=STATUS_HELP,
-                                                     schema_extra={"enum": list(DELIVERY_STATUSES)})] = None,
+        status: Annotated[
+            str | None,
+            QueryParameter(
+                name="status", description=STATUS_HELP, schema_extra={"enum": list(DELIVERY_STATUSES)}
+            ),
+        ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> list[Delivery]:
         wanted = choice("status", status, DELIVERY_STATUSES)

@@ -71,7 +71,8 @@ class RuleBody(CamelStruct):
 
     name: Name
     levels: Annotated[list[Decimal], msgspec.Meta(max_length=MAX_LEVELS)] = msgspec.field(
-        default_factory=list)
+        default_factory=list
+    )
     metric_name: Annotated[str, msgspec.Meta(pattern=NO_NUL)] | None = None
     basis: Basis = "absolute"
     budget: Decimal | None = None
@@ -102,12 +103,15 @@ class RuleBody(CamelStruct):
 
     def _check_anomaly(self) -> None:
         # Refused rather than ignored: a caller who sends levels expects them to matter.
-        for field, given in (("levels", bool(self.levels)), ("basis", self.basis != "absolute"),
-                             ("budget", self.budget is not None), ("notifyRecovery", self.notify_recovery),
-                             ("notifyForecast", self.notify_forecast)):
+        for field, given in (
+            ("levels", bool(self.levels)),
+            ("basis", self.basis != "absolute"),
+            ("budget", self.budget is not None),
+            ("notifyRecovery", self.notify_recovery),
+            ("notifyForecast", self.notify_forecast),
+        ):
             if given:
-                raise ValueError(f"{field}: an anomaly rule has none (it notifies unusual usage, "
-                                 "not levels)")
+                raise ValueError(f"{field}: an anomaly rule has none (it notifies unusual usage, not levels)")
 
 
 class RuleCreate(RuleBody):

@@ -14,16 +14,31 @@ from portal.catalog.schemas import Customer
 from portal.jobs import enqueue
 
 
-async def send_test_notice(db: AsyncSession, customer: Customer, channel_id: int, *, public_url: str,
-                           now: datetime) -> int:
+async def send_test_notice(
+    db: AsyncSession, customer: Customer, channel_id: int, *, public_url: str, now: datetime
+) -> int:
     """A pending test delivery to the channel, sent at `now` (UTC), queued for the alert
     worker; its id."""
     notice = Notice(
-        kind="test", firing_id=None, customer_id=customer.id, customer_name=customer.name, rule_id=None,
-        rule_name="Test notice", metric_name=None, unit=customer.currency, level_label="test",
-        threshold=Decimal(0), value=Decimal(0), currency=customer.currency, cost_so_far=None,
-        period_start=now, period_end=now, forecast_at=None,
-        dashboard_url=f"{public_url}/portal/customers/{customer.id}", occurred_at=now)
+        kind="test",
+        firing_id=None,
+        customer_id=customer.id,
+        customer_name=customer.name,
+        rule_id=None,
+        rule_name="Test notice",
+        metric_name=None,
+        unit=customer.currency,
+        level_label="test",
+        threshold=Decimal(0),
+        value=Decimal(0),
+        currency=customer.currency,
+        cost_so_far=None,
+        period_start=now,
+        period_end=now,
+        forecast_at=None,
+        dashboard_url=f"{public_url}/portal/customers/{customer.id}",
+        occurred_at=now,
+    )
     delivery_id = await create_test_delivery(db, customer.id, channel_id, notice)
     # Queued before the caller's transaction commits: the actor retries a delivery it cannot
     # see yet.

@@ -40,8 +40,14 @@ def line_deltas(
         old_q, old_a, meta = invoiced.get(key) or (Decimal(0), Decimal(0), now_true[key][2])
         new_q, new_a, _ = now_true.get(key) or (Decimal(0), Decimal(0), meta)
         if new_q != old_q or new_a != old_a:
-            out.append({**meta, "segmentStart": key[0], "quantityDelta": exact(new_q - old_q),
-                        "amountDelta": money_text(new_a - old_a, currency)})
+            out.append(
+                {
+                    **meta,
+                    "segmentStart": key[0],
+                    "quantityDelta": exact(new_q - old_q),
+                    "amountDelta": money_text(new_a - old_a, currency),
+                }
+            )
     return out
 
 
@@ -52,32 +58,53 @@ async def settle_late_events(session: AsyncSession, invoice_id: int, *, now: dat
     invoice = await locked_invoice(session, invoice_id)
     if invoice.status != "finalized":
         return None
-    pending: int = (await session.execute(
-        text("SELECT count(*) FROM late_events WHERE invoice_id = :id AND settled_at IS NULL"),
-        {"id": invoice_id})).scalar_one()
+    pending: int = (
+        await session.execute(
+            text("SELECT count(*) FROM late_events WHERE invoice_id = :id AND settled_at IS NULL"),
+            {"id": invoice_id},
+        )
+    ).scalar_one()
     if not pending:
         return None
-    item = PeriodToRate(invoice.customer_id, invoice.currency, invoice.period, invoice.planned_segments(),
-                        invoice.credits_applied)
+    item = PeriodToRate(
+        invoice.customer_id,
+        invoice.currency,
+        invoice.period,
+        invoice.planned_segments(),
+        invoice.credits_applied,
+    )
     rating = (await rate_periods(session, [item]))[0]
-    now_true = {_key(r[2], r[3], r[14]): (r[6], r[12], {"kind": r[2], "chargeKey": r[3], "meter": r[4],
-                                                        "description": r[5]})
-                for r in line_rows(invoice.id, rating)}
+    now_true = {
+        _key(r[2], r[3], r[14]): (
+            r[6],
+            r[12],
+            {"kind": r[2], "chargeKey": r[3], "meter": r[4], "description": r[5]},
+        )
+        for r in line_rows(invoice.id, rating)
+    }
     invoiced: dict[LineKey, tuple[Decimal, Decimal, dict[str, Any]]] = {}
-    rows = await session.execute(text(
-        "SELECT kind, charge_key, meter, description, segment_start, quantity, amount FROM invoice_lines "
-        "WHERE invoice_id = :id"), {"id": invoice_id})
+    rows = await session.execute(
+        text(
+            "SELECT kind, charge_key, meter, description, segment_start, quantity, amount FROM invoice_lines "
+            "WHERE invoice_id = :id"
+        ),
+        {"id": invoice_id},
+    )
     for kind, charge_key, meter, description, seg_start, quantity, amount in (values(r) for r in rows):
         meta = {"kind": kind, "chargeKey": charge_key, "meter": meter, "description": description}
         invoiced[_key(kind, charge_key, seg_start)] = (quantity, amount, meta)
-    previous = await session.execute(text("SELECT lines FROM adjustments WHERE invoice_id = :id"),
-                                     {"id": invoice_id})
+    previous = await session.execute(
+        text("SELECT lines FROM adjustments WHERE invoice_id = :id"), {"id": invoice_id}
+    )
     for (lines,) in (values(r) for r in previous):
         for line in lines:
             key = (line["segmentStart"], line["kind"], line["chargeKey"] or "")
             quantity, amount, meta = invoiced.get(key) or (Decimal(0), Decimal(0), line)
-            invoiced[key] = (quantity + Decimal(line["quantityDelta"]), amount + Decimal(line["amountDelta"]),
-                             meta)
+            invoiced[key] = (
+                quantity + Decimal(line["quantityDelta"]),
+                amount + Decimal(line["amountDelta"]),
+                meta,
+            )
     deltas = line_deltas(invoiced, now_true, invoice.currency)
     amount = sum((Decimal(d["amountDelta"]) for d in deltas), Decimal(0))
     subtotal_delta = sum((Decimal(d["amountDelta"]) for d in deltas if d["kind"] != "discount"), Decimal(0))
@@ -85,15 +112,31 @@ async def settle_late_events(session: AsyncSession, invoice_id: int, *, now: dat
     if amount != 0:
         kind = "debit" if amount > 0 else "credit"
         number = await next_number(session, "DN" if kind == "debit" else "CN")
-        row = (await session.execute(text(
-            "INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, amount, "
-            "lines, reason) VALUES (:i, :n, :k, :s, :d, :a, CAST(:l AS jsonb), :r) RETURNING id"),
-            {"i": invoice_id, "n": number, "k": kind, "s": subtotal_delta, "d": -(amount - subtotal_delta),
-             "a": amount, "l": msgspec.json.encode(deltas).decode(),
-             "r": f"{pending} event(s) arrived after {invoice.number} was finalized"})).one()
+        row = (
+            await session.execute(
+                text(
+                    "INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, "
+                    "amount, "
+                    "lines, reason) VALUES (:i, :n, :k, :s, :d, :a, CAST(:l AS jsonb), :r) RETURNING id"
+                ),
+                {
+                    "i": invoice_id,
+                    "n": number,
+                    "k": kind,
+                    "s": subtotal_delta,
+                    "d": -(amount - subtotal_delta),
+                    "a": amount,
+                    "l": msgspec.json.encode(deltas).decode(),
+                    "r": f"{pending} event(s) arrived after {invoice.number} was finalized",
+                },
+            )
+        ).one()
         adjustment_id = int(values(row)[0])
     await session.execute(
-        text("UPDATE late_events SET settled_at = :now, adjustment_id = :a "
-             "WHERE invoice_id = :id AND settled_at IS NULL"),
-        {"now": now, "a": adjustment_id, "id": invoice_id})
+        text(
+            "UPDATE late_events SET settled_at = :now, adjustment_id = :a "
+            "WHERE invoice_id = :id AND settled_at IS NULL"
+        ),
+        {"now": now, "a": adjustment_id, "id": invoice_id},
+    )
     return adjustment_id

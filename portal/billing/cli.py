@@ -93,8 +93,9 @@ def register_billing_commands(sub: Any, settings_for: SettingsFor) -> None:
     """Add the `catalog` and `invoices` command groups to the CLI's subparsers."""
     catalog = sub.add_parser("catalog", help="meters, customers, plans and subscriptions as data")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
-    apply = catalog_sub.add_parser("apply",
-                                   help="create what a catalog file (YAML or JSON) lists; idempotent")
+    apply = catalog_sub.add_parser(
+        "apply", help="create what a catalog file (YAML or JSON) lists; idempotent"
+    )
     apply.add_argument("file")
     apply.set_defaults(settings_for=settings_for, func=cmd_catalog_apply)
 

@@ -41,8 +41,9 @@ async def _complete_through(settings: Settings) -> datetime | None:
     """Every event accepted before this instant is in Postgres (None if Redis is down)."""
     assert settings.redis_url
     redis = Redis.from_url(settings.redis_url)
-    live = LiveStore(redis, accepted_lateness=settings.accepted_lateness,
-                     marker_ttl=settings.dedup_marker_ttl)
+    live = LiveStore(
+        redis, accepted_lateness=settings.accepted_lateness, marker_ttl=settings.dedup_marker_ttl
+    )
     try:
         return to_datetime(await live.watermark_ms() / 1000)
     except Exception:
@@ -72,9 +73,13 @@ async def apply_catalog_file(settings: Settings, path: Path) -> ApplyReport:
 
 async def invoice_run(settings: Settings, month: str) -> RunSummary:
     async with _sessions(settings) as sessions:
-        return await run_invoices(sessions, month=month, now=system_clock(),
-                                  complete_through=await _complete_through(settings),
-                                  progress=progress_bar())
+        return await run_invoices(
+            sessions,
+            month=month,
+            now=system_clock(),
+            complete_through=await _complete_through(settings),
+            progress=progress_bar(),
+        )
 
 
 def summary_lines(summary: RunSummary) -> list[str]:
@@ -97,37 +102,58 @@ def _json(value: msgspec.Struct | list[msgspec.Struct]) -> str:
 
 async def show_invoice(settings: Settings, invoice_id: int) -> str:
     async with _sessions(settings) as sessions, transaction(sessions) as session:
-        view = await invoices.get_invoice(session, invoice_id, now=system_clock(),
-                                          grace=settings.invoice_grace,
-                                          complete_through=await _complete_through(settings))
+        view = await invoices.get_invoice(
+            session,
+            invoice_id,
+            now=system_clock(),
+            grace=settings.invoice_grace,
+            complete_through=await _complete_through(settings),
+        )
         return _json(view)
 
 
 async def list_invoices(settings: Settings, *, customer_id: str | None, state: InvoiceState | None) -> str:
     async with _sessions(settings) as sessions, transaction(sessions) as session:
-        rows = await invoices.list_invoices(session, now=system_clock(), grace=settings.invoice_grace,
-                                            customer_id=customer_id, state=state,
-                                            limit=1000)
+        rows = await invoices.list_invoices(
+            session,
+            now=system_clock(),
+            grace=settings.invoice_grace,
+            customer_id=customer_id,
+            state=state,
+            limit=1000,
+        )
     lines = [f"{'id':>6}  {'number':<11} {'customer':<20} {'period start':<25} {'state':<16} {'total':>12}"]
     for r in rows:
-        lines.append(f"{r.id:>6}  {r.number or '-':<11} {r.customer_id:<20} {r.period_start.isoformat():<25} "
-                     f"{r.state:<16} {r.adjusted_total:>12} {r.currency}")
+        lines.append(
+            f"{r.id:>6}  {r.number or '-':<11} {r.customer_id:<20} {r.period_start.isoformat():<25} "
+            f"{r.state:<16} {r.adjusted_total:>12} {r.currency}"
+        )
     return "\n".join(lines)
 
 
 async def approve_invoice(settings: Settings, invoice_id: int, *, approved_by: str) -> str:
     async with _sessions(settings) as sessions, transaction(sessions) as session:
-        invoice = await lifecycle.approve(session, invoice_id, approved_by=approved_by, now=system_clock(),
-                                          grace=settings.invoice_grace,
-                                          complete_through=await _complete_through(settings))
+        invoice = await lifecycle.approve(
+            session,
+            invoice_id,
+            approved_by=approved_by,
+            now=system_clock(),
+            grace=settings.invoice_grace,
+            complete_through=await _complete_through(settings),
+        )
         total = money_text(invoice.total, invoice.currency)
         return f"{invoice.number}: finalized, total {total} {invoice.currency}"
 
 
 async def void_invoice(settings: Settings, invoice_id: int, *, reason: str) -> str:
     async with _sessions(settings) as sessions, transaction(sessions) as session:
-        voided, reissued = await lifecycle.void(session, invoice_id, reason=reason, now=system_clock(),
-                                                complete_through=await _complete_through(settings))
+        voided, reissued = await lifecycle.void(
+            session,
+            invoice_id,
+            reason=reason,
+            now=system_clock(),
+            complete_through=await _complete_through(settings),
+        )
     again = f"; reissued as draft {reissued.id}" if reissued else ""
     return f"{voided.number}: void{again}"
 

@@ -58,12 +58,21 @@ async def grant_credit(session: AsyncSession, customer_id: str, data: CreditGran
     if data.expires_on is not None:
         # A grant "expires on" a day: usable until that day ends in the customer's zone.
         expires_at = local_midnight(data.expires_on + timedelta(days=1), customer.timezone)
-    row = (await session.execute(
-        text("INSERT INTO credit_grants (customer_id, amount, currency, description, expires_at) "
-             "VALUES (:c, :a, :cur, :d, :e) RETURNING id"),
-        {"c": customer_id, "a": data.amount, "cur": customer.currency, "d": data.description,
-         "e": expires_at},
-    )).one()
+    row = (
+        await session.execute(
+            text(
+                "INSERT INTO credit_grants (customer_id, amount, currency, description, expires_at) "
+                "VALUES (:c, :a, :cur, :d, :e) RETURNING id"
+            ),
+            {
+                "c": customer_id,
+                "a": data.amount,
+                "cur": customer.currency,
+                "d": data.description,
+                "e": expires_at,
+            },
+        )
+    ).one()
     grants = await credit_balance(session, customer_id, currency=customer.currency)
     return next(g for g in grants.grants if g.id == values(row)[0])
 
@@ -71,18 +80,33 @@ async def grant_credit(session: AsyncSession, customer_id: str, data: CreditGran
 def _grant(row: Any) -> CreditGrant:
     gid, customer_id, amount, remaining, currency, description, expires_at, granted_at = values(row)
     cur = str(currency).strip()
-    return CreditGrant(gid, customer_id, money_text(amount, cur), money_text(remaining, cur), cur,
-                       description, expires_at, granted_at)
+    return CreditGrant(
+        gid,
+        customer_id,
+        money_text(amount, cur),
+        money_text(remaining, cur),
+        cur,
+        description,
+        expires_at,
+        granted_at,
+    )
 
 
-async def credit_balance(session: AsyncSession, customer_id: str, *, currency: str,
-                         usable_at: datetime | None = None) -> CreditBalance:
+async def credit_balance(
+    session: AsyncSession, customer_id: str, *, currency: str, usable_at: datetime | None = None
+) -> CreditBalance:
     """Every grant with what is left of it; the balance counts grants usable at
     `usable_at` (default: all unexpired now-or-later grants are listed, all counted)."""
     rows = await session.execute(text(_REMAINING), {"c": customer_id})
     grants = [_grant(r) for r in rows]
-    balance = sum((Decimal(g.remaining) for g in grants
-                   if usable_at is None or g.expires_at is None or g.expires_at > usable_at), Decimal(0))
+    balance = sum(
+        (
+            Decimal(g.remaining)
+            for g in grants
+            if usable_at is None or g.expires_at is None or g.expires_at > usable_at
+        ),
+        Decimal(0),
+    )
     return CreditBalance(customer_id, currency, money_text(balance, currency), grants)
 
 
@@ -91,12 +115,14 @@ async def available_credit(session: AsyncSession, customer_id: str, *, usable_at
     `usable_at` (the period's end: credit that expired during the period still counts
     for it)."""
     rows = await session.execute(text(_REMAINING), {"c": customer_id})
-    return sum((Decimal(values(r)[3]) for r in rows
-                if values(r)[6] is None or values(r)[6] >= usable_at), Decimal(0))
+    return sum(
+        (Decimal(values(r)[3]) for r in rows if values(r)[6] is None or values(r)[6] >= usable_at), Decimal(0)
+    )
 
 
-async def draw_credit(session: AsyncSession, customer_id: str, invoice_id: int, amount: Decimal, *,
-                      usable_at: datetime) -> None:
+async def draw_credit(
+    session: AsyncSession, customer_id: str, invoice_id: int, amount: Decimal, *, usable_at: datetime
+) -> None:
     """Apply `amount` to the invoice from the grants that expire first (the caller holds
     the customer's billing lock, so no other invoice draws at the same time)."""
     left = amount
@@ -110,7 +136,8 @@ async def draw_credit(session: AsyncSession, customer_id: str, invoice_id: int, 
         take = min(left, remaining)
         await session.execute(
             text("INSERT INTO credit_applications (grant_id, invoice_id, amount) VALUES (:g, :i, :a)"),
-            {"g": gid, "i": invoice_id, "a": take})
+            {"g": gid, "i": invoice_id, "a": take},
+        )
         left -= take
     if left > 0:
         raise Invalid(f"credit balance fell short by {left} while finalizing invoice {invoice_id}")
@@ -119,5 +146,8 @@ async def draw_credit(session: AsyncSession, customer_id: str, invoice_id: int, 
 async def release_credit(session: AsyncSession, invoice_id: int) -> None:
     """Give back what a voided invoice drew."""
     await session.execute(
-        text("UPDATE credit_applications SET released_at = now() "
-             "WHERE invoice_id = :i AND released_at IS NULL"), {"i": invoice_id})
+        text(
+            "UPDATE credit_applications SET released_at = now() WHERE invoice_id = :i AND released_at IS NULL"
+        ),
+        {"i": invoice_id},
+    )

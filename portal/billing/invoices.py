@@ -53,15 +53,23 @@ class PlannedSegment:
     discounts: tuple[Discount, ...]
 
     def snapshot(self) -> dict[str, Any]:
-        return {"plan": msgspec.to_builtins(self.plan), "start": self.start.isoformat(),
-                "end": self.end.isoformat(), "fraction": str(self.fraction),
-                "discounts": msgspec.to_builtins(self.discounts)}
+        return {
+            "plan": msgspec.to_builtins(self.plan),
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "fraction": str(self.fraction),
+            "discounts": msgspec.to_builtins(self.discounts),
+        }
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> PlannedSegment:
-        return cls(plan_from_definition(data["plan"]), datetime.fromisoformat(data["start"]),
-                   datetime.fromisoformat(data["end"]), Decimal(data["fraction"]),
-                   msgspec.convert(data["discounts"], tuple[Discount, ...]))
+        return cls(
+            plan_from_definition(data["plan"]),
+            datetime.fromisoformat(data["start"]),
+            datetime.fromisoformat(data["end"]),
+            Decimal(data["fraction"]),
+            msgspec.convert(data["discounts"], tuple[Discount, ...]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,33 +82,42 @@ class PeriodToRate:
 
 
 def planned(bounds: Sequence[SegmentBounds], plans: dict[str, Plan]) -> tuple[PlannedSegment, ...]:
-    return tuple(PlannedSegment(plans[b.subscription.plan_id], b.start, b.end, b.fraction,
-                                b.subscription.discounts) for b in bounds)
+    return tuple(
+        PlannedSegment(plans[b.subscription.plan_id], b.start, b.end, b.fraction, b.subscription.discounts)
+        for b in bounds
+    )
 
 
 async def plans_by_id(session: AsyncSession, plan_ids: set[str]) -> dict[str, Plan]:
-    rows = await session.execute(text("SELECT id, definition FROM plans WHERE id = ANY(:ids)"),
-                                 {"ids": sorted(plan_ids)})
+    rows = await session.execute(
+        text("SELECT id, definition FROM plans WHERE id = ANY(:ids)"), {"ids": sorted(plan_ids)}
+    )
     return {str(pid): plan_from_definition(d) for pid, d in (values(r) for r in rows)}
 
 
 async def rate_periods(session: AsyncSession, items: Sequence[PeriodToRate]) -> list[Rating]:
     """Rate many customers' periods with a few bulk reads (see quantities.py)."""
     aggregations = await meter_aggregations(session)
-    windows = [UsageWindow((i, j), item.customer_id, seg.start, seg.end, seg.plan)
-               for i, item in enumerate(items) for j, seg in enumerate(item.segments)]
+    windows = [
+        UsageWindow((i, j), item.customer_id, seg.start, seg.end, seg.plan)
+        for i, item in enumerate(items)
+        for j, seg in enumerate(item.segments)
+    ]
     quantities: dict[Hashable, dict[str, Decimal]] = await charge_quantities(session, windows, aggregations)
     ratings = []
     for i, item in enumerate(items):
-        segments = [Segment(seg.plan, seg.start, seg.end, seg.fraction, quantities.get((i, j), {}),
-                            seg.discounts) for j, seg in enumerate(item.segments)]
-        ratings.append(rate_invoice(segments, currency=item.currency,
-                                    credit_available=item.credit_available))
+        segments = [
+            Segment(seg.plan, seg.start, seg.end, seg.fraction, quantities.get((i, j), {}), seg.discounts)
+            for j, seg in enumerate(item.segments)
+        ]
+        ratings.append(rate_invoice(segments, currency=item.currency, credit_available=item.credit_available))
     return ratings
 
 
 async def period_to_rate(
-    session: AsyncSession, customer: Customer, period: BillingPeriod,
+    session: AsyncSession,
+    customer: Customer,
+    period: BillingPeriod,
 ) -> PeriodToRate | None:
     """What a customer's period is rated on now (None: no subscription covers it)."""
     found = await subscriptions_by_customer(session, [customer.id], period.start, period.end)
@@ -115,41 +132,111 @@ async def period_to_rate(
 
 # --- storing drafts -----------------------------------------------------------------
 
-_LINE_COLUMNS = ("invoice_id", "position", "kind", "charge_key", "meter", "description", "quantity",
-                 "included_quantity", "billable_quantity", "unit_price", "tiers", "proration", "amount",
-                 "plan_id", "segment_start", "segment_end")
+_LINE_COLUMNS = (
+    "invoice_id",
+    "position",
+    "kind",
+    "charge_key",
+    "meter",
+    "description",
+    "quantity",
+    "included_quantity",
+    "billable_quantity",
+    "unit_price",
+    "tiers",
+    "proration",
+    "amount",
+    "plan_id",
+    "segment_start",
+    "segment_end",
+)
 
 
 def line_rows(invoice_id: int, rating: Rating) -> list[tuple[Any, ...]]:
     """Invoice lines as stored: charges first, then discounts (negative amounts)."""
     rows: list[tuple[Any, ...]] = []
     for line in rating.lines:
-        rows.append((invoice_id, len(rows), line.kind, line.charge_key, line.meter, line.description,
-                     line.quantity, line.included_quantity, line.billable_quantity, line.unit_price,
-                     msgspec.json.encode([_tier(t) for t in line.tiers]).decode(), line.proration,
-                     line.amount, line.plan_id, line.segment_start, line.segment_end))
+        rows.append(
+            (
+                invoice_id,
+                len(rows),
+                line.kind,
+                line.charge_key,
+                line.meter,
+                line.description,
+                line.quantity,
+                line.included_quantity,
+                line.billable_quantity,
+                line.unit_price,
+                msgspec.json.encode([_tier(t) for t in line.tiers]).decode(),
+                line.proration,
+                line.amount,
+                line.plan_id,
+                line.segment_start,
+                line.segment_end,
+            )
+        )
     for index, discount in enumerate(rating.discounts):
-        rows.append((invoice_id, len(rows), "discount", f"discount-{index}", None, discount.description,
-                     Decimal(1), Decimal(0), Decimal(1), discount.percent, "[]", Decimal(1),
-                     -discount.amount, discount.plan_id, discount.segment_start, discount.segment_end))
+        rows.append(
+            (
+                invoice_id,
+                len(rows),
+                "discount",
+                f"discount-{index}",
+                None,
+                discount.description,
+                Decimal(1),
+                Decimal(0),
+                Decimal(1),
+                discount.percent,
+                "[]",
+                Decimal(1),
+                -discount.amount,
+                discount.plan_id,
+                discount.segment_start,
+                discount.segment_end,
+            )
+        )
     return rows
 
 
 def _tier(t: Any) -> dict[str, Any]:
-    return {"lower": str(t.lower), "upper": None if t.upper is None else str(t.upper),
-            "quantity": str(t.quantity), "unitPrice": str(t.unit_price), "flatFee": str(t.flat_fee),
-            "amount": str(t.amount)}
+    return {
+        "lower": str(t.lower),
+        "upper": None if t.upper is None else str(t.upper),
+        "quantity": str(t.quantity),
+        "unitPrice": str(t.unit_price),
+        "flatFee": str(t.flat_fee),
+        "amount": str(t.amount),
+    }
 
 
 async def write_lines(session: AsyncSession, invoice_ids: list[int], rows: list[tuple[Any, ...]]) -> None:
     """Replace the lines of these invoices with `rows`, in one statement each way."""
-    await session.execute(text("DELETE FROM invoice_lines WHERE invoice_id = ANY(:ids)"),
-                          {"ids": invoice_ids})
+    await session.execute(
+        text("DELETE FROM invoice_lines WHERE invoice_id = ANY(:ids)"), {"ids": invoice_ids}
+    )
     if not rows:
         return
     columns = list(zip(*rows, strict=True))
-    casts = ["bigint", "int", "text", "text", "text", "text", "numeric", "numeric", "numeric", "numeric",
-             "jsonb", "numeric", "numeric", "text", "timestamptz", "timestamptz"]
+    casts = [
+        "bigint",
+        "int",
+        "text",
+        "text",
+        "text",
+        "text",
+        "numeric",
+        "numeric",
+        "numeric",
+        "numeric",
+        "jsonb",
+        "numeric",
+        "numeric",
+        "text",
+        "timestamptz",
+        "timestamptz",
+    ]
     selects = ", ".join(f"CAST(:c{i} AS {cast}[])" for i, cast in enumerate(casts))
     await session.execute(
         text(f"INSERT INTO invoice_lines ({', '.join(_LINE_COLUMNS)}) SELECT * FROM unnest({selects})"),
@@ -161,9 +248,14 @@ def _snapshot(item: PeriodToRate) -> str:
     return msgspec.json.encode([s.snapshot() for s in item.segments]).decode()
 
 
-async def save_drafts(session: AsyncSession, items: Sequence[PeriodToRate], ratings: Sequence[Rating], *,
-                      complete_through: datetime | None, replaces: dict[str, int] | None = None,
-                      ) -> tuple[dict[str, int], int]:
+async def save_drafts(
+    session: AsyncSession,
+    items: Sequence[PeriodToRate],
+    ratings: Sequence[Rating],
+    *,
+    complete_through: datetime | None,
+    replaces: dict[str, int] | None = None,
+) -> tuple[dict[str, int], int]:
     """Create or refresh the drafts of these periods; finalized invoices are left alone.
 
     Returns ({customer id: invoice id} of the drafts written, how many were created)."""
@@ -171,24 +263,33 @@ async def save_drafts(session: AsyncSession, items: Sequence[PeriodToRate], rati
         return {}, 0
     replaces = replaces or {}
     rows = await session.execute(
-        text("INSERT INTO invoices AS i (customer_id, period_start, period_end, currency, subtotal, "
-             "discount_total, credits_applied, total, segments, complete_through, replaces_id) "
-             "SELECT * FROM unnest(CAST(:c AS text[]), CAST(:s AS timestamptz[]), "
-             "CAST(:e AS timestamptz[]), CAST(:cur AS text[]), CAST(:sub AS numeric[]), "
-             "CAST(:disc AS numeric[]), CAST(:cred AS numeric[]), CAST(:tot AS numeric[]), "
-             "CAST(:seg AS jsonb[]), CAST(:ct AS timestamptz[]), CAST(:rep AS bigint[])) "
-             "ON CONFLICT (customer_id, period_start) WHERE status <> 'void' DO UPDATE SET "
-             "subtotal = EXCLUDED.subtotal, discount_total = EXCLUDED.discount_total, "
-             "credits_applied = EXCLUDED.credits_applied, total = EXCLUDED.total, "
-             "segments = EXCLUDED.segments, complete_through = EXCLUDED.complete_through, "
-             "period_end = EXCLUDED.period_end, computed_at = now() "
-             "WHERE i.status = 'draft' RETURNING i.id, i.customer_id, (xmax = 0) AS created"),
-        {"c": [i.customer_id for i in items], "s": [i.period.start for i in items],
-         "e": [i.period.end for i in items], "cur": [i.currency for i in items],
-         "sub": [r.subtotal for r in ratings], "disc": [r.discount_total for r in ratings],
-         "cred": [r.credits_applied for r in ratings], "tot": [r.total for r in ratings],
-         "seg": [_snapshot(i) for i in items], "ct": [complete_through] * len(items),
-         "rep": [replaces.get(i.customer_id) for i in items]},
+        text(
+            "INSERT INTO invoices AS i (customer_id, period_start, period_end, currency, subtotal, "
+            "discount_total, credits_applied, total, segments, complete_through, replaces_id) "
+            "SELECT * FROM unnest(CAST(:c AS text[]), CAST(:s AS timestamptz[]), "
+            "CAST(:e AS timestamptz[]), CAST(:cur AS text[]), CAST(:sub AS numeric[]), "
+            "CAST(:disc AS numeric[]), CAST(:cred AS numeric[]), CAST(:tot AS numeric[]), "
+            "CAST(:seg AS jsonb[]), CAST(:ct AS timestamptz[]), CAST(:rep AS bigint[])) "
+            "ON CONFLICT (customer_id, period_start) WHERE status <> 'void' DO UPDATE SET "
+            "subtotal = EXCLUDED.subtotal, discount_total = EXCLUDED.discount_total, "
+            "credits_applied = EXCLUDED.credits_applied, total = EXCLUDED.total, "
+            "segments = EXCLUDED.segments, complete_through = EXCLUDED.complete_through, "
+            "period_end = EXCLUDED.period_end, computed_at = now() "
+            "WHERE i.status = 'draft' RETURNING i.id, i.customer_id, (xmax = 0) AS created"
+        ),
+        {
+            "c": [i.customer_id for i in items],
+            "s": [i.period.start for i in items],
+            "e": [i.period.end for i in items],
+            "cur": [i.currency for i in items],
+            "sub": [r.subtotal for r in ratings],
+            "disc": [r.discount_total for r in ratings],
+            "cred": [r.credits_applied for r in ratings],
+            "tot": [r.total for r in ratings],
+            "seg": [_snapshot(i) for i in items],
+            "ct": [complete_through] * len(items),
+            "rep": [replaces.get(i.customer_id) for i in items],
+        },
     )
     written: dict[str, int] = {}
     created = 0
@@ -201,8 +302,9 @@ async def save_drafts(session: AsyncSession, items: Sequence[PeriodToRate], rati
     return written, created
 
 
-async def refresh_draft(session: AsyncSession, customer: Customer, period: BillingPeriod, *,
-                        complete_through: datetime | None) -> int | None:
+async def refresh_draft(
+    session: AsyncSession, customer: Customer, period: BillingPeriod, *, complete_through: datetime | None
+) -> int | None:
     """Create or re-rate the customer's draft for `period`; its id (None: no subscription
     covers the period). A finalized invoice for the period is returned untouched."""
     item = await period_to_rate(session, customer, period)
@@ -212,17 +314,22 @@ async def refresh_draft(session: AsyncSession, customer: Customer, period: Billi
     written, _ = await save_drafts(session, [item], ratings, complete_through=complete_through)
     if customer.id in written:
         return written[customer.id]
-    row = (await session.execute(
-        text("SELECT id FROM invoices WHERE customer_id = :c AND period_start = :s AND status <> 'void'"),
-        {"c": customer.id, "s": period.start})).one()
+    row = (
+        await session.execute(
+            text("SELECT id FROM invoices WHERE customer_id = :c AND period_start = :s AND status <> 'void'"),
+            {"c": customer.id, "s": period.start},
+        )
+    ).one()
     return int(values(row)[0])
 
 
 # --- reading ------------------------------------------------------------------------
 
-INVOICE_COLUMNS = ("id, number, customer_id, currency, status, period_start, period_end, subtotal, "
-                    "discount_total, credits_applied, total, computed_at, complete_through, finalized_at, "
-                    "approved_by, voided_at, void_reason, replaces_id, segments")
+INVOICE_COLUMNS = (
+    "id, number, customer_id, currency, status, period_start, period_end, subtotal, "
+    "discount_total, credits_applied, total, computed_at, complete_through, finalized_at, "
+    "approved_by, voided_at, void_reason, replaces_id, segments"
+)
 
 
 def state_of(status: str, period_end: datetime, now: datetime, grace: timedelta) -> InvoiceState:
@@ -268,73 +375,161 @@ def invoice_row(row: Any) -> InvoiceRow:
 
 
 async def load_invoice(session: AsyncSession, invoice_id: int, *, for_update: bool = False) -> InvoiceRow:
-    row = (await session.execute(
-        text(f"SELECT {INVOICE_COLUMNS} FROM invoices WHERE id = :id{' FOR UPDATE' if for_update else ''}"),
-        {"id": invoice_id})).first()
+    row = (
+        await session.execute(
+            text(
+                f"SELECT {INVOICE_COLUMNS} FROM invoices WHERE id = :id{' FOR UPDATE' if for_update else ''}"
+            ),
+            {"id": invoice_id},
+        )
+    ).first()
     if row is None:
         raise NotFound(f"no invoice {invoice_id}")
     return invoice_row(row)
 
 
 async def _lines(session: AsyncSession, invoice: InvoiceRow) -> list[LineView]:
-    rows = await session.execute(text(
-        f"SELECT {', '.join(_LINE_COLUMNS[1:])} FROM invoice_lines WHERE invoice_id = :id ORDER BY position"),
-        {"id": invoice.id})
+    rows = await session.execute(
+        text(
+            f"SELECT {', '.join(_LINE_COLUMNS[1:])} FROM invoice_lines WHERE invoice_id = :id ORDER BY "
+            "position"
+        ),
+        {"id": invoice.id},
+    )
     out = []
-    for (position, kind, charge_key, meter, description, quantity, included, billable, unit_price, tiers,
-         proration, amount, plan_id, seg_start, seg_end) in (values(r) for r in rows):
-        out.append(LineView(
-            position, kind, charge_key, meter, description, exact(quantity), exact(included),
-            exact(billable), None if unit_price is None else exact(unit_price),
-            [msgspec.convert(t, TierView) for t in tiers], exact(proration),
-            money_text(amount, invoice.currency), plan_id, seg_start, seg_end))
+    for (
+        position,
+        kind,
+        charge_key,
+        meter,
+        description,
+        quantity,
+        included,
+        billable,
+        unit_price,
+        tiers,
+        proration,
+        amount,
+        plan_id,
+        seg_start,
+        seg_end,
+    ) in (values(r) for r in rows):
+        out.append(
+            LineView(
+                position,
+                kind,
+                charge_key,
+                meter,
+                description,
+                exact(quantity),
+                exact(included),
+                exact(billable),
+                None if unit_price is None else exact(unit_price),
+                [msgspec.convert(t, TierView) for t in tiers],
+                exact(proration),
+                money_text(amount, invoice.currency),
+                plan_id,
+                seg_start,
+                seg_end,
+            )
+        )
     return out
 
 
 async def adjustments_of(session: AsyncSession, invoice: InvoiceRow) -> list[AdjustmentView]:
-    rows = await session.execute(text(
-        "SELECT a.id, a.invoice_id, a.number, a.kind, a.amount, a.subtotal_delta, a.discount_delta, a.lines, "
-        "a.reason, a.created_at, count(l.event_id), "
-        "(array_agg(l.event_id ORDER BY l.event_time, l.event_id) "
-        "FILTER (WHERE l.event_id IS NOT NULL))[1:100] "
-        "FROM adjustments a LEFT JOIN late_events l ON l.adjustment_id = a.id "
-        "WHERE a.invoice_id = :id GROUP BY a.id ORDER BY a.id"), {"id": invoice.id})
+    rows = await session.execute(
+        text(
+            "SELECT a.id, a.invoice_id, a.number, a.kind, a.amount, a.subtotal_delta, a.discount_delta, "
+            "a.lines, "
+            "a.reason, a.created_at, count(l.event_id), "
+            "(array_agg(l.event_id ORDER BY l.event_time, l.event_id) "
+            "FILTER (WHERE l.event_id IS NOT NULL))[1:100] "
+            "FROM adjustments a LEFT JOIN late_events l ON l.adjustment_id = a.id "
+            "WHERE a.invoice_id = :id GROUP BY a.id ORDER BY a.id"
+        ),
+        {"id": invoice.id},
+    )
     out = []
-    for (aid, iid, number, kind, amount, sub_delta, disc_delta, lines, reason, created_at, count,
-         event_ids) in (values(r) for r in rows):
-        out.append(AdjustmentView(
-            aid, iid, number, kind, money_text(amount, invoice.currency),
-            money_text(sub_delta, invoice.currency), money_text(disc_delta, invoice.currency),
-            [msgspec.convert(line, AdjustmentLineView) for line in lines], reason, int(count),
-            list(event_ids or []), created_at))
+    for (
+        aid,
+        iid,
+        number,
+        kind,
+        amount,
+        sub_delta,
+        disc_delta,
+        lines,
+        reason,
+        created_at,
+        count,
+        event_ids,
+    ) in (values(r) for r in rows):
+        out.append(
+            AdjustmentView(
+                aid,
+                iid,
+                number,
+                kind,
+                money_text(amount, invoice.currency),
+                money_text(sub_delta, invoice.currency),
+                money_text(disc_delta, invoice.currency),
+                [msgspec.convert(line, AdjustmentLineView) for line in lines],
+                reason,
+                int(count),
+                list(event_ids or []),
+                created_at,
+            )
+        )
     return out
 
 
-async def invoice_view(session: AsyncSession, invoice: InvoiceRow, *, now: datetime,
-                       grace: timedelta) -> InvoiceView:
+async def invoice_view(
+    session: AsyncSession, invoice: InvoiceRow, *, now: datetime, grace: timedelta
+) -> InvoiceView:
     adjustments = await adjustments_of(session, invoice)
     adjusted = invoice.total + sum((Decimal(a.amount) for a in adjustments), Decimal(0))
-    replaced_by = (await session.execute(
-        text("SELECT id FROM invoices WHERE replaces_id = :id ORDER BY id DESC LIMIT 1"),
-        {"id": invoice.id})).first()
+    replaced_by = (
+        await session.execute(
+            text("SELECT id FROM invoices WHERE replaces_id = :id ORDER BY id DESC LIMIT 1"),
+            {"id": invoice.id},
+        )
+    ).first()
     cur = invoice.currency
     return InvoiceView(
-        id=invoice.id, number=invoice.number, customer_id=invoice.customer_id, currency=cur,
-        state=state_of(invoice.status, invoice.period_end, now, grace), period_start=invoice.period_start,
-        period_end=invoice.period_end, review_after=invoice.period_end + grace,
-        subtotal=money_text(invoice.subtotal, cur), discount_total=money_text(invoice.discount_total, cur),
-        credits_applied=money_text(invoice.credits_applied, cur), total=money_text(invoice.total, cur),
-        lines=await _lines(session, invoice), adjustments=adjustments,
+        id=invoice.id,
+        number=invoice.number,
+        customer_id=invoice.customer_id,
+        currency=cur,
+        state=state_of(invoice.status, invoice.period_end, now, grace),
+        period_start=invoice.period_start,
+        period_end=invoice.period_end,
+        review_after=invoice.period_end + grace,
+        subtotal=money_text(invoice.subtotal, cur),
+        discount_total=money_text(invoice.discount_total, cur),
+        credits_applied=money_text(invoice.credits_applied, cur),
+        total=money_text(invoice.total, cur),
+        lines=await _lines(session, invoice),
+        adjustments=adjustments,
         adjusted_total=money_text(adjusted, cur),
-        computed_at=invoice.computed_at, complete_through=invoice.complete_through,
-        finalized_at=invoice.finalized_at, approved_by=invoice.approved_by, voided_at=invoice.voided_at,
-        void_reason=invoice.void_reason, replaces_id=invoice.replaces_id,
+        computed_at=invoice.computed_at,
+        complete_through=invoice.complete_through,
+        finalized_at=invoice.finalized_at,
+        approved_by=invoice.approved_by,
+        voided_at=invoice.voided_at,
+        void_reason=invoice.void_reason,
+        replaces_id=invoice.replaces_id,
         replaced_by_id=None if replaced_by is None else int(values(replaced_by)[0]),
     )
 
 
-async def get_invoice(session: AsyncSession, invoice_id: int, *, now: datetime, grace: timedelta,
-                      complete_through: datetime | None) -> InvoiceView:
+async def get_invoice(
+    session: AsyncSession,
+    invoice_id: int,
+    *,
+    now: datetime,
+    grace: timedelta,
+    complete_through: datetime | None,
+) -> InvoiceView:
     """An invoice with its lines and adjustments; a draft is re-rated first."""
     invoice = await load_invoice(session, invoice_id)
     if invoice.status == "draft":
@@ -345,26 +540,44 @@ async def get_invoice(session: AsyncSession, invoice_id: int, *, now: datetime, 
     return await invoice_view(session, invoice, now=now, grace=grace)
 
 
-async def list_invoices(session: AsyncSession, *, now: datetime, grace: timedelta,
-                        customer_id: str | None = None, state: InvoiceState | None = None,
-                        period_start_from: datetime | None = None, period_start_to: datetime | None = None,
-                        limit: int = 100, before_id: int | None = None) -> list[InvoiceSummary]:
+async def list_invoices(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    grace: timedelta,
+    customer_id: str | None = None,
+    state: InvoiceState | None = None,
+    period_start_from: datetime | None = None,
+    period_start_to: datetime | None = None,
+    limit: int = 100,
+    before_id: int | None = None,
+) -> list[InvoiceSummary]:
     """Invoices, newest first (ids below `before_id` when paging); `state` is evaluated at `now`."""
     status = {"draft": "draft", "awaiting_review": "draft", "finalized": "finalized", "void": "void"}
-    rows = await session.execute(text(
-        f"SELECT {INVOICE_COLUMNS}, i.total + COALESCE((SELECT sum(amount) FROM adjustments a "
-        "WHERE a.invoice_id = i.id), 0) FROM invoices i "
-        "WHERE (CAST(:c AS text) IS NULL OR customer_id = :c) "
-        "AND (CAST(:status AS text) IS NULL OR status = :status) "
-        "AND (CAST(:due AS boolean) IS NULL OR (period_end + CAST(:grace AS interval) <= :now) = :due) "
-        "AND (CAST(:from_ AS timestamptz) IS NULL OR period_start >= :from_) "
-        "AND (CAST(:to_ AS timestamptz) IS NULL OR period_start < :to_) "
-        "AND (CAST(:before AS bigint) IS NULL OR id < :before) "
-        "ORDER BY id DESC LIMIT :limit"),
-        {"c": customer_id, "status": status.get(state) if state else None,
-         "due": {"draft": False, "awaiting_review": True}.get(state) if state else None,
-         "grace": grace, "now": now, "from_": period_start_from, "to_": period_start_to,
-         "before": before_id, "limit": limit})
+    rows = await session.execute(
+        text(
+            f"SELECT {INVOICE_COLUMNS}, i.total + COALESCE((SELECT sum(amount) FROM adjustments a "
+            "WHERE a.invoice_id = i.id), 0) FROM invoices i "
+            "WHERE (CAST(:c AS text) IS NULL OR customer_id = :c) "
+            "AND (CAST(:status AS text) IS NULL OR status = :status) "
+            "AND (CAST(:due AS boolean) IS NULL OR (period_end + CAST(:grace AS interval) <= :now) = :due) "
+            "AND (CAST(:from_ AS timestamptz) IS NULL OR period_start >= :from_) "
+            "AND (CAST(:to_ AS timestamptz) IS NULL OR period_start < :to_) "
+            "AND (CAST(:before AS bigint) IS NULL OR id < :before) "
+            "ORDER BY id DESC LIMIT :limit"
+        ),
+        {
+            "c": customer_id,
+            "status": status.get(state) if state else None,
+            "due": {"draft": False, "awaiting_review": True}.get(state) if state else None,
+            "grace": grace,
+            "now": now,
+            "from_": period_start_from,
+            "to_": period_start_to,
+            "before": before_id,
+            "limit": limit,
+        },
+    )
     out = []
     for row in rows:
         *head, adjusted = values(row)
@@ -375,10 +588,18 @@ async def list_invoices(session: AsyncSession, *, now: datetime, grace: timedelt
 
 def summary_of(invoice: InvoiceRow, adjusted: Decimal, *, now: datetime, grace: timedelta) -> InvoiceSummary:
     cur = invoice.currency
-    return InvoiceSummary(invoice.id, invoice.number, invoice.customer_id, cur,
-                          state_of(invoice.status, invoice.period_end, now, grace), invoice.period_start,
-                          invoice.period_end, money_text(invoice.total, cur), money_text(adjusted, cur),
-                          invoice.computed_at)
+    return InvoiceSummary(
+        invoice.id,
+        invoice.number,
+        invoice.customer_id,
+        cur,
+        state_of(invoice.status, invoice.period_end, now, grace),
+        invoice.period_start,
+        invoice.period_end,
+        money_text(invoice.total, cur),
+        money_text(adjusted, cur),
+        invoice.computed_at,
+    )
 
 
 def line_key(line: LineItem) -> tuple[str, str, str]:

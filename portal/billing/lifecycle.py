@@ -23,9 +23,15 @@ INVOICE_SERIES = "INV"
 async def next_number(session: AsyncSession, series: str) -> str:
     """The next gapless number of a document series ("INV-000042"), taken inside the
     caller's transaction: a rollback gives the number back."""
-    row = (await session.execute(
-        text("INSERT INTO document_numbers (series, last) VALUES (:s, 1) ON CONFLICT (series) "
-             "DO UPDATE SET last = document_numbers.last + 1 RETURNING last"), {"s": series})).one()
+    row = (
+        await session.execute(
+            text(
+                "INSERT INTO document_numbers (series, last) VALUES (:s, 1) ON CONFLICT (series) "
+                "DO UPDATE SET last = document_numbers.last + 1 RETURNING last"
+            ),
+            {"s": series},
+        )
+    ).one()
     return f"{series}-{int(values(row)[0]):06d}"
 
 
@@ -37,18 +43,28 @@ async def locked_invoice(session: AsyncSession, invoice_id: int) -> InvoiceRow:
     return await load_invoice(session, invoice_id, for_update=True)
 
 
-async def approve(session: AsyncSession, invoice_id: int, *, approved_by: str, now: datetime,
-                  grace: timedelta, complete_through: datetime | None) -> InvoiceRow:
+async def approve(
+    session: AsyncSession,
+    invoice_id: int,
+    *,
+    approved_by: str,
+    now: datetime,
+    grace: timedelta,
+    complete_through: datetime | None,
+) -> InvoiceRow:
     """Finalize a draft awaiting review: re-rate it one last time, number it, draw
     prepaid credit. Raises Conflict if it is not a draft or still in its grace period."""
     invoice = await locked_invoice(session, invoice_id)
     if invoice.status != "draft":
-        raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}; "
-                       "only drafts are approved")
+        raise Conflict(
+            f"invoice {invoice.number or invoice.id} is {invoice.status}; only drafts are approved"
+        )
     review_after = invoice.period_end + grace
     if now < review_after:
-        raise Conflict(f"invoice {invoice.id} is not ready for review until {review_after.isoformat()} "
-                       "(its period plus the grace period for late events)")
+        raise Conflict(
+            f"invoice {invoice.id} is not ready for review until {review_after.isoformat()} "
+            "(its period plus the grace period for late events)"
+        )
     customer = await get_customer(session, invoice.customer_id)
     assert customer is not None
     # Under the lock, no event of this customer is being persisted: this rating sees
@@ -57,24 +73,32 @@ async def approve(session: AsyncSession, invoice_id: int, *, approved_by: str, n
     invoice = await load_invoice(session, invoice_id)
     number = await next_number(session, INVOICE_SERIES)
     if invoice.credits_applied > 0:
-        await draw_credit(session, invoice.customer_id, invoice.id, invoice.credits_applied,
-                          usable_at=invoice.period_end)
+        await draw_credit(
+            session, invoice.customer_id, invoice.id, invoice.credits_applied, usable_at=invoice.period_end
+        )
     await session.execute(
-        text("UPDATE invoices SET status = 'finalized', number = :n, finalized_at = :now, approved_by = :by "
-             "WHERE id = :id"), {"n": number, "now": now, "by": approved_by, "id": invoice.id})
+        text(
+            "UPDATE invoices SET status = 'finalized', number = :n, finalized_at = :now, approved_by = :by "
+            "WHERE id = :id"
+        ),
+        {"n": number, "now": now, "by": approved_by, "id": invoice.id},
+    )
     return await load_invoice(session, invoice_id)
 
 
-async def void(session: AsyncSession, invoice_id: int, *, reason: str, now: datetime,
-               complete_through: datetime | None) -> tuple[InvoiceRow, InvoiceRow | None]:
+async def void(
+    session: AsyncSession, invoice_id: int, *, reason: str, now: datetime, complete_through: datetime | None
+) -> tuple[InvoiceRow, InvoiceRow | None]:
     """Void a finalized invoice and reissue its period as a new draft, rated afresh.
 
     Its credit is given back; its adjustments stay with it (the reissue includes their
     usage). Returns (voided invoice, reissued draft or None if no plan covers the period)."""
     invoice = await locked_invoice(session, invoice_id)
     if invoice.status != "finalized":
-        raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}; only finalized "
-                       "invoices are voided (a draft is simply recomputed)")
+        raise Conflict(
+            f"invoice {invoice.number or invoice.id} is {invoice.status}; only finalized "
+            "invoices are voided (a draft is simply recomputed)"
+        )
     if not reason.strip():
         raise Invalid("reason: say why the invoice is voided")
     if "\x00" in reason:
@@ -82,16 +106,20 @@ async def void(session: AsyncSession, invoice_id: int, *, reason: str, now: date
     await release_credit(session, invoice.id)
     await session.execute(
         text("UPDATE invoices SET status = 'void', voided_at = :now, void_reason = :r WHERE id = :id"),
-        {"now": now, "r": reason, "id": invoice.id})
+        {"now": now, "r": reason, "id": invoice.id},
+    )
     await session.execute(
         text("UPDATE late_events SET settled_at = :now WHERE invoice_id = :id AND settled_at IS NULL"),
-        {"now": now, "id": invoice.id})
+        {"now": now, "id": invoice.id},
+    )
     customer = await get_customer(session, invoice.customer_id)
     assert customer is not None
     reissued_id = await refresh_draft(session, customer, invoice.period, complete_through=complete_through)
     reissued = None
     if reissued_id is not None:
-        await session.execute(text("UPDATE invoices SET replaces_id = :old WHERE id = :new"),
-                              {"old": invoice.id, "new": reissued_id})
+        await session.execute(
+            text("UPDATE invoices SET replaces_id = :old WHERE id = :new"),
+            {"old": invoice.id, "new": reissued_id},
+        )
         reissued = await load_invoice(session, reissued_id)
     return await load_invoice(session, invoice_id), reissued

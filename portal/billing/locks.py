@@ -20,8 +20,10 @@ BILLING_LOCK_SPACE = 7301
 
 async def lock_customer(session: AsyncSession, customer_id: str) -> None:
     """Exclusive billing lock on one customer, until the transaction ends."""
-    await session.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:c))"),
-                          {"space": BILLING_LOCK_SPACE, "c": customer_id})
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(:space, hashtext(:c))"),
+        {"space": BILLING_LOCK_SPACE, "c": customer_id},
+    )
 
 
 async def share_customers(conn: Any, customer_ids: list[str]) -> None:
@@ -31,5 +33,6 @@ async def share_customers(conn: Any, customer_ids: list[str]) -> None:
     await conn.execute(
         "SELECT pg_advisory_xact_lock_shared($1, h) FROM "
         "(SELECT DISTINCT hashtext(c) AS h FROM unnest($2::text[]) AS c ORDER BY 1) AS keys",
-        BILLING_LOCK_SPACE, customer_ids,
+        BILLING_LOCK_SPACE,
+        customer_ids,
     )

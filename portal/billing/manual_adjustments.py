@@ -45,8 +45,9 @@ def parse_amount(raw: str, currency: str) -> Decimal:
     return amount
 
 
-async def add_manual_adjustment(session: AsyncSession, invoice_id: int, *, kind: str, amount: str,
-                                reason: str) -> tuple[int, str, str]:
+async def add_manual_adjustment(
+    session: AsyncSession, invoice_id: int, *, kind: str, amount: str, reason: str
+) -> tuple[int, str, str]:
     """Write a credit note (less is owed) or debit note (more is owed) on a finalized invoice.
 
     Holds the customer's billing lock like every billing change. Returns (adjustment id,
@@ -60,13 +61,21 @@ async def add_manual_adjustment(session: AsyncSession, invoice_id: int, *, kind:
         raise Invalid("reason: must not contain NUL characters")
     invoice = await locked_invoice(session, invoice_id)
     if invoice.status != "finalized":
-        raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}; only finalized "
-                       "invoices are adjusted (a draft is simply recomputed)")
+        raise Conflict(
+            f"invoice {invoice.number or invoice.id} is {invoice.status}; only finalized "
+            "invoices are adjusted (a draft is simply recomputed)"
+        )
     value = parse_amount(amount, invoice.currency)
     signed = value if kind == "debit" else -value
     number = await next_number(session, SERIES[kind])
-    row = (await session.execute(text(
-        "INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, amount, lines, "
-        "reason) VALUES (:i, :n, :k, :a, 0, :a, CAST('[]' AS jsonb), :r) RETURNING id"),
-        {"i": invoice.id, "n": number, "k": kind, "a": signed, "r": reason.strip()})).one()
+    row = (
+        await session.execute(
+            text(
+                "INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, amount, "
+                "lines, "
+                "reason) VALUES (:i, :n, :k, :a, 0, :a, CAST('[]' AS jsonb), :r) RETURNING id"
+            ),
+            {"i": invoice.id, "n": number, "k": kind, "a": signed, "r": reason.strip()},
+        )
+    ).one()
     return int(values(row)[0]), number, invoice.customer_id

@@ -40,7 +40,8 @@ async def check_meters(session: AsyncSession, plan: PlanCreate) -> None:
                 raise Invalid(
                     f"charge {charge.key}.dimensions: {dimension!r} is not in meter "
                     f"{charge.meter}'s groupBy {meters[charge.meter]} (prices can only depend on "
-                    "dimensions the meter groups by)")
+                    "dimensions the meter groups by)"
+                )
 
 
 async def create_plan(session: AsyncSession, data: PlanCreate) -> tuple[Plan, bool]:
@@ -48,25 +49,36 @@ async def create_plan(session: AsyncSession, data: PlanCreate) -> tuple[Plan, bo
     the same id with another definition is a Conflict (plans are immutable)."""
     await check_meters(session, data)
     definition = definition_of(data)
-    row = (await session.execute(
-        text("INSERT INTO plans (id, name, currency, definition) "
-             "VALUES (:id, :name, :cur, CAST(:definition AS jsonb)) "
-             "ON CONFLICT (id) DO NOTHING RETURNING id"),
-        {"id": data.id, "name": data.name, "cur": data.currency,
-         "definition": msgspec.json.encode(definition).decode()},
-    )).first()
+    row = (
+        await session.execute(
+            text(
+                "INSERT INTO plans (id, name, currency, definition) "
+                "VALUES (:id, :name, :cur, CAST(:definition AS jsonb)) "
+                "ON CONFLICT (id) DO NOTHING RETURNING id"
+            ),
+            {
+                "id": data.id,
+                "name": data.name,
+                "cur": data.currency,
+                "definition": msgspec.json.encode(definition).decode(),
+            },
+        )
+    ).first()
     if row is not None:
         return plan_from_definition(definition), True
     existing = await get_plan(session, data.id)
     if definition_of(existing) != definition:
-        raise Conflict(f"plan {data.id!r} exists with another definition; plans are immutable "
-                       "(create a new plan id and move subscriptions to it)")
+        raise Conflict(
+            f"plan {data.id!r} exists with another definition; plans are immutable "
+            "(create a new plan id and move subscriptions to it)"
+        )
     return existing, False
 
 
 async def get_plan(session: AsyncSession, plan_id: str) -> Plan:
-    row = (await session.execute(
-        text("SELECT definition FROM plans WHERE id = :id"), {"id": plan_id})).first()
+    row = (
+        await session.execute(text("SELECT definition FROM plans WHERE id = :id"), {"id": plan_id})
+    ).first()
     if row is None:
         raise NotFound(f"no plan {plan_id!r}")
     return plan_from_definition(values(row)[0])

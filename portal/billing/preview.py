@@ -35,8 +35,12 @@ from portal.usage.combine import exact
 
 def _totals(rating: Rating) -> InvoicePreviewTotals:
     cur = rating.currency
-    return InvoicePreviewTotals(money_text(rating.subtotal, cur), money_text(rating.discount_total, cur),
-                                money_text(rating.credits_applied, cur), money_text(rating.total, cur))
+    return InvoicePreviewTotals(
+        money_text(rating.subtotal, cur),
+        money_text(rating.discount_total, cur),
+        money_text(rating.credits_applied, cur),
+        money_text(rating.total, cur),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,25 +69,55 @@ async def rating_setup(session: AsyncSession, customer_id: str, *, now: datetime
     return RatingSetup(customer, item, await meter_aggregations(session))
 
 
-async def preview(session: AsyncSession, customer_id: str, *, now: datetime,
-                  complete_through: datetime | None, setup: RatingSetup | None = None) -> PreviewView:
+async def preview(
+    session: AsyncSession,
+    customer_id: str,
+    *,
+    now: datetime,
+    complete_through: datetime | None,
+    setup: RatingSetup | None = None,
+) -> PreviewView:
     """The period so far and projected; one read of the aggregates when `setup` is given
     (it must be for the period containing `now`). Raises NotFound like `rating_setup`."""
     if setup is None:
         setup = await rating_setup(session, customer_id, now=now)
     customer, item = setup.customer, setup.item
     so_far, projected = await _rate(session, item, now, setup.aggregations)
-    lines = [LineView(r[1], r[2], r[3], r[4], r[5], exact(r[6]), exact(r[7]),
-                      exact(r[8]), None if r[9] is None else exact(r[9]),
-                      msgspec.json.decode(r[10], type=list[TierView]),
-                      exact(r[11]), money_text(r[12], customer.currency), r[13], r[14], r[15])
-             for r in line_rows(0, so_far)]
-    return PreviewView(customer.id, customer.currency, item.period.start, item.period.end, complete_through,
-                       _totals(so_far), _totals(projected), lines)
+    lines = [
+        LineView(
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            exact(r[6]),
+            exact(r[7]),
+            exact(r[8]),
+            None if r[9] is None else exact(r[9]),
+            msgspec.json.decode(r[10], type=list[TierView]),
+            exact(r[11]),
+            money_text(r[12], customer.currency),
+            r[13],
+            r[14],
+            r[15],
+        )
+        for r in line_rows(0, so_far)
+    ]
+    return PreviewView(
+        customer.id,
+        customer.currency,
+        item.period.start,
+        item.period.end,
+        complete_through,
+        _totals(so_far),
+        _totals(projected),
+        lines,
+    )
 
 
-async def _rate(session: AsyncSession, item: PeriodToRate, now: datetime,
-                aggregations: dict[str, str]) -> tuple[Rating, Rating]:
+async def _rate(
+    session: AsyncSession, item: PeriodToRate, now: datetime, aggregations: dict[str, str]
+) -> tuple[Rating, Rating]:
     """The period rated as metered so far, and as if usage goes on to its end at the pace
     seen so far, from one read of the aggregates (the dashboard asks every few seconds).
 
@@ -95,10 +129,14 @@ async def _rate(session: AsyncSession, item: PeriodToRate, now: datetime,
     period = item.period
     observed_end = min(max(now, period.start), period.end)
     elapsed = (observed_end - period.start).total_seconds()
-    windows = [UsageWindow(("segment", j), item.customer_id, seg.start, seg.end, seg.plan)
-               for j, seg in enumerate(item.segments)]
-    windows += [UsageWindow(("pace", j), item.customer_id, period.start, observed_end, seg.plan)
-                for j, seg in enumerate(item.segments)]
+    windows = [
+        UsageWindow(("segment", j), item.customer_id, seg.start, seg.end, seg.plan)
+        for j, seg in enumerate(item.segments)
+    ]
+    windows += [
+        UsageWindow(("pace", j), item.customer_id, period.start, observed_end, seg.plan)
+        for j, seg in enumerate(item.segments)
+    ]
     quantities = await charge_quantities(session, windows, aggregations)
     segments, metered_segments = [], []
     for j, seg in enumerate(item.segments):
@@ -112,8 +150,12 @@ async def _rate(session: AsyncSession, item: PeriodToRate, now: datetime,
             aggregation = aggregations.get(charge.meter, "sum")
             mine = metered.get(charge.key, Decimal(0))
             if aggregation in ("sum", "count"):
-                grows = projected_quantity(aggregation, so_far.get(charge.key, Decimal(0)),
-                                           elapsed_s=elapsed, period_s=elapsed + max(remaining, 0.0))
+                grows = projected_quantity(
+                    aggregation,
+                    so_far.get(charge.key, Decimal(0)),
+                    elapsed_s=elapsed,
+                    period_s=elapsed + max(remaining, 0.0),
+                )
                 projected[charge.key] = mine + grows - so_far.get(charge.key, Decimal(0))
             else:
                 started = seg.start < observed_end

@@ -77,8 +77,13 @@ class _Accumulator:
         return out
 
 
-def _place(found: dict[Hashable, _Accumulator], members: dict[str, UsageWindow], customer_id: str,
-           metric: str, group_key: str) -> tuple[_Accumulator, str] | None:
+def _place(
+    found: dict[Hashable, _Accumulator],
+    members: dict[str, UsageWindow],
+    customer_id: str,
+    metric: str,
+    group_key: str,
+) -> tuple[_Accumulator, str] | None:
     """The accumulator and charge that one (customer, meter, group) row counts toward."""
     window = members[customer_id]
     charge = charge_for_group(window.plan.charges, metric, _dimensions(group_key))
@@ -88,7 +93,9 @@ def _place(found: dict[Hashable, _Accumulator], members: dict[str, UsageWindow],
 
 
 async def charge_quantities(
-    session: AsyncSession, windows: Iterable[UsageWindow], aggregations: dict[str, str],
+    session: AsyncSession,
+    windows: Iterable[UsageWindow],
+    aggregations: dict[str, str],
 ) -> dict[Hashable, dict[str, Decimal]]:
     """Quantity per usage-charge key for every window (charges with no usage are absent)."""
     by_range: dict[tuple[datetime, datetime], dict[str, UsageWindow]] = defaultdict(dict)
@@ -103,22 +110,29 @@ async def charge_quantities(
         params: dict[str, Any] = {"ids": list(members), "lo": start, "hi": end}
 
         if plain:
-            rows = await session.execute(text(
-                "SELECT customer_id, metric_name, group_key, sum(value), max(value) FROM hourly_usage "
-                "WHERE customer_id = ANY(:ids) AND metric_name = ANY(:metrics) "
-                "AND hour >= :lo AND hour < :hi GROUP BY 1, 2, 3"), {**params, "metrics": plain})
+            rows = await session.execute(
+                text(
+                    "SELECT customer_id, metric_name, group_key, sum(value), max(value) FROM hourly_usage "
+                    "WHERE customer_id = ANY(:ids) AND metric_name = ANY(:metrics) "
+                    "AND hour >= :lo AND hour < :hi GROUP BY 1, 2, 3"
+                ),
+                {**params, "metrics": plain},
+            )
             for customer_id, metric, group_key, total, peak in (values(r) for r in rows):
                 target = _place(found, members, customer_id, metric, group_key)
                 if target is not None:
                     target[0].add(aggregations[metric], target[1], total, peak)
         if latest:
-            rows = await session.execute(text(
-                "SELECT DISTINCT ON (customer_id, metric_name, group_key) customer_id, metric_name, "
-                "group_key, latest_at, latest_event_id, value FROM hourly_usage "
-                "WHERE customer_id = ANY(:ids) AND metric_name = ANY(:metrics) "
-                "AND hour >= :lo AND hour < :hi "
-                "ORDER BY customer_id, metric_name, group_key, latest_at DESC, latest_event_id DESC"),
-                {**params, "metrics": latest})
+            rows = await session.execute(
+                text(
+                    "SELECT DISTINCT ON (customer_id, metric_name, group_key) customer_id, metric_name, "
+                    "group_key, latest_at, latest_event_id, value FROM hourly_usage "
+                    "WHERE customer_id = ANY(:ids) AND metric_name = ANY(:metrics) "
+                    "AND hour >= :lo AND hour < :hi "
+                    "ORDER BY customer_id, metric_name, group_key, latest_at DESC, latest_event_id DESC"
+                ),
+                {**params, "metrics": latest},
+            )
             for customer_id, metric, group_key, at, event_id, value in (values(r) for r in rows):
                 target = _place(found, members, customer_id, metric, group_key)
                 if target is not None:
@@ -127,10 +141,14 @@ async def charge_quantities(
                     if current is None or (at, event_id) > current[:2]:
                         accumulator.latest[charge_key] = (at, event_id, value)
         if unique:
-            rows = await session.execute(text(
-                "SELECT DISTINCT customer_id, metric_name, group_key, value FROM hourly_unique_values "
-                "WHERE customer_id = ANY(:ids) AND metric_name = ANY(:metrics) "
-                "AND hour >= :lo AND hour < :hi"), {**params, "metrics": unique})
+            rows = await session.execute(
+                text(
+                    "SELECT DISTINCT customer_id, metric_name, group_key, value FROM hourly_unique_values "
+                    "WHERE customer_id = ANY(:ids) AND metric_name = ANY(:metrics) "
+                    "AND hour >= :lo AND hour < :hi"
+                ),
+                {**params, "metrics": unique},
+            )
             for customer_id, metric, group_key, value in (values(r) for r in rows):
                 target = _place(found, members, customer_id, metric, group_key)
                 if target is not None:

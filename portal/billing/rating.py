@@ -167,8 +167,9 @@ TierLineSpec = tuple[Decimal | None, Decimal, Decimal]
 
 
 @exact
-def rate_usage(charge: Charge, quantity: Decimal, *, currency: str, plan_id: str,
-               start: datetime, end: datetime) -> LineItem:
+def rate_usage(
+    charge: Charge, quantity: Decimal, *, currency: str, plan_id: str, start: datetime, end: datetime
+) -> LineItem:
     """One usage charge's line for a metered quantity (negative quantities bill nothing)."""
     billable = max(quantity - charge.included_quantity, ZERO)
     specs: list[TierLineSpec] = [(t.up_to, t.unit_price, t.flat_fee) for t in charge.tiers]
@@ -195,25 +196,47 @@ def rate_usage(charge: Charge, quantity: Decimal, *, currency: str, plan_id: str
     else:
         raise ValueError(f"charge {charge.key}: {charge.model} is not a usage charge")
     return LineItem(
-        kind="usage", charge_key=charge.key, meter=charge.meter,
-        description=charge.description or charge.meter or charge.key, quantity=quantity,
-        included_quantity=charge.included_quantity, billable_quantity=billable,
-        unit_price=unit_price, tiers=tiers, proration=Decimal(1), exact_amount=exact,
-        amount=round_money(exact, currency), plan_id=plan_id, segment_start=start, segment_end=end,
+        kind="usage",
+        charge_key=charge.key,
+        meter=charge.meter,
+        description=charge.description or charge.meter or charge.key,
+        quantity=quantity,
+        included_quantity=charge.included_quantity,
+        billable_quantity=billable,
+        unit_price=unit_price,
+        tiers=tiers,
+        proration=Decimal(1),
+        exact_amount=exact,
+        amount=round_money(exact, currency),
+        plan_id=plan_id,
+        segment_start=start,
+        segment_end=end,
     )
 
 
 @exact
-def rate_flat(charge: Charge, *, fraction: Decimal, currency: str, plan_id: str,
-              start: datetime, end: datetime) -> LineItem:
+def rate_flat(
+    charge: Charge, *, fraction: Decimal, currency: str, plan_id: str, start: datetime, end: datetime
+) -> LineItem:
     """A recurring fee, prorated by the segment's share of the period."""
     assert charge.amount is not None
     exact = charge.amount * fraction
     return LineItem(
-        kind="flat", charge_key=charge.key, meter=None, description=charge.description or charge.key,
-        quantity=Decimal(1), included_quantity=ZERO, billable_quantity=Decimal(1),
-        unit_price=charge.amount, tiers=(), proration=fraction, exact_amount=exact,
-        amount=round_money(exact, currency), plan_id=plan_id, segment_start=start, segment_end=end,
+        kind="flat",
+        charge_key=charge.key,
+        meter=None,
+        description=charge.description or charge.key,
+        quantity=Decimal(1),
+        included_quantity=ZERO,
+        billable_quantity=Decimal(1),
+        unit_price=charge.amount,
+        tiers=(),
+        proration=fraction,
+        exact_amount=exact,
+        amount=round_money(exact, currency),
+        plan_id=plan_id,
+        segment_start=start,
+        segment_end=end,
     )
 
 
@@ -224,23 +247,51 @@ def rate_segment(segment: Segment, currency: str) -> tuple[list[LineItem], list[
     lines: list[LineItem] = []
     for charge in plan.charges:
         if charge.model == "flat":
-            lines.append(rate_flat(charge, fraction=segment.fraction, currency=currency,
-                                   plan_id=plan.id, start=start, end=end))
+            lines.append(
+                rate_flat(
+                    charge,
+                    fraction=segment.fraction,
+                    currency=currency,
+                    plan_id=plan.id,
+                    start=start,
+                    end=end,
+                )
+            )
         else:
-            lines.append(rate_usage(charge, segment.quantities.get(charge.key, ZERO),
-                                    currency=currency, plan_id=plan.id, start=start, end=end))
+            lines.append(
+                rate_usage(
+                    charge,
+                    segment.quantities.get(charge.key, ZERO),
+                    currency=currency,
+                    plan_id=plan.id,
+                    start=start,
+                    end=end,
+                )
+            )
     charged = sum((line.amount for line in lines), ZERO)
     if plan.minimum_commitment is not None:
         minimum = round_money(plan.minimum_commitment * segment.fraction, currency)
         if charged < minimum:
             true_up = minimum - charged
-            lines.append(LineItem(
-                kind="minimum", charge_key=None, meter=None,
-                description=f"Minimum commitment true-up (minimum {minimum} {currency})",
-                quantity=Decimal(1), included_quantity=ZERO, billable_quantity=Decimal(1),
-                unit_price=minimum, tiers=(), proration=segment.fraction, exact_amount=true_up,
-                amount=true_up, plan_id=plan.id, segment_start=start, segment_end=end,
-            ))
+            lines.append(
+                LineItem(
+                    kind="minimum",
+                    charge_key=None,
+                    meter=None,
+                    description=f"Minimum commitment true-up (minimum {minimum} {currency})",
+                    quantity=Decimal(1),
+                    included_quantity=ZERO,
+                    billable_quantity=Decimal(1),
+                    unit_price=minimum,
+                    tiers=(),
+                    proration=segment.fraction,
+                    exact_amount=true_up,
+                    amount=true_up,
+                    plan_id=plan.id,
+                    segment_start=start,
+                    segment_end=end,
+                )
+            )
             charged = minimum
     discounts: list[DiscountLine] = []
     remaining = charged
@@ -257,8 +308,9 @@ def rate_segment(segment: Segment, currency: str) -> tuple[list[LineItem], list[
             description = discount.description or f"{discount.amount} {currency} discount"
         taken = min(wanted, remaining)
         remaining -= taken
-        discounts.append(DiscountLine(description, discount.kind, discount.percent, taken,
-                                      plan.id, start, end))
+        discounts.append(
+            DiscountLine(description, discount.kind, discount.percent, taken, plan.id, start, end)
+        )
     return lines, discounts
 
 
@@ -283,9 +335,16 @@ def rate_invoice(segments: Sequence[Segment], *, currency: str, credit_available
     minor = Decimal(1).scaleb(-minor_units(currency))
     usable = max(credit_available, ZERO).quantize(minor, rounding=ROUND_DOWN)
     credits = min(usable, due)
-    return Rating(currency=currency, lines=tuple(lines), discounts=tuple(discounts),
-                  subtotal=subtotal, discount_total=discount_total, credits_applied=credits,
-                  total=due - credits, quantities=quantities)
+    return Rating(
+        currency=currency,
+        lines=tuple(lines),
+        discounts=tuple(discounts),
+        subtotal=subtotal,
+        discount_total=discount_total,
+        credits_applied=credits,
+        total=due - credits,
+        quantities=quantities,
+    )
 
 
 def charge_for_group(charges: Sequence[Charge], meter: str, dimensions: Mapping[str, str]) -> Charge | None:

@@ -16,7 +16,9 @@ from portal.db import values
 
 
 def change_flags(
-    total: Decimal, previous: Decimal | None, factor: Decimal,
+    total: Decimal,
+    previous: Decimal | None,
+    factor: Decimal,
 ) -> tuple[Decimal | None, list[str]]:
     """(total / previous, flags) for a period-over-period change (pure).
 
@@ -33,11 +35,16 @@ def change_flags(
 
 async def _previous_total(session: AsyncSession, invoice: InvoiceRow) -> Decimal | None:
     """What the customer's previous finalized period came to, adjustments included."""
-    row = (await session.execute(text(
-        "SELECT i.total + COALESCE((SELECT sum(a.amount) FROM adjustments a "
-        "WHERE a.invoice_id = i.id), 0) FROM invoices i WHERE i.customer_id = :c "
-        "AND i.status = 'finalized' AND i.period_end <= :s ORDER BY i.period_end DESC LIMIT 1"),
-        {"c": invoice.customer_id, "s": invoice.period_start})).first()
+    row = (
+        await session.execute(
+            text(
+                "SELECT i.total + COALESCE((SELECT sum(a.amount) FROM adjustments a "
+                "WHERE a.invoice_id = i.id), 0) FROM invoices i WHERE i.customer_id = :c "
+                "AND i.status = 'finalized' AND i.period_end <= :s ORDER BY i.period_end DESC LIMIT 1"
+            ),
+            {"c": invoice.customer_id, "s": invoice.period_start},
+        )
+    ).first()
     return None if row is None else Decimal(values(row)[0])
 
 
@@ -49,32 +56,54 @@ async def _data_health(session: AsyncSession, invoice: InvoiceRow) -> list[tuple
     """(flag, note) for what makes the period's usage doubtful."""
     found = []
     failed = await _count(
-        session, "SELECT count(*) FROM failed_events WHERE customer_id = :c AND status = 'failed' "
+        session,
+        "SELECT count(*) FROM failed_events WHERE customer_id = :c AND status = 'failed' "
         "AND to_timestamp((event->>'timestamp')::bigint / 1000.0) >= :s "
         "AND to_timestamp((event->>'timestamp')::bigint / 1000.0) < :e",
-        c=invoice.customer_id, s=invoice.period_start, e=invoice.period_end)
+        c=invoice.customer_id,
+        s=invoice.period_start,
+        e=invoice.period_end,
+    )
     if failed:
-        found.append(("failed_events", f"{failed} event(s) in this period failed to persist; "
-                                       "replay them before approving"))
+        found.append(
+            (
+                "failed_events",
+                f"{failed} event(s) in this period failed to persist; replay them before approving",
+            )
+        )
     drift = await _count(
-        session, "SELECT count(*) FROM live_drift WHERE customer_id = :c "
-        "AND run_id = (SELECT max(id) FROM reconcile_runs)", c=invoice.customer_id)
+        session,
+        "SELECT count(*) FROM live_drift WHERE customer_id = :c "
+        "AND run_id = (SELECT max(id) FROM reconcile_runs)",
+        c=invoice.customer_id,
+    )
     if drift:
-        found.append(("drift", f"the last reconcile found the live view off for {drift} meter(s) "
-                               "of this customer"))
+        found.append(
+            ("drift", f"the last reconcile found the live view off for {drift} meter(s) of this customer")
+        )
     conflicts = await _count(
-        session, "SELECT count(*) FROM event_conflicts WHERE customer_id = :c AND detected_at >= :s",
-        c=invoice.customer_id, s=invoice.period_start)
+        session,
+        "SELECT count(*) FROM event_conflicts WHERE customer_id = :c AND detected_at >= :s",
+        c=invoice.customer_id,
+        s=invoice.period_start,
+    )
     if conflicts:
-        found.append(("conflicts", f"{conflicts} event id(s) were re-sent with different content "
-                                   "and refused"))
+        found.append(
+            ("conflicts", f"{conflicts} event id(s) were re-sent with different content and refused")
+        )
     return found
 
 
-async def review_queue(session: AsyncSession, *, now: datetime, grace: timedelta,
-                       change_factor: Decimal, limit: int = 200,
-                       customers_sql: str | None = None, customers_params: dict[str, Any] | None = None,
-                       ) -> list[ReviewItem]:
+async def review_queue(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    grace: timedelta,
+    change_factor: Decimal,
+    limit: int = 200,
+    customers_sql: str | None = None,
+    customers_params: dict[str, Any] | None = None,
+) -> list[ReviewItem]:
     """Drafts awaiting review, oldest period first, with flags: large_change (more than
     `change_factor` times up or down vs the customer's previous period), first_invoice,
     failed_events (events of the period the workers could not persist), drift (the last
@@ -84,11 +113,14 @@ async def review_queue(session: AsyncSession, *, now: datetime, grace: timedelta
     `customers_sql` (a subquery of customer ids, with `customers_params`) limits the queue
     to the customers someone may see, before the limit applies."""
     scope = f"AND customer_id IN {customers_sql} " if customers_sql else ""
-    rows = await session.execute(text(
-        f"SELECT {INVOICE_COLUMNS} FROM invoices WHERE status = 'draft' "
-        f"AND period_end + CAST(:grace AS interval) <= :now {scope}"
-        "ORDER BY period_end, customer_id LIMIT :limit"),
-        {"grace": grace, "now": now, "limit": limit, **(customers_params or {})})
+    rows = await session.execute(
+        text(
+            f"SELECT {INVOICE_COLUMNS} FROM invoices WHERE status = 'draft' "
+            f"AND period_end + CAST(:grace AS interval) <= :now {scope}"
+            "ORDER BY period_end, customer_id LIMIT :limit"
+        ),
+        {"grace": grace, "now": now, "limit": limit, **(customers_params or {})},
+    )
     out = []
     for invoice in [invoice_row(r) for r in rows]:
         cur = invoice.currency
@@ -96,13 +128,20 @@ async def review_queue(session: AsyncSession, *, now: datetime, grace: timedelta
         ratio, flags = change_flags(invoice.total, previous, change_factor)
         notes = []
         if "large_change" in flags:
-            notes.append(f"total {money_text(invoice.total, cur)} against "
-                         f"{money_text(previous or Decimal(0), cur)} last period")
+            notes.append(
+                f"total {money_text(invoice.total, cur)} against "
+                f"{money_text(previous or Decimal(0), cur)} last period"
+            )
         for flag, note in await _data_health(session, invoice):
             flags.append(flag)
             notes.append(note)
-        out.append(ReviewItem(
-            summary_of(invoice, invoice.total, now=now, grace=grace),
-            None if previous is None else money_text(previous, cur),
-            None if ratio is None else format(ratio.quantize(Decimal("0.01")), "f"), flags, notes))
+        out.append(
+            ReviewItem(
+                summary_of(invoice, invoice.total, now=now, grace=grace),
+                None if previous is None else money_text(previous, cur),
+                None if ratio is None else format(ratio.quantize(Decimal("0.01")), "f"),
+                flags,
+                notes,
+            )
+        )
     return out

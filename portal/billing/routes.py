@@ -59,8 +59,12 @@ def export_filter(
     period_to: Annotated[str | None, QueryParameter(name="to", description=ISO_INSTANT)] = None,
 ) -> export.ExportFilter:
     """The export's query parameters (shared by both CSV routes); errors name them as sent."""
-    return export.ExportFilter(customer_id, choice("status", status, STATUSES), instant("from", period_from),
-                               instant("to", period_to))
+    return export.ExportFilter(
+        customer_id,
+        choice("status", status, STATUSES),
+        instant("from", period_from),
+        instant("to", period_to),
+    )
 
 
 Selection = NamedDependency[export.ExportFilter]
@@ -88,9 +92,16 @@ class PlanController(Controller):
     tags = ["billing"]
     opt = ADMIN
 
-    @post("/", status_code=201, responses={
-        200: ResponseSpec(data_container=Plan, description="The same plan exists already: nothing changed."),
-        **error_answers(409)})
+    @post(
+        "/",
+        status_code=201,
+        responses={
+            200: ResponseSpec(
+                data_container=Plan, description="The same plan exists already: nothing changed."
+            ),
+            **error_answers(409),
+        },
+    )
     async def create(self, data: JSONBody[PlanCreate], db: Db) -> Response[Plan]:
         """201 with the plan; 200 if the same plan exists already; 409 if the id is taken
         by another definition; 422 naming the field for a bad charge."""
@@ -119,32 +130,37 @@ class CustomerBillingController(Controller):
         return await subscriptions.list_subscriptions(db, customer_id)
 
     @post("/subscriptions", status_code=201, responses=error_answers(409))
-    async def subscribe(self, customer_id: FromPath[str], data: JSONBody[SubscriptionCreate],
-                        db: Db, portal: Portal) -> Subscription:
+    async def subscribe(
+        self, customer_id: FromPath[str], data: JSONBody[SubscriptionCreate], db: Db, portal: Portal
+    ) -> Subscription:
         """First subscription, or a plan change (next period by default)."""
         return await subscriptions.subscribe(db, customer_id, data, now=portal.now())
 
     @get("/credits")
     async def credits_(self, customer_id: FromPath[str], db: Db, portal: Portal) -> credits.CreditBalance:
         customer = await _customer(db, customer_id)
-        return await credits.credit_balance(db, customer_id, currency=customer.currency,
-                                            usable_at=portal.now())
+        return await credits.credit_balance(
+            db, customer_id, currency=customer.currency, usable_at=portal.now()
+        )
 
     @post("/credits", status_code=201)
-    async def grant(self, customer_id: FromPath[str], data: JSONBody[CreditGrantCreate],
-                    db: Db) -> credits.CreditGrant:
+    async def grant(
+        self, customer_id: FromPath[str], data: JSONBody[CreditGrantCreate], db: Db
+    ) -> credits.CreditGrant:
         """Grant prepaid credit in the customer's currency."""
         return await credits.grant_credit(db, customer_id, data)
 
     @get("/invoices/preview")
     async def preview_(self, customer_id: FromPath[str], db: Db, portal: Portal) -> PreviewView:
         """The current period's cost so far and projected to its end (not stored)."""
-        return await preview.preview(db, customer_id, now=portal.now(),
-                                     complete_through=await _complete_through(portal))
+        return await preview.preview(
+            db, customer_id, now=portal.now(), complete_through=await _complete_through(portal)
+        )
 
     @post("/invoices", status_code=200)
-    async def draft(self, customer_id: FromPath[str], data: JSONBody[DraftRequest], db: Db,
-                    portal: Portal) -> InvoiceView:
+    async def draft(
+        self, customer_id: FromPath[str], data: JSONBody[DraftRequest], db: Db, portal: Portal
+    ) -> InvoiceView:
         """Create or refresh the draft of a period (default: the current one)."""
         customer = await _customer(db, customer_id)
         subs = await subscriptions.list_subscriptions(db, customer_id)
@@ -152,15 +168,21 @@ class CustomerBillingController(Controller):
             raise NotFound(f"customer {customer_id} has no subscription")
         anchor = subs[-1].anchor_day
         now = portal.now()
-        period = (subscriptions.month_period(customer.timezone, anchor, data.period) if data.period
-                  else period_for(now, customer.timezone, anchor))
+        period = (
+            subscriptions.month_period(customer.timezone, anchor, data.period)
+            if data.period
+            else period_for(now, customer.timezone, anchor)
+        )
         complete = await _complete_through(portal)
         invoice_id = await invoices.refresh_draft(db, customer, period, complete_through=complete)
         if invoice_id is None:
-            raise NotFound(f"customer {customer_id} has no subscription in the period starting "
-                           f"{period.start.isoformat()}")
-        return await invoices.get_invoice(db, invoice_id, now=now, grace=portal.settings.invoice_grace,
-                                          complete_through=complete)
+            raise NotFound(
+                f"customer {customer_id} has no subscription in the period starting "
+                f"{period.start.isoformat()}"
+            )
+        return await invoices.get_invoice(
+            db, invoice_id, now=now, grace=portal.settings.invoice_grace, complete_through=complete
+        )
 
 
 class InvoiceController(Controller):
@@ -172,43 +194,71 @@ class InvoiceController(Controller):
 
     @get("/")
     async def list_(
-        self, db: Db, portal: Portal,
+        self,
+        db: Db,
+        portal: Portal,
         customer_id: Annotated[str | None, QueryParameter(name="customerId")] = None,
-        invoice_state: Annotated[str | None, QueryParameter(name="state", description=STATE_HELP,
-                                                            schema_extra={"enum": list(STATES)})] = None,
+        invoice_state: Annotated[
+            str | None,
+            QueryParameter(name="state", description=STATE_HELP, schema_extra={"enum": list(STATES)}),
+        ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         before: Annotated[int | None, QueryParameter(ge=1, le=ID_MAX)] = None,
     ) -> list[InvoiceSummary]:
         """Newest first; page with `before=<last id>`."""
         state = cast(InvoiceState | None, choice("state", invoice_state, STATES))
-        return await invoices.list_invoices(db, now=portal.now(), grace=portal.settings.invoice_grace,
-                                            customer_id=customer_id, state=state, limit=limit,
-                                            before_id=before)
+        return await invoices.list_invoices(
+            db,
+            now=portal.now(),
+            grace=portal.settings.invoice_grace,
+            customer_id=customer_id,
+            state=state,
+            limit=limit,
+            before_id=before,
+        )
 
     @get("/{invoice_id:int}")
     async def get_(self, invoice_id: FromPath[int], db: Db, portal: Portal) -> InvoiceView:
-        return await invoices.get_invoice(db, invoice_id, now=portal.now(),
-                                          grace=portal.settings.invoice_grace,
-                                          complete_through=await _complete_through(portal))
+        return await invoices.get_invoice(
+            db,
+            invoice_id,
+            now=portal.now(),
+            grace=portal.settings.invoice_grace,
+            complete_through=await _complete_through(portal),
+        )
 
     @post("/{invoice_id:int}/approve", status_code=200, responses=error_answers(409))
-    async def approve(self, invoice_id: FromPath[int], data: JSONBody[ApproveRequest], db: Db,
-                      portal: Portal, request: Request[Any, Any, Any]) -> InvoiceView:
+    async def approve(
+        self,
+        invoice_id: FromPath[int],
+        data: JSONBody[ApproveRequest],
+        db: Db,
+        portal: Portal,
+        request: Request[Any, Any, Any],
+    ) -> InvoiceView:
         """Finalize a draft awaiting review: numbered, immutable, prepaid credit drawn."""
         key = request.scope["state"].get("api_key")
         approved_by = data.approved_by or (f"key:{key.name}" if key is not None else "unknown")
         grace, now = portal.settings.invoice_grace, portal.now()
-        invoice = await lifecycle.approve(db, invoice_id, approved_by=approved_by, now=now, grace=grace,
-                                          complete_through=await _complete_through(portal))
+        invoice = await lifecycle.approve(
+            db,
+            invoice_id,
+            approved_by=approved_by,
+            now=now,
+            grace=grace,
+            complete_through=await _complete_through(portal),
+        )
         return await invoices.invoice_view(db, invoice, now=now, grace=grace)
 
     @post("/{invoice_id:int}/void", status_code=200, responses=error_answers(409))
-    async def void(self, invoice_id: FromPath[int], data: JSONBody[VoidRequest], db: Db,
-                   portal: Portal) -> InvoiceView:
+    async def void(
+        self, invoice_id: FromPath[int], data: JSONBody[VoidRequest], db: Db, portal: Portal
+    ) -> InvoiceView:
         """Void a finalized invoice; answers with the reissued draft of its period."""
         grace, now = portal.settings.invoice_grace, portal.now()
-        voided, reissued = await lifecycle.void(db, invoice_id, reason=data.reason, now=now,
-                                                complete_through=await _complete_through(portal))
+        voided, reissued = await lifecycle.void(
+            db, invoice_id, reason=data.reason, now=now, complete_through=await _complete_through(portal)
+        )
         return await invoices.invoice_view(db, reissued or voided, now=now, grace=grace)
 
     @get("/{invoice_id:int}/adjustments")
@@ -228,8 +278,9 @@ class InvoiceController(Controller):
 
 
 def _csv(body: str, filename: str) -> Response[str]:
-    return Response(body, media_type="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(
+        body, media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
 
 
 class ReviewController(Controller):
@@ -240,8 +291,12 @@ class ReviewController(Controller):
     @get("/")
     async def queue(self, db: Db, portal: Portal) -> list[ReviewItem]:
         """Drafts awaiting approval, with what to check first."""
-        return await review.review_queue(db, now=portal.now(), grace=portal.settings.invoice_grace,
-                                         change_factor=portal.settings.review_change_factor)
+        return await review.review_queue(
+            db,
+            now=portal.now(),
+            grace=portal.settings.invoice_grace,
+            change_factor=portal.settings.review_change_factor,
+        )
 
 
 class AdjustmentController(Controller):
@@ -251,13 +306,18 @@ class AdjustmentController(Controller):
 
     @get("/")
     async def list_(
-        self, db: Db,
+        self,
+        db: Db,
         customer_id: Annotated[str | None, QueryParameter(name="customerId")] = None,
     ) -> list[AdjustmentView]:
         """Debit and credit notes, newest first."""
-        rows = await db.execute(text(
-            "SELECT DISTINCT a.invoice_id FROM adjustments a JOIN invoices i ON i.id = a.invoice_id "
-            "WHERE CAST(:c AS text) IS NULL OR i.customer_id = :c"), {"c": customer_id})
+        rows = await db.execute(
+            text(
+                "SELECT DISTINCT a.invoice_id FROM adjustments a JOIN invoices i ON i.id = a.invoice_id "
+                "WHERE CAST(:c AS text) IS NULL OR i.customer_id = :c"
+            ),
+            {"c": customer_id},
+        )
         out: list[AdjustmentView] = []
         for row in rows:
             invoice_id: int = values(row)[0]
@@ -265,5 +325,10 @@ class AdjustmentController(Controller):
         return sorted(out, key=lambda a: a.id, reverse=True)
 
 
-billing_handlers = [PlanController, CustomerBillingController, InvoiceController, ReviewController,
-                    AdjustmentController]
+billing_handlers = [
+    PlanController,
+    CustomerBillingController,
+    InvoiceController,
+    ReviewController,
+    AdjustmentController,
+]

@@ -57,18 +57,26 @@ class _Customer:
 
 
 async def _customers(session: AsyncSession) -> list[_Customer]:
-    rows = await session.execute(text(
-        "SELECT c.id, c.timezone, c.currency, (SELECT s.anchor_day FROM subscriptions s "
-        "WHERE s.customer_id = c.id ORDER BY s.starts_at DESC LIMIT 1) FROM customers c ORDER BY c.id"))
+    rows = await session.execute(
+        text(
+            "SELECT c.id, c.timezone, c.currency, (SELECT s.anchor_day FROM subscriptions s "
+            "WHERE s.customer_id = c.id ORDER BY s.starts_at DESC LIMIT 1) FROM customers c ORDER BY c.id"
+        )
+    )
     return [_Customer(str(i), str(tz), str(cur).strip(), a) for i, tz, cur, a in (values(r) for r in rows)]
 
 
-async def _credits(session: AsyncSession, customer_ids: list[str], usable_at: dict[str, datetime]
-                   ) -> dict[str, Decimal]:
-    rows = await session.execute(text(
-        "SELECT g.customer_id, g.expires_at, g.amount - COALESCE((SELECT sum(a.amount) FROM "
-        "credit_applications a WHERE a.grant_id = g.id AND a.released_at IS NULL), 0) "
-        "FROM credit_grants g WHERE g.customer_id = ANY(:ids)"), {"ids": customer_ids})
+async def _credits(
+    session: AsyncSession, customer_ids: list[str], usable_at: dict[str, datetime]
+) -> dict[str, Decimal]:
+    rows = await session.execute(
+        text(
+            "SELECT g.customer_id, g.expires_at, g.amount - COALESCE((SELECT sum(a.amount) FROM "
+            "credit_applications a WHERE a.grant_id = g.id AND a.released_at IS NULL), 0) "
+            "FROM credit_grants g WHERE g.customer_id = ANY(:ids)"
+        ),
+        {"ids": customer_ids},
+    )
     out: dict[str, Decimal] = {}
     for customer_id, expires_at, remaining in (values(r) for r in rows):
         if expires_at is None or expires_at >= usable_at[customer_id]:
@@ -79,8 +87,13 @@ async def _credits(session: AsyncSession, customer_ids: list[str], usable_at: di
 PeriodChoice = Callable[[str, int], BillingPeriod]  # (zone, anchor day) -> the period to bill
 
 
-async def _run_chunk(session: AsyncSession, chunk: list[_Customer], choose: PeriodChoice,
-                     summary: RunSummary, complete_through: datetime | None) -> None:
+async def _run_chunk(
+    session: AsyncSession,
+    chunk: list[_Customer],
+    choose: PeriodChoice,
+    summary: RunSummary,
+    complete_through: datetime | None,
+) -> None:
     periods: dict[str, BillingPeriod] = {}
     for customer in chunk:
         assert customer.anchor_day is not None
@@ -92,9 +105,13 @@ async def _run_chunk(session: AsyncSession, chunk: list[_Customer], choose: Peri
     summary.without_subscription += sum(1 for b in bounds.values() if not b)
     plans = await plans_by_id(session, {b.subscription.plan_id for bs in bounds.values() for b in bs})
     credits = await _credits(session, [c.id for c in chunk], {cid: p.end for cid, p in periods.items()})
-    items = [PeriodToRate(c.id, c.currency, periods[c.id], planned(bounds[c.id], plans),
-                          credits.get(c.id, Decimal(0)))
-             for c in chunk if bounds[c.id]]
+    items = [
+        PeriodToRate(
+            c.id, c.currency, periods[c.id], planned(bounds[c.id], plans), credits.get(c.id, Decimal(0))
+        )
+        for c in chunk
+        if bounds[c.id]
+    ]
     ratings = await rate_periods(session, items)
     written, created = await save_drafts(session, items, ratings, complete_through=complete_through)
     summary.created += created
@@ -106,8 +123,12 @@ async def _run_chunk(session: AsyncSession, chunk: list[_Customer], choose: Peri
 
 
 async def run_invoices(
-    sessions: async_sessionmaker[AsyncSession], *, month: str, now: datetime,
-    complete_through: datetime | None = None, progress: Callable[[int, int], None] | None = None,
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    month: str,
+    now: datetime,
+    complete_through: datetime | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RunSummary:
     """Create or refresh the drafts of `month` for every customer with a subscription.
 
@@ -116,12 +137,16 @@ async def run_invoices(
     earliest = month_period("Pacific/Kiritimati", 1, month)  # validates YYYY-MM first
     if earliest.start > now:
         raise Invalid(f"period: {month} has not started yet anywhere")
-    return await _run(sessions, month, lambda tz, anchor: month_period(tz, anchor, month),
-                      complete_through, progress)
+    return await _run(
+        sessions, month, lambda tz, anchor: month_period(tz, anchor, month), complete_through, progress
+    )
 
 
 async def run_ended_periods(
-    sessions: async_sessionmaker[AsyncSession], *, now: datetime, complete_through: datetime | None = None,
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    now: datetime,
+    complete_through: datetime | None = None,
 ) -> RunSummary:
     """Create or refresh every customer's draft for its last period that has ended by
     `now`, so that it is ready for review when its grace period is over (the scheduler
@@ -134,18 +159,26 @@ async def run_ended_periods(
 
 
 async def run_current_periods(
-    sessions: async_sessionmaker[AsyncSession], *, now: datetime, complete_through: datetime | None = None,
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    now: datetime,
+    complete_through: datetime | None = None,
 ) -> RunSummary:
     """Create or refresh every customer's draft of the period running at `now`: what the
     account managers' customers table shows as spend so far (the scheduler runs this every
     15 minutes; a draft is re-rated anyway whenever one invoice is opened)."""
-    return await _run(sessions, "current", lambda tz, anchor: period_for(now, tz, anchor),
-                      complete_through, None)
+    return await _run(
+        sessions, "current", lambda tz, anchor: period_for(now, tz, anchor), complete_through, None
+    )
 
 
-async def _run(sessions: async_sessionmaker[AsyncSession], label: str, choose: PeriodChoice,
-               complete_through: datetime | None, progress: Callable[[int, int], None] | None,
-               ) -> RunSummary:
+async def _run(
+    sessions: async_sessionmaker[AsyncSession],
+    label: str,
+    choose: PeriodChoice,
+    complete_through: datetime | None,
+    progress: Callable[[int, int], None] | None,
+) -> RunSummary:
     summary = RunSummary(period=label)
     async with sessions() as session:
         customers = await _customers(session)
@@ -182,6 +215,7 @@ async def _run(sessions: async_sessionmaker[AsyncSession], label: str, choose: P
             if progress is not None:
                 progress(done, len(subscribed))
 
-    await asyncio.gather(*(one(subscribed[offset:offset + CHUNK])
-                           for offset in range(0, len(subscribed), CHUNK)))
+    await asyncio.gather(
+        *(one(subscribed[offset : offset + CHUNK]) for offset in range(0, len(subscribed), CHUNK))
+    )
     return summary

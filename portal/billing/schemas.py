@@ -101,8 +101,11 @@ class Charge(CamelStruct):
             if self.amount is not None:
                 raise ValueError(f"{path}.amount: only for flat charges (use unitPrice or tiers)")
         needs = {
-            "per_unit": ("unit_price",), "package": ("package_size", "package_price"),
-            "flat": ("amount",), "graduated": (), "volume": (),
+            "per_unit": ("unit_price",),
+            "package": ("package_size", "package_price"),
+            "flat": ("amount",),
+            "graduated": (),
+            "volume": (),
         }[self.model]
         for name in ("unit_price", "package_size", "package_price"):
             present = getattr(self, name) is not None
@@ -195,8 +198,10 @@ class PlanCreate(CamelStruct):
                 continue
             match = (charge.meter, tuple(sorted(charge.dimensions.items())))
             if match in seen:
-                raise ValueError(f"charge {charge.key}.dimensions: charge {seen[match]} already "
-                                 f"prices meter {charge.meter} for the same dimensions")
+                raise ValueError(
+                    f"charge {charge.key}.dimensions: charge {seen[match]} already "
+                    f"prices meter {charge.meter} for the same dimensions"
+                )
             seen[match] = charge.key
         _check_amount("minimumCommitment", self.minimum_commitment, positive=True)
 

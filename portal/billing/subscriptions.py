@@ -69,27 +69,41 @@ _COLUMNS = "id, customer_id, plan_id, anchor_day, starts_at, ends_at, discounts"
 
 def _subscription(row: Any) -> Subscription:
     sid, customer_id, plan_id, anchor_day, starts_at, ends_at, discounts = values(row)
-    return Subscription(sid, customer_id, plan_id, anchor_day, starts_at, ends_at,
-                        msgspec.convert(discounts, tuple[Discount, ...]))
+    return Subscription(
+        sid,
+        customer_id,
+        plan_id,
+        anchor_day,
+        starts_at,
+        ends_at,
+        msgspec.convert(discounts, tuple[Discount, ...]),
+    )
 
 
 async def list_subscriptions(session: AsyncSession, customer_id: str) -> list[Subscription]:
     rows = await session.execute(
         text(f"SELECT {_COLUMNS} FROM subscriptions WHERE customer_id = :c ORDER BY starts_at"),
-        {"c": customer_id})
+        {"c": customer_id},
+    )
     return [_subscription(r) for r in rows]
 
 
 async def subscriptions_by_customer(
-    session: AsyncSession, customer_ids: list[str] | None, start: datetime, end: datetime,
+    session: AsyncSession,
+    customer_ids: list[str] | None,
+    start: datetime,
+    end: datetime,
 ) -> dict[str, list[Subscription]]:
     """Subscriptions overlapping [start, end), per customer (all customers if None)."""
     rows = await session.execute(
-        text(f"SELECT {_COLUMNS} FROM subscriptions "
-             "WHERE starts_at < :end AND (ends_at IS NULL OR ends_at > :start) "
-             "AND (CAST(:ids AS text[]) IS NULL OR customer_id = ANY(:ids)) "
-             "ORDER BY customer_id, starts_at"),
-        {"start": start, "end": end, "ids": customer_ids})
+        text(
+            f"SELECT {_COLUMNS} FROM subscriptions "
+            "WHERE starts_at < :end AND (ends_at IS NULL OR ends_at > :start) "
+            "AND (CAST(:ids AS text[]) IS NULL OR customer_id = ANY(:ids)) "
+            "ORDER BY customer_id, starts_at"
+        ),
+        {"start": start, "end": end, "ids": customer_ids},
+    )
     out: dict[str, list[Subscription]] = {}
     for row in rows:
         sub = _subscription(row)
@@ -105,14 +119,21 @@ def period_of(customer: Customer, anchor_day: int, at: datetime) -> BillingPerio
     return period_for(at, customer.timezone, anchor_day)
 
 
-def _effective_at(customer: Customer, current: Subscription, data: SubscriptionCreate,
-                  now: datetime, effective_at: datetime | None) -> datetime:
+def _effective_at(
+    customer: Customer,
+    current: Subscription,
+    data: SubscriptionCreate,
+    now: datetime,
+    effective_at: datetime | None,
+) -> datetime:
     if effective_at is not None:
         if effective_at.tzinfo is None:
             raise Invalid("effectiveAt: needs a time zone offset (e.g. Z)")
         if hour_bucket(effective_at.timestamp(), customer.timezone) != effective_at.timestamp():
-            raise Invalid("effectiveAt: must start one of the customer's hours (usage is metered "
-                          "hourly, so a plan change happens between hours)")
+            raise Invalid(
+                "effectiveAt: must start one of the customer's hours (usage is metered "
+                "hourly, so a plan change happens between hours)"
+            )
         return effective_at.astimezone(UTC)
     if data.effective == "immediate":
         # From the next hour: every hour of usage then belongs to exactly one plan.
@@ -120,8 +141,9 @@ def _effective_at(customer: Customer, current: Subscription, data: SubscriptionC
     return period_for(now, customer.timezone, current.anchor_day).end
 
 
-async def subscribe(session: AsyncSession, customer_id: str, data: SubscriptionCreate, *,
-                    now: datetime) -> Subscription:
+async def subscribe(
+    session: AsyncSession, customer_id: str, data: SubscriptionCreate, *, now: datetime
+) -> Subscription:
     """Start a customer's first subscription, or change its plan (see SubscriptionCreate).
 
     Raises NotFound (customer, plan), Invalid (currency, anchor, instant) or Conflict
@@ -131,52 +153,81 @@ async def subscribe(session: AsyncSession, customer_id: str, data: SubscriptionC
         raise NotFound(f"no customer {customer_id!r}")
     plan = await get_plan(session, data.plan_id)
     if plan.currency != customer.currency:
-        raise Invalid(f"planId: plan {plan.id} is priced in {plan.currency}, but customer "
-                      f"{customer.id} is billed in {customer.currency}")
+        raise Invalid(
+            f"planId: plan {plan.id} is priced in {plan.currency}, but customer "
+            f"{customer.id} is billed in {customer.currency}"
+        )
     await lock_customer(session, customer_id)
     existing = await list_subscriptions(session, customer_id)
     discounts = msgspec.json.encode(data.discounts).decode()
     if not existing:
         day = data.start_date or local_date(now.timestamp(), customer.timezone)
         anchor = data.anchor_day or day.day
-        return await _insert(session, customer_id, plan.id, anchor, local_midnight(day, customer.timezone),
-                             discounts)
+        return await _insert(
+            session, customer_id, plan.id, anchor, local_midnight(day, customer.timezone), discounts
+        )
     if data.start_date is not None:
-        raise Invalid("startDate: the customer is subscribed already; a plan change takes "
-                      "effect at the next period, or use effective=immediate or effectiveAt")
-    current = next((s for s in existing if s.starts_at <= now and (s.ends_at is None or s.ends_at > now)),
-                   existing[-1])
+        raise Invalid(
+            "startDate: the customer is subscribed already; a plan change takes "
+            "effect at the next period, or use effective=immediate or effectiveAt"
+        )
+    current = next(
+        (s for s in existing if s.starts_at <= now and (s.ends_at is None or s.ends_at > now)), existing[-1]
+    )
     if data.anchor_day is not None and data.anchor_day != current.anchor_day:
         raise Invalid(f"anchorDay: the billing anchor stays {current.anchor_day} across plan changes")
     at = _effective_at(customer, current, data, now, data.effective_at)
     if at <= existing[0].starts_at:
         raise Invalid(f"effectiveAt: before the first subscription starts ({existing[0].starts_at})")
-    finalized = (await session.execute(
-        text("SELECT number FROM invoices WHERE customer_id = :c AND status = 'finalized' "
-             "AND period_end > :at ORDER BY period_end DESC LIMIT 1"), {"c": customer_id, "at": at},
-    )).first()
+    finalized = (
+        await session.execute(
+            text(
+                "SELECT number FROM invoices WHERE customer_id = :c AND status = 'finalized' "
+                "AND period_end > :at ORDER BY period_end DESC LIMIT 1"
+            ),
+            {"c": customer_id, "at": at},
+        )
+    ).first()
     if finalized is not None:
-        raise Conflict(f"the change at {at.isoformat()} falls in a period already invoiced "
-                       f"({values(finalized)[0]}); void that invoice first")
+        raise Conflict(
+            f"the change at {at.isoformat()} falls in a period already invoiced "
+            f"({values(finalized)[0]}); void that invoice first"
+        )
     on_plan = next((s for s in existing if s.starts_at <= at and (s.ends_at is None or s.ends_at > at)), None)
     if on_plan is not None and on_plan.plan_id == plan.id and not data.discounts:
         raise Conflict(f"customer {customer_id} is already on plan {plan.id} at {at.isoformat()}")
     # A later change replaces changes scheduled after it.
-    await session.execute(text("DELETE FROM subscriptions WHERE customer_id = :c AND starts_at >= :at"),
-                          {"c": customer_id, "at": at})
     await session.execute(
-        text("UPDATE subscriptions SET ends_at = :at WHERE customer_id = :c AND starts_at < :at "
-             "AND (ends_at IS NULL OR ends_at > :at)"), {"c": customer_id, "at": at})
+        text("DELETE FROM subscriptions WHERE customer_id = :c AND starts_at >= :at"),
+        {"c": customer_id, "at": at},
+    )
+    await session.execute(
+        text(
+            "UPDATE subscriptions SET ends_at = :at WHERE customer_id = :c AND starts_at < :at "
+            "AND (ends_at IS NULL OR ends_at > :at)"
+        ),
+        {"c": customer_id, "at": at},
+    )
     return await _insert(session, customer_id, plan.id, current.anchor_day, at, discounts)
 
 
-async def _insert(session: AsyncSession, customer_id: str, plan_id: str, anchor_day: int,
-                  starts_at: datetime, discounts: str) -> Subscription:
-    row = (await session.execute(
-        text(f"INSERT INTO subscriptions (customer_id, plan_id, anchor_day, starts_at, discounts) "
-             f"VALUES (:c, :p, :a, :s, CAST(:d AS jsonb)) RETURNING {_COLUMNS}"),
-        {"c": customer_id, "p": plan_id, "a": anchor_day, "s": starts_at, "d": discounts},
-    )).one()
+async def _insert(
+    session: AsyncSession,
+    customer_id: str,
+    plan_id: str,
+    anchor_day: int,
+    starts_at: datetime,
+    discounts: str,
+) -> Subscription:
+    row = (
+        await session.execute(
+            text(
+                f"INSERT INTO subscriptions (customer_id, plan_id, anchor_day, starts_at, discounts) "
+                f"VALUES (:c, :p, :a, :s, CAST(:d AS jsonb)) RETURNING {_COLUMNS}"
+            ),
+            {"c": customer_id, "p": plan_id, "a": anchor_day, "s": starts_at, "d": discounts},
+        )
+    ).one()
     # A plan's default alert rules become the subscriber's own.
     from portal.alerting.rules import copy_plan_rules
 

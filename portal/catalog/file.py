@@ -47,8 +47,11 @@ class _DecimalLoader(yaml.SafeLoader):
     """YAML with exact numbers: `0.1` is Decimal("0.1"), never the float 0.1000000000000000055."""
 
 
-_DecimalLoader.add_constructor("tag:yaml.org,2002:float",
-                               lambda loader, node: Decimal(loader.construct_scalar(node)))  # type: ignore[arg-type]
+def _exact_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal:
+    return Decimal(loader.construct_scalar(node))
+
+
+_DecimalLoader.add_constructor("tag:yaml.org,2002:float", _exact_float)
 
 
 def parse_catalog(content: bytes, *, name: str) -> CatalogFile:
@@ -78,8 +81,11 @@ class ApplyReport:
 
     def lines(self) -> list[str]:
         kinds = ("meters", "customers", "plans", "subscriptions")
-        return [f"{kind}: {self.created.get(kind, 0)} created, {self.changed.get(kind, 0)} changed, "
-                f"{self.unchanged.get(kind, 0)} unchanged" for kind in kinds]
+        return [
+            f"{kind}: {self.created.get(kind, 0)} created, {self.changed.get(kind, 0)} changed, "
+            f"{self.unchanged.get(kind, 0)} unchanged"
+            for kind in kinds
+        ]
 
 
 def _same(a: msgspec.Struct, b: msgspec.Struct, fields: tuple[str, ...]) -> bool:
@@ -99,8 +105,10 @@ async def apply_catalog(session: AsyncSession, catalog: CatalogFile, *, now: dat
         elif _same(existing, meter, ("aggregation", "unit", "group_by", "unique_by")):
             report.count("meters", "unchanged")
         else:
-            raise CatalogFileError(f"meters[{i}] ({meter.metric_name}): exists with another definition; "
-                                   "meters are immutable (create a new metric name)")
+            raise CatalogFileError(
+                f"meters[{i}] ({meter.metric_name}): exists with another definition; "
+                "meters are immutable (create a new metric name)"
+            )
     for i, customer in enumerate(catalog.customers):
         found = await service.get_customer(session, customer.id)
         if found is None:
@@ -109,8 +117,10 @@ async def apply_catalog(session: AsyncSession, catalog: CatalogFile, *, now: dat
         elif _same(found, customer, ("name", "timezone", "currency")):
             report.count("customers", "unchanged")
         else:
-            raise CatalogFileError(f"customers[{i}] ({customer.id}): exists with another name, zone or "
-                                   "currency; customers are immutable")
+            raise CatalogFileError(
+                f"customers[{i}] ({customer.id}): exists with another name, zone or "
+                "currency; customers are immutable"
+            )
     for i, plan in enumerate(catalog.plans):
         try:
             _, created = await plan_service.create_plan(session, plan)

@@ -39,7 +39,8 @@ class CustomerController(Controller):
 
     @get("/")
     async def list_(
-        self, db: Db,
+        self,
+        db: Db,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         after: FromQuery[str | None] = None,
     ) -> list[Customer]:

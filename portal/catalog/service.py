@@ -43,11 +43,15 @@ _METER_COLUMNS = "metric_name, aggregation, unit, group_by, unique_by, created_a
 async def create_customer(session: AsyncSession, data: CustomerCreate) -> Customer:
     try:
         async with session.begin_nested():
-            row = (await session.execute(
-                text(f"INSERT INTO customers (id, name, timezone, currency) "
-                     f"VALUES (:id, :name, :tz, :cur) RETURNING {_CUSTOMER_COLUMNS}"),
-                {"id": data.id, "name": data.name, "tz": data.timezone, "cur": data.currency},
-            )).one()
+            row = (
+                await session.execute(
+                    text(
+                        f"INSERT INTO customers (id, name, timezone, currency) "
+                        f"VALUES (:id, :name, :tz, :cur) RETURNING {_CUSTOMER_COLUMNS}"
+                    ),
+                    {"id": data.id, "name": data.name, "tz": data.timezone, "cur": data.currency},
+                )
+            ).one()
     except IntegrityError as exc:
         raise AlreadyExists(f"customer {data.id!r} already exists") from exc
     return Customer(*values(row))
@@ -55,29 +59,42 @@ async def create_customer(session: AsyncSession, data: CustomerCreate) -> Custom
 
 async def list_customers(session: AsyncSession, *, limit: int, after: str | None) -> list[Customer]:
     rows = await session.execute(
-        text(f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE (CAST(:after AS text) IS NULL OR id > :after) "
-             "ORDER BY id LIMIT :limit"),
+        text(
+            f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE (CAST(:after AS text) IS NULL OR id > :after) "
+            "ORDER BY id LIMIT :limit"
+        ),
         {"after": after, "limit": limit},
     )
     return [Customer(*values(row)) for row in rows]
 
 
 async def get_customer(session: AsyncSession, customer_id: str) -> Customer | None:
-    row = (await session.execute(
-        text(f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE id = :id"), {"id": customer_id}
-    )).first()
+    row = (
+        await session.execute(
+            text(f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE id = :id"), {"id": customer_id}
+        )
+    ).first()
     return Customer(*values(row)) if row else None
 
 
 async def create_meter(session: AsyncSession, data: MeterCreate) -> Meter:
     try:
         async with session.begin_nested():
-            row = (await session.execute(
-                text(f"INSERT INTO meters (metric_name, aggregation, unit, group_by, unique_by) "
-                     f"VALUES (:m, :a, :u, :g, :ub) RETURNING {_METER_COLUMNS}"),
-                {"m": data.metric_name, "a": data.aggregation, "u": data.unit,
-                 "g": list(data.group_by), "ub": data.unique_by},
-            )).one()
+            row = (
+                await session.execute(
+                    text(
+                        f"INSERT INTO meters (metric_name, aggregation, unit, group_by, unique_by) "
+                        f"VALUES (:m, :a, :u, :g, :ub) RETURNING {_METER_COLUMNS}"
+                    ),
+                    {
+                        "m": data.metric_name,
+                        "a": data.aggregation,
+                        "u": data.unit,
+                        "g": list(data.group_by),
+                        "ub": data.unique_by,
+                    },
+                )
+            ).one()
     except IntegrityError as exc:
         raise AlreadyExists(f"meter {data.metric_name!r} already exists") from exc
     return _meter(row)
@@ -89,9 +106,11 @@ async def list_meters(session: AsyncSession) -> list[Meter]:
 
 
 async def get_meter(session: AsyncSession, metric_name: str) -> Meter | None:
-    row = (await session.execute(
-        text(f"SELECT {_METER_COLUMNS} FROM meters WHERE metric_name = :m"), {"m": metric_name}
-    )).first()
+    row = (
+        await session.execute(
+            text(f"SELECT {_METER_COLUMNS} FROM meters WHERE metric_name = :m"), {"m": metric_name}
+        )
+    ).first()
     return _meter(row) if row else None
 
 

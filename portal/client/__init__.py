@@ -23,7 +23,19 @@ from portal.client.sync import UsageClient
 from portal.client.transport import Reply, RetryPolicy, Transport, UrllibTransport
 
 __all__ = [
-    "AsyncUsageClient", "AuthenticationError", "BufferFull", "ClientStats", "DeliveryError",
-    "EventRejected", "Reply", "RetryPolicy", "SpoolInUse", "Transport", "UrllibTransport", "UsageClient",
-    "UsageClientError", "build_event", "new_event_id",
+    "AsyncUsageClient",
+    "AuthenticationError",
+    "BufferFull",
+    "ClientStats",
+    "DeliveryError",
+    "EventRejected",
+    "Reply",
+    "RetryPolicy",
+    "SpoolInUse",
+    "Transport",
+    "UrllibTransport",
+    "UsageClient",
+    "UsageClientError",
+    "build_event",
+    "new_event_id",
 ]

@@ -33,18 +33,33 @@ class AsyncUsageClient:
     interpreter exit, a client not closed flushes synchronously.
     """
 
-    def __init__(self, base_url: str, api_key: str, *, batch_size: int = 1000,
-                 flush_interval: float = 5.0, max_buffered: int = 100_000,
-                 block_timeout: float = 0.0, retry: RetryPolicy | None = None,
-                 on_error: OnError | None = None, spool_path: str | Path | None = None,
-                 spool_fsync: bool = True, timeout: float = 10.0,
-                 transport: Transport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        batch_size: int = 1000,
+        flush_interval: float = 5.0,
+        max_buffered: int = 100_000,
+        block_timeout: float = 0.0,
+        retry: RetryPolicy | None = None,
+        on_error: OnError | None = None,
+        spool_path: str | Path | None = None,
+        spool_fsync: bool = True,
+        timeout: float = 10.0,
+        transport: Transport | None = None,
+    ) -> None:
         self.flush_interval = flush_interval
         self.block_timeout = block_timeout
         self._pipeline = open_pipeline(
-            transport or UrllibTransport(base_url, api_key, timeout=timeout), batch_size=batch_size,
-            max_buffered=max_buffered, retry=retry, on_error=on_error, spool_path=spool_path,
-            spool_fsync=spool_fsync)
+            transport or UrllibTransport(base_url, api_key, timeout=timeout),
+            batch_size=batch_size,
+            max_buffered=max_buffered,
+            retry=retry,
+            on_error=on_error,
+            spool_path=spool_path,
+            spool_fsync=spool_fsync,
+        )
         self._pipeline.batch_ready = self._on_batch_ready
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -55,17 +70,32 @@ class AsyncUsageClient:
 
     # -- public API ------------------------------------------------------------------
 
-    def record(self, customer_id: str, metric_name: str, quantity: Quantity, *,
-               dimensions: Mapping[str, str] | None = None,
-               timestamp: datetime | int | str | None = None, event_id: str | None = None,
-               product_id: str | None = None, metadata: Mapping[str, Any] | None = None) -> str:
+    def record(
+        self,
+        customer_id: str,
+        metric_name: str,
+        quantity: Quantity,
+        *,
+        dimensions: Mapping[str, str] | None = None,
+        timestamp: datetime | int | str | None = None,
+        event_id: str | None = None,
+        product_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
         """Buffer one event and return its id (see `UsageClient.record`)."""
         if self._closed:
             raise UsageClientError("the usage client is closed")
         self._ensure_task()
-        event = build_event(customer_id, metric_name, quantity, dimensions=dimensions,
-                            timestamp=timestamp, event_id=event_id, product_id=product_id,
-                            metadata=metadata)
+        event = build_event(
+            customer_id,
+            metric_name,
+            quantity,
+            dimensions=dimensions,
+            timestamp=timestamp,
+            event_id=event_id,
+            product_id=product_id,
+            metadata=metadata,
+        )
         self._pipeline.add(event, self.block_timeout)
         return str(event["eventId"])
 
@@ -101,8 +131,9 @@ class AsyncUsageClient:
         self._ensure_task()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     # -- background task -------------------------------------------------------------

@@ -90,11 +90,17 @@ def _timestamp(value: datetime | int | str | None, now_ms: int) -> int | str:
     return value
 
 
-def build_event(customer_id: str, metric_name: str, quantity: Quantity, *,
-                dimensions: Mapping[str, str] | None = None,
-                timestamp: datetime | int | str | None = None, event_id: str | None = None,
-                product_id: str | None = None,
-                metadata: Mapping[str, Any] | None = None) -> Event:
+def build_event(
+    customer_id: str,
+    metric_name: str,
+    quantity: Quantity,
+    *,
+    dimensions: Mapping[str, str] | None = None,
+    timestamp: datetime | int | str | None = None,
+    event_id: str | None = None,
+    product_id: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Event:
     """The event as the server takes it, with an id and a timestamp fixed now, so that
     every (re)send of it is the same event."""
     now_ms = int(time.time() * 1000)
@@ -120,11 +126,18 @@ class Pipeline:
     or rejected), so a batch that failed is resent, with the same ids, at the next flush.
     """
 
-    def __init__(self, transport: Transport, *, batch_size: int = MAX_BATCH_EVENTS,
-                 max_buffered: int = 100_000, retry: RetryPolicy | None = None,
-                 on_error: OnError | None = None, spool: Spool | None = None,
-                 sleep: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        batch_size: int = MAX_BATCH_EVENTS,
+        max_buffered: int = 100_000,
+        retry: RetryPolicy | None = None,
+        on_error: OnError | None = None,
+        spool: Spool | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
         if not 1 <= batch_size <= MAX_BATCH_EVENTS:
             raise ValueError(f"batch_size must be 1..{MAX_BATCH_EVENTS}")
         if max_buffered < batch_size:
@@ -147,8 +160,9 @@ class Pipeline:
         if spool is not None:
             self._buffer.extend(spool.load())
             if self._buffer:
-                log.info("usage client: %d unsent events loaded from the spool %s",
-                         len(self._buffer), spool.path)
+                log.info(
+                    "usage client: %d unsent events loaded from the spool %s", len(self._buffer), spool.path
+                )
 
     # -- buffering -------------------------------------------------------------------
 
@@ -162,8 +176,10 @@ class Pipeline:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._counts["dropped"] += 1
-                    raise BufferFull(f"{len(self._buffer)} events are waiting to be sent "
-                                     f"(max_buffered={self.max_buffered}); event not recorded")
+                    raise BufferFull(
+                        f"{len(self._buffer)} events are waiting to be sent "
+                        f"(max_buffered={self.max_buffered}); event not recorded"
+                    )
                 self._space.wait(remaining)
                 if self.auth_error is not None:
                     raise self.auth_error
@@ -239,23 +255,38 @@ class Pipeline:
                     # Any other answer refuses the batch itself (413 for one event, 400):
                     # resending the same bytes would be refused again.
                     detail = reply.body.decode("utf-8", "replace")[:500]
-                    self._settle(batch, {"accepted": 0, "duplicates": 0, "rejected": [
-                        {"index": i, "error": f"HTTP {reply.status}: {detail}"} for i in range(len(batch))
-                    ]}, status=reply.status)
+                    self._settle(
+                        batch,
+                        {
+                            "accepted": 0,
+                            "duplicates": 0,
+                            "rejected": [
+                                {"index": i, "error": f"HTTP {reply.status}: {detail}"}
+                                for i in range(len(batch))
+                            ],
+                        },
+                        status=reply.status,
+                    )
                     return
                 reason = f"HTTP {reply.status}"
                 retry_after = reply.retry_after
             delay = self.retry.delay(attempts, retry_after, self.rng)
             elapsed = time.monotonic() - started
             if self.retry.gives_up(attempts, elapsed, delay):
-                log.warning("usage client: giving up on a batch of %d events after %d attempts (%s); "
-                            "they stay buffered", len(batch), attempts, reason)
-                raise DeliveryError(f"batch of {len(batch)} events not delivered after {attempts} "
-                                    f"attempts: {reason}", unsent=self.buffered())
+                log.warning(
+                    "usage client: giving up on a batch of %d events after %d attempts (%s); "
+                    "they stay buffered",
+                    len(batch),
+                    attempts,
+                    reason,
+                )
+                raise DeliveryError(
+                    f"batch of {len(batch)} events not delivered after {attempts} attempts: {reason}",
+                    unsent=self.buffered(),
+                )
             with self._lock:
                 self._counts["retried"] += 1
-            log.info("usage client: %s; retrying a batch of %d events in %.2fs",
-                     reason, len(batch), delay)
+            log.info("usage client: %s; retrying a batch of %d events in %.2fs", reason, len(batch), delay)
             self.sleep(delay)
 
     @staticmethod
@@ -303,14 +334,28 @@ class Pipeline:
                 self.spool.close()
 
 
-def open_pipeline(transport: Transport, *, batch_size: int, max_buffered: int, retry: RetryPolicy | None,
-                  on_error: OnError | None, spool_path: str | Path | None, spool_fsync: bool) -> Pipeline:
+def open_pipeline(
+    transport: Transport,
+    *,
+    batch_size: int,
+    max_buffered: int,
+    retry: RetryPolicy | None,
+    on_error: OnError | None,
+    spool_path: str | Path | None,
+    spool_fsync: bool,
+) -> Pipeline:
     """The pipeline both clients share, with its spool opened (and closed again if the
     pipeline cannot be built, so the spool's lock is not left behind)."""
     spool = Spool(spool_path, fsync=spool_fsync) if spool_path is not None else None
     try:
-        return Pipeline(transport, batch_size=batch_size, max_buffered=max_buffered, retry=retry,
-                        on_error=on_error, spool=spool)
+        return Pipeline(
+            transport,
+            batch_size=batch_size,
+            max_buffered=max_buffered,
+            retry=retry,
+            on_error=on_error,
+            spool=spool,
+        )
     except BaseException:
         if spool is not None:
             spool.close()

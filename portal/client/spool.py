@@ -37,8 +37,9 @@ def _dump(obj: Any) -> bytes:
 class Spool:
     """Not thread-safe on its own: the pipeline calls it under its lock."""
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True,
-                 compact_after: int = 10_000) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, fsync: bool = True, compact_after: int = 10_000
+    ) -> None:
         self.path = Path(path)
         self.fsync = fsync
         self.compact_after = compact_after

@@ -36,18 +36,33 @@ class UsageClient:
     `flush()`, on `close()` and at interpreter exit. See docs/client.md.
     """
 
-    def __init__(self, base_url: str, api_key: str, *, batch_size: int = 1000,
-                 flush_interval: float = 5.0, max_buffered: int = 100_000,
-                 block_timeout: float = 1.0, retry: RetryPolicy | None = None,
-                 on_error: OnError | None = None, spool_path: str | Path | None = None,
-                 spool_fsync: bool = True, timeout: float = 10.0,
-                 transport: Transport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        batch_size: int = 1000,
+        flush_interval: float = 5.0,
+        max_buffered: int = 100_000,
+        block_timeout: float = 1.0,
+        retry: RetryPolicy | None = None,
+        on_error: OnError | None = None,
+        spool_path: str | Path | None = None,
+        spool_fsync: bool = True,
+        timeout: float = 10.0,
+        transport: Transport | None = None,
+    ) -> None:
         self.flush_interval = flush_interval
         self.block_timeout = block_timeout
         self._pipeline = open_pipeline(
-            transport or UrllibTransport(base_url, api_key, timeout=timeout), batch_size=batch_size,
-            max_buffered=max_buffered, retry=retry, on_error=on_error, spool_path=spool_path,
-            spool_fsync=spool_fsync)
+            transport or UrllibTransport(base_url, api_key, timeout=timeout),
+            batch_size=batch_size,
+            max_buffered=max_buffered,
+            retry=retry,
+            on_error=on_error,
+            spool_path=spool_path,
+            spool_fsync=spool_fsync,
+        )
         self._wake = threading.Condition()
         self._batch_ready = False
         self._stopping = False
@@ -60,19 +75,34 @@ class UsageClient:
 
     # -- public API ------------------------------------------------------------------
 
-    def record(self, customer_id: str, metric_name: str, quantity: Quantity, *,
-               dimensions: Mapping[str, str] | None = None,
-               timestamp: datetime | int | str | None = None, event_id: str | None = None,
-               product_id: str | None = None, metadata: Mapping[str, Any] | None = None) -> str:
+    def record(
+        self,
+        customer_id: str,
+        metric_name: str,
+        quantity: Quantity,
+        *,
+        dimensions: Mapping[str, str] | None = None,
+        timestamp: datetime | int | str | None = None,
+        event_id: str | None = None,
+        product_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
         """Buffer one event (spooled first, if a spool is set) and return its id.
 
         Raises BufferFull when `max_buffered` events wait for longer than `block_timeout`,
         AuthenticationError once the server has refused the key."""
         if self._closed:
             raise UsageClientError("the usage client is closed")
-        event = build_event(customer_id, metric_name, quantity, dimensions=dimensions,
-                            timestamp=timestamp, event_id=event_id, product_id=product_id,
-                            metadata=metadata)
+        event = build_event(
+            customer_id,
+            metric_name,
+            quantity,
+            dimensions=dimensions,
+            timestamp=timestamp,
+            event_id=event_id,
+            product_id=product_id,
+            metadata=metadata,
+        )
         self._pipeline.add(event, self.block_timeout)
         return str(event["eventId"])
 
@@ -104,8 +134,9 @@ class UsageClient:
     def __enter__(self) -> UsageClient:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     # -- background thread -----------------------------------------------------------

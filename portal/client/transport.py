@@ -56,14 +56,21 @@ class UrllibTransport:
 
     def post(self, path: str, body: bytes) -> Reply:
         request = urllib.request.Request(
-            self.base_url + path, data=body, method="POST",
-            headers={"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json",
-                     "Accept": "application/json", "User-Agent": USER_AGENT},
+            self.base_url + path,
+            data=body,
+            method="POST",
+            headers={
+                "Authorization": f"Bearer {self.api_key}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            },
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return Reply(response.status, response.read(),
-                             parse_retry_after(response.headers.get("Retry-After")))
+                return Reply(
+                    response.status, response.read(), parse_retry_after(response.headers.get("Retry-After"))
+                )
         except urllib.error.HTTPError as exc:
             try:
                 data = exc.read()

@@ -37,27 +37,52 @@ BATCH = "application/cloudevents-batch+json"
 PROBLEM = "application/problem+json"
 
 # Native field → CloudEvents attribute, for error messages.
-_FIELDS = {"eventId": "id", "customerId": "subject", "metricName": "type", "timestamp": "time",
-           "quantity": "data", "dimensions": "data", "metadata": "source"}
+_FIELDS = {
+    "eventId": "id",
+    "customerId": "subject",
+    "metricName": "type",
+    "timestamp": "time",
+    "quantity": "data",
+    "dimensions": "data",
+    "metadata": "source",
+}
 
-_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           413: "Payload Too Large", 415: "Unsupported Media Type", 503: "Service Unavailable"}
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
+    503: "Service Unavailable",
+}
 
 
-def problem(status: int, detail: str, *, instance: str = "/api/v1/events",
-            extensions: dict[str, Any] | None = None,
-            headers: dict[str, str] | None = None) -> Response[Any]:
+def problem(
+    status: int,
+    detail: str,
+    *,
+    instance: str = "/api/v1/events",
+    extensions: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
     """RFC 7807 problem details, as OpenMeter answers errors."""
-    body: dict[str, Any] = {"type": "about:blank", "title": _TITLES.get(status, "Error"),
-                            "status": status, "detail": detail, "instance": instance}
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+    }
     if extensions:
         body.update(extensions)
     return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 def unavailable(detail: str) -> Response[Any]:
-    return problem(503, f"{detail}; nothing was accepted, retry later",
-                   headers={"Retry-After": RETRY_AFTER_S})
+    return problem(
+        503, f"{detail}; nothing was accepted, retry later", headers={"Retry-After": RETRY_AFTER_S}
+    )
 
 
 def is_cloudevent(value: Any) -> bool:
@@ -85,7 +110,7 @@ def to_native(event: Any, meters: dict[str, MeterSpec]) -> bytes:
     if not isinstance(event, dict):
         raise MappingError("event", "a CloudEvent must be a JSON object")
     if event.get("specversion") != "1.0":
-        raise MappingError("specversion", "must be \"1.0\"")
+        raise MappingError("specversion", 'must be "1.0"')
     event_id = _string_attr(event, "id", required=True)
     source = _string_attr(event, "source", required=True)
     meter_name = _string_attr(event, "type", required=True)
@@ -106,8 +131,14 @@ def to_native(event: Any, meters: dict[str, MeterSpec]) -> bytes:
     data = data or {}
     spec = meters.get(meter_name)
     config = meter_mappings(MAPPING_ENV).get(meter_name)
-    value = meter_value(data, meter_name, meters, mapping_env=MAPPING_ENV, field="data",
-                        required_by=lambda m: f"meter {meter_name!r} ({m.aggregation})")
+    value = meter_value(
+        data,
+        meter_name,
+        meters,
+        mapping_env=MAPPING_ENV,
+        field="data",
+        required_by=lambda m: f"meter {meter_name!r} ({m.aggregation})",
+    )
     dimensions: dict[str, str] = {}
     if config and config.dimensions:
         paths = config.dimensions
@@ -120,16 +151,26 @@ def to_native(event: Any, meters: dict[str, MeterSpec]) -> bytes:
         text = dimension_text(lookup(data, path))
         if text is not None:
             dimensions[name] = text
-    return native(event_id=event_id, timestamp=time_attr if time_attr is not None else now_ms(),
-                  customer_id=subject, metric=meter_name, value=value, dimensions=dimensions,
-                  source=source, version="cloudevents-1.0")
+    return native(
+        event_id=event_id,
+        timestamp=time_attr if time_attr is not None else now_ms(),
+        customer_id=subject,
+        metric=meter_name,
+        value=value,
+        dimensions=dimensions,
+        source=source,
+        version="cloudevents-1.0",
+    )
 
 
 def error_detail(index: int, message: str, *, batch: bool) -> dict[str, Any]:
     field, reason = split_error(message)
     attribute = _FIELDS.get(field, field)
-    return {"index": index, "field": attribute, "message": reason} if batch else {
-        "field": attribute, "message": reason}
+    return (
+        {"index": index, "field": attribute, "message": reason}
+        if batch
+        else {"field": attribute, "message": reason}
+    )
 
 
 def answer(outcome: Outcome, *, batch: bool) -> Response[Any]:

@@ -33,12 +33,25 @@ from portal.errors import RETRY_AFTER_S
 
 MAPPING_ENV = "PORTAL_LAGO_MAPPING"
 DEFAULT_VALUE = ("value",)
-_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-            413: "Payload Too Large", 422: "Unprocessable Entity", 503: "Service Unavailable"}
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    413: "Payload Too Large",
+    422: "Unprocessable Entity",
+    503: "Service Unavailable",
+}
 
 
-def error(status: int, *, code: str | None = None, details: dict[str, Any] | None = None,
-          message: str | None = None, headers: dict[str, str] | None = None) -> Response[Any]:
+def error(
+    status: int,
+    *,
+    code: str | None = None,
+    details: dict[str, Any] | None = None,
+    message: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
     """Lago's error body: `{"status", "error", "code", "error_details"}`."""
     body: dict[str, Any] = {"status": status, "error": _REASONS.get(status, "Error")}
     if code is not None:
@@ -55,8 +68,12 @@ def bad_request(message: str) -> Response[Any]:
 
 
 def unavailable(detail: str) -> Response[Any]:
-    return error(503, code="service_unavailable", message=f"{detail}; retry later",
-                 headers={"Retry-After": RETRY_AFTER_S})
+    return error(
+        503,
+        code="service_unavailable",
+        message=f"{detail}; retry later",
+        headers={"Retry-After": RETRY_AFTER_S},
+    )
 
 
 def _customer_field(event: dict[str, Any]) -> str:
@@ -98,8 +115,15 @@ def to_native(event: Any, meters: dict[str, MeterSpec]) -> bytes:
         raise MappingError("properties", "value_is_invalid")
     config = meter_mappings(MAPPING_ENV).get(code)
     value_path = (config.value if config else None) or DEFAULT_VALUE
-    value = meter_value(properties, code, meters, mapping_env=MAPPING_ENV, field="properties",
-                        required_by=lambda _: f"billable metric {code!r}", label="properties")
+    value = meter_value(
+        properties,
+        code,
+        meters,
+        mapping_env=MAPPING_ENV,
+        field="properties",
+        required_by=lambda _: f"billable metric {code!r}",
+        label="properties",
+    )
     dimensions: dict[str, str] = {}
     if config and config.dimensions:
         for name, path in config.dimensions.items():
@@ -114,15 +138,29 @@ def to_native(event: Any, meters: dict[str, MeterSpec]) -> bytes:
             text = dimension_text(prop)
             if text is not None:
                 dimensions[str(name)] = text
-    return native(event_id=event_id, timestamp=timestamp, customer_id=customer_id, metric=code,
-                  value=value, dimensions=dimensions, source="lago", version="lago-v1")
+    return native(
+        event_id=event_id,
+        timestamp=timestamp,
+        customer_id=customer_id,
+        metric=code,
+        value=value,
+        dimensions=dimensions,
+        source="lago",
+        version="lago-v1",
+    )
 
 
 def _lago_field(field: str, event: Any) -> str:
     customer = _customer_field(event) if isinstance(event, dict) else "external_subscription_id"
-    return {"eventId": "transaction_id", "customerId": customer, "metricName": "code",
-            "timestamp": "timestamp", "quantity": "properties", "dimensions": "properties",
-            "metadata": "event"}.get(field, field or "event")
+    return {
+        "eventId": "transaction_id",
+        "customerId": customer,
+        "metricName": "code",
+        "timestamp": "timestamp",
+        "quantity": "properties",
+        "dimensions": "properties",
+        "metadata": "event",
+    }.get(field, field or "event")
 
 
 def _details(message: str, event: Any, conflict: bool) -> dict[str, list[str]]:
@@ -136,8 +174,11 @@ def echo(event: dict[str, Any], created_ms: int) -> dict[str, Any]:
     """The event as Lago answers it (`EventResponse`)."""
     timestamp = event.get("timestamp")
     try:
-        shown = epoch_seconds_to_rfc3339(timestamp, "timestamp") if timestamp not in (None, "") \
+        shown = (
+            epoch_seconds_to_rfc3339(timestamp, "timestamp")
+            if timestamp not in (None, "")
             else rfc3339(created_ms * 1000)
+        )
     except MappingError:
         shown = str(timestamp)
     return {
@@ -161,7 +202,8 @@ def answer(outcome: Outcome, events: list[Any], *, batch: bool) -> Response[Any]
         conflicts = set(outcome.conflicts)
         if batch:
             details: dict[str, Any] = {
-                str(i): _details(m, events[i], i in conflicts) for i, m in sorted(outcome.errors.items())}
+                str(i): _details(m, events[i], i in conflicts) for i, m in sorted(outcome.errors.items())
+            }
         else:
             details = _details(outcome.errors[0], events[0], 0 in conflicts)
         return error(422, code="validation_errors", details=details)

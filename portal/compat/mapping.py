@@ -61,6 +61,7 @@ def decode_json(body: bytes) -> Any:
 
 # --- configuration ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class MeterMapping:
     """Where a meter's value and dimensions are found in a foreign event's data."""
@@ -118,6 +119,7 @@ def meter_mappings(env_name: str) -> dict[str, MeterMapping]:
 
 # --- values --------------------------------------------------------------------------------
 
+
 def lookup(data: Any, path: tuple[str, ...]) -> Any:
     node = data
     for part in path:
@@ -153,9 +155,16 @@ def quantity(value: Any, where: str) -> Decimal:
         raise MappingError(where, str(exc).partition(": ")[2]) from None
 
 
-
-def meter_value(payload: dict[str, Any], meter_name: str, meters: Any, *, mapping_env: str, field: str,
-                required_by: Callable[[Any], str], label: str | None = None) -> Decimal:
+def meter_value(
+    payload: dict[str, Any],
+    meter_name: str,
+    meters: Any,
+    *,
+    mapping_env: str,
+    field: str,
+    required_by: Callable[[Any], str],
+    label: str | None = None,
+) -> Decimal:
     """The quantity of a foreign event: the value at the meter's configured path (default
     `value`) in `payload`; 1 for count meters that carry none. A missing value for a meter
     that needs one is a MappingError on `field` saying it is required by `required_by(spec)`;
@@ -169,6 +178,7 @@ def meter_value(payload: dict[str, Any], meter_name: str, meters: Any, *, mappin
             raise MappingError(field, f"{'.'.join(path)} is required by {required_by(spec)}")
         return Decimal(1)
     return quantity(raw, label or f"{field}.{'.'.join(path)}")
+
 
 def dimension_text(value: Any) -> str | None:
     """Dimension values are strings natively; numbers and booleans are spelled as JSON."""
@@ -211,11 +221,26 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def native(*, event_id: str, timestamp: int | str, customer_id: str, metric: str,
-           value: Decimal, dimensions: dict[str, str], source: str, version: str = "") -> bytes:
-    body = {"eventId": event_id, "timestamp": timestamp, "customerId": customer_id,
-            "metricName": metric, "quantity": format(value, "f"), "dimensions": dimensions,
-            "metadata": {"source": source, "version": version}}
+def native(
+    *,
+    event_id: str,
+    timestamp: int | str,
+    customer_id: str,
+    metric: str,
+    value: Decimal,
+    dimensions: dict[str, str],
+    source: str,
+    version: str = "",
+) -> bytes:
+    body = {
+        "eventId": event_id,
+        "timestamp": timestamp,
+        "customerId": customer_id,
+        "metricName": metric,
+        "quantity": format(value, "f"),
+        "dimensions": dimensions,
+        "metadata": {"source": source, "version": version},
+    }
     try:
         return msgspec.json.encode(body)
     except UnicodeEncodeError:  # a lone surrogate: no UTF-8 exists for it
@@ -232,6 +257,7 @@ async def meter_specs(state: PortalState, names: set[str]) -> dict[str, MeterSpe
 
 # --- submission ----------------------------------------------------------------------------
 
+
 @dataclass(slots=True)
 class Outcome:
     """What happened to a request's events. `errors` maps an event's index to its message
@@ -246,8 +272,11 @@ class Outcome:
     conflicts: list[int] = field(default_factory=list)
 
 
-def map_events(events: list[Any], to_native: Callable[[Any, Any], bytes], meters: Any,
-               ) -> tuple[list[bytes | None], dict[int, str]]:
+def map_events(
+    events: list[Any],
+    to_native: Callable[[Any, Any], bytes],
+    meters: Any,
+) -> tuple[list[bytes | None], dict[int, str]]:
     """Each foreign event as a native body, or None with its mapping error by index."""
     bodies: list[bytes | None] = []
     errors: dict[int, str] = {}
@@ -260,19 +289,34 @@ def map_events(events: list[Any], to_native: Callable[[Any, Any], bytes], meters
     return bodies, errors
 
 
-async def submit(state: PortalState, bodies: list[bytes | None], *, drop_conflicts: bool, source: str,
-                 errors: dict[int, str] | None = None) -> Outcome:
+async def submit(
+    state: PortalState,
+    bodies: list[bytes | None],
+    *,
+    drop_conflicts: bool,
+    source: str,
+    errors: dict[int, str] | None = None,
+) -> Outcome:
     outcome = await _submit(state, bodies, drop_conflicts=drop_conflicts, errors=errors)
     # An event refused for reusing an id (and dropped as the original API would) is a
     # data problem too; duplicates are not.
-    await quality.record(state.redis, source, accepted=outcome.accepted + outcome.duplicates,
-                         rejected=list(outcome.errors.values()) + ["eventId"] * outcome.dropped,
-                         now=datetime.now(UTC))
+    await quality.record(
+        state.redis,
+        source,
+        accepted=outcome.accepted + outcome.duplicates,
+        rejected=list(outcome.errors.values()) + ["eventId"] * outcome.dropped,
+        now=datetime.now(UTC),
+    )
     return outcome
 
 
-async def _submit(state: PortalState, bodies: list[bytes | None], *, drop_conflicts: bool,
-                  errors: dict[int, str] | None = None) -> Outcome:
+async def _submit(
+    state: PortalState,
+    bodies: list[bytes | None],
+    *,
+    drop_conflicts: bool,
+    errors: dict[int, str] | None = None,
+) -> Outcome:
     """Check every body by the native rules; if all pass, ingest them together.
 
     `errors` are the events that could not be mapped (their bodies are None): the others
@@ -291,7 +335,8 @@ async def _submit(state: PortalState, bodies: list[bytes | None], *, drop_confli
             errors[index] = str(exc)
     try:
         zones, meters = await state.catalog.lookup(
-            {e.customer_id for _, e in decoded}, {e.metric_name for _, e in decoded})
+            {e.customer_id for _, e in decoded}, {e.metric_name for _, e in decoded}
+        )
     except StoreUnavailable as exc:
         raise IngestUnavailable(str(exc)) from exc
     # The ingestor's own limits (lateness window, sizes): the same rules, the same clock.
@@ -318,7 +363,7 @@ async def _submit(state: PortalState, bodies: list[bytes | None], *, drop_confli
 
 
 def split_error(message: str) -> tuple[str, str]:
-    """"customerId: unknown customer 'x'" → ("customerId", "unknown customer 'x'")."""
+    """ "customerId: unknown customer 'x'" → ("customerId", "unknown customer 'x'")."""
     name, sep, rest = message.partition(": ")
     if sep and " " not in name:
         return name.split(".", 1)[0].split("[", 1)[0], rest

@@ -87,9 +87,16 @@ async def _lago(state: Any, events: list[Any], *, batch: bool) -> Response[Any]:
     return lago.answer(outcome, events, batch=batch)
 
 
-@post("/api/v1/events", opt=INGEST, request_max_body_size=MAX_BODY, tags=["compat"],
-      summary="OpenMeter (CloudEvents) and Lago compatible ingest", status_code=200,
-      operation_class=SharedEventsOperation, exception_handlers={HTTPException: _shared_errors})
+@post(
+    "/api/v1/events",
+    opt=INGEST,
+    request_max_body_size=MAX_BODY,
+    tags=["compat"],
+    summary="OpenMeter (CloudEvents) and Lago compatible ingest",
+    status_code=200,
+    operation_class=SharedEventsOperation,
+    exception_handlers={HTTPException: _shared_errors},
+)
 async def shared_events(request: Request[Any, Any, Any], portal: Portal) -> Response[Any]:
     """CloudEvents (one or a batch) answered like OpenMeter: 204, or 400 problem details;
     `{"event": {...}}` answered like Lago: 200 with the event, or 422."""
@@ -116,13 +123,21 @@ async def shared_events(request: Request[Any, Any, Any], portal: Portal) -> Resp
     if isinstance(decoded, dict) and "event" in decoded:
         return lago.error(422, code="validation_errors", details={"event": ["value_is_invalid"]})
     return lago.bad_request(
-        "param is missing or the value is empty: event (send {\"event\": {...}} for Lago, or a "
-        "CloudEvent with Content-Type application/cloudevents+json for OpenMeter)")
+        'param is missing or the value is empty: event (send {"event": {...}} for Lago, or a '
+        "CloudEvent with Content-Type application/cloudevents+json for OpenMeter)"
+    )
 
 
-@post("/api/v1/events/batch", opt=INGEST, request_max_body_size=MAX_BODY, tags=["compat"],
-      summary="Lago compatible batch ingest", status_code=200, operation_class=LagoBatchOperation,
-      exception_handlers={HTTPException: _lago_errors})
+@post(
+    "/api/v1/events/batch",
+    opt=INGEST,
+    request_max_body_size=MAX_BODY,
+    tags=["compat"],
+    summary="Lago compatible batch ingest",
+    status_code=200,
+    operation_class=LagoBatchOperation,
+    exception_handlers={HTTPException: _lago_errors},
+)
 async def lago_batch(request: Request[Any, Any, Any], portal: Portal) -> Response[Any]:
     """`{"events": [...]}` answered like Lago: 200 with the events, or 422 naming each bad
     event by its index (nothing counted)."""
@@ -135,9 +150,16 @@ async def lago_batch(request: Request[Any, Any, Any], portal: Portal) -> Respons
     return await _lago(portal, decoded["events"], batch=True)
 
 
-@post("/v1/billing/meter_events", opt=INGEST, request_max_body_size=64 * 1024, tags=["compat"],
-      summary="Stripe compatible meter events", status_code=200, operation_class=StripeMeterEventsOperation,
-      exception_handlers={HTTPException: _stripe_errors})
+@post(
+    "/v1/billing/meter_events",
+    opt=INGEST,
+    request_max_body_size=64 * 1024,
+    tags=["compat"],
+    summary="Stripe compatible meter events",
+    status_code=200,
+    operation_class=StripeMeterEventsOperation,
+    exception_handlers={HTTPException: _stripe_errors},
+)
 async def stripe_meter_events(request: Request[Any, Any, Any], portal: Portal) -> Response[Any]:
     """A form-encoded meter event answered like Stripe: 200 with the `billing.meter_event`,
     or 400 `invalid_request_error` (nothing counted)."""

@@ -34,8 +34,15 @@ from portal.ingest.validation import MAX_NUMBER_CHARS, EventError, epoch_seconds
 MAPPING_ENV = "PORTAL_STRIPE_MAPPING"
 
 
-def error(status: int, message: str, *, param: str | None = None, code: str | None = None,
-          kind: str = "invalid_request_error", headers: dict[str, str] | None = None) -> Response[Any]:
+def error(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    kind: str = "invalid_request_error",
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
     """Stripe's error body: `{"error": {"type", "message", "param", "code"}}`."""
     body: dict[str, Any] = {"type": kind, "message": message}
     if param is not None:
@@ -46,8 +53,12 @@ def error(status: int, message: str, *, param: str | None = None, code: str | No
 
 
 def unavailable(detail: str) -> Response[Any]:
-    return error(503, f"{detail}; nothing was recorded, retry later", kind="api_error",
-                 headers={"Retry-After": RETRY_AFTER_S, "Stripe-Should-Retry": "true"})
+    return error(
+        503,
+        f"{detail}; nothing was recorded, retry later",
+        kind="api_error",
+        headers={"Retry-After": RETRY_AFTER_S, "Stripe-Should-Retry": "true"},
+    )
 
 
 def form_items(body: bytes) -> list[tuple[str, str]]:
@@ -55,8 +66,13 @@ def form_items(body: bytes) -> list[tuple[str, str]]:
     are a MappingError (a lenient decoder would turn them into U+FFFD, so that two
     different identifiers became the same one)."""
     try:
-        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, encoding="utf-8",
-                         errors="strict", max_num_fields=1000)
+        return parse_qsl(
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=1000,
+        )
     except UnicodeDecodeError:
         raise MappingError("payload", "the body is not valid UTF-8 form data.") from None
     except ValueError:
@@ -69,7 +85,7 @@ def parse_form(items: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, 
     payload: dict[str, str] = {}
     for key, value in items:
         if key.startswith("payload[") and key.endswith("]"):
-            payload[key[len("payload["):-1]] = value
+            payload[key[len("payload[") : -1]] = value
         else:
             fields[key] = value
     return fields, payload
@@ -78,8 +94,9 @@ def parse_form(items: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, 
 class Mapped:
     """A meter event mapped to a native body, with what the answer echoes."""
 
-    def __init__(self, body: bytes, event_name: str, identifier: str, timestamp: int,
-                 payload: dict[str, str]) -> None:
+    def __init__(
+        self, body: bytes, event_name: str, identifier: str, timestamp: int, payload: dict[str, str]
+    ) -> None:
         self.body = body
         self.event_name = event_name
         self.identifier = identifier
@@ -87,8 +104,7 @@ class Mapped:
         self.payload = payload
 
 
-def to_native(fields: dict[str, str], payload: dict[str, str],
-              meters: dict[str, MeterSpec]) -> Mapped:
+def to_native(fields: dict[str, str], payload: dict[str, str], meters: dict[str, MeterSpec]) -> Mapped:
     event_name = fields.get("event_name", "").strip()
     if not event_name:
         raise MappingError("event_name", "Missing required param: event_name.")
@@ -99,14 +115,12 @@ def to_native(fields: dict[str, str], payload: dict[str, str],
     value_key = ".".join(config.value) if config and config.value else "value"
     customer_id = payload.get(customer_key, "").strip()
     if not customer_id:
-        raise MappingError(f"payload[{customer_key}]",
-                           f"Missing required param: payload[{customer_key}].")
+        raise MappingError(f"payload[{customer_key}]", f"Missing required param: payload[{customer_key}].")
     spec = meters.get(event_name)
     raw_value = payload.get(value_key)
     if raw_value is None or raw_value == "":
         if spec is not None and spec.aggregation not in VALUELESS:
-            raise MappingError(f"payload[{value_key}]",
-                               f"Missing required param: payload[{value_key}].")
+            raise MappingError(f"payload[{value_key}]", f"Missing required param: payload[{value_key}].")
         value = Decimal(1)
     else:
         value = quantity(raw_value, f"payload[{value_key}]")
@@ -123,17 +137,29 @@ def to_native(fields: dict[str, str], payload: dict[str, str],
         timestamp = int(time.time())
     identifier = fields.get("identifier", "").strip() or new_id()
     dimensions = {k: v for k, v in payload.items() if k not in (customer_key, value_key)}
-    body = native(event_id=identifier, timestamp=rfc3339(timestamp * 1_000_000),
-                  customer_id=customer_id, metric=event_name, value=value,
-                  dimensions=dimensions, source="stripe", version="billing.meter_event")
+    body = native(
+        event_id=identifier,
+        timestamp=rfc3339(timestamp * 1_000_000),
+        customer_id=customer_id,
+        metric=event_name,
+        value=value,
+        dimensions=dimensions,
+        source="stripe",
+        version="billing.meter_event",
+    )
     return Mapped(body, event_name, identifier, timestamp, payload)
 
 
 def param_for(message: str, customer_key: str = "stripe_customer_id") -> tuple[str, str]:
     field, reason = split_error(message)
-    param = {"eventId": "identifier", "customerId": f"payload[{customer_key}]",
-             "metricName": "event_name", "timestamp": "timestamp", "quantity": "payload[value]",
-             "dimensions": "payload"}.get(field, field or "payload")
+    param = {
+        "eventId": "identifier",
+        "customerId": f"payload[{customer_key}]",
+        "metricName": "event_name",
+        "timestamp": "timestamp",
+        "quantity": "payload[value]",
+        "dimensions": "payload",
+    }.get(field, field or "payload")
     return param, reason
 
 
@@ -143,8 +169,15 @@ def answer_error(message: str) -> Response[Any]:
 
 
 def meter_event(mapped: Mapped) -> Response[Any]:
-    return Response({
-        "object": "billing.meter_event", "created": int(time.time()),
-        "event_name": mapped.event_name, "identifier": mapped.identifier, "livemode": False,
-        "payload": mapped.payload, "timestamp": mapped.timestamp,
-    }, status_code=200)
+    return Response(
+        {
+            "object": "billing.meter_event",
+            "created": int(time.time()),
+            "event_name": mapped.event_name,
+            "identifier": mapped.identifier,
+            "livemode": False,
+            "payload": mapped.payload,
+            "timestamp": mapped.timestamp,
+        },
+        status_code=200,
+    )

@@ -35,24 +35,63 @@ class AcceptedEvent:
 
     def to_wire(self) -> list[Any]:
         return [
-            self.customer_id, self.event_id, self.metric_name, self.product_id,
-            format(self.quantity, "f"), self.event_time_us, self.dimensions, self.metadata,
-            self.fingerprint, self.aggregation, self.bucket, self.group_key, self.unique_value,
+            self.customer_id,
+            self.event_id,
+            self.metric_name,
+            self.product_id,
+            format(self.quantity, "f"),
+            self.event_time_us,
+            self.dimensions,
+            self.metadata,
+            self.fingerprint,
+            self.aggregation,
+            self.bucket,
+            self.group_key,
+            self.unique_value,
         ]
 
     @classmethod
     def from_wire(cls, row: list[Any]) -> AcceptedEvent:
-        (customer_id, event_id, metric_name, product_id, quantity, event_time_us, dimensions,
-         metadata, fingerprint, aggregation, bucket, group_key, unique_value) = row
-        return cls(customer_id, event_id, metric_name, product_id, Decimal(quantity),
-                   int(event_time_us), dimensions, metadata, fingerprint, aggregation,
-                   int(bucket), group_key, unique_value)
+        (
+            customer_id,
+            event_id,
+            metric_name,
+            product_id,
+            quantity,
+            event_time_us,
+            dimensions,
+            metadata,
+            fingerprint,
+            aggregation,
+            bucket,
+            group_key,
+            unique_value,
+        ) = row
+        return cls(
+            customer_id,
+            event_id,
+            metric_name,
+            product_id,
+            Decimal(quantity),
+            int(event_time_us),
+            dimensions,
+            metadata,
+            fingerprint,
+            aggregation,
+            int(bucket),
+            group_key,
+            unique_value,
+        )
 
     def as_json(self) -> dict[str, Any]:
         """The event in the public schema's shape (for failed-event and conflict records)."""
         return {
-            "eventId": self.event_id, "customerId": self.customer_id,
-            "metricName": self.metric_name, "productId": self.product_id,
-            "quantity": format(self.quantity, "f"), "timestamp": self.event_time_us // 1000,
-            "dimensions": self.dimensions, "metadata": self.metadata,
+            "eventId": self.event_id,
+            "customerId": self.customer_id,
+            "metricName": self.metric_name,
+            "productId": self.product_id,
+            "quantity": format(self.quantity, "f"),
+            "timestamp": self.event_time_us // 1000,
+            "dimensions": self.dimensions,
+            "metadata": self.metadata,
         }

@@ -42,8 +42,9 @@ class BatchHandoff:
     _writers: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)  # kept from the GC
 
-    async def submit(self, hold: str, accepted_ms: int, events: list[list[Any]],
-                     conflicts: list[list[Any]]) -> None:
+    async def submit(
+        self, hold: str, accepted_ms: int, events: list[list[Any]], conflicts: list[list[Any]]
+    ) -> None:
         """Return once a message carrying these events is in the broker; raise what the
         broker raised otherwise (nothing of this submission was queued then)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()

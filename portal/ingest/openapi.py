@@ -44,8 +44,9 @@ def add_ingest_schemas(document: OpenAPI) -> None:
 
 def _body(component: str) -> RequestBody:
     return RequestBody(
-        content={"application/json": OpenAPIMediaType(
-            schema=Reference(ref=f"#/components/schemas/{component}"))},
+        content={
+            "application/json": OpenAPIMediaType(schema=Reference(ref=f"#/components/schemas/{component}"))
+        },
         required=True,
     )
 

@@ -24,10 +24,17 @@ INGEST = {"scope": "ingest"}
 
 # What the document says besides the 202: the same per-event result, when nothing was taken.
 INGEST_ANSWERS = {
-    409: ResponseSpec(IngestResult, description="Every event conflicts with an earlier one of the same "
-                      "id and different content; `rejected` names each.", generate_examples=False),
-    422: ResponseSpec(IngestResult, description="No event was accepted; `rejected` gives each event's "
-                      "index and reason.", generate_examples=False),
+    409: ResponseSpec(
+        IngestResult,
+        description="Every event conflicts with an earlier one of the same "
+        "id and different content; `rejected` names each.",
+        generate_examples=False,
+    ),
+    422: ResponseSpec(
+        IngestResult,
+        description="No event was accepted; `rejected` gives each event's index and reason.",
+        generate_examples=False,
+    ),
 }
 
 
@@ -59,8 +66,13 @@ async def _run(portal: Portal, raw_events: list[bytes] | list[msgspec.Raw]) -> R
         raise ServiceUnavailable(f"{exc}; nothing was accepted, retry later") from exc
     answer = _answer(result)
     count(result, answer.status_code or 202, len(raw_events), time.perf_counter() - started)
-    await quality.record(portal.redis, "native", accepted=result.accepted + result.duplicates,
-                         rejected=[r.error for r in result.rejected], now=datetime.now(UTC))
+    await quality.record(
+        portal.redis,
+        "native",
+        accepted=result.accepted + result.duplicates,
+        rejected=[r.error for r in result.rejected],
+        now=datetime.now(UTC),
+    )
     return answer
 
 
@@ -92,19 +104,35 @@ class EventController(Controller):
     tags = ["ingest"]
     opt = INGEST
 
-    @post("/", request_max_body_size=64 * 1024, summary="Submit one usage event",
-          status_code=HTTP_202_ACCEPTED, responses=INGEST_ANSWERS, operation_class=SingleEventOperation)
+    @post(
+        "/",
+        request_max_body_size=64 * 1024,
+        summary="Submit one usage event",
+        status_code=HTTP_202_ACCEPTED,
+        responses=INGEST_ANSWERS,
+        operation_class=SingleEventOperation,
+    )
     async def one(
-        self, request: Request[Any, Any, Any], portal: Portal,
+        self,
+        request: Request[Any, Any, Any],
+        portal: Portal,
     ) -> Response[IngestResult]:
         """One event (the seed's UsageEvent). 202 when accepted or a duplicate; 422 with
         the reason otherwise. The body is decoded by the same per-event rules as a batch."""
         return await _run(portal, [readable_body(await request.body())])
 
-    @post("/batch", summary="Submit up to 1000 usage events", request_max_body_size=5 * 1024 * 1024,
-          status_code=HTTP_202_ACCEPTED, responses=INGEST_ANSWERS, operation_class=EventBatchOperation)
+    @post(
+        "/batch",
+        summary="Submit up to 1000 usage events",
+        request_max_body_size=5 * 1024 * 1024,
+        status_code=HTTP_202_ACCEPTED,
+        responses=INGEST_ANSWERS,
+        operation_class=EventBatchOperation,
+    )
     async def batch(
-        self, request: Request[Any, Any, Any], portal: Portal,
+        self,
+        request: Request[Any, Any, Any],
+        portal: Portal,
     ) -> Response[IngestResult]:
         """`{"events": [...]}`, at most 1000 events and 5 MiB (413 beyond). Each event is
         accepted, a duplicate, or rejected with its index and reason."""
@@ -112,7 +140,7 @@ class EventController(Controller):
         try:
             envelope = msgspec.json.decode(body, type=EventBatch)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise ClientException(f"body must be {{\"events\": [...]}}: {exc}") from exc
+            raise ClientException(f'body must be {{"events": [...]}}: {exc}') from exc
         except RecursionError:
             raise ClientException(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
         limit = portal.settings.max_batch_events

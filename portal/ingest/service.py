@@ -113,8 +113,7 @@ class Ingestor:
             elif earlier.fingerprint == accepted.fingerprint:
                 duplicates += 1
             else:
-                rejected.append(Rejection(index=index, event_id=usage_event.event_id,
-                                          error=CONFLICT_ERROR))
+                rejected.append(Rejection(index=index, event_id=usage_event.event_id, error=CONFLICT_ERROR))
 
         fresh: list[AcceptedEvent] = []
         conflicts: list[AcceptedEvent] = []
@@ -122,8 +121,7 @@ class Ingestor:
             batch_id = uuid.uuid4().hex
             accepted_ms = int(time.time() * 1000)
             try:
-                status = await self.live.check_and_hold(
-                    [e for _, e in candidates], batch_id, accepted_ms)
+                status = await self.live.check_and_hold([e for _, e in candidates], batch_id, accepted_ms)
             except Exception as exc:  # Redis down: we cannot tell duplicates apart
                 log.warning("live view unavailable, refusing batch: %s", exc)
                 raise IngestUnavailable("the live store is unavailable") from exc
@@ -134,8 +132,7 @@ class Ingestor:
                     duplicates += 1
                 else:
                     conflicts.append(event)
-                    rejected.append(Rejection(index=index, event_id=event.event_id,
-                                              error=CONFLICT_ERROR))
+                    rejected.append(Rejection(index=index, event_id=event.event_id, error=CONFLICT_ERROR))
             await self._hand_off(batch_id, accepted_ms, fresh, conflicts)
             if fresh:
                 try:
@@ -151,15 +148,19 @@ class Ingestor:
         return IngestResult(accepted=len(fresh), duplicates=duplicates, rejected=rejected)
 
     async def _hand_off(
-        self, batch_id: str, accepted_ms: int, fresh: list[AcceptedEvent],
+        self,
+        batch_id: str,
+        accepted_ms: int,
+        fresh: list[AcceptedEvent],
         conflicts: list[AcceptedEvent],
     ) -> None:
         if not fresh and not conflicts:
             await self._release_quietly(batch_id)
             return
         try:
-            await self.handoff.submit(batch_id, accepted_ms, [e.to_wire() for e in fresh],
-                                      [e.to_wire() for e in conflicts])
+            await self.handoff.submit(
+                batch_id, accepted_ms, [e.to_wire() for e in fresh], [e.to_wire() for e in conflicts]
+            )
         except QueueUnavailable as exc:
             log.warning("broker refused batch %s: %s", batch_id, exc)
             await self._release_quietly(batch_id)

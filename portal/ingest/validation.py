@@ -51,14 +51,38 @@ _NUMBER_TEXT = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d{1,6})?$")
 
 # Every rejection is counted under one of these (metrics labels, data-quality counters):
 # a fixed set, whatever field names a client invents.
-REJECTION_REASONS = frozenset({
-    "eventId", "timestamp", "customerId", "metricName", "quantity", "productId", "dimensions",
-    "metadata", "body", "conflict",
-    # the compatible APIs' own field names (portal/compat)
-    "event", "transaction_id", "code", "external_customer_id", "external_subscription_id",
-    "properties", "specversion", "id", "source", "type", "subject", "time", "data",
-    "data_base64", "event_name", "payload", "identifier",
-})
+REJECTION_REASONS = frozenset(
+    {
+        "eventId",
+        "timestamp",
+        "customerId",
+        "metricName",
+        "quantity",
+        "productId",
+        "dimensions",
+        "metadata",
+        "body",
+        "conflict",
+        # the compatible APIs' own field names (portal/compat)
+        "event",
+        "transaction_id",
+        "code",
+        "external_customer_id",
+        "external_subscription_id",
+        "properties",
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "subject",
+        "time",
+        "data",
+        "data_base64",
+        "event_name",
+        "payload",
+        "identifier",
+    }
+)
 
 
 class EventError(ValueError):
@@ -91,7 +115,8 @@ def check_text(field: str, value: str) -> None:
     if found is not None:
         raise EventError(
             f"{field}: contains the control character or lone surrogate U+{ord(found.group()):04X}; "
-            "C0 controls, DEL and lone surrogates are not allowed")
+            "C0 controls, DEL and lone surrogates are not allowed"
+        )
 
 
 def check_quantity(quantity: Decimal, field: str = "quantity") -> Decimal:
@@ -206,8 +231,7 @@ def _depth_exceeds(value: object, limit: int) -> bool:
         if children:
             if depth >= limit:
                 return True
-            stack.extend((child, depth + 1) for child in children
-                         if isinstance(child, (dict, list)))
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return False
 
 
@@ -221,7 +245,7 @@ def loose_event_id(raw: bytes) -> str | None:
     event_id = value.get("eventId") if isinstance(value, dict) else None
     if not isinstance(event_id, str) or _UNSTORABLE.search(event_id):
         return None
-    return event_id[:MAX_TIMESTAMP_CHARS * 4]
+    return event_id[: MAX_TIMESTAMP_CHARS * 4]
 
 
 def _tidy(message: str) -> str:
@@ -258,9 +282,14 @@ def _check_texts(event: UsageEvent, limits: Limits) -> None:
     """Every string of the event is storable and of bounded length (one regex pass over
     all of them; the field is named only when something is found)."""
     meta = event.metadata
-    texts = [("eventId", event.event_id), ("customerId", event.customer_id),
-             ("metricName", event.metric_name), ("productId", event.product_id),
-             ("metadata.source", meta.source), ("metadata.version", meta.version)]
+    texts = [
+        ("eventId", event.event_id),
+        ("customerId", event.customer_id),
+        ("metricName", event.metric_name),
+        ("productId", event.product_id),
+        ("metadata.source", meta.source),
+        ("metadata.version", meta.version),
+    ]
     if meta.request_id is not None:
         texts.append(("metadata.requestId", meta.request_id))
     for name, value in event.dimensions.items():
@@ -281,8 +310,15 @@ def fingerprint(event: UsageEvent, quantity: Decimal, event_time_us: int) -> str
     """What makes two sends "the same event": everything but the metadata (a retry may
     carry another request id)."""
     content = _encode(
-        [event.customer_id, event.metric_name, event.product_id, format(quantity, "f"),
-         event_time_us, sorted(event.dimensions.items())])
+        [
+            event.customer_id,
+            event.metric_name,
+            event.product_id,
+            format(quantity, "f"),
+            event_time_us,
+            sorted(event.dimensions.items()),
+        ]
+    )
     return hashlib.blake2b(content, digest_size=16).hexdigest()
 
 
@@ -336,18 +372,17 @@ def validate(
     for name, value in event.dimensions.items():
         if not name or len(name) > limits.max_dimension_key_chars:
             raise EventError(
-                f"dimensions: key {name[:40]!r} must have 1-{limits.max_dimension_key_chars} "
-                "characters")
+                f"dimensions: key {name[:40]!r} must have 1-{limits.max_dimension_key_chars} characters"
+            )
         if len(value) > limits.max_dimension_value_chars:
-            raise EventError(
-                f"dimensions.{name}: longer than {limits.max_dimension_value_chars} characters")
+            raise EventError(f"dimensions.{name}: longer than {limits.max_dimension_value_chars} characters")
     unique_value: str | None = None
     if meter.unique_by is not None:
         unique_value = event.dimensions.get(meter.unique_by)
         if not unique_value:
             raise EventError(
-                f"dimensions.{meter.unique_by}: required by meter {meter.metric_name!r} "
-                "(unique_count)")
+                f"dimensions.{meter.unique_by}: required by meter {meter.metric_name!r} (unique_count)"
+            )
     metadata = {"source": event.metadata.source, "version": event.metadata.version}
     if event.metadata.request_id is not None:
         metadata["requestId"] = event.metadata.request_id

@@ -58,11 +58,12 @@ async def create_key(session: AsyncSession, *, scope: Scope, name: str) -> tuple
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     token = new_token(scope)
-    row: int = (await session.execute(
-        text("INSERT INTO api_keys (name, scope, prefix, key_hash) VALUES (:n, :s, :p, :h) "
-             "RETURNING id"),
-        {"n": name, "s": scope, "p": token[: len(f"up_{scope}_") + 4], "h": hash_key(token)},
-    )).scalar_one()
+    row: int = (
+        await session.execute(
+            text("INSERT INTO api_keys (name, scope, prefix, key_hash) VALUES (:n, :s, :p, :h) RETURNING id"),
+            {"n": name, "s": scope, "p": token[: len(f"up_{scope}_") + 4], "h": hash_key(token)},
+        )
+    ).scalar_one()
     return ApiKey(id=row, name=name, scope=scope), token
 
 
@@ -70,10 +71,12 @@ async def key_is_active(sessions: async_sessionmaker[AsyncSession], key_id: int,
     """Whether key `key_id` still exists with `scope` and is not revoked (uncached: a page
     session ends at the first request after its key is revoked)."""
     async with sessions() as db:
-        row = (await db.execute(
-            text("SELECT 1 FROM api_keys WHERE id = :id AND scope = :s AND revoked_at IS NULL"),
-            {"id": key_id, "s": scope},
-        )).first()
+        row = (
+            await db.execute(
+                text("SELECT 1 FROM api_keys WHERE id = :id AND scope = :s AND revoked_at IS NULL"),
+                {"id": key_id, "s": scope},
+            )
+        ).first()
     return row is not None
 
 
@@ -133,10 +136,14 @@ class KeyCache:
         epoch = self._epoch
         try:
             async with self._sessions() as session:
-                row = (await session.execute(
-                    text("SELECT id, name, scope FROM api_keys "
-                         "WHERE key_hash = :h AND revoked_at IS NULL"), {"h": digest}
-                )).first()
+                row = (
+                    await session.execute(
+                        text(
+                            "SELECT id, name, scope FROM api_keys WHERE key_hash = :h AND revoked_at IS NULL"
+                        ),
+                        {"h": digest},
+                    )
+                ).first()
         except Exception as exc:
             # Postgres is down: a key known (and not revoked since) stays valid, so ingest goes on.
             if hit is not None and hit[1] is not None:
@@ -173,8 +180,11 @@ class KeyCache:
                 if self._listening:  # it was working: a new outage
                     delay, told = 0.1, False
                 if not told:  # once per outage, not at every retry
-                    log.warning("API key revocation notices unavailable (%s): keys are checked in "
-                                "Postgres on every request until they are back", exc)
+                    log.warning(
+                        "API key revocation notices unavailable (%s): keys are checked in "
+                        "Postgres on every request until they are back",
+                        exc,
+                    )
                     told = True
             finally:
                 self._listening = False
@@ -261,6 +271,7 @@ async def announce_revocation(redis: Redis, *, wait_s: float = ACK_WAIT_S) -> An
 
 # --- Admin pages: the list of keys and revoking one.
 
+
 @dataclass(frozen=True, slots=True)
 class KeyListing:
     """A key as the admin pages show it: never its token (only the hash is stored)."""
@@ -282,14 +293,19 @@ def _listing(row: Any) -> KeyListing:
 
 async def list_keys(session: AsyncSession) -> list[KeyListing]:
     """Active keys first, newest first."""
-    rows = await session.execute(text(
-        f"SELECT {_LISTING_COLUMNS} FROM api_keys ORDER BY revoked_at IS NOT NULL, created_at DESC, id DESC"))
+    rows = await session.execute(
+        text(
+            f"SELECT {_LISTING_COLUMNS} FROM api_keys ORDER BY revoked_at IS NOT NULL, created_at DESC, id "
+            "DESC"
+        )
+    )
     return [_listing(row) for row in rows]
 
 
 async def get_key(session: AsyncSession, key_id: int) -> KeyListing | None:
-    row = (await session.execute(text(f"SELECT {_LISTING_COLUMNS} FROM api_keys WHERE id = :id"),
-                                 {"id": key_id})).first()
+    row = (
+        await session.execute(text(f"SELECT {_LISTING_COLUMNS} FROM api_keys WHERE id = :id"), {"id": key_id})
+    ).first()
     return _listing(row) if row else None
 
 
@@ -298,7 +314,13 @@ async def revoke_key(session: AsyncSession, key_id: int) -> KeyListing | None:
 
     Web processes may still hold it in their caches: after the commit, the caller sends
     `announce_revocation`, which returns once every process has dropped them."""
-    row = (await session.execute(text(
-        f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = :id "
-        f"RETURNING {_LISTING_COLUMNS}"), {"id": key_id})).first()
+    row = (
+        await session.execute(
+            text(
+                f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = :id "
+                f"RETURNING {_LISTING_COLUMNS}"
+            ),
+            {"id": key_id},
+        )
+    ).first()
     return _listing(row) if row else None

@@ -74,7 +74,7 @@ def live_values(hour: dict[str, str]) -> dict[str, Decimal | int]:
             out[fld] = live_value(hour, fld) or Decimal(0)
     for fld in hour:  # sums with only a fraction or high limb so far
         if fld.endswith((keys.FRACTION_LIMB, keys.HIGH_LIMB)):
-            base = fld[:-len(keys.FRACTION_LIMB)]
+            base = fld[: -len(keys.FRACTION_LIMB)]
             if base not in out:
                 out[base] = live_value(hour, base) or Decimal(0)
     return out
@@ -120,13 +120,15 @@ def _aggregate_ops(events: list[AcceptedEvent], lateness: timedelta) -> list[lis
     ops += (["s", hkey, fld, *sum_limbs(amount)] for (hkey, fld), amount in sums.items())
     ops += (["c", hkey, fld, n] for (hkey, fld), n in counts.items())
     ops += (["m", hkey, fld, format(value, "f")] for (hkey, fld), value in maxima.items())
-    ops += (["l", hkey, fld, format(value, "f"), micros]
-            for (hkey, fld), (micros, _, value) in latest.items())
+    ops += (
+        ["l", hkey, fld, format(value, "f"), micros] for (hkey, fld), (micros, _, value) in latest.items()
+    )
     for (hkey, fld, skey), members in uniques.items():
         ops.append(["u", hkey, fld, skey, sorted(members)])
         ops.append(["x", skey, keys.hour_key_expires_at(buckets[hkey], lateness)])
-    ops += (["e", hkey, keys.hour_key_expires_at(bucket, lateness), bucket]
-            for hkey, bucket in buckets.items())
+    ops += (
+        ["e", hkey, keys.hour_key_expires_at(bucket, lateness), bucket] for hkey, bucket in buckets.items()
+    )
     return ops
 
 
@@ -147,21 +149,24 @@ class LiveStore:
         self.marker_ttl_s = int(marker_ttl.total_seconds())
         self._union = redis.register_script(scripts.UNION_COUNT)
 
-    async def check_and_hold(
-        self, events: list[AcceptedEvent], batch_id: str, accepted_ms: int
-    ) -> list[int]:
+    async def check_and_hold(self, events: list[AcceptedEvent], batch_id: str, accepted_ms: int) -> list[int]:
         """Marker status of each event (0 new, 1 duplicate, 2 conflict), and the batch
         registered as in flight, in one round trip."""
         by_customer: dict[str, list[int]] = defaultdict(list)
         for index, event in enumerate(events):
             by_customer[event.customer_id].append(index)
         calls = [
-            (scripts.CHECK_MARKERS, keys.index_key(customer_id), keys.marker_prefix(customer_id),
-             _pack([(events[i].event_id, events[i].fingerprint) for i in indexes]))
+            (
+                scripts.CHECK_MARKERS,
+                keys.index_key(customer_id),
+                keys.marker_prefix(customer_id),
+                _pack([(events[i].event_id, events[i].fingerprint) for i in indexes]),
+            )
             for customer_id, indexes in by_customer.items()
         ]
         replies = await self._run_scripts(
-            calls, then=lambda pipe: pipe.zadd(keys.INFLIGHT_KEY, {batch_id: accepted_ms}))
+            calls, then=lambda pipe: pipe.zadd(keys.INFLIGHT_KEY, {batch_id: accepted_ms})
+        )
         status = [0] * len(events)
         for (_, indexes), reply in zip(by_customer.items(), replies, strict=False):
             for i, value in zip(indexes, reply, strict=True):
@@ -210,13 +215,19 @@ class LiveStore:
         pending = dict(by_customer)
         while pending:
             order = list(pending.items())
-            replies = await self._run_scripts([
-                (scripts.APPLY_BATCH, keys.index_key(customer_id), keys.marker_prefix(customer_id),
-                 self.marker_ttl_s,
-                 _pack([(events[i].event_id, events[i].fingerprint) for i in indexes]),
-                 _pack(_ops_for([events[i] for i in indexes], self.accepted_lateness)))
-                for customer_id, indexes in order
-            ])
+            replies = await self._run_scripts(
+                [
+                    (
+                        scripts.APPLY_BATCH,
+                        keys.index_key(customer_id),
+                        keys.marker_prefix(customer_id),
+                        self.marker_ttl_s,
+                        _pack([(events[i].event_id, events[i].fingerprint) for i in indexes]),
+                        _pack(_ops_for([events[i] for i in indexes], self.accepted_lateness)),
+                    )
+                    for customer_id, indexes in order
+                ]
+            )
             pending = {}
             for (customer_id, indexes), reply in zip(order, replies, strict=True):
                 if reply:

@@ -42,8 +42,9 @@ class CsrfRefused(PermissionDeniedException):
     """A state change without the session's CSRF token: refused before the handler runs."""
 
     def __init__(self) -> None:
-        super().__init__("This form has expired or was sent from another site. "
-                         "Reload the page and try again.")
+        super().__init__(
+            "This form has expired or was sent from another site. Reload the page and try again."
+        )
 
 
 async def signed_in(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -127,8 +128,12 @@ async def may_see(db: AsyncSession, session: PageSession, customer_id: str) -> b
         return True
     if session.role == "customer":
         return session.customer_id == customer_id
-    row = (await db.execute(text("SELECT 1 FROM user_customers WHERE user_id = :u AND customer_id = :c"),
-                            {"u": session.user_id, "c": customer_id})).first()
+    row = (
+        await db.execute(
+            text("SELECT 1 FROM user_customers WHERE user_id = :u AND customer_id = :c"),
+            {"u": session.user_id, "c": customer_id},
+        )
+    ).first()
     return row is not None
 
 
@@ -142,8 +147,9 @@ async def visible_customer(request: Request[Any, Any, Any], db: AsyncSession, cu
     return customer
 
 
-async def check_owner(request: Request[Any, Any, Any], db: AsyncSession, customer_id: str | None,
-                      what: str) -> None:
+async def check_owner(
+    request: Request[Any, Any, Any], db: AsyncSession, customer_id: str | None, what: str
+) -> None:
     """404 unless the viewer may see the customer an object (invoice, rule, event) belongs to."""
     if customer_id is None or not await may_see(db, viewer(request), customer_id):
         raise NotFoundException(f"There is no {what} you can see.")
@@ -156,5 +162,7 @@ def customer_scope(session: PageSession) -> tuple[str, Any]:
         return "TRUE", {}
     if session.role == "customer":
         return "customer_id = :scope_customer", {"scope_customer": session.customer_id}
-    return ("customer_id IN (SELECT customer_id FROM user_customers WHERE user_id = :scope_user)",
-            {"scope_user": session.user_id})
+    return (
+        "customer_id IN (SELECT customer_id FROM user_customers WHERE user_id = :scope_user)",
+        {"scope_user": session.user_id},
+    )

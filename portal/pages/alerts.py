@@ -70,8 +70,9 @@ async def _rule(request: Request[Any, Any, Any], db: AsyncSession, customer: Cus
     return rule
 
 
-async def _channel(request: Request[Any, Any, Any], db: AsyncSession, customer: Customer,
-                   channel_id: int) -> Channel:
+async def _channel(
+    request: Request[Any, Any, Any], db: AsyncSession, customer: Customer, channel_id: int
+) -> Channel:
     channels = await channel_service.list_channels(db, customer.id)
     found = next((c for c in channels if c.id == channel_id), None)
     await check_owner(request, db, None if found is None else found.customer_id, "alert channel")
@@ -79,19 +80,43 @@ async def _channel(request: Request[Any, Any, Any], db: AsyncSession, customer: 
     return found
 
 
-async def _rule_page(request: Request[Any, Any, Any], db: AsyncSession, customer: Customer, form: RuleForm,
-                     *, rule: Rule | None = None, status_code: int = 200) -> Template:
+async def _rule_page(
+    request: Request[Any, Any, Any],
+    db: AsyncSession,
+    customer: Customer,
+    form: RuleForm,
+    *,
+    rule: Rule | None = None,
+    status_code: int = 200,
+) -> Template:
     meters = await list_meters(db)
     channels = await channel_service.list_channels(db, customer.id)
-    return page(f"{_TEMPLATES}/rule_form.html", request, status_code=status_code, customer=customer,
-                form=form, rule=rule, meters=meters, channels=channels, bases=BASES, basis_text=BASIS_TEXT,
-                level_id=level_id)
+    return page(
+        f"{_TEMPLATES}/rule_form.html",
+        request,
+        status_code=status_code,
+        customer=customer,
+        form=form,
+        rule=rule,
+        meters=meters,
+        channels=channels,
+        bases=BASES,
+        basis_text=BASIS_TEXT,
+        level_id=level_id,
+    )
 
 
-def _channel_page(request: Request[Any, Any, Any], customer: Customer, form: ChannelForm, *,
-                  status_code: int = 200) -> Template:
-    return page(f"{_TEMPLATES}/channel_form.html", request, status_code=status_code, customer=customer,
-                form=form, kinds=CHANNEL_KINDS)
+def _channel_page(
+    request: Request[Any, Any, Any], customer: Customer, form: ChannelForm, *, status_code: int = 200
+) -> Template:
+    return page(
+        f"{_TEMPLATES}/channel_form.html",
+        request,
+        status_code=status_code,
+        customer=customer,
+        form=form,
+        kinds=CHANNEL_KINDS,
+    )
 
 
 class AlertPagesController(PageController):
@@ -102,8 +127,14 @@ class AlertPagesController(PageController):
         customer = await visible_customer(request, db, customer_id)
         home = await alerts_home(db, customer)
         done = request.query_params.get("done")
-        return page(f"{_TEMPLATES}/home.html", request, customer=customer, home=home,
-                    notice=DONE.get(done or ""), shown_destination=shown_destination)
+        return page(
+            f"{_TEMPLATES}/home.html",
+            request,
+            customer=customer,
+            home=home,
+            notice=DONE.get(done or ""),
+            shown_destination=shown_destination,
+        )
 
     # --- rules -----------------------------------------------------------------------------
 
@@ -113,13 +144,19 @@ class AlertPagesController(PageController):
         `?preset=anomaly` as a rule on unusual usage (spikes, drops to zero, silence)."""
         customer = await visible_customer(request, db, customer_id)
         preset = request.query_params.get("preset")
-        form = (RuleForm.budget_preset() if preset == "budget" else
-                RuleForm.anomaly_preset() if preset == "anomaly" else RuleForm())
+        form = (
+            RuleForm.budget_preset()
+            if preset == "budget"
+            else RuleForm.anomaly_preset()
+            if preset == "anomaly"
+            else RuleForm()
+        )
         return await _rule_page(request, db, customer, form)
 
     @post("/customers/{customer_id:str}/alerts/rules/new")
-    async def create_rule(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
-                          db: Db) -> Response[Any]:
+    async def create_rule(
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db
+    ) -> Response[Any]:
         customer = await visible_customer(request, db, customer_id)
         typed, body = parse_rule_form(await request.form())
         if body is None:
@@ -128,21 +165,24 @@ class AlertPagesController(PageController):
             async with db.begin_nested():
                 await rule_service.create_rule(db, customer.id, body)
         except (Invalid, Conflict) as exc:
-            return await _rule_page(request, db, customer, rule_service_error(typed, str(exc)),
-                                    status_code=422)
+            return await _rule_page(
+                request, db, customer, rule_service_error(typed, str(exc)), status_code=422
+            )
         done = "budget-created" if body.basis == "budget" and body.metric_name is None else "rule-created"
         return Redirect(_home_url(customer.id, done), status_code=303)
 
     @get("/customers/{customer_id:str}/alerts/rules/{rule_id:int}/edit")
-    async def edit_rule(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
-                        rule_id: FromPath[int], db: Db) -> Template:
+    async def edit_rule(
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], rule_id: FromPath[int], db: Db
+    ) -> Template:
         customer = await visible_customer(request, db, customer_id)
         rule = await _rule(request, db, customer, rule_id)
         return await _rule_page(request, db, customer, RuleForm.of_rule(rule), rule=rule)
 
     @post("/customers/{customer_id:str}/alerts/rules/{rule_id:int}/edit")
-    async def update_rule(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
-                          rule_id: FromPath[int], db: Db) -> Response[Any]:
+    async def update_rule(
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], rule_id: FromPath[int], db: Db
+    ) -> Response[Any]:
         customer = await visible_customer(request, db, customer_id)
         rule = await _rule(request, db, customer, rule_id)
         typed, body = parse_rule_form(await request.form(), fixed=rule)
@@ -152,23 +192,32 @@ class AlertPagesController(PageController):
             async with db.begin_nested():
                 await editing.update_rule(db, customer.id, rule.id, body)
         except (Invalid, Conflict) as exc:
-            return await _rule_page(request, db, customer, rule_service_error(typed, str(exc)), rule=rule,
-                                    status_code=422)
+            return await _rule_page(
+                request, db, customer, rule_service_error(typed, str(exc)), rule=rule, status_code=422
+            )
         return Redirect(_home_url(customer.id, "rule-updated"), status_code=303)
 
     @get("/customers/{customer_id:str}/alerts/rules/{rule_id:int}/delete")
-    async def confirm_delete_rule(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
-                                  rule_id: FromPath[int], db: Db) -> Template:
+    async def confirm_delete_rule(
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], rule_id: FromPath[int], db: Db
+    ) -> Template:
         """The confirm step of deleting (the form posts to the same path)."""
         customer = await visible_customer(request, db, customer_id)
         rule = await _rule(request, db, customer, rule_id)
-        return page(f"{_TEMPLATES}/confirm_delete.html", request, customer=customer, what="rule",
-                    name=rule.name, action=f"{_home_url(customer.id)}/rules/{rule.id}/delete",
-                    consequence="Its past notices stay in the history; no new ones are sent.")
+        return page(
+            f"{_TEMPLATES}/confirm_delete.html",
+            request,
+            customer=customer,
+            what="rule",
+            name=rule.name,
+            action=f"{_home_url(customer.id)}/rules/{rule.id}/delete",
+            consequence="Its past notices stay in the history; no new ones are sent.",
+        )
 
     @post("/customers/{customer_id:str}/alerts/rules/{rule_id:int}/delete")
-    async def delete_rule(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
-                          rule_id: FromPath[int], db: Db) -> Redirect:
+    async def delete_rule(
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], rule_id: FromPath[int], db: Db
+    ) -> Redirect:
         customer = await visible_customer(request, db, customer_id)
         rule = await _rule(request, db, customer, rule_id)
         await rule_service.disable_rule(db, customer.id, rule.id)
@@ -177,14 +226,16 @@ class AlertPagesController(PageController):
     # --- channels --------------------------------------------------------------------------
 
     @get("/customers/{customer_id:str}/alerts/channels/new")
-    async def new_channel(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
-                          db: Db) -> Template:
+    async def new_channel(
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db
+    ) -> Template:
         customer = await visible_customer(request, db, customer_id)
         return _channel_page(request, customer, ChannelForm())
 
     @post("/customers/{customer_id:str}/alerts/channels/new")
-    async def create_channel(self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db,
-                             portal: Portal) -> Template:
+    async def create_channel(
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db, portal: Portal
+    ) -> Template:
         """Answers with the new channel itself rather than a redirect: a webhook's signing
         secret is shown on this answer only (it is stored encrypted, never shown again)."""
         customer = await visible_customer(request, db, customer_id)
@@ -194,40 +245,69 @@ class AlertPagesController(PageController):
         try:
             async with db.begin_nested():
                 channel = await channel_service.create_channel(
-                    db, customer.id, body, secret_key=portal.settings.secret_key,
-                    allow_networks=portal.settings.destination_allow_networks)
+                    db,
+                    customer.id,
+                    body,
+                    secret_key=portal.settings.secret_key,
+                    allow_networks=portal.settings.destination_allow_networks,
+                )
         except (Invalid, Conflict) as exc:
-            return _channel_page(request, customer, channel_service_error(
-                typed, str(exc), conflict=isinstance(exc, Conflict)), status_code=422)
-        return page(f"{_TEMPLATES}/channel_created.html", request, status_code=201, customer=customer,
-                    channel=channel, destination=shown_destination(channel.destination))
+            return _channel_page(
+                request,
+                customer,
+                channel_service_error(typed, str(exc), conflict=isinstance(exc, Conflict)),
+                status_code=422,
+            )
+        return page(
+            f"{_TEMPLATES}/channel_created.html",
+            request,
+            status_code=201,
+            customer=customer,
+            channel=channel,
+            destination=shown_destination(channel.destination),
+        )
 
     @get("/customers/{customer_id:str}/alerts/channels/{channel_id:int}/delete")
-    async def confirm_delete_channel(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
-                                     channel_id: FromPath[int], db: Db) -> Template:
+    async def confirm_delete_channel(
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], channel_id: FromPath[int], db: Db
+    ) -> Template:
         customer = await visible_customer(request, db, customer_id)
         channel = await _channel(request, db, customer, channel_id)
-        return page(f"{_TEMPLATES}/confirm_delete.html", request, customer=customer, what="channel",
-                    name=channel.name, action=f"{_home_url(customer.id)}/channels/{channel.id}/delete",
-                    consequence="Rules stop sending to it; notices already sent stay in the history.")
+        return page(
+            f"{_TEMPLATES}/confirm_delete.html",
+            request,
+            customer=customer,
+            what="channel",
+            name=channel.name,
+            action=f"{_home_url(customer.id)}/channels/{channel.id}/delete",
+            consequence="Rules stop sending to it; notices already sent stay in the history.",
+        )
 
     @post("/customers/{customer_id:str}/alerts/channels/{channel_id:int}/delete")
-    async def delete_channel(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
-                             channel_id: FromPath[int], db: Db) -> Redirect:
+    async def delete_channel(
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], channel_id: FromPath[int], db: Db
+    ) -> Redirect:
         customer = await visible_customer(request, db, customer_id)
         channel = await _channel(request, db, customer, channel_id)
         await channel_service.disable_channel(db, customer.id, channel.id)
         return Redirect(_home_url(customer.id, "channel-deleted"), status_code=303)
 
     @post("/customers/{customer_id:str}/alerts/channels/{channel_id:int}/test")
-    async def test_channel(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
-                           channel_id: FromPath[int], db: Db, portal: Portal) -> Redirect:
+    async def test_channel(
+        self,
+        request: Request[Any, Any, Any],
+        customer_id: FromPath[str],
+        channel_id: FromPath[int],
+        db: Db,
+        portal: Portal,
+    ) -> Redirect:
         """A test notice through the channel, the way the API sends one: a pending delivery,
         queued for the alert worker; the home's history shows its outcome."""
         customer = await visible_customer(request, db, customer_id)
         channel = await _channel(request, db, customer, channel_id)
-        await send_test_notice(db, customer, channel.id, public_url=portal.settings.public_url,
-                               now=portal.now())
+        await send_test_notice(
+            db, customer, channel.id, public_url=portal.settings.public_url, now=portal.now()
+        )
         return Redirect(_home_url(customer.id, "test-queued"), status_code=303)
 
 

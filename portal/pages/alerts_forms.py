@@ -67,9 +67,17 @@ class RuleForm:
 
     @classmethod
     def of_rule(cls, rule: Rule) -> RuleForm:
-        return cls(name=rule.name, watch=rule.metric_name or "", basis=rule.basis, budget=rule.budget or "",
-                   levels=_padded(rule.levels), channel_ids=[str(c) for c in rule.channel_ids],
-                   notify_recovery=rule.notify_recovery, notify_forecast=rule.notify_forecast, kind=rule.kind)
+        return cls(
+            name=rule.name,
+            watch=rule.metric_name or "",
+            basis=rule.basis,
+            budget=rule.budget or "",
+            levels=_padded(rule.levels),
+            channel_ids=[str(c) for c in rule.channel_ids],
+            notify_recovery=rule.notify_recovery,
+            notify_forecast=rule.notify_forecast,
+            kind=rule.kind,
+        )
 
 
 @dataclass(slots=True)
@@ -138,8 +146,9 @@ def _rule_error(message: str, level_inputs: list[int]) -> FieldError:
     elif path == "basis" and "commitment" in detail:
         detail = "the minimum commitment is money: choose Spend under What to watch"
     elif path == "budget" and "only for basis" in detail:
-        detail = ("a budget is only used when levels are a percent of a monthly budget; "
-                  "choose that or clear it")
+        detail = (
+            "a budget is only used when levels are a percent of a monthly budget; choose that or clear it"
+        )
     elif path == "channelIds":
         detail = "one of the chosen channels no longer exists; reload the page"
     elif path == "metricName" and detail.startswith("no meter"):
@@ -156,10 +165,15 @@ def parse_rule_form(form: Any, *, fixed: Rule | None = None) -> tuple[RuleForm, 
     """The typed values and, if they make a valid rule, the body to save. `fixed` is the
     rule being edited: what it watches (kind, meter, basis) comes from it, not the form."""
     typed = RuleForm(
-        name=_text(form, "name"), watch=_text(form, "watch"), basis=_text(form, "basis") or "absolute",
-        budget=_text(form, "budget"), levels=_padded(_all(form, "level")[:LEVEL_INPUTS]),
-        channel_ids=_all(form, "channel"), notify_recovery=_text(form, "notify_recovery") != "",
-        notify_forecast=_text(form, "notify_forecast") != "")
+        name=_text(form, "name"),
+        watch=_text(form, "watch"),
+        basis=_text(form, "basis") or "absolute",
+        budget=_text(form, "budget"),
+        levels=_padded(_all(form, "level")[:LEVEL_INPUTS]),
+        channel_ids=_all(form, "channel"),
+        notify_recovery=_text(form, "notify_recovery") != "",
+        notify_forecast=_text(form, "notify_forecast") != "",
+    )
     if fixed is not None:
         typed.kind, typed.watch, typed.basis = fixed.kind, fixed.metric_name or "", fixed.basis
     elif _text(form, "kind") == "anomaly":
@@ -177,8 +191,9 @@ def parse_rule_form(form: Any, *, fixed: Rule | None = None) -> tuple[RuleForm, 
             errors.append(FieldError(level_id(position), f"Level {position + 1}: “{raw}” is not a number."))
             continue
         if number <= 0:  # also checked by the schema; here so every mistake is listed at once
-            errors.append(FieldError(level_id(position),
-                                     f"Level {position + 1}: must be a number greater than 0."))
+            errors.append(
+                FieldError(level_id(position), f"Level {position + 1}: must be a number greater than 0.")
+            )
             continue
         levels.append(str(number))
         level_inputs.append(position)
@@ -199,9 +214,16 @@ def parse_rule_form(form: Any, *, fixed: Rule | None = None) -> tuple[RuleForm, 
         typed.errors = errors
         return typed, None
     body: dict[str, Any] = {
-        "name": typed.name, "levels": levels, "metricName": typed.watch or None, "basis": typed.basis,
-        "budget": budget, "notifyRecovery": typed.notify_recovery, "notifyForecast": typed.notify_forecast,
-        "kind": typed.kind, "channelIds": channel_ids}
+        "name": typed.name,
+        "levels": levels,
+        "metricName": typed.watch or None,
+        "basis": typed.basis,
+        "budget": budget,
+        "notifyRecovery": typed.notify_recovery,
+        "notifyForecast": typed.notify_forecast,
+        "kind": typed.kind,
+        "channelIds": channel_ids,
+    }
     try:
         return typed, msgspec.convert(body, RuleCreate)
     except msgspec.ValidationError as exc:
@@ -219,27 +241,40 @@ def rule_service_error(typed: RuleForm, message: str) -> RuleForm:
 def parse_channel_form(form: Any) -> tuple[ChannelForm, ChannelCreate | None]:
     """The typed values and, if they are usable, the API body: an email address becomes a
     mailto:// URL, a webhook URL a json(s):// one; a Slack webhook URL is used as is."""
-    typed = ChannelForm(name=_text(form, "name"), kind=_text(form, "kind") or "email",
-                        destination=_text(form, "destination"))
+    typed = ChannelForm(
+        name=_text(form, "name"), kind=_text(form, "kind") or "email", destination=_text(form, "destination")
+    )
     errors: list[FieldError] = []
     if not typed.name or len(typed.name) > 100:
         errors.append(FieldError("channel-name", "Channel name: give a name of 1 to 100 characters."))
     url = ""
     if typed.kind == "email":
         if not _EMAIL.match(typed.destination):
-            errors.append(FieldError("channel-destination", f"Email address: “{typed.destination}” is not an "
-                                     "email address such as ops@example.com."))
+            errors.append(
+                FieldError(
+                    "channel-destination",
+                    f"Email address: “{typed.destination}” is not an email address such as ops@example.com.",
+                )
+            )
         url = f"mailto://{typed.destination}"
     elif typed.kind == "slack":
         if not typed.destination.startswith(_SLACK_PREFIX):
-            errors.append(FieldError("channel-destination", "Slack webhook URL: it starts with "
-                                     f"{_SLACK_PREFIX} (Slack shows it when you add an incoming webhook)."))
+            errors.append(
+                FieldError(
+                    "channel-destination",
+                    "Slack webhook URL: it starts with "
+                    f"{_SLACK_PREFIX} (Slack shows it when you add an incoming webhook).",
+                )
+            )
         url = typed.destination
     elif typed.kind == "webhook":
         scheme, _, rest = typed.destination.partition("://")
         if scheme not in ("http", "https") or not rest:
-            errors.append(FieldError("channel-destination", "Webhook URL: give an address starting with "
-                                     "https:// (or http://)."))
+            errors.append(
+                FieldError(
+                    "channel-destination", "Webhook URL: give an address starting with https:// (or http://)."
+                )
+            )
         url = f"{'jsons' if scheme == 'https' else 'json'}://{rest}"
     else:
         errors.append(FieldError("channel-kind", "Send to: choose email, Slack or webhook."))
@@ -257,8 +292,12 @@ def channel_service_error(typed: ChannelForm, message: str, *, conflict: bool) -
     """The form again with the service's refusal: a name in use, or an address the sender
     cannot use (its reason, which never repeats the secret parts of the URL)."""
     if conflict:
-        typed.errors = [FieldError("channel-name", f"Channel name: you already have a channel named "
-                                   f"“{typed.name}”; choose another name.")]
+        typed.errors = [
+            FieldError(
+                "channel-name",
+                f"Channel name: you already have a channel named “{typed.name}”; choose another name.",
+            )
+        ]
         return typed
     detail = message.split(": ", 1)[-1].rstrip(".")
     label = dict(CHANNEL_KINDS).get(typed.kind, "Address")

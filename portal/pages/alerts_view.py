@@ -27,8 +27,12 @@ BASIS_TEXT = {
     "included": "% of included quantity",
     "commitment": "% of minimum commitment",
 }
-KIND_TEXT = {"crossing": "Reached", "recovery": "Back below", "forecast": "Forecast",
-             "anomaly": "Unusual usage"}
+KIND_TEXT = {
+    "crossing": "Reached",
+    "recovery": "Back below",
+    "forecast": "Forecast",
+    "anomaly": "Unusual usage",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +88,9 @@ def amount(value: str, rule_basis: str, unit: str | None, currency: str) -> str:
     return f"{grouped(value)} {unit}" if unit is not None else spend(value, currency)
 
 
-def describe_rule(rule: Rule, meters: dict[str, Meter], channels: dict[int, str], currency: str,
-                  last_fired: datetime | None) -> RuleView:
+def describe_rule(
+    rule: Rule, meters: dict[str, Meter], channels: dict[int, str], currency: str, last_fired: datetime | None
+) -> RuleView:
     unit = meters[rule.metric_name].unit if rule.metric_name in meters else None
     if rule.kind == "anomaly":
         watches = f"Unusual usage of {rule.metric_name or 'every meter'}"
@@ -93,10 +98,14 @@ def describe_rule(rule: Rule, meters: dict[str, Meter], channels: dict[int, str]
         watches = rule.metric_name or "Spend"
     names = [channels.get(c, f"channel {c}") for c in rule.channel_ids]
     return RuleView(
-        rule=rule, watches=watches, basis=BASIS_TEXT.get(rule.basis, rule.basis),
+        rule=rule,
+        watches=watches,
+        basis=BASIS_TEXT.get(rule.basis, rule.basis),
         levels=[amount(v, rule.basis, unit if rule.metric_name else None, currency) for v in rule.levels],
         budget=None if rule.budget is None else spend(rule.budget, currency),
-        channels=", ".join(names) if names else "All channels", last_fired=last_fired)
+        channels=", ".join(names) if names else "All channels",
+        last_fired=last_fired,
+    )
 
 
 def meter_units(meters: list[Meter]) -> dict[str, Meter]:
@@ -125,8 +134,12 @@ def _firing(firing: Firing, rule: Rule | None, meters: dict[str, Meter], currenc
     if firing.kind == "anomaly":
         found = meters.get(firing.metric_name or "")
         suffix = f" {found.unit}" if found is not None else ""
-        return FiringView(firing, f"{kind} ({(firing.anomaly_kind or '').replace('_', ' ')})",
-                          f"expected {grouped(firing.threshold)}{suffix}", f"{grouped(firing.value)}{suffix}")
+        return FiringView(
+            firing,
+            f"{kind} ({(firing.anomaly_kind or '').replace('_', ' ')})",
+            f"expected {grouped(firing.threshold)}{suffix}",
+            f"{grouped(firing.value)}{suffix}",
+        )
     if rule is None:  # deleted since: what it watched is no longer known, so plain numbers
         return FiringView(firing, kind, grouped(firing.level), grouped(firing.value))
     meter = meters.get(rule.metric_name or "")

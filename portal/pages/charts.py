@@ -82,7 +82,11 @@ def day_label(start: datetime, tz_name: str) -> str:
 
 
 def hourly_bars(
-    points: list[tuple[datetime, Decimal]], *, width: int, height: int, tz_name: str,
+    points: list[tuple[datetime, Decimal]],
+    *,
+    width: int,
+    height: int,
+    tz_name: str,
     unit: str = "",
 ) -> BarChart:
     """Bars for consecutive hours (`points`: UTC hour starts in time order, values >= 0).
@@ -95,7 +99,11 @@ def hourly_bars(
 
 
 def daily_bars(
-    points: list[tuple[datetime, Decimal]], *, width: int, height: int, tz_name: str,
+    points: list[tuple[datetime, Decimal]],
+    *,
+    width: int,
+    height: int,
+    tz_name: str,
     unit: str = "",
 ) -> BarChart:
     """Bars for consecutive local days (`points`: UTC instants of local midnights), drawn
@@ -104,8 +112,13 @@ def daily_bars(
 
 
 def _bars(
-    points: list[tuple[datetime, Decimal]], *, width: int, height: int, tz_name: str,
-    unit: str, label: Callable[[datetime, str], str],
+    points: list[tuple[datetime, Decimal]],
+    *,
+    width: int,
+    height: int,
+    tz_name: str,
+    unit: str,
+    label: Callable[[datetime, str], str],
 ) -> BarChart:
     if width <= 0 or height <= TOP_MARGIN + BOTTOM_MARGIN:
         raise ValueError(f"chart too small: {width}x{height}")
@@ -136,9 +149,24 @@ def _bars(
             continue
         text = label(start, tz_name)
         bar_height = max(MIN_BAR_HEIGHT, float(value / peak) * plot_height)
-        bars.append(Bar(x=_r(x + gap / 2), y=_r(baseline - bar_height), width=_r(slot - gap),
-                        height=_r(bar_height), title=f"{text}: {exact(value)}{suffix}"))
+        bars.append(
+            Bar(
+                x=_r(x + gap / 2),
+                y=_r(baseline - bar_height),
+                width=_r(slot - gap),
+                height=_r(bar_height),
+                title=f"{text}: {exact(value)}{suffix}",
+            )
+        )
         rows.append(HourRow(hour=text, value=exact(value)))
-    return BarChart(width=width, height=height, hours=len(points), top=TOP_MARGIN,
-                    baseline=baseline, peak=exact(peak), bars=tuple(bars), ticks=tuple(ticks),
-                    rows=tuple(rows))
+    return BarChart(
+        width=width,
+        height=height,
+        hours=len(points),
+        top=TOP_MARGIN,
+        baseline=baseline,
+        peak=exact(peak),
+        bars=tuple(bars),
+        ticks=tuple(ticks),
+        rows=tuple(rows),
+    )

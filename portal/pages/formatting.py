@@ -32,8 +32,7 @@ def abbreviation(local: datetime) -> str:
 def instant(at: datetime, tz_name: str) -> str:
     """'24 Nov 2026 14:03 CET': a minute-precision instant in the customer's zone."""
     local = to_local(at, tz_name)
-    return (f"{local.day} {_MONTHS[local.month - 1]} {local.year} "
-            f"{local:%H:%M} {abbreviation(local)}")
+    return f"{local.day} {_MONTHS[local.month - 1]} {local.year} {local:%H:%M} {abbreviation(local)}"
 
 
 def day_of(start: datetime, tz_name: str) -> str:

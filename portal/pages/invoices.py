@@ -34,8 +34,12 @@ from portal.state import PortalState
 PAGE_SIZE = 50
 # States a customer user may see; staff see every state.
 ISSUED = frozenset({"finalized", "void"})
-STATE_LABELS = {"draft": "Draft", "awaiting_review": "Awaiting review", "finalized": "Finalized",
-                "void": "Void"}
+STATE_LABELS = {
+    "draft": "Draft",
+    "awaiting_review": "Awaiting review",
+    "finalized": "Finalized",
+    "void": "Void",
+}
 
 
 def sees_drafts(request: Request[Any, Any, Any]) -> bool:
@@ -48,14 +52,16 @@ async def _complete_through(portal: PortalState) -> datetime:
 
 async def _upcoming(portal: PortalState, db: AsyncSession, customer: Customer) -> PreviewView | None:
     try:
-        return await preview(db, customer.id, now=portal.now(),
-                             complete_through=await _complete_through(portal))
+        return await preview(
+            db, customer.id, now=portal.now(), complete_through=await _complete_through(portal)
+        )
     except NotFound:  # no plan: nothing is coming
         return None
 
 
-async def visible_invoice(request: Request[Any, Any, Any], db: AsyncSession, portal: PortalState,
-                          invoice_id: int) -> tuple[InvoiceView, Customer]:
+async def visible_invoice(
+    request: Request[Any, Any, Any], db: AsyncSession, portal: PortalState, invoice_id: int
+) -> tuple[InvoiceView, Customer]:
     """The invoice (a draft re-rated first), if the viewer may see it; 404 otherwise."""
     try:
         row = await invoices.load_invoice(db, invoice_id)
@@ -65,8 +71,9 @@ async def visible_invoice(request: Request[Any, Any, Any], db: AsyncSession, por
     if row.status == "draft" and not sees_drafts(request):
         raise NotFoundException("There is no invoice you can see.")
     complete = await _complete_through(portal)
-    view = await invoices.get_invoice(db, invoice_id, now=portal.now(),
-                                      grace=portal.settings.invoice_grace, complete_through=complete)
+    view = await invoices.get_invoice(
+        db, invoice_id, now=portal.now(), grace=portal.settings.invoice_grace, complete_through=complete
+    )
     customer = await get_customer(db, row.customer_id)
     assert customer is not None  # invoices reference their customer
     return view, customer
@@ -77,45 +84,80 @@ class InvoicePagesController(PageController):
 
     @get("/customers/{customer_id:str}/invoices")
     async def list_(
-        self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db, portal: Portal,
+        self,
+        request: Request[Any, Any, Any],
+        customer_id: FromPath[str],
+        db: Db,
+        portal: Portal,
         before: Annotated[int | None, QueryParameter(name="before", ge=1, le=ID_MAX)] = None,
     ) -> Template:
         """Newest first, PAGE_SIZE a page; `before=<id>` for older ones."""
         customer = await visible_customer(request, db, customer_id)
-        rows = await invoices.list_invoices(db, now=portal.now(), grace=portal.settings.invoice_grace,
-                                            customer_id=customer.id, limit=PAGE_SIZE + 1, before_id=before)
+        rows = await invoices.list_invoices(
+            db,
+            now=portal.now(),
+            grace=portal.settings.invoice_grace,
+            customer_id=customer.id,
+            limit=PAGE_SIZE + 1,
+            before_id=before,
+        )
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
         older = rows[-1].id if more else None
         shown: list[InvoiceSummary] = [r for r in rows if sees_drafts(request) or r.state in ISSUED]
-        return page("customer/invoices.html", request, customer=customer, invoices=shown, older=older,
-                    upcoming=await _upcoming(portal, db, customer), states=STATE_LABELS,
-                    staff=sees_drafts(request))
+        return page(
+            "customer/invoices.html",
+            request,
+            customer=customer,
+            invoices=shown,
+            older=older,
+            upcoming=await _upcoming(portal, db, customer),
+            states=STATE_LABELS,
+            staff=sees_drafts(request),
+        )
 
     @get("/customers/{customer_id:str}/invoices.csv", media_type="text/csv")
-    async def export_(self, request: Request[Any, Any, Any], customer_id: FromPath[str],
-                      db: Db) -> Response[str]:
+    async def export_(
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db
+    ) -> Response[str]:
         """The finance export's invoices.csv for this customer (drafts: staff only)."""
         customer = await visible_customer(request, db, customer_id)
         selection = export.ExportFilter(customer_id=customer.id, issued_only=not sees_drafts(request))
         body = await export.invoices_csv(db, selection)
-        return Response(body, media_type="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="{customer.id}-invoices.csv"'})
+        return Response(
+            body,
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{customer.id}-invoices.csv"'},
+        )
 
     @get("/invoices/{invoice_id:int}")
-    async def detail(self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db,
-                     portal: Portal) -> Template:
+    async def detail(
+        self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db, portal: Portal
+    ) -> Template:
         invoice, customer = await visible_invoice(request, db, portal, invoice_id)
-        return page("customer/invoice.html", request, invoice=invoice, customer=customer, states=STATE_LABELS,
-                    staff=sees_drafts(request))
+        return page(
+            "customer/invoice.html",
+            request,
+            invoice=invoice,
+            customer=customer,
+            states=STATE_LABELS,
+            staff=sees_drafts(request),
+        )
 
     @get("/invoices/{invoice_id:int}/print")
-    async def print_(self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db,
-                     portal: Portal) -> Template:
+    async def print_(
+        self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db, portal: Portal
+    ) -> Template:
         """A standalone page without navigation, laid out for paper."""
         invoice, customer = await visible_invoice(request, db, portal, invoice_id)
-        return page("customer/invoice_print.html", request, invoice=invoice, customer=customer,
-                    states=STATE_LABELS, staff=sees_drafts(request))
+        return page(
+            "customer/invoice_print.html",
+            request,
+            invoice=invoice,
+            customer=customer,
+            states=STATE_LABELS,
+            staff=sees_drafts(request),
+        )
 
 
 invoice_handlers = [InvoicePagesController]

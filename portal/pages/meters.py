@@ -88,42 +88,81 @@ class MeterView:
 
 def _chart(series: list[UsagePoint], granularity: str, tz_name: str, unit: str, height: int) -> BarChart:
     draw = hourly_bars if granularity == "hour" else daily_bars
-    return draw([(p.start, p.value) for p in series], width=CHART_WIDTH, height=height, tz_name=tz_name,
-                unit=unit)
+    return draw(
+        [(p.start, p.value) for p in series], width=CHART_WIDTH, height=height, tz_name=tz_name, unit=unit
+    )
 
 
-async def _total_usage(portal: PortalState, db: AsyncSession, customer: Customer, meter: Meter,
-                       selection: Selection, now: datetime) -> tuple[Usage, str]:
-    args: dict[str, Any] = dict(customer_id=customer.id, tz_name=customer.timezone, meter=meter,
-                                start=selection.start, end=selection.end, granularity=selection.granularity)
+async def _total_usage(
+    portal: PortalState,
+    db: AsyncSession,
+    customer: Customer,
+    meter: Meter,
+    selection: Selection,
+    now: datetime,
+) -> tuple[Usage, str]:
+    args: dict[str, Any] = dict(
+        customer_id=customer.id,
+        tz_name=customer.timezone,
+        meter=meter,
+        start=selection.start,
+        end=selection.end,
+        granularity=selection.granularity,
+    )
     # The live view keeps an hour's keys for two longest periods after it starts.
     if selection.start >= now - 2 * keys.MAX_PERIOD:
         return await live_usage(portal.live, **args), "live"
     return await billed_usage(db, **args), "stored"
 
 
-async def meter_view(portal: PortalState, db: AsyncSession, customer: Customer, meter: Meter,
-                     selection: Selection, *, now: datetime) -> tuple[MeterView, Usage, list[Any]]:
+async def meter_view(
+    portal: PortalState,
+    db: AsyncSession,
+    customer: Customer,
+    meter: Meter,
+    selection: Selection,
+    *,
+    now: datetime,
+) -> tuple[MeterView, Usage, list[Any]]:
     """The page's numbers, plus the raw series and groups (for the CSV)."""
     tz = customer.timezone
     watermark = to_datetime(await portal.live.watermark_ms() / 1000)
     usage, source = await _total_usage(portal, db, customer, meter, selection, now)
     groups: list[Any] = []
     if selection.group is not None:
-        groups = await usage_by_dimension(db, customer_id=customer.id, tz_name=tz, meter=meter,
-                                          dimension=selection.group, start=selection.start,
-                                          end=selection.end, granularity=selection.granularity)
+        groups = await usage_by_dimension(
+            db,
+            customer_id=customer.id,
+            tz_name=tz,
+            meter=meter,
+            dimension=selection.group,
+            start=selection.start,
+            end=selection.end,
+            granularity=selection.granularity,
+        )
     view = MeterView(
-        customer_id=customer.id, tz_name=tz, metric_name=meter.metric_name, unit=meter.unit,
+        customer_id=customer.id,
+        tz_name=tz,
+        metric_name=meter.metric_name,
+        unit=meter.unit,
         total_label=TOTAL_LABELS.get(meter.aggregation, "Total").replace("this period", "in this range"),
-        total=exact(usage.total), granularity=selection.granularity, source=source,
-        range_label=RANGES[selection.range], shows_from=instant(selection.start, tz),
-        shows_to=instant(selection.range_end, tz), complete_through=instant(watermark, tz),
+        total=exact(usage.total),
+        granularity=selection.granularity,
+        source=source,
+        range_label=RANGES[selection.range],
+        shows_from=instant(selection.start, tz),
+        shows_to=instant(selection.range_end, tz),
+        complete_through=instant(watermark, tz),
         chart=_chart(usage.series, selection.granularity, tz, meter.unit, CHART_HEIGHT),
         group=selection.group,
-        groups=tuple(GroupView(g.value, exact(g.total),
-                               _chart(g.series, selection.granularity, tz, meter.unit, GROUP_CHART_HEIGHT))
-                     for g in groups[:MAX_GROUP_CHARTS]),
+        groups=tuple(
+            GroupView(
+                g.value,
+                exact(g.total),
+                _chart(g.series, selection.granularity, tz, meter.unit, GROUP_CHART_HEIGHT),
+            )
+            for g in groups[:MAX_GROUP_CHARTS]
+        ),
         group_totals=tuple((g.value, exact(g.total)) for g in groups),
     )
     return view, usage, groups
@@ -153,8 +192,9 @@ def usage_csv(meter: Meter, selection: Selection, tz_name: str, usage: Usage, gr
         for g in groups:
             for p in g.series:
                 end = _point_end(p.start, selection.granularity, tz_name)
-                rows.append([iso(p.start), iso(end), meter.metric_name, g.value, trimmed(p.value),
-                             meter.unit])
+                rows.append(
+                    [iso(p.start), iso(end), meter.metric_name, g.value, trimmed(p.value), meter.unit]
+                )
     return csv_text(head, rows)
 
 
@@ -163,8 +203,12 @@ class MeterPagesController(PageController):
 
     @get("/customers/{customer_id:str}/meters/{metric_name:str}")
     async def meter(
-        self, request: Request[Any, Any, Any], customer_id: FromPath[str], metric_name: FromPath[str],
-        db: Db, portal: Portal,
+        self,
+        request: Request[Any, Any, Any],
+        customer_id: FromPath[str],
+        metric_name: FromPath[str],
+        db: Db,
+        portal: Portal,
         range_: Annotated[str, QueryParameter(name="range")] = "this_period",
         granularity: Annotated[str, QueryParameter(name="granularity")] = "hour",
         group: Annotated[str, QueryParameter(name="group")] = "",
@@ -179,29 +223,59 @@ class MeterPagesController(PageController):
         subs = await list_subscriptions(db, customer.id)
         raw = RawSelection(range_, granularity, group, from_, to)
         try:
-            selection = select(raw, meter=meter, tz_name=customer.timezone,
-                               anchor_day=subs[-1].anchor_day if subs else 1, now=now,
-                               future_tolerance=portal.settings.future_tolerance)
+            selection = select(
+                raw,
+                meter=meter,
+                tz_name=customer.timezone,
+                anchor_day=subs[-1].anchor_day if subs else 1,
+                now=now,
+                future_tolerance=portal.settings.future_tolerance,
+            )
         except SelectionError as error:
             if as_csv:
-                return Response(str(error), status_code=HTTP_422_UNPROCESSABLE_ENTITY,
-                                media_type="text/plain")
-            return page("customer/meter.html", request, status_code=HTTP_422_UNPROCESSABLE_ENTITY,
-                        customer=customer, meter=meter, raw=raw, error=error, view=None, selection=None,
-                        ranges=RANGES, granularities=GRANULARITIES)
+                return Response(
+                    str(error), status_code=HTTP_422_UNPROCESSABLE_ENTITY, media_type="text/plain"
+                )
+            return page(
+                "customer/meter.html",
+                request,
+                status_code=HTTP_422_UNPROCESSABLE_ENTITY,
+                customer=customer,
+                meter=meter,
+                raw=raw,
+                error=error,
+                view=None,
+                selection=None,
+                ranges=RANGES,
+                granularities=GRANULARITIES,
+            )
         view, usage, groups = await meter_view(portal, db, customer, meter, selection, now=now)
         if as_csv:
             filename = f"{customer.id}-{meter.metric_name}-{selection.first_day}-{selection.last_day}.csv"
             body = usage_csv(meter, selection, customer.timezone, usage, groups)
-            return Response(body, media_type="text/csv",
-                            headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+            return Response(
+                body,
+                media_type="text/csv",
+                headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+            )
         if is_htmx(request):
             if seen is not None and seen == view.version:
                 return Response(content=None, status_code=HTTP_204_NO_CONTENT)
-            return Template(template_name="customer/meter_panel.html",
-                            context={"view": view, "selection": selection})
-        return page("customer/meter.html", request, customer=customer, meter=meter, raw=raw, error=None,
-                    view=view, selection=selection, ranges=RANGES, granularities=GRANULARITIES)
+            return Template(
+                template_name="customer/meter_panel.html", context={"view": view, "selection": selection}
+            )
+        return page(
+            "customer/meter.html",
+            request,
+            customer=customer,
+            meter=meter,
+            raw=raw,
+            error=None,
+            view=view,
+            selection=selection,
+            ranges=RANGES,
+            granularities=GRANULARITIES,
+        )
 
 
 async def _meter_of(db: AsyncSession, metric_name: str) -> tuple[Meter, bool]:

@@ -30,16 +30,23 @@ class CustomerOverviewController(PageController):
     """A customer's current period, live: what every role that may see the customer sees."""
 
     @get("/customers/{customer_id:str}")
-    async def customer(self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db,
-                       portal: Portal) -> Template:
+    async def customer(
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db, portal: Portal
+    ) -> Template:
         """The usage panel is rendered once here, then refreshes itself."""
         customer = await visible_customer(request, db, customer_id)
         panel = await usage_panel(portal, db, customer, now=portal.now())
         return page("customer.html", request, customer=customer, panel=panel)
 
     @get("/customers/{customer_id:str}/usage")
-    async def usage(self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db,
-                    portal: Portal, seen: FromQuery[str | None] = None) -> Response[Any]:
+    async def usage(
+        self,
+        request: Request[Any, Any, Any],
+        customer_id: FromPath[str],
+        db: Db,
+        portal: Portal,
+        seen: FromQuery[str | None] = None,
+    ) -> Response[Any]:
         """The usage panel alone; 204 when it would equal the version the page shows."""
         customer = await visible_customer(request, db, customer_id)
         panel = await usage_panel(portal, db, customer, now=portal.now())
@@ -57,8 +64,10 @@ class StaffPagesController(PageController):
     async def health(self, request: Request[Any, Any, Any], db: Db, portal: Portal) -> Template:
         """The four billing-health measures over the last day and the last 30 days."""
         now = portal.now()
-        windows = [(label, await billing_health(db, portal.redis, now=now, window=timedelta(days=days)))
-                   for label, days in (("Last 24 hours", 1), ("Last 30 days", 30))]
+        windows = [
+            (label, await billing_health(db, portal.redis, now=now, window=timedelta(days=days)))
+            for label, days in (("Last 24 hours", 1), ("Last 30 days", 30))
+        ]
         return page("health.html", request, windows=windows)
 
 
@@ -69,11 +78,16 @@ def _area_handlers() -> list[Any]:
     from portal.pages.invoices import invoice_handlers
     from portal.pages.manager import manager_handlers
     from portal.pages.meters import meter_handlers
+
     return [*manager_handlers, *meter_handlers, *invoice_handlers, *admin_handlers, *alert_page_handlers]
 
 
-page_handlers: list[Any] = [*signin_handlers, CustomerOverviewController, StaffPagesController,
-                            *_area_handlers()]
+page_handlers: list[Any] = [
+    *signin_handlers,
+    CustomerOverviewController,
+    StaffPagesController,
+    *_area_handlers(),
+]
 
 
 @lru_cache(maxsize=64)
@@ -87,8 +101,13 @@ def static_url(name: str) -> str:
 
 
 def template_config() -> TemplateConfig[JinjaTemplateEngine]:
-    environment = Environment(loader=FileSystemLoader(TEMPLATES_DIR), autoescape=True,
-                              undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    environment = Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     environment.globals["static_url"] = static_url
     register_filters(environment)
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))

@@ -94,12 +94,18 @@ class BudgetProgress:
         return Decimal(self.meter_value) >= Decimal(self.budget) and self.percent >= 100
 
 
-def budget_progress(name: str, used: Decimal, budget: Decimal,
-                    show: Callable[[Decimal], str]) -> BudgetProgress:
+def budget_progress(
+    name: str, used: Decimal, budget: Decimal, show: Callable[[Decimal], str]
+) -> BudgetProgress:
     """Use against a budget (pure); `show` writes an amount (money or a meter's unit)."""
     percent = int((used * 100 / budget).to_integral_value(rounding=ROUND_FLOOR)) if budget > 0 else 100
-    return BudgetProgress(name, percent, exact(min(used, budget)), exact(budget),
-                          f"{show(used)} of the {show(budget)} budget — {percent}%")
+    return BudgetProgress(
+        name,
+        percent,
+        exact(min(used, budget)),
+        exact(budget),
+        f"{show(used)} of the {show(budget)} budget — {percent}%",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,15 +151,32 @@ class UsagePanel:
         return hashlib.sha256(repr(self).encode()).hexdigest()[:20]
 
 
-async def _meter_usage(portal: PortalState, customer: Customer, meter: Meter,
-                       period: BillingPeriod, end: datetime) -> MeterUsage:
-    usage = await live_usage(portal.live, customer_id=customer.id, tz_name=customer.timezone,
-                             meter=meter, start=period.start, end=end, granularity="hour")
-    chart = hourly_bars([(p.start, p.value) for p in usage.series], width=CHART_WIDTH,
-                        height=CHART_HEIGHT, tz_name=customer.timezone, unit=meter.unit)
-    return MeterUsage(metric_name=meter.metric_name, unit=meter.unit,
-                      total_label=TOTAL_LABELS.get(meter.aggregation, "This period"),
-                      total=exact(usage.total), chart=chart)
+async def _meter_usage(
+    portal: PortalState, customer: Customer, meter: Meter, period: BillingPeriod, end: datetime
+) -> MeterUsage:
+    usage = await live_usage(
+        portal.live,
+        customer_id=customer.id,
+        tz_name=customer.timezone,
+        meter=meter,
+        start=period.start,
+        end=end,
+        granularity="hour",
+    )
+    chart = hourly_bars(
+        [(p.start, p.value) for p in usage.series],
+        width=CHART_WIDTH,
+        height=CHART_HEIGHT,
+        tz_name=customer.timezone,
+        unit=meter.unit,
+    )
+    return MeterUsage(
+        metric_name=meter.metric_name,
+        unit=meter.unit,
+        total_label=TOTAL_LABELS.get(meter.aggregation, "This period"),
+        total=exact(usage.total),
+        chart=chart,
+    )
 
 
 def charge_progress(line: LineView, unit: str) -> ChargeProgress:
@@ -164,18 +187,38 @@ def charge_progress(line: LineView, unit: str) -> ChargeProgress:
     if included > 0:
         # Rounded down, so that 100% is never shown before the included quantity is used up.
         percent = int((quantity * 100 / included).to_integral_value(rounding=ROUND_FLOOR))
-        label = (f"{grouped(line.quantity)} of {grouped(line.included_quantity)}{suffix} included "
-                 f"— {percent}%")
+        label = f"{grouped(line.quantity)} of {grouped(line.included_quantity)}{suffix} included — {percent}%"
         shown = line.quantity if quantity <= included else line.included_quantity
-        return ChargeProgress(line.meter or "", line.description, unit, line.quantity, line.included_quantity,
-                              line.billable_quantity, amount, percent, shown, label)
+        return ChargeProgress(
+            line.meter or "",
+            line.description,
+            unit,
+            line.quantity,
+            line.included_quantity,
+            line.billable_quantity,
+            amount,
+            percent,
+            shown,
+            label,
+        )
     label = f"{grouped(line.quantity)}{suffix} so far, none included: all of it is billable"
-    return ChargeProgress(line.meter or "", line.description, unit, line.quantity, line.included_quantity,
-                          line.billable_quantity, amount, None, line.quantity, label)
+    return ChargeProgress(
+        line.meter or "",
+        line.description,
+        unit,
+        line.quantity,
+        line.included_quantity,
+        line.billable_quantity,
+        amount,
+        None,
+        line.quantity,
+        label,
+    )
 
 
-async def usage_panel(portal: PortalState, db: AsyncSession, customer: Customer, *,
-                      now: datetime) -> UsagePanel:
+async def usage_panel(
+    portal: PortalState, db: AsyncSession, customer: Customer, *, now: datetime
+) -> UsagePanel:
     """Period-to-date live usage of every meter for `customer` at instant `now` (UTC).
 
     The period runs to `now` plus the ingest's future tolerance (no accepted event lies
@@ -184,16 +227,22 @@ async def usage_panel(portal: PortalState, db: AsyncSession, customer: Customer,
     """
     ttl = portal.settings.catalog_cache_seconds
     setup = await _rating_setup(db, customer, now, ttl)
-    period = (BillingPeriod(setup.item.period.start, setup.item.period.end) if setup is not None
-              else period_for(now, customer.timezone))
+    period = (
+        BillingPeriod(setup.item.period.start, setup.item.period.end)
+        if setup is not None
+        else period_for(now, customer.timezone)
+    )
     end = min(period.end, now + portal.settings.future_tolerance)
     meters = await _meters(db, ttl)
     # Redis (the watermark, live usage) runs while Postgres answers the cost and the alerts.
     watermark_ms = asyncio.ensure_future(portal.live.watermark_ms())
     live = asyncio.gather(*(_meter_usage(portal, customer, meter, period, end) for meter in meters))
     try:
-        estimate = (await preview(db, customer.id, now=now, complete_through=None, setup=setup)
-                    if setup is not None else None)
+        estimate = (
+            await preview(db, customer.id, now=now, complete_through=None, setup=setup)
+            if setup is not None
+            else None
+        )
         alerts = await recent_alerts(db, customer)
         anomalies = await _anomalies(db, customer, meters, now)
         budget_rules = await _budget_rules(db, customer.id)
@@ -207,23 +256,35 @@ async def usage_panel(portal: PortalState, db: AsyncSession, customer: Customer,
         units = {meter.metric_name: meter.unit for meter in meters}
         # The preview already rated the plan's charges once: its usage lines carry the
         # quantity and the included quantity, so the progress rows cost no further query.
-        charges = tuple(charge_progress(line, units.get(line.meter, ""))
-                        for line in estimate.lines if line.kind == "usage" and line.meter is not None)
+        charges = tuple(
+            charge_progress(line, units.get(line.meter, ""))
+            for line in estimate.lines
+            if line.kind == "usage" and line.meter is not None
+        )
     return UsagePanel(
-        customer_id=customer.id, tz_name=customer.timezone,
+        customer_id=customer.id,
+        tz_name=customer.timezone,
         period_start=instant(period.start, customer.timezone),
         period_end=instant(period.end, customer.timezone),
-        complete_through=instant(watermark, customer.timezone), meters=tuple(usages), cost=cost,
-        charges=charges, budgets=_budgets(budget_rules, estimate, usages), alerts=alerts,
+        complete_through=instant(watermark, customer.timezone),
+        meters=tuple(usages),
+        cost=cost,
+        charges=charges,
+        budgets=_budgets(budget_rules, estimate, usages),
+        alerts=alerts,
         anomalies=anomalies,
     )
 
 
 async def _budget_rules(db: AsyncSession, customer_id: str) -> list[tuple[str, str | None, Decimal]]:
     """The customer's budgets: (rule name, meter or None for spend, amount)."""
-    rows = await db.execute(text(
-        "SELECT name, metric_name, budget FROM alert_rules WHERE customer_id = :c AND basis = 'budget' "
-        "AND kind = 'threshold' AND disabled_at IS NULL ORDER BY id"), {"c": customer_id})
+    rows = await db.execute(
+        text(
+            "SELECT name, metric_name, budget FROM alert_rules WHERE customer_id = :c AND basis = 'budget' "
+            "AND kind = 'threshold' AND disabled_at IS NULL ORDER BY id"
+        ),
+        {"c": customer_id},
+    )
     return [(str(r[0]), r[1], Decimal(r[2])) for r in rows]
 
 
@@ -235,8 +296,9 @@ def _in_unit(value: Decimal, *, unit: str) -> str:
     return f"{grouped(exact(value))} {unit}"
 
 
-def _budgets(rules: list[tuple[str, str | None, Decimal]], estimate: PreviewView | None,
-             usages: list[MeterUsage]) -> tuple[BudgetProgress, ...]:
+def _budgets(
+    rules: list[tuple[str, str | None, Decimal]], estimate: PreviewView | None, usages: list[MeterUsage]
+) -> tuple[BudgetProgress, ...]:
     """Spend budgets against the cost so far, meter budgets against the period's usage."""
     totals = {u.metric_name: (Decimal(u.total), u.unit) for u in usages}
     rows = []
@@ -244,8 +306,14 @@ def _budgets(rules: list[tuple[str, str | None, Decimal]], estimate: PreviewView
         if metric is None:
             if estimate is None:
                 continue  # no plan, no spend
-            rows.append(budget_progress(name, Decimal(estimate.so_far.total), budget,
-                                        partial(_as_money, currency=estimate.currency)))
+            rows.append(
+                budget_progress(
+                    name,
+                    Decimal(estimate.so_far.total),
+                    budget,
+                    partial(_as_money, currency=estimate.currency),
+                )
+            )
         elif metric in totals:
             total, unit = totals[metric]
             rows.append(budget_progress(name, total, budget, partial(_in_unit, unit=unit)))
@@ -261,14 +329,18 @@ _setup_cache: dict[tuple[str, datetime], tuple[float, RatingSetup | None]] = {}
 _meters_cache: list[tuple[float, list[Meter]]] = []
 
 
-async def _rating_setup(db: AsyncSession, customer: Customer, now: datetime,
-                        ttl_s: float) -> RatingSetup | None:
+async def _rating_setup(
+    db: AsyncSession, customer: Customer, now: datetime, ttl_s: float
+) -> RatingSetup | None:
     """The customer's rating setup for the period containing `now`; None without a plan."""
     key = (customer.id, customer.created_at)
     hit = _setup_cache.get(key)
     clock = time.monotonic()
-    if hit is not None and clock - hit[0] < ttl_s and (
-            hit[1] is None or hit[1].item.period.start <= now < hit[1].item.period.end):
+    if (
+        hit is not None
+        and clock - hit[0] < ttl_s
+        and (hit[1] is None or hit[1].item.period.start <= now < hit[1].item.period.end)
+    ):
         return hit[1]
     try:
         setup: RatingSetup | None = await rating_setup(db, customer.id, now=now)
@@ -294,16 +366,19 @@ async def _meters(db: AsyncSession, ttl_s: float) -> list[Meter]:
 _anomaly_cache: dict[tuple[str, float, int], tuple[AnomalyRow, ...]] = {}
 
 
-async def _anomalies(db: AsyncSession, customer: Customer, meters: list[Meter],
-                     now: datetime) -> tuple[AnomalyRow, ...]:
+async def _anomalies(
+    db: AsyncSession, customer: Customer, meters: list[Meter], now: datetime
+) -> tuple[AnomalyRow, ...]:
     key = (customer.id, customer.created_at.timestamp(), int(now.timestamp()) // 3600)
     if key not in _anomaly_cache:
         if len(_anomaly_cache) > 10_000:
             _anomaly_cache.clear()
         _anomaly_cache[key] = tuple(
-            AnomalyRow(a.metric_name, ANOMALY_LABELS[a.kind], _when(a, customer.timezone), a.value,
-                       a.expected)
-            for a in await recent_anomalies(db, customer, meters, now=now))
+            AnomalyRow(
+                a.metric_name, ANOMALY_LABELS[a.kind], _when(a, customer.timezone), a.value, a.expected
+            )
+            for a in await recent_anomalies(db, customer, meters, now=now)
+        )
     return _anomaly_cache[key]
 
 
@@ -319,8 +394,12 @@ def _when(anomaly: AnomalyOut, tz_name: str) -> str:
 ANOMALY_LABELS = {"spike": "Spike", "drop_to_zero": "Dropped to zero", "silence": "Unusual silence"}
 
 
-KIND_LABELS = {"crossing": "Reached", "recovery": "Back below", "forecast": "Forecast to reach",
-               "anomaly": "Unusual usage"}
+KIND_LABELS = {
+    "crossing": "Reached",
+    "recovery": "Back below",
+    "forecast": "Forecast to reach",
+    "anomaly": "Unusual usage",
+}
 
 
 async def recent_alerts(db: AsyncSession, customer: Customer, limit: int = 10) -> tuple[AlertRow, ...]:
@@ -330,6 +409,14 @@ async def recent_alerts(db: AsyncSession, customer: Customer, limit: int = 10) -
         sent = sum(1 for d in firing.deliveries if d.status == "sent")
         failed = sum(1 for d in firing.deliveries if d.status == "failed")
         delivered = f"{sent} of {len(firing.deliveries)} sent" + (f", {failed} failed" if failed else "")
-        rows.append(AlertRow(instant(firing.fired_at, customer.timezone), KIND_LABELS[firing.kind],
-                             firing.rule_name, firing.level, firing.value, delivered))
+        rows.append(
+            AlertRow(
+                instant(firing.fired_at, customer.timezone),
+                KIND_LABELS[firing.kind],
+                firing.rule_name,
+                firing.level,
+                firing.value,
+                delivered,
+            )
+        )
     return tuple(rows)

@@ -74,12 +74,27 @@ def session_key(session_id: str) -> str:
 
 async def open_session(redis: Redis, user: User) -> PageSession:
     """Store a new session for `user`; the caller sets its id as the cookie."""
-    session = PageSession(id=secrets.token_urlsafe(32), user_id=user.id, email=user.email,
-                          name=user.name, role=user.role, customer_id=user.customer_id,
-                          all_customers=user.all_customers, csrf=secrets.token_urlsafe(32))
-    record = json.dumps({"user_id": user.id, "email": user.email, "name": user.name, "role": user.role,
-                         "customer_id": user.customer_id, "all_customers": user.all_customers,
-                         "csrf": session.csrf})
+    session = PageSession(
+        id=secrets.token_urlsafe(32),
+        user_id=user.id,
+        email=user.email,
+        name=user.name,
+        role=user.role,
+        customer_id=user.customer_id,
+        all_customers=user.all_customers,
+        csrf=secrets.token_urlsafe(32),
+    )
+    record = json.dumps(
+        {
+            "user_id": user.id,
+            "email": user.email,
+            "name": user.name,
+            "role": user.role,
+            "customer_id": user.customer_id,
+            "all_customers": user.all_customers,
+            "csrf": session.csrf,
+        }
+    )
     index = f"{USER_SESSIONS_PREFIX}{user.id}"
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(session_key(session.id), record, ex=SESSION_TTL, nx=True)
@@ -98,9 +113,16 @@ async def load_session(redis: Redis, session_id: str | None) -> PageSession | No
         return None
     try:
         r = json.loads(raw)
-        return PageSession(id=session_id, user_id=int(r["user_id"]), email=str(r["email"]),
-                           name=str(r["name"]), role=r["role"], customer_id=r["customer_id"],
-                           all_customers=bool(r["all_customers"]), csrf=str(r["csrf"]))
+        return PageSession(
+            id=session_id,
+            user_id=int(r["user_id"]),
+            email=str(r["email"]),
+            name=str(r["name"]),
+            role=r["role"],
+            customer_id=r["customer_id"],
+            all_customers=bool(r["all_customers"]),
+            csrf=str(r["csrf"]),
+        )
     except (ValueError, KeyError, TypeError):
         return None
 
@@ -120,8 +142,14 @@ async def close_user_sessions(redis: Redis, user_id: int) -> None:
 
 
 def session_cookie(session_id: str, settings: Settings) -> Cookie:
-    return Cookie(key=SESSION_COOKIE, value=session_id, path="/", httponly=True, samesite="strict",
-                  secure=settings.environment != "development")
+    return Cookie(
+        key=SESSION_COOKIE,
+        value=session_id,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=settings.environment != "development",
+    )
 
 
 def _csrf_signature(value: str, secret: str) -> str:
@@ -144,8 +172,11 @@ def csrf_token_valid(token: str | None, secret: str) -> bool:
 def same_token(expected: str, given: str | None) -> bool:
     """Constant-time equality of a non-empty expected token and a submitted one."""
     # Bytes, not str: compare_digest refuses non-ASCII str, which a forged field may hold.
-    return bool(expected) and given is not None and hmac.compare_digest(
-        expected.encode(), given.encode("utf-8", "surrogatepass"))
+    return (
+        bool(expected)
+        and given is not None
+        and hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass"))
+    )
 
 
 def csrf_matches(cookie: str | None, field: str | None, secret: str) -> bool:
@@ -154,5 +185,11 @@ def csrf_matches(cookie: str | None, field: str | None, secret: str) -> bool:
 
 
 def csrf_cookie(token: str, settings: Settings) -> Cookie:
-    return Cookie(key=CSRF_COOKIE, value=token, path="/portal", httponly=True, samesite="strict",
-                  secure=settings.environment != "development")
+    return Cookie(
+        key=CSRF_COOKIE,
+        value=token,
+        path="/portal",
+        httponly=True,
+        samesite="strict",
+        secure=settings.environment != "development",
+    )

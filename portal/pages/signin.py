@@ -49,11 +49,20 @@ def _form_token(request: Request[Any, Any, Any], settings: Settings) -> tuple[st
     return sessions.new_csrf_token(settings.secret_key), True
 
 
-def _signed_out_page(template_name: str, request: Request[Any, Any, Any], settings: Settings, *,
-                     status_code: int = 200, **context: Any) -> Template:
+def _signed_out_page(
+    template_name: str,
+    request: Request[Any, Any, Any],
+    settings: Settings,
+    *,
+    status_code: int = 200,
+    **context: Any,
+) -> Template:
     token, new = _form_token(request, settings)
-    template = Template(template_name=template_name, status_code=status_code,
-                        context={"csrf_token": token, "session": None, "error": None, **context})
+    template = Template(
+        template_name=template_name,
+        status_code=status_code,
+        context={"csrf_token": token, "session": None, "error": None, **context},
+    )
     if new:
         template.set_cookie(sessions.csrf_cookie(token, settings))
     return template
@@ -75,15 +84,17 @@ class LoginController(Controller):
         return _signed_out_page("login.html", request, portal.settings, email="")
 
     @post("/login", status_code=303)
-    async def login(self, request: Request[Any, Any, Any], portal: Portal,
-                    data: URLEncodedBody[LoginForm]) -> Response[Any]:
+    async def login(
+        self, request: Request[Any, Any, Any], portal: Portal, data: URLEncodedBody[LoginForm]
+    ) -> Response[Any]:
         """Open a session for a right email and password; the form again with the reason
         otherwise. The reason never says whether the address has an account."""
         settings = portal.settings
 
         def again(status: int, error: str) -> Template:
-            return _signed_out_page("login.html", request, settings, status_code=status, error=error,
-                                    email=data.email)
+            return _signed_out_page(
+                "login.html", request, settings, status_code=status, error=error, email=data.email
+            )
 
         if not sessions.csrf_matches(request.cookies.get(CSRF_COOKIE), data.csrf_token, settings.secret_key):
             return again(HTTP_403_FORBIDDEN, _EXPIRED_FORM)
@@ -95,8 +106,10 @@ class LoginController(Controller):
         lockout = await throttle.locked_out(portal.redis, data.email, client)
         if lockout is not None:
             minutes = -(-lockout.retry_after_s // 60)
-            return again(HTTP_429_TOO_MANY_REQUESTS,
-                         f"Too many failed sign-ins. Try again in {minutes} minute{'s' * (minutes != 1)}.")
+            return again(
+                HTTP_429_TOO_MANY_REQUESTS,
+                f"Too many failed sign-ins. Try again in {minutes} minute{'s' * (minutes != 1)}.",
+            )
         async with transaction(portal.sessions) as db:
             user = await accounts.find_by_email(db, data.email)
             ok = verify_password(user.password_hash if user else None, data.password)
@@ -105,9 +118,14 @@ class LoginController(Controller):
         if not ok or user is None or user.disabled_at is not None:
             failures = await throttle.record_failure(portal.redis, data.email, client)
             if failures == throttle.ADDRESS_WARNING_AT:
-                log.warning("signin_address_targeted: %d failed sign-ins for %r from any client within "
-                            "%d minutes (the latest from %s)", failures, data.email.strip().lower()[:254],
-                            throttle.WINDOW_S // 60, client)
+                log.warning(
+                    "signin_address_targeted: %d failed sign-ins for %r from any client within "
+                    "%d minutes (the latest from %s)",
+                    failures,
+                    data.email.strip().lower()[:254],
+                    throttle.WINDOW_S // 60,
+                    client,
+                )
             return again(HTTP_401_UNAUTHORIZED, "That email address and password do not match an account.")
         await throttle.record_success(portal.redis, data.email, client)
         # A fresh id on every sign-in: an id known before signing in is never promoted.
@@ -115,31 +133,54 @@ class LoginController(Controller):
         if previous:
             await sessions.close_session(portal.redis, previous)
         session = await sessions.open_session(portal.redis, user)
-        return Redirect(session.home, status_code=303,
-                        cookies=[sessions.session_cookie(session.id, settings)])
+        return Redirect(
+            session.home, status_code=303, cookies=[sessions.session_cookie(session.id, settings)]
+        )
 
     @get("/set-password/{token:str}")
-    async def password_form(self, request: Request[Any, Any, Any], portal: Portal,
-                            token: FromPath[str]) -> Template:
+    async def password_form(
+        self, request: Request[Any, Any, Any], portal: Portal, token: FromPath[str]
+    ) -> Template:
         async with portal.sessions() as db:
             user = await accounts.password_link_user(db, token, now=portal.now())
         if user is None:
-            return _signed_out_page("set_password.html", request, portal.settings, status_code=404,
-                                    user=None, token=token, min_length=MIN_LENGTH)
-        return _signed_out_page("set_password.html", request, portal.settings, user=user, token=token,
-                                min_length=MIN_LENGTH)
+            return _signed_out_page(
+                "set_password.html",
+                request,
+                portal.settings,
+                status_code=404,
+                user=None,
+                token=token,
+                min_length=MIN_LENGTH,
+            )
+        return _signed_out_page(
+            "set_password.html", request, portal.settings, user=user, token=token, min_length=MIN_LENGTH
+        )
 
     @post("/set-password/{token:str}", status_code=303)
-    async def set_password(self, request: Request[Any, Any, Any], portal: Portal, token: FromPath[str],
-                           data: URLEncodedBody[PasswordForm]) -> Response[Any]:
+    async def set_password(
+        self,
+        request: Request[Any, Any, Any],
+        portal: Portal,
+        token: FromPath[str],
+        data: URLEncodedBody[PasswordForm],
+    ) -> Response[Any]:
         settings = portal.settings
         now = portal.now()
         async with portal.sessions() as db:
             user = await accounts.password_link_user(db, token, now=now)
 
         def again(status: int, error: str) -> Template:
-            return _signed_out_page("set_password.html", request, settings, status_code=status,
-                                    error=error, user=user, token=token, min_length=MIN_LENGTH)
+            return _signed_out_page(
+                "set_password.html",
+                request,
+                settings,
+                status_code=status,
+                error=error,
+                user=user,
+                token=token,
+                min_length=MIN_LENGTH,
+            )
 
         if not sessions.csrf_matches(request.cookies.get(CSRF_COOKIE), data.csrf_token, settings.secret_key):
             return again(HTTP_403_FORBIDDEN, _EXPIRED_FORM)
@@ -157,8 +198,9 @@ class LoginController(Controller):
         # Whoever was signed in as this person before no longer is.
         await sessions.close_user_sessions(portal.redis, user.id)
         session = await sessions.open_session(portal.redis, user)
-        return Redirect(session.home, status_code=303,
-                        cookies=[sessions.session_cookie(session.id, settings)])
+        return Redirect(
+            session.home, status_code=303, cookies=[sessions.session_cookie(session.id, settings)]
+        )
 
 
 class LogoutController(PageController):

@@ -46,34 +46,55 @@ def _dimension(group_key: str, dimension: str, cache: dict[str, str]) -> str:
 
 
 async def usage_by_dimension(
-    session: AsyncSession, *, customer_id: str, tz_name: str, meter: Meter, dimension: str,
-    start: datetime, end: datetime, granularity: Granularity,
+    session: AsyncSession,
+    *,
+    customer_id: str,
+    tz_name: str,
+    meter: Meter,
+    dimension: str,
+    start: datetime,
+    end: datetime,
+    granularity: Granularity,
 ) -> list[GroupUsage]:
     """One series per value of `dimension` seen in [start, end), largest total first."""
     buckets = hour_buckets(start, end, tz_name)
     if not buckets:
         return []
     points = points_of(buckets, tz_name, granularity)
-    params = {"c": customer_id, "m": meter.metric_name, "lo": to_datetime(buckets[0]),
-              "hi": to_datetime(buckets[-1] + 1)}
+    params = {
+        "c": customer_id,
+        "m": meter.metric_name,
+        "lo": to_datetime(buckets[0]),
+        "hi": to_datetime(buckets[-1] + 1),
+    }
     names: dict[str, str] = {}
     groups: list[GroupUsage] = []
     if meter.aggregation == "unique_count":
-        rows = await session.execute(text(
-            "SELECT DISTINCT hour, group_key, value FROM hourly_unique_values "
-            "WHERE customer_id = :c AND metric_name = :m AND hour >= :lo AND hour < :hi"), params)
+        rows = await session.execute(
+            text(
+                "SELECT DISTINCT hour, group_key, value FROM hourly_unique_values "
+                "WHERE customer_id = :c AND metric_name = :m AND hour >= :lo AND hour < :hi"
+            ),
+            params,
+        )
         seen: dict[str, dict[int, set[str]]] = {}
         for hour, group_key, value in (values(r) for r in rows):
             by_bucket = seen.setdefault(_dimension(group_key, dimension, names), {})
             by_bucket.setdefault(int(hour.timestamp()), set()).add(value)
         for name, by_bucket in seen.items():
-            series = [UsagePoint(p, Decimal(len(set().union(*(by_bucket.get(b, set()) for b in bs)))))
-                      for p, bs in points.items()]
+            series = [
+                UsagePoint(p, Decimal(len(set().union(*(by_bucket.get(b, set()) for b in bs)))))
+                for p, bs in points.items()
+            ]
             groups.append(GroupUsage(name, Decimal(len(set().union(*by_bucket.values()))), series))
     else:
-        rows = await session.execute(text(
-            "SELECT hour, group_key, value, latest_at, latest_event_id FROM hourly_usage "
-            "WHERE customer_id = :c AND metric_name = :m AND hour >= :lo AND hour < :hi"), params)
+        rows = await session.execute(
+            text(
+                "SELECT hour, group_key, value, latest_at, latest_event_id FROM hourly_usage "
+                "WHERE customer_id = :c AND metric_name = :m AND hour >= :lo AND hour < :hi"
+            ),
+            params,
+        )
         per_hour: dict[str, dict[int, Decimal]] = {}
         latest: dict[tuple[str, int], tuple[datetime, str]] = {}
         for hour, group_key, value, latest_at, event_id in (values(r) for r in rows):
@@ -89,8 +110,11 @@ async def usage_by_dimension(
                     latest[(name, b)] = candidate
                     hours[b] = value
         for name, hours in per_hour.items():
-            series = [UsagePoint(p, combine(meter.aggregation, (hours.get(b) for b in bs)))
-                      for p, bs in points.items()]
-            groups.append(GroupUsage(name, combine(meter.aggregation, (hours.get(b) for b in buckets)),
-                                     series))
+            series = [
+                UsagePoint(p, combine(meter.aggregation, (hours.get(b) for b in bs)))
+                for p, bs in points.items()
+            ]
+            groups.append(
+                GroupUsage(name, combine(meter.aggregation, (hours.get(b) for b in buckets)), series)
+            )
     return sorted(groups, key=lambda g: (-g.total, g.value))

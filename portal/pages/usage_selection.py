@@ -91,8 +91,15 @@ def _days(first: date, last: date, tz_name: str) -> tuple[datetime, datetime]:
     return local_midnight(first, tz_name), local_midnight(last + timedelta(days=1), tz_name)
 
 
-def select(raw: RawSelection, *, meter: Meter, tz_name: str, anchor_day: int, now: datetime,
-           future_tolerance: timedelta) -> Selection:
+def select(
+    raw: RawSelection,
+    *,
+    meter: Meter,
+    tz_name: str,
+    anchor_day: int,
+    now: datetime,
+    future_tolerance: timedelta,
+) -> Selection:
     """The selection `raw` asks for; raises SelectionError naming the first bad field."""
     if raw.granularity not in GRANULARITIES:
         raise SelectionError("granularity", f"“{raw.granularity}” is not one of hour, day")
@@ -100,8 +107,9 @@ def select(raw: RawSelection, *, meter: Meter, tz_name: str, anchor_day: int, no
     group = raw.group or None
     if group is not None and group not in meter.group_by:
         known = ", ".join(meter.group_by) or "none: this meter has no group-by dimensions"
-        raise SelectionError("group", f"“{group}” is not a dimension of {meter.metric_name} "
-                                      f"(its dimensions: {known})")
+        raise SelectionError(
+            "group", f"“{group}” is not a dimension of {meter.metric_name} (its dimensions: {known})"
+        )
     today = to_local(now, tz_name).date()
     if raw.range in ("this_period", "last_period"):
         period = period_for(now, tz_name, anchor_day)
@@ -123,8 +131,9 @@ def select(raw: RawSelection, *, meter: Meter, tz_name: str, anchor_day: int, no
     else:
         raise SelectionError("range", f"“{raw.range}” is not one of {', '.join(RANGES)}")
     if granularity == "hour" and (last - first).days + 1 > MAX_HOURLY_DAYS:
-        raise SelectionError("granularity", f"an hourly view covers at most {MAX_HOURLY_DAYS} days: "
-                                            "choose day")
+        raise SelectionError(
+            "granularity", f"an hourly view covers at most {MAX_HOURLY_DAYS} days: choose day"
+        )
     end = max(start, min(range_end, now + future_tolerance))
     return Selection(raw.range, granularity, group, start, end, range_end, first, last, open=now < range_end)
 

@@ -33,9 +33,13 @@ LOGIN_PATH = "/portal/login"
 # scripts (htmx runs with allowEval off, so no 'unsafe-eval' either).
 NO_STORE = CacheControlHeader(no_store=True)
 SECURITY_HEADERS = [
-    ResponseHeader(name="Content-Security-Policy", value=(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")),
+    ResponseHeader(
+        name="Content-Security-Policy",
+        value=(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+        ),
+    ),
     ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
     ResponseHeader(name="Referrer-Policy", value="same-origin"),
 ]
@@ -45,27 +49,38 @@ def is_htmx(request: Request[Any, Any, Any]) -> bool:
     return request.headers.get("hx-request") == "true"
 
 
-def page(template_name: str, request: Request[Any, Any, Any], *, status_code: int = 200,
-         **context: Any) -> Template:
+def page(
+    template_name: str, request: Request[Any, Any, Any], *, status_code: int = 200, **context: Any
+) -> Template:
     """A template with the viewer in its context (the layout needs them for the menu and the
     CSRF token htmx sends)."""
-    return Template(template_name=template_name, status_code=status_code,
-                    context={"session": viewer_or_none(request), **context})
+    return Template(
+        template_name=template_name,
+        status_code=status_code,
+        context={"session": viewer_or_none(request), **context},
+    )
 
 
 def error_page(request: Request[Any, Any, Any], status_code: int, title: str, message: str) -> Response[Any]:
     if is_htmx(request):
         # A partial: a short message in place, not a whole page inside the panel.
-        return Template(template_name="partials/error.html", status_code=status_code,
-                        context={"title": title, "message": message})
+        return Template(
+            template_name="partials/error.html",
+            status_code=status_code,
+            context={"title": title, "message": message},
+        )
     return page("error.html", request, status_code=status_code, title=title, message=message)
 
 
 def login_required_response(request: Request[Any, Any, Any], exc: LoginRequired) -> Response[Any]:
     response: Response[Any]
     if is_htmx(request):
-        response = Response(content="", status_code=HTTP_401_UNAUTHORIZED, media_type="text/plain",
-                            headers={"HX-Redirect": LOGIN_PATH})
+        response = Response(
+            content="",
+            status_code=HTTP_401_UNAUTHORIZED,
+            media_type="text/plain",
+            headers={"HX-Redirect": LOGIN_PATH},
+        )
     else:
         response = Redirect(LOGIN_PATH, status_code=303)
     if exc.stale_cookie:
@@ -82,21 +97,33 @@ def not_found_anywhere(request: Request[Any, Any, Any], exc: NotFoundException) 
     """App-wide 404: an unknown /portal address gets the portal's error page (a person typed
     or followed it); everything else keeps the API's JSON answer."""
     if request.url.path.startswith("/portal"):
-        return error_page(request, HTTP_404_NOT_FOUND, "Not found",
-                          "There is no such page. Check the address, or start again from your start page.")
+        return error_page(
+            request,
+            HTTP_404_NOT_FOUND,
+            "Not found",
+            "There is no such page. Check the address, or start again from your start page.",
+        )
     return api_error(request, exc)
 
 
-def bad_address_page(request: Request[Any, Any, Any],
-                     exc: UnfitAddress | ValidationException) -> Response[Any]:
+def bad_address_page(
+    request: Request[Any, Any, Any], exc: UnfitAddress | ValidationException
+) -> Response[Any]:
     """A path or query value no page can use (a control character, a number out of range):
     a person typed or edited the address."""
-    names = sorted({str(e.get("key")) for e in exc.extra if isinstance(e, dict) and e.get("key")}
-                   ) if isinstance(exc, ValidationException) and isinstance(exc.extra, list) else []
+    names = (
+        sorted({str(e.get("key")) for e in exc.extra if isinstance(e, dict) and e.get("key")})
+        if isinstance(exc, ValidationException) and isinstance(exc.extra, list)
+        else []
+    )
     where = f" ({', '.join(names)})" if names else ""
-    return error_page(request, HTTP_400_BAD_REQUEST, "Bad address",
-                      f"This address holds a value no page can use{where}. Check the address, or start "
-                      "again from your start page.")
+    return error_page(
+        request,
+        HTTP_400_BAD_REQUEST,
+        "Bad address",
+        f"This address holds a value no page can use{where}. Check the address, or start "
+        "again from your start page.",
+    )
 
 
 def failed_anywhere(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -104,9 +131,13 @@ def failed_anywhere(request: Request[Any, Any, Any], exc: Exception) -> Response
     without its cause: the portal's error page under /portal, the route's JSON elsewhere."""
     request_id = report_unexpected(request, exc)
     if request.url.path.startswith("/portal"):
-        return error_page(request, HTTP_500_INTERNAL_SERVER_ERROR, "Something went wrong",
-                          "The portal could not answer this request. Try again in a moment; if it "
-                          f"keeps happening, quote the reference {request_id} to your contact.")
+        return error_page(
+            request,
+            HTTP_500_INTERNAL_SERVER_ERROR,
+            "Something went wrong",
+            "The portal could not answer this request. Try again in a moment; if it "
+            f"keeps happening, quote the reference {request_id} to your contact.",
+        )
     return internal_error_response(request, request_id)
 
 

@@ -71,12 +71,14 @@ def window(tz_name: str, now: datetime, *, hours: timedelta, days: int, s: Sensi
     if judged_days:
         starts.append(local_midnight(judged_days[0], tz_name))
     earliest = min(starts) - timedelta(weeks=s.max_weeks)
-    return Window(settled_end, judged, judged_days,
-                  local_midnight(local_date(earliest.timestamp(), tz_name), tz_name))
+    return Window(
+        settled_end, judged, judged_days, local_midnight(local_date(earliest.timestamp(), tz_name), tz_name)
+    )
 
 
-def judge(series: dict[datetime, Decimal], started: datetime, tz_name: str, w: Window,
-          s: Sensitivity) -> list[Anomaly]:
+def judge(
+    series: dict[datetime, Decimal], started: datetime, tz_name: str, w: Window, s: Sensitivity
+) -> list[Anomaly]:
     """Hourly then daily anomalies of one meter's hourly series (read from `w.since`),
     whose first usage ever was at `started`: before it the history is unknown, not zero."""
     known_hour = max(started, w.since)
@@ -90,9 +92,16 @@ def judge(series: dict[datetime, Decimal], started: datetime, tz_name: str, w: W
     return found
 
 
-async def detect(session: AsyncSession, customers: Sequence[Customer], meters: Sequence[Meter], *,
-                 now: datetime, hours: timedelta, days: int,
-                 sensitivity: Sensitivity | None = None) -> list[Flagged]:
+async def detect(
+    session: AsyncSession,
+    customers: Sequence[Customer],
+    meters: Sequence[Meter],
+    *,
+    now: datetime,
+    hours: timedelta,
+    days: int,
+    sensitivity: Sensitivity | None = None,
+) -> list[Flagged]:
     """Anomalies of each customer's sum and count meters in its settled hours of the last
     `hours` and its last `days` settled days; one query per page of up to 100 customers.
     In customer order, then meter order, hours before days."""
@@ -102,20 +111,27 @@ async def detect(session: AsyncSession, customers: Sequence[Customer], meters: S
     if not judged:
         return out
     for first in range(0, len(customers), PAGE):
-        page = customers[first:first + PAGE]
+        page = customers[first : first + PAGE]
         windows = {c.id: window(c.timezone, now, hours=hours, days=days, s=s) for c in page}
         # The first usage ever comes from the primary key's index (one short index scan per
         # customer and meter); the series only from the earliest `since` of the page.
-        rows = await session.execute(text(
-            "WITH pairs AS (SELECT c, m, (SELECT min(hour) FROM hourly_usage "
-            "  WHERE customer_id = c AND metric_name = m) AS started "
-            "  FROM unnest(CAST(:ids AS text[])) AS c CROSS JOIN unnest(CAST(:ms AS text[])) AS m) "
-            "SELECT p.c, p.m, p.started, h.hour, sum(h.value) FROM pairs p "
-            "LEFT JOIN hourly_usage h ON h.customer_id = p.c AND h.metric_name = p.m "
-            "  AND h.hour >= :since AND h.hour < :end "
-            "WHERE p.started IS NOT NULL GROUP BY 1, 2, 3, 4"),
-            {"ids": [c.id for c in page], "ms": judged, "since": min(w.since for w in windows.values()),
-             "end": now})
+        rows = await session.execute(
+            text(
+                "WITH pairs AS (SELECT c, m, (SELECT min(hour) FROM hourly_usage "
+                "  WHERE customer_id = c AND metric_name = m) AS started "
+                "  FROM unnest(CAST(:ids AS text[])) AS c CROSS JOIN unnest(CAST(:ms AS text[])) AS m) "
+                "SELECT p.c, p.m, p.started, h.hour, sum(h.value) FROM pairs p "
+                "LEFT JOIN hourly_usage h ON h.customer_id = p.c AND h.metric_name = p.m "
+                "  AND h.hour >= :since AND h.hour < :end "
+                "WHERE p.started IS NOT NULL GROUP BY 1, 2, 3, 4"
+            ),
+            {
+                "ids": [c.id for c in page],
+                "ms": judged,
+                "since": min(w.since for w in windows.values()),
+                "end": now,
+            },
+        )
         series: dict[tuple[str, str], tuple[datetime, dict[datetime, Decimal]]] = {}
         for customer_id, metric, started, hour, total in (values(r) for r in rows):
             _, points = series.setdefault((customer_id, metric), (started, {}))
@@ -126,20 +142,38 @@ async def detect(session: AsyncSession, customers: Sequence[Customer], meters: S
                 if (customer.id, metric) not in series:
                     continue  # no usage ever: nothing to judge
                 started, points = series[(customer.id, metric)]
-                out += [Flagged(customer.id, metric, a)
-                        for a in judge(points, started, customer.timezone, windows[customer.id], s)]
+                out += [
+                    Flagged(customer.id, metric, a)
+                    for a in judge(points, started, customer.timezone, windows[customer.id], s)
+                ]
     return out
 
 
-async def recent_anomalies(session: AsyncSession, customer: Customer, meters: list[Meter], *,
-                           now: datetime, lookback: timedelta = timedelta(hours=48),
-                           days: int = 2) -> list[AnomalyOut]:
+async def recent_anomalies(
+    session: AsyncSession,
+    customer: Customer,
+    meters: list[Meter],
+    *,
+    now: datetime,
+    lookback: timedelta = timedelta(hours=48),
+    days: int = 2,
+) -> list[AnomalyOut]:
     """Anomalies in the customer's settled hours of the last `lookback` and its last
     `days` settled local days, per sum or count meter, judged against up to six weeks of
     history."""
     found = await detect(session, [customer], meters, now=now, hours=lookback, days=days)
-    return [AnomalyOut(f.metric_name, f.anomaly.kind, f.anomaly.start, f.anomaly.end, exact(f.anomaly.value),
-                       exact(f.anomaly.expected), f.anomaly.granularity) for f in found]
+    return [
+        AnomalyOut(
+            f.metric_name,
+            f.anomaly.kind,
+            f.anomaly.start,
+            f.anomaly.end,
+            exact(f.anomaly.value),
+            exact(f.anomaly.expected),
+            f.anomaly.granularity,
+        )
+        for f in found
+    ]
 
 
 async def flagged_customers(db: AsyncSession, customers: Sequence[Customer], now: datetime) -> dict[str, int]:
@@ -148,6 +182,7 @@ async def flagged_customers(db: AsyncSession, customers: Sequence[Customer], now
     (meters, then usage) per page of up to 100 customers, whatever the number of meters."""
     meters = await catalog.list_meters(db)
     unique = list({c.id: c for c in customers}.values())  # a customer listed twice counts once
-    counts = Counter(f.customer_id for f in await detect(db, unique, meters, now=now,
-                                                         hours=timedelta(hours=24), days=1))
+    counts = Counter(
+        f.customer_id for f in await detect(db, unique, meters, now=now, hours=timedelta(hours=24), days=1)
+    )
     return {c.id: counts.get(c.id, 0) for c in customers}

@@ -42,8 +42,13 @@ class UsageController(Controller):
 
     @get("/")
     async def usage(
-        self, customer_id: FromPath[str], metric: FromQuery[str], db: Db, portal: Portal,
-        start: FromQuery[datetime | None] = None, end: FromQuery[datetime | None] = None,
+        self,
+        customer_id: FromPath[str],
+        metric: FromQuery[str],
+        db: Db,
+        portal: Portal,
+        start: FromQuery[datetime | None] = None,
+        end: FromQuery[datetime | None] = None,
         granularity: FromQuery[Literal["hour", "day"]] = "hour",
         source: FromQuery[Literal["live", "billed"]] = "live",
     ) -> UsageOut:
@@ -71,15 +76,27 @@ class UsageController(Controller):
         if (end - start).days > 400:
             raise ValidationException("end: a range covers at most 400 days")
         complete_through = to_datetime(await portal.live.watermark_ms() / 1000)
-        args = dict(customer_id=customer_id, tz_name=customer.timezone, meter=meter,
-                    start=start, end=end, granularity=granularity)
+        args = dict(
+            customer_id=customer_id,
+            tz_name=customer.timezone,
+            meter=meter,
+            start=start,
+            end=end,
+            granularity=granularity,
+        )
         if source == "live":
             usage = await live_usage(portal.live, **args)  # type: ignore[arg-type]
         else:
             usage = await billed_usage(db, **args)  # type: ignore[arg-type]
         return UsageOut(
-            customer_id=customer_id, metric=metric, source=source, granularity=granularity,
-            start=start, end=end, complete_through=complete_through, total=exact(usage.total),
+            customer_id=customer_id,
+            metric=metric,
+            source=source,
+            granularity=granularity,
+            start=start,
+            end=end,
+            complete_through=complete_through,
+            total=exact(usage.total),
             series=[UsagePointOut(p.start, exact(p.value)) for p in usage.series],
         )
 

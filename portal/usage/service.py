@@ -47,29 +47,41 @@ def _points(buckets: list[int], tz_name: str, granularity: Granularity) -> Order
 
 
 async def live_usage(
-    live: LiveStore, *, customer_id: str, tz_name: str, meter: Meter,
-    start: datetime, end: datetime, granularity: Granularity,
+    live: LiveStore,
+    *,
+    customer_id: str,
+    tz_name: str,
+    meter: Meter,
+    start: datetime,
+    end: datetime,
+    granularity: Granularity,
 ) -> Usage:
     buckets = hour_buckets(start, end, tz_name)
     points = _points(buckets, tz_name, granularity)
     if meter.aggregation == "unique_count":
-        series = [UsagePoint(p, Decimal(await live.unique_count(customer_id, meter.metric_name, bs)))
-                  for p, bs in points.items()]
+        series = [
+            UsagePoint(p, Decimal(await live.unique_count(customer_id, meter.metric_name, bs)))
+            for p, bs in points.items()
+        ]
         total = Decimal(await live.unique_count(customer_id, meter.metric_name, buckets))
         return Usage(total=total, series=series)
     hours = await live.read_hours(customer_id, meter.metric_name, buckets)
-    by_bucket = {
-        b: live_value(h, keys.TOTAL_FIELD)
-        for b, h in zip(buckets, hours, strict=True)
-    }
-    series = [UsagePoint(p, combine(meter.aggregation, (by_bucket[b] for b in bs)))
-              for p, bs in points.items()]
+    by_bucket = {b: live_value(h, keys.TOTAL_FIELD) for b, h in zip(buckets, hours, strict=True)}
+    series = [
+        UsagePoint(p, combine(meter.aggregation, (by_bucket[b] for b in bs))) for p, bs in points.items()
+    ]
     return Usage(total=combine(meter.aggregation, by_bucket.values()), series=series)
 
 
 async def billed_usage(
-    session: AsyncSession, *, customer_id: str, tz_name: str, meter: Meter,
-    start: datetime, end: datetime, granularity: Granularity,
+    session: AsyncSession,
+    *,
+    customer_id: str,
+    tz_name: str,
+    meter: Meter,
+    start: datetime,
+    end: datetime,
+    granularity: Granularity,
 ) -> Usage:
     buckets = hour_buckets(start, end, tz_name)
     points = _points(buckets, tz_name, granularity)
@@ -78,22 +90,29 @@ async def billed_usage(
     low, high = to_datetime(buckets[0]), to_datetime(buckets[-1] + 1)
     params = {"c": customer_id, "m": meter.metric_name, "lo": low, "hi": high}
     if meter.aggregation == "unique_count":
-        rows = await session.execute(text(
-            "SELECT DISTINCT hour, value FROM hourly_unique_values "
-            "WHERE customer_id = :c AND metric_name = :m AND hour >= :lo AND hour < :hi"
-        ), params)
+        rows = await session.execute(
+            text(
+                "SELECT DISTINCT hour, value FROM hourly_unique_values "
+                "WHERE customer_id = :c AND metric_name = :m AND hour >= :lo AND hour < :hi"
+            ),
+            params,
+        )
         values_by_bucket: dict[int, set[str]] = {}
         for hour, value in (values(r) for r in rows):
             values_by_bucket.setdefault(int(hour.timestamp()), set()).add(value)
-        series = [UsagePoint(p, Decimal(len(set().union(*(values_by_bucket.get(b, set())
-                                                          for b in bs)))))
-                  for p, bs in points.items()]
+        series = [
+            UsagePoint(p, Decimal(len(set().union(*(values_by_bucket.get(b, set()) for b in bs)))))
+            for p, bs in points.items()
+        ]
         everything: set[str] = set().union(*values_by_bucket.values()) if values_by_bucket else set()
         return Usage(total=Decimal(len(everything)), series=series)
-    rows = await session.execute(text(
-        "SELECT hour, value, latest_at, latest_event_id FROM hourly_usage "
-        "WHERE customer_id = :c AND metric_name = :m AND hour >= :lo AND hour < :hi"
-    ), params)
+    rows = await session.execute(
+        text(
+            "SELECT hour, value, latest_at, latest_event_id FROM hourly_usage "
+            "WHERE customer_id = :c AND metric_name = :m AND hour >= :lo AND hour < :hi"
+        ),
+        params,
+    )
     per_hour: dict[int, Decimal] = {}
     latest_key: dict[int, tuple[datetime, str]] = {}
     for hour, value, latest_at, latest_event_id in (values(r) for r in rows):
@@ -108,6 +127,7 @@ async def billed_usage(
                 latest_key[b] = candidate
                 per_hour[b] = value
     by_bucket = {b: per_hour.get(b) for b in buckets}
-    series = [UsagePoint(p, combine(meter.aggregation, (by_bucket[b] for b in bs)))
-              for p, bs in points.items()]
+    series = [
+        UsagePoint(p, combine(meter.aggregation, (by_bucket[b] for b in bs))) for p, bs in points.items()
+    ]
     return Usage(total=combine(meter.aggregation, by_bucket.values()), series=series)

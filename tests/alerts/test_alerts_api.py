@@ -15,9 +15,20 @@ from tests.conftest import ALERT_HTTP_PORT, WorkerProcess, wait_for, wait_until_
 from tests.factories import auth, event, make_customer, make_meter
 from tests.pages.helpers import HTMX, make_user, sign_in
 
-PLAN = {"id": "basic", "name": "Basic", "currency": "USD", "charges": [
-    {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.01",
-     "includedQuantity": "1000"}]}
+PLAN = {
+    "id": "basic",
+    "name": "Basic",
+    "currency": "USD",
+    "charges": [
+        {
+            "key": "calls",
+            "model": "per_unit",
+            "meter": "api_calls",
+            "unitPrice": "0.01",
+            "includedQuantity": "1000",
+        }
+    ],
+}
 
 
 @pytest.fixture
@@ -27,16 +38,25 @@ async def acme(client: AsyncTestClient[Any], admin_key: str) -> None:
     await make_meter(client, admin_key, metric="api_calls")
 
 
-@pytest.mark.parametrize(("body", "status", "names"), [
-    ({"name": "x", "destination": "nonsense"}, 422, "destination"),
-    ({"name": "x", "destination": "slack://not-enough"}, 422, "destination"),
-    ({"name": "x", "destination": ""}, 422, "destination"),
-    ({"name": "", "destination": "mailto://a@b.test"}, 422, "name"),
-    ({"destination": "mailto://a@b.test"}, 422, "name"),
-    ({"name": "x", "destination": "mailto://a@b.test", "secret": "y"}, 422, "secret"),
-], ids=["not-a-url", "bad-slack", "empty", "empty-name", "no-name", "unknown-field"])
+@pytest.mark.parametrize(
+    ("body", "status", "names"),
+    [
+        ({"name": "x", "destination": "nonsense"}, 422, "destination"),
+        ({"name": "x", "destination": "slack://not-enough"}, 422, "destination"),
+        ({"name": "x", "destination": ""}, 422, "destination"),
+        ({"name": "", "destination": "mailto://a@b.test"}, 422, "name"),
+        ({"destination": "mailto://a@b.test"}, 422, "name"),
+        ({"name": "x", "destination": "mailto://a@b.test", "secret": "y"}, 422, "secret"),
+    ],
+    ids=["not-a-url", "bad-slack", "empty", "empty-name", "no-name", "unknown-field"],
+)
 async def test_a_bad_channel_is_refused_and_nothing_is_stored(
-    client: AsyncTestClient[Any], admin_key: str, acme: None, pg: Any, body: dict[str, Any], status: int,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    acme: None,
+    pg: Any,
+    body: dict[str, Any],
+    status: int,
     names: str,
 ) -> None:
     response = await client.post("/v1/customers/acme/alert-channels", headers=auth(admin_key), json=body)
@@ -45,31 +65,59 @@ async def test_a_bad_channel_is_refused_and_nothing_is_stored(
     assert await pg.fetchval("SELECT count(*) FROM alert_channels") == 0
 
 
-async def test_a_channel_name_is_unique_per_customer(client: AsyncTestClient[Any], admin_key: str,
-                                                     acme: None) -> None:
+async def test_a_channel_name_is_unique_per_customer(
+    client: AsyncTestClient[Any], admin_key: str, acme: None
+) -> None:
     body = {"name": "ops", "destination": "mailto://ops@acme.test"}
-    assert (await client.post("/v1/customers/acme/alert-channels", headers=auth(admin_key),
-                              json=body)).status_code == 201
+    assert (
+        await client.post("/v1/customers/acme/alert-channels", headers=auth(admin_key), json=body)
+    ).status_code == 201
     again = await client.post("/v1/customers/acme/alert-channels", headers=auth(admin_key), json=body)
     assert again.status_code == 409 and "already has a channel named 'ops'" in again.text
 
 
-@pytest.mark.parametrize(("body", "status", "message"), [
-    ({"name": "r", "levels": []}, 422, "levels"),
-    ({"name": "r", "levels": ["0"]}, 422, "levels[0]: must be a number greater than 0"),
-    ({"name": "r", "levels": ["50", "50"]}, 422, "levels: must not repeat"),
-    ({"name": "r", "levels": ["50"], "basis": "budget"}, 422, "budget: a budget rule needs a budget"),
-    ({"name": "r", "levels": ["50"], "budget": "10"}, 422, "budget: only for basis 'budget'"),
-    ({"name": "r", "levels": ["50"], "basis": "included"}, 422, "give metricName"),
-    ({"name": "r", "levels": ["50"], "basis": "commitment", "metricName": "api_calls"}, 422, "no metricName"),
-    ({"name": "r", "levels": ["50"], "basis": "weekly"}, 422, "basis"),
-    ({"name": "r", "levels": ["50"], "metricName": "nope"}, 422, "metricName: no meter 'nope'"),
-    ({"name": "r", "levels": ["50"], "channelIds": [999]}, 422,
-     "channelIds: customer acme has no channel 999"),
-], ids=["no-levels", "zero-level", "repeated", "budget-missing", "budget-unused", "included-spend",
-        "commitment-usage", "unknown-basis", "unknown-meter", "foreign-channel"])
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"name": "r", "levels": []}, 422, "levels"),
+        ({"name": "r", "levels": ["0"]}, 422, "levels[0]: must be a number greater than 0"),
+        ({"name": "r", "levels": ["50", "50"]}, 422, "levels: must not repeat"),
+        ({"name": "r", "levels": ["50"], "basis": "budget"}, 422, "budget: a budget rule needs a budget"),
+        ({"name": "r", "levels": ["50"], "budget": "10"}, 422, "budget: only for basis 'budget'"),
+        ({"name": "r", "levels": ["50"], "basis": "included"}, 422, "give metricName"),
+        (
+            {"name": "r", "levels": ["50"], "basis": "commitment", "metricName": "api_calls"},
+            422,
+            "no metricName",
+        ),
+        ({"name": "r", "levels": ["50"], "basis": "weekly"}, 422, "basis"),
+        ({"name": "r", "levels": ["50"], "metricName": "nope"}, 422, "metricName: no meter 'nope'"),
+        (
+            {"name": "r", "levels": ["50"], "channelIds": [999]},
+            422,
+            "channelIds: customer acme has no channel 999",
+        ),
+    ],
+    ids=[
+        "no-levels",
+        "zero-level",
+        "repeated",
+        "budget-missing",
+        "budget-unused",
+        "included-spend",
+        "commitment-usage",
+        "unknown-basis",
+        "unknown-meter",
+        "foreign-channel",
+    ],
+)
 async def test_a_bad_rule_is_refused_and_nothing_is_stored(
-    client: AsyncTestClient[Any], admin_key: str, acme: None, pg: Any, body: dict[str, Any], status: int,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    acme: None,
+    pg: Any,
+    body: dict[str, Any],
+    status: int,
     message: str,
 ) -> None:
     response = await client.post("/v1/customers/acme/alert-rules", headers=auth(admin_key), json=body)
@@ -79,44 +127,76 @@ async def test_a_bad_rule_is_refused_and_nothing_is_stored(
 
 
 async def test_rules_of_another_customer_and_unknown_customers_are_not_found(
-    client: AsyncTestClient[Any], admin_key: str, acme: None,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    acme: None,
 ) -> None:
-    created = await client.post("/v1/customers/acme/alert-rules", headers=auth(admin_key),
-                                json={"name": "r", "levels": ["5"], "metricName": "api_calls"})
+    created = await client.post(
+        "/v1/customers/acme/alert-rules",
+        headers=auth(admin_key),
+        json={"name": "r", "levels": ["5"], "metricName": "api_calls"},
+    )
     rule_id = created.json()["id"]
-    assert (await client.delete(f"/v1/customers/other/alert-rules/{rule_id}",
-                                headers=auth(admin_key))).status_code == 404
+    assert (
+        await client.delete(f"/v1/customers/other/alert-rules/{rule_id}", headers=auth(admin_key))
+    ).status_code == 404
     assert (await client.get("/v1/customers/nobody/alert-rules", headers=auth(admin_key))).status_code == 404
     assert (await client.get("/v1/customers/other/alert-rules", headers=auth(admin_key))).json() == []
-    assert (await client.delete(f"/v1/customers/acme/alert-rules/{rule_id}",
-                                headers=auth(admin_key))).status_code == 204
+    assert (
+        await client.delete(f"/v1/customers/acme/alert-rules/{rule_id}", headers=auth(admin_key))
+    ).status_code == 204
     assert (await client.get("/v1/customers/acme/alert-rules", headers=auth(admin_key))).json() == []
 
 
 async def test_plan_default_rules_are_copied_to_current_and_new_subscribers(
-    client: AsyncTestClient[Any], admin_key: str, acme: None,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    acme: None,
 ) -> None:
     assert (await client.post("/v1/plans", headers=auth(admin_key), json=PLAN)).status_code == 201
-    assert (await client.post("/v1/customers/acme/subscriptions", headers=auth(admin_key),
-                              json={"planId": "basic"})).status_code == 201
-    plan_rule = await client.post("/v1/plans/basic/alert-rules", headers=auth(admin_key), json={
-        "name": "Included calls", "metricName": "api_calls", "basis": "included", "levels": ["80", "100"]})
+    assert (
+        await client.post(
+            "/v1/customers/acme/subscriptions", headers=auth(admin_key), json={"planId": "basic"}
+        )
+    ).status_code == 201
+    plan_rule = await client.post(
+        "/v1/plans/basic/alert-rules",
+        headers=auth(admin_key),
+        json={
+            "name": "Included calls",
+            "metricName": "api_calls",
+            "basis": "included",
+            "levels": ["80", "100"],
+        },
+    )
     assert plan_rule.status_code == 201, plan_rule.text
-    assert (await client.post("/v1/customers/other/subscriptions", headers=auth(admin_key),
-                              json={"planId": "basic"})).status_code == 201
+    assert (
+        await client.post(
+            "/v1/customers/other/subscriptions", headers=auth(admin_key), json={"planId": "basic"}
+        )
+    ).status_code == 201
     for customer in ("acme", "other"):
         rules = (await client.get(f"/v1/customers/{customer}/alert-rules", headers=auth(admin_key))).json()
         assert [(r["name"], r["basis"], r["levels"], r["fromPlanRuleId"]) for r in rules] == [
-            ("Included calls", "included", ["80", "100"], plan_rule.json()["id"])]
+            ("Included calls", "included", ["80", "100"], plan_rule.json()["id"])
+        ]
 
 
 async def test_a_test_notice_goes_out_and_its_attempt_is_recorded(
-    client: AsyncTestClient[Any], admin_key: str, acme: None, worker: WorkerProcess, hook_sink: HttpReceiver,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    acme: None,
+    worker: WorkerProcess,
+    hook_sink: HttpReceiver,
 ) -> None:
-    created = await client.post("/v1/customers/acme/alert-channels", headers=auth(admin_key), json={
-        "name": "hook", "destination": f"json://127.0.0.1:{ALERT_HTTP_PORT}/hooks/test-notice"})
-    response = await client.post(f"/v1/customers/acme/alert-channels/{created.json()['id']}/test",
-                                 headers=auth(admin_key))
+    created = await client.post(
+        "/v1/customers/acme/alert-channels",
+        headers=auth(admin_key),
+        json={"name": "hook", "destination": f"json://127.0.0.1:{ALERT_HTTP_PORT}/hooks/test-notice"},
+    )
+    response = await client.post(
+        f"/v1/customers/acme/alert-channels/{created.json()['id']}/test", headers=auth(admin_key)
+    )
     assert response.status_code == 202, response.text
 
     async def sent() -> dict[str, Any] | None:
@@ -132,11 +212,19 @@ async def test_a_test_notice_goes_out_and_its_attempt_is_recorded(
 
 
 async def test_the_customer_page_lists_recent_alerts(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, acme: None, worker: WorkerProcess,
-    redis: Redis, pg: Any,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    acme: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: Any,
 ) -> None:
-    await client.post("/v1/customers/acme/alert-rules", headers=auth(admin_key),
-                      json={"name": "Calls watch", "metricName": "api_calls", "levels": ["5"]})
+    await client.post(
+        "/v1/customers/acme/alert-rules",
+        headers=auth(admin_key),
+        json={"name": "Calls watch", "metricName": "api_calls", "levels": ["5"]},
+    )
     sent = await client.post("/v1/events", headers=auth(ingest_key), json=event(quantity=7))
     assert sent.status_code == 202
     await wait_until_persisted(redis)

@@ -24,8 +24,12 @@ from tests.conftest import ALERT_HTTP_PORT, WorkerProcess, wait_for, wait_until_
 from tests.factories import auth, event, make_customer, make_meter
 
 SLACK = "slack://T000A/B000B/C0000000000000000000000C"
-PLAN = {"id": "metered-usd", "name": "Metered", "currency": "USD", "charges": [
-    {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.10"}]}
+PLAN = {
+    "id": "metered-usd",
+    "name": "Metered",
+    "currency": "USD",
+    "charges": [{"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.10"}],
+}
 
 
 def mails_to(sink: SmtpServer, address: str) -> list[Any]:
@@ -36,8 +40,9 @@ def posts_to(sink: HttpReceiver, path: str) -> list[Any]:
     return [r for r in sink.requests if r.path.startswith(path)]
 
 
-async def setup_customer(client: AsyncTestClient[Any], key: str, customer: str, *, tz: str = "UTC",
-                         anchor_today: bool = False) -> None:
+async def setup_customer(
+    client: AsyncTestClient[Any], key: str, customer: str, *, tz: str = "UTC", anchor_today: bool = False
+) -> None:
     await make_customer(client, key, id=customer, timezone=tz, currency="USD")
     if (await client.get("/v1/meters", headers=auth(key))).json() == []:
         await make_meter(client, key, metric="api_calls")
@@ -47,14 +52,19 @@ async def setup_customer(client: AsyncTestClient[Any], key: str, customer: str, 
     if anchor_today:
         today = local_date(now.timestamp(), tz)
         body |= {"startDate": (today - timedelta(days=40)).isoformat(), "anchorDay": today.day}
-    assert (await client.post(f"/v1/customers/{customer}/subscriptions", headers=auth(key),
-                              json=body)).status_code == 201
+    assert (
+        await client.post(f"/v1/customers/{customer}/subscriptions", headers=auth(key), json=body)
+    ).status_code == 201
 
 
-async def channel(client: AsyncTestClient[Any], key: str, customer: str, name: str,
-                  destination: str) -> dict[str, Any]:
-    response = await client.post(f"/v1/customers/{customer}/alert-channels", headers=auth(key),
-                                 json={"name": name, "destination": destination})
+async def channel(
+    client: AsyncTestClient[Any], key: str, customer: str, name: str, destination: str
+) -> dict[str, Any]:
+    response = await client.post(
+        f"/v1/customers/{customer}/alert-channels",
+        headers=auth(key),
+        json={"name": name, "destination": destination},
+    )
     assert response.status_code == 201, response.text
     return dict(response.json())
 
@@ -87,18 +97,34 @@ async def settled(client: AsyncTestClient[Any], key: str, customer: str, count: 
 
 
 async def test_a_spend_budget_crossed_at_three_levels_notifies_each_channel_once_per_level(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
-    mail_sink: SmtpServer, hook_sink: HttpReceiver, settings: Settings,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
+    mail_sink: SmtpServer,
+    hook_sink: HttpReceiver,
+    settings: Settings,
 ) -> None:
     await setup_customer(client, admin_key, "acme")
     await channel(client, admin_key, "acme", "ops mail", "mailto://ops@acme.test")
     await channel(client, admin_key, "acme", "ops slack", SLACK)
-    hook = await channel(client, admin_key, "acme", "ops hook", f"json://127.0.0.1:{ALERT_HTTP_PORT}/hooks/acme")
+    hook = await channel(
+        client, admin_key, "acme", "ops hook", f"json://127.0.0.1:{ALERT_HTTP_PORT}/hooks/acme"
+    )
     assert hook["kind"] == "webhook" and hook["signingSecret"].startswith("whsec_")
-    assert "C0000000000000000000000C" not in str(await client.get("/v1/customers/acme/alert-channels",
-                                                                  headers=auth(admin_key)))
-    await rule(client, admin_key, "acme", name="Monthly budget", basis="budget", budget="100.00",
-               levels=["50", "80", "100"])
+    assert "C0000000000000000000000C" not in str(
+        await client.get("/v1/customers/acme/alert-channels", headers=auth(admin_key))
+    )
+    await rule(
+        client,
+        admin_key,
+        "acme",
+        name="Monthly budget",
+        basis="budget",
+        budget="100.00",
+        levels=["50", "80", "100"],
+    )
 
     # One batch: 1,000 calls at 0.10 = 100.00, across all three levels at once.
     await send(client, ingest_key, [event(quantity=1000)], redis)
@@ -114,8 +140,13 @@ async def test_a_spend_budget_crossed_at_three_levels_notifies_each_channel_once
     hooks = posts_to(hook_sink, "/hooks/acme")
     assert sorted(r.json()["level"]["label"] for r in hooks) == ["100%", "50%", "80%"]
     for request in hooks:
-        assert verify(hook["signingSecret"], request.header("X-Usage-Portal-Timestamp") or "", request.body,
-                      request.header("X-Usage-Portal-Signature") or "", now=time.time())
+        assert verify(
+            hook["signingSecret"],
+            request.header("X-Usage-Portal-Timestamp") or "",
+            request.body,
+            request.header("X-Usage-Portal-Signature") or "",
+            now=time.time(),
+        )
         assert request.json()["value"] == "100.00"
 
     # More usage, then evaluating again (as the sweep does): nothing new is owed or sent.
@@ -129,11 +160,18 @@ async def test_a_spend_budget_crossed_at_three_levels_notifies_each_channel_once
     assert len(mails_to(mail_sink, "ops@acme.test")) == 3 and len(posts_to(hook_sink, "/hooks/acme")) == 3
     firings = (await client.get("/v1/customers/acme/alert-firings", headers=auth(admin_key))).json()
     assert sorted((f["kind"], f["level"], f["threshold"]) for f in firings) == [
-        ("crossing", "100", "100"), ("crossing", "50", "50"), ("crossing", "80", "80")]
+        ("crossing", "100", "100"),
+        ("crossing", "50", "50"),
+        ("crossing", "80", "80"),
+    ]
 
 
 async def test_a_late_event_fires_for_the_closed_period_and_the_new_period_fires_again(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
     hook_sink: HttpReceiver,
 ) -> None:
     await setup_customer(client, admin_key, "globex", tz="Asia/Kolkata", anchor_today=True)
@@ -152,7 +190,11 @@ async def test_a_late_event_fires_for_the_closed_period_and_the_new_period_fires
 
 
 async def test_an_unreachable_destination_is_retried_then_failed_while_others_get_theirs(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
     mail_sink: SmtpServer,
 ) -> None:
     from tests.conftest import _free_port
@@ -174,7 +216,11 @@ async def test_an_unreachable_destination_is_retried_then_failed_while_others_ge
 
 
 async def test_a_worker_killed_during_delivery_does_not_lose_the_notice(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, own_worker: WorkerProcess, redis: Redis,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    own_worker: WorkerProcess,
+    redis: Redis,
     hook_sink: HttpReceiver,
 ) -> None:
     hook_sink.slow_paths["/hooks/slow"] = 4.0
@@ -199,13 +245,24 @@ async def _async(value: Any) -> Any:
 
 
 async def test_a_forecast_arrives_before_the_crossing_for_a_steady_trend(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
     hook_sink: HttpReceiver,
 ) -> None:
     await setup_customer(client, admin_key, "umbrella", anchor_today=True)
     await channel(client, admin_key, "umbrella", "hook", f"json://127.0.0.1:{ALERT_HTTP_PORT}/hooks/umbrella")
-    await rule(client, admin_key, "umbrella", name="Calls", metricName="api_calls", levels=["1000"],
-               notifyForecast=True)
+    await rule(
+        client,
+        admin_key,
+        "umbrella",
+        name="Calls",
+        metricName="api_calls",
+        levels=["1000"],
+        notifyForecast=True,
+    )
     # Today's pace (the period began at midnight) reaches 1,000 long before the month ends.
     await send(client, ingest_key, [event(customer="umbrella", quantity=500)], redis)
     await settled(client, admin_key, "umbrella", 1)
@@ -218,17 +275,30 @@ async def test_a_forecast_arrives_before_the_crossing_for_a_steady_trend(
 
 
 async def test_a_credit_brings_spend_back_below_a_level_and_the_sweep_sends_the_recovery(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
     hook_sink: HttpReceiver,
 ) -> None:
     await setup_customer(client, admin_key, "stark")
     await channel(client, admin_key, "stark", "hook", f"json://127.0.0.1:{ALERT_HTTP_PORT}/hooks/stark")
-    await rule(client, admin_key, "stark", name="Spend", basis="budget", budget="10.00", levels=["100"],
-               notifyRecovery=True)
+    await rule(
+        client,
+        admin_key,
+        "stark",
+        name="Spend",
+        basis="budget",
+        budget="10.00",
+        levels=["100"],
+        notifyRecovery=True,
+    )
     await send(client, ingest_key, [event(customer="stark", quantity=150)], redis)  # 15.00
     await settled(client, admin_key, "stark", 1)
-    granted = await client.post("/v1/customers/stark/credits", headers=auth(admin_key),
-                                json={"amount": "10.00"})
+    granted = await client.post(
+        "/v1/customers/stark/credits", headers=auth(admin_key), json={"amount": "10.00"}
+    )
     assert granted.status_code == 201
     # A credit grant is no usage: nothing schedules an evaluation but the sweep.
     await enqueue("sweep_alerts", "alerts")

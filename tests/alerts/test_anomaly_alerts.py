@@ -41,55 +41,92 @@ async def acme(client: AsyncTestClient[Any], admin_key: str) -> None:
     await make_meter(client, admin_key, metric="seats", aggregation="max")
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"levels": ["50"]}, "levels: an anomaly rule has none"),
-    ({"basis": "budget", "budget": "10"}, "basis: an anomaly rule has none"),
-    ({"budget": "10"}, "budget: an anomaly rule has none"),
-    ({"notifyRecovery": True}, "notifyRecovery: an anomaly rule has none"),
-    ({"notifyForecast": True}, "notifyForecast: an anomaly rule has none"),
-    ({"metricName": "nope"}, "metricName: no meter 'nope'"),
-    ({"metricName": "seats"}, "metricName: anomalies are judged for sum and count meters; 'seats' is a max"),
-    ({"kind": "weird"}, "kind"),
-], ids=["levels", "basis", "budget", "recovery", "forecast", "unknown-meter", "max-meter", "unknown-kind"])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"levels": ["50"]}, "levels: an anomaly rule has none"),
+        ({"basis": "budget", "budget": "10"}, "basis: an anomaly rule has none"),
+        ({"budget": "10"}, "budget: an anomaly rule has none"),
+        ({"notifyRecovery": True}, "notifyRecovery: an anomaly rule has none"),
+        ({"notifyForecast": True}, "notifyForecast: an anomaly rule has none"),
+        ({"metricName": "nope"}, "metricName: no meter 'nope'"),
+        (
+            {"metricName": "seats"},
+            "metricName: anomalies are judged for sum and count meters; 'seats' is a max",
+        ),
+        ({"kind": "weird"}, "kind"),
+    ],
+    ids=["levels", "basis", "budget", "recovery", "forecast", "unknown-meter", "max-meter", "unknown-kind"],
+)
 async def test_a_bad_anomaly_rule_is_refused_naming_the_field(
-    client: AsyncTestClient[Any], admin_key: str, acme: None, pg: Any, body: dict[str, Any], message: str,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    acme: None,
+    pg: Any,
+    body: dict[str, Any],
+    message: str,
 ) -> None:
-    response = await client.post("/v1/customers/acme/alert-rules", headers=auth(admin_key),
-                                 json={"name": "r", "kind": "anomaly"} | body)
+    response = await client.post(
+        "/v1/customers/acme/alert-rules",
+        headers=auth(admin_key),
+        json={"name": "r", "kind": "anomaly"} | body,
+    )
     assert response.status_code == 422, response.text
     assert message in response.text
     assert await pg.fetchval("SELECT count(*) FROM alert_rules") == 0
 
 
-async def test_a_threshold_rule_still_needs_levels(client: AsyncTestClient[Any], admin_key: str,
-                                                   acme: None) -> None:
-    response = await client.post("/v1/customers/acme/alert-rules", headers=auth(admin_key),
-                                 json={"name": "r"})
+async def test_a_threshold_rule_still_needs_levels(
+    client: AsyncTestClient[Any], admin_key: str, acme: None
+) -> None:
+    response = await client.post(
+        "/v1/customers/acme/alert-rules", headers=auth(admin_key), json={"name": "r"}
+    )
     assert response.status_code == 422
     assert "levels: a threshold rule needs at least one level" in response.text
 
 
 async def test_anomaly_rules_are_created_listed_and_copied_from_plans(
-    client: AsyncTestClient[Any], admin_key: str, acme: None,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    acme: None,
 ) -> None:
-    created = await client.post("/v1/customers/acme/alert-rules", headers=auth(admin_key),
-                                json={"name": "Unusual calls", "kind": "anomaly", "metricName": "api_calls"})
+    created = await client.post(
+        "/v1/customers/acme/alert-rules",
+        headers=auth(admin_key),
+        json={"name": "Unusual calls", "kind": "anomaly", "metricName": "api_calls"},
+    )
     assert created.status_code == 201, created.text
     body = created.json()
     assert (body["kind"], body["metricName"], body["levels"], body["basis"]) == (
-        "anomaly", "api_calls", [], "absolute")
-    plan = {"id": "basic", "name": "Basic", "currency": "USD", "charges": [
-        {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.01"}]}
+        "anomaly",
+        "api_calls",
+        [],
+        "absolute",
+    )
+    plan = {
+        "id": "basic",
+        "name": "Basic",
+        "currency": "USD",
+        "charges": [{"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.01"}],
+    }
     assert (await client.post("/v1/plans", headers=auth(admin_key), json=plan)).status_code == 201
-    plan_rule = await client.post("/v1/plans/basic/alert-rules", headers=auth(admin_key),
-                                  json={"name": "Anything unusual", "kind": "anomaly"})
+    plan_rule = await client.post(
+        "/v1/plans/basic/alert-rules",
+        headers=auth(admin_key),
+        json={"name": "Anything unusual", "kind": "anomaly"},
+    )
     assert plan_rule.status_code == 201 and plan_rule.json()["kind"] == "anomaly", plan_rule.text
-    assert (await client.post("/v1/customers/acme/subscriptions", headers=auth(admin_key),
-                              json={"planId": "basic"})).status_code == 201
+    assert (
+        await client.post(
+            "/v1/customers/acme/subscriptions", headers=auth(admin_key), json={"planId": "basic"}
+        )
+    ).status_code == 201
     rules = (await client.get("/v1/customers/acme/alert-rules", headers=auth(admin_key))).json()
     assert [(r["name"], r["kind"], r["metricName"], r["fromPlanRuleId"]) for r in rules] == [
         ("Unusual calls", "anomaly", "api_calls", None),
-        ("Anything unusual", "anomaly", None, plan_rule.json()["id"])]
+        ("Anything unusual", "anomaly", None, plan_rule.json()["id"]),
+    ]
 
 
 # --- what the notice says (pure) -------------------------------------------------------------
@@ -97,21 +134,44 @@ async def test_anomaly_rules_are_created_listed_and_copied_from_plans(
 
 def anomaly_notice(**facts: Any) -> Notice:
     start = datetime(2026, 11, 24, 13, tzinfo=UTC)  # 14:00 in Paris
-    a = AnomalyFacts(kind="spike", granularity="hour", start=start, end=start + timedelta(hours=1),
-                     expected=Decimal(1000), time_zone=PARIS)
+    a = AnomalyFacts(
+        kind="spike",
+        granularity="hour",
+        start=start,
+        end=start + timedelta(hours=1),
+        expected=Decimal(1000),
+        time_zone=PARIS,
+    )
     a = dataclasses.replace(a, **facts)
     return Notice(
-        kind="anomaly", firing_id=12, customer_id="acme", customer_name="Acme Inc", rule_id=3,
-        rule_name="Unusual calls", metric_name="api_calls", unit="calls", level_label="hour spike",
-        threshold=a.expected, value=Decimal(5000), currency="USD", cost_so_far=None, period_start=a.start,
-        period_end=a.end, forecast_at=None, dashboard_url="https://portal.example/portal/customers/acme",
-        occurred_at=datetime(2026, 11, 24, 14, 5, tzinfo=UTC), anomaly=a)
+        kind="anomaly",
+        firing_id=12,
+        customer_id="acme",
+        customer_name="Acme Inc",
+        rule_id=3,
+        rule_name="Unusual calls",
+        metric_name="api_calls",
+        unit="calls",
+        level_label="hour spike",
+        threshold=a.expected,
+        value=Decimal(5000),
+        currency="USD",
+        cost_so_far=None,
+        period_start=a.start,
+        period_end=a.end,
+        forecast_at=None,
+        dashboard_url="https://portal.example/portal/customers/acme",
+        occurred_at=datetime(2026, 11, 24, 14, 5, tzinfo=UTC),
+        anomaly=a,
+    )
 
 
 def test_an_hourly_spike_notice_in_plain_words() -> None:
     subject, text, html = render_email(anomaly_notice())
     assert subject == "Unusual usage for Acme Inc: api_calls spike at 14:00–15:00 Europe/Paris on 2026-11-24"
-    assert text == """\
+    assert (
+        text
+        == """\
 api_calls: spike at 14:00–15:00 Europe/Paris on 2026-11-24: 5,000 against about 1,000 expected
 
 Customer: Acme Inc (acme)
@@ -127,43 +187,73 @@ Dashboard: https://portal.example/portal/customers/acme
 --
 Sent by the usage portal's alerts for Acme Inc.
 """
-    assert "<strong>api_calls: spike at 14:00–15:00 Europe/Paris on 2026-11-24: 5,000 against about 1,000 " \
-           "expected</strong>" in html
+    )
+    assert (
+        "<strong>api_calls: spike at 14:00–15:00 Europe/Paris on 2026-11-24: 5,000 against about 1,000 "
+        "expected</strong>" in html
+    )
     assert render_slack(anomaly_notice()).splitlines()[0] == (
-        "api_calls: spike at 14:00–15:00 Europe/Paris on 2026-11-24: 5,000 against about 1,000 expected")
+        "api_calls: spike at 14:00–15:00 Europe/Paris on 2026-11-24: 5,000 against about 1,000 expected"
+    )
 
 
 def test_a_day_dropped_to_zero_and_a_silence_in_plain_words() -> None:
-    day = dataclasses.replace(anomaly_notice(kind="drop_to_zero", granularity="day",
-                                             start=datetime(2026, 11, 22, 23, tzinfo=UTC),
-                                             end=datetime(2026, 11, 23, 23, tzinfo=UTC),
-                                             expected=Decimal("24012.5")), value=Decimal(0))
+    day = dataclasses.replace(
+        anomaly_notice(
+            kind="drop_to_zero",
+            granularity="day",
+            start=datetime(2026, 11, 22, 23, tzinfo=UTC),
+            end=datetime(2026, 11, 23, 23, tzinfo=UTC),
+            expected=Decimal("24012.5"),
+        ),
+        value=Decimal(0),
+    )
     assert render_slack(day).splitlines()[0] == (
-        "api_calls: dropped to zero on Monday 2026-11-23 (Europe/Paris): 0 against about 24,013 expected")
-    silence = dataclasses.replace(anomaly_notice(kind="silence", start=datetime(2026, 11, 24, 9, tzinfo=UTC),
-                                                 end=datetime(2026, 11, 24, 14, tzinfo=UTC),
-                                                 expected=Decimal("4.125")), value=Decimal(0))
+        "api_calls: dropped to zero on Monday 2026-11-23 (Europe/Paris): 0 against about 24,013 expected"
+    )
+    silence = dataclasses.replace(
+        anomaly_notice(
+            kind="silence",
+            start=datetime(2026, 11, 24, 9, tzinfo=UTC),
+            end=datetime(2026, 11, 24, 14, tzinfo=UTC),
+            expected=Decimal("4.125"),
+        ),
+        value=Decimal(0),
+    )
     assert render_email(silence)[0] == (
-        "Unusual usage for Acme Inc: api_calls silent from 10:00 to 15:00 Europe/Paris on 2026-11-24")
+        "Unusual usage for Acme Inc: api_calls silent from 10:00 to 15:00 Europe/Paris on 2026-11-24"
+    )
     assert render_slack(silence).splitlines()[0] == (
-        "api_calls: silent from 10:00 to 15:00 Europe/Paris on 2026-11-24: 0 against about 4.13 expected")
+        "api_calls: silent from 10:00 to 15:00 Europe/Paris on 2026-11-24: 0 against about 4.13 expected"
+    )
 
 
 def test_the_webhook_payload_of_an_anomaly() -> None:
     payload = webhook_payload(anomaly_notice())
     assert payload["kind"] == "anomaly" and payload["id"] == "firing-12"
     assert (payload["value"], payload["level"], payload["period"], payload["anomaly"]) == (
-        "5000", {"label": "hour spike", "threshold": "1000"},
+        "5000",
+        {"label": "hour spike", "threshold": "1000"},
         {"start": "2026-11-24T13:00:00Z", "end": "2026-11-24T14:00:00Z"},
-        {"kind": "spike", "granularity": "hour", "start": "2026-11-24T13:00:00Z",
-         "end": "2026-11-24T14:00:00Z", "timeZone": PARIS, "expected": "1000"})
+        {
+            "kind": "spike",
+            "granularity": "hour",
+            "start": "2026-11-24T13:00:00Z",
+            "end": "2026-11-24T14:00:00Z",
+            "timeZone": PARIS,
+            "expected": "1000",
+        },
+    )
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"anomaly": None}, "anomaly: an anomaly notice needs its facts"),
-    ({"kind": "crossing"}, "anomaly: an anomaly notice needs its facts"),
-    ({"metric_name": None}, "metric_name: an anomaly is a meter's"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"anomaly": None}, "anomaly: an anomaly notice needs its facts"),
+        ({"kind": "crossing"}, "anomaly: an anomaly notice needs its facts"),
+        ({"metric_name": None}, "metric_name: an anomaly is a meter's"),
+    ],
+)
 def test_inconsistent_anomaly_notices_are_refused(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(anomaly_notice(), **changes)
@@ -174,11 +264,15 @@ def test_drops_to_zero_up_to_the_last_settled_hour_wait_as_they_may_become_a_sil
         return datetime(2026, 11, 24, hour, tzinfo=UTC)
 
     def drop(start: int, metric: str = "api_calls") -> Flagged:
-        return Flagged("acme", metric,
-                       Anomaly("drop_to_zero", at(start), at(start + 1), Decimal(0), Decimal(9)))
+        return Flagged(
+            "acme", metric, Anomaly("drop_to_zero", at(start), at(start + 1), Decimal(0), Decimal(9))
+        )
 
-    day = Flagged("acme", "api_calls", Anomaly("drop_to_zero", at(0) - timedelta(days=1), at(0), Decimal(0),
-                                               Decimal(99), "day"))
+    day = Flagged(
+        "acme",
+        "api_calls",
+        Anomaly("drop_to_zero", at(0) - timedelta(days=1), at(0), Decimal(0), Decimal(99), "day"),
+    )
     silence = Flagged("acme", "api_calls", Anomaly("silence", at(1), at(4), Decimal(0), Decimal(27)))
     found = [silence, drop(6), drop(10), drop(11), drop(11, "storage"), drop(9, "storage"), day]
     # 10:00 and 11:00 run up to the last settled hour (12:00); 6:00 and the day are over.
@@ -189,8 +283,13 @@ def test_drops_to_zero_up_to_the_last_settled_hour_wait_as_they_may_become_a_sil
 
 
 async def test_a_spike_is_notified_once_through_every_channel_and_never_again(
-    client: AsyncTestClient[Any], admin_key: str, worker: WorkerProcess, pg: Any, settings: Settings,
-    mail_sink: SmtpServer, hook_sink: HttpReceiver,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    worker: WorkerProcess,
+    pg: Any,
+    settings: Settings,
+    mail_sink: SmtpServer,
+    hook_sink: HttpReceiver,
 ) -> None:
     await make_customer(client, admin_key, id="acme", timezone=PARIS, currency="USD")
     await make_meter(client, admin_key, metric="api_calls", unit="calls")
@@ -201,15 +300,24 @@ async def test_a_spike_is_notified_once_through_every_channel_and_never_again(
     settled_end = to_datetime(hour_bucket(now.timestamp(), PARIS))
     spike = settled_end - timedelta(hours=3)
     first_day = local_date(now.timestamp(), PARIS) - timedelta(days=36)
-    rows = [(to_datetime(h), Decimal(5000 if to_datetime(h) == spike else 1000))
-            for h in hour_buckets(local_midnight(first_day, PARIS), now, PARIS)]
-    await pg.executemany("INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
-                         "VALUES ('acme', 'api_calls', $1, $2, 1)", rows)
+    rows = [
+        (to_datetime(h), Decimal(5000 if to_datetime(h) == spike else 1000))
+        for h in hour_buckets(local_midnight(first_day, PARIS), now, PARIS)
+    ]
+    await pg.executemany(
+        "INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
+        "VALUES ('acme', 'api_calls', $1, $2, 1)",
+        rows,
+    )
     await channel(client, admin_key, "acme", "ops mail", "mailto://anomalies@acme.test")
-    hook = await channel(client, admin_key, "acme", "ops hook",
-                         f"json://127.0.0.1:{ALERT_HTTP_PORT}/hooks/anomaly")
-    created = await client.post("/v1/customers/acme/alert-rules", headers=auth(admin_key),
-                                json={"name": "Unusual calls", "kind": "anomaly", "metricName": "api_calls"})
+    hook = await channel(
+        client, admin_key, "acme", "ops hook", f"json://127.0.0.1:{ALERT_HTTP_PORT}/hooks/anomaly"
+    )
+    created = await client.post(
+        "/v1/customers/acme/alert-rules",
+        headers=auth(admin_key),
+        json={"name": "Unusual calls", "kind": "anomaly", "metricName": "api_calls"},
+    )
     assert created.status_code == 201, created.text
 
     # No usage arrives, so only the sweep evaluates the rule.
@@ -224,23 +332,60 @@ async def test_a_spike_is_notified_once_through_every_channel_and_never_again(
     text = mail.message.get_body(("plain",))
     assert text is not None
     assert text.get_content().splitlines()[0] == (
-        f"api_calls: spike {when}: 5,000 against about 1,000 expected")
+        f"api_calls: spike {when}: 5,000 against about 1,000 expected"
+    )
     [request] = posts_to(hook_sink, "/hooks/anomaly")
-    assert verify(hook["signingSecret"], request.header("X-Usage-Portal-Timestamp") or "", request.body,
-                  request.header("X-Usage-Portal-Signature") or "", now=time.time())
+    assert verify(
+        hook["signingSecret"],
+        request.header("X-Usage-Portal-Timestamp") or "",
+        request.body,
+        request.header("X-Usage-Portal-Signature") or "",
+        now=time.time(),
+    )
     payload = request.json()
-    start, end = (spike.isoformat().replace("+00:00", "Z"),
-                  (spike + timedelta(hours=1)).isoformat().replace("+00:00", "Z"))
-    assert (payload["type"], payload["version"], payload["kind"], payload["value"], payload["level"],
-            payload["meter"], payload["period"], payload["anomaly"]) == (
-        "usage_portal.alert", 1, "anomaly", "5000", {"label": "hour spike", "threshold": "1000"},
-        {"name": "api_calls", "unit": "calls"}, {"start": start, "end": end},
-        {"kind": "spike", "granularity": "hour", "start": start, "end": end, "timeZone": PARIS,
-         "expected": "1000"})
+    start, end = (
+        spike.isoformat().replace("+00:00", "Z"),
+        (spike + timedelta(hours=1)).isoformat().replace("+00:00", "Z"),
+    )
+    assert (
+        payload["type"],
+        payload["version"],
+        payload["kind"],
+        payload["value"],
+        payload["level"],
+        payload["meter"],
+        payload["period"],
+        payload["anomaly"],
+    ) == (
+        "usage_portal.alert",
+        1,
+        "anomaly",
+        "5000",
+        {"label": "hour spike", "threshold": "1000"},
+        {"name": "api_calls", "unit": "calls"},
+        {"start": start, "end": end},
+        {
+            "kind": "spike",
+            "granularity": "hour",
+            "start": start,
+            "end": end,
+            "timeZone": PARIS,
+            "expected": "1000",
+        },
+    )
     firings = (await client.get("/v1/customers/acme/alert-firings", headers=auth(admin_key))).json()
-    assert [(f["kind"], f["metricName"], f["anomalyKind"], f["granularity"], f["periodStart"], f["value"],
-             f["threshold"]) for f in firings] == [
-        ("anomaly", "api_calls", "spike", "hour", start, "5000", "1000")]
+    assert [
+        (
+            f["kind"],
+            f["metricName"],
+            f["anomalyKind"],
+            f["granularity"],
+            f["periodStart"],
+            f["value"],
+            f["threshold"],
+        )
+        for f in firings
+    ] == [("anomaly", "api_calls", "spike", "hour", start, "5000", "1000")]
 
     # Judging the same hours again (the hour mark forgotten, as after the next hour) fires
     # nothing: the firing is unique per rule, meter, kind, granularity and start.

@@ -17,11 +17,24 @@ DASHBOARD = "https://portal.example/portal/customers/acme"
 
 def notice(**changes: Any) -> Notice:
     base = Notice(
-        kind="crossing", firing_id=41, customer_id="acme", customer_name="Acme Inc", rule_id=7,
-        rule_name="API budget", metric_name="api_calls", unit="calls", level_label="80%",
-        threshold=Decimal("8000"), value=Decimal("8000"), currency="USD", cost_so_far=Decimal("123.4"),
-        period_start=datetime(2026, 11, 1, tzinfo=UTC), period_end=datetime(2026, 12, 1, tzinfo=UTC),
-        forecast_at=None, dashboard_url=DASHBOARD, occurred_at=datetime(2026, 11, 20, 14, 3, 5, tzinfo=UTC),
+        kind="crossing",
+        firing_id=41,
+        customer_id="acme",
+        customer_name="Acme Inc",
+        rule_id=7,
+        rule_name="API budget",
+        metric_name="api_calls",
+        unit="calls",
+        level_label="80%",
+        threshold=Decimal("8000"),
+        value=Decimal("8000"),
+        currency="USD",
+        cost_so_far=Decimal("123.4"),
+        period_start=datetime(2026, 11, 1, tzinfo=UTC),
+        period_end=datetime(2026, 12, 1, tzinfo=UTC),
+        forecast_at=None,
+        dashboard_url=DASHBOARD,
+        occurred_at=datetime(2026, 11, 20, 14, 3, 5, tzinfo=UTC),
     )
     return dataclasses.replace(base, **changes)
 
@@ -37,7 +50,9 @@ Sent by the usage portal's alerts for Acme Inc.
 def test_crossing_email() -> None:
     subject, text, _ = render_email(notice())
     assert subject == "Acme Inc reached 80% of its api_calls budget"
-    assert text == """\
+    assert (
+        text
+        == """\
 Acme Inc reached 80% of its api_calls budget: 8,000 of 10,000 calls this period
 
 Customer: Acme Inc (acme)
@@ -47,14 +62,17 @@ Level: 80% (8,000 calls)
 Usage now: 8,000 calls
 Cost so far: 123.40 USD
 Billing period: 2026-11-01 00:00 UTC to 2026-12-01 00:00 UTC
-""" + FOOTER
+"""
+        + FOOTER
+    )
 
 
 def test_recovery_email() -> None:
     subject, text, _ = render_email(notice(kind="recovery", value=Decimal("7250.5")))
     assert subject == "Acme Inc fell back below 80% of its api_calls budget"
     assert text.splitlines()[0] == (
-        "Acme Inc fell back below 80% of its api_calls budget: 7,250.5 of 10,000 calls this period")
+        "Acme Inc fell back below 80% of its api_calls budget: 7,250.5 of 10,000 calls this period"
+    )
     assert "Usage now: 7,250.5 calls" in text
 
 
@@ -64,38 +82,58 @@ def test_forecast_email() -> None:
     assert subject == "Acme Inc is on track to reach 80% of its api_calls budget"
     assert text.splitlines()[0] == (
         "Acme Inc is on track to reach 80% of its api_calls budget (8,000 of 10,000 calls) "
-        "around 2026-11-24 09:30 UTC: 5,000 calls so far this period")
+        "around 2026-11-24 09:30 UTC: 5,000 calls so far this period"
+    )
     assert "Expected to reach the level: 2026-11-24 09:30 UTC" in text
 
 
 def test_test_email() -> None:
-    test = notice(kind="test", firing_id=None, rule_id=None, rule_name="Test notice", metric_name=None,
-                  unit="USD", level_label="test", threshold=Decimal(0), value=Decimal(0), cost_so_far=None)
+    test = notice(
+        kind="test",
+        firing_id=None,
+        rule_id=None,
+        rule_name="Test notice",
+        metric_name=None,
+        unit="USD",
+        level_label="test",
+        threshold=Decimal(0),
+        value=Decimal(0),
+        cost_so_far=None,
+    )
     subject, text, _ = render_email(test)
     assert subject == "Test notice for Acme Inc"
-    assert text == """\
+    assert (
+        text
+        == """\
 This is a test notice from the usage portal for Acme Inc. If you can read it, this channel works.
 
 Customer: Acme Inc (acme)
 Sent at: 2026-11-20 14:03 UTC
-""" + FOOTER
+"""
+        + FOOTER
+    )
 
 
 def test_absolute_levels_and_spend_rules_read_well() -> None:
     absolute = notice(level_label="1000 calls", threshold=Decimal("1000"), value=Decimal("1050"))
     assert render_email(absolute)[0] == "Acme Inc's api_calls usage reached 1,000 calls"
     assert render_slack(absolute).splitlines()[0] == (
-        "Acme Inc's api_calls usage reached 1,000 calls: 1,050 calls this period")
+        "Acme Inc's api_calls usage reached 1,000 calls: 1,050 calls this period"
+    )
     spend = notice(metric_name=None, unit="USD", threshold=Decimal("800"), value=Decimal("812.5"))
     assert render_email(spend)[1].splitlines()[0] == (
-        "Acme Inc reached 80% of its spend budget: 812.50 of 1,000 USD this period")
-    spend_absolute = dataclasses.replace(spend, level_label="500 USD", threshold=Decimal("500"),
-                                         kind="recovery", value=Decimal("499.99"))
+        "Acme Inc reached 80% of its spend budget: 812.50 of 1,000 USD this period"
+    )
+    spend_absolute = dataclasses.replace(
+        spend, level_label="500 USD", threshold=Decimal("500"), kind="recovery", value=Decimal("499.99")
+    )
     assert render_email(spend_absolute)[0] == "Acme Inc's spend fell back below 500 USD"
 
 
 def test_slack_text() -> None:
-    assert render_slack(notice()) == f"""\
+    assert (
+        render_slack(notice())
+        == f"""\
 Acme Inc reached 80% of its api_calls budget: 8,000 of 10,000 calls this period
 
 Customer: Acme Inc (acme)
@@ -106,6 +144,7 @@ Usage now: 8,000 calls
 Cost so far: 123.40 USD
 Billing period: 2026-11-01 00:00 UTC to 2026-12-01 00:00 UTC
 Dashboard: {DASHBOARD}"""
+    )
 
 
 def test_html_escapes_every_value() -> None:
@@ -128,13 +167,15 @@ def test_a_non_web_dashboard_url_is_not_linked() -> None:
 
 def test_subject_is_one_line() -> None:
     assert render_email(notice(customer_name="Acme\r\nBcc: victim@example.com"))[0] == (
-        "Acme Bcc: victim@example.com reached 80% of its api_calls budget")
+        "Acme Bcc: victim@example.com reached 80% of its api_calls budget"
+    )
 
 
 def test_webhook_payload() -> None:
     at = datetime(2026, 11, 24, 9, 30, 0, 250000, tzinfo=UTC)
-    payload = webhook_payload(notice(kind="forecast", value=Decimal("5000.50"), forecast_at=at,
-                                     threshold=Decimal("8E+3")))
+    payload = webhook_payload(
+        notice(kind="forecast", value=Decimal("5000.50"), forecast_at=at, threshold=Decimal("8E+3"))
+    )
     assert payload == {
         "type": "usage_portal.alert",
         "version": 1,
@@ -166,13 +207,17 @@ def test_webhook_payload_of_a_spend_rule_and_of_a_test() -> None:
 def test_ids_are_stable_and_distinct() -> None:
     assert notice_id(notice()) == "firing-41"
     test = notice(kind="test", firing_id=None)
-    assert notice_id(test) == notice_id(dataclasses.replace(test)) != notice_id(
-        dataclasses.replace(test, occurred_at=test.occurred_at + timedelta(seconds=1)))
+    assert (
+        notice_id(test)
+        == notice_id(dataclasses.replace(test))
+        != notice_id(dataclasses.replace(test, occurred_at=test.occurred_at + timedelta(seconds=1)))
+    )
     unrecorded = notice(firing_id=None)
     assert notice_id(unrecorded).startswith("crossing-")
     # The same rule, level and period: the same id, whenever it is evaluated.
-    assert notice_id(unrecorded) == notice_id(dataclasses.replace(unrecorded, value=Decimal(9000),
-                                                                  occurred_at=datetime.now(UTC)))
+    assert notice_id(unrecorded) == notice_id(
+        dataclasses.replace(unrecorded, value=Decimal(9000), occurred_at=datetime.now(UTC))
+    )
     assert notice_id(unrecorded) != notice_id(dataclasses.replace(unrecorded, level_label="100%"))
 
 
@@ -183,12 +228,15 @@ def test_notices_survive_the_json_they_are_stored_as() -> None:
     assert msgspec.convert(msgspec.json.decode(stored), Notice, strict=False) == original
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"period_start": datetime(2026, 11, 1)}, "period_start: must be timezone-aware"),
-    ({"forecast_at": datetime(2026, 11, 1)}, "forecast_at: must be timezone-aware"),
-    ({"kind": "crossed"}, "kind: must be one of"),
-    ({"value": Decimal("NaN")}, "value: must be a finite number"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"period_start": datetime(2026, 11, 1)}, "period_start: must be timezone-aware"),
+        ({"forecast_at": datetime(2026, 11, 1)}, "forecast_at: must be timezone-aware"),
+        ({"kind": "crossed"}, "kind: must be one of"),
+        ({"value": Decimal("NaN")}, "value: must be a finite number"),
+    ],
+)
 def test_bad_notices_are_refused(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         notice(**changes)

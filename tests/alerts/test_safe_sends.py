@@ -26,12 +26,17 @@ LOOPBACK = parse_networks("127.0.0.0/8, ::1/128")
 REFUSED = "refused by the portal's destination rules: "
 
 
-def transport(allow: AllowedNetworks, *, smtp: SmtpServer | None = None,
-              http: HttpReceiver | None = None) -> Transport:
+def transport(
+    allow: AllowedNetworks, *, smtp: SmtpServer | None = None, http: HttpReceiver | None = None
+) -> Transport:
     return Transport(
-        smtp_url=None if smtp is None else f"smtp://127.0.0.1:{smtp.port}?from=alerts@vendor.example&mode=insecure",
+        smtp_url=None
+        if smtp is None
+        else f"smtp://127.0.0.1:{smtp.port}?from=alerts@vendor.example&mode=insecure",
         slack_webhook_base="https://hooks.slack.com/services" if http is None else f"{http.url}/services",
-        timeout_s=5.0, allow_networks=allow)
+        timeout_s=5.0,
+        allow_networks=allow,
+    )
 
 
 def refusal(url: str, allow: AllowedNetworks = NO_NETWORKS) -> str:
@@ -43,44 +48,60 @@ def refusal(url: str, allow: AllowedNetworks = NO_NETWORKS) -> str:
 # --- when a destination is checked (saved) ------------------------------------------------------
 
 
-@pytest.mark.parametrize(("url", "reason"), [
-    # the cases
-    ("json://127.0.0.1:5432/", "host 127.0.0.1 is a loopback address (127.0.0.0/8)"),
-    ("json://169.254.169.254/latest/meta-data/iam", "host 169.254.169.254 is a cloud metadata service"),
-    ("json://metadata.google.internal/computeMetadata/v1/", "is the name of a cloud metadata service"),
-    ("json://localhost:6379/", "host localhost resolves to a loopback address"),
-    ("json://10.0.0.1/", "host 10.0.0.1 is a private address (RFC 1918, 10.0.0.0/8)"),
-    ("json://[::1]:22/", "host [::1] is a loopback address (::1)"),
-    ("jsons://0x7f000001/", "host 0x7f000001 (127.0.0.1) is a loopback address"),
-    ("json://2130706433/", "host 2130706433 (127.0.0.1) is a loopback address"),
-    ("xml://169.254.169.254/", "host 169.254.169.254 is a cloud metadata service address"),
-    ("json://example.com:99999/", "port 99999 is not a valid port (1 to 65535)"),
-    # the other tricks
-    ("json://evil.example@127.0.0.1/", "host 127.0.0.1 is a loopback address"),
-    ("json://user:pw@[::ffff:7f00:1]/x", "an IPv6 form of 127.0.0.1, a loopback address"),
-    ("json://[::127.0.0.1]/", "an IPv6 form of 127.0.0.1, a loopback address"),
-    ("form://LOCALHOST./x", "host LOCALHOST resolves to a loopback address"),
-    ("json://127.0.0.1./", "host 127.0.0.1 is a loopback address"),
-    ("form://0x7f.0x0.0x0.0x1/", "host 0x7f.0x0.0x0.0x1 (127.0.0.1) is a loopback address"),
-    ("json://017700000001/", "host 017700000001 (127.0.0.1) is a loopback address"),
-    ("json://example.com:0/", "port 0 is not a valid port"),
-    ("ntfy://10.1.2.3/topic", "host 10.1.2.3 is a private address"),
-    ("gotify://192.168.1.5/token", "host 192.168.1.5 is a private address"),
-    ("rsyslog://172.16.0.9", "host 172.16.0.9 is a private address"),
-    ("apprise://[fd00:ec2::254]/key", "a cloud metadata service address"),
-    ("mailtos://user:pw@10.0.0.25:587/alice@example.com", "host 10.0.0.25 is a private address"),
-    ("mailto://alice@example.com?smtp=127.0.0.1", "host 127.0.0.1 is a loopback address"),
-    ("mailto://relay.internal:25/alice@example.com?from=a@vendor.example", "a private-use name (.internal)"),
-    ("syslog://", "syslog:// acts on the portal's own machine"),
-])
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        # the cases
+        ("json://127.0.0.1:5432/", "host 127.0.0.1 is a loopback address (127.0.0.0/8)"),
+        ("json://169.254.169.254/latest/meta-data/iam", "host 169.254.169.254 is a cloud metadata service"),
+        ("json://metadata.google.internal/computeMetadata/v1/", "is the name of a cloud metadata service"),
+        ("json://localhost:6379/", "host localhost resolves to a loopback address"),
+        ("json://10.0.0.1/", "host 10.0.0.1 is a private address (RFC 1918, 10.0.0.0/8)"),
+        ("json://[::1]:22/", "host [::1] is a loopback address (::1)"),
+        ("jsons://0x7f000001/", "host 0x7f000001 (127.0.0.1) is a loopback address"),
+        ("json://2130706433/", "host 2130706433 (127.0.0.1) is a loopback address"),
+        ("xml://169.254.169.254/", "host 169.254.169.254 is a cloud metadata service address"),
+        ("json://example.com:99999/", "port 99999 is not a valid port (1 to 65535)"),
+        # the other tricks
+        ("json://evil.example@127.0.0.1/", "host 127.0.0.1 is a loopback address"),
+        ("json://user:pw@[::ffff:7f00:1]/x", "an IPv6 form of 127.0.0.1, a loopback address"),
+        ("json://[::127.0.0.1]/", "an IPv6 form of 127.0.0.1, a loopback address"),
+        ("form://LOCALHOST./x", "host LOCALHOST resolves to a loopback address"),
+        ("json://127.0.0.1./", "host 127.0.0.1 is a loopback address"),
+        ("form://0x7f.0x0.0x0.0x1/", "host 0x7f.0x0.0x0.0x1 (127.0.0.1) is a loopback address"),
+        ("json://017700000001/", "host 017700000001 (127.0.0.1) is a loopback address"),
+        ("json://example.com:0/", "port 0 is not a valid port"),
+        ("ntfy://10.1.2.3/topic", "host 10.1.2.3 is a private address"),
+        ("gotify://192.168.1.5/token", "host 192.168.1.5 is a private address"),
+        ("rsyslog://172.16.0.9", "host 172.16.0.9 is a private address"),
+        ("apprise://[fd00:ec2::254]/key", "a cloud metadata service address"),
+        ("mailtos://user:pw@10.0.0.25:587/alice@example.com", "host 10.0.0.25 is a private address"),
+        ("mailto://alice@example.com?smtp=127.0.0.1", "host 127.0.0.1 is a loopback address"),
+        (
+            "mailto://relay.internal:25/alice@example.com?from=a@vendor.example",
+            "a private-use name (.internal)",
+        ),
+        ("syslog://", "syslog:// acts on the portal's own machine"),
+    ],
+)
 def test_a_destination_reaching_the_portals_network_is_refused_with_the_reason(url: str, reason: str) -> None:
     found = refusal(url)
     assert found.startswith("destination: ") and reason in found, found
 
 
-@pytest.mark.parametrize("url", ["json://127.1/", "forms://0177.0.0.1/", "json://10.1/", "json://0/",
-                                 "json://[::ffff:127.0.0.1]:8080/x", "json://%31%32%37.0.0.1/",
-                                 "json://１２７.０.０.１/", "json://127.0.0.1:abc/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "json://127.1/",
+        "forms://0177.0.0.1/",
+        "json://10.1/",
+        "json://0/",
+        "json://[::ffff:127.0.0.1]:8080/x",
+        "json://%31%32%37.0.0.1/",
+        "json://１２７.０.０.１/",
+        "json://127.0.0.1:abc/",
+    ],
+)
 def test_forms_apprise_cannot_read_are_refused_too(url: str) -> None:
     with pytest.raises(ChannelError, match="is not a valid Apprise URL"):
         validate_destination(url, allow_networks=NO_NETWORKS)
@@ -92,25 +113,35 @@ def test_the_refusal_names_the_host_but_no_secret() -> None:
     assert not any(secret in found for secret in ("s3cr3t", "tok3n", "b34rer", "hooker"))
 
 
-@pytest.mark.parametrize(("url", "kind"), [
-    ("json://hooks.example.com/usage", "webhook"),
-    ("jsons://hooks.example.com:8443/usage", "webhook"),
-    ("json://93.184.215.14/usage", "webhook"),
-    ("xml://hooks.example.com/x", "other"),
-    ("ntfy://topic", "other"),  # ntfy.sh: the service's own public address
-    ("discord://1234/abcd", "other"),
-    (f"slack://{SLACK_TOKENS}", "slack"),
-    (f"https://hooks.slack.com/services/{SLACK_TOKENS}", "slack"),
-    # an email address is not a destination host: it goes through the operator's SMTP server
-    ("mailto://root@localhost", "email"),
-])
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("json://hooks.example.com/usage", "webhook"),
+        ("jsons://hooks.example.com:8443/usage", "webhook"),
+        ("json://93.184.215.14/usage", "webhook"),
+        ("xml://hooks.example.com/x", "other"),
+        ("ntfy://topic", "other"),  # ntfy.sh: the service's own public address
+        ("discord://1234/abcd", "other"),
+        (f"slack://{SLACK_TOKENS}", "slack"),
+        (f"https://hooks.slack.com/services/{SLACK_TOKENS}", "slack"),
+        # an email address is not a destination host: it goes through the operator's SMTP server
+        ("mailto://root@localhost", "email"),
+    ],
+)
 def test_public_destinations_and_addresses_are_accepted(url: str, kind: str) -> None:
     assert validate_destination(url, allow_networks=NO_NETWORKS) == kind
 
 
-@pytest.mark.parametrize("url", ["json://127.0.0.1:5432/", "json://localhost:8080/", "json://[::1]:22/",
-                                 "json://0x7f000001/",
-                                 "mailto://u:p@127.0.0.1:2525/?to=a@example.com&from=b@example.com"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "json://127.0.0.1:5432/",
+        "json://localhost:8080/",
+        "json://[::1]:22/",
+        "json://0x7f000001/",
+        "mailto://u:p@127.0.0.1:2525/?to=a@example.com&from=b@example.com",
+    ],
+)
 def test_the_operator_may_allow_the_loopback(url: str) -> None:
     assert validate_destination(url, allow_networks=LOOPBACK) in ("webhook", "email")
 
@@ -124,34 +155,52 @@ def test_metadata_is_refused_even_when_its_network_is_allowed() -> None:
 
 
 def test_a_destination_allowed_when_saved_is_refused_at_send_once_no_longer_allowed(
-        http_receiver: HttpReceiver) -> None:
+    http_receiver: HttpReceiver,
+) -> None:
     url = f"json://127.0.0.1:{http_receiver.port}/hooks/usage"
     assert validate_destination(url, allow_networks=LOOPBACK) == "webhook"
     outcome = send(url, NOTICE, transport=transport(NO_NETWORKS), webhook_secret="whsec_x")
-    assert outcome == SendOutcome(False, f"{REFUSED}host 127.0.0.1 is a loopback address (127.0.0.0/8); "
-                                         "notices go only to public hosts", outcome.masked_destination)
+    assert outcome == SendOutcome(
+        False,
+        f"{REFUSED}host 127.0.0.1 is a loopback address (127.0.0.0/8); notices go only to public hosts",
+        outcome.masked_destination,
+    )
     assert http_receiver.requests == []
 
 
 def test_a_name_resolving_to_the_loopback_is_refused_at_send(http_receiver: HttpReceiver) -> None:
-    outcome = send(f"json://localhost:{http_receiver.port}/hooks/usage", NOTICE,
-                   transport=transport(NO_NETWORKS), webhook_secret=None)
+    outcome = send(
+        f"json://localhost:{http_receiver.port}/hooks/usage",
+        NOTICE,
+        transport=transport(NO_NETWORKS),
+        webhook_secret=None,
+    )
     assert not outcome.ok
-    assert outcome.error == f"{REFUSED}host localhost resolves to a loopback address (127.0.0.0/8); " \
-                            "notices go only to public hosts"
+    assert (
+        outcome.error == f"{REFUSED}host localhost resolves to a loopback address (127.0.0.0/8); "
+        "notices go only to public hosts"
+    )
     assert http_receiver.requests == []
 
 
 def test_the_same_name_is_delivered_when_the_loopback_is_allowed(http_receiver: HttpReceiver) -> None:
-    outcome = send(f"json://localhost:{http_receiver.port}/hooks/usage", NOTICE,
-                   transport=transport(LOOPBACK), webhook_secret=None)
+    outcome = send(
+        f"json://localhost:{http_receiver.port}/hooks/usage",
+        NOTICE,
+        transport=transport(LOOPBACK),
+        webhook_secret=None,
+    )
     assert outcome.ok, outcome.error
     assert [r.path for r in http_receiver.requests] == ["/hooks/usage"]
 
 
 def test_a_refused_send_never_shows_the_clear_url(http_receiver: HttpReceiver) -> None:
-    outcome = send(f"json://user:s3cret@127.0.0.1:{http_receiver.port}/hooks/usage", NOTICE,
-                   transport=transport(NO_NETWORKS), webhook_secret=None)
+    outcome = send(
+        f"json://user:s3cret@127.0.0.1:{http_receiver.port}/hooks/usage",
+        NOTICE,
+        transport=transport(NO_NETWORKS),
+        webhook_secret=None,
+    )
     assert not outcome.ok
     assert "s3cret" not in f"{outcome.error} {outcome.masked_destination}"
     assert outcome.masked_destination.startswith("json://user:****@127.0.0.1:")
@@ -161,13 +210,16 @@ def test_an_own_smtp_server_in_the_portals_network_is_refused_at_send(smtp_serve
     url = f"mailto://mailer:pw@127.0.0.1:{smtp_server.port}/alice@example.com?from=alerts@vendor.example&mode=insecure"
     outcome = send(url, NOTICE, transport=transport(NO_NETWORKS), webhook_secret=None)
     assert not outcome.ok
-    assert outcome.error == f"{REFUSED}host 127.0.0.1 is a loopback address (127.0.0.0/8); " \
-                            "notices go only to public hosts"
+    assert (
+        outcome.error == f"{REFUSED}host 127.0.0.1 is a loopback address (127.0.0.0/8); "
+        "notices go only to public hosts"
+    )
     assert smtp_server.messages == []
 
 
 def test_the_operators_own_smtp_server_and_slack_base_are_not_restricted(
-        smtp_server: SmtpServer, http_receiver: HttpReceiver) -> None:
+    smtp_server: SmtpServer, http_receiver: HttpReceiver
+) -> None:
     strict = transport(NO_NETWORKS, smtp=smtp_server, http=http_receiver)
     mail = send("mailto://alice@example.com", NOTICE, transport=strict, webhook_secret=None)
     slack = send(f"slack://{SLACK_TOKENS}", NOTICE, transport=strict, webhook_secret=None)
@@ -200,9 +252,14 @@ def rebinding_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("scheme", ["json", "form", "xml"])
 def test_a_name_rebound_to_the_loopback_after_the_check_is_not_connected_to(
-        http_receiver: HttpReceiver, rebinding_dns: dict[str, list[str]], scheme: str) -> None:
-    outcome = send(f"{scheme}://rebind.example.net:{http_receiver.port}/hooks/usage", NOTICE,
-                   transport=transport(NO_NETWORKS), webhook_secret=None)
+    http_receiver: HttpReceiver, rebinding_dns: dict[str, list[str]], scheme: str
+) -> None:
+    outcome = send(
+        f"{scheme}://rebind.example.net:{http_receiver.port}/hooks/usage",
+        NOTICE,
+        transport=transport(NO_NETWORKS),
+        webhook_secret=None,
+    )
     assert len(rebinding_dns["asked"]) >= 2  # checked (public), then resolved again to connect
     assert (outcome.ok, outcome.error) == (False, f"{REFUSED}127.0.0.1 is a loopback address (127.0.0.0/8)")
     assert http_receiver.requests == []
@@ -267,9 +324,15 @@ def serve() -> Iterator[Any]:
 ONLY_FIRST = parse_networks("127.0.0.1/32")
 
 
-@pytest.mark.parametrize("url", ["json://127.0.0.1:{port}/hook", "form://127.0.0.1:{port}/hook",
-                                 "xml://127.0.0.1:{port}/hook?redirect=yes",
-                                 "form://127.0.0.1:{port}/hook?redirect=yes"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "json://127.0.0.1:{port}/hook",
+        "form://127.0.0.1:{port}/hook",
+        "xml://127.0.0.1:{port}/hook?redirect=yes",
+        "form://127.0.0.1:{port}/hook?redirect=yes",
+    ],
+)
 @pytest.mark.parametrize("status", [302, 307, 308])
 def test_a_redirect_from_an_allowed_receiver_is_not_followed(serve: Any, url: str, status: int) -> None:
     internal = serve(Server("127.0.0.2"))
@@ -317,7 +380,6 @@ def test_without_an_allow_list_the_transport_reads_the_environment(monkeypatch: 
     monkeypatch.setenv("PORTAL_DESTINATION_ALLOW_NETWORKS", "not a network")
     assert base.allowed_networks() == ()  # unreadable: nothing is allowed
     assert Transport(smtp_url=None, timeout_s=1.0, allow_networks=LOOPBACK).allowed_networks() == LOOPBACK
-
 
 
 def test_the_setting_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:

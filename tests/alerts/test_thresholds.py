@@ -18,33 +18,56 @@ def d(value: str) -> Decimal:
     return Decimal(value)
 
 
-def due(value: str, levels: list[Level], fired: set[tuple[Decimal, str]] | None = None, *,
-        recovery: bool = False, forecast: bool = False, grows: bool = True,
-        now: datetime = NOW) -> list[tuple[str, str, datetime | None]]:
-    found = notices_due(d(value), levels, fired=fired or set(), notify_recovery=recovery,  # type: ignore[arg-type]
-                        notify_forecast=forecast, grows=grows, start=START, end=END, now=now,
-                        min_forecast_elapsed_s=3600)
+def due(
+    value: str,
+    levels: list[Level],
+    fired: set[tuple[Decimal, str]] | None = None,
+    *,
+    recovery: bool = False,
+    forecast: bool = False,
+    grows: bool = True,
+    now: datetime = NOW,
+) -> list[tuple[str, str, datetime | None]]:
+    found = notices_due(
+        d(value),
+        levels,
+        fired=fired or set(),
+        notify_recovery=recovery,  # type: ignore[arg-type]
+        notify_forecast=forecast,
+        grows=grows,
+        start=START,
+        end=END,
+        now=now,
+        min_forecast_elapsed_s=3600,
+    )
     return [(n.kind, format(n.level.level, "f"), n.forecast_at) for n in found]
 
 
 BUDGET = thresholds([d("50"), d("80"), d("100")], "budget", d("10000"))
 
 
-@pytest.mark.parametrize(("levels", "basis", "base", "expected"), [
-    ([d("100"), d("50"), d("80")], "budget", d("10000"), ["5000", "8000", "10000"]),
-    ([d("1000"), d("250")], "absolute", None, ["250", "1000"]),
-    ([d("100")], "included", d("0"), []),  # nothing included: no percentage to measure
-    ([d("100")], "commitment", None, []),
-    ([d("12.5")], "included", d("2000"), ["250"]),
-])
-def test_thresholds_are_levels_in_the_rules_unit(levels: list[Decimal], basis: str, base: Decimal | None,
-                                                 expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("levels", "basis", "base", "expected"),
+    [
+        ([d("100"), d("50"), d("80")], "budget", d("10000"), ["5000", "8000", "10000"]),
+        ([d("1000"), d("250")], "absolute", None, ["250", "1000"]),
+        ([d("100")], "included", d("0"), []),  # nothing included: no percentage to measure
+        ([d("100")], "commitment", None, []),
+        ([d("12.5")], "included", d("2000"), ["250"]),
+    ],
+)
+def test_thresholds_are_levels_in_the_rules_unit(
+    levels: list[Decimal], basis: str, base: Decimal | None, expected: list[str]
+) -> None:
     assert [format(lv.threshold.normalize(), "f") for lv in thresholds(levels, basis, base)] == expected  # type: ignore[arg-type]
 
 
 def test_one_batch_across_three_levels_owes_three_crossings() -> None:
-    assert due("10000", BUDGET) == [("crossing", "50", None), ("crossing", "80", None),
-                                    ("crossing", "100", None)]
+    assert due("10000", BUDGET) == [
+        ("crossing", "50", None),
+        ("crossing", "80", None),
+        ("crossing", "100", None),
+    ]
 
 
 def test_what_already_fired_is_not_owed_again() -> None:

@@ -50,10 +50,14 @@ async def subscribe(client: AsyncTestClient[Any], key: str, customer: str, **bod
     return dict(response.json())
 
 
-async def draft(client: AsyncTestClient[Any], key: str, customer: str, period: str | None = None
-                ) -> dict[str, Any]:
-    response = await client.post(f"/v1/customers/{customer}/invoices", headers=auth(key),
-                                 json={} if period is None else {"period": period})
+async def draft(
+    client: AsyncTestClient[Any], key: str, customer: str, period: str | None = None
+) -> dict[str, Any]:
+    response = await client.post(
+        f"/v1/customers/{customer}/invoices",
+        headers=auth(key),
+        json={} if period is None else {"period": period},
+    )
     assert response.status_code == 200, response.text
     return dict(response.json())
 

@@ -53,10 +53,20 @@ subscriptions:
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, DATABASE_URL=settings.database_url or "", REDIS_URL=settings.redis_url or "",
-               BROKER_URL=settings.broker_url or "")
-    return subprocess.run([sys.executable, "-m", "portal.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = dict(
+        os.environ,
+        DATABASE_URL=settings.database_url or "",
+        REDIS_URL=settings.redis_url or "",
+        BROKER_URL=settings.broker_url or "",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "portal.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def rewrite(path: Path, old: str, new: str) -> None:
@@ -80,8 +90,9 @@ def closed() -> ClosedPeriod:
 @pytest.fixture
 def catalog_file(tmp_path: Path, closed: ClosedPeriod) -> Path:
     path = tmp_path / "catalog.yaml"
-    path.write_text(CATALOG.format(tz=closed.tz, start=closed.start_date.isoformat(),
-                                   anchor=closed.anchor_day))
+    path.write_text(
+        CATALOG.format(tz=closed.tz, start=closed.start_date.isoformat(), anchor=closed.anchor_day)
+    )
     return path
 
 
@@ -89,23 +100,38 @@ async def test_catalog_apply_is_idempotent(settings: Settings, catalog_file: Pat
     first = await run(settings, "catalog", "apply", str(catalog_file))
     assert first.returncode == 0, first.stderr
     assert first.stdout.splitlines() == [
-        "meters: 1 created, 0 changed, 0 unchanged", "customers: 1 created, 0 changed, 0 unchanged",
-        "plans: 1 created, 0 changed, 0 unchanged", "subscriptions: 1 created, 0 changed, 0 unchanged"]
+        "meters: 1 created, 0 changed, 0 unchanged",
+        "customers: 1 created, 0 changed, 0 unchanged",
+        "plans: 1 created, 0 changed, 0 unchanged",
+        "subscriptions: 1 created, 0 changed, 0 unchanged",
+    ]
     again = await run(settings, "catalog", "apply", str(catalog_file))
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines() == [
-        "meters: 0 created, 0 changed, 1 unchanged", "customers: 0 created, 0 changed, 1 unchanged",
-        "plans: 0 created, 0 changed, 1 unchanged", "subscriptions: 0 created, 0 changed, 1 unchanged"]
+        "meters: 0 created, 0 changed, 1 unchanged",
+        "customers: 0 created, 0 changed, 1 unchanged",
+        "plans: 0 created, 0 changed, 1 unchanged",
+        "subscriptions: 0 created, 0 changed, 1 unchanged",
+    ]
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    (("packagePrice: 2.50", "packagePrice: 2.75"), "plans[0] (metered): plan 'metered' exists with another "
-                                                   "definition"),
-    (("timezone: Europe/Berlin", "timezone: Asia/Tokyo"), "customers[0] (hooli): exists with another"),
-    (("unit: call", "unit: request"), "meters[0] (api_calls): exists with another definition"),
-])
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ("packagePrice: 2.50", "packagePrice: 2.75"),
+            "plans[0] (metered): plan 'metered' exists with another definition",
+        ),
+        (("timezone: Europe/Berlin", "timezone: Asia/Tokyo"), "customers[0] (hooli): exists with another"),
+        (("unit: call", "unit: request"), "meters[0] (api_calls): exists with another definition"),
+    ],
+)
 async def test_changing_an_immutable_entry_is_refused_and_changes_nothing(
-    settings: Settings, catalog_file: Path, pg: Any, edit: tuple[str, str], message: str,
+    settings: Settings,
+    catalog_file: Path,
+    pg: Any,
+    edit: tuple[str, str],
+    message: str,
 ) -> None:
     assert (await run(settings, "catalog", "apply", str(catalog_file))).returncode == 0
     rewrite(catalog_file, *edit)
@@ -116,18 +142,31 @@ async def test_changing_an_immutable_entry_is_refused_and_changes_nothing(
     assert await pg.fetchval("SELECT definition->'charges'->0->>'packagePrice' FROM plans") == "2.50"
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("plans:\n  - id: x\n    name: X\n    currency: USD\n    charges: []\n",
-     "a plan needs at least one charge"),
-    ("meters:\n  - metricName: m\n    aggregation: median\n    unit: u\n", "$.meters[0].aggregation"),
-    ("plans: [\n", "not valid YAML"),
-    ("customers:\n  - id: a\n    name: A\n    timezone: Mars/Olympus\n", "unknown IANA time zone"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            "plans:\n  - id: x\n    name: X\n    currency: USD\n    charges: []\n",
+            "a plan needs at least one charge",
+        ),
+        ("meters:\n  - metricName: m\n    aggregation: median\n    unit: u\n", "$.meters[0].aggregation"),
+        ("plans: [\n", "not valid YAML"),
+        ("customers:\n  - id: a\n    name: A\n    timezone: Mars/Olympus\n", "unknown IANA time zone"),
+    ],
+)
 async def test_a_bad_catalog_file_names_the_problem_and_applies_nothing(
-    settings: Settings, tmp_path: Path, pg: Any, content: str, message: str,
+    settings: Settings,
+    tmp_path: Path,
+    pg: Any,
+    content: str,
+    message: str,
 ) -> None:
-    path = write(tmp_path / "bad.yaml", content if content.startswith("meters") else
-                 "meters:\n  - metricName: fine\n    aggregation: sum\n    unit: u\n" + content)
+    path = write(
+        tmp_path / "bad.yaml",
+        content
+        if content.startswith("meters")
+        else "meters:\n  - metricName: fine\n    aggregation: sum\n    unit: u\n" + content,
+    )
     refused = await run(settings, "catalog", "apply", str(path))
     assert refused.returncode == 1
     assert message in refused.stderr, refused.stderr
@@ -135,15 +174,23 @@ async def test_a_bad_catalog_file_names_the_problem_and_applies_nothing(
 
 
 async def test_usage_to_approved_invoice_to_adjustment_from_the_terminal(
-    settings: Settings, client: AsyncTestClient[Any], ingest_key: str, worker: WorkerProcess,
-    redis: Redis, catalog_file: Path, closed: ClosedPeriod,
+    settings: Settings,
+    client: AsyncTestClient[Any],
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
+    catalog_file: Path,
+    closed: ClosedPeriod,
 ) -> None:
     assert (await run(settings, "catalog", "apply", str(catalog_file))).returncode == 0
     start = closed.period.start
-    usage = [event(customer="hooli", quantity=q, timestamp=closed.ms(start + timedelta(hours=h)))
-             for q, h in ((1500, 1), (20_000, 30), (499, 200))]  # 21,999 calls: 22 packages
-    assert (await client.post("/v1/events/batch", headers=auth(ingest_key),
-                              json={"events": usage})).status_code == 202
+    usage = [
+        event(customer="hooli", quantity=q, timestamp=closed.ms(start + timedelta(hours=h)))
+        for q, h in ((1500, 1), (20_000, 30), (499, 200))
+    ]  # 21,999 calls: 22 packages
+    assert (
+        await client.post("/v1/events/batch", headers=auth(ingest_key), json={"events": usage})
+    ).status_code == 202
     await wait_until_persisted(redis)
 
     month = month_of(closed.period, closed.tz)

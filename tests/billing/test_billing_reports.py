@@ -23,8 +23,13 @@ from tests.factories import auth, event, make_customer, make_meter
 
 CENT = Decimal("0.01")
 BASE = {"key": "base", "model": "flat", "amount": "10.00", "description": "Platform fee"}
-CALLS = {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.01",
-         "description": "API calls"}
+CALLS = {
+    "key": "calls",
+    "model": "per_unit",
+    "meter": "api_calls",
+    "unitPrice": "0.01",
+    "description": "API calls",
+}
 TEN_PERCENT = {"kind": "percentage", "percent": "10"}
 
 
@@ -58,7 +63,11 @@ def _half_up(value: Decimal) -> Decimal:
 
 
 async def test_preview_shows_the_period_so_far_and_projects_usage_but_not_the_flat_fee(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
 ) -> None:
     # Given acme (Kolkata) on 10.00 flat + 0.01 per call since its current period started,
     # and the app's clock stopped at `now`
@@ -69,8 +78,14 @@ async def test_preview_shows_the_period_so_far_and_projects_usage_but_not_the_fl
     await make_customer(client, admin_key, id="acme", timezone=tz, currency="USD")
     await make_meter(client, admin_key, metric="api_calls")
     await create_plan(client, admin_key, plan("basic", BASE, CALLS))
-    await subscribe(client, admin_key, "acme", planId="basic",
-                    startDate=local_date(period.start.timestamp(), tz).isoformat(), anchorDay=anchor)
+    await subscribe(
+        client,
+        admin_key,
+        "acme",
+        planId="basic",
+        startDate=local_date(period.start.timestamp(), tz).isoformat(),
+        anchorDay=anchor,
+    )
     # And 100 calls now
     await send(client, ingest_key, redis, [event(customer="acme", quantity=100, timestamp=ms(now))])
 
@@ -82,11 +97,18 @@ async def test_preview_shows_the_period_so_far_and_projects_usage_but_not_the_fl
     # Then so far: 10.00 + 100 x 0.01, exactly
     assert (preview["customerId"], preview["currency"]) == ("acme", "USD")
     assert _instant(preview["periodStart"]) == period.start and _instant(preview["periodEnd"]) == period.end
-    assert preview["soFar"] == {"subtotal": "11.00", "discountTotal": "0.00", "creditsApplied": "0.00",
-                                "total": "11.00"}
+    assert preview["soFar"] == {
+        "subtotal": "11.00",
+        "discountTotal": "0.00",
+        "creditsApplied": "0.00",
+        "total": "11.00",
+    }
     lines = {line["chargeKey"]: line for line in preview["lines"]}
     assert (lines["calls"]["quantity"], lines["calls"]["unitPrice"], lines["calls"]["amount"]) == (
-        "100", "0.01", "1.00")
+        "100",
+        "0.01",
+        "1.00",
+    )
     assert (lines["base"]["kind"], lines["base"]["amount"]) == ("flat", "10.00")
     # And projected: the calls at the pace so far (period length / elapsed time to `now`),
     # the flat fee as it is
@@ -96,13 +118,20 @@ async def test_preview_shows_the_period_so_far_and_projects_usage_but_not_the_fl
     assert projected["subtotal"] == str(Decimal("10.00") + _half_up(100 * length / elapsed * CENT))
     assert Decimal(projected["subtotal"]) > Decimal("11.00")
     assert (projected["discountTotal"], projected["creditsApplied"], projected["total"]) == (
-        "0.00", "0.00", projected["subtotal"])
+        "0.00",
+        "0.00",
+        projected["subtotal"],
+    )
 
 
 async def test_preview_after_an_immediate_plan_change_projects_usage_to_the_period_end(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
 ) -> None:
-    """"Projected to its end at the pace seen so far" (PreviewView): after a plan change the
+    """ "Projected to its end at the pace seen so far" (PreviewView): after a plan change the
     rest of the period still has usage, priced on the new plan."""
     # Given acme on basic (10.00 + 0.01 per call) for the three days of its period so far,
     # 100 calls, then moved to cheap (10.00 + 0.005 per call) from the next hour
@@ -114,11 +143,18 @@ async def test_preview_after_an_immediate_plan_change_projects_usage_to_the_peri
     await make_meter(client, admin_key, metric="api_calls")
     await create_plan(client, admin_key, plan("basic", BASE, CALLS))
     await create_plan(client, admin_key, plan("cheap", BASE, {**CALLS, "unitPrice": "0.005"}))
-    await subscribe(client, admin_key, "acme", planId="basic",
-                    startDate=local_date(period.start.timestamp(), tz).isoformat(), anchorDay=anchor)
+    await subscribe(
+        client,
+        admin_key,
+        "acme",
+        planId="basic",
+        startDate=local_date(period.start.timestamp(), tz).isoformat(),
+        anchorDay=anchor,
+    )
     await send(client, ingest_key, redis, [event(customer="acme", quantity=100, timestamp=ms(now))])
-    change = _instant((await subscribe(client, admin_key, "acme", planId="cheap",
-                                       effective="immediate"))["startsAt"])
+    change = _instant(
+        (await subscribe(client, admin_key, "acme", planId="cheap", effective="immediate"))["startsAt"]
+    )
     assert period.start < change < period.end
 
     # When the preview is read
@@ -136,22 +172,33 @@ async def test_preview_after_an_immediate_plan_change_projects_usage_to_the_peri
     rest = slowest_pace * Decimal((period.end - change).total_seconds()) * Decimal("0.005")
     assert rest > Decimal("3.00")  # about 27 days at ~33 calls a day
     minimum = so_far + rest.quantize(CENT, rounding=ROUND_DOWN) - CENT
-    assert Decimal(preview["projected"]["subtotal"]) >= minimum, (preview["soFar"], preview["projected"],
-                                                                  minimum)
+    assert Decimal(preview["projected"]["subtotal"]) >= minimum, (
+        preview["soFar"],
+        preview["projected"],
+        minimum,
+    )
 
 
 async def test_preview_of_a_flat_fee_alone_projects_the_fee_itself(
-    client: AsyncTestClient[Any], admin_key: str,
+    client: AsyncTestClient[Any],
+    admin_key: str,
 ) -> None:
     tz = "America/New_York"
     anchor, period = current_period(tz, datetime.now(UTC))
     await make_customer(client, admin_key, id="acme", timezone=tz, currency="USD")
     await create_plan(client, admin_key, plan("flat", BASE, discounts=[TEN_PERCENT]))
-    await subscribe(client, admin_key, "acme", planId="flat",
-                    startDate=local_date(period.start.timestamp(), tz).isoformat(), anchorDay=anchor)
+    await subscribe(
+        client,
+        admin_key,
+        "acme",
+        planId="flat",
+        startDate=local_date(period.start.timestamp(), tz).isoformat(),
+        anchorDay=anchor,
+    )
     # And 3.00 prepaid credit
-    granted = await client.post("/v1/customers/acme/credits", headers=auth(admin_key),
-                                json={"amount": "3.00"})
+    granted = await client.post(
+        "/v1/customers/acme/credits", headers=auth(admin_key), json={"amount": "3.00"}
+    )
     assert granted.status_code == 201, granted.text
 
     preview = (await client.get("/v1/customers/acme/invoices/preview", headers=auth(admin_key))).json()
@@ -179,30 +226,55 @@ class Adjusted:
 
 
 @pytest.fixture
-async def adjusted(client: AsyncTestClient[Any], admin_key: str, ingest_key: str, worker: WorkerProcess,
-                   redis: Redis) -> Adjusted:
+async def adjusted(
+    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis
+) -> Adjusted:
     """acme (Kolkata) on 10.00 flat + 0.01 per call less 10%: 100 calls in a closed period,
     approved (INV-000001: 11.00 - 1.10 = 9.90), then 50 late calls (DN-000001: +0.50 - 0.05)."""
     closed = closed_period("Asia/Kolkata")
     await make_customer(client, admin_key, id="acme", timezone=closed.tz, currency="USD")
     await make_meter(client, admin_key, metric="api_calls")
-    await create_plan(client, admin_key, plan("basic", BASE, CALLS,
-                                              discounts=[TEN_PERCENT]))
-    await subscribe(client, admin_key, "acme", planId="basic", startDate=closed.start_date.isoformat(),
-                    anchorDay=closed.anchor_day)
-    await send(client, ingest_key, redis, [
-        event(customer="acme", quantity=100, timestamp=closed.ms(closed.period.start + timedelta(hours=2)))])
+    await create_plan(client, admin_key, plan("basic", BASE, CALLS, discounts=[TEN_PERCENT]))
+    await subscribe(
+        client,
+        admin_key,
+        "acme",
+        planId="basic",
+        startDate=closed.start_date.isoformat(),
+        anchorDay=closed.anchor_day,
+    )
+    await send(
+        client,
+        ingest_key,
+        redis,
+        [event(customer="acme", quantity=100, timestamp=closed.ms(closed.period.start + timedelta(hours=2)))],
+    )
     invoice = await draft(client, admin_key, "acme", month_of(closed.period, closed.tz))
-    approved = await client.post(f"/v1/invoices/{invoice['id']}/approve", headers=auth(admin_key),
-                                 json={"approvedBy": "maria@vendor"})
+    approved = await client.post(
+        f"/v1/invoices/{invoice['id']}/approve", headers=auth(admin_key), json={"approvedBy": "maria@vendor"}
+    )
     assert approved.status_code == 200, approved.text
     body = approved.json()
     assert (body["number"], body["subtotal"], body["discountTotal"], body["total"]) == (
-        "INV-000001", "11.00", "1.10", "9.90")
+        "INV-000001",
+        "11.00",
+        "1.10",
+        "9.90",
+    )
 
-    await send(client, ingest_key, redis, [
-        event(customer="acme", quantity=50, event_id="late-1",
-              timestamp=closed.ms(closed.period.start + timedelta(hours=3)))])
+    await send(
+        client,
+        ingest_key,
+        redis,
+        [
+            event(
+                customer="acme",
+                quantity=50,
+                event_id="late-1",
+                timestamp=closed.ms(closed.period.start + timedelta(hours=3)),
+            )
+        ],
+    )
 
     async def with_adjustment() -> dict[str, Any] | None:
         view = (await client.get(f"/v1/invoices/{invoice['id']}", headers=auth(admin_key))).json()
@@ -211,12 +283,19 @@ async def adjusted(client: AsyncTestClient[Any], admin_key: str, ingest_key: str
     view = await wait_for(with_adjustment, what="the debit note")
     [note] = view["adjustments"]
     assert (note["number"], note["kind"], note["amount"], note["subtotalDelta"], note["discountDelta"]) == (
-        "DN-000001", "debit", "0.45", "0.50", "0.05")
+        "DN-000001",
+        "debit",
+        "0.45",
+        "0.50",
+        "0.05",
+    )
     return Adjusted(closed, view, note)
 
 
 async def test_invoices_csv_has_the_invoice_and_its_debit_note(
-    client: AsyncTestClient[Any], admin_key: str, adjusted: Adjusted,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    adjusted: Adjusted,
 ) -> None:
     response = await client.get("/v1/invoices/export.csv", headers=auth(admin_key))
     assert response.status_code == 200, response.text
@@ -224,19 +303,52 @@ async def test_invoices_csv_has_the_invoice_and_its_debit_note(
     assert 'filename="invoices.csv"' in response.headers["content-disposition"]
     reader = csv.DictReader(io.StringIO(response.text))
     assert reader.fieldnames == [
-        "document", "kind", "invoice_id", "invoice_number", "customer_id", "currency", "status",
-        "period_start", "period_end", "subtotal", "discount_total", "credits_applied", "total", "issued_at"]
+        "document",
+        "kind",
+        "invoice_id",
+        "invoice_number",
+        "customer_id",
+        "currency",
+        "status",
+        "period_start",
+        "period_end",
+        "subtotal",
+        "discount_total",
+        "credits_applied",
+        "total",
+        "issued_at",
+    ]
     rows = list(reader)
     invoice, note = adjusted.invoice, adjusted.adjustment
     period = adjusted.closed.period
-    common = {"invoice_id": str(invoice["id"]), "invoice_number": "INV-000001", "customer_id": "acme",
-              "currency": "USD", "status": "finalized", "period_start": period.start.isoformat(),
-              "period_end": period.end.isoformat()}
+    common = {
+        "invoice_id": str(invoice["id"]),
+        "invoice_number": "INV-000001",
+        "customer_id": "acme",
+        "currency": "USD",
+        "status": "finalized",
+        "period_start": period.start.isoformat(),
+        "period_end": period.end.isoformat(),
+    }
     assert [{k: v for k, v in row.items() if k != "issued_at"} for row in rows] == [
-        {"document": "INV-000001", "kind": "invoice", **common, "subtotal": "11.00",
-         "discount_total": "1.10", "credits_applied": "0.00", "total": "9.90"},
-        {"document": "DN-000001", "kind": "debit_note", **common, "subtotal": "0.50",
-         "discount_total": "0.05", "credits_applied": "0.00", "total": "0.45"},
+        {
+            "document": "INV-000001",
+            "kind": "invoice",
+            **common,
+            "subtotal": "11.00",
+            "discount_total": "1.10",
+            "credits_applied": "0.00",
+            "total": "9.90",
+        },
+        {
+            "document": "DN-000001",
+            "kind": "debit_note",
+            **common,
+            "subtotal": "0.50",
+            "discount_total": "0.05",
+            "credits_applied": "0.00",
+            "total": "0.45",
+        },
     ]
     assert _instant(rows[0]["issued_at"]) == _instant(invoice["finalizedAt"])
     assert _instant(rows[1]["issued_at"]) == _instant(note["createdAt"])
@@ -245,26 +357,65 @@ async def test_invoices_csv_has_the_invoice_and_its_debit_note(
 
 
 async def test_lines_csv_has_the_invoice_lines_and_the_note_lines(
-    client: AsyncTestClient[Any], admin_key: str, adjusted: Adjusted,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    adjusted: Adjusted,
 ) -> None:
-    response = await client.get("/v1/invoices/lines.csv?customerId=acme&status=finalized",
-                                headers=auth(admin_key))
+    response = await client.get(
+        "/v1/invoices/lines.csv?customerId=acme&status=finalized", headers=auth(admin_key)
+    )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/csv")
     assert 'filename="invoice-lines.csv"' in response.headers["content-disposition"]
     rows = list(csv.DictReader(io.StringIO(response.text)))
     invoice_id = str(adjusted.invoice["id"])
     start, end = adjusted.closed.period.start.isoformat(), adjusted.closed.period.end.isoformat()
-    fields = ("document", "position", "kind", "charge_key", "meter", "description", "quantity", "unit_price",
-              "amount", "plan_id", "segment_start", "segment_end")
+    fields = (
+        "document",
+        "position",
+        "kind",
+        "charge_key",
+        "meter",
+        "description",
+        "quantity",
+        "unit_price",
+        "amount",
+        "plan_id",
+        "segment_start",
+        "segment_end",
+    )
     owners = {(row["invoice_id"], row["invoice_number"], row["customer_id"], row["currency"]) for row in rows}
     assert owners == {(invoice_id, "INV-000001", "acme", "USD")}
     assert [tuple(row[f] for f in fields) for row in rows] == [
         ("INV-000001", "0", "flat", "base", "", "Platform fee", "1", "10", "10.00", "basic", start, end),
-        ("INV-000001", "1", "usage", "calls", "api_calls", "API calls", "100", "0.01", "1.00", "basic",
-         start, end),
-        ("INV-000001", "2", "discount", "discount-0", "", "10% discount", "1", "10", "-1.10", "basic",
-         start, end),
+        (
+            "INV-000001",
+            "1",
+            "usage",
+            "calls",
+            "api_calls",
+            "API calls",
+            "100",
+            "0.01",
+            "1.00",
+            "basic",
+            start,
+            end,
+        ),
+        (
+            "INV-000001",
+            "2",
+            "discount",
+            "discount-0",
+            "",
+            "10% discount",
+            "1",
+            "10",
+            "-1.10",
+            "basic",
+            start,
+            end,
+        ),
         # The note's lines: what changed, per line (sorted by segment, kind, charge)
         ("DN-000001", "0", "discount", "discount-0", "", "10% discount", "0", "", "-0.05", "", start, ""),
         ("DN-000001", "1", "usage", "calls", "api_calls", "API calls", "50", "", "0.50", "", start, ""),
@@ -275,12 +426,17 @@ async def test_lines_csv_has_the_invoice_lines_and_the_note_lines(
 
 
 async def test_exports_filter_by_status_customer_and_period(
-    client: AsyncTestClient[Any], admin_key: str, adjusted: Adjusted,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    adjusted: Adjusted,
 ) -> None:
     period = adjusted.closed.period
     header_only = {
-        "status=void", "status=draft", "customerId=nobody",
-        f"from={_q(period.start + timedelta(seconds=1))}", f"to={_q(period.start)}",
+        "status=void",
+        "status=draft",
+        "customerId=nobody",
+        f"from={_q(period.start + timedelta(seconds=1))}",
+        f"to={_q(period.start)}",
     }
     for query in sorted(header_only):
         for path in ("/v1/invoices/export.csv", "/v1/invoices/lines.csv"):
@@ -288,8 +444,11 @@ async def test_exports_filter_by_status_customer_and_period(
             assert response.status_code == 200, (query, response.text)
             assert list(csv.DictReader(io.StringIO(response.text))) == [], (path, query)
     within = f"from={_q(period.start)}&to={_q(period.end)}"
-    rows = list(csv.DictReader(io.StringIO(
-        (await client.get(f"/v1/invoices/export.csv?{within}", headers=auth(admin_key))).text)))
+    rows = list(
+        csv.DictReader(
+            io.StringIO((await client.get(f"/v1/invoices/export.csv?{within}", headers=auth(admin_key))).text)
+        )
+    )
     assert [row["document"] for row in rows] == ["INV-000001", "DN-000001"]
 
 
@@ -309,8 +468,14 @@ class TwoPeriods:
 
 
 @pytest.fixture
-async def two_periods(client: AsyncTestClient[Any], admin_key: str, ingest_key: str, worker: WorkerProcess,
-                      redis: Redis, pg: Any) -> TwoPeriods:
+async def two_periods(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: Any,
+) -> TwoPeriods:
     """acme (Kolkata) on 1.00 per call from the start of the period before the closed one:
     10 calls in that earlier period (approved: INV-000001 10.00), 100 in the closed one
     (its draft: 100.00, awaiting review)."""
@@ -318,20 +483,34 @@ async def two_periods(client: AsyncTestClient[Any], admin_key: str, ingest_key: 
     earlier = previous_period(closed.period, closed.tz, closed.anchor_day)
     await make_customer(client, admin_key, id="acme", timezone=closed.tz, currency="USD")
     await make_meter(client, admin_key, metric="api_calls")
-    await create_plan(client, admin_key, plan("unit", {"key": "calls", "model": "per_unit",
-                                                       "meter": "api_calls", "unitPrice": "1.00"}))
-    await subscribe(client, admin_key, "acme", planId="unit",
-                    startDate=local_date(earlier.start.timestamp(), closed.tz).isoformat(),
-                    anchorDay=closed.anchor_day)
+    await create_plan(
+        client,
+        admin_key,
+        plan("unit", {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "1.00"}),
+    )
+    await subscribe(
+        client,
+        admin_key,
+        "acme",
+        planId="unit",
+        startDate=local_date(earlier.start.timestamp(), closed.tz).isoformat(),
+        anchorDay=closed.anchor_day,
+    )
     # The earlier period started two months ago, more than the accepted lateness (35 days):
     # ingest refuses events for it, so its usage is written into the hourly aggregates the
     # way the worker would (one local hour, Kolkata has no DST, no group-by: group_key '').
     assert earlier.start < datetime.now(UTC) - timedelta(days=35)
     await pg.execute(
         "INSERT INTO hourly_usage (customer_id, metric_name, hour, group_key, value, event_count) "
-        "VALUES ('acme', 'api_calls', $1, '', 10, 10)", earlier.start + timedelta(hours=5))
-    await send(client, ingest_key, redis, [
-        event(customer="acme", quantity=100, timestamp=closed.ms(closed.period.start + timedelta(hours=5)))])
+        "VALUES ('acme', 'api_calls', $1, '', 10, 10)",
+        earlier.start + timedelta(hours=5),
+    )
+    await send(
+        client,
+        ingest_key,
+        redis,
+        [event(customer="acme", quantity=100, timestamp=closed.ms(closed.period.start + timedelta(hours=5)))],
+    )
     earlier_draft = await draft(client, admin_key, "acme", month_of(earlier, closed.tz))
     closed_draft = await draft(client, admin_key, "acme", month_of(closed.period, closed.tz))
     assert (earlier_draft["total"], closed_draft["total"]) == ("10.00", "100.00")
@@ -345,13 +524,24 @@ async def _queue(client: AsyncTestClient[Any], key: str) -> list[dict[str, Any]]
 
 
 async def test_review_queue_flags_a_first_invoice_then_a_tenfold_change(
-    client: AsyncTestClient[Any], admin_key: str, two_periods: TwoPeriods,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    two_periods: TwoPeriods,
 ) -> None:
     earlier_id, closed_id = two_periods.earlier_invoice["id"], two_periods.closed_invoice["id"]
     # Before anything is approved both drafts are first invoices, oldest period first
     queue = await _queue(client, admin_key)
-    assert [(item["invoice"]["id"], item["invoice"]["state"], item["invoice"]["total"], item["previousTotal"],
-             item["changeRatio"], item["flags"]) for item in queue] == [
+    assert [
+        (
+            item["invoice"]["id"],
+            item["invoice"]["state"],
+            item["invoice"]["total"],
+            item["previousTotal"],
+            item["changeRatio"],
+            item["flags"],
+        )
+        for item in queue
+    ] == [
         (earlier_id, "awaiting_review", "10.00", None, None, ["first_invoice"]),
         (closed_id, "awaiting_review", "100.00", None, None, ["first_invoice"]),
     ]
@@ -361,17 +551,26 @@ async def test_review_queue_flags_a_first_invoice_then_a_tenfold_change(
     assert (approved.json()["number"], approved.json()["total"]) == ("INV-000001", "10.00")
     # Then the closed one is compared with it: 100.00 against 10.00 is ten times, flagged
     [item] = await _queue(client, admin_key)
-    assert (item["invoice"]["id"], item["invoice"]["total"], item["previousTotal"], item["changeRatio"],
-            item["flags"]) == (closed_id, "100.00", "10.00", "10.00", ["large_change"])
+    assert (
+        item["invoice"]["id"],
+        item["invoice"]["total"],
+        item["previousTotal"],
+        item["changeRatio"],
+        item["flags"],
+    ) == (closed_id, "100.00", "10.00", "10.00", ["large_change"])
     assert item["notes"] == ["total 100.00 against 10.00 last period"]
 
 
 async def test_review_queue_flags_failed_events_of_the_period_only(
-    client: AsyncTestClient[Any], admin_key: str, two_periods: TwoPeriods, pg: Any,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    two_periods: TwoPeriods,
+    pg: Any,
 ) -> None:
     closed = two_periods.closed
-    await client.post(f"/v1/invoices/{two_periods.earlier_invoice['id']}/approve", headers=auth(admin_key),
-                      json={})
+    await client.post(
+        f"/v1/invoices/{two_periods.earlier_invoice['id']}/approve", headers=auth(admin_key), json={}
+    )
     # Given events that failed to persist: one inside the closed period, one after it, one of
     # the period already replayed, and one of another customer (only the first counts)
     inside = ms(closed.period.start + timedelta(days=2))
@@ -386,7 +585,12 @@ async def test_review_queue_flags_failed_events_of_the_period_only(
         await pg.execute(
             "INSERT INTO failed_events (message_id, customer_id, event_id, event, received_at, reason, "
             "status) VALUES ($1, $2, $3, $4::jsonb, now(), 'database unavailable', $5)",
-            message_id, customer, event_id, json.dumps(body), status)
+            message_id,
+            customer,
+            event_id,
+            json.dumps(body),
+            status,
+        )
     # When the queue is read
     [item] = await _queue(client, admin_key)
     # Then the closed draft is flagged for its one failed event, after the large change
@@ -396,17 +600,26 @@ async def test_review_queue_flags_failed_events_of_the_period_only(
 
 
 async def test_invoice_list_filters_by_customer_and_state(
-    client: AsyncTestClient[Any], admin_key: str, two_periods: TwoPeriods,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    two_periods: TwoPeriods,
 ) -> None:
     earlier_id, closed_id = two_periods.earlier_invoice["id"], two_periods.closed_invoice["id"]
-    assert (await client.post(f"/v1/invoices/{earlier_id}/approve", headers=auth(admin_key),
-                              json={})).status_code == 200
+    assert (
+        await client.post(f"/v1/invoices/{earlier_id}/approve", headers=auth(admin_key), json={})
+    ).status_code == 200
     # Given also the current period's draft of acme, and globex with a closed draft of its own
     current_id = (await draft(client, admin_key, "acme"))["id"]
     closed = two_periods.closed
     await make_customer(client, admin_key, id="globex", timezone=closed.tz, currency="USD")
-    await subscribe(client, admin_key, "globex", planId="unit", startDate=closed.start_date.isoformat(),
-                    anchorDay=closed.anchor_day)
+    await subscribe(
+        client,
+        admin_key,
+        "globex",
+        planId="unit",
+        startDate=closed.start_date.isoformat(),
+        anchorDay=closed.anchor_day,
+    )
     globex_id = (await draft(client, admin_key, "globex", month_of(closed.period, closed.tz)))["id"]
 
     async def ids(query: str) -> list[int]:
@@ -427,7 +640,12 @@ async def test_invoice_list_filters_by_customer_and_state(
     assert await ids("customerId=acme&limit=2") == [current_id, closed_id]
     assert await ids(f"customerId=acme&limit=2&before={closed_id}") == [earlier_id]
     # And a summary carries the state and totals as evaluated now
-    [summary] = (await client.get("/v1/invoices?customerId=acme&state=finalized",
-                                  headers=auth(admin_key))).json()
+    [summary] = (
+        await client.get("/v1/invoices?customerId=acme&state=finalized", headers=auth(admin_key))
+    ).json()
     assert (summary["number"], summary["state"], summary["total"], summary["adjustedTotal"]) == (
-        "INV-000001", "finalized", "10.00", "10.00")
+        "INV-000001",
+        "finalized",
+        "10.00",
+        "10.00",
+    )

@@ -21,25 +21,35 @@ def test_the_example_catalog_is_valid_and_its_numbers_exact() -> None:
 
 
 def test_yaml_floats_are_read_as_exact_decimals() -> None:
-    catalog = parse_catalog(b"plans:\n  - id: p\n    name: P\n    currency: USD\n    charges:\n"
-                            b"      - {key: c, model: per_unit, meter: m, unitPrice: 0.1}\n", name="c.yaml")
+    catalog = parse_catalog(
+        b"plans:\n  - id: p\n    name: P\n    currency: USD\n    charges:\n"
+        b"      - {key: c, model: per_unit, meter: m, unitPrice: 0.1}\n",
+        name="c.yaml",
+    )
     assert catalog.plans[0].charges[0].unit_price == Decimal("0.1")
 
 
 def test_json_catalogs_are_read_too() -> None:
-    catalog = parse_catalog(b'{"meters": [{"metricName": "m", "aggregation": "sum", "unit": "u"}]}',
-                            name="c.json")
+    catalog = parse_catalog(
+        b'{"meters": [{"metricName": "m", "aggregation": "sum", "unit": "u"}]}', name="c.json"
+    )
     assert catalog.meters[0].metric_name == "m"
 
 
-@pytest.mark.parametrize(("content", "name", "message"), [
-    (b"plans: [\n", "c.yaml", "c.yaml: not valid YAML"),
-    (b"{", "c.json", "c.json: not valid JSON"),
-    (b"meterz: []\n", "c.yaml", "Object contains unknown field `meterz`"),
-    (b"plans:\n  - id: p\n    name: P\n    currency: usd\n    charges: []\n", "c.yaml",
-     "$.plans[0].currency"),
-    (b"- just\n- a list\n", "c.yaml", "Expected `object`, got `array`"),
-])
+@pytest.mark.parametrize(
+    ("content", "name", "message"),
+    [
+        (b"plans: [\n", "c.yaml", "c.yaml: not valid YAML"),
+        (b"{", "c.json", "c.json: not valid JSON"),
+        (b"meterz: []\n", "c.yaml", "Object contains unknown field `meterz`"),
+        (
+            b"plans:\n  - id: p\n    name: P\n    currency: usd\n    charges: []\n",
+            "c.yaml",
+            "$.plans[0].currency",
+        ),
+        (b"- just\n- a list\n", "c.yaml", "Expected `object`, got `array`"),
+    ],
+)
 def test_a_bad_file_names_the_problem(content: bytes, name: str, message: str) -> None:
     with pytest.raises(CatalogFileError) as caught:
         parse_catalog(content, name=name)

@@ -30,12 +30,21 @@ FORMULAS = {
     "d": ("\t=1", "'\t=1"),
     "e": ("\r=1", "'\r=1"),
 }
-PLAN = {"id": "formulas", "name": "Formulas", "currency": "USD", "charges": [
-    {"key": "a", "model": "flat", "amount": "10.00", "description": FORMULAS["a"][0]},
-    *({"key": key, "model": "flat", "amount": "1.00", "description": text}
-      for key, (text, _) in FORMULAS.items() if key != "a")],
+PLAN = {
+    "id": "formulas",
+    "name": "Formulas",
+    "currency": "USD",
+    "charges": [
+        {"key": "a", "model": "flat", "amount": "10.00", "description": FORMULAS["a"][0]},
+        *(
+            {"key": key, "model": "flat", "amount": "1.00", "description": text}
+            for key, (text, _) in FORMULAS.items()
+            if key != "a"
+        ),
+    ],
     # A credit of 12.50: its line's amount is -12.50, a number, while its text is neutralised.
-    "discounts": [{"kind": "fixed", "amount": "12.50", "description": "-1+2"}]}
+    "discounts": [{"kind": "fixed", "amount": "12.50", "description": "-1+2"}],
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +59,14 @@ async def issued(client: AsyncTestClient[Any], admin_key: str) -> Issued:
     closed = closed_period(TZ)
     await make_customer(client, admin_key, id=CUSTOMER, timezone=TZ, currency="USD")
     await create_plan(client, admin_key, PLAN)
-    await subscribe(client, admin_key, CUSTOMER, planId="formulas", startDate=closed.start_date.isoformat(),
-                    anchorDay=closed.anchor_day)
+    await subscribe(
+        client,
+        admin_key,
+        CUSTOMER,
+        planId="formulas",
+        startDate=closed.start_date.isoformat(),
+        anchorDay=closed.anchor_day,
+    )
     invoice = await draft(client, admin_key, CUSTOMER, month_of(closed.period, TZ))
     approved = await client.post(f"/v1/invoices/{invoice['id']}/approve", headers=auth(admin_key), json={})
     assert approved.status_code == 200, approved.text
@@ -65,13 +80,17 @@ def _rows(text: str) -> list[dict[str, str]]:
 
 def _expected_lines() -> list[tuple[str, str, str, str]]:
     """(charge_key, kind, description, amount) of the invoice's lines, as the file has them."""
-    return [("a", "flat", FORMULAS["a"][1], "10.00"),
-            *((key, "flat", written, "1.00") for key, (_, written) in FORMULAS.items() if key != "a"),
-            ("discount-0", "discount", "'-1+2", "-12.50")]
+    return [
+        ("a", "flat", FORMULAS["a"][1], "10.00"),
+        *((key, "flat", written, "1.00") for key, (_, written) in FORMULAS.items() if key != "a"),
+        ("discount-0", "discount", "'-1+2", "-12.50"),
+    ]
 
 
 async def test_api_lines_csv_neutralises_descriptions_and_keeps_the_credit_a_number(
-    client: AsyncTestClient[Any], admin_key: str, issued: Issued,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    issued: Issued,
 ) -> None:
     response = await client.get("/v1/invoices/lines.csv", headers=auth(admin_key))
     assert response.status_code == 200, response.text
@@ -81,16 +100,23 @@ async def test_api_lines_csv_neutralises_descriptions_and_keeps_the_credit_a_num
 
 
 async def test_api_invoices_csv_neutralises_the_customer_id(
-    client: AsyncTestClient[Any], admin_key: str, issued: Issued,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    issued: Issued,
 ) -> None:
     response = await client.get("/v1/invoices/export.csv", headers=auth(admin_key))
     assert response.status_code == 200, response.text
-    assert [(r["document"], r["customer_id"], r["subtotal"], r["discount_total"], r["total"])
-            for r in _rows(response.text)] == [(issued.number, "'@acme", "14.00", "12.50", "1.50")]
+    assert [
+        (r["document"], r["customer_id"], r["subtotal"], r["discount_total"], r["total"])
+        for r in _rows(response.text)
+    ] == [(issued.number, "'@acme", "14.00", "12.50", "1.50")]
 
 
 async def test_cli_export_writes_the_same_neutralised_lines(
-    client: AsyncTestClient[Any], admin_key: str, settings: Settings, issued: Issued,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    settings: Settings,
+    issued: Issued,
 ) -> None:
     text = await export_csv(settings, lines=True, customer_id=CUSTOMER)
     rows = _rows(text)
@@ -100,11 +126,15 @@ async def test_cli_export_writes_the_same_neutralised_lines(
 
 
 async def test_portal_invoices_csv_neutralises_the_customer_id(
-    client: AsyncTestClient[Any], admin_key: str, pg: asyncpg.Connection, issued: Issued,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    pg: asyncpg.Connection,
+    issued: Issued,
 ) -> None:
     await make_user(pg, "user@acme.test", customer_id=CUSTOMER)
     await sign_in(client, "user@acme.test")
     response = await client.get("/portal/customers/@acme/invoices.csv")
     assert response.status_code == 200, response.text
     assert [(r["document"], r["customer_id"], r["status"], r["total"]) for r in _rows(response.text)] == [
-        (issued.number, "'@acme", "finalized", "1.50")]
+        (issued.number, "'@acme", "finalized", "1.50")
+    ]

@@ -15,16 +15,35 @@ from tests.conftest import WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import auth, event, make_customer, make_meter
 
 PRO = {
-    "id": "pro", "name": "Pro", "currency": "USD",
+    "id": "pro",
+    "name": "Pro",
+    "currency": "USD",
     "charges": [
         {"key": "base", "model": "flat", "amount": "49.00", "description": "Platform fee"},
-        {"key": "calls-eu", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.003",
-         "dimensions": {"region": "eu"}},
-        {"key": "calls", "model": "graduated", "meter": "api_calls", "tiers": [
-            {"upTo": "1000", "unitPrice": "0"}, {"upTo": "10000", "unitPrice": "0.002"},
-            {"unitPrice": "0.001"}]},
-        {"key": "storage", "model": "per_unit", "meter": "storage_gb", "unitPrice": "0.10",
-         "includedQuantity": "10"},
+        {
+            "key": "calls-eu",
+            "model": "per_unit",
+            "meter": "api_calls",
+            "unitPrice": "0.003",
+            "dimensions": {"region": "eu"},
+        },
+        {
+            "key": "calls",
+            "model": "graduated",
+            "meter": "api_calls",
+            "tiers": [
+                {"upTo": "1000", "unitPrice": "0"},
+                {"upTo": "10000", "unitPrice": "0.002"},
+                {"unitPrice": "0.001"},
+            ],
+        },
+        {
+            "key": "storage",
+            "model": "per_unit",
+            "meter": "storage_gb",
+            "unitPrice": "0.10",
+            "includedQuantity": "10",
+        },
         {"key": "seats", "model": "per_unit", "meter": "seats", "unitPrice": "5.00"},
     ],
     "discounts": [{"kind": "percentage", "percent": "10"}],
@@ -32,8 +51,9 @@ PRO = {
 
 
 @pytest.fixture
-async def billed_customer(client: AsyncTestClient[Any], admin_key: str, ingest_key: str,
-                          worker: WorkerProcess, redis: Redis) -> ClosedPeriod:
+async def billed_customer(
+    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis
+) -> ClosedPeriod:
     """acme (Asia/Kolkata, +05:30) on plan pro, with a closed period's usage persisted."""
     closed = closed_period("Asia/Kolkata")
     await make_customer(client, admin_key, id="acme", timezone=closed.tz, currency="USD")
@@ -41,8 +61,14 @@ async def billed_customer(client: AsyncTestClient[Any], admin_key: str, ingest_k
     await make_meter(client, admin_key, metric="storage_gb", aggregation="max", unit="GB")
     await make_meter(client, admin_key, metric="seats", aggregation="latest", unit="seat")
     await create_plan(client, admin_key, PRO)
-    await subscribe(client, admin_key, "acme", planId="pro", startDate=closed.start_date.isoformat(),
-                    anchorDay=closed.anchor_day)
+    await subscribe(
+        client,
+        admin_key,
+        "acme",
+        planId="pro",
+        startDate=closed.start_date.isoformat(),
+        anchorDay=closed.anchor_day,
+    )
     start, end = closed.period.start, closed.period.end
     events = [
         # Exact to the millisecond at both boundaries, in a +05:30 zone.
@@ -62,7 +88,9 @@ async def billed_customer(client: AsyncTestClient[Any], admin_key: str, ingest_k
 
 
 async def test_usage_becomes_an_exact_draft_in_the_customers_zone(
-    client: AsyncTestClient[Any], admin_key: str, billed_customer: ClosedPeriod,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    billed_customer: ClosedPeriod,
 ) -> None:
     invoice = await draft(client, admin_key, "acme", _month(billed_customer))
     assert invoice["state"] == "awaiting_review"
@@ -73,35 +101,58 @@ async def test_usage_becomes_an_exact_draft_in_the_customers_zone(
     tiers = [(t["quantity"], t["amount"]) for t in lines["calls"]["tiers"]]
     assert tiers == [("1000", "0"), ("500", "1.000")]
     assert (lines["calls-eu"]["quantity"], lines["calls-eu"]["amount"]) == ("200", "0.60")
-    assert (lines["storage"]["quantity"], lines["storage"]["billableQuantity"],
-            lines["storage"]["amount"]) == ("25", "15", "1.50")
+    assert (
+        lines["storage"]["quantity"],
+        lines["storage"]["billableQuantity"],
+        lines["storage"]["amount"],
+    ) == ("25", "15", "1.50")
     assert (lines["seats"]["quantity"], lines["seats"]["amount"]) == ("10", "50.00")
     assert lines["base"]["amount"] == "49.00"
     assert lines["discount-0"]["amount"] == "-10.21"
     assert (invoice["subtotal"], invoice["discountTotal"], invoice["creditsApplied"], invoice["total"]) == (
-        "102.10", "10.21", "0.00", "91.89")
+        "102.10",
+        "10.21",
+        "0.00",
+        "91.89",
+    )
     assert invoice["completeThrough"] is not None
 
 
 async def test_approved_invoice_then_late_events_become_one_exact_credit_note(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, billed_customer: ClosedPeriod,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    billed_customer: ClosedPeriod,
     redis: Redis,
 ) -> None:
     closed = billed_customer
     invoice = await draft(client, admin_key, "acme", _month(closed))
-    approved = await client.post(f"/v1/invoices/{invoice['id']}/approve", headers=auth(admin_key),
-                                 json={"approvedBy": "maria@vendor"})
+    approved = await client.post(
+        f"/v1/invoices/{invoice['id']}/approve", headers=auth(admin_key), json={"approvedBy": "maria@vendor"}
+    )
     assert approved.status_code == 200, approved.text
     body = approved.json()
     assert (body["state"], body["number"], body["total"], body["approvedBy"]) == (
-        "finalized", "INV-000001", "91.89", "maria@vendor")
+        "finalized",
+        "INV-000001",
+        "91.89",
+        "maria@vendor",
+    )
 
     # Late: 100 more eu calls (+0.30) and a later seat count of 8 (10 -> 8: -10.00).
     late = [
-        event(quantity=100, timestamp=closed.ms(closed.period.start + timedelta(hours=2)),
-              dimensions={"region": "eu"}, event_id="late-calls"),
-        event(metric="seats", quantity=8, timestamp=closed.ms(closed.period.end - timedelta(hours=1)),
-              event_id="late-seats"),
+        event(
+            quantity=100,
+            timestamp=closed.ms(closed.period.start + timedelta(hours=2)),
+            dimensions={"region": "eu"},
+            event_id="late-calls",
+        ),
+        event(
+            metric="seats",
+            quantity=8,
+            timestamp=closed.ms(closed.period.end - timedelta(hours=1)),
+            event_id="late-seats",
+        ),
     ]
     response = await client.post("/v1/events/batch", headers=auth(ingest_key), json={"events": late})
     assert response.status_code == 202 and response.json()["accepted"] == 2
@@ -123,15 +174,21 @@ async def test_approved_invoice_then_late_events_become_one_exact_credit_note(
 
 
 async def test_a_duplicate_after_finalization_adjusts_nothing(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, billed_customer: ClosedPeriod,
-    redis: Redis, pg: Any,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    billed_customer: ClosedPeriod,
+    redis: Redis,
+    pg: Any,
 ) -> None:
     closed = billed_customer
     invoice = await draft(client, admin_key, "acme", _month(closed))
-    assert (await client.post(f"/v1/invoices/{invoice['id']}/approve", headers=auth(admin_key),
-                              json={})).status_code == 200
-    again = event(quantity=1500, timestamp=closed.ms(closed.period.start), dimensions={"region": "us"},
-                  event_id="dup-1")
+    assert (
+        await client.post(f"/v1/invoices/{invoice['id']}/approve", headers=auth(admin_key), json={})
+    ).status_code == 200
+    again = event(
+        quantity=1500, timestamp=closed.ms(closed.period.start), dimensions={"region": "us"}, event_id="dup-1"
+    )
     for _ in range(2):
         await client.post("/v1/events/batch", headers=auth(ingest_key), json={"events": [again]})
     await wait_until_persisted(redis)
@@ -142,13 +199,20 @@ async def test_a_duplicate_after_finalization_adjusts_nothing(
 
 
 async def test_draft_includes_late_events_without_an_adjustment(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, billed_customer: ClosedPeriod,
-    redis: Redis, pg: Any,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    billed_customer: ClosedPeriod,
+    redis: Redis,
+    pg: Any,
 ) -> None:
     closed = billed_customer
     before = await draft(client, admin_key, "acme", _month(closed))
-    late = event(quantity=100, timestamp=closed.ms(closed.period.start + timedelta(days=1)),
-                 dimensions={"region": "eu"})
+    late = event(
+        quantity=100,
+        timestamp=closed.ms(closed.period.start + timedelta(days=1)),
+        dimensions={"region": "eu"},
+    )
     assert (await client.post("/v1/events", headers=auth(ingest_key), json=late)).status_code == 202
     await wait_until_persisted(redis)
     after = (await client.get(f"/v1/invoices/{before['id']}", headers=auth(admin_key))).json()
@@ -158,33 +222,48 @@ async def test_draft_includes_late_events_without_an_adjustment(
 
 
 async def test_prepaid_credit_is_drawn_at_approval_and_given_back_by_void(
-    client: AsyncTestClient[Any], admin_key: str, billed_customer: ClosedPeriod,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    billed_customer: ClosedPeriod,
 ) -> None:
-    granted = await client.post("/v1/customers/acme/credits", headers=auth(admin_key),
-                                json={"amount": "20.00", "description": "prepaid"})
+    granted = await client.post(
+        "/v1/customers/acme/credits",
+        headers=auth(admin_key),
+        json={"amount": "20.00", "description": "prepaid"},
+    )
     assert granted.status_code == 201, granted.text
     invoice = await draft(client, admin_key, "acme", _month(billed_customer))
     assert (invoice["creditsApplied"], invoice["total"]) == ("20.00", "71.89")
-    approved = (await client.post(f"/v1/invoices/{invoice['id']}/approve", headers=auth(admin_key),
-                                  json={})).json()
+    approved = (
+        await client.post(f"/v1/invoices/{invoice['id']}/approve", headers=auth(admin_key), json={})
+    ).json()
     assert (approved["creditsApplied"], approved["total"]) == ("20.00", "71.89")
     balance = (await client.get("/v1/customers/acme/credits", headers=auth(admin_key))).json()
     assert balance["balance"] == "0.00"
     assert [(g["amount"], g["remaining"]) for g in balance["grants"]] == [("20.00", "0.00")]
 
-    voided = await client.post(f"/v1/invoices/{invoice['id']}/void", headers=auth(admin_key),
-                               json={"reason": "wrong seats"})
+    voided = await client.post(
+        f"/v1/invoices/{invoice['id']}/void", headers=auth(admin_key), json={"reason": "wrong seats"}
+    )
     assert voided.status_code == 200, voided.text
     reissue = voided.json()
-    assert (reissue["state"], reissue["replacesId"], reissue["total"]) == ("awaiting_review", invoice["id"],
-                                                                          "71.89")
+    assert (reissue["state"], reissue["replacesId"], reissue["total"]) == (
+        "awaiting_review",
+        invoice["id"],
+        "71.89",
+    )
     old = (await client.get(f"/v1/invoices/{invoice['id']}", headers=auth(admin_key))).json()
     assert (old["state"], old["number"], old["voidReason"], old["replacedById"]) == (
-        "void", "INV-000001", "wrong seats", reissue["id"])
+        "void",
+        "INV-000001",
+        "wrong seats",
+        reissue["id"],
+    )
     balance = (await client.get("/v1/customers/acme/credits", headers=auth(admin_key))).json()
     assert balance["balance"] == "20.00"
-    second = (await client.post(f"/v1/invoices/{reissue['id']}/approve", headers=auth(admin_key),
-                                json={})).json()
+    second = (
+        await client.post(f"/v1/invoices/{reissue['id']}/approve", headers=auth(admin_key), json={})
+    ).json()
     assert (second["number"], second["total"]) == ("INV-000002", "71.89")
 
 

@@ -18,9 +18,15 @@ from portal.settings import Settings
 from tests.billing.conftest import closed_period, create_plan, draft, month_of, subscribe
 from tests.factories import auth, make_customer, make_meter
 
-FLAT = {"id": "flat", "name": "Flat", "currency": "USD", "charges": [
-    {"key": "base", "model": "flat", "amount": "10.00"},
-    {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.01"}]}
+FLAT = {
+    "id": "flat",
+    "name": "Flat",
+    "currency": "USD",
+    "charges": [
+        {"key": "base", "model": "flat", "amount": "10.00"},
+        {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.01"},
+    ],
+}
 
 
 @pytest.fixture
@@ -32,7 +38,10 @@ async def sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[Async
 
 
 async def test_a_run_counts_what_it_did_for_each_customer(
-    client: AsyncTestClient[Any], admin_key: str, sessions: async_sessionmaker[AsyncSession], pg: Any,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    sessions: async_sessionmaker[AsyncSession],
+    pg: Any,
 ) -> None:
     closed = closed_period("UTC")
     await make_meter(client, admin_key, metric="api_calls")
@@ -41,21 +50,37 @@ async def test_a_run_counts_what_it_did_for_each_customer(
         await make_customer(client, admin_key, id=customer, currency="USD")
     await make_customer(client, admin_key, id="no-plan", currency="USD")
     for customer in ("a", "b", "c"):
-        await subscribe(client, admin_key, customer, planId="flat", startDate=closed.start_date.isoformat(),
-                        anchorDay=closed.anchor_day)
+        await subscribe(
+            client,
+            admin_key,
+            customer,
+            planId="flat",
+            startDate=closed.start_date.isoformat(),
+            anchorDay=closed.anchor_day,
+        )
     month = month_of(closed.period, closed.tz)
     finalized = await draft(client, admin_key, "c", month)
-    assert (await client.post(f"/v1/invoices/{finalized['id']}/approve", headers=auth(admin_key),
-                              json={})).status_code == 200
+    assert (
+        await client.post(f"/v1/invoices/{finalized['id']}/approve", headers=auth(admin_key), json={})
+    ).status_code == 200
     # Usage stored straight into the aggregate the run reads (the pipeline is tested elsewhere).
-    await pg.execute("INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
-                     "VALUES ('a', 'api_calls', $1, 250, 1)", closed.period.start + timedelta(hours=3))
+    await pg.execute(
+        "INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
+        "VALUES ('a', 'api_calls', $1, 250, 1)",
+        closed.period.start + timedelta(hours=3),
+    )
     seen: list[tuple[int, int]] = []
     now = datetime.now(UTC)
 
     first = await run_invoices(sessions, month=month, now=now, progress=lambda d, t: seen.append((d, t)))
-    assert (first.customers, first.created, first.refreshed, first.skipped_finalized,
-            first.without_subscription, first.errors) == (4, 2, 0, 1, 1, [])
+    assert (
+        first.customers,
+        first.created,
+        first.refreshed,
+        first.skipped_finalized,
+        first.without_subscription,
+        first.errors,
+    ) == (4, 2, 0, 1, 1, [])
     assert first.totals == {"USD": Decimal("22.50")}  # a: 10.00 + 2.50, b: 10.00
     assert seen == [(3, 3)]
     second = await run_invoices(sessions, month=month, now=now)
@@ -64,31 +89,47 @@ async def test_a_run_counts_what_it_did_for_each_customer(
 
 
 async def test_the_scheduled_run_drafts_each_customers_last_ended_period(
-    client: AsyncTestClient[Any], admin_key: str, sessions: async_sessionmaker[AsyncSession],
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     closed = closed_period("Asia/Kolkata")
     await make_meter(client, admin_key, metric="api_calls")
     await create_plan(client, admin_key, FLAT)
     await make_customer(client, admin_key, id="a", timezone=closed.tz, currency="USD")
-    await subscribe(client, admin_key, "a", planId="flat", startDate=closed.start_date.isoformat(),
-                    anchorDay=closed.anchor_day)
+    await subscribe(
+        client,
+        admin_key,
+        "a",
+        planId="flat",
+        startDate=closed.start_date.isoformat(),
+        anchorDay=closed.anchor_day,
+    )
     summary = await run_ended_periods(sessions, now=datetime.now(UTC))
     assert (summary.created, summary.errors) == (1, [])
     queue = (await client.get("/v1/review-queue", headers=auth(admin_key))).json()
-    assert [(item["invoice"]["customerId"], item["invoice"]["periodStart"], item["invoice"]["total"])
-            for item in queue] == [("a", closed.period.start.isoformat().replace("+00:00", "Z"), "10.00")]
+    assert [
+        (item["invoice"]["customerId"], item["invoice"]["periodStart"], item["invoice"]["total"])
+        for item in queue
+    ] == [("a", closed.period.start.isoformat().replace("+00:00", "Z"), "10.00")]
 
 
 async def test_the_scheduled_run_keeps_each_customers_running_period_drafted(
-    client: AsyncTestClient[Any], admin_key: str, sessions: async_sessionmaker[AsyncSession], pg: Any,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    sessions: async_sessionmaker[AsyncSession],
+    pg: Any,
 ) -> None:
     await make_meter(client, admin_key, metric="api_calls")
     await create_plan(client, admin_key, FLAT)
     await make_customer(client, admin_key, id="a", timezone="UTC", currency="USD")
     await subscribe(client, admin_key, "a", planId="flat")  # from today: the running period
     now = datetime.now(UTC)
-    await pg.execute("INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
-                     "VALUES ('a', 'api_calls', $1, 300, 1)", now.replace(minute=0, second=0, microsecond=0))
+    await pg.execute(
+        "INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
+        "VALUES ('a', 'api_calls', $1, 300, 1)",
+        now.replace(minute=0, second=0, microsecond=0),
+    )
     first = await run_current_periods(sessions, now=now)
     assert (first.created, first.refreshed, first.errors) == (1, 0, [])
     assert first.totals == {"USD": Decimal("13.00")}  # 10.00 + 300 x 0.01
@@ -108,21 +149,40 @@ async def test_a_run_for_a_month_that_has_not_started_is_refused(
 
 
 async def test_the_largest_accepted_usage_is_billed_exactly_beside_other_customers(
-    client: AsyncTestClient[Any], admin_key: str, sessions: async_sessionmaker[AsyncSession], pg: Any,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    sessions: async_sessionmaker[AsyncSession],
+    pg: Any,
 ) -> None:
     # Given a customer whose period holds usage far beyond 10^19 units at 1.00 a unit,
     closed = closed_period("UTC")
     await make_meter(client, admin_key, metric="api_calls")
-    await create_plan(client, admin_key, {**FLAT, "id": "dear", "charges": [
-        {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "1.00"}]})
+    await create_plan(
+        client,
+        admin_key,
+        {
+            **FLAT,
+            "id": "dear",
+            "charges": [{"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "1.00"}],
+        },
+    )
     await create_plan(client, admin_key, FLAT)
     for customer, plan in (("a-huge", "dear"), ("b-small", "flat")):
         await make_customer(client, admin_key, id=customer, currency="USD")
-        await subscribe(client, admin_key, customer, planId=plan, startDate=closed.start_date.isoformat(),
-                        anchorDay=closed.anchor_day)
-    await pg.execute("INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
-                     "VALUES ('a-huge', 'api_calls', $1, $2, 3)", closed.period.start + timedelta(hours=3),
-                     Decimal("299999999999999999999.999999999997"))
+        await subscribe(
+            client,
+            admin_key,
+            customer,
+            planId=plan,
+            startDate=closed.start_date.isoformat(),
+            anchorDay=closed.anchor_day,
+        )
+    await pg.execute(
+        "INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
+        "VALUES ('a-huge', 'api_calls', $1, $2, 3)",
+        closed.period.start + timedelta(hours=3),
+        Decimal("299999999999999999999.999999999997"),
+    )
     # When the run drafts both in one chunk,
     summary = await run_invoices(sessions, month=month_of(closed.period, closed.tz), now=datetime.now(UTC))
     # Then both are drafted, the huge one to the cent.

@@ -16,13 +16,23 @@ from tests.factories import auth, event, make_customer, make_meter
 
 
 def plan(plan_id: str, flat: str, price: str) -> dict[str, Any]:
-    return {"id": plan_id, "name": plan_id, "currency": "USD", "charges": [
-        {"key": "base", "model": "flat", "amount": flat},
-        {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": price}]}
+    return {
+        "id": plan_id,
+        "name": plan_id,
+        "currency": "USD",
+        "charges": [
+            {"key": "base", "model": "flat", "amount": flat},
+            {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": price},
+        ],
+    }
 
 
 async def test_a_change_mid_period_splits_it_in_a_quarter_hour_zone(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
 ) -> None:
     closed = closed_period("Asia/Kathmandu")  # +05:45
     start, end = closed.period.start, closed.period.end
@@ -31,14 +41,26 @@ async def test_a_change_mid_period_splits_it_in_a_quarter_hour_zone(
     await make_meter(client, admin_key, metric="api_calls")
     await create_plan(client, admin_key, plan("basic", "30.00", "0.01"))
     await create_plan(client, admin_key, plan("growth", "60.00", "0.005"))
-    await subscribe(client, admin_key, "globex", planId="basic", startDate=closed.start_date.isoformat(),
-                    anchorDay=closed.anchor_day)
+    await subscribe(
+        client,
+        admin_key,
+        "globex",
+        planId="basic",
+        startDate=closed.start_date.isoformat(),
+        anchorDay=closed.anchor_day,
+    )
     changed = await subscribe(client, admin_key, "globex", planId="growth", effectiveAt=change.isoformat())
     assert changed["startsAt"] == change.isoformat().replace("+00:00", "Z")
 
-    events = [event(customer="globex", quantity=100, timestamp=closed.ms(at))
-              for at in (start + timedelta(days=1), change - timedelta(milliseconds=1), change,
-                         end - timedelta(milliseconds=1))]
+    events = [
+        event(customer="globex", quantity=100, timestamp=closed.ms(at))
+        for at in (
+            start + timedelta(days=1),
+            change - timedelta(milliseconds=1),
+            change,
+            end - timedelta(milliseconds=1),
+        )
+    ]
     response = await client.post("/v1/events/batch", headers=auth(ingest_key), json={"events": events})
     assert response.status_code == 202 and response.json()["accepted"] == 4
     await wait_until_persisted(redis)
@@ -59,20 +81,29 @@ async def test_a_change_mid_period_splits_it_in_a_quarter_hour_zone(
 
 
 async def test_a_change_takes_effect_at_the_next_period_by_default(
-    client: AsyncTestClient[Any], admin_key: str,
+    client: AsyncTestClient[Any],
+    admin_key: str,
 ) -> None:
     closed = closed_period("UTC")
     await make_customer(client, admin_key, id="initech", timezone="UTC", currency="USD")
     await make_meter(client, admin_key, metric="api_calls")
     await create_plan(client, admin_key, plan("basic", "30.00", "0.01"))
     await create_plan(client, admin_key, plan("growth", "60.00", "0.005"))
-    first = await subscribe(client, admin_key, "initech", planId="basic",
-                            startDate=closed.start_date.isoformat(), anchorDay=closed.anchor_day)
+    first = await subscribe(
+        client,
+        admin_key,
+        "initech",
+        planId="basic",
+        startDate=closed.start_date.isoformat(),
+        anchorDay=closed.anchor_day,
+    )
     changed = await subscribe(client, admin_key, "initech", planId="growth")
     listed = (await client.get("/v1/customers/initech/subscriptions", headers=auth(admin_key))).json()
     # The current period (which began three days ago, on the anchor day) stays on basic.
     current = period_for(datetime.now(UTC), "UTC", closed.anchor_day)
     boundary = current.end.isoformat().replace("+00:00", "Z")
     assert [(s["id"], s["planId"], s["endsAt"]) for s in listed] == [
-        (first["id"], "basic", boundary), (changed["id"], "growth", None)]
+        (first["id"], "basic", boundary),
+        (changed["id"], "growth", None),
+    ]
     assert changed["startsAt"] == boundary

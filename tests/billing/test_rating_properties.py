@@ -50,8 +50,9 @@ def tier_lists(draw: st.DrawFn, *, rising_prices: bool = False) -> tuple[Tier, .
         upper += width
         bounds.append(upper)
     bounds.append(None)
-    return tuple(Tier(up_to=b, unit_price=p, flat_fee=f)
-                 for b, p, f in zip(bounds, prices, fees, strict=True))
+    return tuple(
+        Tier(up_to=b, unit_price=p, flat_fee=f) for b, p, f in zip(bounds, prices, fees, strict=True)
+    )
 
 
 @st.composite
@@ -63,14 +64,30 @@ def usage_charges(draw: st.DrawFn, *, model: str | None = None, monotone: bool =
     model = model or draw(st.sampled_from(["per_unit", "graduated", "volume", "package"]))
     included = draw(INCLUDED)
     if model == "per_unit":
-        return Charge(key="api", model="per_unit", meter="api_calls", included_quantity=included,
-                      unit_price=draw(PRICES))
+        return Charge(
+            key="api",
+            model="per_unit",
+            meter="api_calls",
+            included_quantity=included,
+            unit_price=draw(PRICES),
+        )
     if model == "package":
-        return Charge(key="api", model="package", meter="api_calls", included_quantity=included,
-                      package_size=draw(decimals(10**6, 2, low=1)), package_price=draw(FEES))
+        return Charge(
+            key="api",
+            model="package",
+            meter="api_calls",
+            included_quantity=included,
+            package_size=draw(decimals(10**6, 2, low=1)),
+            package_price=draw(FEES),
+        )
     tiers = draw(tier_lists(rising_prices=monotone and model == "volume"))
-    return Charge(key="api", model="graduated" if model == "graduated" else "volume", meter="api_calls",
-                  included_quantity=included, tiers=tiers)
+    return Charge(
+        key="api",
+        model="graduated" if model == "graduated" else "volume",
+        meter="api_calls",
+        included_quantity=included,
+        tiers=tiers,
+    )
 
 
 DISCOUNT_SETS = st.lists(
@@ -83,10 +100,21 @@ DISCOUNT_SETS = st.lists(
 )
 
 
-def plan_of(*charges: Charge, currency: str = "USD", discounts: tuple[Discount, ...] = (),
-            minimum: Decimal | None = None) -> Plan:
-    return Plan(id="plan", name="plan", currency=currency, charges=charges, discounts=discounts,
-                minimum_commitment=minimum, description="")
+def plan_of(
+    *charges: Charge,
+    currency: str = "USD",
+    discounts: tuple[Discount, ...] = (),
+    minimum: Decimal | None = None,
+) -> Plan:
+    return Plan(
+        id="plan",
+        name="plan",
+        currency=currency,
+        charges=charges,
+        discounts=discounts,
+        minimum_commitment=minimum,
+        description="",
+    )
 
 
 def rate_one(plan: Plan, quantity: Decimal, *, fraction: Decimal = ONE, credit: Decimal = ZERO) -> Rating:
@@ -113,14 +141,27 @@ def test_usage_line_monotone(charge: Charge, currency: str, quantity: Decimal, m
 
 @FAST
 @given(
-    charge=usage_charges(monotone=True), currency=CURRENCIES, quantity=QUANTITIES, more=QUANTITIES,
-    discounts=DISCOUNT_SETS, minimum=st.one_of(st.none(), decimals(10**6, 2, low=1)),
-    flat_fee=st.one_of(st.none(), FEES), fraction=st.sampled_from([D(1), D(1) / D(3), D("0.5")]),
+    charge=usage_charges(monotone=True),
+    currency=CURRENCIES,
+    quantity=QUANTITIES,
+    more=QUANTITIES,
+    discounts=DISCOUNT_SETS,
+    minimum=st.one_of(st.none(), decimals(10**6, 2, low=1)),
+    flat_fee=st.one_of(st.none(), FEES),
+    fraction=st.sampled_from([D(1), D(1) / D(3), D("0.5")]),
     credit=st.one_of(st.just(D(0)), decimals(10**5, 0)),
 )
-def test_monotone_in_usage(charge: Charge, currency: str, quantity: Decimal, more: Decimal,
-                           discounts: list[Discount], minimum: Decimal | None, flat_fee: Decimal | None,
-                           fraction: Decimal, credit: Decimal) -> None:
+def test_monotone_in_usage(
+    charge: Charge,
+    currency: str,
+    quantity: Decimal,
+    more: Decimal,
+    discounts: list[Discount],
+    minimum: Decimal | None,
+    flat_fee: Decimal | None,
+    fraction: Decimal,
+    credit: Decimal,
+) -> None:
     """More usage never costs less, with included units, a minimum, discounts and credit.
 
     At most one percentage discount: with two, each rounded on its own, 0.01 can be
@@ -213,14 +254,25 @@ def assert_rounded(amount: Decimal, currency: str) -> None:
 
 @FAST
 @given(
-    charge=usage_charges(), currency=CURRENCIES, quantity=QUANTITIES, discounts=DISCOUNT_SETS,
-    flat_fee=st.one_of(st.none(), FEES), minimum=st.one_of(st.none(), decimals(10**6, 2, low=1)),
+    charge=usage_charges(),
+    currency=CURRENCIES,
+    quantity=QUANTITIES,
+    discounts=DISCOUNT_SETS,
+    flat_fee=st.one_of(st.none(), FEES),
+    minimum=st.one_of(st.none(), decimals(10**6, 2, low=1)),
     fraction=st.integers(1, 30).map(lambda days: D(days) / D(31)),
     credit=st.one_of(st.just(D(0)), decimals(10**4, 0)),
 )
-def test_rounded_once_to_the_minor_unit(charge: Charge, currency: str, quantity: Decimal,
-                                        discounts: list[Discount], flat_fee: Decimal | None,
-                                        minimum: Decimal | None, fraction: Decimal, credit: Decimal) -> None:
+def test_rounded_once_to_the_minor_unit(
+    charge: Charge,
+    currency: str,
+    quantity: Decimal,
+    discounts: list[Discount],
+    flat_fee: Decimal | None,
+    minimum: Decimal | None,
+    fraction: Decimal,
+    credit: Decimal,
+) -> None:
     charges = (charge,) if flat_fee is None else (charge, Charge(key="base", model="flat", amount=flat_fee))
     plan = plan_of(*charges, currency=currency, discounts=tuple(discounts), minimum=minimum)
     rating = rate_one(plan, quantity, fraction=fraction, credit=credit)

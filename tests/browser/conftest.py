@@ -95,8 +95,10 @@ async def browser(playwright: Playwright) -> AsyncIterator[Browser]:
     # --no-sandbox: tests run as root in containers, where Chromium's sandbox cannot start.
     # /dev/shm is small in containers; Chromium then crashes tabs without this flag.
     launched = await playwright.chromium.launch(
-        executable_path=executable, headless=True,
-        args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+        executable_path=executable,
+        headless=True,
+        args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+    )
     yield launched
     await launched.close()
 
@@ -105,8 +107,9 @@ async def browser(playwright: Playwright) -> AsyncIterator[Browser]:
 async def context(browser: Browser, portal_url: str) -> AsyncIterator[BrowserContext]:
     """A fresh profile per test (no cookies, no storage), relative URLs to the live server.
     A desktop-sized viewport; tests that check the narrow layout set their own."""
-    fresh = await browser.new_context(base_url=portal_url, viewport={"width": 1280, "height": 900},
-                                      locale="en-GB", timezone_id="UTC")
+    fresh = await browser.new_context(
+        base_url=portal_url, viewport={"width": 1280, "height": 900}, locale="en-GB", timezone_id="UTC"
+    )
     fresh.set_default_timeout(TIMEOUT_MS)
     yield fresh
     await fresh.close()
@@ -119,9 +122,14 @@ async def page(context: BrowserContext) -> AsyncIterator[Page]:
     tab = await context.new_page()
     problems: list[str] = []
     tab.on("pageerror", lambda error: problems.append(f"script error: {error}"))
-    tab.on("console", lambda message: problems.append(f"console: {message.text}")
-           if message.type == "error" and "Content Security Policy" in message.text else None)
+    tab.on(
+        "console",
+        lambda message: (
+            problems.append(f"console: {message.text}")
+            if message.type == "error" and "Content Security Policy" in message.text
+            else None
+        ),
+    )
     yield tab
     await tab.close()
     assert not problems, "the page reported problems:\n" + "\n".join(problems)
-

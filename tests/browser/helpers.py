@@ -69,9 +69,12 @@ async def accessibility_problems(page: Page) -> list[str]:
     if not await page.evaluate("typeof window.axe !== 'undefined'"):
         await page.evaluate(AXE)
     result = await page.evaluate(
-        "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})")
-    return [f"{v['id']} ({v['impact']}): {', '.join(str(n['target']) for n in v['nodes'][:3])}"
-            for v in result["violations"]]
+        "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})"
+    )
+    return [
+        f"{v['id']} ({v['impact']}): {', '.join(str(n['target']) for n in v['nodes'][:3])}"
+        for v in result["violations"]
+    ]
 
 
 # --- test data for the flows (tests/browser/test_flows*.py), through the live server's API ---
@@ -87,17 +90,29 @@ CUSTOMERS: dict[str, tuple[str, str, str]] = {
 }
 # Per call beyond 1,000 included, plus a platform fee: easy to check by hand on an invoice.
 SIMPLE_PLANS = {
-    currency: {"id": f"simple-{currency.lower()}", "name": f"Simple ({currency})", "currency": currency,
-               "charges": [
-                   {"key": "platform", "model": "flat", "amount": "49.00", "description": "Platform fee"},
-                   {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.002",
-                    "includedQuantity": "1000", "description": "API calls"}]}
+    currency: {
+        "id": f"simple-{currency.lower()}",
+        "name": f"Simple ({currency})",
+        "currency": currency,
+        "charges": [
+            {"key": "platform", "model": "flat", "amount": "49.00", "description": "Platform fee"},
+            {
+                "key": "calls",
+                "model": "per_unit",
+                "meter": "api_calls",
+                "unitPrice": "0.002",
+                "includedQuantity": "1000",
+                "description": "API calls",
+            },
+        ],
+    }
     for currency in ("EUR", "USD")
 }
 
 
-async def api_post(api: httpx.AsyncClient, key: str, path: str, body: dict[str, Any],
-                   expected: int = 201) -> dict[str, Any]:
+async def api_post(
+    api: httpx.AsyncClient, key: str, path: str, body: dict[str, Any], expected: int = 201
+) -> dict[str, Any]:
     response = await api.post(path, headers=auth(key), json=body)
     assert response.status_code == expected, f"{path}: {response.status_code} {response.text}"
     return dict(response.json())
@@ -105,14 +120,15 @@ async def api_post(api: httpx.AsyncClient, key: str, path: str, body: dict[str, 
 
 async def add_customer(api: httpx.AsyncClient, key: str, customer_id: str) -> None:
     name, tz, currency = CUSTOMERS[customer_id]
-    await api_post(api, key, "/v1/customers", {"id": customer_id, "name": name, "timezone": tz,
-                                                "currency": currency})
+    await api_post(
+        api, key, "/v1/customers", {"id": customer_id, "name": name, "timezone": tz, "currency": currency}
+    )
 
 
 async def send_events(api: httpx.AsyncClient, ingest_key: str, events: list[dict[str, Any]]) -> None:
     """Through the ingest API, 1,000 a batch (its limit); every event must be accepted."""
     for start in range(0, len(events), 1000):
-        chunk = events[start:start + 1000]
+        chunk = events[start : start + 1000]
         response = await api.post("/v1/events/batch", headers=auth(ingest_key), json={"events": chunk})
         assert response.status_code == 202 and response.json()["accepted"] == len(chunk), response.text
 
@@ -121,25 +137,53 @@ def ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
 
 
-async def closed_period_draft(api: httpx.AsyncClient, key: str, ingest_key: str, redis: Redis,
-                              customer_id: str, calls: list[tuple[str, int]]) -> dict[str, Any]:
+async def closed_period_draft(
+    api: httpx.AsyncClient,
+    key: str,
+    ingest_key: str,
+    redis: Redis,
+    customer_id: str,
+    calls: list[tuple[str, int]],
+) -> dict[str, Any]:
     """The customer on SIMPLE_PLANS since the start of its last closed period (ended three
     days ago: past the 24 h grace, so the draft awaits review), `calls` ((region, quantity))
     sent in that period, and its draft. Usage lands a day into the period, or 30 days ago
     if that is later (the ingest accepts events up to 35 days late)."""
     _, tz, currency = CUSTOMERS[customer_id]
     closed = closed_period(tz)
-    await api_post(api, key, f"/v1/customers/{customer_id}/subscriptions", {
-        "planId": SIMPLE_PLANS[currency]["id"], "startDate": closed.start_date.isoformat(),
-        "anchorDay": closed.anchor_day})
+    await api_post(
+        api,
+        key,
+        f"/v1/customers/{customer_id}/subscriptions",
+        {
+            "planId": SIMPLE_PLANS[currency]["id"],
+            "startDate": closed.start_date.isoformat(),
+            "anchorDay": closed.anchor_day,
+        },
+    )
     at = max(closed.period.start + timedelta(days=1), datetime.now(UTC) - timedelta(days=30))
     assert at < closed.period.end
-    await send_events(api, ingest_key, [
-        event(customer=customer_id, quantity=q, timestamp=ms(at + timedelta(minutes=i)),
-              dimensions={"region": region}) for i, (region, q) in enumerate(calls)])
+    await send_events(
+        api,
+        ingest_key,
+        [
+            event(
+                customer=customer_id,
+                quantity=q,
+                timestamp=ms(at + timedelta(minutes=i)),
+                dimensions={"region": region},
+            )
+            for i, (region, q) in enumerate(calls)
+        ],
+    )
     await wait_until_persisted(redis)
-    return await api_post(api, key, f"/v1/customers/{customer_id}/invoices",
-                          {"period": month_of(closed.period, tz)}, expected=200)
+    return await api_post(
+        api,
+        key,
+        f"/v1/customers/{customer_id}/invoices",
+        {"period": month_of(closed.period, tz)},
+        expected=200,
+    )
 
 
 async def page_text(page: Page, selector: str = "main") -> str:

@@ -27,13 +27,18 @@ async def acme_with_user(api: httpx.AsyncClient, admin_key: str, pg: asyncpg.Con
 
 
 async def send(api: httpx.AsyncClient, ingest_key: str, *quantities: object) -> None:
-    response = await api.post("/v1/events/batch", headers=auth(ingest_key),
-                              json={"events": [event(quantity=q) for q in quantities]})
+    response = await api.post(
+        "/v1/events/batch", headers=auth(ingest_key), json={"events": [event(quantity=q) for q in quantities]}
+    )
     assert response.status_code == 202, response.text
 
 
 async def test_usage_total_changes_live_without_a_reload(
-    page: Page, api: httpx.AsyncClient, admin_key: str, ingest_key: str, pg: asyncpg.Connection,
+    page: Page,
+    api: httpx.AsyncClient,
+    admin_key: str,
+    ingest_key: str,
+    pg: asyncpg.Connection,
 ) -> None:
     await acme_with_user(api, admin_key, pg)
     await page.goto(LOGIN)
@@ -68,7 +73,9 @@ async def test_usage_total_changes_live_without_a_reload(
 
 
 async def test_anonymous_visitor_is_sent_to_the_login_page(
-    page: Page, api: httpx.AsyncClient, admin_key: str,
+    page: Page,
+    api: httpx.AsyncClient,
+    admin_key: str,
 ) -> None:
     await make_customer(api, admin_key)  # type: ignore[arg-type]
     await page.goto(OVERVIEW)
@@ -78,7 +85,10 @@ async def test_anonymous_visitor_is_sent_to_the_login_page(
 
 
 async def test_another_customers_page_is_not_found(
-    page: Page, api: httpx.AsyncClient, admin_key: str, pg: asyncpg.Connection,
+    page: Page,
+    api: httpx.AsyncClient,
+    admin_key: str,
+    pg: asyncpg.Connection,
 ) -> None:
     await acme_with_user(api, admin_key, pg)
     await make_customer(api, admin_key, id="other", name="Other Corp")  # type: ignore[arg-type]
@@ -92,7 +102,10 @@ async def test_another_customers_page_is_not_found(
 
 
 async def test_login_form_works_with_the_keyboard_alone(
-    page: Page, api: httpx.AsyncClient, admin_key: str, pg: asyncpg.Connection,
+    page: Page,
+    api: httpx.AsyncClient,
+    admin_key: str,
+    pg: asyncpg.Connection,
 ) -> None:
     await acme_with_user(api, admin_key, pg)
     await page.goto(LOGIN)

@@ -32,8 +32,9 @@ CARA = "cara@acme.test"
 HOOK_PATH = "/hooks/acme-flows"
 
 
-async def acme_on_a_plan(api: httpx.AsyncClient, admin_key: str, pg: asyncpg.Connection,
-                         *, subscribe: bool = True) -> None:
+async def acme_on_a_plan(
+    api: httpx.AsyncClient, admin_key: str, pg: asyncpg.Connection, *, subscribe: bool = True
+) -> None:
     await add_customer(api, admin_key, "acme")
     await make_meter(api, admin_key, metric="api_calls", unit="call", group_by=["region"])  # type: ignore[arg-type]
     await api_post(api, admin_key, "/v1/plans", SIMPLE_PLANS["EUR"])
@@ -58,8 +59,12 @@ async def reload_until_visible(page: Page, locator: Locator, timeout: float = 15
 
 
 async def test_customer_sets_up_alerts_and_receives_the_test_notices(
-    page: Page, api: httpx.AsyncClient, admin_key: str, pg: asyncpg.Connection,
-    mail_sink: SmtpServer, hook_sink: HttpReceiver,
+    page: Page,
+    api: httpx.AsyncClient,
+    admin_key: str,
+    pg: asyncpg.Connection,
+    mail_sink: SmtpServer,
+    hook_sink: HttpReceiver,
 ) -> None:
     await acme_on_a_plan(api, admin_key, pg)
     await login(page, CARA)
@@ -76,7 +81,8 @@ async def test_customer_sets_up_alerts_and_receives_the_test_notices(
     await page.get_by_role("button", name="Add channel").click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("Channel “Ops webhook” added")
     await expect(page.get_by_role("status")).to_have_text(
-        f"Notices will go to json://127.0.0.1:{ALERT_HTTP_PORT}{HOOK_PATH}.")
+        f"Notices will go to json://127.0.0.1:{ALERT_HTTP_PORT}{HOOK_PATH}."
+    )
     secret = await page.get_by_role("textbox", name="Signing secret").input_value()
     assert secret.startswith("whsec_"), secret
     await expect(page.get_by_text("It is shown only once")).to_be_visible()
@@ -84,13 +90,22 @@ async def test_customer_sets_up_alerts_and_receives_the_test_notices(
 
     await page.get_by_role("button", name="Send a test notice").click()
     await expect(page.locator(".alerts-notice")).to_have_text(
-        "A test notice was queued. Reload this page to see whether it was sent.")
-    received = wait_for(lambda: [r for r in hook_sink.requests if r.path.startswith(HOOK_PATH)],
-                        timeout=15, what="the test notice at the webhook")
+        "A test notice was queued. Reload this page to see whether it was sent."
+    )
+    received = wait_for(
+        lambda: [r for r in hook_sink.requests if r.path.startswith(HOOK_PATH)],
+        timeout=15,
+        what="the test notice at the webhook",
+    )
     assert len(received) == 1
     hook = received[0]
-    assert verify(secret, hook.header("X-Usage-Portal-Timestamp") or "", hook.body,
-                  hook.header("X-Usage-Portal-Signature") or "", now=time.time())
+    assert verify(
+        secret,
+        hook.header("X-Usage-Portal-Timestamp") or "",
+        hook.body,
+        hook.header("X-Usage-Portal-Signature") or "",
+        now=time.time(),
+    )
     assert hook.json()["customer"]["name"] == "Acme Inc", hook.json()
     tests = page.locator(".alerts-tests li")
     await reload_until_visible(page, tests.filter(has_text="Ops webhook: Sent"))
@@ -107,10 +122,15 @@ async def test_customer_sets_up_alerts_and_receives_the_test_notices(
     await page.get_by_role("link", name="Back to alerts").click()
     channels = page.locator("table.alerts-channels tbody tr")
     await expect(channels).to_have_count(2)
-    await expect(channels.filter(has_text="Finance team")).to_contain_text("Finance team Email mailto://finance@acme.test")
+    await expect(channels.filter(has_text="Finance team")).to_contain_text(
+        "Finance team Email mailto://finance@acme.test"
+    )
     await page.get_by_role("button", name="Send a test notice to Finance team").click()
-    mails = wait_for(lambda: [m for m in mail_sink.messages if "finance@acme.test" in m.rcpt_tos],
-                     timeout=15, what="the test notice by email")
+    mails = wait_for(
+        lambda: [m for m in mail_sink.messages if "finance@acme.test" in m.rcpt_tos],
+        timeout=15,
+        what="the test notice by email",
+    )
     assert len(mails) == 1
     assert "Acme Inc" in str(mails[0].message["Subject"]), mails[0].message["Subject"]
     await reload_until_visible(page, tests.filter(has_text="Finance team: Sent"))
@@ -124,7 +144,8 @@ async def test_customer_sets_up_alerts_and_receives_the_test_notices(
     await page.get_by_label("Budget amount (EUR)").fill("500")
     await page.get_by_role("button", name="Create rule").click()
     await expect(page.locator(".alerts-notice")).to_have_text(
-        "Your monthly budget was saved. You will be notified as spend reaches each level.")
+        "Your monthly budget was saved. You will be notified as spend reaches each level."
+    )
 
     # A meter rule, first with a mistake: refused with the field named and the values kept.
     await page.get_by_role("link", name="New rule").click()
@@ -141,28 +162,36 @@ async def test_customer_sets_up_alerts_and_receives_the_test_notices(
     await page.get_by_label("Level 2", exact=True).fill("50000")
     await page.get_by_role("button", name="Create rule").click()
     await expect(page.locator(".alerts-notice")).to_have_text(
-        "The rule was saved. It is checked within a minute and after new usage arrives.")
+        "The rule was saved. It is checked within a minute and after new usage arrives."
+    )
 
     rules = page.locator("table.alerts-rules tbody tr")
     await expect(rules).to_have_count(2)
     budget = rules.filter(has_text="Monthly budget")
     assert " ".join((await budget.inner_text()).split()).startswith(
-        "Monthly budget Spend % of monthly budget: 50% 80% 100% EUR 500.00 All channels — Active")
+        "Monthly budget Spend % of monthly budget: 50% 80% 100% EUR 500.00 All channels — Active"
+    )
     calls = rules.filter(has_text="API calls over 20k")
     assert " ".join((await calls.inner_text()).split()).startswith(
-        "API calls over 20k api_calls Amounts: 20,000 call 50,000 call — Ops webhook — Active")
+        "API calls over 20k api_calls Amounts: 20,000 call 50,000 call — Ops webhook — Active"
+    )
     assert "No notices yet." in await page_text(page, "#history")
     await screenshot(page, "flow-alerts-home")
 
 
 async def test_customer_opens_a_finalized_invoice_and_its_printable_view(
-    page: Page, api: httpx.AsyncClient, admin_key: str, ingest_key: str, redis: Redis,
+    page: Page,
+    api: httpx.AsyncClient,
+    admin_key: str,
+    ingest_key: str,
+    redis: Redis,
     pg: asyncpg.Connection,
 ) -> None:
     await acme_on_a_plan(api, admin_key, pg, subscribe=False)
     # 12,500 calls: 1,000 included, 11,500 x EUR 0.002 = EUR 23.00, plus the EUR 49.00 fee.
-    draft = await closed_period_draft(api, admin_key, ingest_key, redis, "acme",
-                                      [("eu", 4000), ("us", 6500), ("ap", 2000)])
+    draft = await closed_period_draft(
+        api, admin_key, ingest_key, redis, "acme", [("eu", 4000), ("us", 6500), ("ap", 2000)]
+    )
     await api_post(api, admin_key, f"/v1/invoices/{draft['id']}/approve", {}, expected=200)
 
     await login(page, CARA)

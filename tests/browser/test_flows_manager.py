@@ -31,7 +31,11 @@ async def manager_of(pg: asyncpg.Connection, *customers: str) -> None:
 
 
 async def test_manager_approves_adds_a_credit_note_and_voids_with_reasons(
-    page: Page, api: httpx.AsyncClient, admin_key: str, ingest_key: str, redis: Redis,
+    page: Page,
+    api: httpx.AsyncClient,
+    admin_key: str,
+    ingest_key: str,
+    redis: Redis,
     pg: asyncpg.Connection,
 ) -> None:
     await add_customer(api, admin_key, "acme")
@@ -64,7 +68,8 @@ async def test_manager_approves_adds_a_credit_note_and_voids_with_reasons(
     card = page.locator(f"article#invoice-{acme['id']}")
     await expect(card.get_by_role("heading", level=3)).to_have_text("INV-000001 · Acme Inc acme")
     assert f"total EUR 54.00 · now EUR 54.00 with notes · approved by {MAX}" in await page_text(
-        page, f"article#invoice-{acme['id']}")
+        page, f"article#invoice-{acme['id']}"
+    )
 
     # A credit note without a reason is not sent: the browser asks for the required reason.
     await card.get_by_label("Amount (EUR)").fill("4.50")
@@ -97,7 +102,8 @@ async def test_manager_approves_adds_a_credit_note_and_voids_with_reasons(
     await card.get_by_label("Reason", exact=True).last.fill("Billed to the wrong entity")
     await card.get_by_role("button", name="Void").click()
     await expect(page.get_by_role("status")).to_have_text(
-        "Invoice INV-000002 was voided; its period is reissued as a new draft.")
+        "Invoice INV-000002 was voided; its period is reissued as a new draft."
+    )
     await expect(page.locator("article.invoice-card")).to_have_count(1)
     await expect(queue).to_have_count(1)
     await expect(queue.first).to_contain_text("Globex Corporation")
@@ -117,14 +123,21 @@ async def test_manager_approves_adds_a_credit_note_and_voids_with_reasons(
 
 
 async def billed_calls(api: httpx.AsyncClient, admin_key: str) -> str:
-    response = await api.get("/v1/customers/acme/usage", headers=auth(admin_key),
-                             params={"metric": "api_calls", "source": "billed"})
+    response = await api.get(
+        "/v1/customers/acme/usage",
+        headers=auth(admin_key),
+        params={"metric": "api_calls", "source": "billed"},
+    )
     assert response.status_code == 200, response.text
     return str(response.json()["total"])
 
 
 async def test_manager_replays_a_failed_event_and_it_is_billed(
-    page: Page, api: httpx.AsyncClient, admin_key: str, ingest_key: str, redis: Redis,
+    page: Page,
+    api: httpx.AsyncClient,
+    admin_key: str,
+    ingest_key: str,
+    redis: Redis,
     pg: asyncpg.Connection,
 ) -> None:
     await add_customer(api, admin_key, "acme")
@@ -140,8 +153,9 @@ async def test_manager_replays_a_failed_event_and_it_is_billed(
             FOR EACH ROW EXECUTE FUNCTION refuse_ledger();
     """)
     try:
-        await send_events(api, ingest_key, [event(event_id="lost-7", quantity=7,
-                                                  dimensions={"region": "eu"})])
+        await send_events(
+            api, ingest_key, [event(event_id="lost-7", quantity=7, dimensions={"region": "eu"})]
+        )
         await wait_until_persisted(redis)
     finally:
         await pg.execute("DROP TRIGGER refuse_ledger ON event_ledger; DROP FUNCTION refuse_ledger()")
@@ -157,7 +171,8 @@ async def test_manager_replays_a_failed_event_and_it_is_billed(
     await expect(rows.first.locator("td.reason")).to_contain_text("ledger is read-only for maintenance")
     await rows.first.get_by_role("button", name="Replay").click()
     await expect(page.get_by_role("status")).to_have_text(
-        "Event queued again; it shows under Events once stored.")
+        "Event queued again; it shows under Events once stored."
+    )
     await expect(page.get_by_text("No failed events: every accepted event was stored.")).to_be_visible()
 
     async def counted() -> bool:

@@ -45,23 +45,42 @@ LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 REGIONS = ("eu-central", "us-east", "ap-south")
 # Initech (INR) is on its own plan: a platform fee plus graduated API calls.
-GROWTH_INR = {"id": "growth-inr", "name": "Growth (INR)", "currency": "INR", "charges": [
-    {"key": "platform", "model": "flat", "amount": "3999.00", "description": "Platform fee"},
-    {"key": "calls", "model": "graduated", "meter": "api_calls", "description": "API calls", "tiers": [
-        {"upTo": "10000", "unitPrice": "0"}, {"unitPrice": "0.25"}]}]}
+GROWTH_INR = {
+    "id": "growth-inr",
+    "name": "Growth (INR)",
+    "currency": "INR",
+    "charges": [
+        {"key": "platform", "model": "flat", "amount": "3999.00", "description": "Platform fee"},
+        {
+            "key": "calls",
+            "model": "graduated",
+            "meter": "api_calls",
+            "description": "API calls",
+            "tiers": [{"upTo": "10000", "unitPrice": "0"}, {"unitPrice": "0.25"}],
+        },
+    ],
+}
 
 
 def current_usage(customer: str, hours: int, base: int) -> list[dict[str, Any]]:
     """One event an hour over the last `hours` hours (all inside the current period, which
     started at least three days ago), regions taking turns, quantities rising and falling."""
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    return [event(customer=customer, event_id=f"tour-{customer}-{h}", quantity=base + (h % 7) * 10,
-                  timestamp=ms(now - timedelta(hours=h) + timedelta(minutes=5)),
-                  dimensions={"region": REGIONS[h % 3]}) for h in range(1, hours + 1)]
+    return [
+        event(
+            customer=customer,
+            event_id=f"tour-{customer}-{h}",
+            quantity=base + (h % 7) * 10,
+            timestamp=ms(now - timedelta(hours=h) + timedelta(minutes=5)),
+            dimensions={"region": REGIONS[h % 3]},
+        )
+        for h in range(1, hours + 1)
+    ]
 
 
-async def a_failed_event(pg: asyncpg.Connection, api: httpx.AsyncClient, ingest_key: str,
-                         redis: Redis) -> None:
+async def a_failed_event(
+    pg: asyncpg.Connection, api: httpx.AsyncClient, ingest_key: str, redis: Redis
+) -> None:
     """The store refuses one event (as during a failed migration): the worker retries, then
     records it as failed (the same way as test_flows_manager.py)."""
     await pg.execute("""
@@ -71,8 +90,11 @@ async def a_failed_event(pg: asyncpg.Connection, api: httpx.AsyncClient, ingest_
             FOR EACH ROW EXECUTE FUNCTION refuse_ledger();
     """)
     try:
-        await send_events(api, ingest_key, [event(customer="globex", event_id="lost-7", quantity=7,
-                                                  dimensions={"region": "us-east"})])
+        await send_events(
+            api,
+            ingest_key,
+            [event(customer="globex", event_id="lost-7", quantity=7, dimensions={"region": "us-east"})],
+        )
         await wait_until_persisted(redis)
     finally:
         await pg.execute("DROP TRIGGER refuse_ledger ON event_ledger; DROP FUNCTION refuse_ledger()")
@@ -81,16 +103,19 @@ async def a_failed_event(pg: asyncpg.Connection, api: httpx.AsyncClient, ingest_
 async def invitation(pg: asyncpg.Connection, user_id: int) -> str:
     """A set-password link, as portal/accounts/users.issue_password_link stores it."""
     token = secrets.token_urlsafe(32)
-    await pg.execute("INSERT INTO password_tokens (token_hash, user_id, created_at, expires_at) "
-                     "VALUES ($1, $2, now(), now() + interval '7 days')",
-                     hashlib.sha256(token.encode()).digest(), user_id)
+    await pg.execute(
+        "INSERT INTO password_tokens (token_hash, user_id, created_at, expires_at) "
+        "VALUES ($1, $2, now(), now() + interval '7 days')",
+        hashlib.sha256(token.encode()).digest(),
+        user_id,
+    )
     return token
 
 
-async def signed_in(browser: Browser, portal_url: str, email: str,
-                    viewport: dict[str, int] = LAPTOP) -> Page:
+async def signed_in(browser: Browser, portal_url: str, email: str, viewport: dict[str, int] = LAPTOP) -> Page:
     context: BrowserContext = await browser.new_context(
-        base_url=portal_url, viewport=viewport, locale="en-GB", timezone_id="UTC")  # type: ignore[arg-type]
+        base_url=portal_url, viewport=viewport, locale="en-GB", timezone_id="UTC"
+    )  # type: ignore[arg-type]
     context.set_default_timeout(TIMEOUT_MS)
     tab = await context.new_page()
     await login(tab, email)
@@ -102,8 +127,15 @@ async def h1(page: Page, text: str) -> None:
 
 
 async def test_tour_of_every_main_page(
-    page: Page, browser: Browser, portal_url: str, api: httpx.AsyncClient, admin_key: str,
-    ingest_key: str, redis: Redis, pg: asyncpg.Connection, hook_sink: HttpReceiver,
+    page: Page,
+    browser: Browser,
+    portal_url: str,
+    api: httpx.AsyncClient,
+    admin_key: str,
+    ingest_key: str,
+    redis: Redis,
+    pg: asyncpg.Connection,
+    hook_sink: HttpReceiver,
 ) -> None:
     # --- the demo data -------------------------------------------------------------------
     for customer in ("acme", "globex", "initech"):
@@ -113,29 +145,59 @@ async def test_tour_of_every_main_page(
     for plan in (*SIMPLE_PLANS.values(), GROWTH_INR):
         await api_post(api, admin_key, "/v1/plans", plan)
     # acme: 12,500 calls last period → EUR 49.00 + 11,500 x 0.002 = EUR 72.00, approved.
-    acme_draft = await closed_period_draft(api, admin_key, ingest_key, redis, "acme",
-                                           [("eu-central", 4000), ("us-east", 6500), ("ap-south", 2000)])
+    acme_draft = await closed_period_draft(
+        api,
+        admin_key,
+        ingest_key,
+        redis,
+        "acme",
+        [("eu-central", 4000), ("us-east", 6500), ("ap-south", 2000)],
+    )
     finalized = await api_post(api, admin_key, f"/v1/invoices/{acme_draft['id']}/approve", {}, expected=200)
     # globex: 4,500 calls → USD 49.00 + 3,500 x 0.002 = USD 56.00, awaiting review.
-    await closed_period_draft(api, admin_key, ingest_key, redis, "globex",
-                              [("us-east", 3000), ("eu-central", 1500)])
+    await closed_period_draft(
+        api, admin_key, ingest_key, redis, "globex", [("us-east", 3000), ("eu-central", 1500)]
+    )
     await api_post(api, admin_key, "/v1/customers/initech/subscriptions", {"planId": "growth-inr"})
 
     # acme's alerts: a webhook and a rule on API calls, crossed by this period's usage.
-    hook = await api_post(api, admin_key, "/v1/customers/acme/alert-channels", {
-        "name": "Ops webhook", "destination": f"json://127.0.0.1:{ALERT_HTTP_PORT}/hooks/tour"})
-    await api_post(api, admin_key, "/v1/customers/acme/alert-rules", {
-        "name": "API calls over 5k", "metricName": "api_calls", "basis": "absolute",
-        "levels": ["5000", "50000"], "channelIds": [hook["id"]]})
-    await api_post(api, admin_key, "/v1/customers/acme/alert-rules", {
-        "name": "Monthly budget", "basis": "budget", "budget": "500", "levels": ["50", "80", "100"]})
+    hook = await api_post(
+        api,
+        admin_key,
+        "/v1/customers/acme/alert-channels",
+        {"name": "Ops webhook", "destination": f"json://127.0.0.1:{ALERT_HTTP_PORT}/hooks/tour"},
+    )
+    await api_post(
+        api,
+        admin_key,
+        "/v1/customers/acme/alert-rules",
+        {
+            "name": "API calls over 5k",
+            "metricName": "api_calls",
+            "basis": "absolute",
+            "levels": ["5000", "50000"],
+            "channelIds": [hook["id"]],
+        },
+    )
+    await api_post(
+        api,
+        admin_key,
+        "/v1/customers/acme/alert-rules",
+        {"name": "Monthly budget", "basis": "budget", "budget": "500", "levels": ["50", "80", "100"]},
+    )
 
-    acme_now = current_usage("acme", 60, 100)      # 60 hours, 6,000 + the ramp
+    acme_now = current_usage("acme", 60, 100)  # 60 hours, 6,000 + the ramp
     globex_now = current_usage("globex", 40, 40)
     initech_now = current_usage("initech", 50, 280)
     await send_events(api, ingest_key, acme_now + globex_now + initech_now)
-    await send_events(api, ingest_key, [event(customer=c, metric="storage_gb", quantity=q)
-                                        for c, q in (("acme", 42), ("globex", 7), ("initech", 120))])
+    await send_events(
+        api,
+        ingest_key,
+        [
+            event(customer=c, metric="storage_gb", quantity=q)
+            for c, q in (("acme", 42), ("globex", 7), ("initech", 120))
+        ],
+    )
     await wait_until_persisted(redis)
     acme_calls = sum(e["quantity"] for e in acme_now)
 
@@ -151,8 +213,9 @@ async def test_tour_of_every_main_page(
     await make_user(pg, CARA, customer_id="acme", name="Cara Schmidt")
     await make_user(pg, MAX, role="account_manager", all_customers=True, name="Max Mustermann")
     await make_user(pg, ADA, role="admin", name="Ada Lovelace")
-    invited = await make_user(pg, "priya@initech.test", customer_id="initech", name="Priya Raman",
-                              password_hash=None)
+    invited = await make_user(
+        pg, "priya@initech.test", customer_id="initech", name="Priya Raman", password_hash=None
+    )
     token = await invitation(pg, invited)
 
     # --- signed out ----------------------------------------------------------------------
@@ -181,7 +244,8 @@ async def test_tour_of_every_main_page(
     await page.goto("/portal/customers/acme/invoices")
     await h1(page, "Invoices")
     await expect(page.locator("#invoices tbody tr").first.locator("td.num")).to_have_text(
-        ["EUR 72.00", "EUR 72.00"])
+        ["EUR 72.00", "EUR 72.00"]
+    )
     await screenshot(page, "tour-invoices")
     await page.goto(f"/portal/invoices/{finalized['id']}")
     await h1(page, "Invoice INV-000001")
@@ -300,8 +364,11 @@ async def test_tour_of_every_main_page(
         await tab.context.close()
     assert re.fullmatch(r"whsec_.*", hook["signingSecret"])
     # Every page of the tour meets WCAG 2.1 A and AA as far as axe-core can tell.
-    problems = {name: found for name, found in ACCESSIBILITY.items()
-                if found and name.startswith(("tour-", "mobile-"))}
+    problems = {
+        name: found
+        for name, found in ACCESSIBILITY.items()
+        if found and name.startswith(("tour-", "mobile-"))
+    }
     assert problems == {}, "\n".join(f"{name}: {p}" for name, found in problems.items() for p in found)
 
 

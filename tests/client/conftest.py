@@ -28,12 +28,14 @@ from tests.conftest import ROOT, TEST_ENV, _free_port
 def server_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env.update(TEST_ENV)
-    env.update({
-        "DATABASE_URL": settings.database_url or "",
-        "REDIS_URL": settings.redis_url or "",
-        "BROKER_URL": settings.broker_url or "",
-        "PORTAL_DATA_DIR": str(settings.data_dir),
-    })
+    env.update(
+        {
+            "DATABASE_URL": settings.database_url or "",
+            "REDIS_URL": settings.redis_url or "",
+            "BROKER_URL": settings.broker_url or "",
+            "PORTAL_DATA_DIR": str(settings.data_dir),
+        }
+    )
     return env
 
 
@@ -52,10 +54,24 @@ class ServerProcess:
 
     def start(self, timeout: float = 60.0) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "portal.app:create_app",
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-            cwd=ROOT, env=server_env(self.settings), stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "portal.app:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=server_env(self.settings),
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -97,8 +113,11 @@ def server(server_process: ServerProcess) -> ServerProcess:
 
 def admin_post(base_url: str, key: str, path: str, body: dict[str, object]) -> int:
     request = urllib.request.Request(
-        base_url + path, data=json.dumps(body).encode(), method="POST",
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        base_url + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return int(response.status)
@@ -109,10 +128,24 @@ def admin_post(base_url: str, key: str, path: str, body: dict[str, object]) -> i
 @pytest.fixture
 def catalog(server: ServerProcess, admin_key: str) -> None:
     """Customer `acme` and the sum meter `api_calls`."""
-    assert admin_post(server.url, admin_key, "/v1/customers", {
-        "id": "acme", "name": "Acme Inc", "timezone": "UTC", "currency": "EUR"}) == 201
-    assert admin_post(server.url, admin_key, "/v1/meters", {
-        "metricName": "api_calls", "aggregation": "sum", "unit": "call", "groupBy": []}) == 201
+    assert (
+        admin_post(
+            server.url,
+            admin_key,
+            "/v1/customers",
+            {"id": "acme", "name": "Acme Inc", "timezone": "UTC", "currency": "EUR"},
+        )
+        == 201
+    )
+    assert (
+        admin_post(
+            server.url,
+            admin_key,
+            "/v1/meters",
+            {"metricName": "api_calls", "aggregation": "sum", "unit": "call", "groupBy": []},
+        )
+        == 201
+    )
 
 
 async def usage_totals(pg: asyncpg.Connection) -> tuple[int, str]:
@@ -126,6 +159,7 @@ async def distinct_ids(pg: asyncpg.Connection) -> int:
 
 
 # -- the fault injector ---------------------------------------------------------------
+
 
 @dataclass
 class Canned:
@@ -175,9 +209,15 @@ class FaultProxy:
                     self._answer(action.status, action.body, action.retry_after)
                     return
                 request = urllib.request.Request(
-                    proxy.upstream + self.path, data=body, method="POST",
-                    headers={k: v for k, v in self.headers.items()
-                             if k.lower() in ("authorization", "content-type")})
+                    proxy.upstream + self.path,
+                    data=body,
+                    method="POST",
+                    headers={
+                        k: v
+                        for k, v in self.headers.items()
+                        if k.lower() in ("authorization", "content-type")
+                    },
+                )
                 try:
                     with urllib.request.urlopen(request, timeout=30) as response:
                         status, data = response.status, response.read()

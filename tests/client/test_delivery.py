@@ -62,12 +62,18 @@ async def persisted(pg: asyncpg.Connection, redis: Redis, expected: int) -> tupl
 
 # -- (1) size and interval -------------------------------------------------------------
 
+
 async def test_records_flushed_by_size_and_interval_arrive_exactly(
-    server: ServerProcess, ingest_key: str, worker: WorkerProcess, pg: asyncpg.Connection, redis: Redis,
+    server: ServerProcess,
+    ingest_key: str,
+    worker: WorkerProcess,
+    pg: asyncpg.Connection,
+    redis: Redis,
 ) -> None:
     client = UsageClient(server.url, ingest_key, batch_size=50, flush_interval=0.2, retry=FAST)
-    ids = [client.record("acme", "api_calls", Decimal("1.25"), dimensions={"region": "eu"})
-           for _ in range(237)]
+    ids = [
+        client.record("acme", "api_calls", Decimal("1.25"), dimensions={"region": "eu"}) for _ in range(237)
+    ]
     # 4 batches go by size; the last 37 only by the interval (no flush, no close yet).
     await wait_for_stats(client, 237)
     stats = client.stats
@@ -79,10 +85,15 @@ async def test_records_flushed_by_size_and_interval_arrive_exactly(
 
 
 async def test_async_client_flushes_by_size_and_interval(
-    server: ServerProcess, ingest_key: str, worker: WorkerProcess, pg: asyncpg.Connection, redis: Redis,
+    server: ServerProcess,
+    ingest_key: str,
+    worker: WorkerProcess,
+    pg: asyncpg.Connection,
+    redis: Redis,
 ) -> None:
-    async with AsyncUsageClient(server.url, ingest_key, batch_size=40, flush_interval=0.2,
-                                retry=FAST) as client:
+    async with AsyncUsageClient(
+        server.url, ingest_key, batch_size=40, flush_interval=0.2, retry=FAST
+    ) as client:
         for i in range(130):
             client.record("acme", "api_calls", str(i % 3), timestamp=int(time.time() * 1000))
         await wait_for_stats(client, 130)
@@ -92,8 +103,13 @@ async def test_async_client_flushes_by_size_and_interval(
 
 # -- (2) server restart ----------------------------------------------------------------
 
+
 async def test_server_restarted_mid_stream_gets_every_event_once(
-    server: ServerProcess, ingest_key: str, worker: WorkerProcess, pg: asyncpg.Connection, redis: Redis,
+    server: ServerProcess,
+    ingest_key: str,
+    worker: WorkerProcess,
+    pg: asyncpg.Connection,
+    redis: Redis,
 ) -> None:
     client = UsageClient(server.url, ingest_key, batch_size=25, flush_interval=0.1, retry=FAST, timeout=2)
     for _ in range(150):
@@ -113,8 +129,13 @@ async def test_server_restarted_mid_stream_gets_every_event_once(
 
 # -- (3) a slow server -------------------------------------------------------------------
 
+
 async def test_a_server_slower_than_the_timeout_gets_a_resend_that_is_a_duplicate(
-    proxy: FaultProxy, ingest_key: str, worker: WorkerProcess, pg: asyncpg.Connection, redis: Redis,
+    proxy: FaultProxy,
+    ingest_key: str,
+    worker: WorkerProcess,
+    pg: asyncpg.Connection,
+    redis: Redis,
 ) -> None:
     second = threading.Event()
 
@@ -139,8 +160,13 @@ async def test_a_server_slower_than_the_timeout_gets_a_resend_that_is_a_duplicat
 
 # -- (4) 503 for a while -----------------------------------------------------------------
 
+
 async def test_503_and_429_for_a_while_then_success(
-    proxy: FaultProxy, ingest_key: str, worker: WorkerProcess, pg: asyncpg.Connection, redis: Redis,
+    proxy: FaultProxy,
+    ingest_key: str,
+    worker: WorkerProcess,
+    pg: asyncpg.Connection,
+    redis: Redis,
 ) -> None:
     answers = [Canned(503, retry_after="0"), Canned(429, retry_after="0"), Canned(500), Canned(503)]
     proxy.plan = lambda n: answers[n] if n < len(answers) else Forward()
@@ -156,12 +182,17 @@ async def test_503_and_429_for_a_while_then_success(
 
 
 async def test_retry_budget_spent_then_the_next_flush_delivers(
-    proxy: FaultProxy, ingest_key: str, worker: WorkerProcess, pg: asyncpg.Connection, redis: Redis,
+    proxy: FaultProxy,
+    ingest_key: str,
+    worker: WorkerProcess,
+    pg: asyncpg.Connection,
+    redis: Redis,
 ) -> None:
     down = True
     proxy.plan = lambda n: Canned(503, retry_after="0") if down else Forward()
-    client = UsageClient(proxy.url, ingest_key, flush_interval=3600,
-                         retry=RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
+    client = UsageClient(
+        proxy.url, ingest_key, flush_interval=3600, retry=RetryPolicy(base=0.01, cap=0.05, max_attempts=3)
+    )
     for _ in range(10):
         client.record("acme", "api_calls", 1)
     with pytest.raises(DeliveryError):
@@ -190,8 +221,9 @@ RECORDER = textwrap.dedent("""
 
 def record_then_die(command: list[str]) -> bytes:
     """Run the recorder until it says it recorded everything, then SIGKILL it."""
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     assert process.stdout is not None
     line = process.stdout.readline().strip()
     os.kill(process.pid, signal.SIGKILL)
@@ -201,15 +233,23 @@ def record_then_die(command: list[str]) -> bytes:
 
 
 async def test_a_killed_process_resends_its_spool_after_restart(
-    server: ServerProcess, ingest_key: str, worker: WorkerProcess, pg: asyncpg.Connection, redis: Redis,
+    server: ServerProcess,
+    ingest_key: str,
+    worker: WorkerProcess,
+    pg: asyncpg.Connection,
+    redis: Redis,
     tmp_path: Path,
 ) -> None:
     spool = tmp_path / "usage.spool"
     script = tmp_path / "recorder.py"
     script.write_text(RECORDER)
     # Full batches may be sent (or in flight) when it dies; 50 or more are not.
-    assert await asyncio.to_thread(record_then_die, [
-        sys.executable, str(script), server.url, ingest_key, str(spool), "250"]) == b"recorded"
+    assert (
+        await asyncio.to_thread(
+            record_then_die, [sys.executable, str(script), server.url, ingest_key, str(spool), "250"]
+        )
+        == b"recorded"
+    )
 
     client = UsageClient(server.url, ingest_key, flush_interval=3600, spool_path=spool, retry=FAST)
     loaded = client.stats.buffered
@@ -233,26 +273,46 @@ EXITER = textwrap.dedent("""
 
 
 async def test_events_buffered_at_interpreter_exit_are_sent(
-    server: ServerProcess, ingest_key: str, worker: WorkerProcess, pg: asyncpg.Connection, redis: Redis,
+    server: ServerProcess,
+    ingest_key: str,
+    worker: WorkerProcess,
+    pg: asyncpg.Connection,
+    redis: Redis,
     tmp_path: Path,
 ) -> None:
     script = tmp_path / "exiter.py"
     script.write_text(EXITER)
     result = await asyncio.to_thread(
-        subprocess.run, [sys.executable, str(script), server.url, ingest_key], cwd=ROOT,
-        capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60, check=False)
+        subprocess.run,
+        [sys.executable, str(script), server.url, ingest_key],
+        cwd=ROOT,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert await persisted(pg, redis, 7) == (7, "7")
 
 
 # -- (6) validation errors -------------------------------------------------------------------
 
+
 async def test_rejected_events_go_to_on_error_and_are_not_retried(
-    proxy: FaultProxy, ingest_key: str, worker: WorkerProcess, pg: asyncpg.Connection, redis: Redis,
+    proxy: FaultProxy,
+    ingest_key: str,
+    worker: WorkerProcess,
+    pg: asyncpg.Connection,
+    redis: Redis,
 ) -> None:
     errors: list[tuple[dict[str, Any], UsageClientError]] = []
-    client = UsageClient(proxy.url, ingest_key, flush_interval=3600, retry=FAST,
-                         on_error=lambda event, error: errors.append((event, error)))
+    client = UsageClient(
+        proxy.url,
+        ingest_key,
+        flush_interval=3600,
+        retry=FAST,
+        on_error=lambda event, error: errors.append((event, error)),
+    )
     good = [client.record("acme", "api_calls", 2) for _ in range(3)]
     unknown = client.record("acme", "nope", 1)
     too_old = client.record("acme", "api_calls", 1, timestamp="2001-01-01T00:00:00Z")
@@ -271,6 +331,7 @@ async def test_rejected_events_go_to_on_error_and_are_not_retried(
 
 
 # -- (7) a refused key -------------------------------------------------------------------------
+
 
 async def test_a_refused_key_is_reported_and_not_retried(proxy: FaultProxy) -> None:
     client = UsageClient(proxy.url, "not-a-key", flush_interval=3600, retry=FAST)

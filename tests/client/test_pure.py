@@ -61,11 +61,13 @@ def ok(_: int, events: list[dict[str, Any]]) -> Reply:
 
 
 def pipeline(transport: Scripted, sleeps: list[float] | None = None, **options: Any) -> Pipeline:
-    return Pipeline(transport, sleep=(sleeps if sleeps is not None else []).append,
-                    rng=random.Random(7), **options)
+    return Pipeline(
+        transport, sleep=(sleeps if sleeps is not None else []).append, rng=random.Random(7), **options
+    )
 
 
 # -- (9) ids -------------------------------------------------------------------------
+
 
 def test_ids_are_unique_and_time_ordered() -> None:
     ids = [new_event_id() for _ in range(20_000)]
@@ -86,6 +88,7 @@ def test_ids_order_by_their_millisecond_and_count_up_within_one() -> None:
 
 
 # -- events --------------------------------------------------------------------------
+
 
 def test_build_event_fixes_id_and_timestamp_and_keeps_quantities_exact() -> None:
     event = build_event("acme", "api_calls", Decimal("0.100000000001"), dimensions={"region": "eu"})
@@ -125,6 +128,7 @@ def test_retry_after_parsing_and_backoff_bounds() -> None:
 
 # -- the spool -----------------------------------------------------------------------
 
+
 def test_spool_keeps_unacknowledged_events_and_skips_a_torn_line(tmp_path: Path) -> None:
     path = tmp_path / "usage.spool"
     spool = Spool(path, compact_after=3)
@@ -153,6 +157,7 @@ def test_a_spool_has_one_client_at_a_time(tmp_path: Path) -> None:
 
 
 # -- the pipeline --------------------------------------------------------------------
+
 
 def test_network_errors_and_5xx_are_retried_with_the_same_ids() -> None:
     def answer(n: int, events: list[dict[str, Any]]) -> Reply | Exception:
@@ -194,11 +199,16 @@ def test_a_spent_retry_budget_keeps_the_batch_for_the_next_flush() -> None:
 
 def test_rejections_go_to_on_error_once_and_are_never_resent() -> None:
     def answer(n: int, events: list[dict[str, Any]]) -> Reply:
-        bad = [{"index": i, "eventId": e["eventId"], "error": "metricName: unknown meter"}
-               for i, e in enumerate(events) if e["metricName"] == "nope"]
+        bad = [
+            {"index": i, "eventId": e["eventId"], "error": "metricName: unknown meter"}
+            for i, e in enumerate(events)
+            if e["metricName"] == "nope"
+        ]
         status = 202 if len(bad) < len(events) else 422
-        return Reply(status, json.dumps({"accepted": len(events) - len(bad), "duplicates": 0,
-                                         "rejected": bad}).encode())
+        return Reply(
+            status,
+            json.dumps({"accepted": len(events) - len(bad), "duplicates": 0, "rejected": bad}).encode(),
+        )
 
     errors: list[tuple[dict[str, Any], UsageClientError]] = []
     transport = Scripted(answer)
@@ -246,11 +256,20 @@ def test_a_refused_key_is_not_retried_and_is_raised_from_then_on() -> None:
 
 # -- (8) overflow --------------------------------------------------------------------
 
+
 def test_overflow_blocks_up_to_block_timeout_then_raises_buffer_full() -> None:
     up = threading.Event()
     transport = Scripted(lambda n, events: accepted(events) if up.is_set() else Reply(503, b""))
-    client = UsageClient("http://unused", "key", batch_size=5, max_buffered=10, flush_interval=3600,
-                         block_timeout=0.01, retry=RetryPolicy(max_attempts=1), transport=transport)
+    client = UsageClient(
+        "http://unused",
+        "key",
+        batch_size=5,
+        max_buffered=10,
+        flush_interval=3600,
+        block_timeout=0.01,
+        retry=RetryPolicy(max_attempts=1),
+        transport=transport,
+    )
     for i in range(10):
         client.record("acme", "api_calls", i)
     with pytest.raises(BufferFull):
@@ -274,8 +293,15 @@ def test_overflow_blocks_up_to_block_timeout_then_raises_buffer_full() -> None:
 
 async def test_async_client_raises_buffer_full_at_once() -> None:
     transport = Scripted(lambda n, events: Reply(503, b""))
-    client = AsyncUsageClient("http://unused", "key", batch_size=2, max_buffered=2, flush_interval=3600,
-                              retry=RetryPolicy(max_attempts=1), transport=transport)
+    client = AsyncUsageClient(
+        "http://unused",
+        "key",
+        batch_size=2,
+        max_buffered=2,
+        flush_interval=3600,
+        retry=RetryPolicy(max_attempts=1),
+        transport=transport,
+    )
     client.record("acme", "api_calls", 1)
     client.record("acme", "api_calls", 2)
     with pytest.raises(BufferFull):

@@ -16,8 +16,7 @@ from tests.factories import make_customer, make_meter
 @pytest.fixture
 async def catalog(client: AsyncTestClient[Any], admin_key: str) -> None:
     await make_customer(client, admin_key, id="acme")
-    await make_meter(client, admin_key, metric="tokens", aggregation="sum", unit="token",
-                     group_by=["model"])
+    await make_meter(client, admin_key, metric="tokens", aggregation="sum", unit="token", group_by=["model"])
     await make_meter(client, admin_key, metric="requests", aggregation="count", unit="request")
 
 

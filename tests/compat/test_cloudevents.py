@@ -20,9 +20,14 @@ BATCH = "application/cloudevents-batch+json"
 
 
 def cloudevent(**overrides: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {"specversion": "1.0", "id": uuid.uuid4().hex, "source": "tests",
-                             "type": "tokens", "subject": "acme",
-                             "data": {"value": 10, "model": "gpt"}}
+    event: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": uuid.uuid4().hex,
+        "source": "tests",
+        "type": "tokens",
+        "subject": "acme",
+        "data": {"value": 10, "model": "gpt"},
+    }
     event.update(overrides)
     return event
 
@@ -33,8 +38,12 @@ async def post(client: AsyncTestClient[Any], body: Any, media: str, key: str | N
 
 
 async def test_single_and_batch_are_counted_exactly_and_a_duplicate_once(
-    client: AsyncTestClient[Any], ingest_key: str, catalog: None, worker: WorkerProcess,
-    redis: Redis, pg: asyncpg.Connection,
+    client: AsyncTestClient[Any],
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
 ) -> None:
     one = cloudevent(data={"value": "2.5", "model": "gpt"}, time="2026-01-01T00:00:00Z")
     one.pop("time")  # default: now
@@ -57,14 +66,20 @@ async def test_single_and_batch_are_counted_exactly_and_a_duplicate_once(
 
 
 async def test_invalid_event_is_a_problem_and_nothing_is_counted(
-    client: AsyncTestClient[Any], ingest_key: str, catalog: None, worker: WorkerProcess,
-    redis: Redis, pg: asyncpg.Connection,
+    client: AsyncTestClient[Any],
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
 ) -> None:
     good = cloudevent()
-    for bad, field in ((cloudevent(subject="nobody"), "subject"),
-                       (cloudevent(type="unknown_meter"), "type"),
-                       (cloudevent(data={"model": "gpt"}), "data"),
-                       (cloudevent(subject=None), "subject")):
+    for bad, field in (
+        (cloudevent(subject="nobody"), "subject"),
+        (cloudevent(type="unknown_meter"), "type"),
+        (cloudevent(data={"model": "gpt"}), "data"),
+        (cloudevent(subject=None), "subject"),
+    ):
         response = await post(client, [good, bad], BATCH, ingest_key)
         assert response.status_code == 400, response.text
         assert response.headers["content-type"].startswith("application/problem+json")
@@ -87,11 +102,18 @@ async def test_without_a_key_401_problem(client: AsyncTestClient[Any], catalog: 
 
 
 async def test_configured_value_and_dimension_paths(
-    client: AsyncTestClient[Any], ingest_key: str, catalog: None, worker: WorkerProcess,
-    redis: Redis, pg: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch,
+    client: AsyncTestClient[Any],
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("PORTAL_CLOUDEVENTS_MAPPING", json.dumps(
-        {"tokens": {"value": "$.usage.total", "dimensions": {"model": "$.meta.model"}}}))
+    monkeypatch.setenv(
+        "PORTAL_CLOUDEVENTS_MAPPING",
+        json.dumps({"tokens": {"value": "$.usage.total", "dimensions": {"model": "$.meta.model"}}}),
+    )
     event = cloudevent(data={"usage": {"total": 42}, "meta": {"model": "claude"}, "value": 1})
     response = await post(client, event, CE, ingest_key)
     assert response.status_code == 204, response.text

@@ -35,14 +35,35 @@ def server(settings: Settings) -> Iterator[str]:
     port = _free_port()
     env = dict(os.environ)
     env.update(TEST_ENV)
-    env.update({"DATABASE_URL": settings.database_url or "", "REDIS_URL": settings.redis_url or "",
-                "BROKER_URL": settings.broker_url or "",
-                "PORTAL_DATA_DIR": tempfile.mkdtemp(prefix="portal-compat-")})
+    env.update(
+        {
+            "DATABASE_URL": settings.database_url or "",
+            "REDIS_URL": settings.redis_url or "",
+            "BROKER_URL": settings.broker_url or "",
+            "PORTAL_DATA_DIR": tempfile.mkdtemp(prefix="portal-compat-"),
+        }
+    )
     log = Path(tempfile.mkstemp(prefix="uvicorn-", suffix=".log")[1])
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "portal.app:create_app", "--factory",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "portal.app:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -64,19 +85,29 @@ def server(settings: Settings) -> Iterator[str]:
 
 
 async def test_cloudevents_sdk_structured_and_batch(
-    server: str, ingest_key: str, catalog: None, worker: WorkerProcess, redis: Redis,
-    pg: asyncpg.Connection, client: AsyncTestClient[Any],
+    server: str,
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
+    client: AsyncTestClient[Any],
 ) -> None:
     from cloudevents.conversion import to_structured
     from cloudevents.http import CloudEvent
 
-    event = CloudEvent({"type": "tokens", "source": "sdk", "subject": "acme",
-                        "id": uuid.uuid4().hex}, {"value": 12, "model": "gpt"})
+    event = CloudEvent(
+        {"type": "tokens", "source": "sdk", "subject": "acme", "id": uuid.uuid4().hex},
+        {"value": 12, "model": "gpt"},
+    )
     headers, body = to_structured(event)
 
     def send(body: bytes, headers: dict[str, str]) -> httpx.Response:
-        return httpx.post(f"{server}/api/v1/events", content=body,
-                          headers={**headers, "Authorization": f"Bearer {ingest_key}"})
+        return httpx.post(
+            f"{server}/api/v1/events",
+            content=body,
+            headers={**headers, "Authorization": f"Bearer {ingest_key}"},
+        )
 
     assert (await asyncio.to_thread(send, body, headers)).status_code == 204
     assert (await asyncio.to_thread(send, body, headers)).status_code == 204  # a retry
@@ -88,15 +119,25 @@ async def test_cloudevents_sdk_structured_and_batch(
 
 
 async def test_openmeter_client(
-    server: str, ingest_key: str, catalog: None, worker: WorkerProcess, redis: Redis,
+    server: str,
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
     pg: asyncpg.Connection,
 ) -> None:
     from corehttp.exceptions import ClientAuthenticationError, HttpResponseError
     from openmeter import Client
 
     om = Client(endpoint=server, token=ingest_key)
-    event = {"specversion": "1.0", "id": uuid.uuid4().hex, "source": "om", "type": "tokens",
-             "subject": "acme", "data": {"value": 3, "model": "gpt"}}
+    event = {
+        "specversion": "1.0",
+        "id": uuid.uuid4().hex,
+        "source": "om",
+        "type": "tokens",
+        "subject": "acme",
+        "data": {"value": 3, "model": "gpt"},
+    }
     batch = [{**event, "id": uuid.uuid4().hex, "data": {"value": v}} for v in (1, 2)]
     await asyncio.to_thread(om.events.ingest_event, event)
     await asyncio.to_thread(om.events.ingest_events, batch)
@@ -110,7 +151,11 @@ async def test_openmeter_client(
 
 
 async def test_lago_client(
-    server: str, ingest_key: str, catalog: None, worker: WorkerProcess, redis: Redis,
+    server: str,
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
     pg: asyncpg.Connection,
 ) -> None:
     from lago_python_client.client import Client
@@ -118,19 +163,39 @@ async def test_lago_client(
     from lago_python_client.models import BatchEvent, Event
 
     lago_client = Client(api_key=ingest_key, api_url=server)
-    one = Event(transaction_id=uuid.uuid4().hex, external_subscription_id="acme", code="tokens",
-                timestamp=int(time.time()), properties={"value": 4, "model": "gpt"})
+    one = Event(
+        transaction_id=uuid.uuid4().hex,
+        external_subscription_id="acme",
+        code="tokens",
+        timestamp=int(time.time()),
+        properties={"value": 4, "model": "gpt"},
+    )
     answer = await asyncio.to_thread(lago_client.events.create, one)
     assert answer is not None and answer.transaction_id == one.transaction_id
-    batch = BatchEvent(events=[
-        Event(transaction_id=uuid.uuid4().hex, external_subscription_id="acme", code="tokens",
-              timestamp=str(time.time()), properties={"value": v}) for v in (1, 5)])
+    batch = BatchEvent(
+        events=[
+            Event(
+                transaction_id=uuid.uuid4().hex,
+                external_subscription_id="acme",
+                code="tokens",
+                timestamp=str(time.time()),
+                properties={"value": v},
+            )
+            for v in (1, 5)
+        ]
+    )
     await asyncio.to_thread(lago_client.events.batch_create, batch)
     await asyncio.to_thread(lago_client.events.create, one)  # a retry
     with pytest.raises(LagoApiError) as failure:
-        await asyncio.to_thread(lago_client.events.create, Event(
-            transaction_id="t-bad", external_subscription_id="nobody", code="tokens",
-            properties={"value": 1}))
+        await asyncio.to_thread(
+            lago_client.events.create,
+            Event(
+                transaction_id="t-bad",
+                external_subscription_id="nobody",
+                code="tokens",
+                properties={"value": 1},
+            ),
+        )
     assert failure.value.status_code == 422
     with pytest.raises(LagoApiError) as failure:
         await asyncio.to_thread(Client(api_key="wrong", api_url=server).events.create, one)
@@ -139,7 +204,11 @@ async def test_lago_client(
 
 
 async def test_stripe_client(
-    server: str, ingest_key: str, catalog: None, worker: WorkerProcess, redis: Redis,
+    server: str,
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
     pg: asyncpg.Connection,
 ) -> None:
     client = stripe.StripeClient(ingest_key, base_addresses={"api": server}, max_network_retries=0)
@@ -149,28 +218,44 @@ async def test_stripe_client(
         return client.v1.billing.meter_events.create(params=params)
 
     created = await asyncio.to_thread(
-        create, event_name="tokens", identifier=identifier,
-        payload={"stripe_customer_id": "acme", "value": "9"}, timestamp=int(time.time()))
+        create,
+        event_name="tokens",
+        identifier=identifier,
+        payload={"stripe_customer_id": "acme", "value": "9"},
+        timestamp=int(time.time()),
+    )
     assert created.object == "billing.meter_event" and created.identifier == identifier
-    await asyncio.to_thread(create, event_name="tokens", identifier=identifier,
-                            payload={"stripe_customer_id": "acme", "value": "9"})  # a retry
+    await asyncio.to_thread(
+        create,
+        event_name="tokens",
+        identifier=identifier,
+        payload={"stripe_customer_id": "acme", "value": "9"},
+    )  # a retry
     # The module-level API, as most integrations call it.
     stripe.api_key = ingest_key
     stripe.api_base = server
     try:
         event = await asyncio.to_thread(
-            stripe.billing.MeterEvent.create, event_name="tokens",
-            payload={"stripe_customer_id": "acme", "value": "1"})
+            stripe.billing.MeterEvent.create,
+            event_name="tokens",
+            payload={"stripe_customer_id": "acme", "value": "1"},
+        )
         assert event.event_name == "tokens"
         with pytest.raises(stripe.InvalidRequestError) as failure:
-            await asyncio.to_thread(stripe.billing.MeterEvent.create, event_name="tokens",
-                                    payload={"stripe_customer_id": "nobody", "value": "1"})
+            await asyncio.to_thread(
+                stripe.billing.MeterEvent.create,
+                event_name="tokens",
+                payload={"stripe_customer_id": "nobody", "value": "1"},
+            )
         assert failure.value.http_status == 400
         assert failure.value.param == "payload[stripe_customer_id]"
         with pytest.raises(stripe.AuthenticationError):
-            await asyncio.to_thread(stripe.billing.MeterEvent.create, event_name="tokens",
-                                    payload={"stripe_customer_id": "acme", "value": "1"},
-                                    api_key="wrong")
+            await asyncio.to_thread(
+                stripe.billing.MeterEvent.create,
+                event_name="tokens",
+                payload={"stripe_customer_id": "acme", "value": "1"},
+                api_key="wrong",
+            )
     finally:
         stripe.api_key = None
         stripe.api_base = "https://api.stripe.com"

@@ -31,7 +31,11 @@ def client_server(server_process: ServerProcess) -> ServerProcess:
 
 
 async def test_stripe_lago_and_openmeter_count_once_across_a_server_restart(
-    client_server: ServerProcess, ingest_key: str, catalog: None, worker: WorkerProcess, redis: Redis,
+    client_server: ServerProcess,
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
     pg: asyncpg.Connection,
 ) -> None:
     from lago_python_client.client import Client as Lago
@@ -43,15 +47,34 @@ async def test_stripe_lago_and_openmeter_count_once_across_a_server_restart(
     def send_all(stripe_id: str, lago_id: str, cloud_id: str, at: int) -> None:
         # A retry resends the same request: same ids, same timestamps.
         client = stripe.StripeClient(ingest_key, base_addresses={"api": server.url}, max_network_retries=0)
-        client.v1.billing.meter_events.create(params={
-            "event_name": "tokens", "identifier": stripe_id, "timestamp": at,
-            "payload": {"stripe_customer_id": "acme", "value": "5"}})
-        Lago(api_key=ingest_key, api_url=server.url).events.create(Event(
-            transaction_id=lago_id, external_subscription_id="acme", code="tokens", timestamp=at,
-            properties={"value": 7}))
-        OpenMeter(endpoint=server.url, token=ingest_key).events.ingest_event({
-            "specversion": "1.0", "id": cloud_id, "source": "om", "type": "tokens", "subject": "acme",
-            "time": datetime.fromtimestamp(at, UTC).isoformat(), "data": {"value": 11}})
+        client.v1.billing.meter_events.create(
+            params={
+                "event_name": "tokens",
+                "identifier": stripe_id,
+                "timestamp": at,
+                "payload": {"stripe_customer_id": "acme", "value": "5"},
+            }
+        )
+        Lago(api_key=ingest_key, api_url=server.url).events.create(
+            Event(
+                transaction_id=lago_id,
+                external_subscription_id="acme",
+                code="tokens",
+                timestamp=at,
+                properties={"value": 7},
+            )
+        )
+        OpenMeter(endpoint=server.url, token=ingest_key).events.ingest_event(
+            {
+                "specversion": "1.0",
+                "id": cloud_id,
+                "source": "om",
+                "type": "tokens",
+                "subject": "acme",
+                "time": datetime.fromtimestamp(at, UTC).isoformat(),
+                "data": {"value": 11},
+            }
+        )
 
     now = int(time.time())
     first = (uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex, now)

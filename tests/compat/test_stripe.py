@@ -18,16 +18,24 @@ PATH = "/v1/billing/meter_events"
 
 
 def form(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"event_name": "tokens", "payload[stripe_customer_id]": "acme",
-                            "payload[value]": "7", "identifier": uuid.uuid4().hex,
-                            "timestamp": str(int(time.time()))}
+    body: dict[str, Any] = {
+        "event_name": "tokens",
+        "payload[stripe_customer_id]": "acme",
+        "payload[value]": "7",
+        "identifier": uuid.uuid4().hex,
+        "timestamp": str(int(time.time())),
+    }
     body.update(overrides)
     return {k: v for k, v in body.items() if v is not None}
 
 
 async def test_events_are_counted_exactly_and_a_duplicate_once(
-    client: AsyncTestClient[Any], ingest_key: str, catalog: None, worker: WorkerProcess,
-    redis: Redis, pg: asyncpg.Connection,
+    client: AsyncTestClient[Any],
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
 ) -> None:
     one = form(**{"payload[model]": "gpt"})
     response = await client.post(PATH, data=one, headers=auth(ingest_key))
@@ -40,23 +48,31 @@ async def test_events_are_counted_exactly_and_a_duplicate_once(
     # A retry with the same identifier: 200, counted once.
     assert (await client.post(PATH, data=one, headers=auth(ingest_key))).status_code == 200
     # Without identifier or timestamp: one is generated, now is used.
-    response = await client.post(PATH, data=form(identifier=None, timestamp=None,
-                                                 **{"payload[value]": "0.5"}),
-                                 headers=auth(ingest_key))
+    response = await client.post(
+        PATH,
+        data=form(identifier=None, timestamp=None, **{"payload[value]": "0.5"}),
+        headers=auth(ingest_key),
+    )
     assert response.status_code == 200, response.text
     assert response.json()["identifier"]
     assert await counted(pg, redis) == (2, "7.5")
 
 
 async def test_invalid_event_is_a_400_and_nothing_is_counted(
-    client: AsyncTestClient[Any], ingest_key: str, catalog: None, worker: WorkerProcess,
-    redis: Redis, pg: asyncpg.Connection,
+    client: AsyncTestClient[Any],
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
 ) -> None:
-    for bad, param in ((form(**{"payload[stripe_customer_id]": "nobody"}), "payload[stripe_customer_id]"),
-                       (form(**{"payload[value]": None}), "payload[value]"),
-                       (form(**{"payload[value]": "abc"}), "payload[value]"),
-                       (form(event_name="nope"), "event_name"),
-                       (form(timestamp=str(int(time.time()) - 90 * 86400)), "timestamp")):
+    for bad, param in (
+        (form(**{"payload[stripe_customer_id]": "nobody"}), "payload[stripe_customer_id]"),
+        (form(**{"payload[value]": None}), "payload[value]"),
+        (form(**{"payload[value]": "abc"}), "payload[value]"),
+        (form(event_name="nope"), "event_name"),
+        (form(timestamp=str(int(time.time()) - 90 * 86400)), "timestamp"),
+    ):
         response = await client.post(PATH, data=bad, headers=auth(ingest_key))
         assert response.status_code == 400, response.text
         error = response.json()["error"]

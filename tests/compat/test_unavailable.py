@@ -24,15 +24,20 @@ def broker_down(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Ingestor, "ingest", refuse)
 
 
-async def test_503_in_each_shape(client: AsyncTestClient[Any], ingest_key: str, catalog: None,
-                                 broker_down: None) -> None:
-    response = await client.post("/api/v1/events", content=json.dumps(cloudevent()), headers={
-        "Content-Type": "application/cloudevents+json", **auth(ingest_key)})
+async def test_503_in_each_shape(
+    client: AsyncTestClient[Any], ingest_key: str, catalog: None, broker_down: None
+) -> None:
+    response = await client.post(
+        "/api/v1/events",
+        content=json.dumps(cloudevent()),
+        headers={"Content-Type": "application/cloudevents+json", **auth(ingest_key)},
+    )
     assert response.status_code == 503 and response.headers["retry-after"]
     assert response.json()["status"] == 503 and response.json()["title"] == "Service Unavailable"
 
-    response = await client.post("/api/v1/events/batch", json={"events": [lago_event()]},
-                                 headers=auth(ingest_key))
+    response = await client.post(
+        "/api/v1/events/batch", json={"events": [lago_event()]}, headers=auth(ingest_key)
+    )
     assert response.status_code == 503 and response.headers["retry-after"]
     assert response.json()["status"] == 503 and response.json()["error"] == "Service Unavailable"
 

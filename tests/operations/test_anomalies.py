@@ -54,7 +54,8 @@ def test_a_spike_is_flagged_once_with_what_was_expected() -> None:
     hour = last_week(values)[24 * 2 + 11]  # Wednesday 11:00
     values[hour] = Decimal(1000)
     assert hourly_anomalies(values, last_week(values)) == [
-        Anomaly("spike", hour, hour + HOUR, Decimal(1000), Decimal(100))]
+        Anomaly("spike", hour, hour + HOUR, Decimal(1000), Decimal(100))
+    ]
 
 
 def test_a_busy_hour_dropping_to_zero_is_flagged() -> None:
@@ -62,17 +63,19 @@ def test_a_busy_hour_dropping_to_zero_is_flagged() -> None:
     hour = last_week(values)[24 + 9]  # Tuesday 09:00
     values[hour] = Decimal(0)
     assert hourly_anomalies(values, last_week(values)) == [
-        Anomaly("drop_to_zero", hour, hour + HOUR, Decimal(0), Decimal(100))]
+        Anomaly("drop_to_zero", hour, hour + HOUR, Decimal(0), Decimal(100))
+    ]
 
 
 def test_hours_of_silence_where_there_always_was_usage_are_one_span() -> None:
     values = series(5)
     week = last_week(values)
-    quiet = week[24 * 3 + 10: 24 * 3 + 15]  # Thursday 10:00-15:00
+    quiet = week[24 * 3 + 10 : 24 * 3 + 15]  # Thursday 10:00-15:00
     for hour in quiet:
         values.pop(hour)
     assert hourly_anomalies(values, week) == [
-        Anomaly("silence", quiet[0], quiet[-1] + HOUR, Decimal(0), Decimal(500))]
+        Anomaly("silence", quiet[0], quiet[-1] + HOUR, Decimal(0), Decimal(500))
+    ]
 
 
 def test_a_weekend_at_weekday_level_is_a_spike_only_when_far_above_its_own_history() -> None:
@@ -97,44 +100,60 @@ def last_settled_hour(boundary: Boundary) -> datetime:
 
 
 @pytest.mark.parametrize("boundary", BOUNDARIES)
-async def test_the_api_flags_a_spike_in_a_customers_stored_usage(client: Any, admin_key: str, pg: Any,
-                                                                  boundary: Boundary) -> None:
+async def test_the_api_flags_a_spike_in_a_customers_stored_usage(
+    client: Any, admin_key: str, pg: Any, boundary: Boundary
+) -> None:
     await make_customer(client, admin_key, id="acme", timezone=boundary.tz)
     await make_meter(client, admin_key, metric="api_calls")
     set_clock(client, boundary.at)
     settled = last_settled_hour(boundary)
     rows = [(settled - timedelta(weeks=w), Decimal(10)) for w in range(1, 5)] + [(settled, Decimal(400))]
     for hour, value in rows:
-        await pg.execute("INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
-                         "VALUES ('acme', 'api_calls', $1, $2, 1)", hour, value)
+        await pg.execute(
+            "INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
+            "VALUES ('acme', 'api_calls', $1, $2, 1)",
+            hour,
+            value,
+        )
     found = (await client.get("/v1/customers/acme/anomalies", headers=auth(admin_key))).json()
     # Daily flags are tested in tests/test_anomalies_daily.py: here only the hour (right
     # after midnight its day is settled too, and is a spike of its own).
-    assert [(a["metricName"], a["granularity"], a["kind"], a["start"], a["value"], a["expected"])
-            for a in found if a["granularity"] == "hour"] == [
-        ("api_calls", "hour", "spike", settled.isoformat().replace("+00:00", "Z"), "400", "10")]
+    assert [
+        (a["metricName"], a["granularity"], a["kind"], a["start"], a["value"], a["expected"])
+        for a in found
+        if a["granularity"] == "hour"
+    ] == [("api_calls", "hour", "spike", settled.isoformat().replace("+00:00", "Z"), "400", "10")]
 
 
 @pytest.mark.parametrize("boundary", BOUNDARIES)
-async def test_the_customer_page_shows_a_flagged_hour(client: Any, admin_key: str, pg: Any,
-                                                      boundary: Boundary) -> None:
+async def test_the_customer_page_shows_a_flagged_hour(
+    client: Any, admin_key: str, pg: Any, boundary: Boundary
+) -> None:
     await make_customer(client, admin_key, id="acme", timezone=boundary.tz)
     await make_meter(client, admin_key, metric="api_calls")
     set_clock(client, boundary.at)
     settled = last_settled_hour(boundary)
     for hour, value in [(settled - timedelta(weeks=w), Decimal(10)) for w in range(1, 5)] + [(settled, 0)]:
         if value:
-            await pg.execute("INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
-                             "VALUES ('acme', 'api_calls', $1, $2, 1)", hour, value)
+            await pg.execute(
+                "INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
+                "VALUES ('acme', 'api_calls', $1, $2, 1)",
+                hour,
+                value,
+            )
     await make_user(pg, "admin@portal.test", role="admin")
     await sign_in(client, "admin@portal.test")
     panel = (await client.get("/portal/customers/acme/usage", headers=HTMX)).text
-    rows = re.findall(r"<tr><td>([^<]*)</td><td>(api_calls)</td><td>([^<]*)</td>\s*"
-                      r'<td class="num">([^<]*)</td><td class="num">([^<]*)</td></tr>', panel)
+    rows = re.findall(
+        r"<tr><td>([^<]*)</td><td>(api_calls)</td><td>([^<]*)</td>\s*"
+        r'<td class="num">([^<]*)</td><td class="num">([^<]*)</td></tr>',
+        panel,
+    )
     shown = [(hour_range(settled, boundary.tz), "api_calls", "Dropped to zero", "0", "10")]
     if boundary.local().hour == 0:
         # The settled hour closed the customer's day, which went to zero against 10 on the
         # same weekday of earlier weeks: the page lists that day too, after the hours.
-        shown.append((f"{day_of(settled, boundary.tz)} (whole day)", "api_calls", "Dropped to zero",
-                      "0", "10"))
+        shown.append(
+            (f"{day_of(settled, boundary.tz)} (whole day)", "api_calls", "Dropped to zero", "0", "10")
+        )
     assert rows == shown

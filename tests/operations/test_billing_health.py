@@ -12,8 +12,9 @@ from tests.factories import auth, make_customer, make_meter
 from tests.pages.helpers import make_user, sign_in
 
 
-async def test_billing_health_measures_constructed_data(client: AsyncTestClient[Any], admin_key: str,
-                                                        pg: Any) -> None:
+async def test_billing_health_measures_constructed_data(
+    client: AsyncTestClient[Any], admin_key: str, pg: Any
+) -> None:
     await make_customer(client, admin_key, id="acme", currency="USD")
     await make_meter(client, admin_key, metric="api_calls")
     now = datetime.now(UTC)
@@ -24,32 +25,50 @@ async def test_billing_health_measures_constructed_data(client: AsyncTestClient[
             "INSERT INTO usage_events (customer_id, event_id, metric_name, quantity, event_time, hour, "
             "received_at, persisted_at, message_id) "
             "VALUES ('acme', $1, 'api_calls', 1, $2, $3, $4, $5, 'm')",
-            f"e{i}", committed - timedelta(seconds=lag + 10),
-            committed.replace(minute=0, second=0, microsecond=0), committed - timedelta(seconds=lag),
-            committed)
+            f"e{i}",
+            committed - timedelta(seconds=lag + 10),
+            committed.replace(minute=0, second=0, microsecond=0),
+            committed - timedelta(seconds=lag),
+            committed,
+        )
         await pg.execute(
             "INSERT INTO event_ledger (customer_id, event_id, fingerprint, event_time, received_at, "
             "persisted_at) VALUES ('acme', $1, '\\x00', $2, $3, $4)",
-            f"e{i}", committed - timedelta(seconds=lag + 10), committed - timedelta(seconds=lag), committed)
+            f"e{i}",
+            committed - timedelta(seconds=lag + 10),
+            committed - timedelta(seconds=lag),
+            committed,
+        )
     # Discrepancy: 4 invoices finalized in the window, 1 of them adjusted by -8.73.
     ids = []
     for n in range(4):
         start = now - timedelta(days=40 + 31 * n)
-        ids.append(await pg.fetchval(
-            "INSERT INTO invoices (customer_id, period_start, period_end, currency, status, number, "
-            "finalized_at) VALUES ('acme', $1, $2, 'USD', 'finalized', $3, $4) RETURNING id",
-            start, start + timedelta(days=31), f"INV-{n}", now - timedelta(hours=2)))
-    await pg.execute("INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, "
-                     "amount, lines, reason) "
-                     "VALUES ($1, 'CN-1', 'credit', -9.70, -0.97, -8.73, '[]', 'late')",
-                     ids[0])
+        ids.append(
+            await pg.fetchval(
+                "INSERT INTO invoices (customer_id, period_start, period_end, currency, status, number, "
+                "finalized_at) VALUES ('acme', $1, $2, 'USD', 'finalized', $3, $4) RETURNING id",
+                start,
+                start + timedelta(days=31),
+                f"INV-{n}",
+                now - timedelta(hours=2),
+            )
+        )
+    await pg.execute(
+        "INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, "
+        "amount, lines, reason) "
+        "VALUES ($1, 'CN-1', 'credit', -9.70, -0.97, -8.73, '[]', 'late')",
+        ids[0],
+    )
     # Alerts: two forecasts of ended periods, one followed by its crossing; one crossing
     # with a sent delivery, one with none.
-    rule = await pg.fetchval("INSERT INTO alert_rules (customer_id, name, metric_name, basis, levels) "
-                             "VALUES ('acme', 'r', 'api_calls', 'absolute', '{10,20}') RETURNING id")
+    rule = await pg.fetchval(
+        "INSERT INTO alert_rules (customer_id, name, metric_name, basis, levels) "
+        "VALUES ('acme', 'r', 'api_calls', 'absolute', '{10,20}') RETURNING id"
+    )
     channel = await pg.fetchval(
         "INSERT INTO alert_channels (customer_id, name, kind, destination_encrypted, destination_masked) "
-        "VALUES ('acme', 'c', 'webhook', '\\x00', 'json://x') RETURNING id")
+        "VALUES ('acme', 'c', 'webhook', '\\x00', 'json://x') RETURNING id"
+    )
     period_start, period_end = now - timedelta(days=35), now - timedelta(days=4)
     firings = {}
     for level, kind in ((10, "forecast"), (10, "crossing"), (20, "forecast"), (20, "crossing")):
@@ -61,22 +80,47 @@ async def test_billing_health_measures_constructed_data(client: AsyncTestClient[
             "INSERT INTO alert_firings (rule_id, customer_id, period_start, period_end, level, kind, "
             "threshold, value, notice, fired_at) VALUES ($1, 'acme', $2, $3, $4, $5, $4, $4, '{}', $6) "
             "RETURNING id",
-            rule, *period, level, kind, now - timedelta(hours=1))
-    await pg.execute("INSERT INTO alert_deliveries (firing_id, channel_id, customer_id, notice, status, "
-                     "masked_destination) VALUES ($1, $2, 'acme', $3, 'sent', 'json://x')",
-                     firings[10, "crossing"], channel, json.dumps({}))
+            rule,
+            *period,
+            level,
+            kind,
+            now - timedelta(hours=1),
+        )
+    await pg.execute(
+        "INSERT INTO alert_deliveries (firing_id, channel_id, customer_id, notice, status, "
+        "masked_destination) VALUES ($1, $2, 'acme', $3, 'sent', 'json://x')",
+        firings[10, "crossing"],
+        channel,
+        json.dumps({}),
+    )
 
     health = (await client.get("/v1/billing-health?hours=24", headers=auth(admin_key))).json()
-    assert health["latency"] == {"events": 4, "receivedP50S": 2.5, "receivedP99S": 3.97,
-                                 "eventTimeP50S": 12.5, "eventTimeP99S": 13.97}
-    assert health["discrepancy"] == {"finalized": 4, "adjusted": 1, "rate": "0.25",
-                                     "adjustmentAmounts": {"USD": "-8.73"}}
-    assert health["alerts"] == {"forecastsJudged": 2, "forecastsFollowed": 1, "forecastAccuracy": "0.5",
-                                "crossings": 2, "crossingsWithoutNotice": 1}
+    assert health["latency"] == {
+        "events": 4,
+        "receivedP50S": 2.5,
+        "receivedP99S": 3.97,
+        "eventTimeP50S": 12.5,
+        "eventTimeP99S": 13.97,
+    }
+    assert health["discrepancy"] == {
+        "finalized": 4,
+        "adjusted": 1,
+        "rate": "0.25",
+        "adjustmentAmounts": {"USD": "-8.73"},
+    }
+    assert health["alerts"] == {
+        "forecastsJudged": 2,
+        "forecastsFollowed": 1,
+        "forecastAccuracy": "0.5",
+        "crossings": 2,
+        "crossingsWithoutNotice": 1,
+    }
 
 
 async def test_data_quality_counts_each_sources_accepted_and_rejected_events(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
 ) -> None:
     from tests.factories import event
 
@@ -88,32 +132,51 @@ async def test_data_quality_counts_each_sources_accepted_and_rejected_events(
     assert sent.status_code == 202
     resent = await client.post("/v1/events", headers=auth(ingest_key), json=first)
     assert resent.status_code == 202  # a resend: a duplicate, not a data problem
-    stripe = await client.post("/v1/billing/meter_events", headers=auth(ingest_key),
-                               data={"event_name": "api_calls", "payload[stripe_customer_id]": "nobody",
-                                     "payload[value]": "1"})
+    stripe = await client.post(
+        "/v1/billing/meter_events",
+        headers=auth(ingest_key),
+        data={"event_name": "api_calls", "payload[stripe_customer_id]": "nobody", "payload[value]": "1"},
+    )
     assert stripe.status_code == 400
 
     health = (await client.get("/v1/billing-health", headers=auth(admin_key))).json()
     assert health["dataQuality"] == [
-        {"source": "native", "accepted": 3, "rejected": 3, "score": "0.5",
-         "rejectionsByReason": {"metricName": 1, "quantity": 2}},
-        {"source": "stripe", "accepted": 0, "rejected": 1, "score": "0",
-         "rejectionsByReason": {"customerId": 1}},
+        {
+            "source": "native",
+            "accepted": 3,
+            "rejected": 3,
+            "score": "0.5",
+            "rejectionsByReason": {"metricName": 1, "quantity": 2},
+        },
+        {
+            "source": "stripe",
+            "accepted": 0,
+            "rejected": 1,
+            "score": "0",
+            "rejectionsByReason": {"customerId": 1},
+        },
     ]
 
 
-async def test_the_billing_health_page_shows_the_measures(client: AsyncTestClient[Any], admin_key: str,
-                                                           pg: Any) -> None:
+async def test_the_billing_health_page_shows_the_measures(
+    client: AsyncTestClient[Any], admin_key: str, pg: Any
+) -> None:
     await make_customer(client, admin_key, id="acme", currency="USD")
     for n, adjusted in enumerate((True, False)):
         invoice = await pg.fetchval(
             "INSERT INTO invoices (customer_id, period_start, period_end, currency, status, number, "
             "finalized_at) VALUES ('acme', $1, $2, 'USD', 'finalized', $3, now()) RETURNING id",
-            datetime(2026, 8 + n, 1, tzinfo=UTC), datetime(2026, 9 + n, 1, tzinfo=UTC), f"INV-{n}")
+            datetime(2026, 8 + n, 1, tzinfo=UTC),
+            datetime(2026, 9 + n, 1, tzinfo=UTC),
+            f"INV-{n}",
+        )
         if adjusted:
-            await pg.execute("INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, "
-                             "discount_delta, amount, lines, reason) "
-                             "VALUES ($1, 'DN-1', 'debit', 1, 0, 1, '[]', 'late')", invoice)
+            await pg.execute(
+                "INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, "
+                "discount_delta, amount, lines, reason) "
+                "VALUES ($1, 'DN-1', 'debit', 1, 0, 1, '[]', 'late')",
+                invoice,
+            )
     await make_user(pg, "max@vendor.test", role="account_manager", all_customers=True)
     await sign_in(client, "max@vendor.test")
     page = await client.get("/portal/health")

@@ -104,9 +104,12 @@ def test_both_servers_require_the_data_dirs_password_on_loopback_only(servers: E
     async def settings() -> list[object]:
         conn = await asyncpg.connect(urls.database_url)
         try:
-            return [await conn.fetchval(f"SHOW {name}") for name in
-                    ("listen_addresses", "unix_socket_directories", "password_encryption")] + [
-                await conn.fetchval("SELECT left(rolpassword, 14) FROM pg_authid WHERE rolname = 'postgres'")]
+            return [
+                await conn.fetchval(f"SHOW {name}")
+                for name in ("listen_addresses", "unix_socket_directories", "password_encryption")
+            ] + [
+                await conn.fetchval("SELECT left(rolpassword, 14) FROM pg_authid WHERE rolname = 'postgres'")
+            ]
         finally:
             await conn.close()
 
@@ -139,8 +142,9 @@ def test_a_data_dir_made_before_passwords_is_secured_when_started(servers: Embed
     (data_dir / "postgres" / "usage-portal.password-sha256").unlink()
     (data_dir / PASSWORD_FILE).unlink()
     config = data_dir / "valkey" / "valkey.conf"
-    config.write_text("\n".join(
-        line for line in config.read_text().splitlines() if not line.startswith("requirepass")))
+    config.write_text(
+        "\n".join(line for line in config.read_text().splitlines() if not line.startswith("requirepass"))
+    )
     subprocess.run([servers.valkey.binary, str(config), "--daemonize", "yes"], check=True)
     deadline = time.monotonic() + 10
     while servers.valkey.running_port() is None and time.monotonic() < deadline:
@@ -162,9 +166,9 @@ def test_a_data_dir_made_before_passwords_is_secured_when_started(servers: Embed
     assert _redis_refuses(redis_port, password) == "connected"
 
 
-
 def test_status_finds_the_servers_while_one_of_them_is_down(
-    servers: EmbeddedServers, monkeypatch: pytest.MonkeyPatch,
+    servers: EmbeddedServers,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from argparse import Namespace
 

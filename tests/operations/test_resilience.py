@@ -79,12 +79,14 @@ def stop_running_workers() -> None:
 
 
 def test_scheduler_skips_ticks_while_valkey_loads_then_queues_each_job_once(
-    valkey: LoadingValkey, caplog: pytest.LogCaptureFixture,
+    valkey: LoadingValkey,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     queued: list[tuple[str, str]] = []
     schedule = [Job("reconcile_live", 60), Job("sweep_alerts", 60, ALERTS_QUEUE)]
-    scheduler = Scheduler(scheduler_client(valkey.url()), schedule,
-                          enqueue=lambda actor, queue: queued.append((actor, queue)))
+    scheduler = Scheduler(
+        scheduler_client(valkey.url()), schedule, enqueue=lambda actor, queue: queued.append((actor, queue))
+    )
     valkey.restart()
     with caplog.at_level(logging.WARNING, logger="portal.scheduler"):
         # Given Valkey is loading, when the scheduler ticks, then it skips (and lives on).
@@ -117,9 +119,11 @@ def test_scheduler_skips_a_tick_when_the_broker_refuses_and_claims_it_again(valk
     assert scheduler.tick(NOW_S + 1) == ["reconcile_live"]
 
 
-SCHEDULER = ("from portal.logs import configure; from portal.scheduler import run_scheduler; "
-             "from portal.settings import from_environment; configure(role='scheduler'); "
-             "run_scheduler(from_environment())")
+SCHEDULER = (
+    "from portal.logs import configure; from portal.scheduler import run_scheduler; "
+    "from portal.settings import from_environment; configure(role='scheduler'); "
+    "run_scheduler(from_environment())"
+)
 
 
 class SchedulerProcess:
@@ -128,13 +132,24 @@ class SchedulerProcess:
     def __init__(self, settings: Settings, valkey: LoadingValkey) -> None:
         self.env = dict(os.environ)
         self.env.update(TEST_ENV)
-        self.env.update({"DATABASE_URL": settings.database_url or "", "REDIS_URL": valkey.url(0),
-                         "BROKER_URL": valkey.url(1), "PORTAL_DATA_DIR": str(settings.data_dir),
-                         "PORTAL_HEARTBEAT_SECONDS": "0.5"})
+        self.env.update(
+            {
+                "DATABASE_URL": settings.database_url or "",
+                "REDIS_URL": valkey.url(0),
+                "BROKER_URL": valkey.url(1),
+                "PORTAL_DATA_DIR": str(settings.data_dir),
+                "PORTAL_HEARTBEAT_SECONDS": "0.5",
+            }
+        )
         self.log = Path(tempfile.mkstemp(prefix="scheduler-", suffix=".log")[1])
         self.process = subprocess.Popen(
-            [sys.executable, "-c", SCHEDULER], cwd=ROOT, env=self.env, stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT, start_new_session=True)
+            [sys.executable, "-c", SCHEDULER],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -145,13 +160,16 @@ class SchedulerProcess:
 
 
 async def test_scheduler_process_started_while_valkey_loads_queues_the_jobs_once_loaded(
-    settings: Settings, valkey: LoadingValkey,
+    settings: Settings,
+    valkey: LoadingValkey,
 ) -> None:
     valkey.restart()
     scheduler = SchedulerProcess(settings, valkey)
     try:
-        await wait_for(_said(scheduler.output, "skipping ticks until it is back"),
-                       what="the scheduler to meet Valkey loading")
+        await wait_for(
+            _said(scheduler.output, "skipping ticks until it is back"),
+            what="the scheduler to meet Valkey loading",
+        )
         assert valkey.loading()
         valkey.wait_loaded()
         broker = valkey.client(db=1)
@@ -159,8 +177,13 @@ async def test_scheduler_process_started_while_valkey_loads_queues_the_jobs_once
         await wait_for(_queued(broker, f"dramatiq:{MAINTENANCE_QUEUE}", 5), what="maintenance jobs queued")
         assert scheduler.process.poll() is None  # alive all along
         actors = sorted(msg_actor(raw) for raw in broker.hvals(f"dramatiq:{MAINTENANCE_QUEUE}.msgs"))
-        assert actors == ["draft_current_periods", "draft_ended_periods", "maintain_storage",
-                          "reconcile_live", "sweep_late_events"]
+        assert actors == [
+            "draft_current_periods",
+            "draft_ended_periods",
+            "maintain_storage",
+            "reconcile_live",
+            "sweep_late_events",
+        ]
     finally:
         code = scheduler.stop()
     assert code == 0
@@ -179,12 +202,14 @@ def msg_actor(raw: bytes) -> str:
 def _said(output: Callable[[], str], text: str) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return text in output()
+
     return check
 
 
 def _queued(client: redis.Redis, key: str, count: int) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return int(client.llen(key)) >= count
+
     return check
 
 
@@ -200,19 +225,27 @@ async def _roles(url: str) -> Any:
 
 
 async def test_web_starts_while_valkey_loads_and_postgres_is_unreachable(
-    settings: Settings, valkey: LoadingValkey,
+    settings: Settings,
+    valkey: LoadingValkey,
 ) -> None:
     valkey.restart()
-    down = replace(settings, database_url="postgresql://postgres@127.0.0.1:9/portal",
-                   redis_url=valkey.url(0), broker_url=valkey.url(1))
+    down = replace(
+        settings,
+        database_url="postgresql://postgres@127.0.0.1:9/portal",
+        redis_url=valkey.url(0),
+        broker_url=valkey.url(1),
+    )
     async with app_on(down, session=settings) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = await client.get("/readyz")
         assert valkey.loading()  # it answered while Valkey was loading
     assert ready.status_code == 503
-    assert ready.json() == {"status": "unavailable", "postgres": "ConnectionRefusedError",
-                            "redis": "loading its data (BusyLoadingError)",
-                            "broker": "loading its data (BusyLoadingError)"}
+    assert ready.json() == {
+        "status": "unavailable",
+        "postgres": "ConnectionRefusedError",
+        "redis": "loading its data (BusyLoadingError)",
+        "broker": "loading its data (BusyLoadingError)",
+    }
 
 
 # --- the worker ----------------------------------------------------------------------------
@@ -224,7 +257,11 @@ async def _catalog(client: AsyncTestClient[Any], admin_key: str) -> None:
 
 
 async def test_worker_started_while_valkey_loads_persists_every_event_once(
-    settings: Settings, on_valkey: Settings, valkey: LoadingValkey, admin_key: str, ingest_key: str,
+    settings: Settings,
+    on_valkey: Settings,
+    valkey: LoadingValkey,
+    admin_key: str,
+    ingest_key: str,
 ) -> None:
     stop_running_workers()
     async with app_on(on_valkey, session=settings) as client:
@@ -252,7 +289,11 @@ async def test_worker_started_while_valkey_loads_persists_every_event_once(
 
 
 async def test_worker_started_while_postgres_is_down_persists_every_event_once_it_is_back(
-    client: AsyncTestClient[Any], admin_key: str, ingest_key: str, embedded: Any, redis: Redis,
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    embedded: Any,
+    redis: Redis,
     settings: Settings,
 ) -> None:
     await _catalog(client, admin_key)
@@ -283,15 +324,21 @@ async def _outages(client: Redis, messages: int) -> bool:
 
 
 async def test_a_periodic_job_during_a_postgres_outage_is_skipped_not_dead_lettered(
-    client: AsyncTestClient[Any], embedded: Any, worker: WorkerProcess, settings: Settings,
+    client: AsyncTestClient[Any],
+    embedded: Any,
+    worker: WorkerProcess,
+    settings: Settings,
 ) -> None:
     broker = redis.Redis.from_url(settings.broker_url or "")
     embedded.postgres.stop()
     try:
         log_start = len(worker.output())
         for _ in range(2):
-            dramatiq.get_broker().enqueue(dramatiq.Message(
-                queue_name=MAINTENANCE_QUEUE, actor_name="reconcile_live", args=(), kwargs={}, options={}))
+            dramatiq.get_broker().enqueue(
+                dramatiq.Message(
+                    queue_name=MAINTENANCE_QUEUE, actor_name="reconcile_live", args=(), kwargs={}, options={}
+                )
+            )
         await wait_for(lambda: _drained(broker, MAINTENANCE_QUEUE), what="both runs to end")
     finally:
         embedded.start()
@@ -312,7 +359,8 @@ def test_an_enqueue_from_a_worker_waits_for_a_loading_broker(valkey: LoadingValk
     patient = ResilientRedisBroker(url=valkey.url(1), enqueue_patience_s=60)
     impatient = ResilientRedisBroker(url=valkey.url(1))
     message: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name=MAINTENANCE_QUEUE, actor_name="reconcile_live", args=(), kwargs={}, options={})
+        queue_name=MAINTENANCE_QUEUE, actor_name="reconcile_live", args=(), kwargs={}, options={}
+    )
     valkey.restart()
     # The web's and the scheduler's broker (no patience) refuses at once...
     with pytest.raises(redis.BusyLoadingError):
@@ -327,7 +375,9 @@ def test_an_enqueue_from_a_worker_waits_for_a_loading_broker(valkey: LoadingValk
 
 
 async def test_a_delayed_message_held_by_a_worker_across_a_valkey_restart_still_runs(
-    on_valkey: Settings, valkey: LoadingValkey, pg: Any,
+    on_valkey: Settings,
+    valkey: LoadingValkey,
+    pg: Any,
 ) -> None:
     stop_running_workers()
     worker = WorkerProcess(on_valkey)
@@ -336,17 +386,25 @@ async def test_a_delayed_message_held_by_a_worker_across_a_valkey_restart_still_
     try:
         await wait_for(_said(worker.output, "ready for action"), what="the worker to boot")
         # Given the worker holds a delayed message (Dramatiq keeps it in memory until due),
-        ResilientRedisBroker(url=valkey.url(1)).enqueue(dramatiq.Message(
-            queue_name=MAINTENANCE_QUEUE, actor_name="reconcile_live", args=(), kwargs={}, options={}),
-            delay=4_000)
-        await wait_for(lambda: _fetched(broker, f"dramatiq:{MAINTENANCE_QUEUE}.DQ"),
-                       what="the worker to hold the delayed message")
+        ResilientRedisBroker(url=valkey.url(1)).enqueue(
+            dramatiq.Message(
+                queue_name=MAINTENANCE_QUEUE, actor_name="reconcile_live", args=(), kwargs={}, options={}
+            ),
+            delay=4_000,
+        )
+        await wait_for(
+            lambda: _fetched(broker, f"dramatiq:{MAINTENANCE_QUEUE}.DQ"),
+            what="the worker to hold the delayed message",
+        )
         # when Valkey restarts under it (its consumers lose their connection),
         valkey.restart()
         valkey.wait_loaded()
         # then the message runs all the same, without restarting the worker.
-        await wait_for(lambda: pg.fetchval("SELECT count(*) FROM reconcile_runs"), timeout=60,
-                       what="the delayed reconcile to run")
+        await wait_for(
+            lambda: pg.fetchval("SELECT count(*) FROM reconcile_runs"),
+            timeout=60,
+            what="the delayed reconcile to run",
+        )
         assert worker.process is not None and worker.process.poll() is None
         assert "gave back 1 delayed message(s) of maintenance.DQ" in worker.output()
     finally:

@@ -29,8 +29,16 @@ from portal.supervisor import (
     up_pid,
 )
 
-FAST = Policy(initial_backoff_s=0.05, max_backoff_s=0.2, stable_after_s=30, crash_loop_deaths=3,
-              crash_loop_window_s=60, kill_grace_s=2, stop_grace_s=5, tick_s=0.02)
+FAST = Policy(
+    initial_backoff_s=0.05,
+    max_backoff_s=0.2,
+    stable_after_s=30,
+    crash_loop_deaths=3,
+    crash_loop_window_s=60,
+    kill_grace_s=2,
+    stop_grace_s=5,
+    tick_s=0.02,
+)
 
 
 def _alive(pid: int) -> bool:
@@ -54,10 +62,16 @@ def _python(code: str, data_dir: Path, **env: str) -> tuple[list[str], dict[str,
     return [sys.executable, "-c", code], {**os.environ, UP_MARKER: str(data_dir.resolve()), **env}
 
 
-@pytest.mark.parametrize(("returncode", "said"), [
-    (3, "exited with code 3"), (0, "exited with code 0"), (-9, "was killed by SIGKILL"),
-    (-15, "was killed by SIGTERM"), (None, "exited (its status is unknown: this `up` did not start it)"),
-])
+@pytest.mark.parametrize(
+    ("returncode", "said"),
+    [
+        (3, "exited with code 3"),
+        (0, "exited with code 0"),
+        (-9, "was killed by SIGKILL"),
+        (-15, "was killed by SIGTERM"),
+        (None, "exited (its status is unknown: this `up` did not start it)"),
+    ],
+)
 def test_the_log_says_how_a_child_ended(returncode: int | None, said: str) -> None:
     assert describe_exit(returncode) == said
 
@@ -83,8 +97,9 @@ def test_a_crash_loop_is_so_many_deaths_within_the_window() -> None:
 
 
 def test_a_crashing_role_is_restarted_then_given_up_on_with_its_last_lines(tmp_path: Path) -> None:
-    argv, env = _python("print('loading the config'); print('boom: no such table'); raise SystemExit(3)",
-                        tmp_path)
+    argv, env = _python(
+        "print('loading the config'); print('boom: no such table'); raise SystemExit(3)", tmp_path
+    )
     supervisor = Supervisor(data_dir=tmp_path, servers=None, policy=FAST)
     supervisor.add_role(RoleSpec("scheduler", argv, env))
     try:
@@ -94,7 +109,8 @@ def test_a_crashing_role_is_restarted_then_given_up_on_with_its_last_lines(tmp_p
     assert supervisor.failure is not None
     assert supervisor.failure.startswith(
         "giving up: scheduler died 3 times within 60 s (a crash loop; the last time it exited with "
-        "code 3). Its last lines:\n")
+        "code 3). Its last lines:\n"
+    )
     assert "    boom: no such table" in supervisor.failure
 
 
@@ -133,11 +149,12 @@ def test_a_dead_leaders_group_is_stopped_before_the_role_starts_again(tmp_path: 
 
 def test_a_role_that_ignores_sigterm_is_killed_at_shutdown(tmp_path: Path) -> None:
     ready = tmp_path / "ready"
-    code = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-            f"open({str(ready)!r}, 'w').write('1')\ntime.sleep(600)\n")
+    code = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"open({str(ready)!r}, 'w').write('1')\ntime.sleep(600)\n"
+    )
     argv, env = _python(code, tmp_path)
-    supervisor = Supervisor(data_dir=tmp_path, servers=None,
-                            policy=Policy(stop_grace_s=0.5, tick_s=0.02))
+    supervisor = Supervisor(data_dir=tmp_path, servers=None, policy=Policy(stop_grace_s=0.5, tick_s=0.02))
     supervisor.add_role(RoleSpec("web", argv, env))
     assert supervisor.run_until(ready.exists)
     supervisor.shutdown()
@@ -150,12 +167,21 @@ def test_leftovers_of_an_earlier_up_on_the_same_data_dir_are_stopped(tmp_path: P
     env = {**os.environ, UP_MARKER: str(tmp_path.resolve())}
     # One ignores SIGTERM: it gets SIGKILL after the grace.
     ignoring = tmp_path / "ignoring"
-    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; "
-                                 "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-                                 f"open({str(ignoring)!r}, 'w').close(); time.sleep(600)"], env=env)
+    stubborn = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; "
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            f"open({str(ignoring)!r}, 'w').close(); time.sleep(600)",
+        ],
+        env=env,
+    )
     polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], env=env)
-    elsewhere = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
-                                 env={**os.environ, UP_MARKER: str(other_dir.resolve())})
+    elsewhere = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)"],
+        env={**os.environ, UP_MARKER: str(other_dir.resolve())},
+    )
     try:
         _wait(ignoring.exists, "the stubborn process to ignore SIGTERM")
         _wait(lambda: {stubborn.pid, polite.pid} <= set(marked_processes(tmp_path)), "the processes")

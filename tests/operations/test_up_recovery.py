@@ -46,16 +46,21 @@ def _free_port() -> int:
 def _env(data_dir: Path) -> dict[str, str]:
     """`up`'s environment: the embedded servers (no server URLs, no inherited PORTAL_*), and
     quicker retries and requeues than production, so a test waits seconds, not minutes."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PORTAL_") and k not in ("DATABASE_URL", "REDIS_URL", "BROKER_URL")}
-    env.update({
-        "PORTAL_DATA_DIR": str(data_dir),
-        "PORTAL_CATALOG_CACHE_SECONDS": "0",
-        "PORTAL_PERSIST_MIN_BACKOFF_MS": "200",
-        "PORTAL_PERSIST_MAX_BACKOFF_MS": "2000",
-        "PORTAL_BROKER_HEARTBEAT_MS": "2000",
-        "PORTAL_BROKER_MAINTENANCE_CHANCE": "1000000",
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PORTAL_") and k not in ("DATABASE_URL", "REDIS_URL", "BROKER_URL")
+    }
+    env.update(
+        {
+            "PORTAL_DATA_DIR": str(data_dir),
+            "PORTAL_CATALOG_CACHE_SECONDS": "0",
+            "PORTAL_PERSIST_MIN_BACKOFF_MS": "200",
+            "PORTAL_PERSIST_MAX_BACKOFF_MS": "2000",
+            "PORTAL_BROKER_HEARTBEAT_MS": "2000",
+            "PORTAL_BROKER_MAINTENANCE_CHANCE": "1000000",
+        }
+    )
     return env
 
 
@@ -70,6 +75,7 @@ def _wait(predicate: Callable[[], Any], what: str, timeout: float = 90) -> Any:
 
 
 # ---------------------------------------------------------------------------- processes
+
 
 def _proc(pid: int) -> tuple[int, str, str] | None:
     """(ppid, state, command line) of a process, or None if it is gone."""
@@ -144,8 +150,9 @@ class Up:
         argv = [*CLI, "up", "--port", str(port), *(["--demo"] if demo else [])]
         self.started = time.monotonic()
         with self.stderr.open("wb") as stderr:
-            self.process = subprocess.Popen(argv, cwd=ROOT, env=_env(data_dir), stdout=subprocess.PIPE,
-                                            stderr=stderr, text=True)
+            self.process = subprocess.Popen(
+                argv, cwd=ROOT, env=_env(data_dir), stdout=subprocess.PIPE, stderr=stderr, text=True
+            )
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -180,11 +187,15 @@ class Up:
 
 # ---------------------------------------------------------------------------- HTTP
 
+
 def _call(url: str, key: str, body: Any = None, timeout: float = 10) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={
-        "Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-        method="POST" if body is not None else "GET")
+    request = urllib.request.Request(
+        url,
+        data=data,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        method="POST" if body is not None else "GET",
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"null")
@@ -205,15 +216,20 @@ class Totals:
 
     def __init__(self, url: str, admin_key: str) -> None:
         now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-        self.query = urllib.parse.urlencode({
-            "metric": "api_calls", "start": (now - timedelta(hours=1)).isoformat(),
-            "end": (now + timedelta(days=1)).isoformat()})
+        self.query = urllib.parse.urlencode(
+            {
+                "metric": "api_calls",
+                "start": (now - timedelta(hours=1)).isoformat(),
+                "end": (now + timedelta(days=1)).isoformat(),
+            }
+        )
         self.url, self.key = url, admin_key
 
     def get(self, source: str) -> int | None:
         try:
-            status, body = _call(f"{self.url}/v1/customers/{CUSTOMER}/usage?{self.query}&source={source}",
-                                 self.key)
+            status, body = _call(
+                f"{self.url}/v1/customers/{CUSTOMER}/usage?{self.query}&source={source}", self.key
+            )
         except OSError:
             return None
         return int(body["total"]) if status == 200 else None
@@ -253,9 +269,17 @@ class Sender(threading.Thread):
         while not self.stopping.is_set():
             number += 1
             now_ms = int(time.time() * 1000)
-            batch = [{"eventId": uuid.uuid4().hex, "timestamp": now_ms, "customerId": CUSTOMER,
-                      "metricName": "api_calls", "quantity": 1 + (number + i) % 9,
-                      "dimensions": {"region": "eu"}} for i in range(25)]
+            batch = [
+                {
+                    "eventId": uuid.uuid4().hex,
+                    "timestamp": now_ms,
+                    "customerId": CUSTOMER,
+                    "metricName": "api_calls",
+                    "quantity": 1 + (number + i) % 9,
+                    "dimensions": {"region": "eu"},
+                }
+                for i in range(25)
+            ]
             while True:
                 try:
                     status, answer = _call(f"{self.url}/v1/events/batch", self.key, {"events": batch})
@@ -275,6 +299,7 @@ class Sender(threading.Thread):
 
 # ---------------------------------------------------------------------------- the tests
 
+
 def test_up_brings_back_whatever_is_killed_under_load_with_exact_totals() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="portal-kill-")).resolve()
     up = Up(data_dir, _free_port(), demo=True)
@@ -285,13 +310,20 @@ def test_up_brings_back_whatever_is_killed_under_load_with_exact_totals() -> Non
         ingest = re.search(r"Ingest key\s+(\S+)", banner)
         assert admin and ingest, banner
         admin_key, ingest_key = admin.group(1), ingest.group(1)
-        assert _call(f"{up.url}/v1/customers", admin_key, {
-            "id": CUSTOMER, "name": "Kill Test", "timezone": "UTC", "currency": "EUR"})[0] == 201
+        assert (
+            _call(
+                f"{up.url}/v1/customers",
+                admin_key,
+                {"id": CUSTOMER, "name": "Kill Test", "timezone": "UTC", "currency": "EUR"},
+            )[0]
+            == 201
+        )
 
         # No password or key on any command line: the roles get them in their environment.
         password = (data_dir / PASSWORD_FILE).read_text().strip()
-        assert not [line for line in _command_lines()
-                    if password in line or admin_key in line or ingest_key in line]
+        assert not [
+            line for line in _command_lines() if password in line or admin_key in line or ingest_key in line
+        ]
 
         totals = Totals(up.url, admin_key)
         sender = Sender(up.url, ingest_key)
@@ -334,8 +366,11 @@ def test_up_brings_back_whatever_is_killed_under_load_with_exact_totals() -> Non
             snapshot = sender.acknowledged
             _wait(lambda s=snapshot: (totals.get("billed") or 0) >= s, "billing to catch up")
             billed = time.monotonic() - t0
-            print(f"SIGKILL {name} (pid {pid}): replaced after {replaced:.1f} s, /readyz 200 after "
-                  f"{ready:.1f} s, billed total caught up after {billed:.1f} s", flush=True)
+            print(
+                f"SIGKILL {name} (pid {pid}): replaced after {replaced:.1f} s, /readyz 200 after "
+                f"{ready:.1f} s, billed total caught up after {billed:.1f} s",
+                flush=True,
+            )
 
         sender.stopping.set()
         sender.join(timeout=60)
@@ -347,12 +382,20 @@ def test_up_brings_back_whatever_is_killed_under_load_with_exact_totals() -> Non
 
         # The log names what died and how.
         log = "\n".join(up.supervisor_log())
-        for name, prefix in (("web", "web"), ("worker (the Dramatiq master)", "worker"),
-                             ("scheduler", "scheduler"), ("demo-trickle", "demo-trickle"),
-                             ("valkey", "valkey"), ("postgres", "postgres")):
+        for name, prefix in (
+            ("web", "web"),
+            ("worker (the Dramatiq master)", "worker"),
+            ("scheduler", "scheduler"),
+            ("demo-trickle", "demo-trickle"),
+            ("valkey", "valkey"),
+            ("postgres", "postgres"),
+        ):
             assert f"{prefix} (pid {killed[name]}) was killed by SIGKILL" in log, log
-        crashed = [line for line in up.supervisor_log() if " after " in line and "SIGKILL" not in line
-                   and "started" not in line and "ready" not in line]
+        crashed = [
+            line
+            for line in up.supervisor_log()
+            if " after " in line and "SIGKILL" not in line and "started" not in line and "ready" not in line
+        ]
         print("other deaths the supervisor saw:", crashed or "none")
     finally:
         code = up.stop(signal.SIGTERM)
@@ -373,16 +416,23 @@ def _fill_valkey(data_dir: Path, keys: int) -> float:
     valkey.stop()
     port = _free_port()
     config = data_dir / "fill.conf"
-    config.write_text(f'include "{valkey.config}"\nport {port}\nenable-debug-command yes\n'
-                      f'pidfile "{data_dir / "fill.pid"}"\n')
+    config.write_text(
+        f'include "{valkey.config}"\nport {port}\nenable-debug-command yes\n'
+        f'pidfile "{data_dir / "fill.pid"}"\n'
+    )
     process = subprocess.Popen([valkey.binary, str(config)])
     try:
         client = Redis(host="127.0.0.1", port=port, password=password, db=2)
         _wait(lambda: valkey.ready(password, port), "the filling Valkey")
         client.execute_command("DEBUG", "POPULATE", keys, "filler", 16)
         client.bgrewriteaof()
-        _wait(lambda: client.info("persistence")["aof_rewrite_in_progress"] == 0
-              and client.info("persistence")["aof_rewrite_scheduled"] == 0, "the AOF rewrite")
+        _wait(
+            lambda: (
+                client.info("persistence")["aof_rewrite_in_progress"] == 0
+                and client.info("persistence")["aof_rewrite_scheduled"] == 0
+            ),
+            "the AOF rewrite",
+        )
         assert client.dbsize() == keys
         client.shutdown()
     except Exception:
@@ -402,21 +452,42 @@ def test_up_starts_on_a_data_dir_holding_millions_of_keys_and_after_being_killed
     up = Up(data_dir, port, demo=False)
     try:
         up.banner("usage portal running at")
-        print(f"`up` served after {time.monotonic() - up.started:.1f} s;",
-              [line for line in up.supervisor_log() if "is ready" in line])
+        print(
+            f"`up` served after {time.monotonic() - up.started:.1f} s;",
+            [line for line in up.supervisor_log() if "is ready" in line],
+        )
         urls = json.loads((data_dir / "servers.json").read_text())
         client = Redis.from_url(urls["redisUrl"].rsplit("/", 1)[0] + "/2")
         assert client.dbsize() == keys
 
         # Another command finds the servers `up` runs, and the product counts exactly.
         admin_key, ingest_key = (
-            subprocess.run([*CLI, "keys", "create", "--scope", scope], cwd=ROOT, env=_env(data_dir),
-                           capture_output=True, text=True, check=True).stdout.strip()
-            for scope in ("admin", "ingest"))
-        assert _call(f"{up.url}/v1/customers", admin_key, {
-            "id": CUSTOMER, "name": "Big Data", "timezone": "UTC", "currency": "EUR"})[0] == 201
-        assert _call(f"{up.url}/v1/meters", admin_key, {
-            "metricName": "api_calls", "aggregation": "sum", "unit": "call", "groupBy": []})[0] == 201
+            subprocess.run(
+                [*CLI, "keys", "create", "--scope", scope],
+                cwd=ROOT,
+                env=_env(data_dir),
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            for scope in ("admin", "ingest")
+        )
+        assert (
+            _call(
+                f"{up.url}/v1/customers",
+                admin_key,
+                {"id": CUSTOMER, "name": "Big Data", "timezone": "UTC", "currency": "EUR"},
+            )[0]
+            == 201
+        )
+        assert (
+            _call(
+                f"{up.url}/v1/meters",
+                admin_key,
+                {"metricName": "api_calls", "aggregation": "sum", "unit": "call", "groupBy": []},
+            )[0]
+            == 201
+        )
         totals = Totals(up.url, admin_key)
         sender = Sender(up.url, ingest_key)
         sender.start()

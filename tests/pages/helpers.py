@@ -32,19 +32,33 @@ def csrf_of(html: str) -> str:
     return match.group(1)
 
 
-async def make_user(pg: asyncpg.Connection, email: str, *, role: str = "customer",
-                    customer_id: str | None = None, all_customers: bool = False,
-                    assigned: tuple[str, ...] = (), password_hash: str | None = PASSWORD_HASH,
-                    name: str | None = None) -> int:
+async def make_user(
+    pg: asyncpg.Connection,
+    email: str,
+    *,
+    role: str = "customer",
+    customer_id: str | None = None,
+    all_customers: bool = False,
+    assigned: tuple[str, ...] = (),
+    password_hash: str | None = PASSWORD_HASH,
+    name: str | None = None,
+) -> int:
     if role == "customer" and customer_id is None:
         customer_id = "acme"
     user_id: int = await pg.fetchval(
         "INSERT INTO users (email, name, role, customer_id, all_customers, password_hash) "
         "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        email, name or email.split("@")[0].title(), role, customer_id, all_customers, password_hash)
+        email,
+        name or email.split("@")[0].title(),
+        role,
+        customer_id,
+        all_customers,
+        password_hash,
+    )
     for customer in assigned:
-        await pg.execute("INSERT INTO user_customers (user_id, customer_id) VALUES ($1, $2)",
-                         user_id, customer)
+        await pg.execute(
+            "INSERT INTO user_customers (user_id, customer_id) VALUES ($1, $2)", user_id, customer
+        )
     return user_id
 
 

@@ -95,8 +95,10 @@ def assert_refused(response: Any, field: str, label: str) -> None:
 
 # --- index ---------------------------------------------------------------------------------
 
-async def test_index_links_every_section_with_counts(client: Client, pg: asyncpg.Connection,
-                                                     admin_key: str) -> None:
+
+async def test_index_links_every_section_with_counts(
+    client: Client, pg: asyncpg.Connection, admin_key: str
+) -> None:
     await make_customer(client, admin_key, id="acme")
     await make_customer(client, admin_key, id="globex")
     await make_meter(client, admin_key)
@@ -116,15 +118,24 @@ async def test_index_links_every_section_with_counts(client: Client, pg: asyncpg
 
 # --- customers -----------------------------------------------------------------------------
 
+
 async def test_create_customer(client: Client, pg: asyncpg.Connection) -> None:
     csrf = await admin(pg, client)
     form = await client.get("/portal/admin/customers")
     assert "No customers yet." in form.text
     assert "<option>Asia/Kolkata</option>" in form.text
     assert "<option selected>UTC</option>" in form.text
-    response = await client.post("/portal/admin/customers", data={
-        "csrf_token": csrf, "id": "initech", "name": "Initech GmbH", "timezone": "Europe/Berlin",
-        "currency": "EUR"}, follow_redirects=False)
+    response = await client.post(
+        "/portal/admin/customers",
+        data={
+            "csrf_token": csrf,
+            "id": "initech",
+            "name": "Initech GmbH",
+            "timezone": "Europe/Berlin",
+            "currency": "EUR",
+        },
+        follow_redirects=False,
+    )
     assert response.status_code == 303
     assert response.headers["location"] == "/portal/admin/customers?created=initech"
     rows = await pg.fetch("SELECT id, name, timezone, currency FROM customers")
@@ -134,21 +145,37 @@ async def test_create_customer(client: Client, pg: asyncpg.Connection) -> None:
     assert "<td>Initech GmbH</td>" in page.text
 
 
-@pytest.mark.parametrize(("changes", "field", "label", "says"), [
-    ({"id": "has space"}, "id", "Customer id", "letters, digits or . _ : @ + -"),
-    ({"id": ""}, "id", "Customer id", "required"),
-    ({"name": ""}, "name", "Name", "required"),
-    ({"timezone": "Mars/Olympus"}, "timezone", "Time zone", "unknown IANA time zone"),
-    ({"currency": "eur"}, "currency", "Currency", "three capital letters"),
-    ({"currency": "XYZ"}, "currency", "Currency", "XYZ is not an ISO 4217 currency code"),
-    ({"id": "acme"}, "id", "Customer id", "a customer “acme” already exists"),
-])
-async def test_customer_form_mistakes(client: Client, pg: asyncpg.Connection, admin_key: str,
-                                      changes: dict[str, str], field: str, label: str, says: str) -> None:
+@pytest.mark.parametrize(
+    ("changes", "field", "label", "says"),
+    [
+        ({"id": "has space"}, "id", "Customer id", "letters, digits or . _ : @ + -"),
+        ({"id": ""}, "id", "Customer id", "required"),
+        ({"name": ""}, "name", "Name", "required"),
+        ({"timezone": "Mars/Olympus"}, "timezone", "Time zone", "unknown IANA time zone"),
+        ({"currency": "eur"}, "currency", "Currency", "three capital letters"),
+        ({"currency": "XYZ"}, "currency", "Currency", "XYZ is not an ISO 4217 currency code"),
+        ({"id": "acme"}, "id", "Customer id", "a customer “acme” already exists"),
+    ],
+)
+async def test_customer_form_mistakes(
+    client: Client,
+    pg: asyncpg.Connection,
+    admin_key: str,
+    changes: dict[str, str],
+    field: str,
+    label: str,
+    says: str,
+) -> None:
     await make_customer(client, admin_key, id="acme")
     csrf = await admin(pg, client)
-    data = {"csrf_token": csrf, "id": "initech", "name": "Initech <b>", "timezone": "Asia/Tokyo",
-            "currency": "JPY", **changes}
+    data = {
+        "csrf_token": csrf,
+        "id": "initech",
+        "name": "Initech <b>",
+        "timezone": "Asia/Tokyo",
+        "currency": "JPY",
+        **changes,
+    }
     response = await client.post("/portal/admin/customers", data=data)
     assert_refused(response, field, label)
     assert says in html.unescape(response.text)
@@ -162,8 +189,10 @@ async def test_customer_form_mistakes(client: Client, pg: asyncpg.Connection, ad
 
 async def test_customer_form_names_every_empty_field(client: Client, pg: asyncpg.Connection) -> None:
     csrf = await admin(pg, client)
-    response = await client.post("/portal/admin/customers", data={
-        "csrf_token": csrf, "id": "", "name": "", "timezone": "UTC", "currency": ""})
+    response = await client.post(
+        "/portal/admin/customers",
+        data={"csrf_token": csrf, "id": "", "name": "", "timezone": "UTC", "currency": ""},
+    )
     for field, label in (("id", "Customer id"), ("name", "Name"), ("currency", "Currency")):
         assert_refused(response, field, label)
     assert await count(pg, "customers") == 0
@@ -171,12 +200,22 @@ async def test_customer_form_names_every_empty_field(client: Client, pg: asyncpg
 
 # --- meters --------------------------------------------------------------------------------
 
+
 async def test_create_meter(client: Client, pg: asyncpg.Connection, admin_key: str) -> None:
     await make_customer(client, admin_key, id="acme")
     csrf = await admin(pg, client)
-    response = await client.post("/portal/admin/meters", data={
-        "csrf_token": csrf, "metricName": "seats", "aggregation": "unique_count", "unit": "seat",
-        "groupBy": "region, plan", "uniqueBy": "user"}, follow_redirects=False)
+    response = await client.post(
+        "/portal/admin/meters",
+        data={
+            "csrf_token": csrf,
+            "metricName": "seats",
+            "aggregation": "unique_count",
+            "unit": "seat",
+            "groupBy": "region, plan",
+            "uniqueBy": "user",
+        },
+        follow_redirects=False,
+    )
     assert response.status_code == 303
     rows = await pg.fetch("SELECT metric_name, aggregation, unit, group_by, unique_by FROM meters")
     assert [tuple(r) for r in rows] == [("seats", "unique_count", "seat", ["region", "plan"], "user")]
@@ -184,27 +223,57 @@ async def test_create_meter(client: Client, pg: asyncpg.Connection, admin_key: s
     assert "Meter <code>seats</code> created" in page.text
     assert "<td>region, plan</td>" in page.text
     # The catalog cache was invalidated: ingest accepts the new meter's events at once.
-    accepted = await client.post("/v1/events", headers=auth(admin_key), json=event(
-        metric="seats", dimensions={"region": "eu", "plan": "pro", "user": "u1"}))
+    accepted = await client.post(
+        "/v1/events",
+        headers=auth(admin_key),
+        json=event(metric="seats", dimensions={"region": "eu", "plan": "pro", "user": "u1"}),
+    )
     assert accepted.status_code == 202, accepted.text
 
 
-@pytest.mark.parametrize(("changes", "field", "label", "says"), [
-    ({"metricName": "bad name"}, "metricName", "Metric name", "letters, digits"),
-    ({"aggregation": "median"}, "aggregation", "Aggregation", "one of sum, count, max, unique_count, latest"),
-    ({"unit": ""}, "unit", "Unit", "required"),
-    ({"aggregation": "unique_count"}, "uniqueBy", "Unique by", "required when aggregation is unique_count"),
-    ({"uniqueBy": "user"}, "uniqueBy", "Unique by", "only allowed when aggregation is unique_count"),
-    ({"groupBy": "region, region"}, "groupBy", "Group-by dimensions", "dimensions must not repeat"),
-    ({"groupBy": "a,b,c,d,e,f"}, "groupBy", "Group-by dimensions", "at most 5 dimensions"),
-    ({"metricName": "api_calls"}, "metricName", "Metric name", "a meter “api_calls” already exists"),
-])
-async def test_meter_form_mistakes(client: Client, pg: asyncpg.Connection, admin_key: str,
-                                   changes: dict[str, str], field: str, label: str, says: str) -> None:
+@pytest.mark.parametrize(
+    ("changes", "field", "label", "says"),
+    [
+        ({"metricName": "bad name"}, "metricName", "Metric name", "letters, digits"),
+        (
+            {"aggregation": "median"},
+            "aggregation",
+            "Aggregation",
+            "one of sum, count, max, unique_count, latest",
+        ),
+        ({"unit": ""}, "unit", "Unit", "required"),
+        (
+            {"aggregation": "unique_count"},
+            "uniqueBy",
+            "Unique by",
+            "required when aggregation is unique_count",
+        ),
+        ({"uniqueBy": "user"}, "uniqueBy", "Unique by", "only allowed when aggregation is unique_count"),
+        ({"groupBy": "region, region"}, "groupBy", "Group-by dimensions", "dimensions must not repeat"),
+        ({"groupBy": "a,b,c,d,e,f"}, "groupBy", "Group-by dimensions", "at most 5 dimensions"),
+        ({"metricName": "api_calls"}, "metricName", "Metric name", "a meter “api_calls” already exists"),
+    ],
+)
+async def test_meter_form_mistakes(
+    client: Client,
+    pg: asyncpg.Connection,
+    admin_key: str,
+    changes: dict[str, str],
+    field: str,
+    label: str,
+    says: str,
+) -> None:
     await make_meter(client, admin_key, metric="api_calls")
     csrf = await admin(pg, client)
-    data = {"csrf_token": csrf, "metricName": "tokens", "aggregation": "sum", "unit": "token",
-            "groupBy": "model", "uniqueBy": "", **changes}
+    data = {
+        "csrf_token": csrf,
+        "metricName": "tokens",
+        "aggregation": "sum",
+        "unit": "token",
+        "groupBy": "model",
+        "uniqueBy": "",
+        **changes,
+    }
     response = await client.post("/portal/admin/meters", data=data)
     assert_refused(response, field, label)
     assert says in html.unescape(response.text)
@@ -215,16 +284,21 @@ async def test_meter_form_mistakes(client: Client, pg: asyncpg.Connection, admin
 
 # --- plans and catalog upload --------------------------------------------------------------
 
-async def upload(client: Client, csrf: str, content: str, *, name: str = "catalog.yaml",
-                 check: bool = False) -> Any:
+
+async def upload(
+    client: Client, csrf: str, content: str, *, name: str = "catalog.yaml", check: bool = False
+) -> Any:
     data = {"csrf_token": csrf, **({"check": "1"} if check else {})}
-    return await client.post("/portal/admin/catalog", data=data,
-                             files={"file": (name, content.encode(), "application/yaml")})
+    return await client.post(
+        "/portal/admin/catalog", data=data, files={"file": (name, content.encode(), "application/yaml")}
+    )
 
 
 def outcome_row(page: str, kind: str, created: int, changed: int, unchanged: int) -> str:
-    return (f'<tr><th scope="row">{kind}</th><td class="num">{created}</td><td class="num">{changed}</td>\n'
-            f'        <td class="num">{unchanged}</td></tr>')
+    return (
+        f'<tr><th scope="row">{kind}</th><td class="num">{created}</td><td class="num">{changed}</td>\n'
+        f'        <td class="num">{unchanged}</td></tr>'
+    )
 
 
 async def test_catalog_upload_applies_the_file(client: Client, pg: asyncpg.Connection) -> None:
@@ -235,12 +309,17 @@ async def test_catalog_upload_applies_the_file(client: Client, pg: asyncpg.Conne
     for kind in ("meters", "customers", "plans", "subscriptions"):
         assert outcome_row(response.text, kind, 1, 0, 0) in response.text
     assert await pg.fetchval("SELECT timezone FROM customers WHERE id = 'initech'") == "Europe/Berlin"
-    assert await pg.fetchval("SELECT plan_id FROM subscriptions WHERE customer_id = 'initech'") \
-        == "tokens-eur"
+    assert (
+        await pg.fetchval("SELECT plan_id FROM subscriptions WHERE customer_id = 'initech'") == "tokens-eur"
+    )
     audit = await pg.fetchrow("SELECT actor, action, object_id, detail FROM audit_log")
     assert (audit["actor"], audit["action"], audit["object_id"]) == (ADMIN, "catalog.applied", "catalog.yaml")
-    assert json.loads(audit["detail"])["created"] == {"meters": 1, "customers": 1, "plans": 1,
-                                                      "subscriptions": 1}
+    assert json.loads(audit["detail"])["created"] == {
+        "meters": 1,
+        "customers": 1,
+        "plans": 1,
+        "subscriptions": 1,
+    }
 
     # The same file again changes nothing.
     again = await upload(client, csrf, CATALOG)
@@ -248,19 +327,23 @@ async def test_catalog_upload_applies_the_file(client: Client, pg: asyncpg.Conne
         assert outcome_row(again.text, kind, 0, 0, 1) in again.text
 
     plans = await client.get("/portal/admin/plans")
-    assert ('<td>Tokens EUR</td><td>EUR</td><td>base: flat fee; tokens: graduated tiers on tokens</td>\n'
-            '      <td class="num">1</td>') in plans.text
+    assert (
+        "<td>Tokens EUR</td><td>EUR</td><td>base: flat fee; tokens: graduated tiers on tokens</td>\n"
+        '      <td class="num">1</td>'
+    ) in plans.text
     detail = await client.get("/portal/admin/plans/tokens-eur")
     assert detail.status_code == 200
     assert "<h1>Tokens EUR</h1>" in detail.text
     assert "<dd>EUR 20 per period" in detail.text
     assert "<dd>1,000 units free</dd>" in detail.text
-    assert ('<tr><th scope="row">1</th><td class="num">100,000</td>\n'
-            '          <td class="num">EUR 0.002</td><td class="num">EUR 0</td></tr>') in detail.text
+    assert (
+        '<tr><th scope="row">1</th><td class="num">100,000</td>\n'
+        '          <td class="num">EUR 0.002</td><td class="num">EUR 0</td></tr>'
+    ) in detail.text
     assert '<td class="num">above 100,000</td>' in detail.text
     assert "<li>10 % off: launch</li>" in detail.text
     assert "<strong>EUR 50</strong> per period" in detail.text
-    assert '<code>initech</code></a></li>' in detail.text
+    assert "<code>initech</code></a></li>" in detail.text
     assert (await client.get("/portal/admin/plans/nope")).status_code == 404
 
 
@@ -274,19 +357,29 @@ async def test_catalog_check_only_applies_nothing(client: Client, pg: asyncpg.Co
         assert await count(pg, table) == 0, table
 
 
-@pytest.mark.parametrize(("content", "name", "says"), [
-    # A valid meter first, then a customer that exists with another name: nothing applied.
-    ("meters:\n  - {metricName: tokens, aggregation: sum, unit: token}\n"
-     "customers:\n  - {id: acme, name: Not Acme, timezone: UTC, currency: EUR}\n",
-     "catalog.yaml", "customers[0] (acme): exists with another name, zone or currency"),
-    ("meters: [unclosed", "catalog.yaml", "catalog.yaml: not valid YAML"),
-    ('{"meters": [{"metricName": "x"}]}', "catalog.json", "Object missing required field `aggregation`"),
-    ("plans:\n  - {id: p, name: P, currency: EUR, charges: [{key: c, model: per_unit, meter: nope, "
-     "unitPrice: 1}]}\n", "plans.yml", "plans[0] (p): charge c.meter: no meter 'nope'"),
-])
-async def test_catalog_upload_refused_applies_nothing(client: Client, pg: asyncpg.Connection,
-                                                      admin_key: str, content: str, name: str,
-                                                      says: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "name", "says"),
+    [
+        # A valid meter first, then a customer that exists with another name: nothing applied.
+        (
+            "meters:\n  - {metricName: tokens, aggregation: sum, unit: token}\n"
+            "customers:\n  - {id: acme, name: Not Acme, timezone: UTC, currency: EUR}\n",
+            "catalog.yaml",
+            "customers[0] (acme): exists with another name, zone or currency",
+        ),
+        ("meters: [unclosed", "catalog.yaml", "catalog.yaml: not valid YAML"),
+        ('{"meters": [{"metricName": "x"}]}', "catalog.json", "Object missing required field `aggregation`"),
+        (
+            "plans:\n  - {id: p, name: P, currency: EUR, charges: [{key: c, model: per_unit, meter: nope, "
+            "unitPrice: 1}]}\n",
+            "plans.yml",
+            "plans[0] (p): charge c.meter: no meter 'nope'",
+        ),
+    ],
+)
+async def test_catalog_upload_refused_applies_nothing(
+    client: Client, pg: asyncpg.Connection, admin_key: str, content: str, name: str, says: str
+) -> None:
     await make_customer(client, admin_key, id="acme", name="Acme Inc")
     csrf = await admin(pg, client)
     response = await upload(client, csrf, content, name=name)
@@ -300,13 +393,17 @@ async def test_catalog_upload_refused_applies_nothing(client: Client, pg: asyncp
 
 async def test_catalog_upload_without_a_file(client: Client, pg: asyncpg.Connection) -> None:
     csrf = await admin(pg, client)
-    response = await client.post("/portal/admin/catalog", data={"csrf_token": csrf},
-                                 files={"file": ("", b"", "application/octet-stream")})
+    response = await client.post(
+        "/portal/admin/catalog",
+        data={"csrf_token": csrf},
+        files={"file": ("", b"", "application/octet-stream")},
+    )
     assert_refused(response, "file", "Catalog file")
     assert "choose a YAML or JSON catalog file" in response.text
 
 
 # --- users ---------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def carol_refused(mail_sink: SmtpServer) -> Iterator[None]:
@@ -323,16 +420,26 @@ def link_token(page: str) -> str:
 
 
 async def test_invite_emails_the_link_through_the_portal_smtp_server(
-        client: Client, pg: asyncpg.Connection, admin_key: str, mail_sink: SmtpServer) -> None:
+    client: Client, pg: asyncpg.Connection, admin_key: str, mail_sink: SmtpServer
+) -> None:
     await make_customer(client, admin_key, id="acme")
     csrf = await admin(pg, client)
-    response = await client.post("/portal/admin/users", data={
-        "csrf_token": csrf, "email": "carol@acme.test", "name": "Carol", "role": "customer",
-        "customerId": "acme", "scope": "assigned"})
+    response = await client.post(
+        "/portal/admin/users",
+        data={
+            "csrf_token": csrf,
+            "email": "carol@acme.test",
+            "name": "Carol",
+            "role": "customer",
+            "customerId": "acme",
+            "scope": "assigned",
+        },
+    )
     assert response.status_code == 200, response.text
     assert "Carol is invited" in response.text and "Link emailed to carol@acme.test." in response.text
-    mails = wait_for(lambda: [m for m in mail_sink.messages if m.rcpt_tos == ["carol@acme.test"]],
-                     what="the invitation")
+    mails = wait_for(
+        lambda: [m for m in mail_sink.messages if m.rcpt_tos == ["carol@acme.test"]], what="the invitation"
+    )
     body = mails[0].message.get_content()
     token = re.search(r"/portal/set-password/([A-Za-z0-9_-]+)", body)
     assert token is not None
@@ -340,78 +447,131 @@ async def test_invite_emails_the_link_through_the_portal_smtp_server(
 
 
 async def test_invite_customer_user_email_failed_shows_the_link(
-        client: Client, pg: asyncpg.Connection, admin_key: str, mail_sink: SmtpServer) -> None:
+    client: Client, pg: asyncpg.Connection, admin_key: str, mail_sink: SmtpServer
+) -> None:
     await make_customer(client, admin_key, id="acme")
     csrf = await admin(pg, client)
     mail_sink.refuse.add("carol@acme.test")  # the real server answers 550 for her
     try:
-        response = await client.post("/portal/admin/users", data={
-            "csrf_token": csrf, "email": "carol@acme.test", "name": "Carol", "role": "customer",
-            "customerId": "acme", "scope": "assigned"})
+        response = await client.post(
+            "/portal/admin/users",
+            data={
+                "csrf_token": csrf,
+                "email": "carol@acme.test",
+                "name": "Carol",
+                "role": "customer",
+                "customerId": "acme",
+                "scope": "assigned",
+            },
+        )
     finally:
         mail_sink.refuse.discard("carol@acme.test")
     assert response.status_code == 200, response.text
-    assert re.search(r"The email could not be sent: SMTP server 127\.0\.0\.1:\d+ refused every recipient: "
-                     r"carol@acme\.test", html.unescape(response.text)), response.text
+    assert re.search(
+        r"The email could not be sent: SMTP server 127\.0\.0\.1:\d+ refused every recipient: "
+        r"carol@acme\.test",
+        html.unescape(response.text),
+    ), response.text
     token = link_token(response.text)
-    user = await pg.fetchrow("SELECT id, email, name, role, customer_id, all_customers, password_hash, "
-                             "disabled_at FROM users WHERE email = 'carol@acme.test'")
+    user = await pg.fetchrow(
+        "SELECT id, email, name, role, customer_id, all_customers, password_hash, "
+        "disabled_at FROM users WHERE email = 'carol@acme.test'"
+    )
     assert tuple(user)[1:] == ("carol@acme.test", "Carol", "customer", "acme", False, None, None)
-    stored = await pg.fetchrow("SELECT user_id, used_at FROM password_tokens WHERE token_hash = $1",
-                               hashlib.sha256(token.encode()).digest())
+    stored = await pg.fetchrow(
+        "SELECT user_id, used_at FROM password_tokens WHERE token_hash = $1",
+        hashlib.sha256(token.encode()).digest(),
+    )
     assert tuple(stored) == (user["id"], None)
     audit = await pg.fetchrow(
-        "SELECT actor, action, object_type, object_id, customer_id, detail FROM audit_log")
+        "SELECT actor, action, object_type, object_id, customer_id, detail FROM audit_log"
+    )
     assert tuple(audit)[:5] == (ADMIN, "user.created", "user", str(user["id"]), "acme")
     assert json.loads(audit["detail"]) == {"email": "carol@acme.test", "role": "customer", "emailed": False}
     users = await client.get("/portal/admin/users")
     assert '<span class="status status-invited">invited</span>' in users.text
 
 
-async def test_invite_account_manager_emailed(client: Client, pg: asyncpg.Connection, admin_key: str,
-                                              mail_sink: SmtpServer) -> None:
+async def test_invite_account_manager_emailed(
+    client: Client, pg: asyncpg.Connection, admin_key: str, mail_sink: SmtpServer
+) -> None:
     for customer in ("acme", "globex", "initech"):
         await make_customer(client, admin_key, id=customer)
     csrf = await admin(pg, client)
-    response = await client.post("/portal/admin/users", data={
-        "csrf_token": csrf, "email": "max@vendor.test", "name": "Max", "role": "account_manager",
-        "customerId": "acme", "scope": "assigned", "assigned": ["globex", "initech"]})
+    response = await client.post(
+        "/portal/admin/users",
+        data={
+            "csrf_token": csrf,
+            "email": "max@vendor.test",
+            "name": "Max",
+            "role": "account_manager",
+            "customerId": "acme",
+            "scope": "assigned",
+            "assigned": ["globex", "initech"],
+        },
+    )
     assert response.status_code == 200, response.text
     assert "Link emailed to max@vendor.test." in response.text
     assert "set-password/" not in response.text  # emailed: the link is not handed over
-    wait_for(lambda: [m for m in mail_sink.messages if m.rcpt_tos == ["max@vendor.test"]],
-             what="the invitation")
-    user = await pg.fetchrow("SELECT id, role, customer_id, all_customers FROM users WHERE email = $1",
-                             "max@vendor.test")
+    wait_for(
+        lambda: [m for m in mail_sink.messages if m.rcpt_tos == ["max@vendor.test"]], what="the invitation"
+    )
+    user = await pg.fetchrow(
+        "SELECT id, role, customer_id, all_customers FROM users WHERE email = $1", "max@vendor.test"
+    )
     assert tuple(user)[1:] == ("account_manager", None, False)
-    assigned = await pg.fetch("SELECT customer_id FROM user_customers WHERE user_id = $1 ORDER BY 1",
-                              user["id"])
+    assigned = await pg.fetch(
+        "SELECT customer_id FROM user_customers WHERE user_id = $1 ORDER BY 1", user["id"]
+    )
     assert [r[0] for r in assigned] == ["globex", "initech"]
     # ...and another admin (admins may create admins).
-    response = await client.post("/portal/admin/users", data={
-        "csrf_token": csrf, "email": "bo@vendor.test", "name": "Bo", "role": "admin", "scope": "all"})
+    response = await client.post(
+        "/portal/admin/users",
+        data={"csrf_token": csrf, "email": "bo@vendor.test", "name": "Bo", "role": "admin", "scope": "all"},
+    )
     assert response.status_code == 200, response.text
     assert await pg.fetchval("SELECT role FROM users WHERE email = 'bo@vendor.test'") == "admin"
     assert await pg.fetchval("SELECT all_customers FROM users WHERE email = 'bo@vendor.test'") is False
 
 
-@pytest.mark.parametrize(("changes", "field", "label", "says"), [
-    ({"email": "not-an-address"}, "email", "Email", "not an email address"),
-    ({"email": "ADA@vendor.test"}, "email", "Email", "already exists"),
-    ({"name": ""}, "name", "Name", "required"),
-    ({"role": "owner"}, "role", "Role", "choose one of"),
-    ({"customerId": ""}, "customerId", "Customer", "a customer user belongs to one customer"),
-    ({"customerId": "nobody"}, "customerId", "Customer", "there is no customer 'nobody'"),
-    ({"role": "account_manager", "assigned": "nobody"}, "assigned", "Assigned customers",
-     "there is no customer 'nobody'"),
-    ({"role": "account_manager", "scope": "some"}, "scope", "Customers seen", "choose all customers"),
-])
-async def test_user_form_mistakes(client: Client, pg: asyncpg.Connection, admin_key: str,
-                                  changes: dict[str, str], field: str, label: str, says: str) -> None:
+@pytest.mark.parametrize(
+    ("changes", "field", "label", "says"),
+    [
+        ({"email": "not-an-address"}, "email", "Email", "not an email address"),
+        ({"email": "ADA@vendor.test"}, "email", "Email", "already exists"),
+        ({"name": ""}, "name", "Name", "required"),
+        ({"role": "owner"}, "role", "Role", "choose one of"),
+        ({"customerId": ""}, "customerId", "Customer", "a customer user belongs to one customer"),
+        ({"customerId": "nobody"}, "customerId", "Customer", "there is no customer 'nobody'"),
+        (
+            {"role": "account_manager", "assigned": "nobody"},
+            "assigned",
+            "Assigned customers",
+            "there is no customer 'nobody'",
+        ),
+        ({"role": "account_manager", "scope": "some"}, "scope", "Customers seen", "choose all customers"),
+    ],
+)
+async def test_user_form_mistakes(
+    client: Client,
+    pg: asyncpg.Connection,
+    admin_key: str,
+    changes: dict[str, str],
+    field: str,
+    label: str,
+    says: str,
+) -> None:
     await make_customer(client, admin_key, id="acme")
     csrf = await admin(pg, client)
-    data = {"csrf_token": csrf, "email": "carol@acme.test", "name": "Carol", "role": "customer",
-            "customerId": "acme", "scope": "assigned", **changes}
+    data = {
+        "csrf_token": csrf,
+        "email": "carol@acme.test",
+        "name": "Carol",
+        "role": "customer",
+        "customerId": "acme",
+        "scope": "assigned",
+        **changes,
+    }
     response = await client.post("/portal/admin/users", data=data)
     assert_refused(response, field, label)
     assert says in html.unescape(response.text)
@@ -421,8 +581,14 @@ async def test_user_form_mistakes(client: Client, pg: asyncpg.Connection, admin_
     assert field_value(response.text, "name") == data["name"]
 
 
-async def test_resend_link_and_disable(client: Client, pg: asyncpg.Connection, admin_key: str,
-                                       redis: Redis, settings: Settings, carol_refused: None) -> None:
+async def test_resend_link_and_disable(
+    client: Client,
+    pg: asyncpg.Connection,
+    admin_key: str,
+    redis: Redis,
+    settings: Settings,
+    carol_refused: None,
+) -> None:
     await make_customer(client, admin_key, id="acme")
     carol = await make_user(pg, "carol@acme.test", customer_id="acme", name="Carol")
     csrf = await admin(pg, client)
@@ -431,10 +597,16 @@ async def test_resend_link_and_disable(client: Client, pg: asyncpg.Connection, a
     assert response.status_code == 200, response.text
     assert "New link for Carol" in response.text
     token = link_token(response.text)
-    assert await pg.fetchval("SELECT count(*) FROM password_tokens WHERE user_id = $1 AND used_at IS NULL",
-                             carol) == 1
-    assert await pg.fetchval("SELECT action FROM audit_log WHERE object_id = $1", str(carol)) \
+    assert (
+        await pg.fetchval(
+            "SELECT count(*) FROM password_tokens WHERE user_id = $1 AND used_at IS NULL", carol
+        )
+        == 1
+    )
+    assert (
+        await pg.fetchval("SELECT action FROM audit_log WHERE object_id = $1", str(carol))
         == "user.link_resent"
+    )
 
     # Carol is signed in somewhere; disabling her ends that session.
     assert settings.database_url
@@ -447,13 +619,18 @@ async def test_resend_link_and_disable(client: Client, pg: asyncpg.Connection, a
     confirm = await client.get(f"/portal/admin/users/{carol}/disable")
     assert confirm.status_code == 200
     assert "Disable Carol?" in confirm.text
-    response = await client.post(f"/portal/admin/users/{carol}/disable", data={"csrf_token": csrf},
-                                 follow_redirects=False)
+    response = await client.post(
+        f"/portal/admin/users/{carol}/disable", data={"csrf_token": csrf}, follow_redirects=False
+    )
     assert response.status_code == 303
     assert await pg.fetchval("SELECT disabled_at IS NOT NULL FROM users WHERE id = $1", carol) is True
     assert await redis.get(sessions.session_key(session.id)) is None
-    assert await pg.fetchval("SELECT count(*) FROM audit_log WHERE action = 'user.disabled' "
-                             "AND object_id = $1", str(carol)) == 1
+    assert (
+        await pg.fetchval(
+            "SELECT count(*) FROM audit_log WHERE action = 'user.disabled' AND object_id = $1", str(carol)
+        )
+        == 1
+    )
     page = await client.get(response.headers["location"])
     assert '<span class="status status-disabled" id="user-status">disabled</span>' in page.text
     # The link sent before no longer works, and no new one is sent to a disabled person.
@@ -462,16 +639,18 @@ async def test_resend_link_and_disable(client: Client, pg: asyncpg.Connection, a
     assert again.status_code == 409
 
 
-async def test_a_disabled_user_is_enabled_again_and_signs_in(client: Client, pg: asyncpg.Connection,
-                                                             admin_key: str) -> None:
+async def test_a_disabled_user_is_enabled_again_and_signs_in(
+    client: Client, pg: asyncpg.Connection, admin_key: str
+) -> None:
     await make_customer(client, admin_key, id="acme")
     carol = await make_user(pg, "carol@acme.test", customer_id="acme", name="Carol")
     await pg.execute("UPDATE users SET disabled_at = now() WHERE id = $1", carol)
     csrf = await admin(pg, client)
     page = await client.get(f"/portal/admin/users/{carol}")
     assert "Enable carol@acme.test" in page.text
-    response = await client.post(f"/portal/admin/users/{carol}/enable", data={"csrf_token": csrf},
-                                 follow_redirects=False)
+    response = await client.post(
+        f"/portal/admin/users/{carol}/enable", data={"csrf_token": csrf}, follow_redirects=False
+    )
     assert response.status_code == 303
     assert await pg.fetchval("SELECT disabled_at FROM users WHERE id = $1", carol) is None
     audit = await pg.fetchval("SELECT action FROM audit_log WHERE object_id = $1", str(carol))
@@ -493,23 +672,34 @@ async def test_admin_cannot_disable_themselves(client: Client, pg: asyncpg.Conne
     assert (await client.get("/portal/admin")).status_code == 200  # still signed in
 
 
-@pytest.mark.parametrize("path", ["/portal/admin/users/99", "/portal/admin/users/abc",
-                                  "/portal/admin/users/%C2%B2/disable", "/portal/admin/keys/99/revoke",
-                                  "/portal/admin/keys/x/revoke"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/portal/admin/users/99",
+        "/portal/admin/users/abc",
+        "/portal/admin/users/%C2%B2/disable",
+        "/portal/admin/keys/99/revoke",
+        "/portal/admin/keys/x/revoke",
+    ],
+)
 async def test_unknown_ids_are_404(client: Client, pg: asyncpg.Connection, path: str) -> None:
     await admin(pg, client)
     assert (await client.get(path)).status_code == 404
 
 
-async def test_change_assigned_customers(client: Client, pg: asyncpg.Connection, admin_key: str,
-                                         redis: Redis, settings: Settings) -> None:
+async def test_change_assigned_customers(
+    client: Client, pg: asyncpg.Connection, admin_key: str, redis: Redis, settings: Settings
+) -> None:
     for customer in ("acme", "globex", "initech"):
         await make_customer(client, admin_key, id=customer)
     max_id = await make_user(pg, "max@vendor.test", role="account_manager", assigned=("acme",))
     csrf = await admin(pg, client)
     url = f"/portal/admin/users/{max_id}/customers"
-    response = await client.post(url, data={"csrf_token": csrf, "scope": "assigned",
-                                            "assigned": ["globex", "initech"]}, follow_redirects=False)
+    response = await client.post(
+        url,
+        data={"csrf_token": csrf, "scope": "assigned", "assigned": ["globex", "initech"]},
+        follow_redirects=False,
+    )
     assert response.status_code == 303
     rows = await pg.fetch("SELECT customer_id FROM user_customers WHERE user_id = $1 ORDER BY 1", max_id)
     assert [r[0] for r in rows] == ["globex", "initech"]
@@ -540,13 +730,16 @@ async def test_change_assigned_customers(client: Client, pg: asyncpg.Connection,
 
 # --- API keys ------------------------------------------------------------------------------
 
+
 async def test_key_shown_once_works_and_revoke(client: Client, pg: asyncpg.Connection) -> None:
     csrf = await admin(pg, client)
-    response = await client.post("/portal/admin/keys", data={"csrf_token": csrf, "name": "billing",
-                                                             "scope": "admin"})
+    response = await client.post(
+        "/portal/admin/keys", data={"csrf_token": csrf, "name": "billing", "scope": "admin"}
+    )
     assert response.status_code == 200, response.text
-    match = re.search(r'<input id="token" type="text" readonly value="(up_admin_[A-Za-z0-9_-]+)"',
-                      response.text)
+    match = re.search(
+        r'<input id="token" type="text" readonly value="(up_admin_[A-Za-z0-9_-]+)"', response.text
+    )
     assert match
     token = match.group(1)
     assert "shown only this once" in response.text
@@ -561,8 +754,9 @@ async def test_key_shown_once_works_and_revoke(client: Client, pg: asyncpg.Conne
     assert json.loads(audit["detail"]) == {"name": "billing", "scope": "admin"}
 
     # A second key, revoked before any process checked it: refused at once.
-    response = await client.post("/portal/admin/keys", data={"csrf_token": csrf, "name": "old",
-                                                             "scope": "ingest"})
+    response = await client.post(
+        "/portal/admin/keys", data={"csrf_token": csrf, "name": "old", "scope": "ingest"}
+    )
     match = re.search(r'value="(up_ingest_[A-Za-z0-9_-]+)"', response.text)
     assert match
     old_token = match.group(1)
@@ -570,8 +764,9 @@ async def test_key_shown_once_works_and_revoke(client: Client, pg: asyncpg.Conne
     confirm = await client.get(f"/portal/admin/keys/{old_id}/revoke")
     assert confirm.status_code == 200
     assert "will stop\n  working at once, in every web process." in confirm.text
-    response = await client.post(f"/portal/admin/keys/{old_id}/revoke", data={"csrf_token": csrf},
-                                 follow_redirects=False)
+    response = await client.post(
+        f"/portal/admin/keys/{old_id}/revoke", data={"csrf_token": csrf}, follow_redirects=False
+    )
     assert response.status_code == 303
     assert await pg.fetchval("SELECT revoked_at IS NOT NULL FROM api_keys WHERE id = $1", old_id) is True
     page = await client.get(response.headers["location"])
@@ -582,13 +777,17 @@ async def test_key_shown_once_works_and_revoke(client: Client, pg: asyncpg.Conne
     assert (await client.get("/portal/admin/keys/999/revoke")).status_code == 404
 
 
-@pytest.mark.parametrize(("data", "field", "label"), [
-    ({"name": "", "scope": "ingest"}, "name", "Name"),
-    ({"name": "x" * 201, "scope": "ingest"}, "name", "Name"),
-    ({"name": "ok", "scope": "root"}, "scope", "Scope"),
-])
-async def test_key_form_mistakes(client: Client, pg: asyncpg.Connection, data: dict[str, str],
-                                 field: str, label: str) -> None:
+@pytest.mark.parametrize(
+    ("data", "field", "label"),
+    [
+        ({"name": "", "scope": "ingest"}, "name", "Name"),
+        ({"name": "x" * 201, "scope": "ingest"}, "name", "Name"),
+        ({"name": "ok", "scope": "root"}, "scope", "Scope"),
+    ],
+)
+async def test_key_form_mistakes(
+    client: Client, pg: asyncpg.Connection, data: dict[str, str], field: str, label: str
+) -> None:
     csrf = await admin(pg, client)
     response = await client.post("/portal/admin/keys", data={"csrf_token": csrf, **data})
     assert_refused(response, field, label)
@@ -597,6 +796,7 @@ async def test_key_form_mistakes(client: Client, pg: asyncpg.Connection, data: d
 
 
 # --- escaping ------------------------------------------------------------------------------
+
 
 async def test_names_people_type_are_escaped(client: Client, pg: asyncpg.Connection, admin_key: str) -> None:
     await make_customer(client, admin_key, id="acme", name=XSS)
@@ -607,13 +807,16 @@ async def test_names_people_type_are_escaped(client: Client, pg: asyncpg.Connect
         page = await client.get(path)
         assert XSS_SHOWN in page.text, path
         assert XSS not in page.text, path
-    refused = await client.post("/portal/admin/customers", data={
-        "csrf_token": csrf, "id": "acme", "name": XSS, "timezone": "UTC", "currency": "EUR"})
+    refused = await client.post(
+        "/portal/admin/customers",
+        data={"csrf_token": csrf, "id": "acme", "name": XSS, "timezone": "UTC", "currency": "EUR"},
+    )
     assert refused.status_code == 422
     assert XSS not in refused.text
 
 
 # --- who may open the admin pages ----------------------------------------------------------
+
 
 def admin_routes(client: Client) -> list[tuple[str, str]]:
     out = []
@@ -625,8 +828,9 @@ def admin_routes(client: Client) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("role", ["account_manager", "customer"])
-async def test_non_admins_are_refused_everywhere(client: Client, pg: asyncpg.Connection, admin_key: str,
-                                                 role: str) -> None:
+async def test_non_admins_are_refused_everywhere(
+    client: Client, pg: asyncpg.Connection, admin_key: str, role: str
+) -> None:
     await make_customer(client, admin_key, id="acme")
     user_id = await make_user(pg, "who@vendor.test", role=role, all_customers=role == "account_manager")
     csrf = await sign_in(client, "who@vendor.test")
@@ -634,8 +838,17 @@ async def test_non_admins_are_refused_everywhere(client: Client, pg: asyncpg.Con
     assert len(routes) >= 17
     for method, path in routes:
         path = path.replace("/1", f"/{user_id}")
-        response = await client.request(method, path, data={"csrf_token": csrf, "name": "x", "scope": "admin",
-                                                             "email": "y@vendor.test", "role": "admin"})
+        response = await client.request(
+            method,
+            path,
+            data={
+                "csrf_token": csrf,
+                "name": "x",
+                "scope": "admin",
+                "email": "y@vendor.test",
+                "role": "admin",
+            },
+        )
         assert response.status_code == 403, (method, path, response.status_code)
     assert await count(pg, "api_keys") == 1  # the admin_key fixture's
     assert await count(pg, "users") == 1

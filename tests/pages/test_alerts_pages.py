@@ -46,8 +46,14 @@ async def api_rules(client: Client, admin_key: str, customer: str = "acme") -> l
 
 
 def rule_form(csrf: str, **fields: Any) -> dict[str, Any]:
-    form: dict[str, Any] = {"csrf_token": csrf, "name": "Calls", "watch": "", "basis": "absolute",
-                            "budget": "", "level": ["", "", "", "", ""]}
+    form: dict[str, Any] = {
+        "csrf_token": csrf,
+        "name": "Calls",
+        "watch": "",
+        "basis": "absolute",
+        "budget": "",
+        "level": ["", "", "", "", ""],
+    }
     form.update(fields)
     return form
 
@@ -61,8 +67,11 @@ async def post_form(client: Client, url: str, form: dict[str, Any]) -> Any:
 
 
 async def add_channel(client: Client, csrf: str, name: str, kind: str, destination: str) -> Any:
-    return await post_form(client, f"{BASE}/channels/new", {"csrf_token": csrf, "name": name, "kind": kind,
-                                                            "destination": destination})
+    return await post_form(
+        client,
+        f"{BASE}/channels/new",
+        {"csrf_token": csrf, "name": name, "kind": kind, "destination": destination},
+    )
 
 
 async def count(pg: asyncpg.Connection, table: str) -> int:
@@ -72,8 +81,10 @@ async def count(pg: asyncpg.Connection, table: str) -> int:
 
 # --- the home -------------------------------------------------------------------------------
 
-async def test_home_says_what_to_do_when_empty(client: Client, admin_key: str,
-                                               pg: asyncpg.Connection) -> None:
+
+async def test_home_says_what_to_do_when_empty(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     await acme_user(client, admin_key, pg)
     home = await client.get(BASE)
     assert home.status_code == 200
@@ -84,27 +95,43 @@ async def test_home_says_what_to_do_when_empty(client: Client, admin_key: str,
     assert "<strong>Europe/Berlin</strong>" in home.text
 
 
-async def test_home_shows_rules_channels_and_history(client: Client, admin_key: str,
-                                                     pg: asyncpg.Connection) -> None:
+async def test_home_shows_rules_channels_and_history(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     csrf = await acme_user(client, admin_key, pg)
     await make_meter(client, admin_key, metric="api_calls", unit="call")
-    hook = await client.post("/v1/customers/acme/alert-channels", headers=auth(admin_key), json={
-        "name": "ops hook", "destination": "jsons://hooks.example.test/alerts?token=s3cret"})
+    hook = await client.post(
+        "/v1/customers/acme/alert-channels",
+        headers=auth(admin_key),
+        json={"name": "ops hook", "destination": "jsons://hooks.example.test/alerts?token=s3cret"},
+    )
     assert hook.status_code == 201, hook.text
-    made = await client.post("/v1/customers/acme/alert-rules", headers=auth(admin_key), json={
-        "name": "Calls", "metricName": "api_calls", "levels": ["1000", "25000"], "notifyRecovery": True})
+    made = await client.post(
+        "/v1/customers/acme/alert-rules",
+        headers=auth(admin_key),
+        json={
+            "name": "Calls",
+            "metricName": "api_calls",
+            "levels": ["1000", "25000"],
+            "notifyRecovery": True,
+        },
+    )
     assert made.status_code == 201, made.text
     rule_id, channel_id = made.json()["id"], hook.json()["id"]
     # A firing with a failed delivery, as the evaluator and the worker would have left them.
     firing_id = await pg.fetchval(
         "INSERT INTO alert_firings (rule_id, customer_id, period_start, period_end, level, kind, threshold, "
         "value, notice, fired_at) VALUES ($1, 'acme', '2026-11-01T00:00:00+01', '2026-12-01T00:00:00+01', "
-        "25000, 'crossing', 25000, 25310.5, '{}', '2026-11-24T13:05:00Z') RETURNING id", rule_id)
+        "25000, 'crossing', 25000, 25310.5, '{}', '2026-11-24T13:05:00Z') RETURNING id",
+        rule_id,
+    )
     await pg.execute(
         "INSERT INTO alert_deliveries (firing_id, channel_id, customer_id, notice, status, attempts, "
         "last_error, masked_destination, failed_at) VALUES ($1, $2, 'acme', '{}', 'failed', 3, "
         "'HTTP 500 from the receiver', 'jsons://hooks.example.test/alerts', '2026-11-24T13:09:00Z')",
-        firing_id, channel_id)
+        firing_id,
+        channel_id,
+    )
     home = await client.get(BASE)
     assert home.status_code == 200
     text = home.text
@@ -114,7 +141,7 @@ async def test_home_shows_rules_channels_and_history(client: Client, admin_key: 
     assert "All channels" in text
     assert "last notice 24 Nov 2026 14:05 CET" in text
     assert '<th scope="row">ops hook</th>' in text
-    assert "<code class=\"alerts-destination\">jsons://hooks.example.test/alerts</code>" in text
+    assert '<code class="alerts-destination">jsons://hooks.example.test/alerts</code>' in text
     assert "s3cret" not in text
     # The history: when (customer's zone), what, rule, level, value, and the delivery's outcome.
     assert "<td>24 Nov 2026 14:05 CET</td>" in text
@@ -131,35 +158,55 @@ async def test_home_shows_rules_channels_and_history(client: Client, admin_key: 
 
 # --- rules and budgets ----------------------------------------------------------------------
 
-async def test_monthly_budget_through_the_form(client: Client, admin_key: str,
-                                               pg: asyncpg.Connection) -> None:
+
+async def test_monthly_budget_through_the_form(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     csrf = await acme_user(client, admin_key, pg)
     form = await client.get(f"{BASE}/rules/new?preset=budget")
     assert form.status_code == 200
     assert "<legend>Monthly budget</legend>" in form.text
-    assert '<h1>Set a monthly budget</h1>' in form.text
+    assert "<h1>Set a monthly budget</h1>" in form.text
     assert 'id="rule-basis-budget" name="basis" value="budget" checked' in form.text
     for i, level in enumerate(("50", "80", "100")):
         assert level_input(i, level) in form.text
 
-    saved = await post_form(client, f"{BASE}/rules/new", rule_form(
-        csrf, name="Monthly budget", basis="budget", budget="1,500.50", level=["50", "80", "100", "", ""]))
+    saved = await post_form(
+        client,
+        f"{BASE}/rules/new",
+        rule_form(
+            csrf, name="Monthly budget", basis="budget", budget="1,500.50", level=["50", "80", "100", "", ""]
+        ),
+    )
     assert saved.status_code == 303, saved.text
     assert saved.headers["location"] == f"{BASE}?done=budget-created"
     rules = await api_rules(client, admin_key)
-    assert rules == [{
-        "id": rules[0]["id"], "customerId": "acme", "kind": "threshold", "name": "Monthly budget",
-        "metricName": None, "basis": "budget", "budget": "1500.5", "levels": ["50", "80", "100"],
-        "notifyRecovery": False, "notifyForecast": False, "channelIds": [], "fromPlanRuleId": None,
-        "disabledAt": None}]
+    assert rules == [
+        {
+            "id": rules[0]["id"],
+            "customerId": "acme",
+            "kind": "threshold",
+            "name": "Monthly budget",
+            "metricName": None,
+            "basis": "budget",
+            "budget": "1500.5",
+            "levels": ["50", "80", "100"],
+            "notifyRecovery": False,
+            "notifyForecast": False,
+            "channelIds": [],
+            "fromPlanRuleId": None,
+            "disabledAt": None,
+        }
+    ]
     home = await client.get(saved.headers["location"])
     assert "Your monthly budget was saved." in home.text
     assert '<td class="num">EUR 1,500.50</td>' in home.text
     assert '<li class="num">50%</li><li class="num">80%</li><li class="num">100%</li>' in home.text
 
 
-async def test_an_anomaly_rule_through_the_form(client: Client, admin_key: str,
-                                                pg: asyncpg.Connection) -> None:
+async def test_an_anomaly_rule_through_the_form(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     csrf = await acme_user(client, admin_key, pg)
     await make_meter(client, admin_key, metric="api_calls", unit="call")
     form = await client.get(f"{BASE}/rules/new?preset=anomaly")
@@ -168,16 +215,38 @@ async def test_an_anomaly_rule_through_the_form(client: Client, admin_key: str,
     assert '<input type="hidden" name="kind" value="anomaly">' in form.text
     assert "Levels are" not in form.text and "Monthly budget" not in form.text
     # Levels or a budget posted anyway are ignored: an anomaly rule has none.
-    saved = await post_form(client, f"{BASE}/rules/new", rule_form(
-        csrf, kind="anomaly", name="Odd <calls>", watch="api_calls", basis="budget", budget="9",
-        level=["5", "", "", "", ""]))
+    saved = await post_form(
+        client,
+        f"{BASE}/rules/new",
+        rule_form(
+            csrf,
+            kind="anomaly",
+            name="Odd <calls>",
+            watch="api_calls",
+            basis="budget",
+            budget="9",
+            level=["5", "", "", "", ""],
+        ),
+    )
     assert saved.status_code == 303, saved.text
     rules = await api_rules(client, admin_key)
-    assert rules == [{
-        "id": rules[0]["id"], "customerId": "acme", "kind": "anomaly", "name": "Odd <calls>",
-        "metricName": "api_calls", "basis": "absolute", "budget": None, "levels": [],
-        "notifyRecovery": False, "notifyForecast": False, "channelIds": [], "fromPlanRuleId": None,
-        "disabledAt": None}]
+    assert rules == [
+        {
+            "id": rules[0]["id"],
+            "customerId": "acme",
+            "kind": "anomaly",
+            "name": "Odd <calls>",
+            "metricName": "api_calls",
+            "basis": "absolute",
+            "budget": None,
+            "levels": [],
+            "notifyRecovery": False,
+            "notifyForecast": False,
+            "channelIds": [],
+            "fromPlanRuleId": None,
+            "disabledAt": None,
+        }
+    ]
     home = await client.get(saved.headers["location"])
     assert "Odd &lt;calls&gt;" in home.text and "Odd <calls>" not in home.text
 
@@ -188,21 +257,45 @@ async def test_create_then_edit_a_meter_rule(client: Client, admin_key: str, pg:
     await make_meter(client, admin_key, metric="storage_gb", aggregation="max", unit="GB")
     email = await add_channel(client, csrf, "Ops mail", "email", "ops@acme.test")
     assert email.status_code == 201, email.text
-    slack = await add_channel(client, csrf, "Ops Slack", "slack",
-                              "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX")
+    slack = await add_channel(
+        client,
+        csrf,
+        "Ops Slack",
+        "slack",
+        "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
+    )
     assert slack.status_code == 201, slack.text
     mail_id, slack_id = [r["id"] for r in await pg.fetch("SELECT id FROM alert_channels ORDER BY id")]
 
-    created = await post_form(client, f"{BASE}/rules/new", rule_form(
-        csrf, name="Calls", watch="api_calls", level=["1,000", "", "5000", "", ""], channel=[str(slack_id)],
-        notify_forecast="1"))
+    created = await post_form(
+        client,
+        f"{BASE}/rules/new",
+        rule_form(
+            csrf,
+            name="Calls",
+            watch="api_calls",
+            level=["1,000", "", "5000", "", ""],
+            channel=[str(slack_id)],
+            notify_forecast="1",
+        ),
+    )
     assert created.status_code == 303, created.text
     [rule] = await api_rules(client, admin_key)
     assert rule == {
-        "id": rule["id"], "customerId": "acme", "kind": "threshold", "name": "Calls",
-        "metricName": "api_calls", "basis": "absolute", "budget": None, "levels": ["1000", "5000"],
-        "notifyRecovery": False, "notifyForecast": True, "channelIds": [slack_id], "fromPlanRuleId": None,
-        "disabledAt": None}
+        "id": rule["id"],
+        "customerId": "acme",
+        "kind": "threshold",
+        "name": "Calls",
+        "metricName": "api_calls",
+        "basis": "absolute",
+        "budget": None,
+        "levels": ["1000", "5000"],
+        "notifyRecovery": False,
+        "notifyForecast": True,
+        "channelIds": [slack_id],
+        "fromPlanRuleId": None,
+        "disabledAt": None,
+    }
 
     edit_url = f"{BASE}/rules/{rule['id']}/edit"
     form = await client.get(edit_url)
@@ -211,24 +304,45 @@ async def test_create_then_edit_a_meter_rule(client: Client, admin_key: str, pg:
     assert f'id="rule-channel-{slack_id}" name="channel" value="{slack_id}" checked' in form.text
     assert "Watches <strong>api_calls</strong>" in form.text
     # What a rule watches is fixed: a posted meter or basis is ignored, the rest changes in place.
-    changed = await post_form(client, edit_url, rule_form(
-        csrf, name="Calls (raised)", watch="storage_gb", basis="budget", level=["2000", "7500", "", "", ""],
-        channel=[str(mail_id), str(slack_id)], notify_recovery="1"))
+    changed = await post_form(
+        client,
+        edit_url,
+        rule_form(
+            csrf,
+            name="Calls (raised)",
+            watch="storage_gb",
+            basis="budget",
+            level=["2000", "7500", "", "", ""],
+            channel=[str(mail_id), str(slack_id)],
+            notify_recovery="1",
+        ),
+    )
     assert changed.status_code == 303, changed.text
     assert changed.headers["location"] == f"{BASE}?done=rule-updated"
-    assert await api_rules(client, admin_key) == [{
-        **rule, "name": "Calls (raised)", "levels": ["2000", "7500"], "channelIds": [mail_id, slack_id],
-        "notifyRecovery": True, "notifyForecast": False}]
+    assert await api_rules(client, admin_key) == [
+        {
+            **rule,
+            "name": "Calls (raised)",
+            "levels": ["2000", "7500"],
+            "channelIds": [mail_id, slack_id],
+            "notifyRecovery": True,
+            "notifyForecast": False,
+        }
+    ]
     home = await client.get(changed.headers["location"])
     assert "Ops mail, Ops Slack" in home.text
 
 
-async def test_an_anomaly_rule_is_shown_and_renamed(client: Client, admin_key: str,
-                                                    pg: asyncpg.Connection) -> None:
+async def test_an_anomaly_rule_is_shown_and_renamed(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     """Anomaly rules (made through the API) have no levels: their form edits name and channels."""
     csrf = await acme_user(client, admin_key, pg)
-    made = await client.post("/v1/customers/acme/alert-rules", headers=auth(admin_key),
-                             json={"name": "Odd usage", "kind": "anomaly"})
+    made = await client.post(
+        "/v1/customers/acme/alert-rules",
+        headers=auth(admin_key),
+        json={"name": "Odd usage", "kind": "anomaly"},
+    )
     assert made.status_code == 201, made.text
     rule = made.json()
     home = await client.get(BASE)
@@ -259,24 +373,43 @@ async def test_deleting_a_rule_asks_first(client: Client, admin_key: str, pg: as
     assert again.status_code == 404
 
 
-@pytest.mark.parametrize(("fields", "field_id", "message"), [
-    ({"level": ["80", "abc", "", "", ""]}, "rule-level-1", "Level 2: “abc” is not a number."),
-    ({"level": ["", "", "0", "", ""]}, "rule-level-2", "Level 3: must be a number greater than 0."),
-    ({"level": ["", "", "", "", ""]}, "rule-level-0", "Levels: a threshold rule needs at least one level."),
-    ({"level": ["80", "80", "", "", ""]}, "rule-level-0", "Levels: must not repeat."),
-    ({"basis": "budget"}, "rule-budget", "Monthly budget: give the amount of your monthly budget."),
-    ({"basis": "budget", "budget": "-5"}, "rule-budget",
-     "Monthly budget: a budget rule needs a budget greater than 0."),
-    ({"basis": "budget", "budget": "lots"}, "rule-budget", "Monthly budget: “lots” is not an amount."),
-    ({"budget": "100"}, "rule-budget", "Monthly budget: a budget is only used when levels are a percent"),
-    ({"basis": "included"}, "rule-basis", "Levels are: a percentage of the included quantity needs a meter"),
-    ({"name": ""}, "rule-name", "Rule name: give a name of 1 to 100 characters."),
-    ({"watch": "nope"}, "rule-watch", "What to watch: there is no such meter."),
-    ({"channel": ["999999"]}, "rule-channels", "Channels: one of the chosen channels no longer exists"),
-])
-async def test_a_rule_form_with_a_mistake_is_refused(client: Client, admin_key: str, pg: asyncpg.Connection,
-                                                     fields: dict[str, Any], field_id: str,
-                                                     message: str) -> None:
+@pytest.mark.parametrize(
+    ("fields", "field_id", "message"),
+    [
+        ({"level": ["80", "abc", "", "", ""]}, "rule-level-1", "Level 2: “abc” is not a number."),
+        ({"level": ["", "", "0", "", ""]}, "rule-level-2", "Level 3: must be a number greater than 0."),
+        (
+            {"level": ["", "", "", "", ""]},
+            "rule-level-0",
+            "Levels: a threshold rule needs at least one level.",
+        ),
+        ({"level": ["80", "80", "", "", ""]}, "rule-level-0", "Levels: must not repeat."),
+        ({"basis": "budget"}, "rule-budget", "Monthly budget: give the amount of your monthly budget."),
+        (
+            {"basis": "budget", "budget": "-5"},
+            "rule-budget",
+            "Monthly budget: a budget rule needs a budget greater than 0.",
+        ),
+        ({"basis": "budget", "budget": "lots"}, "rule-budget", "Monthly budget: “lots” is not an amount."),
+        ({"budget": "100"}, "rule-budget", "Monthly budget: a budget is only used when levels are a percent"),
+        (
+            {"basis": "included"},
+            "rule-basis",
+            "Levels are: a percentage of the included quantity needs a meter",
+        ),
+        ({"name": ""}, "rule-name", "Rule name: give a name of 1 to 100 characters."),
+        ({"watch": "nope"}, "rule-watch", "What to watch: there is no such meter."),
+        ({"channel": ["999999"]}, "rule-channels", "Channels: one of the chosen channels no longer exists"),
+    ],
+)
+async def test_a_rule_form_with_a_mistake_is_refused(
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
+    fields: dict[str, Any],
+    field_id: str,
+    message: str,
+) -> None:
     csrf = await acme_user(client, admin_key, pg)
     form = rule_form(csrf, **{"name": "Keep <me>", "level": ["80", "", "", "", ""], **fields})
     answer = await post_form(client, f"{BASE}/rules/new", form)
@@ -291,20 +424,30 @@ async def test_a_rule_form_with_a_mistake_is_refused(client: Client, admin_key: 
     assert await count(pg, "alert_rules") == 0
 
 
-async def test_an_edit_with_a_mistake_changes_nothing(client: Client, admin_key: str,
-                                                      pg: asyncpg.Connection) -> None:
+async def test_an_edit_with_a_mistake_changes_nothing(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     csrf = await acme_user(client, admin_key, pg)
-    await post_form(client, f"{BASE}/rules/new", rule_form(
-        csrf, name="Budget", basis="budget", budget="200", level=["80", "", "", "", ""]))
+    await post_form(
+        client,
+        f"{BASE}/rules/new",
+        rule_form(csrf, name="Budget", basis="budget", budget="200", level=["80", "", "", "", ""]),
+    )
     [rule] = await api_rules(client, admin_key)
-    answer = await post_form(client, f"{BASE}/rules/{rule['id']}/edit", rule_form(
-        csrf, name="Budget 2", budget="", level=["90", "-5", "", "", ""]))
+    answer = await post_form(
+        client,
+        f"{BASE}/rules/{rule['id']}/edit",
+        rule_form(csrf, name="Budget 2", budget="", level=["90", "-5", "", "", ""]),
+    )
     assert answer.status_code == 422
     assert '<a href="#rule-level-1">Level 2: must be a number greater than 0.</a>' in answer.text
     assert 'value="Budget 2"' in answer.text and 'value="-5"' in answer.text
     assert await api_rules(client, admin_key) == [rule]
-    blank_budget = await post_form(client, f"{BASE}/rules/{rule['id']}/edit", rule_form(
-        csrf, name="Budget", budget="", level=["90", "", "", "", ""]))
+    blank_budget = await post_form(
+        client,
+        f"{BASE}/rules/{rule['id']}/edit",
+        rule_form(csrf, name="Budget", budget="", level=["90", "", "", "", ""]),
+    )
     assert blank_budget.status_code == 422
     assert "Monthly budget: give the amount of your monthly budget." in blank_budget.text
     assert await api_rules(client, admin_key) == [rule]
@@ -318,26 +461,35 @@ async def evaluate(settings: Settings) -> None:
     await engine.dispose()
 
 
-async def test_edited_levels_fire_once_each(client: Client, admin_key: str, ingest_key: str,
-                                            pg: asyncpg.Connection, redis: Redis, worker: WorkerProcess,
-                                            settings: Settings) -> None:
+async def test_edited_levels_fire_once_each(
+    client: Client,
+    admin_key: str,
+    ingest_key: str,
+    pg: asyncpg.Connection,
+    redis: Redis,
+    worker: WorkerProcess,
+    settings: Settings,
+) -> None:
     """A new level (raised or lowered) has not fired this period and fires at the next
     evaluation once usage reaches it; a level kept as it was does not fire twice."""
     csrf = await acme_user(client, admin_key, pg)
     await make_meter(client, admin_key, metric="api_calls", unit="call")
-    made = await post_form(client, f"{BASE}/rules/new", rule_form(csrf, watch="api_calls",
-                                                                   level=["10", "", "", "", ""]))
+    made = await post_form(
+        client, f"{BASE}/rules/new", rule_form(csrf, watch="api_calls", level=["10", "", "", "", ""])
+    )
     assert made.status_code == 303
     [rule] = await api_rules(client, admin_key)
-    sent = await client.post("/v1/events/batch", headers=auth(ingest_key),
-                             json={"events": [event(quantity=5)]})
+    sent = await client.post(
+        "/v1/events/batch", headers=auth(ingest_key), json={"events": [event(quantity=5)]}
+    )
     assert sent.status_code == 202, sent.text
     await wait_until_persisted(redis)
 
     async def fired() -> list[tuple[str, str]]:
         await evaluate(settings)
-        rows = await pg.fetch("SELECT level, kind FROM alert_firings WHERE rule_id = $1 ORDER BY id",
-                              rule["id"])
+        rows = await pg.fetch(
+            "SELECT level, kind FROM alert_firings WHERE rule_id = $1 ORDER BY id", rule["id"]
+        )
         return [(str(r["level"]), r["kind"]) for r in rows]
 
     assert await fired() == []
@@ -358,40 +510,65 @@ async def test_edited_levels_fire_once_each(client: Client, admin_key: str, inge
 
 # --- channels and test notices --------------------------------------------------------------
 
-async def test_webhook_signing_secret_is_shown_once(client: Client, admin_key: str,
-                                                    pg: asyncpg.Connection) -> None:
+
+async def test_webhook_signing_secret_is_shown_once(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     csrf = await acme_user(client, admin_key, pg)
     created = await add_channel(client, csrf, "Billing hook", "webhook", "https://hooks.acme.test/usage")
     assert created.status_code == 201, created.text
-    secret = re.search(r'id="signing-secret" class="alerts-secret-value" type="text" readonly '
-                       r'value="(whsec_[^"]+)"', created.text)
+    secret = re.search(
+        r'id="signing-secret" class="alerts-secret-value" type="text" readonly '
+        r'value="(whsec_[^"]+)"',
+        created.text,
+    )
     assert secret, created.text
     assert "It is shown only once" in created.text
     row = await pg.fetchrow("SELECT kind, destination_masked FROM alert_channels WHERE name = 'Billing hook'")
     assert row["kind"] == "webhook" and row["destination_masked"].startswith("jsons://hooks.acme.test/usage")
     home = await client.get(BASE)
     assert secret.group(1) not in home.text
-    assert "<code class=\"alerts-destination\">jsons://hooks.acme.test/usage</code>" in home.text
+    assert '<code class="alerts-destination">jsons://hooks.acme.test/usage</code>' in home.text
     email = await add_channel(client, csrf, "Mail", "email", "ops@acme.test")
     assert email.status_code == 201
     assert "whsec_" not in email.text
 
 
-@pytest.mark.parametrize(("fields", "field_id", "message"), [
-    ({"kind": "email", "destination": "not-an-address"}, "channel-destination",
-     "Email address: “not-an-address” is not an email address such as ops@example.com."),
-    ({"kind": "slack", "destination": "https://example.com/x"}, "channel-destination",
-     "Slack webhook URL: it starts with https://hooks.slack.com/services/"),
-    ({"kind": "webhook", "destination": "ftp://example.com"}, "channel-destination",
-     "Webhook URL: give an address starting with https:// (or http://)."),
-    ({"kind": "slack", "destination": "https://hooks.slack.com/services/x"}, "channel-destination",
-     "Slack webhook URL: it cannot be used"),
-    ({"name": ""}, "channel-name", "Channel name: give a name of 1 to 100 characters."),
-    ({"name": "Taken"}, "channel-name", "Channel name: you already have a channel named “Taken”"),
-])
-async def test_a_channel_form_with_a_mistake_is_refused(client: Client, admin_key: str,
-                                                        pg: asyncpg.Connection, fields: dict[str, str],
-                                                        field_id: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("fields", "field_id", "message"),
+    [
+        (
+            {"kind": "email", "destination": "not-an-address"},
+            "channel-destination",
+            "Email address: “not-an-address” is not an email address such as ops@example.com.",
+        ),
+        (
+            {"kind": "slack", "destination": "https://example.com/x"},
+            "channel-destination",
+            "Slack webhook URL: it starts with https://hooks.slack.com/services/",
+        ),
+        (
+            {"kind": "webhook", "destination": "ftp://example.com"},
+            "channel-destination",
+            "Webhook URL: give an address starting with https:// (or http://).",
+        ),
+        (
+            {"kind": "slack", "destination": "https://hooks.slack.com/services/x"},
+            "channel-destination",
+            "Slack webhook URL: it cannot be used",
+        ),
+        ({"name": ""}, "channel-name", "Channel name: give a name of 1 to 100 characters."),
+        ({"name": "Taken"}, "channel-name", "Channel name: you already have a channel named “Taken”"),
+    ],
+)
+async def test_a_channel_form_with_a_mistake_is_refused(
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
+    fields: dict[str, str],
+    field_id: str,
+    message: str,
+) -> None:
     csrf = await acme_user(client, admin_key, pg)
     assert (await add_channel(client, csrf, "Taken", "email", "a@acme.test")).status_code == 201
     form = {"csrf_token": csrf, "name": "New", "kind": "email", "destination": "b@acme.test", **fields}
@@ -412,10 +589,16 @@ async def test_test_notice_records_a_delivery(client: Client, admin_key: str, pg
     sent = await post_form(client, f"{BASE}/channels/{channel_id}/test", {"csrf_token": csrf})
     assert sent.status_code == 303
     assert sent.headers["location"] == f"{BASE}?done=test-queued#history"
-    row = await pg.fetchrow("SELECT firing_id, channel_id, customer_id, status, notice->>'kind' AS kind "
-                            "FROM alert_deliveries")
-    assert dict(row) == {"firing_id": None, "channel_id": channel_id, "customer_id": "acme",
-                         "status": "pending", "kind": "test"}
+    row = await pg.fetchrow(
+        "SELECT firing_id, channel_id, customer_id, status, notice->>'kind' AS kind FROM alert_deliveries"
+    )
+    assert dict(row) == {
+        "firing_id": None,
+        "channel_id": channel_id,
+        "customer_id": "acme",
+        "status": "pending",
+        "kind": "test",
+    }
     home = await client.get(sent.headers["location"])
     assert "A test notice was queued." in home.text
     tests = home.text.split("<h3>Test notices</h3>", 1)[1]
@@ -440,17 +623,24 @@ async def test_deleting_a_channel(client: Client, admin_key: str, pg: asyncpg.Co
 
 # --- text people typed is escaped ---------------------------------------------------------
 
+
 async def test_names_are_escaped(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
     csrf = await acme_user(client, admin_key, pg)
     evil = "<script>alert(1)</script>"
     assert (await add_channel(client, csrf, evil, "email", "ops@acme.test")).status_code == 201
-    saved = await post_form(client, f"{BASE}/rules/new", rule_form(csrf, name=evil,
-                                                                    level=["5", "", "", "", ""]))
+    saved = await post_form(
+        client, f"{BASE}/rules/new", rule_form(csrf, name=evil, level=["5", "", "", "", ""])
+    )
     assert saved.status_code == 303
     [rule] = await api_rules(client, admin_key)
     channel_id = await pg.fetchval("SELECT id FROM alert_channels")
-    for path in (BASE, f"{BASE}/rules/{rule['id']}/edit", f"{BASE}/rules/{rule['id']}/delete",
-                 f"{BASE}/channels/{channel_id}/delete", f"{BASE}/rules/new"):
+    for path in (
+        BASE,
+        f"{BASE}/rules/{rule['id']}/edit",
+        f"{BASE}/rules/{rule['id']}/delete",
+        f"{BASE}/channels/{channel_id}/delete",
+        f"{BASE}/rules/new",
+    ):
         page = await client.get(path)
         assert page.status_code == 200, path
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text, path
@@ -459,28 +649,44 @@ async def test_names_are_escaped(client: Client, admin_key: str, pg: asyncpg.Con
 
 # --- who may see what ---------------------------------------------------------------------
 
+
 async def acme_objects(client: Client, admin_key: str) -> tuple[int, int]:
     """A rule and a channel of acme, made through the API; their ids."""
-    channel = await client.post("/v1/customers/acme/alert-channels", headers=auth(admin_key), json={
-        "name": "acme mail", "destination": "mailto://ops@acme.test"})
-    rule = await client.post("/v1/customers/acme/alert-rules", headers=auth(admin_key), json={
-        "name": "acme spend", "levels": ["100"]})
+    channel = await client.post(
+        "/v1/customers/acme/alert-channels",
+        headers=auth(admin_key),
+        json={"name": "acme mail", "destination": "mailto://ops@acme.test"},
+    )
+    rule = await client.post(
+        "/v1/customers/acme/alert-rules",
+        headers=auth(admin_key),
+        json={"name": "acme spend", "levels": ["100"]},
+    )
     assert channel.status_code == 201 and rule.status_code == 201
     return int(rule.json()["id"]), int(channel.json()["id"])
 
 
 def id_routes(customer: str, rule_id: int, channel_id: int) -> list[tuple[str, str]]:
     base = f"/portal/customers/{customer}/alerts"
-    return [("GET", base), ("GET", f"{base}/rules/new"), ("POST", f"{base}/rules/new"),
-            ("GET", f"{base}/channels/new"), ("POST", f"{base}/channels/new"),
-            ("GET", f"{base}/rules/{rule_id}/edit"), ("POST", f"{base}/rules/{rule_id}/edit"),
-            ("GET", f"{base}/rules/{rule_id}/delete"), ("POST", f"{base}/rules/{rule_id}/delete"),
-            ("GET", f"{base}/channels/{channel_id}/delete"), ("POST", f"{base}/channels/{channel_id}/delete"),
-            ("POST", f"{base}/channels/{channel_id}/test")]
+    return [
+        ("GET", base),
+        ("GET", f"{base}/rules/new"),
+        ("POST", f"{base}/rules/new"),
+        ("GET", f"{base}/channels/new"),
+        ("POST", f"{base}/channels/new"),
+        ("GET", f"{base}/rules/{rule_id}/edit"),
+        ("POST", f"{base}/rules/{rule_id}/edit"),
+        ("GET", f"{base}/rules/{rule_id}/delete"),
+        ("POST", f"{base}/rules/{rule_id}/delete"),
+        ("GET", f"{base}/channels/{channel_id}/delete"),
+        ("POST", f"{base}/channels/{channel_id}/delete"),
+        ("POST", f"{base}/channels/{channel_id}/test"),
+    ]
 
 
-async def test_another_customers_user_gets_404_everywhere(client: Client, admin_key: str,
-                                                          pg: asyncpg.Connection) -> None:
+async def test_another_customers_user_gets_404_everywhere(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     await make_customer(client, admin_key)
     await make_customer(client, admin_key, id="globex", name="Globex")
     rule_id, channel_id = await acme_objects(client, admin_key)
@@ -500,8 +706,9 @@ async def test_another_customers_user_gets_404_everywhere(client: Client, admin_
     assert await pg.fetchval("SELECT count(*) FROM alert_channels WHERE disabled_at IS NULL") == 1
 
 
-async def test_staff_who_may_see_the_customer_manage_its_alerts(client: Client, admin_key: str,
-                                                               pg: asyncpg.Connection) -> None:
+async def test_staff_who_may_see_the_customer_manage_its_alerts(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     await make_customer(client, admin_key)
     await make_customer(client, admin_key, id="globex", name="Globex")
     rule_id, _ = await acme_objects(client, admin_key)
@@ -514,14 +721,18 @@ async def test_staff_who_may_see_the_customer_manage_its_alerts(client: Client, 
         assert (await client.get(BASE)).status_code == expected, email
         assert (await client.get(f"{BASE}/rules/{rule_id}/edit")).status_code == expected, email
         if expected == 200:
-            changed = await post_form(client, f"{BASE}/rules/{rule_id}/edit", rule_form(
-                csrf, name=f"by {email}", level=["150", "", "", "", ""]))
+            changed = await post_form(
+                client,
+                f"{BASE}/rules/{rule_id}/edit",
+                rule_form(csrf, name=f"by {email}", level=["150", "", "", "", ""]),
+            )
             assert changed.status_code == 303
             assert (await api_rules(client, admin_key))[0]["name"] == f"by {email}"
 
 
-async def test_changes_need_the_csrf_token_and_a_session(client: Client, admin_key: str,
-                                                         pg: asyncpg.Connection) -> None:
+async def test_changes_need_the_csrf_token_and_a_session(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     await acme_user(client, admin_key, pg)
     refused = await post_form(client, f"{BASE}/rules/new", rule_form("wrong", level=["5", "", "", "", ""]))
     assert refused.status_code == 403

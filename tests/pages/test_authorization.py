@@ -26,13 +26,24 @@ from tests.factories import auth, event, make_customer, make_meter
 from tests.pages.helpers import HTMX, Client, make_user, sign_in
 
 # Routes a visitor may open without signing in.
-PUBLIC = {("GET", "/portal/login"), ("POST", "/portal/login"), ("GET", "/portal/set-password/{token}"),
-          ("POST", "/portal/set-password/{token}"), ("GET", "/portal")}
+PUBLIC = {
+    ("GET", "/portal/login"),
+    ("POST", "/portal/login"),
+    ("GET", "/portal/set-password/{token}"),
+    ("POST", "/portal/set-password/{token}"),
+    ("GET", "/portal"),
+}
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
-PLAN = {"id": "metered", "name": "Metered", "currency": "USD", "charges": [
-    {"key": "base", "model": "flat", "amount": "10.00"},
-    {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.01"}]}
+PLAN = {
+    "id": "metered",
+    "name": "Metered",
+    "currency": "USD",
+    "charges": [
+        {"key": "base", "model": "flat", "amount": "10.00"},
+        {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.01"},
+    ],
+}
 
 
 @dataclass(frozen=True)
@@ -60,8 +71,11 @@ def portal_routes(app: Litestar) -> Iterator[Route]:
 
 
 def _settings_free_app() -> Litestar:
-    return create_app(Settings(database_url="postgresql://unused/db", redis_url="redis://unused",
-                               broker_url="redis://unused"))
+    return create_app(
+        Settings(
+            database_url="postgresql://unused/db", redis_url="redis://unused", broker_url="redis://unused"
+        )
+    )
 
 
 ROUTES = list(portal_routes(_settings_free_app()))
@@ -70,64 +84,120 @@ WITH_IDS = [r for r in PRIVATE if r.params]
 CHANGES = [r for r in PRIVATE if r.method in UNSAFE]
 
 
-async def _acme_world(client: Client, pg: asyncpg.Connection, admin_key: str, ingest_key: str,
-                      redis: Any) -> dict[str, str]:
+async def _acme_world(
+    client: Client, pg: asyncpg.Connection, admin_key: str, ingest_key: str, redis: Any
+) -> dict[str, str]:
     """The victim's objects, by the path parameter names that name them."""
     for customer in ("acme", "globex"):
         await make_customer(client, admin_key, id=customer, name=customer.title(), currency="USD")
     await make_meter(client, admin_key, metric="api_calls", unit="call")
     assert (await client.post("/v1/plans", headers=auth(admin_key), json=PLAN)).status_code == 201
     for customer in ("acme", "globex"):
-        response = await client.post(f"/v1/customers/{customer}/subscriptions", headers=auth(admin_key),
-                                     json={"planId": "metered"})
+        response = await client.post(
+            f"/v1/customers/{customer}/subscriptions", headers=auth(admin_key), json={"planId": "metered"}
+        )
         assert response.status_code == 201, response.text
-    sent = await client.post("/v1/events/batch", headers=auth(ingest_key),
-                             json={"events": [event(customer="acme", quantity=3, event_id="acme-e1")]})
+    sent = await client.post(
+        "/v1/events/batch",
+        headers=auth(ingest_key),
+        json={"events": [event(customer="acme", quantity=3, event_id="acme-e1")]},
+    )
     assert sent.status_code == 202, sent.text
     await wait_until_persisted(redis)
     invoice = await client.post("/v1/customers/acme/invoices", headers=auth(admin_key), json={})
     assert invoice.status_code == 200, invoice.text
-    channel = await client.post("/v1/customers/acme/alert-channels", headers=auth(admin_key),
-                                json={"name": "ops", "destination": "mailto://ops@acme.test"})
+    channel = await client.post(
+        "/v1/customers/acme/alert-channels",
+        headers=auth(admin_key),
+        json={"name": "ops", "destination": "mailto://ops@acme.test"},
+    )
     assert channel.status_code == 201, channel.text
-    rule = await client.post("/v1/customers/acme/alert-rules", headers=auth(admin_key), json={
-        "name": "calls", "metricName": "api_calls", "basis": "absolute", "levels": ["100"]})
+    rule = await client.post(
+        "/v1/customers/acme/alert-rules",
+        headers=auth(admin_key),
+        json={"name": "calls", "metricName": "api_calls", "basis": "absolute", "levels": ["100"]},
+    )
     assert rule.status_code == 201, rule.text
     failed_id = await pg.fetchval(
         "INSERT INTO failed_events (message_id, customer_id, event_id, event, received_at, reason) "
-        "VALUES ('m1', 'acme', 'acme-f1', '{}', now(), 'test') RETURNING id")
+        "VALUES ('m1', 'acme', 'acme-f1', '{}', now(), 'test') RETURNING id"
+    )
     victim = await make_user(pg, "alice@acme.test", customer_id="acme")
     return {
-        "customer_id": "acme", "metric_name": "api_calls", "invoice_id": str(invoice.json()["id"]),
-        "channel_id": str(channel.json()["id"]), "rule_id": str(rule.json()["id"]),
-        "event_id": "acme-e1", "failed_id": str(failed_id), "user_id": str(victim), "plan_id": "metered",
-        "key_id": "1", "token": "not-a-token",
+        "customer_id": "acme",
+        "metric_name": "api_calls",
+        "invoice_id": str(invoice.json()["id"]),
+        "channel_id": str(channel.json()["id"]),
+        "rule_id": str(rule.json()["id"]),
+        "event_id": "acme-e1",
+        "failed_id": str(failed_id),
+        "user_id": str(victim),
+        "plan_id": "metered",
+        "key_id": "1",
+        "token": "not-a-token",
     }
 
 
 # A fingerprint of everything a portal action could change (whole rows): equal before and
 # after means the refused requests changed nothing.
-WATCHED = ("invoices", "invoice_lines", "adjustments", "audit_log", "alert_rules", "alert_channels",
-           "alert_deliveries", "alert_firings", "failed_events", "users", "user_customers", "password_tokens",
-           "api_keys", "customers", "meters", "plans", "subscriptions", "credit_grants")
-FINGERPRINT = "SELECT md5(concat_ws('|', {}))".format(", ".join(
-    f"(SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM {table} t)"
-    for table in WATCHED))
+WATCHED = (
+    "invoices",
+    "invoice_lines",
+    "adjustments",
+    "audit_log",
+    "alert_rules",
+    "alert_channels",
+    "alert_deliveries",
+    "alert_firings",
+    "failed_events",
+    "users",
+    "user_customers",
+    "password_tokens",
+    "api_keys",
+    "customers",
+    "meters",
+    "plans",
+    "subscriptions",
+    "credit_grants",
+)
+FINGERPRINT = "SELECT md5(concat_ws('|', {}))".format(
+    ", ".join(
+        f"(SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM {table} t)"
+        for table in WATCHED
+    )
+)
 
 
-async def _request(client: Client, route: Route, samples: dict[str, str], *,
-                   csrf: str | None, htmx: bool = False) -> Any:
+async def _request(
+    client: Client, route: Route, samples: dict[str, str], *, csrf: str | None, htmx: bool = False
+) -> Any:
     headers = dict(HTMX) if htmx else {}
     if csrf is not None:
         headers["X-CSRF-Token"] = csrf
-    return await client.request(route.method, route.url(samples), headers=headers,
-                                data={} if route.method in UNSAFE else None, follow_redirects=False)
+    return await client.request(
+        route.method,
+        route.url(samples),
+        headers=headers,
+        data={} if route.method in UNSAFE else None,
+        follow_redirects=False,
+    )
 
 
 def test_every_path_parameter_has_a_sample() -> None:
     names = {name for route in ROUTES for name in route.params}
-    known = {"customer_id", "metric_name", "invoice_id", "channel_id", "rule_id", "event_id", "failed_id",
-             "user_id", "plan_id", "key_id", "token"}
+    known = {
+        "customer_id",
+        "metric_name",
+        "invoice_id",
+        "channel_id",
+        "rule_id",
+        "event_id",
+        "failed_id",
+        "user_id",
+        "plan_id",
+        "key_id",
+        "token",
+    }
     assert names <= known, f"add samples to _acme_world for: {sorted(names - known)}"
 
 
@@ -146,8 +216,13 @@ async def test_anonymous_visitors_are_sent_to_login(client: Client, route: Route
 
 
 async def test_people_of_another_customer_cannot_reach_acme(
-    client: Client, pg: asyncpg.Connection, admin_key: str, ingest_key: str, redis: Any,
-    worker: WorkerProcess, settings: Settings,
+    client: Client,
+    pg: asyncpg.Connection,
+    admin_key: str,
+    ingest_key: str,
+    redis: Any,
+    worker: WorkerProcess,
+    settings: Settings,
 ) -> None:
     samples = await _acme_world(client, pg, admin_key, ingest_key, redis)
     await make_user(pg, "mallory@globex.test", customer_id="globex")
@@ -165,15 +240,20 @@ async def test_people_of_another_customer_cannot_reach_acme(
         # Acme's objects under the intruder's own customer: ids are checked against the path.
         own_path = dict(samples, customer_id="globex")
         for route in WITH_IDS:
-            if "customer_id" in route.params and len(route.params) > 1 and route.params != (
-                    "customer_id", "metric_name"):
+            if (
+                "customer_id" in route.params
+                and len(route.params) > 1
+                and route.params != ("customer_id", "metric_name")
+            ):
                 response = await _request(client, route, own_path, csrf=csrf)
                 assert response.status_code in (403, 404), (intruder, str(route), response.status_code)
     assert await pg.fetchval(FINGERPRINT) == before
 
 
 async def test_customer_users_cannot_open_staff_or_admin_pages(
-    client: Client, pg: asyncpg.Connection, admin_key: str,
+    client: Client,
+    pg: asyncpg.Connection,
+    admin_key: str,
 ) -> None:
     await make_customer(client, admin_key, id="globex", name="Globex")
     await make_user(pg, "mallory@globex.test", customer_id="globex")
@@ -193,7 +273,11 @@ CUSTOMER_PAGES = {"/portal"}
 
 
 async def test_changes_without_the_csrf_token_are_refused(
-    client: Client, pg: asyncpg.Connection, admin_key: str, ingest_key: str, redis: Any,
+    client: Client,
+    pg: asyncpg.Connection,
+    admin_key: str,
+    ingest_key: str,
+    redis: Any,
     worker: WorkerProcess,
 ) -> None:
     samples = await _acme_world(client, pg, admin_key, ingest_key, redis)

@@ -17,23 +17,41 @@ from tests.factories import auth, event, make_customer, make_meter
 from tests.pages.helpers import Client, make_user, sign_in
 
 TZ = "Asia/Kolkata"
-PLAN = {"id": "metered", "name": "Metered", "currency": "USD", "charges": [
-    {"key": "base", "model": "flat", "amount": "10.00", "description": "Platform fee"},
-    {"key": "calls", "model": "graduated", "meter": "api_calls", "includedQuantity": "100",
-     "description": "API calls", "tiers": [{"upTo": "1000", "unitPrice": "0.01"},
-                                          {"upTo": None, "unitPrice": "0.005"}]}]}
+PLAN = {
+    "id": "metered",
+    "name": "Metered",
+    "currency": "USD",
+    "charges": [
+        {"key": "base", "model": "flat", "amount": "10.00", "description": "Platform fee"},
+        {
+            "key": "calls",
+            "model": "graduated",
+            "meter": "api_calls",
+            "includedQuantity": "100",
+            "description": "API calls",
+            "tiers": [{"upTo": "1000", "unitPrice": "0.01"}, {"upTo": None, "unitPrice": "0.005"}],
+        },
+    ],
+}
 
 
-async def invoices_world(client: Client, key: str, name: str = "Acme Inc"
-                         ) -> tuple[dict[str, Any], dict[str, Any]]:
+async def invoices_world(
+    client: Client, key: str, name: str = "Acme Inc"
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """acme (USD) with INV-000001 for its closed period and a draft for the current one."""
     closed = closed_period(TZ)
     await make_customer(client, key, id="acme", name=name, timezone=TZ, currency="USD")
     await make_customer(client, key, id="globex", name="Globex", timezone=TZ, currency="USD")
     await make_meter(client, key)
     await create_plan(client, key, PLAN)
-    await subscribe(client, key, "acme", planId="metered", startDate=closed.start_date.isoformat(),
-                    anchorDay=closed.anchor_day)
+    await subscribe(
+        client,
+        key,
+        "acme",
+        planId="metered",
+        startDate=closed.start_date.isoformat(),
+        anchorDay=closed.anchor_day,
+    )
     invoice = await draft(client, key, "acme", month_of(closed.period, TZ))
     approved = await client.post(f"/v1/invoices/{invoice['id']}/approve", headers=auth(key), json={})
     assert approved.status_code == 200, approved.text
@@ -52,7 +70,9 @@ async def as_admin(pg: asyncpg.Connection, client: Client) -> None:
 
 
 async def test_customer_sees_issued_invoices_and_the_upcoming_one(
-    client: Client, admin_key: str, pg: asyncpg.Connection,
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
 ) -> None:
     finalized, current = await invoices_world(client, admin_key)
     await as_customer(pg, client)
@@ -72,7 +92,9 @@ async def test_customer_sees_issued_invoices_and_the_upcoming_one(
 
 
 async def test_invoice_detail_shows_lines_tiers_and_totals(
-    client: Client, admin_key: str, pg: asyncpg.Connection,
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
 ) -> None:
     finalized, _ = await invoices_world(client, admin_key)
     await as_customer(pg, client)
@@ -96,7 +118,9 @@ async def test_invoice_detail_shows_lines_tiers_and_totals(
 
 
 async def test_staff_see_drafts_with_complete_through(
-    client: Client, admin_key: str, pg: asyncpg.Connection,
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
 ) -> None:
     _, current = await invoices_world(client, admin_key)
     await as_admin(pg, client)
@@ -109,7 +133,9 @@ async def test_staff_see_drafts_with_complete_through(
 
 
 async def test_csv_of_a_customers_invoices(
-    client: Client, admin_key: str, pg: asyncpg.Connection,
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
 ) -> None:
     await invoices_world(client, admin_key)
     await as_customer(pg, client)
@@ -121,13 +147,20 @@ async def test_csv_of_a_customers_invoices(
 
 
 async def test_other_customers_and_unknown_invoices_are_404(
-    client: Client, admin_key: str, pg: asyncpg.Connection,
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
 ) -> None:
     finalized, current = await invoices_world(client, admin_key)
     await as_customer(pg, client, "globex")
-    for path in (f"/portal/invoices/{finalized['id']}", f"/portal/invoices/{finalized['id']}/print",
-                 f"/portal/invoices/{current['id']}", "/portal/customers/acme/invoices",
-                 "/portal/customers/acme/invoices.csv", "/portal/invoices/999999"):
+    for path in (
+        f"/portal/invoices/{finalized['id']}",
+        f"/portal/invoices/{finalized['id']}/print",
+        f"/portal/invoices/{current['id']}",
+        "/portal/customers/acme/invoices",
+        "/portal/customers/acme/invoices.csv",
+        "/portal/invoices/999999",
+    ):
         response = await client.get(path)
         assert response.status_code == 404, path
     own = await client.get("/portal/customers/globex/invoices")
@@ -136,12 +169,17 @@ async def test_other_customers_and_unknown_invoices_are_404(
 
 
 async def test_customer_name_is_escaped_on_invoices(
-    client: Client, admin_key: str, pg: asyncpg.Connection,
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
 ) -> None:
     finalized, _ = await invoices_world(client, admin_key, name="<script>alert(1)</script>")
     await as_customer(pg, client)
-    for path in ("/portal/customers/acme/invoices", f"/portal/invoices/{finalized['id']}",
-                 f"/portal/invoices/{finalized['id']}/print"):
+    for path in (
+        "/portal/customers/acme/invoices",
+        f"/portal/invoices/{finalized['id']}",
+        f"/portal/invoices/{finalized['id']}/print",
+    ):
         page = await client.get(path)
         assert page.status_code == 200, path
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
@@ -149,25 +187,41 @@ async def test_customer_name_is_escaped_on_invoices(
 
 
 async def test_tiers_and_a_late_event_debit_note_with_its_line_deltas(
-    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    client: Client,
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
     pg: asyncpg.Connection,
 ) -> None:
     closed = closed_period(TZ)
     await make_customer(client, admin_key, id="acme", timezone=TZ, currency="USD")
     await make_meter(client, admin_key)
     await create_plan(client, admin_key, PLAN)
-    await subscribe(client, admin_key, "acme", planId="metered", startDate=closed.start_date.isoformat(),
-                    anchorDay=closed.anchor_day)
+    await subscribe(
+        client,
+        admin_key,
+        "acme",
+        planId="metered",
+        startDate=closed.start_date.isoformat(),
+        anchorDay=closed.anchor_day,
+    )
     during = closed.ms(closed.period.start + timedelta(hours=2))
-    sent = await client.post("/v1/events/batch", headers=auth(ingest_key),
-                             json={"events": [event(quantity=1500, timestamp=during)]})
+    sent = await client.post(
+        "/v1/events/batch",
+        headers=auth(ingest_key),
+        json={"events": [event(quantity=1500, timestamp=during)]},
+    )
     assert sent.status_code == 202, sent.text
     await wait_until_persisted(redis)
     invoice = await draft(client, admin_key, "acme", month_of(closed.period, TZ))
     approved = await client.post(f"/v1/invoices/{invoice['id']}/approve", headers=auth(admin_key), json={})
     assert approved.status_code == 200, approved.text
-    late = await client.post("/v1/events/batch", headers=auth(ingest_key),
-                             json={"events": [event(quantity=100, timestamp=during, event_id="late-1")]})
+    late = await client.post(
+        "/v1/events/batch",
+        headers=auth(ingest_key),
+        json={"events": [event(quantity=100, timestamp=during, event_id="late-1")]},
+    )
     assert late.status_code == 202, late.text
 
     async def adjusted() -> bool | None:
@@ -182,11 +236,16 @@ async def test_tiers_and_a_late_event_debit_note_with_its_line_deltas(
     calls = re.search(r'<tr class="line-usage">(.*?)</tr>', page.text, re.S)
     assert calls is not None
     assert re.findall(r'<td class="num">([^<]*)</td>', calls.group(1)) == [
-        "1,500", "100", "1,400", "tiered", "USD 12.00"]
+        "1,500",
+        "100",
+        "1,400",
+        "tiered",
+        "USD 12.00",
+    ]
     tiers = re.search(r'<table class="data tier-table">(.*?)</table>', page.text, re.S)
     assert tiers is not None
-    assert "<td class=\"num\">1,000</td><td class=\"num\">0.01</td>" in tiers.group(1)
-    assert "<td class=\"num\">and above</td>" in tiers.group(1)
+    assert '<td class="num">1,000</td><td class="num">0.01</td>' in tiers.group(1)
+    assert '<td class="num">and above</td>' in tiers.group(1)
     assert "Debit note DN-000001: USD 0.50" in page.text
     assert '<td class="num">100</td><td class="num">USD 0.50</td>' in page.text
     assert "1 late event" in page.text

@@ -21,30 +21,53 @@ def month_start(now: datetime) -> datetime:
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-async def invoice(pg: asyncpg.Connection, customer: str, start: datetime, end: datetime, total: str,
-                  status: str = "draft", number: str | None = None) -> int:
+async def invoice(
+    pg: asyncpg.Connection,
+    customer: str,
+    start: datetime,
+    end: datetime,
+    total: str,
+    status: str = "draft",
+    number: str | None = None,
+) -> int:
     invoice_id: int = await pg.fetchval(
         "INSERT INTO invoices (customer_id, period_start, period_end, currency, status, number, subtotal, "
         "total, computed_at) VALUES ($1, $2, $3, 'EUR', $4, $5, $6, $6, $7) RETURNING id",
-        customer, start, end, status, number, Decimal(total), datetime(2026, 11, 24, 9, 30, tzinfo=UTC))
+        customer,
+        start,
+        end,
+        status,
+        number,
+        Decimal(total),
+        datetime(2026, 11, 24, 9, 30, tzinfo=UTC),
+    )
     return invoice_id
 
 
 async def fire_alert(pg: asyncpg.Connection, customer: str, at: datetime) -> None:
-    rule = await pg.fetchval("INSERT INTO alert_rules (customer_id, name, basis, levels) "
-                             "VALUES ($1, 'spend', 'absolute', '{100}') RETURNING id", customer)
-    await pg.execute("INSERT INTO alert_firings (rule_id, customer_id, period_start, period_end, level, "
-                     "kind, threshold, value, notice, fired_at) VALUES ($1, $2, $3::timestamptz, "
-                     "$3::timestamptz + interval '1 month', 100, "
-                     "'crossing', 100, 120, '{}', $3::timestamptz + interval '1 hour')", rule, customer, at)
+    rule = await pg.fetchval(
+        "INSERT INTO alert_rules (customer_id, name, basis, levels) "
+        "VALUES ($1, 'spend', 'absolute', '{100}') RETURNING id",
+        customer,
+    )
+    await pg.execute(
+        "INSERT INTO alert_firings (rule_id, customer_id, period_start, period_end, level, "
+        "kind, threshold, value, notice, fired_at) VALUES ($1, $2, $3::timestamptz, "
+        "$3::timestamptz + interval '1 month', 100, "
+        "'crossing', 100, 120, '{}', $3::timestamptz + interval '1 hour')",
+        rule,
+        customer,
+        at,
+    )
 
 
 # Where the world is built when a test does not say: mid-month, mid-day.
 MID_MONTH = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
-async def world(client: Client, admin_key: str, pg: asyncpg.Connection,
-                now: datetime = MID_MONTH) -> datetime:
+async def world(
+    client: Client, admin_key: str, pg: asyncpg.Connection, now: datetime = MID_MONTH
+) -> datetime:
     """At `now` (the app's clock is set to it): acme spends EUR 120.50 this period against
     100.00 + a 0.50 note last period, one alert, 42 calls; globex: EUR 10.00 against 20.00;
     initech: nothing yet."""
@@ -58,17 +81,23 @@ async def world(client: Client, admin_key: str, pg: asyncpg.Connection,
     await make_meter(client, admin_key, metric="api_calls", unit="call")
     await invoice(pg, "acme", start, nxt, "120.50")
     old = await invoice(pg, "acme", previous, start, "100.00", "finalized", "INV-000001")
-    await pg.execute("INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, "
-                     "amount, lines, reason) VALUES ($1, 'DN-000001', 'debit', 0.5, 0, 0.5, '[]', 'late')",
-                     old)
+    await pg.execute(
+        "INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, "
+        "amount, lines, reason) VALUES ($1, 'DN-000001', 'debit', 0.5, 0, 0.5, '[]', 'late')",
+        old,
+    )
     await invoice(pg, "globex", start, nxt, "10.00")
     await invoice(pg, "globex", previous, start, "20.00", "finalized", "INV-000002")
     await fire_alert(pg, "acme", start)
     await fire_alert(pg, "globex", previous)  # last period: not counted
-    await pg.execute("INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
-                     "VALUES ('acme', 'api_calls', $1::timestamptz, 40, 3), "
-                     "('acme', 'api_calls', $1::timestamptz + interval '1 hour', 2, 1), "
-                     "('acme', 'api_calls', $2, 1000, 1)", start, previous)
+    await pg.execute(
+        "INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
+        "VALUES ('acme', 'api_calls', $1::timestamptz, 40, 3), "
+        "('acme', 'api_calls', $1::timestamptz + interval '1 hour', 2, 1), "
+        "('acme', 'api_calls', $2, 1000, 1)",
+        start,
+        previous,
+    )
     return now
 
 
@@ -77,8 +106,9 @@ def customer_order(html: str) -> list[str]:
 
 
 @pytest.mark.parametrize("boundary", BOUNDARIES)
-async def test_table_shows_this_periods_numbers(client: Client, admin_key: str, pg: asyncpg.Connection,
-                                                boundary: Boundary) -> None:
+async def test_table_shows_this_periods_numbers(
+    client: Client, admin_key: str, pg: asyncpg.Connection, boundary: Boundary
+) -> None:
     await world(client, admin_key, pg, boundary.at)
     await make_user(pg, ADMIN, role="admin")
     await sign_in(client, ADMIN)
@@ -96,16 +126,19 @@ async def test_table_shows_this_periods_numbers(client: Client, admin_key: str, 
 
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 async def test_without_a_draft_the_period_is_the_customers_month_at_the_clock(
-        client: Client, admin_key: str, pg: asyncpg.Connection, boundary: Boundary) -> None:
+    client: Client, admin_key: str, pg: asyncpg.Connection, boundary: Boundary
+) -> None:
     # Given: no draft; 5 calls in the first hour of the customer's local month, 7 in the
     # last hour of the month before
     set_clock(client, boundary.at)
     await make_customer(client, admin_key, id="acme", timezone=boundary.tz)
     await make_meter(client, admin_key, metric="api_calls", unit="call")
     first_hour = boundary.local().replace(day=1, hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
-    await pg.executemany("INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
-                         "VALUES ('acme', 'api_calls', $1, $2, 1)",
-                         [(first_hour, Decimal(5)), (first_hour - timedelta(hours=1), Decimal(7))])
+    await pg.executemany(
+        "INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
+        "VALUES ('acme', 'api_calls', $1, $2, 1)",
+        [(first_hour, Decimal(5)), (first_hour - timedelta(hours=1), Decimal(7))],
+    )
     await make_user(pg, ADMIN, role="admin")
     await sign_in(client, ADMIN)
     # When: the table is shown
@@ -116,8 +149,9 @@ async def test_without_a_draft_the_period_is_the_customers_month_at_the_clock(
     assert "No draft yet" in page.text
 
 
-async def test_sort_filter_and_search_are_in_the_url(client: Client, admin_key: str,
-                                                     pg: asyncpg.Connection) -> None:
+async def test_sort_filter_and_search_are_in_the_url(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     await world(client, admin_key, pg)
     await make_user(pg, ADMIN, role="admin")
     await sign_in(client, ADMIN)
@@ -141,17 +175,23 @@ async def test_sort_filter_and_search_are_in_the_url(client: Client, admin_key: 
 async def test_bad_parameters_are_named(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
     await make_user(pg, ADMIN, role="admin")
     await sign_in(client, ADMIN)
-    for params, named in (({"sort": "cost"}, "sort: “cost” is not one of name, spend, change, alerts"),
-                          ({"order": "up"}, "order: “up”"), ({"page": "0"}, "page: “0”"),
-                          ({"alerts": "yes"}, "alerts: “yes”"), ({"anomalies": "2"}, "anomalies: “2”")):
+    for params, named in (
+        ({"sort": "cost"}, "sort: “cost” is not one of name, spend, change, alerts"),
+        ({"order": "up"}, "order: “up”"),
+        ({"page": "0"}, "page: “0”"),
+        ({"alerts": "yes"}, "alerts: “yes”"),
+        ({"anomalies": "2"}, "anomalies: “2”"),
+    ):
         page = await client.get("/portal/customers", params=params)
         assert page.status_code == 422, params
         assert named in page.text
 
 
 async def test_paging_counts_every_customer(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
-    await pg.executemany("INSERT INTO customers (id, name, timezone, currency) VALUES ($1, $1, 'UTC', 'EUR')",
-                         [(f"c{i:03d}",) for i in range(60)])
+    await pg.executemany(
+        "INSERT INTO customers (id, name, timezone, currency) VALUES ($1, $1, 'UTC', 'EUR')",
+        [(f"c{i:03d}",) for i in range(60)],
+    )
     await make_user(pg, ADMIN, role="admin")
     await sign_in(client, ADMIN)
     first = await client.get("/portal/customers")
@@ -173,7 +213,8 @@ async def test_anomaly_column_and_filter(client: Client, admin_key: str, pg: asy
         "SELECT 'globex', 'api_calls', h, CASE WHEN h = $1::timestamptz THEN 100 ELSE 1 END, 1 "
         "FROM generate_series($1::timestamptz - interval '8 days' + interval '1 hour', $1::timestamptz, "
         "interval '1 hour') AS h",
-        settled)
+        settled,
+    )
     await make_user(pg, ADMIN, role="admin")
     await sign_in(client, ADMIN)
     page = await client.get("/portal/customers", params={"anomalies": "1"})
@@ -183,8 +224,9 @@ async def test_anomaly_column_and_filter(client: Client, admin_key: str, pg: asy
     assert 'name="anomalies" value="1" checked' in page.text
 
 
-async def test_account_manager_sees_only_assigned_customers(client: Client, admin_key: str,
-                                                            pg: asyncpg.Connection) -> None:
+async def test_account_manager_sees_only_assigned_customers(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     await world(client, admin_key, pg)
     await make_user(pg, "max@vendor.test", role="account_manager", assigned=("globex",))
     await sign_in(client, "max@vendor.test")

@@ -17,8 +17,12 @@ from tests.pages.helpers import Client, make_user, sign_in
 ADMIN = "ada@vendor.test"
 MANAGER = "max@vendor.test"
 ZONE = ZoneInfo("Europe/Berlin")
-PLAN = {"id": "metered", "name": "Metered", "currency": "EUR", "charges": [
-    {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.50"}]}
+PLAN = {
+    "id": "metered",
+    "name": "Metered",
+    "currency": "EUR",
+    "charges": [{"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.50"}],
+}
 
 
 async def send(client: Client, ingest_key: str, events: list[dict[str, object]]) -> None:
@@ -31,19 +35,32 @@ def event_links(html: str) -> list[str]:
 
 
 async def test_search_and_an_events_path_to_the_invoice_line(
-        client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
-        pg: asyncpg.Connection) -> None:
+    client: Client,
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
+) -> None:
     await make_customer(client, admin_key, id="acme", timezone="Europe/Berlin")
     await make_customer(client, admin_key, id="globex", name="Globex")
     await make_meter(client, admin_key, metric="api_calls", unit="call")
     assert (await client.post("/v1/plans", headers=auth(admin_key), json=PLAN)).status_code == 201
-    assert (await client.post("/v1/customers/acme/subscriptions", headers=auth(admin_key),
-                              json={"planId": "metered"})).status_code == 201
+    assert (
+        await client.post(
+            "/v1/customers/acme/subscriptions", headers=auth(admin_key), json={"planId": "metered"}
+        )
+    ).status_code == 201
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
-    await send(client, ingest_key, [
-        event(event_id="e-1", quantity=2, timestamp=now_ms - 1000, dimensions={"region": "<eu>"}),
-        event(event_id="e-2", quantity=3, timestamp=now_ms),
-        event(customer="globex", event_id="g-1", quantity=7, timestamp=now_ms)])
+    await send(
+        client,
+        ingest_key,
+        [
+            event(event_id="e-1", quantity=2, timestamp=now_ms - 1000, dimensions={"region": "<eu>"}),
+            event(event_id="e-2", quantity=3, timestamp=now_ms),
+            event(customer="globex", event_id="g-1", quantity=7, timestamp=now_ms),
+        ],
+    )
     await wait_until_persisted(redis)
     drafted = await client.post("/v1/customers/acme/invoices", headers=auth(admin_key), json={})
     assert drafted.status_code == 200, drafted.text
@@ -79,19 +96,27 @@ async def test_search_and_an_events_path_to_the_invoice_line(
 
 
 async def test_a_manager_sees_only_assigned_customers_events(
-        client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     await make_customer(client, admin_key, id="acme")
     await make_customer(client, admin_key, id="globex")
     now = datetime.now(UTC)
     for customer, event_id in (("acme", "a-1"), ("globex", "g-1")):
         await pg.execute(
             "INSERT INTO event_ledger (customer_id, event_id, fingerprint, event_time, received_at) "
-            "VALUES ($1, $2, '\\x00', $3::timestamptz, $3::timestamptz)", customer, event_id, now)
+            "VALUES ($1, $2, '\\x00', $3::timestamptz, $3::timestamptz)",
+            customer,
+            event_id,
+            now,
+        )
         await pg.execute(
             "INSERT INTO usage_events (customer_id, event_id, metric_name, quantity, event_time, hour, "
             "received_at, message_id) VALUES ($1, $2, 'api_calls', 1, $3::timestamptz, "
             "date_trunc('hour', $3::timestamptz), $3::timestamptz, 'm')",
-            customer, event_id, now)
+            customer,
+            event_id,
+            now,
+        )
     await make_user(pg, MANAGER, role="account_manager", assigned=("globex",))
     await sign_in(client, MANAGER)
     assert event_links((await client.get("/portal/events")).text) == ["globex/g-1"]
@@ -102,8 +127,13 @@ async def test_a_manager_sees_only_assigned_customers_events(
 
 
 async def test_failed_events_are_replayed_from_the_page(
-        client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
-        pg: asyncpg.Connection) -> None:
+    client: Client,
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
+) -> None:
     await make_customer(client, admin_key, id="acme")
     await make_meter(client, admin_key, metric="api_calls", unit="call")
     await pg.execute("""
@@ -125,14 +155,18 @@ async def test_failed_events_are_replayed_from_the_page(
     assert "ledger is read-only for maintenance" in listing.text
     assert "api_calls × 2" in listing.text
 
-    done = await client.post(f"/portal/failed-events/{failed_id}/replay", data={"csrf_token": csrf},
-                             follow_redirects=False)
+    done = await client.post(
+        f"/portal/failed-events/{failed_id}/replay", data={"csrf_token": csrf}, follow_redirects=False
+    )
     assert done.status_code == 303, done.text
     await wait_until_persisted(redis)
     assert await pg.fetchval("SELECT quantity FROM usage_events WHERE event_id = 'a'") == 2
     assert await pg.fetchval("SELECT status FROM failed_events WHERE id = $1", failed_id) == "replayed"
     assert tuple(await pg.fetchrow("SELECT actor, action, object_id FROM audit_log")) == (
-        ADMIN, "failed_event.replay", str(failed_id))
+        ADMIN,
+        "failed_event.replay",
+        str(failed_id),
+    )
     again = await client.post(f"/portal/failed-events/{failed_id}/replay", data={"csrf_token": csrf})
     assert again.status_code == 409 and "already replayed or discarded" in again.text
 
@@ -142,31 +176,44 @@ async def test_discard_needs_a_reason(client: Client, admin_key: str, pg: asyncp
     await make_customer(client, admin_key, id="globex")
     ids = []
     for customer in ("acme", "globex"):
-        ids.append(await pg.fetchval(
-            "INSERT INTO failed_events (message_id, customer_id, event_id, event, received_at, reason) "
-            "VALUES ('m', $1, 'x-1', '{\"metricName\": \"api_calls\", \"quantity\": \"4\"}', now(), "
-            "'boom <b>') RETURNING id", customer))
+        ids.append(
+            await pg.fetchval(
+                "INSERT INTO failed_events (message_id, customer_id, event_id, event, received_at, reason) "
+                'VALUES (\'m\', $1, \'x-1\', \'{"metricName": "api_calls", "quantity": "4"}\', now(), '
+                "'boom <b>') RETURNING id",
+                customer,
+            )
+        )
     await make_user(pg, MANAGER, role="account_manager", assigned=("acme",))
     csrf = await sign_in(client, MANAGER)
     listing = await client.get("/portal/failed-events")
     assert f'id="failed-{ids[0]}"' in listing.text and f'id="failed-{ids[1]}"' not in listing.text
     assert "boom &lt;b&gt;" in listing.text
-    missing = await client.post(f"/portal/failed-events/{ids[0]}/discard",
-                                data={"csrf_token": csrf, "reason": ""})
+    missing = await client.post(
+        f"/portal/failed-events/{ids[0]}/discard", data={"csrf_token": csrf, "reason": ""}
+    )
     assert missing.status_code == 422 and "Reason: say why this event is discarded." in missing.text
     assert await pg.fetchval("SELECT status FROM failed_events WHERE id = $1", ids[0]) == "failed"
-    theirs = await client.post(f"/portal/failed-events/{ids[1]}/discard",
-                               data={"csrf_token": csrf, "reason": "x"})
+    theirs = await client.post(
+        f"/portal/failed-events/{ids[1]}/discard", data={"csrf_token": csrf, "reason": "x"}
+    )
     assert theirs.status_code == 404
     replay = await client.post(f"/portal/failed-events/{ids[1]}/replay", data={"csrf_token": csrf})
     assert replay.status_code == 404
 
-    done = await client.post(f"/portal/failed-events/{ids[0]}/discard",
-                             data={"csrf_token": csrf, "reason": "test traffic"}, follow_redirects=False)
+    done = await client.post(
+        f"/portal/failed-events/{ids[0]}/discard",
+        data={"csrf_token": csrf, "reason": "test traffic"},
+        follow_redirects=False,
+    )
     assert done.status_code == 303
     assert await pg.fetchval("SELECT status FROM failed_events WHERE id = $1", ids[0]) == "discarded"
     assert tuple(await pg.fetchrow("SELECT actor, action, reason, customer_id FROM audit_log")) == (
-        MANAGER, "failed_event.discard", "test traffic", "acme")
+        MANAGER,
+        "failed_event.discard",
+        "test traffic",
+        "acme",
+    )
     discarded = await client.get("/portal/failed-events", params={"status": "discarded"})
     assert "“test traffic”" in discarded.text
     assert (await client.get("/portal/failed-events", params={"status": "gone"})).status_code == 422
@@ -180,10 +227,13 @@ async def test_drift_report_is_scoped(client: Client, admin_key: str, pg: asyncp
     assert "The reconcile job has not run yet." in (await client.get("/portal/drift")).text
     run = await pg.fetchval(
         "INSERT INTO reconcile_runs (started_at, finished_at, window_start, window_end, full_rebuild, "
-        "keys_written) VALUES (now(), now(), now(), now(), false, 3) RETURNING id")
-    await pg.execute("INSERT INTO live_drift VALUES ($1, 'acme', 'api_calls', 1012, 10, 1002), "
-                     "($1, 'globex', 'api_calls', 0, 1, -1)", run)
+        "keys_written) VALUES (now(), now(), now(), now(), false, 3) RETURNING id"
+    )
+    await pg.execute(
+        "INSERT INTO live_drift VALUES ($1, 'acme', 'api_calls', 1012, 10, 1002), "
+        "($1, 'globex', 'api_calls', 0, 1, -1)",
+        run,
+    )
     page = await client.get("/portal/drift")
     assert '<td class="num">1,012</td><td class="num">10</td><td class="num">1,002</td>' in page.text
     assert "globex" not in page.text
-

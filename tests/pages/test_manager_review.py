@@ -15,13 +15,27 @@ ADMIN = "ada@vendor.test"
 MANAGER = "max@vendor.test"
 
 
-async def draft(pg: asyncpg.Connection, customer: str = "acme", *, start: datetime, end: datetime,
-                total: str = "250.00", status: str = "draft", number: str | None = None) -> int:
+async def draft(
+    pg: asyncpg.Connection,
+    customer: str = "acme",
+    *,
+    start: datetime,
+    end: datetime,
+    total: str = "250.00",
+    status: str = "draft",
+    number: str | None = None,
+) -> int:
     invoice_id: int = await pg.fetchval(
         "INSERT INTO invoices (customer_id, period_start, period_end, currency, status, number, subtotal, "
         "total, finalized_at) VALUES ($1, $2, $3, 'EUR', $4, $5, $6, $6, "
         "CASE WHEN $4 = 'finalized' THEN now() END) RETURNING id",
-        customer, start, end, status, number, Decimal(total))
+        customer,
+        start,
+        end,
+        status,
+        number,
+        Decimal(total),
+    )
     return invoice_id
 
 
@@ -35,8 +49,9 @@ async def world(client: Client, admin_key: str, pg: asyncpg.Connection) -> str:
     return await sign_in(client, ADMIN)
 
 
-async def test_queue_shows_flags_as_badges_with_a_sentence(client: Client, admin_key: str,
-                                                            pg: asyncpg.Connection) -> None:
+async def test_queue_shows_flags_as_badges_with_a_sentence(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     await world(client, admin_key, pg)
     invoice_id = await draft(pg, start=SEPT[0], end=SEPT[1])
     page = await client.get("/portal/review")
@@ -49,12 +64,14 @@ async def test_queue_shows_flags_as_badges_with_a_sentence(client: Client, admin
     assert "<script>alert(1)</script>" not in page.text
 
 
-async def test_approve_finalizes_and_writes_the_audit_log(client: Client, admin_key: str,
-                                                          pg: asyncpg.Connection) -> None:
+async def test_approve_finalizes_and_writes_the_audit_log(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     csrf = await world(client, admin_key, pg)
     invoice_id = await draft(pg, start=SEPT[0], end=SEPT[1])
-    done = await client.post(f"/portal/invoices/{invoice_id}/approve", data={"csrf_token": csrf},
-                             follow_redirects=False)
+    done = await client.post(
+        f"/portal/invoices/{invoice_id}/approve", data={"csrf_token": csrf}, follow_redirects=False
+    )
     assert done.status_code == 303, done.text
     row = await pg.fetchrow("SELECT status, number, approved_by FROM invoices WHERE id = $1", invoice_id)
     assert tuple(row) == ("finalized", "INV-000001", ADMIN)
@@ -72,7 +89,8 @@ async def test_approve_finalizes_and_writes_the_audit_log(client: Client, admin_
 
 
 async def test_approving_in_the_grace_period_is_refused_with_the_reason(
-        client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     csrf = await world(client, admin_key, pg)
     end = datetime.now(UTC) - timedelta(hours=1)
     invoice_id = await draft(pg, start=end - timedelta(days=30), end=end)
@@ -83,18 +101,23 @@ async def test_approving_in_the_grace_period_is_refused_with_the_reason(
     assert await pg.fetchval("SELECT count(*) FROM audit_log") == 0
 
 
-async def test_void_needs_a_reason_and_is_audited(client: Client, admin_key: str,
-                                                  pg: asyncpg.Connection) -> None:
+async def test_void_needs_a_reason_and_is_audited(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     csrf = await world(client, admin_key, pg)
     invoice_id = await draft(pg, start=SEPT[0], end=SEPT[1], status="finalized", number="INV-000007")
-    refused = await client.post(f"/portal/invoices/{invoice_id}/void",
-                                data={"csrf_token": csrf, "reason": "  "})
+    refused = await client.post(
+        f"/portal/invoices/{invoice_id}/void", data={"csrf_token": csrf, "reason": "  "}
+    )
     assert refused.status_code == 422
     assert "Reason: say why the invoice is voided." in refused.text
     assert await pg.fetchval("SELECT status FROM invoices WHERE id = $1", invoice_id) == "finalized"
 
-    done = await client.post(f"/portal/invoices/{invoice_id}/void",
-                             data={"csrf_token": csrf, "reason": "wrong plan <b>"}, follow_redirects=False)
+    done = await client.post(
+        f"/portal/invoices/{invoice_id}/void",
+        data={"csrf_token": csrf, "reason": "wrong plan <b>"},
+        follow_redirects=False,
+    )
     assert done.status_code == 303, done.text
     row = await pg.fetchrow("SELECT status, void_reason FROM invoices WHERE id = $1", invoice_id)
     assert tuple(row) == ("void", "wrong plan <b>")
@@ -105,34 +128,44 @@ async def test_void_needs_a_reason_and_is_audited(client: Client, admin_key: str
     assert "wrong plan &lt;b&gt;" in log.text and "invoice.void" in log.text
 
 
-async def test_manual_credit_note_counts_in_the_adjusted_total(client: Client, admin_key: str,
-                                                               pg: asyncpg.Connection) -> None:
+async def test_manual_credit_note_counts_in_the_adjusted_total(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     csrf = await world(client, admin_key, pg)
     invoice_id = await draft(pg, start=SEPT[0], end=SEPT[1], status="finalized", number="INV-000001")
-    missing = await client.post(f"/portal/invoices/{invoice_id}/adjustments",
-                                data={"csrf_token": csrf, "kind": "credit", "amount": "10.00", "reason": ""})
+    missing = await client.post(
+        f"/portal/invoices/{invoice_id}/adjustments",
+        data={"csrf_token": csrf, "kind": "credit", "amount": "10.00", "reason": ""},
+    )
     assert missing.status_code == 422
     assert "Reason: say why the invoice is adjusted." in missing.text
     assert 'value="10.00"' in missing.text  # what was typed is kept
-    bad = await client.post(f"/portal/invoices/{invoice_id}/adjustments",
-                            data={"csrf_token": csrf, "kind": "credit", "amount": "1.005", "reason": "x"})
+    bad = await client.post(
+        f"/portal/invoices/{invoice_id}/adjustments",
+        data={"csrf_token": csrf, "kind": "credit", "amount": "1.005", "reason": "x"},
+    )
     assert bad.status_code == 422
     assert "Amount: EUR has 2 decimal place(s)." in bad.text
     assert await pg.fetchval("SELECT count(*) FROM adjustments") == 0
 
-    done = await client.post(f"/portal/invoices/{invoice_id}/adjustments",
-                             data={"csrf_token": csrf, "kind": "credit", "amount": "10.00",
-                                   "reason": "goodwill for the outage"}, follow_redirects=False)
+    done = await client.post(
+        f"/portal/invoices/{invoice_id}/adjustments",
+        data={"csrf_token": csrf, "kind": "credit", "amount": "10.00", "reason": "goodwill for the outage"},
+        follow_redirects=False,
+    )
     assert done.status_code == 303, done.text
     notes = (await client.get(f"/v1/invoices/{invoice_id}/adjustments", headers=auth(admin_key))).json()
     assert [(n["number"], n["kind"], n["amount"], n["reason"]) for n in notes] == [
-        ("CN-000001", "credit", "-10.00", "goodwill for the outage")]
+        ("CN-000001", "credit", "-10.00", "goodwill for the outage")
+    ]
     invoice = (await client.get(f"/v1/invoices/{invoice_id}", headers=auth(admin_key))).json()
     assert invoice["adjustedTotal"] == "240.00"
     entry = await pg.fetchrow("SELECT action, reason, detail->>'number' AS n FROM audit_log")
     assert tuple(entry) == ("invoice.adjust", "goodwill for the outage", "CN-000001")
-    debit = await client.post(f"/portal/invoices/{invoice_id}/adjustments",
-                              data={"csrf_token": csrf, "kind": "debit", "amount": "2.50", "reason": "fee"})
+    debit = await client.post(
+        f"/portal/invoices/{invoice_id}/adjustments",
+        data={"csrf_token": csrf, "kind": "debit", "amount": "2.50", "reason": "fee"},
+    )
     assert debit.status_code == 200  # followed the redirect
     notes = (await client.get(f"/v1/invoices/{invoice_id}/adjustments", headers=auth(admin_key))).json()
     assert [n["number"] for n in notes] == ["CN-000001", "DN-000001"]
@@ -143,15 +176,18 @@ async def test_manual_credit_note_counts_in_the_adjusted_total(client: Client, a
 async def test_a_draft_cannot_be_adjusted(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
     csrf = await world(client, admin_key, pg)
     invoice_id = await draft(pg, start=SEPT[0], end=SEPT[1])
-    refused = await client.post(f"/portal/invoices/{invoice_id}/adjustments",
-                                data={"csrf_token": csrf, "kind": "credit", "amount": "1", "reason": "x"})
+    refused = await client.post(
+        f"/portal/invoices/{invoice_id}/adjustments",
+        data={"csrf_token": csrf, "kind": "credit", "amount": "1", "reason": "x"},
+    )
     assert refused.status_code == 409
     assert "only finalized invoices are adjusted" in refused.text
     assert await pg.fetchval("SELECT count(*) FROM adjustments") == 0
 
 
 async def test_account_manager_sees_and_touches_only_assigned_customers(
-        client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     await make_customer(client, admin_key, id="acme")
     await make_customer(client, admin_key, id="globex", name="Globex")
     theirs = await draft(pg, "acme", start=SEPT[0], end=SEPT[1])
@@ -161,8 +197,10 @@ async def test_account_manager_sees_and_touches_only_assigned_customers(
     page = await client.get("/portal/review")
     assert f'id="invoice-{mine}"' in page.text and f'id="invoice-{theirs}"' not in page.text
     for action in ("approve", "void", "adjustments"):
-        refused = await client.post(f"/portal/invoices/{theirs}/{action}",
-                                    data={"csrf_token": csrf, "reason": "x", "kind": "credit", "amount": "1"})
+        refused = await client.post(
+            f"/portal/invoices/{theirs}/{action}",
+            data={"csrf_token": csrf, "reason": "x", "kind": "credit", "amount": "1"},
+        )
         assert refused.status_code == 404, action
     assert await pg.fetchval("SELECT status FROM invoices WHERE id = $1", theirs) == "draft"
     missing = await client.post("/portal/invoices/999999/approve", data={"csrf_token": csrf})
@@ -170,7 +208,8 @@ async def test_account_manager_sees_and_touches_only_assigned_customers(
 
 
 async def test_customer_users_are_kept_out_and_csrf_is_required(
-        client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
     await make_customer(client, admin_key, id="acme")
     invoice_id = await draft(pg, start=SEPT[0], end=SEPT[1])
     await make_user(pg, "cu@acme.test", role="customer", customer_id="acme")

@@ -23,8 +23,14 @@ from tests.pages.helpers import HTMX, Client, hidden, make_user, sign_in
 PAGE = "/portal/customers/acme/meters/api_calls"
 
 
-async def usage_world(client: Client, admin_key: str, ingest_key: str, redis: Redis,
-                      tz: str = "Europe/Berlin", at: datetime | None = None) -> None:
+async def usage_world(
+    client: Client,
+    admin_key: str,
+    ingest_key: str,
+    redis: Redis,
+    tz: str = "Europe/Berlin",
+    at: datetime | None = None,
+) -> None:
     """acme with api_calls grouped by region: eu 2, us 3.5 and an escaped region 1, now (or
     at `at`, which the app's clock is then set to)."""
     timestamp = None
@@ -33,10 +39,11 @@ async def usage_world(client: Client, admin_key: str, ingest_key: str, redis: Re
         timestamp = int(at.timestamp() * 1000)
     await make_customer(client, admin_key, timezone=tz)
     await make_meter(client, admin_key, group_by=["region", "tier"])
-    events = [event(quantity=2, timestamp=timestamp, dimensions={"region": "eu", "tier": "a"}),
-              event(quantity="3.5", timestamp=timestamp, dimensions={"region": "us", "tier": "a"}),
-              event(quantity=1, timestamp=timestamp,
-                    dimensions={"region": "<script>x</script>", "tier": "b"})]
+    events = [
+        event(quantity=2, timestamp=timestamp, dimensions={"region": "eu", "tier": "a"}),
+        event(quantity="3.5", timestamp=timestamp, dimensions={"region": "us", "tier": "a"}),
+        event(quantity=1, timestamp=timestamp, dimensions={"region": "<script>x</script>", "tier": "b"}),
+    ]
     sent = await client.post("/v1/events/batch", headers=auth(ingest_key), json={"events": events})
     assert sent.status_code == 202, sent.text
     await wait_until_persisted(redis)
@@ -56,8 +63,13 @@ def total_of(html: str) -> str:
 
 @pytest.mark.parametrize("boundary", recent_boundaries())
 async def test_hourly_view_of_this_period_with_its_table(
-    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
-    pg: asyncpg.Connection, boundary: Boundary,
+    client: Client,
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
+    boundary: Boundary,
 ) -> None:
     await usage_world(client, admin_key, ingest_key, redis, tz=boundary.tz, at=boundary.at)
     await customer_user(pg, client)
@@ -79,8 +91,13 @@ async def test_hourly_view_of_this_period_with_its_table(
 
 @pytest.mark.parametrize("boundary", recent_boundaries())
 async def test_daily_view_of_the_last_7_days(
-    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
-    pg: asyncpg.Connection, boundary: Boundary,
+    client: Client,
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
+    boundary: Boundary,
 ) -> None:
     await usage_world(client, admin_key, ingest_key, redis, tz=boundary.tz, at=boundary.at)
     await customer_user(pg, client)
@@ -93,15 +110,18 @@ async def test_daily_view_of_the_last_7_days(
 
 
 async def test_breakdown_by_a_dimension_with_escaped_values(
-    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    client: Client,
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
     pg: asyncpg.Connection,
 ) -> None:
     await usage_world(client, admin_key, ingest_key, redis)
     await customer_user(pg, client)
     page = await client.get(PAGE, params={"group": "region"})
     assert page.status_code == 200, page.text
-    rows = re.findall(r'<tr><th scope="row">([^<]*)</th><td class="num"><data value="([^"]+)">',
-                      page.text)
+    rows = re.findall(r'<tr><th scope="row">([^<]*)</th><td class="num"><data value="([^"]+)">', page.text)
     assert rows == [("us", "3.5"), ("eu", "2"), ("&lt;script&gt;x&lt;/script&gt;", "1")]
     assert "<script>x</script>" not in page.text
     assert '<option value="region" selected>' in page.text
@@ -110,8 +130,13 @@ async def test_breakdown_by_a_dimension_with_escaped_values(
 
 @pytest.mark.parametrize("boundary", recent_boundaries("Asia/Kolkata"))
 async def test_csv_has_the_same_selection_with_offsets_and_exact_values(
-    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
-    pg: asyncpg.Connection, boundary: Boundary,
+    client: Client,
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
+    boundary: Boundary,
 ) -> None:
     await usage_world(client, admin_key, ingest_key, redis, tz="Asia/Kolkata", at=boundary.at)
     await customer_user(pg, client)
@@ -122,12 +147,18 @@ async def test_csv_has_the_same_selection_with_offsets_and_exact_values(
     assert rows[0] == ["start", "end", "meter", "value", "unit"]
     assert len(rows) == 8
     today = boundary.local().date()
-    assert rows[-1] == [f"{today}T00:00:00+05:30", f"{today + timedelta(days=1)}T00:00:00+05:30",
-                        "api_calls", "6.5", "call"]
+    assert rows[-1] == [
+        f"{today}T00:00:00+05:30",
+        f"{today + timedelta(days=1)}T00:00:00+05:30",
+        "api_calls",
+        "6.5",
+        "call",
+    ]
     assert [r[3] for r in rows[1:-1]] == ["0"] * 6
 
-    grouped = await client.get(f"{PAGE}.csv", params={"range": "last_7_days", "granularity": "day",
-                                                      "group": "region"})
+    grouped = await client.get(
+        f"{PAGE}.csv", params={"range": "last_7_days", "granularity": "day", "group": "region"}
+    )
     rows = list(csv.reader(io.StringIO(grouped.text)))
     assert rows[0] == ["start", "end", "meter", "region", "value", "unit"]
     last = {r[3]: r[4] for r in rows[1:] if r[0].startswith(str(today))}
@@ -135,48 +166,78 @@ async def test_csv_has_the_same_selection_with_offsets_and_exact_values(
 
 
 async def test_csv_writes_dimension_values_a_spreadsheet_would_run_as_text(
-    client: Client, admin_key: str, pg: asyncpg.Connection,
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
 ) -> None:
     # Given: usage stored under dimension values that are spreadsheet formulas (straight in
     # Postgres: the export is what is tested, whatever the edge lets through)
     await make_customer(client, admin_key)
     await make_meter(client, admin_key, group_by=["region"])
     hour = datetime(2026, 11, 2, 10, tzinfo=UTC)
-    written = {"=cmd|' /C calc'!A0": "'=cmd|' /C calc'!A0", "@SUM(1)": "'@SUM(1)", "+1": "'+1",
-               "-1+2": "'-1+2", "\t=1": "'\t=1", "\r=1": "'\r=1"}
+    written = {
+        "=cmd|' /C calc'!A0": "'=cmd|' /C calc'!A0",
+        "@SUM(1)": "'@SUM(1)",
+        "+1": "'+1",
+        "-1+2": "'-1+2",
+        "\t=1": "'\t=1",
+        "\r=1": "'\r=1",
+    }
     values = [*((region, Decimal(i + 1)) for i, region in enumerate(written)), ("eu", Decimal("0.5"))]
     for region, value in values:
-        await pg.execute("INSERT INTO hourly_usage (customer_id, metric_name, hour, group_key, value, "
-                         "event_count) VALUES ('acme', 'api_calls', $1, $2, $3, 1)",
-                         hour, json.dumps({"region": region}), value)
+        await pg.execute(
+            "INSERT INTO hourly_usage (customer_id, metric_name, hour, group_key, value, "
+            "event_count) VALUES ('acme', 'api_calls', $1, $2, $3, 1)",
+            hour,
+            json.dumps({"region": region}),
+            value,
+        )
     await customer_user(pg, client)
     # When: the customer downloads the day's breakdown
-    export = await client.get(f"{PAGE}.csv", params={"range": "custom", "from": "2026-11-02",
-                                                     "to": "2026-11-02", "granularity": "day",
-                                                     "group": "region"})
+    export = await client.get(
+        f"{PAGE}.csv",
+        params={
+            "range": "custom",
+            "from": "2026-11-02",
+            "to": "2026-11-02",
+            "granularity": "day",
+            "group": "region",
+        },
+    )
     # Then: every formula is text, and the values are numbers
     assert export.status_code == 200, export.text
     rows = list(csv.reader(io.StringIO(export.text)))
     assert rows[0] == ["start", "end", "meter", "region", "value", "unit"]
     assert sorted((r[3], r[4]) for r in rows[1:]) == sorted(
-        [(text, str(i + 1)) for i, text in enumerate(written.values())] + [("eu", "0.5")])
+        [(text, str(i + 1)) for i, text in enumerate(written.values())] + [("eu", "0.5")]
+    )
 
 
 async def test_bad_selections_answer_422_naming_the_field_and_keeping_values(
-    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    client: Client,
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
     pg: asyncpg.Connection,
 ) -> None:
     await usage_world(client, admin_key, ingest_key, redis)
     await customer_user(pg, client)
     cases = [
         ({"granularity": "minute"}, "Granularity: “minute” is not one of hour, day"),
-        ({"range": "custom", "from": "2026-03-10", "to": "2026-03-01"},
-         "To: must not be before “from” (2026-03-10)"),
-        ({"range": "custom", "from": "2024-01-01", "to": "2025-01-01", "granularity": "day"},
-         "To: a range covers at most 366 days"),
+        (
+            {"range": "custom", "from": "2026-03-10", "to": "2026-03-01"},
+            "To: must not be before “from” (2026-03-10)",
+        ),
+        (
+            {"range": "custom", "from": "2024-01-01", "to": "2025-01-01", "granularity": "day"},
+            "To: a range covers at most 366 days",
+        ),
         ({"range": "custom", "from": "2026-13-01", "to": "2026-03-01"}, "From: “2026-13-01” is not a date"),
-        ({"group": "planet"},
-         "Group: “planet” is not a dimension of api_calls (its dimensions: region, tier)"),
+        (
+            {"group": "planet"},
+            "Group: “planet” is not a dimension of api_calls (its dimensions: region, tier)",
+        ),
         ({"range": "forever"}, "Range: “forever” is not one of"),
     ]
     for params, message in cases:
@@ -191,14 +252,19 @@ async def test_bad_selections_answer_422_naming_the_field_and_keeping_values(
     export = await client.get(f"{PAGE}.csv", params={"granularity": "minute"})
     assert export.status_code == 422 and "granularity" in export.text
     # A whole year by day is fine.
-    year = await client.get(PAGE, params={"range": "custom", "from": "2025-01-01", "to": "2025-12-31",
-                                          "granularity": "day"})
+    year = await client.get(
+        PAGE, params={"range": "custom", "from": "2025-01-01", "to": "2025-12-31", "granularity": "day"}
+    )
     assert year.status_code == 200, year.text
     assert total_of(year.text) == "0"
 
 
 async def test_live_partial_answers_204_while_unchanged(
-    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    client: Client,
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
     pg: asyncpg.Connection,
 ) -> None:
     await usage_world(client, admin_key, ingest_key, redis)
@@ -209,8 +275,11 @@ async def test_live_partial_answers_204_while_unchanged(
         seen = hidden(unchanged.text, "seen")
         unchanged = await client.get(PAGE, headers=HTMX, params={"seen": seen})
     assert unchanged.status_code == 204
-    sent = await client.post("/v1/events/batch", headers=auth(ingest_key),
-                             json={"events": [event(quantity=10, dimensions={"region": "eu", "tier": "a"})]})
+    sent = await client.post(
+        "/v1/events/batch",
+        headers=auth(ingest_key),
+        json={"events": [event(quantity=10, dimensions={"region": "eu", "tier": "a"})]},
+    )
     assert sent.status_code == 202
     changed = await client.get(PAGE, headers=HTMX, params={"seen": seen})
     assert changed.status_code == 200
@@ -220,7 +289,10 @@ async def test_live_partial_answers_204_while_unchanged(
 
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 async def test_last_period_is_not_live(
-    client: Client, admin_key: str, pg: asyncpg.Connection, boundary: Boundary,
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
+    boundary: Boundary,
 ) -> None:
     await make_customer(client, admin_key, timezone=boundary.tz)
     await make_meter(client, admin_key)
@@ -236,14 +308,20 @@ async def test_last_period_is_not_live(
 
 
 async def test_unknown_meter_and_other_customers_are_404(
-    client: Client, admin_key: str, pg: asyncpg.Connection,
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
 ) -> None:
     await make_customer(client, admin_key)
     await make_customer(client, admin_key, id="globex", name="Globex")
     await make_meter(client, admin_key)
     await customer_user(pg, client, "globex")
-    for path in (PAGE, f"{PAGE}.csv", "/portal/customers/globex/meters/nothing",
-                 "/portal/customers/globex/meters/nothing.csv"):
+    for path in (
+        PAGE,
+        f"{PAGE}.csv",
+        "/portal/customers/globex/meters/nothing",
+        "/portal/customers/globex/meters/nothing.csv",
+    ):
         response = await client.get(path)
         assert response.status_code == 404, path
     assert (await client.get("/portal/customers/globex/meters/api_calls")).status_code == 200
@@ -256,8 +334,14 @@ NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
 
 
 def choose(tz: str = "Europe/Berlin", anchor: int = 1, now: datetime = NOW, **raw: str) -> Selection:
-    return select(RawSelection(**raw), meter=METER, tz_name=tz, anchor_day=anchor, now=now,
-                  future_tolerance=timedelta(minutes=5))
+    return select(
+        RawSelection(**raw),
+        meter=METER,
+        tz_name=tz,
+        anchor_day=anchor,
+        now=now,
+        future_tolerance=timedelta(minutes=5),
+    )
 
 
 def test_this_period_follows_the_anchor_day_and_stops_at_now() -> None:
@@ -296,12 +380,15 @@ def test_last_7_days_are_whole_local_days() -> None:
     assert chosen.range_end == datetime(2026, 11, 24, 18, 30, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(("raw", "field"), [
-    ({"granularity": "week"}, "granularity"),
-    ({"range": "custom", "from_": "2026-01-01", "to": "2026-06-30"}, "granularity"),  # hourly, 181 days
-    ({"range": "custom", "from_": "", "to": "2026-06-30"}, "from"),
-    ({"group": "tier"}, "group"),
-])
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"granularity": "week"}, "granularity"),
+        ({"range": "custom", "from_": "2026-01-01", "to": "2026-06-30"}, "granularity"),  # hourly, 181 days
+        ({"range": "custom", "from_": "", "to": "2026-06-30"}, "from"),
+        ({"group": "tier"}, "group"),
+    ],
+)
 def test_bad_selections_name_their_field(raw: dict[str, str], field: str) -> None:
     with pytest.raises(SelectionError) as error:
         choose(**raw)
@@ -309,22 +396,35 @@ def test_bad_selections_name_their_field(raw: dict[str, str], field: str) -> Non
 
 
 async def test_breakdown_of_a_unique_count_counts_distinct_values_per_dimension_value(
-    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
+    client: Client,
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
     pg: asyncpg.Connection,
 ) -> None:
     await make_customer(client, admin_key)
-    await make_meter(client, admin_key, metric="users", aggregation="unique_count", unit="user",
-                     group_by=["region"], unique_by="user")
-    events = [event(metric="users", dimensions={"region": r, "user": u})
-              for r, u in (("eu", "a"), ("eu", "b"), ("eu", "a"), ("us", "a"))]
+    await make_meter(
+        client,
+        admin_key,
+        metric="users",
+        aggregation="unique_count",
+        unit="user",
+        group_by=["region"],
+        unique_by="user",
+    )
+    events = [
+        event(metric="users", dimensions={"region": r, "user": u})
+        for r, u in (("eu", "a"), ("eu", "b"), ("eu", "a"), ("us", "a"))
+    ]
     sent = await client.post("/v1/events/batch", headers=auth(ingest_key), json={"events": events})
     assert sent.status_code == 202, sent.text
     await wait_until_persisted(redis)
     await customer_user(pg, client)
-    page = await client.get("/portal/customers/acme/meters/users", params={"group": "region",
-                                                                         "granularity": "day"})
+    page = await client.get(
+        "/portal/customers/acme/meters/users", params={"group": "region", "granularity": "day"}
+    )
     assert page.status_code == 200, page.text
     assert total_of(page.text) == "2"  # a and b: distinct over all regions
-    rows = re.findall(r'<tr><th scope="row">([^<]*)</th><td class="num"><data value="([^"]+)">',
-                      page.text)
+    rows = re.findall(r'<tr><th scope="row">([^<]*)</th><td class="num"><data value="([^"]+)">', page.text)
     assert rows == [("eu", "2"), ("us", "1")]

@@ -31,12 +31,21 @@ def ms(at: datetime) -> int:
 async def on_payg(client: Client, admin_key: str) -> None:
     """Acme on a EUR 5.00 flat fee plus EUR 0.25 per call, anchored on today's date by the
     app's clock (so the period began at local midnight that day)."""
-    plan = {"id": "pay-as-you-go", "name": "PAYG", "currency": "EUR", "charges": [
-        {"key": "base", "model": "flat", "amount": "5.00"},
-        {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.25"}]}
+    plan = {
+        "id": "pay-as-you-go",
+        "name": "PAYG",
+        "currency": "EUR",
+        "charges": [
+            {"key": "base", "model": "flat", "amount": "5.00"},
+            {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.25"},
+        ],
+    }
     assert (await client.post("/v1/plans", headers=auth(admin_key), json=plan)).status_code == 201
-    assert (await client.post("/v1/customers/acme/subscriptions", headers=auth(admin_key),
-                              json={"planId": "pay-as-you-go"})).status_code == 201
+    assert (
+        await client.post(
+            "/v1/customers/acme/subscriptions", headers=auth(admin_key), json={"planId": "pay-as-you-go"}
+        )
+    ).status_code == 201
 
 
 async def staff(pg: asyncpg.Connection, client: Client) -> str:
@@ -47,10 +56,13 @@ async def staff(pg: asyncpg.Connection, client: Client) -> str:
 
 # --- customers ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 async def test_customer_page_shows_the_customer_and_its_period(
-    client: Client, admin_key: str,
-    pg: asyncpg.Connection, boundary: Boundary,
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
+    boundary: Boundary,
 ) -> None:
     await make_customer(client, admin_key, name="Acme Inc", timezone=boundary.tz)
     await make_meter(client, admin_key, metric="api_calls", unit="call")
@@ -64,15 +76,20 @@ async def test_customer_page_shows_the_customer_and_its_period(
     first = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     after = first.replace(year=first.year + first.month // 12, month=first.month % 12 + 1)
     zone = local.tzname()
-    assert re.search(rf"<strong>1 {first:%b} {first.year} 00:00 {zone}</strong> to\s*"
-                     rf"<strong>1 {after:%b} {after.year} 00:00 {zone}</strong> \({boundary.tz}\)", page.text)
+    assert re.search(
+        rf"<strong>1 {first:%b} {first.year} 00:00 {zone}</strong> to\s*"
+        rf"<strong>1 {after:%b} {after.year} 00:00 {zone}</strong> \({boundary.tz}\)",
+        page.text,
+    )
     assert total(page.text, "0") in page.text
     assert "No usage yet this period." in page.text
     assert 'hx-get="/portal/customers/acme/usage"' in page.text
     assert f'src="/static/{HTMX_PATH}?v=' in page.text
 
 
-async def test_customer_name_is_escaped(client: Client, admin_key: str,
+async def test_customer_name_is_escaped(
+    client: Client,
+    admin_key: str,
     pg: asyncpg.Connection,
 ) -> None:
     await make_customer(client, admin_key, name="<script>alert(1)</script>")
@@ -84,7 +101,9 @@ async def test_customer_name_is_escaped(client: Client, admin_key: str,
         assert "<script>alert(1)</script>" not in page.text
 
 
-async def test_unknown_customer_is_404(client: Client, admin_key: str,
+async def test_unknown_customer_is_404(
+    client: Client,
+    admin_key: str,
     pg: asyncpg.Connection,
 ) -> None:
     await staff(pg, client)
@@ -95,7 +114,9 @@ async def test_unknown_customer_is_404(client: Client, admin_key: str,
     assert partial.status_code == 404
 
 
-async def test_pages_are_not_cached_and_run_only_own_scripts(client: Client, admin_key: str,
+async def test_pages_are_not_cached_and_run_only_own_scripts(
+    client: Client,
+    admin_key: str,
     pg: asyncpg.Connection,
 ) -> None:
     await make_customer(client, admin_key)
@@ -108,10 +129,16 @@ async def test_pages_are_not_cached_and_run_only_own_scripts(client: Client, adm
 
 # --- live usage ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("boundary", recent_boundaries())
 async def test_partial_shows_the_exact_new_total(
-    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
-    pg: asyncpg.Connection, boundary: Boundary,
+    client: Client,
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
+    boundary: Boundary,
 ) -> None:
     await make_customer(client, admin_key, timezone=boundary.tz)
     set_clock(client, boundary.at)
@@ -121,9 +148,16 @@ async def test_partial_shows_the_exact_new_total(
     assert before.status_code == 200
     assert total(before.text, "0") in before.text
 
-    sent = await client.post("/v1/events/batch", headers=auth(ingest_key),
-                             json={"events": [event(quantity=2, timestamp=ms(boundary.at)),
-                                              event(quantity="3.5", timestamp=ms(boundary.at))]})
+    sent = await client.post(
+        "/v1/events/batch",
+        headers=auth(ingest_key),
+        json={
+            "events": [
+                event(quantity=2, timestamp=ms(boundary.at)),
+                event(quantity="3.5", timestamp=ms(boundary.at)),
+            ]
+        },
+    )
     assert sent.status_code == 202, sent.text
     await wait_until_persisted(redis)
 
@@ -138,16 +172,28 @@ async def test_partial_shows_the_exact_new_total(
 
 @pytest.mark.parametrize("boundary", recent_boundaries())
 async def test_partial_shows_the_cost_so_far_from_the_customers_plan(
-    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
-    pg: asyncpg.Connection, boundary: Boundary,
+    client: Client,
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
+    boundary: Boundary,
 ) -> None:
     await make_customer(client, admin_key, timezone=boundary.tz, currency="EUR")
     set_clock(client, boundary.at)
     await make_meter(client, admin_key, metric="api_calls", unit="call")
     await on_payg(client, admin_key)
-    sent = await client.post("/v1/events/batch", headers=auth(ingest_key),
-                             json={"events": [event(quantity=2, timestamp=ms(boundary.at)),
-                                              event(quantity="3.5", timestamp=ms(boundary.at))]})
+    sent = await client.post(
+        "/v1/events/batch",
+        headers=auth(ingest_key),
+        json={
+            "events": [
+                event(quantity=2, timestamp=ms(boundary.at)),
+                event(quantity="3.5", timestamp=ms(boundary.at)),
+            ]
+        },
+    )
     assert sent.status_code == 202, sent.text
     await wait_until_persisted(redis)
     await staff(pg, client)
@@ -159,27 +205,27 @@ async def test_partial_shows_the_cost_so_far_from_the_customers_plan(
 
 
 async def test_partial_answers_204_while_nothing_changed(
-    client: Client, admin_key: str, ingest_key: str,
+    client: Client,
+    admin_key: str,
+    ingest_key: str,
     pg: asyncpg.Connection,
 ) -> None:
     await make_customer(client, admin_key)
     await make_meter(client, admin_key)
     await staff(pg, client)
     seen = hidden((await client.get("/portal/customers/acme/usage", headers=HTMX)).text, "seen")
-    unchanged = await client.get("/portal/customers/acme/usage", headers=HTMX,
-                                 params={"seen": seen})
+    unchanged = await client.get("/portal/customers/acme/usage", headers=HTMX, params={"seen": seen})
     if unchanged.status_code == 200:  # the "complete through" minute turned in between
         seen = hidden(unchanged.text, "seen")
-        unchanged = await client.get("/portal/customers/acme/usage", headers=HTMX,
-                                     params={"seen": seen})
+        unchanged = await client.get("/portal/customers/acme/usage", headers=HTMX, params={"seen": seen})
     assert unchanged.status_code == 204
     assert unchanged.content == b""
 
-    sent = await client.post("/v1/events/batch", headers=auth(ingest_key),
-                             json={"events": [event(quantity=7)]})
+    sent = await client.post(
+        "/v1/events/batch", headers=auth(ingest_key), json={"events": [event(quantity=7)]}
+    )
     assert sent.status_code == 202, sent.text
-    changed = await client.get("/portal/customers/acme/usage", headers=HTMX,
-                               params={"seen": seen})
+    changed = await client.get("/portal/customers/acme/usage", headers=HTMX, params={"seen": seen})
     assert changed.status_code == 200
     assert total(changed.text, "7") in changed.text
 
@@ -194,22 +240,46 @@ async def test_vendored_htmx_matches_its_recorded_checksum(client: Client) -> No
 
 # --- plan charges -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("boundary", recent_boundaries())
 async def test_panel_shows_usage_against_the_included_quantity(
-    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
-    pg: asyncpg.Connection, boundary: Boundary,
+    client: Client,
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
+    boundary: Boundary,
 ) -> None:
     await make_customer(client, admin_key, timezone=boundary.tz, currency="EUR")
     set_clock(client, boundary.at)
     await make_meter(client, admin_key, metric="api_calls", unit="call")
-    plan = {"id": "included", "name": "Included", "currency": "EUR", "charges": [
-        {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.001",
-         "includedQuantity": "10000", "description": "API <b>calls</b>"}]}
+    plan = {
+        "id": "included",
+        "name": "Included",
+        "currency": "EUR",
+        "charges": [
+            {
+                "key": "calls",
+                "model": "per_unit",
+                "meter": "api_calls",
+                "unitPrice": "0.001",
+                "includedQuantity": "10000",
+                "description": "API <b>calls</b>",
+            }
+        ],
+    }
     assert (await client.post("/v1/plans", headers=auth(admin_key), json=plan)).status_code == 201
-    assert (await client.post("/v1/customers/acme/subscriptions", headers=auth(admin_key),
-                              json={"planId": "included"})).status_code == 201
-    sent = await client.post("/v1/events/batch", headers=auth(ingest_key),
-                             json={"events": [event(quantity=12400, timestamp=ms(boundary.at))]})
+    assert (
+        await client.post(
+            "/v1/customers/acme/subscriptions", headers=auth(admin_key), json={"planId": "included"}
+        )
+    ).status_code == 201
+    sent = await client.post(
+        "/v1/events/batch",
+        headers=auth(ingest_key),
+        json={"events": [event(quantity=12400, timestamp=ms(boundary.at))]},
+    )
     assert sent.status_code == 202, sent.text
     await wait_until_persisted(redis)
     await staff(pg, client)
@@ -225,21 +295,40 @@ async def test_panel_shows_usage_against_the_included_quantity(
 
 @pytest.mark.parametrize("boundary", recent_boundaries())
 async def test_panel_shows_spend_and_meter_budgets_used_exactly(
-    client: Client, admin_key: str, ingest_key: str, worker: WorkerProcess, redis: Redis,
-    pg: asyncpg.Connection, boundary: Boundary,
+    client: Client,
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
+    boundary: Boundary,
 ) -> None:
     await make_customer(client, admin_key, timezone=boundary.tz, currency="EUR")
     set_clock(client, boundary.at)
     await make_meter(client, admin_key, metric="api_calls", unit="call")
     await on_payg(client, admin_key)
-    for rule in ({"name": "Monthly spend", "basis": "budget", "budget": "8", "levels": ["100"]},
-                 {"name": "Calls <b>cap</b>", "metricName": "api_calls", "basis": "budget", "budget": "4",
-                  "levels": ["100"]}):
+    for rule in (
+        {"name": "Monthly spend", "basis": "budget", "budget": "8", "levels": ["100"]},
+        {
+            "name": "Calls <b>cap</b>",
+            "metricName": "api_calls",
+            "basis": "budget",
+            "budget": "4",
+            "levels": ["100"],
+        },
+    ):
         response = await client.post("/v1/customers/acme/alert-rules", headers=auth(admin_key), json=rule)
         assert response.status_code == 201, response.text
-    sent = await client.post("/v1/events/batch", headers=auth(ingest_key),
-                             json={"events": [event(quantity=2, timestamp=ms(boundary.at)),
-                                              event(quantity="3.5", timestamp=ms(boundary.at))]})
+    sent = await client.post(
+        "/v1/events/batch",
+        headers=auth(ingest_key),
+        json={
+            "events": [
+                event(quantity=2, timestamp=ms(boundary.at)),
+                event(quantity="3.5", timestamp=ms(boundary.at)),
+            ]
+        },
+    )
     assert sent.status_code == 202, sent.text
     await wait_until_persisted(redis)
     await staff(pg, client)

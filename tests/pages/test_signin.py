@@ -42,6 +42,7 @@ def cookie_attributes(response: httpx.Response, name: str) -> set[str]:
 
 # --- signing in -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", ["/portal/health", "/portal/customers/acme"])
 async def test_anonymous_page_redirects_to_login(client: Client, path: str) -> None:
     response = await client.get(path, follow_redirects=False)
@@ -69,13 +70,19 @@ async def test_login_page_sets_a_csrf_cookie_matching_its_field(client: Client) 
     assert await login_form(client) == token
 
 
-@pytest.mark.parametrize(("email", "password"), [
-    (ADMIN, "wrong password entirely"),
-    ("nobody@vendor.test", "correct horse battery staple"),
-    (ADMIN.upper(), "Correct horse battery staple"),
-])
+@pytest.mark.parametrize(
+    ("email", "password"),
+    [
+        (ADMIN, "wrong password entirely"),
+        ("nobody@vendor.test", "correct horse battery staple"),
+        (ADMIN.upper(), "Correct horse battery staple"),
+    ],
+)
 async def test_a_wrong_email_or_password_is_refused_alike(
-    client: Client, pg: asyncpg.Connection, email: str, password: str,
+    client: Client,
+    pg: asyncpg.Connection,
+    email: str,
+    password: str,
 ) -> None:
     await make_user(pg, ADMIN, role="admin")
     response = await submit_login(client, email, password)
@@ -108,7 +115,9 @@ async def test_a_disabled_user_cannot_sign_in(client: Client, pg: asyncpg.Connec
 
 
 async def test_five_failures_lock_the_address_out_even_with_the_right_password(
-    client: Client, pg: asyncpg.Connection, redis: Redis,
+    client: Client,
+    pg: asyncpg.Connection,
+    redis: Redis,
 ) -> None:
     # For this client only (the test client's address is `testclient`): the owner elsewhere
     # is not locked out (tests/test_signin_throttle.py).
@@ -133,8 +142,9 @@ async def test_a_success_clears_the_failures(client: Client, pg: asyncpg.Connect
 async def test_login_without_the_csrf_field_is_refused(client: Client, pg: asyncpg.Connection) -> None:
     await make_user(pg, ADMIN, role="admin")
     await login_form(client)
-    response = await client.post("/portal/login", data={"email": ADMIN, "password": PASSWORD},
-                                 follow_redirects=False)
+    response = await client.post(
+        "/portal/login", data={"email": ADMIN, "password": PASSWORD}, follow_redirects=False
+    )
     assert response.status_code == 403
     assert "This form has expired or was sent from another site." in response.text
     assert client.cookies.get("portal_session") is None
@@ -145,28 +155,39 @@ async def test_login_without_the_csrf_cookie_is_refused(client: Client, pg: asyn
     await make_user(pg, ADMIN, role="admin")
     token = await login_form(client)
     client.cookies.delete("portal_csrf")
-    response = await client.post("/portal/login", data={"email": ADMIN, "password": PASSWORD,
-                                                        "csrf_token": token}, follow_redirects=False)
+    response = await client.post(
+        "/portal/login",
+        data={"email": ADMIN, "password": PASSWORD, "csrf_token": token},
+        follow_redirects=False,
+    )
     assert response.status_code == 403
     assert client.cookies.get("portal_session") is None
 
 
 async def test_a_non_ascii_csrf_field_is_refused_not_an_error(client: Client) -> None:
     await login_form(client)
-    response = await client.post("/portal/login", data={"email": ADMIN, "password": PASSWORD,
-                                                        "csrf_token": "tökén"}, follow_redirects=False)
+    response = await client.post(
+        "/portal/login",
+        data={"email": ADMIN, "password": PASSWORD, "csrf_token": "tökén"},
+        follow_redirects=False,
+    )
     assert response.status_code == 403
 
 
 async def test_a_planted_unsigned_csrf_pair_is_refused(client: Client) -> None:
     client.cookies.set("portal_csrf", "chosen.by-attacker", path="/portal")
-    response = await client.post("/portal/login", data={
-        "email": ADMIN, "password": PASSWORD, "csrf_token": "chosen.by-attacker"}, follow_redirects=False)
+    response = await client.post(
+        "/portal/login",
+        data={"email": ADMIN, "password": PASSWORD, "csrf_token": "chosen.by-attacker"},
+        follow_redirects=False,
+    )
     assert response.status_code == 403
 
 
 async def test_login_opens_a_12_hour_server_side_session_with_a_new_id(
-    client: Client, pg: asyncpg.Connection, redis: Redis,
+    client: Client,
+    pg: asyncpg.Connection,
+    redis: Redis,
 ) -> None:
     user_id = await make_user(pg, ADMIN, role="admin")
     client.cookies.set("portal_session", "f" * 43, domain="testserver.local")  # fixed before sign-in
@@ -184,8 +205,9 @@ async def test_login_opens_a_12_hour_server_side_session_with_a_new_id(
     assert page.status_code == 200
 
 
-async def test_a_customer_user_lands_on_their_own_page(client: Client, pg: asyncpg.Connection,
-                                                       admin_key: str) -> None:
+async def test_a_customer_user_lands_on_their_own_page(
+    client: Client, pg: asyncpg.Connection, admin_key: str
+) -> None:
     await make_customer(client, admin_key, id="acme", name="Acme Inc")
     await make_user(pg, "alice@acme.test", customer_id="acme")
     response = await submit_login(client, "alice@acme.test")
@@ -201,7 +223,11 @@ async def test_cookies_are_secure_outside_development(settings: Settings, pg: as
         response = await submit_login(client, ADMIN)
         assert response.status_code == 303
         assert cookie_attributes(response, "portal_session") == {
-            "httponly", "path=/", "samesite=strict", "secure"}
+            "httponly",
+            "path=/",
+            "samesite=strict",
+            "secure",
+        }
 
 
 async def test_logout_ends_the_session(client: Client, pg: asyncpg.Connection, redis: Redis) -> None:
@@ -209,8 +235,9 @@ async def test_logout_ends_the_session(client: Client, pg: asyncpg.Connection, r
     await sign_in(client, ADMIN)
     session_id = client.cookies["portal_session"]
     page = await client.get("/portal/health")
-    response = await client.post("/portal/logout", data={"csrf_token": hidden(page.text, "csrf_token")},
-                                 follow_redirects=False)
+    response = await client.post(
+        "/portal/logout", data={"csrf_token": hidden(page.text, "csrf_token")}, follow_redirects=False
+    )
     assert response.status_code == 303
     assert response.headers["location"] == "/portal/login"
     assert await redis.exists(f"sess:{session_id}") == 0
@@ -220,7 +247,9 @@ async def test_logout_ends_the_session(client: Client, pg: asyncpg.Connection, r
 
 
 async def test_logout_without_the_session_token_is_refused(
-    client: Client, pg: asyncpg.Connection, redis: Redis,
+    client: Client,
+    pg: asyncpg.Connection,
+    redis: Redis,
 ) -> None:
     await make_user(pg, ADMIN, role="admin")
     await sign_in(client, ADMIN)
@@ -231,8 +260,13 @@ async def test_logout_without_the_session_token_is_refused(
 
 # --- password links -------------------------------------------------------------------------
 
+
 async def test_an_invited_user_sets_a_password_by_the_emailed_link_once(
-    client: Client, pg: asyncpg.Connection, settings: Settings, admin_key: str, mail_sink: Any,
+    client: Client,
+    pg: asyncpg.Connection,
+    settings: Settings,
+    admin_key: str,
+    mail_sink: Any,
 ) -> None:
     from portal.accounts.invites import invite
     from portal.clock import system_clock
@@ -241,13 +275,21 @@ async def test_an_invited_user_sets_a_password_by_the_emailed_link_once(
     await make_customer(client, admin_key, id="acme", name="Acme Inc")
     engine = create_engine(settings.database_url or "", pool_size=1)
     try:
-        invitation = await invite(session_factory(engine), settings, email="bob@acme.test", name="Bob",
-                                  role="customer", customer_id="acme", now=system_clock())
+        invitation = await invite(
+            session_factory(engine),
+            settings,
+            email="bob@acme.test",
+            name="Bob",
+            role="customer",
+            customer_id="acme",
+            now=system_clock(),
+        )
     finally:
         await engine.dispose()
     assert invitation.email_error is None
-    mails = wait_for(lambda: [m for m in mail_sink.messages if m.rcpt_tos == ["bob@acme.test"]],
-                     what="the password email")
+    mails = wait_for(
+        lambda: [m for m in mail_sink.messages if m.rcpt_tos == ["bob@acme.test"]], what="the password email"
+    )
     message = mails[0].message
     assert message["Subject"] == "Set your password for the usage portal"
     body = message.get_content()
@@ -261,11 +303,13 @@ async def test_an_invited_user_sets_a_password_by_the_emailed_link_once(
     token = hidden(form.text, "csrf_token")
     short = await client.post(path, data={"password": "short", "confirm": "short", "csrf_token": token})
     assert short.status_code == 422 and "Password: use at least 12 characters." in short.text
-    differ = await client.post(path, data={"password": PASSWORD, "confirm": PASSWORD + "!",
-                                           "csrf_token": token})
+    differ = await client.post(
+        path, data={"password": PASSWORD, "confirm": PASSWORD + "!", "csrf_token": token}
+    )
     assert differ.status_code == 422 and "The two passwords are not the same." in differ.text
-    done = await client.post(path, data={"password": PASSWORD, "confirm": PASSWORD, "csrf_token": token},
-                             follow_redirects=False)
+    done = await client.post(
+        path, data={"password": PASSWORD, "confirm": PASSWORD, "csrf_token": token}, follow_redirects=False
+    )
     assert done.status_code == 303 and done.headers["location"] == "/portal/customers/acme"
     stored = await pg.fetchval("SELECT password_hash FROM users WHERE email = 'bob@acme.test'")
     assert stored.startswith("$argon2id$")

@@ -11,7 +11,12 @@ from portal.pages.admin.keys import KeyPagesController
 from portal.pages.admin.people import UserPagesController
 from portal.pages.admin.plans import PlanPagesController
 
-admin_handlers: list[Any] = [AdminHomeController, CatalogPagesController, PlanPagesController,
-                             UserPagesController, KeyPagesController]
+admin_handlers: list[Any] = [
+    AdminHomeController,
+    CatalogPagesController,
+    PlanPagesController,
+    UserPagesController,
+    KeyPagesController,
+]
 
 __all__ = ["admin_handlers"]

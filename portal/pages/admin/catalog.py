@@ -25,21 +25,35 @@ from portal.pages.web import page
 
 CUSTOMERS_SHOWN = 200
 AGGREGATIONS: tuple[str, ...] = typing.get_args(Aggregation)
-AGGREGATION_LABELS = {"sum": "sum: add the quantities", "count": "count: count the events",
-                      "max": "max: the largest quantity",
-                      "unique_count": "unique_count: distinct values of a dimension",
-                      "latest": "latest: the last quantity sent"}
+AGGREGATION_LABELS = {
+    "sum": "sum: add the quantities",
+    "count": "count: count the events",
+    "max": "max: the largest quantity",
+    "unique_count": "unique_count: distinct values of a dimension",
+    "latest": "latest: the last quantity sent",
+}
 _NAMING = "1 to {n} letters, digits or . _ : @ + - (no spaces)"
 
 CUSTOMER_LABELS = {"id": "Customer id", "name": "Name", "timezone": "Time zone", "currency": "Currency"}
-CUSTOMER_HINTS = {"id": _NAMING.format(n=128), "name": "give a name of 1 to 200 characters",
-                  "currency": "three capital letters, an ISO 4217 code such as EUR or USD"}
-METER_LABELS = {"metricName": "Metric name", "aggregation": "Aggregation", "unit": "Unit",
-                "groupBy": "Group-by dimensions", "uniqueBy": "Unique by"}
-METER_HINTS = {"metricName": _NAMING.format(n=100), "aggregation": f"one of {', '.join(AGGREGATIONS)}",
-               "unit": "give a unit of 1 to 50 characters (call, GB, seat…)",
-               "groupBy": "dimension names of 1 to 64 characters",
-               "uniqueBy": "a dimension name of 1 to 64 characters"}
+CUSTOMER_HINTS = {
+    "id": _NAMING.format(n=128),
+    "name": "give a name of 1 to 200 characters",
+    "currency": "three capital letters, an ISO 4217 code such as EUR or USD",
+}
+METER_LABELS = {
+    "metricName": "Metric name",
+    "aggregation": "Aggregation",
+    "unit": "Unit",
+    "groupBy": "Group-by dimensions",
+    "uniqueBy": "Unique by",
+}
+METER_HINTS = {
+    "metricName": _NAMING.format(n=100),
+    "aggregation": f"one of {', '.join(AGGREGATIONS)}",
+    "unit": "give a unit of 1 to 50 characters (call, GB, seat…)",
+    "groupBy": "dimension names of 1 to 64 characters",
+    "uniqueBy": "a dimension name of 1 to 64 characters",
+}
 
 
 @lru_cache(maxsize=1)
@@ -49,26 +63,35 @@ def time_zones() -> tuple[str, ...]:
 
 
 def customer_form(values: dict[str, str] | None = None) -> Form:
-    return Form(labels=CUSTOMER_LABELS, hints=CUSTOMER_HINTS,
-                values=values or {"id": "", "name": "", "timezone": "UTC", "currency": "USD"})
+    return Form(
+        labels=CUSTOMER_LABELS,
+        hints=CUSTOMER_HINTS,
+        values=values or {"id": "", "name": "", "timezone": "UTC", "currency": "USD"},
+    )
 
 
 def meter_form(values: dict[str, str] | None = None) -> Form:
-    return Form(labels=METER_LABELS, hints=METER_HINTS,
-                values=values or {"metricName": "", "aggregation": "sum", "unit": "", "groupBy": "",
-                                  "uniqueBy": ""})
+    return Form(
+        labels=METER_LABELS,
+        hints=METER_HINTS,
+        values=values or {"metricName": "", "aggregation": "sum", "unit": "", "groupBy": "", "uniqueBy": ""},
+    )
 
 
 def split_dimensions(value: str) -> list[str]:
-    """"region, plan" → ["region", "plan"]: commas separate, blanks are dropped."""
+    """ "region, plan" → ["region", "plan"]: commas separate, blanks are dropped."""
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
 class CatalogPagesController(AdminController):
     @get("/customers")
-    async def customers(self, request: Request[Any, Any, Any], db: Db,
-                        after: FromQuery[str | None] = None,
-                        created: FromQuery[str | None] = None) -> Template:
+    async def customers(
+        self,
+        request: Request[Any, Any, Any],
+        db: Db,
+        after: FromQuery[str | None] = None,
+        created: FromQuery[str | None] = None,
+    ) -> Template:
         return await _customers_page(request, db, customer_form(), after=after, created=created)
 
     @post("/customers", status_code=303)
@@ -83,8 +106,9 @@ class CatalogPagesController(AdminController):
         return Redirect(f"{ADMIN_PATH}/customers?created={quote(customer.id, safe='')}", status_code=303)
 
     @get("/meters")
-    async def meters(self, request: Request[Any, Any, Any], db: Db,
-                     created: FromQuery[str | None] = None) -> Template:
+    async def meters(
+        self, request: Request[Any, Any, Any], db: Db, created: FromQuery[str | None] = None
+    ) -> Template:
         return await _meters_page(request, db, meter_form(), created=created)
 
     @post("/meters", status_code=303)
@@ -124,8 +148,11 @@ async def _new_meter(db: AsyncSession, form: Form) -> Meter | None:
     form.require("metricName", "unit")
     if not form.ok:
         return None
-    body_in: dict[str, Any] = {**form.values, "groupBy": split_dimensions(form.values["groupBy"]),
-                               "uniqueBy": form.values["uniqueBy"] or None}
+    body_in: dict[str, Any] = {
+        **form.values,
+        "groupBy": split_dimensions(form.values["groupBy"]),
+        "uniqueBy": form.values["uniqueBy"] or None,
+    }
     try:
         body = msgspec.convert(body_in, MeterCreate)
     except msgspec.ValidationError as exc:
@@ -138,21 +165,51 @@ async def _new_meter(db: AsyncSession, form: Form) -> Meter | None:
         return None
 
 
-async def _customers_page(request: Request[Any, Any, Any], db: AsyncSession, form: Form, *,
-                          after: str | None = None, created: str | None = None,
-                          status_code: int = 200) -> Template:
+async def _customers_page(
+    request: Request[Any, Any, Any],
+    db: AsyncSession,
+    form: Form,
+    *,
+    after: str | None = None,
+    created: str | None = None,
+    status_code: int = 200,
+) -> Template:
     customers = await service.list_customers(db, limit=CUSTOMERS_SHOWN + 1, after=after)
     more = len(customers) > CUSTOMERS_SHOWN
     customers = customers[:CUSTOMERS_SHOWN]
-    next_url = (f"{ADMIN_PATH}/customers?after={quote(customers[-1].id, safe='')}"
-                if more and customers else None)
-    return page("admin/customers.html", request, status_code=status_code, customers=customers, form=form,
-                zones=time_zones(), created=created, after=after, next_url=next_url, tz=ADMIN_TZ)
+    next_url = (
+        f"{ADMIN_PATH}/customers?after={quote(customers[-1].id, safe='')}" if more and customers else None
+    )
+    return page(
+        "admin/customers.html",
+        request,
+        status_code=status_code,
+        customers=customers,
+        form=form,
+        zones=time_zones(),
+        created=created,
+        after=after,
+        next_url=next_url,
+        tz=ADMIN_TZ,
+    )
 
 
-async def _meters_page(request: Request[Any, Any, Any], db: AsyncSession, form: Form, *,
-                       created: str | None = None, status_code: int = 200) -> Template:
+async def _meters_page(
+    request: Request[Any, Any, Any],
+    db: AsyncSession,
+    form: Form,
+    *,
+    created: str | None = None,
+    status_code: int = 200,
+) -> Template:
     meters = await service.list_meters(db)
-    return page("admin/meters.html", request, status_code=status_code, meters=meters, form=form,
-                aggregations=[(a, AGGREGATION_LABELS.get(a, a)) for a in AGGREGATIONS], created=created,
-                tz=ADMIN_TZ)
+    return page(
+        "admin/meters.html",
+        request,
+        status_code=status_code,
+        meters=meters,
+        form=form,
+        aggregations=[(a, AGGREGATION_LABELS.get(a, a)) for a in AGGREGATIONS],
+        created=created,
+        tz=ADMIN_TZ,
+    )

@@ -27,10 +27,25 @@ class AdminController(PageController):
     guards = ADMIN_GUARDS
 
 
-async def record(db: AsyncSession, request: Request[Any, Any, Any], *, action: str, object_type: str,
-                 object_id: str, customer_id: str | None = None,
-                 detail: dict[str, Any] | None = None) -> None:
+async def record(
+    db: AsyncSession,
+    request: Request[Any, Any, Any],
+    *,
+    action: str,
+    object_type: str,
+    object_id: str,
+    customer_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
     """An audit entry by the signed-in admin, in `db`'s transaction."""
     who = viewer(request)
-    await audit.record(db, user_id=who.user_id, actor=who.email, action=action, object_type=object_type,
-                       object_id=object_id, customer_id=customer_id, detail=detail)
+    await audit.record(
+        db,
+        user_id=who.user_id,
+        actor=who.email,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        customer_id=customer_id,
+        detail=detail,
+    )

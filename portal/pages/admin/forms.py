@@ -66,14 +66,17 @@ class Form:
         it names none this form has)."""
         name, said = default, message
         if match := _AT_FIELD.search(message):
-            name, said = match.group(1), self.hints.get(match.group(1), message[:match.start()])
+            name, said = match.group(1), self.hints.get(match.group(1), message[: match.start()])
         elif match := _MISSING.match(message):
             name, said = match.group(1), "required"
         elif match := _PREFIXED.match(message):
-            name, said = match.group(1), message[match.end():]
+            name, said = match.group(1), message[match.end() :]
         self.fail(name if name in self.labels else default, said)
 
     def summary(self) -> list[tuple[str, str]]:
         """(field, "Label: problem") in the order the fields appear on the form."""
-        return [(name, f"{label}: {self.errors[name]}") for name, label in self.labels.items()
-                if name in self.errors]
+        return [
+            (name, f"{label}: {self.errors[name]}")
+            for name, label in self.labels.items()
+            if name in self.errors
+        ]

@@ -19,13 +19,22 @@ _COUNTS = text(
     "(SELECT count(*) FROM users WHERE disabled_at IS NULL AND password_hash IS NULL), "
     "(SELECT count(*) FROM users WHERE disabled_at IS NOT NULL), "
     "(SELECT count(*) FROM api_keys WHERE revoked_at IS NULL), "
-    "(SELECT count(*) FROM api_keys WHERE revoked_at IS NOT NULL)")
+    "(SELECT count(*) FROM api_keys WHERE revoked_at IS NOT NULL)"
+)
 
 
 class AdminHomeController(AdminController):
     @get("/")
     async def index(self, request: Request[Any, Any, Any], db: Db) -> Template:
         row = values((await db.execute(_COUNTS)).one())
-        names = ("customers", "meters", "plans", "users_active", "users_invited", "users_disabled",
-                 "keys_active", "keys_revoked")
+        names = (
+            "customers",
+            "meters",
+            "plans",
+            "users_active",
+            "users_invited",
+            "users_disabled",
+            "keys_active",
+            "keys_revoked",
+        )
         return page("admin/index.html", request, counts=dict(zip(names, row, strict=True)))

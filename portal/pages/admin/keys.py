@@ -32,8 +32,13 @@ def key_form(values: dict[str, str] | None = None) -> Form:
 
 class KeyPagesController(AdminController):
     @get("/keys")
-    async def keys(self, request: Request[Any, Any, Any], db: Db,
-                   revoked: FromQuery[str | None] = None, unconfirmed: FromQuery[int] = 0) -> Template:
+    async def keys(
+        self,
+        request: Request[Any, Any, Any],
+        db: Db,
+        revoked: FromQuery[str | None] = None,
+        unconfirmed: FromQuery[int] = 0,
+    ) -> Template:
         return await _keys_page(request, db, key_form(), revoked=revoked, unconfirmed=unconfirmed)
 
     @post("/keys", status_code=200)
@@ -48,19 +53,27 @@ class KeyPagesController(AdminController):
         if not form.ok:
             return await _keys_page(request, db, form, status_code=UNPROCESSABLE)
         key, token = await service.create_key(db, scope=scope, name=form.values["name"])
-        await record(db, request, action="api_key.created", object_type="api_key", object_id=str(key.id),
-                     detail={"name": key.name, "scope": key.scope})
+        await record(
+            db,
+            request,
+            action="api_key.created",
+            object_type="api_key",
+            object_id=str(key.id),
+            detail={"name": key.name, "scope": key.scope},
+        )
         return page("admin/key_created.html", request, key=key, token=token)
 
     @get("/keys/{key_id:str}/revoke")
-    async def confirm_revoke(self, request: Request[Any, Any, Any], db: Db,
-                             key_id: FromPath[str]) -> Template:
+    async def confirm_revoke(
+        self, request: Request[Any, Any, Any], db: Db, key_id: FromPath[str]
+    ) -> Template:
         key = await _require_key(db, key_id)
         return page("admin/key_revoke.html", request, key=key, tz=ADMIN_TZ)
 
     @post("/keys/{key_id:str}/revoke", status_code=303)
-    async def revoke(self, request: Request[Any, Any, Any], db: Db, portal: Portal,
-                     key_id: FromPath[str]) -> Response[Any]:
+    async def revoke(
+        self, request: Request[Any, Any, Any], db: Db, portal: Portal, key_id: FromPath[str]
+    ) -> Response[Any]:
         """Revoke, commit, then have every web process drop its cached keys before answering:
         once this page answers, the key is refused everywhere."""
         key = await _require_key(db, key_id)
@@ -69,13 +82,20 @@ class KeyPagesController(AdminController):
             # Its own transaction: the notice must follow the commit (service.announce_revocation).
             async with transaction(portal.sessions) as revoking:
                 await service.revoke_key(revoking, key.id)
-                await record(revoking, request, action="api_key.revoked", object_type="api_key",
-                             object_id=str(key.id), detail={"name": key.name, "scope": key.scope})
+                await record(
+                    revoking,
+                    request,
+                    action="api_key.revoked",
+                    object_type="api_key",
+                    object_id=str(key.id),
+                    detail={"name": key.name, "scope": key.scope},
+                )
             try:
                 unconfirmed = (await service.announce_revocation(portal.redis)).unconfirmed
             except Exception as exc:  # Redis unreachable: processes that lose it cache nothing
-                log.warning("API key %s revoked, but the revocation notice could not be sent: %s",
-                            key.id, exc)
+                log.warning(
+                    "API key %s revoked, but the revocation notice could not be sent: %s", key.id, exc
+                )
                 unconfirmed = -1
         suffix = f"&unconfirmed={unconfirmed}" if unconfirmed else ""
         return Redirect(f"{ADMIN_PATH}/keys?revoked={key.id}{suffix}", status_code=303)
@@ -90,10 +110,26 @@ async def _require_key(db: AsyncSession, key_id: str) -> service.KeyListing:
     return key
 
 
-async def _keys_page(request: Request[Any, Any, Any], db: AsyncSession, form: Form, *,
-                     revoked: str | None = None, unconfirmed: int = 0, status_code: int = 200) -> Template:
+async def _keys_page(
+    request: Request[Any, Any, Any],
+    db: AsyncSession,
+    form: Form,
+    *,
+    revoked: str | None = None,
+    unconfirmed: int = 0,
+    status_code: int = 200,
+) -> Template:
     keys = await service.list_keys(db)
     revoked_key = next((k for k in keys if revoked is not None and str(k.id) == revoked), None)
-    return page("admin/keys.html", request, status_code=status_code, keys=keys, form=form,
-                scopes=SCOPE_LABELS, tz=ADMIN_TZ, revoked=revoked_key, unconfirmed=unconfirmed,
-                notice_limit_s=int(service.POSITIVE_TTL_S))
+    return page(
+        "admin/keys.html",
+        request,
+        status_code=status_code,
+        keys=keys,
+        form=form,
+        scopes=SCOPE_LABELS,
+        tz=ADMIN_TZ,
+        revoked=revoked_key,
+        unconfirmed=unconfirmed,
+        notice_limit_s=int(service.POSITIVE_TTL_S),
+    )

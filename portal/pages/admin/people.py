@@ -28,14 +28,30 @@ from portal.pages.sessions import close_user_sessions
 from portal.pages.web import error_page, page
 from portal.problems import Conflict, Invalid, NotFound
 
-USER_LABELS = {"email": "Email", "name": "Name", "role": "Role", "customerId": "Customer",
-               "scope": "Customers seen", "assigned": "Assigned customers"}
+USER_LABELS = {
+    "email": "Email",
+    "name": "Name",
+    "role": "Role",
+    "customerId": "Customer",
+    "scope": "Customers seen",
+    "assigned": "Assigned customers",
+}
 SCOPES = ("all", "assigned")
 
 
 def user_form(values: dict[str, Any] | None = None) -> Form:
-    return Form(labels=USER_LABELS, values=values or {
-        "email": "", "name": "", "role": "customer", "customerId": "", "scope": "assigned", "assigned": []})
+    return Form(
+        labels=USER_LABELS,
+        values=values
+        or {
+            "email": "",
+            "name": "",
+            "role": "customer",
+            "customerId": "",
+            "scope": "assigned",
+            "assigned": [],
+        },
+    )
 
 
 async def customer_choices(db: AsyncSession) -> list[tuple[str, str]]:
@@ -61,10 +77,16 @@ class UserPagesController(AdminController):
     @post("/users", status_code=200)
     async def create(self, request: Request[Any, Any, Any], db: Db, portal: Portal) -> Template:
         data = await read_form(request)
-        form = user_form({"email": text_of(data, "email"), "name": text_of(data, "name"),
-                          "role": text_of(data, "role"), "customerId": text_of(data, "customerId"),
-                          "scope": text_of(data, "scope") or "assigned",
-                          "assigned": texts_of(data, "assigned")})
+        form = user_form(
+            {
+                "email": text_of(data, "email"),
+                "name": text_of(data, "name"),
+                "role": text_of(data, "role"),
+                "customerId": text_of(data, "customerId"),
+                "scope": text_of(data, "scope") or "assigned",
+                "assigned": texts_of(data, "assigned"),
+            }
+        )
         role = form.values["role"]
         form.require("email", "name")
         if role not in users.ROLES:
@@ -77,32 +99,54 @@ class UserPagesController(AdminController):
         if form.ok:
             try:
                 invitation = await invite(
-                    portal.sessions, portal.settings, email=form.values["email"], name=form.values["name"],
-                    role=role, customer_id=customer_id,
-                    all_customers=all_customers, assigned=assigned, now=portal.now())
+                    portal.sessions,
+                    portal.settings,
+                    email=form.values["email"],
+                    name=form.values["name"],
+                    role=role,
+                    customer_id=customer_id,
+                    all_customers=all_customers,
+                    assigned=assigned,
+                    now=portal.now(),
+                )
             except (Invalid, Conflict) as exc:
                 form.fail(_field_of(str(exc), role), str(exc).partition(": ")[2] or str(exc))
             else:
                 # invite() commits the user in its own transaction before emailing the link.
                 async with transaction(portal.sessions) as audit_db:
-                    await record(audit_db, request, action="user.created", object_type="user",
-                                 object_id=str(invitation.user.id), customer_id=invitation.user.customer_id,
-                                 detail={"email": invitation.user.email, "role": role,
-                                         "emailed": invitation.email_error is None})
+                    await record(
+                        audit_db,
+                        request,
+                        action="user.created",
+                        object_type="user",
+                        object_id=str(invitation.user.id),
+                        customer_id=invitation.user.customer_id,
+                        detail={
+                            "email": invitation.user.email,
+                            "role": role,
+                            "emailed": invitation.email_error is None,
+                        },
+                    )
                 return _link_page(request, invitation, created=True)
         return await _users_page(request, db, form, status_code=UNPROCESSABLE)
 
     @get("/users/{user_id:str}")
-    async def user(self, request: Request[Any, Any, Any], db: Db, user_id: FromPath[str],
-                   saved: FromQuery[str | None] = None) -> Template:
+    async def user(
+        self,
+        request: Request[Any, Any, Any],
+        db: Db,
+        user_id: FromPath[str],
+        saved: FromQuery[str | None] = None,
+    ) -> Template:
         user = await _require_user(db, user_id)
         assigned = await users.assigned_customers(db, user.id)
         form = user_form({"scope": "all" if user.all_customers else "assigned", "assigned": assigned})
         return await _user_page(request, db, user, form, saved=saved is not None)
 
     @post("/users/{user_id:str}/customers", status_code=303)
-    async def set_customers(self, request: Request[Any, Any, Any], db: Db, portal: Portal,
-                            user_id: FromPath[str]) -> Response[Any]:
+    async def set_customers(
+        self, request: Request[Any, Any, Any], db: Db, portal: Portal, user_id: FromPath[str]
+    ) -> Response[Any]:
         user = await _require_user(db, user_id)
         data = await read_form(request)
         form = user_form({"scope": text_of(data, "scope"), "assigned": texts_of(data, "assigned")})
@@ -113,15 +157,21 @@ class UserPagesController(AdminController):
             wanted = [] if all_customers else sorted(set(form.values["assigned"]))
             before = await users.assigned_customers(db, user.id)
             try:
-                await users.set_assignments(db, user.id, all_customers=all_customers,
-                                            customer_ids=wanted)
+                await users.set_assignments(db, user.id, all_customers=all_customers, customer_ids=wanted)
             except Invalid as exc:
                 form.fail("assigned", str(exc).partition(": ")[2] or str(exc))
             else:
-                await record(db, request, action="user.customers_changed", object_type="user",
-                             object_id=str(user.id), detail={
-                                 "allCustomers": [user.all_customers, all_customers],
-                                 "assigned": [before, wanted]})
+                await record(
+                    db,
+                    request,
+                    action="user.customers_changed",
+                    object_type="user",
+                    object_id=str(user.id),
+                    detail={
+                        "allCustomers": [user.all_customers, all_customers],
+                        "assigned": [before, wanted],
+                    },
+                )
                 if all_customers != user.all_customers:
                     # Sessions cache the flag: signing in again picks up the new one.
                     await close_user_sessions(portal.redis, user.id)
@@ -129,46 +179,73 @@ class UserPagesController(AdminController):
         return await _user_page(request, db, user, form, status_code=UNPROCESSABLE)
 
     @post("/users/{user_id:str}/resend", status_code=200)
-    async def resend_link(self, request: Request[Any, Any, Any], db: Db, portal: Portal,
-                          user_id: FromPath[str]) -> Response[Any]:
+    async def resend_link(
+        self, request: Request[Any, Any, Any], db: Db, portal: Portal, user_id: FromPath[str]
+    ) -> Response[Any]:
         user = await _require_user(db, user_id)
         if user.disabled_at is not None:
-            return error_page(request, 409, "Cannot send a link",
-                              f"{user.email} is disabled: a link would not let them sign in.")
+            return error_page(
+                request,
+                409,
+                "Cannot send a link",
+                f"{user.email} is disabled: a link would not let them sign in.",
+            )
         invitation = await resend(portal.sessions, portal.settings, user.id, now=portal.now())
-        await record(db, request, action="user.link_resent", object_type="user", object_id=str(user.id),
-                     customer_id=user.customer_id, detail={"emailed": invitation.email_error is None})
+        await record(
+            db,
+            request,
+            action="user.link_resent",
+            object_type="user",
+            object_id=str(user.id),
+            customer_id=user.customer_id,
+            detail={"emailed": invitation.email_error is None},
+        )
         return _link_page(request, invitation, created=False)
 
     @get("/users/{user_id:str}/disable")
-    async def confirm_disable(self, request: Request[Any, Any, Any], db: Db,
-                              user_id: FromPath[str]) -> Response[Any]:
+    async def confirm_disable(
+        self, request: Request[Any, Any, Any], db: Db, user_id: FromPath[str]
+    ) -> Response[Any]:
         user = await _require_user(db, user_id)
         if user.id == viewer(request).user_id:
             return _cannot_disable_self(request)
         return page("admin/user_disable.html", request, user=user, tz=ADMIN_TZ)
 
     @post("/users/{user_id:str}/disable", status_code=303)
-    async def disable(self, request: Request[Any, Any, Any], db: Db, portal: Portal,
-                      user_id: FromPath[str]) -> Response[Any]:
+    async def disable(
+        self, request: Request[Any, Any, Any], db: Db, portal: Portal, user_id: FromPath[str]
+    ) -> Response[Any]:
         user = await _require_user(db, user_id)
         if user.id == viewer(request).user_id:
             return _cannot_disable_self(request)
         if user.disabled_at is None:
             await users.disable_user(db, user.id)
-            await record(db, request, action="user.disabled", object_type="user", object_id=str(user.id),
-                         customer_id=user.customer_id, detail={"email": user.email})
+            await record(
+                db,
+                request,
+                action="user.disabled",
+                object_type="user",
+                object_id=str(user.id),
+                customer_id=user.customer_id,
+                detail={"email": user.email},
+            )
         await close_user_sessions(portal.redis, user.id)
         return Redirect(f"{ADMIN_PATH}/users/{user.id}", status_code=303)
-
 
     @post("/users/{user_id:str}/enable", status_code=303)
     async def enable(self, request: Request[Any, Any, Any], db: Db, user_id: FromPath[str]) -> Response[Any]:
         user = await _require_user(db, user_id)
         if user.disabled_at is not None:
             await users.enable_user(db, user.id)
-            await record(db, request, action="user.enabled", object_type="user", object_id=str(user.id),
-                         customer_id=user.customer_id, detail={"email": user.email})
+            await record(
+                db,
+                request,
+                action="user.enabled",
+                object_type="user",
+                object_id=str(user.id),
+                customer_id=user.customer_id,
+                detail={"email": user.email},
+            )
         return Redirect(f"{ADMIN_PATH}/users/{user.id}", status_code=303)
 
 
@@ -182,26 +259,57 @@ async def _require_user(db: AsyncSession, user_id: str) -> users.User:
 
 
 def _cannot_disable_self(request: Request[Any, Any, Any]) -> Response[Any]:
-    return error_page(request, UNPROCESSABLE, "You cannot disable yourself",
-                      "Another admin has to do it (so there is always an admin who can sign in).")
+    return error_page(
+        request,
+        UNPROCESSABLE,
+        "You cannot disable yourself",
+        "Another admin has to do it (so there is always an admin who can sign in).",
+    )
 
 
 def _link_page(request: Request[Any, Any, Any], invitation: Invitation, *, created: bool) -> Template:
-    return page("admin/user_link.html", request, invitation=invitation, created=created,
-                role_labels=users.ROLE_LABELS)
+    return page(
+        "admin/user_link.html", request, invitation=invitation, created=created, role_labels=users.ROLE_LABELS
+    )
 
 
-async def _users_page(request: Request[Any, Any, Any], db: AsyncSession, form: Form, *,
-                      status_code: int = 200) -> Template:
+async def _users_page(
+    request: Request[Any, Any, Any], db: AsyncSession, form: Form, *, status_code: int = 200
+) -> Template:
     listing = await users.list_users_with_assignments(db)
     rows = [(user, assigned, users.user_status(user)) for user, assigned in listing]
-    return page("admin/users.html", request, status_code=status_code, rows=rows, form=form,
-                customers=await customer_choices(db), roles=users.ROLE_LABELS, tz=ADMIN_TZ,
-                me=viewer(request).user_id)
+    return page(
+        "admin/users.html",
+        request,
+        status_code=status_code,
+        rows=rows,
+        form=form,
+        customers=await customer_choices(db),
+        roles=users.ROLE_LABELS,
+        tz=ADMIN_TZ,
+        me=viewer(request).user_id,
+    )
 
 
-async def _user_page(request: Request[Any, Any, Any], db: AsyncSession, user: users.User, form: Form, *,
-                     saved: bool = False, status_code: int = 200) -> Template:
-    return page("admin/user.html", request, status_code=status_code, user=user, form=form,
-                status=users.user_status(user), customers=await customer_choices(db),
-                roles=users.ROLE_LABELS, tz=ADMIN_TZ, saved=saved, me=viewer(request).user_id)
+async def _user_page(
+    request: Request[Any, Any, Any],
+    db: AsyncSession,
+    user: users.User,
+    form: Form,
+    *,
+    saved: bool = False,
+    status_code: int = 200,
+) -> Template:
+    return page(
+        "admin/user.html",
+        request,
+        status_code=status_code,
+        user=user,
+        form=form,
+        status=users.user_status(user),
+        customers=await customer_choices(db),
+        roles=users.ROLE_LABELS,
+        tz=ADMIN_TZ,
+        saved=saved,
+        me=viewer(request).user_id,
+    )

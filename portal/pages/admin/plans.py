@@ -35,8 +35,13 @@ from portal.problems import Problem
 MAX_UPLOAD_BYTES = 1024 * 1024
 KINDS = ("meters", "customers", "plans", "subscriptions")
 UPLOAD_LABELS = {"file": "Catalog file", "check": "Check only"}
-MODEL_LABELS = {"per_unit": "per unit", "graduated": "graduated tiers", "volume": "volume tiers",
-                "package": "package", "flat": "flat fee"}
+MODEL_LABELS = {
+    "per_unit": "per unit",
+    "graduated": "graduated tiers",
+    "volume": "volume tiers",
+    "package": "package",
+    "flat": "flat fee",
+}
 # A subscription counts while it runs or before it starts (a plan change next period).
 _SUBSCRIBED = "(s.ends_at IS NULL OR s.ends_at > now())"
 
@@ -67,12 +72,20 @@ class Outcome:
 
     def rows(self) -> list[tuple[str, int, int, int]]:
         r = self.report
-        return [(kind, r.created.get(kind, 0), r.changed.get(kind, 0), r.unchanged.get(kind, 0))
-                for kind in KINDS]
+        return [
+            (kind, r.created.get(kind, 0), r.changed.get(kind, 0), r.unchanged.get(kind, 0)) for kind in KINDS
+        ]
 
 
-async def apply_upload(sessions: async_sessionmaker[AsyncSession], request: Request[Any, Any, Any],
-                       content: bytes, file_name: str, *, check_only: bool, now: datetime) -> ApplyReport:
+async def apply_upload(
+    sessions: async_sessionmaker[AsyncSession],
+    request: Request[Any, Any, Any],
+    content: bytes,
+    file_name: str,
+    *,
+    check_only: bool,
+    now: datetime,
+) -> ApplyReport:
     """Parse and apply the file in one transaction; raises CatalogFileError (nothing applied)."""
     catalog = parse_catalog(content, name=file_name)
     async with sessions() as db:
@@ -80,10 +93,18 @@ async def apply_upload(sessions: async_sessionmaker[AsyncSession], request: Requ
         try:
             report = await apply_catalog(db, catalog, now=now)
             if not check_only:
-                await record(db, request, action="catalog.applied", object_type="catalog",
-                             object_id=file_name, detail={"created": report.created,
-                                                          "changed": report.changed,
-                                                          "unchanged": report.unchanged})
+                await record(
+                    db,
+                    request,
+                    action="catalog.applied",
+                    object_type="catalog",
+                    object_id=file_name,
+                    detail={
+                        "created": report.created,
+                        "changed": report.changed,
+                        "unchanged": report.unchanged,
+                    },
+                )
         except (Problem, service.AlreadyExists) as exc:
             await transaction.rollback()
             raise CatalogFileError(f"{file_name}: {exc}") from exc
@@ -103,25 +124,37 @@ async def apply_upload(sessions: async_sessionmaker[AsyncSession], request: Requ
 class PlanPagesController(AdminController):
     @get("/plans")
     async def plans(self, request: Request[Any, Any, Any], db: Db) -> Template:
-        rows = await db.execute(text(
-            f"SELECT p.definition, (SELECT count(DISTINCT s.customer_id) FROM subscriptions s "
-            f"WHERE s.plan_id = p.id AND {_SUBSCRIBED}) FROM plans p ORDER BY p.id"))
+        rows = await db.execute(
+            text(
+                f"SELECT p.definition, (SELECT count(DISTINCT s.customer_id) FROM subscriptions s "
+                f"WHERE s.plan_id = p.id AND {_SUBSCRIBED}) FROM plans p ORDER BY p.id"
+            )
+        )
         plans = [PlanRow(plan_from_definition(d), int(n)) for d, n in (values(r) for r in rows)]
         return page("admin/plans.html", request, plans=plans)
 
     @get("/plans/{plan_id:str}")
     async def plan(self, request: Request[Any, Any, Any], db: Db, plan_id: FromPath[str]) -> Template:
         plan = await get_plan(db, plan_id)  # NotFound: the 404 page
-        rows = await db.execute(text(
-            f"SELECT DISTINCT s.customer_id FROM subscriptions s WHERE s.plan_id = :p AND {_SUBSCRIBED} "
-            "ORDER BY s.customer_id"), {"p": plan_id})
+        rows = await db.execute(
+            text(
+                f"SELECT DISTINCT s.customer_id FROM subscriptions s WHERE s.plan_id = :p AND {_SUBSCRIBED} "
+                "ORDER BY s.customer_id"
+            ),
+            {"p": plan_id},
+        )
         subscribers = [str(values(r)[0]) for r in rows]
         return page("admin/plan.html", request, plan=plan, subscribers=subscribers, models=MODEL_LABELS)
 
     @get("/catalog")
     async def upload_form(self, request: Request[Any, Any, Any]) -> Template:
-        return page("admin/catalog.html", request, form=Form(labels=UPLOAD_LABELS, values={"check": ""}),
-                    outcome=None, tz=ADMIN_TZ)
+        return page(
+            "admin/catalog.html",
+            request,
+            form=Form(labels=UPLOAD_LABELS, values={"check": ""}),
+            outcome=None,
+            tz=ADMIN_TZ,
+        )
 
     @post("/catalog", status_code=200)
     async def upload(self, request: Request[Any, Any, Any], portal: Portal) -> Template:
@@ -138,15 +171,22 @@ class PlanPagesController(AdminController):
                 form.fail("file", f"{file_name} is larger than {MAX_UPLOAD_BYTES // 1024} KiB")
             else:
                 try:
-                    report = await apply_upload(portal.sessions, request, content, file_name,
-                                                check_only=check_only, now=portal.now())
+                    report = await apply_upload(
+                        portal.sessions, request, content, file_name, check_only=check_only, now=portal.now()
+                    )
                 except CatalogFileError as exc:
                     form.fail("file", f"{exc} (nothing was applied)")
                 else:
                     if not check_only:
                         # As the API does after creating a customer or meter.
                         portal.catalog.invalidate()
-                    return page("admin/catalog.html", request, form=form, tz=ADMIN_TZ,
-                                outcome=Outcome(file_name, check_only, report))
-        return page("admin/catalog.html", request, status_code=UNPROCESSABLE, form=form, outcome=None,
-                    tz=ADMIN_TZ)
+                    return page(
+                        "admin/catalog.html",
+                        request,
+                        form=form,
+                        tz=ADMIN_TZ,
+                        outcome=Outcome(file_name, check_only, report),
+                    )
+        return page(
+            "admin/catalog.html", request, status_code=UNPROCESSABLE, form=form, outcome=None, tz=ADMIN_TZ
+        )

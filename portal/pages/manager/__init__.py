@@ -12,5 +12,11 @@ from portal.pages.manager.events import EventsController
 from portal.pages.manager.failed import FailedEventsController
 from portal.pages.manager.review import ReviewController
 
-manager_handlers: list[Any] = [ManagerCustomersController, ReviewController, EventsController,
-                               FailedEventsController, DriftController, AuditController]
+manager_handlers: list[Any] = [
+    ManagerCustomersController,
+    ReviewController,
+    EventsController,
+    FailedEventsController,
+    DriftController,
+    AuditController,
+]

@@ -29,8 +29,9 @@ class AuditController(PageController):
     guards = STAFF_GUARDS
 
     @get("/audit")
-    async def audit_log(self, request: Request[Any, Any, Any], db: Db,
-                        customer: FromQuery[str | None] = None) -> Template:
+    async def audit_log(
+        self, request: Request[Any, Any, Any], db: Db, customer: FromQuery[str | None] = None
+    ) -> Template:
         """Parameters: customer (an id), page. Entries about no customer (users, keys) are
         shown to those who see every customer."""
         customer_id = text_param("customer", customer)
@@ -38,18 +39,32 @@ class AuditController(PageController):
         visible, params = visible_ids(request)
         session = viewer(request)
         everything = session.role == "admin" or session.all_customers
-        rows = await db.execute(text(
-            "SELECT id, at, actor, action, object_type, object_id, customer_id, reason, detail, "
-            "count(*) OVER () "
-            f"FROM audit_log WHERE (customer_id IN {visible} OR (customer_id IS NULL AND :everything)) "
-            "AND (CAST(:c AS text) IS NULL OR customer_id = :c) "
-            "ORDER BY at DESC, id DESC LIMIT :limit OFFSET :offset"),
-            {**params, "everything": everything, "c": customer_id, "limit": PAGE_SIZE,
-             "offset": (number - 1) * PAGE_SIZE})
+        rows = await db.execute(
+            text(
+                "SELECT id, at, actor, action, object_type, object_id, customer_id, reason, detail, "
+                "count(*) OVER () "
+                f"FROM audit_log WHERE (customer_id IN {visible} OR (customer_id IS NULL AND :everything)) "
+                "AND (CAST(:c AS text) IS NULL OR customer_id = :c) "
+                "ORDER BY at DESC, id DESC LIMIT :limit OFFSET :offset"
+            ),
+            {
+                **params,
+                "everything": everything,
+                "c": customer_id,
+                "limit": PAGE_SIZE,
+                "offset": (number - 1) * PAGE_SIZE,
+            },
+        )
         entries, total = [], 0
         for *row, count in (values(r) for r in rows):
             entries.append(AuditEntry(*row))
             total = int(count)
         zones = await customer_zones(db, {e.customer_id for e in entries if e.customer_id})
-        return page("manager/audit.html", request, entries=entries, zones=zones, customer=customer_id or "",
-                    pager=Pager(number, total, "/portal/audit", query_items(request)))
+        return page(
+            "manager/audit.html",
+            request,
+            entries=entries,
+            zones=zones,
+            customer=customer_id or "",
+            pager=Pager(number, total, "/portal/audit", query_items(request)),
+        )

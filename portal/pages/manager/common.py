@@ -27,8 +27,10 @@ def visible_ids(request: Request[Any, Any, Any]) -> tuple[str, dict[str, Any]]:
     `x.customer_id IN {sql}` in queries that join (the scope's condition names a bare
     `customer_id`, so it is applied inside its own subquery)."""
     condition, params = customer_scope(viewer(request))
-    return (f"(SELECT customer_id FROM (SELECT id AS customer_id FROM customers) AS scope "
-            f"WHERE {condition})", params)
+    return (
+        f"(SELECT customer_id FROM (SELECT id AS customer_id FROM customers) AS scope WHERE {condition})",
+        params,
+    )
 
 
 def choice(name: str, value: str | None, allowed: tuple[str, ...], default: str) -> str:
@@ -113,15 +115,20 @@ def query_items(request: Request[Any, Any, Any]) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in request.query_params.items() if isinstance(v, str))
 
 
-async def audit_trail(db: AsyncSession, object_type: str,
-                      object_ids: list[str]) -> dict[str, list[AuditEntry]]:
+async def audit_trail(
+    db: AsyncSession, object_type: str, object_ids: list[str]
+) -> dict[str, list[AuditEntry]]:
     """Every audit entry of these objects, oldest first, in one query."""
     if not object_ids:
         return {}
-    rows = await db.execute(text(
-        "SELECT id, at, actor, action, object_type, object_id, customer_id, reason, detail FROM audit_log "
-        "WHERE object_type = :t AND object_id = ANY(:ids) ORDER BY at, id"),
-        {"t": object_type, "ids": object_ids})
+    rows = await db.execute(
+        text(
+            "SELECT id, at, actor, action, object_type, object_id, customer_id, reason, detail FROM "
+            "audit_log "
+            "WHERE object_type = :t AND object_id = ANY(:ids) ORDER BY at, id"
+        ),
+        {"t": object_type, "ids": object_ids},
+    )
     out: dict[str, list[AuditEntry]] = defaultdict(list)
     for row in rows:
         entry = AuditEntry(*values(row))
@@ -133,6 +140,7 @@ async def customer_zones(db: AsyncSession, customer_ids: set[str]) -> dict[str, 
     """Customer id → (name, time zone), for lists that show many customers' rows."""
     if not customer_ids:
         return {}
-    rows = await db.execute(text("SELECT id, name, timezone FROM customers WHERE id = ANY(:ids)"),
-                            {"ids": sorted(customer_ids)})
+    rows = await db.execute(
+        text("SELECT id, name, timezone FROM customers WHERE id = ANY(:ids)"), {"ids": sorted(customer_ids)}
+    )
     return {cid: (name, tz) for cid, name, tz in (values(r) for r in rows)}

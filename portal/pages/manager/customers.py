@@ -109,9 +109,18 @@ ORDER BY {order} NULLS LAST, id
 """
 
 
-async def _rows(db: AsyncSession, request: Request[Any, Any, Any], *, q: str | None, only_alerts: bool,
-                sort: str, order: str, limit: int | None, offset: int,
-                now: datetime) -> tuple[list[CustomerRow], int]:
+async def _rows(
+    db: AsyncSession,
+    request: Request[Any, Any, Any],
+    *,
+    q: str | None,
+    only_alerts: bool,
+    sort: str,
+    order: str,
+    limit: int | None,
+    offset: int,
+    now: datetime,
+) -> tuple[list[CustomerRow], int]:
     visible, params = visible_ids(request)
     direction = "ASC" if order == "asc" else "DESC"
     order_sql = ", ".join(f"{column} {direction}" for column in SORT_SQL[sort].split(", "))
@@ -120,16 +129,34 @@ async def _rows(db: AsyncSession, request: Request[Any, Any, Any], *, q: str | N
         sql += " LIMIT :limit OFFSET :offset"
     # ILIKE's own wildcards in what was typed are matched literally.
     pattern = None if q is None else "%" + re.sub(r"([\\%_])", r"\\\1", q) + "%"
-    result = await db.execute(text(sql), {**params, "q": q, "pattern": pattern, "only_alerts": only_alerts,
-                                          "now": now, "limit": limit, "offset": offset})
+    result = await db.execute(
+        text(sql),
+        {
+            **params,
+            "q": q,
+            "pattern": pattern,
+            "only_alerts": only_alerts,
+            "now": now,
+            "limit": limit,
+            "offset": offset,
+        },
+    )
     rows, total = [], 0
-    for (cid, name, tz, currency, created_at, period_start, spend, as_of, change, alerts,
-         count) in (values(r) for r in result):
+    for cid, name, tz, currency, created_at, period_start, spend, as_of, change, alerts, count in (
+        values(r) for r in result
+    ):
         currency = str(currency).strip()
         customer = Customer(cid, name, tz, currency, created_at)
-        rows.append(CustomerRow(customer, period_start,
-                                None if spend is None else money_text(Decimal(spend), currency), as_of,
-                                None if change is None else format(change, "f"), int(alerts)))
+        rows.append(
+            CustomerRow(
+                customer,
+                period_start,
+                None if spend is None else money_text(Decimal(spend), currency),
+                as_of,
+                None if change is None else format(change, "f"),
+                int(alerts),
+            )
+        )
         total = int(count)
     return rows, total
 
@@ -139,14 +166,18 @@ async def _usage(db: AsyncSession, rows: list[CustomerRow], now: datetime) -> di
     query (latest and distinct-count meters have no total an hour-sum gives)."""
     if not rows:
         return {}
-    result = await db.execute(text(
-        "SELECT h.customer_id, h.metric_name, m.unit, "
-        "CASE WHEN m.aggregation = 'max' THEN max(h.value) ELSE sum(h.value) END "
-        "FROM unnest(CAST(:ids AS text[]), CAST(:starts AS timestamptz[])) AS p (customer_id, start) "
-        "JOIN hourly_usage h ON h.customer_id = p.customer_id AND h.hour >= p.start AND h.hour <= :now "
-        "JOIN meters m ON m.metric_name = h.metric_name AND m.aggregation IN ('sum', 'count', 'max') "
-        "GROUP BY h.customer_id, h.metric_name, m.unit, m.aggregation ORDER BY h.customer_id, h.metric_name"),
-        {"ids": [r.customer.id for r in rows], "starts": [r.period_start for r in rows], "now": now})
+    result = await db.execute(
+        text(
+            "SELECT h.customer_id, h.metric_name, m.unit, "
+            "CASE WHEN m.aggregation = 'max' THEN max(h.value) ELSE sum(h.value) END "
+            "FROM unnest(CAST(:ids AS text[]), CAST(:starts AS timestamptz[])) AS p (customer_id, start) "
+            "JOIN hourly_usage h ON h.customer_id = p.customer_id AND h.hour >= p.start AND h.hour <= :now "
+            "JOIN meters m ON m.metric_name = h.metric_name AND m.aggregation IN ('sum', 'count', 'max') "
+            "GROUP BY h.customer_id, h.metric_name, m.unit, m.aggregation ORDER BY h.customer_id, "
+            "h.metric_name"
+        ),
+        {"ids": [r.customer.id for r in rows], "starts": [r.period_start for r in rows], "now": now},
+    )
     out: dict[str, list[MeterTotal]] = {}
     for cid, metric, unit, total in (values(r) for r in result):
         out.setdefault(cid, []).append(MeterTotal(metric, unit, exact(Decimal(total))))
@@ -157,7 +188,7 @@ async def anomaly_counts(db: AsyncSession, customers: list[Customer], now: datet
     """Anomaly flags per customer, asked in the pages `flagged_customers` is built for."""
     counts: dict[str, int] = {}
     for start in range(0, len(customers), ANOMALY_PAGE):
-        counts.update(await flagged_customers(db, customers[start:start + ANOMALY_PAGE], now))
+        counts.update(await flagged_customers(db, customers[start : start + ANOMALY_PAGE], now))
     return counts
 
 
@@ -165,10 +196,17 @@ class ManagerCustomersController(PageController):
     guards = STAFF_GUARDS
 
     @get("/customers")
-    async def customers(self, request: Request[Any, Any, Any], db: Db, portal: Portal,
-                        q: FromQuery[str | None] = None, sort: FromQuery[str | None] = None,
-                        order: FromQuery[str | None] = None, alerts: FromQuery[str | None] = None,
-                        anomalies: FromQuery[str | None] = None) -> Template:
+    async def customers(
+        self,
+        request: Request[Any, Any, Any],
+        db: Db,
+        portal: Portal,
+        q: FromQuery[str | None] = None,
+        sort: FromQuery[str | None] = None,
+        order: FromQuery[str | None] = None,
+        alerts: FromQuery[str | None] = None,
+        anomalies: FromQuery[str | None] = None,
+    ) -> Template:
         """Every customer the viewer may see, with this period's numbers. Parameters (all
         bookmarkable): q, sort (name, spend, change, alerts), order (asc, desc), alerts=1,
         anomalies=1, page."""
@@ -181,27 +219,65 @@ class ManagerCustomersController(PageController):
         number = page_number(request.query_params.get("page"))
         params = query_items(request)
         if only_anomalies:
-            every, _ = await _rows(db, request, q=search, only_alerts=only_alerts, sort=sort_by,
-                                   order=direction, limit=None, offset=0, now=now)
+            every, _ = await _rows(
+                db,
+                request,
+                q=search,
+                only_alerts=only_alerts,
+                sort=sort_by,
+                order=direction,
+                limit=None,
+                offset=0,
+                now=now,
+            )
             counts = await anomaly_counts(db, [r.customer for r in every], now)
             matching = [r for r in every if counts.get(r.customer.id, 0) > 0]
             pager = Pager(number, len(matching), "/portal/customers", params)
-            shown = matching[pager.offset:pager.offset + PAGE_SIZE]
+            shown = matching[pager.offset : pager.offset + PAGE_SIZE]
         else:
-            shown, total = await _rows(db, request, q=search, only_alerts=only_alerts, sort=sort_by,
-                                       order=direction, limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE,
-                                       now=now)
+            shown, total = await _rows(
+                db,
+                request,
+                q=search,
+                only_alerts=only_alerts,
+                sort=sort_by,
+                order=direction,
+                limit=PAGE_SIZE,
+                offset=(number - 1) * PAGE_SIZE,
+                now=now,
+            )
             pager = Pager(number, total, "/portal/customers", params)
             counts = await anomaly_counts(db, [r.customer for r in shown], now)
         usage = await _usage(db, shown, now)
-        rows = [CustomerRow(r.customer, r.period_start, r.spend, r.spend_as_of, r.change_pct, r.alerts,
-                            counts.get(r.customer.id, 0), tuple(usage.get(r.customer.id, ())))
-                for r in shown]
+        rows = [
+            CustomerRow(
+                r.customer,
+                r.period_start,
+                r.spend,
+                r.spend_as_of,
+                r.change_pct,
+                r.alerts,
+                counts.get(r.customer.id, 0),
+                tuple(usage.get(r.customer.id, ())),
+            )
+            for r in shown
+        ]
         filtered = bool(search or only_alerts or only_anomalies)
-        return page("manager/customers.html", request, rows=rows, pager=pager, q=search or "", sort=sort_by,
-                    order=direction, only_alerts=only_alerts, only_anomalies=only_anomalies,
-                    filtered=filtered, sorts=SORTS, usage_shown=USAGE_SHOWN,
-                    sort_url=lambda key: _sort_url(request, key, sort_by, direction))
+        return page(
+            "manager/customers.html",
+            request,
+            rows=rows,
+            pager=pager,
+            q=search or "",
+            sort=sort_by,
+            order=direction,
+            only_alerts=only_alerts,
+            only_anomalies=only_anomalies,
+            filtered=filtered,
+            sorts=SORTS,
+            usage_shown=USAGE_SHOWN,
+            sort_url=lambda key: _sort_url(request, key, sort_by, direction),
+        )
 
 
 def _sort_url(request: Request[Any, Any, Any], key: str, current: str, direction: str) -> str:

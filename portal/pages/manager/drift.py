@@ -22,24 +22,37 @@ class DriftController(PageController):
     guards = STAFF_GUARDS
 
     @get("/drift")
-    async def drift(self, request: Request[Any, Any, Any], db: Db,
-                    customer: FromQuery[str | None] = None) -> Template:
+    async def drift(
+        self, request: Request[Any, Any, Any], db: Db, customer: FromQuery[str | None] = None
+    ) -> Template:
         """Parameter: customer (an id)."""
         customer_id = text_param("customer", customer)
-        run = (await db.execute(text(
-            "SELECT id, started_at, finished_at, window_start, window_end, full_rebuild, keys_written "
-            "FROM reconcile_runs ORDER BY id DESC LIMIT 1"))).first()
+        run = (
+            await db.execute(
+                text(
+                    "SELECT id, started_at, finished_at, window_start, window_end, full_rebuild, "
+                    "keys_written "
+                    "FROM reconcile_runs ORDER BY id DESC LIMIT 1"
+                )
+            )
+        ).first()
         rows: list[tuple[Any, ...]] = []
         if run is not None:
             visible, params = visible_ids(request)
-            result = await db.execute(text(
-                "SELECT customer_id, metric_name, live_value, billed_value, drift FROM live_drift "
-                f"WHERE run_id = :run AND customer_id IN {visible} "
-                "AND (CAST(:c AS text) IS NULL OR customer_id = :c) "
-                "ORDER BY abs(drift) DESC, customer_id, metric_name LIMIT 500"),
-                {**params, "run": values(run)[0], "c": customer_id})
-            rows = [(cid, metric, exact(live), exact(billed), exact(diff))
-                    for cid, metric, live, billed, diff in (values(r) for r in result)]
+            result = await db.execute(
+                text(
+                    "SELECT customer_id, metric_name, live_value, billed_value, drift FROM live_drift "
+                    f"WHERE run_id = :run AND customer_id IN {visible} "
+                    "AND (CAST(:c AS text) IS NULL OR customer_id = :c) "
+                    "ORDER BY abs(drift) DESC, customer_id, metric_name LIMIT 500"
+                ),
+                {**params, "run": values(run)[0], "c": customer_id},
+            )
+            rows = [
+                (cid, metric, exact(live), exact(billed), exact(diff))
+                for cid, metric, live, billed, diff in (values(r) for r in result)
+            ]
         names = await customer_zones(db, {str(r[0]) for r in rows})
-        return page("manager/drift.html", request, run=run, rows=rows, names=names,
-                    customer=customer_id or "")
+        return page(
+            "manager/drift.html", request, run=run, rows=rows, names=names, customer=customer_id or ""
+        )

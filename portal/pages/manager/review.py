@@ -44,14 +44,19 @@ async def _complete_through(portal: PortalState) -> datetime | None:
     except Exception:  # Redis down: the invoice is still right, its watermark unknown
         return None
 
+
 # Each flag of portal/billing/review.py as a badge and the sentence that explains it.
 FLAGS = {
-    "large_change": ("Large change",
-                     "The total moved a lot against the previous period: check the usage behind it."),
+    "large_change": (
+        "Large change",
+        "The total moved a lot against the previous period: check the usage behind it.",
+    ),
     "first_invoice": ("First invoice", "This customer has no earlier finalized invoice to compare with."),
     "failed_events": ("Failed events", "Some events of this period could not be stored: replay them first."),
-    "drift": ("Live drift",
-              "The last reconcile found the live view and the stored usage apart for this customer."),
+    "drift": (
+        "Live drift",
+        "The last reconcile found the live view and the stored usage apart for this customer.",
+    ),
     "conflicts": ("Conflicting events", "Event ids were re-sent with different content and refused."),
 }
 
@@ -81,41 +86,71 @@ class FormState:
 
 async def _finalized(db: AsyncSession, request: Request[Any, Any, Any]) -> list[FinalizedRow]:
     visible, params = visible_ids(request)
-    rows = await db.execute(text(
-        f"SELECT {INVOICE_COLUMNS}, i.total + COALESCE((SELECT sum(a.amount) FROM adjustments a "
-        f"WHERE a.invoice_id = i.id), 0) FROM invoices i WHERE status = 'finalized' "
-        f"AND customer_id IN {visible} ORDER BY finalized_at DESC, id DESC LIMIT :limit"),
-        {**params, "limit": FINALIZED_SHOWN})
+    rows = await db.execute(
+        text(
+            f"SELECT {INVOICE_COLUMNS}, i.total + COALESCE((SELECT sum(a.amount) FROM adjustments a "
+            f"WHERE a.invoice_id = i.id), 0) FROM invoices i WHERE status = 'finalized' "
+            f"AND customer_id IN {visible} ORDER BY finalized_at DESC, id DESC LIMIT :limit"
+        ),
+        {**params, "limit": FINALIZED_SHOWN},
+    )
     out = []
     for row in rows:
         *head, adjusted = values(row)
         invoice = invoice_row(head)
-        out.append(FinalizedRow(invoice, money_text(invoice.total, invoice.currency),
-                                money_text(adjusted, invoice.currency)))
+        out.append(
+            FinalizedRow(
+                invoice, money_text(invoice.total, invoice.currency), money_text(adjusted, invoice.currency)
+            )
+        )
     return out
 
 
-async def _queue(db: AsyncSession, portal: PortalState, request: Request[Any, Any, Any],
-                 now: datetime) -> list[ReviewItem]:
+async def _queue(
+    db: AsyncSession, portal: PortalState, request: Request[Any, Any, Any], now: datetime
+) -> list[ReviewItem]:
     visible, params = visible_ids(request)
     # The oldest QUEUE_SHOWN drafts the viewer may see; each costs a few queries for its flags.
-    return await review_queue(db, now=now, grace=portal.settings.invoice_grace,
-                              change_factor=portal.settings.review_change_factor, limit=QUEUE_SHOWN,
-                              customers_sql=visible, customers_params=params)
+    return await review_queue(
+        db,
+        now=now,
+        grace=portal.settings.invoice_grace,
+        change_factor=portal.settings.review_change_factor,
+        limit=QUEUE_SHOWN,
+        customers_sql=visible,
+        customers_params=params,
+    )
 
 
-async def review_page(request: Request[Any, Any, Any], db: AsyncSession, portal: PortalState, *,
-                      status_code: int = 200, notice: str | None = None,
-                      form: FormState | None = None) -> Template:
+async def review_page(
+    request: Request[Any, Any, Any],
+    db: AsyncSession,
+    portal: PortalState,
+    *,
+    status_code: int = 200,
+    notice: str | None = None,
+    form: FormState | None = None,
+) -> Template:
     now = portal.now()
     queue = await _queue(db, portal, request, now)
     finalized = await _finalized(db, request)
     ids = [str(i.invoice.id) for i in queue] + [str(f.invoice.id) for f in finalized]
     trails: dict[str, list[AuditEntry]] = await audit_trail(db, "invoice", ids)
-    customers = await customer_zones(db, {i.invoice.customer_id for i in queue}
-                                     | {f.invoice.customer_id for f in finalized})
-    return page("manager/review.html", request, status_code=status_code, queue=queue, finalized=finalized,
-                trails=trails, customers=customers, flags=FLAGS, notice=notice, form=form)
+    customers = await customer_zones(
+        db, {i.invoice.customer_id for i in queue} | {f.invoice.customer_id for f in finalized}
+    )
+    return page(
+        "manager/review.html",
+        request,
+        status_code=status_code,
+        queue=queue,
+        finalized=finalized,
+        trails=trails,
+        customers=customers,
+        flags=FLAGS,
+        notice=notice,
+        form=form,
+    )
 
 
 async def _invoice(request: Request[Any, Any, Any], db: AsyncSession, invoice_id: int) -> InvoiceRow:
@@ -163,53 +198,98 @@ class ReviewController(PageController):
         return await review_page(request, db, portal, notice=notice)
 
     @post("/invoices/{invoice_id:int}/approve")
-    async def approve(self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db,
-                      portal: Portal) -> Response[Any]:
+    async def approve(
+        self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db, portal: Portal
+    ) -> Response[Any]:
         invoice = await _invoice(request, db, invoice_id)
         session = viewer(request)
         try:
             async with db.begin_nested():
                 approved = await lifecycle.approve(
-                    db, invoice_id, approved_by=session.email, now=portal.now(),
-                    grace=portal.settings.invoice_grace, complete_through=await _complete_through(portal))
-                await audit.record(db, user_id=session.user_id, actor=session.email, action="invoice.approve",
-                                   object_type="invoice", object_id=str(invoice_id),
-                                   customer_id=invoice.customer_id,
-                                   detail={"number": approved.number, "total": money_text(approved.total,
-                                                                                          approved.currency)})
+                    db,
+                    invoice_id,
+                    approved_by=session.email,
+                    now=portal.now(),
+                    grace=portal.settings.invoice_grace,
+                    complete_through=await _complete_through(portal),
+                )
+                await audit.record(
+                    db,
+                    user_id=session.user_id,
+                    actor=session.email,
+                    action="invoice.approve",
+                    object_type="invoice",
+                    object_id=str(invoice_id),
+                    customer_id=invoice.customer_id,
+                    detail={
+                        "number": approved.number,
+                        "total": money_text(approved.total, approved.currency),
+                    },
+                )
         except (Conflict, Invalid) as exc:
-            return await review_page(request, db, portal, status_code=409,
-                                     form=FormState(invoice_id, "approve", _sentence(exc), {}))
+            return await review_page(
+                request,
+                db,
+                portal,
+                status_code=409,
+                form=FormState(invoice_id, "approve", _sentence(exc), {}),
+            )
         return _done("approved", invoice_id)
 
     @post("/invoices/{invoice_id:int}/void")
-    async def void(self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db,
-                   portal: Portal) -> Response[Any]:
+    async def void(
+        self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db, portal: Portal
+    ) -> Response[Any]:
         """A reason is required (422 with the form again without one)."""
         invoice = await _invoice(request, db, invoice_id)
         session = viewer(request)
         data = await _form(request)
         reason = data.get("reason", "").strip()
         if not reason:
-            return await review_page(request, db, portal, status_code=422, form=FormState(
-                invoice_id, "void", "Reason: say why the invoice is voided.", data))
+            return await review_page(
+                request,
+                db,
+                portal,
+                status_code=422,
+                form=FormState(invoice_id, "void", "Reason: say why the invoice is voided.", data),
+            )
         try:
             async with db.begin_nested():
-                _, reissued = await lifecycle.void(db, invoice_id, reason=reason, now=portal.now(),
-                                                   complete_through=await _complete_through(portal))
-                await audit.record(db, user_id=session.user_id, actor=session.email, action="invoice.void",
-                                   object_type="invoice", object_id=str(invoice_id),
-                                   customer_id=invoice.customer_id, reason=reason,
-                                   detail={"number": invoice.number,
-                                           "reissued_id": None if reissued is None else reissued.id})
+                _, reissued = await lifecycle.void(
+                    db,
+                    invoice_id,
+                    reason=reason,
+                    now=portal.now(),
+                    complete_through=await _complete_through(portal),
+                )
+                await audit.record(
+                    db,
+                    user_id=session.user_id,
+                    actor=session.email,
+                    action="invoice.void",
+                    object_type="invoice",
+                    object_id=str(invoice_id),
+                    customer_id=invoice.customer_id,
+                    reason=reason,
+                    detail={
+                        "number": invoice.number,
+                        "reissued_id": None if reissued is None else reissued.id,
+                    },
+                )
         except (Conflict, Invalid) as exc:
-            return await review_page(request, db, portal, status_code=_status(exc),
-                                     form=FormState(invoice_id, "void", _sentence(exc), data))
+            return await review_page(
+                request,
+                db,
+                portal,
+                status_code=_status(exc),
+                form=FormState(invoice_id, "void", _sentence(exc), data),
+            )
         return _done("voided", invoice_id)
 
     @post("/invoices/{invoice_id:int}/adjustments")
-    async def adjust(self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db,
-                     portal: Portal) -> Response[Any]:
+    async def adjust(
+        self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db, portal: Portal
+    ) -> Response[Any]:
         """A manual credit or debit note: kind, amount and a required reason."""
         invoice = await _invoice(request, db, invoice_id)
         session = viewer(request)
@@ -217,15 +297,35 @@ class ReviewController(PageController):
         try:
             async with db.begin_nested():
                 adjustment_id, number, customer_id = await add_manual_adjustment(
-                    db, invoice_id, kind=data.get("kind", ""), amount=data.get("amount", ""),
-                    reason=data.get("reason", ""))
-                await audit.record(db, user_id=session.user_id, actor=session.email, action="invoice.adjust",
-                                   object_type="invoice", object_id=str(invoice_id), customer_id=customer_id,
-                                   reason=data.get("reason", "").strip(),
-                                   detail={"adjustment_id": adjustment_id, "number": number,
-                                           "kind": data.get("kind"), "amount": data.get("amount", "").strip(),
-                                           "currency": invoice.currency})
+                    db,
+                    invoice_id,
+                    kind=data.get("kind", ""),
+                    amount=data.get("amount", ""),
+                    reason=data.get("reason", ""),
+                )
+                await audit.record(
+                    db,
+                    user_id=session.user_id,
+                    actor=session.email,
+                    action="invoice.adjust",
+                    object_type="invoice",
+                    object_id=str(invoice_id),
+                    customer_id=customer_id,
+                    reason=data.get("reason", "").strip(),
+                    detail={
+                        "adjustment_id": adjustment_id,
+                        "number": number,
+                        "kind": data.get("kind"),
+                        "amount": data.get("amount", "").strip(),
+                        "currency": invoice.currency,
+                    },
+                )
         except (Conflict, Invalid) as exc:
-            return await review_page(request, db, portal, status_code=_status(exc),
-                                     form=FormState(invoice_id, "adjust", _sentence(exc), data))
+            return await review_page(
+                request,
+                db,
+                portal,
+                status_code=_status(exc),
+                form=FormState(invoice_id, "adjust", _sentence(exc), data),
+            )
         return _done("adjusted", invoice_id)
