@@ -31,18 +31,15 @@ import json
 import math
 import os
 import re
-import smtplib
-import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, make_msgid, parseaddr
-from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from email.utils import format_datetime, formataddr, make_msgid
+from typing import Any
 
 import apprise
 
-from alerts import channels, destinations, egress
+from alerts import channels, destinations, egress, smtp
 from alerts.messages import Notice, notice_id, render_email, render_slack, webhook_payload
 from alerts.signing import signed_url
 
@@ -50,9 +47,6 @@ SLACK_WEBHOOK_BASE = "https://hooks.slack.com/services"
 
 # What a stored attempt keeps of a failure; Apprise can log a lot for one call.
 MAX_ERROR_LENGTH = 1000
-
-SmtpMode = Literal["starttls", "ssl", "insecure"]
-_DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "ssl": 465, "insecure": 25}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -227,26 +221,11 @@ def _clip(error: str | None) -> str | None:
 # --- email -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Smtp:
-    host: str
-    port: int
-    mode: SmtpMode
-    user: str | None
-    password: str | None
-    sender: tuple[str, str]  # (display name or "", address)
-    verify: bool
-
-
-class _SmtpSettingsError(ValueError):
-    """The portal's smtp_url cannot be used; the message never repeats the URL."""
-
-
 def _send_email(
     plugin: Any, destination: str, notice: Notice, transport: Transport
 ) -> tuple[bool, str | None]:
     if channels.names_own_server(plugin, destination):
-        server = _Smtp(
+        server = smtp.SmtpServer(
             host=plugin.smtp_host,
             port=int(plugin.port),
             mode=plugin.secure_mode,
@@ -261,8 +240,8 @@ def _send_email(
         )
     else:
         try:
-            server = _portal_smtp(transport.smtp_url)
-        except _SmtpSettingsError as exc:
+            server = smtp.portal_smtp(transport.smtp_url)
+        except smtp.SmtpSettingsError as exc:
             return False, f"the portal's SMTP settings (smtp_url): {exc}"
     to = [(_name(name), address) for name, address in plugin.targets]
     cc = sorted(set(plugin.cc) - {address for _, address in to})
@@ -272,42 +251,11 @@ def _send_email(
     message = _message(
         notice, server.sender, to, cc, sorted(plugin.reply_to), dict(plugin.headers), names=plugin.names
     )
-    return _submit(server, message, [a for _, a in to] + cc + bcc, transport.timeout_s)
+    return smtp.submit(server, message, [a for _, a in to] + cc + bcc, transport.timeout_s)
 
 
 def _name(value: Any) -> str:
     return value if isinstance(value, str) else ""
-
-
-def _portal_smtp(smtp_url: str) -> _Smtp:
-    try:
-        split = urlsplit(smtp_url)
-        port = split.port
-    except ValueError as exc:
-        raise _SmtpSettingsError(f"not a URL ({exc})") from None
-    if split.scheme not in ("smtp", "smtps"):
-        raise _SmtpSettingsError(f"scheme must be smtp:// or smtps://, not {split.scheme or 'none'}")
-    if not split.hostname:
-        raise _SmtpSettingsError("no host")
-    # Not parse_qs: it reads `+` as a space, and `alerts+billing@…` is an address.
-    query = {key: unquote(value) for key, _, value in (p.partition("=") for p in split.query.split("&") if p)}
-    mode = query.get("mode", "ssl" if split.scheme == "smtps" else "starttls").lower()
-    if mode not in _DEFAULT_PORTS:
-        raise _SmtpSettingsError(f"mode must be starttls, ssl or insecure, not {mode!r}")
-    user = unquote(split.username) if split.username else None
-    password = unquote(split.password) if split.password else None
-    name, address = parseaddr(query.get("from") or user or "")
-    if "@" not in address:
-        raise _SmtpSettingsError("no sender: add ?from=alerts@your-domain (or log in with an address)")
-    return _Smtp(
-        host=split.hostname,
-        port=port or _DEFAULT_PORTS[mode],
-        mode=mode,  # type: ignore[arg-type]
-        user=user,
-        password=password,
-        sender=(name or "Usage portal", address),
-        verify=query.get("verify", "yes").lower() not in ("no", "false", "0"),
-    )
 
 
 def _message(
@@ -341,52 +289,3 @@ def _message(
     message.set_content(text)
     message.add_alternative(html, subtype="html")
     return message
-
-
-def _submit(
-    server: _Smtp,
-    message: EmailMessage,
-    recipients: list[str],
-    timeout_s: float,
-) -> tuple[bool, str | None]:
-    where = f"SMTP server {server.host}:{server.port}"
-    context = ssl.create_default_context()
-    if not server.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    try:
-        client: smtplib.SMTP = (
-            smtplib.SMTP_SSL(server.host, server.port, timeout=timeout_s, context=context)
-            if server.mode == "ssl"
-            else smtplib.SMTP(server.host, server.port, timeout=timeout_s)
-        )
-        with client:
-            if server.mode == "starttls":
-                client.starttls(context=context)
-            if server.user and server.password:
-                client.login(server.user, server.password)
-            refused = client.send_message(message, from_addr=server.sender[1], to_addrs=recipients)
-    except smtplib.SMTPRecipientsRefused as exc:
-        return False, f"{where} refused every recipient: {_refusals(exc.recipients)}"
-    except smtplib.SMTPAuthenticationError as exc:
-        return False, f"{where} refused the login: {_reply(exc)}"
-    except smtplib.SMTPResponseException as exc:
-        return False, f"{where} answered {_reply(exc)}"
-    except smtplib.SMTPException as exc:
-        return False, f"{where}: {exc}"
-    except OSError as exc:  # refused, unreachable, timed out, TLS failures
-        return False, f"{where} unreachable: {exc}"
-    if refused:
-        return True, f"{where} refused some recipients (the others were sent it): {_refusals(refused)}"
-    return True, None
-
-
-def _reply(exc: smtplib.SMTPResponseException) -> str:
-    reply = exc.smtp_error
-    return f"{exc.smtp_code} {reply.decode('utf-8', 'replace') if isinstance(reply, bytes) else reply}"
-
-
-def _refusals(refused: dict[str, tuple[int, bytes]]) -> str:
-    return ", ".join(
-        f"{address} ({code} {reply.decode('utf-8', 'replace')})" for address, (code, reply) in refused.items()
-    )

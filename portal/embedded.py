@@ -25,7 +25,6 @@ import os
 import pwd
 import secrets
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -696,7 +695,3 @@ class EmbeddedServers:
     def stop(self) -> None:
         self.valkey.stop()
         self.postgres.stop()
-
-    def destroy(self) -> None:
-        self.stop()
-        shutil.rmtree(self.data_dir, ignore_errors=True)

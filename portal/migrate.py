@@ -43,7 +43,7 @@ def migrate(settings: Settings) -> None:
 
 
 async def _partitions(database_url: str, lateness: timedelta) -> None:
-    from workers.maintenance import maintain_partitions_now
+    from portal.ingest.partitions import maintain_partitions_now
 
     conn = await asyncpg.connect(database_url)
     try:

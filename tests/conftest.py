@@ -33,11 +33,11 @@ from alerts.destinations import parse_networks
 from portal.app import create_app
 from portal.broker import setup_broker
 from portal.db import create_engine, session_factory, transaction
+from portal.ingest.partitions import forget_known
 from portal.keys.service import create_key
 from portal.live import keys as live_keys
 from portal.migrate import migrate
 from portal.settings import Settings
-from workers.partitions import forget_known
 
 ROOT = Path(__file__).resolve().parent.parent
 

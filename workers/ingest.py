@@ -15,6 +15,7 @@ from dramatiq.middleware import CurrentMessage
 from portal import metrics
 from portal.broker import INGEST_QUEUE
 from portal.ingest.handoff import holds
+from portal.ingest.partitions import forget_known
 from portal.settings import get_settings
 from portal.status import record_persist_failure
 from workers import log_filters
@@ -23,7 +24,6 @@ from workers.billing import settle_late_events_actor
 from workers.context import WorkerContext, get_context
 from workers.failed_events import key_safe, received_at_of
 from workers.outages import STORE_UNAVAILABLE
-from workers.partitions import forget_known
 from workers.persist import PersistOutcome, error_summary, persist_batch, persist_split
 
 log = logging.getLogger(__name__)

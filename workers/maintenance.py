@@ -3,19 +3,15 @@ the dedup ledger past the lateness window. Each is safe to run twice."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import dramatiq
 
 from portal.broker import MAINTENANCE_QUEUE
+from portal.ingest.partitions import maintain_partitions_now
 from workers.context import get_context
 from workers.outages import periodic
-from workers.partitions import ensure_partitions, month_start, months_between
 from workers.reconcile import reconcile
-
-# How far ahead monthly partitions exist, so the hot path rarely creates one.
-PARTITION_MONTHS_AHEAD = 3
 
 
 @dramatiq.actor(actor_name="reconcile_live", queue_name=MAINTENANCE_QUEUE, max_retries=0, time_limit=600_000)
@@ -24,13 +20,6 @@ async def reconcile_live(full: bool = False) -> None:
     """Rewrite differing settled live hours from Postgres; record drift. Not retried:
     the scheduler runs it again at the next tick (also after an outage: skipped)."""
     await reconcile(await get_context(), full=full)
-
-
-async def maintain_partitions_now(conn: Any, lateness: timedelta, now: datetime | None = None) -> list[str]:
-    now = now or datetime.now(UTC)
-    first = month_start(now - lateness)
-    last = month_start(now + timedelta(days=31 * PARTITION_MONTHS_AHEAD))
-    return await ensure_partitions(conn, months_between(first, last))
 
 
 @dramatiq.actor(

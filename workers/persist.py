@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 
 from portal.ingest.events import AcceptedEvent, micros_to_datetime
+from portal.ingest.partitions import ensure_partitions, forget_known, month_start, months_between
 from workers.failed_events import (
     already_failed,
     decode_row,
@@ -38,7 +39,6 @@ from workers.failed_events import (
     unstorable,
 )
 from workers.late_events import record_late_events
-from workers.partitions import ensure_partitions, forget_known, month_start, months_between
 
 EVENT_COLUMNS = [
     "customer_id",

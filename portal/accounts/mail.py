@@ -1,5 +1,5 @@
 """Account email (the one-time link to set a password), sent through the same SMTP path
-as email alerts: the portal's `smtp_url` server, via alerts.delivery's submission code."""
+as email alerts: the portal's `smtp_url` server, via alerts.smtp."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
 
-from alerts.delivery import _portal_smtp, _SmtpSettingsError, _submit
+from alerts.smtp import SmtpSettingsError, portal_smtp, submit
 from portal.accounts.users import PASSWORD_LINK_TTL, User
 from portal.settings import Settings
 
@@ -38,10 +38,10 @@ def _send(settings: Settings, user: User, url: str) -> str | None:
     if settings.smtp_url is None:
         return "the portal has no SMTP server configured (PORTAL_SMTP_URL)"
     try:
-        server = _portal_smtp(settings.smtp_url)
-    except _SmtpSettingsError as exc:
+        server = portal_smtp(settings.smtp_url)
+    except SmtpSettingsError as exc:
         return f"the portal's SMTP settings (smtp_url): {exc}"
-    ok, error = _submit(server, password_link_message(user, url, server.sender), [user.email], timeout_s=10.0)
+    ok, error = submit(server, password_link_message(user, url, server.sender), [user.email], timeout_s=10.0)
     return None if ok else error
 
 

@@ -164,11 +164,6 @@ async def find_by_email(db: AsyncSession, email: str) -> User | None:
     return _user(row) if row else None
 
 
-async def list_users(db: AsyncSession) -> list[User]:
-    rows = await db.execute(text(f"SELECT {_COLUMNS} FROM users ORDER BY role, lower(email)"))
-    return [_user(r) for r in rows]
-
-
 async def set_password(db: AsyncSession, user_id: int, password_hash: str) -> None:
     await db.execute(
         text("UPDATE users SET password_hash = :h WHERE id = :id"), {"h": password_hash, "id": user_id}

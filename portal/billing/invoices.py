@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.billing.credits import available_credit
 from portal.billing.plans import plan_from_definition
 from portal.billing.quantities import UsageWindow, charge_quantities, meter_aggregations
-from portal.billing.rating import LineItem, Rating, Segment, rate_invoice
+from portal.billing.rating import Rating, Segment, rate_invoice
 from portal.billing.schemas import Discount, Plan
 from portal.billing.subscriptions import SegmentBounds, segments_in, subscriptions_by_customer
 from portal.billing.views import (
@@ -600,7 +600,3 @@ def summary_of(invoice: InvoiceRow, adjusted: Decimal, *, now: datetime, grace: 
         money_text(adjusted, cur),
         invoice.computed_at,
     )
-
-
-def line_key(line: LineItem) -> tuple[str, str, str]:
-    return (line.segment_start.isoformat(), line.kind, line.charge_key or "")

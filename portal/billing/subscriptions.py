@@ -111,10 +111,6 @@ async def subscriptions_by_customer(
     return out
 
 
-def anchor_of(subscriptions: list[Subscription]) -> int | None:
-    return subscriptions[-1].anchor_day if subscriptions else None
-
-
 def period_of(customer: Customer, anchor_day: int, at: datetime) -> BillingPeriod:
     return period_for(at, customer.timezone, anchor_day)
 

@@ -67,19 +67,6 @@ async def create_key(session: AsyncSession, *, scope: Scope, name: str) -> tuple
     return ApiKey(id=row, name=name, scope=scope), token
 
 
-async def key_is_active(sessions: async_sessionmaker[AsyncSession], key_id: int, scope: Scope) -> bool:
-    """Whether key `key_id` still exists with `scope` and is not revoked (uncached: a page
-    session ends at the first request after its key is revoked)."""
-    async with sessions() as db:
-        row = (
-            await db.execute(
-                text("SELECT 1 FROM api_keys WHERE id = :id AND scope = :s AND revoked_at IS NULL"),
-                {"id": key_id, "s": scope},
-            )
-        ).first()
-    return row is not None
-
-
 # Redis names of the revocation notices (pub/sub is per server: the db number keeps two
 # portals sharing one server apart), and how long an acknowledgement count lives.
 REVOCATIONS_CHANNEL = "api-keys:revoked:db{db}"

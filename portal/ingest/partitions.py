@@ -7,8 +7,11 @@ missing partition.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+
+# How far ahead monthly partitions exist, so the hot path rarely creates one.
+PARTITION_MONTHS_AHEAD = 3
 
 _known: set[date] = set()
 # One lock id for partition DDL, so concurrent workers do not race CREATE TABLE.
@@ -69,3 +72,12 @@ async def ensure_partitions(conn: Any, months: list[date]) -> list[str]:
 def forget_known() -> None:
     """Drop the process cache (after a rollback, or in tests that recreate the schema)."""
     _known.clear()
+
+
+async def maintain_partitions_now(conn: Any, lateness: timedelta, now: datetime | None = None) -> list[str]:
+    """The partitions from the oldest month an accepted event may fall in to
+    PARTITION_MONTHS_AHEAD months ahead (run by migrate and by the maintenance job)."""
+    now = now or datetime.now(UTC)
+    first = month_start(now - lateness)
+    last = month_start(now + timedelta(days=31 * PARTITION_MONTHS_AHEAD))
+    return await ensure_partitions(conn, months_between(first, last))
