@@ -18,12 +18,11 @@ building it costs about 0.3 s, paid by every web process at start and by every t
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from litestar import Litestar, Request
+from litestar import Request
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import OpenAPIRenderPlugin, YamlRenderPlugin
 from litestar.router import Router
@@ -58,14 +57,14 @@ class OfflineSwaggerPlugin(OpenAPIRenderPlugin):
         ).encode()
 
 
-_FINISHED: weakref.WeakSet[Litestar] = weakref.WeakSet()
+_FINISHED = "openapi_document_finished"
 
 
 async def finish_the_document(request: Request[Any, Any, Any]) -> None:
     """Before the first answer under /schema: build the app's document (Litestar keeps it)
     and finish it in place, once per app."""
     app = request.app
-    if app in _FINISHED:
+    if app.state.get(_FINISHED):
         return
     from portal.ingest.openapi import add_ingest_schemas
     from portal.openapi_answers import document_answers
@@ -73,7 +72,7 @@ async def finish_the_document(request: Request[Any, Any, Any]) -> None:
     document = app.openapi_schema
     add_ingest_schemas(document)
     document_answers(app, document)
-    _FINISHED.add(app)
+    app.state[_FINISHED] = True
 
 
 def api_docs_config(*, title: str, version: str) -> OpenAPIConfig:
