@@ -38,6 +38,7 @@ from portal.keys.service import create_key
 from portal.live import keys as live_keys
 from portal.migrate import migrate
 from portal.settings import Settings
+from portal.tables import metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,38 +124,8 @@ def settings() -> Iterator[Settings]:
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
-TABLES = (
-    "audit_log",
-    "password_tokens",
-    "user_customers",
-    "users",
-    "alert_delivery_attempts",
-    "alert_deliveries",
-    "alert_firings",
-    "alert_rules",
-    "plan_alert_rules",
-    "alert_channels",
-    "late_events",
-    "adjustments",
-    "credit_applications",
-    "invoice_lines",
-    "invoices",
-    "document_numbers",
-    "credit_grants",
-    "subscriptions",
-    "plans",
-    "live_drift",
-    "reconcile_runs",
-    "event_conflicts",
-    "failed_events",
-    "hourly_unique_values",
-    "hourly_usage",
-    "usage_events",
-    "event_ledger",
-    "api_keys",
-    "meters",
-    "customers",
-)
+# Every table; TRUNCATE takes them all in one statement, so their order does not matter.
+TABLES = tuple(table.name for table in reversed(metadata.sorted_tables))
 
 
 @pytest.fixture(autouse=True)

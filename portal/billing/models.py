@@ -1,0 +1,274 @@
+"""Table models of billing: plans, subscriptions, prepaid credit, invoices and their lines,
+adjustments, and the late events that lead to them.
+
+Money columns are unbounded numerics (migration 0006): amounts are rounded to the
+currency's minor unit by the rating code before they are stored."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    CHAR,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    Numeric,
+    SmallInteger,
+    Text,
+    UniqueConstraint,
+    func,
+    literal_column,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, ExcludeConstraint
+from sqlmodel import Field, SQLModel
+
+
+class Plan(SQLModel, table=True):
+    """A price plan, immutable once created: a price change is a new plan."""
+
+    __tablename__ = "plans"
+
+    id: str = Field(primary_key=True, sa_type=Text)
+    name: str = Field(sa_type=Text)
+    currency: str = Field(sa_type=CHAR(3))
+    definition: dict[str, Any] = Field(sa_type=JSONB)
+    created_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )
+
+
+class Subscription(SQLModel, table=True):
+    """A customer's plan over [starts_at, ends_at); a customer's subscriptions never overlap."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        CheckConstraint("anchor_day BETWEEN 1 AND 31", name="subscriptions_anchor_day_check"),
+        CheckConstraint("ends_at IS NULL OR ends_at > starts_at", name="subscriptions_check"),
+        # Alembic compares no exclusion constraint (and skips the gist index behind it), so
+        # this one is declared for the record only.
+        ExcludeConstraint(
+            ("customer_id", "="),
+            (func.tstzrange(literal_column("starts_at"), literal_column("ends_at")), "&&"),
+            using="gist",
+            name="subscriptions_customer_id_tstzrange_excl",
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
+    customer_id: str = Field(foreign_key="customers.id", sa_type=Text)
+    plan_id: str = Field(foreign_key="plans.id", sa_type=Text)
+    anchor_day: int = Field(sa_type=SmallInteger)
+    starts_at: datetime = Field(sa_type=DateTime(timezone=True))
+    ends_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    discounts: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONB, nullable=False, server_default=text("'[]'"))
+    )
+    created_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )
+
+
+class CreditGrant(SQLModel, table=True):
+    """Prepaid credit granted to a customer, drawn by its finalized invoices until it expires."""
+
+    __tablename__ = "credit_grants"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="credit_grants_amount_check"),
+        Index("credit_grants_customer", "customer_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
+    customer_id: str = Field(foreign_key="customers.id", sa_type=Text)
+    amount: Decimal = Field(sa_type=Numeric())
+    currency: str = Field(sa_type=CHAR(3))
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=text("''")))
+    expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    granted_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )
+
+
+class DocumentNumber(SQLModel, table=True):
+    """The last number issued in a gapless series of invoices, credit notes or debit notes."""
+
+    __tablename__ = "document_numbers"
+
+    series: str = Field(primary_key=True, sa_type=Text)
+    last: int = Field(sa_type=BigInteger)
+
+
+class Invoice(SQLModel, table=True):
+    """A customer's invoice for one billing period: a draft, finalized (numbered) or void."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (
+        CheckConstraint("status IN ('draft', 'finalized', 'void')", name="invoices_status_check"),
+        CheckConstraint("period_end > period_start", name="invoices_check"),
+        CheckConstraint("(status = 'draft') = (number IS NULL) OR status = 'void'", name="invoices_check1"),
+        UniqueConstraint("number", name="invoices_number_key"),
+        # Alembic compares these indexes' columns and uniqueness, not their WHERE clauses.
+        Index(
+            "invoices_one_per_period",
+            "customer_id",
+            "period_start",
+            unique=True,
+            postgresql_where=text("status <> 'void'"),
+        ),
+        Index(
+            "invoices_finalized", "customer_id", "period_end", postgresql_where=text("status = 'finalized'")
+        ),
+        Index("invoices_status", "status", "period_end"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
+    customer_id: str = Field(foreign_key="customers.id", sa_type=Text)
+    period_start: datetime = Field(sa_type=DateTime(timezone=True))
+    period_end: datetime = Field(sa_type=DateTime(timezone=True))
+    currency: str = Field(sa_type=CHAR(3))
+    status: str = Field(
+        default="draft", sa_column=Column(Text, nullable=False, server_default=text("'draft'"))
+    )
+    number: str | None = Field(default=None, sa_type=Text)
+    subtotal: Decimal = Field(
+        default=Decimal(0), sa_column=Column(Numeric(), nullable=False, server_default=text("0"))
+    )
+    discount_total: Decimal = Field(
+        default=Decimal(0), sa_column=Column(Numeric(), nullable=False, server_default=text("0"))
+    )
+    credits_applied: Decimal = Field(
+        default=Decimal(0), sa_column=Column(Numeric(), nullable=False, server_default=text("0"))
+    )
+    total: Decimal = Field(
+        default=Decimal(0), sa_column=Column(Numeric(), nullable=False, server_default=text("0"))
+    )
+    # What it was rated on: each segment's plan definition, bounds and fraction.
+    segments: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONB, nullable=False, server_default=text("'[]'"))
+    )
+    computed_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )
+    complete_through: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    finalized_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    approved_by: str | None = Field(default=None, sa_type=Text)
+    voided_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    void_reason: str | None = Field(default=None, sa_type=Text)
+    replaces_id: int | None = Field(default=None, foreign_key="invoices.id", sa_type=BigInteger)
+    created_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )
+
+
+class InvoiceLine(SQLModel, table=True):
+    """A line item of an invoice: a meter's usage, a flat fee, a minimum or a discount."""
+
+    __tablename__ = "invoice_lines"
+    __table_args__ = (
+        CheckConstraint("kind IN ('usage', 'flat', 'minimum', 'discount')", name="invoice_lines_kind_check"),
+    )
+
+    invoice_id: int = Field(
+        primary_key=True, foreign_key="invoices.id", ondelete="CASCADE", sa_type=BigInteger
+    )
+    position: int = Field(primary_key=True, sa_type=Integer)
+    kind: str = Field(sa_type=Text)
+    charge_key: str | None = Field(default=None, sa_type=Text)
+    meter: str | None = Field(default=None, sa_type=Text)
+    description: str = Field(sa_type=Text)
+    quantity: Decimal = Field(sa_type=Numeric())
+    included_quantity: Decimal = Field(
+        default=Decimal(0), sa_column=Column(Numeric(), nullable=False, server_default=text("0"))
+    )
+    billable_quantity: Decimal = Field(sa_type=Numeric())
+    unit_price: Decimal | None = Field(default=None, sa_type=Numeric())
+    tiers: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONB, nullable=False, server_default=text("'[]'"))
+    )
+    proration: Decimal = Field(
+        default=Decimal(1), sa_column=Column(Numeric(), nullable=False, server_default=text("1"))
+    )
+    amount: Decimal = Field(sa_type=Numeric())
+    plan_id: str = Field(sa_type=Text)
+    segment_start: datetime = Field(sa_type=DateTime(timezone=True))
+    segment_end: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class CreditApplication(SQLModel, table=True):
+    """Prepaid credit drawn from a grant by a finalized invoice; released if it is voided."""
+
+    __tablename__ = "credit_applications"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="credit_applications_amount_check"),
+        Index("credit_applications_grant", "grant_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
+    grant_id: int = Field(foreign_key="credit_grants.id", sa_type=BigInteger)
+    invoice_id: int = Field(foreign_key="invoices.id", sa_type=BigInteger)
+    amount: Decimal = Field(sa_type=Numeric())
+    applied_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )
+    released_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class Adjustment(SQLModel, table=True):
+    """A numbered debit or credit note: what changed on a finalized invoice after it was issued."""
+
+    __tablename__ = "adjustments"
+    __table_args__ = (
+        CheckConstraint("kind IN ('debit', 'credit')", name="adjustments_kind_check"),
+        CheckConstraint("amount <> 0", name="adjustments_amount_check"),
+        UniqueConstraint("number", name="adjustments_number_key"),
+        Index("adjustments_invoice", "invoice_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
+    invoice_id: int = Field(foreign_key="invoices.id", sa_type=BigInteger)
+    number: str = Field(sa_type=Text)
+    kind: str = Field(sa_type=Text)
+    subtotal_delta: Decimal = Field(sa_type=Numeric())
+    discount_delta: Decimal = Field(sa_type=Numeric())
+    amount: Decimal = Field(sa_type=Numeric())
+    lines: list[dict[str, Any]] = Field(sa_type=JSONB)
+    reason: str = Field(sa_type=Text)
+    created_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )
+
+
+class LateEvent(SQLModel, table=True):
+    """An event persisted after its period's invoice was finalized, until an adjustment settles it."""
+
+    __tablename__ = "late_events"
+    __table_args__ = (
+        # Alembic compares the index's columns, not its WHERE clause.
+        Index("late_events_unsettled", "recorded_at", postgresql_where=text("settled_at IS NULL")),
+    )
+
+    invoice_id: int = Field(primary_key=True, foreign_key="invoices.id", sa_type=BigInteger)
+    customer_id: str = Field(primary_key=True, sa_type=Text)
+    event_id: str = Field(primary_key=True, sa_type=Text)
+    metric_name: str = Field(sa_type=Text)
+    quantity: Decimal = Field(sa_type=Numeric())
+    event_time: datetime = Field(sa_type=DateTime(timezone=True))
+    recorded_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )
+    adjustment_id: int | None = Field(default=None, foreign_key="adjustments.id", sa_type=BigInteger)
+    settled_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

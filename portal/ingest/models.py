@@ -1,0 +1,126 @@
+"""Table models of ingest: the dedup ledger, the raw events, and the events that failed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    LargeBinary,
+    Numeric,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+
+class EventLedgerEntry(SQLModel, table=True):
+    """An accepted event, remembered for the lateness window so it is counted once."""
+
+    __tablename__ = "event_ledger"
+    __table_args__ = (Index("event_ledger_event_time", "event_time"),)
+
+    customer_id: str = Field(primary_key=True, sa_type=Text)
+    event_id: str = Field(primary_key=True, sa_type=Text)
+    fingerprint: bytes = Field(sa_type=LargeBinary)
+    event_time: datetime = Field(sa_type=DateTime(timezone=True))
+    received_at: datetime = Field(sa_type=DateTime(timezone=True))
+    persisted_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )
+
+
+class UsageEvent(SQLModel, table=True):
+    """A raw usage event as persisted, with the local hour and group it is counted in."""
+
+    __tablename__ = "usage_events"
+    # Monthly partitions (portal/ingest/partitions.py) are created at run time and not modelled.
+    __table_args__ = (
+        Index("usage_events_customer_time", "customer_id", "event_time"),
+        {"postgresql_partition_by": "RANGE (event_time)"},
+    )
+    # A partitioned table cannot hold a primary key that leaves out the partition key, and
+    # uniqueness lives in event_ledger: (customer_id, event_id) is the ORM's identity only.
+    __mapper_args__ = {"primary_key": ["customer_id", "event_id"]}
+
+    customer_id: str = Field(sa_type=Text)
+    event_id: str = Field(sa_type=Text)
+    metric_name: str = Field(sa_type=Text)
+    product_id: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=text("''")))
+    quantity: Decimal = Field(sa_type=Numeric(32, 12))
+    event_time: datetime = Field(sa_type=DateTime(timezone=True))
+    hour: datetime = Field(sa_type=DateTime(timezone=True))
+    group_key: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=text("''")))
+    dimensions: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default=text("'{}'"))
+    )
+    # `metadata` is the declarative class's own attribute (the MetaData), hence the underscore.
+    metadata_: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column("metadata", JSONB, nullable=False, server_default=text("'{}'")),
+    )
+    received_at: datetime = Field(sa_type=DateTime(timezone=True))
+    persisted_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )
+    message_id: str = Field(sa_type=Text)
+
+
+class FailedEvent(SQLModel, table=True):
+    """An event the worker could not persist, kept for an operator to replay or discard."""
+
+    __tablename__ = "failed_events"
+    __table_args__ = (
+        CheckConstraint("status IN ('failed', 'replayed', 'discarded')", name="failed_events_status_check"),
+        UniqueConstraint(
+            "message_id", "customer_id", "event_id", name="failed_events_message_id_customer_id_event_id_key"
+        ),
+        # Alembic compares the index's columns, not its WHERE clause.
+        Index("failed_events_open", "failed_at", postgresql_where=text("status = 'failed'")),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
+    message_id: str = Field(sa_type=Text)
+    customer_id: str = Field(sa_type=Text)
+    event_id: str = Field(sa_type=Text)
+    event: dict[str, Any] = Field(sa_type=JSONB)
+    received_at: datetime = Field(sa_type=DateTime(timezone=True))
+    reason: str = Field(sa_type=Text)
+    failed_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )
+    status: str = Field(
+        default="failed", sa_column=Column(Text, nullable=False, server_default=text("'failed'"))
+    )
+    resolved_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class EventConflict(SQLModel, table=True):
+    """A re-use of an event id with different content: refused, and recorded here."""
+
+    __tablename__ = "event_conflicts"
+    __table_args__ = (
+        CheckConstraint("detected_by IN ('ingest', 'worker')", name="event_conflicts_detected_by_check"),
+        Index("event_conflicts_event", "customer_id", "event_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
+    customer_id: str = Field(sa_type=Text)
+    event_id: str = Field(sa_type=Text)
+    event: dict[str, Any] = Field(sa_type=JSONB)
+    detected_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )
+    detected_by: str = Field(sa_type=Text)
