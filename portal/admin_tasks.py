@@ -92,6 +92,10 @@ async def replay_failed_events(session: AsyncSession, redis: Redis, *, ids: list
     for _, message_id, event in (values(r) for r in rows):
         stored = event if isinstance(event, dict) else json.loads(event)
         by_message[message_id].append(stored["wire"])
+    # Queued inside the transaction on purpose, unlike jobs owed after commit: the failed
+    # event's row is its only copy, so it must not be marked replayed unless the broker
+    # took the batch (a broker refusal rolls the marking back). A commit that fails after
+    # the enqueue only replays twice, which the ledger makes harmless.
     for events in by_message.values():
         batch_id = uuid.uuid4().hex
         accepted_ms = int(time.time() * 1000)

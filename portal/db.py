@@ -12,6 +12,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from portal.jobs import send_owed
+
 
 def sqlalchemy_url(database_url: str) -> str:
     """`postgresql://…` (what operators write) as the asyncpg dialect URL SQLAlchemy wants."""
@@ -36,9 +38,12 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 @asynccontextmanager
 async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """One unit of work: commit on success, roll back on any exception."""
-    async with sessions() as session, session.begin():
-        yield session
+    """One unit of work: commit on success, roll back on any exception; then send the jobs
+    it owes (`portal.jobs.after_commit`)."""
+    async with sessions() as session:
+        async with session.begin():
+            yield session
+        await send_owed(session)
 
 
 def values(row: Any) -> tuple[Any, ...]:

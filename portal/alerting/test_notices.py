@@ -11,7 +11,7 @@ from alerts.messages import Notice
 from portal.alerting.deliveries import create_test_delivery
 from portal.broker import ALERTS_QUEUE
 from portal.catalog.schemas import Customer
-from portal.jobs import enqueue
+from portal.jobs import after_commit
 
 
 async def send_test_notice(
@@ -40,7 +40,7 @@ async def send_test_notice(
         occurred_at=now,
     )
     delivery_id = await create_test_delivery(db, customer.id, channel_id, notice)
-    # Queued before the caller's transaction commits: the actor retries a delivery it cannot
-    # see yet.
-    await enqueue("deliver_alert", ALERTS_QUEUE, delivery_id)
+    # Sent once the delivery is committed; if the broker refuses, sweep_alerts sends every
+    # due delivery within a minute.
+    after_commit(db, "deliver_alert", ALERTS_QUEUE, delivery_id)
     return delivery_id
