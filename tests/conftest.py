@@ -124,8 +124,35 @@ def settings() -> Iterator[Settings]:
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
-# Every table; TRUNCATE takes them all in one statement, so their order does not matter.
+# Every table, from the models (the tests empty each of them before every test).
 TABLES = tuple(table.name for table in reversed(metadata.sorted_tables))
+
+
+_EMPTYING: list[str] = []
+
+
+async def _emptying_sql(conn: asyncpg.Connection) -> str:
+    """Empty every table and restart every id sequence, as `TRUNCATE ... RESTART IDENTITY`
+    would, in about 2 ms instead of 100 (a test's tables hold a few rows; TRUNCATE makes
+    new files for each of 30 tables and their indexes). Foreign keys are not checked
+    meanwhile (replica role), so the order of the deletes does not matter."""
+    if not _EMPTYING:
+        sequences = [
+            r[0]
+            for r in await conn.fetch("SELECT format('%I.%I', schemaname, sequencename) FROM pg_sequences")
+        ]
+        resets = ", ".join(f"setval('{name}', 1, false)" for name in sequences)
+        _EMPTYING.append(
+            "; ".join(
+                [
+                    "SET session_replication_role = replica",
+                    *(f"DELETE FROM {table}" for table in TABLES),
+                    "SET session_replication_role = DEFAULT",
+                    f"SELECT {resets}",
+                ]
+            )
+        )
+    return _EMPTYING[0]
 
 
 @pytest.fixture(autouse=True)
@@ -145,7 +172,7 @@ async def clean(request: pytest.FixtureRequest) -> AsyncIterator[None]:
             await wait_until_persisted(redis, timeout=10.0)
         await redis.aclose()
     conn = await asyncpg.connect(settings.database_url)
-    await conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
+    await conn.execute(await _emptying_sql(conn))
     await conn.close()
     for url in (settings.redis_url, settings.broker_url):
         redis = Redis.from_url(url)
