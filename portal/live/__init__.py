@@ -1,1 +1,34 @@
-"""The live view: Redis hourly counters, dedup markers and the freshness watermark."""
+"""The live view: Redis hourly counters, dedup markers and the freshness watermark.
+
+Events are counted here when they are accepted, before they reach Postgres: the ingest
+edge finds duplicates here and people see usage so far; bills never read it. `keys.py`
+names the keys and their lifetimes, `store.py` (with the Lua of `scripts.py`) reads and
+writes them, and the reconcile job (`workers/reconcile.py`) repairs them from Postgres.
+
+Tables (`models.py`): `reconcile_runs` (one row per reconcile, kept 7 days) and
+`live_drift` (per customer and metric, live minus billed as a run found it; deleted with
+its run). `workers/reconcile.py` writes them; `GET /v1/drift`, the drift page, bill
+review, `usage-portal status` and the metrics read them.
+
+Redis keys it owns (`{c}` is the customer's hash tag):
+
+- `lu:{c}:<metric>:<bucket>` HASH, one per customer, metric and local hour, and
+  `ls:{c}:<metric>:<bucket>:<field>` SET of distinct values (`unique_count` meters): they
+  expire 2 x 31 days + the lateness window + 1 day after their hour starts.
+- `lk:{c}` ZSET, the customer's `lu:` keys scored by hour: no expiry.
+- `ld:{c}:<eventId>` STRING, the dedup marker: `PORTAL_DEDUP_MARKER_DAYS` (35 days).
+- `lt:{c}:union:<n>` SET, scratch for a distinct count across hours, deleted by the script
+  that makes it.
+- `live:inflight` ZSET of batches accepted but not yet in Postgres, scored by acceptance
+  time (ms): no expiry; a batch leaves it when the worker is done with it, or at once when
+  it was not queued.
+- `live:built:v2` STRING, set by a full reconcile (no expiry), and `live:reconcile-lock`
+  STRING, held for at most 10 minutes by the running reconcile: both written only by
+  `workers/reconcile.py`.
+
+`keys.py` also names keys that other modules own: `ops:persist_failures`
+(`portal/status.py`), `ops:{roles}` and `ops:{roles}:seen` (`portal/roles.py`),
+`ops:job_success` (`portal/dead_letters.py`), `sched:<actor>:<tick>`
+(`portal/scheduler.py`), `quality:<day>` (`portal/quality.py`) and `alerts:debounce:{c}`
+(`workers/alerting.py`).
+"""
