@@ -12,6 +12,7 @@ from typing import Any
 from litestar import Controller, Request, Response
 from litestar.datastructures import CacheControlHeader, ResponseHeader
 from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
+from litestar.plugins.htmx import HTMXDetails
 from litestar.response import Redirect, Template
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
@@ -46,7 +47,8 @@ SECURITY_HEADERS = [
 
 
 def is_htmx(request: Request[Any, Any, Any]) -> bool:
-    return request.headers.get("hx-request") == "true"
+    """Whether htmx sent the request (a partial is answered, not a page)."""
+    return bool(HTMXDetails(request))
 
 
 def page(
