@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type hints
 
 from portal.billing import export, invoices, lifecycle
 from portal.billing.run import RunSummary, run_invoices
@@ -52,15 +54,40 @@ async def _complete_through(settings: Settings) -> datetime | None:
         await redis.aclose()
 
 
-def progress_bar(width: int = 30) -> Callable[[int, int], None]:
-    """A one-line progress bar on stderr: `[#####.....] 500/1000 customers`."""
+# The finished bar reads as before: `[##############################] 1000/1000 customers`.
+_BAR = "[{bar:30}] {n_fmt}/{total_fmt} customers"
+_CHARS = ".#"  # tqdm's bar characters: empty, full
+
+
+def progress_bar() -> Callable[[int, int], None]:
+    """The invoice run's progress on stderr, drawn by tqdm: `[#####.....] 500/1000 customers`.
+
+    On a terminal the bar is redrawn in place as chunks commit. Anywhere else (a pipe, CI, a
+    log file) only the finished bar is written, once, as one line: no carriage-return updates
+    in a log. Nothing is written for a run with no subscribed customers."""
+    if not sys.stderr.isatty():
+
+        def finished(done: int, total: int) -> None:
+            if done >= total:
+                line = tqdm.format_meter(done, total, 0, bar_format=_BAR, ascii=_CHARS)
+                print(line, file=sys.stderr, flush=True)
+
+        return finished
+
+    bar: Any = None
 
     def show(done: int, total: int) -> None:
-        filled = width * done // total if total else width
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} customers")
+        nonlocal bar
+        if bar is None:
+            # The screen is not measured (the line is under 60 characters): a terminal that
+            # reports 0x0, as a fresh pty does, would make tqdm hide the bar.
+            bar = tqdm(
+                total=total, initial=done, file=sys.stderr, bar_format=_BAR, ascii=_CHARS, ncols=80, nrows=24
+            )
+        else:
+            bar.update(done - bar.n)
         if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+            bar.close()  # leaves the finished bar and ends its line
 
     return show
 
