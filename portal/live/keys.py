@@ -1,4 +1,9 @@
-"""Every Redis key the live view uses, and how long it lives. Nothing else names keys.
+"""The Redis keys of the live view and of operations, and how long each lives.
+
+Keys other domains own are named in their own modules: portal sessions (`sess:<id>`,
+`user-sess:<user id>`, portal/pages/sessions.py), sign-in throttling (`login-fail:*`,
+portal/accounts/throttle.py), revocation acknowledgements (`api-keys:revoked-ack:<nonce>`,
+portal/keys/service.py) and Dramatiq's own keys in the broker's Redis (portal/dead_letters.py).
 
 Keys of one customer share the hash tag `{customer}` so a Redis Cluster keeps them in one
 slot and a Lua script may touch them together.
@@ -11,11 +16,17 @@ slot and a Lua script may touch them together.
   10^-12 and `<field>~h` units of 10^12 (no float anywhere; see `portal.live.store`).
 - `ls:{c}:<metric>:<bucket>:<field>` SET of distinct values for `unique_count` meters.
 - `lk:{c}` ZSET of that customer's `lu:` keys scored by bucket: what reconcile compares.
+  It has no expiry of its own: reconcile drops the members of expired hours.
+- `lt:{c}:<name>` scratch keys of one script run (`scratch_key`), deleted by it.
 - `ld:{c}:<eventId>` STRING, the event's fingerprint: the edge's dedup marker.
 - `live:inflight` ZSET of batch ids queued but not yet in Postgres, scored by acceptance
   time (ms): its minimum is the `completeThrough` watermark.
 - `live:built:v2` STRING, present once a full reconcile has filled the live view; a flushed
   Redis loses it, which makes the next reconcile rebuild everything.
+- `live:reconcile-lock` STRING, held by the reconcile that runs (one at a time).
+- `quality:<day>` HASH of the day's accepted and rejected counts per source and reason,
+  kept 40 days (`quality_key`).
+- `alerts:debounce:{c}` STRING, set while an alert evaluation of the customer is scheduled.
 
 Operations (not the live view; `ops:` keys, read by `/readyz` and `usage-portal status`):
 
