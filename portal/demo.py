@@ -16,7 +16,7 @@ from datetime import date
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.accounts import users
+from portal.accounts import service as users
 from portal.accounts.passwords import hash_password
 from portal.billing.run import run_current_periods
 from portal.catalog.file import CatalogFile, apply_catalog, read_catalog

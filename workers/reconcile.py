@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
+from portal.catalog import repository as catalog
 from portal.live import keys
 from portal.live.store import live_value, live_values, sum_fields
 from portal.periods import HOUR_S, to_datetime
@@ -48,13 +49,10 @@ def _value_fields(aggregation: str, fld: str, value: Decimal) -> dict[str, str]:
 
 
 async def _desired_state(
-    conn: Any, start: datetime, end: datetime
+    conn: Any, start: datetime, end: datetime, meters: Mapping[str, str]
 ) -> tuple[dict[str, Desired], dict[str, dict[str, set[str]]], dict[str, tuple[str, str, int]]]:
-    """What each live key should hold, from Postgres, for hours in [start, end)."""
-    meters = {
-        r["metric_name"]: r["aggregation"]
-        for r in await conn.fetch("SELECT metric_name, aggregation FROM meters")
-    }
+    """What each live key should hold, from Postgres, for hours in [start, end); `meters`
+    maps metric names to their aggregation."""
     rows = await conn.fetch(
         "SELECT customer_id, metric_name, hour, group_key, value, latest_at, latest_event_id "
         "FROM hourly_usage WHERE hour >= $1 AND hour < $2",
@@ -148,13 +146,13 @@ async def reconcile(
         else:
             window_start = now - settings.reconcile_window
             window_end = watermark - timedelta(seconds=HOUR_S)  # hours ended before it
+        # The catalog comes through its repository, on a session of its own: customers and
+        # meters never change once created, so reading them apart from the hours changes nothing.
+        async with ctx.sessions() as session:
+            customers = await catalog.customer_ids(session)
+            aggregations = await catalog.meter_aggregations(session)
         async with ctx.transaction() as conn:
-            desired, sets, where = await _desired_state(conn, window_start, window_end)
-            customers = [r["id"] for r in await conn.fetch("SELECT id FROM customers")]
-            aggregations = {
-                r["metric_name"]: r["aggregation"]
-                for r in await conn.fetch("SELECT metric_name, aggregation FROM meters")
-            }
+            desired, sets, where = await _desired_state(conn, window_start, window_end, aggregations)
         lo, hi = int(window_start.timestamp()), int(window_end.timestamp())
         async with redis.pipeline(transaction=False) as pipe:
             for customer in customers:

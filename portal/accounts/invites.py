@@ -12,15 +12,16 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from portal.accounts import users
+from portal.accounts import service
 from portal.accounts.mail import password_link_url, send_password_link
+from portal.accounts.schemas import User
 from portal.db import transaction
 from portal.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
 class Invitation:
-    user: users.User
+    user: User
     link: str
     email_error: str | None  # None: the SMTP server accepted the email
 
@@ -39,7 +40,7 @@ async def invite(
 ) -> Invitation:
     """Create the user and email them a one-time link issued at `now` (UTC)."""
     async with transaction(sessions) as db:
-        user = await users.create_user(
+        user = await service.create_user(
             db,
             email=email,
             name=name,
@@ -48,7 +49,7 @@ async def invite(
             all_customers=all_customers,
             assigned=assigned,
         )
-        token = await users.issue_password_link(db, user.id, now=now)
+        token = await service.issue_password_link(db, user.id, now=now)
     error = await send_password_link(settings, user, token)
     return Invitation(user=user, link=password_link_url(settings, token), email_error=error)
 
@@ -58,7 +59,7 @@ async def resend(
 ) -> Invitation:
     """A new link issued at `now` (UTC; the earlier ones stop working), emailed again."""
     async with transaction(sessions) as db:
-        user = await users.require_user(db, user_id)
-        token = await users.issue_password_link(db, user.id, now=now)
+        user = await service.require_user(db, user_id)
+        token = await service.issue_password_link(db, user.id, now=now)
     error = await send_password_link(settings, user, token)
     return Invitation(user=user, link=password_link_url(settings, token), email_error=error)

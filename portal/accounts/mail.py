@@ -9,7 +9,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
 
 from alerts.smtp import SmtpSettingsError, portal_smtp, submit
-from portal.accounts.users import PASSWORD_LINK_TTL, User
+from portal.accounts.schemas import User
+from portal.accounts.service import PASSWORD_LINK_TTL
 from portal.settings import Settings
 
 

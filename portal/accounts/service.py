@@ -1,4 +1,6 @@
-"""Users: who may sign in, with which role, seeing which customers.
+"""Users: who may sign in, with which role, seeing which customers; the rules of creating
+them, assigning customers and setting passwords through one-time links. The SQL is in
+`portal.accounts.repository`; nothing here commits.
 
 Roles:
 - `customer`: a person at one customer (users.customer_id); sees only that customer.
@@ -13,20 +15,17 @@ import hashlib
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
-from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.accounts import repository
 from portal.accounts.passwords import hash_password, password_problem
-from portal.db import values
+from portal.accounts.schemas import ROLES, User
+from portal.catalog import repository as catalog
 from portal.problems import Conflict, Invalid, NotFound
 
-Role = Literal["customer", "account_manager", "admin"]
-ROLES: tuple[Role, ...] = ("customer", "account_manager", "admin")
 ROLE_LABELS: dict[str, str] = {
     "customer": "Customer user",
     "account_manager": "Account manager",
@@ -34,30 +33,6 @@ ROLE_LABELS: dict[str, str] = {
 }
 PASSWORD_LINK_TTL = timedelta(hours=72)
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
-
-_COLUMNS = "id, email, name, role, customer_id, all_customers, password_hash, created_at, disabled_at"
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    id: int
-    email: str
-    name: str
-    role: Role
-    customer_id: str | None
-    all_customers: bool
-    password_hash: str | None
-    created_at: datetime
-    disabled_at: datetime | None
-
-    @property
-    def is_staff(self) -> bool:
-        """Account managers and admins: the people who work on many customers."""
-        return self.role != "customer"
-
-
-def _user(row: Any) -> User:
-    return User(*values(row))
 
 
 def check_new_user(*, email: str, name: str, role: str, customer_id: str | None) -> None:
@@ -90,62 +65,32 @@ async def create_user(
         raise Invalid("allCustomers: only account managers are assigned customers")
     if password is not None and (problem := password_problem(password)):
         raise Invalid(f"password: {problem}")
-    known = {
-        r[0]
-        for r in await db.execute(
-            text("SELECT id FROM customers WHERE id = ANY(:ids)"),
-            {"ids": [c for c in (customer_id, *assigned) if c]},
-        )
-    }
+    known = await catalog.known_customer_ids(db, [c for c in (customer_id, *assigned) if c])
     for wanted in (customer_id, *assigned):
         if wanted and wanted not in known:
             raise Invalid(f"customerId: there is no customer {wanted!r}")
-    try:
-        async with db.begin_nested():
-            row = (
-                await db.execute(
-                    text(
-                        f"INSERT INTO users (email, name, role, customer_id, all_customers, password_hash) "
-                        f"VALUES (:email, :name, :role, :cid, :all, :pw) RETURNING {_COLUMNS}"
-                    ),
-                    {
-                        "email": email.strip(),
-                        "name": name.strip(),
-                        "role": role,
-                        "cid": customer_id,
-                        "all": all_customers,
-                        "pw": hash_password(password) if password else None,
-                    },
-                )
-            ).one()
-    except IntegrityError as exc:
-        raise Conflict(f"email: a user with {email.strip()!r} already exists") from exc
-    user = _user(row)
+    user = await repository.create_user(
+        db,
+        email=email.strip(),
+        name=name.strip(),
+        role=role,
+        customer_id=customer_id,
+        all_customers=all_customers,
+        password_hash=hash_password(password) if password else None,
+    )
+    if user is None:
+        raise Conflict(f"email: a user with {email.strip()!r} already exists")
     if assigned and role == "account_manager":
-        await assign(db, user.id, assigned)
+        await repository.assign_customers(db, user.id, assigned)
     return user
 
 
-async def assign(db: AsyncSession, user_id: int, customer_ids: Sequence[str]) -> None:
-    await db.execute(
-        text(
-            "INSERT INTO user_customers (user_id, customer_id) "
-            "SELECT :u, unnest(CAST(:ids AS text[])) ON CONFLICT DO NOTHING"
-        ),
-        {"u": user_id, "ids": list(customer_ids)},
-    )
-
-
 async def assigned_customers(db: AsyncSession, user_id: int) -> list[str]:
-    rows = await db.execute(
-        text("SELECT customer_id FROM user_customers WHERE user_id = :u ORDER BY customer_id"), {"u": user_id}
-    )
-    return [r[0] for r in rows]
+    return await repository.assigned_customers(db, user_id)
 
 
 async def get_user(db: AsyncSession, user_id: int) -> User | None:
-    row = (await db.execute(text(f"SELECT {_COLUMNS} FROM users WHERE id = :id"), {"id": user_id})).first()
-    return _user(row) if row else None
+    return await repository.user_by_id(db, user_id)
 
 
 async def require_user(db: AsyncSession, user_id: int) -> User:
@@ -156,28 +101,20 @@ async def require_user(db: AsyncSession, user_id: int) -> User:
 
 
 async def find_by_email(db: AsyncSession, email: str) -> User | None:
-    row = (
-        await db.execute(
-            text(f"SELECT {_COLUMNS} FROM users WHERE lower(email) = lower(:e)"), {"e": email.strip()}
-        )
-    ).first()
-    return _user(row) if row else None
+    """The user with this address, whatever its case and surrounding spaces."""
+    return await repository.user_by_email(db, email.strip())
 
 
 async def set_password(db: AsyncSession, user_id: int, password_hash: str) -> None:
-    await db.execute(
-        text("UPDATE users SET password_hash = :h WHERE id = :id"), {"h": password_hash, "id": user_id}
-    )
+    await repository.set_password_hash(db, user_id, password_hash)
 
 
 async def disable_user(db: AsyncSession, user_id: int) -> None:
-    await db.execute(
-        text("UPDATE users SET disabled_at = coalesce(disabled_at, now()) WHERE id = :id"), {"id": user_id}
-    )
+    await repository.disable_user(db, user_id)
 
 
 async def enable_user(db: AsyncSession, user_id: int) -> None:
-    await db.execute(text("UPDATE users SET disabled_at = NULL WHERE id = :id"), {"id": user_id})
+    await repository.enable_user(db, user_id)
 
 
 def _token_hash(token: str) -> bytes:
@@ -187,49 +124,23 @@ def _token_hash(token: str) -> bytes:
 async def issue_password_link(db: AsyncSession, user_id: int, *, now: datetime) -> str:
     """A new one-time token to set the user's password; earlier unused ones stop working."""
     token = secrets.token_urlsafe(32)
-    await db.execute(
-        text("UPDATE password_tokens SET used_at = :now WHERE user_id = :u AND used_at IS NULL"),
-        {"u": user_id, "now": now},
-    )
-    await db.execute(
-        text(
-            "INSERT INTO password_tokens (token_hash, user_id, created_at, expires_at) "
-            "VALUES (:h, :u, :now, :exp)"
-        ),
-        {"h": _token_hash(token), "u": user_id, "now": now, "exp": now + PASSWORD_LINK_TTL},
+    await repository.add_password_link(
+        db, token_hash=_token_hash(token), user_id=user_id, now=now, expires_at=now + PASSWORD_LINK_TTL
     )
     return token
 
 
 async def password_link_user(db: AsyncSession, token: str, *, now: datetime) -> User | None:
     """The active user a still-valid, unused token belongs to."""
-    row = (
-        await db.execute(
-            text(
-                f"SELECT {', '.join('u.' + c.strip() for c in _COLUMNS.split(','))} FROM password_tokens t "
-                "JOIN users u ON u.id = t.user_id WHERE t.token_hash = :h AND t.used_at IS NULL "
-                "AND t.expires_at > :now AND u.disabled_at IS NULL"
-            ),
-            {"h": _token_hash(token), "now": now},
-        )
-    ).first()
-    return _user(row) if row else None
+    return await repository.password_link_user(db, _token_hash(token), now=now)
 
 
 async def use_password_link(db: AsyncSession, token: str, password: str, *, now: datetime) -> User:
     """Set the password through a one-time link; the link then stops working."""
     if problem := password_problem(password):
         raise Invalid(f"password: {problem}")
-    used = (
-        await db.execute(
-            text(
-                "UPDATE password_tokens SET used_at = :now WHERE token_hash = :h AND used_at IS NULL "
-                "AND expires_at > :now RETURNING user_id"
-            ),
-            {"h": _token_hash(token), "now": now},
-        )
-    ).first()
-    user = await get_user(db, int(used[0])) if used else None
+    user_id = await repository.use_password_link(db, _token_hash(token), now=now)
+    user = await get_user(db, user_id) if user_id is not None else None
     if user is None or user.disabled_at is not None:
         raise NotFound("this link has expired or was already used; ask for a new one")
     await set_password(db, user.id, hash_password(password))
@@ -250,20 +161,7 @@ def user_status(user: User) -> UserStatus:
 
 async def list_users_with_assignments(db: AsyncSession) -> list[tuple[User, list[str]]]:
     """Every user with the customers assigned to them (account managers), in one query."""
-    rows = await db.execute(
-        text(
-            f"SELECT {', '.join('u.' + c.strip() for c in _COLUMNS.split(','))}, "
-            "coalesce(array_agg(uc.customer_id ORDER BY uc.customer_id) "
-            "FILTER (WHERE uc.customer_id IS NOT NULL), '{}') "
-            "FROM users u LEFT JOIN user_customers uc ON uc.user_id = u.id "
-            "GROUP BY u.id ORDER BY u.role, lower(u.email)"
-        )
-    )
-    out: list[tuple[User, list[str]]] = []
-    for row in rows:
-        *columns, assigned = values(row)
-        out.append((User(*columns), list(assigned)))
-    return out
+    return await repository.users_with_assignments(db)
 
 
 async def set_assignments(
@@ -277,18 +175,10 @@ async def set_assignments(
     if user.role != "account_manager":
         raise Invalid("assigned: only account managers are assigned customers")
     wanted = sorted(set(customer_ids))
-    known = {
-        r[0] for r in await db.execute(text("SELECT id FROM customers WHERE id = ANY(:ids)"), {"ids": wanted})
-    }
+    known = await catalog.known_customer_ids(db, wanted)
     for customer_id in wanted:
         if customer_id not in known:
             raise Invalid(f"assigned: there is no customer {customer_id!r}")
-    await db.execute(
-        text("UPDATE users SET all_customers = :all WHERE id = :id"), {"all": all_customers, "id": user_id}
-    )
-    await db.execute(
-        text("DELETE FROM user_customers WHERE user_id = :u AND NOT customer_id = ANY(CAST(:ids AS text[]))"),
-        {"u": user_id, "ids": wanted},
-    )
-    if wanted:
-        await assign(db, user_id, wanted)
+    await repository.set_all_customers(db, user_id, all_customers)
+    await repository.unassign_other_customers(db, user_id, wanted)
+    await repository.assign_customers(db, user_id, wanted)

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.schemas import Plan, PlanCreate
+from portal.catalog import repository as catalog
 from portal.db import values
 from portal.problems import Conflict, Invalid, NotFound
 
@@ -28,8 +29,7 @@ def definition_of(plan: PlanCreate | Plan) -> dict[str, Any]:
 
 async def check_meters(session: AsyncSession, plan: PlanCreate) -> None:
     """Every charged meter exists, and every charge dimension is one of its groupBy."""
-    rows = await session.execute(text("SELECT metric_name, group_by FROM meters"))
-    meters = {str(m): list(g) for m, g in (values(r) for r in rows)}
+    meters = await catalog.meter_group_bys(session)
     for charge in plan.charges:
         if charge.meter is None:
             continue

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.rating import charge_for_group
 from portal.billing.schemas import Plan
+from portal.catalog import repository as catalog
 from portal.db import values
 
 
@@ -39,8 +40,8 @@ class UsageWindow:
 
 
 async def meter_aggregations(session: AsyncSession) -> dict[str, str]:
-    rows = await session.execute(text("SELECT metric_name, aggregation FROM meters"))
-    return {str(m): str(a) for m, a in (values(r) for r in rows)}
+    """Metric name → aggregation of every meter (the catalog's)."""
+    return await catalog.meter_aggregations(session)
 
 
 _group_dims: dict[str, dict[str, str]] = {}

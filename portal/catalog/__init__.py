@@ -1,1 +1,2 @@
-"""Customers and meters: what events may be counted against."""
+"""Customers and meters: what events may be counted against. Owns the tables `customers`
+and `meters`."""

@@ -1,4 +1,5 @@
-"""Catalog storage and the in-process catalog cache used by ingest.
+"""Catalog rules and the in-process catalog cache used by ingest; the SQL is in
+`portal.catalog.repository`.
 
 Customers and meters are immutable once created in this version: a customer's zone
 fixes how its hours are bucketed, and a meter's aggregation fixes what its numbers mean.
@@ -9,14 +10,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from portal.catalog import repository
 from portal.catalog.schemas import Customer, CustomerCreate, Meter, MeterCreate
-from portal.db import values
 from portal.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -36,87 +34,34 @@ class MeterSpec:
     unique_by: str | None
 
 
-_CUSTOMER_COLUMNS = "id, name, timezone, currency, created_at"
-_METER_COLUMNS = "metric_name, aggregation, unit, group_by, unique_by, created_at"
-
-
 async def create_customer(session: AsyncSession, data: CustomerCreate) -> Customer:
-    try:
-        async with session.begin_nested():
-            row = (
-                await session.execute(
-                    text(
-                        f"INSERT INTO customers (id, name, timezone, currency) "
-                        f"VALUES (:id, :name, :tz, :cur) RETURNING {_CUSTOMER_COLUMNS}"
-                    ),
-                    {"id": data.id, "name": data.name, "tz": data.timezone, "cur": data.currency},
-                )
-            ).one()
-    except IntegrityError as exc:
-        raise AlreadyExists(f"customer {data.id!r} already exists") from exc
-    return Customer(*values(row))
+    customer = await repository.create_customer(session, data)
+    if customer is None:
+        raise AlreadyExists(f"customer {data.id!r} already exists")
+    return customer
 
 
 async def list_customers(session: AsyncSession, *, limit: int, after: str | None) -> list[Customer]:
-    rows = await session.execute(
-        text(
-            f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE (CAST(:after AS text) IS NULL OR id > :after) "
-            "ORDER BY id LIMIT :limit"
-        ),
-        {"after": after, "limit": limit},
-    )
-    return [Customer(*values(row)) for row in rows]
+    return await repository.customers_page(session, limit=limit, after=after)
 
 
 async def get_customer(session: AsyncSession, customer_id: str) -> Customer | None:
-    row = (
-        await session.execute(
-            text(f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE id = :id"), {"id": customer_id}
-        )
-    ).first()
-    return Customer(*values(row)) if row else None
+    return await repository.customer_by_id(session, customer_id)
 
 
 async def create_meter(session: AsyncSession, data: MeterCreate) -> Meter:
-    try:
-        async with session.begin_nested():
-            row = (
-                await session.execute(
-                    text(
-                        f"INSERT INTO meters (metric_name, aggregation, unit, group_by, unique_by) "
-                        f"VALUES (:m, :a, :u, :g, :ub) RETURNING {_METER_COLUMNS}"
-                    ),
-                    {
-                        "m": data.metric_name,
-                        "a": data.aggregation,
-                        "u": data.unit,
-                        "g": list(data.group_by),
-                        "ub": data.unique_by,
-                    },
-                )
-            ).one()
-    except IntegrityError as exc:
-        raise AlreadyExists(f"meter {data.metric_name!r} already exists") from exc
-    return _meter(row)
+    meter = await repository.create_meter(session, data)
+    if meter is None:
+        raise AlreadyExists(f"meter {data.metric_name!r} already exists")
+    return meter
 
 
 async def list_meters(session: AsyncSession) -> list[Meter]:
-    rows = await session.execute(text(f"SELECT {_METER_COLUMNS} FROM meters ORDER BY metric_name"))
-    return [_meter(row) for row in rows]
+    return await repository.meters_listing(session)
 
 
 async def get_meter(session: AsyncSession, metric_name: str) -> Meter | None:
-    row = (
-        await session.execute(
-            text(f"SELECT {_METER_COLUMNS} FROM meters WHERE metric_name = :m"), {"m": metric_name}
-        )
-    ).first()
-    return _meter(row) if row else None
-
-
-def _meter(row: Any) -> Meter:
-    metric_name, aggregation, unit, group_by, unique_by, created_at = tuple(row)
-    return Meter(metric_name, aggregation, unit, list(group_by), unique_by, created_at)
+    return await repository.meter_by_name(session, metric_name)
 
 
 def meter_spec(meter: Meter) -> MeterSpec:
@@ -139,9 +84,9 @@ class CatalogCache:
 
     async def _reload(self) -> None:
         async with self._sessions() as session:
-            customers = await session.execute(text("SELECT id, timezone FROM customers"))
-            meters = await list_meters(session)
-        self._customers = {str(cid): str(tz) for cid, tz in (values(r) for r in customers)}
+            customers = await repository.zones_by_customer(session)
+            meters = await repository.meters_listing(session)
+        self._customers = customers
         self._meters = {m.metric_name: meter_spec(m) for m in meters}
         self._loaded_at = time.monotonic()
 

@@ -15,9 +15,9 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, NotFoundException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.accounts import repository as accounts
 from portal.catalog import service as catalog
 from portal.catalog.schemas import Customer
 from portal.pages import sessions
@@ -128,13 +128,7 @@ async def may_see(db: AsyncSession, session: PageSession, customer_id: str) -> b
         return True
     if session.role == "customer":
         return session.customer_id == customer_id
-    row = (
-        await db.execute(
-            text("SELECT 1 FROM user_customers WHERE user_id = :u AND customer_id = :c"),
-            {"u": session.user_id, "c": customer_id},
-        )
-    ).first()
-    return row is not None
+    return await accounts.is_assigned(db, session.user_id, customer_id)
 
 
 async def visible_customer(request: Request[Any, Any, Any], db: AsyncSession, customer_id: str) -> Customer:
@@ -162,7 +156,5 @@ def customer_scope(session: PageSession) -> tuple[str, Any]:
         return "TRUE", {}
     if session.role == "customer":
         return "customer_id = :scope_customer", {"scope_customer": session.customer_id}
-    return (
-        "customer_id IN (SELECT customer_id FROM user_customers WHERE user_id = :scope_user)",
-        {"scope_user": session.user_id},
-    )
+    assigned = accounts.assigned_customer_ids_sql("scope_user")
+    return f"customer_id IN {assigned}", {"scope_user": session.user_id}

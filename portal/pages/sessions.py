@@ -26,7 +26,7 @@ from datetime import timedelta
 from litestar.datastructures import Cookie
 from redis.asyncio import Redis
 
-from portal.accounts.users import Role, User
+from portal.accounts.schemas import Role, User
 from portal.settings import Settings
 
 SESSION_COOKIE = "portal_session"

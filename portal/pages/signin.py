@@ -11,8 +11,8 @@ from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_401_UNAUTHORIZED, HTTP_403_FORBIDDEN, HTTP_429_TOO_MANY_REQUESTS
 
+from portal.accounts import service as accounts
 from portal.accounts import throttle
-from portal.accounts import users as accounts
 from portal.accounts.passwords import MIN_LENGTH, needs_rehash, password_problem, verify_password
 from portal.accounts.passwords import hash_password as _hash
 from portal.client_address import client_address

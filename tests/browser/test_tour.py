@@ -101,7 +101,7 @@ async def a_failed_event(
 
 
 async def invitation(pg: asyncpg.Connection, user_id: int) -> str:
-    """A set-password link, as portal/accounts/users.issue_password_link stores it."""
+    """A set-password link, as portal/accounts/service.issue_password_link stores it."""
     token = secrets.token_urlsafe(32)
     await pg.execute(
         "INSERT INTO password_tokens (token_hash, user_id, created_at, expires_at) "

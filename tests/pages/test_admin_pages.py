@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from portal.accounts.users import find_by_email
+from portal.accounts.service import find_by_email
 from portal.db import create_engine, session_factory
 from portal.pages import sessions
 from portal.settings import Settings

@@ -14,11 +14,12 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.accounts import users
+from portal.accounts import service as accounts
 from portal.accounts.invites import Invitation, invite, resend
+from portal.accounts.schemas import ROLES, User
+from portal.catalog import repository as catalog
 from portal.db import transaction
 from portal.dependencies import Db, Portal
 from portal.pages.access import viewer
@@ -54,11 +55,6 @@ def user_form(values: dict[str, Any] | None = None) -> Form:
     )
 
 
-async def customer_choices(db: AsyncSession) -> list[tuple[str, str]]:
-    rows = await db.execute(text("SELECT id, name FROM customers ORDER BY lower(name), id"))
-    return [(str(i), str(n)) for i, n in rows]
-
-
 def _field_of(message: str, role: str) -> str:
     """The form field a service message is about (the service says customerId for both
     a customer user's customer and an account manager's assignments)."""
@@ -89,8 +85,8 @@ class UserPagesController(AdminController):
         )
         role = form.values["role"]
         form.require("email", "name")
-        if role not in users.ROLES:
-            form.fail("role", f"choose one of: {', '.join(users.ROLE_LABELS.values())}")
+        if role not in ROLES:
+            form.fail("role", f"choose one of: {', '.join(accounts.ROLE_LABELS.values())}")
         if form.values["scope"] not in SCOPES:
             form.fail("scope", "choose all customers or only the assigned ones")
         all_customers = role == "account_manager" and form.values["scope"] == "all"
@@ -139,7 +135,7 @@ class UserPagesController(AdminController):
         saved: FromQuery[str | None] = None,
     ) -> Template:
         user = await _require_user(db, user_id)
-        assigned = await users.assigned_customers(db, user.id)
+        assigned = await accounts.assigned_customers(db, user.id)
         form = user_form({"scope": "all" if user.all_customers else "assigned", "assigned": assigned})
         return await _user_page(request, db, user, form, saved=saved is not None)
 
@@ -155,9 +151,9 @@ class UserPagesController(AdminController):
         else:
             all_customers = form.values["scope"] == "all"
             wanted = [] if all_customers else sorted(set(form.values["assigned"]))
-            before = await users.assigned_customers(db, user.id)
+            before = await accounts.assigned_customers(db, user.id)
             try:
-                await users.set_assignments(db, user.id, all_customers=all_customers, customer_ids=wanted)
+                await accounts.set_assignments(db, user.id, all_customers=all_customers, customer_ids=wanted)
             except Invalid as exc:
                 form.fail("assigned", str(exc).partition(": ")[2] or str(exc))
             else:
@@ -219,7 +215,7 @@ class UserPagesController(AdminController):
         if user.id == viewer(request).user_id:
             return _cannot_disable_self(request)
         if user.disabled_at is None:
-            await users.disable_user(db, user.id)
+            await accounts.disable_user(db, user.id)
             await record(
                 db,
                 request,
@@ -236,7 +232,7 @@ class UserPagesController(AdminController):
     async def enable(self, request: Request[Any, Any, Any], db: Db, user_id: FromPath[str]) -> Response[Any]:
         user = await _require_user(db, user_id)
         if user.disabled_at is not None:
-            await users.enable_user(db, user.id)
+            await accounts.enable_user(db, user.id)
             await record(
                 db,
                 request,
@@ -249,10 +245,10 @@ class UserPagesController(AdminController):
         return Redirect(f"{ADMIN_PATH}/users/{user.id}", status_code=303)
 
 
-async def _require_user(db: AsyncSession, user_id: str) -> users.User:
+async def _require_user(db: AsyncSession, user_id: str) -> User:
     """The user a path names; 404 for anything else (ids are numbers)."""
     number = numeric_id(user_id)
-    user = await users.get_user(db, number) if number is not None else None
+    user = await accounts.get_user(db, number) if number is not None else None
     if user is None:
         raise NotFound(f"There is no user {user_id}.")
     return user
@@ -269,23 +265,27 @@ def _cannot_disable_self(request: Request[Any, Any, Any]) -> Response[Any]:
 
 def _link_page(request: Request[Any, Any, Any], invitation: Invitation, *, created: bool) -> Template:
     return page(
-        "admin/user_link.html", request, invitation=invitation, created=created, role_labels=users.ROLE_LABELS
+        "admin/user_link.html",
+        request,
+        invitation=invitation,
+        created=created,
+        role_labels=accounts.ROLE_LABELS,
     )
 
 
 async def _users_page(
     request: Request[Any, Any, Any], db: AsyncSession, form: Form, *, status_code: int = 200
 ) -> Template:
-    listing = await users.list_users_with_assignments(db)
-    rows = [(user, assigned, users.user_status(user)) for user, assigned in listing]
+    listing = await accounts.list_users_with_assignments(db)
+    rows = [(user, assigned, accounts.user_status(user)) for user, assigned in listing]
     return page(
         "admin/users.html",
         request,
         status_code=status_code,
         rows=rows,
         form=form,
-        customers=await customer_choices(db),
-        roles=users.ROLE_LABELS,
+        customers=await catalog.customer_choices(db),
+        roles=accounts.ROLE_LABELS,
         tz=ADMIN_TZ,
         me=viewer(request).user_id,
     )
@@ -294,7 +294,7 @@ async def _users_page(
 async def _user_page(
     request: Request[Any, Any, Any],
     db: AsyncSession,
-    user: users.User,
+    user: User,
     form: Form,
     *,
     saved: bool = False,
@@ -306,9 +306,9 @@ async def _user_page(
         status_code=status_code,
         user=user,
         form=form,
-        status=users.user_status(user),
-        customers=await customer_choices(db),
-        roles=users.ROLE_LABELS,
+        status=accounts.user_status(user),
+        customers=await catalog.customer_choices(db),
+        roles=accounts.ROLE_LABELS,
         tz=ADMIN_TZ,
         saved=saved,
         me=viewer(request).user_id,

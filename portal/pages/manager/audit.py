@@ -7,10 +7,8 @@ from typing import Any
 from litestar import Request, get
 from litestar.params import FromQuery
 from litestar.response import Template
-from sqlalchemy import text
 
-from portal.accounts.audit import AuditEntry
-from portal.db import values
+from portal.accounts import repository as accounts
 from portal.dependencies import Db
 from portal.pages.access import STAFF_GUARDS, viewer
 from portal.pages.manager.common import (
@@ -39,26 +37,15 @@ class AuditController(PageController):
         visible, params = visible_ids(request)
         session = viewer(request)
         everything = session.role == "admin" or session.all_customers
-        rows = await db.execute(
-            text(
-                "SELECT id, at, actor, action, object_type, object_id, customer_id, reason, detail, "
-                "count(*) OVER () "
-                f"FROM audit_log WHERE (customer_id IN {visible} OR (customer_id IS NULL AND :everything)) "
-                "AND (CAST(:c AS text) IS NULL OR customer_id = :c) "
-                "ORDER BY at DESC, id DESC LIMIT :limit OFFSET :offset"
-            ),
-            {
-                **params,
-                "everything": everything,
-                "c": customer_id,
-                "limit": PAGE_SIZE,
-                "offset": (number - 1) * PAGE_SIZE,
-            },
+        entries, total = await accounts.audit_page(
+            db,
+            visible=visible,
+            params=params,
+            about_no_customer=everything,
+            customer_id=customer_id,
+            limit=PAGE_SIZE,
+            offset=(number - 1) * PAGE_SIZE,
         )
-        entries, total = [], 0
-        for *row, count in (values(r) for r in rows):
-            entries.append(AuditEntry(*row))
-            total = int(count)
         zones = await customer_zones(db, {e.customer_id for e in entries if e.customer_id})
         return page(
             "manager/audit.html",

@@ -10,11 +10,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 from litestar import Request
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.accounts.audit import AuditEntry
-from portal.db import values
+from portal.accounts import repository as accounts
+from portal.accounts.schemas import AuditEntry
+from portal.catalog import repository as catalog
 from portal.pages.access import customer_scope, viewer
 from portal.periods import zone
 from portal.problems import Invalid
@@ -27,10 +27,7 @@ def visible_ids(request: Request[Any, Any, Any]) -> tuple[str, dict[str, Any]]:
     `x.customer_id IN {sql}` in queries that join (the scope's condition names a bare
     `customer_id`, so it is applied inside its own subquery)."""
     condition, params = customer_scope(viewer(request))
-    return (
-        f"(SELECT customer_id FROM (SELECT id AS customer_id FROM customers) AS scope WHERE {condition})",
-        params,
-    )
+    return catalog.customer_ids_sql(condition), params
 
 
 def choice(name: str, value: str | None, allowed: tuple[str, ...], default: str) -> str:
@@ -121,17 +118,8 @@ async def audit_trail(
     """Every audit entry of these objects, oldest first, in one query."""
     if not object_ids:
         return {}
-    rows = await db.execute(
-        text(
-            "SELECT id, at, actor, action, object_type, object_id, customer_id, reason, detail FROM "
-            "audit_log "
-            "WHERE object_type = :t AND object_id = ANY(:ids) ORDER BY at, id"
-        ),
-        {"t": object_type, "ids": object_ids},
-    )
     out: dict[str, list[AuditEntry]] = defaultdict(list)
-    for row in rows:
-        entry = AuditEntry(*values(row))
+    for entry in await accounts.audit_trails(db, object_type, object_ids):
         out[entry.object_id].append(entry)
     return dict(out)
 
@@ -140,7 +128,4 @@ async def customer_zones(db: AsyncSession, customer_ids: set[str]) -> dict[str, 
     """Customer id → (name, time zone), for lists that show many customers' rows."""
     if not customer_ids:
         return {}
-    rows = await db.execute(
-        text("SELECT id, name, timezone FROM customers WHERE id = ANY(:ids)"), {"ids": sorted(customer_ids)}
-    )
-    return {cid: (name, tz) for cid, name, tz in (values(r) for r in rows)}
+    return await catalog.names_and_zones(db, customer_ids)

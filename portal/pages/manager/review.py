@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.accounts import audit
-from portal.accounts.audit import AuditEntry
+from portal.accounts.schemas import AuditEntry
 from portal.billing import lifecycle
 from portal.billing.invoices import INVOICE_COLUMNS, InvoiceRow, invoice_row, load_invoice
 from portal.billing.manual_adjustments import add_manual_adjustment
