@@ -12,7 +12,8 @@ from portal.broker import INGEST_QUEUE, MAINTENANCE_QUEUE, setup_broker
 from portal.db import create_engine, session_factory, transaction, values
 from portal.ingest.service import PERSIST_ACTOR
 from portal.jobs import enqueue_sync
-from portal.keys.service import Scope, create_key
+from portal.keys.schemas import Scope
+from portal.keys.service import create_key
 from portal.settings import Settings
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 
 from portal.errors import ServiceUnavailable, StoreUnavailable
-from portal.keys.service import ApiKey
+from portal.keys.schemas import ApiKey
 from portal.state import PortalState
 
 _ALLOWED = {"ingest": {"ingest", "admin"}, "admin": {"admin"}}

@@ -1,1 +1,1 @@
-"""API keys: creation, hashing, and the Bearer-token guard."""
+"""API keys: creation, hashing, and the Bearer-token guard. Owns the table `api_keys`."""

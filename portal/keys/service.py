@@ -11,6 +11,8 @@ A process whose subscription is not confirmed, or lost, caches nothing (each req
 Postgres) until it is subscribed again. Why not a Redis read per request: one GET costs
 the web process ~80 µs of CPU (redis-py asyncio), close to the whole cost of a
 single-event ingest request (docs/decisions.md).
+
+The SQL is in `portal.keys.repository`; nothing here commits.
 """
 
 from __future__ import annotations
@@ -22,26 +24,16 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.errors import StoreUnavailable
+from portal.keys import repository
+from portal.keys.schemas import SCOPES, ApiKey, KeyListing, Scope
 
 log = logging.getLogger(__name__)
-
-Scope = Literal["ingest", "admin"]
-SCOPES: tuple[Scope, ...] = ("ingest", "admin")
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKey:
-    id: int
-    name: str
-    scope: Scope
 
 
 def hash_key(token: str) -> bytes:
@@ -58,13 +50,10 @@ async def create_key(session: AsyncSession, *, scope: Scope, name: str) -> tuple
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     token = new_token(scope)
-    row: int = (
-        await session.execute(
-            text("INSERT INTO api_keys (name, scope, prefix, key_hash) VALUES (:n, :s, :p, :h) RETURNING id"),
-            {"n": name, "s": scope, "p": token[: len(f"up_{scope}_") + 4], "h": hash_key(token)},
-        )
-    ).scalar_one()
-    return ApiKey(id=row, name=name, scope=scope), token
+    key_id = await repository.create_key(
+        session, name=name, scope=scope, prefix=token[: len(f"up_{scope}_") + 4], key_hash=hash_key(token)
+    )
+    return ApiKey(id=key_id, name=name, scope=scope), token
 
 
 # Redis names of the revocation notices (pub/sub is per server: the db number keeps two
@@ -123,20 +112,12 @@ class KeyCache:
         epoch = self._epoch
         try:
             async with self._sessions() as session:
-                row = (
-                    await session.execute(
-                        text(
-                            "SELECT id, name, scope FROM api_keys WHERE key_hash = :h AND revoked_at IS NULL"
-                        ),
-                        {"h": digest},
-                    )
-                ).first()
+                key = await repository.active_key_by_hash(session, digest)
         except Exception as exc:
             # Postgres is down: a key known (and not revoked since) stays valid, so ingest goes on.
             if hit is not None and hit[1] is not None:
                 return hit[1]
             raise StoreUnavailable("API keys cannot be checked (Postgres unavailable)") from exc
-        key = ApiKey(id=row[0], name=row[1], scope=row[2]) if row else None
         if self._listening and epoch == self._epoch:
             if len(self._cache) >= MAX_ENTRIES:
                 self._cache.clear()
@@ -259,41 +240,13 @@ async def announce_revocation(redis: Redis, *, wait_s: float = ACK_WAIT_S) -> An
 # --- Admin pages: the list of keys and revoking one.
 
 
-@dataclass(frozen=True, slots=True)
-class KeyListing:
-    """A key as the admin pages show it: never its token (only the hash is stored)."""
-
-    id: int
-    name: str
-    scope: Scope
-    prefix: str
-    created_at: datetime
-    revoked_at: datetime | None
-
-
-_LISTING_COLUMNS = "id, name, scope, prefix, created_at, revoked_at"
-
-
-def _listing(row: Any) -> KeyListing:
-    return KeyListing(*tuple(row))
-
-
 async def list_keys(session: AsyncSession) -> list[KeyListing]:
     """Active keys first, newest first."""
-    rows = await session.execute(
-        text(
-            f"SELECT {_LISTING_COLUMNS} FROM api_keys ORDER BY revoked_at IS NOT NULL, created_at DESC, id "
-            "DESC"
-        )
-    )
-    return [_listing(row) for row in rows]
+    return await repository.keys_listing(session)
 
 
 async def get_key(session: AsyncSession, key_id: int) -> KeyListing | None:
-    row = (
-        await session.execute(text(f"SELECT {_LISTING_COLUMNS} FROM api_keys WHERE id = :id"), {"id": key_id})
-    ).first()
-    return _listing(row) if row else None
+    return await repository.key_by_id(session, key_id)
 
 
 async def revoke_key(session: AsyncSession, key_id: int) -> KeyListing | None:
@@ -301,13 +254,4 @@ async def revoke_key(session: AsyncSession, key_id: int) -> KeyListing | None:
 
     Web processes may still hold it in their caches: after the commit, the caller sends
     `announce_revocation`, which returns once every process has dropped them."""
-    row = (
-        await session.execute(
-            text(
-                f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = :id "
-                f"RETURNING {_LISTING_COLUMNS}"
-            ),
-            {"id": key_id},
-        )
-    ).first()
-    return _listing(row) if row else None
+    return await repository.revoke_key(session, key_id)

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from portal.accounts import repository as accounts
 from portal.catalog import repository as catalog
 from portal.dependencies import Db
+from portal.keys import repository as keys
 from portal.pages.admin.common import AdminController
 from portal.pages.web import page
 
@@ -22,15 +23,7 @@ class AdminHomeController(AdminController):
         # `plans` belongs to billing, which has no repository yet.
         plans: int = (await db.execute(text("SELECT count(*) FROM plans"))).scalar_one()
         users_active, users_invited, users_disabled = await accounts.user_counts(db)
-        keys_row = (
-            await db.execute(
-                text(
-                    "SELECT count(*) FILTER (WHERE revoked_at IS NULL), "
-                    "count(*) FILTER (WHERE revoked_at IS NOT NULL) FROM api_keys"
-                )
-            )
-        ).one()
-        keys_active, keys_revoked = keys_row
+        keys_active, keys_revoked = await keys.key_counts(db)
         counts = {
             "customers": customers,
             "meters": meters,

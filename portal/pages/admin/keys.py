@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.db import transaction
 from portal.dependencies import Db, Portal
 from portal.keys import service
+from portal.keys.schemas import SCOPES, KeyListing
 from portal.pages.admin.common import ADMIN_PATH, ADMIN_TZ, AdminController, numeric_id, record
 from portal.pages.admin.forms import UNPROCESSABLE, Form, read_form, text_of
 from portal.pages.web import page
@@ -48,7 +49,7 @@ class KeyPagesController(AdminController):
         if not form.values["name"] or len(form.values["name"]) > MAX_NAME or "\x00" in form.values["name"]:
             form.fail("name", f"give the key a name of 1 to {MAX_NAME} characters (who or what uses it)")
         scope = form.values["scope"]
-        if scope not in service.SCOPES:
+        if scope not in SCOPES:
             form.fail("scope", "choose ingest or admin")
         if not form.ok:
             return await _keys_page(request, db, form, status_code=UNPROCESSABLE)
@@ -101,7 +102,7 @@ class KeyPagesController(AdminController):
         return Redirect(f"{ADMIN_PATH}/keys?revoked={key.id}{suffix}", status_code=303)
 
 
-async def _require_key(db: AsyncSession, key_id: str) -> service.KeyListing:
+async def _require_key(db: AsyncSession, key_id: str) -> KeyListing:
     """The key a path names; 404 for anything else (ids are numbers)."""
     number = numeric_id(key_id)
     key = await service.get_key(db, number) if number is not None else None
