@@ -239,7 +239,13 @@ def test_hostile_bodies_never_cost_a_5xx_or_a_good_event(
     expected = dict.fromkeys(CUSTOMERS, Decimal(0))
 
     @hypothesis_settings(
-        max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        # Derandomized: the same 40 examples at every run, so the suite's verdict does not
+        # depend on the draw (a new seed is a deliberate change, and found a case once).
+        max_examples=40,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
     )
     @given(st.lists(requests(), min_size=1, max_size=6))
     def send(batch: list[Request]) -> None:

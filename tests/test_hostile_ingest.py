@@ -391,6 +391,14 @@ async def test_invented_field_names_do_not_grow_the_metrics(
         b"event_name=api_calls&payload[stripe_customer_id]=acme&payload[value]=1&payload[region]=%00",
         b"event_name=api%00calls&payload[stripe_customer_id]=acme&payload[value]=1",
         b"event_name=api_calls&payload[stripe_customer_id]=ac%01me&payload[value]=1",
+        # A control character at either end is refused, never trimmed away (str.strip()
+        # drops \x1c-\x1f, tabs and line breaks).
+        b"event_name=api_calls&payload[stripe_customer_id]=acme&payload[value]=1&identifier=abc%1F",
+        b"event_name=api_calls&payload[stripe_customer_id]=acme&payload[value]=1&identifier=%0Babc",
+        b"event_name=api_calls%1C&payload[stripe_customer_id]=acme&payload[value]=1",
+        b"event_name=api_calls&payload[stripe_customer_id]=acme%0A&payload[value]=1",
+        b"event_name=api_calls&payload[stripe_customer_id]=acme&payload[value]=1%1D",
+        b"event_name=api_calls&payload[stripe_customer_id]=acme&payload[value]=1&timestamp=1796538240%0D",
         b"\xff\xfe\x00=\x00",
     ],
 )

@@ -105,7 +105,9 @@ class Mapped:
 
 
 def to_native(fields: dict[str, str], payload: dict[str, str], meters: dict[str, MeterSpec]) -> Mapped:
-    event_name = fields.get("event_name", "").strip()
+    # Spaces only: a control character is refused by the event rules, never trimmed away
+    # (str.strip() would drop \x1c-\x1f, tabs and line breaks at either end).
+    event_name = fields.get("event_name", "").strip(" ")
     if not event_name:
         raise MappingError("event_name", "Missing required param: event_name.")
     if not payload:
@@ -113,7 +115,7 @@ def to_native(fields: dict[str, str], payload: dict[str, str], meters: dict[str,
     config = meter_mappings(MAPPING_ENV).get(event_name)
     customer_key = (config.customer if config else None) or "stripe_customer_id"
     value_key = ".".join(config.value) if config and config.value else "value"
-    customer_id = payload.get(customer_key, "").strip()
+    customer_id = payload.get(customer_key, "").strip(" ")
     if not customer_id:
         raise MappingError(f"payload[{customer_key}]", f"Missing required param: payload[{customer_key}].")
     spec = meters.get(event_name)
@@ -124,7 +126,7 @@ def to_native(fields: dict[str, str], payload: dict[str, str], meters: dict[str,
         value = Decimal(1)
     else:
         value = quantity(raw_value, f"payload[{value_key}]")
-    raw_time = fields.get("timestamp", "").strip()
+    raw_time = fields.get("timestamp", "").strip(" ")
     if raw_time:
         if len(raw_time) > MAX_NUMBER_CHARS or not raw_time.lstrip("-").isdecimal():
             raise MappingError("timestamp", "Invalid integer: " + raw_time[:MAX_NUMBER_CHARS])
@@ -135,7 +137,7 @@ def to_native(fields: dict[str, str], payload: dict[str, str], meters: dict[str,
             raise MappingError("timestamp", str(exc).partition(": ")[2]) from None
     else:
         timestamp = int(time.time())
-    identifier = fields.get("identifier", "").strip() or new_id()
+    identifier = fields.get("identifier", "").strip(" ") or new_id()
     dimensions = {k: v for k, v in payload.items() if k not in (customer_key, value_key)}
     body = native(
         event_id=identifier,

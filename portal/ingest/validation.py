@@ -144,7 +144,7 @@ def check_quantity(quantity: Decimal, field: str = "quantity") -> Decimal:
 def number_from_text(text: str, field: str) -> Decimal:
     """A number sent as text ("12.5", "1e3"): checked by length and shape before it is
     converted. The caller checks the range."""
-    stripped = text.strip()
+    stripped = text.strip(" ")  # spaces only: a control character is refused, not trimmed
     if len(stripped) > MAX_NUMBER_CHARS or not _NUMBER_TEXT.match(stripped):
         raise EventError(f"{field}: not a number: {stripped[:MAX_NUMBER_CHARS]!r}")
     return Decimal(stripped)
@@ -265,7 +265,7 @@ def parse_timestamp_us(value: int | str) -> int:
         if value > MAX_EPOCH_SECONDS * 1000:
             raise EventError("timestamp: after 9999-12-31T23:59:59Z")
         return value * 1000
-    text = value.strip()
+    text = value.strip(" ")  # spaces only: a control character is refused, not trimmed
     if len(text) > MAX_TIMESTAMP_CHARS or not _RFC3339_START.match(text):
         raise EventError(f"timestamp: not epoch milliseconds or RFC 3339: {text[:MAX_TIMESTAMP_CHARS]!r}")
     try:
