@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.rating import round_money
+from portal.billing.repository import credits as credit_store
 from portal.billing.schemas import CreditGrantCreate
 from portal.billing.views import money_text
 from portal.catalog.service import get_customer
-from portal.db import values
 from portal.periods import local_midnight
 from portal.problems import Invalid, NotFound
 from portal.schemas import CamelStruct
@@ -37,17 +35,6 @@ class CreditBalance(CamelStruct):
     grants: list[CreditGrant]
 
 
-_REMAINING = """
-    SELECT g.id, g.customer_id, g.amount, g.amount - COALESCE(sum(a.amount)
-               FILTER (WHERE a.released_at IS NULL), 0) AS remaining,
-           g.currency, g.description, g.expires_at, g.granted_at
-    FROM credit_grants g LEFT JOIN credit_applications a ON a.grant_id = g.id
-    WHERE g.customer_id = :c
-    GROUP BY g.id
-    ORDER BY g.expires_at NULLS LAST, g.granted_at, g.id
-"""
-
-
 async def grant_credit(session: AsyncSession, customer_id: str, data: CreditGrantCreate) -> CreditGrant:
     customer = await get_customer(session, customer_id)
     if customer is None:
@@ -58,37 +45,29 @@ async def grant_credit(session: AsyncSession, customer_id: str, data: CreditGran
     if data.expires_on is not None:
         # A grant "expires on" a day: usable until that day ends in the customer's zone.
         expires_at = local_midnight(data.expires_on + timedelta(days=1), customer.timezone)
-    row = (
-        await session.execute(
-            text(
-                "INSERT INTO credit_grants (customer_id, amount, currency, description, expires_at) "
-                "VALUES (:c, :a, :cur, :d, :e) RETURNING id"
-            ),
-            {
-                "c": customer_id,
-                "a": data.amount,
-                "cur": customer.currency,
-                "d": data.description,
-                "e": expires_at,
-            },
-        )
-    ).one()
+    grant_id = await credit_store.insert_credit_grant(
+        session,
+        customer_id=customer_id,
+        amount=data.amount,
+        currency=customer.currency,
+        description=data.description,
+        expires_at=expires_at,
+    )
     grants = await credit_balance(session, customer_id, currency=customer.currency)
-    return next(g for g in grants.grants if g.id == values(row)[0])
+    return next(g for g in grants.grants if g.id == grant_id)
 
 
-def _grant(row: Any) -> CreditGrant:
-    gid, customer_id, amount, remaining, currency, description, expires_at, granted_at = values(row)
-    cur = str(currency).strip()
+def _grant(left: credit_store.GrantLeft) -> CreditGrant:
+    currency = left.currency.strip()
     return CreditGrant(
-        gid,
-        customer_id,
-        money_text(amount, cur),
-        money_text(remaining, cur),
-        cur,
-        description,
-        expires_at,
-        granted_at,
+        left.id,
+        left.customer_id,
+        money_text(left.amount, currency),
+        money_text(left.remaining, currency),
+        currency,
+        left.description,
+        left.expires_at,
+        left.granted_at,
     )
 
 
@@ -97,8 +76,7 @@ async def credit_balance(
 ) -> CreditBalance:
     """Every grant with what is left of it; the balance counts grants usable at
     `usable_at` (default: all unexpired now-or-later grants are listed, all counted)."""
-    rows = await session.execute(text(_REMAINING), {"c": customer_id})
-    grants = [_grant(r) for r in rows]
+    grants = [_grant(g) for g in await credit_store.grants_left(session, customer_id)]
     balance = sum(
         (
             Decimal(g.remaining)
@@ -114,10 +92,8 @@ async def available_credit(session: AsyncSession, customer_id: str, *, usable_at
     """Credit an invoice issued now may draw: what is left of grants not expired at
     `usable_at` (the period's end: credit that expired during the period still counts
     for it)."""
-    rows = await session.execute(text(_REMAINING), {"c": customer_id})
-    return sum(
-        (Decimal(values(r)[3]) for r in rows if values(r)[6] is None or values(r)[6] >= usable_at), Decimal(0)
-    )
+    grants = await credit_store.grants_left(session, customer_id)
+    return sum((g.remaining for g in grants if g.expires_at is None or g.expires_at >= usable_at), Decimal(0))
 
 
 async def draw_credit(
@@ -126,17 +102,15 @@ async def draw_credit(
     """Apply `amount` to the invoice from the grants that expire first (the caller holds
     the customer's billing lock, so no other invoice draws at the same time)."""
     left = amount
-    rows = await session.execute(text(_REMAINING), {"c": customer_id})
-    for row in rows.all():
-        gid, remaining, expires_at = values(row)[0], Decimal(values(row)[3]), values(row)[6]
+    for grant in await credit_store.grants_left(session, customer_id):
+        gid, remaining, expires_at = grant.id, grant.remaining, grant.expires_at
         if left <= 0:
             break
         if remaining <= 0 or (expires_at is not None and expires_at < usable_at):
             continue
         take = min(left, remaining)
-        await session.execute(
-            text("INSERT INTO credit_applications (grant_id, invoice_id, amount) VALUES (:g, :i, :a)"),
-            {"g": gid, "i": invoice_id, "a": take},
+        await credit_store.insert_credit_application(
+            session, grant_id=gid, invoice_id=invoice_id, amount=take
         )
         left -= take
     if left > 0:
@@ -145,9 +119,4 @@ async def draw_credit(
 
 async def release_credit(session: AsyncSession, invoice_id: int) -> None:
     """Give back what a voided invoice drew."""
-    await session.execute(
-        text(
-            "UPDATE credit_applications SET released_at = now() WHERE invoice_id = :i AND released_at IS NULL"
-        ),
-        {"i": invoice_id},
-    )
+    await credit_store.release_credit_applications(session, invoice_id)

@@ -19,10 +19,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.credits import available_credit
-from portal.billing.plans import plan_from_definition
 from portal.billing.quantities import UsageWindow, charge_quantities, meter_aggregations
 from portal.billing.rating import Rating, Segment, rate_invoice
-from portal.billing.schemas import Discount, Plan
+from portal.billing.repository import plans as plan_store
+from portal.billing.schemas import Discount, Plan, plan_from_definition
 from portal.billing.subscriptions import SegmentBounds, segments_in, subscriptions_by_customer
 from portal.billing.views import (
     AdjustmentLineView,
@@ -88,13 +88,6 @@ def planned(bounds: Sequence[SegmentBounds], plans: dict[str, Plan]) -> tuple[Pl
     )
 
 
-async def plans_by_id(session: AsyncSession, plan_ids: set[str]) -> dict[str, Plan]:
-    rows = await session.execute(
-        text("SELECT id, definition FROM plans WHERE id = ANY(:ids)"), {"ids": sorted(plan_ids)}
-    )
-    return {str(pid): plan_from_definition(d) for pid, d in (values(r) for r in rows)}
-
-
 async def rate_periods(session: AsyncSession, items: Sequence[PeriodToRate]) -> list[Rating]:
     """Rate many customers' periods with a few bulk reads (see quantities.py)."""
     aggregations = await meter_aggregations(session)
@@ -125,7 +118,7 @@ async def period_to_rate(
     if not subs:
         return None
     bounds = segments_in(subs, period)
-    plans = await plans_by_id(session, {b.subscription.plan_id for b in bounds})
+    plans = await plan_store.plans_by_id(session, {b.subscription.plan_id for b in bounds})
     credit = await available_credit(session, customer.id, usable_at=period.end)
     return PeriodToRate(customer.id, customer.currency, period, planned(bounds, plans), credit)
 

@@ -1,24 +1,17 @@
-"""Plans: stored as their validated definition (JSON), immutable once created."""
+"""Plans: stored as their validated definition (JSON), immutable once created. The SQL is in
+`portal.billing.repository.plans`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import msgspec
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.billing.schemas import Plan, PlanCreate
+from portal.billing.repository import plans as plan_store
+from portal.billing.schemas import Plan, PlanCreate, plan_from_definition
 from portal.catalog import repository as catalog
-from portal.db import values
 from portal.problems import Conflict, Invalid, NotFound
-
-
-def plan_from_definition(definition: Any) -> Plan:
-    """A stored definition (JSON object) as a Plan."""
-    if isinstance(definition, str | bytes):
-        return msgspec.json.decode(definition, type=Plan)
-    return msgspec.convert(definition, Plan)
 
 
 def definition_of(plan: PlanCreate | Plan) -> dict[str, Any]:
@@ -49,22 +42,10 @@ async def create_plan(session: AsyncSession, data: PlanCreate) -> tuple[Plan, bo
     the same id with another definition is a Conflict (plans are immutable)."""
     await check_meters(session, data)
     definition = definition_of(data)
-    row = (
-        await session.execute(
-            text(
-                "INSERT INTO plans (id, name, currency, definition) "
-                "VALUES (:id, :name, :cur, CAST(:definition AS jsonb)) "
-                "ON CONFLICT (id) DO NOTHING RETURNING id"
-            ),
-            {
-                "id": data.id,
-                "name": data.name,
-                "cur": data.currency,
-                "definition": msgspec.json.encode(definition).decode(),
-            },
-        )
-    ).first()
-    if row is not None:
+    created = await plan_store.insert_plan(
+        session, plan_id=data.id, name=data.name, currency=data.currency, definition=definition
+    )
+    if created:
         return plan_from_definition(definition), True
     existing = await get_plan(session, data.id)
     if definition_of(existing) != definition:
@@ -76,14 +57,11 @@ async def create_plan(session: AsyncSession, data: PlanCreate) -> tuple[Plan, bo
 
 
 async def get_plan(session: AsyncSession, plan_id: str) -> Plan:
-    row = (
-        await session.execute(text("SELECT definition FROM plans WHERE id = :id"), {"id": plan_id})
-    ).first()
-    if row is None:
+    plan = await plan_store.plan_by_id(session, plan_id)
+    if plan is None:
         raise NotFound(f"no plan {plan_id!r}")
-    return plan_from_definition(values(row)[0])
+    return plan
 
 
 async def list_plans(session: AsyncSession) -> list[Plan]:
-    rows = await session.execute(text("SELECT definition FROM plans ORDER BY id"))
-    return [plan_from_definition(values(r)[0]) for r in rows]
+    return await plan_store.plans_listing(session)

@@ -20,10 +20,10 @@ from portal.billing.schemas import (
     DraftRequest,
     Plan,
     PlanCreate,
+    Subscription,
     SubscriptionCreate,
     VoidRequest,
 )
-from portal.billing.subscriptions import Subscription
 from portal.billing.views import (
     AdjustmentView,
     InvoiceState,

@@ -17,7 +17,9 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from portal.billing.invoices import PeriodToRate, planned, plans_by_id, rate_periods, save_drafts
+from portal.billing.invoices import PeriodToRate, planned, rate_periods, save_drafts
+from portal.billing.repository import credits as credit_store
+from portal.billing.repository import plans as plan_store
 from portal.billing.subscriptions import month_period, segments_in, subscriptions_by_customer
 from portal.db import transaction, values
 from portal.periods import BillingPeriod, period_for, previous_period
@@ -69,16 +71,9 @@ async def _customers(session: AsyncSession) -> list[_Customer]:
 async def _credits(
     session: AsyncSession, customer_ids: list[str], usable_at: dict[str, datetime]
 ) -> dict[str, Decimal]:
-    rows = await session.execute(
-        text(
-            "SELECT g.customer_id, g.expires_at, g.amount - COALESCE((SELECT sum(a.amount) FROM "
-            "credit_applications a WHERE a.grant_id = g.id AND a.released_at IS NULL), 0) "
-            "FROM credit_grants g WHERE g.customer_id = ANY(:ids)"
-        ),
-        {"ids": customer_ids},
-    )
+    grants = await credit_store.credit_left_by_grant(session, customer_ids)
     out: dict[str, Decimal] = {}
-    for customer_id, expires_at, remaining in (values(r) for r in rows):
+    for customer_id, expires_at, remaining in grants:
         if expires_at is None or expires_at >= usable_at[customer_id]:
             out[customer_id] = out.get(customer_id, Decimal(0)) + remaining
     return out
@@ -103,7 +98,9 @@ async def _run_chunk(
     subs = await subscriptions_by_customer(session, list(periods), low, high)
     bounds = {cid: segments_in(subs.get(cid, []), period) for cid, period in periods.items()}
     summary.without_subscription += sum(1 for b in bounds.values() if not b)
-    plans = await plans_by_id(session, {b.subscription.plan_id for bs in bounds.values() for b in bs})
+    plans = await plan_store.plans_by_id(
+        session, {b.subscription.plan_id for bs in bounds.values() for b in bs}
+    )
     credits = await _credits(session, [c.id for c in chunk], {cid: p.end for cid, p in periods.items()})
     items = [
         PeriodToRate(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -214,6 +214,25 @@ class Plan(CamelStruct):
     discounts: tuple[Discount, ...]
     minimum_commitment: Decimal | None
     description: str
+
+
+def plan_from_definition(definition: Any) -> Plan:
+    """A stored definition (JSON object) as a Plan."""
+    if isinstance(definition, str | bytes):
+        return msgspec.json.decode(definition, type=Plan)
+    return msgspec.convert(definition, Plan)
+
+
+class Subscription(CamelStruct):
+    """A customer's plan over [startsAt, endsAt), as stored."""
+
+    id: int
+    customer_id: str
+    plan_id: str
+    anchor_day: int
+    starts_at: datetime
+    ends_at: datetime | None
+    discounts: tuple[Discount, ...]
 
 
 class SubscriptionCreate(CamelStruct):

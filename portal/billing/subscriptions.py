@@ -5,18 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
 
-import msgspec
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.locks import lock_customer
 from portal.billing.plans import get_plan
-from portal.billing.schemas import Discount, SubscriptionCreate
+from portal.billing.repository import invoices as invoice_store
+from portal.billing.repository import plans as plan_store
+from portal.billing.schemas import Discount, Subscription, SubscriptionCreate
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
-from portal.db import values
 from portal.periods import (
     BillingPeriod,
     anchor_date,
@@ -27,17 +25,6 @@ from portal.periods import (
     to_datetime,
 )
 from portal.problems import Conflict, Invalid, NotFound
-from portal.schemas import CamelStruct
-
-
-class Subscription(CamelStruct):
-    id: int
-    customer_id: str
-    plan_id: str
-    anchor_day: int
-    starts_at: datetime
-    ends_at: datetime | None
-    discounts: tuple[Discount, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,28 +51,8 @@ def segments_in(subscriptions: list[Subscription], period: BillingPeriod) -> lis
     return out
 
 
-_COLUMNS = "id, customer_id, plan_id, anchor_day, starts_at, ends_at, discounts"
-
-
-def _subscription(row: Any) -> Subscription:
-    sid, customer_id, plan_id, anchor_day, starts_at, ends_at, discounts = values(row)
-    return Subscription(
-        sid,
-        customer_id,
-        plan_id,
-        anchor_day,
-        starts_at,
-        ends_at,
-        msgspec.convert(discounts, tuple[Discount, ...]),
-    )
-
-
 async def list_subscriptions(session: AsyncSession, customer_id: str) -> list[Subscription]:
-    rows = await session.execute(
-        text(f"SELECT {_COLUMNS} FROM subscriptions WHERE customer_id = :c ORDER BY starts_at"),
-        {"c": customer_id},
-    )
-    return [_subscription(r) for r in rows]
+    return await plan_store.customer_subscriptions(session, customer_id)
 
 
 async def subscriptions_by_customer(
@@ -95,18 +62,9 @@ async def subscriptions_by_customer(
     end: datetime,
 ) -> dict[str, list[Subscription]]:
     """Subscriptions overlapping [start, end), per customer (all customers if None)."""
-    rows = await session.execute(
-        text(
-            f"SELECT {_COLUMNS} FROM subscriptions "
-            "WHERE starts_at < :end AND (ends_at IS NULL OR ends_at > :start) "
-            "AND (CAST(:ids AS text[]) IS NULL OR customer_id = ANY(:ids)) "
-            "ORDER BY customer_id, starts_at"
-        ),
-        {"start": start, "end": end, "ids": customer_ids},
-    )
+    rows = await plan_store.subscriptions_overlapping(session, customer_ids, start, end)
     out: dict[str, list[Subscription]] = {}
-    for row in rows:
-        sub = _subscription(row)
+    for sub in rows:
         out.setdefault(sub.customer_id, []).append(sub)
     return out
 
@@ -155,12 +113,11 @@ async def subscribe(
         )
     await lock_customer(session, customer_id)
     existing = await list_subscriptions(session, customer_id)
-    discounts = msgspec.json.encode(data.discounts).decode()
     if not existing:
         day = data.start_date or local_date(now.timestamp(), customer.timezone)
         anchor = data.anchor_day or day.day
         return await _insert(
-            session, customer_id, plan.id, anchor, local_midnight(day, customer.timezone), discounts
+            session, customer_id, plan.id, anchor, local_midnight(day, customer.timezone), data.discounts
         )
     if data.start_date is not None:
         raise Invalid(
@@ -175,36 +132,18 @@ async def subscribe(
     at = _effective_at(customer, current, data, now, data.effective_at)
     if at <= existing[0].starts_at:
         raise Invalid(f"effectiveAt: before the first subscription starts ({existing[0].starts_at})")
-    finalized = (
-        await session.execute(
-            text(
-                "SELECT number FROM invoices WHERE customer_id = :c AND status = 'finalized' "
-                "AND period_end > :at ORDER BY period_end DESC LIMIT 1"
-            ),
-            {"c": customer_id, "at": at},
-        )
-    ).first()
+    finalized = await invoice_store.finalized_number_after(session, customer_id, at)
     if finalized is not None:
         raise Conflict(
             f"the change at {at.isoformat()} falls in a period already invoiced "
-            f"({values(finalized)[0]}); void that invoice first"
+            f"({finalized}); void that invoice first"
         )
     on_plan = next((s for s in existing if s.starts_at <= at and (s.ends_at is None or s.ends_at > at)), None)
     if on_plan is not None and on_plan.plan_id == plan.id and not data.discounts:
         raise Conflict(f"customer {customer_id} is already on plan {plan.id} at {at.isoformat()}")
     # A later change replaces changes scheduled after it.
-    await session.execute(
-        text("DELETE FROM subscriptions WHERE customer_id = :c AND starts_at >= :at"),
-        {"c": customer_id, "at": at},
-    )
-    await session.execute(
-        text(
-            "UPDATE subscriptions SET ends_at = :at WHERE customer_id = :c AND starts_at < :at "
-            "AND (ends_at IS NULL OR ends_at > :at)"
-        ),
-        {"c": customer_id, "at": at},
-    )
-    return await _insert(session, customer_id, plan.id, current.anchor_day, at, discounts)
+    await plan_store.cut_subscriptions_at(session, customer_id, at)
+    return await _insert(session, customer_id, plan.id, current.anchor_day, at, data.discounts)
 
 
 async def _insert(
@@ -213,22 +152,21 @@ async def _insert(
     plan_id: str,
     anchor_day: int,
     starts_at: datetime,
-    discounts: str,
+    discounts: tuple[Discount, ...],
 ) -> Subscription:
-    row = (
-        await session.execute(
-            text(
-                f"INSERT INTO subscriptions (customer_id, plan_id, anchor_day, starts_at, discounts) "
-                f"VALUES (:c, :p, :a, :s, CAST(:d AS jsonb)) RETURNING {_COLUMNS}"
-            ),
-            {"c": customer_id, "p": plan_id, "a": anchor_day, "s": starts_at, "d": discounts},
-        )
-    ).one()
+    subscription = await plan_store.insert_subscription(
+        session,
+        customer_id=customer_id,
+        plan_id=plan_id,
+        anchor_day=anchor_day,
+        starts_at=starts_at,
+        discounts=discounts,
+    )
     # A plan's default alert rules become the subscriber's own.
     from portal.alerting.rules import copy_plan_rules
 
     await copy_plan_rules(session, customer_id, plan_id)
-    return _subscription(row)
+    return subscription
 
 
 def month_period(customer_tz: str, anchor_day: int, month: str) -> BillingPeriod:

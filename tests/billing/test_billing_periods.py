@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from portal.billing.subscriptions import Subscription, month_period, segments_in
+from portal.billing.schemas import Subscription
+from portal.billing.subscriptions import month_period, segments_in
 from portal.periods import BillingPeriod, hour_buckets, period_for
 from portal.problems import Invalid
 

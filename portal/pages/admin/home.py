@@ -6,9 +6,9 @@ from typing import Any
 
 from litestar import Request, get
 from litestar.response import Template
-from sqlalchemy import text
 
 from portal.accounts import repository as accounts
+from portal.billing.repository import plans as plan_store
 from portal.catalog import repository as catalog
 from portal.dependencies import Db
 from portal.keys import repository as keys
@@ -20,8 +20,7 @@ class AdminHomeController(AdminController):
     @get("/")
     async def index(self, request: Request[Any, Any, Any], db: Db) -> Template:
         customers, meters = await catalog.catalog_counts(db)
-        # `plans` belongs to billing, which has no repository yet.
-        plans: int = (await db.execute(text("SELECT count(*) FROM plans"))).scalar_one()
+        plans = await plan_store.plan_count(db)
         users_active, users_invited, users_disabled = await accounts.user_counts(db)
         keys_active, keys_revoked = await keys.key_counts(db)
         counts = {

@@ -17,15 +17,14 @@ from litestar import Request, get, post
 from litestar.datastructures import UploadFile
 from litestar.params import FromPath
 from litestar.response import Template
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from portal.billing.plans import get_plan, plan_from_definition
+from portal.billing.plans import get_plan
+from portal.billing.repository import plans as plan_store
 from portal.billing.schemas import Charge, Plan
 from portal.catalog import service
 from portal.catalog.file import ApplyReport, CatalogFileError, apply_catalog, parse_catalog
-from portal.db import values
 from portal.dependencies import Db, Portal
 from portal.pages.admin.common import ADMIN_TZ, AdminController, record
 from portal.pages.admin.forms import UNPROCESSABLE, Form, read_form, text_of
@@ -42,8 +41,6 @@ MODEL_LABELS = {
     "package": "package",
     "flat": "flat fee",
 }
-# A subscription counts while it runs or before it starts (a plan change next period).
-_SUBSCRIBED = "(s.ends_at IS NULL OR s.ends_at > now())"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,26 +121,13 @@ async def apply_upload(
 class PlanPagesController(AdminController):
     @get("/plans")
     async def plans(self, request: Request[Any, Any, Any], db: Db) -> Template:
-        rows = await db.execute(
-            text(
-                f"SELECT p.definition, (SELECT count(DISTINCT s.customer_id) FROM subscriptions s "
-                f"WHERE s.plan_id = p.id AND {_SUBSCRIBED}) FROM plans p ORDER BY p.id"
-            )
-        )
-        plans = [PlanRow(plan_from_definition(d), int(n)) for d, n in (values(r) for r in rows)]
+        plans = [PlanRow(plan, n) for plan, n in await plan_store.plans_with_subscriber_counts(db)]
         return page("admin/plans.html", request, plans=plans)
 
     @get("/plans/{plan_id:str}")
     async def plan(self, request: Request[Any, Any, Any], db: Db, plan_id: FromPath[str]) -> Template:
         plan = await get_plan(db, plan_id)  # NotFound: the 404 page
-        rows = await db.execute(
-            text(
-                f"SELECT DISTINCT s.customer_id FROM subscriptions s WHERE s.plan_id = :p AND {_SUBSCRIBED} "
-                "ORDER BY s.customer_id"
-            ),
-            {"p": plan_id},
-        )
-        subscribers = [str(values(r)[0]) for r in rows]
+        subscribers = await plan_store.plan_subscribers(db, plan_id)
         return page("admin/plan.html", request, plan=plan, subscribers=subscribers, models=MODEL_LABELS)
 
     @get("/catalog")
