@@ -15,8 +15,8 @@ Running it again is harmless (it reports 0 under a previous key). A value no key
 channel stops the command before anything changes; on a disabled channel it is reported
 and left as it is.
 
-The SQL is here rather than in `portal/alerting/channels.py` (the table's repository):
-it is the one bulk rewrite of the table, run only by this command.
+The SQL (every channel read under lock, then rewritten in one batch) is in
+`portal.alerting.repository`, the table's owner.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.secrets import Keys, readable_with_newest, reencrypt
-from portal.db import create_engine, session_factory, transaction, values
+from portal.alerting import repository
+from portal.db import create_engine, session_factory, transaction
 from portal.settings import Settings
 
 SettingsFor = Callable[[argparse.Namespace], tuple[Settings, Any]]
@@ -76,27 +76,21 @@ async def rotate_channel_secrets(session: AsyncSession, keys: Keys) -> RotationR
     """Re-encrypt every channel's destination and signing secret under the newest of
     `keys`. Raises RotationRefused (naming the channels) when an active channel reads
     with none of them; the caller's transaction then changes nothing."""
-    rows = await session.execute(
-        text(
-            "SELECT id, customer_id, name, disabled_at IS NOT NULL, destination_encrypted, "
-            "signing_secret_encrypted FROM alert_channels ORDER BY id FOR UPDATE"
-        )
-    )
     report = RotationReport()
-    updates: list[dict[str, Any]] = []
+    rewritten: list[tuple[int, bytes, bytes | None]] = []
     unreadable: list[str] = []
-    for row in rows:
-        channel_id, customer_id, name, disabled, destination, signing = values(row)
+    for channel in await repository.lock_all_channel_secrets(session):
         try:
-            new_destination, moved_destination = _rotate_value(keys, bytes(destination))
-            new_signing, moved_signing = _rotate_value(keys, None if signing is None else bytes(signing))
+            new_destination, moved_destination = _rotate_value(keys, channel.destination_encrypted)
+            new_signing, moved_signing = _rotate_value(keys, channel.signing_secret_encrypted)
         except ValueError:
-            if disabled:
-                report.unreadable_disabled.append(int(channel_id))
+            if channel.disabled:
+                report.unreadable_disabled.append(channel.channel_id)
             else:
-                unreadable.append(f"{channel_id} ({customer_id}: {name!r})")
+                unreadable.append(f"{channel.channel_id} ({channel.customer_id}: {channel.name!r})")
             continue
-        updates.append({"id": channel_id, "d": new_destination, "s": new_signing})
+        assert new_destination is not None  # a destination is never NULL
+        rewritten.append((channel.channel_id, new_destination, new_signing))
         report.rotated += 1
         report.were_under_previous += int(moved_destination or moved_signing)
     if unreadable:
@@ -105,14 +99,7 @@ async def rotate_channel_secrets(session: AsyncSession, keys: Keys) -> RotationR
             f"{', '.join(unreadable)}: add the key they were stored under to "
             "PORTAL_SECRET_KEY_PREVIOUS (or re-enter those channels); nothing was changed"
         )
-    if updates:
-        await session.execute(
-            text(
-                "UPDATE alert_channels SET destination_encrypted = :d, signing_secret_encrypted = :s "
-                "WHERE id = :id"
-            ),
-            updates,
-        )
+    await repository.set_channel_secrets(session, rewritten)
     return report
 
 

@@ -8,14 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import dramatiq
 import structlog
-from sqlalchemy import text
 
 from alerts.delivery import Transport, send
 from portal import metrics
-from portal.alerting import deliveries
+from portal.alerting import deliveries, repository
 from portal.alerting.evaluate import evaluate_customer
 from portal.broker import ALERTS_QUEUE
-from portal.db import transaction, values
+from portal.db import transaction
 from portal.live import keys as live_keys
 from portal.settings import get_settings
 from workers.context import WorkerContext, get_context
@@ -142,10 +141,7 @@ async def sweep_alerts() -> None:
     scheduler runs it again."""
     ctx = await get_context()
     async with transaction(ctx.sessions) as session:
-        rows = await session.execute(
-            text("SELECT DISTINCT customer_id FROM alert_rules WHERE disabled_at IS NULL ORDER BY 1")
-        )
-        customers = [str(values(r)[0]) for r in rows]
+        customers = await repository.customers_with_rules(session)
     ids: list[int] = []
     for customer_id in customers:
         try:

@@ -8,25 +8,25 @@ last settled local day and the anomalies that began in its last 24 settled hours
 channel, in the caller's transaction. The partial unique index on (rule, meter, anomaly
 kind, granularity, start) makes judging the same hours again, on the next hour or on
 another process, fire nothing new: each anomaly is notified once, and an hour missed by a
-failed run is judged on the next one (it stays in the 24 hours).
+failed run is judged on the next one (it stays in the 24 hours). The SQL is in
+`portal.alerting.repository`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.messages import AnomalyFacts, Notice
 from portal import metrics
+from portal.alerting import repository
 from portal.alerting.firings import fan_out, notice_json
+from portal.alerting.schemas import AnomalyRule
 from portal.anomalies import Anomaly
 from portal.catalog.schemas import Customer, Meter
 from portal.catalog.service import list_meters
-from portal.db import values
 from portal.periods import hour_bucket, to_datetime
 from portal.settings import Settings
 from portal.usage.anomalies import Flagged, detect
@@ -42,24 +42,8 @@ JUDGED_HOURS = 2 * ALERT_HOURS
 SETTLE_DELAY = timedelta(minutes=5)
 
 
-@dataclass(frozen=True, slots=True)
-class AnomalyRule:
-    id: int
-    name: str
-    metric_name: str | None
-    channel_ids: list[int]
-    judged_through: datetime | None
-
-
 async def anomaly_rules(session: AsyncSession, customer_id: str) -> list[AnomalyRule]:
-    rows = await session.execute(
-        text(
-            "SELECT id, name, metric_name, channel_ids, anomalies_judged_through FROM alert_rules "
-            "WHERE customer_id = :c AND kind = 'anomaly' AND disabled_at IS NULL ORDER BY id"
-        ),
-        {"c": customer_id},
-    )
-    return [AnomalyRule(*values(r)) for r in rows]
+    return await repository.anomaly_rules(session, customer_id)
 
 
 async def evaluate_anomalies(
@@ -97,10 +81,7 @@ async def evaluate_anomalies(
                     now=now,
                     settings=settings,
                 )
-    await session.execute(
-        text("UPDATE alert_rules SET anomalies_judged_through = :t WHERE id = ANY(:ids)"),
-        {"t": settled_end, "ids": [r.id for r in due]},
-    )
+    await repository.mark_anomalies_judged(session, [r.id for r in due], settled_end)
     return deliveries
 
 
@@ -178,35 +159,22 @@ async def _fire(
 ) -> list[int]:
     """Record the anomaly's firing (if no evaluation did yet) and its pending deliveries."""
     notice = anomaly_notice(customer, rule, meter, anomaly, now=now, settings=settings)
-    row = (
-        await session.execute(
-            text(
-                "INSERT INTO alert_firings (rule_id, customer_id, period_start, period_end, level, kind, "
-                "threshold, "
-                "value, notice, metric_name, anomaly_kind, granularity) "
-                "VALUES (:r, :c, :s, :e, 0, 'anomaly', :t, :v, CAST(:n AS jsonb), :m, :ak, :g) "
-                "ON CONFLICT (rule_id, metric_name, anomaly_kind, granularity, period_start) WHERE kind = "
-                "'anomaly' "
-                "DO NOTHING RETURNING id"
-            ),
-            {
-                "r": rule.id,
-                "c": customer.id,
-                "s": anomaly.start,
-                "e": anomaly.end,
-                "t": anomaly.expected,
-                "v": anomaly.value,
-                "n": notice_json(notice),
-                "m": meter.metric_name,
-                "ak": anomaly.kind,
-                "g": anomaly.granularity,
-            },
-        )
-    ).first()
-    if row is None:
+    firing_id = await repository.insert_anomaly_firing(
+        session,
+        rule_id=rule.id,
+        customer_id=customer.id,
+        period_start=anomaly.start,
+        period_end=anomaly.end,
+        expected=anomaly.expected,
+        value=anomaly.value,
+        notice_json=notice_json(notice),
+        metric_name=meter.metric_name,
+        anomaly_kind=anomaly.kind,
+        granularity=anomaly.granularity,
+    )
+    if firing_id is None:
         return []
     metrics.ALERT_FIRINGS.labels("anomaly").inc()
-    firing_id = int(values(row)[0])
     return await fan_out(
         session, customer.id, rule.channel_ids, firing_id, dataclasses.replace(notice, firing_id=firing_id)
     )

@@ -22,72 +22,20 @@ Channels apply to notices fired from now on; deliveries already queued keep thei
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.alerting import repository
 from portal.alerting.rules import check_channels
 from portal.alerting.schemas import Rule, RuleCreate
-from portal.db import values
 from portal.problems import Invalid, NotFound
-from portal.usage.combine import exact
-
-_COLUMNS = (
-    "id, customer_id, kind, name, metric_name, basis, budget, levels, notify_recovery, "
-    "notify_forecast, channel_ids, from_plan_rule_id, created_at, disabled_at"
-)
-
-
-def _rule(row: Any) -> Rule:
-    (
-        rid,
-        customer_id,
-        kind,
-        name,
-        metric,
-        basis,
-        budget,
-        levels,
-        recovery,
-        forecast,
-        channels,
-        from_plan,
-        created_at,
-        disabled_at,
-    ) = values(row)
-    return Rule(
-        rid,
-        customer_id,
-        kind,
-        name,
-        metric,
-        basis,
-        None if budget is None else exact(budget),
-        [exact(v) for v in levels],
-        recovery,
-        forecast,
-        [int(c) for c in channels],
-        from_plan,
-        created_at,
-        disabled_at,
-    )
 
 
 async def get_rule(session: AsyncSession, customer_id: str, rule_id: int, *, lock: bool = False) -> Rule:
     """The customer's active rule; NotFound for another customer's, a disabled or unknown one."""
-    row = (
-        await session.execute(
-            text(
-                f"SELECT {_COLUMNS} FROM alert_rules WHERE id = :id AND customer_id = :c AND disabled_at IS "
-                "NULL" + (" FOR UPDATE" if lock else "")
-            ),
-            {"id": rule_id, "c": customer_id},
-        )
-    ).first()
-    if row is None:
+    rule = await repository.active_rule(session, customer_id, rule_id, lock=lock)
+    if rule is None:
         raise NotFound(f"no alert rule {rule_id} for customer {customer_id}")
-    return _rule(row)
+    return rule
 
 
 async def update_rule(session: AsyncSession, customer_id: str, rule_id: int, data: RuleCreate) -> Rule:
@@ -103,24 +51,4 @@ async def update_rule(session: AsyncSession, customer_id: str, rule_id: int, dat
         if was != given:
             raise Invalid(f"{field}: what a rule watches cannot change; create a new rule instead")
     await check_channels(session, customer_id, data.channel_ids)
-    row = (
-        await session.execute(
-            text(
-                "UPDATE alert_rules SET name = :n, levels = :levels, budget = :budget, notify_recovery = "
-                ":rec, "
-                "notify_forecast = :fc, channel_ids = :ch WHERE id = :id AND customer_id = :c "
-                f"RETURNING {_COLUMNS}"
-            ),
-            {
-                "id": rule_id,
-                "c": customer_id,
-                "n": data.name,
-                "levels": data.levels,
-                "budget": data.budget,
-                "rec": data.notify_recovery,
-                "fc": data.notify_forecast,
-                "ch": data.channel_ids,
-            },
-        )
-    ).one()
-    return _rule(row)
+    return await repository.update_rule(session, customer_id, rule_id, data)

@@ -5,7 +5,8 @@ scheduled sweep. Usage and spend are read from Postgres, never from Redis (DESIG
 invariant 1). A firing and its pending deliveries are written in the caller's
 transaction; the unique index on (rule, period, level, kind) makes a second evaluation,
 on any process, fire nothing new (invariant 7). Sending starts after commit. Anomaly rules
-are judged here too, at most once per settled hour (portal/alerting/anomalies.py).
+are judged here too, at most once per settled hour (portal/alerting/anomalies.py). The SQL
+is in `portal.alerting.repository`.
 """
 
 from __future__ import annotations
@@ -14,39 +15,25 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.messages import Notice
-from alerts.thresholds import Basis, Due, Level, notices_due, thresholds
+from alerts.thresholds import Due, Level, notices_due, thresholds
 from portal import metrics
+from portal.alerting import repository
 from portal.alerting.anomalies import evaluate_anomalies
 from portal.alerting.firings import fan_out, notice_from_json, notice_json
+from portal.alerting.schemas import RuleRow
 from portal.billing.invoices import period_to_rate, rate_periods
 from portal.billing.rating import Rating
 from portal.billing.schemas import Plan
 from portal.billing.subscriptions import list_subscriptions
 from portal.catalog.schemas import Customer, Meter
 from portal.catalog.service import get_customer, list_meters
-from portal.db import values
 from portal.periods import BillingPeriod, period_for, previous_period
 from portal.settings import Settings
 from portal.usage.service import billed_usage
-
-
-@dataclass(frozen=True, slots=True)
-class RuleRow:
-    id: int
-    name: str
-    metric_name: str | None
-    basis: Basis
-    budget: Decimal | None
-    levels: list[Decimal]
-    notify_recovery: bool
-    notify_forecast: bool
-    channel_ids: list[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +50,7 @@ __all__ = ["evaluate_customer", "notice_from_json", "notice_json"]
 
 
 async def active_rules(session: AsyncSession, customer_id: str) -> list[RuleRow]:
-    rows = await session.execute(
-        text(
-            "SELECT id, name, metric_name, basis, budget, levels, notify_recovery, notify_forecast, "
-            "channel_ids "
-            "FROM alert_rules WHERE customer_id = :c AND kind = 'threshold' AND disabled_at IS NULL ORDER BY "
-            "id"
-        ),
-        {"c": customer_id},
-    )
-    return [RuleRow(*values(r)) for r in rows]
+    return await repository.threshold_rules(session, customer_id)
 
 
 def _periods(customer: Customer, anchor: int, now: datetime, grace: timedelta) -> list[BillingPeriod]:
@@ -159,7 +137,7 @@ async def evaluate_customer(
         state = await _period_state(
             session, customer, period, meters, metrics, now, settings.future_tolerance
         )
-        fired = await _fired(session, [r.id for r in rules], period)
+        fired = await repository.fired_levels(session, [r.id for r in rules], period.start)
         for rule in rules:
             meter = meters.get(rule.metric_name or "")
             if rule.metric_name is not None and meter is None:
@@ -184,24 +162,6 @@ async def evaluate_customer(
                 notice = _notice(customer, rule, meter, unit, notice_due, value, state, now, settings)
                 deliveries += await _fire(session, customer, rule, period, notice_due, value, notice)
     return deliveries
-
-
-async def _fired(
-    session: AsyncSession,
-    rule_ids: list[int],
-    period: BillingPeriod,
-) -> dict[int, set[tuple[Decimal, Any]]]:
-    rows = await session.execute(
-        text(
-            "SELECT rule_id, level, kind FROM alert_firings WHERE rule_id = ANY(:ids) AND period_start = :s "
-            "AND kind <> 'anomaly'"
-        ),
-        {"ids": rule_ids, "s": period.start},
-    )
-    out: dict[int, set[tuple[Decimal, Any]]] = {}
-    for rule_id, level, kind in (values(r) for r in rows):
-        out.setdefault(rule_id, set()).add((level, kind))
-    return out
 
 
 def _notice(
@@ -248,34 +208,22 @@ async def _fire(
     notice: Notice,
 ) -> list[int]:
     """Record one firing (if no other evaluation did) and a pending delivery per channel."""
-    row = (
-        await session.execute(
-            text(
-                "INSERT INTO alert_firings (rule_id, customer_id, period_start, period_end, level, kind, "
-                "threshold, "
-                "value, forecast_at, notice) VALUES (:r, :c, :s, :e, :level, :kind, :t, :v, :f, CAST(:n AS "
-                "jsonb)) "
-                "ON CONFLICT (rule_id, period_start, level, kind) WHERE kind <> 'anomaly' DO NOTHING "
-                "RETURNING id"
-            ),
-            {
-                "r": rule.id,
-                "c": customer.id,
-                "s": period.start,
-                "e": period.end,
-                "level": due.level.level,
-                "kind": due.kind,
-                "t": due.level.threshold,
-                "v": value,
-                "f": due.forecast_at,
-                "n": notice_json(notice),
-            },
-        )
-    ).first()
-    if row is None:
+    firing_id = await repository.insert_threshold_firing(
+        session,
+        rule_id=rule.id,
+        customer_id=customer.id,
+        period_start=period.start,
+        period_end=period.end,
+        level=due.level.level,
+        kind=due.kind,
+        threshold=due.level.threshold,
+        value=value,
+        forecast_at=due.forecast_at,
+        notice_json=notice_json(notice),
+    )
+    if firing_id is None:
         return []
     metrics.ALERT_FIRINGS.labels(due.kind).inc()
-    firing_id = int(values(row)[0])
     return await fan_out(
         session, customer.id, rule.channel_ids, firing_id, dataclasses.replace(notice, firing_id=firing_id)
     )

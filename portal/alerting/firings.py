@@ -1,17 +1,16 @@
 """What every kind of firing shares: the stored form of its notice, and a pending delivery
-per channel written in the same transaction as the firing (sent after commit)."""
+per channel written in the same transaction as the firing (sent after commit). The SQL is in
+`portal.alerting.repository`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import msgspec
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.messages import Notice
-from portal.alerting.channels import active_channel_ids
-from portal.db import values
+from portal.alerting import repository
 
 _encode = msgspec.json.Encoder(decimal_format="string").encode
 
@@ -29,13 +28,11 @@ async def fan_out(
 ) -> list[int]:
     """A pending delivery of the firing's notice to each of `channel_ids` (empty: every
     channel of the customer) that is still enabled; their ids."""
-    channels = channel_ids or await active_channel_ids(session, customer_id)
-    rows = await session.execute(
-        text(
-            "INSERT INTO alert_deliveries (firing_id, channel_id, customer_id, notice, masked_destination) "
-            "SELECT :f, ch.id, :c, CAST(:n AS jsonb), ch.destination_masked FROM alert_channels ch "
-            "WHERE ch.id = ANY(:ids) AND ch.disabled_at IS NULL ORDER BY ch.id RETURNING id"
-        ),
-        {"f": firing_id, "c": customer_id, "n": notice_json(notice), "ids": channels},
+    channels = channel_ids or await repository.active_channel_ids(session, customer_id)
+    return await repository.insert_firing_deliveries(
+        session,
+        firing_id=firing_id,
+        customer_id=customer_id,
+        channel_ids=channels,
+        notice_json=notice_json(notice),
     )
-    return [int(values(r)[0]) for r in rows]

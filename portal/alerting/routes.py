@@ -9,6 +9,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.alerting import channels, deliveries, rules
+from portal.alerting.notices import send_test_notice
 from portal.alerting.schemas import (
     Channel,
     ChannelCreate,
@@ -19,7 +20,6 @@ from portal.alerting.schemas import (
     RuleBody,
     RuleCreate,
 )
-from portal.alerting.test_notices import send_test_notice
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
 from portal.dependencies import Db, Portal

@@ -1,7 +1,9 @@
-"""Alert request and response bodies (camelCase, validated at the edge)."""
+"""Alert request and response bodies (camelCase, validated at the edge), and the read shapes
+the repository answers to the services."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -199,3 +201,56 @@ class Firing(CamelStruct):
     metric_name: str | None = None
     anomaly_kind: Literal["spike", "drop_to_zero", "silence"] | None = None
     granularity: Literal["hour", "day"] | None = None
+
+
+# --- Read shapes of the repository (not part of the API)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRow:
+    """An active threshold rule, as the evaluation reads it."""
+
+    id: int
+    name: str
+    metric_name: str | None
+    basis: Basis
+    budget: Decimal | None
+    levels: list[Decimal]
+    notify_recovery: bool
+    notify_forecast: bool
+    channel_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyRule:
+    """An active anomaly rule, and the settled hour it was last judged through."""
+
+    id: int
+    name: str
+    metric_name: str | None
+    channel_ids: list[int]
+    judged_through: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChannel:
+    """A channel as stored: its destination and signing secret still encrypted."""
+
+    channel_id: int
+    name: str
+    kind: str
+    destination_encrypted: bytes
+    masked: str
+    signing_secret_encrypted: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSecrets:
+    """A channel's encrypted values, for re-encryption under a new key."""
+
+    channel_id: int
+    customer_id: str
+    name: str
+    disabled: bool
+    destination_encrypted: bytes
+    signing_secret_encrypted: bytes | None

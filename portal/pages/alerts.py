@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.alerting import channels as channel_service
 from portal.alerting import editing
 from portal.alerting import rules as rule_service
+from portal.alerting.notices import send_test_notice
 from portal.alerting.schemas import Channel, Rule
-from portal.alerting.test_notices import send_test_notice
 from portal.catalog.schemas import Customer
 from portal.catalog.service import list_meters
 from portal.dependencies import Db, Portal

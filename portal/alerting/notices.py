@@ -1,4 +1,5 @@
-"""Test notices: what a person sends to a channel to see that it works (API and portal)."""
+"""Test notices: what a person sends to a channel to see that it works (API and portal). Written
+as a delivery without a firing, queued for the alert worker after commit."""
 
 from __future__ import annotations
 
