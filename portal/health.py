@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal import quality
+from portal.alerting import repository as alerting_repository
 from portal.db import values
 from portal.quality import days_between
 from portal.schemas import CamelStruct
@@ -125,32 +126,8 @@ async def billing_health(
         ),
         params,
     )
-    judged, followed = values(
-        (
-            await session.execute(
-                text(
-                    "SELECT count(*), count(c.id) FROM alert_firings f LEFT JOIN alert_firings c "
-                    "ON c.rule_id = f.rule_id AND c.period_start = f.period_start AND c.level = f.level "
-                    "AND c.kind = 'crossing' WHERE f.kind = 'forecast' AND f.fired_at >= :start AND "
-                    "f.fired_at < :end "
-                    "AND (c.id IS NOT NULL OR f.period_end <= :end)"
-                ),
-                params,
-            )
-        ).one()
-    )
-    crossings, unnotified = values(
-        (
-            await session.execute(
-                text(
-                    "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM alert_deliveries d "
-                    "WHERE d.firing_id = f.id AND d.status = 'sent')) FROM alert_firings f "
-                    "WHERE f.kind = 'crossing' AND f.fired_at >= :start AND f.fired_at < :end"
-                ),
-                params,
-            )
-        ).one()
-    )
+    judged, followed = await alerting_repository.forecast_outcomes(session, start=start, end=now)
+    crossings, unnotified = await alerting_repository.crossings_unnotified(session, start=start, end=now)
     sources = await quality.read(redis, days_between(start, now))
     count, r50, r99, e50, e99 = latency
     seconds = [None if v is None else round(float(v), 3) for v in (r50, r99, e50, e99)]

@@ -25,6 +25,7 @@ from redis.backoff import NoBackoff
 from sqlalchemy import text
 
 from portal import dead_letters
+from portal.alerting import repository as alerting_repository
 from portal.broker import INGEST_QUEUE, QUEUES
 from portal.db import create_engine, session_factory, transaction, values
 from portal.live import keys
@@ -310,11 +311,7 @@ async def _from_postgres(settings: Settings) -> tuple[Any, ...]:
                 "WHERE run_id = (SELECT max(id) FROM reconcile_runs)) FROM reconcile_runs",
             )
             (late,) = await _count(session, "SELECT count(*) FROM late_events WHERE settled_at IS NULL")
-            pending, failed_deliveries = await _count(
-                session,
-                "SELECT count(*) FILTER (WHERE status = 'pending'), "
-                "count(*) FILTER (WHERE status = 'failed') FROM alert_deliveries",
-            )
+            pending, failed_deliveries = await alerting_repository.delivery_counts(session)
     finally:
         await engine.dispose()
     return int(failed), oldest, last_run, int(drift), int(late), int(pending), int(failed_deliveries)

@@ -25,6 +25,7 @@ from typing import Any
 
 import msgspec
 
+from portal.alerting import repository as alerting_repository
 from portal.ingest.events import AcceptedEvent, micros_to_datetime
 from portal.ingest.partitions import ensure_partitions, forget_known, month_start, months_between
 from workers.failed_events import (
@@ -305,11 +306,7 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
             await _upsert_hours(conn, aggregation, deltas.get(aggregation, {}))
     late = await record_late_events(conn, admitted)
     watched = (
-        await conn.fetch(
-            "SELECT DISTINCT customer_id FROM alert_rules WHERE disabled_at IS NULL AND customer_id = "
-            "ANY($1)",
-            sorted({e.customer_id for e in admitted}),
-        )
+        await alerting_repository.customers_with_rules_among(conn, {e.customer_id for e in admitted})
         if admitted
         else []
     )
@@ -319,7 +316,7 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
         duplicates=len(refused) + len(repeats) - len(conflicts),
         conflicts=len(conflicts),
         late_invoices=tuple(late),
-        alert_customers=tuple(r["customer_id"] for r in watched),
+        alert_customers=tuple(watched),
     )
 
 

@@ -11,9 +11,9 @@ from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
 from functools import partial
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.alerting import repository as alerting_repository
 from portal.alerting.deliveries import list_firings
 from portal.billing.preview import RatingSetup, preview, rating_setup
 from portal.billing.views import LineView, PreviewView, money_text
@@ -278,14 +278,7 @@ async def usage_panel(
 
 async def _budget_rules(db: AsyncSession, customer_id: str) -> list[tuple[str, str | None, Decimal]]:
     """The customer's budgets: (rule name, meter or None for spend, amount)."""
-    rows = await db.execute(
-        text(
-            "SELECT name, metric_name, budget FROM alert_rules WHERE customer_id = :c AND basis = 'budget' "
-            "AND kind = 'threshold' AND disabled_at IS NULL ORDER BY id"
-        ),
-        {"c": customer_id},
-    )
-    return [(str(r[0]), r[1], Decimal(r[2])) for r in rows]
+    return await alerting_repository.budget_rules(db, customer_id)
 
 
 def _as_money(value: Decimal, *, currency: str) -> str:
