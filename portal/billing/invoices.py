@@ -21,8 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.billing.credits import available_credit
 from portal.billing.quantities import UsageWindow, charge_quantities, meter_aggregations
 from portal.billing.rating import Rating, Segment, rate_invoice
+from portal.billing.repository import invoices as invoice_store
 from portal.billing.repository import plans as plan_store
-from portal.billing.schemas import Discount, Plan, plan_from_definition
+from portal.billing.schemas import InvoiceRow, Plan, PlannedSegment
 from portal.billing.subscriptions import SegmentBounds, segments_in, subscriptions_by_customer
 from portal.billing.views import (
     AdjustmentLineView,
@@ -40,36 +41,6 @@ from portal.db import values
 from portal.periods import BillingPeriod
 from portal.problems import NotFound
 from portal.usage.combine import exact
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedSegment:
-    """A segment's plan and bounds, as an invoice keeps them (its rating basis)."""
-
-    plan: Plan
-    start: datetime
-    end: datetime
-    fraction: Decimal
-    discounts: tuple[Discount, ...]
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "plan": msgspec.to_builtins(self.plan),
-            "start": self.start.isoformat(),
-            "end": self.end.isoformat(),
-            "fraction": str(self.fraction),
-            "discounts": msgspec.to_builtins(self.discounts),
-        }
-
-    @classmethod
-    def from_snapshot(cls, data: dict[str, Any]) -> PlannedSegment:
-        return cls(
-            plan_from_definition(data["plan"]),
-            datetime.fromisoformat(data["start"]),
-            datetime.fromisoformat(data["end"]),
-            Decimal(data["fraction"]),
-            msgspec.convert(data["discounts"], tuple[Discount, ...]),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,28 +96,10 @@ async def period_to_rate(
 
 # --- storing drafts -----------------------------------------------------------------
 
-_LINE_COLUMNS = (
-    "invoice_id",
-    "position",
-    "kind",
-    "charge_key",
-    "meter",
-    "description",
-    "quantity",
-    "included_quantity",
-    "billable_quantity",
-    "unit_price",
-    "tiers",
-    "proration",
-    "amount",
-    "plan_id",
-    "segment_start",
-    "segment_end",
-)
-
 
 def line_rows(invoice_id: int, rating: Rating) -> list[tuple[Any, ...]]:
-    """Invoice lines as stored: charges first, then discounts (negative amounts)."""
+    """Invoice lines as stored (`invoice_store.LINE_COLUMNS`): charges first, then discounts
+    (negative amounts)."""
     rows: list[tuple[Any, ...]] = []
     for line in rating.lines:
         rows.append(
@@ -204,39 +157,6 @@ def _tier(t: Any) -> dict[str, Any]:
     }
 
 
-async def write_lines(session: AsyncSession, invoice_ids: list[int], rows: list[tuple[Any, ...]]) -> None:
-    """Replace the lines of these invoices with `rows`, in one statement each way."""
-    await session.execute(
-        text("DELETE FROM invoice_lines WHERE invoice_id = ANY(:ids)"), {"ids": invoice_ids}
-    )
-    if not rows:
-        return
-    columns = list(zip(*rows, strict=True))
-    casts = [
-        "bigint",
-        "int",
-        "text",
-        "text",
-        "text",
-        "text",
-        "numeric",
-        "numeric",
-        "numeric",
-        "numeric",
-        "jsonb",
-        "numeric",
-        "numeric",
-        "text",
-        "timestamptz",
-        "timestamptz",
-    ]
-    selects = ", ".join(f"CAST(:c{i} AS {cast}[])" for i, cast in enumerate(casts))
-    await session.execute(
-        text(f"INSERT INTO invoice_lines ({', '.join(_LINE_COLUMNS)}) SELECT * FROM unnest({selects})"),
-        {f"c{i}": list(column) for i, column in enumerate(columns)},
-    )
-
-
 def _snapshot(item: PeriodToRate) -> str:
     return msgspec.json.encode([s.snapshot() for s in item.segments]).decode()
 
@@ -255,43 +175,30 @@ async def save_drafts(
     if not items:
         return {}, 0
     replaces = replaces or {}
-    rows = await session.execute(
-        text(
-            "INSERT INTO invoices AS i (customer_id, period_start, period_end, currency, subtotal, "
-            "discount_total, credits_applied, total, segments, complete_through, replaces_id) "
-            "SELECT * FROM unnest(CAST(:c AS text[]), CAST(:s AS timestamptz[]), "
-            "CAST(:e AS timestamptz[]), CAST(:cur AS text[]), CAST(:sub AS numeric[]), "
-            "CAST(:disc AS numeric[]), CAST(:cred AS numeric[]), CAST(:tot AS numeric[]), "
-            "CAST(:seg AS jsonb[]), CAST(:ct AS timestamptz[]), CAST(:rep AS bigint[])) "
-            "ON CONFLICT (customer_id, period_start) WHERE status <> 'void' DO UPDATE SET "
-            "subtotal = EXCLUDED.subtotal, discount_total = EXCLUDED.discount_total, "
-            "credits_applied = EXCLUDED.credits_applied, total = EXCLUDED.total, "
-            "segments = EXCLUDED.segments, complete_through = EXCLUDED.complete_through, "
-            "period_end = EXCLUDED.period_end, computed_at = now() "
-            "WHERE i.status = 'draft' RETURNING i.id, i.customer_id, (xmax = 0) AS created"
-        ),
-        {
-            "c": [i.customer_id for i in items],
-            "s": [i.period.start for i in items],
-            "e": [i.period.end for i in items],
-            "cur": [i.currency for i in items],
-            "sub": [r.subtotal for r in ratings],
-            "disc": [r.discount_total for r in ratings],
-            "cred": [r.credits_applied for r in ratings],
-            "tot": [r.total for r in ratings],
-            "seg": [_snapshot(i) for i in items],
-            "ct": [complete_through] * len(items),
-            "rep": [replaces.get(i.customer_id) for i in items],
-        },
-    )
+    drafts = [
+        invoice_store.Draft(
+            item.customer_id,
+            item.period.start,
+            item.period.end,
+            item.currency,
+            rating.subtotal,
+            rating.discount_total,
+            rating.credits_applied,
+            rating.total,
+            _snapshot(item),
+            replaces.get(item.customer_id),
+        )
+        for item, rating in zip(items, ratings, strict=True)
+    ]
+    rows = await invoice_store.upsert_drafts(session, drafts, complete_through=complete_through)
     written: dict[str, int] = {}
     created = 0
-    for invoice_id, customer_id, was_created in (values(r) for r in rows):
+    for invoice_id, customer_id, was_created in rows:
         written[customer_id] = invoice_id
-        created += bool(was_created)
+        created += was_created
     by_customer = {item.customer_id: rating for item, rating in zip(items, ratings, strict=True)}
     line_data = [row for cid, iid in written.items() for row in line_rows(iid, by_customer[cid])]
-    await write_lines(session, list(written.values()), line_data)
+    await invoice_store.replace_lines(session, list(written.values()), line_data)
     return written, created
 
 
@@ -307,22 +214,10 @@ async def refresh_draft(
     written, _ = await save_drafts(session, [item], ratings, complete_through=complete_through)
     if customer.id in written:
         return written[customer.id]
-    row = (
-        await session.execute(
-            text("SELECT id FROM invoices WHERE customer_id = :c AND period_start = :s AND status <> 'void'"),
-            {"c": customer.id, "s": period.start},
-        )
-    ).one()
-    return int(values(row)[0])
+    return await invoice_store.live_invoice_id(session, customer.id, period.start)
 
 
 # --- reading ------------------------------------------------------------------------
-
-INVOICE_COLUMNS = (
-    "id, number, customer_id, currency, status, period_start, period_end, subtotal, "
-    "discount_total, credits_applied, total, computed_at, complete_through, finalized_at, "
-    "approved_by, voided_at, void_reason, replaces_id, segments"
-)
 
 
 def state_of(status: str, period_end: datetime, now: datetime, grace: timedelta) -> InvoiceState:
@@ -331,64 +226,15 @@ def state_of(status: str, period_end: datetime, now: datetime, grace: timedelta)
     return "finalized" if status == "finalized" else "void"
 
 
-@dataclass(frozen=True, slots=True)
-class InvoiceRow:
-    id: int
-    number: str | None
-    customer_id: str
-    currency: str
-    status: str
-    period_start: datetime
-    period_end: datetime
-    subtotal: Decimal
-    discount_total: Decimal
-    credits_applied: Decimal
-    total: Decimal
-    computed_at: datetime
-    complete_through: datetime | None
-    finalized_at: datetime | None
-    approved_by: str | None
-    voided_at: datetime | None
-    void_reason: str | None
-    replaces_id: int | None
-    segments: list[dict[str, Any]]
-
-    @property
-    def period(self) -> BillingPeriod:
-        return BillingPeriod(self.period_start, self.period_end)
-
-    def planned_segments(self) -> tuple[PlannedSegment, ...]:
-        return tuple(PlannedSegment.from_snapshot(s) for s in self.segments)
-
-
-def invoice_row(row: Any) -> InvoiceRow:
-    data = list(values(row))
-    data[3] = str(data[3]).strip()
-    return InvoiceRow(*data)
-
-
 async def load_invoice(session: AsyncSession, invoice_id: int, *, for_update: bool = False) -> InvoiceRow:
-    row = (
-        await session.execute(
-            text(
-                f"SELECT {INVOICE_COLUMNS} FROM invoices WHERE id = :id{' FOR UPDATE' if for_update else ''}"
-            ),
-            {"id": invoice_id},
-        )
-    ).first()
-    if row is None:
+    invoice = await invoice_store.invoice_by_id(session, invoice_id, for_update=for_update)
+    if invoice is None:
         raise NotFound(f"no invoice {invoice_id}")
-    return invoice_row(row)
+    return invoice
 
 
 async def _lines(session: AsyncSession, invoice: InvoiceRow) -> list[LineView]:
-    rows = await session.execute(
-        text(
-            f"SELECT {', '.join(_LINE_COLUMNS[1:])} FROM invoice_lines WHERE invoice_id = :id ORDER BY "
-            "position"
-        ),
-        {"id": invoice.id},
-    )
+    rows = await invoice_store.invoice_lines(session, invoice.id)
     out = []
     for (
         position,
@@ -406,7 +252,7 @@ async def _lines(session: AsyncSession, invoice: InvoiceRow) -> list[LineView]:
         plan_id,
         seg_start,
         seg_end,
-    ) in (values(r) for r in rows):
+    ) in rows:
         out.append(
             LineView(
                 position,
@@ -481,12 +327,7 @@ async def invoice_view(
 ) -> InvoiceView:
     adjustments = await adjustments_of(session, invoice)
     adjusted = invoice.total + sum((Decimal(a.amount) for a in adjustments), Decimal(0))
-    replaced_by = (
-        await session.execute(
-            text("SELECT id FROM invoices WHERE replaces_id = :id ORDER BY id DESC LIMIT 1"),
-            {"id": invoice.id},
-        )
-    ).first()
+    replaced_by = await invoice_store.replacement_id(session, invoice.id)
     cur = invoice.currency
     return InvoiceView(
         id=invoice.id,
@@ -511,7 +352,7 @@ async def invoice_view(
         voided_at=invoice.voided_at,
         void_reason=invoice.void_reason,
         replaces_id=invoice.replaces_id,
-        replaced_by_id=None if replaced_by is None else int(values(replaced_by)[0]),
+        replaced_by_id=replaced_by,
     )
 
 
@@ -547,35 +388,19 @@ async def list_invoices(
 ) -> list[InvoiceSummary]:
     """Invoices, newest first (ids below `before_id` when paging); `state` is evaluated at `now`."""
     status = {"draft": "draft", "awaiting_review": "draft", "finalized": "finalized", "void": "void"}
-    rows = await session.execute(
-        text(
-            f"SELECT {INVOICE_COLUMNS}, i.total + COALESCE((SELECT sum(amount) FROM adjustments a "
-            "WHERE a.invoice_id = i.id), 0) FROM invoices i "
-            "WHERE (CAST(:c AS text) IS NULL OR customer_id = :c) "
-            "AND (CAST(:status AS text) IS NULL OR status = :status) "
-            "AND (CAST(:due AS boolean) IS NULL OR (period_end + CAST(:grace AS interval) <= :now) = :due) "
-            "AND (CAST(:from_ AS timestamptz) IS NULL OR period_start >= :from_) "
-            "AND (CAST(:to_ AS timestamptz) IS NULL OR period_start < :to_) "
-            "AND (CAST(:before AS bigint) IS NULL OR id < :before) "
-            "ORDER BY id DESC LIMIT :limit"
-        ),
-        {
-            "c": customer_id,
-            "status": status.get(state) if state else None,
-            "due": {"draft": False, "awaiting_review": True}.get(state) if state else None,
-            "grace": grace,
-            "now": now,
-            "from_": period_start_from,
-            "to_": period_start_to,
-            "before": before_id,
-            "limit": limit,
-        },
+    rows = await invoice_store.invoices_page(
+        session,
+        customer_id=customer_id,
+        status=status.get(state) if state else None,
+        due_at=now,
+        due={"draft": False, "awaiting_review": True}.get(state) if state else None,
+        grace=grace,
+        period_start_from=period_start_from,
+        period_start_to=period_start_to,
+        before_id=before_id,
+        limit=limit,
     )
-    out = []
-    for row in rows:
-        *head, adjusted = values(row)
-        invoice = invoice_row(head)
-        out.append(summary_of(invoice, adjusted, now=now, grace=grace))
+    out = [summary_of(invoice, adjusted, now=now, grace=grace) for invoice, adjusted in rows]
     return out
 
 

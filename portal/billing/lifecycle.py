@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.credits import draw_credit, release_credit
-from portal.billing.invoices import InvoiceRow, load_invoice, refresh_draft
+from portal.billing.invoices import load_invoice, refresh_draft
 from portal.billing.locks import lock_customer
+from portal.billing.repository import adjustments as adjustment_store
+from portal.billing.repository import invoices as invoice_store
+from portal.billing.schemas import InvoiceRow
 from portal.catalog.service import get_customer
-from portal.db import values
 from portal.problems import Conflict, Invalid
 
 INVOICE_SERIES = "INV"
@@ -23,16 +24,7 @@ INVOICE_SERIES = "INV"
 async def next_number(session: AsyncSession, series: str) -> str:
     """The next gapless number of a document series ("INV-000042"), taken inside the
     caller's transaction: a rollback gives the number back."""
-    row = (
-        await session.execute(
-            text(
-                "INSERT INTO document_numbers (series, last) VALUES (:s, 1) ON CONFLICT (series) "
-                "DO UPDATE SET last = document_numbers.last + 1 RETURNING last"
-            ),
-            {"s": series},
-        )
-    ).one()
-    return f"{series}-{int(values(row)[0]):06d}"
+    return f"{series}-{await invoice_store.next_document_number(session, series):06d}"
 
 
 async def locked_invoice(session: AsyncSession, invoice_id: int) -> InvoiceRow:
@@ -76,12 +68,8 @@ async def approve(
         await draw_credit(
             session, invoice.customer_id, invoice.id, invoice.credits_applied, usable_at=invoice.period_end
         )
-    await session.execute(
-        text(
-            "UPDATE invoices SET status = 'finalized', number = :n, finalized_at = :now, approved_by = :by "
-            "WHERE id = :id"
-        ),
-        {"n": number, "now": now, "by": approved_by, "id": invoice.id},
+    await invoice_store.finalize_invoice(
+        session, invoice.id, number=number, finalized_at=now, approved_by=approved_by
     )
     return await load_invoice(session, invoice_id)
 
@@ -104,22 +92,13 @@ async def void(
     if "\x00" in reason:
         raise Invalid("reason: must not contain NUL characters")
     await release_credit(session, invoice.id)
-    await session.execute(
-        text("UPDATE invoices SET status = 'void', voided_at = :now, void_reason = :r WHERE id = :id"),
-        {"now": now, "r": reason, "id": invoice.id},
-    )
-    await session.execute(
-        text("UPDATE late_events SET settled_at = :now WHERE invoice_id = :id AND settled_at IS NULL"),
-        {"now": now, "id": invoice.id},
-    )
+    await invoice_store.void_invoice(session, invoice.id, voided_at=now, reason=reason)
+    await adjustment_store.settle_late_events_of(session, invoice.id, settled_at=now)
     customer = await get_customer(session, invoice.customer_id)
     assert customer is not None
     reissued_id = await refresh_draft(session, customer, invoice.period, complete_through=complete_through)
     reissued = None
     if reissued_id is not None:
-        await session.execute(
-            text("UPDATE invoices SET replaces_id = :old WHERE id = :new"),
-            {"old": invoice.id, "new": reissued_id},
-        )
+        await invoice_store.set_replaces(session, reissued_id, invoice.id)
         reissued = await load_invoice(session, reissued_id)
     return await load_invoice(session, invoice_id), reissued

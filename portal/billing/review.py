@@ -10,9 +10,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.billing.invoices import INVOICE_COLUMNS, InvoiceRow, invoice_row, summary_of
+from portal.billing.invoices import summary_of
+from portal.billing.repository import invoices as invoice_store
+from portal.billing.schemas import InvoiceRow
 from portal.billing.views import ReviewItem, money_text
-from portal.db import values
 
 
 def change_flags(
@@ -35,17 +36,7 @@ def change_flags(
 
 async def _previous_total(session: AsyncSession, invoice: InvoiceRow) -> Decimal | None:
     """What the customer's previous finalized period came to, adjustments included."""
-    row = (
-        await session.execute(
-            text(
-                "SELECT i.total + COALESCE((SELECT sum(a.amount) FROM adjustments a "
-                "WHERE a.invoice_id = i.id), 0) FROM invoices i WHERE i.customer_id = :c "
-                "AND i.status = 'finalized' AND i.period_end <= :s ORDER BY i.period_end DESC LIMIT 1"
-            ),
-            {"c": invoice.customer_id, "s": invoice.period_start},
-        )
-    ).first()
-    return None if row is None else Decimal(values(row)[0])
+    return await invoice_store.previous_finalized_total(session, invoice.customer_id, invoice.period_start)
 
 
 async def _count(session: AsyncSession, sql: str, **params: object) -> int:
@@ -112,17 +103,16 @@ async def review_queue(
 
     `customers_sql` (a subquery of customer ids, with `customers_params`) limits the queue
     to the customers someone may see, before the limit applies."""
-    scope = f"AND customer_id IN {customers_sql} " if customers_sql else ""
-    rows = await session.execute(
-        text(
-            f"SELECT {INVOICE_COLUMNS} FROM invoices WHERE status = 'draft' "
-            f"AND period_end + CAST(:grace AS interval) <= :now {scope}"
-            "ORDER BY period_end, customer_id LIMIT :limit"
-        ),
-        {"grace": grace, "now": now, "limit": limit, **(customers_params or {})},
+    drafts = await invoice_store.drafts_due(
+        session,
+        due_at=now,
+        grace=grace,
+        limit=limit,
+        customers_sql=customers_sql,
+        customers_params=customers_params,
     )
     out = []
-    for invoice in [invoice_row(r) for r in rows]:
+    for invoice in drafts:
         cur = invoice.currency
         previous = await _previous_total(session, invoice)
         ratio, flags = change_flags(invoice.total, previous, change_factor)

@@ -8,6 +8,7 @@ Every error message starts with the field path it is about.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -15,6 +16,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from portal.billing.currencies import is_currency
+from portal.periods import BillingPeriod
 from portal.schemas import ID_PATTERN, NO_NUL, CamelStruct, check_time
 
 PlanId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=ID_PATTERN)]
@@ -233,6 +235,68 @@ class Subscription(CamelStruct):
     starts_at: datetime
     ends_at: datetime | None
     discounts: tuple[Discount, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedSegment:
+    """A segment's plan and bounds, as an invoice keeps them (its rating basis)."""
+
+    plan: Plan
+    start: datetime
+    end: datetime
+    fraction: Decimal
+    discounts: tuple[Discount, ...]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "plan": msgspec.to_builtins(self.plan),
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "fraction": str(self.fraction),
+            "discounts": msgspec.to_builtins(self.discounts),
+        }
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> PlannedSegment:
+        return cls(
+            plan_from_definition(data["plan"]),
+            datetime.fromisoformat(data["start"]),
+            datetime.fromisoformat(data["end"]),
+            Decimal(data["fraction"]),
+            msgspec.convert(data["discounts"], tuple[Discount, ...]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceRow:
+    """An invoice as stored (amounts exact, in the currency's units)."""
+
+    id: int
+    number: str | None
+    customer_id: str
+    currency: str
+    status: str
+    period_start: datetime
+    period_end: datetime
+    subtotal: Decimal
+    discount_total: Decimal
+    credits_applied: Decimal
+    total: Decimal
+    computed_at: datetime
+    complete_through: datetime | None
+    finalized_at: datetime | None
+    approved_by: str | None
+    voided_at: datetime | None
+    void_reason: str | None
+    replaces_id: int | None
+    segments: list[dict[str, Any]]
+
+    @property
+    def period(self) -> BillingPeriod:
+        return BillingPeriod(self.period_start, self.period_end)
+
+    def planned_segments(self) -> tuple[PlannedSegment, ...]:
+        return tuple(PlannedSegment.from_snapshot(s) for s in self.segments)
 
 
 class SubscriptionCreate(CamelStruct):

@@ -4,6 +4,7 @@ these functions, never the tables.
 - `plans`: `plans`, `subscriptions`
 - `credits`: `credit_grants`, `credit_applications`
 - `invoices`: `invoices`, `invoice_lines`, `document_numbers`
+- `adjustments`: `adjustments`, `late_events`
 
 None of them commits, or takes a lock its caller did not ask for. Reads select columns
 rather than whole models, so nothing lands in the session's identity map. Money columns are

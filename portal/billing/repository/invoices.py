@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from portal.billing.models import Invoice
+from portal.billing.models import (
+    Adjustment,
+    DocumentNumber,
+    Invoice,
+    InvoiceLine,
+)
+from portal.billing.repository import NO_SYNC
+from portal.billing.schemas import InvoiceRow
 
 # --- invoices
 
@@ -27,3 +38,359 @@ async def finalized_number_after(session: AsyncSession, customer_id: str, at: da
     )
     row = (await session.execute(statement)).first()
     return None if row is None else row[0]
+
+
+_INVOICE = (
+    col(Invoice.id),
+    col(Invoice.number),
+    col(Invoice.customer_id),
+    col(Invoice.currency),
+    col(Invoice.status),
+    col(Invoice.period_start),
+    col(Invoice.period_end),
+    col(Invoice.subtotal),
+    col(Invoice.discount_total),
+    col(Invoice.credits_applied),
+    col(Invoice.total),
+    col(Invoice.computed_at),
+    col(Invoice.complete_through),
+    col(Invoice.finalized_at),
+    col(Invoice.approved_by),
+    col(Invoice.voided_at),
+    col(Invoice.void_reason),
+    col(Invoice.replaces_id),
+    col(Invoice.segments),
+)
+
+
+def _invoice(row: Any) -> InvoiceRow:
+    data = list(row)
+    data[3] = str(data[3]).strip()  # char(3)
+    return InvoiceRow(*data)
+
+
+def _adjusted_total() -> Any:
+    """The invoice's total plus every adjustment of it: what is owed now."""
+    adjustments = (
+        select(func.sum(col(Adjustment.amount)))
+        .where(col(Adjustment.invoice_id) == col(Invoice.id))
+        .scalar_subquery()
+    )
+    return col(Invoice.total) + func.coalesce(adjustments, 0)
+
+
+async def invoice_by_id(
+    session: AsyncSession, invoice_id: int, *, for_update: bool = False
+) -> InvoiceRow | None:
+    """The invoice, or None; `for_update` takes its row lock until the transaction ends."""
+    statement = select(*_INVOICE).where(col(Invoice.id) == invoice_id)
+    if for_update:
+        statement = statement.with_for_update()
+    row = (await session.execute(statement)).first()
+    return _invoice(row) if row else None
+
+
+async def live_invoice_id(session: AsyncSession, customer_id: str, period_start: datetime) -> int:
+    """The id of the customer's unvoided invoice for the period starting at `period_start`
+    (there is one at most); raises NoResultFound when there is none."""
+    statement = select(col(Invoice.id)).where(
+        col(Invoice.customer_id) == customer_id,
+        col(Invoice.period_start) == period_start,
+        col(Invoice.status) != "void",
+    )
+    invoice_id: Any = (await session.execute(statement)).scalar_one()
+    return int(invoice_id)
+
+
+async def replacement_id(session: AsyncSession, invoice_id: int) -> int | None:
+    """The latest invoice that replaces this one (reissued after a void), or None."""
+    statement = (
+        select(col(Invoice.id))
+        .where(col(Invoice.replaces_id) == invoice_id)
+        .order_by(col(Invoice.id).desc())
+        .limit(1)
+    )
+    found = (await session.execute(statement)).scalar_one_or_none()
+    return None if found is None else int(found)
+
+
+async def invoices_page(
+    session: AsyncSession,
+    *,
+    customer_id: str | None,
+    status: str | None,
+    due_at: datetime | None,
+    due: bool | None,
+    grace: timedelta,
+    period_start_from: datetime | None,
+    period_start_to: datetime | None,
+    before_id: int | None,
+    limit: int,
+) -> list[tuple[InvoiceRow, Decimal]]:
+    """Invoices newest first, each with its adjusted total; every filter that is not None
+    applies. `due`: whether the period plus `grace` has ended by `due_at` (True) or not."""
+    statement = select(*_INVOICE, _adjusted_total()).order_by(col(Invoice.id).desc()).limit(limit)
+    if customer_id is not None:
+        statement = statement.where(col(Invoice.customer_id) == customer_id)
+    if status is not None:
+        statement = statement.where(col(Invoice.status) == status)
+    if due is not None:
+        assert due_at is not None
+        ended = col(Invoice.period_end) + grace <= due_at
+        statement = statement.where(ended if due else ~ended)
+    if period_start_from is not None:
+        statement = statement.where(col(Invoice.period_start) >= period_start_from)
+    if period_start_to is not None:
+        statement = statement.where(col(Invoice.period_start) < period_start_to)
+    if before_id is not None:
+        statement = statement.where(col(Invoice.id) < before_id)
+    rows: Any = await session.execute(statement)
+    return [(_invoice(row[:-1]), row[-1]) for row in rows]
+
+
+async def finalized_invoices(
+    session: AsyncSession, *, visible: str, params: dict[str, Any], limit: int
+) -> list[tuple[InvoiceRow, Decimal]]:
+    """The latest finalized invoices (by finalization) of the customers in `visible` (a raw SQL
+    subquery of customer ids bound by `params`), each with its adjusted total."""
+    # The scope is raw SQL: the same subquery limits the pages' raw report queries.
+    statement = (
+        select(*_INVOICE, _adjusted_total())
+        .where(col(Invoice.status) == "finalized", text(f"invoices.customer_id IN {visible}"))
+        .order_by(col(Invoice.finalized_at).desc(), col(Invoice.id).desc())
+        .limit(limit)
+    )
+    rows: Any = await session.execute(statement, params)
+    return [(_invoice(row[:-1]), row[-1]) for row in rows]
+
+
+async def drafts_due(
+    session: AsyncSession,
+    *,
+    due_at: datetime,
+    grace: timedelta,
+    limit: int,
+    customers_sql: str | None = None,
+    customers_params: dict[str, Any] | None = None,
+) -> list[InvoiceRow]:
+    """Drafts whose period plus `grace` ended by `due_at`, oldest period first; only those of
+    the customers in `customers_sql` (a raw SQL subquery of ids, bound by `customers_params`)
+    when it is given."""
+    statement = (
+        select(*_INVOICE)
+        .where(col(Invoice.status) == "draft", col(Invoice.period_end) + grace <= due_at)
+        .order_by(col(Invoice.period_end), col(Invoice.customer_id))
+        .limit(limit)
+    )
+    if customers_sql:
+        # Raw SQL: the scope subquery comes from the pages' access rules.
+        statement = statement.where(text(f"invoices.customer_id IN {customers_sql}"))
+    return [_invoice(row) for row in await session.execute(statement, customers_params or {})]
+
+
+async def previous_finalized_total(
+    session: AsyncSession, customer_id: str, before: datetime
+) -> Decimal | None:
+    """The adjusted total of the customer's latest finalized invoice whose period ended by
+    `before`, or None."""
+    statement = (
+        select(_adjusted_total())
+        .where(
+            col(Invoice.customer_id) == customer_id,
+            col(Invoice.status) == "finalized",
+            col(Invoice.period_end) <= before,
+        )
+        .order_by(col(Invoice.period_end).desc())
+        .limit(1)
+    )
+    row = (await session.execute(statement)).first()
+    return None if row is None else Decimal(row[0])
+
+
+class Draft(NamedTuple):
+    """A draft's rating, to be stored (amounts exact; `segments` the JSON of its basis)."""
+
+    customer_id: str
+    period_start: datetime
+    period_end: datetime
+    currency: str
+    subtotal: Decimal
+    discount_total: Decimal
+    credits_applied: Decimal
+    total: Decimal
+    segments: str
+    replaces_id: int | None
+
+
+async def upsert_drafts(
+    session: AsyncSession, drafts: Sequence[Draft], *, complete_through: datetime | None
+) -> list[tuple[int, str, bool]]:
+    """Create or refresh these drafts; a period whose invoice is finalized is left alone.
+    Returns (invoice id, customer id, created) of each draft written."""
+    # Raw SQL: one statement for a whole chunk of the invoice run (unnest of arrays), and
+    # `xmax = 0` tells a created row from an updated one, which SQLAlchemy cannot express.
+    rows = await session.execute(
+        text(
+            "INSERT INTO invoices AS i (customer_id, period_start, period_end, currency, subtotal, "
+            "discount_total, credits_applied, total, segments, complete_through, replaces_id) "
+            "SELECT * FROM unnest(CAST(:c AS text[]), CAST(:s AS timestamptz[]), "
+            "CAST(:e AS timestamptz[]), CAST(:cur AS text[]), CAST(:sub AS numeric[]), "
+            "CAST(:disc AS numeric[]), CAST(:cred AS numeric[]), CAST(:tot AS numeric[]), "
+            "CAST(:seg AS jsonb[]), CAST(:ct AS timestamptz[]), CAST(:rep AS bigint[])) "
+            "ON CONFLICT (customer_id, period_start) WHERE status <> 'void' DO UPDATE SET "
+            "subtotal = EXCLUDED.subtotal, discount_total = EXCLUDED.discount_total, "
+            "credits_applied = EXCLUDED.credits_applied, total = EXCLUDED.total, "
+            "segments = EXCLUDED.segments, complete_through = EXCLUDED.complete_through, "
+            "period_end = EXCLUDED.period_end, computed_at = now() "
+            "WHERE i.status = 'draft' RETURNING i.id, i.customer_id, (xmax = 0) AS created"
+        ),
+        {
+            "c": [d.customer_id for d in drafts],
+            "s": [d.period_start for d in drafts],
+            "e": [d.period_end for d in drafts],
+            "cur": [d.currency for d in drafts],
+            "sub": [d.subtotal for d in drafts],
+            "disc": [d.discount_total for d in drafts],
+            "cred": [d.credits_applied for d in drafts],
+            "tot": [d.total for d in drafts],
+            "seg": [d.segments for d in drafts],
+            "ct": [complete_through] * len(drafts),
+            "rep": [d.replaces_id for d in drafts],
+        },
+    )
+    written: Any = rows
+    return [(int(i), str(c), bool(created)) for i, c, created in written]
+
+
+async def finalize_invoice(
+    session: AsyncSession, invoice_id: int, *, number: str, finalized_at: datetime, approved_by: str
+) -> None:
+    statement = (
+        update(Invoice)
+        .where(col(Invoice.id) == invoice_id)
+        .values(status="finalized", number=number, finalized_at=finalized_at, approved_by=approved_by)
+        .execution_options(**NO_SYNC)
+    )
+    await session.execute(statement)
+
+
+async def void_invoice(session: AsyncSession, invoice_id: int, *, voided_at: datetime, reason: str) -> None:
+    statement = (
+        update(Invoice)
+        .where(col(Invoice.id) == invoice_id)
+        .values(status="void", voided_at=voided_at, void_reason=reason)
+        .execution_options(**NO_SYNC)
+    )
+    await session.execute(statement)
+
+
+async def set_replaces(session: AsyncSession, invoice_id: int, replaces_id: int) -> None:
+    """Record that the invoice is the reissue of the voided `replaces_id`."""
+    statement = (
+        update(Invoice)
+        .where(col(Invoice.id) == invoice_id)
+        .values(replaces_id=replaces_id)
+        .execution_options(**NO_SYNC)
+    )
+    await session.execute(statement)
+
+
+# --- invoice_lines
+
+# The order of the columns of a line row (`invoices.line_rows`), as `replace_lines` takes them.
+LINE_COLUMNS = (
+    "invoice_id",
+    "position",
+    "kind",
+    "charge_key",
+    "meter",
+    "description",
+    "quantity",
+    "included_quantity",
+    "billable_quantity",
+    "unit_price",
+    "tiers",
+    "proration",
+    "amount",
+    "plan_id",
+    "segment_start",
+    "segment_end",
+)
+_LINE_CASTS = (
+    "bigint",
+    "int",
+    "text",
+    "text",
+    "text",
+    "text",
+    "numeric",
+    "numeric",
+    "numeric",
+    "numeric",
+    "jsonb",
+    "numeric",
+    "numeric",
+    "text",
+    "timestamptz",
+    "timestamptz",
+)
+
+
+async def replace_lines(session: AsyncSession, invoice_ids: list[int], rows: list[tuple[Any, ...]]) -> None:
+    """Replace the lines of these invoices with `rows` (in LINE_COLUMNS order, `tiers` as
+    JSON text), in one statement each way."""
+    await session.execute(
+        delete(InvoiceLine).where(col(InvoiceLine.invoice_id).in_(invoice_ids)).execution_options(**NO_SYNC)
+    )
+    if not rows:
+        return
+    columns = list(zip(*rows, strict=True))
+    selects = ", ".join(f"CAST(:c{i} AS {cast}[])" for i, cast in enumerate(_LINE_CASTS))
+    # Raw SQL: a whole chunk of the invoice run's lines in one statement (unnest of arrays).
+    await session.execute(
+        text(f"INSERT INTO invoice_lines ({', '.join(LINE_COLUMNS)}) SELECT * FROM unnest({selects})"),
+        {f"c{i}": list(column) for i, column in enumerate(columns)},
+    )
+
+
+async def invoice_lines(session: AsyncSession, invoice_id: int) -> list[tuple[Any, ...]]:
+    """The invoice's lines by position: every column of LINE_COLUMNS but `invoice_id`."""
+    statement = (
+        select(
+            col(InvoiceLine.position),
+            col(InvoiceLine.kind),
+            col(InvoiceLine.charge_key),
+            col(InvoiceLine.meter),
+            col(InvoiceLine.description),
+            col(InvoiceLine.quantity),
+            col(InvoiceLine.included_quantity),
+            col(InvoiceLine.billable_quantity),
+            col(InvoiceLine.unit_price),
+            col(InvoiceLine.tiers),
+            col(InvoiceLine.proration),
+            col(InvoiceLine.amount),
+            col(InvoiceLine.plan_id),
+            col(InvoiceLine.segment_start),
+            col(InvoiceLine.segment_end),
+        )
+        .where(col(InvoiceLine.invoice_id) == invoice_id)
+        .order_by(col(InvoiceLine.position))
+    )
+    return [tuple(row) for row in await session.execute(statement)]
+
+
+# --- document_numbers: gapless series
+
+
+async def next_document_number(session: AsyncSession, series: str) -> int:
+    """Take the next number of the series (1 for a new one). The row stays locked until the
+    caller's transaction ends, so numbers are gapless: a rollback gives the number back."""
+    statement = (
+        pg_insert(DocumentNumber)
+        .values(series=series, last=1)
+        .on_conflict_do_update(
+            index_elements=[col(DocumentNumber.series)], set_={"last": col(DocumentNumber.last) + 1}
+        )
+        .returning(col(DocumentNumber.last))
+    )
+    return int((await session.execute(statement)).scalar_one())

@@ -14,17 +14,17 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.accounts import audit
 from portal.accounts.schemas import AuditEntry
 from portal.billing import lifecycle
-from portal.billing.invoices import INVOICE_COLUMNS, InvoiceRow, invoice_row, load_invoice
+from portal.billing.invoices import load_invoice
 from portal.billing.manual_adjustments import add_manual_adjustment
+from portal.billing.repository import invoices as invoice_store
 from portal.billing.review import review_queue
+from portal.billing.schemas import InvoiceRow
 from portal.billing.views import ReviewItem, money_text
-from portal.db import values
 from portal.dependencies import Db, Portal
 from portal.pages.access import STAFF_GUARDS, check_owner, viewer
 from portal.pages.manager.common import audit_trail, customer_zones, visible_ids
@@ -86,18 +86,9 @@ class FormState:
 
 async def _finalized(db: AsyncSession, request: Request[Any, Any, Any]) -> list[FinalizedRow]:
     visible, params = visible_ids(request)
-    rows = await db.execute(
-        text(
-            f"SELECT {INVOICE_COLUMNS}, i.total + COALESCE((SELECT sum(a.amount) FROM adjustments a "
-            f"WHERE a.invoice_id = i.id), 0) FROM invoices i WHERE status = 'finalized' "
-            f"AND customer_id IN {visible} ORDER BY finalized_at DESC, id DESC LIMIT :limit"
-        ),
-        {**params, "limit": FINALIZED_SHOWN},
-    )
+    rows = await invoice_store.finalized_invoices(db, visible=visible, params=params, limit=FINALIZED_SHOWN)
     out = []
-    for row in rows:
-        *head, adjusted = values(row)
-        invoice = invoice_row(head)
+    for invoice, adjusted in rows:
         out.append(
             FinalizedRow(
                 invoice, money_text(invoice.total, invoice.currency), money_text(adjusted, invoice.currency)
