@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dramatiq
-from sqlalchemy import text
 
 from portal.billing.adjustments import settle_late_events
+from portal.billing.repository import adjustments as adjustment_store
 from portal.billing.run import run_current_periods, run_ended_periods
 from portal.broker import MAINTENANCE_QUEUE
-from portal.db import transaction, values
+from portal.db import transaction
 from workers.context import get_context
 from workers.outages import periodic
 
@@ -44,13 +44,9 @@ async def sweep_late_events() -> None:
     commit and the enqueue). Not retried: the scheduler runs it again."""
     ctx = await get_context()
     async with transaction(ctx.sessions) as session:
-        rows = await session.execute(
-            text(
-                "SELECT DISTINCT invoice_id FROM late_events "
-                "WHERE settled_at IS NULL AND recorded_at < now() - interval '1 minute'"
-            )
+        invoice_ids = await adjustment_store.invoices_with_unsettled_late_events(
+            session, older_than=timedelta(minutes=1)
         )
-        invoice_ids = [int(values(r)[0]) for r in rows]
     for invoice_id in invoice_ids:
         async with transaction(ctx.sessions) as session:
             await settle_late_events(session, invoice_id, now=datetime.now(UTC))

@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from portal.billing.locks import share_customers
+from portal.billing.repository import adjustments as adjustment_store
+from portal.billing.repository import invoices as invoice_store
 from portal.ingest.events import AcceptedEvent, micros_to_datetime
 
 
@@ -21,12 +23,7 @@ async def record_late_events(conn: Any, events: list[AcceptedEvent]) -> list[int
     customers = sorted({e.customer_id for e in events})
     await share_customers(conn, customers)
     earliest = micros_to_datetime(min(e.bucket for e in events) * 1_000_000)
-    invoices = await conn.fetch(
-        "SELECT id, customer_id, period_start, period_end FROM invoices "
-        "WHERE status = 'finalized' AND customer_id = ANY($1) AND period_end > $2",
-        customers,
-        earliest,
-    )
+    invoices = await invoice_store.finalized_periods_reaching(conn, customers, earliest)
     if not invoices:
         return []
     periods: dict[str, list[tuple[datetime, datetime, int]]] = {}
@@ -48,9 +45,5 @@ async def record_late_events(conn: Any, events: list[AcceptedEvent]) -> list[int
                     )
                 )
     if late:
-        await conn.executemany(
-            "INSERT INTO late_events (invoice_id, customer_id, event_id, metric_name, quantity, event_time) "
-            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            late,
-        )
+        await adjustment_store.insert_late_events(conn, late)
     return sorted({row[0] for row in late})

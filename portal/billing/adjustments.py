@@ -13,13 +13,13 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.invoices import PeriodToRate, line_rows, rate_periods
 from portal.billing.lifecycle import locked_invoice, next_number
+from portal.billing.repository import adjustments as adjustment_store
+from portal.billing.repository import invoices as invoice_store
 from portal.billing.views import money_text
-from portal.db import values
 from portal.usage.combine import exact
 
 LineKey = tuple[str, str, str]  # segment start, kind, charge key
@@ -58,12 +58,7 @@ async def settle_late_events(session: AsyncSession, invoice_id: int, *, now: dat
     invoice = await locked_invoice(session, invoice_id)
     if invoice.status != "finalized":
         return None
-    pending: int = (
-        await session.execute(
-            text("SELECT count(*) FROM late_events WHERE invoice_id = :id AND settled_at IS NULL"),
-            {"id": invoice_id},
-        )
-    ).scalar_one()
+    pending = await adjustment_store.unsettled_late_event_count(session, invoice_id)
     if not pending:
         return None
     item = PeriodToRate(
@@ -83,20 +78,11 @@ async def settle_late_events(session: AsyncSession, invoice_id: int, *, now: dat
         for r in line_rows(invoice.id, rating)
     }
     invoiced: dict[LineKey, tuple[Decimal, Decimal, dict[str, Any]]] = {}
-    rows = await session.execute(
-        text(
-            "SELECT kind, charge_key, meter, description, segment_start, quantity, amount FROM invoice_lines "
-            "WHERE invoice_id = :id"
-        ),
-        {"id": invoice_id},
-    )
-    for kind, charge_key, meter, description, seg_start, quantity, amount in (values(r) for r in rows):
+    stored = await invoice_store.line_amounts(session, invoice_id)
+    for kind, charge_key, meter, description, seg_start, quantity, amount in stored:
         meta = {"kind": kind, "chargeKey": charge_key, "meter": meter, "description": description}
         invoiced[_key(kind, charge_key, seg_start)] = (quantity, amount, meta)
-    previous = await session.execute(
-        text("SELECT lines FROM adjustments WHERE invoice_id = :id"), {"id": invoice_id}
-    )
-    for (lines,) in (values(r) for r in previous):
+    for lines in await adjustment_store.adjustment_lines(session, invoice_id):
         for line in lines:
             key = (line["segmentStart"], line["kind"], line["chargeKey"] or "")
             quantity, amount, meta = invoiced.get(key) or (Decimal(0), Decimal(0), line)
@@ -112,31 +98,18 @@ async def settle_late_events(session: AsyncSession, invoice_id: int, *, now: dat
     if amount != 0:
         kind = "debit" if amount > 0 else "credit"
         number = await next_number(session, "DN" if kind == "debit" else "CN")
-        row = (
-            await session.execute(
-                text(
-                    "INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, "
-                    "amount, "
-                    "lines, reason) VALUES (:i, :n, :k, :s, :d, :a, CAST(:l AS jsonb), :r) RETURNING id"
-                ),
-                {
-                    "i": invoice_id,
-                    "n": number,
-                    "k": kind,
-                    "s": subtotal_delta,
-                    "d": -(amount - subtotal_delta),
-                    "a": amount,
-                    "l": msgspec.json.encode(deltas).decode(),
-                    "r": f"{pending} event(s) arrived after {invoice.number} was finalized",
-                },
-            )
-        ).one()
-        adjustment_id = int(values(row)[0])
-    await session.execute(
-        text(
-            "UPDATE late_events SET settled_at = :now, adjustment_id = :a "
-            "WHERE invoice_id = :id AND settled_at IS NULL"
-        ),
-        {"now": now, "a": adjustment_id, "id": invoice_id},
+        adjustment_id = await adjustment_store.insert_adjustment(
+            session,
+            invoice_id=invoice_id,
+            number=number,
+            kind=kind,
+            subtotal_delta=subtotal_delta,
+            discount_delta=-(amount - subtotal_delta),
+            amount=amount,
+            lines=msgspec.to_builtins(deltas),
+            reason=f"{pending} event(s) arrived after {invoice.number} was finalized",
+        )
+    await adjustment_store.settle_late_events_of(
+        session, invoice_id, settled_at=now, adjustment_id=adjustment_id
     )
     return adjustment_id

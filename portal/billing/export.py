@@ -14,12 +14,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.rating import round_money
+from portal.billing.repository import exports as export_store
 from portal.csv_cells import Cell, csv_text
-from portal.db import values
 from portal.usage.combine import trimmed
 
 INVOICE_HEADER = [
@@ -57,14 +56,6 @@ LINE_HEADER = [
     "segment_end",
 ]
 
-_FILTER = (
-    "(CAST(:c AS text) IS NULL OR i.customer_id = :c) "
-    "AND (CAST(:from_ AS timestamptz) IS NULL OR i.period_start >= :from_) "
-    "AND (CAST(:to_ AS timestamptz) IS NULL OR i.period_start < :to_) "
-    "AND (CAST(:status AS text) IS NULL OR i.status = :status) "
-    "AND (NOT CAST(:issued_only AS boolean) OR i.status <> 'draft')"
-)
-
 
 @dataclass(frozen=True, slots=True)
 class ExportFilter:
@@ -77,12 +68,13 @@ class ExportFilter:
     period_to: datetime | None = None
     issued_only: bool = False
 
-    def params(self) -> dict[str, Any]:
+    def scope(self) -> dict[str, Any]:
+        """The filter as `portal.billing.repository.invoices`' export reads take it."""
         return {
-            "c": self.customer_id,
+            "customer_id": self.customer_id,
             "status": self.status,
-            "from_": self.period_from,
-            "to_": self.period_to,
+            "period_from": self.period_from,
+            "period_to": self.period_to,
             "issued_only": self.issued_only,
         }
 
@@ -92,20 +84,10 @@ def _iso(value: datetime | None) -> str:
 
 
 async def invoices_csv(session: AsyncSession, selection: ExportFilter) -> str:
-    params = selection.params()
-    rows = await session.execute(
-        text(
-            "SELECT i.id, i.number, i.customer_id, i.currency, i.status, i.period_start, i.period_end, "
-            "i.subtotal, i.discount_total, i.credits_applied, i.total, COALESCE(i.finalized_at, "
-            "i.computed_at) "
-            f"FROM invoices i WHERE {_FILTER} ORDER BY i.period_start, i.customer_id, i.id"
-        ),
-        params,
-    )
+    scope = selection.scope()
+    rows = await export_store.exported_invoices(session, **scope)
     out: list[list[Cell]] = []
-    for iid, number, cid, cur, status_, start, end, sub, disc, cred, total, issued in (
-        values(r) for r in rows
-    ):
+    for iid, number, cid, cur, status_, start, end, sub, disc, cred, total, issued in rows:
         cur = str(cur).strip()
         out.append(
             [
@@ -125,17 +107,8 @@ async def invoices_csv(session: AsyncSession, selection: ExportFilter) -> str:
                 _iso(issued),
             ]
         )
-    adjustments = await session.execute(
-        text(
-            "SELECT a.number, a.kind, i.id, i.number, i.customer_id, i.currency, i.status, i.period_start, "
-            "i.period_end, a.subtotal_delta, a.discount_delta, a.amount, a.created_at FROM adjustments a "
-            f"JOIN invoices i ON i.id = a.invoice_id WHERE {_FILTER} ORDER BY a.id"
-        ),
-        params,
-    )
-    for number, kind, iid, inumber, cid, cur, status_, start, end, sub, disc, amount, created in (
-        values(r) for r in adjustments
-    ):
+    adjustments = await export_store.exported_notes(session, **scope)
+    for number, kind, iid, inumber, cid, cur, status_, start, end, sub, disc, amount, created in adjustments:
         cur = str(cur).strip()
         out.append(
             [
@@ -159,16 +132,8 @@ async def invoices_csv(session: AsyncSession, selection: ExportFilter) -> str:
 
 
 async def lines_csv(session: AsyncSession, selection: ExportFilter) -> str:
-    params = selection.params()
-    rows = await session.execute(
-        text(
-            "SELECT i.id, i.number, i.customer_id, i.currency, l.position, l.kind, l.charge_key, l.meter, "
-            "l.description, l.quantity, l.unit_price, l.amount, l.plan_id, l.segment_start, l.segment_end "
-            f"FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id WHERE {_FILTER} "
-            "ORDER BY i.period_start, i.customer_id, i.id, l.position"
-        ),
-        params,
-    )
+    scope = selection.scope()
+    rows = await export_store.exported_lines(session, **scope)
     out: list[list[Cell]] = []
     for (
         iid,
@@ -186,7 +151,7 @@ async def lines_csv(session: AsyncSession, selection: ExportFilter) -> str:
         plan_id,
         seg_start,
         seg_end,
-    ) in (values(r) for r in rows):
+    ) in rows:
         cur = str(cur).strip()
         out.append(
             [
@@ -208,14 +173,8 @@ async def lines_csv(session: AsyncSession, selection: ExportFilter) -> str:
                 _iso(seg_end),
             ]
         )
-    adjustments = await session.execute(
-        text(
-            "SELECT i.id, i.number, a.number, i.customer_id, i.currency, a.lines FROM adjustments a "
-            f"JOIN invoices i ON i.id = a.invoice_id WHERE {_FILTER} ORDER BY a.id"
-        ),
-        params,
-    )
-    for iid, inumber, number, cid, cur, lines in (values(r) for r in adjustments):
+    adjustments = await export_store.exported_note_lines(session, **scope)
+    for iid, inumber, number, cid, cur, lines in adjustments:
         cur = str(cur).strip()
         for position, line in enumerate(lines):
             out.append(

@@ -15,12 +15,12 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.credits import available_credit
 from portal.billing.quantities import UsageWindow, charge_quantities, meter_aggregations
 from portal.billing.rating import Rating, Segment, rate_invoice
+from portal.billing.repository import adjustments as adjustment_store
 from portal.billing.repository import invoices as invoice_store
 from portal.billing.repository import plans as plan_store
 from portal.billing.schemas import InvoiceRow, Plan, PlannedSegment
@@ -37,7 +37,6 @@ from portal.billing.views import (
 )
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
-from portal.db import values
 from portal.periods import BillingPeriod
 from portal.problems import NotFound
 from portal.usage.combine import exact
@@ -276,18 +275,7 @@ async def _lines(session: AsyncSession, invoice: InvoiceRow) -> list[LineView]:
 
 
 async def adjustments_of(session: AsyncSession, invoice: InvoiceRow) -> list[AdjustmentView]:
-    rows = await session.execute(
-        text(
-            "SELECT a.id, a.invoice_id, a.number, a.kind, a.amount, a.subtotal_delta, a.discount_delta, "
-            "a.lines, "
-            "a.reason, a.created_at, count(l.event_id), "
-            "(array_agg(l.event_id ORDER BY l.event_time, l.event_id) "
-            "FILTER (WHERE l.event_id IS NOT NULL))[1:100] "
-            "FROM adjustments a LEFT JOIN late_events l ON l.adjustment_id = a.id "
-            "WHERE a.invoice_id = :id GROUP BY a.id ORDER BY a.id"
-        ),
-        {"id": invoice.id},
-    )
+    rows = await adjustment_store.adjustments_with_events(session, invoice.id)
     out = []
     for (
         aid,
@@ -302,7 +290,7 @@ async def adjustments_of(session: AsyncSession, invoice: InvoiceRow) -> list[Adj
         created_at,
         count,
         event_ids,
-    ) in (values(r) for r in rows):
+    ) in rows:
         out.append(
             AdjustmentView(
                 aid,

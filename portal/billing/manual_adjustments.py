@@ -13,12 +13,11 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.currencies import minor_units
 from portal.billing.lifecycle import locked_invoice, next_number
-from portal.db import values
+from portal.billing.repository import adjustments as adjustment_store
 from portal.problems import Conflict, Invalid
 
 NoteKind = Literal["credit", "debit"]
@@ -68,14 +67,15 @@ async def add_manual_adjustment(
     value = parse_amount(amount, invoice.currency)
     signed = value if kind == "debit" else -value
     number = await next_number(session, SERIES[kind])
-    row = (
-        await session.execute(
-            text(
-                "INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, amount, "
-                "lines, "
-                "reason) VALUES (:i, :n, :k, :a, 0, :a, CAST('[]' AS jsonb), :r) RETURNING id"
-            ),
-            {"i": invoice.id, "n": number, "k": kind, "a": signed, "r": reason.strip()},
-        )
-    ).one()
-    return int(values(row)[0]), number, invoice.customer_id
+    adjustment_id = await adjustment_store.insert_adjustment(
+        session,
+        invoice_id=invoice.id,
+        number=number,
+        kind=kind,
+        subtotal_delta=signed,
+        discount_delta=Decimal(0),
+        amount=signed,
+        lines=[],
+        reason=reason.strip(),
+    )
+    return adjustment_id, number, invoice.customer_id

@@ -10,10 +10,10 @@ from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing import credits, export, invoices, lifecycle, plans, preview, review, subscriptions
+from portal.billing.repository import adjustments as adjustment_store
 from portal.billing.schemas import (
     ApproveRequest,
     CreditGrantCreate,
@@ -34,7 +34,6 @@ from portal.billing.views import (
 )
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
-from portal.db import values
 from portal.dependencies import Db, Portal
 from portal.openapi_answers import error_answers
 from portal.periods import period_for, to_datetime
@@ -311,16 +310,8 @@ class AdjustmentController(Controller):
         customer_id: Annotated[str | None, QueryParameter(name="customerId")] = None,
     ) -> list[AdjustmentView]:
         """Debit and credit notes, newest first."""
-        rows = await db.execute(
-            text(
-                "SELECT DISTINCT a.invoice_id FROM adjustments a JOIN invoices i ON i.id = a.invoice_id "
-                "WHERE CAST(:c AS text) IS NULL OR i.customer_id = :c"
-            ),
-            {"c": customer_id},
-        )
         out: list[AdjustmentView] = []
-        for row in rows:
-            invoice_id: int = values(row)[0]
+        for invoice_id in await adjustment_store.adjusted_invoice_ids(db, customer_id):
             out += await invoices.adjustments_of(db, await invoices.load_invoice(db, invoice_id))
         return sorted(out, key=lambda a: a.id, reverse=True)
 

@@ -5,6 +5,7 @@ these functions, never the tables.
 - `credits`: `credit_grants`, `credit_applications`
 - `invoices`: `invoices`, `invoice_lines`, `document_numbers`
 - `adjustments`: `adjustments`, `late_events`
+- `exports`: the CSV exports' reads over invoices, their lines and notes
 
 None of them commits, or takes a lock its caller did not ask for. Reads select columns
 rather than whole models, so nothing lands in the session's identity map. Money columns are

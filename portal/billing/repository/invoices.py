@@ -295,6 +295,28 @@ async def set_replaces(session: AsyncSession, invoice_id: int, replaces_id: int)
     await session.execute(statement)
 
 
+async def invoices_covering(session: AsyncSession, customer_id: str, at: datetime) -> list[tuple[Any, ...]]:
+    """(id, number, status, period start, period end, currency) of the customer's invoices,
+    void ones too, whose period holds the instant `at`; newest first."""
+    statement = (
+        select(
+            col(Invoice.id),
+            col(Invoice.number),
+            col(Invoice.status),
+            col(Invoice.period_start),
+            col(Invoice.period_end),
+            col(Invoice.currency),
+        )
+        .where(
+            col(Invoice.customer_id) == customer_id,
+            col(Invoice.period_start) <= at,
+            col(Invoice.period_end) > at,
+        )
+        .order_by(col(Invoice.id).desc())
+    )
+    return [tuple(row) for row in await session.execute(statement)]
+
+
 # --- invoice_lines
 
 # The order of the columns of a line row (`invoices.line_rows`), as `replace_lines` takes them.
@@ -379,6 +401,44 @@ async def invoice_lines(session: AsyncSession, invoice_id: int) -> list[tuple[An
     return [tuple(row) for row in await session.execute(statement)]
 
 
+async def line_amounts(session: AsyncSession, invoice_id: int) -> list[tuple[Any, ...]]:
+    """(kind, charge key, meter, description, segment start, quantity, amount) of each of the
+    invoice's lines, in no particular order."""
+    statement = select(
+        col(InvoiceLine.kind),
+        col(InvoiceLine.charge_key),
+        col(InvoiceLine.meter),
+        col(InvoiceLine.description),
+        col(InvoiceLine.segment_start),
+        col(InvoiceLine.quantity),
+        col(InvoiceLine.amount),
+    ).where(col(InvoiceLine.invoice_id) == invoice_id)
+    return [tuple(row) for row in await session.execute(statement)]
+
+
+async def meter_lines_at(
+    session: AsyncSession, invoice_ids: Sequence[int], metric_name: str, at: datetime
+) -> list[tuple[Any, ...]]:
+    """(invoice id, description, quantity, amount) of these invoices' lines that price the
+    meter in a segment holding the instant `at`; newest invoice first, then by position."""
+    statement = (
+        select(
+            col(InvoiceLine.invoice_id),
+            col(InvoiceLine.description),
+            col(InvoiceLine.quantity),
+            col(InvoiceLine.amount),
+        )
+        .where(
+            col(InvoiceLine.invoice_id).in_(list(invoice_ids)),
+            col(InvoiceLine.meter) == metric_name,
+            col(InvoiceLine.segment_start) <= at,
+            col(InvoiceLine.segment_end) > at,
+        )
+        .order_by(col(InvoiceLine.invoice_id).desc(), col(InvoiceLine.position))
+    )
+    return [tuple(row) for row in await session.execute(statement)]
+
+
 # --- document_numbers: gapless series
 
 
@@ -394,3 +454,22 @@ async def next_document_number(session: AsyncSession, series: str) -> int:
         .returning(col(DocumentNumber.last))
     )
     return int((await session.execute(statement)).scalar_one())
+
+
+# --- on the ingest worker's connection, inside its persist transaction
+
+
+async def finalized_periods_reaching(conn: Any, customer_ids: Sequence[str], since: datetime) -> list[Any]:
+    """(id, customer_id, period_start, period_end) records of these customers' finalized
+    invoices whose period ends after `since`, read on the persist transaction's asyncpg
+    connection `conn`.
+
+    Raw asyncpg, not the session: it runs inside the ingest worker's per-batch transaction,
+    on the connection that holds it (and its shared billing locks)."""
+    records: list[Any] = await conn.fetch(
+        "SELECT id, customer_id, period_start, period_end FROM invoices "
+        "WHERE status = 'finalized' AND customer_id = ANY($1) AND period_end > $2",
+        customer_ids,
+        since,
+    )
+    return records

@@ -13,6 +13,8 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 from sqlalchemy import text
 
+from portal.billing.repository import adjustments as adjustment_store
+from portal.billing.repository import invoices as invoice_store
 from portal.catalog import service as catalog
 from portal.db import values
 from portal.dependencies import Db
@@ -184,38 +186,9 @@ class EventsController(PageController):
                     {"c": customer_id, "m": metric, "h": hour, "g": group_key},
                 )
             ).first()
-            invoices = (
-                await db.execute(
-                    text(
-                        "SELECT id, number, status, period_start, period_end, currency FROM invoices "
-                        "WHERE customer_id = :c AND period_start <= :t AND period_end > :t ORDER BY id DESC"
-                    ),
-                    {"c": customer_id, "t": event_time},
-                )
-            ).all()
-            lines = (
-                await db.execute(
-                    text(
-                        "SELECT l.invoice_id, l.description, l.quantity, l.amount FROM invoice_lines l "
-                        "WHERE l.invoice_id = ANY(:ids) AND l.meter = :m "
-                        "AND l.segment_start <= :t AND l.segment_end > :t "
-                        "ORDER BY l.invoice_id DESC, l.position"
-                    ),
-                    {"ids": [values(i)[0] for i in invoices], "m": metric, "t": event_time},
-                )
-            ).all()
-            late = (
-                await db.execute(
-                    text(
-                        "SELECT l.invoice_id, i.number, l.recorded_at, l.settled_at, a.number FROM "
-                        "late_events l "
-                        "JOIN invoices i ON i.id = l.invoice_id LEFT JOIN adjustments a ON a.id = "
-                        "l.adjustment_id "
-                        "WHERE l.customer_id = :c AND l.event_id = :e"
-                    ),
-                    key,
-                )
-            ).first()
+            invoices = await invoice_store.invoices_covering(db, customer_id, event_time)
+            lines = await invoice_store.meter_lines_at(db, [i[0] for i in invoices], metric, event_time)
+            late = await adjustment_store.late_event_trace(db, customer_id, event_id)
         return page(
             "manager/event.html",
             request,
