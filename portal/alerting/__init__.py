@@ -9,7 +9,8 @@ from Postgres (through `portal/usage/` and `portal/billing/`), never on the live
 
 Modules:
 - `models.py`: the six table models; `schemas.py`: API bodies and the repository's read shapes;
-- `repository.py`: every query on the six tables (other modules call it, never the tables);
+- `repository/`: every query on the six tables, one module per group of tables (other
+  modules call it, never the tables);
 - `channels.py`: destinations checked, stored encrypted, shown masked, decrypted to send;
 - `rules.py`: a customer's rules and a plan's defaults copied to each subscriber;
   `editing.py`: changing a rule in place;

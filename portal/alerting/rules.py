@@ -1,16 +1,15 @@
-"""Alert rules: a customer's own, and a plan's defaults copied to each subscriber. The SQL on
-alerting's tables is in `portal.alerting.repository`; nothing here commits."""
+"""Alert rules: a customer's own, and a plan's defaults copied to each subscriber. The SQL is in
+`portal.alerting.repository` (and billing's, for a plan's subscribers); nothing here commits."""
 
 from __future__ import annotations
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.alerting import repository
 from portal.alerting.schemas import PlanRule, Rule, RuleBody, RuleCreate
 from portal.billing.plans import get_plan
+from portal.billing.repository import plans as billing_plans
 from portal.catalog.service import get_customer, get_meter
-from portal.db import values
 from portal.problems import Conflict, Invalid, NotFound
 
 
@@ -64,15 +63,7 @@ async def create_plan_rule(session: AsyncSession, plan_id: str, data: RuleBody) 
     rule = await repository.insert_plan_rule(session, plan_id, data)
     if rule is None:
         raise Conflict(f"name: plan {plan_id} already has an alert rule named {data.name!r}")
-    # `subscriptions` is billing's table; this read stays here until billing has a repository.
-    subscribers = await session.execute(
-        text(
-            "SELECT DISTINCT customer_id FROM subscriptions WHERE plan_id = :p "
-            "AND (ends_at IS NULL OR ends_at > now())"
-        ),
-        {"p": plan_id},
-    )
-    for (customer_id,) in (values(r) for r in subscribers):
+    for customer_id in await billing_plans.plan_subscribers(session, plan_id):
         await copy_plan_rules(session, customer_id, plan_id)
     return rule
 

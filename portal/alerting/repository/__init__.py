@@ -1,0 +1,108 @@
+"""Every query on alerting's tables, `alert_channels`, `alert_rules`, `plan_alert_rules`,
+`alert_firings`, `alert_deliveries` and `alert_delivery_attempts`; other modules call these
+functions (`repository.insert_channel(...)`), never the tables. None of them commits.
+
+One module per group of tables: `channels` (`alert_channels`), `rules` (`alert_rules`,
+`plan_alert_rules`), `firings` (`alert_firings`), `deliveries` (`alert_deliveries`,
+`alert_delivery_attempts`); `common` holds what they share.
+
+Reads select columns rather than whole models, so nothing lands in the session's identity
+map, and answer alerting's read shapes (`portal.alerting.schemas`). Raw SQL is kept in one
+place, with its reason (`rules.customers_with_rules_among`).
+"""
+
+from __future__ import annotations
+
+from portal.alerting.repository.channels import (
+    active_channel_ids,
+    active_channels,
+    disable_channel,
+    insert_channel,
+    lock_all_channel_secrets,
+    owned_active_channel_ids,
+    set_channel_secrets,
+    stored_channel,
+)
+from portal.alerting.repository.deliveries import (
+    claim_delivery,
+    deliveries_listing,
+    delivery_by_id,
+    delivery_counts,
+    delivery_schedule,
+    due_delivery_ids,
+    firing_deliveries,
+    insert_attempt,
+    insert_firing_deliveries,
+    insert_test_delivery,
+    mark_failed,
+    mark_sent,
+    schedule_retry,
+)
+from portal.alerting.repository.firings import (
+    crossings_unnotified,
+    fired_levels,
+    forecast_outcomes,
+    insert_anomaly_firing,
+    insert_threshold_firing,
+    recent_firings,
+)
+from portal.alerting.repository.rules import (
+    active_rule,
+    active_rules,
+    anomaly_rules,
+    budget_rules,
+    copy_plan_rules,
+    customers_with_rules,
+    customers_with_rules_among,
+    disable_rule,
+    insert_plan_rule,
+    insert_rule,
+    mark_anomalies_judged,
+    plan_rules,
+    threshold_rules,
+    update_rule,
+)
+
+__all__ = [
+    "active_channel_ids",
+    "active_channels",
+    "active_rule",
+    "active_rules",
+    "anomaly_rules",
+    "budget_rules",
+    "claim_delivery",
+    "copy_plan_rules",
+    "crossings_unnotified",
+    "customers_with_rules",
+    "customers_with_rules_among",
+    "deliveries_listing",
+    "delivery_by_id",
+    "delivery_counts",
+    "delivery_schedule",
+    "disable_channel",
+    "disable_rule",
+    "due_delivery_ids",
+    "fired_levels",
+    "firing_deliveries",
+    "forecast_outcomes",
+    "insert_anomaly_firing",
+    "insert_attempt",
+    "insert_channel",
+    "insert_firing_deliveries",
+    "insert_plan_rule",
+    "insert_rule",
+    "insert_test_delivery",
+    "insert_threshold_firing",
+    "lock_all_channel_secrets",
+    "mark_anomalies_judged",
+    "mark_failed",
+    "mark_sent",
+    "owned_active_channel_ids",
+    "plan_rules",
+    "recent_firings",
+    "schedule_retry",
+    "set_channel_secrets",
+    "stored_channel",
+    "threshold_rules",
+    "update_rule",
+]
