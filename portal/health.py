@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal import quality
 from portal.alerting import repository as alerting_repository
+from portal.billing.repository import adjustments as adjustment_store
+from portal.billing.repository import invoices as invoice_store
 from portal.db import values
 from portal.quality import days_between
 from portal.schemas import CamelStruct
@@ -107,31 +109,14 @@ async def billing_health(
             )
         ).one()
     )
-    finalized, adjusted = values(
-        (
-            await session.execute(
-                text(
-                    "SELECT count(*), count(*) FILTER (WHERE EXISTS (SELECT 1 FROM adjustments a "
-                    "WHERE a.invoice_id = i.id)) FROM invoices i WHERE i.finalized_at >= :start "
-                    "AND i.finalized_at < :end AND i.status IN ('finalized', 'void')"
-                ),
-                params,
-            )
-        ).one()
-    )
-    amounts = await session.execute(
-        text(
-            "SELECT i.currency, sum(a.amount) FROM adjustments a JOIN invoices i ON i.id = a.invoice_id "
-            "WHERE i.finalized_at >= :start AND i.finalized_at < :end GROUP BY i.currency ORDER BY 1"
-        ),
-        params,
-    )
+    finalized, adjusted = await invoice_store.finalized_with_notes(session, start=start, end=now)
+    amounts = await adjustment_store.note_sums_by_currency(session, start=start, end=now)
     judged, followed = await alerting_repository.forecast_outcomes(session, start=start, end=now)
     crossings, unnotified = await alerting_repository.crossings_unnotified(session, start=start, end=now)
     sources = await quality.read(redis, days_between(start, now))
     count, r50, r99, e50, e99 = latency
     seconds = [None if v is None else round(float(v), 3) for v in (r50, r99, e50, e99)]
-    totals = {str(cur).strip(): exact(total) for cur, total in (values(r) for r in amounts)}
+    totals = {cur.strip(): exact(total) for cur, total in amounts}
     return BillingHealth(
         window_start=start,
         window_end=now,

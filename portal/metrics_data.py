@@ -14,6 +14,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import text
 
+from portal.billing.repository import adjustments as adjustment_store
+from portal.billing.repository import invoices as invoice_store
 from portal.broker import QUEUES
 from portal.db import values
 from portal.health import billing_health
@@ -78,19 +80,8 @@ async def data_families(portal: PortalState, *, grace_hours: float) -> list[Fami
                 "WHERE run_id = (SELECT max(id) FROM reconcile_runs) GROUP BY metric_name ORDER BY 1"
             )
         )
-        invoice_rows = await session.execute(
-            text(
-                "SELECT CASE WHEN status = 'draft' AND period_end + make_interval(hours => :g) <= now() "
-                "THEN 'awaiting_review' ELSE status END, count(*) FROM invoices GROUP BY 1 ORDER BY 1"
-            ),
-            {"g": grace_hours},
-        )
-        adjustment_rows = await session.execute(
-            text(
-                "SELECT a.kind, i.currency, count(*), sum(a.amount) FROM adjustments a "
-                "JOIN invoices i ON i.id = a.invoice_id GROUP BY 1, 2 ORDER BY 1, 2"
-            )
-        )
+        invoice_rows = await invoice_store.invoice_counts_by_state(session, grace_hours=grace_hours)
+        adjustment_rows = await adjustment_store.note_totals(session)
 
     failed_count = Family("portal_failed_events", "Events kept in failed_events, not yet replayed.")
     failed_count.add_metric([], int(failed))
@@ -106,7 +97,7 @@ async def data_families(portal: PortalState, *, grace_hours: float) -> list[Fami
     for metric, total in (values(r) for r in drift_rows):
         drift.add_metric([metric], float(total))
     invoices = Family("portal_invoices", "Invoices by state.", labels=["state"])
-    for state, count in (values(r) for r in invoice_rows):
+    for state, count in invoice_rows:
         invoices.add_metric([state], int(count))
     notes = Family(
         "portal_adjustments", "Debit and credit notes by kind and currency.", labels=["kind", "currency"]
@@ -116,7 +107,7 @@ async def data_families(portal: PortalState, *, grace_hours: float) -> list[Fami
         "Sum of debit and credit notes by kind and currency.",
         labels=["kind", "currency"],
     )
-    for kind, currency, count, total in (values(r) for r in adjustment_rows):
+    for kind, currency, count, total in adjustment_rows:
         notes.add_metric([kind, str(currency).strip()], int(count))
         amounts.add_metric([kind, str(currency).strip()], float(total))
     return [

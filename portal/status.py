@@ -26,6 +26,7 @@ from sqlalchemy import text
 
 from portal import dead_letters
 from portal.alerting import repository as alerting_repository
+from portal.billing.repository import adjustments as adjustment_store
 from portal.broker import INGEST_QUEUE, QUEUES
 from portal.db import create_engine, session_factory, transaction, values
 from portal.live import keys
@@ -310,7 +311,7 @@ async def _from_postgres(settings: Settings) -> tuple[Any, ...]:
                 "SELECT max(finished_at), (SELECT count(*) FROM live_drift "
                 "WHERE run_id = (SELECT max(id) FROM reconcile_runs)) FROM reconcile_runs",
             )
-            (late,) = await _count(session, "SELECT count(*) FROM late_events WHERE settled_at IS NULL")
+            late = await adjustment_store.unsettled_late_events_total(session)
             pending, failed_deliveries = await alerting_repository.delivery_counts(session)
     finally:
         await engine.dispose()

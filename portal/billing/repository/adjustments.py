@@ -101,6 +101,33 @@ async def adjusted_invoice_ids(session: AsyncSession, customer_id: str | None) -
     return [int(i) for i in (await session.scalars(statement)).all()]
 
 
+async def note_totals(session: AsyncSession) -> list[tuple[str, str, int, Decimal]]:
+    """(kind, currency, how many, sum of amounts) of all notes, by kind then currency."""
+    statement = (
+        select(col(Adjustment.kind), col(Invoice.currency), func.count(), func.sum(col(Adjustment.amount)))
+        .join(Invoice, col(Invoice.id) == col(Adjustment.invoice_id))
+        .group_by(col(Adjustment.kind), col(Invoice.currency))
+        .order_by(col(Adjustment.kind), col(Invoice.currency))
+    )
+    rows: Any = await session.execute(statement)
+    return [(str(kind), str(currency), int(count), total) for kind, currency, count, total in rows]
+
+
+async def note_sums_by_currency(
+    session: AsyncSession, *, start: datetime, end: datetime
+) -> list[tuple[str, Decimal]]:
+    """(currency, sum of amounts) of the notes on invoices finalized in [start, end), by currency."""
+    statement = (
+        select(col(Invoice.currency), func.sum(col(Adjustment.amount)))
+        .join(Invoice, col(Invoice.id) == col(Adjustment.invoice_id))
+        .where(col(Invoice.finalized_at) >= start, col(Invoice.finalized_at) < end)
+        .group_by(col(Invoice.currency))
+        .order_by(col(Invoice.currency))
+    )
+    rows: Any = await session.execute(statement)
+    return [(str(currency), total) for currency, total in rows]
+
+
 # --- late_events
 
 
@@ -110,6 +137,13 @@ async def unsettled_late_event_count(session: AsyncSession, invoice_id: int) -> 
         .select_from(LateEvent)
         .where(col(LateEvent.invoice_id) == invoice_id, col(LateEvent.settled_at).is_(None))
     )
+    count: Any = (await session.execute(statement)).scalar_one()
+    return int(count)
+
+
+async def unsettled_late_events_total(session: AsyncSession) -> int:
+    """How many late events, of all invoices, wait for their adjustment."""
+    statement = select(func.count()).select_from(LateEvent).where(col(LateEvent.settled_at).is_(None))
     count: Any = (await session.execute(statement)).scalar_one()
     return int(count)
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import and_, case, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -315,6 +315,37 @@ async def invoices_covering(session: AsyncSession, customer_id: str, at: datetim
         .order_by(col(Invoice.id).desc())
     )
     return [tuple(row) for row in await session.execute(statement)]
+
+
+# --- reports (health, metrics)
+
+
+async def invoice_counts_by_state(session: AsyncSession, *, grace_hours: float) -> list[tuple[str, int]]:
+    """(state, how many) of all invoices by state, a draft whose period plus `grace_hours`
+    has ended counted as awaiting_review."""
+    # make_interval's seconds take a fraction; its hours do not.
+    grace = func.make_interval(0, 0, 0, 0, 0, 0, grace_hours * 3600)
+    awaiting = and_(col(Invoice.status) == "draft", col(Invoice.period_end) + grace <= func.now())
+    states = select(case((awaiting, "awaiting_review"), else_=col(Invoice.status)).label("state")).subquery()
+    statement = select(states.c.state, func.count()).group_by(states.c.state).order_by(states.c.state)
+    rows: Any = await session.execute(statement)
+    return [(str(state), int(count)) for state, count in rows]
+
+
+async def finalized_with_notes(session: AsyncSession, *, start: datetime, end: datetime) -> tuple[int, int]:
+    """(invoices finalized in [start, end), void ones too; how many of them have a note)."""
+    has_note = select(col(Adjustment.id)).where(col(Adjustment.invoice_id) == col(Invoice.id)).exists()
+    statement = (
+        select(func.count(), func.count().filter(has_note))
+        .select_from(Invoice)
+        .where(
+            col(Invoice.finalized_at) >= start,
+            col(Invoice.finalized_at) < end,
+            col(Invoice.status).in_(("finalized", "void")),
+        )
+    )
+    finalized, noted = (await session.execute(statement)).one()
+    return int(finalized), int(noted)
 
 
 # --- invoice_lines
