@@ -19,6 +19,7 @@ from portal.billing.repository import invoices as invoice_store
 from portal.broker import QUEUES
 from portal.db import values
 from portal.health import billing_health
+from portal.live import repository as live_repository
 from portal.periods import to_datetime
 from portal.state import PortalState
 
@@ -74,12 +75,7 @@ async def data_families(portal: PortalState, *, grace_hours: float) -> list[Fami
                 {"current": f"usage_events_p{now:%Y%m}"},
             )
         ).scalar_one()
-        drift_rows = await session.execute(
-            text(
-                "SELECT metric_name, sum(drift) FROM live_drift "
-                "WHERE run_id = (SELECT max(id) FROM reconcile_runs) GROUP BY metric_name ORDER BY 1"
-            )
-        )
+        drift_rows = await live_repository.latest_drift_by_metric(session)
         invoice_rows = await invoice_store.invoice_counts_by_state(session, grace_hours=grace_hours)
         adjustment_rows = await adjustment_store.note_totals(session)
 
@@ -94,7 +90,7 @@ async def data_families(portal: PortalState, *, grace_hours: float) -> list[Fami
     drift = Family(
         "portal_live_drift", "Live minus billed usage per meter in the last reconcile.", labels=["metric"]
     )
-    for metric, total in (values(r) for r in drift_rows):
+    for metric, total in drift_rows:
         drift.add_metric([metric], float(total))
     invoices = Family("portal_invoices", "Invoices by state.", labels=["state"])
     for state, count in invoice_rows:

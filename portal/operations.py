@@ -15,6 +15,7 @@ from portal import health, metrics, metrics_data
 from portal.db import values
 from portal.dependencies import Db, Portal
 from portal.health import BillingHealth
+from portal.live import repository as live_repository
 from portal.paths import MIGRATIONS_DIR
 from portal.roles import BACKGROUND_ROLES, RolesSeen, read_roles
 from portal.schemas import CamelStruct
@@ -222,27 +223,15 @@ class OperationsController(Controller):
     async def drift(self, db: Db) -> DriftOut:
         """The last reconcile's drift: live (Redis) minus billed (Postgres), per customer
         and metric, over the settled hours it checked. Only non-zero rows are listed."""
-        run = (
-            await db.execute(
-                text(
-                    "SELECT id, finished_at, window_start, window_end, full_rebuild FROM reconcile_runs "
-                    "ORDER BY id DESC LIMIT 1"
-                )
-            )
-        ).first()
+        run = await live_repository.latest_run(db)
         if run is None:
             return DriftOut(None, None, None, False, [])
-        rows = await db.execute(
-            text(
-                "SELECT customer_id, metric_name, live_value, billed_value, drift FROM live_drift "
-                "WHERE run_id = :r ORDER BY customer_id, metric_name"
-            ),
-            {"r": run[0]},
-        )
+        run_id, _, finished_at, window_start, window_end, full_rebuild, _ = run
+        rows = await live_repository.drift_of_run(db, run_id)
         return DriftOut(
-            run[1],
-            run[2],
-            run[3],
-            run[4],
-            [DriftRow(c, m, exact(lv), exact(bv), exact(d)) for c, m, lv, bv, d in (values(r) for r in rows)],
+            finished_at,
+            window_start,
+            window_end,
+            full_rebuild,
+            [DriftRow(c, m, exact(lv), exact(bv), exact(d)) for c, m, lv, bv, d in rows],
         )

@@ -30,6 +30,7 @@ from portal.billing.repository import adjustments as adjustment_store
 from portal.broker import INGEST_QUEUE, QUEUES
 from portal.db import create_engine, session_factory, transaction, values
 from portal.live import keys
+from portal.live import repository as live_repository
 from portal.live.store import LiveStore
 from portal.periods import to_datetime
 from portal.roles import BACKGROUND_ROLES, ROLES, RolesSeen, read_roles
@@ -306,11 +307,7 @@ async def _from_postgres(settings: Settings) -> tuple[Any, ...]:
             failed, oldest = await _count(
                 session, "SELECT count(*), min(failed_at) FROM failed_events WHERE status = 'failed'"
             )
-            last_run, drift = await _count(
-                session,
-                "SELECT max(finished_at), (SELECT count(*) FROM live_drift "
-                "WHERE run_id = (SELECT max(id) FROM reconcile_runs)) FROM reconcile_runs",
-            )
+            last_run, drift = await live_repository.last_reconcile(session)
             late = await adjustment_store.unsettled_late_events_total(session)
             pending, failed_deliveries = await alerting_repository.delivery_counts(session)
     finally:

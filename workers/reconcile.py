@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from portal.catalog import repository as catalog
 from portal.live import keys
+from portal.live import repository as live_repository
 from portal.live.store import live_value, live_values, sum_fields
 from portal.periods import HOUR_S, to_datetime
 from portal.usage.combine import combine, exact
@@ -213,24 +214,16 @@ async def reconcile(
                 drift[pair] = (live_total, billed_total)
         finished = datetime.now(UTC)
         async with ctx.transaction() as conn:
-            run_id = await conn.fetchval(
-                "INSERT INTO reconcile_runs (started_at, finished_at, window_start, window_end, "
-                "full_rebuild, keys_written) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-                started,
-                finished,
-                window_start,
-                window_end,
-                full,
-                written,
+            run_id = await live_repository.record_run(
+                conn,
+                started=started,
+                finished=finished,
+                window_start=window_start,
+                window_end=window_end,
+                full=full,
+                keys_written=written,
+                drift=[(c, m, lv, bv) for (c, m), (lv, bv) in sorted(drift.items())],
             )
-            if drift:
-                await conn.executemany(
-                    "INSERT INTO live_drift (run_id, customer_id, metric_name, live_value, "
-                    "billed_value, drift) VALUES ($1, $2, $3, $4, $5, $6)",
-                    [(run_id, c, m, lv, bv, lv - bv) for (c, m), (lv, bv) in sorted(drift.items())],
-                )
-            # Keep a week of runs; older ones say nothing the newer ones do not.
-            await conn.execute("DELETE FROM reconcile_runs WHERE finished_at < now() - interval '7 days'")
         if drift:  # a count and the first few: the drift report (GET /v1/drift) has them all
             first = sorted(drift)[:5]
             log.warning(

@@ -14,6 +14,7 @@ from portal.billing.invoices import summary_of
 from portal.billing.repository import invoices as invoice_store
 from portal.billing.schemas import InvoiceRow
 from portal.billing.views import ReviewItem, money_text
+from portal.live import repository as live_repository
 
 
 def change_flags(
@@ -62,12 +63,7 @@ async def _data_health(session: AsyncSession, invoice: InvoiceRow) -> list[tuple
                 f"{failed} event(s) in this period failed to persist; replay them before approving",
             )
         )
-    drift = await _count(
-        session,
-        "SELECT count(*) FROM live_drift WHERE customer_id = :c "
-        "AND run_id = (SELECT max(id) FROM reconcile_runs)",
-        c=invoice.customer_id,
-    )
+    drift = await live_repository.latest_drift_count(session, invoice.customer_id)
     if drift:
         found.append(
             ("drift", f"the last reconcile found the live view off for {drift} meter(s) of this customer")

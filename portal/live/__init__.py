@@ -8,7 +8,8 @@ writes them, and the reconcile job (`workers/reconcile.py`) repairs them from Po
 Tables (`models.py`): `reconcile_runs` (one row per reconcile, kept 7 days) and
 `live_drift` (per customer and metric, live minus billed as a run found it; deleted with
 its run). `workers/reconcile.py` writes them; `GET /v1/drift`, the drift page, bill
-review, `usage-portal status` and the metrics read them.
+review, `usage-portal status` and the metrics read them, all through `repository.py`
+(save the drift page's read scoped by the viewer's customers).
 
 Redis keys it owns (`{c}` is the customer's hash tag):
 

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from portal.db import values
 from portal.dependencies import Db
+from portal.live import repository as live_repository
 from portal.pages.access import STAFF_GUARDS
 from portal.pages.manager.common import customer_zones, text_param, visible_ids
 from portal.pages.web import PageController, page
@@ -27,15 +28,7 @@ class DriftController(PageController):
     ) -> Template:
         """Parameter: customer (an id)."""
         customer_id = text_param("customer", customer)
-        run = (
-            await db.execute(
-                text(
-                    "SELECT id, started_at, finished_at, window_start, window_end, full_rebuild, "
-                    "keys_written "
-                    "FROM reconcile_runs ORDER BY id DESC LIMIT 1"
-                )
-            )
-        ).first()
+        run = await live_repository.latest_run(db)
         rows: list[tuple[Any, ...]] = []
         if run is not None:
             visible, params = visible_ids(request)
@@ -46,7 +39,7 @@ class DriftController(PageController):
                     "AND (CAST(:c AS text) IS NULL OR customer_id = :c) "
                     "ORDER BY abs(drift) DESC, customer_id, metric_name LIMIT 500"
                 ),
-                {**params, "run": values(run)[0], "c": customer_id},
+                {**params, "run": run[0], "c": customer_id},
             )
             rows = [
                 (cid, metric, exact(live), exact(billed), exact(diff))
