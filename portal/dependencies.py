@@ -8,7 +8,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.jobs import send_owed
+from portal.db import transaction
 from portal.state import PortalState
 
 
@@ -21,10 +21,8 @@ async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
     """One transaction per request: committed if the handler returns, else rolled back;
     the jobs it owes are sent after the commit (`portal.jobs.after_commit`)."""
     portal: PortalState = state.portal
-    async with portal.sessions() as session:
-        async with session.begin():
-            yield session
-        await send_owed(session)
+    async with transaction(portal.sessions) as session:
+        yield session
 
 
 # Handler parameter types: injected by name ("portal", "db").

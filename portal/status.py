@@ -252,10 +252,14 @@ class Status:
             problems += [p for p in (self.roles.problem(role) for role in BACKGROUND_ROLES) if p]
         if (stall := self.persist_stall) is not None:
             problems.append(f"persisting {stall}")
-        ingest_dead = next((q.dead for q in self.queues if q.name == INGEST_QUEUE), 0)
-        if ingest_dead:
-            problems.append(f"{ingest_dead} ingest message(s) dead-lettered")
+        if self.ingest_dead:
+            problems.append(f"{self.ingest_dead} ingest message(s) dead-lettered")
         return problems
+
+    @property
+    def ingest_dead(self) -> int:
+        """Dead-lettered ingest messages: accepted events not in Postgres until replayed."""
+        return next((q.dead for q in self.queues if q.name == INGEST_QUEUE), 0)
 
 
 async def _queue(broker: Redis, name: str) -> QueueDepth:
@@ -426,10 +430,9 @@ def _queue_lines(status: Status) -> list[str]:
     for q in status.queues:
         in_flight_ = q.unacknowledged - q.waiting
         lines.append(f"{q.name:<13}{q.waiting:>9}{in_flight_:>11}{q.delayed:>9}{q.dead:>6}")
-    ingest_dead = next((q.dead for q in status.queues if q.name == INGEST_QUEUE), 0)
-    if ingest_dead:
+    if status.ingest_dead:
         lines.append(
-            f"  {ingest_dead} ingest message(s) dead-lettered: accepted events not in "
+            f"  {status.ingest_dead} ingest message(s) dead-lettered: accepted events not in "
             "Postgres, kept until replayed (usage-portal dead-letters replay)"
         )
     return lines
