@@ -30,7 +30,7 @@ from portal.operations import OperationsController, healthz, metrics_endpoint, r
 from portal.pages.web import failed_anywhere, not_found_anywhere
 from portal.paths import STATIC_DIR
 from portal.problems import Problem
-from portal.request_checks import fitting_address
+from portal.request_checks import PortalRequest, fitting_address
 from portal.settings import Settings, get_settings
 from portal.state import PortalState
 from portal.usage.routes import AnomalyController, UsageController
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=api_docs_config(title="Usage portal", version="0.1.0"),
         response_cache_config=ResponseCacheConfig(),
         request_max_body_size=5 * 1024 * 1024,
+        request_class=PortalRequest,
         middleware=[request_ids],
         exception_handlers={
             ValidationException: unprocessable,

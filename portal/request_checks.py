@@ -5,6 +5,8 @@ no route can use are refused here, once, rather than by a store deep inside a ro
   refuses NUL in text, and no id, name or filter of ours holds one.
 - An integer path parameter (`{invoice_id:int}`, …) outside Postgres' bigint is a 404: such
   a row cannot exist, and asyncpg cannot even bind the value.
+- A JSON body Litestar decodes that nests deeper than MAX_JSON_DEPTH is a 400, measured on
+  its bytes before the (recursive) decoder runs (`PortalRequest`).
 
 Integer *query* values are bounded where they are declared (`le=ID_MAX`), so that the
 schema shows the bound and the 422 names the parameter.
@@ -16,9 +18,13 @@ import re
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.types import Empty
+
+from portal.json_nesting import MAX_JSON_DEPTH, json_nesting_exceeds
 
 # Postgres bigint: every id column of ours.
 ID_MIN = -(2**63)
@@ -52,3 +58,14 @@ async def fitting_address(connection: ASGIConnection[Any, Any, Any, Any], _: Bas
     for value in connection.path_params.values():
         if type(value) is int and not ID_MIN <= value <= ID_MAX:
             raise NotFoundException("Nothing has this id: ids are 64-bit integers.")
+
+
+class PortalRequest(Request[Any, Any, Any]):
+    """The app's request: a JSON body Litestar decodes (a route's `data`) is measured
+    first, and one nested deeper than MAX_JSON_DEPTH is a 400."""
+
+    async def json(self) -> Any:
+        undecoded = self._json is Empty and self._connection_state.json is Empty
+        if undecoded and json_nesting_exceeds(await self.body()):
+            raise ClientException(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        return await super().json()

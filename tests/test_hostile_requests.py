@@ -453,3 +453,44 @@ async def test_a_nul_in_a_review_reason_is_refused_on_the_form(
     assert response.status_code == 422, response.text
     assert "must not contain NUL characters" in response.text
     assert await pg.fetchval("SELECT status FROM invoices WHERE id = $1", invoice_id) == "finalized"
+
+
+# --- JSON nested past any decoder's comfort: 4xx on every operation that reads JSON ------------
+
+
+def _json_operations(document: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
+    """(method, path with the world's ids, top-level property names) of every operation
+    whose request body is JSON."""
+    operations = []
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            content = operation.get("requestBody", {}).get("content", {})
+            if "application/json" not in content:
+                continue
+            schema = content["application/json"].get("schema", {})
+            if "$ref" in schema:
+                schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+            filled = path.replace("{customer_id}", "acme").replace("{plan_id}", "metered")
+            for name in ("{metric_name}", "{invoice_id}", "{channel_id}", "{rule_id}", "{key_id}"):
+                filled = filled.replace(name, "1")
+            operations.append((method.upper(), filled, sorted(schema.get("properties", {}))))
+    return operations
+
+
+async def test_json_nested_ten_thousand_deep_is_4xx_everywhere(client: Client, admin_key: str) -> None:
+    await make_customer(client, admin_key)
+    await make_meter(client, admin_key)
+    document = (await client.get("/schema/openapi.json")).json()
+    operations = _json_operations(document)
+    assert len(operations) > 10
+    deep = "[" * 10_000 + "]" * 10_000
+    for method, path, properties in operations:
+        bodies = [deep] + [f'{{"{name}": {deep}}}' for name in properties]
+        for body in bodies:
+            response = await client.request(
+                method,
+                path,
+                headers={**auth(admin_key), "Content-Type": "application/json"},
+                content=body.encode(),
+            )
+            assert 400 <= response.status_code < 500, (method, path, body[:40], response.text)

@@ -18,7 +18,8 @@ from portal.errors import ServiceUnavailable
 from portal.ingest.openapi import EventBatchOperation, SingleEventOperation
 from portal.ingest.schemas import EventBatch, IngestResult
 from portal.ingest.service import CONFLICT_ERROR, IngestUnavailable
-from portal.ingest.validation import MAX_JSON_DEPTH, BodyError, rejection_reason
+from portal.ingest.validation import rejection_reason
+from portal.json_nesting import MAX_JSON_DEPTH, json_nesting_exceeds
 
 INGEST = {"scope": "ingest"}
 
@@ -58,9 +59,6 @@ async def _run(portal: Portal, raw_events: list[bytes] | list[msgspec.Raw]) -> R
     started = time.perf_counter()
     try:
         result = await portal.ingestor.ingest(raw_events)
-    except BodyError as exc:
-        metrics.INGEST_REQUESTS.labels("400").inc()
-        raise ClientException(str(exc)) from None
     except IngestUnavailable as exc:
         metrics.INGEST_REQUESTS.labels("503").inc()
         raise ServiceUnavailable(f"{exc}; nothing was accepted, retry later") from exc
@@ -89,11 +87,14 @@ def count(result: IngestResult, status: int, events: int, seconds: float) -> Non
 
 
 def readable_body(body: bytes) -> bytes:
-    """The body, if it is UTF-8 at all (400 otherwise: no event of it can be read)."""
+    """The body, if it is UTF-8 at all and nests no deeper than MAX_JSON_DEPTH (400
+    otherwise: no event of it can be read)."""
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ClientException(f"the body is not valid UTF-8 (byte {exc.start})") from None
+    if json_nesting_exceeds(body):
+        raise ClientException(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return body
 
 

@@ -23,13 +23,10 @@ from portal.ingest.events import AcceptedEvent
 from portal.ingest.handoff import BatchHandoff
 from portal.ingest.schemas import IngestResult, Rejection, UsageEvent
 from portal.ingest.validation import (
-    MAX_JSON_DEPTH,
-    BodyError,
     EventError,
     Limits,
     decode_event,
     loose_event_id,
-    nested_too_deep,
     validate,
 )
 from portal.jobs import QueueUnavailable, enqueue
@@ -74,8 +71,8 @@ class Ingestor:
         """Accept what can be accepted; reject the rest one by one, with reasons.
 
         Raises IngestUnavailable when the accepted events could not be handed to the
-        broker: nothing was counted then, and a retry is safe; BodyError (nothing counted
-        either) when an event nests JSON deeper than MAX_JSON_DEPTH.
+        broker: nothing was counted then, and a retry is safe. The callers have refused
+        bodies nested deeper than MAX_JSON_DEPTH before (`json_nesting_exceeds`).
         """
         now_s = time.time()
         rejected: list[Rejection] = []
@@ -85,8 +82,6 @@ class Ingestor:
             try:
                 decoded.append((index, decode_event(body)))
             except EventError as exc:
-                if nested_too_deep(body):  # the request is malformed, not just this event
-                    raise BodyError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
                 rejected.append(Rejection(index=index, event_id=loose_event_id(body), error=str(exc)))
 
         try:

@@ -23,6 +23,7 @@ import msgspec
 from portal.catalog.service import MeterSpec
 from portal.ingest.events import AcceptedEvent
 from portal.ingest.schemas import UsageEvent
+from portal.json_nesting import MAX_JSON_DEPTH, json_nesting_exceeds
 from portal.periods import hour_bucket
 
 MAX_QUANTITY_DIGITS = 20  # numeric(32, 12): 20 integer digits
@@ -35,9 +36,6 @@ MAX_NUMBER_CHARS = 64
 # The last second a datetime (and so Postgres' timestamptz as we use it) can hold.
 MAX_EPOCH_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
 MAX_TIMESTAMP_CHARS = 64
-# JSON bodies nested deeper than this are refused (400) before any event is read; no
-# accepted body needs more than a few levels (batch, event, dimensions or data).
-MAX_JSON_DEPTH = 64
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _encode = msgspec.json.Encoder().encode  # compact JSON, keys in insertion order
 _group_keys: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
@@ -191,6 +189,8 @@ _json_decoder = msgspec.json.Decoder(float_hook=Decimal)
 def decode_json_body(body: bytes) -> Any:
     """Untyped JSON (numbers with a fraction as Decimal, so 0.1 stays 0.1), for bodies whose
     shape is checked afterwards. Raises BodyError naming what is wrong."""
+    if json_nesting_exceeds(body):
+        raise BodyError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         value = _json_decoder.decode(body)
     except UnicodeDecodeError:
@@ -199,40 +199,7 @@ def decode_json_body(body: bytes) -> Any:
         raise BodyError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise BodyError(f"malformed JSON: {exc}") from None
-    if _depth_exceeds(value, MAX_JSON_DEPTH):
-        raise BodyError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return value
-
-
-def nested_too_deep(raw: bytes) -> bool:
-    """Whether a JSON text nests deeper than MAX_JSON_DEPTH (for bodies that already
-    failed to decode: this decodes them once more, untyped)."""
-    try:
-        value = msgspec.json.decode(raw)
-    except RecursionError:
-        return True
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return False
-    return _depth_exceeds(value, MAX_JSON_DEPTH)
-
-
-def _depth_exceeds(value: object, limit: int) -> bool:
-    """Whether `value` nests containers more than `limit` deep (iterative: no recursion
-    on hostile input; stops at the first branch that is too deep)."""
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children: list[object] | None = list(node.values())
-        elif isinstance(node, list):
-            children = node
-        else:
-            children = None
-        if children:
-            if depth >= limit:
-                return True
-            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False
 
 
 def loose_event_id(raw: bytes) -> str | None:
