@@ -33,7 +33,7 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates" / "alerts"
 
 @dataclass(frozen=True, slots=True)
 class AnomalyFacts:
-    """What was unusual (portal/anomalies.py): `kind` spike, drop_to_zero or silence, in
+    """What was unusual (portal/usage/anomaly_rule.py): `kind` spike, drop_to_zero or silence, in
     an hour (or a span of silent hours) or a whole local day (`granularity` hour or day) of
     the customer's zone `time_zone`; [start, end) as UTC instants; `expected` the median of
     its history. The used amount is the notice's `value`."""

@@ -48,7 +48,7 @@ from bench.harness import add_run_options
 from bench.httpclient import HttpConnection, HttpError
 from bench.machine import machine_info
 from bench.stack import Environment, check_alive, start_tiers, tail
-from portal.settings import from_environment
+from portal.infrastructure.settings import from_environment
 
 TARGET_P99_S = 5.0
 LEVEL = 100
@@ -215,7 +215,7 @@ async def create_catalog(env: Environment, run: str, customers: list[str]) -> tu
     before the web tier starts, as bench.stack does). Returns (meter, admin key, ingest key)."""
     from portal.catalog.schemas import CustomerCreate, MeterCreate
     from portal.catalog.service import create_customer, create_meter
-    from portal.db import create_engine, session_factory, transaction
+    from portal.infrastructure.db import create_engine, session_factory, transaction
     from portal.keys.service import create_key
 
     meter = f"bench_{run}_alert_calls"
@@ -536,7 +536,7 @@ def print_report(result: dict[str, Any]) -> None:
 
 def _portal_command() -> list[str]:
     script = Path(sys.executable).parent / "usage-portal"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "portal.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "portal.cli.main"]
 
 
 def start_scheduler(env: Environment) -> None:

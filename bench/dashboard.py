@@ -247,7 +247,7 @@ async def create_accounts(env: Environment, run: str, quiet: int) -> tuple[Catal
     from portal.accounts.passwords import hash_password
     from portal.catalog.schemas import CustomerCreate
     from portal.catalog.service import create_customer
-    from portal.db import create_engine, session_factory, transaction
+    from portal.infrastructure.db import create_engine, session_factory, transaction
     from portal.keys.service import create_key
 
     catalog = await create_catalog(env, run)
@@ -475,11 +475,11 @@ async def breakdown(env: Environment, viewers: list[Viewer], until: float) -> di
     portal/pages/service.py usage_panel (also timed whole) and the handler around it."""
     from portal.billing.preview import preview
     from portal.catalog import service as catalog_service
+    from portal.infrastructure.domain_errors import NotFound
+    from portal.infrastructure.periods import BillingPeriod, period_for
     from portal.pages import service
     from portal.pages.routes import template_config
     from portal.pages.sessions import load_session
-    from portal.periods import BillingPeriod, period_for
-    from portal.problems import NotFound
     from portal.state import PortalState
 
     settings = _settings(env)
@@ -537,7 +537,7 @@ async def breakdown(env: Environment, viewers: list[Viewer], until: float) -> di
 
 
 def _settings(env: Environment) -> Any:
-    from portal.settings import from_environment
+    from portal.infrastructure.settings import from_environment
 
     return from_environment().with_urls(
         database_url=env.database_url, redis_url=env.redis_url, broker_url=env.broker_url

@@ -60,8 +60,8 @@ def run(
     env = Environment(data_dir=data_dir)
     try:
         start_servers(env, stack)
-        from portal.migrate import migrate
-        from portal.settings import Settings
+        from portal.infrastructure.settings import Settings
+        from portal.operations.migrate import migrate
 
         migrate(
             Settings(

@@ -420,7 +420,7 @@ async def _probe(client: httpx.AsyncClient, tally: Tally, stop: asyncio.Event) -
 
 
 async def run_bench(opts: HostileOptions, env: Environment, busy_before: float) -> dict[str, Any]:
-    from portal.db import create_engine, session_factory, transaction
+    from portal.infrastructure.db import create_engine, session_factory, transaction
     from portal.keys.service import create_key
 
     start_tiers(env, stack_options(opts))

@@ -167,9 +167,9 @@ def new_stack(opts: Options) -> Stack:
 
 
 def start_stack(stack: Stack, opts: Options) -> None:
-    from portal.embedded import EmbeddedServers
-    from portal.migrate import migrate
-    from portal.settings import Settings
+    from portal.infrastructure.embedded import EmbeddedServers
+    from portal.infrastructure.settings import Settings
+    from portal.operations.migrate import migrate
 
     log(f"starting embedded Postgres and Valkey in {stack.data_dir}")
     stack.servers = EmbeddedServers(stack.data_dir)
@@ -198,7 +198,7 @@ def stop_stack(stack: Stack, opts: Options) -> None:
         log(
             f"data kept in {stack.data_dir}; Postgres and Valkey still running "
             f"(DATABASE_URL={stack.database_url} REDIS_URL={stack.redis_url}); stop them with "
-            f'.venv/bin/python -c "from pathlib import Path; from portal.embedded import '
+            f'.venv/bin/python -c "from pathlib import Path; from portal.infrastructure.embedded import '
             f"EmbeddedServers; EmbeddedServers(Path('{stack.data_dir}')).stop()\""
         )
         return
@@ -317,7 +317,7 @@ async def invoice_run(
     stack: Stack, opts: Options, name: str, *, profiler: cProfile.Profile | None = None
 ) -> RunFigures:
     from portal.billing.run import run_invoices
-    from portal.db import create_engine, session_factory
+    from portal.infrastructure.db import create_engine, session_factory
 
     engine = create_engine(stack.database_url, pool_size=opts.pool_size)
     conn = await asyncpg.connect(stack.database_url)

@@ -10,7 +10,7 @@ Customers, meters and subscriptions go in with COPY. The usage rows are generate
 Postgres itself (INSERT … SELECT over generate_series), a chunk of customers per statement
 on two connections: building 37M Python tuples for COPY would take longer than the invoice
 run being measured. The hours are `period.start + i hours`, which equals
-`portal.periods.hour_buckets(period)` for these zones in October 2026 (no DST change
+`portal.infrastructure.periods.hour_buckets(period)` for these zones in October 2026 (no DST change
 inside the period); `period_hours()` asserts that before anything is written.
 """
 
@@ -25,7 +25,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from portal.periods import BillingPeriod, hour_buckets, local_midnight, period_for
+from portal.infrastructure.periods import BillingPeriod, hour_buckets, local_midnight, period_for
 
 MONTH = "2026-10"
 PERIOD_DAY = date(2026, 10, 1)
@@ -153,7 +153,7 @@ def plan_create(meters: Sequence[str]) -> object:
 async def create_plan_via_service(database_url: str, meters: Sequence[str]) -> None:
     from portal.billing.plans import create_plan
     from portal.billing.schemas import PlanCreate
-    from portal.db import create_engine, session_factory, transaction
+    from portal.infrastructure.db import create_engine, session_factory, transaction
 
     plan = plan_create(meters)
     assert isinstance(plan, PlanCreate)

@@ -92,7 +92,7 @@ def start_servers(env: Environment, opts: Options) -> None:
         log("using the servers DATABASE_URL and REDIS_URL name")
         env.database_url, env.redis_url = database_url, redis_url
     else:
-        from portal.embedded import EmbeddedServers
+        from portal.infrastructure.embedded import EmbeddedServers
 
         log(f"starting embedded Postgres and Valkey in {env.data_dir}")
         env.servers = EmbeddedServers(env.data_dir)
@@ -136,7 +136,7 @@ def postmaster_pid(env: Environment) -> int:
 
 def _portal_command() -> list[str]:
     script = Path(sys.executable).parent / "usage-portal"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "portal.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "portal.cli.main"]
 
 
 def start_tiers(env: Environment, opts: Options) -> None:
@@ -224,7 +224,7 @@ async def create_catalog(env: Environment, run: str) -> Catalog:
     region, a count meter and a max meter, and an ingest key."""
     from portal.catalog.schemas import CustomerCreate, MeterCreate
     from portal.catalog.service import create_customer, create_meter
-    from portal.db import create_engine, session_factory, transaction
+    from portal.infrastructure.db import create_engine, session_factory, transaction
     from portal.keys.service import create_key
 
     customers = [f"bench-{run}-c{i:02d}" for i in range(len(ZONES))]

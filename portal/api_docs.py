@@ -66,8 +66,8 @@ async def finish_the_document(request: Request[Any, Any, Any]) -> None:
     app = request.app
     if app.state.get(_FINISHED):
         return
+    from portal.http.openapi_answers import document_answers
     from portal.ingest.openapi import add_ingest_schemas
-    from portal.openapi_answers import document_answers
 
     document = app.openapi_schema
     add_ingest_schemas(document)

@@ -16,22 +16,22 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from portal.alerting.routes import alert_handlers
 from portal.api_docs import api_docs_config
-from portal.auth import api_key_guard
 from portal.billing.routes import billing_handlers
-from portal.broker import setup_broker
 from portal.catalog.routes import CustomerController, MeterController
 from portal.compat.routes import compat_handlers
 from portal.dependencies import provide_session, provide_state
-from portal.errors import api_error, problem_response, unprocessable
+from portal.http.request_checks import PortalRequest, fitting_address
+from portal.infrastructure.broker import setup_broker
+from portal.infrastructure.domain_errors import Problem
+from portal.infrastructure.http_errors import api_error, problem_response, unprocessable
+from portal.infrastructure.logs import configure as configure_logs
+from portal.infrastructure.logs import request_ids
+from portal.infrastructure.paths import STATIC_DIR
+from portal.infrastructure.settings import Settings, get_settings
 from portal.ingest.routes import EventController
-from portal.logs import configure as configure_logs
-from portal.logs import request_ids
-from portal.operations import OperationsController, healthz, metrics_endpoint, readyz
+from portal.keys.guard import api_key_guard
+from portal.operations.routes import OperationsController, healthz, metrics_endpoint, readyz
 from portal.pages.web import failed_anywhere, not_found_anywhere
-from portal.paths import STATIC_DIR
-from portal.problems import Problem
-from portal.request_checks import PortalRequest, fitting_address
-from portal.settings import Settings, get_settings
 from portal.state import PortalState
 from portal.usage.routes import AnomalyController, UsageController
 

@@ -8,7 +8,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.db import transaction
+from portal.infrastructure.db import transaction
 from portal.state import PortalState
 
 
@@ -19,7 +19,7 @@ def provide_state(state: State) -> PortalState:
 
 async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
     """One transaction per request: committed if the handler returns, else rolled back;
-    the jobs it owes are sent after the commit (`portal.jobs.after_commit`)."""
+    the jobs it owes are sent after the commit (`portal.infrastructure.jobs.after_commit`)."""
     portal: PortalState = state.portal
     async with transaction(portal.sessions) as session:
         yield session

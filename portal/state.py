@@ -2,7 +2,7 @@
 
 Opening it connects to nothing, so a web process starts while Postgres is down or Redis is
 loading its data: it answers /healthz at once and /readyz 503 naming the store until the
-store is back (portal/operations.py).
+store is back (portal/operations/routes.py).
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from portal.catalog.service import CatalogCache
-from portal.clock import Clock, checked_now, system_clock
-from portal.db import create_engine, session_factory
+from portal.infrastructure.clock import Clock, checked_now, system_clock
+from portal.infrastructure.db import create_engine, session_factory
+from portal.infrastructure.settings import Settings
 from portal.ingest.service import Ingestor
 from portal.keys.service import KeyCache
 from portal.live.store import LiveStore
-from portal.roles import HeartbeatTask, Identity
-from portal.settings import Settings
-from portal.status import probe_client
+from portal.operations.heartbeats import HeartbeatTask, Identity
+from portal.operations.status import probe_client
 
 
 @dataclass(slots=True)
@@ -39,9 +39,9 @@ class PortalState:
     broker_redis: Redis
     # For /readyz: answers "loading" or "down" at once, where `redis` retries for seconds.
     probe_redis: Redis
-    # What handlers take as "now" (portal/clock.py); tests set it to run at a given instant.
+    # What handlers take as "now" (portal/infrastructure/clock.py); tests set it to run at a given instant.
     clock: Clock = system_clock
-    # This process's role heartbeat (portal/roles.py), when opened inside an event loop.
+    # This process's role heartbeat (portal/operations/heartbeats.py), when opened inside an event loop.
     heartbeat: HeartbeatTask | None = None
 
     def now(self) -> datetime:

@@ -1,4 +1,4 @@
-"""Running the web app "as if" at a given instant (`portal/clock.py`), and the instants where
+"""Running the web app "as if" at a given instant (`portal/infrastructure/clock.py`), and the instants where
 days and periods turn over.
 
 Tests that store their data straight in Postgres run at fixed instants (`BOUNDARIES`):

@@ -31,14 +31,14 @@ from redis.asyncio import Redis
 
 from alerts.destinations import parse_networks
 from portal.app import create_app
-from portal.broker import setup_broker
-from portal.db import create_engine, session_factory, transaction
+from portal.infrastructure.broker import setup_broker
+from portal.infrastructure.db import create_engine, session_factory, transaction
+from portal.infrastructure.settings import Settings
+from portal.infrastructure.tables import metadata
 from portal.ingest.partitions import forget_known
 from portal.keys.service import create_key
-from portal.live import keys as live_keys
-from portal.migrate import migrate
-from portal.settings import Settings
-from portal.tables import metadata
+from portal.live import redis_keys as live_keys
+from portal.operations.migrate import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.sinks"]
 
 
-# Retry quickly in tests; production defaults are in portal/settings.py.
+# Retry quickly in tests; production defaults are in portal/infrastructure/settings.py.
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -91,7 +91,7 @@ def settings() -> Iterator[Settings]:
     database_url = os.environ.get("TEST_DATABASE_URL")
     redis_url = os.environ.get("TEST_REDIS_URL")
     if not (database_url and redis_url):
-        from portal.embedded import EmbeddedServers
+        from portal.infrastructure.embedded import EmbeddedServers
 
         servers = EmbeddedServers(data_dir)
         EMBEDDED["servers"] = servers
@@ -257,7 +257,7 @@ class WorkerProcess:
                 "DATABASE_URL": self.settings.database_url or "",
                 "REDIS_URL": self.settings.redis_url or "",
                 "BROKER_URL": self.settings.broker_url or "",
-                # The data dir's generated secret key (portal/settings.py) decrypts what the
+                # The data dir's generated secret key (portal/infrastructure/settings.py) decrypts what the
                 # tests' in-process app stored.
                 "PORTAL_DATA_DIR": str(self.settings.data_dir),
             }

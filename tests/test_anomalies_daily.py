@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from sqlalchemy import event as sa_event
 
-from portal.anomalies import Anomaly, daily_anomalies
 from portal.catalog.schemas import Customer
-from portal.db import create_engine, session_factory, transaction
-from portal.settings import Settings
-from portal.usage.anomalies import flagged_customers
+from portal.infrastructure.db import create_engine, session_factory, transaction
+from portal.infrastructure.settings import Settings
+from portal.usage.anomaly_detection import flagged_customers
+from portal.usage.anomaly_rule import Anomaly, daily_anomalies
 from tests.clock import BOUNDARIES, Boundary, set_clock
 from tests.factories import auth, make_customer, make_meter
 

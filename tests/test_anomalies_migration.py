@@ -9,8 +9,8 @@ from typing import Any
 from alembic import command
 from alembic.script import ScriptDirectory
 
-from portal.migrate import alembic_config, migrate
-from portal.settings import Settings
+from portal.infrastructure.settings import Settings
+from portal.operations.migrate import alembic_config, migrate
 from tests.factories import auth, make_customer, make_meter
 
 

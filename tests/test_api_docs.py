@@ -12,8 +12,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from portal.api_docs import ASSETS
+from portal.infrastructure.paths import STATIC_DIR
 from portal.pages.web import SECURITY_HEADERS
-from portal.paths import STATIC_DIR
 
 Client = AsyncTestClient[Any]
 PORTAL_CSP = next(h.value for h in SECURITY_HEADERS if h.name == "Content-Security-Policy")

@@ -11,8 +11,8 @@ from typing import Any
 import dramatiq
 import pytest
 
-from portal.broker import ResilientRedisBroker
-from portal.settings import Settings
+from portal.infrastructure.broker import ResilientRedisBroker
+from portal.infrastructure.settings import Settings
 
 QUEUE = "orphans-test"  # no worker of the suite consumes it
 

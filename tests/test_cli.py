@@ -17,10 +17,10 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from portal.embedded import EmbeddedServers
+from portal.infrastructure.embedded import EmbeddedServers
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "portal.cli"]
+CLI = [sys.executable, "-m", "portal.cli.main"]
 
 
 def _free_port() -> int:

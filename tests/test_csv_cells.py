@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from portal.csv_cells import Cell, cell_text, csv_text
+from portal.http.csv_cells import Cell, cell_text, csv_text
 
 # Text a customer may send as a dimension value, and what the exports write for it.
 FORMULAS = [

@@ -12,9 +12,9 @@ import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from portal.admin_tasks import enqueue_reconcile, replay_failed
-from portal.live import keys as live_keys
-from portal.settings import Settings
+from portal.infrastructure.settings import Settings
+from portal.live import redis_keys as live_keys
+from portal.operations.operator_tasks import enqueue_reconcile, replay_failed
 from tests.conftest import WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import auth, event, make_customer, make_meter
 from tests.test_pipeline import send, usage

@@ -9,8 +9,8 @@ from typing import Any
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from portal.live import keys as live_keys
-from portal.settings import Settings
+from portal.infrastructure.settings import Settings
+from portal.live import redis_keys as live_keys
 from tests.conftest import WorkerProcess, wait_until_persisted
 from tests.factories import auth, event, make_customer, make_meter
 

@@ -27,7 +27,7 @@ from schemathesis.python import asgi as schemathesis_asgi
 from schemathesis.specs.openapi import checks as openapi_checks
 
 from portal.app import create_app
-from portal.settings import Settings
+from portal.infrastructure.settings import Settings
 from tests.factories import auth
 
 CHECKS = [

@@ -20,8 +20,8 @@ from litestar.testing import TestClient
 from redis import Redis
 
 from portal.app import create_app
-from portal.live import keys as live_keys
-from portal.settings import Settings
+from portal.infrastructure.settings import Settings
+from portal.live import redis_keys as live_keys
 from tests.conftest import WorkerProcess
 from tests.factories import auth
 

@@ -15,9 +15,9 @@ import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from portal.admin_tasks import enqueue_reconcile
+from portal.infrastructure.settings import Settings
 from portal.ingest.validation import REJECTION_REASONS
-from portal.settings import Settings
+from portal.operations.operator_tasks import enqueue_reconcile
 from tests.conftest import WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import auth, event, make_customer, make_meter
 from tests.pages.helpers import make_user, sign_in

@@ -10,7 +10,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from portal.live import keys as live_keys
+from portal.live import redis_keys as live_keys
 from tests.factories import auth, event, make_customer, make_meter
 
 NOW_MS = int(time.time() * 1000)
@@ -256,7 +256,7 @@ async def test_broker_down_answers_503_and_counts_nothing(
     # The broker becomes unreachable: its scripts are bound to a client of a closed port.
     import redis as sync_redis
 
-    from portal.broker import get_broker
+    from portal.infrastructure.broker import get_broker
 
     broker = get_broker()
     unreachable = sync_redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)

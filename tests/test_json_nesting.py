@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from portal.json_nesting import MAX_JSON_DEPTH, json_nesting_exceeds
+from portal.http.json_nesting import MAX_JSON_DEPTH, json_nesting_exceeds
 
 
 def depth(value: Any) -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from portal.live import keys
-from portal.periods import period_for, previous_period
+from portal.infrastructure.periods import period_for, previous_period
+from portal.live import redis_keys as keys
 
 
 def test_keys_of_one_customer_share_a_hash_tag() -> None:

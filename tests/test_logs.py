@@ -12,7 +12,7 @@ import pytest
 import structlog
 from litestar.testing import AsyncTestClient
 
-from portal.logs import configure
+from portal.infrastructure.logs import configure
 
 
 @pytest.fixture

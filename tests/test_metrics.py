@@ -63,13 +63,17 @@ def test_one_scrape_sums_every_process_of_the_machine() -> None:
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=folder)
     for count in (3, 4):  # two worker processes, each persisting some events, then exiting
         subprocess.run(
-            [sys.executable, "-c", f"from portal import metrics; metrics.PERSISTED_EVENTS.inc({count})"],
+            [
+                sys.executable,
+                "-c",
+                f"from portal.infrastructure import metrics; metrics.PERSISTED_EVENTS.inc({count})",
+            ],
             cwd=ROOT,
             env=env,
             check=True,
         )
     scraped = subprocess.run(
-        [sys.executable, "-c", "from portal import metrics; print(metrics.scrape().decode())"],
+        [sys.executable, "-c", "from portal.infrastructure import metrics; print(metrics.scrape().decode())"],
         cwd=ROOT,
         env=env,
         check=True,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from portal.periods import BillingPeriod, hour_bucket, hour_buckets, period_for, to_datetime
+from portal.infrastructure.periods import BillingPeriod, hour_bucket, hour_buckets, period_for, to_datetime
 
 
 def utc(*args: int) -> datetime:

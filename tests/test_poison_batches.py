@@ -23,13 +23,13 @@ import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from portal.broker import INGEST_QUEUE
+from portal.infrastructure.broker import INGEST_QUEUE
+from portal.infrastructure.jobs import enqueue
+from portal.infrastructure.settings import Settings
 from portal.ingest.events import AcceptedEvent
 from portal.ingest.service import PERSIST_ACTOR
-from portal.jobs import enqueue
-from portal.live import keys as live_keys
-from portal.settings import Settings
-from portal.status import gather_status, render
+from portal.live import redis_keys as live_keys
+from portal.operations.status import gather_status, render
 from tests.conftest import WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import make_customer, make_meter
 from tests.test_pipeline import usage
@@ -361,7 +361,7 @@ async def test_a_set_aside_event_replays_exactly_and_good_ones_stay_counted_once
     pg: asyncpg.Connection,
     settings: Settings,
 ) -> None:
-    from portal.admin_tasks import replay_failed
+    from portal.operations.operator_tasks import replay_failed
 
     bad = BAD["metadata.source"]()
     first = await hand_off(redis, [wire(customer="globex", quantity="3"), bad])

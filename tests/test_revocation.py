@@ -14,9 +14,9 @@ from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
 from portal.app import create_app
+from portal.infrastructure.settings import Settings
 from portal.keys import service
 from portal.keys.service import KeyCache, announce_revocation, revocations_channel
-from portal.settings import Settings
 from portal.state import PortalState
 from tests.conftest import auth
 from tests.factories import event, make_customer, make_meter

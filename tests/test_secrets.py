@@ -17,9 +17,9 @@ from litestar.testing import AsyncTestClient
 
 from alerts.secrets import decrypt, encrypt, readable_with_newest
 from portal.alerting.channels import destination
-from portal.db import create_engine, session_factory
-from portal.secret_rotation import RotationRefused, rotate
-from portal.settings import PLACEHOLDER_SECRET, Settings, SettingsError, from_environment
+from portal.infrastructure.db import create_engine, session_factory
+from portal.infrastructure.settings import PLACEHOLDER_SECRET, Settings, SettingsError, from_environment
+from portal.operations.secret_rotation import RotationRefused, rotate
 from tests.factories import make_customer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +61,7 @@ def test_an_explicit_key_is_held_to_the_same_rule_in_development(tmp_path: Path)
 
 def _cli(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "portal.cli", *argv],
+        [sys.executable, "-m", "portal.cli.main", *argv],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -253,7 +253,7 @@ def test_a_commands_data_dir_holds_its_key(tmp_path: Path) -> None:
     unset = ("PORTAL_DATA_DIR", "PORTAL_SECRET_KEY", "PORTAL_ENV")
     env = {k: v for k, v in os.environ.items() if k not in unset}
     done = subprocess.run(
-        [sys.executable, "-m", "portal.cli", "--data-dir", str(data), "status"],
+        [sys.executable, "-m", "portal.cli.main", "--data-dir", str(data), "status"],
         cwd=workdir,
         env={**env, "PYTHONPATH": str(ROOT)},
         capture_output=True,

@@ -14,8 +14,8 @@ from redis.asyncio import Redis
 
 from portal.accounts import throttle
 from portal.app import create_app
-from portal.client_address import parse_ip, resolve_client
-from portal.settings import Settings
+from portal.http.client_address import parse_ip, resolve_client
+from portal.infrastructure.settings import Settings
 from tests.pages.helpers import PASSWORD, make_user, submit_login
 
 OWNER = "ada@vendor.test"

@@ -9,8 +9,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from portal.settings import Settings
-from portal.status import gather_status, render
+from portal.infrastructure.settings import Settings
+from portal.operations.status import gather_status, render
 
 # The newest migration file's revision (files are named NNNN_what.py after their revision).
 NEWEST_MIGRATION = max(
@@ -47,7 +47,7 @@ async def test_status_counts_failed_events_drift_and_dead_letters(settings: Sett
 
 
 async def test_readyz_says_ready_when_stores_broker_and_migrations_are(client: Any) -> None:
-    from portal.operations import migration_head
+    from portal.operations.routes import migration_head
 
     response = await client.get("/readyz")
     assert (response.status_code, response.json()) == (200, {"status": "ready"})

@@ -17,14 +17,14 @@ import redis
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from portal import dead_letters
-from portal.admin_tasks import enqueue_reconcile
-from portal.broker import INGEST_QUEUE, MAINTENANCE_QUEUE, get_broker
-from portal.cli import main
-from portal.roles import read_roles
-from portal.scheduler import run_scheduler
-from portal.settings import Settings
-from portal.status import gather_status, render
+from portal.cli.main import main
+from portal.infrastructure.broker import INGEST_QUEUE, MAINTENANCE_QUEUE, get_broker
+from portal.infrastructure.settings import Settings
+from portal.operations import dead_letters
+from portal.operations.heartbeats import read_roles
+from portal.operations.operator_tasks import enqueue_reconcile
+from portal.operations.scheduler import run_scheduler
+from portal.operations.status import gather_status, render
 from tests.conftest import RUNNING_WORKERS, WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import event, make_customer, make_meter
 from tests.loading_valkey import LoadingValkey

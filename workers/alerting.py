@@ -10,13 +10,13 @@ import dramatiq
 import structlog
 
 from alerts.delivery import Transport, send
-from portal import metrics
 from portal.alerting import deliveries, repository
 from portal.alerting.evaluate import evaluate_customer
-from portal.broker import ALERTS_QUEUE
-from portal.db import transaction
-from portal.live import keys as live_keys
-from portal.settings import get_settings
+from portal.infrastructure import metrics
+from portal.infrastructure.broker import ALERTS_QUEUE
+from portal.infrastructure.db import transaction
+from portal.infrastructure.settings import get_settings
+from portal.live import redis_keys as live_keys
 from workers.context import WorkerContext, get_context
 from workers.outages import is_outage, periodic
 

@@ -10,8 +10,8 @@ import dramatiq
 from portal.billing.adjustments import settle_late_events
 from portal.billing.repository import adjustments as adjustment_store
 from portal.billing.run import run_current_periods, run_ended_periods
-from portal.broker import MAINTENANCE_QUEUE
-from portal.db import transaction
+from portal.infrastructure.broker import MAINTENANCE_QUEUE
+from portal.infrastructure.db import transaction
 from workers.context import get_context
 from workers.outages import periodic
 

@@ -16,9 +16,9 @@ import asyncpg
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from portal.db import create_engine, session_factory
+from portal.infrastructure.db import create_engine, session_factory
+from portal.infrastructure.settings import Settings, get_settings
 from portal.live.store import LiveStore
-from portal.settings import Settings, get_settings
 
 
 @dataclass(slots=True)

@@ -12,12 +12,12 @@ import msgspec
 import structlog
 from dramatiq.middleware import CurrentMessage
 
-from portal import metrics
-from portal.broker import INGEST_QUEUE
+from portal.infrastructure import metrics
+from portal.infrastructure.broker import INGEST_QUEUE
+from portal.infrastructure.settings import get_settings
 from portal.ingest.handoff import holds
 from portal.ingest.partitions import forget_known
-from portal.settings import get_settings
-from portal.status import record_persist_failure
+from portal.operations.status import record_persist_failure
 from workers import log_filters
 from workers.alerting import request_evaluation
 from workers.billing import settle_late_events_actor

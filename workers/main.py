@@ -6,9 +6,9 @@ loading its data, and waits for them (Dramatiq's consumers reconnect; enqueues f
 worker, retries included, wait up to `ENQUEUE_PATIENCE_S` for the broker).
 """
 
-from portal.broker import setup_broker
-from portal.logs import configure
-from portal.settings import get_settings
+from portal.infrastructure.broker import setup_broker
+from portal.infrastructure.logs import configure
+from portal.infrastructure.settings import get_settings
 from workers.middleware import JobOutcomes, RoleHeartbeat
 
 # Longer than any restart of the broker's Redis we have seen (an 8.7 s AOF load at 3.5M

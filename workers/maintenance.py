@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import dramatiq
 
-from portal.broker import MAINTENANCE_QUEUE
+from portal.infrastructure.broker import MAINTENANCE_QUEUE
 from portal.ingest.partitions import maintain_partitions_now
 from workers.context import get_context
 from workers.outages import periodic

@@ -1,9 +1,9 @@
 """Dramatiq middleware of the worker role (added by workers/main.py).
 
-- `RoleHeartbeat`: each worker process beats under `ops:{roles}` (portal/roles.py) from
+- `RoleHeartbeat`: each worker process beats under `ops:{roles}` (portal/operations/heartbeats.py) from
   boot to shutdown, so `/readyz` and `usage-portal status` know which workers are alive.
 - `JobOutcomes`: after a successful run of a periodic job, remember when it started and
-  drop the dead letters it makes moot; age out old ones (portal/dead_letters.py).
+  drop the dead letters it makes moot; age out old ones (portal/operations/dead_letters.py).
 
 Neither ever fails a message: when Redis is unavailable they skip their bookkeeping.
 """
@@ -20,8 +20,8 @@ import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
-from portal import dead_letters
-from portal.roles import HeartbeatThread, Identity
+from portal.operations import dead_letters
+from portal.operations.heartbeats import HeartbeatThread, Identity
 from workers.outages import SKIPPED_OPTION
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ down, restarting or loading its data has nothing to retry: the scheduler queues 
 its next tick. `@periodic` makes such a run end as skipped, not failed: no dead letter, no
 traceback per tick, one log line when the outage starts for the job and one when it runs
 again. Any other error still fails the run (and dead-letters it, until a later run of the
-job succeeds: portal/dead_letters.py).
+job succeeds: portal/operations/dead_letters.py).
 """
 
 from __future__ import annotations

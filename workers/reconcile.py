@@ -19,10 +19,10 @@ from decimal import Decimal
 from typing import Any, cast
 
 from portal.catalog import repository as catalog
-from portal.live import keys
+from portal.infrastructure.periods import HOUR_S, to_datetime
+from portal.live import redis_keys as keys
 from portal.live import repository as live_repository
 from portal.live.store import live_value, live_values, sum_fields
-from portal.periods import HOUR_S, to_datetime
 from portal.usage.combine import combine, exact
 from workers.context import WorkerContext
 

@@ -5,7 +5,7 @@ Revises:
 Create Date: 2026-11-24
 """
 
-from portal.migrate import execute_script as _execute
+from portal.operations.migrate import execute_script as _execute
 
 revision = "0001"
 down_revision = None

@@ -5,7 +5,7 @@ Revises: 0001
 Create Date: 2026-11-24
 """
 
-from portal.migrate import execute_script as _execute
+from portal.operations.migrate import execute_script as _execute
 
 revision = "0002"
 down_revision = "0001"

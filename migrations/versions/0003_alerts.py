@@ -5,7 +5,7 @@ Revises: 0002
 Create Date: 2026-11-24
 """
 
-from portal.migrate import execute_script as _execute
+from portal.operations.migrate import execute_script as _execute
 
 revision = "0003"
 down_revision = "0002"

@@ -6,7 +6,7 @@ Revises: 0003
 Create Date: 2026-11-24
 """
 
-from portal.migrate import execute_script as _execute
+from portal.operations.migrate import execute_script as _execute
 
 revision = "0004"
 down_revision = "0003"

@@ -5,7 +5,7 @@ Revises: 0004
 Create Date: 2026-11-24
 """
 
-from portal.migrate import execute_script as _execute
+from portal.operations.migrate import execute_script as _execute
 
 revision = "0005"
 down_revision = "0004"
@@ -17,7 +17,7 @@ def upgrade() -> None:
     _execute(
         """
         -- A rule watches thresholds (levels of usage or spend, as before) or anomalies
-        -- (portal/anomalies.py: spikes, drops to zero, silences) of one meter or all of them.
+        -- (portal/usage/anomaly_rule.py: spikes, drops to zero, silences) of one meter or all of them.
         -- An anomaly rule has no levels, basis or budget to watch.
         ALTER TABLE alert_rules
             ADD COLUMN kind text NOT NULL DEFAULT 'threshold' CHECK (kind IN ('threshold', 'anomaly')),

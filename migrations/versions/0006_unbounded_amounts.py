@@ -11,7 +11,7 @@ Revises: 0005
 Create Date: 2026-12-06
 """
 
-from portal.migrate import execute_script as _execute
+from portal.operations.migrate import execute_script as _execute
 
 revision = "0006"
 down_revision = "0005"

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from portal.accounts import service
 from portal.accounts.mail import password_link_url, send_password_link
 from portal.accounts.schemas import User
-from portal.db import transaction
-from portal.settings import Settings
+from portal.infrastructure.db import transaction
+from portal.infrastructure.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

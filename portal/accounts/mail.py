@@ -11,7 +11,7 @@ from email.utils import format_datetime, formataddr, make_msgid
 from alerts.smtp import SmtpSettingsError, portal_smtp, submit
 from portal.accounts.schemas import User
 from portal.accounts.service import PASSWORD_LINK_TTL
-from portal.settings import Settings
+from portal.infrastructure.settings import Settings
 
 
 def password_link_url(settings: Settings, token: str) -> str:

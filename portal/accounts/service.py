@@ -24,7 +24,7 @@ from portal.accounts import repository
 from portal.accounts.passwords import hash_password, password_problem
 from portal.accounts.schemas import ROLES, User
 from portal.catalog import repository as catalog
-from portal.problems import Conflict, Invalid, NotFound
+from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
 
 ROLE_LABELS: dict[str, str] = {
     "customer": "Customer user",

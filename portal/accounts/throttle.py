@@ -8,7 +8,7 @@ Failed attempts are counted in Redis for 15 minutes from the first one:
 - per client: 30 failures from one client, whatever the addresses, lock that client out
   (one machine trying many accounts).
 
-A client is an IP address (portal/client_address.py: X-Forwarded-For only from
+A client is an IP address (portal/http/client_address.py: X-Forwarded-For only from
 PORTAL_TRUSTED_PROXIES); for IPv6 the /64 network, since one host commonly holds a whole /64.
 
 There is deliberately no lockout per address alone: any counter that strangers can fill

@@ -14,7 +14,7 @@ from alerts.secrets import decrypt, encrypt, webhook_secret
 from portal.alerting import repository
 from portal.alerting.schemas import Channel, ChannelCreate
 from portal.catalog.service import get_customer
-from portal.problems import Conflict, Invalid, NotFound
+from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from portal.alerting import repository
 from portal.alerting.channels import Destination, destination
 from portal.alerting.firings import notice_from_json, notice_json
 from portal.alerting.schemas import Delivery, Firing
-from portal.problems import NotFound
+from portal.infrastructure.domain_errors import NotFound
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.alerting import repository
 from portal.alerting.rules import check_channels
 from portal.alerting.schemas import Rule, RuleCreate
-from portal.problems import Invalid, NotFound
+from portal.infrastructure.domain_errors import Invalid, NotFound
 
 
 async def get_rule(session: AsyncSession, customer_id: str, rule_id: int, *, lock: bool = False) -> Rule:

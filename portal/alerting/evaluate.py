@@ -5,7 +5,7 @@ scheduled sweep. Usage and spend are read from Postgres, never from Redis (DESIG
 invariant 1). A firing and its pending deliveries are written in the caller's
 transaction; the unique index on (rule, period, level, kind) makes a second evaluation,
 on any process, fire nothing new (invariant 7). Sending starts after commit. Anomaly rules
-are judged here too, at most once per settled hour (portal/alerting/anomalies.py). The SQL
+are judged here too, at most once per settled hour (portal/alerting/anomaly_rules.py). The SQL
 is in `portal.alerting.repository`.
 """
 
@@ -20,9 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.messages import Notice
 from alerts.thresholds import Due, Level, notices_due, thresholds
-from portal import metrics
 from portal.alerting import repository
-from portal.alerting.anomalies import evaluate_anomalies
+from portal.alerting.anomaly_rules import evaluate_anomalies
 from portal.alerting.firings import fan_out, notice_from_json, notice_json
 from portal.alerting.schemas import RuleRow
 from portal.billing.invoices import period_to_rate, rate_periods
@@ -31,8 +30,9 @@ from portal.billing.schemas import Plan
 from portal.billing.subscriptions import list_subscriptions
 from portal.catalog.schemas import Customer, Meter
 from portal.catalog.service import get_customer, list_meters
-from portal.periods import BillingPeriod, period_for, previous_period
-from portal.settings import Settings
+from portal.infrastructure import metrics
+from portal.infrastructure.periods import BillingPeriod, period_for, previous_period
+from portal.infrastructure.settings import Settings
 from portal.usage.service import billed_usage
 
 

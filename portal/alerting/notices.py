@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.messages import Notice
 from portal.alerting.deliveries import create_test_delivery
-from portal.broker import ALERTS_QUEUE
 from portal.catalog.schemas import Customer
-from portal.jobs import after_commit
+from portal.infrastructure.broker import ALERTS_QUEUE
+from portal.infrastructure.jobs import after_commit
 
 
 async def send_test_notice(

@@ -23,9 +23,9 @@ from portal.alerting.schemas import (
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
 from portal.dependencies import Db, Portal
-from portal.openapi_answers import error_answers
-from portal.problems import NotFound
-from portal.queryparams import choice
+from portal.http.openapi_answers import error_answers
+from portal.http.query_params import choice
+from portal.infrastructure.domain_errors import NotFound
 
 ADMIN = {"scope": "admin"}
 DELIVERY_STATUSES = ("pending", "sent", "failed")

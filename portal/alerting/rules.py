@@ -10,7 +10,7 @@ from portal.alerting.schemas import PlanRule, Rule, RuleBody, RuleCreate
 from portal.billing.plans import get_plan
 from portal.billing.repository import plans as billing_plans
 from portal.catalog.service import get_customer, get_meter
-from portal.problems import Conflict, Invalid, NotFound
+from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
 
 
 async def _check_body(session: AsyncSession, body: RuleBody) -> None:
@@ -20,7 +20,7 @@ async def _check_body(session: AsyncSession, body: RuleBody) -> None:
     if meter is None:
         raise Invalid(f"metricName: no meter {body.metric_name!r}")
     if body.kind == "anomaly" and meter.aggregation not in ("sum", "count"):
-        # Only volumes have a usual amount per hour (portal/anomalies.py).
+        # Only volumes have a usual amount per hour (portal/usage/anomaly_rule.py).
         raise Invalid(
             f"metricName: anomalies are judged for sum and count meters; "
             f"{meter.metric_name!r} is a {meter.aggregation} meter"

@@ -12,8 +12,8 @@ import msgspec
 
 from alerts.channels import ChannelKind
 from alerts.thresholds import Basis
-from portal.request_checks import ID_MAX
-from portal.schemas import NO_NUL, CamelStruct
+from portal.http.request_checks import ID_MAX
+from portal.http.schemas import NO_NUL, CamelStruct
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
 ChannelId = Annotated[int, msgspec.Meta(ge=1, le=ID_MAX)]

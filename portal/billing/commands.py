@@ -22,11 +22,11 @@ from portal.billing import export, invoices, lifecycle
 from portal.billing.run import RunSummary, run_invoices
 from portal.billing.views import InvoiceState, money_text
 from portal.catalog.file import ApplyReport, apply_catalog, read_catalog
-from portal.clock import system_clock
-from portal.db import create_engine, session_factory, transaction
+from portal.infrastructure.clock import system_clock
+from portal.infrastructure.db import create_engine, session_factory, transaction
+from portal.infrastructure.periods import to_datetime
+from portal.infrastructure.settings import Settings
 from portal.live.store import LiveStore
-from portal.periods import to_datetime
-from portal.settings import Settings
 
 
 @asynccontextmanager

@@ -12,9 +12,9 @@ from portal.billing.repository import credits as credit_store
 from portal.billing.schemas import CreditGrantCreate
 from portal.billing.views import money_text
 from portal.catalog.service import get_customer
-from portal.periods import local_midnight
-from portal.problems import Invalid, NotFound
-from portal.schemas import CamelStruct
+from portal.http.schemas import CamelStruct
+from portal.infrastructure.domain_errors import Invalid, NotFound
+from portal.infrastructure.periods import local_midnight
 
 
 class CreditGrant(CamelStruct):

@@ -4,7 +4,7 @@ Amounts are exact decimals in the currency's minor unit; instants are ISO 8601 U
 Adjustments appear as their own rows (invoices.csv) and lines (lines.csv), so that the
 sum of an invoice's rows is what is true now. Numbers are passed to the writer as numbers
 and text as text, so that text a spreadsheet would run is neutralised and a negative
-amount stays a number (`portal.csv_cells`).
+amount stays a number (`portal.http.csv_cells`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.rating import round_money
 from portal.billing.repository import exports as export_store
-from portal.csv_cells import Cell, csv_text
+from portal.http.csv_cells import Cell, csv_text
 from portal.usage.combine import trimmed
 
 INVOICE_HEADER = [

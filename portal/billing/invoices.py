@@ -37,8 +37,8 @@ from portal.billing.views import (
 )
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
-from portal.periods import BillingPeriod
-from portal.problems import NotFound
+from portal.infrastructure.domain_errors import NotFound
+from portal.infrastructure.periods import BillingPeriod
 from portal.usage.combine import exact
 
 

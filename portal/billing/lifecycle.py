@@ -16,7 +16,7 @@ from portal.billing.repository import adjustments as adjustment_store
 from portal.billing.repository import invoices as invoice_store
 from portal.billing.schemas import InvoiceRow
 from portal.catalog.service import get_customer
-from portal.problems import Conflict, Invalid
+from portal.infrastructure.domain_errors import Conflict, Invalid
 
 INVOICE_SERIES = "INV"
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.billing.currencies import minor_units
 from portal.billing.lifecycle import locked_invoice, next_number
 from portal.billing.repository import adjustments as adjustment_store
-from portal.problems import Conflict, Invalid
+from portal.infrastructure.domain_errors import Conflict, Invalid
 
 NoteKind = Literal["credit", "debit"]
 SERIES: dict[str, str] = {"credit": "CN", "debit": "DN"}

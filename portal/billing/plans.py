@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.billing.repository import plans as plan_store
 from portal.billing.schemas import Plan, PlanCreate, plan_from_definition
 from portal.catalog import repository as catalog
-from portal.problems import Conflict, Invalid, NotFound
+from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
 
 
 def definition_of(plan: PlanCreate | Plan) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from portal.billing.views import (
 )
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
-from portal.problems import NotFound
+from portal.infrastructure.domain_errors import NotFound
 from portal.usage.combine import exact
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.billing.rating import charge_for_group
 from portal.billing.schemas import Plan
 from portal.catalog import repository as catalog
-from portal.db import values
+from portal.infrastructure.db import values
 
 
 @dataclass(frozen=True, slots=True)

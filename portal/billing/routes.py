@@ -35,11 +35,11 @@ from portal.billing.views import (
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
 from portal.dependencies import Db, Portal
-from portal.openapi_answers import error_answers
-from portal.periods import period_for, to_datetime
-from portal.problems import NotFound
-from portal.queryparams import choice, instant
-from portal.request_checks import ID_MAX
+from portal.http.openapi_answers import error_answers
+from portal.http.query_params import choice, instant
+from portal.http.request_checks import ID_MAX
+from portal.infrastructure.domain_errors import NotFound
+from portal.infrastructure.periods import period_for, to_datetime
 from portal.state import PortalState
 
 ADMIN = {"scope": "admin"}

@@ -21,9 +21,9 @@ from portal.billing.invoices import PeriodToRate, planned, rate_periods, save_dr
 from portal.billing.repository import credits as credit_store
 from portal.billing.repository import plans as plan_store
 from portal.billing.subscriptions import month_period, segments_in, subscriptions_by_customer
-from portal.db import transaction, values
-from portal.periods import BillingPeriod, period_for, previous_period
-from portal.problems import Invalid
+from portal.infrastructure.db import transaction, values
+from portal.infrastructure.domain_errors import Invalid
+from portal.infrastructure.periods import BillingPeriod, period_for, previous_period
 
 CHUNK = 500
 CONCURRENT_CHUNKS = 2

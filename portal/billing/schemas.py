@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from portal.billing.currencies import is_currency
-from portal.periods import BillingPeriod
-from portal.schemas import ID_PATTERN, NO_NUL, CamelStruct, check_time
+from portal.http.schemas import ID_PATTERN, NO_NUL, CamelStruct, check_time
+from portal.infrastructure.periods import BillingPeriod
 
 PlanId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=ID_PATTERN)]
 ChargeKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=ID_PATTERN)]

@@ -15,7 +15,8 @@ from portal.billing.repository import plans as plan_store
 from portal.billing.schemas import Discount, Subscription, SubscriptionCreate
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
-from portal.periods import (
+from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
+from portal.infrastructure.periods import (
     BillingPeriod,
     anchor_date,
     hour_bucket,
@@ -24,7 +25,6 @@ from portal.periods import (
     period_for,
     to_datetime,
 )
-from portal.problems import Conflict, Invalid, NotFound
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Literal
 
 from portal.billing.rating import round_money
-from portal.schemas import CamelStruct
+from portal.http.schemas import CamelStruct
 
 InvoiceState = Literal["draft", "awaiting_review", "finalized", "void"]
 

@@ -24,8 +24,8 @@ from portal.billing.schemas import PlanCreate, SubscriptionCreate
 from portal.billing.subscriptions import list_subscriptions, subscribe
 from portal.catalog import service
 from portal.catalog.schemas import CustomerCreate, MeterCreate
-from portal.problems import Problem
-from portal.schemas import CamelStruct
+from portal.http.schemas import CamelStruct
+from portal.infrastructure.domain_errors import Problem
 
 
 class CatalogFileError(Exception):

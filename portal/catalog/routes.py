@@ -11,7 +11,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from portal.catalog import service
 from portal.catalog.schemas import Customer, CustomerCreate, Meter, MeterCreate
 from portal.dependencies import Db, Portal
-from portal.openapi_answers import error_answers
+from portal.http.openapi_answers import error_answers
 
 ADMIN = {"scope": "admin"}
 

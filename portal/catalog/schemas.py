@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from portal.periods import zone
-from portal.schemas import ID_PATTERN, NO_NUL, CamelStruct
+from portal.http.schemas import ID_PATTERN, NO_NUL, CamelStruct
+from portal.infrastructure.periods import zone
 
 Aggregation = Literal["sum", "count", "max", "unique_count", "latest"]
 Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=ID_PATTERN)]

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.catalog import repository
 from portal.catalog.schemas import Customer, CustomerCreate, Meter, MeterCreate
-from portal.errors import StoreUnavailable
+from portal.infrastructure.http_errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,6 @@ request's events all or nothing through the same ingestor as `POST /v1/events`
 
 Tables: none. Redis keys: none of its own. Through the ingestor it writes what
 `portal/ingest/` writes (live markers and counters, `live:inflight`), and each request's
-data-quality counts go through `portal/quality.py` (`quality:<day>`, as source
+data-quality counts go through `portal/ingest/quality.py` (`quality:<day>`, as source
 `openmeter`, `lago` or `stripe`).
 """

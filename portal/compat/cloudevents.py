@@ -29,7 +29,7 @@ from portal.compat.mapping import (
     now_ms,
     split_error,
 )
-from portal.errors import RETRY_AFTER_S
+from portal.infrastructure.http_errors import RETRY_AFTER_S
 
 MAPPING_ENV = "PORTAL_CLOUDEVENTS_MAPPING"
 STRUCTURED = "application/cloudevents+json"

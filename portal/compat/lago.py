@@ -29,7 +29,7 @@ from portal.compat.mapping import (
     rfc3339,
     split_error,
 )
-from portal.errors import RETRY_AFTER_S
+from portal.infrastructure.http_errors import RETRY_AFTER_S
 
 MAPPING_ENV = "PORTAL_LAGO_MAPPING"
 DEFAULT_VALUE = ("value",)

@@ -22,9 +22,10 @@ from typing import Any
 
 import msgspec
 
-from portal import quality
 from portal.catalog.service import MeterSpec
-from portal.errors import StoreUnavailable
+from portal.infrastructure.http_errors import StoreUnavailable
+from portal.infrastructure.settings import SettingsError
+from portal.ingest import quality
 from portal.ingest.service import CONFLICT_ERROR, IngestUnavailable
 from portal.ingest.validation import (
     EventError,
@@ -35,7 +36,6 @@ from portal.ingest.validation import (
     number_from_text,
     validate,
 )
-from portal.settings import SettingsError
 from portal.state import PortalState
 
 # Meters whose events need no value: each event counts as 1.

@@ -28,7 +28,7 @@ from portal.compat.mapping import (
     rfc3339,
     split_error,
 )
-from portal.errors import RETRY_AFTER_S
+from portal.infrastructure.http_errors import RETRY_AFTER_S
 from portal.ingest.validation import MAX_NUMBER_CHARS, EventError, epoch_seconds_us
 
 MAPPING_ENV = "PORTAL_STRIPE_MAPPING"

@@ -13,10 +13,10 @@ events, in monthly partitions `usage_events_pYYYYMM` made by `partitions.py`),
 `event_conflicts` (eventIds re-used with other content). No row of them is written here:
 the worker's persist transaction writes them (`workers/persist.py`,
 `workers/failed_events.py`), `maintain_storage` prunes the ledger and makes partitions
-ahead, and `usage-portal failed replay` (`portal/admin_tasks.py`) and the failed-events
+ahead, and `usage-portal failed replay` (`portal/operations/operator_tasks.py`) and the failed-events
 page (`portal/pages/manager/failed.py`) mark failed events replayed or discarded.
 
 Redis keys: none of its own. The markers `ld:{c}:<eventId>`, `live:inflight` and the hour
 counters are written through `portal.live.store.LiveStore` (owned by `portal/live/`), and
-each request's data-quality counts through `portal/quality.py` (`quality:<day>`).
+each request's data-quality counts through `portal/ingest/quality.py` (`quality:<day>`).
 """

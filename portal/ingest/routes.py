@@ -12,14 +12,15 @@ from litestar.exceptions import ClientException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from portal import metrics, quality
 from portal.dependencies import Portal
-from portal.errors import ServiceUnavailable
+from portal.http.json_nesting import MAX_JSON_DEPTH, json_nesting_exceeds
+from portal.infrastructure import metrics
+from portal.infrastructure.http_errors import ServiceUnavailable
+from portal.ingest import quality
 from portal.ingest.openapi import EventBatchOperation, SingleEventOperation
 from portal.ingest.schemas import EventBatch, IngestResult
 from portal.ingest.service import CONFLICT_ERROR, IngestUnavailable
 from portal.ingest.validation import rejection_reason
-from portal.json_nesting import MAX_JSON_DEPTH, json_nesting_exceeds
 
 INGEST = {"scope": "ingest"}
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import msgspec
 
-from portal.schemas import CamelStruct
+from portal.http.schemas import CamelStruct
 
 
 class EventMetadata(CamelStruct):

@@ -16,9 +16,11 @@ from typing import Any
 
 import msgspec
 
-from portal.broker import INGEST_QUEUE
 from portal.catalog.service import CatalogCache
-from portal.errors import StoreUnavailable
+from portal.infrastructure.broker import INGEST_QUEUE
+from portal.infrastructure.http_errors import StoreUnavailable
+from portal.infrastructure.jobs import QueueUnavailable, enqueue
+from portal.infrastructure.settings import Settings
 from portal.ingest.events import AcceptedEvent
 from portal.ingest.handoff import BatchHandoff
 from portal.ingest.schemas import IngestResult, Rejection, UsageEvent
@@ -29,9 +31,7 @@ from portal.ingest.validation import (
     loose_event_id,
     validate,
 )
-from portal.jobs import QueueUnavailable, enqueue
 from portal.live.store import LiveStore
-from portal.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from typing import Any
 import msgspec
 
 from portal.catalog.service import MeterSpec
+from portal.http.json_nesting import MAX_JSON_DEPTH, json_nesting_exceeds
+from portal.infrastructure.periods import hour_bucket
 from portal.ingest.events import AcceptedEvent
 from portal.ingest.schemas import UsageEvent
-from portal.json_nesting import MAX_JSON_DEPTH, json_nesting_exceeds
-from portal.periods import hour_bucket
 
 MAX_QUANTITY_DIGITS = 20  # numeric(32, 12): 20 integer digits
 MAX_QUANTITY = Decimal(10) ** MAX_QUANTITY_DIGITS

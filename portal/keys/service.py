@@ -29,7 +29,7 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from portal.errors import StoreUnavailable
+from portal.infrastructure.http_errors import StoreUnavailable
 from portal.keys import repository
 from portal.keys.schemas import SCOPES, ApiKey, KeyListing, Scope
 

@@ -27,9 +27,9 @@ Redis keys it owns (`{c}` is the customer's hash tag):
   STRING, held for at most 10 minutes by the running reconcile: both written only by
   `workers/reconcile.py`.
 
-`keys.py` also names keys that other modules own: `ops:persist_failures`
-(`portal/status.py`), `ops:{roles}` and `ops:{roles}:seen` (`portal/roles.py`),
-`ops:job_success` (`portal/dead_letters.py`), `sched:<actor>:<tick>`
-(`portal/scheduler.py`), `quality:<day>` (`portal/quality.py`) and `alerts:debounce:{c}`
-(`workers/alerting.py`).
+`redis_keys.py` also names keys that other modules own: `ops:persist_failures`
+(`portal/operations/status.py`), `ops:{roles}` and `ops:{roles}:seen`
+(`portal/operations/heartbeats.py`), `ops:job_success` (`portal/operations/dead_letters.py`),
+`sched:<actor>:<tick>` (`portal/operations/scheduler.py`), `quality:<day>`
+(`portal/ingest/quality.py`) and `alerts:debounce:{c}` (`workers/alerting.py`).
 """

@@ -18,7 +18,8 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from portal.ingest.events import AcceptedEvent
-from portal.live import keys, scripts
+from portal.live import redis_keys as keys
+from portal.live import scripts
 
 # Live values are exact decimals of any size the ingest accepts (quantities below 10^20
 # with 12 decimal places, summed over many events): arithmetic on them runs in this context.

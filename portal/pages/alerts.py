@@ -27,6 +27,7 @@ from portal.alerting.schemas import Channel, Rule
 from portal.catalog.schemas import Customer
 from portal.catalog.service import list_meters
 from portal.dependencies import Db, Portal
+from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
 from portal.pages.access import check_owner, visible_customer
 from portal.pages.alerts_forms import (
     BASES,
@@ -41,7 +42,6 @@ from portal.pages.alerts_forms import (
 )
 from portal.pages.alerts_view import BASIS_TEXT, alerts_home, shown_destination
 from portal.pages.web import PageController, page
-from portal.problems import Conflict, Invalid, NotFound
 
 DONE = {
     "rule-created": "The rule was saved. It is checked within a minute and after new usage arrives.",

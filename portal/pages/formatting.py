@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from jinja2 import Environment
 
-from portal.periods import zone
+from portal.infrastructure.periods import zone
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")

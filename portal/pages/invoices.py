@@ -24,11 +24,11 @@ from portal.billing.views import InvoiceSummary, InvoiceView, PreviewView
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
 from portal.dependencies import Db, Portal
+from portal.http.request_checks import ID_MAX
+from portal.infrastructure.domain_errors import NotFound
+from portal.infrastructure.periods import to_datetime
 from portal.pages.access import check_owner, viewer, visible_customer
 from portal.pages.web import PageController, page
-from portal.periods import to_datetime
-from portal.problems import NotFound
-from portal.request_checks import ID_MAX
 from portal.state import PortalState
 
 PAGE_SIZE = 50

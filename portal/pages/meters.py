@@ -24,9 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.billing.subscriptions import list_subscriptions
 from portal.catalog import service as catalog
 from portal.catalog.schemas import Customer, Meter
-from portal.csv_cells import Cell, csv_text
 from portal.dependencies import Db, Portal
-from portal.live import keys
+from portal.http.csv_cells import Cell, csv_text
+from portal.infrastructure.periods import local_midnight, to_datetime
+from portal.live import redis_keys as keys
 from portal.pages.access import visible_customer
 from portal.pages.charts import BarChart, daily_bars, hourly_bars
 from portal.pages.formatting import instant, to_local
@@ -41,7 +42,6 @@ from portal.pages.usage_selection import (
     select,
 )
 from portal.pages.web import PageController, is_htmx, page
-from portal.periods import local_midnight, to_datetime
 from portal.state import PortalState
 from portal.usage.combine import exact, trimmed
 from portal.usage.service import Usage, UsagePoint, billed_usage, live_usage

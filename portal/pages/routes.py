@@ -17,13 +17,13 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from litestar.template.config import TemplateConfig
 
 from portal.dependencies import Db, Portal
-from portal.health import billing_health
+from portal.infrastructure.paths import STATIC_DIR, TEMPLATES_DIR
+from portal.operations.billing_health import billing_health
 from portal.pages.access import STAFF_GUARDS, visible_customer
 from portal.pages.formatting import register_filters
 from portal.pages.service import usage_panel
 from portal.pages.signin import signin_handlers
 from portal.pages.web import PageController, page
-from portal.paths import STATIC_DIR, TEMPLATES_DIR
 
 
 class CustomerOverviewController(PageController):

@@ -19,12 +19,12 @@ from portal.billing.preview import RatingSetup, preview, rating_setup
 from portal.billing.views import LineView, PreviewView, money_text
 from portal.catalog import service as catalog
 from portal.catalog.schemas import Customer, Meter
+from portal.infrastructure.domain_errors import NotFound
+from portal.infrastructure.periods import BillingPeriod, period_for, to_datetime
 from portal.pages.charts import BarChart, hourly_bars
 from portal.pages.formatting import HOUR, day_of, grouped, hour_range, instant, money
-from portal.periods import BillingPeriod, period_for, to_datetime
-from portal.problems import NotFound
 from portal.state import PortalState
-from portal.usage.anomalies import AnomalyOut, recent_anomalies
+from portal.usage.anomaly_detection import AnomalyOut, recent_anomalies
 from portal.usage.combine import exact
 from portal.usage.service import live_usage
 

@@ -27,7 +27,7 @@ from litestar.datastructures import Cookie
 from redis.asyncio import Redis
 
 from portal.accounts.schemas import Role, User
-from portal.settings import Settings
+from portal.infrastructure.settings import Settings
 
 SESSION_COOKIE = "portal_session"
 CSRF_COOKIE = "portal_csrf"

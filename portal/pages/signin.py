@@ -15,15 +15,15 @@ from portal.accounts import service as accounts
 from portal.accounts import throttle
 from portal.accounts.passwords import MIN_LENGTH, needs_rehash, password_problem, verify_password
 from portal.accounts.passwords import hash_password as _hash
-from portal.client_address import client_address
-from portal.db import transaction
 from portal.dependencies import Portal
+from portal.http.client_address import client_address
+from portal.infrastructure.db import transaction
+from portal.infrastructure.domain_errors import Invalid, NotFound
+from portal.infrastructure.settings import Settings
 from portal.pages import sessions
 from portal.pages.access import viewer
 from portal.pages.sessions import CSRF_COOKIE, SESSION_COOKIE
 from portal.pages.web import LOGIN_PATH, NO_STORE, SECURITY_HEADERS, PageController
-from portal.problems import Invalid, NotFound
-from portal.settings import Settings
 
 log = logging.getLogger("portal.signin")
 

@@ -18,8 +18,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.catalog.schemas import Meter
-from portal.db import values
-from portal.periods import hour_buckets, to_datetime
+from portal.infrastructure.db import values
+from portal.infrastructure.periods import hour_buckets, to_datetime
 from portal.usage.combine import combine
 
 # The usage API's own grouping of hours into points, so both split days the same way.

@@ -14,8 +14,8 @@ from typing import Literal
 from urllib.parse import urlencode
 
 from portal.catalog.schemas import Meter
+from portal.infrastructure.periods import BillingPeriod, local_midnight, period_for, previous_period
 from portal.pages.formatting import to_local
-from portal.periods import BillingPeriod, local_midnight, period_for, previous_period
 
 Granularity = Literal["hour", "day"]
 RANGES = {

@@ -22,11 +22,11 @@ from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
 )
 
-from portal.errors import api_error, internal_error_response, report_unexpected
+from portal.http.request_checks import UnfitAddress
+from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
+from portal.infrastructure.http_errors import api_error, internal_error_response, report_unexpected
 from portal.pages.access import PAGE_GUARDS, LoginRequired, viewer, viewer_or_none
 from portal.pages.sessions import SESSION_COOKIE
-from portal.problems import Conflict, Invalid, NotFound
-from portal.request_checks import UnfitAddress
 
 LOGIN_PATH = "/portal/login"
 

@@ -2,7 +2,7 @@
 
 A customer's usage of a meter as a series or a total (`service.py`, served by
 `routes.py`), how hours combine into days and totals (`combine.py`, pure), and the recent
-hours and days that `portal/anomalies.py` judges unusual (`anomalies.py`). The pages and
+hours and days that `portal/usage/anomaly_rule.py` judges unusual (`anomalies.py`). The pages and
 alert rules read usage through here.
 
 Tables (`models.py`): `hourly_usage` (per customer, metric, local hour and group-by

@@ -11,9 +11,9 @@ from litestar.params import FromPath, FromQuery
 
 from portal.catalog import service as catalog
 from portal.dependencies import Db, Portal
-from portal.periods import period_for, to_datetime
-from portal.schemas import CamelStruct, check_time
-from portal.usage.anomalies import AnomalyOut, recent_anomalies
+from portal.http.schemas import CamelStruct, check_time
+from portal.infrastructure.periods import period_for, to_datetime
+from portal.usage.anomaly_detection import AnomalyOut, recent_anomalies
 from portal.usage.combine import exact
 from portal.usage.service import billed_usage, live_usage
 

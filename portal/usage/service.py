@@ -12,10 +12,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.catalog.schemas import Meter
-from portal.db import values
-from portal.live import keys
+from portal.infrastructure.db import values
+from portal.infrastructure.periods import hour_buckets, local_date, local_midnight, to_datetime
+from portal.live import redis_keys as keys
 from portal.live.store import LiveStore, live_value
-from portal.periods import hour_buckets, local_date, local_midnight, to_datetime
 from portal.usage.combine import combine, exact_sum
 
 Source = Literal["live", "billed"]

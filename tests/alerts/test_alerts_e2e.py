@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 
 from alerts.signing import verify
 from portal.alerting.evaluate import evaluate_customer
-from portal.db import create_engine, session_factory, transaction
-from portal.jobs import enqueue
-from portal.periods import local_date, period_for, previous_period
-from portal.settings import Settings
+from portal.infrastructure.db import create_engine, session_factory, transaction
+from portal.infrastructure.jobs import enqueue
+from portal.infrastructure.periods import local_date, period_for, previous_period
+from portal.infrastructure.settings import Settings
 from tests.alerts.conftest import HttpReceiver, SmtpServer
 from tests.conftest import ALERT_HTTP_PORT, WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import auth, event, make_customer, make_meter

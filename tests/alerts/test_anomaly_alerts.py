@@ -16,14 +16,14 @@ from litestar.testing import AsyncTestClient
 
 from alerts.messages import AnomalyFacts, Notice, render_email, render_slack, webhook_payload
 from alerts.signing import verify
-from portal.alerting.anomalies import final_anomalies
+from portal.alerting.anomaly_rules import final_anomalies
 from portal.alerting.evaluate import evaluate_customer
-from portal.anomalies import Anomaly
-from portal.db import create_engine, session_factory, transaction
-from portal.jobs import enqueue
-from portal.periods import hour_bucket, hour_buckets, local_date, local_midnight, to_datetime
-from portal.settings import Settings
-from portal.usage.anomalies import Flagged
+from portal.infrastructure.db import create_engine, session_factory, transaction
+from portal.infrastructure.jobs import enqueue
+from portal.infrastructure.periods import hour_bucket, hour_buckets, local_date, local_midnight, to_datetime
+from portal.infrastructure.settings import Settings
+from portal.usage.anomaly_detection import Flagged
+from portal.usage.anomaly_rule import Anomaly
 from tests.alerts.conftest import HttpReceiver, SmtpServer
 from tests.alerts.test_alerts_e2e import channel, mails_to, posts_to, settled
 from tests.conftest import ALERT_HTTP_PORT, WorkerProcess

@@ -15,7 +15,7 @@ from litestar.testing import AsyncTestClient
 
 from alerts.destinations import NO_NETWORKS
 from portal.app import create_app
-from portal.settings import Settings
+from portal.infrastructure.settings import Settings
 from tests.alerts.conftest import HttpReceiver
 from tests.conftest import ALERT_HTTP_PORT, RUNNING_WORKERS, TEST_ENV, WorkerProcess, wait_for
 from tests.factories import auth, make_customer

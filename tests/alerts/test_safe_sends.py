@@ -383,7 +383,7 @@ def test_without_an_allow_list_the_transport_reads_the_environment(monkeypatch: 
 
 
 def test_the_setting_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    from portal.settings import SettingsError, from_environment
+    from portal.infrastructure.settings import SettingsError, from_environment
 
     monkeypatch.setenv("PORTAL_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("PORTAL_DESTINATION_ALLOW_NETWORKS", raising=False)

@@ -8,7 +8,7 @@ from typing import Any
 
 from litestar.testing import AsyncTestClient
 
-from portal.periods import BillingPeriod, local_date, period_for, previous_period
+from portal.infrastructure.periods import BillingPeriod, local_date, period_for, previous_period
 from tests.factories import auth
 
 

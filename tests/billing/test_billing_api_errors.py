@@ -14,7 +14,7 @@ import pytest
 from httpx import Response
 from litestar.testing import AsyncTestClient
 
-from portal.periods import period_for
+from portal.infrastructure.periods import period_for
 from tests.billing.conftest import ClosedPeriod, closed_period, create_plan, draft, month_of, subscribe
 from tests.clock import BOUNDARIES, Boundary, set_clock
 from tests.factories import auth, make_customer, make_meter

@@ -15,7 +15,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from portal.settings import Settings
+from portal.infrastructure.settings import Settings
 from tests.billing.conftest import ClosedPeriod, closed_period, month_of
 from tests.conftest import ROOT, WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import auth, event
@@ -60,7 +60,7 @@ def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         BROKER_URL=settings.broker_url or "",
     )
     return subprocess.run(
-        [sys.executable, "-m", "portal.cli", *args],
+        [sys.executable, "-m", "portal.cli.main", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -9,8 +9,8 @@ import pytest
 
 from portal.billing.schemas import Subscription
 from portal.billing.subscriptions import month_period, segments_in
-from portal.periods import BillingPeriod, hour_buckets, period_for
-from portal.problems import Invalid
+from portal.infrastructure.domain_errors import Invalid
+from portal.infrastructure.periods import BillingPeriod, hour_buckets, period_for
 
 
 def utc(*args: int) -> datetime:

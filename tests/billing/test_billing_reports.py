@@ -15,7 +15,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from portal.periods import BillingPeriod, local_date, period_for, previous_period
+from portal.infrastructure.periods import BillingPeriod, local_date, period_for, previous_period
 from tests.billing.conftest import ClosedPeriod, closed_period, create_plan, draft, month_of, subscribe
 from tests.clock import set_clock
 from tests.conftest import WorkerProcess, wait_for, wait_until_persisted

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from portal.catalog.file import CatalogFileError, parse_catalog
-from portal.demo import demo_catalog
+from portal.cli.demo import demo_catalog
 
 
 def test_the_example_catalog_is_valid_and_its_numbers_exact() -> None:

@@ -13,7 +13,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from portal.billing.commands import export_csv
-from portal.settings import Settings
+from portal.infrastructure.settings import Settings
 from tests.billing.conftest import closed_period, create_plan, draft, month_of, subscribe
 from tests.factories import auth, make_customer
 from tests.pages.helpers import make_user, sign_in

@@ -12,9 +12,9 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.billing.run import run_current_periods, run_ended_periods, run_invoices
-from portal.db import create_engine, session_factory
-from portal.problems import Invalid
-from portal.settings import Settings
+from portal.infrastructure.db import create_engine, session_factory
+from portal.infrastructure.domain_errors import Invalid
+from portal.infrastructure.settings import Settings
 from tests.billing.conftest import closed_period, create_plan, draft, month_of, subscribe
 from tests.factories import auth, make_customer, make_meter
 

@@ -9,7 +9,7 @@ from typing import Any
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from portal.periods import period_for
+from portal.infrastructure.periods import period_for
 from tests.billing.conftest import closed_period, create_plan, draft, month_of, subscribe
 from tests.conftest import WorkerProcess, wait_until_persisted
 from tests.factories import auth, event, make_customer, make_meter

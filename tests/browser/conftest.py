@@ -37,7 +37,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright
 
-from portal.settings import Settings
+from portal.infrastructure.settings import Settings
 from tests.browser.helpers import TIMEOUT_MS
 from tests.client.conftest import ServerProcess
 from tests.conftest import WorkerProcess

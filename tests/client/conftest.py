@@ -21,7 +21,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from portal.settings import Settings
+from portal.infrastructure.settings import Settings
 from tests.conftest import ROOT, TEST_ENV, _free_port
 
 

@@ -20,7 +20,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from portal.settings import Settings
+from portal.infrastructure.settings import Settings
 from tests.compat.conftest import counted
 from tests.conftest import ROOT, TEST_ENV, WorkerProcess, _free_port
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from portal.anomalies import Anomaly, hourly_anomalies
 from portal.pages.formatting import day_of, hour_range
+from portal.usage.anomaly_rule import Anomaly, hourly_anomalies
 from tests.clock import BOUNDARIES, Boundary, set_clock
 from tests.factories import auth, make_customer, make_meter
 from tests.pages.helpers import HTMX, make_user, sign_in

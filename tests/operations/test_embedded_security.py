@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, BusyLoadingError, ResponseError
 from redis.retry import Retry
 
-from portal.embedded import PASSWORD_FILE, PG_HBA, EmbeddedServers
+from portal.infrastructure.embedded import PASSWORD_FILE, PG_HBA, EmbeddedServers
 
 
 def _mode(path: Path) -> int:
@@ -172,7 +172,7 @@ def test_status_finds_the_servers_while_one_of_them_is_down(
 ) -> None:
     from argparse import Namespace
 
-    from portal.cli import _settings
+    from portal.cli.main import _settings
 
     for name in ("DATABASE_URL", "REDIS_URL", "BROKER_URL"):
         monkeypatch.delenv(name, raising=False)

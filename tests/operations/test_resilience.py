@@ -28,11 +28,17 @@ from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
 from portal.app import create_app
-from portal.broker import ALERTS_QUEUE, MAINTENANCE_QUEUE, ResilientRedisBroker, reset_broker, setup_broker
-from portal.live import keys as live_keys
-from portal.roles import read_roles
-from portal.scheduler import Job, Scheduler, scheduler_client
-from portal.settings import Settings
+from portal.infrastructure.broker import (
+    ALERTS_QUEUE,
+    MAINTENANCE_QUEUE,
+    ResilientRedisBroker,
+    reset_broker,
+    setup_broker,
+)
+from portal.infrastructure.settings import Settings
+from portal.live import redis_keys as live_keys
+from portal.operations.heartbeats import read_roles
+from portal.operations.scheduler import Job, Scheduler, scheduler_client
 from tests.conftest import ROOT, RUNNING_WORKERS, TEST_ENV, WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import event, make_customer, make_meter
 from tests.loading_valkey import LoadingValkey
@@ -88,7 +94,7 @@ def test_scheduler_skips_ticks_while_valkey_loads_then_queues_each_job_once(
         scheduler_client(valkey.url()), schedule, enqueue=lambda actor, queue: queued.append((actor, queue))
     )
     valkey.restart()
-    with caplog.at_level(logging.WARNING, logger="portal.scheduler"):
+    with caplog.at_level(logging.WARNING, logger="portal.operations.scheduler"):
         # Given Valkey is loading, when the scheduler ticks, then it skips (and lives on).
         assert scheduler.tick(NOW_S) is None
         assert scheduler.tick(NOW_S + 1) is None
@@ -99,7 +105,7 @@ def test_scheduler_skips_ticks_while_valkey_loads_then_queues_each_job_once(
         assert scheduler.tick(NOW_S + 2) == ["reconcile_live", "sweep_alerts"]
         assert scheduler.tick(NOW_S + 3) == []
     assert queued == [("reconcile_live", MAINTENANCE_QUEUE), ("sweep_alerts", ALERTS_QUEUE)]
-    said = [r.getMessage() for r in caplog.records if r.name == "portal.scheduler"]
+    said = [r.getMessage() for r in caplog.records if r.name == "portal.operations.scheduler"]
     assert len(said) == 2, said  # once when the outage starts, once when it ends
     assert "BusyLoadingError" in said[0]
     assert said[1].startswith("scheduler: ticking again after 2.0 s (2 tick(s) skipped)")
@@ -120,8 +126,9 @@ def test_scheduler_skips_a_tick_when_the_broker_refuses_and_claims_it_again(valk
 
 
 SCHEDULER = (
-    "from portal.logs import configure; from portal.scheduler import run_scheduler; "
-    "from portal.settings import from_environment; configure(role='scheduler'); "
+    "from portal.infrastructure.logs import configure; "
+    "from portal.operations.scheduler import run_scheduler; "
+    "from portal.infrastructure.settings import from_environment; configure(role='scheduler'); "
     "run_scheduler(from_environment())"
 )
 

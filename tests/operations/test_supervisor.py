@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from portal.supervisor import (
+from portal.operations.supervisor import (
     UP_MARKER,
     AlreadyRunning,
     Policy,

@@ -29,11 +29,11 @@ from typing import Any
 
 from redis import Redis
 
-from portal.embedded import PASSWORD_FILE, EmbeddedValkey, server_password
-from portal.supervisor import UP_MARKER
+from portal.infrastructure.embedded import PASSWORD_FILE, EmbeddedValkey, server_password
+from portal.operations.supervisor import UP_MARKER
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "portal.cli"]
+CLI = [sys.executable, "-m", "portal.cli.main"]
 CUSTOMER = "killtest"
 
 
@@ -175,7 +175,7 @@ class Up:
     def supervisor_log(self) -> list[str]:
         events = []
         for line in self.log().splitlines():
-            if '"portal.supervisor"' in line:
+            if '"portal.operations.supervisor"' in line:
                 events.append(json.loads(line)["event"])
         return events
 
@@ -338,11 +338,11 @@ def test_up_brings_back_whatever_is_killed_under_load_with_exact_totals() -> Non
             return next(iter(_children(master, "dramatiq workers.main")), None) if master else None
 
         targets: list[tuple[str, Callable[[], int | None]]] = [
-            ("web", role("portal.cli web")),
+            ("web", role("portal.cli.main web")),
             ("worker (the Dramatiq master)", role("dramatiq workers.main")),
             ("worker (a Dramatiq worker process)", worker_child),
-            ("scheduler", role("portal.cli scheduler")),
-            ("demo-trickle", role("portal.cli demo-trickle")),
+            ("scheduler", role("portal.cli.main scheduler")),
+            ("demo-trickle", role("portal.cli.main demo-trickle")),
             ("valkey", lambda: _pidfile(data_dir / "valkey" / "valkey.pid")),
             ("postgres", lambda: _pidfile(data_dir / "postgres" / "postmaster.pid")),
         ]

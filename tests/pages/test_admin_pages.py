@@ -18,9 +18,9 @@ import pytest
 from redis.asyncio import Redis
 
 from portal.accounts.service import find_by_email
-from portal.db import create_engine, session_factory
+from portal.infrastructure.db import create_engine, session_factory
+from portal.infrastructure.settings import Settings
 from portal.pages import sessions
-from portal.settings import Settings
 from tests.factories import auth, event, make_customer, make_meter
 from tests.pages.helpers import Client, make_user, sign_in
 from tests.sinks import SmtpServer, wait_for

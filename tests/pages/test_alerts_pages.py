@@ -13,8 +13,8 @@ import pytest
 from redis.asyncio import Redis
 
 from portal.alerting.evaluate import evaluate_customer
-from portal.db import create_engine, session_factory, transaction
-from portal.settings import Settings
+from portal.infrastructure.db import create_engine, session_factory, transaction
+from portal.infrastructure.settings import Settings
 from tests.conftest import WorkerProcess, wait_until_persisted
 from tests.factories import auth, event, make_customer, make_meter
 from tests.pages.helpers import Client, make_user, sign_in

@@ -20,7 +20,7 @@ import pytest
 from litestar import Litestar
 
 from portal.app import create_app
-from portal.settings import Settings
+from portal.infrastructure.settings import Settings
 from tests.conftest import WorkerProcess, wait_until_persisted
 from tests.factories import auth, event, make_customer, make_meter
 from tests.pages.helpers import HTMX, Client, make_user, sign_in

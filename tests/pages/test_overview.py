@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from portal.paths import STATIC_DIR
+from portal.infrastructure.paths import STATIC_DIR
 from tests.clock import BOUNDARIES, Boundary, recent_boundaries, set_clock
 from tests.conftest import WorkerProcess, wait_until_persisted
 from tests.factories import auth, event, make_customer, make_meter

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from portal.accounts import throttle
 from portal.app import create_app
-from portal.settings import Settings
+from portal.infrastructure.settings import Settings
 from tests.factories import make_customer
 from tests.pages.helpers import (
     HTMX,
@@ -269,8 +269,8 @@ async def test_an_invited_user_sets_a_password_by_the_emailed_link_once(
     mail_sink: Any,
 ) -> None:
     from portal.accounts.invites import invite
-    from portal.clock import system_clock
-    from portal.db import create_engine, session_factory
+    from portal.infrastructure.clock import system_clock
+    from portal.infrastructure.db import create_engine, session_factory
 
     await make_customer(client, admin_key, id="acme", name="Acme Inc")
     engine = create_engine(settings.database_url or "", pool_size=1)

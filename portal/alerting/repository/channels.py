@@ -13,7 +13,7 @@ from sqlmodel import col
 from portal.alerting.models import AlertChannel as ChannelRow
 from portal.alerting.repository.common import NO_SYNC, ids
 from portal.alerting.schemas import Channel, ChannelSecrets, StoredChannel
-from portal.db import values
+from portal.infrastructure.db import values
 
 _CHANNEL = (
     col(ChannelRow.id),

@@ -16,7 +16,7 @@ from portal.alerting.models import AlertDelivery as DeliveryRow
 from portal.alerting.models import AlertDeliveryAttempt as AttemptRow
 from portal.alerting.repository.common import NO_SYNC, ids, jsonb_notice
 from portal.alerting.schemas import Attempt, Delivery
-from portal.db import values
+from portal.infrastructure.db import values
 
 _DELIVERY = (
     col(DeliveryRow.id),

@@ -19,7 +19,7 @@ from portal.alerting.models import AlertRule as AlertRuleRow
 from portal.alerting.repository.common import jsonb_notice
 from portal.alerting.repository.deliveries import firing_deliveries
 from portal.alerting.schemas import Firing
-from portal.db import values
+from portal.infrastructure.db import values
 from portal.usage.combine import exact
 
 

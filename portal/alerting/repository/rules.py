@@ -16,7 +16,7 @@ from portal.alerting.models import AlertRule as AlertRuleRow
 from portal.alerting.models import PlanAlertRule as PlanRuleRow
 from portal.alerting.repository.common import NO_SYNC
 from portal.alerting.schemas import AnomalyRule, PlanRule, Rule, RuleBody, RuleCreate, RuleRow
-from portal.db import values
+from portal.infrastructure.db import values
 from portal.usage.combine import exact
 
 # What a rule watches and when it notifies: the columns a plan's rule and a customer's share.

@@ -11,14 +11,14 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.db import transaction
 from portal.dependencies import Db, Portal
+from portal.infrastructure.db import transaction
+from portal.infrastructure.domain_errors import NotFound
 from portal.keys import service
 from portal.keys.schemas import SCOPES, KeyListing
 from portal.pages.admin.common import ADMIN_PATH, ADMIN_TZ, AdminController, numeric_id, record
 from portal.pages.admin.forms import UNPROCESSABLE, Form, read_form, text_of
 from portal.pages.web import page
-from portal.problems import NotFound
 
 log = logging.getLogger(__name__)
 

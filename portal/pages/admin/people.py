@@ -20,14 +20,14 @@ from portal.accounts import service as accounts
 from portal.accounts.invites import Invitation, invite, resend
 from portal.accounts.schemas import ROLES, User
 from portal.catalog import repository as catalog
-from portal.db import transaction
 from portal.dependencies import Db, Portal
+from portal.infrastructure.db import transaction
+from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
 from portal.pages.access import viewer
 from portal.pages.admin.common import ADMIN_PATH, ADMIN_TZ, AdminController, numeric_id, record
 from portal.pages.admin.forms import UNPROCESSABLE, Form, read_form, text_of, texts_of
 from portal.pages.sessions import close_user_sessions
 from portal.pages.web import error_page, page
-from portal.problems import Conflict, Invalid, NotFound
 
 USER_LABELS = {
     "email": "Email",

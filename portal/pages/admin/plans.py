@@ -26,10 +26,10 @@ from portal.billing.schemas import Charge, Plan
 from portal.catalog import service
 from portal.catalog.file import ApplyReport, CatalogFileError, apply_catalog, parse_catalog
 from portal.dependencies import Db, Portal
+from portal.infrastructure.domain_errors import Problem
 from portal.pages.admin.common import ADMIN_TZ, AdminController, record
 from portal.pages.admin.forms import UNPROCESSABLE, Form, read_form, text_of
 from portal.pages.web import page
-from portal.problems import Problem
 
 MAX_UPLOAD_BYTES = 1024 * 1024
 KINDS = ("meters", "customers", "plans", "subscriptions")

@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.accounts import repository as accounts
 from portal.accounts.schemas import AuditEntry
 from portal.catalog import repository as catalog
+from portal.infrastructure.domain_errors import Invalid
+from portal.infrastructure.periods import zone
 from portal.pages.access import customer_scope, viewer
-from portal.periods import zone
-from portal.problems import Invalid
 
 PAGE_SIZE = 50
 

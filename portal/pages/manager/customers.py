@@ -4,7 +4,7 @@ against last period, alerts and anomaly flags, sortable and filterable, 50 a pag
 Spend is the current period's draft invoice as the invoice run last rated it ("as of" its
 time): one query rates nothing, so the page costs the same for 50 customers as for 5.
 Sorting and filtering run in SQL over every visible customer; usage is read for the shown
-page only; anomaly flags (portal/usage/anomalies.py) too, unless the "only with anomalies"
+page only; anomaly flags (portal/usage/anomaly_detection.py) too, unless the "only with anomalies"
 filter asks for them over every matching customer.
 """
 
@@ -25,8 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.views import money_text
 from portal.catalog.schemas import Customer
-from portal.db import values
 from portal.dependencies import Db, Portal
+from portal.infrastructure.db import values
 from portal.pages.access import STAFF_GUARDS
 from portal.pages.manager.common import (
     PAGE_SIZE,
@@ -39,8 +39,8 @@ from portal.pages.manager.common import (
     visible_ids,
 )
 from portal.pages.web import PageController, page
-from portal.usage.anomalies import PAGE as ANOMALY_PAGE
-from portal.usage.anomalies import flagged_customers
+from portal.usage.anomaly_detection import PAGE as ANOMALY_PAGE
+from portal.usage.anomaly_detection import flagged_customers
 from portal.usage.combine import exact
 
 SORTS = ("name", "spend", "change", "alerts")

@@ -10,8 +10,8 @@ from litestar.params import FromQuery
 from litestar.response import Template
 from sqlalchemy import text
 
-from portal.db import values
 from portal.dependencies import Db
+from portal.infrastructure.db import values
 from portal.live import repository as live_repository
 from portal.pages.access import STAFF_GUARDS
 from portal.pages.manager.common import customer_zones, text_param, visible_ids

@@ -16,8 +16,9 @@ from sqlalchemy import text
 from portal.billing.repository import adjustments as adjustment_store
 from portal.billing.repository import invoices as invoice_store
 from portal.catalog import service as catalog
-from portal.db import values
 from portal.dependencies import Db
+from portal.infrastructure.db import values
+from portal.infrastructure.domain_errors import Invalid
 from portal.pages.access import STAFF_GUARDS, may_see, viewer, visible_customer
 from portal.pages.manager.common import (
     PAGE_SIZE,
@@ -29,7 +30,6 @@ from portal.pages.manager.common import (
     visible_ids,
 )
 from portal.pages.web import PageController, page
-from portal.problems import Invalid
 from portal.usage.combine import exact
 
 

@@ -17,9 +17,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.accounts import audit
-from portal.admin_tasks import replay_failed_events
-from portal.db import values
 from portal.dependencies import Db, Portal
+from portal.infrastructure.db import values
+from portal.operations.operator_tasks import replay_failed_events
 from portal.pages.access import STAFF_GUARDS, check_owner, viewer
 from portal.pages.manager.common import (
     Pager,

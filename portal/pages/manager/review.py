@@ -26,11 +26,11 @@ from portal.billing.review import review_queue
 from portal.billing.schemas import InvoiceRow
 from portal.billing.views import ReviewItem, money_text
 from portal.dependencies import Db, Portal
+from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
+from portal.infrastructure.periods import to_datetime
 from portal.pages.access import STAFF_GUARDS, check_owner, viewer
 from portal.pages.manager.common import audit_trail, customer_zones, visible_ids
 from portal.pages.web import PageController, page
-from portal.periods import to_datetime
-from portal.problems import Conflict, Invalid, NotFound
 from portal.state import PortalState
 
 QUEUE_SHOWN = 100

@@ -1,0 +1,473 @@
+"""`usage-portal`: run the product, or one role of it, and operate it.
+
+With DATABASE_URL and REDIS_URL unset, commands use the embedded servers of the data dir
+(`--data-dir` or PORTAL_DATA_DIR, default `.portal-data/`): found if `up` is running,
+started otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from portal.infrastructure.settings import Settings, from_environment
+
+
+def _base_settings(args: argparse.Namespace) -> Settings:
+    # The data dir is known before Settings is built: in development it holds the key.
+    data_dir = getattr(args, "data_dir", None)
+    settings = from_environment(data_dir=Path(data_dir) if data_dir else None)
+    if bool(settings.database_url) != bool(settings.redis_url):
+        sys.exit("set both DATABASE_URL and REDIS_URL, or neither (to use the embedded servers)")
+    return settings
+
+
+def _with_broker(settings: Settings, urls: Any) -> Settings:
+    broker = settings.broker_url or urls.redis_url.rsplit("/", 1)[0] + "/1"
+    return settings.with_urls(database_url=urls.database_url, redis_url=urls.redis_url, broker_url=broker)
+
+
+def _settings(args: argparse.Namespace, *, start_embedded: bool = True) -> tuple[Settings, Any]:
+    """Settings with server URLs filled in; also the embedded servers if we started them."""
+    settings = _base_settings(args)
+    if settings.database_url and settings.redis_url:
+        return settings, None
+    from portal.infrastructure.embedded import EmbeddedServers
+    from portal.operations.supervisor import up_pid
+
+    servers = EmbeddedServers(settings.data_dir)
+    urls = servers.running()
+    started = None
+    if urls is None:
+        if up_pid(settings.data_dir) is not None or not start_embedded:
+            # `up` owns this data dir and restarts what is down: never start a second copy
+            # beside it. `status` reports what is down rather than nothing.
+            running = servers.postgres.running_pid() or servers.valkey.running_pid()
+            urls = servers.recorded() if running or up_pid(settings.data_dir) else None
+            if urls is None:
+                sys.exit(f"no embedded servers are running for {settings.data_dir}")
+        else:
+            urls = servers.start()
+            started = servers
+    return _with_broker(settings, urls), started
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    """The environment of a role process: server URLs (with their passwords) go here, never
+    on a command line."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "DATABASE_URL": settings.database_url or "",
+            "REDIS_URL": settings.redis_url or "",
+            "BROKER_URL": settings.effective_broker_url or "",
+            "PORTAL_DATA_DIR": str(settings.data_dir),
+        }
+    )
+    return env
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    settings, started = _settings(args)
+    try:
+        from portal.operations.migrate import migrate
+
+        migrate(settings)
+        print("migrations applied", file=sys.stderr)
+    finally:
+        if started:
+            started.stop()
+
+
+def cmd_keys_create(args: argparse.Namespace) -> None:
+    settings, started = _settings(args)
+    try:
+        from portal.operations.operator_tasks import create_api_key
+
+        token = asyncio.run(create_api_key(settings, scope=args.scope, name=args.name))
+        print(token)
+    finally:
+        if started:
+            started.stop()
+
+
+def cmd_users_create(args: argparse.Namespace) -> None:
+    settings, started = _settings(args)
+    try:
+        from portal.infrastructure.domain_errors import Problem
+        from portal.operations.operator_tasks import create_user
+
+        try:
+            print(
+                asyncio.run(
+                    create_user(
+                        settings,
+                        email=args.email,
+                        name=args.name,
+                        role=args.role,
+                        customer_id=args.customer,
+                        all_customers=args.all_customers,
+                        assigned=[c for c in (args.assign or "").split(",") if c],
+                    )
+                )
+            )
+        except Problem as exc:
+            raise SystemExit(f"error: {exc}") from None
+    finally:
+        if started:
+            started.stop()
+
+
+def cmd_failed_replay(args: argparse.Namespace) -> None:
+    settings, started = _settings(args)
+    try:
+        from portal.operations.operator_tasks import replay_failed
+
+        count = asyncio.run(replay_failed(settings, ids=args.id or None))
+        print(f"replayed {count} failed events", file=sys.stderr)
+    finally:
+        if started:
+            started.stop()
+
+
+def cmd_reconcile(args: argparse.Namespace) -> None:
+    settings, started = _settings(args)
+    try:
+        from portal.operations.operator_tasks import enqueue_reconcile
+
+        enqueue_reconcile(settings, full=args.full)
+        print("reconcile queued", file=sys.stderr)
+    finally:
+        if started:
+            started.stop()
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    # Status of what runs: it never starts servers of its own.
+    settings, _ = _settings(args, start_embedded=False)
+    from portal.operations.status import gather_status, render
+
+    status = asyncio.run(gather_status(settings))
+    print(render(status))
+    # For monitors and scripts: 1 when something needs an operator (the first line says what).
+    if status.attention:
+        sys.exit(1)
+
+
+def cmd_dead_letters_list(args: argparse.Namespace) -> None:
+    settings, started = _settings(args)
+    try:
+        from portal.operations import dead_letters
+
+        with dead_letters.broker_client(settings) as client:
+            letters = dead_letters.listing(client)
+        for letter in letters:
+            died = letter.died_at.isoformat(timespec="seconds")
+            print(f"{letter.queue:<12}{letter.message_id}  {letter.actor:<22}died {died}")
+        print(f"{len(letters)} dead letter(s)", file=sys.stderr)
+    finally:
+        if started:
+            started.stop()
+
+
+def cmd_dead_letters_replay(args: argparse.Namespace) -> None:
+    settings, started = _settings(args)
+    try:
+        from portal.operations import dead_letters
+
+        with dead_letters.broker_client(settings) as client:
+            moved = dead_letters.requeue(client, args.queue, ids=args.id or None)
+        print(f"put {moved} dead letter(s) of {args.queue} back on their queue", file=sys.stderr)
+    finally:
+        if started:
+            started.stop()
+
+
+def cmd_web(args: argparse.Namespace) -> None:
+    settings, _ = _settings(args)
+    os.environ.update(_child_env(settings))
+    # Each web process configures structured logs when create_app() runs (see portal/infrastructure/logs.py);
+    # uvicorn must not install its own handlers over them.
+    os.environ["PORTAL_LOG_ROLE"] = "web"
+    import uvicorn
+
+    uvicorn.run(
+        "portal.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+    )
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    settings, _ = _settings(args)
+    argv = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "workers.main",
+        "--processes",
+        str(args.processes),
+        "--threads",
+        str(args.threads),
+    ]
+    os.execve(sys.executable, argv, _child_env(settings))
+
+
+def cmd_scheduler(args: argparse.Namespace) -> None:
+    settings, _ = _settings(args)
+    os.environ.update(_child_env(settings))
+    from portal.infrastructure.logs import configure
+    from portal.operations.scheduler import run_scheduler
+
+    configure(role="scheduler")
+
+    run_scheduler(settings)
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    """Everything on this machine, supervised (portal/operations/supervisor.py): the embedded servers
+    (unless DATABASE_URL and REDIS_URL name others), migrations, web, worker, scheduler and
+    with --demo a trickle of demo events, each restarted when it dies, until Ctrl-C/SIGTERM."""
+    from portal.infrastructure.logs import configure
+    from portal.operations.supervisor import AlreadyRunning, Supervisor, UpLock, stop_leftovers
+
+    configure(role="up")
+    log = logging.getLogger("portal.up")
+    settings = _base_settings(args)
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = UpLock(data_dir)
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        sys.exit(str(exc))
+    # An earlier `up` that was killed may have left roles running (a Dramatiq consumer,
+    # say): they would run beside ours.
+    left = stop_leftovers(data_dir, grace_s=10)
+    if left:
+        log.warning(
+            "stopped %d process(es) an earlier `up` on %s left running: %s", len(left), data_dir, left
+        )
+    servers = None
+    if not (settings.database_url and settings.redis_url):
+        from portal.infrastructure.embedded import EmbeddedServers
+
+        servers = EmbeddedServers(data_dir)
+    supervisor = Supervisor(data_dir=data_dir, servers=servers)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    try:
+        _run_up(args, settings, supervisor)
+    finally:
+        supervisor.shutdown()
+        lock.release()
+        if supervisor.failure:
+            print(f"usage-portal up: {supervisor.failure}", file=sys.stderr, flush=True)
+        print("stopped", file=sys.stderr, flush=True)
+    if supervisor.failure:
+        sys.exit(1)
+
+
+def _run_up(args: argparse.Namespace, settings: Settings, supervisor: Any) -> None:
+    """`up` until Ctrl-C/SIGTERM or a crash loop: servers, migrations, roles, the banner."""
+    from portal.operations.supervisor import UP_MARKER, RoleSpec
+
+    data_dir = supervisor.data_dir
+    urls = supervisor.start_servers()
+    if urls is not None:
+        settings = _with_broker(settings, urls)
+    from portal.operations.migrate import migrate
+
+    if not supervisor.attempt("applying migrations", lambda: migrate(settings))[0]:
+        return
+    env = _child_env(settings)
+    env[UP_MARKER] = str(data_dir)
+    # Web and worker processes write their metrics here; /metrics sums them. Stale files
+    # of an earlier run would add dead processes' counts, so the folder starts empty.
+    metrics_dir = data_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    me = [sys.executable, "-m", "portal.cli.main"]
+    supervisor.add_role(RoleSpec("web", [*me, "web", "--host", args.host, "--port", str(args.port)], env))
+    supervisor.add_role(RoleSpec("worker", [*me, "worker", "--processes", "1", "--threads", "4"], env))
+    supervisor.add_role(RoleSpec("scheduler", [*me, "scheduler"], env))
+    url = f"http://{args.host}:{args.port}"
+    if not _wait_healthy(url, supervisor):
+        return
+    if args.demo:
+        from portal.cli.demo import print_demo_banner, seed_demo
+
+        seeded, demo = supervisor.attempt("creating the demo data", lambda: asyncio.run(seed_demo(settings)))
+        if not seeded or demo is None:
+            return
+        # The key travels in the environment: a command line is visible to every user.
+        supervisor.add_role(
+            RoleSpec(
+                "demo-trickle",
+                [*me, "demo-trickle", "--url", url],
+                {**env, DEMO_KEY_ENV: demo.ingest_key},
+                needs_servers=False,
+            )
+        )
+        print_demo_banner(url, demo)
+    else:
+        print(f"usage portal running at {url} (Ctrl-C to stop)", flush=True)
+    supervisor.run_until(lambda: False)
+
+
+def _wait_healthy(url: str, supervisor: Any) -> bool:
+    """Supervise until the web process answers /readyz with 200 (True), or `up` stops or
+    gives up (False). Every 30 s without an answer, the log says what /readyz says."""
+    import urllib.error
+    import urllib.request
+
+    log = logging.getLogger("portal.up")
+    started = time.monotonic()
+    next_poll, next_note = started, started + 30
+
+    def ready() -> bool:
+        nonlocal next_poll, next_note
+        now = time.monotonic()
+        if now < next_poll:
+            return False
+        next_poll = now + 0.3
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return True
+                answer = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            answer = f"HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}"
+        except OSError as exc:
+            answer = str(exc)
+        if now >= next_note:
+            next_note = now + 30
+            log.warning("%s/readyz is not ready after %.0f s: %s", url, now - started, answer)
+        return False
+
+    return bool(supervisor.run_until(ready))
+
+
+DEMO_KEY_ENV = "PORTAL_DEMO_INGEST_KEY"
+
+
+def cmd_demo_trickle(args: argparse.Namespace) -> None:
+    from portal.cli.demo import trickle
+
+    key = os.environ.get(DEMO_KEY_ENV)
+    if not key:
+        sys.exit(f"{DEMO_KEY_ENV} must hold the ingest key")
+    trickle(args.url, key)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="usage-portal", description=__doc__)
+    parser.add_argument("--data-dir", help="embedded servers' data (default .portal-data/)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run everything: embedded servers, web, worker, scheduler")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--demo", action="store_true", help="create demo data and keep events flowing")
+    up.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS)
+    up.set_defaults(func=cmd_up)
+
+    web = sub.add_parser("web", help="the HTTP server alone")
+    web.add_argument("--host", default="127.0.0.1")
+    web.add_argument("--port", type=int, default=8000)
+    web.add_argument("--workers", type=int, default=1)
+    web.set_defaults(func=cmd_web)
+
+    worker = sub.add_parser("worker", help="a Dramatiq worker alone")
+    worker.add_argument("--processes", type=int, default=1)
+    worker.add_argument("--threads", type=int, default=4)
+    worker.set_defaults(func=cmd_worker)
+
+    sub.add_parser("scheduler", help="the periodic job scheduler alone").set_defaults(func=cmd_scheduler)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", help="create a key and print it (shown only once)")
+    create.add_argument("--scope", choices=["ingest", "admin"], required=True)
+    create.add_argument("--name", default="")
+    create.set_defaults(func=cmd_keys_create)
+
+    users = sub.add_parser("users", help="portal users").add_subparsers(dest="users_command", required=True)
+    user = users.add_parser("create", help="create a user and email them a link to set a password")
+    user.add_argument("--email", required=True)
+    user.add_argument("--name", required=True)
+    user.add_argument("--role", choices=["customer", "account_manager", "admin"], required=True)
+    user.add_argument("--customer", help="the customer a customer user belongs to")
+    user.add_argument("--all-customers", action="store_true", help="an account manager of every customer")
+    user.add_argument("--assign", help="comma-separated customers assigned to an account manager")
+    user.set_defaults(func=cmd_users_create)
+
+    failed = sub.add_parser("failed", help="events the workers could not persist")
+    failed_sub = failed.add_subparsers(dest="failed_command", required=True)
+    replay = failed_sub.add_parser("replay", help="queue failed events again (all, or --id)")
+    replay.add_argument("--id", type=int, action="append", help="a failed event id (repeatable)")
+    replay.set_defaults(func=cmd_failed_replay)
+
+    sub.add_parser(
+        "status",
+        help="stores, roles, queue depths, lag, failed events, drift, the last "
+        "reconcile; exits 1 when something needs an operator",
+    ).set_defaults(func=cmd_status)
+
+    from portal.infrastructure.broker import INGEST_QUEUE, QUEUES
+
+    dead = sub.add_parser("dead-letters", help="messages the workers gave up on")
+    dead_sub = dead.add_subparsers(dest="dead_letters_command", required=True)
+    dead_sub.add_parser("list", help="every dead letter: queue, message id, job, when it died").set_defaults(
+        func=cmd_dead_letters_list
+    )
+    requeue = dead_sub.add_parser("replay", help="put dead letters back on their queue (all, or --id)")
+    requeue.add_argument("--queue", choices=QUEUES, default=INGEST_QUEUE)
+    requeue.add_argument("--id", action="append", help="a message id from `dead-letters list` (repeatable)")
+    requeue.set_defaults(func=cmd_dead_letters_replay)
+
+    reconcile = sub.add_parser("reconcile", help="queue a reconcile of the live view now")
+    reconcile.add_argument("--full", action="store_true", help="rebuild every live hour")
+    reconcile.set_defaults(func=cmd_reconcile)
+
+    from portal.cli.billing import register_billing_commands
+
+    register_billing_commands(sub, _settings)
+
+    from portal.operations.secret_rotation import register_secrets_commands
+
+    register_secrets_commands(sub, _settings)
+
+    trickle = sub.add_parser("demo-trickle", help=argparse.SUPPRESS)
+    trickle.add_argument("--url", required=True)  # the ingest key comes in PORTAL_DEMO_INGEST_KEY
+    trickle.set_defaults(func=cmd_demo_trickle)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    from portal.infrastructure.settings import SettingsError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except SettingsError as exc:
+        # A refused setting (a short secret key…) is a message and exit status 1, not a traceback.
+        sys.exit(f"usage-portal: {exc}")
+
+
+if __name__ == "__main__":
+    main()

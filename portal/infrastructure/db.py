@@ -1,0 +1,52 @@
+"""Database engine and the per-request transaction.
+
+The edge owns the transaction: a request gets one session, committed when the handler
+returns normally and rolled back otherwise. Services take the session and never commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from portal.infrastructure.jobs import send_owed
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """`postgresql://…` (what operators write) as the asyncpg dialect URL SQLAlchemy wants."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if database_url.startswith(prefix):
+            return "postgresql+asyncpg://" + database_url[len(prefix) :]
+    raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {database_url.split(':')[0]}")
+
+
+def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        sqlalchemy_url(database_url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One unit of work: commit on success, roll back on any exception; then send the jobs
+    it owes (`portal.infrastructure.jobs.after_commit`)."""
+    async with sessions() as session:
+        async with session.begin():
+            yield session
+        await send_owed(session)
+
+
+def values(row: Any) -> tuple[Any, ...]:
+    """A result row as a plain tuple (SQLAlchemy's Row types its text() columns as
+    `object`; the SQL beside each call says what they are)."""
+    return tuple(row)

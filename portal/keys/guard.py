@@ -1,0 +1,38 @@
+"""API key authentication: `Authorization: Bearer <key>`, with a scope per route.
+
+Routes declare `opt={"scope": "ingest" | "admin"}`; an admin key may also ingest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+
+from portal.infrastructure.http_errors import ServiceUnavailable, StoreUnavailable
+from portal.keys.schemas import ApiKey
+from portal.state import PortalState
+
+_ALLOWED = {"ingest": {"ingest", "admin"}, "admin": {"admin"}}
+
+
+async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    needed = handler.opt.get("scope")
+    if needed is None:
+        return
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise NotAuthorizedException("missing API key: send 'Authorization: Bearer <key>'")
+    state: PortalState = connection.app.state.portal
+    try:
+        key: ApiKey | None = await state.keys.resolve(token.strip())
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable(f"{exc}; retry later") from exc
+    if key is None:
+        raise NotAuthorizedException("unknown or revoked API key")
+    if key.scope not in _ALLOWED[needed]:
+        raise PermissionDeniedException(f"this key has scope '{key.scope}'; the route needs '{needed}'")
+    connection.scope["state"]["api_key"] = key

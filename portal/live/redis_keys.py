@@ -1,0 +1,136 @@
+"""The Redis keys of the live view and of operations, and how long each lives.
+
+Keys other domains own are named in their own modules: portal sessions (`sess:<id>`,
+`user-sess:<user id>`, portal/pages/sessions.py), sign-in throttling (`login-fail:*`,
+portal/accounts/throttle.py), revocation acknowledgements (`api-keys:revoked-ack:<nonce>`,
+portal/keys/service.py) and Dramatiq's own keys in the broker's Redis (portal/operations/dead_letters.py).
+
+Keys of one customer share the hash tag `{customer}` so a Redis Cluster keeps them in one
+slot and a Lua script may touch them together.
+
+- `lu:{c}:<metric>:<bucket>` HASH, one per customer, metric and local hour (bucket =
+  epoch seconds of the hour's start). Fields: `=` the hour's value over all groups,
+  `g|<groupKey>` the value of one group-by combination; for `latest` meters `@=` and
+  `@g|<groupKey>` hold the event time (µs) of the value kept. A `sum` value is exact: it is
+  kept as integer limbs added with HINCRBY, `<field>` whole units, `<field>~f` units of
+  10^-12 and `<field>~h` units of 10^12 (no float anywhere; see `portal.live.store`).
+- `ls:{c}:<metric>:<bucket>:<field>` SET of distinct values for `unique_count` meters.
+- `lk:{c}` ZSET of that customer's `lu:` keys scored by bucket: what reconcile compares.
+  It has no expiry of its own: reconcile drops the members of expired hours.
+- `lt:{c}:<name>` scratch keys of one script run (`scratch_key`), deleted by it.
+- `ld:{c}:<eventId>` STRING, the event's fingerprint: the edge's dedup marker.
+- `live:inflight` ZSET of batch ids queued but not yet in Postgres, scored by acceptance
+  time (ms): its minimum is the `completeThrough` watermark.
+- `live:built:v2` STRING, present once a full reconcile has filled the live view; a flushed
+  Redis loses it, which makes the next reconcile rebuild everything.
+- `live:reconcile-lock` STRING, held by the reconcile that runs (one at a time).
+- `quality:<day>` HASH of the day's accepted and rejected counts per source and reason,
+  kept 40 days (`quality_key`).
+- `alerts:debounce:{c}` STRING, set while an alert evaluation of the customer is scheduled.
+
+Operations (not the live view; `ops:` keys, read by `/readyz` and `usage-portal status`):
+
+- `ops:persist_failures` STREAM, recent persist failures (below).
+- `ops:{roles}` HASH `<role>|<host>|<pid>` -> JSON of the process (role, host, pid,
+  started_at, beat interval, stopped), and `ops:{roles}:seen` ZSET of the same fields scored
+  by the last heartbeat (Redis clock, ms). Written by every web, worker and scheduler
+  process every few seconds (`portal/operations/heartbeats.py`); fields silent for a day are dropped.
+- `ops:job_success` HASH, in the broker's Redis: actor name -> when (ms, the worker's clock)
+  the last successful run of that periodic job started; that success also clears the dead
+  letters it makes moot (`portal/operations/dead_letters.py`).
+- `sched:<actor>:<tick>` STRING, the scheduler's claim of one tick of a periodic job.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+TOTAL_FIELD = "="
+GROUP_PREFIX = "g|"
+LATEST_PREFIX = "@"
+INFLIGHT_KEY = "live:inflight"
+# v2: sums became integer limbs; a view built in the float format is rebuilt once.
+BUILT_KEY = "live:built:v2"
+FRACTION_LIMB = "~f"
+HIGH_LIMB = "~h"
+RECONCILE_LOCK_KEY = "live:reconcile-lock"
+
+# A billing period is at most 31 days; live reads cover the current and the previous one.
+MAX_PERIOD = timedelta(days=31)
+
+
+def hour_key(customer_id: str, metric_name: str, bucket: int) -> str:
+    return f"lu:{{{customer_id}}}:{metric_name}:{bucket}"
+
+
+def unique_key(customer_id: str, metric_name: str, bucket: int, field: str) -> str:
+    return f"ls:{{{customer_id}}}:{metric_name}:{bucket}:{field}"
+
+
+def index_key(customer_id: str) -> str:
+    return f"lk:{{{customer_id}}}"
+
+
+def marker_prefix(customer_id: str) -> str:
+    return f"ld:{{{customer_id}}}:"
+
+
+def marker_key(customer_id: str, event_id: str) -> str:
+    return marker_prefix(customer_id) + event_id
+
+
+def scratch_key(customer_id: str, name: str) -> str:
+    return f"lt:{{{customer_id}}}:{name}"
+
+
+QUALITY_TTL = timedelta(days=40)
+
+
+def quality_key(day: str) -> str:
+    """Per UTC day ("2026-11-24"): accepted and rejected event counts by ingest source and
+    rejection reason, for the data-quality measure. Kept `QUALITY_TTL`."""
+    return f"quality:{day}"
+
+
+# Persist failures, newest last: a Redis stream the persist actor appends to whenever a
+# message fails (an outage or another error: it will be retried) or has events set aside
+# in failed_events (portal/operations/status.py reads it). Bounded (about the last 1000 entries) and
+# gone after a quiet day.
+PERSIST_FAILURES_KEY = "ops:persist_failures"
+PERSIST_FAILURES_TTL = timedelta(days=1)
+
+
+# Role heartbeats (portal/operations/heartbeats.py). One hash tag: the heartbeat script touches both keys.
+ROLES_KEY = "ops:{roles}"
+ROLES_SEEN_KEY = "ops:{roles}:seen"
+ROLES_FORGET_AFTER = timedelta(days=1)
+
+# The last success of each actor (portal/operations/dead_letters.py).
+JOB_SUCCESS_KEY = "ops:job_success"
+
+
+def schedule_claim_key(actor_name: str, tick: int) -> str:
+    """Set (NX) by the scheduler that queues `actor_name` for its `tick`-th period, so
+    several schedulers queue each tick once; expires after two periods."""
+    return f"sched:{actor_name}:{tick}"
+
+
+def alert_debounce_key(customer_id: str) -> str:
+    """Set while an alert evaluation of the customer is scheduled (expires by itself if
+    that evaluation is lost, so the next usage schedules another)."""
+    return f"alerts:debounce:{{{customer_id}}}"
+
+
+def group_field(group_key: str) -> str:
+    return GROUP_PREFIX + group_key if group_key else TOTAL_FIELD
+
+
+def live_horizon(accepted_lateness: timedelta) -> timedelta:
+    """How long an hour's keys must live after the hour starts: the current and previous
+    billing period are read from them, and late events may still update them."""
+    return 2 * MAX_PERIOD + accepted_lateness + timedelta(days=1)
+
+
+def hour_key_expires_at(bucket: int, accepted_lateness: timedelta) -> int:
+    """EXPIREAT (epoch seconds) for every key of the hour starting at `bucket`."""
+    return bucket + int(live_horizon(accepted_lateness).total_seconds())

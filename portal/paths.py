@@ -1,8 +1,0 @@
-"""Where the project's non-Python folders are (the repository layout, not the package)."""
-
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-STATIC_DIR = ROOT / "static"
-TEMPLATES_DIR = ROOT / "templates"
-MIGRATIONS_DIR = ROOT / "migrations"
