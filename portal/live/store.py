@@ -7,19 +7,45 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from decimal import Context, Decimal, InvalidOperation, Overflow, localcontext
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from portal.ingest.events import AcceptedEvent
 from portal.live import redis_keys as keys
 from portal.live import scripts
+
+
+class CountedEvent(Protocol):
+    """What the live view reads of an accepted event (the ingest's `AcceptedEvent` is one):
+    the live store sits below the ingest and does not import it."""
+
+    @property
+    def customer_id(self) -> str: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def metric_name(self) -> str: ...
+    @property
+    def quantity(self) -> Decimal: ...
+    @property
+    def event_time_us(self) -> int: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def aggregation(self) -> str: ...
+    @property
+    def bucket(self) -> int: ...
+    @property
+    def group_key(self) -> str: ...
+    @property
+    def unique_value(self) -> str | None: ...
+
 
 # Live values are exact decimals of any size the ingest accepts (quantities below 10^20
 # with 12 decimal places, summed over many events): arithmetic on them runs in this context.
@@ -81,14 +107,14 @@ def live_values(hour: dict[str, str]) -> dict[str, Decimal | int]:
     return out
 
 
-def _ops_for(events: list[AcceptedEvent], lateness: timedelta) -> list[list[Any]]:
+def _ops_for(events: Sequence[CountedEvent], lateness: timedelta) -> list[list[Any]]:
     """Counter updates for `events` (one customer), aggregated per key and field so a
     batch costs one Redis command per hour and group, not one per event."""
     with localcontext(EXACT):  # sums of quantities up to 10^20 stay exact
         return _aggregate_ops(events, lateness)
 
 
-def _aggregate_ops(events: list[AcceptedEvent], lateness: timedelta) -> list[list[Any]]:
+def _aggregate_ops(events: Sequence[CountedEvent], lateness: timedelta) -> list[list[Any]]:
     sums: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     counts: dict[tuple[str, str], int] = defaultdict(int)
     maxima: dict[tuple[str, str], Decimal] = {}
@@ -150,7 +176,9 @@ class LiveStore:
         self.marker_ttl_s = int(marker_ttl.total_seconds())
         self._union = redis.register_script(scripts.UNION_COUNT)
 
-    async def check_and_hold(self, events: list[AcceptedEvent], batch_id: str, accepted_ms: int) -> list[int]:
+    async def check_and_hold(
+        self, events: Sequence[CountedEvent], batch_id: str, accepted_ms: int
+    ) -> list[int]:
         """Marker status of each event (0 new, 1 duplicate, 2 conflict), and the batch
         registered as in flight, in one round trip."""
         by_customer: dict[str, list[int]] = defaultdict(list)
@@ -203,7 +231,7 @@ class LiveStore:
         if batch_ids:
             await self.redis.zrem(keys.INFLIGHT_KEY, *batch_ids)
 
-    async def apply(self, events: list[AcceptedEvent]) -> set[int]:
+    async def apply(self, events: Sequence[CountedEvent]) -> set[int]:
         """Set the dedup markers and add `events` to the hourly counters.
 
         Returns the indexes of events whose marker another request set first (between
