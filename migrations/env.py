@@ -1,6 +1,6 @@
 """Alembic environment: migrations are hand-written SQL run over asyncpg.
 
-`target_metadata` is every table model (portal/infrastructure/tables.py), so `alembic check` (and
+`target_metadata` is every table model (portal/tables.py), so `alembic check` (and
 tests/test_table_models.py) proves the models match the migrated schema."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy.types import TypeEngine
 
 from portal.infrastructure.db import sqlalchemy_url
 from portal.infrastructure.settings import get_settings
-from portal.infrastructure.tables import metadata
+from portal.tables import metadata
 
 # The monthly partitions of usage_events (named by partition_name() in portal/ingest/partitions.py)
 # are created at run time, not by migrations; the model is their parent table, whose columns and

@@ -34,11 +34,11 @@ from portal.app import create_app
 from portal.infrastructure.broker import setup_broker
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.settings import Settings
-from portal.infrastructure.tables import metadata
 from portal.ingest.partitions import forget_known
 from portal.keys.service import create_key
 from portal.live import redis_keys as live_keys
 from portal.operations.migrate import migrate
+from portal.tables import metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""The table models (portal/infrastructure/tables.py) against the migrated database: Alembic's autogenerate
+"""The table models (portal/tables.py) against the migrated database: Alembic's autogenerate
 comparison, run through migrations/env.py as `alembic check` runs it, finds nothing to change.
 
 What Alembic does not compare (check constraints, partial indexes' WHERE clauses, exclusion

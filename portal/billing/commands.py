@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type hints
 
 from portal.billing import export, invoices, lifecycle
+from portal.billing.catalog_file import ApplyReport, apply_catalog, read_catalog
 from portal.billing.run import RunSummary, run_invoices
 from portal.billing.views import InvoiceState, money_text
-from portal.catalog.file import ApplyReport, apply_catalog, read_catalog
 from portal.infrastructure.clock import system_clock
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.periods import to_datetime

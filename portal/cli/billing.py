@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from portal.catalog.file import CatalogFileError
+from portal.billing.catalog_file import CatalogFileError
 from portal.infrastructure.domain_errors import Problem
 from portal.infrastructure.settings import Settings
 

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.accounts import service as users
 from portal.accounts.passwords import hash_password
+from portal.billing.catalog_file import CatalogFile, apply_catalog, read_catalog
 from portal.billing.run import run_current_periods
-from portal.catalog.file import CatalogFile, apply_catalog, read_catalog
 from portal.infrastructure.clock import system_clock
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.paths import ROOT

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from portal.catalog.file import CatalogFileError, parse_catalog
+from portal.billing.catalog_file import CatalogFileError, parse_catalog
 from portal.cli.demo import demo_catalog
 
 

@@ -20,11 +20,11 @@ from litestar.response import Template
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from portal.billing.catalog_file import ApplyReport, CatalogFileError, apply_catalog, parse_catalog
 from portal.billing.plans import get_plan
 from portal.billing.repository import plans as plan_store
 from portal.billing.schemas import Charge, Plan
 from portal.catalog import service
-from portal.catalog.file import ApplyReport, CatalogFileError, apply_catalog, parse_catalog
 from portal.dependencies import Db, Portal
 from portal.infrastructure.domain_errors import Problem
 from portal.pages.admin.common import ADMIN_TZ, AdminController, record
