@@ -8,6 +8,11 @@ session's own forms and htmx requests, for 12 hours from sign-in (not extended b
 password ends every one of them at once. Signing in always mints a new id (rotation): an
 id known before signing in is never promoted.
 
+The session records are kept through Litestar's `RedisStore` (namespace `sess`); the
+cookie, the id's rotation and format, the absolute lifetime and the per-user index are
+ours, since Litestar's session middleware would change them (docs/decisions.md, "Sessions
+and CSRF: framework pieces and the exceptions").
+
 The login form, which has no session yet, is protected by a signed double-submit token:
 the same random value in the `portal_csrf` cookie and in a hidden field, with an HMAC
 (settings.secret_key) so that a cookie planted by a sibling subdomain is refused too.
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from litestar.datastructures import Cookie
+from litestar.stores.redis import RedisStore
 from redis.asyncio import Redis
 
 from portal.accounts.schemas import Role, User
@@ -32,7 +38,7 @@ from portal.infrastructure.settings import Settings
 SESSION_COOKIE = "portal_session"
 CSRF_COOKIE = "portal_csrf"
 SESSION_TTL = timedelta(hours=12)
-SESSION_PREFIX = "sess:"
+SESSION_NAMESPACE = "sess"
 USER_SESSIONS_PREFIX = "user-sess:"
 # secrets.token_urlsafe(32): 43 url-safe characters. Anything else is not looked up.
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -69,7 +75,13 @@ class PageSession:
 
 
 def session_key(session_id: str) -> str:
-    return f"{SESSION_PREFIX}{session_id}"
+    """The Redis key of a session record (what `RedisStore` makes of the id)."""
+    return f"{SESSION_NAMESPACE}:{session_id}"
+
+
+def session_store(redis: Redis) -> RedisStore:
+    """The session records, `sess:<id>`. Read without `renew_for`: use never extends them."""
+    return RedisStore(redis, namespace=SESSION_NAMESPACE)
 
 
 async def open_session(redis: Redis, user: User) -> PageSession:
@@ -96,11 +108,13 @@ async def open_session(redis: Redis, user: User) -> PageSession:
         }
     )
     index = f"{USER_SESSIONS_PREFIX}{user.id}"
+    # The index first: a record that exists is always listed, so ending a user's sessions
+    # cannot miss one (an id listed without its record is harmless).
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(session_key(session.id), record, ex=SESSION_TTL, nx=True)
         pipe.sadd(index, session.id)
         pipe.expire(index, SESSION_TTL)
         await pipe.execute()
+    await session_store(redis).set(session.id, record, expires_in=SESSION_TTL)
     return session
 
 
@@ -108,7 +122,7 @@ async def load_session(redis: Redis, session_id: str | None) -> PageSession | No
     """The live session with this id, or None (absent, malformed, expired or unreadable)."""
     if not session_id or not _SESSION_ID.match(session_id):
         return None
-    raw = await redis.get(session_key(session_id))
+    raw = await session_store(redis).get(session_id)
     if raw is None:
         return None
     try:
@@ -129,15 +143,17 @@ async def load_session(redis: Redis, session_id: str | None) -> PageSession | No
 
 async def close_session(redis: Redis, session_id: str) -> None:
     if _SESSION_ID.match(session_id):
-        await redis.delete(session_key(session_id))
+        await session_store(redis).delete(session_id)
 
 
 async def close_user_sessions(redis: Redis, user_id: int) -> None:
     """End every session of a user (disabled, password changed, role changed)."""
     index = f"{USER_SESSIONS_PREFIX}{user_id}"
     ids = [i.decode() if isinstance(i, bytes) else str(i) for i in await redis.smembers(index)]
-    if ids:
-        await redis.delete(*(session_key(i) for i in ids if _SESSION_ID.match(i)))
+    store = session_store(redis)
+    for session_id in ids:
+        if _SESSION_ID.match(session_id):
+            await store.delete(session_id)
     await redis.delete(index)
 
 
