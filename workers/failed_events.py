@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from portal.ingest import repository as ingest_repository
 from portal.ingest.events import micros_to_datetime
 
 # The wire row of an accepted event (portal/ingest/events.py `AcceptedEvent.to_wire`).
@@ -293,30 +294,21 @@ async def record_failed_events(conn: Any, records: list[tuple[str, str, str, str
     caller's transaction. Idempotent per (message, customer, event): recording the same
     failure again keeps one row. Returns how many records were given."""
     if records:
-        await conn.executemany(
-            "INSERT INTO failed_events (message_id, customer_id, event_id, event, received_at, reason) "
-            "VALUES ($1, $2, $3, $4::jsonb, $5, $6) "
-            "ON CONFLICT (message_id, customer_id, event_id) DO NOTHING",
-            records,
-        )
+        await ingest_repository.insert_failed_events(conn, records)
     return len(records)
 
 
 async def already_failed(conn: Any, message_id: str) -> set[tuple[str, str]]:
     """(customer_id, event_id) of the events this message already set aside (see
     `failed_key`): a redelivered message skips them."""
-    found = await conn.fetch(
-        "SELECT customer_id, event_id FROM failed_events WHERE message_id = $1", key_safe(message_id)
-    )
-    return {(r["customer_id"], r["event_id"]) for r in found}
+    return await ingest_repository.failed_keys_of_message(conn, key_safe(message_id))
 
 
 async def record_conflicts_safely(conn: Any, rows: list[Any], detected_by: str) -> None:
     """`event_conflicts` rows for wire rows of any shape (the refused event, as shown)."""
     if rows:
         shown = [event_shown(decode_row(row)) for row in rows]
-        await conn.executemany(
-            "INSERT INTO event_conflicts (customer_id, event_id, event, detected_by) "
-            "VALUES ($1, $2, $3::jsonb, $4)",
+        await ingest_repository.insert_conflicts(
+            conn,
             [(e["customerId"], e["eventId"], json.dumps(e, ensure_ascii=False), detected_by) for e in shown],
         )

@@ -8,6 +8,7 @@ from datetime import timedelta
 import dramatiq
 
 from portal.infrastructure.broker import MAINTENANCE_QUEUE
+from portal.ingest import repository as ingest_repository
 from portal.ingest.partitions import maintain_partitions_now
 from workers.context import get_context
 from workers.outages import periodic
@@ -37,7 +38,4 @@ async def maintain_storage() -> None:
     ctx = await get_context()
     async with ctx.transaction() as conn:
         await maintain_partitions_now(conn, ctx.settings.accepted_lateness)
-        await conn.execute(
-            "DELETE FROM event_ledger WHERE event_time < now() - $1::interval",
-            ctx.settings.accepted_lateness + timedelta(days=2),
-        )
+        await ingest_repository.prune_ledger(conn, ctx.settings.accepted_lateness + timedelta(days=2))

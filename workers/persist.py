@@ -9,6 +9,10 @@ batches cannot deadlock.
 A batch that fails for a reason of its data is split (`persist_split`): every event that
 can be persisted is, in parts of their own transactions, and only the events that fail
 alone are kept in failed_events (workers/failed_events.py).
+
+The SQL is in the owning domains' repositories (`portal/ingest/repository.py` for the
+ledger, raw events and conflicts, `portal/usage/repository.py` for the hourly aggregates):
+raw asyncpg unnest statements and COPY on this transaction's connection, the hot path.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ from datetime import datetime
 from decimal import Decimal, localcontext
 from typing import Any
 
-import msgspec
-
 from portal.alerting import repository as alerting_repository
+from portal.ingest import repository as ingest_repository
 from portal.ingest.events import AcceptedEvent, micros_to_datetime
 from portal.ingest.partitions import ensure_partitions, forget_known, month_start, months_between
+from portal.usage import repository as usage_repository
+from portal.usage.repository import AggKey, HourDelta
 from workers.failed_events import (
     already_failed,
     decode_row,
@@ -41,28 +46,6 @@ from workers.failed_events import (
 )
 from workers.late_events import record_late_events
 
-EVENT_COLUMNS = [
-    "customer_id",
-    "event_id",
-    "metric_name",
-    "product_id",
-    "quantity",
-    "event_time",
-    "hour",
-    "group_key",
-    "dimensions",
-    "metadata",
-    "received_at",
-    "message_id",
-]
-
-
-def _json(value: Any) -> str:
-    return _encode(value).decode()
-
-
-_encode = msgspec.json.Encoder().encode
-
 
 @dataclass(frozen=True, slots=True)
 class PersistOutcome:
@@ -73,19 +56,6 @@ class PersistOutcome:
     late_invoices: tuple[int, ...] = ()
     # Customers of the batch with alert rules: to be evaluated after commit.
     alert_customers: tuple[str, ...] = ()
-
-
-@dataclass(slots=True)
-class HourDelta:
-    """What a batch adds to one hourly_usage row."""
-
-    value: Decimal
-    event_count: int
-    latest_at: datetime | None = None
-    latest_event_id: str | None = None
-
-
-AggKey = tuple[str, str, int, str]  # customer, metric, bucket, group key
 
 
 def hourly_deltas(events: list[AcceptedEvent]) -> dict[str, dict[AggKey, HourDelta]]:
@@ -134,43 +104,8 @@ def _hourly_deltas(events: list[AcceptedEvent]) -> dict[str, dict[AggKey, HourDe
     return out
 
 
-_UPSERT = {
-    "sum": "value = h.value + EXCLUDED.value, event_count = h.event_count + EXCLUDED.event_count",
-    "count": "value = h.value + EXCLUDED.value, event_count = h.event_count + EXCLUDED.event_count",
-    "unique_count": "value = h.value + EXCLUDED.value, event_count = h.event_count + EXCLUDED.event_count",
-    "max": "value = GREATEST(h.value, EXCLUDED.value), event_count = h.event_count + EXCLUDED.event_count",
-    "latest": "value = CASE WHEN (EXCLUDED.latest_at, EXCLUDED.latest_event_id) "
-    "> (h.latest_at, h.latest_event_id) THEN EXCLUDED.value ELSE h.value END, "
-    "latest_event_id = CASE WHEN (EXCLUDED.latest_at, EXCLUDED.latest_event_id) "
-    "> (h.latest_at, h.latest_event_id) THEN EXCLUDED.latest_event_id "
-    "ELSE h.latest_event_id END, "
-    "latest_at = GREATEST(h.latest_at, EXCLUDED.latest_at), "
-    "event_count = h.event_count + EXCLUDED.event_count",
-}
 # Fixed statement order keeps lock order fixed across concurrent batches.
 AGGREGATION_ORDER = ("sum", "count", "max", "latest", "unique_count")
-
-
-async def _upsert_hours(conn: Any, aggregation: str, rows: dict[AggKey, HourDelta]) -> None:
-    if not rows:
-        return
-    ordered = sorted(rows.items())
-    await conn.execute(
-        "INSERT INTO hourly_usage AS h (customer_id, metric_name, hour, group_key, value, "
-        "event_count, latest_at, latest_event_id) "
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], "
-        "$5::numeric[], $6::bigint[], $7::timestamptz[], $8::text[]) "
-        "ON CONFLICT (customer_id, metric_name, hour, group_key) DO UPDATE SET "
-        f"{_UPSERT[aggregation]}, updated_at = now()",
-        [k[0] for k, _ in ordered],
-        [k[1] for k, _ in ordered],
-        [micros_to_datetime(k[2] * 1_000_000) for k, _ in ordered],
-        [k[3] for k, _ in ordered],
-        [d.value for _, d in ordered],
-        [d.event_count for _, d in ordered],
-        [d.latest_at for _, d in ordered],
-        [d.latest_event_id for _, d in ordered],
-    )
 
 
 async def _unique_deltas(conn: Any, events: list[AcceptedEvent]) -> dict[AggKey, HourDelta]:
@@ -184,17 +119,7 @@ async def _unique_deltas(conn: Any, events: list[AcceptedEvent]) -> dict[AggKey,
         counts.setdefault(key, HourDelta(Decimal(0), 0)).event_count += 1
     if not distinct:
         return counts
-    new = await conn.fetch(
-        "INSERT INTO hourly_unique_values (customer_id, metric_name, hour, group_key, value) "
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[]) "
-        "ON CONFLICT DO NOTHING RETURNING customer_id, metric_name, hour, group_key",
-        [d[0] for d in distinct],
-        [d[1] for d in distinct],
-        [micros_to_datetime(d[2] * 1_000_000) for d in distinct],
-        [d[3] for d in distinct],
-        [d[4] for d in distinct],
-    )
-    for row in new:
+    for row in await usage_repository.insert_unique_values(conn, distinct):
         key = (row["customer_id"], row["metric_name"], int(row["hour"].timestamp()), row["group_key"])
         counts[key].value += 1
     return counts
@@ -203,10 +128,8 @@ async def _unique_deltas(conn: Any, events: list[AcceptedEvent]) -> dict[AggKey,
 async def _record_conflicts(conn: Any, events: list[AcceptedEvent], detected_by: str) -> None:
     if not events:
         return
-    await conn.executemany(
-        "INSERT INTO event_conflicts (customer_id, event_id, event, detected_by) "
-        "VALUES ($1, $2, $3::jsonb, $4)",
-        [(e.customer_id, e.event_id, json.dumps(e.as_json()), detected_by) for e in events],
+    await ingest_repository.insert_conflicts(
+        conn, [(e.customer_id, e.event_id, json.dumps(e.as_json()), detected_by) for e in events]
     )
 
 
@@ -242,30 +165,13 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
     event_times = [micros_to_datetime(e.event_time_us) for e in events]
     time_of = {(e.customer_id, e.event_id): t for e, t in zip(events, event_times, strict=True)}
 
-    admitted_rows = await conn.fetch(
-        "INSERT INTO event_ledger (customer_id, event_id, fingerprint, event_time, received_at) "
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::timestamptz[], "
-        "$5::timestamptz[]) ON CONFLICT DO NOTHING RETURNING customer_id, event_id",
-        [e.customer_id for e in events],
-        [e.event_id for e in events],
-        [bytes.fromhex(e.fingerprint) for e in events],
-        event_times,
-        [received_at] * len(events),
-    )
-    admitted_keys = {(r["customer_id"], r["event_id"]) for r in admitted_rows}
+    admitted_keys = await ingest_repository.admit_to_ledger(conn, events, event_times, received_at)
     admitted = [e for e in events if (e.customer_id, e.event_id) in admitted_keys]
     refused = [e for e in events if (e.customer_id, e.event_id) not in admitted_keys]
 
     conflicts: list[AcceptedEvent] = []
     if refused:
-        known = await conn.fetch(
-            "SELECT l.customer_id, l.event_id, l.fingerprint FROM event_ledger l "
-            "JOIN unnest($1::text[], $2::text[]) AS k(customer_id, event_id) "
-            "USING (customer_id, event_id)",
-            [e.customer_id for e in refused],
-            [e.event_id for e in refused],
-        )
-        fingerprints = {(r["customer_id"], r["event_id"]): bytes(r["fingerprint"]).hex() for r in known}
+        fingerprints = await ingest_repository.ledger_fingerprints(conn, refused)
         conflicts = [e for e in refused if fingerprints.get((e.customer_id, e.event_id)) != e.fingerprint]
     first_print = {(e.customer_id, e.event_id): e.fingerprint for e in events}
     conflicts += [e for e in repeats if first_print[(e.customer_id, e.event_id)] != e.fingerprint]
@@ -275,35 +181,15 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
         first = micros_to_datetime(min(e.event_time_us for e in admitted))
         last = micros_to_datetime(max(e.event_time_us for e in admitted))
         await ensure_partitions(conn, months_between(month_start(first), month_start(last)))
-        hours: dict[int, datetime] = {}
-        await conn.copy_records_to_table(
-            "usage_events",
-            columns=EVENT_COLUMNS,
-            records=[
-                (
-                    e.customer_id,
-                    e.event_id,
-                    e.metric_name,
-                    e.product_id,
-                    e.quantity,
-                    time_of[(e.customer_id, e.event_id)],
-                    hours.get(e.bucket)
-                    or hours.setdefault(e.bucket, micros_to_datetime(e.bucket * 1_000_000)),
-                    e.group_key,
-                    _json(e.dimensions),
-                    _json(e.metadata),
-                    received_at,
-                    message_id,
-                )
-                for e in admitted
-            ],
+        await ingest_repository.copy_usage_events(
+            conn, admitted, event_time_of=time_of, received_at=received_at, message_id=message_id
         )
         deltas = hourly_deltas(admitted)
         uniques = [e for e in admitted if e.aggregation == "unique_count"]
         if uniques:
             deltas["unique_count"] = await _unique_deltas(conn, uniques)
         for aggregation in AGGREGATION_ORDER:
-            await _upsert_hours(conn, aggregation, deltas.get(aggregation, {}))
+            await usage_repository.upsert_hours(conn, aggregation, deltas.get(aggregation, {}))
     late = await record_late_events(conn, admitted)
     watched = (
         await alerting_repository.customers_with_rules_among(conn, {e.customer_id for e in admitted})

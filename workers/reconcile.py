@@ -23,6 +23,7 @@ from portal.infrastructure.periods import HOUR_S, to_datetime
 from portal.live import redis_keys as keys
 from portal.live import repository as live_repository
 from portal.live.store import live_value, live_values, sum_fields
+from portal.usage import repository as usage_repository
 from portal.usage.combine import combine, exact
 from workers.context import WorkerContext
 
@@ -54,12 +55,7 @@ async def _desired_state(
 ) -> tuple[dict[str, Desired], dict[str, dict[str, set[str]]], dict[str, tuple[str, str, int]]]:
     """What each live key should hold, from Postgres, for hours in [start, end); `meters`
     maps metric names to their aggregation."""
-    rows = await conn.fetch(
-        "SELECT customer_id, metric_name, hour, group_key, value, latest_at, latest_event_id "
-        "FROM hourly_usage WHERE hour >= $1 AND hour < $2",
-        start,
-        end,
-    )
+    rows = await usage_repository.hours_between(conn, start, end)
     groups: dict[str, list[Any]] = defaultdict(list)
     where: dict[str, tuple[str, str, int]] = {}
     for r in rows:
@@ -68,12 +64,7 @@ async def _desired_state(
         groups[hkey].append(r)
         where[hkey] = (r["customer_id"], r["metric_name"], bucket)
     sets: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for r in await conn.fetch(
-        "SELECT customer_id, metric_name, hour, group_key, value FROM hourly_unique_values "
-        "WHERE hour >= $1 AND hour < $2",
-        start,
-        end,
-    ):
+    for r in await usage_repository.unique_values_between(conn, start, end):
         bucket = int(r["hour"].timestamp())
         hkey = keys.hour_key(r["customer_id"], r["metric_name"], bucket)
         sets[hkey][keys.TOTAL_FIELD].add(r["value"])

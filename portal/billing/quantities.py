@@ -6,7 +6,9 @@ add, max takes the largest, latest takes the last event's value, unique_count co
 distinct values across hours and groups (never a sum of hourly counts).
 
 Windows are read in bulk: one query per distinct [start, end) for all customers that
-share it, so an invoice run costs a handful of scans, not one query per customer.
+share it, so an invoice run costs a handful of scans, not one query per customer. The
+queries are `portal.usage.repository`'s (`window_sums`, `window_latest`,
+`window_unique_values`).
 """
 
 from __future__ import annotations
@@ -17,15 +19,13 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.rating import charge_for_group
 from portal.billing.schemas import Plan
 from portal.catalog import repository as catalog
-from portal.infrastructure.db import values
+from portal.usage import repository as usage_repository
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,33 +108,21 @@ async def charge_quantities(
         plain = sorted(m for m in metered if aggregations.get(m) in ("sum", "count", "max"))
         latest = sorted(m for m in metered if aggregations.get(m) == "latest")
         unique = sorted(m for m in metered if aggregations.get(m) == "unique_count")
-        params: dict[str, Any] = {"ids": list(members), "lo": start, "hi": end}
+        ids = list(members)
 
         if plain:
-            rows = await session.execute(
-                text(
-                    "SELECT customer_id, metric_name, group_key, sum(value), max(value) FROM hourly_usage "
-                    "WHERE customer_id = ANY(:ids) AND metric_name = ANY(:metrics) "
-                    "AND hour >= :lo AND hour < :hi GROUP BY 1, 2, 3"
-                ),
-                {**params, "metrics": plain},
+            sums = await usage_repository.window_sums(
+                session, customer_ids=ids, metric_names=plain, start=start, end=end
             )
-            for customer_id, metric, group_key, total, peak in (values(r) for r in rows):
+            for customer_id, metric, group_key, total, peak in sums:
                 target = _place(found, members, customer_id, metric, group_key)
                 if target is not None:
                     target[0].add(aggregations[metric], target[1], total, peak)
         if latest:
-            rows = await session.execute(
-                text(
-                    "SELECT DISTINCT ON (customer_id, metric_name, group_key) customer_id, metric_name, "
-                    "group_key, latest_at, latest_event_id, value FROM hourly_usage "
-                    "WHERE customer_id = ANY(:ids) AND metric_name = ANY(:metrics) "
-                    "AND hour >= :lo AND hour < :hi "
-                    "ORDER BY customer_id, metric_name, group_key, latest_at DESC, latest_event_id DESC"
-                ),
-                {**params, "metrics": latest},
+            newest = await usage_repository.window_latest(
+                session, customer_ids=ids, metric_names=latest, start=start, end=end
             )
-            for customer_id, metric, group_key, at, event_id, value in (values(r) for r in rows):
+            for customer_id, metric, group_key, at, event_id, value in newest:
                 target = _place(found, members, customer_id, metric, group_key)
                 if target is not None:
                     accumulator, charge_key = target
@@ -142,16 +130,11 @@ async def charge_quantities(
                     if current is None or (at, event_id) > current[:2]:
                         accumulator.latest[charge_key] = (at, event_id, value)
         if unique:
-            rows = await session.execute(
-                text(
-                    "SELECT DISTINCT customer_id, metric_name, group_key, value FROM hourly_unique_values "
-                    "WHERE customer_id = ANY(:ids) AND metric_name = ANY(:metrics) "
-                    "AND hour >= :lo AND hour < :hi"
-                ),
-                {**params, "metrics": unique},
+            seen = await usage_repository.window_unique_values(
+                session, customer_ids=ids, metric_names=unique, start=start, end=end
             )
-            for customer_id, metric, group_key, value in (values(r) for r in rows):
+            for customer_id, metric, group_key, member in seen:
                 target = _place(found, members, customer_id, metric, group_key)
                 if target is not None:
-                    target[0].uniques[target[1]].add(value)
+                    target[0].uniques[target[1]].add(member)
     return {key: accumulator.quantities() for key, accumulator in found.items()}

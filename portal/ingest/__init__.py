@@ -10,11 +10,14 @@ Tables (`models.py`): `event_ledger` (one row per accepted (customer, eventId), 
 fingerprint: the dedup guard, pruned after the lateness window), `usage_events` (the raw
 events, in monthly partitions `usage_events_pYYYYMM` made by `partitions.py`),
 `failed_events` (events the workers gave up on, later marked replayed or discarded) and
-`event_conflicts` (eventIds re-used with other content). No row of them is written here:
-the worker's persist transaction writes them (`workers/persist.py`,
-`workers/failed_events.py`), `maintain_storage` prunes the ledger and makes partitions
-ahead, and `usage-portal failed replay` (`portal/operations/operator_tasks.py`) and the failed-events
-page (`portal/pages/manager/failed.py`) mark failed events replayed or discarded.
+`event_conflicts` (eventIds re-used with other content). Every statement on them is in
+`repository.py` (the partitions' DDL aside); other modules call it, never the tables. The
+worker's persist transaction writes them through it (`workers/persist.py`,
+`workers/failed_events.py`: raw asyncpg unnest and COPY, the hot path), `maintain_storage`
+prunes the ledger and makes partitions ahead, `usage-portal failed replay`
+(`portal/operations/operator_tasks.py`) and the failed-events page
+(`portal/pages/manager/failed.py`) mark failed events replayed or discarded, and the event
+explorer (`portal/pages/manager/events.py`) reads them.
 
 Redis keys: none of its own. The markers `ld:{c}:<eventId>`, `live:inflight` and the hour
 counters are written through `portal.live.store.LiveStore` (owned by `portal/live/`), and

@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from portal.infrastructure.broker import INGEST_QUEUE, MAINTENANCE_QUEUE, setup_broker
-from portal.infrastructure.db import create_engine, session_factory, transaction, values
+from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.jobs import enqueue_sync
 from portal.infrastructure.settings import Settings
 from portal.ingest.service import PERSIST_ACTOR
@@ -74,23 +74,13 @@ async def replay_failed_events(session: AsyncSession, redis: Redis, *, ids: list
     """Queue failed events again as new batches (one per original message) and mark them
     replayed, in the caller's transaction; returns how many. Safe to repeat: the ledger
     admits each event once. Used by the CLI and the portal's failed-events page."""
-    from sqlalchemy import text
-
     from portal.infrastructure.jobs import enqueue
+    from portal.ingest import repository as ingest_repository
     from portal.live.redis_keys import INFLIGHT_KEY
 
-    rows = (
-        await session.execute(
-            text(
-                "SELECT id, message_id, event FROM failed_events WHERE status = 'failed' "
-                "AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(CAST(:ids AS bigint[]))) "
-                "ORDER BY id FOR UPDATE"
-            ),
-            {"ids": ids},
-        )
-    ).all()
+    rows = await ingest_repository.failed_to_replay(session, ids)
     by_message: dict[str, list[Any]] = defaultdict(list)
-    for _, message_id, event in (values(r) for r in rows):
+    for _, message_id, event in rows:
         stored = event if isinstance(event, dict) else json.loads(event)
         by_message[message_id].append(stored["wire"])
     # Queued inside the transaction on purpose, unlike jobs owed after commit: the failed
@@ -112,13 +102,7 @@ async def replay_failed_events(session: AsyncSession, redis: Redis, *, ids: list
                 "conflicts": [],
             },
         )
-    await session.execute(
-        text(
-            "UPDATE failed_events SET status = 'replayed', resolved_at = now() "
-            "WHERE id = ANY(CAST(:ids AS bigint[]))"
-        ),
-        {"ids": [r[0] for r in rows]},
-    )
+    await ingest_repository.mark_replayed(session, [r[0] for r in rows])
     return len(rows)
 
 

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.catalog.schemas import Meter
-from portal.infrastructure.db import values
 from portal.infrastructure.periods import hour_buckets, to_datetime
+from portal.usage import repository as usage_repository
 from portal.usage.combine import combine
 
 # The usage API's own grouping of hours into points, so both split days the same way.
@@ -61,26 +60,16 @@ async def usage_by_dimension(
     if not buckets:
         return []
     points = points_of(buckets, tz_name, granularity)
-    params = {
-        "c": customer_id,
-        "m": meter.metric_name,
-        "lo": to_datetime(buckets[0]),
-        "hi": to_datetime(buckets[-1] + 1),
-    }
+    low, high = to_datetime(buckets[0]), to_datetime(buckets[-1] + 1)
     names: dict[str, str] = {}
     groups: list[GroupUsage] = []
     if meter.aggregation == "unique_count":
-        rows = await session.execute(
-            text(
-                "SELECT DISTINCT hour, group_key, value FROM hourly_unique_values "
-                "WHERE customer_id = :c AND metric_name = :m AND hour >= :lo AND hour < :hi"
-            ),
-            params,
-        )
         seen: dict[str, dict[int, set[str]]] = {}
-        for hour, group_key, value in (values(r) for r in rows):
+        for hour, group_key, member in await usage_repository.group_unique_values(
+            session, customer_id=customer_id, metric_name=meter.metric_name, start=low, end=high
+        ):
             by_bucket = seen.setdefault(_dimension(group_key, dimension, names), {})
-            by_bucket.setdefault(int(hour.timestamp()), set()).add(value)
+            by_bucket.setdefault(int(hour.timestamp()), set()).add(member)
         for name, by_bucket in seen.items():
             series = [
                 UsagePoint(p, Decimal(len(set().union(*(by_bucket.get(b, set()) for b in bs)))))
@@ -88,16 +77,11 @@ async def usage_by_dimension(
             ]
             groups.append(GroupUsage(name, Decimal(len(set().union(*by_bucket.values()))), series))
     else:
-        rows = await session.execute(
-            text(
-                "SELECT hour, group_key, value, latest_at, latest_event_id FROM hourly_usage "
-                "WHERE customer_id = :c AND metric_name = :m AND hour >= :lo AND hour < :hi"
-            ),
-            params,
-        )
         per_hour: dict[str, dict[int, Decimal]] = {}
-        latest: dict[tuple[str, int], tuple[datetime, str]] = {}
-        for hour, group_key, value, latest_at, event_id in (values(r) for r in rows):
+        latest: dict[tuple[str, int], tuple[datetime | None, str | None]] = {}
+        for hour, group_key, value, latest_at, event_id in await usage_repository.group_hour_values(
+            session, customer_id=customer_id, metric_name=meter.metric_name, start=low, end=high
+        ):
             name, b = _dimension(group_key, dimension, names), int(hour.timestamp())
             hours = per_hour.setdefault(name, {})
             if meter.aggregation in ("sum", "count"):
@@ -105,7 +89,7 @@ async def usage_by_dimension(
             elif meter.aggregation == "max":
                 hours[b] = max(hours.get(b, value), value)
             elif meter.aggregation == "latest":
-                candidate: tuple[datetime, str] = (latest_at, event_id)
+                candidate = (latest_at, event_id)
                 if (name, b) not in latest or candidate > latest[(name, b)]:
                     latest[(name, b)] = candidate
                     hours[b] = value

@@ -15,29 +15,18 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.catalog import service as catalog
 from portal.catalog.schemas import Customer, Meter
-from portal.http.schemas import CamelStruct
-from portal.infrastructure.db import values
 from portal.infrastructure.periods import hour_bucket, hour_buckets, local_date, local_midnight, to_datetime
+from portal.usage import repository
 from portal.usage.anomaly_rule import Anomaly, Sensitivity, daily_anomalies, hourly_anomalies
 from portal.usage.combine import exact
+from portal.usage.schemas import AnomalyOut as AnomalyOut  # the pages import it from here
 
 # At most this many customers per query: the account managers' table shows pages of 100.
 PAGE = 100
-
-
-class AnomalyOut(CamelStruct):
-    metric_name: str
-    kind: str
-    start: datetime
-    end: datetime
-    value: str
-    expected: str
-    granularity: str  # "hour" (start..end: an hour, or a span of silent hours) or "day"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,27 +104,17 @@ async def detect(
         windows = {c.id: window(c.timezone, now, hours=hours, days=days, s=s) for c in page}
         # The first usage ever comes from the primary key's index (one short index scan per
         # customer and meter); the series only from the earliest `since` of the page.
-        rows = await session.execute(
-            text(
-                "WITH pairs AS (SELECT c, m, (SELECT min(hour) FROM hourly_usage "
-                "  WHERE customer_id = c AND metric_name = m) AS started "
-                "  FROM unnest(CAST(:ids AS text[])) AS c CROSS JOIN unnest(CAST(:ms AS text[])) AS m) "
-                "SELECT p.c, p.m, p.started, h.hour, sum(h.value) FROM pairs p "
-                "LEFT JOIN hourly_usage h ON h.customer_id = p.c AND h.metric_name = p.m "
-                "  AND h.hour >= :since AND h.hour < :end "
-                "WHERE p.started IS NOT NULL GROUP BY 1, 2, 3, 4"
-            ),
-            {
-                "ids": [c.id for c in page],
-                "ms": judged,
-                "since": min(w.since for w in windows.values()),
-                "end": now,
-            },
+        rows = await repository.hourly_totals_since(
+            session,
+            customer_ids=[c.id for c in page],
+            metric_names=judged,
+            since=min(w.since for w in windows.values()),
+            end=now,
         )
         series: dict[tuple[str, str], tuple[datetime, dict[datetime, Decimal]]] = {}
-        for customer_id, metric, started, hour, total in (values(r) for r in rows):
+        for customer_id, metric, started, hour, total in rows:
             _, points = series.setdefault((customer_id, metric), (started, {}))
-            if hour is not None and hour >= windows[customer_id].since:
+            if hour is not None and total is not None and hour >= windows[customer_id].since:
                 points[hour] = total
         for customer in page:
             for metric in judged:

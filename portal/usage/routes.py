@@ -11,28 +11,12 @@ from litestar.params import FromPath, FromQuery
 
 from portal.catalog import service as catalog
 from portal.dependencies import Db, Portal
-from portal.http.schemas import CamelStruct, check_time
+from portal.http.schemas import check_time
 from portal.infrastructure.periods import period_for, to_datetime
-from portal.usage.anomaly_detection import AnomalyOut, recent_anomalies
+from portal.usage.anomaly_detection import recent_anomalies
 from portal.usage.combine import exact
+from portal.usage.schemas import AnomalyOut, UsageOut, UsagePointOut
 from portal.usage.service import billed_usage, live_usage
-
-
-class UsagePointOut(CamelStruct):
-    start: datetime
-    value: str
-
-
-class UsageOut(CamelStruct):
-    customer_id: str
-    metric: str
-    source: str
-    granularity: str
-    start: datetime
-    end: datetime
-    complete_through: datetime
-    total: str
-    series: list[UsagePointOut]
 
 
 class UsageController(Controller):

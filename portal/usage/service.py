@@ -1,4 +1,5 @@
-"""Usage series for one customer and meter, from the live view or from Postgres."""
+"""Usage series for one customer and meter, from the live view or from Postgres (read
+through `portal.usage.repository`)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.catalog.schemas import Meter
-from portal.infrastructure.db import values
 from portal.infrastructure.periods import hour_buckets, local_date, local_midnight, to_datetime
 from portal.live import redis_keys as keys
 from portal.live.store import LiveStore, live_value
+from portal.usage import repository
 from portal.usage.combine import combine, exact_sum
 
 Source = Literal["live", "billed"]
@@ -88,41 +88,30 @@ async def billed_usage(
     if not buckets:
         return Usage(total=Decimal(0), series=[])
     low, high = to_datetime(buckets[0]), to_datetime(buckets[-1] + 1)
-    params = {"c": customer_id, "m": meter.metric_name, "lo": low, "hi": high}
     if meter.aggregation == "unique_count":
-        rows = await session.execute(
-            text(
-                "SELECT DISTINCT hour, value FROM hourly_unique_values "
-                "WHERE customer_id = :c AND metric_name = :m AND hour >= :lo AND hour < :hi"
-            ),
-            params,
-        )
         values_by_bucket: dict[int, set[str]] = {}
-        for hour, value in (values(r) for r in rows):
-            values_by_bucket.setdefault(int(hour.timestamp()), set()).add(value)
+        for hour, seen in await repository.unique_values(
+            session, customer_id=customer_id, metric_name=meter.metric_name, start=low, end=high
+        ):
+            values_by_bucket.setdefault(int(hour.timestamp()), set()).add(seen)
         series = [
             UsagePoint(p, Decimal(len(set().union(*(values_by_bucket.get(b, set()) for b in bs)))))
             for p, bs in points.items()
         ]
         everything: set[str] = set().union(*values_by_bucket.values()) if values_by_bucket else set()
         return Usage(total=Decimal(len(everything)), series=series)
-    rows = await session.execute(
-        text(
-            "SELECT hour, value, latest_at, latest_event_id FROM hourly_usage "
-            "WHERE customer_id = :c AND metric_name = :m AND hour >= :lo AND hour < :hi"
-        ),
-        params,
-    )
     per_hour: dict[int, Decimal] = {}
-    latest_key: dict[int, tuple[datetime, str]] = {}
-    for hour, value, latest_at, latest_event_id in (values(r) for r in rows):
+    latest_key: dict[int, tuple[datetime | None, str | None]] = {}
+    for hour, value, latest_at, latest_event_id in await repository.hour_values(
+        session, customer_id=customer_id, metric_name=meter.metric_name, start=low, end=high
+    ):
         b = int(hour.timestamp())
         if meter.aggregation in ("sum", "count"):
             per_hour[b] = exact_sum((per_hour.get(b, Decimal(0)), value))
         elif meter.aggregation == "max":
             per_hour[b] = max(per_hour.get(b, value), value)
         elif meter.aggregation == "latest":
-            candidate: tuple[datetime, str] = (latest_at, latest_event_id)
+            candidate = (latest_at, latest_event_id)
             if b not in latest_key or candidate > latest_key[b]:
                 latest_key[b] = candidate
                 per_hour[b] = value

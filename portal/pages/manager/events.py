@@ -11,14 +11,13 @@ from litestar import Request, get
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery
 from litestar.response import Template
-from sqlalchemy import text
 
 from portal.billing.repository import adjustments as adjustment_store
 from portal.billing.repository import invoices as invoice_store
 from portal.catalog import service as catalog
 from portal.dependencies import Db
-from portal.infrastructure.db import values
 from portal.infrastructure.domain_errors import Invalid
+from portal.ingest import repository as ingest_repository
 from portal.pages.access import STAFF_GUARDS, may_see, viewer, visible_customer
 from portal.pages.manager.common import (
     PAGE_SIZE,
@@ -30,6 +29,7 @@ from portal.pages.manager.common import (
     visible_ids,
 )
 from portal.pages.web import PageController, page
+from portal.usage import repository as usage_repository
 from portal.usage.combine import exact
 
 
@@ -84,29 +84,19 @@ class EventsController(PageController):
             raise Invalid("to: must be after from")
         number = page_number(query.get("page"))
         visible, params = visible_ids(request)
-        rows = await db.execute(
-            text(
-                "SELECT customer_id, event_id, metric_name, quantity, event_time, received_at, persisted_at, "
-                f"dimensions FROM usage_events WHERE customer_id IN {visible} "
-                "AND (CAST(:c AS text) IS NULL OR customer_id = :c) "
-                "AND (CAST(:m AS text) IS NULL OR metric_name = :m) "
-                "AND (CAST(:e AS text) IS NULL OR event_id = :e) "
-                "AND (CAST(:s AS timestamptz) IS NULL OR event_time >= :s) "
-                "AND (CAST(:t AS timestamptz) IS NULL OR event_time < :t) "
-                "ORDER BY event_time DESC, customer_id, event_id LIMIT :limit OFFSET :offset"
-            ),
-            {
-                **params,
-                "c": search.customer,
-                "m": search.meter,
-                "e": search.event,
-                "s": search.start,
-                "t": search.end,
-                "limit": PAGE_SIZE + 1,
-                "offset": (number - 1) * PAGE_SIZE,
-            },
+        stored_rows = await ingest_repository.events_page(
+            db,
+            visible=visible,
+            params=params,
+            customer_id=search.customer,
+            metric_name=search.meter,
+            event_id=search.event,
+            start=search.start,
+            end=search.end,
+            limit=PAGE_SIZE + 1,
+            offset=(number - 1) * PAGE_SIZE,
         )
-        found_rows = [EventRow(r[0], r[1], r[2], exact(r[3]), *r[4:]) for r in (values(x) for x in rows)]
+        found_rows = [EventRow(r[0], r[1], r[2], exact(r[3]), *r[4:]) for r in stored_rows]
         more = len(found_rows) > PAGE_SIZE
         found_rows = found_rows[:PAGE_SIZE]
         zones = await customer_zones(db, {r.customer_id for r in found_rows})
@@ -132,60 +122,18 @@ class EventsController(PageController):
         """Received, persisted, counted in an hourly aggregate, billed on an invoice line (or
         a late-event note): each step with its time, or why it is missing."""
         customer = await visible_customer(request, db, customer_id)
-        key = {"c": customer_id, "e": event_id}
-        ledger = (
-            await db.execute(
-                text(
-                    "SELECT event_time, received_at, persisted_at FROM event_ledger WHERE customer_id = :c "
-                    "AND event_id = :e"
-                ),
-                key,
-            )
-        ).first()
-        stored = (
-            await db.execute(
-                text(
-                    "SELECT metric_name, quantity, event_time, hour, group_key, dimensions, metadata, "
-                    "received_at, "
-                    "persisted_at, message_id FROM usage_events WHERE customer_id = :c AND event_id = :e "
-                    "ORDER BY persisted_at LIMIT 1"
-                ),
-                key,
-            )
-        ).first()
-        failed = (
-            await db.execute(
-                text(
-                    "SELECT id, reason, failed_at, status, resolved_at FROM failed_events WHERE customer_id "
-                    "= :c "
-                    "AND event_id = :e ORDER BY id"
-                ),
-                key,
-            )
-        ).all()
-        conflicts = (
-            await db.execute(
-                text(
-                    "SELECT detected_at, detected_by, event FROM event_conflicts WHERE customer_id = :c "
-                    "AND event_id = :e ORDER BY id"
-                ),
-                key,
-            )
-        ).all()
+        ledger = await ingest_repository.ledger_entry(db, customer_id, event_id)
+        stored = await ingest_repository.stored_event(db, customer_id, event_id)
+        failed = await ingest_repository.failed_of_event(db, customer_id, event_id)
+        conflicts = await ingest_repository.conflicts_of_event(db, customer_id, event_id)
         if ledger is None and stored is None and not failed and not conflicts:
             raise NotFoundException(f"There is no event “{event_id}” of this customer you can see.")
         hourly = invoices = lines = late = None
         if stored is not None:
-            metric, _, event_time, hour, group_key = values(stored)[:5]
-            hourly = (
-                await db.execute(
-                    text(
-                        "SELECT hour, group_key, value, event_count, updated_at FROM hourly_usage "
-                        "WHERE customer_id = :c AND metric_name = :m AND hour = :h AND group_key = :g"
-                    ),
-                    {"c": customer_id, "m": metric, "h": hour, "g": group_key},
-                )
-            ).first()
+            metric, _, event_time, hour, group_key = stored[:5]
+            hourly = await usage_repository.hour_row(
+                db, customer_id=customer_id, metric_name=metric, hour=hour, group_key=group_key
+            )
             invoices = await invoice_store.invoices_covering(db, customer_id, event_time)
             lines = await invoice_store.meter_lines_at(db, [i[0] for i in invoices], metric, event_time)
             late = await adjustment_store.late_event_trace(db, customer_id, event_id)

@@ -13,16 +13,17 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.accounts import audit
+from portal.accounts.schemas import AuditEntry
 from portal.dependencies import Db, Portal
-from portal.infrastructure.db import values
+from portal.ingest import repository as ingest_repository
 from portal.operations.operator_tasks import replay_failed_events
 from portal.pages.access import STAFF_GUARDS, check_owner, viewer
 from portal.pages.manager.common import (
     Pager,
+    audit_trail,
     choice,
     customer_zones,
     page_number,
@@ -63,16 +64,20 @@ class FormState:
     reason: str
 
 
+def _discard_reason(trail: list[AuditEntry]) -> str | None:
+    """The reason given by the latest discard in a failed event's audit trail (oldest first)."""
+    for entry in reversed(trail):
+        if entry.action == "failed_event.discard":
+            return entry.reason
+    return None
+
+
 async def _owned(request: Request[Any, Any, Any], db: AsyncSession, failed_id: int) -> tuple[str, str]:
     """(customer id, event id) of a failed event the viewer may see; 404 alike otherwise."""
-    row = (
-        await db.execute(
-            text("SELECT customer_id, event_id FROM failed_events WHERE id = :id"), {"id": failed_id}
-        )
-    ).first()
-    await check_owner(request, db, None if row is None else str(values(row)[0]), "failed event")
-    assert row is not None
-    return str(values(row)[0]), str(values(row)[1])
+    key = await ingest_repository.failed_event_key(db, failed_id)
+    await check_owner(request, db, None if key is None else key[0], "failed event")
+    assert key is not None
+    return key
 
 
 async def failed_page(
@@ -88,26 +93,17 @@ async def failed_page(
     customer = text_param("customer", query.get("customer"))
     number = page_number(query.get("page"))
     visible, params = visible_ids(request)
-    rows = await db.execute(
-        text(
-            "SELECT f.id, f.customer_id, f.event_id, f.reason, f.received_at, f.failed_at, f.status, "
-            "f.resolved_at, "
-            "COALESCE(f.event->>'metricName', ''), COALESCE(f.event->>'quantity', ''), "
-            "(f.event->>'timestamp')::bigint, "
-            "(SELECT count(*) FROM jsonb_object_keys(COALESCE(f.event->'dimensions', '{}'::jsonb))), "
-            "(SELECT a.reason FROM audit_log a WHERE a.object_type = 'failed_event' AND a.object_id = "
-            "f.id::text "
-            " AND a.action = 'failed_event.discard' ORDER BY a.at DESC LIMIT 1), count(*) OVER () "
-            f"FROM failed_events f WHERE f.customer_id IN {visible} AND f.status = :s "
-            "AND (CAST(:c AS text) IS NULL OR f.customer_id = :c) "
-            "ORDER BY f.failed_at DESC, f.id DESC LIMIT 50 OFFSET :offset"
-        ),
-        {**params, "s": status, "c": customer, "offset": (number - 1) * 50},
+    listed, total = await ingest_repository.failed_page(
+        db,
+        visible=visible,
+        params=params,
+        status=status,
+        customer_id=customer,
+        limit=50,
+        offset=(number - 1) * 50,
     )
-    found, total = [], 0
-    for *row, count in (values(r) for r in rows):
-        found.append(FailedRow(*row))
-        total = int(count)
+    trails = await audit_trail(db, "failed_event", [str(f.id) for f in listed])
+    found = [FailedRow(*f, discard_reason=_discard_reason(trails.get(str(f.id), []))) for f in listed]
     pager = Pager(number, total, "/portal/failed-events", query_items(request))
     zones = await customer_zones(db, {r.customer_id for r in found})
     return page(
@@ -187,16 +183,7 @@ class FailedEventsController(PageController):
                 status_code=422,
                 form=FormState(failed_id, "Reason: at most 500 characters.", reason),
             )
-        changed = (
-            await db.execute(
-                text(
-                    "UPDATE failed_events SET status = 'discarded', resolved_at = now() WHERE id = :id "
-                    "AND status = 'failed' RETURNING id"
-                ),
-                {"id": failed_id},
-            )
-        ).first()
-        if changed is None:
+        if not await ingest_repository.mark_discarded(db, failed_id):
             return await failed_page(
                 request,
                 db,

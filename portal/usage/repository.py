@@ -1,0 +1,339 @@
+"""Every query on usage's tables, `hourly_usage` and `hourly_unique_values`; other modules
+call these functions, never the tables.
+
+The persist worker writes both on a bare asyncpg connection inside its per-batch
+transaction, and reconcile reads them on one: those functions are raw asyncpg SQL (unnest
+upserts, one round trip per statement whatever the batch size), the ingest hot path. The
+usage API, the pages and billing read on a session: SQLAlchemy expressions, except the bulk
+aggregate reads that say why not. Reads select columns rather than whole models, so nothing
+lands in the session's identity map. None of them commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from portal.ingest.events import micros_to_datetime
+from portal.usage.models import HourlyUniqueValue, HourlyUsage
+
+# --- hourly_usage and hourly_unique_values: the persist worker's writes (hot path)
+
+AggKey = tuple[str, str, int, str]  # customer, metric, bucket (epoch s), group key
+# A unique_count value seen in an hour: customer, metric, bucket (epoch s), group key, value.
+UniqueKey = tuple[str, str, int, str, str]
+
+
+@dataclass(slots=True)
+class HourDelta:
+    """What a batch adds to one hourly_usage row."""
+
+    value: Decimal
+    event_count: int
+    latest_at: datetime | None = None
+    latest_event_id: str | None = None
+
+
+_UPSERT = {
+    "sum": "value = h.value + EXCLUDED.value, event_count = h.event_count + EXCLUDED.event_count",
+    "count": "value = h.value + EXCLUDED.value, event_count = h.event_count + EXCLUDED.event_count",
+    "unique_count": "value = h.value + EXCLUDED.value, event_count = h.event_count + EXCLUDED.event_count",
+    "max": "value = GREATEST(h.value, EXCLUDED.value), event_count = h.event_count + EXCLUDED.event_count",
+    "latest": "value = CASE WHEN (EXCLUDED.latest_at, EXCLUDED.latest_event_id) "
+    "> (h.latest_at, h.latest_event_id) THEN EXCLUDED.value ELSE h.value END, "
+    "latest_event_id = CASE WHEN (EXCLUDED.latest_at, EXCLUDED.latest_event_id) "
+    "> (h.latest_at, h.latest_event_id) THEN EXCLUDED.latest_event_id "
+    "ELSE h.latest_event_id END, "
+    "latest_at = GREATEST(h.latest_at, EXCLUDED.latest_at), "
+    "event_count = h.event_count + EXCLUDED.event_count",
+}
+
+
+async def upsert_hours(conn: Any, aggregation: str, rows: dict[AggKey, HourDelta]) -> None:
+    """Add a batch's deltas to its hourly_usage rows, combined by `aggregation`, on the
+    persist transaction's asyncpg connection; rows are locked in key order."""
+    if not rows:
+        return
+    ordered = sorted(rows.items())
+    # Raw asyncpg: the ingest hot path, one unnest upsert per aggregation for the whole batch.
+    await conn.execute(
+        "INSERT INTO hourly_usage AS h (customer_id, metric_name, hour, group_key, value, "
+        "event_count, latest_at, latest_event_id) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], "
+        "$5::numeric[], $6::bigint[], $7::timestamptz[], $8::text[]) "
+        "ON CONFLICT (customer_id, metric_name, hour, group_key) DO UPDATE SET "
+        f"{_UPSERT[aggregation]}, updated_at = now()",
+        [k[0] for k, _ in ordered],
+        [k[1] for k, _ in ordered],
+        [micros_to_datetime(k[2] * 1_000_000) for k, _ in ordered],
+        [k[3] for k, _ in ordered],
+        [d.value for _, d in ordered],
+        [d.event_count for _, d in ordered],
+        [d.latest_at for _, d in ordered],
+        [d.latest_event_id for _, d in ordered],
+    )
+
+
+async def insert_unique_values(conn: Any, distinct: Sequence[UniqueKey]) -> list[Any]:
+    """Insert unique_count values (sorted, each once) on the persist transaction's asyncpg
+    connection; the records (customer_id, metric_name, hour, group_key) of those new to
+    their hour."""
+    # Raw asyncpg: the ingest hot path, one unnest insert for the whole batch.
+    new: list[Any] = await conn.fetch(
+        "INSERT INTO hourly_unique_values (customer_id, metric_name, hour, group_key, value) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[]) "
+        "ON CONFLICT DO NOTHING RETURNING customer_id, metric_name, hour, group_key",
+        [d[0] for d in distinct],
+        [d[1] for d in distinct],
+        [micros_to_datetime(d[2] * 1_000_000) for d in distinct],
+        [d[3] for d in distinct],
+        [d[4] for d in distinct],
+    )
+    return new
+
+
+# --- reconcile's reads (asyncpg)
+
+
+async def hours_between(conn: Any, start: datetime, end: datetime) -> list[Any]:
+    """Records (customer_id, metric_name, hour, group_key, value, latest_at, latest_event_id)
+    of every hourly_usage row whose hour is in [start, end), on an asyncpg connection."""
+    # Raw asyncpg: the reconcile actor runs on a bare asyncpg connection, not a session.
+    rows: list[Any] = await conn.fetch(
+        "SELECT customer_id, metric_name, hour, group_key, value, latest_at, latest_event_id "
+        "FROM hourly_usage WHERE hour >= $1 AND hour < $2",
+        start,
+        end,
+    )
+    return rows
+
+
+async def unique_values_between(conn: Any, start: datetime, end: datetime) -> list[Any]:
+    """Records (customer_id, metric_name, hour, group_key, value) of every hourly unique
+    value whose hour is in [start, end), on an asyncpg connection."""
+    # Raw asyncpg: the reconcile actor runs on a bare asyncpg connection, not a session.
+    rows: list[Any] = await conn.fetch(
+        "SELECT customer_id, metric_name, hour, group_key, value FROM hourly_unique_values "
+        "WHERE hour >= $1 AND hour < $2",
+        start,
+        end,
+    )
+    return rows
+
+
+# --- one customer's meter over a range of hours
+
+
+class HourValue(NamedTuple):
+    hour: datetime
+    value: Decimal
+    latest_at: datetime | None
+    latest_event_id: str | None
+
+
+class GroupHourValue(NamedTuple):
+    hour: datetime
+    group_key: str
+    value: Decimal
+    latest_at: datetime | None
+    latest_event_id: str | None
+
+
+def _in_range(model: Any, customer_id: str, metric_name: str, start: datetime, end: datetime) -> list[Any]:
+    return [
+        col(model.customer_id) == customer_id,
+        col(model.metric_name) == metric_name,
+        col(model.hour) >= start,
+        col(model.hour) < end,
+    ]
+
+
+async def hour_values(
+    session: AsyncSession, *, customer_id: str, metric_name: str, start: datetime, end: datetime
+) -> list[HourValue]:
+    """Every hourly_usage row (all groups) of the customer's meter with hour in [start, end), unordered."""
+    statement = select(
+        col(HourlyUsage.hour),
+        col(HourlyUsage.value),
+        col(HourlyUsage.latest_at),
+        col(HourlyUsage.latest_event_id),
+    ).where(*_in_range(HourlyUsage, customer_id, metric_name, start, end))
+    rows: Any = await session.execute(statement)
+    return [HourValue(*tuple(row)) for row in rows]
+
+
+async def group_hour_values(
+    session: AsyncSession, *, customer_id: str, metric_name: str, start: datetime, end: datetime
+) -> list[GroupHourValue]:
+    """As `hour_values`, each row with its group key."""
+    statement = select(
+        col(HourlyUsage.hour),
+        col(HourlyUsage.group_key),
+        col(HourlyUsage.value),
+        col(HourlyUsage.latest_at),
+        col(HourlyUsage.latest_event_id),
+    ).where(*_in_range(HourlyUsage, customer_id, metric_name, start, end))
+    rows: Any = await session.execute(statement)
+    return [GroupHourValue(*tuple(row)) for row in rows]
+
+
+async def unique_values(
+    session: AsyncSession, *, customer_id: str, metric_name: str, start: datetime, end: datetime
+) -> list[tuple[datetime, str]]:
+    """Distinct (hour, value) of the customer's unique_count meter with hour in [start, end)."""
+    statement = (
+        select(col(HourlyUniqueValue.hour), col(HourlyUniqueValue.value))
+        .distinct()
+        .where(*_in_range(HourlyUniqueValue, customer_id, metric_name, start, end))
+    )
+    rows: Any = await session.execute(statement)
+    return [(hour, str(value)) for hour, value in rows]
+
+
+async def group_unique_values(
+    session: AsyncSession, *, customer_id: str, metric_name: str, start: datetime, end: datetime
+) -> list[tuple[datetime, str, str]]:
+    """Distinct (hour, group key, value) of the customer's unique_count meter with hour in [start, end)."""
+    statement = (
+        select(col(HourlyUniqueValue.hour), col(HourlyUniqueValue.group_key), col(HourlyUniqueValue.value))
+        .distinct()
+        .where(*_in_range(HourlyUniqueValue, customer_id, metric_name, start, end))
+    )
+    rows: Any = await session.execute(statement)
+    return [(hour, str(group_key), str(value)) for hour, group_key, value in rows]
+
+
+class HourRow(NamedTuple):
+    hour: datetime
+    group_key: str
+    value: Decimal
+    event_count: int
+    updated_at: datetime
+
+
+async def hour_row(
+    session: AsyncSession, *, customer_id: str, metric_name: str, hour: datetime, group_key: str
+) -> HourRow | None:
+    """One hourly_usage row, None when there is none."""
+    statement = select(
+        col(HourlyUsage.hour),
+        col(HourlyUsage.group_key),
+        col(HourlyUsage.value),
+        col(HourlyUsage.event_count),
+        col(HourlyUsage.updated_at),
+    ).where(
+        col(HourlyUsage.customer_id) == customer_id,
+        col(HourlyUsage.metric_name) == metric_name,
+        col(HourlyUsage.hour) == hour,
+        col(HourlyUsage.group_key) == group_key,
+    )
+    row: Any = (await session.execute(statement)).first()
+    return HourRow(*tuple(row)) if row else None
+
+
+# --- bulk aggregate reads: anomalies and invoices
+
+
+async def hourly_totals_since(
+    session: AsyncSession,
+    *,
+    customer_ids: Sequence[str],
+    metric_names: Sequence[str],
+    since: datetime,
+    end: datetime,
+) -> list[tuple[str, str, datetime, datetime | None, Decimal | None]]:
+    """(customer id, metric, first hour ever, hour, total over groups) of every customer of
+    `customer_ids` and metric of `metric_names` with any usage ever: one row per hour in
+    [since, end), or one with hour and total None when it has no usage there; unordered."""
+    # Raw SQL: a heavy aggregate read. The first usage ever comes from the primary key's index
+    # (one short index scan per customer and meter), the series from one range scan, for a
+    # whole page of customers in one statement.
+    rows: Any = await session.execute(
+        text(
+            "WITH pairs AS (SELECT c, m, (SELECT min(hour) FROM hourly_usage "
+            "  WHERE customer_id = c AND metric_name = m) AS started "
+            "  FROM unnest(CAST(:ids AS text[])) AS c CROSS JOIN unnest(CAST(:ms AS text[])) AS m) "
+            "SELECT p.c, p.m, p.started, h.hour, sum(h.value) FROM pairs p "
+            "LEFT JOIN hourly_usage h ON h.customer_id = p.c AND h.metric_name = p.m "
+            "  AND h.hour >= :since AND h.hour < :end "
+            "WHERE p.started IS NOT NULL GROUP BY 1, 2, 3, 4"
+        ),
+        {"ids": list(customer_ids), "ms": list(metric_names), "since": since, "end": end},
+    )
+    return [(str(c), str(m), started, hour, total) for c, m, started, hour, total in rows]
+
+
+# Bulk reads of an invoice run: one statement per window for every customer that shares it.
+# Raw SQL: heavy aggregate reads over array parameters, one plan whatever the number of
+# customers (an expanding IN would be a new statement per count).
+
+
+async def window_sums(
+    session: AsyncSession,
+    *,
+    customer_ids: Sequence[str],
+    metric_names: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> list[tuple[str, str, str, Decimal, Decimal]]:
+    """(customer id, metric, group key, sum, max) of the hourly values in [start, end) of each
+    customer, meter and group with any."""
+    rows: Any = await session.execute(
+        text(
+            "SELECT customer_id, metric_name, group_key, sum(value), max(value) FROM hourly_usage "
+            "WHERE customer_id = ANY(:ids) AND metric_name = ANY(:metrics) "
+            "AND hour >= :lo AND hour < :hi GROUP BY 1, 2, 3"
+        ),
+        {"ids": list(customer_ids), "metrics": list(metric_names), "lo": start, "hi": end},
+    )
+    return [(c, m, g, total, peak) for c, m, g, total, peak in rows]
+
+
+async def window_latest(
+    session: AsyncSession,
+    *,
+    customer_ids: Sequence[str],
+    metric_names: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> list[tuple[str, str, str, datetime, str, Decimal]]:
+    """(customer id, metric, group key, latest at, latest event id, value) of the latest
+    event's hour in [start, end) of each customer, meter and group with any."""
+    rows: Any = await session.execute(
+        text(
+            "SELECT DISTINCT ON (customer_id, metric_name, group_key) customer_id, metric_name, "
+            "group_key, latest_at, latest_event_id, value FROM hourly_usage "
+            "WHERE customer_id = ANY(:ids) AND metric_name = ANY(:metrics) "
+            "AND hour >= :lo AND hour < :hi "
+            "ORDER BY customer_id, metric_name, group_key, latest_at DESC, latest_event_id DESC"
+        ),
+        {"ids": list(customer_ids), "metrics": list(metric_names), "lo": start, "hi": end},
+    )
+    return [(c, m, g, at, event_id, value) for c, m, g, at, event_id, value in rows]
+
+
+async def window_unique_values(
+    session: AsyncSession,
+    *,
+    customer_ids: Sequence[str],
+    metric_names: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> list[tuple[str, str, str, str]]:
+    """Distinct (customer id, metric, group key, value) seen in [start, end)."""
+    rows: Any = await session.execute(
+        text(
+            "SELECT DISTINCT customer_id, metric_name, group_key, value FROM hourly_unique_values "
+            "WHERE customer_id = ANY(:ids) AND metric_name = ANY(:metrics) "
+            "AND hour >= :lo AND hour < :hi"
+        ),
+        {"ids": list(customer_ids), "metrics": list(metric_names), "lo": start, "hi": end},
+    )
+    return [(c, m, g, value) for c, m, g, value in rows]
