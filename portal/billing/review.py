@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.invoices import summary_of
@@ -15,6 +14,7 @@ from portal.billing.repository import invoices as invoice_store
 from portal.billing.schemas import InvoiceRow
 from portal.billing.views import ReviewItem, money_text
 from portal.live import repository as live_repository
+from portal.reports import repository as reports
 
 
 def change_flags(
@@ -40,21 +40,11 @@ async def _previous_total(session: AsyncSession, invoice: InvoiceRow) -> Decimal
     return await invoice_store.previous_finalized_total(session, invoice.customer_id, invoice.period_start)
 
 
-async def _count(session: AsyncSession, sql: str, **params: object) -> int:
-    return int((await session.execute(text(sql), params)).scalar_one())
-
-
 async def _data_health(session: AsyncSession, invoice: InvoiceRow) -> list[tuple[str, str]]:
     """(flag, note) for what makes the period's usage doubtful."""
     found = []
-    failed = await _count(
-        session,
-        "SELECT count(*) FROM failed_events WHERE customer_id = :c AND status = 'failed' "
-        "AND to_timestamp((event->>'timestamp')::bigint / 1000.0) >= :s "
-        "AND to_timestamp((event->>'timestamp')::bigint / 1000.0) < :e",
-        c=invoice.customer_id,
-        s=invoice.period_start,
-        e=invoice.period_end,
+    failed = await reports.failed_events_in_period(
+        session, invoice.customer_id, invoice.period_start, invoice.period_end
     )
     if failed:
         found.append(
@@ -68,12 +58,7 @@ async def _data_health(session: AsyncSession, invoice: InvoiceRow) -> list[tuple
         found.append(
             ("drift", f"the last reconcile found the live view off for {drift} meter(s) of this customer")
         )
-    conflicts = await _count(
-        session,
-        "SELECT count(*) FROM event_conflicts WHERE customer_id = :c AND detected_at >= :s",
-        c=invoice.customer_id,
-        s=invoice.period_start,
-    )
+    conflicts = await reports.conflicts_since(session, invoice.customer_id, invoice.period_start)
     if conflicts:
         found.append(
             ("conflicts", f"{conflicts} event id(s) were re-sent with different content and refused")

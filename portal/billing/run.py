@@ -14,16 +14,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.billing.invoices import PeriodToRate, planned, rate_periods, save_drafts
 from portal.billing.repository import credits as credit_store
 from portal.billing.repository import plans as plan_store
 from portal.billing.subscriptions import month_period, segments_in, subscriptions_by_customer
-from portal.infrastructure.db import transaction, values
+from portal.infrastructure.db import transaction
 from portal.infrastructure.domain_errors import Invalid
 from portal.infrastructure.periods import BillingPeriod, period_for, previous_period
+from portal.reports import repository as reports
 
 CHUNK = 500
 CONCURRENT_CHUNKS = 2
@@ -59,13 +59,8 @@ class _Customer:
 
 
 async def _customers(session: AsyncSession) -> list[_Customer]:
-    rows = await session.execute(
-        text(
-            "SELECT c.id, c.timezone, c.currency, (SELECT s.anchor_day FROM subscriptions s "
-            "WHERE s.customer_id = c.id ORDER BY s.starts_at DESC LIMIT 1) FROM customers c ORDER BY c.id"
-        )
-    )
-    return [_Customer(str(i), str(tz), str(cur).strip(), a) for i, tz, cur, a in (values(r) for r in rows)]
+    rows = await reports.customers_with_anchor_day(session)
+    return [_Customer(str(i), str(tz), str(cur).strip(), a) for i, tz, cur, a in rows]
 
 
 async def _credits(

@@ -2,8 +2,8 @@
 call these functions, never the tables.
 
 Reads select columns rather than whole models, so nothing lands in the session's identity
-map. None of them commits. The drift page's scoped read of `live_drift` stays in
-`portal/pages/manager/drift.py`: it filters by a subquery on `customers`.
+map. None of them commits. The drift page's scoped read of `live_drift` is a report
+(`portal/reports/repository.py`): it filters by a subquery on `customers`.
 """
 
 from __future__ import annotations

@@ -3,14 +3,14 @@ against last period, alerts and anomaly flags, sortable and filterable, 50 a pag
 
 Spend is the current period's draft invoice as the invoice run last rated it ("as of" its
 time): one query rates nothing, so the page costs the same for 50 customers as for 5.
-Sorting and filtering run in SQL over every visible customer; usage is read for the shown
-page only; anomaly flags (portal/usage/anomaly_detection.py) too, unless the "only with anomalies"
-filter asks for them over every matching customer.
+Sorting and filtering run in SQL over every visible customer (the queries:
+portal/reports/repository.py); usage is read for the shown page only; anomaly flags
+(portal/usage/anomaly_detection.py) too, unless the "only with anomalies" filter asks for
+them over every matching customer.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -20,13 +20,11 @@ from urllib.parse import urlencode
 from litestar import Request, get
 from litestar.params import FromQuery
 from litestar.response import Template
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.views import money_text
 from portal.catalog.schemas import Customer
 from portal.dependencies import Db, Portal
-from portal.infrastructure.db import values
 from portal.pages.access import STAFF_GUARDS
 from portal.pages.manager.common import (
     PAGE_SIZE,
@@ -39,6 +37,7 @@ from portal.pages.manager.common import (
     visible_ids,
 )
 from portal.pages.web import PageController, page
+from portal.reports import repository as reports
 from portal.usage.anomaly_detection import PAGE as ANOMALY_PAGE
 from portal.usage.anomaly_detection import flagged_customers
 from portal.usage.combine import exact
@@ -47,7 +46,6 @@ SORTS = ("name", "spend", "change", "alerts")
 ORDERS = ("asc", "desc")
 # Names read A to Z; the rest biggest first, which is what a manager looks for.
 DEFAULT_ORDER = {"name": "asc", "spend": "desc", "change": "desc", "alerts": "desc"}
-SORT_SQL = {"name": "lower(name), id", "spend": "spend", "change": "change_pct", "alerts": "alerts"}
 USAGE_SHOWN = 3  # meters listed in a row; the rest are counted
 
 
@@ -70,45 +68,6 @@ class CustomerRow:
     usage: tuple[MeterTotal, ...] = ()
 
 
-# Per visible customer: the current period at :now (its draft's, else the local calendar
-# month; :now, not the database's clock, so the page is "as of" the request's instant), the
-# draft's total, the previous live invoice's total with its adjustments, alerts fired
-# since the period began.
-_ROWS = """
-WITH c AS (
-    SELECT id, name, timezone, currency, created_at FROM customers
-    WHERE id IN {visible}
-      AND (CAST(:q AS text) IS NULL OR id ILIKE :pattern OR name ILIKE :pattern)
-), d AS (
-    SELECT c.*, cur.total AS spend, cur.computed_at AS spend_as_of,
-           COALESCE(cur.period_start, date_trunc('month', CAST(:now AS timestamptz) AT TIME ZONE c.timezone)
-                                      AT TIME ZONE c.timezone) AS period_start,
-           prev.amount AS previous
-    FROM c
-    LEFT JOIN LATERAL (
-        SELECT i.total, i.computed_at, i.period_start FROM invoices i
-        WHERE i.customer_id = c.id AND i.status = 'draft' AND i.period_start <= :now AND i.period_end > :now
-        ORDER BY i.period_start DESC LIMIT 1) cur ON TRUE
-    LEFT JOIN LATERAL (
-        SELECT p.total + COALESCE((SELECT sum(a.amount) FROM adjustments a WHERE a.invoice_id = p.id), 0)
-               AS amount
-        FROM invoices p WHERE p.customer_id = c.id AND p.status <> 'void' AND cur.period_start IS NOT NULL
-          AND p.period_end <= cur.period_start
-        ORDER BY p.period_end DESC LIMIT 1) prev ON TRUE
-), r AS (
-    SELECT d.*,
-           CASE WHEN previous > 0 THEN round((spend - previous) * 100 / previous, 1) END AS change_pct,
-           (SELECT count(*) FROM alert_firings f WHERE f.customer_id = d.id
-               AND f.fired_at >= d.period_start) AS alerts
-    FROM d
-)
-SELECT id, name, timezone, currency, created_at, period_start, spend, spend_as_of, change_pct, alerts,
-       count(*) OVER () AS total
-FROM r WHERE (NOT CAST(:only_alerts AS boolean) OR alerts > 0)
-ORDER BY {order} NULLS LAST, id
-"""
-
-
 async def _rows(
     db: AsyncSession,
     request: Request[Any, Any, Any],
@@ -122,29 +81,20 @@ async def _rows(
     now: datetime,
 ) -> tuple[list[CustomerRow], int]:
     visible, params = visible_ids(request)
-    direction = "ASC" if order == "asc" else "DESC"
-    order_sql = ", ".join(f"{column} {direction}" for column in SORT_SQL[sort].split(", "))
-    sql = _ROWS.format(visible=visible, order=order_sql)
-    if limit is not None:
-        sql += " LIMIT :limit OFFSET :offset"
-    # ILIKE's own wildcards in what was typed are matched literally.
-    pattern = None if q is None else "%" + re.sub(r"([\\%_])", r"\\\1", q) + "%"
-    result = await db.execute(
-        text(sql),
-        {
-            **params,
-            "q": q,
-            "pattern": pattern,
-            "only_alerts": only_alerts,
-            "now": now,
-            "limit": limit,
-            "offset": offset,
-        },
+    found, total = await reports.customers_table(
+        db,
+        customers_sql=visible,
+        customers_params=params,
+        q=q,
+        only_alerts=only_alerts,
+        sort=sort,
+        order=order,
+        limit=limit,
+        offset=offset,
+        now=now,
     )
-    rows, total = [], 0
-    for cid, name, tz, currency, created_at, period_start, spend, as_of, change, alerts, count in (
-        values(r) for r in result
-    ):
+    rows = []
+    for cid, name, tz, currency, created_at, period_start, spend, as_of, change, alerts in found:
         currency = str(currency).strip()
         customer = Customer(cid, name, tz, currency, created_at)
         rows.append(
@@ -157,7 +107,6 @@ async def _rows(
                 int(alerts),
             )
         )
-        total = int(count)
     return rows, total
 
 
@@ -166,20 +115,11 @@ async def _usage(db: AsyncSession, rows: list[CustomerRow], now: datetime) -> di
     query (latest and distinct-count meters have no total an hour-sum gives)."""
     if not rows:
         return {}
-    result = await db.execute(
-        text(
-            "SELECT h.customer_id, h.metric_name, m.unit, "
-            "CASE WHEN m.aggregation = 'max' THEN max(h.value) ELSE sum(h.value) END "
-            "FROM unnest(CAST(:ids AS text[]), CAST(:starts AS timestamptz[])) AS p (customer_id, start) "
-            "JOIN hourly_usage h ON h.customer_id = p.customer_id AND h.hour >= p.start AND h.hour <= :now "
-            "JOIN meters m ON m.metric_name = h.metric_name AND m.aggregation IN ('sum', 'count', 'max') "
-            "GROUP BY h.customer_id, h.metric_name, m.unit, m.aggregation ORDER BY h.customer_id, "
-            "h.metric_name"
-        ),
-        {"ids": [r.customer.id for r in rows], "starts": [r.period_start for r in rows], "now": now},
+    totals = await reports.period_usage(
+        db, customer_ids=[r.customer.id for r in rows], starts=[r.period_start for r in rows], now=now
     )
     out: dict[str, list[MeterTotal]] = {}
-    for cid, metric, unit, total in (values(r) for r in result):
+    for cid, metric, unit, total in totals:
         out.setdefault(cid, []).append(MeterTotal(metric, unit, exact(Decimal(total))))
     return out
 
