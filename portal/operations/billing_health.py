@@ -18,16 +18,15 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from redis.asyncio import Redis
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.alerting import repository as alerting_repository
 from portal.billing.repository import adjustments as adjustment_store
 from portal.billing.repository import invoices as invoice_store
 from portal.http.schemas import CamelStruct
-from portal.infrastructure.db import values
 from portal.ingest import quality
 from portal.ingest.quality import days_between
+from portal.operations import repository as ops_repository
 from portal.usage.combine import exact
 
 
@@ -84,31 +83,7 @@ async def billing_health(
     session: AsyncSession, redis: Redis, *, now: datetime, window: timedelta
 ) -> BillingHealth:
     start = now - window
-    params = {"start": start, "end": now}
-    # The ledger (unpartitioned, indexed by event time) holds the same three instants as the
-    # raw events; reading at most LATENCY_SAMPLE of the newest keeps this bounded at any rate.
-    latency = values(
-        (
-            await session.execute(
-                text(
-                    "SELECT count(*), "
-                    "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - "
-                    "received_at)), "
-                    "percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - "
-                    "received_at)), "
-                    "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - "
-                    "event_time)), "
-                    "percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - "
-                    "event_time)) "
-                    "FROM (SELECT * FROM event_ledger WHERE event_time >= CAST(:start AS timestamptz) - "
-                    "interval '1 day' "
-                    "AND event_time < :end ORDER BY event_time DESC LIMIT :sample) recent "
-                    "WHERE persisted_at >= :start AND persisted_at < :end"
-                ),
-                {**params, "sample": LATENCY_SAMPLE},
-            )
-        ).one()
-    )
+    latency = await ops_repository.persist_latency(session, start=start, end=now, sample=LATENCY_SAMPLE)
     finalized, adjusted = await invoice_store.finalized_with_notes(session, start=start, end=now)
     amounts = await adjustment_store.note_sums_by_currency(session, start=start, end=now)
     judged, followed = await alerting_repository.forecast_outcomes(session, start=start, end=now)

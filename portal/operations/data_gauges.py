@@ -12,14 +12,13 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import text
 
 from portal.billing.repository import adjustments as adjustment_store
 from portal.billing.repository import invoices as invoice_store
 from portal.infrastructure.broker import QUEUES
-from portal.infrastructure.db import values
 from portal.infrastructure.periods import to_datetime
 from portal.live import repository as live_repository
+from portal.operations import repository as ops_repository
 from portal.operations.billing_health import billing_health
 from portal.state import PortalState
 
@@ -59,22 +58,8 @@ async def data_families(portal: PortalState, *, grace_hours: float) -> list[Fami
     lag.add_metric([], max((now - to_datetime(await portal.live.watermark_ms() / 1000)).total_seconds(), 0.0))
 
     async with portal.sessions() as session:
-        failed, oldest = values(
-            (
-                await session.execute(
-                    text("SELECT count(*), min(failed_at) FROM failed_events WHERE status = 'failed'")
-                )
-            ).one()
-        )
-        ahead: int = (
-            await session.execute(
-                text(
-                    "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                    "WHERE i.inhparent = 'usage_events'::regclass AND c.relname > :current"
-                ),
-                {"current": f"usage_events_p{now:%Y%m}"},
-            )
-        ).scalar_one()
+        failed, oldest = await ops_repository.failed_events_outstanding(session)
+        ahead = await ops_repository.partitions_after(session, f"usage_events_p{now:%Y%m}")
         drift_rows = await live_repository.latest_drift_by_metric(session)
         invoice_rows = await invoice_store.invoice_counts_by_state(session, grace_hours=grace_hours)
         adjustment_rows = await adjustment_store.note_totals(session)

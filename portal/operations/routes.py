@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from litestar import Controller, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery, QueryParameter
-from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from portal.dependencies import Db, Portal
 from portal.http.schemas import CamelStruct
 from portal.infrastructure import metrics
-from portal.infrastructure.db import values
 from portal.infrastructure.paths import MIGRATIONS_DIR
 from portal.live import repository as live_repository
 from portal.operations import billing_health, data_gauges
+from portal.operations import repository as ops_repository
 from portal.operations.billing_health import BillingHealth
 from portal.operations.heartbeats import BACKGROUND_ROLES, RolesSeen, read_roles
 from portal.operations.status import (
@@ -31,6 +32,8 @@ from portal.operations.status import (
 )
 from portal.state import PortalState
 from portal.usage.combine import exact
+
+T = TypeVar("T")
 
 
 class FailedEventOut(CamelStruct):
@@ -112,7 +115,7 @@ async def readyz(portal: Portal) -> Response[dict[str, str]]:
         problems["broker"] = store_problem(exc)
     if "postgres" not in problems:
         try:
-            current = await within(_scalar(portal, "SELECT version_num FROM alembic_version"))
+            current = await within(_on_engine(portal, ops_repository.migration_version))
         except Exception as exc:
             problems["migrations"] = store_problem(exc)
         else:
@@ -159,15 +162,16 @@ async def _persist_problem(portal: PortalState) -> str | None:
     return f"{count} persist failure(s) in the last {PERSIST_FAILURE_WINDOW_S} s; last: {last.describe()}"
 
 
-async def _scalar(portal: PortalState, sql: str) -> Any:
+async def _on_engine(portal: PortalState, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """`read` on a connection of its own (not a request's session: readiness needs none)."""
     async with portal.engine.connect() as conn:
-        return (await conn.execute(text(sql))).scalar()
+        return await read(conn)
 
 
 async def _store_problems(portal: PortalState) -> dict[str, str]:
     problems: dict[str, str] = {}
     try:
-        await within(_scalar(portal, "SELECT 1"))
+        await within(_on_engine(portal, ops_repository.ping))
     except Exception as exc:
         problems["postgres"] = store_problem(exc)
     try:
@@ -199,15 +203,8 @@ class OperationsController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> list[FailedEventOut]:
         """Events a worker could not persist, newest first, with the reason."""
-        rows = await db.execute(
-            text(
-                "SELECT id, message_id, customer_id, event_id, event, received_at, reason, "
-                "failed_at, status FROM failed_events WHERE status = :s "
-                "ORDER BY failed_at DESC, id DESC LIMIT :l"
-            ),
-            {"s": status, "l": limit},
-        )
-        return [FailedEventOut(*values(row)) for row in rows]
+        rows = await ops_repository.failed_events_listing(db, status=status, limit=limit)
+        return [FailedEventOut(*row) for row in rows]
 
     @get("/billing-health")
     async def billing_health(

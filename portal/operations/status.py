@@ -22,18 +22,18 @@ import redis.exceptions
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from sqlalchemy import text
 
 from portal.alerting import repository as alerting_repository
 from portal.billing.repository import adjustments as adjustment_store
 from portal.infrastructure.broker import INGEST_QUEUE, QUEUES
-from portal.infrastructure.db import create_engine, session_factory, transaction, values
+from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.periods import to_datetime
 from portal.infrastructure.settings import Settings
 from portal.live import redis_keys as keys
 from portal.live import repository as live_repository
 from portal.live.store import LiveStore
 from portal.operations import dead_letters
+from portal.operations import repository as ops_repository
 from portal.operations.heartbeats import BACKGROUND_ROLES, ROLES, RolesSeen, read_roles
 
 T = TypeVar("T")
@@ -272,10 +272,6 @@ async def _queue(broker: Redis, name: str) -> QueueDepth:
     return QueueDepth(name, int(waiting), int(unacked), int(delayed), int(dead))
 
 
-async def _count(session: Any, sql: str) -> Any:
-    return values((await session.execute(text(sql))).one())
-
-
 @dataclass(slots=True)
 class _FromRedis:
     complete_through: datetime
@@ -308,9 +304,7 @@ async def _from_postgres(settings: Settings) -> tuple[Any, ...]:
     engine = create_engine(settings.database_url, pool_size=1)
     try:
         async with transaction(session_factory(engine)) as session:
-            failed, oldest = await _count(
-                session, "SELECT count(*), min(failed_at) FROM failed_events WHERE status = 'failed'"
-            )
+            failed, oldest = await ops_repository.failed_events_outstanding(session)
             last_run, drift = await live_repository.last_reconcile(session)
             late = await adjustment_store.unsettled_late_events_total(session)
             pending, failed_deliveries = await alerting_repository.delivery_counts(session)
