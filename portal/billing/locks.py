@@ -9,30 +9,7 @@ and is recorded as late: never neither (the race that would drop it from a bill)
 
 from __future__ import annotations
 
-from typing import Any
+# The SQL lives in billing's repository; callers take the lock through this module's names.
+from portal.billing.repository.locks import BILLING_LOCK_SPACE, lock_customer, share_customers
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
-
-# The advisory-lock namespace of billing (first key of the two-int form).
-BILLING_LOCK_SPACE = 7301
-
-
-async def lock_customer(session: AsyncSession, customer_id: str) -> None:
-    """Exclusive billing lock on one customer, until the transaction ends."""
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(:space, hashtext(:c))"),
-        {"space": BILLING_LOCK_SPACE, "c": customer_id},
-    )
-
-
-async def share_customers(conn: Any, customer_ids: list[str]) -> None:
-    """Shared billing locks on customers (asyncpg connection, inside its transaction).
-
-    Shared locks never wait for each other, only for a billing change in progress."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock_shared($1, h) FROM "
-        "(SELECT DISTINCT hashtext(c) AS h FROM unnest($2::text[]) AS c ORDER BY 1) AS keys",
-        BILLING_LOCK_SPACE,
-        customer_ids,
-    )
+__all__ = ["BILLING_LOCK_SPACE", "lock_customer", "share_customers"]
