@@ -13,8 +13,8 @@ from portal.billing.invoices import summary_of
 from portal.billing.repository import invoices as invoice_store
 from portal.billing.schemas import InvoiceRow
 from portal.billing.views import ReviewItem, money_text
+from portal.ingest import repository as ingest_repository
 from portal.live import repository as live_repository
-from portal.reports import repository as reports
 
 
 def change_flags(
@@ -43,7 +43,7 @@ async def _previous_total(session: AsyncSession, invoice: InvoiceRow) -> Decimal
 async def _data_health(session: AsyncSession, invoice: InvoiceRow) -> list[tuple[str, str]]:
     """(flag, note) for what makes the period's usage doubtful."""
     found = []
-    failed = await reports.failed_events_in_period(
+    failed = await ingest_repository.failed_events_in_period(
         session, invoice.customer_id, invoice.period_start, invoice.period_end
     )
     if failed:
@@ -58,7 +58,7 @@ async def _data_health(session: AsyncSession, invoice: InvoiceRow) -> list[tuple
         found.append(
             ("drift", f"the last reconcile found the live view off for {drift} meter(s) of this customer")
         )
-    conflicts = await reports.conflicts_since(session, invoice.customer_id, invoice.period_start)
+    conflicts = await ingest_repository.conflicts_since(session, invoice.customer_id, invoice.period_start)
     if conflicts:
         found.append(
             ("conflicts", f"{conflicts} event id(s) were re-sent with different content and refused")

@@ -21,6 +21,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from portal.infrastructure.db import values
 from portal.ingest.events import AcceptedEvent, micros_to_datetime
 from portal.ingest.models import EventConflict, EventLedgerEntry, FailedEvent, UsageEvent
 
@@ -427,3 +428,94 @@ async def failed_page(
         found.append(FailedListed(*row))
         total = int(count)
     return found, total
+
+
+# --- read as gauges and counts (status, /metrics, billing health, the bills' review)
+
+
+async def failed_events_outstanding(session: AsyncSession) -> tuple[int, datetime | None]:
+    """How many failed events wait (status 'failed'), and when the oldest failed (None: none)."""
+    # Raw SQL: a gauge, kept as status and the data gauges have always read it.
+    failed, oldest = values(
+        (
+            await session.execute(
+                text("SELECT count(*), min(failed_at) FROM failed_events WHERE status = 'failed'")
+            )
+        ).one()
+    )
+    return int(failed), oldest
+
+
+async def failed_events_listing(session: AsyncSession, *, status: str, limit: int) -> list[tuple[Any, ...]]:
+    """Failed events with `status`, newest first, at most `limit`: (id, message_id,
+    customer_id, event_id, event, received_at, reason, failed_at, status)."""
+    # Raw SQL: the admin API's listing (GET /v1/failed-events), as it has always read it.
+    rows = await session.execute(
+        text(
+            "SELECT id, message_id, customer_id, event_id, event, received_at, reason, "
+            "failed_at, status FROM failed_events WHERE status = :s "
+            "ORDER BY failed_at DESC, id DESC LIMIT :l"
+        ),
+        {"s": status, "l": limit},
+    )
+    return [values(row) for row in rows]
+
+
+async def persist_latency(
+    session: AsyncSession, *, start: datetime, end: datetime, sample: int
+) -> tuple[Any, ...]:
+    """(events, p50 and p99 of persisted minus received, p50 and p99 of persisted minus
+    event time; seconds, None when no event) over the newest `sample` ledger rows with an
+    event time from a day before `start` to `end`, counting those persisted in [start, end)."""
+    # Raw SQL: ordered-set aggregates (percentile_cont … WITHIN GROUP) over a bounded sample.
+    # The ledger (unpartitioned, indexed by event time) holds the same three instants as the
+    # raw events; reading at most `sample` of the newest keeps this bounded at any rate.
+    return values(
+        (
+            await session.execute(
+                text(
+                    "SELECT count(*), "
+                    "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - "
+                    "received_at)), "
+                    "percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - "
+                    "received_at)), "
+                    "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - "
+                    "event_time)), "
+                    "percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - "
+                    "event_time)) "
+                    "FROM (SELECT * FROM event_ledger WHERE event_time >= CAST(:start AS timestamptz) - "
+                    "interval '1 day' "
+                    "AND event_time < :end ORDER BY event_time DESC LIMIT :sample) recent "
+                    "WHERE persisted_at >= :start AND persisted_at < :end"
+                ),
+                {"start": start, "end": end, "sample": sample},
+            )
+        ).one()
+    )
+
+
+async def failed_events_in_period(
+    session: AsyncSession, customer_id: str, start: datetime, end: datetime
+) -> int:
+    """How many of the customer's events still failed (not replayed or discarded) have an
+    event time (its own `timestamp`, ms) in [start, end)."""
+    # Raw SQL: the event time is read out of the stored JSON body.
+    result = await session.execute(
+        text(
+            "SELECT count(*) FROM failed_events WHERE customer_id = :c AND status = 'failed' "
+            "AND to_timestamp((event->>'timestamp')::bigint / 1000.0) >= :s "
+            "AND to_timestamp((event->>'timestamp')::bigint / 1000.0) < :e"
+        ),
+        {"c": customer_id, "s": start, "e": end},
+    )
+    return int(result.scalar_one())
+
+
+async def conflicts_since(session: AsyncSession, customer_id: str, since: datetime) -> int:
+    """How many of the customer's event ids were re-sent with other content since `since`."""
+    # Raw SQL: a count beside its sibling above, kept as the review has always read it.
+    result = await session.execute(
+        text("SELECT count(*) FROM event_conflicts WHERE customer_id = :c AND detected_at >= :s"),
+        {"c": customer_id, "s": since},
+    )
+    return int(result.scalar_one())

@@ -25,8 +25,8 @@ from portal.billing.repository import adjustments as adjustment_store
 from portal.billing.repository import invoices as invoice_store
 from portal.http.schemas import CamelStruct
 from portal.ingest import quality
+from portal.ingest import repository as ingest_repository
 from portal.ingest.quality import days_between
-from portal.operations import repository as ops_repository
 from portal.usage.combine import exact
 
 
@@ -83,7 +83,7 @@ async def billing_health(
     session: AsyncSession, redis: Redis, *, now: datetime, window: timedelta
 ) -> BillingHealth:
     start = now - window
-    latency = await ops_repository.persist_latency(session, start=start, end=now, sample=LATENCY_SAMPLE)
+    latency = await ingest_repository.persist_latency(session, start=start, end=now, sample=LATENCY_SAMPLE)
     finalized, adjusted = await invoice_store.finalized_with_notes(session, start=start, end=now)
     amounts = await adjustment_store.note_sums_by_currency(session, start=start, end=now)
     judged, followed = await alerting_repository.forecast_outcomes(session, start=start, end=now)

@@ -17,6 +17,7 @@ from portal.billing.repository import adjustments as adjustment_store
 from portal.billing.repository import invoices as invoice_store
 from portal.infrastructure.broker import QUEUES
 from portal.infrastructure.periods import to_datetime
+from portal.ingest import repository as ingest_repository
 from portal.live import repository as live_repository
 from portal.operations import repository as ops_repository
 from portal.operations.billing_health import billing_health
@@ -58,7 +59,7 @@ async def data_families(portal: PortalState, *, grace_hours: float) -> list[Fami
     lag.add_metric([], max((now - to_datetime(await portal.live.watermark_ms() / 1000)).total_seconds(), 0.0))
 
     async with portal.sessions() as session:
-        failed, oldest = await ops_repository.failed_events_outstanding(session)
+        failed, oldest = await ingest_repository.failed_events_outstanding(session)
         ahead = await ops_repository.partitions_after(session, f"usage_events_p{now:%Y%m}")
         drift_rows = await live_repository.latest_drift_by_metric(session)
         invoice_rows = await invoice_store.invoice_counts_by_state(session, grace_hours=grace_hours)

@@ -16,6 +16,7 @@ from portal.dependencies import Db, Portal
 from portal.http.schemas import CamelStruct
 from portal.infrastructure import metrics
 from portal.infrastructure.paths import MIGRATIONS_DIR
+from portal.ingest import repository as ingest_repository
 from portal.live import repository as live_repository
 from portal.operations import billing_health, data_gauges
 from portal.operations import repository as ops_repository
@@ -203,7 +204,7 @@ class OperationsController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> list[FailedEventOut]:
         """Events a worker could not persist, newest first, with the reason."""
-        rows = await ops_repository.failed_events_listing(db, status=status, limit=limit)
+        rows = await ingest_repository.failed_events_listing(db, status=status, limit=limit)
         return [FailedEventOut(*row) for row in rows]
 
     @get("/billing-health")

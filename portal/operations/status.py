@@ -29,11 +29,11 @@ from portal.infrastructure.broker import INGEST_QUEUE, QUEUES
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.periods import to_datetime
 from portal.infrastructure.settings import Settings
+from portal.ingest import repository as ingest_repository
 from portal.live import redis_keys as keys
 from portal.live import repository as live_repository
 from portal.live.store import LiveStore
 from portal.operations import dead_letters
-from portal.operations import repository as ops_repository
 from portal.operations.heartbeats import BACKGROUND_ROLES, ROLES, RolesSeen, read_roles
 
 T = TypeVar("T")
@@ -304,7 +304,7 @@ async def _from_postgres(settings: Settings) -> tuple[Any, ...]:
     engine = create_engine(settings.database_url, pool_size=1)
     try:
         async with transaction(session_factory(engine)) as session:
-            failed, oldest = await ops_repository.failed_events_outstanding(session)
+            failed, oldest = await ingest_repository.failed_events_outstanding(session)
             last_run, drift = await live_repository.last_reconcile(session)
             late = await adjustment_store.unsettled_late_events_total(session)
             pending, failed_deliveries = await alerting_repository.delivery_counts(session)

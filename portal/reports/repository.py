@@ -168,33 +168,3 @@ async def customers_with_anchor_day(session: AsyncSession) -> list[CustomerAncho
         )
     )
     return [CustomerAnchor(*values(r)) for r in rows]
-
-
-# --- the bills' review (ingest's failed_events and event_conflicts)
-
-
-async def failed_events_in_period(
-    session: AsyncSession, customer_id: str, start: datetime, end: datetime
-) -> int:
-    """How many of the customer's events still failed (not replayed or discarded) have an
-    event time (its own `timestamp`, ms) in [start, end)."""
-    # Raw SQL: the event time is read out of the stored JSON body.
-    result = await session.execute(
-        text(
-            "SELECT count(*) FROM failed_events WHERE customer_id = :c AND status = 'failed' "
-            "AND to_timestamp((event->>'timestamp')::bigint / 1000.0) >= :s "
-            "AND to_timestamp((event->>'timestamp')::bigint / 1000.0) < :e"
-        ),
-        {"c": customer_id, "s": start, "e": end},
-    )
-    return int(result.scalar_one())
-
-
-async def conflicts_since(session: AsyncSession, customer_id: str, since: datetime) -> int:
-    """How many of the customer's event ids were re-sent with other content since `since`."""
-    # Raw SQL: moved unchanged beside its sibling count above; ingest's repository may take it over.
-    result = await session.execute(
-        text("SELECT count(*) FROM event_conflicts WHERE customer_id = :c AND detected_at >= :s"),
-        {"c": customer_id, "s": since},
-    )
-    return int(result.scalar_one())
