@@ -116,7 +116,7 @@ async def test_the_api_flags_a_spike_in_a_customers_stored_usage(
             value,
         )
     found = (await client.get("/v1/customers/acme/anomalies", headers=auth(admin_key))).json()
-    # Daily flags are tested in tests/test_anomalies_daily.py: here only the hour (right
+    # Daily flags are tested in tests/usage/test_anomalies_daily.py: here only the hour (right
     # after midnight its day is settled too, and is a spike of its own).
     assert [
         (a["metricName"], a["granularity"], a["kind"], a["start"], a["value"], a["expected"])

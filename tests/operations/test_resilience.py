@@ -41,8 +41,8 @@ from portal.operations.heartbeats import read_roles
 from portal.operations.scheduler import Job, Scheduler, scheduler_client
 from tests.conftest import ROOT, RUNNING_WORKERS, TEST_ENV, WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import event, make_customer, make_meter
+from tests.ingest.test_pipeline import send, usage
 from tests.loading_valkey import LoadingValkey
-from tests.test_pipeline import send, usage
 
 # A fixed instant (epoch s) for the scheduler's ticks: no wall clock in the assertions.
 NOW_S = 1_800_000_000.0

@@ -120,7 +120,7 @@ async def test_five_failures_lock_the_address_out_even_with_the_right_password(
     redis: Redis,
 ) -> None:
     # For this client only (the test client's address is `testclient`): the owner elsewhere
-    # is not locked out (tests/test_signin_throttle.py).
+    # is not locked out (tests/accounts/test_signin_throttle.py).
     await make_user(pg, ADMIN, role="admin")
     for _ in range(5):
         assert (await submit_login(client, ADMIN, "guess guess guess")).status_code == 401

@@ -27,8 +27,8 @@ from portal.operations.scheduler import run_scheduler
 from portal.operations.status import gather_status, render
 from tests.conftest import RUNNING_WORKERS, WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import event, make_customer, make_meter
+from tests.ingest.test_pipeline import send, usage
 from tests.loading_valkey import LoadingValkey
-from tests.test_pipeline import send, usage
 
 
 @pytest.fixture

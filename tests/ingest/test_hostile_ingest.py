@@ -20,8 +20,8 @@ from portal.ingest.validation import REJECTION_REASONS
 from portal.operations.operator_tasks import enqueue_reconcile
 from tests.conftest import WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import auth, event, make_customer, make_meter
+from tests.ingest.test_pipeline import usage
 from tests.pages.helpers import make_user, sign_in
-from tests.test_pipeline import usage
 
 CLOUDEVENTS = {"Content-Type": "application/cloudevents+json"}
 

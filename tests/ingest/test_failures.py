@@ -17,7 +17,7 @@ from portal.live import redis_keys as live_keys
 from portal.operations.operator_tasks import enqueue_reconcile, replay_failed
 from tests.conftest import WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import auth, event, make_customer, make_meter
-from tests.test_pipeline import send, usage
+from tests.ingest.test_pipeline import send, usage
 
 
 @pytest.fixture

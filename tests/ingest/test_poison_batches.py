@@ -32,7 +32,7 @@ from portal.live import redis_keys as live_keys
 from portal.operations.status import gather_status, render
 from tests.conftest import WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import make_customer, make_meter
-from tests.test_pipeline import usage
+from tests.ingest.test_pipeline import usage
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from portal.operations.status import gather_status, render
 
 # The newest migration file's revision (files are named NNNN_what.py after their revision).
 NEWEST_MIGRATION = max(
-    p.name[:4] for p in (Path(__file__).parent.parent / "migrations" / "versions").glob("[0-9]*.py")
+    p.name[:4] for p in (Path(__file__).parents[2] / "migrations" / "versions").glob("[0-9]*.py")
 )
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from portal.infrastructure.embedded import EmbeddedServers
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "portal.cli.main"]
 
 
@@ -83,7 +83,7 @@ def test_up_demo_runs_the_product_and_stops_cleanly() -> None:
         usage_url = f"http://127.0.0.1:{port}/v1/customers/acme/usage?metric=api_calls&source=billed"
 
         # The printed curl line is accepted as it stands (exact totals after many sends
-        # are covered by tests/test_pipeline.py; here the demo trickle moves them too).
+        # are covered by tests/ingest/test_pipeline.py; here the demo trickle moves them too).
         assert _get(usage_url, admin.group(1))["customerId"] == "acme"
         sent = subprocess.run(
             ["bash", "-c", curl.group(1).replace("\\\n", " ")], capture_output=True, text=True, check=True

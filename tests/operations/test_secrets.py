@@ -22,7 +22,7 @@ from portal.infrastructure.settings import PLACEHOLDER_SECRET, Settings, Setting
 from portal.operations.secret_rotation import RotationRefused, rotate
 from tests.factories import make_customer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KEY_A = "A" * 20 + "-first-key-of-the-portal-32+"
 KEY_B = "B" * 20 + "-second-key-of-the-portal-32+"
 
