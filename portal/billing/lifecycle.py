@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.credits import draw_credit, release_credit
 from portal.billing.invoices import load_invoice, refresh_draft
-from portal.billing.locks import lock_customer
 from portal.billing.repository import adjustments as adjustment_store
 from portal.billing.repository import invoices as invoice_store
+from portal.billing.repository.locks import lock_customer
 from portal.billing.schemas import InvoiceRow
 from portal.catalog.service import get_customer
 from portal.infrastructure.domain_errors import Conflict, Invalid

@@ -8,10 +8,10 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.billing.locks import lock_customer
 from portal.billing.plans import get_plan
 from portal.billing.repository import invoices as invoice_store
 from portal.billing.repository import plans as plan_store
+from portal.billing.repository.locks import lock_customer
 from portal.billing.schemas import Discount, Subscription, SubscriptionCreate
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer

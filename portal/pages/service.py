@@ -24,8 +24,9 @@ from portal.infrastructure.periods import BillingPeriod, period_for, to_datetime
 from portal.pages.charts import BarChart, hourly_bars
 from portal.pages.formatting import HOUR, day_of, grouped, hour_range, instant, money
 from portal.state import PortalState
-from portal.usage.anomaly_detection import AnomalyOut, recent_anomalies
+from portal.usage.anomaly_detection import recent_anomalies
 from portal.usage.combine import exact
+from portal.usage.schemas import AnomalyOut
 from portal.usage.service import live_usage
 
 CHART_WIDTH = 720

@@ -79,7 +79,7 @@ async def usage_by_dimension(
     else:
         per_hour: dict[str, dict[int, Decimal]] = {}
         latest: dict[tuple[str, int], tuple[datetime | None, str | None]] = {}
-        for hour, group_key, value, latest_at, event_id in await usage_repository.group_hour_values(
+        for hour, group_key, value, latest_at, event_id in await usage_repository.hour_values(
             session, customer_id=customer_id, metric_name=meter.metric_name, start=low, end=high
         ):
             name, b = _dimension(group_key, dimension, names), int(hour.timestamp())

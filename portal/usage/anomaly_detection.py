@@ -23,7 +23,7 @@ from portal.infrastructure.periods import hour_bucket, hour_buckets, local_date,
 from portal.usage import repository
 from portal.usage.anomaly_rule import Anomaly, Sensitivity, daily_anomalies, hourly_anomalies
 from portal.usage.combine import exact
-from portal.usage.schemas import AnomalyOut as AnomalyOut  # the pages import it from here
+from portal.usage.schemas import AnomalyOut
 
 # At most this many customers per query: the account managers' table shows pages of 100.
 PAGE = 100

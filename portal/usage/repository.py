@@ -133,13 +133,6 @@ async def unique_values_between(conn: Any, start: datetime, end: datetime) -> li
 
 class HourValue(NamedTuple):
     hour: datetime
-    value: Decimal
-    latest_at: datetime | None
-    latest_event_id: str | None
-
-
-class GroupHourValue(NamedTuple):
-    hour: datetime
     group_key: str
     value: Decimal
     latest_at: datetime | None
@@ -158,21 +151,8 @@ def _in_range(model: Any, customer_id: str, metric_name: str, start: datetime, e
 async def hour_values(
     session: AsyncSession, *, customer_id: str, metric_name: str, start: datetime, end: datetime
 ) -> list[HourValue]:
-    """Every hourly_usage row (all groups) of the customer's meter with hour in [start, end), unordered."""
-    statement = select(
-        col(HourlyUsage.hour),
-        col(HourlyUsage.value),
-        col(HourlyUsage.latest_at),
-        col(HourlyUsage.latest_event_id),
-    ).where(*_in_range(HourlyUsage, customer_id, metric_name, start, end))
-    rows: Any = await session.execute(statement)
-    return [HourValue(*tuple(row)) for row in rows]
-
-
-async def group_hour_values(
-    session: AsyncSession, *, customer_id: str, metric_name: str, start: datetime, end: datetime
-) -> list[GroupHourValue]:
-    """As `hour_values`, each row with its group key."""
+    """Every hourly_usage row of the customer's meter with hour in [start, end), one per
+    group (the group key "" when the meter has no groupBy), unordered."""
     statement = select(
         col(HourlyUsage.hour),
         col(HourlyUsage.group_key),
@@ -181,7 +161,7 @@ async def group_hour_values(
         col(HourlyUsage.latest_event_id),
     ).where(*_in_range(HourlyUsage, customer_id, metric_name, start, end))
     rows: Any = await session.execute(statement)
-    return [GroupHourValue(*tuple(row)) for row in rows]
+    return [HourValue(*tuple(row)) for row in rows]
 
 
 async def unique_values(

@@ -102,7 +102,7 @@ async def billed_usage(
         return Usage(total=Decimal(len(everything)), series=series)
     per_hour: dict[int, Decimal] = {}
     latest_key: dict[int, tuple[datetime | None, str | None]] = {}
-    for hour, value, latest_at, latest_event_id in await repository.hour_values(
+    for hour, _group_key, value, latest_at, latest_event_id in await repository.hour_values(
         session, customer_id=customer_id, metric_name=meter.metric_name, start=low, end=high
     ):
         b = int(hour.timestamp())

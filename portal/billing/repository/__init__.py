@@ -6,7 +6,7 @@ these functions, never the tables.
 - `invoices`: `invoices`, `invoice_lines`, `document_numbers`
 - `adjustments`: `adjustments`, `late_events`
 - `exports`: the CSV exports' reads over invoices, their lines and notes
-- `locks`: the per-customer billing lock (advisory locks; what it guards: `billing/locks.py`)
+- `locks`: the per-customer billing lock (advisory locks) and what it guards
 
 None of them commits, or takes a lock its caller did not ask for. Reads select columns
 rather than whole models, so nothing lands in the session's identity map. Money columns are

@@ -7,7 +7,6 @@ the reason lives in the audit entry (shown next to the row)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -38,23 +37,6 @@ DONE = {
     "replayed": "Event queued again; it shows under Events once stored.",
     "discarded": "Event discarded; the reason is in the audit log.",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class FailedRow:
-    id: int
-    customer_id: str
-    event_id: str
-    reason: str
-    received_at: datetime
-    failed_at: datetime
-    status: str
-    resolved_at: datetime | None
-    metric_name: str
-    quantity: str
-    timestamp_ms: int | None
-    dimensions: int
-    discard_reason: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +85,15 @@ async def failed_page(
         offset=(number - 1) * 50,
     )
     trails = await audit_trail(db, "failed_event", [str(f.id) for f in listed])
-    found = [FailedRow(*f, discard_reason=_discard_reason(trails.get(str(f.id), []))) for f in listed]
+    discard_reasons = {f.id: _discard_reason(trails.get(str(f.id), [])) for f in listed}
     pager = Pager(number, total, "/portal/failed-events", query_items(request))
-    zones = await customer_zones(db, {r.customer_id for r in found})
+    zones = await customer_zones(db, {r.customer_id for r in listed})
     return page(
         "manager/failed.html",
         request,
         status_code=status_code,
-        rows=found,
+        rows=listed,
+        discard_reasons=discard_reasons,
         zones=zones,
         pager=pager,
         status=status,
