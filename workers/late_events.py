@@ -1,7 +1,7 @@
 """Late events: events persisted into a period whose invoice is already finalized.
 
 Runs inside the persist transaction, so an event is recorded as late exactly when it is
-counted. The shared billing lock (portal/billing/locks.py) makes "finalized" a stable
+counted. The shared billing lock (portal/billing/repository/locks.py) makes "finalized" a stable
 fact for the length of the transaction: finalizing waits for us, or we see it finalized.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from portal.billing.locks import share_customers
 from portal.billing.repository import adjustments as adjustment_store
 from portal.billing.repository import invoices as invoice_store
+from portal.billing.repository.locks import share_customers
 from portal.ingest.events import AcceptedEvent, micros_to_datetime
 
 
