@@ -15,6 +15,7 @@ from dramatiq.middleware import CurrentMessage
 from portal.infrastructure import metrics
 from portal.infrastructure.broker import INGEST_QUEUE
 from portal.infrastructure.settings import get_settings
+from portal.ingest.failed_events import key_safe, received_at_of
 from portal.ingest.handoff import holds
 from portal.ingest.partitions import forget_known
 from portal.operations.status import record_persist_failure
@@ -22,7 +23,6 @@ from workers import log_filters
 from workers.alerting import request_evaluation
 from workers.billing import settle_late_events_actor
 from workers.context import WorkerContext, get_context
-from workers.failed_events import key_safe, received_at_of
 from workers.outages import STORE_UNAVAILABLE
 from workers.persist import PersistOutcome, error_summary, persist_batch, persist_split
 

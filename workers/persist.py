@@ -8,7 +8,7 @@ batches cannot deadlock.
 
 A batch that fails for a reason of its data is split (`persist_split`): every event that
 can be persisted is, in parts of their own transactions, and only the events that fail
-alone are kept in failed_events (workers/failed_events.py).
+alone are kept in failed_events (portal/ingest/failed_events.py).
 
 The SQL is in the owning domains' repositories (`portal/ingest/repository.py` for the
 ledger, raw events and conflicts, `portal/usage/repository.py` for the hourly aggregates):
@@ -28,12 +28,10 @@ from decimal import Decimal, localcontext
 from typing import Any
 
 from portal.alerting import repository as alerting_repository
+from portal.billing.late_events import record_late_events
 from portal.ingest import repository as ingest_repository
 from portal.ingest.events import AcceptedEvent, micros_to_datetime
-from portal.ingest.partitions import ensure_partitions, forget_known, month_start, months_between
-from portal.usage import repository as usage_repository
-from portal.usage.repository import AggKey, HourDelta
-from workers.failed_events import (
+from portal.ingest.failed_events import (
     already_failed,
     decode_row,
     failed_event_record,
@@ -44,7 +42,9 @@ from workers.failed_events import (
     text_safe,
     unstorable,
 )
-from workers.late_events import record_late_events
+from portal.ingest.partitions import ensure_partitions, forget_known, month_start, months_between
+from portal.usage import repository as usage_repository
+from portal.usage.repository import AggKey, HourDelta
 
 
 @dataclass(frozen=True, slots=True)

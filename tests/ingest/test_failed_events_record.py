@@ -1,4 +1,4 @@
-"""Telling unstorable events apart and keeping them safely (workers/failed_events.py),
+"""Telling unstorable events apart and keeping them safely (portal/ingest/failed_events.py),
 and keeping whole batches out of the worker's log lines: pure, no servers."""
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import asyncpg
 import dramatiq
 import pytest
 
-from workers import log_filters
-from workers.failed_events import (
+from portal.ingest.failed_events import (
     decode_row,
     failed_event_record,
     failed_key,
@@ -23,6 +22,7 @@ from workers.failed_events import (
     text_safe,
     unstorable,
 )
+from workers import log_filters
 from workers.persist import error_summary
 
 GOOD = [
