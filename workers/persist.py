@@ -10,7 +10,7 @@ A batch that fails for a reason of its data is split (`persist_split`): every ev
 can be persisted is, in parts of their own transactions, and only the events that fail
 alone are kept in failed_events (portal/ingest/failed_events.py).
 
-The SQL is in the owning domains' repositories (`portal/ingest/repository.py` for the
+The SQL is in the owning domains' repositories (`portal/ingest/repository/` for the
 ledger, raw events and conflicts, `portal/usage/repository.py` for the hourly aggregates):
 raw asyncpg unnest statements and COPY on this transaction's connection, the hot path.
 """

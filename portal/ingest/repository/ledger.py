@@ -1,0 +1,108 @@
+"""Queries on `event_ledger`: one row per accepted (customer, eventId) with its fingerprint,
+the dedup guard; admitted by the persist transaction, pruned after the lateness window."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from portal.infrastructure.db import values
+from portal.ingest.events import AcceptedEvent
+from portal.ingest.models import EventLedgerEntry
+
+
+async def admit_to_ledger(
+    conn: Any, events: Sequence[AcceptedEvent], event_times: Sequence[datetime], received_at: datetime
+) -> set[tuple[str, str]]:
+    """Insert a ledger entry per event (`event_times[i]` is `events[i]`'s time, UTC), on the
+    persist transaction's asyncpg connection; the (customer id, event id) keys admitted, that
+    is, not already in the ledger. `events` must hold each key once."""
+    # Raw asyncpg: the ingest hot path, one unnest insert for the whole batch.
+    admitted_rows = await conn.fetch(
+        "INSERT INTO event_ledger (customer_id, event_id, fingerprint, event_time, received_at) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::timestamptz[], "
+        "$5::timestamptz[]) ON CONFLICT DO NOTHING RETURNING customer_id, event_id",
+        [e.customer_id for e in events],
+        [e.event_id for e in events],
+        [bytes.fromhex(e.fingerprint) for e in events],
+        event_times,
+        [received_at] * len(events),
+    )
+    return {(r["customer_id"], r["event_id"]) for r in admitted_rows}
+
+
+async def ledger_fingerprints(conn: Any, events: Sequence[AcceptedEvent]) -> dict[tuple[str, str], str]:
+    """(customer id, event id) → fingerprint (hex) of those of the events' keys the ledger
+    holds, on the persist transaction's asyncpg connection."""
+    # Raw asyncpg: the ingest hot path, one join against an unnest of the refused keys.
+    known = await conn.fetch(
+        "SELECT l.customer_id, l.event_id, l.fingerprint FROM event_ledger l "
+        "JOIN unnest($1::text[], $2::text[]) AS k(customer_id, event_id) "
+        "USING (customer_id, event_id)",
+        [e.customer_id for e in events],
+        [e.event_id for e in events],
+    )
+    return {(r["customer_id"], r["event_id"]): bytes(r["fingerprint"]).hex() for r in known}
+
+
+async def prune_ledger(conn: Any, older_than: timedelta) -> None:
+    """Forget ledger entries whose event time is more than `older_than` before now, on an
+    asyncpg connection in the caller's transaction."""
+    # Raw asyncpg: the maintenance actor runs on a bare asyncpg connection, not a session.
+    await conn.execute("DELETE FROM event_ledger WHERE event_time < now() - $1::interval", older_than)
+
+
+class LedgerEntry(NamedTuple):
+    event_time: datetime
+    received_at: datetime
+    persisted_at: datetime
+
+
+async def ledger_entry(session: AsyncSession, customer_id: str, event_id: str) -> LedgerEntry | None:
+    """The event's ledger entry, None when the ledger does not hold it (never admitted, or
+    pruned after the lateness window)."""
+    statement = select(
+        col(EventLedgerEntry.event_time),
+        col(EventLedgerEntry.received_at),
+        col(EventLedgerEntry.persisted_at),
+    ).where(col(EventLedgerEntry.customer_id) == customer_id, col(EventLedgerEntry.event_id) == event_id)
+    row: Any = (await session.execute(statement)).first()
+    return LedgerEntry(*tuple(row)) if row else None
+
+
+async def persist_latency(
+    session: AsyncSession, *, start: datetime, end: datetime, sample: int
+) -> tuple[Any, ...]:
+    """(events, p50 and p99 of persisted minus received, p50 and p99 of persisted minus
+    event time; seconds, None when no event) over the newest `sample` ledger rows with an
+    event time from a day before `start` to `end`, counting those persisted in [start, end)."""
+    # Raw SQL: ordered-set aggregates (percentile_cont … WITHIN GROUP) over a bounded sample.
+    # The ledger (unpartitioned, indexed by event time) holds the same three instants as the
+    # raw events; reading at most `sample` of the newest keeps this bounded at any rate.
+    return values(
+        (
+            await session.execute(
+                text(
+                    "SELECT count(*), "
+                    "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - "
+                    "received_at)), "
+                    "percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - "
+                    "received_at)), "
+                    "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - "
+                    "event_time)), "
+                    "percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM persisted_at - "
+                    "event_time)) "
+                    "FROM (SELECT * FROM event_ledger WHERE event_time >= CAST(:start AS timestamptz) - "
+                    "interval '1 day' "
+                    "AND event_time < :end ORDER BY event_time DESC LIMIT :sample) recent "
+                    "WHERE persisted_at >= :start AND persisted_at < :end"
+                ),
+                {"start": start, "end": end, "sample": sample},
+            )
+        ).one()
+    )
