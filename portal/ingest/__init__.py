@@ -11,11 +11,11 @@ fingerprint: the dedup guard, pruned after the lateness window), `usage_events` 
 events, in monthly partitions `usage_events_pYYYYMM` made by `partitions.py`),
 `failed_events` (events the workers gave up on, later marked replayed or discarded) and
 `event_conflicts` (eventIds re-used with other content). Every statement on them is in
-`repository.py` (the partitions' DDL aside); other modules call it, never the tables. The
-worker's persist transaction writes them through it (`workers/persist.py`: raw asyncpg
-unnest and COPY, the hot path; `failed_events.py` tells unstorable events apart and
-builds their text-safe rows), `maintain_storage`
-prunes the ledger and makes partitions ahead, `usage-portal failed replay`
+`repository/` (one module per table; the partitions' DDL aside); other modules call it,
+never the tables. The worker's persist transaction writes them through it
+(`workers/persist.py`: raw asyncpg unnest and COPY, the hot path; `failed_events.py` tells
+unstorable events apart and builds their text-safe rows), `maintain_storage` prunes the
+ledger and makes partitions ahead, `usage-portal failed replay`
 (`portal/operations/operator_tasks.py`) and the failed-events page
 (`portal/pages/manager/failed.py`) mark failed events replayed or discarded, and the event
 explorer (`portal/pages/manager/events.py`) reads them.
