@@ -13,7 +13,7 @@ from litestar.handlers.base import BaseRouteHandler
 
 from portal.infrastructure.http_errors import ServiceUnavailable, StoreUnavailable
 from portal.keys.schemas import ApiKey
-from portal.state import PortalState
+from portal.keys.service import KeyCache
 
 _ALLOWED = {"ingest": {"ingest", "admin"}, "admin": {"admin"}}
 
@@ -26,9 +26,9 @@ async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], handler:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise NotAuthorizedException("missing API key: send 'Authorization: Bearer <key>'")
-    state: PortalState = connection.app.state.portal
+    keys: KeyCache = connection.app.state.portal.keys  # the web process's (portal/state.py)
     try:
-        key: ApiKey | None = await state.keys.resolve(token.strip())
+        key: ApiKey | None = await keys.resolve(token.strip())
     except StoreUnavailable as exc:
         raise ServiceUnavailable(f"{exc}; retry later") from exc
     if key is None:
