@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec
+from typing import ParamSpec
 
 import asyncpg
 import redis.exceptions
@@ -104,9 +104,3 @@ def periodic(fn: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
         _ran(fn.__name__)
 
     return run
-
-
-def outages_now() -> dict[str, Any]:
-    """The jobs this process is skipping now (for tests and debugging)."""
-    with _lock:
-        return dict(_outages)
