@@ -11,15 +11,13 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from portal.billing.catalog_file import CatalogFileError
+from portal.cli import SettingsFor
 from portal.infrastructure.domain_errors import Problem
 from portal.infrastructure.settings import Settings
-
-SettingsFor = Callable[[argparse.Namespace], tuple[Settings, Any]]
 
 
 def _run(args: argparse.Namespace, work: Any) -> None:

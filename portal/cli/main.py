@@ -448,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_billing_commands(sub, _settings)
 
-    from portal.operations.secret_rotation import register_secrets_commands
+    from portal.cli.secrets import register_secrets_commands
 
     register_secrets_commands(sub, _settings)
 

@@ -1,4 +1,5 @@
-"""`usage-portal secrets rotate`: re-encrypt every stored secret under the current key.
+"""Re-encrypting every stored secret under the current key (`usage-portal secrets rotate`,
+portal/cli/secrets.py).
 
 What the secret key protects at rest is the alert channels' destinations (Apprise URLs
 with their tokens and passwords) and webhook signing secrets (alerts/secrets.py). Rotating
@@ -21,12 +22,7 @@ The SQL (every channel read under lock, then rewritten in one batch) is in
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,8 +30,6 @@ from alerts.secrets import Keys, readable_with_newest, reencrypt
 from portal.alerting import repository
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.settings import Settings
-
-SettingsFor = Callable[[argparse.Namespace], tuple[Settings, Any]]
 
 
 class RotationRefused(Exception):
@@ -112,27 +106,3 @@ async def rotate(settings: Settings) -> RotationReport:
             return await rotate_channel_secrets(session, settings.secret_keys)
     finally:
         await engine.dispose()
-
-
-def cmd_secrets_rotate(args: argparse.Namespace) -> None:
-    settings, started = args.settings_for(args)
-    try:
-        report = asyncio.run(rotate(settings))
-    except RotationRefused as exc:
-        sys.exit(f"error: {exc}")
-    finally:
-        if started:
-            started.stop()
-    print("\n".join(report.lines()))
-
-
-def register_secrets_commands(sub: Any, settings_for: SettingsFor) -> None:
-    """Add `secrets rotate` to the `usage-portal` parser."""
-    secrets = sub.add_parser("secrets", help="the secret key protecting stored alert destinations")
-    secrets_sub = secrets.add_subparsers(dest="secrets_command", required=True)
-    rotate_parser = secrets_sub.add_parser(
-        "rotate",
-        help="re-encrypt stored destinations under PORTAL_SECRET_KEY "
-        "(PORTAL_SECRET_KEY_PREVIOUS: the old keys, comma-separated)",
-    )
-    rotate_parser.set_defaults(func=cmd_secrets_rotate, settings_for=settings_for)
