@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -40,27 +41,8 @@ async def finalized_number_after(session: AsyncSession, customer_id: str, at: da
     return None if row is None else row[0]
 
 
-_INVOICE = (
-    col(Invoice.id),
-    col(Invoice.number),
-    col(Invoice.customer_id),
-    col(Invoice.currency),
-    col(Invoice.status),
-    col(Invoice.period_start),
-    col(Invoice.period_end),
-    col(Invoice.subtotal),
-    col(Invoice.discount_total),
-    col(Invoice.credits_applied),
-    col(Invoice.total),
-    col(Invoice.computed_at),
-    col(Invoice.complete_through),
-    col(Invoice.finalized_at),
-    col(Invoice.approved_by),
-    col(Invoice.voided_at),
-    col(Invoice.void_reason),
-    col(Invoice.replaces_id),
-    col(Invoice.segments),
-)
+# The columns of an InvoiceRow, in its field order (derived, so the two cannot drift apart).
+_INVOICE = tuple(col(getattr(Invoice, f.name)) for f in fields(InvoiceRow))
 
 
 def _invoice(row: Any) -> InvoiceRow:
