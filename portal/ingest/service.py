@@ -8,6 +8,7 @@ its retry look like a duplicate.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -35,6 +36,12 @@ from portal.live.store import LiveStore
 
 log = logging.getLogger(__name__)
 
+# A batch handed to the broker whose live apply failed is applied again after 0.2, 0.4, …
+# (at most 5) seconds, for up to a minute.
+LIVE_RETRY_FIRST_S = 0.2
+LIVE_RETRY_MAX_DELAY_S = 5.0
+LIVE_RETRY_FOR_S = 60.0
+
 PERSIST_ACTOR = "persist_events"
 CONFLICT_ERROR = "eventId: already used by a different event (conflict); not counted"
 
@@ -53,6 +60,8 @@ class Ingestor:
     catalog: CatalogCache
     live: LiveStore
     handoff: BatchHandoff = field(default_factory=lambda: BatchHandoff(_enqueue_persist))
+    # Live applies retried in the background after Redis failed between hand-off and apply.
+    _live_repairs: set[asyncio.Task[None]] = field(default_factory=set)
 
     def _limits(self, now_s: float) -> Limits:
         now_us = int(now_s * 1_000_000)
@@ -132,8 +141,9 @@ class Ingestor:
             if fresh:
                 try:
                     taken = await self.live.apply(fresh)
-                except Exception as exc:  # durable already; reconcile repairs the view
-                    log.warning("live counters not updated for batch %s: %s", batch_id, exc)
+                except Exception as exc:  # durable already: count them live as soon as Redis is back
+                    log.warning("live counters not updated for batch %s, retrying: %s", batch_id, exc)
+                    self._apply_later(batch_id, fresh)
                     taken = set()
                 # Events a concurrent request carried first are duplicates of it.
                 duplicates += len(taken)
@@ -141,6 +151,30 @@ class Ingestor:
 
         rejected.sort(key=lambda r: r.index)
         return IngestResult(accepted=len(fresh), duplicates=duplicates, rejected=rejected)
+
+    def _apply_later(self, batch_id: str, events: list[AcceptedEvent]) -> None:
+        """Count durable events live once Redis answers again (it restarts in about a
+        second under `up`). Applying is idempotent: the markers it sets make a second apply
+        of an event count nothing, so a first attempt that did land is not counted twice."""
+        task = asyncio.create_task(self._apply_until_counted(batch_id, events))
+        self._live_repairs.add(task)
+        task.add_done_callback(self._live_repairs.discard)
+
+    async def _apply_until_counted(self, batch_id: str, events: list[AcceptedEvent]) -> None:
+        delay = LIVE_RETRY_FIRST_S
+        deadline = time.monotonic() + LIVE_RETRY_FOR_S
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.live.apply(events)
+                log.info("live counters of batch %s updated on a retry", batch_id)
+                return
+            except Exception as exc:
+                if time.monotonic() >= deadline:
+                    # The hour's reconcile rewrites it from Postgres once it settles.
+                    log.warning("live counters of batch %s left to the reconcile: %s", batch_id, exc)
+                    return
+            delay = min(delay * 2, LIVE_RETRY_MAX_DELAY_S)
 
     async def _hand_off(
         self,

@@ -11,9 +11,11 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from portal.infrastructure.settings import Settings
 from portal.live import redis_keys as live_keys
+from portal.live.store import LiveStore
 from portal.operations.operator_tasks import enqueue_reconcile, replay_failed
 from tests.conftest import WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import auth, event, make_customer, make_meter
@@ -237,3 +239,35 @@ async def test_a_batch_that_keeps_failing_is_kept_and_can_be_replayed(
     assert len(replayed.json()) == 2
     # Replaying again finds nothing left to replay.
     assert await replay_failed(settings, ids=None) == 0
+
+
+async def test_a_batch_whose_live_apply_failed_is_counted_live_once_redis_answers(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    catalog: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Redis goes away between the broker hand-off (the batch is durable: 202) and the live
+    # apply, as when Valkey is killed under load; then it answers again.
+    real_apply = LiveStore.apply
+    failures = [RedisConnectionError("Connection closed by server.")]
+
+    async def apply_after_a_failure(self: LiveStore, events: Any) -> set[int]:
+        if failures:
+            raise failures.pop()
+        return await real_apply(self, events)
+
+    monkeypatch.setattr(LiveStore, "apply", apply_after_a_failure)
+    batch = [event(quantity=q) for q in range(1, 11)]  # 55
+    answer = await send(client, ingest_key, batch)
+    assert answer["accepted"] == 10 and failures == []
+
+    async def counted() -> bool:
+        return bool((await usage(client, admin_key, "api_calls", "live"))["total"] == "55")
+
+    await wait_for(counted, timeout=10, what="the live total after the retried apply")
+    # The same batch sent again is a duplicate: the retried apply set its markers.
+    again = await send(client, ingest_key, batch)
+    assert (again["accepted"], again["duplicates"]) == (0, 10)
+    assert (await usage(client, admin_key, "api_calls", "live"))["total"] == "55"
