@@ -89,7 +89,7 @@ def email_customer(
     for part in message.walk():
         if part.get_content_maintype() == "text":
             with contextlib.suppress(LookupError, ValueError):
-                texts.append(str(part.get_content()))  # type: ignore[attr-defined]
+                texts.append(str(part.get_content()))
     for text in texts:
         match = id_pattern.search(text)
         if match:

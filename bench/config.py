@@ -12,9 +12,21 @@ BATCH_PATH = "/v1/events/batch"
 SINGLE_PATH = "/v1/events"
 INFLIGHT_KEY = "live:inflight"  # portal.live.keys.INFLIGHT_KEY
 
-TARGET_BATCH_EPS = 20_000
-TARGET_LAG_P99_S = 2.0
-TARGET_LAG_RATE = TARGET_BATCH_EPS // 2
+# Issue 15's targets (a benchmark prints each with PASS/MISS; tests never assert time).
+TARGET_BATCH_EPS = 50_000  # accepted and persisted, sustained
+TARGET_COPY_RATIO = 0.3  # persisted/s over the raw COPY floor measured in the same run
+TARGET_SINGLE_RPS = 3_000  # single-event requests/s, closed loop
+TARGET_SINGLE_P99_S = 0.020  # single-event latency p99 at a fixed rate of...
+SINGLE_OPEN_RATE = 1_000.0  # ...this many requests/s (open loop)
+TARGET_LAG_P99_S = 1.0  # accepted -> persisted, at half the measured batch rate
+TARGET_FLAT_RATIO = 0.8  # batch rate with history / empty-store rate
+TARGET_TIMELINE_RATIO = 0.9  # last minute / first minute of the batch phase
+TARGET_VALKEY_BYTES = 2 * 10**9  # at 1,000 events/s for 35 days
+VALKEY_PROJECTION_EPS = 1_000
+VALKEY_PROJECTION_DAYS = 35
+TARGET_STARTUP_S = 30.0  # `usage-portal up` to /readyz 200
+# Without a batch phase to halve, the lag phase runs at half the target rate.
+DEFAULT_LAG_RATE = TARGET_BATCH_EPS // 2
 
 ZONES = [
     "UTC",
@@ -59,3 +71,11 @@ class Options:
     event_ids: str
     pg_settings: tuple[str, ...]
     valkey_settings: tuple[str, ...]
+    # Defaults, so the other benchmarks that build Options for bench.stack need not know.
+    copy_seconds: float = 10.0
+    copy_connections: int = 2
+    single_rate: float = SINGLE_OPEN_RATE
+    preload_millions: float = 0.0
+    empty_rate: float | None = None
+    compare_empty: bool = False
+    startup: bool = False

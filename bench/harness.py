@@ -9,7 +9,7 @@ import asyncio
 import json
 import signal
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ def run(
     *,
     name: str,
     stack: Options,
-    measure: Callable[[Environment, float], Awaitable[dict[str, Any]]],
+    measure: Callable[[Environment, float], Coroutine[Any, Any, dict[str, Any]]],
     report: Callable[[dict[str, Any]], None] | None = None,
     uvloop: bool = True,
 ) -> int:

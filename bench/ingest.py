@@ -7,18 +7,29 @@ the real `usage-portal` subprocesses, and drives them over HTTP from this proces
 1. batch: 1000-event batches from several connections for `--duration` s. Accepted
    events/s from the 202 answers; persisted events/s from `event_ledger` (rows whose
    `persisted_at` falls in the same window), and how long the backlog takes to drain.
-2. single: one event per request for `--single-duration` s: requests/s, latency p50/p99.
+   Valkey's memory and keys are read before and after it for the memory projection.
+2. single: one event per request for `--single-duration` s, closed loop: requests/s; then
+   the same at a fixed --single-rate requests/s (open loop): latency p50/p99.
 3. lag: batches at half the sustained rate of phase 1 (open loop) for `--lag-duration`
    s; accepted-to-persisted lag p50/p99 from `event_ledger.persisted_at - received_at`.
+4. copy: the raw COPY floor, usage_events-shaped rows into a scratch table for
+   `--copy-seconds` s (bench/copyfloor.py), to judge the persisted rate against.
 
-Prints a table of figures, CPU per role, the machine and the settings, and PASS/MISS
-against the issue's targets. Always exits 0 once it has measured; it stops what it
-started (also on Ctrl-C) and deletes the temp data dir unless --keep-data.
+With `--preload-millions N`, N million events of 30 days' history are loaded first
+(bench/preload.py), and the batch rate is compared with the empty store's (`--empty-rate`
+or `--compare-empty`). With `--startup`, `usage-portal up` is timed at the end on the
+run's data dir, until /readyz answers 200.
+
+Prints a table of figures, CPU per role, the machine and the settings, and every target
+of issue 15 with PASS/MISS beside its floor (also in the `--json` file, for
+`python -m bench.summary`). Always exits 0 once it has measured; it stops what it started
+(also on Ctrl-C) and deletes the temp data dir unless --keep-data.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import os
@@ -29,7 +40,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from bench import harness
-from bench.config import TARGET_LAG_RATE, Options, log
+from bench.config import DEFAULT_LAG_RATE, SINGLE_OPEN_RATE, Options, log
 from bench.harness import add_run_options
 from bench.load import EventFactory
 from bench.machine import machine_info
@@ -38,6 +49,7 @@ from bench.phases import Bench
 from bench.procstat import Roles
 from bench.report import report
 from bench.stack import Environment, create_catalog, postmaster_pid, start_tiers
+from bench.startup import measure_startup
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -49,7 +61,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument(
         "--phase",
         action="append",
-        choices=["all", "batch", "single", "lag"],
+        choices=["all", "batch", "single", "lag", "copy"],
         help="phase(s) to run (repeatable; default all)",
     )
     parser.add_argument(
@@ -79,7 +91,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         type=float,
         default=None,
         help="events/s of the lag phase (default: half the batch phase's "
-        f"sustained rate, or {TARGET_LAG_RATE} if that phase is not run)",
+        f"sustained rate, or {DEFAULT_LAG_RATE} if that phase is not run)",
     )
     parser.add_argument("--web-workers", type=int, default=2, help="web processes (2)")
     parser.add_argument(
@@ -100,6 +112,49 @@ def parse_options(argv: list[str] | None = None) -> Options:
         type=float,
         default=300.0,
         help="seconds to wait for the backlog to be persisted after a phase",
+    )
+    parser.add_argument(
+        "--single-rate",
+        type=float,
+        default=SINGLE_OPEN_RATE,
+        help=f"requests/s of the open-loop single-event sub-phase ({SINGLE_OPEN_RATE:g}; 0: skip it)",
+    )
+    parser.add_argument(
+        "--copy-seconds",
+        type=float,
+        default=None,
+        help="seconds of the raw COPY floor measurement (default 10; 5 with --quick)",
+    )
+    parser.add_argument(
+        "--copy-connections", type=int, default=2, help="connections sending the COPY floor's rows (2)"
+    )
+    parser.add_argument(
+        "--preload-millions",
+        type=float,
+        default=0.0,
+        metavar="N",
+        help="before the phases, load N million events of 30 days' history straight into "
+        "the store with SQL (the target asks for at least 100)",
+    )
+    parser.add_argument(
+        "--empty-rate",
+        type=float,
+        default=None,
+        metavar="EPS",
+        help="with --preload-millions: the batch rate an empty store gave (a run without "
+        "preload), to compare the rate with history against",
+    )
+    parser.add_argument(
+        "--compare-empty",
+        action="store_true",
+        help="with --preload-millions: first run the batch phase on the empty store "
+        "(as 'batch@empty'), then load the history, then the phases",
+    )
+    parser.add_argument(
+        "--startup",
+        action="store_true",
+        help="at the end, stop everything and time `usage-portal up` on the run's data dir "
+        "until /readyz answers 200",
     )
     parser.add_argument("--quick", action="store_true", help="short phases: a smoke run")
     add_run_options(parser)
@@ -132,8 +187,10 @@ def parse_options(argv: list[str] | None = None) -> Options:
     args = parser.parse_args(argv)
     phases = tuple(args.phase or ["all"])
     if "all" in phases:
-        phases = ("batch", "single", "lag")
-    ordered = tuple(p for p in ("batch", "single", "lag") if p in phases)
+        phases = ("batch", "single", "lag", "copy")
+    ordered = tuple(p for p in ("batch", "single", "lag", "copy") if p in phases)
+    if (args.empty_rate is not None or args.compare_empty) and args.preload_millions <= 0:
+        parser.error("--empty-rate and --compare-empty compare with a history: give --preload-millions")
 
     def pick(value: float | None, normal: float, quick: float) -> float:
         return value if value is not None else (quick if args.quick else normal)
@@ -161,6 +218,13 @@ def parse_options(argv: list[str] | None = None) -> Options:
         event_ids=args.event_ids,
         pg_settings=tuple(args.pg_set or ()),
         valkey_settings=tuple(args.valkey_set or ()),
+        copy_seconds=pick(args.copy_seconds, 10, 5),
+        copy_connections=args.copy_connections,
+        single_rate=args.single_rate,
+        preload_millions=args.preload_millions,
+        empty_rate=args.empty_rate,
+        compare_empty=args.compare_empty,
+        startup=args.startup,
     )
 
 
@@ -194,18 +258,43 @@ async def run_phases(opts: Options, env: Environment, busy_before: float) -> dic
         servers = await server_info(pg, redis)
         servers["busy_before_start"] = busy_before
         await bench.warm_up()
+        if opts.preload_millions > 0:
+            if opts.compare_empty:
+                await bench.batch_phase("batch@empty", "E", memory=False)
+            await bench.preload_history()
         if "batch" in opts.phases:
             await bench.batch_phase()
         if "single" in opts.phases:
             await bench.single_phase()
+            if opts.single_rate > 0:
+                await bench.single_open_phase()
         if "lag" in opts.phases:
             await bench.lag_phases()
-        result = report(bench, machine, servers)
-        result["settings"] = dataclasses.asdict(opts)
-        return result
+        if "copy" in opts.phases:
+            await bench.measure_copy_floor()
+        # For the startup figure: what `up` will find in the store.
+        if opts.startup:
+            await pg.execute("ANALYZE event_ledger")  # a fresh row estimate, not a count(*)
+        events_in_store = int(
+            await pg.fetchval(
+                "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE relname = 'event_ledger'"
+            )
+            or 0
+        )
+        valkey_keys = int(await redis.dbsize())
     finally:
         await redis.aclose()
         await pg.close()
+    startup = (
+        await asyncio.to_thread(
+            measure_startup, env, events_in_store=events_in_store, valkey_keys=valkey_keys
+        )
+        if opts.startup
+        else None
+    )
+    result = report(bench, machine, servers, startup)
+    result["settings"] = dataclasses.asdict(opts)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -191,9 +191,12 @@ async def open_loop(
     rate: float,
     duration: float,
     stats: LoadStats,
+    path: str = BATCH_PATH,
 ) -> None:
     """Requests on a fixed schedule (`rate` events/s) whatever the answers take; a free
-    connection is taken from a pool, or a new one opened if all are busy."""
+    connection is taken from a pool, or a new one opened if all are busy. Each request's
+    latency is recorded, so a fixed `rate` of single events gives the latency at that
+    load rather than at saturation."""
     pool: list[HttpConnection] = await open_connections(ports, key, 4)
     interval = events_per_body / rate
     tasks: set[asyncio.Task[None]] = set()
@@ -206,7 +209,7 @@ async def open_loop(
             port = ports[stats.extra_connections % len(ports)]
             conn = HttpConnection("127.0.0.1", port, {"Authorization": f"Bearer {key}"})
         try:
-            await send(conn, BATCH_PATH, body, events_per_body, stats, time.monotonic() + 30)
+            await send(conn, path, body, events_per_body, stats, time.monotonic() + 30)
         finally:
             pool.append(conn)
 

@@ -126,7 +126,7 @@ async def measure_persisted(
 
 async def server_info(pg: asyncpg.Connection, redis: Redis) -> dict[str, Any]:
     info = await redis.info("server")
-    persistence = await redis.config_get("appendfsync")
+    persistence: dict[Any, Any] = await redis.config_get("appendfsync")
     return {
         "postgres": await pg.fetchval("SHOW server_version"),
         "postgres_fsync": await pg.fetchval("SHOW fsync"),

@@ -1,5 +1,7 @@
-"""The load phases (warm-up, batch, single, lag), each measured from the client, the
-ledger, /proc and the servers' counters into a `PhaseResult`.
+"""The load phases (warm-up, batch, single, single at a fixed rate, lag), each measured
+from the client, the ledger, /proc and the servers' counters into a `PhaseResult`; and the
+measurements around them: the raw COPY floor, Valkey memory around the batch phase, and
+the history preload.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
-from bench import serverstats
-from bench.config import BATCH_PATH, SINGLE_PATH, TARGET_LAG_RATE, Options, log
+from bench import serverstats, valkeymem
+from bench.config import BATCH_PATH, DEFAULT_LAG_RATE, SINGLE_PATH, Options, log
+from bench.copyfloor import CopyFloor, measure_copy_floor
 from bench.load import EventFactory, LoadStats, closed_loop, open_connections, open_loop, send
 from bench.measure import Persisted, measure_persisted, wait_drained
+from bench.preload import Preload, preload
 from bench.procstat import CpuUsage, Roles, snapshot, usage_between
 from bench.stack import Catalog, Environment, check_alive
 
@@ -66,6 +70,9 @@ class Bench:
     factory: EventFactory
     pg_stats: bool = False
     results: dict[str, PhaseResult] = field(default_factory=dict)
+    copy_floor: CopyFloor | None = None
+    memory: valkeymem.Projection | None = None
+    history: Preload | None = None
 
     async def _measured(
         self, name: str, tag: str, body: Callable[[LoadStats], Awaitable[None]]
@@ -133,32 +140,64 @@ class Bench:
         )
         log(f"warm-up: {stats.accepted:,} events accepted and persisted")
 
-    async def batch_phase(self) -> PhaseResult:
+    async def batch_phase(self, name: str = "batch", tag: str = "B", *, memory: bool = True) -> PhaseResult:
+        """Closed loop for --duration s; with `memory`, Valkey's memory and keys are read
+        before and after (each time with the backlog persisted) for the projection."""
         opts = self.opts
         log(
-            f"batch: {opts.batch_size}-event batches on {opts.concurrency} connections "
+            f"{name}: {opts.batch_size}-event batches on {opts.concurrency} connections "
             f"for {opts.duration:.0f} s"
         )
+        memory_before = await valkeymem.snapshot(self.redis) if memory else None
         conns = await open_connections(self.env.ports, self.catalog.ingest_key, opts.concurrency)
 
         async def body(stats: LoadStats) -> None:
             await closed_loop(
                 conns,
                 BATCH_PATH,
-                lambda: self.factory.batch("B", opts.batch_size),
+                lambda: self.factory.batch(tag, opts.batch_size),
                 opts.batch_size,
                 opts.duration,
                 stats,
             )
 
-        result = await self._measured("batch", "B", body)
+        result = await self._measured(name, tag, body)
         await asyncio.gather(*(c.close() for c in conns))
         result.settings = {
             "batch_size": opts.batch_size,
             "connections": opts.concurrency,
             "duration_s": opts.duration,
         }
+        if memory_before is not None:
+            log(f"{name}: reading Valkey's memory and keys")
+            hold, source = valkeymem.marker_lifetime()
+            self.memory = valkeymem.Projection(
+                memory_before,
+                await valkeymem.snapshot(self.redis),
+                result.load.accepted,
+                result.load.elapsed,
+                hold,
+                source,
+                customer_meters=len(self.catalog.customers) * 3,
+            )
         return result
+
+    async def measure_copy_floor(self) -> CopyFloor:
+        catalog = self.catalog
+        self.copy_floor = await measure_copy_floor(
+            self.env.database_url,
+            seconds=self.opts.copy_seconds,
+            connections=self.opts.copy_connections,
+            customers=catalog.customers,
+            metrics=[catalog.sum_meter, catalog.count_meter, catalog.max_meter],
+            run=catalog.run,
+        )
+        return self.copy_floor
+
+    async def preload_history(self) -> Preload:
+        log(f"preload: {self.opts.preload_millions:g} million events of history")
+        self.history = await preload(self.env.database_url, self.catalog, self.opts.preload_millions)
+        return self.history
 
     async def single_phase(self) -> PhaseResult:
         opts = self.opts
@@ -178,17 +217,41 @@ class Bench:
         result.settings = {"connections": opts.single_concurrency, "duration_s": opts.single_duration}
         return result
 
+    async def single_open_phase(self) -> PhaseResult:
+        """Single events on a fixed schedule (open loop) at --single-rate requests/s: the
+        latency a client sees at that load, not at saturation."""
+        opts = self.opts
+        name = f"single@{opts.single_rate:g}"
+        log(
+            f"{name}: one event per request at {opts.single_rate:,.0f} requests/s "
+            f"for {opts.single_duration:.0f} s"
+        )
+
+        async def body(stats: LoadStats) -> None:
+            await open_loop(
+                self.env.ports,
+                self.catalog.ingest_key,
+                lambda: self.factory.single("O"),
+                1,
+                opts.single_rate,
+                opts.single_duration,
+                stats,
+                path=SINGLE_PATH,
+            )
+
+        result = await self._measured(name, "O", body)
+        result.settings = {"rate_rps": opts.single_rate, "duration_s": opts.single_duration}
+        return result
+
     async def lag_phases(self) -> None:
-        """At half the batch phase's sustained rate (or --lag-rate); when that is below
-        the rate the target names, once more at that rate, so the target is judged."""
+        """At half the batch phase's sustained rate, as the target says (or --lag-rate;
+        without a batch phase, half the batch target)."""
         opts = self.opts
         rate = opts.lag_rate
         if rate is None:
             batch = self.results.get("batch")
-            rate = min(batch.accepted_eps, batch.persisted_eps) / 2 if batch else float(TARGET_LAG_RATE)
+            rate = min(batch.accepted_eps, batch.persisted_eps) / 2 if batch else float(DEFAULT_LAG_RATE)
         await self.lag_phase("lag", "L", max(rate, 100.0))
-        if opts.lag_rate is None and rate < TARGET_LAG_RATE * 0.99:
-            await self.lag_phase("lag@target", "T", float(TARGET_LAG_RATE))
 
     async def lag_phase(self, name: str, tag: str, rate: float) -> PhaseResult:
         opts = self.opts

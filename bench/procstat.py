@@ -76,7 +76,8 @@ class Roles:
             if proc.pid == me:
                 role = "loadgen"
             else:
-                cursor, seen = proc, 0
+                cursor: _Proc | None = proc
+                seen = 0
                 while cursor is not None and seen < 64 and role is None:
                     role = by_root.get(cursor.pid)
                     cursor = procs.get(cursor.ppid)

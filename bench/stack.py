@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,17 @@ class Environment:
         return env
 
     def close(self, *, keep_data: bool) -> None:
+        self.stop_processes()
+        if self.servers is not None:
+            log("stopping embedded Postgres and Valkey")
+            self.servers.stop()
+        if keep_data:
+            log(f"data kept in {self.data_dir}")
+        else:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def stop_processes(self) -> None:
+        """Stop the tiers this run started (the servers keep running)."""
         for name, process in self.processes.items():
             if process.poll() is None:
                 log(f"stopping {name} (pid {process.pid})")
@@ -70,13 +82,6 @@ class Environment:
         for process in self.processes.values():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
-        if self.servers is not None:
-            log("stopping embedded Postgres and Valkey")
-            self.servers.stop()
-        if keep_data:
-            log(f"data kept in {self.data_dir}")
-        else:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def _free_port() -> int:
@@ -114,7 +119,7 @@ def start_servers(env: Environment, opts: Options) -> None:
 
 
 async def alter_system(
-    database_url: str, *, pg_stats: bool, pg_settings: list[str], extra: dict[str, str] | None = None
+    database_url: str, *, pg_stats: bool, pg_settings: Sequence[str], extra: dict[str, str] | None = None
 ) -> None:
     """ALTER SYSTEM for a bench run (takes effect at the restart that follows):
     pg_stat_statements if asked, `extra`, then each `--pg-set NAME=VALUE`."""
