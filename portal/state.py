@@ -62,7 +62,7 @@ class PortalState:
             )
         )
         live = LiveStore(
-            redis, accepted_lateness=settings.accepted_lateness, marker_ttl=settings.dedup_marker_ttl
+            redis, accepted_lateness=settings.accepted_lateness, marker_window=settings.dedup_marker_window
         )
         catalog = CatalogCache(sessions, settings.catalog_cache_seconds)
         state = cls(

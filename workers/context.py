@@ -70,7 +70,9 @@ async def get_context() -> WorkerContext:
             redis=redis,
             pool=pool,
             live=LiveStore(
-                redis, accepted_lateness=settings.accepted_lateness, marker_ttl=settings.dedup_marker_ttl
+                redis,
+                accepted_lateness=settings.accepted_lateness,
+                marker_window=settings.dedup_marker_window,
             ),
         )
     return _context

@@ -161,6 +161,11 @@ async def persist_events(batch: dict[str, Any]) -> None:
         settle_late_events_actor.send(invoice_id)
     if outcome.alert_customers:
         await request_evaluation(ctx, list(outcome.alert_customers))
+    if outcome.live_corrections and batch.get("countedLive") is True:
+        # After the commit, before the holds go: once the batch counts as persisted, the
+        # live view no longer holds the copies the ledger refused. If Redis fails here the
+        # message is delivered again, and the ledger names the same copies again.
+        await ctx.live.correct(message_id, outcome.live_corrections)
     try:
         held = holds(batch)
     except (KeyError, TypeError):  # a message without id or holds holds nothing

@@ -56,6 +56,9 @@ class PersistOutcome:
     late_invoices: tuple[int, ...] = ()
     # Customers of the batch with alert rules: to be evaluated after commit.
     alert_customers: tuple[str, ...] = ()
+    # Copies of events the ledger already held from another message, or held twice in this
+    # one, that the ingest counted live: to be taken out of the live view after commit.
+    live_corrections: tuple[AcceptedEvent, ...] = ()
 
 
 def hourly_deltas(events: list[AcceptedEvent]) -> dict[str, dict[AggKey, HourDelta]]:
@@ -165,14 +168,23 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
     event_times = [micros_to_datetime(e.event_time_us) for e in events]
     time_of = {(e.customer_id, e.event_id): t for e, t in zip(events, event_times, strict=True)}
 
-    admitted_keys = await ingest_repository.admit_to_ledger(conn, events, event_times, received_at)
+    message = ingest_repository.message_key(message_id)
+    admitted_keys = await ingest_repository.admit_to_ledger(conn, events, event_times, received_at, message)
     admitted = [e for e in events if (e.customer_id, e.event_id) in admitted_keys]
     refused = [e for e in events if (e.customer_id, e.event_id) not in admitted_keys]
 
     conflicts: list[AcceptedEvent] = []
+    # Every repeat was counted live once more; a refused event too, unless this very
+    # message admitted it on an earlier delivery.
+    copies: list[AcceptedEvent] = list(repeats)
     if refused:
-        fingerprints = await ingest_repository.ledger_fingerprints(conn, refused)
-        conflicts = [e for e in refused if fingerprints.get((e.customer_id, e.event_id)) != e.fingerprint]
+        held = await ingest_repository.ledger_holdings(conn, refused)
+        for e in refused:
+            holding = held.get((e.customer_id, e.event_id))
+            if holding is None or holding.fingerprint != e.fingerprint:
+                conflicts.append(e)
+            if holding is None or holding.message != message:
+                copies.append(e)
     first_print = {(e.customer_id, e.event_id): e.fingerprint for e in events}
     conflicts += [e for e in repeats if first_print[(e.customer_id, e.event_id)] != e.fingerprint]
     await _record_conflicts(conn, conflicts, "worker")
@@ -203,6 +215,7 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
         conflicts=len(conflicts),
         late_invoices=tuple(late),
         alert_customers=tuple(watched),
+        live_corrections=tuple(copies),
     )
 
 
@@ -214,6 +227,7 @@ def combined(outcomes: list[PersistOutcome]) -> PersistOutcome:
         conflicts=sum(o.conflicts for o in outcomes),
         late_invoices=tuple(sorted({i for o in outcomes for i in o.late_invoices})),
         alert_customers=tuple(sorted({c for o in outcomes for c in o.alert_customers})),
+        live_corrections=tuple(e for o in outcomes for e in o.live_corrections),
     )
 
 

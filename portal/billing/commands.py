@@ -44,7 +44,7 @@ async def _complete_through(settings: Settings) -> datetime | None:
     assert settings.redis_url
     redis = Redis.from_url(settings.redis_url)
     live = LiveStore(
-        redis, accepted_lateness=settings.accepted_lateness, marker_ttl=settings.dedup_marker_ttl
+        redis, accepted_lateness=settings.accepted_lateness, marker_window=settings.dedup_marker_window
     )
     try:
         return to_datetime(await live.watermark_ms() / 1000)

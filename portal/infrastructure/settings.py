@@ -176,8 +176,10 @@ class Settings:
     max_dimension_key_chars: int = 64
     max_dimension_value_chars: int = 256
     max_event_id_chars: int = 128
-    # Redis dedup markers answer "duplicate" at the edge; Postgres is the real guard.
-    dedup_marker_ttl: timedelta = timedelta(days=35)
+    # Redis dedup markers answer "duplicate" at the edge for events resent within this window
+    # (client retries); Postgres' ledger is the guard for the whole lateness window. Markers
+    # are held one to two windows, so their memory is bounded by rate x window.
+    dedup_marker_window: timedelta = timedelta(minutes=30)
     # How often the scheduler rewrites settled live hours from Postgres.
     reconcile_interval: timedelta = timedelta(seconds=60)
     # Settled hours further back than this are rewritten only by a full reconcile.
@@ -268,7 +270,7 @@ def from_environment(*, data_dir: Path | None = None) -> Settings:
         redis_url=env.get("REDIS_URL") or None,
         broker_url=env.get("BROKER_URL") or None,
         accepted_lateness=timedelta(days=_int("PORTAL_ACCEPTED_LATENESS_DAYS", 35)),
-        dedup_marker_ttl=timedelta(days=_int("PORTAL_DEDUP_MARKER_DAYS", 35)),
+        dedup_marker_window=timedelta(minutes=_int("PORTAL_DEDUP_MARKER_MINUTES", 30)),
         reconcile_interval=timedelta(seconds=_int("PORTAL_RECONCILE_SECONDS", 60)),
         persist_max_retries=_int("PORTAL_PERSIST_MAX_RETRIES", 12),
         persist_min_backoff_ms=_int("PORTAL_PERSIST_MIN_BACKOFF_MS", 500),

@@ -96,6 +96,9 @@ def merge(items: list[_Pending]) -> dict[str, Any]:
         "acceptedAt": min(item.accepted_ms for item in items),
         "events": [row for item in items for row in item.events],
         "conflicts": [row for item in items for row in item.conflicts],
+        # The ingest counts these events live: the worker takes out the copies the ledger
+        # refuses (workers/ingest.py). Messages without it (replays) are left as they are.
+        "countedLive": True,
     }
 
 

@@ -37,6 +37,12 @@ class EventLedgerEntry(SQLModel, table=True):
         default=None,
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
     )
+    # The persist message that admitted it (a 64-bit hash of the message id; 0 before this
+    # was recorded): a redelivered message recognizes its own entries, so only copies of
+    # events another message admitted are taken out of the live view again.
+    message_key: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0"))
+    )
 
 
 class UsageEvent(SQLModel, table=True):

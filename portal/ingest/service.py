@@ -140,33 +140,36 @@ class Ingestor:
             await self._hand_off(batch_id, accepted_ms, fresh, conflicts)
             if fresh:
                 try:
-                    taken = await self.live.apply(fresh)
+                    taken = await self.live.apply(fresh, batch_id, accepted_ms)
                 except Exception as exc:  # durable already: count them live as soon as Redis is back
                     log.warning("live counters not updated for batch %s, retrying: %s", batch_id, exc)
-                    self._apply_later(batch_id, fresh)
+                    self._apply_later(batch_id, accepted_ms, fresh)
                     taken = set()
-                # Events a concurrent request carried first are duplicates of it.
+                # Events a concurrent request carried first are duplicates of it (counted
+                # live all the same: the worker subtracts the copy the ledger refuses).
                 duplicates += len(taken)
                 fresh = [e for i, e in enumerate(fresh) if i not in taken]
 
         rejected.sort(key=lambda r: r.index)
         return IngestResult(accepted=len(fresh), duplicates=duplicates, rejected=rejected)
 
-    def _apply_later(self, batch_id: str, events: list[AcceptedEvent]) -> None:
+    def _apply_later(self, batch_id: str, accepted_ms: int, events: list[AcceptedEvent]) -> None:
         """Count durable events live once Redis answers again (it restarts in about a
-        second under `up`). Applying is idempotent: the markers it sets make a second apply
-        of an event count nothing, so a first attempt that did land is not counted twice."""
-        task = asyncio.create_task(self._apply_until_counted(batch_id, events))
+        second under `up`). Applying a batch is idempotent (the live store remembers the
+        batch ids it applied), so a first attempt that did land is not counted twice."""
+        task = asyncio.create_task(self._apply_until_counted(batch_id, accepted_ms, events))
         self._live_repairs.add(task)
         task.add_done_callback(self._live_repairs.discard)
 
-    async def _apply_until_counted(self, batch_id: str, events: list[AcceptedEvent]) -> None:
+    async def _apply_until_counted(
+        self, batch_id: str, accepted_ms: int, events: list[AcceptedEvent]
+    ) -> None:
         delay = LIVE_RETRY_FIRST_S
         deadline = time.monotonic() + LIVE_RETRY_FOR_S
         while True:
             await asyncio.sleep(delay)
             try:
-                await self.live.apply(events)
+                await self.live.apply(events, batch_id, accepted_ms)
                 log.info("live counters of batch %s updated on a retry", batch_id)
                 return
             except Exception as exc:

@@ -17,7 +17,10 @@ Redis keys it owns (`{c}` is the customer's hash tag):
   `ls:{c}:<metric>:<bucket>:<field>` SET of distinct values (`unique_count` meters): they
   expire 2 x 31 days + the lateness window + 1 day after their hour starts.
 - `lk:{c}` ZSET, the customer's `lu:` keys scored by hour: no expiry.
-- `ld:{c}:<eventId>` STRING, the dedup marker: `PORTAL_DEDUP_MARKER_DAYS` (35 days).
+- `ld:{c}:<slot>` HASH, the dedup markers of one marker window (`PORTAL_DEDUP_MARKER_MINUTES`,
+  30): each expires two windows after its window opened.
+- `la:{c}:<batchId>` STRING, 2 minutes: this batch's live apply ran (idempotent retries).
+- `lc:{c}:<messageId>` STRING, a day: the worker corrected this message's late duplicates.
 - `lt:{c}:union:<n>` SET, scratch for a distinct count across hours, deleted by the script
   that makes it.
 - `live:inflight` ZSET of batches accepted but not yet in Postgres, scored by acceptance

@@ -18,7 +18,15 @@ slot and a Lua script may touch them together.
 - `lk:{c}` ZSET of that customer's `lu:` keys scored by bucket: what reconcile compares.
   It has no expiry of its own: reconcile drops the members of expired hours.
 - `lt:{c}:<name>` scratch keys of one script run (`scratch_key`), deleted by it.
-- `ld:{c}:<eventId>` STRING, the event's fingerprint: the edge's dedup marker.
+- `ld:{c}:<slot>` HASH eventId -> the first 16 hex digits of the event's fingerprint: the
+  edge's dedup markers of the events accepted in one marker window (`slot` = accepted time
+  // window). An event is looked up in its window and the one before, and a window's hash
+  expires two windows after it opened, so markers take memory for the rate times at most
+  two windows, whatever the lateness window (Postgres' ledger is the dedup guard for that).
+- `la:{c}:<batchId>` STRING, set by the live apply of one accepted batch for two minutes,
+  so applying the same batch again (a retry after a lost reply) counts nothing twice.
+- `lc:{c}:<messageId>` STRING, set when the persist worker corrected the live counters for
+  the late duplicates of one message (a day), so a redelivery does not correct them twice.
 - `live:inflight` ZSET of batch ids queued but not yet in Postgres, scored by acceptance
   time (ms): its minimum is the `completeThrough` watermark.
 - `live:built:v2` STRING, present once a full reconcile has filled the live view; a flushed
@@ -71,12 +79,39 @@ def index_key(customer_id: str) -> str:
     return f"lk:{{{customer_id}}}"
 
 
-def marker_prefix(customer_id: str) -> str:
-    return f"ld:{{{customer_id}}}:"
+def marker_slot(accepted_ms: int, window: timedelta) -> int:
+    """The marker window an event accepted at `accepted_ms` (epoch ms) is remembered in."""
+    return accepted_ms // int(window.total_seconds() * 1000)
 
 
-def marker_key(customer_id: str, event_id: str) -> str:
-    return marker_prefix(customer_id) + event_id
+def marker_key(customer_id: str, slot: int) -> str:
+    return f"ld:{{{customer_id}}}:{slot}"
+
+
+def marker_pattern(customer_id: str) -> str:
+    """Every marker window of a customer (for tests and operators that forget them)."""
+    return f"ld:{{{customer_id}}}:*"
+
+
+def markers_expire_at(slot: int, window: timedelta) -> int:
+    """EXPIREAT (epoch seconds) of window `slot`'s markers: the end of the window after it,
+    the last time a lookup reads it."""
+    return (slot + 2) * int(window.total_seconds())
+
+
+# Fingerprint digits a marker keeps: 64 bits tell a resent event from a different one sharing
+# its id (the ledger compares the whole fingerprint), in a quarter of the memory.
+MARKER_FINGERPRINT_CHARS = 16
+APPLIED_TTL = timedelta(minutes=2)  # longer than the web's live-apply retries (a minute)
+CORRECTED_TTL = timedelta(days=1)  # longer than a persist message's redeliveries
+
+
+def applied_key(customer_id: str, batch_id: str) -> str:
+    return f"la:{{{customer_id}}}:{batch_id}"
+
+
+def corrected_key(customer_id: str, message_id: str) -> str:
+    return f"lc:{{{customer_id}}}:{message_id}"
 
 
 def scratch_key(customer_id: str, name: str) -> str:

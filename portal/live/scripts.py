@@ -9,39 +9,56 @@ tag, so it lives in the same slot.
 
 from __future__ import annotations
 
-# KEYS[1]: the customer's index key (routing). ARGV[1]: the marker key prefix
-# (`ld:{customer}:`); ARGV[2]: msgpack [[eventId, fingerprint], ...].
+# Event ids per HMGET/HSET call: Lua's unpack() is bounded by its C stack (8000 values).
+_CHUNK = """
+local CHUNK = 2000
+-- For each event id, its marker (fingerprint digits) in window `cur` or else `prev`, or false.
+local function lookup(cur, prev, ids)
+  local seen = {}
+  for s = 1, #ids, CHUNK do
+    local e = math.min(s + CHUNK - 1, #ids)
+    local a = redis.call('HMGET', cur, unpack(ids, s, e))
+    local b = redis.call('HMGET', prev, unpack(ids, s, e))
+    for j = s, e do seen[j] = a[j - s + 1] or b[j - s + 1] end
+  end
+  return seen
+end
+"""
+
+# KEYS[1]: the customer's index key (routing). ARGV[1], ARGV[2]: the customer's marker hashes
+# of the current and the previous window; ARGV[3]: msgpack [[eventId, ...], [fingerprint, ...]].
 # Returns, per event: 0 unknown, 1 same fingerprint (duplicate), 2 other (conflict).
-CHECK_MARKERS = """
-local prefix = ARGV[1]
-local pairs_ = cmsgpack.unpack(ARGV[2])
+CHECK_MARKERS = (
+    _CHUNK
+    + """
+local batch = cmsgpack.unpack(ARGV[3])
+local ids, prints = batch[1], batch[2]
+local seen = lookup(ARGV[1], ARGV[2], ids)
 local out = {}
-for i, pair in ipairs(pairs_) do
-  local seen = redis.call('GET', prefix .. pair[1])
-  if not seen then out[i] = 0 elseif seen == pair[2] then out[i] = 1 else out[i] = 2 end
+for i = 1, #ids do
+  if not seen[i] then out[i] = 0 elseif seen[i] == prints[i] then out[i] = 1 else out[i] = 2 end
 end
 return out
 """
+)
 
-# KEYS[1]: the customer's index key. ARGV[1]: marker key prefix; ARGV[2]: marker TTL (s);
-# ARGV[3]: msgpack [[eventId, fingerprint], ...]; ARGV[4]: msgpack list of ops:
+# The counter updates, shared by the ingest's apply and the worker's correction. Each op:
 #   {'s', key, field, whole, fraction, high}  (an exact amount as integer limbs: whole
-#   units, 10^-12 units and 10^12 units, each below 10^12)
+#   units, 10^-12 units and 10^12 units, each of magnitude below 10^12; negative in a
+#   correction)
 #   {'c', key, field, n} {'m', key, field, value}
 #   {'l', key, field, value, micros} {'u', key, field, setkey, {member, ...}}
 #   {'e', key, expireat, bucket}  (expire the hour key and index it)  {'x', key, expireat}
-# Markers are set first with NX; if any already exists (a concurrent request carried the
-# same event), the markers this call set are removed again, nothing else changes, and the
-# 1-based positions that were taken are returned so the caller can leave those events out.
-APPLY_BATCH = """
--- Lua numbers are doubles, exact below 2^53: a limb is carried into the next one once it
--- passes 10^15, so every number this script handles stays exact.
+_RUN_OPS = """
+-- Lua numbers are doubles, exact below 2^53: a limb is carried into the next one once its
+-- magnitude passes 10^15, so every number this script handles stays exact.
 local LIMB, CARRY_AT = 1000000000000, 1000000000000000
 local function add_limb(key, fld, amount, always)
   if amount == 0 and not always then return 0 end
   local total = redis.call('HINCRBY', key, fld, amount)
-  if total < CARRY_AT then return 0 end
-  local carry = math.floor(total / LIMB)
+  if total < CARRY_AT and total > -CARRY_AT then return 0 end
+  local carry
+  if total > 0 then carry = math.floor(total / LIMB) else carry = -math.floor(-total / LIMB) end
   redis.call('HINCRBY', key, fld, -carry * LIMB)
   return carry
 end
@@ -56,54 +73,87 @@ local function dec_gt(a, b)
   af = af .. string.rep('0', width - #af); bf = bf .. string.rep('0', width - #bf)
   return af > bf
 end
-local prefix = ARGV[1]
-local ttl = tonumber(ARGV[2])
-local markers = cmsgpack.unpack(ARGV[3])
-local taken = {}
-local mine = {}
-for i, pair in ipairs(markers) do
-  local key = prefix .. pair[1]
-  if redis.call('SET', key, pair[2], 'NX', 'EX', ttl) then
-    mine[#mine + 1] = key
-  else
-    taken[#taken + 1] = i
-  end
-end
-if #taken > 0 then
-  for _, key in ipairs(mine) do redis.call('DEL', key) end
-  return taken
-end
-for _, op in ipairs(cmsgpack.unpack(ARGV[4])) do
-  local kind, key = op[1], op[2]
-  if kind == 's' then
-    local carry = add_limb(key, op[3] .. '~f', op[5], false)
-    -- the whole-units field is always written, so a sum of zeros still shows as 0
-    carry = add_limb(key, op[3], op[4] + carry, true)
-    if op[6] + carry ~= 0 then redis.call('HINCRBY', key, op[3] .. '~h', op[6] + carry) end
-  elseif kind == 'c' then
-    redis.call('HINCRBY', key, op[3], op[4])
-  elseif kind == 'm' then
-    local cur = redis.call('HGET', key, op[3])
-    if (not cur) or dec_gt(op[4], cur) then redis.call('HSET', key, op[3], op[4]) end
-  elseif kind == 'l' then
-    local cur = redis.call('HGET', key, '@' .. op[3])
-    if (not cur) or tonumber(op[5]) >= tonumber(cur) then
-      redis.call('HSET', key, op[3], op[4], '@' .. op[3], op[5])
+local function run_ops(index_key, ops)
+  for _, op in ipairs(ops) do
+    local kind, key = op[1], op[2]
+    if kind == 's' then
+      local carry = add_limb(key, op[3] .. '~f', op[5], false)
+      -- the whole-units field is always written, so a sum of zeros still shows as 0
+      carry = add_limb(key, op[3], op[4] + carry, true)
+      if op[6] + carry ~= 0 then redis.call('HINCRBY', key, op[3] .. '~h', op[6] + carry) end
+    elseif kind == 'c' then
+      redis.call('HINCRBY', key, op[3], op[4])
+    elseif kind == 'm' then
+      local cur = redis.call('HGET', key, op[3])
+      if (not cur) or dec_gt(op[4], cur) then redis.call('HSET', key, op[3], op[4]) end
+    elseif kind == 'l' then
+      local cur = redis.call('HGET', key, '@' .. op[3])
+      if (not cur) or tonumber(op[5]) >= tonumber(cur) then
+        redis.call('HSET', key, op[3], op[4], '@' .. op[3], op[5])
+      end
+    elseif kind == 'u' then
+      for _, member in ipairs(op[5]) do redis.call('SADD', op[4], member) end
+      redis.call('HSET', key, op[3], redis.call('SCARD', op[4]))
+    elseif kind == 'e' then
+      redis.call('EXPIREAT', key, op[3])
+      redis.call('ZADD', index_key, op[4], key)
+    elseif kind == 'x' then
+      redis.call('EXPIREAT', key, op[3])
+    else
+      return redis.error_reply('unknown op ' .. tostring(kind))
     end
-  elseif kind == 'u' then
-    for _, member in ipairs(op[5]) do redis.call('SADD', op[4], member) end
-    redis.call('HSET', key, op[3], redis.call('SCARD', op[4]))
-  elseif kind == 'e' then
-    redis.call('EXPIREAT', key, op[3])
-    redis.call('ZADD', KEYS[1], op[4], key)
-  elseif kind == 'x' then
-    redis.call('EXPIREAT', key, op[3])
-  else
-    return redis.error_reply('unknown op ' .. tostring(kind))
   end
 end
-return {}
 """
+
+# KEYS[1]: the customer's index key. ARGV[1], ARGV[2]: the customer's marker hashes of the
+# current and the previous window; ARGV[3]: EXPIREAT of the current one; ARGV[4]: msgpack
+# [[eventId, ...], [fingerprint, ...]]; ARGV[5]: msgpack list of ops (above), for every
+# event; ARGV[6]: this batch's applied key; ARGV[7]: its TTL (s).
+#
+# Applying a batch twice counts it once (a retry after a lost reply): the first run sets the
+# applied key, and a second finds it and returns {-1}. Otherwise the markers of events not
+# yet marked are set, every event is counted, and the 1-based positions of the events
+# another request marked first (between our check and now) are returned: the answer calls
+# them duplicates, but both copies are in the broker and the live view must not miss the one
+# the ledger keeps, so both are counted and the worker subtracts the one the ledger refuses.
+APPLY_BATCH = (
+    _CHUNK
+    + _RUN_OPS
+    + """
+if redis.call('EXISTS', ARGV[6]) == 1 then return {-1} end
+local batch = cmsgpack.unpack(ARGV[4])
+local ids, prints = batch[1], batch[2]
+local seen = lookup(ARGV[1], ARGV[2], ids)
+local taken, fresh = {}, {}
+for i = 1, #ids do
+  if seen[i] then
+    taken[#taken + 1] = i
+  else
+    fresh[#fresh + 1] = ids[i]; fresh[#fresh + 1] = prints[i]
+  end
+end
+for s = 1, #fresh, 2 * CHUNK do
+  redis.call('HSET', ARGV[1], unpack(fresh, s, math.min(s + 2 * CHUNK - 1, #fresh)))
+end
+if #fresh > 0 then redis.call('EXPIREAT', ARGV[1], ARGV[3]) end
+run_ops(KEYS[1], cmsgpack.unpack(ARGV[5]))
+redis.call('SET', ARGV[6], '1', 'EX', ARGV[7])
+return taken
+"""
+)
+
+# KEYS[1]: the customer's index key. ARGV[1]: the message's corrected key; ARGV[2]: its TTL
+# (s); ARGV[3]: msgpack list of ops (above) subtracting the message's late duplicates.
+# Runs once per message and customer: a redelivered message corrects nothing again.
+CORRECT_BATCH = (
+    _RUN_OPS
+    + """
+if not redis.call('SET', ARGV[1], '1', 'NX', 'EX', ARGV[2]) then return 0 end
+run_ops(KEYS[1], cmsgpack.unpack(ARGV[3]))
+return 1
+"""
+)
 
 # KEYS: set keys to union, [last] a scratch key. Returns the size of the union.
 UNION_COUNT = """

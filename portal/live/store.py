@@ -54,10 +54,13 @@ _LIMB = 10**12
 
 
 def sum_limbs(amount: Decimal) -> tuple[int, int, int]:
-    """A non-negative amount with at most 12 decimal places as integer limbs (whole units
-    below 10^12, 10^-12 units below 10^12, 10^12 units), the form the live view adds with
-    HINCRBY: exact, unlike Redis' float increments."""
+    """An amount with at most 12 decimal places as integer limbs (whole units below 10^12,
+    10^-12 units below 10^12, 10^12 units; each negative for a negative amount), the form the
+    live view adds with HINCRBY: exact, unlike Redis' float increments."""
     scaled = int(amount.scaleb(12, EXACT))
+    if scaled < 0:
+        whole, fraction, high = sum_limbs(-amount)
+        return -whole, -fraction, -high
     high, rest = divmod(scaled, _LIMB * _LIMB)
     whole, fraction = divmod(rest, _LIMB)
     return whole, fraction, high
@@ -159,7 +162,53 @@ def _aggregate_ops(events: Sequence[CountedEvent], lateness: timedelta) -> list[
     return ops
 
 
+def _correction_ops(events: Sequence[CountedEvent], lateness: timedelta) -> list[list[Any]]:
+    """Counter updates that take `events` (one customer) out of the live view again: their
+    sums and counts subtracted. A duplicate changes no max, latest or distinct count it was
+    counted in (the same event again), so those are left alone."""
+    with localcontext(EXACT):
+        sums: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        buckets: dict[str, int] = {}
+        for event in events:
+            if event.aggregation not in ("sum", "count"):
+                continue
+            hkey = keys.hour_key(event.customer_id, event.metric_name, event.bucket)
+            buckets[hkey] = event.bucket
+            fields = [keys.TOTAL_FIELD]
+            if event.group_key:
+                fields.append(keys.group_field(event.group_key))
+            for fld in fields:
+                if event.aggregation == "sum":
+                    sums[(hkey, fld)] -= event.quantity
+                else:
+                    counts[(hkey, fld)] -= 1
+    ops: list[list[Any]] = [["s", hkey, fld, *sum_limbs(amount)] for (hkey, fld), amount in sums.items()]
+    ops += (["c", hkey, fld, n] for (hkey, fld), n in counts.items())
+    ops += (
+        ["e", hkey, keys.hour_key_expires_at(bucket, lateness), bucket] for hkey, bucket in buckets.items()
+    )
+    return ops
+
+
 _pack = msgspec.msgpack.Encoder().encode
+
+
+def _by_customer(events: Sequence[CountedEvent]) -> dict[str, list[int]]:
+    by_customer: dict[str, list[int]] = defaultdict(list)
+    for index, event in enumerate(events):
+        by_customer[event.customer_id].append(index)
+    return by_customer
+
+
+def _markers(events: Sequence[CountedEvent], indexes: list[int]) -> bytes:
+    """The events' ids and fingerprint digits, the form the marker scripts read."""
+    return _pack(
+        [
+            [events[i].event_id for i in indexes],
+            [events[i].fingerprint[: keys.MARKER_FINGERPRINT_CHARS] for i in indexes],
+        ]
+    )
 
 
 @lru_cache(maxsize=8)
@@ -170,26 +219,34 @@ def _sha(script: str) -> str:
 class LiveStore:
     """The live view over one Redis connection pool."""
 
-    def __init__(self, redis: Redis, *, accepted_lateness: timedelta, marker_ttl: timedelta) -> None:
+    def __init__(self, redis: Redis, *, accepted_lateness: timedelta, marker_window: timedelta) -> None:
         self.redis = redis
         self.accepted_lateness = accepted_lateness
-        self.marker_ttl_s = int(marker_ttl.total_seconds())
+        self.marker_window = marker_window
         self._union = redis.register_script(scripts.UNION_COUNT)
+
+    def _marker_hashes(self, customer_id: str, accepted_ms: int) -> tuple[str, str, int]:
+        """The customer's marker hashes of the window of `accepted_ms` and the one before,
+        and when the first expires."""
+        slot = keys.marker_slot(accepted_ms, self.marker_window)
+        return (
+            keys.marker_key(customer_id, slot),
+            keys.marker_key(customer_id, slot - 1),
+            keys.markers_expire_at(slot, self.marker_window),
+        )
 
     async def check_and_hold(
         self, events: Sequence[CountedEvent], batch_id: str, accepted_ms: int
     ) -> list[int]:
         """Marker status of each event (0 new, 1 duplicate, 2 conflict), and the batch
         registered as in flight, in one round trip."""
-        by_customer: dict[str, list[int]] = defaultdict(list)
-        for index, event in enumerate(events):
-            by_customer[event.customer_id].append(index)
+        by_customer = _by_customer(events)
         calls = [
             (
                 scripts.CHECK_MARKERS,
                 keys.index_key(customer_id),
-                keys.marker_prefix(customer_id),
-                _pack([(events[i].event_id, events[i].fingerprint) for i in indexes]),
+                *self._marker_hashes(customer_id, accepted_ms)[:2],
+                _markers(events, indexes),
             )
             for customer_id, indexes in by_customer.items()
         ]
@@ -231,41 +288,62 @@ class LiveStore:
         if batch_ids:
             await self.redis.zrem(keys.INFLIGHT_KEY, *batch_ids)
 
-    async def apply(self, events: Sequence[CountedEvent]) -> set[int]:
-        """Set the dedup markers and add `events` to the hourly counters.
+    async def apply(self, events: Sequence[CountedEvent], batch_id: str, accepted_ms: int) -> set[int]:
+        """Set the dedup markers of batch `batch_id` and add its `events` to the hourly
+        counters; applying the same batch again changes nothing.
 
-        Returns the indexes of events whose marker another request set first (between
-        our check and now); those were left out of the counters.
+        Returns the indexes of events whose marker another request set first (between our
+        check and now). They are counted too: both copies are in the broker, and the
+        persist worker subtracts the copy the ledger refuses (`correct`).
         """
-        by_customer: dict[str, list[int]] = defaultdict(list)
-        for index, event in enumerate(events):
-            by_customer[event.customer_id].append(index)
-        taken: set[int] = set()
-        pending = dict(by_customer)
-        while pending:
-            order = list(pending.items())
-            replies = await self._run_scripts(
-                [
-                    (
-                        scripts.APPLY_BATCH,
-                        keys.index_key(customer_id),
-                        keys.marker_prefix(customer_id),
-                        self.marker_ttl_s,
-                        _pack([(events[i].event_id, events[i].fingerprint) for i in indexes]),
-                        _pack(_ops_for([events[i] for i in indexes], self.accepted_lateness)),
-                    )
-                    for customer_id, indexes in order
-                ]
+        by_customer = _by_customer(events)
+        applied_ttl_s = int(keys.APPLIED_TTL.total_seconds())
+        calls = []
+        for customer_id, indexes in by_customer.items():
+            current, previous, expire_at = self._marker_hashes(customer_id, accepted_ms)
+            calls.append(
+                (
+                    scripts.APPLY_BATCH,
+                    keys.index_key(customer_id),
+                    current,
+                    previous,
+                    expire_at,
+                    _markers(events, indexes),
+                    _pack(_ops_for([events[i] for i in indexes], self.accepted_lateness)),
+                    keys.applied_key(customer_id, batch_id),
+                    applied_ttl_s,
+                )
             )
-            pending = {}
-            for (customer_id, indexes), reply in zip(order, replies, strict=True):
-                if reply:
-                    lost = {indexes[int(position) - 1] for position in reply}
-                    taken |= lost
-                    remaining = [i for i in indexes if i not in lost]
-                    if remaining:
-                        pending[customer_id] = remaining
+        replies = await self._run_scripts(calls)
+        taken: set[int] = set()
+        for indexes, reply in zip(by_customer.values(), replies, strict=True):
+            positions = [int(position) for position in reply]
+            if positions != [-1]:  # -1: applied before
+                taken.update(indexes[p - 1] for p in positions)
         return taken
+
+    async def correct(self, message_id: str, events: Sequence[CountedEvent]) -> None:
+        """Take `events` out of the live counters: copies of events the ledger already held,
+        which the ingest counted live (a resend after its marker expired, or two requests
+        racing). Once per message and customer, however often the message is delivered."""
+        if not events:
+            return
+        corrected_ttl_s = int(keys.CORRECTED_TTL.total_seconds())
+        calls = []
+        for customer_id, indexes in _by_customer(events).items():
+            ops = _correction_ops([events[i] for i in indexes], self.accepted_lateness)
+            if ops:
+                calls.append(
+                    (
+                        scripts.CORRECT_BATCH,
+                        keys.index_key(customer_id),
+                        keys.corrected_key(customer_id, message_id),
+                        corrected_ttl_s,
+                        _pack(ops),
+                    )
+                )
+        if calls:
+            await self._run_scripts(calls)
 
     async def watermark_ms(self) -> int:
         """`completeThrough` in epoch ms: every event accepted before it is in Postgres."""

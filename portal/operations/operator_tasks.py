@@ -100,6 +100,9 @@ async def replay_failed_events(session: AsyncSession, redis: Redis, *, ids: list
                 "acceptedAt": accepted_ms,
                 "events": events,
                 "conflicts": [],
+                # The live view counted them when they were first accepted; the hour's
+                # reconcile squares it with what the replay stores.
+                "countedLive": False,
             },
         )
     await ingest_repository.mark_replayed(session, [r[0] for r in rows])

@@ -283,7 +283,7 @@ class _FromRedis:
 
 async def _from_redis(settings: Settings, client: Redis) -> _FromRedis:
     live = LiveStore(
-        client, accepted_lateness=settings.accepted_lateness, marker_ttl=settings.dedup_marker_ttl
+        client, accepted_lateness=settings.accepted_lateness, marker_window=settings.dedup_marker_window
     )
     complete = to_datetime(await live.watermark_ms() / 1000)
     failures, last = await recent_persist_failures(client)

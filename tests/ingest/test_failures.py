@@ -189,11 +189,12 @@ async def test_reused_event_id_with_other_content_is_refused_and_recorded(
     ]
     await wait_until_persisted(redis)
     # Even when the edge has forgotten the id (markers lost), Postgres refuses it.
-    await redis.delete(live_keys.marker_key("acme", "evt-1"))
+    await redis.delete(*await redis.keys(live_keys.marker_pattern("acme")))
     again = await client.post("/v1/events", headers=auth(ingest_key), json={**original, "quantity": 30})
     assert again.status_code == 202  # the edge cannot know any more...
     await wait_until_persisted(redis)
-    assert (await totals(client, admin_key))[1] == "3"  # ...but the bill counts it once
+    # ...but the bill counts it once, and the worker took it out of the live view again.
+    assert await totals(client, admin_key) == ("3", "3")
     recorded = await pg.fetch(
         "SELECT event_id, detected_by, event->>'quantity' AS q FROM event_conflicts ORDER BY id"
     )
@@ -241,22 +242,29 @@ async def test_a_batch_that_keeps_failing_is_kept_and_can_be_replayed(
     assert await replay_failed(settings, ids=None) == 0
 
 
+@pytest.mark.parametrize("lost", ["request", "reply"])
 async def test_a_batch_whose_live_apply_failed_is_counted_live_once_redis_answers(
     client: AsyncTestClient[Any],
     admin_key: str,
     ingest_key: str,
     catalog: None,
     monkeypatch: pytest.MonkeyPatch,
+    lost: str,
 ) -> None:
     # Redis goes away between the broker hand-off (the batch is durable: 202) and the live
-    # apply, as when Valkey is killed under load; then it answers again.
+    # apply, as when Valkey is killed under load; then it answers again. Either the apply
+    # never reached Redis, or it ran and its reply was lost: counted once either way.
     real_apply = LiveStore.apply
     failures = [RedisConnectionError("Connection closed by server.")]
 
-    async def apply_after_a_failure(self: LiveStore, events: Any) -> set[int]:
+    async def apply_after_a_failure(
+        self: LiveStore, events: Any, batch_id: str, accepted_ms: int
+    ) -> set[int]:
         if failures:
+            if lost == "reply":
+                await real_apply(self, events, batch_id, accepted_ms)
             raise failures.pop()
-        return await real_apply(self, events)
+        return await real_apply(self, events, batch_id, accepted_ms)
 
     monkeypatch.setattr(LiveStore, "apply", apply_after_a_failure)
     batch = [event(quantity=q) for q in range(1, 11)]  # 55

@@ -72,9 +72,15 @@ def wire(
 
 
 async def hand_off(
-    redis: Redis, events: list[list[Any]], *, holds: int = 2, message_id: str | None = None
+    redis: Redis,
+    events: list[list[Any]],
+    *,
+    holds: int = 2,
+    message_id: str | None = None,
+    counted_live: bool = False,
 ) -> dict[str, Any]:
-    """Queue one coalesced persist message holding `completeThrough` like the web does."""
+    """Queue one coalesced persist message holding `completeThrough` like the web does
+    (saying, when `counted_live`, that its events were counted live)."""
     accepted_ms = int(time.time() * 1000)
     hold_ids = [uuid.uuid4().hex for _ in range(holds)]
     await redis.zadd(live_keys.INFLIGHT_KEY, dict.fromkeys(hold_ids, accepted_ms))
@@ -85,6 +91,8 @@ async def hand_off(
         "events": events,
         "conflicts": [],
     }
+    if counted_live:
+        message["countedLive"] = True
     await enqueue(PERSIST_ACTOR, INGEST_QUEUE, message)
     return message
 

@@ -14,7 +14,9 @@ def test_keys_of_one_customer_share_a_hash_tag() -> None:
         keys.hour_key("acme", "api_calls", 3600),
         keys.unique_key("acme", "u", 0, "="),
         keys.index_key("acme"),
-        keys.marker_key("acme", "evt-1"),
+        keys.marker_key("acme", 123),
+        keys.applied_key("acme", "batch-1"),
+        keys.corrected_key("acme", "message-1"),
         keys.scratch_key("acme", "x"),
     ]
     assert all("{acme}" in key for key in tagged)
@@ -31,6 +33,16 @@ def test_an_hour_key_lives_through_the_current_and_previous_period_plus_lateness
     expires = keys.hour_key_expires_at(first_hour, lateness)
     assert expires > current.end.timestamp()
     assert expires - first_hour >= (current.end - previous.start + lateness).total_seconds()
+
+
+def test_a_marker_window_is_read_until_the_next_one_ends() -> None:
+    window = timedelta(minutes=30)
+    opened = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
+    slot = keys.marker_slot(int(opened.timestamp() * 1000), window)
+    assert keys.marker_slot(int((opened + window).timestamp() * 1000) - 1, window) == slot
+    assert keys.marker_slot(int((opened + window).timestamp() * 1000), window) == slot + 1
+    # Lookups in the next window still read this one; none after it does.
+    assert keys.markers_expire_at(slot, window) == int((opened + 2 * window).timestamp())
 
 
 def test_group_fields() -> None:

@@ -49,9 +49,11 @@ from portal.ingest.repository.failed import (
 )
 from portal.ingest.repository.ledger import (
     LedgerEntry,
+    LedgerHolding,
     admit_to_ledger,
     ledger_entry,
-    ledger_fingerprints,
+    ledger_holdings,
+    message_key,
     persist_latency,
     prune_ledger,
 )
@@ -65,6 +67,7 @@ __all__ = [
     "FailedListed",
     "FailedRecord",
     "LedgerEntry",
+    "LedgerHolding",
     "StoredEvent",
     "admit_to_ledger",
     "conflicts_of_event",
@@ -82,9 +85,10 @@ __all__ = [
     "insert_conflicts",
     "insert_failed_events",
     "ledger_entry",
-    "ledger_fingerprints",
+    "ledger_holdings",
     "mark_discarded",
     "mark_replayed",
+    "message_key",
     "persist_latency",
     "prune_ledger",
     "stored_event",

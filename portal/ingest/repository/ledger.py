@@ -3,6 +3,7 @@ the dedup guard; admitted by the persist transaction, pruned after the lateness 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -16,38 +17,60 @@ from portal.ingest.events import AcceptedEvent
 from portal.ingest.models import EventLedgerEntry
 
 
+def message_key(message_id: str) -> int:
+    """The ledger's compact name of a persist message (64 bits of a hash of its id): what
+    tells an event this message admitted on an earlier delivery from one another message
+    admitted. 0 is kept for entries made before the ledger recorded it."""
+    key = int.from_bytes(hashlib.blake2b(message_id.encode(), digest_size=8).digest(), "big", signed=True)
+    return key or 1
+
+
 async def admit_to_ledger(
-    conn: Any, events: Sequence[AcceptedEvent], event_times: Sequence[datetime], received_at: datetime
+    conn: Any,
+    events: Sequence[AcceptedEvent],
+    event_times: Sequence[datetime],
+    received_at: datetime,
+    message: int,
 ) -> set[tuple[str, str]]:
-    """Insert a ledger entry per event (`event_times[i]` is `events[i]`'s time, UTC), on the
-    persist transaction's asyncpg connection; the (customer id, event id) keys admitted, that
-    is, not already in the ledger. `events` must hold each key once."""
+    """Insert a ledger entry per event (`event_times[i]` is `events[i]`'s time, UTC), made by
+    message `message` (`message_key`), on the persist transaction's asyncpg connection; the
+    (customer id, event id) keys admitted, that is, not already in the ledger. `events` must
+    hold each key once."""
     # Raw asyncpg: the ingest hot path, one unnest insert for the whole batch.
     admitted_rows = await conn.fetch(
-        "INSERT INTO event_ledger (customer_id, event_id, fingerprint, event_time, received_at) "
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::timestamptz[], "
-        "$5::timestamptz[]) ON CONFLICT DO NOTHING RETURNING customer_id, event_id",
+        "INSERT INTO event_ledger (customer_id, event_id, fingerprint, event_time, received_at, "
+        "message_key) SELECT *, $6::bigint FROM unnest($1::text[], $2::text[], $3::bytea[], "
+        "$4::timestamptz[], $5::timestamptz[]) ON CONFLICT DO NOTHING RETURNING customer_id, event_id",
         [e.customer_id for e in events],
         [e.event_id for e in events],
         [bytes.fromhex(e.fingerprint) for e in events],
         event_times,
         [received_at] * len(events),
+        message,
     )
     return {(r["customer_id"], r["event_id"]) for r in admitted_rows}
 
 
-async def ledger_fingerprints(conn: Any, events: Sequence[AcceptedEvent]) -> dict[tuple[str, str], str]:
-    """(customer id, event id) → fingerprint (hex) of those of the events' keys the ledger
+class LedgerHolding(NamedTuple):
+    fingerprint: str  # hex
+    message: int  # the message that admitted it (`message_key`), 0 if not recorded
+
+
+async def ledger_holdings(conn: Any, events: Sequence[AcceptedEvent]) -> dict[tuple[str, str], LedgerHolding]:
+    """(customer id, event id) → what the ledger holds for those of the events' keys it
     holds, on the persist transaction's asyncpg connection."""
     # Raw asyncpg: the ingest hot path, one join against an unnest of the refused keys.
     known = await conn.fetch(
-        "SELECT l.customer_id, l.event_id, l.fingerprint FROM event_ledger l "
+        "SELECT l.customer_id, l.event_id, l.fingerprint, l.message_key FROM event_ledger l "
         "JOIN unnest($1::text[], $2::text[]) AS k(customer_id, event_id) "
         "USING (customer_id, event_id)",
         [e.customer_id for e in events],
         [e.event_id for e in events],
     )
-    return {(r["customer_id"], r["event_id"]): bytes(r["fingerprint"]).hex() for r in known}
+    return {
+        (r["customer_id"], r["event_id"]): LedgerHolding(bytes(r["fingerprint"]).hex(), r["message_key"])
+        for r in known
+    }
 
 
 async def prune_ledger(conn: Any, older_than: timedelta) -> None:

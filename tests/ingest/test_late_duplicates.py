@@ -1,0 +1,165 @@
+"""Dedup markers are short-lived (issue 15): an event resent after its marker expired is
+answered `accepted` and counted live at once, and the persist worker takes it out of the
+live counters again when the ledger refuses it. So the live view equals the bill as soon as
+the batch is persisted, whatever the resend, the race or the redelivery."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
+
+from portal.infrastructure.settings import Settings
+from portal.ingest.events import AcceptedEvent
+from portal.live import redis_keys as live_keys
+from portal.live.store import LiveStore, live_value
+from tests.conftest import WorkerProcess, wait_until_persisted
+from tests.factories import event
+from tests.ingest.test_pipeline import catalog, send, usage
+from tests.ingest.test_poison_batches import hand_off
+
+__all__ = ["catalog"]  # the fixture, shared with the pipeline's tests
+
+
+async def forget_markers(redis: Redis, customer: str = "acme") -> None:
+    """What the end of the marker window does."""
+    await redis.delete(*await redis.keys(live_keys.marker_pattern(customer)))
+
+
+async def live_and_billed(client: AsyncTestClient[Any], key: str, metric: str) -> tuple[str, str]:
+    live = await usage(client, key, metric, "live")
+    billed = await usage(client, key, metric, "billed")
+    return live["total"], billed["total"]
+
+
+async def group_fields(redis: Redis, metric: str) -> dict[str, Decimal | None]:
+    """Each field of the metric's live hours, summed over hours (the group values)."""
+    out: dict[str, Decimal] = {}
+    for hkey in await redis.keys(f"lu:{{acme}}:{metric}:*"):
+        hour = await redis.hgetall(hkey)
+        for fld in hour:
+            if fld.endswith(("~f", "~h")) or fld.startswith("@"):
+                continue
+            out[fld] = out.get(fld, Decimal(0)) + (live_value(hour, fld) or Decimal(0))
+    return dict(out)
+
+
+async def test_a_resend_after_the_marker_window_is_counted_live_until_persisted_then_taken_out(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+) -> None:
+    first = [
+        event(quantity="1.5", dimensions={"region": "eu"}),
+        event(quantity="0.000000000001", dimensions={"region": "us"}),
+        event(metric="requests", quantity=1),
+    ]
+    assert await send(client, ingest_key, first) == {"accepted": 3, "duplicates": 0, "rejected": []}
+    await wait_until_persisted(redis)
+    await forget_markers(redis)
+    # The edge no longer knows them: the resend is answered as new, with one new event.
+    again = [*first, event(quantity=2, dimensions={"region": "eu"})]
+    assert await send(client, ingest_key, again) == {"accepted": 4, "duplicates": 0, "rejected": []}
+    await wait_until_persisted(redis)
+    assert await live_and_billed(client, admin_key, "api_calls") == ("3.500000000001", "3.500000000001")
+    assert await live_and_billed(client, admin_key, "requests") == ("1", "1")
+    assert await group_fields(redis, "api_calls") == {
+        "=": Decimal("3.500000000001"),
+        'g|{"region":"eu"}': Decimal("3.5"),
+        'g|{"region":"us"}': Decimal("0.000000000001"),
+    }
+    # Within the window a resend is a duplicate again, and nothing changes.
+    assert await send(client, ingest_key, again) == {"accepted": 0, "duplicates": 4, "rejected": []}
+    await wait_until_persisted(redis)
+    assert await live_and_billed(client, admin_key, "api_calls") == ("3.500000000001", "3.500000000001")
+
+
+async def test_two_requests_racing_with_one_event_count_it_once_live_and_billed(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shared = event(quantity=5, dimensions={"region": "eu"})
+    assert (await send(client, ingest_key, [shared]))["accepted"] == 1
+    # The second request's check ran before the first one's apply (both saw no marker).
+    real_check = LiveStore.check_and_hold
+
+    async def check_before_the_other_applied(
+        self: LiveStore, events: Any, batch_id: str, accepted_ms: int
+    ) -> list[int]:
+        await real_check(self, events, batch_id, accepted_ms)
+        return [0] * len(events)
+
+    monkeypatch.setattr(LiveStore, "check_and_hold", check_before_the_other_applied)
+    answer = await send(client, ingest_key, [shared, event(quantity=1, dimensions={"region": "us"})])
+    # Its apply finds the marker: a duplicate for the client, in the broker all the same.
+    assert answer == {"accepted": 1, "duplicates": 1, "rejected": []}
+    await wait_until_persisted(redis)
+    assert await live_and_billed(client, admin_key, "api_calls") == ("6", "6")
+
+
+def counted_live_wire(quantity: str, event_id: str) -> AcceptedEvent:
+    now_us = int(time.time() * 1_000_000)
+    return AcceptedEvent(
+        customer_id="acme",
+        event_id=event_id,
+        metric_name="api_calls",
+        product_id="",
+        quantity=Decimal(quantity),
+        event_time_us=now_us,
+        dimensions={"region": "eu"},
+        metadata={},
+        fingerprint=uuid.uuid4().hex,
+        aggregation="sum",
+        bucket=now_us // 3_600_000_000 * 3600,  # acme's zone is Europe/Berlin: whole hours
+        group_key='{"region":"eu"}',
+        unique_value=None,
+    )
+
+
+async def test_a_redelivered_message_corrects_the_live_view_once(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
+    settings: Settings,
+) -> None:
+    live = LiveStore(
+        redis, accepted_lateness=settings.accepted_lateness, marker_window=settings.dedup_marker_window
+    )
+    events = [counted_live_wire("10", "evt-a"), counted_live_wire("0.25", "evt-b")]
+    wire = [e.to_wire() for e in events]
+    accepted_ms = int(time.time() * 1000)
+    # The first message, counted live, delivered twice: its own entries are not copies.
+    await live.apply(events, "batch-1", accepted_ms)
+    first = await hand_off(redis, wire, message_id="message-1", counted_live=True)
+    await hand_off(redis, wire, message_id="message-1", counted_live=True)
+    await wait_until_persisted(redis)
+    assert await live_and_billed(client, admin_key, "api_calls") == ("10.25", "10.25")
+    # The same events in another message (a resend after the marker window), counted live
+    # again and delivered twice: taken out of the live view once.
+    await forget_markers(redis)
+    await live.apply(events, "batch-2", accepted_ms)
+    assert (await live_and_billed(client, admin_key, "api_calls"))[0] == "20.5"
+    for _ in range(2):
+        await hand_off(redis, wire, message_id="message-2", counted_live=True)
+    await wait_until_persisted(redis)
+    assert await live_and_billed(client, admin_key, "api_calls") == ("10.25", "10.25")
+    owners = await pg.fetch("SELECT DISTINCT message_key FROM event_ledger")
+    assert len(owners) == 1 and owners[0]["message_key"] != 0
+    assert first["id"] == "message-1"
