@@ -553,7 +553,8 @@ def print_report(opts: Options, machine: dict[str, Any], load: LoadFigures, meas
         add(f"                 {name:<38} {seconds:7.1f} s{extra}")
     if missing is not None:
         add(f"invoice runs   not measured: {missing}")
-    for run in runs:
+    # The scheduled refresh is printed like the runs: its figures are the same kind.
+    for run in [*runs, *([measured.refresh] if measured.refresh is not None else [])]:
         s = run.summary
         rate = s.customers / run.wall_s if run.wall_s > 0 else 0.0
         add(f"{run.name:<17}{run.wall_s:.2f} s wall, {rate:,.0f} customers/s")
@@ -581,6 +582,15 @@ def print_report(opts: Options, machine: dict[str, Any], load: LoadFigures, meas
         for query, calls, ms in run.statements:
             text = " ".join(query.split())
             add(f"                 pg {ms / 1000:7.2f} s {calls:>7,}×  {text[:90]}")
+    if aggregate:
+        times = ", ".join(f"{t:.2f} s" for t, _ in aggregate)
+        add(
+            f"aggregate      UTC period SELECT … GROUP BY customer, metric, group_key alone: "
+            f"{times} ({aggregate[0][1]:,} rows)"
+        )
+    if measured.profile_text:
+        add("profile        (a third run, a refresh, under cProfile; cumulative time)")
+        out.extend("  " + line for line in measured.profile_text.splitlines())
     if measured.refresh is not None:
         add(
             f"refresh        the scheduled refresh of running periods ({REFRESH_ACTOR}, "
@@ -591,15 +601,6 @@ def print_report(opts: Options, machine: dict[str, Any], load: LoadFigures, meas
         add(f"refresh        not measured: {measured.refresh_missing}")
     add("targets        (issue 15; MISS also when not measured or at another size)")
     out.extend("                 " + line for line in verdict_lines(verdicts(opts, measured)))
-    if aggregate:
-        times = ", ".join(f"{t:.2f} s" for t, _ in aggregate)
-        add(
-            f"aggregate      UTC period SELECT … GROUP BY customer, metric, group_key alone: "
-            f"{times} ({aggregate[0][1]:,} rows)"
-        )
-    if measured.profile_text:
-        add("profile        (a third run, a refresh, under cProfile; cumulative time)")
-        out.extend("  " + line for line in measured.profile_text.splitlines())
     print("\n".join(out), flush=True)
 
 

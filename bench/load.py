@@ -111,11 +111,19 @@ class LoadStats:
 
 
 async def send(
-    conn: HttpConnection, path: str, body: bytes, events: int, stats: LoadStats, give_up_at: float
+    conn: HttpConnection,
+    path: str,
+    body: bytes,
+    events: int,
+    stats: LoadStats,
+    give_up_at: float,
+    since: float | None = None,
 ) -> None:
-    """One request; a 503 is retried (as a client must) until `give_up_at`."""
+    """One request; a 503 is retried (as a client must) until `give_up_at`. Latency runs
+    from `since` (perf_counter) when given: an open loop's scheduled moment, so time spent
+    waiting for a connection counts, as it would for a client."""
     while True:
-        started = time.perf_counter()
+        started = time.perf_counter() if since is None else since
         try:
             status, payload = await conn.post(path, body)
         except Exception as exc:  # connection trouble: counted as status 0, retried
@@ -192,29 +200,41 @@ async def open_loop(
     duration: float,
     stats: LoadStats,
     path: str = BATCH_PATH,
+    max_connections: int = 512,
 ) -> None:
     """Requests on a fixed schedule (`rate` events/s) whatever the answers take; a free
-    connection is taken from a pool, or a new one opened if all are busy. Each request's
-    latency is recorded, so a fixed `rate` of single events gives the latency at that
-    load rather than at saturation."""
+    connection is taken from a pool, or a new one opened if all are busy (up to
+    `max_connections`; beyond that a request waits for one). Each request's latency runs
+    from its scheduled moment, so a fixed `rate` of single events gives the latency a client
+    sees at that load, waiting included, rather than at saturation."""
     pool: list[HttpConnection] = await open_connections(ports, key, 4)
+    opened = len(pool)
+    freed = asyncio.Condition()
     interval = events_per_body / rate
     tasks: set[asyncio.Task[None]] = set()
 
-    async def fire(body: bytes) -> None:
-        if pool:
-            conn = pool.pop()
-        else:
-            stats.extra_connections += 1
-            port = ports[stats.extra_connections % len(ports)]
-            conn = HttpConnection("127.0.0.1", port, {"Authorization": f"Bearer {key}"})
+    async def fire(body: bytes, scheduled: float) -> None:
+        nonlocal opened
+        async with freed:
+            if not pool and opened >= max_connections:
+                await freed.wait_for(lambda: bool(pool))
+            if pool:
+                conn = pool.pop()
+            else:
+                opened += 1
+                stats.extra_connections += 1
+                port = ports[stats.extra_connections % len(ports)]
+                conn = HttpConnection("127.0.0.1", port, {"Authorization": f"Bearer {key}"})
         try:
-            await send(conn, path, body, events_per_body, stats, time.monotonic() + 30)
+            await send(conn, path, body, events_per_body, stats, time.monotonic() + 30, since=scheduled)
         finally:
-            pool.append(conn)
+            async with freed:
+                pool.append(conn)
+                freed.notify()
 
     stats.begin()
     start = time.monotonic()
+    start_perf = time.perf_counter()
     k = 0
     while start + k * interval < start + duration:
         body = make_body()
@@ -223,7 +243,7 @@ async def open_loop(
             await asyncio.sleep(delay)
         elif delay < -interval:
             stats.late_sends += 1
-        task = asyncio.create_task(fire(body))
+        task = asyncio.create_task(fire(body, start_perf + k * interval))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         k += 1

@@ -362,7 +362,8 @@ def report(
                 lag_target,
                 f"<= {TARGET_LAG_P99_S:g} s",
                 f"{fmt_s(p99)} at {rate:,.0f} events/s",
-                p99 is not None and p99 <= TARGET_LAG_P99_S and judged.persisted.drained,
+                # Judged only at the rate the target names (half the measured batch rate).
+                p99 is not None and p99 <= TARGET_LAG_P99_S and not note,
                 note,
             )
         )

@@ -21,9 +21,12 @@ class Verdict:
         # A target not measured is not shown to be met: MISS, with the reason beside it.
         return "PASS" if self.ok else "MISS"
 
-    def line(self, width: int = 48) -> str:
+    def line(self, target_width: int = 48, measured_width: int = 22, floor_width: int = 16) -> str:
         note = f"  ({self.note})" if self.note else ""
-        return f"{self.target:<{width}} {self.measured:>22}  floor {self.floor:<16} {self.verdict}{note}"
+        return (
+            f"{self.target:<{target_width}}  {self.measured:>{measured_width}}  "
+            f"floor {self.floor:<{floor_width}}  {self.verdict}{note}"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -41,5 +44,10 @@ def not_measured(target: str, floor: str, why: str) -> Verdict:
 
 
 def lines(verdicts: list[Verdict]) -> list[str]:
-    width = max((len(v.target) for v in verdicts), default=0)
-    return [v.line(width) for v in verdicts]
+    """One aligned line per verdict: target, figure, floor, PASS/MISS and the note."""
+    widths = (
+        max((len(v.target) for v in verdicts), default=0),
+        max((len(v.measured) for v in verdicts), default=0),
+        max((len(v.floor) for v in verdicts), default=0),
+    )
+    return [v.line(*widths) for v in verdicts]
