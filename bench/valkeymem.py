@@ -30,9 +30,10 @@ from bench.config import VALKEY_PROJECTION_DAYS, VALKEY_PROJECTION_EPS
 LIVE_VIEW_PREFIXES = ("lu", "ls", "lk")
 HOUR_KEY_PREFIX = "lu"
 SAMPLE_PER_PREFIX = 64
-# The setting names, newest first: another change replaces the 35-day markers by
-# short-lived per-window hashes, and the name may move with it.
-MARKER_SETTINGS = ("dedup_marker_window", "dedup_marker_ttl")
+# The setting names, newest first, with how many of it an event's marker is held at most:
+# a per-window hash lives through its window and the next (one to two windows); the older
+# per-event markers lived for their TTL.
+MARKER_SETTINGS = (("dedup_marker_window", 2), ("dedup_marker_ttl", 1))
 
 
 @dataclass(slots=True)
@@ -86,12 +87,13 @@ def marker_lifetime() -> tuple[timedelta, str]:
     with contextlib.suppress(Exception):
         candidates.append(Settings())
     for settings in candidates:
-        for name in MARKER_SETTINGS:
+        for name, factor in MARKER_SETTINGS:
             value = getattr(settings, name, None)
-            if isinstance(value, timedelta):
-                return value, f"Settings.{name}"
             if isinstance(value, int | float) and not isinstance(value, bool):
-                return timedelta(seconds=float(value)), f"Settings.{name} (seconds)"
+                value = timedelta(seconds=float(value))
+            if isinstance(value, timedelta):
+                times = f" x {factor} (held one to two windows: the worst case)" if factor > 1 else ""
+                return value * factor, f"Settings.{name} = {value}{times}"
     return timedelta(days=35), "no dedup marker setting found; assumed 35 days"
 
 
