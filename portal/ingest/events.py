@@ -4,10 +4,11 @@ persist them), so its wire form lives here too."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+import msgspec
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -17,8 +18,10 @@ def micros_to_datetime(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
-@dataclass(frozen=True, slots=True)
-class AcceptedEvent:
+# A frozen msgspec Struct rather than a frozen dataclass: the web builds one per accepted
+# event and the workers one per persisted event, and a frozen dataclass's __init__ (one
+# object.__setattr__ per field) cost 2.6 µs of the web's ~26 µs per event; this is 0.2 µs.
+class AcceptedEvent(msgspec.Struct, frozen=True):
     customer_id: str
     event_id: str
     metric_name: str

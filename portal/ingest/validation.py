@@ -15,7 +15,15 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, Inexact, InvalidOperation, localcontext
+from decimal import (
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+)
 from typing import Any
 
 import msgspec
@@ -30,6 +38,17 @@ MAX_QUANTITY_DIGITS = 20  # numeric(32, 12): 20 integer digits
 MAX_QUANTITY = Decimal(10) ** MAX_QUANTITY_DIGITS
 MAX_FRACTION_DIGITS = 12
 _FRACTION_STEP = Decimal(1).scaleb(-MAX_FRACTION_DIGITS)
+_ZERO = Decimal(0)
+# Enough precision for every quantity that passed the magnitude check, with Inexact trapped:
+# digits beyond the twelfth decimal place would be lost. Passed to each operation rather than
+# entered with localcontext(), which cost more than the checks themselves (per event).
+_QUANTITY_CONTEXT = Context(
+    prec=MAX_QUANTITY_DIGITS + MAX_FRACTION_DIGITS + 2,
+    rounding=ROUND_HALF_EVEN,
+    Emin=-999_999,
+    Emax=999_999,
+    traps=[InvalidOperation, DivisionByZero, Overflow, Inexact],
+)
 # Numbers sent as text (forms, JSON strings) longer than this are refused unread: no valid
 # quantity or timestamp needs more (20 + 12 digits, a sign, a point, an exponent).
 MAX_NUMBER_CHARS = 64
@@ -127,16 +146,12 @@ def check_quantity(quantity: Decimal, field: str = "quantity") -> Decimal:
         raise EventError(f"{field}: must not be negative")
     if quantity and quantity.adjusted() >= MAX_QUANTITY_DIGITS:
         raise EventError(f"{field}: must be less than 10^{MAX_QUANTITY_DIGITS}")
-    with localcontext() as ctx:
-        # Enough precision for every value that passed the magnitude check; Inexact
-        # means digits beyond the twelfth decimal place would be lost.
-        ctx.prec = MAX_QUANTITY_DIGITS + MAX_FRACTION_DIGITS + 2
-        ctx.traps[Inexact] = True
-        try:
-            quantity.quantize(_FRACTION_STEP)
-        except (Inexact, InvalidOperation):
-            raise EventError(f"{field}: at most {MAX_FRACTION_DIGITS} decimal places") from None
-        return abs(quantity).normalize() + Decimal(0)
+    try:
+        quantity.quantize(_FRACTION_STEP, context=_QUANTITY_CONTEXT)
+    except (Inexact, InvalidOperation):
+        raise EventError(f"{field}: at most {MAX_FRACTION_DIGITS} decimal places") from None
+    # Plain digits, no trailing zeros, no exponent above 0 ("1E+2" becomes "100").
+    return _QUANTITY_CONTEXT.add(quantity.copy_abs().normalize(_QUANTITY_CONTEXT), _ZERO)
 
 
 def number_from_text(text: str, field: str) -> Decimal:
@@ -163,11 +178,14 @@ def epoch_seconds_us(seconds: Decimal | int, field: str = "timestamp") -> int:
     return int(value.scaleb(6).to_integral_value())
 
 
+_decode_usage_event = msgspec.json.Decoder(UsageEvent).decode
+
+
 def decode_event(raw: bytes) -> UsageEvent:
     """Decode one event; msgspec's message already names the path (`$.quantity`).
     Invalid UTF-8 and runaway nesting are EventErrors like any other malformed JSON."""
     try:
-        return msgspec.json.decode(raw, type=UsageEvent)
+        return _decode_usage_event(raw)
     except msgspec.ValidationError as exc:
         raise EventError(_tidy(str(exc))) from exc
     except msgspec.DecodeError as exc:
@@ -249,6 +267,37 @@ def _check_texts(event: UsageEvent, limits: Limits) -> None:
     """Every string of the event is storable and of bounded length (one regex pass over
     all of them; the field is named only when something is found)."""
     meta = event.metadata
+    dimensions = event.dimensions
+    request_id = meta.request_id
+    # The common case, every text clean and short, without naming a field (per event).
+    joined = "".join(
+        (
+            event.event_id,
+            event.customer_id,
+            event.metric_name,
+            event.product_id,
+            meta.source,
+            meta.version,
+            request_id or "",
+            *dimensions,
+            *dimensions.values(),
+        )
+    )
+    longest = limits.max_dimension_value_chars
+    if (
+        _UNSTORABLE.search(joined) is None
+        and len(event.product_id) <= longest
+        and len(meta.source) <= longest
+        and len(meta.version) <= longest
+        and (request_id is None or len(request_id) <= longest)
+    ):
+        return
+    _name_bad_text(event, limits)
+
+
+def _name_bad_text(event: UsageEvent, limits: Limits) -> None:
+    """Raise the EventError naming the first text `_check_texts` found at fault."""
+    meta = event.metadata
     texts = [
         ("eventId", event.event_id),
         ("customerId", event.customer_id),
@@ -315,16 +364,20 @@ def validate(
 ) -> AcceptedEvent:
     """Every rule an event must pass to be counted. Raises EventError naming the field."""
     _check_texts(event, limits)
-    if not event.event_id:
+    # Read once: this runs for every event of every batch.
+    event_id = event.event_id
+    customer_id = event.customer_id
+    dimensions = event.dimensions
+    if not event_id:
         raise EventError("eventId: must not be empty")
-    if len(event.event_id) > limits.max_event_id_chars:
+    if len(event_id) > limits.max_event_id_chars:
         raise EventError(f"eventId: longer than {limits.max_event_id_chars} characters")
-    tz_name = zones.get(event.customer_id)
+    tz_name = zones.get(customer_id)
     if tz_name is None:
         # Known ids passed this pattern when the customer was created.
-        if not _ID_RE.match(event.customer_id):
+        if not _ID_RE.match(customer_id):
             raise EventError("customerId: only letters, digits and . _ : @ + - are allowed")
-        raise EventError(f"customerId: unknown customer {event.customer_id!r}")
+        raise EventError(f"customerId: unknown customer {customer_id!r}")
     meter = meters.get(event.metric_name)
     if meter is None:
         raise EventError(f"metricName: unknown meter {event.metric_name!r}")
@@ -334,37 +387,46 @@ def validate(
         raise EventError("timestamp: older than the accepted lateness window")
     if event_time_us > limits.newest_us:
         raise EventError("timestamp: more than the allowed tolerance in the future")
-    if len(event.dimensions) > limits.max_dimensions:
+    if dimensions:
+        _check_dimensions(dimensions, limits)
+    unique_value: str | None = None
+    if meter.unique_by is not None:
+        unique_value = dimensions.get(meter.unique_by)
+        if not unique_value:
+            raise EventError(
+                f"dimensions.{meter.unique_by}: required by meter {meter.metric_name!r} (unique_count)"
+            )
+    meta = event.metadata
+    metadata = {"source": meta.source, "version": meta.version}
+    if meta.request_id is not None:
+        metadata["requestId"] = meta.request_id
+    # Positional, in AcceptedEvent's field order (its wire order too).
+    return AcceptedEvent(
+        customer_id,
+        event_id,
+        event.metric_name,
+        event.product_id,
+        quantity,
+        event_time_us,
+        dimensions,
+        metadata,
+        fingerprint(event, quantity, event_time_us),
+        meter.aggregation,
+        hour_bucket(event_time_us / 1_000_000, tz_name),
+        group_key(meter, dimensions) if meter.group_by else "",
+        unique_value,
+    )
+
+
+def _check_dimensions(dimensions: dict[str, str], limits: Limits) -> None:
+    """At most `max_dimensions` entries, keys of 1..max_dimension_key_chars characters and
+    values of at most max_dimension_value_chars; EventError naming the first at fault."""
+    if len(dimensions) > limits.max_dimensions:
         raise EventError(f"dimensions: more than {limits.max_dimensions} entries")
-    for name, value in event.dimensions.items():
+    for name, value in dimensions.items():
         if not name or len(name) > limits.max_dimension_key_chars:
             raise EventError(
                 f"dimensions: key {name[:40]!r} must have 1-{limits.max_dimension_key_chars} characters"
             )
         if len(value) > limits.max_dimension_value_chars:
             raise EventError(f"dimensions.{name}: longer than {limits.max_dimension_value_chars} characters")
-    unique_value: str | None = None
-    if meter.unique_by is not None:
-        unique_value = event.dimensions.get(meter.unique_by)
-        if not unique_value:
-            raise EventError(
-                f"dimensions.{meter.unique_by}: required by meter {meter.metric_name!r} (unique_count)"
-            )
-    metadata = {"source": event.metadata.source, "version": event.metadata.version}
-    if event.metadata.request_id is not None:
-        metadata["requestId"] = event.metadata.request_id
-    return AcceptedEvent(
-        customer_id=event.customer_id,
-        event_id=event.event_id,
-        metric_name=event.metric_name,
-        product_id=event.product_id,
-        quantity=quantity,
-        event_time_us=event_time_us,
-        dimensions=event.dimensions,
-        metadata=metadata,
-        fingerprint=fingerprint(event, quantity, event_time_us),
-        aggregation=meter.aggregation,
-        bucket=hour_bucket(event_time_us / 1_000_000, tz_name),
-        group_key=group_key(meter, event.dimensions),
-        unique_value=unique_value,
-    )
