@@ -166,21 +166,25 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
     if not events:
         return PersistOutcome(0, 0, 0)
     event_times = [micros_to_datetime(e.event_time_us) for e in events]
-    time_of = {(e.customer_id, e.event_id): t for e, t in zip(events, event_times, strict=True)}
 
     message = ingest_repository.message_key(message_id)
-    admitted_keys = await ingest_repository.admit_to_ledger(conn, events, event_times, received_at, message)
-    admitted = [e for e in events if (e.customer_id, e.event_id) in admitted_keys]
-    refused = [e for e in events if (e.customer_id, e.event_id) not in admitted_keys]
-
+    admitted = events
+    admitted_times = event_times
+    refused: list[AcceptedEvent] = []
     conflicts: list[AcceptedEvent] = []
     # Every repeat was counted live once more; a refused event too, unless this very
     # message admitted it on an earlier delivery.
     copies: list[AcceptedEvent] = list(repeats)
-    if refused:
-        held = await ingest_repository.ledger_holdings(conn, refused)
-        for e in refused:
+    if await ingest_repository.admit_to_ledger(conn, events, event_times, received_at, message) < len(events):
+        held = await ingest_repository.ledger_holdings(conn, events, message)
+        admitted, admitted_times = [], []
+        for e, at in zip(events, event_times, strict=True):
             holding = held.get((e.customer_id, e.event_id))
+            if holding is not None and holding.admitted_now:
+                admitted.append(e)
+                admitted_times.append(at)
+                continue
+            refused.append(e)
             if holding is None or holding.fingerprint != e.fingerprint:
                 conflicts.append(e)
             if holding is None or holding.message != message:
@@ -194,7 +198,7 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
         last = micros_to_datetime(max(e.event_time_us for e in admitted))
         await ensure_partitions(conn, months_between(month_start(first), month_start(last)))
         await ingest_repository.copy_usage_events(
-            conn, admitted, event_time_of=time_of, received_at=received_at, message_id=message_id
+            conn, admitted, admitted_times, received_at=received_at, message_id=message_id
         )
         deltas = hourly_deltas(admitted)
         uniques = [e for e in admitted if e.aggregation == "unique_count"]

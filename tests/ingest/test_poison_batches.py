@@ -480,7 +480,7 @@ async def test_a_worker_killed_mid_split_loses_and_doubles_nothing(
             return bool(
                 await pg.fetchval(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE 'INSERT INTO event_ledger%'"
+                    "AND query LIKE '%INSERT INTO event_ledger%'"
                 )
             )
 

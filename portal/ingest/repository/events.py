@@ -41,14 +41,14 @@ def _json(value: Any) -> str:
 async def copy_usage_events(
     conn: Any,
     events: Sequence[AcceptedEvent],
+    event_times: Sequence[datetime],
     *,
-    event_time_of: dict[tuple[str, str], datetime],
     received_at: datetime,
     message_id: str,
 ) -> None:
-    """Store the raw events (admitted by the ledger; `event_time_of` maps each (customer id,
-    event id) to its event time, UTC) on the persist transaction's asyncpg connection. Their
-    months' partitions must exist (`portal.ingest.partitions.ensure_partitions`)."""
+    """Store the raw events (admitted by the ledger; `event_times[i]` is `events[i]`'s time,
+    UTC) on the persist transaction's asyncpg connection. Their months' partitions must exist
+    (`portal.ingest.partitions.ensure_partitions`)."""
     hours: dict[int, datetime] = {}
     # Raw asyncpg: the ingest hot path, COPY is the cheapest way to write many rows.
     await conn.copy_records_to_table(
@@ -61,7 +61,7 @@ async def copy_usage_events(
                 e.metric_name,
                 e.product_id,
                 e.quantity,
-                event_time_of[(e.customer_id, e.event_id)],
+                event_time,
                 hours.get(e.bucket) or hours.setdefault(e.bucket, micros_to_datetime(e.bucket * 1_000_000)),
                 e.group_key,
                 _json(e.dimensions),
@@ -69,7 +69,7 @@ async def copy_usage_events(
                 received_at,
                 message_id,
             )
-            for e in events
+            for e, event_time in zip(events, event_times, strict=True)
         ],
     )
 

@@ -31,16 +31,19 @@ async def admit_to_ledger(
     event_times: Sequence[datetime],
     received_at: datetime,
     message: int,
-) -> set[tuple[str, str]]:
+) -> int:
     """Insert a ledger entry per event (`event_times[i]` is `events[i]`'s time, UTC), made by
-    message `message` (`message_key`), on the persist transaction's asyncpg connection; the
-    (customer id, event id) keys admitted, that is, not already in the ledger. `events` must
-    hold each key once."""
-    # Raw asyncpg: the ingest hot path, one unnest insert for the whole batch.
-    admitted_rows = await conn.fetch(
-        "INSERT INTO event_ledger (customer_id, event_id, fingerprint, event_time, received_at, "
-        "message_key) SELECT *, $6::bigint FROM unnest($1::text[], $2::text[], $3::bytea[], "
-        "$4::timestamptz[], $5::timestamptz[]) ON CONFLICT DO NOTHING RETURNING customer_id, event_id",
+    message `message` (`message_key`), on the persist transaction's asyncpg connection; how
+    many were admitted, that is, not already in the ledger (when fewer than all, `ledger_holdings`
+    tells which). `events` must hold each key once."""
+    # Raw asyncpg: the ingest hot path, one unnest insert for the whole batch. It answers a
+    # count, not the admitted keys: almost always every event is new, and returning thousands
+    # of keys only to find that costs the worker more than the insert.
+    admitted: int = await conn.fetchval(
+        "WITH admitted AS (INSERT INTO event_ledger (customer_id, event_id, fingerprint, event_time, "
+        "received_at, message_key) SELECT *, $6::bigint FROM unnest($1::text[], $2::text[], "
+        "$3::bytea[], $4::timestamptz[], $5::timestamptz[]) ON CONFLICT DO NOTHING RETURNING 1) "
+        "SELECT count(*) FROM admitted",
         [e.customer_id for e in events],
         [e.event_id for e in events],
         [bytes.fromhex(e.fingerprint) for e in events],
@@ -48,27 +51,37 @@ async def admit_to_ledger(
         [received_at] * len(events),
         message,
     )
-    return {(r["customer_id"], r["event_id"]) for r in admitted_rows}
+    return admitted
 
 
 class LedgerHolding(NamedTuple):
     fingerprint: str  # hex
     message: int  # the message that admitted it (`message_key`), 0 if not recorded
+    admitted_now: bool  # by this transaction
 
 
-async def ledger_holdings(conn: Any, events: Sequence[AcceptedEvent]) -> dict[tuple[str, str], LedgerHolding]:
+async def ledger_holdings(
+    conn: Any, events: Sequence[AcceptedEvent], message: int
+) -> dict[tuple[str, str], LedgerHolding]:
     """(customer id, event id) → what the ledger holds for those of the events' keys it
-    holds, on the persist transaction's asyncpg connection."""
-    # Raw asyncpg: the ingest hot path, one join against an unnest of the refused keys.
+    holds, on the persist transaction's asyncpg connection, after `admit_to_ledger` for
+    message `message` in the same transaction."""
+    # Raw asyncpg: the ingest hot path, one join against an unnest of the keys. An entry this
+    # transaction made has this message's key and now() (the transaction's start) as its
+    # persisted_at; one an earlier delivery of the same message made has an earlier one.
     known = await conn.fetch(
-        "SELECT l.customer_id, l.event_id, l.fingerprint, l.message_key FROM event_ledger l "
+        "SELECT l.customer_id, l.event_id, l.fingerprint, l.message_key, "
+        "(l.message_key = $3 AND l.persisted_at = now()) AS admitted_now FROM event_ledger l "
         "JOIN unnest($1::text[], $2::text[]) AS k(customer_id, event_id) "
         "USING (customer_id, event_id)",
         [e.customer_id for e in events],
         [e.event_id for e in events],
+        message,
     )
     return {
-        (r["customer_id"], r["event_id"]): LedgerHolding(bytes(r["fingerprint"]).hex(), r["message_key"])
+        (r["customer_id"], r["event_id"]): LedgerHolding(
+            bytes(r["fingerprint"]).hex(), r["message_key"], r["admitted_now"]
+        )
         for r in known
     }
 
