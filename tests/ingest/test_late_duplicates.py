@@ -22,7 +22,7 @@ from portal.live.store import LiveStore, live_value
 from tests.conftest import WorkerProcess, wait_until_persisted
 from tests.factories import event
 from tests.ingest.test_pipeline import catalog, send, usage
-from tests.ingest.test_poison_batches import hand_off
+from tests.ingest.test_poison_batches import hand_off, wire
 
 __all__ = ["catalog"]  # the fixture, shared with the pipeline's tests
 
@@ -111,23 +111,8 @@ async def test_two_requests_racing_with_one_event_count_it_once_live_and_billed(
     assert await live_and_billed(client, admin_key, "api_calls") == ("6", "6")
 
 
-def counted_live_wire(quantity: str, event_id: str) -> AcceptedEvent:
-    now_us = int(time.time() * 1_000_000)
-    return AcceptedEvent(
-        customer_id="acme",
-        event_id=event_id,
-        metric_name="api_calls",
-        product_id="",
-        quantity=Decimal(quantity),
-        event_time_us=now_us,
-        dimensions={"region": "eu"},
-        metadata={},
-        fingerprint=uuid.uuid4().hex,
-        aggregation="sum",
-        bucket=now_us // 3_600_000_000 * 3600,  # acme's zone is Europe/Berlin: whole hours
-        group_key='{"region":"eu"}',
-        unique_value=None,
-    )
+def counted_live(quantity: str, event_id: str) -> AcceptedEvent:
+    return AcceptedEvent.from_wire(wire(customer="acme", quantity=quantity, event_id=event_id))
 
 
 async def test_a_redelivered_message_corrects_the_live_view_once(
@@ -142,13 +127,13 @@ async def test_a_redelivered_message_corrects_the_live_view_once(
     live = LiveStore(
         redis, accepted_lateness=settings.accepted_lateness, marker_window=settings.dedup_marker_window
     )
-    events = [counted_live_wire("10", "evt-a"), counted_live_wire("0.25", "evt-b")]
-    wire = [e.to_wire() for e in events]
+    events = [counted_live("10", "evt-a"), counted_live("0.25", "evt-b")]
+    rows = [e.to_wire() for e in events]
     accepted_ms = int(time.time() * 1000)
     # The first message, counted live, delivered twice: its own entries are not copies.
     await live.apply(events, "batch-1", accepted_ms)
-    first = await hand_off(redis, wire, message_id="message-1", counted_live=True)
-    await hand_off(redis, wire, message_id="message-1", counted_live=True)
+    first = await hand_off(redis, rows, message_id="message-1", counted_live=True)
+    await hand_off(redis, rows, message_id="message-1", counted_live=True)
     await wait_until_persisted(redis)
     assert await live_and_billed(client, admin_key, "api_calls") == ("10.25", "10.25")
     # The same events in another message (a resend after the marker window), counted live
@@ -157,7 +142,7 @@ async def test_a_redelivered_message_corrects_the_live_view_once(
     await live.apply(events, "batch-2", accepted_ms)
     assert (await live_and_billed(client, admin_key, "api_calls"))[0] == "20.5"
     for _ in range(2):
-        await hand_off(redis, wire, message_id="message-2", counted_live=True)
+        await hand_off(redis, rows, message_id="message-2", counted_live=True)
     await wait_until_persisted(redis)
     assert await live_and_billed(client, admin_key, "api_calls") == ("10.25", "10.25")
     owners = await pg.fetch("SELECT DISTINCT message_key FROM event_ledger")
