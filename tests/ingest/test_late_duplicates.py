@@ -6,7 +6,6 @@ the batch is persisted, whatever the resend, the race or the redelivery."""
 from __future__ import annotations
 
 import time
-import uuid
 from decimal import Decimal
 from typing import Any
 
