@@ -5,6 +5,7 @@ Routes declare `opt={"scope": "ingest" | "admin"}`; an admin key may also ingest
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -18,11 +19,20 @@ from portal.keys.service import KeyCache
 _ALLOWED = {"ingest": {"ingest", "admin"}, "admin": {"admin"}}
 
 
+def _authorization(raw_headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The first Authorization header's value ("" without one), read from the ASGI scope:
+    building Litestar's case-insensitive Headers for it cost more than the key lookup."""
+    for name, value in raw_headers:
+        if len(name) == 13 and name.lower() == b"authorization":
+            return value.decode("latin-1")
+    return ""
+
+
 async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     needed = handler.opt.get("scope")
     if needed is None:
         return
-    header = connection.headers.get("authorization", "")
+    header = _authorization(connection.scope["headers"])
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise NotAuthorizedException("missing API key: send 'Authorization: Bearer <key>'")
