@@ -5,11 +5,16 @@ per request would cap single-event ingest at the disk's fsync rate and give the 
 one Postgres transaction per event. Instead, requests that arrive while a write is in
 flight are merged into the next message: group commit at the edge. Every request still
 gets its answer only after the message that carries its events is in the broker.
+
+Under load, a write also waits a moment (`linger_s`) for more events when it holds only a
+few: single-event requests otherwise go out a few per message, and every message costs a
+broker round trip here and a Postgres transaction in a worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,7 +48,18 @@ class BatchHandoff:
     # events: web 1,348 -> 1,127 µs/request, worker 525 -> 420; 1000-event batches: web
     # 21 -> 18 µs/event, batch latency p50 437 -> 296 ms.
     max_writers: int = 1
+    # A write that would carry fewer than `linger_events` events waits up to `linger_s`
+    # seconds for more (less once that many are pending), but only while busy: when the
+    # previous write ended less than `busy_s` ago. An idle portal answers without the wait;
+    # 1000-event batches never wait. Bench, single events: 1,132 -> 1,282 requests/s, web
+    # 853 -> 765 µs/request, worker 369 -> 248; p99 at 1,000 requests/s 172 -> 62 ms.
+    linger_s: float = 0.003
+    linger_events: int = 50
+    busy_s: float = 0.05
     _pending: list[_Pending] = field(default_factory=list)
+    _pending_events: int = 0
+    _enough: asyncio.Future[None] | None = None  # set once `linger_events` are pending
+    _last_write_end: float = float("-inf")  # time.monotonic()
     _writers: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)  # kept from the GC
 
@@ -54,6 +70,10 @@ class BatchHandoff:
         broker raised otherwise (nothing of this submission was queued then)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(hold, accepted_ms, events, conflicts, done))
+        self._pending_events += len(events) + len(conflicts)
+        enough = self._enough
+        if enough is not None and self._pending_events >= self.linger_events and not enough.done():
+            enough.set_result(None)
         if self._writers < self.max_writers:
             self._writers += 1
             task = asyncio.get_running_loop().create_task(self._write())
@@ -71,11 +91,28 @@ class BatchHandoff:
                 break
             taken.append(self._pending.pop(0))
             size += weight
+        self._pending_events -= size
         return taken
+
+    async def _linger(self) -> None:
+        """Wait up to `linger_s` for `linger_events` pending events, if busy and short of them."""
+        busy = time.monotonic() - self._last_write_end < self.busy_s
+        if not busy or self._pending_events >= self.linger_events or self._enough is not None:
+            return
+        self._enough = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(self.linger_s):
+                await self._enough
+        except TimeoutError:
+            pass
+        finally:
+            self._enough = None
 
     async def _write(self) -> None:
         try:
             while self._pending:
+                if self.linger_s > 0:
+                    await self._linger()
                 taken = self._take()
                 message = merge(taken)
                 try:
@@ -88,6 +125,8 @@ class BatchHandoff:
                     for item in taken:
                         if not item.done.done():
                             item.done.set_result(None)
+                finally:
+                    self._last_write_end = time.monotonic()
         finally:
             self._writers -= 1
 
