@@ -412,10 +412,27 @@ def validate(
         metadata,
         fingerprint(event, quantity, event_time_us),
         meter.aggregation,
-        hour_bucket(event_time_us / 1_000_000, tz_name),
+        _hour_bucket(event_time_us / 1_000_000, tz_name),
         group_key(meter, dimensions) if meter.group_by else "",
         unique_value,
     )
+
+
+# The customer's local hour of an instant, per zone and UTC quarter hour: every offset and
+# transition falls on a quarter hour (as periods.utc_offset_s assumes), so all instants of
+# one quarter hour share their local hour. A batch's events fall in few of them.
+_buckets: dict[tuple[str, int], int] = {}
+
+
+def _hour_bucket(epoch_s: float, tz_name: str) -> int:
+    """`periods.hour_bucket`, looked up once per zone and quarter hour."""
+    key = (tz_name, int(epoch_s // 900))
+    bucket = _buckets.get(key)
+    if bucket is None:
+        if len(_buckets) > 100_000:
+            _buckets.clear()
+        bucket = _buckets[key] = hour_bucket(epoch_s, tz_name)
+    return bucket
 
 
 def _check_dimensions(dimensions: dict[str, str], limits: Limits) -> None:
