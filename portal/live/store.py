@@ -4,21 +4,19 @@ float), so a settled hour equals Postgres to the last decimal. Bills never read 
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Context, Decimal, InvalidOperation, Overflow, localcontext
-from functools import lru_cache
 from typing import Any, Protocol
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
 from portal.live import redis_keys as keys
 from portal.live import scripts
+from portal.live.pipelining import SharedPipeline
 
 
 class CountedEvent(Protocol):
@@ -211,11 +209,6 @@ def _markers(events: Sequence[CountedEvent], indexes: list[int]) -> bytes:
     )
 
 
-@lru_cache(maxsize=8)
-def _sha(script: str) -> str:
-    return hashlib.sha1(script.encode()).hexdigest()  # what Redis names a script by
-
-
 class LiveStore:
     """The live view over one Redis connection pool."""
 
@@ -223,6 +216,8 @@ class LiveStore:
         self.redis = redis
         self.accepted_lateness = accepted_lateness
         self.marker_window = marker_window
+        # The marker checks, applies and corrections of concurrent requests share round trips.
+        self._pipeline = SharedPipeline(redis)
         self._union = redis.register_script(scripts.UNION_COUNT)
 
     def _marker_hashes(self, customer_id: str, accepted_ms: int) -> tuple[str, str, int]:
@@ -250,38 +245,12 @@ class LiveStore:
             )
             for customer_id, indexes in by_customer.items()
         ]
-        replies = await self._run_scripts(
-            calls, then=lambda pipe: pipe.zadd(keys.INFLIGHT_KEY, {batch_id: accepted_ms})
-        )
+        replies = await self._pipeline.run(calls, [("ZADD", keys.INFLIGHT_KEY, accepted_ms, batch_id)])
         status = [0] * len(events)
         for (_, indexes), reply in zip(by_customer.items(), replies, strict=False):
             for i, value in zip(indexes, reply, strict=True):
                 status[i] = int(value)
         return status
-
-    async def _run_scripts(
-        self, calls: list[tuple[Any, ...]], then: Callable[[Any], Any] | None = None
-    ) -> list[Any]:
-        """Run one-key scripts `(script, key, *args)` in one pipelined round trip, by SHA.
-
-        redis-py's Script objects check `SCRIPT EXISTS` before every pipeline, a second
-        round trip per request; instead the scripts are loaded once, and again only when
-        Redis answers that it lost them (a restart or SCRIPT FLUSH).
-        """
-        for attempt in (1, 2):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for script, key, *args in calls:
-                    pipe.evalsha(_sha(script), 1, key, *args)
-                if then is not None:
-                    then(pipe)
-                try:
-                    return list(await pipe.execute())
-                except NoScriptError:
-                    if attempt == 2:
-                        raise
-            for script in {call[0] for call in calls}:
-                await self.redis.script_load(script)
-        raise AssertionError("unreachable")
 
     async def release(self, *batch_ids: str) -> None:
         """The batches are in Postgres (or given up on): they no longer hold back freshness."""
@@ -314,7 +283,7 @@ class LiveStore:
                     applied_ttl_s,
                 )
             )
-        replies = await self._run_scripts(calls)
+        replies = await self._pipeline.run(calls)
         taken: set[int] = set()
         for indexes, reply in zip(by_customer.values(), replies, strict=True):
             positions = [int(position) for position in reply]
@@ -343,7 +312,7 @@ class LiveStore:
                     )
                 )
         if calls:
-            await self._run_scripts(calls)
+            await self._pipeline.run(calls)
 
     async def watermark_ms(self) -> int:
         """`completeThrough` in epoch ms: every event accepted before it is in Postgres."""
