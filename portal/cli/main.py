@@ -208,6 +208,10 @@ def cmd_web(args: argparse.Namespace) -> None:
         log_level="warning",
         access_log=False,
         log_config=None,
+        # uvicorn would otherwise take X-Forwarded-For from any local peer as the client's
+        # address before the app sees the real one; whom to trust is PORTAL_TRUSTED_PROXIES'
+        # decision (portal/http/client_address.py), empty by default.
+        proxy_headers=False,
     )
 
 
