@@ -25,6 +25,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, localcontext
+from operator import attrgetter
 from typing import Any
 
 from portal.alerting import repository as alerting_repository
@@ -144,11 +145,14 @@ async def persist_batch(conn: Any, batch: dict[str, Any]) -> PersistOutcome:
     return await persist_rows(conn, str(batch["id"]), received_at_of(batch), batch["events"])
 
 
+_BY_KEY = attrgetter("customer_id", "event_id")  # the ledger's key: rows are locked in its order
+
+
 def _first_of_each(events: list[AcceptedEvent]) -> tuple[list[AcceptedEvent], list[AcceptedEvent]]:
     """Events sorted by key, split into the first of each (customer, event id) and the
     repeats. One message can carry an event twice: two requests that sent it at once
     both pass the live check, and the hand-off may merge them."""
-    ordered = sorted(events, key=lambda e: (e.customer_id, e.event_id))
+    ordered = sorted(events, key=_BY_KEY)
     first: list[AcceptedEvent] = []
     repeats: list[AcceptedEvent] = []
     for e in ordered:
@@ -189,8 +193,9 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
                 conflicts.append(e)
             if holding is None or holding.message != message:
                 copies.append(e)
-    first_print = {(e.customer_id, e.event_id): e.fingerprint for e in events}
-    conflicts += [e for e in repeats if first_print[(e.customer_id, e.event_id)] != e.fingerprint]
+    if repeats:
+        first_print = {(e.customer_id, e.event_id): e.fingerprint for e in events}
+        conflicts += [e for e in repeats if first_print[(e.customer_id, e.event_id)] != e.fingerprint]
     await _record_conflicts(conn, conflicts, "worker")
 
     if admitted:
