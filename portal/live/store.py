@@ -161,32 +161,17 @@ def _aggregate_ops(events: Sequence[CountedEvent], lateness: timedelta) -> list[
 
 
 def _correction_ops(events: Sequence[CountedEvent], lateness: timedelta) -> list[list[Any]]:
-    """Counter updates that take `events` (one customer) out of the live view again: their
-    sums and counts subtracted. A duplicate changes no max, latest or distinct count it was
-    counted in (the same event again), so those are left alone."""
-    with localcontext(EXACT):
-        sums: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-        counts: dict[tuple[str, str], int] = defaultdict(int)
-        buckets: dict[str, int] = {}
-        for event in events:
-            if event.aggregation not in ("sum", "count"):
-                continue
-            hkey = keys.hour_key(event.customer_id, event.metric_name, event.bucket)
-            buckets[hkey] = event.bucket
-            fields = [keys.TOTAL_FIELD]
-            if event.group_key:
-                fields.append(keys.group_field(event.group_key))
-            for fld in fields:
-                if event.aggregation == "sum":
-                    sums[(hkey, fld)] -= event.quantity
-                else:
-                    counts[(hkey, fld)] -= 1
-    ops: list[list[Any]] = [["s", hkey, fld, *sum_limbs(amount)] for (hkey, fld), amount in sums.items()]
-    ops += (["c", hkey, fld, n] for (hkey, fld), n in counts.items())
-    ops += (
-        ["e", hkey, keys.hour_key_expires_at(bucket, lateness), bucket] for hkey, bucket in buckets.items()
-    )
-    return ops
+    """Counter updates that take `events` (one customer) out of the live view again: the
+    ops that counted their sums and counts, negated. A duplicate changes no max, latest or
+    distinct count it was counted in (the same event again), so those are left alone."""
+    ops = _ops_for([e for e in events if e.aggregation in ("sum", "count")], lateness)
+    negated: list[list[Any]] = []
+    for kind, key, *rest in ops:
+        if kind in ("s", "c"):  # ['s', key, field, whole, fraction, high] / ['c', key, field, n]
+            negated.append([kind, key, rest[0], *(-amount for amount in rest[1:])])
+        else:  # the hour key's expiry and index entry, as when it was counted
+            negated.append([kind, key, *rest])
+    return negated
 
 
 _pack = msgspec.msgpack.Encoder().encode
