@@ -60,10 +60,15 @@ def _answer(result: IngestResult) -> Response[IngestResult]:
     return Response(result, status_code=status)
 
 
-async def _run(portal: Portal, raw_events: list[bytes] | list[msgspec.Raw]) -> Response[IngestResult]:
+async def _run(
+    portal: Portal, raw_events: list[bytes] | list[msgspec.Raw], *, single: bool = False
+) -> Response[IngestResult]:
     started = time.perf_counter()
     try:
-        result = await portal.ingestor.ingest(raw_events)
+        if single:  # ingested together with the single events that arrive meanwhile
+            result = await portal.ingestor.ingest_one(bytes(raw_events[0]))
+        else:
+            result = await portal.ingestor.ingest(raw_events)
     except IngestUnavailable as exc:
         metrics.INGEST_REQUESTS.labels("503").inc()
         raise ServiceUnavailable(f"{exc}; nothing was accepted, retry later") from exc
@@ -188,7 +193,7 @@ class EventController(Controller):
     ) -> Response[IngestResult]:
         """One event (the seed's UsageEvent). 202 when accepted or a duplicate; 422 with
         the reason otherwise. The body is decoded by the same per-event rules as a batch."""
-        return await _run(portal, [readable_body(await request.body())])
+        return await _run(portal, [readable_body(await request.body())], single=True)
 
     @post(
         "/batch",

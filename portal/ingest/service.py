@@ -55,13 +55,32 @@ async def _enqueue_persist(batch: dict[str, Any]) -> None:
 
 
 @dataclass(slots=True)
+class _Single:
+    raw: bytes
+    done: asyncio.Future[IngestResult]
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    result: IngestResult
+    duplicates: set[int]  # the indexes of the events answered as duplicates
+
+
+# Groups of single events in flight at once: while one waits for the broker, the next forms.
+MAX_SINGLE_WRITERS = 2
+
+
+@dataclass(slots=True)
 class Ingestor:
     settings: Settings
     catalog: CatalogCache
     live: LiveStore
     handoff: BatchHandoff = field(default_factory=lambda: BatchHandoff(_enqueue_persist))
-    # Live applies retried in the background after Redis failed between hand-off and apply.
+    # Live applies retried in the background after Redis failed between hand-off and apply,
+    # and the writers of single events.
     _live_repairs: set[asyncio.Task[None]] = field(default_factory=set)
+    _singles: list[_Single] = field(default_factory=list)  # waiting to be ingested together
+    _single_writers: int = 0
 
     def _limits(self, now_s: float) -> Limits:
         now_us = int(now_s * 1_000_000)
@@ -83,6 +102,54 @@ class Ingestor:
         broker: nothing was counted then, and a retry is safe. The callers have refused
         bodies nested deeper than MAX_JSON_DEPTH before (`json_nesting_exceeds`).
         """
+        return (await self._ingest(raw_events)).result
+
+    async def ingest_one(self, raw_event: bytes) -> IngestResult:
+        """One event, answered exactly as `ingest([raw_event])` would be (index 0).
+
+        Single events that arrive together are ingested together: one catalog lookup, one
+        marker check, one hand-off and one apply for all of them instead of one each (a
+        third of the web's work per single event went to that per-batch overhead). Between
+        them the batch rules apply, which are the rules of requests in a row: the second of
+        two sends of one event is a duplicate, a second with other content a conflict.
+        """
+        done: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        self._singles.append(_Single(raw_event, done))
+        if self._single_writers < MAX_SINGLE_WRITERS:
+            self._single_writers += 1
+            task = asyncio.get_running_loop().create_task(self._ingest_singles())
+            self._live_repairs.add(task)  # kept from the GC like the repairs
+            task.add_done_callback(self._live_repairs.discard)
+        return await done
+
+    async def _ingest_singles(self) -> None:
+        try:
+            while self._singles:
+                taken = self._singles[: self.settings.max_batch_events]
+                del self._singles[: len(taken)]
+                try:
+                    outcome = await self._ingest([single.raw for single in taken])
+                except Exception as exc:  # IngestUnavailable above all: each caller gets it
+                    for single in taken:
+                        if not single.done.done():
+                            single.done.set_exception(exc)
+                    continue
+                rejections = {r.index: r for r in outcome.result.rejected}
+                for index, single in enumerate(taken):
+                    if single.done.done():
+                        continue
+                    rejection = rejections.get(index)
+                    if rejection is not None:
+                        one = IngestResult(0, 0, [Rejection(0, rejection.event_id, rejection.error)])
+                    elif index in outcome.duplicates:
+                        one = IngestResult(accepted=0, duplicates=1, rejected=[])
+                    else:
+                        one = IngestResult(accepted=1, duplicates=0, rejected=[])
+                    single.done.set_result(one)
+        finally:
+            self._single_writers -= 1
+
+    async def _ingest(self, raw_events: list[msgspec.Raw] | list[bytes]) -> _Outcome:
         now_s = time.time()
         rejected: list[Rejection] = []
         decoded: list[tuple[int, UsageEvent]] = []
@@ -102,7 +169,7 @@ class Ingestor:
         limits = self._limits(now_s)
         candidates: list[tuple[int, AcceptedEvent]] = []
         first_in_batch: dict[tuple[str, str], AcceptedEvent] = {}
-        duplicates = 0
+        duplicates: set[int] = set()  # indexes
         for index, usage_event in decoded:
             try:
                 accepted = validate(usage_event, zones=zones, meters=meters, limits=limits)
@@ -115,11 +182,12 @@ class Ingestor:
                 first_in_batch[key] = accepted
                 candidates.append((index, accepted))
             elif earlier.fingerprint == accepted.fingerprint:
-                duplicates += 1
+                duplicates.add(index)
             else:
                 rejected.append(Rejection(index=index, event_id=usage_event.event_id, error=CONFLICT_ERROR))
 
         fresh: list[AcceptedEvent] = []
+        fresh_indexes: list[int] = []
         conflicts: list[AcceptedEvent] = []
         if candidates:
             batch_id = uuid.uuid4().hex
@@ -132,8 +200,9 @@ class Ingestor:
             for (index, event), state in zip(candidates, status, strict=True):
                 if state == 0:
                     fresh.append(event)
+                    fresh_indexes.append(index)
                 elif state == 1:
-                    duplicates += 1
+                    duplicates.add(index)
                 else:
                     conflicts.append(event)
                     rejected.append(Rejection(index=index, event_id=event.event_id, error=CONFLICT_ERROR))
@@ -147,11 +216,12 @@ class Ingestor:
                     taken = set()
                 # Events a concurrent request carried first are duplicates of it (counted
                 # live all the same: the worker subtracts the copy the ledger refuses).
-                duplicates += len(taken)
+                duplicates.update(fresh_indexes[i] for i in taken)
                 fresh = [e for i, e in enumerate(fresh) if i not in taken]
 
         rejected.sort(key=lambda r: r.index)
-        return IngestResult(accepted=len(fresh), duplicates=duplicates, rejected=rejected)
+        result = IngestResult(accepted=len(fresh), duplicates=len(duplicates), rejected=rejected)
+        return _Outcome(result, duplicates)
 
     def _apply_later(self, batch_id: str, accepted_ms: int, events: list[AcceptedEvent]) -> None:
         """Count durable events live once Redis answers again (it restarts in about a
