@@ -23,25 +23,12 @@ from typing import Any
 import asyncpg
 
 from bench.config import REGIONS, log
+from portal.ingest.repository.events import USAGE_EVENT_COLUMNS  # the worker's COPY columns
 
 SCRATCH_TABLE = "bench_copy_floor"
 ROWS_PER_COPY = 5_000
 # Distinct rows built before the clock starts (building tuples is not what is measured).
 POOL_ROWS = 40_000
-FALLBACK_COLUMNS = [
-    "customer_id",
-    "event_id",
-    "metric_name",
-    "product_id",
-    "quantity",
-    "event_time",
-    "hour",
-    "group_key",
-    "dimensions",
-    "metadata",
-    "received_at",
-    "message_id",
-]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +43,6 @@ class CopyFloor:
     @property
     def rows_per_s(self) -> float:
         return self.rows / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-
-def _columns() -> list[str]:
-    """The worker's COPY columns, read from the portal so the floor follows its shape."""
-    try:
-        from portal.ingest.repository.events import USAGE_EVENT_COLUMNS
-    except ImportError:
-        return list(FALLBACK_COLUMNS)
-    return list(USAGE_EVENT_COLUMNS)
 
 
 def _records(columns: list[str], customers: list[str], metrics: list[str], run: str) -> list[tuple[Any, ...]]:
@@ -115,7 +93,7 @@ async def measure_copy_floor(
         }
         # Only the columns the worker writes that the table still has (the schema may move
         # under the benchmark); the others take their defaults, as in the worker's COPY.
-        columns = [c for c in _columns() if c in present and c in [*FALLBACK_COLUMNS, "persisted_at"]]
+        columns = [c for c in USAGE_EVENT_COLUMNS if c in present]
         pool = _records(columns, customers, metrics, run)
         chunks = [pool[i : i + ROWS_PER_COPY] for i in range(0, len(pool), ROWS_PER_COPY)]
         conns = [await asyncpg.connect(database_url) for _ in range(max(1, connections))]
