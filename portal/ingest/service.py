@@ -76,9 +76,9 @@ class Ingestor:
     catalog: CatalogCache
     live: LiveStore
     handoff: BatchHandoff = field(default_factory=lambda: BatchHandoff(_enqueue_persist))
-    # Live applies retried in the background after Redis failed between hand-off and apply,
-    # and the writers of single events.
-    _live_repairs: set[asyncio.Task[None]] = field(default_factory=set)
+    # Tasks kept from the GC: live applies retried after Redis failed between hand-off and
+    # apply, and the writers of single events.
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
     _singles: list[_Single] = field(default_factory=list)  # waiting to be ingested together
     _single_writers: int = 0
 
@@ -108,8 +108,8 @@ class Ingestor:
         """One event, answered exactly as `ingest([raw_event])` would be (index 0).
 
         Single events that arrive together are ingested together: one catalog lookup, one
-        marker check, one hand-off and one apply for all of them instead of one each (a
-        third of the web's work per single event went to that per-batch overhead). Between
+        marker check, one hand-off and one apply for all of them instead of one each (about
+        an eighth of the web's CPU per single event, measured in docs/performance.md). Between
         them the batch rules apply, which are the rules of requests in a row: the second of
         two sends of one event is a duplicate, a second with other content a conflict.
         """
@@ -118,8 +118,8 @@ class Ingestor:
         if self._single_writers < MAX_SINGLE_WRITERS:
             self._single_writers += 1
             task = asyncio.get_running_loop().create_task(self._ingest_singles())
-            self._live_repairs.add(task)  # kept from the GC like the repairs
-            task.add_done_callback(self._live_repairs.discard)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return await done
 
     async def _ingest_singles(self) -> None:
@@ -228,8 +228,8 @@ class Ingestor:
         second under `up`). Applying a batch is idempotent (the live store remembers the
         batch ids it applied), so a first attempt that did land is not counted twice."""
         task = asyncio.create_task(self._apply_until_counted(batch_id, accepted_ms, events))
-        self._live_repairs.add(task)
-        task.add_done_callback(self._live_repairs.discard)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _apply_until_counted(
         self, batch_id: str, accepted_ms: int, events: list[AcceptedEvent]
