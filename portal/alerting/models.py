@@ -13,10 +13,12 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
     Numeric,
+    PrimaryKeyConstraint,
     Text,
     UniqueConstraint,
     desc,
@@ -41,10 +43,14 @@ class AlertChannel(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("kind IN ('email', 'slack', 'webhook', 'other')", name="alert_channels_kind_check"),
         UniqueConstraint("customer_id", "name", name="alert_channels_customer_id_name_key"),
+        PrimaryKeyConstraint("id", "customer_id", name="alert_channels_pkey"),
     )
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
-    customer_id: str = Field(foreign_key="customers.id", sa_type=Text)
+    # A composite key: SQLAlchemy lets the bigserial fill it only when told so.
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": True}
+    )
+    customer_id: str = Field(primary_key=True, foreign_key="customers.id", sa_type=Text)
     name: str = Field(sa_type=Text)
     kind: str = Field(sa_type=Text)
     destination_encrypted: bytes = Field(sa_type=LargeBinary)
@@ -110,10 +116,14 @@ class AlertRule(SQLModel, table=True):
             unique=True,
             postgresql_where=text("from_plan_rule_id IS NOT NULL"),
         ),
+        PrimaryKeyConstraint("id", "customer_id", name="alert_rules_pkey"),
     )
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
-    customer_id: str = Field(foreign_key="customers.id", sa_type=Text)
+    # A composite key: SQLAlchemy lets the bigserial fill it only when told so.
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": True}
+    )
+    customer_id: str = Field(primary_key=True, foreign_key="customers.id", sa_type=Text)
     name: str = Field(sa_type=Text)
     # NULL: the period's spend rather than a meter's usage (or, for anomalies, every meter).
     metric_name: str | None = Field(default=None, foreign_key="meters.metric_name", sa_type=Text)
@@ -169,6 +179,7 @@ class AlertFiring(SQLModel, table=True):
             "period_start",
             "level",
             "kind",
+            "customer_id",
             unique=True,
             postgresql_where=text("kind <> 'anomaly'"),
         ),
@@ -179,15 +190,25 @@ class AlertFiring(SQLModel, table=True):
             "anomaly_kind",
             "granularity",
             "period_start",
+            "customer_id",
             unique=True,
             postgresql_where=text("kind = 'anomaly'"),
         ),
         Index("alert_firings_customer", "customer_id", desc("fired_at")),
+        PrimaryKeyConstraint("id", "customer_id", name="alert_firings_pkey"),
+        ForeignKeyConstraint(
+            ["rule_id", "customer_id"],
+            ["alert_rules.id", "alert_rules.customer_id"],
+            name="alert_firings_rule_id_fkey",
+        ),
     )
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
-    rule_id: int = Field(foreign_key="alert_rules.id", sa_type=BigInteger)
-    customer_id: str = Field(sa_type=Text)
+    # A composite key: SQLAlchemy lets the bigserial fill it only when told so.
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": True}
+    )
+    rule_id: int = Field(sa_type=BigInteger)
+    customer_id: str = Field(primary_key=True, sa_type=Text)
     # The billing period, or for an anomaly its span (an hour, silent hours, a local day).
     period_start: datetime = Field(sa_type=DateTime(timezone=True))
     period_end: datetime = Field(sa_type=DateTime(timezone=True))
@@ -214,17 +235,33 @@ class AlertDelivery(SQLModel, table=True):
     __tablename__ = "alert_deliveries"
     __table_args__ = (
         CheckConstraint("status IN ('pending', 'sent', 'failed')", name="alert_deliveries_status_check"),
-        UniqueConstraint("firing_id", "channel_id", name="alert_deliveries_firing_id_channel_id_key"),
+        UniqueConstraint(
+            "firing_id", "channel_id", "customer_id", name="alert_deliveries_firing_id_channel_id_key"
+        ),
         # Alembic compares the index's columns, not its WHERE clause.
         Index("alert_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
         Index("alert_deliveries_customer", "customer_id", desc("created_at")),
+        PrimaryKeyConstraint("id", "customer_id", name="alert_deliveries_pkey"),
+        ForeignKeyConstraint(
+            ["firing_id", "customer_id"],
+            ["alert_firings.id", "alert_firings.customer_id"],
+            name="alert_deliveries_firing_id_fkey",
+        ),
+        ForeignKeyConstraint(
+            ["channel_id", "customer_id"],
+            ["alert_channels.id", "alert_channels.customer_id"],
+            name="alert_deliveries_channel_id_fkey",
+        ),
     )
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
+    # A composite key: SQLAlchemy lets the bigserial fill it only when told so.
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": True}
+    )
     # NULL: a test notice.
-    firing_id: int | None = Field(default=None, foreign_key="alert_firings.id", sa_type=BigInteger)
-    channel_id: int = Field(foreign_key="alert_channels.id", sa_type=BigInteger)
-    customer_id: str = Field(sa_type=Text)
+    firing_id: int | None = Field(default=None, sa_type=BigInteger)
+    channel_id: int = Field(sa_type=BigInteger)
+    customer_id: str = Field(primary_key=True, sa_type=Text)
     notice: dict[str, Any] = Field(sa_type=JSONB)
     status: str = Field(
         default="pending", sa_column=Column(Text, nullable=False, server_default=text("'pending'"))
@@ -250,10 +287,23 @@ class AlertDeliveryAttempt(SQLModel, table=True):
     """One try at sending a delivery, and how it went."""
 
     __tablename__ = "alert_delivery_attempts"
-    __table_args__ = (Index("alert_delivery_attempts_delivery", "delivery_id"),)
+    __table_args__ = (
+        Index("alert_delivery_attempts_delivery", "delivery_id"),
+        PrimaryKeyConstraint("id", "customer_id", name="alert_delivery_attempts_pkey"),
+        ForeignKeyConstraint(
+            ["delivery_id", "customer_id"],
+            ["alert_deliveries.id", "alert_deliveries.customer_id"],
+            name="alert_delivery_attempts_delivery_id_fkey",
+        ),
+    )
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
-    delivery_id: int = Field(foreign_key="alert_deliveries.id", sa_type=BigInteger)
+    # A composite key: SQLAlchemy lets the bigserial fill it only when told so.
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": True}
+    )
+    # The delivery's customer, copied so the table can be distributed by customer.
+    customer_id: str = Field(primary_key=True, sa_type=Text)
+    delivery_id: int = Field(sa_type=BigInteger)
     attempt: int = Field(sa_type=Integer)
     ok: bool
     error: str | None = Field(default=None, sa_type=Text)

@@ -16,9 +16,11 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    ForeignKeyConstraint,
     Index,
     Integer,
     Numeric,
+    PrimaryKeyConstraint,
     SmallInteger,
     Text,
     UniqueConstraint,
@@ -60,10 +62,14 @@ class Subscription(SQLModel, table=True):
             using="gist",
             name="subscriptions_customer_id_tstzrange_excl",
         ),
+        PrimaryKeyConstraint("id", "customer_id", name="subscriptions_pkey"),
     )
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
-    customer_id: str = Field(foreign_key="customers.id", sa_type=Text)
+    # A composite key: SQLAlchemy lets the bigserial fill it only when told so.
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": True}
+    )
+    customer_id: str = Field(primary_key=True, foreign_key="customers.id", sa_type=Text)
     plan_id: str = Field(foreign_key="plans.id", sa_type=Text)
     anchor_day: int = Field(sa_type=SmallInteger)
     starts_at: datetime = Field(sa_type=DateTime(timezone=True))
@@ -84,10 +90,14 @@ class CreditGrant(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("amount > 0", name="credit_grants_amount_check"),
         Index("credit_grants_customer", "customer_id"),
+        PrimaryKeyConstraint("id", "customer_id", name="credit_grants_pkey"),
     )
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
-    customer_id: str = Field(foreign_key="customers.id", sa_type=Text)
+    # A composite key: SQLAlchemy lets the bigserial fill it only when told so.
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": True}
+    )
+    customer_id: str = Field(primary_key=True, foreign_key="customers.id", sa_type=Text)
     amount: Decimal = Field(sa_type=Numeric())
     currency: str = Field(sa_type=CHAR(3))
     description: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=text("''")))
@@ -115,7 +125,9 @@ class Invoice(SQLModel, table=True):
         CheckConstraint("status IN ('draft', 'finalized', 'void')", name="invoices_status_check"),
         CheckConstraint("period_end > period_start", name="invoices_check"),
         CheckConstraint("(status = 'draft') = (number IS NULL) OR status = 'void'", name="invoices_check1"),
-        UniqueConstraint("number", name="invoices_number_key"),
+        # Numbers are unique because the gapless series issues each once (document_numbers);
+        # the constraint includes the customer so the table can be distributed by it.
+        UniqueConstraint("number", "customer_id", name="invoices_number_key"),
         # Alembic compares these indexes' columns and uniqueness, not their WHERE clauses.
         Index(
             "invoices_one_per_period",
@@ -128,10 +140,19 @@ class Invoice(SQLModel, table=True):
             "invoices_finalized", "customer_id", "period_end", postgresql_where=text("status = 'finalized'")
         ),
         Index("invoices_status", "status", "period_end"),
+        PrimaryKeyConstraint("id", "customer_id", name="invoices_pkey"),
+        ForeignKeyConstraint(
+            ["replaces_id", "customer_id"],
+            ["invoices.id", "invoices.customer_id"],
+            name="invoices_replaces_id_fkey",
+        ),
     )
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
-    customer_id: str = Field(foreign_key="customers.id", sa_type=Text)
+    # A composite key: SQLAlchemy lets the bigserial fill it only when told so.
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": True}
+    )
+    customer_id: str = Field(primary_key=True, foreign_key="customers.id", sa_type=Text)
     period_start: datetime = Field(sa_type=DateTime(timezone=True))
     period_end: datetime = Field(sa_type=DateTime(timezone=True))
     currency: str = Field(sa_type=CHAR(3))
@@ -164,7 +185,7 @@ class Invoice(SQLModel, table=True):
     approved_by: str | None = Field(default=None, sa_type=Text)
     voided_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     void_reason: str | None = Field(default=None, sa_type=Text)
-    replaces_id: int | None = Field(default=None, foreign_key="invoices.id", sa_type=BigInteger)
+    replaces_id: int | None = Field(default=None, sa_type=BigInteger)
     created_at: datetime | None = Field(
         default=None,
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
@@ -177,12 +198,19 @@ class InvoiceLine(SQLModel, table=True):
     __tablename__ = "invoice_lines"
     __table_args__ = (
         CheckConstraint("kind IN ('usage', 'flat', 'minimum', 'discount')", name="invoice_lines_kind_check"),
+        PrimaryKeyConstraint("invoice_id", "position", "customer_id", name="invoice_lines_pkey"),
+        ForeignKeyConstraint(
+            ["invoice_id", "customer_id"],
+            ["invoices.id", "invoices.customer_id"],
+            ondelete="CASCADE",
+            name="invoice_lines_invoice_id_fkey",
+        ),
     )
 
-    invoice_id: int = Field(
-        primary_key=True, foreign_key="invoices.id", ondelete="CASCADE", sa_type=BigInteger
-    )
+    invoice_id: int = Field(primary_key=True, sa_type=BigInteger)
     position: int = Field(primary_key=True, sa_type=Integer)
+    # The invoice's customer, copied so the table can be distributed by customer.
+    customer_id: str = Field(primary_key=True, sa_type=Text)
     kind: str = Field(sa_type=Text)
     charge_key: str | None = Field(default=None, sa_type=Text)
     meter: str | None = Field(default=None, sa_type=Text)
@@ -212,11 +240,27 @@ class CreditApplication(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("amount > 0", name="credit_applications_amount_check"),
         Index("credit_applications_grant", "grant_id"),
+        PrimaryKeyConstraint("id", "customer_id", name="credit_applications_pkey"),
+        ForeignKeyConstraint(
+            ["grant_id", "customer_id"],
+            ["credit_grants.id", "credit_grants.customer_id"],
+            name="credit_applications_grant_id_fkey",
+        ),
+        ForeignKeyConstraint(
+            ["invoice_id", "customer_id"],
+            ["invoices.id", "invoices.customer_id"],
+            name="credit_applications_invoice_id_fkey",
+        ),
     )
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
-    grant_id: int = Field(foreign_key="credit_grants.id", sa_type=BigInteger)
-    invoice_id: int = Field(foreign_key="invoices.id", sa_type=BigInteger)
+    # A composite key: SQLAlchemy lets the bigserial fill it only when told so.
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": True}
+    )
+    # The grant's and invoice's customer (the same one), so the table can be distributed by it.
+    customer_id: str = Field(primary_key=True, sa_type=Text)
+    grant_id: int = Field(sa_type=BigInteger)
+    invoice_id: int = Field(sa_type=BigInteger)
     amount: Decimal = Field(sa_type=Numeric())
     applied_at: datetime | None = Field(
         default=None,
@@ -232,12 +276,24 @@ class Adjustment(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("kind IN ('debit', 'credit')", name="adjustments_kind_check"),
         CheckConstraint("amount <> 0", name="adjustments_amount_check"),
-        UniqueConstraint("number", name="adjustments_number_key"),
+        # Unique by the gapless series (see invoices_number_key), the customer included.
+        UniqueConstraint("number", "customer_id", name="adjustments_number_key"),
         Index("adjustments_invoice", "invoice_id"),
+        PrimaryKeyConstraint("id", "customer_id", name="adjustments_pkey"),
+        ForeignKeyConstraint(
+            ["invoice_id", "customer_id"],
+            ["invoices.id", "invoices.customer_id"],
+            name="adjustments_invoice_id_fkey",
+        ),
     )
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
-    invoice_id: int = Field(foreign_key="invoices.id", sa_type=BigInteger)
+    # A composite key: SQLAlchemy lets the bigserial fill it only when told so.
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": True}
+    )
+    # The invoice's customer, copied so the table can be distributed by customer.
+    customer_id: str = Field(primary_key=True, sa_type=Text)
+    invoice_id: int = Field(sa_type=BigInteger)
     number: str = Field(sa_type=Text)
     kind: str = Field(sa_type=Text)
     subtotal_delta: Decimal = Field(sa_type=Numeric())
@@ -258,9 +314,19 @@ class LateEvent(SQLModel, table=True):
     __table_args__ = (
         # Alembic compares the index's columns, not its WHERE clause.
         Index("late_events_unsettled", "recorded_at", postgresql_where=text("settled_at IS NULL")),
+        ForeignKeyConstraint(
+            ["invoice_id", "customer_id"],
+            ["invoices.id", "invoices.customer_id"],
+            name="late_events_invoice_id_fkey",
+        ),
+        ForeignKeyConstraint(
+            ["adjustment_id", "customer_id"],
+            ["adjustments.id", "adjustments.customer_id"],
+            name="late_events_adjustment_id_fkey",
+        ),
     )
 
-    invoice_id: int = Field(primary_key=True, foreign_key="invoices.id", sa_type=BigInteger)
+    invoice_id: int = Field(primary_key=True, sa_type=BigInteger)
     customer_id: str = Field(primary_key=True, sa_type=Text)
     event_id: str = Field(primary_key=True, sa_type=Text)
     metric_name: str = Field(sa_type=Text)
@@ -270,5 +336,5 @@ class LateEvent(SQLModel, table=True):
         default=None,
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
     )
-    adjustment_id: int | None = Field(default=None, foreign_key="adjustments.id", sa_type=BigInteger)
+    adjustment_id: int | None = Field(default=None, sa_type=BigInteger)
     settled_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

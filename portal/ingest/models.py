@@ -14,6 +14,7 @@ from sqlalchemy import (
     Index,
     LargeBinary,
     Numeric,
+    PrimaryKeyConstraint,
     Text,
     UniqueConstraint,
     text,
@@ -93,11 +94,15 @@ class FailedEvent(SQLModel, table=True):
         ),
         # Alembic compares the index's columns, not its WHERE clause.
         Index("failed_events_open", "failed_at", postgresql_where=text("status = 'failed'")),
+        PrimaryKeyConstraint("id", "customer_id", name="failed_events_pkey"),
     )
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
+    # A composite key: SQLAlchemy lets the bigserial fill it only when told so.
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": True}
+    )
     message_id: str = Field(sa_type=Text)
-    customer_id: str = Field(sa_type=Text)
+    customer_id: str = Field(primary_key=True, sa_type=Text)
     event_id: str = Field(sa_type=Text)
     event: dict[str, Any] = Field(sa_type=JSONB)
     received_at: datetime = Field(sa_type=DateTime(timezone=True))
@@ -119,10 +124,14 @@ class EventConflict(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("detected_by IN ('ingest', 'worker')", name="event_conflicts_detected_by_check"),
         Index("event_conflicts_event", "customer_id", "event_id"),
+        PrimaryKeyConstraint("id", "customer_id", name="event_conflicts_pkey"),
     )
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
-    customer_id: str = Field(sa_type=Text)
+    # A composite key: SQLAlchemy lets the bigserial fill it only when told so.
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": True}
+    )
+    customer_id: str = Field(primary_key=True, sa_type=Text)
     event_id: str = Field(sa_type=Text)
     event: dict[str, Any] = Field(sa_type=JSONB)
     detected_at: datetime | None = Field(

@@ -113,8 +113,9 @@ async def test_the_scrape_carries_gauges_of_the_stored_data(
         "VALUES ('acme', '2026-10-01', '2026-11-01', 'USD')"
     )
     await pg.execute(
-        "INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, "
-        "amount, lines, reason) VALUES ($1, 'DN-1', 'debit', 2.70, 0, 2.70, '[]', 'late')",
+        "INSERT INTO adjustments (customer_id, invoice_id, number, kind, subtotal_delta, discount_delta, "
+        "amount, lines, reason) SELECT customer_id, id, 'DN-1', 'debit', 2.70, 0, 2.70, '[]', 'late' "
+        "FROM invoices WHERE id = $1",
         invoice,
     )
 

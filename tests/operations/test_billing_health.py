@@ -54,9 +54,10 @@ async def test_billing_health_measures_constructed_data(
             )
         )
     await pg.execute(
-        "INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, "
+        "INSERT INTO adjustments (customer_id, invoice_id, number, kind, subtotal_delta, discount_delta, "
         "amount, lines, reason) "
-        "VALUES ($1, 'CN-1', 'credit', -9.70, -0.97, -8.73, '[]', 'late')",
+        "SELECT customer_id, id, 'CN-1', 'credit', -9.70, -0.97, -8.73, '[]', 'late' "
+        "FROM invoices WHERE id = $1",
         ids[0],
     )
     # Alerts: two forecasts of ended periods, one followed by its crossing; one crossing
@@ -172,9 +173,9 @@ async def test_the_billing_health_page_shows_the_measures(
         )
         if adjusted:
             await pg.execute(
-                "INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, "
+                "INSERT INTO adjustments (customer_id, invoice_id, number, kind, subtotal_delta, "
                 "discount_delta, amount, lines, reason) "
-                "VALUES ($1, 'DN-1', 'debit', 1, 0, 1, '[]', 'late')",
+                "SELECT customer_id, id, 'DN-1', 'debit', 1, 0, 1, '[]', 'late' FROM invoices WHERE id = $1",
                 invoice,
             )
     await make_user(pg, "max@vendor.test", role="account_manager", all_customers=True)

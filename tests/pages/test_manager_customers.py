@@ -82,8 +82,9 @@ async def world(
     await invoice(pg, "acme", start, nxt, "120.50")
     old = await invoice(pg, "acme", previous, start, "100.00", "finalized", "INV-000001")
     await pg.execute(
-        "INSERT INTO adjustments (invoice_id, number, kind, subtotal_delta, discount_delta, "
-        "amount, lines, reason) VALUES ($1, 'DN-000001', 'debit', 0.5, 0, 0.5, '[]', 'late')",
+        "INSERT INTO adjustments (customer_id, invoice_id, number, kind, subtotal_delta, discount_delta, "
+        "amount, lines, reason) SELECT customer_id, id, 'DN-000001', 'debit', 0.5, 0, 0.5, '[]', 'late' "
+        "FROM invoices WHERE id = $1",
         old,
     )
     await invoice(pg, "globex", start, nxt, "10.00")

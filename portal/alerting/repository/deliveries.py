@@ -132,7 +132,10 @@ async def insert_attempt(
     masked_destination: str,
     started_at: datetime,
 ) -> None:
+    # The delivery's customer, copied (the table is keyed by customer: migration 0008).
+    customer = select(col(DeliveryRow.customer_id)).where(col(DeliveryRow.id) == delivery_id)
     statement = insert(AttemptRow).values(
+        customer_id=customer.scalar_subquery(),
         delivery_id=delivery_id,
         attempt=attempt,
         ok=ok,

@@ -70,7 +70,7 @@ async def insert_threshold_firing(
             notice=jsonb_notice(notice_json),
         )
         .on_conflict_do_nothing(
-            index_elements=["rule_id", "period_start", "level", "kind"],
+            index_elements=["rule_id", "period_start", "level", "kind", "customer_id"],
             # A constant, not a parameter: Postgres matches it against the partial index's own.
             index_where=col(FiringRow.kind) != literal_column("'anomaly'"),
         )
@@ -112,7 +112,14 @@ async def insert_anomaly_firing(
             granularity=granularity,
         )
         .on_conflict_do_nothing(
-            index_elements=["rule_id", "metric_name", "anomaly_kind", "granularity", "period_start"],
+            index_elements=[
+                "rule_id",
+                "metric_name",
+                "anomaly_kind",
+                "granularity",
+                "period_start",
+                "customer_id",
+            ],
             index_where=col(FiringRow.kind) == literal_column("'anomaly'"),
         )
         .returning(col(FiringRow.id))

@@ -39,6 +39,10 @@ async def insert_adjustment(
     statement = (
         insert(Adjustment)
         .values(
+            # The invoice's customer, copied (the table is keyed by customer: migration 0008).
+            customer_id=select(col(Invoice.customer_id))
+            .where(col(Invoice.id) == invoice_id)
+            .scalar_subquery(),
             invoice_id=invoice_id,
             number=number,
             kind=kind,
@@ -85,7 +89,7 @@ async def adjustments_with_events(session: AsyncSession, invoice_id: int) -> lis
         )
         .outerjoin(LateEvent, col(LateEvent.adjustment_id) == col(Adjustment.id))
         .where(col(Adjustment.invoice_id) == invoice_id)
-        .group_by(col(Adjustment.id))
+        .group_by(col(Adjustment.id), col(Adjustment.customer_id))
         .order_by(col(Adjustment.id))
     )
     return [tuple(row) for row in await session.execute(statement)]

@@ -12,7 +12,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from portal.billing.models import CreditApplication, CreditGrant
+from portal.billing.models import CreditApplication, CreditGrant, Invoice
 from portal.billing.repository import NO_SYNC
 
 # --- credit_grants and credit_applications: prepaid credit and what invoices drew from it
@@ -73,7 +73,7 @@ async def grants_left(session: AsyncSession, customer_id: str) -> list[GrantLeft
         )
         .outerjoin(CreditApplication, col(CreditApplication.grant_id) == col(CreditGrant.id))
         .where(col(CreditGrant.customer_id) == customer_id)
-        .group_by(col(CreditGrant.id))
+        .group_by(col(CreditGrant.id), col(CreditGrant.customer_id))
         .order_by(
             col(CreditGrant.expires_at).asc().nulls_last(), col(CreditGrant.granted_at), col(CreditGrant.id)
         )
@@ -107,7 +107,15 @@ async def insert_credit_application(
 ) -> None:
     """Record that the invoice drew `amount` (exact, in the currency's units) from the grant."""
     await session.execute(
-        insert(CreditApplication).values(grant_id=grant_id, invoice_id=invoice_id, amount=amount)
+        insert(CreditApplication).values(
+            # The invoice's customer, copied (the table is keyed by customer: migration 0008).
+            customer_id=select(col(Invoice.customer_id))
+            .where(col(Invoice.id) == invoice_id)
+            .scalar_subquery(),
+            grant_id=grant_id,
+            invoice_id=invoice_id,
+            amount=amount,
+        )
     )
 
 

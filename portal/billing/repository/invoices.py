@@ -381,9 +381,15 @@ async def replace_lines(session: AsyncSession, invoice_ids: list[int], rows: lis
         return
     columns = list(zip(*rows, strict=True))
     selects = ", ".join(f"CAST(:c{i} AS {cast}[])" for i, cast in enumerate(_LINE_CASTS))
-    # Raw SQL: a whole chunk of the invoice run's lines in one statement (unnest of arrays).
+    # Raw SQL: a whole chunk of the invoice run's lines in one statement (unnest of arrays),
+    # each with its invoice's customer (the table is keyed by customer: migration 0008).
+    names = ", ".join(LINE_COLUMNS)
     await session.execute(
-        text(f"INSERT INTO invoice_lines ({', '.join(LINE_COLUMNS)}) SELECT * FROM unnest({selects})"),
+        text(
+            f"INSERT INTO invoice_lines ({names}, customer_id) "
+            f"SELECT u.*, i.customer_id FROM unnest({selects}) AS u({names}) "
+            "JOIN invoices i ON i.id = u.invoice_id"
+        ),
         {f"c{i}": list(column) for i, column in enumerate(columns)},
     )
 
