@@ -1,5 +1,5 @@
 """Every key of a customer-scoped table includes the customer id (migration 0008), so the
-tables can be distributed by customer (docs/scaling.md, "Beyond one Postgres").
+tables can be distributed by customer (portal/operations/citus_layout.py, docs/scaling.md).
 
 Read from the migrated database's catalog, not from the models: a table added later without
 the customer in its keys fails here."""
@@ -12,16 +12,9 @@ from typing import Any
 from alembic import command
 
 from portal.infrastructure.settings import Settings
+from portal.operations.citus_layout import DISTRIBUTED, LOCAL, REFERENCE, citus_sql
 from portal.operations.migrate import alembic_config, migrate
-
-# Small tables every node holds a copy of (Citus reference tables), or that stay on the
-# coordinator: they are not distributed, so their keys need not name a customer.
-NOT_DISTRIBUTED = {
-    "customers",  # a reference table: every distributed table's customer_id refers to it
-    "users",  # staff have no customer; a customer user's home customer is a plain column
-    "user_customers",
-    "audit_log",  # staff actions have no customer; stays on the coordinator
-}
+from portal.tables import metadata
 
 _KEYS = """
 SELECT c.conrelid::regclass::text AS table_name, c.conname::text AS name, c.contype::text AS kind,
@@ -42,8 +35,18 @@ GROUP BY 1, 2, 3
 """
 
 
+def test_every_table_has_one_place_in_the_distributed_layout() -> None:
+    # Given every table of the models
+    tables = sorted(table.name for table in metadata.sorted_tables)
+    # When the layout's three lists are put together
+    placed = sorted([*DISTRIBUTED, *REFERENCE, *LOCAL])
+    # Then each table is in exactly one, and the SQL lays each out once
+    assert placed == tables
+    assert citus_sql().count("SELECT ") == len(tables)
+
+
 async def test_every_key_of_a_customer_scoped_table_names_the_customer(pg: Any) -> None:
-    # Given the migrated schema's tables that hold a customer_id
+    # Given the migrated schema's tables that hold a customer_id, and those distributed by it
     scoped = {
         r["table_name"]
         for r in await pg.fetch(
@@ -51,7 +54,8 @@ async def test_every_key_of_a_customer_scoped_table_names_the_customer(pg: Any) 
             "WHERE table_schema = 'public' AND column_name = 'customer_id'"
         )
     }
-    distributed = scoped - NOT_DISTRIBUTED
+    distributed = set(DISTRIBUTED)
+    assert distributed <= scoped
     # When their primary keys, unique constraints and indexes, and foreign keys are listed
     keys = [r for r in await pg.fetch(_KEYS) if r["table_name"] in distributed]
     # Then each names the customer, except foreign keys to tables every node holds
@@ -71,7 +75,7 @@ async def _references_a_reference_table(pg: Any, constraint: str) -> bool:
     referenced = await pg.fetchval(
         "SELECT confrelid::regclass::text FROM pg_constraint WHERE conname = $1", constraint
     )
-    return referenced in {"plans", "meters", "plan_alert_rules", "reconcile_runs", "customers"}
+    return referenced in REFERENCE
 
 
 async def test_0008_copies_each_childs_customer_from_its_parent(settings: Settings, pg: Any) -> None:

@@ -1,0 +1,69 @@
+"""How the tables spread over a distributed Postgres (Citus), as data and as the SQL that
+applies it: every table is named once, as distributed by customer, held by every node
+(reference), or kept on the coordinator (local). docs/scaling.md explains the choice.
+
+Citus is not installable here (not in Debian bookworm), so this is not run by the product;
+tests/test_customer_keys.py checks that every table is classified and that the keys of the
+distributed ones include the distribution column, which is what Citus requires."""
+
+from __future__ import annotations
+
+# The distribution column of every distributed table: the customer.
+DISTRIBUTION_COLUMN = "customer_id"
+
+# Distributed by customer and co-located with the ledger, so a customer's events, usage,
+# invoices and alerts sit on one node and every per-customer join stays on it.
+DISTRIBUTED = (
+    "event_ledger",
+    "usage_events",
+    "failed_events",
+    "event_conflicts",
+    "hourly_usage",
+    "hourly_unique_values",
+    "live_drift",
+    "subscriptions",
+    "credit_grants",
+    "invoices",
+    "invoice_lines",
+    "credit_applications",
+    "adjustments",
+    "late_events",
+    "alert_channels",
+    "alert_rules",
+    "alert_firings",
+    "alert_deliveries",
+    "alert_delivery_attempts",
+)
+
+# Small, read everywhere, written rarely: a copy on every node, so distributed tables may
+# refer to them. `customers` is one: its id is every distributed table's distribution column.
+REFERENCE = (
+    "customers",
+    "meters",
+    "plans",
+    "plan_alert_rules",
+    "api_keys",
+    "document_numbers",
+    "reconcile_runs",
+    "users",
+    "user_customers",
+    "password_tokens",
+)
+
+# Staff actions with no customer: stays on the coordinator (Citus "local" table).
+LOCAL = ("audit_log",)
+
+
+def citus_sql() -> str:
+    """The statements that lay an already migrated database out on Citus, in order:
+    reference tables first (distributed tables refer to them), then the distributed ones,
+    each co-located with the first."""
+    statements = [f"SELECT create_reference_table('{table}');" for table in REFERENCE]
+    statements += [f"SELECT citus_add_local_table_to_metadata('{table}');" for table in LOCAL]
+    first, *rest = DISTRIBUTED
+    statements.append(f"SELECT create_distributed_table('{first}', '{DISTRIBUTION_COLUMN}');")
+    statements += [
+        f"SELECT create_distributed_table('{table}', '{DISTRIBUTION_COLUMN}', colocate_with => '{first}');"
+        for table in rest
+    ]
+    return "\n".join(statements)
