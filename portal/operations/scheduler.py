@@ -90,6 +90,8 @@ class Scheduler:
                         self.client.delete(claim)
                     raise
                 queued.append(job.actor_name)
+                # Which scheduler queued which tick: with several, each tick is in one log.
+                log.info("scheduler: queued %s for tick %d", job.actor_name, tick)
         except Exception as exc:
             self._skipped(exc, now_s)
             return None
