@@ -18,6 +18,7 @@ this one exists to spread keys over nodes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -26,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from redis import Redis
@@ -35,6 +37,11 @@ from portal.infrastructure.embedded import _free_port, _no_retry, _package_dir, 
 
 SLOTS = 16384
 READY_TIMEOUT_S = 30.0
+
+
+def _command(client: Redis, *args: Any) -> Any:
+    """A command redis-py has no typed method for (CLUSTER ADDSLOTSRANGE, SET-CONFIG-EPOCH, ...)."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 @dataclass
@@ -129,7 +136,7 @@ class LocalValkeyCluster:
                         )
                     )
             for port in self.ports:
-                self._wait(lambda p=port: self._answers(p), f"answer from the node on port {port}")
+                self._wait(functools.partial(self._answers, port), f"answer from the node on port {port}")
             self._form()
         except BaseException:
             self.stop()
@@ -144,23 +151,23 @@ class LocalValkeyCluster:
             for index, client in enumerate(clients):
                 first = index * share
                 last = SLOTS - 1 if index == self.nodes - 1 else first + share - 1
-                client.execute_command("CLUSTER ADDSLOTSRANGE", first, last)
+                _command(client, "CLUSTER ADDSLOTSRANGE", first, last)
                 # Distinct epochs up front, as valkey-cli does: otherwise the nodes settle
                 # their collision by gossip, which takes seconds.
-                client.execute_command("CLUSTER SET-CONFIG-EPOCH", index + 1)
+                _command(client, "CLUSTER SET-CONFIG-EPOCH", index + 1)
             for port, bus_port in list(zip(self.ports, self.bus_ports, strict=True))[1:]:
-                clients[0].execute_command("CLUSTER MEET", "127.0.0.1", port, bus_port)
+                _command(clients[0], "CLUSTER MEET", "127.0.0.1", port, bus_port)
 
             def formed() -> bool:
                 for client in clients:
-                    info = client.execute_command("CLUSTER INFO")
+                    info = _command(client, "CLUSTER INFO")
                     if (
                         info.get("cluster_state") != "ok"
                         or int(info.get("cluster_known_nodes", 0)) != self.nodes
                     ):
                         return False
                 # Every node must also map every slot to a node (MEET spreads by gossip).
-                return all(len(client.execute_command("CLUSTER SLOTS")) == self.nodes for client in clients)
+                return all(len(_command(client, "CLUSTER SLOTS")) == self.nodes for client in clients)
 
             self._wait(formed, "cluster_state:ok on every node")
         finally:
