@@ -1,7 +1,8 @@
 """End to end on a Redis/Valkey Cluster: customers whose live keys are on different nodes,
 through the web app and a real worker process, with exact live and billed totals; the live
 view rebuilt from Postgres after the cluster lost it; and the other multi-key users of
-REDIS_URL (sign-in throttle, revocation notices, scheduler claims, role heartbeats)."""
+REDIS_URL (sign-in throttle, sessions, persist failures, revocation notices, scheduler claims,
+role heartbeats)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from portal.accounts import throttle
+from portal.accounts.models import User
 from portal.infrastructure.db import create_engine, session_factory
 from portal.infrastructure.redis_client import flush
 from portal.infrastructure.settings import Settings
@@ -23,7 +25,8 @@ from portal.live import redis_keys as live_keys
 from portal.live.store import live_value
 from portal.operations.operator_tasks import enqueue_reconcile
 from portal.operations.scheduler import Job, Scheduler, scheduler_client
-from portal.operations.status import Status, gather_status
+from portal.operations.status import Status, gather_status, recent_persist_failures, record_persist_failure
+from portal.pages import sessions
 from tests.conftest import WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import event, make_customer, make_meter
 from tests.ingest.test_pipeline import send, usage
@@ -116,7 +119,7 @@ async def test_customers_on_different_nodes_get_exact_live_and_billed_totals(
             assert (await usage(client, admin_key, metric, "live", customer=customer))["total"] == total
 
 
-async def test_sign_in_throttle_revocations_and_scheduler_claims_on_a_cluster(
+async def test_throttle_sessions_failures_revocations_and_scheduler_claims_on_a_cluster(
     redis: Redis, settings: Settings
 ) -> None:
     # Sign-in throttle: its counters are in different slots (no MGET, no MULTI across them).
@@ -126,6 +129,18 @@ async def test_sign_in_throttle_revocations_and_scheduler_claims_on_a_cluster(
     lockout = await throttle.locked_out(redis, "ann@example.com", "10.0.0.1")
     assert lockout is not None and 1 <= lockout.retry_after_s <= throttle.WINDOW_S
     assert await throttle.locked_out(redis, "ann@example.com", "10.0.0.2") is None
+
+    # Portal sessions (a MULTI on one key, then one DEL over keys in different slots) and
+    # the persist failure record (a MULTI on one key).
+    user = User(id=7, email="ann@example.com", name="Ann", role="admin")
+    opened = [await sessions.open_session(redis, user) for _ in range(3)]
+    first = await sessions.load_session(redis, opened[0].id)
+    assert first is not None and first.user_id == 7
+    await sessions.close_user_sessions(redis, 7)
+    assert [await sessions.load_session(redis, s.id) for s in opened] == [None, None, None]
+    await record_persist_failure(redis, kind="outage", message_id="m-1", events=3)
+    failures, newest = await recent_persist_failures(redis)
+    assert failures == 1 and newest is not None and (newest.message_id, newest.events) == ("m-1", 3)
 
     # Revocation notices: the listening process is counted and confirms.
     assert settings.database_url
