@@ -11,18 +11,19 @@ import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from portal.catalog.service import CatalogCache
 from portal.infrastructure.clock import Clock, checked_now, system_clock
 from portal.infrastructure.db import create_engine, session_factory
+from portal.infrastructure.redis_client import async_client
 from portal.infrastructure.settings import Settings
 from portal.ingest.service import Ingestor
 from portal.keys.service import KeyCache
 from portal.live.store import LiveStore
 from portal.operations.heartbeats import HeartbeatTask, Identity
-from portal.operations.status import probe_client
+from portal.operations.status import live_probe_client, probe_client
 
 
 @dataclass(slots=True)
@@ -55,12 +56,9 @@ class PortalState:
         engine = create_engine(settings.database_url)
         sessions = session_factory(engine)
         # A bounded pool that waits for a free connection: a burst of requests queues
-        # for Redis instead of failing with "too many connections".
-        redis = Redis(
-            connection_pool=BlockingConnectionPool.from_url(
-                settings.redis_url, max_connections=64, timeout=10
-            )
-        )
+        # for Redis instead of failing with "too many connections" (on a cluster the bound
+        # is per node: portal/infrastructure/redis_client.py).
+        redis = async_client(settings.redis_url, max_connections=64, wait_for_connection_s=10)
         live = LiveStore(
             redis, accepted_lateness=settings.accepted_lateness, marker_window=settings.dedup_marker_window
         )
@@ -75,7 +73,7 @@ class PortalState:
             keys=KeyCache(sessions, redis),
             ingestor=Ingestor(settings=settings, catalog=catalog, live=live),
             broker_redis=probe_client(settings.effective_broker_url or settings.redis_url, max_connections=2),
-            probe_redis=probe_client(settings.redis_url, max_connections=4),
+            probe_redis=live_probe_client(settings.redis_url, max_connections=4),
         )
         try:
             asyncio.get_running_loop()

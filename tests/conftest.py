@@ -33,6 +33,7 @@ from alerts.destinations import parse_networks
 from portal.app import create_app
 from portal.infrastructure.broker import setup_broker
 from portal.infrastructure.db import create_engine, session_factory, transaction
+from portal.infrastructure.redis_client import async_client, flush
 from portal.infrastructure.settings import Settings
 from portal.ingest.partitions import forget_known
 from portal.keys.service import create_key
@@ -167,7 +168,7 @@ async def clean(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     # A running worker may still hold batches of the previous test: let it finish them, or
     # it would commit them into this test's fresh tables.
     if any(w.process is not None and w.process.poll() is None for w in RUNNING_WORKERS):
-        redis = Redis.from_url(settings.redis_url)
+        redis = async_client(settings.redis_url)
         with contextlib.suppress(AssertionError):
             await wait_until_persisted(redis, timeout=10.0)
         await redis.aclose()
@@ -175,11 +176,11 @@ async def clean(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     await conn.execute(await _emptying_sql(conn))
     await conn.close()
     for url in (settings.redis_url, settings.broker_url):
-        redis = Redis.from_url(url)
-        await redis.flushdb()
+        redis = async_client(url)  # REDIS_URL may name a cluster (tests/cluster)
+        await flush(redis)
         await redis.aclose()
     # The live view starts "built": a test that wants a rebuild deletes the marker.
-    redis = Redis.from_url(settings.redis_url)
+    redis = async_client(settings.redis_url)
     await redis.set(live_keys.BUILT_KEY, "test")
     await redis.aclose()
     forget_known()
@@ -188,7 +189,7 @@ async def clean(request: pytest.FixtureRequest) -> AsyncIterator[None]:
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url or "", decode_responses=True)
+    client = async_client(settings.redis_url or "", decode_responses=True)
     yield client
     await client.aclose()
 

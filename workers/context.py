@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from portal.infrastructure.db import create_engine, session_factory
+from portal.infrastructure.redis_client import async_client
 from portal.infrastructure.settings import Settings, get_settings
 from portal.live.store import LiveStore
 
@@ -54,7 +55,7 @@ async def get_context() -> WorkerContext:
         if not settings.database_url or not settings.redis_url:
             raise RuntimeError("DATABASE_URL and REDIS_URL must be set for a worker")
         engine = create_engine(settings.database_url, pool_size=4)
-        redis = Redis.from_url(settings.redis_url)
+        redis = async_client(settings.redis_url)  # a cluster's client when it names one
         # min_size=0: the pool opens connections when they are first needed (a pool with a
         # minimum connects at creation, and failed there while Postgres was down).
         pool = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=4)

@@ -20,6 +20,7 @@ import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
+from portal.infrastructure.redis_client import sync_client
 from portal.operations import dead_letters
 from portal.operations.heartbeats import HeartbeatThread, Identity
 from workers.outages import SKIPPED_OPTION
@@ -36,7 +37,7 @@ class RoleHeartbeat(Middleware):
         self.thread: HeartbeatThread | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        client = redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        client = sync_client(self.redis_url, socket_timeout=5, socket_connect_timeout=5)
         self.thread = HeartbeatThread(client, Identity.of_this_process("worker"), self.every_s)
         self.thread.start()
 

@@ -36,6 +36,13 @@ ADDRESS_WARNING_AT = 20
 
 _PREFIX = "login-fail:"
 
+# KEYS[1]: a failure count; ARGV[1]: its window (s), started by the first failure.
+_COUNT_FAILURE = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1], 'NX')
+return n
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Lockout:
@@ -78,7 +85,11 @@ def address_key(email: str) -> str:
 async def locked_out(redis: Redis, email: str, client: str) -> Lockout | None:
     """Whether this client may not try this address now (None: it may), and for how long."""
     keys = (pair_key(email, client), client_key(client))
-    by_pair, by_client = await redis.mget(*keys)
+    # Two GETs in one round trip, not MGET: on a Redis Cluster the keys are in different slots.
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.get(key)
+        by_pair, by_client = await pipe.execute()
     for key, count, limit in (
         (keys[0], by_pair, MAX_PER_ADDRESS_AND_CLIENT),
         (keys[1], by_client, MAX_PER_CLIENT),
@@ -92,12 +103,13 @@ async def locked_out(redis: Redis, email: str, client: str) -> Lockout | None:
 async def record_failure(redis: Redis, email: str, client: str) -> int:
     """Count a failed attempt; returns the failures for this address from every client in
     its window (for the campaign warning, never for a lockout)."""
-    async with redis.pipeline(transaction=True) as pipe:
+    # Each count and its window together (a script per key, atomic on its own): one MULTI
+    # over the three keys is refused by a Redis Cluster, whose slots they are spread over.
+    async with redis.pipeline(transaction=False) as pipe:
         for key in (pair_key(email, client), client_key(client), address_key(email)):
-            pipe.incr(key)
-            pipe.expire(key, WINDOW_S, nx=True)
+            pipe.eval(_COUNT_FAILURE, 1, key, WINDOW_S)
         results = await pipe.execute()
-    return int(results[4])
+    return int(results[2])
 
 
 async def record_success(redis: Redis, email: str, client: str) -> None:

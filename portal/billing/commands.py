@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type hints
 
@@ -25,6 +24,7 @@ from portal.billing.views import InvoiceState, money_text
 from portal.infrastructure.clock import system_clock
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.periods import to_datetime
+from portal.infrastructure.redis_client import async_client
 from portal.infrastructure.settings import Settings
 from portal.live.store import LiveStore
 
@@ -42,7 +42,7 @@ async def _sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[Asyn
 async def _complete_through(settings: Settings) -> datetime | None:
     """Every event accepted before this instant is in Postgres (None if Redis is down)."""
     assert settings.redis_url
-    redis = Redis.from_url(settings.redis_url)
+    redis = async_client(settings.redis_url)
     live = LiveStore(
         redis, accepted_lateness=settings.accepted_lateness, marker_window=settings.dedup_marker_window
     )

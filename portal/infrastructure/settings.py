@@ -19,6 +19,7 @@ from pathlib import Path
 
 from alerts.destinations import ALLOW_NETWORKS_SETTING, NO_NETWORKS, AllowedNetworks, parse_networks
 from alerts.secrets import register_previous_keys
+from portal.infrastructure.redis_client import is_cluster_url
 
 # The default of earlier versions, public in their source: refused wherever it is given.
 PLACEHOLDER_SECRET = "dev-only-secret-change-me"
@@ -252,6 +253,12 @@ class Settings:
         development (PORTAL_ENV other than `development`) the key must be given."""
         if problem := secret_key_problem(self.secret_key):
             raise SettingsError(f"refusing to start (PORTAL_ENV={self.environment}): {problem}")
+        if self.redis_url and is_cluster_url(self.redis_url) and not self.broker_url:
+            # BROKER_URL defaults to REDIS_URL, and Dramatiq's Redis broker is not cluster-safe.
+            raise SettingsError(
+                "REDIS_URL names a Redis Cluster: set BROKER_URL to RabbitMQ (amqp://…) or to a "
+                "standalone Redis (redis://…); the broker cannot run on a cluster"
+            )
 
 
 def from_environment(*, data_dir: Path | None = None) -> Settings:

@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.infrastructure.http_errors import StoreUnavailable
+from portal.infrastructure.redis_client import database, publish
 from portal.keys import repository
 from portal.keys.schemas import SCOPES, ApiKey, KeyListing, Scope
 
@@ -76,7 +77,7 @@ MAX_ENTRIES = 10_000
 
 
 def revocations_channel(redis: Redis) -> str:
-    return REVOCATIONS_CHANNEL.format(db=redis.connection_pool.connection_kwargs.get("db", 0))
+    return REVOCATIONS_CHANNEL.format(db=database(redis))
 
 
 class KeyCache:
@@ -228,7 +229,8 @@ async def announce_revocation(redis: Redis, *, wait_s: float = ACK_WAIT_S) -> An
     nonce = secrets.token_hex(8)
     ack = ACK_KEY.format(nonce=nonce)
     await redis.set(ack, 0, ex=ACK_TTL_S)
-    processes = int(await redis.publish(revocations_channel(redis), nonce))
+    # On a cluster, sent to the node the subscribers are on, so it counts them all.
+    processes = await publish(redis, revocations_channel(redis), nonce)
     deadline = time.monotonic() + wait_s
     while True:
         confirmed = int(await redis.get(ack) or 0)

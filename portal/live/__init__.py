@@ -30,6 +30,13 @@ Redis keys it owns (`{c}` is the customer's hash tag):
   STRING, held for at most 10 minutes by the running reconcile: both written only by
   `workers/reconcile.py`.
 
+On a Redis Cluster (`REDIS_URL=redis+cluster://…`) the `{c}`-tagged keys of a customer are
+in one slot, so its scripts (`scripts.py`: KEYS[1] is the customer's `lk:{c}`, which routes
+the call, and every other key they touch carries the same tag) run on one node; the
+`live:` keys are global single keys, each on the node owning its slot, touched by no
+multi-key call (the watermark reads `live:inflight` with the server's clock in a one-key
+script).
+
 `redis_keys.py` also names keys that other modules own: `ops:persist_failures`
 (`portal/operations/status.py`), `ops:{roles}` and `ops:{roles}:seen`
 (`portal/operations/heartbeats.py`), `ops:job_success` (`portal/operations/dead_letters.py`),

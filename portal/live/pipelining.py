@@ -19,6 +19,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from portal.infrastructure.redis_client import load_script
+
 # One-key script calls `(script, key, *args)`, and plain commands `(name, *args)`.
 ScriptCall = tuple[Any, ...]
 Command = tuple[Any, ...]
@@ -111,7 +113,7 @@ class SharedPipeline:
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             for script in {ops[i][1][0] for i in missing}:
-                await self.redis.script_load(script)
+                await load_script(self.redis, script)  # on every node of a cluster
             again = await self._pipelined([ops[i] for i in missing])
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply

@@ -6,7 +6,17 @@ portal/accounts/throttle.py), revocation acknowledgements (`api-keys:revoked-ack
 portal/keys/service.py) and Dramatiq's own keys in the broker's Redis (portal/operations/dead_letters.py).
 
 Keys of one customer share the hash tag `{customer}` so a Redis Cluster keeps them in one
-slot and a Lua script may touch them together.
+slot and a Lua script may touch them together. On a cluster (REDIS_URL=redis+cluster://…,
+portal/infrastructure/redis_client.py):
+
+- per customer, hash-tagged `{c}`, touched together by the live scripts: `lu:`, `ls:`, `lk:`,
+  `lt:`, `ld:`, `la:`, `lc:` and `alerts:debounce:{c}`;
+- one hash tag for a pair touched by one script: `ops:{roles}` and `ops:{roles}:seen`;
+- global single keys, each on the node owning its slot and never in a multi-key call:
+  `live:inflight`, `live:built:v2`, `live:reconcile-lock`, `quality:<day>`,
+  `ops:persist_failures`, `sched:<actor>:<tick>`; and, named elsewhere, `sess:<id>`,
+  `user-sess:<id>`, `login-fail:*`, `api-keys:revoked-ack:<nonce>`. `ops:job_success` lives in
+  the broker's Redis, which is never a cluster.
 
 - `lu:{c}:<metric>:<bucket>` HASH, one per customer, metric and local hour (bucket =
   epoch seconds of the hour's start). Fields: `=` the hour's value over all groups,

@@ -166,3 +166,13 @@ local n = redis.call('SCARD', scratch)
 redis.call('DEL', scratch)
 return n
 """
+
+# KEYS[1]: the in-flight ZSET (`live:inflight`). Returns {batches in flight, the oldest one's
+# score or false, the server's TIME seconds, microseconds}: the watermark's inputs read on
+# the node that holds the ZSET, in one round trip (a cluster pipeline cannot carry TIME,
+# which names no key).
+IN_FLIGHT = """
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local t = redis.call('TIME')
+return {redis.call('ZCARD', KEYS[1]), oldest[2] or false, t[1], t[2]}
+"""

@@ -301,14 +301,8 @@ class LiveStore:
 
     async def watermark_ms(self) -> int:
         """`completeThrough` in epoch ms: every event accepted before it is in Postgres."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrange(keys.INFLIGHT_KEY, 0, 0, withscores=True)
-            pipe.time()
-            oldest, (seconds, micros) = await pipe.execute()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
-        if oldest:
-            return min(int(oldest[0][1]), now_ms)
-        return now_ms
+        _, oldest_ms, now_ms = await in_flight(self.redis)
+        return now_ms if oldest_ms is None else min(oldest_ms, now_ms)
 
     async def read_hours(
         self, customer_id: str, metric_name: str, buckets: list[int]
@@ -327,6 +321,14 @@ class LiveStore:
         set_keys = [keys.unique_key(customer_id, metric_name, b, fld) for b in buckets]
         scratch = keys.scratch_key(customer_id, f"union:{time.monotonic_ns()}")
         return int(await self._union(keys=[*set_keys, scratch], args=[]))
+
+
+async def in_flight(redis: Redis) -> tuple[int, int | None, int]:
+    """Batches in flight, the acceptance time (ms) of the oldest (None: none) and Redis's
+    clock (ms), read together on the node holding `live:inflight`."""
+    count, oldest, seconds, micros = await redis.eval(scripts.IN_FLIGHT, 1, keys.INFLIGHT_KEY)
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    return int(count), None if oldest is None else int(float(oldest)), now_ms
 
 
 def _s(value: Any) -> str:

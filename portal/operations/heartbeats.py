@@ -54,6 +54,15 @@ return now
 """
 
 
+# KEYS[1], KEYS[2]: the roles hash and its seen ZSET (one hash tag). Returns {TIME seconds,
+# microseconds, HGETALL of the hash, ZRANGE WITHSCORES of the ZSET}: read on the node that
+# holds both, in one round trip (a cluster pipeline cannot carry TIME, which names no key).
+_READ_SCRIPT = """
+local t = redis.call('TIME')
+return {t[1], t[2], redis.call('HGETALL', KEYS[1]), redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')}
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     """One process of a role."""
@@ -241,15 +250,15 @@ def _text(value: Any) -> str:
 async def read_roles(client: AsyncRedis) -> RolesSeen:
     """The heartbeats recorded in Redis. Raises what Redis raises (the caller reports the
     store as down)."""
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.time()
-        pipe.hgetall(keys.ROLES_KEY)
-        pipe.zrange(keys.ROLES_SEEN_KEY, 0, -1, withscores=True)
-        (seconds, micros), payloads, seen = await pipe.execute()
+    seconds, micros, flat_payloads, flat_seen = await client.eval(
+        _READ_SCRIPT, 2, keys.ROLES_KEY, keys.ROLES_SEEN_KEY
+    )
     now = to_datetime(int(seconds) + int(micros) / 1_000_000)
-    seen_ms = {_text(field): float(score) for field, score in seen}
+    seen_ms = {
+        _text(field): float(score) for field, score in zip(flat_seen[::2], flat_seen[1::2], strict=True)
+    }
     processes = []
-    for field, raw in payloads.items():
+    for field, raw in zip(flat_payloads[::2], flat_payloads[1::2], strict=True):
         at = seen_ms.get(_text(field))
         if at is None:
             continue

@@ -111,12 +111,12 @@ async def replay_failed_events(session: AsyncSession, redis: Redis, *, ids: list
 
 async def replay_failed(settings: Settings, *, ids: list[int] | None) -> int:
     """The CLI's replay: `replay_failed_events` in its own transaction."""
-    from redis.asyncio import Redis as RedisClient
+    from portal.infrastructure.redis_client import async_client
 
     assert settings.database_url and settings.redis_url
     setup_broker(settings)
     engine = create_engine(settings.database_url, pool_size=1)
-    redis = RedisClient.from_url(settings.redis_url)
+    redis = async_client(settings.redis_url)
     try:
         async with transaction(session_factory(engine)) as session:
             return await replay_failed_events(session, redis, ids=ids)

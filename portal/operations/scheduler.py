@@ -25,6 +25,7 @@ from redis.retry import Retry
 
 from portal.infrastructure.broker import ALERTS_QUEUE, MAINTENANCE_QUEUE, setup_broker
 from portal.infrastructure.jobs import enqueue_sync
+from portal.infrastructure.redis_client import sync_client
 from portal.infrastructure.settings import Settings
 from portal.live import redis_keys as keys
 from portal.operations.heartbeats import HeartbeatThread, Identity
@@ -128,7 +129,7 @@ def scheduler_client(url: str) -> Redis:
     """The scheduler's Redis client: it fails at once rather than retrying inside a tick
     (redis-py retries a command for seconds by default, and then raised all the same when
     Valkey loaded for longer); the next tick is the retry."""
-    return Redis.from_url(
+    return sync_client(
         url,
         socket_timeout=REDIS_TIMEOUT_S,
         socket_connect_timeout=REDIS_TIMEOUT_S,

@@ -28,11 +28,13 @@ from portal.billing.repository import adjustments as adjustment_store
 from portal.infrastructure.broker import INGEST_QUEUE, QUEUES
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.periods import to_datetime
+from portal.infrastructure.redis_client import async_client
 from portal.infrastructure.settings import Settings
 from portal.ingest import repository as ingest_repository
 from portal.live import redis_keys as keys
 from portal.live import repository as live_repository
 from portal.live.store import LiveStore
+from portal.live.store import in_flight as live_in_flight
 from portal.operations import dead_letters
 from portal.operations.heartbeats import BACKGROUND_ROLES, ROLES, RolesSeen, read_roles
 
@@ -163,6 +165,18 @@ def probe_client(url: str, *, max_connections: int | None = None) -> Redis:
     )
 
 
+def live_probe_client(url: str, *, max_connections: int | None = None) -> Redis:
+    """`probe_client` for REDIS_URL, which may name a Redis Cluster
+    (portal/infrastructure/redis_client.py)."""
+    return async_client(
+        url,
+        socket_timeout=STORE_TIMEOUT_S,
+        socket_connect_timeout=STORE_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+        max_connections=max_connections,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class InFlight:
     """Accepted batches not yet in Postgres (`live:inflight`)."""
@@ -172,14 +186,9 @@ class InFlight:
 
 
 async def in_flight(client: Redis) -> InFlight:
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.zcard(keys.INFLIGHT_KEY)
-        pipe.zrange(keys.INFLIGHT_KEY, 0, 0, withscores=True)
-        pipe.time()
-        count, oldest, (seconds, micros) = await pipe.execute()
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
-    age = max((now_ms - int(oldest[0][1])) / 1000, 0.0) if oldest else 0.0
-    return InFlight(int(count), age)
+    count, oldest_ms, now_ms = await live_in_flight(client)
+    age = max((now_ms - oldest_ms) / 1000, 0.0) if oldest_ms is not None else 0.0
+    return InFlight(count, age)
 
 
 def persist_stall(*, postgres_down: bool, waiting: InFlight | None, roles: RolesSeen | None) -> str | None:
@@ -318,7 +327,7 @@ async def gather_status(settings: Settings) -> Status:
     figures it holds are None. Never raises for an unavailable store."""
     assert settings.database_url and settings.redis_url
     down: dict[str, str] = {}
-    client = probe_client(settings.redis_url)
+    client = live_probe_client(settings.redis_url)
     broker = probe_client(settings.effective_broker_url or settings.redis_url)
     try:
         try:

@@ -14,6 +14,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
+from portal.infrastructure.redis_client import keys_matching
 from portal.infrastructure.settings import Settings
 from portal.ingest.events import AcceptedEvent
 from portal.live import redis_keys as live_keys
@@ -28,7 +29,7 @@ __all__ = ["catalog"]  # the fixture, shared with the pipeline's tests
 
 async def forget_markers(redis: Redis, customer: str = "acme") -> None:
     """What the end of the marker window does."""
-    await redis.delete(*await redis.keys(live_keys.marker_pattern(customer)))
+    await redis.delete(*await keys_matching(redis, live_keys.marker_pattern(customer)))
 
 
 async def live_and_billed(client: AsyncTestClient[Any], key: str, metric: str) -> tuple[str, str]:
@@ -40,7 +41,7 @@ async def live_and_billed(client: AsyncTestClient[Any], key: str, metric: str) -
 async def group_fields(redis: Redis, metric: str) -> dict[str, Decimal | None]:
     """Each field of the metric's live hours, summed over hours (the group values)."""
     out: dict[str, Decimal] = {}
-    for hkey in await redis.keys(f"lu:{{acme}}:{metric}:*"):
+    for hkey in await keys_matching(redis, f"lu:{{acme}}:{metric}:*"):
         hour = await redis.hgetall(hkey)
         for fld in hour:
             if fld.endswith(("~f", "~h")) or fld.startswith("@"):

@@ -9,6 +9,7 @@ from typing import Any
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
+from portal.infrastructure.redis_client import keys_matching
 from portal.infrastructure.settings import Settings
 from portal.live import redis_keys as live_keys
 from tests.conftest import WorkerProcess, wait_until_persisted
@@ -67,14 +68,14 @@ async def test_live_keys_outlive_every_read(
     )
     await wait_until_persisted(redis)
     horizon = live_keys.live_horizon(settings.accepted_lateness).total_seconds()
-    counted = await redis.keys("lu:*") + await redis.keys("ls:*")
+    counted = await keys_matching(redis, "lu:*") + await keys_matching(redis, "ls:*")
     assert len(counted) == 2
     for key in counted:
         ttl = await redis.ttl(key)
         # Expiry is anchored to the hour's start, so at most an hour of it has passed.
         assert horizon - 3600 - 60 <= ttl <= horizon, key
     # Markers are kept one to two marker windows, not for the lateness window.
-    markers = await redis.keys("ld:*")
+    markers = await keys_matching(redis, "ld:*")
     assert len(markers) == 1
     window = settings.dedup_marker_window.total_seconds()
     assert window <= await redis.ttl(markers[0]) <= 2 * window
