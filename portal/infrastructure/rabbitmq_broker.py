@@ -89,7 +89,7 @@ class ResilientRabbitmqBroker(RabbitmqBroker):
 
     def __init__(self, *, url: str, enqueue_patience_s: float = 0.0) -> None:
         urls = ";".join(with_url_defaults(u) for u in url.split(";"))
-        super().__init__(url=urls, confirm_delivery=True)  # type: ignore[no-untyped-call]
+        super().__init__(url=urls, confirm_delivery=True)
         self.url = url  # for the operator's connections (portal/infrastructure/rabbitmq_admin.py)
         self.enqueue_patience_s = enqueue_patience_s
         self._version: tuple[int, ...] | None = None
@@ -118,7 +118,7 @@ class ResilientRabbitmqBroker(RabbitmqBroker):
         while True:
             try:
                 # Dramatiq reconnects and tries again 5 times before raising ConnectionClosed.
-                sent: dramatiq.Message[Any] = super().enqueue(message, delay=delay)  # type: ignore[no-untyped-call]
+                sent: dramatiq.Message[Any] = super().enqueue(message, delay=delay)
             except ConnectionClosed as exc:
                 if time.monotonic() + pause > deadline:
                     raise

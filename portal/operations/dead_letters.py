@@ -111,10 +111,10 @@ def clear_superseded(client: BrokerClient, succeeded: str, started_ms: int) -> i
     covers and that died before it started. Returns how many were dropped."""
     if isinstance(client, RabbitmqAdmin):
 
-        def moot(letter: DeadMessage) -> bool:
+        def made_moot(letter: DeadMessage) -> bool:
             return letter.died_ms <= started_ms and (not letter.message or covered(letter.message, succeeded))
 
-        return sum(client.drop_dead(queue, moot) for queue in AGING_QUEUES)
+        return sum(client.drop_dead(queue, made_moot) for queue in AGING_QUEUES)
     dropped = 0
     for queue in AGING_QUEUES:
         ids: list[Any] = list(client.zrangebyscore(dead_key(queue), "-inf", started_ms))

@@ -73,7 +73,9 @@ def purge(url: str) -> None:
 
 
 @pytest.fixture
-def on_rabbitmq(settings: Settings, rabbit_settings: Settings, rabbitmq: RabbitmqServer) -> Iterator[Settings]:
+def on_rabbitmq(
+    settings: Settings, rabbit_settings: Settings, rabbitmq: RabbitmqServer
+) -> Iterator[Settings]:
     """This process's broker is RabbitMQ for the test, with empty queues; the session's
     Redis broker again afterwards."""
     rabbitmq.start()  # a no-op unless an earlier test left it stopped

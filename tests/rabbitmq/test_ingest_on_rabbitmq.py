@@ -15,7 +15,9 @@ from tests.ingest.test_pipeline import (
     catalog,
     test_mixed_stream_with_duplicates_retries_and_late_events_gives_exact_totals,
 )
-from tests.ingest.test_single_events import test_concurrent_single_events_are_each_answered_for_their_own_event
+from tests.ingest.test_single_events import (
+    test_concurrent_single_events_are_each_answered_for_their_own_event,
+)
 
 __all__ = [
     "catalog",
