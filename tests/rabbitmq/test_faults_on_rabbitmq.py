@@ -4,15 +4,19 @@ step in; what is stuck is visible and can be replayed."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import asyncpg
 import dramatiq
+import pytest
+from dramatiq.errors import ConnectionClosed
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
 from portal.infrastructure.broker import INGEST_QUEUE, MAINTENANCE_QUEUE, QUEUES, get_broker
 from portal.infrastructure.rabbitmq_admin import RabbitmqAdmin
+from portal.infrastructure.rabbitmq_broker import ResilientRabbitmqBroker
 from portal.infrastructure.rabbitmq_server import RabbitmqServer
 from portal.infrastructure.settings import Settings
 from portal.operations import dead_letters
@@ -115,3 +119,33 @@ async def test_a_failing_job_is_dead_lettered_shown_in_status_and_replayed_once_
 
 async def _succeeded(settings: Settings, actor: str) -> bool:
     return actor in (await gather_status(settings)).job_successes
+
+
+def test_a_workers_enqueue_waits_for_rabbitmq_to_come_back(
+    rabbitmq: RabbitmqServer, on_rabbitmq: Settings
+) -> None:
+    url = on_rabbitmq.broker_url or ""
+    patient = ResilientRabbitmqBroker(url=url, enqueue_patience_s=60)
+    impatient = ResilientRabbitmqBroker(url=url)
+    # On a queue no worker consumes, to count it there afterwards.
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name="patience", actor_name="reconcile_live", args=(), kwargs={}, options={}
+    )
+    rabbitmq.stop()
+    starting = threading.Thread(target=rabbitmq.start)
+    try:
+        # The web's and the scheduler's broker (no patience) refuses at once...
+        with pytest.raises(ConnectionClosed):
+            impatient.enqueue(message)
+        # ...a worker's waits until RabbitMQ is back, and the message is then queued.
+        starting.start()
+        patient.enqueue(message)
+    finally:
+        starting.join()
+        rabbitmq.start()
+        patient.close()
+        impatient.close()
+    with RabbitmqAdmin(url) as admin:
+        assert admin.counts("patience").ready == 1
+        for name in ("patience", "patience.DQ", "patience.XQ"):
+            admin.connection.channel().queue_delete(name)
