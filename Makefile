@@ -28,6 +28,7 @@ lint: $(STAMP) ## ruff (lint and format) and mypy
 
 test: $(STAMP) ## lint, check formatting, type-check and run the whole test suite against real servers
 	bash scripts/ensure-chromium
+	bash scripts/ensure-rabbitmq
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

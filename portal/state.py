@@ -15,8 +15,10 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from portal.catalog.service import CatalogCache
+from portal.infrastructure import rabbitmq_admin
 from portal.infrastructure.clock import Clock, checked_now, system_clock
 from portal.infrastructure.db import create_engine, session_factory
+from portal.infrastructure.rabbitmq_broker import is_amqp_url
 from portal.infrastructure.redis_client import async_client
 from portal.infrastructure.settings import Settings
 from portal.ingest.service import Ingestor
@@ -36,14 +38,22 @@ class PortalState:
     catalog: CatalogCache
     keys: KeyCache
     ingestor: Ingestor
-    # Only to check the broker is reachable (/readyz); Dramatiq has its own connections.
-    broker_redis: Redis
+    # Only to check the broker is reachable (/readyz) and read its queues (metrics); Dramatiq
+    # has its own connections. None when the broker is RabbitMQ (`ping_broker`).
+    broker_redis: Redis | None
     # For /readyz: answers "loading" or "down" at once, where `redis` retries for seconds.
     probe_redis: Redis
     # What handlers take as "now" (portal/infrastructure/clock.py); tests set it to run at a given instant.
     clock: Clock = system_clock
     # This process's role heartbeat (portal/operations/heartbeats.py), when opened inside an event loop.
     heartbeat: HeartbeatTask | None = None
+
+    async def ping_broker(self) -> None:
+        """Raise when the broker does not answer (a Redis PING, or a RabbitMQ connection)."""
+        if self.broker_redis is not None:
+            await self.broker_redis.ping()
+            return
+        await asyncio.to_thread(rabbitmq_admin.ping, self.settings.effective_broker_url or "")
 
     def now(self) -> datetime:
         """The current instant in UTC, by this process's clock."""
@@ -72,7 +82,9 @@ class PortalState:
             catalog=catalog,
             keys=KeyCache(sessions, redis),
             ingestor=Ingestor(settings=settings, catalog=catalog, live=live),
-            broker_redis=probe_client(settings.effective_broker_url or settings.redis_url, max_connections=2),
+            broker_redis=None
+            if is_amqp_url(settings.effective_broker_url)
+            else probe_client(settings.effective_broker_url or settings.redis_url, max_connections=2),
             probe_redis=live_probe_client(settings.redis_url, max_connections=4),
         )
         try:
@@ -88,6 +100,7 @@ class PortalState:
         if self.heartbeat is not None:
             await self.heartbeat.stop()
         await self.redis.aclose()
-        await self.broker_redis.aclose()
+        if self.broker_redis is not None:
+            await self.broker_redis.aclose()
         await self.probe_redis.aclose()
         await self.engine.dispose()

@@ -18,7 +18,7 @@ ENQUEUE_PATIENCE_S = 600.0
 configure(role="worker")
 _settings = get_settings()
 _broker = setup_broker(_settings, enqueue_patience_s=ENQUEUE_PATIENCE_S)
-_broker.add_middleware(JobOutcomes())
+_broker.add_middleware(JobOutcomes(_settings.redis_url))
 if _settings.redis_url:
     _broker.add_middleware(RoleHeartbeat(_settings.redis_url, _settings.heartbeat_seconds))
 

@@ -3,9 +3,10 @@
 - `RoleHeartbeat`: each worker process beats under `ops:{roles}` (portal/operations/heartbeats.py) from
   boot to shutdown, so `/readyz` and `usage-portal status` know which workers are alive.
 - `JobOutcomes`: after a successful run of a periodic job, remember when it started and
-  drop the dead letters it makes moot; age out old ones (portal/operations/dead_letters.py).
+  drop the dead letters it makes moot; age out old ones (portal/operations/dead_letters.py),
+  in the broker's Redis or in RabbitMQ's dead-letter queues.
 
-Neither ever fails a message: when Redis is unavailable they skip their bookkeeping.
+Neither ever fails a message: when a store is unavailable they skip their bookkeeping.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
+from portal.infrastructure.rabbitmq_admin import RabbitmqAdmin
+from portal.infrastructure.rabbitmq_broker import ResilientRabbitmqBroker
 from portal.infrastructure.redis_client import sync_client
 from portal.operations import dead_letters
 from portal.operations.heartbeats import HeartbeatThread, Identity
@@ -49,11 +52,16 @@ class RoleHeartbeat(Middleware):
 
 
 class JobOutcomes(Middleware):
-    """Records successful runs of the periodic jobs and clears what they make moot."""
+    """Records successful runs of the periodic jobs and clears what they make moot.
 
-    def __init__(self) -> None:
+    On the Redis broker both live in the broker's Redis. On RabbitMQ the dead letters are
+    in its queues and the successes go to the live view's Redis (`redis_url`)."""
+
+    def __init__(self, redis_url: str | None = None) -> None:
         self._started: dict[str, int] = {}  # message id -> epoch ms its run started
         self._lock = threading.Lock()
+        self.redis_url = redis_url
+        self._live: redis.Redis | None = None
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         if message.actor_name in dead_letters.SUPERSEDING:
@@ -76,11 +84,14 @@ class JobOutcomes(Middleware):
             started_ms = self._started.pop(message.message_id, None)
         if started_ms is None or exception is not None or message.options.get(SKIPPED_OPTION):
             return
-        client: redis.Redis = broker.client  # type: ignore[attr-defined]
         try:
-            dead_letters.record_success(client, message.actor_name, started_ms)
-            cleared = dead_letters.clear_superseded(client, message.actor_name, started_ms)
-            aged = dead_letters.age_out(client, int(time.time() * 1000))
+            if isinstance(broker, ResilientRabbitmqBroker):
+                cleared, aged = self._on_rabbitmq(broker, message.actor_name, started_ms)
+            else:
+                client: redis.Redis = broker.client  # type: ignore[attr-defined]
+                dead_letters.record_success(client, message.actor_name, started_ms)
+                cleared = dead_letters.clear_superseded(client, message.actor_name, started_ms)
+                aged = dead_letters.age_out(client, int(time.time() * 1000))
         except Exception as exc:  # Redis unavailable: the next success does it
             log.info("job outcome of %s not recorded: %s", message.actor_name, type(exc).__name__)
             return
@@ -91,3 +102,14 @@ class JobOutcomes(Middleware):
                 cleared,
                 aged,
             )
+
+    def _on_rabbitmq(self, broker: ResilientRabbitmqBroker, actor: str, started_ms: int) -> tuple[int, int]:
+        if self.redis_url:
+            if self._live is None:
+                self._live = sync_client(self.redis_url, socket_timeout=5, socket_connect_timeout=5)
+            dead_letters.record_success(self._live, actor, started_ms)
+        # Its own connection: the broker's belong to the threads that made them.
+        with RabbitmqAdmin(broker.url) as admin:
+            cleared = dead_letters.clear_superseded(admin, actor, started_ms)
+            aged = dead_letters.age_out(admin, int(time.time() * 1000))
+        return cleared, aged

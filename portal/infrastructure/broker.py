@@ -3,8 +3,18 @@
 Web processes use it only to enqueue messages by actor name (`portal.infrastructure.jobs`); worker
 processes import `workers.main`, which calls `setup_broker()` before declaring actors.
 
-The broker is Dramatiq's Redis broker made to ride out a Redis that is down, restarting or
-loading its data (`ResilientRedisBroker`, below).
+`BROKER_URL` chooses the broker (else `REDIS_URL` is the broker too):
+
+- `redis://…`, `rediss://…`, `unix://…`: Dramatiq's Redis broker made to ride out a Redis
+  that is down, restarting or loading its data (`ResilientRedisBroker`, below). A standalone
+  Redis only: its scripts touch several keys, which a Redis Cluster refuses.
+- `amqp://…`, `amqps://…`: Dramatiq's RabbitMQ broker (`ResilientRabbitmqBroker`,
+  portal/infrastructure/rabbitmq_broker.py): publisher confirms before an enqueue returns,
+  durable quorum queues and persistent messages.
+
+Both give the same outcome: an enqueue returns once the message is durable, or raises (the
+web answers 503, nothing accepted); a worker's enqueue waits `enqueue_patience_s` for the
+broker; a message whose worker died runs again, and every actor is safe to run twice.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from dramatiq.encoder import Encoder, MessageData
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.middleware import AsyncIO, CurrentMessage
 
+from portal.infrastructure.rabbitmq_broker import ResilientRabbitmqBroker, is_amqp_url
 from portal.infrastructure.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,7 +43,7 @@ MAINTENANCE_QUEUE = "maintenance"
 ALERTS_QUEUE = "alerts"
 QUEUES = (INGEST_QUEUE, MAINTENANCE_QUEUE, ALERTS_QUEUE)
 
-_broker: ResilientRedisBroker | None = None
+_broker: ResilientRedisBroker | ResilientRabbitmqBroker | None = None
 
 # Redis errors that mean "the server is down, restarting or loading" (BusyLoadingError is a
 # ConnectionError), not "this command is wrong".
@@ -198,24 +209,34 @@ class ResilientRedisBroker(RedisBroker):
                 self._waiting_since = None
 
 
-def setup_broker(settings: Settings, *, enqueue_patience_s: float = 0.0) -> ResilientRedisBroker:
-    """Create the process's broker (idempotent) and make it Dramatiq's global broker.
-    `enqueue_patience_s`: how long an enqueue waits for an unavailable Redis (workers)."""
+Broker = ResilientRedisBroker | ResilientRabbitmqBroker
+
+
+def setup_broker(settings: Settings, *, enqueue_patience_s: float = 0.0) -> Broker:
+    """Create the process's broker (idempotent) and make it Dramatiq's global broker: the
+    RabbitMQ broker for an `amqp://` or `amqps://` BROKER_URL, else the Redis broker.
+    `enqueue_patience_s`: how long an enqueue waits for an unavailable broker (workers)."""
     global _broker
     if _broker is not None:
         return _broker
     url = settings.effective_broker_url
     if not url:
         raise RuntimeError("BROKER_URL or REDIS_URL must be set")
-    broker = ResilientRedisBroker(
-        url=url,
-        enqueue_patience_s=enqueue_patience_s,
-        # Unacked messages of a worker that died (SIGKILL, OOM) are requeued once its
-        # heartbeat is this old, by the maintenance that runs with some broker commands.
-        heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
-        maintenance_chance=settings.broker_maintenance_chance,
-        dead_message_ttl=DEAD_LETTERS_KEPT_MS,
-    )
+    broker: Broker
+    if is_amqp_url(url):
+        # A worker that dies leaves its messages unacknowledged: RabbitMQ delivers them
+        # again as soon as its connection drops, no heartbeat to wait for.
+        broker = ResilientRabbitmqBroker(url=url, enqueue_patience_s=enqueue_patience_s)
+    else:
+        broker = ResilientRedisBroker(
+            url=url,
+            enqueue_patience_s=enqueue_patience_s,
+            # Unacked messages of a worker that died (SIGKILL, OOM) are requeued once its
+            # heartbeat is this old, by the maintenance that runs with some broker commands.
+            heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
+            maintenance_chance=settings.broker_maintenance_chance,
+            dead_message_ttl=DEAD_LETTERS_KEPT_MS,
+        )
     broker.add_middleware(AsyncIO())
     broker.add_middleware(CurrentMessage())
     dramatiq.set_encoder(MsgspecJSONEncoder())
@@ -224,7 +245,7 @@ def setup_broker(settings: Settings, *, enqueue_patience_s: float = 0.0) -> Resi
     return broker
 
 
-def get_broker() -> ResilientRedisBroker:
+def get_broker() -> Broker:
     if _broker is None:
         raise RuntimeError("setup_broker() has not been called in this process")
     return _broker

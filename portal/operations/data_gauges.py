@@ -7,6 +7,7 @@ appended to the exposition.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -21,6 +22,7 @@ from portal.ingest import repository as ingest_repository
 from portal.live import repository as live_repository
 from portal.operations import repository as ops_repository
 from portal.operations.billing_health import billing_health
+from portal.operations.status import rabbitmq_depths
 from portal.state import PortalState
 
 Family = GaugeMetricFamily
@@ -39,22 +41,28 @@ async def data_families(portal: PortalState, *, grace_hours: float) -> list[Fami
     queue = Family(
         "portal_broker_queue_messages", "Broker messages by queue and state.", labels=["queue", "state"]
     )
-    async with portal.broker_redis.pipeline(transaction=False) as pipe:
-        for name in QUEUES:
-            pipe.llen(f"dramatiq:{name}")
-            pipe.hlen(f"dramatiq:{name}.msgs")
-            pipe.hlen(f"dramatiq:{name}.DQ.msgs")
-            pipe.hlen(f"dramatiq:{name}.XQ.msgs")
-        counts = await pipe.execute()
-    for i, name in enumerate(QUEUES):
-        waiting, unacked, delayed, dead = (int(c) for c in counts[i * 4 : i * 4 + 4])
-        for state, value in (
-            ("waiting", waiting),
-            ("in_flight", unacked - waiting),
-            ("delayed", delayed),
-            ("dead", dead),
-        ):
-            queue.add_metric([name, state], value)
+    if portal.broker_redis is None:
+        # RabbitMQ: what it tells over AMQP (no in flight nor delayed: its own metrics have them).
+        for depth in await asyncio.to_thread(rabbitmq_depths, portal.settings.effective_broker_url or ""):
+            queue.add_metric([depth.name, "waiting"], depth.waiting)
+            queue.add_metric([depth.name, "dead"], depth.dead)
+    else:
+        async with portal.broker_redis.pipeline(transaction=False) as pipe:
+            for name in QUEUES:
+                pipe.llen(f"dramatiq:{name}")
+                pipe.hlen(f"dramatiq:{name}.msgs")
+                pipe.hlen(f"dramatiq:{name}.DQ.msgs")
+                pipe.hlen(f"dramatiq:{name}.XQ.msgs")
+            counts = await pipe.execute()
+        for i, name in enumerate(QUEUES):
+            waiting, unacked, delayed, dead = (int(c) for c in counts[i * 4 : i * 4 + 4])
+            for state, value in (
+                ("waiting", waiting),
+                ("in_flight", unacked - waiting),
+                ("delayed", delayed),
+                ("dead", dead),
+            ):
+                queue.add_metric([name, state], value)
     lag = Family("portal_completeness_lag_seconds", "How far Postgres is behind what ingest accepted.")
     lag.add_metric([], max((now - to_datetime(await portal.live.watermark_ms() / 1000)).total_seconds(), 0.0))
 

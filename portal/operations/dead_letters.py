@@ -1,8 +1,11 @@
-"""Dead letters: messages Dramatiq gave up on, kept in the broker's Redis.
+"""Dead letters: messages Dramatiq gave up on, kept in the broker.
 
 Dramatiq's Redis broker keeps a queue's dead letters in `dramatiq:<queue>.XQ` (a sorted set
 of message ids scored by when they died, ms by the worker's clock) and `.XQ.msgs` (id ->
-the message). What happens to them here:
+the message). The RabbitMQ broker keeps them in the queue `<queue>.XQ`, each with the time
+it died in its `x-death` header (portal/infrastructure/rabbitmq_admin.py reads and moves
+them). Each function below takes either broker's client (`broker_client`) and does the same
+with both. What happens to them here:
 
 - **Periodic jobs** are idempotent and run again at the next tick. A dead letter of one
   (an outage, a bug that was fixed) is moot once a later run of the job that covers its
@@ -16,8 +19,10 @@ the message). What happens to them here:
   stay in `status` until replayed (`requeue`). The persist actor retries every failure, so
   one only appears if a message cannot be run at all (an unknown actor, say).
 
-Dramatiq's own expiry of dead letters is turned off (portal/infrastructure/broker.py) so that it cannot
-drop ingest dead letters.
+Dramatiq's own expiry of dead letters is turned off (portal/infrastructure/broker.py,
+portal/infrastructure/rabbitmq_broker.py) so that it cannot drop ingest dead letters. With
+RabbitMQ, the last success of each periodic job (`record_success`) is kept in the live
+view's Redis instead of the broker's.
 """
 
 from __future__ import annotations
@@ -32,10 +37,14 @@ from typing import Any
 import redis
 
 from portal.infrastructure.broker import ALERTS_QUEUE, INGEST_QUEUE, MAINTENANCE_QUEUE, QUEUES
+from portal.infrastructure.rabbitmq_admin import DeadMessage, RabbitmqAdmin
+from portal.infrastructure.rabbitmq_broker import is_amqp_url
 from portal.infrastructure.settings import Settings
 from portal.live import redis_keys as keys
 
 NAMESPACE = "dramatiq"
+# A client of either broker (see `broker_client`).
+BrokerClient = redis.Redis | RabbitmqAdmin
 DEAD_LETTER_DAYS = 7
 DEAD_LETTER_KEPT_MS = DEAD_LETTER_DAYS * 86_400_000
 # Queues whose dead letters are cleared and aged out; never ingest.
@@ -97,9 +106,15 @@ def _drop(client: redis.Redis, queue: str, ids: list[Any]) -> int:
     return int(removed)
 
 
-def clear_superseded(client: redis.Redis, succeeded: str, started_ms: int) -> int:
+def clear_superseded(client: BrokerClient, succeeded: str, started_ms: int) -> int:
     """Drop the dead letters that a run of `succeeded` started at `started_ms` (epoch ms)
     covers and that died before it started. Returns how many were dropped."""
+    if isinstance(client, RabbitmqAdmin):
+
+        def made_moot(letter: DeadMessage) -> bool:
+            return letter.died_ms <= started_ms and (not letter.message or covered(letter.message, succeeded))
+
+        return sum(client.drop_dead(queue, made_moot) for queue in AGING_QUEUES)
     dropped = 0
     for queue in AGING_QUEUES:
         ids: list[Any] = list(client.zrangebyscore(dead_key(queue), "-inf", started_ms))
@@ -113,8 +128,13 @@ def clear_superseded(client: redis.Redis, succeeded: str, started_ms: int) -> in
     return dropped
 
 
-def age_out(client: redis.Redis, now_ms: int, kept_ms: int = DEAD_LETTER_KEPT_MS) -> int:
+def age_out(client: BrokerClient, now_ms: int, kept_ms: int = DEAD_LETTER_KEPT_MS) -> int:
     """Drop the maintenance and alerts dead letters older than `kept_ms`; never ingest's."""
+    if isinstance(client, RabbitmqAdmin):
+        return sum(
+            client.drop_dead(queue, lambda letter: letter.died_ms <= now_ms - kept_ms)
+            for queue in AGING_QUEUES
+        )
     dropped = 0
     for queue in AGING_QUEUES:
         dropped += _drop(client, queue, list(client.zrangebyscore(dead_key(queue), "-inf", now_ms - kept_ms)))
@@ -136,9 +156,12 @@ return 1
 """
 
 
-def requeue(client: redis.Redis, queue: str = INGEST_QUEUE, ids: list[str] | None = None) -> int:
+def requeue(client: BrokerClient, queue: str = INGEST_QUEUE, ids: list[str] | None = None) -> int:
     """Put dead letters of `queue` (all, or those `ids`) back on it, with their retry count
     reset, for the workers to run again. Returns how many were put back."""
+    if isinstance(client, RabbitmqAdmin):
+        wanted = None if ids is None else set(ids)
+        return client.requeue_dead(queue, lambda letter: wanted is None or letter.message_id in wanted)
     chosen = (
         ids
         if ids is not None
@@ -172,9 +195,11 @@ def requeue(client: redis.Redis, queue: str = INGEST_QUEUE, ids: list[str] | Non
 
 
 @contextlib.contextmanager
-def broker_client(settings: Settings) -> Iterator[redis.Redis]:
-    """A client of the broker's Redis (the operator's commands)."""
-    client = redis.Redis.from_url(settings.effective_broker_url or settings.redis_url or "")
+def broker_client(settings: Settings) -> Iterator[BrokerClient]:
+    """A client of the broker (the operator's commands): of its Redis, or a RabbitMQ
+    connection when BROKER_URL is amqp(s)://."""
+    url = settings.effective_broker_url or settings.redis_url or ""
+    client: BrokerClient = RabbitmqAdmin(url) if is_amqp_url(url) else redis.Redis.from_url(url)
     try:
         yield client
     finally:
@@ -189,8 +214,24 @@ class DeadLetter:
     died_at: datetime
 
 
-def listing(client: redis.Redis) -> list[DeadLetter]:
+def _actor(message: dict[str, Any]) -> str:
+    actor = message.get("actor_name")
+    return actor if isinstance(actor, str) else "?"
+
+
+def listing(client: BrokerClient) -> list[DeadLetter]:
     """Every dead letter of every queue, oldest first within a queue."""
+    if isinstance(client, RabbitmqAdmin):
+        return [
+            DeadLetter(
+                queue=queue,
+                message_id=letter.message_id,
+                actor=_actor(letter.message),
+                died_at=datetime.fromtimestamp(letter.died_ms / 1000, UTC),
+            )
+            for queue in QUEUES
+            for letter in client.dead_letters(queue)
+        ]
     letters = []
     for queue in QUEUES:
         dead: list[tuple[bytes, float]] = client.zrange(dead_key(queue), 0, -1, withscores=True)  # type: ignore[assignment]

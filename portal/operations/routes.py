@@ -111,7 +111,7 @@ async def readyz(portal: Portal) -> Response[dict[str, str]]:
     worker into an outage. While Postgres is down "persist" also says persisting is stalled."""
     problems = await _store_problems(portal)
     try:
-        await within(portal.broker_redis.ping())
+        await within(portal.ping_broker())
     except Exception as exc:
         problems["broker"] = store_problem(exc)
     if "postgres" not in problems:

@@ -2,9 +2,10 @@
 
 Read-only. Queue depths come from the Dramatiq Redis broker's own keys (`dramatiq:<queue>`
 is the waiting list, `.msgs` every message not yet acknowledged, `.DQ` the delayed ones,
-`.XQ` dead letters); recent persist failures from the record the workers keep in Redis
-(below, also read by /readyz); which processes run from their heartbeats
-(portal/operations/heartbeats.py); the rest from Postgres.
+`.XQ` dead letters), or from RabbitMQ's answers to passive declares of the queues (ready
+and dead messages only: portal/infrastructure/rabbitmq_admin.py); recent persist failures
+from the record the workers keep in Redis (below, also read by /readyz); which processes
+run from their heartbeats (portal/operations/heartbeats.py); the rest from Postgres.
 
 Each store is read on its own, with a timeout: when one is down (or loading its data) the
 report says so and still shows what the others know.
@@ -28,6 +29,8 @@ from portal.billing.repository import adjustments as adjustment_store
 from portal.infrastructure.broker import INGEST_QUEUE, QUEUES
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.periods import to_datetime
+from portal.infrastructure.rabbitmq_admin import RabbitmqAdmin
+from portal.infrastructure.rabbitmq_broker import is_amqp_url
 from portal.infrastructure.redis_client import async_client
 from portal.infrastructure.settings import Settings
 from portal.ingest import repository as ingest_repository
@@ -125,8 +128,8 @@ async def recent_persist_failures(
 class QueueDepth:
     name: str
     waiting: int
-    unacknowledged: int
-    delayed: int
+    unacknowledged: int | None  # None: the broker does not tell (RabbitMQ over AMQP)
+    delayed: int | None  # idem
     dead: int
 
 
@@ -301,11 +304,30 @@ async def _from_redis(settings: Settings, client: Redis) -> _FromRedis:
 
 async def _from_broker(broker: Redis) -> tuple[tuple[QueueDepth, ...], dict[str, datetime]]:
     queues = tuple([await _queue(broker, name) for name in QUEUES])
-    raw = await broker.hgetall(keys.JOB_SUCCESS_KEY)
-    successes = {
+    return queues, await _job_successes(broker)
+
+
+async def _job_successes(client: Redis) -> dict[str, datetime]:
+    raw = await client.hgetall(keys.JOB_SUCCESS_KEY)
+    return {
         (k.decode() if isinstance(k, bytes) else str(k)): to_datetime(int(v) / 1000) for k, v in raw.items()
     }
-    return queues, successes
+
+
+def rabbitmq_depths(url: str) -> tuple[QueueDepth, ...]:
+    """The queues' depths from RabbitMQ (blocking): waiting and dead; in flight and
+    delayed are not visible over AMQP (None)."""
+    with RabbitmqAdmin(url) as admin:
+        return tuple(
+            QueueDepth(name, counts.ready, None, None, counts.dead)
+            for name, counts in ((name, admin.counts(name)) for name in QUEUES)
+        )
+
+
+async def _from_rabbitmq(url: str, live: Redis) -> tuple[tuple[QueueDepth, ...], dict[str, datetime]]:
+    # With RabbitMQ the workers keep the jobs' last successes in the live view's Redis.
+    queues = await asyncio.to_thread(rabbitmq_depths, url)
+    return queues, await _job_successes(live)
 
 
 async def _from_postgres(settings: Settings) -> tuple[Any, ...]:
@@ -328,7 +350,8 @@ async def gather_status(settings: Settings) -> Status:
     assert settings.database_url and settings.redis_url
     down: dict[str, str] = {}
     client = live_probe_client(settings.redis_url)
-    broker = probe_client(settings.effective_broker_url or settings.redis_url)
+    broker_url = settings.effective_broker_url or settings.redis_url
+    broker = None if is_amqp_url(broker_url) else probe_client(broker_url)
     try:
         try:
             from_redis: _FromRedis | None = await within(_from_redis(settings, client))
@@ -336,13 +359,16 @@ async def gather_status(settings: Settings) -> Status:
             from_redis = None
             down["redis"] = store_problem(exc, detail=True)
         try:
-            queues, successes = await within(_from_broker(broker))
+            queues, successes = await within(
+                _from_broker(broker) if broker is not None else _from_rabbitmq(broker_url, client)
+            )
         except Exception as exc:
             queues, successes = (), {}
             down["broker"] = store_problem(exc, detail=True)
     finally:
         await client.aclose()
-        await broker.aclose()
+        if broker is not None:
+            await broker.aclose()
     try:
         counts: tuple[Any, ...] = await within(_from_postgres(settings))
     except Exception as exc:
@@ -431,8 +457,13 @@ def _queue_lines(status: Status) -> list[str]:
         return ["queues          unknown (broker unavailable)"]
     lines = [f"{'queue':<13}{'waiting':>9}{'in flight':>11}{'delayed':>9}{'dead':>6}"]
     for q in status.queues:
-        in_flight_ = q.unacknowledged - q.waiting
-        lines.append(f"{q.name:<13}{q.waiting:>9}{in_flight_:>11}{q.delayed:>9}{q.dead:>6}")
+        in_flight_ = "-" if q.unacknowledged is None else q.unacknowledged - q.waiting
+        delayed = "-" if q.delayed is None else q.delayed
+        lines.append(f"{q.name:<13}{q.waiting:>9}{in_flight_:>11}{delayed:>9}{q.dead:>6}")
+    if any(q.unacknowledged is None for q in status.queues):
+        lines.append(
+            "  in flight, delayed: not told by RabbitMQ over AMQP (its management plugin shows them)"
+        )
     if status.ingest_dead:
         lines.append(
             f"  {status.ingest_dead} ingest message(s) dead-lettered: accepted events not in "
