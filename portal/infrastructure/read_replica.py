@@ -119,7 +119,7 @@ class ReplicaReads:
                 watermark = await self.watermark_ms()
                 async with self.primary.connect() as conn:
                     raw = (await conn.execute(text("SELECT pg_current_wal_lsn()::text"))).scalar()
-            except Exception as exc:
+            except Exception as exc:  # whatever failed: no new mark, judged on the old ones
                 log.debug("no replica mark: %s", exc)
                 return
             self._marked_at = time.monotonic()
@@ -141,7 +141,7 @@ class ReplicaReads:
         session = self.sessions()
         try:
             raw = (await session.execute(text("SELECT pg_last_wal_replay_lsn()::text"))).scalar()
-        except Exception as exc:
+        except Exception as exc:  # whatever the replica did: read the primary
             await _close_quietly(session)
             self._down_until = time.monotonic() + RETRY_DOWN_S
             self.problem = f"reading the primary: the replica did not answer ({type(exc).__name__})"
@@ -172,5 +172,5 @@ class ReplicaReads:
 async def _close_quietly(session: AsyncSession) -> None:
     try:
         await session.close()
-    except Exception as exc:
+    except Exception as exc:  # a dead connection cannot close cleanly
         log.debug("closing a replica session: %s", exc)

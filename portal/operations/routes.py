@@ -107,9 +107,10 @@ async def readyz(portal: Portal) -> Response[dict[str, str]]:
     events set aside in failed_events) or persisting stalled, under "persist"; a worker or
     scheduler role seen before and alive no more (heartbeats, portal/operations/heartbeats.py), under its
     role's name; the read replica (DATABASE_READ_URL) down or too far behind, under
-    "replica" (its reads go to the primary meanwhile). Ingest goes on meanwhile (the broker holds what the workers cannot write
-    yet), and taking every web process out of service would turn one bad batch or one dead
-    worker into an outage. While Postgres is down "persist" also says persisting is stalled."""
+    "replica" (its reads go to the primary meanwhile). Ingest goes on meanwhile (the broker
+    holds what the workers cannot write yet), and taking every web process out of service
+    would turn one bad batch or one dead worker into an outage. While Postgres is down
+    "persist" also says persisting is stalled."""
     problems = await _store_problems(portal)
     try:
         await within(portal.broker_redis.ping())
