@@ -124,7 +124,10 @@ class EmbeddedReplica:
             self._base_backup()
         port = _free_port(self.server.portfile)
         self.server.portfile.write_text(str(port))
-        options = [*self.server._options(port), "-c", "hot_standby=on"]
+        # hot_standby_feedback: the primary keeps the row versions a replica read still
+        # needs, so a report is not cancelled "due to conflict with recovery" when the
+        # primary vacuums (at the price of that much bloat on the primary while it runs).
+        options = [*self.server._options(port), "-c", "hot_standby=on", "-c", "hot_standby_feedback=on"]
         self.server._run(
             "pg_ctl", "-D", str(self.server.pgdata), "-l", str(self.server.logfile), "-W", "-o",
             shlex.join(options), "start",
