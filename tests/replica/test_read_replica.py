@@ -125,6 +125,36 @@ async def test_pages_read_the_replica_and_money_reads_the_primary(
     assert ready.json() == {"status": "ready"}
 
 
+async def test_what_was_just_made_is_found_while_the_replica_lags(
+    rclient: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
+    standby: asyncpg.Connection,
+) -> None:
+    # Given a signed-in admin, read once, and a replica that has replayed that much
+    await make_user(pg, ADMIN, role="admin")
+    await sign_in(rclient, ADMIN)
+    assert (await rclient.get("/portal/customers")).status_code == 200
+    await caught_up(pg, standby)
+    async with replay_paused(standby):
+        # When a customer and a meter are made on the primary, which the replica lacks
+        await make_customer(rclient, admin_key, id="beta", name="Beta GmbH")
+        await make_meter(rclient, admin_key, metric="api_calls", unit="call")
+        assert await standby.fetchval("SELECT count(*) FROM customers") == 0
+        # Then the pages and the usage API find them (who may see what, and the objects in
+        # the path, are read on the primary), with the replica's (empty) usage
+        page = await rclient.get("/portal/customers/beta")
+        assert page.status_code == 200, page.text
+        assert "<h1>Beta GmbH</h1>" in page.text
+        usage = await rclient.get(
+            "/v1/customers/beta/usage?metric=api_calls&source=billed", headers=auth(admin_key)
+        )
+        assert usage.status_code == 200, usage.text
+        assert usage.json()["total"] == "0"
+        # and the replica was read all along
+        assert (await rclient.get("/readyz")).json() == {"status": "ready"}
+
+
 async def test_a_replica_too_far_behind_is_not_read(
     settings: Settings,
     replica: EmbeddedReplica,
