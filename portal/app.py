@@ -22,7 +22,7 @@ from portal.api_docs import api_docs_config
 from portal.billing.routes import billing_handlers
 from portal.catalog.routes import CustomerController, MeterController
 from portal.compat.routes import compat_handlers
-from portal.dependencies import provide_session, provide_state
+from portal.dependencies import provide_read_session, provide_session, provide_state
 from portal.http.request_checks import PortalRequest, fitting_address
 from portal.infrastructure.broker import setup_broker
 from portal.infrastructure.domain_errors import Problem
@@ -89,7 +89,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *compat_handlers,
             create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
         ],
-        dependencies={"db": Provide(provide_session), "portal": Provide(provide_state, sync_to_thread=False)},
+        dependencies={
+            "db": Provide(provide_session),
+            "read_db": Provide(provide_read_session),
+            "portal": Provide(provide_state, sync_to_thread=False),
+        },
         guards=[request_guard],
         lifespan=[lifespan],
         template_config=template_config(),

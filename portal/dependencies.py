@@ -25,6 +25,25 @@ async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-# Handler parameter types: injected by name ("portal", "db").
+async def provide_read_session(
+    state: State, db: NamedDependency[AsyncSession]
+) -> AsyncIterator[AsyncSession]:
+    """For handlers that only display data: a session on the read replica when one is set
+    and close enough (its completeness in `info`, portal/usage/completeness.py), else the
+    request's own primary transaction `db` (which opens no connection until used).
+    Nothing may be written through it: the replica refuses writes."""
+    portal: PortalState = state.portal
+    session = await portal.replica.open() if portal.replica is not None else None
+    if session is None:
+        yield db
+        return
+    try:
+        yield session
+    finally:
+        await session.close()
+
+
+# Handler parameter types: injected by name ("portal", "db", "read_db").
 Portal = NamedDependency[PortalState]
 Db = NamedDependency[AsyncSession]
+ReadDb = NamedDependency[AsyncSession]

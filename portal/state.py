@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from portal.catalog.service import CatalogCache
 from portal.infrastructure import rabbitmq_admin
 from portal.infrastructure.clock import Clock, checked_now, system_clock
-from portal.infrastructure.db import create_engine, session_factory
+from portal.infrastructure.db import create_engine, create_read_engine, session_factory
 from portal.infrastructure.rabbitmq_broker import is_amqp_url
+from portal.infrastructure.read_replica import ReplicaReads
 from portal.infrastructure.redis_client import async_client
 from portal.infrastructure.settings import Settings
 from portal.ingest.service import Ingestor
@@ -47,6 +48,8 @@ class PortalState:
     clock: Clock = system_clock
     # This process's role heartbeat (portal/operations/heartbeats.py), when opened inside an event loop.
     heartbeat: HeartbeatTask | None = None
+    # Reads that only display data, on DATABASE_READ_URL's replica (None: on the primary).
+    replica: ReplicaReads | None = None
 
     async def ping_broker(self) -> None:
         """Raise when the broker does not answer (a Redis PING, or a RabbitMQ connection)."""
@@ -87,6 +90,13 @@ class PortalState:
             else probe_client(settings.effective_broker_url or settings.redis_url, max_connections=2),
             probe_redis=live_probe_client(settings.redis_url, max_connections=4),
         )
+        if settings.database_read_url:
+            state.replica = ReplicaReads(
+                primary=engine,
+                replica=create_read_engine(settings.database_read_url),
+                watermark_ms=live.watermark_ms,
+                max_lag_s=settings.read_replica_max_lag_s,
+            )
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # opened outside a loop (a script): no heartbeat
@@ -103,4 +113,6 @@ class PortalState:
         if self.broker_redis is not None:
             await self.broker_redis.aclose()
         await self.probe_redis.aclose()
+        if self.replica is not None:
+            await self.replica.close()
         await self.engine.dispose()

@@ -34,7 +34,7 @@ from portal.billing.views import (
 )
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
-from portal.dependencies import Db, Portal
+from portal.dependencies import Db, Portal, ReadDb
 from portal.http.openapi_answers import error_answers
 from portal.http.query_params import choice, instant
 from portal.http.request_checks import ID_MAX
@@ -266,14 +266,15 @@ class InvoiceController(Controller):
         return await invoices.adjustments_of(db, invoice)
 
     @get("/export.csv", media_type="text/csv", dependencies=EXPORT_FILTER)
-    async def export_invoices(self, db: Db, selection: Selection) -> Response[str]:
-        """One row per invoice and per adjustment note; `from`/`to` bound the period start."""
-        return _csv(await export.invoices_csv(db, selection), "invoices.csv")
+    async def export_invoices(self, read_db: ReadDb, selection: Selection) -> Response[str]:
+        """One row per invoice and per adjustment note; `from`/`to` bound the period start.
+        Read on the replica when there is one (DATABASE_READ_URL)."""
+        return _csv(await export.invoices_csv(read_db, selection), "invoices.csv")
 
     @get("/lines.csv", media_type="text/csv", dependencies=EXPORT_FILTER)
-    async def export_lines(self, db: Db, selection: Selection) -> Response[str]:
-        """One row per invoice line and per adjustment line."""
-        return _csv(await export.lines_csv(db, selection), "invoice-lines.csv")
+    async def export_lines(self, read_db: ReadDb, selection: Selection) -> Response[str]:
+        """One row per invoice line and per adjustment line (on the replica when there is one)."""
+        return _csv(await export.lines_csv(read_db, selection), "invoice-lines.csv")
 
 
 def _csv(body: str, filename: str) -> Response[str]:

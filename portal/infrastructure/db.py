@@ -32,6 +32,19 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
     )
 
 
+def create_read_engine(database_read_url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """The engine of a read replica (DATABASE_READ_URL). A replica that does not answer
+    must cost a request little: connecting gives up after 2 s and the request reads the
+    primary (portal/infrastructure/read_replica.py)."""
+    return create_async_engine(
+        sqlalchemy_url(database_read_url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"timeout": 2},
+    )
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 

@@ -167,6 +167,11 @@ class Settings:
     database_url: str | None = None
     redis_url: str | None = None
     broker_url: str | None = None
+    # A streaming replica for reads that only display data (docs/architecture.md, "Reads
+    # and writes"); None: every read goes to the primary. One further behind than
+    # `read_replica_max_lag_s` is not read (the primary is, and /readyz says so).
+    database_read_url: str | None = None
+    read_replica_max_lag_s: float = 30.0
     # Events older than this (by their own timestamp) are refused; it is also how long
     # Postgres remembers an event id for dedup.
     accepted_lateness: timedelta = timedelta(days=35)
@@ -276,6 +281,8 @@ def from_environment(*, data_dir: Path | None = None) -> Settings:
         database_url=env.get("DATABASE_URL") or None,
         redis_url=env.get("REDIS_URL") or None,
         broker_url=env.get("BROKER_URL") or None,
+        database_read_url=env.get("DATABASE_READ_URL") or None,
+        read_replica_max_lag_s=_seconds("DATABASE_READ_MAX_LAG_S", 30.0, least=0.0),
         accepted_lateness=timedelta(days=_int("PORTAL_ACCEPTED_LATENESS_DAYS", 35)),
         dedup_marker_window=timedelta(minutes=_int("PORTAL_DEDUP_MARKER_MINUTES", 30)),
         reconcile_interval=timedelta(seconds=_int("PORTAL_RECONCILE_SECONDS", 60)),

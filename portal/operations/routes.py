@@ -106,9 +106,11 @@ async def readyz(portal: Portal) -> Response[dict[str, str]]:
     persist failures in the last PERSIST_FAILURE_WINDOW_S seconds (a message retried,
     events set aside in failed_events) or persisting stalled, under "persist"; a worker or
     scheduler role seen before and alive no more (heartbeats, portal/operations/heartbeats.py), under its
-    role's name. Ingest goes on meanwhile (the broker holds what the workers cannot write
-    yet), and taking every web process out of service would turn one bad batch or one dead
-    worker into an outage. While Postgres is down "persist" also says persisting is stalled."""
+    role's name; the read replica (DATABASE_READ_URL) down or too far behind, under
+    "replica" (its reads go to the primary meanwhile). Ingest goes on meanwhile (the broker
+    holds what the workers cannot write yet), and taking every web process out of service
+    would turn one bad batch or one dead worker into an outage. While Postgres is down
+    "persist" also says persisting is stalled."""
     problems = await _store_problems(portal)
     try:
         await within(portal.ping_broker())
@@ -123,6 +125,9 @@ async def readyz(portal: Portal) -> Response[dict[str, str]]:
             if current != migration_head():
                 problems["migrations"] = f"database at {current}, code expects {migration_head()}"
     notes = {} if "redis" in problems else await _pipeline_notes(portal, postgres_down="postgres" in problems)
+    if portal.replica is not None and portal.replica.problem is not None:
+        # Reads meant for DATABASE_READ_URL's replica go to the primary (as of the last read).
+        notes["replica"] = portal.replica.problem
     named = {**problems, **notes}
     if problems:
         return Response({"status": "unavailable", **named}, status_code=503)

@@ -23,13 +23,14 @@ from portal.billing.preview import preview
 from portal.billing.views import InvoiceSummary, InvoiceView, PreviewView
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
-from portal.dependencies import Db, Portal
+from portal.dependencies import Db, Portal, ReadDb
 from portal.http.request_checks import ID_MAX
 from portal.infrastructure.domain_errors import NotFound
 from portal.infrastructure.periods import to_datetime
 from portal.pages.access import check_owner, viewer, visible_customer
 from portal.pages.web import PageController, page
 from portal.state import PortalState
+from portal.usage.completeness import complete_through
 
 PAGE_SIZE = 50
 # States a customer user may see; staff see every state.
@@ -51,9 +52,11 @@ async def _complete_through(portal: PortalState) -> datetime:
 
 
 async def _upcoming(portal: PortalState, db: AsyncSession, customer: Customer) -> PreviewView | None:
+    """The current period rated so far, from what `db` reads (the replica, if any: its
+    completeness then is what the replica has replayed)."""
     try:
         return await preview(
-            db, customer.id, now=portal.now(), complete_through=await _complete_through(portal)
+            db, customer.id, now=portal.now(), complete_through=await complete_through(portal.live, db)
         )
     except NotFound:  # no plan: nothing is coming
         return None
@@ -88,13 +91,15 @@ class InvoicePagesController(PageController):
         request: Request[Any, Any, Any],
         customer_id: FromPath[str],
         db: Db,
+        read_db: ReadDb,
         portal: Portal,
         before: Annotated[int | None, QueryParameter(name="before", ge=1, le=ID_MAX)] = None,
     ) -> Template:
-        """Newest first, PAGE_SIZE a page; `before=<id>` for older ones."""
+        """Newest first, PAGE_SIZE a page; `before=<id>` for older ones. Read on the
+        replica when there is one (nothing here is re-rated or written)."""
         customer = await visible_customer(request, db, customer_id)
         rows = await invoices.list_invoices(
-            db,
+            read_db,
             now=portal.now(),
             grace=portal.settings.invoice_grace,
             customer_id=customer.id,
@@ -111,19 +116,20 @@ class InvoicePagesController(PageController):
             customer=customer,
             invoices=shown,
             older=older,
-            upcoming=await _upcoming(portal, db, customer),
+            upcoming=await _upcoming(portal, read_db, customer),
             states=STATE_LABELS,
             staff=sees_drafts(request),
         )
 
     @get("/customers/{customer_id:str}/invoices.csv", media_type="text/csv")
     async def export_(
-        self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db, read_db: ReadDb
     ) -> Response[str]:
-        """The finance export's invoices.csv for this customer (drafts: staff only)."""
+        """The finance export's invoices.csv for this customer (drafts: staff only), read
+        on the replica when there is one."""
         customer = await visible_customer(request, db, customer_id)
         selection = export.ExportFilter(customer_id=customer.id, issued_only=not sees_drafts(request))
-        body = await export.invoices_csv(db, selection)
+        body = await export.invoices_csv(read_db, selection)
         return Response(
             body,
             media_type="text/csv",

@@ -24,9 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.billing.subscriptions import list_subscriptions
 from portal.catalog import service as catalog
 from portal.catalog.schemas import Customer, Meter
-from portal.dependencies import Db, Portal
+from portal.dependencies import Db, Portal, ReadDb
 from portal.http.csv_cells import Cell, csv_text
-from portal.infrastructure.periods import local_midnight, to_datetime
+from portal.infrastructure.periods import local_midnight
 from portal.live import redis_keys as keys
 from portal.pages.access import visible_customer
 from portal.pages.charts import BarChart, daily_bars, hourly_bars
@@ -44,6 +44,7 @@ from portal.pages.usage_selection import (
 from portal.pages.web import PageController, is_htmx, page
 from portal.state import PortalState
 from portal.usage.combine import exact, trimmed
+from portal.usage.completeness import complete_through
 from portal.usage.service import Usage, UsagePoint, billed_usage, live_usage
 
 CHART_WIDTH = 960
@@ -126,7 +127,7 @@ async def meter_view(
 ) -> tuple[MeterView, Usage, list[Any]]:
     """The page's numbers, plus the raw series and groups (for the CSV)."""
     tz = customer.timezone
-    watermark = to_datetime(await portal.live.watermark_ms() / 1000)
+    watermark = await complete_through(portal.live, db)
     usage, source = await _total_usage(portal, db, customer, meter, selection, now)
     groups: list[Any] = []
     if selection.group is not None:
@@ -208,6 +209,7 @@ class MeterPagesController(PageController):
         customer_id: FromPath[str],
         metric_name: FromPath[str],
         db: Db,
+        read_db: ReadDb,
         portal: Portal,
         range_: Annotated[str, QueryParameter(name="range")] = "this_period",
         granularity: Annotated[str, QueryParameter(name="granularity")] = "hour",
@@ -216,11 +218,13 @@ class MeterPagesController(PageController):
         to: Annotated[str, QueryParameter(name="to")] = "",
         seen: Annotated[str | None, QueryParameter(name="seen")] = None,
     ) -> Response[Any]:
-        """The page, its live partial (htmx), or its CSV (`<metric>.csv`)."""
+        """The page, its live partial (htmx), or its CSV (`<metric>.csv`). The customer
+        and the meter are read on the primary (one just made is found at once), the usage
+        on the read replica when there is one."""
         customer = await visible_customer(request, db, customer_id)
         meter, as_csv = await _meter_of(db, metric_name)
         now = portal.now()
-        subs = await list_subscriptions(db, customer.id)
+        subs = await list_subscriptions(read_db, customer.id)
         raw = RawSelection(range_, granularity, group, from_, to)
         try:
             selection = select(
@@ -249,7 +253,7 @@ class MeterPagesController(PageController):
                 ranges=RANGES,
                 granularities=GRANULARITIES,
             )
-        view, usage, groups = await meter_view(portal, db, customer, meter, selection, now=now)
+        view, usage, groups = await meter_view(portal, read_db, customer, meter, selection, now=now)
         if as_csv:
             filename = f"{customer.id}-{meter.metric_name}-{selection.first_day}-{selection.last_day}.csv"
             body = usage_csv(meter, selection, customer.timezone, usage, groups)

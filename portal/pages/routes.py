@@ -16,7 +16,7 @@ from litestar.response import Template
 from litestar.status_codes import HTTP_204_NO_CONTENT
 from litestar.template.config import TemplateConfig
 
-from portal.dependencies import Db, Portal
+from portal.dependencies import Db, Portal, ReadDb
 from portal.infrastructure.paths import STATIC_DIR, TEMPLATES_DIR
 from portal.operations.billing_health import billing_health
 from portal.pages.access import STAFF_GUARDS, visible_customer
@@ -31,11 +31,17 @@ class CustomerOverviewController(PageController):
 
     @get("/customers/{customer_id:str}")
     async def customer(
-        self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db, portal: Portal
+        self,
+        request: Request[Any, Any, Any],
+        customer_id: FromPath[str],
+        db: Db,
+        read_db: ReadDb,
+        portal: Portal,
     ) -> Template:
-        """The usage panel is rendered once here, then refreshes itself."""
+        """The usage panel is rendered once here, then refreshes itself. Who may see the
+        customer is read on the primary, the panel on the read replica when there is one."""
         customer = await visible_customer(request, db, customer_id)
-        panel = await usage_panel(portal, db, customer, now=portal.now())
+        panel = await usage_panel(portal, read_db, customer, now=portal.now())
         return page("customer.html", request, customer=customer, panel=panel)
 
     @get("/customers/{customer_id:str}/usage")
@@ -44,12 +50,13 @@ class CustomerOverviewController(PageController):
         request: Request[Any, Any, Any],
         customer_id: FromPath[str],
         db: Db,
+        read_db: ReadDb,
         portal: Portal,
         seen: FromQuery[str | None] = None,
     ) -> Response[Any]:
         """The usage panel alone; 204 when it would equal the version the page shows."""
         customer = await visible_customer(request, db, customer_id)
-        panel = await usage_panel(portal, db, customer, now=portal.now())
+        panel = await usage_panel(portal, read_db, customer, now=portal.now())
         if seen is not None and seen == panel.version:
             return Response(content=None, status_code=HTTP_204_NO_CONTENT)
         return Template(template_name="partials/usage_panel.html", context={"panel": panel})

@@ -26,6 +26,7 @@ from portal.pages.formatting import HOUR, day_of, grouped, hour_range, instant, 
 from portal.state import PortalState
 from portal.usage.anomaly_detection import recent_anomalies
 from portal.usage.combine import exact
+from portal.usage.completeness import complete_through_ms
 from portal.usage.schemas import AnomalyOut
 from portal.usage.service import live_usage
 
@@ -224,7 +225,8 @@ async def usage_panel(
 
     The period runs to `now` plus the ingest's future tolerance (no accepted event lies
     later), so the totals equal the usage API's for the whole period. "Complete through" is
-    shown to the minute, rounded down: every event accepted before it is in Postgres.
+    shown to the minute, rounded down: every event accepted before it is in Postgres, and
+    in what `db` reads (a replica: in what it has replayed).
     """
     ttl = portal.settings.catalog_cache_seconds
     setup = await _rating_setup(db, customer, now, ttl)
@@ -236,7 +238,7 @@ async def usage_panel(
     end = min(period.end, now + portal.settings.future_tolerance)
     meters = await _meters(db, ttl)
     # Redis (the watermark, live usage) runs while Postgres answers the cost and the alerts.
-    watermark_ms = asyncio.ensure_future(portal.live.watermark_ms())
+    watermark_ms = asyncio.ensure_future(complete_through_ms(portal.live, db))
     live = asyncio.gather(*(_meter_usage(portal, customer, meter, period, end) for meter in meters))
     try:
         estimate = (

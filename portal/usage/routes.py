@@ -10,11 +10,12 @@ from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import FromPath, FromQuery
 
 from portal.catalog import service as catalog
-from portal.dependencies import Db, Portal
+from portal.dependencies import Db, Portal, ReadDb
 from portal.http.schemas import check_time
-from portal.infrastructure.periods import period_for, to_datetime
+from portal.infrastructure.periods import period_for
 from portal.usage.anomaly_detection import recent_anomalies
 from portal.usage.combine import exact
+from portal.usage.completeness import complete_through as read_complete_through
 from portal.usage.schemas import AnomalyOut, UsageOut, UsagePointOut
 from portal.usage.service import billed_usage, live_usage
 
@@ -30,6 +31,7 @@ class UsageController(Controller):
         customer_id: FromPath[str],
         metric: FromQuery[str],
         db: Db,
+        read_db: ReadDb,
         portal: Portal,
         start: FromQuery[datetime | None] = None,
         end: FromQuery[datetime | None] = None,
@@ -38,7 +40,8 @@ class UsageController(Controller):
     ) -> UsageOut:
         """Usage of `metric` in [start, end) (default: the current billing period), as
         exact decimals in strings. Hours are the customer's local hours; days its local
-        days. `completeThrough`: every event accepted before it is in Postgres."""
+        days. `completeThrough`: every event accepted before it is in Postgres, and in
+        the replica this read (the billed numbers) when DATABASE_READ_URL names one."""
         customer = await catalog.get_customer(db, customer_id)
         if customer is None:
             raise NotFoundException(f"no customer {customer_id!r}")
@@ -59,7 +62,7 @@ class UsageController(Controller):
             raise ValidationException("end: must be after start")
         if (end - start).days > 400:
             raise ValidationException("end: a range covers at most 400 days")
-        complete_through = to_datetime(await portal.live.watermark_ms() / 1000)
+        complete_through = await read_complete_through(portal.live, read_db)
         args = dict(
             customer_id=customer_id,
             tz_name=customer.timezone,
@@ -71,7 +74,7 @@ class UsageController(Controller):
         if source == "live":
             usage = await live_usage(portal.live, **args)  # type: ignore[arg-type]
         else:
-            usage = await billed_usage(db, **args)  # type: ignore[arg-type]
+            usage = await billed_usage(read_db, **args)  # type: ignore[arg-type]
         return UsageOut(
             customer_id=customer_id,
             metric=metric,
@@ -91,10 +94,12 @@ class AnomalyController(Controller):
     opt = {"scope": "admin"}
 
     @get("/")
-    async def anomalies(self, customer_id: FromPath[str], db: Db, portal: Portal) -> list[AnomalyOut]:
+    async def anomalies(
+        self, customer_id: FromPath[str], db: Db, read_db: ReadDb, portal: Portal
+    ) -> list[AnomalyOut]:
         """Spikes, drops to zero and unusual silence in the last 48 settled hours of each
         sum or count meter, against the same hours of earlier weeks (or days)."""
         customer = await catalog.get_customer(db, customer_id)
         if customer is None:
             raise NotFoundException(f"no customer {customer_id!r}")
-        return await recent_anomalies(db, customer, await catalog.list_meters(db), now=portal.now())
+        return await recent_anomalies(read_db, customer, await catalog.list_meters(db), now=portal.now())

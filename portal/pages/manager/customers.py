@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.views import money_text
 from portal.catalog.schemas import Customer
-from portal.dependencies import Db, Portal
+from portal.dependencies import Portal, ReadDb
 from portal.pages.access import STAFF_GUARDS
 from portal.pages.manager.common import (
     PAGE_SIZE,
@@ -139,7 +139,7 @@ class ManagerCustomersController(PageController):
     async def customers(
         self,
         request: Request[Any, Any, Any],
-        db: Db,
+        read_db: ReadDb,
         portal: Portal,
         q: FromQuery[str | None] = None,
         sort: FromQuery[str | None] = None,
@@ -149,7 +149,7 @@ class ManagerCustomersController(PageController):
     ) -> Template:
         """Every customer the viewer may see, with this period's numbers. Parameters (all
         bookmarkable): q, sort (name, spend, change, alerts), order (asc, desc), alerts=1,
-        anomalies=1, page."""
+        anomalies=1, page. A report: read on the replica when there is one."""
         now = portal.now()
         search = text_param("q", q)
         sort_by = choice("sort", sort, SORTS, "name")
@@ -160,7 +160,7 @@ class ManagerCustomersController(PageController):
         params = query_items(request)
         if only_anomalies:
             every, _ = await _rows(
-                db,
+                read_db,
                 request,
                 q=search,
                 only_alerts=only_alerts,
@@ -170,13 +170,13 @@ class ManagerCustomersController(PageController):
                 offset=0,
                 now=now,
             )
-            counts = await anomaly_counts(db, [r.customer for r in every], now)
+            counts = await anomaly_counts(read_db, [r.customer for r in every], now)
             matching = [r for r in every if counts.get(r.customer.id, 0) > 0]
             pager = Pager(number, len(matching), "/portal/customers", params)
             shown = matching[pager.offset : pager.offset + PAGE_SIZE]
         else:
             shown, total = await _rows(
-                db,
+                read_db,
                 request,
                 q=search,
                 only_alerts=only_alerts,
@@ -187,8 +187,8 @@ class ManagerCustomersController(PageController):
                 now=now,
             )
             pager = Pager(number, total, "/portal/customers", params)
-            counts = await anomaly_counts(db, [r.customer for r in shown], now)
-        usage = await _usage(db, shown, now)
+            counts = await anomaly_counts(read_db, [r.customer for r in shown], now)
+        usage = await _usage(read_db, shown, now)
         rows = [
             CustomerRow(
                 r.customer,

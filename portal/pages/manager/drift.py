@@ -9,7 +9,7 @@ from litestar import Request, get
 from litestar.params import FromQuery
 from litestar.response import Template
 
-from portal.dependencies import Db
+from portal.dependencies import ReadDb
 from portal.live import repository as live_repository
 from portal.pages.access import STAFF_GUARDS
 from portal.pages.manager.common import customer_zones, text_param, visible_ids
@@ -23,22 +23,26 @@ class DriftController(PageController):
 
     @get("/drift")
     async def drift(
-        self, request: Request[Any, Any, Any], db: Db, customer: FromQuery[str | None] = None
+        self, request: Request[Any, Any, Any], read_db: ReadDb, customer: FromQuery[str | None] = None
     ) -> Template:
-        """Parameter: customer (an id)."""
+        """Parameter: customer (an id). A report: read on the replica when there is one."""
         customer_id = text_param("customer", customer)
-        run = await live_repository.latest_run(db)
+        run = await live_repository.latest_run(read_db)
         rows: list[tuple[Any, ...]] = []
         if run is not None:
             visible, params = visible_ids(request)
             found = await reports.drift_lines(
-                db, run_id=run[0], customer_id=customer_id, customers_sql=visible, customers_params=params
+                read_db,
+                run_id=run[0],
+                customer_id=customer_id,
+                customers_sql=visible,
+                customers_params=params,
             )
             rows = [
                 (cid, metric, exact(live), exact(billed), exact(diff))
                 for cid, metric, live, billed, diff in found
             ]
-        names = await customer_zones(db, {str(r[0]) for r in rows})
+        names = await customer_zones(read_db, {str(r[0]) for r in rows})
         return page(
             "manager/drift.html", request, run=run, rows=rows, names=names, customer=customer_id or ""
         )
