@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from typing import Any, NoReturn
 
 import asyncpg
@@ -15,9 +16,11 @@ from dramatiq.middleware import CurrentMessage
 from portal.infrastructure import metrics
 from portal.infrastructure.broker import INGEST_QUEUE
 from portal.infrastructure.settings import get_settings
-from portal.ingest.failed_events import key_safe, received_at_of
+from portal.ingest.events import AcceptedEvent
+from portal.ingest.failed_events import decode_row, key_safe, received_at_of
 from portal.ingest.handoff import holds
 from portal.ingest.partitions import forget_known
+from portal.live.store import SettledBatch
 from portal.operations.status import record_persist_failure
 from workers import log_filters
 from workers.alerting import request_evaluation
@@ -161,16 +164,57 @@ async def persist_events(batch: dict[str, Any]) -> None:
         settle_late_events_actor.send(invoice_id)
     if outcome.alert_customers:
         await request_evaluation(ctx, list(outcome.alert_customers))
-    if outcome.live_corrections and batch.get("countedLive") is True:
+    if batch.get("countedLive") is True:
         # After the commit, before the holds go: once the batch counts as persisted, the
-        # live view no longer holds the copies the ledger refused. If Redis fails here the
-        # message is delivered again, and the ledger names the same copies again.
-        await ctx.live.correct(message_id, outcome.live_corrections)
+        # live view counts each of its events once. If Redis fails here the message is
+        # delivered again; the ledger names the same copies again, and admits nothing anew.
+        settled = settled_batches(batch, outcome)
+        if settled is not None:
+            await ctx.live.settle(message_id, settled)
+        elif outcome.live_corrections:  # a message from before `heldEvents`
+            await ctx.live.correct(message_id, outcome.live_corrections)
     try:
         held = holds(batch)
     except (KeyError, TypeError):  # a message without id or holds holds nothing
         held = []
     await ctx.live.release(*held)
+
+
+def settled_batches(batch: dict[str, Any], outcome: PersistOutcome) -> list[SettledBatch] | None:
+    """Each customer's part of each accepted batch in the message, with the events this
+    commit admitted and the copies the ledger refused (pure). None for a message that does
+    not say which events each batch brought.
+
+    Rows are matched by (customer, event id): the first row of an event the commit admitted
+    is admitted; the last n rows of an event with n refused copies are the copies (a repeat
+    within the message follows the row the ledger kept)."""
+    sizes, hold_ids, rows = batch.get("heldEvents"), batch.get("holds"), batch.get("events")
+    if not (isinstance(sizes, list) and isinstance(hold_ids, list) and isinstance(rows, list)):
+        return None
+    if len(sizes) != len(hold_ids) or sum(sizes) != len(rows):
+        return None
+    keys = [(str(decode_row(row)[0]), str(decode_row(row)[1])) for row in rows]
+    admitted = {(e.customer_id, e.event_id): e for e in outcome.admitted}
+    copies = Counter((e.customer_id, e.event_id) for e in outcome.live_corrections)
+    occurrences = Counter(keys)
+    seen: Counter[tuple[str, str]] = Counter()
+    parts: dict[tuple[str, str], tuple[list[AcceptedEvent], list[AcceptedEvent]]] = {}
+    position = 0
+    for hold, size in zip(hold_ids, sizes, strict=True):
+        for index in range(position, position + int(size)):
+            key = keys[index]
+            nth = seen[key]
+            seen[key] += 1
+            admitted_here, refused_here = parts.setdefault((key[0], str(hold)), ([], []))
+            if nth == 0 and key in admitted:
+                admitted_here.append(admitted[key])
+            elif nth >= occurrences[key] - copies[key]:
+                refused_here.append(AcceptedEvent.from_wire(decode_row(rows[index])))
+        position += int(size)
+    return [
+        SettledBatch(customer_id, batch_id, tuple(admitted_here), tuple(refused_here))
+        for (customer_id, batch_id), (admitted_here, refused_here) in parts.items()
+    ]
 
 
 async def _recover(

@@ -60,6 +60,9 @@ class PersistOutcome:
     # Copies of events the ledger already held from another message, or held twice in this
     # one, that the ingest counted live: to be taken out of the live view after commit.
     live_corrections: tuple[AcceptedEvent, ...] = ()
+    # The events this commit admitted (not those an earlier delivery of the message did):
+    # what the live view lacks if the web never counted their batch (`LiveStore.settle`).
+    admitted: tuple[AcceptedEvent, ...] = ()
 
 
 def hourly_deltas(events: list[AcceptedEvent]) -> dict[str, dict[AggKey, HourDelta]]:
@@ -225,6 +228,7 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
         late_invoices=tuple(late),
         alert_customers=tuple(watched),
         live_corrections=tuple(copies),
+        admitted=tuple(admitted),
     )
 
 
@@ -237,6 +241,7 @@ def combined(outcomes: list[PersistOutcome]) -> PersistOutcome:
         late_invoices=tuple(sorted({i for o in outcomes for i in o.late_invoices})),
         alert_customers=tuple(sorted({c for o in outcomes for c in o.alert_customers})),
         live_corrections=tuple(e for o in outcomes for e in o.live_corrections),
+        admitted=tuple(e for o in outcomes for e in o.admitted),
     )
 
 

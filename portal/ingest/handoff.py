@@ -137,6 +137,9 @@ def merge(items: list[_Pending]) -> dict[str, Any]:
     return {
         "id": uuid.uuid4().hex,
         "holds": [item.hold for item in items],
+        # How many of `events` each hold's batch brought, in order: the worker settles the
+        # live view batch by batch (workers/ingest.py).
+        "heldEvents": [len(item.events) for item in items],
         "acceptedAt": min(item.accepted_ms for item in items),
         "events": [row for item in items for row in item.events],
         "conflicts": [row for item in items for row in item.conflicts],

@@ -112,7 +112,13 @@ def markers_expire_at(slot: int, window: timedelta) -> int:
 # Fingerprint digits a marker keeps: 64 bits tell a resent event from a different one sharing
 # its id (the ledger compares the whole fingerprint), in a quarter of the memory.
 MARKER_FINGERPRINT_CHARS = 16
-APPLIED_TTL = timedelta(minutes=2)  # longer than the web's live-apply retries (a minute)
+# A batch's applied key says who counted it live: "1" the web (every event it accepted),
+# "w" the persist worker (the events the ledger admitted, when the web had not counted the
+# batch: it died between the broker and the live view). The web's stays until the worker
+# settles the batch (in flight only; a week covers any backlog); then both stay as long as
+# the web may still retry its apply (a minute), so that retry counts nothing twice.
+APPLIED_TTL = timedelta(minutes=2)
+APPLIED_UNSETTLED_TTL = timedelta(days=7)
 CORRECTED_TTL = timedelta(days=1)  # longer than a persist message's redeliveries
 
 

@@ -143,6 +143,39 @@ return taken
 """
 )
 
+# KEYS[1]: the customer's index key. ARGV[1]: the message's corrected key; ARGV[2]: its TTL;
+# ARGV[3]: the settled applied keys' TTL (s); ARGV[4]: msgpack list of {applied key, ops
+# (above) counting the events this message's commit admitted, ops subtracting the copies the
+# ledger refused}, one per batch of the customer in the message.
+#
+# After the commit, per batch: if the web counted it ("1"), its refused copies are taken out
+# (once per message: the corrected key); if nobody did, the worker counts what the ledger
+# admitted and marks the batch "w", so a late apply by the web counts nothing. A redelivery
+# admits nothing new and corrects nothing again. Keys all carry the customer's tag.
+SETTLE_BATCHES = (
+    _RUN_OPS
+    + """
+local entries = cmsgpack.unpack(ARGV[4])
+local may_correct = nil
+for _, e in ipairs(entries) do
+  local state = redis.call('GET', e[1])
+  if state == '1' then
+    if #e[3] > 0 then
+      if may_correct == nil then
+        may_correct = redis.call('SET', ARGV[1], '1', 'NX', 'EX', ARGV[2]) and true or false
+      end
+      if may_correct then run_ops(KEYS[1], e[3]) end
+    end
+    redis.call('EXPIRE', e[1], ARGV[3])
+  elseif not state then
+    run_ops(KEYS[1], e[2])
+    redis.call('SET', e[1], 'w', 'EX', ARGV[3])
+  end
+end
+return 1
+"""
+)
+
 # KEYS[1]: the customer's index key. ARGV[1]: the message's corrected key; ARGV[2]: its TTL
 # (s); ARGV[3]: msgpack list of ops (above) subtracting the message's late duplicates.
 # Runs once per message and customer: a redelivered message corrects nothing again.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Context, Decimal, InvalidOperation, Overflow, localcontext
 from typing import Any, Protocol
@@ -177,6 +178,17 @@ def _correction_ops(events: Sequence[CountedEvent], lateness: timedelta) -> list
 _pack = msgspec.msgpack.Encoder().encode
 
 
+@dataclass(frozen=True, slots=True)
+class SettledBatch:
+    """One customer's part of one accepted batch in a persist message, after its commit:
+    the events the commit admitted, and the copies the ledger refused (`LiveStore.settle`)."""
+
+    customer_id: str
+    batch_id: str
+    admitted: Sequence[CountedEvent]
+    refused_copies: Sequence[CountedEvent]
+
+
 def _by_customer(events: Sequence[CountedEvent]) -> dict[str, list[int]]:
     by_customer: dict[str, list[int]] = defaultdict(list)
     for index, event in enumerate(events):
@@ -251,7 +263,8 @@ class LiveStore:
         persist worker subtracts the copy the ledger refuses (`correct`).
         """
         by_customer = _by_customer(events)
-        applied_ttl_s = int(keys.APPLIED_TTL.total_seconds())
+        # Until the persist worker settles the batch (`settle`), which shortens it.
+        applied_ttl_s = int(keys.APPLIED_UNSETTLED_TTL.total_seconds())
         calls = []
         for customer_id, indexes in by_customer.items():
             current, previous, expire_at = self._marker_hashes(customer_id, accepted_ms)
@@ -296,6 +309,37 @@ class LiveStore:
                         _pack(ops),
                     )
                 )
+        if calls:
+            await self._pipeline.run(calls)
+
+    async def settle(self, message_id: str, batches: Sequence[SettledBatch]) -> None:
+        """After a persist message's commit, make the live view count each of its batches
+        once: a batch the web counted keeps its count, less the copies the ledger refused
+        (once per message); a batch nobody counted yet (the web died between the broker and
+        the live view, or is still retrying) gets what the ledger admitted, and the web's
+        late apply then counts nothing. One script call per customer."""
+        by_customer: dict[str, list[list[Any]]] = defaultdict(list)
+        for batch in batches:
+            by_customer[batch.customer_id].append(
+                [
+                    keys.applied_key(batch.customer_id, batch.batch_id),
+                    _ops_for(batch.admitted, self.accepted_lateness),
+                    _correction_ops(batch.refused_copies, self.accepted_lateness),
+                ]
+            )
+        settled_ttl_s = int(keys.APPLIED_TTL.total_seconds())
+        corrected_ttl_s = int(keys.CORRECTED_TTL.total_seconds())
+        calls = [
+            (
+                scripts.SETTLE_BATCHES,
+                keys.index_key(customer_id),
+                keys.corrected_key(customer_id, message_id),
+                corrected_ttl_s,
+                settled_ttl_s,
+                _pack(entries),
+            )
+            for customer_id, entries in by_customer.items()
+        ]
         if calls:
             await self._pipeline.run(calls)
 

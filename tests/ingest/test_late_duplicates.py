@@ -14,9 +14,12 @@ import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
+from portal.infrastructure.broker import INGEST_QUEUE
+from portal.infrastructure.jobs import enqueue
 from portal.infrastructure.redis_client import keys_matching
 from portal.infrastructure.settings import Settings
 from portal.ingest.events import AcceptedEvent
+from portal.ingest.service import PERSIST_ACTOR, Ingestor
 from portal.live import redis_keys as live_keys
 from portal.live.store import LiveStore, live_value
 from tests.conftest import WorkerProcess, wait_until_persisted
@@ -148,3 +151,105 @@ async def test_a_redelivered_message_corrects_the_live_view_once(
     owners = await pg.fetch("SELECT DISTINCT message_key FROM event_ledger")
     assert len(owners) == 1 and owners[0]["message_key"] != 0
     assert first["id"] == "message-1"
+
+
+class WebDiesBeforeCounting:
+    """The web process's live apply, as if the process died once the batch was in the broker
+    and before it counted it live: the apply fails and nothing retries it. Each batch kept
+    is (batch id, accepted ms, events), for a test that brings the web's retry back later."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, batches: int = 1) -> None:
+        self.left = batches
+        self.kept: list[tuple[str, int, list[AcceptedEvent]]] = []
+        real_apply = LiveStore.apply
+        dying = self
+
+        async def apply(self: LiveStore, events: Any, batch_id: str, accepted_ms: int) -> set[int]:
+            if dying.left > 0:
+                dying.left -= 1
+                raise ConnectionError("the web process died here")
+            return await real_apply(self, events, batch_id, accepted_ms)
+
+        def keep(_: Ingestor, batch_id: str, accepted_ms: int, events: list[AcceptedEvent]) -> None:
+            dying.kept.append((batch_id, accepted_ms, events))
+
+        monkeypatch.setattr(LiveStore, "apply", apply)
+        monkeypatch.setattr(Ingestor, "_apply_later", keep)
+
+
+async def test_a_batch_the_web_never_counted_live_is_counted_once_when_resent(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a web node that put a batch in the broker and died before counting it live
+    WebDiesBeforeCounting(monkeypatch)
+    batch = [event(quantity="2.5", dimensions={"region": "eu"}), event(metric="requests", quantity=1)]
+    assert await send(client, ingest_key, batch) == {"accepted": 2, "duplicates": 0, "rejected": []}
+    # When the client, having no answer, sends it again (through another node): no marker
+    # says it was seen, so it is accepted and counted live, and both copies are persisted
+    assert await send(client, ingest_key, batch) == {"accepted": 2, "duplicates": 0, "rejected": []}
+    await wait_until_persisted(redis)
+    # Then live equals billed: the copy the ledger kept is counted once, the other not at all
+    assert await live_and_billed(client, admin_key, "api_calls") == ("2.5", "2.5")
+    assert await live_and_billed(client, admin_key, "requests") == ("1", "1")
+
+
+async def test_the_webs_late_apply_after_the_worker_settled_the_batch_counts_nothing(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a batch whose live apply failed (Redis blinked), persisted before the web's retry
+    dying = WebDiesBeforeCounting(monkeypatch)
+    batch = [
+        event(quantity="4", dimensions={"region": "us"}),
+        event(quantity="0.5", dimensions={"region": "eu"}),
+    ]
+    assert await send(client, ingest_key, batch) == {"accepted": 2, "duplicates": 0, "rejected": []}
+    await wait_until_persisted(redis)
+    assert await live_and_billed(client, admin_key, "api_calls") == ("4.5", "4.5")
+    # When the web's retry of the apply comes after all
+    [(batch_id, accepted_ms, events)] = dying.kept
+    live = LiveStore(
+        redis, accepted_lateness=settings.accepted_lateness, marker_window=settings.dedup_marker_window
+    )
+    await live.apply(events, batch_id, accepted_ms)
+    # Then it counts nothing: the worker counted the batch and said so
+    assert await live_and_billed(client, admin_key, "api_calls") == ("4.5", "4.5")
+
+
+async def test_a_message_the_web_never_counted_is_counted_once_however_often_delivered(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+) -> None:
+    # Given a persist message of two batches that the web never counted live
+    rows = [wire(customer="acme", quantity=q) for q in ("1", "2", "3.25")]
+    message = {
+        "id": "message-uncounted",
+        "holds": ["batch-a", "batch-b"],
+        "heldEvents": [2, 1],
+        "acceptedAt": int(time.time() * 1000),
+        "events": rows,
+        "conflicts": [],
+        "countedLive": True,
+    }
+    await redis.zadd(live_keys.INFLIGHT_KEY, dict.fromkeys(message["holds"], message["acceptedAt"]))
+    # When it is delivered three times
+    for _ in range(3):
+        await enqueue(PERSIST_ACTOR, INGEST_QUEUE, message)
+    await wait_until_persisted(redis)
+    # Then the live view counts each event once, as the bill does
+    assert await live_and_billed(client, admin_key, "api_calls") == ("6.25", "6.25")
