@@ -112,7 +112,8 @@ end
 # event; ARGV[6]: this batch's applied key; ARGV[7]: its TTL (s).
 #
 # Applying a batch twice counts it once (a retry after a lost reply): the first run sets the
-# applied key, and a second finds it and returns {-1}. Otherwise the markers of events not
+# applied key to '1', and a second finds it and returns {-1}. If the persist worker settled
+# the batch first ('w', see SETTLE_BATCHES), the markers are set and nothing is counted. Otherwise the markers of events not
 # yet marked are set, every event is counted, and the 1-based positions of the events
 # another request marked first (between our check and now) are returned: the answer calls
 # them duplicates, but both copies are in the broker and the live view must not miss the one
@@ -121,7 +122,8 @@ APPLY_BATCH = (
     _CHUNK
     + _RUN_OPS
     + """
-if redis.call('EXISTS', ARGV[6]) == 1 then return {-1} end
+local counted = redis.call('GET', ARGV[6])
+if counted == '1' then return {-1} end
 local batch = cmsgpack.unpack(ARGV[4])
 local ids, prints = batch[1], batch[2]
 local seen = lookup(ARGV[1], ARGV[2], ids)
@@ -137,6 +139,9 @@ for s = 1, #fresh, 2 * CHUNK do
   redis.call('HSET', ARGV[1], unpack(fresh, s, math.min(s + 2 * CHUNK - 1, #fresh)))
 end
 if #fresh > 0 then redis.call('EXPIREAT', ARGV[1], ARGV[3]) end
+-- 'w': the persist worker settled the batch first and counted what the ledger admitted;
+-- the markers are still the web's to set, so a resend is answered as a duplicate.
+if counted then return taken end
 run_ops(KEYS[1], cmsgpack.unpack(ARGV[5]))
 redis.call('SET', ARGV[6], '1', 'EX', ARGV[7])
 return taken

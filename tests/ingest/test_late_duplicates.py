@@ -224,8 +224,10 @@ async def test_the_webs_late_apply_after_the_worker_settled_the_batch_counts_not
         redis, accepted_lateness=settings.accepted_lateness, marker_window=settings.dedup_marker_window
     )
     await live.apply(events, batch_id, accepted_ms)
-    # Then it counts nothing: the worker counted the batch and said so
+    # Then it counts nothing (the worker counted the batch and said so), and sets the markers:
+    # a resend is answered as a duplicate
     assert await live_and_billed(client, admin_key, "api_calls") == ("4.5", "4.5")
+    assert await send(client, ingest_key, batch) == {"accepted": 0, "duplicates": 2, "rejected": []}
 
 
 async def test_a_message_the_web_never_counted_is_counted_once_however_often_delivered(
