@@ -19,7 +19,9 @@ Redis keys it owns (`{c}` is the customer's hash tag):
 - `lk:{c}` ZSET, the customer's `lu:` keys scored by hour: no expiry.
 - `ld:{c}:<slot>` HASH, the dedup markers of one marker window (`PORTAL_DEDUP_MARKER_MINUTES`,
   30): each expires two windows after its window opened.
-- `la:{c}:<batchId>` STRING, 2 minutes: this batch's live apply ran (idempotent retries).
+- `la:{c}:<batchId>` STRING: who counted this batch live, `1` the web or `w` the persist
+  worker (idempotent applies; the worker's settle). Until the worker settles it (at most
+  7 days), then 2 minutes.
 - `lc:{c}:<messageId>` STRING, a day: the worker corrected this message's late duplicates.
 - `lt:{c}:union:<n>` SET, scratch for a distinct count across hours, deleted by the script
   that makes it.
