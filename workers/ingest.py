@@ -170,7 +170,7 @@ async def persist_events(batch: dict[str, Any]) -> None:
         # delivered again; the ledger names the same copies again, and admits nothing anew.
         settled = settled_batches(batch, outcome)
         if settled is not None:
-            await ctx.live.settle(message_id, settled)
+            await ctx.live.settle(message_id, settled, _accepted_ms(batch))
         elif outcome.live_corrections:  # a message from before `heldEvents`
             await ctx.live.correct(message_id, outcome.live_corrections)
     try:
@@ -178,6 +178,12 @@ async def persist_events(batch: dict[str, Any]) -> None:
     except (KeyError, TypeError):  # a message without id or holds holds nothing
         held = []
     await ctx.live.release(*held)
+
+
+def _accepted_ms(batch: dict[str, Any]) -> int:
+    """When the message's first batch was accepted (epoch ms): the window its markers go in."""
+    accepted = batch.get("acceptedAt")
+    return accepted if isinstance(accepted, int) else int(time.time() * 1000)
 
 
 def settled_batches(batch: dict[str, Any], outcome: PersistOutcome) -> list[SettledBatch] | None:

@@ -113,11 +113,12 @@ end
 #
 # Applying a batch twice counts it once (a retry after a lost reply): the first run sets the
 # applied key to '1', and a second finds it and returns {-1}. If the persist worker settled
-# the batch first ('w', see SETTLE_BATCHES), the markers are set and nothing is counted. Otherwise the markers of events not
-# yet marked are set, every event is counted, and the 1-based positions of the events
-# another request marked first (between our check and now) are returned: the answer calls
-# them duplicates, but both copies are in the broker and the live view must not miss the one
-# the ledger keeps, so both are counted and the worker subtracts the one the ledger refuses.
+# the batch first ('w', see SETTLE_BATCHES), the markers are set and nothing is counted.
+# Otherwise the markers of events not yet marked are set, every event is counted, and the
+# 1-based positions of the events another request marked first (between our check and now)
+# are returned: the answer calls them duplicates, but both copies are in the broker and the
+# live view must not miss the one the ledger keeps, so both are counted and the worker
+# subtracts the one the ledger refuses.
 APPLY_BATCH = (
     _CHUNK
     + _RUN_OPS
@@ -151,14 +152,17 @@ return taken
 # KEYS[1]: the customer's index key. ARGV[1]: the message's corrected key; ARGV[2]: its TTL;
 # ARGV[3]: the settled applied keys' TTL (s); ARGV[4]: msgpack list of {applied key, ops
 # (above) counting the events this message's commit admitted, ops subtracting the copies the
-# ledger refused}, one per batch of the customer in the message.
+# ledger refused, the marker hash to mark the admitted events in, its EXPIREAT, their ids,
+# their fingerprint digits}, one per batch of the customer in the message.
 #
 # After the commit, per batch: if the web counted it ("1"), its refused copies are taken out
 # (once per message: the corrected key); if nobody did, the worker counts what the ledger
-# admitted and marks the batch "w", so a late apply by the web counts nothing. A redelivery
+# admitted, sets its dedup markers, and marks the batch "w", so a late apply by the web
+# counts nothing and a resend is answered as a duplicate. A redelivery
 # admits nothing new and corrects nothing again. Keys all carry the customer's tag.
 SETTLE_BATCHES = (
-    _RUN_OPS
+    _CHUNK
+    + _RUN_OPS
     + """
 local entries = cmsgpack.unpack(ARGV[4])
 local may_correct = nil
@@ -174,6 +178,12 @@ for _, e in ipairs(entries) do
     redis.call('EXPIRE', e[1], ARGV[3])
   elseif not state then
     run_ops(KEYS[1], e[2])
+    local ids, prints, marks = e[6], e[7], {}
+    for i = 1, #ids do marks[#marks + 1] = ids[i]; marks[#marks + 1] = prints[i] end
+    for s = 1, #marks, 2 * CHUNK do
+      redis.call('HSET', e[4], unpack(marks, s, math.min(s + 2 * CHUNK - 1, #marks)))
+    end
+    if #ids > 0 then redis.call('EXPIREAT', e[4], e[5]) end
     redis.call('SET', e[1], 'w', 'EX', ARGV[3])
   end
 end

@@ -312,19 +312,26 @@ class LiveStore:
         if calls:
             await self._pipeline.run(calls)
 
-    async def settle(self, message_id: str, batches: Sequence[SettledBatch]) -> None:
+    async def settle(self, message_id: str, batches: Sequence[SettledBatch], accepted_ms: int) -> None:
         """After a persist message's commit, make the live view count each of its batches
         once: a batch the web counted keeps its count, less the copies the ledger refused
         (once per message); a batch nobody counted yet (the web died between the broker and
         the live view, or is still retrying) gets what the ledger admitted, and the web's
-        late apply then counts nothing. One script call per customer."""
+        late apply then counts nothing. A batch the worker counts also gets its dedup markers
+        (in the window of `accepted_ms`, epoch ms), so a resend is answered as a duplicate.
+        One script call per customer."""
         by_customer: dict[str, list[list[Any]]] = defaultdict(list)
         for batch in batches:
+            marker_hash, _, expire_at = self._marker_hashes(batch.customer_id, accepted_ms)
             by_customer[batch.customer_id].append(
                 [
                     keys.applied_key(batch.customer_id, batch.batch_id),
                     _ops_for(batch.admitted, self.accepted_lateness),
                     _correction_ops(batch.refused_copies, self.accepted_lateness),
+                    marker_hash,
+                    expire_at,
+                    [e.event_id for e in batch.admitted],
+                    [e.fingerprint[: keys.MARKER_FINGERPRINT_CHARS] for e in batch.admitted],
                 ]
             )
         settled_ttl_s = int(keys.APPLIED_TTL.total_seconds())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -160,11 +160,18 @@ async def set_channel_secrets(
     """Store each (channel id, destination, signing secret), encrypted, in one batch."""
     if not rewritten:
         return
-    # SQLAlchemy's bulk UPDATE by primary key: one statement executed for every row.
+    # One statement executed for every row. By id alone (the key is (id, customer_id)), so
+    # through the table, not the ORM's bulk update by primary key.
+    table: Any = ChannelRow.__table__  # type: ignore[attr-defined]
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("channel_id"))
+        .values(destination_encrypted=bindparam("destination"), signing_secret_encrypted=bindparam("signing"))
+    )
     await session.execute(
-        update(ChannelRow),
+        statement,
         [
-            {"id": cid, "destination_encrypted": destination, "signing_secret_encrypted": signing}
+            {"channel_id": cid, "destination": destination, "signing": signing}
             for cid, destination, signing in rewritten
         ],
     )
