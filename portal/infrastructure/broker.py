@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 import dramatiq
@@ -32,6 +31,7 @@ from dramatiq.encoder import Encoder, MessageData
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.middleware import AsyncIO, CurrentMessage
 
+from portal.infrastructure.enqueue_patience import EnqueuePatience
 from portal.infrastructure.rabbitmq_broker import ResilientRabbitmqBroker, is_amqp_url
 from portal.infrastructure.settings import Settings
 
@@ -141,19 +141,14 @@ class _ResilientConsumer(_RedisConsumer):
 
 class ResilientRedisBroker(RedisBroker):
     """Dramatiq's Redis broker whose consumers survive outages (`_ResilientConsumer`) and
-    whose `enqueue` waits up to `enqueue_patience_s` for Redis to come back.
-
-    Patience matters in workers: Dramatiq schedules a retry by enqueueing it from the
-    worker thread, and when that enqueue failed the message was acknowledged anyway, with
-    no retry queued: an outage at that moment lost the message. The web and the scheduler
-    keep no patience (0): the web answers 503 at once, the scheduler skips a tick.
+    whose `enqueue` waits up to `enqueue_patience_s` for Redis to come back
+    (`portal/infrastructure/enqueue_patience.py` says why workers need that).
     """
 
     def __init__(self, *, enqueue_patience_s: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self.enqueue_patience_s = enqueue_patience_s
-        self._waiting_since: float | None = None
-        self._waiting_lock = threading.Lock()
+        self.patience = EnqueuePatience(enqueue_patience_s, REDIS_UNAVAILABLE)
         # Per queue, the ids of messages a consumer handed to this process's worker threads
         # and that are not acknowledged yet: not orphans after a lost connection.
         self._in_hand: dict[str, set[str]] = {}
@@ -176,37 +171,9 @@ class ResilientRedisBroker(RedisBroker):
         return _ResilientConsumer
 
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
-        deadline = time.monotonic() + self.enqueue_patience_s
-        pause = 0.1
-        while True:
-            try:
-                sent: dramatiq.Message[Any] = super().enqueue(message, delay=delay)
-            except REDIS_UNAVAILABLE as exc:
-                if time.monotonic() + pause > deadline:
-                    raise
-                self._note_wait(exc)
-                time.sleep(pause)
-                pause = min(pause * 2, 2.0)
-                continue
-            if self._waiting_since is not None:
-                self._note_back()
-            return sent
-
-    def _note_wait(self, exc: Exception) -> None:
-        with self._waiting_lock:
-            if self._waiting_since is None:
-                self._waiting_since = time.monotonic()
-                log.warning(
-                    "broker unavailable (%s); enqueues wait up to %.0f s for it",
-                    type(exc).__name__,
-                    self.enqueue_patience_s,
-                )
-
-    def _note_back(self) -> None:
-        with self._waiting_lock:
-            if self._waiting_since is not None:
-                log.warning("broker available again after %.1f s", time.monotonic() - self._waiting_since)
-                self._waiting_since = None
+        enqueue = super().enqueue
+        sent: dramatiq.Message[Any] = self.patience.send(lambda: enqueue(message, delay=delay))
+        return sent
 
 
 Broker = ResilientRedisBroker | ResilientRabbitmqBroker

@@ -24,8 +24,6 @@ worker's connection drops. The actors are idempotent, so the outcome is exactly 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from typing import Any
 
 import dramatiq
@@ -33,6 +31,8 @@ import pika
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import xq_name
 from dramatiq.errors import ConnectionClosed
+
+from portal.infrastructure.enqueue_patience import EnqueuePatience
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +92,8 @@ class ResilientRabbitmqBroker(RabbitmqBroker):
         super().__init__(url=urls, confirm_delivery=True)
         self.url = url  # for the operator's connections (portal/infrastructure/rabbitmq_admin.py)
         self.enqueue_patience_s = enqueue_patience_s
+        self.patience = EnqueuePatience(enqueue_patience_s, (ConnectionClosed,))
         self._version: tuple[int, ...] | None = None
-        self._waiting_since: float | None = None
-        self._waiting_lock = threading.Lock()
 
     @property
     def version(self) -> tuple[int, ...]:
@@ -113,35 +112,7 @@ class ResilientRabbitmqBroker(RabbitmqBroker):
         return self.channel.queue_declare(queue=xq_name(queue_name), durable=True, arguments=arguments)
 
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
-        deadline = time.monotonic() + self.enqueue_patience_s
-        pause = 0.1
-        while True:
-            try:
-                # Dramatiq reconnects and tries again 5 times before raising ConnectionClosed.
-                sent: dramatiq.Message[Any] = super().enqueue(message, delay=delay)
-            except ConnectionClosed as exc:
-                if time.monotonic() + pause > deadline:
-                    raise
-                self._note_wait(exc)
-                time.sleep(pause)
-                pause = min(pause * 2, 2.0)
-                continue
-            if self._waiting_since is not None:
-                self._note_back()
-            return sent
-
-    def _note_wait(self, exc: Exception) -> None:
-        with self._waiting_lock:
-            if self._waiting_since is None:
-                self._waiting_since = time.monotonic()
-                log.warning(
-                    "broker unavailable (%s); enqueues wait up to %.0f s for it",
-                    type(exc).__name__,
-                    self.enqueue_patience_s,
-                )
-
-    def _note_back(self) -> None:
-        with self._waiting_lock:
-            if self._waiting_since is not None:
-                log.warning("broker available again after %.1f s", time.monotonic() - self._waiting_since)
-                self._waiting_since = None
+        # Dramatiq reconnects and tries again 5 times before raising ConnectionClosed.
+        enqueue = super().enqueue
+        sent: dramatiq.Message[Any] = self.patience.send(lambda: enqueue(message, delay=delay))
+        return sent
