@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import importlib
 import os
-import pkgutil
 import shutil
 import signal
 import socket
@@ -25,8 +24,7 @@ import asyncpg
 # Imported here, at a shallow stack: otherwise hypothesis' pytest plugin imports it at the
 # end of a run that had no property test, deep inside pluggy, where CPython 3.11.7's
 # parser fails ("AST constructor recursion depth mismatch") rewriting its modules.
-import hypothesis
-import hypothesis.strategies._internal
+import hypothesis  # noqa: F401
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -49,8 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # The same for the strategy modules hypothesis imports lazily: `st.randoms()`, drawn deep
 # inside a schemathesis case (tests/http/test_fuzz_openapi.py), imported its module there
 # and failed the test on a fresh clone, where pytest rewrites each module on first import.
-for _strategies in pkgutil.iter_modules(hypothesis.strategies._internal.__path__):
-    importlib.import_module(f"hypothesis.strategies._internal.{_strategies.name}")
+# Not `regex`: importing it reads hypothesis' storage, which a conftest may not do.
+for _lazy in ("random", "types", "flatmapped", "attrs"):
+    importlib.import_module(f"hypothesis.strategies._internal.{_lazy}")
 
 # The SMTP server and HTTP receiver that deliveries go to (fixtures: mail_sink, hook_sink, …).
 pytest_plugins = ["tests.sinks"]
