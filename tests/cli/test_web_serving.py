@@ -18,6 +18,10 @@ def test_web_leaves_forwarded_headers_to_the_trusted_proxies_setting(
     served: dict[str, Any] = {}
     monkeypatch.setattr(os, "environ", os.environ.copy())  # the command exports its settings
     monkeypatch.setenv("PORTAL_DATA_DIR", str(tmp_path))
+    # Named stores, so the command starts no embedded servers (it would leave them running:
+    # uvicorn does not really run here). It connects to neither before serving.
+    monkeypatch.setenv("DATABASE_URL", "postgresql://portal@127.0.0.1:1/portal")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(options, app=app))
     main(["web", "--port", "8123"])
     # uvicorn's default trusts X-Forwarded-For from 127.0.0.1: any local process could then
