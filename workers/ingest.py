@@ -199,7 +199,8 @@ def settled_batches(batch: dict[str, Any], outcome: PersistOutcome) -> list[Sett
         return None
     if len(sizes) != len(hold_ids) or sum(sizes) != len(rows):
         return None
-    keys = [(str(decode_row(row)[0]), str(decode_row(row)[1])) for row in rows]
+    decoded = [decode_row(row) for row in rows]
+    keys = [(str(row[0]), str(row[1])) for row in decoded]
     admitted = {(e.customer_id, e.event_id): e for e in outcome.admitted}
     copies = Counter((e.customer_id, e.event_id) for e in outcome.live_corrections)
     occurrences = Counter(keys)
@@ -215,7 +216,7 @@ def settled_batches(batch: dict[str, Any], outcome: PersistOutcome) -> list[Sett
             if nth == 0 and key in admitted:
                 admitted_here.append(admitted[key])
             elif nth >= occurrences[key] - copies[key]:
-                refused_here.append(AcceptedEvent.from_wire(decode_row(rows[index])))
+                refused_here.append(AcceptedEvent.from_wire(decoded[index]))
         position += int(size)
     return [
         SettledBatch(customer_id, batch_id, tuple(admitted_here), tuple(refused_here))
