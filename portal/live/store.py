@@ -256,11 +256,12 @@ class LiveStore:
 
     async def apply(self, events: Sequence[CountedEvent], batch_id: str, accepted_ms: int) -> set[int]:
         """Set the dedup markers of batch `batch_id` and add its `events` to the hourly
-        counters; applying the same batch again changes nothing.
+        counters; applying the same batch again changes nothing, and after the persist
+        worker counted it (`settle`) only the markers are set.
 
         Returns the indexes of events whose marker another request set first (between our
         check and now). They are counted too: both copies are in the broker, and the
-        persist worker subtracts the copy the ledger refuses (`correct`).
+        persist worker subtracts the copy the ledger refuses (`settle`).
         """
         by_customer = _by_customer(events)
         # Until the persist worker settles the batch (`settle`), which shortens it.
@@ -290,7 +291,8 @@ class LiveStore:
         return taken
 
     async def correct(self, message_id: str, events: Sequence[CountedEvent]) -> None:
-        """Take `events` out of the live counters: copies of events the ledger already held,
+        """For persist messages from before `heldEvents` (`settle` does it for the others):
+        take `events` out of the live counters: copies of events the ledger already held,
         which the ingest counted live (a resend after its marker expired, or two requests
         racing). Once per message and customer, however often the message is delivered."""
         if not events:
