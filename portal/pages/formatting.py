@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from jinja2 import Environment
 
+from portal.billing.currencies import minor_units
 from portal.infrastructure.periods import zone
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -67,12 +68,83 @@ def grouped(value: object) -> str:
 
 
 def money(amount: object, currency: str) -> str:
-    """'USD 1,234.50': the exact amount as stored (already in the currency's minor unit)."""
-    return f"{currency} {grouped(amount)}"
+    """'USD 1,234.50': the exact amount with the currency's decimals ('USD 19.54' for a
+    stored 19.540000, 'JPY 1,200'); digits beyond them are kept only where they are not
+    zero (a unit price of USD 0.000125), so the text is never rounded."""
+    return f"{currency} {grouped(plain_amount(amount, currency))}"
+
+
+def plain_amount(amount: object, currency: str) -> str:
+    """The amount's digits as `money` shows them, without separators or code."""
+    try:
+        value = amount if isinstance(amount, Decimal) else Decimal(str(amount))
+    except ArithmeticError:
+        return str(amount)
+    if not value.is_finite():
+        return str(amount)
+    try:
+        places = minor_units(currency)
+    except ValueError:
+        places = 2
+    text = format(value, "f")
+    whole, _, fraction = text.partition(".")
+    fraction = fraction.rstrip("0")
+    fraction = fraction.ljust(places, "0")
+    return f"{whole}.{fraction}" if fraction else whole
+
+
+def measure(quantity: object, unit: str) -> str:
+    """'1,657 calls', '1 call', '42 GB': a quantity with its meter's unit, the unit in the
+    plural when it is a word (a lower-case unit such as 'call' or 'user') and the quantity
+    is not exactly one. Abbreviations ('GB', 'vCPU-h') are never inflected."""
+    text = grouped(quantity)
+    return f"{text} {unit_for(quantity, unit)}" if unit else text
+
+
+def unit_for(quantity: object, unit: str) -> str:
+    """The unit as `measure` writes it after `quantity` ('calls', 'call', 'GB')."""
+    if not unit or not unit.isalpha() or not unit.islower():
+        return unit
+    try:
+        one = Decimal(str(quantity)) == 1
+    except ArithmeticError:
+        one = False
+    if one:
+        return unit
+    if unit.endswith(("s", "x", "z", "ch", "sh")):
+        return unit + "es"
+    if unit.endswith("y") and unit[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return unit[:-1] + "ies"
+    return unit + "s"
+
+
+def dimensions_text(dimensions: object) -> str:
+    """'region: apac, plan: pro' for an event's dimensions; '—' for none."""
+    if not isinstance(dimensions, dict) or not dimensions:
+        return "—"
+    return ", ".join(f"{key}: {value}" for key, value in sorted(dimensions.items()))
+
+
+def metric_label(metric_name: str) -> str:
+    """'API calls' for 'api_calls', 'Storage GB' for 'storage_gb': a readable fallback for a
+    meter that has no charge description to show."""
+    words = metric_name.replace("-", "_").split("_")
+    known = {"api": "API", "gb": "GB", "mb": "MB", "tb": "TB", "cpu": "CPU", "id": "ID", "url": "URL"}
+    shown = [known.get(word.lower(), word.lower()) for word in words if word]
+    if not shown:
+        return metric_name
+    first = shown[0]
+    shown[0] = first if first.isupper() else first[:1].upper() + first[1:]
+    return " ".join(shown)
 
 
 def register_filters(environment: Environment) -> None:
-    """Jinja filters the templates use: `at | instant(tz)`, `n | grouped`, `x | money(cur)`."""
+    """Jinja filters the templates use: `at | instant(tz)`, `n | grouped`, `x | money(cur)`,
+    `n | measure(unit)`, `unit | unit_for(n)`, `dims | dimensions_text`, `name | metric_label`."""
     environment.filters["instant"] = lambda at, tz: instant(at, tz) if at is not None else "—"
     environment.filters["grouped"] = grouped
     environment.filters["money"] = money
+    environment.filters["measure"] = measure
+    environment.filters["unit_for"] = unit_for
+    environment.filters["dimensions_text"] = dimensions_text
+    environment.filters["metric_label"] = metric_label
