@@ -334,7 +334,7 @@ async def test_catalog_upload_applies_the_file(client: Client, pg: asyncpg.Conne
     detail = await client.get("/portal/admin/plans/tokens-eur")
     assert detail.status_code == 200
     assert "<h1>Tokens EUR</h1>" in detail.text
-    assert "<dd>EUR 20 per period" in detail.text
+    assert "<dd>EUR 20.00 per period" in detail.text
     assert "<dd>1,000 units free</dd>" in detail.text
     assert (
         '<tr><th scope="row">1</th><td class="num">100,000</td>\n'
