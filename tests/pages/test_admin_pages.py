@@ -338,11 +338,11 @@ async def test_catalog_upload_applies_the_file(client: Client, pg: asyncpg.Conne
     assert "<dd>1,000 units free</dd>" in detail.text
     assert (
         '<tr><th scope="row">1</th><td class="num">100,000</td>\n'
-        '          <td class="num">EUR 0.002</td><td class="num">EUR 0</td></tr>'
+        '          <td class="num">EUR 0.002</td><td class="num">EUR 0.00</td></tr>'
     ) in detail.text
     assert '<td class="num">above 100,000</td>' in detail.text
     assert "<li>10 % off: launch</li>" in detail.text
-    assert "<strong>EUR 50</strong> per period" in detail.text
+    assert "<strong>EUR 50.00</strong> per period" in detail.text
     assert "<code>initech</code></a></li>" in detail.text
     assert (await client.get("/portal/admin/plans/nope")).status_code == 404
 
