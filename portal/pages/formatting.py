@@ -145,6 +145,6 @@ def register_filters(environment: Environment) -> None:
     environment.filters["grouped"] = grouped
     environment.filters["money"] = money
     environment.filters["measure"] = measure
-    environment.filters["unit_for"] = unit_for
+    environment.filters["unit_for"] = lambda unit, quantity: unit_for(quantity, unit)
     environment.filters["dimensions_text"] = dimensions_text
     environment.filters["metric_label"] = metric_label
