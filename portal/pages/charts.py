@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from portal.infrastructure.periods import hour_buckets, local_midnight, to_datetime
 from portal.pages.chart_axes import LABEL_WIDTHS, Label, date_labels, nice_ticks, range_text
-from portal.pages.formatting import day_of, hour_range, measure, to_local
+from portal.pages.formatting import day_of, hour_range, measure, to_local, unit_for
 from portal.usage.combine import exact
 
 # Room above the plot for the top value label and below it for the date labels (px).
@@ -89,6 +89,7 @@ class BarChart:
     later: float | None  # percent: where the part of the range still to come begins
     rows: tuple[HourRow, ...]
     summary: str  # what the chart shows, in words (its accessible name)
+    units: str = ""  # the unit as a column of several values is headed ("calls", "GB")
 
     @property
     def empty(self) -> bool:
@@ -135,9 +136,7 @@ def hourly_bars(
     if not points and (start is None or end is None):
         slots: list[datetime] = []
     else:
-        slots = hour_slots(
-            start or points[0][0], end or points[-1][0] + timedelta(hours=1), tz_name
-        )
+        slots = hour_slots(start or points[0][0], end or points[-1][0] + timedelta(hours=1), tz_name)
     return _bars(points, slots, "hour", hour_range, height, tz_name, unit, name, scale_peak)
 
 
@@ -232,12 +231,11 @@ def _bars(
             for t in ticks
         ),
         day_ticks=tuple(_pct(i * slot) for i, _ in days) if len(days) <= MAX_DAY_TICKS else (),
-        label_sets=tuple(
-            LabelSet(size, date_labels(days, n, width)) for size, width in LABEL_WIDTHS.items()
-        ),
+        label_sets=tuple(LabelSet(size, date_labels(days, n, width)) for size, width in LABEL_WIDTHS.items()),
         later=_pct((last + 1) * slot) if points and last + 1 < n else None,
         rows=tuple(rows),
         summary=_summary(name, granularity, days, slots, values, label, tz_name, unit),
+        units=unit_for(2, unit),
     )
 
 

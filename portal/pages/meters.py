@@ -34,7 +34,7 @@ from portal.live import redis_keys as keys
 from portal.pages.access import visible_customer
 from portal.pages.charts import BarChart, daily_bars, hourly_bars
 from portal.infrastructure.domain_errors import NotFound
-from portal.pages.formatting import instant, metric_label, to_local
+from portal.pages.formatting import instant, metric_label, to_local, unit_for
 from portal.pages.service import TOTAL_LABELS
 from portal.pages.usage_breakdown import usage_by_dimension
 from portal.pages.usage_selection import (
@@ -62,6 +62,7 @@ CSV_SUFFIX = ".csv"
 class GroupView:
     value: str
     total: str
+    unit: str  # as written after the total ("calls", "1 call")
     chart: BarChart
 
 
@@ -72,6 +73,8 @@ class MeterView:
     metric_name: str
     title: str  # the plan's charge description, else the metric name in words
     unit: str
+    units: str  # the unit heading a column of values ("calls")
+    total_unit: str  # the unit after the total ("calls", "call" after exactly 1)
     total_label: str
     total: str
     granularity: str
@@ -183,8 +186,15 @@ async def meter_view(
     # One value axis for every breakdown chart, so that their bars compare.
     shared = max((p.value for g in charted for p in g.series), default=Decimal(0))
     group_charts = tuple(
-        _chart(g.series, selection, tz, meter.unit, f"{title} ({selection.group} {g.value})",
-               height=GROUP_CHART_HEIGHT, scale_peak=shared)
+        _chart(
+            g.series,
+            selection,
+            tz,
+            meter.unit,
+            f"{title} ({selection.group} {g.value})",
+            height=GROUP_CHART_HEIGHT,
+            scale_peak=shared,
+        )
         for g in charted
     )
     view = MeterView(
@@ -193,6 +203,8 @@ async def meter_view(
         metric_name=meter.metric_name,
         title=title,
         unit=meter.unit,
+        units=unit_for(2, meter.unit),
+        total_unit=unit_for(usage.total, meter.unit),
         total_label=TOTAL_LABELS.get(meter.aggregation, "Total").replace("this period", "in this range"),
         total=exact(usage.total),
         granularity=selection.granularity,
@@ -204,7 +216,8 @@ async def meter_view(
         chart=_chart(usage.series, selection, tz, meter.unit, title),
         group=selection.group,
         groups=tuple(
-            GroupView(g.value, exact(g.total), chart) for g, chart in zip(charted, group_charts, strict=True)
+            GroupView(g.value, exact(g.total), unit_for(g.total, meter.unit), chart)
+            for g, chart in zip(charted, group_charts, strict=True)
         ),
         group_totals=tuple((g.value, exact(g.total)) for g in groups),
         group_scale=group_charts[0].scale_top if group_charts else "",
@@ -292,6 +305,7 @@ class MeterPagesController(PageController):
                 customer=customer,
                 meter=meter,
                 title=title,
+                units=unit_for(2, meter.unit),
                 raw=raw,
                 error=error,
                 view=None,
@@ -299,7 +313,9 @@ class MeterPagesController(PageController):
                 ranges=RANGES,
                 granularities=GRANULARITIES,
             )
-        view, usage, groups = await meter_view(portal, read_db, customer, meter, selection, now=now, title=title)
+        view, usage, groups = await meter_view(
+            portal, read_db, customer, meter, selection, now=now, title=title
+        )
         if as_csv:
             filename = f"{customer.id}-{meter.metric_name}-{selection.first_day}-{selection.last_day}.csv"
             body = usage_csv(meter, selection, customer.timezone, usage, groups)
@@ -320,6 +336,7 @@ class MeterPagesController(PageController):
             customer=customer,
             meter=meter,
             title=title,
+            units=unit_for(2, meter.unit),
             raw=raw,
             error=None,
             view=view,

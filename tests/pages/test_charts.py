@@ -118,7 +118,13 @@ def test_bars_sit_in_their_hour_of_the_whole_range_scaled_to_the_top_tick() -> N
         start=at(2026, 11, 24),
         end=at(2026, 11, 24, 4),
     )
-    assert (chart.slots, chart.top, chart.baseline, chart.peak, chart.scale_top) == (4, 16.0, 116.0, "4.5", "6")
+    assert (chart.slots, chart.top, chart.baseline, chart.peak, chart.scale_top) == (
+        4,
+        16.0,
+        116.0,
+        "4.5",
+        "6",
+    )
     assert chart.grid == (
         GridLine(y=116.0, label="0 calls"),
         GridLine(y=82.67, label="2 calls"),
@@ -205,7 +211,9 @@ def test_the_repeated_dst_hour_is_two_bars_of_a_25_hour_day() -> None:
         ([(at(2026, 11, 25, 0), D(1))], 134, "UTC", "outside the chart's range"),
     ],
 )
-def test_bad_input_is_refused(points: list[tuple[datetime, Decimal]], height: int, tz_name: str, message: str) -> None:
+def test_bad_input_is_refused(
+    points: list[tuple[datetime, Decimal]], height: int, tz_name: str, message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         hourly_bars(points, height=height, tz_name=tz_name, start=at(2026, 11, 24), end=at(2026, 11, 24, 6))
 
@@ -241,7 +249,13 @@ def days_from(first: date, count: int, hours: int = 1) -> list[tuple[int, date]]
         (date(2026, 11, 7), 30, 1, 300.0, ["9 Nov", "16", "23", "30"]),
         (date(2026, 11, 7), 30, 1, 880.0, ["7 Nov", *[str(d) for d in range(9, 30, 2)], "1 Dec", "3", "5"]),
         # A year of days: months, or quarters on a phone.
-        (date(2026, 1, 1), 365, 1, 880.0, ["Jan 2026", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]),
+        (
+            date(2026, 1, 1),
+            365,
+            1,
+            880.0,
+            ["Jan 2026", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"],
+        ),
         (date(2026, 1, 1), 365, 1, 300.0, ["Jan 2026", "Apr", "Jul", "Oct"]),
         # One day: its name alone.
         (date(2026, 12, 1), 1, 24, 300.0, ["Tue 1 Dec"]),
