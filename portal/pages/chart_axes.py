@@ -15,21 +15,23 @@ from decimal import ROUND_CEILING, Decimal
 
 # Steps of a value axis: 1, 2, 2.5 or 5 times a power of ten.
 NICE_STEPS = (Decimal(1), Decimal(2), Decimal("2.5"), Decimal(5), Decimal(10))
-# Plot width (CSS px) each label set is judged at; charts.css shows "s" on phones (up to
-# 40rem), "m" up to 64rem and "l" above. Each is the narrowest plot of its screen size
-# (a meter card on the overview, inside the page's padding), so labels only move apart
-# on a wider screen.
+# Chart width (CSS px, value labels included) each label set is judged at; charts.css
+# shows "s" on phones (up to 40rem), "m" up to 64rem and "l" above. Each is the narrowest
+# chart of its screen size (a meter card on the overview, inside the page's padding), so
+# labels only move apart on a wider screen.
 LABEL_WIDTHS = {"s": 300.0, "m": 540.0, "l": 880.0}
 # An 11px label is at most this wide per character, and labels keep this gap (CSS px).
 CHAR_PX = 6.2
-LABEL_GAP_PX = 8.0
+LABEL_GAP_PX = 6.0
+# Ranges longer than this many days are labelled by months, not every other Monday.
+MAX_WEEKLY_DAYS = 100
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def nice_ticks(peak: Decimal, *, max_intervals: int = 4, whole: bool = False) -> tuple[Decimal, ...]:
-    """Ticks from 0 in equal round steps (1, 2, 2.5 or 5 × 10^n), the last at or above
+    """Ticks from 0 in equal round steps (1, 2, 2.5 or 5 times 10^n), the last at or above
     `peak`: 3 to `max_intervals` + 1 of them. `whole`: steps of at least 1 (counts of
     calls or users have no quarter calls). A peak of 0 or less scales like a peak of 1.
     Raises ValueError when `max_intervals` is below 2."""
@@ -141,8 +143,8 @@ def _month_spans(days: list[tuple[int, date]], slots: int, every: int) -> list[S
 def date_labels(days: list[tuple[int, date]], slots: int, width_px: float) -> tuple[Label, ...]:
     """Labels for the local days of a chart (`days`: the slot where each day starts, and
     its date, in order; `slots` in all), the most detailed that fit at `width_px`: every
-    day with its weekday, every day, every other day, Mondays, every other Monday, months,
-    quarters; at the least the first day alone."""
+    day with its weekday, every day, every other day, Mondays, every other Monday (up to
+    MAX_WEEKLY_DAYS), months, quarters; at the least the first day alone."""
     if not days:
         return ()
     mondays = [i for i, (_, day) in enumerate(days) if day.weekday() == 0]
@@ -151,7 +153,10 @@ def date_labels(days: list[tuple[int, date]], slots: int, width_px: float) -> tu
         _day_spans(days, slots, lambda i, d: True, weekday=False),
         _day_spans(days, slots, lambda i, d: i % 2 == 0, weekday=False),
         _day_spans(days, slots, lambda i, d: d.weekday() == 0, weekday=False),
-        _day_spans(days, slots, lambda i, d: i in mondays[::2], weekday=False),
+        # Beyond a quarter, months read better than a crowd of Mondays.
+        _day_spans(days, slots, lambda i, d: i in mondays[::2], weekday=False)
+        if len(days) <= MAX_WEEKLY_DAYS
+        else [],
         _month_spans(days, slots, 1),
         _month_spans(days, slots, 3),
     ]
@@ -166,8 +171,8 @@ def date_labels(days: list[tuple[int, date]], slots: int, width_px: float) -> tu
 
 
 def range_text(first: date, last: date) -> str:
-    """'3–6 Dec 2026', '24 Nov – 23 Dec 2026', '24 Dec 2026 – 23 Jan 2027', '3 Dec 2026'
-    (both days included)."""
+    """'3-6 Dec 2026', '24 Nov - 23 Dec 2026', '24 Dec 2026 - 23 Jan 2027', '3 Dec 2026'
+    (both days included; each dash is an en dash)."""
     end = f"{last.day} {_MONTHS[last.month - 1]} {last.year}"
     if first == last:
         return end

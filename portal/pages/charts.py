@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from portal.infrastructure.periods import hour_buckets, local_midnight, to_datetime
-from portal.pages.chart_axes import LABEL_WIDTHS, Label, date_labels, nice_ticks, range_text
+from portal.pages.chart_axes import CHAR_PX, LABEL_WIDTHS, Label, date_labels, nice_ticks, range_text
 from portal.pages.formatting import day_of, hour_range, measure, to_local, unit_for
 from portal.usage.combine import exact
 
@@ -33,6 +33,10 @@ MIN_GRID_GAP = 28.0
 # label width (about 3 px each on a phone); more bars are drawn touching.
 MAX_SLOTS_WITH_GAP = 100
 BAR_GAP = 0.15
+# The value labels stand left of the plot in a gutter of a multiple of this many px
+# (charts.css has a class per width, up to MAX_GUTTER), wide enough for the longest.
+GUTTER_STEP = 20
+MAX_GUTTER = 200
 # Day boundaries are marked for up to this many days (denser marks read as a smear).
 MAX_DAY_TICKS = 62
 
@@ -80,6 +84,7 @@ class BarChart:
     granularity: str
     top: float
     baseline: float
+    gutter: int  # px left of the plot for the value labels
     peak: str
     scale_top: str  # the value of the top grid line: 0 to this is the value axis
     bars: tuple[Bar, ...]
@@ -217,26 +222,38 @@ def _bars(
         if not days or days[-1][1] != day:
             days.append((i, day))
     last = max(values, default=-1)
+    grid = tuple(
+        GridLine(y=_r(baseline - float(t / scale_top) * plot_height), label=measure(exact(t), unit))
+        for t in ticks
+    )
+    gutter = gutter_for(grid)
     return BarChart(
         height=height,
         slots=n,
         granularity=granularity,
         top=TOP_MARGIN,
         baseline=baseline,
+        gutter=gutter,
         peak=exact(peak),
         scale_top=exact(scale_top),
         bars=tuple(bars),
-        grid=tuple(
-            GridLine(y=_r(baseline - float(t / scale_top) * plot_height), label=measure(exact(t), unit))
-            for t in ticks
-        ),
+        grid=grid,
         day_ticks=tuple(_pct(i * slot) for i, _ in days) if len(days) <= MAX_DAY_TICKS else (),
-        label_sets=tuple(LabelSet(size, date_labels(days, n, width)) for size, width in LABEL_WIDTHS.items()),
+        label_sets=tuple(
+            LabelSet(size, date_labels(days, n, width - gutter)) for size, width in LABEL_WIDTHS.items()
+        ),
         later=_pct((last + 1) * slot) if points and last + 1 < n else None,
         rows=tuple(rows),
         summary=_summary(name, granularity, days, slots, values, label, tz_name, unit),
         units=unit_for(2, unit),
     )
+
+
+def gutter_for(grid: tuple[GridLine, ...]) -> int:
+    """The gutter (px) that holds the longest value label and a gap before the plot."""
+    widest = max((len(line.label) for line in grid), default=0) * CHAR_PX + 8
+    steps = -(-widest // GUTTER_STEP)
+    return int(min(MAX_GUTTER, max(2, steps) * GUTTER_STEP))
 
 
 def _summary(
@@ -249,8 +266,8 @@ def _summary(
     tz_name: str,
     unit: str,
 ) -> str:
-    """'API calls per hour, 1–31 Dec 2026: highest 160 calls, Thu 3 Dec 14:00–15:00 CET;
-    12 of 744 hours with usage.'"""
+    """'API calls per hour, 1-31 Dec 2026: highest 160 calls, Thu 3 Dec 14:00-15:00 CET;
+    12 of 744 hours with usage.' (the dashes are en dashes)."""
     head = f"{name} per {granularity}"
     if days:
         head += f", {range_text(days[0][1], days[-1][1])}"

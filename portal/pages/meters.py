@@ -29,11 +29,11 @@ from portal.catalog import service as catalog
 from portal.catalog.schemas import Customer, Meter
 from portal.dependencies import Db, Portal, ReadDb
 from portal.http.csv_cells import Cell, csv_text
+from portal.infrastructure.domain_errors import NotFound
 from portal.infrastructure.periods import local_midnight
 from portal.live import redis_keys as keys
 from portal.pages.access import visible_customer
 from portal.pages.charts import BarChart, daily_bars, hourly_bars
-from portal.infrastructure.domain_errors import NotFound
 from portal.pages.formatting import instant, metric_label, to_local, unit_for
 from portal.pages.service import TOTAL_LABELS
 from portal.pages.usage_breakdown import usage_by_dimension
