@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import ROUND_CEILING, Decimal
 
 # Steps of a value axis: 1, 2, 2.5 or 5 times a power of ten.
@@ -168,6 +168,23 @@ def date_labels(days: list[tuple[int, date]], slots: int, width_px: float) -> tu
             return placed
     first = _day_spans(days, slots, lambda i, d: i == 0, weekday=False)
     return place(first, slots, width_px) or ()
+
+
+def hour_labels(hours: list[tuple[int, datetime]], slots: int, width_px: float) -> tuple[Label, ...] | None:
+    """Labels at every 3rd, 6th or 12th local hour (the first that fit at `width_px`), for
+    an hourly chart of a few days (`hours`: each slot and its local start). Midnight is
+    named by its date ("1 Dec"), other hours by their time ("06:00"). None when even every
+    12th hour is too crowded."""
+    for every in (3, 6, 12):
+        spans = [
+            Span(i, i, f"{local.day} {_MONTHS[local.month - 1]}" if local.hour == 0 else f"{local:%H}:00")
+            for i, local in hours
+            if local.hour % every == 0 and (i == 0 or hours[i - 1][1].hour != local.hour)
+        ]
+        placed = place(spans, slots, width_px) if spans else None
+        if placed is not None:
+            return placed
+    return None
 
 
 def range_text(first: date, last: date) -> str:

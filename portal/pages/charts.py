@@ -17,7 +17,15 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from portal.infrastructure.periods import hour_buckets, local_midnight, to_datetime
-from portal.pages.chart_axes import CHAR_PX, LABEL_WIDTHS, Label, date_labels, nice_ticks, range_text
+from portal.pages.chart_axes import (
+    CHAR_PX,
+    LABEL_WIDTHS,
+    Label,
+    date_labels,
+    hour_labels,
+    nice_ticks,
+    range_text,
+)
 from portal.pages.formatting import day_of, hour_range, measure, to_local, unit_for
 from portal.usage.combine import exact
 
@@ -37,6 +45,8 @@ BAR_GAP = 0.15
 # (charts.css has a class per width, up to MAX_GUTTER), wide enough for the longest.
 GUTTER_STEP = 20
 MAX_GUTTER = 200
+# An hourly chart of up to this many days labels hours (06:00, 12:00…) where they fit.
+MAX_HOUR_LABEL_DAYS = 3
 # Day boundaries are marked for up to this many days (denser marks read as a smear).
 MAX_DAY_TICKS = 62
 
@@ -239,14 +249,28 @@ def _bars(
         bars=tuple(bars),
         grid=grid,
         day_ticks=tuple(_pct(i * slot) for i, _ in days) if len(days) <= MAX_DAY_TICKS else (),
-        label_sets=tuple(
-            LabelSet(size, date_labels(days, n, width - gutter)) for size, width in LABEL_WIDTHS.items()
-        ),
+        label_sets=_label_sets(slots, days, granularity, tz_name, gutter),
         later=_pct((last + 1) * slot) if points and last + 1 < n else None,
         rows=tuple(rows),
         summary=_summary(name, granularity, days, slots, values, label, tz_name, unit),
         units=unit_for(2, unit),
     )
+
+
+def _label_sets(
+    slots: list[datetime], days: list[tuple[int, date]], granularity: str, tz_name: str, gutter: int
+) -> tuple[LabelSet, ...]:
+    """Date labels per screen size; an hourly chart of a few days names hours where they fit."""
+    hours = (
+        [(i, to_local(start, tz_name)) for i, start in enumerate(slots)]
+        if granularity == "hour" and len(days) <= MAX_HOUR_LABEL_DAYS
+        else []
+    )
+    sets = []
+    for size, width in LABEL_WIDTHS.items():
+        labels = hour_labels(hours, len(slots), width - gutter) if hours else None
+        sets.append(LabelSet(size, labels or date_labels(days, len(slots), width - gutter)))
+    return tuple(sets)
 
 
 def gutter_for(grid: tuple[GridLine, ...]) -> int:

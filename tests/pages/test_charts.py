@@ -291,6 +291,28 @@ def test_every_screen_size_gets_its_own_label_set() -> None:
     assert [len(s.labels) for s in chart.label_sets] == [4, 16, 31]
 
 
+def test_an_hourly_chart_of_a_few_days_names_hours_where_they_fit() -> None:
+    one_day = hourly_bars([], height=160, tz_name="UTC", start=at(2026, 12, 1), end=at(2026, 12, 2))
+    assert {s.size: [label.text for label in s.labels] for s in one_day.label_sets} == {
+        "s": ["1 Dec", "06:00", "12:00", "18:00"],
+        "m": ["1 Dec", "03:00", "06:00", "09:00", "12:00", "15:00", "18:00", "21:00"],
+        "l": ["1 Dec", "03:00", "06:00", "09:00", "12:00", "15:00", "18:00", "21:00"],
+    }
+    # Across the autumn DST change (a 25-hour day in Berlin), on a phone: days, not hours.
+    start = at(2026, 10, 24, 22)
+    dst = hourly_bars([], height=160, tz_name="Europe/Berlin", start=start, end=start + timedelta(hours=73))
+    assert [label.text for label in dst.label_sets[0].labels] == ["Sun 25 Oct", "Mon 26", "Tue 27"]
+    assert [label.text for label in dst.label_sets[1].labels] == [
+        "25 Oct",
+        "12:00",
+        "26 Oct",
+        "12:00",
+        "27 Oct",
+        "12:00",
+    ]
+    assert [label.tick for label in dst.label_sets[1].labels][2] == 34.247  # hour 25 of 73
+
+
 @pytest.mark.parametrize(
     ("first", "last", "expected"),
     [
