@@ -1,33 +1,63 @@
 """Hourly and daily bar charts as geometry for an inline SVG. Pure functions, no I/O.
 
-The template draws what `hourly_bars` / `daily_bars` return: one `<rect>` (with a `<title>`
-for hover) per hour or day with usage, a tick at the start of every local day, and the same
-numbers as table rows for people who do not see the chart. Values stay exact decimals in
-every text; only coordinates are floats.
+A chart spans its whole range (the billing period, the last 30 days…) whatever part of it
+has usage: one slot per local hour or day, a bar where there is usage, nothing where there
+is none, and the part still to come shaded. Across the chart, positions are percentages
+(the SVG stretches to its box and its text keeps its size); up and down they are CSS
+pixels. The value axis has round ticks (`chart_axes.nice_ticks`), labelled with the unit;
+the date labels come in three sets, one per screen size, each thinned until none overlap.
+Values stay exact decimals in every text; only coordinates are floats.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from portal.pages.formatting import hour_range, to_local
+from portal.infrastructure.periods import hour_buckets, local_midnight, to_datetime
+from portal.pages.chart_axes import (
+    CHAR_PX,
+    LABEL_WIDTHS,
+    Label,
+    date_labels,
+    hour_labels,
+    nice_ticks,
+    range_text,
+)
+from portal.pages.formatting import day_of, hour_range, measure, to_local, unit_for
 from portal.usage.combine import exact
 
-# Room above the plot for the peak label and below it for the day labels (SVG units).
+# Room above the plot for the top value label and below it for the date labels (px).
 TOP_MARGIN = 16.0
-BOTTOM_MARGIN = 18.0
-# A non-zero hour is drawn at least this tall, so that a small hour next to a large one
+BOTTOM_MARGIN = 20.0
+# A non-zero slot is drawn at least this tall, so that a small hour next to a large one
 # stays visible (its title and the table carry the exact value).
 MIN_BAR_HEIGHT = 1.0
-# Day labels closer than this (SVG units) to the previous label are left out.
-MIN_LABEL_GAP = 22.0
+# Value grid lines at least this far apart (px): a short chart gets fewer of them.
+MIN_GRID_GAP = 28.0
+# Slots keep a gap between bars while they are at least this many to the narrowest
+# label width (about 3 px each on a phone); more bars are drawn touching.
+MAX_SLOTS_WITH_GAP = 100
+BAR_GAP = 0.15
+# The value labels stand left of the plot in a gutter of a multiple of this many px
+# (charts.css has a class per width, up to MAX_GUTTER), wide enough for the longest.
+GUTTER_STEP = 20
+MAX_GUTTER = 200
+# An hourly chart of up to this many days labels hours (06:00, 12:00…) where they fit.
+MAX_HOUR_LABEL_DAYS = 3
+# Day boundaries are marked for up to this many days (denser marks read as a smear).
+MAX_DAY_TICKS = 62
+
+# Kept for the pages that name a day in text.
+day_label = day_of
 
 
 @dataclass(frozen=True, slots=True)
 class Bar:
+    """`x`, `width`: percent of the chart's width; `y`, `height`: px."""
+
     x: float
     y: float
     width: float
@@ -36,11 +66,19 @@ class Bar:
 
 
 @dataclass(frozen=True, slots=True)
-class Tick:
-    """The start of a local day; `label` is its day of the month, or "" when crowded."""
+class GridLine:
+    """A round value on the value axis: its height (px) and its text ("2,500 calls")."""
 
-    x: float
+    y: float
     label: str
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSet:
+    """The date labels for one screen size ("s", "m", "l": `chart_axes.LABEL_WIDTHS`)."""
+
+    size: str
+    labels: tuple[Label, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,15 +89,22 @@ class HourRow:
 
 @dataclass(frozen=True, slots=True)
 class BarChart:
-    width: int
     height: int
-    hours: int
+    slots: int
+    granularity: str
     top: float
     baseline: float
+    gutter: int  # px left of the plot for the value labels
     peak: str
+    scale_top: str  # the value of the top grid line: 0 to this is the value axis
     bars: tuple[Bar, ...]
-    ticks: tuple[Tick, ...]
+    grid: tuple[GridLine, ...]
+    day_ticks: tuple[float, ...]  # percent: where each local day starts
+    label_sets: tuple[LabelSet, ...]
+    later: float | None  # percent: where the part of the range still to come begins
     rows: tuple[HourRow, ...]
+    summary: str  # what the chart shows, in words (its accessible name)
+    units: str = ""  # the unit as a column of several values is headed ("calls", "GB")
 
     @property
     def empty(self) -> bool:
@@ -70,103 +115,193 @@ def _r(value: float) -> float:
     return round(value, 2)
 
 
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+def _pct(value: float) -> float:
+    return round(value, 3)
 
 
-def day_label(start: datetime, tz_name: str) -> str:
-    """'Tue 24 Nov 2026': the local day starting at `start` (its zone is named elsewhere on
-    the page: a day has no single abbreviation across a DST change)."""
-    local = to_local(start, tz_name)
-    return f"{_WEEKDAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local.year}"
+def hour_slots(start: datetime, end: datetime, tz_name: str) -> list[datetime]:
+    """The UTC starts of the local hours in [start, end) (23 or 25 on a DST day)."""
+    return [to_datetime(bucket) for bucket in hour_buckets(start, end, tz_name)]
+
+
+def day_slots(start: datetime, end: datetime, tz_name: str) -> list[datetime]:
+    """The UTC instants of the local midnights of the days in [start, end)."""
+    if end <= start:
+        return []
+    first = to_local(start, tz_name).date()
+    last = to_local(end - timedelta(microseconds=1), tz_name).date()
+    return [local_midnight(first + timedelta(days=n), tz_name) for n in range((last - first).days + 1)]
 
 
 def hourly_bars(
     points: list[tuple[datetime, Decimal]],
     *,
-    width: int,
     height: int,
     tz_name: str,
     unit: str = "",
+    name: str = "Usage",
+    start: datetime | None = None,
+    end: datetime | None = None,
+    scale_peak: Decimal | None = None,
 ) -> BarChart:
-    """Bars for consecutive hours (`points`: UTC hour starts in time order, values >= 0).
-
-    Each point gets an equal slot across `width`; bar heights are proportional to the
-    largest value. Hours with value 0 get no bar and no table row. Raises ValueError for
-    an unknown zone or a negative value.
-    """
-    return _bars(points, width=width, height=height, tz_name=tz_name, unit=unit, label=hour_range)
+    """Bars for local hours: `points` are (UTC hour start, value >= 0), in time order;
+    the chart spans [start, end) (by default the points' own hours), hours without a point
+    after the last one are "still to come". Raises ValueError for an unknown zone, a
+    negative value, a point outside the range, or a chart too short to draw."""
+    if not points and (start is None or end is None):
+        slots: list[datetime] = []
+    else:
+        slots = hour_slots(start or points[0][0], end or points[-1][0] + timedelta(hours=1), tz_name)
+    return _bars(points, slots, "hour", hour_range, height, tz_name, unit, name, scale_peak)
 
 
 def daily_bars(
     points: list[tuple[datetime, Decimal]],
     *,
-    width: int,
     height: int,
     tz_name: str,
     unit: str = "",
+    name: str = "Usage",
+    start: datetime | None = None,
+    end: datetime | None = None,
+    scale_peak: Decimal | None = None,
 ) -> BarChart:
-    """Bars for consecutive local days (`points`: UTC instants of local midnights), drawn
-    and tabled like `hourly_bars`."""
-    return _bars(points, width=width, height=height, tz_name=tz_name, unit=unit, label=day_label)
+    """Bars for local days (`points`: UTC instants of local midnights), drawn like
+    `hourly_bars` over the days of [start, end)."""
+    if not points and (start is None or end is None):
+        slots: list[datetime] = []
+    else:
+        slots = day_slots(start or points[0][0], end or points[-1][0] + timedelta(hours=1), tz_name)
+    return _bars(points, slots, "day", day_of, height, tz_name, unit, name, scale_peak)
 
 
 def _bars(
     points: list[tuple[datetime, Decimal]],
-    *,
-    width: int,
+    slots: list[datetime],
+    granularity: str,
+    label: Callable[[datetime, str], str],
     height: int,
     tz_name: str,
     unit: str,
-    label: Callable[[datetime, str], str],
+    name: str,
+    scale_peak: Decimal | None,
 ) -> BarChart:
-    if width <= 0 or height <= TOP_MARGIN + BOTTOM_MARGIN:
-        raise ValueError(f"chart too small: {width}x{height}")
-    if any(value < 0 for _, value in points):
-        raise ValueError("hourly values must not be negative")
     baseline = height - BOTTOM_MARGIN
     plot_height = baseline - TOP_MARGIN
-    peak = max((value for _, value in points), default=Decimal(0))
-    slot = width / len(points) if points else float(width)
-    gap = slot * 0.15 if slot >= 4 else 0.0
-    suffix = f" {unit}" if unit else ""
+    if plot_height < 2 * MIN_GRID_GAP:
+        raise ValueError(f"chart too small: {height} px high")
+    if any(value < 0 for _, value in points):
+        raise ValueError("values must not be negative")
+    index = {start: i for i, start in enumerate(slots)}
+    missing = [start for start, _ in points if start not in index]
+    if missing:
+        raise ValueError(f"a point at {missing[0].isoformat()} is outside the chart's range")
+    n = len(slots)
+    values = {index[start]: value for start, value in points}
+    peak = max(values.values(), default=Decimal(0))
+    ticks = nice_ticks(
+        max(peak, scale_peak or Decimal(0)),
+        max_intervals=min(4, int(plot_height // MIN_GRID_GAP)),
+        whole=all(v == v.to_integral_value() for v in values.values()),
+    )
+    scale_top = ticks[-1]
+    slot = 100 / n if n else 100.0
+    gap = slot * BAR_GAP if n <= MAX_SLOTS_WITH_GAP else 0.0
 
     bars: list[Bar] = []
     rows: list[HourRow] = []
-    ticks: list[Tick] = []
-    last_label_x: float | None = None
-    previous_day = None
-    for index, (start, value) in enumerate(points):
-        x = index * slot
-        day = to_local(start, tz_name).date()
-        if day != previous_day:
-            labelled = last_label_x is None or x - last_label_x >= MIN_LABEL_GAP
-            ticks.append(Tick(x=_r(x), label=str(day.day) if labelled else ""))
-            if labelled:
-                last_label_x = x
-            previous_day = day
+    for i, value in sorted(values.items()):
         if value == 0:
             continue
-        text = label(start, tz_name)
-        bar_height = max(MIN_BAR_HEIGHT, float(value / peak) * plot_height)
+        text = label(slots[i], tz_name)
+        bar_height = max(MIN_BAR_HEIGHT, float(value / scale_top) * plot_height)
         bars.append(
             Bar(
-                x=_r(x + gap / 2),
+                x=_pct(i * slot + gap / 2),
                 y=_r(baseline - bar_height),
-                width=_r(slot - gap),
+                width=_pct(slot - gap),
                 height=_r(bar_height),
-                title=f"{text}: {exact(value)}{suffix}",
+                title=f"{text}: {measure(exact(value), unit)}",
             )
         )
         rows.append(HourRow(hour=text, value=exact(value)))
+
+    days: list[tuple[int, date]] = []
+    for i, start in enumerate(slots):
+        day = to_local(start, tz_name).date()
+        if not days or days[-1][1] != day:
+            days.append((i, day))
+    last = max(values, default=-1)
+    grid = tuple(
+        GridLine(y=_r(baseline - float(t / scale_top) * plot_height), label=measure(exact(t), unit))
+        for t in ticks
+    )
+    gutter = gutter_for(grid)
     return BarChart(
-        width=width,
         height=height,
-        hours=len(points),
+        slots=n,
+        granularity=granularity,
         top=TOP_MARGIN,
         baseline=baseline,
+        gutter=gutter,
         peak=exact(peak),
+        scale_top=exact(scale_top),
         bars=tuple(bars),
-        ticks=tuple(ticks),
+        grid=grid,
+        day_ticks=tuple(_pct(i * slot) for i, _ in days) if len(days) <= MAX_DAY_TICKS else (),
+        label_sets=_label_sets(slots, days, granularity, tz_name, gutter),
+        later=_pct((last + 1) * slot) if points and last + 1 < n else None,
         rows=tuple(rows),
+        summary=_summary(name, granularity, days, slots, values, label, tz_name, unit),
+        units=unit_for(2, unit),
+    )
+
+
+def _label_sets(
+    slots: list[datetime], days: list[tuple[int, date]], granularity: str, tz_name: str, gutter: int
+) -> tuple[LabelSet, ...]:
+    """Date labels per screen size; an hourly chart of a few days names hours where they fit."""
+    hours = (
+        [(i, to_local(start, tz_name)) for i, start in enumerate(slots)]
+        if granularity == "hour" and len(days) <= MAX_HOUR_LABEL_DAYS
+        else []
+    )
+    sets = []
+    for size, width in LABEL_WIDTHS.items():
+        labels = hour_labels(hours, len(slots), width - gutter) if hours else None
+        sets.append(LabelSet(size, labels or date_labels(days, len(slots), width - gutter)))
+    return tuple(sets)
+
+
+def gutter_for(grid: tuple[GridLine, ...]) -> int:
+    """The gutter (px) that holds the longest value label and a gap before the plot."""
+    widest = max((len(line.label) for line in grid), default=0) * CHAR_PX + 8
+    steps = -(-widest // GUTTER_STEP)
+    return int(min(MAX_GUTTER, max(2, steps) * GUTTER_STEP))
+
+
+def _summary(
+    name: str,
+    granularity: str,
+    days: list[tuple[int, date]],
+    slots: list[datetime],
+    values: dict[int, Decimal],
+    label: Callable[[datetime, str], str],
+    tz_name: str,
+    unit: str,
+) -> str:
+    """'API calls per hour, 1-31 Dec 2026: highest 160 calls, Thu 3 Dec 14:00-15:00 CET;
+    12 of 744 hours with usage.' (the dashes are en dashes)."""
+    head = f"{name} per {granularity}"
+    if days:
+        head += f", {range_text(days[0][1], days[-1][1])}"
+    used = [i for i, v in values.items() if v > 0]
+    if not used:
+        return f"{head}: no usage."
+    peak = max(values.values())
+    at = min(i for i, v in values.items() if v == peak)
+    plural = granularity if len(slots) == 1 else f"{granularity}s"
+    return (
+        f"{head}: highest {measure(exact(peak), unit)}, {label(slots[at], tz_name)}; "
+        f"{len(used)} of {len(slots)} {plural} with usage."
     )

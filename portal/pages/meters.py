@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any
 
 from litestar import Request, Response, get
@@ -21,16 +22,19 @@ from litestar.response import Template
 from litestar.status_codes import HTTP_204_NO_CONTENT, HTTP_422_UNPROCESSABLE_ENTITY
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.billing.plans import get_plan
+from portal.billing.schemas import Plan
 from portal.billing.subscriptions import list_subscriptions
 from portal.catalog import service as catalog
 from portal.catalog.schemas import Customer, Meter
 from portal.dependencies import Db, Portal, ReadDb
 from portal.http.csv_cells import Cell, csv_text
+from portal.infrastructure.domain_errors import NotFound
 from portal.infrastructure.periods import local_midnight
 from portal.live import redis_keys as keys
 from portal.pages.access import visible_customer
 from portal.pages.charts import BarChart, daily_bars, hourly_bars
-from portal.pages.formatting import instant, to_local
+from portal.pages.formatting import instant, metric_label, to_local, unit_for
 from portal.pages.service import TOTAL_LABELS
 from portal.pages.usage_breakdown import usage_by_dimension
 from portal.pages.usage_selection import (
@@ -47,8 +51,7 @@ from portal.usage.combine import exact, trimmed
 from portal.usage.completeness import complete_through
 from portal.usage.service import Usage, UsagePoint, billed_usage, live_usage
 
-CHART_WIDTH = 960
-CHART_HEIGHT = 220
+CHART_HEIGHT = 220  # px; the width is the page's
 GROUP_CHART_HEIGHT = 120
 # Charts drawn for a breakdown; the table lists every value and the CSV has every series.
 MAX_GROUP_CHARTS = 12
@@ -59,6 +62,7 @@ CSV_SUFFIX = ".csv"
 class GroupView:
     value: str
     total: str
+    unit: str  # as written after the total ("calls", "1 call")
     chart: BarChart
 
 
@@ -67,7 +71,10 @@ class MeterView:
     customer_id: str
     tz_name: str
     metric_name: str
+    title: str  # the plan's charge description, else the metric name in words
     unit: str
+    units: str  # the unit heading a column of values ("calls")
+    total_unit: str  # the unit after the total ("calls", "call" after exactly 1)
     total_label: str
     total: str
     granularity: str
@@ -80,6 +87,7 @@ class MeterView:
     group: str | None
     groups: tuple[GroupView, ...]
     group_totals: tuple[tuple[str, str], ...]
+    group_scale: str = ""  # the value axis every breakdown chart shares: 0 to this
 
     @property
     def version(self) -> str:
@@ -87,11 +95,41 @@ class MeterView:
         return hashlib.sha256(repr(self).encode()).hexdigest()[:20]
 
 
-def _chart(series: list[UsagePoint], granularity: str, tz_name: str, unit: str, height: int) -> BarChart:
-    draw = hourly_bars if granularity == "hour" else daily_bars
+def _chart(
+    series: list[UsagePoint],
+    selection: Selection,
+    tz_name: str,
+    unit: str,
+    name: str,
+    *,
+    height: int = CHART_HEIGHT,
+    scale_peak: Decimal | None = None,
+) -> BarChart:
+    """The whole range on the x axis (a running one shaded where it is still to come)."""
+    draw = hourly_bars if selection.granularity == "hour" else daily_bars
     return draw(
-        [(p.start, p.value) for p in series], width=CHART_WIDTH, height=height, tz_name=tz_name, unit=unit
+        [(p.start, p.value) for p in series],
+        height=height,
+        tz_name=tz_name,
+        unit=unit,
+        name=name,
+        start=selection.start,
+        end=selection.range_end,
+        scale_peak=scale_peak,
     )
+
+
+def meter_title(meter: Meter, plan: Plan | None) -> str:
+    """What the customer's plan calls the meter's usage ("API calls"): the description of
+    its charge on the meter (one without dimensions first), else the metric name in words."""
+    if plan is not None:
+        charges = sorted(
+            (c for c in plan.charges if c.meter == meter.metric_name and c.description.strip()),
+            key=lambda c: bool(c.dimensions),
+        )
+        if charges:
+            return charges[0].description.strip()
+    return metric_label(meter.metric_name)
 
 
 async def _total_usage(
@@ -124,9 +162,12 @@ async def meter_view(
     selection: Selection,
     *,
     now: datetime,
+    title: str = "",
 ) -> tuple[MeterView, Usage, list[Any]]:
-    """The page's numbers, plus the raw series and groups (for the CSV)."""
+    """The page's numbers, plus the raw series and groups (for the CSV). `title` names the
+    usage in the charts (by default the metric name in words)."""
     tz = customer.timezone
+    title = title or metric_label(meter.metric_name)
     watermark = await complete_through(portal.live, db)
     usage, source = await _total_usage(portal, db, customer, meter, selection, now)
     groups: list[Any] = []
@@ -141,11 +182,29 @@ async def meter_view(
             end=selection.end,
             granularity=selection.granularity,
         )
+    charted = groups[:MAX_GROUP_CHARTS]
+    # One value axis for every breakdown chart, so that their bars compare.
+    shared = max((p.value for g in charted for p in g.series), default=Decimal(0))
+    group_charts = tuple(
+        _chart(
+            g.series,
+            selection,
+            tz,
+            meter.unit,
+            f"{title} ({selection.group} {g.value})",
+            height=GROUP_CHART_HEIGHT,
+            scale_peak=shared,
+        )
+        for g in charted
+    )
     view = MeterView(
         customer_id=customer.id,
         tz_name=tz,
         metric_name=meter.metric_name,
+        title=title,
         unit=meter.unit,
+        units=unit_for(2, meter.unit),
+        total_unit=unit_for(usage.total, meter.unit),
         total_label=TOTAL_LABELS.get(meter.aggregation, "Total").replace("this period", "in this range"),
         total=exact(usage.total),
         granularity=selection.granularity,
@@ -154,17 +213,14 @@ async def meter_view(
         shows_from=instant(selection.start, tz),
         shows_to=instant(selection.range_end, tz),
         complete_through=instant(watermark, tz),
-        chart=_chart(usage.series, selection.granularity, tz, meter.unit, CHART_HEIGHT),
+        chart=_chart(usage.series, selection, tz, meter.unit, title),
         group=selection.group,
         groups=tuple(
-            GroupView(
-                g.value,
-                exact(g.total),
-                _chart(g.series, selection.granularity, tz, meter.unit, GROUP_CHART_HEIGHT),
-            )
-            for g in groups[:MAX_GROUP_CHARTS]
+            GroupView(g.value, exact(g.total), unit_for(g.total, meter.unit), chart)
+            for g, chart in zip(charted, group_charts, strict=True)
         ),
         group_totals=tuple((g.value, exact(g.total)) for g in groups),
+        group_scale=group_charts[0].scale_top if group_charts else "",
     )
     return view, usage, groups
 
@@ -225,6 +281,8 @@ class MeterPagesController(PageController):
         meter, as_csv = await _meter_of(db, metric_name)
         now = portal.now()
         subs = await list_subscriptions(read_db, customer.id)
+        plan = await _plan_of(read_db, subs[-1].plan_id) if subs else None
+        title = meter_title(meter, plan)
         raw = RawSelection(range_, granularity, group, from_, to)
         try:
             selection = select(
@@ -246,6 +304,8 @@ class MeterPagesController(PageController):
                 status_code=HTTP_422_UNPROCESSABLE_ENTITY,
                 customer=customer,
                 meter=meter,
+                title=title,
+                units=unit_for(2, meter.unit),
                 raw=raw,
                 error=error,
                 view=None,
@@ -253,7 +313,9 @@ class MeterPagesController(PageController):
                 ranges=RANGES,
                 granularities=GRANULARITIES,
             )
-        view, usage, groups = await meter_view(portal, read_db, customer, meter, selection, now=now)
+        view, usage, groups = await meter_view(
+            portal, read_db, customer, meter, selection, now=now, title=title
+        )
         if as_csv:
             filename = f"{customer.id}-{meter.metric_name}-{selection.first_day}-{selection.last_day}.csv"
             body = usage_csv(meter, selection, customer.timezone, usage, groups)
@@ -273,6 +335,8 @@ class MeterPagesController(PageController):
             request,
             customer=customer,
             meter=meter,
+            title=title,
+            units=unit_for(2, meter.unit),
             raw=raw,
             error=None,
             view=view,
@@ -280,6 +344,13 @@ class MeterPagesController(PageController):
             ranges=RANGES,
             granularities=GRANULARITIES,
         )
+
+
+async def _plan_of(db: AsyncSession, plan_id: str) -> Plan | None:
+    try:
+        return await get_plan(db, plan_id)
+    except NotFound:  # a plan removed after the subscription: the metric name will do
+        return None
 
 
 async def _meter_of(db: AsyncSession, metric_name: str) -> tuple[Meter, bool]:

@@ -22,7 +22,7 @@ from portal.catalog.schemas import Customer, Meter
 from portal.infrastructure.domain_errors import NotFound
 from portal.infrastructure.periods import BillingPeriod, period_for, to_datetime
 from portal.pages.charts import BarChart, hourly_bars
-from portal.pages.formatting import HOUR, day_of, grouped, hour_range, instant, money
+from portal.pages.formatting import HOUR, day_of, grouped, hour_range, instant, metric_label, money
 from portal.state import PortalState
 from portal.usage.anomaly_detection import recent_anomalies
 from portal.usage.combine import exact
@@ -30,8 +30,7 @@ from portal.usage.completeness import complete_through_ms
 from portal.usage.schemas import AnomalyOut
 from portal.usage.service import live_usage
 
-CHART_WIDTH = 720
-CHART_HEIGHT = 160
+CHART_HEIGHT = 160  # px; the width is the panel's
 
 # What the period number of a meter means, by aggregation.
 TOTAL_LABELS = {
@@ -167,10 +166,12 @@ async def _meter_usage(
     )
     chart = hourly_bars(
         [(p.start, p.value) for p in usage.series],
-        width=CHART_WIDTH,
         height=CHART_HEIGHT,
         tz_name=customer.timezone,
         unit=meter.unit,
+        name=metric_label(meter.metric_name),
+        start=period.start,
+        end=period.end,  # the whole period on the axis, what is still to come shaded
     )
     return MeterUsage(
         metric_name=meter.metric_name,

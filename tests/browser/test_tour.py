@@ -234,11 +234,11 @@ async def test_tour_of_every_main_page(
     await expect(page.locator("main")).to_contain_text(f"{acme_calls:,}")
     await screenshot(page, "tour-customer-overview")
     await page.goto("/portal/customers/acme/meters/api_calls")
-    await h1(page, "api_calls")
+    await h1(page, "API calls")  # the plan's charge description
     await expect(page.locator("#meter-total")).to_have_text(f"{acme_calls:,}")
     await screenshot(page, "tour-meter-hours")
     await page.goto("/portal/customers/acme/meters/api_calls?range=this_period&granularity=day&group=region")
-    await h1(page, "api_calls")
+    await h1(page, "API calls")
     await expect(page.locator("main")).to_contain_text("eu-central")
     await screenshot(page, "tour-meter-days-by-region")
     await page.goto("/portal/customers/acme/invoices")
@@ -353,6 +353,11 @@ async def test_tour_of_every_main_page(
     phone = await signed_in(browser, portal_url, CARA, viewport=PHONE)
     await h1(phone, "Acme Inc")
     await screenshot(phone, "mobile-overview")
+    await phone.goto(
+        "/portal/customers/acme/meters/api_calls?range=last_30_days&granularity=day&group=region"
+    )
+    await expect(phone.locator("#group-scale")).to_contain_text("share one scale")
+    await screenshot(phone, "mobile-meter-days-by-region")
     await phone.goto(f"/portal/invoices/{finalized['id']}")
     await expect(phone.locator("#invoice-total")).to_have_text("EUR 72.00")
     await screenshot(phone, "mobile-invoice")

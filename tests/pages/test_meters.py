@@ -75,10 +75,21 @@ async def test_hourly_view_of_this_period_with_its_table(
     await customer_user(pg, client)
     page = await client.get(PAGE)
     assert page.status_code == 200, page.text
-    assert "<h1>api_calls</h1>" in page.text
+    # Without a plan the meter is named by its metric name in words, the unit pluralized.
+    assert "<h1>API calls</h1>" in page.text
     assert total_of(page.text) == "6.5"
+    assert '<span class="unit">calls</span>' in page.text
     bars = re.findall(r'<rect class="bar"[^>]*><title>([^<]+)</title></rect>', page.text)
-    assert len(bars) == 1 and bars[0].endswith(": 6.5 call"), bars
+    assert len(bars) == 1 and bars[0].endswith(": 6.5 calls"), bars
+    # The value axis is labelled with round numbers and the unit, the chart summed up in words.
+    assert re.findall(r'<text class="value"[^>]*>([^<]+)</text>', page.text) == [
+        "0 calls",
+        "2 calls",
+        "4 calls",
+        "6 calls",
+        "8 calls",
+    ]
+    assert re.search(r'role="img"\s+aria-label="API calls per hour, [^"]*: highest 6.5 calls, ', page.text)
     assert re.search(r'<td class="num">6.5</td>', page.text)  # the same number in the table
     # Labels for every control, this period selected, a live refresh with a version.
     for control in ("sel-range", "sel-from", "sel-to", "sel-granularity", "sel-group"):
@@ -107,6 +118,10 @@ async def test_daily_view_of_the_last_7_days(
     day = f"{today:%a} {today.day} {today:%b} {today.year}"
     assert re.search(rf"<tr><td>{day}</td><td class=\"num\">6.5</td></tr>", page.text), page.text
     assert len(re.findall(r'<line class="tick"', page.text)) == 7  # seven local days
+    # Every day of the week is on the axis, with its weekday where there is room.
+    wide = re.search(r'<g class="dates dates-l">(.*?)</g>', page.text, re.S)
+    assert wide is not None
+    assert len(re.findall(r'<text class="date"', wide.group(1))) == 7
 
 
 async def test_breakdown_by_a_dimension_with_escaped_values(
@@ -124,6 +139,23 @@ async def test_breakdown_by_a_dimension_with_escaped_values(
     rows = re.findall(r'<tr><th scope="row">([^<]*)</th><td class="num"><data value="([^"]+)">', page.text)
     assert rows == [("us", "3.5"), ("eu", "2"), ("&lt;script&gt;x&lt;/script&gt;", "1")]
     assert "<script>x</script>" not in page.text
+    # The small charts share one value axis, said on the page, each with its series' total.
+    assert (
+        '<p class="scale-note" id="group-scale">The 3 charts below share one scale, 0 to 4 calls per hour,'
+        in page.text
+    )
+    series = page.text.split('<article class="group-series">')[1:]
+    assert [re.search(r"<h3>(.*?)</h3>", part).group(1) for part in series] == [  # type: ignore[union-attr]
+        'region: us — <data value="3.5">3.5</data> calls',
+        'region: eu — <data value="2">2</data> calls',
+        'region: &lt;script&gt;x&lt;/script&gt; — <data value="1">1</data> call',
+    ]
+    for part in series:
+        assert re.findall(r'<text class="value"[^>]*>([^<]+)</text>', part) == [
+            "0 calls",
+            "2 calls",
+            "4 calls",
+        ]
     assert '<option value="region" selected>' in page.text
     assert '<option value="tier">' in page.text
 
@@ -305,6 +337,41 @@ async def test_last_period_is_not_live(
     local = boundary.local()
     first = local.replace(day=1) - timedelta(days=1)  # a day of the month before
     assert f"<strong>1 {first:%b} {first.year} 00:00 {local.tzname()}</strong>" in page.text
+
+
+async def test_the_meter_is_titled_with_the_charge_of_the_customer_plan(
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
+) -> None:
+    await make_customer(client, admin_key, currency="USD")
+    await make_meter(client, admin_key, metric="storage_gb", aggregation="max", unit="GB")
+    plan = {
+        "id": "stored",
+        "name": "Stored",
+        "currency": "USD",
+        "charges": [
+            {
+                "key": "gb",
+                "model": "per_unit",
+                "meter": "storage_gb",
+                "unitPrice": "0.10",
+                "description": "Storage used",
+            }
+        ],
+    }
+    assert (await client.post("/v1/plans", headers=auth(admin_key), json=plan)).status_code == 201
+    subscribed = await client.post(
+        "/v1/customers/acme/subscriptions", headers=auth(admin_key), json={"planId": "stored"}
+    )
+    assert subscribed.status_code == 201, subscribed.text
+    await customer_user(pg, client)
+    page = await client.get("/portal/customers/acme/meters/storage_gb")
+    assert page.status_code == 200, page.text
+    assert "<h1>Storage used</h1>" in page.text
+    assert "<title>Storage used · " in page.text
+    assert "Counted in GB, aggregated by max." in page.text
+    assert "storage_gb</" not in page.text
 
 
 async def test_unknown_meter_and_other_customers_are_404(

@@ -165,7 +165,7 @@ async def test_partial_shows_the_exact_new_total(
     assert after.status_code == 200
     assert total(after.text, "5.5") in after.text
     bars = re.findall(r'<rect class="bar"[^>]*><title>([^<]+)</title></rect>', after.text)
-    assert len(bars) == 1 and bars[0].endswith(": 5.5 call"), bars
+    assert len(bars) == 1 and bars[0].endswith(": 5.5 calls"), bars
     assert re.search(r'<td class="num">5.5</td>', after.text)
     assert "<html" not in after.text  # a fragment, not a page
 
