@@ -158,8 +158,9 @@ return taken
 # After the commit, per batch: if the web counted it ("1"), its refused copies are taken out
 # (once per message: the corrected key); if nobody did, the worker counts what the ledger
 # admitted, sets its dedup markers, and marks the batch "w", so a late apply by the web
-# counts nothing and a resend is answered as a duplicate. A redelivery
-# admits nothing new and corrects nothing again. Keys all carry the customer's tag.
+# counts nothing and a resend is answered as a duplicate; a batch already "w" gets what this
+# commit admitted too (a concurrent delivery that admitted nothing may settle first). A
+# redelivery admits nothing new and corrects nothing again. Keys all carry the customer's tag.
 SETTLE_BATCHES = (
     _CHUNK
     + _RUN_OPS
@@ -176,7 +177,10 @@ for _, e in ipairs(entries) do
       if may_correct then run_ops(KEYS[1], e[3]) end
     end
     redis.call('EXPIRE', e[1], ARGV[3])
-  elseif not state then
+  else
+    -- Nobody counted it, or a worker did ('w'): count what this commit admitted. The ledger
+    -- admits each event once across all commits, so two deliveries of one message settling
+    -- in either order (the one that admitted nothing first) still count each event once.
     run_ops(KEYS[1], e[2])
     local ids, prints, marks = e[6], e[7], {}
     for i = 1, #ids do marks[#marks + 1] = ids[i]; marks[#marks + 1] = prints[i] end

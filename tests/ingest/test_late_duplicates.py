@@ -21,8 +21,8 @@ from portal.infrastructure.settings import Settings
 from portal.ingest.events import AcceptedEvent
 from portal.ingest.service import PERSIST_ACTOR, Ingestor
 from portal.live import redis_keys as live_keys
-from portal.live.store import LiveStore, live_value
-from tests.conftest import WorkerProcess, wait_until_persisted
+from portal.live.store import LiveStore, SettledBatch, live_value
+from tests.conftest import RUNNING_WORKERS, WorkerProcess, wait_until_persisted
 from tests.factories import event
 from tests.ingest.test_pipeline import catalog, send, usage
 from tests.ingest.test_poison_batches import hand_off, wire
@@ -182,17 +182,22 @@ async def test_a_batch_the_web_never_counted_live_is_counted_once_when_resent(
     admin_key: str,
     ingest_key: str,
     catalog: None,
-    worker: WorkerProcess,
+    shared_worker: WorkerProcess,
     redis: Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given a web node that put a batch in the broker and died before counting it live
+    # Given a web node that put a batch in the broker and died before counting it live, and
+    # no worker persisting yet (one that settled the batch first would set its markers, and
+    # the resend below would be answered as a duplicate)
+    for running in list(RUNNING_WORKERS):
+        running.stop()
     WebDiesBeforeCounting(monkeypatch)
     batch = [event(quantity="2.5", dimensions={"region": "eu"}), event(metric="requests", quantity=1)]
     assert await send(client, ingest_key, batch) == {"accepted": 2, "duplicates": 0, "rejected": []}
     # When the client, having no answer, sends it again (through another node): no marker
     # says it was seen, so it is accepted and counted live, and both copies are persisted
     assert await send(client, ingest_key, batch) == {"accepted": 2, "duplicates": 0, "rejected": []}
+    shared_worker.start()
     await wait_until_persisted(redis)
     # Then live equals billed: the copy the ledger kept is counted once, the other not at all
     assert await live_and_billed(client, admin_key, "api_calls") == ("2.5", "2.5")
@@ -255,3 +260,30 @@ async def test_a_message_the_web_never_counted_is_counted_once_however_often_del
     await wait_until_persisted(redis)
     # Then the live view counts each event once, as the bill does
     assert await live_and_billed(client, admin_key, "api_calls") == ("6.25", "6.25")
+
+
+async def test_two_deliveries_settling_out_of_order_count_the_batch_once(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    catalog: None,
+    redis: Redis,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a batch the web never counted, delivered twice at once: one delivery's commit
+    # admits the events, the other's (waiting on the first) admits nothing
+    dying = WebDiesBeforeCounting(monkeypatch)
+    batch = [event(quantity="4", dimensions={"region": "us"}), event(quantity="0.5")]
+    assert await send(client, ingest_key, batch) == {"accepted": 2, "duplicates": 0, "rejected": []}
+    [(batch_id, accepted_ms, events)] = dying.kept
+    live = LiveStore(
+        redis, accepted_lateness=settings.accepted_lateness, marker_window=settings.dedup_marker_window
+    )
+    # When the delivery that admitted nothing settles first, then the one that admitted both
+    await live.settle("message-raced", [SettledBatch("acme", batch_id, (), ())], accepted_ms)
+    await live.settle("message-raced", [SettledBatch("acme", batch_id, tuple(events), ())], accepted_ms)
+    await live.settle("message-raced", [SettledBatch("acme", batch_id, (), ())], accepted_ms)
+    # Then the live view counts each event once, and a resend is a duplicate
+    assert (await usage(client, admin_key, "api_calls", "live"))["total"] == "4.5"
+    assert await send(client, ingest_key, batch) == {"accepted": 0, "duplicates": 2, "rejected": []}
