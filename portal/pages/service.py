@@ -192,18 +192,21 @@ async def _meter_usage(
     )
 
 
-def plan_meters(setup: RatingSetup | None) -> frozenset[str]:
-    """The meters the customer's plans in its current period charge for (none without one)."""
+def plan_meters(setup: RatingSetup | None) -> frozenset[str] | None:
+    """The meters the customer's plans in its current period charge for; None without a
+    plan (usage without a price: every meter is the customer's to watch)."""
     if setup is None:
-        return frozenset()
+        return None
     return frozenset(c.meter for seg in setup.item.segments for c in seg.plan.charges if c.meter)
 
 
 async def usage_panel(
     portal: PortalState, db: AsyncSession, customer: Customer, *, now: datetime, staff: bool = False
 ) -> UsagePanel:
-    """Period-to-date live usage of the meters on the customer's plan at instant `now` (UTC);
-    `staff` viewers also see the other meters, marked as not on the plan.
+    """Period-to-date live usage of the meters on the customer's plan at instant `now` (UTC)
+    (of every meter while it has no plan); `staff` viewers also see the other meters,
+    marked as not on the plan. With a plan: the cost, the upcoming invoice's lines and a
+    card per metered charge, all from one preview (the same rating as the bill).
 
     The period runs to `now` plus the ingest's future tolerance (no accepted event lies
     later), so the totals equal the usage API's for the whole period. "Complete through" is
@@ -218,13 +221,15 @@ async def usage_panel(
         else period_for(now, customer.timezone)
     )
     end = min(period.end, now + portal.settings.future_tolerance)
-    on_plan = plan_meters(setup)
-    meters = [m for m in await _meters(db, ttl) if staff or m.metric_name in on_plan]
+    priced = plan_meters(setup)
+    every_meter = await _meters(db, ttl)
+    on_plan = {m.metric_name: priced is None or m.metric_name in priced for m in every_meter}
+    meters = [m for m in every_meter if staff or on_plan[m.metric_name]]
     # Redis (the watermark, live usage) runs while Postgres answers the cost and the alerts.
     watermark_ms = asyncio.ensure_future(complete_through_ms(portal.live, db))
     live = asyncio.gather(
         *(
-            _meter_usage(portal, customer, meter, period, end, on_plan=meter.metric_name in on_plan)
+            _meter_usage(portal, customer, meter, period, end, on_plan=on_plan[meter.metric_name])
             for meter in meters
         )
     )
