@@ -9,17 +9,26 @@ not a scaled amount.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.billing.invoices import PeriodToRate, line_rows, period_to_rate
+from portal.billing.invoices import PeriodToRate, line_rows, period_to_rate, planned, rate_periods
 from portal.billing.quantities import UsageWindow, charge_quantities, meter_aggregations
 from portal.billing.rating import Rating, Segment, projected_quantity, rate_invoice
-from portal.billing.subscriptions import list_subscriptions, period_of
+from portal.billing.repository import credits as credit_store
+from portal.billing.repository import plans as plan_store
+from portal.billing.subscriptions import (
+    SegmentBounds,
+    list_subscriptions,
+    period_of,
+    segments_in,
+    subscriptions_by_customer,
+)
 from portal.billing.views import (
     InvoicePreviewTotals,
     LineView,
@@ -30,6 +39,7 @@ from portal.billing.views import (
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
 from portal.infrastructure.domain_errors import NotFound
+from portal.infrastructure.periods import BillingPeriod
 from portal.usage.combine import exact
 
 
@@ -103,6 +113,7 @@ async def preview(
         )
         for r in line_rows(0, so_far)
     ]
+    lines += _credit_line(so_far, item, len(lines))
     return PreviewView(
         customer.id,
         customer.currency,
@@ -113,6 +124,96 @@ async def preview(
         _totals(projected),
         lines,
     )
+
+
+CREDIT_DESCRIPTION = "Prepaid credit applied"
+
+
+def _credit_line(rating: Rating, item: PeriodToRate, position: int) -> list[LineView]:
+    """The prepaid credit the period draws, as a last line (negative, like a discount), so
+    the lines alone add up to the total; none when no credit is drawn."""
+    if rating.credits_applied <= 0:
+        return []
+    amount = money_text(-rating.credits_applied, rating.currency)
+    last = item.segments[-1]
+    return [
+        LineView(
+            position,
+            "credit",
+            None,
+            None,
+            CREDIT_DESCRIPTION,
+            "1",
+            "0",
+            "1",
+            None,
+            [],
+            "1",
+            amount,
+            last.plan.id,
+            item.period.start,
+            item.period.end,
+        )
+    ]
+
+
+async def current_periods(
+    session: AsyncSession, customers: Sequence[Customer], *, now: datetime
+) -> dict[str, PeriodToRate]:
+    """What each customer's period containing `now` is rated on, as `rating_setup` finds it
+    one customer at a time, in four queries for all of them; customers without a
+    subscription in that period are left out."""
+    if not customers:
+        return {}
+    # A period is at most 31 days long: every subscription overlapping a current period
+    # overlaps this window, and a customer's anchor day is the same on all of its
+    # subscriptions (a plan change keeps it).
+    window_start, window_end = now - timedelta(days=32), now + timedelta(days=32)
+    subs = await subscriptions_by_customer(session, [c.id for c in customers], window_start, window_end)
+    periods: dict[str, tuple[Customer, BillingPeriod, list[SegmentBounds]]] = {}
+    for customer in customers:
+        mine = subs.get(customer.id)
+        if not mine:
+            continue
+        latest = max(mine, key=lambda s: s.starts_at)
+        period = period_of(customer, latest.anchor_day, now)
+        bounds = segments_in(mine, period)
+        if bounds:
+            periods[customer.id] = (customer, period, bounds)
+    plans = await plan_store.plans_by_id(
+        session, {b.subscription.plan_id for _, _, bs in periods.values() for b in bs}
+    )
+    credits = await _credits_usable(session, {cid: period.end for cid, (_, period, _) in periods.items()})
+    return {
+        cid: PeriodToRate(
+            cid, customer.currency, period, planned(bounds, plans), credits.get(cid, Decimal(0))
+        )
+        for cid, (customer, period, bounds) in periods.items()
+    }
+
+
+async def _credits_usable(session: AsyncSession, usable_at: dict[str, datetime]) -> dict[str, Decimal]:
+    """`credits.available_credit` for many customers at once (each at its own instant)."""
+    if not usable_at:
+        return {}
+    out: dict[str, Decimal] = {}
+    for customer_id, expires_at, remaining in await credit_store.credit_left_by_grant(
+        session, list(usable_at)
+    ):
+        if expires_at is None or expires_at >= usable_at[customer_id]:
+            out[customer_id] = out.get(customer_id, Decimal(0)) + remaining
+    return out
+
+
+async def spend_so_far(
+    session: AsyncSession, customers: Sequence[Customer], *, now: datetime
+) -> dict[str, Rating]:
+    """Each customer's current period rated as metered so far: the same rating as
+    `preview(...).so_far` (its total is the customer page's "Cost so far"), for many
+    customers in a few bulk reads. Customers without a current subscription are left out."""
+    items = await current_periods(session, customers, now=now)
+    ratings = await rate_periods(session, list(items.values()))
+    return dict(zip(items, ratings, strict=True))
 
 
 async def _rate(

@@ -19,7 +19,7 @@ from litestar.template.config import TemplateConfig
 from portal.dependencies import Db, Portal, ReadDb
 from portal.infrastructure.paths import STATIC_DIR, TEMPLATES_DIR
 from portal.operations.billing_health import billing_health
-from portal.pages.access import STAFF_GUARDS, visible_customer
+from portal.pages.access import STAFF_GUARDS, viewer, visible_customer
 from portal.pages.formatting import register_filters
 from portal.pages.service import usage_panel
 from portal.pages.signin import signin_handlers
@@ -41,7 +41,7 @@ class CustomerOverviewController(PageController):
         """The usage panel is rendered once here, then refreshes itself. Who may see the
         customer is read on the primary, the panel on the read replica when there is one."""
         customer = await visible_customer(request, db, customer_id)
-        panel = await usage_panel(portal, read_db, customer, now=portal.now())
+        panel = await usage_panel(portal, read_db, customer, now=portal.now(), staff=viewer(request).is_staff)
         return page("customer.html", request, customer=customer, panel=panel)
 
     @get("/customers/{customer_id:str}/usage")
@@ -56,7 +56,7 @@ class CustomerOverviewController(PageController):
     ) -> Response[Any]:
         """The usage panel alone; 204 when it would equal the version the page shows."""
         customer = await visible_customer(request, db, customer_id)
-        panel = await usage_panel(portal, read_db, customer, now=portal.now())
+        panel = await usage_panel(portal, read_db, customer, now=portal.now(), staff=viewer(request).is_staff)
         if seen is not None and seen == panel.version:
             return Response(content=None, status_code=HTTP_204_NO_CONTENT)
         return Template(template_name="partials/usage_panel.html", context={"panel": panel})

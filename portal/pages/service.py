@@ -16,13 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.alerting import repository as alerting_repository
 from portal.alerting.deliveries import list_firings
 from portal.billing.preview import RatingSetup, preview, rating_setup
-from portal.billing.views import LineView, PreviewView, money_text
+from portal.billing.views import PreviewView, money_text
 from portal.catalog import service as catalog
 from portal.catalog.schemas import Customer, Meter
 from portal.infrastructure.domain_errors import NotFound
 from portal.infrastructure.periods import BillingPeriod, period_for, to_datetime
 from portal.pages.charts import BarChart, hourly_bars
-from portal.pages.formatting import HOUR, day_of, grouped, hour_range, instant, metric_label, money
+from portal.pages.formatting import HOUR, day_of, hour_range, instant, measure, metric_label, money
+from portal.pages.upcoming import ChargeProgress, UpcomingInvoice, charge_progress, upcoming_invoice
 from portal.state import PortalState
 from portal.usage.anomaly_detection import recent_anomalies
 from portal.usage.combine import exact
@@ -49,6 +50,7 @@ class MeterUsage:
     total_label: str
     total: str
     chart: BarChart
+    on_plan: bool = True  # False: staff see it, labelled; customers never do
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,26 +63,6 @@ class CostSummary:
 
 
 @dataclass(frozen=True, slots=True)
-class ChargeProgress:
-    """One metered charge of the plan: usage so far against what the plan includes."""
-
-    metric_name: str
-    description: str
-    unit: str
-    quantity: str
-    included: str
-    billable: str
-    amount: str
-    percent: int | None  # of the included quantity, rounded down; None: nothing included
-    meter_value: str  # what the <progress> bar shows: the quantity, capped at the included
-    label: str  # "12,400 of 10,000 included — 124%"
-
-    @property
-    def over(self) -> bool:
-        return self.percent is not None and Decimal(self.quantity) > Decimal(self.included)
-
-
-@dataclass(frozen=True, slots=True)
 class BudgetProgress:
     """A budget the customer set (an alert rule on a budget): how much of it is used."""
 
@@ -89,23 +71,43 @@ class BudgetProgress:
     meter_value: str  # what the <progress> bar shows: the use, capped at the budget
     budget: str
     label: str  # "EUR 312.40 of the EUR 500.00 budget — 62%"
+    # Set when the period's projection exceeds the budget:
+    # "Projected EUR 1,180.52 — 236% of the EUR 500.00 budget".
+    warning: str | None = None
 
     @property
     def over(self) -> bool:
         return Decimal(self.meter_value) >= Decimal(self.budget) and self.percent >= 100
 
 
+def _percent_of(used: Decimal, budget: Decimal) -> int:
+    # Rounded down, so that 100% is never shown before the budget is reached.
+    return int((used * 100 / budget).to_integral_value(rounding=ROUND_FLOOR)) if budget > 0 else 100
+
+
 def budget_progress(
-    name: str, used: Decimal, budget: Decimal, show: Callable[[Decimal], str]
+    name: str,
+    used: Decimal,
+    budget: Decimal,
+    show: Callable[[Decimal], str],
+    *,
+    projected: Decimal | None = None,
 ) -> BudgetProgress:
-    """Use against a budget (pure); `show` writes an amount (money or a meter's unit)."""
-    percent = int((used * 100 / budget).to_integral_value(rounding=ROUND_FLOOR)) if budget > 0 else 100
+    """Use against a budget (pure); `show` writes an amount (money or a meter's unit). A
+    `projected` use above the budget is worded as a warning."""
+    percent = _percent_of(used, budget)
+    warning = None
+    if projected is not None and projected > budget:
+        warning = (
+            f"Projected {show(projected)} — {_percent_of(projected, budget)}% of the {show(budget)} budget"
+        )
     return BudgetProgress(
         name,
         percent,
         exact(min(used, budget)),
         exact(budget),
         f"{show(used)} of the {show(budget)} budget — {percent}%",
+        warning,
     )
 
 
@@ -142,6 +144,8 @@ class UsagePanel:
     meters: tuple[MeterUsage, ...]
     cost: CostSummary | None = None
     charges: tuple[ChargeProgress, ...] = ()
+    invoice: UpcomingInvoice | None = None
+    staff: bool = False  # the viewer is staff: meters off the plan are shown, labelled
     budgets: tuple[BudgetProgress, ...] = ()
     alerts: tuple[AlertRow, ...] = ()
     anomalies: tuple[AnomalyRow, ...] = ()
@@ -153,7 +157,13 @@ class UsagePanel:
 
 
 async def _meter_usage(
-    portal: PortalState, customer: Customer, meter: Meter, period: BillingPeriod, end: datetime
+    portal: PortalState,
+    customer: Customer,
+    meter: Meter,
+    period: BillingPeriod,
+    end: datetime,
+    *,
+    on_plan: bool = True,
 ) -> MeterUsage:
     usage = await live_usage(
         portal.live,
@@ -179,50 +189,25 @@ async def _meter_usage(
         total_label=TOTAL_LABELS.get(meter.aggregation, "This period"),
         total=exact(usage.total),
         chart=chart,
+        on_plan=on_plan,
     )
 
 
-def charge_progress(line: LineView, unit: str) -> ChargeProgress:
-    """A usage line of the live preview as a progress row (pure)."""
-    quantity, included = Decimal(line.quantity), Decimal(line.included_quantity)
-    amount = line.amount
-    suffix = f" {unit}" if unit else ""
-    if included > 0:
-        # Rounded down, so that 100% is never shown before the included quantity is used up.
-        percent = int((quantity * 100 / included).to_integral_value(rounding=ROUND_FLOOR))
-        label = f"{grouped(line.quantity)} of {grouped(line.included_quantity)}{suffix} included — {percent}%"
-        shown = line.quantity if quantity <= included else line.included_quantity
-        return ChargeProgress(
-            line.meter or "",
-            line.description,
-            unit,
-            line.quantity,
-            line.included_quantity,
-            line.billable_quantity,
-            amount,
-            percent,
-            shown,
-            label,
-        )
-    label = f"{grouped(line.quantity)}{suffix} so far, none included: all of it is billable"
-    return ChargeProgress(
-        line.meter or "",
-        line.description,
-        unit,
-        line.quantity,
-        line.included_quantity,
-        line.billable_quantity,
-        amount,
-        None,
-        line.quantity,
-        label,
-    )
+def plan_meters(setup: RatingSetup | None) -> frozenset[str] | None:
+    """The meters the customer's plans in its current period charge for; None without a
+    plan (usage without a price: every meter is the customer's to watch)."""
+    if setup is None:
+        return None
+    return frozenset(c.meter for seg in setup.item.segments for c in seg.plan.charges if c.meter)
 
 
 async def usage_panel(
-    portal: PortalState, db: AsyncSession, customer: Customer, *, now: datetime
+    portal: PortalState, db: AsyncSession, customer: Customer, *, now: datetime, staff: bool = False
 ) -> UsagePanel:
-    """Period-to-date live usage of every meter for `customer` at instant `now` (UTC).
+    """Period-to-date live usage of the meters on the customer's plan at instant `now` (UTC)
+    (of every meter while it has no plan); `staff` viewers also see the other meters,
+    marked as not on the plan. With a plan: the cost, the upcoming invoice's lines and a
+    card per metered charge, all from one preview (the same rating as the bill).
 
     The period runs to `now` plus the ingest's future tolerance (no accepted event lies
     later), so the totals equal the usage API's for the whole period. "Complete through" is
@@ -237,10 +222,18 @@ async def usage_panel(
         else period_for(now, customer.timezone)
     )
     end = min(period.end, now + portal.settings.future_tolerance)
-    meters = await _meters(db, ttl)
+    priced = plan_meters(setup)
+    every_meter = await _meters(db, ttl)
+    on_plan = {m.metric_name: priced is None or m.metric_name in priced for m in every_meter}
+    meters = [m for m in every_meter if staff or on_plan[m.metric_name]]
     # Redis (the watermark, live usage) runs while Postgres answers the cost and the alerts.
     watermark_ms = asyncio.ensure_future(complete_through_ms(portal.live, db))
-    live = asyncio.gather(*(_meter_usage(portal, customer, meter, period, end) for meter in meters))
+    live = asyncio.gather(
+        *(
+            _meter_usage(portal, customer, meter, period, end, on_plan=on_plan[meter.metric_name])
+            for meter in meters
+        )
+    )
     try:
         estimate = (
             await preview(db, customer.id, now=now, complete_through=None, setup=setup)
@@ -255,13 +248,16 @@ async def usage_panel(
         watermark = to_datetime(await watermark_ms / 1000)
     cost = None
     charges: tuple[ChargeProgress, ...] = ()
-    if estimate is not None:
+    invoice = None
+    if estimate is not None and setup is not None:
         cost = CostSummary(estimate.currency, estimate.so_far.total, estimate.projected.total)
         units = {meter.metric_name: meter.unit for meter in meters}
-        # The preview already rated the plan's charges once: its usage lines carry the
-        # quantity and the included quantity, so the progress rows cost no further query.
+        # The preview already rated the plan's charges once: its lines are the upcoming
+        # invoice, and its usage lines carry the quantities the cards show, at no further query.
+        plan_charges = {(seg.plan.id, c.key): c for seg in setup.item.segments for c in seg.plan.charges}
+        invoice = upcoming_invoice(estimate, units, plan_charges)
         charges = tuple(
-            charge_progress(line, units.get(line.meter, ""))
+            charge_progress(line, units.get(line.meter, ""), estimate.currency)
             for line in estimate.lines
             if line.kind == "usage" and line.meter is not None
         )
@@ -274,6 +270,8 @@ async def usage_panel(
         meters=tuple(usages),
         cost=cost,
         charges=charges,
+        invoice=invoice,
+        staff=staff,
         budgets=_budgets(budget_rules, estimate, usages),
         alerts=alerts,
         anomalies=anomalies,
@@ -290,7 +288,7 @@ def _as_money(value: Decimal, *, currency: str) -> str:
 
 
 def _in_unit(value: Decimal, *, unit: str) -> str:
-    return f"{grouped(exact(value))} {unit}"
+    return measure(exact(value), unit)
 
 
 def _budgets(
@@ -309,6 +307,7 @@ def _budgets(
                     Decimal(estimate.so_far.total),
                     budget,
                     partial(_as_money, currency=estimate.currency),
+                    projected=Decimal(estimate.projected.total),
                 )
             )
         elif metric in totals:

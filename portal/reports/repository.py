@@ -25,7 +25,8 @@ CUSTOMER_SORTS = {"name": "lower(name), id", "spend": "spend", "change": "change
 
 # Per visible customer: the current period at :now (its draft's, else the local calendar
 # month; :now, not the database's clock, so the page is "as of" the request's instant), the
-# draft's total, the previous live invoice's total with its adjustments, alerts fired
+# draft's total, the latest live invoice ended by :now (the previous period's) with its
+# adjustments, alerts fired
 # since the period began.
 _CUSTOMERS_TABLE = """
 WITH c AS (
@@ -45,8 +46,7 @@ WITH c AS (
     LEFT JOIN LATERAL (
         SELECT p.total + COALESCE((SELECT sum(a.amount) FROM adjustments a WHERE a.invoice_id = p.id), 0)
                AS amount
-        FROM invoices p WHERE p.customer_id = c.id AND p.status <> 'void' AND cur.period_start IS NOT NULL
-          AND p.period_end <= cur.period_start
+        FROM invoices p WHERE p.customer_id = c.id AND p.status <> 'void' AND p.period_end <= :now
         ORDER BY p.period_end DESC LIMIT 1) prev ON TRUE
 ), r AS (
     SELECT d.*,
@@ -56,7 +56,7 @@ WITH c AS (
     FROM d
 )
 SELECT id, name, timezone, currency, created_at, period_start, spend, spend_as_of, change_pct, alerts,
-       count(*) OVER () AS total
+       previous, count(*) OVER () AS total
 FROM r WHERE (NOT CAST(:only_alerts AS boolean) OR alerts > 0)
 ORDER BY {order} NULLS LAST, id
 """

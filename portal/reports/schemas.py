@@ -22,6 +22,7 @@ class CustomerSpend(NamedTuple):
     spend_as_of: datetime | None
     change_pct: Decimal | None
     alerts: int
+    previous: Decimal | None = None  # the previous period's adjusted total
 
 
 class MeterPeriodTotal(NamedTuple):

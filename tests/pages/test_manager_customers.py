@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from tests.clock import BOUNDARIES, Boundary, set_clock
-from tests.factories import make_customer, make_meter
+from tests.factories import auth, make_customer, make_meter
 from tests.pages.helpers import Client, make_user, sign_in
 
 ADMIN = "ada@vendor.test"
@@ -61,6 +61,28 @@ async def fire_alert(pg: asyncpg.Connection, customer: str, at: datetime) -> Non
     )
 
 
+async def on_flat_plan(client: Client, admin_key: str, customer: str, amount: str, start: datetime) -> None:
+    """`customer` on its own plan of one flat fee (`amount` in its currency) plus EUR/USD/…
+    0.01 a call, billed by calendar month from `start` (the first of a month, UTC)."""
+    currency = (await client.get(f"/v1/customers/{customer}", headers=auth(admin_key))).json()["currency"]
+    plan = {
+        "id": f"{customer}-plan",
+        "name": f"{customer} plan",
+        "currency": currency,
+        "charges": [
+            {"key": "base", "model": "flat", "amount": amount, "description": "Platform fee"},
+            {"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.01"},
+        ],
+    }
+    assert (await client.post("/v1/plans", headers=auth(admin_key), json=plan)).status_code == 201
+    subscribed = await client.post(
+        f"/v1/customers/{customer}/subscriptions",
+        headers=auth(admin_key),
+        json={"planId": plan["id"], "startDate": start.date().isoformat(), "anchorDay": 1},
+    )
+    assert subscribed.status_code == 201, subscribed.text
+
+
 # Where the world is built when a test does not say: mid-month, mid-day.
 MID_MONTH = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -68,18 +90,18 @@ MID_MONTH = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 async def world(
     client: Client, admin_key: str, pg: asyncpg.Connection, now: datetime = MID_MONTH
 ) -> datetime:
-    """At `now` (the app's clock is set to it): acme spends EUR 120.50 this period against
-    100.00 + a 0.50 note last period, one alert, 42 calls; globex: EUR 10.00 against 20.00;
-    initech: nothing yet."""
+    """At `now` (the app's clock is set to it): acme spends EUR 120.92 this period (a 120.50
+    fee and 42 calls at 0.01) against 100.00 + a 0.50 note last period, one alert; globex:
+    EUR 10.00 against 20.00; initech: no plan."""
     set_clock(client, now)
-    start = month_start(now)
+    start = month_start(now.astimezone(UTC))  # the customers' zone
     previous = month_start(start - timedelta(days=1))
-    nxt = month_start(start + timedelta(days=32))
     await make_customer(client, admin_key, id="acme", name="Acme Inc")
     await make_customer(client, admin_key, id="globex", name="Globex")
     await make_customer(client, admin_key, id="initech", name="<script>alert(1)</script>")
     await make_meter(client, admin_key, metric="api_calls", unit="call")
-    await invoice(pg, "acme", start, nxt, "120.50")
+    await on_flat_plan(client, admin_key, "acme", "120.50", start)
+    await on_flat_plan(client, admin_key, "globex", "10.00", start)
     old = await invoice(pg, "acme", previous, start, "100.00", "finalized", "INV-000001")
     await pg.execute(
         "INSERT INTO adjustments (customer_id, invoice_id, number, kind, subtotal_delta, discount_delta, "
@@ -87,7 +109,6 @@ async def world(
         "FROM invoices WHERE id = $1",
         old,
     )
-    await invoice(pg, "globex", start, nxt, "10.00")
     await invoice(pg, "globex", previous, start, "20.00", "finalized", "INV-000002")
     await fire_alert(pg, "acme", start)
     await fire_alert(pg, "globex", previous)  # last period: not counted
@@ -117,12 +138,12 @@ async def test_table_shows_this_periods_numbers(
     assert page.status_code == 200
     assert customer_order(page.text) == ["initech", "acme", "globex"]  # by name: "<script…" sorts first
     assert "api_calls: <strong>42</strong> call" in page.text
-    assert '<data value="120.50">EUR 120.50</data>' in page.text
-    assert "as of 24 Nov 2026 09:30 UTC" in page.text
-    assert "+19.9 %" in page.text  # 120.50 against 100.00 + 0.50
+    assert '<data value="120.92">EUR 120.92</data>' in page.text  # 120.50 + 42 x 0.01
+    assert '<data value="10.00">EUR 10.00</data>' in page.text
+    assert "+20.3 %" in page.text  # 120.92 against 100.00 + 0.50: 20.318…, half up
     assert "-50.0 %" in page.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text and "<script>alert(1)" not in page.text
-    assert "No draft yet" in page.text and "No usage yet" in page.text
+    assert "No plan this period" in page.text and "No usage yet" in page.text
 
 
 @pytest.mark.parametrize("boundary", BOUNDARIES)
@@ -147,7 +168,7 @@ async def test_without_a_draft_the_period_is_the_customers_month_at_the_clock(
     # Then: this period is the local month of the clock's instant
     assert page.status_code == 200
     assert "api_calls: <strong>5</strong> call" in page.text
-    assert "No draft yet" in page.text
+    assert "No plan this period" in page.text
 
 
 async def test_sort_filter_and_search_are_in_the_url(
@@ -169,8 +190,56 @@ async def test_sort_filter_and_search_are_in_the_url(
     wildcard = await client.get("/portal/customers", params={"q": "%"})
     assert customer_order(wildcard.text) == []
     assert "No customer matches these filters." in wildcard.text
-    # The spend header flips to ascending when it is already the sort.
+    # The spend header flips to ascending when it is already the sort, and shows the sort.
     assert 'href="/portal/customers?sort=spend&amp;order=asc"' in by_spend.text
+    assert re.search(
+        r'<th scope="col" class="num" aria-sort="descending"><a href="[^"]+" class="sort current">'
+        r'Spend so far <span class="arrow" aria-hidden="true">▼</span></a></th>',
+        by_spend.text,
+    )
+    assert 'aria-sort="ascending"' in ascending.text and "▲" in ascending.text
+    assert by_spend.text.count("aria-sort=") == 1
+
+
+async def test_spend_is_the_customer_pages_cost_so_far_rated_now(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
+    # Given: acme's world, and 1,000 more calls stored after any draft was rated
+    now = await world(client, admin_key, pg)
+    await pg.execute(
+        "INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
+        "VALUES ('acme', 'api_calls', $1, 1000, 1)",
+        now.replace(minute=0) - timedelta(hours=1),
+    )
+    await make_user(pg, ADMIN, role="admin")
+    await sign_in(client, ADMIN)
+    # When: the table and the customer's page are shown
+    table = (await client.get("/portal/customers")).text
+    overview = (await client.get("/portal/customers/acme")).text
+    # Then: both say EUR 130.92 (120.50 + 1,042 calls x 0.01)
+    cost = re.search(r'<data class="total" id="cost-so-far" value="([^"]+)">', overview)
+    assert cost is not None and cost.group(1) == "130.92"
+    assert '<data value="130.92">EUR 130.92</data>' in table
+
+
+async def test_sorting_by_spend_never_compares_currencies(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
+    # Given: EUR 120.92 and 10.00, INR 1,799.00, USD 100.00, and a customer without a plan
+    now = await world(client, admin_key, pg)
+    await make_customer(client, admin_key, id="hooli", name="Hooli", currency="USD")
+    await make_customer(client, admin_key, id="initrode", name="Initrode", currency="INR")
+    await on_flat_plan(client, admin_key, "hooli", "100.00", month_start(now))
+    await on_flat_plan(client, admin_key, "initrode", "1799.00", month_start(now))
+    await make_user(pg, ADMIN, role="admin")
+    await sign_in(client, ADMIN)
+    # When: sorted by spend, biggest first, then smallest first
+    down = await client.get("/portal/customers", params={"sort": "spend"})
+    up = await client.get("/portal/customers", params={"sort": "spend", "order": "asc"})
+    # Then: by currency (EUR, INR, USD), then by amount; no plan last either way
+    assert customer_order(down.text) == ["acme", "globex", "initrode", "hooli", "initech"]
+    assert customer_order(up.text) == ["globex", "acme", "initrode", "hooli", "initech"]
+    assert '<data value="1799.00">INR 1,799.00</data>' in down.text
 
 
 async def test_bad_parameters_are_named(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import asyncpg
 import pytest
@@ -286,7 +287,7 @@ async def test_panel_shows_usage_against_the_included_quantity(
 
     panel = await client.get("/portal/customers/acme/usage", headers=HTMX)
     assert '<progress id="charge-1" max="10000" value="10000"' in panel.text
-    assert "12,400 of 10,000 call included — 124%; 2,400 billable" in panel.text
+    assert "First 10,000 calls included; 12,400 so far — 124%; 2,400 calls charged" in panel.text
     assert "EUR 2.40 so far" in panel.text
     assert "API &lt;b&gt;calls&lt;/b&gt;" in panel.text
     assert 'href="/portal/customers/acme/meters/api_calls">' in panel.text
@@ -336,6 +337,151 @@ async def test_panel_shows_spend_and_meter_budgets_used_exactly(
     panel = (await client.get("/portal/customers/acme/usage", headers=HTMX)).text
     labels = re.findall(r'<p class="charge-label" id="budget-\d-label">([^<]*)</p>', panel)
     # Spend so far 6.38 (5.00 + 5.5 x 0.25, half up) of 8; 5.5 calls of 4: over, capped bar.
-    assert labels == ["EUR 6.38 of the EUR 8.00 budget — 79%", "5.5 call of the 4 call budget — 137%"]
+    assert labels == ["EUR 6.38 of the EUR 8.00 budget — 79%", "5.5 calls of the 4 calls budget — 137%"]
     assert '<progress id="budget-2" max="4" value="4"' in panel
     assert "Calls &lt;b&gt;cap&lt;/b&gt;" in panel and "<b>cap</b>" not in panel
+
+
+# --- the upcoming invoice -------------------------------------------------------------------
+
+# Mid-period: the plan began at midnight (anchor day 24), so 12 of the period's 30 days x 24
+# hours have passed: usage is projected at 60 times what is stored so far.
+NOON = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+async def on_committed_plan(client: Client, admin_key: str, pg: asyncpg.Connection, calls: int) -> None:
+    """Acme (EUR, UTC) from midnight on a EUR 20.00 platform fee, API calls graduated (first
+    10,000 free, then EUR 0.0004), a EUR 50.00 minimum commitment and 10% off, with EUR 12.00
+    of prepaid credit, a spend budget of EUR 100.00 and `calls` calls stored at 05:00."""
+    set_clock(client, NOON)
+    await make_customer(client, admin_key, name="Acme Inc")
+    await make_meter(client, admin_key, metric="api_calls", unit="call")
+    await make_meter(client, admin_key, metric="storage_gb", unit="GB")  # on no plan of acme's
+    plan = {
+        "id": "committed",
+        "name": "Committed",
+        "currency": "EUR",
+        "minimumCommitment": "50.00",
+        "discounts": [{"kind": "percentage", "percent": "10"}],
+        "charges": [
+            {"key": "base", "model": "flat", "amount": "20.00", "description": "Platform fee"},
+            {
+                "key": "calls",
+                "model": "graduated",
+                "meter": "api_calls",
+                "tiers": [{"upTo": "10000", "unitPrice": "0"}, {"unitPrice": "0.0004"}],
+            },
+        ],
+    }
+    assert (await client.post("/v1/plans", headers=auth(admin_key), json=plan)).status_code == 201
+    for path, body in (
+        ("subscriptions", {"planId": "committed"}),
+        ("credits", {"amount": "12.00"}),
+        ("alert-rules", {"name": "Monthly spend", "basis": "budget", "budget": "100", "levels": ["100"]}),
+    ):
+        response = await client.post(f"/v1/customers/acme/{path}", headers=auth(admin_key), json=body)
+        assert response.status_code == 201, response.text
+    await pg.execute(
+        "INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
+        "VALUES ('acme', 'api_calls', $1, $2, 1)",
+        NOON.replace(hour=5),
+        calls,
+    )
+
+
+def invoice_rows(html: str) -> list[tuple[str, str]]:
+    """(item, amount) of each line of the upcoming invoice, as shown."""
+    rows = re.findall(
+        r'<tr class="line line-\w+">\s*<th scope="row">\s*<span class="line-name">([^<]+)</span>.*?'
+        r'<data class="line-amount" value="([^"]+)">',
+        html,
+        re.S,
+    )
+    return [(name, amount) for name, amount in rows]
+
+
+async def test_upcoming_invoice_lines_add_up_to_the_cost_so_far(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
+    # Given: 12,968 calls so far on the committed plan
+    await on_committed_plan(client, admin_key, pg, calls=12968)
+    await make_user(pg, "cu@acme.test", role="customer", customer_id="acme")
+    await sign_in(client, "cu@acme.test")
+    # When: the customer opens the overview
+    page = (await client.get("/portal/customers/acme")).text
+    # Then: fee 20.00 + calls 2,968 x 0.0004 = 1.1872 → 1.19; 21.19 is below the 50.00
+    # minimum: 28.81 added; 10% of 50.00 off; 12.00 of credit: 33.00, the cost so far
+    assert invoice_rows(page) == [
+        ("Platform fee", "20.00"),
+        ("API calls", "1.19"),
+        ("Minimum commitment EUR 50.00: EUR 28.81 added", "28.81"),
+        ("10% discount", "-5.00"),
+        ("Prepaid credit applied", "-12.00"),
+    ]
+    assert sum(Decimal(amount) for _, amount in invoice_rows(page)) == Decimal("33.00")
+    assert '<data class="total" id="cost-so-far" value="33.00">33.00</data>' in page
+    assert '<data id="upcoming-total" value="33.00">EUR 33.00</data>' in page
+    assert '<span class="line-quantity">12,968 calls</span>' in page
+    assert "<li>first 10,000 calls free: 10,000 calls</li>" in page
+    assert "<li>above 10,000 calls at EUR 0.0004 each: 2,968 calls = EUR 1.1872</li>" in page
+    assert "<li>Charges came to EUR 21.19, below the plan&#39;s minimum commitment</li>" in page
+    # The metered card agrees with its line.
+    assert "EUR 1.19 so far" in page
+    assert "First 10,000 calls free; 12,968 so far — 129%; 2,968 calls charged" in page
+
+
+async def test_a_free_first_tier_is_never_called_billable(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
+    # Given: 2,968 calls, all inside the free first tier
+    await on_committed_plan(client, admin_key, pg, calls=2968)
+    await make_user(pg, "cu@acme.test", role="customer", customer_id="acme")
+    await sign_in(client, "cu@acme.test")
+    # When: the customer opens the overview
+    page = (await client.get("/portal/customers/acme")).text
+    # Then: the card says what is free, beside EUR 0.00
+    assert "EUR 0.00 so far" in page
+    assert "First 10,000 calls free; 2,968 so far — 29%" in page
+    assert '<progress id="charge-1" max="10000" value="2968"' in page
+    assert "billable" not in page and "none included" not in page
+
+
+async def test_customer_sees_only_the_plans_meters_and_no_api_paths(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
+    # Given: acme's plan charges for API calls; storage_gb is a meter of another plan
+    await on_committed_plan(client, admin_key, pg, calls=5)
+    await make_user(pg, "cu@acme.test", role="customer", customer_id="acme")
+    await sign_in(client, "cu@acme.test")
+    # When: the customer opens the overview
+    page = (await client.get("/portal/customers/acme")).text
+    # Then: only API calls are shown, and help points to the Alerts tab, not to the API
+    assert 'id="meter-api_calls"' in page and "storage_gb" not in page
+    assert "/v1/" not in page and "POST" not in page
+    assert 'tab. <a href="/portal/customers/acme/alerts">' not in page  # the link sits in the sentence
+    assert '<a href="/portal/customers/acme/alerts">Alerts</a> tab.' in page
+    # And staff see the other meter, marked as hidden from the customer
+    await staff(pg, client)
+    staff_page = (await client.get("/portal/customers/acme")).text
+    assert 'class="meter off-plan" id="meter-storage_gb"' in staff_page
+    assert "Not on the customer's plan (hidden from the customer)" in staff_page
+
+
+async def test_budget_warns_when_the_projection_is_over_it(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
+    # Given: 12,968 calls by noon: 778,080 projected (x 60): 20.00 + 768,080 x 0.0004 =
+    # 327.23, less 10% (32.72) and 12.00 of credit: EUR 282.51 against a 100.00 budget
+    await on_committed_plan(client, admin_key, pg, calls=12968)
+    await make_user(pg, "cu@acme.test", role="customer", customer_id="acme")
+    await sign_in(client, "cu@acme.test")
+    # When: the customer opens the overview
+    page = (await client.get("/portal/customers/acme")).text
+    # Then: the budget card says so in words, not only in colour
+    assert '<data class="total" id="cost-projected" value="282.51">282.51</data>' in page
+    assert "EUR 33.00 of the EUR 100.00 budget — 33%" in page
+    assert (
+        '<p class="budget-warning" id="budget-1-warning"><strong><span aria-hidden="true">⚠</span> '
+        "Heading over budget:</strong> Projected EUR 282.51 — 282% of the EUR 100.00 budget</p>"
+    ) in page
+    assert 'aria-describedby="budget-1-label budget-1-warning"' in page

@@ -1,19 +1,21 @@
 """The account managers' customers table: this period's usage, spend so far, the change
 against last period, alerts and anomaly flags, sortable and filterable, 50 a page.
 
-Spend is the current period's draft invoice as the invoice run last rated it ("as of" its
-time): one query rates nothing, so the page costs the same for 50 customers as for 5.
-Sorting and filtering run in SQL over every visible customer (the queries:
-portal/reports/repository.py); usage is read for the shown page only; anomaly flags
-(portal/usage/anomaly_detection.py) too, unless the "only with anomalies" filter asks for
-them over every matching customer.
+Spend is the customer page's "Cost so far": the current period rated at page load with
+the same rating (`portal.billing.preview.spend_so_far`, a few bulk reads for all the
+customers rated). Sorting by name or alerts and filtering run in SQL over every visible
+customer (portal/reports/repository.py) and only the shown page is rated; sorting by
+spend or change needs every matching customer rated first (spend sorts by currency, then
+amount: amounts in different currencies are never compared). Usage is read for the shown
+page only; anomaly flags (portal/usage/anomaly_detection.py) too, unless the "only with
+anomalies" filter asks for them over every matching customer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,6 +24,7 @@ from litestar.params import FromQuery
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.billing.preview import spend_so_far
 from portal.billing.views import money_text
 from portal.catalog.schemas import Customer
 from portal.dependencies import Portal, ReadDb
@@ -47,6 +50,7 @@ ORDERS = ("asc", "desc")
 # Names read A to Z; the rest biggest first, which is what a manager looks for.
 DEFAULT_ORDER = {"name": "asc", "spend": "desc", "change": "desc", "alerts": "desc"}
 USAGE_SHOWN = 3  # meters listed in a row; the rest are counted
+RATED_SORTS = ("spend", "change")  # need every matching customer rated before paging
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +64,8 @@ class MeterTotal:
 class CustomerRow:
     customer: Customer
     period_start: datetime
-    spend: str | None
-    spend_as_of: datetime | None
+    spend: str | None  # None: no subscription in the current period
+    previous: Decimal | None  # last period's adjusted total
     change_pct: str | None
     alerts: int
     anomalies: int | None = None
@@ -94,20 +98,57 @@ async def _rows(
         now=now,
     )
     rows = []
-    for cid, name, tz, currency, created_at, period_start, spend, as_of, change, alerts in found:
-        currency = str(currency).strip()
-        customer = Customer(cid, name, tz, currency, created_at)
+    for found_row in found:
+        currency = found_row.currency.strip()
+        customer = Customer(found_row.id, found_row.name, found_row.timezone, currency, found_row.created_at)
         rows.append(
             CustomerRow(
-                customer,
-                period_start,
-                None if spend is None else money_text(Decimal(spend), currency),
-                as_of,
-                None if change is None else format(change, "f"),
-                int(alerts),
+                customer, found_row.period_start, None, found_row.previous, None, int(found_row.alerts)
             )
         )
     return rows, total
+
+
+def change_pct(spend: Decimal, previous: Decimal | None) -> str | None:
+    """Spend against last period's total, in percent to one place, half up (None when
+    there is nothing to compare with)."""
+    if previous is None or previous <= 0:
+        return None
+    return format(((spend - previous) * 100 / previous).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP), "f")
+
+
+async def with_spend(db: AsyncSession, rows: list[CustomerRow], now: datetime) -> list[CustomerRow]:
+    """The rows with this period's spend rated now (batched), its change and its period."""
+    ratings = await spend_so_far(db, [r.customer for r in rows], now=now)
+    out = []
+    for row in rows:
+        rating = ratings.get(row.customer.id)
+        if rating is None:
+            out.append(row)
+            continue
+        spend = money_text(rating.total, row.customer.currency)
+        start = min((line.segment_start for line in rating.lines), default=row.period_start)
+        out.append(
+            replace(row, period_start=start, spend=spend, change_pct=change_pct(Decimal(spend), row.previous))
+        )
+    return out
+
+
+def sort_rated(rows: list[CustomerRow], sort: str, order: str) -> list[CustomerRow]:
+    """Rows by spend or change, customers without one last either way, ties by id. Spend
+    sorts by currency first (A to Z), then amount: amounts in different currencies are
+    never compared with each other."""
+
+    def value(row: CustomerRow) -> str | None:
+        return row.spend if sort == "spend" else row.change_pct
+
+    by_id = sorted(rows, key=lambda r: r.customer.id)
+    present = [r for r in by_id if value(r) is not None]
+    absent = [r for r in by_id if value(r) is None]
+    present.sort(key=lambda r: Decimal(value(r) or "0"), reverse=order == "desc")  # stable: ties by id
+    if sort == "spend":
+        present.sort(key=lambda r: r.customer.currency)
+    return present + absent
 
 
 async def _usage(db: AsyncSession, rows: list[CustomerRow], now: datetime) -> dict[str, list[MeterTotal]]:
@@ -158,22 +199,31 @@ class ManagerCustomersController(PageController):
         only_anomalies = flag("anomalies", anomalies)
         number = page_number(request.query_params.get("page"))
         params = query_items(request)
-        if only_anomalies:
+        rated = sort_by in RATED_SORTS
+        if only_anomalies or rated:
             every, _ = await _rows(
                 read_db,
                 request,
                 q=search,
                 only_alerts=only_alerts,
-                sort=sort_by,
+                sort=sort_by if not rated else "name",
                 order=direction,
                 limit=None,
                 offset=0,
                 now=now,
             )
-            counts = await anomaly_counts(read_db, [r.customer for r in every], now)
-            matching = [r for r in every if counts.get(r.customer.id, 0) > 0]
-            pager = Pager(number, len(matching), "/portal/customers", params)
-            shown = matching[pager.offset : pager.offset + PAGE_SIZE]
+            counts: dict[str, int] = {}
+            if only_anomalies:
+                counts = await anomaly_counts(read_db, [r.customer for r in every], now)
+                every = [r for r in every if counts.get(r.customer.id, 0) > 0]
+            if rated:
+                every = sort_rated(await with_spend(read_db, every, now), sort_by, direction)
+            pager = Pager(number, len(every), "/portal/customers", params)
+            shown = every[pager.offset : pager.offset + PAGE_SIZE]
+            if not only_anomalies:
+                counts = await anomaly_counts(read_db, [r.customer for r in shown], now)
+            if not rated:
+                shown = await with_spend(read_db, shown, now)
         else:
             shown, total = await _rows(
                 read_db,
@@ -188,18 +238,10 @@ class ManagerCustomersController(PageController):
             )
             pager = Pager(number, total, "/portal/customers", params)
             counts = await anomaly_counts(read_db, [r.customer for r in shown], now)
+            shown = await with_spend(read_db, shown, now)
         usage = await _usage(read_db, shown, now)
         rows = [
-            CustomerRow(
-                r.customer,
-                r.period_start,
-                r.spend,
-                r.spend_as_of,
-                r.change_pct,
-                r.alerts,
-                counts.get(r.customer.id, 0),
-                tuple(usage.get(r.customer.id, ())),
-            )
+            replace(r, anomalies=counts.get(r.customer.id, 0), usage=tuple(usage.get(r.customer.id, ())))
             for r in shown
         ]
         filtered = bool(search or only_alerts or only_anomalies)
