@@ -288,6 +288,7 @@ async def test_discard_needs_a_reason(client: Client, admin_key: str, pg: asyncp
 
 async def test_drift_report_is_scoped(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
     await make_customer(client, admin_key, id="acme")
+    await make_meter(client, admin_key, metric="api_calls", unit="call")
     await make_customer(client, admin_key, id="globex")
     await make_user(pg, MANAGER, role="account_manager", assigned=("acme",))
     await sign_in(client, MANAGER)
@@ -302,5 +303,7 @@ async def test_drift_report_is_scoped(client: Client, admin_key: str, pg: asyncp
         run,
     )
     page = await client.get("/portal/drift")
-    assert '<td class="num">1,012</td><td class="num">10</td><td class="num">1,002</td>' in page.text
+    assert (
+        '<td class="num">1,012 calls</td><td class="num">10 calls</td><td class="num">1,002 calls</td>'
+    ) in page.text
     assert "globex" not in page.text
