@@ -139,7 +139,7 @@ def metric_label(metric_name: str) -> str:
 
 
 def period_text(start: datetime, end: datetime, tz_name: str) -> str:
-    """'1–30 Nov 2026': a billing period as the days it covers in the zone `tz_name`
+    """'1-30 Nov 2026' (with an en dash): a billing period as the days it covers in the zone `tz_name`
     (`end` is exclusive: a period ending at midnight ends on the day before)."""
     first = to_local(start, tz_name)
     last = to_local(end, tz_name)
@@ -151,9 +151,8 @@ def period_text(start: datetime, end: datetime, tz_name: str) -> str:
         return f"{first.day}–{last.day} {_MONTHS[last.month - 1]} {last.year}"
     if first.year == last.year:
         return f"{first.day} {_MONTHS[first.month - 1]} – {last.day} {_MONTHS[last.month - 1]} {last.year}"
-    return (
-        f"{first.day} {_MONTHS[first.month - 1]} {first.year} – {last.day} {_MONTHS[last.month - 1]} {last.year}"
-    )
+    start_text = f"{first.day} {_MONTHS[first.month - 1]} {first.year}"
+    return f"{start_text} – {last.day} {_MONTHS[last.month - 1]} {last.year}"
 
 
 def invoice_label(number: str | None, period_start: datetime, tz_name: str) -> str:

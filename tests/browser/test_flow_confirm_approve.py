@@ -42,7 +42,9 @@ async def test_manager_confirms_before_an_invoice_is_approved(
     await api_post(api, admin_key, "/v1/plans", SIMPLE_PLANS["EUR"])
     draft = await closed_period_draft(api, admin_key, ingest_key, redis, "acme", [("eu", 3500)])
     period = period_text(
-        datetime.fromisoformat(draft["periodStart"]), datetime.fromisoformat(draft["periodEnd"]), "Europe/Berlin"
+        datetime.fromisoformat(draft["periodStart"]),
+        datetime.fromisoformat(draft["periodEnd"]),
+        "Europe/Berlin",
     )
     await make_user(pg, MAX, role="account_manager", assigned=("acme",), name="Max Mustermann")
     await make_user(pg, CUSTOMER_USER, role="customer", customer_id="acme", name="Carol")
@@ -57,7 +59,10 @@ async def test_manager_confirms_before_an_invoice_is_approved(
 
     # Then the confirmation names the customer, the period and the total
     await expect(page.get_by_role("heading", level=1)).to_have_text("Approve this invoice?")
-    assert await page_text(page, "#confirm-question") == f"Approve the invoice for Acme Inc, {period}, EUR 54.00?"
+    assert (
+        await page_text(page, "#confirm-question")
+        == f"Approve the invoice for Acme Inc, {period}, EUR 54.00?"
+    )
     await screenshot(page, "flow-approve-confirm")
 
     # Cancel leaves it a draft, back on its page

@@ -144,9 +144,15 @@ async def test_create_customer(client: Client, pg: asyncpg.Connection) -> None:
     assert "Customer <code>initech</code> created." in page.text
     assert "<td>Initech GmbH</td>" in page.text
     # Written in the same transaction, as the audit page lists it.
-    audit = await pg.fetchrow("SELECT actor, action, object_type, object_id, customer_id, detail FROM audit_log")
+    audit = await pg.fetchrow(
+        "SELECT actor, action, object_type, object_id, customer_id, detail FROM audit_log"
+    )
     assert tuple(audit)[:5] == ("ada@vendor.test", "customer.created", "customer", "initech", "initech")
-    assert json.loads(audit["detail"]) == {"name": "Initech GmbH", "timezone": "Europe/Berlin", "currency": "EUR"}
+    assert json.loads(audit["detail"]) == {
+        "name": "Initech GmbH",
+        "timezone": "Europe/Berlin",
+        "currency": "EUR",
+    }
     log = await client.get("/portal/audit")
     assert (
         '<td>ada@vendor.test</td><td>customer.created</td>\n    <td><a href="/portal/customers/initech">'
@@ -434,7 +440,10 @@ def carol_refused(mail_sink: SmtpServer) -> Iterator[None]:
 
 
 def link_token(page: str) -> str:
-    match = re.search(r'readonly rows="3" spellcheck="false" autocomplete="off">http://[^<]+/portal/set-password/([A-Za-z0-9_-]+)</textarea>', page)
+    match = re.search(
+        r'readonly rows="3" spellcheck="false" autocomplete="off">http://[^<]+/portal/set-password/([A-Za-z0-9_-]+)</textarea>',
+        page,
+    )
     assert match, "no set-password link on the page"
     return match.group(1)
 
@@ -780,7 +789,7 @@ async def test_key_shown_once_works_and_revoke(client: Client, pg: asyncpg.Conne
     response = await client.post(
         "/portal/admin/keys", data={"csrf_token": csrf, "name": "old", "scope": "ingest"}
     )
-    match = re.search(r'>(up_ingest_[A-Za-z0-9_-]+)</textarea>', response.text)
+    match = re.search(r">(up_ingest_[A-Za-z0-9_-]+)</textarea>", response.text)
     assert match
     old_token = match.group(1)
     old_id = await pg.fetchval("SELECT id FROM api_keys WHERE name = 'old'")

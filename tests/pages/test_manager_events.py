@@ -116,7 +116,13 @@ REGIONAL = {
             "unitPrice": "1.00",
             "dimensions": {"region": "eu"},
         },
-        {"key": "calls", "model": "per_unit", "meter": "api_calls", "description": "API calls", "unitPrice": "0.25"},
+        {
+            "key": "calls",
+            "model": "per_unit",
+            "meter": "api_calls",
+            "description": "API calls",
+            "unitPrice": "0.25",
+        },
     ],
 }
 

@@ -169,7 +169,8 @@ async def test_the_invoice_page_offers_approve_and_void_to_staff_only(
     assert f'<form method="get" action="/portal/invoices/{invoice_id}/void">' in issued.text
     void = await client.get(f"/portal/invoices/{invoice_id}/void", params={"back": "invoice"})
     assert (
-        "Void invoice INV-000001 for Acme &lt;script&gt;alert(1)&lt;/script&gt; , 1–30 Sep 2026 , EUR 250.00 ?"
+        "Void invoice INV-000001 for Acme &lt;script&gt;alert(1)&lt;/script&gt; , "
+        "1–30 Sep 2026 , EUR 250.00 ?"
     ) in words(void.text)
     await client.post("/portal/logout", data={"csrf_token": csrf})
     await make_user(pg, "cu@acme.test", role="customer", customer_id="acme")

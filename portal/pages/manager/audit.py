@@ -19,9 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.accounts import repository as accounts
 from portal.accounts.schemas import AuditEntry
 from portal.billing.invoices import load_invoice
-from portal.infrastructure.domain_errors import NotFound
 from portal.dependencies import Db
+from portal.infrastructure.domain_errors import NotFound
 from portal.pages.access import STAFF_GUARDS, viewer
+from portal.pages.formatting import invoice_label
 from portal.pages.manager.common import (
     PAGE_SIZE,
     Pager,
@@ -31,7 +32,6 @@ from portal.pages.manager.common import (
     text_param,
     visible_ids,
 )
-from portal.pages.formatting import invoice_label
 from portal.pages.web import PageController, page
 
 # The one zone of the log's "When" column.
@@ -77,7 +77,9 @@ async def object_names(
         elif kind == "meter":
             names[e.id] = ObjectName(f"Meter {ident}", "/portal/admin/meters" if admin else None)
         elif kind == "api_key":
-            names[e.id] = ObjectName(f"API key “{detail.get('name', '')}”", "/portal/admin/keys" if admin else None)
+            names[e.id] = ObjectName(
+                f"API key “{detail.get('name', '')}”", "/portal/admin/keys" if admin else None
+            )
         elif kind == "user":
             who = detail.get("email") or "a user"
             names[e.id] = ObjectName(f"User {who}", f"/portal/admin/users/{ident}" if admin else None)

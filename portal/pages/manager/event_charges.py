@@ -106,7 +106,9 @@ async def event_billing(
             db, invoice_id, now=now, grace=grace, complete_through=complete_through
         )
         row = await invoices.load_invoice(db, invoice_id)  # after the re-rating: its segments now
-        source: Source = "draft" if view.state in ("draft", "awaiting_review") else view.state
+        source: Source = (
+            "finalized" if view.state == "finalized" else "void" if view.state == "void" else "draft"
+        )
         charges = fed_charges(
             view.lines, _plans(row.planned_segments()), meter=meter, dimensions=dimensions, at=at
         )

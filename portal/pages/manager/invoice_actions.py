@@ -170,7 +170,13 @@ class InvoiceActionsController(PageController):
             if back == "invoice":
                 _, view, customer = await _rated(request, db, portal, invoice_id)
                 return _confirm_page(
-                    "manager/approve.html", request, view, customer, back, status_code=409, problem=sentence(exc)
+                    "manager/approve.html",
+                    request,
+                    view,
+                    customer,
+                    back,
+                    status_code=409,
+                    problem=sentence(exc),
                 )
             return await review_page(
                 request, db, portal, status_code=409, form=FormState(invoice_id, "approve", sentence(exc), {})
