@@ -71,10 +71,22 @@ async def test_manager_confirms_before_an_invoice_is_approved(
     await expect(page.locator("#invoice-number")).to_have_text("Draft")
     assert await pg.fetchval("SELECT status FROM invoices WHERE id = $1", draft["id"]) == "draft"
 
-    # Approving numbers it
+    # Approving numbers it; while the answer is on its way the button says so and takes no
+    # second click
     await page.locator("section.staff-actions").get_by_role("button", name="Approve").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Approve this invoice?")
+    # What the button showed once the form was sent, kept across the navigation (the
+    # listener runs after portal.js's, and its timer after the one that disables).
+    await page.evaluate(
+        """() => document.addEventListener("submit", () => setTimeout(() => {
+            const b = document.querySelector("form.confirm button[type=submit]");
+            const shown = [b.textContent, b.getAttribute("aria-busy"), b.disabled];
+            sessionStorage.setItem("busy", JSON.stringify(shown));
+        }, 0))"""
+    )
     await page.get_by_role("button", name="Approve and issue").click()
     await expect(page.get_by_role("status")).to_have_text("Invoice INV-000001 was approved and numbered.")
+    assert await page.evaluate("() => sessionStorage.getItem('busy')") == '["Working…","true",true]'
     await expect(page.get_by_role("heading", level=1)).to_have_text("Invoice INV-000001")
     await expect(page.locator("#invoice-total")).to_have_text("EUR 54.00")
 
