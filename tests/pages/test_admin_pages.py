@@ -501,6 +501,7 @@ async def test_invite_customer_user_email_failed_shows_the_link(
         r"carol@acme\.test",
         html.unescape(response.text),
     ), response.text
+    assert '<button type="button" class="copy-button" data-copy="link">Copy link</button>' in response.text
     token = link_token(response.text)
     user = await pg.fetchrow(
         "SELECT id, email, name, role, customer_id, all_customers, password_hash, "
