@@ -116,7 +116,7 @@ async def test_table_shows_this_periods_numbers(
     page = await client.get("/portal/customers")
     assert page.status_code == 200
     assert customer_order(page.text) == ["initech", "acme", "globex"]  # by name: "<script…" sorts first
-    assert "api_calls: <strong>42 calls</strong>" in page.text
+    assert "api_calls: <strong>42</strong> call" in page.text
     assert '<data value="120.50">EUR 120.50</data>' in page.text
     assert "as of 24 Nov 2026 09:30 UTC" in page.text
     assert "+19.9 %" in page.text  # 120.50 against 100.00 + 0.50
@@ -146,7 +146,7 @@ async def test_without_a_draft_the_period_is_the_customers_month_at_the_clock(
     page = await client.get("/portal/customers")
     # Then: this period is the local month of the clock's instant
     assert page.status_code == 200
-    assert "api_calls: <strong>5 calls</strong>" in page.text
+    assert "api_calls: <strong>5</strong> call" in page.text
     assert "No draft yet" in page.text
 
 
