@@ -32,3 +32,155 @@
     target.portalOpenDetails = [];
   });
 })();
+
+// Busy buttons: while a form's request is on its way, its submit button says "Working…",
+// is disabled (no double submit) and carries aria-busy="true". Plain forms are marked on
+// submit (the page is replaced by the answer); htmx forms from htmx:beforeRequest until
+// htmx:afterRequest, when the button is given back.
+(function () {
+  "use strict";
+  var BUSY_LABEL = "Working…";
+
+  function buttonOf(form, submitter) {
+    if (submitter && submitter.form === form) {
+      return submitter;
+    }
+    return form.querySelector("button[type=submit], button:not([type]), input[type=submit]");
+  }
+
+  function markBusy(button) {
+    if (!button || button.getAttribute("aria-busy") === "true") {
+      return;
+    }
+    button.portalLabel = button.tagName === "INPUT" ? button.value : button.textContent;
+    button.setAttribute("aria-busy", "true");
+    button.classList.add("is-busy");
+    if (button.tagName === "INPUT") {
+      button.value = BUSY_LABEL;
+    } else {
+      button.textContent = BUSY_LABEL;
+    }
+    // Disabled after the submit event has been handled, so the button's own name and
+    // value still go with the form.
+    setTimeout(function () { button.disabled = true; }, 0);
+  }
+
+  function clearBusy(button) {
+    if (!button || button.getAttribute("aria-busy") !== "true") {
+      return;
+    }
+    button.removeAttribute("aria-busy");
+    button.classList.remove("is-busy");
+    button.disabled = false;
+    if (button.portalLabel !== undefined) {
+      if (button.tagName === "INPUT") {
+        button.value = button.portalLabel;
+      } else {
+        button.textContent = button.portalLabel;
+      }
+    }
+  }
+
+  function isHtmx(form) {
+    return ["hx-post", "hx-get", "hx-put", "hx-patch", "hx-delete"].some(function (name) {
+      return form.hasAttribute(name);
+    });
+  }
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (event.defaultPrevented || !(form instanceof HTMLFormElement) || isHtmx(form)) {
+      return;
+    }
+    // A form answered in another window, or with a download, leaves this page in place:
+    // it opts out with data-no-busy (and any target other than this window does too).
+    if (form.hasAttribute("data-no-busy") || (form.target && form.target !== "_self")) {
+      return;
+    }
+    if (form.noValidate || form.checkValidity()) {
+      markBusy(buttonOf(form, event.submitter));
+    }
+  });
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var elt = event.detail.elt;
+    var form = elt instanceof HTMLFormElement ? elt : elt.closest && elt.closest("form");
+    var button = elt.tagName === "BUTTON" ? elt : form ? buttonOf(form, null) : null;
+    if (button) {
+      event.detail.portalBusy = button;
+      markBusy(button);
+    }
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var elt = event.detail.elt;
+    var form = elt instanceof HTMLFormElement ? elt : elt.closest && elt.closest("form");
+    clearBusy(elt.tagName === "BUTTON" ? elt : form ? buttonOf(form, null) : null);
+  });
+
+  // A page shown again from the back/forward cache must not keep a busy button.
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted) {
+      Array.prototype.forEach.call(document.querySelectorAll("[aria-busy=true]"), clearBusy);
+    }
+  });
+})();
+
+// Copy buttons: <button type="button" data-copy="ID"> copies the value (or text) of the
+// element with that id to the clipboard and says "Copied" for a few seconds; where the
+// clipboard is refused (an insecure origin), it selects the text for Ctrl+C instead.
+// The convention is described in portal/pages/README.md.
+(function () {
+  "use strict";
+  var SHOWN_MS = 3000;
+
+  function textOf(target) {
+    return "value" in target && typeof target.value === "string" ? target.value : target.textContent;
+  }
+
+  function select(target) {
+    if (typeof target.select === "function") {
+      target.select();
+      return;
+    }
+    var range = document.createRange();
+    range.selectNodeContents(target);
+    var selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+
+  function say(button, text, copied) {
+    if (button.portalCopyLabel === undefined) {
+      button.portalCopyLabel = button.textContent;
+    }
+    button.textContent = text;
+    button.classList.toggle("is-copied", copied);
+    clearTimeout(button.portalCopyTimer);
+    button.portalCopyTimer = setTimeout(function () {
+      button.textContent = button.portalCopyLabel;
+      button.classList.remove("is-copied");
+    }, SHOWN_MS);
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-copy]");
+    if (!button) {
+      return;
+    }
+    var target = document.getElementById(button.getAttribute("data-copy"));
+    if (!target) {
+      return;
+    }
+    event.preventDefault();
+    var text = textOf(target);
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(
+        function () { say(button, "Copied", true); },
+        function () { select(target); say(button, "Selected: press Ctrl+C", false); }
+      );
+    } else {
+      select(target);
+      say(button, "Selected: press Ctrl+C", false);
+    }
+  });
+})();

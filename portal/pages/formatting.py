@@ -138,6 +138,32 @@ def metric_label(metric_name: str) -> str:
     return " ".join(shown)
 
 
+def period_text(start: datetime, end: datetime, tz_name: str) -> str:
+    """'1-30 Nov 2026' (with an en dash): a billing period as the days it covers in the zone `tz_name`
+    (`end` is exclusive: a period ending at midnight ends on the day before)."""
+    first = to_local(start, tz_name)
+    last = to_local(end, tz_name)
+    if (last.hour, last.minute, last.second, last.microsecond) == (0, 0, 0, 0) and last > first:
+        last = last - timedelta(days=1)
+    if first.date() == last.date():
+        return f"{first.day} {_MONTHS[first.month - 1]} {first.year}"
+    if (first.year, first.month) == (last.year, last.month):
+        return f"{first.day}–{last.day} {_MONTHS[last.month - 1]} {last.year}"
+    if first.year == last.year:
+        return f"{first.day} {_MONTHS[first.month - 1]} – {last.day} {_MONTHS[last.month - 1]} {last.year}"
+    start_text = f"{first.day} {_MONTHS[first.month - 1]} {first.year}"
+    return f"{start_text} – {last.day} {_MONTHS[last.month - 1]} {last.year}"
+
+
+def invoice_label(number: str | None, period_start: datetime, tz_name: str) -> str:
+    """'INV-000001', or 'Draft, Dec 2026' for an invoice not numbered yet (by the month its
+    period starts in, in the customer's zone)."""
+    if number:
+        return number
+    local = to_local(period_start, tz_name)
+    return f"Draft, {_MONTHS[local.month - 1]} {local.year}"
+
+
 def register_filters(environment: Environment) -> None:
     """Jinja filters the templates use: `at | instant(tz)`, `n | grouped`, `x | money(cur)`,
     `n | measure(unit)`, `unit | unit_for(n)`, `dims | dimensions_text`, `name | metric_label`."""
@@ -148,3 +174,5 @@ def register_filters(environment: Environment) -> None:
     environment.filters["unit_for"] = lambda unit, quantity: unit_for(quantity, unit)
     environment.filters["dimensions_text"] = dimensions_text
     environment.filters["metric_label"] = metric_label
+    environment.filters["period_text"] = period_text
+    environment.filters["invoice_label"] = invoice_label

@@ -296,6 +296,7 @@ async def test_tour_of_every_main_page(
     await screenshot(staff, "tour-review")
     # Approved in the browser, so the audit log has an entry by a person.
     await staff.locator("table.review tbody tr").get_by_role("button", name="Approve").click()
+    await staff.get_by_role("button", name="Approve and issue").click()  # the confirmation page
     await expect(staff.get_by_role("status")).to_have_text("Invoice INV-000002 was approved and numbered.")
     await staff.goto("/portal/events?customer=acme")
     await h1(staff, "Events")

@@ -143,6 +143,22 @@ async def test_create_customer(client: Client, pg: asyncpg.Connection) -> None:
     page = await client.get(response.headers["location"])
     assert "Customer <code>initech</code> created." in page.text
     assert "<td>Initech GmbH</td>" in page.text
+    # Written in the same transaction, as the audit page lists it.
+    audit = await pg.fetchrow(
+        "SELECT actor, action, object_type, object_id, customer_id, detail FROM audit_log"
+    )
+    assert tuple(audit)[:5] == ("ada@vendor.test", "customer.created", "customer", "initech", "initech")
+    assert json.loads(audit["detail"]) == {
+        "name": "Initech GmbH",
+        "timezone": "Europe/Berlin",
+        "currency": "EUR",
+    }
+    log = await client.get("/portal/audit")
+    assert (
+        '<td>ada@vendor.test</td><td>customer.created</td>\n    <td><a href="/portal/customers/initech">'
+        "Customer Initech GmbH</a></td>\n    <td>Initech GmbH <code>initech</code></td>"
+    ) in log.text
+    assert "When (UTC)" in log.text
 
 
 @pytest.mark.parametrize(
@@ -222,6 +238,16 @@ async def test_create_meter(client: Client, pg: asyncpg.Connection, admin_key: s
     page = await client.get(response.headers["location"])
     assert "Meter <code>seats</code> created" in page.text
     assert "<td>region, plan</td>" in page.text
+    audit = await pg.fetchrow("SELECT action, object_type, object_id, customer_id, detail FROM audit_log")
+    assert tuple(audit)[:4] == ("meter.created", "meter", "seats", None)
+    assert json.loads(audit["detail"]) == {
+        "aggregation": "unique_count",
+        "unit": "seat",
+        "group_by": ["region", "plan"],
+        "unique_by": "user",
+    }
+    log = await client.get("/portal/audit")
+    assert '<td>meter.created</td>\n    <td><a href="/portal/admin/meters">Meter seats</a></td>' in log.text
     # The catalog cache was invalidated: ingest accepts the new meter's events at once.
     accepted = await client.post(
         "/v1/events",
@@ -335,7 +361,7 @@ async def test_catalog_upload_applies_the_file(client: Client, pg: asyncpg.Conne
     assert detail.status_code == 200
     assert "<h1>Tokens EUR</h1>" in detail.text
     assert "<dd>EUR 20.00 per period" in detail.text
-    assert "<dd>1,000 units free</dd>" in detail.text
+    assert "<dd>1,000 tokens free</dd>" in detail.text
     assert (
         '<tr><th scope="row">1</th><td class="num">100,000</td>\n'
         '          <td class="num">EUR 0.002</td><td class="num">EUR 0.00</td></tr>'
@@ -414,7 +440,10 @@ def carol_refused(mail_sink: SmtpServer) -> Iterator[None]:
 
 
 def link_token(page: str) -> str:
-    match = re.search(r'value="http://[^"]+/portal/set-password/([A-Za-z0-9_-]+)"', page)
+    match = re.search(
+        r'readonly rows="3" spellcheck="false" autocomplete="off">http://[^<]+/portal/set-password/([A-Za-z0-9_-]+)</textarea>',
+        page,
+    )
     assert match, "no set-password link on the page"
     return match.group(1)
 
@@ -472,6 +501,7 @@ async def test_invite_customer_user_email_failed_shows_the_link(
         r"carol@acme\.test",
         html.unescape(response.text),
     ), response.text
+    assert '<button type="button" class="copy-button" data-copy="link">Copy link</button>' in response.text
     token = link_token(response.text)
     user = await pg.fetchrow(
         "SELECT id, email, name, role, customer_id, all_customers, password_hash, "
@@ -738,11 +768,14 @@ async def test_key_shown_once_works_and_revoke(client: Client, pg: asyncpg.Conne
     )
     assert response.status_code == 200, response.text
     match = re.search(
-        r'<input id="token" type="text" readonly value="(up_admin_[A-Za-z0-9_-]+)"', response.text
+        r'<textarea id="token" class="copy" readonly rows="2" spellcheck="false" autocomplete="off">'
+        r"(up_admin_[A-Za-z0-9_-]+)</textarea>",
+        response.text,
     )
     assert match
     token = match.group(1)
     assert "shown only this once" in response.text
+    assert '<button type="button" class="copy-button" data-copy="token">Copy key</button>' in response.text
     row = await pg.fetchrow("SELECT id, name, scope, prefix, key_hash, revoked_at FROM api_keys")
     assert tuple(row)[1:] == ("billing", "admin", token[:13], hashlib.sha256(token.encode()).digest(), None)
     assert (await client.get("/v1/customers", headers=auth(token))).status_code == 200
@@ -757,7 +790,7 @@ async def test_key_shown_once_works_and_revoke(client: Client, pg: asyncpg.Conne
     response = await client.post(
         "/portal/admin/keys", data={"csrf_token": csrf, "name": "old", "scope": "ingest"}
     )
-    match = re.search(r'value="(up_ingest_[A-Za-z0-9_-]+)"', response.text)
+    match = re.search(r">(up_ingest_[A-Za-z0-9_-]+)</textarea>", response.text)
     assert match
     old_token = match.group(1)
     old_id = await pg.fetchval("SELECT id FROM api_keys WHERE name = 'old'")

@@ -69,10 +69,15 @@ async def test_search_and_an_events_path_to_the_invoice_line(
 
     everything = await client.get("/portal/events")
     assert set(event_links(everything.text)) == {"acme/e-1", "acme/e-2", "globex/g-1"}
+    # Rows of several customers: one zone for the whole column, named in its header.
+    assert "Event time (UTC)" in everything.text and "Received (UTC)" in everything.text
+    assert "CET" not in everything.text and "CEST" not in everything.text
     newest_first = await client.get("/portal/events", params={"customer": "acme"})
     assert event_links(newest_first.text) == ["acme/e-2", "acme/e-1"]
-    assert "region=&lt;eu&gt;" in newest_first.text
+    assert "<td>region: &lt;eu&gt;</td>" in newest_first.text
+    assert "Event time (Europe/Berlin)" in newest_first.text
     assert "CET" in newest_first.text or "CEST" in newest_first.text
+    assert '<td class="num">2 calls</td>' in newest_first.text
     by_id = await client.get("/portal/events", params={"event": "g-1"})
     assert event_links(by_id.text) == ["globex/g-1"]
     later = (datetime.now(ZONE) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")
@@ -87,12 +92,80 @@ async def test_search_and_an_events_path_to_the_invoice_line(
     path = await client.get("/portal/events/acme/e-1")
     assert path.status_code == 200
     text = re.sub(r"\s+", " ", path.text)
-    assert "value <strong>5</strong> from 2 event(s)" in text  # the hour holds e-1 and e-2
-    assert "Meter <strong>api_calls</strong>, quantity <strong>2</strong>" in text
+    assert "value <strong>5 calls</strong> from 2 events" in text  # the hour holds e-1 and e-2
+    assert "Meter <strong>api_calls</strong>, quantity <strong>2 calls</strong>" in text
+    assert "Dimensions: region: &lt;eu&gt;" in text
     invoice_id = drafted.json()["id"]
-    assert f'<a href="/portal/invoices/{invoice_id}">Draft {invoice_id}</a> (draft)' in text
-    assert "→ EUR 2.50" in text  # 5 calls x 0.50 on the draft's line
+    month = datetime.now(ZONE).strftime("%b %Y")
+    assert f'<a href="/portal/invoices/{invoice_id}">Draft, {month}</a>' in text
+    assert "rated just now from stored usage" in text
+    assert "calls: 5 calls → <strong>EUR 2.50</strong>" in text  # 5 calls x 0.50, re-rated
     assert (await client.get("/portal/events/acme/nope")).status_code == 404
+
+
+REGIONAL = {
+    "id": "regional",
+    "name": "Regional",
+    "currency": "EUR",
+    "charges": [
+        {
+            "key": "calls_eu",
+            "model": "per_unit",
+            "meter": "api_calls",
+            "description": "API calls (EU)",
+            "unitPrice": "1.00",
+            "dimensions": {"region": "eu"},
+        },
+        {
+            "key": "calls",
+            "model": "per_unit",
+            "meter": "api_calls",
+            "description": "API calls",
+            "unitPrice": "0.25",
+        },
+    ],
+}
+
+
+async def test_an_events_path_shows_only_the_charge_it_feeds_rated_now(
+    client: Client,
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
+) -> None:
+    # Given an apac and an eu event, a plan pricing eu calls apart, and no draft yet
+    await make_customer(client, admin_key, id="acme")
+    await make_meter(client, admin_key, metric="api_calls", unit="call", group_by=["region"])
+    assert (await client.post("/v1/plans", headers=auth(admin_key), json=REGIONAL)).status_code == 201
+    subscribed = await client.post(
+        "/v1/customers/acme/subscriptions", headers=auth(admin_key), json={"planId": "regional"}
+    )
+    assert subscribed.status_code == 201, subscribed.text
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    await send(
+        client,
+        ingest_key,
+        [
+            event(event_id="apac-1", quantity=6, timestamp=now_ms, dimensions={"region": "apac"}),
+            event(event_id="eu-1", quantity=3, timestamp=now_ms, dimensions={"region": "eu"}),
+        ],
+    )
+    await wait_until_persisted(redis)
+    await make_user(pg, ADMIN, role="admin")
+    await sign_in(client, ADMIN)
+    # When its path is opened
+    path = await client.get("/portal/events/acme/apac-1")
+    # Then only the charge without dimensions is shown, from the current period rated now
+    text = re.sub(r"\s+", " ", path.text)
+    assert "<strong>Upcoming invoice</strong> (the current period, not billed yet)" in text
+    assert "<li>API calls: 6 calls → <strong>EUR 1.50</strong></li>" in text
+    assert "API calls (EU)" not in text
+    assert "Dimensions: region: apac" in text and '{"region"' not in text
+    eu = re.sub(r"\s+", " ", (await client.get("/portal/events/acme/eu-1")).text)
+    assert "<li>API calls (EU): 3 calls → <strong>EUR 3.00</strong></li>" in eu
+    assert "API calls: 6 calls" not in eu
 
 
 async def test_a_manager_sees_only_assigned_customers_events(
@@ -221,6 +294,7 @@ async def test_discard_needs_a_reason(client: Client, admin_key: str, pg: asyncp
 
 async def test_drift_report_is_scoped(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
     await make_customer(client, admin_key, id="acme")
+    await make_meter(client, admin_key, metric="api_calls", unit="call")
     await make_customer(client, admin_key, id="globex")
     await make_user(pg, MANAGER, role="account_manager", assigned=("acme",))
     await sign_in(client, MANAGER)
@@ -235,5 +309,7 @@ async def test_drift_report_is_scoped(client: Client, admin_key: str, pg: asyncp
         run,
     )
     page = await client.get("/portal/drift")
-    assert '<td class="num">1,012</td><td class="num">10</td><td class="num">1,002</td>' in page.text
+    assert (
+        '<td class="num">1,012 calls</td><td class="num">10 calls</td><td class="num">1,002 calls</td>'
+    ) in page.text
     assert "globex" not in page.text

@@ -3,6 +3,7 @@ and the audit log page."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -64,14 +65,41 @@ async def test_queue_shows_flags_as_badges_with_a_sentence(
     assert "<script>alert(1)</script>" not in page.text
 
 
+def words(html: str) -> str:
+    """The page's text as a reader sees it: tags dropped, white space collapsed."""
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+async def test_approve_asks_for_confirmation_naming_customer_period_and_total(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
+    csrf = await world(client, admin_key, pg)
+    invoice_id = await draft(pg, start=SEPT[0], end=SEPT[1], total="240.30")
+    # The queue's button opens the confirmation; nothing is approved by it.
+    queue = await client.get("/portal/review")
+    assert f'<form method="get" action="/portal/invoices/{invoice_id}/approve">' in queue.text
+    assert "1–30 Sep 2026" in queue.text
+    confirm = await client.get(f"/portal/invoices/{invoice_id}/approve", params={"back": "review"})
+    assert confirm.status_code == 200, confirm.text
+    assert (
+        "Approve the invoice for Acme &lt;script&gt;alert(1)&lt;/script&gt; , 1–30 Sep 2026 , EUR 240.30 ? "
+        "It will be numbered and issued"
+    ) in words(confirm.text)
+    assert f'<a href="/portal/review#invoice-{invoice_id}">Cancel</a>' in confirm.text
+    # A POST without the confirmation answers with it, and changes nothing.
+    unconfirmed = await client.post(f"/portal/invoices/{invoice_id}/approve", data={"csrf_token": csrf})
+    assert unconfirmed.status_code == 200 and "Approve and issue" in unconfirmed.text
+    assert await pg.fetchval("SELECT status FROM invoices WHERE id = $1", invoice_id) == "draft"
+    assert await pg.fetchval("SELECT count(*) FROM audit_log") == 0
+
+
 async def test_approve_finalizes_and_writes_the_audit_log(
     client: Client, admin_key: str, pg: asyncpg.Connection
 ) -> None:
     csrf = await world(client, admin_key, pg)
     invoice_id = await draft(pg, start=SEPT[0], end=SEPT[1])
-    done = await client.post(
-        f"/portal/invoices/{invoice_id}/approve", data={"csrf_token": csrf}, follow_redirects=False
-    )
+    confirmed = {"csrf_token": csrf, "confirm": "yes", "total": "250.00", "back": "review"}
+    done = await client.post(f"/portal/invoices/{invoice_id}/approve", data=confirmed, follow_redirects=False)
     assert done.status_code == 303, done.text
     row = await pg.fetchrow("SELECT status, number, approved_by FROM invoices WHERE id = $1", invoice_id)
     assert tuple(row) == ("finalized", "INV-000001", ADMIN)
@@ -82,10 +110,25 @@ async def test_approve_finalizes_and_writes_the_audit_log(
     # It now shows among the finalized invoices, with its history.
     assert "<strong>invoice.approve</strong> by ada@vendor.test" in page.text
 
-    again = await client.post(f"/portal/invoices/{invoice_id}/approve", data={"csrf_token": csrf})
+    again = await client.post(f"/portal/invoices/{invoice_id}/approve", data=confirmed)
     assert again.status_code == 409
     assert "is finalized; only drafts are approved" in again.text
     assert await pg.fetchval("SELECT count(*) FROM audit_log") == 1
+
+
+async def test_approve_is_refused_when_the_total_moved_since_the_confirmation(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
+    csrf = await world(client, admin_key, pg)
+    invoice_id = await draft(pg, start=SEPT[0], end=SEPT[1])
+    stale = {"csrf_token": csrf, "confirm": "yes", "total": "199.00", "back": "invoice"}
+    refused = await client.post(f"/portal/invoices/{invoice_id}/approve", data=stale)
+    assert refused.status_code == 409
+    assert "The total changed from EUR 199.00 since the confirmation was shown" in refused.text
+    assert 'id="confirm-total">EUR 250.00<' in refused.text
+    row = await pg.fetchrow("SELECT status, number FROM invoices WHERE id = $1", invoice_id)
+    assert tuple(row) == ("draft", None)
+    assert await pg.fetchval("SELECT count(*) FROM audit_log") == 0
 
 
 async def test_approving_in_the_grace_period_is_refused_with_the_reason(
@@ -94,14 +137,51 @@ async def test_approving_in_the_grace_period_is_refused_with_the_reason(
     csrf = await world(client, admin_key, pg)
     end = datetime.now(UTC) - timedelta(hours=1)
     invoice_id = await draft(pg, start=end - timedelta(days=30), end=end)
-    refused = await client.post(f"/portal/invoices/{invoice_id}/approve", data={"csrf_token": csrf})
+    confirm = await client.get(f"/portal/invoices/{invoice_id}/approve")
+    assert "cannot be approved yet" in confirm.text and "Approve and issue" not in confirm.text
+    refused = await client.post(
+        f"/portal/invoices/{invoice_id}/approve", data={"csrf_token": csrf, "confirm": "yes"}
+    )
     assert refused.status_code == 409
     assert "is not ready for review until" in refused.text
     assert await pg.fetchval("SELECT status FROM invoices WHERE id = $1", invoice_id) == "draft"
     assert await pg.fetchval("SELECT count(*) FROM audit_log") == 0
 
 
-async def test_void_needs_a_reason_and_is_audited(
+async def test_the_invoice_page_offers_approve_and_void_to_staff_only(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
+    csrf = await world(client, admin_key, pg)
+    invoice_id = await draft(pg, start=SEPT[0], end=SEPT[1])
+    staff_view = await client.get(f"/portal/invoices/{invoice_id}")
+    assert "Review Staff only" in words(staff_view.text)
+    assert f'<form method="get" action="/portal/invoices/{invoice_id}/approve">' in staff_view.text
+    confirm = await client.get(f"/portal/invoices/{invoice_id}/approve", params={"back": "invoice"})
+    assert f'<a href="/portal/invoices/{invoice_id}">Cancel</a>' in confirm.text
+    done = await client.post(
+        f"/portal/invoices/{invoice_id}/approve",
+        data={"csrf_token": csrf, "confirm": "yes", "total": "250.00", "back": "invoice"},
+        follow_redirects=False,
+    )
+    assert done.headers["location"] == f"/portal/invoices/{invoice_id}?done=approved"
+    issued = await client.get(done.headers["location"])
+    assert "Invoice INV-000001 was approved and numbered." in issued.text
+    assert f'<form method="get" action="/portal/invoices/{invoice_id}/void">' in issued.text
+    void = await client.get(f"/portal/invoices/{invoice_id}/void", params={"back": "invoice"})
+    assert (
+        "Void invoice INV-000001 for Acme &lt;script&gt;alert(1)&lt;/script&gt; , "
+        "1–30 Sep 2026 , EUR 250.00 ?"
+    ) in words(void.text)
+    await client.post("/portal/logout", data={"csrf_token": csrf})
+    await make_user(pg, "cu@acme.test", role="customer", customer_id="acme")
+    await sign_in(client, "cu@acme.test")
+    customer_view = await client.get(f"/portal/invoices/{invoice_id}")
+    assert customer_view.status_code == 200
+    assert "Staff only" not in customer_view.text and f"/invoices/{invoice_id}/void" not in customer_view.text
+    assert (await client.get(f"/portal/invoices/{invoice_id}/void")).status_code == 403
+
+
+async def test_void_needs_a_reason_a_confirmation_and_is_audited(
     client: Client, admin_key: str, pg: asyncpg.Connection
 ) -> None:
     csrf = await world(client, admin_key, pg)
@@ -113,9 +193,22 @@ async def test_void_needs_a_reason_and_is_audited(
     assert "Reason: say why the invoice is voided." in refused.text
     assert await pg.fetchval("SELECT status FROM invoices WHERE id = $1", invoice_id) == "finalized"
 
+    # The review page's form leads to the confirmation, the reason kept.
+    asked = await client.post(
+        f"/portal/invoices/{invoice_id}/void", data={"csrf_token": csrf, "reason": "wrong plan <b>"}
+    )
+    assert asked.status_code == 200
+    assert "Void invoice INV-000007 for" in words(asked.text)
+    assert 'value="wrong plan &lt;b&gt;"' in asked.text
+    assert await pg.fetchval("SELECT status FROM invoices WHERE id = $1", invoice_id) == "finalized"
+    empty = await client.post(
+        f"/portal/invoices/{invoice_id}/void", data={"csrf_token": csrf, "reason": "", "confirm": "yes"}
+    )
+    assert empty.status_code == 422 and "Reason: say why the invoice is voided." in empty.text
+
     done = await client.post(
         f"/portal/invoices/{invoice_id}/void",
-        data={"csrf_token": csrf, "reason": "wrong plan <b>"},
+        data={"csrf_token": csrf, "reason": "wrong plan <b>", "confirm": "yes"},
         follow_redirects=False,
     )
     assert done.status_code == 303, done.text
@@ -199,9 +292,11 @@ async def test_account_manager_sees_and_touches_only_assigned_customers(
     for action in ("approve", "void", "adjustments"):
         refused = await client.post(
             f"/portal/invoices/{theirs}/{action}",
-            data={"csrf_token": csrf, "reason": "x", "kind": "credit", "amount": "1"},
+            data={"csrf_token": csrf, "reason": "x", "kind": "credit", "amount": "1", "confirm": "yes"},
         )
         assert refused.status_code == 404, action
+    for action in ("approve", "void"):
+        assert (await client.get(f"/portal/invoices/{theirs}/{action}")).status_code == 404, action
     assert await pg.fetchval("SELECT status FROM invoices WHERE id = $1", theirs) == "draft"
     missing = await client.post("/portal/invoices/999999/approve", data={"csrf_token": csrf})
     assert missing.status_code == 404
@@ -219,6 +314,6 @@ async def test_customer_users_are_kept_out_and_csrf_is_required(
     await client.post("/portal/logout", data={})
     await make_user(pg, ADMIN, role="admin")
     await sign_in(client, ADMIN)
-    refused = await client.post(f"/portal/invoices/{invoice_id}/approve", data={})
+    refused = await client.post(f"/portal/invoices/{invoice_id}/approve", data={"confirm": "yes"})
     assert refused.status_code == 403
     assert await pg.fetchval("SELECT status FROM invoices WHERE id = $1", invoice_id) == "draft"

@@ -1,5 +1,6 @@
 """Customers and meters: list and create, through the same service and schema as the API
-(POST /v1/customers, POST /v1/meters), and the same cache invalidation afterwards."""
+(POST /v1/customers, POST /v1/meters), and the same cache invalidation afterwards. Each
+creation writes its audit entry in the request's transaction."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from portal.billing.currencies import is_currency
 from portal.catalog import service
 from portal.catalog.schemas import Aggregation, Customer, CustomerCreate, Meter, MeterCreate
 from portal.dependencies import Db, Portal
-from portal.pages.admin.common import ADMIN_PATH, ADMIN_TZ, AdminController
+from portal.pages.admin.common import ADMIN_PATH, ADMIN_TZ, AdminController, record
 from portal.pages.admin.forms import UNPROCESSABLE, Form, read_form, text_of
 from portal.pages.web import page
 
@@ -101,6 +102,15 @@ class CatalogPagesController(AdminController):
         customer = await _new_customer(db, form)
         if customer is None:
             return await _customers_page(request, db, form, status_code=UNPROCESSABLE)
+        await record(
+            db,
+            request,
+            action="customer.created",
+            object_type="customer",
+            object_id=customer.id,
+            customer_id=customer.id,
+            detail={"name": customer.name, "timezone": customer.timezone, "currency": customer.currency},
+        )
         # As POST /v1/customers does: ingest on this process sees the customer at once.
         portal.catalog.invalidate()
         return Redirect(f"{ADMIN_PATH}/customers?created={quote(customer.id, safe='')}", status_code=303)
@@ -118,6 +128,19 @@ class CatalogPagesController(AdminController):
         meter = await _new_meter(db, form)
         if meter is None:
             return await _meters_page(request, db, form, status_code=UNPROCESSABLE)
+        await record(
+            db,
+            request,
+            action="meter.created",
+            object_type="meter",
+            object_id=meter.metric_name,
+            detail={
+                "aggregation": meter.aggregation,
+                "unit": meter.unit,
+                "group_by": list(meter.group_by),
+                "unique_by": meter.unique_by,
+            },
+        )
         # As POST /v1/meters does: ingest on this process accepts the meter's events at once.
         portal.catalog.invalidate()
         return Redirect(f"{ADMIN_PATH}/meters?created={quote(meter.metric_name, safe='')}", status_code=303)

@@ -128,7 +128,10 @@ class PlanPagesController(AdminController):
     async def plan(self, request: Request[Any, Any, Any], db: Db, plan_id: FromPath[str]) -> Template:
         plan = await get_plan(db, plan_id)  # NotFound: the 404 page
         subscribers = await plan_store.plan_subscribers(db, plan_id)
-        return page("admin/plan.html", request, plan=plan, subscribers=subscribers, models=MODEL_LABELS)
+        units = {m.metric_name: m.unit for m in await service.list_meters(db)}
+        return page(
+            "admin/plan.html", request, plan=plan, subscribers=subscribers, models=MODEL_LABELS, units=units
+        )
 
     @get("/catalog")
     async def upload_form(self, request: Request[Any, Any, Any]) -> Template:

@@ -10,11 +10,13 @@ from portal.pages.manager.customers import ManagerCustomersController
 from portal.pages.manager.drift import DriftController
 from portal.pages.manager.events import EventsController
 from portal.pages.manager.failed import FailedEventsController
+from portal.pages.manager.invoice_actions import InvoiceActionsController
 from portal.pages.manager.review import ReviewController
 
 manager_handlers: list[Any] = [
     ManagerCustomersController,
     ReviewController,
+    InvoiceActionsController,
     EventsController,
     FailedEventsController,
     DriftController,

@@ -9,6 +9,7 @@ from litestar import Request, get
 from litestar.params import FromQuery
 from litestar.response import Template
 
+from portal.catalog import service as catalog
 from portal.dependencies import ReadDb
 from portal.live import repository as live_repository
 from portal.pages.access import STAFF_GUARDS
@@ -43,6 +44,13 @@ class DriftController(PageController):
                 for cid, metric, live, billed, diff in found
             ]
         names = await customer_zones(read_db, {str(r[0]) for r in rows})
+        units = {m.metric_name: m.unit for m in await catalog.list_meters(read_db)}
         return page(
-            "manager/drift.html", request, run=run, rows=rows, names=names, customer=customer_id or ""
+            "manager/drift.html",
+            request,
+            run=run,
+            rows=rows,
+            names=names,
+            units=units,
+            customer=customer_id or "",
         )

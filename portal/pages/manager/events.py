@@ -13,9 +13,8 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
 from portal.billing.repository import adjustments as adjustment_store
-from portal.billing.repository import invoices as invoice_store
 from portal.catalog import service as catalog
-from portal.dependencies import Db, ReadDb
+from portal.dependencies import Db, Portal, ReadDb
 from portal.infrastructure.domain_errors import Invalid
 from portal.ingest import repository as ingest_repository
 from portal.pages.access import STAFF_GUARDS, may_see, viewer, visible_customer
@@ -28,6 +27,8 @@ from portal.pages.manager.common import (
     text_param,
     visible_ids,
 )
+from portal.pages.manager.event_charges import EventBilling, event_billing, group_dimensions
+from portal.pages.manager.review import complete_through_now
 from portal.pages.web import PageController, page
 from portal.usage import repository as usage_repository
 from portal.usage.combine import exact
@@ -70,7 +71,10 @@ class EventsController(PageController):
     ) -> Template:
         """Parameters: customer, meter, event (an eventId), from / to (date and time in the
         customer's zone, else UTC), page. Newest first, 50 a page. Who may see the
-        customer is read on the primary, the events on the replica when there is one."""
+        customer is read on the primary, the events on the replica when there is one.
+
+        Every time on the page is in one zone, named in the headers: the chosen customer's,
+        else UTC (rows of several customers never mix zones in a column)."""
         query = request.query_params
         customer_id = text_param("customer", customer)
         tz = "UTC"
@@ -103,6 +107,7 @@ class EventsController(PageController):
         found_rows = found_rows[:PAGE_SIZE]
         zones = await customer_zones(read_db, {r.customer_id for r in found_rows})
         base = [(k, v) for k, v in query_items(request) if k != "page" and v]
+        meters = await catalog.list_meters(db)
         return page(
             "manager/events.html",
             request,
@@ -110,7 +115,8 @@ class EventsController(PageController):
             zones=zones,
             search=search,
             form={k: query.get(k, "") for k in ("customer", "meter", "event", "from", "to")},
-            meters=await catalog.list_meters(db),
+            meters=meters,
+            units={m.metric_name: m.unit for m in meters},
             page_number=number,
             more=more,
             base=base,
@@ -119,10 +125,16 @@ class EventsController(PageController):
 
     @get("/events/{customer_id:str}/{event_id:str}")
     async def event_path(
-        self, request: Request[Any, Any, Any], customer_id: FromPath[str], event_id: FromPath[str], db: Db
+        self,
+        request: Request[Any, Any, Any],
+        customer_id: FromPath[str],
+        event_id: FromPath[str],
+        db: Db,
+        portal: Portal,
     ) -> Template:
-        """Received, persisted, counted in an hourly aggregate, billed on an invoice line (or
-        a late-event note): each step with its time, or why it is missing."""
+        """Received, persisted, counted in an hourly aggregate, billed (event_charges.py:
+        only the charge the event feeds, freshly rated, or as issued), or a late-event
+        note: each step with its time, or why it is missing."""
         customer = await visible_customer(request, db, customer_id)
         ledger = await ingest_repository.ledger_entry(db, customer_id, event_id)
         stored = await ingest_repository.stored_event(db, customer_id, event_id)
@@ -130,15 +142,25 @@ class EventsController(PageController):
         conflicts = await ingest_repository.conflicts_of_event(db, customer_id, event_id)
         if ledger is None and stored is None and not failed and not conflicts:
             raise NotFoundException(f"There is no event “{event_id}” of this customer you can see.")
-        hourly = invoices = lines = late = None
+        hourly = late = meter = None
+        billing: list[EventBilling] = []
         if stored is not None:
             metric, _, event_time, hour, group_key = stored[:5]
             hourly = await usage_repository.hour_row(
                 db, customer_id=customer_id, metric_name=metric, hour=hour, group_key=group_key
             )
-            invoices = await invoice_store.invoices_covering(db, customer_id, event_time)
-            lines = await invoice_store.meter_lines_at(db, [i[0] for i in invoices], metric, event_time)
+            billing = await event_billing(
+                db,
+                customer_id,
+                meter=metric,
+                dimensions=group_dimensions(group_key),
+                at=event_time,
+                now=portal.now(),
+                grace=portal.settings.invoice_grace,
+                complete_through=await complete_through_now(portal),
+            )
             late = await adjustment_store.late_event_trace(db, customer_id, event_id)
+            meter = await catalog.get_meter(db, metric)
         return page(
             "manager/event.html",
             request,
@@ -147,10 +169,11 @@ class EventsController(PageController):
             ledger=ledger,
             stored=stored,
             hourly=hourly,
-            invoices=invoices or [],
-            lines=lines or [],
+            billing=billing,
+            unit=meter.unit if meter else "",
             late=late,
             failed=failed,
             conflicts=conflicts,
             exact=exact,
+            group_dimensions=group_dimensions,
         )

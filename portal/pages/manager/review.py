@@ -1,5 +1,6 @@
 """Bill review: drafts awaiting approval with what to check first, recently finalized
-invoices (void, manual credit or debit note), and who did what to each of them.
+invoices (manual credit or debit note here; approve and void, each behind a confirmation,
+in `invoice_actions.py`), and who did what to each of them.
 
 Every change runs in a savepoint of the request's transaction with its audit entry, so a
 refused change leaves nothing behind and the page can answer with the reason in place.
@@ -18,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.accounts import audit
 from portal.accounts.schemas import AuditEntry
-from portal.billing import lifecycle
 from portal.billing.invoices import load_invoice
 from portal.billing.manual_adjustments import add_manual_adjustment
 from portal.billing.repository import invoices as invoice_store
@@ -29,6 +29,7 @@ from portal.dependencies import Db, Portal
 from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
 from portal.infrastructure.periods import to_datetime
 from portal.pages.access import STAFF_GUARDS, check_owner, viewer
+from portal.pages.formatting import invoice_label
 from portal.pages.manager.common import audit_trail, customer_zones, visible_ids
 from portal.pages.web import PageController, page
 from portal.state import PortalState
@@ -37,7 +38,7 @@ QUEUE_SHOWN = 100
 FINALIZED_SHOWN = 20
 
 
-async def _complete_through(portal: PortalState) -> datetime | None:
+async def complete_through_now(portal: PortalState) -> datetime | None:
     """How far the stored usage is complete (as the billing API records it on invoices)."""
     try:
         return to_datetime(await portal.live.watermark_ms() / 1000)
@@ -144,7 +145,7 @@ async def review_page(
     )
 
 
-async def _invoice(request: Request[Any, Any, Any], db: AsyncSession, invoice_id: int) -> InvoiceRow:
+async def invoice_of(request: Request[Any, Any, Any], db: AsyncSession, invoice_id: int) -> InvoiceRow:
     """The invoice, if the viewer may see its customer (404 alike otherwise)."""
     try:
         invoice: InvoiceRow | None = await load_invoice(db, invoice_id)
@@ -155,7 +156,7 @@ async def _invoice(request: Request[Any, Any, Any], db: AsyncSession, invoice_id
     return invoice
 
 
-async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
+async def form_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
     form = await request.form()
     return {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
 
@@ -164,7 +165,7 @@ def _status(exc: Conflict | Invalid) -> int:
     return 409 if isinstance(exc, Conflict) else 422
 
 
-def _sentence(exc: Exception) -> str:
+def sentence(exc: Exception) -> str:
     """A service's message ("reason: say why…") as a sentence on the page."""
     message = str(exc)
     return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
@@ -183,108 +184,21 @@ class ReviewController(PageController):
         notice = None
         done = request.query_params.get("done")
         raw_id = request.query_params.get("invoice", "")
-        if done in DONE and raw_id.isdigit():
-            invoice = await _invoice(request, db, int(raw_id))
-            notice = DONE[done].format(invoice.number or invoice.id)
+        if done in DONE and raw_id.isascii() and raw_id.isdigit() and len(raw_id) < 19:
+            invoice = await invoice_of(request, db, int(raw_id))
+            zones = await customer_zones(db, {invoice.customer_id})
+            tz = zones.get(invoice.customer_id, (invoice.customer_id, "UTC"))[1]
+            notice = DONE[done].format(invoice_label(invoice.number, invoice.period_start, tz))
         return await review_page(request, db, portal, notice=notice)
-
-    @post("/invoices/{invoice_id:int}/approve")
-    async def approve(
-        self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db, portal: Portal
-    ) -> Response[Any]:
-        invoice = await _invoice(request, db, invoice_id)
-        session = viewer(request)
-        try:
-            async with db.begin_nested():
-                approved = await lifecycle.approve(
-                    db,
-                    invoice_id,
-                    approved_by=session.email,
-                    now=portal.now(),
-                    grace=portal.settings.invoice_grace,
-                    complete_through=await _complete_through(portal),
-                )
-                await audit.record(
-                    db,
-                    user_id=session.user_id,
-                    actor=session.email,
-                    action="invoice.approve",
-                    object_type="invoice",
-                    object_id=str(invoice_id),
-                    customer_id=invoice.customer_id,
-                    detail={
-                        "number": approved.number,
-                        "total": money_text(approved.total, approved.currency),
-                    },
-                )
-        except (Conflict, Invalid) as exc:
-            return await review_page(
-                request,
-                db,
-                portal,
-                status_code=409,
-                form=FormState(invoice_id, "approve", _sentence(exc), {}),
-            )
-        return _done("approved", invoice_id)
-
-    @post("/invoices/{invoice_id:int}/void")
-    async def void(
-        self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db, portal: Portal
-    ) -> Response[Any]:
-        """A reason is required (422 with the form again without one)."""
-        invoice = await _invoice(request, db, invoice_id)
-        session = viewer(request)
-        data = await _form(request)
-        reason = data.get("reason", "").strip()
-        if not reason:
-            return await review_page(
-                request,
-                db,
-                portal,
-                status_code=422,
-                form=FormState(invoice_id, "void", "Reason: say why the invoice is voided.", data),
-            )
-        try:
-            async with db.begin_nested():
-                _, reissued = await lifecycle.void(
-                    db,
-                    invoice_id,
-                    reason=reason,
-                    now=portal.now(),
-                    complete_through=await _complete_through(portal),
-                )
-                await audit.record(
-                    db,
-                    user_id=session.user_id,
-                    actor=session.email,
-                    action="invoice.void",
-                    object_type="invoice",
-                    object_id=str(invoice_id),
-                    customer_id=invoice.customer_id,
-                    reason=reason,
-                    detail={
-                        "number": invoice.number,
-                        "reissued_id": None if reissued is None else reissued.id,
-                    },
-                )
-        except (Conflict, Invalid) as exc:
-            return await review_page(
-                request,
-                db,
-                portal,
-                status_code=_status(exc),
-                form=FormState(invoice_id, "void", _sentence(exc), data),
-            )
-        return _done("voided", invoice_id)
 
     @post("/invoices/{invoice_id:int}/adjustments")
     async def adjust(
         self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db, portal: Portal
     ) -> Response[Any]:
         """A manual credit or debit note: kind, amount and a required reason."""
-        invoice = await _invoice(request, db, invoice_id)
+        invoice = await invoice_of(request, db, invoice_id)
         session = viewer(request)
-        data = await _form(request)
+        data = await form_fields(request)
         try:
             async with db.begin_nested():
                 adjustment_id, number, customer_id = await add_manual_adjustment(
@@ -317,6 +231,6 @@ class ReviewController(PageController):
                 db,
                 portal,
                 status_code=_status(exc),
-                form=FormState(invoice_id, "adjust", _sentence(exc), data),
+                form=FormState(invoice_id, "adjust", sentence(exc), data),
             )
         return _done("adjusted", invoice_id)
