@@ -109,9 +109,10 @@ def unit_for(quantity: object, unit: str) -> str:
         one = Decimal(str(quantity)) == 1
     except ArithmeticError:
         one = False
-    if one:
+    # A unit already in the plural ('calls', 'requests') is written as it was given.
+    if one or (unit.endswith("s") and not unit.endswith("ss")):
         return unit
-    if unit.endswith(("s", "x", "z", "ch", "sh")):
+    if unit.endswith(("ss", "x", "z", "ch", "sh")):
         return unit + "es"
     if unit.endswith("y") and unit[-2:-1] not in ("a", "e", "i", "o", "u"):
         return unit[:-1] + "ies"

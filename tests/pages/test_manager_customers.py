@@ -137,7 +137,7 @@ async def test_table_shows_this_periods_numbers(
     page = await client.get("/portal/customers")
     assert page.status_code == 200
     assert customer_order(page.text) == ["initech", "acme", "globex"]  # by name: "<script…" sorts first
-    assert "api_calls: <strong>42</strong> call" in page.text
+    assert "API calls: <strong>42</strong> calls" in page.text
     assert '<data value="120.92">EUR 120.92</data>' in page.text  # 120.50 + 42 x 0.01
     assert '<data value="10.00">EUR 10.00</data>' in page.text
     assert "+20.3 %" in page.text  # 120.92 against 100.00 + 0.50: 20.318…, half up
@@ -167,7 +167,7 @@ async def test_without_a_draft_the_period_is_the_customers_month_at_the_clock(
     page = await client.get("/portal/customers")
     # Then: this period is the local month of the clock's instant
     assert page.status_code == 200
-    assert "api_calls: <strong>5</strong> call" in page.text
+    assert "API calls: <strong>5</strong> calls" in page.text
     assert "No plan this period" in page.text
 
 
