@@ -32,3 +32,26 @@
     target.portalOpenDetails = [];
   });
 })();
+
+// Copy buttons: <button type="button" data-copy="ID"> copies the value (or text) of the
+// element with that id ("#ID" works too) and says "Copied" for a few seconds. Minimal: the
+// fuller version (selecting the text where the clipboard is refused) replaces it.
+(function () {
+  "use strict";
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-copy]");
+    var id = button ? button.getAttribute("data-copy").replace(/^#/, "") : "";
+    var target = id ? document.getElementById(id) : null;
+    if (!target || !navigator.clipboard) {
+      return;
+    }
+    event.preventDefault();
+    var text = "value" in target && typeof target.value === "string" ? target.value : target.textContent;
+    navigator.clipboard.writeText(text).then(function () {
+      var label = button.portalCopyLabel || button.textContent;
+      button.portalCopyLabel = label;
+      button.textContent = "Copied";
+      setTimeout(function () { button.textContent = label; }, 3000);
+    });
+  });
+})();

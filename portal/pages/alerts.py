@@ -6,7 +6,8 @@ Each change runs in a savepoint of the request's transaction, so a refused chang
 nothing behind and the form comes back (422, field named, values kept). A successful one
 redirects to the alerts home (303) with a fixed message key, never user text in the URL.
 Every rule and channel id is looked up within the customer of the path: another
-customer's id is a 404, like an unknown one.
+customer's id is a 404, like an unknown one. Adding a channel redirects too, to the
+channel's page, which shows a webhook's signing secret once (`alerts_secret.py`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from urllib.parse import quote
 
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
+from litestar.exceptions import NotFoundException
 from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.alerting import channels as channel_service
+from portal.alerting import deliveries as delivery_service
 from portal.alerting import editing
 from portal.alerting import rules as rule_service
 from portal.alerting.notices import send_test_notice
@@ -40,7 +43,9 @@ from portal.pages.alerts_forms import (
     parse_rule_form,
     rule_service_error,
 )
-from portal.pages.alerts_view import BASIS_TEXT, alerts_home, shown_destination
+from portal.pages.access import viewer
+from portal.pages.alerts_secret import keep_secret, take_secret
+from portal.pages.alerts_view import BASIS_TEXT, alerts_home, channel_target
 from portal.pages.web import PageController, page
 
 DONE = {
@@ -49,8 +54,10 @@ DONE = {
     "rule-updated": "The rule was changed. New levels are checked within a minute.",
     "rule-deleted": "The rule was deleted. Its past notices stay in the history.",
     "channel-deleted": "The channel was deleted. Rules no longer send to it.",
-    "test-queued": "A test notice was queued. Reload this page to see whether it was sent.",
+    "test-queued": "A test notice is on its way. Its status under Test notices updates by itself.",
 }
+# A test notice's status fragment answers 286 once it is final: htmx stops polling it.
+STOP_POLLING = 286
 _TEMPLATES = "alerts_pages"
 
 
@@ -133,7 +140,7 @@ class AlertPagesController(PageController):
             customer=customer,
             home=home,
             notice=DONE.get(done or ""),
-            shown_destination=shown_destination,
+            channel_target=channel_target,
         )
 
     # --- rules -----------------------------------------------------------------------------
@@ -235,9 +242,9 @@ class AlertPagesController(PageController):
     @post("/customers/{customer_id:str}/alerts/channels/new")
     async def create_channel(
         self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db, portal: Portal
-    ) -> Template:
-        """Answers with the new channel itself rather than a redirect: a webhook's signing
-        secret is shown on this answer only (it is stored encrypted, never shown again)."""
+    ) -> Response[Any]:
+        """Redirects (303) to the new channel's page, so a reload does not add it again; a
+        webhook's signing secret waits there for that page only (never shown again)."""
         customer = await visible_customer(request, db, customer_id)
         typed, body = parse_channel_form(await request.form())
         if body is None:
@@ -258,13 +265,40 @@ class AlertPagesController(PageController):
                 channel_service_error(typed, str(exc), conflict=isinstance(exc, Conflict)),
                 status_code=422,
             )
+        if channel.signing_secret is not None:
+            await keep_secret(
+                portal.redis,
+                viewer(request).id,
+                channel.id,
+                channel.signing_secret,
+                secret_key=portal.settings.secret_key,
+            )
+        return Redirect(f"{_home_url(customer.id)}/channels/{channel.id}?done=channel-created", status_code=303)
+
+    @get("/customers/{customer_id:str}/alerts/channels/{channel_id:int}")
+    async def channel_page(
+        self,
+        request: Request[Any, Any, Any],
+        customer_id: FromPath[str],
+        channel_id: FromPath[int],
+        db: Db,
+        portal: Portal,
+    ) -> Template:
+        """One channel: where it sends, its test button, and (once, to the session that
+        added it) a webhook's signing secret."""
+        customer = await visible_customer(request, db, customer_id)
+        channel = await _channel(request, db, customer, channel_id)
+        secret = await take_secret(
+            portal.redis, viewer(request).id, channel.id, secret_key=portal.settings.secret_key
+        )
         return page(
-            f"{_TEMPLATES}/channel_created.html",
+            f"{_TEMPLATES}/channel.html",
             request,
-            status_code=201,
             customer=customer,
             channel=channel,
-            destination=shown_destination(channel.destination),
+            target=channel_target(channel.kind, channel.destination),
+            secret=secret,
+            created=request.query_params.get("done") == "channel-created",
         )
 
     @get("/customers/{customer_id:str}/alerts/channels/{channel_id:int}/delete")
@@ -309,6 +343,27 @@ class AlertPagesController(PageController):
             db, customer, channel.id, public_url=portal.settings.public_url, now=portal.now()
         )
         return Redirect(_home_url(customer.id, "test-queued"), status_code=303)
+
+    @get("/customers/{customer_id:str}/alerts/tests/{delivery_id:int}")
+    async def test_status(
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], delivery_id: FromPath[int], db: Db
+    ) -> Template:
+        """One test notice's line, polled by the alerts home while it is pending; 286 once it
+        was sent or failed, which stops the polling."""
+        customer = await visible_customer(request, db, customer_id)
+        try:
+            delivery = await delivery_service.get_delivery(db, delivery_id)
+        except NotFound:
+            raise NotFoundException("No such test notice.") from None
+        if delivery.customer_id != customer.id or delivery.firing_id is not None:
+            raise NotFoundException("No such test notice.")
+        return page(
+            f"{_TEMPLATES}/_test_delivery.html",
+            request,
+            status_code=200 if delivery.status == "pending" else STOP_POLLING,
+            customer=customer,
+            d=delivery,
+        )
 
 
 alert_page_handlers = [AlertPagesController]

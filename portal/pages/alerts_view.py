@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -65,6 +66,36 @@ class AlertsHome:
 def shown_destination(masked: str) -> str:
     """The masked URL without Apprise's option query (retry=0&wait=0.5&…): noise to a customer."""
     return masked.split("?", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a channel sends, as its owner typed it: `summary` ("Webhook to
+    hooks.example.com", "Email to ops@acme.test", "Slack #alerts") and, for a webhook, the
+    `address` ("https://hooks.example.com/x"). Secret parts stay masked; Slack's webhook
+    URL is all secret, so it is never shown."""
+
+    summary: str
+    address: str | None
+
+
+def channel_target(kind: str, masked: str) -> Target:
+    """The readable target of a channel from its masked Apprise URL (never the URL itself:
+    `json://` is how Apprise names a webhook, not how its owner typed it)."""
+    scheme, _, rest = shown_destination(masked).partition("://")
+    where, _, path = rest.partition("/")
+    if kind == "email":
+        recipients = [unquote(p) for p in path.split("/") if "@" in unquote(p)]
+        return Target(f"Email to {', '.join(recipients) or where}", None)
+    if kind == "slack":
+        parts = [unquote(p) for p in path.split("/") if p]
+        room = next((p for p in parts if p.startswith(("#", "@"))), None)
+        return Target(f"Slack {room}" if room else "Slack, through its incoming webhook", None)
+    if kind == "webhook" and scheme in ("json", "jsons", "portal-json", "portal-jsons"):
+        web = "https" if scheme.endswith("s") else "http"
+        host = urlsplit(f"{web}://{where}").hostname or where
+        return Target(f"Webhook to {host}", f"{web}://{rest}")
+    return Target(f"Other service ({scheme})", shown_destination(masked))
 
 
 def spend(value: object, currency: str) -> str:
