@@ -12,12 +12,13 @@ channel's page, which shows a webhook's signing secret once (`alerts_secret.py`)
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from litestar import Request, Response, get, post
-from litestar.params import FromPath
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
 from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,21 +32,26 @@ from portal.catalog.schemas import Customer
 from portal.catalog.service import list_meters
 from portal.dependencies import Db, Portal
 from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
-from portal.pages.access import check_owner, visible_customer
+from portal.pages.access import check_owner, viewer, visible_customer
 from portal.pages.alerts_forms import (
-    BASES,
     CHANNEL_KINDS,
+    LEVELS_ID,
     ChannelForm,
     RuleForm,
     channel_service_error,
-    level_id,
     parse_channel_form,
     parse_rule_form,
     rule_service_error,
 )
-from portal.pages.access import viewer
 from portal.pages.alerts_secret import keep_secret, take_secret
-from portal.pages.alerts_view import BASIS_TEXT, alerts_home, channel_target
+from portal.pages.alerts_view import (
+    BASIS_TEXT,
+    alerts_home,
+    channel_target,
+    meter_units,
+    plan_meters,
+    rule_summary,
+)
 from portal.pages.web import PageController, page
 
 DONE = {
@@ -93,10 +99,13 @@ async def _rule_page(
     customer: Customer,
     form: RuleForm,
     *,
+    now: datetime,
     rule: Rule | None = None,
     status_code: int = 200,
 ) -> Template:
-    meters = await list_meters(db)
+    meters = await plan_meters(db, customer, now)
+    if rule is not None and rule.metric_name and rule.metric_name not in {m.metric_name for m in meters}:
+        meters += [m for m in await list_meters(db) if m.metric_name == rule.metric_name]
     channels = await channel_service.list_channels(db, customer.id)
     return page(
         f"{_TEMPLATES}/rule_form.html",
@@ -107,9 +116,9 @@ async def _rule_page(
         rule=rule,
         meters=meters,
         channels=channels,
-        bases=BASES,
         basis_text=BASIS_TEXT,
-        level_id=level_id,
+        levels_id=LEVELS_ID,
+        summary=rule_summary(form, meter_units(meters), {c.id: c.name for c in channels}, customer.currency),
     )
 
 
@@ -146,7 +155,9 @@ class AlertPagesController(PageController):
     # --- rules -----------------------------------------------------------------------------
 
     @get("/customers/{customer_id:str}/alerts/rules/new")
-    async def new_rule(self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db) -> Template:
+    async def new_rule(
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db, portal: Portal
+    ) -> Template:
         """`?preset=budget` opens the form as a monthly budget (spend, 50/80/100 %);
         `?preset=anomaly` as a rule on unusual usage (spikes, drops to zero, silence)."""
         customer = await visible_customer(request, db, customer_id)
@@ -158,49 +169,89 @@ class AlertPagesController(PageController):
             if preset == "anomaly"
             else RuleForm()
         )
-        return await _rule_page(request, db, customer, form)
+        return await _rule_page(request, db, customer, form, now=portal.now())
 
     @post("/customers/{customer_id:str}/alerts/rules/new")
     async def create_rule(
-        self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db, portal: Portal
     ) -> Response[Any]:
         customer = await visible_customer(request, db, customer_id)
         typed, body = parse_rule_form(await request.form())
         if body is None:
-            return await _rule_page(request, db, customer, typed, status_code=422)
+            return await _rule_page(request, db, customer, typed, now=portal.now(), status_code=422)
         try:
             async with db.begin_nested():
                 await rule_service.create_rule(db, customer.id, body)
         except (Invalid, Conflict) as exc:
             return await _rule_page(
-                request, db, customer, rule_service_error(typed, str(exc)), status_code=422
+                request, db, customer, rule_service_error(typed, str(exc)), now=portal.now(), status_code=422
             )
         done = "budget-created" if body.basis == "budget" and body.metric_name is None else "rule-created"
         return Redirect(_home_url(customer.id, done), status_code=303)
 
+    @get("/customers/{customer_id:str}/alerts/rules/summary")
+    async def rule_summary_line(
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db, portal: Portal
+    ) -> Template:
+        """The rule form's one-sentence summary, asked again by htmx as the form changes."""
+        customer = await visible_customer(request, db, customer_id)
+        query = request.query_params
+        form = RuleForm(
+            watch=query.get("watch") or "",
+            levels=query.get("levels") or "",
+            basis=query.get("basis") or "absolute",
+            budget=query.get("budget") or "",
+            channel_ids=[c for c in query.getall("channel", []) if isinstance(c, str)],
+            notify_recovery=bool(query.get("notify_recovery")),
+            notify_forecast=bool(query.get("notify_forecast")),
+            kind="anomaly" if query.get("kind") == "anomaly" else "threshold",
+        )
+        meters = await plan_meters(db, customer, portal.now())
+        channels = await channel_service.list_channels(db, customer.id)
+        summary = rule_summary(form, meter_units(meters), {c.id: c.name for c in channels}, customer.currency)
+        return page(f"{_TEMPLATES}/_rule_summary.html", request, customer=customer, summary=summary)
+
     @get("/customers/{customer_id:str}/alerts/rules/{rule_id:int}/edit")
     async def edit_rule(
-        self, request: Request[Any, Any, Any], customer_id: FromPath[str], rule_id: FromPath[int], db: Db
+        self,
+        request: Request[Any, Any, Any],
+        customer_id: FromPath[str],
+        rule_id: FromPath[int],
+        db: Db,
+        portal: Portal,
     ) -> Template:
         customer = await visible_customer(request, db, customer_id)
         rule = await _rule(request, db, customer, rule_id)
-        return await _rule_page(request, db, customer, RuleForm.of_rule(rule), rule=rule)
+        return await _rule_page(request, db, customer, RuleForm.of_rule(rule), now=portal.now(), rule=rule)
 
     @post("/customers/{customer_id:str}/alerts/rules/{rule_id:int}/edit")
     async def update_rule(
-        self, request: Request[Any, Any, Any], customer_id: FromPath[str], rule_id: FromPath[int], db: Db
+        self,
+        request: Request[Any, Any, Any],
+        customer_id: FromPath[str],
+        rule_id: FromPath[int],
+        db: Db,
+        portal: Portal,
     ) -> Response[Any]:
         customer = await visible_customer(request, db, customer_id)
         rule = await _rule(request, db, customer, rule_id)
         typed, body = parse_rule_form(await request.form(), fixed=rule)
         if body is None:
-            return await _rule_page(request, db, customer, typed, rule=rule, status_code=422)
+            return await _rule_page(
+                request, db, customer, typed, now=portal.now(), rule=rule, status_code=422
+            )
         try:
             async with db.begin_nested():
                 await editing.update_rule(db, customer.id, rule.id, body)
         except (Invalid, Conflict) as exc:
             return await _rule_page(
-                request, db, customer, rule_service_error(typed, str(exc)), rule=rule, status_code=422
+                request,
+                db,
+                customer,
+                rule_service_error(typed, str(exc)),
+                now=portal.now(),
+                rule=rule,
+                status_code=422,
             )
         return Redirect(_home_url(customer.id, "rule-updated"), status_code=303)
 
@@ -273,7 +324,9 @@ class AlertPagesController(PageController):
                 channel.signing_secret,
                 secret_key=portal.settings.secret_key,
             )
-        return Redirect(f"{_home_url(customer.id)}/channels/{channel.id}?done=channel-created", status_code=303)
+        return Redirect(
+            f"{_home_url(customer.id)}/channels/{channel.id}?done=channel-created", status_code=303
+        )
 
     @get("/customers/{customer_id:str}/alerts/channels/{channel_id:int}")
     async def channel_page(

@@ -22,7 +22,9 @@ def secret_key_name(session_id: str, channel_id: int) -> str:
     return f"alerts-secret:{session_id}:{channel_id}"
 
 
-async def keep_secret(redis: Redis, session_id: str, channel_id: int, secret: str, *, secret_key: str) -> None:
+async def keep_secret(
+    redis: Redis, session_id: str, channel_id: int, secret: str, *, secret_key: str
+) -> None:
     await redis.set(secret_key_name(session_id, channel_id), encrypt(secret_key, secret), ex=SECRET_TTL)
 
 

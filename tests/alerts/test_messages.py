@@ -123,7 +123,9 @@ def test_absolute_levels_and_spend_rules_read_well() -> None:
         "Acme Inc's API calls usage reached 1,000 calls: 1,050 calls this period"
     )
     one = notice(level_label="1 call", threshold=Decimal("1"), value=Decimal("1"))
-    assert render_slack(one).splitlines()[0] == "Acme Inc's API calls usage reached 1 call: 1 call this period"
+    assert (
+        render_slack(one).splitlines()[0] == "Acme Inc's API calls usage reached 1 call: 1 call this period"
+    )
     spend = notice(metric_name=None, unit="USD", threshold=Decimal("800"), value=Decimal("812.5"))
     assert render_email(spend)[1].splitlines()[0] == (
         "Acme Inc reached 80% of its spend budget: USD 812.50 of USD 1,000.00 this period"
