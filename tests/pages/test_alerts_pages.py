@@ -135,7 +135,7 @@ async def test_home_shows_rules_channels_and_history(
     assert home.status_code == 200
     text = home.text
     assert '<th scope="row">Calls</th>' in text
-    assert "<td>API calls</td>" in text
+    assert '<td data-label="Watches">API calls</td>' in text
     assert '<li class="num">1,000 calls</li><li class="num">25,000 calls</li>' in text
     assert "when back below" in text
     assert "All channels" in text
@@ -143,15 +143,15 @@ async def test_home_shows_rules_channels_and_history(
     # The channel as its owner would say it, never the Apprise URL (jsons://…).
     assert f'<th scope="row"><a href="{BASE}/channels/{channel_id}">ops hook</a></th>' in text
     assert (
-        '<td>Webhook to hooks.example.test<br><code class="alerts-destination">'
+        '<td data-label="Sends to">Webhook to hooks.example.test<br><code class="alerts-destination">'
         "https://hooks.example.test/alerts</code></td>"
     ) in text
     assert "s3cret" not in text and "jsons://" not in text
     # The history: when (customer's zone), what, rule, level, value, and the delivery's outcome.
-    assert "<td>24 Nov 2026 14:05 CET</td>" in text
-    assert "<td>Reached</td>" in text
-    assert '<td class="num">25,000 calls</td>' in text
-    assert '<td class="num">25,310.5 calls</td>' in text
+    assert '<td data-label="When">24 Nov 2026 14:05 CET</td>' in text
+    assert '<td data-label="What">Reached</td>' in text
+    assert '<td data-label="Level" class="num">25,000 calls</td>' in text
+    assert '<td data-label="Value" class="num">25,310.5 calls</td>' in text
     assert '<span class="alerts-status alerts-status-failed">Failed</span>' in text
     assert "24 Nov 2026 14:09 CET" in text
     assert "(3 attempts)" in text
@@ -202,7 +202,7 @@ async def test_monthly_budget_through_the_form(
     ]
     home = await client.get(saved.headers["location"])
     assert "Your monthly budget was saved." in home.text
-    assert '<td class="num">EUR 1,500.50</td>' in home.text
+    assert '<td data-label="Budget" class="num">EUR 1,500.50</td>' in home.text
     assert '<li class="num">50%</li><li class="num">80%</li><li class="num">100%</li>' in home.text
 
 
@@ -350,7 +350,7 @@ async def test_an_anomaly_rule_is_shown_and_renamed(
     assert made.status_code == 201, made.text
     rule = made.json()
     home = await client.get(BASE)
-    assert "<td>Unusual usage of every meter</td>" in home.text
+    assert '<td data-label="Watches">Unusual usage of every meter</td>' in home.text
     form = await client.get(f"{BASE}/rules/{rule['id']}/edit")
     assert form.status_code == 200
     assert 'name="levels"' not in form.text and 'name="budget"' not in form.text
@@ -502,8 +502,11 @@ async def test_edited_levels_fire_once_each(
     assert lower_again.status_code == 303
     assert await fired() == [("4", "crossing"), ("3", "crossing")]
     history = (await client.get(BASE)).text.split('id="history-title"', 1)[1]
-    assert history.count("<td>Reached</td>") == 2
-    assert '<td class="num">3 calls</td>' in history and '<td class="num">4 calls</td>' in history
+    assert history.count('<td data-label="What">Reached</td>') == 2
+    assert (
+        '<td data-label="Level" class="num">3 calls</td>' in history
+        and '<td data-label="Level" class="num">4 calls</td>' in history
+    )
 
 
 # --- channels and test notices --------------------------------------------------------------
@@ -566,10 +569,10 @@ async def test_channels_read_as_their_owner_typed_them(
     ):
         assert (await add_channel(client, csrf, name, kind, destination)).status_code == 303
     text = (await client.get(BASE)).text
-    assert "<td>Slack, through its incoming webhook</td>" in text
-    assert "<td>Email to finance@acme.test</td>" in text
+    assert '<td data-label="Sends to">Slack, through its incoming webhook</td>' in text
+    assert '<td data-label="Sends to">Email to finance@acme.test</td>' in text
     assert (
-        '<td>Webhook to hooks.acme.test<br><code class="alerts-destination">http://hooks.acme.test:8080/in</code></td>'
+        '<td data-label="Sends to">Webhook to hooks.acme.test<br><code class="alerts-destination">http://hooks.acme.test:8080/in</code></td>'
     ) in text
     assert "XXXXXXXX" not in text and "json://" not in text and "slack://" not in text
 
@@ -652,7 +655,8 @@ async def test_test_notice_records_a_delivery(client: Client, admin_key: str, pg
     pending = await client.get(status_url)
     assert pending.status_code == 200 and 'hx-trigger="every 1s"' in pending.text
     await pg.execute(
-        "UPDATE alert_deliveries SET status = 'sent', attempts = 1, sent_at = '2026-11-24T13:09:00Z' WHERE id = $1",
+        "UPDATE alert_deliveries SET status = 'sent', attempts = 1, sent_at = '2026-11-24T13:09:00Z' "
+        "WHERE id = $1",
         delivery_id,
     )
     sent_line = await client.get(status_url)
