@@ -169,12 +169,12 @@ def _firing(firing: Firing, rule: Rule | None, meters: dict[str, Meter], currenc
     kind = KIND_TEXT.get(firing.kind, firing.kind)
     if firing.kind == "anomaly":
         found = meters.get(firing.metric_name or "")
-        unit = "" if found is None else found.unit
+        meter_unit = "" if found is None else found.unit
         return FiringView(
             firing,
             f"{kind} ({(firing.anomaly_kind or '').replace('_', ' ')})",
-            f"expected {measure(firing.threshold, unit)}",
-            measure(firing.value, unit),
+            f"expected {measure(firing.threshold, meter_unit)}",
+            measure(firing.value, meter_unit),
         )
     if rule is None:  # deleted since: what it watched is no longer known, so plain numbers
         return FiringView(firing, kind, grouped(firing.level), grouped(firing.value))
