@@ -40,7 +40,8 @@ def test_levels_read_as_typed(typed: str, levels: list[str]) -> None:
     [
         (
             RuleForm(watch="api_calls", levels="5000 and 10000", channel_ids=["1"]),
-            "Notify “Ops webhook” when API calls usage reaches 5,000 calls and 10,000 calls in a billing period.",
+            "Notify “Ops webhook” when API calls usage reaches 5,000 calls and 10,000 calls "
+            "in a billing period.",
         ),
         (
             RuleForm(levels="50%, 80%, 100%", budget="500", channel_ids=["1", "2"]),
