@@ -116,6 +116,11 @@ def _number(raw: str) -> Decimal | None:
     return value if value.is_finite() else None
 
 
+def is_id(text: str) -> bool:
+    """A channel id as a form sends it: ASCII digits, at most 18 (a 64-bit id)."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 def split_levels(text: str) -> list[str]:
     """The levels typed in one field, each as typed ("5,000", "80%"); unit words and the
     currency code ("calls", "EUR") are dropped, a lone "%" joins the number before it."""
@@ -238,7 +243,7 @@ def parse_rule_form(form: Any, *, fixed: Rule | None = None) -> tuple[RuleForm, 
             errors.append(FieldError("rule-budget", f"Monthly budget: “{typed.budget}” must be more than 0."))
         else:
             budget = str(number)
-    channel_ids = [int(c) for c in typed.channel_ids if c.isdigit()]
+    channel_ids = [int(c) for c in typed.channel_ids if is_id(c)]
     if len(channel_ids) != len(typed.channel_ids):
         errors.append(FieldError("rule-channels", "Channels: choose channels from the list."))
     if errors:

@@ -21,7 +21,7 @@ from portal.billing.subscriptions import list_subscriptions
 from portal.catalog.schemas import Customer, Meter
 from portal.catalog.service import list_meters
 from portal.infrastructure.domain_errors import NotFound
-from portal.pages.alerts_forms import RuleForm, split_levels
+from portal.pages.alerts_forms import RuleForm, is_id, split_levels
 from portal.pages.formatting import grouped, measure, metric_label, money
 
 HISTORY_SHOWN = 25
@@ -215,7 +215,7 @@ def rule_summary(
     """One sentence saying what the form's rule will do ("Notify Ops webhook when API calls
     usage reaches 5,000 calls and 10,000 calls in a billing period."); None while its
     levels cannot be read yet."""
-    chosen = [channels[int(c)] for c in form.channel_ids if c.isdigit() and int(c) in channels]
+    chosen = [channels[int(c)] for c in form.channel_ids if is_id(c) and int(c) in channels]
     who = _and([f"“{n}”" for n in chosen]) if chosen else "every channel"
     meter = meters.get(form.watch)
     if form.kind == "anomaly":
@@ -257,8 +257,15 @@ def rule_summary(
 
 
 def _number_or_none(text: str) -> Decimal | None:
+    """A typed number the summary can show: finite, below 10^20 (as rules allow) and with at
+    most 20 decimals, so a typed "1e999999" cannot make a million-digit sentence."""
     try:
         value = Decimal(text.replace(",", "").replace("%", "").replace(" ", ""))
     except ArithmeticError:
         return None
-    return value if value.is_finite() else None
+    if not value.is_finite():
+        return None
+    exponent = value.as_tuple().exponent
+    if (value and not -20 <= value.adjusted() < 20) or (isinstance(exponent, int) and exponent < -20):
+        return None
+    return value

@@ -68,6 +68,11 @@ def test_levels_read_as_typed(typed: str, levels: list[str]) -> None:
             "a spike, a drop to zero, or silence.",
         ),
         (RuleForm(levels="20k"), None),
+        (RuleForm(levels="1e999999"), None),  # not a million-digit sentence
+        (
+            RuleForm(levels="80%", budget="1e999999"),
+            "Notify every channel when spend reaches 80% of your monthly budget in a billing period.",
+        ),
         (RuleForm(levels=""), None),
     ],
 )

@@ -401,6 +401,8 @@ async def test_deleting_a_rule_asks_first(client: Client, admin_key: str, pg: as
         ({"name": ""}, "rule-name", "Rule name: give a name of 1 to 100 characters."),
         ({"watch": "nope"}, "rule-watch", "What to watch: there is no such meter."),
         ({"channel": ["999999"]}, "rule-channels", "Channels: one of the chosen channels no longer exists"),
+        ({"channel": ["9" * 5000]}, "rule-channels", "Channels: choose channels from the list."),
+        ({"channel": ["²"]}, "rule-channels", "Channels: choose channels from the list."),
     ],
 )
 async def test_a_rule_form_with_a_mistake_is_refused(
@@ -801,3 +803,21 @@ async def test_changes_need_the_csrf_token_and_a_session(
     client.cookies.clear()
     anonymous = await client.get(BASE, follow_redirects=False)
     assert anonymous.status_code == 303 and anonymous.headers["location"] == "/portal/login"
+
+
+async def test_the_rule_summary_follows_the_form(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
+    await acme_user(client, admin_key, pg)
+    summary = await client.get(
+        f"{BASE}/rules/summary",
+        params={"levels": "50%, 80%", "budget": "1,000", "channel": ["9" * 5000, "²"]},
+    )
+    assert summary.status_code == 200
+    assert summary.text.strip() == (
+        '<p class="alerts-summary" id="rule-summary" aria-live="polite">\n'
+        "  Notify every channel when spend reaches 50% and 80% of EUR 1,000.00 in a billing period.\n</p>"
+    )
+    unreadable = await client.get(f"{BASE}/rules/summary", params={"levels": "1e999999"})
+    assert unreadable.status_code == 200
+    assert "Give the levels to see what this rule will do." in unreadable.text
