@@ -3,8 +3,11 @@ its renderings, email (subject, text, HTML), Slack text, and the webhook payload
 
 Sentences are built here, in typed code, and the templates under templates/alerts/ lay
 them out; the HTML one autoescapes, so a customer named `<script>` is shown, not run.
-Human numbers are grouped and exact ("8,000", "1,234.5 GB", "12.50 USD"); instants are
-shown in UTC. The webhook payload is the machine form: exact decimal strings and ISO 8601
+Human text reads as the portal's pages do (the same pure functions of
+`portal.pages.formatting`, the one `portal` module imported here): money with the
+currency's decimals ("USD 35.00"), quantities with their unit ("12,000 calls"), meters by
+name ("API calls"), instants in the customer's zone with its abbreviation ("24 Nov 2026
+14:03 CET"). The webhook payload is the machine form: exact decimal strings and ISO 8601
 UTC instants, versioned (docs/webhooks.md).
 """
 
@@ -21,6 +24,8 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
+
+from portal.pages.formatting import grouped, instant, measure, metric_label, money, unit_for
 
 NoticeKind = Literal["crossing", "recovery", "forecast", "anomaly", "test"]
 NOTICE_KINDS: tuple[NoticeKind, ...] = ("crossing", "recovery", "forecast", "anomaly", "test")
@@ -77,6 +82,9 @@ class Notice:
     # Anomaly notices only (kind "anomaly"): then `period_start`/`period_end` are the
     # anomaly's span, `value` what was used and `threshold` what was expected.
     anomaly: AnomalyFacts | None = None
+    # The customer's IANA zone, in which the human text shows instants. Notices stored
+    # before it existed read as UTC.
+    time_zone: str = "UTC"
 
     def __post_init__(self) -> None:
         # Refused here, once, rather than rendered wrong in every message later.
@@ -91,6 +99,7 @@ class Notice:
                 if getattr(self.anomaly, name).utcoffset() is None:
                     raise ValueError(f"anomaly.{name}: must be timezone-aware")
             _zone(self.anomaly.time_zone)
+        _zone(self.time_zone)
         for name in ("period_start", "period_end", "occurred_at", "forecast_at"):
             value = getattr(self, name)
             if value is not None and value.utcoffset() is None:
@@ -185,21 +194,25 @@ def _view(n: Notice) -> dict[str, Any]:
     if n.anomaly is not None:
         return _anomaly_view(n, n.anomaly, name)
     spend = n.metric_name is None
-    amount = _money if spend else _number
-    unit = n.currency if spend else n.unit
-    value = f"{amount(n.value)} {unit}"
-    threshold = f"{amount(n.threshold)} {unit}"
+    meter = "spend" if n.metric_name is None else metric_label(n.metric_name)
+
+    def amount(x: Decimal) -> str:
+        return money(x, n.currency) if spend else measure(x, n.unit)
+
+    value, threshold = amount(n.value), amount(n.threshold)
     base = _base(n)
-    when = _when(n.forecast_at) if n.forecast_at is not None else "before the period ends"
+    when = _when(n.forecast_at, n.time_zone) if n.forecast_at is not None else "before the period ends"
     if n.kind == "test":
         subject = f"Test notice for {name}"
         headline = (
             f"This is a test notice from the usage portal for {name}. If you can read it, this channel works."
         )
     elif base is not None:
-        # "80% of its api_calls budget: 8,000 of 10,000 calls": the level as a share of its base.
-        what = f"{n.level_label} of its {'spend' if spend else n.metric_name} budget"
-        share = f"{amount(n.value)} of {amount(base)} {unit}"
+        # "80% of its API calls budget: 8,000 of 10,000 calls": the level as a share of its base.
+        what = f"{n.level_label} of its {meter} budget"
+        of_base = money(base, n.currency) if spend else measure(base, n.unit)
+        share = f"{money(n.value, n.currency) if spend else grouped(n.value)} of {of_base}"
+        reach = f"{money(n.threshold, n.currency) if spend else grouped(n.threshold)} of {of_base}"
         subject, headline = {
             "crossing": (f"{name} reached {what}", f"{name} reached {what}: {share} this period"),
             "recovery": (
@@ -208,13 +221,12 @@ def _view(n: Notice) -> dict[str, Any]:
             ),
             "forecast": (
                 f"{name} is on track to reach {what}",
-                f"{name} is on track to reach {what} ({amount(n.threshold)} of {amount(base)} "
-                f"{unit}) around {when}: {value} so far this period",
+                f"{name} is on track to reach {what} ({reach}) around {when}: {value} so far this period",
             ),
         }[n.kind]
     else:
-        # An absolute level: "api_calls usage reached 1,000 calls".
-        what = f"{name}'s spend" if spend else f"{name}'s {n.metric_name} usage"
+        # An absolute level: "Acme Inc's API calls usage reached 1,000 calls".
+        what = f"{name}'s spend" if spend else f"{name}'s {meter} usage"
         subject, headline = {
             "crossing": (f"{what} reached {threshold}", f"{what} reached {threshold}: {value} this period"),
             "recovery": (
@@ -228,19 +240,24 @@ def _view(n: Notice) -> dict[str, Any]:
         }[n.kind]
     facts: list[tuple[str, str]] = [("Customer", f"{name} ({n.customer_id})")]
     if n.kind == "test":
-        facts.append(("Sent at", _when(n.occurred_at)))
+        facts.append(("Sent at", _when(n.occurred_at, n.time_zone)))
     else:
         facts += [
             ("Rule", n.rule_name),
-            ("Measure", "spend" if spend else f"{n.metric_name} ({n.unit})"),
+            ("Measure", "Spend" if spend else meter),
             ("Level", threshold if base is None else f"{n.level_label} ({threshold})"),
             ("Spend now" if spend else "Usage now", value),
         ]
         if n.forecast_at is not None:
-            facts.append(("Expected to reach the level", _when(n.forecast_at)))
+            facts.append(("Expected to reach the level", _when(n.forecast_at, n.time_zone)))
         if n.cost_so_far is not None:
-            facts.append(("Cost so far", f"{_money(n.cost_so_far)} {n.currency}"))
-        facts.append(("Billing period", f"{_when(n.period_start)} to {_when(n.period_end)}"))
+            facts.append(("Cost so far", money(n.cost_so_far, n.currency)))
+        facts.append(
+            (
+                "Billing period",
+                f"{_when(n.period_start, n.time_zone)} to {_when(n.period_end, n.time_zone)}",
+            )
+        )
     return {
         # One header line: a newline in a name would end the Subject header.
         "subject": " ".join(subject.split()),
@@ -264,21 +281,22 @@ def _anomaly_view(n: Notice, a: AnomalyFacts, name: str) -> dict[str, Any]:
     when = _anomaly_when(a)
     what = ANOMALY_WORDS[a.kind]
     expected = _about(a.expected)
-    subject = f"Unusual usage for {name}: {n.metric_name} {what} {when}"
-    headline = f"{n.metric_name}: {what} {when}: {_number(n.value)} against about {expected} expected"
+    meter = metric_label(n.metric_name or "")
+    subject = f"Unusual usage for {name}: {meter} {what} {when}"
+    headline = f"{meter}: {what} {when}: {_number(n.value)} against about {expected} expected"
     facts: list[tuple[str, str]] = [
         ("Customer", f"{name} ({n.customer_id})"),
         ("Rule", n.rule_name),
-        ("Measure", f"{n.metric_name} ({n.unit})"),
+        ("Measure", meter),
         (
             "What",
             f"{what[0].upper()}{what[1:]} ({'in an hour' if a.granularity == 'hour' else 'over a day'})",
         ),
-        ("When", f"{_when(a.start)} to {_when(a.end)}"),
-        ("Usage", f"{_number(n.value)} {n.unit}"),
+        ("When", f"{_when(a.start, a.time_zone)} to {_when(a.end, a.time_zone)}"),
+        ("Usage", measure(n.value, n.unit)),
         (
             "Expected",
-            f"about {expected} {n.unit} (the usual amount for this "
+            f"about {expected} {unit_for(a.expected, n.unit)} (the usual amount for this "
             f"{'hour' if a.granularity == 'hour' else 'day'} in recent weeks)",
         ),
     ]
@@ -314,7 +332,7 @@ def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"anomaly.time_zone: unknown IANA time zone {name!r}") from exc
+        raise ValueError(f"time_zone: unknown IANA time zone {name!r}") from exc
 
 
 def _about(value: Decimal) -> str:
@@ -350,17 +368,9 @@ def _number(value: Decimal) -> str:
     return "0" if text in ("", "-0") else text
 
 
-def _money(value: Decimal) -> str:
-    """Like _number, with cents kept as pairs: 12.5 → 12.50 (currencies without minor units
-    stay whole: 1,200)."""
-    text = _number(value)
-    if "." in text and len(text.rsplit(".", 1)[1]) == 1:
-        text += "0"
-    return text
-
-
-def _when(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def _when(value: datetime, time_zone: str) -> str:
+    """'24 Nov 2026 14:03 CET': in the customer's zone, with its abbreviation."""
+    return instant(value, time_zone)
 
 
 def _instant(value: datetime) -> str:

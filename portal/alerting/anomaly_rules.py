@@ -144,6 +144,7 @@ def anomaly_notice(
         anomaly=AnomalyFacts(
             anomaly.kind, anomaly.granularity, anomaly.start, anomaly.end, anomaly.expected, customer.timezone
         ),
+        time_zone=customer.timezone,
     )
 
 

@@ -195,6 +195,7 @@ def _notice(
         forecast_at=due.forecast_at,
         dashboard_url=f"{settings.public_url}/portal/customers/{customer.id}",
         occurred_at=now,
+        time_zone=customer.timezone,
     )
 
 

@@ -39,6 +39,7 @@ async def send_test_notice(
         forecast_at=None,
         dashboard_url=f"{public_url}/portal/customers/{customer.id}",
         occurred_at=now,
+        time_zone=customer.timezone,
     )
     delivery_id = await create_test_delivery(db, customer.id, channel_id, notice)
     # Sent once the delivery is committed; if the broker refuses, sweep_alerts sends every

@@ -6,20 +6,24 @@ Each change runs in a savepoint of the request's transaction, so a refused chang
 nothing behind and the form comes back (422, field named, values kept). A successful one
 redirects to the alerts home (303) with a fixed message key, never user text in the URL.
 Every rule and channel id is looked up within the customer of the path: another
-customer's id is a 404, like an unknown one.
+customer's id is a 404, like an unknown one. Adding a channel redirects too, to the
+channel's page, which shows a webhook's signing secret once (`alerts_secret.py`).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from litestar import Request, Response, get, post
+from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.alerting import channels as channel_service
+from portal.alerting import deliveries as delivery_service
 from portal.alerting import editing
 from portal.alerting import rules as rule_service
 from portal.alerting.notices import send_test_notice
@@ -28,19 +32,26 @@ from portal.catalog.schemas import Customer
 from portal.catalog.service import list_meters
 from portal.dependencies import Db, Portal
 from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
-from portal.pages.access import check_owner, visible_customer
+from portal.pages.access import check_owner, viewer, visible_customer
 from portal.pages.alerts_forms import (
-    BASES,
     CHANNEL_KINDS,
+    LEVELS_ID,
     ChannelForm,
     RuleForm,
     channel_service_error,
-    level_id,
     parse_channel_form,
     parse_rule_form,
     rule_service_error,
 )
-from portal.pages.alerts_view import BASIS_TEXT, alerts_home, shown_destination
+from portal.pages.alerts_secret import keep_secret, take_secret
+from portal.pages.alerts_view import (
+    BASIS_TEXT,
+    alerts_home,
+    channel_target,
+    meter_units,
+    plan_meters,
+    rule_summary,
+)
 from portal.pages.web import PageController, page
 
 DONE = {
@@ -49,8 +60,10 @@ DONE = {
     "rule-updated": "The rule was changed. New levels are checked within a minute.",
     "rule-deleted": "The rule was deleted. Its past notices stay in the history.",
     "channel-deleted": "The channel was deleted. Rules no longer send to it.",
-    "test-queued": "A test notice was queued. Reload this page to see whether it was sent.",
+    "test-queued": "A test notice is on its way. Its status under Test notices updates by itself.",
 }
+# A test notice's status fragment answers 286 once it is final: htmx stops polling it.
+STOP_POLLING = 286
 _TEMPLATES = "alerts_pages"
 
 
@@ -86,10 +99,13 @@ async def _rule_page(
     customer: Customer,
     form: RuleForm,
     *,
+    now: datetime,
     rule: Rule | None = None,
     status_code: int = 200,
 ) -> Template:
-    meters = await list_meters(db)
+    meters = await plan_meters(db, customer, now)
+    if rule is not None and rule.metric_name and rule.metric_name not in {m.metric_name for m in meters}:
+        meters += [m for m in await list_meters(db) if m.metric_name == rule.metric_name]
     channels = await channel_service.list_channels(db, customer.id)
     return page(
         f"{_TEMPLATES}/rule_form.html",
@@ -100,9 +116,9 @@ async def _rule_page(
         rule=rule,
         meters=meters,
         channels=channels,
-        bases=BASES,
         basis_text=BASIS_TEXT,
-        level_id=level_id,
+        levels_id=LEVELS_ID,
+        summary=rule_summary(form, meter_units(meters), {c.id: c.name for c in channels}, customer.currency),
     )
 
 
@@ -133,13 +149,15 @@ class AlertPagesController(PageController):
             customer=customer,
             home=home,
             notice=DONE.get(done or ""),
-            shown_destination=shown_destination,
+            channel_target=channel_target,
         )
 
     # --- rules -----------------------------------------------------------------------------
 
     @get("/customers/{customer_id:str}/alerts/rules/new")
-    async def new_rule(self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db) -> Template:
+    async def new_rule(
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db, portal: Portal
+    ) -> Template:
         """`?preset=budget` opens the form as a monthly budget (spend, 50/80/100 %);
         `?preset=anomaly` as a rule on unusual usage (spikes, drops to zero, silence)."""
         customer = await visible_customer(request, db, customer_id)
@@ -151,49 +169,89 @@ class AlertPagesController(PageController):
             if preset == "anomaly"
             else RuleForm()
         )
-        return await _rule_page(request, db, customer, form)
+        return await _rule_page(request, db, customer, form, now=portal.now())
 
     @post("/customers/{customer_id:str}/alerts/rules/new")
     async def create_rule(
-        self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db, portal: Portal
     ) -> Response[Any]:
         customer = await visible_customer(request, db, customer_id)
         typed, body = parse_rule_form(await request.form())
         if body is None:
-            return await _rule_page(request, db, customer, typed, status_code=422)
+            return await _rule_page(request, db, customer, typed, now=portal.now(), status_code=422)
         try:
             async with db.begin_nested():
                 await rule_service.create_rule(db, customer.id, body)
         except (Invalid, Conflict) as exc:
             return await _rule_page(
-                request, db, customer, rule_service_error(typed, str(exc)), status_code=422
+                request, db, customer, rule_service_error(typed, str(exc)), now=portal.now(), status_code=422
             )
         done = "budget-created" if body.basis == "budget" and body.metric_name is None else "rule-created"
         return Redirect(_home_url(customer.id, done), status_code=303)
 
+    @get("/customers/{customer_id:str}/alerts/rules/summary")
+    async def rule_summary_line(
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db, portal: Portal
+    ) -> Template:
+        """The rule form's one-sentence summary, asked again by htmx as the form changes."""
+        customer = await visible_customer(request, db, customer_id)
+        query = request.query_params
+        form = RuleForm(
+            watch=query.get("watch") or "",
+            levels=query.get("levels") or "",
+            basis=query.get("basis") or "absolute",
+            budget=query.get("budget") or "",
+            channel_ids=[c for c in query.getall("channel", []) if isinstance(c, str)],
+            notify_recovery=bool(query.get("notify_recovery")),
+            notify_forecast=bool(query.get("notify_forecast")),
+            kind="anomaly" if query.get("kind") == "anomaly" else "threshold",
+        )
+        meters = await plan_meters(db, customer, portal.now())
+        channels = await channel_service.list_channels(db, customer.id)
+        summary = rule_summary(form, meter_units(meters), {c.id: c.name for c in channels}, customer.currency)
+        return page(f"{_TEMPLATES}/_rule_summary.html", request, customer=customer, summary=summary)
+
     @get("/customers/{customer_id:str}/alerts/rules/{rule_id:int}/edit")
     async def edit_rule(
-        self, request: Request[Any, Any, Any], customer_id: FromPath[str], rule_id: FromPath[int], db: Db
+        self,
+        request: Request[Any, Any, Any],
+        customer_id: FromPath[str],
+        rule_id: FromPath[int],
+        db: Db,
+        portal: Portal,
     ) -> Template:
         customer = await visible_customer(request, db, customer_id)
         rule = await _rule(request, db, customer, rule_id)
-        return await _rule_page(request, db, customer, RuleForm.of_rule(rule), rule=rule)
+        return await _rule_page(request, db, customer, RuleForm.of_rule(rule), now=portal.now(), rule=rule)
 
     @post("/customers/{customer_id:str}/alerts/rules/{rule_id:int}/edit")
     async def update_rule(
-        self, request: Request[Any, Any, Any], customer_id: FromPath[str], rule_id: FromPath[int], db: Db
+        self,
+        request: Request[Any, Any, Any],
+        customer_id: FromPath[str],
+        rule_id: FromPath[int],
+        db: Db,
+        portal: Portal,
     ) -> Response[Any]:
         customer = await visible_customer(request, db, customer_id)
         rule = await _rule(request, db, customer, rule_id)
         typed, body = parse_rule_form(await request.form(), fixed=rule)
         if body is None:
-            return await _rule_page(request, db, customer, typed, rule=rule, status_code=422)
+            return await _rule_page(
+                request, db, customer, typed, now=portal.now(), rule=rule, status_code=422
+            )
         try:
             async with db.begin_nested():
                 await editing.update_rule(db, customer.id, rule.id, body)
         except (Invalid, Conflict) as exc:
             return await _rule_page(
-                request, db, customer, rule_service_error(typed, str(exc)), rule=rule, status_code=422
+                request,
+                db,
+                customer,
+                rule_service_error(typed, str(exc)),
+                now=portal.now(),
+                rule=rule,
+                status_code=422,
             )
         return Redirect(_home_url(customer.id, "rule-updated"), status_code=303)
 
@@ -235,9 +293,9 @@ class AlertPagesController(PageController):
     @post("/customers/{customer_id:str}/alerts/channels/new")
     async def create_channel(
         self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db, portal: Portal
-    ) -> Template:
-        """Answers with the new channel itself rather than a redirect: a webhook's signing
-        secret is shown on this answer only (it is stored encrypted, never shown again)."""
+    ) -> Response[Any]:
+        """Redirects (303) to the new channel's page, so a reload does not add it again; a
+        webhook's signing secret waits there for that page only (never shown again)."""
         customer = await visible_customer(request, db, customer_id)
         typed, body = parse_channel_form(await request.form())
         if body is None:
@@ -258,13 +316,42 @@ class AlertPagesController(PageController):
                 channel_service_error(typed, str(exc), conflict=isinstance(exc, Conflict)),
                 status_code=422,
             )
+        if channel.signing_secret is not None:
+            await keep_secret(
+                portal.redis,
+                viewer(request).id,
+                channel.id,
+                channel.signing_secret,
+                secret_key=portal.settings.secret_key,
+            )
+        return Redirect(
+            f"{_home_url(customer.id)}/channels/{channel.id}?done=channel-created", status_code=303
+        )
+
+    @get("/customers/{customer_id:str}/alerts/channels/{channel_id:int}")
+    async def channel_page(
+        self,
+        request: Request[Any, Any, Any],
+        customer_id: FromPath[str],
+        channel_id: FromPath[int],
+        db: Db,
+        portal: Portal,
+    ) -> Template:
+        """One channel: where it sends, its test button, and (once, to the session that
+        added it) a webhook's signing secret."""
+        customer = await visible_customer(request, db, customer_id)
+        channel = await _channel(request, db, customer, channel_id)
+        secret = await take_secret(
+            portal.redis, viewer(request).id, channel.id, secret_key=portal.settings.secret_key
+        )
         return page(
-            f"{_TEMPLATES}/channel_created.html",
+            f"{_TEMPLATES}/channel.html",
             request,
-            status_code=201,
             customer=customer,
             channel=channel,
-            destination=shown_destination(channel.destination),
+            target=channel_target(channel.kind, channel.destination),
+            secret=secret,
+            created=request.query_params.get("done") == "channel-created",
         )
 
     @get("/customers/{customer_id:str}/alerts/channels/{channel_id:int}/delete")
@@ -309,6 +396,27 @@ class AlertPagesController(PageController):
             db, customer, channel.id, public_url=portal.settings.public_url, now=portal.now()
         )
         return Redirect(_home_url(customer.id, "test-queued"), status_code=303)
+
+    @get("/customers/{customer_id:str}/alerts/tests/{delivery_id:int}")
+    async def test_status(
+        self, request: Request[Any, Any, Any], customer_id: FromPath[str], delivery_id: FromPath[int], db: Db
+    ) -> Template:
+        """One test notice's line, polled by the alerts home while it is pending; 286 once it
+        was sent or failed, which stops the polling."""
+        customer = await visible_customer(request, db, customer_id)
+        try:
+            delivery = await delivery_service.get_delivery(db, delivery_id)
+        except NotFound:
+            raise NotFoundException("No such test notice.") from None
+        if delivery.customer_id != customer.id or delivery.firing_id is not None:
+            raise NotFoundException("No such test notice.")
+        return page(
+            f"{_TEMPLATES}/_test_delivery.html",
+            request,
+            status_code=200 if delivery.status == "pending" else STOP_POLLING,
+            customer=customer,
+            d=delivery,
+        )
 
 
 alert_page_handlers = [AlertPagesController]

@@ -13,20 +13,25 @@ import msgspec
 
 from alerts.thresholds import Basis
 from portal.alerting.schemas import ChannelCreate, Rule, RuleCreate
+from portal.pages.formatting import grouped
 
-LEVEL_INPUTS = 5  # empty ones are ignored; the schema allows up to 10
-BUDGET_LEVELS = ["50", "80", "100"]  # what "Set a monthly budget" suggests
-BASES: tuple[tuple[Basis, str], ...] = (
-    ("absolute", "Amounts (usage in the meter's unit, or money for spend)"),
-    ("budget", "Percent of a monthly budget"),
-    ("included", "Percent of the quantity included in the plan (meters only)"),
-    ("commitment", "Percent of the plan's minimum commitment (spend only)"),
-)
+MAX_LEVELS = 10  # what the rule schema allows
+BUDGET_LEVELS = "50%, 80%, 100%"  # what "Set a monthly budget" suggests
+# What a percentage is of, when the form decides: spend against the budget typed with it,
+# a meter against the quantity its plan includes. (Rules on the plan's minimum commitment
+# are made through the API; the form edits them as they are.)
+PERCENT_OF: dict[bool, Basis] = {True: "budget", False: "included"}
 CHANNEL_KINDS = (("email", "Email address"), ("slack", "Slack webhook URL"), ("webhook", "Webhook URL"))
 _EMAIL = re.compile(r"^[^@\s/?#:]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
 _SLACK_PREFIX = "https://hooks.slack.com/services/"
 _AT_PATH = re.compile(r"^(?P<message>.*) - at `\$\.(?P<path>[A-Za-z]+)(\[(?P<index>\d+)\])?`$")
 _PREFIXED = re.compile(r"^(?P<path>[A-Za-z]+)(\[(?P<index>\d+)\])?: (?P<message>.*)$")
+# Between levels: ";", "and", whitespace, or a comma that is not a thousands separator
+# ("5,000, 10,000" and "50,80,100" both read as people mean them).
+_LEVEL_SEPARATOR = re.compile(r"\s*(?:;|\band\b|,(?!\d{3}(?!\d)))\s*|\s+", re.IGNORECASE)
+LEVELS_ID = "rule-levels"
+_UNIT_AFTER = re.compile(r"(?<=[\d%])\s+(?!and\b)[^\W\d_][\w/-]*", re.IGNORECASE)  # "5,000 calls"
+_CURRENCY_BEFORE = re.compile(r"\b[A-Z]{3}\s*(?=\d)")  # "EUR 500"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +48,9 @@ class RuleForm:
 
     name: str = ""
     watch: str = ""  # a meter's name, or "" for spend
-    basis: str = "absolute"
+    levels: str = ""  # "5,000 and 10,000", "50%, 80%, 100%"
+    basis: str = "absolute"  # decided from `levels` (fixed when editing)
     budget: str = ""
-    levels: list[str] = field(default_factory=lambda: [""] * LEVEL_INPUTS)
     channel_ids: list[str] = field(default_factory=list)
     notify_recovery: bool = False
     notify_forecast: bool = False
@@ -58,7 +63,7 @@ class RuleForm:
     @classmethod
     def budget_preset(cls) -> RuleForm:
         """What "Set a monthly budget" opens with: spend against a budget at 50/80/100 %."""
-        return cls(name="Monthly budget", basis="budget", levels=_padded(BUDGET_LEVELS))
+        return cls(name="Monthly budget", basis="budget", levels=BUDGET_LEVELS)
 
     @classmethod
     def anomaly_preset(cls) -> RuleForm:
@@ -67,12 +72,13 @@ class RuleForm:
 
     @classmethod
     def of_rule(cls, rule: Rule) -> RuleForm:
+        percent = "%" if rule.basis != "absolute" else ""
         return cls(
             name=rule.name,
             watch=rule.metric_name or "",
+            levels=", ".join(f"{grouped(v)}{percent}" for v in rule.levels),
             basis=rule.basis,
             budget=rule.budget or "",
-            levels=_padded(rule.levels),
             channel_ids=[str(c) for c in rule.channel_ids],
             notify_recovery=rule.notify_recovery,
             notify_forecast=rule.notify_forecast,
@@ -89,10 +95,6 @@ class ChannelForm:
 
     def error(self, field_id: str) -> str | None:
         return next((e.message for e in self.errors if e.field_id == field_id), None)
-
-
-def _padded(levels: list[str]) -> list[str]:
-    return [*levels, *[""] * max(0, LEVEL_INPUTS - len(levels))]
 
 
 def _text(form: Any, name: str) -> str:
@@ -114,41 +116,49 @@ def _number(raw: str) -> Decimal | None:
     return value if value.is_finite() else None
 
 
-def level_id(index: int) -> str:
-    return f"rule-level-{index}"
+def is_id(text: str) -> bool:
+    """A channel id as a form sends it: ASCII digits, at most 18 (a 64-bit id)."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
+def split_levels(text: str) -> list[str]:
+    """The levels typed in one field, each as typed ("5,000", "80%"); unit words and the
+    currency code ("calls", "EUR") are dropped, a lone "%" joins the number before it."""
+    text = re.sub(r"\s+%", "%", text.strip())
+    text = _CURRENCY_BEFORE.sub("", _UNIT_AFTER.sub("", text))
+    return [p for p in _LEVEL_SEPARATOR.split(text) if p]
 
 
 # The schema's field names → the input and the words the form uses for it.
 _RULE_FIELDS = {
     "name": ("rule-name", "Rule name"),
     "metricName": ("rule-watch", "What to watch"),
-    "basis": ("rule-basis", "Levels are"),
+    "basis": (LEVELS_ID, "Notify at"),
     "budget": ("rule-budget", "Monthly budget"),
-    "levels": (level_id(0), "Levels"),
+    "levels": (LEVELS_ID, "Notify at"),
     "channelIds": ("rule-channels", "Channels"),
     "kind": ("rule-name", "Rule"),
 }
 
 
-def _rule_error(message: str, level_inputs: list[int]) -> FieldError:
+def _rule_error(message: str, typed_levels: list[str]) -> FieldError:
     """A schema or service message ("levels[0]: must be…", "Expected … - at `$.name`") as a
-    sentence about the form's field; `level_inputs[i]` is the input the i-th level came from."""
+    sentence about the form's field; `typed_levels[i]` is the i-th level as typed."""
     match = _AT_PATH.match(message) or _PREFIXED.match(message)
     path, index, detail = (match["path"], match["index"], match["message"]) if match else ("", None, message)
-    if path == "levels" and index is not None:
-        position = level_inputs[int(index)] if int(index) < len(level_inputs) else 0
-        return FieldError(level_id(position), f"Level {position + 1}: {_plain(detail)}.")
+    if path == "levels" and index is not None and int(index) < len(typed_levels):
+        return FieldError(LEVELS_ID, f"Notify at: “{typed_levels[int(index)]}”: {_plain(detail)}.")
     field_id, label = _RULE_FIELDS.get(path, ("rule-name", "Rule"))
     if path == "name":
         detail = "give a name of 1 to 100 characters"
+    elif path == "levels" and "length" in detail:
+        detail = f"give 1 to {MAX_LEVELS} levels"
     elif path == "basis" and "included" in detail:
-        detail = "a percentage of the included quantity needs a meter: choose one under What to watch"
+        detail = "your plan includes no quantity of this meter, so give amounts rather than percentages"
     elif path == "basis" and "commitment" in detail:
-        detail = "the minimum commitment is money: choose Spend under What to watch"
+        detail = "the minimum commitment is money: this rule must watch spend"
     elif path == "budget" and "only for basis" in detail:
-        detail = (
-            "a budget is only used when levels are a percent of a monthly budget; choose that or clear it"
-        )
+        detail = "a budget is only used with percentages of spend; clear it or give percentages"
     elif path == "channelIds":
         detail = "one of the chosen channels no longer exists; reload the page"
     elif path == "metricName" and detail.startswith("no meter"):
@@ -161,15 +171,48 @@ def _plain(detail: str) -> str:
     return re.sub(r"Expected `str` of length >= 1", "must not be empty", detail)
 
 
+def _levels(typed: RuleForm, fixed: Rule | None) -> tuple[list[str], Basis | None, list[FieldError]]:
+    """The levels as numbers for the schema, and the basis they imply: percentages of the
+    budget (spend) or of the included quantity (a meter), else amounts; an edited rule
+    keeps its own basis, so its "%" signs may be left out."""
+    raw = split_levels(typed.levels)
+    if not raw:
+        return [], None, [FieldError(LEVELS_ID, "Notify at: give at least one level, such as 5,000 or 80%.")]
+    errors: list[FieldError] = []
+    numbers: list[str] = []
+    for text in raw:
+        number = _number(text)
+        if number is None:
+            errors.append(FieldError(LEVELS_ID, f"Notify at: “{text}” is not a number."))
+        elif number <= 0:  # also checked by the schema; here so every mistake is listed at once
+            errors.append(FieldError(LEVELS_ID, f"Notify at: “{text}” must be greater than 0."))
+        else:
+            numbers.append(str(number))
+    if len(raw) > MAX_LEVELS:
+        errors.append(FieldError(LEVELS_ID, f"Notify at: give at most {MAX_LEVELS} levels."))
+    percents = {t.endswith("%") for t in raw}
+    if fixed is not None:
+        basis: Basis | None = fixed.basis
+        if fixed.basis == "absolute" and True in percents:
+            errors.append(
+                FieldError(LEVELS_ID, "Notify at: this rule's levels are amounts, not percentages.")
+            )
+    elif len(percents) > 1:
+        basis = None
+        errors.append(FieldError(LEVELS_ID, "Notify at: give either amounts or percentages, not both."))
+    else:
+        basis = PERCENT_OF[typed.watch == ""] if True in percents else "absolute"
+    return numbers, basis, errors
+
+
 def parse_rule_form(form: Any, *, fixed: Rule | None = None) -> tuple[RuleForm, RuleCreate | None]:
     """The typed values and, if they make a valid rule, the body to save. `fixed` is the
     rule being edited: what it watches (kind, meter, basis) comes from it, not the form."""
     typed = RuleForm(
         name=_text(form, "name"),
         watch=_text(form, "watch"),
-        basis=_text(form, "basis") or "absolute",
+        levels=_text(form, "levels"),
         budget=_text(form, "budget"),
-        levels=_padded(_all(form, "level")[:LEVEL_INPUTS]),
         channel_ids=_all(form, "channel"),
         notify_recovery=_text(form, "notify_recovery") != "",
         notify_forecast=_text(form, "notify_forecast") != "",
@@ -178,36 +221,29 @@ def parse_rule_form(form: Any, *, fixed: Rule | None = None) -> tuple[RuleForm, 
         typed.kind, typed.watch, typed.basis = fixed.kind, fixed.metric_name or "", fixed.basis
     elif _text(form, "kind") == "anomaly":
         # Anomaly rules have no levels, basis or budget: whatever else was posted is ignored.
-        typed.kind, typed.basis, typed.budget = "anomaly", "absolute", ""
-        typed.levels, typed.notify_recovery, typed.notify_forecast = _padded([]), False, False
+        typed.kind, typed.basis, typed.budget, typed.levels = "anomaly", "absolute", "", ""
+        typed.notify_recovery, typed.notify_forecast = False, False
     errors: list[FieldError] = []
     levels: list[str] = []
-    level_inputs: list[int] = []
-    for position, raw in enumerate(typed.levels):
-        if not raw:
-            continue
-        number = _number(raw)
-        if number is None:
-            errors.append(FieldError(level_id(position), f"Level {position + 1}: “{raw}” is not a number."))
-            continue
-        if number <= 0:  # also checked by the schema; here so every mistake is listed at once
-            errors.append(
-                FieldError(level_id(position), f"Level {position + 1}: must be a number greater than 0.")
-            )
-            continue
-        levels.append(str(number))
-        level_inputs.append(position)
+    if typed.kind != "anomaly":
+        levels, basis, errors = _levels(typed, fixed)
+        typed.basis = basis or typed.basis
     budget: str | None = None
-    if typed.budget:
-        number = _number(typed.budget)
-        if number is None:
+    if typed.basis == "budget":
+        number = _number(typed.budget) if typed.budget else None
+        if not typed.budget:
+            errors.append(
+                FieldError(
+                    "rule-budget", "Monthly budget: give the amount your percentages are of, such as 500."
+                )
+            )
+        elif number is None:
             errors.append(FieldError("rule-budget", f"Monthly budget: “{typed.budget}” is not an amount."))
-        budget = None if number is None else str(number)
-    elif typed.basis == "budget":
-        errors.append(FieldError("rule-budget", "Monthly budget: give the amount of your monthly budget."))
-    if typed.basis not in {b for b, _ in BASES}:
-        errors.append(FieldError("rule-basis", "Levels are: choose one of the options."))
-    channel_ids = [int(c) for c in typed.channel_ids if c.isdigit()]
+        elif number <= 0:
+            errors.append(FieldError("rule-budget", f"Monthly budget: “{typed.budget}” must be more than 0."))
+        else:
+            budget = str(number)
+    channel_ids = [int(c) for c in typed.channel_ids if is_id(c)]
     if len(channel_ids) != len(typed.channel_ids):
         errors.append(FieldError("rule-channels", "Channels: choose channels from the list."))
     if errors:
@@ -227,14 +263,13 @@ def parse_rule_form(form: Any, *, fixed: Rule | None = None) -> tuple[RuleForm, 
     try:
         return typed, msgspec.convert(body, RuleCreate)
     except msgspec.ValidationError as exc:
-        typed.errors = [_rule_error(str(exc), level_inputs)]
+        typed.errors = [_rule_error(str(exc), split_levels(typed.levels))]
         return typed, None
 
 
 def rule_service_error(typed: RuleForm, message: str) -> RuleForm:
     """The form again with a service's refusal (unknown meter or channel) on its field."""
-    level_inputs = [i for i, raw in enumerate(typed.levels) if raw]
-    typed.errors = [_rule_error(message, level_inputs)]
+    typed.errors = [_rule_error(message, split_levels(typed.levels))]
     return typed
 
 

@@ -151,7 +151,7 @@ def anomaly_notice(**facts: Any) -> Notice:
         rule_id=3,
         rule_name="Unusual calls",
         metric_name="api_calls",
-        unit="calls",
+        unit="call",
         level_label="hour spike",
         threshold=a.expected,
         value=Decimal(5000),
@@ -168,17 +168,17 @@ def anomaly_notice(**facts: Any) -> Notice:
 
 def test_an_hourly_spike_notice_in_plain_words() -> None:
     subject, text, html = render_email(anomaly_notice())
-    assert subject == "Unusual usage for Acme Inc: api_calls spike at 14:00–15:00 Europe/Paris on 2026-11-24"
+    assert subject == "Unusual usage for Acme Inc: API calls spike at 14:00–15:00 Europe/Paris on 2026-11-24"
     assert (
         text
         == """\
-api_calls: spike at 14:00–15:00 Europe/Paris on 2026-11-24: 5,000 against about 1,000 expected
+API calls: spike at 14:00–15:00 Europe/Paris on 2026-11-24: 5,000 against about 1,000 expected
 
 Customer: Acme Inc (acme)
 Rule: Unusual calls
-Measure: api_calls (calls)
+Measure: API calls
 What: Spike (in an hour)
-When: 2026-11-24 13:00 UTC to 2026-11-24 14:00 UTC
+When: 24 Nov 2026 14:00 CET to 24 Nov 2026 15:00 CET
 Usage: 5,000 calls
 Expected: about 1,000 calls (the usual amount for this hour in recent weeks)
 
@@ -189,11 +189,11 @@ Sent by the usage portal's alerts for Acme Inc.
 """
     )
     assert (
-        "<strong>api_calls: spike at 14:00–15:00 Europe/Paris on 2026-11-24: 5,000 against about 1,000 "
+        "<strong>API calls: spike at 14:00–15:00 Europe/Paris on 2026-11-24: 5,000 against about 1,000 "
         "expected</strong>" in html
     )
     assert render_slack(anomaly_notice()).splitlines()[0] == (
-        "api_calls: spike at 14:00–15:00 Europe/Paris on 2026-11-24: 5,000 against about 1,000 expected"
+        "API calls: spike at 14:00–15:00 Europe/Paris on 2026-11-24: 5,000 against about 1,000 expected"
     )
 
 
@@ -209,7 +209,7 @@ def test_a_day_dropped_to_zero_and_a_silence_in_plain_words() -> None:
         value=Decimal(0),
     )
     assert render_slack(day).splitlines()[0] == (
-        "api_calls: dropped to zero on Monday 2026-11-23 (Europe/Paris): 0 against about 24,013 expected"
+        "API calls: dropped to zero on Monday 2026-11-23 (Europe/Paris): 0 against about 24,013 expected"
     )
     silence = dataclasses.replace(
         anomaly_notice(
@@ -221,10 +221,10 @@ def test_a_day_dropped_to_zero_and_a_silence_in_plain_words() -> None:
         value=Decimal(0),
     )
     assert render_email(silence)[0] == (
-        "Unusual usage for Acme Inc: api_calls silent from 10:00 to 15:00 Europe/Paris on 2026-11-24"
+        "Unusual usage for Acme Inc: API calls silent from 10:00 to 15:00 Europe/Paris on 2026-11-24"
     )
     assert render_slack(silence).splitlines()[0] == (
-        "api_calls: silent from 10:00 to 15:00 Europe/Paris on 2026-11-24: 0 against about 4.13 expected"
+        "API calls: silent from 10:00 to 15:00 Europe/Paris on 2026-11-24: 0 against about 4.13 expected"
     )
 
 
@@ -292,7 +292,7 @@ async def test_a_spike_is_notified_once_through_every_channel_and_never_again(
     hook_sink: HttpReceiver,
 ) -> None:
     await make_customer(client, admin_key, id="acme", timezone=PARIS, currency="USD")
-    await make_meter(client, admin_key, metric="api_calls", unit="calls")
+    await make_meter(client, admin_key, metric="api_calls", unit="call")
     # Five weeks of 1,000 calls every hour up to now, and one hour three hours ago at 5,000.
     # Ingest refuses events that old, so the hourly aggregates are written directly. A day
     # with the spike is 24,000 + 4,000: no daily anomaly, whatever time the test runs.
@@ -328,11 +328,11 @@ async def test_a_spike_is_notified_once_through_every_channel_and_never_again(
     local = spike.astimezone(ZoneInfo(PARIS))
     when = f"at {local:%H:%M}–{local + timedelta(hours=1):%H:%M} Europe/Paris on {local:%Y-%m-%d}"
     [mail] = mails_to(mail_sink, "anomalies@acme.test")
-    assert mail.message["Subject"] == f"Unusual usage for Acme Inc: api_calls spike {when}"
+    assert mail.message["Subject"] == f"Unusual usage for Acme Inc: API calls spike {when}"
     text = mail.message.get_body(("plain",))
     assert text is not None
     assert text.get_content().splitlines()[0] == (
-        f"api_calls: spike {when}: 5,000 against about 1,000 expected"
+        f"API calls: spike {when}: 5,000 against about 1,000 expected"
     )
     [request] = posts_to(hook_sink, "/hooks/anomaly")
     assert verify(
@@ -362,7 +362,7 @@ async def test_a_spike_is_notified_once_through_every_channel_and_never_again(
         "anomaly",
         "5000",
         {"label": "hour spike", "threshold": "1000"},
-        {"name": "api_calls", "unit": "calls"},
+        {"name": "api_calls", "unit": "call"},
         {"start": start, "end": end},
         {
             "kind": "spike",

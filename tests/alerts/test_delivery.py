@@ -32,7 +32,7 @@ NOTICE = Notice(
     rule_id=7,
     rule_name="API budget",
     metric_name="api_calls",
-    unit="calls",
+    unit="call",
     level_label="80%",
     threshold=Decimal("8000"),
     value=Decimal("8123"),
@@ -79,7 +79,7 @@ def test_an_address_goes_through_the_portal_smtp_server_with_text_and_html(smtp_
     assert mail.rcpt_tos == ["alice@example.com"]
     message = mail.message
     subject, text, html = render_email(NOTICE)
-    assert message["Subject"] == subject == "Acme Inc reached 80% of its api_calls budget"
+    assert message["Subject"] == subject == "Acme Inc reached 80% of its API calls budget"
     assert message["From"] == "Usage portal <alerts@vendor.example>"
     assert message["To"] == "alice@example.com"
     assert message["Auto-Submitted"] == "auto-generated"
@@ -351,7 +351,7 @@ def test_a_form_webhook_is_posted_unsigned(http_receiver: HttpReceiver) -> None:
     (request,) = http_receiver.wait_for_requests()
     assert request.header(SIGNATURE_HEADER) is None
     body = request.body.decode()
-    assert "Acme+Inc+reached+80%25+of+its+api_calls+budget" in body  # the subject, form-encoded
+    assert "Acme+Inc+reached+80%25+of+its+API+calls+budget" in body  # the subject, form-encoded
 
 
 def test_other_services_get_the_subject_and_text(http_receiver: HttpReceiver) -> None:
@@ -361,8 +361,8 @@ def test_other_services_get_the_subject_and_text(http_receiver: HttpReceiver) ->
     ).ok
     (request,) = http_receiver.wait_for_requests()
     body = request.body.decode()
-    assert "Acme Inc reached 80% of its api_calls budget" in body
-    assert "Billing period: 2026-11-01 00:00 UTC to 2026-12-01 00:00 UTC" in body
+    assert "Acme Inc reached 80% of its API calls budget" in body
+    assert "Billing period: 1 Nov 2026 00:00 UTC to 1 Dec 2026 00:00 UTC" in body
 
 
 def test_concurrent_sends_keep_their_own_outcomes(http_receiver: HttpReceiver) -> None:

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from alerts.signing import verify
 from tests.browser.helpers import (
+    ACCESSIBILITY,
     SIMPLE_PLANS,
     add_customer,
     api_post,
@@ -48,14 +49,12 @@ def customer_tabs(page: Page) -> Locator:
     return page.get_by_role("navigation", name="Acme Inc")
 
 
-async def reload_until_visible(page: Page, locator: Locator, timeout: float = 15.0) -> None:
-    """The alerts history is not live: reload (as the page's notice says) until it shows."""
-    deadline = time.monotonic() + timeout
-    while await locator.count() == 0:
-        assert time.monotonic() < deadline, f"not shown after {timeout} s of reloads: {locator}"
-        await page.wait_for_timeout(300)
-        await page.reload()
-    await expect(locator).to_be_visible()
+PHONE = {"width": 390, "height": 844}
+
+
+async def page_width(page: Page) -> int:
+    width: int = await page.evaluate("document.documentElement.scrollWidth")
+    return width
 
 
 async def test_customer_sets_up_alerts_and_receives_the_test_notices(
@@ -67,31 +66,42 @@ async def test_customer_sets_up_alerts_and_receives_the_test_notices(
     hook_sink: HttpReceiver,
 ) -> None:
     await acme_on_a_plan(api, admin_key, pg)
+    await page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     await login(page, CARA)
     await customer_tabs(page).get_by_role("link", name="Alerts").click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("Alerts")
     await expect(page.get_by_text("No rules yet.")).to_be_visible()
     await expect(page.get_by_text("No channels yet.")).to_be_visible()
 
-    # A webhook: its signing secret is shown once, on the answer to the form.
+    # A webhook: the answer redirects to the channel's page, which shows the address as
+    # typed (not Apprise's json://) and the signing secret once, with a copy button.
+    hook_url = f"http://127.0.0.1:{ALERT_HTTP_PORT}{HOOK_PATH}"
     await page.get_by_role("link", name="Add a channel").click()
     await page.get_by_label("Channel name").fill("Ops webhook")
     await page.get_by_label("Webhook URL", exact=True).check()
-    await page.get_by_label("Address", exact=True).fill(f"http://127.0.0.1:{ALERT_HTTP_PORT}{HOOK_PATH}")
+    await page.get_by_label("Address", exact=True).fill(hook_url)
     await page.get_by_role("button", name="Add channel").click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("Channel “Ops webhook” added")
-    await expect(page.get_by_role("status")).to_have_text(
-        f"Notices will go to json://127.0.0.1:{ALERT_HTTP_PORT}{HOOK_PATH}."
-    )
+    await expect(page.get_by_role("status")).to_have_text(f"Notices go to Webhook to 127.0.0.1: {hook_url}.")
     secret = await page.get_by_role("textbox", name="Signing secret").input_value()
     assert secret.startswith("whsec_"), secret
     await expect(page.get_by_text("It is shown only once")).to_be_visible()
+    await page.get_by_role("button", name="Copy").click()
+    await expect(page.locator("button[data-copy]")).to_have_text("Copied")
+    assert await page.evaluate("navigator.clipboard.readText()") == secret
     await screenshot(page, "flow-alerts-channel-created")
+    # Reloading neither adds the channel again nor shows the secret again.
+    await page.reload()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Channel “Ops webhook” added")
+    await expect(page.get_by_role("textbox", name="Signing secret")).to_have_count(0)
+    assert await pg.fetchval("SELECT count(*) FROM alert_channels WHERE name = 'Ops webhook'") == 1
 
+    # The test notice: its line under Test notices turns to Sent by itself, no reload.
     await page.get_by_role("button", name="Send a test notice").click()
     await expect(page.locator(".alerts-notice")).to_have_text(
-        "A test notice was queued. Reload this page to see whether it was sent."
+        "A test notice is on its way. Its status under Test notices updates by itself."
     )
+    await page.evaluate("window.portalSamePage = true")
     received = wait_for(
         lambda: [r for r in hook_sink.requests if r.path.startswith(HOOK_PATH)],
         timeout=15,
@@ -108,8 +118,8 @@ async def test_customer_sets_up_alerts_and_receives_the_test_notices(
     )
     assert hook.json()["customer"]["name"] == "Acme Inc", hook.json()
     tests = page.locator(".alerts-tests li")
-    await reload_until_visible(page, tests.filter(has_text="Ops webhook: Sent"))
     await expect(tests.filter(has_text="Ops webhook: Sent")).to_contain_text("(1 attempt)")
+    assert await page.evaluate("window.portalSamePage === true"), "the page was reloaded"
 
     # An email address: no secret; the test notice goes through the portal's SMTP server.
     await page.get_by_role("link", name="Add a channel").click()
@@ -118,12 +128,14 @@ async def test_customer_sets_up_alerts_and_receives_the_test_notices(
     await page.get_by_label("Address", exact=True).fill("finance@acme.test")
     await page.get_by_role("button", name="Add channel").click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("Channel “Finance team” added")
+    await expect(page.get_by_role("status")).to_have_text("Notices go to Email to finance@acme.test.")
     await expect(page.get_by_role("textbox", name="Signing secret")).to_have_count(0)
     await page.get_by_role("link", name="Back to alerts").click()
     channels = page.locator("table.alerts-channels tbody tr")
     await expect(channels).to_have_count(2)
-    await expect(channels.filter(has_text="Finance team")).to_contain_text(
-        "Finance team Email mailto://finance@acme.test"
+    await expect(channels.filter(has_text="Finance team")).to_contain_text("Email to finance@acme.test")
+    await expect(channels.filter(has_text="Ops webhook").locator("td").first).to_have_text(
+        f"Webhook to 127.0.0.1{hook_url}"
     )
     await page.get_by_role("button", name="Send a test notice to Finance team").click()
     mails = wait_for(
@@ -133,15 +145,19 @@ async def test_customer_sets_up_alerts_and_receives_the_test_notices(
     )
     assert len(mails) == 1
     assert "Acme Inc" in str(mails[0].message["Subject"]), mails[0].message["Subject"]
-    await reload_until_visible(page, tests.filter(has_text="Finance team: Sent"))
+    await expect(tests.filter(has_text="Finance team: Sent")).to_be_visible()
     await expect(tests).to_have_count(2)
 
-    # A monthly budget: the form opens with 50/80/100 % filled in.
+    # A monthly budget: one "Notify at" field, 50/80/100 % filled in, and a summary that
+    # follows what is typed.
     await page.get_by_role("link", name="Set a monthly budget").click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("Set a monthly budget")
     await expect(page.get_by_label("Rule name")).to_have_value("Monthly budget")
-    await expect(page.get_by_label("Level 3", exact=True)).to_have_value("100")
-    await page.get_by_label("Budget amount (EUR)").fill("500")
+    await expect(page.get_by_label("Notify at")).to_have_value("50%, 80%, 100%")
+    await page.get_by_label("Monthly budget (EUR)").fill("500")
+    await expect(page.locator("#rule-summary")).to_have_text(
+        "Notify every channel when spend reaches 50%, 80% and 100% of EUR 500.00 in a billing period."
+    )
     await page.get_by_role("button", name="Create rule").click()
     await expect(page.locator(".alerts-notice")).to_have_text(
         "Your monthly budget was saved. You will be notified as spend reaches each level."
@@ -151,15 +167,17 @@ async def test_customer_sets_up_alerts_and_receives_the_test_notices(
     await page.get_by_role("link", name="New rule").click()
     await page.get_by_label("Rule name").fill("API calls over 20k")
     await page.get_by_label("What to watch").select_option("api_calls")
-    await page.get_by_label("Level 1", exact=True).fill("20k")
+    await page.get_by_label("Notify at").fill("20k")
     await page.get_by_label("Ops webhook").check()
     await page.get_by_role("button", name="Create rule").click()
-    await expect(page.locator("#rule-level-0-error")).to_contain_text("Level 1: “20k” is not a number.")
+    await expect(page.locator("#rule-levels-error")).to_have_text("Notify at: “20k” is not a number.")
     await expect(page.get_by_label("Rule name")).to_have_value("API calls over 20k")
     await expect(page.get_by_label("Ops webhook")).to_be_checked()
     await screenshot(page, "flow-alerts-rule-error")
-    await page.get_by_label("Level 1", exact=True).fill("20,000")
-    await page.get_by_label("Level 2", exact=True).fill("50000")
+    await page.get_by_label("Notify at").fill("20,000 and 50,000")
+    await expect(page.locator("#rule-summary")).to_have_text(
+        "Notify “Ops webhook” when API calls usage reaches 20,000 calls and 50,000 calls in a billing period."
+    )
     await page.get_by_role("button", name="Create rule").click()
     await expect(page.locator(".alerts-notice")).to_have_text(
         "The rule was saved. It is checked within a minute and after new usage arrives."
@@ -173,10 +191,25 @@ async def test_customer_sets_up_alerts_and_receives_the_test_notices(
     )
     calls = rules.filter(has_text="API calls over 20k")
     assert " ".join((await calls.inner_text()).split()).startswith(
-        "API calls over 20k api_calls Amounts: 20,000 call 50,000 call — Ops webhook — Active"
+        "API calls over 20k API calls Amounts: 20,000 calls 50,000 calls — Ops webhook — Active"
     )
     assert "No notices yet." in await page_text(page, "#history")
     await screenshot(page, "flow-alerts-home")
+
+    # On a phone, the alerts page and its forms fit the screen: nothing scrolls sideways.
+    await page.set_viewport_size(PHONE)  # type: ignore[arg-type]
+    assert await page_width(page) <= PHONE["width"]
+    await screenshot(page, "flow-alerts-phone")
+    await rules.filter(has_text="API calls over 20k").get_by_role("link", name="Edit").click()
+    await expect(page.get_by_label("Notify at")).to_have_value("20,000, 50,000")
+    assert await page_width(page) <= PHONE["width"]
+    await page.goto(page.url.rsplit("/alerts/", 1)[0] + "/alerts/channels/new")
+    assert await page_width(page) <= PHONE["width"]
+    # The alerts pages meet WCAG 2.1 A and AA as far as axe-core can tell (at each screenshot).
+    problems = {
+        name: found for name, found in ACCESSIBILITY.items() if found and name.startswith("flow-alerts-")
+    }
+    assert problems == {}, problems
 
 
 async def test_customer_opens_a_finalized_invoice_and_its_printable_view(

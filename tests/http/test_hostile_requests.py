@@ -132,6 +132,8 @@ async def _customer_user(client: Client, admin_key: str, pg: asyncpg.Connection)
         f"/portal/customers/acme/alerts/rules/{BEYOND_BIGINT}/edit",
         f"/portal/customers/acme/alerts/rules/{BEYOND_BIGINT}/delete",
         f"/portal/customers/acme/alerts/channels/{BELOW_BIGINT}/delete",
+        f"/portal/customers/acme/alerts/channels/{BEYOND_BIGINT}",
+        f"/portal/customers/acme/alerts/tests/{BEYOND_BIGINT}",
     ],
 )
 async def test_an_id_beyond_64_bits_in_a_page_address_is_the_404_page(

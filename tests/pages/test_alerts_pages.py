@@ -50,16 +50,15 @@ def rule_form(csrf: str, **fields: Any) -> dict[str, Any]:
         "csrf_token": csrf,
         "name": "Calls",
         "watch": "",
-        "basis": "absolute",
         "budget": "",
-        "level": ["", "", "", "", ""],
+        "levels": "",
     }
     form.update(fields)
     return form
 
 
-def level_input(position: int, value: str) -> str:
-    return f'id="rule-level-{position}" name="level" type="text" inputmode="decimal" value="{value}"'
+def levels_input(value: str) -> str:
+    return f'id="rule-levels" name="levels" type="text" inputmode="decimal" value="{value}"'
 
 
 async def post_form(client: Client, url: str, form: dict[str, Any]) -> Any:
@@ -136,18 +135,23 @@ async def test_home_shows_rules_channels_and_history(
     assert home.status_code == 200
     text = home.text
     assert '<th scope="row">Calls</th>' in text
-    assert '<li class="num">1,000 call</li><li class="num">25,000 call</li>' in text
+    assert '<td data-label="Watches">API calls</td>' in text
+    assert '<li class="num">1,000 calls</li><li class="num">25,000 calls</li>' in text
     assert "when back below" in text
     assert "All channels" in text
     assert "last notice 24 Nov 2026 14:05 CET" in text
-    assert '<th scope="row">ops hook</th>' in text
-    assert '<code class="alerts-destination">jsons://hooks.example.test/alerts</code>' in text
-    assert "s3cret" not in text
+    # The channel as its owner would say it, never the Apprise URL (jsons://…).
+    assert f'<th scope="row"><a href="{BASE}/channels/{channel_id}">ops hook</a></th>' in text
+    assert (
+        '<td data-label="Sends to">Webhook to hooks.example.test<br><code class="alerts-destination">'
+        "https://hooks.example.test/alerts</code></td>"
+    ) in text
+    assert "s3cret" not in text and "jsons://" not in text
     # The history: when (customer's zone), what, rule, level, value, and the delivery's outcome.
-    assert "<td>24 Nov 2026 14:05 CET</td>" in text
-    assert "<td>Reached</td>" in text
-    assert '<td class="num">25,000 call</td>' in text
-    assert '<td class="num">25,310.5 call</td>' in text
+    assert '<td data-label="When">24 Nov 2026 14:05 CET</td>' in text
+    assert '<td data-label="What">Reached</td>' in text
+    assert '<td data-label="Level" class="num">25,000 calls</td>' in text
+    assert '<td data-label="Value" class="num">25,310.5 calls</td>' in text
     assert '<span class="alerts-status alerts-status-failed">Failed</span>' in text
     assert "24 Nov 2026 14:09 CET" in text
     assert "(3 attempts)" in text
@@ -165,18 +169,16 @@ async def test_monthly_budget_through_the_form(
     csrf = await acme_user(client, admin_key, pg)
     form = await client.get(f"{BASE}/rules/new?preset=budget")
     assert form.status_code == 200
-    assert "<legend>Monthly budget</legend>" in form.text
+    assert '<label for="rule-budget">Monthly budget (EUR)</label>' in form.text
     assert "<h1>Set a monthly budget</h1>" in form.text
-    assert 'id="rule-basis-budget" name="basis" value="budget" checked' in form.text
-    for i, level in enumerate(("50", "80", "100")):
-        assert level_input(i, level) in form.text
+    assert levels_input("50%, 80%, 100%") in form.text
+    assert 'name="basis"' not in form.text  # percentages of spend are of the budget: no choice to make
+    assert "Notify every channel when spend reaches 50%, 80% and 100% of your monthly budget" in form.text
 
     saved = await post_form(
         client,
         f"{BASE}/rules/new",
-        rule_form(
-            csrf, name="Monthly budget", basis="budget", budget="1,500.50", level=["50", "80", "100", "", ""]
-        ),
+        rule_form(csrf, name="Monthly budget", budget="1,500.50", levels="50%, 80%, 100%"),
     )
     assert saved.status_code == 303, saved.text
     assert saved.headers["location"] == f"{BASE}?done=budget-created"
@@ -200,7 +202,7 @@ async def test_monthly_budget_through_the_form(
     ]
     home = await client.get(saved.headers["location"])
     assert "Your monthly budget was saved." in home.text
-    assert '<td class="num">EUR 1,500.50</td>' in home.text
+    assert '<td data-label="Budget" class="num">EUR 1,500.50</td>' in home.text
     assert '<li class="num">50%</li><li class="num">80%</li><li class="num">100%</li>' in home.text
 
 
@@ -213,7 +215,7 @@ async def test_an_anomaly_rule_through_the_form(
     assert form.status_code == 200
     assert "<h1>Watch for unusual usage</h1>" in form.text
     assert '<input type="hidden" name="kind" value="anomaly">' in form.text
-    assert "Levels are" not in form.text and "Monthly budget" not in form.text
+    assert "Notify at" not in form.text and "Monthly budget" not in form.text
     # Levels or a budget posted anyway are ignored: an anomaly rule has none.
     saved = await post_form(
         client,
@@ -223,9 +225,8 @@ async def test_an_anomaly_rule_through_the_form(
             kind="anomaly",
             name="Odd <calls>",
             watch="api_calls",
-            basis="budget",
             budget="9",
-            level=["5", "", "", "", ""],
+            levels="5%",
         ),
     )
     assert saved.status_code == 303, saved.text
@@ -256,7 +257,7 @@ async def test_create_then_edit_a_meter_rule(client: Client, admin_key: str, pg:
     await make_meter(client, admin_key, metric="api_calls", unit="call")
     await make_meter(client, admin_key, metric="storage_gb", aggregation="max", unit="GB")
     email = await add_channel(client, csrf, "Ops mail", "email", "ops@acme.test")
-    assert email.status_code == 201, email.text
+    assert email.status_code == 303, email.text
     slack = await add_channel(
         client,
         csrf,
@@ -264,7 +265,7 @@ async def test_create_then_edit_a_meter_rule(client: Client, admin_key: str, pg:
         "slack",
         "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
     )
-    assert slack.status_code == 201, slack.text
+    assert slack.status_code == 303, slack.text
     mail_id, slack_id = [r["id"] for r in await pg.fetch("SELECT id FROM alert_channels ORDER BY id")]
 
     created = await post_form(
@@ -274,7 +275,7 @@ async def test_create_then_edit_a_meter_rule(client: Client, admin_key: str, pg:
             csrf,
             name="Calls",
             watch="api_calls",
-            level=["1,000", "", "5000", "", ""],
+            levels="1,000 calls and 5000 calls",
             channel=[str(slack_id)],
             notify_forecast="1",
         ),
@@ -300,9 +301,13 @@ async def test_create_then_edit_a_meter_rule(client: Client, admin_key: str, pg:
     edit_url = f"{BASE}/rules/{rule['id']}/edit"
     form = await client.get(edit_url)
     assert form.status_code == 200
-    assert 'value="1000"' in form.text and 'value="5000"' in form.text
+    assert levels_input("1,000, 5,000") in form.text
     assert f'id="rule-channel-{slack_id}" name="channel" value="{slack_id}" checked' in form.text
-    assert "Watches <strong>api_calls</strong>" in form.text
+    assert "Watches <strong>API calls</strong>" in form.text
+    assert (
+        "Notify “Ops Slack” when API calls usage reaches 1,000 calls and 5,000 calls in a billing period, "
+        "and when the trend says it will get there before the period ends."
+    ) in form.text
     # What a rule watches is fixed: a posted meter or basis is ignored, the rest changes in place.
     changed = await post_form(
         client,
@@ -311,8 +316,7 @@ async def test_create_then_edit_a_meter_rule(client: Client, admin_key: str, pg:
             csrf,
             name="Calls (raised)",
             watch="storage_gb",
-            basis="budget",
-            level=["2000", "7500", "", "", ""],
+            levels="2000; 7,500",
             channel=[str(mail_id), str(slack_id)],
             notify_recovery="1",
         ),
@@ -346,10 +350,10 @@ async def test_an_anomaly_rule_is_shown_and_renamed(
     assert made.status_code == 201, made.text
     rule = made.json()
     home = await client.get(BASE)
-    assert "<td>Unusual usage of every meter</td>" in home.text
+    assert '<td data-label="Watches">Unusual usage of every meter</td>' in home.text
     form = await client.get(f"{BASE}/rules/{rule['id']}/edit")
     assert form.status_code == 200
-    assert 'name="level"' not in form.text and 'name="budget"' not in form.text
+    assert 'name="levels"' not in form.text and 'name="budget"' not in form.text
     renamed = await post_form(client, f"{BASE}/rules/{rule['id']}/edit", {"csrf_token": csrf, "name": "Odd"})
     assert renamed.status_code == 303, renamed.text
     [after] = await api_rules(client, admin_key)
@@ -358,7 +362,7 @@ async def test_an_anomaly_rule_is_shown_and_renamed(
 
 async def test_deleting_a_rule_asks_first(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
     csrf = await acme_user(client, admin_key, pg)
-    await post_form(client, f"{BASE}/rules/new", rule_form(csrf, name="Spend", level=["100", "", "", "", ""]))
+    await post_form(client, f"{BASE}/rules/new", rule_form(csrf, name="Spend", levels="100"))
     [rule] = await api_rules(client, admin_key)
     confirm = await client.get(f"{BASE}/rules/{rule['id']}/delete")
     assert confirm.status_code == 200
@@ -376,30 +380,29 @@ async def test_deleting_a_rule_asks_first(client: Client, admin_key: str, pg: as
 @pytest.mark.parametrize(
     ("fields", "field_id", "message"),
     [
-        ({"level": ["80", "abc", "", "", ""]}, "rule-level-1", "Level 2: “abc” is not a number."),
-        ({"level": ["", "", "0", "", ""]}, "rule-level-2", "Level 3: must be a number greater than 0."),
+        ({"levels": "80, abc"}, "rule-levels", "Notify at: “abc” is not a number."),
+        ({"levels": "20k"}, "rule-levels", "Notify at: “20k” is not a number."),
+        ({"levels": "5, 0"}, "rule-levels", "Notify at: “0” must be greater than 0."),
+        ({"levels": ""}, "rule-levels", "Notify at: give at least one level, such as 5,000 or 80%."),
+        ({"levels": "80, 80"}, "rule-levels", "Notify at: must not repeat."),
         (
-            {"level": ["", "", "", "", ""]},
-            "rule-level-0",
-            "Levels: a threshold rule needs at least one level.",
+            {"levels": ";".join(str(n) for n in range(1, 12))},
+            "rule-levels",
+            "Notify at: give at most 10 levels.",
         ),
-        ({"level": ["80", "80", "", "", ""]}, "rule-level-0", "Levels: must not repeat."),
-        ({"basis": "budget"}, "rule-budget", "Monthly budget: give the amount of your monthly budget."),
+        ({"levels": "50%, 5,000"}, "rule-levels", "Notify at: give either amounts or percentages, not both."),
         (
-            {"basis": "budget", "budget": "-5"},
+            {"levels": "80%"},
             "rule-budget",
-            "Monthly budget: a budget rule needs a budget greater than 0.",
+            "Monthly budget: give the amount your percentages are of, such as 500.",
         ),
-        ({"basis": "budget", "budget": "lots"}, "rule-budget", "Monthly budget: “lots” is not an amount."),
-        ({"budget": "100"}, "rule-budget", "Monthly budget: a budget is only used when levels are a percent"),
-        (
-            {"basis": "included"},
-            "rule-basis",
-            "Levels are: a percentage of the included quantity needs a meter",
-        ),
+        ({"levels": "80%", "budget": "-5"}, "rule-budget", "Monthly budget: “-5” must be more than 0."),
+        ({"levels": "80%", "budget": "lots"}, "rule-budget", "Monthly budget: “lots” is not an amount."),
         ({"name": ""}, "rule-name", "Rule name: give a name of 1 to 100 characters."),
         ({"watch": "nope"}, "rule-watch", "What to watch: there is no such meter."),
         ({"channel": ["999999"]}, "rule-channels", "Channels: one of the chosen channels no longer exists"),
+        ({"channel": ["9" * 5000]}, "rule-channels", "Channels: choose channels from the list."),
+        ({"channel": ["²"]}, "rule-channels", "Channels: choose channels from the list."),
     ],
 )
 async def test_a_rule_form_with_a_mistake_is_refused(
@@ -411,16 +414,15 @@ async def test_a_rule_form_with_a_mistake_is_refused(
     message: str,
 ) -> None:
     csrf = await acme_user(client, admin_key, pg)
-    form = rule_form(csrf, **{"name": "Keep <me>", "level": ["80", "", "", "", ""], **fields})
+    form = rule_form(csrf, **{"name": "Keep <me>", "levels": "80", **fields})
     answer = await post_form(client, f"{BASE}/rules/new", form)
     assert answer.status_code == 422, answer.text
     assert "There is a problem; nothing was saved" in answer.text
     assert re.search(rf'<li><a href="#{field_id}">{re.escape(message)}', answer.text), answer.text
-    assert f'id="{field_id}-error"' in answer.text or field_id == "rule-level-0"
+    assert f'id="{field_id}-error"' in answer.text
     if fields.get("name") is None:
         assert 'value="Keep &lt;me&gt;"' in answer.text  # what was typed is kept
-    for i, typed in enumerate(form["level"]):
-        assert level_input(i, typed) in answer.text
+    assert levels_input(form["levels"]) in answer.text
     assert await count(pg, "alert_rules") == 0
 
 
@@ -431,25 +433,25 @@ async def test_an_edit_with_a_mistake_changes_nothing(
     await post_form(
         client,
         f"{BASE}/rules/new",
-        rule_form(csrf, name="Budget", basis="budget", budget="200", level=["80", "", "", "", ""]),
+        rule_form(csrf, name="Budget", budget="200", levels="80%"),
     )
     [rule] = await api_rules(client, admin_key)
     answer = await post_form(
         client,
         f"{BASE}/rules/{rule['id']}/edit",
-        rule_form(csrf, name="Budget 2", budget="", level=["90", "-5", "", "", ""]),
+        rule_form(csrf, name="Budget 2", budget="", levels="90, -5"),
     )
     assert answer.status_code == 422
-    assert '<a href="#rule-level-1">Level 2: must be a number greater than 0.</a>' in answer.text
-    assert 'value="Budget 2"' in answer.text and 'value="-5"' in answer.text
+    assert '<a href="#rule-levels">Notify at: “-5” must be greater than 0.</a>' in answer.text
+    assert 'value="Budget 2"' in answer.text and levels_input("90, -5") in answer.text
     assert await api_rules(client, admin_key) == [rule]
     blank_budget = await post_form(
         client,
         f"{BASE}/rules/{rule['id']}/edit",
-        rule_form(csrf, name="Budget", budget="", level=["90", "", "", "", ""]),
+        rule_form(csrf, name="Budget", budget="", levels="90"),
     )
     assert blank_budget.status_code == 422
-    assert "Monthly budget: give the amount of your monthly budget." in blank_budget.text
+    assert "Monthly budget: give the amount your percentages are of, such as 500." in blank_budget.text
     assert await api_rules(client, admin_key) == [rule]
 
 
@@ -474,9 +476,7 @@ async def test_edited_levels_fire_once_each(
     evaluation once usage reaches it; a level kept as it was does not fire twice."""
     csrf = await acme_user(client, admin_key, pg)
     await make_meter(client, admin_key, metric="api_calls", unit="call")
-    made = await post_form(
-        client, f"{BASE}/rules/new", rule_form(csrf, watch="api_calls", level=["10", "", "", "", ""])
-    )
+    made = await post_form(client, f"{BASE}/rules/new", rule_form(csrf, watch="api_calls", levels="10"))
     assert made.status_code == 303
     [rule] = await api_rules(client, admin_key)
     sent = await client.post(
@@ -494,44 +494,89 @@ async def test_edited_levels_fire_once_each(
 
     assert await fired() == []
     edit = f"{BASE}/rules/{rule['id']}/edit"
-    lowered = await post_form(client, edit, rule_form(csrf, level=["4", "", "", "", ""]))
+    lowered = await post_form(client, edit, rule_form(csrf, levels="4"))
     assert lowered.status_code == 303
     assert await fired() == [("4", "crossing")]
-    kept = await post_form(client, edit, rule_form(csrf, name="Calls again", level=["4", "6", "", "", ""]))
+    kept = await post_form(client, edit, rule_form(csrf, name="Calls again", levels="4, 6"))
     assert kept.status_code == 303
     assert await fired() == [("4", "crossing")]
-    lower_again = await post_form(client, edit, rule_form(csrf, level=["3", "", "", "", ""]))
+    lower_again = await post_form(client, edit, rule_form(csrf, levels="3"))
     assert lower_again.status_code == 303
     assert await fired() == [("4", "crossing"), ("3", "crossing")]
     history = (await client.get(BASE)).text.split('id="history-title"', 1)[1]
-    assert history.count("<td>Reached</td>") == 2
-    assert '<td class="num">3 call</td>' in history and '<td class="num">4 call</td>' in history
+    assert history.count('<td data-label="What">Reached</td>') == 2
+    assert (
+        '<td data-label="Level" class="num">3 calls</td>' in history
+        and '<td data-label="Level" class="num">4 calls</td>' in history
+    )
 
 
 # --- channels and test notices --------------------------------------------------------------
 
 
 async def test_webhook_signing_secret_is_shown_once(
-    client: Client, admin_key: str, pg: asyncpg.Connection
+    client: Client, admin_key: str, pg: asyncpg.Connection, redis: Redis
 ) -> None:
     csrf = await acme_user(client, admin_key, pg)
     created = await add_channel(client, csrf, "Billing hook", "webhook", "https://hooks.acme.test/usage")
-    assert created.status_code == 201, created.text
+    # Post/Redirect/Get: reloading the channel's page cannot add it a second time.
+    assert created.status_code == 303, created.text
+    channel_id = await pg.fetchval("SELECT id FROM alert_channels WHERE name = 'Billing hook'")
+    assert created.headers["location"] == f"{BASE}/channels/{channel_id}?done=channel-created"
+    assert [k async for k in redis.scan_iter("alerts-secret:*")] != []
+    shown = await client.get(created.headers["location"])
+    assert shown.status_code == 200
+    assert "<h1>Channel “Billing hook” added</h1>" in shown.text
+    assert (
+        "Notices go to <strong>Webhook to hooks.acme.test</strong>:\n"
+        '  <code class="alerts-destination">https://hooks.acme.test/usage</code>.'
+    ) in shown.text
     secret = re.search(
         r'id="signing-secret" class="alerts-secret-value" type="text" readonly '
         r'value="(whsec_[^"]+)"',
-        created.text,
+        shown.text,
     )
-    assert secret, created.text
-    assert "It is shown only once" in created.text
+    assert secret, shown.text
+    assert '<button type="button" class="secondary" data-copy="signing-secret">Copy</button>' in shown.text
+    assert "It is shown only once" in shown.text
+    assert [k async for k in redis.scan_iter("alerts-secret:*")] == []
+    again = await client.get(created.headers["location"])
+    assert again.status_code == 200
+    assert secret.group(1) not in again.text and "whsec_" not in again.text
+    assert "If you no longer have it, delete the channel" in again.text
     row = await pg.fetchrow("SELECT kind, destination_masked FROM alert_channels WHERE name = 'Billing hook'")
     assert row["kind"] == "webhook" and row["destination_masked"].startswith("jsons://hooks.acme.test/usage")
     home = await client.get(BASE)
     assert secret.group(1) not in home.text
-    assert '<code class="alerts-destination">jsons://hooks.acme.test/usage</code>' in home.text
+    assert '<code class="alerts-destination">https://hooks.acme.test/usage</code>' in home.text
     email = await add_channel(client, csrf, "Mail", "email", "ops@acme.test")
-    assert email.status_code == 201
-    assert "whsec_" not in email.text
+    assert email.status_code == 303
+    mail = await client.get(email.headers["location"])
+    assert "Notices go to <strong>Email to ops@acme.test</strong>." in mail.text
+    assert "whsec_" not in mail.text and "mailto:" not in mail.text
+
+
+async def test_channels_read_as_their_owner_typed_them(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
+    csrf = await acme_user(client, admin_key, pg)
+    for name, kind, destination in (
+        (
+            "Ops Slack",
+            "slack",
+            "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
+        ),
+        ("Finance", "email", "finance@acme.test"),
+        ("Hook", "webhook", "http://hooks.acme.test:8080/in"),
+    ):
+        assert (await add_channel(client, csrf, name, kind, destination)).status_code == 303
+    text = (await client.get(BASE)).text
+    assert '<td data-label="Sends to">Slack, through its incoming webhook</td>' in text
+    assert '<td data-label="Sends to">Email to finance@acme.test</td>' in text
+    assert (
+        '<td data-label="Sends to">Webhook to hooks.acme.test<br><code class="alerts-destination">http://hooks.acme.test:8080/in</code></td>'
+    ) in text
+    assert "XXXXXXXX" not in text and "json://" not in text and "slack://" not in text
 
 
 @pytest.mark.parametrize(
@@ -570,7 +615,7 @@ async def test_a_channel_form_with_a_mistake_is_refused(
     message: str,
 ) -> None:
     csrf = await acme_user(client, admin_key, pg)
-    assert (await add_channel(client, csrf, "Taken", "email", "a@acme.test")).status_code == 201
+    assert (await add_channel(client, csrf, "Taken", "email", "a@acme.test")).status_code == 303
     form = {"csrf_token": csrf, "name": "New", "kind": "email", "destination": "b@acme.test", **fields}
     answer = await post_form(client, f"{BASE}/channels/new", form)
     assert answer.status_code == 422, answer.text
@@ -584,7 +629,7 @@ async def test_test_notice_records_a_delivery(client: Client, admin_key: str, pg
     csrf = await acme_user(client, admin_key, pg)
     port = free_port()  # nothing listens there: the send would fail, but it is recorded first
     made = await add_channel(client, csrf, "Local hook", "webhook", f"http://127.0.0.1:{port}/x")
-    assert made.status_code == 201
+    assert made.status_code == 303
     channel_id = await pg.fetchval("SELECT id FROM alert_channels WHERE name = 'Local hook'")
     sent = await post_form(client, f"{BASE}/channels/{channel_id}/test", {"csrf_token": csrf})
     assert sent.status_code == 303
@@ -600,10 +645,28 @@ async def test_test_notice_records_a_delivery(client: Client, admin_key: str, pg
         "kind": "test",
     }
     home = await client.get(sent.headers["location"])
-    assert "A test notice was queued." in home.text
+    assert "A test notice is on its way. Its status under Test notices updates by itself." in home.text
+    assert "Reload" not in home.text
     tests = home.text.split("<h3>Test notices</h3>", 1)[1]
     assert "<strong>Local hook</strong>:" in tests
     assert '<span class="alerts-status alerts-status-pending">Pending</span>' in tests
+    delivery_id = await pg.fetchval("SELECT id FROM alert_deliveries")
+    status_url = f"{BASE}/tests/{delivery_id}"
+    assert f'hx-get="{status_url}" hx-trigger="every 1s" hx-swap="outerHTML"' in tests
+    # The line polls itself while pending, and says 286 (stop) once the outcome is known.
+    pending = await client.get(status_url)
+    assert pending.status_code == 200 and 'hx-trigger="every 1s"' in pending.text
+    await pg.execute(
+        "UPDATE alert_deliveries SET status = 'sent', attempts = 1, sent_at = '2026-11-24T13:09:00Z' "
+        "WHERE id = $1",
+        delivery_id,
+    )
+    sent_line = await client.get(status_url)
+    assert sent_line.status_code == 286
+    assert "hx-trigger" not in sent_line.text
+    assert '<span class="alerts-status alerts-status-sent">Sent</span>' in sent_line.text
+    assert "24 Nov 2026 14:09 CET" in sent_line.text and "(1 attempt)" in sent_line.text
+    assert (await client.get(f"{BASE}/tests/{delivery_id + 1000}")).status_code == 404
 
 
 async def test_deleting_a_channel(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
@@ -627,10 +690,8 @@ async def test_deleting_a_channel(client: Client, admin_key: str, pg: asyncpg.Co
 async def test_names_are_escaped(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
     csrf = await acme_user(client, admin_key, pg)
     evil = "<script>alert(1)</script>"
-    assert (await add_channel(client, csrf, evil, "email", "ops@acme.test")).status_code == 201
-    saved = await post_form(
-        client, f"{BASE}/rules/new", rule_form(csrf, name=evil, level=["5", "", "", "", ""])
-    )
+    assert (await add_channel(client, csrf, evil, "email", "ops@acme.test")).status_code == 303
+    saved = await post_form(client, f"{BASE}/rules/new", rule_form(csrf, name=evil, levels="5"))
     assert saved.status_code == 303
     [rule] = await api_rules(client, admin_key)
     channel_id = await pg.fetchval("SELECT id FROM alert_channels")
@@ -639,6 +700,7 @@ async def test_names_are_escaped(client: Client, admin_key: str, pg: asyncpg.Con
         f"{BASE}/rules/{rule['id']}/edit",
         f"{BASE}/rules/{rule['id']}/delete",
         f"{BASE}/channels/{channel_id}/delete",
+        f"{BASE}/channels/{channel_id}",
         f"{BASE}/rules/new",
     ):
         page = await client.get(path)
@@ -678,6 +740,7 @@ def id_routes(customer: str, rule_id: int, channel_id: int) -> list[tuple[str, s
         ("POST", f"{base}/rules/{rule_id}/edit"),
         ("GET", f"{base}/rules/{rule_id}/delete"),
         ("POST", f"{base}/rules/{rule_id}/delete"),
+        ("GET", f"{base}/channels/{channel_id}"),
         ("GET", f"{base}/channels/{channel_id}/delete"),
         ("POST", f"{base}/channels/{channel_id}/delete"),
         ("POST", f"{base}/channels/{channel_id}/test"),
@@ -692,7 +755,7 @@ async def test_another_customers_user_gets_404_everywhere(
     rule_id, channel_id = await acme_objects(client, admin_key)
     await make_user(pg, "gus@globex.test", customer_id="globex")
     csrf = await sign_in(client, "gus@globex.test")
-    form = rule_form(csrf, name="hijack", level=["1", "", "", "", ""])
+    form = rule_form(csrf, name="hijack", levels="1")
     # acme's pages, and acme's ids under globex's own customer: both 404, nothing changes.
     for customer in ("acme", "globex"):
         for method, path in id_routes(customer, rule_id, channel_id):
@@ -724,7 +787,7 @@ async def test_staff_who_may_see_the_customer_manage_its_alerts(
             changed = await post_form(
                 client,
                 f"{BASE}/rules/{rule_id}/edit",
-                rule_form(csrf, name=f"by {email}", level=["150", "", "", "", ""]),
+                rule_form(csrf, name=f"by {email}", levels="150"),
             )
             assert changed.status_code == 303
             assert (await api_rules(client, admin_key))[0]["name"] == f"by {email}"
@@ -734,9 +797,27 @@ async def test_changes_need_the_csrf_token_and_a_session(
     client: Client, admin_key: str, pg: asyncpg.Connection
 ) -> None:
     await acme_user(client, admin_key, pg)
-    refused = await post_form(client, f"{BASE}/rules/new", rule_form("wrong", level=["5", "", "", "", ""]))
+    refused = await post_form(client, f"{BASE}/rules/new", rule_form("wrong", levels="5"))
     assert refused.status_code == 403
     assert await count(pg, "alert_rules") == 0
     client.cookies.clear()
     anonymous = await client.get(BASE, follow_redirects=False)
     assert anonymous.status_code == 303 and anonymous.headers["location"] == "/portal/login"
+
+
+async def test_the_rule_summary_follows_the_form(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
+    await acme_user(client, admin_key, pg)
+    summary = await client.get(
+        f"{BASE}/rules/summary",
+        params={"levels": "50%, 80%", "budget": "1,000", "channel": ["9" * 5000, "²"]},
+    )
+    assert summary.status_code == 200
+    assert summary.text.strip() == (
+        '<p class="alerts-summary" id="rule-summary" aria-live="polite">\n'
+        "  Notify every channel when spend reaches 50% and 80% of EUR 1,000.00 in a billing period.\n</p>"
+    )
+    unreadable = await client.get(f"{BASE}/rules/summary", params={"levels": "1e999999"})
+    assert unreadable.status_code == 200
+    assert "Give the levels to see what this rule will do." in unreadable.text
