@@ -25,6 +25,7 @@ from portal.accounts import service as users
 from portal.accounts.passwords import hash_password
 from portal.billing.catalog_file import CatalogFile, apply_catalog, read_catalog
 from portal.billing.run import run_current_periods
+from portal.catalog.service import get_customer
 from portal.cli.demo_billing import (
     ALERT_CUSTOMER,
     BillingReport,
@@ -34,7 +35,6 @@ from portal.cli.demo_billing import (
 )
 from portal.cli.demo_history import HISTORY_DAYS, PROFILES
 from portal.cli.demo_load import LoadReport, load_history
-from portal.catalog.service import get_customer
 from portal.infrastructure.clock import system_clock
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.paths import ROOT
@@ -175,10 +175,7 @@ def _history_line(demo: DemoData) -> str:
     loaded = demo.history
     if loaded is None or not loaded.chunks_loaded:
         return ""
-    return (
-        f", with {loaded.days} days of history"
-        f" ({loaded.events:,} events loaded in {loaded.seconds:.1f} s)"
-    )
+    return f", with {loaded.days} days of history ({loaded.events:,} events loaded in {loaded.seconds:.1f} s)"
 
 
 def synthetic_batch(rng: random.Random, now_ms: int) -> list[dict[str, object]]:

@@ -44,7 +44,7 @@ CREDIT_NOTE_AMOUNT = "25.00"
 def demo_rules(channel_id: int) -> list[RuleCreate]:
     return [
         RuleCreate(
-            name="API calls over 250,000",
+            name="API calls this month",
             metric_name="api_calls",
             levels=[Decimal(100000), Decimal(250000)],
             channel_ids=[channel_id],
@@ -84,7 +84,7 @@ class BillingReport:
 
 
 def ended_months(now: datetime, first: str, zones: list[str]) -> list[str]:
-    """"YYYY-MM" of each monthly period (anchor day 1) from month `first` that has ended by
+    """ "YYYY-MM" of each monthly period (anchor day 1) from month `first` that has ended by
     `now` in at least one of `zones`, oldest first."""
     months: set[str] = set()
     for zone in zones:

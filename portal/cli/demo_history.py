@@ -2,12 +2,13 @@
 loaded through the persist worker's own transaction, a day at a time.
 
 Shape of each customer's usage, in its own zone: API calls follow business hours (busy
-9:00-17:00 with a lunch dip, quiet nights, weekends at an eighth), grow steadily over
-the history, and have one spike (a runaway job: a few afternoon hours at several times
-the usual rate). Active users log in on weekdays, a few on weekends; storage grows.
+9:00-17:00 with a lunch dip, quiet nights from the main region only, weekends at an
+eighth), grow steadily over the history, and have one spike (a runaway job: four
+afternoon hours at several times the usual rate). Active users log in on weekdays, a
+few on weekends; storage grows.
 
 Events are aggregated to about one per customer, metric, dimension and hour, so 90 days
-of five customers are ~25k events. They are validated by the edge's own rules (with the
+of five customers are ~33k events. They are validated by the edge's own rules (with the
 history's start as the oldest accepted time: the HTTP API refuses events older than the
 accepted lateness) and written by `workers.persist.persist_rows`, the persist actor's
 transaction (ledger, raw events, hourly aggregates, late events), then counted in the
@@ -25,9 +26,9 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from portal.catalog.service import MeterSpec
+from portal.infrastructure.settings import Settings
 from portal.ingest.events import AcceptedEvent
 from portal.ingest.schemas import EventMetadata, UsageEvent
-from portal.infrastructure.settings import Settings
 from portal.ingest.validation import Limits, validate
 
 HISTORY_DAYS = 90
@@ -119,12 +120,16 @@ def _calls(profile: Profile, zone: ZoneInfo, start: datetime, end: datetime) -> 
             continue
         local = at.astimezone(zone)
         rng = random.Random(f"{profile.customer_id}:calls:{hour.isoformat()}")
-        rate = profile.calls_peak * _day_shape(local.hour + local.minute / 60)
-        rate *= WEEKEND if local.weekday() >= 5 else 1.0
+        shape = _day_shape(local.hour + local.minute / 60)
+        weekend = local.weekday() >= 5
+        rate = profile.calls_peak * shape * (WEEKEND if weekend else 1.0)
         rate *= 1 + float(GROWTH) * _progress(at, start, end)
         if local.date() == spike and local.hour in SPIKE_HOURS:
             rate *= profile.spike_factor
-        for region, share in profile.regions:
+        # In quiet hours (nights, weekends) all traffic comes from the main region: a third
+        # of the events, the same shape.
+        regions = ((profile.regions[0][0], 1.0),) if weekend or shape < 0.4 else profile.regions
+        for region, share in regions:
             quantity = round(rate * share * rng.uniform(0.85, 1.15))
             if quantity > 0:
                 yield _event(

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.alerting.evaluate import evaluate_customer
 from portal.catalog.service import CatalogCache
+from portal.cli.demo_history import PROFILES, by_chunk, chunk_starts, history_events
 from portal.infrastructure.db import transaction
 from portal.infrastructure.redis_client import async_client
 from portal.infrastructure.settings import Settings
@@ -35,7 +36,6 @@ from portal.ingest.events import AcceptedEvent
 from portal.ingest.failed_events import unstorable
 from portal.live.store import LiveStore, SettledBatch
 from portal.usage import repository as usage_repository
-from portal.cli.demo_history import PROFILES, by_chunk, chunk_starts, history_events
 from workers.persist import PersistOutcome, persist_rows, persist_split
 
 # One unit of work: persisted in one transaction, then counted live, then the alert rules
@@ -154,7 +154,12 @@ async def _generate(
     for profile in PROFILES:
         if profile.customer_id in zones:
             events += history_events(
-                profile, zone=zones[profile.customer_id], start=start, end=end, meters=meters, settings=settings
+                profile,
+                zone=zones[profile.customer_id],
+                start=start,
+                end=end,
+                meters=meters,
+                settings=settings,
             )
     return events
 
@@ -192,4 +197,3 @@ async def _settle(live: LiveStore, message: str, outcome: PersistOutcome, receiv
             [SettledBatch(c, f"{message}-{c}", tuple(admitted), ()) for c, admitted in parts.items()],
             int(received_at.timestamp() * 1000),
         )
-
