@@ -219,10 +219,17 @@ def history_events(
     return [validate(e, zones=zones, meters=meters, limits=limits) for e in raw]
 
 
+# Pieces of history start and end at noon UTC: alerts evaluated at their ends fire at
+# midday in Europe, in the morning in America, in the evening in Asia, not at midnight.
+CHUNK_HOUR = 12
+
+
 def chunk_starts(start: datetime, end: datetime, span: timedelta) -> list[datetime]:
-    """The starts of the load's units of work: `span`-long pieces from `start`'s UTC day
-    to `end`, oldest first."""
-    first = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    """The starts of the load's units of work: `span`-long pieces from the last noon (UTC)
+    at or before `start` to `end`, oldest first."""
+    first = start.astimezone(UTC).replace(hour=CHUNK_HOUR, minute=0, second=0, microsecond=0)
+    if first > start:
+        first -= timedelta(days=1)
     out: list[datetime] = []
     while first < end:
         out.append(first)

@@ -128,10 +128,10 @@ async def test_ended_periods_are_billed_rules_fired_as_usage_grew_and_one_event_
         "JOIN alert_rules r ON r.id = f.rule_id ORDER BY f.fired_at, r.name"
     )
     assert [(f["name"], f["level"], f["value"], f["fired_at"]) for f in fired] == [
-        # October's half of the budget, seen as its last two days were loaded.
-        ("Monthly budget", Decimal(50), Decimal("163.49"), datetime(2026, 11, 1, tzinfo=UTC)),
-        ("Monthly budget", Decimal(50), Decimal("158.39"), datetime(2026, 11, 3, tzinfo=UTC)),
-        ("API calls this month", Decimal(100000), Decimal(123571), datetime(2026, 11, 5, tzinfo=UTC)),
+        # Half of October's budget, seen at noon (UTC) on the 30th, as the history reached it.
+        ("Monthly budget", Decimal(50), Decimal("153.78"), datetime(2026, 10, 30, 12, tzinfo=UTC)),
+        ("Monthly budget", Decimal(50), Decimal("173.40"), datetime(2026, 11, 3, 12, tzinfo=UTC)),
+        ("API calls this month", Decimal(100000), Decimal(136534), datetime(2026, 11, 5, 12, tzinfo=UTC)),
     ]
     # Each waits for the alerts sweep to send it to the finance team's address.
     assert await pg.fetchval("SELECT count(*) FROM alert_deliveries WHERE status = 'pending'") == 3
