@@ -8,7 +8,7 @@ afternoon hours at several times the usual rate). Active users log in on weekday
 few on weekends; storage grows.
 
 Events are aggregated to about one per customer, metric, dimension and hour, so 90 days
-of five customers are ~33k events. They are validated by the edge's own rules (with the
+of five customers are ~31k events. They are validated by the edge's own rules (with the
 history's start as the oldest accepted time: the HTTP API refuses events older than the
 accepted lateness) and written by `workers.persist.persist_rows`, the persist actor's
 transaction (ledger, raw events, hourly aggregates, late events), then counted in the
@@ -225,11 +225,13 @@ CHUNK_HOUR = 12
 
 
 def chunk_starts(start: datetime, end: datetime, span: timedelta) -> list[datetime]:
-    """The starts of the load's units of work: `span`-long pieces from the last noon (UTC)
-    at or before `start` to `end`, oldest first."""
+    """The starts of the load's units of work: `span`-long pieces (whole days) from a noon
+    (UTC) at or before `start` to `end`, oldest first."""
     first = start.astimezone(UTC).replace(hour=CHUNK_HOUR, minute=0, second=0, microsecond=0)
     if first > start:
         first -= timedelta(days=1)
+    # On a grid fixed in time, so a later load's pieces line up with an earlier one's.
+    first -= timedelta(days=first.toordinal() % (span // timedelta(days=1) or 1))
     out: list[datetime] = []
     while first < end:
         out.append(first)

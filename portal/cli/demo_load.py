@@ -1,16 +1,16 @@
-"""Loading the demo's past through the real persistence path, a UTC day at a time, with
-the customers' alert rules evaluated at the end of each day as the usage accumulates.
+"""Loading the demo's past through the real persistence path, two days at a time, with
+the customers' alert rules evaluated at the end of each piece as the usage accumulates.
 
-Each day is one persist transaction (`workers.persist.persist_rows`: ledger, raw events,
-hourly aggregates, late events), then one live settle (`LiveStore.settle`, what the
-persist worker does for a batch no web process counted), then one alert evaluation per
-customer with rules (`evaluate_customer` at the day's end: a firing is recorded when the
-day's usage crossed a level, as the sweep would have recorded it then).
+Each piece is one persist transaction (`workers.persist.persist_rows`: ledger, raw
+events, hourly aggregates, late events), then one live settle (`LiveStore.settle`, what
+the persist worker does for a batch no web process counted), then one alert evaluation
+per customer with rules (`evaluate_customer` at the piece's end: a firing is recorded
+when the piece's usage crossed a level, as the sweep would have recorded it then).
 
 Idempotent without the ledger: the ledger forgets events after the lateness window, so a
-day already holding hourly usage of a demo customer is skipped whole (a second
+piece already holding hourly usage of a demo customer is skipped whole. A second
 `up --demo` on the same data dir loads nothing again; one cut short resumes at the first
-day it had not committed).
+piece it had not committed; one days later fills the pieces in which the demo did not run.
 """
 
 from __future__ import annotations
@@ -93,14 +93,13 @@ async def load_history(
     """Generate and persist `days` of history up to `now` for every demo customer (see the
     module docstring); evaluate the alert rules of `alert_customers` after each day.
     `failed_event_chunk`: the index of the chunk (from the oldest) whose batch carries the
-    unstorable event (None: the one before the last)."""
+    unstorable event (None: the one before the last), on the first load only."""
     assert settings.database_url and settings.redis_url
     started = time.monotonic()
     report = LoadReport(days=days)
     start = now - timedelta(days=days)
     customers = {p.customer_id for p in PROFILES}
     starts = chunk_starts(start, now, CHUNK)
-    failed_at = starts[max(0, len(starts) - 2)] if failed_event_chunk is None else starts[failed_event_chunk]
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
     redis = async_client(settings.redis_url)
     live = LiveStore(
@@ -116,6 +115,9 @@ async def load_history(
         async with unit() as conn:
             todo = [s for s in starts if not await _chunk_loaded(conn, s, customers)]
         report.chunks_skipped = len(starts) - len(todo)
+        # The failed event belongs to the first load only (a later one fills gaps).
+        failing = failed_event_chunk if failed_event_chunk is not None else len(starts) - 2
+        failed_at = starts[max(0, failing)] if todo == starts else None
         events = await _generate(settings, sessions, customers, start=start, end=now) if todo else []
         chunks = by_chunk(events, starts, CHUNK)
         for chunk in todo:

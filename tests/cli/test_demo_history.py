@@ -1,7 +1,7 @@
 """`up --demo`'s history: generated usage loaded through the persist path, billed and
 alerted on, with one failed event; a second seed changes nothing.
 
-The seed runs as of a fixed instant with 10 days of history (the same code as the
+The seed runs as of a fixed instant with 6 days of history (the same code as the
 90 days of `up --demo`, about 2 s here)."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from portal.live.store import live_value
 # Thursday 5 November 2026, afternoon: the subscriptions started on 1 August; August,
 # September and October have ended; November is running.
 NOW = datetime(2026, 11, 5, 15, 20, tzinfo=UTC)
-DAYS = 10
+DAYS = 6
 BERLIN = ZoneInfo("Europe/Berlin")
 METERS = {
     "api_calls": MeterSpec("api_calls", "sum", ("region",), None),
@@ -43,12 +43,12 @@ ZONES = {
 }
 
 
-def _generated(customer: str, settings: Settings) -> list[Any]:
+def _generated(customer: str, settings: Settings, days: int = DAYS) -> list[Any]:
     profile = next(p for p in PROFILES if p.customer_id == customer)
     return history_events(
         profile,
         zone=ZONES[customer],
-        start=NOW - timedelta(days=DAYS),
+        start=NOW - timedelta(days=days),
         end=NOW,
         meters=METERS,
         settings=settings,
@@ -88,8 +88,8 @@ async def test_every_customers_calls_agree_in_raw_events_hours_and_the_live_view
             await _live_total(redis, customer, "api_calls"),
         )
         assert (customer, *found) == (customer, expected, expected, expected)
-    # The number a user sees on Acme's usage page for these ten days, exactly.
-    assert await _sum(pg, "hourly_usage", "value", "acme") == Decimal(223923)
+    # The number a user sees on Acme's usage page for these six days, exactly.
+    assert await _sum(pg, "hourly_usage", "value", "acme") == Decimal(150211)
     assert seeded.history is not None and seeded.history.events == await pg.fetchval(
         "SELECT count(*) FROM event_ledger"
     )
@@ -128,13 +128,12 @@ async def test_ended_periods_are_billed_rules_fired_as_usage_grew_and_one_event_
         "JOIN alert_rules r ON r.id = f.rule_id ORDER BY f.fired_at, r.name"
     )
     assert [(f["name"], f["level"], f["value"], f["fired_at"]) for f in fired] == [
-        # Half of October's budget, seen at noon (UTC) on the 30th, as the history reached it.
-        ("Monthly budget", Decimal(50), Decimal("153.78"), datetime(2026, 10, 30, 12, tzinfo=UTC)),
-        ("Monthly budget", Decimal(50), Decimal("173.40"), datetime(2026, 11, 3, 12, tzinfo=UTC)),
-        ("API calls this month", Decimal(100000), Decimal(136534), datetime(2026, 11, 5, 12, tzinfo=UTC)),
+        ("Monthly budget", Decimal(50), Decimal("168.64"), datetime(2026, 11, 4, 12, tzinfo=UTC)),
+        # Seen when the history reached now.
+        ("API calls this month", Decimal(100000), Decimal(146120), NOW),
     ]
     # Each waits for the alerts sweep to send it to the finance team's address.
-    assert await pg.fetchval("SELECT count(*) FROM alert_deliveries WHERE status = 'pending'") == 3
+    assert await pg.fetchval("SELECT count(*) FROM alert_deliveries WHERE status = 'pending'") == 2
     failed = await pg.fetch("SELECT customer_id, event_id, reason, status FROM failed_events")
     assert [tuple(f.values()) for f in failed] == [
         ("globex", FAILED_EVENT_ID, "productId: contains U+0000, which Postgres cannot store", "failed")
@@ -179,15 +178,25 @@ async def test_a_second_seed_changes_nothing_but_keys_and_password(
     assert again.password != seeded.password
 
 
+async def test_a_start_days_later_fills_only_the_days_the_demo_did_not_run(
+    seeded: DemoData, settings: Settings, pg: asyncpg.Connection
+) -> None:
+    loaded_before = await pg.fetchval("SELECT sum(value) FROM hourly_usage WHERE hour < $1", NOW)
+    later = await seed_demo(settings, now=NOW + timedelta(days=3), days=DAYS)
+    assert later.history is not None and later.history.chunks_loaded == 2
+    assert await pg.fetchval("SELECT sum(value) FROM hourly_usage WHERE hour < $1", NOW) == loaded_before
+    assert await pg.fetchval("SELECT min(hour) FROM hourly_usage WHERE hour >= $1", NOW) > NOW
+    assert await pg.fetchval("SELECT count(*) FROM failed_events") == 1
+    assert await pg.fetchval("SELECT count(*) FROM invoices WHERE status = 'finalized'") == 10
+
+
 def test_the_history_has_business_hours_quiet_weekends_growth_and_a_spike(settings: Settings) -> None:
-    calls = [e for e in _generated("acme", settings) if e.metric_name == "api_calls"]
+    calls = [e for e in _generated("acme", settings, days=10) if e.metric_name == "api_calls"]
     by_hour: Counter[datetime] = Counter()
     for e in calls:
         by_hour[datetime.fromtimestamp(e.bucket, UTC)] += int(e.quantity)
-    berlin = {at: at.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Berlin")) for at in by_hour}
-    spike = spike_day(
-        PROFILES[0], NOW - timedelta(days=DAYS), NOW, __import__("zoneinfo").ZoneInfo("Europe/Berlin")
-    )
+    berlin = {at: at.astimezone(BERLIN) for at in by_hour}
+    spike = spike_day(PROFILES[0], NOW - timedelta(days=10), NOW, BERLIN)
     assert spike.date() == date(2026, 11, 2)  # a Monday
     # Tuesday 27 October and 3 November, Saturday 31 October, at 11:00 and 03:00 Berlin time.
     at = {(b.date(), b.hour): by_hour[utc] for utc, b in berlin.items()}
