@@ -5,7 +5,8 @@
   reason the alerts page shows ("no SMTP server configured"): true, and what an operator
   who has not set PORTAL_SMTP_URL would see.
 - Invoices: every ended period rated by the invoice run (`run_invoices`); all but the most
-  recent approved (finalized, numbered INV-…) by the demo's account manager; the most
+  recent approved (finalized, numbered INV-…) by the demo's account manager, dated the
+  morning after their grace period (`approve(now=…)`); the most
   recent left a draft awaiting review; one goodwill credit note on Acme's latest
   finalized invoice.
 
@@ -16,7 +17,7 @@ invoices alone, only drafts are approved, and the credit note is written once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -38,6 +39,7 @@ from portal.infrastructure.settings import Settings
 ALERT_CUSTOMER = "acme"
 CHANNEL = ChannelCreate(name="Finance team", destination="mailto://finance@acme.test")
 APPROVED_BY = "Max Manager"
+APPROVED_AFTER_GRACE = timedelta(hours=9, minutes=40)
 CREDIT_NOTE_AMOUNT = "25.00"
 
 
@@ -113,13 +115,15 @@ async def bill_history(
             last_ended = previous_period(period_for(now, zone, 1), zone, 1)
             if invoice.period_start >= last_ended.start:
                 continue
+            # Approved as a manager would have: the morning after its grace period ended.
+            approved_at = min(now, invoice.period_end + settings.invoice_grace + APPROVED_AFTER_GRACE)
             await approve(
                 session,
                 invoice.id,
                 approved_by=APPROVED_BY,
-                now=now,
+                now=approved_at,
                 grace=settings.invoice_grace,
-                complete_through=now,
+                complete_through=approved_at,
             )
             report.finalized += 1
     async with transaction(sessions) as session:
