@@ -87,6 +87,8 @@ TEST_ENV = {
     # The sinks above listen on the loopback, which alert destinations may not reach by
     # default (alerts/destinations.py).
     "PORTAL_DESTINATION_ALLOW_NETWORKS": "127.0.0.0/8,::1/128",
+    # `up --demo` runs of the tests load 10 days of history, not 90 (tests/cli/test_demo_history.py).
+    "PORTAL_DEMO_HISTORY_DAYS": "10",
 }
 
 

@@ -160,7 +160,7 @@ async def evaluate_customer(
             )
             for notice_due in due:
                 notice = _notice(customer, rule, meter, unit, notice_due, value, state, now, settings)
-                deliveries += await _fire(session, customer, rule, period, notice_due, value, notice)
+                deliveries += await _fire(session, customer, rule, period, notice_due, value, notice, now)
     return deliveries
 
 
@@ -207,8 +207,10 @@ async def _fire(
     due: Due,
     value: Decimal,
     notice: Notice,
+    now: datetime,
 ) -> list[int]:
-    """Record one firing (if no other evaluation did) and a pending delivery per channel."""
+    """Record one firing at `now`, the evaluation's instant (if no other evaluation did),
+    and a pending delivery per channel."""
     firing_id = await repository.insert_threshold_firing(
         session,
         rule_id=rule.id,
@@ -221,6 +223,7 @@ async def _fire(
         value=value,
         forecast_at=due.forecast_at,
         notice_json=notice_json(notice),
+        fired_at=now,
     )
     if firing_id is None:
         return []

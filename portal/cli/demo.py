@@ -1,5 +1,10 @@
-"""Demo data for `usage-portal up --demo`: customers, meters, keys and a trickle of
-synthetic events sent through the real HTTP API, so the dashboard moves."""
+"""Demo data for `usage-portal up --demo`: the example catalog, keys and people, 90 days of
+history with its invoices, alerts and a failed event (`demo_history.py` generates the
+usage, `demo_load.py` persists it, `demo_billing.py` bills it), then a trickle of
+synthetic events sent through the real HTTP API, so the dashboard moves.
+
+The trickle keeps every customer moving except Acme's API calls: that is the number the
+banner tells people to watch, and only the banner's curl line moves it."""
 
 from __future__ import annotations
 
@@ -11,15 +16,25 @@ import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 import msgspec
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.accounts import service as users
 from portal.accounts.passwords import hash_password
 from portal.billing.catalog_file import CatalogFile, apply_catalog, read_catalog
 from portal.billing.run import run_current_periods
+from portal.catalog.service import get_customer
+from portal.cli.demo_billing import (
+    ALERT_CUSTOMER,
+    BillingReport,
+    bill_history,
+    create_alert_rules,
+    ended_months,
+)
+from portal.cli.demo_history import HISTORY_DAYS, PROFILES
+from portal.cli.demo_load import LoadReport, load_history
 from portal.infrastructure.clock import system_clock
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.paths import ROOT
@@ -27,7 +42,11 @@ from portal.infrastructure.settings import Settings
 from portal.keys.service import create_key
 
 DEMO_CATALOG = ROOT / "docs" / "examples" / "catalog.yaml"
-DEMO_CUSTOMERS = ("acme", "globex", "initech")
+DEMO_CUSTOMERS = tuple(p.customer_id for p in PROFILES)
+# The customer and meter the banner's curl line moves, and the trickle leaves still.
+WATCHED = ("acme", "api_calls")
+# How many months before the current one the subscriptions start (on the 1st).
+MONTHS_BACK = 3
 
 
 # Who can sign in to the demo (all with the password printed at start-up).
@@ -43,34 +62,57 @@ class DemoData:
     ingest_key: str
     admin_key: str
     password: str
+    history: LoadReport | None = None
+    billing: BillingReport | None = None
+
+
+def subscription_start(today: date) -> date:
+    """The 1st of the month `MONTHS_BACK` months before `today`'s: the history's periods
+    are whole (three ended ones, then the running one)."""
+    month = today.year * 12 + today.month - 1 - MONTHS_BACK
+    return date(month // 12, month % 12 + 1, 1)
 
 
 def demo_catalog(today: date) -> CatalogFile:
-    """The example catalog, with every subscription starting on the first of this month
-    (so the demo's first invoice covers a whole period)."""
+    """The example catalog, with every subscription starting on `subscription_start`."""
     catalog = read_catalog(DEMO_CATALOG)
-    first = today.replace(day=1)
+    first = subscription_start(today)
     catalog.subscriptions = [msgspec.structs.replace(s, start_date=first) for s in catalog.subscriptions]
     return catalog
 
 
-async def seed_demo(settings: Settings) -> DemoData:
-    """Apply the example catalog and create two fresh keys (idempotent)."""
+async def seed_demo(settings: Settings, *, now: datetime | None = None, days: int = HISTORY_DAYS) -> DemoData:
+    """The catalog, two fresh keys, the people with a fresh password, and `days` of history
+    up to `now` (UTC; default the wall clock) with its invoices and alerts. Running it
+    again changes nothing but the keys and the password (see demo_load's docstring)."""
     assert settings.database_url
-    engine = create_engine(settings.database_url, pool_size=1)
+    now = now or system_clock()
+    engine = create_engine(settings.database_url, pool_size=2)
+    sessions = session_factory(engine)
     try:
-        async with transaction(session_factory(engine)) as session:
-            await apply_catalog(session, demo_catalog(system_clock().date()), now=system_clock())
+        async with transaction(sessions) as session:
+            await apply_catalog(session, demo_catalog(now.date()), now=now)
             _, ingest = await create_key(session, scope="ingest", name="demo ingest")
             _, admin = await create_key(session, scope="admin", name="demo admin")
             password = secrets.token_urlsafe(12)
             await _demo_users(session, password)
+            await create_alert_rules(session, settings)
+        history = await load_history(settings, sessions, now=now, days=days, alert_customers=[ALERT_CUSTOMER])
+        zones = [str(z) for z in await _zones(sessions)]
+        first = subscription_start(now.date()).strftime("%Y-%m")
+        billing = await bill_history(sessions, settings, now=now, months=ended_months(now, first, zones))
         # The running period's drafts now, not at the scheduler's next quarter hour: the
         # account managers' table shows spend so far from the first look.
-        await run_current_periods(session_factory(engine), now=system_clock())
-        return DemoData(ingest_key=ingest, admin_key=admin, password=password)
+        await run_current_periods(sessions, now=now, complete_through=now)
+        return DemoData(ingest, admin, password, history, billing)
     finally:
         await engine.dispose()
+
+
+async def _zones(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
+    async with sessions() as session:
+        found = [await get_customer(session, c) for c in DEMO_CUSTOMERS]
+    return [c.timezone for c in found if c is not None]
 
 
 async def _demo_users(session: AsyncSession, password: str) -> None:
@@ -108,7 +150,7 @@ def print_demo_banner(url: str, demo: DemoData) -> None:
     )
     print(
         f"""
-  Usage portal is running.
+  Usage portal is running{_history_line(demo)}.
 
   Portal      {url}/portal/login
               sign in as {", ".join(email for email, *_ in DEMO_USERS)}
@@ -117,7 +159,9 @@ def print_demo_banner(url: str, demo: DemoData) -> None:
   Admin key   {demo.admin_key}
   Ingest key  {demo.ingest_key}
 
-  Send an event:
+  Watch one number: sign in as user@acme.test and look at "API calls" on the Usage tab.
+  The demo keeps every other number moving by itself; Acme's API calls move only when
+  you run this line, which adds 250 to them (in the EU region):
   curl -sS -X POST {url}/v1/events -H 'Authorization: Bearer {demo.ingest_key}' \\
        -H 'Content-Type: application/json' -d '{body}'
 
@@ -127,10 +171,20 @@ def print_demo_banner(url: str, demo: DemoData) -> None:
     )
 
 
+def _history_line(demo: DemoData) -> str:
+    loaded = demo.history
+    if loaded is None or not loaded.chunks_loaded:
+        return ""
+    return f", with {loaded.days} days of history ({loaded.events:,} events loaded in {loaded.seconds:.1f} s)"
+
+
 def synthetic_batch(rng: random.Random, now_ms: int) -> list[dict[str, object]]:
+    """Events of every demo customer at `now_ms`, but none of the watched number's
+    (Acme's API calls: only the banner's curl line moves it)."""
     events: list[dict[str, object]] = []
     for customer in DEMO_CUSTOMERS:
-        for _ in range(rng.randint(1, 4)):
+        calls = 0 if (customer, "api_calls") == WATCHED else rng.randint(1, 4)
+        for _ in range(calls):
             events.append(
                 {
                     "eventId": uuid.uuid4().hex,

@@ -314,8 +314,13 @@ def _run_up(args: argparse.Namespace, settings: Settings, supervisor: Any) -> No
         return
     if args.demo:
         from portal.cli.demo import print_demo_banner, seed_demo
+        from portal.cli.demo_history import HISTORY_DAYS
 
-        seeded, demo = supervisor.attempt("creating the demo data", lambda: asyncio.run(seed_demo(settings)))
+        # Days of history the first start loads (the tests' `up` runs load fewer).
+        days = int(os.environ.get(DEMO_DAYS_ENV, HISTORY_DAYS))
+        seeded, demo = supervisor.attempt(
+            "creating the demo data", lambda: asyncio.run(seed_demo(settings, days=days))
+        )
         if not seeded or demo is None:
             return
         # The key travels in the environment: a command line is visible to every user.
@@ -367,6 +372,7 @@ def _wait_healthy(url: str, supervisor: Any) -> bool:
 
 
 DEMO_KEY_ENV = "PORTAL_DEMO_INGEST_KEY"
+DEMO_DAYS_ENV = "PORTAL_DEMO_HISTORY_DAYS"
 
 
 def cmd_demo_trickle(args: argparse.Namespace) -> None:

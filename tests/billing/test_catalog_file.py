@@ -13,11 +13,18 @@ from portal.cli.demo import demo_catalog
 
 def test_the_example_catalog_is_valid_and_its_numbers_exact() -> None:
     catalog = demo_catalog(date(2026, 11, 24))
-    assert [p.id for p in catalog.plans] == ["growth-eur", "growth-usd", "starter-inr"]
+    assert [p.id for p in catalog.plans] == [
+        "growth-eur",
+        "growth-usd",
+        "starter-inr",
+        "growth-gbp",
+        "scale-jpy",
+    ]
     calls_eu = catalog.plans[0].charges[1]
     assert calls_eu.unit_price == Decimal("0.0004") and calls_eu.dimensions == {"region": "eu"}
     assert catalog.plans[1].minimum_commitment == Decimal("100.00")
-    assert {s.start_date for s in catalog.subscriptions} == {date(2026, 11, 1)}
+    # The demo's history has three whole ended periods before the running one.
+    assert {s.start_date for s in catalog.subscriptions} == {date(2026, 8, 1)}
 
 
 def test_yaml_floats_are_read_as_exact_decimals() -> None:

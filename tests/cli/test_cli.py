@@ -53,6 +53,9 @@ def _env(data_dir: Path) -> dict[str, str]:
         if k not in ("DATABASE_URL", "REDIS_URL", "BROKER_URL", "PORTAL_SMTP_URL")
     }
     env["PORTAL_DATA_DIR"] = str(data_dir)
+    env["PORTAL_DEMO_HISTORY_DAYS"] = (
+        "10"  # the demo's history path, shorter (tests/cli/test_demo_history.py)
+    )
     return env
 
 

@@ -59,6 +59,7 @@ def _env(data_dir: Path) -> dict[str, str]:
             "PORTAL_PERSIST_MAX_BACKOFF_MS": "2000",
             "PORTAL_BROKER_HEARTBEAT_MS": "2000",
             "PORTAL_BROKER_MAINTENANCE_CHANCE": "1000000",
+            "PORTAL_DEMO_HISTORY_DAYS": "10",  # `up --demo` loads 10 days, not 90
         }
     )
     return env

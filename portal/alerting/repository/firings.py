@@ -52,9 +52,11 @@ async def insert_threshold_firing(
     value: Decimal,
     forecast_at: datetime | None,
     notice_json: str,
+    fired_at: datetime | None = None,
 ) -> int | None:
-    """Record a level crossed, recovered or forecast; None when the rule has this firing in
-    the period already (the fire-once index: another evaluation recorded it)."""
+    """Record a level crossed, recovered or forecast, at `fired_at` (default: the database's
+    now); None when the rule has this firing in the period already (the fire-once index:
+    another evaluation recorded it)."""
     statement = (
         pg_insert(FiringRow)
         .values(
@@ -68,6 +70,7 @@ async def insert_threshold_firing(
             value=value,
             forecast_at=forecast_at,
             notice=jsonb_notice(notice_json),
+            **({} if fired_at is None else {"fired_at": fired_at}),
         )
         .on_conflict_do_nothing(
             index_elements=["rule_id", "period_start", "level", "kind", "customer_id"],
