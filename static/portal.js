@@ -15,6 +15,16 @@
   setInterval(refresh, REFRESH_MS);
   document.addEventListener("visibilitychange", refresh);
 
+  // On a phone the header's sections and the tabs are strips that scroll sideways: bring
+  // the current one into view (sideways only, so a #fragment's place on the page stays).
+  Array.prototype.forEach.call(document.querySelectorAll("nav.site-nav, nav.tabs"), function (strip) {
+    var current = strip.querySelector("[aria-current='page']");
+    if (current && strip.scrollWidth > strip.clientWidth) {
+      var left = current.getBoundingClientRect().left - strip.getBoundingClientRect().left;
+      strip.scrollLeft += left - (strip.clientWidth - current.offsetWidth) / 2;
+    }
+  });
+
   // A swap replaces the panel's <details>; reopen the ones the reader had open.
   document.addEventListener("htmx:beforeSwap", function (event) {
     var target = event.detail.target;

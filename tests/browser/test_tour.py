@@ -4,7 +4,9 @@
 One test on purpose: the demo data (three customers in three zones and currencies, a
 finalized invoice and a draft awaiting review, an alert that fired, a failed event, three
 kinds of users) is built once through the API, then every page is visited and checked for
-one or two exact texts, so the tour also proves each page works."""
+one or two exact texts, so the tour also proves each page works. The main customer and
+manager pages are then opened again on a 390 px phone (mobile-*.png): none may be wider than
+the screen, and axe-core checks every screenshot at both widths."""
 
 from __future__ import annotations
 
@@ -44,6 +46,12 @@ ADA = "ada@vendor.test"
 LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 REGIONS = ("eu-central", "us-east", "ap-south")
+# Controls a thumb must hit (links inside sentences and tick boxes inside their labels are
+# exempt), as "tag: text" for each one under 44 px high.
+SMALL_TARGETS = """[...document.querySelectorAll(
+    'button, a.button, nav a, summary, select, input:not([type=checkbox], [type=radio], [type=hidden])'
+)].filter(e => e.offsetParent !== null && e.getBoundingClientRect().height < 44)
+ .map(e => `${e.tagName.toLowerCase()}: ${e.textContent.trim().slice(0, 40) || e.name}`)"""
 # Initech (INR) is on its own plan: a platform fee plus graduated API calls.
 GROWTH_INR = {
     "id": "growth-inr",
@@ -288,6 +296,9 @@ async def test_tour_of_every_main_page(
     await h1(staff, "Customers")
     for name in ("Acme Inc", "Globex Corporation", "Initech"):
         await expect(staff.locator("main table")).to_contain_text(name)
+    # Every column fits a laptop screen: the table does not need scrolling there.
+    wrap = staff.locator("main .table-wrap")
+    assert await wrap.evaluate("e => e.scrollWidth <= e.clientWidth"), "customers table wider than 1280 px"
     await screenshot(staff, "tour-manager-customers")
     await staff.goto("/portal/review")
     await h1(staff, "Bill review")
@@ -351,21 +362,55 @@ async def test_tour_of_every_main_page(
     await screenshot(admin, "tour-admin-catalog")
 
     # --- phone-sized ---------------------------------------------------------------------
+    # The main pages again at 390 px: none may be wider than the phone (the body never
+    # scrolls sideways; wide tables scroll inside their .table-wrap).
+    overflow: dict[str, int] = {}
+    small_targets: dict[str, list[str]] = {}
+
+    async def on_phone(tab: Page, path: str, name: str, heading: str, shows: str) -> None:
+        await tab.goto(path)
+        await h1(tab, heading)
+        await expect(tab.locator("main")).to_contain_text(shows)
+        width = await tab.evaluate("document.documentElement.scrollWidth")
+        if width > PHONE["width"]:
+            overflow[name] = width
+        if small := await tab.evaluate(SMALL_TARGETS):
+            small_targets[name] = small
+        await screenshot(tab, name)
+
     phone = await signed_in(browser, portal_url, CARA, viewport=PHONE)
-    await h1(phone, "Acme Inc")
-    await screenshot(phone, "mobile-overview")
-    await phone.goto(
-        "/portal/customers/acme/meters/api_calls?range=last_30_days&granularity=day&group=region"
-    )
-    await expect(phone.locator("#group-scale")).to_contain_text("share one scale")
-    await screenshot(phone, "mobile-meter-days-by-region")
-    await phone.goto(f"/portal/invoices/{finalized['id']}")
-    await expect(phone.locator("#invoice-total")).to_have_text("EUR 72.00")
-    await screenshot(phone, "mobile-invoice")
+    acme = "/portal/customers/acme"
+    by_region = f"{acme}/meters/api_calls?range=last_30_days&granularity=day&group=region"
+    for path, name, heading, shows in (
+        (acme, "mobile-overview", "Acme Inc", f"{acme_calls:,}"),
+        (by_region, "mobile-meter-days-by-region", "API calls", "share one scale"),
+        (f"{acme}/invoices", "mobile-invoices", "Invoices", "EUR 72.00"),
+        (f"{acme}/alerts", "mobile-alerts", "Alerts", "EUR 500.00"),
+        (f"{acme}/alerts/rules/new", "mobile-rule-form", "New alert rule", "Level 1"),
+        (f"/portal/invoices/{finalized['id']}", "mobile-invoice", "Invoice INV-000001", "EUR 72.00"),
+    ):
+        await on_phone(phone, path, name, heading, shows)
+    # The invoice's total (the last page above) is on the screen, not off to the right.
+    total = await phone.locator("#invoice-total").bounding_box()
+    assert total is not None and total["x"] + total["width"] <= PHONE["width"], total
     await staff.set_viewport_size(PHONE)  # type: ignore[arg-type]
-    await staff.goto("/portal/customers")
-    await h1(staff, "Customers")
-    await screenshot(staff, "mobile-customers")
+    for path, name, heading, shows in (
+        ("/portal/customers", "mobile-customers", "Customers", "Globex Corporation"),
+        ("/portal/review", "mobile-review", "Bill review", "INV-000002"),
+        ("/portal/events?customer=acme", "mobile-events", "Events", "tour-acme-2"),
+        ("/portal/events/acme/tour-acme-1", "mobile-event-path", "Event tour-acme-1", "us-east"),
+        ("/portal/failed-events", "mobile-failed-events", "Failed events", "ledger is read-only"),
+        ("/portal/drift", "mobile-drift", "Live drift", "drift"),
+        ("/portal/health", "mobile-health", "Billing health", "Last 24 hours"),
+        ("/portal/audit", "mobile-audit", "Audit log", "invoice.approve"),
+    ):
+        await on_phone(staff, path, name, heading, shows)
+    # The header's strip of sections shows the current one, the last here, on the screen.
+    audit_link = staff.get_by_role("navigation", name="Portal").get_by_role("link", name="Audit log")
+    shown = await audit_link.bounding_box()
+    assert shown is not None and shown["x"] >= 0 and shown["x"] + shown["width"] <= PHONE["width"], shown
+    await phone.context.clear_cookies()
+    await on_phone(phone, "/portal/login", "mobile-login", "Sign in", "Email address")
     for tab in (staff, admin, phone):
         await tab.context.close()
     assert re.fullmatch(r"whsec_.*", hook["signingSecret"])
@@ -376,6 +421,8 @@ async def test_tour_of_every_main_page(
         if found and name.startswith(("tour-", "mobile-"))
     }
     assert problems == {}, "\n".join(f"{name}: {p}" for name, found in problems.items() for p in found)
+    assert overflow == {}, f"wider than the {PHONE['width']} px phone: {overflow}"
+    assert small_targets == {}, f"controls under 44 px high on the phone: {small_targets}"
 
 
 def test_vendored_axe_matches_its_recorded_checksum() -> None:
