@@ -23,7 +23,12 @@ AddressLine = Annotated[str, msgspec.Meta(min_length=1, max_length=120, pattern=
 TaxId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_PRINTABLE)]
 # One address, the shape a mail server takes (local@domain.tld, no spaces, no display name).
 BillingEmail = Annotated[
-    str, msgspec.Meta(min_length=3, max_length=254, pattern=r"^[^@\s<>,;\x00-\x1f\x7f]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+    str,
+    msgspec.Meta(
+        min_length=3,
+        max_length=254,
+        pattern=r"^[^@\s<>,;\x00-\x1f\x7f]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$",
+    ),
 ]
 Address = Annotated[list[AddressLine], msgspec.Meta(max_length=6)]
 BillingEmails = Annotated[list[BillingEmail], msgspec.Meta(max_length=10)]
@@ -89,7 +94,9 @@ class Customer(CamelStruct):
         return self.legal_name or self.name
 
     def billing_details(self) -> BillingDetails:
-        return BillingDetails(self.legal_name, list(self.billing_address), self.tax_id, list(self.billing_emails))
+        return BillingDetails(
+            self.legal_name, list(self.billing_address), self.tax_id, list(self.billing_emails)
+        )
 
 
 class MeterCreate(CamelStruct):

@@ -169,7 +169,9 @@ class Issuer:
     def payment_terms(self) -> str:
         if self.payment_terms_days == 0:
             return "Due on receipt"
-        return f"Net {self.payment_terms_days} (payment due {self.payment_terms_days} days after the issue date)"
+        return (
+            f"Net {self.payment_terms_days} (payment due {self.payment_terms_days} days after the issue date)"
+        )
 
 
 def _lines(raw: str) -> tuple[str, ...]:

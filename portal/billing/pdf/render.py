@@ -123,7 +123,9 @@ def _void_stamp(pdf: _Document, voided_on: str, reason: str | None) -> None:
             pdf.text(48, 175, "VOID")
         pdf.set_xy(15, y)
         pdf.set_font(FONT, "B", 10)
-        pdf.multi_cell(0, 5, f"VOID: voided on {voided_on}. {reason or ''}".strip(), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(
+            0, 5, f"VOID: voided on {voided_on}. {reason or ''}".strip(), new_x="LMARGIN", new_y="NEXT"
+        )
     pdf.ln(3)
 
 
@@ -156,7 +158,9 @@ def _line_rows(table: object, line: LineView, cur: str) -> None:
     if line.proration != "1":
         description += f" (prorated × {line.proration})"
     if line.kind == "usage" and line.included_quantity not in ("0", "0.0"):
-        description += f"\n{_quantity(line.included_quantity)} included, {_quantity(line.billable_quantity)} billable"
+        description += (
+            f"\n{_quantity(line.included_quantity)} included, {_quantity(line.billable_quantity)} billable"
+        )
     if line.kind == "discount":
         quantity, unit = "", (f"{line.unit_price}%" if line.unit_price else "")
     elif line.kind == "flat":
@@ -191,7 +195,15 @@ def _totals(pdf: _Document, rows: list[tuple[str, str]], *, last_bold: bool = Tr
         pdf.set_x(95)
         pdf.set_font(FONT, "B" if bold else "", 11 if bold else 9)
         pdf.cell(60, 6.5 if bold else 5.5, label, border="T" if bold else 0)
-        pdf.cell(40, 6.5 if bold else 5.5, value, align="R", border="T" if bold else 0, new_x="LMARGIN", new_y="NEXT")
+        pdf.cell(
+            40,
+            6.5 if bold else 5.5,
+            value,
+            align="R",
+            border="T" if bold else 0,
+            new_x="LMARGIN",
+            new_y="NEXT",
+        )
 
 
 def _payment(pdf: _Document, parties: Parties, due_line: str | None) -> None:
@@ -210,9 +222,9 @@ def _payment(pdf: _Document, parties: Parties, due_line: str | None) -> None:
         pdf.multi_cell(0, 5, parties.payment_instructions, new_x="LMARGIN", new_y="NEXT")
 
 
-def due_date(issued: datetime, tz_name: str, parties: Parties) -> str:
-    """The issue day in the customer's zone plus the payment terms, as printed."""
-    return day_text(local_date(issued, tz_name) + timedelta(days=parties.payment_terms_days))
+def due_date(issued: datetime, tz_name: str, terms_days: int) -> str:
+    """The issue day in the customer's zone plus the payment terms (days), as printed."""
+    return day_text(local_date(issued, tz_name) + timedelta(days=terms_days))
 
 
 def invoice_pdf(invoice: InvoiceView, parties: Parties, tz_name: str) -> bytes:
@@ -221,7 +233,7 @@ def invoice_pdf(invoice: InvoiceView, parties: Parties, tz_name: str) -> bytes:
         raise ValueError("a draft is not a document: only finalized and void invoices are printed")
     cur = invoice.currency
     issued = invoice.finalized_at
-    due = due_date(issued, tz_name, parties)
+    due = due_date(issued, tz_name, parties.payment_terms_days)
     pdf = _start(f"Invoice {invoice.number}", f"Invoice {invoice.number}", issued)
     _header(
         pdf,
@@ -242,7 +254,15 @@ def invoice_pdf(invoice: InvoiceView, parties: Parties, tz_name: str) -> bytes:
     rows = [
         ("Subtotal", money_text(invoice.subtotal, cur)),
         ("Discounts", money_text(invoice.discount_total, cur)),
-        ("Prepaid credit applied", money_text(f"-{invoice.credits_applied}" if Decimal(invoice.credits_applied) else invoice.credits_applied, cur)),
+        (
+            "Prepaid credit applied",
+            money_text(
+                f"-{invoice.credits_applied}"
+                if Decimal(invoice.credits_applied)
+                else invoice.credits_applied,
+                cur,
+            ),
+        ),
         ("Total", money_text(invoice.total, cur)),
     ]
     _totals(pdf, rows)
@@ -251,9 +271,21 @@ def invoice_pdf(invoice: InvoiceView, parties: Parties, tz_name: str) -> bytes:
         pdf.set_font(FONT, "", 9)
         for a in invoice.adjustments:
             kind = "Debit note" if a.kind == "debit" else "Credit note"
-            pdf.multi_cell(0, 5, f"{kind} {a.number}: {money_text(a.amount, cur)}. {a.reason}", new_x="LMARGIN", new_y="NEXT")
+            pdf.multi_cell(
+                0,
+                5,
+                f"{kind} {a.number}: {money_text(a.amount, cur)}. {a.reason}",
+                new_x="LMARGIN",
+                new_y="NEXT",
+            )
         pdf.set_font(FONT, "B", 9)
-        pdf.multi_cell(0, 5, f"Total after adjustments: {money_text(invoice.adjusted_total, cur)}", new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(
+            0,
+            5,
+            f"Total after adjustments: {money_text(invoice.adjusted_total, cur)}",
+            new_x="LMARGIN",
+            new_y="NEXT",
+        )
     if invoice.state == "void":
         _payment(pdf, parties, "Nothing is due on a void invoice.")
     else:
@@ -274,7 +306,7 @@ def note_pdf(note: AdjustmentView, invoice: InvoiceView, parties: Parties, tz_na
         Fact("Service period", period_text(invoice.period_start, invoice.period_end, tz_name)),
     ]
     if not credit:
-        facts.append(Fact("Due date", due_date(issued, tz_name, parties)))
+        facts.append(Fact("Due date", due_date(issued, tz_name, parties.payment_terms_days)))
     facts.append(Fact("Currency", cur))
     pdf = _start(f"{name} {note.number}", f"{name} {note.number}", issued)
     _header(pdf, parties, f"{name} {note.number}", facts)
@@ -284,7 +316,13 @@ def note_pdf(note: AdjustmentView, invoice: InvoiceView, parties: Parties, tz_na
     pdf.multi_cell(0, 5, note.reason, new_x="LMARGIN", new_y="NEXT")
     if note.event_count:
         late = "late event" if note.event_count == 1 else "late events"
-        pdf.multi_cell(0, 5, f"Usage recorded after the invoice was issued: {grouped(note.event_count)} {late}.", new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(
+            0,
+            5,
+            f"Usage recorded after the invoice was issued: {grouped(note.event_count)} {late}.",
+            new_x="LMARGIN",
+            new_y="NEXT",
+        )
     pdf.ln(3)
     if note.lines:
         pdf.set_font(FONT, "", 9)
@@ -310,8 +348,13 @@ def note_pdf(note: AdjustmentView, invoice: InvoiceView, parties: Parties, tz_na
         pdf.ln(4)
         pdf.set_font(FONT, "", 9)
         pdf.multi_cell(
-            0, 5, f"{symbol_money(note.amount.lstrip('-'), cur)} is credited against invoice {invoice.number}.", new_x="LMARGIN", new_y="NEXT"
+            0,
+            5,
+            f"{symbol_money(note.amount.lstrip('-'), cur)} is credited against invoice {invoice.number}.",
+            new_x="LMARGIN",
+            new_y="NEXT",
         )
     else:
-        _payment(pdf, parties, f"Amount due: {symbol_money(note.amount, cur)} by {due_date(issued, tz_name, parties)}")
+        due = due_date(issued, tz_name, parties.payment_terms_days)
+        _payment(pdf, parties, f"Amount due: {symbol_money(note.amount, cur)} by {due}")
     return bytes(pdf.output())

@@ -23,8 +23,8 @@ def day_text(day: date) -> str:
 
 
 def period_text(start: datetime, end: datetime, tz_name: str) -> str:
-    """'1–31 Dec 2026', '15 Nov – 14 Dec 2026', '15 Dec 2026 – 14 Jan 2027': the local days
-    of the half-open period [start, end) (its last day is the one before `end`)."""
+    """'1-31 Dec 2026', '15 Nov - 14 Dec 2026', '15 Dec 2026 - 14 Jan 2027' (en dashes): the
+    local days of the half-open period [start, end) (its last day is the one before `end`)."""
     first = local_date(start, tz_name)
     last = local_date(end - timedelta(microseconds=1), tz_name)
     if first.year != last.year:
