@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.invoices import invoice_view, load_invoice
 from portal.billing.pdf.parties import Parties, parties_now, parties_of
-from portal.billing.pdf.render import invoice_pdf, note_pdf
+from portal.billing.pdf.render import due_date, invoice_pdf, note_pdf
+from portal.billing.pdf.text import day_text, local_date, period_text
 from portal.billing.repository import documents as document_store
 from portal.billing.schemas import InvoiceRow
 from portal.billing.views import AdjustmentView, InvoiceView
@@ -74,6 +75,40 @@ async def _issued_view(session: AsyncSession, invoice_id: int) -> tuple[InvoiceV
 
 async def parties_for(session: AsyncSession, invoice_id: int, issuer: Issuer, customer: Customer) -> Parties:
     return parties_of(await document_store.parties_of(session, invoice_id), issuer, customer)
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What heads an invoice, on its page as on its PDF (dates in the customer's zone)."""
+
+    title: str  # "Invoice INV-000001", "Draft for 1-31 Dec 2026" (an en dash)
+    period: str  # the local days, see `period_text`
+    parties: Parties
+    issued_on: str | None  # None: a draft
+    due_on: str | None
+
+
+def draft_title(period: str) -> str:
+    return f"Draft for {period}"
+
+
+async def invoice_facts(
+    session: AsyncSession, view: InvoiceView, customer: Customer, issuer: Issuer
+) -> Facts:
+    """The heading facts of an invoice: a draft's parties are today's; an issued one's
+    are those it was issued with."""
+    tz = customer.timezone
+    period = period_text(view.period_start, view.period_end, tz)
+    if view.number is None or view.finalized_at is None:
+        return Facts(draft_title(period), period, parties_now(issuer, customer), None, None)
+    parties = await parties_for(session, view.id, issuer, customer)
+    return Facts(
+        f"Invoice {view.number}",
+        period,
+        parties,
+        day_text(local_date(view.finalized_at, tz)),
+        due_date(view.finalized_at, tz, parties.payment_terms_days),
+    )
 
 
 async def invoice_document(session: AsyncSession, invoice_id: int, *, issuer: Issuer) -> Document:

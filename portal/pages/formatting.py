@@ -13,6 +13,7 @@ from decimal import Decimal
 from jinja2 import Environment
 
 from portal.billing.currencies import minor_units
+from portal.billing.pdf.text import period_text
 from portal.infrastructure.periods import zone
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -148,3 +149,5 @@ def register_filters(environment: Environment) -> None:
     environment.filters["unit_for"] = unit_for
     environment.filters["dimensions_text"] = dimensions_text
     environment.filters["metric_label"] = metric_label
+    # `start | period_days(end, tz)`: "1-31 Dec 2026" (en dash), the local days of a period.
+    environment.filters["period_days"] = period_text
