@@ -6,21 +6,24 @@ from __future__ import annotations
 import dataclasses
 import io
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import msgspec
 import pypdf
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from portal.billing.catalog_file import apply_catalog
 from portal.billing.document_email import send_document_email
 from portal.billing.pdf.parties import BillTo, Parties, Seller
 from portal.billing.pdf.render import invoice_pdf, note_pdf
 from portal.billing.pdf.text import period_text
 from portal.billing.views import AdjustmentLineView, AdjustmentView, InvoiceView, LineView, TierView
-from portal.infrastructure.db import create_engine, session_factory
+from portal.cli.demo import demo_catalog
+from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.settings import Issuer, Settings
 from tests.billing.conftest import closed_period, create_plan, draft, month_of, subscribe
 from tests.factories import auth, make_customer
@@ -434,3 +437,29 @@ async def test_without_smtp_the_email_is_recorded_as_not_sent(
     row = await pg.fetchrow("SELECT status, error FROM document_emails")
     assert row["status"] == "not_sent"
     assert row["error"] == "the portal has no SMTP server configured (PORTAL_SMTP_URL)"
+
+
+async def test_the_catalog_file_sets_billing_details(
+    client: Client, admin_key: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # Given the example catalog applied once
+    catalog = demo_catalog(date(2026, 11, 1))
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    async with transaction(sessions) as session:
+        await apply_catalog(session, catalog, now=now)
+    acme = (await client.get("/v1/customers/acme", headers=auth(admin_key))).json()
+    assert acme["legalName"] == "Acme Industries GmbH"
+    assert acme["billingAddress"] == ["Friedrichstraße 68", "10117 Berlin", "Germany"]
+    assert acme["billingEmails"] == ["accounts-payable@acme.example", "finance@acme.example"]
+    # When it is applied again, then with a new billing contact for acme
+    async with transaction(sessions) as session:
+        again = await apply_catalog(session, catalog, now=now)
+    assert again.unchanged["customers"] == 3
+    moved = msgspec.structs.replace(catalog.customers[0], billing_emails=["ap@acme.example"])
+    changed_file = msgspec.structs.replace(catalog, customers=[moved, *catalog.customers[1:]])
+    async with transaction(sessions) as session:
+        changed = await apply_catalog(session, changed_file, now=now)
+    # Then only that change is made (billing details are the one part of a customer that may change)
+    assert (changed.changed["customers"], changed.unchanged["customers"]) == (1, 2)
+    acme = (await client.get("/v1/customers/acme", headers=auth(admin_key))).json()
+    assert acme["billingEmails"] == ["ap@acme.example"]
