@@ -157,10 +157,6 @@ def _line_rows(table: object, line: LineView, cur: str) -> None:
     description = line.description
     if line.proration != "1":
         description += f" (prorated × {line.proration})"
-    if line.kind == "usage" and line.included_quantity not in ("0", "0.0"):
-        description += (
-            f"\n{_quantity(line.included_quantity)} included, {_quantity(line.billable_quantity)} billable"
-        )
     if line.kind == "discount":
         quantity, unit = "", (f"{line.unit_price}%" if line.unit_price else "")
     elif line.kind == "flat":
@@ -173,6 +169,12 @@ def _line_rows(table: object, line: LineView, cur: str) -> None:
     row.cell(quantity)
     row.cell(unit)
     row.cell(amount_text(line.amount, cur))
+    if line.kind == "usage" and Decimal(line.included_quantity) != 0:
+        included = table.row()  # type: ignore[attr-defined]
+        billable = (
+            f"{_quantity(line.included_quantity)} included, {_quantity(line.billable_quantity)} billable"
+        )
+        included.cell(f"    {billable}", colspan=4)
     if len(line.tiers) > 1 or (line.tiers and line.unit_price is None):
         for t in line.tiers:
             if t.upper is None:
