@@ -44,9 +44,8 @@ async def create_customer(session: AsyncSession, data: CustomerCreate) -> Custom
 
 async def set_billing_details(session: AsyncSession, customer_id: str, details: BillingDetails) -> Customer:
     """Replace the customer's billing details (name on invoices, address, tax id, billing
-    contacts). Raises NotFound for an unknown customer. Issued invoices keep the details
-    they were printed with only in their PDFs already sent: a PDF downloaded later shows
-    the current ones (see docs/decisions.md, "pdf")."""
+    contacts). Raises NotFound for an unknown customer. Invoices already issued keep the
+    details they were issued with (`invoices.parties`, docs/decisions.md, "pdf")."""
     customer = await repository.set_billing_details(session, customer_id, details)
     if customer is None:
         raise NotFound(f"no customer {customer_id!r}")
