@@ -4,8 +4,9 @@ The file (YAML or JSON) says what should exist. Applying it creates what is miss
 leaves alone what already matches, so applying the same file twice changes nothing.
 Meters, customers and plans are immutable: a file that changes one is refused, naming
 it. A customer's billing details (legal name, billing address, tax id, billing emails) are
-the exception: a file that gives them sets them. A subscription entry whose plan differs from the customer's latest one is a plan
-change (next period by default). The whole file is one transaction: all or nothing.
+the exception: a file that gives them sets them. A subscription entry whose plan differs
+from the customer's latest one is a plan change (next period by default). The whole file
+is one transaction: all or nothing.
 """
 
 from __future__ import annotations

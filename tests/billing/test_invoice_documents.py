@@ -27,7 +27,7 @@ from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.settings import Issuer, Settings
 from tests.billing.conftest import closed_period, create_plan, draft, month_of, subscribe
 from tests.factories import auth, make_customer
-from tests.pages.helpers import Client, make_user, sign_in
+from tests.pages.helpers import Client, hidden, make_user, sign_in
 from tests.sinks import SmtpServer
 
 BERLIN = "Europe/Berlin"
@@ -463,3 +463,55 @@ async def test_the_catalog_file_sets_billing_details(
     assert (changed.changed["customers"], changed.unchanged["customers"]) == (1, 2)
     acme = (await client.get("/v1/customers/acme", headers=auth(admin_key))).json()
     assert acme["billingEmails"] == ["ap@acme.example"]
+
+
+async def test_an_admin_edits_billing_details_on_the_customers_page(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
+    await make_customer(client, admin_key, id="acme", name="Acme", timezone=BERLIN, currency="EUR")
+    await make_user(pg, "ada@vendor.test", role="admin")
+    await sign_in(client, "ada@vendor.test")
+    listing = await client.get("/portal/admin/customers")
+    assert 'href="/portal/admin/customers/acme/billing">Add<' in listing.text
+    form = await client.get("/portal/admin/customers/acme/billing")
+    assert form.status_code == 200
+    csrf = hidden(form.text, "csrf_token")
+    path = "/portal/admin/customers/acme/billing"
+    # A mistake: the form comes back (422) naming the field, the values kept, nothing saved
+    wrong = await client.post(
+        path,
+        data={
+            "csrf_token": csrf,
+            "legalName": "Acme GmbH",
+            "billingAddress": "",
+            "taxId": "",
+            "billingEmails": "ap@",
+        },
+    )
+    assert wrong.status_code == 422
+    assert "Billing contacts: email addresses such as ap@example.com" in wrong.text
+    assert 'value="Acme GmbH"' in wrong.text
+    assert await pg.fetchval("SELECT legal_name FROM customers") is None
+    # Then right: saved, audited as the admin
+    saved = await client.post(
+        path,
+        data={
+            "csrf_token": csrf,
+            "legalName": "Acme GmbH",
+            "billingAddress": "Hauptstraße 5\r\n80331 München\r\n",
+            "taxId": "DE811111111",
+            "billingEmails": "ap@acme.test\ncfo@acme.test",
+        },
+    )
+    assert saved.status_code == 200  # after the redirect to the page
+    assert "Billing details saved." in saved.text
+    row = await pg.fetchrow("SELECT legal_name, billing_address, tax_id, billing_emails FROM customers")
+    assert tuple(row) == (
+        "Acme GmbH",
+        ["Hauptstraße 5", "80331 München"],
+        "DE811111111",
+        ["ap@acme.test", "cfo@acme.test"],
+    )
+    audit = await pg.fetchrow("SELECT actor, action, object_id FROM audit_log")
+    assert tuple(audit) == ("ada@vendor.test", "customer.billing_details", "acme")
+    assert (await client.get("/portal/admin/customers/nobody/billing")).status_code == 404
