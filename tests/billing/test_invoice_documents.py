@@ -82,7 +82,7 @@ def invoice(**fields: Any) -> InvoiceView:
         "period_end": JAN_START,
         "review_after": JAN_START + timedelta(days=1),
         "subtotal": "644.00",
-        "discount_total": "-64.40",
+        "discount_total": "64.40",
         "credits_applied": "0.00",
         "total": "579.60",
         "lines": [
@@ -153,6 +153,7 @@ def test_an_invoice_pdf_reads_as_the_invoice() -> None:
         "Annual commitment 10% -64.40",
         "Subtotal EUR 644.00",
         "Discounts EUR -64.40",
+        "Prepaid credit applied EUR 0.00",
         "Total EUR 579.60",
         "Amount due: € 579.60 by 1 Feb 2027",
         "IBAN DE89 3704 0044 0532 0130 00",
@@ -184,6 +185,7 @@ def test_a_void_invoice_is_stamped_and_rupees_print() -> None:
     assert "VOID" in lines  # the stamp across the page
     assert "Total INR 4,100.00" in lines
     assert "Nothing is due on a void invoice." in lines
+    assert not any(entry.startswith("Due date") for entry in lines)
     assert "₹" not in text  # nothing is due, so no amount due is printed
     due = invoice(currency="INR", total="4100.00", lines=[line(0, "flat", "Platform fee", "4100.00")])
     assert "Amount due: ₹ 4,100.00 by 1 Feb 2027" in text_of(invoice_pdf(due, PARTIES, "Asia/Kolkata"))

@@ -224,6 +224,12 @@ def _payment(pdf: _Document, parties: Parties, due_line: str | None) -> None:
         pdf.multi_cell(0, 5, parties.payment_instructions, new_x="LMARGIN", new_y="NEXT")
 
 
+def _less(amount: str) -> Decimal:
+    """A deduction (stored positive) as it reads on the bill: -64.40 (0.00 stays 0.00)."""
+    value = Decimal(amount)
+    return -value if value else value
+
+
 def due_date(issued: datetime, tz_name: str, terms_days: int) -> str:
     """The issue day in the customer's zone plus the payment terms (days), as printed."""
     return day_text(local_date(issued, tz_name) + timedelta(days=terms_days))
@@ -245,7 +251,7 @@ def invoice_pdf(invoice: InvoiceView, parties: Parties, tz_name: str) -> bytes:
             Fact("Invoice number", invoice.number),
             Fact("Issue date", day_text(local_date(issued, tz_name))),
             Fact("Service period", period_text(invoice.period_start, invoice.period_end, tz_name)),
-            Fact("Due date", due),
+            *([] if invoice.state == "void" else [Fact("Due date", due)]),
             Fact("Payment terms", parties.payment_terms.split(" (")[0]),
             Fact("Currency", cur),
         ],
@@ -255,16 +261,8 @@ def invoice_pdf(invoice: InvoiceView, parties: Parties, tz_name: str) -> bytes:
     _lines_table(pdf, invoice)
     rows = [
         ("Subtotal", money_text(invoice.subtotal, cur)),
-        ("Discounts", money_text(invoice.discount_total, cur)),
-        (
-            "Prepaid credit applied",
-            money_text(
-                f"-{invoice.credits_applied}"
-                if Decimal(invoice.credits_applied)
-                else invoice.credits_applied,
-                cur,
-            ),
-        ),
+        ("Discounts", money_text(_less(invoice.discount_total), cur)),
+        ("Prepaid credit applied", money_text(_less(invoice.credits_applied), cur)),
         ("Total", money_text(invoice.total, cur)),
     ]
     _totals(pdf, rows)
