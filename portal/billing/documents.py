@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from litestar import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.invoices import invoice_view, load_invoice
@@ -22,6 +23,7 @@ from portal.billing.schemas import InvoiceRow
 from portal.billing.views import AdjustmentView, InvoiceView
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
+from portal.http.downloads import attachment
 from portal.infrastructure.broker import MAINTENANCE_QUEUE
 from portal.infrastructure.domain_errors import Conflict, NotFound
 from portal.infrastructure.jobs import after_commit
@@ -42,6 +44,11 @@ class Document:
     customer: Customer
     parties: Parties
     note: AdjustmentView | None = None
+
+
+def download(document: Document) -> Response[bytes]:
+    """The document as a download named by its number ("INV-000001.pdf")."""
+    return attachment(document.content, media_type=PDF, filename=document.filename)
 
 
 async def issued(session: AsyncSession, invoice: InvoiceRow, customer: Customer, issuer: Issuer) -> None:

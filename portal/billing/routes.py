@@ -282,7 +282,9 @@ class InvoiceController(Controller):
     async def pdf(self, invoice_id: FromPath[int], db: Db, portal: Portal) -> Response[bytes]:
         """The invoice as a PDF document (finalized, or void and stamped VOID); 409 for a
         draft, which is not a document until it is approved."""
-        return pdf_response(await documents.invoice_document(db, invoice_id, issuer=portal.settings.issuer))
+        return documents.download(
+            await documents.invoice_document(db, invoice_id, issuer=portal.settings.issuer)
+        )
 
     @get(
         "/{invoice_id:int}/adjustments/{note_id:int}/pdf",
@@ -296,7 +298,7 @@ class InvoiceController(Controller):
         self, invoice_id: FromPath[int], note_id: FromPath[int], db: Db, portal: Portal
     ) -> Response[bytes]:
         """A credit or debit note of the invoice as a PDF document."""
-        return pdf_response(
+        return documents.download(
             await documents.note_document(db, invoice_id, note_id, issuer=portal.settings.issuer)
         )
 
@@ -315,15 +317,6 @@ class InvoiceController(Controller):
     async def export_lines(self, read_db: ReadDb, selection: Selection) -> Response[str]:
         """One row per invoice line and per adjustment line (on the replica when there is one)."""
         return _csv(await export.lines_csv(read_db, selection), "invoice-lines.csv")
-
-
-def pdf_response(document: documents.Document) -> Response[bytes]:
-    """The document as a download named by its number ("INV-000001.pdf")."""
-    return Response(
-        document.content,
-        media_type=documents.PDF,
-        headers={"Content-Disposition": f'attachment; filename="{document.filename}"'},
-    )
 
 
 def _csv(body: str, filename: str) -> Response[str]:

@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing import documents, export, invoices
 from portal.billing.preview import preview
-from portal.billing.routes import pdf_response
 from portal.billing.views import InvoiceSummary, InvoiceView, PreviewView
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
@@ -170,7 +169,9 @@ class InvoicePagesController(PageController):
     ) -> Response[bytes]:
         """The invoice's PDF, for whoever may see the invoice; a draft has none (404)."""
         await _issued_invoice(request, db, invoice_id)
-        return pdf_response(await documents.invoice_document(db, invoice_id, issuer=portal.settings.issuer))
+        return documents.download(
+            await documents.invoice_document(db, invoice_id, issuer=portal.settings.issuer)
+        )
 
     @get("/invoices/{invoice_id:int}/notes/{note_id:int}/pdf", media_type=documents.PDF)
     async def note_pdf(
@@ -187,7 +188,7 @@ class InvoicePagesController(PageController):
             document = await documents.note_document(db, invoice_id, note_id, issuer=portal.settings.issuer)
         except NotFound:
             raise NotFoundException("There is no note you can see.") from None
-        return pdf_response(document)
+        return documents.download(document)
 
     @get("/invoices/{invoice_id:int}/print")
     async def print_(
