@@ -26,6 +26,7 @@ from portal.cli.demo import demo_catalog
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.settings import Issuer, Settings
 from tests.billing.conftest import closed_period, create_plan, draft, month_of, subscribe
+from tests.conftest import WorkerProcess, wait_for
 from tests.factories import auth, make_customer
 from tests.pages.helpers import Client, hidden, make_user, sign_in
 from tests.sinks import SmtpServer
@@ -517,3 +518,19 @@ async def test_an_admin_edits_billing_details_on_the_customers_page(
     audit = await pg.fetchrow("SELECT actor, action, object_id FROM audit_log")
     assert tuple(audit) == ("ada@vendor.test", "customer.billing_details", "acme")
     assert (await client.get("/portal/admin/customers/nobody/billing")).status_code == 404
+
+
+async def test_the_worker_emails_the_invoice_after_the_approval_commits(
+    client: Client, admin_key: str, pg: asyncpg.Connection, worker: WorkerProcess, mail_sink: SmtpServer
+) -> None:
+    # Given a worker running and the portal's SMTP server (the one alert emails go to)
+    before = len(mail_sink.messages)
+    # When an invoice is approved
+    await issued_invoice(client, admin_key)
+    # Then the job sent after the commit emails it to the billing contacts, and records it
+    await wait_for(
+        lambda: pg.fetchval("SELECT status = 'sent' FROM document_emails"), what="the invoice email sent"
+    )
+    mine = [m for m in mail_sink.messages[before:] if "ap@acme.test" in m.rcpt_tos]
+    assert len(mine) == 1
+    assert mine[0].message["Subject"].startswith("Invoice INV-000001 from Usage Portal: EUR 49.00 due ")
