@@ -115,12 +115,14 @@ def _header(pdf: _Document, parties: Parties, title: str, facts: list[Fact]) -> 
 
 
 def _void_stamp(pdf: _Document, voided_on: str, reason: str | None) -> None:
-    """A large VOID across the first page, and why, under the header."""
+    """A large VOID across the first page (faint, so the lines stay legible), and why,
+    under the header."""
     y = pdf.get_y()
-    with pdf.local_context(text_color=_RED):
+    with pdf.local_context(text_color=_RED, fill_opacity=0.25):
         pdf.set_font(FONT, "B", 96)
         with pdf.rotation(25, x=105, y=150):
             pdf.text(48, 175, "VOID")
+    with pdf.local_context(text_color=_RED):
         pdf.set_xy(15, y)
         pdf.set_font(FONT, "B", 10)
         pdf.multi_cell(
