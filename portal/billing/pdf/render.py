@@ -289,7 +289,9 @@ def invoice_pdf(invoice: InvoiceView, parties: Parties, tz_name: str) -> bytes:
             new_y="NEXT",
         )
     if invoice.state == "void":
-        _payment(pdf, parties, "Nothing is due on a void invoice.")
+        pdf.ln(6)
+        pdf.set_font(FONT, "B", 10)
+        pdf.multi_cell(0, 5.5, "Nothing is due on a void invoice.", new_x="LMARGIN", new_y="NEXT")
     else:
         _payment(pdf, parties, f"Amount due: {symbol_money(invoice.total, cur)} by {due}")
     return bytes(pdf.output())
@@ -329,7 +331,7 @@ def note_pdf(note: AdjustmentView, invoice: InvoiceView, parties: Parties, tz_na
     if note.lines:
         pdf.set_font(FONT, "", 9)
         with pdf.table(
-            col_widths=(114, 32, 34),
+            col_widths=(100, 36, 44),
             text_align=("LEFT", "RIGHT", "RIGHT"),
             borders_layout=TableBordersLayout.HORIZONTAL_LINES,
             line_height=5.5,
