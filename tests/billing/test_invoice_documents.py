@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.billing.catalog_file import apply_catalog
 from portal.billing.document_email import send_document_email
+from portal.billing.manual_adjustments import add_manual_adjustment
 from portal.billing.pdf.parties import BillTo, Parties, Seller
 from portal.billing.pdf.render import invoice_pdf, note_pdf
 from portal.billing.pdf.text import period_text
@@ -534,3 +535,50 @@ async def test_the_worker_emails_the_invoice_after_the_approval_commits(
     mine = [m for m in mail_sink.messages[before:] if "ap@acme.test" in m.rcpt_tos]
     assert len(mine) == 1
     assert mine[0].message["Subject"].startswith("Invoice INV-000001 from Usage Portal: EUR 49.00 due ")
+
+
+async def test_a_manual_credit_note_has_its_pdf_and_no_empty_table(
+    client: Client, admin_key: str, pg: asyncpg.Connection, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # Given an issued invoice and a goodwill credit note on it
+    issued = await issued_invoice(client, admin_key)
+    async with transaction(sessions) as session:
+        note_id, number, _ = await add_manual_adjustment(
+            session, issued["id"], kind="credit", amount="5.00", reason="Goodwill for the outage on 3 Dec"
+        )
+    assert number == "CN-000001"
+    # Then its PDF downloads (API and portal), and its email is owed like the invoice's
+    answer = await client.get(
+        f"/v1/invoices/{issued['id']}/adjustments/{note_id}/pdf", headers=auth(admin_key)
+    )
+    assert answer.headers["content-disposition"] == 'attachment; filename="CN-000001.pdf"'
+    lines = text_of(answer.content).splitlines()
+    assert lines[0] == "Credit note CN-000001"
+    assert "Corrects invoice INV-000001" in lines and "Total credited EUR -5.00" in lines
+    assert "Goodwill for the outage on 3 Dec" in lines
+    owed = await pg.fetch("SELECT number, adjustment_id FROM document_emails ORDER BY number")
+    assert [(r["number"], r["adjustment_id"]) for r in owed] == [("CN-000001", note_id), ("INV-000001", None)]
+    await make_user(pg, "user@acme.test", customer_id="acme")
+    await sign_in(client, "user@acme.test")
+    page = await client.get(f"/portal/invoices/{issued['id']}")
+    assert "Credit note CN-000001: EUR -5.00" in page.text
+    assert "What changed, per line" not in page.text  # a manual note has no lines
+    assert f'href="/portal/invoices/{issued["id"]}/notes/{note_id}/pdf"' in page.text
+    download = await client.get(f"/portal/invoices/{issued['id']}/notes/{note_id}/pdf")
+    assert download.status_code == 200 and download.content == answer.content
+    assert (await client.get(f"/portal/invoices/{issued['id']}/notes/{note_id + 1}/pdf")).status_code == 404
+
+
+async def test_a_void_invoice_still_downloads_stamped_void(client: Client, admin_key: str) -> None:
+    issued = await issued_invoice(client, admin_key)
+    voided = await client.post(
+        f"/v1/invoices/{issued['id']}/void", headers=auth(admin_key), json={"reason": "Wrong legal entity"}
+    )
+    assert voided.status_code == 200, voided.text
+    answer = await client.get(f"/v1/invoices/{issued['id']}/pdf", headers=auth(admin_key))
+    assert answer.status_code == 200
+    lines = text_of(answer.content).splitlines()
+    assert "VOID" in lines and "Nothing is due on a void invoice." in lines
+    assert any(
+        entry.startswith("VOID: voided on ") and entry.endswith("Wrong legal entity") for entry in lines
+    )
