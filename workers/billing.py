@@ -1,4 +1,5 @@
-"""Billing actors: turn late events into adjustments of finalized invoices."""
+"""Billing actors: turn late events into adjustments of finalized invoices; email issued
+invoices and notes to the customer's billing contacts."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from datetime import UTC, datetime, timedelta
 import dramatiq
 
 from portal.billing.adjustments import settle_late_events
+from portal.billing.document_email import send_document_email
+from portal.billing.documents import EMAIL_ACTOR
 from portal.billing.repository import adjustments as adjustment_store
+from portal.billing.repository import documents as document_store
 from portal.billing.run import run_current_periods, run_ended_periods
 from portal.infrastructure.broker import MAINTENANCE_QUEUE
 from portal.infrastructure.db import transaction
@@ -76,3 +80,41 @@ async def draft_ended_periods() -> None:
     summary = await run_ended_periods(ctx.sessions, now=datetime.now(UTC))
     for error in summary.errors:
         log.error("drafting ended periods: %s", error)
+
+
+@dramatiq.actor(
+    actor_name=EMAIL_ACTOR,
+    queue_name=MAINTENANCE_QUEUE,
+    max_retries=4,
+    min_backoff=5_000,
+    max_backoff=300_000,
+    time_limit=120_000,
+)
+async def email_document(customer_id: str, number: str) -> None:
+    """Email an issued invoice or note (PDF attached) to the customer's billing contacts.
+    Safe to run twice: a document marked sent is not sent again (document_email.py)."""
+    ctx = await get_context()
+    outcome = await send_document_email(
+        ctx.sessions, ctx.settings, customer_id, number, now=datetime.now(UTC)
+    )
+    log.info("document %s of %s: %s", number, customer_id, outcome)
+
+
+@dramatiq.actor(
+    actor_name="sweep_document_emails", queue_name=MAINTENANCE_QUEUE, max_retries=0, time_limit=300_000
+)
+@periodic
+async def sweep_document_emails() -> None:
+    """Send the document emails still owed a while after they were recorded (a job lost
+    between the commit and the enqueue, or one whose retries ran out while the SMTP server
+    was down). Not retried: the scheduler runs it again."""
+    ctx = await get_context()
+    async with transaction(ctx.sessions) as session:
+        owed = await document_store.pending_emails(
+            session, now=datetime.now(UTC), older_than=timedelta(minutes=5)
+        )
+    for customer_id, number in owed:
+        try:
+            await send_document_email(ctx.sessions, ctx.settings, customer_id, number, now=datetime.now(UTC))
+        except Exception as exc:  # one failing email must not stop the others
+            log.warning("document %s of %s not sent: %s", number, customer_id, exc)

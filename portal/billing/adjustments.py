@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.billing.documents import owe_email
 from portal.billing.invoices import PeriodToRate, line_rows, rate_periods
 from portal.billing.lifecycle import locked_invoice, next_number
 from portal.billing.repository import adjustments as adjustment_store
@@ -108,6 +109,13 @@ async def settle_late_events(session: AsyncSession, invoice_id: int, *, now: dat
             amount=amount,
             lines=msgspec.to_builtins(deltas),
             reason=f"{pending} event(s) arrived after {invoice.number} was finalized",
+        )
+        await owe_email(
+            session,
+            number=number,
+            customer_id=invoice.customer_id,
+            invoice_id=invoice_id,
+            adjustment_id=adjustment_id,
         )
     await adjustment_store.settle_late_events_of(
         session, invoice_id, settled_at=now, adjustment_id=adjustment_id

@@ -3,8 +3,10 @@
 The file (YAML or JSON) says what should exist. Applying it creates what is missing and
 leaves alone what already matches, so applying the same file twice changes nothing.
 Meters, customers and plans are immutable: a file that changes one is refused, naming
-it. A subscription entry whose plan differs from the customer's latest one is a plan
-change (next period by default). The whole file is one transaction: all or nothing.
+it. A customer's billing details (legal name, billing address, tax id, billing emails) are
+the exception: a file that gives them sets them. A subscription entry whose plan differs
+from the customer's latest one is a plan change (next period by default). The whole file
+is one transaction: all or nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from portal.billing import plans as plan_service
 from portal.billing.schemas import PlanCreate, SubscriptionCreate
 from portal.billing.subscriptions import list_subscriptions, subscribe
 from portal.catalog import service
-from portal.catalog.schemas import CustomerCreate, MeterCreate
+from portal.catalog.schemas import BillingDetails, CustomerCreate, MeterCreate
 from portal.http.schemas import CamelStruct
 from portal.infrastructure.domain_errors import Problem
 
@@ -88,6 +90,15 @@ class ApplyReport:
         ]
 
 
+def _billing_details(customer: CustomerCreate) -> BillingDetails | None:
+    """The billing details a customer entry gives; None when it gives none (the customer's
+    current ones, set through the API or the admin page, are then left alone)."""
+    details = BillingDetails(
+        customer.legal_name, list(customer.billing_address), customer.tax_id, list(customer.billing_emails)
+    )
+    return None if details == BillingDetails() else details
+
+
 def _same(a: msgspec.Struct, b: msgspec.Struct, fields: tuple[str, ...]) -> bool:
     return all(getattr(a, f) == getattr(b, f) for f in fields)
 
@@ -115,7 +126,12 @@ async def apply_catalog(session: AsyncSession, catalog: CatalogFile, *, now: dat
             await service.create_customer(session, customer)
             report.count("customers", "created")
         elif _same(found, customer, ("name", "timezone", "currency")):
-            report.count("customers", "unchanged")
+            details = _billing_details(customer)
+            if details is None or details == found.billing_details():
+                report.count("customers", "unchanged")
+            else:
+                await service.set_billing_details(session, customer.id, details)
+                report.count("customers", "changed")
         else:
             raise CatalogFileError(
                 f"customers[{i}] ({customer.id}): exists with another name, zone or "

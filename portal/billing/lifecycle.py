@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.billing import documents
 from portal.billing.credits import draw_credit, release_credit
 from portal.billing.invoices import load_invoice, refresh_draft
 from portal.billing.repository import adjustments as adjustment_store
@@ -17,6 +18,7 @@ from portal.billing.repository.locks import lock_customer
 from portal.billing.schemas import InvoiceRow
 from portal.catalog.service import get_customer
 from portal.infrastructure.domain_errors import Conflict, Invalid
+from portal.infrastructure.settings import Issuer, get_settings
 
 INVOICE_SERIES = "INV"
 
@@ -43,9 +45,12 @@ async def approve(
     now: datetime,
     grace: timedelta,
     complete_through: datetime | None,
+    issuer: Issuer | None = None,
 ) -> InvoiceRow:
     """Finalize a draft awaiting review: re-rate it one last time, number it, draw
-    prepaid credit. Raises Conflict if it is not a draft or still in its grace period."""
+    prepaid credit, keep who it is from and to (`issuer`: the settings' when None) and owe
+    its email to the customer's billing contacts. Raises Conflict if it is not a draft or
+    still in its grace period."""
     invoice = await locked_invoice(session, invoice_id)
     if invoice.status != "draft":
         raise Conflict(
@@ -71,7 +76,9 @@ async def approve(
     await invoice_store.finalize_invoice(
         session, invoice.id, number=number, finalized_at=now, approved_by=approved_by
     )
-    return await load_invoice(session, invoice_id)
+    finalized = await load_invoice(session, invoice_id)
+    await documents.issued(session, finalized, customer, issuer or get_settings().issuer)
+    return finalized
 
 
 async def void(

@@ -16,6 +16,7 @@ from typing import Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.currencies import minor_units
+from portal.billing.documents import owe_email
 from portal.billing.lifecycle import locked_invoice, next_number
 from portal.billing.repository import adjustments as adjustment_store
 from portal.infrastructure.domain_errors import Conflict, Invalid
@@ -77,5 +78,12 @@ async def add_manual_adjustment(
         amount=signed,
         lines=[],
         reason=reason.strip(),
+    )
+    await owe_email(
+        session,
+        number=number,
+        customer_id=invoice.customer_id,
+        invoice_id=invoice.id,
+        adjustment_id=adjustment_id,
     )
     return adjustment_id, number, invoice.customer_id

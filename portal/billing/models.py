@@ -28,7 +28,7 @@ from sqlalchemy import (
     literal_column,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, ExcludeConstraint
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, ExcludeConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -190,6 +190,9 @@ class Invoice(SQLModel, table=True):
         default=None,
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
     )
+    # Issuer, bill-to and payment terms as they were when it was finalized (migration 0009;
+    # None for a draft and for invoices finalized before it): portal/billing/pdf/parties.py.
+    parties: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
 
 
 class InvoiceLine(SQLModel, table=True):
@@ -338,3 +341,46 @@ class LateEvent(SQLModel, table=True):
     )
     adjustment_id: int | None = Field(default=None, sa_type=BigInteger)
     settled_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class DocumentEmail(SQLModel, table=True):
+    """An issued invoice or note owed (or sent) to the customer's billing contacts as a PDF."""
+
+    __tablename__ = "document_emails"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'sent', 'not_sent')", name="document_emails_status_check"),
+        PrimaryKeyConstraint("number", "customer_id", name="document_emails_pkey"),
+        ForeignKeyConstraint(
+            ["invoice_id", "customer_id"],
+            ["invoices.id", "invoices.customer_id"],
+            name="document_emails_invoice_id_fkey",
+        ),
+        ForeignKeyConstraint(
+            ["adjustment_id", "customer_id"],
+            ["adjustments.id", "adjustments.customer_id"],
+            name="document_emails_adjustment_id_fkey",
+        ),
+        # Alembic compares the index's columns, not its WHERE clause.
+        Index("document_emails_pending", "created_at", postgresql_where=text("status = 'pending'")),
+    )
+
+    # INV-000001, CN-000001, DN-000001: the document this email carries.
+    number: str = Field(primary_key=True, sa_type=Text)
+    customer_id: str = Field(primary_key=True, sa_type=Text)
+    invoice_id: int = Field(sa_type=BigInteger)
+    # Set for a note; None for the invoice itself.
+    adjustment_id: int | None = Field(default=None, sa_type=BigInteger)
+    status: str = Field(
+        default="pending", sa_column=Column(Text, nullable=False, server_default=text("'pending'"))
+    )
+    recipients: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    )
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default=text("0")))
+    error: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )
+    sent_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

@@ -12,7 +12,17 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.billing import credits, export, invoices, lifecycle, plans, preview, review, subscriptions
+from portal.billing import (
+    credits,
+    documents,
+    export,
+    invoices,
+    lifecycle,
+    plans,
+    preview,
+    review,
+    subscriptions,
+)
 from portal.billing.repository import adjustments as adjustment_store
 from portal.billing.schemas import (
     ApproveRequest,
@@ -246,6 +256,7 @@ class InvoiceController(Controller):
             now=now,
             grace=grace,
             complete_through=await _complete_through(portal),
+            issuer=portal.settings.issuer,
         )
         return await invoices.invoice_view(db, invoice, now=now, grace=grace)
 
@@ -259,6 +270,37 @@ class InvoiceController(Controller):
             db, invoice_id, reason=data.reason, now=now, complete_through=await _complete_through(portal)
         )
         return await invoices.invoice_view(db, reissued or voided, now=now, grace=grace)
+
+    @get(
+        "/{invoice_id:int}/pdf",
+        media_type=documents.PDF,
+        responses={
+            200: ResponseSpec(data_container=bytes, media_type=documents.PDF, description="The PDF."),
+            **error_answers(409),
+        },
+    )
+    async def pdf(self, invoice_id: FromPath[int], db: Db, portal: Portal) -> Response[bytes]:
+        """The invoice as a PDF document (finalized, or void and stamped VOID); 409 for a
+        draft, which is not a document until it is approved."""
+        return documents.download(
+            await documents.invoice_document(db, invoice_id, issuer=portal.settings.issuer)
+        )
+
+    @get(
+        "/{invoice_id:int}/adjustments/{note_id:int}/pdf",
+        media_type=documents.PDF,
+        responses={
+            200: ResponseSpec(data_container=bytes, media_type=documents.PDF, description="The PDF."),
+            **error_answers(409),
+        },
+    )
+    async def note_pdf(
+        self, invoice_id: FromPath[int], note_id: FromPath[int], db: Db, portal: Portal
+    ) -> Response[bytes]:
+        """A credit or debit note of the invoice as a PDF document."""
+        return documents.download(
+            await documents.note_document(db, invoice_id, note_id, issuer=portal.settings.issuer)
+        )
 
     @get("/{invoice_id:int}/adjustments")
     async def adjustments(self, invoice_id: FromPath[int], db: Db) -> list[AdjustmentView]:

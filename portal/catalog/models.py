@@ -18,6 +18,18 @@ class Customer(SQLModel, table=True):
     name: str = Field(sa_type=Text)
     timezone: str = Field(sa_type=Text)
     currency: str = Field(sa_type=CHAR(3))
+    # Who the invoices are addressed to (migration 0009): the legal name (None: `name`),
+    # the billing address's lines, the tax id (VAT/GST) and the billing contacts' addresses.
+    legal_name: str | None = Field(default=None, sa_type=Text)
+    billing_address: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    )
+    tax_id: str | None = Field(default=None, sa_type=Text)
+    billing_emails: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    )
     created_at: datetime | None = Field(
         default=None,
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),

@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from portal.catalog.models import Customer as CustomerRow
 from portal.catalog.models import Meter as MeterRow
-from portal.catalog.schemas import Customer, CustomerCreate, Meter, MeterCreate
+from portal.catalog.schemas import BillingDetails, Customer, CustomerCreate, Meter, MeterCreate
 
 _CUSTOMER = (
     col(CustomerRow.id),
@@ -25,6 +25,10 @@ _CUSTOMER = (
     col(CustomerRow.timezone),
     col(CustomerRow.currency),
     col(CustomerRow.created_at),
+    col(CustomerRow.legal_name),
+    col(CustomerRow.billing_address),
+    col(CustomerRow.tax_id),
+    col(CustomerRow.billing_emails),
 )
 _METER = (
     col(MeterRow.metric_name),
@@ -37,7 +41,8 @@ _METER = (
 
 
 def _customer(row: Any) -> Customer:
-    return Customer(*tuple(row))
+    cid, name, tz, currency, created_at, legal_name, address, tax_id, emails = tuple(row)
+    return Customer(cid, name, tz, currency, created_at, legal_name, list(address), tax_id, list(emails))
 
 
 def _meter(row: Any) -> Meter:
@@ -53,7 +58,16 @@ async def create_customer(session: AsyncSession, data: CustomerCreate) -> Custom
     the insert runs in a savepoint)."""
     statement = (
         insert(CustomerRow)
-        .values(id=data.id, name=data.name, timezone=data.timezone, currency=data.currency)
+        .values(
+            id=data.id,
+            name=data.name,
+            timezone=data.timezone,
+            currency=data.currency,
+            legal_name=data.legal_name,
+            billing_address=list(data.billing_address),
+            tax_id=data.tax_id,
+            billing_emails=list(data.billing_emails),
+        )
         .returning(*_CUSTOMER)
     )
     try:
@@ -62,6 +76,25 @@ async def create_customer(session: AsyncSession, data: CustomerCreate) -> Custom
     except IntegrityError:
         return None
     return _customer(row)
+
+
+async def set_billing_details(
+    session: AsyncSession, customer_id: str, details: BillingDetails
+) -> Customer | None:
+    """Replace who the customer's invoices are addressed to; None when there is no such customer."""
+    statement = (
+        update(CustomerRow)
+        .where(col(CustomerRow.id) == customer_id)
+        .values(
+            legal_name=details.legal_name,
+            billing_address=list(details.billing_address),
+            tax_id=details.tax_id,
+            billing_emails=list(details.billing_emails),
+        )
+        .returning(*_CUSTOMER)
+    )
+    row = (await session.execute(statement)).first()
+    return _customer(row) if row else None
 
 
 async def customer_by_id(session: AsyncSession, customer_id: str) -> Customer | None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, get, post
+import msgspec
+from litestar import Controller, Request, get, post, put
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
+from portal.accounts import audit
 from portal.catalog import service
-from portal.catalog.schemas import Customer, CustomerCreate, Meter, MeterCreate
+from portal.catalog.schemas import BillingDetails, Customer, CustomerCreate, Meter, MeterCreate
 from portal.dependencies import Db, Portal
 from portal.http.openapi_answers import error_answers
 
@@ -52,6 +54,38 @@ class CustomerController(Controller):
         customer = await service.get_customer(db, customer_id)
         if customer is None:
             raise NotFoundException(f"no customer {customer_id!r}")
+        return customer
+
+    @put("/{customer_id:str}/billing-details")
+    async def billing_details(
+        self,
+        customer_id: FromPath[str],
+        data: JSONBody[BillingDetails],
+        db: Db,
+        request: Request[Any, Any, Any],
+    ) -> Customer:
+        """Who the customer's invoices are addressed to: legal name (None: the name),
+        billing address lines, tax id, and the billing contacts who are emailed each
+        invoice and note as a PDF. Replaces the previous details; written to the audit log.
+        Invoices already issued keep the details they were issued with."""
+        before = await service.get_customer(db, customer_id)
+        if before is None:
+            raise NotFoundException(f"no customer {customer_id!r}")
+        customer = await service.set_billing_details(db, customer_id, data)
+        key = request.scope["state"].get("api_key")
+        await audit.record(
+            db,
+            user_id=None,
+            actor=f"key:{key.name}" if key is not None else "unknown",
+            action="customer.billing_details",
+            object_type="customer",
+            object_id=customer_id,
+            customer_id=customer_id,
+            detail={
+                "before": msgspec.to_builtins(before.billing_details()),
+                "after": msgspec.to_builtins(customer.billing_details()),
+            },
+        )
         return customer
 
 

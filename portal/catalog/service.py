@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.catalog import repository
-from portal.catalog.schemas import Customer, CustomerCreate, Meter, MeterCreate
+from portal.catalog.schemas import BillingDetails, Customer, CustomerCreate, Meter, MeterCreate
+from portal.infrastructure.domain_errors import NotFound
 from portal.infrastructure.http_errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,16 @@ async def create_customer(session: AsyncSession, data: CustomerCreate) -> Custom
     customer = await repository.create_customer(session, data)
     if customer is None:
         raise AlreadyExists(f"customer {data.id!r} already exists")
+    return customer
+
+
+async def set_billing_details(session: AsyncSession, customer_id: str, details: BillingDetails) -> Customer:
+    """Replace the customer's billing details (name on invoices, address, tax id, billing
+    contacts). Raises NotFound for an unknown customer. Invoices already issued keep the
+    details they were issued with (`invoices.parties`, docs/decisions.md, "pdf")."""
+    customer = await repository.set_billing_details(session, customer_id, details)
+    if customer is None:
+        raise NotFound(f"no customer {customer_id!r}")
     return customer
 
 

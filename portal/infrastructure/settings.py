@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
 from functools import lru_cache
@@ -153,6 +153,48 @@ def _destination_networks() -> AllowedNetworks:
 
 
 @dataclass(frozen=True, slots=True)
+class Issuer:
+    """The seller named on invoices: PORTAL_ISSUER_* and PORTAL_PAYMENT_TERMS_DAYS."""
+
+    name: str = "Usage Portal"
+    address: tuple[str, ...] = ()
+    tax_id: str = ""
+    email: str = ""
+    # Days from the issue date to the due date ("Net 30").
+    payment_terms_days: int = 30
+    # How to pay (bank details, a payment link), printed under the totals.
+    payment_instructions: str = ""
+
+    @property
+    def payment_terms(self) -> str:
+        if self.payment_terms_days == 0:
+            return "Due on receipt"
+        return (
+            f"Net {self.payment_terms_days} (payment due {self.payment_terms_days} days after the issue date)"
+        )
+
+
+def _lines(raw: str) -> tuple[str, ...]:
+    """A multi-line setting: real newlines or the two characters `\\n` separate lines."""
+    return tuple(line.strip() for line in raw.replace("\\n", "\n").splitlines() if line.strip())
+
+
+def _issuer() -> Issuer:
+    env = os.environ
+    days = _int("PORTAL_PAYMENT_TERMS_DAYS", 30)
+    if not 0 <= days <= 365:
+        raise SettingsError(f"PORTAL_PAYMENT_TERMS_DAYS must be between 0 and 365, got {days}")
+    return Issuer(
+        name=env.get("PORTAL_ISSUER_NAME", "").strip() or "Usage Portal",
+        address=_lines(env.get("PORTAL_ISSUER_ADDRESS", "")),
+        tax_id=env.get("PORTAL_ISSUER_TAX_ID", "").strip(),
+        email=env.get("PORTAL_ISSUER_EMAIL", "").strip(),
+        payment_terms_days=days,
+        payment_instructions="\n".join(_lines(env.get("PORTAL_PAYMENT_INSTRUCTIONS", ""))),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     environment: str = "development"
     # Signs the login form's CSRF token and (derived) encrypts stored alert destinations.
@@ -231,6 +273,9 @@ class Settings:
     # header says. (Strings, not ipaddress objects: Litestar's signature model reads this
     # dataclass through the `portal` dependency and refuses unions of custom types.)
     trusted_proxies: tuple[str, ...] = ()
+    # Who issues the invoices, printed on every invoice and note (PDF and page). The
+    # address keeps its lines (write them with "\n" or real newlines in the variable).
+    issuer: Issuer = field(default_factory=Issuer)
 
     def __post_init__(self) -> None:
         if self.environment == "development" and not self.secret_key:
@@ -304,6 +349,7 @@ def from_environment(*, data_dir: Path | None = None) -> Settings:
         destination_allow_networks=_destination_networks(),
         catalog_cache_seconds=float(_int("PORTAL_CATALOG_CACHE_SECONDS", 5)),
         heartbeat_seconds=_seconds("PORTAL_HEARTBEAT_SECONDS", 5.0, least=0.1),
+        issuer=_issuer(),
     )
 
 

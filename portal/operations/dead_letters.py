@@ -57,6 +57,8 @@ SUPERSEDED_BY = {
     "sweep_late_events": "sweep_late_events",
     "settle_late_events": "sweep_late_events",  # the sweep settles every unsettled late event
     "draft_current_periods": "draft_current_periods",
+    "sweep_document_emails": "sweep_document_emails",
+    "email_document": "sweep_document_emails",  # the sweep sends every email still owed
     "draft_ended_periods": "draft_ended_periods",
     "sweep_alerts": "sweep_alerts",
     "evaluate_alerts": "sweep_alerts",  # the sweep evaluates every customer with rules

@@ -49,6 +49,7 @@ def jobs(settings: Settings) -> list[Job]:
         Job("reconcile_live", max(5, int(settings.reconcile_interval.total_seconds()))),
         Job("maintain_storage", 3600),
         Job("sweep_late_events", 120),
+        Job("sweep_document_emails", 300),
         Job("draft_ended_periods", 3600),
         Job("draft_current_periods", 900),
         Job("sweep_alerts", 60, ALERTS_QUEUE),

@@ -13,6 +13,7 @@ from decimal import Decimal
 from jinja2 import Environment
 
 from portal.billing.currencies import minor_units
+from portal.billing.pdf.text import period_text
 from portal.infrastructure.periods import zone
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")

@@ -18,7 +18,7 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.billing import export, invoices
+from portal.billing import documents, export, invoices
 from portal.billing.preview import preview
 from portal.billing.views import InvoiceSummary, InvoiceView, PreviewView
 from portal.catalog.schemas import Customer
@@ -36,9 +36,9 @@ PAGE_SIZE = 50
 # States a customer user may see; staff see every state.
 ISSUED = frozenset({"finalized", "void"})
 STATE_LABELS = {
-    "draft": "Draft",
-    "awaiting_review": "Awaiting review",
-    "finalized": "Finalized",
+    "draft": "Draft — period still open",
+    "awaiting_review": "Draft — awaiting review",
+    "finalized": "Issued",
     "void": "Void",
 }
 
@@ -80,6 +80,18 @@ async def visible_invoice(
     customer = await get_customer(db, row.customer_id)
     assert customer is not None  # invoices reference their customer
     return view, customer
+
+
+async def _issued_invoice(request: Request[Any, Any, Any], db: AsyncSession, invoice_id: int) -> None:
+    """404 unless the invoice exists, the viewer may see it, and it is issued (a draft is
+    not a document: it has no PDF, for staff either)."""
+    try:
+        row = await invoices.load_invoice(db, invoice_id)
+    except NotFound:
+        raise NotFoundException("There is no invoice you can see.") from None
+    await check_owner(request, db, row.customer_id, "invoice")
+    if row.status == "draft":
+        raise NotFoundException("A draft has no PDF: it becomes a document once it is approved.")
 
 
 class InvoicePagesController(PageController):
@@ -146,9 +158,37 @@ class InvoicePagesController(PageController):
             request,
             invoice=invoice,
             customer=customer,
+            facts=await documents.invoice_facts(db, invoice, customer, portal.settings.issuer),
             states=STATE_LABELS,
             staff=sees_drafts(request),
         )
+
+    @get("/invoices/{invoice_id:int}/pdf", media_type=documents.PDF)
+    async def pdf(
+        self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db, portal: Portal
+    ) -> Response[bytes]:
+        """The invoice's PDF, for whoever may see the invoice; a draft has none (404)."""
+        await _issued_invoice(request, db, invoice_id)
+        return documents.download(
+            await documents.invoice_document(db, invoice_id, issuer=portal.settings.issuer)
+        )
+
+    @get("/invoices/{invoice_id:int}/notes/{note_id:int}/pdf", media_type=documents.PDF)
+    async def note_pdf(
+        self,
+        request: Request[Any, Any, Any],
+        invoice_id: FromPath[int],
+        note_id: FromPath[int],
+        db: Db,
+        portal: Portal,
+    ) -> Response[bytes]:
+        """A credit or debit note's PDF, for whoever may see its invoice."""
+        await _issued_invoice(request, db, invoice_id)
+        try:
+            document = await documents.note_document(db, invoice_id, note_id, issuer=portal.settings.issuer)
+        except NotFound:
+            raise NotFoundException("There is no note you can see.") from None
+        return documents.download(document)
 
     @get("/invoices/{invoice_id:int}/print")
     async def print_(
@@ -161,6 +201,7 @@ class InvoicePagesController(PageController):
             request,
             invoice=invoice,
             customer=customer,
+            facts=await documents.invoice_facts(db, invoice, customer, portal.settings.issuer),
             states=STATE_LABELS,
             staff=sees_drafts(request),
         )

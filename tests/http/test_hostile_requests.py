@@ -30,6 +30,8 @@ BELOW_BIGINT = "-9223372036854775809"
         ("GET", f"/v1/invoices/{BEYOND_BIGINT}"),
         ("GET", f"/v1/invoices/{BELOW_BIGINT}"),
         ("GET", f"/v1/invoices/{BEYOND_BIGINT}/adjustments"),
+        ("GET", f"/v1/invoices/{BEYOND_BIGINT}/pdf"),
+        ("GET", f"/v1/invoices/1/adjustments/{BEYOND_BIGINT}/pdf"),
         ("POST", f"/v1/invoices/{BEYOND_BIGINT}/approve"),
         ("POST", f"/v1/invoices/{BEYOND_BIGINT}/void"),
         ("GET", f"/v1/alert-deliveries/{BEYOND_BIGINT}"),

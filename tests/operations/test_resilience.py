@@ -181,7 +181,7 @@ async def test_scheduler_process_started_while_valkey_loads_queues_the_jobs_once
         valkey.wait_loaded()
         broker = valkey.client(db=1)
         await wait_for(_queued(broker, f"dramatiq:{ALERTS_QUEUE}", 1), what="sweep_alerts queued")
-        await wait_for(_queued(broker, f"dramatiq:{MAINTENANCE_QUEUE}", 5), what="maintenance jobs queued")
+        await wait_for(_queued(broker, f"dramatiq:{MAINTENANCE_QUEUE}", 6), what="maintenance jobs queued")
         assert scheduler.process.poll() is None  # alive all along
         actors = sorted(msg_actor(raw) for raw in broker.hvals(f"dramatiq:{MAINTENANCE_QUEUE}.msgs"))
         assert actors == [
@@ -189,6 +189,7 @@ async def test_scheduler_process_started_while_valkey_loads_queues_the_jobs_once
             "draft_ended_periods",
             "maintain_storage",
             "reconcile_live",
+            "sweep_document_emails",
             "sweep_late_events",
         ]
     finally:

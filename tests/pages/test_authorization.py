@@ -127,6 +127,7 @@ async def _acme_world(
         "customer_id": "acme",
         "metric_name": "api_calls",
         "invoice_id": str(invoice.json()["id"]),
+        "note_id": "1",  # a credit or debit note of that invoice
         "channel_id": str(channel.json()["id"]),
         "rule_id": str(rule.json()["id"]),
         "event_id": "acme-e1",
@@ -189,6 +190,7 @@ def test_every_path_parameter_has_a_sample() -> None:
         "customer_id",
         "metric_name",
         "invoice_id",
+        "note_id",
         "channel_id",
         "rule_id",
         "event_id",

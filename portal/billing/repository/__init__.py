@@ -5,6 +5,7 @@ these functions, never the tables.
 - `credits`: `credit_grants`, `credit_applications`
 - `invoices`: `invoices`, `invoice_lines`, `document_numbers`
 - `adjustments`: `adjustments`, `late_events`
+- `documents`: `document_emails`, and `invoices.parties`
 - `exports`: the CSV exports' reads over invoices, their lines and notes
 - `locks`: the per-customer billing lock (advisory locks) and what it guards
 

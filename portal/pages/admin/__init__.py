@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from portal.pages.admin.billing_details import BillingDetailsPagesController
 from portal.pages.admin.catalog import CatalogPagesController
 from portal.pages.admin.home import AdminHomeController
 from portal.pages.admin.keys import KeyPagesController
@@ -14,6 +15,7 @@ from portal.pages.admin.plans import PlanPagesController
 admin_handlers: list[Any] = [
     AdminHomeController,
     CatalogPagesController,
+    BillingDetailsPagesController,
     PlanPagesController,
     UserPagesController,
     KeyPagesController,

@@ -1,0 +1,78 @@
+"""How a document writes dates, periods and amounts: the same text as the invoice page
+(exact amounts with the currency's decimals, never rounded; dates in the customer's zone)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from portal.billing.currencies import minor_units
+from portal.infrastructure.periods import zone
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def local_date(at: datetime, tz_name: str) -> date:
+    """The calendar day of instant `at` in the zone `tz_name`."""
+    return at.astimezone(zone(tz_name)).date()
+
+
+def day_text(day: date) -> str:
+    """'31 Dec 2026'."""
+    return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
+
+
+def period_text(start: datetime, end: datetime, tz_name: str) -> str:
+    """'1-31 Dec 2026', '15 Nov - 14 Dec 2026', '15 Dec 2026 - 14 Jan 2027' (en dashes): the
+    local days of the half-open period [start, end) (its last day is the one before `end`)."""
+    first = local_date(start, tz_name)
+    last = local_date(end - timedelta(microseconds=1), tz_name)
+    if first.year != last.year:
+        return f"{day_text(first)} – {day_text(last)}"
+    if first.month != last.month:
+        return f"{first.day} {_MONTHS[first.month - 1]} – {day_text(last)}"
+    if first.day == last.day:
+        return day_text(first)
+    return f"{first.day}–{day_text(last)}"
+
+
+def grouped(value: object) -> str:
+    """'12,345.5': an exact decimal (or its text) with thousands separators, never rounded."""
+    text = format(value, "f") if isinstance(value, Decimal) else str(value)
+    sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
+    whole, dot, fraction = digits.partition(".")
+    if not (whole.isascii() and whole.isdigit()):
+        return text
+    return f"{sign}{int(whole):,}{dot}{fraction}"
+
+
+def amount_text(amount: object, currency: str) -> str:
+    """'1,234.50' for EUR, '1,200' for JPY: the currency's decimals at least, more only where
+    they are not zero (a unit price of 0.000125), so nothing is ever rounded."""
+    try:
+        value = amount if isinstance(amount, Decimal) else Decimal(str(amount))
+    except ArithmeticError:
+        return str(amount)
+    if not value.is_finite():
+        return str(amount)
+    try:
+        places = minor_units(currency)
+    except ValueError:
+        places = 2
+    whole, _, fraction = format(value, "f").partition(".")
+    fraction = fraction.rstrip("0").ljust(places, "0")
+    return grouped(f"{whole}.{fraction}" if fraction else whole)
+
+
+_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "INR": "₹", "JPY": "¥"}
+
+
+def money_text(amount: object, currency: str) -> str:
+    """'EUR 1,234.50': the code first, as on the invoice page."""
+    return f"{currency} {amount_text(amount, currency)}"
+
+
+def symbol_money(amount: object, currency: str) -> str:
+    """'€ 1,234.50', '₹ 4,100.00': the total as printed big, with the currency's sign where
+    it has a common one (else its code)."""
+    return f"{_SYMBOLS.get(currency, currency)} {amount_text(amount, currency)}"
