@@ -13,7 +13,7 @@ from decimal import Decimal
 from jinja2 import Environment
 
 from portal.billing.currencies import minor_units
-from portal.billing.pdf.text import period_text
+from portal.billing.pdf.text import period_text as period_text  # one wording for pages and PDFs
 from portal.infrastructure.periods import zone
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -138,23 +138,6 @@ def metric_label(metric_name: str) -> str:
     first = shown[0]
     shown[0] = first if first.isupper() else first[:1].upper() + first[1:]
     return " ".join(shown)
-
-
-def period_text(start: datetime, end: datetime, tz_name: str) -> str:
-    """'1-30 Nov 2026' (with an en dash): a billing period as the days it covers in the zone `tz_name`
-    (`end` is exclusive: a period ending at midnight ends on the day before)."""
-    first = to_local(start, tz_name)
-    last = to_local(end, tz_name)
-    if (last.hour, last.minute, last.second, last.microsecond) == (0, 0, 0, 0) and last > first:
-        last = last - timedelta(days=1)
-    if first.date() == last.date():
-        return f"{first.day} {_MONTHS[first.month - 1]} {first.year}"
-    if (first.year, first.month) == (last.year, last.month):
-        return f"{first.day}–{last.day} {_MONTHS[last.month - 1]} {last.year}"
-    if first.year == last.year:
-        return f"{first.day} {_MONTHS[first.month - 1]} – {last.day} {_MONTHS[last.month - 1]} {last.year}"
-    start_text = f"{first.day} {_MONTHS[first.month - 1]} {first.year}"
-    return f"{start_text} – {last.day} {_MONTHS[last.month - 1]} {last.year}"
 
 
 def invoice_label(number: str | None, period_start: datetime, tz_name: str) -> str:

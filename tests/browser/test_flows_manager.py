@@ -71,9 +71,7 @@ async def test_manager_approves_adds_a_credit_note_and_voids_with_reasons(
     await expect(cards).to_have_count(2)
     card = page.locator(f"article#invoice-{acme['id']}")
     await expect(card.get_by_role("heading", level=3)).to_have_text("INV-000001 · Acme Inc acme")
-    assert f"total EUR 54.00 · approved by {MAX}" in await page_text(
-        page, f"article#invoice-{acme['id']}"
-    )
+    assert f"total EUR 54.00 · approved by {MAX}" in await page_text(page, f"article#invoice-{acme['id']}")
 
     # A credit note without a reason is not sent: the browser asks for the required reason.
     await card.get_by_label("Amount (EUR)").fill("4.50")
