@@ -12,8 +12,11 @@ from decimal import Decimal
 
 from jinja2 import Environment
 
-from portal.billing.currencies import minor_units
-from portal.billing.pdf.text import period_text as period_text  # one wording for pages and PDFs
+# One wording for pages, notices and PDFs: numbers and money are never rounded, money shows
+# the currency's decimals ('USD 19.54' for a stored 19.540000, 'USD 0.000125', 'JPY 1,200').
+from portal.billing.pdf.text import grouped as grouped
+from portal.billing.pdf.text import money_text
+from portal.billing.pdf.text import period_text as period_text
 from portal.infrastructure.periods import zone
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -57,41 +60,9 @@ def hour_range(start: datetime, tz_name: str) -> str:
     return f"{head} {abbreviation(local)}–{local_end:%H:%M} {abbreviation(local_end)}"
 
 
-def grouped(value: object) -> str:
-    """'12,345.5': an exact decimal (or its text) with thousands separators, never rounded
-    and never in exponent notation (a normalized 10^19 is Decimal('1E+19'))."""
-    text = format(value, "f") if isinstance(value, Decimal) else str(value)
-    sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
-    whole, dot, fraction = digits.partition(".")
-    if not (whole.isascii() and whole.isdigit()):
-        return text
-    return f"{sign}{int(whole):,}{dot}{fraction}"
-
-
 def money(amount: object, currency: str) -> str:
-    """'USD 1,234.50': the exact amount with the currency's decimals ('USD 19.54' for a
-    stored 19.540000, 'JPY 1,200'); digits beyond them are kept only where they are not
-    zero (a unit price of USD 0.000125), so the text is never rounded."""
-    return f"{currency} {grouped(plain_amount(amount, currency))}"
-
-
-def plain_amount(amount: object, currency: str) -> str:
-    """The amount's digits as `money` shows them, without separators or code."""
-    try:
-        value = amount if isinstance(amount, Decimal) else Decimal(str(amount))
-    except ArithmeticError:
-        return str(amount)
-    if not value.is_finite():
-        return str(amount)
-    try:
-        places = minor_units(currency)
-    except ValueError:
-        places = 2
-    text = format(value, "f")
-    whole, _, fraction = text.partition(".")
-    fraction = fraction.rstrip("0")
-    fraction = fraction.ljust(places, "0")
-    return f"{whole}.{fraction}" if fraction else whole
+    """'USD 1,234.50' (`money_text`): the name pages, notices and templates use."""
+    return money_text(amount, currency)
 
 
 def measure(quantity: object, unit: str) -> str:
