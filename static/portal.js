@@ -112,19 +112,25 @@
     }
   });
 
+  // Only a form's own request (or a button's) marks its button: a fragment inside a form that
+  // refreshes itself (the alert rule's summary) must not disable the button the user is
+  // about to click (the input's change event fires between the press and the release).
+  function busyButtonOf(elt) {
+    if (elt.tagName === "BUTTON") {
+      return elt;
+    }
+    return elt instanceof HTMLFormElement ? buttonOf(elt, null) : null;
+  }
+
   document.addEventListener("htmx:beforeRequest", function (event) {
-    var elt = event.detail.elt;
-    var form = elt instanceof HTMLFormElement ? elt : elt.closest && elt.closest("form");
-    var button = elt.tagName === "BUTTON" ? elt : form ? buttonOf(form, null) : null;
+    var button = busyButtonOf(event.detail.elt);
     if (button) {
       event.detail.portalBusy = button;
       markBusy(button);
     }
   });
   document.addEventListener("htmx:afterRequest", function (event) {
-    var elt = event.detail.elt;
-    var form = elt instanceof HTMLFormElement ? elt : elt.closest && elt.closest("form");
-    clearBusy(elt.tagName === "BUTTON" ? elt : form ? buttonOf(form, null) : null);
+    clearBusy(busyButtonOf(event.detail.elt));
   });
 
   // A page shown again from the back/forward cache must not keep a busy button.

@@ -68,7 +68,7 @@ async def test_usage_total_changes_live_without_a_reload(
     await expect(page).to_have_url(re.compile(re.escape(OVERVIEW) + "$"))
     # The chart replaced the empty state; its bar names the hour's exact quantity.
     await expect(page.get_by_text("No usage yet this period.")).to_have_count(0)
-    await expect(page.locator("#meter-api_calls rect.bar title")).to_have_text(re.compile(r": 12\.5 call$"))
+    await expect(page.locator("#meter-api_calls rect.bar title")).to_have_text(re.compile(r": 12\.5 calls$"))
     await screenshot(page, "customer-overview")
 
 

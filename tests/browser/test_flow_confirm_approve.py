@@ -53,7 +53,7 @@ async def test_manager_confirms_before_an_invoice_is_approved(
     await login(page, MAX)
     await page.goto("/portal/review")
     await page.locator(f"#invoice-{draft['id']}").get_by_role("link", name="Open").click()
-    await expect(page.get_by_role("heading", level=1)).to_have_text("Draft invoice")
+    await expect(page.get_by_role("heading", level=1)).to_have_text(f"Draft for {period}")
     review = page.locator("section.staff-actions")
     await review.get_by_role("button", name="Approve").click()
 
@@ -67,8 +67,10 @@ async def test_manager_confirms_before_an_invoice_is_approved(
 
     # Cancel leaves it a draft, back on its page
     await page.get_by_role("link", name="Cancel").click()
-    await expect(page.get_by_role("heading", level=1)).to_have_text("Draft invoice")
-    await expect(page.locator("#invoice-number")).to_have_text("Draft")
+    await expect(page.get_by_role("heading", level=1)).to_have_text(f"Draft for {period}")
+    await expect(page.locator("#invoice-number")).to_have_text(
+        "None yet: a draft is numbered when it is approved"
+    )
     assert await pg.fetchval("SELECT status FROM invoices WHERE id = $1", draft["id"]) == "draft"
 
     # Approving numbers it; while the answer is on its way the button says so and takes no

@@ -122,6 +122,13 @@ async def _acme_world(
         "INSERT INTO failed_events (message_id, customer_id, event_id, event, received_at, reason) "
         "VALUES ('m1', 'acme', 'acme-f1', '{}', now(), 'test') RETURNING id"
     )
+    # A test notice already sent through that channel (written here: a real send would change
+    # the stored state while the tests compare it).
+    delivery_id = await pg.fetchval(
+        "INSERT INTO alert_deliveries (channel_id, customer_id, notice, status, attempts, masked_destination) "
+        "VALUES ($1, 'acme', '{}', 'sent', 1, 'mailto://ops@…') RETURNING id",
+        channel.json()["id"],
+    )
     victim = await make_user(pg, "alice@acme.test", customer_id="acme")
     return {
         "customer_id": "acme",
@@ -130,6 +137,7 @@ async def _acme_world(
         "note_id": "1",  # a credit or debit note of that invoice
         "channel_id": str(channel.json()["id"]),
         "rule_id": str(rule.json()["id"]),
+        "delivery_id": str(delivery_id),
         "event_id": "acme-e1",
         "failed_id": str(failed_id),
         "user_id": str(victim),
@@ -193,6 +201,7 @@ def test_every_path_parameter_has_a_sample() -> None:
         "note_id",
         "channel_id",
         "rule_id",
+        "delivery_id",
         "event_id",
         "failed_id",
         "user_id",

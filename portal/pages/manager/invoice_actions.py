@@ -210,7 +210,15 @@ class InvoiceActionsController(PageController):
             return await review_page(
                 request, db, portal, status_code=422, form=FormState(invoice_id, "void", missing, data)
             )
-        if not reason or data.get("confirm") != "yes":
+        # A reason that could not be stored is refused before the confirmation, not after it.
+        problem = (
+            missing
+            if not reason
+            else "Reason: it must not contain NUL characters."
+            if "\x00" in reason
+            else None
+        )
+        if problem or data.get("confirm") != "yes":
             _, view, customer = await _rated(request, db, portal, invoice_id)
             return _confirm_page(
                 "manager/void.html",
@@ -218,9 +226,9 @@ class InvoiceActionsController(PageController):
                 view,
                 customer,
                 back,
-                status_code=200 if reason else 422,
-                problem=None if reason else missing,
-                values={"reason": data.get("reason", "")},
+                status_code=422 if problem else 200,
+                problem=problem,
+                values={"reason": data.get("reason", "").replace("\x00", "")},
             )
         try:
             async with db.begin_nested():
