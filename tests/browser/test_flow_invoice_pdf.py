@@ -56,9 +56,10 @@ async def test_customer_downloads_the_pdf_of_an_issued_invoice(
     # Then the amounts are on screen without scrolling sideways
     total = page.locator("#invoice-lines tr.line-usage td.num").last
     await expect(total).to_have_text("EUR 23.00")
-    await expect(total).to_be_in_viewport()
+    # (below the fold is fine: what matters is that it is not off to the right)
     box = await total.bounding_box()
-    assert box is not None and box["x"] + box["width"] <= 390
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
 
     # And the PDF link downloads INV-000001.pdf, the invoice read back from it
     async with page.expect_download() as caught:

@@ -386,7 +386,7 @@ async def test_tour_of_every_main_page(
         (by_region, "mobile-meter-days-by-region", "API calls", "share one scale"),
         (f"{acme}/invoices", "mobile-invoices", "Invoices", "EUR 72.00"),
         (f"{acme}/alerts", "mobile-alerts", "Alerts", "EUR 500.00"),
-        (f"{acme}/alerts/rules/new", "mobile-rule-form", "New alert rule", "Level 1"),
+        (f"{acme}/alerts/rules/new", "mobile-rule-form", "New alert rule", "Notify at"),
         (f"/portal/invoices/{finalized['id']}", "mobile-invoice", "Invoice INV-000001", "EUR 72.00"),
     ):
         await on_phone(phone, path, name, heading, shows)
