@@ -125,7 +125,8 @@ async def _acme_world(
     # A test notice already sent through that channel (written here: a real send would change
     # the stored state while the tests compare it).
     delivery_id = await pg.fetchval(
-        "INSERT INTO alert_deliveries (channel_id, customer_id, notice, status, attempts, masked_destination) "
+        "INSERT INTO alert_deliveries "
+        "(channel_id, customer_id, notice, status, attempts, masked_destination) "
         "VALUES ($1, 'acme', '{}', 'sent', 1, 'mailto://ops@…') RETURNING id",
         channel.json()["id"],
     )
