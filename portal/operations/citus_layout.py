@@ -27,6 +27,7 @@ DISTRIBUTED = (
     "invoice_lines",
     "credit_applications",
     "adjustments",
+    "document_emails",
     "late_events",
     "alert_channels",
     "alert_rules",

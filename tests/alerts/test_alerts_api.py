@@ -236,7 +236,7 @@ async def test_the_customer_page_lists_recent_alerts(
     await make_user(pg, "admin@portal.test", role="admin")
     await sign_in(client, "admin@portal.test")
     panel = await wait_for(listed, what="the alert on the page")
-    row = re.search(r'<table class="data" id="recent-alerts">.*?<tbody>\s*<tr>(.*?)</tr>', panel, re.S)
+    row = re.search(r'<table class="data stack" id="recent-alerts">.*?<tbody>\s*<tr>(.*?)</tr>', panel, re.S)
     assert row is not None
     cells = [re.sub(r"\s+", " ", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)]
     assert cells[1:] == ["Reached", "Calls watch", "5", "7", "0 of 0 sent"]

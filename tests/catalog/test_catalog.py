@@ -21,6 +21,10 @@ async def test_customer_round_trip(client: AsyncTestClient[Any], admin_key: str)
         "name": "Acme Inc",
         "timezone": "Europe/Berlin",
         "currency": "EUR",
+        "legalName": None,
+        "billingAddress": [],
+        "taxId": None,
+        "billingEmails": [],
     }
     got = await client.get("/v1/customers/acme", headers=auth(admin_key))
     assert got.json() == created

@@ -145,15 +145,15 @@ async def test_the_customer_page_shows_a_flagged_hour(
     await sign_in(client, "admin@portal.test")
     panel = (await client.get("/portal/customers/acme/usage", headers=HTMX)).text
     rows = re.findall(
-        r"<tr><td>([^<]*)</td><td>(api_calls)</td><td>([^<]*)</td>\s*"
+        r"<tr><td>([^<]*)</td><td>(API calls)</td><td>([^<]*)</td>\s*"
         r'<td class="num">([^<]*)</td><td class="num">([^<]*)</td></tr>',
         panel,
     )
-    shown = [(hour_range(settled, boundary.tz), "api_calls", "Dropped to zero", "0", "10")]
+    shown = [(hour_range(settled, boundary.tz), "API calls", "Dropped to zero", "0", "10")]
     if boundary.local().hour == 0:
         # The settled hour closed the customer's day, which went to zero against 10 on the
         # same weekday of earlier weeks: the page lists that day too, after the hours.
         shown.append(
-            (f"{day_of(settled, boundary.tz)} (whole day)", "api_calls", "Dropped to zero", "0", "10")
+            (f"{day_of(settled, boundary.tz)} (whole day)", "API calls", "Dropped to zero", "0", "10")
         )
     assert rows == shown
