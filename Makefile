@@ -26,13 +26,19 @@ lint: $(STAMP) ## ruff (lint and format) and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), each with its own embedded servers;
+# a file's tests stay in one process, in order. Most of the suite waits on real servers and
+# subprocesses, so two processes on two cores take about half the time of one. The schema
+# fuzzing runs alone: schemathesis' operations are sub-tests, which xdist workers skip.
+test: TEST_WORKERS ?= 2
 test: $(STAMP) ## lint, check formatting, type-check and run the whole test suite against real servers
 	bash scripts/ensure-chromium
 	bash scripts/ensure-rabbitmq
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=tests/http/test_fuzz_openapi.py
+	$(BIN)/pytest -q tests/http/test_fuzz_openapi.py
 
 # Each benchmark writes its verdicts to $(BENCH_OUT); the summary prints every target of
 # issue 15 with PASS/MISS at the end, also when a benchmark failed (make then fails). The

@@ -27,7 +27,7 @@ from portal.cli.demo import demo_catalog
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.settings import Issuer, Settings
 from tests.billing.conftest import closed_period, create_plan, draft, month_of, subscribe
-from tests.conftest import WorkerProcess, wait_for
+from tests.conftest import RUNNING_WORKERS, WorkerProcess, wait_for
 from tests.factories import auth, make_customer
 from tests.pages.helpers import Client, hidden, make_user, sign_in
 from tests.sinks import SmtpServer
@@ -434,6 +434,10 @@ async def test_without_smtp_the_email_is_recorded_as_not_sent(
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
+    # No worker may take the email job first (one left running by an earlier test would send
+    # it through the test SMTP server): this test is the sender.
+    for running in list(RUNNING_WORKERS):
+        running.stop()
     await issued_invoice(client, admin_key)  # approving answered 200: never an error for the approver
     quiet = dataclasses.replace(settings, smtp_url=None)
     now = datetime(2027, 1, 2, 9, 30, tzinfo=UTC)
