@@ -35,6 +35,7 @@ from portal.cli.demo_billing import (
 )
 from portal.cli.demo_history import HISTORY_DAYS, PROFILES
 from portal.cli.demo_load import LoadReport, load_history
+from portal.infrastructure.broker import get_broker, reset_broker, setup_broker
 from portal.infrastructure.clock import system_clock
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.paths import ROOT
@@ -87,6 +88,22 @@ async def seed_demo(settings: Settings, *, now: datetime | None = None, days: in
     again changes nothing but the keys and the password (see demo_load's docstring)."""
     assert settings.database_url
     now = now or system_clock()
+    # The history's approvals and notes queue their emails after commit, like the portal's.
+    try:
+        get_broker()
+        owned = False
+    except RuntimeError:
+        setup_broker(settings)
+        owned = True
+    try:
+        return await _seed(settings, now, days)
+    finally:
+        if owned:
+            reset_broker()
+
+
+async def _seed(settings: Settings, now: datetime, days: int) -> DemoData:
+    assert settings.database_url
     engine = create_engine(settings.database_url, pool_size=2)
     sessions = session_factory(engine)
     try:
