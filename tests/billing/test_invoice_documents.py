@@ -189,7 +189,12 @@ def test_a_void_invoice_is_stamped_and_rupees_print() -> None:
     assert "Nothing is due on a void invoice." in lines
     assert not any(entry.startswith("Due date") for entry in lines)
     assert "₹" not in text  # nothing is due, so no amount due is printed
-    due = invoice(currency="INR", total="4100.00", lines=[line(0, "flat", "Platform fee", "4100.00")])
+    due = invoice(
+        currency="INR",
+        total="4100.00",
+        adjusted_total="4100.00",
+        lines=[line(0, "flat", "Platform fee", "4100.00")],
+    )
     assert "Amount due: ₹ 4,100.00 by 1 Feb 2027" in text_of(invoice_pdf(due, PARTIES, "Asia/Kolkata"))
 
 
@@ -586,3 +591,28 @@ async def test_a_void_invoice_still_downloads_stamped_void(client: Client, admin
     assert any(
         entry.startswith("VOID: voided on ") and entry.endswith("Wrong legal entity") for entry in lines
     )
+
+
+def test_an_invoice_with_a_credit_note_asks_for_what_is_left() -> None:
+    # Given INV-000001 (EUR 579.60) with a EUR 12.50 credit note
+    note = AdjustmentView(
+        id=3,
+        invoice_id=7,
+        number="CN-000001",
+        kind="credit",
+        amount="-12.50",
+        subtotal_delta="-12.50",
+        discount_delta="0.00",
+        lines=[],
+        reason="Duplicate events from a retried batch",
+        event_count=0,
+        event_ids=[],
+        created_at=datetime(2027, 1, 10, 12, 0, tzinfo=UTC),
+    )
+    credited = invoice(adjustments=[note], adjusted_total="567.10")
+    # When the invoice is printed
+    lines = text_of(invoice_pdf(credited, PARTIES, BERLIN)).splitlines()
+    # Then it names the note and asks for the total after it, as the invoice page does
+    assert "Total EUR 579.60" in lines
+    assert "Total after adjustments: EUR 567.10" in lines
+    assert "Amount due: € 567.10 by 1 Feb 2027" in lines

@@ -293,7 +293,8 @@ def invoice_pdf(invoice: InvoiceView, parties: Parties, tz_name: str) -> bytes:
         pdf.set_font(FONT, "B", 10)
         pdf.multi_cell(0, 5.5, "Nothing is due on a void invoice.", new_x="LMARGIN", new_y="NEXT")
     else:
-        _payment(pdf, parties, f"Amount due: {symbol_money(invoice.total, cur)} by {due}")
+        # As on the invoice page: what is owed once its credit and debit notes are counted.
+        _payment(pdf, parties, f"Amount due: {symbol_money(invoice.adjusted_total, cur)} by {due}")
     return bytes(pdf.output())
 
 
