@@ -51,6 +51,13 @@ ROOT = Path(__file__).resolve().parent.parent
 for _lazy in ("random", "types", "flatmapped", "attrs"):
     importlib.import_module(f"hypothesis.strategies._internal.{_lazy}")
 
+# And the report writers schemathesis' xdist plugin imports in its `pytest_sessionfinish`,
+# deep inside pluggy: with pytest-xdist installed (make test), a fresh clone's fuzz run
+# failed there after all its operations had passed.
+for _writer in ("reporting.html.writer", "reporting.junitxml", "reporting.allure"):
+    with contextlib.suppress(ImportError):  # allure is optional
+        importlib.import_module(f"schemathesis.{_writer}")
+
 # The SMTP server and HTTP receiver that deliveries go to (fixtures: mail_sink, hook_sink, …).
 pytest_plugins = ["tests.sinks"]
 
