@@ -198,9 +198,9 @@ def test_a_void_invoice_is_stamped_and_rupees_print() -> None:
     assert "Amount due: ₹ 4,100.00 by 1 Feb 2027" in text_of(invoice_pdf(due, PARTIES, "Asia/Kolkata"))
 
 
-def test_a_credit_note_names_the_invoice_it_corrects() -> None:
-    # Given a credit note on INV-000001 for usage that was billed twice
-    note = AdjustmentView(
+def credit_note(lines: list[AdjustmentLineView]) -> AdjustmentView:
+    """CN-000001: EUR 12.50 credited on INV-000001 for duplicate events."""
+    return AdjustmentView(
         id=3,
         invoice_id=7,
         number="CN-000001",
@@ -208,11 +208,18 @@ def test_a_credit_note_names_the_invoice_it_corrects() -> None:
         amount="-12.50",
         subtotal_delta="-12.50",
         discount_delta="0.00",
-        lines=[AdjustmentLineView("usage", "calls", "api_calls", "API calls", DEC_START, "-25000", "-12.50")],
+        lines=lines,
         reason="Duplicate events from a retried batch",
         event_count=0,
         event_ids=[],
         created_at=datetime(2027, 1, 10, 12, 0, tzinfo=UTC),
+    )
+
+
+def test_a_credit_note_names_the_invoice_it_corrects() -> None:
+    # Given a credit note on INV-000001 for usage that was billed twice
+    note = credit_note(
+        [AdjustmentLineView("usage", "calls", "api_calls", "API calls", DEC_START, "-25000", "-12.50")]
     )
     # When it is printed
     lines = text_of(note_pdf(note, invoice(), PARTIES, BERLIN)).splitlines()
@@ -595,20 +602,7 @@ async def test_a_void_invoice_still_downloads_stamped_void(client: Client, admin
 
 def test_an_invoice_with_a_credit_note_asks_for_what_is_left() -> None:
     # Given INV-000001 (EUR 579.60) with a EUR 12.50 credit note
-    note = AdjustmentView(
-        id=3,
-        invoice_id=7,
-        number="CN-000001",
-        kind="credit",
-        amount="-12.50",
-        subtotal_delta="-12.50",
-        discount_delta="0.00",
-        lines=[],
-        reason="Duplicate events from a retried batch",
-        event_count=0,
-        event_ids=[],
-        created_at=datetime(2027, 1, 10, 12, 0, tzinfo=UTC),
-    )
+    note = credit_note([])
     credited = invoice(adjustments=[note], adjusted_total="567.10")
     # When the invoice is printed
     lines = text_of(invoice_pdf(credited, PARTIES, BERLIN)).splitlines()
