@@ -15,6 +15,7 @@ from portal.accounts import models as _accounts  # noqa: F401
 from portal.alerting import models as _alerting  # noqa: F401
 from portal.billing import models as _billing  # noqa: F401
 from portal.catalog import models as _catalog  # noqa: F401
+from portal.entitlements import models as _entitlements  # noqa: F401
 from portal.ingest import models as _ingest  # noqa: F401
 from portal.keys import models as _keys  # noqa: F401
 from portal.live import models as _live  # noqa: F401
