@@ -23,6 +23,11 @@ from portal.billing.routes import billing_handlers
 from portal.catalog.routes import CustomerController, MeterController
 from portal.compat.routes import compat_handlers
 from portal.dependencies import provide_read_session, provide_session, provide_state
+from portal.entitlements.routes import (
+    CustomerEntitlementController,
+    EntitlementCheckController,
+    PlanEntitlementController,
+)
 from portal.http.request_checks import PortalRequest, fitting_address
 from portal.infrastructure.broker import setup_broker
 from portal.infrastructure.domain_errors import Problem
@@ -82,6 +87,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             EventController,
             UsageController,
             AnomalyController,
+            EntitlementCheckController,
+            CustomerEntitlementController,
+            PlanEntitlementController,
             OperationsController,
             *billing_handlers,
             *alert_handlers,

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from portal.catalog.service import CatalogCache
+from portal.entitlements.service import EntitlementBook
 from portal.infrastructure import rabbitmq_admin
 from portal.infrastructure.clock import Clock, checked_now, system_clock
 from portal.infrastructure.db import create_engine, create_read_engine, session_factory
@@ -39,6 +40,8 @@ class PortalState:
     catalog: CatalogCache
     keys: KeyCache
     ingestor: Ingestor
+    # Customers' limits, plans and periods for entitlement checks (portal/entitlements/service.py).
+    entitlements: EntitlementBook
     # Only to check the broker is reachable (/readyz) and read its queues (metrics); Dramatiq
     # has its own connections. None when the broker is RabbitMQ (`ping_broker`).
     broker_redis: Redis | None
@@ -85,6 +88,7 @@ class PortalState:
             catalog=catalog,
             keys=KeyCache(sessions, redis),
             ingestor=Ingestor(settings=settings, catalog=catalog, live=live),
+            entitlements=EntitlementBook(sessions, live, settings.entitlement_cache_seconds),
             broker_redis=None
             if is_amqp_url(settings.effective_broker_url)
             else probe_client(settings.effective_broker_url or settings.redis_url, max_connections=2),

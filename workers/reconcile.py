@@ -160,6 +160,7 @@ async def reconcile(
         live_hours: dict[tuple[str, str], list[tuple[int, Decimal | None]]] = defaultdict(list)
         billed_hours: dict[tuple[str, str], list[tuple[int, Decimal | None]]] = defaultdict(list)
         written = 0
+        rewritten: set[tuple[str, str]] = set()
         async with redis.pipeline(transaction=False) as pipe:
             for hkey, raw in zip(candidates, current, strict=True):
                 live = {
@@ -175,6 +176,7 @@ async def reconcile(
                 if _same(live, want):
                     continue
                 written += 1
+                rewritten.add((customer, metric))
                 pipe.delete(hkey)
                 expire_at = keys.hour_key_expires_at(bucket, settings.accepted_lateness)
                 for fld in list(live_values(live)) + list(live_values(want)):
@@ -190,6 +192,10 @@ async def reconcile(
                         pipe.expireat(skey, expire_at)
                 else:
                     pipe.zrem(keys.index_key(customer), hkey)
+            # The period accumulators summing a rewritten hour are refilled by their next
+            # check; deleted after the hours, so a fill between the two is dropped as well.
+            for customer, metric in sorted(rewritten):
+                pipe.delete(keys.period_key(customer, metric), keys.period_unique_key(customer, metric))
             if full:
                 pipe.set(keys.BUILT_KEY, started.isoformat())
             await pipe.execute()

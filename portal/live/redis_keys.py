@@ -9,7 +9,7 @@ Keys of one customer share the hash tag `{customer}` so a Redis Cluster keeps th
 slot and a Lua script may touch them together. On a cluster (REDIS_URL=redis+cluster://…,
 portal/infrastructure/redis_client.py):
 
-- per customer, hash-tagged `{c}`, touched together by the live scripts: `lu:`, `ls:`, `lk:`,
+- per customer, hash-tagged `{c}`, touched together by the live scripts: `lu:`, `ls:`, `le:`, `leu:`, `lk:`,
   `lt:`, `ld:`, `la:`, `lc:` and `alerts:debounce:{c}`;
 - one hash tag for a pair touched by one script: `ops:{roles}` and `ops:{roles}:seen`;
 - global single keys, each on the node owning its slot and never in a multi-key call:
@@ -25,6 +25,13 @@ portal/infrastructure/redis_client.py):
   kept as integer limbs added with HINCRBY, `<field>` whole units, `<field>~f` units of
   10^-12 and `<field>~h` units of 10^12 (no float anywhere; see `portal.live.store`).
 - `ls:{c}:<metric>:<bucket>:<field>` SET of distinct values for `unique_count` meters.
+- `le:{c}:<metric>` HASH, a meter's period accumulator for entitlement checks: `start` and
+  `end` (the billing period's bounds, epoch seconds) and the period's value so far in the
+  hour hashes' form (`=` with its limbs, `@=` for latest). Filled from the hours by the first
+  check of a period (`INIT_PERIOD`); from then on the live scripts add every op on an
+  hour's total inside the period to it too, so a check reads one key. Expires after the
+  period's lateness window; reconcile deletes it when it rewrites one of its hours.
+- `leu:{c}:<metric>` SET, the distinct values of a unique_count meter's period so far.
 - `lk:{c}` ZSET of that customer's `lu:` keys scored by bucket: what reconcile compares.
   It has no expiry of its own: reconcile drops the members of expired hours.
 - `lt:{c}:<name>` scratch keys of one script run (`scratch_key`), deleted by it.
@@ -83,6 +90,14 @@ def hour_key(customer_id: str, metric_name: str, bucket: int) -> str:
 
 def unique_key(customer_id: str, metric_name: str, bucket: int, field: str) -> str:
     return f"ls:{{{customer_id}}}:{metric_name}:{bucket}:{field}"
+
+
+def period_key(customer_id: str, metric_name: str) -> str:
+    return f"le:{{{customer_id}}}:{metric_name}"
+
+
+def period_unique_key(customer_id: str, metric_name: str) -> str:
+    return f"leu:{{{customer_id}}}:{metric_name}"
 
 
 def index_key(customer_id: str) -> str:

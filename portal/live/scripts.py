@@ -73,24 +73,62 @@ local function dec_gt(a, b)
   af = af .. string.rep('0', width - #af); bf = bf .. string.rep('0', width - #bf)
   return af > bf
 end
+-- The period accumulators (`le:`/`leu:`, see redis_keys) an hour key's totals also go to:
+-- per hour key, the accumulator's key and set key when it covers that hour, else false.
+local periods = {}
+local function period_of(key)
+  local cached = periods[key]
+  if cached ~= nil then return cached end
+  local found = false
+  local prefix, bucket = string.match(key, '^lu:(.*):(%d+)$')
+  if prefix then
+    local acc = 'le:' .. prefix
+    local bounds = redis.call('HMGET', acc, 'start', 'end')
+    local b = tonumber(bucket)
+    if bounds[1] and b >= tonumber(bounds[1]) and b < tonumber(bounds[2]) then
+      found = {acc, 'leu:' .. prefix}
+    end
+  end
+  periods[key] = found
+  return found
+end
+local function apply_op(op, key, fld)
+  local kind = op[1]
+  if kind == 's' then
+    local carry = add_limb(key, fld .. '~f', op[5], false)
+    -- the whole-units field is always written, so a sum of zeros still shows as 0
+    carry = add_limb(key, fld, op[4] + carry, true)
+    if op[6] + carry ~= 0 then redis.call('HINCRBY', key, fld .. '~h', op[6] + carry) end
+  elseif kind == 'c' then
+    redis.call('HINCRBY', key, fld, op[4])
+  elseif kind == 'm' then
+    local cur = redis.call('HGET', key, fld)
+    if (not cur) or dec_gt(op[4], cur) then redis.call('HSET', key, fld, op[4]) end
+  elseif kind == 'l' then
+    local cur = redis.call('HGET', key, '@' .. fld)
+    if (not cur) or tonumber(op[5]) >= tonumber(cur) then
+      redis.call('HSET', key, fld, op[4], '@' .. fld, op[5])
+    end
+  end
+end
 local function run_ops(index_key, ops)
   for _, op in ipairs(ops) do
     local kind, key = op[1], op[2]
-    if kind == 's' then
-      local carry = add_limb(key, op[3] .. '~f', op[5], false)
-      -- the whole-units field is always written, so a sum of zeros still shows as 0
-      carry = add_limb(key, op[3], op[4] + carry, true)
-      if op[6] + carry ~= 0 then redis.call('HINCRBY', key, op[3] .. '~h', op[6] + carry) end
-    elseif kind == 'c' then
-      redis.call('HINCRBY', key, op[3], op[4])
-    elseif kind == 'm' then
-      local cur = redis.call('HGET', key, op[3])
-      if (not cur) or dec_gt(op[4], cur) then redis.call('HSET', key, op[3], op[4]) end
-    elseif kind == 'l' then
-      local cur = redis.call('HGET', key, '@' .. op[3])
-      if (not cur) or tonumber(op[5]) >= tonumber(cur) then
-        redis.call('HSET', key, op[3], op[4], '@' .. op[3], op[5])
+    -- An hour's total ('=') counts in the period accumulator covering that hour too, in
+    -- the same script: a check reads one key and is never behind the hours.
+    if op[3] == '=' and kind ~= 'e' and kind ~= 'x' then
+      local period = period_of(key)
+      if period then
+        if kind == 'u' then
+          for _, member in ipairs(op[5]) do redis.call('SADD', period[2], member) end
+          redis.call('HSET', period[1], '=', redis.call('SCARD', period[2]))
+        else
+          apply_op(op, period[1], '=')
+        end
       end
+    end
+    if kind == 's' or kind == 'c' or kind == 'm' or kind == 'l' then
+      apply_op(op, key, op[3])
     elseif kind == 'u' then
       for _, member in ipairs(op[5]) do redis.call('SADD', op[4], member) end
       redis.call('HSET', key, op[3], redis.call('SCARD', op[4]))
@@ -204,6 +242,54 @@ CORRECT_BATCH = (
 if not redis.call('SET', ARGV[1], '1', 'NX', 'EX', ARGV[2]) then return 0 end
 run_ops(KEYS[1], cmsgpack.unpack(ARGV[3]))
 return 1
+"""
+)
+
+# KEYS[1]: the customer's index key (routing). ARGV[1]: a meter's period accumulator
+# (`le:`), ARGV[2]: its distinct-values set (`leu:`), ARGV[3], ARGV[4]: the period's first
+# and end bucket (epoch seconds, as text), ARGV[5]: the meter's aggregation, ARGV[6]: the
+# accumulator's EXPIREAT, ARGV[7]: msgpack list of the period's hour keys, ARGV[8]: msgpack
+# list of its hours' distinct-value sets (unique_count meters).
+#
+# Fills the accumulator from the hours when it covers another period (or none): from then on
+# every op on an hour it covers is added to it too (`run_ops`). Atomic with those ops, so
+# nothing is counted twice or missed between the fill and the next batch. Returns the
+# accumulator's '=' limbs.
+INIT_PERIOD = (
+    _RUN_OPS
+    + """
+local acc, set_key, agg = ARGV[1], ARGV[2], ARGV[5]
+local bounds = redis.call('HMGET', acc, 'start', 'end')
+if bounds[1] ~= ARGV[3] or bounds[2] ~= ARGV[4] then
+  redis.call('DEL', acc, set_key)
+  if agg == 'unique_count' then
+    local sets = cmsgpack.unpack(ARGV[8])
+    for s = 1, #sets, 500 do
+      redis.call('SUNIONSTORE', set_key, set_key, unpack(sets, s, math.min(s + 499, #sets)))
+    end
+    redis.call('HSET', acc, '=', redis.call('SCARD', set_key))
+    redis.call('EXPIREAT', set_key, ARGV[6])
+  else
+    for _, hkey in ipairs(cmsgpack.unpack(ARGV[7])) do
+      local h = redis.call('HMGET', hkey, '=', '=~f', '=~h', '@=')
+      if h[1] or h[2] or h[3] then
+        if agg == 'sum' then
+          local whole, fraction, high = tonumber(h[1] or '0'), tonumber(h[2] or '0'), tonumber(h[3] or '0')
+          apply_op({'s', acc, '=', whole, fraction, high}, acc, '=')
+        elseif agg == 'count' then
+          apply_op({'c', acc, '=', tonumber(h[1])}, acc, '=')
+        elseif agg == 'max' then
+          apply_op({'m', acc, '=', h[1]}, acc, '=')
+        elseif agg == 'latest' and h[4] then
+          apply_op({'l', acc, '=', h[1], h[4]}, acc, '=')
+        end
+      end
+    end
+  end
+  redis.call('HSET', acc, 'start', ARGV[3], 'end', ARGV[4])
+  redis.call('EXPIREAT', acc, ARGV[6])
+end
+return redis.call('HMGET', acc, '=', '=~f', '=~h')
 """
 )
 

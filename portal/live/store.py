@@ -206,6 +206,22 @@ def _markers(events: Sequence[CountedEvent], indexes: list[int]) -> bytes:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class PeriodAsk:
+    """One meter's billing period, as a check asks the live view for its value so far:
+    `start` and `end` are epoch seconds, `buckets` the period's local hours."""
+
+    metric_name: str
+    aggregation: str
+    start: int
+    end: int
+    buckets: Sequence[int]
+
+
+_VALUE_FIELDS = (keys.TOTAL_FIELD, keys.TOTAL_FIELD + keys.FRACTION_LIMB, keys.TOTAL_FIELD + keys.HIGH_LIMB)
+_PERIOD_FIELDS = ["start", "end", *_VALUE_FIELDS]
+
+
 class LiveStore:
     """The live view over one Redis connection pool."""
 
@@ -216,6 +232,7 @@ class LiveStore:
         # The marker checks, applies and corrections of concurrent requests share round trips.
         self._pipeline = SharedPipeline(redis)
         self._union = redis.register_script(scripts.UNION_COUNT)
+        self._init_period = redis.register_script(scripts.INIT_PERIOD)
 
     def _marker_hashes(self, customer_id: str, accepted_ms: int) -> tuple[str, str, int]:
         """The customer's marker hashes of the window of `accepted_ms` and the one before,
@@ -366,6 +383,46 @@ class LiveStore:
                 pipe.hgetall(keys.hour_key(customer_id, metric_name, bucket))
             replies: list[dict[Any, Any]] = await pipe.execute()
         return [{_s(k): _s(v) for k, v in reply.items()} for reply in replies]
+
+    async def period_values(self, periods: Sequence[tuple[str, PeriodAsk]]) -> list[Decimal]:
+        """Each (customer, meter period) value so far: one pipelined read of the meters' period
+        accumulators, and for an accumulator not yet covering its period, one script call
+        that fills it from the hours (the first check of a period)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for customer_id, ask in periods:
+                pipe.hmget(keys.period_key(customer_id, ask.metric_name), _PERIOD_FIELDS)
+            replies: list[list[Any]] = await pipe.execute()
+        values: list[Decimal] = []
+        for (customer_id, ask), reply in zip(periods, replies, strict=True):
+            start, end, *limbs = (None if v is None else _s(v) for v in reply)
+            if start != str(ask.start) or end != str(ask.end):
+                limbs = [None if v is None else _s(v) for v in await self._fill_period(customer_id, ask)]
+            hour = {f: v for f, v in zip(_VALUE_FIELDS, limbs, strict=True) if v is not None}
+            values.append(live_value(hour, keys.TOTAL_FIELD) or Decimal(0))
+        return values
+
+    async def _fill_period(self, customer_id: str, ask: PeriodAsk) -> list[Any]:
+        hour_keys = [keys.hour_key(customer_id, ask.metric_name, b) for b in ask.buckets]
+        set_keys = (
+            [keys.unique_key(customer_id, ask.metric_name, b, keys.TOTAL_FIELD) for b in ask.buckets]
+            if ask.aggregation == "unique_count"
+            else []
+        )
+        expire_at = ask.end + int(self.accepted_lateness.total_seconds()) + 86_400
+        reply: list[Any] = await self._init_period(
+            keys=[keys.index_key(customer_id)],
+            args=[
+                keys.period_key(customer_id, ask.metric_name),
+                keys.period_unique_key(customer_id, ask.metric_name),
+                str(ask.start),
+                str(ask.end),
+                ask.aggregation,
+                expire_at,
+                _pack(hour_keys),
+                _pack(set_keys),
+            ],
+        )
+        return reply
 
     async def unique_count(
         self, customer_id: str, metric_name: str, buckets: list[int], fld: str = keys.TOTAL_FIELD
