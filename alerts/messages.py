@@ -85,6 +85,10 @@ class Notice:
     # The customer's IANA zone, in which the human text shows instants. Notices stored
     # before it existed read as UTC.
     time_zone: str = "UTC"
+    # What a percentage level is of, in words: "budget" (a budget, the included quantity or
+    # the commitment; notices stored before this field existed) or "limit" (the meter's
+    # entitlement limit).
+    base_word: str = "budget"
 
     def __post_init__(self) -> None:
         # Refused here, once, rather than rendered wrong in every message later.
@@ -209,7 +213,7 @@ def _view(n: Notice) -> dict[str, Any]:
         )
     elif base is not None:
         # "80% of its API calls budget: 8,000 of 10,000 calls": the level as a share of its base.
-        what = f"{n.level_label} of its {meter} budget"
+        what = f"{n.level_label} of its {meter} {n.base_word}"
         of_base = money(base, n.currency) if spend else measure(base, n.unit)
         share = f"{money(n.value, n.currency) if spend else grouped(n.value)} of {of_base}"
         reach = f"{money(n.threshold, n.currency) if spend else grouped(n.threshold)} of {of_base}"

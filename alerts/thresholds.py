@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-Basis = Literal["absolute", "included", "commitment", "budget"]
+Basis = Literal["absolute", "included", "commitment", "budget", "limit"]
 NoticeKind = Literal["crossing", "recovery", "forecast"]
 HUNDRED = Decimal(100)
 

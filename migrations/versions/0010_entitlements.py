@@ -59,6 +59,15 @@ def upgrade() -> None:
             CONSTRAINT entitlement_crossings_pkey
                 PRIMARY KEY (customer_id, metric_name, period_start, limit_quantity)
         );
+
+        -- Alert rules may measure a meter against its limit ("notify at 80%, 100% of the
+        -- limit"): crossing a limit notifies through the alert channels.
+        ALTER TABLE alert_rules DROP CONSTRAINT alert_rules_basis_check,
+            ADD CONSTRAINT alert_rules_basis_check
+                CHECK (basis IN ('absolute', 'included', 'commitment', 'budget', 'limit'));
+        ALTER TABLE plan_alert_rules DROP CONSTRAINT plan_alert_rules_basis_check,
+            ADD CONSTRAINT plan_alert_rules_basis_check
+                CHECK (basis IN ('absolute', 'included', 'commitment', 'budget', 'limit'));
         """
     )
 
@@ -66,6 +75,14 @@ def upgrade() -> None:
 def downgrade() -> None:
     _execute(
         """
+        DELETE FROM alert_rules WHERE basis = 'limit';
+        DELETE FROM plan_alert_rules WHERE basis = 'limit';
+        ALTER TABLE alert_rules DROP CONSTRAINT alert_rules_basis_check,
+            ADD CONSTRAINT alert_rules_basis_check
+                CHECK (basis IN ('absolute', 'included', 'commitment', 'budget'));
+        ALTER TABLE plan_alert_rules DROP CONSTRAINT plan_alert_rules_basis_check,
+            ADD CONSTRAINT plan_alert_rules_basis_check
+                CHECK (basis IN ('absolute', 'included', 'commitment', 'budget'));
         DROP TABLE entitlement_crossings;
         DROP TABLE customer_entitlements;
         DROP TABLE plan_entitlements;

@@ -30,6 +30,7 @@ from portal.billing.schemas import Plan
 from portal.billing.subscriptions import list_subscriptions
 from portal.catalog.schemas import Customer, Meter
 from portal.catalog.service import get_customer, list_meters
+from portal.entitlements.service import limits_for, record_crossings
 from portal.infrastructure import metrics
 from portal.infrastructure.periods import BillingPeriod, period_for, previous_period
 from portal.infrastructure.settings import Settings
@@ -93,10 +94,12 @@ async def _period_state(
     return PeriodState(period, rating, plan, usage)
 
 
-def _base(rule: RuleRow, state: PeriodState) -> Decimal | None:
+def _base(rule: RuleRow, state: PeriodState, limits: dict[str, Decimal]) -> Decimal | None:
     """What a percentage level is a percentage of (None: nothing to measure against)."""
     if rule.basis == "budget":
         return rule.budget
+    if rule.basis == "limit":  # the meter's entitlement limit in force
+        return limits.get(rule.metric_name or "")
     if state.plan is None:
         return None
     if rule.basis == "commitment":
@@ -126,9 +129,11 @@ async def evaluate_customer(
     if customer is None:
         return []
     deliveries = await evaluate_anomalies(session, customer, now=now, settings=settings)
+    await record_crossings(session, customer_id, now=now)
     rules = await active_rules(session, customer_id)
     if not rules:
         return deliveries
+    limits = {m: limit.quantity for m, limit in (await limits_for(session, customer_id, now)).limits.items()}
     subs = await list_subscriptions(session, customer_id)
     anchor = subs[-1].anchor_day if subs else 1
     meters = {m.metric_name: m for m in await list_meters(session)}
@@ -145,7 +150,7 @@ async def evaluate_customer(
             value = state.usage.get(meter.metric_name, Decimal(0)) if meter else _spend(state.rating)
             unit = meter.unit if meter else customer.currency
             grows = meter is None or meter.aggregation in ("sum", "count")
-            levels = thresholds(rule.levels, rule.basis, _base(rule, state))
+            levels = thresholds(rule.levels, rule.basis, _base(rule, state, limits))
             due = notices_due(
                 value,
                 levels,
@@ -186,6 +191,7 @@ def _notice(
         metric_name=rule.metric_name,
         unit=unit,
         level_label=_label(due.level, rule, unit),
+        base_word="limit" if rule.basis == "limit" else "budget",
         threshold=due.level.threshold,
         value=value,
         currency=customer.currency,

@@ -32,7 +32,7 @@ _KIND_SHAPE = (
     "(kind = 'anomaly') = (cardinality(levels) = 0) AND (kind = 'threshold' OR (basis = 'absolute' "
     "AND budget IS NULL AND NOT notify_recovery AND NOT notify_forecast))"
 )
-_BASES = "basis IN ('absolute', 'included', 'commitment', 'budget')"
+_BASES = "basis IN ('absolute', 'included', 'commitment', 'budget', 'limit')"
 _KINDS = "kind IN ('threshold', 'anomaly')"
 
 

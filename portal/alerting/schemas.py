@@ -98,8 +98,8 @@ class RuleBody(CamelStruct):
             _check_level("budget", self.budget)
         elif self.budget is not None:
             raise ValueError("budget: only for basis 'budget'")
-        if self.basis == "included" and self.metric_name is None:
-            raise ValueError("basis: 'included' is a quantity of a meter; give metricName")
+        if self.basis in ("included", "limit") and self.metric_name is None:
+            raise ValueError(f"basis: {self.basis!r} is a quantity of a meter; give metricName")
         if self.basis == "commitment" and self.metric_name is not None:
             raise ValueError("basis: 'commitment' is an amount of money; a spend rule has no metricName")
 

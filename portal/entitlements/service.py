@@ -371,3 +371,57 @@ async def set_own_limit(
 
 async def customer_exists(session: AsyncSession, customer_id: str) -> bool:
     return await get_customer(session, customer_id) is not None
+
+
+# --- crossings
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    """A limit the customer reached in its current period, recorded just now."""
+
+    customer_id: str
+    metric_name: str
+    period: BillingPeriod
+    limit: Limit
+    used: Decimal
+
+
+async def record_crossings(session: AsyncSession, customer_id: str, *, now: datetime) -> list[Crossing]:
+    """Record each limit the customer's current period has reached, in Postgres' numbers
+    (what the bill will say), once per limit and period: the crossings new in this call.
+    Run by the alert evaluation after usage is persisted, in its transaction."""
+    profile = (await load_profiles(session, [customer_id], now)).get(customer_id)
+    if profile is None or not profile.limits:
+        return []
+    period = profile.period_at(now)
+    out: list[Crossing] = []
+    for metric_name, limit in sorted(profile.limits.items()):
+        meter = await get_meter(session, metric_name)
+        if meter is None:
+            continue
+        usage = await billed_usage(
+            session,
+            customer_id=customer_id,
+            tz_name=profile.timezone,
+            meter=meter,
+            start=period.start,
+            end=period.end,
+            granularity="day",
+        )
+        if usage.total < limit.quantity:
+            continue
+        recorded = await repository.record_crossing(
+            session,
+            customer_id=customer_id,
+            metric_name=metric_name,
+            period_start=period.start,
+            period_end=period.end,
+            quantity=limit.quantity,
+            enforcement=limit.enforcement,
+            used=usage.total,
+            crossed_at=now,
+        )
+        if recorded:
+            out.append(Crossing(customer_id, metric_name, period, limit, usage.total))
+    return out

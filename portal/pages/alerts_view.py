@@ -32,6 +32,7 @@ BASIS_TEXT = {
     "budget": "% of monthly budget",
     "included": "% of included quantity",
     "commitment": "% of minimum commitment",
+    "limit": "% of the usage limit",
 }
 KIND_TEXT = {
     "crossing": "Reached",

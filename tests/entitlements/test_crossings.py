@@ -1,0 +1,66 @@
+"""Reaching a limit, end to end: real ingest, a real worker, the alert channels (a real SMTP
+server), and the crossing recorded once per limit and period."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
+
+from tests.alerts.conftest import SmtpServer
+from tests.alerts.test_alerts_e2e import channel, mails_to, rule, send, settled, setup_customer
+from tests.conftest import WorkerProcess
+from tests.factories import auth, event
+
+
+async def test_a_limit_reached_notifies_once_through_the_alert_channels_and_is_recorded_once(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
+    mail_sink: SmtpServer,
+    pg: asyncpg.Connection,
+) -> None:
+    await setup_customer(client, admin_key, "acme")
+    limits = {"limits": [{"meter": "api_calls", "limit": "1000", "enforcement": "hard"}]}
+    assert (
+        await client.put("/v1/customers/acme/limits", headers=auth(admin_key), json=limits)
+    ).status_code == 200
+    await channel(client, admin_key, "acme", "ops mail", "mailto://ops@acme.test")
+    await rule(
+        client,
+        admin_key,
+        "acme",
+        name="Calls limit",
+        metricName="api_calls",
+        basis="limit",
+        levels=["80", "100"],
+    )
+
+    await send(client, ingest_key, [event(quantity=799)], redis)
+    assert await pg.fetchval("SELECT count(*) FROM entitlement_crossings") == 0
+    await send(client, ingest_key, [event(quantity=1)], redis)  # 800: 80% of the limit
+    await settled(client, admin_key, "acme", 1)
+    await send(client, ingest_key, [event(quantity=200)], redis)  # 1,000: the limit
+    sent = await settled(client, admin_key, "acme", 2)
+    assert sorted(d["status"] for d in sent) == ["sent", "sent"]
+    subjects = sorted(m.message["Subject"] for m in mails_to(mail_sink, "ops@acme.test"))
+    assert subjects == [
+        "Acme Inc reached 100% of its API calls limit",
+        "Acme Inc reached 80% of its API calls limit",
+    ]
+    rows = await pg.fetch("SELECT metric_name, limit_quantity, enforcement, used FROM entitlement_crossings")
+    assert [tuple(r) for r in rows] == [("api_calls", 1000, "hard", 1000)]
+    # More usage past the limit records nothing new.
+    await send(client, ingest_key, [event(quantity=5)], redis)
+    await settled(client, admin_key, "acme", 2)
+    assert await pg.fetchval("SELECT count(*) FROM entitlement_crossings") == 1
+    denied = await client.post(
+        "/v1/entitlements/check",
+        headers=auth(ingest_key),
+        json={"checks": [{"customerId": "acme", "meter": "api_calls"}]},
+    )
+    assert denied.json()["results"][0]["allowed"] is False
