@@ -4,12 +4,14 @@
 
     usage = UsageClient("https://portal.example", "ingest-key")
     usage.record("acme", "api_calls", 1, dimensions={"region": "eu"})
+    if not usage.check("acme", "api_calls").allowed: ...  # past a hard limit
 
 See docs/client.md.
 """
 
 from portal.client.aio import AsyncUsageClient
 from portal.client.buffer import ClientStats, build_event
+from portal.client.entitlements import Entitlement, EntitlementUnavailable
 from portal.client.errors import (
     AuthenticationError,
     BufferFull,
@@ -28,6 +30,8 @@ __all__ = [
     "BufferFull",
     "ClientStats",
     "DeliveryError",
+    "Entitlement",
+    "EntitlementUnavailable",
     "EventRejected",
     "Reply",
     "RetryPolicy",

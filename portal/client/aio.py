@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from portal.client.buffer import ClientStats, OnError, Quantity, build_event, open_pipeline
+from portal.client.entitlements import Entitlement, EntitlementChecker
 from portal.client.errors import AuthenticationError, UsageClientError
 from portal.client.transport import RetryPolicy, Transport, UrllibTransport
 
@@ -48,11 +49,14 @@ class AsyncUsageClient:
         spool_fsync: bool = True,
         timeout: float = 10.0,
         transport: Transport | None = None,
+        check_cache_seconds: float = 0.5,
     ) -> None:
         self.flush_interval = flush_interval
         self.block_timeout = block_timeout
+        transport = transport or UrllibTransport(base_url, api_key, timeout=timeout)
+        self._checker = EntitlementChecker(transport, cache_seconds=check_cache_seconds)
         self._pipeline = open_pipeline(
-            transport or UrllibTransport(base_url, api_key, timeout=timeout),
+            transport,
             batch_size=batch_size,
             max_buffered=max_buffered,
             retry=retry,
@@ -102,6 +106,15 @@ class AsyncUsageClient:
     async def start(self) -> None:
         """Start the background task now (otherwise the first `record` does)."""
         self._ensure_task()
+
+    async def check(self, customer_id: str, meter: str, quantity: Quantity | None = None) -> Entitlement:
+        """`UsageClient.check`: a cached answer at once, else one request in a worker thread."""
+        ask = (customer_id, meter, None if quantity is None else str(quantity))
+        return (await asyncio.to_thread(self._checker.check_many, [ask]))[0]
+
+    async def check_many(self, asks: list[tuple[str, str, Quantity | None]]) -> list[Entitlement]:
+        wanted = [(c, m, None if q is None else str(q)) for c, m, q in asks]
+        return await asyncio.to_thread(self._checker.check_many, wanted)
 
     async def flush(self) -> None:
         """Send everything buffered now; see `UsageClient.flush`."""

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from portal.client.buffer import ClientStats, OnError, Quantity, build_event, open_pipeline
+from portal.client.entitlements import Entitlement, EntitlementChecker
 from portal.client.errors import AuthenticationError, UsageClientError
 from portal.client.transport import RetryPolicy, Transport, UrllibTransport
 
@@ -51,11 +52,14 @@ class UsageClient:
         spool_fsync: bool = True,
         timeout: float = 10.0,
         transport: Transport | None = None,
+        check_cache_seconds: float = 0.5,
     ) -> None:
         self.flush_interval = flush_interval
         self.block_timeout = block_timeout
+        transport = transport or UrllibTransport(base_url, api_key, timeout=timeout)
+        self._checker = EntitlementChecker(transport, cache_seconds=check_cache_seconds)
         self._pipeline = open_pipeline(
-            transport or UrllibTransport(base_url, api_key, timeout=timeout),
+            transport,
             batch_size=batch_size,
             max_buffered=max_buffered,
             retry=retry,
@@ -74,6 +78,17 @@ class UsageClient:
         atexit.register(self._atexit)
 
     # -- public API ------------------------------------------------------------------
+
+    def check(self, customer_id: str, meter: str, quantity: Quantity | None = None) -> Entitlement:
+        """May `customer_id` use `quantity` more of `meter` (None: any more)? Answered by the
+        portal from its live counters, or from this client's cache of the last answer (at most
+        `check_cache_seconds` old; `lag_ms` includes its age). Raises EntitlementUnavailable
+        when there is no answer: serving or refusing then is the application's choice."""
+        return self._checker.check_many([(customer_id, meter, _quantity(quantity))])[0]
+
+    def check_many(self, asks: list[tuple[str, str, Quantity | None]]) -> list[Entitlement]:
+        """Several checks in one request (cached answers are not asked again), in order."""
+        return self._checker.check_many([(c, m, _quantity(q)) for c, m, q in asks])
 
     def record(
         self,
@@ -169,6 +184,11 @@ class UsageClient:
                 log.warning("usage client: background flush failed: %s", exc)
             except Exception:
                 log.exception("usage client: background flush failed")
+
+
+def _quantity(quantity: Quantity | None) -> str | None:
+    """A quantity as the API's exact decimal text (a float by its shortest repr)."""
+    return None if quantity is None else str(quantity)
 
 
 def _make_atexit(client: UsageClient) -> Any:

@@ -1,0 +1,83 @@
+"""`UsageClient.check`: against the real server process, its answer flips with what the same
+client recorded, a cached answer says its age, and no answer raises."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+from decimal import Decimal
+
+import pytest
+
+from portal.client import AsyncUsageClient, EntitlementUnavailable, UsageClient
+from tests.client.conftest import ServerProcess
+from tests.conftest import WorkerProcess
+
+pytestmark = pytest.mark.usefixtures("catalog")
+
+
+def set_limit(base_url: str, key: str, limit: str) -> None:
+    body = {"limits": [{"meter": "api_calls", "limit": limit, "enforcement": "hard"}]}
+    request = urllib.request.Request(
+        base_url + "/v1/customers/acme/limits",
+        data=json.dumps(body).encode(),
+        method="PUT",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+async def test_check_flips_at_the_limit_and_caches_briefly(
+    server: ServerProcess, admin_key: str, ingest_key: str, worker: WorkerProcess
+) -> None:
+    set_limit(server.url, admin_key, "10")
+    fresh = UsageClient(server.url, ingest_key, check_cache_seconds=0, flush_interval=60)
+    cached = UsageClient(server.url, ingest_key, check_cache_seconds=60, flush_interval=60)
+    try:
+        first = fresh.check("acme", "api_calls")
+        assert (first.allowed, first.used, first.limit, first.remaining, first.cached) == (
+            True,
+            Decimal(0),
+            Decimal(10),
+            Decimal(10),
+            False,
+        )
+        assert first.lag_ms == 0 and first.period_start is not None
+        assert cached.check("acme", "api_calls").cached is False
+        for _ in range(9):
+            fresh.record("acme", "api_calls", Decimal("1.0"))
+        fresh.flush()
+        nine = fresh.check("acme", "api_calls", quantity=1)
+        assert (nine.allowed, nine.used, nine.remaining) == (True, Decimal(9), Decimal(1))
+        assert fresh.check("acme", "api_calls", quantity="1.5").allowed is False
+        fresh.record("acme", "api_calls", 1)
+        fresh.flush()
+        ten = fresh.check("acme", "api_calls")
+        assert (ten.allowed, ten.used, ten.remaining, ten.exceeded) == (False, Decimal(10), Decimal(0), True)
+        # The cached client still holds its first answer, and says how old it is.
+        stale = cached.check("acme", "api_calls")
+        assert (stale.cached, stale.allowed, stale.used) == (True, True, Decimal(0))
+        assert stale.lag_ms > 0
+        (many,) = cached.check_many([("acme", "api_calls", 10)])
+        assert (many.cached, many.allowed, many.used) == (False, False, Decimal(10))
+        async with AsyncUsageClient(server.url, ingest_key) as aio:
+            assert (await aio.check("acme", "api_calls")).allowed is False
+            (unknown,) = await aio.check_many([("nobody", "api_calls", None)])
+            assert (unknown.allowed, unknown.error) == (False, "unknown customer 'nobody'")
+    finally:
+        fresh.close()
+        cached.close()
+
+
+def test_no_answer_raises_entitlement_unavailable() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = UsageClient(f"http://127.0.0.1:{port}", "key", flush_interval=60, timeout=1)
+    try:
+        with pytest.raises(EntitlementUnavailable):
+            client.check("acme", "api_calls")
+    finally:
+        client.close()
