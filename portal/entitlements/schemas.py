@@ -36,18 +36,33 @@ def check_quantity(name: str, value: Decimal | None, *, positive: bool = False) 
         raise ValueError(f"{name}: at most {_MAX_DECIMALS} decimal places")
 
 
+# A quantity as exact decimal text ("1000", "0.25"): a JSON number would reach us through a
+# float-shaped schema, and the API's numbers are strings everywhere else.
+QuantityText = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,20}(\.[0-9]{1,12})?$")]
+
+
+def _quantity(name: str, text: str) -> Decimal:
+    value = Decimal(text)
+    try:
+        check_quantity(name, value)
+    except ValueError as exc:
+        raise msgspec.ValidationError(str(exc)) from None
+    return value
+
+
 class LimitIn(CamelStruct, kw_only=True):
     """A limit on one meter per billing period."""
 
     meter: MetricName
-    limit: Decimal
+    limit: QuantityText
     enforcement: Enforcement = "hard"
 
     def __post_init__(self) -> None:
-        try:
-            check_quantity("limit", self.limit)
-        except ValueError as exc:
-            raise msgspec.ValidationError(str(exc)) from None
+        _quantity("limit", self.limit)
+
+    @property
+    def quantity(self) -> Decimal:
+        return Decimal(self.limit)
 
 
 class PlanLimitIn(LimitIn, kw_only=True):
@@ -79,13 +94,16 @@ class CheckIn(CamelStruct, kw_only=True):
 
     customer_id: Identifier
     meter: MetricName
-    quantity: Decimal | None = None
+    quantity: QuantityText | None = None
 
     def __post_init__(self) -> None:
-        try:
-            check_quantity("quantity", self.quantity)
-        except ValueError as exc:
-            raise msgspec.ValidationError(str(exc)) from None
+        if self.quantity is not None:
+            _quantity("quantity", self.quantity)
+
+    @property
+    def amount(self) -> Decimal | None:
+        """`quantity` as a Decimal (None: any more)."""
+        return None if self.quantity is None else Decimal(self.quantity)
 
 
 class ChecksIn(CamelStruct):

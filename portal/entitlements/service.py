@@ -178,7 +178,7 @@ async def check(book: EntitlementBook, asks: Sequence[CheckIn], *, now: datetime
             continue
         profile = profiles[ask.customer_id]
         period = profile.period_at(now)
-        given = answer(wanted[slot][1].aggregation, values[slot], profile.limits.get(ask.meter), ask.quantity)
+        given = answer(wanted[slot][1].aggregation, values[slot], profile.limits.get(ask.meter), ask.amount)
         out.append(
             EntitlementOut(
                 customer_id=ask.customer_id,
@@ -269,7 +269,7 @@ async def set_plan_limits(
         if await get_meter(session, name) is None:
             raise Invalid(f"limits: unknown meter {name!r}")
     before = (await repository.plan_rules(session, [plan_id])).get(plan_id, [])
-    rules = [PlanRule(i.meter, i.limit, i.enforcement, i.customer_may_lower) for i in data.limits]
+    rules = [PlanRule(i.meter, i.quantity, i.enforcement, i.customer_may_lower) for i in data.limits]
     await repository.replace_plan_rules(session, plan_id, rules)
     await audit.record(
         session,
@@ -312,11 +312,11 @@ async def set_customer_limits(
         if await get_meter(session, item.meter) is None:
             raise Invalid(f"limits: unknown meter {item.meter!r}")
         problem = staff_limit_error(
-            await _plan_rule(session, profile, item.meter), item.limit, item.enforcement
+            await _plan_rule(session, profile, item.meter), item.quantity, item.enforcement
         )
         if problem:
             raise Invalid(f"limits: {item.meter}: {problem}")
-        rules.append(CustomerRule(item.meter, item.limit, item.enforcement, "staff"))
+        rules.append(CustomerRule(item.meter, item.quantity, item.enforcement, "staff"))
     before = (await repository.customer_rules(session, [customer_id])).get(customer_id, [])
     await repository.replace_customer_rules(session, customer_id, rules)
     await audit.record(

@@ -208,12 +208,24 @@ async def test_a_batch_answers_many_customers_and_meters_in_order(
         {"checks": []},
         {"checks": [{"customerId": "acme", "meter": "api_calls", "quantity": "-1"}]},
         {"checks": [{"customerId": "acme", "meter": "api_calls", "quantity": "1e30"}]},
+        {"checks": [{"customerId": "acme", "meter": "api_calls", "quantity": 5}]},
+        {"checks": [{"customerId": "acme", "meter": "api_calls", "quantity": "100000000000000000000"}]},
         {"checks": [{"customerId": "acme", "meter": "api_calls", "quantity": "0.0000000000001"}]},
         {"checks": [{"customerId": "ac{me}", "meter": "api_calls"}]},
         {"checks": [{"customerId": "acme", "meter": "api_calls", "extra": 1}]},
         {"checks": [{"customerId": "acme", "meter": "api_calls"}] * 10_001},
     ],
-    ids=["empty", "negative", "huge", "too-precise", "braces", "unknown-field", "too-many"],
+    ids=[
+        "empty",
+        "negative",
+        "huge",
+        "a-json-number",
+        "10^20",
+        "too-precise",
+        "braces",
+        "unknown-field",
+        "too-many",
+    ],
 )
 async def test_hostile_checks_are_refused_with_422(
     client: AsyncTestClient[Any], ingest_key: str, catalog: None, body: dict[str, Any]
