@@ -36,7 +36,7 @@ from portal.infrastructure.logs import configure as configure_logs
 from portal.infrastructure.logs import request_ids
 from portal.infrastructure.paths import STATIC_DIR
 from portal.infrastructure.settings import Settings, get_settings
-from portal.ingest.routes import EventController
+from portal.ingest.routes import EventController, EventCorrectionController
 from portal.keys.guard import api_key_guard
 from portal.operations.routes import OperationsController, healthz, metrics_endpoint, readyz
 from portal.pages.web import failed_anywhere, not_found_anywhere
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             CustomerController,
             MeterController,
             EventController,
+            EventCorrectionController,
             UsageController,
             AnomalyController,
             EntitlementCheckController,

@@ -16,6 +16,7 @@ from portal.billing.repository import documents as document_store
 from portal.billing.run import run_current_periods, run_ended_periods
 from portal.infrastructure.broker import MAINTENANCE_QUEUE
 from portal.infrastructure.db import transaction
+from portal.ingest.repository import corrections as correction_store
 from workers.context import get_context
 from workers.outages import periodic
 
@@ -51,7 +52,10 @@ async def sweep_late_events() -> None:
         invoice_ids = await adjustment_store.invoices_with_unsettled_late_events(
             session, older_than=timedelta(minutes=1)
         )
-    for invoice_id in invoice_ids:
+        invoice_ids += await correction_store.invoices_with_unsettled_corrections(
+            session, older_than=timedelta(minutes=1)
+        )
+    for invoice_id in sorted(set(invoice_ids)):
         async with transaction(ctx.sessions) as session:
             await settle_late_events(session, invoice_id, now=datetime.now(UTC))
 

@@ -16,10 +16,13 @@ from dramatiq.middleware import CurrentMessage
 from portal.infrastructure import metrics
 from portal.infrastructure.broker import INGEST_QUEUE
 from portal.infrastructure.settings import get_settings
+from portal.ingest.corrections import APPLY_ACTOR as APPLY_CORRECTION_ACTOR
+from portal.ingest.corrections import live_ops
 from portal.ingest.events import AcceptedEvent
 from portal.ingest.failed_events import decode_row, key_safe, received_at_of
 from portal.ingest.handoff import holds
 from portal.ingest.partitions import forget_known
+from portal.ingest.repository import corrections as correction_store
 from portal.live.store import SettledBatch
 from portal.operations.status import record_persist_failure
 from workers import log_filters
@@ -277,3 +280,24 @@ async def _recover(
 
 # Dramatiq would log a failing persist message with its whole batch (see the module).
 log_filters.install()
+
+
+@dramatiq.actor(
+    actor_name=APPLY_CORRECTION_ACTOR,
+    queue_name=INGEST_QUEUE,
+    max_retries=20,
+    min_backoff=500,
+    max_backoff=30_000,
+    time_limit=60_000,
+)
+async def apply_event_correction(customer_id: str, correction_id: int) -> None:
+    """Carry a committed event correction into the live view, once (its key in Redis makes a
+    second run change nothing), and have the customer's alerts and crossings evaluated again."""
+    ctx = await get_context()
+    async with ctx.sessions() as session:
+        correction = await correction_store.correction_by_id(session, customer_id, correction_id)
+        if correction is None:  # rolled back, or another database
+            return
+        ops = await live_ops(session, correction)
+    await ctx.live.apply_correction(customer_id, correction_id, ops)
+    await request_evaluation(ctx, [customer_id])

@@ -21,6 +21,8 @@ from portal.billing.lifecycle import locked_invoice, next_number
 from portal.billing.repository import adjustments as adjustment_store
 from portal.billing.repository import invoices as invoice_store
 from portal.billing.views import money_text
+from portal.ingest.models import EventCorrection
+from portal.ingest.repository import corrections as correction_store
 from portal.usage.combine import exact
 
 LineKey = tuple[str, str, str]  # segment start, kind, charge key
@@ -60,7 +62,8 @@ async def settle_late_events(session: AsyncSession, invoice_id: int, *, now: dat
     if invoice.status != "finalized":
         return None
     pending = await adjustment_store.unsettled_late_event_count(session, invoice_id)
-    if not pending:
+    corrections = await correction_store.unsettled_corrections(session, invoice_id)
+    if not pending and not corrections:
         return None
     item = PeriodToRate(
         invoice.customer_id,
@@ -108,7 +111,7 @@ async def settle_late_events(session: AsyncSession, invoice_id: int, *, now: dat
             discount_delta=-(amount - subtotal_delta),
             amount=amount,
             lines=msgspec.to_builtins(deltas),
-            reason=f"{pending} event(s) arrived after {invoice.number} was finalized",
+            reason=_reason(pending, corrections, invoice.number or ""),
         )
         await owe_email(
             session,
@@ -120,4 +123,22 @@ async def settle_late_events(session: AsyncSession, invoice_id: int, *, now: dat
     await adjustment_store.settle_late_events_of(
         session, invoice_id, settled_at=now, adjustment_id=adjustment_id
     )
+    await correction_store.settle_corrections_of(
+        session, invoice_id, settled_at=now, adjustment_id=adjustment_id
+    )
     return adjustment_id
+
+
+def _reason(late: int, corrections: list[EventCorrection], number: str) -> str:
+    """Why the note exists, in words: late events, and each correction with its own reason."""
+    parts = []
+    if late:
+        parts.append(f"{late} event(s) arrived after {number} was finalized")
+    for c in corrections:
+        what = (
+            "cancelled"
+            if c.kind == "cancel"
+            else f"amended from {exact(c.quantity_before)} to {exact(c.quantity_after or Decimal(0))}"
+        )
+        parts.append(f"event {c.event_id} {what} after {number} was finalized: {c.reason}")
+    return "; ".join(parts)

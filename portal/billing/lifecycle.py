@@ -19,6 +19,7 @@ from portal.billing.schemas import InvoiceRow
 from portal.catalog.service import get_customer
 from portal.infrastructure.domain_errors import Conflict, Invalid
 from portal.infrastructure.settings import Issuer, get_settings
+from portal.ingest.repository import corrections as correction_store
 
 INVOICE_SERIES = "INV"
 
@@ -101,6 +102,8 @@ async def void(
     await release_credit(session, invoice.id)
     await invoice_store.void_invoice(session, invoice.id, voided_at=now, reason=reason)
     await adjustment_store.settle_late_events_of(session, invoice.id, settled_at=now)
+    # Corrections too: the reissued draft is rated on the corrected usage.
+    await correction_store.settle_corrections_of(session, invoice.id, settled_at=now)
     customer = await get_customer(session, invoice.customer_id)
     assert customer is not None
     reissued_id = await refresh_draft(session, customer, invoice.period, complete_through=complete_through)

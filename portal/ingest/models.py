@@ -11,6 +11,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    ForeignKeyConstraint,
     Index,
     LargeBinary,
     Numeric,
@@ -81,6 +82,61 @@ class UsageEvent(SQLModel, table=True):
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
     )
     message_id: str = Field(sa_type=Text)
+    # Set when the event was cancelled (migration 0012): kept, counted nowhere.
+    cancelled_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class EventCorrection(SQLModel, table=True):
+    """A cancel or amend of an accepted event: who, when, why, and what it changed."""
+
+    __tablename__ = "event_corrections"
+    __table_args__ = (
+        CheckConstraint("kind IN ('cancel', 'amend')", name="event_corrections_kind_check"),
+        CheckConstraint("source IN ('api', 'stripe', 'portal')", name="event_corrections_source_check"),
+        CheckConstraint("(kind = 'cancel') = (quantity_after IS NULL)", name="event_corrections_shape"),
+        Index("event_corrections_event", "customer_id", "event_id"),
+        # Alembic compares the index's columns, not its WHERE clause.
+        Index(
+            "event_corrections_unsettled",
+            "invoice_id",
+            postgresql_where=text("invoice_id IS NOT NULL AND settled_at IS NULL"),
+        ),
+        PrimaryKeyConstraint("id", "customer_id", name="event_corrections_pkey"),
+        ForeignKeyConstraint(
+            ["invoice_id", "customer_id"],
+            ["invoices.id", "invoices.customer_id"],
+            name="event_corrections_invoice_id_fkey",
+        ),
+        ForeignKeyConstraint(
+            ["adjustment_id", "customer_id"],
+            ["adjustments.id", "adjustments.customer_id"],
+            name="event_corrections_adjustment_id_fkey",
+        ),
+    )
+
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": True}
+    )
+    customer_id: str = Field(primary_key=True, foreign_key="customers.id", sa_type=Text)
+    event_id: str = Field(sa_type=Text)
+    kind: str = Field(sa_type=Text)
+    metric_name: str = Field(sa_type=Text)
+    event_time: datetime = Field(sa_type=DateTime(timezone=True))
+    hour: datetime = Field(sa_type=DateTime(timezone=True))
+    group_key: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=text("''")))
+    quantity_before: Decimal = Field(sa_type=Numeric())
+    quantity_after: Decimal | None = Field(default=None, sa_type=Numeric())
+    reason: str = Field(sa_type=Text)
+    actor: str = Field(sa_type=Text)
+    user_id: int | None = Field(default=None, sa_type=BigInteger)
+    source: str = Field(sa_type=Text)
+    created_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )
+    invoice_id: int | None = Field(default=None, sa_type=BigInteger)
+    adjustment_id: int | None = Field(default=None, sa_type=BigInteger)
+    settled_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class FailedEvent(SQLModel, table=True):

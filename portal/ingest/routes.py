@@ -7,24 +7,31 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from decimal import Decimal
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, post
+from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import ClientException
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 from redis.asyncio import Redis
 
-from portal.dependencies import Portal
+from portal.dependencies import Db, Portal
 from portal.http.json_nesting import MAX_JSON_DEPTH, json_nesting_exceeds
+from portal.http.openapi_answers import error_answers
 from portal.infrastructure import metrics
 from portal.infrastructure.http_errors import ServiceUnavailable
 from portal.ingest import quality
+from portal.ingest.corrections import CorrectionAsked, correct_event
+from portal.ingest.models import EventCorrection
 from portal.ingest.openapi import EventBatchOperation, SingleEventOperation
-from portal.ingest.schemas import EventBatch, IngestResult
+from portal.ingest.repository import corrections as correction_store
+from portal.ingest.schemas import AmendIn, CancelIn, CorrectionOut, EventBatch, IngestResult
 from portal.ingest.service import CONFLICT_ERROR, IngestUnavailable
 from portal.ingest.validation import rejection_reason
+from portal.usage.combine import exact
 
 INGEST = {"scope": "ingest"}
 
@@ -223,3 +230,85 @@ class EventController(Controller):
         if not envelope.events:
             raise ClientException("events: the batch is empty")
         return await _run(portal, envelope.events)
+
+
+def correction_out(row: EventCorrection) -> CorrectionOut:
+    assert row.id is not None and row.created_at is not None
+    return CorrectionOut(
+        id=row.id,
+        customer_id=row.customer_id,
+        event_id=row.event_id,
+        kind=row.kind,
+        meter=row.metric_name,
+        event_time=row.event_time,
+        quantity_before=exact(row.quantity_before),
+        quantity_after=None if row.quantity_after is None else exact(row.quantity_after),
+        reason=row.reason,
+        actor=row.actor,
+        source=row.source,
+        created_at=row.created_at,
+        invoice_id=row.invoice_id,
+        adjustment_id=row.adjustment_id,
+    )
+
+
+def key_actor(request: Request[Any, Any, Any]) -> str:
+    key = request.scope["state"].get("api_key")
+    return f"key:{key.name}" if key is not None else "unknown"
+
+
+class EventCorrectionController(Controller):
+    """Corrections of accepted events, with the ingest (or admin) key: within the lateness
+    window, for open and finalized periods alike (a finalized one gets a note)."""
+
+    path = "/v1/events/{event_id:str}"
+    tags = ["ingest"]
+    opt = INGEST
+
+    @post("/cancel", status_code=200, responses=error_answers(404, 409, 422))
+    async def cancel(
+        self,
+        event_id: FromPath[Annotated[str, Parameter(max_length=256)]],
+        data: JSONBody[CancelIn],
+        db: Db,
+        portal: Portal,
+        request: Request[Any, Any, Any],
+    ) -> CorrectionOut:
+        """Cancel an accepted event: it stays stored but counts nowhere; live and billed
+        totals drop by it once (cancelling again answers 409). 409 also while the event is
+        accepted but not recorded yet (seconds)."""
+        asked = CorrectionAsked(data.customer_id, event_id, "cancel", data.reason, key_actor(request), "api")
+        return correction_out(await correct_event(db, asked, now=portal.now(), settings=portal.settings))
+
+    @post("/amend", status_code=200, responses=error_answers(404, 409, 422))
+    async def amend(
+        self,
+        event_id: FromPath[Annotated[str, Parameter(max_length=256)]],
+        data: JSONBody[AmendIn],
+        db: Db,
+        portal: Portal,
+        request: Request[Any, Any, Any],
+    ) -> CorrectionOut:
+        """Give an accepted event a new quantity; totals change by the difference, once."""
+        asked = CorrectionAsked(
+            data.customer_id,
+            event_id,
+            "amend",
+            data.reason,
+            key_actor(request),
+            "api",
+            quantity=Decimal(data.quantity),
+        )
+        return correction_out(await correct_event(db, asked, now=portal.now(), settings=portal.settings))
+
+    @get("/corrections")
+    async def corrections(
+        self,
+        event_id: FromPath[Annotated[str, Parameter(max_length=256)]],
+        customer_id: Annotated[str, Parameter(query="customerId", max_length=128)],
+        db: Db,
+    ) -> list[CorrectionOut]:
+        """The event's corrections, oldest first."""
+        return [
+            correction_out(r) for r in await correction_store.corrections_of_event(db, customer_id, event_id)
+        ]

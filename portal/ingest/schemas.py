@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
+from typing import Annotated
 
 import msgspec
 
+from portal.catalog.schemas import Identifier
 from portal.http.schemas import CamelStruct
 
 
@@ -41,3 +44,46 @@ class IngestResult(CamelStruct):
     accepted: int
     duplicates: int
     rejected: list[Rejection]
+
+
+# --- event corrections
+
+# Why an event is corrected: shown in the audit log and on the note; printable, one line.
+Reason = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$")
+]
+# A new quantity as exact decimal text (the ingest's bounds are checked by the service).
+QuantityText = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,20}(\.[0-9]{1,12})?$")]
+
+
+class CancelIn(CamelStruct, kw_only=True):
+    """Cancel the event: it stays stored, counts nowhere."""
+
+    customer_id: Identifier
+    reason: Reason
+
+
+class AmendIn(CamelStruct, kw_only=True):
+    """Give the event a new quantity."""
+
+    customer_id: Identifier
+    quantity: QuantityText
+    reason: Reason
+
+
+class CorrectionOut(CamelStruct, kw_only=True):
+    id: int
+    customer_id: str
+    event_id: str
+    kind: str
+    meter: str
+    event_time: datetime
+    quantity_before: str
+    quantity_after: str | None
+    reason: str
+    actor: str
+    source: str
+    created_at: datetime
+    # The finalized invoice whose period the event is in (its note follows), None for an open period.
+    invoice_id: int | None
+    adjustment_id: int | None

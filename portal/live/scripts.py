@@ -49,6 +49,9 @@ return out
 #   {'c', key, field, n} {'m', key, field, value}
 #   {'l', key, field, value, micros} {'u', key, field, setkey, {member, ...}}
 #   {'e', key, expireat, bucket}  (expire the hour key and index it)  {'x', key, expireat}
+#   and from an event correction (portal/ingest/corrections.py): {'S', key, field, value or
+#   false} (a max set, or removed), {'T', key, field, value, micros} (a latest set),
+#   {'r', key, field, setkey, {member, ...}} (distinct values taken out)
 _RUN_OPS = """
 -- Lua numbers are doubles, exact below 2^53: a limb is carried into the next one once its
 -- magnitude passes 10^15, so every number this script handles stays exact.
@@ -118,7 +121,12 @@ local function run_ops(index_key, ops)
     -- the same script: a check reads one key and is never behind the hours.
     if op[3] == '=' and kind ~= 'e' and kind ~= 'x' then
       local period = period_of(key)
-      if period then
+      if period and (kind == 'S' or kind == 'T' or kind == 'r') then
+        -- a value set or taken out cannot be carried into the period's: the next check
+        -- refills the accumulator from the hours
+        redis.call('DEL', period[1], period[2])
+        periods[key] = false
+      elseif period then
         if kind == 'u' then
           for _, member in ipairs(op[5]) do redis.call('SADD', period[2], member) end
           redis.call('HSET', period[1], '=', redis.call('SCARD', period[2]))
@@ -131,6 +139,17 @@ local function run_ops(index_key, ops)
       apply_op(op, key, op[3])
     elseif kind == 'u' then
       for _, member in ipairs(op[5]) do redis.call('SADD', op[4], member) end
+      redis.call('HSET', key, op[3], redis.call('SCARD', op[4]))
+    elseif kind == 'S' then
+      if op[4] then
+        redis.call('HSET', key, op[3], op[4])
+      else
+        redis.call('HDEL', key, op[3], op[3] .. '~f', op[3] .. '~h', '@' .. op[3])
+      end
+    elseif kind == 'T' then
+      redis.call('HSET', key, op[3], op[4], '@' .. op[3], op[5])
+    elseif kind == 'r' then
+      for _, member in ipairs(op[5]) do redis.call('SREM', op[4], member) end
       redis.call('HSET', key, op[3], redis.call('SCARD', op[4]))
     elseif kind == 'e' then
       redis.call('EXPIREAT', key, op[3])

@@ -331,6 +331,25 @@ class LiveStore:
         if calls:
             await self._pipeline.run(calls)
 
+    async def apply_correction(self, customer_id: str, correction_id: int, ops: list[list[Any]]) -> bool:
+        """Apply an event correction's counter updates (`portal.ingest.corrections.live_ops`),
+        once per correction however often its job runs. True when this call applied them."""
+        if not ops:
+            return False
+        corrected_ttl_s = int(keys.CORRECTED_TTL.total_seconds())
+        (applied,) = await self._pipeline.run(
+            [
+                (
+                    scripts.CORRECT_BATCH,
+                    keys.index_key(customer_id),
+                    keys.corrected_key(customer_id, f"correction:{correction_id}"),
+                    corrected_ttl_s,
+                    _pack(ops),
+                )
+            ]
+        )
+        return bool(int(applied))
+
     async def settle(self, message_id: str, batches: Sequence[SettledBatch], accepted_ms: int) -> None:
         """After a persist message's commit, make the live view count each of its batches
         once: a batch the web counted keeps its count, less the copies the ledger refused

@@ -18,6 +18,7 @@ DISTRIBUTED = (
     "usage_events",
     "failed_events",
     "event_conflicts",
+    "event_corrections",
     "hourly_usage",
     "hourly_unique_values",
     "live_drift",

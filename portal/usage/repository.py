@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -317,3 +317,100 @@ async def window_unique_values(
         {"ids": list(customer_ids), "metrics": list(metric_names), "lo": start, "hi": end},
     )
     return [(c, m, g, value) for c, m, g, value in rows]
+
+
+# --- event corrections (portal/ingest/corrections.py): one hour and group at a time
+
+
+def _hour_where(model: Any, customer_id: str, metric_name: str, hour: datetime, group_key: str) -> list[Any]:
+    return [
+        col(model.customer_id) == customer_id,
+        col(model.metric_name) == metric_name,
+        col(model.hour) == hour,
+        col(model.group_key) == group_key,
+    ]
+
+
+async def lock_hour(
+    session: AsyncSession, customer_id: str, metric_name: str, hour: datetime, group_key: str
+) -> bool:
+    """Lock the hour's row before its events are read again: a persist transaction adding to
+    it waits for the correction, or has committed and its events are read. False: no row."""
+    statement = (
+        select(col(HourlyUsage.value))
+        .where(*_hour_where(HourlyUsage, customer_id, metric_name, hour, group_key))
+        .with_for_update()
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+async def add_to_hour(
+    session: AsyncSession,
+    customer_id: str,
+    metric_name: str,
+    hour: datetime,
+    group_key: str,
+    *,
+    value: Decimal,
+    events: int,
+) -> None:
+    """Add to a sum or count hour (negative: take out) exactly, in Postgres' numeric."""
+    statement = (
+        update(HourlyUsage)
+        .where(*_hour_where(HourlyUsage, customer_id, metric_name, hour, group_key))
+        .values(
+            value=col(HourlyUsage.value) + value,
+            event_count=col(HourlyUsage.event_count) + events,
+            updated_at=func.now(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(statement)
+
+
+async def set_hour(
+    session: AsyncSession,
+    customer_id: str,
+    metric_name: str,
+    hour: datetime,
+    group_key: str,
+    *,
+    value: Decimal | None,
+    events: int,
+    latest_at: datetime | None = None,
+    latest_event_id: str | None = None,
+) -> None:
+    """Set a max or latest hour to what its remaining events come to (none left: the row goes)."""
+    where = _hour_where(HourlyUsage, customer_id, metric_name, hour, group_key)
+    if events == 0 or value is None:
+        await session.execute(delete(HourlyUsage).where(*where).execution_options(synchronize_session=False))
+        return
+    statement = (
+        update(HourlyUsage)
+        .where(*where)
+        .values(
+            value=value,
+            event_count=events,
+            latest_at=latest_at,
+            latest_event_id=latest_event_id,
+            updated_at=func.now(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(statement)
+
+
+async def drop_unique_value(
+    session: AsyncSession, customer_id: str, metric_name: str, hour: datetime, group_key: str, value: str
+) -> bool:
+    """Forget a distinct value of the hour and group; True when it was there."""
+    statement = (
+        delete(HourlyUniqueValue)
+        .where(
+            *_hour_where(HourlyUniqueValue, customer_id, metric_name, hour, group_key),
+            col(HourlyUniqueValue.value) == value,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    result: Any = await session.execute(statement)
+    return bool(result.rowcount)
