@@ -222,7 +222,11 @@ async def claim_delivery(
                 col(EndpointRow.signing_secret_encrypted),
                 col(EndpointRow.enabled),
                 col(EndpointRow.deleted_at),
-            ).where(col(EventRow.id) == event_id, col(EndpointRow.id) == endpoint_id)
+            )
+            .select_from(DeliveryRow)
+            .join(EventRow, col(EventRow.id) == col(DeliveryRow.event_id))
+            .join(EndpointRow, col(EndpointRow.id) == col(DeliveryRow.endpoint_id))
+            .where(col(DeliveryRow.id) == delivery_id)
         )
     ).one()
     body, url, secret, enabled, deleted_at = values(details)

@@ -24,18 +24,27 @@ async def closed_customer(client: AsyncTestClient[Any], key: str, customer: str 
     await make_customer(client, key, id=customer, timezone=closed.tz, currency="USD")
     await create_plan(client, key, FLAT)
     await subscribe(
-        client, key, customer, planId="flat", startDate=closed.start_date.isoformat(), anchorDay=closed.anchor_day
+        client,
+        key,
+        customer,
+        planId="flat",
+        startDate=closed.start_date.isoformat(),
+        anchorDay=closed.anchor_day,
     )
     return closed
 
 
-async def draft_of(client: AsyncTestClient[Any], key: str, closed: ClosedPeriod, customer: str = "acme") -> dict[str, Any]:
+async def draft_of(
+    client: AsyncTestClient[Any], key: str, closed: ClosedPeriod, customer: str = "acme"
+) -> dict[str, Any]:
     return await draft(client, key, customer, month_of(closed.period, closed.tz))
 
 
 async def endpoint(client: AsyncTestClient[Any], key: str, url: str, types: list[str]) -> dict[str, Any]:
     response = await client.post(
-        "/v1/webhook-endpoints", headers=auth(key), json={"url": url, "eventTypes": types, "description": "ERP"}
+        "/v1/webhook-endpoints",
+        headers=auth(key),
+        json={"url": url, "eventTypes": types, "description": "ERP"},
     )
     assert response.status_code == 201, response.text
     return dict(response.json())

@@ -50,7 +50,11 @@ async def test_an_approved_invoice_is_retried_through_a_failing_receiver_then_de
     # the third attempt (two retries after HTTP 500)
     [event] = await events(client, admin_key, type="invoice.finalized")
     [delivery] = await settled(client, admin_key, 1)
-    assert (delivery["status"], delivery["attemptCount"], delivery["eventId"]) == ("delivered", 3, event["id"])
+    assert (delivery["status"], delivery["attemptCount"], delivery["eventId"]) == (
+        "delivered",
+        3,
+        event["id"],
+    )
     assert [(a["attempt"], a["httpStatus"]) for a in delivery["attempts"]] == [(1, 500), (2, 500), (3, 200)]
     assert [a["error"] for a in delivery["attempts"]] == ["answered HTTP 500", "answered HTTP 500", None]
     # And the receiver got the same signed body three times, with the same event id
@@ -112,7 +116,9 @@ async def test_each_billing_action_announces_its_event_once(
     closed = await closed_customer(client, admin_key)
     types = ["invoice.drafted", "invoice.finalized", "invoice.voided", "adjustment.created", "credit.low"]
     await endpoint(client, admin_key, f"{http_receiver.url}/all", types)
-    granted = await client.post("/v1/customers/acme/credits", headers=auth(admin_key), json={"amount": "50.00"})
+    granted = await client.post(
+        "/v1/customers/acme/credits", headers=auth(admin_key), json={"amount": "50.00"}
+    )
     assert granted.status_code == 201, granted.text
     # When a draft is made, approved (drawing 49.00 of the credit), credited by a manual
     # note, and voided (its period reissued as a new draft)
