@@ -7,13 +7,15 @@ from collections import Counter
 from typing import Any
 
 from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
 
 from alerts.signing import verify
 from portal.billing.manual_adjustments import add_manual_adjustment
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.settings import Settings
+from tests.alerts.test_alerts_e2e import rule, send, setup_customer
 from tests.conftest import WorkerProcess, wait_for
-from tests.factories import auth
+from tests.factories import auth, event
 from tests.sinks import HttpReceiver, ReceivedRequest
 from tests.webhooks.conftest import closed_customer, deliveries, draft_of, endpoint, events
 
@@ -174,3 +176,32 @@ async def test_each_billing_action_announces_its_event_once(
     assert Counter(r.json()["type"] for r in http_receiver.wait_for_requests(6)) == Counter(
         e["type"] for e in found
     )
+
+
+async def test_an_alert_that_fires_is_announced_once(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
+    http_receiver: HttpReceiver,
+) -> None:
+    # Given a customer with a spend rule at 10.00 USD, and an endpoint for alert.fired
+    await setup_customer(client, admin_key, "stark")
+    await rule(client, admin_key, "stark", name="Spend", basis="budget", budget="10.00", levels=["100"])
+    await endpoint(client, admin_key, f"{http_receiver.url}/ops", ["alert.fired"])
+    # When 150 calls at 0.10 are ingested (15.00 USD) and the worker evaluates the rule
+    await send(client, ingest_key, [event(customer="stark", quantity=150)], redis)
+    # Then one alert.fired event reaches the receiver, with the exact spend
+    [request] = http_receiver.wait_for_requests(1, timeout=20)
+    body = request.json()
+    assert body["type"] == "alert.fired"
+    data = body["data"]
+    assert (data["alertId"], data["kind"], data["value"], data["customer"]) == (
+        f"firing-{data['firingId']}",
+        "crossing",
+        "15.00",
+        {"id": "stark", "name": "Acme Inc"},
+    )
+    assert data["level"] == {"label": "100%", "threshold": "10.00"}
+    assert [e["type"] for e in await events(client, admin_key, customerId="stark")] == ["alert.fired"]
