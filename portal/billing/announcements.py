@@ -7,15 +7,19 @@ are the API's (camelCase)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.billing.schemas import InvoiceRow
 from portal.billing.views import money_text
-from portal.webhooks.service import announce
+from portal.webhooks.service import Announcement, announce, announce_many
+
+if TYPE_CHECKING:  # invoices.py imports this module
+    from portal.billing.invoices import PeriodToRate
 
 # Prepaid credit is low once what is left of the grants an invoice may draw falls below this
 # share of what they granted: announced once per crossing (when an invoice draws it under).
@@ -44,30 +48,28 @@ def invoice_data(invoice: InvoiceRow) -> dict[str, Any]:
     }
 
 
-async def invoice_drafted(
-    session: AsyncSession,
-    *,
-    invoice_id: int,
-    customer_id: str,
-    currency: str,
-    period_start: datetime,
-    period_end: datetime,
-    total: Decimal,
-    now: datetime | None = None,
+async def invoices_drafted(
+    session: AsyncSession, drafts: Sequence[tuple[int, PeriodToRate, Decimal]], *, now: datetime | None = None
 ) -> None:
-    """A draft was created for a period (not each time it is re-rated)."""
-    await announce(
+    """Drafts created for periods, (invoice id, what was rated, its total) each; not each
+    time a draft is re-rated. In a few statements for a whole chunk of an invoice run."""
+    await announce_many(
         session,
-        "invoice.drafted",
-        {
-            "invoiceId": invoice_id,
-            "customerId": customer_id,
-            "status": "draft",
-            "periodStart": period_start,
-            "periodEnd": period_end,
-            "total": money(total, currency),
-        },
-        customer_id=customer_id,
+        [
+            Announcement(
+                "invoice.drafted",
+                {
+                    "invoiceId": invoice_id,
+                    "customerId": item.customer_id,
+                    "status": "draft",
+                    "periodStart": item.period.start,
+                    "periodEnd": item.period.end,
+                    "total": money(total, item.currency),
+                },
+                item.customer_id,
+            )
+            for invoice_id, item, total in drafts
+        ],
         now=now,
     )
 

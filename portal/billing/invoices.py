@@ -198,18 +198,14 @@ async def save_drafts(
         created += was_created
     by_customer = {item.customer_id: rating for item, rating in zip(items, ratings, strict=True)}
     items_by_customer = {item.customer_id: item for item in items}
-    for invoice_id, customer_id, was_created in rows:
-        if was_created:
-            item = items_by_customer[customer_id]
-            await announcements.invoice_drafted(
-                session,
-                invoice_id=invoice_id,
-                customer_id=customer_id,
-                currency=item.currency,
-                period_start=item.period.start,
-                period_end=item.period.end,
-                total=by_customer[customer_id].total,
-            )
+    await announcements.invoices_drafted(
+        session,
+        [
+            (invoice_id, items_by_customer[customer_id], by_customer[customer_id].total)
+            for invoice_id, customer_id, was_created in rows
+            if was_created
+        ],
+    )
     line_data = [row for cid, iid in written.items() for row in line_rows(iid, by_customer[cid])]
     await invoice_store.replace_lines(session, list(written.values()), line_data)
     return written, created

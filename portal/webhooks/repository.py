@@ -114,54 +114,36 @@ async def delete_endpoint(session: AsyncSession, endpoint_id: int, *, now: datet
     return (await session.execute(statement)).first() is not None
 
 
-async def subscribed_endpoint_ids(session: AsyncSession, event_type: str) -> list[int]:
-    """Enabled endpoints, not deleted, that subscribe to `event_type`."""
+async def enabled_endpoint_types(session: AsyncSession) -> list[tuple[int, frozenset[str]]]:
+    """(id, event types) of every enabled endpoint not deleted, by id."""
     statement = (
-        select(col(EndpointRow.id))
-        .where(
-            col(EndpointRow.enabled),
-            col(EndpointRow.deleted_at).is_(None),
-            col(EndpointRow.event_types).contains([event_type]),
-        )
+        select(col(EndpointRow.id), col(EndpointRow.event_types))
+        .where(col(EndpointRow.enabled), col(EndpointRow.deleted_at).is_(None))
         .order_by(col(EndpointRow.id))
     )
-    return _ids(await session.scalars(statement))
+    found: Any = await session.execute(statement)
+    return [(int(i), frozenset(types)) for i, types in found]
 
 
 # --- events and deliveries -----------------------------------------------------------------
 
 
-async def insert_event(
-    session: AsyncSession,
-    *,
-    event_id: str,
-    event_type: str,
-    api_version: str,
-    customer_id: str | None,
-    body: str,
-    created_at: datetime,
-) -> None:
-    statement = insert(EventRow).values(
-        id=event_id,
-        type=event_type,
-        api_version=api_version,
-        customer_id=customer_id,
-        body=body,
-        created_at=created_at,
-    )
-    await session.execute(statement)
+async def insert_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Events (id, type, api_version, customer_id, body, created_at), in one statement."""
+    await session.execute(insert(EventRow).values(rows))
 
 
 async def insert_deliveries(
-    session: AsyncSession, event_id: str, endpoint_ids: list[int], *, due: datetime
+    session: AsyncSession, pairs: list[tuple[str, int]], *, due: datetime
 ) -> list[int]:
-    """A pending delivery of the event to each endpoint, due at `due`; their ids."""
-    if not endpoint_ids:
+    """A pending delivery per (event id, endpoint id), due at `due`; their ids, in order."""
+    if not pairs:
         return []
     statement = (
         insert(DeliveryRow)
-        .values([{"event_id": event_id, "endpoint_id": e, "next_attempt_at": due} for e in endpoint_ids])
+        .values([{"event_id": e, "endpoint_id": p, "next_attempt_at": due} for e, p in pairs])
         .returning(col(DeliveryRow.id))
+        .execution_options(**NO_SYNC)
     )
     return _ids(await session.scalars(statement))
 

@@ -12,6 +12,8 @@ transaction and records the attempt; failures are retried on the schedule of
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,6 +44,15 @@ DELIVER_QUEUE = ALERTS_QUEUE
 # --- announcing ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """One event to announce: its type, its data, and its customer (None: none)."""
+
+    event_type: str
+    data: dict[str, Any]
+    customer_id: str | None
+
+
 async def announce(
     session: AsyncSession,
     event_type: str,
@@ -55,22 +66,43 @@ async def announce(
     transaction, with a pending delivery to each enabled endpoint subscribed to the type,
     sent after commit. `now` (UTC) is the event's createdAt (default: the clock). Returns
     the event id. Raises ValueError for an unknown type (a programming error)."""
-    created_at = now or datetime.now(UTC)
-    event_id = new_event_id()
-    text = body(event_id, event_type, data, created_at=created_at)
-    await repository.insert_event(
-        session,
-        event_id=event_id,
-        event_type=event_type,
-        api_version=API_VERSION,
-        customer_id=customer_id,
-        body=text,
-        created_at=created_at,
-    )
-    endpoints = await repository.subscribed_endpoint_ids(session, event_type)
-    for delivery_id in await repository.insert_deliveries(session, event_id, endpoints, due=created_at):
-        after_commit(session, DELIVER_ACTOR, DELIVER_QUEUE, delivery_id)
+    [event_id] = await announce_many(session, [Announcement(event_type, data, customer_id)], now=now)
     return event_id
+
+
+async def announce_many(
+    session: AsyncSession, announcements: Sequence[Announcement], *, now: datetime | None = None
+) -> list[str]:
+    """`announce` for many events at once (an invoice run's chunk of new drafts), in a few
+    statements whatever their number; their ids, in order."""
+    if not announcements:
+        return []
+    created_at = now or datetime.now(UTC)
+    events = [(new_event_id(), a) for a in announcements]
+    await repository.insert_events(
+        session,
+        [
+            {
+                "id": event_id,
+                "type": a.event_type,
+                "api_version": API_VERSION,
+                "customer_id": a.customer_id,
+                "body": body(event_id, a.event_type, a.data, created_at=created_at),
+                "created_at": created_at,
+            }
+            for event_id, a in events
+        ],
+    )
+    subscribed = await repository.enabled_endpoint_types(session)
+    pairs = [
+        (event_id, endpoint_id)
+        for event_id, a in events
+        for endpoint_id, types in subscribed
+        if a.event_type in types
+    ]
+    for delivery_id in await repository.insert_deliveries(session, pairs, due=created_at):
+        after_commit(session, DELIVER_ACTOR, DELIVER_QUEUE, delivery_id)
+    return [event_id for event_id, _ in events]
 
 
 # --- endpoints -----------------------------------------------------------------------------

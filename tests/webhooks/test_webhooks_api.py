@@ -84,6 +84,19 @@ async def test_the_secret_is_shown_once_and_changes_are_checked_like_new_endpoin
     ).status_code == 422
 
 
+async def test_hostile_lookups_are_4xx(client: AsyncTestClient[Any], admin_key: str) -> None:
+    for path in (
+        "/v1/webhook-events/%00",
+        "/v1/webhook-events/evt_nope",
+        "/v1/webhook-events?customerId=%00",
+        "/v1/webhook-deliveries?eventId=%00",
+        "/v1/webhook-deliveries?endpointId=0",
+        "/v1/webhook-deliveries/99999999999999999999",
+    ):
+        response = await client.get(path, headers=auth(admin_key))
+        assert 400 <= response.status_code < 500, (path, response.status_code, response.text)
+
+
 async def test_the_api_needs_an_admin_key(client: AsyncTestClient[Any], ingest_key: str) -> None:
     assert (await client.get("/v1/webhook-endpoints", headers=auth(ingest_key))).status_code == 403
     assert (await client.get("/v1/webhook-events")).status_code == 401

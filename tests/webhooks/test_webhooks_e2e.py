@@ -4,6 +4,7 @@ change, a real worker POSTs them to a local receiver that fails at first, and re
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar.testing import AsyncTestClient
@@ -11,11 +12,13 @@ from redis.asyncio import Redis
 
 from alerts.signing import verify
 from portal.billing.manual_adjustments import add_manual_adjustment
+from portal.billing.run import run_invoices
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.settings import Settings
 from tests.alerts.test_alerts_e2e import rule, send, setup_customer
+from tests.billing.conftest import month_of, subscribe
 from tests.conftest import WorkerProcess, wait_for
-from tests.factories import auth, event
+from tests.factories import auth, event, make_customer
 from tests.sinks import HttpReceiver, ReceivedRequest
 from tests.webhooks.conftest import closed_customer, deliveries, draft_of, endpoint, events
 
@@ -205,3 +208,30 @@ async def test_an_alert_that_fires_is_announced_once(
     )
     assert data["level"] == {"label": "100%", "threshold": "10.00"}
     assert [e["type"] for e in await events(client, admin_key, customerId="stark")] == ["alert.fired"]
+
+
+async def test_the_invoice_run_announces_each_new_draft_once(
+    client: AsyncTestClient[Any], admin_key: str, settings: Settings
+) -> None:
+    # Given two customers on plan flat and an endpoint for invoice.drafted (no worker: the
+    # deliveries wait, pending)
+    closed = await closed_customer(client, admin_key, "acme")
+    await make_customer(client, admin_key, id="globex", name="Globex", timezone=closed.tz, currency="USD")
+    start = closed.start_date.isoformat()
+    await subscribe(client, admin_key, "globex", planId="flat", startDate=start, anchorDay=closed.anchor_day)
+    await endpoint(client, admin_key, "https://hooks.example.com/erp", ["invoice.drafted"])
+    assert settings.database_url
+    engine = create_engine(settings.database_url, pool_size=2)
+    month = month_of(closed.period, closed.tz)
+    # When the invoice run drafts the month twice
+    for _ in range(2):
+        summary = await run_invoices(session_factory(engine), month=month, now=datetime.now(UTC))
+        assert summary.errors == []
+    await engine.dispose()
+    # Then each customer's new draft was announced once, with one delivery each
+    found = await events(client, admin_key, type="invoice.drafted")
+    assert sorted((e["customerId"], e["payload"]["data"]["total"]["amount"]) for e in found) == [
+        ("acme", "49.00"),
+        ("globex", "49.00"),
+    ]
+    assert [d["status"] for d in await deliveries(client, admin_key)] == ["pending", "pending"]
