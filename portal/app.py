@@ -42,6 +42,7 @@ from portal.operations.routes import OperationsController, healthz, metrics_endp
 from portal.pages.web import failed_anywhere, not_found_anywhere
 from portal.state import PortalState
 from portal.usage.routes import AnomalyController, UsageController
+from portal.webhooks.routes import webhook_handlers
 
 
 async def request_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             OperationsController,
             *billing_handlers,
             *alert_handlers,
+            *webhook_handlers,
             *page_handlers,
             *compat_handlers,
             create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),

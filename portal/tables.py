@@ -20,5 +20,6 @@ from portal.ingest import models as _ingest  # noqa: F401
 from portal.keys import models as _keys  # noqa: F401
 from portal.live import models as _live  # noqa: F401
 from portal.usage import models as _usage  # noqa: F401
+from portal.webhooks import models as _webhooks  # noqa: F401
 
 metadata = SQLModel.metadata

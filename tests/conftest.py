@@ -90,6 +90,7 @@ TEST_ENV = {
     "PORTAL_ALERT_RETRY_DELAYS_MS": "300,600",
     "PORTAL_ALERT_LEASE_SECONDS": "3",
     "PORTAL_ALERT_SEND_TIMEOUT_S": "10",
+    "PORTAL_WEBHOOK_RETRY_DELAYS_MS": "200,400,800",
     "PORTAL_FORECAST_MIN_ELAPSED_MINUTES": "0",
     # The sinks above listen on the loopback, which alert destinations may not reach by
     # default (alerts/destinations.py).

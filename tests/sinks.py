@@ -165,12 +165,14 @@ class ReceivedRequest:
 class HttpReceiver:
     """`.port`, `.url` (http://127.0.0.1:port); `.requests` (ReceivedRequest, in arrival
     order). Answers 200 with body `ok` (what Slack's webhooks answer), or, for a path in
-    `.fail_paths` (path without query → status), that status; for a path in `.slow_paths`
-    (→ seconds), only after that long."""
+    `.fail_paths` (path without query → status), that status; for a path in `.fail_first`
+    (→ n), 500 to its first n requests and then the usual answer; for a path in
+    `.slow_paths` (→ seconds), only after that long."""
 
     host: str
     port: int = 0
     fail_paths: dict[str, int] = field(default_factory=dict)
+    fail_first: dict[str, int] = field(default_factory=dict)
     slow_paths: dict[str, float] = field(default_factory=dict)
     _requests: list[ReceivedRequest] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -192,6 +194,9 @@ class HttpReceiver:
         path = request.path.split("?", 1)[0]
         with self._lock:
             self._requests.append(request)
+            if self.fail_first.get(path, 0) > 0:
+                self.fail_first[path] -= 1
+                return 500, self.slow_paths.get(path, 0.0)
             return self.fail_paths.get(path, 200), self.slow_paths.get(path, 0.0)
 
 

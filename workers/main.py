@@ -22,4 +22,4 @@ _broker.add_middleware(JobOutcomes(_settings.redis_url))
 if _settings.redis_url:
     _broker.add_middleware(RoleHeartbeat(_settings.redis_url, _settings.heartbeat_seconds))
 
-from workers import alerting, billing, ingest, maintenance  # noqa: E402,F401  (declares the actors)
+from workers import alerting, billing, ingest, maintenance, webhooks  # noqa: E402,F401  (declares the actors)

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.billing import announcements
 from portal.billing.documents import owe_email
 from portal.billing.invoices import PeriodToRate, line_rows, rate_periods
 from portal.billing.lifecycle import locked_invoice, next_number
@@ -119,6 +120,17 @@ async def settle_late_events(session: AsyncSession, invoice_id: int, *, now: dat
             customer_id=invoice.customer_id,
             invoice_id=invoice_id,
             adjustment_id=adjustment_id,
+        )
+        await announcements.adjustment_created(
+            session,
+            invoice,
+            adjustment_id=adjustment_id,
+            number=number,
+            kind=kind,
+            amount=amount,
+            reason=f"{pending} event(s) arrived after {invoice.number} was finalized",
+            origin="late_events",
+            now=now,
         )
     await adjustment_store.settle_late_events_of(
         session, invoice_id, settled_at=now, adjustment_id=adjustment_id

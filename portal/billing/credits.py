@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.billing import announcements
 from portal.billing.rating import round_money
 from portal.billing.repository import credits as credit_store
 from portal.billing.schemas import CreditGrantCreate
@@ -97,12 +98,24 @@ async def available_credit(session: AsyncSession, customer_id: str, *, usable_at
 
 
 async def draw_credit(
-    session: AsyncSession, customer_id: str, invoice_id: int, amount: Decimal, *, usable_at: datetime
+    session: AsyncSession,
+    customer_id: str,
+    invoice_id: int,
+    amount: Decimal,
+    *,
+    usable_at: datetime,
+    now: datetime | None = None,
 ) -> None:
     """Apply `amount` to the invoice from the grants that expire first (the caller holds
-    the customer's billing lock, so no other invoice draws at the same time)."""
+    the customer's billing lock, so no other invoice draws at the same time). Announces
+    `credit.low` (at `now`) when this takes the credit left below its low mark."""
     left = amount
-    for grant in await credit_store.grants_left(session, customer_id):
+    grants = await credit_store.grants_left(session, customer_id)
+    usable = [g for g in grants if g.expires_at is None or g.expires_at >= usable_at]
+    before = sum((g.remaining for g in usable if g.remaining > 0), Decimal(0))
+    # What the grants with credit left gave: a used-up grant no longer counts.
+    granted = sum((g.amount for g in usable if g.remaining > 0), Decimal(0))
+    for grant in grants:
         gid, remaining, expires_at = grant.id, grant.remaining, grant.expires_at
         if left <= 0:
             break
@@ -115,6 +128,17 @@ async def draw_credit(
         left -= take
     if left > 0:
         raise Invalid(f"credit balance fell short by {left} while finalizing invoice {invoice_id}")
+    after = before - amount
+    if usable and announcements.credit_crossed_low(granted, before, after):
+        await announcements.credit_low(
+            session,
+            customer_id=customer_id,
+            currency=usable[0].currency,
+            granted=granted,
+            remaining=after,
+            invoice_id=invoice_id,
+            now=now,
+        )
 
 
 async def release_credit(session: AsyncSession, invoice_id: int) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.billing import announcements
 from portal.billing.credits import available_credit
 from portal.billing.quantities import UsageWindow, charge_quantities, meter_aggregations
 from portal.billing.rating import Rating, Segment, rate_invoice
@@ -196,6 +197,15 @@ async def save_drafts(
         written[customer_id] = invoice_id
         created += was_created
     by_customer = {item.customer_id: rating for item, rating in zip(items, ratings, strict=True)}
+    items_by_customer = {item.customer_id: item for item in items}
+    await announcements.invoices_drafted(
+        session,
+        [
+            (invoice_id, items_by_customer[customer_id], by_customer[customer_id].total)
+            for invoice_id, customer_id, was_created in rows
+            if was_created
+        ],
+    )
     line_data = [row for cid, iid in written.items() for row in line_rows(iid, by_customer[cid])]
     await invoice_store.replace_lines(session, list(written.values()), line_data)
     return written, created

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.billing import documents
+from portal.billing import announcements, documents
 from portal.billing.credits import draw_credit, release_credit
 from portal.billing.invoices import load_invoice, refresh_draft
 from portal.billing.repository import adjustments as adjustment_store
@@ -72,13 +72,19 @@ async def approve(
     number = await next_number(session, INVOICE_SERIES)
     if invoice.credits_applied > 0:
         await draw_credit(
-            session, invoice.customer_id, invoice.id, invoice.credits_applied, usable_at=invoice.period_end
+            session,
+            invoice.customer_id,
+            invoice.id,
+            invoice.credits_applied,
+            usable_at=invoice.period_end,
+            now=now,
         )
     await invoice_store.finalize_invoice(
         session, invoice.id, number=number, finalized_at=now, approved_by=approved_by
     )
     finalized = await load_invoice(session, invoice_id)
     await documents.issued(session, finalized, customer, issuer or get_settings().issuer)
+    await announcements.invoice_finalized(session, finalized, now=now)
     return finalized
 
 
@@ -111,4 +117,6 @@ async def void(
     if reissued_id is not None:
         await invoice_store.set_replaces(session, reissued_id, invoice.id)
         reissued = await load_invoice(session, reissued_id)
-    return await load_invoice(session, invoice_id), reissued
+    voided = await load_invoice(session, invoice_id)
+    await announcements.invoice_voided(session, voided, reissued, now=now)
+    return voided, reissued

@@ -15,6 +15,7 @@ from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.billing import announcements
 from portal.billing.currencies import minor_units
 from portal.billing.documents import owe_email
 from portal.billing.lifecycle import locked_invoice, next_number
@@ -85,5 +86,15 @@ async def add_manual_adjustment(
         customer_id=invoice.customer_id,
         invoice_id=invoice.id,
         adjustment_id=adjustment_id,
+    )
+    await announcements.adjustment_created(
+        session,
+        invoice,
+        adjustment_id=adjustment_id,
+        number=number,
+        kind=kind,
+        amount=signed,
+        reason=reason.strip(),
+        origin="manual",
     )
     return adjustment_id, number, invoice.customer_id

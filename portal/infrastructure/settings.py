@@ -43,6 +43,10 @@ def _int(name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+# 1 min, 5 min, 30 min, 2 h, 6 h, 12 h, 24 h.
+WEBHOOK_RETRY_DELAYS_MS = (60_000, 300_000, 1_800_000, 7_200_000, 21_600_000, 43_200_000, 86_400_000)
+
+
 def _ints(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -266,6 +270,10 @@ class Settings:
     # How long a worker owns a delivery it is sending; after that another may retry it.
     alert_lease_seconds: int = 60
     alert_send_timeout_s: float = 15.0
+    # Outgoing billing webhooks (docs/webhooks.md): delays between attempts (1 min, 5 min,
+    # 30 min, 2 h, 6 h, 12 h, 24 h: eight attempts over about 45 hours), then failed.
+    webhook_retry_delays_ms: tuple[int, ...] = WEBHOOK_RETRY_DELAYS_MS
+    webhook_send_timeout_s: float = 10.0
     # Forecasts wait until this much of the period has passed.
     forecast_min_elapsed: timedelta = timedelta(hours=1)
     # Networks alert destinations may reach although they are not public (loopback,
@@ -348,6 +356,8 @@ def from_environment(*, data_dir: Path | None = None) -> Settings:
         alert_retry_delays_ms=_ints("PORTAL_ALERT_RETRY_DELAYS_MS", (5_000, 30_000, 120_000, 600_000)),
         alert_lease_seconds=_int("PORTAL_ALERT_LEASE_SECONDS", 60),
         alert_send_timeout_s=float(_int("PORTAL_ALERT_SEND_TIMEOUT_S", 15)),
+        webhook_retry_delays_ms=_ints("PORTAL_WEBHOOK_RETRY_DELAYS_MS", WEBHOOK_RETRY_DELAYS_MS),
+        webhook_send_timeout_s=float(_int("PORTAL_WEBHOOK_SEND_TIMEOUT_S", 10)),
         forecast_min_elapsed=timedelta(minutes=_int("PORTAL_FORECAST_MIN_ELAPSED_MINUTES", 60)),
         destination_allow_networks=_destination_networks(),
         catalog_cache_seconds=float(_int("PORTAL_CATALOG_CACHE_SECONDS", 5)),

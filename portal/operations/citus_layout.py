@@ -53,10 +53,13 @@ REFERENCE = (
     "users",
     "user_customers",
     "password_tokens",
+    "webhook_endpoints",
 )
 
-# Staff actions with no customer: stays on the coordinator (Citus "local" table).
-LOCAL = ("audit_log",)
+# Staff actions with no customer, and the operator's webhook events (some have no customer,
+# and a distribution column may not be NULL) with their deliveries: they stay on the
+# coordinator (Citus "local" tables).
+LOCAL = ("audit_log", "webhook_events", "webhook_deliveries", "webhook_delivery_attempts")
 
 
 def citus_sql() -> str:

@@ -63,6 +63,8 @@ SUPERSEDED_BY = {
     "sweep_alerts": "sweep_alerts",
     "evaluate_alerts": "sweep_alerts",  # the sweep evaluates every customer with rules
     "deliver_alert": "sweep_alerts",  # ...and sends every due delivery (state in Postgres)
+    "sweep_webhooks": "sweep_webhooks",
+    "deliver_webhook": "sweep_webhooks",  # the sweep queues every due webhook delivery
 }
 SUPERSEDING = frozenset(SUPERSEDED_BY.values())
 

@@ -53,6 +53,7 @@ def jobs(settings: Settings) -> list[Job]:
         Job("draft_ended_periods", 3600),
         Job("draft_current_periods", 900),
         Job("sweep_alerts", 60, ALERTS_QUEUE),
+        Job("sweep_webhooks", 60, ALERTS_QUEUE),
     ]
 
 

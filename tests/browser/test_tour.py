@@ -152,6 +152,13 @@ async def test_tour_of_every_main_page(
     await make_meter(api, admin_key, metric="storage_gb", aggregation="max", unit="GB")  # type: ignore[arg-type]
     for plan in (*SIMPLE_PLANS.values(), GROWTH_INR):
         await api_post(api, admin_key, "/v1/plans", plan)
+    # The accounting system hears of issued invoices (nothing listens there: retried, failed).
+    await api_post(
+        api,
+        admin_key,
+        "/v1/webhook-endpoints",
+        {"url": "http://127.0.0.1:9/erp", "eventTypes": ["invoice.finalized"]},
+    )
     # acme: 12,500 calls last period → EUR 49.00 + 11,500 x 0.002 = EUR 72.00, approved.
     acme_draft = await closed_period_draft(
         api,
@@ -403,6 +410,7 @@ async def test_tour_of_every_main_page(
         ("/portal/drift", "mobile-drift", "Live drift", "drift"),
         ("/portal/health", "mobile-health", "Billing health", "Last 24 hours"),
         ("/portal/audit", "mobile-audit", "Audit log", "invoice.approve"),
+        ("/portal/webhooks", "mobile-webhooks", "Webhooks", "Invoice issued"),
     ):
         await on_phone(staff, path, name, heading, shows)
     # The header's strip of sections shows the current one, the last here, on the screen.

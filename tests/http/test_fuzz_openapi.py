@@ -120,6 +120,10 @@ def world(app: Litestar, admin_key: str) -> None:
             {"name": "calls", "metricName": "api_calls", "levels": ["100"], "channelIds": [channel["id"]]},
         )
         post("/v1/plans/metered/alert-rules", {"name": "spend", "levels": ["50"]})
+        post(
+            "/v1/webhook-endpoints",
+            {"url": "https://hooks.example.com/erp", "eventTypes": ["invoice.drafted"]},
+        )
 
 
 def call(case: Any, app: Litestar, key: str) -> None:

@@ -1,0 +1,1 @@
+"""Outgoing billing webhooks (docs/webhooks.md): other domains call `service.announce`."""
