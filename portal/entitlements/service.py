@@ -40,6 +40,7 @@ from portal.live import redis_keys as keys
 from portal.live.store import LiveStore, PeriodAsk
 from portal.usage.combine import exact
 from portal.usage.service import billed_usage
+from portal.webhooks.service import announce
 
 # How often a web process asks whether the live view is built (a flushed Redis is not).
 _BUILT_CHECK_S = 1.0
@@ -424,4 +425,19 @@ async def record_crossings(session: AsyncSession, customer_id: str, *, now: date
         )
         if recorded:
             out.append(Crossing(customer_id, metric_name, period, limit, usage.total))
+            await announce(
+                session,
+                "entitlement.exceeded",
+                {
+                    "customerId": customer_id,
+                    "meter": metric_name,
+                    "periodStart": period.start,
+                    "periodEnd": period.end,
+                    "limit": limit.quantity,
+                    "used": usage.total,
+                    "enforcement": limit.enforcement,
+                },
+                customer_id=customer_id,
+                now=now,
+            )
     return out

@@ -14,7 +14,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import ClientException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 from redis.asyncio import Redis
 
@@ -268,7 +268,7 @@ class EventCorrectionController(Controller):
     @post("/cancel", status_code=200, responses=error_answers(404, 409, 422))
     async def cancel(
         self,
-        event_id: FromPath[Annotated[str, Parameter(max_length=256)]],
+        event_id: FromPath[str],
         data: JSONBody[CancelIn],
         db: Db,
         portal: Portal,
@@ -283,7 +283,7 @@ class EventCorrectionController(Controller):
     @post("/amend", status_code=200, responses=error_answers(404, 409, 422))
     async def amend(
         self,
-        event_id: FromPath[Annotated[str, Parameter(max_length=256)]],
+        event_id: FromPath[str],
         data: JSONBody[AmendIn],
         db: Db,
         portal: Portal,
@@ -304,8 +304,8 @@ class EventCorrectionController(Controller):
     @get("/corrections")
     async def corrections(
         self,
-        event_id: FromPath[Annotated[str, Parameter(max_length=256)]],
-        customer_id: Annotated[str, Parameter(query="customerId", max_length=128)],
+        event_id: FromPath[str],
+        customer_id: Annotated[str, QueryParameter(name="customerId", max_length=128)],
         db: Db,
     ) -> list[CorrectionOut]:
         """The event's corrections, oldest first."""

@@ -13,6 +13,8 @@ from tests.alerts.conftest import SmtpServer
 from tests.alerts.test_alerts_e2e import channel, mails_to, rule, send, settled, setup_customer
 from tests.conftest import WorkerProcess
 from tests.factories import auth, event
+from tests.sinks import HttpReceiver
+from tests.webhooks.conftest import endpoint
 
 
 async def test_a_limit_reached_notifies_once_through_the_alert_channels_and_is_recorded_once(
@@ -23,8 +25,10 @@ async def test_a_limit_reached_notifies_once_through_the_alert_channels_and_is_r
     redis: Redis,
     mail_sink: SmtpServer,
     pg: asyncpg.Connection,
+    http_receiver: HttpReceiver,
 ) -> None:
     await setup_customer(client, admin_key, "acme")
+    await endpoint(client, admin_key, f"{http_receiver.url}/erp", ["entitlement.exceeded"])
     limits = {"limits": [{"meter": "api_calls", "limit": "1000", "enforcement": "hard"}]}
     assert (
         await client.put("/v1/customers/acme/limits", headers=auth(admin_key), json=limits)
@@ -58,6 +62,19 @@ async def test_a_limit_reached_notifies_once_through_the_alert_channels_and_is_r
     await send(client, ingest_key, [event(quantity=5)], redis)
     await settled(client, admin_key, "acme", 2)
     assert await pg.fetchval("SELECT count(*) FROM entitlement_crossings") == 1
+    # Announced once to the operator's systems, with the exact figures.
+    [request] = http_receiver.wait_for_requests(1, timeout=20)
+    body = request.json()
+    assert body["type"] == "entitlement.exceeded"
+    data = body["data"]
+    assert (data["customerId"], data["meter"], data["limit"], data["used"], data["enforcement"]) == (
+        "acme",
+        "api_calls",
+        "1000",
+        "1000",
+        "hard",
+    )
+    assert len(http_receiver.requests) == 1
     denied = await client.post(
         "/v1/entitlements/check",
         headers=auth(ingest_key),
