@@ -16,6 +16,9 @@ from portal.compat import cloudevents, lago, stripe
 from portal.compat.mapping import MappingError, decode_json, map_events, meter_specs, submit
 from portal.compat.openapi import LagoBatchOperation, SharedEventsOperation, StripeMeterEventsOperation
 from portal.dependencies import Portal
+from portal.infrastructure.domain_errors import Problem
+from portal.ingest.corrections import CorrectionAsked, correct_and_apply
+from portal.ingest.repository import corrections as correction_store
 from portal.ingest.service import IngestUnavailable
 from portal.ingest.validation import BodyError
 
@@ -185,4 +188,62 @@ async def stripe_meter_events(request: Request[Any, Any, Any], portal: Portal) -
     return stripe.meter_event(mapped)
 
 
-compat_handlers = [shared_events, lago_batch, stripe_meter_events]
+@post(
+    "/v1/billing/meter_event_adjustments",
+    opt=INGEST,
+    request_max_body_size=16 * 1024,
+    tags=["compat"],
+    summary="Stripe compatible meter event adjustments (cancel)",
+    status_code=200,
+    exception_handlers={HTTPException: _stripe_errors},
+)
+async def stripe_meter_event_adjustments(request: Request[Any, Any, Any], portal: Portal) -> Response[Any]:
+    """`event_name`, `type=cancel`, `cancel[identifier]`, form-encoded: the event with that
+    identifier is cancelled (an event correction with the reason "cancelled through the
+    Stripe-compatible API"), within the lateness window, answered like Stripe (400
+    `invalid_request_error` when it cannot be)."""
+    try:
+        items = stripe.form_items(await request.body())
+    except MappingError as exc:
+        return stripe.error(400, exc.message, param=exc.field)
+    fields = dict(items)
+    event_name = fields.get("event_name", "").strip(" ")
+    identifier = fields.get("cancel[identifier]", "").strip(" ")
+    kind = fields.get("type", "cancel")
+    if not event_name:
+        return stripe.error(400, "Missing required param: event_name.", param="event_name")
+    if kind != "cancel":
+        return stripe.error(400, "Invalid type: must be cancel.", param="type")
+    if not identifier:
+        return stripe.error(400, "Missing required param: cancel[identifier].", param="cancel[identifier]")
+    if len(identifier) > 256 or len(event_name) > 100:
+        return stripe.error(400, "No such meter event.", param="cancel[identifier]")
+    key = request.scope["state"].get("api_key")
+    try:
+        async with portal.sessions() as session:
+            customers = await correction_store.customers_with_event(session, identifier, event_name)
+        if len(customers) != 1:
+            message = (
+                f"No meter event {identifier!r} of {event_name!r} within the lateness window."
+                if not customers
+                else f"The identifier {identifier!r} names events of several customers; cancel it "
+                "with POST /v1/events/{id}/cancel and a customerId."
+            )
+            return stripe.error(400, message, param="cancel[identifier]")
+        asked = CorrectionAsked(
+            customers[0],
+            identifier,
+            "cancel",
+            "cancelled through the Stripe-compatible API",
+            f"key:{key.name}" if key is not None else "unknown",
+            "stripe",
+        )
+        await correct_and_apply(
+            portal.sessions, portal.live, asked, now=portal.now(), settings=portal.settings
+        )
+    except Problem as exc:
+        return stripe.error(400, str(exc), param="cancel[identifier]")
+    return stripe.meter_event_adjustment(event_name, identifier)
+
+
+compat_handlers = [shared_events, lago_batch, stripe_meter_events, stripe_meter_event_adjustments]

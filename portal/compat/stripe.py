@@ -183,3 +183,19 @@ def meter_event(mapped: Mapped) -> Response[Any]:
         },
         status_code=200,
     )
+
+
+def meter_event_adjustment(event_name: str, identifier: str) -> Response[Any]:
+    """Stripe's `billing.meter_event_adjustment`; ours is complete when answered (the event is
+    cancelled in the same request; Stripe's turns complete later)."""
+    return Response(
+        {
+            "object": "billing.meter_event_adjustment",
+            "livemode": False,
+            "status": "complete",
+            "event_name": event_name,
+            "type": "cancel",
+            "cancel": {"identifier": identifier},
+        },
+        status_code=200,
+    )

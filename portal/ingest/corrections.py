@@ -16,18 +16,20 @@ the ledger (which is what makes a correction once-only) and are corrected with a
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.accounts import audit
 from portal.billing.repository import invoices as invoice_store
 from portal.billing.repository.locks import share_customers
 from portal.catalog.service import get_meter
 from portal.infrastructure.broker import INGEST_QUEUE, MAINTENANCE_QUEUE
+from portal.infrastructure.db import transaction
 from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
 from portal.infrastructure.jobs import after_commit
 from portal.infrastructure.settings import Settings
@@ -35,11 +37,12 @@ from portal.ingest.models import EventCorrection
 from portal.ingest.repository import corrections as store
 from portal.ingest.validation import EventError, check_quantity
 from portal.live import redis_keys as keys
-from portal.live.store import sum_limbs
+from portal.live.store import LiveStore, sum_limbs
 from portal.usage import repository as usage_store
 
 Kind = Literal["cancel", "amend"]
 Source = Literal["api", "stripe", "portal"]
+log = logging.getLogger(__name__)
 APPLY_ACTOR = "apply_event_correction"
 SETTLE_ACTOR = "settle_late_events"
 
@@ -152,6 +155,29 @@ async def correct_event(
         after_commit(session, SETTLE_ACTOR, MAINTENANCE_QUEUE, invoice_id)
     correction = await store.correction_by_id(session, asked.customer_id, correction_id)
     assert correction is not None
+    return correction
+
+
+async def correct_and_apply(
+    sessions: async_sessionmaker[AsyncSession],
+    live: LiveStore,
+    asked: CorrectionAsked,
+    *,
+    now: datetime,
+    settings: Settings,
+) -> EventCorrection:
+    """Correct the event in its own transaction, then carry it into the live view at once, so
+    the caller's next read of live totals has it (the job owed to the commit does it if this
+    fails, and changes nothing if this succeeded)."""
+    async with transaction(sessions) as session:
+        correction = await correct_event(session, asked, now=now, settings=settings)
+    assert correction.id is not None
+    try:
+        async with sessions() as session:
+            ops = await live_ops(session, correction)
+        await live.apply_correction(asked.customer_id, correction.id, ops)
+    except Exception as exc:  # the correction is made; its job repairs the live view
+        log.warning("event correction %s: live update left to its job: %s", correction.id, exc)
     return correction
 
 

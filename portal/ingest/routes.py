@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -23,17 +22,15 @@ from portal.dependencies import Db, Portal
 from portal.http.json_nesting import MAX_JSON_DEPTH, json_nesting_exceeds
 from portal.http.openapi_answers import error_answers
 from portal.infrastructure import metrics
-from portal.infrastructure.db import transaction
 from portal.infrastructure.http_errors import ServiceUnavailable
 from portal.ingest import quality
-from portal.ingest.corrections import CorrectionAsked, correct_event, live_ops
+from portal.ingest.corrections import CorrectionAsked, correct_and_apply
 from portal.ingest.models import EventCorrection
 from portal.ingest.openapi import EventBatchOperation, SingleEventOperation
 from portal.ingest.repository import corrections as correction_store
 from portal.ingest.schemas import AmendIn, CancelIn, CorrectionOut, EventBatch, IngestResult
 from portal.ingest.service import CONFLICT_ERROR, IngestUnavailable
 from portal.ingest.validation import rejection_reason
-from portal.state import PortalState
 from portal.usage.combine import exact
 
 INGEST = {"scope": "ingest"}
@@ -52,8 +49,6 @@ INGEST_ANSWERS = {
         generate_examples=False,
     ),
 }
-
-log = logging.getLogger(__name__)
 
 
 class PayloadTooLarge(ClientException):
@@ -262,22 +257,6 @@ def key_actor(request: Request[Any, Any, Any]) -> str:
     return f"key:{key.name}" if key is not None else "unknown"
 
 
-async def corrected(portal: PortalState, asked: CorrectionAsked) -> EventCorrection:
-    """Correct the event in its own transaction, then carry it into the live view at once, so
-    the answer's totals are the live ones too (the job owed to the commit does it if this
-    fails, and does nothing if this succeeded)."""
-    async with transaction(portal.sessions) as session:
-        correction = await correct_event(session, asked, now=portal.now(), settings=portal.settings)
-    assert correction.id is not None
-    try:
-        async with portal.sessions() as session:
-            ops = await live_ops(session, correction)
-        await portal.live.apply_correction(asked.customer_id, correction.id, ops)
-    except Exception as exc:  # the live view is repaired by the job; the correction is made
-        log.warning("event correction %s: live update left to its job: %s", correction.id, exc)
-    return correction
-
-
 class EventCorrectionController(Controller):
     """Corrections of accepted events, with the ingest (or admin) key: within the lateness
     window, for open and finalized periods alike (a finalized one gets a note)."""
@@ -298,7 +277,11 @@ class EventCorrectionController(Controller):
         totals drop by it once (cancelling again answers 409). 409 also while the event is
         accepted but not recorded yet (seconds)."""
         asked = CorrectionAsked(data.customer_id, event_id, "cancel", data.reason, key_actor(request), "api")
-        return correction_out(await corrected(portal, asked))
+        return correction_out(
+            await correct_and_apply(
+                portal.sessions, portal.live, asked, now=portal.now(), settings=portal.settings
+            )
+        )
 
     @post("/amend", status_code=200, responses=error_answers(404, 409, 422))
     async def amend(
@@ -318,7 +301,11 @@ class EventCorrectionController(Controller):
             "api",
             quantity=Decimal(data.quantity),
         )
-        return correction_out(await corrected(portal, asked))
+        return correction_out(
+            await correct_and_apply(
+                portal.sessions, portal.live, asked, now=portal.now(), settings=portal.settings
+            )
+        )
 
     @get("/corrections")
     async def corrections(

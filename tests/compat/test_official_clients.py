@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from portal.infrastructure.settings import Settings
 from tests.compat.conftest import counted
-from tests.conftest import ROOT, TEST_ENV, WorkerProcess, _free_port
+from tests.conftest import ROOT, TEST_ENV, WorkerProcess, _free_port, wait_until_persisted
 
 cloudevents_http = pytest.importorskip("cloudevents.http")
 stripe = pytest.importorskip("stripe")
@@ -260,3 +260,46 @@ async def test_stripe_client(
         stripe.api_key = None
         stripe.api_base = "https://api.stripe.com"
     assert await counted(pg, redis) == (2, "10")
+
+
+async def test_stripe_client_cancels_a_meter_event(
+    server: str,
+    ingest_key: str,
+    catalog: None,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
+) -> None:
+    client = stripe.StripeClient(ingest_key, base_addresses={"api": server}, max_network_retries=0)
+    kept, wrong = uuid.uuid4().hex, uuid.uuid4().hex
+    for identifier, value in ((kept, "9"), (wrong, "1000")):
+        await asyncio.to_thread(
+            client.v1.billing.meter_events.create,
+            params={
+                "event_name": "tokens",
+                "identifier": identifier,
+                "payload": {"stripe_customer_id": "acme", "value": value},
+            },
+        )
+    await wait_until_persisted(redis)
+    adjustment = await asyncio.to_thread(
+        client.v1.billing.meter_event_adjustments.create,
+        params={"event_name": "tokens", "type": "cancel", "cancel": {"identifier": wrong}},
+    )
+    assert (adjustment.object, adjustment.status, adjustment.cancel.identifier) == (
+        "billing.meter_event_adjustment",
+        "complete",
+        wrong,
+    )
+    assert await pg.fetchval("SELECT sum(value) FROM hourly_usage WHERE metric_name = 'tokens'") == 9
+    reason = await pg.fetchval("SELECT reason FROM event_corrections WHERE event_id = $1", wrong)
+    assert reason == "cancelled through the Stripe-compatible API"
+    # Cancelling it again, or an identifier never sent: Stripe's invalid_request_error.
+    for identifier in (wrong, "never-sent"):
+        with pytest.raises(stripe.InvalidRequestError) as failure:
+            await asyncio.to_thread(
+                client.v1.billing.meter_event_adjustments.create,
+                params={"event_name": "tokens", "type": "cancel", "cancel": {"identifier": identifier}},
+            )
+        assert failure.value.param == "cancel[identifier]"
+    assert await pg.fetchval("SELECT sum(value) FROM hourly_usage WHERE metric_name = 'tokens'") == 9

@@ -228,3 +228,18 @@ async def invoices_with_unsettled_corrections(session: AsyncSession, *, older_th
 
 def correction_ids(rows: Sequence[EventCorrection]) -> list[int]:
     return [int(r.id) for r in rows if r.id is not None]
+
+
+async def customers_with_event(
+    session: AsyncSession, event_id: str, metric_name: str | None = None
+) -> list[str]:
+    """The customers whose accepted events carry this id (of this meter, when given), for an
+    API that names an event by its id alone (Stripe's meter event adjustments)."""
+    statement = select(col(EventLedgerEntry.customer_id)).where(col(EventLedgerEntry.event_id) == event_id)
+    if metric_name is not None:
+        statement = (
+            select(col(UsageEvent.customer_id))
+            .distinct()
+            .where(col(UsageEvent.event_id) == event_id, col(UsageEvent.metric_name) == metric_name)
+        )
+    return sorted(str(c) for c in (await session.scalars(statement)).all())
