@@ -11,6 +11,7 @@ See docs/client.md.
 
 from portal.client.aio import AsyncUsageClient
 from portal.client.buffer import ClientStats, build_event
+from portal.client.corrections import Correction, CorrectionRefused, CorrectionUnavailable
 from portal.client.entitlements import Entitlement, EntitlementUnavailable
 from portal.client.errors import (
     AuthenticationError,
@@ -29,6 +30,9 @@ __all__ = [
     "AuthenticationError",
     "BufferFull",
     "ClientStats",
+    "Correction",
+    "CorrectionRefused",
+    "CorrectionUnavailable",
     "DeliveryError",
     "Entitlement",
     "EntitlementUnavailable",

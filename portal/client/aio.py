@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from portal.client.buffer import ClientStats, OnError, Quantity, build_event, open_pipeline
+from portal.client.corrections import Correction, send_correction
 from portal.client.entitlements import Entitlement, EntitlementChecker
 from portal.client.errors import AuthenticationError, UsageClientError
 from portal.client.transport import RetryPolicy, Transport, UrllibTransport
@@ -55,6 +56,7 @@ class AsyncUsageClient:
         self.block_timeout = block_timeout
         transport = transport or UrllibTransport(base_url, api_key, timeout=timeout)
         self._checker = EntitlementChecker(transport, cache_seconds=check_cache_seconds)
+        self._transport = transport
         self._pipeline = open_pipeline(
             transport,
             batch_size=batch_size,
@@ -111,6 +113,15 @@ class AsyncUsageClient:
         """`UsageClient.check`: a cached answer at once, else one request in a worker thread."""
         ask = (customer_id, meter, None if quantity is None else str(quantity))
         return (await asyncio.to_thread(self._checker.check_many, [ask]))[0]
+
+    async def cancel(self, customer_id: str, event_id: str, reason: str) -> Correction:
+        """`UsageClient.cancel`, the request in a worker thread."""
+        body = {"customerId": customer_id, "reason": reason}
+        return await asyncio.to_thread(send_correction, self._transport, event_id, "cancel", body)
+
+    async def amend(self, customer_id: str, event_id: str, quantity: Quantity, reason: str) -> Correction:
+        body = {"customerId": customer_id, "quantity": str(quantity), "reason": reason}
+        return await asyncio.to_thread(send_correction, self._transport, event_id, "amend", body)
 
     async def check_many(self, asks: list[tuple[str, str, Quantity | None]]) -> list[Entitlement]:
         wanted = [(c, m, None if q is None else str(q)) for c, m, q in asks]

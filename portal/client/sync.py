@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from portal.client.buffer import ClientStats, OnError, Quantity, build_event, open_pipeline
+from portal.client.corrections import Correction, send_correction
 from portal.client.entitlements import Entitlement, EntitlementChecker
 from portal.client.errors import AuthenticationError, UsageClientError
 from portal.client.transport import RetryPolicy, Transport, UrllibTransport
@@ -58,6 +59,7 @@ class UsageClient:
         self.block_timeout = block_timeout
         transport = transport or UrllibTransport(base_url, api_key, timeout=timeout)
         self._checker = EntitlementChecker(transport, cache_seconds=check_cache_seconds)
+        self._transport = transport
         self._pipeline = open_pipeline(
             transport,
             batch_size=batch_size,
@@ -85,6 +87,18 @@ class UsageClient:
         `check_cache_seconds` old; `lag_ms` includes its age). Raises EntitlementUnavailable
         when there is no answer: serving or refusing then is the application's choice."""
         return self._checker.check_many([(customer_id, meter, _quantity(quantity))])[0]
+
+    def cancel(self, customer_id: str, event_id: str, reason: str) -> Correction:
+        """Cancel an event sent before (within the lateness window): it counts nowhere from
+        now on, and an invoice already issued for its period gets a credit note. Raises
+        CorrectionRefused (unknown, already cancelled, too old) or CorrectionUnavailable."""
+        body = {"customerId": customer_id, "reason": reason}
+        return send_correction(self._transport, event_id, "cancel", body)
+
+    def amend(self, customer_id: str, event_id: str, quantity: Quantity, reason: str) -> Correction:
+        """Give an event sent before a new quantity (totals change by the difference)."""
+        body = {"customerId": customer_id, "quantity": str(quantity), "reason": reason}
+        return send_correction(self._transport, event_id, "amend", body)
 
     def check_many(self, asks: list[tuple[str, str, Quantity | None]]) -> list[Entitlement]:
         """Several checks in one request (cached answers are not asked again), in order."""

@@ -1,5 +1,6 @@
-"""`UsageClient.check`: against the real server process, its answer flips with what the same
-client recorded, a cached answer says its age, and no answer raises."""
+"""`UsageClient.check`, `cancel` and `amend` against the real server process: the check flips
+with what the same client recorded, a cached answer says its age, no answer raises, and a
+correction changes the totals once."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import socket
 import urllib.request
 from decimal import Decimal
 
+import asyncpg
 import pytest
+from redis.asyncio import Redis
 
-from portal.client import AsyncUsageClient, EntitlementUnavailable, UsageClient
+from portal.client import AsyncUsageClient, CorrectionRefused, EntitlementUnavailable, UsageClient
 from tests.client.conftest import ServerProcess
-from tests.conftest import WorkerProcess
+from tests.conftest import WorkerProcess, wait_until_persisted
 
 pytestmark = pytest.mark.usefixtures("catalog")
 
@@ -81,3 +84,32 @@ def test_no_answer_raises_entitlement_unavailable() -> None:
             client.check("acme", "api_calls")
     finally:
         client.close()
+
+
+async def test_cancel_and_amend_through_the_client(
+    server: ServerProcess, ingest_key: str, worker: WorkerProcess, redis: Redis, pg: asyncpg.Connection
+) -> None:
+    client = UsageClient(server.url, ingest_key, flush_interval=60)
+    try:
+        wrong = client.record("acme", "api_calls", Decimal("40"))
+        typo = client.record("acme", "api_calls", Decimal("3"))
+        client.flush()
+        await wait_until_persisted(redis)
+        cancelled = client.cancel("acme", wrong, "sent by the load test")
+        assert (cancelled.kind, cancelled.quantity_before, cancelled.quantity_after) == (
+            "cancel",
+            Decimal(40),
+            None,
+        )
+        amended = client.amend("acme", typo, Decimal("3.5"), "rounding bug")
+        assert (amended.quantity_before, amended.quantity_after) == (Decimal(3), Decimal("3.5"))
+        assert client.check("acme", "api_calls").used == Decimal("3.5")
+        with pytest.raises(CorrectionRefused) as refused:
+            client.cancel("acme", wrong, "again")
+        assert refused.value.status == 409 and "cancelled already" in refused.value.detail
+        with pytest.raises(CorrectionRefused) as unknown:
+            client.cancel("acme", "never/sent?", "x")
+        assert unknown.value.status == 404
+    finally:
+        client.close()
+    assert await pg.fetchval("SELECT sum(value) FROM hourly_usage") == Decimal("3.5")

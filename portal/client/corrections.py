@@ -1,0 +1,76 @@
+"""`cancel()` and `amend()`: correct an event the client sent (`POST /v1/events/{id}/cancel`
+and `/amend`), with a reason. Sent at once, not buffered: a correction is an answer the
+caller waits for (the portal refuses one it cannot make: unknown event, already cancelled,
+outside the lateness window)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+from portal.client.errors import AuthenticationError, UsageClientError
+from portal.client.transport import Transport
+
+
+class CorrectionRefused(UsageClientError):
+    """The portal refused the correction (404, 409, 422): `status` and its `detail`."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"correction refused ({status}): {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class CorrectionUnavailable(UsageClientError):
+    """No answer (network error or 5xx): the correction may or may not be made; sending it
+    again is safe (a second cancel is refused with 409, an amend to the same quantity with 422)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    id: int
+    customer_id: str
+    event_id: str
+    kind: str
+    quantity_before: Decimal
+    quantity_after: Decimal | None
+    reason: str
+    created_at: datetime
+    invoice_id: int | None
+
+
+def _correction(data: dict[str, Any]) -> Correction:
+    after = data.get("quantityAfter")
+    return Correction(
+        id=int(data["id"]),
+        customer_id=data["customerId"],
+        event_id=data["eventId"],
+        kind=data["kind"],
+        quantity_before=Decimal(data["quantityBefore"]),
+        quantity_after=None if after is None else Decimal(after),
+        reason=data["reason"],
+        created_at=datetime.fromisoformat(data["createdAt"]),
+        invoice_id=data.get("invoiceId"),
+    )
+
+
+def send_correction(transport: Transport, event_id: str, action: str, body: dict[str, str]) -> Correction:
+    try:
+        reply = transport.post(f"/v1/events/{quote(event_id, safe='')}/{action}", json.dumps(body).encode())
+    except OSError as exc:
+        raise CorrectionUnavailable(f"{action} of {event_id} failed: {exc}") from exc
+    detail = reply.body.decode(errors="replace")[:500]
+    if reply.status in (401, 403):
+        raise AuthenticationError(reply.status, detail)
+    if reply.status >= 500:
+        raise CorrectionUnavailable(f"{action} of {event_id} answered {reply.status}: {detail}")
+    if reply.status != 200:
+        with contextlib.suppress(ValueError, AttributeError):  # not our JSON error body
+            detail = str(reply.json().get("detail", detail))
+        raise CorrectionRefused(reply.status, detail)
+    return _correction(reply.json())
