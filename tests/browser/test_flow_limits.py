@@ -16,6 +16,7 @@ from tests.browser.helpers import (
     screenshot,
     send_events,
 )
+from tests.browser.test_tour import SMALL_TARGETS
 from tests.factories import auth, event, make_meter
 from tests.pages.helpers import make_user
 
@@ -53,5 +54,6 @@ async def test_a_customer_lowers_a_limit_on_a_phone(
     await expect(card.get_by_text("Limit reached")).to_be_visible()
     width: int = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"]
+    assert await page.evaluate(SMALL_TARGETS) == []  # every control at least 44 px high
     await screenshot(page, "flow-limits-phone")
     assert ACCESSIBILITY["flow-limits-phone"] == []
