@@ -39,6 +39,7 @@ from portal.pages.limits_view import (
     ENFORCEMENT_TEXT,
     CustomerLimits,
     customer_limits,
+    limit_body,
     read_quantity,
 )
 from portal.pages.web import PageController, page
@@ -215,7 +216,7 @@ def read_staff_form(state: CustomerLimits, data: FormMultiDict) -> tuple[Form, C
         limit_field, enforcement_field = f"limit.{name}", f"enforcement.{name}"
         if limit_field not in data:
             if row.own is not None:  # not on the form the person saw: kept as it is
-                limits.append(LimitIn(meter=name, limit=row.own.quantity, enforcement=row.own.enforcement))
+                limits.append(limit_body(LimitIn, name, row.own.quantity, row.own.enforcement))
             continue
         typed = text_of(data, limit_field)
         enforcement = text_of(data, enforcement_field) or "hard"
@@ -241,7 +242,7 @@ def read_staff_form(state: CustomerLimits, data: FormMultiDict) -> tuple[Form, C
         elif refused:
             form.fail(enforcement_field, "the plan's limit is hard, so the customer's own limit is hard too")
         else:
-            limits.append(LimitIn(meter=name, limit=quantity, enforcement=chosen))
+            limits.append(limit_body(LimitIn, name, quantity, chosen))
     return form, (CustomerLimitsIn(limits=limits) if form.ok else None)
 
 

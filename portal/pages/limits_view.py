@@ -15,8 +15,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
-from typing import Literal
+from typing import Literal, TypeVar
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.catalog.schemas import Customer, Meter
@@ -24,8 +25,11 @@ from portal.catalog.service import list_meters
 from portal.entitlements import repository as entitlement_store
 from portal.entitlements import service as entitlements
 from portal.entitlements.limits import CustomerRule, Enforcement, Limit, PlanRule, SetBy, answer
-from portal.entitlements.schemas import CheckIn, check_quantity
+from portal.entitlements.schemas import CheckIn, LimitIn, check_quantity
 from portal.pages.formatting import measure
+from portal.usage.combine import exact
+
+LimitBody = TypeVar("LimitBody", bound=LimitIn)
 
 ENFORCEMENT_TEXT = {
     "hard": "Hard limit: usage beyond it is refused",
@@ -232,6 +236,22 @@ def read_quantity(text: str, unit: str) -> tuple[Decimal | None, str | None]:
             return None, "Use at most 12 decimal places."
         return None, f"The limit {said}."
     return quantity, None
+
+
+def limit_body(
+    kind: type[LimitBody],
+    meter: str,
+    quantity: Decimal,
+    enforcement: Enforcement,
+    *,
+    customer_may_lower: bool | None = None,
+) -> LimitBody:
+    """One limit as the API takes it (`LimitIn` or `PlanLimitIn`), the quantity as its exact
+    text: built the way a request body is, so the schema's own checks run on it."""
+    fields: dict[str, object] = {"meter": meter, "limit": exact(quantity), "enforcement": enforcement}
+    if customer_may_lower is not None:
+        fields["customerMayLower"] = customer_may_lower
+    return msgspec.convert(fields, kind)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from portal.pages.access import viewer
 from portal.pages.admin.common import ADMIN_PATH, AdminController
 from portal.pages.admin.forms import UNPROCESSABLE, Form, text_of
 from portal.pages.formatting import metric_label
-from portal.pages.limits_view import PlanRow, plan_rows, read_quantity
+from portal.pages.limits_view import PlanRow, limit_body, plan_rows, read_quantity
 from portal.pages.web import page
 
 DONE = {"limits": "The plan's limits are saved. Checks use them within seconds."}
@@ -68,10 +68,11 @@ def read_limits_form(rows: list[PlanRow], data: FormMultiDict) -> tuple[Form, Pl
             if row.rule is not None:
                 rule = row.rule
                 limits.append(
-                    PlanLimitIn(
-                        meter=name,
-                        limit=rule.quantity,
-                        enforcement=rule.enforcement,
+                    limit_body(
+                        PlanLimitIn,
+                        name,
+                        rule.quantity,
+                        rule.enforcement,
                         customer_may_lower=rule.customer_may_lower,
                     )
                 )
@@ -90,11 +91,8 @@ def read_limits_form(rows: list[PlanRow], data: FormMultiDict) -> tuple[Form, Pl
             form.fail(limit_field, (problem or "").rstrip("."))
             continue
         limits.append(
-            PlanLimitIn(
-                meter=name,
-                limit=quantity,
-                enforcement=cast(Enforcement, enforcement),
-                customer_may_lower=may_lower,
+            limit_body(
+                PlanLimitIn, name, quantity, cast(Enforcement, enforcement), customer_may_lower=may_lower
             )
         )
     return form, (PlanLimits(limits=limits) if form.ok else None)
