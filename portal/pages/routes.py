@@ -83,10 +83,18 @@ def _area_handlers() -> list[Any]:
     from portal.pages.admin import admin_handlers
     from portal.pages.alerts import alert_page_handlers
     from portal.pages.invoices import invoice_handlers
+    from portal.pages.limits import limit_page_handlers
     from portal.pages.manager import manager_handlers
     from portal.pages.meters import meter_handlers
 
-    return [*manager_handlers, *meter_handlers, *invoice_handlers, *admin_handlers, *alert_page_handlers]
+    return [
+        *manager_handlers,
+        *meter_handlers,
+        *invoice_handlers,
+        *admin_handlers,
+        *alert_page_handlers,
+        *limit_page_handlers,
+    ]
 
 
 page_handlers: list[Any] = [

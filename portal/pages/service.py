@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
 from functools import partial
@@ -23,6 +23,7 @@ from portal.infrastructure.domain_errors import NotFound
 from portal.infrastructure.periods import BillingPeriod, period_for, to_datetime
 from portal.pages.charts import BarChart, hourly_bars
 from portal.pages.formatting import HOUR, day_of, hour_range, instant, measure, metric_label, money
+from portal.pages.limits_view import MeterLimit, meter_limit
 from portal.pages.upcoming import ChargeProgress, UpcomingInvoice, charge_progress, upcoming_invoice
 from portal.state import PortalState
 from portal.usage.anomaly_detection import recent_anomalies
@@ -51,6 +52,7 @@ class MeterUsage:
     total: str
     chart: BarChart
     on_plan: bool = True  # False: staff see it, labelled; customers never do
+    limit: MeterLimit | None = None  # the customer's limit on it this period (limits page)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +248,9 @@ async def usage_panel(
     finally:
         usages = await live
         watermark = to_datetime(await watermark_ms / 1000)
+    profile = (await portal.entitlements.profiles({customer.id}, now)).get(customer.id)
+    if profile is not None and profile.limits:
+        usages = [replace(u, limit=meter_limit(u.total, profile.limits.get(u.metric_name))) for u in usages]
     cost = None
     charges: tuple[ChargeProgress, ...] = ()
     invoice = None

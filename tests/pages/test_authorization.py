@@ -169,6 +169,8 @@ WATCHED = (
     "plans",
     "subscriptions",
     "credit_grants",
+    "plan_entitlements",
+    "customer_entitlements",
 )
 FINGERPRINT = "SELECT md5(concat_ws('|', {}))".format(
     ", ".join(

@@ -10,6 +10,7 @@ from portal.pages.admin.catalog import CatalogPagesController
 from portal.pages.admin.home import AdminHomeController
 from portal.pages.admin.keys import KeyPagesController
 from portal.pages.admin.people import UserPagesController
+from portal.pages.admin.plan_limits import PlanLimitPagesController
 from portal.pages.admin.plans import PlanPagesController
 
 admin_handlers: list[Any] = [
@@ -17,6 +18,7 @@ admin_handlers: list[Any] = [
     CatalogPagesController,
     BillingDetailsPagesController,
     PlanPagesController,
+    PlanLimitPagesController,
     UserPagesController,
     KeyPagesController,
 ]

@@ -21,7 +21,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.billing.catalog_file import ApplyReport, CatalogFileError, apply_catalog, parse_catalog
-from portal.billing.plans import get_plan
 from portal.billing.repository import plans as plan_store
 from portal.billing.schemas import Charge, Plan
 from portal.catalog import service
@@ -29,6 +28,7 @@ from portal.dependencies import Db, Portal
 from portal.infrastructure.domain_errors import Problem
 from portal.pages.admin.common import ADMIN_TZ, AdminController, record
 from portal.pages.admin.forms import UNPROCESSABLE, Form, read_form, text_of
+from portal.pages.admin.plan_limits import plan_page
 from portal.pages.web import page
 
 MAX_UPLOAD_BYTES = 1024 * 1024
@@ -126,12 +126,8 @@ class PlanPagesController(AdminController):
 
     @get("/plans/{plan_id:str}")
     async def plan(self, request: Request[Any, Any, Any], db: Db, plan_id: FromPath[str]) -> Template:
-        plan = await get_plan(db, plan_id)  # NotFound: the 404 page
-        subscribers = await plan_store.plan_subscribers(db, plan_id)
-        units = {m.metric_name: m.unit for m in await service.list_meters(db)}
-        return page(
-            "admin/plan.html", request, plan=plan, subscribers=subscribers, models=MODEL_LABELS, units=units
-        )
+        """Charges, discounts, subscribers and the plan's limits (`plan_limits.py`)."""
+        return await plan_page(request, db, plan_id)
 
     @get("/catalog")
     async def upload_form(self, request: Request[Any, Any, Any]) -> Template:
