@@ -86,7 +86,7 @@ def customer_limit_error(plan_rule: PlanRule | None, quantity: Decimal) -> str |
     if plan_rule is None or not plan_rule.customer_may_lower:
         return "your plan does not let you change this limit"
     if quantity > plan_rule.quantity:
-        return "a limit can only be lowered below the plan's"
+        return f"your limit cannot be above your plan's limit of {plan_rule.quantity.normalize():f}"
     return None
 
 

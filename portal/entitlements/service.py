@@ -28,6 +28,7 @@ from portal.entitlements.limits import (
     CustomerRule,
     Limit,
     PlanRule,
+    SetBy,
     answer,
     customer_limit_error,
     limits_in_force,
@@ -308,6 +309,9 @@ async def set_customer_limits(
     names = [item.meter for item in data.limits]
     if len(set(names)) != len(names):
         raise Invalid("limits: a meter appears twice")
+    before = (await repository.customer_rules(session, [customer_id])).get(customer_id, [])
+    # A limit staff leave as the customer's users set it stays theirs.
+    theirs = {(r.metric_name, r.quantity, r.enforcement) for r in before if r.set_by == "customer"}
     rules: list[CustomerRule] = []
     for item in data.limits:
         if await get_meter(session, item.meter) is None:
@@ -317,8 +321,8 @@ async def set_customer_limits(
         )
         if problem:
             raise Invalid(f"limits: {item.meter}: {problem}")
-        rules.append(CustomerRule(item.meter, item.quantity, item.enforcement, "staff"))
-    before = (await repository.customer_rules(session, [customer_id])).get(customer_id, [])
+        set_by: SetBy = "customer" if (item.meter, item.quantity, item.enforcement) in theirs else "staff"
+        rules.append(CustomerRule(item.meter, item.quantity, item.enforcement, set_by))
     await repository.replace_customer_rules(session, customer_id, rules)
     await audit.record(
         session,
@@ -347,6 +351,10 @@ async def set_own_limit(
     plan lets customers do so."""
     profile = await limits_for(session, customer_id, now)
     plan_rule = await _plan_rule(session, profile, metric_name)
+    own = (await repository.customer_rules(session, [customer_id])).get(customer_id, [])
+    if any(r.metric_name == metric_name and r.set_by == "staff" for r in own):
+        # Staff's limit stays until staff change it: a customer lowers only its plan's.
+        raise Invalid("your account manager set this limit: ask them to change it")
     if quantity is None:
         if plan_rule is None or not plan_rule.customer_may_lower:
             raise Invalid("your plan does not let you change this limit")
