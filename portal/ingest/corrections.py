@@ -39,6 +39,7 @@ from portal.ingest.validation import EventError, check_quantity
 from portal.live import redis_keys as keys
 from portal.live.store import LiveStore, sum_limbs
 from portal.usage import repository as usage_store
+from portal.webhooks.service import announce
 
 Kind = Literal["cancel", "amend"]
 Source = Literal["api", "stripe", "portal"]
@@ -149,6 +150,25 @@ async def correct_event(
             "quantityAfter": None if new_quantity is None else format(new_quantity, "f"),
             "source": asked.source,
         },
+    )
+    await announce(
+        session,
+        "event.corrected",
+        {
+            "correctionId": correction_id,
+            "customerId": asked.customer_id,
+            "eventId": asked.event_id,
+            "kind": asked.kind,
+            "meter": event.metric_name,
+            "eventTime": event.event_time,
+            "quantityBefore": event.quantity,
+            "quantityAfter": new_quantity,
+            "reason": asked.reason,
+            "source": asked.source,
+            "invoiceId": invoice_id,
+        },
+        customer_id=asked.customer_id,
+        now=now,
     )
     after_commit(session, APPLY_ACTOR, INGEST_QUEUE, asked.customer_id, correction_id)
     if invoice_id is not None:

@@ -24,6 +24,7 @@ EventType = Literal[
     "credit.low",
     "entitlement.exceeded",
     "alert.fired",
+    "event.corrected",
 ]
 EVENT_TYPES: tuple[EventType, ...] = (
     "invoice.drafted",
@@ -33,6 +34,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
     "credit.low",
     "entitlement.exceeded",
     "alert.fired",
+    "event.corrected",
 )
 
 # What each type means, in the words the pages and docs use.
@@ -44,6 +46,7 @@ DESCRIPTIONS: dict[str, str] = {
     "credit.low": "A customer's prepaid credit fell below a fifth of what was granted",
     "entitlement.exceeded": "A customer reached a usage limit",
     "alert.fired": "An alert rule fired",
+    "event.corrected": "An accepted usage event was cancelled or its quantity changed",
 }
 
 EVENT_ID_PREFIX = "evt_"

@@ -16,6 +16,8 @@ from tests.conftest import WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import auth, event
 from tests.ingest.test_late_duplicates import group_fields
 from tests.ingest.test_pipeline import catalog, send, usage
+from tests.sinks import HttpReceiver
+from tests.webhooks.conftest import endpoint
 
 __all__ = ["billed_customer", "catalog"]
 
@@ -128,7 +130,9 @@ async def test_a_cancel_in_a_finalized_period_yields_a_credit_note_linked_to_it(
     ingest_key: str,
     billed_customer: ClosedPeriod,
     pg: asyncpg.Connection,
+    http_receiver: HttpReceiver,
 ) -> None:
+    await endpoint(client, admin_key, f"{http_receiver.url}/erp", ["event.corrected", "adjustment.created"])
     invoice = await draft(client, admin_key, "acme", _month(billed_customer))
     approved = await client.post(f"/v1/invoices/{invoice['id']}/approve", headers=auth(admin_key), json={})
     assert approved.status_code == 200 and approved.json()["total"] == "91.89"

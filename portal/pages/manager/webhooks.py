@@ -31,6 +31,7 @@ EVENT_NAMES = {
     "adjustment.created": "Credit or debit note issued",
     "credit.low": "Prepaid credit running low",
     "entitlement.exceeded": "Usage limit reached",
+    "event.corrected": "Usage event corrected",
     "alert.fired": "Usage alert",
 }
 STATUS_NAMES = {"pending": "Retrying", "delivered": "Delivered", "failed": "Failed"}
