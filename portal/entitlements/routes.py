@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis.exceptions
+import sqlalchemy.exc
 from litestar import Controller, Request, get, post, put
 from litestar.params import FromPath, JSONBody
 
@@ -22,6 +24,8 @@ from portal.entitlements.schemas import (
 )
 from portal.http.openapi_answers import error_answers
 from portal.infrastructure.domain_errors import NotFound
+from portal.infrastructure.http_errors import ServiceUnavailable
+from portal.state import PortalState
 from portal.usage.combine import exact
 
 
@@ -48,6 +52,24 @@ def _limit_out(limit: Limit) -> LimitOut:
     )
 
 
+# A store that cannot be reached: the answer is a 503 with Retry-After (the client raises
+# EntitlementUnavailable and the application chooses), never a 500.
+_OUTAGES = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    OSError,
+)
+
+
+async def _answers(portal: PortalState, asks: list[CheckIn]) -> list[EntitlementOut]:
+    try:
+        return await service.check(portal.entitlements, asks, now=portal.now())
+    except _OUTAGES as exc:
+        raise ServiceUnavailable(f"usage cannot be read now ({type(exc).__name__}); retry later") from exc
+
+
 class EntitlementCheckController(Controller):
     """May this customer use more? Answered from the live counters."""
 
@@ -61,7 +83,7 @@ class EntitlementCheckController(Controller):
         under a hard limit the period's usage has reached, or would pass with `quantity`),
         `used`, `limit`, `remaining`, the billing period, and how fresh the answer is
         (`asOf`, `lagMs`). An unknown customer or meter is answered with `error`."""
-        return ChecksOut(await service.check(portal.entitlements, data.checks, now=portal.now()))
+        return ChecksOut(await _answers(portal, data.checks))
 
 
 class CustomerEntitlementController(Controller):
@@ -75,12 +97,15 @@ class CustomerEntitlementController(Controller):
         allowed, and how fresh the answer is."""
         book = portal.entitlements
         now = portal.now()
-        profiles = await book.profiles({customer_id}, now)
+        try:
+            profiles = await book.profiles({customer_id}, now)
+            meters = sorted(await book.aggregations())
+        except _OUTAGES as exc:
+            raise ServiceUnavailable(f"usage cannot be read now ({type(exc).__name__}); retry later") from exc
         if customer_id not in profiles:
             raise NotFound(f"no customer {customer_id!r}")
-        meters = sorted(await book.aggregations())
         asks = [CheckIn(customer_id=customer_id, meter=m) for m in meters]
-        return await service.check(book, asks, now=now) if asks else []
+        return await _answers(portal, asks) if asks else []
 
     @get("/limits", opt={"scope": "admin"}, responses=error_answers(404))
     async def limits(self, customer_id: FromPath[str], db: Db, portal: Portal) -> list[LimitOut]:

@@ -4,15 +4,19 @@ the answer read from the live period accumulators, flipping to denied at exactly
 from __future__ import annotations
 
 import asyncio
+import socket
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from portal.infrastructure.periods import period_for
 from portal.live import redis_keys as live_keys
+from portal.live.store import LiveStore
 from portal.state import PortalState
 from tests.billing.conftest import create_plan, subscribe
 from tests.conftest import WorkerProcess, wait_until_persisted
@@ -263,3 +267,35 @@ async def test_staff_limits_stay_within_the_plan(
     assert (
         await client.put("/v1/plans/none/limits", headers=auth(admin_key), json=plan_limits)
     ).status_code == 404
+
+
+async def test_a_live_view_that_cannot_be_reached_is_a_503_not_a_500(
+    client: AsyncTestClient[Any], ingest_key: str, catalog: None
+) -> None:
+    portal: PortalState = client.app.state.portal
+    book = portal.entitlements
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dead = Redis(
+        host="127.0.0.1",
+        port=port,
+        socket_connect_timeout=0.2,
+        socket_timeout=0.2,
+        retry=Retry(NoBackoff(), 0),
+    )
+    kept = book.live
+    book.live = LiveStore(dead, accepted_lateness=kept.accepted_lateness, marker_window=kept.marker_window)
+    book._built_checked_at = float("-inf")
+    try:
+        response = await client.post(
+            "/v1/entitlements/check",
+            headers=auth(ingest_key),
+            json={"checks": [{"customerId": "acme", "meter": "api_calls"}]},
+        )
+        assert response.status_code == 503, response.text
+        assert response.headers.get("retry-after")
+    finally:
+        book.live = kept
+        book._built_checked_at = float("-inf")
+        await dead.aclose()
