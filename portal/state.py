@@ -88,7 +88,23 @@ class PortalState:
             catalog=catalog,
             keys=KeyCache(sessions, redis),
             ingestor=Ingestor(settings=settings, catalog=catalog, live=live),
-            entitlements=EntitlementBook(sessions, live, settings.entitlement_cache_seconds),
+            # Checks sit in applications' request paths: their own connections, which give
+            # up in about a second when Redis is down (a 503), where ingest's wait longer.
+            entitlements=EntitlementBook(
+                sessions,
+                LiveStore(
+                    async_client(
+                        settings.redis_url,
+                        max_connections=32,
+                        wait_for_connection_s=1,
+                        socket_connect_timeout=0.5,
+                        socket_timeout=1.0,
+                    ),
+                    accepted_lateness=settings.accepted_lateness,
+                    marker_window=settings.dedup_marker_window,
+                ),
+                settings.entitlement_cache_seconds,
+            ),
             broker_redis=None
             if is_amqp_url(settings.effective_broker_url)
             else probe_client(settings.effective_broker_url or settings.redis_url, max_connections=2),
@@ -117,6 +133,7 @@ class PortalState:
         if self.broker_redis is not None:
             await self.broker_redis.aclose()
         await self.probe_redis.aclose()
+        await self.entitlements.live.redis.aclose()
         if self.replica is not None:
             await self.replica.close()
         await self.engine.dispose()
