@@ -208,17 +208,22 @@ async def test_an_alert_that_fires_is_announced_once(
     )
     assert data["level"] == {"label": "100%", "threshold": "10.00"}
     assert [e["type"] for e in await events(client, admin_key, customerId="stark")] == ["alert.fired"]
+    assert [d["status"] for d in await settled(client, admin_key, 1)] == ["delivered"]
 
 
 async def test_the_invoice_run_announces_each_new_draft_once(
-    client: AsyncTestClient[Any], admin_key: str, settings: Settings
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    settings: Settings,
+    worker: WorkerProcess,
+    http_receiver: HttpReceiver,
 ) -> None:
     # Given two customers on plan flat and an endpoint for invoice.drafted
     closed = await closed_customer(client, admin_key, "acme")
     await make_customer(client, admin_key, id="globex", name="Globex", timezone=closed.tz, currency="USD")
     start = closed.start_date.isoformat()
     await subscribe(client, admin_key, "globex", planId="flat", startDate=start, anchorDay=closed.anchor_day)
-    await endpoint(client, admin_key, "http://127.0.0.1:9/erp", ["invoice.drafted"])
+    await endpoint(client, admin_key, f"{http_receiver.url}/erp", ["invoice.drafted"])
     assert settings.database_url
     engine = create_engine(settings.database_url, pool_size=2)
     month = month_of(closed.period, closed.tz)
@@ -233,4 +238,6 @@ async def test_the_invoice_run_announces_each_new_draft_once(
         ("acme", "49.00"),
         ("globex", "49.00"),
     ]
-    assert sorted(d["eventId"] for d in await deliveries(client, admin_key)) == sorted(e["id"] for e in found)
+    sent = await settled(client, admin_key, 2)
+    assert sorted((d["eventId"], d["status"]) for d in sent) == sorted((e["id"], "delivered") for e in found)
+    assert len(http_receiver.requests) == 2
