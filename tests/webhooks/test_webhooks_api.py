@@ -11,12 +11,16 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
+from alerts.destinations import parse_networks
+from alerts.signing import sign
 from portal.billing.announcements import credit_crossed_low
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.settings import WEBHOOK_RETRY_DELAYS_MS, Settings
-from portal.webhooks import service
-from portal.webhooks.schemas import AttemptResult
+from portal.webhooks import repository, service
+from portal.webhooks.schemas import AttemptResult, EndpointCreate
+from portal.webhooks.sending import post
 from tests.factories import auth
+from tests.sinks import HttpReceiver
 from tests.webhooks.conftest import endpoint
 
 URL = "https://hooks.example.com/billing"
@@ -129,9 +133,6 @@ async def test_one_sender_at_a_time_and_the_schedule_after_each_failure(settings
     sessions = session_factory(engine)
     now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
     async with transaction(sessions) as session:
-        from portal.webhooks import repository
-        from portal.webhooks.schemas import EndpointCreate
-
         created = await service.create_endpoint(
             session,
             EndpointCreate(url="https://hooks.example.com/x", event_types=["credit.low"]),
@@ -184,3 +185,34 @@ async def test_one_sender_at_a_time_and_the_schedule_after_each_failure(settings
         (2, 503, 12),
         (3, 503, 12),
     ]
+
+
+def test_a_send_to_an_address_the_rules_refuse_fails_without_connecting(http_receiver: HttpReceiver) -> None:
+    # Given a receiver on the loopback, which no network allowance opens here
+    # When an attempt is made to it (as if its name had come to resolve there since it was saved)
+    result = post(
+        f"{http_receiver.url}/x", "{}", event_id="evt_1", secret="whsec_x", timestamp=1, timeout_s=2, allow=()
+    )
+    # Then it fails with the rule's reason, and nothing reached the receiver
+    assert (result.ok, result.http_status) == (False, None)
+    assert result.error == (
+        "refused by the portal's destination rules: 127.0.0.1 is a loopback address (127.0.0.0/8)"
+    )
+    assert http_receiver.requests == []
+
+
+def test_a_send_signs_the_body_and_names_the_event(http_receiver: HttpReceiver) -> None:
+    result = post(
+        f"{http_receiver.url}/x",
+        '{"id":"evt_1"}',
+        event_id="evt_1",
+        secret="whsec_x",
+        timestamp=1_795_615_380,
+        timeout_s=2,
+        allow=parse_networks("127.0.0.0/8"),
+    )
+    assert (result.ok, result.http_status, result.error) == (True, 200, None)
+    [request] = http_receiver.requests
+    assert request.header("X-Usage-Portal-Event-Id") == "evt_1"
+    assert request.header("X-Usage-Portal-Timestamp") == "1795615380"
+    assert request.header("X-Usage-Portal-Signature") == sign("whsec_x", "1795615380", b'{"id":"evt_1"}')

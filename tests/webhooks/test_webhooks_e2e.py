@@ -16,9 +16,9 @@ from portal.billing.run import run_invoices
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.settings import Settings
 from tests.alerts.test_alerts_e2e import rule, send, setup_customer
-from tests.billing.conftest import month_of, subscribe
+from tests.billing.conftest import closed_period, create_plan, month_of, subscribe
 from tests.conftest import WorkerProcess, wait_for
-from tests.factories import auth, event, make_customer
+from tests.factories import auth, event, make_customer, make_meter
 from tests.sinks import HttpReceiver, ReceivedRequest
 from tests.webhooks.conftest import closed_customer, deliveries, draft_of, endpoint, events
 
@@ -208,17 +208,22 @@ async def test_an_alert_that_fires_is_announced_once(
     )
     assert data["level"] == {"label": "100%", "threshold": "10.00"}
     assert [e["type"] for e in await events(client, admin_key, customerId="stark")] == ["alert.fired"]
+    assert [d["status"] for d in await settled(client, admin_key, 1)] == ["delivered"]
 
 
 async def test_the_invoice_run_announces_each_new_draft_once(
-    client: AsyncTestClient[Any], admin_key: str, settings: Settings
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    settings: Settings,
+    worker: WorkerProcess,
+    http_receiver: HttpReceiver,
 ) -> None:
     # Given two customers on plan flat and an endpoint for invoice.drafted
     closed = await closed_customer(client, admin_key, "acme")
     await make_customer(client, admin_key, id="globex", name="Globex", timezone=closed.tz, currency="USD")
     start = closed.start_date.isoformat()
     await subscribe(client, admin_key, "globex", planId="flat", startDate=start, anchorDay=closed.anchor_day)
-    await endpoint(client, admin_key, "http://127.0.0.1:9/erp", ["invoice.drafted"])
+    await endpoint(client, admin_key, f"{http_receiver.url}/erp", ["invoice.drafted"])
     assert settings.database_url
     engine = create_engine(settings.database_url, pool_size=2)
     month = month_of(closed.period, closed.tz)
@@ -233,4 +238,56 @@ async def test_the_invoice_run_announces_each_new_draft_once(
         ("acme", "49.00"),
         ("globex", "49.00"),
     ]
-    assert sorted(d["eventId"] for d in await deliveries(client, admin_key)) == sorted(e["id"] for e in found)
+    sent = await settled(client, admin_key, 2)
+    assert sorted((d["eventId"], d["status"]) for d in sent) == sorted((e["id"], "delivered") for e in found)
+    assert len(http_receiver.requests) == 2
+
+
+METERED = {
+    "id": "metered",
+    "name": "Metered",
+    "currency": "USD",
+    "charges": [{"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.10"}],
+}
+
+
+async def test_late_events_after_approval_announce_one_automatic_note(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
+    http_receiver: HttpReceiver,
+) -> None:
+    # Given an approved invoice for 100 calls at 0.10 USD, and an endpoint for notes
+    closed = closed_period("UTC")
+    await make_customer(client, admin_key, id="acme", currency="USD")
+    await make_meter(client, admin_key, metric="api_calls")
+    await create_plan(client, admin_key, METERED)
+    start = closed.start_date.isoformat()
+    await subscribe(client, admin_key, "acme", planId="metered", startDate=start, anchorDay=closed.anchor_day)
+    inside = closed.ms(closed.period.start) + 3_600_000
+    await send(client, ingest_key, [event(quantity=100, timestamp=inside)], redis)
+    invoice = await draft_of(client, admin_key, closed)
+    assert invoice["total"] == "10.00"
+    approved = await client.post(f"/v1/invoices/{invoice['id']}/approve", headers=auth(admin_key), json={})
+    assert approved.status_code == 200, approved.text
+    await endpoint(client, admin_key, f"{http_receiver.url}/ledger", ["adjustment.created"])
+    # When 15 more calls of that period arrive late
+    await send(client, ingest_key, [event(quantity=15, timestamp=inside, event_id="late-1")], redis)
+    # Then the worker's debit note is announced once, delivered, with the exact amount
+    [request] = http_receiver.wait_for_requests(1, timeout=20)
+    data = request.json()["data"]
+    assert (data["number"], data["kind"], data["origin"], data["amount"]) == (
+        "DN-000001",
+        "debit",
+        "late_events",
+        {"amount": "1.50", "currency": "USD"},
+    )
+    assert (data["invoiceId"], data["invoiceNumber"], data["reason"]) == (
+        invoice["id"],
+        "INV-000001",
+        "1 event(s) arrived after INV-000001 was finalized",
+    )
+    assert [d["status"] for d in await settled(client, admin_key, 1)] == ["delivered"]
+    assert len(await events(client, admin_key, type="adjustment.created")) == 1
