@@ -209,4 +209,24 @@ async def simulation_customers(
         ),
         params,
     )
-    return [(str(i), str(n), str(tz), str(cur).strip(), a) for i, n, tz, cur, a in rows]
+    return [(str(i), str(n), str(tz), str(cur).strip(), _anchor(a)) for i, n, tz, cur, a in rows]
+
+
+async def customer_choices_in(
+    session: AsyncSession, *, customers_sql: str, customers_params: dict[str, Any]
+) -> list[tuple[str, str, str]]:
+    """(id, name, currency) of the customers in a scope subquery of ids, by name (case aside),
+    for a form's choice list."""
+    # Raw SQL: the scope subquery (portal.pages.access.customer_scope) is raw SQL.
+    rows = await session.execute(
+        text(
+            f"SELECT c.id, c.name, c.currency FROM customers c WHERE c.id IN {customers_sql} "
+            "ORDER BY lower(c.name), c.id"
+        ),
+        customers_params,
+    )
+    return [(str(i), str(n), str(cur).strip()) for i, n, cur in rows]
+
+
+def _anchor(value: object) -> int | None:
+    return None if value is None else int(str(value))

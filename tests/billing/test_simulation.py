@@ -84,11 +84,11 @@ async def simulate(client: AsyncTestClient[Any], key: str, body: dict[str, Any])
 async def test_a_simulation_equals_the_invoice_the_other_plan_produces(
     client: AsyncTestClient[Any], admin_key: str, pg: Any
 ) -> None:
-    # Given a on Starter (10.00 + 1,500 × 0.01 = 25.00) and b on Growth with the same usage
+    # Given a on Starter (10.00 + 1,500 x 0.01 = 25.00) and b on Growth with the same usage
     closed, month = await world(client, admin_key, pg)
     # When a's period is simulated on Growth
     result = await simulate(client, admin_key, {"customerIds": ["a"], "periods": [month], "planId": "growth"})
-    # Then it is b's real draft of the period: 25.00 + 1,000 × 0.02 + 400 × 0.01 = 49.00, less 10 %
+    # Then it is b's real draft of the period: 25.00 + 1,000 x 0.02 + 400 x 0.01 = 49.00, less 10 %
     real = await draft(client, admin_key, "b", month)
     assert real["total"] == "44.10"
     [row] = result["rows"]

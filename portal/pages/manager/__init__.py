@@ -1,5 +1,5 @@
 """Pages for account managers and admins: customers table, bill review, events, failed
-events, drift and the audit log (one controller per module)."""
+events, drift, the audit log and pricing simulations (one controller per module)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from portal.pages.manager.events import EventsController
 from portal.pages.manager.failed import FailedEventsController
 from portal.pages.manager.invoice_actions import InvoiceActionsController
 from portal.pages.manager.review import ReviewController
+from portal.pages.manager.simulation import SimulationController
 
 manager_handlers: list[Any] = [
     ManagerCustomersController,
@@ -21,4 +22,5 @@ manager_handlers: list[Any] = [
     FailedEventsController,
     DriftController,
     AuditController,
+    SimulationController,
 ]
