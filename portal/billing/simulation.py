@@ -100,6 +100,9 @@ async def simulate(
         customer_ids=request.customer_ids,
         subscribed_from=low,
         subscribed_to=high,
+        # "Every customer" means every customer the plan could bill; named ones in another
+        # currency are answered with the reason.
+        currency=plan.currency,
         customers_sql=customers_sql,
         customers_params=dict(customers_params or {}),
         limit=MAX_CUSTOMERS + 1,
@@ -107,8 +110,8 @@ async def simulate(
     customers = [_Customer(*row) for row in found]
     if request.customer_ids is None and len(customers) > MAX_CUSTOMERS:
         raise Invalid(
-            f"customerIds: more than {MAX_CUSTOMERS} customers have a subscription in these "
-            f"periods; name at most {MAX_CUSTOMERS} of them"
+            f"customerIds: more than {MAX_CUSTOMERS} customers billed in {plan.currency} have a "
+            f"subscription in these periods; name at most {MAX_CUSTOMERS} of them"
         )
     if request.customer_ids is not None:
         missing = sorted(set(request.customer_ids) - {c.id for c in customers})
@@ -118,6 +121,7 @@ async def simulate(
     actual = await _rate_actual(session, periods)
     simulated = await rate_periods(session, [p.simulated for p in periods])
     rows = [_row(p, a, s) for p, a, s in zip(periods, actual, simulated, strict=True)]
+    skipped.sort(key=lambda s: (s.customer_id, s.month or ""))
     return SimulationView(
         SimulatedPlan(plan.id, plan.name, plan.currency, edited),
         now,

@@ -179,14 +179,16 @@ async def simulation_customers(
     customer_ids: Sequence[str] | None,
     subscribed_from: datetime,
     subscribed_to: datetime,
+    currency: str | None = None,
     customers_sql: str = "",
     customers_params: dict[str, Any] | None = None,
     limit: int,
 ) -> list[tuple[str, str, str, str, int | None]]:
     """(id, name, time zone, currency, anchor day of the latest subscription) by id: the
     customers `customer_ids` that exist, or when None those with a subscription overlapping
-    [subscribed_from, subscribed_to); only those in `customers_sql` (a scope subquery of
-    ids, `portal.catalog.repository.customer_ids_sql`) when given; at most `limit` rows."""
+    [subscribed_from, subscribed_to) and billed in `currency` (when given); only those in
+    `customers_sql` (a scope subquery of ids, `portal.catalog.repository.customer_ids_sql`)
+    when given; at most `limit` rows."""
     # Raw SQL: catalog customers with billing's latest anchor day, filtered by a scope subquery.
     where = ["TRUE"]
     params: dict[str, Any] = {**(customers_params or {}), "lim": limit}
@@ -199,6 +201,9 @@ async def simulation_customers(
             "AND (s.ends_at IS NULL OR s.ends_at > :lo))"
         )
         params.update(lo=subscribed_from, hi=subscribed_to)
+        if currency is not None:
+            where.append("c.currency = :cur")
+            params["cur"] = currency
     if customers_sql:
         where.append(f"c.id IN {customers_sql}")
     rows = await session.execute(

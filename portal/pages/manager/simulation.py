@@ -77,6 +77,16 @@ def month_text(month: str) -> str:
     return f"{_MONTH_NAMES[int(month[5:]) - 1]} {month[:4]}"
 
 
+def skipped_groups(result: SimulationView, zones: dict[str, tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """What was left out, one sentence per reason: (reason, customers with the month)."""
+    groups: dict[str, list[str]] = {}
+    for s in result.skipped:
+        name = zones.get(s.customer_id, (s.customer_id, "UTC"))[0]
+        reason = s.reason[:1].upper() + s.reason[1:]
+        groups.setdefault(reason, []).append(f"{name} ({month_text(s.month)})" if s.month else name)
+    return list(groups.items())
+
+
 def _months(first: str, last: str) -> list[str]:
     """Every month from `first` to `last` (YYYY-MM), inclusive; Invalid in plain words."""
     for label, value in (("From", first), ("To", last)):
@@ -264,6 +274,7 @@ class SimulationController(PageController):
         return page(
             "manager/simulation.html",
             request,
+            skipped=skipped_groups(result, zones),
             zones=zones,
             status_words=STATUS_WORDS,
             outcome_words=OUTCOME_WORDS,
