@@ -1,5 +1,5 @@
 """Pages for account managers and admins: customers table, bill review, events, failed
-events, drift, the audit log and pricing simulations (one controller per module)."""
+events, drift and the audit log (one controller per module)."""
 
 from __future__ import annotations
 
