@@ -108,6 +108,9 @@ async def test_mistakes_are_answered_with_the_form_and_the_values_kept(
     bad_month = await client.get(url("2026-13"))
     assert bad_month.status_code == 422
     assert "From: “2026-13” is not a month such as 2026-10." in words(bad_month.text)
+    no_plan = await client.get(url(month, plan="<nope>"))
+    assert no_plan.status_code == 422
+    assert "Plan: choose one of the plans in the list." in words(no_plan.text)
     nobody = await client.get(url(month, ("who", "some")))
     assert nobody.status_code == 422
     assert "Customers: choose at least one customer, or all of them." in words(nobody.text)

@@ -256,8 +256,11 @@ class SimulationController(PageController):
             "error": None,
             "result": None,
         }
-        if not form.run or plan is None:
+        if not form.run or not plans:
             return page("manager/simulation.html", request, **context)
+        if plan is None:
+            context["error"] = "Plan: choose one of the plans in the list."
+            return page("manager/simulation.html", request, status_code=422, **context)
         try:
             result = await _simulate(db, request, form, plan, {c[0] for c in choices}, now, visible, params)
         except Invalid as exc:
