@@ -21,6 +21,7 @@ from portal.billing import (
     plans,
     preview,
     review,
+    simulation,
     subscriptions,
 )
 from portal.billing.repository import adjustments as adjustment_store
@@ -34,6 +35,7 @@ from portal.billing.schemas import (
     SubscriptionCreate,
     VoidRequest,
 )
+from portal.billing.simulation_schemas import SimulationRequest, SimulationView
 from portal.billing.views import (
     AdjustmentView,
     InvoiceState,
@@ -359,10 +361,28 @@ class AdjustmentController(Controller):
         return sorted(out, key=lambda a: a.id, reverse=True)
 
 
+class SimulationController(Controller):
+    """Pricing simulations: recorded usage rated on another plan. Nothing is written."""
+
+    path = "/v1/simulations"
+    tags = ["billing"]
+    opt = ADMIN
+
+    @post("/", status_code=200)
+    async def simulate(self, data: JSONBody[SimulationRequest], db: Db, portal: Portal) -> SimulationView:
+        """Rate chosen customers' ended periods on an existing plan (`planId`) or an edited
+        copy of one (`plan`, never stored), beside the real invoice of each period; with
+        totals per currency and who would pay more or less. Runs in a read-only
+        transaction. 422 for an unknown customer, plan or meter, a month not started yet,
+        or more than 500 customers or 5,000 customer periods."""
+        return await simulation.simulate(db, data, now=portal.now())
+
+
 billing_handlers = [
     PlanController,
     CustomerBillingController,
     InvoiceController,
     ReviewController,
     AdjustmentController,
+    SimulationController,
 ]

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from portal.infrastructure.jobs import send_owed
@@ -63,3 +64,11 @@ def values(row: Any) -> tuple[Any, ...]:
     """A result row as a plain tuple (SQLAlchemy's Row types its text() columns as
     `object`; the SQL beside each call says what they are)."""
     return tuple(row)
+
+
+async def read_only(session: AsyncSession) -> None:
+    """Make the session's transaction read-only from here on: Postgres then refuses any
+    write in it ("cannot execute INSERT in a read-only transaction"). Allowed at any point
+    of a transaction (only turning a transaction back to read-write is refused), so a
+    request that has read already may still promise to write nothing more."""
+    await session.execute(text("SET TRANSACTION READ ONLY"))

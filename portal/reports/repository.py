@@ -168,3 +168,70 @@ async def customers_with_anchor_day(session: AsyncSession) -> list[CustomerAncho
         )
     )
     return [CustomerAnchor(*values(r)) for r in rows]
+
+
+# --- pricing simulation (customers, subscriptions)
+
+
+async def simulation_customers(
+    session: AsyncSession,
+    *,
+    customer_ids: Sequence[str] | None,
+    subscribed_from: datetime,
+    subscribed_to: datetime,
+    currency: str | None = None,
+    customers_sql: str = "",
+    customers_params: dict[str, Any] | None = None,
+    limit: int,
+) -> list[tuple[str, str, str, str, int | None]]:
+    """(id, name, time zone, currency, anchor day of the latest subscription) by id: the
+    customers `customer_ids` that exist, or when None those with a subscription overlapping
+    [subscribed_from, subscribed_to) and billed in `currency` (when given); only those in
+    `customers_sql` (a scope subquery of ids, `portal.catalog.repository.customer_ids_sql`)
+    when given; at most `limit` rows."""
+    # Raw SQL: catalog customers with billing's latest anchor day, filtered by a scope subquery.
+    where = ["TRUE"]
+    params: dict[str, Any] = {**(customers_params or {}), "lim": limit}
+    if customer_ids is not None:
+        where.append("c.id = ANY(CAST(:ids AS text[]))")
+        params["ids"] = list(customer_ids)
+    else:
+        where.append(
+            "EXISTS (SELECT 1 FROM subscriptions s WHERE s.customer_id = c.id AND s.starts_at < :hi "
+            "AND (s.ends_at IS NULL OR s.ends_at > :lo))"
+        )
+        params.update(lo=subscribed_from, hi=subscribed_to)
+        if currency is not None:
+            where.append("c.currency = :cur")
+            params["cur"] = currency
+    if customers_sql:
+        where.append(f"c.id IN {customers_sql}")
+    rows = await session.execute(
+        text(
+            "SELECT c.id, c.name, c.timezone, c.currency, (SELECT s.anchor_day FROM subscriptions s "
+            "WHERE s.customer_id = c.id ORDER BY s.starts_at DESC LIMIT 1) FROM customers c "
+            f"WHERE {' AND '.join(where)} ORDER BY c.id LIMIT :lim"
+        ),
+        params,
+    )
+    return [(str(i), str(n), str(tz), str(cur).strip(), _anchor(a)) for i, n, tz, cur, a in rows]
+
+
+async def customer_choices_in(
+    session: AsyncSession, *, customers_sql: str, customers_params: dict[str, Any]
+) -> list[tuple[str, str, str]]:
+    """(id, name, currency) of the customers in a scope subquery of ids, by name (case aside),
+    for a form's choice list."""
+    # Raw SQL: the scope subquery (portal.pages.access.customer_scope) is raw SQL.
+    rows = await session.execute(
+        text(
+            f"SELECT c.id, c.name, c.currency FROM customers c WHERE c.id IN {customers_sql} "
+            "ORDER BY lower(c.name), c.id"
+        ),
+        customers_params,
+    )
+    return [(str(i), str(n), str(cur).strip()) for i, n, cur in rows]
+
+
+def _anchor(value: object) -> int | None:
+    return None if value is None else int(str(value))

@@ -492,3 +492,23 @@ async def finalized_periods_reaching(conn: Any, customer_ids: Sequence[str], sin
         since,
     )
     return records
+
+
+async def invoices_starting(
+    session: AsyncSession, customer_ids: Sequence[str], start: datetime, end: datetime
+) -> list[tuple[InvoiceRow, Decimal]]:
+    """The customers' invoices (every status) whose period starts in [start, end], each
+    with its adjusted total, oldest first (a void invoice before its reissue)."""
+    if not customer_ids:
+        return []
+    statement = (
+        select(*_INVOICE, _adjusted_total())
+        .where(
+            col(Invoice.customer_id).in_(list(customer_ids)),
+            col(Invoice.period_start) >= start,
+            col(Invoice.period_start) <= end,
+        )
+        .order_by(col(Invoice.id))
+    )
+    rows: Any = await session.execute(statement)
+    return [(_invoice(row[:-1]), row[-1]) for row in rows]

@@ -12,6 +12,7 @@ from portal.pages.manager.events import EventsController
 from portal.pages.manager.failed import FailedEventsController
 from portal.pages.manager.invoice_actions import InvoiceActionsController
 from portal.pages.manager.review import ReviewController
+from portal.pages.manager.simulation import SimulationController
 from portal.pages.manager.webhooks import WebhooksController
 
 manager_handlers: list[Any] = [
@@ -23,4 +24,5 @@ manager_handlers: list[Any] = [
     DriftController,
     AuditController,
     WebhooksController,
+    SimulationController,
 ]
