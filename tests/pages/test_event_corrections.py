@@ -80,6 +80,8 @@ async def test_cancelling_an_event_from_its_page(
     form = {"csrf_token": csrf, "confirm": "yes", "reason": "test key used in production"}
     no_csrf = await client.post("/portal/events/acme/a/cancel", data={**form, "csrf_token": "forged"})
     assert no_csrf.status_code == 403
+    without = {k: v for k, v in form.items() if k != "csrf_token"}
+    assert (await client.post("/portal/events/acme/a/cancel", data=without)).status_code == 403
     blank = await client.post("/portal/events/acme/a/cancel", data={**form, "reason": "   "})
     assert blank.status_code == 422
     assert "Reason: say why the event is corrected (it is kept in the audit log)." in blank.text
