@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -243,3 +243,21 @@ async def customers_with_event(
             .where(col(UsageEvent.event_id) == event_id, col(UsageEvent.metric_name) == metric_name)
         )
     return sorted(str(c) for c in (await session.scalars(statement)).all())
+
+
+async def correction_kinds(
+    session: AsyncSession, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    """(customer id, event id) → 'cancel' for the listed events that were cancelled, 'amend'
+    for those only amended; events never corrected are left out. For a page of events."""
+    if not keys:
+        return {}
+    statement = select(
+        col(EventCorrection.customer_id), col(EventCorrection.event_id), col(EventCorrection.kind)
+    ).where(tuple_(col(EventCorrection.customer_id), col(EventCorrection.event_id)).in_(list(keys)))
+    kinds: dict[tuple[str, str], str] = {}
+    for customer_id, event_id, kind in (await session.execute(statement)).all():
+        key = (str(customer_id), str(event_id))
+        if kinds.get(key) != "cancel":
+            kinds[key] = str(kind)
+    return kinds

@@ -8,6 +8,7 @@ from typing import Any
 from portal.pages.manager.audit import AuditController
 from portal.pages.manager.customers import ManagerCustomersController
 from portal.pages.manager.drift import DriftController
+from portal.pages.manager.event_corrections import EventCorrectionsController
 from portal.pages.manager.events import EventsController
 from portal.pages.manager.failed import FailedEventsController
 from portal.pages.manager.invoice_actions import InvoiceActionsController
@@ -20,6 +21,7 @@ manager_handlers: list[Any] = [
     ReviewController,
     InvoiceActionsController,
     EventsController,
+    EventCorrectionsController,
     FailedEventsController,
     DriftController,
     AuditController,

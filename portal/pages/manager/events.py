@@ -3,7 +3,7 @@ and one event's path from receipt to the bill."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from portal.catalog import service as catalog
 from portal.dependencies import Db, Portal, ReadDb
 from portal.infrastructure.domain_errors import Invalid
 from portal.ingest import repository as ingest_repository
+from portal.ingest.repository import corrections as correction_store
 from portal.pages.access import STAFF_GUARDS, may_see, viewer, visible_customer
 from portal.pages.manager.common import (
     PAGE_SIZE,
@@ -28,6 +29,7 @@ from portal.pages.manager.common import (
     visible_ids,
 )
 from portal.pages.manager.event_charges import EventBilling, event_billing, group_dimensions
+from portal.pages.manager.event_corrections_view import corrections_shown, event_facts, refusal, state_text
 from portal.pages.manager.review import complete_through_now
 from portal.pages.web import PageController, page
 from portal.usage import repository as usage_repository
@@ -44,6 +46,7 @@ class EventRow:
     received_at: datetime
     persisted_at: datetime
     dimensions: dict[str, Any]
+    corrected: str | None = None  # "cancel" (cancelled) or "amend" (quantity changed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,10 @@ class EventsController(PageController):
         found_rows = [EventRow(r[0], r[1], r[2], exact(r[3]), *r[4:]) for r in stored_rows]
         more = len(found_rows) > PAGE_SIZE
         found_rows = found_rows[:PAGE_SIZE]
+        corrected = await correction_store.correction_kinds(
+            read_db, [(r.customer_id, r.event_id) for r in found_rows]
+        )
+        found_rows = [replace(r, corrected=corrected.get((r.customer_id, r.event_id))) for r in found_rows]
         zones = await customer_zones(read_db, {r.customer_id for r in found_rows})
         base = [(k, v) for k, v in query_items(request) if k != "page" and v]
         meters = await catalog.list_meters(db)
@@ -161,6 +168,8 @@ class EventsController(PageController):
             )
             late = await adjustment_store.late_event_trace(db, customer_id, event_id)
             meter = await catalog.get_meter(db, metric)
+        facts = await event_facts(db, customer, event_id) if stored is not None else None
+        done = request.query_params.get("done")
         return page(
             "manager/event.html",
             request,
@@ -176,4 +185,11 @@ class EventsController(PageController):
             conflicts=conflicts,
             exact=exact,
             group_dimensions=group_dimensions,
+            corrections=await corrections_shown(db, facts) if facts else [],
+            state=state_text(facts) if facts else None,
+            # Why the event can no longer be corrected (None: the actions are offered).
+            closed=refusal(facts, now=portal.now(), lateness=portal.settings.accepted_lateness)
+            if facts
+            else (0, ""),
+            done=done if done in ("cancelled", "amended") else None,
         )
