@@ -86,6 +86,8 @@ TEST_ENV = {
     "PORTAL_PUBLIC_URL": "http://portal.test",
     # Processes the tests start see catalog changes at once, like the in-process app.
     "PORTAL_CATALOG_CACHE_SECONDS": "0",
+    # The same for customers' limits and plans (tests/entitlements checks the cache itself).
+    "PORTAL_ENTITLEMENT_CACHE_SECONDS": "0",
     "PORTAL_ALERT_DEBOUNCE_MS": "200",
     "PORTAL_ALERT_RETRY_DELAYS_MS": "300,600",
     "PORTAL_ALERT_LEASE_SECONDS": "3",
@@ -130,6 +132,7 @@ def settings() -> Iterator[Settings]:
         broker_heartbeat_timeout_ms=2000,
         broker_maintenance_chance=1_000_000,
         catalog_cache_seconds=0.0,
+        entitlement_cache_seconds=0.0,
         # What the web process itself sends (password links) goes to the same sinks.
         smtp_url=TEST_ENV["PORTAL_SMTP_URL"],
         public_url=TEST_ENV["PORTAL_PUBLIC_URL"],

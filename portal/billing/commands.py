@@ -5,6 +5,7 @@ They print for a person at a terminal: progress on stderr, results on stdout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type hints
 
@@ -21,6 +23,7 @@ from portal.billing import export, invoices, lifecycle
 from portal.billing.catalog_file import ApplyReport, apply_catalog, read_catalog
 from portal.billing.run import RunSummary, run_invoices
 from portal.billing.views import InvoiceState, money_text
+from portal.entitlements.service import VERSION_KEY
 from portal.infrastructure.clock import system_clock
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.periods import to_datetime
@@ -95,7 +98,22 @@ def progress_bar() -> Callable[[int, int], None]:
 async def apply_catalog_file(settings: Settings, path: Path) -> ApplyReport:
     catalog = read_catalog(path)
     async with _sessions(settings) as sessions, transaction(sessions) as session:
-        return await apply_catalog(session, catalog, now=system_clock())
+        report = await apply_catalog(session, catalog, now=system_clock())
+    await entitlements_changed(settings)
+    return report
+
+
+async def entitlements_changed(settings: Settings) -> None:
+    """Tell the web processes that subscriptions may have changed: they read customers'
+    plans and limits again (portal/entitlements/service.py `VERSION_KEY`)."""
+    if not settings.redis_url:
+        return
+    redis = async_client(settings.redis_url)
+    try:
+        with contextlib.suppress(RedisError, OSError):  # their cache expires by itself then
+            await redis.incr(VERSION_KEY)
+    finally:
+        await redis.aclose()
 
 
 async def invoice_run(settings: Settings, month: str) -> RunSummary:

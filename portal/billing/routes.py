@@ -145,7 +145,9 @@ class CustomerBillingController(Controller):
         self, customer_id: FromPath[str], data: JSONBody[SubscriptionCreate], db: Db, portal: Portal
     ) -> Subscription:
         """First subscription, or a plan change (next period by default)."""
-        return await subscriptions.subscribe(db, customer_id, data, now=portal.now())
+        subscription = await subscriptions.subscribe(db, customer_id, data, now=portal.now())
+        await portal.entitlements.changed(customer_id)  # its plan's limits, its period
+        return subscription
 
     @get("/credits")
     async def credits_(self, customer_id: FromPath[str], db: Db, portal: Portal) -> credits.CreditBalance:

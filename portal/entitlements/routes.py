@@ -125,7 +125,7 @@ class CustomerEntitlementController(Controller):
         """Replace the customer's own limits (an empty list: its plan's apply). Each stays
         within the plan's limit on that meter, and hard where the plan's is hard."""
         await service.set_customer_limits(db, customer_id, data, actor=_actor(request), now=portal.now())
-        portal.entitlements.invalidate(customer_id)
+        await portal.entitlements.changed(customer_id)
         profile = await service.limits_for(db, customer_id, portal.now())
         return [_limit_out(limit) for _, limit in sorted(profile.limits.items())]
 
@@ -152,5 +152,5 @@ class PlanEntitlementController(Controller):
         it) or `soft` (allowed, flagged); `customerMayLower` lets its customers set a lower
         limit for themselves in the portal."""
         rules = await service.set_plan_limits(db, plan_id, data, actor=_actor(request))
-        portal.entitlements.invalidate()
+        await portal.entitlements.changed()
         return [_plan_out(rule) for rule in rules]

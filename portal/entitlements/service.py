@@ -10,12 +10,16 @@ answer comes from Postgres instead and says how far it trails (`lagMs`).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.accounts import audit
@@ -45,6 +49,13 @@ from portal.webhooks.service import announce
 
 # How often a web process asks whether the live view is built (a flushed Redis is not).
 _BUILT_CHECK_S = 1.0
+# Every change of limits or subscriptions bumps this counter (`EntitlementBook.changed`);
+# each web process reads it at most every `_VERSION_CHECK_S` and then forgets its profiles.
+VERSION_KEY = "ent:version"
+_VERSION_CHECK_S = 0.5
+# A profile loaded within this long of a change may have been read before the change
+# committed: it is kept only this long, then read again.
+_SETTLING_S = 1.0
 
 
 @dataclass(slots=True)
@@ -64,8 +75,14 @@ class Profile:
         """The billing period containing `now` (kept until it ends)."""
         if self.period is None or not self.period.start <= now < self.period.end:
             self.period = period_for(now, self.timezone, self.anchor_day)
-            self.buckets = hour_buckets(self.period.start, self.period.end, self.timezone)
+            self.buckets = list(period_buckets(self.period, self.timezone))
         return self.period
+
+
+@functools.lru_cache(maxsize=1024)
+def period_buckets(period: BillingPeriod, tz_name: str) -> tuple[int, ...]:
+    """A period's local hours (shared by every customer of that zone and period)."""
+    return tuple(hour_buckets(period.start, period.end, tz_name))
 
 
 async def load_profiles(
@@ -100,18 +117,51 @@ class EntitlementBook:
         self._meters_loaded_at = float("-inf")
         self._built_checked_at = float("-inf")
         self._built = False
+        self._version: Any = None
+        self._version_checked_at = float("-inf")
+        self._changed_at = float("-inf")
 
     def invalidate(self, customer_id: str | None = None) -> None:
-        """Forget one customer's profile (None: every profile), after its limits or plan changed."""
+        """Forget one customer's profile (None: every profile) in this process only."""
+        self._changed_at = time.monotonic()
         if customer_id is None:
             self._profiles.clear()
         else:
             self._profiles.pop(customer_id, None)
 
+    async def changed(self, customer_id: str | None = None) -> None:
+        """After a change of limits, plans' limits or subscriptions (before or after its
+        commit): forget the profiles here at once, and in every other web process within
+        `_VERSION_CHECK_S`. A profile read around the change is read again a second later."""
+        self.invalidate(customer_id)
+        with contextlib.suppress(RedisError, OSError):  # then the other processes' TTL applies
+            await self.live.redis.incr(VERSION_KEY)
+
+    async def _follow_changes(self) -> None:
+        if time.monotonic() - self._version_checked_at < _VERSION_CHECK_S:
+            return
+        self._version_checked_at = time.monotonic()
+        try:
+            version = await self.live.redis.get(VERSION_KEY)
+        except (RedisError, OSError):
+            return
+        if version != self._version:
+            self._version = version
+            self.invalidate()
+
+    def _stale(self, profile: Profile | None, now: datetime, clock: float) -> bool:
+        if profile is None:
+            return True
+        if profile.period is not None and now >= profile.period.end:
+            return True  # a new period: its subscription (plan, anchor) may be another
+        settling = profile.loaded_at < self._changed_at + _SETTLING_S
+        return clock - profile.loaded_at > (_SETTLING_S if settling else self._ttl_s)
+
     async def profiles(self, customer_ids: set[str], now: datetime) -> dict[str, Profile]:
         """Profiles of the known customers among `customer_ids`, loading the stale ones in one go."""
-        fresh_after = time.monotonic() - self._ttl_s
-        stale = [c for c in customer_ids if (p := self._profiles.get(c)) is None or p.loaded_at < fresh_after]
+        await self._follow_changes()
+        clock = time.monotonic()
+        stale = [c for c in customer_ids if self._stale(self._profiles.get(c), now, clock)]
         if stale:
             async with self.sessions() as session:
                 loaded = await load_profiles(session, stale, now)

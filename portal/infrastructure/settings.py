@@ -245,9 +245,11 @@ class Settings:
     # Per million broker commands, how many also run the requeue-dead-workers check.
     broker_maintenance_chance: int = 50_000
     catalog_cache_seconds: float = 5.0
-    # How long a web process keeps customers' limits, plans and periods for entitlement
-    # checks: a limit changed on another process applies there within this time.
-    entitlement_cache_seconds: float = 2.0
+    # How long a web process keeps a customer's limits, plan and period for entitlement
+    # checks at most: changes made through the API and pages reach every process within a
+    # second (portal/entitlements/service.py `EntitlementBook.changed`); this bounds the rest
+    # (a plan change scheduled for a later moment than the period's start).
+    entitlement_cache_seconds: float = 300.0
     # Every process beats this often (portal/operations/heartbeats.py); one silent for 3 beats is not alive.
     heartbeat_seconds: float = 5.0
     # After a period ends, its draft waits this long for late events before it can be
@@ -361,7 +363,7 @@ def from_environment(*, data_dir: Path | None = None) -> Settings:
         forecast_min_elapsed=timedelta(minutes=_int("PORTAL_FORECAST_MIN_ELAPSED_MINUTES", 60)),
         destination_allow_networks=_destination_networks(),
         catalog_cache_seconds=float(_int("PORTAL_CATALOG_CACHE_SECONDS", 5)),
-        entitlement_cache_seconds=_seconds("PORTAL_ENTITLEMENT_CACHE_SECONDS", 2.0, least=0.0),
+        entitlement_cache_seconds=_seconds("PORTAL_ENTITLEMENT_CACHE_SECONDS", 300.0, least=0.0),
         heartbeat_seconds=_seconds("PORTAL_HEARTBEAT_SECONDS", 5.0, least=0.1),
         issuer=_issuer(),
     )

@@ -179,7 +179,7 @@ class LimitPagesController(PageController):
                 errors={metric: problem},
                 typed={metric: typed},
             )
-        portal.entitlements.invalidate(customer.id)
+        await portal.entitlements.changed(customer.id)
         return Redirect(_url(customer.id, "lowered" if action == "lower" else "plan"), status_code=303)
 
     @post("/customers/{customer_id:str}/limits/staff", guards=[staff_only], status_code=303)
@@ -202,7 +202,7 @@ class LimitPagesController(PageController):
                 form.refuse(str(exc).removeprefix("limits: "), default=next(iter(form.labels), ""))
         if not form.ok:
             return await _render(request, portal, db, customer, status_code=UNPROCESSABLE, staff=form)
-        portal.entitlements.invalidate(customer.id)
+        await portal.entitlements.changed(customer.id)
         return Redirect(_url(customer.id, "staff"), status_code=303)
 
 

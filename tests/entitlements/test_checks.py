@@ -14,12 +14,17 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from portal.entitlements import service as entitlement_service
+from portal.entitlements.schemas import CheckIn
+from portal.entitlements.service import EntitlementBook
+from portal.infrastructure.db import create_engine, session_factory
 from portal.infrastructure.periods import period_for
+from portal.infrastructure.settings import Settings
 from portal.live import redis_keys as live_keys
 from portal.live.store import LiveStore
 from portal.state import PortalState
 from tests.billing.conftest import create_plan, subscribe
-from tests.conftest import WorkerProcess, wait_until_persisted
+from tests.conftest import WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import auth, event
 from tests.ingest.test_pipeline import catalog, send
 
@@ -299,3 +304,32 @@ async def test_a_live_view_that_cannot_be_reached_is_a_503_not_a_500(
         book.live = kept
         book._built_checked_at = float("-inf")
         await dead.aclose()
+
+
+async def test_a_limit_changed_on_one_web_process_applies_on_the_others_within_a_second(
+    client: AsyncTestClient[Any], admin_key: str, catalog: None, redis: Redis, settings: Settings
+) -> None:
+    # Another web process: its own connections and book, keeping profiles for five minutes.
+    engine = create_engine(settings.database_url or "", pool_size=2)
+    live = LiveStore(
+        redis, accepted_lateness=settings.accepted_lateness, marker_window=settings.dedup_marker_window
+    )
+    other = EntitlementBook(session_factory(engine), live, ttl_s=300)
+    ask = [CheckIn(customer_id="acme", meter="api_calls")]
+    await set_limits(client, admin_key, [{"meter": "api_calls", "limit": "100"}])
+    assert (await check_with(other, ask))[0].limit == "100"
+    await set_limits(client, admin_key, [{"meter": "api_calls", "limit": "50"}])
+
+    async def seen() -> bool:
+        return (await check_with(other, ask))[0].limit == "50"
+
+    await wait_for(seen, timeout=3, what="the other process to see the new limit")
+    # Without a change, it keeps what it read: no Postgres read per check.
+    loaded = other._profiles["acme"].loaded_at
+    await check_with(other, ask)
+    assert other._profiles["acme"].loaded_at == loaded
+    await engine.dispose()
+
+
+async def check_with(book: EntitlementBook, asks: list[CheckIn]) -> list[Any]:
+    return await entitlement_service.check(book, asks, now=datetime.now(UTC))

@@ -144,6 +144,6 @@ class PlanLimitPagesController(AdminController):
                 form.refuse(str(exc).removeprefix("limits: "), default=next(iter(form.labels), ""))
         if not form.ok:
             return await plan_page(request, db, plan_id, form=form, status_code=UNPROCESSABLE)
-        portal.entitlements.invalidate()
+        await portal.entitlements.changed()
         url = f"{ADMIN_PATH}/plans/{quote(plan_id, safe='')}?done=limits#limits"
         return Redirect(url, status_code=303)
