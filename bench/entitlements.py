@@ -397,7 +397,12 @@ async def closed_phase(
 
 
 async def open_phase(
-    pool: list[HttpConnection], make: Callable[[], Request], rate: float, duration: float, key: str
+    pool: list[HttpConnection],
+    make: Callable[[], Request],
+    rate: float,
+    duration: float,
+    key: str,
+    max_in_flight: int = 128,
 ) -> PhaseStats:
     """One request every 1/rate s whatever the answers take, on a free connection of the pool
     (a new one when all are busy); latency runs from the scheduled moment."""
@@ -407,15 +412,20 @@ async def open_phase(
     started = time.perf_counter()
     ports = sorted({c.port for c in pool})
 
+    # Beyond this many requests in flight a request waits for an answer (still timed from
+    # its scheduled moment): a server far slower than the rate gets a queue, not sockets.
+    in_flight = asyncio.Semaphore(max_in_flight)
+
     async def fire(request: Request, scheduled: float) -> None:
-        conn = free.pop() if free else HttpConnection(HOST, ports[0], {"Authorization": f"Bearer {key}"})
-        try:
-            status, payload = await request(conn)
-        except (OSError, HttpError, asyncio.IncompleteReadError) as exc:
-            stats.failed(exc)
-        else:
-            stats.count(status, payload, time.perf_counter() - scheduled, False)
-        free.append(conn)
+        async with in_flight:
+            conn = free.pop() if free else HttpConnection(HOST, ports[0], {"Authorization": f"Bearer {key}"})
+            try:
+                status, payload = await request(conn)
+            except (OSError, HttpError, asyncio.IncompleteReadError) as exc:
+                stats.failed(exc)
+            else:
+                stats.count(status, payload, time.perf_counter() - scheduled, False)
+            free.append(conn)
 
     interval = 1.0 / rate
     k = 0
@@ -593,32 +603,18 @@ async def run_bench(opts: EntitlementOptions, env: Environment, busy_before: flo
             ),
         ]
         plan = [p for p in plan if p[1] > 0]
-        # Ingest runs a little past the last phase, so no phase sees it wind down.
-        total = sum(seconds for _, seconds, _ in plan) + 5.0
         log(
             f"run: ingest at {rate:,.0f} events/s throughout; phases "
             + ", ".join(f"{name} {seconds:g} s" for name, seconds, _ in plan)
         )
-        ingest_stats = LoadStats()
-        ingest: Awaitable[None] = (
-            open_loop(
-                env.ports,
-                key,
-                lambda: factory.batch("E", opts.batch_size),
-                opts.batch_size,
-                rate,
-                total,
-                ingest_stats,
-            )
-            if rate > 0
-            else asyncio.sleep(0)
-        )
-        ingest_task = asyncio.ensure_future(ingest)
-        await asyncio.sleep(0.5)  # the first batches on their way
+        ingest = Ingest(env.ports, key, lambda: factory.batch("E", opts.batch_size), opts.batch_size, rate)
+        ingest_task = asyncio.ensure_future(ingest.run())
+        await asyncio.sleep(1.0)  # the first batches on their way
         for name, _, measure in plan:
             log(f"phase {name}")
-            phases.append(await _phase(name, measure, roles, redis, ingest_stats))
+            phases.append(await _phase(name, measure, roles, redis, ingest))
             check_alive(env)
+        ingest.stop()
         await ingest_task
         log("load stopped; waiting for the backlog to be persisted")
         drain_s = await wait_persisted(redis)
@@ -626,8 +622,46 @@ async def run_bench(opts: EntitlementOptions, env: Environment, busy_before: flo
         await redis.aclose()
         await asyncio.gather(*(c.close() for c in conns))
     return _result(
-        opts, setup, machine, busy_before, phases, rate, maximum, max_source, ingest_stats, drain_s
+        opts, setup, machine, busy_before, phases, rate, maximum, max_source, ingest.summary(), drain_s
     )
+
+
+class Ingest:
+    """Batches at `rate` events/s (open loop) until stopped, in 10 s runs of bench.load's
+    open_loop: the phases' lengths are not known beforehand (a slow server stretches them)."""
+
+    CHUNK_S = 10.0
+
+    def __init__(
+        self, ports: list[int], key: str, make_body: Callable[[], bytes], batch_size: int, rate: float
+    ) -> None:
+        self.args = (ports, key, make_body, batch_size, rate)
+        self.runs: list[LoadStats] = []
+        self._stopped = False
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    async def run(self) -> None:
+        ports, key, make_body, batch_size, rate = self.args
+        while rate > 0 and not self._stopped:
+            stats = LoadStats()
+            self.runs.append(stats)
+            await open_loop(ports, key, make_body, batch_size, rate, self.CHUNK_S, stats)
+
+    def accepted_between(self, start: float, end: float) -> int:
+        """Events accepted from `start` to `end` (time.monotonic())."""
+        return sum(
+            n for stats in self.runs for t, n in stats.timeline if start <= stats.started_mono + t < end
+        )
+
+    def summary(self) -> LoadStats:
+        out = LoadStats()
+        for stats in self.runs:
+            out.statuses.update(stats.statuses)
+            out.late_sends += stats.late_sends
+            out.latencies += stats.latencies
+        return out
 
 
 async def _idle(seconds: float) -> PhaseStats:
@@ -637,16 +671,16 @@ async def _idle(seconds: float) -> PhaseStats:
 
 
 async def _phase(
-    name: str, measure: Callable[[], Awaitable[PhaseStats]], roles: Roles, redis: Redis, ingest: LoadStats
+    name: str, measure: Callable[[], Awaitable[PhaseStats]], roles: Roles, redis: Redis, ingest: Ingest
 ) -> Phase:
     before: Snapshot = snapshot(roles)
     valkey_before = await valkey_commands(redis)
-    from_s = time.monotonic() - ingest.started_mono
+    started = time.monotonic()
     stats = await measure()
-    to_s = time.monotonic() - ingest.started_mono
+    ended = time.monotonic()
     cpu = usage_between(before, snapshot(roles))
     valkey = delta(valkey_before, await valkey_commands(redis))
-    accepted = sum(n for t, n in ingest.timeline if from_s <= t < to_s)
+    accepted = ingest.accepted_between(started, ended)
     return Phase(
         name,
         stats,
