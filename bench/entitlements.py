@@ -38,6 +38,7 @@ import asyncio
 import dataclasses
 import os
 import random
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -50,7 +51,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from bench import harness
-from bench.config import BATCH_PATH, ZONES, Options, log
+from bench.config import BATCH_PATH, ROOT, ZONES, Options, log
 from bench.dashboard import max_from_json, wait_persisted
 from bench.figures import distribution
 from bench.harness import add_run_options
@@ -60,6 +61,7 @@ from bench.machine import machine_info
 from bench.procstat import ROLES, Roles, Snapshot, snapshot, usage_between
 from bench.serverstats import delta, valkey_commands
 from bench.stack import Catalog, Environment, check_alive, create_catalog, postmaster_pid, start_tiers
+from bench.stack import _portal_command as portal_command
 from bench.verdicts import Verdict
 from bench.verdicts import lines as verdict_lines
 
@@ -308,8 +310,9 @@ async def set_limits(setup: Setup) -> None:
 # --------------------------------------------------------------------------- answers
 
 
-class _Answer(msgspec.Struct):
+class _Answer(msgspec.Struct, rename="camel"):
     allowed: bool
+    lag_ms: int = 0
     error: str | None = None
 
 
@@ -334,6 +337,7 @@ class PhaseStats:
     allowed: int = 0
     denied: int = 0
     errors: int = 0  # unanswerable checks (unknown customer or meter), non-200s, failures
+    lagging: int = 0  # answers trailing the live counters (lagMs > 0: from Postgres)
     latencies: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     sample_errors: list[str] = field(default_factory=list)
@@ -352,6 +356,7 @@ class PhaseStats:
         results = _decode_listing(payload) if listing else _decode_checks(payload).results
         self.answers += len(results)
         for result in results:
+            self.lagging += result.lag_ms > 0
             if result.error is not None:
                 self.errors += 1
                 if len(self.sample_errors) < 3:
@@ -545,6 +550,7 @@ async def run_bench(opts: EntitlementOptions, env: Environment, busy_before: flo
     machine = machine_info()
     catalog, quiet, unique_meter, admin = await create_accounts(env, run, opts.customers)
     start_tiers(env, stack_options(opts))
+    start_scheduler(env)
     setup = Setup(
         catalog,
         [*catalog.customers, *quiet],
@@ -553,7 +559,8 @@ async def run_bench(opts: EntitlementOptions, env: Environment, busy_before: flo
         env.ports[0],
     )
     log(f"catalog: {len(setup.customers)} customers ({len(catalog.customers)} busy), 4 meters (run {run})")
-    roles = Roles({p.pid: "worker" if name == "worker" else "web" for name, p in env.processes.items()})
+    # The scheduler only queues jobs; what it queues runs (and is counted) in the worker.
+    roles = Roles({p.pid: "web" if name == "web" else "worker" for name, p in env.processes.items()})
     if env.servers is not None:
         roles.roots[postmaster_pid(env)] = "postgres"
         roles.roots[int((env.data_dir / "valkey" / "valkey.pid").read_text())] = "valkey"
@@ -562,6 +569,7 @@ async def run_bench(opts: EntitlementOptions, env: Environment, busy_before: flo
     conns: list[HttpConnection] = []
     phases: list[Phase] = []
     try:
+        await wait_built(env, redis)
         await set_limits(setup)
         log(f"limits set on {len(setup.customers)} customers x 4 meters")
         factory = EventFactory(catalog)
@@ -624,6 +632,35 @@ async def run_bench(opts: EntitlementOptions, env: Environment, busy_before: flo
     return _result(
         opts, setup, machine, busy_before, phases, rate, maximum, max_source, ingest.summary(), drain_s
     )
+
+
+def start_scheduler(env: Environment) -> None:
+    """`usage-portal scheduler`, as `usage-portal up` runs it beside web and worker: its
+    first reconcile builds the live view, and until the live view is built checks are
+    answered from Postgres (the fallback after a Redis loss), not the live counters."""
+    argv = [*portal_command(), "scheduler"]
+    log(f"starting scheduler: {' '.join(argv[1:])}")
+    env.processes["scheduler"] = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=env.child_env(),
+        stdout=(env.data_dir / "scheduler.log").open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+async def wait_built(env: Environment, redis: Redis, timeout: float = 120.0) -> None:
+    """Until the scheduler's first reconcile has marked the live view built."""
+    from portal.live.redis_keys import BUILT_KEY
+
+    started = time.monotonic()
+    while not await redis.exists(BUILT_KEY):
+        check_alive(env)
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"the live view was not built within {timeout:g} s (no reconcile ran)")
+        await asyncio.sleep(0.2)
+    log(f"live view built ({time.monotonic() - started:.1f} s after the tiers started)")
 
 
 class Ingest:
@@ -733,6 +770,7 @@ def _result(
             "allowed": s.allowed,
             "denied": s.denied,
             "errors": s.errors,
+            "lagging": s.lagging,
             "statuses": {str(k): v for k, v in sorted(s.statuses.items())},
             "sample_errors": s.sample_errors,
             "late_sends": s.late_sends,
@@ -795,6 +833,8 @@ def _verdicts(result: dict[str, Any], maximum: float | None, rate: float) -> lis
             out.append(f"ingest achieved only {phase['ingest_eps']:,.0f} events/s")
         if phase["errors"]:
             out.append(f"{phase['errors']} errors")
+        if phase["lagging"]:
+            out.append(f"{phase['lagging']} answers not from the live counters")
         return out
 
     single = phases["single"]
@@ -862,14 +902,14 @@ def print_report(result: dict[str, Any]) -> None:
     print()
     print(
         f"  {'phase':<11} {'req/s':>8} {'answers/s':>10} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
-        f"{'max ms':>7} {'ingest ev/s':>11} {'busy':>5}  allowed/denied/errors"
+        f"{'max ms':>7} {'ingest ev/s':>11} {'busy':>5}  allowed/denied/errors/lagging"
     )
     for name, p in result["phases"].items():
         lat = p["latency"]
         print(
             f"  {name:<11} {p['requests_per_s']:>8,.0f} {p['answers_per_s']:>10,.0f} {_ms(lat['p50']):>7} "
             f"{_ms(lat['p95']):>7} {_ms(lat['p99']):>7} {_ms(lat['max']):>7} {p['ingest_eps']:>11,.0f} "
-            f"{p['machine_busy_pct']:>4.0f}%  {p['allowed']:,}/{p['denied']:,}/{p['errors']:,}"
+            f"{p['machine_busy_pct']:>4.0f}%  {p['allowed']:,}/{p['denied']:,}/{p['errors']:,}/{p['lagging']:,}"
         )
         for error in p["sample_errors"]:
             print(f"      {error}")
