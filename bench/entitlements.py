@@ -909,7 +909,8 @@ def print_report(result: dict[str, Any]) -> None:
         print(
             f"  {name:<11} {p['requests_per_s']:>8,.0f} {p['answers_per_s']:>10,.0f} {_ms(lat['p50']):>7} "
             f"{_ms(lat['p95']):>7} {_ms(lat['p99']):>7} {_ms(lat['max']):>7} {p['ingest_eps']:>11,.0f} "
-            f"{p['machine_busy_pct']:>4.0f}%  {p['allowed']:,}/{p['denied']:,}/{p['errors']:,}/{p['lagging']:,}"
+            f"{p['machine_busy_pct']:>4.0f}%  "
+            f"{p['allowed']:,}/{p['denied']:,}/{p['errors']:,}/{p['lagging']:,}"
         )
         for error in p["sample_errors"]:
             print(f"      {error}")
