@@ -502,6 +502,7 @@ class Phase:
     seconds: float
     ingest_accepted: int
     valkey: list[dict[str, Any]]
+    foreign: list[tuple[str, float]]  # other processes on the machine: (name, CPU seconds)
 
 
 async def measure_max(
@@ -730,6 +731,7 @@ async def _phase(
             for v in valkey[:4]
             if v.calls
         ],
+        cpu.foreign(),
     )
 
 
@@ -787,6 +789,7 @@ def _result(
             "valkey_us_per_answer": per_answer(phase.cpu_by_role.get("valkey", 0.0)),
             "loadgen_us_per_answer": per_answer(phase.cpu_by_role.get("loadgen", 0.0)),
             "valkey_top": phase.valkey,
+            "foreign_cpu_s": dict(phase.foreign),
         }
     result: dict[str, Any] = {
         "bench": "entitlements",
@@ -927,7 +930,15 @@ def print_report(result: dict[str, Any]) -> None:
     print()
     print("  CPU seconds per role:")
     for name, p in result["phases"].items():
-        print(f"  {name:<11} " + ", ".join(f"{role} {cpu:.1f}" for role, cpu in p["cpu_s"].items()))
+        print(
+            f"  {name:<11} {p['seconds']:>5.1f} s: "
+            + ", ".join(f"{role} {cpu:.1f}" for role, cpu in p["cpu_s"].items())
+            + (
+                "; others on the machine: " + ", ".join(f"{n} {c:.1f}" for n, c in p["foreign_cpu_s"].items())
+                if p["foreign_cpu_s"]
+                else ""
+            )
+        )
     for name in ("single", "batch"):
         top = result["phases"].get(name, {}).get("valkey_top")
         if top:
