@@ -343,6 +343,7 @@ class PhaseStats:
     sample_errors: list[str] = field(default_factory=list)
     elapsed: float = 0.0
     late_sends: int = 0
+    abandoned: int = 0  # fixed rate: requests not sent, the server being too far behind
 
     def count(self, status: int, payload: bytes, latency: float, listing: bool) -> None:
         self.requests += 1
@@ -421,8 +422,15 @@ async def open_phase(
     # its scheduled moment): a server far slower than the rate gets a queue, not sockets.
     in_flight = asyncio.Semaphore(max_in_flight)
 
+    # A request still waiting this long after the phase's end is not sent: a server far
+    # slower than the rate would otherwise stretch the phase without end.
+    give_up = started + duration + max(5.0, duration / 2)
+
     async def fire(request: Request, scheduled: float) -> None:
         async with in_flight:
+            if time.perf_counter() > give_up:
+                stats.abandoned += 1
+                return
             conn = free.pop() if free else HttpConnection(HOST, ports[0], {"Authorization": f"Bearer {key}"})
             try:
                 status, payload = await request(conn)
@@ -776,6 +784,7 @@ def _result(
             "statuses": {str(k): v for k, v in sorted(s.statuses.items())},
             "sample_errors": s.sample_errors,
             "late_sends": s.late_sends,
+            "abandoned": s.abandoned,
             "latency": distribution(s.latencies),
             "ingest_eps": phase.ingest_accepted / seconds,
             "machine_busy_pct": 100 * phase.machine_busy,
@@ -917,6 +926,11 @@ def print_report(result: dict[str, Any]) -> None:
         )
         for error in p["sample_errors"]:
             print(f"      {error}")
+        if p["abandoned"]:
+            print(
+                f"      {p['abandoned']:,} requests not sent: the server fell too far behind the rate "
+                "(its latencies are those of the requests sent)"
+            )
     print()
     print(
         "  CPU per answer (µs): web (all, and less ingest's share from the baseline), Valkey, load generator"
