@@ -5,11 +5,13 @@ is busy (issue 18: on 2 cores with ingest at half its maximum, >= 5,000 single c
 p99 <= 5 ms, and >= 50,000 customer-meter answers/s through the batch check).
 
 1. Starts the stack as bench/stack.py does (embedded Postgres and Valkey in a temp dir,
-   migrations, `usage-portal web --workers 2` and `usage-portal worker`), the ingest
-   benchmark's catalog (10 busy customers, a sum, a count and a max meter, an ingest key)
-   plus a unique_count meter (distinct regions) and quiet customers up to --customers
-   (no events during the run), and, through the admin API, hard and soft limits on every
-   customer's four meters (`PUT /v1/customers/{id}/limits`).
+   migrations, `usage-portal web --workers 2` and `usage-portal worker`) plus `usage-portal
+   scheduler` (as `usage-portal up` does; its first reconcile builds the live view, which
+   checks wait for), the ingest benchmark's catalog (10 busy customers, a sum, a count and
+   a max meter, an ingest key) plus a unique_count meter (distinct regions; one event in
+   eleven is for it) and quiet customers up to --customers (no events during the run),
+   and, through the admin API, hard and soft limits on every customer's four meters
+   (`PUT /v1/customers/{id}/limits`; the busy customers pass the distinct-region one).
 2. Ingest runs through every phase at half the batch ingest maximum: the one the ingest
    benchmark measured (--max-from its JSON file), or measured here first for --measure-max
    seconds (closed loop, 8 connections; 20 s unless another source is given); or at
@@ -307,6 +309,15 @@ async def set_limits(setup: Setup) -> None:
                 raise RuntimeError(f"limits of {customer}: {answer.status_code} {answer.text[:500]}")
 
 
+class Events(EventFactory):
+    """The ingest benchmark's events, and one in eleven for the distinct-region meter (its
+    events carry a region, one of 4), so the busy customers pass its limit of 3."""
+
+    def __init__(self, catalog: Catalog, unique_meter: str) -> None:
+        super().__init__(catalog)
+        self._heads += [f'"customerId":"{c}","metricName":"{unique_meter}",' for c in catalog.customers]
+
+
 # --------------------------------------------------------------------------- answers
 
 
@@ -581,7 +592,7 @@ async def run_bench(opts: EntitlementOptions, env: Environment, busy_before: flo
         await wait_built(env, redis)
         await set_limits(setup)
         log(f"limits set on {len(setup.customers)} customers x 4 meters")
-        factory = EventFactory(catalog)
+        factory = Events(catalog, unique_meter)
         rate, maximum, max_source = await ingest_rate(env, factory, opts, redis, key)
         await wait_persisted(redis)
         conns = await open_connections(env.ports, key, max(opts.connections, opts.batch_connections))
