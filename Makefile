@@ -55,8 +55,9 @@ bench: $(STAMP) ## run the benchmarks (prints figures and every target's PASS/MI
 	-$(BIN)/python -m bench.invoices --customers $(BENCH_INVOICE_CUSTOMERS) --json $(BENCH_OUT)/invoices.json
 	-$(BIN)/python -m bench.alerts
 	-$(BIN)/python -m bench.dashboard --max-from $(BENCH_OUT)/ingest.json --json $(BENCH_OUT)/dashboard.json
+	-$(BIN)/python -m bench.entitlements --max-from $(BENCH_OUT)/ingest.json --json $(BENCH_OUT)/entitlements.json
 	-$(BIN)/python -m bench.hostile
-	$(BIN)/python -m bench.summary $(BENCH_OUT)/ingest.json $(BENCH_OUT)/invoices.json $(BENCH_OUT)/dashboard.json
+	$(BIN)/python -m bench.summary $(BENCH_OUT)/ingest.json $(BENCH_OUT)/invoices.json $(BENCH_OUT)/dashboard.json $(BENCH_OUT)/entitlements.json
 
 clean: ## remove the virtualenv and local data
 	rm -rf $(VENV) .portal-data
