@@ -50,6 +50,19 @@ ROOT = Path(__file__).resolve().parent.parent
 # Not `regex`: importing it reads hypothesis' storage, which a conftest may not do.
 for _lazy in ("random", "types", "flatmapped", "attrs"):
     importlib.import_module(f"hypothesis.strategies._internal.{_lazy}")
+# And the engine's parts it imports when a search goes on long enough to optimise or shrink
+# (`conjecture.optimiser` failed tests/http/test_json_nesting.py that way under load).
+for _part in (
+    "optimiser",
+    "pareto",
+    "shrinker",
+    *(
+        f"shrinking.{m}"
+        for m in ("bytes", "choicetree", "collection", "common", "floats", "integer", "ordering", "string")
+    ),
+):
+    with contextlib.suppress(ImportError):
+        importlib.import_module(f"hypothesis.internal.conjecture.{_part}")
 
 # And the report writers schemathesis' xdist plugin imports in its `pytest_sessionfinish`,
 # deep inside pluggy: with pytest-xdist installed (make test), a fresh clone's fuzz run
