@@ -24,8 +24,11 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
+from portal.infrastructure.settings import Settings
 from portal.ingest import archive_files as files
-from portal.ingest.partitions import next_month
+from portal.ingest.partitions import forget_month, next_month
 from portal.ingest.repository import archive as store
 
 log = logging.getLogger(__name__)
@@ -103,6 +106,17 @@ class Report:
     cutoff: datetime | None
     outcomes: list[Outcome]
     busy: bool = False  # another run holds the lock
+
+    def summary(self) -> str:
+        archived = [o for o in self.outcomes if o.action == "archived"]
+        due = [o for o in self.outcomes if o.action == "would archive"]
+        kept = [o for o in self.outcomes if o.action == "kept"]
+        if due:
+            return f"{len(due)} month(s) due, {sum(o.rows for o in due):,} events (dry run: nothing changed)"
+        return (
+            f"{len(archived)} month(s) archived, {sum(o.rows for o in archived):,} events, "
+            f"{_size(sum(o.bytes for o in archived))} written; {len(kept)} kept"
+        )
 
     def lines(self) -> list[str]:
         if self.busy:
@@ -204,6 +218,7 @@ async def _archive_one(
         await asyncio.to_thread(files.remove_export, folder)
         log.error("archive: %s kept, Postgres differs from its export: %s", name, exc)
         return Outcome(name, month, "kept", 0, 0, f"Postgres differs from the export ({exc})")
+    forget_month(month)
     log.info("archive: %s archived, %d events, %d bytes", name, written.rows, size)
     return Outcome(name, month, "archived", written.rows, size)
 
@@ -222,6 +237,24 @@ async def _export(conn: Any, name: str, archive_dir: Path, *, now: datetime, sha
                 writer.write(record)
         await asyncio.to_thread(writer.finish, partition=name, start=start, end=end, exported_at=now)
     await asyncio.to_thread(files.publish, temp, archive_dir / name)
+
+
+async def archive_with_settings(settings: Settings, *, now: datetime, dry_run: bool = False) -> Report:
+    """`archive_now` with the settings' retention, lateness and archive dir, on a
+    connection of its own (the CLI command and the daily actor)."""
+    assert settings.database_url
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return await archive_now(
+            conn,
+            archive_dir=settings.archive_path,
+            retention=settings.raw_event_retention,
+            lateness=settings.accepted_lateness,
+            now=now,
+            dry_run=dry_run,
+        )
+    finally:
+        await conn.close()
 
 
 @dataclass(frozen=True, slots=True)
