@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Annotated, Any
 
+from anyio import to_thread
 from litestar import Controller, get
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, QueryParameter
@@ -53,7 +53,7 @@ class ArchiveController(Controller):
     ) -> ArchivedEventOut:
         """The event as it was stored before its month was archived; 404 when no archived
         month holds it (an event still in Postgres is under the event explorer)."""
-        found = await asyncio.to_thread(
+        found = await to_thread.run_sync(
             find_archived_event, portal.settings.archive_path, customer_id, event_id
         )
         if found is None:
