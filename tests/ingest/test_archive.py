@@ -29,6 +29,7 @@ from portal.infrastructure.settings import Settings
 from portal.ingest import archive_files
 from portal.ingest.archive import Report, archive_now, due_partitions, find_archived_event
 from portal.ingest.partitions import ensure_partitions, forget_known
+from portal.operations.status import gather_status, render
 from tests.conftest import auth
 from tests.factories import make_customer, make_meter
 from tests.pages.helpers import make_user, sign_in
@@ -168,7 +169,7 @@ def test_a_month_is_due_once_it_ended_longer_ago_than_the_retention_and_the_late
 
 
 async def test_a_due_month_round_trips_every_row_then_is_dropped(
-    pg: asyncpg.Connection, archive_dir: Path
+    pg: asyncpg.Connection, archive_dir: Path, settings: Settings
 ) -> None:
     # Given February 2001 in Postgres, exactly as stored
     stored = await pg.fetch(f"SELECT {_COLUMNS} FROM {FEBRUARY} ORDER BY customer_id, event_id")
@@ -229,6 +230,11 @@ async def test_a_due_month_round_trips_every_row_then_is_dropped(
         FEBRUARY,
     )
     assert await pg.fetchval("SELECT value FROM hourly_usage WHERE customer_id = 'acme'") == Decimal("1.5")
+    # The operator's status counts it
+    size = sum(f["bytes"] for f in manifest["files"])
+    status = await gather_status(settings)
+    assert status.archived == (1, 44, size)
+    assert f"raw archive     1 month(s), 44 events, {size:,} bytes of gzip CSV" in render(status).splitlines()
     # And a rerun has nothing to do
     rerun = await _run(pg, archive_dir)
     assert rerun.outcomes == []

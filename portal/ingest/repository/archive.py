@@ -15,6 +15,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from portal.ingest.models import ArchivedPartition
+
 _PARTITION = re.compile(r"usage_events_p[0-9]{6}")
 
 
@@ -116,3 +122,14 @@ async def archived_partitions(conn: Any) -> list[ArchivedRecord]:
         "FROM archived_partitions ORDER BY range_start"
     )
     return [ArchivedRecord(*tuple(r)) for r in rows]
+
+
+async def archive_totals(session: AsyncSession) -> tuple[int, int, int]:
+    """(archived partitions, events in them, bytes of their files), for the status view."""
+    statement = select(
+        func.count(),
+        func.coalesce(func.sum(col(ArchivedPartition.rows)), 0),
+        func.coalesce(func.sum(col(ArchivedPartition.bytes)), 0),
+    )
+    row: Any = (await session.execute(statement)).one()
+    return int(row[0]), int(row[1]), int(row[2])
