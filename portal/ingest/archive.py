@@ -16,6 +16,7 @@ Run by `usage-portal archive` and daily by the `archive_raw_events` actor.
 from __future__ import annotations
 
 import asyncio
+import csv
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -274,6 +275,10 @@ def find_archived_event(archive_dir: Path, customer_id: str, event_id: str) -> A
         try:
             row = files.find_in_export(folder, entry["shards"], customer_id, event_id)
         except FileNotFoundError:
+            continue  # removed by a run meanwhile (an export that did not verify)
+        except (OSError, EOFError, ValueError, csv.Error, files.ArchiveMismatch) as exc:
+            # A damaged file must not hide the other months: say which, and go on.
+            log.error("archive: %s cannot be read for a lookup: %s", entry["path"], exc)
             continue
         if row is not None:
             return ArchivedEvent(entry["partition"], month_of(entry["partition"]), row)

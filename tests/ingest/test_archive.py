@@ -25,7 +25,7 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from portal.infrastructure.settings import Settings
+from portal.infrastructure.settings import Settings, SettingsError, from_environment
 from portal.ingest import archive_files
 from portal.ingest.archive import Report, archive_now, due_partitions, find_archived_event
 from portal.ingest.partitions import ensure_partitions, forget_known
@@ -379,3 +379,45 @@ async def test_the_event_explorer_finds_an_archived_event_by_id(
     assert "Archived: events of February 2001 were moved out of the live store" in path.text
     assert "quantity <strong>0.000000000001 calls</strong>" in path.text
     assert "Cancelled " in path.text
+
+
+@pytest.mark.parametrize(
+    ("environment", "retention", "archive"),
+    [
+        ({}, timedelta(days=400), "data/archive"),
+        ({"PORTAL_RAW_EVENT_RETENTION_DAYS": "0"}, None, "data/archive"),
+        ({"PORTAL_RAW_EVENT_RETENTION_DAYS": ""}, timedelta(days=400), "data/archive"),
+        (
+            {"PORTAL_RAW_EVENT_RETENTION_DAYS": "90", "PORTAL_ARCHIVE_DIR": "/mnt/cold"},
+            timedelta(days=90),
+            "/mnt/cold",
+        ),
+    ],
+)
+def test_the_retention_and_archive_dir_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, environment: dict[str, str], retention: Any, archive: str
+) -> None:
+    monkeypatch.delenv("PORTAL_RAW_EVENT_RETENTION_DAYS", raising=False)
+    monkeypatch.delenv("PORTAL_ARCHIVE_DIR", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings = from_environment(data_dir=tmp_path / "data")
+    assert settings.raw_event_retention == retention
+    assert settings.archive_path == (Path(archive) if archive.startswith("/") else tmp_path / archive)
+
+
+def test_a_negative_retention_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PORTAL_RAW_EVENT_RETENTION_DAYS", "-1")
+    with pytest.raises(SettingsError, match="PORTAL_RAW_EVENT_RETENTION_DAYS must be a number of days"):
+        from_environment(data_dir=tmp_path)
+
+
+async def test_a_damaged_archive_file_does_not_break_a_lookup(
+    pg: asyncpg.Connection, archive_dir: Path
+) -> None:
+    # Given February archived, then the shard holding a1 damaged on disk
+    await _run(pg, archive_dir)
+    shard = archive_dir / FEBRUARY / archive_files.shard_file(archive_files.shard_of("acme", "a1", 4))
+    shard.write_bytes(b"not gzip")
+    # When a1 is looked up, it is not found (and the damage is logged), rather than an error
+    assert find_archived_event(archive_dir, "acme", "a1") is None
