@@ -68,7 +68,9 @@ class ArchiveMismatch(Exception):
 
 def shard_of(customer_id: str, event_id: str, shards: int) -> int:
     """The shard (0 … shards-1) an event's id falls in: stable across runs and machines."""
-    digest = hashlib.sha256(customer_id.encode() + b"\0" + event_id.encode()).digest()
+    digest = hashlib.sha256(
+        customer_id.encode("utf-8", "surrogatepass") + b"\0" + event_id.encode("utf-8", "surrogatepass")
+    ).digest()
     return int.from_bytes(digest[:8], "big") % shards
 
 
