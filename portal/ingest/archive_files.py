@@ -49,6 +49,8 @@ COLUMNS = (
     "message_id",
     "cancelled_at",
 )
+_QUANTITY = COLUMNS.index("quantity")
+_CANCELLED = COLUMNS.index("cancelled_at")
 _INSTANTS = frozenset({"event_time", "hour", "received_at", "persisted_at", "cancelled_at"})
 _JSON = frozenset({"dimensions", "metadata"})
 # Sums of numeric(32, 12) quantities need more than the default context's 28 digits.
@@ -79,13 +81,18 @@ def shard_file(shard: int) -> str:
 
 
 def _instant(value: datetime | None) -> str:
-    return "" if value is None else value.astimezone(UTC).isoformat()
+    if value is None:
+        return ""
+    return (value if value.tzinfo is UTC else value.astimezone(UTC)).isoformat()
 
 
 def _json_text(value: Any) -> str:
-    # asyncpg hands jsonb over as its text unless a codec is set: normalize either way.
-    parsed = json.loads(value) if isinstance(value, str) else value
-    return json.dumps(parsed, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    # asyncpg hands jsonb over as Postgres' own text (valid JSON, keys in jsonb's order):
+    # written as it comes, which is most of the export's speed. A decoded value (a codec
+    # set on the connection) is written compact.
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
 def encode_row(record: Mapping[str, Any]) -> list[str]:
@@ -215,7 +222,7 @@ class PartitionWriter:
         for shard in range(shards):
             raw = (folder / shard_file(shard)).open("wb")
             # mtime=0: the same rows give the same bytes, whenever they are exported.
-            gz = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+            gz = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6)
             text = io.TextIOWrapper(gz, encoding="utf-8", newline="")
             writer = csv.writer(text, lineterminator="\n")
             writer.writerow(COLUMNS)
@@ -329,10 +336,14 @@ def verify_export(folder: Path) -> tuple[dict[str, Any], Totals]:
                 raise ArchiveMismatch(f"{entry['name']}: the checksum differs from the manifest")
             count = 0
             for fields in _rows_of(path):
-                row = decode_row(fields)
-                if shard_of(row["customer_id"], row["event_id"], shards) != shard:
+                # What the totals need, read from the text (a full decode_row, JSON and
+                # instants included, would double the time for nothing the totals compare).
+                if len(fields) != len(COLUMNS):
+                    raise ArchiveMismatch(f"{entry['name']}: a row has {len(fields)} fields")
+                customer_id, event_id, metric_name = fields[0], fields[1], fields[2]
+                if shard_of(customer_id, event_id, shards) != shard:
                     raise ArchiveMismatch(f"{entry['name']}: holds an event of another shard")
-                totals.add_row(row)
+                totals.add(customer_id, metric_name, Decimal(fields[_QUANTITY]), fields[_CANCELLED] != "")
                 count += 1
         except (OSError, EOFError, ValueError, csv.Error, ArithmeticError) as exc:
             raise ArchiveMismatch(f"{entry['name']}: cannot be read back: {exc}") from None
