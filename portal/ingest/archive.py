@@ -159,14 +159,29 @@ async def archive_now(
         if due:
             await _check_columns(conn)
         await asyncio.to_thread(files.prepare, archive_dir)
+        archived = {r.name: r for r in await store.archived_partitions(conn)}
         outcomes = [
-            await _archive_one(conn, name, archive_dir, now=now, shards=shards, checkpoint=checkpoint)
+            _again(name, archived[name])
+            if name in archived
+            else await _archive_one(conn, name, archive_dir, now=now, shards=shards, checkpoint=checkpoint)
             for name in due
         ]
         await asyncio.to_thread(files.write_index, archive_dir)
         return Report(cutoff, outcomes)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _ARCHIVE_LOCK)
+
+
+def _again(name: str, before: store.ArchivedRecord) -> Outcome:
+    """A month archived before whose partition holds events again (made anew, by a replay
+    of old failed events say): its archive is never touched, the new rows wait for an operator."""
+    when = f"{before.archived_at:%-d %B %Y}" if before.archived_at else "before"
+    reason = (
+        f"it was archived {when} ({before.rows:,} events), yet Postgres holds events of that "
+        "month again; the archive is left as it is and the new partition for an operator"
+    )
+    log.error("archive: %s kept: %s", name, reason)
+    return Outcome(name, month_of(name), "kept", 0, 0, reason)
 
 
 async def _check_columns(conn: Any) -> None:

@@ -424,3 +424,26 @@ async def test_a_damaged_archive_file_does_not_break_a_lookup(
     shard.write_bytes(b"not gzip")
     # When a1 is looked up, it is not found (and the damage is logged), rather than an error
     assert find_archived_event(archive_dir, "acme", "a1") is None
+
+
+async def test_a_month_that_comes_back_after_its_archive_is_left_for_an_operator(
+    pg: asyncpg.Connection, archive_dir: Path
+) -> None:
+    # Given February archived, then its partition made anew with one event (a replay of an
+    # old failed event, say)
+    await _run(pg, archive_dir)
+    exported = archive_files.manifest_sha256(archive_dir / FEBRUARY)
+    forget_known()
+    async with pg.transaction():
+        await ensure_partitions(pg, [date(2001, 2, 1)])
+    forget_known()
+    extra = _row(customer_id="acme", event_id="again", at=datetime(2001, 2, 9, tzinfo=UTC))
+    await pg.copy_records_to_table(FEBRUARY, columns=list(archive_files.COLUMNS), records=[extra])
+    # When the archive runs again
+    report = await _run(pg, archive_dir)
+    # Then the archive of February is untouched and the new partition kept
+    assert [(o.partition, o.action) for o in report.outcomes] == [(FEBRUARY, "kept")]
+    assert "yet Postgres holds events of that month again" in report.lines()[0]
+    assert archive_files.manifest_sha256(archive_dir / FEBRUARY) == exported
+    assert find_archived_event(archive_dir, "acme", "a1") is not None
+    assert await pg.fetchval(f"SELECT count(*) FROM {FEBRUARY}") == 1
