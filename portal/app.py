@@ -36,6 +36,7 @@ from portal.infrastructure.logs import configure as configure_logs
 from portal.infrastructure.logs import request_ids
 from portal.infrastructure.paths import STATIC_DIR
 from portal.infrastructure.settings import Settings, get_settings
+from portal.ingest.archive_routes import ArchiveController
 from portal.ingest.routes import EventController, EventCorrectionController
 from portal.keys.guard import api_key_guard
 from portal.operations.routes import OperationsController, healthz, metrics_endpoint, readyz
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             MeterController,
             EventController,
             EventCorrectionController,
+            ArchiveController,
             UsageController,
             AnomalyController,
             EntitlementCheckController,

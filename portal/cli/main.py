@@ -162,6 +162,23 @@ def cmd_status(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def cmd_archive(args: argparse.Namespace) -> None:
+    settings, started = _settings(args)
+    try:
+        from portal.infrastructure.clock import system_clock
+        from portal.ingest.archive import archive_with_settings
+
+        report = asyncio.run(archive_with_settings(settings, now=system_clock(), dry_run=args.dry_run))
+        print("\n".join(report.lines()))
+        print(report.summary(), file=sys.stderr)
+        # A partition kept because its export did not verify needs an operator.
+        if any(o.action == "kept" for o in report.outcomes):
+            sys.exit(1)
+    finally:
+        if started:
+            started.stop()
+
+
 def cmd_dead_letters_list(args: argparse.Namespace) -> None:
     settings, started = _settings(args)
     try:
@@ -449,6 +466,14 @@ def build_parser() -> argparse.ArgumentParser:
     requeue.add_argument("--queue", choices=QUEUES, default=INGEST_QUEUE)
     requeue.add_argument("--id", action="append", help="a message id from `dead-letters list` (repeatable)")
     requeue.set_defaults(func=cmd_dead_letters_replay)
+
+    archive = sub.add_parser(
+        "archive",
+        help="export the months of raw events past PORTAL_RAW_EVENT_RETENTION_DAYS to the "
+        "archive dir, verify them, then drop them from Postgres (the scheduler runs it daily)",
+    )
+    archive.add_argument("--dry-run", action="store_true", help="only say which months are due")
+    archive.set_defaults(func=cmd_archive)
 
     reconcile = sub.add_parser("reconcile", help="queue a reconcile of the live view now")
     reconcile.add_argument("--full", action="store_true", help="rebuild every live hour")

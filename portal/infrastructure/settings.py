@@ -43,6 +43,14 @@ def _int(name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _retention(name: str, default_days: int) -> timedelta | None:
+    """A number of days; 0 means forever (None)."""
+    days = _int(name, default_days)
+    if days < 0:
+        raise SettingsError(f"{name} must be a number of days (0: keep forever), got {days}")
+    return timedelta(days=days) if days else None
+
+
 # 1 min, 5 min, 30 min, 2 h, 6 h, 12 h, 24 h.
 WEBHOOK_RETRY_DELAYS_MS = (60_000, 300_000, 1_800_000, 7_200_000, 21_600_000, 43_200_000, 86_400_000)
 
@@ -221,6 +229,12 @@ class Settings:
     # Events older than this (by their own timestamp) are refused; it is also how long
     # Postgres remembers an event id for dedup.
     accepted_lateness: timedelta = timedelta(days=35)
+    # Raw events are kept this long (about 13 months) after their month ends, then their
+    # monthly partition is exported to the archive dir, verified and dropped
+    # (portal/ingest/archive.py). None: kept forever (PORTAL_RAW_EVENT_RETENTION_DAYS=0).
+    raw_event_retention: timedelta | None = timedelta(days=400)
+    # Where archived partitions go; None: `<data_dir>/archive`.
+    archive_dir: Path | None = None
     future_tolerance: timedelta = timedelta(minutes=5)
     max_batch_events: int = 1000
     max_body_bytes: int = 5 * 1024 * 1024
@@ -307,6 +321,11 @@ class Settings:
         return replace(self, database_url=database_url, redis_url=redis_url, broker_url=broker_url)
 
     @property
+    def archive_path(self) -> Path:
+        """The archive of raw events: PORTAL_ARCHIVE_DIR, else `<data_dir>/archive`."""
+        return self.archive_dir or self.data_dir / "archive"
+
+    @property
     def effective_broker_url(self) -> str | None:
         return self.broker_url or self.redis_url
 
@@ -342,6 +361,8 @@ def from_environment(*, data_dir: Path | None = None) -> Settings:
         database_read_url=env.get("DATABASE_READ_URL") or None,
         read_replica_max_lag_s=_seconds("DATABASE_READ_MAX_LAG_S", 30.0, least=0.0),
         accepted_lateness=timedelta(days=_int("PORTAL_ACCEPTED_LATENESS_DAYS", 35)),
+        raw_event_retention=_retention("PORTAL_RAW_EVENT_RETENTION_DAYS", 400),
+        archive_dir=Path(env["PORTAL_ARCHIVE_DIR"]) if env.get("PORTAL_ARCHIVE_DIR") else None,
         dedup_marker_window=timedelta(minutes=_int("PORTAL_DEDUP_MARKER_MINUTES", 30)),
         reconcile_interval=timedelta(seconds=_int("PORTAL_RECONCILE_SECONDS", 60)),
         persist_max_retries=_int("PORTAL_PERSIST_MAX_RETRIES", 12),

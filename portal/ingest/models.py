@@ -195,3 +195,23 @@ class EventConflict(SQLModel, table=True):
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
     )
     detected_by: str = Field(sa_type=Text)
+
+
+class ArchivedPartition(SQLModel, table=True):
+    """A monthly partition of `usage_events` exported to the archive dir, verified and
+    dropped (portal/ingest/archive.py): its events are read from the files from then on."""
+
+    __tablename__ = "archived_partitions"
+
+    name: str = Field(primary_key=True, sa_type=Text)
+    range_start: datetime = Field(sa_type=DateTime(timezone=True))
+    range_end: datetime = Field(sa_type=DateTime(timezone=True))
+    rows: int = Field(sa_type=BigInteger)
+    bytes: int = Field(sa_type=BigInteger)
+    # Relative to the archive dir, so the dir can move with its files.
+    path: str = Field(sa_type=Text)
+    manifest_sha256: str = Field(sa_type=Text)
+    archived_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    )

@@ -69,6 +69,11 @@ async def ensure_partitions(conn: Any, months: list[date]) -> list[str]:
     return created
 
 
+def forget_month(month: date) -> None:
+    """Forget one month (its partition was archived and dropped: portal/ingest/archive.py)."""
+    _known.discard(month)
+
+
 def forget_known() -> None:
     """Drop the process cache (after a rollback, or in tests that recreate the schema)."""
     _known.clear()

@@ -48,6 +48,8 @@ def jobs(settings: Settings) -> list[Job]:
     return [
         Job("reconcile_live", max(5, int(settings.reconcile_interval.total_seconds()))),
         Job("maintain_storage", 3600),
+        # Daily, from 00:00 UTC (and at once when no scheduler ran it today).
+        Job("archive_raw_events", 86_400),
         Job("sweep_late_events", 120),
         Job("sweep_document_emails", 300),
         Job("draft_ended_periods", 3600),

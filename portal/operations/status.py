@@ -34,6 +34,7 @@ from portal.infrastructure.rabbitmq_broker import is_amqp_url
 from portal.infrastructure.redis_client import async_client
 from portal.infrastructure.settings import Settings
 from portal.ingest import repository as ingest_repository
+from portal.ingest.repository import archive as archive_store
 from portal.live import redis_keys as keys
 from portal.live import repository as live_repository
 from portal.live.store import LiveStore
@@ -238,6 +239,8 @@ class Status:
     waiting: InFlight | None = None
     # periodic job -> when its last successful run started
     job_successes: dict[str, datetime] = field(default_factory=dict)
+    # Raw events archived (portal/ingest/archive.py): (months, events, bytes of files).
+    archived: tuple[int, int, int] | None = None
 
     @property
     def lag_s(self) -> float | None:
@@ -339,9 +342,19 @@ async def _from_postgres(settings: Settings) -> tuple[Any, ...]:
             last_run, drift = await live_repository.last_reconcile(session)
             late = await adjustment_store.unsettled_late_events_total(session)
             pending, failed_deliveries = await alerting_repository.delivery_counts(session)
+            archived = await archive_store.archive_totals(session)
     finally:
         await engine.dispose()
-    return int(failed), oldest, last_run, int(drift), int(late), int(pending), int(failed_deliveries)
+    return (
+        int(failed),
+        oldest,
+        last_run,
+        int(drift),
+        int(late),
+        int(pending),
+        int(failed_deliveries),
+        archived,
+    )
 
 
 async def gather_status(settings: Settings) -> Status:
@@ -372,9 +385,9 @@ async def gather_status(settings: Settings) -> Status:
     try:
         counts: tuple[Any, ...] = await within(_from_postgres(settings))
     except Exception as exc:
-        counts = (None,) * 7
+        counts = (None,) * 8
         down["postgres"] = store_problem(exc, detail=True)
-    failed, oldest, last_run, drift, late, pending, failed_deliveries = counts
+    failed, oldest, last_run, drift, late, pending, failed_deliveries, archived = counts
     return Status(
         checked_at=datetime.now(UTC),
         queues=queues,
@@ -392,6 +405,7 @@ async def gather_status(settings: Settings) -> Status:
         roles=from_redis.roles if from_redis else None,
         waiting=from_redis.waiting if from_redis else None,
         job_successes=successes,
+        archived=archived,
     )
 
 
@@ -512,6 +526,9 @@ def render(status: Status) -> str:
         reconcile,
         *others,
     ]
+    if status.archived and status.archived[0]:
+        months, events, size = status.archived
+        lines.append(f"raw archive     {months} month(s), {events:,} events, {size:,} bytes of gzip CSV")
     if status.job_successes:
         lines.append(
             "last success    "

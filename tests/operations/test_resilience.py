@@ -181,10 +181,11 @@ async def test_scheduler_process_started_while_valkey_loads_queues_the_jobs_once
         valkey.wait_loaded()
         broker = valkey.client(db=1)
         await wait_for(_queued(broker, f"dramatiq:{ALERTS_QUEUE}", 1), what="sweep_alerts queued")
-        await wait_for(_queued(broker, f"dramatiq:{MAINTENANCE_QUEUE}", 6), what="maintenance jobs queued")
+        await wait_for(_queued(broker, f"dramatiq:{MAINTENANCE_QUEUE}", 7), what="maintenance jobs queued")
         assert scheduler.process.poll() is None  # alive all along
         actors = sorted(msg_actor(raw) for raw in broker.hvals(f"dramatiq:{MAINTENANCE_QUEUE}.msgs"))
         assert actors == [
+            "archive_raw_events",
             "draft_current_periods",
             "draft_ended_periods",
             "maintain_storage",

@@ -19,6 +19,7 @@ from portal.infrastructure.domain_errors import Invalid
 from portal.ingest import repository as ingest_repository
 from portal.ingest.repository import corrections as correction_store
 from portal.pages.access import STAFF_GUARDS, may_see, viewer, visible_customer
+from portal.pages.manager.archived_events import archive_search, archived_event
 from portal.pages.manager.common import (
     PAGE_SIZE,
     customer_zones,
@@ -68,6 +69,7 @@ class EventsController(PageController):
         request: Request[Any, Any, Any],
         db: Db,
         read_db: ReadDb,
+        portal: Portal,
         customer: FromQuery[str | None] = None,
         meter: FromQuery[str | None] = None,
         event: FromQuery[str | None] = None,
@@ -115,6 +117,10 @@ class EventsController(PageController):
         zones = await customer_zones(read_db, {r.customer_id for r in found_rows})
         base = [(k, v) for k, v in query_items(request) if k != "page" and v]
         meters = await catalog.list_meters(db)
+        # The archive hook (archived_events.py): an id Postgres no longer holds.
+        archived = (
+            await archive_search(portal.settings, search.customer, search.event) if not found_rows else None
+        )
         return page(
             "manager/events.html",
             request,
@@ -128,6 +134,7 @@ class EventsController(PageController):
             more=more,
             base=base,
             searched=bool(base),
+            archived=archived,
         )
 
     @get("/events/{customer_id:str}/{event_id:str}")
@@ -148,6 +155,13 @@ class EventsController(PageController):
         failed = await ingest_repository.failed_of_event(db, customer_id, event_id)
         conflicts = await ingest_repository.conflicts_of_event(db, customer_id, event_id)
         if ledger is None and stored is None and not failed and not conflicts:
+            # The archive hook (archived_events.py): its month may have been archived.
+            if (archived := await archived_event(portal.settings, customer_id, event_id)) is not None:
+                found = await catalog.get_meter(db, archived.metric_name)
+                unit = found.unit if found else ""
+                return page(
+                    "manager/archived_event.html", request, customer=customer, event=archived, unit=unit
+                )
             raise NotFoundException(f"There is no event “{event_id}” of this customer you can see.")
         hourly = late = meter = None
         billing: list[EventBilling] = []
