@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.exceptions import ClientException
+from litestar.exceptions import ClientException, NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
@@ -307,14 +307,16 @@ class EventCorrectionController(Controller):
             )
         )
 
-    @get("/corrections")
+    @get("/corrections", responses=error_answers(404))
     async def corrections(
         self,
         event_id: FromPath[str],
         customer_id: Annotated[str, QueryParameter(name="customerId", max_length=128)],
         db: Db,
     ) -> list[CorrectionOut]:
-        """The event's corrections, oldest first."""
-        return [
-            correction_out(r) for r in await correction_store.corrections_of_event(db, customer_id, event_id)
-        ]
+        """The event's corrections, oldest first (an empty list for an event never corrected;
+        404 for an event the portal does not hold)."""
+        rows = await correction_store.corrections_of_event(db, customer_id, event_id)
+        if not rows and await correction_store.recorded_event(db, customer_id, event_id) is None:
+            raise NotFoundException(f"no event {event_id!r} of customer {customer_id!r}")
+        return [correction_out(r) for r in rows]
