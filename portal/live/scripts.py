@@ -312,6 +312,17 @@ return redis.call('HMGET', acc, '=', '=~f', '=~h')
 """
 )
 
+# KEYS[1]: the customer's index key (routing). ARGV: that customer's period accumulators.
+# Returns, per accumulator, {start, end, '=', '=~f', '=~h'} (false where absent): a batch of
+# checks reads each customer's meters in one call, not one command per meter.
+READ_PERIODS = """
+local out = {}
+for i = 1, #ARGV do
+  out[i] = redis.call('HMGET', ARGV[i], 'start', 'end', '=', '=~f', '=~h')
+end
+return out
+"""
+
 # KEYS: set keys to union, [last] a scratch key. Returns the size of the union.
 UNION_COUNT = """
 local scratch = KEYS[#KEYS]

@@ -411,11 +411,22 @@ class LiveStore:
         if len(periods) == 1:  # one check: no pipeline to build (most of a check's client time)
             customer_id, ask = periods[0]
             replies = [await self.redis.hmget(keys.period_key(customer_id, ask.metric_name), _PERIOD_FIELDS)]
-        else:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for customer_id, ask in periods:
-                    pipe.hmget(keys.period_key(customer_id, ask.metric_name), _PERIOD_FIELDS)
-                replies = await pipe.execute()
+        else:  # one script call per customer (its keys share a slot): far fewer commands
+            by_customer: dict[str, list[int]] = defaultdict(list)
+            for index, (customer_id, _) in enumerate(periods):
+                by_customer[customer_id].append(index)
+            calls = [
+                (
+                    scripts.READ_PERIODS,
+                    keys.index_key(customer_id),
+                    *(keys.period_key(customer_id, periods[i][1].metric_name) for i in indexes),
+                )
+                for customer_id, indexes in by_customer.items()
+            ]
+            replies = [[]] * len(periods)
+            for indexes, reply in zip(by_customer.values(), await self._pipeline.run(calls), strict=True):
+                for i, fields in zip(indexes, reply, strict=True):
+                    replies[i] = fields
         values: list[Decimal] = []
         for (customer_id, ask), reply in zip(periods, replies, strict=True):
             start, end, *limbs = (None if v is None else _s(v) for v in reply)
