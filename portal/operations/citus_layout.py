@@ -59,7 +59,14 @@ REFERENCE = (
 # Staff actions with no customer, and the operator's webhook events (some have no customer,
 # and a distribution column may not be NULL) with their deliveries: they stay on the
 # coordinator (Citus "local" tables).
-LOCAL = ("audit_log", "webhook_events", "webhook_deliveries", "webhook_delivery_attempts")
+LOCAL = (
+    "audit_log",
+    "webhook_events",
+    "webhook_deliveries",
+    "webhook_delivery_attempts",
+    # What the archive holds, and where: the operator's record of dropped partitions.
+    "archived_partitions",
+)
 
 
 def citus_sql() -> str:
