@@ -33,7 +33,7 @@ async def test_a_limit_reached_notifies_once_through_the_alert_channels_and_is_r
     assert (
         await client.put("/v1/customers/acme/limits", headers=auth(admin_key), json=limits)
     ).status_code == 200
-    await channel(client, admin_key, "acme", "ops mail", "mailto://ops@acme.test")
+    await channel(client, admin_key, "acme", "ops mail", "mailto://limits-ops@acme.test")
     await rule(
         client,
         admin_key,
@@ -51,7 +51,7 @@ async def test_a_limit_reached_notifies_once_through_the_alert_channels_and_is_r
     await send(client, ingest_key, [event(quantity=200)], redis)  # 1,000: the limit
     sent = await settled(client, admin_key, "acme", 2)
     assert sorted(d["status"] for d in sent) == ["sent", "sent"]
-    subjects = sorted(m.message["Subject"] for m in mails_to(mail_sink, "ops@acme.test"))
+    subjects = sorted(m.message["Subject"] for m in mails_to(mail_sink, "limits-ops@acme.test"))
     assert subjects == [
         "Acme Inc reached 100% of its API calls limit",
         "Acme Inc reached 80% of its API calls limit",
