@@ -155,7 +155,7 @@ class EntitlementBook:
         if profile.period is not None and now >= profile.period.end:
             return True  # a new period: its subscription (plan, anchor) may be another
         settling = profile.loaded_at < self._changed_at + _SETTLING_S
-        return clock - profile.loaded_at > (_SETTLING_S if settling else self._ttl_s)
+        return clock - profile.loaded_at > (min(_SETTLING_S, self._ttl_s) if settling else self._ttl_s)
 
     async def profiles(self, customer_ids: set[str], now: datetime) -> dict[str, Profile]:
         """Profiles of the known customers among `customer_ids`, loading the stale ones in one go."""
