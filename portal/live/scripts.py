@@ -198,8 +198,11 @@ for s = 1, #fresh, 2 * CHUNK do
 end
 if #fresh > 0 then redis.call('EXPIREAT', ARGV[1], ARGV[3]) end
 -- 'w': the persist worker settled the batch first and counted what the ledger admitted;
--- the markers are still the web's to set, so a resend is answered as a duplicate.
-if counted then return taken end
+-- the markers are still the web's to set, so a resend is answered as a duplicate. The
+-- markers found were set by that settle, for this very batch's events: none is another
+-- request's, so none is answered as a duplicate (a copy another request carried was
+-- refused by the ledger and is counted once all the same).
+if counted then return {} end
 run_ops(KEYS[1], cmsgpack.unpack(ARGV[5]))
 redis.call('SET', ARGV[6], '1', 'EX', ARGV[7])
 return taken
