@@ -43,7 +43,7 @@ import asyncpg
 
 from bench import figures, harness
 from bench.alerts_sinks import CHANNELS, Sinks
-from bench.config import ROOT, SINGLE_PATH, Options, log
+from bench.config import ROOT, SINGLE_PATH, Options, log, tier_options
 from bench.harness import add_run_options
 from bench.httpclient import HttpConnection, HttpError
 from bench.machine import machine_info
@@ -153,30 +153,14 @@ def parse_options(argv: list[str] | None = None) -> AlertOptions:
 
 
 def stack_options(opts: AlertOptions) -> Options:
-    """The ingest benchmark's options, as bench.stack reads them (only the tiers matter)."""
-    return Options(
-        phases=(),
-        duration=0,
-        single_duration=0,
-        lag_duration=0,
-        concurrency=1,
-        single_concurrency=1,
+    return tier_options(
         batch_size=1,
-        lag_rate=None,
         web_workers=opts.web_workers,
-        web_mode="workers",
         worker_processes=opts.worker_processes,
         worker_threads=opts.worker_threads,
-        drain_timeout=0,
         keep_data=opts.keep_data,
         data_parent=opts.data_parent,
-        json_out=None,
-        quick=False,
-        pg_stats=False,
         wait_idle=opts.wait_idle,
-        event_ids="random",
-        pg_settings=(),
-        valkey_settings=(),
     )
 
 

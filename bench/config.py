@@ -79,3 +79,42 @@ class Options:
     empty_rate: float | None = None
     compare_empty: bool = False
     startup: bool = False
+
+
+def tier_options(
+    *,
+    batch_size: int,
+    web_workers: int,
+    worker_processes: int,
+    worker_threads: int,
+    keep_data: bool,
+    data_parent: str | None,
+    wait_idle: float,
+) -> Options:
+    """Options as bench.stack reads them for a benchmark of its own (dashboard, alerts,
+    entitlements, hostile input): only the tiers and the data dir matter, the ingest
+    benchmark's phases are left out."""
+    return Options(
+        phases=(),
+        duration=0,
+        single_duration=0,
+        lag_duration=0,
+        concurrency=1,
+        single_concurrency=1,
+        batch_size=batch_size,
+        lag_rate=None,
+        web_workers=web_workers,
+        web_mode="workers",
+        worker_processes=worker_processes,
+        worker_threads=worker_threads,
+        drain_timeout=0,
+        keep_data=keep_data,
+        data_parent=data_parent,
+        json_out=None,
+        quick=False,
+        pg_stats=False,
+        wait_idle=wait_idle,
+        event_ids="random",
+        pg_settings=(),
+        valkey_settings=(),
+    )

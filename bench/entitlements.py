@@ -53,7 +53,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from bench import harness
-from bench.config import BATCH_PATH, ROOT, ZONES, Options, log
+from bench.config import BATCH_PATH, ROOT, ZONES, Options, log, tier_options
 from bench.dashboard import max_from_json, wait_persisted
 from bench.figures import distribution
 from bench.harness import add_run_options
@@ -210,30 +210,14 @@ def parse_options(argv: list[str] | None = None) -> EntitlementOptions:
 
 
 def stack_options(opts: EntitlementOptions) -> Options:
-    """The ingest benchmark's options, as bench.stack reads them (only the tiers matter)."""
-    return Options(
-        phases=(),
-        duration=0,
-        single_duration=0,
-        lag_duration=0,
-        concurrency=1,
-        single_concurrency=1,
+    return tier_options(
         batch_size=opts.batch_size,
-        lag_rate=None,
         web_workers=opts.web_workers,
-        web_mode="workers",
         worker_processes=opts.worker_processes,
         worker_threads=opts.worker_threads,
-        drain_timeout=0,
         keep_data=opts.keep_data,
         data_parent=opts.data_parent,
-        json_out=None,
-        quick=False,
-        pg_stats=False,
         wait_idle=opts.wait_idle,
-        event_ids="random",
-        pg_settings=(),
-        valkey_settings=(),
     )
 
 

@@ -31,7 +31,7 @@ import httpx
 from redis.asyncio import Redis
 
 from bench import harness
-from bench.config import INFLIGHT_KEY, Options, log
+from bench.config import INFLIGHT_KEY, Options, log, tier_options
 from bench.figures import distribution
 from bench.stack import Catalog, Environment, check_alive, create_catalog, start_tiers
 
@@ -79,29 +79,14 @@ def parse_options(argv: list[str] | None = None) -> HostileOptions:
 
 
 def stack_options(opts: HostileOptions) -> Options:
-    return Options(
-        phases=(),
-        duration=0,
-        single_duration=0,
-        lag_duration=0,
-        concurrency=1,
-        single_concurrency=1,
+    return tier_options(
         batch_size=100,
-        lag_rate=None,
         web_workers=opts.web_workers,
-        web_mode="workers",
         worker_processes=1,
         worker_threads=2,
-        drain_timeout=0,
         keep_data=opts.keep_data,
         data_parent=opts.data_parent,
-        json_out=None,
-        quick=False,
-        pg_stats=False,
         wait_idle=opts.wait_idle,
-        event_ids="random",
-        pg_settings=(),
-        valkey_settings=(),
     )
 
 

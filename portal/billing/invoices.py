@@ -146,6 +146,30 @@ def line_rows(invoice_id: int, rating: Rating) -> list[tuple[Any, ...]]:
     return rows
 
 
+def line_views(rating: Rating) -> list[LineView]:
+    """The rating's lines and discounts as the invoice API shows them."""
+    return [
+        LineView(
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            exact(r[6]),
+            exact(r[7]),
+            exact(r[8]),
+            None if r[9] is None else exact(r[9]),
+            msgspec.json.decode(r[10], type=list[TierView]),
+            exact(r[11]),
+            money_text(r[12], rating.currency),
+            r[13],
+            r[14],
+            r[15],
+        )
+        for r in line_rows(0, rating)
+    ]
+
+
 def _tier(t: Any) -> dict[str, Any]:
     return {
         "lower": str(t.lower),

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.billing.invoices import PeriodToRate, line_rows, period_to_rate, planned, rate_periods
+from portal.billing.invoices import PeriodToRate, line_views, period_to_rate, planned, rate_periods
 from portal.billing.quantities import UsageWindow, charge_quantities, meter_aggregations
 from portal.billing.rating import Rating, Segment, projected_quantity, rate_invoice
 from portal.billing.repository import credits as credit_store
@@ -33,14 +32,12 @@ from portal.billing.views import (
     InvoicePreviewTotals,
     LineView,
     PreviewView,
-    TierView,
     money_text,
 )
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
 from portal.infrastructure.domain_errors import NotFound
 from portal.infrastructure.periods import BillingPeriod
-from portal.usage.combine import exact
 
 
 def _totals(rating: Rating) -> InvoicePreviewTotals:
@@ -93,26 +90,7 @@ async def preview(
         setup = await rating_setup(session, customer_id, now=now)
     customer, item = setup.customer, setup.item
     so_far, projected = await _rate(session, item, now, setup.aggregations)
-    lines = [
-        LineView(
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            exact(r[6]),
-            exact(r[7]),
-            exact(r[8]),
-            None if r[9] is None else exact(r[9]),
-            msgspec.json.decode(r[10], type=list[TierView]),
-            exact(r[11]),
-            money_text(r[12], customer.currency),
-            r[13],
-            r[14],
-            r[15],
-        )
-        for r in line_rows(0, so_far)
-    ]
+    lines = line_views(so_far)
     lines += _credit_line(so_far, item, len(lines))
     return PreviewView(
         customer.id,

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
-import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.billing.invoices import PeriodToRate, line_rows, planned, rate_periods
+from portal.billing.invoices import PeriodToRate, line_views, planned, rate_periods
 from portal.billing.plans import check_meters, definition_of
 from portal.billing.rating import EXACT, Rating
 from portal.billing.repository import credits as credit_store
@@ -46,12 +45,11 @@ from portal.billing.simulation_schemas import (
     SkippedPeriod,
 )
 from portal.billing.subscriptions import month_period, segments_in, subscriptions_by_customer
-from portal.billing.views import LineView, TierView, money_text
+from portal.billing.views import money_text
 from portal.infrastructure.db import read_only
 from portal.infrastructure.domain_errors import Invalid
 from portal.infrastructure.periods import BillingPeriod, local_date, local_midnight, period_for
 from portal.reports import repository as reports
-from portal.usage.combine import exact
 
 ZERO = Decimal(0)
 # The earliest and latest zones: a month starts there first and ends there last.
@@ -312,30 +310,6 @@ def _percent(difference: Decimal, base: Decimal) -> str | None:
 
 def _outcome(difference: Decimal) -> Outcome:
     return "more" if difference > 0 else "less" if difference < 0 else "same"
-
-
-def line_views(rating: Rating) -> list[LineView]:
-    """The rating's lines and discounts as the invoice API shows them."""
-    return [
-        LineView(
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            exact(r[6]),
-            exact(r[7]),
-            exact(r[8]),
-            None if r[9] is None else exact(r[9]),
-            msgspec.json.decode(r[10], type=list[TierView]),
-            exact(r[11]),
-            money_text(r[12], rating.currency),
-            r[13],
-            r[14],
-            r[15],
-        )
-        for r in line_rows(0, rating)
-    ]
 
 
 def _row(period: _Period, actual_rating: Rating | None, simulated: Rating) -> SimulationRow:
