@@ -68,8 +68,13 @@ for _part in (
 # deep inside pluggy: with pytest-xdist installed (make test), a fresh clone's fuzz run
 # failed there after all its operations had passed.
 for _writer in ("reporting.html.writer", "reporting.junitxml", "reporting.allure"):
-    with contextlib.suppress(ImportError):  # allure is optional
+    try:
         importlib.import_module(f"schemathesis.{_writer}")
+    except ImportError:
+        # allure is optional and not installed: a failed import is not remembered, so every
+        # session's end parsed the module again, deep in pluggy (the same failure, seen at
+        # the end of plain runs). None in sys.modules makes that import fail at once.
+        sys.modules[f"schemathesis.{_writer}"] = None  # type: ignore[assignment]
 
 # The SMTP server and HTTP receiver that deliveries go to (fixtures: mail_sink, hook_sink, …).
 pytest_plugins = ["tests.sinks"]
