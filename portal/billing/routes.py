@@ -52,6 +52,7 @@ from portal.http.query_params import choice, instant
 from portal.http.request_checks import ID_MAX
 from portal.infrastructure.domain_errors import NotFound
 from portal.infrastructure.periods import period_for, to_datetime
+from portal.keys.guard import key_actor
 from portal.state import PortalState
 
 ADMIN = {"scope": "admin"}
@@ -250,8 +251,7 @@ class InvoiceController(Controller):
         request: Request[Any, Any, Any],
     ) -> InvoiceView:
         """Finalize a draft awaiting review: numbered, immutable, prepaid credit drawn."""
-        key = request.scope["state"].get("api_key")
-        approved_by = data.approved_by or (f"key:{key.name}" if key is not None else "unknown")
+        approved_by = data.approved_by or key_actor(request)
         grace, now = portal.settings.invoice_grace, portal.now()
         invoice = await lifecycle.approve(
             db,

@@ -14,6 +14,7 @@ from portal.catalog import service
 from portal.catalog.schemas import BillingDetails, Customer, CustomerCreate, Meter, MeterCreate
 from portal.dependencies import Db, Portal
 from portal.http.openapi_answers import error_answers
+from portal.keys.guard import key_actor
 
 ADMIN = {"scope": "admin"}
 
@@ -72,11 +73,10 @@ class CustomerController(Controller):
         if before is None:
             raise NotFoundException(f"no customer {customer_id!r}")
         customer = await service.set_billing_details(db, customer_id, data)
-        key = request.scope["state"].get("api_key")
         await audit.record(
             db,
             user_id=None,
-            actor=f"key:{key.name}" if key is not None else "unknown",
+            actor=key_actor(request),
             action="customer.billing_details",
             object_type="customer",
             object_id=customer_id,

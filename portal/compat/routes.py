@@ -21,6 +21,7 @@ from portal.ingest.corrections import CorrectionAsked, correct_and_apply
 from portal.ingest.repository import corrections as correction_store
 from portal.ingest.service import IngestUnavailable
 from portal.ingest.validation import BodyError
+from portal.keys.guard import key_actor
 
 INGEST = {"scope": "ingest"}
 MAX_BODY = 5 * 1024 * 1024
@@ -218,7 +219,6 @@ async def stripe_meter_event_adjustments(request: Request[Any, Any, Any], portal
         return stripe.error(400, "Missing required param: cancel[identifier].", param="cancel[identifier]")
     if len(identifier) > 256 or len(event_name) > 100:
         return stripe.error(400, "No such meter event.", param="cancel[identifier]")
-    key = request.scope["state"].get("api_key")
     try:
         async with portal.sessions() as session:
             customers = await correction_store.customers_with_event(session, identifier, event_name)
@@ -235,7 +235,7 @@ async def stripe_meter_event_adjustments(request: Request[Any, Any, Any], portal
             identifier,
             "cancel",
             "cancelled through the Stripe-compatible API",
-            f"key:{key.name}" if key is not None else "unknown",
+            key_actor(request),
             "stripe",
         )
         await correct_and_apply(

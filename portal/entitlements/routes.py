@@ -25,13 +25,9 @@ from portal.entitlements.schemas import (
 from portal.http.openapi_answers import error_answers
 from portal.infrastructure.domain_errors import NotFound
 from portal.infrastructure.http_errors import ServiceUnavailable
+from portal.keys.guard import key_actor
 from portal.state import PortalState
 from portal.usage.combine import exact
-
-
-def _actor(request: Request[Any, Any, Any]) -> str:
-    key = request.scope["state"].get("api_key")
-    return f"key:{key.name}" if key is not None else "unknown"
 
 
 def _plan_out(rule: PlanRule) -> LimitOut:
@@ -124,7 +120,7 @@ class CustomerEntitlementController(Controller):
     ) -> list[LimitOut]:
         """Replace the customer's own limits (an empty list: its plan's apply). Each stays
         within the plan's limit on that meter, and hard where the plan's is hard."""
-        await service.set_customer_limits(db, customer_id, data, actor=_actor(request), now=portal.now())
+        await service.set_customer_limits(db, customer_id, data, actor=key_actor(request), now=portal.now())
         await portal.entitlements.changed(customer_id)
         profile = await service.limits_for(db, customer_id, portal.now())
         return [_limit_out(limit) for _, limit in sorted(profile.limits.items())]
@@ -151,6 +147,6 @@ class PlanEntitlementController(Controller):
         """Replace the plan's limits per meter and billing period: `hard` (checks deny past
         it) or `soft` (allowed, flagged); `customerMayLower` lets its customers set a lower
         limit for themselves in the portal."""
-        rules = await service.set_plan_limits(db, plan_id, data, actor=_actor(request))
+        rules = await service.set_plan_limits(db, plan_id, data, actor=key_actor(request))
         await portal.entitlements.changed()
         return [_plan_out(rule) for rule in rules]

@@ -31,6 +31,7 @@ from portal.ingest.repository import corrections as correction_store
 from portal.ingest.schemas import AmendIn, CancelIn, CorrectionOut, EventBatch, IngestResult
 from portal.ingest.service import CONFLICT_ERROR, IngestUnavailable
 from portal.ingest.validation import rejection_reason
+from portal.keys.guard import key_actor
 from portal.usage.combine import exact
 
 INGEST = {"scope": "ingest"}
@@ -250,11 +251,6 @@ def correction_out(row: EventCorrection) -> CorrectionOut:
         invoice_id=row.invoice_id,
         adjustment_id=row.adjustment_id,
     )
-
-
-def key_actor(request: Request[Any, Any, Any]) -> str:
-    key = request.scope["state"].get("api_key")
-    return f"key:{key.name}" if key is not None else "unknown"
 
 
 class EventCorrectionController(Controller):

@@ -46,3 +46,10 @@ async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], handler:
     if key.scope not in _ALLOWED[needed]:
         raise PermissionDeniedException(f"this key has scope '{key.scope}'; the route needs '{needed}'")
     connection.scope["state"]["api_key"] = key
+
+
+def key_actor(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """Who acted, for the audit log and the records that name an actor: `key:<name>` of the
+    API key the guard let through ("unknown" on a route without one)."""
+    key: ApiKey | None = connection.scope["state"].get("api_key")
+    return f"key:{key.name}" if key is not None else "unknown"
