@@ -159,14 +159,3 @@ async def record_crossing(
         .returning(col(EntitlementCrossing.customer_id))
     )
     return (await session.execute(statement)).first() is not None
-
-
-async def crossings(session: AsyncSession, customer_id: str, *, limit: int = 50) -> list[EntitlementCrossing]:
-    """The customer's recorded crossings, newest first."""
-    statement = (
-        select(EntitlementCrossing)
-        .where(col(EntitlementCrossing.customer_id) == customer_id)
-        .order_by(col(EntitlementCrossing.crossed_at).desc())
-        .limit(limit)
-    )
-    return list((await session.scalars(statement)).all())

@@ -26,7 +26,7 @@ from portal.accounts import audit
 from portal.billing import plans as billing_plans
 from portal.billing.subscriptions import subscriptions_by_customer
 from portal.catalog import repository as catalog_store
-from portal.catalog.service import get_customer, get_meter
+from portal.catalog.service import get_meter
 from portal.entitlements import repository
 from portal.entitlements.limits import (
     CustomerRule,
@@ -426,10 +426,6 @@ async def set_own_limit(
         customer_id=customer_id,
         detail={"meter": metric_name, "limit": None if quantity is None else str(quantity)},
     )
-
-
-async def customer_exists(session: AsyncSession, customer_id: str) -> bool:
-    return await get_customer(session, customer_id) is not None
 
 
 # --- crossings

@@ -66,11 +66,11 @@ async def correct_event(
     """Cancel or amend the event; the correction recorded. NotFound for an event never
     accepted (or past the ledger), Conflict for one not recorded yet or already cancelled,
     Invalid outside the lateness window or for an amend that changes nothing."""
-    if not await store.lock_ledger_entry(session, asked.customer_id, asked.event_id):
+    event_time = await store.lock_ledger_entry(session, asked.customer_id, asked.event_id)
+    if event_time is None:
         raise NotFound(
             f"no event {asked.event_id!r} of customer {asked.customer_id!r} within the lateness window"
         )
-    event_time = await store.ledger_event_time(session, asked.customer_id, asked.event_id)
     event = await store.recorded_event(session, asked.customer_id, asked.event_id, event_time)
     if event is None:
         raise Conflict(

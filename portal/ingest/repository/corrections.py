@@ -29,15 +29,17 @@ class RecordedEvent(NamedTuple):
     cancelled_at: datetime | None
 
 
-async def lock_ledger_entry(session: AsyncSession, customer_id: str, event_id: str) -> bool:
+async def lock_ledger_entry(session: AsyncSession, customer_id: str, event_id: str) -> datetime | None:
     """Lock the event's ledger entry for this transaction: corrections of one event run one
-    at a time (and the persist worker's admission of it has committed). False: no entry."""
+    at a time (and the persist worker's admission of it has committed). Returns the event's
+    time (the partition its raw row is in); None: no entry."""
     statement = (
-        select(col(EventLedgerEntry.event_id))
+        select(col(EventLedgerEntry.event_time))
         .where(col(EventLedgerEntry.customer_id) == customer_id, col(EventLedgerEntry.event_id) == event_id)
         .with_for_update()
     )
-    return (await session.execute(statement)).first() is not None
+    event_time: datetime | None = (await session.execute(statement)).scalar_one_or_none()
+    return event_time
 
 
 async def recorded_event(
@@ -62,14 +64,6 @@ async def recorded_event(
         statement = statement.where(col(UsageEvent.event_time) == event_time)
     row: Any = (await session.execute(statement)).first()
     return RecordedEvent(*tuple(row)) if row else None
-
-
-async def ledger_event_time(session: AsyncSession, customer_id: str, event_id: str) -> datetime | None:
-    statement = select(col(EventLedgerEntry.event_time)).where(
-        col(EventLedgerEntry.customer_id) == customer_id, col(EventLedgerEntry.event_id) == event_id
-    )
-    value: datetime | None = (await session.execute(statement)).scalar_one_or_none()
-    return value
 
 
 async def change_event(
@@ -226,22 +220,14 @@ async def invoices_with_unsettled_corrections(session: AsyncSession, *, older_th
     return [int(i) for i in (await session.scalars(statement)).all() if i is not None]
 
 
-def correction_ids(rows: Sequence[EventCorrection]) -> list[int]:
-    return [int(r.id) for r in rows if r.id is not None]
-
-
-async def customers_with_event(
-    session: AsyncSession, event_id: str, metric_name: str | None = None
-) -> list[str]:
-    """The customers whose accepted events carry this id (of this meter, when given), for an
-    API that names an event by its id alone (Stripe's meter event adjustments)."""
-    statement = select(col(EventLedgerEntry.customer_id)).where(col(EventLedgerEntry.event_id) == event_id)
-    if metric_name is not None:
-        statement = (
-            select(col(UsageEvent.customer_id))
-            .distinct()
-            .where(col(UsageEvent.event_id) == event_id, col(UsageEvent.metric_name) == metric_name)
-        )
+async def customers_with_event(session: AsyncSession, event_id: str, metric_name: str) -> list[str]:
+    """The customers whose stored events of this meter carry this id, for an API that names
+    an event by its id alone (Stripe's meter event adjustments)."""
+    statement = (
+        select(col(UsageEvent.customer_id))
+        .distinct()
+        .where(col(UsageEvent.event_id) == event_id, col(UsageEvent.metric_name) == metric_name)
+    )
     return sorted(str(c) for c in (await session.scalars(statement)).all())
 
 
