@@ -50,7 +50,7 @@ def _limit_out(limit: Limit) -> LimitOut:
 
 # A store that cannot be reached: the answer is a 503 with Retry-After (the client raises
 # EntitlementUnavailable and the application chooses), never a 500.
-_OUTAGES = (
+OUTAGES = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     sqlalchemy.exc.OperationalError,
@@ -59,11 +59,20 @@ _OUTAGES = (
 )
 
 
+# Set in the request's scope state by the short way (portal/entitlements/fast_check.py) when
+# the store failed it: the route answers 503 at once instead of waiting out a second timeout.
+OUTAGE_STATE = "entitlement_outage"
+
+
+def outage_message(exc: BaseException) -> str:
+    return f"usage cannot be read now ({type(exc).__name__}); retry later"
+
+
 async def _answers(portal: PortalState, asks: list[CheckIn]) -> list[EntitlementOut]:
     try:
         return await service.check(portal.entitlements, asks, now=portal.now())
-    except _OUTAGES as exc:
-        raise ServiceUnavailable(f"usage cannot be read now ({type(exc).__name__}); retry later") from exc
+    except OUTAGES as exc:
+        raise ServiceUnavailable(outage_message(exc)) from exc
 
 
 class EntitlementCheckController(Controller):
@@ -74,7 +83,9 @@ class EntitlementCheckController(Controller):
     opt = {"scope": "ingest"}
 
     @post("/check", status_code=200)
-    async def check(self, data: JSONBody[ChecksIn], portal: Portal) -> ChecksOut:
+    async def check(
+        self, data: JSONBody[ChecksIn], portal: Portal, request: Request[Any, Any, Any]
+    ) -> ChecksOut:
         """Up to 10,000 questions at once, answered in order. Each: `allowed` (false only
         under a hard limit the period's usage has reached, or would pass with `quantity`),
         `used`, `limit`, `remaining`, the billing period, and how fresh the answer is
@@ -96,8 +107,8 @@ class CustomerEntitlementController(Controller):
         try:
             profiles = await book.profiles({customer_id}, now)
             meters = sorted(await book.aggregations())
-        except _OUTAGES as exc:
-            raise ServiceUnavailable(f"usage cannot be read now ({type(exc).__name__}); retry later") from exc
+        except OUTAGES as exc:
+            raise ServiceUnavailable(outage_message(exc)) from exc
         if customer_id not in profiles:
             raise NotFound(f"no customer {customer_id!r}")
         asks = [CheckIn(customer_id=customer_id, meter=m) for m in meters]

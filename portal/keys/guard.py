@@ -28,22 +28,32 @@ def _authorization(raw_headers: Iterable[tuple[bytes, bytes]]) -> str:
     return ""
 
 
+def bearer_token(header: str) -> str:
+    """The key in an Authorization header's value ("" unless it is `Bearer <key>`)."""
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def allows(key: ApiKey, needed: str) -> bool:
+    """Whether `key` may call a route that needs scope `needed`."""
+    return key.scope in _ALLOWED[needed]
+
+
 async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     needed = handler.opt.get("scope")
     if needed is None:
         return
-    header = _authorization(connection.scope["headers"])
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(_authorization(connection.scope["headers"]))
+    if not token:
         raise NotAuthorizedException("missing API key: send 'Authorization: Bearer <key>'")
     keys: KeyCache = connection.app.state.portal.keys  # the web process's (portal/state.py)
     try:
-        key: ApiKey | None = await keys.resolve(token.strip())
+        key: ApiKey | None = await keys.resolve(token)
     except StoreUnavailable as exc:
         raise ServiceUnavailable(f"{exc}; retry later") from exc
     if key is None:
         raise NotAuthorizedException("unknown or revoked API key")
-    if key.scope not in _ALLOWED[needed]:
+    if not allows(key, needed):
         raise PermissionDeniedException(f"this key has scope '{key.scope}'; the route needs '{needed}'")
     connection.scope["state"]["api_key"] = key
 

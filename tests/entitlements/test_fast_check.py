@@ -1,0 +1,149 @@
+"""The short way of `POST /v1/entitlements/check` (portal/entitlements/fast_check.py) answers
+byte for byte as the documented route does, and leaves everything else to that route."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from portal.app import PortalApp
+from portal.entitlements import fast_check
+from portal.state import PortalState
+from tests.clock import set_clock
+from tests.entitlements.test_checks import set_limits
+from tests.factories import auth, event
+from tests.ingest.test_pipeline import catalog, send
+
+__all__ = ["catalog"]
+
+PATH = "/v1/entitlements/check"
+
+
+@pytest.fixture
+def short_way(client: AsyncTestClient[Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
+    """Whether the short way answered each request since (True) or passed it on (False)."""
+    seen: list[bool] = []
+    answer = fast_check.answer
+
+    async def observed(*args: Any) -> Any:
+        rest = await answer(*args)
+        seen.append(rest is None)
+        return rest
+
+    monkeypatch.setattr(fast_check, "answer", observed)
+    app: PortalApp = client.app  # type: ignore[assignment]
+    yield seen
+    app.fast_checks = True
+
+
+async def both_ways(client: AsyncTestClient[Any], body: bytes, headers: dict[str, str]) -> list[Any]:
+    """(status, headers, body) of the same request the short way and through Litestar."""
+    app: PortalApp = client.app  # type: ignore[assignment]
+    answers = []
+    for fast in (True, False):
+        app.fast_checks = fast
+        response = await client.post(PATH, content=body, headers=headers)
+        answers.append((response.status_code, sorted(response.headers.multi_items()), response.content))
+    app.fast_checks = True
+    return answers
+
+
+async def test_the_short_way_answers_exactly_as_the_route_does(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    catalog: None,
+    short_way: list[bool],
+) -> None:
+    await set_limits(client, admin_key, [{"meter": "requests", "limit": "2"}])
+    await send(client, ingest_key, [event(metric="requests"), event(quantity="7.25")])
+    portal: PortalState = client.app.state.portal
+    kept = portal.clock
+    set_clock(client, datetime.now(UTC) - timedelta(seconds=1))
+    headers = {**auth(ingest_key), "x-request-id": "same-id", "content-type": "application/json"}
+    bodies = [
+        {"checks": [{"customerId": "acme", "meter": "requests"}]},
+        {"checks": [{"customerId": "acme", "meter": "api_calls", "quantity": "0.75"}]},
+        {
+            "checks": [
+                {"customerId": "acme", "meter": "requests", "quantity": "1"},
+                {"customerId": "nobody", "meter": "requests"},
+                {"customerId": "acme", "meter": "no_such_meter"},
+                {"customerId": "acme", "meter": "storage_gb"},
+            ]
+        },
+    ]
+    try:
+        for body in bodies:
+            short, route = await both_ways(client, json.dumps(body).encode(), headers)
+            assert short == route
+            assert short[0] == 200
+    finally:
+        portal.clock = kept
+    assert short_way == [True] * len(bodies)  # (the route way does not ask it)
+    results = json.loads(short[2])["results"]
+    assert [(r["allowed"], r["used"], r["remaining"]) for r in results] == [
+        (True, "1", "1"),
+        (False, "0", None),
+        (False, "0", None),
+        (True, "0", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (b'{"checks": [{"customerId": "acme", "meter": "requests"}]}', {}, 401),
+        (b'{"checks": [{"customerId": "acme", "meter": "requests"}]}', {"authorization": "Bearer nope"}, 401),
+        (b'{"checks": [{"customerId": "acme", "meter": "requests"}]}', {"authorization": "Basic x"}, 401),
+        (b'{"checks": [{"customerId": "acme", "meter": "requests"}', None, 400),
+        (b'{"checks": [{"customerId": "acme", "meter": "requests", "extra": 1}]}', None, 422),
+        (b'{"checks": [{"customerId": "acme", "meter": "requests", "quantity": "-1"}]}', None, 422),
+        (b'{"checks": []}', None, 422),
+        (b"\xff\xfe", None, 400),
+        (b"", None, 422),
+    ],
+    ids=["no-key", "unknown-key", "not-bearer", "cut-short", "unknown-field", "negative", "empty", "bytes", "none"],
+)
+async def test_what_the_short_way_does_not_answer_the_route_refuses(
+    client: AsyncTestClient[Any],
+    ingest_key: str,
+    catalog: None,
+    short_way: list[bool],
+    body: bytes,
+    headers: dict[str, str] | None,
+    status: int,
+) -> None:
+    sent = auth(ingest_key) if headers is None else headers
+    short, route = await both_ways(client, body, {**sent, "x-request-id": "same-id"})
+    assert short == route
+    assert short[0] == status, short
+    assert True not in short_way
+
+
+async def test_large_bodies_and_query_strings_take_the_route(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    catalog: None,
+    short_way: list[bool],
+) -> None:
+    await set_limits(client, admin_key, [{"meter": "requests", "limit": "2"}])
+    many = {"checks": [{"customerId": "acme", "meter": "requests"}] * 2000}
+    body = json.dumps(many).encode()
+    assert len(body) > fast_check.MAX_BODY
+    response = await client.post(PATH, content=body, headers=auth(ingest_key))
+    assert response.status_code == 200, response.text
+    assert [r["limit"] for r in response.json()["results"]] == ["2"] * 2000
+    one = {"checks": [{"customerId": "acme", "meter": "requests"}]}
+    response = await client.post(f"{PATH}?x=1", json=one, headers=auth(ingest_key))
+    assert response.status_code == 200, response.text
+    # An admin key may check too, the short way.
+    response = await client.post(PATH, json=one, headers=auth(admin_key))
+    assert response.status_code == 200, response.text
+    assert short_way == [False, True]
