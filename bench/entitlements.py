@@ -14,14 +14,18 @@ p99 <= 5 ms, and >= 50,000 customer-meter answers/s through the batch check).
    (`PUT /v1/customers/{id}/limits`; the busy customers pass the distinct-region one).
 2. Ingest runs through every phase at half the batch ingest maximum: the one the ingest
    benchmark measured (--max-from its JSON file), or measured here first for --measure-max
-   seconds (closed loop, 8 connections; 20 s unless another source is given); or at
-   --ingest-rate. 1000-event batches on a fixed schedule (open loop) to the busy customers.
+   seconds (closed loop, 8 connections; 20 s unless another source is given; the events
+   accepted over the time until they were all persisted); or at --ingest-rate. 1000-event
+   batches on a fixed schedule (open loop) to the busy customers.
 3. Phases, one after the other, under that ingest:
    - baseline (--baseline s): ingest alone, for the web processes' CPU without checks;
    - single (--duration s): --connections keep-alive connections each POST one check (a
      random customer and meter of all of them) as soon as the previous one is answered;
-   - fixed rate (--open-duration s): one-check requests at --open-rate/s on a schedule,
-     latency from the scheduled moment (what a client sees at that load, not at saturation);
+   - fixed rate (--open-duration s): one-check requests at --open-rate/s (the target's
+     5,000) on a schedule, latency from the scheduled moment: what a client sees at that
+     rate. The p99 target is read here: a closed loop of --connections requests at
+     saturation measures capacity, and its latency is its queue (Little's law: 32 in flight
+     at 5,000/s is 6.4 ms on average, whatever the server);
    - listing (--listing-duration s): `GET /v1/customers/{id}/entitlements` closed loop;
    - batch (--duration s): --batch-connections connections each POST --batch-checks checks
      (customers x meters) in a closed loop.
@@ -113,10 +117,16 @@ def parse_options(argv: list[str] | None = None) -> EntitlementOptions:
     )
     parser.add_argument("--connections", type=int, default=32, help="connections sending single checks (32)")
     parser.add_argument(
-        "--open-rate", type=float, default=1000.0, help="single checks/s of the fixed-rate phase (1000)"
+        "--open-rate",
+        type=float,
+        default=float(TARGET_SINGLE_RPS),
+        help=f"single checks/s of the fixed-rate phase ({TARGET_SINGLE_RPS}: the target's)",
     )
     parser.add_argument(
-        "--open-duration", type=float, default=10.0, help="seconds of the fixed-rate phase (10; 0: skip)"
+        "--open-duration",
+        type=float,
+        default=20.0,
+        help="seconds of the fixed-rate phase, where the p99 target is read (20; 0: skip)",
     )
     parser.add_argument(
         "--listing-duration",
@@ -525,9 +535,13 @@ async def measure_max(
         )
     finally:
         await asyncio.gather(*(c.close() for c in conns))
-    eps = stats.accepted / stats.elapsed if stats.elapsed else 0.0
-    log(f"maximum: {eps:,.0f} events/s accepted; waiting for the backlog to be persisted")
-    await wait_persisted(redis)
+    # Sustained, as the ingest benchmark's figure that `make bench` hands in (--max-from: the
+    # smaller of accepted and persisted): what was accepted, over the time until it was all
+    # persisted. Accepted alone is a burst the worker then takes seconds to catch up with.
+    log(f"{stats.accepted / stats.elapsed:,.0f} events/s accepted; waiting for the backlog to be persisted")
+    drain_s = await wait_persisted(redis)
+    eps = stats.accepted / (stats.elapsed + drain_s) if stats.elapsed else 0.0
+    log(f"maximum: {eps:,.0f} events/s accepted and persisted (backlog persisted in {drain_s:.1f} s)")
     return eps
 
 
@@ -846,9 +860,20 @@ def _verdicts(result: dict[str, Any], maximum: float | None, rate: float) -> lis
 
     single = phases["single"]
     single_notes = notes(single)
-    p99 = single["latency"]["p99"]
     batch = phases["batch"]
     batch_notes = notes(batch)
+    fixed = phases.get("fixed rate")
+    if fixed is None:
+        p99, p99_ok, p99_notes = None, False, ["no fixed-rate phase (--open-duration 0)"]
+    else:
+        p99 = fixed["latency"]["p99"]
+        p99_notes = notes(fixed)
+        asked = result["settings"]["open_rate"]
+        if fixed["answers_per_s"] < 0.98 * asked or fixed["abandoned"]:
+            p99_notes.append(f"{fixed['answers_per_s']:,.0f}/s answered of {asked:,.0f}/s")
+        if asked < TARGET_SINGLE_RPS:
+            p99_notes.append(f"at {asked:,.0f}/s, below the target's rate")
+        p99_ok = p99 is not None and p99 <= TARGET_SINGLE_P99_S and not p99_notes
     return [
         Verdict(
             "18. single checks/s, ingest at half max",
@@ -858,11 +883,11 @@ def _verdicts(result: dict[str, Any], maximum: float | None, rate: float) -> lis
             "; ".join(single_notes),
         ),
         Verdict(
-            "18. single check p99 at that load",
+            f"18. single check p99 at {result['settings']['open_rate']:,.0f}/s",
             f"<= {TARGET_SINGLE_P99_S * 1000:g} ms",
             "-" if p99 is None else f"{p99 * 1000:.1f} ms",
-            p99 is not None and p99 <= TARGET_SINGLE_P99_S and not single_notes,
-            "; ".join(single_notes),
+            p99_ok,
+            "; ".join(p99_notes),
         ),
         Verdict(
             f"18. batch check answers/s ({result['settings']['batch_checks']:,} a request)",

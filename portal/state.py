@@ -25,6 +25,8 @@ from portal.infrastructure.redis_client import async_client
 from portal.infrastructure.settings import Settings
 from portal.ingest.service import Ingestor
 from portal.keys.service import KeyCache
+from portal.live import quick_reads
+from portal.live.quick_reads import QuickReads
 from portal.live.store import LiveStore
 from portal.operations.heartbeats import HeartbeatTask, Identity
 from portal.operations.status import live_probe_client, probe_client
@@ -79,6 +81,15 @@ class PortalState:
             redis, accepted_lateness=settings.accepted_lateness, marker_window=settings.dedup_marker_window
         )
         catalog = CatalogCache(sessions, settings.catalog_cache_seconds)
+        # Checks sit in applications' request paths: their own connections, which give up in
+        # about a second when Redis is down (a 503), where ingest's wait longer.
+        check_redis = async_client(
+            settings.redis_url,
+            max_connections=32,
+            wait_for_connection_s=1,
+            socket_connect_timeout=0.5,
+            socket_timeout=1.0,
+        )
         state = cls(
             settings=settings,
             engine=engine,
@@ -88,20 +99,13 @@ class PortalState:
             catalog=catalog,
             keys=KeyCache(sessions, redis),
             ingestor=Ingestor(settings=settings, catalog=catalog, live=live),
-            # Checks sit in applications' request paths: their own connections, which give
-            # up in about a second when Redis is down (a 503), where ingest's wait longer.
             entitlements=EntitlementBook(
                 sessions,
                 LiveStore(
-                    async_client(
-                        settings.redis_url,
-                        max_connections=32,
-                        wait_for_connection_s=1,
-                        socket_connect_timeout=0.5,
-                        socket_timeout=1.0,
-                    ),
+                    check_redis,
                     accepted_lateness=settings.accepted_lateness,
                     marker_window=settings.dedup_marker_window,
+                    quick=QuickReads(check_redis) if quick_reads.supported(check_redis) else None,
                 ),
                 settings.entitlement_cache_seconds,
             ),
@@ -133,6 +137,8 @@ class PortalState:
         if self.broker_redis is not None:
             await self.broker_redis.aclose()
         await self.probe_redis.aclose()
+        if self.entitlements.live.quick is not None:
+            self.entitlements.live.quick.close()
         await self.entitlements.live.redis.aclose()
         if self.replica is not None:
             await self.replica.close()

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import sys
-import uuid
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -87,6 +87,12 @@ def current_request_id() -> str | None:
 _CUSTOMER_PATH = re.compile(r"^/(?:v1|portal)/customers/([^/]+)")
 
 
+def new_request_id() -> str:
+    """A request id for a request that brought none: 32 hex digits, as `uuid4().hex` gave
+    (whose UUID object cost ~2% of an entitlement check's CPU)."""
+    return secrets.token_hex(16)
+
+
 def request_ids(app: ASGIApp) -> ASGIApp:
     """ASGI middleware: bind a request id (the caller's X-Request-ID, or a new one) and the
     customer id of customer routes to every log line of the request; echo the id back."""
@@ -97,7 +103,7 @@ def request_ids(app: ASGIApp) -> ASGIApp:
             return
         headers: Any = scope.get("headers") or []
         given = dict(headers).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
-        request_id = given if re.fullmatch(r"[A-Za-z0-9._\-]{1,100}", given) else uuid.uuid4().hex
+        request_id = given if re.fullmatch(r"[A-Za-z0-9._\-]{1,100}", given) else new_request_id()
         bound: dict[str, str] = {"request_id": request_id}
         customer = _CUSTOMER_PATH.match(scope.get("path", ""))
         if customer:

@@ -66,6 +66,11 @@ class _Outcome:
     duplicates: set[int]  # the indexes of the events answered as duplicates
 
 
+# A 1000-event batch decodes and validates for several milliseconds of one process's event
+# loop; every request sharing that process (an entitlement check, a dashboard poll) waited
+# behind all of it. Yielding every this many events keeps each wait near a millisecond.
+_SLICE_EVENTS = 200
+
 # Groups of single events in flight at once: while one waits for the broker, the next forms.
 MAX_SINGLE_WRITERS = 2
 
@@ -154,6 +159,8 @@ class Ingestor:
         rejected: list[Rejection] = []
         decoded: list[tuple[int, UsageEvent]] = []
         for index, raw in enumerate(raw_events):
+            if index and not index % _SLICE_EVENTS:
+                await asyncio.sleep(0)  # let the requests sharing this process go on
             body = bytes(raw)
             try:
                 decoded.append((index, decode_event(body)))
@@ -170,7 +177,9 @@ class Ingestor:
         candidates: list[tuple[int, AcceptedEvent]] = []
         first_in_batch: dict[tuple[str, str], AcceptedEvent] = {}
         duplicates: set[int] = set()  # indexes
-        for index, usage_event in decoded:
+        for position, (index, usage_event) in enumerate(decoded):
+            if position and not position % _SLICE_EVENTS:
+                await asyncio.sleep(0)
             try:
                 accepted = validate(usage_event, zones=zones, meters=meters, limits=limits)
             except EventError as exc:

@@ -14,10 +14,13 @@ from typing import Any, Protocol
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
+from portal.infrastructure.redis_client import load_script
 from portal.live import redis_keys as keys
 from portal.live import scripts
-from portal.live.pipelining import SharedPipeline
+from portal.live.pipelining import SharedPipeline, script_sha
+from portal.live.quick_reads import QuickReads
 
 
 class CountedEvent(Protocol):
@@ -225,8 +228,17 @@ _PERIOD_FIELDS = ["start", "end", *_VALUE_FIELDS]
 class LiveStore:
     """The live view over one Redis connection pool."""
 
-    def __init__(self, redis: Redis, *, accepted_lateness: timedelta, marker_window: timedelta) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        accepted_lateness: timedelta,
+        marker_window: timedelta,
+        quick: QuickReads | None = None,
+    ) -> None:
         self.redis = redis
+        # Single reads in a request's path (entitlement checks) on their own connection.
+        self.quick = quick
         self.accepted_lateness = accepted_lateness
         self.marker_window = marker_window
         # The marker checks, applies and corrections of concurrent requests share round trips.
@@ -408,9 +420,13 @@ class LiveStore:
         accumulators, and for an accumulator not yet covering its period, one script call
         that fills it from the hours (the first check of a period)."""
         replies: list[list[Any]]
-        if len(periods) == 1:  # one check: no pipeline to build (most of a check's client time)
+        if len(periods) == 1:  # one check: one HMGET, pipelined with the concurrent ones
             customer_id, ask = periods[0]
-            replies = [await self.redis.hmget(keys.period_key(customer_id, ask.metric_name), _PERIOD_FIELDS)]
+            command = ("HMGET", keys.period_key(customer_id, ask.metric_name), *_PERIOD_FIELDS)
+            if self.quick is not None:
+                replies = [await self.quick.call(*command)]
+            else:
+                replies = await self._pipeline.run([], [command])
         else:  # one script call per customer (its keys share a slot): far fewer commands
             by_customer: dict[str, list[int]] = defaultdict(list)
             for index, (customer_id, _) in enumerate(periods):
@@ -424,7 +440,7 @@ class LiveStore:
                 for customer_id, indexes in by_customer.items()
             ]
             replies = [[]] * len(periods)
-            for indexes, reply in zip(by_customer.values(), await self._pipeline.run(calls), strict=True):
+            for indexes, reply in zip(by_customer.values(), await self._read_periods(calls), strict=True):
                 for i, fields in zip(indexes, reply, strict=True):
                     replies[i] = fields
         values: list[Decimal] = []
@@ -435,6 +451,24 @@ class LiveStore:
             hour = {f: v for f, v in zip(_VALUE_FIELDS, limbs, strict=True) if v is not None}
             values.append(live_value(hour, keys.TOTAL_FIELD) or Decimal(0))
         return values
+
+    async def _read_periods(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """The replies of script `calls`, on the quick connection when there is one
+        (one write for them all; a script Redis lost is loaded and its calls sent again)."""
+        if self.quick is None:
+            return await self._pipeline.run(calls)
+        commands = [("EVALSHA", script_sha(script), 1, *args) for script, *args in calls]
+        replies = await self.quick.call_many(commands)
+        lost = [i for i, r in enumerate(replies) if isinstance(r, ResponseError) and "NOSCRIPT" in str(r)]
+        if lost:
+            for script in {calls[i][0] for i in lost}:
+                await load_script(self.redis, script)
+            for i, reply in zip(lost, await self.quick.call_many([commands[i] for i in lost]), strict=True):
+                replies[i] = reply
+        error = next((r for r in replies if isinstance(r, ResponseError)), None)
+        if error is not None:
+            raise error
+        return replies
 
     async def _fill_period(self, customer_id: str, ask: PeriodAsk) -> list[Any]:
         hour_keys = [keys.hour_key(customer_id, ask.metric_name, b) for b in ask.buckets]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from portal.infrastructure.db import create_engine, session_factory
 from portal.infrastructure.periods import period_for
 from portal.infrastructure.settings import Settings
 from portal.live import redis_keys as live_keys
+from portal.live.quick_reads import QuickReads
 from portal.live.store import LiveStore
 from portal.state import PortalState
 from tests.billing.conftest import create_plan, subscribe
@@ -274,8 +276,9 @@ async def test_staff_limits_stay_within_the_plan(
     ).status_code == 404
 
 
+@pytest.mark.parametrize("quick", [True, False], ids=["quick-reads", "redis-py"])
 async def test_a_live_view_that_cannot_be_reached_is_a_503_not_a_500(
-    client: AsyncTestClient[Any], ingest_key: str, catalog: None
+    client: AsyncTestClient[Any], ingest_key: str, catalog: None, quick: bool
 ) -> None:
     portal: PortalState = client.app.state.portal
     book = portal.entitlements
@@ -290,8 +293,15 @@ async def test_a_live_view_that_cannot_be_reached_is_a_503_not_a_500(
         retry=Retry(NoBackoff(), 0),
     )
     kept = book.live
-    book.live = LiveStore(dead, accepted_lateness=kept.accepted_lateness, marker_window=kept.marker_window)
+    book.live = LiveStore(
+        dead,
+        accepted_lateness=kept.accepted_lateness,
+        marker_window=kept.marker_window,
+        quick=QuickReads(dead, timeout_s=0.2) if quick else None,
+    )
     book._built_checked_at = float("-inf")
+    if quick:  # as if the live view had been seen built just now: the quick read is what fails
+        book._built, book._built_checked_at = True, time.monotonic()
     try:
         response = await client.post(
             "/v1/entitlements/check",

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
 
 from portal.app import PortalApp
 from portal.entitlements import fast_check
@@ -108,7 +109,17 @@ async def test_the_short_way_answers_exactly_as_the_route_does(
         (b"\xff\xfe", None, 400),
         (b"", None, 422),
     ],
-    ids=["no-key", "unknown-key", "not-bearer", "cut-short", "unknown-field", "negative", "empty", "bytes", "none"],
+    ids=[
+        "no-key",
+        "unknown-key",
+        "not-bearer",
+        "cut-short",
+        "unknown-field",
+        "negative",
+        "empty",
+        "bytes",
+        "none",
+    ],
 )
 async def test_what_the_short_way_does_not_answer_the_route_refuses(
     client: AsyncTestClient[Any],
@@ -134,12 +145,12 @@ async def test_large_bodies_and_query_strings_take_the_route(
     short_way: list[bool],
 ) -> None:
     await set_limits(client, admin_key, [{"meter": "requests", "limit": "2"}])
-    many = {"checks": [{"customerId": "acme", "meter": "requests"}] * 2000}
-    body = json.dumps(many).encode()
+    many = {"checks": [{"customerId": "acme", "meter": "requests"}] * 10_000}
+    body = json.dumps(many, indent=16).encode()  # the API's most checks, spaced out
     assert len(body) > fast_check.MAX_BODY
     response = await client.post(PATH, content=body, headers=auth(ingest_key))
     assert response.status_code == 200, response.text
-    assert [r["limit"] for r in response.json()["results"]] == ["2"] * 2000
+    assert [r["limit"] for r in response.json()["results"]] == ["2"] * 10_000
     one = {"checks": [{"customerId": "acme", "meter": "requests"}]}
     response = await client.post(f"{PATH}?x=1", json=one, headers=auth(ingest_key))
     assert response.status_code == 200, response.text
@@ -147,3 +158,22 @@ async def test_large_bodies_and_query_strings_take_the_route(
     response = await client.post(PATH, json=one, headers=auth(admin_key))
     assert response.status_code == 200, response.text
     assert short_way == [False, True]
+
+
+async def test_a_batch_after_redis_lost_its_scripts_is_answered(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    catalog: None,
+    redis: Redis,
+    short_way: list[bool],
+) -> None:
+    await set_limits(client, admin_key, [{"meter": "requests", "limit": "5"}])
+    await send(client, ingest_key, [event(metric="requests"), event(metric="requests")])
+    await redis.script_flush()  # as after a Redis restart
+    checks = [{"customerId": "acme", "meter": m} for m in ("requests", "api_calls", "storage_gb")]
+    response = await client.post(PATH, json={"checks": checks}, headers=auth(ingest_key))
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [(r["used"], r["remaining"]) for r in results] == [("2", "3"), ("0", None), ("0", None)]
+    assert short_way == [True]
