@@ -70,13 +70,25 @@ class Profile:
     loaded_at: float
     period: BillingPeriod | None = None
     buckets: list[int] = field(default_factory=list)
+    # What a check asks the live view per meter, for `period` (built once per period).
+    asks: dict[str, PeriodAsk] = field(default_factory=dict)
 
     def period_at(self, now: datetime) -> BillingPeriod:
         """The billing period containing `now` (kept until it ends)."""
         if self.period is None or not self.period.start <= now < self.period.end:
             self.period = period_for(now, self.timezone, self.anchor_day)
             self.buckets = list(period_buckets(self.period, self.timezone))
+            self.asks = {}
         return self.period
+
+    def period_ask(self, metric_name: str, aggregation: str, now: datetime) -> PeriodAsk:
+        """The live view's question for the meter's value in the period containing `now`."""
+        period = self.period_at(now)
+        ask = self.asks.get(metric_name)
+        if ask is None:
+            start, end = int(period.start.timestamp()), int(period.end.timestamp())
+            ask = self.asks[metric_name] = PeriodAsk(metric_name, aggregation, start, end, self.buckets)
+        return ask
 
 
 @functools.lru_cache(maxsize=1024)
@@ -212,10 +224,8 @@ async def check(book: EntitlementBook, asks: Sequence[CheckIn], *, now: datetime
         if aggregation is None:
             slots.append(f"unknown meter {ask.meter!r}")
             continue
-        period = profile.period_at(now)
-        start, end = int(period.start.timestamp()), int(period.end.timestamp())
         slots.append(len(wanted))
-        wanted.append((ask.customer_id, PeriodAsk(ask.meter, aggregation, start, end, profile.buckets)))
+        wanted.append((ask.customer_id, profile.period_ask(ask.meter, aggregation, now)))
     as_of = now
     lag_ms = 0
     if await book.live_view_built():
