@@ -22,6 +22,7 @@ from portal.entitlements.schemas import (
     LimitOut,
     PlanLimits,
 )
+from portal.http import short_way
 from portal.http.openapi_answers import error_answers
 from portal.infrastructure.domain_errors import NotFound
 from portal.infrastructure.http_errors import ServiceUnavailable
@@ -59,11 +60,6 @@ OUTAGES = (
 )
 
 
-# Set in the request's scope state by the short way (portal/entitlements/fast_check.py) when
-# the store failed it: the route answers 503 at once instead of waiting out a second timeout.
-OUTAGE_STATE = "entitlement_outage"
-
-
 def outage_message(exc: BaseException) -> str:
     return f"usage cannot be read now ({type(exc).__name__}); retry later"
 
@@ -90,6 +86,9 @@ class EntitlementCheckController(Controller):
         under a hard limit the period's usage has reached, or would pass with `quantity`),
         `used`, `limit`, `remaining`, the billing period, and how fresh the answer is
         (`asOf`, `lagMs`). An unknown customer or meter is answered with `error`."""
+        outage = short_way.told_outage(request.scope)  # the short way found the store down
+        if outage is not None:
+            raise ServiceUnavailable(outage)
         return ChecksOut(await _answers(portal, data.checks))
 
 

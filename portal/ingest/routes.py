@@ -19,6 +19,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from redis.asyncio import Redis
 
 from portal.dependencies import Db, Portal
+from portal.http import short_way
 from portal.http.json_nesting import MAX_JSON_DEPTH, json_nesting_exceeds
 from portal.http.openapi_answers import error_answers
 from portal.infrastructure import metrics
@@ -32,6 +33,7 @@ from portal.ingest.schemas import AmendIn, CancelIn, CorrectionOut, EventBatch, 
 from portal.ingest.service import CONFLICT_ERROR, IngestUnavailable
 from portal.ingest.validation import rejection_reason
 from portal.keys.guard import key_actor
+from portal.state import PortalState
 from portal.usage.combine import exact
 
 INGEST = {"scope": "ingest"}
@@ -56,36 +58,50 @@ class PayloadTooLarge(ClientException):
     status_code = 413
 
 
-def _answer(result: IngestResult) -> Response[IngestResult]:
+def _status(result: IngestResult) -> int:
     """202 when anything was accepted or was already known (a retry is a success);
     409 when every event conflicted with an earlier one; 422 otherwise."""
     if result.accepted or result.duplicates:
-        status = HTTP_202_ACCEPTED
-    elif result.rejected and all(r.error == CONFLICT_ERROR for r in result.rejected):
-        status = 409
-    else:
-        status = 422
-    return Response(result, status_code=status)
+        return HTTP_202_ACCEPTED
+    if result.rejected and all(r.error == CONFLICT_ERROR for r in result.rejected):
+        return 409
+    return 422
 
 
-async def _run(
-    portal: Portal, raw_events: list[bytes] | list[msgspec.Raw], *, single: bool = False
-) -> Response[IngestResult]:
+def unavailable_message(exc: IngestUnavailable) -> str:
+    return f"{exc}; nothing was accepted, retry later"
+
+
+async def ingest_counted(
+    portal: PortalState, raw_events: list[bytes] | list[msgspec.Raw], *, single: bool = False
+) -> tuple[IngestResult, int]:
+    """The events ingested, counted in the metrics and the data-quality counts: the result
+    and its status. Raises IngestUnavailable (counted as a 503) when nothing was accepted."""
     started = time.perf_counter()
     try:
         if single:  # ingested together with the single events that arrive meanwhile
             result = await portal.ingestor.ingest_one(bytes(raw_events[0]))
         else:
             result = await portal.ingestor.ingest(raw_events)
-    except IngestUnavailable as exc:
+    except IngestUnavailable:
         metrics.INGEST_REQUESTS.labels("503").inc()
-        raise ServiceUnavailable(f"{exc}; nothing was accepted, retry later") from exc
-    answer = _answer(result)
-    count(result, answer.status_code or 202, len(raw_events), time.perf_counter() - started)
+        raise
+    status = _status(result)
+    count(result, status, len(raw_events), time.perf_counter() - started)
     await _quality_counts(portal.redis).record(
         result.accepted + result.duplicates, [r.error for r in result.rejected], datetime.now(UTC)
     )
-    return answer
+    return result, status
+
+
+async def _run(
+    portal: Portal, raw_events: list[bytes] | list[msgspec.Raw], *, single: bool = False
+) -> Response[IngestResult]:
+    try:
+        result, status = await ingest_counted(portal, raw_events, single=single)
+    except IngestUnavailable as exc:
+        raise ServiceUnavailable(unavailable_message(exc)) from exc
+    return Response(result, status_code=status)
 
 
 @dataclass(slots=True)
@@ -167,15 +183,23 @@ def count(result: IngestResult, status: int, events: int, seconds: float) -> Non
         metrics.INGEST_REJECTIONS.labels(rejection_reason(rejection.error)).inc()
 
 
-def readable_body(body: bytes) -> bytes:
-    """The body, if it is UTF-8 at all and nests no deeper than MAX_JSON_DEPTH (400
-    otherwise: no event of it can be read)."""
+def unreadable(body: bytes) -> str | None:
+    """Why no event of `body` can be read (not UTF-8 at all, or nested deeper than
+    MAX_JSON_DEPTH), or None."""
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ClientException(f"the body is not valid UTF-8 (byte {exc.start})") from None
+        return f"the body is not valid UTF-8 (byte {exc.start})"
     if json_nesting_exceeds(body):
-        raise ClientException(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    return None
+
+
+def readable_body(body: bytes) -> bytes:
+    """The body, if it can be read at all (400 otherwise)."""
+    problem = unreadable(body)
+    if problem is not None:
+        raise ClientException(problem)
     return body
 
 
@@ -201,6 +225,9 @@ class EventController(Controller):
     ) -> Response[IngestResult]:
         """One event (the seed's UsageEvent). 202 when accepted or a duplicate; 422 with
         the reason otherwise. The body is decoded by the same per-event rules as a batch."""
+        outage = short_way.told_outage(request.scope)  # the short way could not hand it on
+        if outage is not None:
+            raise ServiceUnavailable(outage)
         return await _run(portal, [readable_body(await request.body())], single=True)
 
     @post(

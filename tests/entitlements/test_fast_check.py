@@ -12,7 +12,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from portal.app import PortalApp
+from portal.app import SHORT_WAYS, PortalApp
 from portal.entitlements import fast_check
 from portal.state import PortalState
 from tests.clock import set_clock
@@ -27,30 +27,38 @@ PATH = "/v1/entitlements/check"
 
 @pytest.fixture
 def short_way(client: AsyncTestClient[Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
-    """Whether the short way answered each request since (True) or passed it on (False)."""
+    """Whether the short way answered each check since (True) or passed it on (False)."""
+    yield from observe_short_way(client, monkeypatch, PATH)
+
+
+def observe_short_way(
+    client: AsyncTestClient[Any], monkeypatch: pytest.MonkeyPatch, path: str
+) -> Iterator[list[bool]]:
     seen: list[bool] = []
-    answer = fast_check.answer
+    answer = SHORT_WAYS[path]
 
     async def observed(*args: Any) -> Any:
         rest = await answer(*args)
         seen.append(rest is None)
         return rest
 
-    monkeypatch.setattr(fast_check, "answer", observed)
+    monkeypatch.setitem(SHORT_WAYS, path, observed)
     app: PortalApp = client.app  # type: ignore[assignment]
     yield seen
-    app.fast_checks = True
+    app.short_ways = True
 
 
-async def both_ways(client: AsyncTestClient[Any], body: bytes, headers: dict[str, str]) -> list[Any]:
+async def both_ways(
+    client: AsyncTestClient[Any], body: bytes, headers: dict[str, str], path: str = PATH
+) -> list[Any]:
     """(status, headers, body) of the same request the short way and through Litestar."""
     app: PortalApp = client.app  # type: ignore[assignment]
     answers = []
-    for fast in (True, False):
-        app.fast_checks = fast
-        response = await client.post(PATH, content=body, headers=headers)
+    for short in (True, False):
+        app.short_ways = short
+        response = await client.post(path, content=body, headers=headers)
         answers.append((response.status_code, sorted(response.headers.multi_items()), response.content))
-    app.fast_checks = True
+    app.short_ways = True
     return answers
 
 
