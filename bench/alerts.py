@@ -46,7 +46,7 @@ from bench.alerts_sinks import CHANNELS, Sinks
 from bench.config import ROOT, SINGLE_PATH, Options, log, tier_options
 from bench.harness import add_run_options
 from bench.httpclient import HttpConnection, HttpError
-from bench.machine import machine_info
+from bench.machine import describe, machine_info
 from bench.stack import Environment, check_alive, start_tiers, tail
 from portal.infrastructure.settings import from_environment
 
@@ -509,8 +509,7 @@ def print_report(result: dict[str, Any]) -> None:
     m = result["machine"]
     print()
     print(
-        f"machine: {m.get('nproc')} CPUs ({m.get('cpu_model')}), {m.get('memory_gb')} GB, "
-        f"kernel {m.get('kernel')}, Python {m.get('python')}; code {m.get('code')}; "
+        f"machine: {describe(m)}; code {m.get('code')}; "
         f"busy before start {100 * result['busy_before_start']:.0f}%"
     )
 

@@ -63,7 +63,7 @@ from bench.figures import distribution
 from bench.harness import add_run_options
 from bench.httpclient import HttpConnection, HttpError
 from bench.load import EventFactory, LoadStats, closed_loop, open_connections, open_loop
-from bench.machine import machine_info
+from bench.machine import describe, machine_info
 from bench.procstat import ROLES, Roles, Snapshot, snapshot, usage_between
 from bench.serverstats import delta, valkey_commands
 from bench.stack import Catalog, Environment, check_alive, create_catalog, postmaster_pid, start_tiers
@@ -987,8 +987,7 @@ def print_report(result: dict[str, Any]) -> None:
     m = result["machine"]
     print()
     print(
-        f"machine: {m.get('nproc')} CPUs ({m.get('cpu_model')}), {m.get('memory_gb')} GB, "
-        f"kernel {m.get('kernel')}, Python {m.get('python')}; code {m.get('code')}; "
+        f"machine: {describe(m)}; code {m.get('code')}; "
         f"busy before start {100 * result['busy_before_start']:.0f}%"
     )
 

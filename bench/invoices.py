@@ -34,7 +34,6 @@ import asyncio
 import cProfile
 import io
 import json
-import os
 import pstats
 import resource
 import shutil
@@ -53,7 +52,7 @@ import asyncpg
 
 from bench import invoices_data as data
 from bench.config import log
-from bench.machine import machine_info, wait_for_idle
+from bench.machine import describe, machine_info, wait_for_idle
 from bench.procstat import Roles, snapshot, usage_between
 from bench.stack import alter_system
 from bench.verdicts import Verdict, not_measured
@@ -527,10 +526,7 @@ def print_report(opts: Options, machine: dict[str, Any], load: LoadFigures, meas
     add("=" * 78)
     add("invoice run benchmark")
     add("=" * 78)
-    add(
-        f"machine        {os.cpu_count()} cores (os.cpu_count; {machine['nproc']} usable), "
-        f"{machine['cpu_model']}, {machine['memory_gb']} GB, Python {machine['python']}"
-    )
+    add(f"machine        {describe(machine)}")
     add(f"code           {machine['code']}")
     add(
         f"quiet?         machine {machine['busy_before']:.0%} busy before the load, "

@@ -35,6 +35,35 @@ def code_version() -> str:
     return head + (f" + uncommitted changes in {len(status.splitlines())} files" if status else "")
 
 
+# The pure-Python loop timed by `cpu_probe_ms`: this 2-core machine did it in ~50 ms at its
+# fastest (December 2026), and in 75-100 ms for minutes at a time when its host was busy.
+_PROBE_ADDITIONS = 1_000_000
+
+
+def cpu_probe_ms() -> float:
+    """The best of three timings of a fixed pure-Python loop, in ms: how fast this machine's
+    cores are right now. A shared host's neighbours slowed the same code by up to ~2x between
+    runs minutes apart (with no steal time shown), so every report prints it beside its
+    figures; compare figures only at similar probes, or run before and after in turns."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(_PROBE_ADDITIONS):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 1)
+
+
+def describe(machine: dict[str, Any]) -> str:
+    """One line about the machine for a report."""
+    return (
+        f"{machine.get('nproc')} CPUs ({machine.get('cpu_model')}), {machine.get('memory_gb')} GB, "
+        f"Linux {machine.get('kernel')}, Python {machine.get('python')}; "
+        f"CPU probe {machine.get('cpu_probe_ms', '?')} ms (lower is faster; ~50 at best)"
+    )
+
+
 def machine_info() -> dict[str, Any]:
     model = "unknown"
     with contextlib.suppress(OSError):
@@ -53,6 +82,7 @@ def machine_info() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "code": code_version(),
+        "cpu_probe_ms": cpu_probe_ms(),
     }
 
 

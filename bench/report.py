@@ -25,6 +25,7 @@ from bench.config import (
     VALKEY_PROJECTION_DAYS,
     VALKEY_PROJECTION_EPS,
 )
+from bench.machine import describe
 from bench.measure import Persisted
 from bench.phases import Bench, PhaseResult
 from bench.procstat import ROLES
@@ -116,10 +117,7 @@ def report(
     lines = ["", "=" * 78, "Ingest benchmark", "=" * 78]
     lines.append(f"date      {out['date']}")
     lines.append(f"code      {machine['code']}")
-    lines.append(
-        f"machine   {machine['nproc']} CPUs ({machine['cpu_model']}), "
-        f"{machine['memory_gb']} GB, Linux {machine['kernel']}, Python {machine['python']}"
-    )
+    lines.append(f"machine   {describe(machine)}")
     lines.append(
         f"servers   Postgres {servers['postgres']} (fsync={servers['postgres_fsync']}, "
         f"synchronous_commit={servers['postgres_synchronous_commit']}), "
