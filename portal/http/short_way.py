@@ -107,7 +107,7 @@ def _headers_fit(scope: Scope) -> tuple[str, bytes] | None:
                 return None
         elif lowered == b"content-type" and not value.lower().startswith(b"application/json"):
             return None
-        elif lowered == _REQUEST_ID and not request_id:
+        elif lowered == _REQUEST_ID:  # the last one, as `request_ids` takes it
             request_id = value
     if not token:
         return None

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from portal.app import SHORT_WAYS, PortalApp
 from portal.entitlements import fast_check
+from portal.http import short_way as short_way_module
 from portal.state import PortalState
 from tests.clock import set_clock
 from tests.entitlements.test_checks import set_limits
@@ -185,3 +186,25 @@ async def test_a_batch_after_redis_lost_its_scripts_is_answered(
     results = response.json()["results"]
     assert [(r["used"], r["remaining"]) for r in results] == [("2", "3"), ("0", None), ("0", None)]
     assert short_way == [True]
+
+
+async def test_request_ids_are_echoed_as_the_route_echoes_them(
+    client: AsyncTestClient[Any], ingest_key: str, catalog: None, short_way: list[bool]
+) -> None:
+    body = json.dumps({"checks": [{"customerId": "acme", "meter": "requests"}]}).encode()
+    app: PortalApp = client.app  # type: ignore[assignment]
+    echoed = []
+    for short in (True, False):
+        app.short_ways = short
+        lengths = []
+        for given in ({"x-request-id": "a b"}, {}):
+            response = await client.post(PATH, content=body, headers={**auth(ingest_key), **given})
+            assert response.status_code == 200, response.text
+            lengths.append(len(response.headers["x-request-id"]))
+        echoed.append(lengths)
+    app.short_ways = True
+    assert echoed == [[32, 32], [32, 32]]  # a new id for a missing or unusable one
+    assert short_way == [True, True]
+    # Given twice, the last is echoed, as the request-id middleware's dict of headers has it.
+    scope = {"headers": [(b"authorization", b"Bearer k"), (b"x-request-id", b"1"), (b"x-request-id", b"2")]}
+    assert short_way_module._headers_fit(scope) == ("k", b"2")
