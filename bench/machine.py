@@ -35,8 +35,8 @@ def code_version() -> str:
     return head + (f" + uncommitted changes in {len(status.splitlines())} files" if status else "")
 
 
-# The pure-Python loop timed by `cpu_probe_ms`: this 2-core machine did it in ~50 ms at its
-# fastest (December 2026), and in 75-100 ms for minutes at a time when its host was busy.
+# The pure-Python loop timed by `cpu_probe_ms`: this 2-core machine did it in 35-55 ms when
+# its host was quick (December 2026), and in 75-100 ms for minutes at a time when busy.
 _PROBE_ADDITIONS = 1_000_000
 
 
@@ -60,7 +60,7 @@ def describe(machine: dict[str, Any]) -> str:
     return (
         f"{machine.get('nproc')} CPUs ({machine.get('cpu_model')}), {machine.get('memory_gb')} GB, "
         f"Linux {machine.get('kernel')}, Python {machine.get('python')}; "
-        f"CPU probe {machine.get('cpu_probe_ms', '?')} ms (lower is faster; ~50 at best)"
+        f"CPU probe {machine.get('cpu_probe_ms', '?')} ms (lower is faster; 35-55 on a quick host)"
     )
 
 
