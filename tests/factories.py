@@ -74,3 +74,20 @@ def event(
     }
     body.update(extra)
     return body
+
+
+async def usage_totals(
+    client: AsyncTestClient[Any], key: str, metric: str = "api_calls", customer: str = "acme"
+) -> dict[str, str]:
+    """The period's total of `metric` as the usage API answers it from the live view and
+    from Postgres: {"live": ..., "billed": ...}."""
+    totals = {}
+    for source in ("live", "billed"):
+        usage = await client.get(
+            f"/v1/customers/{customer}/usage",
+            headers=auth(key),
+            params={"metric": metric, "source": source},
+        )
+        assert usage.status_code == 200, usage.text
+        totals[source] = str(usage.json()["total"])
+    return totals
