@@ -96,6 +96,16 @@ def live_value(hour: dict[str, str], fld: str) -> Decimal | None:
         return value.normalize() + Decimal(0)
 
 
+def _period_value(limbs: Sequence[Any]) -> Decimal:
+    """A period accumulator's value from its total's limbs as Redis gave them (bytes, or
+    None where absent): the whole alone is most of them, read at once."""
+    whole, fraction, high = limbs
+    if fraction is None and high is None:
+        return Decimal(0) if whole is None else Decimal(_s(whole))
+    hour = {f: _s(v) for f, v in zip(_VALUE_FIELDS, limbs, strict=True) if v is not None}
+    return live_value(hour, keys.TOTAL_FIELD) or Decimal(0)
+
+
 def live_values(hour: dict[str, str]) -> dict[str, Decimal | int]:
     """Every logical field of an hour's hash: limbs added up, `@` event times as ints."""
     out: dict[str, Decimal | int] = {}
@@ -445,11 +455,10 @@ class LiveStore:
                     replies[i] = fields
         values: list[Decimal] = []
         for (customer_id, ask), reply in zip(periods, replies, strict=True):
-            start, end, *limbs = (None if v is None else _s(v) for v in reply)
-            if start != str(ask.start) or end != str(ask.end):
-                limbs = [None if v is None else _s(v) for v in await self._fill_period(customer_id, ask)]
-            hour = {f: v for f, v in zip(_VALUE_FIELDS, limbs, strict=True) if v is not None}
-            values.append(live_value(hour, keys.TOTAL_FIELD) or Decimal(0))
+            start, end, *limbs = reply
+            if start is None or end is None or int(start) != ask.start or int(end) != ask.end:
+                limbs = await self._fill_period(customer_id, ask)
+            values.append(_period_value(limbs))
         return values
 
     async def _read_periods(self, calls: list[tuple[Any, ...]]) -> list[Any]:
