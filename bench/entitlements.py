@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import random
 import subprocess
@@ -57,12 +56,12 @@ import msgspec
 from redis.asyncio import Redis
 
 from bench import harness
-from bench.config import BATCH_PATH, ROOT, ZONES, Options, log, tier_options
-from bench.dashboard import max_from_json, wait_persisted
+from bench.config import ROOT, ZONES, Options, log, tier_options
+from bench.dashboard import max_from_json, measure_max, wait_persisted
 from bench.figures import distribution
 from bench.harness import add_run_options
 from bench.httpclient import HttpConnection, HttpError
-from bench.load import EventFactory, LoadStats, closed_loop, open_connections, open_loop
+from bench.load import EventFactory, LoadStats, open_connections, open_loop
 from bench.machine import describe, machine_info
 from bench.procstat import ROLES, Roles, Snapshot, snapshot, usage_between
 from bench.serverstats import delta, valkey_commands
@@ -518,33 +517,6 @@ class Phase:
     foreign: list[tuple[str, float]]  # other processes on the machine: (name, CPU seconds)
 
 
-async def measure_max(
-    env: Environment, factory: EventFactory, opts: EntitlementOptions, redis: Redis, key: str
-) -> float:
-    log(f"measuring the batch ingest maximum for {opts.measure_max:g} s")
-    conns = await open_connections(env.ports, key, 8)
-    stats = LoadStats()
-    try:
-        await closed_loop(
-            conns,
-            BATCH_PATH,
-            lambda: factory.batch("M", opts.batch_size),
-            opts.batch_size,
-            opts.measure_max,
-            stats,
-        )
-    finally:
-        await asyncio.gather(*(c.close() for c in conns))
-    # Sustained, as the ingest benchmark's figure that `make bench` hands in (--max-from: the
-    # smaller of accepted and persisted): what was accepted, over the time until it was all
-    # persisted. Accepted alone is a burst the worker then takes seconds to catch up with.
-    log(f"{stats.accepted / stats.elapsed:,.0f} events/s accepted; waiting for the backlog to be persisted")
-    drain_s = await wait_persisted(redis)
-    eps = stats.accepted / (stats.elapsed + drain_s) if stats.elapsed else 0.0
-    log(f"maximum: {eps:,.0f} events/s accepted and persisted (backlog persisted in {drain_s:.1f} s)")
-    return eps
-
-
 async def ingest_rate(
     env: Environment, factory: EventFactory, opts: EntitlementOptions, redis: Redis, key: str
 ) -> tuple[float, float | None, str]:
@@ -558,7 +530,7 @@ async def ingest_rate(
         return opts.ingest_rate, maximum, source
     if maximum is None:
         seconds = opts.measure_max if opts.measure_max > 0 else DEFAULT_MEASURE_MAX_S
-        maximum = await measure_max(env, factory, dataclasses.replace(opts, measure_max=seconds), redis, key)
+        maximum = await measure_max(env, factory, seconds, opts.batch_size, redis, key)
         source = f"measured here ({seconds:g} s, closed loop)"
     return maximum / 2, maximum, source
 
