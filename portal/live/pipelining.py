@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -29,6 +30,33 @@ Command = tuple[Any, ...]
 @lru_cache(maxsize=8)
 def script_sha(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()  # what Redis names a script by
+
+
+# A script call or a command, as one pipeline sends it: (is a script call, the call).
+Op = tuple[bool, tuple[Any, ...]]
+
+
+def as_ops(calls: list[ScriptCall], commands: list[Command] | None = None) -> list[Op]:
+    return [(True, call) for call in calls] + [(False, command) for command in commands or ()]
+
+
+async def with_scripts_loaded(
+    redis: Redis, ops: list[Op], send: Callable[[list[Op]], Awaitable[list[Any]]]
+) -> list[Any]:
+    """The replies of `ops` sent with `send` (one round trip), each script call by SHA.
+    redis-py's Script objects check `SCRIPT EXISTS` before every pipeline, a second round
+    trip; instead the scripts are loaded once, and again only when Redis answers that it
+    lost them (a restart or SCRIPT FLUSH): then the calls it refused, and only those, are
+    sent again. Errors are returned in their places."""
+    replies = await send(ops)
+    missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if missing:
+        for script in {ops[i][1][0] for i in missing}:
+            await load_script(redis, script)  # on every node of a cluster
+        again = await send([ops[i] for i in missing])
+        for i, reply in zip(missing, again, strict=True):
+            replies[i] = reply
+    return replies
 
 
 @dataclass(slots=True)
@@ -101,25 +129,13 @@ class SharedPipeline:
             self._writing = False
 
     async def _execute(self, taken: list[_Submission]) -> list[Any]:
-        """One pipelined round trip, scripts by SHA. redis-py's Script objects check `SCRIPT
-        EXISTS` before every pipeline, a second round trip; instead the scripts are loaded
-        once, and again only when Redis answers that it lost them (a restart or SCRIPT
-        FLUSH): then the calls it refused, and only those, are sent again."""
-        ops: list[tuple[bool, tuple[Any, ...]]] = []  # (is a script call, the call)
+        """One pipelined round trip for every taken submission (scripts by SHA)."""
+        ops: list[Op] = []
         for submission in taken:
-            ops += ((True, call) for call in submission.calls)
-            ops += ((False, command) for command in submission.commands)
-        replies = await self._pipelined(ops)
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:
-            for script in {ops[i][1][0] for i in missing}:
-                await load_script(self.redis, script)  # on every node of a cluster
-            again = await self._pipelined([ops[i] for i in missing])
-            for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
-        return replies
+            ops += as_ops(submission.calls, submission.commands)
+        return await with_scripts_loaded(self.redis, ops, self._pipelined)
 
-    async def _pipelined(self, ops: list[tuple[bool, tuple[Any, ...]]]) -> list[Any]:
+    async def _pipelined(self, ops: list[Op]) -> list[Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for is_script, (first, *rest) in ops:
                 if is_script:

@@ -28,6 +28,8 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 
+from portal.live.pipelining import Command, Op, ScriptCall, as_ops, script_sha, with_scripts_loaded
+
 
 def supported(redis: Redis) -> bool:
     """Whether `redis` is one server reached without TLS (a cluster has no single pool)."""
@@ -35,9 +37,11 @@ def supported(redis: Redis) -> bool:
     return pool is not None and pool.connection_class in (Connection, UnixDomainSocketConnection)
 
 
-def _is_reply(exc: BaseException) -> bool:
-    """Whether `exc` is an error Redis answered (not a failure to get an answer)."""
-    return isinstance(exc, redis_errors.ResponseError)
+def _reply_error(message: str) -> redis_errors.ResponseError:
+    """An error Redis answered, as redis-py names it where the callers tell them apart."""
+    if message.startswith("NOSCRIPT"):
+        return redis_errors.NoScriptError(message)
+    return redis_errors.ResponseError(message)
 
 
 @dataclass(slots=True)
@@ -66,7 +70,7 @@ class _Protocol(asyncio.Protocol):
             if waiting.reply.done():
                 continue
             if isinstance(reply, hiredis.ReplyError):
-                waiting.reply.set_exception(redis_errors.ResponseError(str(reply)))
+                waiting.reply.set_exception(_reply_error(str(reply)))
             else:
                 waiting.reply.set_result(reply)
 
@@ -87,6 +91,7 @@ class QuickReads:
     def __init__(self, redis: Redis, *, timeout_s: float = 1.0) -> None:
         if not supported(redis):
             raise ValueError("quick reads need a single Redis server without TLS")
+        self._redis = redis  # for loading scripts
         pool = redis.connection_pool
         self._tcp = pool.connection_class is Connection
         self._options = dict(pool.connection_kwargs)
@@ -94,6 +99,25 @@ class QuickReads:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
+
+    async def run(self, calls: list[ScriptCall], commands: list[Command] | None = None) -> list[Any]:
+        """What `SharedPipeline.run` answers (the replies of `calls` then `commands`, scripts
+        by SHA and loaded again if Redis lost them; the first error raised), in one write."""
+        if not calls and commands is not None and len(commands) == 1:  # one read: a check's
+            return [await self.call(*commands[0])]
+        replies = await with_scripts_loaded(self._redis, as_ops(calls, commands), self._send_ops)
+        error = next((r for r in replies if isinstance(r, Exception)), None)
+        if error is not None:
+            raise error
+        return replies
+
+    async def _send_ops(self, ops: list[Op]) -> list[Any]:
+        return await self.call_many(
+            [
+                ("EVALSHA", script_sha(script), 1, *args) if is_script else (script, *args)
+                for is_script, (script, *args) in ops
+            ]
+        )
 
     async def call(self, *args: Any) -> Any:
         """The reply to one command (bytes, not decoded)."""
@@ -105,11 +129,20 @@ class QuickReads:
         protocol = self._protocol or await self._connect()
         replies = [self._queue(protocol) for _ in commands]
         self._write(protocol, b"".join(hiredis.pack_command(args) for args in commands))
-        answers = await asyncio.gather(*replies, return_exceptions=True)
-        failed = next((a for a in answers if isinstance(a, BaseException) and not _is_reply(a)), None)
-        if failed is not None:
-            raise failed
-        return list(answers)
+        answers: list[Any] = []
+        for reply in replies:  # answered in order: no need to gather them
+            try:
+                answers.append(await reply)
+            except redis_errors.ResponseError as exc:
+                answers.append(exc)
+            except BaseException:
+                for rest in replies:  # failed together; retrieved, so none is logged as lost
+                    if rest.done() and not rest.cancelled():
+                        rest.exception()
+                    else:
+                        rest.cancel()
+                raise
+        return answers
 
     async def _send(self, protocol: _Protocol, args: tuple[Any, ...]) -> Any:
         reply = self._queue(protocol)

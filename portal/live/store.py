@@ -14,12 +14,10 @@ from typing import Any, Protocol
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
-from portal.infrastructure.redis_client import load_script
 from portal.live import redis_keys as keys
 from portal.live import scripts
-from portal.live.pipelining import SharedPipeline, script_sha
+from portal.live.pipelining import SharedPipeline
 from portal.live.quick_reads import QuickReads
 
 
@@ -253,6 +251,8 @@ class LiveStore:
         self.marker_window = marker_window
         # The marker checks, applies and corrections of concurrent requests share round trips.
         self._pipeline = SharedPipeline(redis)
+        # Reads in a request's path: on the quick connection when there is one.
+        self._reads: SharedPipeline | QuickReads = quick or self._pipeline
         self._union = redis.register_script(scripts.UNION_COUNT)
         self._init_period = redis.register_script(scripts.INIT_PERIOD)
 
@@ -433,10 +433,7 @@ class LiveStore:
         if len(periods) == 1:  # one check: one HMGET, pipelined with the concurrent ones
             customer_id, ask = periods[0]
             command = ("HMGET", keys.period_key(customer_id, ask.metric_name), *_PERIOD_FIELDS)
-            if self.quick is not None:
-                replies = [await self.quick.call(*command)]
-            else:
-                replies = await self._pipeline.run([], [command])
+            replies = await self._reads.run([], [command])
         else:  # one script call per customer (its keys share a slot): far fewer commands
             by_customer: dict[str, list[int]] = defaultdict(list)
             for index, (customer_id, _) in enumerate(periods):
@@ -450,7 +447,7 @@ class LiveStore:
                 for customer_id, indexes in by_customer.items()
             ]
             replies = [[]] * len(periods)
-            for indexes, reply in zip(by_customer.values(), await self._read_periods(calls), strict=True):
+            for indexes, reply in zip(by_customer.values(), await self._reads.run(calls), strict=True):
                 for i, fields in zip(indexes, reply, strict=True):
                     replies[i] = fields
         values: list[Decimal] = []
@@ -460,24 +457,6 @@ class LiveStore:
                 limbs = await self._fill_period(customer_id, ask)
             values.append(_period_value(limbs))
         return values
-
-    async def _read_periods(self, calls: list[tuple[Any, ...]]) -> list[Any]:
-        """The replies of script `calls`, on the quick connection when there is one
-        (one write for them all; a script Redis lost is loaded and its calls sent again)."""
-        if self.quick is None:
-            return await self._pipeline.run(calls)
-        commands = [("EVALSHA", script_sha(script), 1, *args) for script, *args in calls]
-        replies = await self.quick.call_many(commands)
-        lost = [i for i, r in enumerate(replies) if isinstance(r, ResponseError) and "NOSCRIPT" in str(r)]
-        if lost:
-            for script in {calls[i][0] for i in lost}:
-                await load_script(self.redis, script)
-            for i, reply in zip(lost, await self.quick.call_many([commands[i] for i in lost]), strict=True):
-                replies[i] = reply
-        error = next((r for r in replies if isinstance(r, ResponseError)), None)
-        if error is not None:
-            raise error
-        return replies
 
     async def _fill_period(self, customer_id: str, ask: PeriodAsk) -> list[Any]:
         hour_keys = [keys.hour_key(customer_id, ask.metric_name, b) for b in ask.buckets]

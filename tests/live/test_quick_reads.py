@@ -53,6 +53,10 @@ async def test_an_error_reply_fails_only_its_own_read(quick: QuickReads, redis: 
     )
     many = await quick.call_many([("GET", f"quick:{run}:s"), ("HGET", f"quick:{run}:s", "a"), ("PING",)])
     assert many[0] == b"x" and isinstance(many[1], redis_errors.ResponseError) and many[2] == b"PONG"
+    # `run`, as SharedPipeline's: the replies, or the first error raised.
+    assert await quick.run([], [("GET", f"quick:{run}:s"), ("PING",)]) == [b"x", b"PONG"]
+    with pytest.raises(redis_errors.ResponseError, match="WRONGTYPE"):
+        await quick.run([], [("GET", f"quick:{run}:s"), ("HGET", f"quick:{run}:s", "a")])
     assert isinstance(wrong, redis_errors.ResponseError) and "WRONGTYPE" in str(wrong)
     assert right == b"x"
 
