@@ -23,6 +23,7 @@ from portal.infrastructure.rabbitmq_broker import is_amqp_url
 from portal.infrastructure.read_replica import ReplicaReads
 from portal.infrastructure.redis_client import async_client
 from portal.infrastructure.settings import Settings
+from portal.ingest.backlog import PersistBacklog, rabbitmq_messages, redis_broker_messages
 from portal.ingest.service import Ingestor
 from portal.keys.service import KeyCache
 from portal.live import quick_reads
@@ -90,6 +91,13 @@ class PortalState:
             socket_connect_timeout=0.5,
             socket_timeout=1.0,
         )
+        broker_url = settings.effective_broker_url or settings.redis_url
+        broker_redis = None if is_amqp_url(broker_url) else probe_client(broker_url, max_connections=2)
+        backlog = PersistBacklog(
+            rabbitmq_messages(broker_url) if broker_redis is None else redis_broker_messages(broker_redis),
+            limit_events=settings.ingest_backlog_events,
+            wait_s=settings.ingest_backlog_wait_s,
+        )
         state = cls(
             settings=settings,
             engine=engine,
@@ -98,7 +106,7 @@ class PortalState:
             live=live,
             catalog=catalog,
             keys=KeyCache(sessions, redis),
-            ingestor=Ingestor(settings=settings, catalog=catalog, live=live),
+            ingestor=Ingestor(settings=settings, catalog=catalog, live=live, backlog=backlog),
             entitlements=EntitlementBook(
                 sessions,
                 LiveStore(
@@ -109,9 +117,7 @@ class PortalState:
                 ),
                 settings.entitlement_cache_seconds,
             ),
-            broker_redis=None
-            if is_amqp_url(settings.effective_broker_url)
-            else probe_client(settings.effective_broker_url or settings.redis_url, max_connections=2),
+            broker_redis=broker_redis,
             probe_redis=live_probe_client(settings.redis_url, max_connections=4),
         )
         if settings.database_read_url:
@@ -131,6 +137,8 @@ class PortalState:
 
     async def close(self) -> None:
         await self.keys.close()
+        if self.ingestor.backlog is not None:
+            await self.ingestor.backlog.close()
         if self.heartbeat is not None:
             await self.heartbeat.stop()
         await self.redis.aclose()

@@ -121,13 +121,30 @@ def scram_verifier(password: str, *, salt: bytes | None = None, iterations: int 
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
-def _cache_mb() -> int:
-    """Half the machine's memory (MB): what the planner may assume the OS caches."""
+def _memory_mb() -> int | None:
+    """The machine's memory in MB, if the OS says."""
     try:
         pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
-        return 4096
-    return max(1024, pages * page_size // 2 // (1024 * 1024))
+        return None
+    return int(pages * page_size // (1024 * 1024))
+
+
+def _cache_mb() -> int:
+    """Half the machine's memory (MB): what the planner may assume the OS caches."""
+    memory = _memory_mb()
+    return 4096 if memory is None else max(1024, memory // 2)
+
+
+def _shared_buffers_mb() -> int:
+    """A quarter of the machine's memory, between 128 MB and 8 GB (the usual advice).
+
+    The ledger's primary key takes random event ids: each insert lands on any leaf page,
+    so once that index outgrows the buffers (~40M events at 256 MB) every batch reads and
+    evicts pages all over it, and the ingest rate fell as the store grew (issue 15's
+    30-minute run, docs/performance.md)."""
+    memory = _memory_mb()
+    return 256 if memory is None else min(8192, max(128, memory // 4))
 
 
 def _free_port(preferred: Path | None = None) -> int:
@@ -373,11 +390,13 @@ class EmbeddedPostgres:
             "-c",
             "max_connections=200",
             "-c",
-            "shared_buffers=256MB",
+            f"shared_buffers={_shared_buffers_mb()}MB",
             "-c",
             "max_wal_size=8GB",
             "-c",
             "checkpoint_timeout=15min",
+            "-c",
+            "wal_compression=pglz",
             "-c",
             "random_page_cost=1.1",
             "-c",

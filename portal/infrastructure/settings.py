@@ -246,6 +246,12 @@ class Settings:
     # (client retries); Postgres' ledger is the guard for the whole lateness window. Markers
     # are held one to two windows, so their memory is bounded by rate x window.
     dedup_marker_window: timedelta = timedelta(minutes=30)
+    # Accepted events waiting for Postgres in the broker, at most (about; 0: unbounded). At
+    # the bound, ingest holds requests back up to `ingest_backlog_wait_s`, then answers 503
+    # with Retry-After (portal/ingest/backlog.py). A million events is about a minute at full
+    # speed, a quarter of an hour at 1,000 events/s, and under a GB of broker memory.
+    ingest_backlog_events: int = 1_000_000
+    ingest_backlog_wait_s: float = 2.0
     # How often the scheduler rewrites settled live hours from Postgres.
     reconcile_interval: timedelta = timedelta(seconds=60)
     # Settled hours further back than this are rewritten only by a full reconcile.
@@ -364,6 +370,8 @@ def from_environment(*, data_dir: Path | None = None) -> Settings:
         raw_event_retention=_retention("PORTAL_RAW_EVENT_RETENTION_DAYS", 400),
         archive_dir=Path(env["PORTAL_ARCHIVE_DIR"]) if env.get("PORTAL_ARCHIVE_DIR") else None,
         dedup_marker_window=timedelta(minutes=_int("PORTAL_DEDUP_MARKER_MINUTES", 30)),
+        ingest_backlog_events=_int("PORTAL_INGEST_BACKLOG_EVENTS", 1_000_000),
+        ingest_backlog_wait_s=_seconds("PORTAL_INGEST_BACKLOG_WAIT_S", 2.0, least=0.0),
         reconcile_interval=timedelta(seconds=_int("PORTAL_RECONCILE_SECONDS", 60)),
         persist_max_retries=_int("PORTAL_PERSIST_MAX_RETRIES", 12),
         persist_min_backoff_ms=_int("PORTAL_PERSIST_MIN_BACKOFF_MS", 500),

@@ -56,6 +56,8 @@ class BatchHandoff:
     linger_s: float = 0.003
     linger_events: int = 50
     busy_s: float = 0.05
+    # Told the size of each message sent (the persist backlog's events per message).
+    on_message: Callable[[int], None] | None = None
     _pending: list[_Pending] = field(default_factory=list)
     _pending_events: int = 0
     _enough: asyncio.Future[None] | None = None  # set once `linger_events` are pending
@@ -122,6 +124,8 @@ class BatchHandoff:
                         if not item.done.done():
                             item.done.set_exception(exc)
                 else:
+                    if self.on_message is not None:
+                        self.on_message(len(message["events"]) + len(message["conflicts"]))
                     for item in taken:
                         if not item.done.done():
                             item.done.set_result(None)

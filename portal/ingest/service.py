@@ -22,6 +22,7 @@ from portal.infrastructure.broker import INGEST_QUEUE
 from portal.infrastructure.http_errors import StoreUnavailable
 from portal.infrastructure.jobs import QueueUnavailable, enqueue
 from portal.infrastructure.settings import Settings
+from portal.ingest.backlog import BacklogFull, PersistBacklog
 from portal.ingest.events import AcceptedEvent
 from portal.ingest.handoff import BatchHandoff
 from portal.ingest.schemas import IngestResult, Rejection, UsageEvent
@@ -81,11 +82,17 @@ class Ingestor:
     catalog: CatalogCache
     live: LiveStore
     handoff: BatchHandoff = field(default_factory=lambda: BatchHandoff(_enqueue_persist))
+    # The door kept while the persist workers are behind (portal/ingest/backlog.py); None: none.
+    backlog: PersistBacklog | None = None
     # Tasks kept from the GC: live applies retried after Redis failed between hand-off and
     # apply, and the writers of single events.
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     _singles: list[_Single] = field(default_factory=list)  # waiting to be ingested together
     _single_writers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.backlog is not None:
+            self.handoff.on_message = self.backlog.note_message
 
     def _limits(self, now_s: float) -> Limits:
         now_us = int(now_s * 1_000_000)
@@ -155,6 +162,11 @@ class Ingestor:
             self._single_writers -= 1
 
     async def _ingest(self, raw_events: list[msgspec.Raw] | list[bytes]) -> _Outcome:
+        if self.backlog is not None:
+            try:
+                await self.backlog.admit()  # before anything of the request is read
+            except BacklogFull as exc:
+                raise IngestUnavailable(str(exc)) from exc
         now_s = time.time()
         rejected: list[Rejection] = []
         decoded: list[tuple[int, UsageEvent]] = []

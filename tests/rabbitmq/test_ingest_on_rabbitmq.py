@@ -10,6 +10,10 @@ import pytest
 from portal.infrastructure.broker import INGEST_QUEUE, get_broker
 from portal.infrastructure.rabbitmq_broker import ResilientRabbitmqBroker
 from portal.infrastructure.settings import Settings
+from tests.ingest.test_backlog import (
+    bounded,
+    test_at_its_bound_ingest_refuses_with_a_503_counts_nothing_and_takes_events_again_once_persisted,
+)
 from tests.ingest.test_failures import test_worker_killed_mid_batch_then_restarted_counts_everything_once
 from tests.ingest.test_pipeline import (
     catalog,
@@ -20,7 +24,9 @@ from tests.ingest.test_single_events import (
 )
 
 __all__ = [
+    "bounded",
     "catalog",
+    "test_at_its_bound_ingest_refuses_with_a_503_counts_nothing_and_takes_events_again_once_persisted",
     "test_concurrent_single_events_are_each_answered_for_their_own_event",
     "test_mixed_stream_with_duplicates_retries_and_late_events_gives_exact_totals",
     "test_worker_killed_mid_batch_then_restarted_counts_everything_once",
