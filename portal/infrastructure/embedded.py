@@ -42,6 +42,8 @@ PG_DATABASE = "portal"
 PG_SUPERUSER = "postgres"
 STATE_FILE = "servers.json"
 PASSWORD_FILE = "servers.password"
+# The embedded Postgres' tuning, in its data dir (EmbeddedPostgres._write_tuning).
+TUNING_FILE = "portal.conf"
 # A server is given this long to become ready (Postgres replaying WAL after a crash,
 # Valkey loading a large append-only file) before `start()` gives up.
 READY_TIMEOUT_S = 600.0
@@ -366,42 +368,55 @@ class EmbeddedPostgres:
                 entry = pwd.getpwnam(PG_SYSTEM_USER)
                 os.chown(hba, entry.pw_uid, entry.pw_gid)
                 os.chown(self.password_mark, entry.pw_uid, entry.pw_gid)
+        self._write_tuning()
         port = port if port is not None else _free_port(self.portfile)
         self.portfile.write_text(str(port))
         return port
 
     def _options(self, port: int) -> list[str]:
-        # Sustained ingest writes WAL fast; with the default max_wal_size (1 GB) a
-        # checkpoint was forced every ~9 s and full-page images quadrupled the WAL per
-        # event (docs/performance.md). The space is only used under such load.
-        # The embedded server's data sits on the local disk and mostly in the page cache:
-        # with the default random_page_cost (4, for spinning disks) the planner read whole
-        # months of hourly usage by sequential scan where the primary key finds one chunk
-        # of customers in a tenth of the time (invoice run, docs/performance.md).
-        return [
-            "-p",
-            str(port),
-            "-h",
-            "127.0.0.1",
-            "-c",
-            "unix_socket_directories=",
-            "-c",
-            "password_encryption=scram-sha-256",
-            "-c",
-            "max_connections=200",
-            "-c",
-            f"shared_buffers={_shared_buffers_mb()}MB",
-            "-c",
-            "max_wal_size=8GB",
-            "-c",
-            "checkpoint_timeout=15min",
-            "-c",
-            "wal_compression=pglz",
-            "-c",
-            "random_page_cost=1.1",
-            "-c",
-            f"effective_cache_size={_cache_mb()}MB",
-        ]
+        # Only what keeps the server where we expect it (its port, loopback, no socket) is
+        # on the command line, which nothing can override; the tuning is in TUNING_FILE.
+        return ["-p", str(port), "-h", "127.0.0.1", "-c", "unix_socket_directories="]
+
+    def _write_tuning(self) -> None:
+        """Our settings in `<pgdata>/portal.conf`, rewritten at every start and included by
+        postgresql.conf, so an operator's `ALTER SYSTEM SET` (postgresql.auto.conf, read
+        after it) overrides any of them and survives restarts; a `-c` on the command line
+        would have overridden the operator instead (the benchmark's `--pg-set` did nothing)."""
+        settings = {
+            "password_encryption": "scram-sha-256",
+            "max_connections": "200",
+            "shared_buffers": f"{_shared_buffers_mb()}MB",
+            # Sustained ingest writes WAL fast; with the default max_wal_size (1 GB) a
+            # checkpoint was forced every ~9 s and full-page images quadrupled the WAL per
+            # event (docs/performance.md). The space is only used under such load.
+            "max_wal_size": "8GB",
+            "checkpoint_timeout": "15min",
+            # Full-page images are most of the WAL under ingest (the ledger's index on random
+            # event ids); pglz is the only compression this build has.
+            "wal_compression": "pglz",
+            # The data sits on the local disk and mostly in the page cache: with the default
+            # random_page_cost (4, for spinning disks) the planner read whole months of hourly
+            # usage by sequential scan where the primary key finds one chunk of customers in a
+            # tenth of the time (invoice run, docs/performance.md).
+            "random_page_cost": "1.1",
+            "effective_cache_size": f"{_cache_mb()}MB",
+        }
+        tuning = self.pgdata / TUNING_FILE
+        tuning.write_text(
+            "# Written by usage-portal (portal/infrastructure/embedded.py) at every start.\n"
+            "# Override any of these with ALTER SYSTEM SET (postgresql.auto.conf).\n"
+            + "".join(f"{name} = '{value}'\n" for name, value in settings.items())
+        )
+        main = self.pgdata / "postgresql.conf"
+        include = f"include_if_exists = '{TUNING_FILE}'\n"
+        if include not in main.read_text():
+            with main.open("a") as conf:
+                conf.write("\n# usage-portal's tuning (embedded.py)\n" + include)
+        if self._run_as:
+            entry = pwd.getpwnam(PG_SYSTEM_USER)
+            for path in (tuning, main):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
 
     def launch(self, password: str, *, port: int | None = None) -> tuple[int, subprocess.Popen[bytes]]:
         """Start the postmaster as a child of this process, in its own session (it outlives

@@ -184,3 +184,38 @@ def test_status_finds_the_servers_while_one_of_them_is_down(
     assert started is None
     assert (settings.database_url, settings.redis_url) == (urls.database_url, urls.redis_url)
     assert servers.postgres.running_port() is None
+
+
+def test_the_tuning_is_ours_until_an_operator_alters_it_but_the_address_stays_loopback(
+    servers: EmbeddedServers,
+) -> None:
+    urls = servers.start()
+
+    async def settings(url: str, *alter: str) -> dict[str, str]:
+        conn = await asyncpg.connect(url)
+        try:
+            for statement in alter:
+                await conn.execute(statement)
+            names = ("shared_buffers", "wal_compression", "random_page_cost", "listen_addresses")
+            return {name: await conn.fetchval(f"SHOW {name}") for name in names}
+        finally:
+            await conn.close()
+
+    before = asyncio.run(
+        settings(
+            urls.database_url,
+            "ALTER SYSTEM SET random_page_cost = 2",
+            "ALTER SYSTEM SET listen_addresses = '*'",
+        )
+    )
+    assert before["wal_compression"] == "pglz" and before["random_page_cost"] == "1.1"
+    memory_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
+    expected_mb = min(8192, max(128, memory_mb // 4))
+    assert before["shared_buffers"] in (f"{expected_mb}MB", f"{expected_mb // 1024}GB")
+    servers.stop()
+    urls = servers.start()
+    after = asyncio.run(settings(urls.database_url))
+    assert after["random_page_cost"] == "2"  # the operator's, kept across restarts
+    assert after["listen_addresses"] == "127.0.0.1"  # the command line's, whatever was altered
+    port = servers.postgres.running_port()
+    assert port is not None and _listeners(port) == {"0100007F"}
