@@ -41,6 +41,8 @@ ReadMessages = Callable[[], Awaitable[int]]
 # for IDLE_S stops reading until the next one.
 POLL_S = 0.2
 IDLE_S = 30.0
+# A read that takes longer is given up (the backlog is taken as unknown, not bounding).
+READ_TIMEOUT_S = 0.5
 # Weight of the newest message in the running events-per-message figure.
 _SMOOTHING = 0.05
 
@@ -147,7 +149,8 @@ class PersistBacklog:
 
     async def _read(self) -> None:
         try:
-            messages = await self.read_messages()
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                messages = await self.read_messages()
         except Exception as exc:
             # The broker itself is down or unreachable: the hand-off finds out and answers
             # 503; refusing here as well would only hide which store failed.
