@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -75,8 +76,14 @@ def rabbitmq_messages(url: str, queue: str = INGEST_QUEUE) -> ReadMessages:
     """Messages of `queue` ready in RabbitMQ, and of its delay queue (those being persisted
     are not visible over AMQP). One connection, opened on first use and again after a failure."""
     admin: RabbitmqAdmin | None = None
+    # A read given up on (READ_TIMEOUT_S) goes on in its thread: the next waits for it.
+    one_at_a_time = threading.Lock()
 
     def count() -> int:
+        with one_at_a_time:
+            return read_counts()
+
+    def read_counts() -> int:
         nonlocal admin
         try:
             if admin is None:
@@ -109,6 +116,8 @@ class PersistBacklog:
     _poller: asyncio.Task[None] | None = None
     _last_asked: float = 0.0  # time.monotonic()
     _held: int = 0  # requests waiting for the backlog to fall below its bound
+    # One read at a time (each poll would otherwise start another while one hangs).
+    _reading: asyncio.Lock = field(default_factory=asyncio.Lock)
     _read_failing: bool = False
 
     async def admit(self) -> None:
@@ -149,7 +158,7 @@ class PersistBacklog:
 
     async def _read(self) -> None:
         try:
-            async with asyncio.timeout(READ_TIMEOUT_S):
+            async with self._reading, asyncio.timeout(READ_TIMEOUT_S):
                 messages = await self.read_messages()
         except Exception as exc:
             # The broker itself is down or unreachable: the hand-off finds out and answers
