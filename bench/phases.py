@@ -26,6 +26,18 @@ from bench.stack import Catalog, Environment, check_alive
 
 
 @dataclass(slots=True)
+class EdgeMinute:
+    """One minute of a long run: CPU per role and the events accepted in it."""
+
+    cpu: CpuUsage
+    accepted: int
+
+
+# A phase this long also measures its first and last minute on their own.
+EDGE_MINUTES_FROM_S = 120.0
+
+
+@dataclass(slots=True)
 class PhaseResult:
     name: str
     load: LoadStats
@@ -35,6 +47,9 @@ class PhaseResult:
     statements: list[serverstats.Stat] = field(default_factory=list)
     counters: tuple[dict[str, float], dict[str, float]] = ({}, {})
     settings: dict[str, Any] = field(default_factory=dict)
+    # In runs of EDGE_MINUTES_FROM_S or longer: the CPU and accepted events of the first and
+    # the last minute, to show what grew between them (target 4).
+    edges: tuple[EdgeMinute, EdgeMinute] | None = None
 
     @property
     def accepted_eps(self) -> float:
@@ -82,6 +97,11 @@ class Bench:
         pg_before = await serverstats.pg_statements(self.pg) if self.pg_stats else {}
         counters_before = await serverstats.counters(self.pg, self.redis)
         before = snapshot(self.roles)
+        edges = (
+            asyncio.ensure_future(_edge_minutes(self.roles, stats, self.opts.duration))
+            if tag == "B" and self.opts.duration >= EDGE_MINUTES_FROM_S
+            else None
+        )
         await body(stats)
         after = snapshot(self.roles)
         valkey_after = await serverstats.valkey_commands(self.redis)
@@ -109,6 +129,7 @@ class Bench:
             valkey=serverstats.delta(valkey_before, valkey_after),
             statements=serverstats.delta(pg_before, pg_after),
             counters=(counters_before, counters_after),
+            edges=await edges if edges is not None else None,
         )
         self.results[name] = result
         return result
@@ -274,3 +295,17 @@ class Bench:
         result = await self._measured(name, tag, body)
         result.settings = {"rate_eps": rate, "batch_size": opts.batch_size, "duration_s": opts.lag_duration}
         return result
+
+
+async def _edge_minutes(roles: Roles, stats: LoadStats, duration: float) -> tuple[EdgeMinute, EdgeMinute]:
+    """CPU per role and events accepted in the first minute of a closed loop of `duration`
+    seconds and in its last (sampled on this process's clock from the loop's start)."""
+    started = time.monotonic()
+
+    async def minute(start_s: float) -> EdgeMinute:
+        await asyncio.sleep(max(0.0, started + start_s - time.monotonic()))
+        first, accepted = snapshot(roles), stats.accepted
+        await asyncio.sleep(max(0.0, started + start_s + 60.0 - time.monotonic()))
+        return EdgeMinute(usage_between(first, snapshot(roles)), stats.accepted - accepted)
+
+    return await minute(0.0), await minute(duration - 60.0)

@@ -388,6 +388,18 @@ def report(
             + (f" (steal {100 * steal:.0f}%)" if steal >= 0.005 else "")
         )
     for name, result in bench.results.items():
+        if result.edges is not None:
+            lines.append(f"   {name}: µs of CPU per accepted event, first and last minute (what grew):")
+            for label, edge in zip(("first minute", "last minute"), result.edges, strict=True):
+                per_event = 1e6 / edge.accepted if edge.accepted else 0.0
+                cells = ", ".join(
+                    f"{role} {edge.cpu.by_role.get(role, 0.0) * per_event:.1f}" for role in ROLES
+                )
+                lines.append(
+                    f"      {label:<13} {edge.accepted / 60:>8,.0f} accepted/s   {cells}; "
+                    f"machine busy {100 * edge.cpu.machine_busy_fraction:.0f}%"
+                )
+    for name, result in bench.results.items():
         kernel = [
             f"{role} {100 * result.cpu.sys_by_role.get(role, 0) / cpu:.0f}%"
             for role in ROLES
@@ -481,6 +493,10 @@ def report(
             "valkey_commands": [dataclasses.asdict(x) for x in result.valkey[:15]],
             "pg_statements": [dataclasses.asdict(x) for x in result.statements[:15]],
         }
+        if result.edges is not None:
+            out["phases"][name]["edge_minutes"] = [
+                {"accepted": edge.accepted, "cpu_s": edge.cpu.by_role} for edge in result.edges
+            ]
     out["bench"] = "ingest"
     out["verdicts"] = [v.as_dict() for v in verdicts]
     if bench.copy_floor is not None:
