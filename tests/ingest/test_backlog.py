@@ -49,12 +49,8 @@ async def test_at_its_bound_ingest_refuses_with_a_503_counts_nothing_and_takes_e
     redis: Redis,
     bounded: PersistBacklog,
 ) -> None:
-    worker.stop()  # accepted events stay in the broker
     headers = auth(ingest_key)
-    for quantity in (1, 2, 3):
-        taken = await client.post("/v1/events/batch", json=batch(quantity), headers=headers)
-        assert taken.status_code == 202 and taken.json()["accepted"] == 1000
-    await wait_for(lambda: _at_least(bounded, 2500), timeout=10, what="the backlog to be read")
+    await _fill_to_the_bound(client, headers, worker, bounded, quantities=(1, 2, 3))
 
     refused = await client.post("/v1/events/batch", json=batch(4), headers=headers)
     assert refused.status_code == 503, refused.text
@@ -87,11 +83,8 @@ async def test_a_request_held_back_at_the_bound_is_taken_once_the_worker_catches
     redis: Redis,
     bounded: PersistBacklog,
 ) -> None:
-    worker.stop()
     headers = auth(ingest_key)
-    for _ in range(3):
-        assert (await client.post("/v1/events/batch", json=batch(1), headers=headers)).status_code == 202
-    await wait_for(lambda: _at_least(bounded, 2500), timeout=10, what="the backlog to be read")
+    await _fill_to_the_bound(client, headers, worker, bounded, quantities=(1, 1, 1))
     bounded.wait_s = 60.0  # long enough for a worker to start and catch up
     # The test client runs the app in its own thread and blocks this loop until it answers:
     # the worker starts from a timer thread while the request is held back.
@@ -128,6 +121,25 @@ def test_the_events_per_message_follow_the_messages_sent() -> None:
     assert round(backlog.events_per_message) == 20
     backlog.note_message(0)  # an empty message teaches nothing
     assert round(backlog.events_per_message) == 20
+
+
+async def _fill_to_the_bound(
+    client: AsyncTestClient[Any],
+    headers: dict[str, str],
+    worker: WorkerProcess,
+    bounded: PersistBacklog,
+    *,
+    quantities: tuple[int, ...],
+) -> None:
+    """With the worker stopped, a 1000-event batch per quantity, all taken and left in the
+    broker, until this process has read a backlog at its bound."""
+    worker.stop()
+    for quantity in quantities:
+        taken = await client.post("/v1/events/batch", json=batch(quantity), headers=headers)
+        assert taken.status_code == 202 and taken.json()["accepted"] == 1000
+    await wait_for(
+        lambda: _at_least(bounded, bounded.limit_events), timeout=10, what="the backlog to be read"
+    )
 
 
 async def _at_least(backlog: PersistBacklog, events: int) -> bool:
