@@ -127,8 +127,8 @@ class PersistBacklog:
             return
         self._last_asked = time.monotonic()
         if self._poller is None or self._poller.done():
-            await self._read()  # the first request after an idle spell sees a fresh figure
             self._poller = asyncio.get_running_loop().create_task(self._poll())
+            await self._read()  # the first request after an idle spell sees a fresh figure
         if self.waiting_events < self.limit_events:
             return
         self._held += 1
