@@ -15,7 +15,7 @@ Postgres' defaults, the embedded superuser has the REPLICATION attribute, and th
 
 No replication slot is made: a slot keeps WAL on the primary for as long as the replica is
 away, and an abandoned one fills the primary's disk. A replica stopped for longer than the
-WAL the primary keeps (its `max_wal_size`, 8 GB for the embedded one) must be made again:
+WAL the primary keeps (its `max_wal_size`, up to 32 GB for the embedded one) must be made again:
 `start(fresh=True)`.
 
 The replica has the primary's data directory settings and password (a base backup copies
@@ -89,7 +89,7 @@ class EmbeddedReplica:
                     "-X",
                     "stream",
                     # An immediate checkpoint: the default spread one waits up to ~13 minutes
-                    # (the embedded primary's checkpoint_timeout is 15 min).
+                    # (the embedded primary's checkpoint_timeout is 30 min).
                     "--checkpoint=fast",
                     "--no-sync",
                 ],
