@@ -196,7 +196,14 @@ def test_the_tuning_is_ours_until_an_operator_alters_it_but_the_address_stays_lo
         try:
             for statement in alter:
                 await conn.execute(statement)
-            names = ("shared_buffers", "wal_compression", "random_page_cost", "listen_addresses")
+            names = (
+                "shared_buffers",
+                "wal_compression",
+                "random_page_cost",
+                "listen_addresses",
+                "checkpoint_timeout",
+                "max_wal_size",
+            )
             return {name: await conn.fetchval(f"SHOW {name}") for name in names}
         finally:
             await conn.close()
@@ -209,6 +216,13 @@ def test_the_tuning_is_ours_until_an_operator_alters_it_but_the_address_stays_lo
         )
     )
     assert before["wal_compression"] == "pglz" and before["random_page_cost"] == "1.1"
+    assert before["checkpoint_timeout"] == "30min"
+    wal_gb = (
+        int(before["max_wal_size"].removesuffix("MB")) / 1024
+        if before["max_wal_size"].endswith("MB")
+        else int(before["max_wal_size"].removesuffix("GB"))
+    )
+    assert 1 <= wal_gb <= 32
     memory_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
     expected_mb = min(8192, max(128, memory_mb // 4))
     assert before["shared_buffers"] in (f"{expected_mb}MB", f"{expected_mb // 1024}GB")
