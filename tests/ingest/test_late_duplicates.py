@@ -275,7 +275,11 @@ async def test_two_deliveries_settling_out_of_order_count_the_batch_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given a batch the web never counted, delivered twice at once: one delivery's commit
-    # admits the events, the other's (waiting on the first) admits nothing
+    # admits the events, the other's (waiting on the first) admits nothing. The deliveries
+    # are this test's own: a worker left running by an earlier test would settle the batch
+    # a third time, with its events (and count them twice, whenever it got there first).
+    for running in list(RUNNING_WORKERS):
+        running.stop()
     dying = WebDiesBeforeCounting(monkeypatch)
     batch = [event(quantity="4", dimensions={"region": "us"}), event(quantity="0.5")]
     assert await send(client, ingest_key, batch) == {"accepted": 2, "duplicates": 0, "rejected": []}
