@@ -3,8 +3,10 @@
 `POST /v1/events` and `POST /v1/events/batch` (`routes.py`): each event is checked on its
 own (`validation.py`), duplicates are found against the live markers, the batch is made
 durable in the broker (`handoff.py`, concurrent requests coalesced into one message) and
-then counted live (`service.py`). `events.py` is the accepted event's wire form, shared
-with the workers that persist it; `portal/compat/` feeds the same path.
+then counted live (`service.py`). While the workers are too far behind, `backlog.py` holds
+new requests back and then refuses them (503) before anything is read. `events.py` is the
+accepted event's wire form, shared with the workers that persist it; `portal/compat/`
+feeds the same path.
 
 Tables (`models.py`): `event_ledger` (one row per accepted (customer, eventId), with its
 fingerprint: the dedup guard, pruned after the lateness window), `usage_events` (the raw
