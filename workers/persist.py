@@ -183,7 +183,7 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
     # message admitted it on an earlier delivery.
     copies: list[AcceptedEvent] = list(repeats)
     if await ingest_repository.admit_to_ledger(conn, events, event_times, received_at, message) < len(events):
-        held = await ingest_repository.ledger_holdings(conn, events, message)
+        held = await ingest_repository.ledger_holdings(conn, events)
         admitted, admitted_times = [], []
         for e, at in zip(events, event_times, strict=True):
             holding = held.get((e.customer_id, e.event_id))

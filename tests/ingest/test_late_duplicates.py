@@ -6,6 +6,7 @@ the batch is persisted, whatever the resend, the race or the redelivery."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -263,6 +264,39 @@ async def test_a_message_the_web_never_counted_is_counted_once_however_often_del
     await wait_until_persisted(redis)
     # Then the live view counts each event once, as the bill does
     assert await live_and_billed(client, admin_key, "api_calls") == ("6.25", "6.25")
+
+
+async def test_deliveries_whose_transactions_began_in_the_same_microsecond_admit_once(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    catalog: None,
+    settings: Settings,
+) -> None:
+    # Given a delivery that persisted a message's events in a transaction that began in
+    # the very microsecond a second delivery's transaction began (it happened in CI: the
+    # second took the ledger's entries for its own and billed them again)
+    from workers.persist import persist_rows
+
+    rows = [wire(customer="acme", quantity=q) for q in ("1", "2", "3.25")]
+    received = datetime.now(UTC)
+    first = await asyncpg.connect(settings.database_url)
+    second = await asyncpg.connect(settings.database_url)
+    try:
+        later = second.transaction()
+        await later.start()
+        began = await second.fetchval("SELECT now()")
+        async with first.transaction():
+            assert (await persist_rows(first, "message-same-instant", received, rows)).persisted == 3
+            await first.execute("UPDATE event_ledger SET persisted_at = $1", began)
+        # When the second delivery persists the same message
+        outcome = await persist_rows(second, "message-same-instant", received, rows)
+        await later.commit()
+    finally:
+        await first.close()
+        await second.close()
+    # Then it admits nothing and corrects nothing live (the same message's own events)
+    assert (outcome.persisted, outcome.admitted, outcome.live_corrections) == (0, (), ())
+    assert (await usage(client, admin_key, "api_calls", "billed"))["total"] == "6.25"
 
 
 async def test_two_deliveries_settling_out_of_order_count_the_batch_once(
