@@ -254,6 +254,7 @@ class LoadFigures:
     usage_rows: int = 0
     total_s: float = 0.0
     table_bytes: int = 0
+    daily_bytes: int = 0
     zones: Counter[str] = field(default_factory=Counter)
 
 
@@ -279,6 +280,7 @@ async def load_data(stack: Stack, opts: Options) -> LoadFigures:
         # The primary key is rebuilt after the load: one sort instead of 37M random index
         # inserts (the rows come hour by hour, the key leads with the customer).
         await conn.execute("ALTER TABLE hourly_usage DROP CONSTRAINT hourly_usage_pkey")
+        await conn.execute("ALTER TABLE daily_usage DROP CONSTRAINT daily_usage_pkey")
         log(
             f"generating {expected:,} hourly_usage rows ({opts.layout} order, "
             f"{opts.load_connections} connections)"
@@ -302,7 +304,7 @@ async def load_data(stack: Stack, opts: Options) -> LoadFigures:
                 report=report,
             )
 
-        await step("hourly_usage rows (INSERT … SELECT)", usage)
+        await step("hourly_usage and daily_usage rows (INSERT … SELECT)", usage)
 
         async def primary_key() -> None:
             await conn.execute("SET maintenance_work_mem = '2GB'")
@@ -310,15 +312,23 @@ async def load_data(stack: Stack, opts: Options) -> LoadFigures:
                 "ALTER TABLE hourly_usage ADD CONSTRAINT hourly_usage_pkey "
                 "PRIMARY KEY (customer_id, metric_name, hour, group_key)"
             )
+            await conn.execute(
+                "ALTER TABLE daily_usage ADD CONSTRAINT daily_usage_pkey "
+                "PRIMARY KEY (customer_id, metric_name, day, group_key)"
+            )
 
-        await step("hourly_usage primary key", primary_key)
+        await step("primary keys", primary_key)
         await step("VACUUM ANALYZE", lambda: conn.execute("VACUUM (ANALYZE)"))
         await step("CHECKPOINT", lambda: conn.execute("CHECKPOINT"))
         figures.total_s = time.perf_counter() - started
         count = await conn.fetchval("SELECT count(*) FROM hourly_usage")
         if count != expected:
             raise RuntimeError(f"hourly_usage has {count} rows, expected {expected}")
+        days = await conn.fetchval("SELECT count(*) FROM daily_usage")
+        if days * 24 != expected:
+            raise RuntimeError(f"daily_usage has {days} rows, expected {expected // 24}")
         figures.table_bytes = await conn.fetchval("SELECT pg_total_relation_size('hourly_usage')")
+        figures.daily_bytes = await conn.fetchval("SELECT pg_total_relation_size('daily_usage')")
     finally:
         await conn.close()
     return figures
@@ -539,7 +549,8 @@ def print_report(opts: Options, machine: dict[str, Any], load: LoadFigures, meas
     )
     add(
         f"               {load.usage_rows:,} hourly_usage rows ({opts.layout} order), "
-        f"{load.table_bytes / 2**30:.2f} GiB with its index"
+        f"{load.table_bytes / 2**30:.2f} GiB with its index; {load.usage_rows // 24:,} daily_usage "
+        f"rows, {load.daily_bytes / 2**30:.2f} GiB"
     )
     add(f"generation     {load.total_s:.1f} s in all")
     for name, seconds in load.steps.items():

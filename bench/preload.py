@@ -6,7 +6,8 @@ now, for the benchmark catalog's customers and meters:
   as clients' UUIDs; event times evenly over the 30 days; 60 % sum events with a region,
   30 % count, 10 % max, like the load generator), in chunks on two connections;
 - `hourly_usage` aggregated from those `usage_events` rows (local hours of each
-  customer's zone), so billing and reconcile read consistent history.
+  customer's zone), and `daily_usage` rolled up from those hours, so billing and
+  reconcile read consistent history.
 
 The monthly partitions are created first (`portal.ingest.partitions.ensure_partitions`).
 The tables' indexes and primary keys are dropped for the load and rebuilt after it (one
@@ -28,6 +29,7 @@ import asyncpg
 
 from bench.config import REGIONS, ZONES, log
 from bench.stack import Catalog
+from portal.usage import repository as usage_repository
 
 HISTORY = timedelta(days=30)
 CHUNK = 2_000_000
@@ -191,6 +193,10 @@ async def preload(database_url: str, catalog: Catalog, millions: float) -> Prelo
 
         await step(f"rebuild {len(rebuild)} keys and indexes", rebuild_indexes())
         await step("hourly_usage (aggregated from the events)", main.execute(_hourly_sql(catalog, prefix)))
+        await step(
+            "daily_usage (rolled up from the hours)",
+            usage_repository.rebuild_days(main, list(catalog.customers)),
+        )
         out.hourly_rows = int(
             await main.fetchval(
                 "SELECT count(*) FROM hourly_usage WHERE customer_id = ANY($1::text[])", catalog.customers

@@ -213,7 +213,10 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
         if uniques:
             deltas["unique_count"] = await _unique_deltas(conn, uniques)
         for aggregation in AGGREGATION_ORDER:
+            # Each meter's hours, then its days: every transaction takes row locks in
+            # the same order, hourly before daily, so two persists never deadlock.
             await usage_repository.upsert_hours(conn, aggregation, deltas.get(aggregation, {}))
+            await usage_repository.upsert_days(conn, aggregation, deltas.get(aggregation, {}))
     late = await record_late_events(conn, admitted)
     watched = (
         await alerting_repository.customers_with_rules_among(conn, {e.customer_id for e in admitted})

@@ -217,7 +217,8 @@ async def _correct_hour(
     new_quantity: Decimal | None,
     kind: Kind,
 ) -> None:
-    """Change the event's hour and group in `hourly_usage` (and `hourly_unique_values`)."""
+    """Change the event's hour and group in `hourly_usage` (and `hourly_unique_values`), and
+    its day in `daily_usage`."""
     customer_id, metric_name, hour, group_key = key
     if aggregation == "sum":
         after = Decimal(0) if kind == "cancel" else (new_quantity or Decimal(0))
@@ -246,6 +247,7 @@ async def _correct_hour(
             await usage_store.add_to_hour(session, *key, value=Decimal(-1), events=-1)
         else:
             await usage_store.add_to_hour(session, *key, value=Decimal(0), events=-1)
+    await usage_store.refresh_day(session, *key, aggregation)
 
 
 async def live_ops(session: AsyncSession, correction: EventCorrection) -> list[list[Any]]:

@@ -21,6 +21,7 @@ DISTRIBUTED = (
     "event_corrections",
     "hourly_usage",
     "hourly_unique_values",
+    "daily_usage",
     "live_drift",
     "subscriptions",
     "credit_grants",

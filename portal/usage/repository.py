@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -78,6 +78,65 @@ async def upsert_hours(conn: Any, aggregation: str, rows: dict[AggKey, HourDelta
         [d.event_count for _, d in ordered],
         [d.latest_at for _, d in ordered],
         [d.latest_event_id for _, d in ordered],
+    )
+
+
+# The aggregations daily_usage rolls up: those whose period total combines day totals (a
+# latest value and a distinct count do not; they stay on the hourly tables).
+DAILY_AGGREGATIONS = frozenset({"sum", "count", "max"})
+
+_DAY_UPSERT = {
+    "sum": "value = d.value + EXCLUDED.value, event_count = d.event_count + EXCLUDED.event_count",
+    "count": "value = d.value + EXCLUDED.value, event_count = d.event_count + EXCLUDED.event_count",
+    "max": "value = GREATEST(d.value, EXCLUDED.value), event_count = d.event_count + EXCLUDED.event_count",
+}
+
+# A local hour → its local day's start and end in the customer's zone, as instants; the day
+# end is the next local midnight, so it equals the next day's start across DST changes.
+_DAY = "date_trunc('day', u.h, cu.timezone)"
+_DAY_END = f"({_DAY} AT TIME ZONE cu.timezone + interval '1 day') AT TIME ZONE cu.timezone"
+
+
+async def upsert_days(conn: Any, aggregation: str, rows: dict[AggKey, HourDelta]) -> None:
+    """Add a batch's hourly deltas to their daily_usage rows (sum, count and max meters),
+    after `upsert_hours` in the same persist transaction; rows are locked in key order."""
+    if not rows or aggregation not in DAILY_AGGREGATIONS:
+        return
+    ordered = sorted(rows.items())
+    combine = "max" if aggregation == "max" else "sum"
+    # Raw asyncpg: the ingest hot path, one unnest upsert for the whole batch. The local day
+    # is Postgres' (the customer's zone is in the same database; no lookup in the worker).
+    await conn.execute(
+        "INSERT INTO daily_usage AS d (customer_id, metric_name, day, group_key, day_end, value, "
+        f"event_count) SELECT u.c, u.m, {_DAY}, u.g, {_DAY_END}, {combine}(u.v), sum(u.n) "
+        "FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::numeric[], "
+        "$6::bigint[]) AS u(c, m, h, g, v, n) JOIN customers cu ON cu.id = u.c "
+        "GROUP BY u.c, u.m, 3, u.g, 5 ORDER BY u.c, u.m, 3, u.g "
+        "ON CONFLICT (customer_id, metric_name, day, group_key) DO UPDATE SET "
+        f"{_DAY_UPSERT[aggregation]}, updated_at = now()",
+        [k[0] for k, _ in ordered],
+        [k[1] for k, _ in ordered],
+        [micros_to_datetime(k[2] * 1_000_000) for k, _ in ordered],
+        [k[3] for k, _ in ordered],
+        [d.value for _, d in ordered],
+        [d.event_count for _, d in ordered],
+    )
+
+
+async def rebuild_days(conn: Any, customer_ids: Sequence[str]) -> None:
+    """Set the customers' daily_usage rows to what their hourly_usage rows come to (the
+    migration's backfill, for loaders that write hourly_usage directly), on an asyncpg
+    connection in the caller's transaction."""
+    # Raw asyncpg: a bulk rollup, one statement for the whole set of customers.
+    await conn.execute("DELETE FROM daily_usage WHERE customer_id = ANY($1::text[])", list(customer_ids))
+    await conn.execute(
+        "INSERT INTO daily_usage (customer_id, metric_name, day, group_key, day_end, value, "
+        f"event_count) SELECT u.c, u.m, {_DAY}, u.g, {_DAY_END}, "
+        "CASE WHEN m.aggregation = 'max' THEN max(u.v) ELSE sum(u.v) END, sum(u.n) "
+        "FROM hourly_usage AS u(c, m, h, g, v, n) JOIN customers cu ON cu.id = u.c "
+        "JOIN meters m ON m.metric_name = u.m AND m.aggregation IN ('sum', 'count', 'max') "
+        "WHERE u.c = ANY($1::text[]) GROUP BY u.c, u.m, 3, u.g, 5, m.aggregation",
+        list(customer_ids),
     )
 
 
@@ -255,6 +314,20 @@ async def hourly_totals_since(
 # customers (an expanding IN would be a new statement per count).
 
 
+# A local day lasts at most 25 hours (a DST change): an hour this far from both ends of a
+# window is in a day that lies whole inside it.
+_EDGE = timedelta(hours=26)
+# A window's edge hours that no whole day inside the window holds: hourly_usage rows in
+# [:lo, :head) and [:tail, :hi) whose day straddles an end of the window.
+_EDGE_HOURS = (
+    "SELECT h.customer_id, h.metric_name, h.group_key, h.value FROM hourly_usage h "
+    "WHERE h.customer_id = ANY(:ids) AND h.metric_name = ANY(:metrics) AND h.hour >= {lo} "
+    "AND h.hour < {hi} AND NOT EXISTS (SELECT FROM daily_usage d WHERE d.customer_id = h.customer_id "
+    "AND d.metric_name = h.metric_name AND d.group_key = h.group_key AND d.day <= h.hour "
+    "AND d.day_end > h.hour AND d.day >= :lo AND d.day_end <= :hi)"
+)
+
+
 async def window_sums(
     session: AsyncSession,
     *,
@@ -263,15 +336,34 @@ async def window_sums(
     start: datetime,
     end: datetime,
 ) -> list[tuple[str, str, str, Decimal, Decimal]]:
-    """(customer id, metric, group key, sum, max) of the hourly values in [start, end) of each
-    customer, meter and group with any."""
+    """(customer id, metric, group key, sum, max) of the usage in [start, end) of each
+    customer, sum/count/max meter and group with any: the value of its hours added, and the
+    largest hourly value (meaningful for a max meter only).
+
+    The days that lie whole inside the window are read from daily_usage (one row a day),
+    the hours of the days that straddle its ends from hourly_usage: a month costs ~31 + ~52
+    rows per meter and group instead of ~744, with the same total to the digit."""
+    head = min(start + _EDGE, end)
+    tail = max(end - _EDGE, head)
     rows: Any = await session.execute(
         text(
-            "SELECT customer_id, metric_name, group_key, sum(value), max(value) FROM hourly_usage "
-            "WHERE customer_id = ANY(:ids) AND metric_name = ANY(:metrics) "
-            "AND hour >= :lo AND hour < :hi GROUP BY 1, 2, 3"
+            "SELECT customer_id, metric_name, group_key, sum(value), max(value) FROM ("
+            "SELECT customer_id, metric_name, group_key, value FROM daily_usage "
+            "WHERE customer_id = ANY(:ids) AND metric_name = ANY(:metrics) AND day >= :lo "
+            "AND day_end <= :hi UNION ALL "
+            + _EDGE_HOURS.format(lo=":lo", hi=":head")
+            + " UNION ALL "
+            + _EDGE_HOURS.format(lo=":tail", hi=":hi")
+            + ") usage GROUP BY 1, 2, 3"
         ),
-        {"ids": list(customer_ids), "metrics": list(metric_names), "lo": start, "hi": end},
+        {
+            "ids": list(customer_ids),
+            "metrics": list(metric_names),
+            "lo": start,
+            "hi": end,
+            "head": head,
+            "tail": tail,
+        },
     )
     return [(c, m, g, total, peak) for c, m, g, total, peak in rows]
 
@@ -398,6 +490,43 @@ async def set_hour(
         .execution_options(synchronize_session=False)
     )
     await session.execute(statement)
+
+
+async def refresh_day(
+    session: AsyncSession,
+    customer_id: str,
+    metric_name: str,
+    hour: datetime,
+    group_key: str,
+    aggregation: str,
+) -> None:
+    """Set the daily_usage row of the hour's local day and group to what its hourly_usage
+    rows come to now (after a correction changed one; none left: the row goes)."""
+    if aggregation not in DAILY_AGGREGATIONS:
+        return
+    key = {"c": customer_id, "m": metric_name, "g": group_key, "hour": hour}
+    # Raw SQL: an insert from an aggregate over the day's hours, the day in the customer's
+    # zone as the persist transaction computes it (`upsert_days`).
+    await session.execute(
+        text(
+            "DELETE FROM daily_usage WHERE customer_id = :c AND metric_name = :m AND group_key = :g "
+            "AND day <= :hour AND day_end > :hour"
+        ),
+        key,
+    )
+    combine = "max" if aggregation == "max" else "sum"
+    await session.execute(
+        text(
+            "INSERT INTO daily_usage (customer_id, metric_name, day, group_key, day_end, value, "
+            f"event_count) SELECT h.customer_id, h.metric_name, z.day, h.group_key, z.day_end, "
+            f"{combine}(h.value), sum(h.event_count) FROM customers cu CROSS JOIN LATERAL (SELECT "
+            f"{_DAY} AS day, {_DAY_END} AS day_end FROM (SELECT CAST(:hour AS timestamptz) AS h) u) z "
+            "JOIN hourly_usage h ON h.customer_id = cu.id AND h.metric_name = :m AND h.group_key = :g "
+            "AND h.hour >= z.day AND h.hour < z.day_end WHERE cu.id = :c "
+            "GROUP BY h.customer_id, h.metric_name, z.day, h.group_key, z.day_end"
+        ),
+        key,
+    )
 
 
 async def drop_unique_value(
