@@ -6,12 +6,14 @@ pure), and the recent hours and days that `portal/usage/anomaly_rule.py` judges 
 (`anomaly_detection.py`). The pages and alert rules read usage through here.
 
 Tables (`models.py`): `hourly_usage` (per customer, metric, local hour and group-by
-values: value, count, latest) and `hourly_unique_values` (the distinct values of each hour
-of a `unique_count` meter). Every statement on them is in `repository.py`; other modules
-call it, never the tables. The worker's persist transaction writes them through it
-(`workers/persist.py`: raw asyncpg unnest upserts, the hot path); reconcile
-(`workers/reconcile.py`), bills (`portal/billing/quantities.py`, in bulk) and the pages
-(`portal/pages/usage_breakdown.py`, `manager/events.py`) read them through it.
+values: value, count, latest), `hourly_unique_values` (the distinct values of each hour
+of a `unique_count` meter) and `daily_usage` (sum, count and max meters' hours rolled up
+per local day, which bills read for the whole days of a window). Every statement on them
+is in `repository.py`; other modules call it, never the tables. The worker's persist
+transaction writes them through it (`workers/persist.py`: raw asyncpg unnest upserts, the
+hot path); reconcile (`workers/reconcile.py`), bills (`portal/billing/quantities.py`, in
+bulk) and the pages (`portal/pages/usage_breakdown.py`, `manager/events.py`) read them
+through it.
 
 Redis keys: none of its own. Live reads go through `portal.live.store.LiveStore` (the
 `lu:` hour hashes, and `ls:` sets unioned in an `lt:` scratch key); see
