@@ -110,7 +110,9 @@ def parse_options(argv: list[str] | None = None) -> Options:
         default="time",
         help="physical order of hourly_usage: time (hour after hour, as "
         "production writes it; default) or customer (each customer's rows "
-        "together, the friendliest case for per-customer reads)",
+        "together, the friendliest case for per-customer reads; no sort files, "
+        "about 20 GB less disk at the peak of a 100,000-customer load). "
+        "daily_usage is always written day after day, as production writes it",
     )
     parser.add_argument(
         "--load-connections", type=int, default=2, help="connections generating usage rows in parallel (2)"
@@ -277,9 +279,11 @@ async def load_data(stack: Stack, opts: Options) -> LoadFigures:
         await step("customers + meters (COPY)", lambda: data.copy_catalog(conn, opts.customers, meters))
         await step("plan (create_plan)", lambda: data.create_plan_via_service(stack.database_url, meters))
         await step("subscriptions (COPY)", lambda: data.copy_subscriptions(conn, opts.customers, periods))
-        # The primary key is rebuilt after the load: one sort instead of 37M random index
-        # inserts (the rows come hour by hour, the key leads with the customer).
-        await conn.execute("ALTER TABLE hourly_usage DROP CONSTRAINT hourly_usage_pkey")
+        # The primary keys are rebuilt after the load: one sort instead of 37M random index
+        # inserts (the rows come hour by hour, the key leads with the customer). Rows in
+        # customer order go into the key in its order: it stays (no sort files on disk).
+        if opts.layout == "time":
+            await conn.execute("ALTER TABLE hourly_usage DROP CONSTRAINT hourly_usage_pkey")
         await conn.execute("ALTER TABLE daily_usage DROP CONSTRAINT daily_usage_pkey")
         log(
             f"generating {expected:,} hourly_usage rows ({opts.layout} order, "
@@ -308,10 +312,11 @@ async def load_data(stack: Stack, opts: Options) -> LoadFigures:
 
         async def primary_key() -> None:
             await conn.execute("SET maintenance_work_mem = '2GB'")
-            await conn.execute(
-                "ALTER TABLE hourly_usage ADD CONSTRAINT hourly_usage_pkey "
-                "PRIMARY KEY (customer_id, metric_name, hour, group_key)"
-            )
+            if opts.layout == "time":
+                await conn.execute(
+                    "ALTER TABLE hourly_usage ADD CONSTRAINT hourly_usage_pkey "
+                    "PRIMARY KEY (customer_id, metric_name, hour, group_key)"
+                )
             await conn.execute(
                 "ALTER TABLE daily_usage ADD CONSTRAINT daily_usage_pkey "
                 "PRIMARY KEY (customer_id, metric_name, day, group_key)"

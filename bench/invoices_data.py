@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 
@@ -262,17 +263,46 @@ async def generate_usage(
     periods: dict[str, ZonePeriod],
     *,
     layout: str = "time",
+    daily_layout: str = "time",
     connections: int = 2,
     report: Callable[[int, int, float], None] | None = None,
 ) -> int:
-    """hourly_usage for every customer, meter and hour of its period, in `layout` order;
-    returns the rows written. `report(chunks_done, rows_done, elapsed_s)` after each chunk."""
+    """hourly_usage for every customer, meter and hour of its period, in `layout` order, then
+    the daily_usage rows of those hours in `daily_layout` order; returns the hourly rows
+    written. `report(chunks_done, rows_done, elapsed_s)` after each chunk of hours."""
     zones = list(periods.values())
     args = ([z.zone for z in zones], [z.period.start for z in zones], [z.hours for z in zones], list(meters))
-    sql = _USAGE_SQL.format(order=LAYOUTS[layout])
-    daily_sql = _DAILY_SQL.format(order=DAILY_LAYOUTS[layout])
+    hours = max(z.hours for z in zones)
+    hourly = await _in_chunks(
+        database_url,
+        _USAGE_SQL.format(order=LAYOUTS[layout]),
+        args,
+        chunks_for(layout, customers, hours),
+        connections,
+        report,
+    )
+    await _in_chunks(
+        database_url,
+        _DAILY_SQL.format(order=DAILY_LAYOUTS[daily_layout]),
+        args,
+        chunks_for(daily_layout, customers, hours),
+        connections,
+        None,
+    )
+    return hourly
+
+
+async def _in_chunks(
+    database_url: str,
+    sql: str,
+    args: tuple[Any, ...],
+    chunks: list[Chunk],
+    connections: int,
+    report: Callable[[int, int, float], None] | None,
+) -> int:
+    """Run `sql` for each chunk on `connections` connections at once; the rows written."""
     queue: asyncio.Queue[Chunk] = asyncio.Queue()
-    for item in chunks_for(layout, customers, max(z.hours for z in zones)):
+    for item in chunks:
         queue.put_nowait(item)
     done = {"chunks": 0, "rows": 0}
     started = time.perf_counter()
@@ -284,9 +314,9 @@ async def generate_usage(
             await conn.execute("SET work_mem = '512MB'")  # the ORDER BY of a chunk, in memory
             while not queue.empty():
                 chunk = queue.get_nowait()
-                bounds = (chunk.id_lo, chunk.id_hi, chunk.hour_lo, chunk.hour_hi)
-                status = await conn.execute(sql, *args, *bounds)
-                await conn.execute(daily_sql, *args, *bounds)
+                status = await conn.execute(
+                    sql, *args, chunk.id_lo, chunk.id_hi, chunk.hour_lo, chunk.hour_hi
+                )
                 done["rows"] += int(status.split()[-1])
                 done["chunks"] += 1
                 if report is not None:

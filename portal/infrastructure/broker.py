@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
@@ -37,6 +38,8 @@ from portal.infrastructure.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Dramatiq's Redis broker's key prefix (its default, which setup_broker keeps).
+REDIS_NAMESPACE = "dramatiq"
 INGEST_QUEUE = "ingest"
 MAINTENANCE_QUEUE = "maintenance"
 # Alert evaluation and delivery: never stuck behind a backlog of ingest or maintenance.
@@ -51,6 +54,22 @@ REDIS_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError)
 # Dead letters are kept until replayed or cleared by us (portal/operations/dead_letters.py), never
 # dropped by Dramatiq's own maintenance: an ingest message holds accepted events.
 DEAD_LETTERS_KEPT_MS = 100 * 365 * 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class RedisQueueKeys:
+    """Where Dramatiq's Redis broker keeps a queue (its own naming, read by status, the
+    data gauges, the backlog bound and the dead-letter tools)."""
+
+    waiting: str  # list of message ids to deliver
+    messages: str  # hash: every message not acknowledged yet (waiting or being worked on)
+    delayed: str  # hash: the delay queue's messages (retries waiting for their time)
+    dead: str  # hash: the dead letters' messages
+
+
+def redis_queue_keys(queue: str) -> RedisQueueKeys:
+    base = f"{REDIS_NAMESPACE}:{queue}"
+    return RedisQueueKeys(base, f"{base}.msgs", f"{base}.DQ.msgs", f"{base}.XQ.msgs")
 
 
 class MsgspecJSONEncoder(Encoder):

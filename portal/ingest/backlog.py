@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from portal.infrastructure.broker import INGEST_QUEUE
+from portal.infrastructure.broker import INGEST_QUEUE, redis_queue_keys
 from portal.infrastructure.rabbitmq_admin import RabbitmqAdmin
 
 log = logging.getLogger(__name__)
@@ -63,8 +63,9 @@ def redis_broker_messages(broker: Redis, queue: str = INGEST_QUEUE) -> ReadMessa
 
     async def read() -> int:
         async with broker.pipeline(transaction=False) as pipe:
-            pipe.hlen(f"dramatiq:{queue}.msgs")
-            pipe.hlen(f"dramatiq:{queue}.DQ.msgs")
+            keys = redis_queue_keys(queue)
+            pipe.hlen(keys.messages)
+            pipe.hlen(keys.delayed)
             unacked, delayed = await pipe.execute()
         return int(unacked) + int(delayed)
 

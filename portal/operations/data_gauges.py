@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from portal.billing.repository import adjustments as adjustment_store
 from portal.billing.repository import invoices as invoice_store
-from portal.infrastructure.broker import QUEUES
+from portal.infrastructure.broker import QUEUES, redis_queue_keys
 from portal.infrastructure.periods import to_datetime
 from portal.ingest import repository as ingest_repository
 from portal.live import repository as live_repository
@@ -49,10 +49,11 @@ async def data_families(portal: PortalState, *, grace_hours: float) -> list[Fami
     else:
         async with portal.broker_redis.pipeline(transaction=False) as pipe:
             for name in QUEUES:
-                pipe.llen(f"dramatiq:{name}")
-                pipe.hlen(f"dramatiq:{name}.msgs")
-                pipe.hlen(f"dramatiq:{name}.DQ.msgs")
-                pipe.hlen(f"dramatiq:{name}.XQ.msgs")
+                keys = redis_queue_keys(name)
+                pipe.llen(keys.waiting)
+                pipe.hlen(keys.messages)
+                pipe.hlen(keys.delayed)
+                pipe.hlen(keys.dead)
             counts = await pipe.execute()
         for i, name in enumerate(QUEUES):
             waiting, unacked, delayed, dead = (int(c) for c in counts[i * 4 : i * 4 + 4])

@@ -36,13 +36,19 @@ from typing import Any
 
 import redis
 
-from portal.infrastructure.broker import ALERTS_QUEUE, INGEST_QUEUE, MAINTENANCE_QUEUE, QUEUES
+from portal.infrastructure.broker import (
+    ALERTS_QUEUE,
+    INGEST_QUEUE,
+    MAINTENANCE_QUEUE,
+    QUEUES,
+    REDIS_NAMESPACE,
+    redis_queue_keys,
+)
 from portal.infrastructure.rabbitmq_admin import DeadMessage, RabbitmqAdmin
 from portal.infrastructure.rabbitmq_broker import is_amqp_url
 from portal.infrastructure.settings import Settings
 from portal.live import redis_keys as keys
 
-NAMESPACE = "dramatiq"
 # A client of either broker (see `broker_client`).
 BrokerClient = redis.Redis | RabbitmqAdmin
 DEAD_LETTER_DAYS = 7
@@ -70,11 +76,11 @@ SUPERSEDING = frozenset(SUPERSEDED_BY.values())
 
 
 def dead_key(queue: str) -> str:
-    return f"{NAMESPACE}:{queue}.XQ"
+    return f"{REDIS_NAMESPACE}:{queue}.XQ"
 
 
 def dead_messages_key(queue: str) -> str:
-    return f"{dead_key(queue)}.msgs"
+    return redis_queue_keys(queue).dead
 
 
 def covered(message: dict[str, Any], succeeded: str) -> bool:
@@ -189,8 +195,8 @@ def requeue(client: BrokerClient, queue: str = INGEST_QUEUE, ids: list[str] | No
                 4,
                 dead_key(queue),
                 dead_messages_key(queue),
-                f"{NAMESPACE}:{queue}.msgs",
-                f"{NAMESPACE}:{queue}",
+                redis_queue_keys(queue).messages,
+                redis_queue_keys(queue).waiting,
                 message_id,
                 json.dumps(message),
             )

@@ -26,7 +26,7 @@ from redis.backoff import NoBackoff
 
 from portal.alerting import repository as alerting_repository
 from portal.billing.repository import adjustments as adjustment_store
-from portal.infrastructure.broker import INGEST_QUEUE, QUEUES
+from portal.infrastructure.broker import INGEST_QUEUE, QUEUES, redis_queue_keys
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.periods import to_datetime
 from portal.infrastructure.rabbitmq_admin import RabbitmqAdmin
@@ -39,7 +39,6 @@ from portal.live import redis_keys as keys
 from portal.live import repository as live_repository
 from portal.live.store import LiveStore
 from portal.live.store import in_flight as live_in_flight
-from portal.operations import dead_letters
 from portal.operations.heartbeats import BACKGROUND_ROLES, ROLES, RolesSeen, read_roles
 
 T = TypeVar("T")
@@ -279,10 +278,11 @@ class Status:
 
 async def _queue(broker: Redis, name: str) -> QueueDepth:
     async with broker.pipeline(transaction=False) as pipe:
-        pipe.llen(f"dramatiq:{name}")
-        pipe.hlen(f"dramatiq:{name}.msgs")
-        pipe.hlen(f"dramatiq:{name}.DQ.msgs")
-        pipe.hlen(dead_letters.dead_messages_key(name))
+        keys = redis_queue_keys(name)
+        pipe.llen(keys.waiting)
+        pipe.hlen(keys.messages)
+        pipe.hlen(keys.delayed)
+        pipe.hlen(keys.dead)
         waiting, unacked, delayed, dead = await pipe.execute()
     return QueueDepth(name, int(waiting), int(unacked), int(delayed), int(dead))
 
