@@ -118,6 +118,16 @@ def windows(rng: random.Random) -> list[tuple[datetime, datetime]]:
                 local_midnight(datetime(2026, 10, 5).date(), zone),
             )
         )
+    # Windows that start in the last hours of a 25-hour day (New York, 2026-11-01) and of
+    # Lord Howe's 23.5-hour one, and end in the last hours of the next days
+    for zone, day in (("America/New_York", 1), ("Australia/Lord_Howe", 4)):
+        month = 11 if zone == "America/New_York" else 10
+        start = local_midnight(datetime(2026, month, day).date(), zone)
+        following = local_midnight(datetime(2026, month, day + 1).date(), zone)
+        for back in (3600, 1800, 1, 0):
+            for edge in (following - timedelta(seconds=back), following - timedelta(seconds=back + 3600)):
+                out.append((edge, edge + timedelta(days=1)))
+                out.append((start - timedelta(days=1), edge))
     span = int((LAST - FIRST).total_seconds())
     for _ in range(40):
         a, b = sorted(rng.randrange(-3600, span + 3600) for _ in range(2))
