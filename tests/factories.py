@@ -91,3 +91,11 @@ async def usage_totals(
         assert usage.status_code == 200, usage.text
         totals[source] = str(usage.json()["total"])
     return totals
+
+
+async def roll_up_days(pg: Any) -> None:
+    """After usage stored straight into hourly_usage (a test that skips the pipeline): its
+    days in daily_usage, as the persist transaction keeps them (bills read whole days there)."""
+    from portal.usage.repository import rebuild_days
+
+    await rebuild_days(pg)

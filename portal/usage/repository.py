@@ -123,20 +123,22 @@ async def upsert_days(conn: Any, aggregation: str, rows: dict[AggKey, HourDelta]
     )
 
 
-async def rebuild_days(conn: Any, customer_ids: Sequence[str]) -> None:
-    """Set the customers' daily_usage rows to what their hourly_usage rows come to (the
-    migration's backfill, for loaders that write hourly_usage directly), on an asyncpg
-    connection in the caller's transaction."""
+async def rebuild_days(conn: Any, customer_ids: Sequence[str] | None = None) -> None:
+    """Set the customers' daily_usage rows (every customer's, without `customer_ids`) to what
+    their hourly_usage rows come to (the migration's backfill, for loaders and tests that
+    write hourly_usage directly), on an asyncpg connection in the caller's transaction."""
     # Raw asyncpg: a bulk rollup, one statement for the whole set of customers.
-    await conn.execute("DELETE FROM daily_usage WHERE customer_id = ANY($1::text[])", list(customer_ids))
+    chosen = "" if customer_ids is None else "WHERE customer_id = ANY($1::text[])"
+    args = () if customer_ids is None else (list(customer_ids),)
+    await conn.execute(f"DELETE FROM daily_usage {chosen}", *args)
     await conn.execute(
         "INSERT INTO daily_usage (customer_id, metric_name, day, group_key, day_end, value, "
         f"event_count) SELECT u.c, u.m, {_DAY}, u.g, {_DAY_END}, "
         "CASE WHEN m.aggregation = 'max' THEN max(u.v) ELSE sum(u.v) END, sum(u.n) "
         "FROM hourly_usage AS u(c, m, h, g, v, n) JOIN customers cu ON cu.id = u.c "
         "JOIN meters m ON m.metric_name = u.m AND m.aggregation IN ('sum', 'count', 'max') "
-        "WHERE u.c = ANY($1::text[]) GROUP BY u.c, u.m, 3, u.g, 5, m.aggregation",
-        list(customer_ids),
+        f"{chosen.replace('customer_id', 'u.c')} GROUP BY u.c, u.m, 3, u.g, 5, m.aggregation",
+        *args,
     )
 
 

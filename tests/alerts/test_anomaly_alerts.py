@@ -27,7 +27,7 @@ from portal.usage.anomaly_rule import Anomaly
 from tests.alerts.conftest import HttpReceiver, SmtpServer
 from tests.alerts.test_alerts_e2e import channel, mails_to, posts_to, settled
 from tests.conftest import ALERT_HTTP_PORT, WorkerProcess
-from tests.factories import auth, make_customer, make_meter
+from tests.factories import auth, make_customer, make_meter, roll_up_days
 
 PARIS = "Europe/Paris"
 
@@ -309,6 +309,7 @@ async def test_a_spike_is_notified_once_through_every_channel_and_never_again(
         "VALUES ('acme', 'api_calls', $1, $2, 1)",
         rows,
     )
+    await roll_up_days(pg)
     await channel(client, admin_key, "acme", "ops mail", "mailto://anomalies@acme.test")
     hook = await channel(
         client, admin_key, "acme", "ops hook", f"json://127.0.0.1:{ALERT_HTTP_PORT}/hooks/anomaly"

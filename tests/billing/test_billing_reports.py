@@ -19,7 +19,7 @@ from portal.infrastructure.periods import BillingPeriod, local_date, period_for,
 from tests.billing.conftest import ClosedPeriod, closed_period, create_plan, draft, month_of, subscribe
 from tests.clock import set_clock
 from tests.conftest import WorkerProcess, wait_for, wait_until_persisted
-from tests.factories import auth, event, make_customer, make_meter
+from tests.factories import auth, event, make_customer, make_meter, roll_up_days
 
 CENT = Decimal("0.01")
 BASE = {"key": "base", "model": "flat", "amount": "10.00", "description": "Platform fee"}
@@ -505,6 +505,7 @@ async def two_periods(
         "VALUES ('acme', 'api_calls', $1, '', 10, 10)",
         earlier.start + timedelta(hours=5),
     )
+    await roll_up_days(pg)
     await send(
         client,
         ingest_key,

@@ -16,7 +16,7 @@ from portal.infrastructure.db import create_engine, session_factory
 from portal.infrastructure.domain_errors import Invalid
 from portal.infrastructure.settings import Settings
 from tests.billing.conftest import closed_period, create_plan, draft, month_of, subscribe
-from tests.factories import auth, make_customer, make_meter
+from tests.factories import auth, make_customer, make_meter, roll_up_days
 
 FLAT = {
     "id": "flat",
@@ -69,6 +69,7 @@ async def test_a_run_counts_what_it_did_for_each_customer(
         "VALUES ('a', 'api_calls', $1, 250, 1)",
         closed.period.start + timedelta(hours=3),
     )
+    await roll_up_days(pg)
     seen: list[tuple[int, int]] = []
     now = datetime.now(UTC)
 
@@ -130,6 +131,7 @@ async def test_the_scheduled_run_keeps_each_customers_running_period_drafted(
         "VALUES ('a', 'api_calls', $1, 300, 1)",
         now.replace(minute=0, second=0, microsecond=0),
     )
+    await roll_up_days(pg)
     first = await run_current_periods(sessions, now=now)
     assert (first.created, first.refreshed, first.errors) == (1, 0, [])
     assert first.totals == {"USD": Decimal("13.00")}  # 10.00 + 300 x 0.01
@@ -183,6 +185,7 @@ async def test_the_largest_accepted_usage_is_billed_exactly_beside_other_custome
         closed.period.start + timedelta(hours=3),
         Decimal("299999999999999999999.999999999997"),
     )
+    await roll_up_days(pg)
     # When the run drafts both in one chunk,
     summary = await run_invoices(sessions, month=month_of(closed.period, closed.tz), now=datetime.now(UTC))
     # Then both are drafted, the huge one to the cent.

@@ -19,7 +19,7 @@ from portal.infrastructure.db import create_engine, session_factory
 from portal.infrastructure.settings import Settings
 from tests.billing.conftest import ClosedPeriod, closed_period, create_plan, draft, month_of, subscribe
 from tests.conftest import TABLES
-from tests.factories import auth, make_customer, make_meter
+from tests.factories import auth, make_customer, make_meter, roll_up_days
 
 PLAN_A = {
     "id": "starter",
@@ -72,6 +72,7 @@ async def world(client: AsyncTestClient[Any], key: str, pg: Any) -> tuple[Closed
             closed.period.start + timedelta(hours=3),
             closed.period.end - timedelta(hours=1),
         )
+        await roll_up_days(pg)
     return closed, month_of(closed.period, closed.tz)
 
 

@@ -11,7 +11,7 @@ import httpx
 from playwright.async_api import Page, expect
 
 from tests.browser.helpers import ACCESSIBILITY, api_post, login, screenshot
-from tests.factories import make_meter
+from tests.factories import make_meter, roll_up_days
 from tests.pages.helpers import make_user
 
 DANA = "dana@upcoming.test"
@@ -59,6 +59,7 @@ async def test_upcoming_invoice_adds_up_to_the_cost_so_far_on_desktop_and_phone(
         "VALUES ('upcoming-co', 'api_calls', $1, 12968, 1)",
         hour,
     )
+    await roll_up_days(pg)
     await make_user(pg, DANA, customer_id="upcoming-co", name="Dana Ito")
 
     # When: the customer signs in and reads the overview

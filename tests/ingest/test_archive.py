@@ -31,7 +31,7 @@ from portal.ingest.archive import Report, archive_now, due_partitions, find_arch
 from portal.ingest.partitions import ensure_partitions, forget_known
 from portal.operations.status import gather_status, render
 from tests.conftest import auth
-from tests.factories import make_customer, make_meter
+from tests.factories import make_customer, make_meter, roll_up_days
 from tests.pages.helpers import make_user, sign_in
 
 NOW = datetime(2001, 6, 15, 12, tzinfo=UTC)
@@ -146,6 +146,7 @@ async def archive_dir(settings: Settings, pg: asyncpg.Connection) -> AsyncIterat
         "INSERT INTO hourly_usage (customer_id, metric_name, hour, value, event_count) "
         "VALUES ('acme', 'api_calls', '2001-02-01T00:00:00Z', 1.5, 1)"
     )
+    await roll_up_days(pg)
     folder = settings.archive_path
     shutil.rmtree(folder, ignore_errors=True)
     yield folder

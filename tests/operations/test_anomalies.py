@@ -12,7 +12,7 @@ import pytest
 from portal.pages.formatting import day_of, hour_range
 from portal.usage.anomaly_rule import Anomaly, hourly_anomalies
 from tests.clock import BOUNDARIES, Boundary, set_clock
-from tests.factories import auth, make_customer, make_meter
+from tests.factories import auth, make_customer, make_meter, roll_up_days
 from tests.pages.helpers import HTMX, make_user, sign_in
 
 START = datetime(2026, 10, 5, tzinfo=UTC)  # a Monday
@@ -115,6 +115,7 @@ async def test_the_api_flags_a_spike_in_a_customers_stored_usage(
             hour,
             value,
         )
+        await roll_up_days(pg)
     found = (await client.get("/v1/customers/acme/anomalies", headers=auth(admin_key))).json()
     # Daily flags are tested in tests/usage/test_anomalies_daily.py: here only the hour (right
     # after midnight its day is settled too, and is a spike of its own).
@@ -141,6 +142,7 @@ async def test_the_customer_page_shows_a_flagged_hour(
                 hour,
                 value,
             )
+            await roll_up_days(pg)
     await make_user(pg, "admin@portal.test", role="admin")
     await sign_in(client, "admin@portal.test")
     panel = (await client.get("/portal/customers/acme/usage", headers=HTMX)).text

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from tests.clock import BOUNDARIES, Boundary, set_clock
-from tests.factories import auth, make_customer, make_meter
+from tests.factories import auth, make_customer, make_meter, roll_up_days
 from tests.pages.helpers import Client, make_user, sign_in
 
 ADMIN = "ada@vendor.test"
@@ -120,6 +120,7 @@ async def world(
         start,
         previous,
     )
+    await roll_up_days(pg)
     return now
 
 
@@ -161,6 +162,7 @@ async def test_without_a_draft_the_period_is_the_customers_month_at_the_clock(
         "VALUES ('acme', 'api_calls', $1, $2, 1)",
         [(first_hour, Decimal(5)), (first_hour - timedelta(hours=1), Decimal(7))],
     )
+    await roll_up_days(pg)
     await make_user(pg, ADMIN, role="admin")
     await sign_in(client, ADMIN)
     # When: the table is shown
@@ -211,6 +213,7 @@ async def test_spend_is_the_customer_pages_cost_so_far_rated_now(
         "VALUES ('acme', 'api_calls', $1, 1000, 1)",
         now.replace(minute=0) - timedelta(hours=1),
     )
+    await roll_up_days(pg)
     await make_user(pg, ADMIN, role="admin")
     await sign_in(client, ADMIN)
     # When: the table and the customer's page are shown
@@ -285,6 +288,7 @@ async def test_anomaly_column_and_filter(client: Client, admin_key: str, pg: asy
         "interval '1 hour') AS h",
         settled,
     )
+    await roll_up_days(pg)
     await make_user(pg, ADMIN, role="admin")
     await sign_in(client, ADMIN)
     page = await client.get("/portal/customers", params={"anomalies": "1"})

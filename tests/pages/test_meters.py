@@ -17,7 +17,7 @@ from portal.catalog.schemas import Meter
 from portal.pages.usage_selection import RawSelection, Selection, SelectionError, select
 from tests.clock import BOUNDARIES, Boundary, recent_boundaries, set_clock
 from tests.conftest import WorkerProcess, wait_until_persisted
-from tests.factories import auth, event, make_customer, make_meter
+from tests.factories import auth, event, make_customer, make_meter, roll_up_days
 from tests.pages.helpers import HTMX, Client, hidden, make_user, sign_in
 
 PAGE = "/portal/customers/acme/meters/api_calls"
@@ -224,6 +224,7 @@ async def test_csv_writes_dimension_values_a_spreadsheet_would_run_as_text(
             json.dumps({"region": region}),
             value,
         )
+        await roll_up_days(pg)
     await customer_user(pg, client)
     # When: the customer downloads the day's breakdown
     export = await client.get(

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from portal.infrastructure.paths import STATIC_DIR
 from tests.clock import BOUNDARIES, Boundary, recent_boundaries, set_clock
 from tests.conftest import WorkerProcess, wait_until_persisted
-from tests.factories import auth, event, make_customer, make_meter
+from tests.factories import auth, event, make_customer, make_meter, roll_up_days
 from tests.pages.helpers import HTMX, Client, hidden, make_user, sign_in
 
 HTMX_PATH = "vendor/htmx-2.0.11/htmx.min.js"
@@ -387,6 +387,7 @@ async def on_committed_plan(client: Client, admin_key: str, pg: asyncpg.Connecti
         NOON.replace(hour=5),
         calls,
     )
+    await roll_up_days(pg)
 
 
 def invoice_rows(html: str) -> list[tuple[str, str]]:

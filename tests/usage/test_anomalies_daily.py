@@ -17,7 +17,7 @@ from portal.infrastructure.settings import Settings
 from portal.usage.anomaly_detection import flagged_customers
 from portal.usage.anomaly_rule import Anomaly, daily_anomalies
 from tests.clock import BOUNDARIES, Boundary, set_clock
-from tests.factories import auth, make_customer, make_meter
+from tests.factories import auth, make_customer, make_meter, roll_up_days
 
 MONDAY = date(2026, 9, 28)
 PARIS = "Europe/Paris"
@@ -181,6 +181,7 @@ async def seeded(client: Any, admin_key: str, pg: Any) -> None:
         "DO UPDATE SET value = EXCLUDED.value",
         rows,
     )
+    await roll_up_days(pg)
 
 
 async def test_flagged_customers_counts_the_last_24_hours_and_the_last_day_in_two_queries(
@@ -229,6 +230,7 @@ async def test_the_api_returns_daily_flags_with_their_granularity(
         "VALUES ('acme', 'api_calls', $1, $2, 1)",
         rows,
     )
+    await roll_up_days(pg)
     found = (await client.get("/v1/customers/acme/anomalies", headers=auth(admin_key))).json()
     assert [
         (a["granularity"], a["kind"], a["start"], a["end"], a["value"], a["expected"])
