@@ -213,16 +213,18 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
         if uniques:
             deltas["unique_count"] = await _unique_deltas(conn, uniques)
         for aggregation in AGGREGATION_ORDER:
-            # Each meter's hours, then its days: every transaction takes row locks in
-            # the same order, hourly before daily, so two persists never deadlock.
             await usage_repository.upsert_hours(conn, aggregation, deltas.get(aggregation, {}))
-            await usage_repository.upsert_days(conn, aggregation, deltas.get(aggregation, {}))
     late = await record_late_events(conn, admitted)
     watched = (
         await alerting_repository.customers_with_rules_among(conn, {e.customer_id for e in admitted})
         if admitted
         else []
     )
+    if admitted:
+        # The days last, just before the commit: a day's row is hotter than its hours' (every
+        # message of the day adds to it), so it is held for the shortest time; and every
+        # transaction locks hours before days, so two persists never deadlock.
+        await usage_repository.upsert_days(conn, deltas)
 
     return PersistOutcome(
         persisted=len(admitted),

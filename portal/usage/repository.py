@@ -85,42 +85,40 @@ async def upsert_hours(conn: Any, aggregation: str, rows: dict[AggKey, HourDelta
 # latest value and a distinct count do not; they stay on the hourly tables).
 DAILY_AGGREGATIONS = frozenset({"sum", "count", "max"})
 
-_DAY_UPSERT = {
-    "sum": "value = d.value + EXCLUDED.value, event_count = d.event_count + EXCLUDED.event_count",
-    "count": "value = d.value + EXCLUDED.value, event_count = d.event_count + EXCLUDED.event_count",
-    "max": "value = GREATEST(d.value, EXCLUDED.value), event_count = d.event_count + EXCLUDED.event_count",
-}
-
 # A local hour → its local day's start and end in the customer's zone, as instants; the day
 # end is the next local midnight, so it equals the next day's start across DST changes.
 _DAY = "date_trunc('day', u.h, cu.timezone)"
 _DAY_END = f"({_DAY} AT TIME ZONE cu.timezone + interval '1 day') AT TIME ZONE cu.timezone"
 
 
-async def upsert_days(conn: Any, aggregation: str, rows: dict[AggKey, HourDelta]) -> None:
-    """Add a batch's hourly deltas to their daily_usage rows (sum, count and max meters),
-    after `upsert_hours` in the same persist transaction; rows are locked in key order."""
-    if not rows or aggregation not in DAILY_AGGREGATIONS:
-        return
-    ordered = sorted(rows.items())
-    combine = "max" if aggregation == "max" else "sum"
-    # Raw asyncpg: the ingest hot path, one unnest upsert for the whole batch. The local day
-    # is Postgres' (the customer's zone is in the same database; no lookup in the worker).
-    await conn.execute(
-        "INSERT INTO daily_usage AS d (customer_id, metric_name, day, group_key, day_end, value, "
-        f"event_count) SELECT u.c, u.m, {_DAY}, u.g, {_DAY_END}, {combine}(u.v), sum(u.n) "
-        "FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::numeric[], "
-        "$6::bigint[]) AS u(c, m, h, g, v, n) JOIN customers cu ON cu.id = u.c "
-        "GROUP BY u.c, u.m, 3, u.g, 5 ORDER BY u.c, u.m, 3, u.g "
-        "ON CONFLICT (customer_id, metric_name, day, group_key) DO UPDATE SET "
-        f"{_DAY_UPSERT[aggregation]}, updated_at = now()",
-        [k[0] for k, _ in ordered],
-        [k[1] for k, _ in ordered],
-        [micros_to_datetime(k[2] * 1_000_000) for k, _ in ordered],
-        [k[3] for k, _ in ordered],
-        [d.value for _, d in ordered],
-        [d.event_count for _, d in ordered],
-    )
+async def upsert_days(conn: Any, deltas: dict[str, dict[AggKey, HourDelta]]) -> None:
+    """Add a batch's hourly deltas (by aggregation) to their daily_usage rows, after
+    `upsert_hours` in the same persist transaction: sums and counts added, maxima kept;
+    rows are locked in key order, in at most two statements."""
+    additive = sorted((k, d) for a in ("sum", "count") for k, d in deltas.get(a, {}).items())
+    for rows, combine, kept in (
+        (additive, "sum", "value = d.value + EXCLUDED.value"),
+        (sorted(deltas.get("max", {}).items()), "max", "value = GREATEST(d.value, EXCLUDED.value)"),
+    ):
+        if not rows:
+            continue
+        # Raw asyncpg: the ingest hot path, one unnest upsert for the whole batch. The local
+        # day is Postgres' (the customer's zone is in the same database; no lookup here).
+        await conn.execute(
+            "INSERT INTO daily_usage AS d (customer_id, metric_name, day, group_key, day_end, value, "
+            f"event_count) SELECT u.c, u.m, {_DAY}, u.g, {_DAY_END}, {combine}(u.v), sum(u.n) "
+            "FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::numeric[], "
+            "$6::bigint[]) AS u(c, m, h, g, v, n) JOIN customers cu ON cu.id = u.c "
+            "GROUP BY u.c, u.m, 3, u.g, 5 ORDER BY u.c, u.m, 3, u.g "
+            "ON CONFLICT (customer_id, metric_name, day, group_key) DO UPDATE SET "
+            f"{kept}, event_count = d.event_count + EXCLUDED.event_count, updated_at = now()",
+            [k[0] for k, _ in rows],
+            [k[1] for k, _ in rows],
+            [micros_to_datetime(k[2] * 1_000_000) for k, _ in rows],
+            [k[3] for k, _ in rows],
+            [d.value for _, d in rows],
+            [d.event_count for _, d in rows],
+        )
 
 
 async def rebuild_days(conn: Any, customer_ids: Sequence[str] | None = None) -> None:

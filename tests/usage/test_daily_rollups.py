@@ -65,7 +65,7 @@ async def usage_hours(
             async with conn.transaction():
                 for aggregation, deltas in batch.items():
                     await usage_repository.upsert_hours(conn, aggregation, deltas)
-                    await usage_repository.upsert_days(conn, aggregation, deltas)
+                await usage_repository.upsert_days(conn, batch)
     finally:
         await conn.close()
     return written
