@@ -56,6 +56,18 @@ _UPSERT = {
 }
 
 
+def _delta_columns(rows: Sequence[tuple[AggKey, HourDelta]]) -> list[list[Any]]:
+    """The unnest arrays of hour deltas: customer, metric, hour, group key, value, events."""
+    return [
+        [k[0] for k, _ in rows],
+        [k[1] for k, _ in rows],
+        [micros_to_datetime(k[2] * 1_000_000) for k, _ in rows],
+        [k[3] for k, _ in rows],
+        [d.value for _, d in rows],
+        [d.event_count for _, d in rows],
+    ]
+
+
 async def upsert_hours(conn: Any, aggregation: str, rows: dict[AggKey, HourDelta]) -> None:
     """Add a batch's deltas to its hourly_usage rows, combined by `aggregation`, on the
     persist transaction's asyncpg connection; rows are locked in key order."""
@@ -70,12 +82,7 @@ async def upsert_hours(conn: Any, aggregation: str, rows: dict[AggKey, HourDelta
         "$5::numeric[], $6::bigint[], $7::timestamptz[], $8::text[]) "
         "ON CONFLICT (customer_id, metric_name, hour, group_key) DO UPDATE SET "
         f"{_UPSERT[aggregation]}, updated_at = now()",
-        [k[0] for k, _ in ordered],
-        [k[1] for k, _ in ordered],
-        [micros_to_datetime(k[2] * 1_000_000) for k, _ in ordered],
-        [k[3] for k, _ in ordered],
-        [d.value for _, d in ordered],
-        [d.event_count for _, d in ordered],
+        *_delta_columns(ordered),
         [d.latest_at for _, d in ordered],
         [d.latest_event_id for _, d in ordered],
     )
@@ -112,12 +119,7 @@ async def upsert_days(conn: Any, deltas: dict[str, dict[AggKey, HourDelta]]) -> 
             "GROUP BY u.c, u.m, 3, u.g, 5 ORDER BY u.c, u.m, 3, u.g "
             "ON CONFLICT (customer_id, metric_name, day, group_key) DO UPDATE SET "
             f"{kept}, event_count = d.event_count + EXCLUDED.event_count, updated_at = now()",
-            [k[0] for k, _ in rows],
-            [k[1] for k, _ in rows],
-            [micros_to_datetime(k[2] * 1_000_000) for k, _ in rows],
-            [k[3] for k, _ in rows],
-            [d.value for _, d in rows],
-            [d.event_count for _, d in rows],
+            *_delta_columns(rows),
         )
 
 
