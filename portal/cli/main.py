@@ -150,6 +150,18 @@ def cmd_reconcile(args: argparse.Namespace) -> None:
             started.stop()
 
 
+def cmd_rebuild_days(args: argparse.Namespace) -> None:
+    settings, started = _settings(args)
+    try:
+        from portal.operations.operator_tasks import rebuild_daily_usage
+
+        rows = asyncio.run(rebuild_daily_usage(settings, customer_ids=args.customer or None))
+        print(f"daily_usage rebuilt from hourly_usage: {rows:,} day rows", file=sys.stderr)
+    finally:
+        if started:
+            started.stop()
+
+
 def cmd_status(args: argparse.Namespace) -> None:
     # Status of what runs: it never starts servers of its own.
     settings, _ = _settings(args, start_embedded=False)
@@ -478,6 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile = sub.add_parser("reconcile", help="queue a reconcile of the live view now")
     reconcile.add_argument("--full", action="store_true", help="rebuild every live hour")
     reconcile.set_defaults(func=cmd_reconcile)
+
+    rebuild = sub.add_parser(
+        "rebuild-days",
+        help="rebuild the daily usage bills read from the hourly usage (after hours were "
+        "changed by hand; the workers keep them in step themselves)",
+    )
+    rebuild.add_argument("--customer", action="append", help="only this customer (repeatable)")
+    rebuild.set_defaults(func=cmd_rebuild_days)
 
     from portal.cli.billing import register_billing_commands
 

@@ -128,3 +128,20 @@ async def replay_failed(settings: Settings, *, ids: list[int] | None) -> int:
 def enqueue_reconcile(settings: Settings, *, full: bool) -> None:
     setup_broker(settings)
     enqueue_sync("reconcile_live", MAINTENANCE_QUEUE, full)
+
+
+async def rebuild_daily_usage(settings: Settings, *, customer_ids: list[str] | None) -> int:
+    """Rebuild the customers' daily_usage rows (every customer's without ids) from their
+    hourly_usage rows, in one transaction; how many daily rows it wrote. For hours
+    changed by hand: the persist transaction and corrections keep days in step themselves."""
+    import asyncpg
+
+    from portal.usage.repository import rebuild_days
+
+    assert settings.database_url
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        async with conn.transaction():
+            return await rebuild_days(conn, customer_ids)
+    finally:
+        await conn.close()

@@ -123,15 +123,16 @@ async def upsert_days(conn: Any, deltas: dict[str, dict[AggKey, HourDelta]]) -> 
         )
 
 
-async def rebuild_days(conn: Any, customer_ids: Sequence[str] | None = None) -> None:
+async def rebuild_days(conn: Any, customer_ids: Sequence[str] | None = None) -> int:
     """Set the customers' daily_usage rows (every customer's, without `customer_ids`) to what
     their hourly_usage rows come to (the migration's backfill, for loaders and tests that
-    write hourly_usage directly), on an asyncpg connection in the caller's transaction."""
+    write hourly_usage directly, and `usage-portal rebuild-days`), on an asyncpg connection
+    in the caller's transaction; the day rows written."""
     # Raw asyncpg: a bulk rollup, one statement for the whole set of customers.
     chosen = "" if customer_ids is None else "WHERE customer_id = ANY($1::text[])"
     args = () if customer_ids is None else (list(customer_ids),)
     await conn.execute(f"DELETE FROM daily_usage {chosen}", *args)
-    await conn.execute(
+    status: str = await conn.execute(
         "INSERT INTO daily_usage (customer_id, metric_name, day, group_key, day_end, value, "
         f"event_count) SELECT u.c, u.m, {_DAY}, u.g, {_DAY_END}, "
         "CASE WHEN m.aggregation = 'max' THEN max(u.v) ELSE sum(u.v) END, sum(u.n) "
@@ -140,6 +141,7 @@ async def rebuild_days(conn: Any, customer_ids: Sequence[str] | None = None) -> 
         f"{chosen.replace('customer_id', 'u.c')} GROUP BY u.c, u.m, 3, u.g, 5, m.aggregation",
         *args,
     )
+    return int(status.split()[-1])
 
 
 async def insert_unique_values(conn: Any, distinct: Sequence[UniqueKey]) -> list[Any]:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -32,6 +33,7 @@ ZONES = {
 }
 METERS = {"calls": "sum", "peak": "max"}
 GROUPS = ("", '{"region":"eu"}')
+NEW_YORK = ZoneInfo("America/New_York")
 FIRST = datetime(2026, 9, 27, tzinfo=UTC)
 LAST = datetime(2026, 11, 6, tzinfo=UTC)
 
@@ -204,3 +206,39 @@ async def daily_rows(session: AsyncSession) -> list[Any]:
         )
     )
     return [tuple(r) for r in result]
+
+
+async def test_hours_changed_by_hand_are_billed_after_rebuild_days(
+    usage_hours: dict[AggKey, tuple[str, Decimal]], session: AsyncSession, settings: Settings
+) -> None:
+    from portal.operations.operator_tasks import rebuild_daily_usage
+
+    # Given an operator who changed an hour of New York's usage by hand (not through a
+    # correction, which keeps the day in step)
+    key = next(k for k in sorted(usage_hours) if k[0] == "ny" and k[1] == "calls")
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute(
+            "UPDATE hourly_usage SET value = 7 WHERE customer_id = $1 AND metric_name = $2 "
+            "AND hour = $3 AND group_key = $4",
+            key[0],
+            key[1],
+            datetime.fromtimestamp(key[2], UTC),
+            key[3],
+        )
+    finally:
+        await conn.close()
+    usage_hours[key] = ("sum", Decimal(7))
+    # When `usage-portal rebuild-days --customer ny` runs
+    written = await rebuild_daily_usage(settings, customer_ids=["ny"])
+    # Then it rewrote New York's days (2 meters x 2 groups x the days of 40 local dates),
+    # and every window is billed as the hours say
+    assert written == len(
+        {
+            (c, m, g, datetime.fromtimestamp(b, UTC).astimezone(NEW_YORK).date())
+            for c, m, b, g in usage_hours
+            if c == "ny"
+        }
+    )
+    for start, end in windows(random.Random(9)):
+        assert await billed(session, start, end) == expected(usage_hours, start, end), (start, end)
