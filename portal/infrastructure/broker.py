@@ -64,12 +64,13 @@ class RedisQueueKeys:
     waiting: str  # list of message ids to deliver
     messages: str  # hash: every message not acknowledged yet (waiting or being worked on)
     delayed: str  # hash: the delay queue's messages (retries waiting for their time)
+    dead_ids: str  # sorted set: the dead letters' ids, scored by when they died
     dead: str  # hash: the dead letters' messages
 
 
 def redis_queue_keys(queue: str) -> RedisQueueKeys:
     base = f"{REDIS_NAMESPACE}:{queue}"
-    return RedisQueueKeys(base, f"{base}.msgs", f"{base}.DQ.msgs", f"{base}.XQ.msgs")
+    return RedisQueueKeys(base, f"{base}.msgs", f"{base}.DQ.msgs", f"{base}.XQ", f"{base}.XQ.msgs")
 
 
 class MsgspecJSONEncoder(Encoder):

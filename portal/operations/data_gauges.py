@@ -16,13 +16,13 @@ from prometheus_client.registry import Collector
 
 from portal.billing.repository import adjustments as adjustment_store
 from portal.billing.repository import invoices as invoice_store
-from portal.infrastructure.broker import QUEUES, redis_queue_keys
+from portal.infrastructure.broker import QUEUES
 from portal.infrastructure.periods import to_datetime
 from portal.ingest import repository as ingest_repository
 from portal.live import repository as live_repository
 from portal.operations import repository as ops_repository
 from portal.operations.billing_health import billing_health
-from portal.operations.status import rabbitmq_depths
+from portal.operations.status import rabbitmq_depths, redis_queue_depth
 from portal.state import PortalState
 
 Family = GaugeMetricFamily
@@ -47,21 +47,13 @@ async def data_families(portal: PortalState, *, grace_hours: float) -> list[Fami
             queue.add_metric([depth.name, "waiting"], depth.waiting)
             queue.add_metric([depth.name, "dead"], depth.dead)
     else:
-        async with portal.broker_redis.pipeline(transaction=False) as pipe:
-            for name in QUEUES:
-                keys = redis_queue_keys(name)
-                pipe.llen(keys.waiting)
-                pipe.hlen(keys.messages)
-                pipe.hlen(keys.delayed)
-                pipe.hlen(keys.dead)
-            counts = await pipe.execute()
-        for i, name in enumerate(QUEUES):
-            waiting, unacked, delayed, dead = (int(c) for c in counts[i * 4 : i * 4 + 4])
+        for name in QUEUES:
+            depth = await redis_queue_depth(portal.broker_redis, name)
             for state, value in (
-                ("waiting", waiting),
-                ("in_flight", unacked - waiting),
-                ("delayed", delayed),
-                ("dead", dead),
+                ("waiting", depth.waiting),
+                ("in_flight", (depth.unacknowledged or 0) - depth.waiting),
+                ("delayed", depth.delayed or 0),
+                ("dead", depth.dead),
             ):
                 queue.add_metric([name, state], value)
     lag = Family("portal_completeness_lag_seconds", "How far Postgres is behind what ingest accepted.")

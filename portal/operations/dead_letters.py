@@ -41,7 +41,6 @@ from portal.infrastructure.broker import (
     INGEST_QUEUE,
     MAINTENANCE_QUEUE,
     QUEUES,
-    REDIS_NAMESPACE,
     redis_queue_keys,
 )
 from portal.infrastructure.rabbitmq_admin import DeadMessage, RabbitmqAdmin
@@ -76,7 +75,7 @@ SUPERSEDING = frozenset(SUPERSEDED_BY.values())
 
 
 def dead_key(queue: str) -> str:
-    return f"{REDIS_NAMESPACE}:{queue}.XQ"
+    return redis_queue_keys(queue).dead_ids
 
 
 def dead_messages_key(queue: str) -> str:

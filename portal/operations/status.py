@@ -276,7 +276,8 @@ class Status:
         return next((q.dead for q in self.queues if q.name == INGEST_QUEUE), 0)
 
 
-async def _queue(broker: Redis, name: str) -> QueueDepth:
+async def redis_queue_depth(broker: Redis, name: str) -> QueueDepth:
+    """A queue of Dramatiq's Redis broker: its messages waiting, not acknowledged, delayed, dead."""
     async with broker.pipeline(transaction=False) as pipe:
         keys = redis_queue_keys(name)
         pipe.llen(keys.waiting)
@@ -306,7 +307,7 @@ async def _from_redis(settings: Settings, client: Redis) -> _FromRedis:
 
 
 async def _from_broker(broker: Redis) -> tuple[tuple[QueueDepth, ...], dict[str, datetime]]:
-    queues = tuple([await _queue(broker, name) for name in QUEUES])
+    queues = tuple([await redis_queue_depth(broker, name) for name in QUEUES])
     return queues, await _job_successes(broker)
 
 

@@ -44,8 +44,8 @@ class HourlyUniqueValue(SQLModel, table=True):
 class DailyUsage(SQLModel, table=True):
     """A sum, count or max meter's usage by one customer in one local day and group: its
     hourly_usage rows of that day combined (added, or the largest), kept in the same
-    transaction as they are. Bills read whole days here and only the edge hours of a
-    window from hourly_usage: a month is ~31 rows per meter and group instead of ~744."""
+    transaction as they are. Bills read whole days here, and from hourly_usage only the
+    hours of a day a window's end cuts: a month is ~31 rows per meter and group, not ~744."""
 
     __tablename__ = "daily_usage"
 
