@@ -8,7 +8,8 @@ distinct values across hours and groups (never a sum of hourly counts).
 Windows are read in bulk: one query per distinct [start, end) for all customers that
 share it, so an invoice run costs a handful of scans, not one query per customer. The
 queries are `portal.usage.repository`'s (`window_sums`, `window_latest`,
-`window_unique_values`).
+`window_unique_values`); sums, counts and maxima read whole local days from the daily
+rollups and only the hours of a day a window's end cuts.
 """
 
 from __future__ import annotations
