@@ -9,8 +9,10 @@ live view may be read for, up to now.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +30,9 @@ from portal.usage.combine import combine, exact
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
+
+# How long a reconcile waits for one already running (a reconcile takes seconds).
+LOCK_PATIENCE_S = 30.0
 
 Desired = dict[str, str]  # hash field -> value, exactly as the live view stores it
 
@@ -121,12 +126,19 @@ async def reconcile(
 ) -> ReconcileReport | None:
     """Rewrite differing settled hours from Postgres and record the drift found.
 
-    Returns None when another reconcile holds the lock.
+    Waits up to `LOCK_PATIENCE_S` for another reconcile to finish; returns None if it
+    still holds the lock then.
     """
     redis = ctx.redis
     settings = ctx.settings
-    if not await redis.set(keys.RECONCILE_LOCK_KEY, "1", nx=True, ex=600):
-        return None
+    # Two queued reconciles delivered at once (ticks queued while the workers were starting)
+    # both run, one after the other: a queued reconcile skipped without a run was what a
+    # multi-node test saw as one never done.
+    deadline = time.monotonic() + LOCK_PATIENCE_S
+    while not await redis.set(keys.RECONCILE_LOCK_KEY, "1", nx=True, ex=600):
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(0.2)
     try:
         started = datetime.now(UTC)
         now = now or started
