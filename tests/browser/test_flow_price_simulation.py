@@ -60,7 +60,14 @@ async def test_manager_compares_an_edited_plan_with_what_was_billed(
     # When the manager tries Premium with a platform fee of 39.00 instead of 99.00
     await login(page, "max@vendor.test")
     await page.get_by_role("navigation", name="Portal").get_by_role("link", name="Price simulation").click()
+    # Premium is listed first, so its prices are already on the page: wait until the prices the
+    # choice asks for are swapped in, or they may land after the edit below and put 99.00 back.
+    await page.evaluate(
+        "() => { window.pricesSwapped = new Promise(settled =>"
+        " document.body.addEventListener('htmx:afterSettle', settled, {once: true})) }"
+    )
     await page.get_by_label("Plan", exact=True).select_option("premium-eur")
+    await page.evaluate("() => window.pricesSwapped.then(() => true)")
     fee = page.get_by_label("Amount per period")
     await expect(fee).to_have_value("99.00")
     await fee.fill("39.00")
