@@ -85,7 +85,12 @@ MAX_PERIOD = timedelta(days=31)
 
 
 def hour_key(customer_id: str, metric_name: str, bucket: int) -> str:
-    return f"lu:{{{customer_id}}}:{metric_name}:{bucket}"
+    return f"{hour_key_prefix(customer_id, metric_name)}{bucket}"
+
+
+def hour_key_prefix(customer_id: str, metric_name: str) -> str:
+    """What every hour key of the customer's meter starts with (the hour's bucket follows)."""
+    return f"lu:{{{customer_id}}}:{metric_name}:"
 
 
 def unique_key(customer_id: str, metric_name: str, bucket: int, field: str) -> str:

@@ -326,6 +326,24 @@ end
 return out
 """
 
+# KEYS[1]: the first hour's key (it names the customer's slot); ARGV[1]: the meter's hour-key
+# prefix, ARGV[2..]: the hours' buckets. Returns {n, '=', '=~f', '=~h', ...} for the hours that
+# hold a total (n: the hour's place in ARGV[2..], from 1; false where a limb is absent): a
+# period's series reads its total limbs only, in one call, not every group field of 744 hashes.
+READ_HOUR_TOTALS = """
+local out = {}
+for i = 2, #ARGV do
+  local limbs = redis.call('HMGET', ARGV[1] .. ARGV[i], '=', '=~f', '=~h')
+  if limbs[1] or limbs[2] or limbs[3] then
+    out[#out + 1] = i - 1
+    out[#out + 1] = limbs[1]
+    out[#out + 1] = limbs[2]
+    out[#out + 1] = limbs[3]
+  end
+end
+return out
+"""
+
 # KEYS: set keys to union, [last] a scratch key. Returns the size of the union.
 UNION_COUNT = """
 local scratch = KEYS[#KEYS]

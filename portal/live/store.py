@@ -415,15 +415,24 @@ class LiveStore:
         _, oldest_ms, now_ms = await in_flight(self.redis)
         return now_ms if oldest_ms is None else min(oldest_ms, now_ms)
 
-    async def read_hours(
-        self, customer_id: str, metric_name: str, buckets: list[int]
-    ) -> list[dict[str, str]]:
-        """The raw hash of each hour (field -> value), {} for hours with no usage."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for bucket in buckets:
-                pipe.hgetall(keys.hour_key(customer_id, metric_name, bucket))
-            replies: list[dict[Any, Any]] = await pipe.execute()
-        return [{_s(k): _s(v) for k, v in reply.items()} for reply in replies]
+    async def hour_totals(self, customer_id: str, metric_name: str, buckets: list[int]) -> dict[int, Decimal]:
+        """The meter's total in each of `buckets` that has usage (bucket -> exact value), in
+        one script call; hours without usage are left out."""
+        if not buckets:
+            return {}
+        call = (
+            scripts.READ_HOUR_TOTALS,
+            keys.hour_key(customer_id, metric_name, buckets[0]),
+            keys.hour_key_prefix(customer_id, metric_name),
+            *buckets,
+        )
+        (reply,) = await self._reads.run([call])
+        totals: dict[int, Decimal] = {}
+        for i in range(0, len(reply), 4):
+            limbs = zip(_VALUE_FIELDS, reply[i + 1 : i + 4], strict=True)
+            hour = {f: _s(v) for f, v in limbs if v is not None}
+            totals[buckets[int(reply[i]) - 1]] = live_value(hour, keys.TOTAL_FIELD) or Decimal(0)
+        return totals
 
     async def period_values(self, periods: Sequence[tuple[str, PeriodAsk]]) -> list[Decimal]:
         """Each (customer, meter period) value so far: one pipelined read of the meters' period

@@ -13,8 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.catalog.schemas import Meter
 from portal.infrastructure.periods import hour_buckets, local_date, local_midnight, to_datetime
-from portal.live import redis_keys as keys
-from portal.live.store import LiveStore, live_value
+from portal.live.store import LiveStore
 from portal.usage import repository
 from portal.usage.combine import combine, exact_sum
 
@@ -65,8 +64,8 @@ async def live_usage(
         ]
         total = Decimal(await live.unique_count(customer_id, meter.metric_name, buckets))
         return Usage(total=total, series=series)
-    hours = await live.read_hours(customer_id, meter.metric_name, buckets)
-    by_bucket = {b: live_value(h, keys.TOTAL_FIELD) for b, h in zip(buckets, hours, strict=True)}
+    totals = await live.hour_totals(customer_id, meter.metric_name, buckets)
+    by_bucket = {b: totals.get(b) for b in buckets}
     series = [
         UsagePoint(p, combine(meter.aggregation, (by_bucket[b] for b in bs))) for p, bs in points.items()
     ]
