@@ -11,10 +11,10 @@ Values stay exact decimals in every text; only coordinates are floats.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 
 from portal.infrastructure.periods import hour_buckets, local_midnight, to_datetime
 from portal.pages.chart_axes import (
@@ -133,6 +133,48 @@ def day_slots(start: datetime, end: datetime, tz_name: str) -> list[datetime]:
     return [local_midnight(first + timedelta(days=n), tz_name) for n in range((last - first).days + 1)]
 
 
+@dataclass(frozen=True, slots=True)
+class _Axis:
+    """A range's slots in a zone and what follows from them alone: the same for every chart
+    of that range, so kept (`_axis`) rather than worked out on each of the 2-second polls."""
+
+    granularity: str  # "hour" or "day"
+    slots: tuple[datetime, ...]
+    tz_name: str
+    index: dict[datetime, int] = field(init=False)
+    days: tuple[tuple[int, date], ...] = field(init=False)  # (first slot, local day) of each day
+    labels: dict[int, str] = field(init=False)  # slot -> its label, filled as bars need them
+    label_sets: dict[int, tuple[LabelSet, ...]] = field(init=False)  # by gutter, filled as needed
+
+    def __post_init__(self) -> None:
+        days: list[tuple[int, date]] = []
+        for i, start in enumerate(self.slots):
+            day = to_local(start, self.tz_name).date()
+            if not days or days[-1][1] != day:
+                days.append((i, day))
+        object.__setattr__(self, "index", {start: i for i, start in enumerate(self.slots)})
+        object.__setattr__(self, "days", tuple(days))
+        object.__setattr__(self, "labels", {})
+        object.__setattr__(self, "label_sets", {})
+
+    def slot_label(self, i: int) -> str:
+        text = self.labels.get(i)
+        if text is None:
+            label = hour_range if self.granularity == "hour" else day_of
+            text = self.labels[i] = label(self.slots[i], self.tz_name)
+        return text
+
+
+# Distinct (range, zone) pairs the pages draw at once: a few per billing anchor and zone.
+_AXES_KEPT = 256
+
+
+@lru_cache(maxsize=_AXES_KEPT)
+def _axis(granularity: str, start: datetime, end: datetime, tz_name: str) -> _Axis:
+    slots = hour_slots(start, end, tz_name) if granularity == "hour" else day_slots(start, end, tz_name)
+    return _Axis(granularity, tuple(slots), tz_name)
+
+
 def hourly_bars(
     points: list[tuple[datetime, Decimal]],
     *,
@@ -148,11 +190,7 @@ def hourly_bars(
     the chart spans [start, end) (by default the points' own hours), hours without a point
     after the last one are "still to come". Raises ValueError for an unknown zone, a
     negative value, a point outside the range, or a chart too short to draw."""
-    if not points and (start is None or end is None):
-        slots: list[datetime] = []
-    else:
-        slots = hour_slots(start or points[0][0], end or points[-1][0] + timedelta(hours=1), tz_name)
-    return _bars(points, slots, "hour", hour_range, height, tz_name, unit, name, scale_peak)
+    return _bars(points, _range_axis("hour", points, start, end, tz_name), height, unit, name, scale_peak)
 
 
 def daily_bars(
@@ -168,20 +206,26 @@ def daily_bars(
 ) -> BarChart:
     """Bars for local days (`points`: UTC instants of local midnights), drawn like
     `hourly_bars` over the days of [start, end)."""
+    return _bars(points, _range_axis("day", points, start, end, tz_name), height, unit, name, scale_peak)
+
+
+def _range_axis(
+    granularity: str,
+    points: list[tuple[datetime, Decimal]],
+    start: datetime | None,
+    end: datetime | None,
+    tz_name: str,
+) -> _Axis:
+    """The axis of [start, end), by default the points' own range."""
     if not points and (start is None or end is None):
-        slots: list[datetime] = []
-    else:
-        slots = day_slots(start or points[0][0], end or points[-1][0] + timedelta(hours=1), tz_name)
-    return _bars(points, slots, "day", day_of, height, tz_name, unit, name, scale_peak)
+        return _Axis(granularity, (), tz_name)
+    return _axis(granularity, start or points[0][0], end or points[-1][0] + timedelta(hours=1), tz_name)
 
 
 def _bars(
     points: list[tuple[datetime, Decimal]],
-    slots: list[datetime],
-    granularity: str,
-    label: Callable[[datetime, str], str],
+    axis: _Axis,
     height: int,
-    tz_name: str,
     unit: str,
     name: str,
     scale_peak: Decimal | None,
@@ -192,7 +236,7 @@ def _bars(
         raise ValueError(f"chart too small: {height} px high")
     if any(value < 0 for _, value in points):
         raise ValueError("values must not be negative")
-    index = {start: i for i, start in enumerate(slots)}
+    slots, index, granularity = axis.slots, axis.index, axis.granularity
     missing = [start for start, _ in points if start not in index]
     if missing:
         raise ValueError(f"a point at {missing[0].isoformat()} is outside the chart's range")
@@ -213,7 +257,7 @@ def _bars(
     for i, value in sorted(values.items()):
         if value == 0:
             continue
-        text = label(slots[i], tz_name)
+        text = axis.slot_label(i)
         bar_height = max(MIN_BAR_HEIGHT, float(value / scale_top) * plot_height)
         bars.append(
             Bar(
@@ -226,11 +270,6 @@ def _bars(
         )
         rows.append(HourRow(hour=text, value=exact(value)))
 
-    days: list[tuple[int, date]] = []
-    for i, start in enumerate(slots):
-        day = to_local(start, tz_name).date()
-        if not days or days[-1][1] != day:
-            days.append((i, day))
     last = max(values, default=-1)
     grid = tuple(
         GridLine(y=_r(baseline - float(t / scale_top) * plot_height), label=measure(exact(t), unit))
@@ -248,29 +287,32 @@ def _bars(
         scale_top=exact(scale_top),
         bars=tuple(bars),
         grid=grid,
-        day_ticks=tuple(_pct(i * slot) for i, _ in days) if len(days) <= MAX_DAY_TICKS else (),
-        label_sets=_label_sets(slots, days, granularity, tz_name, gutter),
+        day_ticks=tuple(_pct(i * slot) for i, _ in axis.days) if len(axis.days) <= MAX_DAY_TICKS else (),
+        label_sets=_label_sets(axis, gutter),
         later=_pct((last + 1) * slot) if points and last + 1 < n else None,
         rows=tuple(rows),
-        summary=_summary(name, granularity, days, slots, values, label, tz_name, unit),
+        summary=_summary(name, axis, values, unit),
         units=unit_for(2, unit),
     )
 
 
-def _label_sets(
-    slots: list[datetime], days: list[tuple[int, date]], granularity: str, tz_name: str, gutter: int
-) -> tuple[LabelSet, ...]:
+def _label_sets(axis: _Axis, gutter: int) -> tuple[LabelSet, ...]:
     """Date labels per screen size; an hourly chart of a few days names hours where they fit."""
+    kept = axis.label_sets.get(gutter)
+    if kept is not None:
+        return kept
+    slots, days = axis.slots, list(axis.days)
     hours = (
-        [(i, to_local(start, tz_name)) for i, start in enumerate(slots)]
-        if granularity == "hour" and len(days) <= MAX_HOUR_LABEL_DAYS
+        [(i, to_local(start, axis.tz_name)) for i, start in enumerate(slots)]
+        if axis.granularity == "hour" and len(days) <= MAX_HOUR_LABEL_DAYS
         else []
     )
     sets = []
     for size, width in LABEL_WIDTHS.items():
         labels = hour_labels(hours, len(slots), width - gutter) if hours else None
         sets.append(LabelSet(size, labels or date_labels(days, len(slots), width - gutter)))
-    return tuple(sets)
+    axis.label_sets[gutter] = tuple(sets)
+    return axis.label_sets[gutter]
 
 
 def gutter_for(grid: tuple[GridLine, ...]) -> int:
@@ -280,18 +322,10 @@ def gutter_for(grid: tuple[GridLine, ...]) -> int:
     return int(min(MAX_GUTTER, max(2, steps) * GUTTER_STEP))
 
 
-def _summary(
-    name: str,
-    granularity: str,
-    days: list[tuple[int, date]],
-    slots: list[datetime],
-    values: dict[int, Decimal],
-    label: Callable[[datetime, str], str],
-    tz_name: str,
-    unit: str,
-) -> str:
+def _summary(name: str, axis: _Axis, values: dict[int, Decimal], unit: str) -> str:
     """'API calls per hour, 1-31 Dec 2026: highest 160 calls, Thu 3 Dec 14:00-15:00 CET;
     12 of 744 hours with usage.' (the dashes are en dashes)."""
+    slots, days, granularity = axis.slots, axis.days, axis.granularity
     head = f"{name} per {granularity}"
     if days:
         head += f", {range_text(days[0][1], days[-1][1])}"
@@ -302,6 +336,6 @@ def _summary(
     at = min(i for i, v in values.items() if v == peak)
     plural = granularity if len(slots) == 1 else f"{granularity}s"
     return (
-        f"{head}: highest {measure(exact(peak), unit)}, {label(slots[at], tz_name)}; "
+        f"{head}: highest {measure(exact(peak), unit)}, {axis.slot_label(at)}; "
         f"{len(used)} of {len(slots)} {plural} with usage."
     )

@@ -324,3 +324,50 @@ def test_an_hourly_chart_of_a_few_days_names_hours_where_they_fit() -> None:
 )
 def test_range_text(first: date, last: date, expected: str) -> None:
     assert range_text(first, last) == expected
+
+
+def test_charts_of_one_range_share_its_axis_and_keep_their_own_bars() -> None:
+    # The axis of a range and zone is kept between charts (every poll draws the same period):
+    # what one chart drew must not show up in the next, in another zone or with a new gutter.
+    from portal.pages import charts
+
+    start, end = at(2026, 12, 1), at(2027, 1, 1)
+    first = hourly_bars(
+        [(at(2026, 12, 3, 14), D(5))], height=136, tz_name="UTC", start=start, end=end, unit="call"
+    )
+    second = hourly_bars(
+        [(at(2026, 12, 3, 14), D(70_000)), (at(2026, 12, 4, 2), D(9))],
+        height=136,
+        tz_name="UTC",
+        start=start,
+        end=end,
+        unit="call",
+    )
+    berlin = hourly_bars(
+        [(at(2026, 12, 3, 14), D(5))], height=136, tz_name="Europe/Berlin", start=start, end=end
+    )
+    assert [b.title for b in first.bars] == ["Thu 3 Dec 14:00–15:00 UTC: 5 calls"]
+    assert [b.title for b in second.bars] == [
+        "Thu 3 Dec 14:00–15:00 UTC: 70,000 calls",
+        "Fri 4 Dec 02:00–03:00 UTC: 9 calls",
+    ]
+    assert berlin.bars[0].title == "Thu 3 Dec 15:00–16:00 CET: 5"
+    assert first.gutter != second.gutter
+    charts._axis.cache_clear()
+    assert (
+        hourly_bars(
+            [(at(2026, 12, 3, 14), D(70_000)), (at(2026, 12, 4, 2), D(9))],
+            height=136,
+            tz_name="UTC",
+            start=start,
+            end=end,
+            unit="call",
+        )
+        == second
+    )
+    assert (
+        hourly_bars(
+            [(at(2026, 12, 3, 14), D(5))], height=136, tz_name="UTC", start=start, end=end, unit="call"
+        )
+        == first
+    )
