@@ -229,6 +229,8 @@ class PeriodAsk:
     buckets: Sequence[int]
 
 
+# The hours one READ_HOUR_TOTALS call reads at most: a 31-day period's.
+_HOURS_PER_READ = 31 * 24
 _VALUE_FIELDS = (keys.TOTAL_FIELD, keys.TOTAL_FIELD + keys.FRACTION_LIMB, keys.TOTAL_FIELD + keys.HIGH_LIMB)
 _PERIOD_FIELDS = ["start", "end", *_VALUE_FIELDS]
 
@@ -418,20 +420,20 @@ class LiveStore:
     async def hour_totals(self, customer_id: str, metric_name: str, buckets: list[int]) -> dict[int, Decimal]:
         """The meter's total in each of `buckets` that has usage (bucket -> exact value), in
         one script call; hours without usage are left out."""
-        if not buckets:
-            return {}
-        call = (
-            scripts.READ_HOUR_TOTALS,
-            keys.hour_key(customer_id, metric_name, buckets[0]),
-            keys.hour_key_prefix(customer_id, metric_name),
-            *buckets,
-        )
-        (reply,) = await self._reads.run([call])
+        prefix = keys.hour_key_prefix(customer_id, metric_name)
+        # A script runs alone on the server: a 400-day range is read a month at a time, so no
+        # call keeps the others waiting for more than a period's hours.
+        chunks = [buckets[i : i + _HOURS_PER_READ] for i in range(0, len(buckets), _HOURS_PER_READ)]
+        calls = [
+            (scripts.READ_HOUR_TOTALS, keys.hour_key(customer_id, metric_name, chunk[0]), prefix, *chunk)
+            for chunk in chunks
+        ]
         totals: dict[int, Decimal] = {}
-        for i in range(0, len(reply), 4):
-            limbs = zip(_VALUE_FIELDS, reply[i + 1 : i + 4], strict=True)
-            hour = {f: _s(v) for f, v in limbs if v is not None}
-            totals[buckets[int(reply[i]) - 1]] = live_value(hour, keys.TOTAL_FIELD) or Decimal(0)
+        for chunk, reply in zip(chunks, await self._reads.run(calls) if calls else [], strict=True):
+            for i in range(0, len(reply), 4):
+                limbs = zip(_VALUE_FIELDS, reply[i + 1 : i + 4], strict=True)
+                hour = {f: _s(v) for f, v in limbs if v is not None}
+                totals[chunk[int(reply[i]) - 1]] = live_value(hour, keys.TOTAL_FIELD) or Decimal(0)
         return totals
 
     async def period_values(self, periods: Sequence[tuple[str, PeriodAsk]]) -> list[Decimal]:

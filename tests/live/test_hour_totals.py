@@ -59,5 +59,13 @@ async def test_hour_totals_are_exact_and_leave_out_hours_without_usage(
         earlier: Decimal("100000000000000000000.000000000000"),
         current: Decimal("7.5"),
     }
+    # also over a 400-day range, read a month of hours per call: the last hour of one call
+    # and an hour of the next are both found, in the right buckets.
+    long_range = [earlier + (i - 743) * 3600 for i in range(400 * 24)]
+    assert long_range.index(earlier) == 743 and long_range.index(current) == 745
+    assert await live.hour_totals("acme", "api_calls", long_range) == {
+        earlier: Decimal("100000000000000000000.000000000000"),
+        current: Decimal("7.5"),
+    }
     assert await live.hour_totals("acme", "api_calls", []) == {}
     assert await live.hour_totals("nobody", "api_calls", buckets) == {}
