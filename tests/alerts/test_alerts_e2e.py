@@ -164,6 +164,13 @@ async def test_a_spend_budget_crossed_at_three_levels_notifies_each_channel_once
         ("crossing", "50", "50"),
         ("crossing", "80", "80"),
     ]
+    # Each firing lists its own three deliveries (read for all the firings at once).
+    for firing in firings:
+        assert sorted((d["firingId"], d["channelName"], d["status"]) for d in firing["deliveries"]) == [
+            (firing["id"], "ops hook", "sent"),
+            (firing["id"], "ops mail", "sent"),
+            (firing["id"], "ops slack", "sent"),
+        ]
 
 
 async def test_a_late_event_fires_for_the_closed_period_and_the_new_period_fires_again(

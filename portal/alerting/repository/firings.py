@@ -17,7 +17,7 @@ from portal.alerting.models import AlertDelivery as DeliveryRow
 from portal.alerting.models import AlertFiring as FiringRow
 from portal.alerting.models import AlertRule as AlertRuleRow
 from portal.alerting.repository.common import jsonb_notice
-from portal.alerting.repository.deliveries import firing_deliveries
+from portal.alerting.repository.deliveries import firings_deliveries
 from portal.alerting.schemas import Firing
 from portal.infrastructure.db import values
 from portal.usage.combine import exact
@@ -157,8 +157,10 @@ async def recent_firings(session: AsyncSession, customer_id: str, *, limit: int)
         .order_by(col(FiringRow.fired_at).desc(), col(FiringRow.id).desc())
         .limit(limit)
     )
+    rows = (await session.execute(statement)).all()
+    deliveries = await firings_deliveries(session, [values(row)[0] for row in rows])
     firings = []
-    for row in (await session.execute(statement)).all():
+    for row in rows:
         (fid, rule_id, rule_name, cid, kind, level, threshold, value, start, end, *rest) = values(row)
         forecast_at, fired_at, metric_name, anomaly_kind, granularity = rest
         firings.append(
@@ -175,7 +177,7 @@ async def recent_firings(session: AsyncSession, customer_id: str, *, limit: int)
                 end,
                 forecast_at,
                 fired_at,
-                await firing_deliveries(session, fid),
+                deliveries[fid],
                 metric_name,
                 anomaly_kind,
                 granularity,
