@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,18 @@ def _settings(args: argparse.Namespace, *, start_embedded: bool = True) -> tuple
     return _with_broker(settings, urls), started
 
 
+@contextlib.contextmanager
+def _operator_settings(args: argparse.Namespace) -> Iterator[Settings]:
+    """Settings for a one-off operator command; embedded servers it had to start for it are
+    stopped when it ends (an exit included)."""
+    settings, started = _settings(args)
+    try:
+        yield settings
+    finally:
+        if started:
+            started.stop()
+
+
 def _child_env(settings: Settings) -> dict[str, str]:
     """The environment of a role process: server URLs (with their passwords) go here, never
     on a command line."""
@@ -76,32 +90,23 @@ def _child_env(settings: Settings) -> dict[str, str]:
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
-    settings, started = _settings(args)
-    try:
+    with _operator_settings(args) as settings:
         from portal.operations.migrate import migrate
 
         migrate(settings)
         print("migrations applied", file=sys.stderr)
-    finally:
-        if started:
-            started.stop()
 
 
 def cmd_keys_create(args: argparse.Namespace) -> None:
-    settings, started = _settings(args)
-    try:
+    with _operator_settings(args) as settings:
         from portal.operations.operator_tasks import create_api_key
 
         token = asyncio.run(create_api_key(settings, scope=args.scope, name=args.name))
         print(token)
-    finally:
-        if started:
-            started.stop()
 
 
 def cmd_users_create(args: argparse.Namespace) -> None:
-    settings, started = _settings(args)
-    try:
+    with _operator_settings(args) as settings:
         from portal.infrastructure.domain_errors import Problem
         from portal.operations.operator_tasks import create_user
 
@@ -121,45 +126,30 @@ def cmd_users_create(args: argparse.Namespace) -> None:
             )
         except Problem as exc:
             raise SystemExit(f"error: {exc}") from None
-    finally:
-        if started:
-            started.stop()
 
 
 def cmd_failed_replay(args: argparse.Namespace) -> None:
-    settings, started = _settings(args)
-    try:
+    with _operator_settings(args) as settings:
         from portal.operations.operator_tasks import replay_failed
 
         count = asyncio.run(replay_failed(settings, ids=args.id or None))
         print(f"replayed {count} failed events", file=sys.stderr)
-    finally:
-        if started:
-            started.stop()
 
 
 def cmd_reconcile(args: argparse.Namespace) -> None:
-    settings, started = _settings(args)
-    try:
+    with _operator_settings(args) as settings:
         from portal.operations.operator_tasks import enqueue_reconcile
 
         enqueue_reconcile(settings, full=args.full)
         print("reconcile queued", file=sys.stderr)
-    finally:
-        if started:
-            started.stop()
 
 
 def cmd_rebuild_days(args: argparse.Namespace) -> None:
-    settings, started = _settings(args)
-    try:
+    with _operator_settings(args) as settings:
         from portal.operations.operator_tasks import rebuild_daily_usage
 
         rows = asyncio.run(rebuild_daily_usage(settings, customer_ids=args.customer or None))
         print(f"daily_usage rebuilt from hourly_usage: {rows:,} day rows", file=sys.stderr)
-    finally:
-        if started:
-            started.stop()
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -175,8 +165,7 @@ def cmd_status(args: argparse.Namespace) -> None:
 
 
 def cmd_archive(args: argparse.Namespace) -> None:
-    settings, started = _settings(args)
-    try:
+    with _operator_settings(args) as settings:
         from portal.infrastructure.clock import system_clock
         from portal.ingest.archive import archive_with_settings
 
@@ -186,14 +175,10 @@ def cmd_archive(args: argparse.Namespace) -> None:
         # A partition kept because its export did not verify needs an operator.
         if any(o.action == "kept" for o in report.outcomes):
             sys.exit(1)
-    finally:
-        if started:
-            started.stop()
 
 
 def cmd_dead_letters_list(args: argparse.Namespace) -> None:
-    settings, started = _settings(args)
-    try:
+    with _operator_settings(args) as settings:
         from portal.operations import dead_letters
 
         with dead_letters.broker_client(settings) as client:
@@ -202,22 +187,15 @@ def cmd_dead_letters_list(args: argparse.Namespace) -> None:
             died = letter.died_at.isoformat(timespec="seconds")
             print(f"{letter.queue:<12}{letter.message_id}  {letter.actor:<22}died {died}")
         print(f"{len(letters)} dead letter(s)", file=sys.stderr)
-    finally:
-        if started:
-            started.stop()
 
 
 def cmd_dead_letters_replay(args: argparse.Namespace) -> None:
-    settings, started = _settings(args)
-    try:
+    with _operator_settings(args) as settings:
         from portal.operations import dead_letters
 
         with dead_letters.broker_client(settings) as client:
             moved = dead_letters.requeue(client, args.queue, ids=args.id or None)
         print(f"put {moved} dead letter(s) of {args.queue} back on their queue", file=sys.stderr)
-    finally:
-        if started:
-            started.stop()
 
 
 def cmd_web(args: argparse.Namespace) -> None:
