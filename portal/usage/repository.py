@@ -318,8 +318,8 @@ async def hourly_totals_since(
 # customers (an expanding IN would be a new statement per count).
 
 
-# A local day lasts at most 25 hours (a DST change): a day that overlaps a window starting
-# at `lo` starts after `lo - _LONGEST_DAY`.
+# A local day lasts at most 25 hours (a DST change; 26 leaves an hour to spare): a day that
+# overlaps a window starting at `lo` starts after `lo - _LONGEST_DAY`.
 _LONGEST_DAY = timedelta(hours=26)
 
 
