@@ -10,15 +10,18 @@ live view may be read for, up to now.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
+
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockError, RedisError
 
 from portal.catalog import repository as catalog
 from portal.infrastructure.periods import HOUR_S, to_datetime
@@ -31,7 +34,12 @@ from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
-# How long a reconcile waits for one already running (a reconcile takes seconds).
+# The reconcile lock is a lease: held this long, renewed every third of it while the
+# reconcile runs, so a worker killed mid-run (kill -9, a lost node) frees it within the lease
+# instead of blocking every reconcile after it.
+LOCK_LEASE_S = 15.0
+# How long a reconcile waits for one already running (a reconcile takes seconds): longer
+# than a lease, so a queued reconcile outlives a dead holder's lock.
 LOCK_PATIENCE_S = 30.0
 
 Desired = dict[str, str]  # hash field -> value, exactly as the live view stores it
@@ -129,118 +137,138 @@ async def reconcile(
     Waits up to `LOCK_PATIENCE_S` for another reconcile to finish; returns None if it
     still holds the lock then.
     """
-    redis = ctx.redis
-    settings = ctx.settings
     # Two queued reconciles delivered at once (ticks queued while the workers were starting)
     # both run, one after the other: a queued reconcile skipped without a run was what a
     # multi-node test saw as one never done.
-    deadline = time.monotonic() + LOCK_PATIENCE_S
-    while not await redis.set(keys.RECONCILE_LOCK_KEY, "1", nx=True, ex=600):
-        if time.monotonic() >= deadline:
-            return None
-        await asyncio.sleep(0.2)
+    lock = ctx.redis.lock(
+        keys.RECONCILE_LOCK_KEY, timeout=LOCK_LEASE_S, sleep=0.2, blocking_timeout=LOCK_PATIENCE_S
+    )
+    if not await lock.acquire():
+        return None
+    renewal = asyncio.create_task(_renew(lock))
     try:
-        started = datetime.now(UTC)
-        now = now or started
-        full = full or not await redis.exists(keys.BUILT_KEY)
-        watermark = to_datetime(await ctx.live.watermark_ms() / 1000)
-        if full:
-            window_start = now - keys.live_horizon(settings.accepted_lateness)
-            window_end = now + timedelta(hours=1)  # the current hour too: Redis lost it
-        else:
-            window_start = now - settings.reconcile_window
-            window_end = watermark - timedelta(seconds=HOUR_S)  # hours ended before it
-        # The catalog comes through its repository, on a session of its own: customers and
-        # meters never change once created, so reading them apart from the hours changes nothing.
-        async with ctx.sessions() as session:
-            customers = await catalog.customer_ids(session)
-            aggregations = await catalog.meter_aggregations(session)
-        async with ctx.transaction() as conn:
-            desired, sets, where = await _desired_state(conn, window_start, window_end, aggregations)
-        lo, hi = int(window_start.timestamp()), int(window_end.timestamp())
-        async with redis.pipeline(transaction=False) as pipe:
-            for customer in customers:
-                pipe.zrangebyscore(keys.index_key(customer), lo, f"({hi}")
-            indexed = await pipe.execute()
-        present = {k.decode() if isinstance(k, bytes) else k for ks in indexed for k in ks}
-        # Keys may be in the window but absent from the index (only after a flush).
-        candidates = sorted(present | {k for k, (_, _, b) in where.items() if lo <= b < hi})
-        async with redis.pipeline(transaction=False) as pipe:
-            for hkey in candidates:
-                pipe.hgetall(hkey)
-            current = await pipe.execute()
-        live_hours: dict[tuple[str, str], list[tuple[int, Decimal | None]]] = defaultdict(list)
-        billed_hours: dict[tuple[str, str], list[tuple[int, Decimal | None]]] = defaultdict(list)
-        written = 0
-        rewritten: set[tuple[str, str]] = set()
-        async with redis.pipeline(transaction=False) as pipe:
-            for hkey, raw in zip(candidates, current, strict=True):
-                live = {
-                    (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-                    for k, v in raw.items()
-                }
-                want = desired.get(hkey, {})
-                customer, metric, bucket = where.get(hkey) or _parse_key(hkey)
-                if not lo <= bucket < hi:
-                    continue
-                live_hours[(customer, metric)].append((bucket, live_value(live, keys.TOTAL_FIELD)))
-                billed_hours[(customer, metric)].append((bucket, live_value(want, keys.TOTAL_FIELD)))
-                if _same(live, want):
-                    continue
-                written += 1
-                rewritten.add((customer, metric))
-                pipe.delete(hkey)
-                expire_at = keys.hour_key_expires_at(bucket, settings.accepted_lateness)
-                for fld in list(live_values(live)) + list(live_values(want)):
-                    if not fld.startswith(keys.LATEST_PREFIX):
-                        pipe.delete(keys.unique_key(customer, metric, bucket, fld))
-                if want:
-                    pipe.hset(hkey, mapping=cast(Mapping[Any, Any], want))  # redis-py's Mapping is invariant
-                    pipe.expireat(hkey, expire_at)
-                    pipe.zadd(keys.index_key(customer), {hkey: bucket})
-                    for fld, values in sets.get(hkey, {}).items():
-                        skey = keys.unique_key(customer, metric, bucket, fld)
-                        pipe.sadd(skey, *sorted(values))
-                        pipe.expireat(skey, expire_at)
-                else:
-                    pipe.zrem(keys.index_key(customer), hkey)
-            # The period accumulators summing a rewritten hour are refilled by their next
-            # check; deleted after the hours, so a fill between the two is dropped as well.
-            for customer, metric in sorted(rewritten):
-                pipe.delete(keys.period_key(customer, metric), keys.period_unique_key(customer, metric))
-            if full:
-                pipe.set(keys.BUILT_KEY, started.isoformat())
-            await pipe.execute()
-
-        drift: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
-        for pair in set(live_hours) | set(billed_hours):
-            aggregation = aggregations.get(pair[1], "sum")
-            if aggregation == "unique_count":
-                aggregation = "sum"  # hourly distinct counts, compared hour by hour
-            live_total = combine(aggregation, (v for _, v in sorted(live_hours[pair])))
-            billed_total = combine(aggregation, (v for _, v in sorted(billed_hours[pair])))
-            if live_total != billed_total:
-                drift[pair] = (live_total, billed_total)
-        finished = datetime.now(UTC)
-        async with ctx.transaction() as conn:
-            run_id = await live_repository.record_run(
-                conn,
-                started=started,
-                finished=finished,
-                window_start=window_start,
-                window_end=window_end,
-                full=full,
-                keys_written=written,
-                drift=[(c, m, lv, bv) for (c, m), (lv, bv) in sorted(drift.items())],
-            )
-        if drift:  # a count and the first few: the drift report (GET /v1/drift) has them all
-            first = sorted(drift)[:5]
-            log.warning(
-                "live drift found for %d customer meter(s), first %s; run %s",
-                len(drift),
-                json.dumps([f"{c}/{m}" for c, m in first]),
-                run_id,
-            )
-        return ReconcileReport(window_start, window_end, full, written, drift)
+        return await _reconcile(ctx, full=full, now=now)
     finally:
-        await redis.delete(keys.RECONCILE_LOCK_KEY)
+        renewal.cancel()
+        with contextlib.suppress(LockError):  # lapsed (Redis lost it): nothing of ours to free
+            await lock.release()
+
+
+async def _renew(lock: Lock) -> None:
+    """Extend the lease while the reconcile runs; a renewal Redis refuses or cannot take
+    ends the renewals (the lease then lapses; at worst a second reconcile overlaps this one,
+    each rewriting hours from what Postgres holds)."""
+    while True:
+        await asyncio.sleep(LOCK_LEASE_S / 3)
+        try:
+            await lock.reacquire()
+        except (LockError, RedisError, OSError) as exc:
+            log.warning("reconcile lock not renewed: %s", exc)
+            return
+
+
+async def _reconcile(ctx: WorkerContext, *, full: bool, now: datetime | None) -> ReconcileReport:
+    redis = ctx.redis
+    settings = ctx.settings
+    started = datetime.now(UTC)
+    now = now or started
+    full = full or not await redis.exists(keys.BUILT_KEY)
+    watermark = to_datetime(await ctx.live.watermark_ms() / 1000)
+    if full:
+        window_start = now - keys.live_horizon(settings.accepted_lateness)
+        window_end = now + timedelta(hours=1)  # the current hour too: Redis lost it
+    else:
+        window_start = now - settings.reconcile_window
+        window_end = watermark - timedelta(seconds=HOUR_S)  # hours ended before it
+    # The catalog comes through its repository, on a session of its own: customers and
+    # meters never change once created, so reading them apart from the hours changes nothing.
+    async with ctx.sessions() as session:
+        customers = await catalog.customer_ids(session)
+        aggregations = await catalog.meter_aggregations(session)
+    async with ctx.transaction() as conn:
+        desired, sets, where = await _desired_state(conn, window_start, window_end, aggregations)
+    lo, hi = int(window_start.timestamp()), int(window_end.timestamp())
+    async with redis.pipeline(transaction=False) as pipe:
+        for customer in customers:
+            pipe.zrangebyscore(keys.index_key(customer), lo, f"({hi}")
+        indexed = await pipe.execute()
+    present = {k.decode() if isinstance(k, bytes) else k for ks in indexed for k in ks}
+    # Keys may be in the window but absent from the index (only after a flush).
+    candidates = sorted(present | {k for k, (_, _, b) in where.items() if lo <= b < hi})
+    async with redis.pipeline(transaction=False) as pipe:
+        for hkey in candidates:
+            pipe.hgetall(hkey)
+        current = await pipe.execute()
+    live_hours: dict[tuple[str, str], list[tuple[int, Decimal | None]]] = defaultdict(list)
+    billed_hours: dict[tuple[str, str], list[tuple[int, Decimal | None]]] = defaultdict(list)
+    written = 0
+    rewritten: set[tuple[str, str]] = set()
+    async with redis.pipeline(transaction=False) as pipe:
+        for hkey, raw in zip(candidates, current, strict=True):
+            live = {
+                (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                for k, v in raw.items()
+            }
+            want = desired.get(hkey, {})
+            customer, metric, bucket = where.get(hkey) or _parse_key(hkey)
+            if not lo <= bucket < hi:
+                continue
+            live_hours[(customer, metric)].append((bucket, live_value(live, keys.TOTAL_FIELD)))
+            billed_hours[(customer, metric)].append((bucket, live_value(want, keys.TOTAL_FIELD)))
+            if _same(live, want):
+                continue
+            written += 1
+            rewritten.add((customer, metric))
+            pipe.delete(hkey)
+            expire_at = keys.hour_key_expires_at(bucket, settings.accepted_lateness)
+            for fld in list(live_values(live)) + list(live_values(want)):
+                if not fld.startswith(keys.LATEST_PREFIX):
+                    pipe.delete(keys.unique_key(customer, metric, bucket, fld))
+            if want:
+                pipe.hset(hkey, mapping=cast(Mapping[Any, Any], want))  # redis-py's Mapping is invariant
+                pipe.expireat(hkey, expire_at)
+                pipe.zadd(keys.index_key(customer), {hkey: bucket})
+                for fld, values in sets.get(hkey, {}).items():
+                    skey = keys.unique_key(customer, metric, bucket, fld)
+                    pipe.sadd(skey, *sorted(values))
+                    pipe.expireat(skey, expire_at)
+            else:
+                pipe.zrem(keys.index_key(customer), hkey)
+        # The period accumulators summing a rewritten hour are refilled by their next
+        # check; deleted after the hours, so a fill between the two is dropped as well.
+        for customer, metric in sorted(rewritten):
+            pipe.delete(keys.period_key(customer, metric), keys.period_unique_key(customer, metric))
+        if full:
+            pipe.set(keys.BUILT_KEY, started.isoformat())
+        await pipe.execute()
+
+    drift: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
+    for pair in set(live_hours) | set(billed_hours):
+        aggregation = aggregations.get(pair[1], "sum")
+        if aggregation == "unique_count":
+            aggregation = "sum"  # hourly distinct counts, compared hour by hour
+        live_total = combine(aggregation, (v for _, v in sorted(live_hours[pair])))
+        billed_total = combine(aggregation, (v for _, v in sorted(billed_hours[pair])))
+        if live_total != billed_total:
+            drift[pair] = (live_total, billed_total)
+    finished = datetime.now(UTC)
+    async with ctx.transaction() as conn:
+        run_id = await live_repository.record_run(
+            conn,
+            started=started,
+            finished=finished,
+            window_start=window_start,
+            window_end=window_end,
+            full=full,
+            keys_written=written,
+            drift=[(c, m, lv, bv) for (c, m), (lv, bv) in sorted(drift.items())],
+        )
+    if drift:  # a count and the first few: the drift report (GET /v1/drift) has them all
+        first = sorted(drift)[:5]
+        log.warning(
+            "live drift found for %d customer meter(s), first %s; run %s",
+            len(drift),
+            json.dumps([f"{c}/{m}" for c, m in first]),
+            run_id,
+        )
+    return ReconcileReport(window_start, window_end, full, written, drift)

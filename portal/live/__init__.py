@@ -29,7 +29,7 @@ Redis keys it owns (`{c}` is the customer's hash tag):
   time (ms): no expiry; a batch leaves it when the worker is done with it, or at once when
   it was not queued.
 - `live:built:v2` STRING, set by a full reconcile (no expiry), and `live:reconcile-lock`
-  STRING, held for at most 10 minutes by the running reconcile: both written only by
+  STRING, a 15-second lease the running reconcile renews: both written only by
   `workers/reconcile.py`.
 
 On a Redis Cluster (`REDIS_URL=redis+cluster://…`) the `{c}`-tagged keys of a customer are

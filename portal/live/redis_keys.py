@@ -48,7 +48,8 @@ portal/infrastructure/redis_client.py):
   time (ms): its minimum is the `completeThrough` watermark.
 - `live:built:v2` STRING, present once a full reconcile has filled the live view; a flushed
   Redis loses it, which makes the next reconcile rebuild everything.
-- `live:reconcile-lock` STRING, held by the reconcile that runs (one at a time).
+- `live:reconcile-lock` STRING, the lease of the reconcile that runs (one at a time;
+  renewed while it runs, so a killed holder frees it within the lease).
 - `quality:<day>` HASH of the day's accepted and rejected counts per source and reason,
   kept 40 days (`quality_key`).
 - `alerts:debounce:{c}` STRING, set while an alert evaluation of the customer is scheduled.
