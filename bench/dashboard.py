@@ -461,13 +461,16 @@ async def poll_loop(viewer: Viewer, interval: float, started: float, until: floa
 
 STEPS = (
     "session (Redis)",
-    "customer (Postgres)",
+    "customer (cached)",
     "watermark (Redis)",
+    "rating setup (cached)",
     "preview (Postgres)",
-    "meters (catalog)",
+    "meters (cached)",
     "live usage (Redis, all meters)",
     "recent alerts (Postgres)",
     "anomalies (Postgres, cached hourly)",
+    "budgets (Postgres)",
+    "entitlement limits (cached)",
     "version hash",
     "template render",
     "usage_panel total",
@@ -479,8 +482,6 @@ async def breakdown(env: Environment, viewers: list[Viewer], until: float) -> di
     under the same load: what GET …/usage does, minus HTTP and Litestar. Mirrors
     portal/pages/service.py usage_panel (also timed whole) and the handler around it."""
     from portal.billing.preview import preview
-    from portal.catalog import service as catalog_service
-    from portal.infrastructure.domain_errors import NotFound
     from portal.infrastructure.periods import BillingPeriod, period_for
     from portal.pages import service
     from portal.pages.routes import template_config
@@ -489,6 +490,7 @@ async def breakdown(env: Environment, viewers: list[Viewer], until: float) -> di
 
     settings = _settings(env)
     portal = PortalState.open(settings)
+    ttl = settings.catalog_cache_seconds
     engine = template_config().instance
     assert engine is not None
     template = engine.get_template("partials/usage_panel.html")
@@ -510,16 +512,20 @@ async def breakdown(env: Environment, viewers: list[Viewer], until: float) -> di
         now = datetime.now(UTC)
         await timed("session (Redis)", load_session(portal.redis, viewer.session))
         async with portal.sessions() as db:
-            customer = await timed("customer (Postgres)", catalog_service.get_customer(db, viewer.customer))
+            customer = await timed(
+                "customer (cached)", portal.customers.get(db, viewer.customer, seen_by=viewer.session)
+            )
             watermark_ms = await timed("watermark (Redis)", portal.live.watermark_ms())
             watermark = datetime.fromtimestamp(watermark_ms / 1000, UTC)
             period = period_for(now, customer.timezone)
-            with contextlib.suppress(NotFound):  # no plan (--no-plan): the panel skips it too
+            setup = await timed("rating setup (cached)", service._rating_setup(db, customer, now, ttl))
+            if setup is not None:  # no plan (--no-plan): the panel skips the preview too
                 estimate = await timed(
-                    "preview (Postgres)", preview(db, customer.id, now=now, complete_through=watermark)
+                    "preview (Postgres)",
+                    preview(db, customer.id, now=now, complete_through=watermark, setup=setup),
                 )
                 period = BillingPeriod(estimate.period_start, estimate.period_end)
-            meters = await timed("meters (catalog)", catalog_service.list_meters(db))
+            meters = await timed("meters (cached)", service._meters(db, ttl))
             end = min(period.end, now + settings.future_tolerance)
             await timed(
                 "live usage (Redis, all meters)",
@@ -527,6 +533,8 @@ async def breakdown(env: Environment, viewers: list[Viewer], until: float) -> di
             )
             await timed("recent alerts (Postgres)", service.recent_alerts(db, customer))
             await timed("anomalies (Postgres, cached hourly)", service._anomalies(db, customer, meters, now))
+            await timed("budgets (Postgres)", service._budget_rules(db, customer.id))
+            await timed("entitlement limits (cached)", portal.entitlements.profiles({customer.id}, now))
             panel = await timed("usage_panel total", service.usage_panel(portal, db, customer, now=now))
         timed_sync("version hash", lambda: panel.version)
         timed_sync("template render", lambda: template.render(panel=panel))

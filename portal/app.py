@@ -59,6 +59,9 @@ async def request_guard(connection: ASGIConnection[Any, Any, Any, Any], handler:
 
 # The requests answered before Litestar's per-request work when they are ordinary
 # (portal/http/short_way.py): by path, each a coroutine that answers or hands back `receive`.
+# The portal's pages: people waiting for them (portal/http/foreground.py).
+PAGES_PREFIX = "/portal"
+
 SHORT_WAYS = {fast_check.CHECK_PATH: fast_check.answer, fast_event.EVENT_PATH: fast_event.answer}
 
 
@@ -77,6 +80,15 @@ class PortalApp(Litestar):
                 if rest is None:
                     return
                 receive = rest
+        if scope["type"] == "http" and scope["path"].startswith(PAGES_PREFIX):
+            # Someone is waiting for this page: batches in this process let it go first.
+            foreground = self.state.portal.foreground
+            foreground.begin()
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                foreground.end()
+            return
         await super().__call__(scope, receive, send)
 
 

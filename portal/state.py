@@ -14,8 +14,9 @@ from datetime import datetime
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from portal.catalog.service import CatalogCache
+from portal.catalog.service import CatalogCache, CustomerCache
 from portal.entitlements.service import EntitlementBook
+from portal.http.foreground import Foreground
 from portal.infrastructure import rabbitmq_admin
 from portal.infrastructure.clock import Clock, checked_now, system_clock
 from portal.infrastructure.db import create_engine, create_read_engine, session_factory
@@ -50,6 +51,10 @@ class PortalState:
     broker_redis: Redis | None
     # For /readyz: answers "loading" or "down" at once, where `redis` retries for seconds.
     probe_redis: Redis
+    # Customers for the usage panel's poll (portal/catalog/service.py).
+    customers: CustomerCache
+    # The pages this process is serving, ahead of batch ingest (portal/http/foreground.py).
+    foreground: Foreground
     # What handlers take as "now" (portal/infrastructure/clock.py); tests set it to run at a given instant.
     clock: Clock = system_clock
     # This process's role heartbeat (portal/operations/heartbeats.py), when opened inside an event loop.
@@ -82,6 +87,7 @@ class PortalState:
             redis, accepted_lateness=settings.accepted_lateness, marker_window=settings.dedup_marker_window
         )
         catalog = CatalogCache(sessions, settings.catalog_cache_seconds)
+        foreground = Foreground()
         # Checks sit in applications' request paths: their own connections, which give up in
         # about a second when Redis is down (a 503), where ingest's wait longer.
         check_redis = async_client(
@@ -105,8 +111,12 @@ class PortalState:
             redis=redis,
             live=live,
             catalog=catalog,
+            customers=CustomerCache(settings.catalog_cache_seconds),
+            foreground=foreground,
             keys=KeyCache(sessions, redis),
-            ingestor=Ingestor(settings=settings, catalog=catalog, live=live, backlog=backlog),
+            ingestor=Ingestor(
+                settings=settings, catalog=catalog, live=live, backlog=backlog, foreground=foreground
+            ),
             entitlements=EntitlementBook(
                 sessions,
                 LiveStore(

@@ -130,3 +130,36 @@ class CatalogCache:
 
     def invalidate(self) -> None:
         self._loaded_at = 0.0
+
+
+class CustomerCache:
+    """Customers as read at most `ttl_s` ago, per process and per viewer, for the usage
+    panel's poll (every 2 s per viewer; reading the row was a quarter of its handler's CPU).
+
+    What the panel takes from a customer (its id, zone, currency and creation) never
+    changes once created; the billing details may be up to `ttl_s` old here, so the pages
+    that show or edit them read the row. Kept per viewer (`seen_by`, a signed-in session):
+    each poll finds what the same session read before, and a customer id that names a new
+    customer (a test's fresh database) is never taken for the one another session saw. An
+    unknown id is not remembered: a customer created a moment ago is found at its first
+    poll. At most `size` entries are kept, the longest-kept going first.
+    """
+
+    def __init__(self, ttl_s: float, size: int = 10_000) -> None:
+        self._ttl_s = ttl_s
+        self._size = size
+        self._customers: dict[tuple[str, str], tuple[float, Customer]] = {}
+
+    async def get(self, session: AsyncSession, customer_id: str, *, seen_by: str) -> Customer | None:
+        key = (seen_by, customer_id)
+        clock = time.monotonic()
+        hit = self._customers.get(key)
+        if hit is not None and clock - hit[0] < self._ttl_s:
+            return hit[1]
+        customer = await repository.customer_by_id(session, customer_id)
+        self._customers.pop(key, None)
+        if customer is not None:
+            if len(self._customers) >= self._size:
+                del self._customers[next(iter(self._customers))]
+            self._customers[key] = (clock, customer)
+        return customer

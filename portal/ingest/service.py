@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from portal.catalog.service import CatalogCache
+from portal.http.foreground import Foreground
 from portal.infrastructure.broker import INGEST_QUEUE
 from portal.infrastructure.http_errors import StoreUnavailable
 from portal.infrastructure.jobs import QueueUnavailable, enqueue
@@ -69,7 +70,8 @@ class _Outcome:
 
 # A 1000-event batch decodes and validates for several milliseconds of one process's event
 # loop; every request sharing that process (an entitlement check, a dashboard poll) waited
-# behind all of it. Yielding every this many events keeps each wait near a millisecond.
+# behind all of it. Yielding every this many events keeps each wait near a millisecond, and
+# lets the pages in flight finish first (portal/http/foreground.py).
 _SLICE_EVENTS = 200
 
 # Groups of single events in flight at once: while one waits for the broker, the next forms.
@@ -84,6 +86,8 @@ class Ingestor:
     handoff: BatchHandoff = field(default_factory=lambda: BatchHandoff(_enqueue_persist))
     # The door kept while the persist workers are behind (portal/ingest/backlog.py); None: none.
     backlog: PersistBacklog | None = None
+    # The pages this process is serving, which a batch lets finish between its slices.
+    foreground: Foreground = field(default_factory=Foreground)
     # Tasks kept from the GC: live applies retried after Redis failed between hand-off and
     # apply, and the writers of single events.
     _background: set[asyncio.Task[None]] = field(default_factory=set)
@@ -172,7 +176,7 @@ class Ingestor:
         decoded: list[tuple[int, UsageEvent]] = []
         for index, raw in enumerate(raw_events):
             if index and not index % _SLICE_EVENTS:
-                await asyncio.sleep(0)  # let the requests sharing this process go on
+                await self.foreground.wait()  # let the requests sharing this process go on
             body = bytes(raw)
             try:
                 decoded.append((index, decode_event(body)))
@@ -191,7 +195,7 @@ class Ingestor:
         duplicates: set[int] = set()  # indexes
         for position, (index, usage_event) in enumerate(decoded):
             if position and not position % _SLICE_EVENTS:
-                await asyncio.sleep(0)
+                await self.foreground.wait()
             try:
                 accepted = validate(usage_event, zones=zones, meters=meters, limits=limits)
             except EventError as exc:
@@ -227,8 +231,14 @@ class Ingestor:
                 else:
                     conflicts.append(event)
                     rejected.append(Rejection(index=index, event_id=event.event_id, error=CONFLICT_ERROR))
+            # Encoding a big batch's hand-off and building its apply are a slice each.
+            sliced = len(candidates) > _SLICE_EVENTS
+            if sliced:
+                await self.foreground.wait()
             await self._hand_off(batch_id, accepted_ms, fresh, conflicts)
             if fresh:
+                if sliced:
+                    await self.foreground.wait()
                 try:
                     taken = await self.live.apply(fresh, batch_id, accepted_ms)
                 except Exception as exc:  # durable already: count them live as soon as Redis is back

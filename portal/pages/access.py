@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.accounts import repository as accounts
 from portal.catalog import service as catalog
 from portal.catalog.schemas import Customer
+from portal.catalog.service import CustomerCache
 from portal.pages import sessions
 from portal.pages.sessions import SESSION_COOKIE, PageSession
 from portal.state import PortalState
@@ -131,11 +132,20 @@ async def may_see(db: AsyncSession, session: PageSession, customer_id: str) -> b
     return await accounts.is_assigned(db, session.user_id, customer_id)
 
 
-async def visible_customer(request: Request[Any, Any, Any], db: AsyncSession, customer_id: str) -> Customer:
-    """The customer, if the viewer may see it; 404 otherwise (whether or not it exists)."""
+async def visible_customer(
+    request: Request[Any, Any, Any], db: AsyncSession, customer_id: str, cache: CustomerCache | None = None
+) -> Customer:
+    """The customer, if the viewer may see it; 404 otherwise (whether or not it exists).
+    Read through `cache` when given, as this viewer read it (who may see it is always
+    judged afresh)."""
     session = viewer(request)
     visible = await may_see(db, session, customer_id)
-    customer = await catalog.get_customer(db, customer_id) if visible else None
+    if not visible:
+        customer = None
+    elif cache is not None:
+        customer = await cache.get(db, customer_id, seen_by=session.id)
+    else:
+        customer = await catalog.get_customer(db, customer_id)
     if customer is None:
         raise NotFoundException(f"There is no customer “{customer_id}” you can see.")
     return customer
