@@ -82,12 +82,7 @@ class PortalApp(Litestar):
                 receive = rest
         if scope["type"] == "http" and scope["path"].startswith(PAGES_PREFIX):
             # Someone is waiting for this page: batches in this process let it go first.
-            foreground = self.state.portal.foreground
-            foreground.begin()
-            try:
-                await super().__call__(scope, receive, send)
-            finally:
-                foreground.end()
+            await self.state.portal.foreground.serve(super().__call__, scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 

@@ -172,11 +172,12 @@ class Ingestor:
             except BacklogFull as exc:
                 raise IngestUnavailable(str(exc)) from exc
         now_s = time.time()
+        deferral = self.foreground.deferral()  # pages first, between slices
         rejected: list[Rejection] = []
         decoded: list[tuple[int, UsageEvent]] = []
         for index, raw in enumerate(raw_events):
             if index and not index % _SLICE_EVENTS:
-                await self.foreground.wait()  # let the requests sharing this process go on
+                await deferral.wait()  # let the requests sharing this process go on
             body = bytes(raw)
             try:
                 decoded.append((index, decode_event(body)))
@@ -195,7 +196,7 @@ class Ingestor:
         duplicates: set[int] = set()  # indexes
         for position, (index, usage_event) in enumerate(decoded):
             if position and not position % _SLICE_EVENTS:
-                await self.foreground.wait()
+                await deferral.wait()
             try:
                 accepted = validate(usage_event, zones=zones, meters=meters, limits=limits)
             except EventError as exc:
@@ -234,11 +235,11 @@ class Ingestor:
             # Encoding a big batch's hand-off and building its apply are a slice each.
             sliced = len(candidates) > _SLICE_EVENTS
             if sliced:
-                await self.foreground.wait()
+                await deferral.wait()
             await self._hand_off(batch_id, accepted_ms, fresh, conflicts)
             if fresh:
                 if sliced:
-                    await self.foreground.wait()
+                    await deferral.wait()
                 try:
                     taken = await self.live.apply(fresh, batch_id, accepted_ms)
                 except Exception as exc:  # durable already: count them live as soon as Redis is back

@@ -1,6 +1,6 @@
 """Pages before batches (portal/http/foreground.py): a batch being ingested lets the pages
-its web process is serving finish between its slices, for a bounded time, and is then
-counted exactly as ever."""
+its web process is working on finish between its slices, for a bounded time in all, and is
+then counted exactly as ever; a page counts only while the server works on it."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from portal.http.foreground import Foreground
+from portal.http.foreground import Foreground, Message
 from portal.infrastructure.settings import Settings
 from portal.state import PortalState
 from tests.conftest import WorkerProcess, wait_until_persisted
@@ -24,25 +25,25 @@ __all__ = ["catalog"]  # the fixture, shared with the pipeline's tests
 
 
 async def test_waiting_with_no_page_in_flight_only_lets_the_ready_work_run() -> None:
-    foreground = Foreground(max_defer_s=60)
+    deferral = Foreground(batch_deferral_s=60).deferral()
     ran: list[str] = []
 
     async def ready() -> None:
         ran.append("ready")
 
     task = asyncio.ensure_future(ready())
-    await foreground.wait()
+    await deferral.wait()
     assert task.done() and ran == ["ready"]
 
 
-async def test_background_work_resumes_when_the_last_page_ends() -> None:
-    foreground = Foreground(max_defer_s=60)
+async def test_batches_resume_when_the_last_page_ends() -> None:
+    foreground = Foreground(batch_deferral_s=60)
     order: list[str] = []
     foreground.begin()
     foreground.begin()
 
     async def batch(name: str) -> None:
-        await foreground.wait()
+        await foreground.deferral().wait()
         order.append(name)
 
     waiting = [asyncio.ensure_future(batch("first batch")), asyncio.ensure_future(batch("second batch"))]
@@ -51,7 +52,7 @@ async def test_background_work_resumes_when_the_last_page_ends() -> None:
     foreground.end()
     for _ in range(20):
         await asyncio.sleep(0)
-    assert order == [] and foreground.in_flight == 1  # one page is still being served
+    assert order == [] and foreground.in_flight == 1  # one page is still being worked on
     foreground.end()
     order.append("last page ended")
     await asyncio.gather(*waiting)
@@ -59,22 +60,70 @@ async def test_background_work_resumes_when_the_last_page_ends() -> None:
     assert foreground.in_flight == 0
 
 
-async def test_pages_without_a_break_hold_a_batch_back_only_for_the_bound() -> None:
-    foreground = Foreground(max_defer_s=0.05)
-    foreground.begin()  # a page that never ends
-    short = asyncio.ensure_future(foreground.wait())
-    patient = Foreground(max_defer_s=60)
-    patient.begin()
-    waiting = asyncio.ensure_future(patient.wait())
-    # The bounded wait gives up by itself, while the page is still in flight...
-    await asyncio.wait_for(short, timeout=30)
+async def test_a_batch_gives_way_only_for_its_allowance_in_all() -> None:
+    foreground = Foreground(batch_deferral_s=0.05)
+    foreground.begin()  # pages without a break
+    deferral = foreground.deferral()
+    other = Foreground(batch_deferral_s=60)
+    other.begin()
+    patient = asyncio.ensure_future(other.deferral().wait())
+    # The first wait gives up by itself, while pages are still in flight...
+    await asyncio.wait_for(deferral.wait(), timeout=30)
     assert foreground.in_flight == 1
-    # ...and one waiter giving up does not cancel what another waits on.
-    second = asyncio.ensure_future(foreground.wait())
-    await asyncio.wait_for(second, timeout=30)
-    assert not waiting.done()
-    patient.end()
-    await asyncio.wait_for(waiting, timeout=30)
+    # ...and the allowance is spent: the batch's next slices go on at once.
+    for _ in range(100):
+        await asyncio.wait_for(deferral.wait(), timeout=30)
+    # A new batch has an allowance of its own; one waiter giving up cancels no other's wait.
+    await asyncio.wait_for(foreground.deferral().wait(), timeout=30)
+    assert not patient.done()
+    other.end()
+    await asyncio.wait_for(patient, timeout=30)
+
+
+async def test_a_page_counts_from_its_whole_request_to_the_start_of_its_answer() -> None:
+    foreground = Foreground()
+    seen: list[tuple[str, int]] = []
+    body_parts: list[Message] = [
+        {"type": "http.request", "body": b"email=", "more_body": True},
+        {"type": "http.request", "body": b"a@b.test", "more_body": False},
+    ]
+
+    async def receive() -> Message:
+        seen.append(("client sends a part", foreground.in_flight))
+        return body_parts.pop(0)
+
+    async def send(message: Message) -> None:
+        seen.append((message["type"], foreground.in_flight))
+
+    async def page(scope: Any, read: Any, answer: Any) -> None:
+        seen.append(("page starts", foreground.in_flight))
+        if scope["method"] == "POST":
+            while (await read())["more_body"]:
+                seen.append(("part read", foreground.in_flight))
+            seen.append(("body read", foreground.in_flight))
+        await answer({"type": "http.response.start", "status": 200, "headers": []})
+        await answer({"type": "http.response.body", "body": b"ok", "more_body": False})
+
+    await foreground.serve(page, {"type": "http", "method": "POST"}, receive, send)
+    assert seen == [
+        ("page starts", 0),  # a body still to come is the client's time
+        ("client sends a part", 0),
+        ("part read", 0),
+        ("client sends a part", 0),
+        ("body read", 1),
+        ("http.response.start", 0),  # streaming the answer out is the client's time too
+        ("http.response.body", 0),
+    ]
+    seen.clear()
+    await foreground.serve(page, {"type": "http", "method": "GET"}, receive, send)
+    assert seen == [("page starts", 1), ("http.response.start", 0), ("http.response.body", 0)]
+
+    async def failing(scope: Any, read: Any, answer: Any) -> None:
+        raise RuntimeError("the page failed")
+
+    with pytest.raises(RuntimeError):
+        await foreground.serve(failing, {"type": "http", "method": "GET"}, receive, send)
+    assert foreground.in_flight == 0
 
 
 async def test_the_app_counts_its_pages_in_flight_and_nothing_else(
@@ -118,7 +167,7 @@ async def test_a_batch_waits_for_the_page_in_flight_then_is_counted_exactly(
     # A web process's state in this test's loop (the test client serves in a loop of its own).
     state = PortalState.open(settings)
     ingestor = state.ingestor
-    ingestor.foreground = Foreground(max_defer_s=60)
+    ingestor.foreground = Foreground(batch_deferral_s=60)
     raw = [msgspec.json.encode(event(quantity=3, dimensions={"region": "eu"})) for _ in range(1000)]
     try:
         ingestor.foreground.begin()  # a page is being served
