@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +31,7 @@ from portal.entitlements.routes import (
 from portal.http import short_way
 from portal.http.request_checks import PortalRequest, fitting_address
 from portal.infrastructure.broker import setup_broker
+from portal.infrastructure.collector import keep_startup_out_of_collections
 from portal.infrastructure.domain_errors import Problem
 from portal.infrastructure.http_errors import api_error, problem_response, unprocessable
 from portal.infrastructure.logs import configure as configure_logs
@@ -98,13 +98,8 @@ def create_app(settings: Settings | None = None) -> PortalApp:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         setup_broker(settings)
         app.state.portal = PortalState.open(settings)
-        # Everything loaded so far lives as long as the process: keep it out of the cyclic
-        # collector, whose full passes over it paused every request sharing the loop; and
-        # collect the young generation less often (a 1000-event batch allocates a lot).
-        # Dashboard polls under ingest: p99 90-105 ms before, 36-46 ms after (bench/dashboard.py).
         if role:  # a served process (tests create many apps in one process: not there)
-            gc.freeze()
-            gc.set_threshold(20_000, 20, 20)
+            keep_startup_out_of_collections()
         try:
             yield
         finally:

@@ -9,7 +9,7 @@ worker, retries included, wait up to `ENQUEUE_PATIENCE_S` for the broker).
 from portal.infrastructure.broker import setup_broker
 from portal.infrastructure.logs import configure
 from portal.infrastructure.settings import get_settings
-from workers.middleware import JobOutcomes, RoleHeartbeat
+from workers.middleware import JobOutcomes, RoleHeartbeat, SettledCollector
 
 # Longer than any restart of the broker's Redis we have seen (an 8.7 s AOF load at 3.5M
 # keys): a retry that cannot be queued is lost once its message is acknowledged.
@@ -19,6 +19,7 @@ configure(role="worker")
 _settings = get_settings()
 _broker = setup_broker(_settings, enqueue_patience_s=ENQUEUE_PATIENCE_S)
 _broker.add_middleware(JobOutcomes(_settings.redis_url))
+_broker.add_middleware(SettledCollector())
 if _settings.redis_url:
     _broker.add_middleware(RoleHeartbeat(_settings.redis_url, _settings.heartbeat_seconds))
 

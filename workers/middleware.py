@@ -21,6 +21,7 @@ import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
+from portal.infrastructure.collector import keep_startup_out_of_collections
 from portal.infrastructure.rabbitmq_admin import RabbitmqAdmin
 from portal.infrastructure.rabbitmq_broker import ResilientRabbitmqBroker
 from portal.infrastructure.redis_client import sync_client
@@ -29,6 +30,14 @@ from portal.operations.heartbeats import HeartbeatThread, Identity
 from workers.outages import SKIPPED_OPTION
 
 log = logging.getLogger(__name__)
+
+
+class SettledCollector(Middleware):
+    """Once the worker has booted (actors, pools and threads made), keeps what it holds
+    out of the cyclic collector's full passes (portal/infrastructure/collector.py)."""
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        keep_startup_out_of_collections()
 
 
 class RoleHeartbeat(Middleware):
