@@ -24,6 +24,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from portal.infrastructure import metrics
+
 # The most a batch gives way to pages, in all (a poll's own work takes ~3-10 ms).
 BATCH_DEFERRAL_S = 0.02
 
@@ -120,4 +122,6 @@ class Deferral:
             return
         began = time.monotonic()
         await self._foreground._until_idle(self._left_s)
-        self._left_s -= time.monotonic() - began
+        waited = time.monotonic() - began
+        self._left_s -= waited
+        metrics.INGEST_PAGE_WAIT_SECONDS.inc(waited)

@@ -32,6 +32,10 @@ INGEST_SECONDS = Histogram("portal_ingest_request_seconds", "Ingest request late
 INGEST_BATCH_EVENTS = Histogram(
     "portal_ingest_batch_events", "Events per ingest request.", buckets=(1, 10, 50, 100, 250, 500, 1000)
 )
+INGEST_PAGE_WAIT_SECONDS = Counter(
+    "portal_ingest_page_wait_seconds_total",
+    "Time batches waited for pages served by the same web process (at most 20 ms a batch).",
+)
 PERSISTED_EVENTS = Counter("portal_persisted_events_total", "Events written to Postgres (exactly once).")
 PERSIST_LAG = Histogram(
     "portal_persist_lag_seconds", "From acceptance (202) to the Postgres commit.", buckets=_SECONDS

@@ -18,6 +18,7 @@ from portal.infrastructure.settings import Settings
 from portal.state import PortalState
 from tests.conftest import WorkerProcess, wait_until_persisted
 from tests.factories import auth, event
+from tests.infrastructure.test_metrics import delta, scrape
 from tests.ingest.test_pipeline import catalog, usage
 from tests.pages.helpers import make_user, sign_in
 
@@ -169,6 +170,7 @@ async def test_a_batch_waits_for_the_page_in_flight_then_is_counted_exactly(
     ingestor = state.ingestor
     ingestor.foreground = Foreground(batch_deferral_s=60)
     raw = [msgspec.json.encode(event(quantity=3, dimensions={"region": "eu"})) for _ in range(1000)]
+    before = await scrape(client)
     try:
         ingestor.foreground.begin()  # a page is being served
         batch = asyncio.ensure_future(ingestor.ingest(raw))
@@ -180,6 +182,8 @@ async def test_a_batch_waits_for_the_page_in_flight_then_is_counted_exactly(
     finally:
         await state.close()
     assert (result.accepted, result.duplicates, result.rejected) == (1000, 0, [])
+    # Operators see the wait (this test's process serves /metrics from the same registry).
+    assert delta(before, await scrape(client), "portal_ingest_page_wait_seconds_total") > 0
 
     await wait_until_persisted(redis)
     for source in ("live", "billed"):
