@@ -74,10 +74,11 @@ class Foreground:
         """Run the ASGI `app` for a page request, counted from when its body has been read
         whole (at once for a request without one) to when its answer starts."""
         counted = False
+        answered = False  # once the answer has started, the rest is the client's pace
 
         def start() -> None:
             nonlocal counted
-            if not counted:
+            if not counted and not answered:
                 counted = True
                 self.begin()
 
@@ -95,7 +96,9 @@ class Foreground:
             return message
 
         async def answer(message: Message) -> None:
+            nonlocal answered
             if message["type"] == "http.response.start":
+                answered = True
                 stop()
             await send(message)
 

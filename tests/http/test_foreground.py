@@ -119,6 +119,23 @@ async def test_a_page_counts_from_its_whole_request_to_the_start_of_its_answer()
     await foreground.serve(page, {"type": "http", "method": "GET"}, receive, send)
     assert seen == [("page starts", 1), ("http.response.start", 0), ("http.response.body", 0)]
 
+    async def streaming(scope: Any, read: Any, answer: Any) -> None:
+        await answer({"type": "http.response.start", "status": 200, "headers": []})
+        # A stream listens for the client going away while it sends: not the page's work.
+        body_parts.append({"type": "http.request", "body": b"", "more_body": False})
+        await read()
+        seen.append(("listened for a disconnect", foreground.in_flight))
+        await answer({"type": "http.response.body", "body": b"ok", "more_body": False})
+
+    seen.clear()
+    await foreground.serve(streaming, {"type": "http", "method": "GET"}, receive, send)
+    assert seen == [
+        ("http.response.start", 0),
+        ("client sends a part", 0),
+        ("listened for a disconnect", 0),
+        ("http.response.body", 0),
+    ]
+
     async def failing(scope: Any, read: Any, answer: Any) -> None:
         raise RuntimeError("the page failed")
 
