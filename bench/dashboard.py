@@ -478,10 +478,17 @@ STEPS = (
 )
 
 
-async def breakdown(env: Environment, viewers: list[Viewer], until: float) -> dict[str, list[float]]:
+Breakdown = Callable[[list[Viewer], float], Awaitable[dict[str, list[float]]]]
+
+
+def prepare_breakdown(env: Environment) -> Breakdown:
     """The panel's steps, timed one after the other in this process against the same servers,
     under the same load: what GET …/usage does, minus HTTP and Litestar. Mirrors
-    portal/pages/service.py usage_panel (also timed whole) and the handler around it."""
+    portal/pages/service.py usage_panel (also timed whole) and the handler around it.
+
+    Call before the measured window: importing the portal and opening its state here took
+    ~0.8 s of this process's loop, which the polls and ingest requests in flight then
+    counted as theirs (the runs' rare 0.7-0.9 s maxima and ingest p99s of 0.3-0.9 s)."""
     from portal.billing.preview import preview
     from portal.infrastructure.periods import BillingPeriod, period_for
     from portal.pages import service
@@ -540,14 +547,17 @@ async def breakdown(env: Environment, viewers: list[Viewer], until: float) -> di
         timed_sync("version hash", lambda: panel.version)
         timed_sync("template render", lambda: template.render(panel=panel))
 
-    rng = random.Random(7)
-    try:
-        while time.perf_counter() < until:
-            await one_panel(viewers[rng.randrange(len(viewers))])
-            await asyncio.sleep(0.05)  # one panel at a time, ~15/s: a small share of the load
-    finally:
-        await portal.close()
-    return times
+    async def breakdown(viewers: list[Viewer], until: float) -> dict[str, list[float]]:
+        rng = random.Random(7)
+        try:
+            while time.perf_counter() < until:
+                await one_panel(viewers[rng.randrange(len(viewers))])
+                await asyncio.sleep(0.05)  # one panel at a time, ~15/s: a small share of the load
+        finally:
+            await portal.close()
+        return times
+
+    return breakdown
 
 
 def _settings(env: Environment) -> Any:
@@ -783,6 +793,7 @@ async def run_bench(opts: DashboardOptions, env: Environment, busy_before: float
                 else ""
             )
         )
+        breakdown = prepare_breakdown(env) if opts.breakdown_duration > 0 else None
         # The load generator's own full collections (80-130 ms each, measured with a
         # gc.callbacks probe) would count as poll latency: what it set up stays out of them.
         gc.freeze()
@@ -809,10 +820,10 @@ async def run_bench(opts: DashboardOptions, env: Environment, busy_before: float
             return usage_between(before, snapshot(roles)), delta(valkey_before, await valkey_commands(redis))
 
         async def profile() -> dict[str, list[float]] | None:
-            if opts.breakdown_duration <= 0:
+            if breakdown is None:
                 return None
             await asyncio.sleep(opts.duration)
-            return await breakdown(env, viewers, started + total)
+            return await breakdown(viewers, started + total)
 
         gathered = await asyncio.gather(
             ingest,
