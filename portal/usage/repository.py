@@ -323,6 +323,23 @@ async def hourly_totals_since(
 _LONGEST_DAY = timedelta(hours=26)
 
 
+# Raw SQL: a CTE read twice and a join of the straddling days to their hours; one statement
+# for the whole chunk of customers. Parsed once (the usage panel runs it at every poll).
+_WINDOW_SUMS = text(
+    "WITH days AS MATERIALIZED (SELECT customer_id, metric_name, group_key, value, day, "
+    "day_end FROM daily_usage WHERE customer_id = ANY(:ids) AND metric_name = ANY(:metrics) "
+    "AND day > :reach AND day < :hi AND day_end > :lo) "
+    "SELECT customer_id, metric_name, group_key, sum(value), max(value) FROM ("
+    "SELECT customer_id, metric_name, group_key, value FROM days "
+    "WHERE day >= :lo AND day_end <= :hi UNION ALL "
+    "SELECT h.customer_id, h.metric_name, h.group_key, h.value FROM days d "
+    "JOIN hourly_usage h ON h.customer_id = d.customer_id AND h.metric_name = d.metric_name "
+    "AND h.hour >= greatest(d.day, :lo) AND h.hour < least(d.day_end, :hi) "
+    "AND h.group_key = d.group_key WHERE d.day < :lo OR d.day_end > :hi"
+    ") usage GROUP BY 1, 2, 3"
+)
+
+
 async def window_sums(
     session: AsyncSession,
     *,
@@ -340,22 +357,8 @@ async def window_sums(
     hourly_usage (none, for a window of whole local days). Every hour is in its day's row,
     so the total is the hours' to the digit, at ~31 rows a month per meter and group instead
     of ~744, and without one random read of hourly_usage's index per customer and meter."""
-    # Raw SQL: a CTE read twice and a join of the straddling days to their hours; one
-    # statement for the whole chunk of customers.
     rows: Any = await session.execute(
-        text(
-            "WITH days AS MATERIALIZED (SELECT customer_id, metric_name, group_key, value, day, "
-            "day_end FROM daily_usage WHERE customer_id = ANY(:ids) AND metric_name = ANY(:metrics) "
-            "AND day > :reach AND day < :hi AND day_end > :lo) "
-            "SELECT customer_id, metric_name, group_key, sum(value), max(value) FROM ("
-            "SELECT customer_id, metric_name, group_key, value FROM days "
-            "WHERE day >= :lo AND day_end <= :hi UNION ALL "
-            "SELECT h.customer_id, h.metric_name, h.group_key, h.value FROM days d "
-            "JOIN hourly_usage h ON h.customer_id = d.customer_id AND h.metric_name = d.metric_name "
-            "AND h.hour >= greatest(d.day, :lo) AND h.hour < least(d.day_end, :hi) "
-            "AND h.group_key = d.group_key WHERE d.day < :lo OR d.day_end > :hi"
-            ") usage GROUP BY 1, 2, 3"
-        ),
+        _WINDOW_SUMS,
         {
             "ids": list(customer_ids),
             "metrics": list(metric_names),

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Text, func, insert, literal, select, update
+from sqlalchemy import Text, bindparam, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -230,22 +230,23 @@ async def mark_anomalies_judged(session: AsyncSession, rule_ids: list[int], thro
     await session.execute(statement)
 
 
+# Built once: the usage panel reads it at every poll; the customer is bound per call.
+_BUDGET_RULES = (
+    select(col(AlertRuleRow.name), col(AlertRuleRow.metric_name), col(AlertRuleRow.budget))
+    .where(
+        col(AlertRuleRow.customer_id) == bindparam("customer_id"),
+        col(AlertRuleRow.basis) == "budget",
+        col(AlertRuleRow.kind) == "threshold",
+        col(AlertRuleRow.disabled_at).is_(None),
+    )
+    .order_by(col(AlertRuleRow.id))
+)
+
+
 async def budget_rules(session: AsyncSession, customer_id: str) -> list[tuple[str, str | None, Decimal]]:
     """The customer's enabled budget rules: (rule name, meter or None for spend, budget), oldest first."""
-    statement = (
-        select(col(AlertRuleRow.name), col(AlertRuleRow.metric_name), col(AlertRuleRow.budget))
-        .where(
-            col(AlertRuleRow.customer_id) == customer_id,
-            col(AlertRuleRow.basis) == "budget",
-            col(AlertRuleRow.kind) == "threshold",
-            col(AlertRuleRow.disabled_at).is_(None),
-        )
-        .order_by(col(AlertRuleRow.id))
-    )
-    return [
-        (str(name), metric, Decimal(budget))
-        for name, metric, budget in map(values, await session.execute(statement))
-    ]
+    rows = await session.execute(_BUDGET_RULES, {"customer_id": customer_id})
+    return [(str(name), metric, Decimal(budget)) for name, metric, budget in map(values, rows)]
 
 
 async def customers_with_rules(session: AsyncSession) -> list[str]:
