@@ -226,6 +226,21 @@ def test_the_tuning_is_ours_until_an_operator_alters_it_but_the_address_stays_lo
     memory_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
     expected_mb = min(8192, max(128, memory_mb // 4))
     assert before["shared_buffers"] in (f"{expected_mb}MB", f"{expected_mb // 1024}GB")
+    # Valkey: every write fsynced (the broker), the append-only file rewritten only after
+    # 256 MB (each rewrite held the fsyncs, so all of Valkey, for up to half a second).
+    valkey = Redis.from_url(urls.redis_url)
+    try:
+        tuning = {
+            name: valkey.config_get(name)[name]
+            for name in ("appendonly", "appendfsync", "auto-aof-rewrite-min-size")
+        }
+    finally:
+        valkey.close()
+    assert tuning == {
+        "appendonly": "yes",
+        "appendfsync": "always",
+        "auto-aof-rewrite-min-size": str(256 << 20),
+    }
     servers.stop()
     urls = servers.start()
     after = asyncio.run(settings(urls.database_url))
