@@ -57,11 +57,11 @@ async def request_guard(connection: ASGIConnection[Any, Any, Any, Any], handler:
     await api_key_guard(connection, handler)
 
 
-# The requests answered before Litestar's per-request work when they are ordinary
-# (portal/http/short_way.py): by path, each a coroutine that answers or hands back `receive`.
 # The portal's pages: people waiting for them (portal/http/foreground.py).
 PAGES_PREFIX = "/portal"
 
+# The requests answered before Litestar's per-request work when they are ordinary
+# (portal/http/short_way.py): by path, each a coroutine that answers or hands back `receive`.
 SHORT_WAYS = {fast_check.CHECK_PATH: fast_check.answer, fast_event.EVENT_PATH: fast_event.answer}
 
 
