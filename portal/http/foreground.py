@@ -54,7 +54,8 @@ class Foreground:
         """A batch's allowance of waiting for pages (`batch_deferral_s` in all)."""
         return Deferral(self, self.batch_deferral_s)
 
-    async def _until_idle(self, timeout_s: float) -> None:
+    async def until_idle(self, timeout_s: float) -> None:
+        """Wait until no page is being worked on, or `timeout_s` has passed."""
         if self._idle is None:
             self._idle = asyncio.get_running_loop().create_future()
         try:
@@ -124,7 +125,7 @@ class Deferral:
         if not self._foreground.in_flight or self._left_s <= 0:
             return
         began = time.monotonic()
-        await self._foreground._until_idle(self._left_s)
+        await self._foreground.until_idle(self._left_s)
         waited = time.monotonic() - began
         self._left_s -= waited
         metrics.INGEST_PAGE_WAIT_SECONDS.inc(waited)
