@@ -71,7 +71,7 @@ from bench.stack import (
     Environment,
     check_alive,
     create_catalog,
-    postmaster_pid,
+    server_roots,
     start_tiers,
 )
 from bench.stack import _free_port as free_port
@@ -750,8 +750,7 @@ async def run_bench(opts: DashboardOptions, env: Environment, busy_before: float
     setup = Setup(catalog, quiet, admin, viewer_port)
     roles = Roles({p.pid: "worker" if name == "worker" else "web" for name, p in env.processes.items()})
     if env.servers is not None:
-        roles.roots[postmaster_pid(env)] = "postgres"
-        roles.roots[int((env.data_dir / "valkey" / "valkey.pid").read_text())] = "valkey"
+        roles.roots.update(server_roots(env))
     redis = Redis.from_url(env.redis_url)
     viewers: list[Viewer] = []
     try:

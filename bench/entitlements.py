@@ -65,7 +65,7 @@ from bench.load import EventFactory, LoadStats, open_connections, open_loop
 from bench.machine import describe, machine_info
 from bench.procstat import ROLES, Roles, Snapshot, snapshot, usage_between
 from bench.serverstats import delta, valkey_commands
-from bench.stack import Catalog, Environment, check_alive, create_catalog, postmaster_pid, start_tiers
+from bench.stack import Catalog, Environment, check_alive, create_catalog, server_roots, start_tiers
 from bench.stack import _portal_command as portal_command
 from bench.verdicts import Verdict
 from bench.verdicts import lines as verdict_lines
@@ -552,8 +552,7 @@ async def run_bench(opts: EntitlementOptions, env: Environment, busy_before: flo
     # The scheduler only queues jobs; what it queues runs (and is counted) in the worker.
     roles = Roles({p.pid: "web" if name == "web" else "worker" for name, p in env.processes.items()})
     if env.servers is not None:
-        roles.roots[postmaster_pid(env)] = "postgres"
-        roles.roots[int((env.data_dir / "valkey" / "valkey.pid").read_text())] = "valkey"
+        roles.roots.update(server_roots(env))
     redis = Redis.from_url(env.redis_url)
     key = catalog.ingest_key
     conns: list[HttpConnection] = []

@@ -48,7 +48,7 @@ from bench.measure import server_info
 from bench.phases import Bench
 from bench.procstat import Roles
 from bench.report import report
-from bench.stack import Environment, create_catalog, postmaster_pid, start_tiers
+from bench.stack import Environment, create_catalog, server_roots, start_tiers
 from bench.startup import measure_startup
 
 
@@ -236,8 +236,7 @@ async def run_phases(opts: Options, env: Environment, busy_before: float) -> dic
     start_tiers(env, opts)
     roles = Roles({p.pid: "worker" if name == "worker" else "web" for name, p in env.processes.items()})
     if env.servers is not None:
-        roles.roots[postmaster_pid(env)] = "postgres"
-        roles.roots[int((env.data_dir / "valkey" / "valkey.pid").read_text())] = "valkey"
+        roles.roots.update(server_roots(env))
     pg = await asyncpg.connect(env.database_url)
     redis = Redis.from_url(env.redis_url)
     try:
@@ -255,7 +254,7 @@ async def run_phases(opts: Options, env: Environment, busy_before: float) -> dic
             name, _, value = item.partition("=")
             log(f"valkey: CONFIG SET {name} {value}")
             await redis.config_set(name, value)
-        servers = await server_info(pg, redis)
+        servers = await server_info(pg, redis, env.broker_url)
         servers["busy_before_start"] = busy_before
         await bench.warm_up()
         if opts.preload_millions > 0:

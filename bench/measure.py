@@ -124,13 +124,28 @@ async def measure_persisted(
     return out
 
 
-async def server_info(pg: asyncpg.Connection, redis: Redis) -> dict[str, Any]:
+async def server_info(pg: asyncpg.Connection, redis: Redis, broker_url: str) -> dict[str, Any]:
+    """Server versions and durability settings: Postgres', the live view's Valkey's and, when
+    the broker is a Redis, the broker's (its fsync is what a 202 waits for)."""
     info = await redis.info("server")
-    persistence: dict[Any, Any] = await redis.config_get("appendfsync")
+    broker_fsync = "-"
+    if broker_url.startswith(("redis://", "rediss://")):
+        broker = Redis.from_url(broker_url)
+        try:
+            broker_fsync = await _appendfsync(broker)
+        finally:
+            await broker.aclose()
     return {
         "postgres": await pg.fetchval("SHOW server_version"),
         "postgres_fsync": await pg.fetchval("SHOW fsync"),
         "postgres_synchronous_commit": await pg.fetchval("SHOW synchronous_commit"),
         "valkey": info.get("valkey_version") or info.get("redis_version"),
-        "valkey_appendfsync": persistence.get("appendfsync") or persistence.get(b"appendfsync"),
+        "valkey_appendfsync": await _appendfsync(redis),
+        "broker_appendfsync": broker_fsync,
     }
+
+
+async def _appendfsync(redis: Redis) -> str:
+    setting: dict[Any, Any] = await redis.config_get("appendfsync")
+    value = setting.get("appendfsync") or setting.get(b"appendfsync") or "?"
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -121,7 +121,8 @@ def report(
     lines.append(
         f"servers   Postgres {servers['postgres']} (fsync={servers['postgres_fsync']}, "
         f"synchronous_commit={servers['postgres_synchronous_commit']}), "
-        f"Valkey {servers['valkey']} (appendfsync={servers['valkey_appendfsync']})"
+        f"Valkey {servers['valkey']} (live view appendfsync={servers['valkey_appendfsync']}, "
+        f"broker appendfsync={servers.get('broker_appendfsync', '-')})"
     )
     lines.append(
         f"idle      machine {100 * servers['busy_before_start']:.0f}% busy in the 2 s "

@@ -115,7 +115,8 @@ def start_servers(env: Environment, opts: Options) -> None:
         env.servers.postgres.stop()
         urls = env.servers.start()
         env.database_url, env.redis_url = urls.database_url, urls.redis_url
-    env.broker_url = os.environ.get("BROKER_URL") or env.redis_url.rsplit("/", 1)[0] + "/1"
+        env.broker_url = urls.broker_url
+    env.broker_url = os.environ.get("BROKER_URL") or env.broker_url or env.redis_url.rsplit("/", 1)[0] + "/1"
 
 
 async def alter_system(
@@ -137,6 +138,15 @@ async def alter_system(
 
 def postmaster_pid(env: Environment) -> int:
     return int((env.data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+
+
+def server_roots(env: Environment) -> dict[int, str]:
+    """The embedded servers' root processes and the role their CPU counts for (both Valkeys,
+    the broker's and the live view's, count as `valkey`)."""
+    roots = {postmaster_pid(env): "postgres"}
+    for directory in ("valkey", "valkey-live"):
+        roots[int((env.data_dir / directory / "valkey.pid").read_text())] = "valkey"
+    return roots
 
 
 def _portal_command() -> list[str]:

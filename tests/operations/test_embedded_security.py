@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import time
@@ -84,13 +85,21 @@ def test_both_servers_require_the_data_dirs_password_on_loopback_only(servers: E
     # The password and everything that holds it is the owner's only.
     assert _mode(data_dir / PASSWORD_FILE) == 0o600
     assert _mode(data_dir / "servers.json") == 0o600
-    assert _mode(data_dir / "valkey" / "valkey.conf") == 0o600
-    assert _mode(data_dir / "valkey") == 0o700
+    for valkey_dir in ("valkey", "valkey-live"):
+        assert _mode(data_dir / valkey_dir / "valkey.conf") == 0o600
+        assert _mode(data_dir / valkey_dir) == 0o700
     assert _mode(data_dir / "postgres") == 0o700
-    pg_port, redis_port = servers.postgres.running_port(), servers.valkey.running_port()
-    assert pg_port and redis_port
+    pg_port, broker_port = servers.postgres.running_port(), servers.valkey.running_port()
+    live_port = servers.live_valkey.running_port()
+    assert pg_port and broker_port and live_port and broker_port != live_port
     assert urls.database_url == f"postgresql://postgres:{password}@127.0.0.1:{pg_port}/portal"
-    assert urls.redis_url == f"redis://:{password}@127.0.0.1:{redis_port}/0"
+    assert urls.redis_url == f"redis://:{password}@127.0.0.1:{live_port}/0"
+    assert urls.broker_url == f"redis://:{password}@127.0.0.1:{broker_port}/1"
+    assert json.loads((data_dir / "servers.json").read_text()) == {
+        "databaseUrl": urls.database_url,
+        "redisUrl": urls.redis_url,
+        "brokerUrl": urls.broker_url,
+    }
 
     # Postgres: no connection without the password, none with a wrong one. (It accepts the
     # right one: the SCRAM verifier we computed for it is what it stores.)
@@ -115,14 +124,15 @@ def test_both_servers_require_the_data_dirs_password_on_loopback_only(servers: E
 
     assert asyncio.run(settings()) == ["127.0.0.1", "", "scram-sha-256", "SCRAM-SHA-256$"]
 
-    # Valkey: NOAUTH without the password, WRONGPASS with a wrong one.
-    assert _redis_refuses(redis_port, None) == "AuthenticationError"
-    assert _redis_refuses(redis_port, "wrong") == "AuthenticationError"
-    assert _redis_refuses(redis_port, password) == "connected"
+    # Both Valkeys: NOAUTH without the password, WRONGPASS with a wrong one.
+    for redis_port in (broker_port, live_port):
+        assert _redis_refuses(redis_port, None) == "AuthenticationError"
+        assert _redis_refuses(redis_port, "wrong") == "AuthenticationError"
+        assert _redis_refuses(redis_port, password) == "connected"
 
     # Loopback only (127.0.0.1 is 0100007F in /proc/net/tcp), no IPv6 or wildcard listener.
-    assert _listeners(pg_port) == {"0100007F"}
-    assert _listeners(redis_port) == {"0100007F"}
+    for port in (pg_port, broker_port, live_port):
+        assert _listeners(port) == {"0100007F"}
 
     # The password is on no command line (it is in files and environments only).
     assert not [line for line in _command_lines() if password in line]
@@ -182,7 +192,11 @@ def test_status_finds_the_servers_while_one_of_them_is_down(
     # "no embedded servers are running".
     settings, started = _settings(Namespace(data_dir=str(servers.data_dir)), start_embedded=False)
     assert started is None
-    assert (settings.database_url, settings.redis_url) == (urls.database_url, urls.redis_url)
+    assert (settings.database_url, settings.redis_url, settings.broker_url) == (
+        urls.database_url,
+        urls.redis_url,
+        urls.broker_url,
+    )
     assert servers.postgres.running_port() is None
 
 
@@ -226,20 +240,31 @@ def test_the_tuning_is_ours_until_an_operator_alters_it_but_the_address_stays_lo
     memory_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
     expected_mb = min(8192, max(128, memory_mb // 4))
     assert before["shared_buffers"] in (f"{expected_mb}MB", f"{expected_mb // 1024}GB")
-    # Valkey: every write fsynced (the broker), the append-only file rewritten only after
-    # 256 MB (each rewrite held the fsyncs, so all of Valkey, for up to half a second).
-    valkey = Redis.from_url(urls.redis_url)
-    try:
-        tuning = {
-            name: valkey.config_get(name)[name]
-            for name in ("appendonly", "appendfsync", "auto-aof-rewrite-min-size")
-        }
-    finally:
-        valkey.close()
-    assert tuning == {
+
+    # The broker's Valkey fsyncs every write (an event is acknowledged once its message is
+    # in it); the live view's once a second (rebuilt from Postgres; pages never wait for the
+    # broker's fsyncs). Both rewrite their append-only file only after 256 MB (each rewrite
+    # held the fsyncs, so all of Valkey, for up to half a second).
+    def valkey_tuning(url: str) -> dict[str, str]:
+        valkey = Redis.from_url(url)
+        try:
+            return {
+                name: valkey.config_get(name)[name]
+                for name in ("appendonly", "appendfsync", "auto-aof-rewrite-min-size")
+            }
+        finally:
+            valkey.close()
+
+    rewrite = str(256 << 20)
+    assert valkey_tuning(urls.broker_url) == {
         "appendonly": "yes",
         "appendfsync": "always",
-        "auto-aof-rewrite-min-size": str(256 << 20),
+        "auto-aof-rewrite-min-size": rewrite,
+    }
+    assert valkey_tuning(urls.redis_url) == {
+        "appendonly": "yes",
+        "appendfsync": "everysec",
+        "auto-aof-rewrite-min-size": rewrite,
     }
     servers.stop()
     urls = servers.start()

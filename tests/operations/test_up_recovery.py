@@ -29,7 +29,7 @@ from typing import Any
 
 from redis import Redis
 
-from portal.infrastructure.embedded import PASSWORD_FILE, EmbeddedValkey, server_password
+from portal.infrastructure.embedded import PASSWORD_FILE, EmbeddedServers, server_password
 from portal.operations.supervisor import UP_MARKER
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -345,6 +345,7 @@ def test_up_brings_back_whatever_is_killed_under_load_with_exact_totals() -> Non
             ("scheduler", role("portal.cli.main scheduler")),
             ("demo-trickle", role("portal.cli.main demo-trickle")),
             ("valkey", lambda: _pidfile(data_dir / "valkey" / "valkey.pid")),
+            ("valkey-live", lambda: _pidfile(data_dir / "valkey-live" / "valkey.pid")),
             ("postgres", lambda: _pidfile(data_dir / "postgres" / "postmaster.pid")),
         ]
         killed: dict[str, int] = {}
@@ -389,6 +390,7 @@ def test_up_brings_back_whatever_is_killed_under_load_with_exact_totals() -> Non
             ("scheduler", "scheduler"),
             ("demo-trickle", "demo-trickle"),
             ("valkey", "valkey"),
+            ("valkey-live", "valkey-live"),
             ("postgres", "postgres"),
         ):
             assert f"{prefix} (pid {killed[name]}) was killed by SIGKILL" in log, log
@@ -408,10 +410,11 @@ def test_up_brings_back_whatever_is_killed_under_load_with_exact_totals() -> Non
 
 
 def _fill_valkey(data_dir: Path, keys: int) -> float:
-    """Give the data dir's Valkey `keys` keys (in db 2, out of the product's way) through a
-    debug-enabled copy of the server on the same files; returns seconds spent."""
+    """Give the data dir's live Valkey (the one that grows with the data) `keys` keys (in db
+    2, out of the product's way) through a debug-enabled copy of the server on the same
+    files; returns seconds spent."""
     started = time.monotonic()
-    valkey = EmbeddedValkey(data_dir)
+    valkey = EmbeddedServers(data_dir).live_valkey
     password = server_password(data_dir)
     valkey.start(password)
     valkey.stop()
@@ -500,13 +503,14 @@ def test_up_starts_on_a_data_dir_holding_millions_of_keys_and_after_being_killed
         up.stderr.unlink()
         _wait(lambda: not [pid for pid in _pids() if _marked(pid, data_dir)], "the roles to stop", timeout=30)
         assert _pidfile(data_dir / "valkey" / "valkey.pid")
+        assert _pidfile(data_dir / "valkey-live" / "valkey.pid")
         assert _pidfile(data_dir / "postgres" / "postmaster.pid")
 
         # The next `up` takes over the running servers and serves; the sender gets through.
         up = Up(data_dir, port, demo=False)
         up.banner("usage portal running at")
         print(f"`up` after a SIGKILLed `up` served after {time.monotonic() - up.started:.1f} s")
-        assert sum("already runs on" in line for line in up.supervisor_log()) == 2
+        assert sum("already runs on" in line for line in up.supervisor_log()) == 3
         batches = sender.batches
         _wait(lambda: sender.batches >= batches + 10, "batches through the new `up`")
         sender.stopping.set()
