@@ -1,7 +1,8 @@
 """`usage-portal up` heals by itself (issue 13), as an operator would try it: a real `up`
 under load, each role and each embedded server SIGKILLed in turn, and the product serves
 again with exact live and billed totals; `up` starting on a data dir whose Valkey holds
-millions of keys; nothing left running after it stops, nothing secret on a command line.
+millions of keys, and on one from before the live view had a Valkey of its own; nothing
+left running after it stops, nothing secret on a command line.
 
 Recovery times are printed (run with -s), never asserted."""
 
@@ -519,6 +520,40 @@ def test_up_starts_on_a_data_dir_holding_millions_of_keys_and_after_being_killed
         expected = sender.acknowledged
         _settle(totals, expected)
     finally:
+        code = up.stop(signal.SIGTERM)
+        up.stderr.unlink()
+    assert code == 0
+    assert _of_run(data_dir) == []
+    shutil.rmtree(data_dir)
+
+
+def test_up_on_a_data_dir_from_before_the_live_valkey_moves_the_live_view_before_serving() -> None:
+    # As an older version left it: one Valkey, the live view and sessions in db 0.
+    data_dir = Path(tempfile.mkdtemp(prefix="portal-move-")).resolve()
+    servers = EmbeddedServers(data_dir)
+    password = server_password(data_dir)
+    broker_port = servers.valkey.start(password)
+    old = Redis(host="127.0.0.1", port=broker_port, password=password, db=0)
+    old.set("sess:from-before", "signed in", ex=3600)
+    old.hset("quality:2026-12-07", "accepted|api", 5)
+    up = Up(data_dir, _free_port(), demo=False)
+    try:
+        up.banner("usage portal running at")
+        assert "moved 2 keys of the live view from the broker's Valkey to its own" in up.log()
+        urls = json.loads((data_dir / "servers.json").read_text())
+        live, broker = Redis.from_url(urls["redisUrl"]), Redis.from_url(urls["brokerUrl"])
+        try:
+            assert live.get("sess:from-before") == b"signed in"
+            assert 0 < live.ttl("sess:from-before") <= 3600
+            assert live.hget("quality:2026-12-07", "accepted|api") == b"5"
+            assert broker.connection_pool.connection_kwargs["port"] == broker_port
+            assert old.dbsize() == 0
+        finally:
+            live.close()
+            broker.close()
+        assert _ready(up.url)
+    finally:
+        old.close()
         code = up.stop(signal.SIGTERM)
         up.stderr.unlink()
     assert code == 0
