@@ -43,6 +43,34 @@ async def test_concurrent_reads_each_get_their_own_reply(quick: QuickReads, redi
     assert await quick.call("HMGET", f"quick:{run}:h", "b", "missing", "a") == [b"2", None, b"1"]
 
 
+async def test_the_reads_asked_for_in_one_turn_of_the_loop_leave_in_one_write(
+    quick: QuickReads, redis: Redis
+) -> None:
+    run = os.urandom(4).hex()
+    await redis.mset({f"quick:{run}:{i}": str(i) for i in range(50)})
+    assert await quick.call("PING") == b"PONG"  # connected (and signed in) first
+    protocol = quick._protocol
+    assert protocol is not None and protocol.transport is not None
+    transport = protocol.transport
+    writes: list[bytes] = []
+    write = transport.write
+
+    def counted(data: bytes | bytearray | memoryview) -> None:
+        writes.append(bytes(data))
+        write(data)
+
+    transport.write = counted  # type: ignore[method-assign]
+    try:
+        replies = await asyncio.gather(*(quick.call("GET", f"quick:{run}:{i}") for i in range(50)))
+        assert replies == [str(i).encode() for i in range(50)]
+        assert len(writes) == 1 and writes[0].count(b"GET") == 50
+        # A read alone goes at the end of its own turn, answered as before.
+        assert await quick.call("GET", f"quick:{run}:7") == b"7"
+        assert len(writes) == 2
+    finally:
+        transport.write = write  # type: ignore[method-assign]
+
+
 async def test_an_error_reply_fails_only_its_own_read(quick: QuickReads, redis: Redis) -> None:
     run = os.urandom(4).hex()
     await redis.set(f"quick:{run}:s", "x")
