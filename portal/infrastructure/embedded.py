@@ -574,7 +574,7 @@ class EmbeddedValkey:
 
     def _prepare(self, password: str, port: int | None) -> int:
         self.dir.mkdir(parents=True, exist_ok=True)
-        # The append-only files hold every event of the broker, sessions: the owner's only.
+        # Its append-only file holds broker messages (every event) or sessions: the owner's only.
         self.dir.chmod(0o700)
         port = port if port is not None else _free_port(self.portfile)
         self.portfile.write_text(str(port))
