@@ -31,7 +31,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -532,7 +532,7 @@ def _no_retry() -> Any:
 
 # The append-only file's size before Valkey first rewrites it (then at twice its last base).
 AOF_REWRITE_MIN_SIZE = "256mb"
-# Keys of the broker's Valkey moved to the live one per MIGRATE call (`move_live_view`).
+# Keys asked for per SCAN page (so per MIGRATE call) by `move_live_view`.
 MOVE_BATCH = 1000
 
 
@@ -758,13 +758,17 @@ class EmbeddedServers:
         try:
             if not source.dbsize():
                 return 0
-            moved = 0
-            for batch in _batches(source.scan_iter(count=MOVE_BATCH), MOVE_BATCH):
-                source.execute_command(  # type: ignore[no-untyped-call]
-                    "MIGRATE", "127.0.0.1", live_port, "", 0, 60_000, "COPY", "REPLACE",
-                    "AUTH", password, "KEYS", *batch,
-                )  # fmt: skip
-                moved += len(batch)
+            moved, cursor = 0, 0
+            while True:  # one MIGRATE per page of the scan
+                cursor, keys = source.scan(cursor, count=MOVE_BATCH)
+                if keys:
+                    source.execute_command(  # type: ignore[no-untyped-call]
+                        "MIGRATE", "127.0.0.1", live_port, "", 0, 60_000, "COPY", "REPLACE",
+                        "AUTH", password, "KEYS", *keys,
+                    )  # fmt: skip
+                    moved += len(keys)
+                if cursor == 0:
+                    break
             source.flushdb()
             log.warning("moved %d keys of the live view from the broker's Valkey to its own", moved)
             return moved
@@ -808,14 +812,3 @@ class EmbeddedServers:
         self.live_valkey.stop()
         self.valkey.stop()
         self.postgres.stop()
-
-
-def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
