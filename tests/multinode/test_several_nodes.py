@@ -225,11 +225,10 @@ async def test_two_nodes_of_every_role_lose_one_each_and_keep_exact_totals(
                 retry = await _send(clients, ingest_key, batch, first=1 - lane)
                 assert retry == {"accepted": 0, "duplicates": EVENTS_PER_BATCH, "rejected": []}
 
-        # A reconcile has just run and the next is seconds away, so the worker's death cannot
-        # cut one short and repeat it
-        await _reconciles_caught_up(pg, schedulers)
-        await asyncio.sleep(max(0.0, RECONCILE_EVERY_S - time.time() % RECONCILE_EVERY_S))
-        await _reconciles_caught_up(pg, schedulers)
+        # A reconcile has just run and the next is seconds away, so the deaths cannot cut one
+        # short (a worker killed after its commit, before its ack, runs it again) or come
+        # between a scheduler's queueing and its log line
+        await _between_reconciles(pg, schedulers)
         # When both lanes send at once, and one node of each role dies without a word while
         # requests are in flight
         lanes = [asyncio.create_task(sender(lane)) for lane in (0, 1)]
@@ -288,6 +287,25 @@ async def test_two_nodes_of_every_role_lose_one_each_and_keep_exact_totals(
             await client.aclose()
 
 
+async def _between_reconciles(pg: asyncpg.Connection, schedulers: list[Node]) -> None:
+    """Return when the reconcile of the current tick has been queued and has run, with the
+    next tick at least 3 s away. The schedulers wake once a second, later on a busy machine,
+    so a tick's reconcile is queued some time after the tick starts: a moment taken from the
+    clock alone could fall between its queueing and its run."""
+    while True:
+        tick = int(time.time() // RECONCILE_EVERY_S)
+
+        async def tick_queued(tick: int = tick) -> bool:
+            return any(job == "reconcile_live" and t >= tick for job, t in _queued_ticks(schedulers))
+
+        await wait_for(tick_queued, what=f"the reconcile of tick {tick}", timeout=30)
+        await _reconciles_caught_up(pg, schedulers)
+        next_tick_in = (tick + 1) * RECONCILE_EVERY_S - time.time()
+        if next_tick_in >= 3:
+            return
+        await asyncio.sleep(max(0.0, next_tick_in))
+
+
 async def _reconciles_caught_up(pg: asyncpg.Connection, schedulers: list[Node]) -> None:
     """Wait until every reconcile queued so far has run (one row each)."""
 
@@ -296,4 +314,11 @@ async def _reconciles_caught_up(pg: asyncpg.Connection, schedulers: list[Node]) 
         runs = await pg.fetchval("SELECT count(*) FROM reconcile_runs")
         return bool(queued) and runs == queued
 
-    await wait_for(caught_up, what="the queued reconciles", timeout=30)
+    try:
+        await wait_for(caught_up, what="the queued reconciles", timeout=30)
+    except AssertionError:
+        # Say which side is ahead and what the nodes logged, for a failure seen once in CI
+        queued = sorted(tick for job, tick in _queued_ticks(schedulers) if job == "reconcile_live")
+        runs = await pg.fetch("SELECT id, started_at, finished_at FROM reconcile_runs ORDER BY id")
+        tails = {node.log.name: node.log.read_text(errors="replace")[-3000:] for node in schedulers}
+        raise AssertionError(f"reconciles queued for ticks {queued}, runs {runs}, logs {tails}") from None
