@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help demo run test lint bench clean
+.PHONY: help demo run test fuzz lint bench clean
 
 help: ## this list
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test: $(STAMP) ## lint, check formatting, type-check and run the whole test suit
 	$(BIN)/mypy
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=tests/http/test_fuzz_openapi.py
 	$(BIN)/pytest -q tests/http/test_fuzz_openapi.py
+
+fuzz: $(STAMP) ## fuzz every API operation and every page for longer, with fresh random examples (PORTAL_FUZZ_EXAMPLES, default 200)
+	PORTAL_FUZZ_EXAMPLES=$${PORTAL_FUZZ_EXAMPLES:-200} $(BIN)/pytest -q tests/http/test_fuzz_openapi.py tests/pages/test_page_fuzz.py
 
 # Each benchmark writes its verdicts to $(BENCH_OUT); the summary prints every target of
 # issue 15 with PASS/MISS at the end, also when a benchmark failed (make then fails). The

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections import defaultdict
@@ -19,6 +20,8 @@ from portal.keys.service import create_key
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from sqlalchemy.ext.asyncio import AsyncSession
+
+log = logging.getLogger(__name__)
 
 
 async def create_api_key(settings: Settings, *, scope: Scope, name: str) -> str:
@@ -80,9 +83,17 @@ async def replay_failed_events(session: AsyncSession, redis: Redis, *, ids: list
 
     rows = await ingest_repository.failed_to_replay(session, ids)
     by_message: dict[str, list[Any]] = defaultdict(list)
-    for _, message_id, event in rows:
+    replayable: list[int] = []
+    for failed_id, message_id, event in rows:
         stored = event if isinstance(event, dict) else json.loads(event)
-        by_message[message_id].append(stored["wire"])
+        wire = stored.get("wire") if isinstance(stored, dict) else None
+        if not isinstance(wire, list):
+            # Not a row the worker wrote (it keeps the exact wire row of every event it
+            # sets aside): nothing to send again, so it stays as it is for an operator.
+            log.warning("failed event %s holds no wire row to replay; left as it is", failed_id)
+            continue
+        by_message[message_id].append(wire)
+        replayable.append(failed_id)
     # Queued inside the transaction on purpose, unlike jobs owed after commit: the failed
     # event's row is its only copy, so it must not be marked replayed unless the broker
     # took the batch (a broker refusal rolls the marking back). A commit that fails after
@@ -105,8 +116,8 @@ async def replay_failed_events(session: AsyncSession, redis: Redis, *, ids: list
                 "countedLive": False,
             },
         )
-    await ingest_repository.mark_replayed(session, [r[0] for r in rows])
-    return len(rows)
+    await ingest_repository.mark_replayed(session, replayable)
+    return len(replayable)
 
 
 async def replay_failed(settings: Settings, *, ids: list[int] | None) -> int:

@@ -9,6 +9,7 @@ a rule), and generated ids are often swapped for its ids, so that requests reach
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,8 +66,14 @@ def served_schema() -> dict[str, Any]:
 
 
 schema = schemathesis.openapi.from_dict(served_schema())
+# The suite's run is the same every time (derandomized, 15 examples an operation); a longer,
+# random one, for hunting: PORTAL_FUZZ_EXAMPLES=200 make fuzz.
+LONG_RUN = os.environ.get("PORTAL_FUZZ_EXAMPLES")
 FUZZ = hypothesis_settings(
-    max_examples=15, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    max_examples=int(LONG_RUN or 15),
+    deadline=None,
+    derandomize=LONG_RUN is None,
+    suppress_health_check=list(HealthCheck),
 )
 
 

@@ -273,6 +273,12 @@ async def test_discard_needs_a_reason(client: Client, admin_key: str, pg: asyncp
     assert theirs.status_code == 404
     replay = await client.post(f"/portal/failed-events/{ids[1]}/replay", data={"csrf_token": csrf})
     assert replay.status_code == 404
+    # A row the worker did not write (no stored wire row) cannot be replayed; it says so
+    # and stays outstanding
+    unreplayable = await client.post(f"/portal/failed-events/{ids[0]}/replay", data={"csrf_token": csrf})
+    assert unreplayable.status_code == 409
+    assert "holds no stored copy to send again; discard it with a reason" in unreplayable.text
+    assert await pg.fetchval("SELECT status FROM failed_events WHERE id = $1", ids[0]) == "failed"
 
     done = await client.post(
         f"/portal/failed-events/{ids[0]}/discard",

@@ -134,12 +134,15 @@ class FailedEventsController(PageController):
                     detail={"event_id": event_id},
                 )
         if not replayed:
-            return await failed_page(
-                request,
-                db,
-                status_code=409,
-                form=FormState(failed_id, "This event was already replayed or discarded.", ""),
+            # Still outstanding: a row without the stored copy a replay sends (not one the
+            # worker wrote); otherwise someone replayed or discarded it first.
+            outstanding = await ingest_repository.failed_to_replay(db, [failed_id])
+            why = (
+                "This event holds no stored copy to send again; discard it with a reason."
+                if outstanding
+                else "This event was already replayed or discarded."
             )
+            return await failed_page(request, db, status_code=409, form=FormState(failed_id, why, ""))
         return Redirect("/portal/failed-events?done=replayed", status_code=303)
 
     @post("/failed-events/{failed_id:int}/discard")
