@@ -21,6 +21,7 @@ from portal.accounts import repository as accounts
 from portal.catalog import service as catalog
 from portal.catalog.schemas import Customer
 from portal.catalog.service import CustomerCache
+from portal.http.request_checks import PortalRequest
 from portal.pages import sessions
 from portal.pages.sessions import SESSION_COOKIE, PageSession
 from portal.state import PortalState
@@ -69,7 +70,7 @@ async def csrf_checked(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRo
         content_type = connection.headers.get("content-type", "")
         if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
             # Request caches the parsed form in the scope: the handler reads it again for free.
-            form = await Request[Any, Any, Any](connection.scope, connection.receive).form()
+            form = await PortalRequest(connection.scope, connection.receive).form()
             value = form.get(CSRF_FIELD)
             given = value if isinstance(value, str) else None
     if not sessions.same_token(session.csrf, given):

@@ -112,12 +112,24 @@ FIELDS = st.dictionaries(
     st.one_of(VALUES, st.lists(VALUES, min_size=2, max_size=3)),
     max_size=6,
 )
-CASE = st.tuples(FIELDS, st.booleans())  # (query or form fields, sent by htmx)
+# A file a form may post as multipart (the catalog upload reads one): None sends the form
+# urlencoded.
+FILES = st.one_of(
+    st.none(),
+    st.tuples(
+        st.sampled_from(["catalog.yaml", "catalog.json", "", "../../x.yaml", "a\x00.json"]),
+        st.one_of(
+            st.binary(max_size=200), st.sampled_from([b"{", b"meters: [", b"- - - -", b"\xff\xfe", b"null"])
+        ),
+    ),
+)
+Case = tuple[dict[str, Any], bool, tuple[str, bytes] | None]
+CASE = st.tuples(FIELDS, st.booleans(), FILES)  # (query or form fields, sent by htmx, a file)
 
 
-def _drawn(count: int) -> list[tuple[dict[str, Any], bool]]:
+def _drawn(count: int) -> list[Case]:
     """`count` cases, the same on every run (Hypothesis draws; nothing shrinks here)."""
-    found: list[tuple[dict[str, Any], bool]] = []
+    found: list[Case] = []
 
     @settings(
         max_examples=count,
@@ -128,7 +140,7 @@ def _drawn(count: int) -> list[tuple[dict[str, Any], bool]]:
         deadline=None,
     )
     @given(CASE)
-    def collect(case: tuple[dict[str, Any], bool]) -> None:
+    def collect(case: Case) -> None:
         found.append(case)
 
     collect()
@@ -140,7 +152,7 @@ async def _fuzz(client: Client, routes: list[Route], samples: dict[str, str], cs
     cases = _drawn(CASES_PER_ROUTE * len(routes))
     sent = 0
     for number, route in enumerate(routes):
-        for fields, htmx in cases[number * CASES_PER_ROUTE : (number + 1) * CASES_PER_ROUTE]:
+        for fields, htmx, upload in cases[number * CASES_PER_ROUTE : (number + 1) * CASES_PER_ROUTE]:
             headers = {"X-CSRF-Token": csrf, **(HTMX if htmx else {})}
             if route.method in UNSAFE:
                 response = await client.request(
@@ -148,6 +160,7 @@ async def _fuzz(client: Client, routes: list[Route], samples: dict[str, str], cs
                     route.url(samples),
                     headers=headers,
                     data={**fields, "csrf_token": csrf},
+                    files=None if upload is None else {"file": upload},
                     follow_redirects=False,
                 )
             else:
@@ -155,7 +168,7 @@ async def _fuzz(client: Client, routes: list[Route], samples: dict[str, str], cs
                     route.method, route.url(samples), headers=headers, params=fields, follow_redirects=False
                 )
             sent += 1
-            assert response.status_code < 500, (who, str(route), fields, htmx, response.text[:500])
+            assert response.status_code < 500, (who, str(route), fields, htmx, upload, response.text[:500])
     return sent
 
 
@@ -178,3 +191,41 @@ async def test_every_page_answers_hostile_fields_without_a_server_error(
     admin_csrf = await sign_in(client, "ada@vendor.test")
     sent += await _fuzz(client, routes, samples, admin_csrf, "ada@vendor.test")
     assert sent == 2 * CASES_PER_ROUTE * len(routes)
+
+
+def _multipart(field: str, content: bytes, *, charset: str | None = None) -> tuple[bytes, str]:
+    """A multipart body of one field (no filename) and its Content-Type."""
+    boundary = "fuzzboundary"
+    part_type = f"Content-Type: text/plain; charset={charset}\r\n" if charset else ""
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"\r\n{part_type}\r\n'.encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+async def test_a_form_field_that_is_not_text_is_a_400_and_changes_nothing(
+    client: Client, pg: asyncpg.Connection
+) -> None:
+    await make_user(pg, "ada@vendor.test", role="admin")
+    csrf = await sign_in(client, "ada@vendor.test")
+    for content, charset in ((b"\xff\xfe\x84", None), (b"meter", "no-such-codec")):
+        body, content_type = _multipart("name", content, charset=charset)
+        # The token in the header: the form is read by the handler
+        response = await client.post(
+            "/portal/admin/meters", content=body, headers={"Content-Type": content_type, "X-CSRF-Token": csrf}
+        )
+        assert response.status_code == 400, response.text
+        assert "a form field is not text in its charset" in response.text
+        # The token in the form itself: the CSRF guard reads it first
+        response = await client.post(
+            "/portal/admin/meters", content=body, headers={"Content-Type": content_type}
+        )
+        assert response.status_code == 400, response.text
+    assert await pg.fetchval("SELECT count(*) FROM meters") == 0
+    # Anyone may post the sign-in form: refused as well (without a sign-in token: a 403)
+    client.cookies.clear()
+    body, content_type = _multipart("username", b"\xc3\x28")
+    response = await client.post("/portal/login", content=body, headers={"Content-Type": content_type})
+    assert response.status_code in (400, 403), response.text
