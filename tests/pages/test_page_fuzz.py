@@ -22,7 +22,6 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from portal.infrastructure.paths import TEMPLATES_DIR
-from portal.infrastructure.settings import Settings
 from tests.conftest import ROOT, WorkerProcess
 from tests.pages.helpers import HTMX, Client, make_user, sign_in
 from tests.pages.test_authorization import ROUTES, UNSAFE, Route, _acme_world
@@ -179,7 +178,6 @@ async def test_every_page_answers_hostile_fields_without_a_server_error(
     ingest_key: str,
     redis: Any,
     worker: WorkerProcess,
-    settings: Settings,
 ) -> None:
     samples = await _acme_world(client, pg, admin_key, ingest_key, redis)
     await make_user(pg, "ada@vendor.test", role="admin")
