@@ -86,13 +86,13 @@ async def replay_failed_events(session: AsyncSession, redis: Redis, *, ids: list
     replayable: list[int] = []
     for failed_id, message_id, event in rows:
         stored = event if isinstance(event, dict) else json.loads(event)
-        wire = stored.get("wire") if isinstance(stored, dict) else None
-        if not isinstance(wire, list):
-            # Not a row the worker wrote (it keeps the exact wire row of every event it
-            # sets aside): nothing to send again, so it stays as it is for an operator.
+        if not isinstance(stored, dict) or "wire" not in stored:
+            # Not a row the worker wrote (it keeps every event it sets aside as its exact
+            # wire row, or that row's escaped JSON text; `kept_wire`): nothing to send
+            # again, so it stays as it is for an operator.
             log.warning("failed event %s holds no wire row to replay; left as it is", failed_id)
             continue
-        by_message[message_id].append(wire)
+        by_message[message_id].append(stored["wire"])
         replayable.append(failed_id)
     # Queued inside the transaction on purpose, unlike jobs owed after commit: the failed
     # event's row is its only copy, so it must not be marked replayed unless the broker
