@@ -52,8 +52,9 @@ async def add_manual_adjustment(
     """Write a credit note (less is owed) or debit note (more is owed) on a finalized invoice.
 
     Holds the customer's billing lock like every billing change. Returns (adjustment id,
-    note number, customer id). Raises Invalid for a bad kind, amount or an empty reason,
-    Conflict unless the invoice is finalized."""
+    note number, customer id). Raises Invalid for a bad kind, amount (a credit beyond what the
+    invoice charged after its notes) or an empty reason, Conflict unless the invoice is
+    finalized."""
     if kind not in SERIES:
         raise Invalid("kind: choose credit (less is owed) or debit (more is owed)")
     if not reason.strip():
@@ -67,6 +68,17 @@ async def add_manual_adjustment(
             "invoices are adjusted (a draft is simply recomputed)"
         )
     value = parse_amount(amount, invoice.currency)
+    if kind == "credit":
+        # A credit note gives back part of what the invoice charged, never more: its total
+        # (prepaid credit drawn included: that was paid too) after the earlier notes. A
+        # larger goodwill gesture is prepaid credit for later periods.
+        charged = invoice.total + invoice.credits_applied
+        left = charged + await adjustment_store.notes_sum(session, invoice.id)
+        if value > left:
+            raise Invalid(
+                f"amount: at most {max(left, Decimal(0)):,f} {invoice.currency} can be credited: that "
+                "is what the invoice charged, less its earlier notes (grant prepaid credit for more)"
+            )
     signed = value if kind == "debit" else -value
     number = await next_number(session, SERIES[kind])
     adjustment_id = await adjustment_store.insert_adjustment(

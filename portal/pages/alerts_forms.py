@@ -106,9 +106,23 @@ def _all(form: Any, name: str) -> list[str]:
     return [v.strip() for v in form.getall(name, []) if isinstance(v, str)]
 
 
+# A comma inside a number separates thousands only ("1,000", "12,500.5"). "300,50" is a
+# decimal comma: 300.50 to a European reader, 30,050 to a parser that drops commas, so it is
+# refused with a hint rather than read either way.
+_GROUPED = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")
+# "1.000,5": dots grouping thousands and a decimal comma (the European way of writing).
+_EUROPEAN = re.compile(r"\d\.\d{3}(?:\.\d{3})*,\d")
+DECIMAL_HINT = "write decimals with a point and thousands with a comma or nothing, such as 1,000.50"
+
+
 def _number(raw: str) -> Decimal | None:
-    """A number as people type it: "1,000", "80 %", "12.5". None if it is not one."""
-    cleaned = raw.replace(",", "").replace("%", "").replace(" ", "")
+    """A number as people type it: "1,000", "80 %", "12.5". None if it is not one (also
+    "300,50": see `_GROUPED`)."""
+    cleaned = raw.replace("%", "").replace(" ", "")
+    if "," in cleaned:
+        if not _GROUPED.match(cleaned):
+            return None
+        cleaned = cleaned.replace(",", "")
     try:
         value = Decimal(cleaned)
     except InvalidOperation:
@@ -175,6 +189,8 @@ def _levels(typed: RuleForm, fixed: Rule | None) -> tuple[list[str], Basis | Non
     """The levels as numbers for the schema, and the basis they imply: percentages of the
     budget (spend) or of the included quantity (a meter), else amounts; an edited rule
     keeps its own basis, so its "%" signs may be left out."""
+    if _EUROPEAN.search(typed.levels):
+        return [], None, [FieldError(LEVELS_ID, f"Notify at: “{typed.levels}”: {DECIMAL_HINT}.")]
     raw = split_levels(typed.levels)
     if not raw:
         return [], None, [FieldError(LEVELS_ID, "Notify at: give at least one level, such as 5,000 or 80%.")]
@@ -183,7 +199,8 @@ def _levels(typed: RuleForm, fixed: Rule | None) -> tuple[list[str], Basis | Non
     for text in raw:
         number = _number(text)
         if number is None:
-            errors.append(FieldError(LEVELS_ID, f"Notify at: “{text}” is not a number."))
+            hint = f": {DECIMAL_HINT}" if "," in text else ""
+            errors.append(FieldError(LEVELS_ID, f"Notify at: “{text}” is not a number{hint}."))
         elif number <= 0:  # also checked by the schema; here so every mistake is listed at once
             errors.append(FieldError(LEVELS_ID, f"Notify at: “{text}” must be greater than 0."))
         else:
@@ -238,7 +255,10 @@ def parse_rule_form(form: Any, *, fixed: Rule | None = None) -> tuple[RuleForm, 
                 )
             )
         elif number is None:
-            errors.append(FieldError("rule-budget", f"Monthly budget: “{typed.budget}” is not an amount."))
+            hint = f": {DECIMAL_HINT}" if "," in typed.budget else ""
+            errors.append(
+                FieldError("rule-budget", f"Monthly budget: “{typed.budget}” is not an amount{hint}.")
+            )
         elif number <= 0:
             errors.append(FieldError("rule-budget", f"Monthly budget: “{typed.budget}” must be more than 0."))
         else:

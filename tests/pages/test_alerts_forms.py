@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from litestar.datastructures import MultiDict
 
 from alerts.channels import mask
 from portal.catalog.schemas import Meter
-from portal.pages.alerts_forms import RuleForm, split_levels
+from portal.pages.alerts_forms import RuleForm, parse_rule_form, split_levels
 from portal.pages.alerts_view import channel_target, rule_summary
 
 CALLS = Meter("api_calls", "sum", "call", [], None, datetime(2026, 1, 1, tzinfo=UTC))
@@ -110,3 +111,29 @@ def test_a_channel_reads_as_its_owner_typed_it(
 ) -> None:
     target = channel_target(kind, mask(url))
     assert (target.summary, target.address) == (summary, address)
+
+
+@pytest.mark.parametrize(
+    ("levels", "budget", "saved", "problem"),
+    [
+        # Thousands with commas and decimals with a point are read as typed
+        ("80%", "1,000.50", ("1000.50", ["80"]), None),
+        ("50%, 100%", "300.50", ("300.50", ["50", "100"]), None),
+        # A decimal comma is refused, never read as 30,050 or as 300.50
+        ("80%", "300,50", None, "Monthly budget: “300,50” is not an amount: write decimals with a point"),
+        ("80%", "1,00", None, "Monthly budget: “1,00” is not an amount: write decimals with a point"),
+        # Dots grouping thousands with a decimal comma (1.000,5) are refused as a whole
+        ("1.000,5", "", None, "Notify at: “1.000,5”: write decimals with a point"),
+    ],
+)
+def test_a_decimal_comma_is_refused_with_a_hint_not_misread(
+    levels: str, budget: str, saved: tuple[str, list[str]] | None, problem: str | None
+) -> None:
+    form = MultiDict({"name": "Budget", "watch": "", "levels": levels, "budget": budget, "channel": "1"})
+    typed, rule = parse_rule_form(form)
+    if saved is None:
+        assert rule is None and problem is not None
+        assert any(e.message.startswith(problem) for e in typed.errors), typed.errors
+    else:
+        assert rule is not None, typed.errors
+        assert (str(rule.budget), [str(level) for level in rule.levels]) == saved

@@ -144,6 +144,7 @@ async def _acme_world(
         "user_id": str(victim),
         "plan_id": "metered",
         "key_id": "1",
+        "endpoint_id": "1",
         "token": "not-a-token",
     }
 
@@ -164,6 +165,7 @@ WATCHED = (
     "user_customers",
     "password_tokens",
     "api_keys",
+    "webhook_endpoints",
     "customers",
     "meters",
     "plans",
@@ -210,6 +212,7 @@ def test_every_path_parameter_has_a_sample() -> None:
         "user_id",
         "plan_id",
         "key_id",
+        "endpoint_id",
         "token",
     }
     assert names <= known, f"add samples to _acme_world for: {sorted(names - known)}"

@@ -264,6 +264,27 @@ async def test_manual_credit_note_counts_in_the_adjusted_total(
     assert [n["number"] for n in notes] == ["CN-000001", "DN-000001"]
     page = await client.get("/portal/review")
     assert "EUR 242.50" in page.text
+    # A credit note gives back at most what the invoice comes to after its notes (242.50)
+    too_much = await client.post(
+        f"/portal/invoices/{invoice_id}/adjustments",
+        data={"csrf_token": csrf, "kind": "credit", "amount": "242.51", "reason": "typo"},
+    )
+    assert too_much.status_code == 422
+    assert "Amount: at most 242.50 EUR can be credited" in too_much.text
+    assert await pg.fetchval("SELECT count(*) FROM adjustments") == 2
+    everything = await client.post(
+        f"/portal/invoices/{invoice_id}/adjustments",
+        data={"csrf_token": csrf, "kind": "credit", "amount": "242.50", "reason": "cancelled in full"},
+    )
+    assert everything.status_code == 200
+    invoice = (await client.get(f"/v1/invoices/{invoice_id}", headers=auth(admin_key))).json()
+    assert invoice["adjustedTotal"] == "0.00"
+    nothing_left = await client.post(
+        f"/portal/invoices/{invoice_id}/adjustments",
+        data={"csrf_token": csrf, "kind": "credit", "amount": "0.01", "reason": "again"},
+    )
+    assert nothing_left.status_code == 422
+    assert "Amount: at most 0.00 EUR can be credited" in nothing_left.text
 
 
 async def test_a_draft_cannot_be_adjusted(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Any
 
 import asyncpg
 
+from alerts.signing import verify
 from tests.conftest import WorkerProcess
-from tests.factories import make_customer
+from tests.factories import auth, make_customer
 from tests.pages.helpers import Client, make_user, sign_in
 from tests.sinks import HttpReceiver
 from tests.webhooks.conftest import closed_customer, deliveries, draft_of, endpoint
@@ -85,3 +88,99 @@ async def test_a_manager_sees_only_the_deliveries_of_their_customers(
     assert len(await deliveries(client, admin_key)) == 1
     bad = await client.get("/portal/webhooks?status=lost")
     assert bad.status_code in (400, 422)
+
+
+async def test_an_admin_adds_pauses_and_deletes_an_endpoint_from_the_portal(
+    client: Client, admin_key: str, worker: WorkerProcess, http_receiver: HttpReceiver, pg: asyncpg.Connection
+) -> None:
+    # Given an admin on the admin webhooks page, with no endpoint yet
+    closed = await closed_customer(client, admin_key)
+    await make_user(pg, ADMIN, role="admin")
+    csrf = await sign_in(client, ADMIN)
+    empty = await client.get("/portal/admin/webhooks")
+    assert empty.status_code == 200 and "No endpoints yet." in empty.text
+    # When the form names no event, or a URL the portal may not call, it comes back (422) with
+    # the reason beside the field, and nothing is stored
+    url = f"{http_receiver.url}/erp?token=secret"
+    none_ticked = await client.post(
+        "/portal/admin/webhooks", data={"csrf_token": csrf, "url": url, "description": "ERP"}
+    )
+    assert none_ticked.status_code == 422 and "Events to send: tick at least one" in none_ticked.text
+    ftp = await client.post(
+        "/portal/admin/webhooks",
+        data={"csrf_token": csrf, "url": "ftp://erp.example.com/x", "event_types": "invoice.drafted"},
+    )
+    assert ftp.status_code == 422 and "Address (URL): must start with https://" in ftp.text
+    assert await pg.fetchval("SELECT count(*) FROM webhook_endpoints") == 0
+    # When it names the receiver and one event type
+    added = await client.post(
+        "/portal/admin/webhooks",
+        data={"csrf_token": csrf, "url": url, "description": "ERP", "event_types": "invoice.drafted"},
+    )
+    # Then the signing secret is shown this once, and the endpoint is listed without its token
+    assert added.status_code == 200, added.text
+    [secret] = re.findall(r"whsec_[A-Za-z0-9_-]+", added.text)
+    listing = await client.get("/portal/admin/webhooks")
+    address = f"127.0.0.1:{http_receiver.port}/erp"
+    assert address in listing.text and "token=secret" not in listing.text
+    assert secret not in listing.text and ">Sending</span>" in listing.text
+    [stored] = await endpoints_of(client, admin_key)
+    assert stored["eventTypes"] == ["invoice.drafted"]
+    assert (stored["description"], stored["enabled"]) == ("ERP", True)
+    # And a drafted invoice reaches it, signed with that secret
+    await draft_of(client, admin_key, closed)
+    [request] = http_receiver.wait_for_requests(1)
+    timestamp = request.header("X-Usage-Portal-Timestamp")
+    signature = request.header("X-Usage-Portal-Signature")
+    assert timestamp is not None and signature is not None
+    assert verify(secret, timestamp, request.body, signature, now=time.time())
+    assert request.json()["type"] == "invoice.drafted"
+    # When the admin pauses it, then resumes it
+    paused = await client.post(
+        f"/portal/admin/webhooks/{stored['id']}/pause", data={"csrf_token": csrf}, follow_redirects=False
+    )
+    assert paused.status_code == 303
+    assert [e["enabled"] for e in await endpoints_of(client, admin_key)] == [False]
+    notice = await client.get(paused.headers["location"])
+    assert f"The endpoint {address} is paused" in notice.text and ">Paused</span>" in notice.text
+    resumed = await client.post(f"/portal/admin/webhooks/{stored['id']}/resume", data={"csrf_token": csrf})
+    assert resumed.status_code == 200 and "is sending again." in resumed.text
+    assert [e["enabled"] for e in await endpoints_of(client, admin_key)] == [True]
+    # Then deletes it after the confirmation page
+    confirm = await client.get(f"/portal/admin/webhooks/{stored['id']}/delete")
+    assert confirm.status_code == 200 and "receives invoice drafted" in confirm.text
+    deleted = await client.post(f"/portal/admin/webhooks/{stored['id']}/delete", data={"csrf_token": csrf})
+    assert deleted.status_code == 200 and "is deleted" in deleted.text and "No endpoints yet." in deleted.text
+    assert await endpoints_of(client, admin_key) == []
+    assert (await client.get(f"/portal/admin/webhooks/{stored['id']}/delete")).status_code == 404
+    # And every action is in the audit log, in order
+    actions = [r["action"] for r in await pg.fetch("SELECT action FROM audit_log ORDER BY id")]
+    assert actions == [
+        "webhook_endpoint.created",
+        "webhook_endpoint.paused",
+        "webhook_endpoint.resumed",
+        "webhook_endpoint.deleted",
+    ]
+
+
+async def test_only_admins_manage_endpoints(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
+    # Given an account manager who sees every customer
+    await make_user(pg, MANAGER, role="account_manager", all_customers=True)
+    csrf = await sign_in(client, MANAGER)
+    # Then the admin webhooks page and its actions are refused, and nothing is stored
+    assert (await client.get("/portal/admin/webhooks")).status_code == 403
+    refused = await client.post(
+        "/portal/admin/webhooks",
+        data={"csrf_token": csrf, "url": "https://erp.example.com/x", "event_types": "invoice.drafted"},
+    )
+    assert refused.status_code == 403
+    assert await pg.fetchval("SELECT count(*) FROM webhook_endpoints") == 0
+    # And their webhooks page does not offer to add endpoints
+    page = await client.get("/portal/webhooks")
+    assert page.status_code == 200 and "/portal/admin/webhooks" not in page.text
+
+
+async def endpoints_of(client: Client, key: str) -> list[dict[str, Any]]:
+    response = await client.get("/v1/webhook-endpoints", headers=auth(key))
+    assert response.status_code == 200, response.text
+    return list(response.json())

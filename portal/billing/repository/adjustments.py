@@ -208,3 +208,12 @@ async def insert_late_events(conn: Any, rows: Sequence[tuple[Any, ...]]) -> None
         "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         rows,
     )
+
+
+async def notes_sum(session: AsyncSession, invoice_id: int) -> Decimal:
+    """What the invoice's notes add to its total (credit notes negative), exactly."""
+    statement = select(func.coalesce(func.sum(col(Adjustment.amount)), 0)).where(
+        col(Adjustment.invoice_id) == invoice_id
+    )
+    total: Any = (await session.execute(statement)).scalar_one()
+    return Decimal(total)

@@ -1,5 +1,5 @@
-"""Admin pages (/portal/admin): customers, meters, plans and catalog upload, users, API keys.
-Admins only (access.ADMIN_GUARDS); see portal/pages/README.md for the conventions."""
+"""Admin pages (/portal/admin): customers, meters, plans and catalog upload, users, API keys,
+webhook endpoints. Admins only (access.ADMIN_GUARDS); see portal/pages/README.md for the conventions."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from portal.pages.admin.keys import KeyPagesController
 from portal.pages.admin.people import UserPagesController
 from portal.pages.admin.plan_limits import PlanLimitPagesController
 from portal.pages.admin.plans import PlanPagesController
+from portal.pages.admin.webhooks import WebhookPagesController
 
 admin_handlers: list[Any] = [
     AdminHomeController,
@@ -21,6 +22,7 @@ admin_handlers: list[Any] = [
     PlanLimitPagesController,
     UserPagesController,
     KeyPagesController,
+    WebhookPagesController,
 ]
 
 __all__ = ["admin_handlers"]
