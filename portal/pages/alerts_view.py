@@ -160,13 +160,13 @@ async def alerts_home(db: AsyncSession, customer: Customer) -> AlertsHome:
     names = {c.id: c.name for c in channels}
     by_id = {r.id: r for r in rules}
     views = [describe_rule(r, meters, names, customer.currency, last.get(r.id)) for r in rules]
-    history = [_firing(f, by_id.get(f.rule_id), meters, customer.currency) for f in firings]
+    history = [firing_view(f, by_id.get(f.rule_id), meters, customer.currency) for f in firings]
     recent = await delivery_service.list_deliveries(db, customer_id=customer.id, status=None, limit=200)
     tests = [d for d in recent if d.firing_id is None][:TESTS_SHOWN]
     return AlertsHome(views, channels, history, tests)
 
 
-def _firing(firing: Firing, rule: Rule | None, meters: dict[str, Meter], currency: str) -> FiringView:
+def firing_view(firing: Firing, rule: Rule | None, meters: dict[str, Meter], currency: str) -> FiringView:
     kind = KIND_TEXT.get(firing.kind, firing.kind)
     if firing.kind == "anomaly":
         found = meters.get(firing.metric_name or "")

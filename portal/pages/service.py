@@ -14,6 +14,7 @@ from functools import partial
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.alerting import repository as alerting_repository
+from portal.alerting import rules as rule_service
 from portal.alerting.deliveries import list_firings
 from portal.billing.preview import RatingSetup, preview, rating_setup
 from portal.billing.views import PreviewView, money_text
@@ -21,6 +22,7 @@ from portal.catalog import service as catalog
 from portal.catalog.schemas import Customer, Meter
 from portal.infrastructure.domain_errors import NotFound
 from portal.infrastructure.periods import BillingPeriod, period_for, to_datetime
+from portal.pages.alerts_view import firing_view, meter_units
 from portal.pages.charts import BarChart, hourly_bars
 from portal.pages.formatting import HOUR, day_of, hour_range, instant, measure, metric_label, money
 from portal.pages.limits_view import MeterLimit, meter_limit
@@ -404,9 +406,16 @@ KIND_LABELS = {
 
 
 async def recent_alerts(db: AsyncSession, customer: Customer, limit: int = 10) -> tuple[AlertRow, ...]:
-    """The customer's latest notices with how their deliveries went."""
+    """The customer's latest notices with how their deliveries went, their level and value
+    in the rule's terms, as the Alerts tab words them ("50% (EUR 150.00)", "EUR 186.96")."""
+    firings = await list_firings(db, customer.id, limit=limit)
+    if not firings:  # most polls: no rules or meters read
+        return ()
+    rules = {r.id: r for r in await rule_service.list_rules(db, customer.id)}
+    meters = meter_units(await catalog.list_meters(db))
     rows = []
-    for firing in await list_firings(db, customer.id, limit=limit):
+    for firing in firings:
+        view = firing_view(firing, rules.get(firing.rule_id), meters, customer.currency)
         sent = sum(1 for d in firing.deliveries if d.status == "sent")
         failed = sum(1 for d in firing.deliveries if d.status == "failed")
         delivered = f"{sent} of {len(firing.deliveries)} sent" + (f", {failed} failed" if failed else "")
@@ -415,8 +424,8 @@ async def recent_alerts(db: AsyncSession, customer: Customer, limit: int = 10) -
                 instant(firing.fired_at, customer.timezone),
                 KIND_LABELS[firing.kind],
                 firing.rule_name,
-                firing.level,
-                firing.value,
+                view.level,
+                view.value,
                 delivered,
             )
         )

@@ -239,4 +239,5 @@ async def test_the_customer_page_lists_recent_alerts(
     row = re.search(r'<table class="data stack" id="recent-alerts">.*?<tbody>\s*<tr>(.*?)</tr>', panel, re.S)
     assert row is not None
     cells = [re.sub(r"\s+", " ", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)]
-    assert cells[1:] == ["Reached", "Calls watch", "5", "7", "0 of 0 sent"]
+    # In the rule's terms, as the Alerts tab words them
+    assert cells[1:] == ["Reached", "Calls watch", "5 calls", "7 calls", "0 of 0 sent"]
