@@ -15,6 +15,7 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 from litestar.handlers.base import BaseRouteHandler
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import Empty
 
 from portal.alerting.routes import alert_handlers
 from portal.api_docs import api_docs_config
@@ -151,5 +152,9 @@ def create_app(settings: Settings | None = None) -> PortalApp:
             HTTP_500_INTERNAL_SERVER_ERROR: failed_anywhere,
         },
         debug=False,
+        # A served process logs through `configure_logs` (JSON lines, secrets masked, role and
+        # request id); Litestar's own logging config would replace that root handler with its
+        # plain-text one. Tests (no role) keep Litestar's default.
+        logging_config=None if role else Empty,
     )
     return app

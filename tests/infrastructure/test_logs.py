@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,3 +57,21 @@ async def test_every_answer_carries_a_request_id(client: AsyncTestClient[Any]) -
     assert len(made.headers["x-request-id"]) == 32
     odd = await client.get("/healthz", headers={"X-Request-ID": "no spaces <please>"})
     assert odd.headers["x-request-id"] != "no spaces <please>"
+
+
+def test_a_served_web_process_keeps_the_json_lines_after_the_app_is_built() -> None:
+    # Litestar's own logging config replaced the root handler with a plain-text one, so the
+    # web's lines were neither JSON nor masked. In a subprocess: the root logger is global.
+    script = (
+        "import logging\n"
+        "from portal.app import create_app\n"
+        "create_app()\n"
+        "secret = 'Bearer up_admin_abcdefghijklmnopqrstuvwxyz012345'\n"
+        "logging.getLogger('portal.probe').warning('sent with %s', secret)\n"
+    )
+    env = {**os.environ, "PORTAL_LOG_ROLE": "web", "PORTAL_LOG_FORMAT": "json"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    [line] = [json.loads(text) for text in done.stderr.splitlines() if "portal.probe" in text]
+    assert (line["role"], line["level"], line["logger"]) == ("web", "warning", "portal.probe")
+    assert "abcdefghijklmnopqrstuvwxyz012345" not in line["event"]
