@@ -17,16 +17,24 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from portal.infrastructure.settings import Settings, from_environment
+
+# Where the running `up` of a data dir serves (its links' base), for the commands beside it.
+PUBLIC_URL_FILE = "public_url"
 
 
 def _base_settings(args: argparse.Namespace) -> Settings:
     # The data dir is known before Settings is built: in development it holds the key.
     data_dir = getattr(args, "data_dir", None)
     settings = from_environment(data_dir=Path(data_dir) if data_dir else None)
+    served_at = settings.data_dir / PUBLIC_URL_FILE
+    if "PORTAL_PUBLIC_URL" not in os.environ and served_at.is_file():
+        # A command beside a running `up` (an invitation's link) points where `up` serves.
+        settings = replace(settings, public_url=served_at.read_text().strip().rstrip("/"))
     if bool(settings.database_url) != bool(settings.redis_url):
         sys.exit("set both DATABASE_URL and REDIS_URL, or neither (to use the embedded servers)")
     return settings
@@ -257,6 +265,11 @@ def cmd_up(args: argparse.Namespace) -> None:
 
     configure(role="up")
     log = logging.getLogger("portal.up")
+    # Links in invitations, notices and invoice emails lead to where `up` serves, unless the
+    # operator names the public address (a proxy's). Before the settings are read: every
+    # role inherits it.
+    link_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    os.environ["PORTAL_PUBLIC_URL"] = os.environ.get("PORTAL_PUBLIC_URL") or f"http://{link_host}:{args.port}"
     settings = _base_settings(args)
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -265,6 +278,7 @@ def cmd_up(args: argparse.Namespace) -> None:
         lock.acquire()
     except AlreadyRunning as exc:
         sys.exit(str(exc))
+    (data_dir / PUBLIC_URL_FILE).write_text(settings.public_url + "\n")
     # An earlier `up` that was killed may have left roles running (a Dramatiq consumer,
     # say): they would run beside ours.
     left = stop_leftovers(data_dir, grace_s=10)
@@ -393,16 +407,20 @@ def cmd_demo_trickle(args: argparse.Namespace) -> None:
     trickle(args.url, key)
 
 
+DATA_DIR_HELP = "the embedded servers' data and secrets (default: PORTAL_DATA_DIR, else .portal-data/)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="usage-portal", description=__doc__)
-    parser.add_argument("--data-dir", help="embedded servers' data (default .portal-data/)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
+    # The command list names the commands with help (`demo-trickle` is `up --demo`'s own).
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
 
     up = sub.add_parser("up", help="run everything: embedded servers, web, worker, scheduler")
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--host", default="127.0.0.1", help="address the web listens on (default 127.0.0.1)")
+    up.add_argument("--port", type=int, default=8000, help="the web's port (default 8000)")
     up.add_argument("--demo", action="store_true", help="create demo data and keep events flowing")
-    up.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS)
+    up.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS, help=DATA_DIR_HELP)
     up.set_defaults(func=cmd_up)
 
     web = sub.add_parser("web", help="the HTTP server alone")
@@ -487,10 +505,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_secrets_commands(sub, _settings)
 
-    trickle = sub.add_parser("demo-trickle", help=argparse.SUPPRESS)
+    # Started by `up --demo` only; no help=, so the command list does not name it.
+    trickle = sub.add_parser("demo-trickle")
     trickle.add_argument("--url", required=True)  # the ingest key comes in PORTAL_DEMO_INGEST_KEY
     trickle.set_defaults(func=cmd_demo_trickle)
+    _data_dir_after_any_command(parser)
     return parser
+
+
+def _data_dir_after_any_command(parser: argparse.ArgumentParser) -> None:
+    """`usage-portal status --data-dir D` as well as `usage-portal --data-dir D status`: every
+    (sub)command takes the option too, overriding the one before it only when given."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                if not any("--data-dir" in a.option_strings for a in command._actions):
+                    command.add_argument(
+                        "--data-dir", dest="data_dir", default=argparse.SUPPRESS, help=DATA_DIR_HELP
+                    )
+                _data_dir_after_any_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

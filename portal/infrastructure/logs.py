@@ -74,6 +74,9 @@ def configure(*, role: str, stream: Any = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("PORTAL_LOG_LEVEL", "INFO").upper())
+    # The PDF renderer's font subsetting logs every glyph table it prunes at INFO (hundreds
+    # of lines per invoice PDF): only its warnings are worth an operator's screen.
+    logging.getLogger("fontTools").setLevel(logging.WARNING)
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(role=role)
 

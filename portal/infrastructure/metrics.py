@@ -20,7 +20,12 @@ from prometheus_client import (
     multiprocess,
 )
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The exposition's type without its charset: the response adds "; charset=utf-8" to every
+# text/* type itself, and a type naming it twice fails Prometheus 3's scrape (Go's
+# mime.ParseMediaType refuses a repeated parameter).
+CONTENT_TYPE = "; ".join(
+    p.strip() for p in CONTENT_TYPE_LATEST.split(";") if not p.strip().startswith("charset=")
+)
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 INGEST_REQUESTS = Counter("portal_ingest_requests_total", "Ingest requests by HTTP status.", ["status"])

@@ -366,6 +366,8 @@ class Supervisor:
         if pid is not None and port is not None:
             if server.secured(self.password, port):
                 watched.adopted_pid, watched.port, watched.state = pid, port, "starting"
+                # Counted from the adoption (its own start is unknown): "ready N s after".
+                watched.started_at = watched.next_poll = time.monotonic()
                 with contextlib.suppress(ProcessLookupError):
                     watched.pgid = os.getpgid(pid)
                 log.info("%s (pid %d) already runs on 127.0.0.1:%d; watching it", server.name, pid, port)

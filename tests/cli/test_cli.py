@@ -136,7 +136,7 @@ def test_up_demo_runs_the_product_and_stops_cleanly() -> None:
         )
         assert re.search(
             r"password link not emailed \(the portal has no SMTP server configured "
-            r"\(PORTAL_SMTP_URL\)\):\nhttp://\S+/portal/set-password/\S+",
+            r"\(PORTAL_SMTP_URL\)\):\n" + re.escape(f"http://127.0.0.1:{port}/portal/set-password/") + r"\S+",
             invited.stdout,
         )
         health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
@@ -156,3 +156,20 @@ def test_up_demo_runs_the_product_and_stops_cleanly() -> None:
         assert up.wait(timeout=60) == 0
     servers = EmbeddedServers(data_dir)
     assert servers.running() is None, "embedded servers must be stopped after Ctrl-C"
+
+
+def test_every_command_takes_the_data_dir_after_its_name_too() -> None:
+    from portal.cli.main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["status", "--data-dir", "/a"]).data_dir == "/a"
+    assert parser.parse_args(["--data-dir", "/b", "status"]).data_dir == "/b"
+    assert (
+        parser.parse_args(
+            ["--data-dir", "/b", "keys", "create", "--scope", "ingest", "--data-dir", "/c"]
+        ).data_dir
+        == "/c"
+    )
+    assert parser.parse_args(["invoices", "list"]).data_dir is None
+    # The command list names what operators run, not `up --demo`'s own helper
+    assert "demo-trickle" not in parser.format_help()

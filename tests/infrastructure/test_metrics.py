@@ -25,7 +25,10 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 async def scrape(client: AsyncTestClient[Any]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     response = await client.get("/metrics")
-    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    assert response.status_code == 200
+    # Each parameter once: Prometheus 3 refuses a type with a repeated one
+    kind, *parameters = [p.strip() for p in response.headers["content-type"].split(";")]
+    assert kind == "text/plain" and sorted(parameters) == ["charset=utf-8", "version=1.0.0"]
     return samples(response.text)
 
 
