@@ -50,7 +50,14 @@ class _DecimalLoader(yaml.SafeLoader):
 
 
 def _exact_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal:
-    return Decimal(loader.construct_scalar(node))
+    text = str(loader.construct_scalar(node))
+    try:
+        value = Decimal(text)
+    except ArithmeticError:  # YAML's .nan, .inf, -.Inf
+        value = Decimal("NaN")
+    if not value.is_finite():
+        raise yaml.constructor.ConstructorError(None, None, f"{text} is not a finite number", node.start_mark)
+    return value
 
 
 _DecimalLoader.add_constructor("tag:yaml.org,2002:float", _exact_float)
@@ -65,6 +72,8 @@ def parse_catalog(content: bytes, *, name: str) -> CatalogFile:
         return msgspec.convert(data or {}, CatalogFile)
     except yaml.YAMLError as exc:
         raise CatalogFileError(f"{name}: not valid YAML: {exc}") from exc
+    except RecursionError:  # thousands of nested [ or - (the parser recurses per level)
+        raise CatalogFileError(f"{name}: not valid YAML: nested too deeply") from None
     except msgspec.ValidationError as exc:
         raise CatalogFileError(f"{name}: {exc}") from exc
     except msgspec.DecodeError as exc:

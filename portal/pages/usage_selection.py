@@ -127,7 +127,10 @@ def select(
             raise SelectionError("to", f"must not be before “from” ({first.isoformat()})")
         if (last - first).days + 1 > MAX_DAYS:
             raise SelectionError("to", f"a range covers at most {MAX_DAYS} days")
-        start, range_end = _days(first, last, tz_name)
+        try:
+            start, range_end = _days(first, last, tz_name)
+        except (OverflowError, ValueError):  # 0001-01-01 east of UTC, the day after 9999-12-31
+            raise SelectionError("from", "choose dates between the years 1 and 9999") from None
     else:
         raise SelectionError("range", f"“{raw.range}” is not one of {', '.join(RANGES)}")
     if granularity == "hour" and (last - first).days + 1 > MAX_HOURLY_DAYS:

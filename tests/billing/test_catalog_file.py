@@ -43,6 +43,12 @@ def test_json_catalogs_are_read_too() -> None:
     assert catalog.meters[0].metric_name == "m"
 
 
+_PRICED = (
+    b"plans:\n- id: p\n  name: P\n  currency: EUR\n  charges:\n"
+    b"  - key: c\n    model: per_unit\n    meter: m\n    unitPrice: PRICE\n"
+)
+
+
 @pytest.mark.parametrize(
     ("content", "name", "message"),
     [
@@ -55,6 +61,12 @@ def test_json_catalogs_are_read_too() -> None:
             "$.plans[0].currency",
         ),
         (b"- just\n- a list\n", "c.yaml", "Expected `object`, got `array`"),
+        # Hostile files (each was a 500 on the admin upload): nesting past the parser's
+        # recursion, and YAML's non-numbers where an exact price goes
+        (b"meters: " + b"[" * 20_000 + b"]" * 20_000, "c.yaml", "c.yaml: not valid YAML: nested too deeply"),
+        (b"meters:\n" + b"- " * 5_000 + b"x\n", "c.yaml", "c.yaml: not valid YAML: nested too deeply"),
+        (_PRICED.replace(b"PRICE", b".nan"), "c.yaml", "not valid YAML: .nan is not a finite number"),
+        (_PRICED.replace(b"PRICE", b"-.Inf"), "c.yaml", "not valid YAML: -.Inf is not a finite number"),
     ],
 )
 def test_a_bad_file_names_the_problem(content: bytes, name: str, message: str) -> None:

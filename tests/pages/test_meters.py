@@ -272,6 +272,11 @@ async def test_bad_selections_answer_422_naming_the_field_and_keeping_values(
             "Group: “planet” is not a dimension of api_calls (its dimensions: region, tier)",
         ),
         ({"range": "forever"}, "Range: “forever” is not one of"),
+        # The day after the last one a date can name (it was a 500)
+        (
+            {"range": "custom", "from": "9999-12-31", "to": "9999-12-31", "granularity": "day"},
+            "From: choose dates between the years 1 and 9999",
+        ),
     ]
     for params, message in cases:
         page = await client.get(PAGE, params=params)
@@ -284,6 +289,8 @@ async def test_bad_selections_answer_422_naming_the_field_and_keeping_values(
     assert '<option value="custom" selected>' in kept.text
     export = await client.get(f"{PAGE}.csv", params={"granularity": "minute"})
     assert export.status_code == 422 and "granularity" in export.text
+    last_day = {"range": "custom", "from": "9999-12-31", "to": "9999-12-31", "group": "region"}
+    assert (await client.get(f"{PAGE}.csv", params=last_day)).status_code == 422
     # A whole year by day is fine.
     year = await client.get(
         PAGE, params={"range": "custom", "from": "2025-01-01", "to": "2025-12-31", "granularity": "day"}
