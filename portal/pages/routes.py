@@ -10,6 +10,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from litestar import Request, Response, get
+from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, FromQuery
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
@@ -70,7 +71,13 @@ class StaffPagesController(PageController):
 
     @get("/health")
     async def health(self, request: Request[Any, Any, Any], db: Db, portal: Portal) -> Template:
-        """The four billing-health measures over the last day and the last 30 days."""
+        """The four billing-health measures over the last day and the last 30 days. They sum
+        every customer's traffic, so only people who see every customer see them."""
+        if not viewer(request).sees_all_customers:
+            raise PermissionDeniedException(
+                "Billing health sums every customer's traffic; it is shown to admins and to "
+                "account managers of all customers."
+            )
         now = portal.now()
         windows = [
             (label, await billing_health(db, portal.redis, now=now, window=timedelta(days=days)))

@@ -67,6 +67,11 @@ class PageSession:
         return self.role == "admin"
 
     @property
+    def sees_all_customers(self) -> bool:
+        """An admin, or an account manager of every customer: the platform-wide pages."""
+        return self.role == "admin" or (self.role == "account_manager" and self.all_customers)
+
+    @property
     def home(self) -> str:
         """Where signing in lands: a customer user's own page, everyone else's customer list."""
         if self.customer_id is not None:

@@ -178,10 +178,16 @@ async def test_the_billing_health_page_shows_the_measures(
                 "SELECT customer_id, id, 'DN-1', 'debit', 1, 0, 1, '[]', 'late' FROM invoices WHERE id = $1",
                 invoice,
             )
+    # An account manager of some customers only sees no platform-wide figures
+    await make_user(pg, "amy@vendor.test", role="account_manager", assigned=("acme",))
+    await sign_in(client, "amy@vendor.test")
+    scoped = await client.get("/portal/health")
+    assert scoped.status_code == 403 and "discrepancy-rate" not in scoped.text
+    assert 'href="/portal/health"' not in (await client.get("/portal/customers")).text
     await make_user(pg, "max@vendor.test", role="account_manager", all_customers=True)
     await sign_in(client, "max@vendor.test")
     page = await client.get("/portal/health")
-    assert page.status_code == 200
+    assert page.status_code == 200 and 'href="/portal/health"' in page.text
     rate = '<td class="num" data-label="Value" id="discrepancy-rate">0.5</td>'
     assert page.text.count(rate) == 2  # both windows
     assert "1 of 2 invoices" in page.text and "1.00 USD" not in page.text
