@@ -372,6 +372,10 @@ def validate(
         raise EventError("eventId: must not be empty")
     if len(event_id) > limits.max_event_id_chars:
         raise EventError(f"eventId: longer than {limits.max_event_id_chars} characters")
+    if "/" in event_id:
+        # An event is opened, cancelled and amended by its id in a URL path, where a slash
+        # cannot be told from the path's own (an accepted event no one could correct).
+        raise EventError("eventId: must not contain “/”")
     tz_name = zones.get(customer_id)
     if tz_name is None:
         # Known ids passed this pattern when the customer was created.

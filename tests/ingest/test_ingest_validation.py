@@ -86,6 +86,7 @@ BAD_EVENTS: list[tuple[str, dict[str, Any], str]] = [
     ("non-string dimension", event(dimensions={"region": 5}), "dimensions: Expected `str`, got `int`"),
     ("long eventId", event(event_id="e" * 129), "eventId: longer than 128 characters"),
     ("empty eventId", event(event_id=""), "eventId: must not be empty"),
+    ("eventId with a slash", event(event_id="order/17"), "eventId: must not contain “/”"),
     ("unknown field", event(customerID="acme"), "Object contains unknown field `customerID`"),
     (
         "unique_count without its dimension",
