@@ -214,6 +214,8 @@ def cmd_web(args: argparse.Namespace) -> None:
     os.environ["PORTAL_LOG_ROLE"] = "web"
     import uvicorn
 
+    from portal.http.slow_clients import DeadlineHttpToolsProtocol
+
     uvicorn.run(
         "portal.app:create_app",
         factory=True,
@@ -227,6 +229,9 @@ def cmd_web(args: argparse.Namespace) -> None:
         # address before the app sees the real one; whom to trust is PORTAL_TRUSTED_PROXIES'
         # decision (portal/http/client_address.py), empty by default.
         proxy_headers=False,
+        # Each request must arrive within a deadline (headers, then body): clients that
+        # trickle or stall are dropped, not kept until the process runs out of sockets.
+        http=DeadlineHttpToolsProtocol,
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 import uvicorn
 
 from portal.cli.main import main
+from portal.http.slow_clients import DeadlineHttpToolsProtocol
 
 
 def test_web_leaves_forwarded_headers_to_the_trusted_proxies_setting(
@@ -28,3 +29,5 @@ def test_web_leaves_forwarded_headers_to_the_trusted_proxies_setting(
     # pose as any client (login throttling is per client) unless PORTAL_TRUSTED_PROXIES says so.
     assert served["proxy_headers"] is False
     assert (served["app"], served["port"]) == ("portal.app:create_app", 8123)
+    # Requests must arrive within their deadlines (tests/http/test_slow_clients.py)
+    assert served["http"] is DeadlineHttpToolsProtocol
