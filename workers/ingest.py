@@ -105,7 +105,7 @@ def _where(exc: BaseException) -> str:
     return found
 
 
-async def _retry(ctx: WorkerContext, batch: dict[str, Any], message_id: str, exc: Exception) -> NoReturn:
+async def _retry(ctx: WorkerContext, batch: dict[str, Any], message_id: str, exc: BaseException) -> NoReturn:
     """Have Dramatiq deliver the message again after its backoff. Raised as `Retry`, which
     Dramatiq does not log: its own line would print the whole message."""
     kind = "outage" if isinstance(exc, UNAVAILABLE) else "retry"
@@ -165,6 +165,19 @@ async def persist_events(batch: dict[str, Any]) -> None:
         # After the commit: the adjustment job must see the late events it settles.
         # If this process dies first, the scheduler's late-event sweep settles them.
         settle_late_events_actor.send(invoice_id)
+    try:
+        await _after_commit(ctx, batch, message_id, outcome)
+    except UNAVAILABLE as exc:
+        # Redis down after the commit: delivered again later, one warning line, no traceback.
+        # The redelivery admits nothing anew; it settles and releases what this one could not.
+        await _retry(ctx, batch, message_id, exc)
+
+
+async def _after_commit(
+    ctx: WorkerContext, batch: dict[str, Any], message_id: str, outcome: PersistOutcome
+) -> None:
+    """The live view's part of a committed message: alerts asked to evaluate, the batches
+    settled, the holds on `completeThrough` released."""
     if outcome.alert_customers:
         await request_evaluation(ctx, list(outcome.alert_customers))
     if batch.get("countedLive") is True:
