@@ -261,6 +261,17 @@ def cmd_scheduler(args: argparse.Namespace) -> None:
     run_scheduler(settings)
 
 
+def _port_taken(host: str, port: int) -> str | None:
+    """Why the web could not listen on host:port (in use, not this machine's address), or None."""
+    import socket
+
+    try:
+        with socket.create_server((host, port), reuse_port=False):
+            return None
+    except OSError as exc:
+        return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     """Everything on this machine, supervised (portal/operations/supervisor.py): the embedded servers
     (unless DATABASE_URL and REDIS_URL name others), migrations, web, worker, scheduler and
@@ -291,6 +302,10 @@ def cmd_up(args: argparse.Namespace) -> None:
         log.warning(
             "stopped %d process(es) an earlier `up` on %s left running: %s", len(left), data_dir, left
         )
+    taken = _port_taken(args.host, args.port)
+    if taken:  # said now, not after the web's restarts give up a minute later
+        lock.release()
+        sys.exit(f"usage-portal up: cannot listen on {args.host}:{args.port}: {taken}; choose another --port")
     servers = None
     if not (settings.database_url and settings.redis_url):
         from portal.infrastructure.embedded import EmbeddedServers

@@ -173,3 +173,20 @@ def test_every_command_takes_the_data_dir_after_its_name_too() -> None:
     assert parser.parse_args(["invoices", "list"]).data_dir is None
     # The command list names what operators run, not `up --demo`'s own helper
     assert "demo-trickle" not in parser.format_help()
+
+
+def test_up_on_a_port_in_use_says_so_at_once(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*CLI, "up", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+            cwd=ROOT,
+            env=_env(tmp_path / "data"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use; choose another --port" in done.stderr
