@@ -313,6 +313,24 @@ def _actor_detail(rules: Sequence[object]) -> list[dict[str, str]]:
     ]
 
 
+# Meters whose value is a number of events or of distinct values: a limit on them is whole.
+WHOLE_AGGREGATIONS = frozenset({"count", "unique_count"})
+
+
+async def _limited_meter(session: AsyncSession, name: str, quantity: Decimal | None, *, prefix: str) -> None:
+    """Invalid unless `name` is a meter, and a limit on a counting meter is a whole number
+    (12.5 calls would silently mean 12)."""
+    meter = await get_meter(session, name)
+    if meter is None:
+        raise Invalid(f"{prefix}unknown meter {name!r}")
+    if (
+        quantity is not None
+        and meter.aggregation in WHOLE_AGGREGATIONS
+        and quantity != quantity.to_integral_value()
+    ):
+        raise Invalid(f"{prefix}{name} is a count: give a whole number")
+
+
 async def plan_limits(session: AsyncSession, plan_id: str) -> list[PlanRule]:
     await billing_plans.get_plan(session, plan_id)  # NotFound
     return (await repository.plan_rules(session, [plan_id])).get(plan_id, [])
@@ -327,9 +345,8 @@ async def set_plan_limits(
     names = [item.meter for item in data.limits]
     if len(set(names)) != len(names):
         raise Invalid("limits: a meter appears twice")
-    for name in names:
-        if await get_meter(session, name) is None:
-            raise Invalid(f"limits: unknown meter {name!r}")
+    for item in data.limits:
+        await _limited_meter(session, item.meter, item.quantity, prefix="limits: ")
     before = (await repository.plan_rules(session, [plan_id])).get(plan_id, [])
     rules = [PlanRule(i.meter, i.quantity, i.enforcement, i.customer_may_lower) for i in data.limits]
     await repository.replace_plan_rules(session, plan_id, rules)
@@ -374,8 +391,7 @@ async def set_customer_limits(
     theirs = {(r.metric_name, r.quantity, r.enforcement) for r in before if r.set_by == "customer"}
     rules: list[CustomerRule] = []
     for item in data.limits:
-        if await get_meter(session, item.meter) is None:
-            raise Invalid(f"limits: unknown meter {item.meter!r}")
+        await _limited_meter(session, item.meter, item.quantity, prefix="limits: ")
         problem = staff_limit_error(
             await _plan_rule(session, profile, item.meter), item.quantity, item.enforcement
         )
@@ -420,6 +436,7 @@ async def set_own_limit(
             raise Invalid("your plan does not let you change this limit")
         await repository.clear_customer_rule(session, customer_id, metric_name)
     else:
+        await _limited_meter(session, metric_name, quantity, prefix="")
         problem = customer_limit_error(plan_rule, quantity)
         if problem or plan_rule is None:
             raise Invalid(problem or "your plan does not let you change this limit")

@@ -271,6 +271,17 @@ async def test_staff_limits_stay_within_the_plan(
     assert (
         await client.put("/v1/plans/metered/limits", headers=auth(admin_key), json=unknown)
     ).status_code == 422
+    # A count or a distinct count is whole: 12.5 requests would silently mean 12
+    for meter in ("requests", "active_users"):
+        half = {"limits": [{"meter": meter, "limit": "12.5"}]}
+        refused = await client.put("/v1/plans/metered/limits", headers=auth(admin_key), json=half)
+        assert refused.status_code == 422 and f"{meter} is a count: give a whole number" in refused.text
+        refused = await client.put("/v1/customers/acme/limits", headers=auth(admin_key), json=half)
+        assert refused.status_code == 422 and f"{meter} is a count: give a whole number" in refused.text
+    whole = {"limits": [{"meter": "requests", "limit": "12.0"}, {"meter": "storage_gb", "limit": "12.5"}]}
+    assert (
+        await client.put("/v1/plans/metered/limits", headers=auth(admin_key), json=whole)
+    ).status_code == 200
     assert (
         await client.put("/v1/plans/none/limits", headers=auth(admin_key), json=plan_limits)
     ).status_code == 404
