@@ -142,6 +142,12 @@ def cmd_failed_replay(args: argparse.Namespace) -> None:
 
         count = asyncio.run(replay_failed(settings, ids=args.id or None))
         print(f"replayed {count} failed events", file=sys.stderr)
+        named = len(set(args.id or ()))
+        if count < named:  # an operator who named ids learns that some did nothing
+            sys.exit(
+                f"{named - count} of the {named} id(s) named no outstanding failed event that holds "
+                "a stored copy (unknown, already replayed or discarded, or kept without one)"
+            )
 
 
 def cmd_reconcile(args: argparse.Namespace) -> None:

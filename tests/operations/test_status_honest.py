@@ -396,3 +396,16 @@ async def test_an_ingest_dead_letter_stays_in_status_until_replayed_then_counts_
 
 def redis_sync(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.broker_url or "")
+
+
+def test_replaying_failed_events_by_ids_that_name_none_says_so(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    operator_env(monkeypatch, settings)
+    with pytest.raises(SystemExit) as refused:
+        main(["failed", "replay", "--id", "999999999", "--id", "999999998"])
+    assert str(refused.value) == (
+        "2 of the 2 id(s) named no outstanding failed event that holds a stored copy "
+        "(unknown, already replayed or discarded, or kept without one)"
+    )
+    assert capsys.readouterr().err == "replayed 0 failed events\n"
