@@ -199,4 +199,17 @@
       say(button, "Selected: press Ctrl+C", false);
     }
   });
+
+  // A meter page's dates count only for the "From–to dates" range: choosing a date selects
+  // it, so the dates typed are the dates shown (they were silently ignored otherwise).
+  document.addEventListener("change", function (event) {
+    var input = event.target;
+    if (!(input instanceof HTMLInputElement) || input.type !== "date" || !input.form) {
+      return;
+    }
+    var range = input.form.querySelector("select[name='range']");
+    if (range && input.value && range.querySelector("option[value='custom']")) {
+      range.value = "custom";
+    }
+  });
 })();

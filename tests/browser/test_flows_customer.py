@@ -256,3 +256,19 @@ async def test_customer_opens_a_finalized_invoice_and_its_printable_view(
     await expect(page.get_by_role("navigation")).to_have_count(0)
     await expect(page.locator("#invoice-total")).to_have_text("EUR 72.00")
     await expect(page.locator("#invoice-lines tr.line-usage td.num").last).to_have_text("EUR 23.00")
+
+
+async def test_choosing_dates_on_a_meter_page_shows_those_dates(
+    page: Page, api: httpx.AsyncClient, admin_key: str, pg: asyncpg.Connection
+) -> None:
+    # Given a customer on a meter's page, its range left at "this period"
+    await acme_on_a_plan(api, admin_key, pg)
+    await login(page, CARA)
+    await page.goto("/portal/customers/acme/meters/api_calls")
+    # When they choose two dates and press Show
+    await page.get_by_label("From", exact=True).fill("2026-11-01")
+    await page.get_by_label("To", exact=True).fill("2026-11-30")
+    await page.get_by_role("button", name="Show").click()
+    # Then those dates are what is shown (they were ignored unless the range was changed too)
+    await expect(page).to_have_url(re.compile(r"range=custom&.*from=2026-11-01&to=2026-11-30"))
+    await expect(page.locator("#sel-range")).to_have_value("custom")
