@@ -174,6 +174,21 @@ def unstorable(row: Any) -> str | None:
     )
 
 
+def replay_refusal(stored: Any) -> str | None:
+    """Why a failed event, as failed_events stores it (`{"wire": row, ...}`), cannot be sent
+    again: no stored copy (a row the worker did not write), or a copy Postgres can never
+    hold (`unstorable`: a replay would only fail again). None when it can be replayed."""
+    if isinstance(stored, str):
+        try:
+            stored = json.loads(stored)
+        except ValueError:
+            stored = None
+    if not isinstance(stored, dict) or "wire" not in stored:
+        return "it holds no stored copy to send again"
+    fault = unstorable(decode_row(stored["wire"]))
+    return None if fault is None else f"it can never be stored as it is ({fault})"
+
+
 def decode_row(row: Any) -> Any:
     """A wire row as it is persisted: a row kept escaped in failed_events comes back from
     replay as `{"escaped": json}` and is restored exactly; any other row is returned as is."""

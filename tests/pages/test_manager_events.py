@@ -3,6 +3,7 @@ reason) and the drift report."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -12,6 +13,7 @@ from redis.asyncio import Redis
 
 from tests.conftest import WorkerProcess, wait_until_persisted
 from tests.factories import auth, event, make_customer, make_meter
+from tests.ingest.test_poison_batches import wire
 from tests.pages.helpers import Client, make_user, sign_in
 
 ADMIN = "ada@vendor.test"
@@ -277,7 +279,10 @@ async def test_discard_needs_a_reason(client: Client, admin_key: str, pg: asyncp
     # and stays outstanding
     unreplayable = await client.post(f"/portal/failed-events/{ids[0]}/replay", data={"csrf_token": csrf})
     assert unreplayable.status_code == 409
-    assert "holds no stored copy to send again; discard it with a reason" in unreplayable.text
+    assert "cannot be sent again: it holds no stored copy to send again. Discard it" in unreplayable.text
+    # and the list offers no Replay for it, only the reason
+    assert f'action="/portal/failed-events/{ids[0]}/replay"' not in listing.text
+    assert "Cannot be sent again: it holds no stored copy to send again." in listing.text
     assert await pg.fetchval("SELECT status FROM failed_events WHERE id = $1", ids[0]) == "failed"
 
     done = await client.post(
@@ -319,3 +324,33 @@ async def test_drift_report_is_scoped(client: Client, admin_key: str, pg: asyncp
         '<td class="num">1,012 calls</td><td class="num">10 calls</td><td class="num">1,002 calls</td>'
     ) in page.text
     assert "globex" not in page.text
+
+
+async def test_an_event_postgres_can_never_hold_is_not_offered_for_replay(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
+    # Given an event the worker set aside for a NUL in a dimension (its wire row kept as
+    # escaped JSON text, as `kept_wire` keeps it)
+    await make_customer(client, admin_key, id="acme")
+    row = wire(customer="acme", quantity="3", region="e\x00u")
+    stored = {"metricName": "api_calls", "quantity": "3", "wire": {"escaped": json.dumps(row)}}
+    failed_id = await pg.fetchval(
+        "INSERT INTO failed_events (message_id, customer_id, event_id, event, received_at, reason) "
+        "VALUES ('m', 'acme', $1, $2::jsonb, now(), 'DataError') RETURNING id",
+        row[1],
+        json.dumps(stored),
+    )
+    await make_user(pg, ADMIN, role="admin")
+    csrf = await sign_in(client, ADMIN)
+    # Then the list gives the reason instead of a Replay button (a replay would only fail
+    # again, as a new failed event), and a replay posted all the same is refused
+    listing = await client.get("/portal/failed-events")
+    reason = (
+        "it can never be stored as it is (dimensions.region: contains U+0000, which Postgres cannot store)"
+    )
+    assert f"Cannot be sent again: {reason}." in listing.text
+    assert f'action="/portal/failed-events/{failed_id}/replay"' not in listing.text
+    refused = await client.post(f"/portal/failed-events/{failed_id}/replay", data={"csrf_token": csrf})
+    assert refused.status_code == 409 and f"This event cannot be sent again: {reason}." in refused.text
+    assert await pg.fetchval("SELECT status FROM failed_events WHERE id = $1", failed_id) == "failed"
+    assert await pg.fetchval("SELECT count(*) FROM failed_events") == 1

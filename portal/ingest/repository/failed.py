@@ -128,6 +128,7 @@ class FailedListed(NamedTuple):
     quantity: str  # as sent, "" when none
     timestamp_ms: int | None
     dimensions: int  # how many
+    stored: Any = None  # the stored event's `wire` entry: its copy to replay, if any
 
 
 async def failed_page(
@@ -152,6 +153,8 @@ async def failed_page(
             "COALESCE(f.event->>'metricName', ''), COALESCE(f.event->>'quantity', ''), "
             "(f.event->>'timestamp')::bigint, "
             "(SELECT count(*) FROM jsonb_object_keys(COALESCE(f.event->'dimensions', '{}'::jsonb))), "
+            "CASE WHEN f.event->'wire' IS NOT NULL THEN jsonb_build_object('wire', f.event->'wire') "
+            "ELSE '{}'::jsonb END, "
             "count(*) OVER () "
             f"FROM failed_events f WHERE f.customer_id IN {visible} AND f.status = :s "
             "AND (CAST(:c AS text) IS NULL OR f.customer_id = :c) "

@@ -18,6 +18,7 @@ from portal.accounts import audit
 from portal.accounts.schemas import AuditEntry
 from portal.dependencies import Db, Portal
 from portal.ingest import repository as ingest_repository
+from portal.ingest.failed_events import replay_refusal
 from portal.operations.operator_tasks import replay_failed_events
 from portal.pages.access import STAFF_GUARDS, check_owner, viewer
 from portal.pages.manager.common import (
@@ -85,6 +86,8 @@ async def failed_page(
         offset=(number - 1) * 50,
     )
     trails = await audit_trail(db, "failed_event", [str(f.id) for f in listed])
+    # Events a replay could only fail again with: no Replay button, the reason instead.
+    refusals = {f.id: why for f in listed if (why := replay_refusal(f.stored)) is not None}
     discard_reasons = {f.id: _discard_reason(trails.get(str(f.id), [])) for f in listed}
     pager = Pager(number, total, "/portal/failed-events", query_items(request))
     zones = await customer_zones(db, {r.customer_id for r in listed})
@@ -93,6 +96,7 @@ async def failed_page(
         request,
         status_code=status_code,
         rows=listed,
+        refusals=refusals,
         discard_reasons=discard_reasons,
         zones=zones,
         pager=pager,
@@ -121,6 +125,11 @@ class FailedEventsController(PageController):
         customer_id, event_id = await _owned(request, db, failed_id)
         session = viewer(request)
         async with db.begin_nested():
+            outstanding = await ingest_repository.failed_to_replay(db, [failed_id])
+            refusal = replay_refusal(outstanding[0][2]) if outstanding else None
+            if refusal is not None:  # sending it again could only fail again
+                why = f"This event cannot be sent again: {refusal}. Discard it with a reason."
+                return await failed_page(request, db, status_code=409, form=FormState(failed_id, why, ""))
             replayed = await replay_failed_events(db, portal.redis, ids=[failed_id])
             if replayed:
                 await audit.record(
@@ -133,15 +142,8 @@ class FailedEventsController(PageController):
                     customer_id=customer_id,
                     detail={"event_id": event_id},
                 )
-        if not replayed:
-            # Still outstanding: a row without the stored copy a replay sends (not one the
-            # worker wrote); otherwise someone replayed or discarded it first.
-            outstanding = await ingest_repository.failed_to_replay(db, [failed_id])
-            why = (
-                "This event holds no stored copy to send again; discard it with a reason."
-                if outstanding
-                else "This event was already replayed or discarded."
-            )
+        if not replayed:  # someone replayed or discarded it first
+            why = "This event was already replayed or discarded."
             return await failed_page(request, db, status_code=409, form=FormState(failed_id, why, ""))
         return Redirect("/portal/failed-events?done=replayed", status_code=303)
 
