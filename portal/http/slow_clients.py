@@ -9,6 +9,10 @@ http=...)`) gives each request a deadline to arrive: its headers within
 closed), then its body within `BODY_WITHIN_S` (closed: the app sees the client leave).
 A request that has arrived is never timed here, however long the answer takes.
 
+A request only notes its deadline (two attribute writes); one sweep a second per server
+closes the connections past theirs. A timer per request would cost each request a few
+microseconds of heap work on the loop, on a path that serves thousands a second.
+
 A flood of connections faster than they time out is a volume attack for the network in
 front of the portal (a reverse proxy's connection limits), as docs/decisions.md says.
 """
@@ -24,6 +28,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 HEADERS_WITHIN_S = 10.0
 # The largest body (5 MiB, a batch) at ~90 kB/s: slower than any client we serve.
 BODY_WITHIN_S = 60.0
+# How often a server looks for connections past their deadline (so a deadline is kept to
+# within this much).
+SWEEP_EVERY_S = 1.0
 
 _TIMEOUT_408 = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -34,47 +41,53 @@ _TIMEOUT_408 = (
 class DeadlineHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline on each request's arrival."""
 
-    _deadline: asyncio.TimerHandle | None = None
+    # The loop time by which the request being received must have arrived (None: nothing
+    # is being received), and whether its headers are still awaited (then it gets a 408).
+    _due: float | None = None
     _awaiting_headers: bool = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm(HEADERS_WITHIN_S, headers=True)  # a connection that never sends a byte
+        self._due, self._awaiting_headers = self.loop.time() + HEADERS_WITHIN_S, True
+        state: Any = self.server_state
+        if getattr(state, "deadline_sweep", None) is None:  # the server's first connection
+            state.deadline_sweep = self.loop.call_later(SWEEP_EVERY_S, _sweep, self.loop, state)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if not self._awaiting_headers:  # a later request on a kept-alive connection
-            self._arm(HEADERS_WITHIN_S, headers=True)
+            self._due, self._awaiting_headers = self.loop.time() + HEADERS_WITHIN_S, True
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
-        self._arm(BODY_WITHIN_S, headers=False)
+        self._due, self._awaiting_headers = self.loop.time() + BODY_WITHIN_S, False
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._due, self._awaiting_headers = None, False
         super().on_message_complete()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def _arm(self, seconds: float, *, headers: bool) -> None:
-        self._disarm()
-        self._awaiting_headers = headers
-        self._deadline = self.loop.call_later(seconds, self._too_slow)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        self._awaiting_headers = False
-
-    def _too_slow(self) -> None:
-        self._deadline = None
+    def too_slow(self) -> None:
+        """Past its deadline: a 408 if no answer has started on the connection, then closed."""
+        self._due = None
         transport: Any = self.transport
         if transport is None or transport.is_closing():
             return
         if self._awaiting_headers and (self.cycle is None or self.cycle.response_complete):
-            transport.write(_TIMEOUT_408)  # no answer has started on this connection
+            transport.write(_TIMEOUT_408)
         self._awaiting_headers = False
         transport.close()
+
+
+def _sweep(loop: asyncio.AbstractEventLoop, state: Any) -> None:
+    """Close the server's connections past their deadline; again in `SWEEP_EVERY_S` while
+    it has any."""
+    now = loop.time()
+    late = [
+        c
+        for c in state.connections
+        if isinstance(c, DeadlineHttpToolsProtocol) and c._due is not None and now >= c._due
+    ]
+    for connection in late:
+        connection.too_slow()
+    # With no connection left the sweep stops; the next connection starts it again.
+    state.deadline_sweep = loop.call_later(SWEEP_EVERY_S, _sweep, loop, state) if state.connections else None

@@ -2,7 +2,8 @@
 request must arrive within its deadlines, and nothing else is timed.
 
 The deadlines are shortened here (the product's are 10 s for headers, 60 s for a body);
-the server, its sockets and the protocol are the ones `usage-portal web` runs."""
+the server, its sockets and the protocol are the ones `usage-portal web` runs (its sweep
+runs every 0.1 s here, every second there)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[int]:
     monkeypatch.setattr(slow_clients, "HEADERS_WITHIN_S", HEADERS_S)
     monkeypatch.setattr(slow_clients, "BODY_WITHIN_S", BODY_S)
+    monkeypatch.setattr(slow_clients, "SWEEP_EVERY_S", 0.1)
     SEEN.clear()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
