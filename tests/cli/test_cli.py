@@ -50,7 +50,7 @@ def _env(data_dir: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "REDIS_URL", "BROKER_URL", "PORTAL_SMTP_URL")
+        if k not in ("DATABASE_URL", "REDIS_URL", "BROKER_URL", "PORTAL_SMTP_URL", "PORTAL_PUBLIC_URL")
     }
     env["PORTAL_DATA_DIR"] = str(data_dir)
     env["PORTAL_DEMO_HISTORY_DAYS"] = (

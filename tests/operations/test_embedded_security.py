@@ -16,6 +16,7 @@ import pytest
 from redis import Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, BusyLoadingError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from portal.infrastructure.embedded import PASSWORD_FILE, PG_HBA, EmbeddedServers
@@ -161,8 +162,15 @@ def test_a_data_dir_made_before_passwords_is_secured_when_started(servers: Embed
         time.sleep(0.02)
     redis_port = servers.valkey.running_port()
     assert redis_port is not None
-    # It answers without a password (once it has loaded its data, or -LOADING before).
-    assert _redis_refuses(redis_port, None) in ("connected", "BusyLoadingError")
+    # It answers without a password (once it has loaded its data, or -LOADING before), once
+    # it listens: its port file is written a moment before (a loaded machine saw the gap).
+    answer = "not listening"
+    while answer == "not listening" and time.monotonic() < deadline:
+        try:
+            answer = _redis_refuses(redis_port, None)
+        except RedisConnectionError:
+            time.sleep(0.02)
+    assert answer in ("connected", "BusyLoadingError")
 
     urls = servers.start()
     password = (data_dir / PASSWORD_FILE).read_text().strip()
