@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -16,36 +15,16 @@ from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from portal.infrastructure.db import create_engine, session_factory
-from portal.infrastructure.redis_client import async_client
-from portal.infrastructure.settings import Settings
 from portal.live import redis_keys as live_keys
-from portal.live.store import LiveStore
 from tests.ingest.test_poison_batches import billed, catalog, wire
+from tests.operations.test_reconcile_lock import ctx
 from workers import ingest as worker_ingest
 from workers.context import WorkerContext
 
 # The actor's own coroutine (Dramatiq's wrapper runs it on the worker's loop thread).
 persist = worker_ingest.persist_events.fn.__wrapped__  # type: ignore[attr-defined]
 
-__all__ = ["catalog"]  # the fixture, used by name
-
-
-@pytest.fixture
-async def ctx(settings: Settings) -> AsyncIterator[WorkerContext]:
-    assert settings.database_url and settings.redis_url
-    engine = create_engine(settings.database_url, pool_size=2)
-    client = async_client(settings.redis_url)
-    pool = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=2)
-    live = LiveStore(
-        client, accepted_lateness=settings.accepted_lateness, marker_window=settings.dedup_marker_window
-    )
-    yield WorkerContext(
-        settings=settings, engine=engine, sessions=session_factory(engine), redis=client, pool=pool, live=live
-    )
-    await pool.close()
-    await client.aclose()
-    await engine.dispose()
+__all__ = ["catalog", "ctx"]  # the fixtures, used by name
 
 
 async def test_redis_failing_after_the_commit_is_retried_quietly_and_counts_nothing_twice(
