@@ -120,11 +120,27 @@ def invoice_label(number: str | None, period_start: datetime, tz_name: str) -> s
     return f"Draft, {_MONTHS[local.month - 1]} {local.year}"
 
 
+def percent(share: object) -> str:
+    """A share as people read it: "0.5" -> "50%", "0.9953" -> "99.53%", exactly (None: a dash)."""
+    if share is None:
+        return "–"
+    try:
+        value = Decimal(str(share)) * 100
+    except ArithmeticError:
+        return str(share)
+    if not value.is_finite():
+        return str(share)
+    text = format(value.normalize(), "f") if value != value.to_integral_value() else str(int(value))
+    return f"{grouped(text)}%"
+
+
 def register_filters(environment: Environment) -> None:
     """Jinja filters the templates use: `at | instant(tz)`, `n | grouped`, `x | money(cur)`,
-    `n | measure(unit)`, `unit | unit_for(n)`, `dims | dimensions_text`, `name | metric_label`."""
+    `n | measure(unit)`, `unit | unit_for(n)`, `dims | dimensions_text`, `name | metric_label`,
+    `share | percent`."""
     environment.filters["instant"] = lambda at, tz: instant(at, tz) if at is not None else "—"
     environment.filters["grouped"] = grouped
+    environment.filters["percent"] = percent
     environment.filters["money"] = money
     environment.filters["measure"] = measure
     environment.filters["unit_for"] = lambda unit, quantity: unit_for(quantity, unit)

@@ -6,8 +6,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from litestar.testing import AsyncTestClient
 
+from portal.pages.formatting import percent
 from tests.factories import auth, make_customer, make_meter
 from tests.pages.helpers import make_user, sign_in
 
@@ -188,6 +190,14 @@ async def test_the_billing_health_page_shows_the_measures(
     await sign_in(client, "max@vendor.test")
     page = await client.get("/portal/health")
     assert page.status_code == 200 and 'href="/portal/health"' in page.text
-    rate = '<td class="num" data-label="Value" id="discrepancy-rate">0.5</td>'
+    rate = '<td class="num" data-label="Value" id="discrepancy-rate">50%</td>'
     assert page.text.count(rate) == 2  # both windows
     assert "1 of 2 invoices" in page.text and "1.00 USD" not in page.text
+
+
+@pytest.mark.parametrize(
+    ("share", "shown"),
+    [("0.5", "50%"), ("1", "100%"), ("0.9953", "99.53%"), ("0", "0%"), ("0.0001", "0.01%"), (None, "–")],
+)
+def test_a_share_reads_as_an_exact_percentage(share: str | None, shown: str) -> None:
+    assert percent(share) == shown
