@@ -40,7 +40,7 @@ from portal.infrastructure.clock import system_clock
 from portal.infrastructure.db import create_engine, session_factory, transaction
 from portal.infrastructure.paths import ROOT
 from portal.infrastructure.settings import Settings
-from portal.keys.service import create_key
+from portal.keys.service import create_key, list_keys, revoke_key
 
 DEMO_CATALOG = ROOT / "docs" / "examples" / "catalog.yaml"
 DEMO_CUSTOMERS = tuple(p.customer_id for p in PROFILES)
@@ -50,6 +50,7 @@ WATCHED = ("acme", "api_calls")
 MONTHS_BACK = 3
 
 
+DEMO_KEY_NAMES = ("demo ingest", "demo admin")
 # Who can sign in to the demo (all with the password printed at start-up).
 DEMO_USERS = (
     ("admin@demo.test", "Ada Admin", "admin", None),
@@ -85,7 +86,8 @@ def demo_catalog(today: date) -> CatalogFile:
 async def seed_demo(settings: Settings, *, now: datetime | None = None, days: int = HISTORY_DAYS) -> DemoData:
     """The catalog, two fresh keys, the people with a fresh password, and `days` of history
     up to `now` (UTC; default the wall clock) with its invoices and alerts. Running it
-    again changes nothing but the keys and the password (see demo_load's docstring)."""
+    again changes nothing but the keys (an earlier start's are revoked) and the password
+    (see demo_load's docstring)."""
     assert settings.database_url
     now = now or system_clock()
     # The history's approvals and notes queue their emails after commit, like the portal's.
@@ -109,6 +111,11 @@ async def _seed(settings: Settings, now: datetime, days: int) -> DemoData:
     try:
         async with transaction(sessions) as session:
             await apply_catalog(session, demo_catalog(now.date()), now=now)
+            # Only the keys this start prints work: an earlier start's are revoked (the web
+            # processes started with this `up` have cached none of them).
+            for key in await list_keys(session):
+                if key.name in DEMO_KEY_NAMES and key.revoked_at is None:
+                    await revoke_key(session, key.id)
             _, ingest = await create_key(session, scope="ingest", name="demo ingest")
             _, admin = await create_key(session, scope="admin", name="demo admin")
             password = secrets.token_urlsafe(12)

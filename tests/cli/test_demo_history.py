@@ -179,6 +179,11 @@ async def test_a_second_seed_changes_nothing_but_keys_and_password(
     assert again.history is not None and (again.history.chunks_loaded, again.history.events) == (0, 0)
     assert await state() == before
     assert again.password != seeded.password
+    # Only the keys this start printed work: the earlier start's are revoked
+    active = await pg.fetch("SELECT name FROM api_keys WHERE revoked_at IS NULL ORDER BY name")
+    assert [r["name"] for r in active] == ["demo admin", "demo ingest"]
+    assert await pg.fetchval("SELECT count(*) FROM api_keys WHERE revoked_at IS NOT NULL") == 2
+    assert (again.ingest_key, again.admin_key) != (seeded.ingest_key, seeded.admin_key)
 
 
 async def test_a_start_days_later_fills_only_the_days_the_demo_did_not_run(
