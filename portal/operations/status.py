@@ -511,7 +511,15 @@ def render(status: Status) -> str:
         lag_line = "lag             unknown (Redis unavailable)"
     failed, reconcile, *others = _postgres_lines(status)
     attention = status.attention
-    verdict = ("NEEDS ATTENTION: " + "; ".join(attention)) if attention else "all well"
+    if attention:
+        verdict = "NEEDS ATTENTION: " + "; ".join(attention)
+    elif status.persist_failures:
+        # Not an operator's job yet (outages heal, set-aside events are listed below), but
+        # not "all well" either: /readyz says "degraded" for the same failures.
+        minutes = PERSIST_FAILURE_WINDOW_S // 60
+        verdict = f"degraded: {status.persist_failures} persist failure(s) in the last {minutes} min"
+    else:
+        verdict = "all well"
     lines = [
         f"usage portal status at {now.isoformat(timespec='seconds')}: {verdict}",
         "",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 import asyncpg
 import httpx
@@ -23,9 +24,11 @@ from tests.browser.helpers import (
     login,
     page_text,
     screenshot,
+    send_events,
 )
 from tests.conftest import ALERT_HTTP_PORT
-from tests.factories import make_meter
+from tests.conftest import wait_for as wait_until
+from tests.factories import auth, event, make_meter
 from tests.pages.helpers import make_user
 from tests.sinks import HttpReceiver, SmtpServer, wait_for
 
@@ -272,3 +275,35 @@ async def test_choosing_dates_on_a_meter_page_shows_those_dates(
     # Then those dates are what is shown (they were ignored unless the range was changed too)
     await expect(page).to_have_url(re.compile(r"range=custom&.*from=2026-11-01&to=2026-11-30"))
     await expect(page.locator("#sel-range")).to_have_value("custom")
+
+
+async def test_a_long_rule_name_wraps_instead_of_squeezing_its_notices(
+    page: Page, api: httpx.AsyncClient, admin_key: str, ingest_key: str, pg: asyncpg.Connection
+) -> None:
+    # Given a rule whose name is 100 letters without a space, which has fired
+    await acme_on_a_plan(api, admin_key, pg)
+    name = "Q" * 100
+    await api_post(
+        api,
+        admin_key,
+        "/v1/customers/acme/alert-rules",
+        {"name": name, "metricName": "api_calls", "basis": "absolute", "levels": ["1"]},
+    )
+    await send_events(api, ingest_key, [event(quantity=5, dimensions={"region": "eu"})])
+
+    async def fired() -> list[Any]:
+        response = await api.get("/v1/customers/acme/alert-firings", headers=auth(admin_key))
+        return list(response.json())
+
+    await wait_until(fired, timeout=30, what="the rule's firing")
+    await login(page, CARA)
+    await page.goto("/portal/customers/acme/alerts")
+    history = page.locator("table.alerts-history")
+    await expect(history.locator("td[data-label='Rule']").first).to_have_text(name)
+    # Then the name wraps and the deliveries beside it keep a readable width
+    widths = await history.evaluate(
+        """t => ({rule: t.querySelector("td[data-label='Rule']").getBoundingClientRect().width,
+                 deliveries: t.querySelector("td[data-label='Deliveries']").getBoundingClientRect().width})"""
+    )
+    assert widths["deliveries"] >= 150, widths
+    assert await page.evaluate("document.documentElement.scrollWidth <= innerWidth")

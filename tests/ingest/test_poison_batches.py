@@ -222,6 +222,8 @@ async def test_readyz_and_status_report_the_set_aside_persist(
     assert status.last_persist_failure.kind == "set_aside"
     assert status.last_persist_failure.message_id == message["id"]
     text = render(status)
+    # Not an operator's emergency (no exit 1), but not "all well" either: what /readyz says
+    assert text.splitlines()[0].endswith(": degraded: 1 persist failure(s) in the last 5 min")
     assert "persist         1 failure(s) in the last 300 s" in text
     assert "set aside 1 of 2 event(s)" in text
     assert "productId: " in text
