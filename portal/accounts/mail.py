@@ -10,7 +10,7 @@ from email.utils import format_datetime, formataddr, make_msgid
 
 from alerts.smtp import SmtpSettingsError, portal_smtp, submit
 from portal.accounts.schemas import User
-from portal.accounts.service import PASSWORD_LINK_TTL
+from portal.accounts.service import PASSWORD_LINK_TTL, RESET_LINK_TTL
 from portal.infrastructure.settings import Settings
 
 
@@ -18,15 +18,28 @@ def password_link_url(settings: Settings, token: str) -> str:
     return f"{settings.public_url.rstrip('/')}/portal/set-password/{token}"
 
 
-def password_link_message(user: User, url: str, sender: tuple[str, str]) -> EmailMessage:
-    hours = int(PASSWORD_LINK_TTL.total_seconds() // 3600)
+def password_link_message(
+    user: User, url: str, sender: tuple[str, str], *, reset: bool = False
+) -> EmailMessage:
+    hours = int((RESET_LINK_TTL if reset else PASSWORD_LINK_TTL).total_seconds() // 3600)
     message = EmailMessage()
-    message["Subject"] = "Set your password for the usage portal"
+    message["Subject"] = (
+        "Choose a new password for the usage portal" if reset else "Set your password for the usage portal"
+    )
     message["From"] = formataddr(sender)
     message["To"] = formataddr((user.name, user.email))
     message["Date"] = format_datetime(datetime.now(UTC))
     message["Message-ID"] = make_msgid(domain=sender[1].rpartition("@")[2])
     message["Auto-Submitted"] = "auto-generated"
+    if reset:
+        message.set_content(
+            f"Hello {user.name},\n\n"
+            "Someone (we hope you) asked for a new password on the usage portal's sign-in page. "
+            f"Choose it here:\n\n{url}\n\n"
+            f"The link works once and for {hours} hour{'s' * (hours != 1)}. If you did not ask, ignore "
+            "this email: your password stays as it is.\n"
+        )
+        return message
     message.set_content(
         f"Hello {user.name},\n\n"
         f"An account was made for you on the usage portal. Choose your password here:\n\n{url}\n\n"
@@ -35,17 +48,21 @@ def password_link_message(user: User, url: str, sender: tuple[str, str]) -> Emai
     return message
 
 
-def _send(settings: Settings, user: User, url: str) -> str | None:
+def _send(settings: Settings, user: User, url: str, reset: bool) -> str | None:
     if settings.smtp_url is None:
         return "the portal has no SMTP server configured (PORTAL_SMTP_URL)"
     try:
         server = portal_smtp(settings.smtp_url)
     except SmtpSettingsError as exc:
         return f"the portal's SMTP settings (smtp_url): {exc}"
-    ok, error = submit(server, password_link_message(user, url, server.sender), [user.email], timeout_s=10.0)
+    message = password_link_message(user, url, server.sender, reset=reset)
+    ok, error = submit(server, message, [user.email], timeout_s=10.0)
     return None if ok else error
 
 
-async def send_password_link(settings: Settings, user: User, token: str) -> str | None:
-    """Email the link; None when the server accepted it, else why it was not sent."""
-    return await asyncio.to_thread(_send, settings, user, password_link_url(settings, token))
+async def send_password_link(
+    settings: Settings, user: User, token: str, *, reset: bool = False
+) -> str | None:
+    """Email the link (an invitation's, or with `reset` a new password's); None when the
+    server accepted it, else why it was not sent."""
+    return await asyncio.to_thread(_send, settings, user, password_link_url(settings, token), reset)

@@ -32,6 +32,9 @@ ROLE_LABELS: dict[str, str] = {
     "admin": "Admin",
 }
 PASSWORD_LINK_TTL = timedelta(hours=72)
+# A link asked for from the sign-in page ("forgot your password?") works for an hour: it
+# reaches a mailbox the person is looking at now.
+RESET_LINK_TTL = timedelta(hours=1)
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 
 
@@ -121,11 +124,14 @@ def _token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def issue_password_link(db: AsyncSession, user_id: int, *, now: datetime) -> str:
-    """A new one-time token to set the user's password; earlier unused ones stop working."""
+async def issue_password_link(
+    db: AsyncSession, user_id: int, *, now: datetime, ttl: timedelta = PASSWORD_LINK_TTL
+) -> str:
+    """A new one-time token to set the user's password, valid for `ttl` (an invitation's
+    72 hours, a reset's 1); earlier unused ones stop working."""
     token = secrets.token_urlsafe(32)
     await repository.add_password_link(
-        db, token_hash=_token_hash(token), user_id=user_id, now=now, expires_at=now + PASSWORD_LINK_TTL
+        db, token_hash=_token_hash(token), user_id=user_id, now=now, expires_at=now + ttl
     )
     return token
 

@@ -114,3 +114,35 @@ async def record_failure(redis: Redis, email: str, client: str) -> int:
 
 async def record_success(redis: Redis, email: str, client: str) -> None:
     await redis.delete(pair_key(email, client))
+
+
+# --- "Forgot your password?": links asked for from the sign-in page, per hour.
+RESET_WINDOW_S = 60 * 60
+# Links one address is sent: enough for a lost email or two, never a flood of someone's inbox.
+MAX_RESETS_PER_ADDRESS = 3
+# Requests one client may make, whatever the addresses (one machine probing many).
+MAX_RESETS_PER_CLIENT = 20
+_RESET_PREFIX = "pw-reset:"
+
+
+@dataclass(frozen=True, slots=True)
+class ResetAllowance:
+    client_refused: bool  # answered 429: this client asked too often
+    send: bool  # False past the address's allowance: the same answer, no email
+
+
+async def count_reset(redis: Redis, email: str, client: str) -> ResetAllowance:
+    """Count a request for a password link and say what it may do. Past the address's
+    allowance the answer stays the same (it never says whether the address has an
+    account); only the email is not sent."""
+    keys = (
+        f"{_RESET_PREFIX}client:{client_bucket(client)}",
+        f"{_RESET_PREFIX}address:{_digest(_address(email))}",
+    )
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.eval(_COUNT_FAILURE, 1, key, RESET_WINDOW_S)
+        by_client, by_address = await pipe.execute()
+    return ResetAllowance(
+        client_refused=int(by_client) > MAX_RESETS_PER_CLIENT, send=int(by_address) <= MAX_RESETS_PER_ADDRESS
+    )

@@ -7,12 +7,14 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
 from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_401_UNAUTHORIZED, HTTP_403_FORBIDDEN, HTTP_429_TOO_MANY_REQUESTS
 
 from portal.accounts import service as accounts
 from portal.accounts import throttle
+from portal.accounts.mail import send_password_link
 from portal.accounts.passwords import MIN_LENGTH, needs_rehash, password_problem, verify_password
 from portal.accounts.passwords import hash_password as _hash
 from portal.dependencies import Portal
@@ -32,6 +34,11 @@ class LoginForm(msgspec.Struct):
     # Defaults, so that a missing field is answered by the checks below (403/401), not 400.
     email: str = ""
     password: str = ""
+    csrf_token: str = ""
+
+
+class ResetForm(msgspec.Struct):
+    email: str = ""
     csrf_token: str = ""
 
 
@@ -137,6 +144,54 @@ class LoginController(Controller):
             session.home, status_code=303, cookies=[sessions.session_cookie(session.id, settings)]
         )
 
+    @get("/forgot-password")
+    async def reset_form(self, request: Request[Any, Any, Any], portal: Portal) -> Template:
+        return _signed_out_page("forgot_password.html", request, portal.settings, email="", sent=False)
+
+    @post("/forgot-password", status_code=200)
+    async def reset(
+        self, request: Request[Any, Any, Any], portal: Portal, data: URLEncodedBody[ResetForm]
+    ) -> Template:
+        """Email a one-hour link to choose a new password to the account with this address.
+        The answer is the same whether or not there is one (and the email leaves after it,
+        so its timing does not tell either); an address gets at most a few links an hour."""
+        settings = portal.settings
+
+        def answer(status: int = 200, error: str | None = None, *, sent: bool = False) -> Template:
+            return _signed_out_page(
+                "forgot_password.html",
+                request,
+                settings,
+                status_code=status,
+                error=error,
+                email=data.email,
+                sent=sent,
+            )
+
+        if not sessions.csrf_matches(request.cookies.get(CSRF_COOKIE), data.csrf_token, settings.secret_key):
+            return answer(HTTP_403_FORBIDDEN, _EXPIRED_FORM)
+        email = data.email.strip()
+        if not email or len(email) > 254 or "@" not in email or "\x00" in email:
+            return answer(422, "Enter the email address you sign in with.")
+        client = client_address(request, settings.trusted_proxies)
+        allowance = await throttle.count_reset(portal.redis, email, client)
+        if allowance.client_refused:
+            return answer(
+                HTTP_429_TOO_MANY_REQUESTS, "Too many requests for new passwords. Try again in an hour."
+            )
+        user, token = None, None
+        if allowance.send:
+            async with transaction(portal.sessions) as db:
+                user = await accounts.find_by_email(db, email)
+                if user is not None and user.disabled_at is None:
+                    token = await accounts.issue_password_link(
+                        db, user.id, now=portal.now(), ttl=accounts.RESET_LINK_TTL
+                    )
+        page = answer(sent=True)
+        if user is not None and token is not None:
+            page.background = BackgroundTask(_email_reset_link, settings, user, token)
+        return page
+
     @get("/set-password/{token:str}")
     async def password_form(
         self, request: Request[Any, Any, Any], portal: Portal, token: FromPath[str]
@@ -201,6 +256,13 @@ class LoginController(Controller):
         return Redirect(
             session.home, status_code=303, cookies=[sessions.session_cookie(session.id, settings)]
         )
+
+
+async def _email_reset_link(settings: Settings, user: Any, token: str) -> None:
+    """After the answer: email a reset link; a failure is logged (never the link)."""
+    error = await send_password_link(settings, user, token, reset=True)
+    if error is not None:
+        log.warning("password reset link for user %s not emailed: %s", user.id, error)
 
 
 class LogoutController(PageController):

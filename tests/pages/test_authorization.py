@@ -29,6 +29,8 @@ from tests.pages.helpers import HTMX, Client, make_user, sign_in
 PUBLIC = {
     ("GET", "/portal/login"),
     ("POST", "/portal/login"),
+    ("GET", "/portal/forgot-password"),
+    ("POST", "/portal/forgot-password"),
     ("GET", "/portal/set-password/{token}"),
     ("POST", "/portal/set-password/{token}"),
     ("GET", "/portal"),

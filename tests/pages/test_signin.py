@@ -320,6 +320,72 @@ async def test_an_invited_user_sets_a_password_by_the_emailed_link_once(
     assert (await submit_login(client, "bob@acme.test")).status_code == 303
 
 
+async def test_a_forgotten_password_is_reset_by_an_emailed_link_and_strangers_learn_nothing(
+    client: Client, pg: asyncpg.Connection, admin_key: str, mail_sink: Any
+) -> None:
+    await make_customer(client, admin_key, id="acme")
+    await make_user(pg, "cara@acme.test", customer_id="acme", name="Cara")
+    await make_user(pg, "gone@acme.test", customer_id="acme")
+    await pg.execute("UPDATE users SET disabled_at = now() WHERE email = 'gone@acme.test'")
+    login = await client.get("/portal/login")
+    assert 'href="/portal/forgot-password"' in login.text
+    form = await client.get("/portal/forgot-password")
+    token = hidden(form.text, "csrf_token")
+
+    def mails_to(address: str) -> list[Any]:
+        return [m for m in mail_sink.messages if m.rcpt_tos == [address]]
+
+    async def ask(email: str, *, with_token: bool = True) -> httpx.Response:
+        data = {"email": email, "csrf_token": token if with_token else ""}
+        return await client.post("/portal/forgot-password", data=data)
+
+    # Without the form's token nothing happens; a blank address is asked again
+    assert (await ask("cara@acme.test", with_token=False)).status_code == 403
+    assert (await ask(" ")).status_code == 422
+    # An address with no account, or a disabled one, gets the same answer as a real one, and no email
+    for email in ("nobody@acme.test", "gone@acme.test", "Cara@Acme.test"):
+        answer = await ask(email)
+        assert (
+            answer.status_code == 200 and "a link to\n    choose a new password is on its way" in answer.text
+        )
+    mails = wait_for(lambda: mails_to("cara@acme.test"), what="the reset email")
+    assert mails_to("nobody@acme.test") == mails_to("gone@acme.test") == []
+    message = mails[0].message
+    assert message["Subject"] == "Choose a new password for the usage portal"
+    body = message.get_content()
+    assert "The link works once and for 1 hour." in body
+    link = re.search(r"http://portal\.test(/portal/set-password/\S+)", body)
+    assert link is not None
+    lasts = await pg.fetchval(
+        "SELECT t.expires_at - t.created_at FROM password_tokens t JOIN users u ON u.id = t.user_id "
+        "WHERE u.email = 'cara@acme.test'"
+    )
+    assert lasts.total_seconds() == 3600
+    # The link sets a new password: the old one stops working, the new one signs in
+    page = await client.get(link.group(1))
+    new_password = PASSWORD + "-new"
+    done = await client.post(
+        link.group(1),
+        data={
+            "password": new_password,
+            "confirm": new_password,
+            "csrf_token": hidden(page.text, "csrf_token"),
+        },
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    client.cookies.clear()
+    assert (await submit_login(client, "cara@acme.test")).status_code == 401
+    assert (await submit_login(client, "cara@acme.test", new_password)).status_code == 303
+    # An address is sent at most three links an hour, whoever asks: the answer stays the same
+    form = await client.get("/portal/forgot-password")
+    token = hidden(form.text, "csrf_token")
+    for _ in range(3):
+        assert (await ask("cara@acme.test")).status_code == 200
+    wait_for(lambda: len(mails_to("cara@acme.test")) == 3, what="two more reset emails")
+    assert len(mails_to("cara@acme.test")) == 3
+
+
 async def test_an_unknown_portal_address_gets_the_error_page_and_the_api_keeps_json(client: Client) -> None:
     page = await client.get("/portal/no-such-page")
     assert page.status_code == 404
