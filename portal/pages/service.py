@@ -244,7 +244,7 @@ async def usage_panel(
             if setup is not None
             else None
         )
-        alerts = await recent_alerts(db, customer)
+        alerts = await recent_alerts(db, customer, every_meter)
         anomalies = await _anomalies(db, customer, meters, now)
         budget_rules = await _budget_rules(db, customer.id)
     finally:
@@ -405,14 +405,17 @@ KIND_LABELS = {
 }
 
 
-async def recent_alerts(db: AsyncSession, customer: Customer, limit: int = 10) -> tuple[AlertRow, ...]:
+async def recent_alerts(
+    db: AsyncSession, customer: Customer, every_meter: list[Meter], limit: int = 10
+) -> tuple[AlertRow, ...]:
     """The customer's latest notices with how their deliveries went, their level and value
-    in the rule's terms, as the Alerts tab words them ("50% (EUR 150.00)", "EUR 186.96")."""
+    in the rule's terms, as the Alerts tab words them ("50% (EUR 150.00)", "EUR 186.96").
+    `every_meter` is the panel's cached catalog (their units)."""
     firings = await list_firings(db, customer.id, limit=limit)
-    if not firings:  # most polls: no rules or meters read
+    if not firings:  # most polls: no rules read
         return ()
     rules = {r.id: r for r in await rule_service.list_rules(db, customer.id)}
-    meters = meter_units(await catalog.list_meters(db))
+    meters = meter_units(every_meter)
     rows = []
     for firing in firings:
         view = firing_view(firing, rules.get(firing.rule_id), meters, customer.currency)
