@@ -17,6 +17,7 @@ from portal.accounts import throttle
 from portal.accounts.mail import send_password_link
 from portal.accounts.passwords import MIN_LENGTH, needs_rehash, password_problem, verify_password
 from portal.accounts.passwords import hash_password as _hash
+from portal.accounts.schemas import User
 from portal.dependencies import Portal
 from portal.http.client_address import client_address
 from portal.infrastructure.db import transaction
@@ -188,7 +189,7 @@ class LoginController(Controller):
                         db, user.id, now=portal.now(), ttl=accounts.RESET_LINK_TTL
                     )
         page = answer(sent=True)
-        if user is not None and token is not None:
+        if user is not None and token is not None:  # a link was issued: it leaves after the answer
             page.background = BackgroundTask(_email_reset_link, settings, user, token)
         return page
 
@@ -258,7 +259,7 @@ class LoginController(Controller):
         )
 
 
-async def _email_reset_link(settings: Settings, user: Any, token: str) -> None:
+async def _email_reset_link(settings: Settings, user: User, token: str) -> None:
     """After the answer: email a reset link; a failure is logged (never the link)."""
     error = await send_password_link(settings, user, token, reset=True)
     if error is not None:

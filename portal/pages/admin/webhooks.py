@@ -19,6 +19,7 @@ from portal.pages.admin.common import ADMIN_PATH, ADMIN_TZ, AdminController, num
 from portal.pages.admin.forms import UNPROCESSABLE, Form, read_form, text_of, texts_of
 from portal.pages.manager.webhooks import EVENT_NAMES, address
 from portal.pages.web import page
+from portal.state import PortalState
 from portal.webhooks import service
 from portal.webhooks.events import DESCRIPTIONS, EVENT_TYPES
 from portal.webhooks.schemas import Endpoint, EndpointCreate, EndpointUpdate
@@ -139,7 +140,7 @@ class WebhookPagesController(AdminController):
 
 
 async def _set_enabled(
-    request: Request[Any, Any, Any], db: AsyncSession, portal: Any, endpoint_id: str, *, enabled: bool
+    request: Request[Any, Any, Any], db: AsyncSession, portal: PortalState, endpoint_id: str, *, enabled: bool
 ) -> Response[Any]:
     endpoint = await _require_endpoint(db, endpoint_id)
     if endpoint.enabled != enabled:
