@@ -1,8 +1,8 @@
 """The Redis keys of the live view and of operations, and how long each lives.
 
 Keys other domains own are named in their own modules: portal sessions (`sess:<id>`,
-`user-sess:<user id>`, portal/pages/sessions.py), sign-in throttling (`login-fail:*`,
-portal/accounts/throttle.py), revocation acknowledgements (`api-keys:revoked-ack:<nonce>`,
+`user-sess:<user id>`, portal/pages/sessions.py), sign-in and password-reset throttling (`login-fail:*`,
+`pw-reset:*`, portal/accounts/throttle.py), revocation acknowledgements (`api-keys:revoked-ack:<nonce>`,
 portal/keys/service.py) and Dramatiq's own keys in the broker's Redis (portal/operations/dead_letters.py).
 
 Keys of one customer share the hash tag `{customer}` so a Redis Cluster keeps them in one
@@ -15,7 +15,7 @@ portal/infrastructure/redis_client.py):
 - global single keys, each on the node owning its slot and never in a multi-key call:
   `live:inflight`, `live:built:v2`, `live:reconcile-lock`, `quality:<day>`,
   `ops:persist_failures`, `sched:<actor>:<tick>`; and, named elsewhere, `sess:<id>`,
-  `user-sess:<id>`, `login-fail:*`, `api-keys:revoked-ack:<nonce>`. `ops:job_success` lives in
+  `user-sess:<id>`, `login-fail:*`, `pw-reset:*`, `api-keys:revoked-ack:<nonce>`. `ops:job_success` lives in
   the broker's Redis, which is never a cluster.
 
 - `lu:{c}:<metric>:<bucket>` HASH, one per customer, metric and local hour (bucket =
