@@ -12,10 +12,11 @@ from decimal import Decimal
 
 from jinja2 import Environment
 
+from portal.billing.pdf.text import deduction, money_text
+
 # One wording for pages, notices and PDFs: numbers and money are never rounded, money shows
 # the currency's decimals ('USD 19.54' for a stored 19.540000, 'USD 0.000125', 'JPY 1,200').
 from portal.billing.pdf.text import grouped as grouped
-from portal.billing.pdf.text import money_text
 from portal.billing.pdf.text import period_text as period_text
 from portal.infrastructure.periods import zone
 
@@ -63,6 +64,14 @@ def hour_range(start: datetime, tz_name: str) -> str:
 def money(amount: object, currency: str) -> str:
     """'USD 1,234.50' (`money_text`): the name pages, notices and templates use."""
     return money_text(amount, currency)
+
+
+def deducted(amount: object, currency: str) -> str:
+    """'EUR -64.40': a discount or credit drawn, stored positive, written as the PDF does."""
+    try:
+        return money_text(deduction(amount), currency)
+    except ArithmeticError:
+        return money_text(amount, currency)
 
 
 def measure(quantity: object, unit: str) -> str:
@@ -136,12 +145,13 @@ def percent(share: object) -> str:
 
 def register_filters(environment: Environment) -> None:
     """Jinja filters the templates use: `at | instant(tz)`, `n | grouped`, `x | money(cur)`,
-    `n | measure(unit)`, `unit | unit_for(n)`, `dims | dimensions_text`, `name | metric_label`,
-    `share | percent`."""
+    `x | deducted(cur)`, `n | measure(unit)`, `unit | unit_for(n)`, `dims | dimensions_text`,
+    `name | metric_label`, `share | percent`."""
     environment.filters["instant"] = lambda at, tz: instant(at, tz) if at is not None else "—"
     environment.filters["grouped"] = grouped
     environment.filters["percent"] = percent
     environment.filters["money"] = money
+    environment.filters["deducted"] = deducted
     environment.filters["measure"] = measure
     environment.filters["unit_for"] = lambda unit, quantity: unit_for(quantity, unit)
     environment.filters["dimensions_text"] = dimensions_text

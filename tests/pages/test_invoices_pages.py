@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import pypdf
 from redis.asyncio import Redis
 
 from tests.billing.conftest import closed_period, create_plan, draft, month_of, subscribe
@@ -251,3 +252,49 @@ async def test_tiers_and_a_late_event_debit_note_with_its_line_deltas(
     assert "1 late event" in page.text
     assert 'id="invoice-total">USD 22.00<' in page.text
     assert 'id="invoice-adjusted-total">USD 22.50<' in page.text
+
+
+async def test_invoice_page_writes_deductions_as_the_pdf_does(
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
+) -> None:
+    # Given an issued invoice whose plan takes 10% off (the platform fee of USD 10.00)
+    plan = {**PLAN, "id": "discounted", "discounts": [{"kind": "percentage", "percent": "10"}]}
+    closed = closed_period(TZ)
+    await make_customer(client, admin_key, id="acme", name="Acme", timezone=TZ, currency="USD")
+    await make_meter(client, admin_key)
+    await create_plan(client, admin_key, plan)
+    await subscribe(
+        client,
+        admin_key,
+        "acme",
+        planId="discounted",
+        startDate=closed.start_date.isoformat(),
+        anchorDay=closed.anchor_day,
+    )
+    drafted = await draft(client, admin_key, "acme", month_of(closed.period, TZ))
+    approved = await client.post(f"/v1/invoices/{drafted['id']}/approve", headers=auth(admin_key), json={})
+    assert approved.status_code == 200, approved.text
+    await as_customer(pg, client)
+
+    # When the customer opens it
+    page = await client.get(f"/portal/invoices/{drafted['id']}")
+
+    # Then the discount and the (unused) credit read as deductions, as in the PDF, and the
+    # total is what is left
+    assert page.status_code == 200, page.text
+    totals = re.search(r'<table class="data totals" id="invoice-totals">(.*?)</table>', page.text, re.S)
+    assert totals is not None
+    rows = re.findall(r'<th scope="row">([^<]*)</th><td class="num"[^>]*>([^<]*)</td>', totals.group(1))
+    assert rows == [
+        ("Subtotal", "USD 10.00"),
+        ("Discounts", "USD -1.00"),
+        ("Prepaid credit applied", "USD 0.00"),
+        ("Total", "USD 9.00"),
+    ]
+    pdf = await client.get(f"/portal/invoices/{drafted['id']}/pdf")
+    assert pdf.status_code == 200, pdf.text
+    text = "\n".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(pdf.content)).pages)
+    for row in rows:
+        assert " ".join(row) in text.splitlines(), row

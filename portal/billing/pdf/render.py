@@ -18,6 +18,7 @@ from portal.billing.pdf.parties import Parties
 from portal.billing.pdf.text import (
     amount_text,
     day_text,
+    deduction,
     grouped,
     local_date,
     money_text,
@@ -226,12 +227,6 @@ def _payment(pdf: _Document, parties: Parties, due_line: str | None) -> None:
         pdf.multi_cell(0, 5, parties.payment_instructions, new_x="LMARGIN", new_y="NEXT")
 
 
-def _less(amount: str) -> Decimal:
-    """A deduction (stored positive) as it reads on the bill: -64.40 (0.00 stays 0.00)."""
-    value = Decimal(amount)
-    return -value if value else value
-
-
 def due_date(issued: datetime, tz_name: str, terms_days: int) -> str:
     """The issue day in the customer's zone plus the payment terms (days), as printed."""
     return day_text(local_date(issued, tz_name) + timedelta(days=terms_days))
@@ -263,8 +258,8 @@ def invoice_pdf(invoice: InvoiceView, parties: Parties, tz_name: str) -> bytes:
     _lines_table(pdf, invoice)
     rows = [
         ("Subtotal", money_text(invoice.subtotal, cur)),
-        ("Discounts", money_text(_less(invoice.discount_total), cur)),
-        ("Prepaid credit applied", money_text(_less(invoice.credits_applied), cur)),
+        ("Discounts", money_text(deduction(invoice.discount_total), cur)),
+        ("Prepaid credit applied", money_text(deduction(invoice.credits_applied), cur)),
         ("Total", money_text(invoice.total, cur)),
     ]
     _totals(pdf, rows)

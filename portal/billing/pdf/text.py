@@ -64,6 +64,13 @@ def amount_text(amount: object, currency: str) -> str:
     return grouped(f"{whole}.{fraction}" if fraction else whole)
 
 
+def deduction(amount: object) -> Decimal:
+    """A deduction (stored positive) as it reads on the bill: -64.40 (0.00 stays 0.00), the
+    same on the invoice page and its PDF."""
+    value = amount if isinstance(amount, Decimal) else Decimal(str(amount))
+    return -value if value else value
+
+
 _SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "INR": "₹", "JPY": "¥"}
 
 
