@@ -85,8 +85,12 @@ async def test_search_and_an_events_path_to_the_invoice_line(
     later = (datetime.now(ZONE) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")
     none = await client.get("/portal/events", params={"customer": "acme", "from": later})
     assert event_links(none.text) == [] and "No stored event matches this search." in none.text
-    bad = await client.get("/portal/events", params={"from": "yesterday"})
+    bad = await client.get("/portal/events", params={"from": "yesterday", "event": "g-1"})
     assert bad.status_code == 422 and "from: “yesterday”" in bad.text
+    # the search form again, with what was typed kept, not an error page
+    assert 'role="search"' in bad.text and 'name="event" value="g-1"' in bad.text
+    assert 'name="from" type="datetime-local" value="yesterday"' in bad.text
+    assert event_links(bad.text) == [] and "No stored event matches" not in bad.text
     unknown = await client.get("/portal/events", params={"customer": "nobody"})
     assert unknown.status_code == 422
     assert "customer: there is no customer “nobody” you can see" in unknown.text

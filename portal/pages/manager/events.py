@@ -60,6 +60,26 @@ class Search:
     tz: str
 
 
+async def _search(
+    request: Request[Any, Any, Any], db: Db, customer: str | None, meter: str | None, event: str | None
+) -> Search:
+    """The filters as a search, times read in the chosen customer's zone (else UTC); Invalid
+    names the field that is wrong."""
+    query = request.query_params
+    customer_id = text_param("customer", customer)
+    tz = "UTC"
+    if customer_id is not None:
+        found = await catalog.get_customer(db, customer_id)
+        if found is None or not await may_see(db, viewer(request), customer_id):
+            raise Invalid(f"customer: there is no customer “{customer_id}” you can see")
+        tz = found.timezone
+    start = local_instant("from", query.get("from"), tz)
+    end = local_instant("to", query.get("to"), tz)
+    if start and end and end <= start:
+        raise Invalid("to: must be after from")
+    return Search(customer_id, text_param("meter", meter), text_param("event", event), start, end, tz)
+
+
 class EventsController(PageController):
     guards = STAFF_GUARDS
 
@@ -81,19 +101,26 @@ class EventsController(PageController):
         Every time on the page is in one zone, named in the headers: the chosen customer's,
         else UTC (rows of several customers never mix zones in a column)."""
         query = request.query_params
-        customer_id = text_param("customer", customer)
-        tz = "UTC"
-        if customer_id is not None:
-            found = await catalog.get_customer(db, customer_id)
-            if found is None or not await may_see(db, viewer(request), customer_id):
-                raise Invalid(f"customer: there is no customer “{customer_id}” you can see")
-            tz = found.timezone
-        start = local_instant("from", query.get("from"), tz)
-        end = local_instant("to", query.get("to"), tz)
-        search = Search(customer_id, text_param("meter", meter), text_param("event", event), start, end, tz)
-        if search.start and search.end and search.end <= search.start:
-            raise Invalid("to: must be after from")
-        number = page_number(query.get("page"))
+        form = {k: query.get(k, "") for k in ("customer", "meter", "event", "from", "to")}
+        meters = await catalog.list_meters(db)
+        try:
+            search = await _search(request, db, customer, meter, event)
+            number = page_number(query.get("page"))
+        except Invalid as exc:
+            # The search form again with what was typed and what is wrong with it, not an
+            # error page that loses the filters.
+            return page(
+                "manager/events.html",
+                request,
+                status_code=422,
+                error=str(exc),
+                rows=[],
+                search=Search(None, None, None, None, None, "UTC"),
+                form=form,
+                meters=meters,
+                searched=True,
+                archived=None,
+            )
         visible, params = visible_ids(request)
         stored_rows = await ingest_repository.events_page(
             read_db,
@@ -116,7 +143,6 @@ class EventsController(PageController):
         found_rows = [replace(r, corrected=corrected.get((r.customer_id, r.event_id))) for r in found_rows]
         zones = await customer_zones(read_db, {r.customer_id for r in found_rows})
         base = [(k, v) for k, v in query_items(request) if k != "page" and v]
-        meters = await catalog.list_meters(db)
         # The archive hook (archived_events.py): an id Postgres no longer holds.
         archived = (
             await archive_search(portal.settings, search.customer, search.event) if not found_rows else None
@@ -127,7 +153,7 @@ class EventsController(PageController):
             rows=found_rows,
             zones=zones,
             search=search,
-            form={k: query.get(k, "") for k in ("customer", "meter", "event", "from", "to")},
+            form=form,
             meters=meters,
             units={m.metric_name: m.unit for m in meters},
             page_number=number,
@@ -135,6 +161,7 @@ class EventsController(PageController):
             base=base,
             searched=bool(base),
             archived=archived,
+            error=None,
         )
 
     @get("/events/{customer_id:str}/{event_id:str}")
