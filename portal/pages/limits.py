@@ -99,13 +99,25 @@ async def _render(
 ) -> Template:
     state = await customer_limits(db, portal.entitlements, customer, now=portal.now())
     is_staff = viewer(request).is_staff
+    done = request.query_params.get("done") or ""
+    notice = DONE.get(done)
+    if notice and done != "plan":
+        # A limit set at or below this period's use takes effect at once: say so where the
+        # change was made, not only in the card's pill.
+        refused = [metric_label(v.metric_name) for v in state.views if v.reached and v.enforcement == "hard"]
+        if refused:
+            whose = "The customer's" if is_staff else "Your"
+            notice += (
+                f" {whose} use this period has already reached the hard limit on "
+                f"{', '.join(refused)}: further usage there is refused until the period ends."
+            )
     return page(
         "limits/home.html",
         request,
         status_code=status_code,
         customer=customer,
         state=state,
-        notice=DONE.get(request.query_params.get("done") or ""),
+        notice=notice,
         errors=errors or {},
         typed=typed or {},
         staff_form=(staff or staff_form(state)) if is_staff else None,

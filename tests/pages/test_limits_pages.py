@@ -258,6 +258,26 @@ async def test_staff_set_the_customers_own_limits_within_the_plans(
     assert "Soft: the customer is told, nothing is refused" in html  # storage, no plan limit
     assert await own_rules(pg) == [("api_calls", "8000", "staff"), ("storage_gb", "50", "staff")]
     assert await limit_of(client, ingest_key) == ("8000", True)
+    assert "already reached the hard limit" not in html
+
+    # A hard limit at or below this period's use (7,250 calls) takes effect at once: the
+    # notice says so beside "saved"
+    below = await client.post(
+        f"{PAGE}/staff",
+        data={**base, "limit.api_calls": "7,000", "limit.storage_gb": "50", "enforcement.storage_gb": "soft"},
+    )
+    assert below.status_code == 200
+    assert (
+        "The customer&#39;s own limits are saved. They count from now on. The customer&#39;s use this "
+        "period has already reached the hard limit on API calls: further usage there is refused "
+        "until the period ends." in below.text
+    )
+    assert await limit_of(client, ingest_key) == ("7000", False)
+    back = await client.post(
+        f"{PAGE}/staff",
+        data={**base, "limit.api_calls": "8000", "limit.storage_gb": "50", "enforcement.storage_gb": "soft"},
+    )
+    assert back.status_code == 200 and "already reached" not in back.text
 
     # The customer's user sees who set it, and cannot lift it.
     alice_csrf = await sign_in(client, ALICE)
