@@ -37,19 +37,20 @@ PLAN = {
 
 
 async def invoices_world(
-    client: Client, key: str, name: str = "Acme Inc"
+    client: Client, key: str, name: str = "Acme Inc", plan: dict[str, Any] = PLAN
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """acme (USD) with INV-000001 for its closed period and a draft for the current one."""
+    """acme (USD) on `plan` with INV-000001 for its closed period and a draft for the
+    current one."""
     closed = closed_period(TZ)
     await make_customer(client, key, id="acme", name=name, timezone=TZ, currency="USD")
     await make_customer(client, key, id="globex", name="Globex", timezone=TZ, currency="USD")
     await make_meter(client, key)
-    await create_plan(client, key, PLAN)
+    await create_plan(client, key, plan)
     await subscribe(
         client,
         key,
         "acme",
-        planId="metered",
+        planId=plan["id"],
         startDate=closed.start_date.isoformat(),
         anchorDay=closed.anchor_day,
     )
@@ -261,25 +262,11 @@ async def test_invoice_page_writes_deductions_as_the_pdf_does(
 ) -> None:
     # Given an issued invoice whose plan takes 10% off (the platform fee of USD 10.00)
     plan = {**PLAN, "id": "discounted", "discounts": [{"kind": "percentage", "percent": "10"}]}
-    closed = closed_period(TZ)
-    await make_customer(client, admin_key, id="acme", name="Acme", timezone=TZ, currency="USD")
-    await make_meter(client, admin_key)
-    await create_plan(client, admin_key, plan)
-    await subscribe(
-        client,
-        admin_key,
-        "acme",
-        planId="discounted",
-        startDate=closed.start_date.isoformat(),
-        anchorDay=closed.anchor_day,
-    )
-    drafted = await draft(client, admin_key, "acme", month_of(closed.period, TZ))
-    approved = await client.post(f"/v1/invoices/{drafted['id']}/approve", headers=auth(admin_key), json={})
-    assert approved.status_code == 200, approved.text
+    issued, _ = await invoices_world(client, admin_key, plan=plan)
     await as_customer(pg, client)
 
     # When the customer opens it
-    page = await client.get(f"/portal/invoices/{drafted['id']}")
+    page = await client.get(f"/portal/invoices/{issued['id']}")
 
     # Then the discount and the (unused) credit read as deductions, as in the PDF, and the
     # total is what is left
@@ -293,7 +280,7 @@ async def test_invoice_page_writes_deductions_as_the_pdf_does(
         ("Prepaid credit applied", "USD 0.00"),
         ("Total", "USD 9.00"),
     ]
-    pdf = await client.get(f"/portal/invoices/{drafted['id']}/pdf")
+    pdf = await client.get(f"/portal/invoices/{issued['id']}/pdf")
     assert pdf.status_code == 200, pdf.text
     text = "\n".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(pdf.content)).pages)
     for row in rows:
