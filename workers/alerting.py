@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 import dramatiq
@@ -22,6 +23,9 @@ from workers.outages import is_outage, periodic
 
 log = logging.getLogger(__name__)
 _settings = get_settings()
+# How long an asked-for evaluation may stay pending before the sweep runs it itself: well
+# past the debounce and a busy queue's wait.
+PENDING_GRACE_MS = 60_000
 
 
 def transport() -> Transport:
@@ -38,9 +42,12 @@ async def request_evaluation(ctx: WorkerContext, customer_ids: list[str]) -> Non
     schedules one `alert_debounce_ms` later; usage until it starts is covered by it."""
     delay = ctx.settings.alert_debounce_ms
     async with ctx.redis.pipeline(transaction=False) as pipe:
+        # Noted first: the sweep evaluates what is still noted a while later, so a request
+        # lost with its process (between these keys and the message) is only late.
+        pipe.zadd(live_keys.ALERTS_PENDING_KEY, dict.fromkeys(customer_ids, time.time() * 1000))
         for customer_id in customer_ids:
             pipe.set(live_keys.alert_debounce_key(customer_id), "1", nx=True, px=max(delay, 1) * 10)
-        claimed = await pipe.execute()
+        claimed = (await pipe.execute())[1:]
     for customer_id, first in zip(customer_ids, claimed, strict=True):
         if first:
             evaluate_alerts.send_with_options(args=(customer_id,), delay=delay)
@@ -62,10 +69,28 @@ async def evaluate_alerts(customer_id: str) -> None:
     # Release the debounce first: usage persisted from now on schedules a new evaluation,
     # usage persisted before is read below.
     await ctx.redis.delete(live_keys.alert_debounce_key(customer_id))
+    started_ms = time.time() * 1000
     async with transaction(ctx.sessions) as session:
         ids = await evaluate_customer(session, customer_id, now=datetime.now(UTC), settings=ctx.settings)
     for delivery_id in ids:
         deliver_alert.send(delivery_id)
+    await settle_pending(ctx, customer_id, started_ms)
+
+
+async def settle_pending(ctx: WorkerContext, customer_id: str, started_ms: float) -> None:
+    """The customer's requests up to `started_ms` are evaluated: no longer pending (a request
+    noted since stays, with its own message on the way)."""
+    await ctx.redis.eval(_SETTLE_PENDING, 1, live_keys.ALERTS_PENDING_KEY, customer_id, started_ms)
+
+
+# Removes the member only if it was noted before the evaluation started.
+_SETTLE_PENDING = """
+local noted = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if noted and tonumber(noted) <= tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+"""
 
 
 @dramatiq.actor(
@@ -141,14 +166,22 @@ async def sweep_alerts() -> None:
     scheduler runs it again."""
     ctx = await get_context()
     async with transaction(ctx.sessions) as session:
-        customers = await repository.customers_with_rules(session)
+        customers = set(await repository.customers_with_rules(session))
+    # Customers with limits but no rules are evaluated after their usage persists; the
+    # sweep takes those whose evaluation was asked for a while ago and has not run (its
+    # message lost with a process), not all of them every time.
+    stale_ms = time.time() * 1000 - PENDING_GRACE_MS
+    pending = await ctx.redis.zrangebyscore(live_keys.ALERTS_PENDING_KEY, "-inf", stale_ms)
+    customers |= {p.decode() if isinstance(p, bytes) else str(p) for p in pending}
     ids: list[int] = []
-    for customer_id in customers:
+    for customer_id in sorted(customers):
         try:
+            started_ms = time.time() * 1000
             async with transaction(ctx.sessions) as session:
                 ids += await evaluate_customer(
                     session, customer_id, now=datetime.now(UTC), settings=ctx.settings
                 )
+            await settle_pending(ctx, customer_id, started_ms)
         except Exception as exc:
             if is_outage(exc):  # the whole sweep waits for the next tick
                 raise

@@ -13,7 +13,7 @@ portal/infrastructure/redis_client.py):
   `lt:`, `ld:`, `la:`, `lc:` and `alerts:debounce:{c}`;
 - one hash tag for a pair touched by one script: `ops:{roles}` and `ops:{roles}:seen`;
 - global single keys, each on the node owning its slot and never in a multi-key call:
-  `live:inflight`, `live:built:v2`, `live:reconcile-lock`, `quality:<day>`,
+  `live:inflight`, `live:built:v2`, `alerts:pending`, `live:reconcile-lock`, `quality:<day>`,
   `ops:persist_failures`, `sched:<actor>:<tick>`; and, named elsewhere, `sess:<id>`,
   `user-sess:<id>`, `login-fail:*`, `pw-reset:*`, `api-keys:revoked-ack:<nonce>`. `ops:job_success` lives in
   the broker's Redis, which is never a cluster.
@@ -53,6 +53,9 @@ portal/infrastructure/redis_client.py):
 - `quality:<day>` HASH of the day's accepted and rejected counts per source and reason,
   kept 40 days (`quality_key`).
 - `alerts:debounce:{c}` STRING, set while an alert evaluation of the customer is scheduled.
+- `alerts:pending` ZSET customer id -> when (ms) an alert evaluation of it was last asked
+  for; removed once one that started after that has run. The alert sweep evaluates what has
+  been pending for a minute (an evaluation lost with a process).
 
 Operations (not the live view; `ops:` keys, read by `/readyz` and `usage-portal status`):
 
@@ -75,6 +78,7 @@ TOTAL_FIELD = "="
 GROUP_PREFIX = "g|"
 LATEST_PREFIX = "@"
 INFLIGHT_KEY = "live:inflight"
+ALERTS_PENDING_KEY = "alerts:pending"
 # v2: sums became integer limbs; a view built in the float format is rebuilt once.
 BUILT_KEY = "live:built:v2"
 FRACTION_LIMB = "~f"

@@ -8,7 +8,7 @@ One module per group of tables: `channels` (`alert_channels`), `rules` (`alert_r
 
 Reads select columns rather than whole models, so nothing lands in the session's identity
 map, and answer alerting's read shapes (`portal.alerting.schemas`). Raw SQL is kept in one
-place, with its reason (`rules.customers_with_rules_among`).
+place, with its reason (`rules.customers_watched_among`).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ from portal.alerting.repository.rules import (
     anomaly_rules,
     budget_rules,
     copy_plan_rules,
+    customers_watched_among,
     customers_with_rules,
-    customers_with_rules_among,
     disable_rule,
     insert_plan_rule,
     insert_rule,
@@ -73,8 +73,8 @@ __all__ = [
     "claim_delivery",
     "copy_plan_rules",
     "crossings_unnotified",
+    "customers_watched_among",
     "customers_with_rules",
-    "customers_with_rules_among",
     "deliveries_listing",
     "delivery_by_id",
     "delivery_counts",

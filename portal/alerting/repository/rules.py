@@ -260,16 +260,28 @@ async def customers_with_rules(session: AsyncSession) -> list[str]:
     return [str(c) for c in (await session.scalars(statement)).all()]
 
 
-async def customers_with_rules_among(conn: Any, customer_ids: Iterable[str]) -> list[str]:
-    """Which of `customer_ids` have an enabled rule, on an asyncpg connection.
+# Customers an alert evaluation has something to do for after new usage: an enabled rule
+# (threshold, budget or anomaly), or a limit of their own or of a plan they are (or were)
+# on, whose crossing the evaluation records and announces as `entitlement.exceeded` whether
+# or not the customer has rules. Read here, across the entitlements tables, because it is
+# this evaluation's to-do list; an ended subscription only costs a needless evaluation.
+_WATCHED_AMONG = """
+    SELECT customer_id FROM alert_rules WHERE disabled_at IS NULL AND customer_id = ANY($1)
+    UNION SELECT customer_id FROM customer_entitlements WHERE customer_id = ANY($1)
+    UNION SELECT s.customer_id FROM subscriptions s
+        WHERE s.customer_id = ANY($1)
+        AND EXISTS (SELECT 1 FROM plan_entitlements p WHERE p.plan_id = s.plan_id)
+"""
+
+
+async def customers_watched_among(conn: Any, customer_ids: Iterable[str]) -> list[str]:
+    """Which of `customer_ids` an evaluation has something to do for (`_WATCHED_AMONG`),
+    on an asyncpg connection.
 
     Raw SQL because the persist transaction that asks runs on a bare asyncpg connection (it
     COPYs the raw events), not on a session."""
-    rows = await conn.fetch(
-        "SELECT DISTINCT customer_id FROM alert_rules WHERE disabled_at IS NULL AND customer_id = ANY($1)",
-        sorted(customer_ids),
-    )
-    return [str(r["customer_id"]) for r in rows]
+    rows = await conn.fetch(_WATCHED_AMONG, sorted(customer_ids))
+    return sorted(str(r["customer_id"]) for r in rows)
 
 
 # --- plan_alert_rules
