@@ -10,7 +10,7 @@ earlier notes' line deltas, so an empty line list keeps a later re-rating from "
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +21,7 @@ from portal.billing.documents import owe_email
 from portal.billing.lifecycle import locked_invoice, next_number
 from portal.billing.repository import adjustments as adjustment_store
 from portal.infrastructure.domain_errors import Conflict, Invalid
+from portal.infrastructure.typed_numbers import DECIMAL_HINT, typed_decimal
 
 NoteKind = Literal["credit", "debit"]
 SERIES: dict[str, str] = {"credit": "CN", "debit": "DN"}
@@ -30,12 +31,11 @@ MAX_AMOUNT = Decimal("1000000000")
 
 def parse_amount(raw: str, currency: str) -> Decimal:
     """A positive amount in the currency's minor unit ("12.50" in EUR); Invalid otherwise."""
-    cleaned = raw.strip().replace(",", "")
-    try:
-        amount = Decimal(cleaned)
-    except InvalidOperation:
-        raise Invalid("amount: write a number such as 12.50") from None
-    if not amount.is_finite() or amount <= 0:
+    amount = typed_decimal(raw)
+    if amount is None:
+        hint = DECIMAL_HINT if "," in raw else "write a number such as 12.50"
+        raise Invalid(f"amount: {hint}")
+    if amount <= 0:
         raise Invalid("amount: must be more than zero (choose credit or debit for the direction)")
     if amount > MAX_AMOUNT:
         raise Invalid(f"amount: more than {MAX_AMOUNT:,} {currency} cannot be right")

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import msgspec
 
 from alerts.thresholds import Basis
 from portal.alerting.schemas import ChannelCreate, Rule, RuleCreate
+from portal.infrastructure.typed_numbers import DECIMAL_HINT, typed_decimal
 from portal.pages.formatting import grouped
 
 MAX_LEVELS = 10  # what the rule schema allows
@@ -106,28 +107,14 @@ def _all(form: Any, name: str) -> list[str]:
     return [v.strip() for v in form.getall(name, []) if isinstance(v, str)]
 
 
-# A comma inside a number separates thousands only ("1,000", "12,500.5"). "300,50" is a
-# decimal comma: 300.50 to a European reader, 30,050 to a parser that drops commas, so it is
-# refused with a hint rather than read either way.
-_GROUPED = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")
 # "1.000,5": dots grouping thousands and a decimal comma (the European way of writing).
 _EUROPEAN = re.compile(r"\d\.\d{3}(?:\.\d{3})*,\d")
-DECIMAL_HINT = "write decimals with a point and thousands with a comma or nothing, such as 1,000.50"
 
 
 def _number(raw: str) -> Decimal | None:
     """A number as people type it: "1,000", "80 %", "12.5". None if it is not one (also
-    "300,50": see `_GROUPED`)."""
-    cleaned = raw.replace("%", "").replace(" ", "")
-    if "," in cleaned:
-        if not _GROUPED.match(cleaned):
-            return None
-        cleaned = cleaned.replace(",", "")
-    try:
-        value = Decimal(cleaned)
-    except InvalidOperation:
-        return None
-    return value if value.is_finite() else None
+    "300,50": see `typed_decimal`)."""
+    return typed_decimal(raw.replace("%", "").replace(" ", ""))
 
 
 def is_id(text: str) -> bool:

@@ -239,6 +239,15 @@ async def test_manual_credit_note_counts_in_the_adjusted_total(
     )
     assert bad.status_code == 422
     assert "Amount: EUR has 2 decimal place(s)." in bad.text
+    # A decimal comma is refused with a hint, never read as 250.00 (or 2.50)
+    for typed in ("2,50", "1.000,50", "1e3", "1_000"):
+        comma = await client.post(
+            f"/portal/invoices/{invoice_id}/adjustments",
+            data={"csrf_token": csrf, "kind": "credit", "amount": typed, "reason": "x"},
+        )
+        assert comma.status_code == 422, typed
+        hint = "write decimals with a point" if "," in typed else "write a number such as 12.50"
+        assert f"Amount: {hint}" in comma.text, typed
     assert await pg.fetchval("SELECT count(*) FROM adjustments") == 0
 
     done = await client.post(
