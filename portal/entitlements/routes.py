@@ -105,7 +105,7 @@ class CustomerEntitlementController(Controller):
         now = portal.now()
         try:
             profiles = await book.profiles({customer_id}, now)
-            meters = sorted(await book.aggregations())
+            meters = sorted(await book.aggregations(fresh=True))
         except OUTAGES as exc:
             raise ServiceUnavailable(outage_message(exc)) from exc
         if customer_id not in profiles:

@@ -184,10 +184,14 @@ class EntitlementBook:
                     self._profiles.pop(cid, None)
         return {c: self._profiles[c] for c in customer_ids if c in self._profiles}
 
-    async def aggregations(self, metric_names: set[str] | None = None) -> dict[str, str]:
+    async def aggregations(
+        self, metric_names: set[str] | None = None, *, fresh: bool = False
+    ) -> dict[str, str]:
         """Aggregation of each known meter among `metric_names` (None: every meter; meters
-        never change once created)."""
-        stale = time.monotonic() - self._meters_loaded_at > self._ttl_s
+        never change once created, so a name not known yet is what makes a check read them
+        again). `fresh` reads them now: a listing of every meter must show one created a
+        moment ago, and names none to miss."""
+        stale = fresh or time.monotonic() - self._meters_loaded_at > self._ttl_s
         if stale or not (metric_names or set()) <= self._aggregations.keys():
             async with self.sessions() as session:
                 self._aggregations = await catalog_store.meter_aggregations(session)

@@ -27,7 +27,7 @@ from portal.live.store import LiveStore
 from portal.state import PortalState
 from tests.billing.conftest import create_plan, subscribe
 from tests.conftest import WorkerProcess, wait_for, wait_until_persisted
-from tests.factories import auth, event
+from tests.factories import auth, event, make_meter
 from tests.ingest.test_pipeline import catalog, send
 
 __all__ = ["catalog"]
@@ -211,6 +211,10 @@ async def test_a_batch_answers_many_customers_and_meters_in_order(
     assert (
         await client.get("/v1/customers/nobody/entitlements", headers=auth(ingest_key))
     ).status_code == 404
+    # A meter created a moment ago is listed at once (the process had read the meters)
+    await make_meter(client, admin_key, metric="fresh_calls", aggregation="count", unit="call")
+    again = await client.get("/v1/customers/acme/entitlements", headers=auth(ingest_key))
+    assert {r["meter"]: r["used"] for r in again.json()}["fresh_calls"] == "0"
 
 
 @pytest.mark.parametrize(
