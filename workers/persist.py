@@ -216,7 +216,7 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
             await usage_repository.upsert_hours(conn, aggregation, deltas.get(aggregation, {}))
     late = await record_late_events(conn, admitted)
     watched = (
-        await alerting_repository.customers_with_rules_among(conn, {e.customer_id for e in admitted})
+        await alerting_repository.customers_watched_among(conn, {e.customer_id for e in admitted})
         if admitted
         else []
     )

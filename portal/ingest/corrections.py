@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.accounts import audit
@@ -39,6 +40,7 @@ from portal.ingest.validation import EventError, check_quantity
 from portal.live import redis_keys as keys
 from portal.live.store import LiveStore, sum_limbs
 from portal.usage import repository as usage_store
+from portal.usage.combine import exact
 from portal.webhooks.service import announce
 
 Kind = Literal["cancel", "amend"]
@@ -73,9 +75,7 @@ async def correct_event(
         )
     event = await store.recorded_event(session, asked.customer_id, asked.event_id, event_time)
     if event is None:
-        raise Conflict(
-            f"event {asked.event_id!r} is accepted but not recorded yet: try again in a few seconds"
-        )
+        raise Conflict(NOT_RECORDED_YET.format(event_id=asked.event_id))
     if event.cancelled_at is not None:
         raise Conflict(f"event {asked.event_id!r} was cancelled already")
     if event.event_time < now - settings.accepted_lateness:
@@ -95,7 +95,7 @@ async def correct_event(
         except EventError as exc:
             raise Invalid(str(exc)) from None
         if new_quantity == event.quantity:
-            raise Invalid(f"quantity: the event's quantity is {event.quantity} already")
+            raise Invalid(f"quantity: the event's quantity is {exact(event.quantity)} already")
     # Finalizing an invoice waits for us, or we see it finalized (as the persist worker does).
     conn = await _connection(session)
     await share_customers(conn, [asked.customer_id])
@@ -189,8 +189,15 @@ async def correct_and_apply(
     """Correct the event in its own transaction, then carry it into the live view at once, so
     the caller's next read of live totals has it (the job owed to the commit does it if this
     fails, and changes nothing if this succeeded)."""
-    async with transaction(sessions) as session:
-        correction = await correct_event(session, asked, now=now, settings=settings)
+    try:
+        async with transaction(sessions) as session:
+            correction = await correct_event(session, asked, now=now, settings=settings)
+    except NotFound:
+        # Not in the ledger yet may mean not persisted yet: the edge's marker says whether
+        # it was accepted a moment ago (a 409 to retry, not a 404 to give up on).
+        if await _accepted_recently(live, asked, now):
+            raise Conflict(NOT_RECORDED_YET.format(event_id=asked.event_id)) from None
+        raise
     assert correction.id is not None
     try:
         async with sessions() as session:
@@ -199,6 +206,16 @@ async def correct_and_apply(
     except Exception as exc:  # the correction is made; its job repairs the live view
         log.warning("event correction %s: live update left to its job: %s", correction.id, exc)
     return correction
+
+
+NOT_RECORDED_YET = "event {event_id!r} is accepted but not recorded yet: try again in a few seconds"
+
+
+async def _accepted_recently(live: LiveStore, asked: CorrectionAsked, now: datetime) -> bool:
+    try:
+        return await live.accepted_recently(asked.customer_id, asked.event_id, int(now.timestamp() * 1000))
+    except (RedisError, OSError):  # no edge to ask: the ledger's answer stands
+        return False
 
 
 async def _connection(session: AsyncSession) -> Any:

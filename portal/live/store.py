@@ -268,6 +268,16 @@ class LiveStore:
             keys.markers_expire_at(slot, self.marker_window),
         )
 
+    async def accepted_recently(self, customer_id: str, event_id: str, now_ms: int) -> bool:
+        """Whether the edge accepted this event id within the marker window (its marker is
+        still held): an event that is accepted but may not be in Postgres yet."""
+        current, previous, _ = self._marker_hashes(customer_id, now_ms)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hexists(current, event_id)
+            pipe.hexists(previous, event_id)
+            found = await pipe.execute()
+        return any(found)
+
     async def check_and_hold(
         self, events: Sequence[CountedEvent], batch_id: str, accepted_ms: int
     ) -> list[int]:

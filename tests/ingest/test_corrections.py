@@ -203,3 +203,20 @@ async def test_hostile_corrections_are_refused_and_change_nothing(
     assert await pg.fetchval("SELECT count(*) FROM event_corrections") == 0
     assert await pg.fetchval("SELECT sum(value) FROM hourly_usage WHERE metric_name = 'api_calls'") == 1.5
     assert await pg.fetchval("SELECT count(*) FROM usage_events WHERE cancelled_at IS NOT NULL") == 0
+
+
+async def test_a_correction_before_the_event_is_persisted_is_a_409_to_retry(
+    client: AsyncTestClient[Any], ingest_key: str, catalog: None, pg: asyncpg.Connection
+) -> None:
+    # Given an event accepted a moment ago and not persisted yet (no worker runs here)
+    await send(client, ingest_key, [event(event_id="fresh", quantity="3")])
+    assert await pg.fetchval("SELECT count(*) FROM event_ledger") == 0
+
+    # When the application cancels it at once, then an id it never sent
+    early = await correct(client, ingest_key, "fresh", "cancel", expect=409, reason="duplicate")
+    never = await correct(client, ingest_key, "never-sent", "cancel", expect=404, reason="duplicate")
+
+    # Then the first is "try again" (the client retries a 409), the second unknown
+    assert early["detail"] == "event 'fresh' is accepted but not recorded yet: try again in a few seconds"
+    assert "no event 'never-sent'" in never["detail"]
+    assert await pg.fetchval("SELECT count(*) FROM event_corrections") == 0
