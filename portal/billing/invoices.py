@@ -348,7 +348,11 @@ async def invoice_view(
     session: AsyncSession, invoice: InvoiceRow, *, now: datetime, grace: timedelta
 ) -> InvoiceView:
     adjustments = await adjustments_of(session, invoice)
-    adjusted = invoice.total + sum((Decimal(a.amount) for a in adjustments), Decimal(0))
+    # A void invoice's notes are void with it: they add nothing (repository `_adjusted_total`).
+    notes = (
+        Decimal(0) if invoice.status == "void" else sum((Decimal(a.amount) for a in adjustments), Decimal(0))
+    )
+    adjusted = invoice.total + notes
     replaced_by = await invoice_store.replacement_id(session, invoice.id)
     cur = invoice.currency
     return InvoiceView(

@@ -35,6 +35,7 @@ from decimal import (
 from typing import Literal, ParamSpec, TypeVar
 
 from portal.billing.currencies import minor_units
+from portal.billing.pdf.text import money_text
 from portal.billing.schemas import Charge, Discount, Plan
 
 ZERO = Decimal(0)
@@ -240,6 +241,18 @@ def rate_flat(
     )
 
 
+def minimum_description(full: Decimal, minimum: Decimal, fraction: Decimal, currency: str) -> str:
+    """The true-up line's words, amounts as the invoice writes them ("JPY 14,000"): the
+    minimum it tops up to, and for part of a period, the plan's minimum it is prorated from
+    (the line's share of the period is printed beside it, from its dates)."""
+    if fraction == 1:
+        return f"Minimum commitment true-up (minimum {money_text(minimum, currency)})"
+    return (
+        f"Minimum commitment true-up (minimum {money_text(minimum, currency)}, "
+        f"prorated from {money_text(full, currency)})"
+    )
+
+
 @exact
 def rate_segment(segment: Segment, currency: str) -> tuple[list[LineItem], list[DiscountLine]]:
     """The lines and discounts of one segment (see the module docstring for the order)."""
@@ -278,7 +291,9 @@ def rate_segment(segment: Segment, currency: str) -> tuple[list[LineItem], list[
                     kind="minimum",
                     charge_key=None,
                     meter=None,
-                    description=f"Minimum commitment true-up (minimum {minimum} {currency})",
+                    description=minimum_description(
+                        plan.minimum_commitment, minimum, segment.fraction, currency
+                    ),
                     quantity=Decimal(1),
                     included_quantity=ZERO,
                     billable_quantity=Decimal(1),

@@ -115,9 +115,11 @@ def _header(pdf: _Document, parties: Parties, title: str, facts: list[Fact]) -> 
     pdf.set_y(bill_end + 6)
 
 
-def _void_stamp(pdf: _Document, voided_on: str, reason: str | None) -> None:
+def _void_stamp(
+    pdf: _Document, voided_on: str, reason: str | None, *, with_invoice: str | None = None
+) -> None:
     """A large VOID across the first page (faint, so the lines stay legible), and why,
-    under the header."""
+    under the header. `with_invoice`: the number of the void invoice a note is void with."""
     y = pdf.get_y()
     with pdf.local_context(text_color=_RED, fill_opacity=0.25):
         pdf.set_font(FONT, "B", 96)
@@ -127,7 +129,12 @@ def _void_stamp(pdf: _Document, voided_on: str, reason: str | None) -> None:
         pdf.set_xy(15, y)
         pdf.set_font(FONT, "B", 10)
         pdf.multi_cell(
-            0, 5, f"VOID: voided on {voided_on}. {reason or ''}".strip(), new_x="LMARGIN", new_y="NEXT"
+            0,
+            5,
+            f"VOID: voided on {voided_on}{f' with invoice {with_invoice}' if with_invoice else ''}. "
+            f"{reason or ''}".strip(),
+            new_x="LMARGIN",
+            new_y="NEXT",
         )
     pdf.ln(3)
 
@@ -136,7 +143,7 @@ def _quantity(value: str) -> str:
     return grouped(value)
 
 
-def _lines_table(pdf: _Document, invoice: InvoiceView) -> None:
+def _lines_table(pdf: _Document, invoice: InvoiceView, tz_name: str) -> None:
     cur = invoice.currency
     pdf.set_font(FONT, "", 9)
     with pdf.table(
@@ -151,15 +158,15 @@ def _lines_table(pdf: _Document, invoice: InvoiceView) -> None:
         for label in ("Description", "Quantity", f"Unit price ({cur})", f"Amount ({cur})"):
             head.cell(label)
         for line in invoice.lines:
-            _line_rows(table, line, cur)
+            share = line.proration_text(invoice.period_start, invoice.period_end, tz_name)
+            _line_rows(table, line, cur, share)
         if not invoice.lines:
             table.row().cell("No charges in this period.", colspan=4)
 
 
-def _line_rows(table: object, line: LineView, cur: str) -> None:
-    description = line.description
-    if line.proration != "1":
-        description += f" (prorated × {line.proration})"
+def _line_rows(table: object, line: LineView, cur: str, share: str) -> None:
+    """The line's rows; `share` says what part of the period a prorated line covers ("")."""
+    description = f"{line.description} {share}" if share else line.description
     if line.kind == "discount":
         quantity, unit = "", (f"{line.unit_price}%" if line.unit_price else "")
     elif line.kind == "flat":
@@ -255,7 +262,7 @@ def invoice_pdf(invoice: InvoiceView, parties: Parties, tz_name: str) -> bytes:
     )
     if invoice.state == "void" and invoice.voided_at is not None:
         _void_stamp(pdf, day_text(local_date(invoice.voided_at, tz_name)), invoice.void_reason)
-    _lines_table(pdf, invoice)
+    _lines_table(pdf, invoice, tz_name)
     rows = [
         ("Subtotal", money_text(invoice.subtotal, cur)),
         ("Discounts", money_text(deduction(invoice.discount_total), cur)),
@@ -263,27 +270,31 @@ def invoice_pdf(invoice: InvoiceView, parties: Parties, tz_name: str) -> bytes:
         ("Total", money_text(invoice.total, cur)),
     ]
     _totals(pdf, rows)
+    void = invoice.state == "void"
     if invoice.adjustments:
         pdf.ln(2)
         pdf.set_font(FONT, "", 9)
         for a in invoice.adjustments:
             kind = "Debit note" if a.kind == "debit" else "Credit note"
+            # A void invoice's notes are void with it: its period is reissued, rated afresh.
+            state = " (void with this invoice)" if void else ""
             pdf.multi_cell(
                 0,
                 5,
-                f"{kind} {a.number}: {money_text(a.amount, cur)}. {a.reason}",
+                f"{kind} {a.number}: {money_text(a.amount, cur)}{state}. {a.reason}",
                 new_x="LMARGIN",
                 new_y="NEXT",
             )
-        pdf.set_font(FONT, "B", 9)
-        pdf.multi_cell(
-            0,
-            5,
-            f"Total after adjustments: {money_text(invoice.adjusted_total, cur)}",
-            new_x="LMARGIN",
-            new_y="NEXT",
-        )
-    if invoice.state == "void":
+        if not void:
+            pdf.set_font(FONT, "B", 9)
+            pdf.multi_cell(
+                0,
+                5,
+                f"Total after adjustments: {money_text(invoice.adjusted_total, cur)}",
+                new_x="LMARGIN",
+                new_y="NEXT",
+            )
+    if void:
         pdf.ln(6)
         pdf.set_font(FONT, "B", 10)
         pdf.multi_cell(0, 5.5, "Nothing is due on a void invoice.", new_x="LMARGIN", new_y="NEXT")
@@ -294,9 +305,11 @@ def invoice_pdf(invoice: InvoiceView, parties: Parties, tz_name: str) -> bytes:
 
 
 def note_pdf(note: AdjustmentView, invoice: InvoiceView, parties: Parties, tz_name: str) -> bytes:
-    """A credit or debit note on a finalized invoice, as a PDF."""
+    """A credit or debit note on an issued invoice, as a PDF. The note of a void invoice is
+    void with it (its period is reissued, rated afresh): stamped VOID, nothing due or credited."""
     cur = invoice.currency
     credit = note.kind == "credit"
+    void = invoice.state == "void"
     name = "Credit note" if credit else "Debit note"
     issued = note.created_at
     facts = [
@@ -305,11 +318,14 @@ def note_pdf(note: AdjustmentView, invoice: InvoiceView, parties: Parties, tz_na
         Fact("Corrects invoice", invoice.number or ""),
         Fact("Service period", period_text(invoice.period_start, invoice.period_end, tz_name)),
     ]
-    if not credit:
+    if not credit and not void:
         facts.append(Fact("Due date", due_date(issued, tz_name, parties.payment_terms_days)))
     facts.append(Fact("Currency", cur))
     pdf = _start(f"{name} {note.number}", f"{name} {note.number}", issued)
     _header(pdf, parties, f"{name} {note.number}", facts)
+    if void and invoice.voided_at is not None:
+        voided_on = day_text(local_date(invoice.voided_at, tz_name))
+        _void_stamp(pdf, voided_on, invoice.void_reason, with_invoice=invoice.number)
     pdf.set_font(FONT, "B", 9)
     pdf.cell(0, 5, "Reason", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(FONT, "", 9)
@@ -342,9 +358,14 @@ def note_pdf(note: AdjustmentView, invoice: InvoiceView, parties: Parties, tz_na
                 row.cell(line.description)
                 row.cell(grouped(line.quantity_delta))
                 row.cell(amount_text(line.amount_delta, cur))
-    total_label = "Total credited" if credit else "Total due"
+    total_label = "Total" if void else "Total credited" if credit else "Total due"
     _totals(pdf, [(total_label, money_text(note.amount, cur))])
-    if credit:
+    if void:
+        pdf.ln(6)
+        pdf.set_font(FONT, "B", 10)
+        nothing = "Nothing is credited by a void note." if credit else "Nothing is due on a void note."
+        pdf.multi_cell(0, 5.5, nothing, new_x="LMARGIN", new_y="NEXT")
+    elif credit:
         pdf.ln(4)
         pdf.set_font(FONT, "", 9)
         pdf.multi_cell(

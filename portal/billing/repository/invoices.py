@@ -52,10 +52,11 @@ def _invoice(row: Any) -> InvoiceRow:
 
 
 def _adjusted_total() -> Any:
-    """The invoice's total plus every adjustment of it: what is owed now."""
+    """The invoice's total plus every adjustment of it: what is owed now. A void invoice's
+    notes are void with it and add nothing."""
     adjustments = (
         select(func.sum(col(Adjustment.amount)))
-        .where(col(Adjustment.invoice_id) == col(Invoice.id))
+        .where(col(Adjustment.invoice_id) == col(Invoice.id), col(Invoice.status) != "void")
         .scalar_subquery()
     )
     return col(Invoice.total) + func.coalesce(adjustments, 0)
