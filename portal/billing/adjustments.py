@@ -102,6 +102,7 @@ async def settle_late_events(session: AsyncSession, invoice_id: int, *, now: dat
     adjustment_id = None
     if amount != 0:
         kind = "debit" if amount > 0 else "credit"
+        reason = _reason(pending, corrections, invoice.number or "")
         number = await next_number(session, "DN" if kind == "debit" else "CN")
         adjustment_id = await adjustment_store.insert_adjustment(
             session,
@@ -112,7 +113,7 @@ async def settle_late_events(session: AsyncSession, invoice_id: int, *, now: dat
             discount_delta=-(amount - subtotal_delta),
             amount=amount,
             lines=msgspec.to_builtins(deltas),
-            reason=_reason(pending, corrections, invoice.number or ""),
+            reason=reason,
         )
         await owe_email(
             session,
@@ -128,8 +129,9 @@ async def settle_late_events(session: AsyncSession, invoice_id: int, *, now: dat
             number=number,
             kind=kind,
             amount=amount,
-            reason=f"{pending} event(s) arrived after {invoice.number} was finalized",
-            origin="late_events",
+            reason=reason,  # the note's own, word for word
+            # A note that settles late events says so (its reason lists any corrections too).
+            origin="late_events" if pending else "event_corrections",
             now=now,
         )
     await adjustment_store.settle_late_events_of(
@@ -145,7 +147,7 @@ def _reason(late: int, corrections: list[EventCorrection], number: str) -> str:
     """Why the note exists, in words: late events, and each correction with its own reason."""
     parts = []
     if late:
-        parts.append(f"{late} event(s) arrived after {number} was finalized")
+        parts.append(f"{late} event{'' if late == 1 else 's'} arrived after {number} was finalized")
     for c in corrections:
         what = (
             "cancelled"

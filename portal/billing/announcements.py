@@ -99,7 +99,7 @@ async def adjustment_created(
     kind: str,
     amount: Decimal,
     reason: str,
-    origin: Literal["manual", "late_events"],
+    origin: Literal["manual", "late_events", "event_corrections"],
     now: datetime | None = None,
 ) -> None:
     """A credit note (`amount` negative: less is owed) or debit note on `invoice`."""

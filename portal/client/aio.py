@@ -13,10 +13,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from portal.client.buffer import ClientStats, OnError, Quantity, build_event, open_pipeline
-from portal.client.corrections import Correction, send_correction
+from portal.client.buffer import ClientStats, OnError, build_event, open_pipeline
+from portal.client.corrections import Correction, amend_body, send_correction
 from portal.client.entitlements import Entitlement, EntitlementChecker
 from portal.client.errors import AuthenticationError, UsageClientError
+from portal.client.quantities import Quantity, quantity_text
 from portal.client.transport import RetryPolicy, Transport, UrllibTransport
 
 log = logging.getLogger("portal.client")
@@ -111,8 +112,7 @@ class AsyncUsageClient:
 
     async def check(self, customer_id: str, meter: str, quantity: Quantity | None = None) -> Entitlement:
         """`UsageClient.check`: a cached answer at once, else one request in a worker thread."""
-        ask = (customer_id, meter, None if quantity is None else str(quantity))
-        return (await asyncio.to_thread(self._checker.check_many, [ask]))[0]
+        return (await self.check_many([(customer_id, meter, quantity)]))[0]
 
     async def cancel(self, customer_id: str, event_id: str, reason: str) -> Correction:
         """`UsageClient.cancel`, the request in a worker thread."""
@@ -120,11 +120,13 @@ class AsyncUsageClient:
         return await asyncio.to_thread(send_correction, self._transport, event_id, "cancel", body)
 
     async def amend(self, customer_id: str, event_id: str, quantity: Quantity, reason: str) -> Correction:
-        body = {"customerId": customer_id, "quantity": str(quantity), "reason": reason}
+        """`UsageClient.amend`, the request in a worker thread (a bad quantity raises at once)."""
+        body = amend_body(customer_id, quantity, reason)
         return await asyncio.to_thread(send_correction, self._transport, event_id, "amend", body)
 
     async def check_many(self, asks: list[tuple[str, str, Quantity | None]]) -> list[Entitlement]:
-        wanted = [(c, m, None if q is None else str(q)) for c, m, q in asks]
+        """`UsageClient.check_many`; a bad quantity raises at once, in the calling thread."""
+        wanted = [(c, m, None if q is None else quantity_text(q)) for c, m, q in asks]
         return await asyncio.to_thread(self._checker.check_many, wanted)
 
     async def flush(self) -> None:

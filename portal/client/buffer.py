@@ -12,7 +12,6 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from portal.client.errors import (
     UsageClientError,
 )
 from portal.client.ids import new_event_id
+from portal.client.quantities import Quantity, quantity_text
 from portal.client.spool import Spool
 from portal.client.transport import Reply, RetryPolicy, Transport
 
@@ -35,7 +35,6 @@ MAX_BATCH_EVENTS = 1000
 
 Event = dict[str, Any]
 OnError = Callable[[Event, UsageClientError], None]
-Quantity = Decimal | int | str | float
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,28 +53,6 @@ class ClientStats:
     retried: int = 0
     dropped: int = 0
     buffered: int = 0
-
-
-def _quantity(value: Quantity) -> str:
-    if isinstance(value, bool):
-        raise TypeError("quantity: a number is expected, not a bool")
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        value = repr(value)
-    if isinstance(value, str):
-        try:
-            parsed = Decimal(value.strip())
-        except InvalidOperation as exc:
-            raise ValueError(f"quantity: not a number: {value!r}") from exc
-        if not parsed.is_finite():
-            raise ValueError(f"quantity: must be finite: {value!r}")
-        return value.strip()
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError(f"quantity: must be finite: {value!r}")
-        return format(value, "f")
-    raise TypeError(f"quantity: Decimal, int or str expected, got {type(value).__name__}")
 
 
 def _timestamp(value: datetime | int | str | None, now_ms: int) -> int | str:
@@ -102,14 +79,15 @@ def build_event(
     metadata: Mapping[str, Any] | None = None,
 ) -> Event:
     """The event as the server takes it, with an id and a timestamp fixed now, so that
-    every (re)send of it is the same event."""
+    every (re)send of it is the same event. A quantity the portal would refuse raises
+    ValueError (TypeError for a non-number) here: see `quantity_text`."""
     now_ms = int(time.time() * 1000)
     event: Event = {
         "eventId": event_id if event_id is not None else new_event_id(now_ms),
         "timestamp": _timestamp(timestamp, now_ms),
         "customerId": customer_id,
         "metricName": metric_name,
-        "quantity": _quantity(quantity),
+        "quantity": quantity_text(quantity),
         "dimensions": {str(k): str(v) for k, v in (dimensions or {}).items()},
     }
     if product_id is not None:

@@ -5,7 +5,6 @@ outside the lateness window)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,7 +13,8 @@ from typing import Any
 from urllib.parse import quote
 
 from portal.client.errors import AuthenticationError, UsageClientError
-from portal.client.transport import Transport
+from portal.client.quantities import Quantity, quantity_text
+from portal.client.transport import Transport, reply_detail
 
 
 class CorrectionRefused(UsageClientError):
@@ -59,18 +59,21 @@ def _correction(data: dict[str, Any]) -> Correction:
     )
 
 
+def amend_body(customer_id: str, quantity: Quantity, reason: str) -> dict[str, str]:
+    """An amend's body; a quantity the portal would refuse raises ValueError (TypeError for
+    a non-number) before anything is sent: see `quantity_text`."""
+    return {"customerId": customer_id, "quantity": quantity_text(quantity), "reason": reason}
+
+
 def send_correction(transport: Transport, event_id: str, action: str, body: dict[str, str]) -> Correction:
     try:
         reply = transport.post(f"/v1/events/{quote(event_id, safe='')}/{action}", json.dumps(body).encode())
     except OSError as exc:
         raise CorrectionUnavailable(f"{action} of {event_id} failed: {exc}") from exc
-    detail = reply.body.decode(errors="replace")[:500]
     if reply.status in (401, 403):
-        raise AuthenticationError(reply.status, detail)
+        raise AuthenticationError(reply.status, reply.body.decode(errors="replace")[:500])
     if reply.status >= 500:
-        raise CorrectionUnavailable(f"{action} of {event_id} answered {reply.status}: {detail}")
+        raise CorrectionUnavailable(f"{action} of {event_id} answered {reply.status}: {reply_detail(reply)}")
     if reply.status != 200:
-        with contextlib.suppress(ValueError, AttributeError):  # not our JSON error body
-            detail = str(reply.json().get("detail", detail))
-        raise CorrectionRefused(reply.status, detail)
+        raise CorrectionRefused(reply.status, reply_detail(reply))
     return _correction(reply.json())

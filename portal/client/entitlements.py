@@ -19,7 +19,8 @@ from decimal import Decimal
 from typing import Any
 
 from portal.client.errors import AuthenticationError, UsageClientError
-from portal.client.transport import Transport
+from portal.client.quantities import Quantity, quantity_text
+from portal.client.transport import Transport, reply_detail
 
 CHECK_PATH = "/v1/entitlements/check"
 
@@ -74,7 +75,7 @@ def _entitlement(data: dict[str, Any]) -> Entitlement:
     )
 
 
-Ask = tuple[str, str, Decimal | int | str | None]  # customer id, meter, quantity (None: any more)
+Ask = tuple[str, str, Quantity | None]  # customer id, meter, quantity (None: any more)
 
 
 class EntitlementChecker:
@@ -91,8 +92,10 @@ class EntitlementChecker:
         self._lock = threading.Lock()
 
     def check_many(self, asks: Sequence[Ask]) -> list[Entitlement]:
+        """The answers, in order. A quantity the portal would refuse raises ValueError
+        (TypeError for a non-number) before anything is asked: see `quantity_text`."""
+        keys = [(c, m, None if q is None else quantity_text(q)) for c, m, q in asks]
         now = self._clock()
-        keys = [(c, m, None if q is None else str(q)) for c, m, q in asks]
         out: list[Entitlement | None] = []
         missing: list[int] = []
         with self._lock:
@@ -124,7 +127,5 @@ class EntitlementChecker:
         if reply.status in (401, 403):
             raise AuthenticationError(reply.status, reply.body.decode(errors="replace")[:200])
         if reply.status != 200:
-            raise EntitlementUnavailable(
-                f"entitlement check answered {reply.status}: {reply.body.decode(errors='replace')[:200]}"
-            )
+            raise EntitlementUnavailable(f"entitlement check answered {reply.status}: {reply_detail(reply)}")
         return [_entitlement(r) for r in reply.json()["results"]]

@@ -13,10 +13,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from portal.client.buffer import ClientStats, OnError, Quantity, build_event, open_pipeline
-from portal.client.corrections import Correction, send_correction
+from portal.client.buffer import ClientStats, OnError, build_event, open_pipeline
+from portal.client.corrections import Correction, amend_body, send_correction
 from portal.client.entitlements import Entitlement, EntitlementChecker
 from portal.client.errors import AuthenticationError, UsageClientError
+from portal.client.quantities import Quantity
 from portal.client.transport import RetryPolicy, Transport, UrllibTransport
 
 log = logging.getLogger("portal.client")
@@ -85,8 +86,9 @@ class UsageClient:
         """May `customer_id` use `quantity` more of `meter` (None: any more)? Answered by the
         portal from its live counters, or from this client's cache of the last answer (at most
         `check_cache_seconds` old; `lag_ms` includes its age). Raises EntitlementUnavailable
-        when there is no answer: serving or refusing then is the application's choice."""
-        return self._checker.check_many([(customer_id, meter, _quantity(quantity))])[0]
+        when there is no answer: serving or refusing then is the application's choice; a
+        quantity the portal would refuse raises ValueError at once (as `record` does)."""
+        return self._checker.check_many([(customer_id, meter, quantity)])[0]
 
     def cancel(self, customer_id: str, event_id: str, reason: str) -> Correction:
         """Cancel an event sent before (within the lateness window): it counts nowhere from
@@ -96,13 +98,13 @@ class UsageClient:
         return send_correction(self._transport, event_id, "cancel", body)
 
     def amend(self, customer_id: str, event_id: str, quantity: Quantity, reason: str) -> Correction:
-        """Give an event sent before a new quantity (totals change by the difference)."""
-        body = {"customerId": customer_id, "quantity": str(quantity), "reason": reason}
-        return send_correction(self._transport, event_id, "amend", body)
+        """Give an event sent before a new quantity (totals change by the difference). A
+        quantity the portal would refuse raises ValueError at once (as `record` does)."""
+        return send_correction(self._transport, event_id, "amend", amend_body(customer_id, quantity, reason))
 
     def check_many(self, asks: list[tuple[str, str, Quantity | None]]) -> list[Entitlement]:
         """Several checks in one request (cached answers are not asked again), in order."""
-        return self._checker.check_many([(c, m, _quantity(q)) for c, m, q in asks])
+        return self._checker.check_many(asks)
 
     def record(
         self,
@@ -198,11 +200,6 @@ class UsageClient:
                 log.warning("usage client: background flush failed: %s", exc)
             except Exception:
                 log.exception("usage client: background flush failed")
-
-
-def _quantity(quantity: Quantity | None) -> str | None:
-    """A quantity as the API's exact decimal text (a float by its shortest repr)."""
-    return None if quantity is None else str(quantity)
 
 
 def _make_atexit(client: UsageClient) -> Any:

@@ -25,6 +25,33 @@ class Reply:
         return json.loads(self.body)
 
 
+def reply_detail(reply: Reply, limit: int = 500) -> str:
+    """What an error answer says, for an exception's message: the portal's `detail` and
+    each `extra` item (the field and why: "Validation failed for POST /v1/entitlements/check:
+    checks[0].customerId: Expected `str` of length <= 128"), or the body as text when it is
+    not the portal's error JSON. At most `limit` characters."""
+    text = reply.body.decode("utf-8", "replace")
+    try:
+        data = json.loads(reply.body)
+    except ValueError:
+        return text[:limit]
+    if not isinstance(data, dict) or "detail" not in data:
+        return text[:limit]
+    extra = data.get("extra")
+    items = extra if isinstance(extra, list) else [extra] if extra else []
+    detail = str(data["detail"])
+    parts = []
+    for item in items:
+        if isinstance(item, dict) and item.get("message"):
+            message, key = str(item["message"]), item.get("key")
+            if message in detail:  # the portal's own 422s repeat their message in `extra`
+                continue
+            parts.append(f"{key}: {message}" if key and str(key) not in message else message)
+        else:
+            parts.append(item if isinstance(item, str) else json.dumps(item, ensure_ascii=False))
+    return (detail + (": " + "; ".join(parts) if parts else ""))[:limit]
+
+
 class Transport(Protocol):
     def post(self, path: str, body: bytes) -> Reply:
         """POST `body` as JSON; return any HTTP answer, raise OSError on network errors."""

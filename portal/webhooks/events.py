@@ -3,7 +3,8 @@
 Body (docs/webhooks.md): `{"id": "evt_…", "type": "invoice.finalized", "apiVersion":
 "2026-12-01", "createdAt": "2026-12-06T18:45:37.123456Z", "data": {…}}`, compact JSON, UTF-8.
 `data` uses the API's camelCase field names; money is `{"amount": "12.50", "currency":
-"EUR"}` (exact decimal strings with the currency's decimals), instants are ISO 8601 UTC.
+"EUR"}` (exact decimal strings with the currency's decimals), other numbers exact decimal
+strings as the API prints them ("100", "12.5"), instants are ISO 8601 UTC.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import secrets
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
+
+from portal.usage.combine import exact
 
 API_VERSION = "2026-12-01"
 
@@ -71,8 +74,10 @@ def money(amount: Decimal, currency: str) -> dict[str, str]:
 
 
 def _plain(value: Any) -> Any:
+    # A quantity reads as the API's answers print it ("100", "12.5"): the stored numeric(32, 12)
+    # would otherwise carry twelve decimal places ("100.000000000000"). Money is text already.
     if isinstance(value, Decimal):
-        return format(value, "f")
+        return exact(value)
     if isinstance(value, datetime):
         return instant(value)
     if isinstance(value, date):
@@ -82,8 +87,9 @@ def _plain(value: Any) -> Any:
 
 def body(event_id: str, event_type: str, data: dict[str, Any], *, created_at: datetime) -> str:
     """The event's JSON body, exactly as signed and sent (compact, keys in this order).
-    Decimals in `data` become strings, datetimes ISO 8601 UTC. Raises ValueError for an
-    unknown type, TypeError for a value JSON cannot carry."""
+    Decimals in `data` become exact strings without trailing zeros ("100", "12.5"),
+    datetimes ISO 8601 UTC. Raises ValueError for an unknown type, TypeError for a value
+    JSON cannot carry."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"type: {event_type!r} is not an event type ({', '.join(EVENT_TYPES)})")
     envelope = {

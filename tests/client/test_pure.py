@@ -96,7 +96,9 @@ def test_build_event_fixes_id_and_timestamp_and_keeps_quantities_exact() -> None
     assert isinstance(event["timestamp"], int)
     assert event_id_time_ms(event["eventId"]) == event["timestamp"]
     assert build_event("a", "m", Decimal("1E+3"))["quantity"] == "1000"
-    assert build_event("a", "m", 10**25)["quantity"] == str(10**25)
+    assert build_event("a", "m", 10**19)["quantity"] == str(10**19)
+    with pytest.raises(ValueError):  # the server stores below 10^20 only: refused before sending
+        build_event("a", "m", 10**20)
     assert build_event("a", "m", " 2.50 ")["quantity"] == "2.50"
     aware = datetime(2026, 11, 1, 12, tzinfo=UTC)
     assert build_event("a", "m", 1, timestamp=aware)["timestamp"] == "2026-11-01T12:00:00+00:00"

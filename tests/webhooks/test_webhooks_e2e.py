@@ -287,7 +287,7 @@ async def test_late_events_after_approval_announce_one_automatic_note(
     assert (data["invoiceId"], data["invoiceNumber"], data["reason"]) == (
         invoice["id"],
         "INV-000001",
-        "1 event(s) arrived after INV-000001 was finalized",
+        "1 event arrived after INV-000001 was finalized",
     )
     assert [d["status"] for d in await settled(client, admin_key, 1)] == ["delivered"]
     assert len(await events(client, admin_key, type="adjustment.created")) == 1
