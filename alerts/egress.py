@@ -23,7 +23,7 @@ import ipaddress
 import socket
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +55,7 @@ def resolve(host: str, port: int | None) -> list[Address]:
 class _Guard:
     allow: tuple[Network, ...]
     refused: list[str] = field(default_factory=list)
+    sockets: list[socket.socket] = field(default_factory=list)  # connected in the block
 
 
 _ACTIVE: ContextVar[_Guard | None] = ContextVar("alerts_egress_guard", default=None)
@@ -90,6 +91,34 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     if reason is not None:
         guard.refused.append(reason)
         raise DestinationRefused(reason)
+    if event == "socket.connect" and isinstance(args[0], socket.socket):
+        guard.sockets.append(args[0])
+
+
+@contextlib.contextmanager
+def cut_off_after(seconds: float) -> Iterator[Callable[[], bool]]:
+    """Inside `guarded`: once `seconds` have passed, shut down every socket the block has
+    connected, so whatever reads from them fails at once. Socket timeouts bound each read,
+    not a send: a receiver answering a byte at a time, just inside the timeout, would hold
+    the sending thread as long as it liked. Yields a function saying whether it cut."""
+    guard = _ACTIVE.get()
+    if guard is None:
+        raise RuntimeError("cut_off_after is for a guarded block")
+    fired = threading.Event()
+
+    def cut() -> None:
+        fired.set()
+        for sock in list(guard.sockets):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield fired.is_set
+    finally:
+        timer.cancel()
 
 
 def _install() -> None:

@@ -35,7 +35,8 @@ def post(
 ) -> AttemptResult:
     """POST `body` to `url` once, signed with `secret` at `timestamp` (unix seconds). Every
     failure (refused destination, unreachable host, timeout, a non-2xx answer) is returned,
-    never raised. Blocks for up to about twice `timeout_s`."""
+    never raised. Blocks for at most twice `timeout_s` (connect, then the answer's status
+    line and headers), however slowly the endpoint answers."""
     raw = body.encode("utf-8")
     stamp = str(timestamp)
     headers = {
@@ -48,7 +49,7 @@ def post(
     started = time.monotonic()
     status: int | None = None
     error: str | None = None
-    with egress.guarded(allow) as refused:
+    with egress.guarded(allow) as refused, egress.cut_off_after(2 * timeout_s) as cut:
         try:
             # stream=True: the answer's body is never read (an endpoint cannot make us
             # download anything), only its status.
@@ -65,6 +66,8 @@ def post(
             error = f"no answer within {timeout_s:g} s"
         except requests.RequestException as exc:
             error = f"unreachable: {_cause(exc)}"
+        if cut():  # a cut socket reads as the end of the answer: what it said is not an answer
+            status, error = None, f"no answer within {2 * timeout_s:g} s"
     duration_ms = int((time.monotonic() - started) * 1000)
     if refused:
         error = f"refused by the portal's destination rules: {'; '.join(dict.fromkeys(refused))}"

@@ -4,6 +4,10 @@ claimed by one sender at a time."""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import socket
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -216,3 +220,44 @@ def test_a_send_signs_the_body_and_names_the_event(http_receiver: HttpReceiver) 
     assert request.header("X-Usage-Portal-Event-Id") == "evt_1"
     assert request.header("X-Usage-Portal-Timestamp") == "1795615380"
     assert request.header("X-Usage-Portal-Signature") == sign("whsec_x", "1795615380", b'{"id":"evt_1"}')
+
+
+def test_an_endpoint_answering_a_byte_at_a_time_cannot_hold_a_send_past_its_deadline() -> None:
+    # Given an endpoint that answers its status line, then one header byte every 0.3 s (each
+    # read inside the 1 s socket timeout) for half a minute
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(100):
+                if stop.wait(0.3):
+                    return
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"X")
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        # When an attempt is made to it with a 1 s timeout
+        result = post(
+            f"http://127.0.0.1:{port}/h",
+            "{}",
+            event_id="evt_1",
+            secret="whsec_x",
+            timestamp=1,
+            timeout_s=1,
+            allow=(ipaddress.ip_network("127.0.0.0/8"),),
+        )
+        trickling = thread.is_alive()
+    finally:
+        stop.set()
+        listener.close()
+    # Then it gave up at its deadline (twice the timeout), saying so, while the endpoint was
+    # still trickling: the worker's thread is free again, not held for the endpoint's 30 s
+    assert (result.ok, result.http_status, result.error) == (False, None, "no answer within 2 s")
+    assert trickling
