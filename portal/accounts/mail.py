@@ -27,7 +27,8 @@ def password_link_message(
         "Choose a new password for the usage portal" if reset else "Set your password for the usage portal"
     )
     message["From"] = formataddr(sender)
-    message["To"] = formataddr((user.name, user.email))
+    # One line: a person named before names were checked for line breaks still gets the link.
+    message["To"] = formataddr((" ".join(user.name.split()), user.email))
     message["Date"] = format_datetime(datetime.now(UTC))
     message["Message-ID"] = make_msgid(domain=sender[1].rpartition("@")[2])
     message["Auto-Submitted"] = "auto-generated"

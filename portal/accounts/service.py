@@ -35,7 +35,10 @@ PASSWORD_LINK_TTL = timedelta(hours=72)
 # A link asked for from the sign-in page ("forgot your password?") works for an hour: it
 # reaches a mailbox the person is looking at now.
 RESET_LINK_TTL = timedelta(hours=1)
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
+# Control characters (NUL, CR, LF, tab…) and the Unicode line breaks: a name goes into email
+# headers ("To: Eve <eve@…>"), which refuse line breaks, and Postgres refuses NUL.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def check_new_user(*, email: str, name: str, role: str, customer_id: str | None) -> None:
@@ -44,6 +47,8 @@ def check_new_user(*, email: str, name: str, role: str, customer_id: str | None)
         raise Invalid("email: not an email address")
     if not name.strip() or len(name) > 200:
         raise Invalid("name: give the person's name (1 to 200 characters)")
+    if _CONTROL.search(name):
+        raise Invalid("name: must be on one line, without control characters")
     if role not in ROLES:
         raise Invalid(f"role: must be one of {', '.join(ROLES)}")
     if role == "customer" and not customer_id:

@@ -568,6 +568,14 @@ async def test_invite_account_manager_emailed(
     ("changes", "field", "label", "says"),
     [
         ({"email": "not-an-address"}, "email", "Email", "not an email address"),
+        ({"email": "a\x00b@acme.test"}, "email", "Email", "not an email address"),
+        (
+            {"name": "Eve\r\nBcc: evil@x.test"},
+            "name",
+            "Name",
+            "must be on one line, without control characters",
+        ),
+        ({"name": "Nul\x00name"}, "name", "Name", "must be on one line, without control characters"),
         ({"email": "ADA@vendor.test"}, "email", "Email", "already exists"),
         ({"name": ""}, "name", "Name", "required"),
         ({"role": "owner"}, "role", "Role", "choose one of"),

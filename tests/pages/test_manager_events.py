@@ -272,6 +272,10 @@ async def test_discard_needs_a_reason(client: Client, admin_key: str, pg: asyncp
         f"/portal/failed-events/{ids[0]}/discard", data={"csrf_token": csrf, "reason": ""}
     )
     assert missing.status_code == 422 and "Reason: say why this event is discarded." in missing.text
+    nul = await client.post(
+        f"/portal/failed-events/{ids[0]}/discard", data={"csrf_token": csrf, "reason": "bad\x00reason"}
+    )
+    assert nul.status_code == 422 and "Reason: must not contain a NUL character." in nul.text
     assert await pg.fetchval("SELECT status FROM failed_events WHERE id = $1", ids[0]) == "failed"
     theirs = await client.post(
         f"/portal/failed-events/{ids[1]}/discard", data={"csrf_token": csrf, "reason": "x"}

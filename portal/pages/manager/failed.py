@@ -164,12 +164,13 @@ class FailedEventsController(PageController):
                 status_code=422,
                 form=FormState(failed_id, "Reason: say why this event is discarded.", ""),
             )
-        if len(reason) > 500:
+        if len(reason) > 500 or "\x00" in reason:
+            problem = "at most 500 characters" if len(reason) > 500 else "must not contain a NUL character"
             return await failed_page(
                 request,
                 db,
                 status_code=422,
-                form=FormState(failed_id, "Reason: at most 500 characters.", reason),
+                form=FormState(failed_id, f"Reason: {problem}.", reason.replace("\x00", "")),
             )
         if not await ingest_repository.mark_discarded(db, failed_id):
             return await failed_page(
