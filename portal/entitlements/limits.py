@@ -4,7 +4,7 @@ and the answer to "may this customer use more?"."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Literal
 
 Enforcement = Literal["hard", "soft"]
@@ -100,6 +100,12 @@ class Answer:
     exceeded: bool
 
 
+# Limits, quantities and usage have up to 20 + 12 digits, past the default context's 28: sums
+# and differences are computed exactly in a wider one (a hard limit of 99999999999999999999
+# let a quantity with a 12th decimal through, rounded to fit).
+_EXACT = Context(prec=64)
+
+
 def after_use(aggregation: str, used: Decimal, quantity: Decimal) -> Decimal:
     """The period's value once `quantity` more is used: added for sums, counts (events) and
     distinct counts (new values), the larger for a max, the new value for a latest."""
@@ -107,7 +113,7 @@ def after_use(aggregation: str, used: Decimal, quantity: Decimal) -> Decimal:
         return max(used, quantity)
     if aggregation == "latest":
         return quantity
-    return used + quantity
+    return _EXACT.add(used, quantity)
 
 
 def answer(aggregation: str, used: Decimal, limit: Limit | None, quantity: Decimal | None) -> Answer:
@@ -118,7 +124,7 @@ def answer(aggregation: str, used: Decimal, limit: Limit | None, quantity: Decim
         return Answer(True, used, None, None, None, False)
     exceeded = used >= limit.quantity
     fits = not exceeded if quantity is None else after_use(aggregation, used, quantity) <= limit.quantity
-    remaining = max(limit.quantity - used, Decimal(0))
+    remaining = max(_EXACT.subtract(limit.quantity, used), Decimal(0))
     return Answer(
         allowed=fits or limit.enforcement == "soft",
         used=used,
