@@ -44,7 +44,7 @@ from portal.ingest.archive_routes import ArchiveController
 from portal.ingest.routes import EventController, EventCorrectionController
 from portal.keys.guard import api_key_guard
 from portal.operations.routes import OperationsController, healthz, metrics_endpoint, readyz
-from portal.pages.web import failed_anywhere, not_found_anywhere
+from portal.pages.web import failed_anywhere, not_found_anywhere, page_headers
 from portal.state import PortalState
 from portal.usage.routes import AnomalyController, UsageController
 from portal.webhooks.routes import webhook_handlers
@@ -144,6 +144,7 @@ def create_app(settings: Settings | None = None) -> PortalApp:
         request_max_body_size=5 * 1024 * 1024,
         request_class=PortalRequest,
         middleware=[request_ids],
+        before_send=[page_headers],
         exception_handlers={
             ValidationException: unprocessable,
             Problem: problem_response,

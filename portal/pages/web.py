@@ -21,6 +21,7 @@ from litestar.status_codes import (
     HTTP_404_NOT_FOUND,
     HTTP_500_INTERNAL_SERVER_ERROR,
 )
+from litestar.types import Message, Scope
 
 from portal.http.request_checks import UnfitAddress
 from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
@@ -44,6 +45,24 @@ SECURITY_HEADERS = [
     ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
     ResponseHeader(name="Referrer-Policy", value="same-origin"),
 ]
+
+
+_PAGE_HEADERS = [
+    (h.name.lower().encode("latin-1"), (h.value or "").encode("latin-1")) for h in SECURITY_HEADERS
+] + [(b"cache-control", NO_STORE.to_header().encode("latin-1"))]
+
+
+async def page_headers(message: Message, scope: Scope) -> None:
+    """Before-send hook: every answer under /portal carries the pages' headers, including
+    those no controller shaped (error pages from exception handlers and unrouted addresses:
+    a 404 or 500 page shows the signed-in person's name in its header too, and must not be
+    framed or cached). Headers an answer sets itself are kept."""
+    if message["type"] != "http.response.start" or not scope.get("path", "").startswith("/portal"):
+        return
+    start: Any = message
+    headers = list(start.get("headers", []))
+    present = {bytes(name).lower() for name, _ in headers}
+    start["headers"] = headers + [(n, v) for n, v in _PAGE_HEADERS if n not in present]
 
 
 def is_htmx(request: Request[Any, Any, Any]) -> bool:

@@ -126,6 +126,15 @@ async def test_pages_are_not_cached_and_run_only_own_scripts(
     assert page.headers["cache-control"] == "no-store"
     assert "script-src 'self';" in page.headers["content-security-policy"]
     assert "unsafe" not in page.headers["content-security-policy"]
+    # Error pages too (answered by exception handlers, which no controller shapes): they show
+    # the signed-in person in their header, and must not be framed or cached either
+    for path in ("/portal/customers/nope", "/portal/no-such-page", "/portal/events?page=x"):
+        error = await client.get(path)
+        assert error.status_code in (404, 422), (path, error.status_code)
+        assert error.headers.get("cache-control") == "no-store", path
+        assert "frame-ancestors 'none'" in error.headers["content-security-policy"], path
+        assert error.headers["x-content-type-options"] == "nosniff", path
+        assert error.headers.get_list("content-security-policy") == [page.headers["content-security-policy"]]
 
 
 # --- live usage ---------------------------------------------------------------------------
