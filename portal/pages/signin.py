@@ -17,7 +17,6 @@ from portal.accounts import throttle
 from portal.accounts.mail import send_password_link
 from portal.accounts.passwords import MIN_LENGTH, needs_rehash, password_problem, verify_password
 from portal.accounts.passwords import hash_password as _hash
-from portal.accounts.schemas import User
 from portal.dependencies import Portal
 from portal.http.client_address import client_address
 from portal.infrastructure.db import transaction
@@ -27,6 +26,7 @@ from portal.pages import sessions
 from portal.pages.access import viewer
 from portal.pages.sessions import CSRF_COOKIE, SESSION_COOKIE
 from portal.pages.web import LOGIN_PATH, NO_STORE, SECURITY_HEADERS, PageController
+from portal.state import PortalState
 
 log = logging.getLogger("portal.signin")
 
@@ -180,17 +180,11 @@ class LoginController(Controller):
             return answer(
                 HTTP_429_TOO_MANY_REQUESTS, "Too many requests for new passwords. Try again in an hour."
             )
-        user, token = None, None
-        if allowance.send:
-            async with transaction(portal.sessions) as db:
-                user = await accounts.find_by_email(db, email)
-                if user is not None and user.disabled_at is None:
-                    token = await accounts.issue_password_link(
-                        db, user.id, now=portal.now(), ttl=accounts.RESET_LINK_TTL
-                    )
         page = answer(sent=True)
-        if user is not None and token is not None:  # a link was issued: it leaves after the answer
-            page.background = BackgroundTask(_email_reset_link, settings, user, token)
+        if allowance.send:
+            # Looked up and issued after the answer, whether or not the account exists, so
+            # the answer's timing says nothing either (issuing a link is a write).
+            page.background = BackgroundTask(_reset_link, portal, email)
         return page
 
     @get("/set-password/{token:str}")
@@ -259,9 +253,21 @@ class LoginController(Controller):
         )
 
 
-async def _email_reset_link(settings: Settings, user: User, token: str) -> None:
-    """After the answer: email a reset link; a failure is logged (never the link)."""
-    error = await send_password_link(settings, user, token, reset=True)
+async def _reset_link(portal: PortalState, email: str) -> None:
+    """After the answer: issue a reset link to the enabled account with this address, if
+    there is one, and email it; a failure is logged (never the link)."""
+    try:
+        async with transaction(portal.sessions) as db:
+            user = await accounts.find_by_email(db, email)
+            if user is None or user.disabled_at is not None:
+                return
+            token = await accounts.issue_password_link(
+                db, user.id, now=portal.now(), ttl=accounts.RESET_LINK_TTL
+            )
+        error = await send_password_link(portal.settings, user, token, reset=True)
+    except Exception:  # after the answer: nobody else would hear of it
+        log.exception("password reset link for %s not issued", "an account")
+        return
     if error is not None:
         log.warning("password reset link for user %s not emailed: %s", user.id, error)
 
