@@ -22,7 +22,10 @@ from portal.infrastructure.periods import BillingPeriod
 PlanId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=ID_PATTERN)]
 ChargeKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=ID_PATTERN)]
 Text = Annotated[str, msgspec.Meta(max_length=200, pattern=NO_NUL)]
-Label = Annotated[str, msgspec.Meta(pattern=NO_NUL)]
+# A meter name or a dimension key or value a charge matches: never longer than what ingest
+# accepts (a dimension value has at most 256 characters by default), so one that could never
+# match an event is refused rather than stored and shown.
+Label = Annotated[str, msgspec.Meta(max_length=256, pattern=NO_NUL)]
 ChargeModel = Literal["per_unit", "graduated", "volume", "package", "flat"]
 # Prices carry up to 12 decimal places (a fraction of a cent per API call is common).
 MAX_PRICE_PLACES = 12

@@ -262,6 +262,11 @@ INVALID: list[tuple[str, dict[str, Any] | bytes, list[str]]] = [
         ["charge api-2.dimensions", "charge api already prices meter api_calls"],
     ),
     (
+        "dimension-value-longer-than-any-event-has",
+        plan_body(charges=[PER_UNIT, charge(key="api-eu", dimensions={"region": "v" * 257})]),
+        ["Expected `str` of length <= 256", "dimensions"],
+    ),
+    (
         "flat-with-dimensions",
         plan_body(charges=[{"key": "base", "model": "flat", "amount": "10", "dimensions": {"region": "eu"}}]),
         ["charge base.dimensions"],
