@@ -90,11 +90,54 @@ async def credit_balance(
 
 
 async def available_credit(session: AsyncSession, customer_id: str, *, usable_at: datetime) -> Decimal:
-    """Credit an invoice issued now may draw: what is left of grants not expired at
-    `usable_at` (the period's end: credit that expired during the period still counts
-    for it)."""
-    grants = await credit_store.grants_left(session, customer_id)
-    return sum((g.remaining for g in grants if g.expires_at is None or g.expires_at >= usable_at), Decimal(0))
+    """Credit the customer's invoice for a period ending at `usable_at` may draw
+    (`credits_usable`)."""
+    return (await credits_usable(session, {customer_id: usable_at})).get(customer_id, Decimal(0))
+
+
+async def credits_usable(session: AsyncSession, usable_at: dict[str, datetime]) -> dict[str, Decimal]:
+    """For each customer, the credit its invoice for the period ending at its instant may
+    draw: what is left of grants not expired then (credit that expired during the period
+    still counts for it), less what its drafts of earlier periods will draw when approved.
+    Without that, credit granted while a period awaits review was shown on that draft and
+    again on the next period's cost. Two reads for all the customers."""
+    if not usable_at:
+        return {}
+    ids = list(usable_at)
+    grants: dict[str, list[tuple[datetime | None, Decimal]]] = {}
+    for customer_id, expires_at, remaining in await credit_store.credit_left_by_grant(session, ids):
+        grants.setdefault(customer_id, []).append((expires_at, remaining))
+    claims: dict[str, list[tuple[datetime, Decimal]]] = {}
+    for customer_id, period_end, applied in await credit_store.draft_credit_claims(session, ids):
+        if period_end < usable_at[customer_id]:
+            claims.setdefault(customer_id, []).append((period_end, applied))
+    return {
+        cid: left_after_claims(grants.get(cid, []), claims.get(cid, []), at)
+        for cid, at in usable_at.items()
+        if cid in grants
+    }
+
+
+def left_after_claims(
+    grants: list[tuple[datetime | None, Decimal]], claims: list[tuple[datetime, Decimal]], usable_at: datetime
+) -> Decimal:
+    """Credit usable at `usable_at` from `grants` (expiry, what is left) once each claim
+    (an earlier period's end, an amount) has drawn what it will, as `draw_credit` draws:
+    from the grants usable at its period's end, the soonest to expire first."""
+    expiries = sorted((g for g in grants if g[1] > 0), key=lambda g: (g[0] is None, g[0]))
+    remaining = [r for _, r in expiries]
+    for period_end, amount in sorted(claims):
+        for i, (expires_at, _) in enumerate(expiries):
+            if amount <= 0:
+                break
+            if expires_at is not None and expires_at < period_end:
+                continue
+            taken = min(remaining[i], amount)
+            remaining[i] -= taken
+            amount -= taken
+    return sum(
+        (r for (e, _), r in zip(expiries, remaining, strict=True) if e is None or e >= usable_at), Decimal(0)
+    )
 
 
 async def draw_credit(

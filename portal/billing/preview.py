@@ -16,10 +16,10 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.billing.credits import credits_usable
 from portal.billing.invoices import PeriodToRate, line_views, period_to_rate, planned, rate_periods
 from portal.billing.quantities import UsageWindow, charge_quantities, meter_aggregations
 from portal.billing.rating import Rating, Segment, projected_quantity, rate_invoice
-from portal.billing.repository import credits as credit_store
 from portal.billing.repository import plans as plan_store
 from portal.billing.subscriptions import (
     SegmentBounds,
@@ -161,26 +161,13 @@ async def current_periods(
     plans = await plan_store.plans_by_id(
         session, {b.subscription.plan_id for _, _, bs in periods.values() for b in bs}
     )
-    credits = await _credits_usable(session, {cid: period.end for cid, (_, period, _) in periods.items()})
+    credits = await credits_usable(session, {cid: period.end for cid, (_, period, _) in periods.items()})
     return {
         cid: PeriodToRate(
             cid, customer.currency, period, planned(bounds, plans), credits.get(cid, Decimal(0))
         )
         for cid, (customer, period, bounds) in periods.items()
     }
-
-
-async def _credits_usable(session: AsyncSession, usable_at: dict[str, datetime]) -> dict[str, Decimal]:
-    """`credits.available_credit` for many customers at once (each at its own instant)."""
-    if not usable_at:
-        return {}
-    out: dict[str, Decimal] = {}
-    for customer_id, expires_at, remaining in await credit_store.credit_left_by_grant(
-        session, list(usable_at)
-    ):
-        if expires_at is None or expires_at >= usable_at[customer_id]:
-            out[customer_id] = out.get(customer_id, Decimal(0)) + remaining
-    return out
 
 
 async def spend_so_far(

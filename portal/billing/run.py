@@ -16,8 +16,8 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from portal.billing.credits import credits_usable
 from portal.billing.invoices import PeriodToRate, planned, rate_periods, save_drafts
-from portal.billing.repository import credits as credit_store
 from portal.billing.repository import plans as plan_store
 from portal.billing.subscriptions import month_period, segments_in, subscriptions_by_customer
 from portal.infrastructure.db import transaction
@@ -63,17 +63,6 @@ async def _customers(session: AsyncSession) -> list[_Customer]:
     return [_Customer(str(i), str(tz), str(cur).strip(), a) for i, tz, cur, a in rows]
 
 
-async def _credits(
-    session: AsyncSession, customer_ids: list[str], usable_at: dict[str, datetime]
-) -> dict[str, Decimal]:
-    grants = await credit_store.credit_left_by_grant(session, customer_ids)
-    out: dict[str, Decimal] = {}
-    for customer_id, expires_at, remaining in grants:
-        if expires_at is None or expires_at >= usable_at[customer_id]:
-            out[customer_id] = out.get(customer_id, Decimal(0)) + remaining
-    return out
-
-
 PeriodChoice = Callable[[str, int], BillingPeriod]  # (zone, anchor day) -> the period to bill
 
 
@@ -96,7 +85,7 @@ async def _run_chunk(
     plans = await plan_store.plans_by_id(
         session, {b.subscription.plan_id for bs in bounds.values() for b in bs}
     )
-    credits = await _credits(session, [c.id for c in chunk], {cid: p.end for cid, p in periods.items()})
+    credits = await credits_usable(session, {cid: p.end for cid, p in periods.items()})
     items = [
         PeriodToRate(
             c.id, c.currency, periods[c.id], planned(bounds[c.id], plans), credits.get(c.id, Decimal(0))

@@ -267,6 +267,38 @@ async def test_prepaid_credit_is_drawn_at_approval_and_given_back_by_void(
     assert (second["number"], second["total"]) == ("INV-000002", "71.89")
 
 
+async def test_credit_an_unapproved_draft_will_draw_is_not_offered_to_the_next_period_too(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    billed_customer: ClosedPeriod,
+) -> None:
+    # Given USD 100.00 of credit granted while the ended period's draft (USD 91.89 before
+    # credit) awaits review, and the running period's platform fee (49.00 less 10%: 44.10)
+    granted = await client.post(
+        "/v1/customers/acme/credits", headers=auth(admin_key), json={"amount": "100.00"}
+    )
+    assert granted.status_code == 201, granted.text
+    ended = await draft(client, admin_key, "acme", _month(billed_customer))
+    assert (ended["creditsApplied"], ended["total"]) == ("91.89", "0.00")
+
+    # Then the running period is offered only what that draft leaves: 8.11, not 100 again
+    current = await draft(client, admin_key, "acme")
+    assert (current["subtotal"], current["creditsApplied"], current["total"]) == ("49.00", "8.11", "35.99")
+    preview = (await client.get("/v1/customers/acme/invoices/preview", headers=auth(admin_key))).json()
+    assert (preview["soFar"]["creditsApplied"], preview["soFar"]["total"]) == ("8.11", "35.99")
+    # And the ended draft, rated again, still has its whole credit (the later draft's claim
+    # does not count against an earlier period)
+    again = await draft(client, admin_key, "acme", _month(billed_customer))
+    assert (again["creditsApplied"], again["total"]) == ("91.89", "0.00")
+
+    # When it is approved, what it drew is gone from the grant, and the running period's
+    # offer is the same 8.11
+    approved = await client.post(f"/v1/invoices/{ended['id']}/approve", headers=auth(admin_key), json={})
+    assert approved.status_code == 200, approved.text
+    current = await draft(client, admin_key, "acme")
+    assert (current["creditsApplied"], current["total"]) == ("8.11", "35.99")
+
+
 async def _with_adjustments(client: AsyncTestClient[Any], key: str, invoice_id: int) -> dict[str, Any] | None:
     view: dict[str, Any] = (await client.get(f"/v1/invoices/{invoice_id}", headers=auth(key))).json()
     return view if view["adjustments"] else None

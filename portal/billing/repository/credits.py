@@ -102,6 +102,19 @@ async def credit_left_by_grant(
     return [(str(c), expires_at, left) for c, expires_at, left in await session.execute(statement)]
 
 
+async def draft_credit_claims(
+    session: AsyncSession, customer_ids: Sequence[str]
+) -> list[tuple[str, datetime, Decimal]]:
+    """(customer id, period end, credit applied) of every draft of these customers that
+    applies prepaid credit: what approving it will draw."""
+    statement = select(col(Invoice.customer_id), col(Invoice.period_end), col(Invoice.credits_applied)).where(
+        col(Invoice.customer_id).in_(list(customer_ids)),
+        col(Invoice.status) == "draft",
+        col(Invoice.credits_applied) > 0,
+    )
+    return [(str(c), end, applied) for c, end, applied in await session.execute(statement)]
+
+
 async def insert_credit_application(
     session: AsyncSession, *, grant_id: int, invoice_id: int, amount: Decimal
 ) -> None:
