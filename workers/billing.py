@@ -4,6 +4,7 @@ invoices and notes to the customer's billing contacts."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import dramatiq
@@ -11,16 +12,24 @@ import dramatiq
 from portal.billing.adjustments import settle_late_events
 from portal.billing.document_email import send_document_email
 from portal.billing.documents import EMAIL_ACTOR
+from portal.billing.invoices import refresh_draft
 from portal.billing.repository import adjustments as adjustment_store
 from portal.billing.repository import documents as document_store
+from portal.billing.repository import invoices as invoice_store
 from portal.billing.run import run_current_periods, run_ended_periods
+from portal.catalog.service import get_customer
 from portal.infrastructure.broker import MAINTENANCE_QUEUE
 from portal.infrastructure.db import transaction
+from portal.infrastructure.periods import BillingPeriod
 from portal.ingest.repository import corrections as correction_store
-from workers.context import get_context
+from portal.live import redis_keys as live_keys
+from workers.context import WorkerContext, get_context
 from workers.outages import periodic
 
 SETTLE_ACTOR = "settle_late_events"
+REFRESH_DRAFT_ACTOR = "refresh_ended_draft"
+# Late events arrive in bursts: one re-rating of a draft for each few seconds of them.
+DRAFT_REFRESH_DELAY_MS = 2_000
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +47,43 @@ async def settle_late_events_actor(invoice_id: int) -> None:
     ctx = await get_context()
     async with transaction(ctx.sessions) as session:
         await settle_late_events(session, invoice_id, now=datetime.now(UTC))
+
+
+@dramatiq.actor(
+    actor_name=REFRESH_DRAFT_ACTOR,
+    queue_name=MAINTENANCE_QUEUE,
+    max_retries=10,
+    min_backoff=1_000,
+    max_backoff=60_000,
+    time_limit=300_000,
+)
+async def refresh_ended_draft(invoice_id: int) -> None:
+    """Re-rate the draft of an ended period that events reached after it was rated, so the
+    review queue and its flags show what approving it would issue. A no-op once it is
+    approved or voided. If this is lost, the hourly `draft_ended_periods` re-rates it."""
+    ctx = await get_context()
+    await ctx.redis.delete(live_keys.draft_refresh_key(invoice_id))  # later events ask again
+    async with transaction(ctx.sessions) as session:
+        invoice = await invoice_store.invoice_by_id(session, invoice_id)
+        if invoice is None or invoice.status != "draft":
+            return
+        customer = await get_customer(session, invoice.customer_id)
+        if customer is None:
+            return
+        period = BillingPeriod(invoice.period_start, invoice.period_end)
+        await refresh_draft(session, customer, period, complete_through=None)
+
+
+async def request_draft_refresh(ctx: WorkerContext, invoice_ids: Sequence[int]) -> None:
+    """Ask for a re-rating of each draft, debounced: the first request schedules one a few
+    seconds later; events persisted until it starts are rated by it."""
+    async with ctx.redis.pipeline(transaction=False) as pipe:
+        for invoice_id in invoice_ids:
+            pipe.set(live_keys.draft_refresh_key(invoice_id), "1", nx=True, px=DRAFT_REFRESH_DELAY_MS * 10)
+        claimed = await pipe.execute()
+    for invoice_id, first in zip(invoice_ids, claimed, strict=True):
+        if first:
+            refresh_ended_draft.send_with_options(args=(invoice_id,), delay=DRAFT_REFRESH_DELAY_MS)
 
 
 @dramatiq.actor(

@@ -27,7 +27,7 @@ from portal.live.store import SettledBatch
 from portal.operations.status import record_persist_failure
 from workers import log_filters
 from workers.alerting import request_evaluation
-from workers.billing import settle_late_events_actor
+from workers.billing import request_draft_refresh, settle_late_events_actor
 from workers.context import WorkerContext, get_context
 from workers.outages import STORE_UNAVAILABLE
 from workers.persist import PersistOutcome, error_summary, persist_batch, persist_split
@@ -165,6 +165,15 @@ async def persist_events(batch: dict[str, Any]) -> None:
         # After the commit: the adjustment job must see the late events it settles.
         # If this process dies first, the scheduler's late-event sweep settles them.
         settle_late_events_actor.send(invoice_id)
+    if outcome.stale_drafts:
+        # A draft awaiting review shows its total as last rated: re-rated after the commit
+        # (or by the hourly run if this process dies first, or Redis is down).
+        try:
+            await request_draft_refresh(ctx, list(outcome.stale_drafts))
+        except UNAVAILABLE as exc:
+            log.warning(
+                "message %s: drafts %s left to the hourly run: %s", message_id, outcome.stale_drafts, exc
+            )
     try:
         await _after_commit(ctx, batch, message_id, outcome)
     except UNAVAILABLE as exc:

@@ -55,6 +55,8 @@ class PersistOutcome:
     conflicts: int
     # Finalized invoices these events arrived late for: to be adjusted after commit.
     late_invoices: tuple[int, ...] = ()
+    # Drafts of ended periods these events changed: to be re-rated after commit.
+    stale_drafts: tuple[int, ...] = ()
     # Customers of the batch with alert rules: to be evaluated after commit.
     alert_customers: tuple[str, ...] = ()
     # Copies of events the ledger already held from another message, or held twice in this
@@ -214,7 +216,8 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
             deltas["unique_count"] = await _unique_deltas(conn, uniques)
         for aggregation in AGGREGATION_ORDER:
             await usage_repository.upsert_hours(conn, aggregation, deltas.get(aggregation, {}))
-    late = await record_late_events(conn, admitted)
+    # Drafts of periods ended when the events were received (the message's own clock).
+    late = await record_late_events(conn, admitted, now=received_at)
     watched = (
         await alerting_repository.customers_watched_among(conn, {e.customer_id for e in admitted})
         if admitted
@@ -230,7 +233,8 @@ async def persist_rows(conn: Any, message_id: str, received_at: datetime, rows: 
         persisted=len(admitted),
         duplicates=len(refused) + len(repeats) - len(conflicts),
         conflicts=len(conflicts),
-        late_invoices=tuple(late),
+        late_invoices=tuple(late.invoices),
+        stale_drafts=tuple(late.stale_drafts),
         alert_customers=tuple(watched),
         live_corrections=tuple(copies),
         admitted=tuple(admitted),
@@ -244,6 +248,7 @@ def combined(outcomes: list[PersistOutcome]) -> PersistOutcome:
         duplicates=sum(o.duplicates for o in outcomes),
         conflicts=sum(o.conflicts for o in outcomes),
         late_invoices=tuple(sorted({i for o in outcomes for i in o.late_invoices})),
+        stale_drafts=tuple(sorted({i for o in outcomes for i in o.stale_drafts})),
         alert_customers=tuple(sorted({c for o in outcomes for c in o.alert_customers})),
         live_corrections=tuple(e for o in outcomes for e in o.live_corrections),
         admitted=tuple(e for o in outcomes for e in o.admitted),

@@ -7,6 +7,7 @@ fact for the length of the transaction: finalizing waits for us, or we see it fi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,22 +17,37 @@ from portal.billing.repository.locks import share_customers
 from portal.ingest.events import AcceptedEvent, micros_to_datetime
 
 
-async def record_late_events(conn: Any, events: list[AcceptedEvent]) -> list[int]:
-    """Record admitted events that fall in finalized periods; the invoice ids touched."""
+@dataclass(frozen=True, slots=True)
+class LateEvents:
+    """What admitted events changed in periods already billed: the finalized invoices they
+    reached (their late events recorded, to be settled by a note) and the drafts of ended
+    periods they reached (awaiting review with a total rated before them)."""
+
+    invoices: list[int]
+    stale_drafts: list[int]
+
+
+async def record_late_events(conn: Any, events: list[AcceptedEvent], *, now: datetime) -> LateEvents:
+    """Record admitted events that fall in finalized periods; the invoices and the drafts of
+    periods ended by `now` they reach."""
     if not events:
-        return []
+        return LateEvents([], [])
     customers = sorted({e.customer_id for e in events})
     await share_customers(conn, customers)
     earliest = micros_to_datetime(min(e.bucket for e in events) * 1_000_000)
-    invoices = await invoice_store.finalized_periods_reaching(conn, customers, earliest)
+    invoices = await invoice_store.finalized_periods_reaching(conn, customers, earliest, drafts_ended_by=now)
     if not invoices:
-        return []
+        return LateEvents([], [])
     periods: dict[str, list[tuple[datetime, datetime, int]]] = {}
+    drafts: dict[str, list[tuple[datetime, datetime, int]]] = {}
     for row in invoices:
-        periods.setdefault(row["customer_id"], []).append((row["period_start"], row["period_end"], row["id"]))
+        into = periods if row["status"] == "finalized" else drafts
+        into.setdefault(row["customer_id"], []).append((row["period_start"], row["period_end"], row["id"]))
+    stale: set[int] = set()
     late: list[tuple[int, str, str, str, Any, datetime]] = []
     for e in events:
         hour = micros_to_datetime(e.bucket * 1_000_000)
+        stale.update(i for start, end, i in drafts.get(e.customer_id, ()) if start <= hour < end)
         for start, end, invoice_id in periods.get(e.customer_id, ()):
             if start <= hour < end:
                 late.append(
@@ -46,4 +62,4 @@ async def record_late_events(conn: Any, events: list[AcceptedEvent]) -> list[int
                 )
     if late:
         await adjustment_store.insert_late_events(conn, late)
-    return sorted({row[0] for row in late})
+    return LateEvents(sorted({row[0] for row in late}), sorted(stale))

@@ -13,7 +13,8 @@ portal/infrastructure/redis_client.py):
   `lt:`, `ld:`, `la:`, `lc:` and `alerts:debounce:{c}`;
 - one hash tag for a pair touched by one script: `ops:{roles}` and `ops:{roles}:seen`;
 - global single keys, each on the node owning its slot and never in a multi-key call:
-  `live:inflight`, `live:built:v2`, `alerts:pending`, `live:reconcile-lock`, `quality:<day>`,
+  `live:inflight`, `live:built:v2`, `alerts:pending`, `drafts:refresh:<id>`,
+  `live:reconcile-lock`, `quality:<day>`,
   `ops:persist_failures`, `sched:<actor>:<tick>`; and, named elsewhere, `sess:<id>`,
   `user-sess:<id>`, `login-fail:*`, `pw-reset:*`, `api-keys:revoked-ack:<nonce>`. `ops:job_success` lives in
   the broker's Redis, which is never a cluster.
@@ -53,6 +54,8 @@ portal/infrastructure/redis_client.py):
 - `quality:<day>` HASH of the day's accepted and rejected counts per source and reason,
   kept 40 days (`quality_key`).
 - `alerts:debounce:{c}` STRING, set while an alert evaluation of the customer is scheduled.
+- `drafts:refresh:<invoice id>` STRING, set while a re-rating of an ended period's draft
+  that late events reached is scheduled (workers/billing.py).
 - `alerts:pending` ZSET customer id -> when (ms) an alert evaluation of it was last asked
   for; removed once one that started after that has run. The alert sweep evaluates what has
   been pending for a minute (an evaluation lost with a process).
@@ -189,6 +192,12 @@ def schedule_claim_key(actor_name: str, tick: int) -> str:
     """Set (NX) by the scheduler that queues `actor_name` for its `tick`-th period, so
     several schedulers queue each tick once; expires after two periods."""
     return f"sched:{actor_name}:{tick}"
+
+
+def draft_refresh_key(invoice_id: int) -> str:
+    """Set while a re-rating of an ended period's draft is scheduled (expires by itself if
+    it is lost, so later events schedule another)."""
+    return f"drafts:refresh:{invoice_id}"
 
 
 def alert_debounce_key(customer_id: str) -> str:

@@ -65,8 +65,9 @@ SUPERSEDED_BY = {
     "sweep_document_emails": "sweep_document_emails",
     "email_document": "sweep_document_emails",  # the sweep sends every email still owed
     "draft_ended_periods": "draft_ended_periods",
+    "refresh_ended_draft": "draft_ended_periods",  # the hourly run re-rates every ended draft
     "sweep_alerts": "sweep_alerts",
-    "evaluate_alerts": "sweep_alerts",  # the sweep evaluates every customer with rules
+    "evaluate_alerts": "sweep_alerts",  # the sweep evaluates every customer with rules or pending
     "deliver_alert": "sweep_alerts",  # ...and sends every due delivery (state in Postgres)
     "sweep_webhooks": "sweep_webhooks",
     "deliver_webhook": "sweep_webhooks",  # the sweep queues every due webhook delivery

@@ -221,6 +221,39 @@ async def test_draft_includes_late_events_without_an_adjustment(
     assert await pg.fetchval("SELECT count(*) FROM late_events") == 0
 
 
+async def test_late_events_re_rate_a_draft_awaiting_review_in_the_queue(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    billed_customer: ClosedPeriod,
+    redis: Redis,
+) -> None:
+    # Given the ended period's draft in the review queue at USD 91.89
+    closed = billed_customer
+    drafted = await draft(client, admin_key, "acme", _month(closed))
+
+    async def queued_total() -> str:
+        queue = (await client.get("/v1/review-queue", headers=auth(admin_key))).json()
+        return str(next(item["invoice"]["total"] for item in queue if item["invoice"]["id"] == drafted["id"]))
+
+    assert await queued_total() == "91.89"
+
+    # When 100 more EU calls of that period arrive late
+    late = event(
+        quantity=100,
+        timestamp=closed.ms(closed.period.start + timedelta(days=1)),
+        dimensions={"region": "eu"},
+    )
+    assert (await client.post("/v1/events", headers=auth(ingest_key), json=late)).status_code == 202
+    await wait_until_persisted(redis)
+
+    # Then the queue shows the total approving it would issue, without anyone opening it
+    async def re_rated() -> bool:
+        return await queued_total() == "92.16"  # +100 x 0.003 less 10%
+
+    await wait_for(re_rated, timeout=20, what="the queued draft re-rated")
+
+
 async def test_prepaid_credit_is_drawn_at_approval_and_given_back_by_void(
     client: AsyncTestClient[Any],
     admin_key: str,

@@ -479,18 +479,23 @@ async def next_document_number(session: AsyncSession, series: str) -> int:
 # --- on the ingest worker's connection, inside its persist transaction
 
 
-async def finalized_periods_reaching(conn: Any, customer_ids: Sequence[str], since: datetime) -> list[Any]:
-    """(id, customer_id, period_start, period_end) records of these customers' finalized
-    invoices whose period ends after `since`, read on the persist transaction's asyncpg
+async def finalized_periods_reaching(
+    conn: Any, customer_ids: Sequence[str], since: datetime, *, drafts_ended_by: datetime | None = None
+) -> list[Any]:
+    """(id, customer_id, status, period_start, period_end) records of these customers'
+    finalized invoices whose period ends after `since`, and, with `drafts_ended_by`, their
+    drafts of periods that ended by then too; read on the persist transaction's asyncpg
     connection `conn`.
 
     Raw asyncpg, not the session: it runs inside the ingest worker's per-batch transaction,
     on the connection that holds it (and its shared billing locks)."""
     records: list[Any] = await conn.fetch(
-        "SELECT id, customer_id, period_start, period_end FROM invoices "
-        "WHERE status = 'finalized' AND customer_id = ANY($1) AND period_end > $2",
+        "SELECT id, customer_id, status, period_start, period_end FROM invoices "
+        "WHERE customer_id = ANY($1) AND period_end > $2 "
+        "AND (status = 'finalized' OR (status = 'draft' AND period_end <= $3))",
         customer_ids,
         since,
+        drafts_ended_by,
     )
     return records
 
