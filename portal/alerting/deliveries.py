@@ -20,7 +20,7 @@ from portal.alerting import repository
 from portal.alerting.channels import Destination, destination
 from portal.alerting.firings import notice_from_json, notice_json
 from portal.alerting.schemas import Delivery, Firing
-from portal.infrastructure.domain_errors import NotFound
+from portal.infrastructure.domain_errors import Invalid, NotFound
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +110,17 @@ async def create_test_delivery(
 
 
 async def list_deliveries(
-    session: AsyncSession, *, customer_id: str | None, status: str | None, limit: int = 100
+    session: AsyncSession,
+    *,
+    customer_id: str | None,
+    status: str | None,
+    limit: int = 100,
+    before: int | None = None,
 ) -> list[Delivery]:
-    return await repository.deliveries_listing(session, customer_id=customer_id, status=status, limit=limit)
+    """Newest first (by id); `before` starts below that id."""
+    return await repository.deliveries_listing(
+        session, customer_id=customer_id, status=status, limit=limit, before_id=before
+    )
 
 
 async def get_delivery(session: AsyncSession, delivery_id: int) -> Delivery:
@@ -122,6 +130,14 @@ async def get_delivery(session: AsyncSession, delivery_id: int) -> Delivery:
     return delivery
 
 
-async def list_firings(session: AsyncSession, customer_id: str, *, limit: int = 50) -> list[Firing]:
-    """The customer's most recent notices, each with its deliveries."""
-    return await repository.recent_firings(session, customer_id, limit=limit)
+async def list_firings(
+    session: AsyncSession, customer_id: str, *, limit: int = 50, before: int | None = None
+) -> list[Firing]:
+    """The customer's most recent notices, each with its deliveries; `before` (one of the
+    customer's firings) starts after it. Invalid for any other id."""
+    older_than = None
+    if before is not None:
+        older_than = await repository.firing_position(session, customer_id, before)
+        if older_than is None:
+            raise Invalid(f"before: {customer_id!r} has no alert firing {before}")
+    return await repository.recent_firings(session, customer_id, limit=limit, older_than=older_than)

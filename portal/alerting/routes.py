@@ -25,11 +25,14 @@ from portal.catalog.service import get_customer
 from portal.dependencies import Db, Portal
 from portal.http.openapi_answers import error_answers
 from portal.http.query_params import choice
+from portal.http.request_checks import ID_MAX
 from portal.infrastructure.domain_errors import NotFound
 
 ADMIN = {"scope": "admin"}
 DELIVERY_STATUSES = ("pending", "sent", "failed")
 STATUS_HELP = ", ".join(DELIVERY_STATUSES)
+FIRING_CURSOR_HELP = "A firing id of this customer: only the firings listed after it (older)."
+DELIVERY_CURSOR_HELP = "A delivery id: only deliveries with a lower id (older)."
 
 
 class CustomerAlertController(Controller):
@@ -94,10 +97,13 @@ class CustomerAlertController(Controller):
         customer_id: FromPath[str],
         db: Db,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        before: Annotated[int | None, QueryParameter(ge=1, le=ID_MAX, description=FIRING_CURSOR_HELP)] = None,
     ) -> list[Firing]:
-        """The customer's most recent notices, newest first, each with its deliveries."""
+        """The customer's most recent notices, newest first (by `firedAt`, then `id`), each
+        with its deliveries; page with `before=<id of the last firing>`. The cursor must be
+        one of this customer's firings: any other id is a 422."""
         await _customer(db, customer_id)
-        return await deliveries.list_firings(db, customer_id, limit=limit)
+        return await deliveries.list_firings(db, customer_id, limit=limit, before=before)
 
 
 class PlanAlertController(Controller):
@@ -135,9 +141,15 @@ class DeliveryController(Controller):
             ),
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        before: Annotated[
+            int | None, QueryParameter(ge=1, le=ID_MAX, description=DELIVERY_CURSOR_HELP)
+        ] = None,
     ) -> list[Delivery]:
+        """Newest first (by id); page with `before=<id of the last delivery>`."""
         wanted = choice("status", status, DELIVERY_STATUSES)
-        return await deliveries.list_deliveries(db, customer_id=customer_id, status=wanted, limit=limit)
+        return await deliveries.list_deliveries(
+            db, customer_id=customer_id, status=wanted, limit=limit, before=before
+        )
 
     @get("/{delivery_id:int}")
     async def get_(self, delivery_id: FromPath[int], db: Db) -> Delivery:

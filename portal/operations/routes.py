@@ -9,14 +9,18 @@ from typing import Annotated, Any, TypeVar
 
 from litestar import Controller, Response, get
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromQuery, QueryParameter
+from litestar.params import QueryParameter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from portal.dependencies import Db, Portal
+from portal.http.query_params import choice
+from portal.http.request_checks import ID_MAX
 from portal.http.schemas import CamelStruct
 from portal.infrastructure import metrics
+from portal.infrastructure.domain_errors import Invalid
 from portal.infrastructure.paths import MIGRATIONS_DIR
 from portal.ingest import repository as ingest_repository
+from portal.ingest.repository import FAILED_EVENT_STATUSES
 from portal.live import repository as live_repository
 from portal.operations import billing_health, data_gauges
 from portal.operations import repository as ops_repository
@@ -205,11 +209,33 @@ class OperationsController(Controller):
     async def failed_events(
         self,
         db: Db,
-        status: FromQuery[str] = "failed",
+        status: Annotated[
+            str,
+            QueryParameter(
+                description=", ".join(FAILED_EVENT_STATUSES),
+                schema_extra={"enum": list(FAILED_EVENT_STATUSES)},
+            ),
+        ] = "failed",
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        before: Annotated[
+            int | None,
+            QueryParameter(
+                ge=1, le=ID_MAX, description="A failed event id: only the events listed after it (older)."
+            ),
+        ] = None,
     ) -> list[FailedEventOut]:
-        """Events a worker could not persist, newest first, with the reason."""
-        rows = await ingest_repository.failed_events_listing(db, status=status, limit=limit)
+        """Events a worker could not persist, newest first (by `failedAt`, then `id`), with
+        the reason; page with `before=<id of the last event>`. An unknown status, or an id
+        no failed event has, is a 422."""
+        choice("status", status, FAILED_EVENT_STATUSES)
+        older_than = None
+        if before is not None:
+            older_than = await ingest_repository.failed_event_position(db, before)
+            if older_than is None:
+                raise Invalid(f"before: no failed event {before}")
+        rows = await ingest_repository.failed_events_listing(
+            db, status=status, limit=limit, older_than=older_than
+        )
         return [FailedEventOut(*row) for row in rows]
 
     @get("/billing-health")

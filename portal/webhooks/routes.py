@@ -24,6 +24,10 @@ from portal.webhooks.schemas import (
 )
 
 ADMIN = {"scope": "admin"}
+EVENT_CURSOR_HELP = (
+    "An event id (`evt_…`): only the events listed after it (older, or as old with a lower id)."
+)
+ID_CURSOR_HELP = "A delivery id: only deliveries with a lower id (older)."
 
 
 class EndpointController(Controller):
@@ -92,9 +96,15 @@ class EventController(Controller):
         ] = None,
         customer_id: Annotated[str | None, QueryParameter(name="customerId", max_length=200)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        before: Annotated[str | None, QueryParameter(max_length=200, description=EVENT_CURSOR_HELP)] = None,
     ) -> list[Event]:
+        """Newest first (by `createdAt`, then `id`, both descending); page with
+        `before=<id of the last event>`. The cursor is an event id (`evt_…`), whatever the
+        filters: an id no event has is a 422."""
         wanted = choice("type", event_type, EVENT_TYPES)
-        return await service.list_events(db, event_type=wanted, customer_id=customer_id, limit=limit)
+        return await service.list_events(
+            db, event_type=wanted, customer_id=customer_id, limit=limit, before=before
+        )
 
     @get("/{event_id:str}")
     async def get_(self, event_id: FromPath[str], db: Db) -> Event:
@@ -123,10 +133,12 @@ class DeliveryController(Controller):
             ),
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        before: Annotated[int | None, QueryParameter(ge=1, le=ID_MAX, description=ID_CURSOR_HELP)] = None,
     ) -> list[Delivery]:
+        """Newest first (by id); page with `before=<id of the last delivery>`."""
         wanted = choice("status", status, DELIVERY_STATUSES)
         return await service.list_deliveries(
-            db, endpoint_id=endpoint_id, event_id=event_id, status=wanted, limit=limit
+            db, endpoint_id=endpoint_id, event_id=event_id, status=wanted, limit=limit, before=before
         )
 
     @get("/{delivery_id:int}")

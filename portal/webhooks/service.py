@@ -185,9 +185,23 @@ async def delete_endpoint(session: AsyncSession, endpoint_id: int, *, now: datet
 
 
 async def list_events(
-    session: AsyncSession, *, event_type: str | None, customer_id: str | None, limit: int = 100
+    session: AsyncSession,
+    *,
+    event_type: str | None,
+    customer_id: str | None,
+    limit: int = 100,
+    before: str | None = None,
 ) -> list[Event]:
-    return await repository.events(session, event_type=event_type, customer_id=customer_id, limit=limit)
+    """Newest first; `before` (an event id) starts after that event. Invalid for an id no
+    event has (it has no place in the order)."""
+    older_than = None
+    if before is not None:
+        older_than = await repository.event_position(session, before)
+        if older_than is None:
+            raise Invalid(f"before: no webhook event {before!r}; pass the id of the last event of a page")
+    return await repository.events(
+        session, event_type=event_type, customer_id=customer_id, limit=limit, older_than=older_than
+    )
 
 
 async def get_event(session: AsyncSession, event_id: str) -> Event:
@@ -204,9 +218,11 @@ async def list_deliveries(
     event_id: str | None = None,
     status: str | None = None,
     limit: int = 100,
+    before: int | None = None,
 ) -> list[Delivery]:
+    """Newest first (by id); `before` starts below that id."""
     return await repository.deliveries(
-        session, endpoint_id=endpoint_id, event_id=event_id, status=status, limit=limit
+        session, endpoint_id=endpoint_id, event_id=event_id, status=status, limit=limit, before_id=before
     )
 
 

@@ -39,8 +39,10 @@ from portal.alerting.repository.deliveries import (
     schedule_retry,
 )
 from portal.alerting.repository.firings import (
+    FiringPosition,
     crossings_unnotified,
     fired_levels,
+    firing_position,
     forecast_outcomes,
     insert_anomaly_firing,
     insert_threshold_firing,
@@ -64,6 +66,7 @@ from portal.alerting.repository.rules import (
 )
 
 __all__ = [
+    "FiringPosition",
     "active_channel_ids",
     "active_channels",
     "active_rule",
@@ -83,6 +86,7 @@ __all__ = [
     "disable_rule",
     "due_delivery_ids",
     "fired_levels",
+    "firing_position",
     "firings_deliveries",
     "forecast_outcomes",
     "insert_anomaly_firing",

@@ -207,14 +207,22 @@ def _deliveries() -> Any:
 
 
 async def deliveries_listing(
-    session: AsyncSession, *, customer_id: str | None, status: str | None, limit: int
+    session: AsyncSession,
+    *,
+    customer_id: str | None,
+    status: str | None,
+    limit: int,
+    before_id: int | None = None,
 ) -> list[Delivery]:
-    """The newest `limit` deliveries, of one customer and in one status when given."""
+    """The newest `limit` deliveries (by id), of one customer and in one status when given;
+    only ids below `before_id` when given (paging)."""
     statement = _deliveries()
     if customer_id is not None:
         statement = statement.where(col(DeliveryRow.customer_id) == customer_id)
     if status is not None:
         statement = statement.where(col(DeliveryRow.status) == status)
+    if before_id is not None:
+        statement = statement.where(col(DeliveryRow.id) < before_id)
     statement = statement.order_by(col(DeliveryRow.id).desc()).limit(limit)
     return [_delivery(row) for row in await session.execute(statement)]
 

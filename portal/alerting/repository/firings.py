@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, literal_column, or_, select
+from sqlalchemy import BigInteger, DateTime, and_, bindparam, func, literal_column, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -158,10 +158,41 @@ _RECENT_FIRINGS = (
     .limit(bindparam("limit"))
 )
 
+# Where a firing sits in that order: (fired_at, id). fired_at is the evaluation's clock, not
+# the insert's, so ids alone do not follow it.
+FiringPosition = tuple[datetime, int]
 
-async def recent_firings(session: AsyncSession, customer_id: str, *, limit: int) -> list[Firing]:
-    """The customer's `limit` most recent firings, newest first, each with its deliveries."""
-    rows = (await session.execute(_RECENT_FIRINGS, {"customer_id": customer_id, "limit": limit})).all()
+# The same, after a position (the last firing of the previous page).
+_OLDER_FIRINGS = _RECENT_FIRINGS.where(
+    tuple_(col(FiringRow.fired_at), col(FiringRow.id))
+    < tuple_(bindparam("older_at", type_=DateTime(timezone=True)), bindparam("older_id", type_=BigInteger))
+)
+
+
+async def firing_position(session: AsyncSession, customer_id: str, firing_id: int) -> FiringPosition | None:
+    """(fired_at, id) of the customer's firing, the key `recent_firings` pages by; None for
+    no such firing of this customer."""
+    statement = select(col(FiringRow.fired_at), col(FiringRow.id)).where(
+        col(FiringRow.customer_id) == customer_id, col(FiringRow.id) == firing_id
+    )
+    row = (await session.execute(statement)).first()
+    if row is None:
+        return None
+    fired_at, id_ = values(row)
+    return fired_at, int(id_)
+
+
+async def recent_firings(
+    session: AsyncSession, customer_id: str, *, limit: int, older_than: FiringPosition | None = None
+) -> list[Firing]:
+    """The customer's `limit` most recent firings, newest first (fired_at, then id), each
+    with its deliveries; only those after `older_than` in that order when given."""
+    if older_than is None:
+        rows = (await session.execute(_RECENT_FIRINGS, {"customer_id": customer_id, "limit": limit})).all()
+    else:
+        older_at, older_id = older_than
+        bound = {"customer_id": customer_id, "limit": limit, "older_at": older_at, "older_id": older_id}
+        rows = (await session.execute(_OLDER_FIRINGS, bound)).all()
     deliveries = await firings_deliveries(session, [values(row)[0] for row in rows])
     firings = []
     for row in rows:

@@ -32,10 +32,13 @@ from portal.ingest.repository.events import (
     stored_event,
 )
 from portal.ingest.repository.failed import (
+    FAILED_EVENT_STATUSES,
     FailedAttempt,
     FailedListed,
+    FailedPosition,
     FailedRecord,
     failed_event_key,
+    failed_event_position,
     failed_events_in_period,
     failed_events_listing,
     failed_events_outstanding,
@@ -59,12 +62,14 @@ from portal.ingest.repository.ledger import (
 )
 
 __all__ = [
+    "FAILED_EVENT_STATUSES",
     "USAGE_EVENT_COLUMNS",
     "ConflictRecord",
     "ConflictSeen",
     "EventRow",
     "FailedAttempt",
     "FailedListed",
+    "FailedPosition",
     "FailedRecord",
     "LedgerEntry",
     "LedgerHolding",
@@ -75,6 +80,7 @@ __all__ = [
     "copy_usage_events",
     "events_page",
     "failed_event_key",
+    "failed_event_position",
     "failed_events_in_period",
     "failed_events_listing",
     "failed_events_outstanding",

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import BigInteger, DateTime, bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -183,17 +183,40 @@ async def failed_events_outstanding(session: AsyncSession) -> tuple[int, datetim
     return int(failed), oldest
 
 
-async def failed_events_listing(session: AsyncSession, *, status: str, limit: int) -> list[tuple[Any, ...]]:
-    """Failed events with `status`, newest first, at most `limit`: (id, message_id,
-    customer_id, event_id, event, received_at, reason, failed_at, status)."""
+# The statuses a failed event can have (the table's check constraint).
+FAILED_EVENT_STATUSES = ("failed", "replayed", "discarded")
+
+# Where a failed event sits in the listing's order: (failed_at, id). failed_at is the
+# writing transaction's start, so ids of concurrent writers do not follow it.
+FailedPosition = tuple[datetime, int]
+
+
+async def failed_event_position(session: AsyncSession, failed_id: int) -> FailedPosition | None:
+    """(failed_at, id) of a failed event, whatever its status now, the key
+    `failed_events_listing` pages by; None when there is none of that id."""
+    statement = select(col(FailedEvent.failed_at), col(FailedEvent.id)).where(
+        col(FailedEvent.id) == failed_id
+    )
+    row: Any = (await session.execute(statement)).first()
+    return None if row is None else (row[0], int(row[1]))
+
+
+async def failed_events_listing(
+    session: AsyncSession, *, status: str, limit: int, older_than: FailedPosition | None = None
+) -> list[tuple[Any, ...]]:
+    """Failed events with `status`, newest first (failed_at, then id), at most `limit`, only
+    those after `older_than` in that order when given: (id, message_id, customer_id,
+    event_id, event, received_at, reason, failed_at, status)."""
     # Raw SQL: the admin API's listing (GET /v1/failed-events), as it has always read it.
+    older_at, older_id = older_than if older_than is not None else (None, None)
     rows = await session.execute(
         text(
             "SELECT id, message_id, customer_id, event_id, event, received_at, reason, "
             "failed_at, status FROM failed_events WHERE status = :s "
+            "AND (CAST(:oid AS bigint) IS NULL OR (failed_at, id) < (:oat, :oid)) "
             "ORDER BY failed_at DESC, id DESC LIMIT :l"
-        ),
-        {"s": status, "l": limit},
+        ).bindparams(bindparam("oat", type_=DateTime(timezone=True)), bindparam("oid", type_=BigInteger)),
+        {"s": status, "l": limit, "oat": older_at, "oid": older_id},
     )
     return [values(row) for row in rows]
 

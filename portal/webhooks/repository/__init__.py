@@ -21,9 +21,10 @@ from portal.webhooks.repository.endpoints import (
     insert_endpoint,
     update_endpoint,
 )
-from portal.webhooks.repository.reads import deliveries, event_by_id, events
+from portal.webhooks.repository.reads import EventPosition, deliveries, event_by_id, event_position, events
 
 __all__ = [
+    "EventPosition",
     "claim_delivery",
     "delete_endpoint",
     "deliveries",
@@ -33,6 +34,7 @@ __all__ = [
     "endpoint_by_id",
     "endpoints",
     "event_by_id",
+    "event_position",
     "events",
     "insert_attempt",
     "insert_deliveries",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -32,15 +33,41 @@ _EVENT = (
 )
 
 
+# Where an event sits in the listing's order: (created_at, id). Event ids are random
+# (`evt_` + hex), so the id alone cannot say what is older; it breaks ties in created_at
+# (the events of one change share it).
+EventPosition = tuple[datetime, str]
+
+
+async def event_position(session: AsyncSession, event_id: str) -> EventPosition | None:
+    """(created_at, id) of the event, the key `events` pages by; None for no such event."""
+    statement = select(col(EventRow.created_at), col(EventRow.id)).where(col(EventRow.id) == event_id)
+    row = (await session.execute(statement)).first()
+    if row is None:
+        return None
+    created_at, id_ = values(row)
+    return created_at, id_
+
+
 async def events(
-    session: AsyncSession, *, event_type: str | None, customer_id: str | None, limit: int
+    session: AsyncSession,
+    *,
+    event_type: str | None,
+    customer_id: str | None,
+    limit: int,
+    older_than: EventPosition | None = None,
 ) -> list[Event]:
-    """The newest events first, of one type and one customer when given."""
-    statement = select(*_EVENT).order_by(col(EventRow.created_at).desc(), col(EventRow.id)).limit(limit)
+    """The newest events first (created_at, then id, both descending), of one type and one
+    customer when given; only those after `older_than` in that order when given (the
+    position of the last event of the previous page)."""
+    created_at, id_ = col(EventRow.created_at), col(EventRow.id)
+    statement = select(*_EVENT).order_by(created_at.desc(), id_.desc()).limit(limit)
     if event_type is not None:
         statement = statement.where(col(EventRow.type) == event_type)
     if customer_id is not None:
         statement = statement.where(col(EventRow.customer_id) == customer_id)
+    if older_than is not None:
+        statement = statement.where(tuple_(created_at, id_) < tuple_(*older_than))
     return [_event(row) for row in await session.execute(statement)]
 
 
@@ -75,8 +102,10 @@ async def deliveries(
     status: str | None = None,
     delivery_id: int | None = None,
     limit: int = 100,
+    before_id: int | None = None,
 ) -> list[Delivery]:
-    """Deliveries, newest first, each with its attempts (oldest first)."""
+    """Deliveries, newest first (by id), each with its attempts (oldest first); only ids
+    below `before_id` when given (paging)."""
     statement = (
         select(*_DELIVERY)
         .join(EventRow, col(EventRow.id) == col(DeliveryRow.event_id))
@@ -92,6 +121,8 @@ async def deliveries(
         statement = statement.where(col(DeliveryRow.status) == status)
     if delivery_id is not None:
         statement = statement.where(col(DeliveryRow.id) == delivery_id)
+    if before_id is not None:
+        statement = statement.where(col(DeliveryRow.id) < before_id)
     found = []
     for row in await session.execute(statement):
         (
