@@ -10,6 +10,7 @@ earlier notes' line deltas, so an empty line list keeps a later re-rating from "
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
@@ -20,6 +21,7 @@ from portal.billing.currencies import minor_units
 from portal.billing.documents import owe_email
 from portal.billing.lifecycle import locked_invoice, next_number
 from portal.billing.repository import adjustments as adjustment_store
+from portal.billing.schemas import InvoiceRow
 from portal.infrastructure.domain_errors import Conflict, Invalid
 from portal.infrastructure.typed_numbers import DECIMAL_HINT, typed_decimal
 
@@ -46,15 +48,25 @@ def parse_amount(raw: str, currency: str) -> Decimal:
     return amount
 
 
-async def add_manual_adjustment(
-    session: AsyncSession, invoice_id: int, *, kind: str, amount: str, reason: str
-) -> tuple[int, str, str]:
-    """Write a credit note (less is owed) or debit note (more is owed) on a finalized invoice.
+@dataclass(frozen=True, slots=True)
+class PlannedNote:
+    """A manual note as it would be issued: checked, not written."""
 
-    Holds the customer's billing lock like every billing change. Returns (adjustment id,
-    note number, customer id). Raises Invalid for a bad kind, amount (a credit beyond what the
-    invoice charged after its notes) or an empty reason, Conflict unless the invoice is
-    finalized."""
+    invoice: InvoiceRow
+    kind: str
+    amount: Decimal  # signed: negative for a credit note
+    reason: str
+    amount_due_after: Decimal  # the invoice's adjusted total once it is issued
+
+
+async def plan_manual_adjustment(
+    session: AsyncSession, invoice_id: int, *, kind: str, amount: str, reason: str
+) -> PlannedNote:
+    """Check a credit note (less is owed) or debit note (more is owed) on a finalized
+    invoice, under the customer's billing lock, without writing it: what the confirmation
+    shows and what `add_manual_adjustment` issues. Raises Invalid for a bad kind, amount (a
+    credit beyond what the invoice charged after its notes) or an empty reason, Conflict
+    unless the invoice is finalized."""
     if kind not in SERIES:
         raise Invalid("kind: choose credit (less is owed) or debit (more is owed)")
     if not reason.strip():
@@ -68,18 +80,28 @@ async def add_manual_adjustment(
             "invoices are adjusted (a draft is simply recomputed)"
         )
     value = parse_amount(amount, invoice.currency)
+    notes = await adjustment_store.notes_sum(session, invoice.id)
     if kind == "credit":
         # A credit note gives back part of what the invoice charged, never more: its total
         # (prepaid credit drawn included: that was paid too) after the earlier notes. A
         # larger goodwill gesture is prepaid credit for later periods.
-        charged = invoice.total + invoice.credits_applied
-        left = charged + await adjustment_store.notes_sum(session, invoice.id)
+        left = invoice.total + invoice.credits_applied + notes
         if value > left:
             raise Invalid(
                 f"amount: at most {max(left, Decimal(0)):,f} {invoice.currency} can be credited: that "
                 "is what the invoice charged, less its earlier notes (grant prepaid credit for more)"
             )
     signed = value if kind == "debit" else -value
+    return PlannedNote(invoice, kind, signed, reason.strip(), invoice.total + notes + signed)
+
+
+async def add_manual_adjustment(
+    session: AsyncSession, invoice_id: int, *, kind: str, amount: str, reason: str
+) -> tuple[int, str, str]:
+    """Issue the note `plan_manual_adjustment` checks. Returns (adjustment id, note number,
+    customer id)."""
+    note = await plan_manual_adjustment(session, invoice_id, kind=kind, amount=amount, reason=reason)
+    invoice, signed = note.invoice, note.amount
     number = await next_number(session, SERIES[kind])
     adjustment_id = await adjustment_store.insert_adjustment(
         session,
@@ -90,7 +112,7 @@ async def add_manual_adjustment(
         discount_delta=Decimal(0),
         amount=signed,
         lines=[],
-        reason=reason.strip(),
+        reason=note.reason,
     )
     await owe_email(
         session,
@@ -106,7 +128,7 @@ async def add_manual_adjustment(
         number=number,
         kind=kind,
         amount=signed,
-        reason=reason.strip(),
+        reason=note.reason,
         origin="manual",
     )
     return adjustment_id, number, invoice.customer_id

@@ -82,6 +82,11 @@ async def test_manager_approves_adds_a_credit_note_and_voids_with_reasons(
     await expect(page.get_by_role("status")).to_have_text("Invoice INV-000002 was approved and numbered.")
     await reason.fill("Goodwill: API outage on the 3rd")
     await card.get_by_role("button", name="Add note").click()
+    # A confirmation names the signed amount and what is due after it; nothing is issued yet.
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Issue this credit note?")
+    await expect(page.locator("#confirm-amount")).to_have_text("EUR -4.50")
+    await expect(page.locator("#confirm-due")).to_have_text("EUR 49.50")
+    await page.get_by_role("button", name="Issue the credit note").click()
     await expect(page.get_by_role("status")).to_have_text("A note was added to invoice INV-000001.")
     card = page.locator(f"article#invoice-{acme['id']}")
     shown = await page_text(page, f"article#invoice-{acme['id']}")

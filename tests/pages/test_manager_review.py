@@ -250,10 +250,19 @@ async def test_manual_credit_note_counts_in_the_adjusted_total(
         assert f"Amount: {hint}" in comma.text, typed
     assert await pg.fetchval("SELECT count(*) FROM adjustments") == 0
 
+    # The form's note is first shown for confirmation, with its sign and what is due after it;
+    # nothing is issued until it is confirmed
+    asked = {"csrf_token": csrf, "kind": "credit", "amount": "10.00", "reason": "goodwill for the outage"}
+    confirm = await client.post(f"/portal/invoices/{invoice_id}/adjustments", data=asked)
+    assert confirm.status_code == 200, confirm.text
+    assert "<h1>Issue this credit note?</h1>" in confirm.text
+    assert '<span id="confirm-amount">EUR -10.00</span>' in confirm.text
+    assert '<strong id="confirm-due">EUR 240.00</strong>' in confirm.text
+    assert "“goodwill for the outage”" in confirm.text
+    assert '<input type="hidden" name="confirm" value="yes">' in confirm.text
+    assert await pg.fetchval("SELECT count(*) FROM adjustments") == 0
     done = await client.post(
-        f"/portal/invoices/{invoice_id}/adjustments",
-        data={"csrf_token": csrf, "kind": "credit", "amount": "10.00", "reason": "goodwill for the outage"},
-        follow_redirects=False,
+        f"/portal/invoices/{invoice_id}/adjustments", data={**asked, "confirm": "yes"}, follow_redirects=False
     )
     assert done.status_code == 303, done.text
     notes = (await client.get(f"/v1/invoices/{invoice_id}/adjustments", headers=auth(admin_key))).json()
@@ -266,7 +275,7 @@ async def test_manual_credit_note_counts_in_the_adjusted_total(
     assert tuple(entry) == ("invoice.adjust", "goodwill for the outage", "CN-000001")
     debit = await client.post(
         f"/portal/invoices/{invoice_id}/adjustments",
-        data={"csrf_token": csrf, "kind": "debit", "amount": "2.50", "reason": "fee"},
+        data={"csrf_token": csrf, "kind": "debit", "amount": "2.50", "reason": "fee", "confirm": "yes"},
     )
     assert debit.status_code == 200  # followed the redirect
     notes = (await client.get(f"/v1/invoices/{invoice_id}/adjustments", headers=auth(admin_key))).json()
@@ -283,7 +292,13 @@ async def test_manual_credit_note_counts_in_the_adjusted_total(
     assert await pg.fetchval("SELECT count(*) FROM adjustments") == 2
     everything = await client.post(
         f"/portal/invoices/{invoice_id}/adjustments",
-        data={"csrf_token": csrf, "kind": "credit", "amount": "242.50", "reason": "cancelled in full"},
+        data={
+            "csrf_token": csrf,
+            "kind": "credit",
+            "amount": "242.50",
+            "reason": "cancelled in full",
+            "confirm": "yes",
+        },
     )
     assert everything.status_code == 200
     invoice = (await client.get(f"/v1/invoices/{invoice_id}", headers=auth(admin_key))).json()

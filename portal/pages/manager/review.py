@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.accounts import audit
 from portal.accounts.schemas import AuditEntry
 from portal.billing.invoices import load_invoice
-from portal.billing.manual_adjustments import add_manual_adjustment
+from portal.billing.manual_adjustments import PlannedNote, add_manual_adjustment, plan_manual_adjustment
 from portal.billing.repository import invoices as invoice_store
 from portal.billing.review import review_queue
 from portal.billing.schemas import InvoiceRow
@@ -29,7 +29,7 @@ from portal.dependencies import Db, Portal
 from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
 from portal.infrastructure.periods import to_datetime
 from portal.pages.access import STAFF_GUARDS, check_owner, viewer
-from portal.pages.formatting import invoice_label
+from portal.pages.formatting import invoice_label, period_text
 from portal.pages.manager.common import audit_trail, customer_zones, visible_ids
 from portal.pages.web import PageController, page
 from portal.state import PortalState
@@ -171,6 +171,23 @@ def sentence(exc: Exception) -> str:
     return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
 
 
+async def _confirm_note(
+    request: Request[Any, Any, Any], db: AsyncSession, note: PlannedNote, data: dict[str, str]
+) -> Template:
+    invoice = note.invoice
+    zones = await customer_zones(db, {invoice.customer_id})
+    name, tz = zones.get(invoice.customer_id, (invoice.customer_id, "UTC"))
+    return page(
+        "manager/adjust.html",
+        request,
+        note=note,
+        customer_name=name,
+        label=invoice_label(invoice.number, invoice.period_start, tz),
+        period=period_text(invoice.period_start, invoice.period_end, tz),
+        values={k: data.get(k, "") for k in ("kind", "amount", "reason")},
+    )
+
+
 def _done(what: str, invoice_id: int) -> Redirect:
     return Redirect(f"/portal/review?done={what}&invoice={invoice_id}", status_code=303)
 
@@ -195,11 +212,23 @@ class ReviewController(PageController):
     async def adjust(
         self, request: Request[Any, Any, Any], invoice_id: FromPath[int], db: Db, portal: Portal
     ) -> Response[Any]:
-        """A manual credit or debit note: kind, amount and a required reason."""
+        """A manual credit or debit note: kind, amount and a required reason. Issued only
+        with `confirm=yes`: otherwise it is checked and a confirmation names the customer,
+        the invoice, the signed amount and what is due after it (a note cannot be undone;
+        a wrong one takes another note)."""
         invoice = await invoice_of(request, db, invoice_id)
         session = viewer(request)
         data = await form_fields(request)
         try:
+            if data.get("confirm") != "yes":
+                note = await plan_manual_adjustment(
+                    db,
+                    invoice_id,
+                    kind=data.get("kind", ""),
+                    amount=data.get("amount", ""),
+                    reason=data.get("reason", ""),
+                )
+                return await _confirm_note(request, db, note, data)
             async with db.begin_nested():
                 adjustment_id, number, customer_id = await add_manual_adjustment(
                     db,
