@@ -47,6 +47,7 @@ from portal.billing.views import (
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
 from portal.dependencies import Db, Portal, ReadDb
+from portal.http.created import created
 from portal.http.openapi_answers import error_answers
 from portal.http.query_params import choice, instant
 from portal.http.request_checks import ID_MAX
@@ -117,8 +118,8 @@ class PlanController(Controller):
     async def create(self, data: JSONBody[PlanCreate], db: Db) -> Response[Plan]:
         """201 with the plan; 200 if the same plan exists already; 409 if the id is taken
         by another definition; 422 naming the field for a bad charge."""
-        plan, created = await plans.create_plan(db, data)
-        return Response(plan, status_code=201 if created else 200)
+        plan, is_new = await plans.create_plan(db, data)
+        return created(plan, "plans", plan.id) if is_new else Response(plan, status_code=200)
 
     @get("/")
     async def list_(self, db: Db) -> list[Plan]:

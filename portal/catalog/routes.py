@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, get, post, put
+from litestar import Controller, Request, Response, get, post, put
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
@@ -13,6 +13,7 @@ from portal.accounts import audit
 from portal.catalog import service
 from portal.catalog.schemas import BillingDetails, Customer, CustomerCreate, Meter, MeterCreate
 from portal.dependencies import Db, Portal
+from portal.http.created import created
 from portal.http.openapi_answers import error_answers
 from portal.keys.guard import key_actor
 
@@ -31,14 +32,14 @@ class CustomerController(Controller):
     opt = ADMIN
 
     @post("/", status_code=201, responses=error_answers(409))
-    async def create(self, data: JSONBody[CustomerCreate], db: Db, portal: Portal) -> Customer:
-        """Create a customer; 409 if the id exists."""
+    async def create(self, data: JSONBody[CustomerCreate], db: Db, portal: Portal) -> Response[Customer]:
+        """Create a customer; 409 if the id exists. `Location` says where to read it."""
         try:
             customer = await service.create_customer(db, data)
         except service.AlreadyExists as exc:
             raise ConflictException(str(exc)) from exc
         portal.catalog.invalidate()
-        return customer
+        return created(customer, "customers", customer.id)
 
     @get("/")
     async def list_(

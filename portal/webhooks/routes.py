@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from portal.dependencies import Db, Portal
+from portal.http.created import created
 from portal.http.openapi_answers import error_answers
 from portal.http.query_params import choice
 from portal.http.request_checks import ID_MAX
@@ -38,16 +39,18 @@ class EndpointController(Controller):
     opt = ADMIN
 
     @post("/", status_code=201)
-    async def create(self, data: JSONBody[EndpointCreate], db: Db, portal: Portal) -> Endpoint:
+    async def create(self, data: JSONBody[EndpointCreate], db: Db, portal: Portal) -> Response[Endpoint]:
         """Checked now: a URL that is not http(s), or whose host is or resolves to an address
         the portal must not reach (loopback, private, link-local, metadata…), is a 422
-        naming the reason. The signing secret is in this answer only."""
-        return await service.create_endpoint(
+        naming the reason. The signing secret is in this answer only; `Location` says where
+        to read the endpoint."""
+        endpoint = await service.create_endpoint(
             db,
             data,
             secret_key=portal.settings.secret_key,
             allow_networks=portal.settings.destination_allow_networks,
         )
+        return created(endpoint, "webhook-endpoints", endpoint.id)
 
     @get("/")
     async def list_(self, db: Db) -> list[Endpoint]:
