@@ -1,5 +1,4 @@
-"""The layout of an invoice or note as a PDF (A4, DejaVu Sans for €, ₹ and every other
-sign a customer's name or address may hold).
+"""The layout of an invoice or note as a PDF (the page and its fonts: `document.py`).
 
 Pure: the bytes depend only on the arguments (the document's own dates are its creation
 date; no clock is read), so the same invoice always gives the same file."""
@@ -9,11 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
-from fpdf import FPDF
 from fpdf.enums import TableBordersLayout
 
+from portal.billing.pdf.document import FONT, GREY, Document
 from portal.billing.pdf.parties import Parties
 from portal.billing.pdf.text import (
     amount_text,
@@ -27,10 +25,7 @@ from portal.billing.pdf.text import (
 )
 from portal.billing.views import AdjustmentView, InvoiceView, LineView
 
-FONTS = Path(__file__).parent / "fonts"
-FONT = "DejaVu"
 _WIDTHS = (84, 30, 32, 34)  # description, quantity, unit price, amount (mm; 180 between margins)
-_GREY = (90, 90, 90)
 _RED = (190, 30, 30)
 
 
@@ -40,37 +35,19 @@ class Fact:
     value: str
 
 
-class _Document(FPDF):
-    def __init__(self, footer: str) -> None:
-        super().__init__(orientation="portrait", unit="mm", format="A4")
-        self._footer = footer
-        self.set_margins(15, 15, 15)
-        self.set_auto_page_break(auto=True, margin=20)
-        self.add_font(FONT, "", str(FONTS / "DejaVuSans.ttf"))
-        self.add_font(FONT, "B", str(FONTS / "DejaVuSans-Bold.ttf"))
-        self.set_producer("usage-portal")
-
-    def footer(self) -> None:
-        self.set_y(-14)
-        self.set_font(FONT, "", 8)
-        self.set_text_color(*_GREY)
-        self.cell(0, 5, f"{self._footer} · page {self.page_no()} of {{nb}}", align="C")
-        self.set_text_color(0, 0, 0)
-
-
-def _start(title: str, footer: str, created: datetime) -> _Document:
-    pdf = _Document(footer)
+def _start(title: str, footer: str, created: datetime) -> Document:
+    pdf = Document(footer)
     pdf.set_title(title)
     pdf.set_creation_date(created.astimezone(UTC))
     pdf.add_page()
     return pdf
 
 
-def _block(pdf: _Document, x: float, y: float, width: float, heading: str, lines: list[str]) -> float:
+def _block(pdf: Document, x: float, y: float, width: float, heading: str, lines: list[str]) -> float:
     """A heading and its lines at (x, y); returns where the block ends."""
     pdf.set_xy(x, y)
     pdf.set_font(FONT, "", 8)
-    pdf.set_text_color(*_GREY)
+    pdf.set_text_color(*GREY)
     pdf.cell(width, 4.5, heading.upper(), new_x="LMARGIN", new_y="NEXT")
     pdf.set_text_color(0, 0, 0)
     for index, line in enumerate(lines):
@@ -80,7 +57,7 @@ def _block(pdf: _Document, x: float, y: float, width: float, heading: str, lines
     return pdf.get_y()
 
 
-def _header(pdf: _Document, parties: Parties, title: str, facts: list[Fact]) -> None:
+def _header(pdf: Document, parties: Parties, title: str, facts: list[Fact]) -> None:
     seller = parties.issuer
     issuer_lines = [seller.name, *seller.address]
     if seller.tax_id:
@@ -101,7 +78,7 @@ def _header(pdf: _Document, parties: Parties, title: str, facts: list[Fact]) -> 
     # The facts, right column: label and value on one line each.
     pdf.set_xy(110, top)
     pdf.set_font(FONT, "", 8)
-    pdf.set_text_color(*_GREY)
+    pdf.set_text_color(*GREY)
     pdf.cell(85, 4.5, "DETAILS", new_x="LMARGIN", new_y="NEXT")
     pdf.set_text_color(0, 0, 0)
     for fact in facts:
@@ -116,7 +93,7 @@ def _header(pdf: _Document, parties: Parties, title: str, facts: list[Fact]) -> 
 
 
 def _void_stamp(
-    pdf: _Document, voided_on: str, reason: str | None, *, with_invoice: str | None = None
+    pdf: Document, voided_on: str, reason: str | None, *, with_invoice: str | None = None
 ) -> None:
     """A large VOID across the first page (faint, so the lines stay legible), and why,
     under the header. `with_invoice`: the number of the void invoice a note is void with."""
@@ -143,7 +120,7 @@ def _quantity(value: str) -> str:
     return grouped(value)
 
 
-def _lines_table(pdf: _Document, invoice: InvoiceView, tz_name: str) -> None:
+def _lines_table(pdf: Document, invoice: InvoiceView, tz_name: str) -> None:
     cur = invoice.currency
     pdf.set_font(FONT, "", 9)
     with pdf.table(
@@ -200,7 +177,7 @@ def _line_rows(table: object, line: LineView, cur: str, share: str) -> None:
             sub.cell(amount_text(t.amount, cur))
 
 
-def _totals(pdf: _Document, rows: list[tuple[str, str]], *, last_bold: bool = True) -> None:
+def _totals(pdf: Document, rows: list[tuple[str, str]], *, last_bold: bool = True) -> None:
     pdf.ln(4)
     for index, (label, value) in enumerate(rows):
         bold = last_bold and index == len(rows) - 1
@@ -218,7 +195,7 @@ def _totals(pdf: _Document, rows: list[tuple[str, str]], *, last_bold: bool = Tr
         )
 
 
-def _payment(pdf: _Document, parties: Parties, due_line: str | None) -> None:
+def _payment(pdf: Document, parties: Parties, due_line: str | None) -> None:
     pdf.ln(6)
     pdf.set_font(FONT, "", 9)
     if due_line:
