@@ -102,7 +102,10 @@ async def settle_late_events(session: AsyncSession, invoice_id: int, *, now: dat
     adjustment_id = None
     if amount != 0:
         kind = "debit" if amount > 0 else "credit"
-        reason = _reason(pending, corrections, invoice.number or "")
+        # Late events settled before without a note changed no amount then; this note's
+        # quantities include theirs, so it names them too.
+        carried = await adjustment_store.noteless_late_event_count(session, invoice_id)
+        reason = _reason(pending + carried, corrections, invoice.number or "")
         number = await next_number(session, "DN" if kind == "debit" else "CN")
         adjustment_id = await adjustment_store.insert_adjustment(
             session,

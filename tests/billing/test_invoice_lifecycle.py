@@ -173,6 +173,50 @@ async def test_approved_invoice_then_late_events_become_one_exact_credit_note(
     assert (view["total"], view["adjustedTotal"], view["number"]) == ("91.89", "83.16", "INV-000001")
 
 
+async def test_a_note_names_the_late_events_that_changed_no_amount_before_it(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    billed_customer: ClosedPeriod,
+    redis: Redis,
+    pg: Any,
+) -> None:
+    # Given INV-000001 issued with 200 EU calls at 0.003 (USD 0.60)
+    closed = billed_customer
+    invoice = await draft(client, admin_key, "acme", _month(closed))
+    approved = await client.post(f"/v1/invoices/{invoice['id']}/approve", headers=auth(admin_key), json={})
+    assert approved.status_code == 200, approved.text
+    at = closed.ms(closed.period.start + timedelta(hours=3))
+
+    async def send_late(event_id: str, quantity: int) -> None:
+        late = event(quantity=quantity, timestamp=at, dimensions={"region": "eu"}, event_id=event_id)
+        assert (await client.post("/v1/events", headers=auth(ingest_key), json=late)).status_code == 202
+        await wait_until_persisted(redis)
+
+    # When one late EU call arrives (201 calls: still USD 0.60, no note), then two more
+    # (203 calls: USD 0.61)
+    await send_late("late-1", 1)
+
+    async def settled() -> bool:
+        return bool(
+            await pg.fetchval("SELECT settled_at IS NOT NULL FROM late_events WHERE event_id = 'late-1'")
+        )
+
+    await wait_for(settled, what="the first late event settled without a note")
+    assert (await client.get(f"/v1/invoices/{invoice['id']}", headers=auth(admin_key))).json()[
+        "adjustments"
+    ] == []
+    await send_late("late-2", 2)
+
+    # Then the note's quantity change is both events' (3), and it names both
+    view = await wait_for(lambda: _with_adjustments(client, admin_key, invoice["id"]), what="the note")
+    [note] = view["adjustments"]
+    assert (note["number"], note["amount"]) == ("DN-000001", "0.01")
+    assert {line["chargeKey"]: line["quantityDelta"] for line in note["lines"]}["calls-eu"] == "3"
+    assert (note["eventIds"], note["eventCount"]) == (["late-1", "late-2"], 2)
+    assert note["reason"] == "2 events arrived after INV-000001 was finalized"
+
+
 async def test_a_duplicate_after_finalization_adjusts_nothing(
     client: AsyncTestClient[Any],
     admin_key: str,

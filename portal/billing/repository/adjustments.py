@@ -145,6 +145,22 @@ async def unsettled_late_event_count(session: AsyncSession, invoice_id: int) -> 
     return int(count)
 
 
+async def noteless_late_event_count(session: AsyncSession, invoice_id: int) -> int:
+    """The invoice's late events settled without a note (they changed no amount then): a
+    later note's re-rating counts their usage too."""
+    statement = (
+        select(func.count())
+        .select_from(LateEvent)
+        .where(
+            col(LateEvent.invoice_id) == invoice_id,
+            col(LateEvent.settled_at).is_not(None),
+            col(LateEvent.adjustment_id).is_(None),
+        )
+    )
+    count: Any = (await session.execute(statement)).scalar_one()
+    return int(count)
+
+
 async def unsettled_late_events_total(session: AsyncSession) -> int:
     """How many late events, of all invoices, wait for their adjustment."""
     statement = select(func.count()).select_from(LateEvent).where(col(LateEvent.settled_at).is_(None))
@@ -166,7 +182,8 @@ async def settle_late_events_of(
     session: AsyncSession, invoice_id: int, *, settled_at: datetime, adjustment_id: int | None = None
 ) -> None:
     """Mark the invoice's unsettled late events settled, by the note `adjustment_id`, or by
-    none (nothing changed the amount, or the invoice was voided: its reissue counts them)."""
+    none (nothing changed the amount, or the invoice was voided: its reissue counts them).
+    A note also takes the events settled earlier without one: its quantities include theirs."""
     statement = (
         update(LateEvent)
         .where(col(LateEvent.invoice_id) == invoice_id, col(LateEvent.settled_at).is_(None))
@@ -174,6 +191,13 @@ async def settle_late_events_of(
         .execution_options(**NO_SYNC)
     )
     await session.execute(statement)
+    if adjustment_id is not None:
+        await session.execute(
+            update(LateEvent)
+            .where(col(LateEvent.invoice_id) == invoice_id, col(LateEvent.adjustment_id).is_(None))
+            .values(adjustment_id=adjustment_id)
+            .execution_options(**NO_SYNC)
+        )
 
 
 async def late_event_trace(session: AsyncSession, customer_id: str, event_id: str) -> tuple[Any, ...] | None:
