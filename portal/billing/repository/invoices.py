@@ -489,15 +489,19 @@ async def finalized_periods_reaching(
 
     Raw asyncpg, not the session: it runs inside the ingest worker's per-batch transaction,
     on the connection that holds it (and its shared billing locks)."""
-    records: list[Any] = await conn.fetch(
-        "SELECT id, customer_id, status, period_start, period_end FROM invoices "
-        "WHERE customer_id = ANY($1) AND period_end > $2 "
-        "AND (status = 'finalized' OR (status = 'draft' AND period_end <= $3))",
-        customer_ids,
-        since,
-        drafts_ended_by,
-    )
+    records: list[Any] = await conn.fetch(_PERIODS_REACHING, customer_ids, since, drafts_ended_by)
     return records
+
+
+# Two selects, not one with OR, so each keeps its index: finalized invoices by
+# `invoices_finalized`, drafts by `invoices_one_per_period` (this runs in every persist).
+_PERIODS_REACHING = """
+    SELECT id, customer_id, status, period_start, period_end FROM invoices
+        WHERE status = 'finalized' AND customer_id = ANY($1) AND period_end > $2
+    UNION ALL
+    SELECT id, customer_id, status, period_start, period_end FROM invoices
+        WHERE status = 'draft' AND customer_id = ANY($1) AND period_end > $2 AND period_end <= $3
+"""
 
 
 async def invoices_starting(
