@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import dramatiq
 
 from portal.billing.adjustments import settle_late_events
+from portal.billing.credits import REFRESH_DRAFT_ACTOR
 from portal.billing.document_email import send_document_email
 from portal.billing.documents import EMAIL_ACTOR
 from portal.billing.invoices import refresh_draft
@@ -27,7 +28,6 @@ from workers.context import WorkerContext, get_context
 from workers.outages import periodic
 
 SETTLE_ACTOR = "settle_late_events"
-REFRESH_DRAFT_ACTOR = "refresh_ended_draft"
 # Late events arrive in bursts: one re-rating of a draft for each few seconds of them.
 DRAFT_REFRESH_DELAY_MS = 2_000
 log = logging.getLogger(__name__)

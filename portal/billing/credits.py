@@ -10,12 +10,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.billing import announcements
 from portal.billing.rating import round_money
 from portal.billing.repository import credits as credit_store
+from portal.billing.repository import invoices as invoice_store
 from portal.billing.schemas import CreditGrantCreate
 from portal.billing.views import money_text
 from portal.catalog.service import get_customer
 from portal.http.schemas import CamelStruct
+from portal.infrastructure.broker import MAINTENANCE_QUEUE
 from portal.infrastructure.domain_errors import Invalid, NotFound
+from portal.infrastructure.jobs import after_commit
 from portal.infrastructure.periods import local_midnight
+
+# The job that re-rates a draft of an ended period (workers/billing.py).
+REFRESH_DRAFT_ACTOR = "refresh_ended_draft"
 
 
 class CreditGrant(CamelStruct):
@@ -36,7 +42,11 @@ class CreditBalance(CamelStruct):
     grants: list[CreditGrant]
 
 
-async def grant_credit(session: AsyncSession, customer_id: str, data: CreditGrantCreate) -> CreditGrant:
+async def grant_credit(
+    session: AsyncSession, customer_id: str, data: CreditGrantCreate, *, now: datetime
+) -> CreditGrant:
+    """Grant prepaid credit; the customer's drafts of ended periods (awaiting review) are
+    re-rated after the commit, so the review queue shows the credit they will draw."""
     customer = await get_customer(session, customer_id)
     if customer is None:
         raise NotFound(f"no customer {customer_id!r}")
@@ -54,6 +64,8 @@ async def grant_credit(session: AsyncSession, customer_id: str, data: CreditGran
         description=data.description,
         expires_at=expires_at,
     )
+    for invoice_id in await invoice_store.ended_draft_ids(session, customer_id, now):
+        after_commit(session, REFRESH_DRAFT_ACTOR, MAINTENANCE_QUEUE, invoice_id)
     grants = await credit_balance(session, customer_id, currency=customer.currency)
     return next(g for g in grants.grants if g.id == grant_id)
 
@@ -98,7 +110,8 @@ async def available_credit(session: AsyncSession, customer_id: str, *, usable_at
 async def credits_usable(session: AsyncSession, usable_at: dict[str, datetime]) -> dict[str, Decimal]:
     """For each customer, the credit its invoice for the period ending at its instant may
     draw: what is left of grants not expired then (credit that expired during the period
-    still counts for it), less what its drafts of earlier periods will draw when approved.
+    still counts for it), less what its drafts of earlier periods will draw when approved
+    (each as much as it charges before credit, from what is left for it).
     Without that, credit granted while a period awaits review was shown on that draft and
     again on the next period's cost. Two reads for all the customers."""
     if not usable_at:
@@ -122,8 +135,9 @@ def left_after_claims(
     grants: list[tuple[datetime | None, Decimal]], claims: list[tuple[datetime, Decimal]], usable_at: datetime
 ) -> Decimal:
     """Credit usable at `usable_at` from `grants` (expiry, what is left) once each claim
-    (an earlier period's end, an amount) has drawn what it will, as `draw_credit` draws:
-    from the grants usable at its period's end, the soonest to expire first."""
+    (an earlier period's end, what it charges before credit) has drawn what it will, as
+    `draw_credit` draws: up to its amount, from the grants usable at its period's end, the
+    soonest to expire first."""
     expiries = sorted((g for g in grants if g[1] > 0), key=lambda g: (g[0] is None, g[0]))
     remaining = [r for _, r in expiries]
     for period_end, amount in sorted(claims):

@@ -160,10 +160,10 @@ class CustomerBillingController(Controller):
 
     @post("/credits", status_code=201)
     async def grant(
-        self, customer_id: FromPath[str], data: JSONBody[CreditGrantCreate], db: Db
+        self, customer_id: FromPath[str], data: JSONBody[CreditGrantCreate], db: Db, portal: Portal
     ) -> credits.CreditGrant:
         """Grant prepaid credit in the customer's currency."""
-        return await credits.grant_credit(db, customer_id, data)
+        return await credits.grant_credit(db, customer_id, data, now=portal.now())
 
     @get("/invoices/preview")
     async def preview_(self, customer_id: FromPath[str], db: Db, portal: Portal) -> PreviewView:

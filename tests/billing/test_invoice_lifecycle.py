@@ -376,6 +376,35 @@ async def test_credit_an_unapproved_draft_will_draw_is_not_offered_to_the_next_p
     assert (current["creditsApplied"], current["total"]) == ("8.11", "35.99")
 
 
+async def test_credit_granted_after_a_draft_was_rated_goes_to_that_draft_first(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    billed_customer: ClosedPeriod,
+    worker: WorkerProcess,
+) -> None:
+    # Given the ended period's draft rated with no credit (USD 91.89 to pay)
+    ended = await draft(client, admin_key, "acme", _month(billed_customer))
+    assert (ended["creditsApplied"], ended["total"]) == ("0.00", "91.89")
+
+    # When USD 100.00 is granted, and nobody opens that draft
+    granted = await client.post(
+        "/v1/customers/acme/credits", headers=auth(admin_key), json={"amount": "100.00"}
+    )
+    assert granted.status_code == 201, granted.text
+
+    # Then the running period is offered only what that draft will leave (100 - 91.89)
+    preview = (await client.get("/v1/customers/acme/invoices/preview", headers=auth(admin_key))).json()
+    assert (preview["soFar"]["creditsApplied"], preview["soFar"]["total"]) == ("8.11", "35.99")
+
+    # And the review queue shows the draft with the credit it will draw, re-rated by itself
+    async def queued() -> bool:
+        queue = (await client.get("/v1/review-queue", headers=auth(admin_key))).json()
+        mine = next(item["invoice"] for item in queue if item["invoice"]["id"] == ended["id"])
+        return bool(mine["total"] == "0.00")
+
+    await wait_for(queued, timeout=20, what="the draft re-rated with the new credit")
+
+
 async def _with_adjustments(client: AsyncTestClient[Any], key: str, invoice_id: int) -> dict[str, Any] | None:
     view: dict[str, Any] = (await client.get(f"/v1/invoices/{invoice_id}", headers=auth(key))).json()
     return view if view["adjustments"] else None

@@ -105,14 +105,16 @@ async def credit_left_by_grant(
 async def draft_credit_claims(
     session: AsyncSession, customer_ids: Sequence[str]
 ) -> list[tuple[str, datetime, Decimal]]:
-    """(customer id, period end, credit applied) of every draft of these customers that
-    applies prepaid credit: what approving it will draw."""
-    statement = select(col(Invoice.customer_id), col(Invoice.period_end), col(Invoice.credits_applied)).where(
+    """(customer id, period end, amount before credit) of every draft of these customers
+    that charges something: the most approving it may draw from their prepaid credit (its
+    total as last rated plus the credit it applied then)."""
+    chargeable = col(Invoice.total) + col(Invoice.credits_applied)
+    statement = select(col(Invoice.customer_id), col(Invoice.period_end), chargeable).where(
         col(Invoice.customer_id).in_(list(customer_ids)),
         col(Invoice.status) == "draft",
-        col(Invoice.credits_applied) > 0,
+        chargeable > 0,
     )
-    return [(str(c), end, applied) for c, end, applied in await session.execute(statement)]
+    return [(str(c), end, amount) for c, end, amount in await session.execute(statement)]
 
 
 async def insert_credit_application(

@@ -479,6 +479,16 @@ async def next_document_number(session: AsyncSession, series: str) -> int:
 # --- on the ingest worker's connection, inside its persist transaction
 
 
+async def ended_draft_ids(session: AsyncSession, customer_id: str, now: datetime) -> list[int]:
+    """The customer's drafts of periods that ended by `now` (awaiting review, or in grace)."""
+    statement = select(col(Invoice.id)).where(
+        col(Invoice.customer_id) == customer_id,
+        col(Invoice.status) == "draft",
+        col(Invoice.period_end) <= now,
+    )
+    return [int(i) for i in (await session.scalars(statement)).all() if i is not None]
+
+
 async def finalized_periods_reaching(
     conn: Any, customer_ids: Sequence[str], since: datetime, *, drafts_ended_by: datetime | None = None
 ) -> list[Any]:
