@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from portal.infrastructure.queues import ALERTS_QUEUE, INGEST_QUEUE, MAINTENANCE_QUEUE, QUEUES
 from portal.infrastructure.settings import Settings, from_environment
 
 # Where the running `up` of a data dir serves (its links' base), for the commands beside it.
@@ -253,6 +254,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
         "--threads",
         str(args.threads),
     ]
+    if args.queues:
+        argv += ["--queues", *args.queues]
     os.execve(sys.executable, argv, _child_env(settings))
 
 
@@ -356,7 +359,14 @@ def _run_up(args: argparse.Namespace, settings: Settings, supervisor: Any) -> No
     env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     me = [sys.executable, "-m", "portal.cli.main"]
     supervisor.add_role(RoleSpec("web", [*me, "web", "--host", args.host, "--port", str(args.port)], env))
-    supervisor.add_role(RoleSpec("worker", [*me, "worker", "--processes", "1", "--threads", "4"], env))
+    # Notices (alert evaluation and delivery, billing webhooks) in a worker of their own: a
+    # send waits on someone else's server (up to twice its timeout), and four slow ones held
+    # every thread of a shared worker, so events stopped being persisted meanwhile.
+    worker = [*me, "worker", "--processes", "1"]
+    supervisor.add_role(
+        RoleSpec("worker", [*worker, "--threads", "4", "--queues", INGEST_QUEUE, MAINTENANCE_QUEUE], env)
+    )
+    supervisor.add_role(RoleSpec("notices", [*worker, "--threads", "2", "--queues", ALERTS_QUEUE], env))
     supervisor.add_role(RoleSpec("scheduler", [*me, "scheduler"], env))
     url = f"http://{args.host}:{args.port}"
     if not _wait_healthy(url, supervisor):
@@ -458,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="a Dramatiq worker alone")
     worker.add_argument("--processes", type=int, default=1)
     worker.add_argument("--threads", type=int, default=4)
+    worker.add_argument("--queues", nargs="+", choices=QUEUES, help="only these queues (default: every one)")
     worker.set_defaults(func=cmd_worker)
 
     sub.add_parser("scheduler", help="the periodic job scheduler alone").set_defaults(func=cmd_scheduler)
@@ -490,8 +501,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="stores, roles, queue depths, lag, failed events, drift, the last "
         "reconcile; exits 1 when something needs an operator",
     ).set_defaults(func=cmd_status)
-
-    from portal.infrastructure.broker import INGEST_QUEUE, QUEUES
 
     dead = sub.add_parser("dead-letters", help="messages the workers gave up on")
     dead_sub = dead.add_subparsers(dest="dead_letters_command", required=True)

@@ -33,6 +33,10 @@ from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.middleware import AsyncIO, CurrentMessage
 
 from portal.infrastructure.enqueue_patience import EnqueuePatience
+from portal.infrastructure.queues import ALERTS_QUEUE as ALERTS_QUEUE
+from portal.infrastructure.queues import INGEST_QUEUE as INGEST_QUEUE
+from portal.infrastructure.queues import MAINTENANCE_QUEUE as MAINTENANCE_QUEUE
+from portal.infrastructure.queues import QUEUES as QUEUES
 from portal.infrastructure.rabbitmq_broker import ResilientRabbitmqBroker, is_amqp_url
 from portal.infrastructure.settings import Settings
 
@@ -40,11 +44,6 @@ log = logging.getLogger(__name__)
 
 # Dramatiq's Redis broker's key prefix (its default, which setup_broker keeps).
 REDIS_NAMESPACE = "dramatiq"
-INGEST_QUEUE = "ingest"
-MAINTENANCE_QUEUE = "maintenance"
-# Alert evaluation and delivery: never stuck behind a backlog of ingest or maintenance.
-ALERTS_QUEUE = "alerts"
-QUEUES = (INGEST_QUEUE, MAINTENANCE_QUEUE, ALERTS_QUEUE)
 
 _broker: ResilientRedisBroker | ResilientRabbitmqBroker | None = None
 

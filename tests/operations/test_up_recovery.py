@@ -335,14 +335,19 @@ def test_up_brings_back_whatever_is_killed_under_load_with_exact_totals() -> Non
         def role(needle: str) -> Callable[[], int | None]:
             return lambda: next(iter(_children(up.process.pid, needle)), None)
 
+        # Two Dramatiq workers: ingest and maintenance, and the notices (alerts, webhooks).
+        ingest_worker = "dramatiq workers.main --processes 1 --threads 4 --queues ingest maintenance"
+        notices_worker = "dramatiq workers.main --processes 1 --threads 2 --queues alerts"
+
         def worker_child() -> int | None:
-            master = role("dramatiq workers.main")()
-            return next(iter(_children(master, "dramatiq workers.main")), None) if master else None
+            master = role(ingest_worker)()
+            return next(iter(_children(master, ingest_worker)), None) if master else None
 
         targets: list[tuple[str, Callable[[], int | None]]] = [
             ("web", role("portal.cli.main web")),
-            ("worker (the Dramatiq master)", role("dramatiq workers.main")),
+            ("worker (the Dramatiq master)", role(ingest_worker)),
             ("worker (a Dramatiq worker process)", worker_child),
+            ("notices (the Dramatiq master)", role(notices_worker)),
             ("scheduler", role("portal.cli.main scheduler")),
             ("demo-trickle", role("portal.cli.main demo-trickle")),
             ("valkey", lambda: _pidfile(data_dir / "valkey" / "valkey.pid")),
@@ -388,6 +393,7 @@ def test_up_brings_back_whatever_is_killed_under_load_with_exact_totals() -> Non
         for name, prefix in (
             ("web", "web"),
             ("worker (the Dramatiq master)", "worker"),
+            ("notices (the Dramatiq master)", "notices"),
             ("scheduler", "scheduler"),
             ("demo-trickle", "demo-trickle"),
             ("valkey", "valkey"),
