@@ -195,7 +195,7 @@ async def correct_and_apply(
     except NotFound:
         # Not in the ledger yet may mean not persisted yet: the edge's marker says whether
         # it was accepted a moment ago (a 409 to retry, not a 404 to give up on).
-        if await _accepted_recently(live, asked, now):
+        if await accepted_recently(live, asked.customer_id, asked.event_id, now):
             raise Conflict(NOT_RECORDED_YET.format(event_id=asked.event_id)) from None
         raise
     assert correction.id is not None
@@ -211,10 +211,12 @@ async def correct_and_apply(
 NOT_RECORDED_YET = "event {event_id!r} is accepted but not recorded yet: try again in a few seconds"
 
 
-async def _accepted_recently(live: LiveStore, asked: CorrectionAsked, now: datetime) -> bool:
+async def accepted_recently(live: LiveStore, customer_id: str, event_id: str, now: datetime) -> bool:
+    """Whether the edge accepted this event id within its marker window (so it may not be
+    persisted yet); False when Redis cannot say (the ledger's answer stands)."""
     try:
-        return await live.accepted_recently(asked.customer_id, asked.event_id, int(now.timestamp() * 1000))
-    except (RedisError, OSError):  # no edge to ask: the ledger's answer stands
+        return await live.accepted_recently(customer_id, event_id, int(now.timestamp() * 1000))
+    except (RedisError, OSError):
         return False
 
 

@@ -25,7 +25,7 @@ from portal.http.openapi_answers import error_answers
 from portal.infrastructure import metrics
 from portal.infrastructure.http_errors import ServiceUnavailable
 from portal.ingest import quality
-from portal.ingest.corrections import CorrectionAsked, correct_and_apply
+from portal.ingest.corrections import CorrectionAsked, accepted_recently, correct_and_apply
 from portal.ingest.models import EventCorrection
 from portal.ingest.openapi import EventBatchOperation, SingleEventOperation
 from portal.ingest.repository import corrections as correction_store
@@ -336,10 +336,16 @@ class EventCorrectionController(Controller):
         event_id: FromPath[str],
         customer_id: Annotated[str, QueryParameter(name="customerId", max_length=128)],
         db: Db,
+        portal: Portal,
     ) -> list[CorrectionOut]:
-        """The event's corrections, oldest first (an empty list for an event never corrected;
-        404 for an event the portal does not hold)."""
+        """The event's corrections, oldest first (an empty list for an event never corrected,
+        also one accepted a moment ago and not persisted yet; 404 for an event the portal
+        never accepted, or no longer holds)."""
         rows = await correction_store.corrections_of_event(db, customer_id, event_id)
-        if not rows and await correction_store.recorded_event(db, customer_id, event_id) is None:
+        if (
+            not rows
+            and await correction_store.recorded_event(db, customer_id, event_id) is None
+            and not await accepted_recently(portal.live, customer_id, event_id, portal.now())
+        ):
             raise NotFoundException(f"no event {event_id!r} of customer {customer_id!r}")
         return [correction_out(r) for r in rows]

@@ -218,5 +218,9 @@ async def test_a_correction_before_the_event_is_persisted_is_a_409_to_retry(
 
     # Then the first is "try again" (the client retries a 409), the second unknown
     assert early["detail"] == "event 'fresh' is accepted but not recorded yet: try again in a few seconds"
+    listed = await client.get("/v1/events/fresh/corrections?customerId=acme", headers=auth(ingest_key))
+    assert (listed.status_code, listed.json()) == (200, [])  # accepted, never corrected
+    unknown = await client.get("/v1/events/never-sent/corrections?customerId=acme", headers=auth(ingest_key))
+    assert unknown.status_code == 404
     assert "no event 'never-sent'" in never["detail"]
     assert await pg.fetchval("SELECT count(*) FROM event_corrections") == 0
