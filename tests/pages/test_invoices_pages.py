@@ -192,16 +192,13 @@ async def test_customer_name_is_escaped_on_invoices(
         assert "<script>alert(1)</script>" not in page.text
 
 
-async def test_tiers_and_a_late_event_debit_note_with_its_line_deltas(
-    client: Client,
-    admin_key: str,
-    ingest_key: str,
-    worker: WorkerProcess,
-    redis: Redis,
-    pg: asyncpg.Connection,
-) -> None:
+async def issued_with_late_calls(
+    client: Client, admin_key: str, ingest_key: str, redis: Redis, name: str = "Acme Inc"
+) -> tuple[dict[str, Any], int]:
+    """acme (USD, on PLAN) with INV-000001 issued for its closed period's 1,500 calls
+    (USD 22.00), and the instant (ms) those calls were made, for late events to follow."""
     closed = closed_period(TZ)
-    await make_customer(client, admin_key, id="acme", timezone=TZ, currency="USD")
+    await make_customer(client, admin_key, id="acme", name=name, timezone=TZ, currency="USD")
     await make_meter(client, admin_key)
     await create_plan(client, admin_key, PLAN)
     await subscribe(
@@ -223,6 +220,19 @@ async def test_tiers_and_a_late_event_debit_note_with_its_line_deltas(
     invoice = await draft(client, admin_key, "acme", month_of(closed.period, TZ))
     approved = await client.post(f"/v1/invoices/{invoice['id']}/approve", headers=auth(admin_key), json={})
     assert approved.status_code == 200, approved.text
+    assert (approved.json()["number"], approved.json()["total"]) == ("INV-000001", "22.00")
+    return dict(approved.json()), during
+
+
+async def test_tiers_and_a_late_event_debit_note_with_its_line_deltas(
+    client: Client,
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
+    pg: asyncpg.Connection,
+) -> None:
+    invoice, during = await issued_with_late_calls(client, admin_key, ingest_key, redis)
     late = await client.post(
         "/v1/events/batch",
         headers=auth(ingest_key),

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import io
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import asyncpg
 import pypdf
 from redis.asyncio import Redis
 
 from portal.billing.pdf.text import day_text, local_date
-from tests.billing.conftest import closed_period, create_plan, draft, month_of, subscribe
-from tests.conftest import WorkerProcess, wait_for, wait_until_persisted
-from tests.factories import auth, event, make_customer, make_meter
+from tests.conftest import WorkerProcess, wait_for
+from tests.factories import auth, event
 from tests.pages.helpers import Client
-from tests.pages.test_invoices_pages import PLAN, TZ, as_admin, as_customer
+from tests.pages.test_invoices_pages import TZ, as_admin, as_customer, issued_with_late_calls
 
 REASON = "Reissued with the late usage"
 
@@ -37,31 +36,8 @@ async def test_voiding_an_invoice_voids_its_late_event_debit_note(
     pg: asyncpg.Connection,
 ) -> None:
     # Given INV-000001 (USD 22.00: 1,500 calls) and DN-000001 (USD 0.50) for 100 late calls
-    closed = closed_period(TZ)
-    await make_customer(client, admin_key, id="acme", name="Acme Inc", timezone=TZ, currency="USD")
-    await make_meter(client, admin_key)
-    await create_plan(client, admin_key, PLAN)
-    await subscribe(
-        client,
-        admin_key,
-        "acme",
-        planId="metered",
-        startDate=closed.start_date.isoformat(),
-        anchorDay=closed.anchor_day,
-    )
-    during = closed.ms(closed.period.start + timedelta(hours=2))
-    sent = await client.post(
-        "/v1/events/batch",
-        headers=auth(ingest_key),
-        json={"events": [event(quantity=1500, timestamp=during)]},
-    )
-    assert sent.status_code == 202, sent.text
-    await wait_until_persisted(redis)
-    drafted = await draft(client, admin_key, "acme", month_of(closed.period, TZ))
-    approved = await client.post(f"/v1/invoices/{drafted['id']}/approve", headers=auth(admin_key), json={})
-    assert approved.status_code == 200, approved.text
-    assert (approved.json()["number"], approved.json()["total"]) == ("INV-000001", "22.00")
-    invoice_id = drafted["id"]
+    issued, during = await issued_with_late_calls(client, admin_key, ingest_key, redis)
+    invoice_id = issued["id"]
     late = await client.post(
         "/v1/events/batch",
         headers=auth(ingest_key),
