@@ -183,9 +183,7 @@ async def test_a_note_names_the_late_events_that_changed_no_amount_before_it(
 ) -> None:
     # Given INV-000001 issued with 200 EU calls at 0.003 (USD 0.60)
     closed = billed_customer
-    invoice = await draft(client, admin_key, "acme", _month(closed))
-    approved = await client.post(f"/v1/invoices/{invoice['id']}/approve", headers=auth(admin_key), json={})
-    assert approved.status_code == 200, approved.text
+    invoice = await _issued(client, admin_key, closed)
     at = closed.ms(closed.period.start + timedelta(hours=3))
 
     async def send_late(event_id: str, quantity: int) -> None:
@@ -226,10 +224,7 @@ async def test_a_duplicate_after_finalization_adjusts_nothing(
     pg: Any,
 ) -> None:
     closed = billed_customer
-    invoice = await draft(client, admin_key, "acme", _month(closed))
-    assert (
-        await client.post(f"/v1/invoices/{invoice['id']}/approve", headers=auth(admin_key), json={})
-    ).status_code == 200
+    invoice = await _issued(client, admin_key, closed)
     again = event(
         quantity=1500, timestamp=closed.ms(closed.period.start), dimensions={"region": "us"}, event_id="dup-1"
     )
@@ -403,6 +398,14 @@ async def test_credit_granted_after_a_draft_was_rated_goes_to_that_draft_first(
         return bool(mine["total"] == "0.00")
 
     await wait_for(queued, timeout=20, what="the draft re-rated with the new credit")
+
+
+async def _issued(client: AsyncTestClient[Any], key: str, closed: ClosedPeriod) -> dict[str, Any]:
+    """The closed period's invoice, drafted and approved."""
+    invoice = await draft(client, key, "acme", _month(closed))
+    approved = await client.post(f"/v1/invoices/{invoice['id']}/approve", headers=auth(key), json={})
+    assert approved.status_code == 200, approved.text
+    return dict(approved.json())
 
 
 async def _with_adjustments(client: AsyncTestClient[Any], key: str, invoice_id: int) -> dict[str, Any] | None:
