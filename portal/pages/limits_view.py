@@ -11,10 +11,9 @@ another web process still holds the previous limit for a few seconds.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, Decimal
 from typing import Literal, TypeVar
 
 import msgspec
@@ -26,6 +25,7 @@ from portal.entitlements import repository as entitlement_store
 from portal.entitlements import service as entitlements
 from portal.entitlements.limits import CustomerRule, Enforcement, Limit, PlanRule, SetBy, answer
 from portal.entitlements.schemas import CheckIn, LimitIn, check_quantity
+from portal.infrastructure.typed_numbers import typed_decimal
 from portal.pages.formatting import measure
 from portal.usage.combine import exact
 
@@ -48,9 +48,6 @@ USED_WORDS = {
     "latest": "Latest value",
     "unique_count": "Distinct values this period",
 }
-
-# "10000", "10,000", "2.5", "10,000.25": digits with optional thousands commas.
-_QUANTITY = re.compile(r"^(\d+|\d{1,3}(,\d{3})+)(\.\d+)?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,13 +218,11 @@ def read_quantity(text: str, unit: str) -> tuple[Decimal | None, str | None]:
         return None, f"Enter a number, such as {example}."
     if cleaned.startswith("-"):
         return None, "A limit cannot be below 0."
-    if not _QUANTITY.match(cleaned):
+    quantity = typed_decimal(cleaned)
+    if quantity is None:
         return None, f"Enter a number, such as {example} (digits, and a point for decimals)."
     try:
-        quantity = Decimal(cleaned.replace(",", ""))
         check_quantity("limit", quantity)
-    except InvalidOperation:
-        return None, f"Enter a number, such as {example}."
     except ValueError as exc:
         said = str(exc).removeprefix("limit: ")
         if "10^20" in said:

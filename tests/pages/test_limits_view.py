@@ -31,6 +31,7 @@ def test_a_typed_limit_is_read_exactly(typed: str, read: Decimal) -> None:
         ("1,00", "Enter a number, such as 5,000 calls (digits, and a point for decimals)."),
         ("1e3", "Enter a number, such as 5,000 calls (digits, and a point for decimals)."),
         ("NaN", "Enter a number, such as 5,000 calls (digits, and a point for decimals)."),
+        ("\u0663", "Enter a number, such as 5,000 calls (digits, and a point for decimals)."),  # Arabic 3
         ("-1", "A limit cannot be below 0."),
         ("1" + "0" * 20, "That number is too large for a limit."),
         ("0.0000000000001", "Use at most 12 decimal places."),
