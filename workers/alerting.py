@@ -19,6 +19,7 @@ from portal.infrastructure.db import transaction
 from portal.infrastructure.settings import get_settings
 from portal.live import redis_keys as live_keys
 from workers.context import WorkerContext, get_context
+from workers.debounce import send_debounced
 from workers.outages import is_outage, periodic
 
 log = logging.getLogger(__name__)
@@ -40,17 +41,17 @@ def transport() -> Transport:
 async def request_evaluation(ctx: WorkerContext, customer_ids: list[str]) -> None:
     """Ask for an evaluation of each customer's rules, debounced: the first new usage
     schedules one `alert_debounce_ms` later; usage until it starts is covered by it."""
-    delay = ctx.settings.alert_debounce_ms
-    async with ctx.redis.pipeline(transaction=False) as pipe:
+    await send_debounced(
+        ctx.redis,
+        evaluate_alerts,
+        [(live_keys.alert_debounce_key(c), c) for c in customer_ids],
+        delay_ms=ctx.settings.alert_debounce_ms,
         # Noted first: the sweep evaluates what is still noted a while later, so a request
         # lost with its process (between these keys and the message) is only late.
-        pipe.zadd(live_keys.ALERTS_PENDING_KEY, dict.fromkeys(customer_ids, time.time() * 1000))
-        for customer_id in customer_ids:
-            pipe.set(live_keys.alert_debounce_key(customer_id), "1", nx=True, px=max(delay, 1) * 10)
-        claimed = (await pipe.execute())[1:]
-    for customer_id, first in zip(customer_ids, claimed, strict=True):
-        if first:
-            evaluate_alerts.send_with_options(args=(customer_id,), delay=delay)
+        note=lambda pipe: pipe.zadd(
+            live_keys.ALERTS_PENDING_KEY, dict.fromkeys(customer_ids, time.time() * 1000)
+        ),
+    )
 
 
 @dramatiq.actor(

@@ -25,6 +25,7 @@ from portal.infrastructure.periods import BillingPeriod
 from portal.ingest.repository import corrections as correction_store
 from portal.live import redis_keys as live_keys
 from workers.context import WorkerContext, get_context
+from workers.debounce import send_debounced
 from workers.outages import periodic
 
 SETTLE_ACTOR = "settle_late_events"
@@ -77,13 +78,12 @@ async def refresh_ended_draft(invoice_id: int) -> None:
 async def request_draft_refresh(ctx: WorkerContext, invoice_ids: Sequence[int]) -> None:
     """Ask for a re-rating of each draft, debounced: the first request schedules one a few
     seconds later; events persisted until it starts are rated by it."""
-    async with ctx.redis.pipeline(transaction=False) as pipe:
-        for invoice_id in invoice_ids:
-            pipe.set(live_keys.draft_refresh_key(invoice_id), "1", nx=True, px=DRAFT_REFRESH_DELAY_MS * 10)
-        claimed = await pipe.execute()
-    for invoice_id, first in zip(invoice_ids, claimed, strict=True):
-        if first:
-            refresh_ended_draft.send_with_options(args=(invoice_id,), delay=DRAFT_REFRESH_DELAY_MS)
+    await send_debounced(
+        ctx.redis,
+        refresh_ended_draft,
+        [(live_keys.draft_refresh_key(i), i) for i in invoice_ids],
+        delay_ms=DRAFT_REFRESH_DELAY_MS,
+    )
 
 
 @dramatiq.actor(
