@@ -113,15 +113,20 @@ async def credits_usable(session: AsyncSession, usable_at: dict[str, datetime]) 
     still counts for it), less what its drafts of earlier periods will draw when approved
     (each as much as it charges before credit, from what is left for it).
     Without that, credit granted while a period awaits review was shown on that draft and
-    again on the next period's cost. Two reads for all the customers."""
+    again on the next period's cost. One read for all the customers, a second only for
+    those with credit left (the dashboard's cost preview asks on every poll)."""
     if not usable_at:
         return {}
-    ids = list(usable_at)
     grants: dict[str, list[tuple[datetime | None, Decimal]]] = {}
-    for customer_id, expires_at, remaining in await credit_store.credit_left_by_grant(session, ids):
-        grants.setdefault(customer_id, []).append((expires_at, remaining))
+    for customer_id, expires_at, remaining in await credit_store.credit_left_by_grant(
+        session, list(usable_at)
+    ):
+        if remaining > 0:
+            grants.setdefault(customer_id, []).append((expires_at, remaining))
+    if not grants:
+        return {}
     claims: dict[str, list[tuple[datetime, Decimal]]] = {}
-    for customer_id, period_end, applied in await credit_store.draft_credit_claims(session, ids):
+    for customer_id, period_end, applied in await credit_store.draft_credit_claims(session, list(grants)):
         if period_end < usable_at[customer_id]:
             claims.setdefault(customer_id, []).append((period_end, applied))
     return {
