@@ -165,15 +165,6 @@ async def persist_events(batch: dict[str, Any]) -> None:
         # After the commit: the adjustment job must see the late events it settles.
         # If this process dies first, the scheduler's late-event sweep settles them.
         settle_late_events_actor.send(invoice_id)
-    if outcome.stale_drafts:
-        # A draft awaiting review shows its total as last rated: re-rated after the commit
-        # (or by the hourly run if this process dies first, or Redis is down).
-        try:
-            await request_draft_refresh(ctx, list(outcome.stale_drafts))
-        except UNAVAILABLE as exc:
-            log.warning(
-                "message %s: drafts %s left to the hourly run: %s", message_id, outcome.stale_drafts, exc
-            )
     try:
         await _after_commit(ctx, batch, message_id, outcome)
     except UNAVAILABLE as exc:
@@ -185,10 +176,13 @@ async def persist_events(batch: dict[str, Any]) -> None:
 async def _after_commit(
     ctx: WorkerContext, batch: dict[str, Any], message_id: str, outcome: PersistOutcome
 ) -> None:
-    """The live view's part of a committed message: alerts asked to evaluate, the batches
-    settled, the holds on `completeThrough` released."""
+    """The live view's part of a committed message: alerts asked to evaluate, ended drafts
+    the events reached asked to be re-rated (the hourly run does it if this is lost), the
+    batches settled, the holds on `completeThrough` released."""
     if outcome.alert_customers:
         await request_evaluation(ctx, list(outcome.alert_customers))
+    if outcome.stale_drafts:
+        await request_draft_refresh(ctx, list(outcome.stale_drafts))
     if batch.get("countedLive") is True:
         # After the commit, before the holds go: once the batch counts as persisted, the
         # live view counts each of its events once. If Redis fails here the message is
