@@ -25,7 +25,7 @@ from portal.infrastructure.settings import Settings
 from portal.pages import sessions
 from portal.pages.access import viewer
 from portal.pages.sessions import CSRF_COOKIE, SESSION_COOKIE
-from portal.pages.web import LOGIN_PATH, NO_STORE, SECURITY_HEADERS, PageController
+from portal.pages.web import LOGIN_PATH, NO_STORE, PageController
 from portal.state import PortalState
 
 log = logging.getLogger("portal.signin")
@@ -84,8 +84,6 @@ class LoginController(Controller):
 
     path = "/portal"
     include_in_schema = False
-    cache_control = NO_STORE
-    response_headers = SECURITY_HEADERS
 
     @get("/login")
     async def login_form(self, request: Request[Any, Any, Any], portal: Portal) -> Template:
@@ -281,7 +279,7 @@ class LogoutController(PageController):
         return response
 
 
-@get(["/", "/portal"], include_in_schema=False, cache_control=NO_STORE)
+@get(["/", "/portal"], include_in_schema=False, cache_control=NO_STORE)  # "/" is not under /portal
 async def portal_home(request: Request[Any, Any, Any], portal: Portal) -> Redirect:
     session = await sessions.load_session(portal.redis, request.cookies.get(SESSION_COOKIE))
     return Redirect(session.home if session else LOGIN_PATH, status_code=303)

@@ -53,10 +53,10 @@ _PAGE_HEADERS = [
 
 
 async def page_headers(message: Message, scope: Scope) -> None:
-    """Before-send hook: every answer under /portal carries the pages' headers, including
-    those no controller shaped (error pages from exception handlers and unrouted addresses:
-    a 404 or 500 page shows the signed-in person's name in its header too, and must not be
-    framed or cached). Headers an answer sets itself are kept."""
+    """Before-send hook, the one place /portal answers get the pages' headers (no caching,
+    CSP, nosniff, referrer policy): pages, partials, downloads, and what no controller
+    shapes (exception handlers' error pages, unrouted addresses: a 404 or 500 page shows
+    the signed-in person's name in its header too). Headers an answer sets itself are kept."""
     if message["type"] != "http.response.start" or not scope.get("path", "").startswith("/portal"):
         return
     start: Any = message
@@ -184,13 +184,12 @@ PAGE_EXCEPTION_HANDLERS: dict[Any, Any] = {
 
 
 class PageController(Controller):
-    """Base of every signed-in page controller: no caching, security headers, error pages,
-    and the session + CSRF guards. Subclasses add `staff_only`/`admin_only` as needed."""
+    """Base of every signed-in page controller: error pages and the session + CSRF guards
+    (no caching and the security headers come from `page_headers`, for every /portal
+    answer). Subclasses add `staff_only`/`admin_only` as needed."""
 
     path = "/portal"
     include_in_schema = False
-    cache_control = NO_STORE
-    response_headers = SECURITY_HEADERS
     guards = PAGE_GUARDS
     exception_handlers = PAGE_EXCEPTION_HANDLERS
 
