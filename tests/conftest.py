@@ -301,8 +301,11 @@ RUNNING_WORKERS: set[WorkerProcess] = set()
 class WorkerProcess:
     """A real `dramatiq workers.main` process against the test servers."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, queues: tuple[str, ...] = ("ingest", "maintenance", "alerts")
+    ) -> None:
         self.settings = settings
+        self.queues = queues
         self.process: subprocess.Popen[bytes] | None = None
         self.log = Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
 
@@ -331,9 +334,7 @@ class WorkerProcess:
                 "--threads",
                 "2",
                 "--queues",
-                "ingest",
-                "maintenance",
-                "alerts",
+                *self.queues,
             ],
             cwd=ROOT,
             env=env,

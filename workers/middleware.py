@@ -50,7 +50,8 @@ class RoleHeartbeat(Middleware):
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         client = sync_client(self.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        self.thread = HeartbeatThread(client, Identity.of_this_process("worker"), self.every_s)
+        queues = tuple(sorted(worker.consumer_whitelist or ()))
+        self.thread = HeartbeatThread(client, Identity.of_this_process("worker", queues), self.every_s)
         self.thread.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:

@@ -29,6 +29,7 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from portal.infrastructure.periods import to_datetime
+from portal.infrastructure.queues import QUEUES
 from portal.live import redis_keys as keys
 
 log = logging.getLogger(__name__)
@@ -71,10 +72,13 @@ class Identity:
     host: str
     pid: int
     started_at: datetime
+    # The queues a worker process consumes (empty: every queue, or not a worker), so status
+    # can name a queue no live worker reads.
+    queues: tuple[str, ...] = ()
 
     @classmethod
-    def of_this_process(cls, role: str) -> Identity:
-        return cls(role, socket.gethostname(), os.getpid(), to_datetime(time.time()))
+    def of_this_process(cls, role: str, queues: tuple[str, ...] = ()) -> Identity:
+        return cls(role, socket.gethostname(), os.getpid(), to_datetime(time.time()), queues)
 
     @property
     def field(self) -> str:
@@ -89,6 +93,7 @@ class Identity:
                 "startedAt": self.started_at.timestamp(),
                 "every": every_s,
                 "stopped": stopped,
+                "queues": list(self.queues),
             }
         )
 
@@ -200,6 +205,10 @@ class RoleProcess:
     seen_at: datetime  # its last beat, by Redis's clock
     every_s: float
     stopped: bool  # it said so in its last beat
+    queues: tuple[str, ...] = ()  # a worker's queues; empty: every queue
+
+    def consumes(self, queue: str) -> bool:
+        return not self.queues or queue in self.queues
 
     def alive(self, now: datetime) -> bool:
         return not self.stopped and (now - self.seen_at).total_seconds() < ALIVE_BEATS * self.every_s
@@ -228,6 +237,17 @@ class RolesSeen:
 
     def alive(self, role: str) -> list[RoleProcess]:
         return [p for p in self.of(role) if p.alive(self.now)]
+
+    def queue_problem(self) -> str | None:
+        """A sentence naming the queues no live worker consumes while some worker is alive
+        (e.g. the notices worker of `up` dead beside the events worker: alerts would wait
+        unseen); None when every queue has a reader, or no worker is alive at all (the
+        worker role's own problem says that)."""
+        workers = self.alive("worker")
+        unread = [q for q in QUEUES if workers and not any(w.consumes(q) for w in workers)]
+        if not unread:
+            return None
+        return f"no worker alive consumes the queue(s) {', '.join(unread)}; their messages wait"
 
     def last_seen(self, role: str) -> RoleProcess | None:
         seen = self.of(role)
@@ -273,6 +293,7 @@ async def read_roles(client: AsyncRedis) -> RolesSeen:
                     to_datetime(at / 1000),
                     float(got["every"]),
                     bool(got["stopped"]),
+                    tuple(str(q) for q in got.get("queues") or ()),
                 )
             )
         except (ValueError, KeyError, TypeError):

@@ -159,6 +159,8 @@ async def _pipeline_notes(portal: PortalState, *, postgres_down: bool) -> dict[s
         problem = roles.problem(role) if roles is not None else None
         if problem:
             notes[role] = problem
+    if roles is not None and (unread := roles.queue_problem()) is not None:
+        notes["queues"] = unread
     return notes
 
 

@@ -39,7 +39,7 @@ from portal.live import redis_keys as keys
 from portal.live import repository as live_repository
 from portal.live.store import LiveStore
 from portal.live.store import in_flight as live_in_flight
-from portal.operations.heartbeats import BACKGROUND_ROLES, ROLES, RolesSeen, read_roles
+from portal.operations.heartbeats import BACKGROUND_ROLES, ROLES, RoleProcess, RolesSeen, read_roles
 
 T = TypeVar("T")
 
@@ -264,6 +264,8 @@ class Status:
         problems = [f"{name} is down" for name in ("postgres", "redis", "broker") if name in self.stores_down]
         if self.roles is not None:
             problems += [p for p in (self.roles.problem(role) for role in BACKGROUND_ROLES) if p]
+            if (unread := self.roles.queue_problem()) is not None:
+                problems.append(unread)
         if (stall := self.persist_stall) is not None:
             problems.append(f"persisting {stall}")
         if self.ingest_dead:
@@ -439,6 +441,14 @@ def _store_lines(status: Status) -> list[str]:
     return lines
 
 
+def _queues_of(process: RoleProcess) -> str:
+    return f" [{', '.join(process.queues)}]" if process.queues else ""
+
+
+def _since(process: RoleProcess) -> str:
+    return process.started_at.isoformat(timespec="seconds")
+
+
 def _role_lines(status: Status) -> list[str]:
     lines = ["roles"]
     roles = status.roles
@@ -449,8 +459,7 @@ def _role_lines(status: Status) -> list[str]:
         gone = [p for p in roles.of(role) if not p.alive(roles.now)]
         if alive:
             text_ = f"{len(alive)} alive: " + ", ".join(
-                f"pid {p.pid} on {p.host} (up since {p.started_at.isoformat(timespec='seconds')})"
-                for p in alive
+                f"pid {p.pid} on {p.host}{_queues_of(p)} (up since {_since(p)})" for p in alive
             )
             if gone:
                 last = max(gone, key=lambda p: p.seen_at)
@@ -464,6 +473,8 @@ def _role_lines(status: Status) -> list[str]:
         else:
             text_ = "none seen" + (" (expected: run it)" if role in BACKGROUND_ROLES else "")
         lines.append(f"  {role:<12}{text_}")
+    if (unread := roles.queue_problem()) is not None:
+        lines.append(f"  {'':<12}{unread}")
     return lines
 
 

@@ -191,6 +191,35 @@ async def test_a_killed_worker_is_named_by_readyz_and_status(
     assert f"  worker      NONE ALIVE: worker pid {pid} on " in text
 
 
+async def test_a_queue_no_live_worker_reads_is_named_by_readyz_and_status(
+    client: AsyncTestClient[Any],
+    redis: Redis,
+    settings: Settings,
+    quick_beats: None,
+) -> None:
+    # As `up` runs them: one worker for events and maintenance, one for notices; here the
+    # notices worker is missing, so alerts and webhooks would wait while ingest looks fine.
+    for other in RUNNING_WORKERS:
+        other.stop()
+    events_worker = WorkerProcess(settings, queues=("ingest", "maintenance"))
+    events_worker.start()
+    try:
+        await the_worker(redis)
+
+        async def queues_named() -> Any:
+            body = (await client.get("/readyz")).json()
+            return body if "queues" in body else None
+
+        body = await wait_for(queues_named, what="readyz to name the unread queue")
+        assert body["status"] == "degraded"
+        assert body["queues"] == "no worker alive consumes the queue(s) alerts; their messages wait"
+        status = await gather_status(settings)
+        assert "no worker alive consumes the queue(s) alerts; their messages wait" in status.attention
+        assert " [ingest, maintenance] (up since " in render(status)
+    finally:
+        events_worker.stop()
+
+
 async def test_a_stopped_scheduler_is_named_stopped(
     client: AsyncTestClient[Any],
     redis: Redis,
