@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 
+from portal.infrastructure import bidi
 from portal.pages.formatting import grouped, instant, measure, metric_label, money, unit_for
 
 NoticeKind = Literal["crossing", "recovery", "forecast", "anomaly", "test"]
@@ -194,7 +195,9 @@ def notice_id(notice: Notice) -> str:
 
 def _view(n: Notice) -> dict[str, Any]:
     """Everything the templates show, as ready strings."""
-    name = " ".join(n.customer_name.split()) or n.customer_id
+    # Isolated here, not only by the templates' finalize: the name sits inside the sentences
+    # built below, whose words after it an override in it would otherwise reverse.
+    name = bidi.isolate(" ".join(n.customer_name.split()) or n.customer_id)
     if n.anomaly is not None:
         return _anomaly_view(n, n.anomaly, name)
     spend = n.metric_name is None
@@ -247,7 +250,7 @@ def _view(n: Notice) -> dict[str, Any]:
         facts.append(("Sent at", _when(n.occurred_at, n.time_zone)))
     else:
         facts += [
-            ("Rule", n.rule_name),
+            ("Rule", bidi.isolate(n.rule_name)),
             ("Measure", "Spend" if spend else meter),
             ("Level", threshold if base is None else f"{n.level_label} ({threshold})"),
             ("Spend now" if spend else "Usage now", value),
@@ -290,7 +293,7 @@ def _anomaly_view(n: Notice, a: AnomalyFacts, name: str) -> dict[str, Any]:
     headline = f"{meter}: {what} {when}: {_number(n.value)} against about {expected} expected"
     facts: list[tuple[str, str]] = [
         ("Customer", f"{name} ({n.customer_id})"),
-        ("Rule", n.rule_name),
+        ("Rule", bidi.isolate(n.rule_name)),
         ("Measure", meter),
         (
             "What",
@@ -392,6 +395,7 @@ def _env() -> jinja2.Environment:
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         # Only the .html template escapes: the text ones would show `&amp;` literally.
         autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        finalize=bidi.finalize,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

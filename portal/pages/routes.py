@@ -18,6 +18,7 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from litestar.template.config import TemplateConfig
 
 from portal.dependencies import Db, Portal, ReadDb
+from portal.infrastructure import bidi
 from portal.infrastructure.paths import STATIC_DIR, TEMPLATES_DIR
 from portal.operations.billing_health import billing_health
 from portal.pages.access import STAFF_GUARDS, viewer, visible_customer
@@ -127,6 +128,7 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
     environment = Environment(
         loader=FileSystemLoader(TEMPLATES_DIR),
         autoescape=True,
+        finalize=bidi.finalize,
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
