@@ -14,8 +14,10 @@ class CamelStruct(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     """
 
 
-ID_PATTERN = r"^[A-Za-z0-9._:@+\-]+$"
-"""Customer ids and metric names: no braces (they would break Redis hash tags), no spaces."""
+ID_PATTERN = r"^(?!\.\.?$)[A-Za-z0-9._:@+\-]+$"
+"""Customer ids and metric names: no braces (they would break Redis hash tags), no spaces,
+and not "." or ".." (ids sit in URL paths, where browsers and proxies resolve those as dot
+segments: such a customer or meter could never be opened)."""
 
 NO_NUL = r"^[^\x00]*$"
 """Free text (names, descriptions, reasons): any character but NUL, which Postgres refuses

@@ -30,6 +30,7 @@ import msgspec
 
 from portal.catalog.service import MeterSpec
 from portal.http.json_nesting import MAX_JSON_DEPTH, json_nesting_exceeds
+from portal.http.schemas import ID_PATTERN
 from portal.infrastructure.periods import hour_bucket
 from portal.ingest.events import AcceptedEvent
 from portal.ingest.schemas import UsageEvent
@@ -58,7 +59,8 @@ MAX_TIMESTAMP_CHARS = 64
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _encode = msgspec.json.Encoder().encode  # compact JSON, keys in insertion order
 _group_keys: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
-_ID_RE = re.compile(r"^[A-Za-z0-9._:@+\-]+$")
+_ID_RE = re.compile(ID_PATTERN)
+DOT_SEGMENTS = frozenset((".", ".."))
 # Text that cannot be stored or shown: C0 controls (Postgres refuses NUL in text and jsonb;
 # the others are invisible on a page and break CSV and logs), DEL, and lone surrogates
 # (no UTF-8 encoding exists for them).
@@ -376,6 +378,9 @@ def validate(
         # An event is opened, cancelled and amended by its id in a URL path, where a slash
         # cannot be told from the path's own (an accepted event no one could correct).
         raise EventError("eventId: must not contain “/”")
+    if event_id in DOT_SEGMENTS:
+        # The same for "." and "..": browsers resolve them as the path's own dot segments.
+        raise EventError("eventId: must not be “.” or “..”")
     tz_name = zones.get(customer_id)
     if tz_name is None:
         # Known ids passed this pattern when the customer was created.

@@ -9,6 +9,7 @@ gets 204 while nothing changed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -53,8 +54,10 @@ from portal.usage.service import Usage, UsagePoint, billed_usage, live_usage
 
 CHART_HEIGHT = 220  # px; the width is the page's
 GROUP_CHART_HEIGHT = 120
-# Charts drawn for a breakdown; the table lists every value and the CSV has every series.
+# Charts drawn for a breakdown, and values listed in its table (a dimension may have
+# thousands); the CSV has every value's usage.
 MAX_GROUP_CHARTS = 12
+MAX_GROUP_ROWS = 100
 CSV_SUFFIX = ".csv"
 
 
@@ -86,7 +89,8 @@ class MeterView:
     chart: BarChart
     group: str | None
     groups: tuple[GroupView, ...]
-    group_totals: tuple[tuple[str, str], ...]
+    group_totals: tuple[tuple[str, str], ...]  # the largest MAX_GROUP_ROWS values
+    group_count: int = 0  # every value seen in the range
     group_scale: str = ""  # the value axis every breakdown chart shares: 0 to this
 
     @property
@@ -163,9 +167,11 @@ async def meter_view(
     *,
     now: datetime,
     title: str = "",
+    for_csv: bool = False,
 ) -> tuple[MeterView, Usage, list[Any]]:
     """The page's numbers, plus the raw series and groups (for the CSV). `title` names the
-    usage in the charts (by default the metric name in words)."""
+    usage in the charts (by default the metric name in words). `for_csv`: every value of a
+    breakdown gets its series (sparse: the points with usage), not only the charted ones."""
     tz = customer.timezone
     title = title or metric_label(meter.metric_name)
     watermark = await complete_through(portal.live, db)
@@ -181,8 +187,10 @@ async def meter_view(
             start=selection.start,
             end=selection.end,
             granularity=selection.granularity,
+            series_for=None if for_csv else MAX_GROUP_CHARTS,
+            sparse=for_csv,
         )
-    charted = groups[:MAX_GROUP_CHARTS]
+    charted = [] if for_csv else groups[:MAX_GROUP_CHARTS]
     # One value axis for every breakdown chart, so that their bars compare.
     shared = max((p.value for g in charted for p in g.series), default=Decimal(0))
     group_charts = tuple(
@@ -219,7 +227,8 @@ async def meter_view(
             GroupView(g.value, exact(g.total), unit_for(g.total, meter.unit), chart)
             for g, chart in zip(charted, group_charts, strict=True)
         ),
-        group_totals=tuple((g.value, exact(g.total)) for g in groups),
+        group_totals=tuple((g.value, exact(g.total)) for g in groups[:MAX_GROUP_ROWS]),
+        group_count=len(groups),
         group_scale=group_charts[0].scale_top if group_charts else "",
     )
     return view, usage, groups
@@ -232,9 +241,9 @@ def _point_end(start: datetime, granularity: str, tz_name: str) -> datetime:
 
 
 def usage_csv(meter: Meter, selection: Selection, tz_name: str, usage: Usage, groups: list[Any]) -> str:
-    """One row per point (per point and dimension value with a breakdown): ISO instants
-    with the customer's offset, exact decimal values. Dimension values are the customer's
-    own text: `csv_text` keeps a spreadsheet from running them."""
+    """One row per point (with a breakdown, per point and dimension value where that value
+    had usage): ISO instants with the customer's offset, exact decimal values. Dimension
+    values are the customer's own text: `csv_text` keeps a spreadsheet from running them."""
     head = ["start", "end", "meter"] + ([selection.group] if selection.group else []) + ["value", "unit"]
     rows: list[list[Cell]] = []
 
@@ -314,11 +323,12 @@ class MeterPagesController(PageController):
                 granularities=GRANULARITIES,
             )
         view, usage, groups = await meter_view(
-            portal, read_db, customer, meter, selection, now=now, title=title
+            portal, read_db, customer, meter, selection, now=now, title=title, for_csv=as_csv
         )
         if as_csv:
             filename = f"{customer.id}-{meter.metric_name}-{selection.first_day}-{selection.last_day}.csv"
-            body = usage_csv(meter, selection, customer.timezone, usage, groups)
+            # As long as the stored usage it lists: written in a thread, not on the event loop.
+            body = await asyncio.to_thread(usage_csv, meter, selection, customer.timezone, usage, groups)
             return Response(
                 body,
                 media_type="text/csv",

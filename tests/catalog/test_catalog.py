@@ -54,6 +54,9 @@ async def test_unknown_customer_is_404(client: AsyncTestClient[Any], admin_key: 
         ({"id": "acme", "name": "A", "currency": "euro"}, "currency"),
         ({"id": "a c", "name": "A"}, "id"),
         ({"id": "a{b}", "name": "A"}, "id"),
+        # Dot segments: a browser resolves /portal/customers/.. to /portal.
+        ({"id": ".", "name": "A"}, "id"),
+        ({"id": "..", "name": "A"}, "id"),
         ({"id": "acme"}, "name"),
         ({"id": "acme", "name": "A", "tz": "UTC"}, "tz"),
         ({"id": "acme", "name": ""}, "name"),

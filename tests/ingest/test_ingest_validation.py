@@ -87,6 +87,8 @@ BAD_EVENTS: list[tuple[str, dict[str, Any], str]] = [
     ("long eventId", event(event_id="e" * 129), "eventId: longer than 128 characters"),
     ("empty eventId", event(event_id=""), "eventId: must not be empty"),
     ("eventId with a slash", event(event_id="order/17"), "eventId: must not contain “/”"),
+    ("eventId a dot segment", event(event_id="."), "eventId: must not be “.” or “..”"),
+    ("eventId the parent segment", event(event_id=".."), "eventId: must not be “.” or “..”"),
     ("unknown field", event(customerID="acme"), "Object contains unknown field `customerID`"),
     (
         "unique_count without its dimension",

@@ -246,6 +246,51 @@ async def test_csv_writes_dimension_values_a_spreadsheet_would_run_as_text(
     )
 
 
+async def test_a_dimension_with_many_values_lists_the_largest_and_exports_only_usage(
+    client: Client,
+    admin_key: str,
+    pg: asyncpg.Connection,
+) -> None:
+    # Given: 150 regions in one hour of 2 Nov (an end-user id as a dimension makes thousands)
+    await make_customer(client, admin_key)
+    await make_meter(client, admin_key, group_by=["region"])
+    hour = datetime(2026, 11, 2, 10, tzinfo=UTC)
+    await pg.executemany(
+        "INSERT INTO hourly_usage (customer_id, metric_name, hour, group_key, value, "
+        "event_count) VALUES ('acme', 'api_calls', $1, $2, $3, 1)",
+        [(hour, json.dumps({"region": f"r{i:03}"}), Decimal(i + 1)) for i in range(150)],
+    )
+    await roll_up_days(pg)
+    await customer_user(pg, client)
+    # When: the customer opens the breakdown of November, hour by hour, and its CSV
+    november = {"range": "custom", "from": "2026-11-01", "to": "2026-11-30", "group": "region"}
+    page = await client.get(PAGE, params=november)
+    export = await client.get(f"{PAGE}.csv", params=november)
+    # Then: the table lists the 100 largest, the charts the 12 largest, and says so
+    assert page.status_code == 200, page.text
+    table = page.text.split('id="group-totals"')[1].split("</table>")[0]
+    listed = re.findall(r'<tr><th scope="row">(r\d+)</th>', table)
+    assert listed == [f"r{i:03}" for i in range(149, 49, -1)]
+    assert page.text.count('<article class="group-series">') == 12
+    assert (
+        "The table lists the 100 largest of 150 values and the charts the 12 largest; "
+        "the CSV export has every value's usage." in page.text
+    )
+    # and the CSV has each region's one hour with usage, not 720 hours each
+    rows = list(csv.reader(io.StringIO(export.text)))
+    assert rows[0] == ["start", "end", "meter", "region", "value", "unit"]
+    assert len(rows) == 151
+    assert rows[1] == [
+        "2026-11-02T10:00:00+00:00",
+        "2026-11-02T11:00:00+00:00",
+        "api_calls",
+        "r149",
+        "150",
+        "call",
+    ]
+    assert sum(Decimal(r[4]) for r in rows[1:]) == Decimal(150 * 151 // 2)
+
+
 async def test_bad_selections_answer_422_naming_the_field_and_keeping_values(
     client: Client,
     admin_key: str,
