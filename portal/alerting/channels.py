@@ -16,6 +16,10 @@ from portal.alerting.schemas import Channel, ChannelCreate
 from portal.catalog.service import get_customer
 from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
 
+# Enabled channels one customer may have: every one is a place notices go, and a customer
+# user may add them (a cap, so a signed-in user cannot make the product mail a list).
+MAX_ACTIVE_CHANNELS = 20
+
 
 @dataclass(frozen=True, slots=True)
 class Destination:
@@ -43,6 +47,12 @@ async def create_channel(
     reason is named), Conflict."""
     if await get_customer(session, customer_id) is None:
         raise NotFound(f"no customer {customer_id!r}")
+    await repository.lock_customer_alerting(session, customer_id)
+    if await repository.active_channel_count(session, customer_id) >= MAX_ACTIVE_CHANNELS:
+        raise Conflict(
+            f"channels: customer {customer_id} has {MAX_ACTIVE_CHANNELS} alert channels, the most one "
+            "customer may have; delete one before adding another"
+        )
     try:
         # In a thread: the destination's host names are resolved (DNS) to be judged.
         kind = await asyncio.to_thread(validate_destination, data.destination, allow_networks=allow_networks)

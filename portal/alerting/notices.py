@@ -3,23 +3,45 @@ as a delivery without a firing, queued for the alert worker after commit."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.messages import Notice
+from portal.alerting import repository
 from portal.alerting.deliveries import create_test_delivery
 from portal.catalog.schemas import Customer
 from portal.infrastructure.broker import ALERTS_QUEUE
+from portal.infrastructure.domain_errors import RateLimited
 from portal.infrastructure.jobs import after_commit
+
+# A test notice is for seeing that a channel works: a few an hour are plenty, and more would
+# let a signed-in user send mail or requests to any address as fast as they click.
+TEST_NOTICE_WINDOW = timedelta(hours=1)
+TEST_NOTICES_PER_CHANNEL = 5
+TEST_NOTICES_PER_CUSTOMER = 20
 
 
 async def send_test_notice(
     db: AsyncSession, customer: Customer, channel_id: int, *, public_url: str, now: datetime
 ) -> int:
     """A pending test delivery to the channel, sent at `now` (UTC), queued for the alert
-    worker; its id."""
+    worker; its id. Raises RateLimited past the hour's allowance (nothing is written)."""
+    await repository.lock_customer_alerting(db, customer.id)
+    to_channel, to_customer = await repository.recent_test_deliveries(
+        db, customer.id, channel_id, within=TEST_NOTICE_WINDOW
+    )
+    if to_channel >= TEST_NOTICES_PER_CHANNEL or to_customer >= TEST_NOTICES_PER_CUSTOMER:
+        scope = (
+            f"{TEST_NOTICES_PER_CHANNEL} to one channel"
+            if to_channel >= TEST_NOTICES_PER_CHANNEL
+            else f"{TEST_NOTICES_PER_CUSTOMER} for one customer"
+        )
+        raise RateLimited(
+            f"test notices: at most {scope} an hour; this channel's earlier ones show under Test "
+            "notices, and another can be sent later"
+        )
     notice = Notice(
         kind="test",
         firing_id=None,

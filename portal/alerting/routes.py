@@ -49,7 +49,8 @@ class CustomerAlertController(Controller):
         """Checked now: a URL Apprise cannot use, or one whose host is or resolves to an
         address the portal must not reach (loopback, private, link-local, metadata…), is a
         422 naming the reason. Stored encrypted; shown masked. A webhook channel's signing
-        secret is in this answer only."""
+        secret is in this answer only. 409 for a name the customer uses already, or when it
+        has 20 enabled channels (the most one customer may have)."""
         return await channels.create_channel(
             db,
             customer_id,
@@ -67,19 +68,21 @@ class CustomerAlertController(Controller):
     async def disable_channel(self, customer_id: FromPath[str], channel_id: FromPath[int], db: Db) -> None:
         await channels.disable_channel(db, customer_id, channel_id)
 
-    @post("/alert-channels/{channel_id:int}/test", status_code=202)
+    @post("/alert-channels/{channel_id:int}/test", status_code=202, responses=error_answers(429))
     async def test_channel(
         self, customer_id: FromPath[str], channel_id: FromPath[int], db: Db, portal: Portal
     ) -> Delivery:
-        """Send a test notice through the channel; follow it at GET /v1/alert-deliveries/{id}."""
+        """Send a test notice through the channel; follow it at GET /v1/alert-deliveries/{id}.
+        429 past 5 to one channel, or 20 for one customer, in an hour (nothing is sent)."""
         customer = await _customer(db, customer_id)
         delivery_id = await send_test_notice(
             db, customer, channel_id, public_url=portal.settings.public_url, now=portal.now()
         )
         return await deliveries.get_delivery(db, delivery_id)
 
-    @post("/alert-rules", status_code=201)
+    @post("/alert-rules", status_code=201, responses=error_answers(409))
     async def create_rule(self, customer_id: FromPath[str], data: JSONBody[RuleCreate], db: Db) -> Rule:
+        """409 when the customer has 100 enabled rules (the most one customer may have)."""
         return await rules.create_rule(db, customer_id, data)
 
     @get("/alert-rules")

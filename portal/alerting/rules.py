@@ -12,6 +12,10 @@ from portal.billing.repository import plans as billing_plans
 from portal.catalog.service import get_customer, get_meter
 from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
 
+# Enabled rules one customer may have (with up to 10 levels each): what a crossing can send
+# stays bounded, and so does each evaluation's work.
+MAX_ACTIVE_RULES = 100
+
 
 async def _check_body(session: AsyncSession, body: RuleBody) -> None:
     if body.metric_name is None:
@@ -43,6 +47,12 @@ async def create_rule(session: AsyncSession, customer_id: str, data: RuleCreate)
         raise NotFound(f"no customer {customer_id!r}")
     await _check_body(session, data)
     await check_channels(session, customer_id, data.channel_ids)
+    await repository.lock_customer_alerting(session, customer_id)
+    if await repository.active_rule_count(session, customer_id) >= MAX_ACTIVE_RULES:
+        raise Conflict(
+            f"rules: customer {customer_id} has {MAX_ACTIVE_RULES} alert rules, the most one customer "
+            "may have; delete one before adding another"
+        )
     return await repository.insert_rule(session, customer_id, data)
 
 

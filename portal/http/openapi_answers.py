@@ -47,6 +47,7 @@ MEANINGS = {
     409: "The request contradicts what exists already; `detail` says what.",
     413: "The body is larger than this route accepts.",
     422: "A field or parameter has a value that does not fit; `extra` names it as sent.",
+    429: "More of these than allowed in a while; nothing was done. `detail` says the allowance.",
     503: "A store is unreachable; nothing was changed. Retry after `Retry-After` seconds.",
 }
 

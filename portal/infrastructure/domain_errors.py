@@ -1,6 +1,6 @@
 """Domain errors of the services (billing, alerting): each says what is wrong in words an
 account manager can act on. `problem_response` answers NotFound with 404, Conflict with
-409 and Invalid with 422, for every route.
+409, Invalid with 422 and RateLimited with 429, for every route.
 """
 
 from __future__ import annotations
@@ -17,6 +17,11 @@ class NotFound(Problem):
 class Conflict(Problem):
     """The request is well-formed but contradicts the current state (e.g. approving a
     finalized invoice, or a plan id reused with another definition)."""
+
+
+class RateLimited(Problem):
+    """Well-formed, but more of it than allowed in a while (test notices to a channel):
+    429, and nothing changed; the message says when it may be tried again."""
 
 
 class Invalid(Problem):

@@ -11,7 +11,7 @@ from litestar.exceptions import ClientException, HTTPException, InternalServerEx
 from litestar.exceptions.responses import create_exception_response
 
 from portal.infrastructure import metrics
-from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound, Problem
+from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound, Problem, RateLimited
 from portal.infrastructure.logs import current_request_id
 
 RETRY_AFTER_S = "2"
@@ -49,11 +49,12 @@ class StoreUnavailable(Exception):
     """Raised by services when Postgres or Redis cannot be reached."""
 
 
-_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422}
+_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422, RateLimited: 429}
 
 
 def problem_response(request: Request[Any, Any, Any], exc: Problem) -> Response[Any]:
-    """NotFound → 404, Conflict → 409, Invalid → 422; the message names the problem.
+    """NotFound → 404, Conflict → 409, Invalid → 422, RateLimited → 429; the message
+    names the problem.
 
     An Invalid message starts with the field it is about ("state: …"); like Litestar's own
     422s, `extra` then names that field, as the caller spelled it."""

@@ -331,8 +331,18 @@ def parse_channel_form(form: Any) -> tuple[ChannelForm, ChannelCreate | None]:
 
 
 def channel_service_error(typed: ChannelForm, message: str, *, conflict: bool) -> ChannelForm:
-    """The form again with the service's refusal: a name in use, or an address the sender
-    cannot use (its reason, which never repeats the secret parts of the URL)."""
+    """The form again with the service's refusal: a name in use, the most channels a
+    customer may have, or an address the sender cannot use (its reason, which never
+    repeats the secret parts of the URL)."""
+    if conflict and message.startswith("channels: "):
+        detail = message.removeprefix("channels: ").split(", the most", 1)[0]
+        typed.errors = [
+            FieldError(
+                "channel-name",
+                f"Channels: {detail}, the most one customer may have; delete one before adding another.",
+            )
+        ]
+        return typed
     if conflict:
         typed.errors = [
             FieldError(

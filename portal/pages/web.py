@@ -24,7 +24,7 @@ from litestar.status_codes import (
 from litestar.types import Message, Scope
 
 from portal.http.request_checks import UnfitAddress
-from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
+from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound, RateLimited
 from portal.infrastructure.http_errors import api_error, internal_error_response, report_unexpected
 from portal.pages.access import PAGE_GUARDS, LoginRequired, viewer, viewer_or_none
 from portal.pages.sessions import SESSION_COOKIE
@@ -166,8 +166,10 @@ def forbidden_page(request: Request[Any, Any, Any], exc: PermissionDeniedExcepti
     return error_page(request, HTTP_403_FORBIDDEN, "Not allowed", str(exc.detail))
 
 
-def problem_page(request: Request[Any, Any, Any], exc: Invalid | Conflict) -> Response[Any]:
+def problem_page(request: Request[Any, Any, Any], exc: Invalid | Conflict | RateLimited) -> Response[Any]:
     """A service refused a change: say why, on the page (forms normally catch these first)."""
+    if isinstance(exc, RateLimited):
+        return error_page(request, 429, "Not just now", str(exc))
     return error_page(request, 409 if isinstance(exc, Conflict) else 422, "That did not work", str(exc))
 
 
@@ -180,6 +182,7 @@ PAGE_EXCEPTION_HANDLERS: dict[Any, Any] = {
     ValidationException: bad_address_page,
     Invalid: problem_page,
     Conflict: problem_page,
+    RateLimited: problem_page,
 }
 
 

@@ -211,6 +211,68 @@ async def test_a_test_notice_goes_out_and_its_attempt_is_recorded(
     assert request.json()["kind"] == "test" and request.json()["customer"]["id"] == "acme"
 
 
+async def test_a_customer_has_at_most_20_channels_and_100_rules(
+    client: AsyncTestClient[Any], admin_key: str, acme: None, pg: Any
+) -> None:
+    channels = "/v1/customers/acme/alert-channels"
+    for i in range(20):
+        body = {"name": f"ops{i}", "destination": f"mailto://ops{i}@acme.test"}
+        assert (await client.post(channels, headers=auth(admin_key), json=body)).status_code == 201
+    over = await client.post(
+        channels, headers=auth(admin_key), json={"name": "one more", "destination": "mailto://x@acme.test"}
+    )
+    assert over.status_code == 409, over.text
+    assert over.json()["detail"] == (
+        "channels: customer acme has 20 alert channels, the most one customer may have; "
+        "delete one before adding another"
+    )
+    assert await pg.fetchval("SELECT count(*) FROM alert_channels WHERE customer_id = 'acme'") == 20
+    # Another customer's allowance is its own; a deleted channel frees a place.
+    body = {"name": "ops", "destination": "mailto://ops@other.test"}
+    assert (
+        await client.post("/v1/customers/other/alert-channels", headers=auth(admin_key), json=body)
+    ).status_code == 201
+    first = await pg.fetchval("SELECT min(id) FROM alert_channels WHERE customer_id = 'acme'")
+    assert (await client.delete(f"{channels}/{first}", headers=auth(admin_key))).status_code == 204
+    again = await client.post(
+        channels, headers=auth(admin_key), json={"name": "one more", "destination": "mailto://x@acme.test"}
+    )
+    assert again.status_code == 201, again.text
+
+    await pg.executemany(
+        "INSERT INTO alert_rules (customer_id, name, basis, levels) VALUES ('acme', $1, 'absolute', '{100}')",
+        [(f"rule {i}",) for i in range(100)],
+    )
+    rules = "/v1/customers/acme/alert-rules"
+    refused = await client.post(rules, headers=auth(admin_key), json={"name": "r", "levels": ["50"]})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["detail"] == (
+        "rules: customer acme has 100 alert rules, the most one customer may have; "
+        "delete one before adding another"
+    )
+    assert await pg.fetchval("SELECT count(*) FROM alert_rules WHERE customer_id = 'acme'") == 100
+
+
+async def test_test_notices_are_a_few_an_hour_per_channel(
+    client: AsyncTestClient[Any], admin_key: str, acme: None, pg: Any
+) -> None:
+    made = await client.post(
+        "/v1/customers/acme/alert-channels",
+        headers=auth(admin_key),
+        json={"name": "ops", "destination": "mailto://ops@acme.test"},
+    )
+    test = f"/v1/customers/acme/alert-channels/{made.json()['id']}/test"
+    for _ in range(5):
+        assert (await client.post(test, headers=auth(admin_key))).status_code == 202
+    sixth = await client.post(test, headers=auth(admin_key))
+    assert sixth.status_code == 429, sixth.text
+    assert sixth.json()["detail"].startswith("test notices: at most 5 to one channel an hour")
+    assert await pg.fetchval("SELECT count(*) FROM alert_deliveries") == 5
+    # An hour later (by the clock that stamped them) the allowance is back.
+    await pg.execute("UPDATE alert_deliveries SET created_at = created_at - interval '61 minutes'")
+    assert (await client.post(test, headers=auth(admin_key))).status_code == 202
+
+
 async def test_the_customer_page_lists_recent_alerts(
     client: AsyncTestClient[Any],
     admin_key: str,

@@ -669,6 +669,37 @@ async def test_test_notice_records_a_delivery(client: Client, admin_key: str, pg
     assert (await client.get(f"{BASE}/tests/{delivery_id + 1000}")).status_code == 404
 
 
+async def test_a_sixth_test_notice_in_an_hour_is_refused_on_the_page(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
+    csrf = await acme_user(client, admin_key, pg)
+    await add_channel(client, csrf, "Mail", "email", "ops@acme.test")
+    channel_id = await pg.fetchval("SELECT id FROM alert_channels")
+    for _ in range(5):
+        sent = await post_form(client, f"{BASE}/channels/{channel_id}/test", {"csrf_token": csrf})
+        assert sent.status_code == 303
+    refused = await post_form(client, f"{BASE}/channels/{channel_id}/test", {"csrf_token": csrf})
+    assert refused.status_code == 429
+    assert "Not just now" in refused.text
+    assert "test notices: at most 5 to one channel an hour" in refused.text
+    assert await count(pg, "alert_deliveries") == 5
+
+
+async def test_the_channel_form_says_when_a_customer_has_the_most_channels(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
+    csrf = await acme_user(client, admin_key, pg)
+    for i in range(20):
+        assert (await add_channel(client, csrf, f"Mail {i}", "email", f"ops{i}@acme.test")).status_code == 303
+    refused = await add_channel(client, csrf, "Mail 20", "email", "ops20@acme.test")
+    assert refused.status_code == 422
+    assert (
+        "Channels: customer acme has 20 alert channels, the most one customer may have; "
+        "delete one before adding another." in refused.text
+    )
+    assert await count(pg, "alert_channels") == 20
+
+
 async def test_deleting_a_channel(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
     csrf = await acme_user(client, admin_key, pg)
     await add_channel(client, csrf, "Mail", "email", "ops@acme.test")

@@ -14,6 +14,7 @@ place, with its reason (`rules.customers_watched_among`).
 from __future__ import annotations
 
 from portal.alerting.repository.channels import (
+    active_channel_count,
     active_channel_ids,
     active_channels,
     disable_channel,
@@ -23,6 +24,7 @@ from portal.alerting.repository.channels import (
     set_channel_secrets,
     stored_channel,
 )
+from portal.alerting.repository.common import lock_customer_alerting
 from portal.alerting.repository.deliveries import (
     claim_delivery,
     deliveries_listing,
@@ -36,6 +38,7 @@ from portal.alerting.repository.deliveries import (
     insert_test_delivery,
     mark_failed,
     mark_sent,
+    recent_test_deliveries,
     schedule_retry,
 )
 from portal.alerting.repository.firings import (
@@ -50,6 +53,7 @@ from portal.alerting.repository.firings import (
 )
 from portal.alerting.repository.rules import (
     active_rule,
+    active_rule_count,
     active_rules,
     anomaly_rules,
     budget_rules,
@@ -67,9 +71,11 @@ from portal.alerting.repository.rules import (
 
 __all__ = [
     "FiringPosition",
+    "active_channel_count",
     "active_channel_ids",
     "active_channels",
     "active_rule",
+    "active_rule_count",
     "active_rules",
     "anomaly_rules",
     "budget_rules",
@@ -98,12 +104,14 @@ __all__ = [
     "insert_test_delivery",
     "insert_threshold_firing",
     "lock_all_channel_secrets",
+    "lock_customer_alerting",
     "mark_anomalies_judged",
     "mark_failed",
     "mark_sent",
     "owned_active_channel_ids",
     "plan_rules",
     "recent_firings",
+    "recent_test_deliveries",
     "schedule_retry",
     "set_channel_secrets",
     "stored_channel",

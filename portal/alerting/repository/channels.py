@@ -67,6 +67,13 @@ async def active_channels(session: AsyncSession, customer_id: str) -> list[Chann
     return [_channel(row) for row in await session.execute(statement)]
 
 
+async def active_channel_count(session: AsyncSession, customer_id: str) -> int:
+    statement = select(func.count()).where(
+        col(ChannelRow.customer_id) == customer_id, col(ChannelRow.disabled_at).is_(None)
+    )
+    return int(await session.scalar(statement) or 0)
+
+
 async def disable_channel(session: AsyncSession, customer_id: str, channel_id: int) -> bool:
     """Mark the customer's enabled channel disabled now; False when there is no such channel."""
     statement = (

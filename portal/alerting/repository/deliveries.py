@@ -3,7 +3,7 @@ with their firing, claimed under a lease, settled after each attempt."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, Text, case, func, insert, literal, or_, select, update
@@ -62,6 +62,23 @@ async def insert_firing_deliveries(
         .returning(col(DeliveryRow.id))
     )
     return ids(await session.scalars(statement))
+
+
+async def recent_test_deliveries(
+    session: AsyncSession, customer_id: str, channel_id: int, *, within: timedelta
+) -> tuple[int, int]:
+    """(to this channel, to all the customer's channels): test notices created in the last
+    `within`, by the database's clock (the one that stamped them)."""
+    statement = select(
+        func.count().filter(col(DeliveryRow.channel_id) == channel_id),
+        func.count(),
+    ).where(
+        col(DeliveryRow.customer_id) == customer_id,
+        col(DeliveryRow.firing_id).is_(None),
+        col(DeliveryRow.created_at) > func.now() - within,
+    )
+    row: Any = (await session.execute(statement)).one()
+    return int(row[0]), int(row[1])
 
 
 async def insert_test_delivery(

@@ -124,6 +124,13 @@ async def active_rules(session: AsyncSession, customer_id: str) -> list[Rule]:
     return [_rule(row) for row in await session.execute(statement)]
 
 
+async def active_rule_count(session: AsyncSession, customer_id: str) -> int:
+    statement = select(func.count()).where(
+        col(AlertRuleRow.customer_id) == customer_id, col(AlertRuleRow.disabled_at).is_(None)
+    )
+    return int(await session.scalar(statement) or 0)
+
+
 async def active_rule(
     session: AsyncSession, customer_id: str, rule_id: int, *, lock: bool = False
 ) -> Rule | None:
