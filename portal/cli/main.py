@@ -351,6 +351,8 @@ def _run_up(args: argparse.Namespace, settings: Settings, supervisor: Any) -> No
         return
     env = _child_env(settings)
     env[UP_MARKER] = str(data_dir)
+    if settings.redis_url:
+        supervisor.watch_beats(settings.redis_url)
     # Web and worker processes write their metrics here; /metrics sums them. Stale files
     # of an earlier run would add dead processes' counts, so the folder starts empty.
     metrics_dir = data_dir / "metrics"

@@ -270,9 +270,16 @@ def _text(value: Any) -> str:
 async def read_roles(client: AsyncRedis) -> RolesSeen:
     """The heartbeats recorded in Redis. Raises what Redis raises (the caller reports the
     store as down)."""
-    seconds, micros, flat_payloads, flat_seen = await client.eval(
-        _READ_SCRIPT, 2, keys.ROLES_KEY, keys.ROLES_SEEN_KEY
-    )
+    return _roles_from(await client.eval(_READ_SCRIPT, 2, keys.ROLES_KEY, keys.ROLES_SEEN_KEY))
+
+
+def read_roles_sync(client: redis.Redis) -> RolesSeen:
+    """`read_roles` for a synchronous client (`up`'s supervisor)."""
+    return _roles_from(client.eval(_READ_SCRIPT, 2, keys.ROLES_KEY, keys.ROLES_SEEN_KEY))
+
+
+def _roles_from(reply: Any) -> RolesSeen:
+    seconds, micros, flat_payloads, flat_seen = reply
     now = to_datetime(int(seconds) + int(micros) / 1_000_000)
     seen_ms = {
         _text(field): float(score) for field, score in zip(flat_seen[::2], flat_seen[1::2], strict=True)

@@ -6,6 +6,12 @@ doubles from 0.5 s to 30 s and starts over once the child has run stably for 30 
 names what died and how (its exit code or signal). A child that dies 8 times within 5
 minutes is crash-looping: `up` then gives up, names it, and shows its last lines.
 
+A role's process that runs but has stopped beating (heartbeats in the live view's Redis,
+portal/operations/heartbeats.py) for `hung_after_s` is hung: stopped by a signal, stuck in
+the kernel, every thread blocked. No exit status would ever say so, so `up` kills its
+process group, and the restart above follows. It judges only while Redis has been readable
+for that long (beats are not written while it is away).
+
 Roles start only while every server is ready (Valkey answers PING, not -LOADING, which it
 answers while it loads its append-only file; Postgres accepts a password connection). A
 server that dies is started again on the same port and data dir; roles are restarted only
@@ -32,6 +38,7 @@ import logging
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,6 +47,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import redis
 
 from portal.infrastructure.embedded import _pid_alive, tail
 
@@ -71,6 +80,10 @@ class Policy:
     tick_s: float = 0.1
     # How often a starting server is asked whether it is ready.
     ready_poll_s: float = 0.2
+    # A role's process that is running but has not beaten for this long (and six of its
+    # own beat intervals) is hung: its group is killed so that it starts again.
+    hung_after_s: float = 60.0
+    beat_check_s: float = 5.0
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -192,10 +205,18 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
+    if not os.path.isdir("/proc"):
+        return True
+    return bool(processes_in_group(pgid))
+
+
+def processes_in_group(pgid: int) -> set[int]:
+    """The pids of group `pgid` that are not zombies (Linux: read from /proc; elsewhere none)."""
+    found: set[int] = set()
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return True
+        return found
     for name in entries:
         if not name.isdigit():
             continue
@@ -206,8 +227,8 @@ def group_alive(pgid: int) -> bool:
             continue
         # After the command name: state, ppid, pgrp, …
         if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            return True
-    return False
+            found.add(int(name))
+    return found
 
 
 def signal_group(pgid: int | None, signum: signal.Signals) -> None:
@@ -334,6 +355,10 @@ class Supervisor:
         self.stopping = False
         self.hurry = False
         self.failure: str | None = None
+        # Heartbeats (portal/operations/heartbeats.py), read to find hung roles.
+        self._beats: redis.Redis | None = None
+        self._beats_readable_since: float | None = None
+        self._next_beat_check = 0.0
 
     # -- servers
 
@@ -575,13 +600,63 @@ class Supervisor:
         )
 
     def tick(self) -> None:
-        """One round: relay output, notice deaths, start what is due."""
+        """One round: relay output, notice deaths and hangs, start what is due."""
         self._relay(self.policy.tick_s)
         now = time.monotonic()
         for watched in self._servers:
             self._watch_server(watched, now)
         for role in self._roles:
             self._watch_role(role, now)
+        if self._beats is not None and now >= self._next_beat_check:
+            self._next_beat_check = now + self.policy.beat_check_s
+            self._watch_beats(now)
+
+    # -- hangs
+
+    def watch_beats(self, redis_url: str) -> None:
+        """Read the roles' heartbeats from the live view's Redis (`redis_url`) from now on:
+        a role's process that runs but stopped beating is hung (stopped by a signal, stuck
+        in the kernel, every thread blocked), which its exit status would never tell."""
+        from portal.infrastructure.redis_client import sync_client
+
+        self._beats = sync_client(redis_url, socket_timeout=2, socket_connect_timeout=2)
+
+    def _watch_beats(self, now: float) -> None:
+        from portal.operations.heartbeats import read_roles_sync
+
+        assert self._beats is not None
+        try:
+            seen = read_roles_sync(self._beats)
+        except Exception:  # Redis down or loading: its own outage, reported elsewhere
+            self._beats_readable_since = None
+            return
+        if self._beats_readable_since is None:
+            self._beats_readable_since = now
+        # Beats are not written while Redis is away: judge only once it has been readable
+        # for a whole hung period, so a Redis outage does not read as every role hung.
+        if now - self._beats_readable_since < self.policy.hung_after_s:
+            return
+        host = socket.gethostname()
+        for role in self._roles:
+            if role.process is None or role.pgid is None or now - role.started_at < self.policy.hung_after_s:
+                continue
+            group = processes_in_group(role.pgid)
+            for beat in seen.processes:
+                if beat.host != host or beat.pid not in group or beat.stopped:
+                    continue
+                silent = (seen.now - beat.seen_at).total_seconds()
+                if silent < max(self.policy.hung_after_s, 6 * beat.every_s):
+                    continue
+                log.error(
+                    "%s: process %d runs but has not beaten for %.0f s (hung or stopped); "
+                    "killing its process group %d to start it again",
+                    role.spec.name,
+                    beat.pid,
+                    silent,
+                    role.pgid,
+                )
+                signal_group(role.pgid, signal.SIGKILL)
+                break
 
     @property
     def done(self) -> bool:
@@ -621,6 +696,10 @@ class Supervisor:
         """Stop every role (SIGTERM to each group, SIGKILL after the grace), then the servers,
         then whatever an `up` on this data dir left."""
         self.stopping = True
+        beats, self._beats = self._beats, None
+        if beats is not None:
+            with contextlib.suppress(Exception):
+                beats.close()
         for role in self._roles:
             # The leader only: it stops its own children (a second SIGTERM makes a Dramatiq
             # worker process exit without draining, and hang on its threads).

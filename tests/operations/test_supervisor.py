@@ -6,15 +6,18 @@ The real roles and servers under `up` are in test_up_recovery.py."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from portal.infrastructure.settings import Settings
 from portal.operations.supervisor import (
     UP_MARKER,
     AlreadyRunning,
@@ -144,6 +147,48 @@ def test_a_dead_leaders_group_is_stopped_before_the_role_starts_again(tmp_path: 
         supervisor.shutdown()
     # Shutdown leaves nothing behind.
     assert not _alive(new_leader) and not _alive(new_child)
+    assert marked_processes(tmp_path) == []
+
+
+def test_a_role_whose_process_stops_beating_is_killed_and_started_again(
+    tmp_path: Path, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Like a Dramatiq worker process that hangs: it beats once, then is stopped (SIGSTOP:
+    # alive, exit status never comes), under a leader that waits on it forever.
+    pids = tmp_path / "pids"
+    child_code = (
+        "import os, signal\n"
+        "from portal.infrastructure.redis_client import sync_client\n"
+        "from portal.operations.heartbeats import Identity, beat\n"
+        "beat(sync_client(os.environ['REDIS_URL']), Identity.of_this_process('worker'), every_s=0.1)\n"
+        "os.kill(os.getpid(), signal.SIGSTOP)\n"
+    )
+    code = (
+        "import os, subprocess, sys\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {child_code!r}])\n"
+        f"open({str(pids)!r}, 'a').write(f'{{os.getpid()}} {{child.pid}}\\n')\n"
+        "child.wait()\n"
+    )
+    argv, env = _python(code, tmp_path, REDIS_URL=settings.redis_url or "")
+    policy = replace(FAST, hung_after_s=1.0, beat_check_s=0.1)
+    supervisor = Supervisor(data_dir=tmp_path, servers=None, policy=policy)
+    supervisor.watch_beats(settings.redis_url or "")
+    supervisor.add_role(RoleSpec("worker", argv, env))
+
+    def started(count: int) -> bool:
+        return pids.exists() and len(pids.read_text().splitlines()) >= count
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="portal.operations.supervisor"):
+            assert supervisor.run_until(lambda: started(1))
+            leader, child = map(int, pids.read_text().split())
+            assert supervisor.run_until(lambda: started(2))
+        assert not _alive(leader) and not _alive(child)
+        hung = [r.getMessage() for r in caplog.records if "has not beaten" in r.getMessage()]
+        assert hung and hung[0].startswith(f"worker: process {child} runs but has not beaten for ")
+        assert hung[0].endswith(f"(hung or stopped); killing its process group {leader} to start it again")
+    finally:
+        supervisor.shutdown()
     assert marked_processes(tmp_path) == []
 
 
