@@ -236,13 +236,16 @@ def _send_email(
         )
     elif transport.smtp_url is None:
         return False, (
-            "this email channel is an address only, and the portal has no SMTP server configured (smtp_url)"
+            # Shown to the customer on their alerts page: words they can read, then what the
+            # operator has to set.
+            "this portal has no mail server set up, so it cannot send email yet "
+            "(its operator sets PORTAL_SMTP_URL)"
         )
     else:
         try:
             server = smtp.portal_smtp(transport.smtp_url)
         except smtp.SmtpSettingsError as exc:
-            return False, f"the portal's SMTP settings (smtp_url): {exc}"
+            return False, f"the portal's mail server settings (PORTAL_SMTP_URL): {exc}"
     to = [(_name(name), address) for name, address in plugin.targets]
     cc = sorted(set(plugin.cc) - {address for _, address in to})
     bcc = sorted(set(plugin.bcc) - {address for _, address in to} - set(cc))

@@ -32,6 +32,8 @@ from apprise.decorators import notify
 from apprise.manager_plugins import NotificationManager
 from apprise.plugins.custom_json import NotifyJSON
 
+from alerts.smtp import os_reason
+
 SIGNED_SCHEMES = ("portaljson", "portaljsons")
 SIGNATURE_HEADER = "X-Usage-Portal-Signature"
 TIMESTAMP_HEADER = "X-Usage-Portal-Timestamp"
@@ -170,7 +172,7 @@ def _cause(exc: BaseException) -> str:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, OSError) and current.strerror:
-            return f"[Errno {current.errno}] {current.strerror}" if current.errno else current.strerror
+            return os_reason(current)
         reason = getattr(current, "reason", None)
         current = reason if isinstance(reason, BaseException) else (current.__cause__ or current.__context__)
     return type(exc).__name__

@@ -5,6 +5,7 @@ raises for a failed submission: the error says which server answered what."""
 from __future__ import annotations
 
 import smtplib
+import socket
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -94,7 +95,7 @@ def submit(
     except smtplib.SMTPException as exc:
         return False, f"{where}: {exc}"
     except OSError as exc:  # refused, unreachable, timed out, TLS failures
-        return False, f"{where} unreachable: {exc}"
+        return False, f"{where} unreachable: {os_reason(exc)}"
     if refused:
         return True, f"{where} refused some recipients (the others were sent it): {_refusals(refused)}"
     return True, None
@@ -109,3 +110,13 @@ def _refusals(refused: dict[str, tuple[int, bytes]]) -> str:
     return ", ".join(
         f"{address} ({code} {reply.decode('utf-8', 'replace')})" for address, (code, reply) in refused.items()
     )
+
+
+def os_reason(exc: OSError) -> str:
+    """An OS error in words a customer reading their alert history can act on, with the
+    system's own text: a host name that does not resolve says so rather than `[Errno -2]`."""
+    if isinstance(exc, socket.gaierror):
+        return f"its host name was not found ({exc.strerror})"
+    if exc.errno and exc.strerror:
+        return f"[Errno {exc.errno}] {exc.strerror}"
+    return str(exc)

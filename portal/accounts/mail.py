@@ -55,7 +55,7 @@ def _send(settings: Settings, user: User, url: str, reset: bool) -> str | None:
     try:
         server = portal_smtp(settings.smtp_url)
     except SmtpSettingsError as exc:
-        return f"the portal's SMTP settings (smtp_url): {exc}"
+        return f"the portal's mail server settings (PORTAL_SMTP_URL): {exc}"
     message = password_link_message(user, url, server.sender, reset=reset)
     ok, error = submit(server, message, [user.email], timeout_s=10.0)
     return None if ok else error

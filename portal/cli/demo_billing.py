@@ -2,7 +2,7 @@
 
 - Alert rules (Acme): a usage threshold on API calls and a monthly budget, notifying an
   email channel. The demo configures no SMTP server, so each delivery fails with the
-  reason the alerts page shows ("no SMTP server configured"): true, and what an operator
+  reason the alerts page shows ("no mail server set up"): true, and what an operator
   who has not set PORTAL_SMTP_URL would see.
 - Invoices: every ended period rated by the invoice run (`run_invoices`); all but the most
   recent approved (finalized, numbered INV-…) by the demo's account manager, dated the
