@@ -23,7 +23,7 @@ from portal.billing.lifecycle import locked_invoice, next_number
 from portal.billing.repository import adjustments as adjustment_store
 from portal.billing.schemas import InvoiceRow
 from portal.infrastructure.domain_errors import Conflict, Invalid
-from portal.infrastructure.typed_numbers import DECIMAL_HINT, typed_decimal
+from portal.infrastructure.typed_numbers import number_hint, typed_decimal
 
 NoteKind = Literal["credit", "debit"]
 SERIES: dict[str, str] = {"credit": "CN", "debit": "DN"}
@@ -33,9 +33,10 @@ MAX_AMOUNT = Decimal("1000000000")
 
 def parse_amount(raw: str, currency: str) -> Decimal:
     """A positive amount in the currency's minor unit ("12.50" in EUR); Invalid otherwise."""
-    amount = typed_decimal(raw)
+    three = minor_units(currency) == 3
+    amount = typed_decimal(raw, three_decimals=three)
     if amount is None:
-        hint = DECIMAL_HINT if "," in raw else "write a number such as 12.50"
+        hint = number_hint(raw, three_decimals=three) or "write a number such as 12.50"
         raise Invalid(f"amount: {hint}")
     if amount <= 0:
         raise Invalid("amount: must be more than zero (choose credit or debit for the direction)")

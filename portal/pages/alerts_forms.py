@@ -13,7 +13,7 @@ import msgspec
 
 from alerts.thresholds import Basis
 from portal.alerting.schemas import ChannelCreate, Rule, RuleCreate
-from portal.infrastructure.typed_numbers import DECIMAL_HINT, typed_decimal
+from portal.infrastructure.typed_numbers import DECIMAL_HINT, number_hint, typed_decimal
 from portal.pages.formatting import grouped
 
 MAX_LEVELS = 10  # what the rule schema allows
@@ -109,6 +109,10 @@ def _all(form: Any, name: str) -> list[str]:
 
 # "1.000,5": dots grouping thousands and a decimal comma (the European way of writing).
 _EUROPEAN = re.compile(r"\d\.\d{3}(?:\.\d{3})*,\d")
+# "1,5": a comma between digits that does not group thousands. Between levels a comma is
+# followed by a space ("1, 5"); without one it may be a decimal comma (1.5 to a European
+# reader), so it is refused rather than read as two levels.
+_DIGIT_COMMA_DIGIT = re.compile(r"(\d+),(?!\d{3}(?!\d))(\d+)")
 
 
 def _number(raw: str) -> Decimal | None:
@@ -178,6 +182,19 @@ def _levels(typed: RuleForm, fixed: Rule | None) -> tuple[list[str], Basis | Non
     keeps its own basis, so its "%" signs may be left out."""
     if _EUROPEAN.search(typed.levels):
         return [], None, [FieldError(LEVELS_ID, f"Notify at: “{typed.levels}”: {DECIMAL_HINT}.")]
+    if (pair := _DIGIT_COMMA_DIGIT.search(typed.levels)) is not None:
+        first, second = pair.groups()
+        return (
+            [],
+            None,
+            [
+                FieldError(
+                    LEVELS_ID,
+                    f"Notify at: “{pair.group(0)}” could be one number or two levels: write "
+                    f"{first}.{second} for one, or {first}, {second} (a comma and a space) for two.",
+                )
+            ],
+        )
     raw = split_levels(typed.levels)
     if not raw:
         return [], None, [FieldError(LEVELS_ID, "Notify at: give at least one level, such as 5,000 or 80%.")]
@@ -186,7 +203,7 @@ def _levels(typed: RuleForm, fixed: Rule | None) -> tuple[list[str], Basis | Non
     for text in raw:
         number = _number(text)
         if number is None:
-            hint = f": {DECIMAL_HINT}" if "," in text else ""
+            hint = f": {said}" if (said := number_hint(text)) else ""
             errors.append(FieldError(LEVELS_ID, f"Notify at: “{text}” is not a number{hint}."))
         elif number <= 0:  # also checked by the schema; here so every mistake is listed at once
             errors.append(FieldError(LEVELS_ID, f"Notify at: “{text}” must be greater than 0."))
@@ -242,7 +259,7 @@ def parse_rule_form(form: Any, *, fixed: Rule | None = None) -> tuple[RuleForm, 
                 )
             )
         elif number is None:
-            hint = f": {DECIMAL_HINT}" if "," in typed.budget else ""
+            hint = f": {said}" if (said := number_hint(typed.budget)) else ""
             errors.append(
                 FieldError("rule-budget", f"Monthly budget: “{typed.budget}” is not an amount{hint}.")
             )

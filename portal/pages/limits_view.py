@@ -25,7 +25,7 @@ from portal.entitlements import repository as entitlement_store
 from portal.entitlements import service as entitlements
 from portal.entitlements.limits import CustomerRule, Enforcement, Limit, PlanRule, SetBy, answer
 from portal.entitlements.schemas import CheckIn, LimitIn, check_quantity
-from portal.infrastructure.typed_numbers import typed_decimal
+from portal.infrastructure.typed_numbers import number_hint, typed_decimal
 from portal.pages.formatting import measure
 from portal.usage.combine import exact
 
@@ -220,6 +220,8 @@ def read_quantity(text: str, unit: str) -> tuple[Decimal | None, str | None]:
         return None, "A limit cannot be below 0."
     quantity = typed_decimal(cleaned)
     if quantity is None:
+        if (hint := number_hint(cleaned)) is not None:
+            return None, f"{hint[0].upper()}{hint[1:]}."
         return None, f"Enter a number, such as {example} (digits, and a point for decimals)."
     try:
         check_quantity("limit", quantity)

@@ -124,6 +124,26 @@ def test_a_channel_reads_as_its_owner_typed_it(
         ("80%", "1,00", None, "Monthly budget: “1,00” is not an amount: write decimals with a point"),
         # Dots grouping thousands with a decimal comma (1.000,5) are refused as a whole
         ("1.000,5", "", None, "Notify at: “1.000,5”: write decimals with a point"),
+        # "5.000" is five to some readers, five thousand to others: neither is guessed
+        (
+            "5.000",
+            "",
+            None,
+            "Notify at: “5.000” is not a number: a point before three digits may mean thousands",
+        ),
+        ("80%", "1.500", None, "Monthly budget: “1.500” is not an amount: a point before three digits"),
+        ("0.125, 2.5", "", ("None", ["0.125", "2.5"]), None),
+        # "1,5" is one decimal number or two levels: the form asks rather than splits
+        (
+            "1,5",
+            "",
+            None,
+            "Notify at: “1,5” could be one number or two levels: write 1.5 for one, or 1, 5 (a comma "
+            "and a space) for two.",
+        ),
+        ("50,80,100", "", None, "Notify at: “50,80” could be one number or two levels"),
+        ("1, 5", "", ("None", ["1", "5"]), None),
+        ("1,500", "", ("None", ["1500"]), None),
     ],
 )
 def test_a_decimal_comma_is_refused_with_a_hint_not_misread(

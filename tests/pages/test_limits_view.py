@@ -28,7 +28,12 @@ def test_a_typed_limit_is_read_exactly(typed: str, read: Decimal) -> None:
     ("typed", "problem"),
     [
         ("", "Enter a number, such as 5,000 calls."),
-        ("1,00", "Enter a number, such as 5,000 calls (digits, and a point for decimals)."),
+        ("1,00", "Write decimals with a point and thousands with a comma or nothing, such as 1,000.50."),
+        (
+            "5.000",
+            "A point before three digits may mean thousands: "
+            "write 5,000 for five thousand, 5 or 5.0 for five.",
+        ),
         ("1e3", "Enter a number, such as 5,000 calls (digits, and a point for decimals)."),
         ("NaN", "Enter a number, such as 5,000 calls (digits, and a point for decimals)."),
         ("\u0663", "Enter a number, such as 5,000 calls (digits, and a point for decimals)."),  # Arabic 3

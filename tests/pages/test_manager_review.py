@@ -235,10 +235,17 @@ async def test_manual_credit_note_counts_in_the_adjusted_total(
     assert 'value="10.00"' in missing.text  # what was typed is kept
     bad = await client.post(
         f"/portal/invoices/{invoice_id}/adjustments",
-        data={"csrf_token": csrf, "kind": "credit", "amount": "1.005", "reason": "x"},
+        data={"csrf_token": csrf, "kind": "credit", "amount": "1.5005", "reason": "x"},
     )
     assert bad.status_code == 422
     assert "Amount: EUR has 2 decimal place(s)." in bad.text
+    # "1.005" could be a thousand and five: neither reading is guessed
+    thousands = await client.post(
+        f"/portal/invoices/{invoice_id}/adjustments",
+        data={"csrf_token": csrf, "kind": "credit", "amount": "1.005", "reason": "x"},
+    )
+    assert thousands.status_code == 422
+    assert "Amount: a point before three digits may mean thousands" in thousands.text
     # A decimal comma is refused with a hint, never read as 250.00 (or 2.50)
     for typed in ("2,50", "1.000,50", "1e3", "1_000"):
         comma = await client.post(
