@@ -122,11 +122,15 @@ class InvoicePagesController(PageController):
         rows = rows[:PAGE_SIZE]
         older = rows[-1].id if more else None
         shown: list[InvoiceSummary] = [r for r in rows if sees_drafts(request) or r.state in ISSUED]
+        # A customer does not see a draft's amounts, but does see that an ended period's
+        # invoice is on its way (otherwise the list has a gap where last month should be).
+        preparing = [] if sees_drafts(request) else [r for r in rows if r.state == "awaiting_review"]
         return page(
             "customer/invoices.html",
             request,
             customer=customer,
             invoices=shown,
+            preparing=preparing,
             older=older,
             upcoming=await _upcoming(portal, read_db, customer),
             states=STATE_LABELS,

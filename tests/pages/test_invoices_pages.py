@@ -83,7 +83,7 @@ async def test_customer_sees_issued_invoices_and_the_upcoming_one(
     assert f'<a href="/portal/invoices/{finalized["id"]}">INV-000001</a>' in page.text
     assert f'/portal/invoices/{current["id"]}"' not in page.text  # drafts are staff-only
     assert ">Draft<" not in page.text
-    assert '<td class="num">USD 10.00</td>' in page.text
+    assert '<td class="num" data-label="Total">USD 10.00</td>' in page.text
     assert '<th scope="col">Service period</th>' in page.text and "IST" in page.text
     assert 'id="upcoming-so-far">USD 10.00<' in page.text  # the flat fee; no usage yet
 
@@ -106,7 +106,7 @@ async def test_invoice_detail_shows_lines_tiers_and_totals(
     assert '<th scope="row">Platform fee</th>' in page.text
     calls = re.search(r'<tr class="line-usage">(.*?)</tr>', page.text, re.S)
     assert calls is not None
-    cells = re.findall(r'<td class="num">([^<]*)</td>', calls.group(1))
+    cells = re.findall(r'<td class="num" data-label="[^"]+">([^<]*)</td>', calls.group(1))
     assert cells == ["0", "tiered", "USD 0.00"]
     assert "100 included, 0 billable" in calls.group(1)
     assert 'id="invoice-total">USD 10.00<' in page.text
@@ -251,12 +251,19 @@ async def test_tiers_and_a_late_event_debit_note_with_its_line_deltas(
     # 1,500 calls, 100 included, 1,400 billable: 1,000 at 0.01 and 400 at 0.005.
     calls = re.search(r'<tr class="line-usage">(.*?)</tr>', page.text, re.S)
     assert calls is not None
-    assert re.findall(r'<td class="num">([^<]*)</td>', calls.group(1)) == ["1,500", "tiered", "USD 12.00"]
+    assert re.findall(r'<td class="num" data-label="[^"]+">([^<]*)</td>', calls.group(1)) == [
+        "1,500",
+        "tiered",
+        "USD 12.00",
+    ]
     assert "100 included, 1,400 billable" in calls.group(1)
     tiers = re.findall(r'<tr class="tier">(.*?)</tr>', page.text, re.S)
     assert len(tiers) == 2
     assert ">0 to 1,000</th>" in tiers[0]
-    assert '<td class="num">1,000</td><td class="num">0.01</td><td class="num">USD 10.00</td>' in tiers[0]
+    assert (
+        '<td class="num" data-label="Quantity">1,000</td><td class="num" data-label="Unit price">0.01</td>'
+        '<td class="num" data-label="Amount">USD 10.00</td>' in tiers[0]
+    )
     assert ">above 1,000</th>" in tiers[1]
     assert "Debit note DN-000001: USD 0.50" in page.text
     assert '<td class="num">100</td><td class="num">USD 0.50</td>' in page.text

@@ -65,6 +65,14 @@ async def test_voiding_an_invoice_voids_its_late_event_debit_note(
     )
     assert voided.status_code == 200, voided.text
     reissue_id = voided.json()["id"]
+    # Meanwhile the customer reads that the invoice is no longer payable and that its
+    # replacement, not yet reviewed (so not shown with amounts), is being prepared
+    await as_customer(pg, client)
+    void_page = await client.get(f"/portal/invoices/{invoice_id}")
+    assert '<p class="callout warning">This invoice was voided: it is no longer payable.' in void_page.text
+    waiting = await client.get("/portal/customers/acme/invoices")
+    assert waiting.text.count('<p class="callout info preparing">Being prepared: the invoice for ') == 1
+    assert f"/portal/invoices/{reissue_id}" not in waiting.text
     reissued = await client.post(f"/v1/invoices/{reissue_id}/approve", headers=auth(admin_key), json={})
     assert reissued.status_code == 200, reissued.text
     # Then the reissue bills the late usage once
@@ -100,11 +108,10 @@ async def test_voiding_an_invoice_voids_its_late_event_debit_note(
     assert not any("after adjustments" in entry or "22.50" in entry for entry in lines)
 
     # And the customer sees the same: in the list, no adjusted total for the void invoice
-    await as_customer(pg, client)
     listing = await client.get("/portal/customers/acme/invoices")
     assert listing.status_code == 200, listing.text
     rows = {
-        number: re.findall(r'<td class="num">(.*?)</td>', row)
+        number: re.findall(r'<td class="num" data-label="[^"]+">(.*?)</td>', row)
         for number, row in re.findall(r'">(INV-\d+)</a></th>(.*?)</tr>', listing.text, re.S)
     }
     assert rows == {
@@ -121,6 +128,7 @@ async def test_voiding_an_invoice_voids_its_late_event_debit_note(
         in page.text
     )
     assert "Total after adjustments" not in page.text and "22.50" not in page.text
+    assert "Being prepared" not in listing.text  # the reissue is issued now
     assert 'id="invoice-total">USD 22.00<' in page.text
     # And the note's PDF downloads from the portal as from the API
     download = await client.get(f"/portal/invoices/{invoice_id}/notes/{note['id']}/pdf")
