@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.alerting import repository
-from portal.alerting.schemas import PlanRule, Rule, RuleBody, RuleCreate
+from portal.alerting.schemas import Firing, PlanRule, Rule, RuleBody, RuleCreate
 from portal.billing.plans import get_plan
 from portal.billing.repository import plans as billing_plans
 from portal.catalog.service import get_customer, get_meter
@@ -58,6 +58,13 @@ async def create_rule(session: AsyncSession, customer_id: str, data: RuleCreate)
 
 async def list_rules(session: AsyncSession, customer_id: str) -> list[Rule]:
     return await repository.active_rules(session, customer_id)
+
+
+async def rules_of(session: AsyncSession, customer_id: str, firings: list[Firing]) -> dict[int, Rule]:
+    """The rules these notices came from, by id, deleted ones included (their history
+    still reads in the rule's units and currency)."""
+    rules = await repository.rules_by_id(session, customer_id, (f.rule_id for f in firings))
+    return {r.id: r for r in rules}
 
 
 async def disable_rule(session: AsyncSession, customer_id: str, rule_id: int) -> None:

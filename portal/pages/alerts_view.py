@@ -158,8 +158,8 @@ async def alerts_home(db: AsyncSession, customer: Customer) -> AlertsHome:
     for f in firings:
         last[f.rule_id] = max(last.get(f.rule_id, f.fired_at), f.fired_at)
     names = {c.id: c.name for c in channels}
-    by_id = {r.id: r for r in rules}
     views = [describe_rule(r, meters, names, customer.currency, last.get(r.id)) for r in rules]
+    by_id = await rule_service.rules_of(db, customer.id, firings)
     history = [firing_view(f, by_id.get(f.rule_id), meters, customer.currency) for f in firings]
     recent = await delivery_service.list_deliveries(db, customer_id=customer.id, status=None, limit=200)
     tests = [d for d in recent if d.firing_id is None][:TESTS_SHOWN]
@@ -177,7 +177,7 @@ def firing_view(firing: Firing, rule: Rule | None, meters: dict[str, Meter], cur
             f"expected {measure(firing.threshold, meter_unit)}",
             measure(firing.value, meter_unit),
         )
-    if rule is None:  # deleted since: what it watched is no longer known, so plain numbers
+    if rule is None:  # not found (its customer's rules were removed): plain numbers
         return FiringView(firing, kind, grouped(firing.level), grouped(firing.value))
     meter = meters.get(rule.metric_name or "")
     unit = None if meter is None else meter.unit

@@ -414,7 +414,7 @@ async def recent_alerts(
     firings = await list_firings(db, customer.id, limit=limit)
     if not firings:  # most polls: no rules read
         return ()
-    rules = {r.id: r for r in await rule_service.list_rules(db, customer.id)}
+    rules = await rule_service.rules_of(db, customer.id, firings)
     meters = meter_units(every_meter)
     rows = []
     for firing in firings:

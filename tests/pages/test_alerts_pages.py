@@ -158,6 +158,13 @@ async def test_home_shows_rules_channels_and_history(
     assert "Last error: HTTP 500 from the receiver" in text
     assert f'action="{BASE}/channels/{channel_id}/test"' in text
     assert csrf in text
+    # A deleted rule's history still reads in its units
+    deleted = await client.delete(f"/v1/customers/acme/alert-rules/{rule_id}", headers=auth(admin_key))
+    assert deleted.status_code == 204
+    after = (await client.get(BASE)).text
+    assert '<th scope="row">Calls</th>' not in after
+    assert '<td data-label="Level" class="num">25,000 calls</td>' in after
+    assert '<td data-label="Value" class="num">25,310.5 calls</td>' in after
 
 
 # --- rules and budgets ----------------------------------------------------------------------

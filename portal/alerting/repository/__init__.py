@@ -65,6 +65,7 @@ from portal.alerting.repository.rules import (
     insert_rule,
     mark_anomalies_judged,
     plan_rules,
+    rules_by_id,
     threshold_rules,
     update_rule,
 )
@@ -112,6 +113,7 @@ __all__ = [
     "plan_rules",
     "recent_firings",
     "recent_test_deliveries",
+    "rules_by_id",
     "schedule_retry",
     "set_channel_secrets",
     "stored_channel",

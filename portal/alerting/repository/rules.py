@@ -124,6 +124,18 @@ async def active_rules(session: AsyncSession, customer_id: str) -> list[Rule]:
     return [_rule(row) for row in await session.execute(statement)]
 
 
+async def rules_by_id(session: AsyncSession, customer_id: str, rule_ids: Iterable[int]) -> list[Rule]:
+    """The customer's rules of these ids, deleted (disabled) ones included: what a past
+    notice's level and value were measured in."""
+    wanted = sorted(set(rule_ids))
+    if not wanted:
+        return []
+    statement = select(*_RULE).where(
+        col(AlertRuleRow.customer_id) == customer_id, col(AlertRuleRow.id).in_(wanted)
+    )
+    return [_rule(row) for row in await session.execute(statement)]
+
+
 async def active_rule_count(session: AsyncSession, customer_id: str) -> int:
     statement = select(func.count()).where(
         col(AlertRuleRow.customer_id) == customer_id, col(AlertRuleRow.disabled_at).is_(None)
