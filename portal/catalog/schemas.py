@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from portal.http.schemas import ID_PATTERN, NO_NUL, CamelStruct
-from portal.infrastructure.periods import zone
+from portal.infrastructure.periods import customer_zone
 
 Aggregation = Literal["sum", "count", "max", "unique_count", "latest"]
 Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=ID_PATTERN)]
@@ -58,7 +58,7 @@ class CustomerCreate(CamelStruct):
 
     def __post_init__(self) -> None:
         try:
-            zone(self.timezone)
+            customer_zone(self.timezone)
         except ValueError as exc:
             raise ValueError(f"timezone: {exc}") from exc
         _check_billing(self)

@@ -11,7 +11,7 @@ import calendar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 HOUR_S = 3600
 # Every UTC offset and transition in the tz database falls on a quarter hour, so an
@@ -27,6 +27,26 @@ def zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"unknown IANA time zone {name!r}") from exc
+
+
+# Names ZoneInfo opens that are no place a customer lives: "localtime" is this machine's own
+# zone (Postgres does not know it, so SQL in the customer's zone would fail), "Factory" a
+# placeholder; "posix/…" and "right/…" are copies of the database Postgres has not either.
+_NOT_CUSTOMER_ZONES = frozenset({"localtime", "Factory"})
+
+
+@lru_cache(maxsize=1)
+def customer_zones() -> frozenset[str]:
+    """The IANA zones a customer may be billed in: the tz database's names, less the above."""
+    return frozenset(available_timezones()) - _NOT_CUSTOMER_ZONES
+
+
+def customer_zone(name: str) -> ZoneInfo:
+    """`zone(name)` for a zone a customer is created in; raises ValueError naming it when
+    it is no IANA zone a customer can be in."""
+    if name not in customer_zones():
+        raise ValueError(f"unknown IANA time zone {name!r} (such as Europe/Berlin or America/New_York)")
+    return zone(name)
 
 
 def utc_offset_s(epoch_s: float, tz_name: str) -> int:

@@ -125,6 +125,7 @@ async def test_create_customer(client: Client, pg: asyncpg.Connection) -> None:
     assert "No customers yet." in form.text
     assert "<option>Asia/Kolkata</option>" in form.text
     assert "<option selected>UTC</option>" in form.text
+    assert "<option>localtime</option>" not in form.text and "<option>Factory</option>" not in form.text
     response = await client.post(
         "/portal/admin/customers",
         data={
@@ -132,7 +133,7 @@ async def test_create_customer(client: Client, pg: asyncpg.Connection) -> None:
             "id": "initech",
             "name": "Initech GmbH",
             "timezone": "Europe/Berlin",
-            "currency": "EUR",
+            "currency": "eur",  # upper-cased, as whoever typed it meant
         },
         follow_redirects=False,
     )
@@ -168,7 +169,8 @@ async def test_create_customer(client: Client, pg: asyncpg.Connection) -> None:
         ({"id": ""}, "id", "Customer id", "required"),
         ({"name": ""}, "name", "Name", "required"),
         ({"timezone": "Mars/Olympus"}, "timezone", "Time zone", "unknown IANA time zone"),
-        ({"currency": "eur"}, "currency", "Currency", "three capital letters"),
+        ({"currency": "e u r"}, "currency", "Currency", "three capital letters"),
+        ({"timezone": "localtime"}, "timezone", "Time zone", "unknown IANA time zone"),
         ({"currency": "XYZ"}, "currency", "Currency", "XYZ is not an ISO 4217 currency code"),
         ({"id": "acme"}, "id", "Customer id", "a customer “acme” already exists"),
     ],

@@ -8,7 +8,6 @@ import typing
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
-from zoneinfo import available_timezones
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -20,6 +19,7 @@ from portal.billing.currencies import is_currency
 from portal.catalog import service
 from portal.catalog.schemas import Aggregation, Customer, CustomerCreate, Meter, MeterCreate
 from portal.dependencies import Db, Portal
+from portal.infrastructure.periods import customer_zones
 from portal.pages.admin.common import ADMIN_PATH, ADMIN_TZ, AdminController, record
 from portal.pages.admin.forms import UNPROCESSABLE, Form, read_form, text_of
 from portal.pages.web import page
@@ -59,8 +59,8 @@ METER_HINTS = {
 
 @lru_cache(maxsize=1)
 def time_zones() -> tuple[str, ...]:
-    """The IANA zones this machine knows (the same database the schema checks against)."""
-    return tuple(sorted(available_timezones()))
+    """The zones a customer may be created in (the same list the schema checks against)."""
+    return tuple(sorted(customer_zones()))
 
 
 def customer_form(values: dict[str, str] | None = None) -> Form:
@@ -151,8 +151,11 @@ async def _new_customer(db: AsyncSession, form: Form) -> Customer | None:
     form.require("id", "name", "currency")
     if not form.ok:
         return None
+    # "eur" is EUR to whoever typed it (the API, read by programs, keeps its exact pattern);
+    # a form shown again keeps what was typed.
+    values = {**form.values, "currency": str(form.values["currency"]).strip().upper()}
     try:
-        body = msgspec.convert(form.values, CustomerCreate)
+        body = msgspec.convert(values, CustomerCreate)
     except msgspec.ValidationError as exc:
         form.refuse(str(exc), default="id")
         return None
