@@ -14,6 +14,7 @@ from portal.infrastructure.clock import system_clock
 from portal.ingest import repository as ingest_repository
 from portal.ingest.archive import archive_now
 from portal.ingest.partitions import maintain_partitions_now
+from portal.operations.orphan_holds import release_orphan_holds
 from workers.context import get_context
 from workers.outages import periodic
 from workers.reconcile import reconcile
@@ -24,9 +25,12 @@ log = logging.getLogger(__name__)
 @dramatiq.actor(actor_name="reconcile_live", queue_name=MAINTENANCE_QUEUE, max_retries=0, time_limit=600_000)
 @periodic
 async def reconcile_live(full: bool = False) -> None:
-    """Rewrite differing settled live hours from Postgres; record drift. Not retried:
-    the scheduler runs it again at the next tick (also after an outage: skipped)."""
-    await reconcile(await get_context(), full=full)
+    """Rewrite differing settled live hours from Postgres; record drift; release in-flight
+    holds no message will release (portal/operations/orphan_holds.py). Not retried: the
+    scheduler runs it again at the next tick (also after an outage: skipped)."""
+    ctx = await get_context()
+    await reconcile(ctx, full=full)
+    await release_orphan_holds(ctx.redis, ctx.settings)
 
 
 @dramatiq.actor(

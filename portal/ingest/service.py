@@ -222,6 +222,9 @@ class Ingestor:
                 status = await self.live.check_and_hold([e for _, e in candidates], batch_id, accepted_ms)
             except Exception as exc:  # Redis down: we cannot tell duplicates apart
                 log.warning("live view unavailable, refusing batch: %s", exc)
+                # A Redis that paused rather than failed runs the check once it resumes,
+                # hold included, after we answered 503: take that hold back when it answers.
+                self._release_later(batch_id)
                 raise IngestUnavailable("the live store is unavailable") from exc
             for (index, event), state in zip(candidates, status, strict=True):
                 if state == 0:
@@ -254,6 +257,31 @@ class Ingestor:
         rejected.sort(key=lambda r: r.index)
         result = IngestResult(accepted=len(fresh), duplicates=len(duplicates), rejected=rejected)
         return _Outcome(result, duplicates)
+
+    def _release_later(self, batch_id: str) -> None:
+        """Release a hold the batch may have taken, once Redis answers (a release of a hold
+        never taken changes nothing). Given up after LIVE_RETRY_FOR_S: the reconcile's
+        sweep of orphan holds (portal/operations/orphan_holds.py) is the backstop."""
+        task = asyncio.create_task(self._release_until_done(batch_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _release_until_done(self, batch_id: str) -> None:
+        delay = LIVE_RETRY_FIRST_S
+        deadline = time.monotonic() + LIVE_RETRY_FOR_S
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.live.release(batch_id)
+                # Once more a moment later: a resumed Redis may run this release before the
+                # late hold it undoes, which came on another connection.
+                await asyncio.sleep(1.0)
+                await self.live.release(batch_id)
+                return
+            except Exception:
+                if time.monotonic() >= deadline:
+                    return
+            delay = min(delay * 2, LIVE_RETRY_MAX_DELAY_S)
 
     def _apply_later(self, batch_id: str, accepted_ms: int, events: list[AcceptedEvent]) -> None:
         """Count durable events live once Redis answers again (it restarts in about a
@@ -304,4 +332,5 @@ class Ingestor:
         try:
             await self.live.release(batch_id)
         except Exception as exc:
-            log.warning("could not release in-flight batch %s: %s", batch_id, exc)
+            log.warning("could not release in-flight batch %s, retrying: %s", batch_id, exc)
+            self._release_later(batch_id)

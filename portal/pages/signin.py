@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
-from litestar.params import FromPath, URLEncodedBody
+from litestar.params import FromPath, QueryParameter, URLEncodedBody
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_401_UNAUTHORIZED, HTTP_403_FORBIDDEN, HTTP_429_TOO_MANY_REQUESTS
 
@@ -25,7 +25,7 @@ from portal.infrastructure.settings import Settings
 from portal.pages import sessions
 from portal.pages.access import viewer
 from portal.pages.sessions import CSRF_COOKIE, SESSION_COOKIE
-from portal.pages.web import LOGIN_PATH, NO_STORE, PageController
+from portal.pages.web import LOGIN_PATH, NO_STORE, PageController, return_path
 from portal.state import PortalState
 
 log = logging.getLogger("portal.signin")
@@ -36,6 +36,7 @@ class LoginForm(msgspec.Struct):
     email: str = ""
     password: str = ""
     csrf_token: str = ""
+    next: str = ""  # the page to come back to (checked by `return_path`)
 
 
 class ResetForm(msgspec.Struct):
@@ -86,8 +87,23 @@ class LoginController(Controller):
     include_in_schema = False
 
     @get("/login")
-    async def login_form(self, request: Request[Any, Any, Any], portal: Portal) -> Template:
-        return _signed_out_page("login.html", request, portal.settings, email="")
+    async def login_form(
+        self,
+        request: Request[Any, Any, Any],
+        portal: Portal,
+        next_: Annotated[str, QueryParameter(name="next")] = "",
+        expired: Annotated[str, QueryParameter(name="expired")] = "",
+    ) -> Template:
+        """The form; `next` (a page of the portal) is where a successful sign-in goes,
+        `expired=1` says a session just ended."""
+        return _signed_out_page(
+            "login.html",
+            request,
+            portal.settings,
+            email="",
+            back_to=return_path(next_) or "",
+            notice="Your session has ended. Sign in again to continue." if expired == "1" else None,
+        )
 
     @post("/login", status_code=303)
     async def login(
@@ -97,9 +113,17 @@ class LoginController(Controller):
         otherwise. The reason never says whether the address has an account."""
         settings = portal.settings
 
+        back_to = return_path(data.next)
+
         def again(status: int, error: str) -> Template:
             return _signed_out_page(
-                "login.html", request, settings, status_code=status, error=error, email=data.email
+                "login.html",
+                request,
+                settings,
+                status_code=status,
+                error=error,
+                email=data.email,
+                back_to=back_to or "",
             )
 
         if not sessions.csrf_matches(request.cookies.get(CSRF_COOKIE), data.csrf_token, settings.secret_key):
@@ -140,7 +164,7 @@ class LoginController(Controller):
             await sessions.close_session(portal.redis, previous)
         session = await sessions.open_session(portal.redis, user)
         return Redirect(
-            session.home, status_code=303, cookies=[sessions.session_cookie(session.id, settings)]
+            back_to or session.home, status_code=303, cookies=[sessions.session_cookie(session.id, settings)]
         )
 
     @get("/forgot-password")

@@ -8,6 +8,7 @@ key. A visitor without a session is sent to the login page (303); an htmx partia
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from litestar import Controller, Request, Response
 from litestar.datastructures import CacheControlHeader, ResponseHeader
@@ -93,17 +94,40 @@ def error_page(request: Request[Any, Any, Any], status_code: int, title: str, me
     return page("error.html", request, status_code=status_code, title=title, message=message)
 
 
+def return_path(target: str) -> str | None:
+    """`target` when it is a page of this portal to come back to after signing in (a path
+    under /portal/, no scheme, host or control character: never another site); else None."""
+    if len(target) > 2000 or not target.startswith("/portal/") or "\\" in target:
+        return None
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or parts.path.startswith(("/portal/login", "/portal/logout")):
+        return None
+    return target
+
+
+def login_url(*, back_to: str | None, expired: bool) -> str:
+    """The sign-in page, told where to come back to and whether a session just ended."""
+    query = {k: v for k, v in (("next", back_to), ("expired", "1" if expired else None)) if v}
+    return f"{LOGIN_PATH}?{urlencode(query)}" if query else LOGIN_PATH
+
+
 def login_required_response(request: Request[Any, Any, Any], exc: LoginRequired) -> Response[Any]:
+    """To the sign-in page, which brings a page opened without a session back to it once
+    signed in (a form sent after the session ended cannot be: its page is asked again)."""
     response: Response[Any]
     if is_htmx(request):
         response = Response(
             content="",
             status_code=HTTP_401_UNAUTHORIZED,
             media_type="text/plain",
-            headers={"HX-Redirect": LOGIN_PATH},
+            headers={"HX-Redirect": login_url(back_to=None, expired=exc.stale_cookie)},
         )
     else:
-        response = Redirect(LOGIN_PATH, status_code=303)
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        back_to = return_path(here) if request.method == "GET" else None
+        response = Redirect(login_url(back_to=back_to, expired=exc.stale_cookie), status_code=303)
     if exc.stale_cookie:
         response.delete_cookie(SESSION_COOKIE, path="/")
     return response

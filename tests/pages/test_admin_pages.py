@@ -901,7 +901,7 @@ async def test_non_admins_are_refused_everywhere(
 async def test_anonymous_is_sent_to_login(client: Client) -> None:
     response = await client.get("/portal/admin/users", follow_redirects=False)
     assert response.status_code == 303
-    assert response.headers["location"] == "/portal/login"
+    assert response.headers["location"] == "/portal/login?next=%2Fportal%2Fadmin%2Fusers"
 
 
 async def test_admin_form_without_csrf_is_refused(client: Client, pg: asyncpg.Connection) -> None:

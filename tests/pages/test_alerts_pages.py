@@ -7,6 +7,7 @@ import re
 import socket
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import pytest
@@ -840,7 +841,8 @@ async def test_changes_need_the_csrf_token_and_a_session(
     assert await count(pg, "alert_rules") == 0
     client.cookies.clear()
     anonymous = await client.get(BASE, follow_redirects=False)
-    assert anonymous.status_code == 303 and anonymous.headers["location"] == "/portal/login"
+    assert anonymous.status_code == 303
+    assert anonymous.headers["location"] == f"/portal/login?next={quote(BASE, safe='')}"
 
 
 async def test_the_rule_summary_follows_the_form(

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import pytest
@@ -229,7 +230,9 @@ def test_the_route_table_is_not_empty() -> None:
 async def test_anonymous_visitors_are_sent_to_login(client: Client, route: Route) -> None:
     samples = {name: "1" if name in route.numeric else "acme" for name in route.params}
     page = await _request(client, route, samples, csrf=None)
-    assert (page.status_code, page.headers.get("location")) == (303, "/portal/login"), route
+    # A page opened is come back to after signing in; a form sent is not (its page is).
+    back = f"?next={quote(route.url(samples), safe='')}" if route.method == "GET" else ""
+    assert (page.status_code, page.headers.get("location")) == (303, f"/portal/login{back}"), route
     partial = await _request(client, route, samples, csrf=None, htmx=True)
     assert (partial.status_code, partial.headers.get("hx-redirect")) == (401, "/portal/login"), route
 

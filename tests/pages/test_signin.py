@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import replace
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import httpx
@@ -47,7 +49,53 @@ def cookie_attributes(response: httpx.Response, name: str) -> set[str]:
 async def test_anonymous_page_redirects_to_login(client: Client, path: str) -> None:
     response = await client.get(path, follow_redirects=False)
     assert response.status_code == 303
-    assert response.headers["location"] == "/portal/login"
+    assert response.headers["location"] == f"/portal/login?next={quote(path, safe='')}"
+
+
+async def test_signing_in_comes_back_to_the_page_asked_for_and_never_elsewhere(
+    client: Client, pg: asyncpg.Connection
+) -> None:
+    await make_user(pg, "ada-next@vendor.test", role="admin")
+    asked = "/portal/customers?sort=spend&q=a%20b"
+    sent_away = await client.get(asked, follow_redirects=False)
+    form_page = await client.get(sent_away.headers["location"])
+    assert f'<input type="hidden" name="next" value="{html.escape(asked)}">' in form_page.text
+    token = client.cookies.get("portal_csrf")
+    fields = {"email": "ada-next@vendor.test", "password": PASSWORD, "csrf_token": token}
+    back = await client.post("/portal/login", data={**fields, "next": asked}, follow_redirects=False)
+    assert (back.status_code, back.headers["location"]) == (303, asked)
+    # Another site, a scheme, a protocol-relative or backslashed path, the sign-in page
+    # itself: the person's home instead
+    for hostile in (
+        "https://evil.example/portal/x",
+        "//evil.example/portal/",
+        "/\\evil.example",
+        "/portal/\\evil.example",
+        "javascript:alert(1)",
+        "/portal/login?next=/portal/x",
+        "/portal/x\r\nSet-Cookie: a=b",
+        "/other/page",
+    ):
+        client.cookies.clear()
+        form = await client.get("/portal/login", params={"next": hostile})
+        # (a control character in an address is a 400 before any page: request_checks)
+        assert form.status_code in (200, 400) and 'name="next"' not in form.text, hostile
+        token = await login_form(client)
+        home = await client.post(
+            "/portal/login", data={**fields, "csrf_token": token, "next": hostile}, follow_redirects=False
+        )
+        assert (home.status_code, home.headers["location"]) == (303, "/portal/customers"), hostile
+
+
+async def test_an_ended_session_says_so_on_the_sign_in_page(client: Client) -> None:
+    client.cookies.set("portal_session", "x" * 43)
+    response = await client.get("/portal/health", follow_redirects=False)
+    assert response.headers["location"] == "/portal/login?next=%2Fportal%2Fhealth&expired=1"
+    page = await client.get(response.headers["location"])
+    assert (
+        '<p class="callout info" role="status">Your session has ended. Sign in again to continue.</p>'
+        in page.text
+    )
 
 
 async def test_anonymous_partial_gets_401_and_a_way_to_login(client: Client) -> None:
