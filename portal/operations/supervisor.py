@@ -4,7 +4,10 @@ Each child (a role: web, worker, scheduler, the demo trickle; an embedded server
 the broker's Valkey, the live view's Valkey) is restarted when it dies, after a backoff that
 doubles from 0.5 s to 30 s and starts over once the child has run stably for 30 s. The log
 names what died and how (its exit code or signal). A child that dies 8 times within 5
-minutes is crash-looping: `up` then gives up, names it, and shows its last lines.
+minutes is crash-looping: for a role `up` then gives up, names it, and shows its last lines
+(a role that cannot run is a mistake to show, not to hide); an embedded server that keeps
+failing is waiting on its machine (a full disk, say), so `up` keeps starting it every 30 s,
+naming it with its last lines every 5 minutes, and comes back by itself once it can.
 
 A role's process that runs but has stopped beating (heartbeats in the live view's Redis,
 portal/operations/heartbeats.py) for `hung_after_s` is hung: stopped by a signal, stuck in
@@ -157,6 +160,7 @@ class _Server:
     next_start: float = 0.0
     next_poll: float = 0.0
     next_wait_note: float = 0.0
+    next_loop_note: float = 0.0  # when a server that keeps failing is named again
 
     @property
     def name(self) -> str:
@@ -463,8 +467,23 @@ class Supervisor:
         what = how or describe_exit(returncode)
         delay = watched.restarts.died(at=now, ran_for=ran_for)
         if delay is None:
-            self._crash_loop(watched.name, what, tail(watched.server.logfile, TAIL_LINES))
-            return
+            # A store that keeps failing is waiting on its machine (a full disk, a port taken,
+            # memory): `up` keeps trying, slowly, and the web keeps answering 503 meanwhile.
+            # Giving up would stop every role and need a person once the machine recovers.
+            delay = self.policy.max_backoff_s
+            if now >= watched.next_loop_note:
+                watched.next_loop_note = now + self.policy.crash_loop_window_s
+                lines = "\n".join(f"    {line}" for line in tail(watched.server.logfile, TAIL_LINES))
+                log.critical(
+                    "%s keeps failing (%d times within %.0f s; the last time it %s); `up` keeps "
+                    "starting it every %g s until it stays up. Its last lines:\n%s",
+                    watched.name,
+                    self.policy.crash_loop_deaths,
+                    self.policy.crash_loop_window_s,
+                    what,
+                    delay,
+                    lines or "    (no output)",
+                )
         watched.next_start = now + delay
         log.error(
             "%s%s %s after %.1f s; starting it again in %.1f s",

@@ -26,6 +26,7 @@ from portal.operations.supervisor import (
     RoleSpec,
     Supervisor,
     UpLock,
+    _Server,
     describe_exit,
     marked_processes,
     stop_leftovers,
@@ -115,6 +116,58 @@ def test_a_crashing_role_is_restarted_then_given_up_on_with_its_last_lines(tmp_p
         "code 3). Its last lines:\n"
     )
     assert "    boom: no such table" in supervisor.failure
+
+
+class _FullDiskServer:
+    """A stand-in embedded server that cannot start while the "disk" is full."""
+
+    name = "valkey"
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.logfile = tmp_path / "valkey.log"
+        self.logfile.write_text("Can't open the append-only file: No space left on device\n")
+        self.disk_full = True
+        self.launches = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def launch(self, password: str, *, port: int | None = None) -> tuple[int, subprocess.Popen[bytes]]:
+        self.launches += 1
+        if self.disk_full:
+            raise OSError(28, "No space left on device")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True
+        )
+        return 6399, self.process
+
+    def ready(self, password: str, port: int) -> bool:
+        return True
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+
+
+def test_a_server_that_keeps_failing_is_started_again_until_it_stays_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a store that fails to start (a full disk) more often than a role may crash
+    server = _FullDiskServer(tmp_path)
+    supervisor = Supervisor(data_dir=tmp_path, servers=None, policy=FAST)
+    supervisor._servers.append(_Server(server=server, restarts=Restarts(FAST)))  # type: ignore[arg-type]
+    try:
+        with caplog.at_level(logging.CRITICAL, logger="portal.operations.supervisor"):
+            assert supervisor.run_until(lambda: server.launches > FAST.crash_loop_deaths + 2)
+        # Then `up` does not give up: it names the server with its last lines and goes on
+        assert server.launches > FAST.crash_loop_deaths + 2
+        assert supervisor.failure is None
+        [note] = [r.getMessage() for r in caplog.records if "keeps failing" in r.getMessage()]
+        assert note.startswith("valkey keeps failing (3 times within 60 s; the last time it did not start (")
+        assert "    Can't open the append-only file: No space left on device" in note
+        # And once the disk has room again it is up, without a person
+        server.disk_full = False
+        assert supervisor.run_until(supervisor.servers_ready)
+    finally:
+        supervisor.shutdown()
 
 
 def test_a_dead_leaders_group_is_stopped_before_the_role_starts_again(tmp_path: Path) -> None:
