@@ -11,11 +11,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from alerts.destinations import ALLOW_NETWORKS_SETTING, NO_NETWORKS, AllowedNetworks, parse_networks
 from alerts.secrets import register_previous_keys
@@ -33,14 +35,20 @@ class SettingsError(RuntimeError):
     """A setting is missing or unusable; the message names it."""
 
 
-def _int(name: str, default: int) -> int:
+def _int(name: str, default: int, *, least: int = 0, most: int = 10**9) -> int:
+    """An integer setting in [least, most]: a zero or negative interval, window or count
+    would start a process that then fails at its first use (a division by zero refusing
+    every event, a timeout that never waits), so it is refused at start, naming the range."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+    if not least <= value <= most:
+        raise SettingsError(f"{name} must be an integer from {least} to {most}, got {raw!r}")
+    return value
 
 
 def _retention(name: str, default_days: int) -> timedelta | None:
@@ -51,18 +59,23 @@ def _retention(name: str, default_days: int) -> timedelta | None:
     return timedelta(days=days) if days else None
 
 
+WEEK_MS = 7 * 86_400_000
 # 1 min, 5 min, 30 min, 2 h, 6 h, 12 h, 24 h.
 WEBHOOK_RETRY_DELAYS_MS = (60_000, 300_000, 1_800_000, 7_200_000, 21_600_000, 43_200_000, 86_400_000)
 
 
 def _ints(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    """Delays in milliseconds, separated by commas: each from 0 to a week."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return tuple(int(part) for part in raw.split(","))
+        values = tuple(int(part) for part in raw.split(","))
     except ValueError as exc:
         raise SettingsError(f"{name} must be integers separated by commas, got {raw!r}") from exc
+    if any(not 0 <= v <= WEEK_MS for v in values):
+        raise SettingsError(f"{name} must be delays from 0 to {WEEK_MS} ms, got {raw!r}")
+    return values
 
 
 def _decimal(name: str, default: Decimal) -> Decimal:
@@ -349,10 +362,42 @@ class Settings:
             )
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("json", "console")
+
+
+def _check_environment(env: Mapping[str, str]) -> None:
+    """The settings read elsewhere (logging) or used only later (the public URL in emailed
+    links, the SMTP server at the first email), refused at start rather than at first use."""
+    level = env.get("PORTAL_LOG_LEVEL", "INFO")
+    if level.upper() not in LOG_LEVELS:
+        raise SettingsError(f"PORTAL_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    form = env.get("PORTAL_LOG_FORMAT", "json")
+    if form not in LOG_FORMATS:
+        raise SettingsError(f"PORTAL_LOG_FORMAT must be json or console, got {form!r}")
+    public = env.get("PORTAL_PUBLIC_URL", "")
+    if public:
+        parts = urlsplit(public)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise SettingsError(
+                f"PORTAL_PUBLIC_URL must be the portal's address, such as https://usage.example.com, "
+                f"got {public!r}"
+            )
+    smtp = env.get("PORTAL_SMTP_URL", "")
+    if smtp:
+        from alerts.smtp import SmtpSettingsError, portal_smtp
+
+        try:
+            portal_smtp(smtp)
+        except SmtpSettingsError as exc:
+            raise SettingsError(f"PORTAL_SMTP_URL: {exc}") from None
+
+
 def from_environment(*, data_dir: Path | None = None) -> Settings:
     """Settings from the environment; `data_dir` (a command's --data-dir) wins over
     PORTAL_DATA_DIR, and is the data dir whose key development uses."""
     env = os.environ
+    _check_environment(env)
     return Settings(
         environment=env.get("PORTAL_ENV", "development"),
         secret_key=env.get("PORTAL_SECRET_KEY", ""),
@@ -366,32 +411,32 @@ def from_environment(*, data_dir: Path | None = None) -> Settings:
         broker_url=env.get("BROKER_URL") or None,
         database_read_url=env.get("DATABASE_READ_URL") or None,
         read_replica_max_lag_s=_seconds("DATABASE_READ_MAX_LAG_S", 30.0, least=0.0),
-        accepted_lateness=timedelta(days=_int("PORTAL_ACCEPTED_LATENESS_DAYS", 35)),
+        accepted_lateness=timedelta(days=_int("PORTAL_ACCEPTED_LATENESS_DAYS", 35, least=1, most=3650)),
         raw_event_retention=_retention("PORTAL_RAW_EVENT_RETENTION_DAYS", 400),
         archive_dir=Path(env["PORTAL_ARCHIVE_DIR"]) if env.get("PORTAL_ARCHIVE_DIR") else None,
-        dedup_marker_window=timedelta(minutes=_int("PORTAL_DEDUP_MARKER_MINUTES", 30)),
-        ingest_backlog_events=_int("PORTAL_INGEST_BACKLOG_EVENTS", 1_000_000),
+        dedup_marker_window=timedelta(minutes=_int("PORTAL_DEDUP_MARKER_MINUTES", 30, least=1, most=1440)),
+        ingest_backlog_events=_int("PORTAL_INGEST_BACKLOG_EVENTS", 1_000_000, least=1),
         ingest_backlog_wait_s=_seconds("PORTAL_INGEST_BACKLOG_WAIT_S", 2.0, least=0.0),
-        reconcile_interval=timedelta(seconds=_int("PORTAL_RECONCILE_SECONDS", 60)),
-        persist_max_retries=_int("PORTAL_PERSIST_MAX_RETRIES", 12),
-        persist_min_backoff_ms=_int("PORTAL_PERSIST_MIN_BACKOFF_MS", 500),
-        persist_max_backoff_ms=_int("PORTAL_PERSIST_MAX_BACKOFF_MS", 30_000),
-        broker_heartbeat_timeout_ms=_int("PORTAL_BROKER_HEARTBEAT_MS", 15_000),
-        broker_maintenance_chance=_int("PORTAL_BROKER_MAINTENANCE_CHANCE", 50_000),
-        invoice_grace=timedelta(hours=_int("PORTAL_INVOICE_GRACE_HOURS", 24)),
+        reconcile_interval=timedelta(seconds=_int("PORTAL_RECONCILE_SECONDS", 60, least=5, most=86_400)),
+        persist_max_retries=_int("PORTAL_PERSIST_MAX_RETRIES", 12, most=1000),
+        persist_min_backoff_ms=_int("PORTAL_PERSIST_MIN_BACKOFF_MS", 500, least=1, most=WEEK_MS),
+        persist_max_backoff_ms=_int("PORTAL_PERSIST_MAX_BACKOFF_MS", 30_000, least=1, most=WEEK_MS),
+        broker_heartbeat_timeout_ms=_int("PORTAL_BROKER_HEARTBEAT_MS", 15_000, least=1000, most=3_600_000),
+        broker_maintenance_chance=_int("PORTAL_BROKER_MAINTENANCE_CHANCE", 50_000, least=1),
+        invoice_grace=timedelta(hours=_int("PORTAL_INVOICE_GRACE_HOURS", 24, most=24 * 31)),
         review_change_factor=_decimal("PORTAL_REVIEW_CHANGE_FACTOR", Decimal(3)),
         public_url=env.get("PORTAL_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
         smtp_url=env.get("PORTAL_SMTP_URL") or None,
         slack_webhook_base=env.get("PORTAL_SLACK_WEBHOOK_BASE", "https://hooks.slack.com/services"),
-        alert_debounce_ms=_int("PORTAL_ALERT_DEBOUNCE_MS", 500),
+        alert_debounce_ms=_int("PORTAL_ALERT_DEBOUNCE_MS", 500, most=60_000),
         alert_retry_delays_ms=_ints("PORTAL_ALERT_RETRY_DELAYS_MS", (5_000, 30_000, 120_000, 600_000)),
-        alert_lease_seconds=_int("PORTAL_ALERT_LEASE_SECONDS", 60),
-        alert_send_timeout_s=float(_int("PORTAL_ALERT_SEND_TIMEOUT_S", 15)),
+        alert_lease_seconds=_int("PORTAL_ALERT_LEASE_SECONDS", 60, least=1, most=3600),
+        alert_send_timeout_s=float(_int("PORTAL_ALERT_SEND_TIMEOUT_S", 15, least=1, most=600)),
         webhook_retry_delays_ms=_ints("PORTAL_WEBHOOK_RETRY_DELAYS_MS", WEBHOOK_RETRY_DELAYS_MS),
-        webhook_send_timeout_s=float(_int("PORTAL_WEBHOOK_SEND_TIMEOUT_S", 10)),
-        forecast_min_elapsed=timedelta(minutes=_int("PORTAL_FORECAST_MIN_ELAPSED_MINUTES", 60)),
+        webhook_send_timeout_s=float(_int("PORTAL_WEBHOOK_SEND_TIMEOUT_S", 10, least=1, most=600)),
+        forecast_min_elapsed=timedelta(minutes=_int("PORTAL_FORECAST_MIN_ELAPSED_MINUTES", 60, most=44_640)),
         destination_allow_networks=_destination_networks(),
-        catalog_cache_seconds=float(_int("PORTAL_CATALOG_CACHE_SECONDS", 5)),
+        catalog_cache_seconds=float(_int("PORTAL_CATALOG_CACHE_SECONDS", 5, most=3600)),
         entitlement_cache_seconds=_seconds("PORTAL_ENTITLEMENT_CACHE_SECONDS", 300.0, least=0.0),
         heartbeat_seconds=_seconds("PORTAL_HEARTBEAT_SECONDS", 5.0, least=0.1),
         issuer=_issuer(),

@@ -258,12 +258,14 @@ class Status:
     @property
     def attention(self) -> list[str]:
         """What needs an operator now (`usage-portal status` exits 1 when anything does):
-        a store down, a background role seen before and alive no more, persisting stalled,
+        a store down, a role seen before and alive no more, persisting stalled,
         accepted events dead-lettered. Failed events and drift are shown but are the billing
         health's business (/v1/billing/health), not an outage."""
         problems = [f"{name} is down" for name in ("postgres", "redis", "broker") if name in self.stores_down]
         if self.roles is not None:
-            problems += [p for p in (self.roles.problem(role) for role in BACKGROUND_ROLES) if p]
+            # The web too: `status` runs beside it, and a web seen and alive no more is an
+            # ingest outage (/readyz, answered by a web, watches the background roles only).
+            problems += [p for p in (self.roles.problem(role) for role in ROLES) if p]
             if (unread := self.roles.queue_problem()) is not None:
                 problems.append(unread)
         if (stall := self.persist_stall) is not None:

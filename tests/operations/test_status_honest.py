@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -19,9 +20,10 @@ from redis.asyncio import Redis
 
 from portal.cli.main import main
 from portal.infrastructure.broker import INGEST_QUEUE, MAINTENANCE_QUEUE, get_broker
+from portal.infrastructure.redis_client import sync_client
 from portal.infrastructure.settings import Settings
 from portal.operations import dead_letters
-from portal.operations.heartbeats import read_roles
+from portal.operations.heartbeats import Identity, beat, read_roles
 from portal.operations.operator_tasks import enqueue_reconcile
 from portal.operations.scheduler import run_scheduler
 from portal.operations.status import gather_status, render
@@ -438,3 +440,17 @@ def test_replaying_failed_events_by_ids_that_name_none_says_so(
         "(unknown, already replayed or discarded, or kept without one)"
     )
     assert capsys.readouterr().err == "replayed 0 failed events\n"
+
+
+async def test_a_web_seen_and_alive_no_more_needs_an_operator(settings: Settings) -> None:
+    # `status` runs beside the web: a web that stopped is an ingest outage (exit status 1)
+    client = sync_client(settings.redis_url or "")
+    try:
+        web = Identity("web", "portal-host", 4242, datetime(2026, 12, 7, 9, tzinfo=UTC))
+        assert beat(client, web, every_s=0.5, stopped=True)
+    finally:
+        client.close()
+    status = await gather_status(settings)
+    assert any(
+        p.startswith("no web alive; last: web pid 4242 on portal-host: stopped") for p in status.attention
+    )
