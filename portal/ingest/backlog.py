@@ -15,6 +15,11 @@ ever lost, and the broker stays within what the operator sized it for
 
 The broker counts messages; a message carries up to 5,000 events. The backlog in events
 is estimated as the messages waiting times the events per message this process sent lately.
+A process that has sent none yet (just started) counts one event per message, and takes
+its first message's size as it is: an estimate that starts high would refuse every request,
+and a process that refuses sends no message to correct it (a restarted web refused ingest
+at a fortieth of its bound). One that starts low overshoots the bound by a few messages at
+most before its own messages correct it.
 """
 
 from __future__ import annotations
@@ -110,7 +115,7 @@ class PersistBacklog:
     limit_events: int  # 0: no bound
     wait_s: float
     poll_s: float = POLL_S
-    events_per_message: float = 1000.0
+    events_per_message: float = 0.0  # 0: no message sent yet
     waiting_events: int = 0
     _below: asyncio.Event = field(default_factory=asyncio.Event)
     _poller: asyncio.Task[None] | None = None
@@ -142,7 +147,11 @@ class PersistBacklog:
 
     def note_message(self, events: int) -> None:
         """A persist message of `events` events was sent (by this process)."""
-        if events > 0:
+        if events <= 0:
+            return
+        if not self.events_per_message:
+            self.events_per_message = float(events)
+        else:
             self.events_per_message += (events - self.events_per_message) * _SMOOTHING
 
     async def close(self) -> None:
@@ -169,7 +178,7 @@ class PersistBacklog:
             messages = 0
         else:
             self._read_failing = False
-        self.waiting_events = round(messages * self.events_per_message)
+        self.waiting_events = round(messages * (self.events_per_message or 1.0))
         if self.waiting_events < self.limit_events:
             self._below.set()
         else:

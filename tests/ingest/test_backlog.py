@@ -16,7 +16,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from portal.ingest.backlog import PersistBacklog, redis_broker_messages
+from portal.ingest.backlog import BacklogFull, PersistBacklog, redis_broker_messages
 from tests.conftest import WorkerProcess, wait_for, wait_until_persisted
 from tests.factories import auth, event, usage_totals
 from tests.ingest.test_pipeline import catalog
@@ -148,3 +148,23 @@ async def _at_least(backlog: PersistBacklog, events: int) -> bool:
 
 async def _below(backlog: PersistBacklog) -> bool:
     return backlog.waiting_events < backlog.limit_events
+
+
+async def test_a_process_that_sent_nothing_yet_does_not_refuse_on_a_guess() -> None:
+    # A web restarted while 1,000 small messages wait: it must not take them for 1,000,000
+    # events (it refused at a fortieth of the bound, and a process that refuses sends no
+    # message to learn from)
+    async def thousand() -> int:
+        return 1000
+
+    backlog = PersistBacklog(thousand, limit_events=2500, wait_s=0.0)
+    try:
+        await backlog.admit()
+        assert backlog.waiting_events == 1000  # one event a message until it knows better
+        backlog.note_message(20)  # its first message is taken as it is
+        assert backlog.events_per_message == 20
+        with pytest.raises(BacklogFull):
+            await backlog._read()  # 1,000 x 20 = 20,000 events now: over the bound
+            await backlog.admit()
+    finally:
+        await backlog.close()
