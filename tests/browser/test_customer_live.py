@@ -79,7 +79,8 @@ async def test_anonymous_visitor_is_sent_to_the_login_page(
 ) -> None:
     await make_customer(api, admin_key)  # type: ignore[arg-type]
     await page.goto(OVERVIEW)
-    await expect(page).to_have_url(re.compile(re.escape(LOGIN) + "$"))
+    # The sign-in page, told to come back to the page asked for
+    await expect(page).to_have_url(re.compile(re.escape(LOGIN) + r"\?next=%2Fportal%2Fcustomers%2Facme$"))
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     await expect(page.get_by_text("Acme Inc")).to_have_count(0)
 
