@@ -68,7 +68,12 @@ def parse_catalog(content: bytes, *, name: str) -> CatalogFile:
     try:
         if name.endswith(".json"):
             return msgspec.json.decode(content, type=CatalogFile)
-        data: Any = yaml.load(content, Loader=_DecimalLoader)
+        try:
+            data: Any = yaml.load(content, Loader=_DecimalLoader)
+        except (ValueError, OverflowError) as exc:
+            # A value YAML reads as a date, not one ("startDate: 2026-13-01"): its message
+            # says which ("month must be in 1..12").
+            raise CatalogFileError(f"{name}: not valid YAML: {exc}") from None
         return msgspec.convert(data or {}, CatalogFile)
     except yaml.YAMLError as exc:
         raise CatalogFileError(f"{name}: not valid YAML: {exc}") from exc

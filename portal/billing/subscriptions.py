@@ -176,5 +176,8 @@ def month_period(customer_tz: str, anchor_day: int, month: str) -> BillingPeriod
         first = date.fromisoformat(f"{month}-01")
     except ValueError as exc:
         raise Invalid(f"period: expected YYYY-MM, got {month!r}") from exc
+    # A period of 9999-12 would end in year 10000, which no date holds.
+    if not 1971 <= first.year <= 9998:
+        raise Invalid(f"period: expected a month from 1971-01 to 9998-12, got {month!r}")
     start = local_midnight(anchor_date(first.year, first.month, anchor_day), customer_tz)
     return period_for(start, customer_tz, anchor_day)

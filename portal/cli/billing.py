@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from portal.billing.catalog_file import CatalogFileError
-from portal.cli import SettingsFor
+from portal.cli import SettingsFor, arguments
 from portal.infrastructure.domain_errors import Problem
 from portal.infrastructure.settings import Settings
 
@@ -107,14 +107,14 @@ def register_billing_commands(sub: Any, settings_for: SettingsFor) -> None:
     listing.add_argument("--state", choices=["draft", "awaiting_review", "finalized", "void"])
     listing.set_defaults(settings_for=settings_for, func=cmd_invoices_list)
     show = inv_sub.add_parser("show", help="one invoice with its lines and adjustments (JSON)")
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=arguments.record_id)
     show.set_defaults(settings_for=settings_for, func=cmd_invoices_show)
     approve = inv_sub.add_parser("approve", help="finalize a draft awaiting review")
-    approve.add_argument("id", type=int)
+    approve.add_argument("id", type=arguments.record_id)
     approve.add_argument("--by", help="who approves (default: $USER)")
     approve.set_defaults(settings_for=settings_for, func=cmd_invoices_approve)
     void = inv_sub.add_parser("void", help="void a finalized invoice and reissue its period")
-    void.add_argument("id", type=int)
+    void.add_argument("id", type=arguments.record_id)
     void.add_argument("--reason", required=True)
     void.set_defaults(settings_for=settings_for, func=cmd_invoices_void)
     export = inv_sub.add_parser("export", help="CSV of invoices (or --lines) on stdout")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -21,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from portal.cli import arguments
 from portal.infrastructure.queues import ALERTS_QUEUE, INGEST_QUEUE, MAINTENANCE_QUEUE, QUEUES
 from portal.infrastructure.settings import Settings, from_environment
 
@@ -165,6 +167,9 @@ def cmd_rebuild_days(args: argparse.Namespace) -> None:
 
         rows = asyncio.run(rebuild_daily_usage(settings, customer_ids=args.customer or None))
         print(f"daily_usage rebuilt from hourly_usage: {rows:,} day rows", file=sys.stderr)
+    if args.customer and not rows:
+        # As `failed replay --id`: ids that did nothing are a mistake to say, not success.
+        sys.exit(f"usage-portal: no hourly usage for customer(s) {', '.join(args.customer)}: nothing rebuilt")
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -211,6 +216,8 @@ def cmd_dead_letters_replay(args: argparse.Namespace) -> None:
         with dead_letters.broker_client(settings) as client:
             moved = dead_letters.requeue(client, args.queue, ids=args.id or None)
         print(f"put {moved} dead letter(s) of {args.queue} back on their queue", file=sys.stderr)
+    if args.id and moved < len(set(args.id)):
+        sys.exit(f"usage-portal: {len(set(args.id)) - moved} of the ids named no dead letter of {args.queue}")
 
 
 def cmd_web(args: argparse.Namespace) -> None:
@@ -456,20 +463,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run everything: embedded servers, web, worker, scheduler")
     up.add_argument("--host", default="127.0.0.1", help="address the web listens on (default 127.0.0.1)")
-    up.add_argument("--port", type=int, default=8000, help="the web's port (default 8000)")
+    up.add_argument("--port", type=arguments.port, default=8000, help="the web's port (default 8000)")
     up.add_argument("--demo", action="store_true", help="create demo data and keep events flowing")
     up.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS, help=DATA_DIR_HELP)
     up.set_defaults(func=cmd_up)
 
     web = sub.add_parser("web", help="the HTTP server alone")
     web.add_argument("--host", default="127.0.0.1")
-    web.add_argument("--port", type=int, default=8000)
-    web.add_argument("--workers", type=int, default=1)
+    web.add_argument("--port", type=arguments.port, default=8000)
+    web.add_argument("--workers", type=arguments.count, default=1)
     web.set_defaults(func=cmd_web)
 
     worker = sub.add_parser("worker", help="a Dramatiq worker alone")
-    worker.add_argument("--processes", type=int, default=1)
-    worker.add_argument("--threads", type=int, default=4)
+    worker.add_argument("--processes", type=arguments.count, default=1)
+    worker.add_argument("--threads", type=arguments.count, default=4)
     worker.add_argument("--queues", nargs="+", choices=QUEUES, help="only these queues (default: every one)")
     worker.set_defaults(func=cmd_worker)
 
@@ -479,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create a key and print it (shown only once)")
     create.add_argument("--scope", choices=["ingest", "admin"], required=True)
-    create.add_argument("--name", default="")
+    create.add_argument("--name", type=arguments.short_text(100), default="")
     create.set_defaults(func=cmd_keys_create)
 
     users = sub.add_parser("users", help="portal users").add_subparsers(dest="users_command", required=True)
@@ -495,7 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     failed = sub.add_parser("failed", help="events the workers could not persist")
     failed_sub = failed.add_subparsers(dest="failed_command", required=True)
     replay = failed_sub.add_parser("replay", help="queue failed events again (all, or --id)")
-    replay.add_argument("--id", type=int, action="append", help="a failed event id (repeatable)")
+    replay.add_argument(
+        "--id", type=arguments.record_id, action="append", help="a failed event id (repeatable)"
+    )
     replay.set_defaults(func=cmd_failed_replay)
 
     sub.add_parser(
@@ -572,6 +581,20 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as exc:
         # A refused setting (a short secret key…) is a message and exit status 1, not a traceback.
         sys.exit(f"usage-portal: {exc}")
+    except BrokenPipeError:
+        # `usage-portal status | head`: the reader has what it wanted.
+        # Python flushes stdout at exit, into the closed pipe again: point it at /dev/null
+        # (the recipe of Python's signal module documentation).
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    except (NotADirectoryError, PermissionError, FileExistsError) as exc:
+        # A data dir that is a file, or one this user may not write (a read-only disk).
+        sys.exit(f"usage-portal: {exc.filename or ''}: {exc.strerror or exc}")
+    except OSError as exc:
+        if exc.errno != errno.EROFS:
+            raise
+        sys.exit(f"usage-portal: {exc.filename or ''}: {exc.strerror} (the data dir must be writable)")
 
 
 if __name__ == "__main__":

@@ -260,7 +260,7 @@ class Status:
         """What needs an operator now (`usage-portal status` exits 1 when anything does):
         a store down, a role seen before and alive no more, persisting stalled,
         accepted events dead-lettered. Failed events and drift are shown but are the billing
-        health's business (/v1/billing/health), not an outage."""
+        health's business (/v1/billing-health), not an outage."""
         problems = [f"{name} is down" for name in ("postgres", "redis", "broker") if name in self.stores_down]
         if self.roles is not None:
             # The web too: `status` runs beside it, and a web seen and alive no more is an

@@ -152,6 +152,11 @@ async def test_changing_an_immutable_entry_is_refused_and_changes_nothing(
         ("meters:\n  - metricName: m\n    aggregation: median\n    unit: u\n", "$.meters[0].aggregation"),
         ("plans: [\n", "not valid YAML"),
         ("customers:\n  - id: a\n    name: A\n    timezone: Mars/Olympus\n", "unknown IANA time zone"),
+        # YAML reads an unquoted date itself, and refuses a month 13 with a ValueError
+        (
+            "subscriptions:\n  - customer: a\n    plan: p\n    startDate: 2026-13-01\n",
+            "not valid YAML: month must be in 1..12",
+        ),
     ],
 )
 async def test_a_bad_catalog_file_names_the_problem_and_applies_nothing(
@@ -231,3 +236,30 @@ async def test_usage_to_approved_invoice_to_adjustment_from_the_terminal(
     assert exported.returncode == 0
     rows = [line.split(",")[:2] + line.split(",")[-2:-1] for line in exported.stdout.splitlines()[1:]]
     assert rows == [["INV-000001", "invoice", "154.99"], ["DN-000001", "debit_note", "2.50"]]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (("invoices", "show", "99999999999999999999"), 2, "must be from 1 to 9223372036854775807"),
+        (("invoices", "approve", "0"), 2, "must be from 1 to 9223372036854775807"),
+        (("failed", "replay", "--id", "99999999999999999999"), 2, "must be from 1 to"),
+        (("invoices", "run", "--period", "9999-12"), 1, "period: expected a month from 1971-01 to 9998-12"),
+        (
+            ("rebuild-days", "--customer", "nosuch"),
+            1,
+            "no hourly usage for customer(s) nosuch: nothing rebuilt",
+        ),
+        (("dead-letters", "replay", "--id", "nosuch"), 1, "1 of the ids named no dead letter of ingest"),
+        (("keys", "create", "--scope", "ingest", "--name", "x" * 101), 2, "at most 100 characters"),
+        (("web", "--port", "70000"), 2, "must be from 1 to 65535"),
+        (("worker", "--processes", "0"), 2, "must be from 1 to 256"),
+    ],
+)
+async def test_a_command_given_what_cannot_be_says_so_in_a_line(
+    settings: Settings, args: tuple[str, ...], code: int, says: str
+) -> None:
+    refused = await run(settings, *args)
+    assert refused.returncode == code, refused.stderr
+    assert says in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
