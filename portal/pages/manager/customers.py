@@ -71,6 +71,13 @@ class CustomerRow:
     anomalies: int | None = None
     usage: tuple[MeterTotal, ...] = ()
 
+    @property
+    def share_of_previous(self) -> str | None:
+        """This period's spend so far as a share of last period's whole total ("65.0"):
+        what the table shows. A change ("-35.0 %") read as a fall every month until the
+        period's last days, since it set a part period against a whole one."""
+        return None if self.change_pct is None else format(Decimal(self.change_pct) + 100, "f")
+
 
 async def _rows(
     db: AsyncSession,
