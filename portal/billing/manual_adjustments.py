@@ -45,7 +45,8 @@ def parse_amount(raw: str, currency: str) -> Decimal:
     places = minor_units(currency)
     exponent = amount.as_tuple().exponent
     if isinstance(exponent, int) and -exponent > places:
-        raise Invalid(f"amount: {currency} has {places} decimal place(s)")
+        decimals = "no decimals" if places == 0 else f"at most {places} decimals"
+        raise Invalid(f"amount: {currency} amounts have {decimals}")
     return amount
 
 
@@ -89,7 +90,7 @@ async def plan_manual_adjustment(
         left = invoice.total + invoice.credits_applied + notes
         if value > left:
             raise Invalid(
-                f"amount: at most {max(left, Decimal(0)):,f} {invoice.currency} can be credited: that "
+                f"amount: at most {invoice.currency} {max(left, Decimal(0)):,f} can be credited: that "
                 "is what the invoice charged, less its earlier notes (grant prepaid credit for more)"
             )
     signed = value if kind == "debit" else -value

@@ -53,7 +53,7 @@ def _int(name: str, default: int, *, least: int = 0, most: int = 10**9) -> int:
 
 def _retention(name: str, default_days: int) -> timedelta | None:
     """A number of days; 0 means forever (None)."""
-    days = _int(name, default_days)
+    days = _int(name, default_days, least=-(10**9), most=36_500)
     if days < 0:
         raise SettingsError(f"{name} must be a number of days (0: keep forever), got {days}")
     return timedelta(days=days) if days else None
@@ -206,7 +206,7 @@ def _lines(raw: str) -> tuple[str, ...]:
 
 def _issuer() -> Issuer:
     env = os.environ
-    days = _int("PORTAL_PAYMENT_TERMS_DAYS", 30)
+    days = _int("PORTAL_PAYMENT_TERMS_DAYS", 30, least=-(10**9))
     if not 0 <= days <= 365:
         raise SettingsError(f"PORTAL_PAYMENT_TERMS_DAYS must be between 0 and 365, got {days}")
     return Issuer(

@@ -238,7 +238,7 @@ async def test_manual_credit_note_counts_in_the_adjusted_total(
         data={"csrf_token": csrf, "kind": "credit", "amount": "1.5005", "reason": "x"},
     )
     assert bad.status_code == 422
-    assert "Amount: EUR has 2 decimal place(s)." in bad.text
+    assert "Amount: EUR amounts have at most 2 decimals." in bad.text
     # "1.005" could be a thousand and five: neither reading is guessed
     thousands = await client.post(
         f"/portal/invoices/{invoice_id}/adjustments",
@@ -295,7 +295,7 @@ async def test_manual_credit_note_counts_in_the_adjusted_total(
         data={"csrf_token": csrf, "kind": "credit", "amount": "242.51", "reason": "typo"},
     )
     assert too_much.status_code == 422
-    assert "Amount: at most 242.50 EUR can be credited" in too_much.text
+    assert "Amount: at most EUR 242.50 can be credited" in too_much.text
     assert await pg.fetchval("SELECT count(*) FROM adjustments") == 2
     everything = await client.post(
         f"/portal/invoices/{invoice_id}/adjustments",
@@ -315,7 +315,7 @@ async def test_manual_credit_note_counts_in_the_adjusted_total(
         data={"csrf_token": csrf, "kind": "credit", "amount": "0.01", "reason": "again"},
     )
     assert nothing_left.status_code == 422
-    assert "Amount: at most 0.00 EUR can be credited" in nothing_left.text
+    assert "Amount: at most EUR 0.00 can be credited" in nothing_left.text
 
 
 async def test_a_draft_cannot_be_adjusted(client: Client, admin_key: str, pg: asyncpg.Connection) -> None:
