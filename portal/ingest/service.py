@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,50 +263,51 @@ class Ingestor:
         """Release a hold the batch may have taken, once Redis answers (a release of a hold
         never taken changes nothing). Given up after LIVE_RETRY_FOR_S: the reconcile's
         sweep of orphan holds (portal/operations/orphan_holds.py) is the backstop."""
-        task = asyncio.create_task(self._release_until_done(batch_id))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
-    async def _release_until_done(self, batch_id: str) -> None:
-        delay = LIVE_RETRY_FIRST_S
-        deadline = time.monotonic() + LIVE_RETRY_FOR_S
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                await self.live.release(batch_id)
-                # Once more a moment later: a resumed Redis may run this release before the
-                # late hold it undoes, which came on another connection.
-                await asyncio.sleep(1.0)
-                await self.live.release(batch_id)
-                return
-            except Exception:
-                if time.monotonic() >= deadline:
-                    return
-            delay = min(delay * 2, LIVE_RETRY_MAX_DELAY_S)
+        async def release() -> None:
+            await self.live.release(batch_id)
+            # Once more a moment later: a resumed Redis may run this release before the late
+            # hold it undoes, which came on another connection.
+            await asyncio.sleep(1.0)
+            await self.live.release(batch_id)
+
+        self._in_background(self._until_redis_answers(release, batch_id, gives_up="hold left to the sweep"))
 
     def _apply_later(self, batch_id: str, accepted_ms: int, events: list[AcceptedEvent]) -> None:
         """Count durable events live once Redis answers again (it restarts in about a
         second under `up`). Applying a batch is idempotent (the live store remembers the
-        batch ids it applied), so a first attempt that did land is not counted twice."""
-        task = asyncio.create_task(self._apply_until_counted(batch_id, accepted_ms, events))
+        batch ids it applied), so a first attempt that did land is not counted twice.
+        Given up after LIVE_RETRY_FOR_S: the hour's reconcile rewrites it from Postgres."""
+
+        async def apply() -> None:
+            await self.live.apply(events, batch_id, accepted_ms)
+            log.info("live counters of batch %s updated on a retry", batch_id)
+
+        self._in_background(
+            self._until_redis_answers(apply, batch_id, gives_up="live counters left to the reconcile")
+        )
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _apply_until_counted(
-        self, batch_id: str, accepted_ms: int, events: list[AcceptedEvent]
+    @staticmethod
+    async def _until_redis_answers(
+        action: Callable[[], Awaitable[None]], batch_id: str, *, gives_up: str
     ) -> None:
+        """`action` again, backing off from LIVE_RETRY_FIRST_S, until it succeeds or
+        LIVE_RETRY_FOR_S have passed (then one warning saying what is left to whom)."""
         delay = LIVE_RETRY_FIRST_S
         deadline = time.monotonic() + LIVE_RETRY_FOR_S
         while True:
             await asyncio.sleep(delay)
             try:
-                await self.live.apply(events, batch_id, accepted_ms)
-                log.info("live counters of batch %s updated on a retry", batch_id)
+                await action()
                 return
             except Exception as exc:
                 if time.monotonic() >= deadline:
-                    # The hour's reconcile rewrites it from Postgres once it settles.
-                    log.warning("live counters of batch %s left to the reconcile: %s", batch_id, exc)
+                    log.warning("batch %s: %s: %s", batch_id, gives_up, exc)
                     return
             delay = min(delay * 2, LIVE_RETRY_MAX_DELAY_S)
 
