@@ -46,6 +46,10 @@ DEMO_CATALOG = ROOT / "docs" / "examples" / "catalog.yaml"
 DEMO_CUSTOMERS = tuple(p.customer_id for p in PROFILES)
 # The customer and meter the banner's curl line moves, and the trickle leaves still.
 WATCHED = ("acme", "api_calls")
+# Per customer and second of the trickle: a person active now and then, a storage reading
+# now and then (the history has one a day per person and one every six hours).
+ACTIVE_USER_CHANCE = 0.05
+STORAGE_READING_CHANCE = 0.02
 # How many months before the current one the subscriptions start (on the 1st).
 MONTHS_BACK = 3
 
@@ -204,9 +208,13 @@ def _history_line(demo: DemoData) -> str:
 
 def synthetic_batch(rng: random.Random, now_ms: int) -> list[dict[str, object]]:
     """Events of every demo customer at `now_ms`, but none of the watched number's
-    (Acme's API calls: only the banner's curl line moves it)."""
+    (Acme's API calls: only the banner's curl line moves it). Active users and storage
+    readings continue the loaded history (portal/cli/demo_history.py): a person now and
+    then from the customer's own people ("user-007"), a reading near its storage of late, so
+    that monthly active users and peak storage do not run away while someone watches."""
     events: list[dict[str, object]] = []
-    for customer in DEMO_CUSTOMERS:
+    for profile in PROFILES:
+        customer = profile.customer_id
         calls = 0 if (customer, "api_calls") == WATCHED else rng.randint(1, 4)
         for _ in range(calls):
             events.append(
@@ -220,25 +228,27 @@ def synthetic_batch(rng: random.Random, now_ms: int) -> list[dict[str, object]]:
                     "metadata": {"source": "demo", "version": "1"},
                 }
             )
-        events.append(
-            {
-                "eventId": uuid.uuid4().hex,
-                "timestamp": now_ms,
-                "customerId": customer,
-                "metricName": "active_users",
-                "quantity": 1,
-                "dimensions": {"user": f"user-{rng.randint(1, 60)}"},
-            }
-        )
-        events.append(
-            {
-                "eventId": uuid.uuid4().hex,
-                "timestamp": now_ms,
-                "customerId": customer,
-                "metricName": "storage_gb",
-                "quantity": round(rng.uniform(10, 120), 2),
-            }
-        )
+        if rng.random() < ACTIVE_USER_CHANCE:
+            events.append(
+                {
+                    "eventId": uuid.uuid4().hex,
+                    "timestamp": now_ms,
+                    "customerId": customer,
+                    "metricName": "active_users",
+                    "quantity": 1,
+                    "dimensions": {"user": f"user-{rng.randint(1, profile.users[1]):03d}"},
+                }
+            )
+        if rng.random() < STORAGE_READING_CHANCE:
+            events.append(
+                {
+                    "eventId": uuid.uuid4().hex,
+                    "timestamp": now_ms,
+                    "customerId": customer,
+                    "metricName": "storage_gb",
+                    "quantity": round(profile.storage_gb[1] * rng.uniform(0.95, 1.0), 2),
+                }
+            )
     return events
 
 

@@ -6,6 +6,7 @@ The seed runs as of a fixed instant with 6 days of history (the same code as the
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -223,7 +224,27 @@ def test_subscriptions_start_three_months_back_in_each_zone() -> None:
 def test_the_trickle_never_moves_the_watched_number() -> None:
     import random
 
-    batches = [synthetic_batch(random.Random(seed), 0) for seed in range(50)]
+    batches = [synthetic_batch(random.Random(seed), 0) for seed in range(500)]
     sent = {(e["customerId"], e["metricName"]) for batch in batches for e in batch}
     assert ("acme", "api_calls") not in sent
     assert {("acme", "active_users"), ("globex", "api_calls"), ("tanaka", "storage_gb")} <= sent
+
+
+def test_the_trickle_continues_the_history_rather_than_running_away() -> None:
+    # Its people are the customer's own ("user-007", as the history names them), and its
+    # storage readings sit near the customer's latest, so watching the demo for ten minutes
+    # does not add fifty monthly active users or a new storage peak.
+    import random
+
+    from portal.cli.demo_history import PROFILES
+
+    events = [e for seed in range(500) for e in synthetic_batch(random.Random(seed), 0)]
+    for profile in PROFILES:
+        mine = [e for e in events if e["customerId"] == profile.customer_id]
+        people = {e["dimensions"]["user"] for e in mine if e["metricName"] == "active_users"}  # type: ignore[index]
+        assert people and all(re.fullmatch(r"user-\d{3}", p) for p in people)
+        assert max(int(p[5:]) for p in people) <= profile.users[1]
+        readings = [float(e["quantity"]) for e in mine if e["metricName"] == "storage_gb"]  # type: ignore[arg-type]
+        assert readings and max(readings) <= profile.storage_gb[1]
+        # about one person every 20 s and one reading every 50 s per customer
+        assert len(people) >= 10 and len(readings) < 25
