@@ -38,7 +38,8 @@ from portal.infrastructure.settings import Settings
 
 ALERT_CUSTOMER = "acme"
 CHANNEL = ChannelCreate(name="Finance team", destination="mailto://finance@acme.test")
-APPROVED_BY = "Max Manager"
+# As the portal records an approval: by the signed-in person's address (demo.py's manager).
+APPROVED_BY = "manager@demo.test"
 APPROVED_AFTER_GRACE = timedelta(hours=9, minutes=40)
 CREDIT_NOTE_AMOUNT = "25.00"
 

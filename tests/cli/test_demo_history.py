@@ -108,7 +108,7 @@ async def test_ended_periods_are_billed_rules_fired_as_usage_grew_and_one_event_
     assert sorted(r["number"] for r in rows if r["number"]) == [f"INV-{n:06d}" for n in range(1, 11)]
     # Approved the morning after its grace period: 2 October, 09:40 in Berlin.
     approved = await pg.fetchrow("SELECT finalized_at, approved_by FROM invoices WHERE number = 'INV-000008'")
-    assert tuple(approved.values()) == (datetime(2026, 10, 2, 7, 40, tzinfo=UTC), "Max Manager")
+    assert tuple(approved.values()) == (datetime(2026, 10, 2, 7, 40, tzinfo=UTC), "manager@demo.test")
     october = [r["customer_id"] for r in rows if r["status"] == "draft" and r["period_end"] < NOW]
     assert sorted(october) == sorted(ZONES)
     notes = await pg.fetch(
