@@ -412,7 +412,10 @@ def _wait_healthy(url: str, supervisor: Any) -> bool:
     import urllib.error
     import urllib.request
 
+    from portal.operations.supervisor import RUN_HEADER, up_run_token
+
     log = logging.getLogger("portal.up")
+    mine = up_run_token(str(supervisor.data_dir))
     started = time.monotonic()
     next_poll, next_note = started, started + 30
 
@@ -424,9 +427,12 @@ def _wait_healthy(url: str, supervisor: Any) -> bool:
         next_poll = now + 0.3
         try:
             with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                if response.status == 200:
+                if response.headers.get(RUN_HEADER) != mine:
+                    answer = "another `up`'s web answers on this port"
+                elif response.status == 200:
                     return True
-                answer = f"HTTP {response.status}"
+                else:
+                    answer = f"HTTP {response.status}"
         except urllib.error.HTTPError as exc:
             answer = f"HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}"
         except OSError as exc:

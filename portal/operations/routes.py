@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -35,6 +36,7 @@ from portal.operations.status import (
     store_problem,
     within,
 )
+from portal.operations.supervisor import RUN_HEADER, UP_MARKER, up_run_token
 from portal.state import PortalState
 from portal.usage.combine import exact
 
@@ -89,6 +91,11 @@ async def metrics_endpoint(portal: Portal) -> Response[bytes]:
     return Response(body, media_type=metrics.CONTENT_TYPE)
 
 
+# Under `up`, which `up` this web belongs to (a digest of its data dir): `up` waits for its
+# own web, not for another `up`'s that took the port first.
+_RUN_HEADERS = {RUN_HEADER: up_run_token(os.environ[UP_MARKER])} if os.environ.get(UP_MARKER) else {}
+
+
 @get(
     "/readyz",
     tags=["operations"],
@@ -134,10 +141,10 @@ async def readyz(portal: Portal) -> Response[dict[str, str]]:
         notes["replica"] = portal.replica.problem
     named = {**problems, **notes}
     if problems:
-        return Response({"status": "unavailable", **named}, status_code=503)
+        return Response({"status": "unavailable", **named}, status_code=503, headers=_RUN_HEADERS)
     if notes:
-        return Response({"status": "degraded", **named})
-    return Response({"status": "ready"})
+        return Response({"status": "degraded", **named}, headers=_RUN_HEADERS)
+    return Response({"status": "ready"}, headers=_RUN_HEADERS)
 
 
 async def _pipeline_notes(portal: PortalState, *, postgres_down: bool) -> dict[str, str]:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import hashlib
 import logging
 import os
 import selectors
@@ -63,6 +64,16 @@ T = TypeVar("T")
 
 # In every role's environment: the (resolved) data dir of the `up` that started it.
 UP_MARKER = "PORTAL_UP_RUN"
+# The header by which a web under `up` says which `up` it belongs to (`up_run_token`).
+RUN_HEADER = "X-Portal-Run"
+
+
+def up_run_token(data_dir: str) -> str:
+    """A digest of an `up`'s data dir: tells its own web from another's on the same port,
+    without showing the path."""
+    return hashlib.sha256(data_dir.encode()).hexdigest()[:16]
+
+
 LOCK_FILE = "up.lock"
 TAIL_LINES = 20
 
