@@ -173,7 +173,11 @@ def cmd_rebuild_days(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    # Status of what runs: it never starts servers of its own.
+    # Status of what runs: it never starts servers of its own, nor makes a data dir (the
+    # settings would write a development key into one) where nothing ever ran.
+    named = getattr(args, "data_dir", None) or os.environ.get("PORTAL_DATA_DIR") or ".portal-data"
+    if not os.environ.get("DATABASE_URL") and not Path(named).is_dir():
+        sys.exit(f"no embedded servers are running for {named} (no such data dir)")
     settings, _ = _settings(args, start_embedded=False)
     from portal.operations.status import gather_status, render
 

@@ -70,3 +70,15 @@ def test_usable_settings_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     settings = from_environment(data_dir=tmp_path)
     assert settings.dedup_marker_window.total_seconds() == 600
     assert settings.public_url == "https://usage.example.com"
+
+
+def test_status_of_a_data_dir_that_does_not_exist_makes_none(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    missing = tmp_path / "typo"
+    with pytest.raises(SystemExit) as exited:
+        main(["status", "--data-dir", str(missing)])
+    assert exited.value.code == f"no embedded servers are running for {missing} (no such data dir)"
+    assert not missing.exists()
