@@ -20,7 +20,7 @@ from portal.infrastructure.settings import get_settings
 from portal.live import redis_keys as live_keys
 from workers.context import WorkerContext, get_context
 from workers.debounce import send_debounced
-from workers.outages import is_outage, periodic
+from workers.outages import is_outage, periodic, retried_quietly
 
 log = logging.getLogger(__name__)
 _settings = get_settings()
@@ -62,6 +62,7 @@ async def request_evaluation(ctx: WorkerContext, customer_ids: list[str]) -> Non
     max_backoff=10_000,
     time_limit=120_000,
 )
+@retried_quietly
 async def evaluate_alerts(customer_id: str) -> None:
     """Fire what the customer's rules owe and send it. Safe to run twice: firings are
     unique per rule, level, kind and period."""

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import ParamSpec
 
 import asyncpg
+import dramatiq
 import redis.exceptions
 import sqlalchemy.exc
 from dramatiq.middleware import CurrentMessage
@@ -102,5 +103,23 @@ def periodic(fn: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
             _skipped(fn.__name__, exc)
             return
         _ran(fn.__name__)
+
+    return run
+
+
+def retried_quietly(fn: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
+    """Wrap an event-driven async actor body (not periodic: its message is the only
+    request for the work): an outage retries the message after its backoff with one
+    warning line, not Dramatiq's traceback per attempt. Other errors fail as before."""
+
+    @functools.wraps(fn)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            await fn(*args, **kwargs)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.warning("%s retrying: a store is unavailable (%s)", fn.__name__, type(exc).__name__)
+            raise dramatiq.Retry(f"outage: {type(exc).__name__}") from None
 
     return run

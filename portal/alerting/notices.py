@@ -3,6 +3,7 @@ as a delivery without a firing, queued for the alert worker after commit."""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -19,7 +20,7 @@ from portal.infrastructure.jobs import after_commit
 # A test notice is for seeing that a channel works: a few an hour are plenty, and more would
 # let a signed-in user send mail or requests to any address as fast as they click.
 TEST_NOTICE_WINDOW = timedelta(hours=1)
-TEST_NOTICES_PER_CHANNEL = 5
+TEST_NOTICES_PER_ADDRESS = 5  # per destination: a channel deleted and added again counts on
 TEST_NOTICES_PER_CUSTOMER = 20
 
 
@@ -29,18 +30,19 @@ async def send_test_notice(
     """A pending test delivery to the channel, sent at `now` (UTC), queued for the alert
     worker; its id. Raises RateLimited past the hour's allowance (nothing is written)."""
     await repository.lock_customer_alerting(db, customer.id)
-    to_channel, to_customer = await repository.recent_test_deliveries(
-        db, customer.id, channel_id, within=TEST_NOTICE_WINDOW
-    )
-    if to_channel >= TEST_NOTICES_PER_CHANNEL or to_customer >= TEST_NOTICES_PER_CUSTOMER:
-        scope = (
-            f"{TEST_NOTICES_PER_CHANNEL} to one channel"
-            if to_channel >= TEST_NOTICES_PER_CHANNEL
-            else f"{TEST_NOTICES_PER_CUSTOMER} for one customer"
-        )
+    recent = await repository.recent_test_deliveries(db, customer.id, channel_id, within=TEST_NOTICE_WINDOW)
+    if recent.to_destination >= TEST_NOTICES_PER_ADDRESS:
+        scope, wait_s = f"{TEST_NOTICES_PER_ADDRESS} to one address", recent.destination_frees_in_s
+    elif recent.to_customer >= TEST_NOTICES_PER_CUSTOMER:
+        scope, wait_s = f"{TEST_NOTICES_PER_CUSTOMER} for one customer", recent.customer_frees_in_s
+    else:
+        scope = ""
+    if scope:
+        minutes = max(1, math.ceil(wait_s / 60))
         raise RateLimited(
-            f"test notices: at most {scope} an hour; this channel's earlier ones show under Test "
-            "notices, and another can be sent later"
+            f"test notices: at most {scope} an hour; the next can be sent in {minutes} "
+            f"minute{'s' * (minutes != 1)}",
+            retry_after_s=math.ceil(wait_s),
         )
     notice = Notice(
         kind="test",

@@ -73,7 +73,8 @@ class CustomerAlertController(Controller):
         self, customer_id: FromPath[str], channel_id: FromPath[int], db: Db, portal: Portal
     ) -> Delivery:
         """Send a test notice through the channel; follow it at GET /v1/alert-deliveries/{id}.
-        429 past 5 to one channel, or 20 for one customer, in an hour (nothing is sent)."""
+        429 with Retry-After past 5 to one address, or 20 for one customer, in an hour (nothing is
+        sent)."""
         customer = await _customer(db, customer_id)
         delivery_id = await send_test_notice(
             db, customer, channel_id, public_url=portal.settings.public_url, now=portal.now()

@@ -20,8 +20,12 @@ class Conflict(Problem):
 
 
 class RateLimited(Problem):
-    """Well-formed, but more of it than allowed in a while (test notices to a channel):
-    429, and nothing changed; the message says when it may be tried again."""
+    """Well-formed, but more of it than allowed in a while (test notices to an address):
+    429 with Retry-After, and nothing changed; the message says when it may be tried again."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, retry_after_s)
 
 
 class Invalid(Problem):

@@ -10,6 +10,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import ClientException, HTTPException, InternalServerException, ValidationException
 from litestar.exceptions.responses import create_exception_response
 
+from portal.http.schemas import ID_PATTERN
 from portal.infrastructure import metrics
 from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound, Problem, RateLimited
 from portal.infrastructure.logs import current_request_id
@@ -36,11 +37,34 @@ def api_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[A
     return response
 
 
+# The schema's patterns, in words: msgspec quotes the regex itself ("Expected `str`
+# matching regex '^(?!\.\.?$)[A-Za-z0-9._:@+\-]+$'"), which tells a caller little.
+_PATTERN_WORDS = {
+    f"`str` matching regex {ID_PATTERN!r}": (
+        "an id of letters, digits and . _ : @ + - only (not “.” or “..”)"
+    ),
+}
+
+
+def _in_words(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    for quoted, words in _PATTERN_WORDS.items():
+        text = text.replace(quoted, words)
+    return text
+
+
 def unprocessable(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     """Bad fields in a well-formed request are 422 (Unprocessable Content), naming each
     field in `extra`; Litestar's default would be 400."""
+    extra = exc.extra
+    if isinstance(extra, list):
+        extra = [
+            {**item, "message": _in_words(item.get("message"))} if isinstance(item, dict) else item
+            for item in extra
+        ]
     return Response(
-        {"status_code": 422, "detail": exc.detail, "extra": exc.extra},
+        {"status_code": 422, "detail": _in_words(exc.detail), "extra": extra},
         status_code=422,
     )
 
@@ -63,7 +87,8 @@ def problem_response(request: Request[Any, Any, Any], exc: Problem) -> Response[
     if isinstance(exc, Invalid):
         field, _, problem = str(exc).partition(": ")
         body["extra"] = [{"key": field, "message": problem}] if problem and " " not in field else []
-    return Response(body, status_code=status)
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
+    return Response(body, status_code=status, headers=headers)
 
 
 log = logging.getLogger("portal.unhandled")

@@ -57,7 +57,8 @@ def processors() -> list[Any]:
 
 def configure(*, role: str, stream: Any = None) -> None:
     """Route every logger of this process through the structured renderer."""
-    console = os.environ.get("PORTAL_LOG_FORMAT", "json") == "console"
+    # Empty is unset, as for every setting (portal/infrastructure/settings.py checks them).
+    console = (os.environ.get("PORTAL_LOG_FORMAT") or "json").strip() == "console"
     renderer: Any = structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
     structlog.configure(
         processors=[*processors(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -73,7 +74,7 @@ def configure(*, role: str, stream: Any = None) -> None:
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("PORTAL_LOG_LEVEL", "INFO").upper())
+    root.setLevel((os.environ.get("PORTAL_LOG_LEVEL") or "INFO").strip().upper())
     # The PDF renderer's font subsetting logs every glyph table it prunes at INFO (hundreds
     # of lines per invoice PDF): only its warnings are worth an operator's screen.
     logging.getLogger("fontTools").setLevel(logging.WARNING)

@@ -369,10 +369,10 @@ LOG_FORMATS = ("json", "console")
 def _check_environment(env: Mapping[str, str]) -> None:
     """The settings read elsewhere (logging) or used only later (the public URL in emailed
     links, the SMTP server at the first email), refused at start rather than at first use."""
-    level = env.get("PORTAL_LOG_LEVEL", "INFO")
+    level = (env.get("PORTAL_LOG_LEVEL") or "INFO").strip()
     if level.upper() not in LOG_LEVELS:
         raise SettingsError(f"PORTAL_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
-    form = env.get("PORTAL_LOG_FORMAT", "json")
+    form = (env.get("PORTAL_LOG_FORMAT") or "json").strip()
     if form not in LOG_FORMATS:
         raise SettingsError(f"PORTAL_LOG_FORMAT must be json or console, got {form!r}")
     public = env.get("PORTAL_PUBLIC_URL", "")

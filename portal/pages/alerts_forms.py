@@ -203,7 +203,7 @@ def _levels(typed: RuleForm, fixed: Rule | None) -> tuple[list[str], Basis | Non
     for text in raw:
         number = _number(text)
         if number is None:
-            hint = f": {said}" if (said := number_hint(text)) else ""
+            hint = f": {said}" if (said := number_hint(text.replace("%", "").replace(" ", ""))) else ""
             errors.append(FieldError(LEVELS_ID, f"Notify at: “{text}” is not a number{hint}."))
         elif number <= 0:  # also checked by the schema; here so every mistake is listed at once
             errors.append(FieldError(LEVELS_ID, f"Notify at: “{text}” must be greater than 0."))
@@ -267,6 +267,15 @@ def parse_rule_form(form: Any, *, fixed: Rule | None = None) -> tuple[RuleForm, 
             errors.append(FieldError("rule-budget", f"Monthly budget: “{typed.budget}” must be more than 0."))
         else:
             budget = str(number)
+    elif typed.budget.strip() and typed.kind != "anomaly" and not errors:
+        # Saved without it, the typed budget would vanish without a word.
+        errors.append(
+            FieldError(
+                "rule-budget",
+                "Monthly budget: a budget is only used with percentages (such as 80%); clear it, "
+                "or give the levels as percentages of it.",
+            )
+        )
     channel_ids = [int(c) for c in typed.channel_ids if is_id(c)]
     if len(channel_ids) != len(typed.channel_ids):
         errors.append(FieldError("rule-channels", "Channels: choose channels from the list."))

@@ -193,7 +193,9 @@ def forbidden_page(request: Request[Any, Any, Any], exc: PermissionDeniedExcepti
 def problem_page(request: Request[Any, Any, Any], exc: Invalid | Conflict | RateLimited) -> Response[Any]:
     """A service refused a change: say why, on the page (forms normally catch these first)."""
     if isinstance(exc, RateLimited):
-        return error_page(request, 429, "Not just now", str(exc))
+        page = error_page(request, 429, "Not just now", str(exc))
+        page.headers["Retry-After"] = str(exc.retry_after_s)
+        return page
     return error_page(request, 409 if isinstance(exc, Conflict) else 422, "That did not work", str(exc))
 
 

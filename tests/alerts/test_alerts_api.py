@@ -267,11 +267,27 @@ async def test_test_notices_are_a_few_an_hour_per_channel(
         assert (await client.post(test, headers=auth(admin_key))).status_code == 202
     sixth = await client.post(test, headers=auth(admin_key))
     assert sixth.status_code == 429, sixth.text
-    assert sixth.json()["detail"].startswith("test notices: at most 5 to one channel an hour")
+    assert sixth.json()["detail"] == (
+        "test notices: at most 5 to one address an hour; the next can be sent in 60 minutes"
+    )
+    assert 3590 <= int(sixth.headers["retry-after"]) <= 3600
     assert await pg.fetchval("SELECT count(*) FROM alert_deliveries") == 5
+    # The same address through a channel deleted and added again counts on
+    channels = "/v1/customers/acme/alert-channels"
+    assert (
+        await client.delete(f"{channels}/{made.json()['id']}", headers=auth(admin_key))
+    ).status_code == 204
+    again = await client.post(
+        channels,
+        headers=auth(admin_key),
+        json={"name": "ops again", "destination": "mailto://allowance-api@acme.test"},
+    )
+    refused = await client.post(f"{channels}/{again.json()['id']}/test", headers=auth(admin_key))
+    assert refused.status_code == 429, refused.text
     # An hour later (by the clock that stamped them) the allowance is back.
     await pg.execute("UPDATE alert_deliveries SET created_at = created_at - interval '61 minutes'")
-    assert (await client.post(test, headers=auth(admin_key))).status_code == 202
+    back = await client.post(f"{channels}/{again.json()['id']}/test", headers=auth(admin_key))
+    assert back.status_code == 202, back.text
 
 
 async def test_the_customer_page_lists_recent_alerts(

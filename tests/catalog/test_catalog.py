@@ -81,6 +81,17 @@ async def test_bad_customer_fields_are_named(
     assert listed.json() == []
 
 
+async def test_a_bad_id_is_refused_in_words_not_as_a_regex(
+    client: AsyncTestClient[Any], admin_key: str
+) -> None:
+    response = await client.post("/v1/customers", headers=auth(admin_key), json={"id": "..", "name": "A"})
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["extra"]
+    assert problem["key"] == "id"
+    assert problem["message"] == "Expected an id of letters, digits and . _ : @ + - only (not “.” or “..”)"
+    assert "regex" not in response.text
+
+
 async def test_meter_round_trip_and_409(client: AsyncTestClient[Any], admin_key: str) -> None:
     meter = await make_meter(
         client,

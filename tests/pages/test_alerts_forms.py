@@ -143,6 +143,10 @@ def test_a_channel_reads_as_its_owner_typed_it(
         ),
         ("50,80,100", "", None, "Notify at: “50,80” could be one number or two levels"),
         ("1, 5", "", ("None", ["1", "5"]), None),
+        ("5.000%", "500", None, "Notify at: “5.000%” is not a number: a point before three digits"),
+        # A budget typed beside amounts would be dropped without a word
+        ("80", "abc", None, "Monthly budget: a budget is only used with percentages"),
+        ("80", "500", None, "Monthly budget: a budget is only used with percentages"),
         ("1,500", "", ("None", ["1500"]), None),
     ],
 )

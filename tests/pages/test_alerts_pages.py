@@ -694,7 +694,8 @@ async def test_a_sixth_test_notice_in_an_hour_is_refused_on_the_page(
     refused = await post_form(client, f"{BASE}/channels/{channel_id}/test", {"csrf_token": csrf})
     assert refused.status_code == 429
     assert "Not just now" in refused.text
-    assert "test notices: at most 5 to one channel an hour" in refused.text
+    assert "test notices: at most 5 to one address an hour" in refused.text
+    assert 3590 <= int(refused.headers["retry-after"]) <= 3600
     assert await count(pg, "alert_deliveries") == 5
 
 

@@ -3,6 +3,7 @@ with their firing, claimed under a lease, settled after each attempt."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -64,21 +65,41 @@ async def insert_firing_deliveries(
     return ids(await session.scalars(statement))
 
 
+@dataclass(frozen=True, slots=True)
+class RecentTests:
+    """Test notices of the last window, by the database's clock (the one that stamped
+    them): to the channel's destination (whichever channel of the customer had it: a channel
+    deleted and added again is the same address) and to all the customer's channels, and in
+    how many seconds the oldest of each leaves the window."""
+
+    to_destination: int
+    to_customer: int
+    destination_frees_in_s: float
+    customer_frees_in_s: float
+
+
 async def recent_test_deliveries(
     session: AsyncSession, customer_id: str, channel_id: int, *, within: timedelta
-) -> tuple[int, int]:
-    """(to this channel, to all the customer's channels): test notices created in the last
-    `within`, by the database's clock (the one that stamped them)."""
+) -> RecentTests:
+    destination = (
+        select(col(ChannelRow.destination_masked))
+        .where(col(ChannelRow.id) == channel_id, col(ChannelRow.customer_id) == customer_id)
+        .scalar_subquery()
+    )
+    same = col(DeliveryRow.masked_destination) == destination
+    frees = func.extract("epoch", func.min(col(DeliveryRow.created_at)) + within - func.now())
     statement = select(
-        func.count().filter(col(DeliveryRow.channel_id) == channel_id),
+        func.count().filter(same),
         func.count(),
+        func.extract("epoch", func.min(col(DeliveryRow.created_at)).filter(same) + within - func.now()),
+        frees,
     ).where(
         col(DeliveryRow.customer_id) == customer_id,
         col(DeliveryRow.firing_id).is_(None),
         col(DeliveryRow.created_at) > func.now() - within,
     )
     row: Any = (await session.execute(statement)).one()
-    return int(row[0]), int(row[1])
+    return RecentTests(int(row[0]), int(row[1]), float(row[2] or 0), float(row[3] or 0))
 
 
 async def insert_test_delivery(
