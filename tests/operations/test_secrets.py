@@ -250,6 +250,7 @@ def test_a_commands_data_dir_holds_its_key(tmp_path: Path) -> None:
     # nothing is made in the working directory. (`status` starts no server: it exits 1.)
     workdir, data = tmp_path / "cwd", tmp_path / "data"
     workdir.mkdir()
+    data.mkdir()  # `status` of a data dir that does not exist makes none (test_settings.py)
     unset = ("PORTAL_DATA_DIR", "PORTAL_SECRET_KEY", "PORTAL_ENV")
     env = {k: v for k, v in os.environ.items() if k not in unset}
     done = subprocess.run(
