@@ -246,6 +246,16 @@ def processes_in_group(pgid: int) -> set[int]:
     return found
 
 
+def process_group_of(pid: int) -> int | None:
+    """The process group of `pid` while it runs (not a zombie); None otherwise (Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[2]) if len(fields) > 2 and fields[0] != "Z" else None
+
+
 def signal_group(pgid: int | None, signum: signal.Signals) -> None:
     if pgid is None:
         return
@@ -667,26 +677,28 @@ class Supervisor:
         if now - self._beats_readable_since < self.policy.hung_after_s:
             return
         host = socket.gethostname()
-        for role in self._roles:
-            if role.process is None or role.pgid is None or now - role.started_at < self.policy.hung_after_s:
+        roles = {
+            role.pgid: role for role in self._roles if role.process is not None and role.pgid is not None
+        }
+        for beat in seen.processes:
+            silent = (seen.now - beat.seen_at).total_seconds()
+            if beat.host != host or beat.stopped or silent < max(self.policy.hung_after_s, 6 * beat.every_s):
                 continue
-            group = processes_in_group(role.pgid)
-            for beat in seen.processes:
-                if beat.host != host or beat.pid not in group or beat.stopped:
-                    continue
-                silent = (seen.now - beat.seen_at).total_seconds()
-                if silent < max(self.policy.hung_after_s, 6 * beat.every_s):
-                    continue
-                log.error(
-                    "%s: process %d runs but has not beaten for %.0f s (hung or stopped); "
-                    "killing its process group %d to start it again",
-                    role.spec.name,
-                    beat.pid,
-                    silent,
-                    role.pgid,
-                )
-                signal_group(role.pgid, signal.SIGKILL)
-                break
+            # Silent: is it a process of one of our roles, still there (a record of one that
+            # ended stays until forgotten)? Read for the rare silent beat only.
+            role = roles.get(process_group_of(beat.pid))
+            if role is None or role.pgid is None or now - role.started_at < self.policy.hung_after_s:
+                continue
+            log.error(
+                "%s: process %d runs but has not beaten for %.0f s (hung or stopped); "
+                "killing its process group %d to start it again",
+                role.spec.name,
+                beat.pid,
+                silent,
+                role.pgid,
+            )
+            signal_group(role.pgid, signal.SIGKILL)
+            del roles[role.pgid]
 
     @property
     def done(self) -> bool:
