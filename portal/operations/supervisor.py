@@ -686,7 +686,8 @@ class Supervisor:
                 continue
             # Silent: is it a process of one of our roles, still there (a record of one that
             # ended stays until forgotten)? Read for the rare silent beat only.
-            role = roles.get(process_group_of(beat.pid))
+            group = process_group_of(beat.pid)
+            role = None if group is None else roles.get(group)
             if role is None or role.pgid is None or now - role.started_at < self.policy.hung_after_s:
                 continue
             log.error(
