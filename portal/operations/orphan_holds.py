@@ -16,7 +16,6 @@ released (the web's own retry, `Ingestor._release_later`, still clears the first
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 
@@ -25,7 +24,7 @@ from redis.asyncio import Redis
 from portal.infrastructure.queues import INGEST_QUEUE
 from portal.infrastructure.settings import Settings
 from portal.live import redis_keys as keys
-from portal.operations.status import probe_client, rabbitmq_depths, redis_queue_depth
+from portal.operations.status import probe_client, redis_queue_depth
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +44,7 @@ async def ingest_queue_empty(settings: Settings) -> bool | None:
     if not url:
         return None
     if url.startswith(("amqp://", "amqps://")):
-        depths = await asyncio.to_thread(rabbitmq_depths, url)
-        ingest = next(d for d in depths if d.name == INGEST_QUEUE)
-        if ingest.unacknowledged is None or ingest.delayed is None:
-            return None
-        return not (ingest.waiting or ingest.unacknowledged or ingest.delayed or ingest.dead)
+        return None  # RabbitMQ does not tell over AMQP which messages workers hold
     broker = probe_client(url)
     try:
         depth = await redis_queue_depth(broker, INGEST_QUEUE)
