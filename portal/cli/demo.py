@@ -213,42 +213,35 @@ def synthetic_batch(rng: random.Random, now_ms: int) -> list[dict[str, object]]:
     then from the customer's own people ("user-007"), a reading near its storage of late, so
     that monthly active users and peak storage do not run away while someone watches."""
     events: list[dict[str, object]] = []
+
+    def event(customer: str, metric: str, quantity: object, **extra: object) -> None:
+        events.append(
+            {
+                "eventId": uuid.uuid4().hex,
+                "timestamp": now_ms,
+                "customerId": customer,
+                "metricName": metric,
+                "quantity": quantity,
+                **extra,
+            }
+        )
+
     for profile in PROFILES:
         customer = profile.customer_id
         calls = 0 if (customer, "api_calls") == WATCHED else rng.randint(1, 4)
         for _ in range(calls):
-            events.append(
-                {
-                    "eventId": uuid.uuid4().hex,
-                    "timestamp": now_ms,
-                    "customerId": customer,
-                    "metricName": "api_calls",
-                    "quantity": rng.randint(1, 40),
-                    "dimensions": {"region": rng.choice(["eu", "us", "apac"])},
-                    "metadata": {"source": "demo", "version": "1"},
-                }
+            event(
+                customer,
+                "api_calls",
+                rng.randint(1, 40),
+                dimensions={"region": rng.choice(["eu", "us", "apac"])},
+                metadata={"source": "demo", "version": "1"},
             )
         if rng.random() < ACTIVE_USER_CHANCE:
-            events.append(
-                {
-                    "eventId": uuid.uuid4().hex,
-                    "timestamp": now_ms,
-                    "customerId": customer,
-                    "metricName": "active_users",
-                    "quantity": 1,
-                    "dimensions": {"user": f"user-{rng.randint(1, profile.users[1]):03d}"},
-                }
-            )
+            person = rng.randint(1, profile.users[1])
+            event(customer, "active_users", 1, dimensions={"user": f"user-{person:03d}"})
         if rng.random() < STORAGE_READING_CHANCE:
-            events.append(
-                {
-                    "eventId": uuid.uuid4().hex,
-                    "timestamp": now_ms,
-                    "customerId": customer,
-                    "metricName": "storage_gb",
-                    "quantity": round(profile.storage_gb[1] * rng.uniform(0.95, 1.0), 2),
-                }
-            )
+            event(customer, "storage_gb", round(profile.storage_gb[1] * rng.uniform(0.95, 1.0), 2))
     return events
 
 
