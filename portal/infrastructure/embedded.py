@@ -1,5 +1,6 @@
 """Embedded Postgres and Valkey servers, from PyPI packages, kept under a data directory:
-Postgres, the broker's Valkey (fsync always) and the live view's Valkey (fsync every second).
+Postgres, the broker's Valkey (fsync always) and the live view's Valkey (written before each
+answer, fsynced by the OS).
 
 `usage-portal up` runs them as its own children (`launch()`, and restarts them when they
 die); any other command pointed at the same data directory finds them through the
@@ -542,11 +543,14 @@ class EmbeddedValkey:
 
     Two run per data dir (`EmbeddedServers`): `valkey`, the broker's, fsyncs every write
     (`always`: an event is acknowledged once its message is in the broker); `valkey-live`,
-    the live view's, sessions' and operations' (REDIS_URL), fsyncs once a second
-    (`everysec`): what it holds is rebuilt from Postgres by the reconcile, and a killed
-    process loses nothing (each write reaches the OS before its answer); a power loss may
-    lose its last second, which the reconcile repairs. Apart, pages and live reads never wait
-    for the broker's fsyncs.
+    the live view's, sessions' and operations' (REDIS_URL), leaves fsyncs to the OS (`no`):
+    what it holds is rebuilt from Postgres by the reconcile, and a killed process loses
+    nothing, since each write reaches the OS before its answer. Not `everysec`: while its
+    once-a-second fsync is still running (a busy disk), Valkey postpones the writes for up to
+    2 s but answers them all the same, so a kill -9 then lost acknowledged live writes (seen:
+    a settled batch missing from the live view until its hour was reconciled). A power loss
+    may lose the OS's unwritten pages (seconds), which the reconcile repairs. Apart, pages
+    and live reads never wait for the broker's fsyncs.
     """
 
     def __init__(self, data_dir: Path, *, name: str = "valkey", appendfsync: str = "always") -> None:
@@ -716,7 +720,7 @@ class EmbeddedServers:
         self.data_dir = data_dir.resolve()
         self.postgres = EmbeddedPostgres(self.data_dir)
         self.valkey = EmbeddedValkey(self.data_dir)  # the broker's: db 1 (db 0 before the live one)
-        self.live_valkey = EmbeddedValkey(self.data_dir, name="valkey-live", appendfsync="everysec")
+        self.live_valkey = EmbeddedValkey(self.data_dir, name="valkey-live", appendfsync="no")
 
     @property
     def password(self) -> str:

@@ -5,7 +5,10 @@ the login page."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -26,11 +29,26 @@ async def acme_with_user(api: httpx.AsyncClient, admin_key: str, pg: asyncpg.Con
     await make_user(pg, CARA, customer_id="acme", name="Cara")
 
 
-async def send(api: httpx.AsyncClient, ingest_key: str, *quantities: object) -> None:
-    response = await api.post(
-        "/v1/events/batch", headers=auth(ingest_key), json={"events": [event(quantity=q) for q in quantities]}
-    )
+async def send(api: httpx.AsyncClient, ingest_key: str, at_ms: int, *quantities: object) -> None:
+    events = [event(quantity=q, timestamp=at_ms) for q in quantities]
+    response = await api.post("/v1/events/batch", headers=auth(ingest_key), json={"events": events})
     assert response.status_code == 202, response.text
+
+
+async def an_instant_well_inside_the_month(tz: str) -> int:
+    """Now, in ms, once the customer's month has at least two minutes left: every event of
+    a test lands in one hour (the one this returns) of the period the page shows, whenever
+    the suite runs (it once ran from 23:59:57 into the next hour, and the chart had two bars)."""
+    now = datetime.now(UTC)
+    local = now.astimezone(ZoneInfo(tz))
+    month = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    next_month = (month + timedelta(days=32)).replace(day=1)
+    # In UTC: a difference of two times in one zone is a wall-clock one, blind to DST.
+    left = (next_month.astimezone(UTC) - now).total_seconds()
+    if left < 120:
+        await asyncio.sleep(left + 1)
+        now = datetime.now(UTC)
+    return int(now.timestamp() * 1000)
 
 
 async def test_usage_total_changes_live_without_a_reload(
@@ -40,6 +58,7 @@ async def test_usage_total_changes_live_without_a_reload(
     ingest_key: str,
     pg: asyncpg.Connection,
 ) -> None:
+    at_ms = await an_instant_well_inside_the_month("Europe/Berlin")
     await acme_with_user(api, admin_key, pg)
     await page.goto(LOGIN)
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
@@ -57,9 +76,9 @@ async def test_usage_total_changes_live_without_a_reload(
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
     await page.evaluate("window.__marker = 1")
 
-    await send(api, ingest_key, 2, "3.5")
+    await send(api, ingest_key, at_ms, 2, "3.5")
     await expect(total).to_have_text("5.5")
-    await send(api, ingest_key, 7)
+    await send(api, ingest_key, at_ms, 7)
     await expect(total).to_have_text("12.5")
     await expect(total).to_have_attribute("value", "12.5")
 
