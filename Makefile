@@ -29,7 +29,9 @@ lint: $(STAMP) ## ruff (lint and format) and mypy
 # The suite runs in TEST_WORKERS processes (pytest-xdist), each with its own embedded servers;
 # a file's tests stay in one process, in order. Most of the suite waits on real servers and
 # subprocesses, so two processes on two cores take about half the time of one. The schema
-# fuzzing runs alone: schemathesis' operations are sub-tests, which xdist workers skip.
+# fuzzing runs in a pytest of its own (schemathesis' operations are sub-tests, which xdist
+# workers skip), beside the others rather than after them: its output is printed once the
+# rest is done, and the target fails if either failed.
 test: TEST_WORKERS ?= 2
 test: $(STAMP) ## lint, check formatting, type-check and run the whole test suite against real servers
 	bash scripts/ensure-chromium
@@ -37,8 +39,13 @@ test: $(STAMP) ## lint, check formatting, type-check and run the whole test suit
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=tests/http/test_fuzz_openapi.py
-	$(BIN)/pytest -q tests/http/test_fuzz_openapi.py
+	@fuzz_log=$$(mktemp); \
+	$(BIN)/pytest -q -p no:cacheprovider tests/http/test_fuzz_openapi.py >$$fuzz_log 2>&1 & fuzz=$$!; \
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=tests/http/test_fuzz_openapi.py; suite=$$?; \
+	wait $$fuzz; fuzzed=$$?; \
+	echo "--- schema fuzzing (tests/http/test_fuzz_openapi.py, run beside the rest) ---"; \
+	cat $$fuzz_log; rm -f $$fuzz_log; \
+	test $$suite -eq 0 -a $$fuzzed -eq 0
 
 fuzz: $(STAMP) ## fuzz every API operation and every page for longer, with fresh random examples (PORTAL_FUZZ_EXAMPLES, default 200)
 	PORTAL_FUZZ_EXAMPLES=$${PORTAL_FUZZ_EXAMPLES:-200} $(BIN)/pytest -q tests/http/test_fuzz_openapi.py tests/pages/test_page_fuzz.py
