@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from jinja2 import Environment
 
-from portal.billing.pdf.text import deduction, money_text
+from portal.billing.pdf.text import deduction, money_text, settlement_text
 
 # One wording for pages, notices and PDFs: numbers and money are never rounded, money shows
 # the currency's decimals ('USD 19.54' for a stored 19.540000, 'USD 0.000125', 'JPY 1,200').
@@ -146,7 +146,7 @@ def percent(share: object) -> str:
 def register_filters(environment: Environment) -> None:
     """Jinja filters the templates use: `at | instant(tz)`, `n | grouped`, `x | money(cur)`,
     `x | deducted(cur)`, `n | measure(unit)`, `unit | unit_for(n)`, `dims | dimensions_text`,
-    `name | metric_label`, `share | percent`."""
+    `name | metric_label`, `share | percent`, `owed | settlement(cur, due)`."""
     environment.filters["instant"] = lambda at, tz: instant(at, tz) if at is not None else "—"
     environment.filters["grouped"] = grouped
     environment.filters["percent"] = percent
@@ -158,3 +158,4 @@ def register_filters(environment: Environment) -> None:
     environment.filters["metric_label"] = metric_label
     environment.filters["period_text"] = period_text
     environment.filters["invoice_label"] = invoice_label
+    environment.filters["settlement"] = settlement_text

@@ -75,7 +75,7 @@ def test_the_credit_note_of_a_void_invoice_credits_nothing() -> None:
 def test_the_note_of_an_issued_invoice_is_still_due() -> None:
     lines = text_of(note_pdf(debit_note(), invoice(adjustments=[debit_note()]), PARTIES, BERLIN)).splitlines()
     assert "Total due EUR 0.48" in lines
-    assert "Amount due: € 0.48 by 4 Feb 2027" in lines
+    assert "Amount due: EUR 0.48 by 4 Feb 2027" in lines
     assert "VOID" not in lines
 
 

@@ -252,8 +252,9 @@ def test_the_tuning_is_ours_until_an_operator_alters_it_but_the_address_stays_lo
     # The broker's Valkey fsyncs every write (an event is acknowledged once its message is
     # in it); the live view's writes each before its answer and leaves fsyncs to the OS
     # (rebuilt from Postgres; pages never wait for the broker's fsyncs; `everysec` would
-    # answer writes it had postponed, which a kill -9 then lost). Both rewrite their append-only file only after 256 MB (each rewrite
-    # held the fsyncs, so all of Valkey, for up to half a second).
+    # answer writes it had postponed, which a kill -9 then lost). Both rewrite their
+    # append-only file only after 256 MB (each rewrite held the fsyncs, so all of Valkey,
+    # for up to half a second).
     def valkey_tuning(url: str) -> dict[str, str]:
         valkey = Redis.from_url(url)
         try:

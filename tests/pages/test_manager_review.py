@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import asyncpg
 
+from tests.billing.test_invoice_documents import text_of
 from tests.factories import auth, make_customer
 from tests.pages.helpers import Client, make_user, sign_in
 
@@ -369,3 +370,57 @@ async def test_customer_users_are_kept_out_and_csrf_is_required(
     refused = await client.post(f"/portal/invoices/{invoice_id}/approve", data={"confirm": "yes"})
     assert refused.status_code == 403
     assert await pg.fetchval("SELECT status FROM invoices WHERE id = $1", invoice_id) == "draft"
+
+
+async def test_a_credit_note_beyond_what_was_paid_in_money_leaves_a_balance_owed_to_the_customer(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
+    """An invoice of EUR 46.70 after EUR 20.00 of prepaid credit: a credit note may give
+    back up to 66.70 (the credit was paid for too). A 50.00 note leaves nothing due and
+    3.30 owed to the customer, which every surface says in those words, never as "Amount
+    due: EUR -3.30 by" a date."""
+    csrf = await world(client, admin_key, pg)
+    invoice_id = await draft(
+        pg, start=SEPT[0], end=SEPT[1], total="46.70", status="finalized", number="INV-000001"
+    )
+    await pg.execute(
+        "UPDATE invoices SET credits_applied = 20.00, subtotal = 66.70 WHERE id = $1", invoice_id
+    )
+    asked = {"csrf_token": csrf, "kind": "credit", "amount": "50.00", "reason": "outage"}
+    confirm = await client.post(f"/portal/invoices/{invoice_id}/adjustments", data=asked)
+    assert confirm.status_code == 200, confirm.text
+    assert (
+        'Nothing is then due on the invoice, and <strong id="confirm-due">EUR 3.30</strong> '
+        "is owed to the customer"
+    ) in confirm.text
+    done = await client.post(
+        f"/portal/invoices/{invoice_id}/adjustments", data={**asked, "confirm": "yes"}, follow_redirects=False
+    )
+    assert done.status_code == 303, done.text
+    owed = "Nothing is due: EUR 3.30 is owed to the customer, since its credit notes give back more than it"
+    page = await client.get(f"/portal/invoices/{invoice_id}")
+    assert page.status_code == 200
+    assert f'<p class="payment" id="invoice-payment"><strong>{owed}' in page.text
+    assert "-3.30" not in page.text.split('id="invoice-payment"')[1].split("</p>")[0]
+    pdf = await client.get(f"/portal/invoices/{invoice_id}/pdf")
+    assert pdf.status_code == 200
+    text = " ".join(text_of(pdf.content).split())
+    assert owed in text and "Amount due" not in text
+
+    # Exactly what was charged in money and credit: nothing due, nothing owed
+    other = await draft(
+        pg,
+        start=SEPT[1],
+        end=SEPT[1] + timedelta(days=31),
+        total="46.70",
+        status="finalized",
+        number="INV-000002",
+    )
+    even = await client.post(
+        f"/portal/invoices/{other}/adjustments",
+        data={**asked, "amount": "46.70", "confirm": "yes"},
+        follow_redirects=False,
+    )
+    assert even.status_code == 303, even.text
+    page = await client.get(f"/portal/invoices/{other}")
+    assert "Nothing is due: its credit notes give back all it charged." in page.text

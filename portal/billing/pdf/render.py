@@ -21,7 +21,7 @@ from portal.billing.pdf.text import (
     local_date,
     money_text,
     period_text,
-    symbol_money,
+    settlement_text,
 )
 from portal.billing.views import AdjustmentView, InvoiceView, LineView
 
@@ -277,7 +277,7 @@ def invoice_pdf(invoice: InvoiceView, parties: Parties, tz_name: str) -> bytes:
         pdf.multi_cell(0, 5.5, "Nothing is due on a void invoice.", new_x="LMARGIN", new_y="NEXT")
     else:
         # As on the invoice page: what is owed once its credit and debit notes are counted.
-        _payment(pdf, parties, f"Amount due: {symbol_money(invoice.adjusted_total, cur)} by {due}")
+        _payment(pdf, parties, settlement_text(invoice.adjusted_total, cur, due))
     return bytes(pdf.output())
 
 
@@ -348,11 +348,11 @@ def note_pdf(note: AdjustmentView, invoice: InvoiceView, parties: Parties, tz_na
         pdf.multi_cell(
             0,
             5,
-            f"{symbol_money(note.amount.lstrip('-'), cur)} is credited against invoice {invoice.number}.",
+            f"{money_text(note.amount.lstrip('-'), cur)} is credited against invoice {invoice.number}.",
             new_x="LMARGIN",
             new_y="NEXT",
         )
     else:
         due = due_date(issued, tz_name, parties.payment_terms_days)
-        _payment(pdf, parties, f"Amount due: {symbol_money(note.amount, cur)} by {due}")
+        _payment(pdf, parties, f"Amount due: {money_text(note.amount, cur)} by {due}")
     return bytes(pdf.output())

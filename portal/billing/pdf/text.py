@@ -71,15 +71,27 @@ def deduction(amount: object) -> Decimal:
     return -value if value else value
 
 
-_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "INR": "₹", "JPY": "¥"}
-
-
 def money_text(amount: object, currency: str) -> str:
-    """'EUR 1,234.50': the code first, as on the invoice page."""
+    """'EUR 1,234.50': the code first, on every page, PDF, email and export (a sign such as
+    '$' is ambiguous: USD, CAD and AUD all print it)."""
     return f"{currency} {amount_text(amount, currency)}"
 
 
-def symbol_money(amount: object, currency: str) -> str:
-    """'€ 1,234.50', '₹ 4,100.00': the total as printed big, with the currency's sign where
-    it has a common one (else its code)."""
-    return f"{_SYMBOLS.get(currency, currency)} {amount_text(amount, currency)}"
+def settlement_text(owed: object, currency: str, due: str) -> str:
+    """What an issued invoice asks of its customer once its notes are counted: 'Amount due:
+    EUR 12.00 by 7 Jan 2027'. Credit notes may give back its prepaid credit as well as what
+    it charged (that credit was paid for too), so what is owed can fall to nothing or below:
+    then nothing is due by any date, and a balance in the customer's favour is named as
+    such, never as a negative amount to pay."""
+    try:
+        value = owed if isinstance(owed, Decimal) else Decimal(str(owed))
+    except ArithmeticError:
+        return f"Amount due: {money_text(owed, currency)} by {due}"
+    if value > 0:
+        return f"Amount due: {money_text(value, currency)} by {due}"
+    if value == 0:
+        return "Nothing is due: its credit notes give back all it charged."
+    return (
+        f"Nothing is due: {money_text(-value, currency)} is owed to the customer, since its credit "
+        "notes give back more than it charged after prepaid credit."
+    )
