@@ -32,6 +32,10 @@ log = logging.getLogger("portal.client")
 
 BATCH_PATH = "/v1/events/batch"
 MAX_BATCH_EVENTS = 1000
+# The portal's bound on a batch's body (413 beyond). It answers 413 before reading a body
+# that says it is larger and closes the connection; urllib, still sending, sees a reset
+# instead of the 413, so a batch is split before it is sent, not after.
+MAX_BATCH_BYTES = 5 * 1024 * 1024
 
 Event = dict[str, Any]
 OnError = Callable[[Event, UsageClientError], None]
@@ -202,6 +206,28 @@ class Pipeline:
 
     def _deliver(self, batch: list[Event]) -> None:
         body = json.dumps({"events": batch}, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(body) > MAX_BATCH_BYTES:
+            if len(batch) > 1:
+                half = len(batch) // 2
+                self._deliver(batch[:half])
+                self._deliver(batch[half:])
+            else:
+                self._settle(
+                    batch,
+                    {
+                        "accepted": 0,
+                        "duplicates": 0,
+                        "rejected": [
+                            {
+                                "index": 0,
+                                "error": f"the event is {len(body):,} bytes as JSON; the portal takes at "
+                                f"most {MAX_BATCH_BYTES:,} in a batch (fewer or shorter dimensions)",
+                            }
+                        ],
+                    },
+                    status=413,
+                )
+            return
         started = time.monotonic()
         attempts = 0
         while True:

@@ -6,6 +6,8 @@ outside the lateness window)."""
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -65,11 +67,35 @@ def amend_body(customer_id: str, quantity: Quantity, reason: str) -> dict[str, s
     return {"customerId": customer_id, "quantity": quantity_text(quantity), "reason": reason}
 
 
-def send_correction(transport: Transport, event_id: str, action: str, body: dict[str, str]) -> Correction:
-    try:
-        reply = transport.post(f"/v1/events/{quote(event_id, safe='')}/{action}", json.dumps(body).encode())
-    except OSError as exc:
-        raise CorrectionUnavailable(f"{action} of {event_id} failed: {exc}") from exc
+# How long a correction waits, in all, for an event the portal has accepted but not yet
+# recorded (its 409 carries Retry-After): recording takes well under a second normally, and
+# a few seconds while a worker restarts.
+NOT_YET_PATIENCE_S = 30.0
+
+
+def send_correction(
+    transport: Transport,
+    event_id: str,
+    action: str,
+    body: dict[str, str],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Correction:
+    """POST the correction; an event accepted a moment ago but not recorded yet (409 with
+    Retry-After) is asked about again, as told, for up to `NOT_YET_PATIENCE_S` seconds."""
+    path = f"/v1/events/{quote(event_id, safe='')}/{action}"
+    payload = json.dumps(body).encode()
+    deadline = clock() + NOT_YET_PATIENCE_S
+    while True:
+        try:
+            reply = transport.post(path, payload)
+        except OSError as exc:
+            raise CorrectionUnavailable(f"{action} of {event_id} failed: {exc}") from exc
+        wait = reply.retry_after
+        if reply.status != 409 or wait is None or clock() + wait > deadline:
+            break
+        sleep(wait)
     if reply.status in (401, 403):
         raise AuthenticationError(reply.status, reply.body.decode(errors="replace")[:500])
     if reply.status >= 500:

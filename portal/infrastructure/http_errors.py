@@ -12,7 +12,7 @@ from litestar.exceptions.responses import create_exception_response
 
 from portal.http.schemas import ID_PATTERN
 from portal.infrastructure import metrics
-from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound, Problem, RateLimited
+from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound, NotYet, Problem, RateLimited
 from portal.infrastructure.logs import current_request_id
 
 RETRY_AFTER_S = "2"
@@ -87,7 +87,7 @@ def problem_response(request: Request[Any, Any, Any], exc: Problem) -> Response[
     if isinstance(exc, Invalid):
         field, _, problem = str(exc).partition(": ")
         body["extra"] = [{"key": field, "message": problem}] if problem and " " not in field else []
-    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimited | NotYet) else None
     return Response(body, status_code=status, headers=headers)
 
 

@@ -31,7 +31,7 @@ from portal.billing.repository.locks import share_customers
 from portal.catalog.service import get_meter
 from portal.infrastructure.broker import INGEST_QUEUE, MAINTENANCE_QUEUE
 from portal.infrastructure.db import transaction
-from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
+from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound, NotYet
 from portal.infrastructure.jobs import after_commit
 from portal.infrastructure.settings import Settings
 from portal.ingest.models import EventCorrection
@@ -66,8 +66,9 @@ async def correct_event(
     session: AsyncSession, asked: CorrectionAsked, *, now: datetime, settings: Settings
 ) -> EventCorrection:
     """Cancel or amend the event; the correction recorded. NotFound for an event never
-    accepted (or past the ledger), Conflict for one not recorded yet or already cancelled,
-    Invalid outside the lateness window or for an amend that changes nothing."""
+    accepted (or past the ledger), NotYet (a Conflict: 409 with Retry-After) for one not
+    recorded yet, Conflict for one already cancelled, Invalid outside the lateness window
+    or for an amend that changes nothing."""
     event_time = await store.lock_ledger_entry(session, asked.customer_id, asked.event_id)
     if event_time is None:
         raise NotFound(
@@ -75,7 +76,7 @@ async def correct_event(
         )
     event = await store.recorded_event(session, asked.customer_id, asked.event_id, event_time)
     if event is None:
-        raise Conflict(NOT_RECORDED_YET.format(event_id=asked.event_id))
+        raise NotYet(NOT_RECORDED_YET.format(event_id=asked.event_id))
     if event.cancelled_at is not None:
         raise Conflict(f"event {asked.event_id!r} was cancelled already")
     if event.event_time < now - settings.accepted_lateness:
@@ -196,7 +197,7 @@ async def correct_and_apply(
         # Not in the ledger yet may mean not persisted yet: the edge's marker says whether
         # it was accepted a moment ago (a 409 to retry, not a 404 to give up on).
         if await accepted_recently(live, asked.customer_id, asked.event_id, now):
-            raise Conflict(NOT_RECORDED_YET.format(event_id=asked.event_id)) from None
+            raise NotYet(NOT_RECORDED_YET.format(event_id=asked.event_id)) from None
         raise
     assert correction.id is not None
     try:

@@ -4,8 +4,11 @@ correction changes the totals once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import threading
+import urllib.error
 import urllib.request
 from decimal import Decimal
 
@@ -13,7 +16,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from portal.client import AsyncUsageClient, CorrectionRefused, EntitlementUnavailable, UsageClient
+from portal.client import AsyncUsageClient, Correction, CorrectionRefused, EntitlementUnavailable, UsageClient
 from tests.client.conftest import ServerProcess
 from tests.conftest import WorkerProcess, wait_until_persisted
 
@@ -84,6 +87,42 @@ def test_no_answer_raises_entitlement_unavailable() -> None:
             client.check("acme", "api_calls")
     finally:
         client.close()
+
+
+async def test_a_cancel_right_after_flush_waits_until_the_event_is_recorded(
+    server: ServerProcess, ingest_key: str, own_worker: WorkerProcess, pg: asyncpg.Connection
+) -> None:
+    """docs/client.md: flush, then cancel. With no worker recording the event yet, the
+    portal answers 409 "not recorded yet" with Retry-After; the client asks again as told
+    (it had raised CorrectionRefused at once), and the cancel lands once the event is in."""
+    own_worker.stop()
+    client = UsageClient(server.url, ingest_key, flush_interval=60)
+    try:
+        wrong = client.record("acme", "api_calls", Decimal("40"))
+        client.flush()
+        request = urllib.request.Request(
+            f"{server.url}/v1/events/{wrong}/cancel",
+            data=json.dumps({"customerId": "acme", "reason": "x"}).encode(),
+            headers={"Authorization": f"Bearer {ingest_key}", "Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as not_yet:
+            await asyncio.to_thread(urllib.request.urlopen, request, timeout=10)
+        assert not_yet.value.code == 409 and not_yet.value.headers["Retry-After"] == "1"
+        assert "not recorded yet" in not_yet.value.read().decode()
+
+        answers: list[object] = []
+        waiting = threading.Thread(target=lambda: answers.append(client.cancel("acme", wrong, "load test")))
+        waiting.start()
+        await asyncio.sleep(1.5)
+        assert answers == []  # still asking
+        own_worker.start()
+        await asyncio.to_thread(waiting.join, 40)
+        assert not waiting.is_alive()
+        [cancelled] = answers
+        assert isinstance(cancelled, Correction) and cancelled.quantity_before == Decimal(40)
+    finally:
+        client.close()
+    assert await pg.fetchval("SELECT count(*) FROM event_corrections") == 1
 
 
 async def test_cancel_and_amend_through_the_client(

@@ -84,6 +84,30 @@ async def test_records_flushed_by_size_and_interval_arrive_exactly(
     assert set(ids) == {r["event_id"] for r in await pg.fetch("SELECT event_id FROM usage_events")}
 
 
+async def test_a_full_batch_larger_than_the_portal_takes_is_split_before_it_is_sent(
+    server: ServerProcess,
+    ingest_key: str,
+    worker: WorkerProcess,
+    pg: asyncpg.Connection,
+    redis: Redis,
+) -> None:
+    """1,000 valid events of ~5.4 KB each (20 dimensions of 256 characters) come to more
+    than the 5 MiB a batch may have. The portal answers 413 before reading such a body and
+    closes the connection, which urllib sees as a reset, not a 413: the client split
+    nothing then and retried the same batch for ever, holding back every later event."""
+    client = UsageClient(server.url, ingest_key, flush_interval=0.2, retry=FAST)
+    wide = {f"d{k:02d}": chr(ord("a") + k) * 256 for k in range(20)}
+    for _ in range(1000):
+        client.record("acme", "api_calls", 2, dimensions=wide)
+    client.record("acme", "api_calls", Decimal("0.5"))  # behind them in the buffer
+    client.flush()
+    stats = client.stats
+    assert (stats.sent, stats.rejected, stats.buffered) == (1001, 0, 0)
+    assert stats.retried == 0  # nothing was sent that the portal had to refuse
+    client.close()
+    assert await persisted(pg, redis, 1001) == (1001, "2000.5")
+
+
 async def test_async_client_flushes_by_size_and_interval(
     server: ServerProcess,
     ingest_key: str,
