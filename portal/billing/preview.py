@@ -193,14 +193,18 @@ async def _rate(
     unique counts are taken as they are (a segment that has not begun yet: the period's
     so far)."""
     period = item.period
-    observed_end = min(max(now, period.start), period.end)
-    elapsed = (observed_end - period.start).total_seconds()
+    # The pace is measured over the time the period bills, from its first segment: usage
+    # before a subscription that starts mid-period is not billed, and counting it (or the
+    # days before the start) made a projection that cancelling such an event halved.
+    billed_from = min((seg.start for seg in item.segments), default=period.start)
+    observed_end = min(max(now, billed_from), period.end)
+    elapsed = (observed_end - billed_from).total_seconds()
     windows = [
         UsageWindow(("segment", j), item.customer_id, seg.start, seg.end, seg.plan)
         for j, seg in enumerate(item.segments)
     ]
     windows += [
-        UsageWindow(("pace", j), item.customer_id, period.start, observed_end, seg.plan)
+        UsageWindow(("pace", j), item.customer_id, billed_from, observed_end, seg.plan)
         for j, seg in enumerate(item.segments)
     ]
     quantities = await charge_quantities(session, windows, aggregations)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from litestar.testing import AsyncTestClient
@@ -122,6 +123,52 @@ async def test_preview_shows_the_period_so_far_and_projects_usage_but_not_the_fl
         "0.00",
         projected["subtotal"],
     )
+
+
+async def test_a_subscription_starting_mid_period_is_projected_from_its_start_on_billed_usage_only(
+    client: AsyncTestClient[Any],
+    admin_key: str,
+    ingest_key: str,
+    worker: WorkerProcess,
+    redis: Redis,
+) -> None:
+    # Given acme's period began three local days ago, its subscription (0.01 a call) only at
+    # the start of yesterday, 1,000 calls before the subscription and 100 after it
+    tz = "Asia/Kolkata"
+    now = datetime.now(UTC).replace(microsecond=0)
+    set_clock(client, now)
+    anchor, period = current_period(tz, now)
+    subscribed = local_date((now - timedelta(days=1)).timestamp(), tz)
+    await make_customer(client, admin_key, id="acme", timezone=tz, currency="USD")
+    await make_meter(client, admin_key, metric="api_calls")
+    await create_plan(client, admin_key, plan("calls", CALLS))
+    await subscribe(
+        client, admin_key, "acme", planId="calls", startDate=subscribed.isoformat(), anchorDay=anchor
+    )
+    await send(
+        client,
+        ingest_key,
+        redis,
+        [
+            event(customer="acme", quantity=1000, timestamp=ms(period.start + timedelta(hours=1))),
+            event(customer="acme", quantity=100, timestamp=ms(now)),
+        ],
+    )
+
+    # When the preview is read
+    response = await client.get("/v1/customers/acme/invoices/preview", headers=auth(admin_key))
+    assert response.status_code == 200, response.text
+    preview = response.json()
+
+    # Then so far: only the 100 calls since the subscription began
+    assert preview["soFar"]["total"] == "1.00"
+    # And projected: those 100 at their pace since the subscription began, to the period's
+    # end; the 1,000 unbilled calls and the days before the start play no part
+    start = period_for(now, tz, anchor).start
+    begun = max(start, datetime.combine(subscribed, datetime.min.time(), tzinfo=ZoneInfo(tz)))
+    rest = Decimal((period.end - begun).total_seconds())
+    elapsed = Decimal((now - begun).total_seconds())
+    assert preview["projected"]["total"] == str(_half_up(100 * rest / elapsed * CENT))
 
 
 async def test_preview_after_an_immediate_plan_change_projects_usage_to_the_period_end(
