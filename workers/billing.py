@@ -59,9 +59,10 @@ async def settle_late_events_actor(invoice_id: int) -> None:
     time_limit=300_000,
 )
 async def refresh_ended_draft(invoice_id: int) -> None:
-    """Re-rate the draft of an ended period that events reached after it was rated, so the
+    """Re-rate a draft that events (or a credit grant) reached after it was rated, so the
     review queue and its flags show what approving it would issue. A no-op once it is
-    approved or voided. If this is lost, the hourly `draft_ended_periods` re-rates it."""
+    approved or voided. If this is lost, the hourly `draft_ended_periods` (or the running
+    periods' scheduled refresh) re-rates it."""
     ctx = await get_context()
     await ctx.redis.delete(live_keys.draft_refresh_key(invoice_id))  # later events ask again
     async with transaction(ctx.sessions) as session:

@@ -205,5 +205,7 @@ async def void_invoice(settings: Settings, invoice_id: int, *, reason: str) -> s
 
 async def export_csv(settings: Settings, *, lines: bool, customer_id: str | None) -> str:
     async with _sessions(settings) as sessions, transaction(sessions) as session:
-        writer = export.lines_csv if lines else export.invoices_csv
-        return await writer(session, export.ExportFilter(customer_id=customer_id))
+        selection = export.ExportFilter(customer_id=customer_id)
+        if lines:
+            return await export.lines_csv(session, selection)
+        return await export.invoices_csv(session, selection, now=system_clock(), grace=settings.invoice_grace)

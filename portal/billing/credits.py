@@ -42,11 +42,10 @@ class CreditBalance(CamelStruct):
     grants: list[CreditGrant]
 
 
-async def grant_credit(
-    session: AsyncSession, customer_id: str, data: CreditGrantCreate, *, now: datetime
-) -> CreditGrant:
-    """Grant prepaid credit; the customer's drafts of ended periods (awaiting review) are
-    re-rated after the commit, so the review queue shows the credit they will draw."""
+async def grant_credit(session: AsyncSession, customer_id: str, data: CreditGrantCreate) -> CreditGrant:
+    """Grant prepaid credit; the customer's drafts (of ended periods, awaiting review, and
+    of the running one) are re-rated after the commit, so the review queue, exports and
+    previews show the credit they will draw."""
     customer = await get_customer(session, customer_id)
     if customer is None:
         raise NotFound(f"no customer {customer_id!r}")
@@ -64,7 +63,9 @@ async def grant_credit(
         description=data.description,
         expires_at=expires_at,
     )
-    for invoice_id in await invoice_store.ended_draft_ids(session, customer_id, now):
+    # Every draft, the running period's too: exports and the review queue read drafts as
+    # stored, and would show the credit undrawn until the next scheduled refresh.
+    for invoice_id in await invoice_store.draft_ids(session, customer_id):
         after_commit(session, REFRESH_DRAFT_ACTOR, MAINTENANCE_QUEUE, invoice_id)
     grants = await credit_balance(session, customer_id, currency=customer.currency)
     return next(g for g in grants.grants if g.id == grant_id)

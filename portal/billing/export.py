@@ -10,12 +10,13 @@ amount stays a number (`portal.http.csv_cells`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.billing.invoices import state_of
 from portal.billing.rating import round_money
 from portal.billing.repository import exports as export_store
 from portal.http.csv_cells import Cell, csv_text
@@ -36,6 +37,7 @@ INVOICE_HEADER = [
     "credits_applied",
     "total",
     "issued_at",
+    "computed_at",
 ]
 LINE_HEADER = [
     "invoice_id",
@@ -83,11 +85,17 @@ def _iso(value: datetime | None) -> str:
     return "" if value is None else value.isoformat()
 
 
-async def invoices_csv(session: AsyncSession, selection: ExportFilter) -> str:
+async def invoices_csv(
+    session: AsyncSession, selection: ExportFilter, *, now: datetime, grace: timedelta
+) -> str:
+    """The invoices and their notes. `status` is the state the API and pages show (a draft
+    of a period ended more than `grace` before `now` is awaiting_review); `issued_at` is
+    when an invoice was finalized or a note issued, empty for a draft, whose `computed_at`
+    says when its figures were rated (a running period's draft is re-rated on a schedule)."""
     scope = selection.scope()
     rows = await export_store.exported_invoices(session, **scope)
     out: list[list[Cell]] = []
-    for iid, number, cid, cur, status_, start, end, sub, disc, cred, total, issued in rows:
+    for iid, number, cid, cur, status_, start, end, sub, disc, cred, total, finalized, computed in rows:
         cur = str(cur).strip()
         out.append(
             [
@@ -97,14 +105,15 @@ async def invoices_csv(session: AsyncSession, selection: ExportFilter) -> str:
                 number or "",
                 cid,
                 cur,
-                status_,
+                state_of(status_, end, now, grace),
                 _iso(start),
                 _iso(end),
                 round_money(sub, cur),
                 round_money(disc, cur),
                 round_money(cred, cur),
                 round_money(total, cur),
-                _iso(issued),
+                _iso(finalized),
+                _iso(computed),
             ]
         )
     adjustments = await export_store.exported_notes(session, **scope)
@@ -125,6 +134,7 @@ async def invoices_csv(session: AsyncSession, selection: ExportFilter) -> str:
                 round_money(disc, cur),
                 round_money(Decimal(0), cur),
                 round_money(amount, cur),
+                _iso(created),
                 _iso(created),
             ]
         )

@@ -160,10 +160,10 @@ class CustomerBillingController(Controller):
 
     @post("/credits", status_code=201)
     async def grant(
-        self, customer_id: FromPath[str], data: JSONBody[CreditGrantCreate], db: Db, portal: Portal
+        self, customer_id: FromPath[str], data: JSONBody[CreditGrantCreate], db: Db
     ) -> credits.CreditGrant:
         """Grant prepaid credit in the customer's currency."""
-        return await credits.grant_credit(db, customer_id, data, now=portal.now())
+        return await credits.grant_credit(db, customer_id, data)
 
     @get("/invoices/preview")
     async def preview_(self, customer_id: FromPath[str], db: Db, portal: Portal) -> PreviewView:
@@ -313,10 +313,15 @@ class InvoiceController(Controller):
         return await invoices.adjustments_of(db, invoice)
 
     @get("/export.csv", media_type="text/csv", dependencies=EXPORT_FILTER)
-    async def export_invoices(self, read_db: ReadDb, selection: Selection) -> Response[str]:
-        """One row per invoice and per adjustment note; `from`/`to` bound the period start.
-        Read on the replica when there is one (DATABASE_READ_URL)."""
-        return _csv(await export.invoices_csv(read_db, selection), "invoices.csv")
+    async def export_invoices(self, read_db: ReadDb, selection: Selection, portal: Portal) -> Response[str]:
+        """One row per invoice and per adjustment note; `from`/`to` bound the period start
+        (`status` filters by the stored status: draft, finalized, void; the column says
+        awaiting_review for a draft past its grace, as the API does). Read on the replica
+        when there is one (DATABASE_READ_URL)."""
+        body = await export.invoices_csv(
+            read_db, selection, now=portal.now(), grace=portal.settings.invoice_grace
+        )
+        return _csv(body, "invoices.csv")
 
     @get("/lines.csv", media_type="text/csv", dependencies=EXPORT_FILTER)
     async def export_lines(self, read_db: ReadDb, selection: Selection) -> Response[str]:

@@ -139,13 +139,20 @@ class InvoicePagesController(PageController):
 
     @get("/customers/{customer_id:str}/invoices.csv", media_type="text/csv")
     async def export_(
-        self, request: Request[Any, Any, Any], customer_id: FromPath[str], db: Db, read_db: ReadDb
+        self,
+        request: Request[Any, Any, Any],
+        customer_id: FromPath[str],
+        db: Db,
+        read_db: ReadDb,
+        portal: Portal,
     ) -> Response[str]:
         """The finance export's invoices.csv for this customer (drafts: staff only), read
         on the replica when there is one."""
         customer = await visible_customer(request, db, customer_id)
         selection = export.ExportFilter(customer_id=customer.id, issued_only=not sees_drafts(request))
-        body = await export.invoices_csv(read_db, selection)
+        body = await export.invoices_csv(
+            read_db, selection, now=portal.now(), grace=portal.settings.invoice_grace
+        )
         return Response(
             body,
             media_type="text/csv",

@@ -234,7 +234,7 @@ async def test_usage_to_approved_invoice_to_adjustment_from_the_terminal(
 
     exported = await run(settings, "invoices", "export")
     assert exported.returncode == 0
-    rows = [line.split(",")[:2] + line.split(",")[-2:-1] for line in exported.stdout.splitlines()[1:]]
+    rows = [line.split(",")[:2] + line.split(",")[-3:-2] for line in exported.stdout.splitlines()[1:]]
     assert rows == [["INV-000001", "invoice", "154.99"], ["DN-000001", "debit_note", "2.50"]]
 
 

@@ -364,6 +364,7 @@ async def test_invoices_csv_has_the_invoice_and_its_debit_note(
         "credits_applied",
         "total",
         "issued_at",
+        "computed_at",
     ]
     rows = list(reader)
     invoice, note = adjusted.invoice, adjusted.adjustment
@@ -377,7 +378,7 @@ async def test_invoices_csv_has_the_invoice_and_its_debit_note(
         "period_start": period.start.isoformat(),
         "period_end": period.end.isoformat(),
     }
-    assert [{k: v for k, v in row.items() if k != "issued_at"} for row in rows] == [
+    assert [{k: v for k, v in row.items() if k not in ("issued_at", "computed_at")} for row in rows] == [
         {
             "document": "INV-000001",
             "kind": "invoice",
@@ -399,6 +400,23 @@ async def test_invoices_csv_has_the_invoice_and_its_debit_note(
     ]
     assert _instant(rows[0]["issued_at"]) == _instant(invoice["finalizedAt"])
     assert _instant(rows[1]["issued_at"]) == _instant(note["createdAt"])
+    assert rows[0]["computed_at"] != ""
+
+    # The running period's draft: its state as the API says it, never issued, rated when
+    running = await draft(client, admin_key, "acme")
+    again = list(
+        csv.DictReader(
+            io.StringIO((await client.get("/v1/invoices/export.csv", headers=auth(admin_key))).text)
+        )
+    )
+    [row] = [r for r in again if r["invoice_id"] == str(running["id"])]
+    assert (row["document"], row["status"], row["issued_at"]) == (
+        f"draft-{running['id']}",
+        running["state"],
+        "",
+    )
+    assert running["state"] == "draft" and row["total"] == running["total"]
+    assert row["computed_at"] != ""
     # What is owed now: the rows of the invoice add up to its adjusted total
     assert sum(Decimal(row["total"]) for row in rows) == Decimal(invoice["adjustedTotal"]) == Decimal("10.35")
 

@@ -3,6 +3,8 @@ the real pipeline (HTTP ingest, broker, worker, Postgres), with the exact amount
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import timedelta
 from typing import Any
 
@@ -380,6 +382,9 @@ async def test_credit_granted_after_a_draft_was_rated_goes_to_that_draft_first(
     # Given the ended period's draft rated with no credit (USD 91.89 to pay)
     ended = await draft(client, admin_key, "acme", _month(billed_customer))
     assert (ended["creditsApplied"], ended["total"]) == ("0.00", "91.89")
+    # and the running period's draft, stored at USD 44.10
+    running = await draft(client, admin_key, "acme")
+    assert (running["creditsApplied"], running["total"]) == ("0.00", "44.10")
 
     # When USD 100.00 is granted, and nobody opens that draft
     granted = await client.post(
@@ -398,6 +403,14 @@ async def test_credit_granted_after_a_draft_was_rated_goes_to_that_draft_first(
         return bool(mine["total"] == "0.00")
 
     await wait_for(queued, timeout=20, what="the draft re-rated with the new credit")
+
+    # And the running period's stored draft too, as the finance export reads it
+    async def exported() -> bool:
+        export = await client.get("/v1/invoices/export.csv", headers=auth(admin_key))
+        [row] = [r for r in csv.DictReader(io.StringIO(export.text)) if r["invoice_id"] == str(running["id"])]
+        return (row["credits_applied"], row["total"]) == ("8.11", "35.99")
+
+    await wait_for(exported, timeout=20, what="the running draft re-rated with the credit left to it")
 
 
 async def _issued(client: AsyncTestClient[Any], key: str, closed: ClosedPeriod) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -38,7 +38,7 @@ def _exported(
 
 async def exported_invoices(session: AsyncSession, **scope: Any) -> list[tuple[Any, ...]]:
     """(id, number, customer id, currency, status, period start, period end, subtotal,
-    discount total, credits applied, total, finalized or computed at) of the invoices in
+    discount total, credits applied, total, finalized at, computed at) of the invoices in
     `scope` (see `_exported`), by period start, customer, id."""
     statement = select(
         col(Invoice.id),
@@ -52,7 +52,8 @@ async def exported_invoices(session: AsyncSession, **scope: Any) -> list[tuple[A
         col(Invoice.discount_total),
         col(Invoice.credits_applied),
         col(Invoice.total),
-        func.coalesce(col(Invoice.finalized_at), col(Invoice.computed_at)),
+        col(Invoice.finalized_at),
+        col(Invoice.computed_at),
     ).order_by(col(Invoice.period_start), col(Invoice.customer_id), col(Invoice.id))
     return [tuple(row) for row in await session.execute(_exported(statement, **scope))]
 

@@ -479,12 +479,11 @@ async def next_document_number(session: AsyncSession, series: str) -> int:
 # --- on the ingest worker's connection, inside its persist transaction
 
 
-async def ended_draft_ids(session: AsyncSession, customer_id: str, now: datetime) -> list[int]:
-    """The customer's drafts of periods that ended by `now` (awaiting review, or in grace)."""
+async def draft_ids(session: AsyncSession, customer_id: str) -> list[int]:
+    """The customer's drafts: of ended periods (awaiting review, or in grace) and of the
+    running one."""
     statement = select(col(Invoice.id)).where(
-        col(Invoice.customer_id) == customer_id,
-        col(Invoice.status) == "draft",
-        col(Invoice.period_end) <= now,
+        col(Invoice.customer_id) == customer_id, col(Invoice.status) == "draft"
     )
     return [int(i) for i in (await session.scalars(statement)).all() if i is not None]
 
