@@ -5,6 +5,12 @@ Adjustments appear as their own rows (invoices.csv) and lines (lines.csv), so th
 sum of an invoice's rows is what is true now. Numbers are passed to the writer as numbers
 and text as text, so that text a spreadsheet would run is neutralised and a negative
 amount stays a number (`portal.http.csv_cells`).
+
+lines.csv's columns that are not what their names say for every kind of line:
+`unit_price` is a usage line's price per unit (empty when tiered), a percentage
+discount's percent, and a minimum true-up's minimum (the amount is the top-up to it);
+`proration` is the share of the period a flat fee, a minimum or a fixed discount was
+prorated to (1: all of it), so that `amount` can be rebuilt from the file.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ LINE_HEADER = [
     "plan_id",
     "segment_start",
     "segment_end",
+    "proration",
 ]
 
 
@@ -161,6 +168,7 @@ async def lines_csv(session: AsyncSession, selection: ExportFilter) -> str:
         plan_id,
         seg_start,
         seg_end,
+        proration,
     ) in rows:
         cur = str(cur).strip()
         out.append(
@@ -181,6 +189,7 @@ async def lines_csv(session: AsyncSession, selection: ExportFilter) -> str:
                 plan_id,
                 _iso(seg_start),
                 _iso(seg_end),
+                trimmed(proration),
             ]
         )
     adjustments = await export_store.exported_note_lines(session, **scope)
@@ -204,6 +213,7 @@ async def lines_csv(session: AsyncSession, selection: ExportFilter) -> str:
                     round_money(Decimal(line["amountDelta"]), cur),
                     None,
                     line["segmentStart"],
+                    None,
                     None,
                 ]
             )

@@ -136,7 +136,7 @@ def line_rows(invoice_id: int, rating: Rating) -> list[tuple[Any, ...]]:
                 Decimal(1),
                 discount.percent,
                 "[]",
-                Decimal(1),
+                discount.proration,
                 -discount.amount,
                 discount.plan_id,
                 discount.segment_start,

@@ -119,6 +119,9 @@ class DiscountLine:
     plan_id: str
     segment_start: datetime
     segment_end: datetime
+    # The share of the period a fixed discount was prorated to (a percentage is of charges
+    # already prorated: 1), printed beside it as a prorated fee's is.
+    proration: Decimal = Decimal(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,18 +316,22 @@ def rate_segment(segment: Segment, currency: str) -> tuple[list[LineItem], list[
     every = (*plan.discounts, *segment.discounts)
     ordered = [d for d in every if d.kind == "percentage"] + [d for d in every if d.kind == "fixed"]
     for discount in ordered:
+        share = Decimal(1)
         if discount.kind == "percentage":
             assert discount.percent is not None
             wanted = round_money(charged * discount.percent / 100, currency)
             description = discount.description or f"{discount.percent.normalize():f}% discount"
         else:
             assert discount.amount is not None
-            wanted = round_money(discount.amount * segment.fraction, currency)
+            share = segment.fraction
+            wanted = round_money(discount.amount * share, currency)
             description = discount.description or f"{discount.amount} {currency} discount"
+            if share != 1:
+                description += f" (prorated from {money_text(discount.amount, currency)})"
         taken = min(wanted, remaining)
         remaining -= taken
         discounts.append(
-            DiscountLine(description, discount.kind, discount.percent, taken, plan.id, start, end)
+            DiscountLine(description, discount.kind, discount.percent, taken, plan.id, start, end, share)
         )
     return lines, discounts
 

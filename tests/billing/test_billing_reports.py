@@ -451,6 +451,8 @@ async def test_lines_csv_has_the_invoice_lines_and_the_note_lines(
     )
     owners = {(row["invoice_id"], row["invoice_number"], row["customer_id"], row["currency"]) for row in rows}
     assert owners == {(invoice_id, "INV-000001", "acme", "USD")}
+    # The share of the period each line covers: all of it here; a note's lines have none
+    assert [row["proration"] for row in rows] == ["1", "1", "1", "", ""]
     assert [tuple(row[f] for f in fields) for row in rows] == [
         ("INV-000001", "0", "flat", "base", "", "Platform fee", "1", "10", "10.00", "basic", start, end),
         (

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from portal.billing.invoices import line_views
 from portal.billing.rating import (
     Rating,
     Segment,
@@ -601,6 +602,24 @@ def test_fixed_discount_prorated(fraction: Decimal, expected: str) -> None:
     plan = make_plan(charges=[flat("300")], discounts=[amount_off("30")])
     (discount,) = rate(plan, fraction=fraction).discounts
     assert discount.amount == D(expected)
+
+
+def test_a_prorated_fixed_discount_says_so_on_its_line() -> None:
+    """A segment of half the period takes off USD 15.00 of a USD 30 discount: its line says
+    what it was prorated from and carries the share, printed beside it as a fee's is (the
+    line had read "30 USD discount" with -15.00 and a share of 1)."""
+    plan = make_plan(charges=[flat("300"), per_unit("0.10")], discounts=[amount_off("30"), percent_off("10")])
+    rating = rate(plan, fraction=D("0.5"), quantities={"api": "100"})
+    fixed, percentage = sorted(rating.discounts, key=lambda d: d.kind)
+    assert (fixed.description, fixed.amount, fixed.proration) == (
+        "30 USD discount (prorated from USD 30.00)",
+        D("15.00"),
+        D("0.5"),
+    )
+    # A percentage is of charges already prorated: not prorated itself
+    assert (percentage.description, percentage.proration) == ("10% discount", D(1))
+    [line] = [v for v in line_views(rating) if v.kind == "discount" and v.amount == "-15.00"]
+    assert line.proration == "0.5"
 
 
 def test_fixed_discount_prorated_is_rounded() -> None:

@@ -86,8 +86,8 @@ async def exported_notes(session: AsyncSession, **scope: Any) -> list[tuple[Any,
 
 async def exported_lines(session: AsyncSession, **scope: Any) -> list[tuple[Any, ...]]:
     """(invoice id, invoice number, customer id, currency, position, kind, charge key, meter,
-    description, quantity, unit price, amount, plan id, segment start, segment end) of the
-    lines of the invoices in `scope`, by period start, customer, invoice, position."""
+    description, quantity, unit price, amount, plan id, segment start, segment end, share of
+    the period) of the lines of the invoices in `scope`, by period start, customer, invoice, position."""
     statement = (
         select(
             col(Invoice.id),
@@ -105,6 +105,7 @@ async def exported_lines(session: AsyncSession, **scope: Any) -> list[tuple[Any,
             col(InvoiceLine.plan_id),
             col(InvoiceLine.segment_start),
             col(InvoiceLine.segment_end),
+            col(InvoiceLine.proration),
         )
         .join(Invoice, col(Invoice.id) == col(InvoiceLine.invoice_id))
         .order_by(
