@@ -174,7 +174,11 @@ def epoch_seconds_us(seconds: Decimal | int, field: str = "timestamp") -> int:
     if value.is_signed() and value != 0:
         raise EventError(f"{field}: must not be negative")
     if value and (value.adjusted() > 11 or value > MAX_EPOCH_SECONDS):
-        raise EventError(f"{field}: after 9999-12-31T23:59:59Z")
+        # The usual cause is a unit mix-up, which the bare bound would not tell.
+        raise EventError(
+            f"{field}: after 9999-12-31T23:59:59Z (this field takes epoch seconds: "
+            "a value of 13 digits is in milliseconds)"
+        )
     if value and value.adjusted() < -7:
         return 0  # below a microsecond
     return int(value.scaleb(6).to_integral_value())
@@ -250,7 +254,10 @@ def parse_timestamp_us(value: int | str) -> int:
         if value < 0:
             raise EventError("timestamp: must not be negative")
         if value > MAX_EPOCH_SECONDS * 1000:
-            raise EventError("timestamp: after 9999-12-31T23:59:59Z")
+            raise EventError(
+                "timestamp: after 9999-12-31T23:59:59Z (epoch milliseconds are expected, 13 digits "
+                "today: 16 digits are microseconds, 19 nanoseconds)"
+            )
         return value * 1000
     text = value.strip(" ")  # spaces only: a control character is refused, not trimmed
     if len(text) > MAX_TIMESTAMP_CHARS or not _RFC3339_START.match(text):
@@ -393,6 +400,12 @@ def validate(
     quantity = check_quantity(event.quantity)
     event_time_us = parse_timestamp_us(event.timestamp)
     if event_time_us < limits.oldest_us:
+        as_seconds = event.timestamp * 1_000_000 if isinstance(event.timestamp, int) else None
+        if as_seconds is not None and limits.oldest_us <= as_seconds <= limits.newest_us:
+            raise EventError(
+                "timestamp: older than the accepted lateness window (it reads as epoch seconds; "
+                "this API takes epoch milliseconds)"
+            )
         raise EventError("timestamp: older than the accepted lateness window")
     if event_time_us > limits.newest_us:
         raise EventError("timestamp: more than the allowed tolerance in the future")

@@ -63,6 +63,19 @@ BAD_EVENTS: list[tuple[str, dict[str, Any], str]] = [
     ("too precise quantity", event(quantity="0.0000000000001"), "quantity: at most 12 decimal places"),
     ("huge quantity", event(quantity="1e21"), "quantity: must be less than 10^20"),
     ("too old", event(timestamp=NOW_MS - 36 * DAY_MS), "timestamp: older than the accepted lateness"),
+    # The usual unit mix-ups are named as such
+    (
+        "seconds for milliseconds",
+        event(timestamp=NOW_MS // 1000),
+        "timestamp: older than the accepted lateness window (it reads as epoch seconds; "
+        "this API takes epoch milliseconds)",
+    ),
+    (
+        "microseconds for milliseconds",
+        event(timestamp=NOW_MS * 1000),
+        "timestamp: after 9999-12-31T23:59:59Z (epoch milliseconds are expected, 13 digits today: "
+        "16 digits are microseconds, 19 nanoseconds)",
+    ),
     # Hours ahead, not minutes: NOW_MS is taken when the suite is collected, minutes before.
     ("in the future", event(timestamp=NOW_MS + 3 * 3_600_000), "timestamp: more than the allowed tolerance"),
     (
