@@ -33,6 +33,7 @@ from portal.billing.schemas import (
     PlanCreate,
     Subscription,
     SubscriptionCreate,
+    SubscriptionEnd,
     VoidRequest,
 )
 from portal.billing.simulation_schemas import SimulationRequest, SimulationView
@@ -149,6 +150,16 @@ class CustomerBillingController(Controller):
         """First subscription, or a plan change (next period by default)."""
         subscription = await subscriptions.subscribe(db, customer_id, data, now=portal.now())
         await portal.entitlements.changed(customer_id)  # its plan's limits, its period
+        return subscription
+
+    @post("/subscriptions/end", status_code=200, responses=error_answers(409))
+    async def end_subscription(
+        self, customer_id: FromPath[str], data: JSONBody[SubscriptionEnd], db: Db, portal: Portal
+    ) -> Subscription:
+        """End the subscription (when the current period ends by default); answers with it
+        as it now ends. Its last period is billed for the part it covered."""
+        subscription = await subscriptions.end_subscription(db, customer_id, data, now=portal.now())
+        await portal.entitlements.changed(customer_id)  # no plan, so no plan limits, from then
         return subscription
 
     @get("/credits")

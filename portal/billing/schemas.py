@@ -324,6 +324,21 @@ class SubscriptionCreate(CamelStruct):
         check_time("effectiveAt", self.effective_at)
 
 
+class SubscriptionEnd(CamelStruct):
+    """End a customer's subscription: when its current period ends (`effective:
+    "period_end"`, the default), from the customer's next hour (`"immediate"`), or at
+    `effective_at` (a whole hour of the customer, e.g. to backdate the end into the open
+    period). Its last period is billed for the part it covered (a flat fee, a minimum and a
+    fixed discount prorated); usage after the end is not billed; changes scheduled after it
+    are dropped. A later subscription starts the customer again."""
+
+    effective: Literal["period_end", "immediate"] = "period_end"
+    effective_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        check_time("effectiveAt", self.effective_at)
+
+
 class DraftRequest(CamelStruct):
     """Create or refresh a customer's draft for the period starting in `period`
     (YYYY-MM, in the customer's zone), or for the current period when omitted."""

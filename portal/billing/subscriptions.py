@@ -12,7 +12,7 @@ from portal.billing.plans import get_plan
 from portal.billing.repository import invoices as invoice_store
 from portal.billing.repository import plans as plan_store
 from portal.billing.repository.locks import lock_customer
-from portal.billing.schemas import Discount, Subscription, SubscriptionCreate
+from portal.billing.schemas import Discount, Subscription, SubscriptionCreate, SubscriptionEnd
 from portal.catalog.schemas import Customer
 from portal.catalog.service import get_customer
 from portal.infrastructure.domain_errors import Conflict, Invalid, NotFound
@@ -76,10 +76,14 @@ def period_of(customer: Customer, anchor_day: int, at: datetime) -> BillingPerio
 def _effective_at(
     customer: Customer,
     current: Subscription,
-    data: SubscriptionCreate,
+    *,
+    immediate: bool,
     now: datetime,
     effective_at: datetime | None,
 ) -> datetime:
+    """When a change or an end takes effect: `effective_at` (checked to start one of the
+    customer's hours), else the customer's next hour (`immediate`), else the end of the
+    current period."""
     if effective_at is not None:
         if effective_at.tzinfo is None:
             raise Invalid("effectiveAt: needs a time zone offset (e.g. Z)")
@@ -89,7 +93,7 @@ def _effective_at(
                 "hourly, so a plan change happens between hours)"
             )
         return effective_at.astimezone(UTC)
-    if data.effective == "immediate":
+    if immediate:
         # From the next hour: every hour of usage then belongs to exactly one plan.
         return to_datetime(hour_bucket(now.timestamp() + 3600, customer.timezone))
     return period_for(now, customer.timezone, current.anchor_day).end
@@ -129,7 +133,9 @@ async def subscribe(
     )
     if data.anchor_day is not None and data.anchor_day != current.anchor_day:
         raise Invalid(f"anchorDay: the billing anchor stays {current.anchor_day} across plan changes")
-    at = _effective_at(customer, current, data, now, data.effective_at)
+    at = _effective_at(
+        customer, current, immediate=data.effective == "immediate", now=now, effective_at=data.effective_at
+    )
     if at <= existing[0].starts_at:
         raise Invalid(f"effectiveAt: before the first subscription starts ({existing[0].starts_at})")
     finalized = await invoice_store.finalized_number_after(session, customer_id, at)
@@ -144,6 +150,43 @@ async def subscribe(
     # A later change replaces changes scheduled after it.
     await plan_store.cut_subscriptions_at(session, customer_id, at)
     return await _insert(session, customer_id, plan.id, current.anchor_day, at, data.discounts)
+
+
+async def end_subscription(
+    session: AsyncSession, customer_id: str, data: SubscriptionEnd, *, now: datetime
+) -> Subscription:
+    """End the customer's subscription (see SubscriptionEnd); the subscription as it now
+    ends. Raises NotFound (customer), Invalid (instant) or Conflict (nothing running or
+    scheduled to end, or an end reaching into a finalized period)."""
+    customer = await get_customer(session, customer_id)
+    if customer is None:
+        raise NotFound(f"no customer {customer_id!r}")
+    await lock_customer(session, customer_id)
+    existing = await list_subscriptions(session, customer_id)
+    if not existing:
+        raise Conflict(f"customer {customer_id} has no subscription to end")
+    current = next(
+        (s for s in existing if s.starts_at <= now and (s.ends_at is None or s.ends_at > now)), existing[-1]
+    )
+    at = _effective_at(
+        customer, current, immediate=data.effective == "immediate", now=now, effective_at=data.effective_at
+    )
+    if at <= existing[0].starts_at:
+        raise Invalid(f"effectiveAt: before the first subscription starts ({existing[0].starts_at})")
+    if not any(s.ends_at is None or s.ends_at > at for s in existing):
+        ended = max(s.ends_at for s in existing if s.ends_at is not None)
+        raise Conflict(f"customer {customer_id}'s subscription ends at {ended.isoformat()} already")
+    finalized = await invoice_store.finalized_number_after(session, customer_id, at)
+    if finalized is not None:
+        raise Conflict(
+            f"the end at {at.isoformat()} falls in a period already invoiced ({finalized}); "
+            "void that invoice first"
+        )
+    await plan_store.cut_subscriptions_at(session, customer_id, at)
+    ending = [s for s in await list_subscriptions(session, customer_id) if s.ends_at == at]
+    if not ending:  # nothing ran at `at`: only changes scheduled after it, now dropped
+        raise Conflict(f"customer {customer_id} has no subscription running at {at.isoformat()}")
+    return ending[0]
 
 
 async def _insert(
