@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.alerting import repository as alerting_repository
 from portal.alerting import rules as rule_service
 from portal.alerting.deliveries import list_firings
+from portal.billing.pdf.text import period_text
 from portal.billing.preview import RatingSetup, preview, rating_setup
 from portal.billing.views import PreviewView, money_text
 from portal.catalog import service as catalog
@@ -263,8 +264,21 @@ async def usage_panel(
         # invoice, and its usage lines carry the quantities the cards show, at no further query.
         plan_charges = {(seg.plan.id, c.key): c for seg in setup.item.segments for c in seg.plan.charges}
         invoice = upcoming_invoice(estimate, units, plan_charges)
+        # A period split by a plan change has a card per plan for a meter: each says which.
+        plan_names = {seg.plan.id: seg.plan.name for seg in setup.item.segments}
+        split = len(setup.item.segments) > 1
         charges = tuple(
-            charge_progress(line, units.get(line.meter, ""), estimate.currency)
+            charge_progress(
+                line,
+                units.get(line.meter, ""),
+                estimate.currency,
+                segment=(
+                    f"{plan_names.get(line.plan_id, line.plan_id)}, "
+                    f"{period_text(line.segment_start, line.segment_end, customer.timezone)}"
+                    if split
+                    else ""
+                ),
+            )
             for line in estimate.lines
             if line.kind == "usage" and line.meter is not None
         )

@@ -69,14 +69,18 @@ def _free_tier(line: LineView) -> Decimal | None:
     return None if first.upper is None else _d(first.upper)
 
 
-def charge_progress(line: LineView, unit: str, currency: str) -> ChargeProgress:
+def charge_progress(line: LineView, unit: str, currency: str, segment: str = "") -> ChargeProgress:
     """A usage line of the live preview as a card (pure): the words agree with the amount,
-    so "all charged" never stands beside a free quantity."""
+    so "all charged" never stands beside a free quantity. `segment` names the plan and days
+    of a period split by a plan change ("Pro, 12-31 Dec 2026"), so that two cards of one
+    meter say which is which."""
     quantity, included = _d(line.quantity), _d(line.included_quantity)
     free = _free_tier(line)
     amount = _d(line.amount)
     word = "included" if free == 0 else "free"
     name = metric_label(line.meter) if line.meter and line.description == line.meter else line.description
+    if segment:
+        name = f"{name} ({segment})"
     card = (line.meter or "", name, line.amount)
     if free is None:  # the whole quantity is free
         return ChargeProgress(

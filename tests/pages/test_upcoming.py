@@ -135,3 +135,11 @@ def test_cards_never_call_free_usage_billable(
 ) -> None:
     card = charge_progress(rated(charge, quantity), unit, "EUR")
     assert (card.label, card.allowance) == (label, allowance)
+
+
+def test_a_card_of_a_period_split_by_a_plan_change_names_its_plan_and_days() -> None:
+    """After a plan change, a meter has a card per plan: each says which, or two cards read
+    "API calls" with different figures."""
+    card = charge_progress(rated(PER_UNIT, "10"), "GB", "EUR", segment="Pro, 12-31 Dec 2026")
+    assert card.description.endswith(" (Pro, 12-31 Dec 2026)")
+    assert not charge_progress(rated(PER_UNIT, "10"), "GB", "EUR").description.endswith(")")
