@@ -495,3 +495,32 @@ async def test_budget_warns_when_the_projection_is_over_it(
         "Heading over budget:</strong> Projected EUR 282.51 — 282% of the EUR 100.00 budget</p>"
     ) in page
     assert 'aria-describedby="budget-1-label budget-1-warning"' in page
+
+
+async def test_after_a_plan_change_each_card_of_a_meter_names_its_plan_and_days(
+    client: Client, admin_key: str, pg: asyncpg.Connection
+) -> None:
+    await make_customer(client, admin_key, timezone="UTC", currency="EUR")
+    await make_meter(client, admin_key, metric="api_calls", unit="call")
+    for plan_id, name, price in (("starter", "Starter", "0.002"), ("pro", "Pro", "0.001")):
+        plan = {
+            "id": plan_id,
+            "name": name,
+            "currency": "EUR",
+            "charges": [{"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": price}],
+        }
+        assert (await client.post("/v1/plans", headers=auth(admin_key), json=plan)).status_code == 201
+    subscriptions = "/v1/customers/acme/subscriptions"
+    assert (
+        await client.post(subscriptions, headers=auth(admin_key), json={"planId": "starter"})
+    ).status_code == 201
+    changed = await client.post(
+        subscriptions, headers=auth(admin_key), json={"planId": "pro", "effective": "immediate"}
+    )
+    assert changed.status_code == 201, changed.text
+    await staff(pg, client)
+
+    panel = (await client.get("/portal/customers/acme/usage", headers=HTMX)).text
+    names = re.findall(r'<p class="charge-name">\s*<a [^>]*>([^<]*)</a>', panel)
+    assert len(names) == 2, panel
+    assert names[0].startswith("API calls (Starter, ") and names[1].startswith("API calls (Pro, "), names
