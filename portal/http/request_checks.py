@@ -8,6 +8,7 @@ no route can use are refused here, once, rather than by a store deep inside a ro
 - A JSON body Litestar decodes that nests deeper than MAX_JSON_DEPTH is a 400, measured on
   its bytes before the (recursive) decoder runs (`PortalRequest`).
 - A form field that is not text in its charset is a 400 (`PortalRequest.form`).
+- A body with a Content-Encoding (gzip, br…) is a 415: no route decompresses one.
 
 Integer *query* values are bounded where they are declared (`le=ID_MAX`), so that the
 schema shows the bound and the 422 names the parameter.
@@ -16,6 +17,7 @@ schema shows the bound and the 422 names the parameter.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -42,6 +44,22 @@ class UnfitAddress(ClientException):
     status_code = 400
 
 
+class UnsupportedEncoding(ClientException):
+    """415: a compressed body (Content-Encoding), which no route decompresses."""
+
+    status_code = 415
+
+
+def body_encoding(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The request's Content-Encoding when it is one (gzip, br…), None for none or identity."""
+    for name, value in headers:
+        if name.lower() == b"content-encoding":
+            encoding = value.decode("latin-1").strip().lower()
+            if encoding not in ("", "identity"):
+                return encoding
+    return None
+
+
 def has_control_character(query_string: bytes) -> bool:
     """Whether a raw query string holds a control character, percent-encoded or not."""
     decoded = unquote_to_bytes(query_string) if b"%" in query_string else query_string
@@ -57,6 +75,12 @@ async def fitting_address(connection: ASGIConnection[Any, Any, Any, Any], _: Bas
     query: bytes = connection.scope.get("query_string", b"")
     if query and has_control_character(query):
         raise UnfitAddress("query: control characters (such as NUL) are not allowed in an address")
+    # Read as it is, a gzip body was "not valid UTF-8 (byte 1)": say what is wrong instead.
+    encoding = body_encoding(connection.scope["headers"])
+    if encoding is not None:
+        raise UnsupportedEncoding(
+            f"Content-Encoding {encoding[:40]!r} is not supported: send the body uncompressed"
+        )
     for value in connection.path_params.values():
         if type(value) is int and not ID_MIN <= value <= ID_MAX:
             raise NotFoundException("Nothing has this id: ids are 64-bit integers.")

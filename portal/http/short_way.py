@@ -106,6 +106,8 @@ def _headers_fit(scope: Scope) -> tuple[str, bytes] | None:
                 return None
         elif lowered == b"content-type" and not value.lower().startswith(b"application/json"):
             return None
+        elif lowered == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+            return None  # the Litestar way refuses it (request_checks: 415)
         elif lowered == _REQUEST_ID:  # the last one, as `request_ids` takes it
             request_id = value
     if not token:

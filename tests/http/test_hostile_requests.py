@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 from typing import Any
 
@@ -10,8 +12,10 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 from prometheus_client import REGISTRY
+from redis.asyncio import Redis
 
-from tests.factories import auth, make_customer, make_meter
+from portal.live import redis_keys as live_keys
+from tests.factories import auth, event, make_customer, make_meter
 from tests.pages.helpers import login_form, make_user, sign_in
 from tests.pages.test_manager_review import SEPT, draft
 from tests.pages.test_manager_review import world as review_world
@@ -114,6 +118,24 @@ async def test_ordinary_characters_still_reach_the_route(client: Client, admin_k
 async def test_a_control_character_is_refused_before_the_key_is_checked(client: Client) -> None:
     response = await client.get("/v1/customers/a%00b")
     assert response.status_code == 400, response.text
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/events/batch", "/v1/entitlements/check"])
+@pytest.mark.parametrize("encoding", ["gzip", "br", "GZIP, deflate"])
+async def test_a_compressed_body_is_a_415_that_says_so(
+    client: Client, ingest_key: str, redis: Redis, path: str, encoding: str
+) -> None:
+    """A gzip body had read "the body is not valid UTF-8 (byte 1)", a br one "malformed
+    JSON": no route decompresses, and the answer says that, on the short way in too."""
+    body = gzip.compress(json.dumps({"events": [event()]}).encode())
+    response = await client.post(
+        path,
+        content=body,
+        headers={**auth(ingest_key), "Content-Type": "application/json", "Content-Encoding": encoding},
+    )
+    assert response.status_code == 415, response.text
+    assert "is not supported: send the body uncompressed" in response.json()["detail"]
+    assert await redis.zcard(live_keys.INFLIGHT_KEY) == 0  # nothing held for the broker
 
 
 # --- the same on portal pages: the HTML error page --------------------------------------------
