@@ -54,13 +54,23 @@ def _in_words(text: Any) -> Any:
     return text
 
 
+def _body_missing(item: dict[str, Any]) -> str | None:
+    """Litestar's words for a JSON route sent no body at all are the KeyError of its `data`
+    parameter ("'data'"): say what is missing instead."""
+    if item.get("key") == "data" and item.get("source") == "body" and item.get("message") == "'data'":
+        return "the request needs a JSON body (it was empty)"
+    return None
+
+
 def unprocessable(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     """Bad fields in a well-formed request are 422 (Unprocessable Content), naming each
     field in `extra`; Litestar's default would be 400."""
     extra = exc.extra
     if isinstance(extra, list):
         extra = [
-            {**item, "message": _in_words(item.get("message"))} if isinstance(item, dict) else item
+            {**item, "message": _body_missing(item) or _in_words(item.get("message"))}
+            if isinstance(item, dict)
+            else item
             for item in extra
         ]
     return Response(

@@ -138,6 +138,17 @@ async def test_a_compressed_body_is_a_415_that_says_so(
     assert await redis.zcard(live_keys.INFLIGHT_KEY) == 0  # nothing held for the broker
 
 
+@pytest.mark.parametrize("path", ["/v1/entitlements/check", "/v1/customers", "/v1/plans"])
+async def test_an_empty_body_where_json_is_needed_says_so(client: Client, admin_key: str, path: str) -> None:
+    response = await client.post(
+        path, content=b"", headers={**auth(admin_key), "Content-Type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["extra"] == [
+        {"message": "the request needs a JSON body (it was empty)", "key": "data", "source": "body"}
+    ]
+
+
 # --- the same on portal pages: the HTML error page --------------------------------------------
 
 
