@@ -379,7 +379,9 @@ def _run_up(args: argparse.Namespace, settings: Settings, supervisor: Any) -> No
     supervisor.add_role(
         RoleSpec("worker", [*worker, "--threads", "4", "--queues", INGEST_QUEUE, MAINTENANCE_QUEUE], env)
     )
-    supervisor.add_role(RoleSpec("notices", [*worker, "--threads", "2", "--queues", ALERTS_QUEUE], env))
+    # Its threads mostly wait on other servers, so it has more of them than cores: with two,
+    # one endpoint timing out delayed the first attempt to every other endpoint by its timeout.
+    supervisor.add_role(RoleSpec("notices", [*worker, "--threads", "8", "--queues", ALERTS_QUEUE], env))
     supervisor.add_role(RoleSpec("scheduler", [*me, "scheduler"], env))
     url = f"http://{args.host}:{args.port}"
     if not _wait_healthy(url, supervisor):

@@ -337,7 +337,7 @@ def test_up_brings_back_whatever_is_killed_under_load_with_exact_totals() -> Non
 
         # Two Dramatiq workers: ingest and maintenance, and the notices (alerts, webhooks).
         ingest_worker = "dramatiq workers.main --processes 1 --threads 4 --queues ingest maintenance"
-        notices_worker = "dramatiq workers.main --processes 1 --threads 2 --queues alerts"
+        notices_worker = "dramatiq workers.main --processes 1 --threads 8 --queues alerts"
 
         def worker_child() -> int | None:
             master = role(ingest_worker)()
