@@ -154,6 +154,9 @@ class UsagePanel:
     budgets: tuple[BudgetProgress, ...] = ()
     alerts: tuple[AlertRow, ...] = ()
     anomalies: tuple[AnomalyRow, ...] = ()
+    # When the plan starts after the period does (a subscription begun mid-period): the
+    # usage shown counts from the period's start, the bill from this instant.
+    billed_from: str | None = None
 
     @property
     def version(self) -> str:
@@ -282,7 +285,11 @@ async def usage_panel(
             for line in estimate.lines
             if line.kind == "usage" and line.meter is not None
         )
+    billed_from = None
+    if setup is not None and setup.item.segments and setup.item.segments[0].start > period.start:
+        billed_from = instant(setup.item.segments[0].start, customer.timezone)
     return UsagePanel(
+        billed_from=billed_from,
         customer_id=customer.id,
         tz_name=customer.timezone,
         period_start=instant(period.start, customer.timezone),

@@ -524,3 +524,32 @@ async def test_after_a_plan_change_each_card_of_a_meter_names_its_plan_and_days(
     names = re.findall(r'<p class="charge-name">\s*<a [^>]*>([^<]*)</a>', panel)
     assert len(names) == 2, panel
     assert names[0].startswith("API calls (Starter, ") and names[1].startswith("API calls (Pro, "), names
+
+
+@pytest.mark.parametrize(("anchor", "noted"), [(1, True), (5, False)], ids=["mid-period", "from-its-start"])
+async def test_a_plan_begun_mid_period_says_usage_before_it_is_not_billed(
+    client: Client, admin_key: str, pg: asyncpg.Connection, anchor: int, noted: bool
+) -> None:
+    """The usage panel counts the period from its start; a bill from the subscription's.
+    Begun on the 5th of a period from the 1st, the difference is said, not left to puzzle."""
+    set_clock(client, datetime(2026, 3, 10, 12, tzinfo=UTC))
+    await make_customer(client, admin_key, timezone="UTC", currency="EUR")
+    await make_meter(client, admin_key, metric="api_calls", unit="call")
+    plan = {
+        "id": "calls",
+        "name": "Calls",
+        "currency": "EUR",
+        "charges": [{"key": "calls", "model": "per_unit", "meter": "api_calls", "unitPrice": "0.01"}],
+    }
+    assert (await client.post("/v1/plans", headers=auth(admin_key), json=plan)).status_code == 201
+    subscribed = await client.post(
+        "/v1/customers/acme/subscriptions",
+        headers=auth(admin_key),
+        json={"planId": "calls", "startDate": "2026-03-05", "anchorDay": anchor},
+    )
+    assert subscribed.status_code == 201, subscribed.text
+    await staff(pg, client)
+    panel = (await client.get("/portal/customers/acme/usage", headers=HTMX)).text
+    assert ('id="billed-from"' in panel) is noted
+    if noted:
+        assert re.search(r"Your plan started on <strong>[^<]*5 Mar 2026[^<]*</strong>", panel), panel
