@@ -78,6 +78,11 @@ def _entitlement(data: dict[str, Any]) -> Entitlement:
 Ask = tuple[str, str, Quantity | None]  # customer id, meter, quantity (None: any more)
 
 
+# The portal answers at most this many questions per request (422 beyond): more are asked
+# in several requests, answered in order as one list.
+MAX_CHECKS_PER_REQUEST = 10_000
+
+
 class EntitlementChecker:
     """Answers checks through `transport`, caching each (customer, meter, quantity) answer
     for `cache_seconds`. Thread-safe."""
@@ -92,8 +97,9 @@ class EntitlementChecker:
         self._lock = threading.Lock()
 
     def check_many(self, asks: Sequence[Ask]) -> list[Entitlement]:
-        """The answers, in order. A quantity the portal would refuse raises ValueError
-        (TypeError for a non-number) before anything is asked: see `quantity_text`."""
+        """The answers, in order (asked 10,000 to a request). A quantity the portal would
+        refuse raises ValueError (TypeError for a non-number) before anything is asked: see
+        `quantity_text`."""
         keys = [(c, m, None if q is None else quantity_text(q)) for c, m, q in asks]
         now = self._clock()
         out: list[Entitlement | None] = []
@@ -108,7 +114,12 @@ class EntitlementChecker:
                     out.append(None)
                     missing.append(i)
         if missing:
-            answers = self._ask([keys[i] for i in missing])
+            wanted = [keys[i] for i in missing]
+            answers = [
+                answer
+                for start in range(0, len(wanted), MAX_CHECKS_PER_REQUEST)
+                for answer in self._ask(wanted[start : start + MAX_CHECKS_PER_REQUEST])
+            ]
             with self._lock:
                 if len(self._cache) > 100_000:  # bounded: an application checking many customers
                     self._cache.clear()

@@ -68,6 +68,9 @@ async def test_check_flips_at_the_limit_and_caches_briefly(
         assert stale.lag_ms > 0
         (many,) = cached.check_many([("acme", "api_calls", 10)])
         assert (many.cached, many.allowed, many.used) == (False, False, Decimal(10))
+        # More questions than the portal takes in one request (10,000): asked in two
+        lots = fresh.check_many([("acme", "api_calls", q) for q in range(10_001)])
+        assert len(lots) == 10_001 and {(a.used, a.error) for a in lots} == {(Decimal(10), None)}
         async with AsyncUsageClient(server.url, ingest_key) as aio:
             assert (await aio.check("acme", "api_calls")).allowed is False
             (unknown,) = await aio.check_many([("nobody", "api_calls", None)])
