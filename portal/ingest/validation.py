@@ -379,6 +379,9 @@ def validate(
     dimensions = event.dimensions
     if not event_id:
         raise EventError("eventId: must not be empty")
+    if event_id.isspace():
+        # Accepted, it could not be told apart on a page or typed back into a search.
+        raise EventError("eventId: must not be blank (spaces only)")
     if len(event_id) > limits.max_event_id_chars:
         raise EventError(f"eventId: longer than {limits.max_event_id_chars} characters")
     if "/" in event_id:

@@ -62,6 +62,7 @@ BAD_EVENTS: list[tuple[str, dict[str, Any], str]] = [
     ("boolean quantity", event(quantity=True), "quantity: Expected `decimal`, got `bool`"),
     ("too precise quantity", event(quantity="0.0000000000001"), "quantity: at most 12 decimal places"),
     ("huge quantity", event(quantity="1e21"), "quantity: must be less than 10^20"),
+    ("blank event id", event(event_id="   "), "eventId: must not be blank (spaces only)"),
     ("too old", event(timestamp=NOW_MS - 36 * DAY_MS), "timestamp: older than the accepted lateness"),
     # The usual unit mix-ups are named as such
     (
