@@ -31,7 +31,7 @@ from portal.ingest.openapi import EventBatchOperation, SingleEventOperation
 from portal.ingest.repository import corrections as correction_store
 from portal.ingest.schemas import AmendIn, CancelIn, CorrectionOut, EventBatch, IngestResult
 from portal.ingest.service import CONFLICT_ERROR, IngestUnavailable
-from portal.ingest.validation import rejection_reason
+from portal.ingest.validation import json_error_words, rejection_reason
 from portal.keys.guard import key_actor
 from portal.state import PortalState
 from portal.usage.combine import exact
@@ -249,7 +249,7 @@ class EventController(Controller):
         try:
             envelope = msgspec.json.decode(body, type=EventBatch)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise ClientException(f'body must be {{"events": [...]}}: {exc}') from exc
+            raise ClientException(f'body must be {{"events": [...]}}: {json_error_words(exc, body)}') from exc
         except RecursionError:
             raise ClientException(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
         limit = portal.settings.max_batch_events

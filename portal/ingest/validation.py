@@ -186,6 +186,17 @@ def epoch_seconds_us(seconds: Decimal | int, field: str = "timestamp") -> int:
 
 _decode_usage_event = msgspec.json.Decoder(UsageEvent).decode
 
+_LONE_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])")
+
+
+def json_error_words(exc: Exception, raw: bytes) -> str:
+    """msgspec's words for a body it could not decode, except where they mislead: a lone
+    surrogate escape (`"\\ud800"`, text no store can hold) near the end of a body is
+    reported as "Input data was truncated"."""
+    if str(exc) == "Input data was truncated" and _LONE_SURROGATE_ESCAPE.search(raw):
+        return "a \\u escape of half a surrogate pair (such as \\ud800) is not text"
+    return str(exc)
+
 
 def decode_event(raw: bytes) -> UsageEvent:
     """Decode one event; msgspec's message already names the path (`$.quantity`).
@@ -195,7 +206,7 @@ def decode_event(raw: bytes) -> UsageEvent:
     except msgspec.ValidationError as exc:
         raise EventError(_tidy(str(exc))) from exc
     except msgspec.DecodeError as exc:
-        raise EventError(f"malformed JSON: {exc}") from exc
+        raise EventError(f"malformed JSON: {json_error_words(exc, raw)}") from exc
     except UnicodeDecodeError:
         raise EventError("body: not valid UTF-8") from None
     except RecursionError:
@@ -222,7 +233,7 @@ def decode_json_body(body: bytes) -> Any:
     except RecursionError:
         raise BodyError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise BodyError(f"malformed JSON: {exc}") from None
+        raise BodyError(f"malformed JSON: {json_error_words(exc, body)}") from None
     return value
 
 

@@ -185,6 +185,29 @@ async def test_malformed_json_event_is_rejected(
     await _nothing_counted(redis, broker_redis)
 
 
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/events/batch"])
+async def test_a_lone_surrogate_escape_is_named_not_called_truncated(
+    client: AsyncTestClient[Any],
+    ingest_key: str,
+    catalog: None,
+    redis: Redis,
+    broker_redis: Redis,
+    path: str,
+) -> None:
+    """msgspec reports `"\\ud800"` as "Input data was truncated", which the body was not."""
+    # Last in the body: msgspec says "truncated" only when little follows the escape.
+    one = json.dumps(event(dimensions={"region": "SURROGATE"})).replace('"SURROGATE"', '"\\ud800"')
+    body = one if path == "/v1/events" else '{"events": [' + one + "]}"
+    response = await client.post(
+        path, headers={**auth(ingest_key), "Content-Type": "application/json"}, content=body.encode()
+    )
+    assert response.status_code in (400, 422), response.text
+    words = "a \\u escape of half a surrogate pair (such as \\ud800) is not text"
+    answer = response.json()
+    assert words in (answer["rejected"][0]["error"] if "rejected" in answer else answer["detail"])
+    await _nothing_counted(redis, broker_redis)
+
+
 async def test_batch_over_1000_events_is_413(
     client: AsyncTestClient[Any],
     ingest_key: str,
